@@ -1,0 +1,43 @@
+# raftkv — everything a newcomer needs is `make run` and `make test`.
+# The first target that needs the virtualenv creates it from constraints.txt.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+SIM_SEEDS ?= 0:10000
+TEST_SIM_SEEDS ?= 0:300
+
+.PHONY: test lint sim fmt clean venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+## test: the whole test suite (unit, interaction scripts, paper tests, bounded simulator sweep) and lint
+test: $(STAMP)
+	RAFTKV_TEST_SIM_SEEDS=$(TEST_SIM_SEEDS) $(BIN)/python -m pytest -q
+	$(MAKE) --no-print-directory lint
+
+## lint: ruff (lint + format check) on everything, mypy --strict on the package
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy src/raftkv
+
+## sim: a long simulator sweep in swarm mode; prints seeds/s and violations
+sim: $(STAMP)
+	$(BIN)/python -m raftkv.testing.sim --seeds $(SIM_SEEDS) --swarm
+
+## fmt: apply ruff's formatting and autofixes
+fmt: $(STAMP)
+	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

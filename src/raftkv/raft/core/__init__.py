@@ -1,0 +1,87 @@
+"""The pure Raft core: messages and ticks in, `Ready` batches out. No I/O, no clock.
+
+See `rawnode.RawNode` for the entry point and `ready.Ready` for the caller's contract.
+"""
+
+from raftkv.raft.core.config import NO_LIMIT, Config
+from raftkv.raft.core.errors import (
+    ConfChangeInvalid,
+    ConfigInvalid,
+    InvalidArgument,
+    InvariantViolation,
+    LogCompacted,
+    LogUnavailable,
+    NotLeader,
+    PeerNotFound,
+    ProposalDropped,
+    RaftError,
+    SnapshotOutOfDate,
+    SnapshotTemporarilyUnavailable,
+)
+from raftkv.raft.core.rawnode import RawNode
+from raftkv.raft.core.ready import ProgressStatus, Ready, Status
+from raftkv.raft.core.storage import Storage
+from raftkv.raft.core.types import (
+    EMPTY_HARD_STATE,
+    EMPTY_SNAPSHOT,
+    NO_NODE,
+    ConfChange,
+    ConfChangeSingle,
+    ConfChangeTransition,
+    ConfChangeType,
+    ConfState,
+    Entry,
+    EntryKind,
+    HardState,
+    Message,
+    MessageType,
+    NodeId,
+    ReadOnlyOption,
+    ReadState,
+    Snapshot,
+    SnapshotMetadata,
+    SoftState,
+    StateRole,
+)
+
+__all__ = [
+    "EMPTY_HARD_STATE",
+    "EMPTY_SNAPSHOT",
+    "NO_LIMIT",
+    "NO_NODE",
+    "ConfChange",
+    "ConfChangeInvalid",
+    "ConfChangeSingle",
+    "ConfChangeTransition",
+    "ConfChangeType",
+    "ConfState",
+    "Config",
+    "ConfigInvalid",
+    "Entry",
+    "EntryKind",
+    "HardState",
+    "InvalidArgument",
+    "InvariantViolation",
+    "LogCompacted",
+    "LogUnavailable",
+    "Message",
+    "MessageType",
+    "NodeId",
+    "NotLeader",
+    "PeerNotFound",
+    "ProgressStatus",
+    "ProposalDropped",
+    "RaftError",
+    "RawNode",
+    "ReadOnlyOption",
+    "ReadState",
+    "Ready",
+    "Snapshot",
+    "SnapshotMetadata",
+    "SnapshotOutOfDate",
+    "SnapshotTemporarilyUnavailable",
+    "SoftState",
+    "StateRole",
+    "Status",
+    "Storage",
+]

@@ -1,0 +1,255 @@
+"""`RawNode`: the thread-unsafe, I/O-free interface to one Raft node.
+
+Usage (see `Ready` for the full contract):
+
+    node = RawNode(config, storage)
+    while running:
+        node.tick() every tick; node.step(message) for each message received;
+        node.propose(data) to replicate data
+        if node.has_ready():
+            ready = node.ready()
+            ... persist, send, apply, as `Ready` says ...
+            node.advance(ready)
+
+Every method either succeeds or raises without changing state. Between `ready()` and
+`advance()` the caller may keep stepping messages, ticking and proposing; it must not call
+`ready()` again until it has advanced.
+"""
+
+from __future__ import annotations
+
+from raftkv.raft.core.config import Config
+from raftkv.raft.core.errors import InvalidArgument, PeerNotFound, ProposalDropped
+from raftkv.raft.core.raft import Raft
+from raftkv.raft.core.ready import ProgressStatus, Ready, Status
+from raftkv.raft.core.storage import Storage
+from raftkv.raft.core.types import (
+    LOCAL_MESSAGE_TYPES,
+    NO_NODE,
+    RESPONSE_MESSAGE_TYPES,
+    ConfChange,
+    ConfState,
+    Entry,
+    EntryKind,
+    HardState,
+    Message,
+    MessageType,
+    NodeId,
+    SoftState,
+    StateRole,
+)
+
+
+class RawNode:
+    def __init__(self, config: Config, storage: Storage) -> None:
+        self.raft = Raft(config, storage)
+        self._previous_soft_state = self.raft.soft_state()
+        self._previous_hard_state = self.raft.hard_state()
+        self._ready_number = 0
+        # The Ready handed out and not yet advanced, with the messages addressed to
+        # ourselves that take effect once it is durable.
+        self._outstanding: Ready | None = None
+        self._self_messages: list[Message] = []
+
+    # -- inputs ----------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Advance logical time by one tick (elections, heartbeats, lease checks)."""
+        self.raft.tick()
+
+    def campaign(self) -> None:
+        """Start an election now (as if the election timeout elapsed)."""
+        self.raft.step(Message(type=MessageType.HUP, sender=self.raft.id))
+
+    def propose(self, data: bytes) -> None:
+        """Propose `data` for the log. Raises ProposalDropped (or NotLeader) if it cannot be
+        appended or forwarded now; success does not mean it will commit."""
+        self.raft.step(
+            Message(
+                type=MessageType.PROPOSE,
+                sender=self.raft.id,
+                entries=(Entry(term=0, index=0, data=data),),
+            )
+        )
+
+    def propose_conf_change(self, change: ConfChange) -> None:
+        """Propose a membership change. On the leader it is validated first and raises
+        ConfChangeInvalid if another change is pending or it would not apply."""
+        self.raft.step(
+            Message(
+                type=MessageType.PROPOSE,
+                sender=self.raft.id,
+                entries=(Entry(term=0, index=0, kind=EntryKind.CONF_CHANGE, data=change.encode()),),
+            )
+        )
+
+    def apply_conf_change(self, change: ConfChange) -> ConfState:
+        """Install a membership change whose entry the application is applying now."""
+        return self.raft.apply_conf_change(change)
+
+    def step(self, message: Message) -> None:
+        """Process a message received from a peer."""
+        if message.type in LOCAL_MESSAGE_TYPES:
+            raise InvalidArgument(f"{message.type.value} is local and cannot come from a peer")
+        if message.type in RESPONSE_MESSAGE_TYPES and message.sender not in (
+            self.raft.tracker.progress
+        ):
+            raise PeerNotFound(f"{message.type.value} from unknown node {message.sender}")
+        self.raft.step(message)
+
+    def read_index(self, context: bytes) -> None:
+        """Ask for a read index; a ReadState with `context` appears in a later Ready.
+
+        `context` must be unique among this node's pending reads."""
+        if not context:
+            raise InvalidArgument("a read index needs a non-empty context")
+        self.raft.step(
+            Message(
+                type=MessageType.READ_INDEX,
+                sender=self.raft.id,
+                entries=(Entry(term=0, index=0, data=context),),
+            )
+        )
+
+    def transfer_leader(self, to: NodeId) -> None:
+        """Ask the leader to hand leadership to `to` (thesis §3.10)."""
+        if self.raft.role is StateRole.LEADER:
+            if to not in self.raft.tracker.progress:
+                raise InvalidArgument(f"cannot transfer leadership to non-member {to}")
+        elif self.raft.leader_id == NO_NODE:
+            raise ProposalDropped("no leader to transfer leadership from")
+        self.raft.step(Message(type=MessageType.TRANSFER_LEADER, sender=to))
+
+    def report_unreachable(self, peer: NodeId) -> None:
+        """The transport could not deliver to `peer`."""
+        self.raft.step(Message(type=MessageType.UNREACHABLE, sender=peer))
+
+    def report_snapshot(self, peer: NodeId, ok: bool) -> None:
+        """A snapshot sent to `peer` was delivered (`ok`) or failed."""
+        self.raft.step(Message(type=MessageType.SNAPSHOT_STATUS, sender=peer, reject=not ok))
+
+    # -- output ----------------------------------------------------------------------------
+
+    def has_ready(self) -> bool:
+        raft = self.raft
+        if self._outstanding is not None:
+            return False
+        if raft.soft_state() != self._previous_soft_state:
+            return True
+        hard_state = raft.hard_state()
+        if not hard_state.is_empty() and hard_state != self._previous_hard_state:
+            return True
+        return bool(
+            raft.log.has_pending_snapshot()
+            or raft.messages
+            or raft.messages_after_append
+            or raft.log.unstable.entries
+            or raft.log.has_next_committed_entries()
+            or raft.read_states
+        )
+
+    def ready(self) -> Ready:
+        """Everything the caller must do now, as one numbered batch (see `Ready`)."""
+        if self._outstanding is not None:
+            raise InvalidArgument(f"Ready {self._outstanding.number} has not been advanced yet")
+        raft = self.raft
+        soft_state: SoftState | None = raft.soft_state()
+        if soft_state == self._previous_soft_state:
+            soft_state = None
+        hard_state: HardState | None = raft.hard_state()
+        if hard_state == self._previous_hard_state:
+            hard_state = None
+        entries = tuple(raft.log.unstable_entries())
+        snapshot = raft.log.unstable.snapshot
+        persisted: list[Message] = []
+        self._self_messages = []
+        for message in raft.messages_after_append:
+            if message.to == raft.id:
+                self._self_messages.append(message)
+            else:
+                persisted.append(message)
+        must_sync = (
+            bool(entries)
+            or snapshot is not None
+            or (
+                hard_state is not None
+                and (
+                    hard_state.term != self._previous_hard_state.term
+                    or hard_state.vote != self._previous_hard_state.vote
+                )
+            )
+        )
+        self._ready_number += 1
+        ready = Ready(
+            number=self._ready_number,
+            soft_state=soft_state,
+            hard_state=hard_state,
+            read_states=tuple(raft.take_read_states()),
+            entries=entries,
+            snapshot=snapshot,
+            committed_entries=tuple(raft.log.next_committed_entries()),
+            messages=tuple(raft.messages),
+            persisted_messages=tuple(persisted),
+            must_sync=must_sync,
+        )
+        raft.messages = []
+        raft.messages_after_append = []
+        if soft_state is not None:
+            self._previous_soft_state = soft_state
+        if hard_state is not None:
+            self._previous_hard_state = hard_state
+        self._outstanding = ready
+        return ready
+
+    def advance(self, ready: Ready) -> None:
+        """The caller persisted, sent and applied `ready` as its contract says."""
+        if self._outstanding is None or ready.number != self._outstanding.number:
+            expected = "none" if self._outstanding is None else self._outstanding.number
+            raise InvalidArgument(f"advance of Ready {ready.number}, outstanding: {expected}")
+        raft = self.raft
+        self._outstanding = None
+        if ready.entries:
+            last = ready.entries[-1]
+            raft.log.stable_to(last.index, last.term)
+        if ready.snapshot is not None:
+            raft.log.stable_snapshot_to(ready.snapshot.metadata.index)
+        applied = 0
+        if ready.snapshot is not None:
+            applied = ready.snapshot.metadata.index
+        if ready.committed_entries:
+            applied = ready.committed_entries[-1].index
+            raft.reduce_uncommitted_size(sum(e.payload_size for e in ready.committed_entries))
+        if applied > 0:
+            raft.applied_to(applied)
+        # What this Ready made durable now takes effect locally: our own vote, our own
+        # acknowledgement of appended entries.
+        self_messages, self._self_messages = self._self_messages, []
+        for message in self_messages:
+            raft.step(message)
+
+    def status(self) -> Status:
+        raft = self.raft
+        progress: dict[NodeId, ProgressStatus] = {}
+        if raft.role is StateRole.LEADER:
+            for node_id, item in sorted(raft.tracker.progress.items()):
+                progress[node_id] = ProgressStatus(
+                    match=item.match,
+                    next=item.next,
+                    state=item.state.value,
+                    recent_active=item.recent_active,
+                    is_learner=item.is_learner,
+                    pending_snapshot=item.pending_snapshot,
+                    inflight_count=item.inflights.count(),
+                )
+        return Status(
+            id=raft.id,
+            hard_state=raft.hard_state(),
+            soft_state=raft.soft_state(),
+            applied=raft.log.applied,
+            committed=raft.log.committed,
+            first_index=raft.log.first_index(),
+            last_index=raft.log.last_index(),
+            conf_state=raft.conf_state(),
+            lead_transferee=raft.lead_transferee,
+            progress=progress,
+        )

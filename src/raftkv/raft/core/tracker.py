@@ -1,0 +1,218 @@
+"""What the leader knows about each follower: `Progress`, `Inflights`, `ProgressTracker`.
+
+Replication states of a follower (etcd-io/raft's `tracker/progress.go`):
+- PROBE: the leader does not know the follower's last matching index. It sends one APPEND
+  per heartbeat interval and waits for the answer, moving `next` back on rejection.
+- REPLICATE: the follower is known to match up to `match`; the leader streams APPENDs
+  optimistically (advancing `next` as it sends), bounded by `Inflights`.
+- SNAPSHOT: the follower needs a snapshot (its next entry is compacted); nothing else is sent
+  until the snapshot is reported applied or failed.
+
+Invariants: `match < next`; in REPLICATE, `match <= next - 1` and every index in
+(`match`, `next`) has been sent; in SNAPSHOT, `pending_snapshot` is the snapshot's index.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass, field
+
+from raftkv.raft.core.errors import InvariantViolation
+from raftkv.raft.core.quorum import JointConfig, VoteResult
+from raftkv.raft.core.types import ConfState, NodeId
+
+
+class ReplicationState(enum.Enum):
+    PROBE = "StateProbe"
+    REPLICATE = "StateReplicate"
+    SNAPSHOT = "StateSnapshot"
+
+
+class Inflights:
+    """APPEND messages sent but not yet acknowledged, each with its last index and size.
+
+    Bounded by a message count and (if `max_bytes` > 0) by total bytes. Freed in order as
+    acknowledgements arrive.
+    """
+
+    __slots__ = ("_queue", "bytes", "max_bytes", "max_count")
+
+    def __init__(self, max_count: int, max_bytes: int) -> None:
+        self.max_count = max_count
+        self.max_bytes = max_bytes
+        self._queue: deque[tuple[int, int]] = deque()
+        self.bytes = 0
+
+    def add(self, index: int, size: int) -> None:
+        if self.full():
+            raise InvariantViolation("cannot add to full inflights")
+        if self._queue and index <= self._queue[-1][0]:
+            raise InvariantViolation(f"inflight index {index} is not increasing")
+        self._queue.append((index, size))
+        self.bytes += size
+
+    def free_to(self, index: int) -> None:
+        """Free every inflight message whose last index is at most `index`."""
+        while self._queue and self._queue[0][0] <= index:
+            _, size = self._queue.popleft()
+            self.bytes -= size
+
+    def full(self) -> bool:
+        if len(self._queue) >= self.max_count:
+            return True
+        return self.max_bytes > 0 and self.bytes >= self.max_bytes
+
+    def count(self) -> int:
+        return len(self._queue)
+
+    def reset(self) -> None:
+        self._queue.clear()
+        self.bytes = 0
+
+
+@dataclass(slots=True)
+class Progress:
+    match: int
+    next: int
+    inflights: Inflights
+    state: ReplicationState = ReplicationState.PROBE
+    # In SNAPSHOT: the index of the snapshot being sent.
+    pending_snapshot: int = 0
+    # Heard from within the current election timeout (CheckQuorum). Reset by the leader.
+    recent_active: bool = False
+    # In PROBE: an APPEND was sent and no answer arrived yet; cleared by heartbeat responses.
+    probe_sent: bool = False
+    is_learner: bool = False
+
+    def reset_state(self, state: ReplicationState) -> None:
+        self.probe_sent = False
+        self.pending_snapshot = 0
+        self.state = state
+        self.inflights.reset()
+
+    def become_probe(self) -> None:
+        # Coming back from SNAPSHOT, the follower has at least the snapshot's index.
+        if self.state is ReplicationState.SNAPSHOT:
+            pending = self.pending_snapshot
+            self.reset_state(ReplicationState.PROBE)
+            self.next = max(self.match + 1, pending + 1)
+        else:
+            self.reset_state(ReplicationState.PROBE)
+            self.next = self.match + 1
+
+    def become_replicate(self) -> None:
+        self.reset_state(ReplicationState.REPLICATE)
+        self.next = self.match + 1
+
+    def become_snapshot(self, snapshot_index: int) -> None:
+        self.reset_state(ReplicationState.SNAPSHOT)
+        self.pending_snapshot = snapshot_index
+
+    def sent_entries(self, last_index: int | None, size: int) -> None:
+        """Record that an APPEND carrying entries up to `last_index` was sent."""
+        if self.state is ReplicationState.REPLICATE:
+            if last_index is not None:
+                self.next = last_index + 1
+                self.inflights.add(last_index, size)
+        elif self.state is ReplicationState.PROBE:
+            self.probe_sent = True
+        else:
+            raise InvariantViolation(f"sending entries in state {self.state}")
+
+    def maybe_update(self, index: int) -> bool:
+        """An APPEND up to `index` was accepted. Returns whether `match` moved."""
+        updated = False
+        if self.match < index:
+            self.match = index
+            updated = True
+            self.probe_sent = False
+        self.next = max(self.next, index + 1)
+        return updated
+
+    def maybe_decrement_to(self, rejected: int, match_hint: int) -> bool:
+        """An APPEND at `rejected` was refused; the follower's hint says it may match up to
+        `match_hint`. Returns False if the rejection is stale (already superseded)."""
+        if self.state is ReplicationState.REPLICATE:
+            # Stale unless it rejects the entry right after our match.
+            if rejected <= self.match:
+                return False
+            self.next = self.match + 1
+            return True
+        # PROBE (or SNAPSHOT): only the answer to the probe at next - 1 counts.
+        if self.next - 1 != rejected:
+            return False
+        self.next = max(min(rejected, match_hint + 1), self.match + 1)
+        self.probe_sent = False
+        return True
+
+    def is_paused(self) -> bool:
+        """Whether the leader should hold back APPENDs to this follower."""
+        match self.state:
+            case ReplicationState.PROBE:
+                return self.probe_sent
+            case ReplicationState.REPLICATE:
+                return self.inflights.full()
+            case ReplicationState.SNAPSHOT:
+                return True
+
+
+@dataclass(slots=True)
+class ProgressTracker:
+    """The configuration in force and every member's progress.
+
+    Invariant: `progress` has exactly one entry per member of `voters` ∪ `learners` ∪
+    `learners_next`; voters and learners are disjoint.
+    """
+
+    max_inflight_messages: int
+    max_inflight_bytes: int
+    voters: JointConfig = field(default_factory=JointConfig)
+    learners: frozenset[NodeId] = frozenset()
+    # Voters of the outgoing configuration that become learners when leaving joint.
+    learners_next: frozenset[NodeId] = frozenset()
+    auto_leave: bool = False
+    progress: dict[NodeId, Progress] = field(default_factory=dict)
+    votes: dict[NodeId, bool] = field(default_factory=dict)
+
+    def conf_state(self) -> ConfState:
+        return ConfState(
+            voters=self.voters.incoming.voters,
+            learners=self.learners,
+            voters_outgoing=self.voters.outgoing.voters,
+            learners_next=self.learners_next,
+            auto_leave=self.auto_leave,
+        )
+
+    def is_singleton(self) -> bool:
+        return len(self.voters.incoming.voters) == 1 and not self.voters.is_joint()
+
+    def committed(self) -> int:
+        def acked(node_id: NodeId) -> int | None:
+            progress = self.progress.get(node_id)
+            return None if progress is None else progress.match
+
+        return self.voters.committed_index(acked)
+
+    def voter_ids(self) -> frozenset[NodeId]:
+        return self.voters.ids()
+
+    def quorum_active(self) -> bool:
+        active = [
+            node_id
+            for node_id, progress in self.progress.items()
+            if progress.recent_active and not progress.is_learner
+        ]
+        return self.voters.has_quorum(active)
+
+    def reset_votes(self) -> None:
+        self.votes = {}
+
+    def record_vote(self, node_id: NodeId, granted: bool) -> None:
+        # The first answer of a node in a term counts; duplicates are ignored.
+        self.votes.setdefault(node_id, granted)
+
+    def tally_votes(self) -> tuple[int, int, VoteResult]:
+        granted = sum(1 for node_id in self.voter_ids() if self.votes.get(node_id) is True)
+        rejected = sum(1 for node_id in self.voter_ids() if self.votes.get(node_id) is False)
+        return granted, rejected, self.voters.vote_result(self.votes)

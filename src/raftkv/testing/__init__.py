@@ -1,0 +1,1 @@
+"""Test tools shipped with raftkv: storage doubles, the interaction runner, the simulator."""
