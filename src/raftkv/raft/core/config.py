@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from random import Random
 from dataclasses import dataclass
+from random import Random
 
 from raftkv.raft.core.errors import ConfigInvalid
 from raftkv.raft.core.types import NO_NODE, NodeId, ReadOnlyOption

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from raftkv.raft.core.config import NO_LIMIT
 from raftkv.raft.core.errors import InvariantViolation, LogCompacted, LogUnavailable
 from raftkv.raft.core.storage import Storage
 from raftkv.raft.core.types import Entry, Snapshot
@@ -290,7 +291,7 @@ class RaftLog:
         return self.slice(index, self.last_index() + 1, max_size)
 
     def all_entries(self) -> list[Entry]:
-        return self.entries(self.first_index(), 2**63 - 1)
+        return self.entries(self.first_index(), NO_LIMIT)
 
     def slice(self, low: int, high: int, max_size: int) -> list[Entry]:
         """Entries in [low, high) within `max_size` bytes (at least one).

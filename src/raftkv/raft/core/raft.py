@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from raftkv.raft.core import confchange
-from raftkv.raft.core.config import Config
+from raftkv.raft.core.config import NO_LIMIT, Config
 from raftkv.raft.core.errors import (
     ConfChangeInvalid,
     InvariantViolation,
@@ -316,7 +316,7 @@ class Raft:
         if self.log.applied >= self.log.committed:
             return False
         low = max(self.log.applied + 1, self.log.first_index())
-        entries = self.log.slice(low, self.log.committed + 1, 2**63 - 1)
+        entries = self.log.slice(low, self.log.committed + 1, NO_LIMIT)
         return any(entry.kind is EntryKind.CONF_CHANGE for entry in entries)
 
     def _campaign(self, kind: CampaignKind) -> None:

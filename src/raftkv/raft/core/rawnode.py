@@ -18,8 +18,15 @@ Every method either succeeds or raises without changing state. Between `ready()`
 
 from __future__ import annotations
 
+import contextlib
+
 from raftkv.raft.core.config import Config
-from raftkv.raft.core.errors import InvalidArgument, PeerNotFound, ProposalDropped
+from raftkv.raft.core.errors import (
+    ConfChangeInvalid,
+    InvalidArgument,
+    PeerNotFound,
+    ProposalDropped,
+)
 from raftkv.raft.core.raft import Raft
 from raftkv.raft.core.ready import ProgressStatus, Ready, Status
 from raftkv.raft.core.storage import Storage
@@ -37,6 +44,11 @@ from raftkv.raft.core.types import (
     NodeId,
     SoftState,
     StateRole,
+)
+
+# Requests a peer forwards on behalf of its client (see `RawNode.step`).
+_FORWARDED_TYPES = frozenset(
+    {MessageType.PROPOSE, MessageType.READ_INDEX, MessageType.TRANSFER_LEADER}
 )
 
 
@@ -88,13 +100,22 @@ class RawNode:
         return self.raft.apply_conf_change(change)
 
     def step(self, message: Message) -> None:
-        """Process a message received from a peer."""
+        """Process a message received from a peer.
+
+        A proposal, read or transfer request a peer forwarded to us that we cannot serve
+        (we lost leadership, limits, an invalid conf change) is dropped: the node that
+        accepted it from its client times out and retries, as with a lost message.
+        """
         if message.type in LOCAL_MESSAGE_TYPES:
             raise InvalidArgument(f"{message.type.value} is local and cannot come from a peer")
         if message.type in RESPONSE_MESSAGE_TYPES and message.sender not in (
             self.raft.tracker.progress
         ):
             raise PeerNotFound(f"{message.type.value} from unknown node {message.sender}")
+        if message.type in _FORWARDED_TYPES:
+            with contextlib.suppress(ProposalDropped, ConfChangeInvalid):
+                self.raft.step(message)
+            return
         self.raft.step(message)
 
     def read_index(self, context: bytes) -> None:
