@@ -84,6 +84,9 @@ class MemoryStorage:
                 f"snapshot at {index} is not newer than {self._snapshot.metadata.index}"
             )
         offset = self._entries[0].index
+        if index < offset:
+            # The entry's term is gone; a negative list index would silently read another.
+            raise LogCompacted(f"snapshot index {index} is below the compacted index {offset}")
         if index > self.last_index():
             raise LogUnavailable(f"snapshot index {index} > last index {self.last_index()}")
         metadata = SnapshotMetadata(
