@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import raftkv.raft.core as core
+from raftkv.raft import core
 
 
 def test_core_all_is_pinned() -> None:
@@ -27,6 +27,7 @@ def test_core_all_is_pinned() -> None:
             "InvariantViolation",
             "LogCompacted",
             "LogUnavailable",
+            "MalformedMessage",
             "Message",
             "MessageType",
             "NodeId",

@@ -171,8 +171,6 @@ def _apply_changes(
     progress = start.progress
     for change in changes:
         node_id = change.node_id
-        if node_id == 0:
-            continue
         match change.type:
             case ConfChangeType.ADD_NODE:
                 if node_id not in progress:

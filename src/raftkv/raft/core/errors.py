@@ -62,6 +62,11 @@ class InvalidArgument(RaftError):
     """The caller misused the API (a local bug, not a misbehaving peer)."""
 
 
+class MalformedMessage(RaftError):
+    """A peer sent a message that breaks the protocol's shape (a misbehaving peer, not a
+    local bug). It was dropped; nothing changed."""
+
+
 class PeerNotFound(RaftError):
     """A response arrived from a node that is not in the configuration."""
 

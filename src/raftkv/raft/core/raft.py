@@ -514,7 +514,11 @@ class Raft:
         pending_conf_index = self.pending_conf_index
         for offset, entry in enumerate(message.entries):
             if entry.kind is EntryKind.CONF_CHANGE:
-                self.check_conf_change_allowed(ConfChange.decode(entry.data))
+                try:
+                    change = ConfChange.decode(entry.data)
+                except ValueError as error:
+                    raise ConfChangeInvalid(str(error)) from error
+                self.check_conf_change_allowed(change)
                 pending_conf_index = self.log.last_index() + offset + 1
         if not self._append_entries(list(message.entries)):
             raise ProposalDropped("too many uncommitted bytes")
@@ -848,8 +852,10 @@ class Raft:
         )
 
     def _progress_factory(self) -> confchange.ProgressFactory:
+        # Starting at the last index (not after it) means a new member is probed at once
+        # with the last entry, instead of waiting for the next proposal or heartbeat.
         return confchange.ProgressFactory(
-            next_index=self.log.last_index() + 1,
+            next_index=self.log.last_index(),
             max_inflight_messages=self.config.max_inflight_messages,
             max_inflight_bytes=self.config.max_inflight_bytes,
         )

@@ -24,6 +24,7 @@ from raftkv.raft.core.config import Config
 from raftkv.raft.core.errors import (
     ConfChangeInvalid,
     InvalidArgument,
+    MalformedMessage,
     PeerNotFound,
     ProposalDropped,
 )
@@ -50,6 +51,35 @@ from raftkv.raft.core.types import (
 _FORWARDED_TYPES = frozenset(
     {MessageType.PROPOSE, MessageType.READ_INDEX, MessageType.TRANSFER_LEADER}
 )
+
+
+def check_peer_message(message: Message) -> None:
+    """Raise MalformedMessage if `message` has a shape no correct peer produces.
+
+    Checked at the boundary so that the core's own assertions (InvariantViolation) only ever
+    fire for our own bugs, never because of what a peer sent.
+    """
+    if message.type is MessageType.PROPOSE and not message.entries:
+        raise MalformedMessage("MsgProp without entries")
+    if message.type in (MessageType.READ_INDEX, MessageType.READ_INDEX_RESPONSE) and (
+        len(message.entries) != 1 or not message.entries[0].data
+    ):
+        raise MalformedMessage(f"{message.type.value} needs exactly one non-empty context")
+    if message.type is MessageType.APPEND:
+        expected = message.index + 1
+        previous_term = message.log_term
+        for entry in message.entries:
+            if entry.index != expected or entry.term < previous_term or entry.term > message.term:
+                raise MalformedMessage(
+                    f"MsgApp entries out of order at {entry.term}/{entry.index} "
+                    f"(after {message.log_term}/{message.index}, term {message.term})"
+                )
+            expected += 1
+            previous_term = entry.term
+    if message.type is MessageType.SNAPSHOT and (
+        message.snapshot is None or message.snapshot.is_empty()
+    ):
+        raise MalformedMessage("MsgSnap without a snapshot")
 
 
 class RawNode:
@@ -102,12 +132,14 @@ class RawNode:
     def step(self, message: Message) -> None:
         """Process a message received from a peer.
 
+        Raises MalformedMessage (and changes nothing) for a message no correct peer sends.
         A proposal, read or transfer request a peer forwarded to us that we cannot serve
         (we lost leadership, limits, an invalid conf change) is dropped: the node that
         accepted it from its client times out and retries, as with a lost message.
         """
         if message.type in LOCAL_MESSAGE_TYPES:
             raise InvalidArgument(f"{message.type.value} is local and cannot come from a peer")
+        check_peer_message(message)
         if message.type in RESPONSE_MESSAGE_TYPES and message.sender not in (
             self.raft.tracker.progress
         ):

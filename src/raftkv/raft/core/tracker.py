@@ -108,6 +108,8 @@ class Progress:
     def become_snapshot(self, snapshot_index: int) -> None:
         self.reset_state(ReplicationState.SNAPSHOT)
         self.pending_snapshot = snapshot_index
+        # What the follower will hold once the snapshot is installed.
+        self.next = snapshot_index + 1
 
     def sent_entries(self, last_index: int | None, size: int) -> None:
         """Record that an APPEND carrying entries up to `last_index` was sent."""

@@ -237,6 +237,10 @@ class ConfChangeSingle:
     type: ConfChangeType
     node_id: NodeId
 
+    def __post_init__(self) -> None:
+        if self.node_id <= NO_NODE or self.node_id >= 2**64:
+            raise ValueError(f"conf change: invalid node id {self.node_id}")
+
 
 @dataclass(frozen=True, slots=True)
 class ConfChange:
@@ -304,7 +308,5 @@ class ConfChange:
             offset += 9
             if kind >= len(cls._TYPES):
                 raise ValueError(f"conf change: unknown change type {kind}")
-            if node_id == NO_NODE:
-                raise ValueError("conf change: node id 0")
             changes.append(ConfChangeSingle(cls._TYPES[kind], NodeId(node_id)))
         return cls(tuple(changes), cls._TRANSITIONS[transition], bytes(data[offset:]))
