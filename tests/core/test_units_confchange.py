@@ -98,7 +98,7 @@ def freeze(value: Membership) -> Frozen:
                 item.next,
                 item.is_learner,
                 item.recent_active,
-                item.probe_sent,
+                item.flow_paused,
                 item.pending_snapshot,
             )
             for node_id, item in sorted(value.progress.items())

@@ -173,7 +173,7 @@ def test_inflights_reset_empties() -> None:
     ],
 )
 def test_become_probe(progress: Progress, expected_next: int) -> None:
-    progress.probe_sent = True
+    progress.flow_paused = True
     progress.inflights.add(7, 1)
     match_before = progress.match
     progress.become_probe()
@@ -181,16 +181,16 @@ def test_become_probe(progress: Progress, expected_next: int) -> None:
     assert progress.next == expected_next
     assert progress.match == match_before
     assert progress.pending_snapshot == 0
-    assert not progress.probe_sent
+    assert not progress.flow_paused
     assert progress.inflights.count() == 0
 
 
 def test_become_replicate() -> None:
     progress = make_progress(1, 5, PROBE)
-    progress.probe_sent = True
+    progress.flow_paused = True
     progress.become_replicate()
     assert (progress.state, progress.match, progress.next) == (REPLICATE, 1, 2)
-    assert not progress.probe_sent
+    assert not progress.flow_paused
 
 
 def test_become_snapshot() -> None:
@@ -215,11 +215,11 @@ def test_maybe_update(
     update: int, expected_match: int, expected_next: int, expected_updated: bool
 ) -> None:
     progress = make_progress(3, 5, PROBE)
-    progress.probe_sent = True
+    progress.flow_paused = True
     assert progress.maybe_update(update) is expected_updated
     assert (progress.match, progress.next) == (expected_match, expected_next)
     # An acknowledgement that moves match answers the outstanding probe.
-    assert progress.probe_sent is (not expected_updated)
+    assert progress.flow_paused is (not expected_updated)
 
 
 @pytest.mark.parametrize(
@@ -267,7 +267,7 @@ def test_maybe_decrement_to(
 
 def test_fresh_probe_rejection_unpauses_stale_does_not() -> None:
     progress = make_progress(0, 10, PROBE)
-    progress.probe_sent = True
+    progress.flow_paused = True
     assert progress.is_paused()
     # Stale: an answer to an older probe.
     assert not progress.maybe_decrement_to(5, 5)
@@ -281,19 +281,19 @@ def test_fresh_probe_rejection_unpauses_stale_does_not() -> None:
 
 
 @pytest.mark.parametrize(
-    ("state", "probe_sent", "expected"),
+    ("state", "flow_paused", "expected"),
     [
         (PROBE, False, False),
         (PROBE, True, True),
         (REPLICATE, False, False),
-        (REPLICATE, True, False),  # probe_sent means nothing while replicating
+        (REPLICATE, True, True),  # the window is (or was) full
         (SNAPSHOT, False, True),
         (SNAPSHOT, True, True),
     ],
 )
-def test_is_paused_per_state(state: ReplicationState, probe_sent: bool, expected: bool) -> None:
+def test_is_paused_per_state(state: ReplicationState, flow_paused: bool, expected: bool) -> None:
     progress = make_progress(0, 1, state)
-    progress.probe_sent = probe_sent
+    progress.flow_paused = flow_paused
     assert progress.is_paused() is expected
 
 
@@ -301,7 +301,7 @@ def test_replicate_pauses_when_inflights_full() -> None:
     progress = make_progress(0, 1, REPLICATE, max_count=2)
     progress.sent_entries(1, 10)
     assert not progress.is_paused()
-    progress.sent_entries(2, 10)
+    progress.sent_entries(1, 10)
     assert progress.is_paused()
     assert progress.maybe_update(1)
     progress.inflights.free_to(1)
@@ -312,31 +312,50 @@ def test_replicate_pauses_when_inflight_bytes_full() -> None:
     progress = make_progress(0, 1, REPLICATE, max_count=100, max_bytes=25)
     progress.sent_entries(3, 20)
     assert not progress.is_paused()
-    progress.sent_entries(5, 20)
+    progress.sent_entries(2, 20)
     assert progress.is_paused()
 
 
 def test_sent_entries_in_replicate_advances_next_optimistically() -> None:
     progress = make_progress(4, 5, REPLICATE)
-    progress.sent_entries(8, 40)
+    progress.sent_entries(4, 40)
     assert (progress.match, progress.next) == (4, 9)
     assert inflight_state(progress.inflights) == (1, 40, False)
-    progress.sent_entries(10, 5)
+    progress.sent_entries(2, 5)
     assert (progress.match, progress.next) == (4, 11)
     assert inflight_state(progress.inflights) == (2, 45, False)
 
 
 def test_sent_empty_append_in_replicate_changes_nothing() -> None:
     progress = make_progress(4, 5, REPLICATE)
-    progress.sent_entries(None, 0)
-    assert (progress.next, progress.inflights.count(), progress.probe_sent) == (5, 0, False)
+    progress.sent_entries(0, 0)
+    assert (progress.next, progress.inflights.count(), progress.flow_paused) == (5, 0, False)
+
+
+def test_a_full_window_unpaused_by_a_sign_of_life_pauses_again_after_one_empty_append() -> None:
+    # Regression: every inflight APPEND was lost; a heartbeat response clears the pause so
+    # the leader sends one empty APPEND, whose answer frees or resets the window.
+    progress = make_progress(0, 1, REPLICATE, max_count=1)
+    progress.sent_entries(1, 10)
+    assert progress.is_paused()
+    progress.flow_paused = False  # what a heartbeat response does
+    assert not progress.is_paused()
+    progress.sent_entries(0, 0)
+    assert progress.is_paused()
+    assert progress.next == 2
+
+
+def test_sent_empty_probe_does_not_pause() -> None:
+    progress = make_progress(4, 5, PROBE)
+    progress.sent_entries(0, 0)
+    assert not progress.is_paused()
 
 
 def test_sent_entries_in_probe_pauses_without_moving_next() -> None:
     progress = make_progress(4, 5, PROBE)
-    progress.sent_entries(8, 40)
+    progress.sent_entries(4, 40)
     assert progress.next == 5
-    assert progress.probe_sent
+    assert progress.flow_paused
     assert progress.is_paused()
     assert progress.inflights.count() == 0
 

@@ -108,6 +108,14 @@ class Raft:
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
         self.randomized_election_timeout = config.election_tick
+        # Ticks since this node started: the local clock leader leases are measured on.
+        self.ticks = 0
+        # With leases, a node that just started may have acknowledged a leader's heartbeat
+        # before it crashed, promising not to vote for an election timeout. It has forgotten
+        # that promise, so it keeps it by refusing votes for one election timeout at start.
+        self._startup_quiet_ticks = (
+            config.election_tick if config.read_only_option is ReadOnlyOption.LEASE_BASED else 0
+        )
         self._tick: Callable[[], None] = self._tick_election
         self._step_role: Callable[[Message], None] = self._step_follower
 
@@ -143,6 +151,7 @@ class Raft:
     # -- inputs ----------------------------------------------------------------------------
 
     def tick(self) -> None:
+        self.ticks += 1
         self._tick()
 
     def step(self, message: Message) -> None:
@@ -152,10 +161,12 @@ class Raft:
         elif message.term > self.term:
             if message.type in (MessageType.VOTE, MessageType.PRE_VOTE):
                 force = message.context == CAMPAIGN_TRANSFER
-                in_lease = (
-                    self.config.check_quorum
-                    and self.leader_id != NO_NODE
-                    and self.election_elapsed < self.config.election_tick
+                in_lease = self.config.check_quorum and (
+                    (
+                        self.leader_id != NO_NODE
+                        and self.election_elapsed < self.config.election_tick
+                    )
+                    or self.ticks < self._startup_quiet_ticks
                 )
                 if not force and in_lease:
                     # We heard from a leader within the minimum election timeout: a node
@@ -263,6 +274,7 @@ class Raft:
             progress.next = last_index + 1
             progress.reset_state(ReplicationState.PROBE)
             progress.recent_active = False
+            progress.lease_ack_tick = None
             if node_id == self.id:
                 # Only what is durable counts toward commitment (rule 2 above).
                 progress.match = self.log.persisted_index()
@@ -476,7 +488,11 @@ class Raft:
                 self._handle_append_response(message)
             case MessageType.HEARTBEAT_RESPONSE:
                 progress.recent_active = True
-                progress.probe_sent = False
+                progress.flow_paused = False
+                if self.read_only.option is ReadOnlyOption.LEASE_BASED and (
+                    0 < message.index <= self.ticks
+                ):
+                    progress.lease_ack_tick = max(progress.lease_ack_tick or 0, message.index)
                 if (
                     progress.match < self.log.last_index()
                     or progress.state is ReplicationState.PROBE
@@ -491,7 +507,7 @@ class Raft:
                 progress.become_probe()
                 # Wait for a heartbeat response before probing: the follower may still be
                 # installing the snapshot.
-                progress.probe_sent = True
+                progress.flow_paused = True
             case MessageType.UNREACHABLE:
                 # Appends to an unreachable follower were probably lost.
                 if progress.state is ReplicationState.REPLICATE:
@@ -555,14 +571,41 @@ class Raft:
         return self.log.term_or_zero(self.log.committed) == self.term
 
     def _send_read_index_response(self, message: Message) -> None:
-        match self.read_only.option:
-            case ReadOnlyOption.SAFE:
-                context = message.entries[0].data
-                self.read_only.add_request(self.log.committed, message)
-                self.read_only.receive_ack(self.id, context)
-                self._broadcast_heartbeat(context)
-            case ReadOnlyOption.LEASE_BASED:
-                self._answer_read_index(message, self.log.committed)
+        if self.read_only.option is ReadOnlyOption.LEASE_BASED and self._lease_holds():
+            self._answer_read_index(message, self.log.committed)
+            return
+        # SAFE, or no lease held right now: confirm leadership with a heartbeat round.
+        context = message.entries[0].data
+        self.read_only.add_request(self.log.committed, message)
+        self.read_only.receive_ack(self.id, context)
+        self._broadcast_heartbeat(context)
+
+    def _lease_holds(self) -> bool:
+        """Whether no other leader can exist now (thesis §6.4.1), so a read may be served
+        from our commit index without a heartbeat round.
+
+        A follower that acknowledged a heartbeat we sent at tick `s` refuses every vote until
+        an election timeout after it *received* it, which is no earlier than `s`. Once a
+        quorum did so, no other node can win an election before tick `s + election_tick`
+        on our clock, assuming clocks tick at the same rate; one tick of margin covers the
+        phase between our ticks and theirs. Measured from the send, the lease survives
+        any message delay. Not held during a leadership transfer, which bypasses leases.
+        """
+        if self.lead_transferee != NO_NODE:
+            return False
+
+        def acked(node_id: NodeId) -> int | None:
+            if node_id == self.id:
+                return self.ticks + 1
+            progress = self.tracker.progress.get(node_id)
+            tick = None if progress is None else progress.lease_ack_tick
+            # Shifted by one so that "never acknowledged" (0) sorts below tick 0.
+            return None if tick is None else tick + 1
+
+        shifted = self.tracker.voters.committed_index(acked)
+        if shifted == 0:
+            return False  # no quorum has acknowledged any heartbeat of ours yet
+        return self.ticks - (shifted - 1) < self.config.election_tick - 1
 
     def _answer_read_index(self, request: Message, index: int) -> None:
         if request.sender in (NO_NODE, self.id):
@@ -578,7 +621,7 @@ class Raft:
             )
 
     def _confirm_reads(self, message: Message) -> None:
-        if self.read_only.option is not ReadOnlyOption.SAFE or not message.context:
+        if not message.context:
             return
         acks = self.read_only.receive_ack(message.sender, message.context)
         if acks is None or self.tracker.voters.vote_result(acks) is not VoteResult.WON:
@@ -685,7 +728,11 @@ class Raft:
         previous_index = progress.next - 1
         try:
             previous_term = self.log.term(previous_index)
-            entries = self.log.entries(progress.next, self.config.max_size_per_message)
+            entries = []
+            # With a full window only an empty APPEND goes out: if every inflight message
+            # was lost, its answer (ack or rejection) is what frees the window again.
+            if progress.state is not ReplicationState.REPLICATE or not progress.inflights.full():
+                entries = self.log.entries(progress.next, self.config.max_size_per_message)
         except (LogCompacted, LogUnavailable):
             # The entries it needs are compacted away: only a snapshot can help.
             return self._maybe_send_snapshot(to)
@@ -701,11 +748,7 @@ class Raft:
                 commit=self.log.committed,
             )
         )
-        if entries:
-            progress.sent_entries(entries[-1].index, sum(e.payload_size for e in entries))
-        elif progress.state is ReplicationState.PROBE:
-            # An empty probe still waits for its answer before the next one.
-            progress.probe_sent = True
+        progress.sent_entries(len(entries), sum(entry.payload_size for entry in entries))
         return True
 
     def _maybe_send_snapshot(self, to: NodeId) -> bool:
@@ -736,8 +779,17 @@ class Raft:
                 continue
             # Never tell a follower to commit beyond what it is known to hold.
             commit = min(self.tracker.progress[node_id].match, self.log.committed)
+            # With leases, the heartbeat carries our clock so the answer can extend the lease
+            # from the moment it was sent.
+            sent_tick = self.ticks if self.read_only.option is ReadOnlyOption.LEASE_BASED else 0
             self._send(
-                Message(type=MessageType.HEARTBEAT, to=node_id, commit=commit, context=context)
+                Message(
+                    type=MessageType.HEARTBEAT,
+                    to=node_id,
+                    index=sent_tick,
+                    commit=commit,
+                    context=context,
+                )
             )
 
     # -- leader: transfer ------------------------------------------------------------------
@@ -801,7 +853,12 @@ class Raft:
     def _handle_heartbeat(self, message: Message) -> None:
         self.log.commit_to(message.commit)
         self._send(
-            Message(type=MessageType.HEARTBEAT_RESPONSE, to=message.sender, context=message.context)
+            Message(
+                type=MessageType.HEARTBEAT_RESPONSE,
+                to=message.sender,
+                index=message.index,
+                context=message.context,
+            )
         )
 
     def _handle_snapshot(self, message: Message) -> None:

@@ -81,12 +81,19 @@ class Progress:
     pending_snapshot: int = 0
     # Heard from within the current election timeout (CheckQuorum). Reset by the leader.
     recent_active: bool = False
-    # In PROBE: an APPEND was sent and no answer arrived yet; cleared by heartbeat responses.
-    probe_sent: bool = False
+    # Whether APPENDs to this follower are paused: in PROBE, a probe carrying entries is
+    # unanswered; in REPLICATE, the inflight window is full. Any sign of life from the
+    # follower (an append or heartbeat response) clears it, so that a window whose
+    # messages were all lost is probed again instead of stalling forever.
+    flow_paused: bool = False
     is_learner: bool = False
+    # Leader, LEASE_BASED reads: our tick count when we sent the latest heartbeat this
+    # follower acknowledged, or None. It promises the follower votes for nobody else until
+    # an election timeout after that moment (see Raft._lease_holds).
+    lease_ack_tick: int | None = None
 
     def reset_state(self, state: ReplicationState) -> None:
-        self.probe_sent = False
+        self.flow_paused = False
         self.pending_snapshot = 0
         self.state = state
         self.inflights.reset()
@@ -111,26 +118,29 @@ class Progress:
         # What the follower will hold once the snapshot is installed.
         self.next = snapshot_index + 1
 
-    def sent_entries(self, last_index: int | None, size: int) -> None:
-        """Record that an APPEND carrying entries up to `last_index` was sent."""
-        if self.state is ReplicationState.REPLICATE:
-            if last_index is not None:
-                self.next = last_index + 1
-                self.inflights.add(last_index, size)
-        elif self.state is ReplicationState.PROBE:
-            self.probe_sent = True
-        else:
-            raise InvariantViolation(f"sending entries in state {self.state}")
+    def sent_entries(self, count: int, size: int) -> None:
+        """Record that an APPEND with `count` entries (`size` bytes) starting at `next` was
+        sent. An empty APPEND (count 0) only probes or carries the commit index."""
+        match self.state:
+            case ReplicationState.REPLICATE:
+                if count > 0:
+                    self.next += count
+                    self.inflights.add(self.next - 1, size)
+                self.flow_paused = self.inflights.full()
+            case ReplicationState.PROBE:
+                if count > 0:
+                    self.flow_paused = True
+            case ReplicationState.SNAPSHOT:
+                raise InvariantViolation("sending entries to a follower awaiting a snapshot")
 
     def maybe_update(self, index: int) -> bool:
         """An APPEND up to `index` was accepted. Returns whether `match` moved."""
-        updated = False
-        if self.match < index:
-            self.match = index
-            updated = True
-            self.probe_sent = False
+        if index <= self.match:
+            return False
+        self.match = index
         self.next = max(self.next, index + 1)
-        return updated
+        self.flow_paused = False
+        return True
 
     def maybe_decrement_to(self, rejected: int, match_hint: int) -> bool:
         """An APPEND at `rejected` was refused; the follower's hint says it may match up to
@@ -145,16 +155,14 @@ class Progress:
         if self.next - 1 != rejected:
             return False
         self.next = max(min(rejected, match_hint + 1), self.match + 1)
-        self.probe_sent = False
+        self.flow_paused = False
         return True
 
     def is_paused(self) -> bool:
         """Whether the leader should hold back APPENDs to this follower."""
         match self.state:
-            case ReplicationState.PROBE:
-                return self.probe_sent
-            case ReplicationState.REPLICATE:
-                return self.inflights.full()
+            case ReplicationState.PROBE | ReplicationState.REPLICATE:
+                return self.flow_paused
             case ReplicationState.SNAPSHOT:
                 return True
 

@@ -149,7 +149,9 @@ class Message:
         `reject`); `reject_hint`/`log_term` guide fast backtracking (thesis §5.3 extension).
       VOTE/PRE_VOTE: `log_term`/`index` are the candidate's last entry.
       HEARTBEAT: `commit` is min(leader commit, follower match); `context` carries a
-        ReadIndex request id when the heartbeat round confirms reads.
+        ReadIndex request id when the heartbeat round confirms reads; with LEASE_BASED
+        reads, `index` is the leader's tick count at sending.
+      HEARTBEAT_RESPONSE: echoes the heartbeat's `context` and `index`.
       READ_INDEX(_RESPONSE): `entries[0].data` is the request context; `index` the answer.
     """
 
@@ -211,8 +213,12 @@ class ReadState:
 class ReadOnlyOption(enum.Enum):
     # Confirm leadership with a heartbeat quorum started after the request (thesis §6.4).
     SAFE = "safe"
-    # Trust the leader lease (requires CheckQuorum). Assumes bounded clock drift: a
-    # deposed leader could serve a stale read if clocks run at very different rates.
+    # Serve from the leader's commit index while it holds a lease (thesis §6.4.1): a quorum
+    # acknowledged a heartbeat sent less than election_tick - 1 ticks ago, so no other node
+    # can have been elected since. Falls back to SAFE when no lease is held. Requires
+    # CheckQuorum; holds under any message delay but assumes every node's ticks advance at
+    # the same rate (bounded clock drift). Nodes refuse votes for one election timeout after
+    # starting, to keep promises made before a crash.
     LEASE_BASED = "lease_based"
 
 
