@@ -37,7 +37,7 @@ lint: $(STAMP)
 
 ## sim: a long simulator sweep in swarm mode; prints seeds/s and violations
 sim: $(STAMP)
-	$(BIN)/python -m raftkv.testing.sim --seeds $(SIM_SEEDS) --swarm
+	$(BIN)/python -m raftkv.testing.sim --seeds $(SIM_SEEDS) --swarm --jobs 2
 
 ## mutate: break the core on purpose (tools/mutate.py) and check the tests catch each bug
 mutate: $(STAMP)

@@ -103,6 +103,9 @@ class Raft:
         self.uncommitted_size = 0
         # Leader: the node leadership is being handed to, or NO_NODE.
         self.lead_transferee = NO_NODE
+        # Leader removed (or demoted) by a change committed at or below this index: it hands
+        # over once a quorum of the new configuration knows that much is committed.
+        self.step_down_after_commit: int | None = None
         # Leader: ReadIndex requests that arrived before an entry of this term committed.
         self.pending_read_index_messages: list[Message] = []
         self.election_elapsed = 0
@@ -275,11 +278,13 @@ class Raft:
             progress.reset_state(ReplicationState.PROBE)
             progress.recent_active = False
             progress.lease_ack_tick = None
+            progress.commit_known = 0
             if node_id == self.id:
                 # Only what is durable counts toward commitment (rule 2 above).
                 progress.match = self.log.persisted_index()
         self.pending_conf_index = 0
         self.uncommitted_size = 0
+        self.step_down_after_commit = None
         self.read_only.reset()
         self.pending_read_index_messages = []
 
@@ -493,6 +498,10 @@ class Raft:
                     0 < message.index <= self.ticks
                 ):
                     progress.lease_ack_tick = max(progress.lease_ack_tick or 0, message.index)
+                progress.commit_known = max(progress.commit_known, message.commit)
+                self._maybe_finish_step_down()
+                if self.role is not StateRole.LEADER:
+                    return
                 if (
                     progress.match < self.log.last_index()
                     or progress.state is ReplicationState.PROBE
@@ -522,9 +531,9 @@ class Raft:
     def _leader_propose(self, message: Message) -> None:
         if not message.entries:
             raise InvariantViolation("a proposal must carry entries")
-        if self.id not in self.tracker.progress:
-            # Removed from the configuration but still leading (step_down_on_removal off).
-            raise ProposalDropped("this leader is no longer a member")
+        if self.id not in self.tracker.progress or self.is_learner:
+            # Removed or demoted; it leads only until it has handed over.
+            raise ProposalDropped("this leader is no longer a voter")
         if self.lead_transferee != NO_NODE:
             raise ProposalDropped(f"leadership is being transferred to {self.lead_transferee}")
         pending_conf_index = self.pending_conf_index
@@ -857,6 +866,7 @@ class Raft:
                 type=MessageType.HEARTBEAT_RESPONSE,
                 to=message.sender,
                 index=message.index,
+                commit=self.log.committed,
                 context=message.context,
             )
         )
@@ -932,11 +942,17 @@ class Raft:
         conf_state = self.tracker.conf_state()
         own = self.tracker.progress.get(self.id)
         self.is_learner = own is not None and own.is_learner
-        if (own is None or self.is_learner) and self.role is StateRole.LEADER:
-            # Removed or demoted: a leader outside the voters should hand over.
-            if self.config.step_down_on_removal:
-                self.become_follower(self.term, NO_NODE)
-            return conf_state
+        if (
+            (own is None or self.is_learner)
+            and self.role is StateRole.LEADER
+            and self.config.step_down_on_removal
+        ):
+            # Removed or demoted: hand over, but not yet. The other voters may not know the
+            # change committed; until they apply it their configuration still needs our
+            # vote, and if we stopped now nobody could win an election. We keep leading
+            # (without counting ourselves, accepting no proposals) until a quorum of the new
+            # configuration reports a commit index covering the change.
+            self.step_down_after_commit = self.log.committed
         if self.role is not StateRole.LEADER or not conf_state.voters:
             return conf_state
         # The quorum may have shrunk, committing more; new members need the log.
@@ -948,7 +964,19 @@ class Raft:
                     self._maybe_send_append(node_id, send_if_empty=False)
         if self.lead_transferee != NO_NODE and self.lead_transferee not in self.tracker.voter_ids():
             self._abort_leader_transfer()
+        self._maybe_finish_step_down()
         return conf_state
+
+    def _maybe_finish_step_down(self) -> None:
+        if self.step_down_after_commit is None or self.role is not StateRole.LEADER:
+            return
+
+        def known(node_id: NodeId) -> int | None:
+            progress = self.tracker.progress.get(node_id)
+            return None if progress is None else progress.commit_known
+
+        if self.tracker.voters.committed_index(known) >= self.step_down_after_commit:
+            self.become_follower(self.term, NO_NODE)
 
     def applied_to(self, index: int) -> None:
         """The application applied everything up to `index`."""

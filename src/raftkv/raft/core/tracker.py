@@ -91,6 +91,9 @@ class Progress:
     # follower acknowledged, or None. It promises the follower votes for nobody else until
     # an election timeout after that moment (see Raft._lease_holds).
     lease_ack_tick: int | None = None
+    # The follower's commit index as of its latest heartbeat response: how a removed
+    # leader knows the new configuration learned that its removal committed.
+    commit_known: int = 0
 
     def reset_state(self, state: ReplicationState) -> None:
         self.flow_paused = False

@@ -151,7 +151,8 @@ class Message:
       HEARTBEAT: `commit` is min(leader commit, follower match); `context` carries a
         ReadIndex request id when the heartbeat round confirms reads; with LEASE_BASED
         reads, `index` is the leader's tick count at sending.
-      HEARTBEAT_RESPONSE: echoes the heartbeat's `context` and `index`.
+      HEARTBEAT_RESPONSE: echoes the heartbeat's `context` and `index`; `commit` is the
+        follower's commit index.
       READ_INDEX(_RESPONSE): `entries[0].data` is the request context; `index` the answer.
     """
 
