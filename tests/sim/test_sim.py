@@ -413,12 +413,25 @@ REGRESSION_SEEDS = [
     # Core liveness bugs. Fixed: lost appends filling the in-flight window stopped
     # replication for good (heartbeat responses now unpause the follower).
     pytest.param(74, id="core-lost-appends-fill-inflights-and-replication-stops"),
-    # Open when written: a leader that removes or demotes itself steps down (or exits) as
-    # soon as it applies the change, before the other voters learn that it committed; they
-    # stay in the old configuration and can never win an election.
+    # Fixed: a leader that removed or demoted itself stepped down as soon as it applied
+    # the change, before the other voters learned that it committed; they stayed in the old
+    # configuration and could never win an election. It now hands over once a quorum of
+    # the new configuration knows the commit.
     pytest.param(1, id="core-leader-removes-itself-before-the-other-voter-learns-commit"),
     pytest.param(207, id="core-removed-leader-leaves-joint-config-voters-stay-joint"),
     pytest.param(824, id="core-removed-leader-steps-down-only-a-learner-knows-the-commit"),
+    # Fixed: the simulator retired a removed node the instant it stopped leading (here by
+    # CheckQuorum), while the remaining voter still needed its vote.
+    pytest.param(202, id="sim-removed-node-retired-before-new-voters-applied-removal"),
+    # Fixed: a demoted leader lost CheckQuorum holding one entry more than the remaining
+    # voter, refused its votes (log more up to date) and could not campaign (a learner).
+    # Vote refusals now carry the voter's commit index, which the candidate adopts when its
+    # log matches there, so it applies the demotion and wins alone.
+    pytest.param(4029, id="core-demoted-leader-longer-log-refuses-the-only-new-voter"),
+    pytest.param(4077, id="core-demoted-leader-with-uncommitted-entry-deadlocks-election"),
+    # Fixed: lease reads were served by a deposed leader (lease counted from when
+    # responses arrived, not when heartbeats were sent).
+    pytest.param(369, id="core-lease-read-served-by-deposed-leader"),
 ]
 
 

@@ -73,6 +73,8 @@ class CampaignKind(enum.Enum):
     TRANSFER = "transfer"
 
 
+_VOTE_RESPONSE_TYPES = frozenset({MessageType.VOTE_RESPONSE, MessageType.PRE_VOTE_RESPONSE})
+
 _AFTER_APPEND_TYPES = frozenset(
     {MessageType.APPEND_RESPONSE, MessageType.VOTE_RESPONSE, MessageType.PRE_VOTE_RESPONSE}
 )
@@ -214,6 +216,8 @@ class Raft:
             case MessageType.VOTE | MessageType.PRE_VOTE:
                 self._handle_vote_request(message)
             case _:
+                if message.type in _VOTE_RESPONSE_TYPES and message.reject:
+                    self._learn_commit(message)
                 self._step_role(message)
 
     # -- role transitions ------------------------------------------------------------------
@@ -382,7 +386,36 @@ class Raft:
                 self.election_elapsed = 0
                 self.vote = message.sender
         else:
-            self._send(Message(type=response_type, to=message.sender, term=self.term, reject=True))
+            # The refusal tells the candidate how far we know the log is committed (see
+            # _learn_commit): the entry at our commit index and its term.
+            self._send(
+                Message(
+                    type=response_type,
+                    to=message.sender,
+                    term=self.term,
+                    reject=True,
+                    commit=self.log.committed,
+                    log_term=self.log.term_or_zero(self.log.committed),
+                )
+            )
+
+    def _learn_commit(self, refusal: Message) -> None:
+        """Advance our commit index from a voter's refusal, when provably safe.
+
+        The voter's entry at `refusal.commit` (term `refusal.log_term`) is committed. If our
+        entry there has the same term, Log Matching (§5.3) says our logs are identical up to
+        it, so all of it is committed for us too. This breaks a deadlock: a leader that
+        demoted or removed itself may step down holding more log than the remaining voters,
+        which do not know the change committed and still count its vote in their old
+        configuration. It refuses them (its log is more up to date) and may not campaign
+        itself; learning the commit lets them apply the change and elect a leader without it.
+        """
+        if (
+            refusal.commit > self.log.committed
+            and refusal.log_term > 0
+            and self.log.match_term(refusal.commit, refusal.log_term)
+        ):
+            self.log.commit_to(refusal.commit)
 
     def _poll(self, sender: NodeId, granted: bool) -> VoteResult:
         self.tracker.record_vote(sender, granted)

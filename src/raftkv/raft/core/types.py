@@ -148,6 +148,8 @@ class Message:
       APPEND_RESPONSE: `index` is the last index matched (or the rejected index when
         `reject`); `reject_hint`/`log_term` guide fast backtracking (thesis §5.3 extension).
       VOTE/PRE_VOTE: `log_term`/`index` are the candidate's last entry.
+      VOTE_RESPONSE/PRE_VOTE_RESPONSE with `reject`: `commit` is the voter's commit index and
+        `log_term` the term of its entry there.
       HEARTBEAT: `commit` is min(leader commit, follower match); `context` carries a
         ReadIndex request id when the heartbeat round confirms reads; with LEASE_BASED
         reads, `index` is the leader's tick count at sending.
