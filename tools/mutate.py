@@ -75,11 +75,10 @@ MUTATIONS = [
         "read-index-without-quorum",
         "a safe ReadIndex is answered at once, without confirming leadership (thesis §6.4)",
         "raft.py",
-        "                self.read_only.add_request(self.log.committed, message)\n"
-        "                self.read_only.receive_ack(self.id, context)\n"
-        "                self._broadcast_heartbeat(context)",
-        "                self._answer_read_index(message, self.log.committed)\n"
-        "                del context",
+        "        self.read_only.add_request(self.log.committed, message)\n"
+        "        self.read_only.receive_ack(self.id, context)\n"
+        "        self._broadcast_heartbeat(context)",
+        "        self._answer_read_index(message, self.log.committed)\n        del context",
     ),
     Mutation(
         "leader-counts-unpersisted-log",
@@ -88,6 +87,37 @@ MUTATIONS = [
         "        new_last = self.log.append(stamped)\n",
         "        new_last = self.log.append(stamped)\n"
         "        self.tracker.progress[self.id].maybe_update(new_last)\n",
+    ),
+    # The bugs the simulator found while the core was written, put back one at a time.
+    Mutation(
+        "full-window-never-reprobed",
+        "a heartbeat response does not unpause a follower whose inflight window was lost",
+        "raft.py",
+        "                progress.recent_active = True\n"
+        "                progress.flow_paused = False\n",
+        "                progress.recent_active = True\n",
+    ),
+    Mutation(
+        "removed-leader-steps-down-at-once",
+        "a leader that removed itself steps down before the others know the change committed",
+        "raft.py",
+        "            self.step_down_after_commit = self.log.committed\n",
+        "            self.become_follower(self.term, NO_NODE)\n",
+    ),
+    Mutation(
+        "no-commit-learning-from-vote-refusals",
+        "a candidate ignores the commit index a refusing voter reports",
+        "raft.py",
+        "                if message.type in _VOTE_RESPONSE_TYPES and message.reject:\n"
+        "                    self._learn_commit(message)\n",
+        "",
+    ),
+    Mutation(
+        "lease-from-any-quorum-contact",
+        "a lease read is served whenever CheckQuorum last saw a quorum, not from send times",
+        "raft.py",
+        "        if self.read_only.option is ReadOnlyOption.LEASE_BASED and self._lease_holds():",
+        "        if self.read_only.option is ReadOnlyOption.LEASE_BASED:",
     ),
 ]
 

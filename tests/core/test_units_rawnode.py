@@ -755,3 +755,52 @@ def test_committed_entries_are_paginated() -> None:
     readies = driver.drain()
     assert [[e.index for e in r.committed_entries] for r in readies] == [[2, 3], [4, 5]]
     assert driver.node.status().applied == 5
+
+
+# -- learning the commit index from a vote refusal -----------------------------------------
+
+
+def _candidate_with_log(terms: tuple[int, ...], commit: int) -> RawNode:
+    """Node 1 of (1, 2, 3) holding entries 2.. with `terms`, campaigning (no PreVote)."""
+    storage = MemoryStorage()
+    voters = frozenset({NodeId(1), NodeId(2), NodeId(3)})
+    storage.apply_snapshot(Snapshot(SnapshotMetadata(1, 1, ConfState(voters=voters))))
+    storage.append([Entry(term=term, index=2 + offset) for offset, term in enumerate(terms)])
+    storage.set_hard_state(HardState(term=max(terms), vote=NO_NODE, commit=commit))
+    node = RawNode(
+        Config(id=NodeId(1), pre_vote=False, check_quorum=False, rng=random.Random(0)), storage
+    )
+    node.campaign()
+    return node
+
+
+def _refusal(term: int, commit: int, log_term: int) -> Message:
+    return Message(
+        type=MessageType.VOTE_RESPONSE,
+        to=NodeId(1),
+        sender=NodeId(2),
+        term=term,
+        reject=True,
+        commit=commit,
+        log_term=log_term,
+    )
+
+
+def test_candidate_adopts_commit_from_a_refusal_whose_entry_matches() -> None:
+    # Log Matching: the voter's committed entry at 4 has term 2, so does ours; everything up
+    # to 4 is identical and committed.
+    node = _candidate_with_log((1, 2, 2, 2), commit=1)
+    term = node.raft.term
+    node.step(_refusal(term, commit=4, log_term=2))
+    assert node.raft.log.committed == 4
+
+
+def test_candidate_ignores_commit_from_a_refusal_whose_entry_differs() -> None:
+    # Our entry at 4 has term 2, the voter's term 3: our logs differ there, nothing learned.
+    node = _candidate_with_log((1, 2, 2, 2), commit=1)
+    term = node.raft.term
+    node.step(_refusal(term, commit=4, log_term=3))
+    assert node.raft.log.committed == 1
+    # Beyond our log: nothing learned either.
+    node.step(_refusal(term, commit=9, log_term=2))
+    assert node.raft.log.committed == 1
