@@ -261,21 +261,11 @@ def test_commit_by_counting_old_term_entries_is_caught(monkeypatch: pytest.Monke
 
 
 def test_scenario_knobs_are_valid_core_configs() -> None:
-    from raftkv.raft.core.config import Config
     from raftkv.testing.sim import swarm_scenario
 
     for seed in range(200):
         scenario = swarm_scenario(seed)
-        knobs = scenario.raft
-        Config(
-            id=NodeId(1),
-            election_tick=knobs.election_tick,
-            heartbeat_tick=knobs.heartbeat_tick,
-            check_quorum=knobs.check_quorum,
-            read_only_option=knobs.read_only_option,
-            max_size_per_message=knobs.max_size_per_message,
-            max_inflight_messages=knobs.max_inflight_messages,
-        )
+        scenario.raft.config(NodeId(1))  # raises ConfigInvalid if the knobs are invalid
         assert 1 <= scenario.nodes <= 7
 
 

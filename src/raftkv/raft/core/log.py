@@ -219,9 +219,7 @@ class RaftLog:
         while index > 0:
             try:
                 our_term = self.term(index)
-            except LogCompacted:
-                return index, 0
-            except LogUnavailable:
+            except (LogCompacted, LogUnavailable):
                 return index, 0
             if our_term <= term:
                 return index, our_term

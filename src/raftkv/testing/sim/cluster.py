@@ -153,20 +153,9 @@ class Cluster:
         return NodeId(max(self.nodes, default=0) + 1)
 
     def _config(self, node: SimNode) -> Config:
-        knobs = self.scenario.raft
-        return Config(
-            id=node.id,
-            election_tick=knobs.election_tick,
-            heartbeat_tick=knobs.heartbeat_tick,
+        return self.scenario.raft.config(
+            node.id,
             applied=node.disk.image.applied,
-            max_size_per_message=knobs.max_size_per_message,
-            max_committed_size_per_ready=knobs.max_committed_size_per_ready,
-            max_uncommitted_entries_size=knobs.max_uncommitted_entries_size,
-            max_inflight_messages=knobs.max_inflight_messages,
-            check_quorum=knobs.check_quorum,
-            pre_vote=knobs.pre_vote,
-            read_only_option=knobs.read_only_option,
-            disable_proposal_forwarding=knobs.disable_proposal_forwarding,
             rng=substream(self.scenario.seed, f"node:{node.id}:{node.incarnation + 1}"),
         )
 

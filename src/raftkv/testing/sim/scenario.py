@@ -19,8 +19,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from raftkv.raft.core.config import NO_LIMIT
-from raftkv.raft.core.types import ReadOnlyOption
+from raftkv.raft.core.config import NO_LIMIT, Config
+from raftkv.raft.core.types import NodeId, ReadOnlyOption
 
 __all__ = [
     "TICK_STEPS",
@@ -56,6 +56,24 @@ class RaftKnobs:
     max_uncommitted_entries_size: int = 64 << 20
     max_committed_size_per_ready: int = 4 << 20
     disable_proposal_forwarding: bool = False
+
+    def config(self, node_id: NodeId, applied: int = 0, rng: random.Random | None = None) -> Config:
+        """The core Config these knobs describe, for one node."""
+        return Config(
+            id=node_id,
+            election_tick=self.election_tick,
+            heartbeat_tick=self.heartbeat_tick,
+            applied=applied,
+            max_size_per_message=self.max_size_per_message,
+            max_committed_size_per_ready=self.max_committed_size_per_ready,
+            max_uncommitted_entries_size=self.max_uncommitted_entries_size,
+            max_inflight_messages=self.max_inflight_messages,
+            check_quorum=self.check_quorum,
+            pre_vote=self.pre_vote,
+            read_only_option=self.read_only_option,
+            disable_proposal_forwarding=self.disable_proposal_forwarding,
+            rng=rng,
+        )
 
 
 @dataclass(frozen=True, slots=True)
