@@ -281,7 +281,7 @@ class Raft:
             progress.next = last_index + 1
             progress.reset_state(ReplicationState.PROBE)
             progress.recent_active = False
-            progress.lease_ack_tick = None
+            progress.lease_ack_tick = 0
             progress.commit_known = 0
             if node_id == self.id:
                 # Only what is durable counts toward commitment (rule 2 above).
@@ -530,7 +530,7 @@ class Raft:
                 if self.read_only.option is ReadOnlyOption.LEASE_BASED and (
                     0 < message.index <= self.ticks
                 ):
-                    progress.lease_ack_tick = max(progress.lease_ack_tick or 0, message.index)
+                    progress.lease_ack_tick = max(progress.lease_ack_tick, message.index)
                 progress.commit_known = max(progress.commit_known, message.commit)
                 self._maybe_finish_step_down()
                 if self.role is not StateRole.LEADER:
@@ -635,19 +635,14 @@ class Raft:
         """
         if self.lead_transferee != NO_NODE:
             return False
-
-        def acked(node_id: NodeId) -> int | None:
-            if node_id == self.id:
-                return self.ticks + 1
-            progress = self.tracker.progress.get(node_id)
-            tick = None if progress is None else progress.lease_ack_tick
-            # Shifted by one so that "never acknowledged" (0) sorts below tick 0.
-            return None if tick is None else tick + 1
-
-        shifted = self.tracker.voters.committed_index(acked)
-        if shifted == 0:
+        own = self.tracker.progress.get(self.id)
+        # We vouch for ourselves as of now; followers as of the round they acknowledged.
+        quorum_tick = self.tracker.quorum_index(
+            lambda progress: self.ticks if progress is own else progress.lease_ack_tick
+        )
+        if quorum_tick == 0:
             return False  # no quorum has acknowledged any heartbeat of ours yet
-        return self.ticks - (shifted - 1) < self.config.election_tick - 1
+        return self.ticks - quorum_tick < self.config.election_tick - 1
 
     def _answer_read_index(self, request: Message, index: int) -> None:
         if request.sender in (NO_NODE, self.id):
@@ -816,6 +811,7 @@ class Raft:
     def _broadcast_heartbeat(self, context: bytes | None = None) -> None:
         if context is None:
             context = self.read_only.last_pending_context()
+        lease = self.read_only.option is ReadOnlyOption.LEASE_BASED
         for node_id in sorted(self.tracker.progress):
             if node_id == self.id:
                 continue
@@ -823,7 +819,7 @@ class Raft:
             commit = min(self.tracker.progress[node_id].match, self.log.committed)
             # With leases, the heartbeat carries our clock so the answer can extend the lease
             # from the moment it was sent.
-            sent_tick = self.ticks if self.read_only.option is ReadOnlyOption.LEASE_BASED else 0
+            sent_tick = self.ticks if lease else 0
             self._send(
                 Message(
                     type=MessageType.HEARTBEAT,
@@ -1003,12 +999,8 @@ class Raft:
     def _maybe_finish_step_down(self) -> None:
         if self.step_down_after_commit is None or self.role is not StateRole.LEADER:
             return
-
-        def known(node_id: NodeId) -> int | None:
-            progress = self.tracker.progress.get(node_id)
-            return None if progress is None else progress.commit_known
-
-        if self.tracker.voters.committed_index(known) >= self.step_down_after_commit:
+        known = self.tracker.quorum_index(lambda progress: progress.commit_known)
+        if known >= self.step_down_after_commit:
             self.become_follower(self.term, NO_NODE)
 
     def applied_to(self, index: int) -> None:

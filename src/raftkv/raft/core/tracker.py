@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from raftkv.raft.core.errors import InvariantViolation
@@ -88,9 +89,10 @@ class Progress:
     flow_paused: bool = False
     is_learner: bool = False
     # Leader, LEASE_BASED reads: our tick count when we sent the latest heartbeat this
-    # follower acknowledged, or None. It promises the follower votes for nobody else until
-    # an election timeout after that moment (see Raft._lease_holds).
-    lease_ack_tick: int | None = None
+    # follower acknowledged, 0 if none (heartbeats sent at tick 0 never count). The
+    # acknowledgement promised to vote for nobody else until an election timeout after
+    # that moment (see Raft._lease_holds).
+    lease_ack_tick: int = 0
     # The follower's commit index as of its latest heartbeat response: how a removed
     # leader knows the new configuration learned that its removal committed.
     commit_known: int = 0
@@ -200,12 +202,18 @@ class ProgressTracker:
     def is_singleton(self) -> bool:
         return len(self.voters.incoming.voters) == 1 and not self.voters.is_joint()
 
-    def committed(self) -> int:
-        def acked(node_id: NodeId) -> int | None:
-            progress = self.progress.get(node_id)
-            return None if progress is None else progress.match
+    def quorum_index(self, value: Callable[[Progress], int]) -> int:
+        """The largest `value` a quorum of voters has reached (a voter without progress
+        counts as 0): commitment over `match`, and the same question over other fields."""
 
-        return self.voters.committed_index(acked)
+        def reached(node_id: NodeId) -> int | None:
+            progress = self.progress.get(node_id)
+            return None if progress is None else value(progress)
+
+        return self.voters.committed_index(reached)
+
+    def committed(self) -> int:
+        return self.quorum_index(lambda progress: progress.match)
 
     def voter_ids(self) -> frozenset[NodeId]:
         return self.voters.ids()
