@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from raftkv.raft.core import confchange
 from raftkv.raft.core.confchange import Membership, ProgressFactory
 from raftkv.raft.core.errors import ConfChangeInvalid
-from raftkv.raft.core.quorum import JointConfig
 from raftkv.raft.core.types import (
     ConfChange,
     ConfChangeSingle,
@@ -198,13 +197,7 @@ def test_simple_one_voter_and_learners_at_once() -> None:
 
 def test_simple_from_empty_configuration_may_add_one_voter() -> None:
     # Convenient for bootstrapping: the first voter joins an empty configuration.
-    empty = Membership(
-        voters=JointConfig(),
-        learners=frozenset(),
-        learners_next=frozenset(),
-        auto_leave=False,
-        progress={},
-    )
+    empty = membership(())
     result = confchange.simple(empty, (change(ADD, 1),), FACTORY)
     assert conf_state_of(result) == ConfState(voters=ids(1))
 
@@ -388,13 +381,7 @@ def test_rejected_change_leaves_membership_untouched(start: Membership, call: Ca
 
 
 def test_enter_joint_from_zero_voters_rejected() -> None:
-    empty = Membership(
-        voters=JointConfig(),
-        learners=frozenset(),
-        learners_next=frozenset(),
-        auto_leave=False,
-        progress={},
-    )
+    empty = membership(())
     with pytest.raises(ConfChangeInvalid, match="zero-voter"):
         confchange.enter_joint(empty, False, (change(ADD, 1),), FACTORY)
 
