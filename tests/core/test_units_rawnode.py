@@ -281,6 +281,34 @@ def test_single_node_proposal_commits_after_its_entry_is_durable() -> None:
     assert not driver.node.has_ready()
 
 
+def test_propose_many_appends_consecutively_in_one_append_per_follower() -> None:
+    driver = three_node_leader()
+    driver.drain()
+    node = driver.node
+    last = driver.raft.log.last_index()
+    # Both followers acknowledge the no-op: they move to the replicate state.
+    for follower in (2, 3):
+        node.step(append_response(follower, term=1, index=last))
+    driver.drain()
+    node.propose_many([b"a", b"b", b"c"])
+    ready = driver.ready()
+    assert [(e.index, e.data) for e in ready.entries] == [
+        (last + 1, b"a"),
+        (last + 2, b"b"),
+        (last + 3, b"c"),
+    ]
+    appends = [m for m in ready.messages if m.type is MessageType.APPEND and m.entries]
+    assert sorted(m.to for m in appends) == [2, 3]
+    assert all(len(m.entries) == 3 for m in appends)
+
+
+def test_propose_many_refuses_an_empty_batch_and_changes_nothing() -> None:
+    driver = single_node_leader()
+    before = observe(driver.node)
+    assert_rejected(driver.node, InvalidArgument, lambda: driver.node.propose_many([]))
+    assert observe(driver.node) == before
+
+
 def test_proposal_between_ready_and_advance_is_not_acknowledged_early() -> None:
     driver = single_node_leader()
     node = driver.node

@@ -278,3 +278,26 @@ def test_config_random_source() -> None:
         Config(id=NodeId(1)).random_source().random()
         != Config(id=NodeId(2)).random_source().random()
     )
+
+
+def test_message_fields_are_the_ones_raft_send_copies() -> None:
+    """raft._send rebuilds a Message field by field (faster than dataclasses.replace); a
+    new field must be added there too, or it would be silently dropped."""
+    import dataclasses
+
+    from raftkv.raft.core.types import Message
+
+    assert [field.name for field in dataclasses.fields(Message)] == [
+        "type",
+        "to",
+        "sender",
+        "term",
+        "log_term",
+        "index",
+        "entries",
+        "commit",
+        "snapshot",
+        "reject",
+        "reject_hint",
+        "context",
+    ]

@@ -114,6 +114,20 @@ class RawNode:
             )
         )
 
+    def propose_many(self, data: list[bytes] | tuple[bytes, ...]) -> None:
+        """Propose several commands as one message: all are appended (consecutively) or
+        none is. The leader replicates them in one append per follower, which is what
+        makes group commit cheap on the wire as well as on disk."""
+        if not data:
+            raise InvalidArgument("propose_many needs at least one command")
+        self.raft.step(
+            Message(
+                type=MessageType.PROPOSE,
+                sender=self.raft.id,
+                entries=tuple(Entry(term=0, index=0, data=item) for item in data),
+            )
+        )
+
     def propose_conf_change(self, change: ConfChange) -> None:
         """Propose a membership change. On the leader it is validated first and raises
         ConfChangeInvalid if another change is pending or it would not apply."""
