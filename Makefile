@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 SIM_SEEDS ?= 0:10000
 TEST_SIM_SEEDS ?= 0:300
 
-.PHONY: run test lint sim mutate fmt clean venv
+.PHONY: run test lint sim mutate fmt clean venv proto
 
 venv: $(STAMP)
 
@@ -31,8 +31,8 @@ test: $(STAMP)
 
 ## lint: ruff (lint + format check) on everything, mypy --strict on the package
 lint: $(STAMP)
-	$(BIN)/ruff check src tests tools benchmarks
-	$(BIN)/ruff format --check src tests tools benchmarks
+	$(BIN)/ruff check src tests tools benchmarks examples
+	$(BIN)/ruff format --check src tests tools benchmarks examples
 	$(BIN)/mypy src/raftkv
 
 ## sim: a long simulator sweep in swarm mode; prints seeds/s and violations
@@ -43,10 +43,16 @@ sim: $(STAMP)
 mutate: $(STAMP)
 	$(BIN)/python tools/mutate.py --seeds $(TEST_SIM_SEEDS)
 
+## proto: regenerate the protobuf and gRPC modules from src/raftkv/raft/transport/raft.proto
+## (tests/transport checks the checked-in files match what this produces)
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I src --python_out=src --pyi_out=src \
+		--grpc_python_out=src src/raftkv/raft/transport/raft.proto
+
 ## fmt: apply ruff's formatting and autofixes
 fmt: $(STAMP)
-	$(BIN)/ruff check --fix src tests tools benchmarks
-	$(BIN)/ruff format src tests tools benchmarks
+	$(BIN)/ruff check --fix src tests tools benchmarks examples
+	$(BIN)/ruff format src tests tools benchmarks examples
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -55,3 +55,90 @@ def test_core_all_is_pinned() -> None:
 def test_every_exported_name_exists() -> None:
     for name in core.__all__:
         assert hasattr(core, name), name
+
+
+def test_raft_library_all_is_pinned() -> None:
+    import raftkv.raft as library
+
+    assert sorted(library.__all__) == sorted(
+        [
+            "NO_NODE",
+            "AppBatch",
+            "AppData",
+            "Clock",
+            "Command",
+            "ConfChangeInvalid",
+            "ConfState",
+            "GrpcTransport",
+            "GrpcTransportSettings",
+            "InProcessNetwork",
+            "InProcessTransport",
+            "ManualClock",
+            "MembershipError",
+            "MemoryStorage",
+            "Node",
+            "NodeBuilder",
+            "NodeFailed",
+            "NodeId",
+            "NodeSettings",
+            "NodeStats",
+            "NodeStatus",
+            "NotCaughtUp",
+            "NotLeader",
+            "Overloaded",
+            "PeerProgress",
+            "ProposalDropped",
+            "ProposalTimeout",
+            "RaftError",
+            "RaftStorage",
+            "ReadTimeout",
+            "RocksStorage",
+            "StateMachine",
+            "StateRole",
+            "Stopped",
+            "StorageCorrupt",
+            "SystemClock",
+            "Transport",
+            "TransportError",
+        ]
+    )
+    for name in library.__all__:
+        assert getattr(library, name) is not None, name
+
+
+def test_testing_all_is_pinned() -> None:
+    from raftkv import testing
+
+    assert sorted(testing.__all__) == sorted(
+        [
+            "ConditionNotMet",
+            "DictStateMachine",
+            "DurableDictStateMachine",
+            "InProcessNetwork",
+            "InProcessTransport",
+            "LocalCluster",
+            "ManualClock",
+            "MemoryStorage",
+            "RecordingHandler",
+            "StorageFactory",
+            "TransportFactory",
+            "check_raft_storage",
+            "check_transport",
+        ]
+    )
+    for name in testing.__all__:
+        assert getattr(testing, name) is not None, name
+
+
+def test_importing_the_core_does_not_load_grpc_or_rocksdb() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, raftkv.raft.core; "
+        "print(sorted(m for m in ('grpc', 'rocksdict') if m in sys.modules))"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert output.strip() == "[]"

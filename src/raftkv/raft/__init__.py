@@ -1,1 +1,102 @@
-"""Raft: a pure core (`raftkv.raft.core`) and, later, the runtime around it."""
+"""raftkv's Raft library: embed a replicated state machine of your own.
+
+- `NodeBuilder` puts a `Node` together (storage, transport, state machine, settings);
+- `Node` runs it on asyncio: `propose`, `read_index` / `linearizable_read`, membership,
+  leadership transfer, `status`, `stop`;
+- your `StateMachine` applies committed commands deterministically.
+
+The pure protocol lives in `raftkv.raft.core`; the heavy parts (RocksDB, gRPC) are loaded
+only when first used, so importing the core stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from raftkv.raft.builder import NodeBuilder
+from raftkv.raft.core.errors import (
+    ConfChangeInvalid,
+    NotLeader,
+    ProposalDropped,
+    RaftError,
+)
+from raftkv.raft.core.types import NO_NODE, ConfState, NodeId, StateRole
+from raftkv.raft.driver.clock import Clock, ManualClock, SystemClock
+from raftkv.raft.driver.errors import (
+    MembershipError,
+    NodeFailed,
+    NotCaughtUp,
+    Overloaded,
+    ProposalTimeout,
+    ReadTimeout,
+    Stopped,
+)
+from raftkv.raft.driver.node import Node
+from raftkv.raft.driver.settings import NodeSettings
+from raftkv.raft.driver.state_machine import Command, StateMachine
+from raftkv.raft.driver.status import NodeStats, NodeStatus, PeerProgress
+from raftkv.raft.storage.base import AppBatch, AppData, RaftStorage, StorageCorrupt
+from raftkv.raft.storage.memory import MemoryStorage
+from raftkv.raft.transport.base import Transport, TransportError
+from raftkv.raft.transport.inprocess import InProcessNetwork, InProcessTransport
+
+if TYPE_CHECKING:
+    from raftkv.raft.storage.rocks import RocksStorage
+    from raftkv.raft.transport.grpc_transport import GrpcTransport, GrpcTransportSettings
+
+__all__ = [
+    "NO_NODE",
+    "AppBatch",
+    "AppData",
+    "Clock",
+    "Command",
+    "ConfChangeInvalid",
+    "ConfState",
+    "GrpcTransport",
+    "GrpcTransportSettings",
+    "InProcessNetwork",
+    "InProcessTransport",
+    "ManualClock",
+    "MembershipError",
+    "MemoryStorage",
+    "Node",
+    "NodeBuilder",
+    "NodeFailed",
+    "NodeId",
+    "NodeSettings",
+    "NodeStats",
+    "NodeStatus",
+    "NotCaughtUp",
+    "NotLeader",
+    "Overloaded",
+    "PeerProgress",
+    "ProposalDropped",
+    "ProposalTimeout",
+    "RaftError",
+    "RaftStorage",
+    "ReadTimeout",
+    "RocksStorage",
+    "StateMachine",
+    "StateRole",
+    "Stopped",
+    "StorageCorrupt",
+    "SystemClock",
+    "Transport",
+    "TransportError",
+]
+
+_LAZY = {
+    "RocksStorage": "raftkv.raft.storage.rocks",
+    "GrpcTransport": "raftkv.raft.transport.grpc_transport",
+    "GrpcTransportSettings": "raftkv.raft.transport.grpc_transport",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'raftkv.raft' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,111 @@
+"""What the driver wraps around the application's bytes in the log and in snapshots.
+
+- A proposal entry: a fixed 25-byte header (format version, origin node id, the origin's
+  incarnation, a sequence number) and the command. The header lets the node that accepted
+  the proposal recognise it when it applies it, wherever it was proposed from.
+- A membership change's context: the request id and the peer addresses it introduces, so
+  every node learns how to reach a new member from the log itself.
+- A snapshot: the peer addresses known at that point and the state machine's bytes.
+
+Entries and snapshots are read back on every node and after restarts, so decoding is
+strict: an unknown version or a malformed envelope is an error, never a guess.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import msgspec
+
+from raftkv.raft.core.types import NodeId
+
+PROPOSAL_VERSION = 1
+_HEADER = struct.Struct(">BQQQ")
+HEADER_SIZE = _HEADER.size
+
+
+class EnvelopeError(ValueError):
+    """Bytes in the log or a snapshot are not a valid envelope of a known version."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestId:
+    """Unique across the cluster's life: a node id, a random 64-bit incarnation drawn at
+    each start, and a counter."""
+
+    origin: NodeId
+    incarnation: int
+    sequence: int
+
+
+def encode_proposal(request: RequestId, command: bytes) -> bytes:
+    return (
+        _HEADER.pack(PROPOSAL_VERSION, request.origin, request.incarnation, request.sequence)
+        + command
+    )
+
+
+def decode_proposal(data: bytes) -> tuple[RequestId, bytes]:
+    if len(data) < HEADER_SIZE:
+        raise EnvelopeError(f"proposal of {len(data)} bytes is shorter than its header")
+    version, origin, incarnation, sequence = _HEADER.unpack_from(data)
+    if version != PROPOSAL_VERSION:
+        raise EnvelopeError(f"proposal format version {version} is unknown")
+    return RequestId(NodeId(origin), incarnation, sequence), data[HEADER_SIZE:]
+
+
+class _ConfChangeContext(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    version: int
+    request: tuple[int, int, int] | None
+    peers: dict[int, str]
+
+
+class _SnapshotEnvelope(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    version: int
+    peers: dict[int, str]
+    app: bytes
+
+
+_CONTEXT_DECODER = msgspec.msgpack.Decoder(_ConfChangeContext)
+_SNAPSHOT_DECODER = msgspec.msgpack.Decoder(_SnapshotEnvelope)
+_ENCODER = msgspec.msgpack.Encoder()
+
+
+def encode_conf_change_context(request: RequestId | None, peers: dict[NodeId, str]) -> bytes:
+    request_tuple = (
+        None if request is None else (request.origin, request.incarnation, request.sequence)
+    )
+    return _ENCODER.encode(
+        _ConfChangeContext(version=1, request=request_tuple, peers=dict(peers.items()))
+    )
+
+
+def decode_conf_change_context(data: bytes) -> tuple[RequestId | None, dict[NodeId, str]]:
+    if not data:
+        return None, {}
+    try:
+        context = _CONTEXT_DECODER.decode(data)
+    except msgspec.DecodeError as error:
+        raise EnvelopeError(f"membership change context is malformed: {error}") from error
+    if context.version != 1:
+        raise EnvelopeError(f"membership change context version {context.version} is unknown")
+    request = None
+    if context.request is not None:
+        origin, incarnation, sequence = context.request
+        request = RequestId(NodeId(origin), incarnation, sequence)
+    return request, {NodeId(peer): address for peer, address in context.peers.items()}
+
+
+def encode_snapshot(peers: dict[NodeId, str], app: bytes) -> bytes:
+    return _ENCODER.encode(_SnapshotEnvelope(version=1, peers=dict(peers.items()), app=app))
+
+
+def decode_snapshot(data: bytes) -> tuple[dict[NodeId, str], bytes]:
+    try:
+        envelope = _SNAPSHOT_DECODER.decode(data)
+    except msgspec.DecodeError as error:
+        raise EnvelopeError(f"snapshot envelope is malformed: {error}") from error
+    if envelope.version != 1:
+        raise EnvelopeError(f"snapshot envelope version {envelope.version} is unknown")
+    return {NodeId(peer): address for peer, address in envelope.peers.items()}, envelope.app

@@ -1,0 +1,42 @@
+"""Errors the runtime raises to its callers (the core's own errors pass through as they are:
+NotLeader, ProposalDropped, ConfChangeInvalid)."""
+
+from __future__ import annotations
+
+from raftkv.raft.core.errors import RaftError
+
+
+class Stopped(RaftError):
+    """The node is stopping or stopped; the request was not (or may not have been) applied."""
+
+
+class NodeFailed(Stopped):
+    """The node stopped because of an error it cannot continue after (a corrupt record, a
+    failed write, a state machine that raised). `__cause__` holds the error."""
+
+
+class ProposalTimeout(RaftError, TimeoutError):
+    """No outcome within the deadline. The command may still be applied later: retry only
+    with an idempotent command or an exactly-once id."""
+
+
+class ReadTimeout(RaftError, TimeoutError):
+    """A linearizable read could not be confirmed within its deadline (no leader or no
+    quorum reachable). Nothing was read."""
+
+
+class Overloaded(RaftError):
+    """Too many requests are pending on this node (a limit in NodeSettings); retry later."""
+
+
+class NotCaughtUp(RaftError):
+    """A learner cannot be promoted yet: its log lags the leader's by more than the limit."""
+
+
+class MembershipError(RaftError):
+    """A membership change was refused; `code` says why (see MemberResponse.error)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.detail = message

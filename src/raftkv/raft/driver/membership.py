@@ -1,0 +1,243 @@
+"""Membership changes for a running `Node`: add a learner, promote it, remove a member,
+and the join protocol a new node follows.
+
+One change at a time, always through the leader: a follower forwards the request to the
+leader over the transport (`MemberRequest`), and the leader checks it (a promoted learner
+must have caught up) before proposing it through the log. Requests are idempotent, so a
+joiner can retry after a timeout without adding itself twice.
+
+These functions are the Node's own methods kept in their own module; they use its
+internals and run on its event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from raftkv.raft.core.errors import (
+    ConfChangeInvalid,
+    InvalidArgument,
+    NotLeader,
+    ProposalDropped,
+)
+from raftkv.raft.core.types import (
+    NO_NODE,
+    ConfChange,
+    ConfChangeSingle,
+    ConfChangeType,
+    ConfState,
+    NodeId,
+    StateRole,
+)
+from raftkv.raft.driver.envelope import encode_conf_change_context
+from raftkv.raft.driver.errors import (
+    MembershipError,
+    NotCaughtUp,
+    ProposalTimeout,
+    Stopped,
+)
+from raftkv.raft.transport.base import (
+    MemberAction,
+    MemberRequest,
+    MemberResponse,
+    TransportError,
+)
+
+if TYPE_CHECKING:
+    from raftkv.raft.driver.node import Node
+
+
+async def join(
+    node: Node, seeds: Sequence[str], *, promote: bool = True, timeout: float | None = None
+) -> ConfState:
+    """Become a member of a running cluster: ask it (through any member's address in
+    `seeds`) to add this node as a learner, catch up, then, if `promote`, become a
+    voter once the leader finds the log caught up. The node must have been started on
+    empty storage, knowing its own address (`peers[node_id]`). Safe to retry."""
+    node._check_running()
+    own_address = node._peers.get(node.id)
+    if not own_address:
+        raise InvalidArgument("join() needs this node's own address in peers[node_id]")
+    if not seeds:
+        raise InvalidArgument("join() needs at least one member address")
+    wait = timeout if timeout is not None else node.settings.membership_timeout_s * 6
+    deadline = node.clock.now() + wait
+    conf_state = node._core().raft.conf_state()
+    if node.id in conf_state.voters:
+        return conf_state  # joined before (a restart, or a retried call)
+    if node.id not in conf_state.learners:
+        await ask_cluster(
+            node, seeds, MemberRequest(MemberAction.ADD_LEARNER, node.id, own_address), deadline
+        )
+    if promote:
+        await ask_cluster(node, seeds, MemberRequest(MemberAction.PROMOTE, node.id), deadline)
+    await node._wait_for(
+        lambda: (
+            node.id in node._core().raft.conf_state().voters
+            or (not promote and node.id in node._core().raft.conf_state().learners)
+        ),
+        max(deadline - node.clock.now(), 0.0),
+    )
+    return node._core().raft.conf_state()
+
+
+async def ask_cluster(
+    node: Node, seeds: Sequence[str], request: MemberRequest, deadline: float
+) -> MemberResponse:
+    """Send `request` to the cluster until the leader accepts it: follow leader hints,
+    retry what may succeed later (busy, not caught up, unreachable) with capped
+    backoff, give up at `deadline` (TimeoutError) or on a definite refusal."""
+    candidates = list(seeds)
+    backoff = node.settings.tick_interval_s
+    attempt = 0
+    last_error = "no answer"
+    while True:
+        remaining = deadline - node.clock.now()
+        if remaining <= 0:
+            raise TimeoutError(f"{request.action.value} of node {node.id}: {last_error}")
+        address = candidates[attempt % len(candidates)]
+        attempt += 1
+        try:
+            response = await node.transport.member_request(
+                address, request, min(remaining, node.settings.membership_timeout_s)
+            )
+        except TransportError as error:
+            last_error = str(error)
+            response = None
+        if response is not None:
+            learn_members(node, response.members)
+            if response.ok:
+                return response
+            last_error = f"{response.error}: {response.message}"
+            if response.error == "invalid":
+                raise MembershipError(response.error, response.message)
+            if response.error == "not_leader" and response.leader_address:
+                if response.leader_address not in candidates:
+                    candidates.append(response.leader_address)
+                attempt = candidates.index(response.leader_address)
+                continue
+        await node.clock.sleep(backoff * (0.5 + node._rng.random() / 2))
+        backoff = min(backoff * 2, node._election_timeout_s())
+
+
+def learn_members(node: Node, members: Sequence[tuple[NodeId, str]]) -> None:
+    for peer, address in members:
+        if peer != node.id and address and node._peers.get(peer) != address:
+            node._peers[peer] = address
+            node.transport.set_peer(peer, address)
+
+
+async def handle_request(node: Node, request: MemberRequest) -> MemberResponse:
+    """A peer asks us (as leader) to change the membership."""
+    if node._stopping or node._rawnode is None:
+        return MemberResponse(ok=False, error="stopped", message="node is stopping")
+    if node._role is not StateRole.LEADER:
+        return not_leader_response(node)
+    try:
+        await change_as_leader(node, request, None)
+    except MembershipError as error:
+        return member_error(node, error.code, error.detail)
+    except NotCaughtUp as error:
+        return member_error(node, "not_caught_up", str(error))
+    except ConfChangeInvalid as error:
+        return member_error(node, "invalid", str(error))
+    except NotLeader:
+        return not_leader_response(node)
+    except (ProposalTimeout, TimeoutError) as error:
+        return member_error(node, "timeout", str(error))
+    except (ProposalDropped, Stopped) as error:
+        return member_error(node, "busy", str(error))
+    return MemberResponse(
+        ok=True,
+        leader_id=node.id,
+        leader_address=node._peers.get(node.id, ""),
+        members=tuple(sorted(node._peers.items())),
+    )
+
+
+async def change(node: Node, request: MemberRequest, timeout: float | None) -> ConfState:
+    node._check_running()
+    wait = timeout if timeout is not None else node.settings.membership_timeout_s
+    if node._role is StateRole.LEADER:
+        return await change_as_leader(node, request, wait)
+    leader = node._leader_id
+    address = node._peers.get(leader) if leader != NO_NODE else None
+    if address is None:
+        raise NotLeader(leader)
+    try:
+        response = await node.transport.member_request(address, request, wait)
+    except TransportError as error:
+        raise MembershipError("unreachable", str(error)) from error
+    if not response.ok:
+        if response.error == "not_leader":
+            raise NotLeader(response.leader_id)
+        if response.error == "not_caught_up":
+            raise NotCaughtUp(response.message)
+        raise MembershipError(response.error, response.message)
+    # Wait until we have applied it too, so our status shows the change.
+    await node.read_index(timeout=wait)
+    return node._core().raft.conf_state()
+
+
+async def change_as_leader(node: Node, request: MemberRequest, timeout: float | None) -> ConfState:
+    rawnode = node._core()
+    conf_state = rawnode.raft.conf_state()
+    node_id = request.node_id
+    if node_id == NO_NODE or node_id < 0:
+        raise MembershipError("invalid", f"node id {node_id} is not valid")
+    peers: dict[NodeId, str] = {}
+    if request.action is MemberAction.ADD_LEARNER:
+        if not request.address:
+            raise MembershipError("invalid", "adding a learner needs its address")
+        if node_id in conf_state.voters:
+            raise MembershipError("invalid", f"node {node_id} is already a voter")
+        if node_id in conf_state.learners and node._peers.get(node_id) == request.address:
+            return conf_state  # a retried request: already done
+        peers[node_id] = request.address
+        change_type = ConfChangeType.ADD_LEARNER_NODE
+    elif request.action is MemberAction.PROMOTE:
+        if node_id in conf_state.voters:
+            return conf_state  # a retried request: already done
+        if node_id not in conf_state.learners:
+            raise MembershipError("invalid", f"node {node_id} is not a learner")
+        progress = rawnode.raft.tracker.progress.get(node_id)
+        lag = rawnode.raft.log.last_index() - (progress.match if progress else 0)
+        if lag > node.settings.promote_max_lag_entries:
+            raise NotCaughtUp(
+                f"learner {node_id} lags the leader by {lag} entries "
+                f"(limit {node.settings.promote_max_lag_entries})"
+            )
+        change_type = ConfChangeType.ADD_NODE
+    else:
+        if node_id not in conf_state.voters | conf_state.learners:
+            raise MembershipError("invalid", f"node {node_id} is not a member")
+        change_type = ConfChangeType.REMOVE_NODE
+    request_id = node._next_request()
+    change = ConfChange(
+        changes=(ConfChangeSingle(change_type, node_id),),
+        context=encode_conf_change_context(request_id, peers),
+    )
+    return await node._propose_conf_change(request_id, change, timeout)
+
+
+def not_leader_response(node: Node) -> MemberResponse:
+    leader = node._leader_id
+    return MemberResponse(
+        ok=False,
+        error="not_leader",
+        message=f"node {node.id} is not the leader",
+        leader_id=leader,
+        leader_address=node._peers.get(leader, "") if leader != NO_NODE else "",
+        members=tuple(sorted(node._peers.items())),
+    )
+
+
+def member_error(node: Node, code: str, message: str) -> MemberResponse:
+    return MemberResponse(
+        ok=False,
+        error=code,
+        message=message,
+        leader_id=node._leader_id,
+        leader_address=node._peers.get(node._leader_id, ""),
+    )

@@ -1,0 +1,89 @@
+"""`NodeSettings`: the runtime's knobs, validated once. Units are in the names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from raftkv.raft.core.errors import ConfigInvalid
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSettings:
+    # Length of one core tick. Elections time out after election_ticks..2×election_ticks
+    # ticks; heartbeats go out every heartbeat_ticks.
+    tick_interval_s: float = 0.1
+    election_ticks: int = 10
+    heartbeat_ticks: int = 1
+    pre_vote: bool = True
+    check_quorum: bool = True
+    # Lease-based reads skip the quorum round of ReadIndex; they rely on bounded clock
+    # drift between nodes (thesis §6.4.1). Off by default.
+    lease_reads: bool = False
+    # Followers forward proposals to the leader; if off, they raise NotLeader(hint).
+    forward_proposals: bool = True
+
+    # Group commit: proposals stepped into the core between two persists form one batch
+    # (one fsync). A batch stops growing at either limit; the rest waits for the next.
+    max_batch_entries: int = 4096
+    max_batch_bytes: int = 8 << 20
+    # Bounded queues: messages from peers beyond this are dropped (Raft retransmits);
+    # requests beyond max_pending_requests fail with Overloaded.
+    max_inbox_messages: int = 20_000
+    max_pending_requests: int = 100_000
+    # Core limits (see raftkv.raft.core.Config).
+    max_size_per_message: int = 1 << 20
+    max_inflight_messages: int = 256
+    max_uncommitted_bytes: int = 64 << 20
+
+    # Default deadlines for requests that do not give their own.
+    proposal_timeout_s: float = 10.0
+    read_timeout_s: float = 5.0
+    membership_timeout_s: float = 10.0
+    # A read or proposal waiting for a leader is retried this often (in ticks).
+    retry_ticks: int = 5
+
+    # Snapshot the state machine after this many applied entries, keeping this many
+    # entries before the snapshot for followers that lag a little (no snapshot needed).
+    snapshot_every_entries: int = 10_000
+    snapshot_keep_entries: int = 5_000
+
+    # A learner is promoted only if its log is within this many entries of the leader's.
+    promote_max_lag_entries: int = 100
+
+    # stop(): a leader first hands leadership to a caught-up voter, waiting this long.
+    stop_transfer_timeout_s: float = 3.0
+    # Persist in a writer thread (production) or inline on the loop (deterministic
+    # simulation with MemoryStorage).
+    persist_in_thread: bool = True
+
+    def __post_init__(self) -> None:
+        positive = {
+            "tick_interval_s": self.tick_interval_s,
+            "heartbeat_ticks": self.heartbeat_ticks,
+            "max_batch_entries": self.max_batch_entries,
+            "max_batch_bytes": self.max_batch_bytes,
+            "max_inbox_messages": self.max_inbox_messages,
+            "max_pending_requests": self.max_pending_requests,
+            "max_size_per_message": self.max_size_per_message,
+            "max_inflight_messages": self.max_inflight_messages,
+            "max_uncommitted_bytes": self.max_uncommitted_bytes,
+            "proposal_timeout_s": self.proposal_timeout_s,
+            "read_timeout_s": self.read_timeout_s,
+            "membership_timeout_s": self.membership_timeout_s,
+            "retry_ticks": self.retry_ticks,
+            "snapshot_every_entries": self.snapshot_every_entries,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise ConfigInvalid(f"{name} must be greater than 0 (got {value})")
+        if self.election_ticks <= self.heartbeat_ticks:
+            raise ConfigInvalid("election_ticks must be greater than heartbeat_ticks")
+        for name, value in {
+            "snapshot_keep_entries": self.snapshot_keep_entries,
+            "promote_max_lag_entries": self.promote_max_lag_entries,
+            "stop_transfer_timeout_s": self.stop_transfer_timeout_s,
+        }.items():
+            if value < 0:
+                raise ConfigInvalid(f"{name} must not be negative (got {value})")
+        if self.lease_reads and not self.check_quorum:
+            raise ConfigInvalid("lease_reads requires check_quorum")

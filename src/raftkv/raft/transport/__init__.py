@@ -1,0 +1,1 @@
+"""Transports: how messages travel between nodes (in-process and gRPC)."""

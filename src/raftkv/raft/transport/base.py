@@ -1,0 +1,97 @@
+"""The transport protocol: how a node's messages reach its peers.
+
+A transport is fire-and-forget, like the network Raft assumes: `send` never blocks and
+never raises for a peer that is down; it queues (bounded, per peer), batches, and reports
+`report_unreachable(peer)` to its handler when it drops or fails to deliver. Raft retries
+everything that matters.
+
+Snapshots (MessageType.SNAPSHOT) travel separately, in checksummed chunks, and their
+outcome is reported with `report_snapshot(peer, ok)`.
+
+Membership requests (`MemberRequest`) are the one request/response exchange: a node that
+wants to join asks an existing member to add it as a learner, then to promote it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from raftkv.raft.core.types import NO_NODE, Message, NodeId
+
+
+class MemberAction(enum.Enum):
+    ADD_LEARNER = "add_learner"
+    PROMOTE = "promote"
+    REMOVE = "remove"
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRequest:
+    action: MemberAction
+    node_id: NodeId
+    # The peer address of `node_id` (for ADD_LEARNER); "" otherwise.
+    address: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MemberResponse:
+    ok: bool
+    # A short machine-readable reason when not ok: "not_leader", "not_caught_up",
+    # "busy" (another change in flight), "invalid", "timeout", "stopped".
+    error: str = ""
+    message: str = ""
+    # The responder's idea of the leader, to retry there.
+    leader_id: NodeId = NO_NODE
+    leader_address: str = ""
+    # The responder's known members (id, peer address), so a joiner can reach them.
+    members: tuple[tuple[NodeId, str], ...] = ()
+
+
+class TransportError(Exception):
+    """A transport-level failure that the caller of a request/response call can see."""
+
+
+class TransportHandler(Protocol):
+    """What a transport calls back into (the driver's Node). Called on the event loop."""
+
+    def deliver(self, messages: Sequence[Message]) -> None:
+        """Messages received from peers. Must not block; may drop when overloaded."""
+        ...
+
+    def report_unreachable(self, peer: NodeId) -> None: ...
+
+    def report_snapshot(self, peer: NodeId, ok: bool) -> None: ...
+
+    async def handle_member_request(self, request: MemberRequest) -> MemberResponse: ...
+
+
+class Transport(Protocol):
+    async def start(self, handler: TransportHandler) -> None:
+        """Begin listening (if it serves) and delivering to `handler`."""
+        ...
+
+    def send(self, messages: Sequence[Message]) -> None:
+        """Queue each message for `message.to`. Never blocks, never raises for a peer
+        that is down or unknown (it reports it unreachable instead)."""
+        ...
+
+    def set_peer(self, peer: NodeId, address: str) -> None:
+        """Add a peer or change its address."""
+        ...
+
+    def remove_peer(self, peer: NodeId) -> None: ...
+
+    async def member_request(
+        self, address: str, request: MemberRequest, timeout: float
+    ) -> MemberResponse:
+        """Send `request` to the node at `address` and wait for its answer.
+
+        Raises TransportError if it cannot be reached or does not answer in time."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop serving and sending; queued messages are dropped."""
+        ...

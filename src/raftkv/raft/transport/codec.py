@@ -1,0 +1,478 @@
+"""Core dataclasses <-> protobuf (`raft.proto`), both directions, with validation.
+
+Rules:
+- This module and `grpc_transport.py` are the only users of the generated `raft_pb2`;
+  everything outside `raftkv.raft.transport` sees core dataclasses only.
+- Decoding never trusts the peer. Every enum code is mapped through an explicit table (an
+  unknown code is `MalformedMessage`, never a crash or a silent default), and every decoded
+  message passes `check_peer_message`, so the core's own assertions only ever fire for our
+  bugs. Node ids and indexes are `uint64` on the wire, hence always within [0, 2**64).
+- Encoding a message the core should never send (a local type such as MsgHup, a negative
+  term) is a local bug: `InvalidArgument`.
+- Every field round-trips: `decode_message(encode_message(m)) == m` for every message that
+  passes `check_peer_message`.
+- Snapshots travel as chunks (`snapshot_chunks`) and are put back together by a
+  `SnapshotAssembler`, which checks the order, a CRC-32 per chunk, the announced total size
+  against a limit, and a SHA-256 of the whole data.
+
+This is the hot path of replication (about 3 µs to encode and 6 µs to decode a one-entry
+MsgApp): messages are built in place in their frame with keyword constructors, entries by
+comprehension, and enum tables are looked up without hashing enum members.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import TypeVar
+
+from google.protobuf.message import DecodeError
+
+from raftkv.raft.core.errors import InvalidArgument, MalformedMessage
+from raftkv.raft.core.rawnode import check_peer_message
+from raftkv.raft.core.types import (
+    ConfState,
+    Entry,
+    EntryKind,
+    Message,
+    MessageType,
+    NodeId,
+    Snapshot,
+    SnapshotMetadata,
+)
+from raftkv.raft.transport import raft_pb2 as wire
+from raftkv.raft.transport.base import MemberAction, MemberRequest, MemberResponse, TransportError
+
+# -- enum tables -------------------------------------------------------------------------------
+# Explicit both ways: the wire numbers are a compatibility promise, the core's enum values
+# are not. Local message types have no wire code on purpose.
+
+_WIRE_MESSAGE_TYPE: dict[MessageType, wire.MessageType] = {
+    MessageType.PROPOSE: wire.MSG_PROPOSE,
+    MessageType.APPEND: wire.MSG_APPEND,
+    MessageType.APPEND_RESPONSE: wire.MSG_APPEND_RESPONSE,
+    MessageType.VOTE: wire.MSG_VOTE,
+    MessageType.VOTE_RESPONSE: wire.MSG_VOTE_RESPONSE,
+    MessageType.PRE_VOTE: wire.MSG_PRE_VOTE,
+    MessageType.PRE_VOTE_RESPONSE: wire.MSG_PRE_VOTE_RESPONSE,
+    MessageType.SNAPSHOT: wire.MSG_SNAPSHOT,
+    MessageType.HEARTBEAT: wire.MSG_HEARTBEAT,
+    MessageType.HEARTBEAT_RESPONSE: wire.MSG_HEARTBEAT_RESPONSE,
+    MessageType.TRANSFER_LEADER: wire.MSG_TRANSFER_LEADER,
+    MessageType.TIMEOUT_NOW: wire.MSG_TIMEOUT_NOW,
+    MessageType.READ_INDEX: wire.MSG_READ_INDEX,
+    MessageType.READ_INDEX_RESPONSE: wire.MSG_READ_INDEX_RESPONSE,
+}
+_CORE_MESSAGE_TYPE: dict[int, MessageType] = {
+    code: message_type for message_type, code in _WIRE_MESSAGE_TYPE.items()
+}
+_WIRE_MESSAGE_TYPE_BY_VALUE: dict[str, wire.MessageType] = {
+    message_type.value: code for message_type, code in _WIRE_MESSAGE_TYPE.items()
+}
+
+# The message types a transport can carry: everything but the core's local inputs.
+WIRE_MESSAGE_TYPES = frozenset(_WIRE_MESSAGE_TYPE)
+
+_WIRE_ENTRY_KIND: dict[EntryKind, wire.EntryKind] = {
+    EntryKind.NORMAL: wire.ENTRY_KIND_NORMAL,
+    EntryKind.CONF_CHANGE: wire.ENTRY_KIND_CONF_CHANGE,
+}
+_CORE_ENTRY_KIND: dict[int, EntryKind] = {code: kind for kind, code in _WIRE_ENTRY_KIND.items()}
+_NORMAL = wire.ENTRY_KIND_NORMAL
+
+_WIRE_MEMBER_ACTION: dict[MemberAction, wire.MemberAction] = {
+    MemberAction.ADD_LEARNER: wire.MEMBER_ACTION_ADD_LEARNER,
+    MemberAction.PROMOTE: wire.MEMBER_ACTION_PROMOTE,
+    MemberAction.REMOVE: wire.MEMBER_ACTION_REMOVE,
+}
+_CORE_MEMBER_ACTION: dict[int, MemberAction] = {
+    code: action for action, code in _WIRE_MEMBER_ACTION.items()
+}
+
+# -- size bounds ----------------------------------------------------------------------------
+# Upper bounds on the protobuf overhead, so that a frame cut by `encoded_size_bound` never
+# exceeds its byte limit. A scalar field costs at most 1 tag byte + 10 varint bytes; a
+# nested message, bytes or packed repeated field at most 1 tag byte + 5 length bytes
+# (payloads < 4 GiB) besides its content.
+_MAX_VARINT_FIELD_BYTES = 11
+_MAX_LENGTH_PREFIX_BYTES = 6
+_NODE_ID_BYTES = 10
+# Entry: its own prefix and data's; term, index, kind.
+_ENTRY_OVERHEAD_BYTES = 2 * _MAX_LENGTH_PREFIX_BYTES + 3 * _MAX_VARINT_FIELD_BYTES
+# Message: its own prefix and context's; type, to, sender, term, log_term, index, commit,
+# reject, reject_hint.
+_MESSAGE_OVERHEAD_BYTES = 2 * _MAX_LENGTH_PREFIX_BYTES + 9 * _MAX_VARINT_FIELD_BYTES
+# Snapshot: prefixes of the snapshot, metadata, conf state, data and the four node lists;
+# index, term, auto_leave.
+_SNAPSHOT_OVERHEAD_BYTES = 8 * _MAX_LENGTH_PREFIX_BYTES + 3 * _MAX_VARINT_FIELD_BYTES
+# MessageBatch: cluster_id, from_node.
+FRAME_OVERHEAD_BYTES = 2 * _MAX_VARINT_FIELD_BYTES
+
+
+def encoded_size_bound(message: Message) -> int:
+    """An upper bound on the encoded size of `message` inside a MessageBatch frame (which
+    adds FRAME_OVERHEAD_BYTES of its own)."""
+    size = _MESSAGE_OVERHEAD_BYTES + len(message.context)
+    for entry in message.entries:
+        size += _ENTRY_OVERHEAD_BYTES + len(entry.data)
+    snapshot = message.snapshot
+    if snapshot is not None:
+        conf_state = snapshot.metadata.conf_state
+        members = (
+            len(conf_state.voters)
+            + len(conf_state.learners)
+            + len(conf_state.voters_outgoing)
+            + len(conf_state.learners_next)
+        )
+        size += _SNAPSHOT_OVERHEAD_BYTES + len(snapshot.data) + members * _NODE_ID_BYTES
+    return size
+
+
+# -- messages -----------------------------------------------------------------------------------
+
+
+def _encode_snapshot(snapshot: Snapshot, *, with_data: bool = True) -> wire.Snapshot:
+    metadata = snapshot.metadata
+    conf_state = metadata.conf_state
+    return wire.Snapshot(
+        metadata=wire.SnapshotMetadata(
+            index=metadata.index,
+            term=metadata.term,
+            # Sorted: the same snapshot always encodes to the same bytes.
+            conf_state=wire.ConfState(
+                voters=sorted(conf_state.voters),
+                learners=sorted(conf_state.learners),
+                voters_outgoing=sorted(conf_state.voters_outgoing),
+                learners_next=sorted(conf_state.learners_next),
+                auto_leave=conf_state.auto_leave,
+            ),
+        ),
+        data=snapshot.data if with_data else b"",
+    )
+
+
+def _decode_snapshot(snapshot: wire.Snapshot) -> Snapshot:
+    metadata = snapshot.metadata
+    conf_state = metadata.conf_state
+    return Snapshot(
+        metadata=SnapshotMetadata(
+            index=metadata.index,
+            term=metadata.term,
+            conf_state=ConfState(
+                voters=frozenset(NodeId(node) for node in conf_state.voters),
+                learners=frozenset(NodeId(node) for node in conf_state.learners),
+                voters_outgoing=frozenset(NodeId(node) for node in conf_state.voters_outgoing),
+                learners_next=frozenset(NodeId(node) for node in conf_state.learners_next),
+                auto_leave=conf_state.auto_leave,
+            ),
+        ),
+        data=snapshot.data,
+    )
+
+
+def encode_message(message: Message, *, with_snapshot_data: bool = True) -> wire.Message:
+    """The wire form of `message`. Raises InvalidArgument for a message no node may send
+    (a local type, a negative or oversized number)."""
+    return _encode_into(wire.Message, message, with_snapshot_data=with_snapshot_data)
+
+
+def _encode_into(
+    construct: Callable[..., wire.Message], message: Message, *, with_snapshot_data: bool = True
+) -> wire.Message:
+    """Encode `message` with `construct`: the wire.Message class, or a batch's
+    `messages.add`, which builds the message in place instead of copying it in (twice as
+    fast for small messages)."""
+    # Keyed by the enum's value: hashing a str is faster than the enum's Python __hash__.
+    wire_type = _WIRE_MESSAGE_TYPE_BY_VALUE.get(message.type._value_)
+    if wire_type is None:
+        raise InvalidArgument(f"{message.type.value} is local and never sent to a peer")
+    snapshot = message.snapshot
+    try:
+        encoded = construct(
+            type=wire_type,
+            to=message.to,
+            sender=message.sender,
+            term=message.term,
+            log_term=message.log_term,
+            index=message.index,
+            commit=message.commit,
+            snapshot=(
+                None
+                if snapshot is None
+                else _encode_snapshot(snapshot, with_data=with_snapshot_data)
+            ),
+            reject=message.reject,
+            reject_hint=message.reject_hint,
+            context=message.context,
+        )
+        add_entry = encoded.entries.add
+        for entry in message.entries:
+            add_entry(
+                term=entry.term,
+                index=entry.index,
+                kind=_NORMAL if entry.kind is EntryKind.NORMAL else _WIRE_ENTRY_KIND[entry.kind],
+                data=entry.data,
+            )
+    except (ValueError, TypeError) as error:
+        raise InvalidArgument(f"cannot encode {message.type.value}: {error}") from error
+    return encoded
+
+
+def decode_message(message: wire.Message) -> Message:
+    """The core form of a received message. Raises MalformedMessage if it has an unknown
+    code or a shape no correct peer sends."""
+    message_type = _CORE_MESSAGE_TYPE.get(message.type)
+    if message_type is None:
+        raise MalformedMessage(f"unknown message type code {message.type}")
+    wire_entries = message.entries
+    try:
+        entries = (
+            tuple(
+                [
+                    Entry(entry.term, entry.index, _CORE_ENTRY_KIND[entry.kind], entry.data)
+                    for entry in wire_entries
+                ]
+            )
+            if wire_entries
+            else ()
+        )
+    except KeyError as error:
+        raise MalformedMessage(f"unknown entry kind code {error.args[0]}") from None
+    # Positional, in Message's field order (pinned by a test): a quarter faster than
+    # keywords for a frozen dataclass, on the hottest line of replication.
+    decoded = Message(
+        message_type,
+        NodeId(message.to),
+        NodeId(message.sender),
+        message.term,
+        message.log_term,
+        message.index,
+        entries,
+        message.commit,
+        _decode_snapshot(message.snapshot) if message.HasField("snapshot") else None,
+        message.reject,
+        message.reject_hint,
+        message.context,
+    )
+    check_peer_message(decoded)
+    return decoded
+
+
+# -- Send frames --------------------------------------------------------------------------------
+
+
+def encode_batch(cluster_id: int, messages: Sequence[Message]) -> wire.MessageBatch:
+    """One Send frame. Every message must have the same sender (the frame's `from_node`)."""
+    if not messages:
+        raise InvalidArgument("an empty batch is never sent")
+    sender = messages[0].sender
+    if any(message.sender != sender for message in messages):
+        raise InvalidArgument("a batch carries the messages of one sender")
+    batch = wire.MessageBatch(cluster_id=cluster_id, from_node=sender)
+    add_message = batch.messages.add
+    for message in messages:
+        _encode_into(add_message, message)
+    return batch
+
+
+def decode_batch(data: bytes, cluster_id: int) -> list[Message]:
+    """The messages of one received Send frame, all or nothing. Raises MalformedMessage for
+    undecodable bytes, another cluster's frame, a message whose sender is not the frame's
+    `from_node`, or any malformed message."""
+    batch = _parse(wire.MessageBatch, data)
+    _check_cluster(batch.cluster_id, cluster_id)
+    from_node = batch.from_node
+    decoded = [decode_message(message) for message in batch.messages]
+    for message in decoded:
+        if message.sender != from_node:
+            raise MalformedMessage(
+                f"message from {message.sender} in a batch from node {from_node}"
+            )
+    return decoded
+
+
+_Parsed = TypeVar("_Parsed", wire.MessageBatch, wire.SnapshotChunk, wire.MemberRequest)
+
+
+def _parse(message_class: type[_Parsed], data: bytes) -> _Parsed:
+    try:
+        return message_class.FromString(data)
+    except DecodeError as error:
+        raise MalformedMessage(
+            f"undecodable {message_class.DESCRIPTOR.name} ({len(data)} bytes): {error}"
+        ) from None
+
+
+def _check_cluster(received: int, expected: int) -> None:
+    if received != expected:
+        raise MalformedMessage(f"cluster id {received} is not this cluster's ({expected})")
+
+
+# -- snapshots ------------------------------------------------------------------------------
+
+
+class SnapshotTooLarge(TransportError):
+    """A peer announced a snapshot bigger than this node accepts (`max_snapshot_bytes`)."""
+
+
+def snapshot_chunks(
+    cluster_id: int, message: Message, chunk_bytes: int
+) -> Iterator[wire.SnapshotChunk]:
+    """The SendSnapshot stream for a MsgSnap `message`: a first chunk with the header (the
+    message without the snapshot data, the data's size and SHA-256), then the data in
+    chunks of at most `chunk_bytes`, each with its CRC-32. Always at least one chunk."""
+    snapshot = message.snapshot
+    if message.type is not MessageType.SNAPSHOT or snapshot is None:
+        raise InvalidArgument(f"{message.type.value} carries no snapshot")
+    if chunk_bytes <= 0:
+        raise InvalidArgument(f"chunk size must be positive, not {chunk_bytes}")
+    data = memoryview(snapshot.data)
+    header = wire.SnapshotHeader(
+        cluster_id=cluster_id,
+        from_node=message.sender,
+        message=encode_message(message, with_snapshot_data=False),
+        total_bytes=len(data),
+        sha256=hashlib.sha256(data).digest(),
+    )
+    first = bytes(data[:chunk_bytes])
+    yield wire.SnapshotChunk(header=header, sequence=0, data=first, crc32=zlib.crc32(first))
+    for sequence, offset in enumerate(range(chunk_bytes, len(data), chunk_bytes), start=1):
+        piece = bytes(data[offset : offset + chunk_bytes])
+        yield wire.SnapshotChunk(sequence=sequence, data=piece, crc32=zlib.crc32(piece))
+
+
+@dataclass(frozen=True, slots=True)
+class _SnapshotHeader:
+    message: Message
+    total_bytes: int
+    sha256: bytes
+
+
+class SnapshotAssembler:
+    """Puts a received SendSnapshot stream back together, checking as it goes.
+
+    Invariant: after each successful `add`, `received_bytes <= header.total_bytes <=
+    max_snapshot_bytes`, so memory held is bounded by the limit whatever the peer sends.
+    Any check that fails raises (MalformedMessage or SnapshotTooLarge) and the assembler
+    must be dropped: nothing is delivered from a stream that failed once.
+    """
+
+    def __init__(self, cluster_id: int, max_snapshot_bytes: int) -> None:
+        self._cluster_id = cluster_id
+        self._max_snapshot_bytes = max_snapshot_bytes
+        self._header: _SnapshotHeader | None = None
+        self._hash = hashlib.sha256()
+        self._pieces: list[bytes] = []
+        self._next_sequence = 0
+        self.received_bytes = 0
+
+    def add(self, data: bytes) -> None:
+        """Check and keep one serialized SnapshotChunk."""
+        chunk = _parse(wire.SnapshotChunk, data)
+        if chunk.sequence != self._next_sequence:
+            raise MalformedMessage(
+                f"snapshot chunk {chunk.sequence} where {self._next_sequence} was expected"
+            )
+        if (self._next_sequence == 0) != chunk.HasField("header"):
+            raise MalformedMessage("only the first snapshot chunk carries the header")
+        if self._header is None:
+            self._header = self._read_header(chunk.header)
+        if zlib.crc32(chunk.data) != chunk.crc32:
+            raise MalformedMessage(f"snapshot chunk {chunk.sequence} fails its CRC-32")
+        self.received_bytes += len(chunk.data)
+        if self.received_bytes > self._header.total_bytes:
+            raise MalformedMessage(
+                f"snapshot data exceeds the announced {self._header.total_bytes} bytes"
+            )
+        self._hash.update(chunk.data)
+        self._pieces.append(chunk.data)
+        self._next_sequence += 1
+
+    def finish(self) -> Message:
+        """The MsgSnap message with the whole snapshot, once every chunk has arrived."""
+        header = self._header
+        if header is None:
+            raise MalformedMessage("snapshot stream ended before its header")
+        if self.received_bytes != header.total_bytes:
+            raise MalformedMessage(
+                f"snapshot stream ended after {self.received_bytes} of {header.total_bytes} bytes"
+            )
+        if self._hash.digest() != header.sha256:
+            raise MalformedMessage("snapshot data fails its SHA-256")
+        snapshot = header.message.snapshot
+        assert snapshot is not None  # _read_header checked it
+        data = b"".join(self._pieces)
+        self._pieces = []
+        return replace(header.message, snapshot=replace(snapshot, data=data))
+
+    def _read_header(self, header: wire.SnapshotHeader) -> _SnapshotHeader:
+        _check_cluster(header.cluster_id, self._cluster_id)
+        if header.total_bytes > self._max_snapshot_bytes:
+            raise SnapshotTooLarge(
+                f"snapshot of {header.total_bytes} bytes exceeds the limit of "
+                f"{self._max_snapshot_bytes} (max_snapshot_bytes)"
+            )
+        if len(header.sha256) != hashlib.sha256().digest_size:
+            raise MalformedMessage(f"snapshot SHA-256 has {len(header.sha256)} bytes")
+        message = decode_message(header.message)
+        if message.type is not MessageType.SNAPSHOT:
+            raise MalformedMessage(f"snapshot stream carries a {message.type.value}")
+        if message.sender != header.from_node:
+            raise MalformedMessage(
+                f"snapshot from {message.sender} in a stream from node {header.from_node}"
+            )
+        assert message.snapshot is not None  # check_peer_message requires it for MsgSnap
+        if message.snapshot.data:
+            raise MalformedMessage("snapshot header carries data outside the chunks")
+        return _SnapshotHeader(message, header.total_bytes, header.sha256)
+
+
+# -- membership requests -----------------------------------------------------------------------
+
+
+def encode_member_request(cluster_id: int, request: MemberRequest) -> wire.MemberRequest:
+    try:
+        return wire.MemberRequest(
+            cluster_id=cluster_id,
+            action=_WIRE_MEMBER_ACTION[request.action],
+            node_id=request.node_id,
+            address=request.address,
+        )
+    except ValueError as error:
+        raise InvalidArgument(f"cannot encode {request}: {error}") from error
+
+
+def decode_member_request(data: bytes, cluster_id: int) -> MemberRequest:
+    request = _parse(wire.MemberRequest, data)
+    _check_cluster(request.cluster_id, cluster_id)
+    action = _CORE_MEMBER_ACTION.get(request.action)
+    if action is None:
+        raise MalformedMessage(f"unknown member action code {request.action}")
+    return MemberRequest(action=action, node_id=NodeId(request.node_id), address=request.address)
+
+
+def encode_member_response(response: MemberResponse) -> wire.MemberResponse:
+    return wire.MemberResponse(
+        ok=response.ok,
+        error=response.error,
+        message=response.message,
+        leader_id=response.leader_id,
+        leader_address=response.leader_address,
+        members=[
+            wire.MemberAddress(node_id=node_id, address=address)
+            for node_id, address in response.members
+        ],
+    )
+
+
+def decode_member_response(response: wire.MemberResponse) -> MemberResponse:
+    return MemberResponse(
+        ok=response.ok,
+        error=response.error,
+        message=response.message,
+        leader_id=NodeId(response.leader_id),
+        leader_address=response.leader_address,
+        members=tuple((NodeId(member.node_id), member.address) for member in response.members),
+    )

@@ -1,0 +1,881 @@
+"""GrpcTransport: Raft messages between processes over gRPC (`grpc.aio`), optionally mTLS.
+
+Theory of operation.
+
+Sending. Each peer has one long-lived channel and one sender task. `send` appends to the
+peer's bounded queue and wakes the task; it never blocks and never raises for a peer that
+is down. The task drains the queue into frames (at most `max_batch_messages` messages and
+`max_batch_bytes` bytes, one sender per frame) and writes them on one long-lived client
+stream (`Raft.Send`). A stream fails when a write fails or times out, when it cannot connect
+in `connect_timeout_seconds`, or when the peer ends it; the task then reports the peer
+unreachable once, drops what was queued (Raft retransmits what matters), sleeps a backoff
+(exponential, capped, full jitter) and opens a new stream when there is something to send.
+
+Snapshots (MsgSnap) bypass the queue: each goes out on its own `Raft.SendSnapshot` stream
+in CRC-32-checked chunks with a SHA-256 of the whole, and the outcome is reported with
+`report_snapshot(peer, ok)`; ok means the receiver verified and delivered it.
+
+Receiving. The server decodes every frame itself (handlers take raw bytes) so that nothing
+a peer sends can raise outside this module: undecodable bytes, unknown enum codes,
+malformed messages, another cluster's id or a sender that is not the frame's `from_node`
+are logged (one rate-limited line with the peer's address) and the stream is aborted with
+INVALID_ARGUMENT; nothing from a rejected frame reaches the handler. A snapshot is delivered
+only once every check passed.
+
+Ordering. Messages to one peer leave in `send` order and, on a healthy stream, arrive in
+that order. After a stream failure some messages are lost, never reordered on purpose.
+
+Stopping. `stop` cancels the sender and snapshot tasks and closes the channels, ends every
+incoming call with UNAVAILABLE ("the node is stopping"), then stops the server, letting
+anything left finish for `shutdown_grace_seconds`. It may be called more than once.
+
+Concurrency. Everything runs on the event loop that called `start`; handler callbacks run
+there too and are never made from inside `send` (reports are scheduled with call_soon).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from random import Random
+from typing import Final, NoReturn, TypeVar
+
+import grpc
+import grpc.aio
+
+from raftkv.raft.core.errors import InvalidArgument, MalformedMessage
+from raftkv.raft.core.types import Message, MessageType, NodeId
+from raftkv.raft.transport import raft_pb2 as wire
+from raftkv.raft.transport.base import (
+    MemberRequest,
+    MemberResponse,
+    TransportError,
+    TransportHandler,
+)
+from raftkv.raft.transport.codec import (
+    FRAME_OVERHEAD_BYTES,
+    WIRE_MESSAGE_TYPES,
+    SnapshotAssembler,
+    SnapshotTooLarge,
+    decode_batch,
+    decode_member_request,
+    decode_member_response,
+    encode_batch,
+    encode_member_request,
+    encode_member_response,
+    encoded_size_bound,
+    snapshot_chunks,
+)
+
+logger = logging.getLogger("raftkv.transport.grpc")
+
+_SERVICE: Final = wire.DESCRIPTOR.services_by_name["Raft"].full_name
+SEND_METHOD: Final = f"/{_SERVICE}/Send"
+SEND_SNAPSHOT_METHOD: Final = f"/{_SERVICE}/SendSnapshot"
+MEMBER_METHOD: Final = f"/{_SERVICE}/Member"
+
+_MIB: Final = 1024 * 1024
+_Request = TypeVar("_Request", bytes, AsyncIterator[bytes])
+_Context = grpc.aio.ServicerContext[bytes, bytes]
+# Repeated log lines about one peer (or one remote host) are written at most this often;
+# the next line says how many were suppressed.
+_LOG_INTERVAL_SECONDS: Final = 10.0
+# The rate limiter forgets everything past this many keys, so a flood of distinct remote
+# addresses cannot grow it without bound.
+_LOG_LIMITER_MAX_KEYS: Final = 1024
+# HTTP/2 streams one connection may have open at once (Send, snapshots, member requests).
+_MAX_CONCURRENT_STREAMS: Final = 64
+# How long stop() waits for cancelled handlers to end their calls (one turn of the event
+# loop, unless the node's handle_member_request is slow to honour cancellation).
+_HANDLER_EXIT_SECONDS: Final = 1.0
+# Room for the chunk's own fields around `snapshot_chunk_bytes` of data, and for the first
+# chunk's header (the MsgSnap message with its entries and conf state).
+_CHUNK_ENVELOPE_BYTES: Final = 64 * 1024
+
+
+class TransportSettingsInvalid(ValueError):
+    """A `GrpcTransportSettings` field is out of range, or a TLS file cannot be read."""
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcTransportSettings:
+    """Everything GrpcTransport can be told. Validated on construction.
+
+    Defaults suit a LAN cluster; every limit bounds memory or time a peer can make us spend.
+    """
+
+    # Nodes only talk within one cluster: a frame, snapshot or member request with another
+    # id is rejected. Must be >= 1, so a frame that forgot to set it is rejected too.
+    cluster_id: int
+    # host:port to listen on; port 0 picks a free port (see `GrpcTransport.address`).
+    listen_address: str = "127.0.0.1:0"
+    # Messages queued per peer before `send` drops (and reports the peer unreachable). More
+    # absorbs longer stalls; less bounds memory and staleness (Raft retransmits anyway).
+    max_queue_messages: int = 4096
+    # Per Send frame. Bigger frames cost fewer writes; smaller ones keep latency even.
+    max_batch_messages: int = 512
+    max_batch_bytes: int = 4 * _MIB
+    # Largest gRPC message this node accepts (frames, snapshot chunks). Must hold a full
+    # frame; a single message larger than this can never be delivered.
+    max_receive_message_bytes: int = 64 * _MIB
+    # Snapshot data per SendSnapshot chunk.
+    snapshot_chunk_bytes: int = 1 * _MIB
+    # The largest snapshot this node accepts; a peer announcing more is refused.
+    max_snapshot_bytes: int = 1024 * _MIB
+    # Snapshots being received at once (each may hold up to max_snapshot_bytes in memory).
+    max_incoming_snapshots: int = 2
+    # Time to establish a stream to a peer before it counts as unreachable.
+    connect_timeout_seconds: float = 5.0
+    # Time one frame write may take before the stream counts as failed (a stalled peer).
+    request_timeout_seconds: float = 5.0
+    # Time a whole snapshot transfer may take.
+    snapshot_timeout_seconds: float = 300.0
+    # Reconnect backoff: after the n-th consecutive failure wait uniform(0, min(max,
+    # initial * 2**n)) ("full jitter", so peers that failed together do not retry together).
+    reconnect_backoff_initial_seconds: float = 0.1
+    reconnect_backoff_max_seconds: float = 5.0
+    # HTTP/2 keepalive pings: a silent dead peer is noticed within interval + timeout.
+    keepalive_interval_seconds: float = 10.0
+    keepalive_timeout_seconds: float = 5.0
+    # Mutual TLS: all three or none. The server requires client certificates signed by
+    # the CA; clients verify the server's certificate against it.
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    # The name to expect in the server's certificate instead of the dialled host (tests).
+    server_name_override: str | None = None
+    # How long `stop` lets in-flight RPCs finish before cancelling them.
+    shutdown_grace_seconds: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.cluster_id < 2**64:
+            raise TransportSettingsInvalid(f"cluster_id must be in [1, 2**64): {self.cluster_id}")
+        _split_address(self.listen_address)
+        positive_integers = {
+            "max_queue_messages": self.max_queue_messages,
+            "max_batch_messages": self.max_batch_messages,
+            "max_batch_bytes": self.max_batch_bytes,
+            "max_receive_message_bytes": self.max_receive_message_bytes,
+            "snapshot_chunk_bytes": self.snapshot_chunk_bytes,
+            "max_snapshot_bytes": self.max_snapshot_bytes,
+            "max_incoming_snapshots": self.max_incoming_snapshots,
+        }
+        for name, value in positive_integers.items():
+            if value < 1:
+                raise TransportSettingsInvalid(f"{name} must be >= 1: {value}")
+        positive_seconds = {
+            "connect_timeout_seconds": self.connect_timeout_seconds,
+            "request_timeout_seconds": self.request_timeout_seconds,
+            "snapshot_timeout_seconds": self.snapshot_timeout_seconds,
+            "reconnect_backoff_initial_seconds": self.reconnect_backoff_initial_seconds,
+            "reconnect_backoff_max_seconds": self.reconnect_backoff_max_seconds,
+            "keepalive_interval_seconds": self.keepalive_interval_seconds,
+            "keepalive_timeout_seconds": self.keepalive_timeout_seconds,
+        }
+        for name, seconds in positive_seconds.items():
+            if not seconds > 0:
+                raise TransportSettingsInvalid(f"{name} must be > 0: {seconds}")
+        if self.shutdown_grace_seconds < 0:
+            raise TransportSettingsInvalid(
+                f"shutdown_grace_seconds must be >= 0: {self.shutdown_grace_seconds}"
+            )
+        if self.reconnect_backoff_initial_seconds > self.reconnect_backoff_max_seconds:
+            raise TransportSettingsInvalid(
+                "reconnect_backoff_initial_seconds exceeds reconnect_backoff_max_seconds"
+            )
+        if self.max_batch_bytes > self.max_receive_message_bytes:
+            raise TransportSettingsInvalid(
+                "max_batch_bytes exceeds max_receive_message_bytes: a full frame would be "
+                "refused by a peer with the same settings"
+            )
+        if self.snapshot_chunk_bytes + _CHUNK_ENVELOPE_BYTES > self.max_receive_message_bytes:
+            raise TransportSettingsInvalid(
+                "snapshot_chunk_bytes (plus its envelope) exceeds max_receive_message_bytes"
+            )
+        tls_files = (self.ca_file, self.cert_file, self.key_file)
+        if any(path is not None for path in tls_files) and None in tls_files:
+            raise TransportSettingsInvalid("TLS needs ca_file, cert_file and key_file together")
+        if self.server_name_override is not None and self.ca_file is None:
+            raise TransportSettingsInvalid("server_name_override applies to TLS only")
+
+    @property
+    def tls(self) -> bool:
+        return self.ca_file is not None
+
+
+@dataclass(slots=True)
+class GrpcTransportStats:
+    """Counters, for metrics and tests. Only ever increase."""
+
+    messages_sent: int = 0
+    frames_sent: int = 0
+    # Dropped before reaching the wire: queue full, unknown peer, or queued when a stream
+    # failed.
+    messages_dropped: int = 0
+    stream_failures: int = 0
+    messages_received: int = 0
+    frames_received: int = 0
+    # Incoming streams (Send, SendSnapshot, Member) aborted because of what the peer sent.
+    streams_rejected: int = 0
+    snapshots_sent: int = 0
+    snapshots_failed: int = 0
+    snapshots_received: int = 0
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+class GrpcTransport:
+    """A `Transport` over gRPC. Start once, stop once; `stop` is safe to repeat."""
+
+    def __init__(self, settings: GrpcTransportSettings, *, rng: Random | None = None) -> None:
+        self.settings = settings
+        self.stats = GrpcTransportStats()
+        # Drives the backoff jitter; inject a seeded one for reproducible tests.
+        self._rng = rng if rng is not None else Random()
+        self._state = _State.NEW
+        self._handler: TransportHandler | None = None
+        self._server: grpc.aio.Server | None = None
+        self._address = settings.listen_address
+        # Known peer addresses, kept whether or not the transport runs.
+        self._addresses: dict[NodeId, str] = {}
+        # One per peer while running. Invariant: keys == self._addresses' keys.
+        self._senders: dict[NodeId, _PeerSender] = {}
+        # Outgoing snapshot transfers (cancelled by stop) and senders being closed (awaited
+        # by stop): every task this transport started outside the gRPC server.
+        self._snapshot_tasks: set[asyncio.Task[None]] = set()
+        self._closing_tasks: set[asyncio.Task[None]] = set()
+        self._incoming_snapshots = 0
+        # The tasks gRPC runs our handlers in, so that stop() can end them itself (see
+        # _tracked).
+        self._incoming_tasks: set[asyncio.Task[object]] = set()
+        self._receive_log = _LogLimiter()
+        self._server_credentials: grpc.ServerCredentials | None = None
+        self._channel_credentials: grpc.ChannelCredentials | None = None
+        if settings.tls:
+            self._load_tls()
+
+    @property
+    def address(self) -> str:
+        """Where peers reach this node: the listen address, with the bound port once
+        started (so "127.0.0.1:0" becomes "127.0.0.1:<port>")."""
+        return self._address
+
+    @property
+    def running(self) -> bool:
+        return self._state is _State.RUNNING
+
+    # -- Transport --------------------------------------------------------------------------
+
+    async def start(self, handler: TransportHandler) -> None:
+        if self._state is not _State.NEW:
+            raise InvalidArgument(f"a {self._state.value} GrpcTransport cannot start again")
+        settings = self.settings
+        server = grpc.aio.server(options=self._server_options())
+        server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    _SERVICE,
+                    {
+                        "Send": grpc.stream_unary_rpc_method_handler(
+                            self._tracked(self._serve_send)
+                        ),
+                        "SendSnapshot": grpc.stream_unary_rpc_method_handler(
+                            self._tracked(self._serve_snapshot)
+                        ),
+                        "Member": grpc.unary_unary_rpc_method_handler(
+                            self._tracked(self._serve_member)
+                        ),
+                    },
+                ),
+            )
+        )
+        try:
+            if self._server_credentials is not None:
+                port = server.add_secure_port(settings.listen_address, self._server_credentials)
+            else:
+                port = server.add_insecure_port(settings.listen_address)
+        except RuntimeError as error:
+            await server.stop(None)
+            raise TransportError(f"cannot listen on {settings.listen_address}: {error}") from None
+        host, _ = _split_address(settings.listen_address)
+        self._address = f"{host}:{port}"
+        await server.start()
+        self._server = server
+        self._handler = handler
+        self._state = _State.RUNNING
+        for peer, address in self._addresses.items():
+            self._senders[peer] = _PeerSender(self, peer, address, deque())
+        logger.info("listening on %s (cluster %d)", self._address, settings.cluster_id)
+
+    def send(self, messages: Sequence[Message]) -> None:
+        if self._state is not _State.RUNNING:
+            return
+        # A local message type here is a bug in the caller: refuse the whole call before
+        # queueing any of it.
+        for message in messages:
+            if message.type not in WIRE_MESSAGE_TYPES:
+                raise InvalidArgument(f"{message.type.value} is local and never sent to a peer")
+        senders = self._senders
+        limit = self.settings.max_queue_messages
+        woken: set[_PeerSender] = set()
+        unreachable: set[NodeId] = set()
+        failed_snapshots: list[NodeId] = []
+        for message in messages:
+            sender = senders.get(message.to)
+            if sender is None:
+                unreachable.add(message.to)
+                self.stats.messages_dropped += 1
+                if message.type is MessageType.SNAPSHOT:
+                    failed_snapshots.append(message.to)
+            elif message.type is MessageType.SNAPSHOT:
+                self._start_snapshot(sender, message)
+            elif len(sender.queue) >= limit:
+                unreachable.add(message.to)
+                self.stats.messages_dropped += 1
+            else:
+                sender.queue.append(message)
+                woken.add(sender)
+        for sender in woken:
+            sender.wakeup.set()
+        if unreachable:
+            # Later, never from inside `send`: the handler is the caller of `send`.
+            loop = asyncio.get_running_loop()
+            for peer in unreachable:
+                loop.call_soon(self._report_unreachable, peer)
+            for peer in failed_snapshots:
+                loop.call_soon(self._report_snapshot, peer, False)
+
+    def set_peer(self, peer: NodeId, address: str) -> None:
+        # Not validated here: an address may come from a joining node's request, and a bad
+        # one must not raise into the node. It fails to connect and is reported unreachable.
+        if self._addresses.get(peer) == address:
+            return
+        self._addresses[peer] = address
+        if self._state is not _State.RUNNING:
+            return
+        previous = self._senders.pop(peer, None)
+        # Messages already queued are for the peer, not the address: they carry over.
+        queue = previous.queue if previous is not None else deque()
+        if previous is not None:
+            self._close_later(previous)
+        self._senders[peer] = _PeerSender(self, peer, address, queue)
+
+    def remove_peer(self, peer: NodeId) -> None:
+        self._addresses.pop(peer, None)
+        sender = self._senders.pop(peer, None)
+        if sender is not None:
+            self.stats.messages_dropped += len(sender.queue)
+            sender.queue.clear()
+            self._close_later(sender)
+
+    def peers(self) -> dict[NodeId, str]:
+        return dict(self._addresses)
+
+    async def member_request(
+        self, address: str, request: MemberRequest, timeout: float
+    ) -> MemberResponse:
+        wire_request = encode_member_request(self.settings.cluster_id, request)
+        channel = self._open_channel(address)
+        try:
+            call = channel.unary_unary(
+                MEMBER_METHOD,
+                request_serializer=wire.MemberRequest.SerializeToString,
+                response_deserializer=wire.MemberResponse.FromString,
+            )
+            response: wire.MemberResponse = await call(wire_request, timeout=timeout)
+        except grpc.aio.AioRpcError as error:
+            if error.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise TransportError(f"{address} did not answer in {timeout}s") from None
+            raise TransportError(
+                f"member request to {address} failed: {error.code().name}: {error.details()}"
+            ) from None
+        finally:
+            await channel.close()
+        return decode_member_response(response)
+
+    async def stop(self) -> None:
+        if self._state is _State.STOPPED:
+            return
+        self._state = _State.STOPPED
+        for task in self._snapshot_tasks:
+            task.cancel()
+        for sender in self._senders.values():
+            self._close_later(sender)
+        self._senders.clear()
+        # A closing task cancels its sender task, waits for it, then closes the channel.
+        while self._snapshot_tasks or self._closing_tasks:
+            await asyncio.gather(
+                *self._snapshot_tasks, *self._closing_tasks, return_exceptions=True
+            )
+        # Peers keep their Send streams open forever, so there are always calls in flight.
+        # End them here with a status (see _tracked) rather than let server.stop cancel
+        # them, which gRPC logs as an unhandled error, one traceback per peer.
+        incoming = list(self._incoming_tasks)
+        for call_task in incoming:
+            call_task.cancel()
+        if incoming:
+            await asyncio.wait(incoming, timeout=_HANDLER_EXIT_SECONDS)
+        if self._server is not None:
+            await self._server.stop(self.settings.shutdown_grace_seconds)
+            self._server = None
+            logger.info("stopped listening on %s", self._address)
+        self._handler = None
+
+    # -- handler callbacks ----------------------------------------------------------------
+
+    def _report_unreachable(self, peer: NodeId) -> None:
+        if self._state is _State.RUNNING and self._handler is not None:
+            self._handler.report_unreachable(peer)
+
+    def _report_snapshot(self, peer: NodeId, ok: bool) -> None:
+        if self._state is _State.RUNNING and self._handler is not None:
+            self._handler.report_snapshot(peer, ok)
+
+    # -- outgoing snapshots ---------------------------------------------------------------
+
+    def _start_snapshot(self, sender: _PeerSender, message: Message) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._send_snapshot(sender, message), name=f"raftkv-snapshot-to-{sender.peer}"
+        )
+        self._snapshot_tasks.add(task)
+        task.add_done_callback(self._snapshot_tasks.discard)
+
+    async def _send_snapshot(self, sender: _PeerSender, message: Message) -> None:
+        ok = False
+        try:
+            snapshot = message.snapshot
+            assert snapshot is not None  # MsgSnap always carries one (check_peer_message)
+            chunks = snapshot_chunks(
+                self.settings.cluster_id, message, self.settings.snapshot_chunk_bytes
+            )
+            # Encode the header here, so that an encoding error (a local bug) raises in
+            # this task rather than inside gRPC's request-consuming task.
+            first = next(chunks)
+            method = sender.channel.stream_unary(
+                SEND_SNAPSHOT_METHOD,
+                request_serializer=wire.SnapshotChunk.SerializeToString,
+                response_deserializer=wire.SnapshotAck.FromString,
+            )
+            await method(
+                itertools.chain((first,), chunks),
+                timeout=self.settings.snapshot_timeout_seconds,
+            )
+            ok = True
+            self.stats.snapshots_sent += 1
+            logger.info(
+                "sent snapshot %d/%d (%d bytes) to peer %d",
+                snapshot.metadata.term,
+                snapshot.metadata.index,
+                len(snapshot.data),
+                sender.peer,
+            )
+        except grpc.aio.AioRpcError as error:
+            logger.warning(
+                "snapshot to peer %d at %s failed: %s: %s",
+                sender.peer,
+                sender.address,
+                error.code().name,
+                error.details(),
+            )
+        except InvalidArgument as error:
+            logger.error("snapshot to peer %d not sent: %s", sender.peer, error)
+        finally:
+            if not ok:
+                self.stats.snapshots_failed += 1
+            self._report_snapshot(sender.peer, ok)
+
+    # -- serving ----------------------------------------------------------------------------
+
+    def _tracked(
+        self, serve: Callable[[_Request, _Context], Awaitable[bytes]]
+    ) -> Callable[[_Request, _Context], Awaitable[bytes]]:
+        """`serve`, run so that stop() can end it: while it runs its task is in
+        _incoming_tasks, and when stop() cancels it the call ends with UNAVAILABLE."""
+
+        async def tracked(request: _Request, context: _Context) -> bytes:
+            task = asyncio.current_task()
+            assert task is not None
+            self._incoming_tasks.add(task)
+            try:
+                return await serve(request, context)
+            except asyncio.CancelledError:
+                if self._state is _State.STOPPED:
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, "the node is stopping")
+                raise
+            finally:
+                self._incoming_tasks.discard(task)
+
+        return tracked
+
+    async def _serve_send(
+        self, frames: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> bytes:
+        received = 0
+        async for frame in frames:
+            try:
+                messages = decode_batch(frame, self.settings.cluster_id)
+            except MalformedMessage as error:
+                await self._reject(context, "Send", grpc.StatusCode.INVALID_ARGUMENT, error)
+            if messages and self._handler is not None:
+                self.stats.frames_received += 1
+                self.stats.messages_received += len(messages)
+                self._handler.deliver(messages)
+            received += len(messages)
+        return wire.SendAck(messages_received=received).SerializeToString()
+
+    async def _serve_snapshot(
+        self, chunks: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> bytes:
+        if self._incoming_snapshots >= self.settings.max_incoming_snapshots:
+            await self._reject(
+                context,
+                "SendSnapshot",
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"already receiving {self._incoming_snapshots} snapshots (max_incoming_snapshots)",
+            )
+        self._incoming_snapshots += 1
+        try:
+            assembler = SnapshotAssembler(
+                self.settings.cluster_id, self.settings.max_snapshot_bytes
+            )
+            try:
+                async for chunk in chunks:
+                    assembler.add(chunk)
+                message = assembler.finish()
+            except SnapshotTooLarge as error:
+                await self._reject(
+                    context, "SendSnapshot", grpc.StatusCode.RESOURCE_EXHAUSTED, error
+                )
+            except MalformedMessage as error:
+                await self._reject(context, "SendSnapshot", grpc.StatusCode.INVALID_ARGUMENT, error)
+        finally:
+            self._incoming_snapshots -= 1
+        if self._handler is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "transport stopped")
+        self.stats.snapshots_received += 1
+        self._handler.deliver([message])
+        return wire.SnapshotAck(bytes_received=assembler.received_bytes).SerializeToString()
+
+    async def _serve_member(
+        self, data: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> bytes:
+        try:
+            request = decode_member_request(data, self.settings.cluster_id)
+        except MalformedMessage as error:
+            await self._reject(context, "Member", grpc.StatusCode.INVALID_ARGUMENT, error)
+        if self._handler is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "transport stopped")
+        response = await self._handler.handle_member_request(request)
+        return encode_member_response(response).SerializeToString()
+
+    async def _reject(
+        self,
+        context: grpc.aio.ServicerContext[bytes, bytes],
+        method: str,
+        code: grpc.StatusCode,
+        reason: Exception | str,
+    ) -> NoReturn:
+        """Log one line about a peer's bad input and end its stream. Never returns."""
+        self.stats.streams_rejected += 1
+        remote = context.peer()
+        # Rate-limited per remote host (the port changes with every connection).
+        suppressed = self._receive_log.allow(remote.rsplit(":", 1)[0])
+        if suppressed is not None:
+            logger.warning(
+                "rejected %s from %s: %s: %s%s",
+                method,
+                remote,
+                code.name,
+                reason,
+                _suppressed_note(suppressed),
+            )
+        await context.abort(code, str(reason))
+
+    # -- channels -----------------------------------------------------------------------------
+
+    def _open_channel(self, address: str) -> grpc.aio.Channel:
+        options = self._channel_options()
+        if self._channel_credentials is not None:
+            return grpc.aio.secure_channel(address, self._channel_credentials, options=options)
+        return grpc.aio.insecure_channel(address, options=options)
+
+    def _close_later(self, sender: _PeerSender) -> None:
+        task = asyncio.get_running_loop().create_task(
+            sender.close(), name=f"raftkv-close-peer-{sender.peer}"
+        )
+        self._closing_tasks.add(task)
+        task.add_done_callback(self._closing_tasks.discard)
+
+    def _keepalive_options(self) -> list[tuple[str, int]]:
+        settings = self.settings
+        interval_ms = int(settings.keepalive_interval_seconds * 1000)
+        return [
+            ("grpc.keepalive_time_ms", interval_ms),
+            ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_seconds * 1000)),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0),
+        ]
+
+    def _channel_options(self) -> list[tuple[str, str | int]]:
+        settings = self.settings
+        initial_ms = int(settings.reconnect_backoff_initial_seconds * 1000)
+        options: list[tuple[str, str | int]] = [
+            *self._keepalive_options(),
+            # gRPC reconnects channels on its own too; keep its backoff within ours so a
+            # peer that comes back is reached within reconnect_backoff_max_seconds.
+            ("grpc.initial_reconnect_backoff_ms", initial_ms),
+            ("grpc.min_reconnect_backoff_ms", initial_ms),
+            ("grpc.max_reconnect_backoff_ms", int(settings.reconnect_backoff_max_seconds * 1000)),
+            # Each channel owns its connection: replacing or closing one never affects
+            # another peer's (or another transport's in the same process).
+            ("grpc.use_local_subchannel_pool", 1),
+            # We retry by reconnecting; gRPC's transparent retries would hide failures.
+            ("grpc.enable_retries", 0),
+        ]
+        if settings.server_name_override is not None:
+            options.append(("grpc.ssl_target_name_override", settings.server_name_override))
+        return options
+
+    def _server_options(self) -> list[tuple[str, int]]:
+        settings = self.settings
+        return [
+            *self._keepalive_options(),
+            ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
+            ("grpc.max_concurrent_streams", _MAX_CONCURRENT_STREAMS),
+            # Peers ping at keepalive_interval_seconds; accept that (the default minimum
+            # is 5 minutes, and gRPC would close the connection for "too many pings").
+            (
+                "grpc.http2.min_ping_interval_without_data_ms",
+                int(settings.keepalive_interval_seconds * 500),
+            ),
+            # Never share a port with another process: a second node on the same address
+            # must fail to start, not silently receive half the connections.
+            ("grpc.so_reuseport", 0),
+        ]
+
+    def _load_tls(self) -> None:
+        settings = self.settings
+        assert settings.ca_file and settings.cert_file and settings.key_file
+        try:
+            ca = settings.ca_file.read_bytes()
+            certificate = settings.cert_file.read_bytes()
+            key = settings.key_file.read_bytes()
+        except OSError as error:
+            raise TransportSettingsInvalid(f"cannot read a TLS file: {error}") from error
+        self._server_credentials = grpc.ssl_server_credentials(
+            [(key, certificate)], root_certificates=ca, require_client_auth=True
+        )
+        self._channel_credentials = grpc.ssl_channel_credentials(
+            root_certificates=ca, private_key=key, certificate_chain=certificate
+        )
+
+
+class _PeerSender:
+    """The channel, queue and sender task of one peer.
+
+    Invariants: `queue` holds at most max_queue_messages non-snapshot messages for `peer`,
+    in send order; `call` is the open Send stream or None; only the task writes on it.
+    """
+
+    def __init__(
+        self, transport: GrpcTransport, peer: NodeId, address: str, queue: deque[Message]
+    ) -> None:
+        self.transport = transport
+        self.peer = peer
+        self.address = address
+        self.queue = queue
+        self.wakeup = asyncio.Event()
+        self.channel = transport._open_channel(address)
+        self.call: _SendCall | None = None
+        # Set by the call's done callback: the stream ended while we were not writing.
+        self.broken = False
+        # Consecutive failed streams; drives the backoff, reset by a successful write.
+        self.failures = 0
+        self.log = _LogLimiter()
+        self._method: grpc.aio.StreamUnaryMultiCallable[wire.MessageBatch, wire.SendAck]
+        self._method = self.channel.stream_unary(
+            SEND_METHOD,
+            request_serializer=wire.MessageBatch.SerializeToString,
+            response_deserializer=wire.SendAck.FromString,
+        )
+        self.task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"raftkv-send-to-{peer}"
+        )
+        if queue:
+            self.wakeup.set()
+
+    async def close(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        await self.channel.close()
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                await self.wakeup.wait()
+                self.wakeup.clear()
+                if self.broken:
+                    await self._fail(await _failure_reason(self.call))
+                    continue
+                while self.queue:
+                    failure = await self._send_frame()
+                    if failure is not None:
+                        await self._fail(failure)
+                        break
+        finally:
+            if self.call is not None:
+                self.call.cancel()
+                self.call = None
+
+    async def _send_frame(self) -> str | None:
+        """Write one frame from the queue; the reason the stream failed, or None."""
+        transport = self.transport
+        settings = transport.settings
+        frame = self._take_frame(settings.max_batch_messages, settings.max_batch_bytes)
+        try:
+            batch = encode_batch(settings.cluster_id, frame)
+        except InvalidArgument as error:
+            # Our own bug (say, a negative term): nothing the peer can help with, and no
+            # reason to break the stream. Raft retransmits.
+            logger.error("dropped %d messages to peer %d: %s", len(frame), self.peer, error)
+            transport.stats.messages_dropped += len(frame)
+            return None
+        phase = "connect"
+        try:
+            if self.call is None:
+                async with asyncio.timeout(settings.connect_timeout_seconds):
+                    self.call = await self._open_stream()
+            phase = "write"
+            async with asyncio.timeout(settings.request_timeout_seconds):
+                await self.call.write(batch)
+        except TimeoutError:
+            transport.stats.messages_dropped += len(frame)
+            return f"{phase} timed out"
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            transport.stats.messages_dropped += len(frame)
+            return await _failure_reason(self.call)
+        transport.stats.frames_sent += 1
+        transport.stats.messages_sent += len(frame)
+        if self.failures:
+            logger.info("peer %d at %s is reachable again", self.peer, self.address)
+            self.failures = 0
+        return None
+
+    async def _open_stream(self) -> _SendCall:
+        call = self._method(wait_for_ready=False)
+        # Set before waiting, so a timeout or a failure finds the call to cancel or explain.
+        self.call = call
+        self.broken = False
+        call.add_done_callback(self._on_call_done)
+        await call.wait_for_connection()
+        return call
+
+    def _on_call_done(self, call: grpc.aio.Call) -> None:
+        # The peer never ends a healthy stream: any end we did not cause is a failure.
+        if call is self.call:
+            self.broken = True
+            self.wakeup.set()
+
+    def _take_frame(self, max_messages: int, max_bytes: int) -> list[Message]:
+        """Pop the next frame: at least one message, then more while they share a sender
+        and fit the limits. (A single message over max_bytes still goes alone.)"""
+        queue = self.queue
+        first = queue.popleft()
+        frame = [first]
+        sender = first.sender
+        size = FRAME_OVERHEAD_BYTES + encoded_size_bound(first)
+        while queue and len(frame) < max_messages:
+            following = queue[0]
+            if following.sender != sender:
+                break
+            size += encoded_size_bound(following)
+            if size > max_bytes:
+                break
+            frame.append(queue.popleft())
+        return frame
+
+    async def _fail(self, reason: str) -> None:
+        """Give up the stream: report once, drop the queue, back off."""
+        transport = self.transport
+        settings = transport.settings
+        call, self.call = self.call, None
+        self.broken = False
+        if call is not None:
+            call.cancel()
+        dropped = len(self.queue)
+        self.queue.clear()
+        transport.stats.messages_dropped += dropped
+        transport.stats.stream_failures += 1
+        transport._report_unreachable(self.peer)
+        ceiling = min(
+            settings.reconnect_backoff_max_seconds,
+            settings.reconnect_backoff_initial_seconds * 2 ** min(self.failures, 32),
+        )
+        delay = transport._rng.uniform(0, ceiling)
+        self.failures += 1
+        suppressed = self.log.allow("failure")
+        if suppressed is not None:
+            logger.warning(
+                "peer %d at %s unreachable: %s; dropped %d queued messages; retrying in %.2fs%s",
+                self.peer,
+                self.address,
+                reason,
+                dropped,
+                delay,
+                _suppressed_note(suppressed),
+            )
+        await asyncio.sleep(delay)
+
+
+_SendCall = grpc.aio.StreamUnaryCall[wire.MessageBatch, wire.SendAck]
+
+
+async def _failure_reason(call: _SendCall | None) -> str:
+    """Why a Send stream ended, for the log."""
+    if call is None or not call.done():
+        return "stream closed"
+    code = await call.code()
+    details = await call.details()
+    return f"{code.name}: {details}" if details else code.name
+
+
+def _split_address(address: str) -> tuple[str, int]:
+    host, separator, port_text = address.rpartition(":")
+    if not separator or not host or not port_text.isdigit() or not 0 <= int(port_text) < 2**16:
+        raise TransportSettingsInvalid(f"not a host:port address: {address!r}")
+    return host, int(port_text)
+
+
+def _suppressed_note(suppressed: int) -> str:
+    return f" ({suppressed} similar lines suppressed)" if suppressed else ""
+
+
+@dataclass(slots=True)
+class _LogLimiter:
+    """Allows one log line per key per _LOG_INTERVAL_SECONDS and counts the rest."""
+
+    _next_allowed: dict[str, float] = field(default_factory=dict)
+    _suppressed: dict[str, int] = field(default_factory=dict)
+
+    def allow(self, key: str) -> int | None:
+        """None to stay quiet, else how many lines for `key` were suppressed since the last."""
+        now = time.monotonic()
+        if now < self._next_allowed.get(key, 0.0):
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return None
+        if len(self._next_allowed) >= _LOG_LIMITER_MAX_KEYS:
+            self._next_allowed.clear()
+            self._suppressed.clear()
+        self._next_allowed[key] = now + _LOG_INTERVAL_SECONDS
+        return self._suppressed.pop(key, 0)

@@ -1,0 +1,206 @@
+"""InProcessTransport: nodes in one event loop, connected by an `InProcessNetwork`.
+
+For tests, the deterministic driver simulation and embedding several nodes in one
+process. The network has fault hooks: drop a fraction of messages, delay them (on the
+network's clock, so a ManualClock decides when they arrive), partition addresses into
+groups, or filter messages with a predicate.
+
+Delivery is never synchronous: a message sent now reaches its destination on a later turn
+of the event loop, so a node is never re-entered from inside its own `send`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
+from random import Random
+
+from raftkv.raft.core.types import Message, MessageType, NodeId
+from raftkv.raft.driver.clock import Clock, SystemClock
+from raftkv.raft.transport.base import (
+    MemberRequest,
+    MemberResponse,
+    TransportError,
+    TransportHandler,
+)
+
+# Returns True to drop a message: (sender address, destination address, message).
+DropFilter = Callable[[str, str, Message], bool]
+
+
+class InProcessNetwork:
+    def __init__(self, *, clock: Clock | None = None, rng: Random | None = None) -> None:
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self._rng = rng if rng is not None else Random(0)
+        self._endpoints: dict[str, InProcessTransport] = {}
+        # Address -> partition group; addresses in different groups cannot talk. Addresses
+        # not listed are in group 0 (with everyone else unlisted).
+        self._group: dict[str, int] = {}
+        self.drop_rate = 0.0
+        self.delay_range: tuple[float, float] = (0.0, 0.0)
+        self.drop_filter: DropFilter | None = None
+        self.delivered = 0
+        self.dropped = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def transport(self, address: str) -> InProcessTransport:
+        """A transport that receives at `address` once started."""
+        return InProcessTransport(self, address)
+
+    # -- fault hooks -----------------------------------------------------------------------
+
+    def partition(self, *groups: Iterable[str]) -> None:
+        """Split the network: each group talks only within itself."""
+        self._group = {}
+        for number, group in enumerate(groups, start=1):
+            for address in group:
+                self._group[address] = number
+
+    def isolate(self, address: str) -> None:
+        self._group[address] = -1 - len(self._group)
+
+    def heal(self) -> None:
+        self._group = {}
+
+    def connected(self, source: str, destination: str) -> bool:
+        return self._group.get(source, 0) == self._group.get(destination, 0)
+
+    # -- delivery --------------------------------------------------------------------------
+
+    def _register(self, transport: InProcessTransport) -> None:
+        current = self._endpoints.get(transport.address)
+        if current is not None and current is not transport and current.running:
+            raise TransportError(f"address {transport.address} is already in use")
+        self._endpoints[transport.address] = transport
+
+    def _unregister(self, transport: InProcessTransport) -> None:
+        if self._endpoints.get(transport.address) is transport:
+            del self._endpoints[transport.address]
+
+    def endpoint(self, address: str) -> InProcessTransport | None:
+        transport = self._endpoints.get(address)
+        return transport if transport is not None and transport.running else None
+
+    def _lost(self, source: str, destination: str, message: Message) -> bool:
+        if not self.connected(source, destination):
+            return True
+        if self.drop_filter is not None and self.drop_filter(source, destination, message):
+            return True
+        return self.drop_rate > 0 and self._rng.random() < self.drop_rate
+
+    def _route(
+        self, source: InProcessTransport, destination_address: str, batch: list[Message]
+    ) -> None:
+        kept: list[Message] = []
+        for message in batch:
+            if not self._lost(source.address, destination_address, message):
+                kept.append(message)
+                continue
+            self.dropped += 1
+            if message.type is MessageType.SNAPSHOT:
+                source._later(source._report_snapshot, message.to, False)
+        if not kept:
+            return
+        low, high = self.delay_range
+        delay = low if high <= low else self._rng.uniform(low, high)
+        if delay <= 0:
+            asyncio.get_running_loop().call_soon(self._arrive, source, destination_address, kept)
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._arrive_later(delay, source, destination_address, kept)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _arrive_later(
+        self, delay: float, source: InProcessTransport, address: str, batch: list[Message]
+    ) -> None:
+        await self.clock.sleep(delay)
+        self._arrive(source, address, batch)
+
+    def _arrive(self, source: InProcessTransport, address: str, batch: list[Message]) -> None:
+        destination = self.endpoint(address)
+        if destination is None or destination.handler is None:
+            # The destination is down: the sender learns it, as a refused connection.
+            self.dropped += len(batch)
+            if source.running and source.handler is not None:
+                for peer in {m.to for m in batch}:
+                    source.handler.report_unreachable(peer)
+                for message in batch:
+                    if message.type is MessageType.SNAPSHOT:
+                        source.handler.report_snapshot(message.to, False)
+            return
+        self.delivered += len(batch)
+        destination.handler.deliver(batch)
+        for message in batch:
+            if message.type is MessageType.SNAPSHOT and source.running and source.handler:
+                source.handler.report_snapshot(message.to, True)
+
+
+class InProcessTransport:
+    def __init__(self, network: InProcessNetwork, address: str) -> None:
+        self.network = network
+        self.address = address
+        self.handler: TransportHandler | None = None
+        self.running = False
+        self._peers: dict[NodeId, str] = {}
+
+    async def start(self, handler: TransportHandler) -> None:
+        self.handler = handler
+        self.network._register(self)
+        self.running = True
+
+    def send(self, messages: Sequence[Message]) -> None:
+        if not self.running:
+            return
+        batches: dict[str, list[Message]] = {}
+        for message in messages:
+            address = self._peers.get(message.to)
+            if address is None:
+                self._later(self._report_unreachable, message.to)
+                if message.type is MessageType.SNAPSHOT:
+                    self._later(self._report_snapshot, message.to, False)
+                continue
+            batches.setdefault(address, []).append(message)
+        for address, batch in batches.items():
+            self.network._route(self, address, batch)
+
+    def set_peer(self, peer: NodeId, address: str) -> None:
+        self._peers[peer] = address
+
+    def remove_peer(self, peer: NodeId) -> None:
+        self._peers.pop(peer, None)
+
+    def peers(self) -> dict[NodeId, str]:
+        return dict(self._peers)
+
+    async def member_request(
+        self, address: str, request: MemberRequest, timeout: float
+    ) -> MemberResponse:
+        destination = self.network.endpoint(address)
+        if destination is None or destination.handler is None:
+            raise TransportError(f"no node listens at {address}")
+        if not self.network.connected(self.address, address):
+            raise TransportError(f"{address} is unreachable (partitioned)")
+        try:
+            async with asyncio.timeout(timeout):
+                return await destination.handler.handle_member_request(request)
+        except TimeoutError as error:
+            raise TransportError(f"{address} did not answer in {timeout}s") from error
+
+    async def stop(self) -> None:
+        self.running = False
+        self.network._unregister(self)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _later(self, callback: Callable[..., None], *arguments: object) -> None:
+        asyncio.get_running_loop().call_soon(callback, *arguments)
+
+    def _report_unreachable(self, peer: NodeId) -> None:
+        if self.running and self.handler is not None:
+            self.handler.report_unreachable(peer)
+
+    def _report_snapshot(self, peer: NodeId, ok: bool) -> None:
+        if self.running and self.handler is not None:
+            self.handler.report_snapshot(peer, ok)

@@ -1,0 +1,466 @@
+"""The asyncio driver (`raftkv.raft.driver.Node`) on a deterministic LocalCluster:
+ManualClock, inline persistence, in-process network."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import pytest
+
+from raftkv.raft.core.errors import NotLeader, ProposalDropped
+from raftkv.raft.core.types import NodeId, StateRole
+from raftkv.raft.driver.errors import (
+    NotCaughtUp,
+    ProposalTimeout,
+    ReadTimeout,
+    Stopped,
+)
+from raftkv.raft.driver.settings import NodeSettings
+from raftkv.raft.storage.base import RaftStorage
+from raftkv.raft.storage.memory import MemoryStorage
+from raftkv.testing.local_cluster import LocalCluster, address_of
+from raftkv.testing.state_machines import (
+    BadCommand,
+    DictStateMachine,
+    DurableDictStateMachine,
+    encode_incr,
+    encode_set,
+)
+
+T = TypeVar("T")
+
+
+def memory_dict(_: RaftStorage) -> DictStateMachine:
+    return DictStateMachine()
+
+
+def durable_dict(storage: RaftStorage) -> DurableDictStateMachine:
+    return DurableDictStateMachine(storage.app_data())
+
+
+def run(scenario: Callable[[], Awaitable[T]]) -> T:
+    async def bounded() -> T:
+        async with asyncio.timeout(60):
+            return await scenario()
+
+    return asyncio.run(bounded())
+
+
+def dict_of(cluster: LocalCluster, node_id: int) -> dict[str, str]:
+    state_machine = cluster.nodes[NodeId(node_id)].state_machine
+    if isinstance(state_machine, DictStateMachine):
+        return state_machine.data
+    assert isinstance(state_machine, DurableDictStateMachine)
+    return state_machine.items()
+
+
+def test_three_nodes_elect_one_leader_and_replicate() -> None:
+    async def scenario() -> None:
+        cluster = LocalCluster(3, state_machine=memory_dict)
+        await cluster.start()
+        leader = await cluster.wait_for_leader()
+        result = await cluster.complete(leader.propose(encode_set("a", "1")))
+        assert result == "1"
+        await cluster.run_until(lambda: all(dict_of(cluster, n) == {"a": "1"} for n in (1, 2, 3)))
+        await cluster.stop()
+
+    run(scenario)
+
+
+def test_follower_proposal_is_forwarded_and_resolves_when_applied_locally() -> None:
+    async def scenario() -> None:
+        cluster = LocalCluster(3, state_machine=memory_dict)
+        await cluster.start()
+        leader = await cluster.wait_for_leader()
+        follower = next(node for node in cluster.nodes.values() if node is not leader)
+        result = await cluster.complete(follower.propose(encode_incr("n", 5)))
+        assert result == "5"
+        # Resolved on apply *on the follower*: its own state already has it.
+        assert dict_of(cluster, follower.id)["n"] == "5"
+        await cluster.stop()
+
+    run(scenario)
+
+
+def test_forwarding_disabled_raises_not_leader_with_hint() -> None:
+    async def scenario() -> None:
+        settings = NodeSettings(forward_proposals=False)
+        cluster = LocalCluster(3, state_machine=memory_dict, settings=settings)
+        await cluster.start()
+        leader = await cluster.wait_for_leader()
+        follower = next(node for node in cluster.nodes.values() if node is not leader)
+        with pytest.raises(NotLeader) as raised:
+            await cluster.complete(follower.propose(encode_set("a", "1")))
+        assert raised.value.leader_hint == leader.id
+        await cluster.stop()
+
+    run(scenario)
+
+
+def test_group_commit_many_proposals_share_few_fsyncs() -> None:
+    async def scenario() -> None:
+        cluster = LocalCluster(3, state_machine=memory_dict)
+        await cluster.start()
+        leader = await cluster.wait_for_leader()
+        before = leader.stats.fsyncs
+        results = await cluster.complete(
+            asyncio.gather(*(leader.propose(encode_incr("n")) for _ in range(200)))
+        )
+        assert sorted(int(str(value)) for value in results) == list(range(1, 201))
+        fsyncs = leader.stats.fsyncs - before
+        # All 200 were queued before the loop ran: one batch, a handful of syncs at most.
+        assert fsyncs <= 3, fsyncs
+        await cluster.stop()
+
+    run(scenario)
+
+
+def test_group_commit_respects_the_batch_limit() -> None:
+    async def scenario() -> None:
+        settings = NodeSettings(max_batch_entries=10)
+        cluster = LocalCluster(1, state_machine=memory_dict, settings=settings)
+        await cluster.start()
+        leader = await cluster.wait_for_leader()
+        before = leader.stats.fsyncs
+        await cluster.complete(
+            asyncio.gather(*(leader.propose(encode_incr("n")) for _ in range(100)))
+        )
+        assert leader.stats.fsyncs - before >= 10
+        await cluster.stop()
+
+    run(scenario)
+
+
+def test_a_bad_command_fails_its_proposal_only() -> None:
+    async def scenario() -> None:
+        cluster = LocalCluster(3, state_machine=memory_dict)
+        await cluster.start()
+        leader = await cluster.wait_for_leader()
+        with pytest.raises(BadCommand):
+            await cluster.complete(leader.propose(b"\xc1 not msgpack"))
+        assert await cluster.complete(leader.propose(encode_set("k", "v"))) == "v"
+        await cluster.stop()
+
+    run(scenario)
+
+
+def test_read_index_on_a_follower_sees_every_acknowledged_write() -> None:
+    async def scenario() -> None:
+        cluster = LocalCluster(3, state_machine=memory_dict)
+        await cluster.start()
+        leader = await cluster.wait_for_leader()
+        follower = next(node for node in cluster.nodes.values() if node is not leader)
+        # Hold back the follower's appends so it lags, then read through it.
+        cluster.network.drop_filter = lambda _source, destination, _message: (
+            destination == address_of(follower.id)
+        )
+        await cluster.complete(leader.propose(encode_set("x", "1")))
+        assert "x" not in dict_of(cluster, follower.id)
+        cluster.network.drop_filter = None
+        value = await cluster.complete(
+            follower.linearizable_read(lambda machine: machine.data.get("x"))
+        )
+        assert value == "1"
+        await cluster.stop()
+
+    run(scenario)
+
+
+def test_read_without_a_quorum_times_out_and_reads_nothing() -> None:
+    async def scenario() -> None:
+        settings = NodeSettings(read_timeout_s=2.0)
+        cluster = LocalCluster(3, state_machine=memory_dict, settings=settings)
+        await cluster.start()
+        leader = await cluster.wait_for_leader()
+        cluster.network.isolate(address_of(leader.id))
+        with pytest.raises(ReadTimeout):
+            await cluster.complete(leader.read_index())
+        await cluster.stop()
+
+    run(scenario)
+
+
+def test_proposal_to_an_isolated_leader_times_out() -> None:
+    async def scenario() -> None:
+        settings = NodeSettings(proposal_timeout_s=2.0, check_quorum=False)
+        cluster = LocalCluster(3, state_machine=memory_dict, settings=settings)
+        await cluster.start()
+        leader = await cluster.wait_for_leader()
+        cluster.network.isolate(address_of(leader.id))
+        with pytest.raises(ProposalTimeout):
+            await cluster.complete(leader.propose(encode_set("a", "1")))
+        await cluster.stop()
+
+    run(scenario)
+
+
+def test_an_overwritten_proposal_fails_fast_with_proposal_dropped() -> None:
+    async def scenario() -> None:
+        settings = NodeSettings(proposal_timeout_s=60.0)
+        cluster = LocalCluster(3, state_machine=memory_dict, settings=settings)
+        await cluster.start()
+        old_leader = await cluster.wait_for_leader()
+        cluster.network.isolate(address_of(old_leader.id))
+        doomed = asyncio.ensure_future(old_leader.propose(encode_set("lost", "1")))
+        await cluster.run_until(
+            lambda: any(
+                node.is_leader and node is not old_leader for node in cluster.nodes.values()
+            )
+        )
+        new_leader = next(
+            node for node in cluster.nodes.values() if node.is_leader and node is not old_leader
+        )
+        await cluster.complete(new_leader.propose(encode_set("kept", "1")))
+        cluster.network.heal()
+        await cluster.run_until(doomed.done, max_seconds=20)
+        with pytest.raises(ProposalDropped):
+            doomed.result()
+        await cluster.run_until(lambda: dict_of(cluster, old_leader.id).get("kept") == "1")
+        assert "lost" not in dict_of(cluster, old_leader.id)
+        await cluster.stop()
+
+    run(scenario)
+
+
+def test_leader_crash_the_rest_elect_and_the_old_leader_catches_up() -> None:
+    async def scenario() -> None:
+        cluster = LocalCluster(3, state_machine=memory_dict)
+        await cluster.start()
+        leader = await cluster.wait_for_leader()
+        await cluster.complete(leader.propose(encode_set("a", "1")))
+        await cluster.crash(leader.id)
+        new_leader = await cluster.wait_for_leader()
+        assert new_leader.id != leader.id
+        await cluster.complete(new_leader.propose(encode_set("b", "2")))
+        restarted = await cluster.restart(leader.id)
+        await cluster.run_until(lambda: dict_of(cluster, restarted.id) == {"a": "1", "b": "2"})
+        # Rebuilt from the log on restart: every command applied exactly once.
+        state_machine = restarted.state_machine
+        assert isinstance(state_machine, DictStateMachine)
+        assert len(state_machine.applied_commands) == len(set(state_machine.applied_commands))
+        await cluster.stop()
+
+    run(scenario)
+
+
+def test_durable_state_machine_restarts_without_reapplying() -> None:
+    async def scenario() -> None:
+        cluster = LocalCluster(3, state_machine=durable_dict)
+        await cluster.start()
+        leader = await cluster.wait_for_leader()
+        for number in range(20):
+            await cluster.complete(leader.propose(encode_incr("count")))
+            if number == 10:
+                await cluster.crash(NodeId(1) if leader.id != 1 else NodeId(2))
+        await cluster.stop()
+        for node_id in cluster.founders:
+            await cluster.restart(node_id)
+        await cluster.wait_for_leader()
+        # incr is not idempotent: a re-applied entry would show as a count above 20.
+        await cluster.run_until(
+            lambda: all(dict_of(cluster, n).get("count") == "20" for n in (1, 2, 3))
+        )
+        await cluster.stop()
+
+    run(scenario)
+
+
+def test_snapshot_compacts_the_log_and_catches_up_a_lagging_follower() -> None:
+    async def scenario() -> None:
+        settings = NodeSettings(snapshot_every_entries=20, snapshot_keep_entries=5)
+        cluster = LocalCluster(3, state_machine=memory_dict, settings=settings)
+        await cluster.start()
+        leader = await cluster.wait_for_leader()
+        lagging = next(node for node in cluster.nodes.values() if node is not leader)
+        await cluster.crash(lagging.id)
+        for number in range(60):
+            await cluster.complete(leader.propose(encode_set(f"k{number}", str(number))))
+        assert leader.stats.snapshots_created >= 2
+        assert leader.status().first_index > 30
+        restarted = await cluster.restart(lagging.id)
+        await cluster.run_until(lambda: len(dict_of(cluster, restarted.id)) == 60)
+        assert restarted.stats.snapshots_installed >= 1
+        await cluster.stop()
+
+    run(scenario)
+
+
+def test_membership_add_learner_promote_and_remove() -> None:
+    async def scenario() -> None:
+        settings = NodeSettings(promote_max_lag_entries=0)
+        cluster = LocalCluster(3, state_machine=memory_dict, settings=settings)
+        await cluster.start()
+        leader = await cluster.wait_for_leader()
+        for number in range(5):
+            await cluster.complete(leader.propose(encode_set(f"k{number}", "v")))
+        joiner = await cluster.add_joiner(NodeId(4))
+        follower = next(node for node in cluster.nodes.values() if node.id not in (leader.id, 4))
+        # Membership calls work from any member: a follower asks the leader.
+        conf_state = await cluster.complete(follower.add_learner(NodeId(4), address_of(NodeId(4))))
+        assert 4 in conf_state.learners
+        await cluster.run_until(lambda: len(dict_of(cluster, 4)) == 5)
+        conf_state = await cluster.complete(leader.promote(NodeId(4)))
+        assert 4 in conf_state.voters
+        await cluster.run_until(lambda: 4 in joiner.status().voters)
+        conf_state = await cluster.complete(leader.remove_member(follower.id))
+        assert follower.id not in conf_state.voters
+        await cluster.run_until(lambda: follower.removed)
+        assert await cluster.complete(leader.propose(encode_set("after", "1"))) == "1"
+        await cluster.stop()
+
+    run(scenario)
+
+
+def test_promote_refuses_a_learner_that_lags() -> None:
+    async def scenario() -> None:
+        settings = NodeSettings(promote_max_lag_entries=0)
+        cluster = LocalCluster(3, state_machine=memory_dict, settings=settings)
+        await cluster.start()
+        leader = await cluster.wait_for_leader()
+        await cluster.complete(leader.add_learner(NodeId(4), address_of(NodeId(4))))
+        # Node 4 was never started: it cannot have caught up.
+        await cluster.complete(leader.propose(encode_set("a", "1")))
+        with pytest.raises(NotCaughtUp):
+            await cluster.complete(leader.promote(NodeId(4)))
+        await cluster.stop()
+
+    run(scenario)
+
+
+def test_transfer_leadership_and_leader_change_observers() -> None:
+    async def scenario() -> None:
+        cluster = LocalCluster(3, state_machine=memory_dict)
+        await cluster.start()
+        leader = await cluster.wait_for_leader()
+        seen: list[tuple[int, int]] = []
+        follower = next(node for node in cluster.nodes.values() if node is not leader)
+        follower.on_leader_change(lambda leader_id, term: seen.append((leader_id, term)))
+        target = next(
+            node for node in cluster.nodes.values() if node is not leader and node is not follower
+        )
+        new_leader = await cluster.complete(leader.transfer_leadership(target.id))
+        assert new_leader == target.id
+        await cluster.run_until(lambda: follower.leader_id == target.id)
+        assert seen and seen[-1][0] == target.id
+        await cluster.stop()
+
+    run(scenario)
+
+
+def test_graceful_stop_of_the_leader_hands_over_leadership() -> None:
+    async def scenario() -> None:
+        cluster = LocalCluster(3, state_machine=memory_dict)
+        await cluster.start()
+        leader = await cluster.wait_for_leader()
+        await cluster.complete(leader.propose(encode_set("a", "1")))
+        await cluster.complete(leader.stop())
+        others = [node for node in cluster.nodes.values() if node is not leader]
+        # Handed over: a successor leads at once, no election timeout needed.
+        assert any(node.status().role is StateRole.LEADER for node in others)
+        with pytest.raises(Stopped):
+            await leader.propose(encode_set("b", "2"))
+        await cluster.stop()
+
+    run(scenario)
+
+
+def test_pending_requests_fail_with_stopped_on_stop() -> None:
+    async def scenario() -> None:
+        cluster = LocalCluster(3, state_machine=memory_dict)
+        await cluster.start()
+        leader = await cluster.wait_for_leader()
+        cluster.network.isolate(address_of(leader.id))
+        pending = asyncio.ensure_future(leader.propose(encode_set("a", "1")))
+        await cluster.settle()
+        await leader.stop(transfer_leadership=False)
+        with pytest.raises(Stopped):
+            await pending
+        await cluster.stop()
+
+    run(scenario)
+
+
+def test_garbage_messages_are_dropped_not_fatal() -> None:
+    from raftkv.raft.core.types import Entry, Message, MessageType
+
+    async def scenario() -> None:
+        cluster = LocalCluster(3, state_machine=memory_dict)
+        await cluster.start()
+        leader = await cluster.wait_for_leader()
+        leader.deliver(
+            [
+                # Out-of-order entries: malformed.
+                Message(
+                    type=MessageType.APPEND,
+                    to=leader.id,
+                    sender=NodeId(2),
+                    term=1,
+                    entries=(Entry(term=1, index=9), Entry(term=1, index=3)),
+                ),
+                # Misrouted.
+                Message(type=MessageType.HEARTBEAT, to=NodeId(77), sender=NodeId(2), term=1),
+                # A response from a node that is not a member.
+                Message(type=MessageType.APPEND_RESPONSE, to=leader.id, sender=NodeId(99), term=1),
+            ]
+        )
+        assert await cluster.complete(leader.propose(encode_set("a", "1"))) == "1"
+        assert leader.stats.messages_rejected == 3
+        await cluster.stop()
+
+    run(scenario)
+
+
+def test_storage_failure_stops_the_node_and_names_the_error() -> None:
+    class FailingStorage(MemoryStorage):
+        fail = False
+
+        def persist(self, *arguments: object, **keywords: object) -> None:
+            if self.fail:
+                raise OSError("disk on fire")
+            super().persist(*arguments, **keywords)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        storages: dict[NodeId, FailingStorage] = {}
+
+        def make_storage(node_id: NodeId) -> RaftStorage:
+            storages[node_id] = FailingStorage()
+            return storages[node_id]
+
+        cluster = LocalCluster(3, state_machine=memory_dict, storage=make_storage)
+        await cluster.start()
+        leader = await cluster.wait_for_leader()
+        storages[leader.id].fail = True
+        with pytest.raises(Stopped):
+            await cluster.complete(leader.propose(encode_set("a", "1")))
+        await cluster.run_until(lambda: leader.status().stopped)
+        assert isinstance(leader.failure, OSError)
+        with pytest.raises(Stopped, match="disk on fire"):
+            await leader.wait_stopped()
+        await cluster.stop()
+
+    run(scenario)
+
+
+def test_join_adds_a_learner_catches_it_up_and_promotes_it() -> None:
+    async def scenario() -> None:
+        settings = NodeSettings(snapshot_every_entries=10, snapshot_keep_entries=2)
+        cluster = LocalCluster(3, state_machine=memory_dict, settings=settings)
+        await cluster.start()
+        leader = await cluster.wait_for_leader()
+        for number in range(30):
+            await cluster.complete(leader.propose(encode_set(f"k{number}", "v")))
+        joiner = await cluster.add_joiner(NodeId(4))
+        follower = next(node for node in cluster.nodes.values() if node.id not in (leader.id, 4))
+        # Any member's address will do: a follower redirects to the leader.
+        conf_state = await cluster.complete(joiner.join([address_of(follower.id)]))
+        assert 4 in conf_state.voters
+        assert len(dict_of(cluster, 4)) == 30
+        assert joiner.stats.snapshots_installed == 1
+        await cluster.complete(joiner.propose(encode_set("from-joiner", "1")))
+        # Joining twice is harmless.
+        await cluster.complete(joiner.join([address_of(leader.id)]))
+        await cluster.stop()
+
+    run(scenario)

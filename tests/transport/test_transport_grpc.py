@@ -1,0 +1,682 @@
+"""GrpcTransport beyond the conformance suite: hostile input on the peer port, limits,
+reconnection with backoff, snapshots in chunks, settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from random import Random
+
+import grpc
+import grpc.aio
+import pytest
+from transport_helpers import CLUSTER_ID, TEST_SETTINGS, GrpcFactory, heartbeat, run
+
+from raftkv.raft.core.errors import InvalidArgument
+from raftkv.raft.core.types import (
+    Entry,
+    Message,
+    MessageType,
+    NodeId,
+    Snapshot,
+    SnapshotMetadata,
+)
+from raftkv.raft.transport import raft_pb2 as wire
+from raftkv.raft.transport import raft_pb2_grpc
+from raftkv.raft.transport.base import (
+    MemberAction,
+    MemberRequest,
+    MemberResponse,
+    TransportError,
+)
+from raftkv.raft.transport.codec import snapshot_chunks
+from raftkv.raft.transport.grpc_transport import (
+    SEND_METHOD,
+    SEND_SNAPSHOT_METHOD,
+    GrpcTransport,
+    GrpcTransportSettings,
+    TransportSettingsInvalid,
+)
+from raftkv.testing import RecordingHandler
+from raftkv.testing.transport_conformance import wait_until
+
+VICTIM = NodeId(1)
+GOOD_PEER = NodeId(2)
+LOGGER = "raftkv.transport.grpc"
+
+# -- hostile input on the peer port --------------------------------------------------------
+
+Attack = Callable[[str], Awaitable[None]]
+
+
+async def random_bytes_on_a_raw_socket(address: str) -> None:
+    host, port = address.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(Random(7).randbytes(4096))
+    # The server answers garbage by closing the connection; reading to the end proves it
+    # has dealt with it. (It may reset rather than close: both are fine.)
+    with contextlib.suppress(ConnectionError):
+        await writer.drain()
+        await reader.read()
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+
+
+async def expect_rejection(call: grpc.aio.StreamUnaryCall[bytes, bytes]) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call
+    assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT, raised.value
+
+
+def raw_frames(*frames: bytes) -> Attack:
+    """A valid gRPC call on Raft/Send whose frames are `frames`, byte for byte."""
+
+    async def attack(address: str) -> None:
+        async with grpc.aio.insecure_channel(address) as channel:
+            # No serializer: the bytes go out exactly as given.
+            send = channel.stream_unary(SEND_METHOD)
+            await expect_rejection(send(iter(frames)))
+
+    return attack
+
+
+def batch(*messages: wire.Message, cluster_id: int = CLUSTER_ID, from_node: int = 9) -> bytes:
+    return wire.MessageBatch(
+        cluster_id=cluster_id, from_node=from_node, messages=messages
+    ).SerializeToString()
+
+
+def heartbeat_from(sender: int, **fields: object) -> wire.Message:
+    return wire.Message(type=wire.MSG_HEARTBEAT, to=VICTIM, sender=sender, term=1, **fields)  # type: ignore[arg-type]
+
+
+async def a_batch_from_another_cluster(address: str) -> None:
+    # Through the generated stub, as another raftkv build would send it.
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = raft_pb2_grpc.RaftStub(channel)
+        frame = wire.MessageBatch(
+            cluster_id=CLUSTER_ID + 1, from_node=9, messages=[heartbeat_from(9)]
+        )
+        await expect_rejection(stub.Send(iter([frame])))
+
+
+async def a_snapshot_with_a_bad_chunk(address: str) -> None:
+    message = Message(
+        MessageType.SNAPSHOT,
+        to=VICTIM,
+        sender=NodeId(9),
+        term=1,
+        snapshot=Snapshot(SnapshotMetadata(index=5, term=1), data=b"x" * 10_000),
+    )
+    chunks = list(snapshot_chunks(CLUSTER_ID, message, 4096))
+    chunks[1].data = b"y" * len(chunks[1].data)  # the CRC-32 no longer matches
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = raft_pb2_grpc.RaftStub(channel)
+        await expect_rejection(stub.SendSnapshot(iter(chunks)))
+
+
+ATTACKS: dict[str, Attack] = {
+    "random bytes on a raw socket": random_bytes_on_a_raw_socket,
+    "undecodable bytes in a Send frame": raw_frames(b"\xff\xff\xff\xff"),
+    "random bytes in a Send frame": raw_frames(Random(3).randbytes(1000)),
+    "a good frame then an undecodable one": raw_frames(
+        batch(heartbeat_from(9), cluster_id=CLUSTER_ID + 7), b"\x0a\xff"
+    ),
+    "a batch from another cluster": a_batch_from_another_cluster,
+    "an unknown message type": raw_frames(batch(wire.Message(type=77, sender=9))),
+    "an unknown entry kind": raw_frames(batch(heartbeat_from(9, entries=[wire.Entry(kind=5)]))),
+    "a sender that is not the frame's": raw_frames(batch(heartbeat_from(8), from_node=9)),
+    "entries out of order": raw_frames(
+        batch(
+            wire.Message(
+                type=wire.MSG_APPEND,
+                sender=9,
+                term=2,
+                index=3,
+                entries=[wire.Entry(term=2, index=5)],
+            )
+        )
+    ),
+    "a snapshot chunk with a bad CRC": a_snapshot_with_a_bad_chunk,
+}
+
+
+@pytest.mark.parametrize("attack", ATTACKS.values(), ids=ATTACKS.keys())
+def test_hostile_input_is_refused_and_the_node_keeps_serving(
+    attack: Attack, caplog: pytest.LogCaptureFixture
+) -> None:
+    expected = heartbeat(GOOD_PEER, VICTIM, index=7)
+
+    async def scenario() -> None:
+        factory = GrpcFactory()
+        try:
+            victim_handler = RecordingHandler()
+            victim = await factory.started(victim_handler)
+            good = await factory.started(RecordingHandler())
+            await attack(victim.address)
+            good.set_peer(VICTIM, victim.address)
+            good.send([expected])
+            await wait_until(
+                lambda: bool(victim_handler.delivered),
+                "the good peer's message",
+                observed=lambda: victim_handler.delivered,
+            )
+            # Nothing from the bad input reached the handler (it came first, if at all).
+            assert victim_handler.delivered == [expected]
+        finally:
+            await factory.close()
+
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    run(scenario())
+    rejections = [record for record in caplog.records if "rejected" in record.getMessage()]
+    if attack is not random_bytes_on_a_raw_socket:  # gRPC itself turns that one away
+        assert len(rejections) == 1, caplog.records
+        assert "127.0.0.1" in rejections[0].getMessage()
+
+
+# -- limits ------------------------------------------------------------------------------------
+
+
+def test_a_full_queue_drops_and_reports_the_peer_once_per_send() -> None:
+    async def scenario() -> None:
+        factory = GrpcFactory(replace(TEST_SETTINGS, max_queue_messages=10))
+        try:
+            sender_handler, receiver_handler = RecordingHandler(), RecordingHandler()
+            sender = await factory.started(sender_handler)
+            receiver = await factory.started(receiver_handler)
+            sender.set_peer(NodeId(2), receiver.address)
+            # All 50 are offered before the sender task runs: 10 fit.
+            sender.send([heartbeat(1, 2, index) for index in range(50)])
+            assert sender.stats.messages_dropped == 40
+            await wait_until(
+                lambda: len(receiver_handler.delivered) == 10 and bool(sender_handler.unreachable),
+                "the 10 queued messages and one report",
+            )
+            assert [message.index for message in receiver_handler.delivered] == list(range(10))
+            assert sender_handler.unreachable == [2]
+        finally:
+            await factory.close()
+
+    run(scenario())
+
+
+def test_a_frame_over_the_receivers_limit_fails_the_stream_and_the_link_recovers() -> None:
+    receiving = replace(
+        TEST_SETTINGS,
+        max_receive_message_bytes=256 * 1024,
+        max_batch_bytes=128 * 1024,
+        snapshot_chunk_bytes=64 * 1024,
+    )
+
+    async def scenario() -> None:
+        senders, receivers = GrpcFactory(), GrpcFactory(receiving)
+        try:
+            sender_handler, receiver_handler = RecordingHandler(), RecordingHandler()
+            sender = await senders.started(sender_handler)
+            receiver = await receivers.started(receiver_handler)
+            sender.set_peer(NodeId(2), receiver.address)
+            huge = Message(
+                MessageType.APPEND,
+                to=NodeId(2),
+                sender=NodeId(1),
+                term=1,
+                entries=(Entry(term=1, index=1, data=b"x" * 300_000),),
+            )
+            sender.send([huge])
+            await wait_until(lambda: NodeId(2) in sender_handler.unreachable, "a report")
+            await wait_until(
+                lambda: bool(receiver_handler.delivered),
+                "a small message after reconnecting",
+                retry=lambda: sender.send([heartbeat(1, 2, 3)]),
+            )
+            assert all(m.type is MessageType.HEARTBEAT for m in receiver_handler.delivered)
+        finally:
+            await senders.close()
+            await receivers.close()
+
+    run(scenario())
+
+
+def test_frames_respect_the_batch_limits() -> None:
+    settings = replace(TEST_SETTINGS, max_batch_messages=7, max_batch_bytes=64 * 1024)
+
+    async def scenario() -> None:
+        factory = GrpcFactory(settings)
+        try:
+            receiver_handler = RecordingHandler()
+            sender = await factory.started(RecordingHandler())
+            receiver = await factory.started(receiver_handler)
+            sender.set_peer(NodeId(2), receiver.address)
+            sender.send([heartbeat(1, 2, index) for index in range(70)])
+            await wait_until(lambda: len(receiver_handler.delivered) == 70, "70 messages")
+            assert sender.stats.frames_sent == 10
+            big = [
+                Message(
+                    MessageType.APPEND,
+                    to=NodeId(2),
+                    sender=NodeId(1),
+                    term=1,
+                    index=index,
+                    entries=(Entry(term=1, index=index + 1, data=b"x" * 30_000),),
+                )
+                for index in range(6)
+            ]
+            sender.send(big)
+            await wait_until(lambda: len(receiver_handler.delivered) == 76, "6 big messages")
+            # 30 KB each within 64 KiB frames: three frames of two.
+            assert sender.stats.frames_sent == 13
+        finally:
+            await factory.close()
+
+    run(scenario())
+
+
+def test_a_snapshot_over_the_receivers_limit_is_refused() -> None:
+    async def scenario() -> None:
+        senders = GrpcFactory()
+        receivers = GrpcFactory(replace(TEST_SETTINGS, max_snapshot_bytes=1024 * 1024))
+        try:
+            sender_handler, receiver_handler = RecordingHandler(), RecordingHandler()
+            sender = await senders.started(sender_handler)
+            receiver = await receivers.started(receiver_handler)
+            sender.set_peer(NodeId(2), receiver.address)
+            sender.send([snapshot_message(size_bytes=1024 * 1024 + 1)])
+            await wait_until(lambda: bool(sender_handler.snapshot_reports), "a snapshot report")
+            assert sender_handler.snapshot_reports == [(2, False)]
+            assert receiver_handler.delivered == []
+            assert receiver.stats.streams_rejected == 1
+        finally:
+            await senders.close()
+            await receivers.close()
+
+    run(scenario())
+
+
+# -- snapshots -------------------------------------------------------------------------------
+
+
+def snapshot_message(size_bytes: int) -> Message:
+    data = Random(size_bytes).randbytes(size_bytes)
+    return Message(
+        MessageType.SNAPSHOT,
+        to=NodeId(2),
+        sender=NodeId(1),
+        term=4,
+        snapshot=Snapshot(SnapshotMetadata(index=100, term=4), data=data),
+    )
+
+
+def test_a_large_snapshot_arrives_in_chunks() -> None:
+    async def scenario() -> None:
+        factory = GrpcFactory(replace(TEST_SETTINGS, snapshot_chunk_bytes=64 * 1024))
+        try:
+            sender_handler, receiver_handler = RecordingHandler(), RecordingHandler()
+            sender = await factory.started(sender_handler)
+            receiver = await factory.started(receiver_handler)
+            sender.set_peer(NodeId(2), receiver.address)
+            message = snapshot_message(size_bytes=3 * 1024 * 1024 + 17)
+            sender.send([message, heartbeat(1, 2)])
+            await wait_until(lambda: bool(sender_handler.snapshot_reports), "a snapshot report")
+            assert sender_handler.snapshot_reports == [(2, True)]
+            assert message in receiver_handler.delivered
+        finally:
+            await factory.close()
+
+    run(scenario())
+
+
+def test_stop_during_a_snapshot_transfer_is_clean() -> None:
+    async def scenario() -> None:
+        factory = GrpcFactory(replace(TEST_SETTINGS, snapshot_chunk_bytes=16 * 1024))
+        sender_handler = RecordingHandler()
+        sender = await factory.started(sender_handler)
+        receiver = await factory.started(RecordingHandler())
+        sender.set_peer(NodeId(2), receiver.address)
+        sender.send([snapshot_message(size_bytes=8 * 1024 * 1024)])
+        await asyncio.sleep(0)  # the transfer task has started
+        await sender.stop()
+        await factory.close()
+        # A stopped transport reports nothing to its handler.
+        assert sender_handler.snapshot_reports == []
+
+    run(scenario())
+
+
+# -- reconnection -----------------------------------------------------------------------------
+
+
+class CeilingRandom(Random):
+    """Always waits the longest the backoff allows, and remembers each ceiling."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.ceilings: list[float] = []
+
+    def uniform(self, low: float, high: float) -> float:
+        assert low == 0
+        self.ceilings.append(high)
+        return high
+
+
+def test_backoff_doubles_up_to_its_cap_and_reports_once_per_failure() -> None:
+    settings = replace(
+        TEST_SETTINGS, reconnect_backoff_initial_seconds=0.01, reconnect_backoff_max_seconds=0.05
+    )
+
+    async def scenario() -> None:
+        factory = GrpcFactory(settings)
+        random = CeilingRandom()
+        handler = RecordingHandler()
+        sender = GrpcTransport(settings, rng=random)
+        try:
+            dead = await factory.started(RecordingHandler())
+            await dead.stop()  # its port is now closed: connections are refused
+            await sender.start(handler)
+            sender.set_peer(NodeId(2), dead.address)
+            await wait_until(
+                lambda: len(random.ceilings) >= 5,
+                "five failed streams",
+                retry=lambda: sender.send([heartbeat(1, 2), heartbeat(1, 2)]),
+            )
+            assert random.ceilings[:5] == [0.01, 0.02, 0.04, 0.05, 0.05]
+            # One report per failed stream, however many messages were lost with it.
+            assert len(handler.unreachable) == sender.stats.stream_failures
+        finally:
+            await sender.stop()
+            await factory.close()
+
+    run(scenario())
+
+
+def test_a_peer_that_restarts_on_the_same_address_is_reached_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+
+    async def scenario() -> None:
+        factory = GrpcFactory()
+        try:
+            sender_handler, first_handler, second_handler = (
+                RecordingHandler(),
+                RecordingHandler(),
+                RecordingHandler(),
+            )
+            sender = await factory.started(sender_handler)
+            peer = await factory.started(first_handler)
+            sender.set_peer(NodeId(2), peer.address)
+            sender.send([heartbeat(1, 2, 1)])
+            await wait_until(lambda: bool(first_handler.delivered), "the first message")
+            await peer.stop()
+            await wait_until(
+                lambda: sender.stats.stream_failures >= 3,
+                "three failed streams while the peer is down",
+                retry=lambda: sender.send([heartbeat(1, 2, 2)]),
+            )
+            assert NodeId(2) in sender_handler.unreachable
+            await factory.started(second_handler, address=peer.address)
+            await wait_until(
+                lambda: bool(second_handler.delivered),
+                "a message after the peer came back",
+                retry=lambda: sender.send([heartbeat(1, 2, 3)]),
+            )
+            failures = sender.stats.stream_failures
+            lines = [r for r in caplog.records if "unreachable" in r.getMessage()]
+            # Logged, but not once per failure (at most one line per peer per 10 s).
+            assert 1 <= len(lines) < failures
+            assert any("reachable again" in r.getMessage() for r in caplog.records)
+        finally:
+            await factory.close()
+
+    run(scenario())
+
+
+# -- peers -------------------------------------------------------------------------------------
+
+
+def test_set_peer_moves_a_peer_and_remove_peer_forgets_it() -> None:
+    async def scenario() -> None:
+        factory = GrpcFactory()
+        try:
+            sender_handler, old_handler, new_handler = (
+                RecordingHandler(),
+                RecordingHandler(),
+                RecordingHandler(),
+            )
+            sender = await factory.started(sender_handler)
+            old = await factory.started(old_handler)
+            new = await factory.started(new_handler)
+            sender.set_peer(NodeId(2), old.address)
+            sender.send([heartbeat(1, 2, 1)])
+            await wait_until(lambda: bool(old_handler.delivered), "delivery at the old address")
+            sender.set_peer(NodeId(2), new.address)
+            sender.send([heartbeat(1, 2, 2)])
+            await wait_until(lambda: bool(new_handler.delivered), "delivery at the new address")
+            assert [m.index for m in old_handler.delivered] == [1]
+            assert sender.peers() == {2: new.address}
+            sender.remove_peer(NodeId(2))
+            sender.send([heartbeat(1, 2, 3)])
+            await wait_until(lambda: bool(sender_handler.unreachable), "an unknown-peer report")
+            assert sender.peers() == {}
+        finally:
+            await factory.close()
+
+    run(scenario())
+
+
+def test_a_peer_address_that_makes_no_sense_is_reported_unreachable() -> None:
+    async def scenario() -> None:
+        factory = GrpcFactory()
+        try:
+            handler = RecordingHandler()
+            sender = await factory.started(handler)
+            sender.set_peer(NodeId(2), "not an address")
+            await wait_until(
+                lambda: NodeId(2) in handler.unreachable,
+                "a report",
+                retry=lambda: sender.send([heartbeat(1, 2)]),
+            )
+        finally:
+            await factory.close()
+
+    run(scenario())
+
+
+def test_peers_set_before_start_are_used_once_started() -> None:
+    async def scenario() -> None:
+        factory = GrpcFactory()
+        try:
+            receiver_handler = RecordingHandler()
+            receiver = await factory.started(receiver_handler)
+            sender = factory.make()
+            sender.set_peer(NodeId(2), receiver.address)
+            sender.send([heartbeat(1, 2)])  # not started: dropped silently
+            await sender.start(RecordingHandler())
+            sender.send([heartbeat(1, 2, 5)])
+            await wait_until(lambda: bool(receiver_handler.delivered), "delivery")
+            assert [m.index for m in receiver_handler.delivered] == [5]
+        finally:
+            await factory.close()
+
+    run(scenario())
+
+
+def test_sending_a_local_message_type_is_refused_before_anything_is_queued() -> None:
+    async def scenario() -> None:
+        factory = GrpcFactory()
+        try:
+            receiver_handler = RecordingHandler()
+            sender = await factory.started(RecordingHandler())
+            receiver = await factory.started(receiver_handler)
+            sender.set_peer(NodeId(2), receiver.address)
+            with pytest.raises(InvalidArgument, match="MsgHup is local"):
+                sender.send([heartbeat(1, 2, 1), Message(MessageType.HUP, to=NodeId(2))])
+            sender.send([heartbeat(1, 2, 2)])
+            await wait_until(lambda: bool(receiver_handler.delivered), "delivery")
+            assert [m.index for m in receiver_handler.delivered] == [2]
+        finally:
+            await factory.close()
+
+    run(scenario())
+
+
+# -- member requests ---------------------------------------------------------------------------
+
+
+class SilentHandler(RecordingHandler):
+    async def handle_member_request(self, request: MemberRequest) -> MemberResponse:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+def test_a_member_request_that_gets_no_answer_in_time_raises() -> None:
+    async def scenario() -> None:
+        factory = GrpcFactory()
+        try:
+            asker = await factory.started(RecordingHandler())
+            silent = await factory.started(SilentHandler())
+            with pytest.raises(TransportError, match=r"did not answer in 0\.2s"):
+                await asker.member_request(
+                    silent.address, MemberRequest(MemberAction.PROMOTE, NodeId(3)), 0.2
+                )
+        finally:
+            await factory.close()
+
+    run(scenario())
+
+
+def test_a_member_request_from_another_cluster_is_refused() -> None:
+    async def scenario() -> None:
+        members, strangers = GrpcFactory(), GrpcFactory(replace(TEST_SETTINGS, cluster_id=2))
+        try:
+            handler = RecordingHandler()
+            member = await members.started(handler)
+            stranger = await strangers.started(RecordingHandler())
+            with pytest.raises(TransportError, match="INVALID_ARGUMENT: cluster id 2"):
+                await stranger.member_request(
+                    member.address, MemberRequest(MemberAction.ADD_LEARNER, NodeId(3), "x:1"), 2.0
+                )
+            assert handler.member_requests == []
+        finally:
+            await members.close()
+            await strangers.close()
+
+    run(scenario())
+
+
+# -- lifecycle and settings ------------------------------------------------------------------
+
+
+def test_an_address_in_use_cannot_be_listened_on_twice() -> None:
+    async def scenario() -> None:
+        factory = GrpcFactory()
+        try:
+            first = await factory.started(RecordingHandler())
+            second = factory.make(first.address)
+            with pytest.raises(TransportError, match="cannot listen on"):
+                await second.start(RecordingHandler())
+        finally:
+            await factory.close()
+
+    run(scenario())
+
+
+def test_a_transport_starts_once() -> None:
+    async def scenario() -> None:
+        factory = GrpcFactory()
+        try:
+            transport = await factory.started(RecordingHandler())
+            with pytest.raises(InvalidArgument, match="running"):
+                await transport.start(RecordingHandler())
+            await transport.stop()
+            with pytest.raises(InvalidArgument, match="stopped"):
+                await transport.start(RecordingHandler())
+        finally:
+            await factory.close()
+
+    run(scenario())
+
+
+def test_the_bound_port_replaces_port_zero() -> None:
+    async def scenario() -> None:
+        factory = GrpcFactory()
+        try:
+            transport = factory.make()
+            assert transport.address == "127.0.0.1:0"
+            await transport.start(RecordingHandler())
+            host, port = transport.address.rsplit(":", 1)
+            assert host == "127.0.0.1" and int(port) > 0
+        finally:
+            await factory.close()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"cluster_id": 0}, "cluster_id"),
+        ({"listen_address": "localhost"}, "host:port"),
+        ({"listen_address": "127.0.0.1:70000"}, "host:port"),
+        ({"max_queue_messages": 0}, "max_queue_messages"),
+        ({"max_batch_bytes": 128 * 1024 * 1024}, "max_batch_bytes exceeds"),
+        ({"snapshot_chunk_bytes": 64 * 1024 * 1024}, "snapshot_chunk_bytes"),
+        ({"request_timeout_seconds": 0.0}, "request_timeout_seconds"),
+        ({"shutdown_grace_seconds": -1.0}, "shutdown_grace_seconds"),
+        ({"reconnect_backoff_initial_seconds": 10.0}, "reconnect_backoff_initial_seconds"),
+        ({"ca_file": Path("ca.pem")}, "together"),
+        ({"server_name_override": "node"}, "TLS only"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else None,
+)
+def test_invalid_settings_are_refused(changes: dict[str, object], reason: str) -> None:
+    with pytest.raises(TransportSettingsInvalid, match=reason):
+        replace(TEST_SETTINGS, **changes)  # type: ignore[arg-type]
+
+
+def test_unreadable_tls_files_are_refused(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.pem"
+    settings = GrpcTransportSettings(
+        cluster_id=1, ca_file=missing, cert_file=missing, key_file=missing
+    )
+    with pytest.raises(TransportSettingsInvalid, match="cannot read a TLS file"):
+        GrpcTransport(settings)
+
+
+def test_method_paths_match_the_generated_stub() -> None:
+    # The server registers raw-bytes handlers by name; the stub must call the same paths.
+    service = wire.DESCRIPTOR.services_by_name["Raft"]
+    assert f"/{service.full_name}/Send" == SEND_METHOD
+    assert f"/{service.full_name}/SendSnapshot" == SEND_SNAPSHOT_METHOD
+    assert sorted(service.methods_by_name) == ["Member", "Send", "SendSnapshot"]
+    assert hasattr(raft_pb2_grpc.RaftStub, "__init__")
+
+
+def test_stopping_with_peer_streams_open_ends_them_with_a_status(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # gRPC logs an "unhandled" CancelledError traceback for each call still running when
+    # its server stops; a peer's Send stream always is. stop() ends them first.
+    caplog.set_level(logging.INFO)
+
+    async def scenario() -> None:
+        factory = GrpcFactory()
+        try:
+            sender_handler, receiver_handler = RecordingHandler(), RecordingHandler()
+            sender = await factory.started(sender_handler)
+            receiver = await factory.started(receiver_handler)
+            sender.set_peer(NodeId(2), receiver.address)
+            sender.send([heartbeat(1, 2)])
+            await wait_until(lambda: bool(receiver_handler.delivered), "the stream to be open")
+            await receiver.stop()
+            await wait_until(lambda: bool(sender_handler.unreachable), "the sender to notice")
+        finally:
+            await factory.close()
+
+    run(scenario())
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert any("the node is stopping" in record.getMessage() for record in caplog.records)

@@ -1,0 +1,104 @@
+"""InProcessNetwork's fault hooks: partition, heal, delay on a ManualClock, drop filters."""
+
+from __future__ import annotations
+
+import asyncio
+from random import Random
+
+from transport_helpers import heartbeat, run
+
+from raftkv.raft.core.types import Message, MessageType, NodeId, Snapshot, SnapshotMetadata
+from raftkv.raft.driver.clock import ManualClock
+from raftkv.raft.transport.inprocess import InProcessNetwork, InProcessTransport
+from raftkv.testing import RecordingHandler
+from raftkv.testing.transport_conformance import wait_until
+
+# Event-loop turns that are ample for a message sent now to be delivered: delivery is a
+# call_soon (or a clock sleeper woken by advance), never wall-clock time.
+SETTLE_TURNS = 5
+
+
+async def settle() -> None:
+    for _ in range(SETTLE_TURNS):
+        await asyncio.sleep(0)
+
+
+async def pair(
+    network: InProcessNetwork,
+) -> tuple[InProcessTransport, RecordingHandler, InProcessTransport, RecordingHandler]:
+    a, b = network.transport("a"), network.transport("b")
+    a_handler, b_handler = RecordingHandler(), RecordingHandler()
+    await a.start(a_handler)
+    await b.start(b_handler)
+    a.set_peer(NodeId(2), "b")
+    b.set_peer(NodeId(1), "a")
+    return a, a_handler, b, b_handler
+
+
+def test_a_partition_drops_and_heal_restores() -> None:
+    async def scenario() -> None:
+        network = InProcessNetwork()
+        a, _, _, b_handler = await pair(network)
+        network.partition(["a"], ["b"])
+        a.send([heartbeat(1, 2, 1)])
+        assert network.dropped == 1  # decided when sent
+        network.heal()
+        a.send([heartbeat(1, 2, 2)])
+        await wait_until(lambda: bool(b_handler.delivered), "delivery after healing")
+        assert [m.index for m in b_handler.delivered] == [2]
+        network.isolate("b")
+        a.send([heartbeat(1, 2, 3)])
+        assert network.dropped == 2
+
+    run(scenario())
+
+
+def test_a_delay_delivers_only_once_the_clock_has_advanced() -> None:
+    async def scenario() -> None:
+        clock = ManualClock()
+        network = InProcessNetwork(clock=clock)
+        network.delay_range = (1.0, 1.0)
+        a, _, _, b_handler = await pair(network)
+        a.send([heartbeat(1, 2, 1)])
+        await settle()
+        assert b_handler.delivered == []
+        clock.advance(0.5)
+        await settle()
+        assert b_handler.delivered == []
+        clock.advance(0.5)
+        await settle()
+        assert [m.index for m in b_handler.delivered] == [1]
+
+    run(scenario())
+
+
+def test_a_drop_filter_drops_what_it_selects() -> None:
+    async def scenario() -> None:
+        network = InProcessNetwork()
+        network.drop_filter = lambda source, destination, message: message.index % 2 == 1
+        a, _, _, b_handler = await pair(network)
+        a.send([heartbeat(1, 2, index) for index in range(6)])
+        await wait_until(lambda: len(b_handler.delivered) == 3, "the even messages")
+        assert [m.index for m in b_handler.delivered] == [0, 2, 4]
+        assert network.dropped == 3
+
+    run(scenario())
+
+
+def test_a_dropped_snapshot_is_reported_not_ok() -> None:
+    async def scenario() -> None:
+        network = InProcessNetwork(rng=Random(1))
+        network.drop_rate = 1.0
+        a, a_handler, _, b_handler = await pair(network)
+        snapshot = Message(
+            MessageType.SNAPSHOT,
+            to=NodeId(2),
+            sender=NodeId(1),
+            snapshot=Snapshot(SnapshotMetadata(index=3, term=1), b"data"),
+        )
+        a.send([snapshot])
+        await wait_until(lambda: bool(a_handler.snapshot_reports), "a snapshot report")
+        assert a_handler.snapshot_reports == [(2, False)]
+        assert b_handler.delivered == []
+
+    run(scenario())

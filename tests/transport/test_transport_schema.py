@@ -1,0 +1,65 @@
+"""The checked-in generated code matches raft.proto, and protobuf stays in transport/."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SOURCE = Path(__file__).resolve().parents[2] / "src"
+TRANSPORT = SOURCE / "raftkv" / "raft" / "transport"
+GENERATED = ("raft_pb2.py", "raft_pb2.pyi", "raft_pb2_grpc.py")
+
+
+def test_the_generated_code_matches_raft_proto(tmp_path: Path) -> None:
+    # The same command as `make proto`, into a scratch directory.
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{SOURCE}",
+            f"--python_out={tmp_path}",
+            f"--pyi_out={tmp_path}",
+            f"--grpc_python_out={tmp_path}",
+            str(TRANSPORT / "raft.proto"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    regenerated = tmp_path / "raftkv" / "raft" / "transport"
+    for name in GENERATED:
+        assert (regenerated / name).read_bytes() == (TRANSPORT / name).read_bytes(), (
+            f"{name} is out of date: run `make proto`"
+        )
+
+
+def imports_of(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module is not None:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+OUTSIDE_TRANSPORT = sorted(
+    path for path in (SOURCE / "raftkv").rglob("*.py") if TRANSPORT not in path.parents
+)
+
+
+@pytest.mark.parametrize(
+    "path", OUTSIDE_TRANSPORT, ids=lambda path: str(path.relative_to(SOURCE / "raftkv"))
+)
+def test_protobuf_stays_inside_the_transport_package(path: Path) -> None:
+    for module in imports_of(path):
+        assert "raft_pb2" not in module, f"{path} imports {module}"
+        assert not module.startswith(("google.protobuf", "grpc")), f"{path} imports {module}"
