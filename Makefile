@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 SIM_SEEDS ?= 0:10000
 TEST_SIM_SEEDS ?= 0:300
 
-.PHONY: run test lint sim mutate fmt clean venv proto
+.PHONY: run test lint sim sim-driver mutate fmt clean venv proto
 
 venv: $(STAMP)
 
@@ -38,6 +38,11 @@ lint: $(STAMP)
 ## sim: a long simulator sweep in swarm mode; prints seeds/s and violations
 sim: $(STAMP)
 	$(BIN)/python -m raftkv.testing.sim --seeds $(SIM_SEEDS) --swarm --jobs 2
+
+## sim-driver: a long sweep of the driver simulator (real asyncio nodes, seeded faults)
+DRIVER_SIM_SEEDS ?= 0:2000
+sim-driver: $(STAMP)
+	$(BIN)/python -m raftkv.testing.driver_sim --seeds $(DRIVER_SIM_SEEDS)
 
 ## mutate: break the core on purpose (tools/mutate.py) and check the tests catch each bug
 mutate: $(STAMP)

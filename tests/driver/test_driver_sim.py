@@ -10,10 +10,17 @@ from raftkv.raft.core.rawnode import RawNode
 from raftkv.raft.driver.node import Node
 from raftkv.testing.driver_sim import run_seed
 
+# Seeds that once failed, kept whatever range runs (each with what it found):
+# 13, 16 — a joiner restarted before its snapshot knew no peer address (LocalCluster now
+#   restarts a node with the peers it was first given; join is idempotent for members);
+# 32, 39, 47 — a follower lagging behind the change that added the new leader could not
+#   answer it (frames now carry the sender's address).
+REGRESSION_SEEDS = (13, 16, 32, 39, 47)
 
-def _seeds() -> range:
+
+def _seeds() -> list[int]:
     first, last = os.environ.get("RAFTKV_TEST_DRIVER_SEEDS", "0:60").split(":")
-    return range(int(first), int(last))
+    return sorted(set(range(int(first), int(last))) | set(REGRESSION_SEEDS))
 
 
 @pytest.mark.parametrize("seed", _seeds())

@@ -464,3 +464,20 @@ def test_join_adds_a_learner_catches_it_up_and_promotes_it() -> None:
         await cluster.stop()
 
     run(scenario)
+
+
+def test_adding_an_existing_member_again_is_idempotent_unless_the_address_differs() -> None:
+    from raftkv.raft.driver.errors import MembershipError
+
+    async def scenario() -> None:
+        cluster = LocalCluster(3, state_machine=memory_dict)
+        await cluster.start()
+        leader = await cluster.wait_for_leader()
+        voter = NodeId(2) if leader.id != 2 else NodeId(3)
+        conf_state = await cluster.complete(leader.add_learner(voter, address_of(voter)))
+        assert voter in conf_state.voters  # unchanged: a retried join is harmless
+        with pytest.raises(MembershipError, match="already a member"):
+            await cluster.complete(leader.add_learner(voter, "elsewhere:1"))
+        await cluster.stop()
+
+    run(scenario)

@@ -29,10 +29,12 @@ from raftkv.raft.transport import raft_pb2 as wire
 from raftkv.raft.transport.base import MemberAction, MemberRequest, MemberResponse
 from raftkv.raft.transport.codec import (
     FRAME_OVERHEAD_BYTES,
+    MAX_ADDRESS_LENGTH,
     WIRE_MESSAGE_TYPES,
     SnapshotAssembler,
     SnapshotTooLarge,
     decode_batch,
+    decode_frame,
     decode_member_request,
     decode_member_response,
     decode_message,
@@ -311,6 +313,21 @@ def frame(*messages: wire.Message, cluster_id: int = CLUSTER, from_node: int = 1
 def test_a_malformed_frame_is_rejected(data: bytes, reason: str) -> None:
     with pytest.raises(MalformedMessage, match=reason):
         decode_batch(data, CLUSTER)
+
+
+def test_a_frame_names_its_sender_and_where_it_listens() -> None:
+    data = encode_batch(CLUSTER, [heartbeat_message()], "127.0.0.1:7001").SerializeToString()
+    assert decode_frame(data, CLUSTER) == (1, "127.0.0.1:7001", [heartbeat_message()])
+
+
+def test_an_oversize_sender_address_is_rejected() -> None:
+    batch = encode_batch(CLUSTER, [heartbeat_message()], "h" * (MAX_ADDRESS_LENGTH + 1))
+    with pytest.raises(MalformedMessage, match="sender address"):
+        decode_frame(batch.SerializeToString(), CLUSTER)
+
+
+def heartbeat_message() -> Message:
+    return Message(type=MessageType.HEARTBEAT, to=NodeId(2), sender=NodeId(1), term=1)
 
 
 def test_one_bad_message_rejects_the_whole_frame() -> None:

@@ -680,3 +680,32 @@ def test_stopping_with_peer_streams_open_ends_them_with_a_status(
     run(scenario())
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
     assert any("the node is stopping" in record.getMessage() for record in caplog.records)
+
+
+def test_a_receiver_learns_an_unknown_senders_address_but_never_overrides_one() -> None:
+    """A node that lags behind the change adding a peer has no address for it; the frame's
+    from_address lets it answer (found by the driver simulator: a lagging follower could
+    never reply to a new leader it had not heard of)."""
+
+    async def scenario() -> None:
+        factory = GrpcFactory()
+        try:
+            first_handler, second_handler = RecordingHandler(), RecordingHandler()
+            first = await factory.started(first_handler)
+            second = await factory.started(second_handler)
+            first.set_peer(NodeId(2), second.address)
+            first.send([heartbeat(1, 2, 1)])
+            await wait_until(lambda: bool(second_handler.delivered), "the first heartbeat")
+            assert second.peers() == {1: first.address}
+            # It can answer now.
+            second.send([heartbeat(2, 1, 7)])
+            await wait_until(lambda: bool(first_handler.delivered), "the answer")
+            # A known address is not overridden by what a frame claims.
+            second.set_peer(NodeId(1), "127.0.0.1:9")
+            first.send([heartbeat(1, 2, 2)])
+            await wait_until(lambda: len(second_handler.delivered) == 2, "the second heartbeat")
+            assert second.peers() == {1: "127.0.0.1:9"}
+        finally:
+            await factory.close()
+
+    run(scenario())

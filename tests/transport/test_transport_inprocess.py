@@ -102,3 +102,18 @@ def test_a_dropped_snapshot_is_reported_not_ok() -> None:
         assert b_handler.delivered == []
 
     run(scenario())
+
+
+def test_a_receiver_learns_an_unknown_senders_address() -> None:
+    async def scenario() -> None:
+        network = InProcessNetwork()
+        first, second = network.transport("a"), network.transport("b")
+        first_handler, second_handler = RecordingHandler(), RecordingHandler()
+        await first.start(first_handler)
+        await second.start(second_handler)
+        first.set_peer(NodeId(2), "b")
+        first.send([heartbeat(1, 2)])
+        await wait_until(lambda: bool(second_handler.delivered), "delivery")
+        assert second.peers() == {1: "a"}
+
+    run(scenario())

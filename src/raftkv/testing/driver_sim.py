@@ -19,8 +19,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import logging
 import sys
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from random import Random
 
@@ -57,6 +59,7 @@ class _Run:
     def __init__(self, seed: int, nodes: int, duration_s: float) -> None:
         self.seed = seed
         self.rng = Random(seed)
+        self.membership_enabled = self.rng.random() < 0.5
         settings = NodeSettings(
             proposal_timeout_s=3.0,
             read_timeout_s=3.0,
@@ -64,6 +67,8 @@ class _Run:
             snapshot_keep_entries=self.rng.choice((0, 5)),
             max_batch_entries=self.rng.choice((1, 8, 4096)),
             pre_vote=self.rng.random() < 0.8,
+            # Every node reads the same ManualClock: zero drift, the lease's assumption.
+            lease_reads=self.rng.random() < 0.3,
         )
         self.cluster = LocalCluster(
             nodes, state_machine=_state_machine, settings=settings, seed=seed
@@ -71,12 +76,24 @@ class _Run:
         self.duration_s = duration_s
         self.history: list[lin.Operation] = []
         self.crashed: set[NodeId] = set()
+        # Removed by a membership change: never restarted, never re-added (a removed id
+        # is retired for good; its old state must not rejoin).
+        self.removed: set[NodeId] = set()
+        self._next_id = nodes + 1
+        self._membership: asyncio.Future[object] | None = None
         self.events: list[str] = []
         self.result = DriverSimResult(seed)
         self._value = 0
 
+    def live_nodes(self) -> list[Node]:
+        return [
+            node
+            for node in self.cluster.nodes.values()
+            if node.id not in self.crashed and node.id not in self.removed
+        ]
+
     def node_for_client(self) -> Node | None:
-        running = [n for n in self.cluster.nodes.values() if n.id not in self.crashed]
+        running = self.live_nodes()
         return self.rng.choice(running) if running else None
 
     async def client(self, number: int, stop_at: float) -> None:
@@ -113,9 +130,13 @@ class _Run:
     async def nemesis(self, stop_at: float) -> None:
         clock = self.cluster.clock
         network = self.cluster.network
-        ids = list(self.cluster.founders)
         while clock.now() < stop_at:
             await clock.sleep(self.rng.uniform(0.2, 1.5))
+            ids = sorted(set(self.cluster.nodes) - self.removed)
+            choice = self.rng.random()
+            if choice < 0.15 and self.membership_enabled:
+                await self.change_membership()
+                continue
             choice = self.rng.random()
             if choice < 0.25:
                 self.rng.shuffle(ids)
@@ -135,8 +156,8 @@ class _Run:
                     self.crashed.add(victim)
                     await self.cluster.crash(victim)
                     self.events.append(f"{clock.now():.2f} crash {victim}")
-            elif choice < 0.8 and self.crashed:
-                revived = self.rng.choice(sorted(self.crashed))
+            elif choice < 0.8 and self.crashed - self.removed:
+                revived = self.rng.choice(sorted(self.crashed - self.removed))
                 self.crashed.discard(revived)
                 await self.cluster.restart(revived)
                 self.events.append(f"{clock.now():.2f} restart {revived}")
@@ -146,6 +167,42 @@ class _Run:
             else:
                 network.delay_range = (0.0, self.rng.choice((0.05, 0.3)))
                 self.events.append(f"{clock.now():.2f} delay {network.delay_range}")
+
+    async def change_membership(self) -> None:
+        """One change at a time, in the background: a new node joins (learner, then
+        voter), a voter is removed (never below three), or leadership moves."""
+        if self._membership is not None and not self._membership.done():
+            return
+        clock = self.cluster.clock
+        requester = self.node_for_client()
+        if requester is None:
+            return
+        voters = [node_id for node_id in requester.status().voters if node_id not in self.removed]
+        change: Awaitable[object] | None = None
+        choice = self.rng.random()
+        if choice < 0.4 and len(self.cluster.nodes) - len(self.removed) < 6:
+            node_id = NodeId(self._next_id)
+            self._next_id += 1
+            joiner = await self.cluster.add_joiner(node_id)
+            seeds = [address_of(self.rng.choice(voters or [requester.id]))]
+            change = joiner.join(seeds, timeout=10)
+            self.events.append(f"{clock.now():.2f} join {node_id} via {seeds[0]}")
+        elif choice < 0.7 and len(voters) > 3:
+            victim = self.rng.choice(voters)
+            change = self._remove(requester, victim)
+            self.events.append(f"{clock.now():.2f} remove {victim} via {requester.id}")
+        elif requester.is_leader:
+            change = requester.transfer_leadership()
+            self.events.append(f"{clock.now():.2f} transfer from {requester.id}")
+        if change is not None:
+            self._membership = asyncio.ensure_future(change)
+            # Failures under faults are expected; mark them seen.
+            self._membership.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+    async def _remove(self, requester: Node, victim: NodeId) -> object:
+        result = await requester.remove_member(victim)
+        self.removed.add(victim)
+        return result
 
     async def run(self) -> DriverSimResult:
         cluster = self.cluster
@@ -158,22 +215,47 @@ class _Run:
         )
         for task in tasks:
             task.result()
+        if self._membership is not None:
+            # Its outcome does not matter (a timeout under faults is fine); let it end.
+            await cluster.run_until(self._membership.done, max_seconds=60)
+            if not self._membership.cancelled():
+                self._membership.exception()
+        # Removed nodes leave for good; the rest heal and must converge.
+        for node_id in sorted(self.removed):
+            await cluster.crash(node_id)
         # Heal everything and let the cluster converge.
         cluster.network.heal()
         cluster.network.drop_rate = 0.0
         cluster.network.delay_range = (0.0, 0.0)
-        for node_id in sorted(self.crashed):
+        for node_id in sorted(self.crashed - self.removed):
             await cluster.restart(node_id)
         self.crashed.clear()
-        leader = await cluster.wait_for_leader(max_seconds=60)
+        # A joiner whose join never completed (crashed, timed out) is not a member and
+        # is left out; every member must agree on the leader and converge.
+        await cluster.run_until(self._members_agree, max_seconds=60)
+        leader = cluster.leader()
+        assert leader is not None
         await cluster.complete(leader.propose(encode_set("final", "1")), max_seconds=60)
         await cluster.run_until(self._converged, max_seconds=60)
         self._check()
         await cluster.stop()
         return self.result
 
+    def _members(self) -> list[Node]:
+        leader = self.cluster.leader()
+        if leader is None:
+            return []
+        status = leader.status()
+        members = set(status.voters) | set(status.learners)
+        return [node for node in self.live_nodes() if node.id in members]
+
+    def _members_agree(self) -> bool:
+        leader = self.cluster.leader()
+        members = self._members()
+        return bool(members) and all(node.leader_id == leader.id for node in members)  # type: ignore[union-attr]
+
     def _converged(self) -> bool:
-        states = [self._machine(node).data for node in self.cluster.nodes.values()]
+        states = [self._machine(node).data for node in self._members()]
         return all(state == states[0] and "final" in state for state in states)
 
     def _machine(self, node: Node) -> DictStateMachine:
@@ -219,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--duration", type=float, default=20.0, help="simulated seconds")
     arguments = parser.parse_args(argv)
+    # Nodes log expected events (a removal, a peer unreachable); a sweep shows failures only.
+    logging.basicConfig(level=logging.ERROR)
     first, last = (int(part) for part in arguments.seeds.split(":"))
     started = time.monotonic()
     failed = 0

@@ -57,11 +57,13 @@ class LocalCluster:
         self.founders = [NodeId(number) for number in range(1, size + 1)]
         self.storages: dict[NodeId, RaftStorage] = {}
         self.nodes: dict[NodeId, Node] = {}
+        self._given_peers: dict[NodeId, dict[NodeId, str]] = {}
 
-    def _node(self, node_id: NodeId, peers: dict[NodeId, str] | None = None) -> Node:
+    def _node(self, node_id: NodeId) -> Node:
         storage = self.storages[node_id]
         return Node(
-            peers=peers,
+            # What the node was told at its first start; a restart is told the same.
+            peers=self._given_peers.get(node_id),
             node_id=node_id,
             storage=storage,
             transport=self.network.transport(address_of(node_id)),
@@ -85,9 +87,8 @@ class LocalCluster:
         """Start a node with empty storage that waits to be added (not yet a member). It
         knows its own address and the founders', as an operator would tell it."""
         self.storages[node_id] = self._make_storage(node_id)
-        node = self._node(
-            node_id, peers={peer: address_of(peer) for peer in [*self.founders, node_id]}
-        )
+        self._given_peers[node_id] = {peer: address_of(peer) for peer in [*self.founders, node_id]}
+        node = self._node(node_id)
         self.nodes[node_id] = node
         await node.start()
         return node

@@ -190,10 +190,14 @@ async def change_as_leader(node: Node, request: MemberRequest, timeout: float | 
     if request.action is MemberAction.ADD_LEARNER:
         if not request.address:
             raise MembershipError("invalid", "adding a learner needs its address")
-        if node_id in conf_state.voters:
-            raise MembershipError("invalid", f"node {node_id} is already a voter")
-        if node_id in conf_state.learners and node._peers.get(node_id) == request.address:
-            return conf_state  # a retried request: already done
+        if node_id in conf_state.voters | conf_state.learners:
+            if node._peers.get(node_id) == request.address:
+                # Already a member at that address: a retried join, done already.
+                return conf_state
+            raise MembershipError(
+                "invalid",
+                f"node {node_id} is already a member at {node._peers.get(node_id)!r}",
+            )
         peers[node_id] = request.address
         change_type = ConfChangeType.ADD_LEARNER_NODE
     elif request.action is MemberAction.PROMOTE:

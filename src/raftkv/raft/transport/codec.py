@@ -263,14 +263,17 @@ def decode_message(message: wire.Message) -> Message:
 # -- Send frames --------------------------------------------------------------------------------
 
 
-def encode_batch(cluster_id: int, messages: Sequence[Message]) -> wire.MessageBatch:
-    """One Send frame. Every message must have the same sender (the frame's `from_node`)."""
+def encode_batch(
+    cluster_id: int, messages: Sequence[Message], from_address: str = ""
+) -> wire.MessageBatch:
+    """One Send frame. Every message must have the same sender (the frame's `from_node`);
+    `from_address` is where that sender listens."""
     if not messages:
         raise InvalidArgument("an empty batch is never sent")
     sender = messages[0].sender
     if any(message.sender != sender for message in messages):
         raise InvalidArgument("a batch carries the messages of one sender")
-    batch = wire.MessageBatch(cluster_id=cluster_id, from_node=sender)
+    batch = wire.MessageBatch(cluster_id=cluster_id, from_node=sender, from_address=from_address)
     add_message = batch.messages.add
     for message in messages:
         _encode_into(add_message, message)
@@ -278,10 +281,22 @@ def encode_batch(cluster_id: int, messages: Sequence[Message]) -> wire.MessageBa
 
 
 def decode_batch(data: bytes, cluster_id: int) -> list[Message]:
-    """The messages of one received Send frame, all or nothing. Raises MalformedMessage for
-    undecodable bytes, another cluster's frame, a message whose sender is not the frame's
-    `from_node`, or any malformed message."""
+    """The messages of one received Send frame (see `decode_frame`)."""
+    return decode_frame(data, cluster_id)[2]
+
+
+# Longest sender address accepted from a frame (host:port, with room for IPv6 and names).
+MAX_ADDRESS_LENGTH = 300
+
+
+def decode_frame(data: bytes, cluster_id: int) -> tuple[NodeId, str, list[Message]]:
+    """(from_node, from_address, messages) of one received Send frame, all or nothing.
+    Raises MalformedMessage for undecodable bytes, another cluster's frame, a message
+    whose sender is not the frame's `from_node`, an oversize address, or any malformed
+    message."""
     batch = _parse(wire.MessageBatch, data)
+    if len(batch.from_address) > MAX_ADDRESS_LENGTH:
+        raise MalformedMessage(f"sender address of {len(batch.from_address)} characters")
     _check_cluster(batch.cluster_id, cluster_id)
     from_node = batch.from_node
     decoded = [decode_message(message) for message in batch.messages]
@@ -290,7 +305,7 @@ def decode_batch(data: bytes, cluster_id: int) -> list[Message]:
             raise MalformedMessage(
                 f"message from {message.sender} in a batch from node {from_node}"
             )
-    return decoded
+    return NodeId(from_node), batch.from_address, decoded
 
 
 _Parsed = TypeVar("_Parsed", wire.MessageBatch, wire.SnapshotChunk, wire.MemberRequest)

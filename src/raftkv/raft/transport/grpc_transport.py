@@ -64,7 +64,7 @@ from raftkv.raft.transport.codec import (
     WIRE_MESSAGE_TYPES,
     SnapshotAssembler,
     SnapshotTooLarge,
-    decode_batch,
+    decode_frame,
     decode_member_request,
     decode_member_response,
     encode_batch,
@@ -524,9 +524,13 @@ class GrpcTransport:
         received = 0
         async for frame in frames:
             try:
-                messages = decode_batch(frame, self.settings.cluster_id)
+                from_node, from_address, messages = decode_frame(frame, self.settings.cluster_id)
             except MalformedMessage as error:
                 await self._reject(context, "Send", grpc.StatusCode.INVALID_ARGUMENT, error)
+            if from_address and from_node not in self._addresses:
+                # A peer we have no address for (we lag behind the change that added it):
+                # learn where it listens so we can answer. Known addresses stay as set.
+                self.set_peer(from_node, from_address)
             if messages and self._handler is not None:
                 self.stats.frames_received += 1
                 self.stats.messages_received += len(messages)
@@ -744,7 +748,7 @@ class _PeerSender:
         settings = transport.settings
         frame = self._take_frame(settings.max_batch_messages, settings.max_batch_bytes)
         try:
-            batch = encode_batch(settings.cluster_id, frame)
+            batch = encode_batch(settings.cluster_id, frame, transport.address)
         except InvalidArgument as error:
             # Our own bug (say, a negative term): nothing the peer can help with, and no
             # reason to break the stream. Raft retransmits.

@@ -131,14 +131,16 @@ class Message(_message.Message):
     def __init__(self, type: _Optional[_Union[MessageType, str]] = ..., to: _Optional[int] = ..., sender: _Optional[int] = ..., term: _Optional[int] = ..., log_term: _Optional[int] = ..., index: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., commit: _Optional[int] = ..., snapshot: _Optional[_Union[Snapshot, _Mapping]] = ..., reject: _Optional[bool] = ..., reject_hint: _Optional[int] = ..., context: _Optional[bytes] = ...) -> None: ...
 
 class MessageBatch(_message.Message):
-    __slots__ = ("cluster_id", "from_node", "messages")
+    __slots__ = ("cluster_id", "from_node", "messages", "from_address")
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     FROM_NODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    FROM_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     cluster_id: int
     from_node: int
     messages: _containers.RepeatedCompositeFieldContainer[Message]
-    def __init__(self, cluster_id: _Optional[int] = ..., from_node: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ...) -> None: ...
+    from_address: str
+    def __init__(self, cluster_id: _Optional[int] = ..., from_node: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., from_address: _Optional[str] = ...) -> None: ...
 
 class SendAck(_message.Message):
     __slots__ = ("messages_received",)
