@@ -117,6 +117,7 @@ def test_testing_all_is_pinned() -> None:
             "InProcessNetwork",
             "InProcessTransport",
             "LocalCluster",
+            "LossyMemoryStorage",
             "ManualClock",
             "MemoryStorage",
             "RecordingHandler",

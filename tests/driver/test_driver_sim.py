@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 
@@ -49,3 +50,17 @@ def test_the_sweep_catches_stale_reads(monkeypatch: pytest.MonkeyPatch) -> None:
     failing = [seed for seed in range(20) if not run_seed(seed).ok]
     assert failing, "stale reads went unnoticed"
     assert any("not linearizable" in f for seed in failing[:1] for f in run_seed(seed).failures)
+
+
+def test_the_sweep_catches_a_driver_that_never_fsyncs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A driver that writes without fsync loses what it acknowledged when a node crashes
+    (LossyMemoryStorage keeps only synced writes): the sweep must notice."""
+    original = Node._submit_write
+
+    def never_sync(self: Node, function: Any, *arguments: Any, **keywords: Any) -> Any:
+        if "sync" in keywords:
+            keywords["sync"] = False
+        return original(self, function, *arguments, **keywords)
+
+    monkeypatch.setattr(Node, "_submit_write", never_sync)
+    assert any(not run_seed(seed).ok for seed in range(20)), "lost writes went unnoticed"

@@ -6,6 +6,7 @@ from raftkv.raft.driver.clock import ManualClock
 from raftkv.raft.storage.memory import MemoryStorage
 from raftkv.raft.transport.inprocess import InProcessNetwork, InProcessTransport
 from raftkv.testing.local_cluster import ConditionNotMet, LocalCluster
+from raftkv.testing.lossy_storage import LossyMemoryStorage
 from raftkv.testing.state_machines import DictStateMachine, DurableDictStateMachine
 from raftkv.testing.storage_conformance import StorageFactory, check_raft_storage
 from raftkv.testing.transport_conformance import (
@@ -21,6 +22,7 @@ __all__ = [
     "InProcessNetwork",
     "InProcessTransport",
     "LocalCluster",
+    "LossyMemoryStorage",
     "ManualClock",
     "MemoryStorage",
     "RecordingHandler",

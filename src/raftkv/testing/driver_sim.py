@@ -11,6 +11,8 @@ the run checks:
 - every node converges to the same state;
 - no state machine instance applied an index twice.
 
+Storage is a LossyMemoryStorage: a crash forgets every write that was not fsynced.
+
     python -m raftkv.testing.driver_sim --seeds 0:200
 """
 
@@ -33,6 +35,7 @@ from raftkv.raft.driver.settings import NodeSettings
 from raftkv.raft.storage.base import RaftStorage
 from raftkv.testing import linearizability as lin
 from raftkv.testing.local_cluster import LocalCluster, address_of
+from raftkv.testing.lossy_storage import LossyMemoryStorage
 from raftkv.testing.state_machines import DictStateMachine, encode_set
 
 KEYS = ("a", "b", "c")
@@ -71,7 +74,11 @@ class _Run:
             lease_reads=self.rng.random() < 0.3,
         )
         self.cluster = LocalCluster(
-            nodes, state_machine=_state_machine, settings=settings, seed=seed
+            nodes,
+            state_machine=_state_machine,
+            settings=settings,
+            seed=seed,
+            storage=lambda _: LossyMemoryStorage(),
         )
         self.duration_s = duration_s
         self.history: list[lin.Operation] = []

@@ -22,6 +22,7 @@ from raftkv.raft.driver.state_machine import StateMachine
 from raftkv.raft.storage.base import RaftStorage
 from raftkv.raft.storage.memory import MemoryStorage
 from raftkv.raft.transport.inprocess import InProcessNetwork
+from raftkv.testing.lossy_storage import LossyMemoryStorage
 
 T = TypeVar("T")
 
@@ -95,8 +96,11 @@ class LocalCluster:
 
     async def crash(self, node_id: NodeId) -> None:
         """Stop a node abruptly (no leadership hand-over). Its storage keeps what it
-        persisted; with inline persistence every completed write was durable."""
+        persisted durably: a LossyMemoryStorage forgets its unsynced writes."""
         await self.nodes[node_id].stop(transfer_leadership=False)
+        storage = self.storages[node_id]
+        if isinstance(storage, LossyMemoryStorage):
+            storage.lose_unsynced()
 
     async def restart(self, node_id: NodeId) -> Node:
         node = self._node(node_id)
