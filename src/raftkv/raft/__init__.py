@@ -30,6 +30,7 @@ from raftkv.raft.driver.errors import (
     Overloaded,
     ProposalTimeout,
     ReadTimeout,
+    Removed,
     Stopped,
 )
 from raftkv.raft.driver.node import Node
@@ -76,6 +77,7 @@ __all__ = [
     "RaftError",
     "RaftStorage",
     "ReadTimeout",
+    "Removed",
     "RocksStorage",
     "StateMachine",
     "StateRole",

@@ -96,7 +96,7 @@ class _Run:
         return [
             node
             for node in self.cluster.nodes.values()
-            if node.id not in self.crashed and node.id not in self.removed
+            if node.id not in self.crashed and node.id not in self.removed and not node.removed
         ]
 
     def node_for_client(self) -> Node | None:

@@ -145,8 +145,9 @@ class LocalCluster:
         return [node for node in self.nodes.values() if not node.status().stopped]
 
     def leader(self) -> Node | None:
-        """The running node that believes it leads in the highest term, if any."""
-        leaders = [node for node in self.running() if node.is_leader]
+        """The running member that believes it leads in the highest term, if any (a
+        removed leader that is still handing over does not count)."""
+        leaders = [node for node in self.running() if node.is_leader and not node.removed]
         return max(leaders, key=lambda node: node.status().term, default=None)
 
     async def wait_for_leader(self, *, max_seconds: float = 30.0) -> Node:

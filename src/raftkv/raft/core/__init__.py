@@ -6,6 +6,7 @@ See `rawnode.RawNode` for the entry point and `ready.Ready` for the caller's con
 from raftkv.raft.core.config import NO_LIMIT, Config
 from raftkv.raft.core.errors import (
     ConfChangeInvalid,
+    ConfChangePending,
     ConfigInvalid,
     InvalidArgument,
     InvariantViolation,
@@ -52,6 +53,7 @@ __all__ = [
     "NO_NODE",
     "ConfChange",
     "ConfChangeInvalid",
+    "ConfChangePending",
     "ConfChangeSingle",
     "ConfChangeTransition",
     "ConfChangeType",

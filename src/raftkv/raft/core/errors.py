@@ -58,6 +58,10 @@ class ConfChangeInvalid(RaftError):
     """A membership change is not allowed (see message)."""
 
 
+class ConfChangePending(ConfChangeInvalid):
+    """Another membership change is not applied yet; this one may be retried after it."""
+
+
 class InvalidArgument(RaftError):
     """The caller misused the API (a local bug, not a misbehaving peer)."""
 

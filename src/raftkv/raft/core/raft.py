@@ -32,6 +32,7 @@ from raftkv.raft.core import confchange
 from raftkv.raft.core.config import NO_LIMIT, Config
 from raftkv.raft.core.errors import (
     ConfChangeInvalid,
+    ConfChangePending,
     InvariantViolation,
     LogCompacted,
     LogUnavailable,
@@ -594,7 +595,7 @@ class Raft:
     def check_conf_change_allowed(self, change: ConfChange) -> None:
         """Raise ConfChangeInvalid unless `change` may be proposed now."""
         if self.pending_conf_index > self.log.applied:
-            raise ConfChangeInvalid(
+            raise ConfChangePending(
                 f"a membership change at index {self.pending_conf_index} is not applied yet "
                 f"(applied {self.log.applied})"
             )

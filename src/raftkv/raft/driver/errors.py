@@ -15,6 +15,11 @@ class NodeFailed(Stopped):
     failed write, a state machine that raised). `__cause__` holds the error."""
 
 
+class Removed(Stopped):
+    """This node was removed from the cluster by a membership change: it serves nothing
+    any more (it keeps running only so the remaining voters can finish the change)."""
+
+
 class ProposalTimeout(RaftError, TimeoutError):
     """No outcome within the deadline. The command may still be applied later: retry only
     with an idempotent command or an exactly-once id."""

@@ -12,11 +12,13 @@ internals and run on its event loop.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from raftkv.raft.core.errors import (
     ConfChangeInvalid,
+    ConfChangePending,
     InvalidArgument,
     NotLeader,
     ProposalDropped,
@@ -30,11 +32,13 @@ from raftkv.raft.core.types import (
     NodeId,
     StateRole,
 )
-from raftkv.raft.driver.envelope import encode_conf_change_context
+from raftkv.raft.driver.envelope import RequestId, encode_conf_change_context
 from raftkv.raft.driver.errors import (
     MembershipError,
     NotCaughtUp,
+    Overloaded,
     ProposalTimeout,
+    ReadTimeout,
     Stopped,
 )
 from raftkv.raft.transport.base import (
@@ -93,6 +97,7 @@ async def ask_cluster(
     attempt = 0
     last_error = "no answer"
     while True:
+        node._check_running()
         remaining = deadline - node.clock.now()
         if remaining <= 0:
             raise TimeoutError(f"{request.action.value} of node {node.id}: {last_error}")
@@ -135,7 +140,9 @@ async def handle_request(node: Node, request: MemberRequest) -> MemberResponse:
     if node._role is not StateRole.LEADER:
         return not_leader_response(node)
     try:
-        await change_as_leader(node, request, None)
+        # Half the requester's usual wait, so it hears "busy" or "timeout" (and retries)
+        # rather than timing out itself while the change may still go through.
+        await change_as_leader(node, request, node.settings.membership_timeout_s / 2)
     except MembershipError as error:
         return member_error(node, error.code, error.detail)
     except NotCaughtUp as error:
@@ -146,7 +153,7 @@ async def handle_request(node: Node, request: MemberRequest) -> MemberResponse:
         return not_leader_response(node)
     except (ProposalTimeout, TimeoutError) as error:
         return member_error(node, "timeout", str(error))
-    except (ProposalDropped, Stopped) as error:
+    except (ProposalDropped, Overloaded, Stopped) as error:
         return member_error(node, "busy", str(error))
     return MemberResponse(
         ok=True,
@@ -175,12 +182,40 @@ async def change(node: Node, request: MemberRequest, timeout: float | None) -> C
         if response.error == "not_caught_up":
             raise NotCaughtUp(response.message)
         raise MembershipError(response.error, response.message)
-    # Wait until we have applied it too, so our status shows the change.
-    await node.read_index(timeout=wait)
+    # The change is made. Wait until it is applied here too, so our status shows it; if
+    # that read cannot be confirmed now, the change still stands.
+    with contextlib.suppress(ReadTimeout):
+        await node.read_index(timeout=wait)
     return node._core().raft.conf_state()
 
 
 async def change_as_leader(node: Node, request: MemberRequest, timeout: float | None) -> ConfState:
+    """Check and propose `request` as the leader; wait until it is applied here.
+
+    While another change is still being applied (a concurrent join, a retry of this very
+    request, a new leader's first entry) it waits and tries again until the deadline:
+    the retry re-checks the membership, so a retried request finds itself done."""
+    wait = timeout if timeout is not None else node.settings.membership_timeout_s
+    deadline = node.clock.now() + wait
+    while True:
+        if node._role is not StateRole.LEADER:
+            raise NotLeader(node._leader_id)
+        prepared = _prepare_change(node, request)
+        if isinstance(prepared, ConfState):
+            return prepared
+        request_id, change = prepared
+        remaining = deadline - node.clock.now()
+        try:
+            return await node._propose_conf_change(request_id, change, max(remaining, 0.0))
+        except ConfChangePending as error:
+            if node.clock.now() + node.settings.tick_interval_s >= deadline:
+                raise MembershipError("busy", str(error)) from error
+        await node.clock.sleep(node.settings.tick_interval_s)
+
+
+def _prepare_change(node: Node, request: MemberRequest) -> ConfState | tuple[RequestId, ConfChange]:
+    """The change to propose for `request`, or the current membership if it is done
+    already. Raises MembershipError / NotCaughtUp when it cannot be made."""
     rawnode = node._core()
     conf_state = rawnode.raft.conf_state()
     node_id = request.node_id
@@ -222,7 +257,7 @@ async def change_as_leader(node: Node, request: MemberRequest, timeout: float | 
         changes=(ConfChangeSingle(change_type, node_id),),
         context=encode_conf_change_context(request_id, peers),
     )
-    return await node._propose_conf_change(request_id, change, timeout)
+    return request_id, change
 
 
 def not_leader_response(node: Node) -> MemberResponse:

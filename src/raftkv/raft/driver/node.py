@@ -44,6 +44,7 @@ from raftkv.raft.core.errors import (
     PeerNotFound,
     ProposalDropped,
     RaftError,
+    SnapshotOutOfDate,
 )
 from raftkv.raft.core.rawnode import RawNode
 from raftkv.raft.core.ready import Ready
@@ -56,6 +57,7 @@ from raftkv.raft.core.types import (
     EntryKind,
     HardState,
     Message,
+    MessageType,
     NodeId,
     ReadOnlyOption,
     Snapshot,
@@ -78,6 +80,7 @@ from raftkv.raft.driver.errors import (
     Overloaded,
     ProposalTimeout,
     ReadTimeout,
+    Removed,
     Stopped,
 )
 from raftkv.raft.driver.settings import NodeSettings
@@ -173,6 +176,7 @@ class Node:
         self._appended_at: dict[int, RequestId] = {}
         self._reads: dict[bytes, _PendingRead] = {}
         self._pending_ticks = 0
+        self._next_tick = 0.0
         self._tick_count = 0
         self._batch_entries = 0
         self._batch_bytes = 0
@@ -188,6 +192,7 @@ class Node:
         self._stopping = False
         self._stopped = asyncio.Event()
         self.failure: BaseException | None = None
+        self._final_status: NodeStatus | None = None
         self.removed = False
         self.stats = NodeStats()
         self._leader_id = NO_NODE
@@ -274,6 +279,7 @@ class Node:
             if peer != self.id:
                 self.transport.set_peer(peer, address)
         loop = asyncio.get_running_loop()
+        self._next_tick = self.clock.now() + settings.tick_interval_s
         self._tasks = [
             loop.create_task(self._run(), name=f"raftkv-node-{self.id}"),
             loop.create_task(self._tick_forever(), name=f"raftkv-ticker-{self.id}"),
@@ -321,6 +327,8 @@ class Node:
             await self.transport.stop()
         if self._writer is not None:
             self._writer.shutdown(wait=True)
+        with contextlib.suppress(Exception):
+            self._final_status = self.status()
         if self._owns_storage:
             with contextlib.suppress(Exception):
                 self.storage.close()
@@ -449,6 +457,8 @@ class Node:
         return self._leader_id
 
     def status(self) -> NodeStatus:
+        if self._final_status is not None:
+            return self._final_status  # stopped: the storage may be closed
         rawnode = self._core()
         status = rawnode.status()
         return NodeStatus(
@@ -477,7 +487,7 @@ class Node:
             pending_proposals=len(self._proposals),
             pending_reads=len(self._reads),
             removed=self.removed,
-            stopped=self._stopped.is_set(),
+            stopped=self._stopping,
         )
 
     @property
@@ -529,20 +539,23 @@ class Node:
 
     async def _tick_forever(self) -> None:
         interval = self.settings.tick_interval_s
-        next_tick = self.clock.now() + interval
+        # A stall (a long apply or snapshot, a GC pause) must not stretch the core's
+        # notion of time: a leader's lease is counted in ticks, so every tick missed
+        # while stalled is delivered afterwards, capped at two election timeouts (enough
+        # to expire any lease or timeout). _process steps the inbox before these ticks,
+        # so messages that did arrive during the stall count first.
+        burst_limit = 2 * self.settings.election_ticks
         while True:
-            await self.clock.sleep(next_tick - self.clock.now())
-            self._pending_ticks += 1
-            next_tick += interval
-            # After a long stall do not fire a burst of catch-up ticks: that would time out
-            # elections that never had a chance to hear a heartbeat.
-            next_tick = max(next_tick, self.clock.now())
+            await self.clock.sleep(self._next_tick - self.clock.now())
+            missed = int((self.clock.now() - self._next_tick) // interval) + 1
+            self._next_tick += missed * interval
+            self._pending_ticks = min(self._pending_ticks + missed, burst_limit)
             self._wake.set()
 
     def _process(self) -> None:
         rawnode = self._core()
-        self._drain_ticks(rawnode)
         self._drain_inbox(rawnode)
+        self._drain_ticks(rawnode)
         self._drain_proposals(rawnode)
         self._drain_reads(rawnode)
         while True:
@@ -577,8 +590,10 @@ class Node:
                 self.stats.messages_rejected += 1
                 continue
             try:
+                if message.type is MessageType.PROPOSE:
+                    _check_forwarded_entries(message.entries)
                 rawnode.step(message)
-            except (MalformedMessage, PeerNotFound, InvalidArgument) as error:
+            except (MalformedMessage, PeerNotFound, InvalidArgument, EnvelopeError) as error:
                 # A peer's fault or a stale response: drop it, never crash on it.
                 self.stats.messages_rejected += 1
                 logger.debug(
@@ -648,6 +663,10 @@ class Node:
             if pending is not None and not pending.future.done():
                 pending.future.set_exception(error)
 
+    def _is_pending(self, request: RequestId) -> bool:
+        pending = self._proposals.get(request)
+        return pending is not None and not pending.future.done()
+
     def _drain_reads(self, rawnode: RawNode) -> None:
         while self._read_requests:
             context = self._read_requests.popleft()
@@ -672,6 +691,8 @@ class Node:
         self._queued.extendleft(reversed(parked))
 
     def _expire(self, now: float) -> None:
+        # Parked and queued items of finished requests hold their commands: drop them.
+        self._parked = [item for item in self._parked if self._is_pending(item.request)]
         for request, pending in list(self._proposals.items()):
             if now >= pending.deadline and not pending.future.done():
                 pending.future.set_exception(
@@ -740,11 +761,19 @@ class Node:
         self._maybe_snapshot(rawnode)
 
     def _install_snapshot(self, snapshot: Snapshot) -> None:
+        # Entries this node appended as leader at or below the snapshot are never applied
+        # here one by one: whether they committed is unknown to us now.
+        for index in [index for index in self._appended_at if index <= snapshot.metadata.index]:
+            pending = self._proposals.get(self._appended_at.pop(index))
+            if pending is not None and not pending.future.done():
+                pending.future.set_exception(
+                    ProposalTimeout(f"outcome unknown: entry {index} is covered by a snapshot")
+                )
         peers, app = self._decode_snapshot(snapshot)
         self._peers.update(peers)
         metadata = snapshot.metadata
         self.state_machine.restore(app, metadata.index, metadata.term)
-        self._snapshot_index = metadata.index
+        self._snapshot_index = max(self._snapshot_index, metadata.index)
         self._sync_transport_peers(metadata.conf_state)
         self.stats.snapshots_installed += 1
 
@@ -765,7 +794,12 @@ class Node:
             try:
                 request, command = decode_proposal(entry.data)
             except EnvelopeError as error:
-                raise EnvelopeError(f"log entry {entry.index}: {error}") from error
+                # Forwarded proposals are checked on arrival, so only a peer of another
+                # version could have put this here. Every node skips it alike (an error
+                # here would stop every node, on every restart, for good).
+                logger.error("node %d skips log entry %d: %s", self.id, entry.index, error)
+                self._fail_overwritten(entry.index, None)
+                continue
             self._fail_overwritten(entry.index, request)
             commands.append(Command(entry.index, entry.term, command))
             owners.append(request)
@@ -800,8 +834,14 @@ class Node:
             )
 
     def _apply_conf_change(self, rawnode: RawNode, entry: Entry) -> None:
-        change = ConfChange.decode(entry.data)
-        request, peers = decode_conf_change_context(change.context)
+        try:
+            change = ConfChange.decode(entry.data)
+            request, peers = decode_conf_change_context(change.context)
+        except (ValueError, EnvelopeError) as error:
+            # As for a command: skipped alike everywhere rather than fatal everywhere.
+            logger.error("node %d skips membership entry %d: %s", self.id, entry.index, error)
+            self._fail_overwritten(entry.index, None)
+            return
         self._fail_overwritten(entry.index, request)
         pending = self._proposals.get(request) if request is not None else None
         try:
@@ -813,12 +853,16 @@ class Node:
             return
         self._peers.update(peers)
         members = conf_state.voters | conf_state.learners | conf_state.voters_outgoing
+        removed_here = False
         for single in change.changes:
             if single.type is ConfChangeType.REMOVE_NODE and single.node_id not in members:
                 self._peers.pop(single.node_id, None)
                 if single.node_id == self.id:
-                    self.removed = True
-                    logger.warning("node %d was removed from the cluster", self.id)
+                    # Keep the transport: until the new voters have applied this they may
+                    # still need our vote.
+                    removed_here = True
+                else:
+                    self.transport.remove_peer(single.node_id)
         self._sync_transport_peers(conf_state)
         if any(single.type is not ConfChangeType.REMOVE_NODE for single in change.changes):
             # A new member catches up from a snapshot, and refuses one whose membership
@@ -827,6 +871,18 @@ class Node:
             self._snapshot_wanted = True
         if pending is not None and not pending.future.done():
             pending.future.set_result(conf_state)
+        if removed_here and not self.removed:
+            self.removed = True
+            logger.warning("node %d was removed from the cluster", self.id)
+            # Nothing pending here can complete any more: say so now, not at deadlines.
+            reason = Removed(f"node {self.id} was removed from the cluster")
+            futures: list[asyncio.Future[Any]] = [
+                *(pending.future for pending in self._proposals.values()),
+                *(read.future for read in self._reads.values()),
+            ]
+            for future in futures:
+                if not future.done():
+                    future.set_exception(reason)
 
     def _answer_reads(self, applied: int) -> None:
         for read in self._reads.values():
@@ -858,8 +914,14 @@ class Node:
     def _finish_snapshot(self) -> None:
         assert self._snapshot_write is not None
         write, self._snapshot_write = self._snapshot_write, None
-        snapshot = write.result()  # a failed snapshot write is fatal
-        self._snapshot_index = snapshot.metadata.index
+        try:
+            snapshot = write.result()  # any other failed snapshot write is fatal
+        except SnapshotOutOfDate:
+            # A newer snapshot from the leader was installed meanwhile: ours is moot.
+            return
+        # Never backwards: the leader's snapshot may have been installed after ours was
+        # submitted and before it finished.
+        self._snapshot_index = max(self._snapshot_index, snapshot.metadata.index)
         self.stats.snapshots_created += 1
         # Compacting is cheap (a range delete) and done here on the loop so the core never
         # sees the log's first index move in the middle of a step.
@@ -892,6 +954,8 @@ class Node:
     def _check_running(self) -> None:
         if not self._started:
             raise Stopped("the node is not started")
+        if self.removed:
+            raise Removed(f"node {self.id} was removed from the cluster")
         if self._stopping:
             if self.failure is not None:
                 raise NodeFailed(f"node {self.id} failed: {self.failure}") from self.failure
@@ -1002,3 +1066,17 @@ class Node:
         if progress is None or progress.match < self._rawnode.raft.log.committed:
             return  # nobody is caught up; a transfer would leave the cluster leaderless
         await self.transfer_leadership(target, timeout=self.settings.stop_transfer_timeout_s)
+
+
+def _check_forwarded_entries(entries: Sequence[Entry]) -> None:
+    """Raise EnvelopeError unless every entry a peer forwards for the log is one this
+    version can apply: a command envelope or a membership change with a valid context."""
+    for entry in entries:
+        if entry.kind is EntryKind.CONF_CHANGE:
+            try:
+                change = ConfChange.decode(entry.data)
+            except ValueError as error:
+                raise EnvelopeError(f"forwarded membership change: {error}") from error
+            decode_conf_change_context(change.context)
+        else:
+            decode_proposal(entry.data)
