@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import concurrent.futures
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -199,3 +201,88 @@ def test_a_request_id_round_trips_through_the_envelope() -> None:
     # Keeps encode_proposal imported for the garbage test's contrast: a real envelope.
     data = encode_proposal(RequestId(NodeId(1), 7, 9), b"cmd")
     assert data.endswith(b"cmd") and len(data) == 25 + 3
+
+
+class HeldWriter(concurrent.futures.Executor):
+    """A one-thread writer stand-in: FIFO, runs at once unless held."""
+
+    def __init__(self) -> None:
+        self.hold = False
+        self.queue: collections.deque[tuple[concurrent.futures.Future[Any], Any]] = (
+            collections.deque()
+        )
+
+    def submit(self, function: Any, /, *arguments: Any, **keywords: Any) -> Any:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.queue.append((future, function))
+        if not self.hold:
+            self.pump()
+        return future
+
+    def holds_snapshot_install(self) -> bool:
+        """A queued persist installs a snapshot (the driver submits a closure over
+        storage.persist(hard_state, entries, snapshot, sync=...))."""
+        for _, call in self.queue:
+            cells = dict(zip(call.__code__.co_freevars, call.__closure__ or (), strict=True))
+            function = cells["function"].cell_contents
+            arguments = cells["arguments"].cell_contents
+            if function.__name__ == "persist" and arguments[2] is not None:
+                return True
+        return False
+
+    def pump(self) -> None:
+        while self.queue:
+            future, call = self.queue.popleft()
+            try:
+                future.set_result(call())
+            except BaseException as error:
+                future.set_exception(error)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self.pump()
+
+
+def test_the_leaders_snapshot_landing_during_our_own_does_not_stop_the_node() -> None:
+    """Was: our own snapshot finished after the leader's newer one was installed, moved
+    the snapshot index backwards, and the next snapshot attempt failed as out of date,
+    which stopped the node."""
+
+    async def scenario() -> None:
+        settings = NodeSettings(snapshot_every_entries=5, snapshot_keep_entries=0)
+        cluster = LocalCluster(3, state_machine=memory_dict, settings=settings)
+        await cluster.start()
+        leader = await cluster.wait_for_leader()
+        follower = next(node for node in cluster.nodes.values() if node is not leader)
+        writer = HeldWriter()
+        follower._writer = writer  # type: ignore[assignment]
+        await cluster.complete(leader.propose(encode_set("a", "1")))
+        cluster.network.isolate(address_of(follower.id))
+        # 28 more entries end the leader's log at index 31, where it also snapshots: the
+        # follower installs a snapshot with nothing after it.
+        for number in range(28):
+            await cluster.complete(leader.propose(encode_set(f"k{number}", "v")))
+        # The follower starts a (slow) snapshot of its own just as the leader's arrives.
+        follower._snapshot_wanted = True
+        writer.hold = True
+        cluster.network.heal()
+        await cluster.run_until(
+            lambda: follower._snapshot_write is not None and writer.holds_snapshot_install()
+        )
+        writer.hold = False
+        writer.pump()
+        follower._wake.set()
+        await cluster.run_until(lambda: len(follower.state_machine.data) == 29)  # type: ignore[attr-defined]
+        index_after_install = follower.status().snapshot_index
+        # Heartbeats come and go with nothing new to apply: a snapshot attempt at exactly
+        # the installed index would be refused by the storage.
+        resume_at = cluster.clock.now() + 2.0
+        await cluster.run_until(lambda: cluster.clock.now() >= resume_at)
+        assert follower.failure is None
+        for number in range(10):
+            await cluster.complete(leader.propose(encode_set(f"more{number}", "v")))
+        await cluster.run_until(lambda: len(follower.state_machine.data) == 39)  # type: ignore[attr-defined]
+        assert follower.failure is None
+        assert follower.status().snapshot_index >= index_after_install
+        await cluster.stop()
+
+    run(scenario)
