@@ -14,11 +14,12 @@ strict: an unknown version or a malformed envelope is an error, never a guess.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import msgspec
 
-from raftkv.raft.core.types import NodeId
+from raftkv.raft.core.types import ConfChange, Entry, EntryKind, NodeId
 
 PROPOSAL_VERSION = 1
 _HEADER = struct.Struct(">BQQQ")
@@ -109,3 +110,17 @@ def decode_snapshot(data: bytes) -> tuple[dict[NodeId, str], bytes]:
     if envelope.version != 1:
         raise EnvelopeError(f"snapshot envelope version {envelope.version} is unknown")
     return {NodeId(peer): address for peer, address in envelope.peers.items()}, envelope.app
+
+
+def check_forwarded_entries(entries: Sequence[Entry]) -> None:
+    """Raise EnvelopeError unless every entry a peer forwards for the log is one this
+    version can apply: a command envelope or a membership change with a valid context."""
+    for entry in entries:
+        if entry.kind is EntryKind.CONF_CHANGE:
+            try:
+                change = ConfChange.decode(entry.data)
+            except ValueError as error:
+                raise EnvelopeError(f"forwarded membership change: {error}") from error
+            decode_conf_change_context(change.context)
+        else:
+            decode_proposal(entry.data)

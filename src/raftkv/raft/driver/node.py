@@ -44,17 +44,13 @@ from raftkv.raft.core.errors import (
     PeerNotFound,
     ProposalDropped,
     RaftError,
-    SnapshotOutOfDate,
 )
 from raftkv.raft.core.rawnode import RawNode
 from raftkv.raft.core.ready import Ready
 from raftkv.raft.core.types import (
     NO_NODE,
     ConfChange,
-    ConfChangeType,
     ConfState,
-    Entry,
-    EntryKind,
     HardState,
     Message,
     MessageType,
@@ -64,13 +60,12 @@ from raftkv.raft.core.types import (
     SnapshotMetadata,
     StateRole,
 )
-from raftkv.raft.driver import membership
+from raftkv.raft.driver import applying, membership
 from raftkv.raft.driver.clock import Clock, SystemClock
 from raftkv.raft.driver.envelope import (
     EnvelopeError,
     RequestId,
-    decode_conf_change_context,
-    decode_proposal,
+    check_forwarded_entries,
     decode_snapshot,
     encode_proposal,
     encode_snapshot,
@@ -84,7 +79,7 @@ from raftkv.raft.driver.errors import (
     Stopped,
 )
 from raftkv.raft.driver.settings import NodeSettings
-from raftkv.raft.driver.state_machine import Command, StateMachine
+from raftkv.raft.driver.state_machine import StateMachine
 from raftkv.raft.driver.status import NodeStats, NodeStatus, PeerProgress
 from raftkv.raft.storage.base import RaftStorage
 from raftkv.raft.transport.base import (
@@ -567,7 +562,7 @@ class Node:
                 # Proposals held back by the batch limit may go now.
                 self._drain_proposals(rawnode)
             if self._snapshot_write is not None and self._snapshot_write.done():
-                self._finish_snapshot()
+                applying.finish_snapshot(self)
             if not rawnode.has_ready():
                 return
             self._start_ready(rawnode)
@@ -591,7 +586,7 @@ class Node:
                 continue
             try:
                 if message.type is MessageType.PROPOSE:
-                    _check_forwarded_entries(message.entries)
+                    check_forwarded_entries(message.entries)
                 rawnode.step(message)
             except (MalformedMessage, PeerNotFound, InvalidArgument, EnvelopeError) as error:
                 # A peer's fault or a stale response: drop it, never crash on it.
@@ -749,140 +744,16 @@ class Node:
         if ready.persisted_messages:
             self.transport.send(ready.persisted_messages)
         if ready.snapshot is not None:
-            self._install_snapshot(ready.snapshot)
+            applying.install_snapshot(self, ready.snapshot)
         if ready.committed_entries:
-            self._apply(rawnode, ready.committed_entries)
+            applying.apply_entries(self, rawnode, ready.committed_entries)
         for read_state in ready.read_states:
             read = self._reads.get(read_state.request_context)
             if read is not None and read.index == 0:
                 read.index = max(read_state.index, 1)
         rawnode.advance(ready)
         self._answer_reads(rawnode.raft.log.applied)
-        self._maybe_snapshot(rawnode)
-
-    def _install_snapshot(self, snapshot: Snapshot) -> None:
-        # Entries this node appended as leader at or below the snapshot are never applied
-        # here one by one: whether they committed is unknown to us now.
-        for index in [index for index in self._appended_at if index <= snapshot.metadata.index]:
-            pending = self._proposals.get(self._appended_at.pop(index))
-            if pending is not None and not pending.future.done():
-                pending.future.set_exception(
-                    ProposalTimeout(f"outcome unknown: entry {index} is covered by a snapshot")
-                )
-        peers, app = self._decode_snapshot(snapshot)
-        self._peers.update(peers)
-        metadata = snapshot.metadata
-        self.state_machine.restore(app, metadata.index, metadata.term)
-        self._snapshot_index = max(self._snapshot_index, metadata.index)
-        self._sync_transport_peers(metadata.conf_state)
-        self.stats.snapshots_installed += 1
-
-    def _apply(self, rawnode: RawNode, entries: Sequence[Entry]) -> None:
-        state_machine = self.state_machine
-        already_applied = state_machine.applied_index()
-        commands: list[Command] = []
-        owners: list[RequestId] = []
-        for entry in entries:
-            if entry.kind is EntryKind.CONF_CHANGE:
-                self._apply_conf_change(rawnode, entry)
-                continue
-            if entry.index <= already_applied:
-                continue
-            if not entry.data:
-                self._fail_overwritten(entry.index, None)
-                continue
-            try:
-                request, command = decode_proposal(entry.data)
-            except EnvelopeError as error:
-                # Forwarded proposals are checked on arrival, so only a peer of another
-                # version could have put this here. Every node skips it alike (an error
-                # here would stop every node, on every restart, for good).
-                logger.error("node %d skips log entry %d: %s", self.id, entry.index, error)
-                self._fail_overwritten(entry.index, None)
-                continue
-            self._fail_overwritten(entry.index, request)
-            commands.append(Command(entry.index, entry.term, command))
-            owners.append(request)
-        last = entries[-1]
-        if last.index <= already_applied:
-            return
-        results = state_machine.apply(commands, last.index, last.term)
-        if len(results) != len(commands):
-            raise RaftError(
-                f"state machine returned {len(results)} results for {len(commands)} commands"
-            )
-        self.stats.commands_applied += len(commands)
-        for request, result in zip(owners, results, strict=True):
-            pending = self._proposals.get(request)
-            if pending is None or pending.future.done():
-                continue
-            if isinstance(result, BaseException):
-                pending.future.set_exception(result)
-            else:
-                pending.future.set_result(result)
-
-    def _fail_overwritten(self, index: int, request: RequestId | None) -> None:
-        """If this node appended another proposal at `index` as leader, a new leader has
-        overwritten it: it will never apply, so fail it now instead of at its deadline."""
-        owner = self._appended_at.pop(index, None)
-        if owner is None or owner == request:
-            return
-        pending = self._proposals.get(owner)
-        if pending is not None and not pending.future.done():
-            pending.future.set_exception(
-                ProposalDropped(f"entry {index} was replaced by a new leader's entry")
-            )
-
-    def _apply_conf_change(self, rawnode: RawNode, entry: Entry) -> None:
-        try:
-            change = ConfChange.decode(entry.data)
-            request, peers = decode_conf_change_context(change.context)
-        except (ValueError, EnvelopeError) as error:
-            # As for a command: skipped alike everywhere rather than fatal everywhere.
-            logger.error("node %d skips membership entry %d: %s", self.id, entry.index, error)
-            self._fail_overwritten(entry.index, None)
-            return
-        self._fail_overwritten(entry.index, request)
-        pending = self._proposals.get(request) if request is not None else None
-        try:
-            conf_state = rawnode.apply_conf_change(change)
-        except ConfChangeInvalid as error:
-            # Every node refuses the same change alike; the log position is still used.
-            if pending is not None and not pending.future.done():
-                pending.future.set_exception(error)
-            return
-        self._peers.update(peers)
-        members = conf_state.voters | conf_state.learners | conf_state.voters_outgoing
-        removed_here = False
-        for single in change.changes:
-            if single.type is ConfChangeType.REMOVE_NODE and single.node_id not in members:
-                self._peers.pop(single.node_id, None)
-                if single.node_id == self.id:
-                    # Keep the transport: until the new voters have applied this they may
-                    # still need our vote.
-                    removed_here = True
-                else:
-                    self.transport.remove_peer(single.node_id)
-        self._sync_transport_peers(conf_state)
-        if any(single.type is not ConfChangeType.REMOVE_NODE for single in change.changes):
-            # A new member catches up from a snapshot, and refuses one whose membership
-            # does not include it (the core's defence, as etcd's). The latest snapshot
-            # predates this change, so take a fresh one.
-            self._snapshot_wanted = True
-        if pending is not None and not pending.future.done():
-            pending.future.set_result(conf_state)
-        if removed_here and not self.removed:
-            self.removed = True
-            logger.warning("node %d was removed from the cluster", self.id)
-            # Nothing pending here can complete any more: say so now, not at deadlines.
-            reason = Removed(f"node {self.id} was removed from the cluster")
-            futures: list[asyncio.Future[Any]] = [
-                *(pending.future for pending in self._proposals.values()),
-                *(read.future for read in self._reads.values()),
-            ]
-            for future in futures:
-                if not future.done():
-                    future.set_exception(reason)
+        applying.maybe_snapshot(self, rawnode)
 
     def _answer_reads(self, applied: int) -> None:
         for read in self._reads.values():
@@ -890,44 +761,6 @@ class Node:
                 read.future.set_result(read.index)
 
     # -- snapshots -------------------------------------------------------------------------
-
-    def _maybe_snapshot(self, rawnode: RawNode) -> None:
-        if self._snapshot_write is not None:
-            return
-        applied = self.state_machine.applied_index()
-        if applied <= self._snapshot_index:
-            return
-        if (
-            not self._snapshot_wanted
-            and applied - self._snapshot_index < self.settings.snapshot_every_entries
-        ):
-            return
-        if applied > rawnode.raft.log.applied:
-            return  # replaying after a restart: the core has not caught up to it yet
-        data = encode_snapshot(dict(self._peers), self.state_machine.snapshot())
-        conf_state = rawnode.raft.conf_state()
-        self._snapshot_wanted = False
-        self._snapshot_write = self._submit_write(
-            self.storage.create_snapshot, applied, conf_state, data
-        )
-
-    def _finish_snapshot(self) -> None:
-        assert self._snapshot_write is not None
-        write, self._snapshot_write = self._snapshot_write, None
-        try:
-            snapshot = write.result()  # any other failed snapshot write is fatal
-        except SnapshotOutOfDate:
-            # A newer snapshot from the leader was installed meanwhile: ours is moot.
-            return
-        # Never backwards: the leader's snapshot may have been installed after ours was
-        # submitted and before it finished.
-        self._snapshot_index = max(self._snapshot_index, snapshot.metadata.index)
-        self.stats.snapshots_created += 1
-        # Compacting is cheap (a range delete) and done here on the loop so the core never
-        # sees the log's first index move in the middle of a step.
-        compact_to = snapshot.metadata.index - self.settings.snapshot_keep_entries
-        if compact_to >= self.storage.first_index():
-            self.storage.compact(compact_to)
 
     # -- membership ------------------------------------------------------------------------
 
@@ -1066,17 +899,3 @@ class Node:
         if progress is None or progress.match < self._rawnode.raft.log.committed:
             return  # nobody is caught up; a transfer would leave the cluster leaderless
         await self.transfer_leadership(target, timeout=self.settings.stop_transfer_timeout_s)
-
-
-def _check_forwarded_entries(entries: Sequence[Entry]) -> None:
-    """Raise EnvelopeError unless every entry a peer forwards for the log is one this
-    version can apply: a command envelope or a membership change with a valid context."""
-    for entry in entries:
-        if entry.kind is EntryKind.CONF_CHANGE:
-            try:
-                change = ConfChange.decode(entry.data)
-            except ValueError as error:
-                raise EnvelopeError(f"forwarded membership change: {error}") from error
-            decode_conf_change_context(change.context)
-        else:
-            decode_proposal(entry.data)

@@ -1,0 +1,221 @@
+"""The state machine side of a `Node`: applying committed entries (commands and
+membership changes), installing snapshots from the leader, taking snapshots of our own.
+
+Runs on the node's event loop, from its Ready loop, always after the Ready's write is
+durable. Invariants:
+- an entry at or below the state machine's `applied_index()` is not applied again, but its
+  membership change is (the core restarts from the snapshot and must see it);
+- an entry that cannot be decoded is skipped alike by every node, never fatal (a fatal
+  error here would stop every node, on every restart, for good);
+- the snapshot index only moves forward.
+
+These functions are the Node's own methods kept in their own module; they use its
+internals.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from raftkv.raft.core.errors import (
+    ConfChangeInvalid,
+    ProposalDropped,
+    RaftError,
+    SnapshotOutOfDate,
+)
+from raftkv.raft.core.rawnode import RawNode
+from raftkv.raft.core.types import (
+    ConfChange,
+    ConfChangeType,
+    Entry,
+    EntryKind,
+    Snapshot,
+)
+from raftkv.raft.driver.envelope import (
+    EnvelopeError,
+    RequestId,
+    decode_conf_change_context,
+    decode_proposal,
+    encode_snapshot,
+)
+from raftkv.raft.driver.errors import ProposalTimeout, Removed
+from raftkv.raft.driver.state_machine import Command
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from raftkv.raft.driver.node import Node
+
+logger = logging.getLogger("raftkv.node")
+
+
+def install_snapshot(node: Node, snapshot: Snapshot) -> None:
+    # Entries this node appended as leader at or below the snapshot are never applied
+    # here one by one: whether they committed is unknown to us now.
+    for index in [index for index in node._appended_at if index <= snapshot.metadata.index]:
+        pending = node._proposals.get(node._appended_at.pop(index))
+        if pending is not None and not pending.future.done():
+            pending.future.set_exception(
+                ProposalTimeout(f"outcome unknown: entry {index} is covered by a snapshot")
+            )
+    peers, app = node._decode_snapshot(snapshot)
+    node._peers.update(peers)
+    metadata = snapshot.metadata
+    node.state_machine.restore(app, metadata.index, metadata.term)
+    node._snapshot_index = max(node._snapshot_index, metadata.index)
+    node._sync_transport_peers(metadata.conf_state)
+    node.stats.snapshots_installed += 1
+
+
+def apply_entries(node: Node, rawnode: RawNode, entries: Sequence[Entry]) -> None:
+    """Apply a Ready's committed entries: membership changes into the core, commands to
+    the state machine in one call, results to the futures of the requests they carry."""
+    state_machine = node.state_machine
+    already_applied = state_machine.applied_index()
+    commands: list[Command] = []
+    owners: list[RequestId] = []
+    for entry in entries:
+        if entry.kind is EntryKind.CONF_CHANGE:
+            apply_conf_change(node, rawnode, entry)
+            continue
+        if entry.index <= already_applied:
+            continue
+        if not entry.data:
+            fail_overwritten(node, entry.index, None)
+            continue
+        try:
+            request, command = decode_proposal(entry.data)
+        except EnvelopeError as error:
+            # Forwarded proposals are checked on arrival, so only a peer of another
+            # version could have put this here. Every node skips it alike (an error
+            # here would stop every node, on every restart, for good).
+            logger.error("node %d skips log entry %d: %s", node.id, entry.index, error)
+            fail_overwritten(node, entry.index, None)
+            continue
+        fail_overwritten(node, entry.index, request)
+        commands.append(Command(entry.index, entry.term, command))
+        owners.append(request)
+    last = entries[-1]
+    if last.index <= already_applied:
+        return
+    results = state_machine.apply(commands, last.index, last.term)
+    if len(results) != len(commands):
+        raise RaftError(
+            f"state machine returned {len(results)} results for {len(commands)} commands"
+        )
+    node.stats.commands_applied += len(commands)
+    for request, result in zip(owners, results, strict=True):
+        pending = node._proposals.get(request)
+        if pending is None or pending.future.done():
+            continue
+        if isinstance(result, BaseException):
+            pending.future.set_exception(result)
+        else:
+            pending.future.set_result(result)
+
+
+def fail_overwritten(node: Node, index: int, request: RequestId | None) -> None:
+    """If this node appended another proposal at `index` as leader, a new leader has
+    overwritten it: it will never apply, so fail it now instead of at its deadline."""
+    owner = node._appended_at.pop(index, None)
+    if owner is None or owner == request:
+        return
+    pending = node._proposals.get(owner)
+    if pending is not None and not pending.future.done():
+        pending.future.set_exception(
+            ProposalDropped(f"entry {index} was replaced by a new leader's entry")
+        )
+
+
+def apply_conf_change(node: Node, rawnode: RawNode, entry: Entry) -> None:
+    try:
+        change = ConfChange.decode(entry.data)
+        request, peers = decode_conf_change_context(change.context)
+    except (ValueError, EnvelopeError) as error:
+        # As for a command: skipped alike everywhere rather than fatal everywhere.
+        logger.error("node %d skips membership entry %d: %s", node.id, entry.index, error)
+        fail_overwritten(node, entry.index, None)
+        return
+    fail_overwritten(node, entry.index, request)
+    pending = node._proposals.get(request) if request is not None else None
+    try:
+        conf_state = rawnode.apply_conf_change(change)
+    except ConfChangeInvalid as error:
+        # Every node refuses the same change alike; the log position is still used.
+        if pending is not None and not pending.future.done():
+            pending.future.set_exception(error)
+        return
+    node._peers.update(peers)
+    members = conf_state.voters | conf_state.learners | conf_state.voters_outgoing
+    removed_here = False
+    for single in change.changes:
+        if single.type is ConfChangeType.REMOVE_NODE and single.node_id not in members:
+            node._peers.pop(single.node_id, None)
+            if single.node_id == node.id:
+                # Keep the transport: until the new voters have applied this they may
+                # still need our vote.
+                removed_here = True
+            else:
+                node.transport.remove_peer(single.node_id)
+    node._sync_transport_peers(conf_state)
+    if any(single.type is not ConfChangeType.REMOVE_NODE for single in change.changes):
+        # A new member catches up from a snapshot, and refuses one whose membership
+        # does not include it (the core's defence, as etcd's). The latest snapshot
+        # predates this change, so take a fresh one.
+        node._snapshot_wanted = True
+    if pending is not None and not pending.future.done():
+        pending.future.set_result(conf_state)
+    if removed_here and not node.removed:
+        node.removed = True
+        logger.warning("node %d was removed from the cluster", node.id)
+        # Nothing pending here can complete any more: say so now, not at deadlines.
+        reason = Removed(f"node {node.id} was removed from the cluster")
+        futures: list[asyncio.Future[Any]] = [
+            *(pending.future for pending in node._proposals.values()),
+            *(read.future for read in node._reads.values()),
+        ]
+        for future in futures:
+            if not future.done():
+                future.set_exception(reason)
+
+
+def maybe_snapshot(node: Node, rawnode: RawNode) -> None:
+    if node._snapshot_write is not None:
+        return
+    applied = node.state_machine.applied_index()
+    if applied <= node._snapshot_index:
+        return
+    if (
+        not node._snapshot_wanted
+        and applied - node._snapshot_index < node.settings.snapshot_every_entries
+    ):
+        return
+    if applied > rawnode.raft.log.applied:
+        return  # replaying after a restart: the core has not caught up to it yet
+    data = encode_snapshot(dict(node._peers), node.state_machine.snapshot())
+    conf_state = rawnode.raft.conf_state()
+    node._snapshot_wanted = False
+    node._snapshot_write = node._submit_write(
+        node.storage.create_snapshot, applied, conf_state, data
+    )
+
+
+def finish_snapshot(node: Node) -> None:
+    assert node._snapshot_write is not None
+    write, node._snapshot_write = node._snapshot_write, None
+    try:
+        snapshot = write.result()  # any other failed snapshot write is fatal
+    except SnapshotOutOfDate:
+        # A newer snapshot from the leader was installed meanwhile: ours is moot.
+        return
+    # Never backwards: the leader's snapshot may have been installed after ours was
+    # submitted and before it finished.
+    node._snapshot_index = max(node._snapshot_index, snapshot.metadata.index)
+    node.stats.snapshots_created += 1
+    # Compacting is cheap (a range delete) and done here on the loop so the core never
+    # sees the log's first index move in the middle of a step.
+    compact_to = snapshot.metadata.index - node.settings.snapshot_keep_entries
+    if compact_to >= node.storage.first_index():
+        node.storage.compact(compact_to)
