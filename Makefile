@@ -29,11 +29,11 @@ test: $(STAMP)
 	RAFTKV_TEST_SIM_SEEDS=$(TEST_SIM_SEEDS) $(BIN)/python -m pytest -q
 	$(MAKE) --no-print-directory lint
 
-## lint: ruff (lint + format check) on everything, mypy --strict on the package
+## lint: ruff (lint + format check) on everything, mypy --strict on the package, examples, benchmarks
 lint: $(STAMP)
 	$(BIN)/ruff check src tests tools benchmarks examples
 	$(BIN)/ruff format --check src tests tools benchmarks examples
-	$(BIN)/mypy src/raftkv
+	$(BIN)/mypy src/raftkv examples benchmarks
 
 ## sim: a long simulator sweep in swarm mode; prints seeds/s and violations
 sim: $(STAMP)
