@@ -70,6 +70,7 @@ def test_raft_library_all_is_pinned() -> None:
             "Command",
             "ConfChangeInvalid",
             "ConfState",
+            "ConfigInvalid",
             "GrpcTransport",
             "GrpcTransportSettings",
             "InProcessNetwork",

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from raftkv.raft.builder import NodeBuilder
 from raftkv.raft.core.errors import (
     ConfChangeInvalid,
+    ConfigInvalid,
     NotLeader,
     ProposalDropped,
     RaftError,
@@ -54,6 +55,7 @@ __all__ = [
     "Command",
     "ConfChangeInvalid",
     "ConfState",
+    "ConfigInvalid",
     "GrpcTransport",
     "GrpcTransportSettings",
     "InProcessNetwork",
