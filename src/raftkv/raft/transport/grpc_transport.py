@@ -43,7 +43,6 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from random import Random
 from typing import Final, NoReturn, TypeVar
 
@@ -73,6 +72,22 @@ from raftkv.raft.transport.codec import (
     encoded_size_bound,
     snapshot_chunks,
 )
+from raftkv.raft.transport.grpc_settings import (
+    GrpcTransportSettings,
+    GrpcTransportStats,
+    TransportSettingsInvalid,
+    split_address,
+)
+
+__all__ = [
+    "MEMBER_METHOD",
+    "SEND_METHOD",
+    "SEND_SNAPSHOT_METHOD",
+    "GrpcTransport",
+    "GrpcTransportSettings",
+    "GrpcTransportStats",
+    "TransportSettingsInvalid",
+]
 
 logger = logging.getLogger("raftkv.transport.grpc")
 
@@ -81,7 +96,6 @@ SEND_METHOD: Final = f"/{_SERVICE}/Send"
 SEND_SNAPSHOT_METHOD: Final = f"/{_SERVICE}/SendSnapshot"
 MEMBER_METHOD: Final = f"/{_SERVICE}/Member"
 
-_MIB: Final = 1024 * 1024
 _Request = TypeVar("_Request", bytes, AsyncIterator[bytes])
 _Context = grpc.aio.ServicerContext[bytes, bytes]
 # Repeated log lines about one peer (or one remote host) are written at most this often;
@@ -95,138 +109,6 @@ _MAX_CONCURRENT_STREAMS: Final = 64
 # How long stop() waits for cancelled handlers to end their calls (one turn of the event
 # loop, unless the node's handle_member_request is slow to honour cancellation).
 _HANDLER_EXIT_SECONDS: Final = 1.0
-# Room for the chunk's own fields around `snapshot_chunk_bytes` of data, and for the first
-# chunk's header (the MsgSnap message with its entries and conf state).
-_CHUNK_ENVELOPE_BYTES: Final = 64 * 1024
-
-
-class TransportSettingsInvalid(ValueError):
-    """A `GrpcTransportSettings` field is out of range, or a TLS file cannot be read."""
-
-
-@dataclass(frozen=True, slots=True)
-class GrpcTransportSettings:
-    """Everything GrpcTransport can be told. Validated on construction.
-
-    Defaults suit a LAN cluster; every limit bounds memory or time a peer can make us spend.
-    """
-
-    # Nodes only talk within one cluster: a frame, snapshot or member request with another
-    # id is rejected. Must be >= 1, so a frame that forgot to set it is rejected too.
-    cluster_id: int
-    # host:port to listen on; port 0 picks a free port (see `GrpcTransport.address`).
-    listen_address: str = "127.0.0.1:0"
-    # Messages queued per peer before `send` drops (and reports the peer unreachable). More
-    # absorbs longer stalls; less bounds memory and staleness (Raft retransmits anyway).
-    max_queue_messages: int = 4096
-    # Per Send frame. Bigger frames cost fewer writes; smaller ones keep latency even.
-    max_batch_messages: int = 512
-    max_batch_bytes: int = 4 * _MIB
-    # Largest gRPC message this node accepts (frames, snapshot chunks). Must hold a full
-    # frame; a single message larger than this can never be delivered.
-    max_receive_message_bytes: int = 64 * _MIB
-    # Snapshot data per SendSnapshot chunk.
-    snapshot_chunk_bytes: int = 1 * _MIB
-    # The largest snapshot this node accepts; a peer announcing more is refused.
-    max_snapshot_bytes: int = 1024 * _MIB
-    # Snapshots being received at once (each may hold up to max_snapshot_bytes in memory).
-    max_incoming_snapshots: int = 2
-    # Time to establish a stream to a peer before it counts as unreachable.
-    connect_timeout_seconds: float = 5.0
-    # Time one frame write may take before the stream counts as failed (a stalled peer).
-    request_timeout_seconds: float = 5.0
-    # Time a whole snapshot transfer may take.
-    snapshot_timeout_seconds: float = 300.0
-    # Reconnect backoff: after the n-th consecutive failure wait uniform(0, min(max,
-    # initial * 2**n)) ("full jitter", so peers that failed together do not retry together).
-    reconnect_backoff_initial_seconds: float = 0.1
-    reconnect_backoff_max_seconds: float = 5.0
-    # HTTP/2 keepalive pings: a silent dead peer is noticed within interval + timeout.
-    keepalive_interval_seconds: float = 10.0
-    keepalive_timeout_seconds: float = 5.0
-    # Mutual TLS: all three or none. The server requires client certificates signed by
-    # the CA; clients verify the server's certificate against it.
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    # The name to expect in the server's certificate instead of the dialled host (tests).
-    server_name_override: str | None = None
-    # How long `stop` lets in-flight RPCs finish before cancelling them.
-    shutdown_grace_seconds: float = 0.2
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.cluster_id < 2**64:
-            raise TransportSettingsInvalid(f"cluster_id must be in [1, 2**64): {self.cluster_id}")
-        _split_address(self.listen_address)
-        positive_integers = {
-            "max_queue_messages": self.max_queue_messages,
-            "max_batch_messages": self.max_batch_messages,
-            "max_batch_bytes": self.max_batch_bytes,
-            "max_receive_message_bytes": self.max_receive_message_bytes,
-            "snapshot_chunk_bytes": self.snapshot_chunk_bytes,
-            "max_snapshot_bytes": self.max_snapshot_bytes,
-            "max_incoming_snapshots": self.max_incoming_snapshots,
-        }
-        for name, value in positive_integers.items():
-            if value < 1:
-                raise TransportSettingsInvalid(f"{name} must be >= 1: {value}")
-        positive_seconds = {
-            "connect_timeout_seconds": self.connect_timeout_seconds,
-            "request_timeout_seconds": self.request_timeout_seconds,
-            "snapshot_timeout_seconds": self.snapshot_timeout_seconds,
-            "reconnect_backoff_initial_seconds": self.reconnect_backoff_initial_seconds,
-            "reconnect_backoff_max_seconds": self.reconnect_backoff_max_seconds,
-            "keepalive_interval_seconds": self.keepalive_interval_seconds,
-            "keepalive_timeout_seconds": self.keepalive_timeout_seconds,
-        }
-        for name, seconds in positive_seconds.items():
-            if not seconds > 0:
-                raise TransportSettingsInvalid(f"{name} must be > 0: {seconds}")
-        if self.shutdown_grace_seconds < 0:
-            raise TransportSettingsInvalid(
-                f"shutdown_grace_seconds must be >= 0: {self.shutdown_grace_seconds}"
-            )
-        if self.reconnect_backoff_initial_seconds > self.reconnect_backoff_max_seconds:
-            raise TransportSettingsInvalid(
-                "reconnect_backoff_initial_seconds exceeds reconnect_backoff_max_seconds"
-            )
-        if self.max_batch_bytes > self.max_receive_message_bytes:
-            raise TransportSettingsInvalid(
-                "max_batch_bytes exceeds max_receive_message_bytes: a full frame would be "
-                "refused by a peer with the same settings"
-            )
-        if self.snapshot_chunk_bytes + _CHUNK_ENVELOPE_BYTES > self.max_receive_message_bytes:
-            raise TransportSettingsInvalid(
-                "snapshot_chunk_bytes (plus its envelope) exceeds max_receive_message_bytes"
-            )
-        tls_files = (self.ca_file, self.cert_file, self.key_file)
-        if any(path is not None for path in tls_files) and None in tls_files:
-            raise TransportSettingsInvalid("TLS needs ca_file, cert_file and key_file together")
-        if self.server_name_override is not None and self.ca_file is None:
-            raise TransportSettingsInvalid("server_name_override applies to TLS only")
-
-    @property
-    def tls(self) -> bool:
-        return self.ca_file is not None
-
-
-@dataclass(slots=True)
-class GrpcTransportStats:
-    """Counters, for metrics and tests. Only ever increase."""
-
-    messages_sent: int = 0
-    frames_sent: int = 0
-    # Dropped before reaching the wire: queue full, unknown peer, or queued when a stream
-    # failed.
-    messages_dropped: int = 0
-    stream_failures: int = 0
-    messages_received: int = 0
-    frames_received: int = 0
-    # Incoming streams (Send, SendSnapshot, Member) aborted because of what the peer sent.
-    streams_rejected: int = 0
-    snapshots_sent: int = 0
-    snapshots_failed: int = 0
-    snapshots_received: int = 0
 
 
 class _State(enum.Enum):
@@ -308,7 +190,7 @@ class GrpcTransport:
         except RuntimeError as error:
             await server.stop(None)
             raise TransportError(f"cannot listen on {settings.listen_address}: {error}") from None
-        host, _ = _split_address(settings.listen_address)
+        host, _ = split_address(settings.listen_address)
         self._address = f"{host}:{port}"
         await server.start()
         self._server = server
@@ -852,13 +734,6 @@ async def _failure_reason(call: _SendCall | None) -> str:
     code = await call.code()
     details = await call.details()
     return f"{code.name}: {details}" if details else code.name
-
-
-def _split_address(address: str) -> tuple[str, int]:
-    host, separator, port_text = address.rpartition(":")
-    if not separator or not host or not port_text.isdigit() or not 0 <= int(port_text) < 2**16:
-        raise TransportSettingsInvalid(f"not a host:port address: {address!r}")
-    return host, int(port_text)
 
 
 def _suppressed_note(suppressed: int) -> str:
