@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import socket
 import statistics
 import tempfile
@@ -162,6 +163,8 @@ def main() -> None:
     parser.add_argument("--transports", default="inprocess,grpc")
     parser.add_argument("--concurrency", default="1,16,64,256")
     arguments = parser.parse_args()
+    # Peers report each other unreachable while the clusters shut down; not news here.
+    logging.basicConfig(level=logging.ERROR)
     concurrencies = [int(value) for value in arguments.concurrency.split(",")]
     for kind in arguments.transports.split(","):
         asyncio.run(run(kind, concurrencies, arguments.seconds))
