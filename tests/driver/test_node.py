@@ -481,3 +481,20 @@ def test_adding_an_existing_member_again_is_idempotent_unless_the_address_differ
         await cluster.stop()
 
     run(scenario)
+
+
+def test_a_command_over_the_limit_is_refused_before_anything_happens() -> None:
+    from raftkv.raft.core.errors import InvalidArgument
+
+    async def scenario() -> None:
+        cluster = LocalCluster(
+            1, state_machine=memory_dict, settings=NodeSettings(max_command_bytes=100)
+        )
+        await cluster.start()
+        leader = await cluster.wait_for_leader()
+        with pytest.raises(InvalidArgument, match="max_command_bytes"):
+            await leader.propose(b"x" * 101)
+        assert leader.status().pending_proposals == 0
+        await cluster.stop()
+
+    run(scenario)

@@ -357,8 +357,14 @@ class Node:
     async def propose(self, command: bytes, *, timeout: float | None = None) -> object:
         """Replicate `command`; return the state machine's result once it is applied on
         this node. Raises NotLeader (forwarding off), ProposalDropped, ProposalTimeout
-        (outcome unknown), Overloaded or Stopped."""
+        (outcome unknown), Overloaded, Stopped, or InvalidArgument (over
+        max_command_bytes)."""
         self._check_running()
+        if len(command) > self.settings.max_command_bytes:
+            raise InvalidArgument(
+                f"command of {len(command)} bytes exceeds max_command_bytes "
+                f"({self.settings.max_command_bytes})"
+            )
         request = self._next_request()
         future = self._register_proposal(request, timeout)
         self._queued.append(_Queued(request, encode_proposal(request, command)))

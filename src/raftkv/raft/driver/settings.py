@@ -30,6 +30,10 @@ class NodeSettings:
     # requests beyond max_pending_requests fail with Overloaded.
     max_inbox_messages: int = 20_000
     max_pending_requests: int = 100_000
+    # The largest command `propose` accepts. An entry must fit in one transport message
+    # (GrpcTransportSettings.max_receive_message_bytes, 64 MiB by default) or no follower
+    # could ever receive it.
+    max_command_bytes: int = 8 << 20
     # Core limits (see raftkv.raft.core.Config).
     max_size_per_message: int = 1 << 20
     max_inflight_messages: int = 256
@@ -62,6 +66,7 @@ class NodeSettings:
             "heartbeat_ticks": self.heartbeat_ticks,
             "max_batch_entries": self.max_batch_entries,
             "max_batch_bytes": self.max_batch_bytes,
+            "max_command_bytes": self.max_command_bytes,
             "max_inbox_messages": self.max_inbox_messages,
             "max_pending_requests": self.max_pending_requests,
             "max_size_per_message": self.max_size_per_message,
