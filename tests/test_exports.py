@@ -124,9 +124,11 @@ def test_testing_all_is_pinned() -> None:
             "ManualClock",
             "MemoryStorage",
             "RecordingHandler",
+            "StateMachineFactory",
             "StorageFactory",
             "TransportFactory",
             "check_raft_storage",
+            "check_state_machine",
             "check_transport",
         ]
     )

@@ -7,6 +7,7 @@ from raftkv.raft.storage.memory import MemoryStorage
 from raftkv.raft.transport.inprocess import InProcessNetwork, InProcessTransport
 from raftkv.testing.local_cluster import ConditionNotMet, LocalCluster
 from raftkv.testing.lossy_storage import LossyMemoryStorage
+from raftkv.testing.state_machine_conformance import StateMachineFactory, check_state_machine
 from raftkv.testing.state_machines import DictStateMachine, DurableDictStateMachine
 from raftkv.testing.storage_conformance import StorageFactory, check_raft_storage
 from raftkv.testing.transport_conformance import (
@@ -26,8 +27,10 @@ __all__ = [
     "ManualClock",
     "MemoryStorage",
     "RecordingHandler",
+    "StateMachineFactory",
     "StorageFactory",
     "TransportFactory",
     "check_raft_storage",
+    "check_state_machine",
     "check_transport",
 ]
