@@ -1,0 +1,192 @@
+"""The KV API's requests and results, and their msgpack encoding for the Raft log.
+
+Modelled on etcd's KV service (Range, Put, DeleteRange, Txn, Compact); field names follow
+etcd's protobuf. Keys and values are bytes. Key ranges follow etcd's convention:
+`range_end` empty means the single key `key`; `range_end == b"\\0"` means every key >= `key`
+(so `key=b"\\0", range_end=b"\\0"` is every key); otherwise the half-open range
+[key, range_end), empty when range_end <= key.
+
+A `KvCommand` wraps one write request for the log, with an optional client id and sequence
+for exactly-once application (Raft thesis §6.3). Reads (`Range`) are not proposed: they
+are served from committed state at a linearizable point; inside a `Txn` they read the
+txn's own view.
+
+Every struct forbids unknown fields, and unions are tagged, so a command that decodes is
+exactly one of the shapes below; the value rules (non-empty keys, limits, no duplicate
+keys in a txn branch) are checked by `raftkv.kv.validation.check_request`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from raftkv.kv.errors import InvalidRequest
+
+# -- requests -------------------------------------------------------------------------------
+
+
+class Range(msgspec.Struct, tag="range", frozen=True, forbid_unknown_fields=True):
+    """Read keys in a range, at the current revision (`revision` 0) or a past one."""
+
+    key: bytes
+    range_end: bytes = b""
+    # At most this many key-values in the result (0: no limit); `count` still counts all.
+    limit: int = 0
+    revision: int = 0
+    keys_only: bool = False
+    count_only: bool = False
+
+
+class Put(msgspec.Struct, tag="put", frozen=True, forbid_unknown_fields=True):
+    key: bytes
+    value: bytes
+    # Stored with the key; leases themselves are not implemented yet (0: no lease).
+    lease: int = 0
+    prev_kv: bool = False
+
+
+class DeleteRange(msgspec.Struct, tag="delete_range", frozen=True, forbid_unknown_fields=True):
+    key: bytes
+    range_end: bytes = b""
+    prev_kv: bool = False
+
+
+CompareTarget = Literal["value", "version", "create", "mod", "lease"]
+CompareOp = Literal["=", "!=", "<", ">"]
+
+
+class Compare(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`target` of `key`, compared with `value`: bytes for "value", an integer for the
+    others ("create" and "mod" are create_revision and mod_revision). A missing key has
+    version, revisions and lease 0, and fails every "value" comparison (as in etcd)."""
+
+    key: bytes
+    target: CompareTarget
+    op: CompareOp
+    value: bytes | int
+
+
+RequestOp = Range | Put | DeleteRange
+
+
+class Txn(msgspec.Struct, tag="txn", frozen=True, forbid_unknown_fields=True):
+    """If every compare holds, run `success`, else `failure`. All writes of the txn share
+    one new revision; a txn that changes nothing does not create one."""
+
+    compares: list[Compare] = msgspec.field(default_factory=list)
+    success: list[RequestOp] = msgspec.field(default_factory=list)
+    failure: list[RequestOp] = msgspec.field(default_factory=list)
+
+
+class Compact(msgspec.Struct, tag="compact", frozen=True, forbid_unknown_fields=True):
+    """Discard history that no read at `revision` or later needs."""
+
+    revision: int
+
+
+WriteRequest = Put | DeleteRange | Txn | Compact
+
+
+class KvCommand(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One entry of the Raft log. With a `client_id`, `sequence` (>= 1) numbers the
+    client's writes: a retry of its last sequence returns the first result unapplied.
+
+    Named KvCommand, not Command: `raftkv.raft.Command` is the log entry that carries it.
+    """
+
+    request: WriteRequest
+    client_id: str = ""
+    sequence: int = 0
+
+
+# -- results --------------------------------------------------------------------------------
+
+
+class ResponseHeader(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # The store's revision once the request took effect (etcd's header revision).
+    revision: int
+
+
+class KeyValue(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    key: bytes
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+    lease: int = 0
+
+
+class RangeResult(msgspec.Struct, tag="range_result", frozen=True, forbid_unknown_fields=True):
+    header: ResponseHeader
+    kvs: list[KeyValue]
+    # Keys in the range at that revision, regardless of `limit`.
+    count: int
+    # Whether `limit` left keys out.
+    more: bool = False
+
+
+class PutResult(msgspec.Struct, tag="put_result", frozen=True, forbid_unknown_fields=True):
+    header: ResponseHeader
+    prev_kv: KeyValue | None = None
+
+
+class DeleteResult(msgspec.Struct, tag="delete_result", frozen=True, forbid_unknown_fields=True):
+    header: ResponseHeader
+    deleted: int
+    prev_kvs: list[KeyValue] = msgspec.field(default_factory=list)
+
+
+ResponseOp = RangeResult | PutResult | DeleteResult
+
+
+class TxnResult(msgspec.Struct, tag="txn_result", frozen=True, forbid_unknown_fields=True):
+    header: ResponseHeader
+    succeeded: bool
+    # One per op of the branch that ran, in order.
+    responses: list[ResponseOp]
+
+
+class CompactResult(msgspec.Struct, tag="compact_result", frozen=True, forbid_unknown_fields=True):
+    header: ResponseHeader
+
+
+WriteResult = PutResult | DeleteResult | TxnResult | CompactResult
+
+
+def in_range(candidate: bytes, key: bytes, range_end: bytes) -> bool:
+    """Whether `candidate` is in the range (`key`, `range_end`), by the convention above."""
+    if range_end == b"":
+        return candidate == key
+    return key <= candidate and (range_end == b"\0" or candidate < range_end)
+
+
+# -- encoding -------------------------------------------------------------------------------
+
+_ENCODER = msgspec.msgpack.Encoder()
+_COMMAND_DECODER = msgspec.msgpack.Decoder(KvCommand)
+_RESULT_DECODER: msgspec.msgpack.Decoder[WriteResult] = msgspec.msgpack.Decoder(WriteResult)
+
+
+def encode_command(command: KvCommand) -> bytes:
+    return _ENCODER.encode(command)
+
+
+def decode_command(data: bytes) -> KvCommand:
+    """The command in `data`; InvalidRequest if it does not decode to one (malformed
+    msgpack, unknown fields or tags, wrong types)."""
+    try:
+        return _COMMAND_DECODER.decode(data)
+    except msgspec.DecodeError as error:
+        raise InvalidRequest(f"command does not decode: {error}") from error
+
+
+def encode_result(result: WriteResult) -> bytes:
+    return _ENCODER.encode(result)
+
+
+def decode_result(data: bytes) -> WriteResult:
+    """A result stored by `encode_result` (a failure here is a damaged store: it raises
+    msgspec.DecodeError for the caller to report)."""
+    return _RESULT_DECODER.decode(data)

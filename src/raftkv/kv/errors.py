@@ -1,0 +1,100 @@
+"""The typed errors of the KV state machine.
+
+Every `KvError` is an expected outcome, not a fault: the request was refused and changed
+nothing (the state machine rolls back whatever the request had staged). The state machine
+returns the error instance as the command's result, so the proposer sees it and every
+replica refuses the same command alike. Each class has a stable `code` for the HTTP layer's
+`{"error": {"code", "message"}}` body.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class KvError(Exception):
+    """A request the KV state machine refused; it changed nothing."""
+
+    code: ClassVar[str] = "kv_error"
+
+
+class InvalidRequest(KvError):
+    """The request breaks a rule of the API (bad field value, command that does not
+    decode, client id without a sequence, ...). The message names the rule."""
+
+    code = "invalid_request"
+
+
+class EmptyKey(InvalidRequest):
+    """A key is empty; etcd refuses empty keys in every request and compare."""
+
+    code = "empty_key"
+
+    def __init__(self, where: str) -> None:
+        super().__init__(f"{where}: key is empty")
+        self.where = where
+
+
+class LimitExceeded(InvalidRequest):
+    """A size or count is beyond its `KvSettings` limit (named in `setting`)."""
+
+    code = "limit_exceeded"
+
+    def __init__(self, what: str, size: int, setting: str, limit: int) -> None:
+        super().__init__(f"{what} is {size}, beyond {setting}={limit}")
+        self.what = what
+        self.size = size
+        self.setting = setting
+        self.limit = limit
+
+
+class DuplicateKey(InvalidRequest):
+    """One branch of a txn writes a key twice (two puts, or a put inside a delete's
+    range), which etcd refuses: the outcome would depend on the order of the ops."""
+
+    code = "duplicate_key"
+
+    def __init__(self, key: bytes) -> None:
+        super().__init__(f"key {key[:64]!r} is written twice in one txn branch")
+        self.key = key
+
+
+class Compacted(KvError):
+    """The revision asked for is older than the compacted revision (history is gone), or
+    a compaction asked for a revision already compacted."""
+
+    code = "compacted"
+
+    def __init__(self, revision: int, compact_revision: int) -> None:
+        super().__init__(f"revision {revision} is compacted (compacted at {compact_revision})")
+        self.revision = revision
+        self.compact_revision = compact_revision
+
+
+class FutureRevision(KvError):
+    """The revision asked for is newer than the store's current revision."""
+
+    code = "future_revision"
+
+    def __init__(self, revision: int, current_revision: int) -> None:
+        super().__init__(
+            f"revision {revision} is in the future (current revision {current_revision})"
+        )
+        self.revision = revision
+        self.current_revision = current_revision
+
+
+class StaleSequence(KvError):
+    """An exactly-once write carries a sequence older than the client's last applied one:
+    it is a late duplicate of a request whose result is no longer kept."""
+
+    code = "stale_sequence"
+
+    def __init__(self, client_id: str, sequence: int, last_sequence: int) -> None:
+        super().__init__(
+            f"client {client_id!r}: sequence {sequence} is older than the last applied "
+            f"sequence {last_sequence}"
+        )
+        self.client_id = client_id
+        self.sequence = sequence
+        self.last_sequence = last_sequence

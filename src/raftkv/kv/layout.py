@@ -1,0 +1,167 @@
+"""How the KV state machine lays its data out in the `AppData` key space.
+
+Every key starts with one byte naming its space; integers are big-endian u64 so that byte
+order is numeric order; values are msgpack records (array-like structs, so field names are
+not repeated in every record).
+
+| space          | key                                   | value                                   |
+| -------------- | ------------------------------------- | --------------------------------------- |
+| meta           | b"meta:mvcc"                          | MvccMeta: format, revision, compacted   |
+|                | b"meta:sessions"                      | SessionsMeta: number of sessions        |
+| history        | b"h" escape(key) revision             | HistoryRecord: value, create_revision,  |
+|                |                                       | version, lease, tombstone               |
+| latest index   | b"k" escape(key)                      | IndexRecord: mod_revision,              |
+|                |                                       | create_revision, version, lease         |
+| revision log   | b"r" revision                         | the user keys changed at that revision  |
+| sessions       | b"s" client id (UTF-8)                | SessionRecord: sequence, index, result  |
+| session age    | b"a" log index, client id (UTF-8)     | empty                                   |
+
+Invariants:
+- the latest index holds exactly the live keys (a deleted key has a tombstone in history and
+  no index entry); its record matches the key's newest history entry, whose revision is its
+  mod_revision;
+- a history entry's revision is its mod_revision; each key changes at most once per
+  revision, so (key, revision) is unique;
+- the revision log holds an entry for every revision above the compacted revision that
+  changed something, and none at or below it;
+- after compaction at C, a key keeps its history above C plus its newest entry at or below
+  C unless that entry is a tombstone;
+- "meta:mvcc" is absent until the first write changes the revision (revision 1, compacted 0,
+  as a fresh etcd), so the data depends only on the commands applied, never on how they
+  were grouped into `apply` calls.
+
+Escaping: a user key is stored as escape(key) = key with every 0x00 byte replaced by
+0x00 0xFF, followed by the terminator 0x00 0x01. For user keys a < b (bytewise),
+escape(a) < escape(b), and no escaped key is a prefix of another: inside an escaped key a
+0x00 is always followed by 0xFF, so the terminator marks the end. Hence a key's history
+entries are exactly the keys starting with b"h" escape(key), and the user range [a, b)
+maps to the stored range [escape(a), escape(b)) in both the history and the index.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import msgspec
+
+from raftkv.raft.storage.base import StorageCorrupt
+
+# The version of this layout, in MvccMeta; a newer one is refused rather than misread.
+FORMAT_VERSION = 1
+
+MVCC_META_KEY = b"meta:mvcc"
+SESSIONS_META_KEY = b"meta:sessions"
+HISTORY_PREFIX = b"h"
+INDEX_PREFIX = b"k"
+REVISION_PREFIX = b"r"
+SESSION_PREFIX = b"s"
+SESSION_AGE_PREFIX = b"a"
+
+_ESCAPED_ZERO = b"\x00\xff"
+_TERMINATOR = b"\x00\x01"
+_INTEGER_BYTES = 8
+
+
+class MvccMeta(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+    format_version: int
+    revision: int
+    compacted_revision: int
+
+
+class HistoryRecord(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+    """A key's state as of one revision; a tombstone records a delete (empty fields)."""
+
+    value: bytes
+    create_revision: int
+    version: int
+    lease: int
+    tombstone: bool
+
+
+class IndexRecord(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+    """A live key's newest history entry, without its value."""
+
+    mod_revision: int
+    create_revision: int
+    version: int
+    lease: int
+
+
+class SessionsMeta(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+    count: int
+
+
+class SessionRecord(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+    """A client's last applied write: its sequence, log index and encoded result."""
+
+    sequence: int
+    index: int
+    result: bytes
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_Record = TypeVar("_Record")
+
+
+def encode_record(record: object) -> bytes:
+    return _ENCODER.encode(record)
+
+
+def decode_record(decoder: msgspec.msgpack.Decoder[_Record], key: bytes, data: bytes) -> _Record:
+    """Decode a stored record; a failure means a damaged store, which must stop the node."""
+    try:
+        return decoder.decode(data)
+    except msgspec.DecodeError as error:
+        raise StorageCorrupt(f"app_data key {key[:64]!r}: {error}") from error
+
+
+def encode_integer(value: int) -> bytes:
+    return value.to_bytes(_INTEGER_BYTES, "big")
+
+
+def decode_integer(data: bytes) -> int:
+    return int.from_bytes(data, "big")
+
+
+def escape(key: bytes) -> bytes:
+    return key.replace(b"\x00", _ESCAPED_ZERO) + _TERMINATOR
+
+
+def unescape(escaped: bytes) -> bytes:
+    if not escaped.endswith(_TERMINATOR):
+        raise StorageCorrupt(f"escaped key {escaped[:64]!r} has no terminator")
+    return escaped[: -len(_TERMINATOR)].replace(_ESCAPED_ZERO, b"\x00")
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The smallest key greater than every key starting with the one-byte `prefix`."""
+    return bytes([prefix[0] + 1])
+
+
+def history_key(escaped_key: bytes, revision: int) -> bytes:
+    return HISTORY_PREFIX + escaped_key + encode_integer(revision)
+
+
+def split_history_key(stored: bytes) -> tuple[bytes, int]:
+    """(escaped user key, revision) of a history key."""
+    return stored[1:-_INTEGER_BYTES], decode_integer(stored[-_INTEGER_BYTES:])
+
+
+def index_key(escaped_key: bytes) -> bytes:
+    return INDEX_PREFIX + escaped_key
+
+
+def revision_key(revision: int) -> bytes:
+    return REVISION_PREFIX + encode_integer(revision)
+
+
+def session_key(client_id: str) -> bytes:
+    return SESSION_PREFIX + client_id.encode()
+
+
+def session_age_key(index: int, client_id: str) -> bytes:
+    return SESSION_AGE_PREFIX + encode_integer(index) + client_id.encode()
+
+
+def client_of_session_age_key(stored: bytes) -> str:
+    return stored[1 + _INTEGER_BYTES :].decode()

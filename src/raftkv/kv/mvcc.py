@@ -1,0 +1,459 @@
+"""`MvccStore`: etcd's multi-version key-value model over `AppData` (RocksDB in production).
+
+Theory of operation (etcd's mvcc package, ARCHITECTURE.md §2.5):
+- The store has a current revision, 1 when empty. A write request (put, delete_range, or a
+  txn with writes) that changes something creates the next revision; all its changes share
+  it. A request that changes nothing (a read-only txn, a delete that matched no key) does
+  not create one.
+- Each key has `create_revision` (the revision that created it since it last did not exist),
+  `mod_revision` (its last change), `version` (changes since creation: 1 after creation) and
+  `lease`. A delete leaves a tombstone at its revision; a later put recreates the key with
+  version 1 and a new create_revision.
+- Reads see the current revision or any past revision >= the compacted revision; the
+  response header carries the current revision.
+- `compact(C)` forgets what only reads below C could see: for each key, the history older
+  than its newest entry at or below C, and that entry too if it is a tombstone.
+
+Where things live (`layout.py` documents the key space and its invariants): the history and
+a latest index of live keys are in `AppData`, not in Python objects, so memory does not grow
+with the data set; opening a store reads one meta record. Writes are staged in a
+`StagedWrites` (visible to the requests after them) until `commit` writes them in one batch
+with the applied index. Every write request is all-or-nothing: one that raises has staged
+nothing and left the revision alone. Same requests, same order: byte-identical `AppData`.
+
+Costs: a current read of k keys scans k index entries and reads k values; `count` and
+`more` need the whole range scanned (as etcd does). A read at a past revision scans every
+history entry of the range. `compact` reads the revision log since the previous compaction
+and the history of each key changed in it; a delete reads every key it deletes. The HTTP
+layer bounds ranges by limit and timeouts; a retention policy keeps compactions small.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import assert_never
+
+import msgspec
+
+from raftkv.kv.commands import (
+    Compact,
+    CompactResult,
+    Compare,
+    DeleteRange,
+    DeleteResult,
+    KeyValue,
+    Put,
+    PutResult,
+    Range,
+    RangeResult,
+    ResponseHeader,
+    ResponseOp,
+    Txn,
+    TxnResult,
+    WriteRequest,
+    WriteResult,
+)
+from raftkv.kv.errors import Compacted, FutureRevision
+from raftkv.kv.layout import (
+    FORMAT_VERSION,
+    HISTORY_PREFIX,
+    INDEX_PREFIX,
+    MVCC_META_KEY,
+    HistoryRecord,
+    IndexRecord,
+    MvccMeta,
+    decode_record,
+    encode_record,
+    escape,
+    history_key,
+    index_key,
+    prefix_end,
+    revision_key,
+    split_history_key,
+    unescape,
+)
+from raftkv.kv.settings import KvSettings
+from raftkv.kv.staging import StagedWrites
+from raftkv.kv.validation import check_request
+from raftkv.raft.storage.base import AppData, StorageCorrupt
+
+_META_DECODER = msgspec.msgpack.Decoder(MvccMeta)
+_HISTORY_DECODER = msgspec.msgpack.Decoder(HistoryRecord)
+_INDEX_DECODER = msgspec.msgpack.Decoder(IndexRecord)
+_KEYS_DECODER = msgspec.msgpack.Decoder(list[bytes])
+_TOMBSTONE = encode_record(
+    HistoryRecord(value=b"", create_revision=0, version=0, lease=0, tombstone=True)
+)
+_INITIAL_META = MvccMeta(format_version=FORMAT_VERSION, revision=1, compacted_revision=0)
+
+
+@dataclass(slots=True)
+class _Writes:
+    """A write request in progress: the revision its changes get, and the keys changed so
+    far (in order). The store's revision moves to `revision` at the end iff `changed`."""
+
+    revision: int
+    changed: list[bytes] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """A key visible to a read, with its newest record at the read's revision."""
+
+    key: bytes
+    escaped_key: bytes
+    mod_revision: int
+    record: IndexRecord | HistoryRecord
+
+
+class MvccStore:
+    """The store (see the module docstring). Single-threaded: the state machine calls it
+    from the event loop. `staged` holds the writes since the last `commit`, which every read
+    sees; the exactly-once `SessionTable` stages its writes there too, so they commit in
+    the same batch."""
+
+    def __init__(self, app: AppData, settings: KvSettings | None = None) -> None:
+        self.staged = StagedWrites(app)
+        self.settings = settings if settings is not None else KvSettings()
+        data = app.get(MVCC_META_KEY)
+        meta = _INITIAL_META if data is None else decode_record(_META_DECODER, MVCC_META_KEY, data)
+        if meta.format_version != FORMAT_VERSION:
+            raise StorageCorrupt(
+                f"KV data has layout version {meta.format_version}; this build reads "
+                f"{FORMAT_VERSION}"
+            )
+        # Invariant: _compacted <= _revision; both include staged, uncommitted requests.
+        self._revision = meta.revision
+        self._compacted = meta.compacted_revision
+        # What MVCC_META_KEY holds (the initial values while it is absent).
+        self._stored_meta = meta
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def current_revision(self) -> int:
+        return self._revision
+
+    def compacted_revision(self) -> int:
+        return self._compacted
+
+    def range(self, request: Range) -> RangeResult:
+        """Keys in the request's range at its revision (0: current). Raises InvalidRequest,
+        FutureRevision or Compacted."""
+        check_request(request, self.settings)
+        return self._range(request, self._revision)
+
+    def state_hash(self) -> str:
+        """sha256 (hex) over every committed item of the app space in key order, each as
+        4-byte big-endian lengths and bytes of key and value. Equal on replicas that applied
+        the same commands. A full scan, O(data): for tests and on-demand checks."""
+        digest = hashlib.sha256()
+        for key, value in self.staged.app.scan():
+            digest.update(len(key).to_bytes(4, "big"))
+            digest.update(key)
+            digest.update(len(value).to_bytes(4, "big"))
+            digest.update(value)
+        return digest.hexdigest()
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def execute(self, request: WriteRequest) -> WriteResult:
+        """Stage one write request; raise a KvError, having staged nothing, if refused."""
+        match request:
+            case Put():
+                return self.put(request)
+            case DeleteRange():
+                return self.delete_range(request)
+            case Txn():
+                return self.txn(request)
+            case Compact():
+                return self.compact(request)
+            case _:
+                assert_never(request)
+
+    def put(self, request: Put) -> PutResult:
+        check_request(request, self.settings)
+        with self._all_or_nothing():
+            writes = self._begin()
+            result = self._put(writes, request)
+            self._end(writes)
+        return result
+
+    def delete_range(self, request: DeleteRange) -> DeleteResult:
+        check_request(request, self.settings)
+        with self._all_or_nothing():
+            writes = self._begin()
+            result = self._delete(writes, request)
+            self._end(writes)
+        return result
+
+    def txn(self, request: Txn) -> TxnResult:
+        """Evaluate the compares at the current revision, then run the branch they choose.
+        Each op sees the ops before it; a failing op (a range at a compacted or future
+        revision) fails the whole txn."""
+        check_request(request, self.settings)
+        succeeded = all(self._holds(compare) for compare in request.compares)
+        with self._all_or_nothing():
+            writes = self._begin()
+            responses: list[ResponseOp] = []
+            for op in request.success if succeeded else request.failure:
+                match op:
+                    case Range():
+                        responses.append(self._range(op, self._visible_revision(writes)))
+                    case Put():
+                        responses.append(self._put(writes, op))
+                    case DeleteRange():
+                        responses.append(self._delete(writes, op))
+                    case _:
+                        assert_never(op)
+            revision = self._end(writes)
+        return TxnResult(ResponseHeader(revision), succeeded, responses)
+
+    def compact(self, request: Compact) -> CompactResult:
+        """Refuses a revision above the current one (FutureRevision) or at or below the
+        compacted one (Compacted). Does not create a revision."""
+        check_request(request, self.settings)
+        revision = request.revision
+        if revision > self._revision:
+            raise FutureRevision(revision, self._revision)
+        if revision <= self._compacted:
+            raise Compacted(revision, self._compacted)
+        with self._all_or_nothing():
+            # Only keys changed since the last compaction can have history to drop.
+            changed: set[bytes] = set()
+            for stored, data in self.staged.scan(
+                revision_key(self._compacted + 1), revision_key(revision + 1)
+            ):
+                keys: list[bytes] = decode_record(_KEYS_DECODER, stored, data)
+                changed.update(keys)
+                self.staged.delete(stored)
+            for key in sorted(changed):
+                self._compact_key(escape(key), revision)
+            self._compacted = revision
+        return CompactResult(ResponseHeader(self._revision))
+
+    def commit(self, applied_index: int, applied_term: int) -> None:
+        """Write every staged request (and the revisions they moved) in one AppData commit
+        recording `applied_index` and `applied_term`."""
+        meta = MvccMeta(FORMAT_VERSION, self._revision, self._compacted)
+        if meta != self._stored_meta:
+            self.staged.put(MVCC_META_KEY, encode_record(meta))
+        self.staged.commit(applied_index, applied_term)
+        self._stored_meta = meta
+
+    # -- internals ------------------------------------------------------------------------
+
+    @contextmanager
+    def _all_or_nothing(self) -> Iterator[None]:
+        savepoint = self.staged.savepoint()
+        revision, compacted = self._revision, self._compacted
+        try:
+            yield
+        except BaseException:
+            self.staged.rollback(savepoint)
+            self._revision, self._compacted = revision, compacted
+            raise
+
+    def _begin(self) -> _Writes:
+        return _Writes(revision=self._revision + 1)
+
+    def _visible_revision(self, writes: _Writes) -> int:
+        """The revision a read inside `writes` sees (etcd: begin revision, +1 once changed)."""
+        return writes.revision if writes.changed else self._revision
+
+    def _end(self, writes: _Writes) -> int:
+        if writes.changed:
+            self.staged.put(revision_key(writes.revision), encode_record(writes.changed))
+            self._revision = writes.revision
+        return self._revision
+
+    def _put(self, writes: _Writes, request: Put) -> PutResult:
+        escaped = escape(request.key)
+        previous = self._index_record(escaped)
+        prev_kv = None
+        if previous is None:
+            create_revision, version = writes.revision, 1
+        else:
+            # check_request refuses a txn branch writing a key twice.
+            assert previous.mod_revision < writes.revision, "key written twice in a revision"
+            create_revision, version = previous.create_revision, previous.version + 1
+            if request.prev_kv:
+                prev_kv = self._key_value(
+                    _Found(request.key, escaped, previous.mod_revision, previous), keys_only=False
+                )
+        self.staged.put(
+            history_key(escaped, writes.revision),
+            encode_record(
+                HistoryRecord(request.value, create_revision, version, request.lease, False)
+            ),
+        )
+        self.staged.put(
+            index_key(escaped),
+            encode_record(IndexRecord(writes.revision, create_revision, version, request.lease)),
+        )
+        writes.changed.append(request.key)
+        return PutResult(ResponseHeader(writes.revision), prev_kv)
+
+    def _delete(self, writes: _Writes, request: DeleteRange) -> DeleteResult:
+        found = list(self._current(request.key, request.range_end))
+        prev_kvs = [self._key_value(item, keys_only=False) for item in found if request.prev_kv]
+        for item in found:
+            self.staged.put(history_key(item.escaped_key, writes.revision), _TOMBSTONE)
+            self.staged.delete(index_key(item.escaped_key))
+            writes.changed.append(item.key)
+        return DeleteResult(ResponseHeader(self._visible_revision(writes)), len(found), prev_kvs)
+
+    def _compact_key(self, escaped: bytes, revision: int) -> None:
+        entries = list(
+            self.staged.scan(history_key(escaped, 0), history_key(escaped, revision + 1))
+        )
+        *older, (newest_key, newest_data) = entries
+        for stored, _ in older:
+            self.staged.delete(stored)
+        if decode_record(_HISTORY_DECODER, newest_key, newest_data).tombstone:
+            self.staged.delete(newest_key)
+
+    def _holds(self, compare: Compare) -> bool:
+        escaped = escape(compare.key)
+        record = self._index_record(escaped)
+        if compare.target == "value":
+            if record is None:
+                return False
+            actual_value = self._value(escaped, record.mod_revision)
+            assert isinstance(compare.value, bytes)  # check_request
+            expected_value = compare.value
+            ordering = (actual_value > expected_value) - (actual_value < expected_value)
+        else:
+            if record is None:
+                actual = 0
+            elif compare.target == "version":
+                actual = record.version
+            elif compare.target == "create":
+                actual = record.create_revision
+            elif compare.target == "mod":
+                actual = record.mod_revision
+            else:
+                actual = record.lease
+            assert isinstance(compare.value, int)  # check_request
+            ordering = (actual > compare.value) - (actual < compare.value)
+        match compare.op:
+            case "=":
+                return ordering == 0
+            case "!=":
+                return ordering != 0
+            case "<":
+                return ordering < 0
+            case ">":
+                return ordering > 0
+            case _:
+                assert_never(compare.op)
+
+    def _range(self, request: Range, current: int) -> RangeResult:
+        """`request` read at its revision, where `current` is the revision it may see."""
+        revision = request.revision or current
+        if revision > current:
+            raise FutureRevision(revision, current)
+        if revision < self._compacted:
+            raise Compacted(revision, self._compacted)
+        found: Iterator[_Found]
+        rest: Iterator[object]  # what is left to count once the result is full
+        if revision == current:
+            items = self._index_items(request.key, request.range_end)
+            # Both iterate `items`: the keys beyond the result are counted undecoded.
+            found, rest = map(_found_in_index, items), items
+        else:
+            found = rest = self._past(request.key, request.range_end, revision)
+        wanted = 0 if request.count_only else request.limit or None
+        kvs = [self._key_value(item, request.keys_only) for item in islice(found, wanted)]
+        count = len(kvs) + sum(1 for _ in rest)
+        more = not request.count_only and 0 < request.limit < count
+        return RangeResult(ResponseHeader(current), kvs, count, more)
+
+    def _current(self, key: bytes, range_end: bytes) -> Iterator[_Found]:
+        """The live keys in the range, from the latest index."""
+        return map(_found_in_index, self._index_items(key, range_end))
+
+    def _index_items(self, key: bytes, range_end: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """The latest index's items (stored key, record) of the keys in the range."""
+        if range_end == b"":
+            stored = index_key(escape(key))
+            data = self.staged.get(stored)
+            return iter([] if data is None else [(stored, data)])
+        return self.staged.scan(*_stored_bounds(INDEX_PREFIX, key, range_end))
+
+    def _past(self, key: bytes, range_end: bytes, revision: int) -> Iterator[_Found]:
+        """The keys live at `revision` in the range, from the history: for each key, its
+        newest entry at or below `revision`, unless that is a tombstone."""
+        if range_end == b"":
+            escaped = escape(key)
+            start, end = history_key(escaped, 0), history_key(escaped, revision + 1)
+        else:
+            start, end = _stored_bounds(HISTORY_PREFIX, key, range_end)
+        reading: bytes | None = None  # the escaped key whose entries the scan is in
+        # Its newest entry at or below `revision` so far: (stored key, mod_revision, data).
+        newest: tuple[bytes, int, bytes] | None = None
+        for stored, data in self.staged.scan(start, end):
+            escaped, mod_revision = split_history_key(stored)
+            if escaped != reading:
+                if newest is not None:
+                    yield from _live_at(*newest)
+                reading, newest = escaped, None
+            if mod_revision <= revision:
+                newest = (stored, mod_revision, data)
+        if newest is not None:
+            yield from _live_at(*newest)
+
+    def _index_record(self, escaped: bytes) -> IndexRecord | None:
+        stored = index_key(escaped)
+        data = self.staged.get(stored)
+        return None if data is None else decode_record(_INDEX_DECODER, stored, data)
+
+    def _value(self, escaped: bytes, mod_revision: int) -> bytes:
+        stored = history_key(escaped, mod_revision)
+        data = self.staged.get(stored)
+        if data is None:
+            raise StorageCorrupt(f"app_data key {stored[:64]!r}: indexed history entry missing")
+        return decode_record(_HISTORY_DECODER, stored, data).value
+
+    def _key_value(self, found: _Found, keys_only: bool) -> KeyValue:
+        record = found.record
+        if keys_only:
+            value = b""
+        elif isinstance(record, HistoryRecord):
+            value = record.value
+        else:
+            value = self._value(found.escaped_key, found.mod_revision)
+        return KeyValue(
+            found.key,
+            value,
+            record.create_revision,
+            found.mod_revision,
+            record.version,
+            record.lease,
+        )
+
+
+def _stored_bounds(prefix: bytes, key: bytes, range_end: bytes) -> tuple[bytes, bytes]:
+    """The stored key range under `prefix` of the user range (key, range_end), range_end
+    not empty. Escaping preserves order, so [key, range_end) maps to [escape(key),
+    escape(range_end)); b"\\0" (every key >= key) runs to the end of the prefix's space."""
+    start = prefix + escape(key)
+    end = prefix_end(prefix) if range_end == b"\0" else prefix + escape(range_end)
+    return start, max(start, end)
+
+
+def _found_in_index(item: tuple[bytes, bytes]) -> _Found:
+    stored, data = item
+    record = decode_record(_INDEX_DECODER, stored, data)
+    escaped = stored[len(INDEX_PREFIX) :]
+    return _Found(unescape(escaped), escaped, record.mod_revision, record)
+
+
+def _live_at(stored: bytes, mod_revision: int, data: bytes) -> Iterator[_Found]:
+    record = decode_record(_HISTORY_DECODER, stored, data)
+    if not record.tombstone:
+        escaped = split_history_key(stored)[0]
+        yield _Found(unescape(escaped), escaped, mod_revision, record)

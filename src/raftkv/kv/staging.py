@@ -1,0 +1,124 @@
+"""`StagedWrites`: `AppData` seen through the writes of the `apply` call in progress.
+
+A state machine applies a whole `apply` call as one `AppBatch`, but each command must see
+what the commands before it wrote. `StagedWrites` keeps those writes in memory, answers
+`get` and `scan` from them over the committed data, and hands them to `AppData.commit` in
+one batch with the applied index.
+
+Savepoints make a request all-or-nothing: `rollback(savepoint)` undoes every write staged
+since `savepoint()`, so a request that fails halfway leaves nothing behind.
+
+Invariants: `_pending` maps each staged key to its final value in this batch (None: deleted);
+`_undo` holds, per staged write in order, the key and what `_pending` held for it before
+(`_UNSTAGED`: nothing); `_sorted_keys`, when not None, is `sorted(_pending)`.
+Memory is proportional to the writes of one `apply` call.
+"""
+
+from __future__ import annotations
+
+import enum
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
+
+from raftkv.raft.storage.base import AppBatch, AppData
+
+
+class _Unstaged(enum.Enum):
+    TOKEN = enum.auto()
+
+
+_UNSTAGED = _Unstaged.TOKEN
+
+
+class StagedWrites:
+    def __init__(self, app: AppData) -> None:
+        self.app = app
+        self._pending: dict[bytes, bytes | None] = {}
+        self._undo: list[tuple[bytes, bytes | _Unstaged | None]] = []
+        self._sorted_keys: list[bytes] | None = []
+
+    def get(self, key: bytes) -> bytes | None:
+        if key in self._pending:
+            return self._pending[key]
+        return self.app.get(key)
+
+    def scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Items with start <= key < end in key order, staged writes over committed data.
+        Writes staged while the scan runs are not seen by it."""
+        if not self._pending:
+            return self.app.scan(start, end)
+        keys = self._sorted()
+        staged = [
+            (key, self._pending[key])
+            for key in keys[bisect_left(keys, start) : bisect_left(keys, end)]
+        ]
+        return _merge(self.app.scan(start, end), staged)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._stage(key, value)
+
+    def delete(self, key: bytes) -> None:
+        self._stage(key, None)
+
+    def savepoint(self) -> int:
+        return len(self._undo)
+
+    def rollback(self, savepoint: int) -> None:
+        """Undo every write staged since `savepoint` was taken."""
+        while len(self._undo) > savepoint:
+            key, previous = self._undo.pop()
+            if previous is _UNSTAGED:
+                del self._pending[key]
+                self._sorted_keys = None
+            else:
+                self._pending[key] = previous
+
+    def commit(self, applied_index: int, applied_term: int) -> None:
+        """Write everything staged, with the applied index, in one atomic AppData commit."""
+        batch = AppBatch()
+        for key, value in self._pending.items():
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        self.app.commit(batch, applied_index, applied_term)
+        self._pending.clear()
+        self._undo.clear()
+        self._sorted_keys = []
+
+    def _stage(self, key: bytes, value: bytes | None) -> None:
+        previous = self._pending.get(key, _UNSTAGED)
+        self._undo.append((key, previous))
+        if previous is _UNSTAGED:
+            self._sorted_keys = None
+        self._pending[key] = value
+
+    def _sorted(self) -> list[bytes]:
+        if self._sorted_keys is None:
+            self._sorted_keys = sorted(self._pending)
+        return self._sorted_keys
+
+
+def _merge(
+    committed: Iterator[tuple[bytes, bytes]], staged: Sequence[tuple[bytes, bytes | None]]
+) -> Iterator[tuple[bytes, bytes]]:
+    """Both sorted streams merged; a staged entry replaces the committed one of its key,
+    and a staged delete (None) hides it."""
+    position = 0
+    for key, value in committed:
+        while position < len(staged) and staged[position][0] < key:
+            yield from _live(staged[position])
+            position += 1
+        if position < len(staged) and staged[position][0] == key:
+            yield from _live(staged[position])
+            position += 1
+        else:
+            yield key, value
+    for item in staged[position:]:
+        yield from _live(item)
+
+
+def _live(item: tuple[bytes, bytes | None]) -> Iterator[tuple[bytes, bytes]]:
+    key, value = item
+    if value is not None:
+        yield key, value

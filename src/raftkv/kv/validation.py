@@ -1,0 +1,160 @@
+"""`check_request`: the value rules of the KV API, checked before a request changes anything.
+
+Decoding (`decode_command`) guarantees the shapes and types; this module checks the values:
+- keys are non-empty (as in etcd) and within `max_key_bytes`, range ends too;
+- values are within `max_value_bytes`;
+- integers (revisions, limits, leases, sequences) are in 0 .. 2**63 - 1, etcd's int64 range,
+  so every revision fits the store's 8-byte keys;
+- a txn has at most `max_txn_ops` compares and at most that many ops in each branch;
+- a compare's value is bytes for target "value" and an integer for the others;
+- neither branch of a txn writes a key twice (two puts, or a put inside one of the branch's
+  delete ranges): etcd's "duplicate key given in txn request". Both branches are checked,
+  whichever would run, so the answer never depends on the data.
+The store applies these rules itself on every request; the HTTP layer can call
+`check_request` before proposing to refuse a bad request without a round through the log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import assert_never
+
+from raftkv.kv.commands import (
+    Compact,
+    Compare,
+    DeleteRange,
+    KvCommand,
+    Put,
+    Range,
+    RequestOp,
+    Txn,
+    WriteRequest,
+    in_range,
+)
+from raftkv.kv.errors import DuplicateKey, EmptyKey, InvalidRequest, LimitExceeded
+from raftkv.kv.settings import KvSettings
+
+MAX_INTEGER = (1 << 63) - 1
+
+
+def check_request(request: WriteRequest | Range, settings: KvSettings) -> None:
+    """Raise an InvalidRequest subclass naming the first rule `request` breaks."""
+    match request:
+        case Range():
+            _check_range(request, settings, "range")
+        case Put():
+            _check_put(request, settings, "put")
+        case DeleteRange():
+            _check_delete(request, settings, "delete")
+        case Txn():
+            _check_txn(request, settings)
+        case Compact():
+            _check_integer("compact revision", request.revision)
+        case _:
+            assert_never(request)
+
+
+def check_session(command: KvCommand, settings: KvSettings) -> None:
+    """The exactly-once fields: both set (sequence >= 1) or both left out."""
+    if command.client_id == "":
+        if command.sequence != 0:
+            raise InvalidRequest("a sequence needs a client_id")
+        return
+    size = len(command.client_id.encode())
+    if size > settings.max_client_id_bytes:
+        raise LimitExceeded(
+            "client_id length", size, "max_client_id_bytes", settings.max_client_id_bytes
+        )
+    _check_integer("sequence", command.sequence)
+    if command.sequence == 0:
+        raise InvalidRequest("a client_id needs a sequence >= 1")
+
+
+def _check_integer(what: str, value: int) -> None:
+    if not 0 <= value <= MAX_INTEGER:
+        raise InvalidRequest(f"{what} must be in 0..{MAX_INTEGER}, got {value}")
+
+
+def _check_key(key: bytes, settings: KvSettings, where: str) -> None:
+    if not key:
+        raise EmptyKey(where)
+    if len(key) > settings.max_key_bytes:
+        raise LimitExceeded(
+            f"{where} key length", len(key), "max_key_bytes", settings.max_key_bytes
+        )
+
+
+def _check_range_end(range_end: bytes, settings: KvSettings, where: str) -> None:
+    if len(range_end) > settings.max_key_bytes:
+        raise LimitExceeded(
+            f"{where} range_end length", len(range_end), "max_key_bytes", settings.max_key_bytes
+        )
+
+
+def _check_value(value: bytes, settings: KvSettings, where: str) -> None:
+    if len(value) > settings.max_value_bytes:
+        raise LimitExceeded(
+            f"{where} value length", len(value), "max_value_bytes", settings.max_value_bytes
+        )
+
+
+def _check_range(request: Range, settings: KvSettings, where: str) -> None:
+    _check_key(request.key, settings, where)
+    _check_range_end(request.range_end, settings, where)
+    _check_integer(f"{where} limit", request.limit)
+    _check_integer(f"{where} revision", request.revision)
+
+
+def _check_put(request: Put, settings: KvSettings, where: str) -> None:
+    _check_key(request.key, settings, where)
+    _check_value(request.value, settings, where)
+    _check_integer(f"{where} lease", request.lease)
+
+
+def _check_delete(request: DeleteRange, settings: KvSettings, where: str) -> None:
+    _check_key(request.key, settings, where)
+    _check_range_end(request.range_end, settings, where)
+
+
+def _check_compare(compare: Compare, settings: KvSettings, where: str) -> None:
+    _check_key(compare.key, settings, where)
+    if compare.target == "value":
+        if not isinstance(compare.value, bytes):
+            raise InvalidRequest(f"{where}: target 'value' compares bytes, got an integer")
+        _check_value(compare.value, settings, where)
+    else:
+        if not isinstance(compare.value, int):
+            raise InvalidRequest(f"{where}: target {compare.target!r} compares an integer")
+        _check_integer(f"{where} value", compare.value)
+
+
+def _check_txn(request: Txn, settings: KvSettings) -> None:
+    ops = max(len(request.compares), len(request.success), len(request.failure))
+    if ops > settings.max_txn_ops:
+        raise LimitExceeded("txn ops", ops, "max_txn_ops", settings.max_txn_ops)
+    for position, compare in enumerate(request.compares):
+        _check_compare(compare, settings, f"txn compare {position}")
+    for branch, ops_of_branch in (("success", request.success), ("failure", request.failure)):
+        for position, op in enumerate(ops_of_branch):
+            where = f"txn {branch} op {position}"
+            match op:
+                case Range():
+                    _check_range(op, settings, where)
+                case Put():
+                    _check_put(op, settings, where)
+                case DeleteRange():
+                    _check_delete(op, settings, where)
+                case _:
+                    assert_never(op)
+        _check_writes_once(ops_of_branch)
+
+
+def _check_writes_once(ops: Sequence[RequestOp]) -> None:
+    deletes = [(op.key, op.range_end) for op in ops if isinstance(op, DeleteRange)]
+    written: set[bytes] = set()
+    for op in ops:
+        if not isinstance(op, Put):
+            continue
+        if op.key in written or any(in_range(op.key, key, end) for key, end in deletes):
+            raise DuplicateKey(op.key)
+        written.add(op.key)

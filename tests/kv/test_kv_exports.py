@@ -1,0 +1,60 @@
+"""`raftkv.kv`'s public names are pinned (trio's test_exports)."""
+
+from __future__ import annotations
+
+import raftkv.kv
+
+
+def test_kv_all_is_pinned() -> None:
+    assert sorted(raftkv.kv.__all__) == sorted(
+        [
+            "Compact",
+            "CompactResult",
+            "Compacted",
+            "Compare",
+            "CompareOp",
+            "CompareTarget",
+            "DeleteRange",
+            "DeleteResult",
+            "DuplicateKey",
+            "EmptyKey",
+            "FutureRevision",
+            "InvalidRequest",
+            "KeyValue",
+            "KvCommand",
+            "KvError",
+            "KvSettings",
+            "KvStateMachine",
+            "LimitExceeded",
+            "MvccStore",
+            "Put",
+            "PutResult",
+            "Range",
+            "RangeResult",
+            "RequestOp",
+            "ResponseHeader",
+            "ResponseOp",
+            "SnapshotInvalid",
+            "StaleSequence",
+            "Txn",
+            "TxnResult",
+            "WriteRequest",
+            "WriteResult",
+            "check_request",
+            "decode_command",
+            "encode_command",
+        ]
+    )
+    for name in raftkv.kv.__all__:
+        assert getattr(raftkv.kv, name) is not None, name
+
+
+def test_every_kv_error_has_its_own_code() -> None:
+    errors = [
+        getattr(raftkv.kv, name)
+        for name in raftkv.kv.__all__
+        if isinstance(getattr(raftkv.kv, name), type)
+        and issubclass(getattr(raftkv.kv, name), raftkv.kv.KvError)
+    ]
+    assert len(errors) == 8
+    assert len({error.code for error in errors}) == len(errors)

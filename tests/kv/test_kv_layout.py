@@ -1,0 +1,77 @@
+"""The key encoding (escaping keeps byte order and is prefix-free) and StagedWrites (reads
+through staged writes, savepoints)."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from raftkv.kv.layout import escape, history_key, split_history_key, unescape
+from raftkv.kv.staging import StagedWrites
+from raftkv.raft.storage.base import AppBatch
+from raftkv.raft.storage.memory import MemoryAppData
+
+PROPERTY = settings(max_examples=300, deadline=None, derandomize=True, database=None)
+KEYS = st.lists(st.sampled_from([0x00, 0x01, 0x02, 0xFE, 0xFF]), max_size=5).map(bytes)
+
+
+@PROPERTY
+@given(KEYS, KEYS)
+def test_escaping_preserves_order_and_no_escaped_key_prefixes_another(
+    one: bytes, other: bytes
+) -> None:
+    assert (escape(one) < escape(other)) == (one < other)
+    if one != other:
+        assert not escape(other).startswith(escape(one))
+    assert unescape(escape(one)) == one
+
+
+@PROPERTY
+@given(KEYS, st.integers(0, (1 << 63) - 1))
+def test_a_history_key_splits_back(key: bytes, revision: int) -> None:
+    assert split_history_key(history_key(escape(key), revision)) == (escape(key), revision)
+
+
+OPERATIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("put"), KEYS, st.binary(max_size=2)),
+        st.tuples(st.just("delete"), KEYS, st.just(b"")),
+        st.tuples(st.just("savepoint"), st.just(b""), st.just(b"")),
+        st.tuples(st.just("rollback"), st.just(b""), st.just(b"")),
+    ),
+    max_size=30,
+)
+
+
+@PROPERTY
+@given(st.dictionaries(KEYS, st.binary(max_size=2), max_size=8), OPERATIONS, KEYS, KEYS)
+def test_staged_writes_read_like_the_committed_result(
+    committed: dict[bytes, bytes],
+    operations: list[tuple[str, bytes, bytes]],
+    start: bytes,
+    end: bytes,
+) -> None:
+    app = MemoryAppData()
+    app.commit(AppBatch(puts=list(committed.items())), 1, 1)
+    staged = StagedWrites(app)
+    model = dict(committed)
+    savepoints: list[tuple[int, dict[bytes, bytes]]] = []
+    for operation, key, value in operations:
+        if operation == "put":
+            staged.put(key, value)
+            model[key] = value
+        elif operation == "delete":
+            staged.delete(key)
+            model.pop(key, None)
+        elif operation == "savepoint":
+            savepoints.append((staged.savepoint(), dict(model)))
+        elif savepoints:
+            savepoint, model = savepoints.pop()
+            staged.rollback(savepoint)
+        for probe in (key, start, end):
+            assert staged.get(probe) == model.get(probe)
+        expected = sorted((key, value) for key, value in model.items() if start <= key < end)
+        assert list(staged.scan(start, end)) == expected
+    staged.commit(2, 1)
+    assert list(app.scan()) == sorted(model.items())
+    assert app.applied() == (2, 1)

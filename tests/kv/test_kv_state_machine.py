@@ -1,0 +1,319 @@
+"""KvStateMachine: applying log commands, exactly-once writes, bad input, snapshots."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+from kv_helpers import (
+    CountingAppData,
+    apply_in_batches,
+    comparable,
+    log_command,
+    random_workload,
+)
+
+from raftkv.kv import (
+    Compact,
+    Compare,
+    DuplicateKey,
+    EmptyKey,
+    FutureRevision,
+    InvalidRequest,
+    KeyValue,
+    KvCommand,
+    KvError,
+    KvSettings,
+    KvStateMachine,
+    LimitExceeded,
+    Put,
+    PutResult,
+    Range,
+    ResponseHeader,
+    SnapshotInvalid,
+    StaleSequence,
+    Txn,
+    TxnResult,
+    encode_command,
+)
+from raftkv.raft.core.errors import ConfigInvalid
+from raftkv.raft.driver.state_machine import Command
+from raftkv.raft.storage.memory import MemoryAppData
+
+
+def machine(settings: KvSettings | None = None) -> KvStateMachine:
+    return KvStateMachine(MemoryAppData(), settings)
+
+
+def value_of(machine: KvStateMachine, key: bytes) -> bytes | None:
+    kvs = machine.range(Range(key)).kvs
+    return kvs[0].value if kvs else None
+
+
+# -- applying -------------------------------------------------------------------------------
+
+
+def test_one_apply_call_is_one_commit_with_the_applied_index() -> None:
+    app = CountingAppData(MemoryAppData())
+    kv = KvStateMachine(app)
+    results = kv.apply([log_command(1, Put(b"a", b"1")), log_command(2, Put(b"b", b"2"))], 3, 1)
+    assert results == [PutResult(ResponseHeader(2)), PutResult(ResponseHeader(3))]
+    assert app.commits == 1
+    assert kv.applied_index() == 3
+    kv.apply([], 4, 2)  # entries without commands still move the applied index
+    assert (app.commits, app.applied()) == (2, (4, 2))
+
+
+def test_commands_of_one_apply_call_see_each_other() -> None:
+    kv = machine()
+    swap = Txn([Compare(b"k", "value", "=", b"1")], success=[Put(b"k", b"2")])
+    results = kv.apply([log_command(1, Put(b"k", b"1")), log_command(2, swap)], 2, 1)
+    assert results[1] == TxnResult(ResponseHeader(3), True, [PutResult(ResponseHeader(3))])
+    assert value_of(kv, b"k") == b"2"
+
+
+def test_reads_see_committed_state_and_the_revisions() -> None:
+    kv = machine()
+    kv.apply([log_command(1, Put(b"k", b"v")), log_command(2, Compact(2))], 2, 1)
+    assert kv.range(Range(b"k")).kvs == [KeyValue(b"k", b"v", 2, 2, 1)]
+    assert (kv.current_revision(), kv.compacted_revision()) == (2, 2)
+    with pytest.raises(FutureRevision):
+        kv.range(Range(b"k", revision=3))
+
+
+# -- exactly-once ---------------------------------------------------------------------------
+
+
+def test_a_retried_write_returns_the_first_result_and_applies_once() -> None:
+    kv = machine()
+    put = Put(b"counter", b"1", prev_kv=True)
+    first, retry_in_batch = kv.apply(
+        [log_command(1, put, "client", 1), log_command(2, put, "client", 1)], 2, 1
+    )
+    assert first == retry_in_batch == PutResult(ResponseHeader(2))
+    (retry_later,) = kv.apply([log_command(3, put, "client", 1)], 3, 1)
+    assert retry_later == first
+    assert kv.current_revision() == 2
+    assert kv.range(Range(b"counter")).kvs[0].version == 1
+
+
+def test_an_older_sequence_is_refused_as_stale() -> None:
+    kv = machine()
+    kv.apply([log_command(1, Put(b"k", b"1"), "client", 1)], 1, 1)
+    kv.apply([log_command(2, Put(b"k", b"2"), "client", 2)], 2, 1)
+    (result,) = kv.apply([log_command(3, Put(b"k", b"1"), "client", 1)], 3, 1)
+    assert isinstance(result, StaleSequence)
+    assert (result.sequence, result.last_sequence) == (1, 2)
+    assert value_of(kv, b"k") == b"2"
+
+
+def test_a_refused_write_is_not_remembered_so_its_retry_runs_again() -> None:
+    kv = machine()
+    read_ahead = Txn(success=[Range(b"k", revision=3), Put(b"done", b"yes")])
+    (refused,) = kv.apply([log_command(1, read_ahead, "client", 1)], 1, 1)
+    assert isinstance(refused, FutureRevision)
+    kv.apply([log_command(2, Put(b"k", b"v")), log_command(3, Put(b"k", b"w"))], 3, 1)
+    (retried,) = kv.apply([log_command(4, read_ahead, "client", 1)], 4, 1)
+    assert isinstance(retried, TxnResult)
+    assert value_of(kv, b"done") == b"yes"
+
+
+@pytest.mark.parametrize(
+    ("client_id", "sequence", "error"),
+    [
+        ("", 3, InvalidRequest),
+        ("client", 0, InvalidRequest),
+        ("client", -1, InvalidRequest),
+        ("c" * 9, 1, LimitExceeded),
+    ],
+)
+def test_exactly_once_fields_are_checked(
+    client_id: str, sequence: int, error: type[KvError]
+) -> None:
+    kv = machine(KvSettings(max_client_id_bytes=8))
+    (result,) = kv.apply([log_command(1, Put(b"k", b"v"), client_id, sequence)], 1, 1)
+    assert type(result) is error
+    assert kv.current_revision() == 1
+
+
+def test_the_client_whose_last_write_is_oldest_is_forgotten_first() -> None:
+    kv = machine(KvSettings(max_exactly_once_clients=2))
+
+    def write(index: int, client_id: str, sequence: int) -> object:
+        return kv.apply([log_command(index, Put(b"k", b"v"), client_id, sequence)], index, 1)[0]
+
+    first_a = write(1, "a", 1)
+    write(2, "b", 1)
+    write(3, "c", 1)  # table full: "a" (index 1) is forgotten
+    assert write(4, "b", 1) == PutResult(ResponseHeader(3))  # "b" remembered: not applied
+    assert write(5, "a", 1) != first_a  # "a" forgotten: its retry applies again
+    assert kv.current_revision() == 5
+    # "a" came back at index 5 and evicted "c" (index 3); "b" (index 2) is oldest now...
+    assert write(6, "b", 2) == PutResult(ResponseHeader(6))  # ...until it writes again.
+    write(7, "d", 1)  # evicts "a" (index 5), the oldest now
+    assert write(8, "b", 2) == PutResult(ResponseHeader(6))
+    assert write(9, "c", 1) == PutResult(ResponseHeader(8))  # "c" was forgotten: applies
+
+
+def test_eviction_is_the_same_on_every_replica_however_commands_are_batched() -> None:
+    settings = KvSettings(max_exactly_once_clients=3)
+    commands = random_workload(seed=11, count=400)
+    one, other = (
+        KvStateMachine(MemoryAppData(), settings),
+        KvStateMachine(MemoryAppData(), settings),
+    )
+    one_results = apply_in_batches(one, commands, 1)
+    assert comparable(one_results) == comparable(apply_in_batches(other, commands, 37))
+    assert one.state_hash() == other.state_hash()
+    sessions = [key for key, _ in one.app.scan(b"s", b"t")]
+    assert len(sessions) == 3
+
+
+# -- bad input ------------------------------------------------------------------------------
+
+PUT_MAP = {"type": "put", "key": b"k", "value": b"v"}
+BAD_COMMANDS: list[tuple[str, bytes, type[KvError]]] = [
+    ("not msgpack", b"\xc1", InvalidRequest),
+    ("truncated", msgspec.msgpack.encode({"request": PUT_MAP})[:-3], InvalidRequest),
+    ("not a map", msgspec.msgpack.encode([1, 2]), InvalidRequest),
+    ("no request", msgspec.msgpack.encode({"client_id": "c"}), InvalidRequest),
+    (
+        "unknown command field",
+        msgspec.msgpack.encode({"request": PUT_MAP, "priority": 1}),
+        InvalidRequest,
+    ),
+    (
+        "unknown request field",
+        msgspec.msgpack.encode({"request": {**PUT_MAP, "ttl": 5}}),
+        InvalidRequest,
+    ),
+    ("unknown tag", msgspec.msgpack.encode({"request": {"type": "watch"}}), InvalidRequest),
+    ("range is not a write", encode_command(KvCommand(Range(b"k"))), InvalidRequest),  # type: ignore[arg-type]
+    (
+        "key as a string",
+        msgspec.msgpack.encode({"request": {**PUT_MAP, "key": "k"}}),
+        InvalidRequest,
+    ),
+    (
+        "sequence as a string",
+        msgspec.msgpack.encode({"request": PUT_MAP, "client_id": "c", "sequence": "1"}),
+        InvalidRequest,
+    ),
+    ("empty key", encode_command(KvCommand(Put(b"", b"v"))), EmptyKey),
+    ("oversize key", encode_command(KvCommand(Put(b"k" * 9, b"v"))), LimitExceeded),
+    ("oversize value", encode_command(KvCommand(Put(b"k", b"v" * 17))), LimitExceeded),
+    ("negative lease", encode_command(KvCommand(Put(b"k", b"v", lease=-1))), InvalidRequest),
+    ("negative compact", encode_command(KvCommand(Compact(-5))), InvalidRequest),
+    (
+        "huge revision",
+        encode_command(KvCommand(Txn(success=[Range(b"k", revision=1 << 63)]))),
+        InvalidRequest,
+    ),
+    (
+        "too many txn ops",
+        encode_command(KvCommand(Txn(success=[Put(bytes([i + 1]), b"") for i in range(5)]))),
+        LimitExceeded,
+    ),
+    (
+        "too many compares",
+        encode_command(KvCommand(Txn([Compare(b"k", "version", "=", 0)] * 5))),
+        LimitExceeded,
+    ),
+    (
+        "compare value of the wrong type",
+        encode_command(KvCommand(Txn([Compare(b"k", "version", "=", b"1")]))),
+        InvalidRequest,
+    ),
+    (
+        "duplicate key in the unused branch",
+        encode_command(KvCommand(Txn(failure=[Put(b"k", b"1"), Put(b"k", b"2")]))),
+        DuplicateKey,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [(data, error) for _, data, error in BAD_COMMANDS],
+    ids=[name for name, _, _ in BAD_COMMANDS],
+)
+def test_bad_input_fails_its_command_and_changes_nothing(data: bytes, error: type[KvError]) -> None:
+    kv = machine(KvSettings(max_key_bytes=8, max_value_bytes=16, max_txn_ops=4))
+    kv.apply([log_command(1, Put(b"k", b"v"))], 1, 1)
+    before = (kv.state_hash(), kv.current_revision())
+    results = kv.apply([Command(index=2, term=1, data=data)], 2, 1)
+    assert type(results[0]) is error
+    assert (kv.state_hash(), kv.current_revision()) == before
+    assert kv.applied_index() == 2
+
+
+def test_bad_commands_do_not_disturb_the_good_ones_around_them() -> None:
+    kv = machine()
+    results = kv.apply(
+        [
+            log_command(1, Put(b"a", b"1")),
+            Command(index=2, term=1, data=b"\xc1"),
+            log_command(3, Put(b"b", b"2")),
+        ],
+        3,
+        1,
+    )
+    assert isinstance(results[1], InvalidRequest)
+    assert (value_of(kv, b"a"), value_of(kv, b"b"), kv.current_revision()) == (b"1", b"2", 3)
+
+
+def test_settings_are_validated() -> None:
+    with pytest.raises(ConfigInvalid, match="max_txn_ops"):
+        KvSettings(max_txn_ops=0)
+
+
+# -- snapshots ------------------------------------------------------------------------------
+
+
+def test_a_restored_snapshot_has_the_same_state_and_sessions() -> None:
+    source = machine()
+    commands = random_workload(seed=5, count=200)
+    apply_in_batches(source, commands, 10)
+    target = machine()
+    target.apply([log_command(1, Put(b"stale", b"data"))], 1, 1)
+    target.restore(source.snapshot(), 200, 3)
+    assert target.state_hash() == source.state_hash()
+    assert (target.current_revision(), target.compacted_revision()) == (
+        source.current_revision(),
+        source.compacted_revision(),
+    )
+    assert target.applied_index() == 200
+    assert value_of(target, b"stale") is None
+    # The exactly-once sessions came along: a retry is answered, not applied.
+    write = log_command(201, Put(b"k", b"v"), "client", 1)
+    (first,) = source.apply([write], 201, 3)
+    (retried,) = KvStateMachine(source.app).apply([write], 202, 3)
+    assert retried == first
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\xc1",
+        msgspec.msgpack.encode([99, []]),
+        msgspec.msgpack.encode([1, [[b"b", b""], [b"a", b""]]]),
+        msgspec.msgpack.encode([1, [[b"a", b""], [b"a", b""]]]),
+    ],
+    ids=["not msgpack", "newer format", "unsorted", "duplicate key"],
+)
+def test_an_invalid_snapshot_is_refused_before_anything_changes(data: bytes) -> None:
+    kv = machine()
+    kv.apply([log_command(1, Put(b"k", b"v"))], 1, 1)
+    before = kv.state_hash()
+    with pytest.raises(SnapshotInvalid):
+        kv.restore(data, 5, 1)
+    assert (kv.state_hash(), kv.applied_index()) == (before, 1)
+
+
+def test_a_lowered_client_limit_shrinks_the_table_at_the_next_new_client() -> None:
+    app = MemoryAppData()
+    kv = KvStateMachine(app, KvSettings(max_exactly_once_clients=4))
+    for index, client_id in enumerate(["a", "b", "c", "d"], start=1):
+        kv.apply([log_command(index, Put(b"k", b"v"), client_id, 1)], index, 1)
+    kv = KvStateMachine(app, KvSettings(max_exactly_once_clients=2))
+    kv.apply([log_command(5, Put(b"k", b"v"), "e", 1)], 5, 1)
+    assert [key for key, _ in app.scan(b"s", b"t")] == [b"sd", b"se"]
