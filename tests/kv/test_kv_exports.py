@@ -22,6 +22,7 @@ def test_kv_all_is_pinned() -> None:
             "InvalidRequest",
             "KeyValue",
             "KvCommand",
+            "KvService",
             "KvError",
             "KvSettings",
             "KvStateMachine",

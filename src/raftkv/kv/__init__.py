@@ -43,6 +43,7 @@ from raftkv.kv.errors import (
     StaleSequence,
 )
 from raftkv.kv.mvcc import MvccStore
+from raftkv.kv.service import KvService
 from raftkv.kv.settings import KvSettings
 from raftkv.kv.state_machine import KvStateMachine, SnapshotInvalid
 from raftkv.kv.validation import check_request
@@ -63,6 +64,7 @@ __all__ = [
     "KeyValue",
     "KvCommand",
     "KvError",
+    "KvService",
     "KvSettings",
     "KvStateMachine",
     "LimitExceeded",

@@ -1,0 +1,136 @@
+"""KvService on a real 3-node cluster (LocalCluster: real Nodes, manual clock)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import pytest
+
+from raftkv.kv import (
+    Compacted,
+    Compare,
+    EmptyKey,
+    KvService,
+    KvStateMachine,
+    Put,
+    Range,
+    Txn,
+)
+from raftkv.raft.driver.errors import ReadTimeout
+from raftkv.raft.driver.settings import NodeSettings
+from raftkv.raft.storage.base import RaftStorage
+from raftkv.testing.local_cluster import LocalCluster, address_of
+
+T = TypeVar("T")
+
+
+def kv_machine(storage: RaftStorage) -> KvStateMachine:
+    return KvStateMachine(storage.app_data())
+
+
+def run(scenario: Callable[[], Awaitable[T]]) -> T:
+    async def bounded() -> T:
+        async with asyncio.timeout(60):
+            return await scenario()
+
+    return asyncio.run(bounded())
+
+
+async def started(
+    settings: NodeSettings | None = None,
+) -> tuple[LocalCluster, dict[int, KvService]]:
+    cluster = LocalCluster(3, state_machine=kv_machine, settings=settings)
+    await cluster.start()
+    await cluster.wait_for_leader()
+    services = {}
+    for node_id, node in cluster.nodes.items():
+        machine = node.state_machine
+        assert isinstance(machine, KvStateMachine)
+        services[node_id] = KvService(node, machine)
+    return cluster, services
+
+
+def test_writes_through_any_node_and_linearizable_reads_on_every_node() -> None:
+    async def scenario() -> None:
+        cluster, services = await started()
+        first = await cluster.complete(services[2].put(b"greeting", b"hello"))
+        assert first.header.revision == 2
+        second = await cluster.complete(services[3].put(b"greeting", b"hi", prev_kv=True))
+        assert second.prev_kv is not None and second.prev_kv.value == b"hello"
+        for service in services.values():
+            result = await cluster.complete(service.get(b"greeting"))
+            assert [kv.value for kv in result.kvs] == [b"hi"]
+            assert result.kvs[0].version == 2
+        await cluster.stop()
+
+    run(scenario)
+
+
+def test_a_retried_write_with_the_same_client_sequence_applies_once() -> None:
+    async def scenario() -> None:
+        cluster, services = await started()
+        first = await cluster.complete(
+            services[1].put(b"k", b"v", client_id="client-a", sequence=1)
+        )
+        again = await cluster.complete(
+            services[2].put(b"k", b"v", client_id="client-a", sequence=1)
+        )
+        assert again == first
+        result = await cluster.complete(services[3].get(b"k"))
+        assert result.kvs[0].version == 1  # applied once
+        await cluster.stop()
+
+    run(scenario)
+
+
+def test_a_refused_request_costs_no_log_entry() -> None:
+    async def scenario() -> None:
+        cluster, services = await started()
+        leader = cluster.leader()
+        assert leader is not None
+        before = leader.status().last_index
+        with pytest.raises(EmptyKey):
+            await services[leader.id].put(b"", b"v")
+        assert leader.status().last_index == before
+        await cluster.stop()
+
+    run(scenario)
+
+
+def test_txn_and_compaction() -> None:
+    async def scenario() -> None:
+        cluster, services = await started()
+        service = services[1]
+        await cluster.complete(service.put(b"lock", b"free"))
+        take = Txn(
+            compares=[Compare(key=b"lock", target="value", op="=", value=b"free")],
+            success=[Put(key=b"lock", value=b"taken")],
+        )
+        assert (await cluster.complete(service.txn(take))).succeeded
+        assert not (await cluster.complete(service.txn(take))).succeeded
+        revision = (await cluster.complete(service.get(b"lock"))).header.revision
+        await cluster.complete(service.compact(revision))
+        with pytest.raises(Compacted):
+            await cluster.complete(service.range(Range(key=b"lock", revision=revision - 1)))
+        await cluster.stop()
+
+    run(scenario)
+
+
+def test_serializable_reads_answer_without_a_quorum_linearizable_ones_do_not() -> None:
+    async def scenario() -> None:
+        cluster, services = await started(NodeSettings(read_timeout_s=2.0))
+        await cluster.complete(services[1].put(b"x", b"1"))
+        await cluster.run_until(
+            lambda: all(service.machine.current_revision() == 2 for service in services.values())
+        )
+        cluster.network.isolate(address_of(3))
+        local = await cluster.complete(services[3].get(b"x", serializable=True))
+        assert [kv.value for kv in local.kvs] == [b"1"]
+        with pytest.raises(ReadTimeout):
+            await cluster.complete(services[3].get(b"x"))
+        await cluster.stop()
+
+    run(scenario)
