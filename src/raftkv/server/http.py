@@ -1,0 +1,627 @@
+"""The HTTP/JSON API over `KvService` (aiohttp for HTTP, msgspec for validation and JSON).
+
+Routes (every body and answer is JSON):
+- `PUT /v1/kv/{key}` `{"value", "lease"?, "prev_kv"?, "client_id"?, "sequence"?}`
+  -> `{"header", "prev_kv"?}`; `POST /set {"key", "value"}` is the seed's spelling of it.
+- `GET /v1/kv/{key}` (`revision`, `consistency`) -> `{"header", "kv"}`, or 404 `not_found`;
+  `GET /get/{key}` is the seed's spelling of it.
+- `DELETE /v1/kv/{key}` (`prefix=true` deletes every key starting with `key`)
+  -> `{"header", "deleted"}`.
+- `GET /v1/kv` (`key`, `range_end` or `prefix`, `limit`, `revision`, `keys_only`,
+  `count_only`, `consistency`) -> `{"header", "kvs", "count", "more"}`.
+- `POST /v1/txn` `{"compares", "success", "failure", "client_id"?, "sequence"?}`; an op is
+  `{"op": "put"|"range"|"delete", "key", ...}` -> `{"header", "succeeded", "responses"}`.
+- `POST /v1/compact {"revision"}` -> `{"header"}`.
+- `GET /health` -> `{"status": "ok"}`; `GET /v1/status` -> this node's Raft and MVCC state.
+
+Every `header` is `{"revision", "leader"}` (the store's revision once the request took
+effect, and the leader this node knows, 0 if none).
+
+Keys and values are UTF-8 strings; with the query parameter `encoding=base64` every key,
+range end, value and compare value in the request and the answer is base64 instead. A
+stored value that is not UTF-8, read without `encoding=base64`, is refused with 406
+`not_utf8` rather than altered.
+
+Reads are linearizable unless `consistency=serializable` (local, possibly stale).
+
+Errors: every refusal is `{"error": {"code", "message"}}`:
+- 400: `invalid_json`, `invalid_request` (wrong types, unknown fields, bad query values),
+  `invalid_base64`, `empty_key`, `duplicate_key`, `future_revision`;
+- 404 `not_found` (no such key, or no such route), 405 `method_not_allowed`;
+- 406 `not_utf8`; 409 `stale_sequence` (a late duplicate of an exactly-once write);
+- 410 `compacted`: the revision asked for is older than the compacted revision (the history
+  is gone for good, which is what 410 Gone says; a future revision is a 400);
+- 413 `body_too_large` (over `HttpSettings.max_body_bytes`), `limit_exceeded` (a key,
+  value or txn over a `KvSettings` limit), `command_too_large` (over the node's
+  `max_command_bytes`);
+- 503 `not_leader`, `proposal_dropped`, `overloaded`, `stopped`: nothing was applied; retry;
+- 504 `timeout`: for a write the outcome is unknown (retry with the same `client_id` and
+  `sequence` to get the original result without applying twice); for a read nothing was read;
+- 500 `internal` for anything unexpected (logged).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, assert_never
+
+import msgspec
+from aiohttp import web
+
+from raftkv.kv.commands import (
+    Compare,
+    CompareOp,
+    CompareTarget,
+    DeleteRange,
+    DeleteResult,
+    KeyValue,
+    Put,
+    PutResult,
+    Range,
+    RangeResult,
+    RequestOp,
+    ResponseOp,
+    Txn,
+    TxnResult,
+)
+from raftkv.kv.errors import (
+    Compacted,
+    FutureRevision,
+    KvError,
+    LimitExceeded,
+    StaleSequence,
+)
+from raftkv.kv.service import KvService
+from raftkv.raft.core.errors import ConfigInvalid, InvalidArgument, NotLeader, ProposalDropped
+from raftkv.raft.driver.errors import Overloaded, ProposalTimeout, ReadTimeout, Stopped
+
+__all__ = ["HttpSettings", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    # The largest request body accepted (413 `body_too_large` beyond). etcd's default
+    # request limit is 1.5 MiB; 2 MiB leaves room for a 1 MiB value base64-encoded (4/3)
+    # plus JSON framing. Larger bodies cost memory per connection before validation.
+    max_body_bytes: int = 2 << 20
+    # How long a write waits for its outcome, or a linearizable read for its read point,
+    # on the node's clock (504 `timeout` beyond). Short answers a client sooner during a
+    # leader change, but makes more writes end with an unknown outcome.
+    request_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        size = self.max_body_bytes
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise ConfigInvalid(f"HttpSettings.max_body_bytes must be >= 1, got {size!r}")
+        timeout = self.request_timeout_s
+        if (
+            not isinstance(timeout, (int, float))
+            or isinstance(timeout, bool)
+            or not 0 < timeout < float("inf")
+        ):
+            raise ConfigInvalid(
+                f"HttpSettings.request_timeout_s must be a positive number, got {timeout!r}"
+            )
+
+
+# -- request bodies ------------------------------------------------------------------------
+# Keys and values are str here: UTF-8 text, or base64 with `encoding=base64`.
+
+
+class PutBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    value: str
+    lease: int = 0
+    prev_kv: bool = False
+    client_id: str = ""
+    sequence: int = 0
+
+
+class SetBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    key: str
+    value: str
+
+
+class CompactBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    revision: int
+
+
+class CompareBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    key: str
+    target: CompareTarget
+    op: CompareOp
+    value: str | int
+
+
+class RangeOpBody(msgspec.Struct, tag="range", tag_field="op", forbid_unknown_fields=True):
+    key: str
+    range_end: str = ""
+    prefix: bool = False
+    limit: int = 0
+    revision: int = 0
+    keys_only: bool = False
+    count_only: bool = False
+
+
+class PutOpBody(msgspec.Struct, tag="put", tag_field="op", forbid_unknown_fields=True):
+    key: str
+    value: str
+    lease: int = 0
+    prev_kv: bool = False
+
+
+class DeleteOpBody(msgspec.Struct, tag="delete", tag_field="op", forbid_unknown_fields=True):
+    key: str
+    range_end: str = ""
+    prefix: bool = False
+    prev_kv: bool = False
+
+
+OpBody = RangeOpBody | PutOpBody | DeleteOpBody
+
+
+class TxnBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    compares: list[CompareBody] = msgspec.field(default_factory=list)
+    success: list[OpBody] = msgspec.field(default_factory=list)
+    failure: list[OpBody] = msgspec.field(default_factory=list)
+    client_id: str = ""
+    sequence: int = 0
+
+
+BodyT = TypeVar("BodyT", PutBody, SetBody, CompactBody, TxnBody)
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    """A refusal decided by the HTTP layer itself, answered as `{"error": {...}}`."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _error_response(status: int, code: str, message: str) -> web.Response:
+    body = {"error": {"code": code, "message": message}}
+    return web.Response(
+        status=status, body=msgspec.json.encode(body), content_type="application/json"
+    )
+
+
+def _kv_error_status(error: KvError) -> int:
+    match error:
+        case LimitExceeded():
+            return 413
+        case Compacted():
+            return 410
+        case StaleSequence():
+            return 409
+        case FutureRevision():
+            return 400
+        case _:
+            return 400
+
+
+def _service_error(error: Exception) -> web.Response | None:
+    """The answer for an expected error of the service or the driver, or None."""
+    match error:
+        case ApiError():
+            return _error_response(error.status, error.code, error.message)
+        case KvError():
+            return _error_response(_kv_error_status(error), error.code, str(error))
+        case NotLeader():
+            return _error_response(503, "not_leader", str(error))
+        case ProposalDropped():
+            return _error_response(503, "proposal_dropped", str(error))
+        case Overloaded():
+            return _error_response(503, "overloaded", str(error))
+        case Stopped():
+            return _error_response(503, "stopped", str(error) or "the node is stopped")
+        case ProposalTimeout():
+            return _error_response(
+                504,
+                "timeout",
+                "the write's outcome is unknown: it may still apply; retry with the same "
+                "client_id and sequence to apply it at most once",
+            )
+        case ReadTimeout():
+            return _error_response(
+                504, "timeout", "the read could not be confirmed; nothing was read"
+            )
+        case InvalidArgument():
+            # The only one a request can cause: an encoded command over max_command_bytes.
+            return _error_response(413, "command_too_large", str(error))
+        case _:
+            return None
+
+
+_HTTP_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+}
+
+
+@web.middleware
+async def _errors_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        code = _HTTP_CODES.get(error.status, "http_error")
+        return _error_response(error.status, code, error.reason)
+    except Exception as error:
+        response = _service_error(error)
+        if response is not None:
+            return response
+        logger.exception("unexpected error serving %s %s", request.method, request.path)
+        return _error_response(500, "internal", f"internal error: {type(error).__name__}")
+
+
+# -- codec: str <-> bytes for keys and values ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Codec:
+    base64: bool
+
+    @classmethod
+    def of(cls, request: web.Request) -> _Codec:
+        encoding = request.query.get("encoding", "utf-8")
+        if encoding not in ("utf-8", "utf8", "base64"):
+            raise ApiError(
+                400, "invalid_request", f"encoding must be utf-8 or base64, got {encoding!r}"
+            )
+        return cls(base64=encoding == "base64")
+
+    def decode(self, text: str, what: str) -> bytes:
+        if not self.base64:
+            try:
+                return text.encode()
+            except UnicodeEncodeError as error:  # lone surrogates from \\ud800 escapes
+                raise ApiError(400, "invalid_request", f"{what} is not valid Unicode") from error
+        try:
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError) as error:
+            raise ApiError(400, "invalid_base64", f"{what} is not valid base64: {error}") from error
+
+    def encode(self, data: bytes, what: str) -> str:
+        if self.base64:
+            return base64.b64encode(data).decode("ascii")
+        try:
+            return data.decode()
+        except UnicodeDecodeError as error:
+            raise ApiError(
+                406, "not_utf8", f"{what} is not UTF-8 text; ask with encoding=base64"
+            ) from error
+
+
+# -- query parameters ------------------------------------------------------------------------
+
+
+def _int_query(request: web.Request, name: str) -> int:
+    text = request.query.get(name, "0")
+    if not text.isascii() or not text.isdigit() or len(text) > 19:
+        raise ApiError(
+            400, "invalid_request", f"{name} must be a non-negative integer, got {text!r}"
+        )
+    return int(text)
+
+
+def _bool_query(request: web.Request, name: str) -> bool:
+    text = request.query.get(name, "false").lower()
+    if text in ("true", "1"):
+        return True
+    if text in ("false", "0"):
+        return False
+    raise ApiError(400, "invalid_request", f"{name} must be true or false, got {text!r}")
+
+
+def _serializable(request: web.Request) -> bool:
+    consistency = request.query.get("consistency", "linearizable")
+    if consistency not in ("linearizable", "serializable"):
+        raise ApiError(
+            400,
+            "invalid_request",
+            f"consistency must be linearizable or serializable, got {consistency!r}",
+        )
+    return consistency == "serializable"
+
+
+def prefix_end(key: bytes) -> bytes:
+    """The range end that covers every key starting with `key` (etcd's GetPrefixRangeEnd):
+    `key` with its last byte below 0xff incremented; b"\\0" (to the end) if there is none."""
+    stripped = key.rstrip(b"\xff")
+    if not stripped:
+        return b"\0"
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+def _key_range(key: bytes, range_end: bytes, prefix: bool) -> tuple[bytes, bytes]:
+    if not prefix:
+        return key, range_end
+    if range_end:
+        raise ApiError(400, "invalid_request", "give range_end or prefix, not both")
+    if not key:  # every key
+        return b"\0", b"\0"
+    return key, prefix_end(key)
+
+
+# -- the application -------------------------------------------------------------------------
+
+
+_json_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+
+
+async def _body(request: web.Request, kind: type[BodyT]) -> BodyT:
+    length = request.content_length
+    limit = request.app[_SETTINGS].max_body_bytes
+    if length is not None and length > limit:
+        raise ApiError(
+            413, "body_too_large", f"body is {length} bytes, beyond max_body_bytes={limit}"
+        )
+    data = await request.read()
+    decoder = _json_decoders.get(kind)
+    if decoder is None:
+        decoder = _json_decoders[kind] = msgspec.json.Decoder(kind)
+    try:
+        body: BodyT = decoder.decode(data)
+    except msgspec.ValidationError as error:
+        raise ApiError(400, "invalid_request", str(error)) from error
+    except msgspec.DecodeError as error:
+        raise ApiError(400, "invalid_json", str(error)) from error
+    return body
+
+
+def _json(payload: object, status: int = 200) -> web.Response:
+    return web.Response(
+        status=status, body=msgspec.json.encode(payload), content_type="application/json"
+    )
+
+
+_SETTINGS = web.AppKey("settings", HttpSettings)
+_SERVICE = web.AppKey("service", KvService)
+
+
+class _Handlers:
+    def __init__(self, service: KvService, settings: HttpSettings) -> None:
+        self.service = service
+        self.timeout = settings.request_timeout_s
+
+    def _header(self, revision: int) -> dict[str, int]:
+        return {"revision": revision, "leader": int(self.service.node.leader_id)}
+
+    @staticmethod
+    def _kv(kv: KeyValue, codec: _Codec) -> dict[str, object]:
+        return {
+            "key": codec.encode(kv.key, "key"),
+            "value": codec.encode(kv.value, "value"),
+            "create_revision": kv.create_revision,
+            "mod_revision": kv.mod_revision,
+            "version": kv.version,
+            "lease": kv.lease,
+        }
+
+    def _put_answer(self, result: PutResult, codec: _Codec) -> dict[str, object]:
+        answer: dict[str, object] = {"header": self._header(result.header.revision)}
+        if result.prev_kv is not None:
+            answer["prev_kv"] = self._kv(result.prev_kv, codec)
+        return answer
+
+    def _delete_answer(self, result: DeleteResult, codec: _Codec) -> dict[str, object]:
+        answer: dict[str, object] = {
+            "header": self._header(result.header.revision),
+            "deleted": result.deleted,
+        }
+        if result.prev_kvs:
+            answer["prev_kvs"] = [self._kv(kv, codec) for kv in result.prev_kvs]
+        return answer
+
+    def _range_answer(self, result: RangeResult, codec: _Codec) -> dict[str, object]:
+        return {
+            "header": self._header(result.header.revision),
+            "kvs": [self._kv(kv, codec) for kv in result.kvs],
+            "count": result.count,
+            "more": result.more,
+        }
+
+    def _op_answer(self, result: ResponseOp, codec: _Codec) -> dict[str, object]:
+        match result:
+            case RangeResult():
+                return {"op": "range", **self._range_answer(result, codec)}
+            case PutResult():
+                return {"op": "put", **self._put_answer(result, codec)}
+            case DeleteResult():
+                return {"op": "delete", **self._delete_answer(result, codec)}
+            case _:
+                assert_never(result)
+
+    # -- writes
+
+    async def _put(self, key: bytes, body: PutBody, codec: _Codec) -> web.Response:
+        result = await self.service.put(
+            key,
+            codec.decode(body.value, "value"),
+            lease=body.lease,
+            prev_kv=body.prev_kv,
+            client_id=body.client_id,
+            sequence=body.sequence,
+            timeout=self.timeout,
+        )
+        return _json(self._put_answer(result, codec))
+
+    async def put(self, request: web.Request) -> web.Response:
+        codec = _Codec.of(request)
+        key = codec.decode(request.match_info["key"], "key")
+        return await self._put(key, await _body(request, PutBody), codec)
+
+    async def set(self, request: web.Request) -> web.Response:
+        codec = _Codec.of(request)
+        body = await _body(request, SetBody)
+        key = codec.decode(body.key, "key")
+        return await self._put(key, PutBody(value=body.value), codec)
+
+    async def delete(self, request: web.Request) -> web.Response:
+        codec = _Codec.of(request)
+        key = codec.decode(request.match_info["key"], "key")
+        if not key:  # refuse before widening an empty prefix to every key
+            raise ApiError(400, "empty_key", "delete: key is empty")
+        key, range_end = _key_range(key, b"", _bool_query(request, "prefix"))
+        result = await self.service.delete_range(key, range_end, timeout=self.timeout)
+        return _json(self._delete_answer(result, codec))
+
+    async def txn(self, request: web.Request) -> web.Response:
+        codec = _Codec.of(request)
+        body = await _body(request, TxnBody)
+        txn = Txn(
+            compares=[self._compare(compare, codec) for compare in body.compares],
+            success=[self._op(op, codec) for op in body.success],
+            failure=[self._op(op, codec) for op in body.failure],
+        )
+        result: TxnResult = await self.service.txn(
+            txn, client_id=body.client_id, sequence=body.sequence, timeout=self.timeout
+        )
+        return _json(
+            {
+                "header": self._header(result.header.revision),
+                "succeeded": result.succeeded,
+                "responses": [self._op_answer(item, codec) for item in result.responses],
+            }
+        )
+
+    @staticmethod
+    def _compare(compare: CompareBody, codec: _Codec) -> Compare:
+        value: bytes | int = (
+            compare.value
+            if isinstance(compare.value, int)
+            else (codec.decode(compare.value, "compare value"))
+        )
+        return Compare(
+            key=codec.decode(compare.key, "compare key"),
+            target=compare.target,
+            op=compare.op,
+            value=value,
+        )
+
+    @staticmethod
+    def _op(op: OpBody, codec: _Codec) -> RequestOp:
+        key = codec.decode(op.key, "key")
+        match op:
+            case RangeOpBody():
+                key, range_end = _key_range(key, codec.decode(op.range_end, "range_end"), op.prefix)
+                return Range(
+                    key=key,
+                    range_end=range_end,
+                    limit=op.limit,
+                    revision=op.revision,
+                    keys_only=op.keys_only,
+                    count_only=op.count_only,
+                )
+            case PutOpBody():
+                return Put(
+                    key=key,
+                    value=codec.decode(op.value, "value"),
+                    lease=op.lease,
+                    prev_kv=op.prev_kv,
+                )
+            case DeleteOpBody():
+                if not key:
+                    raise ApiError(400, "empty_key", "txn delete: key is empty")
+                key, range_end = _key_range(key, codec.decode(op.range_end, "range_end"), op.prefix)
+                return DeleteRange(key=key, range_end=range_end, prev_kv=op.prev_kv)
+            case _:
+                assert_never(op)
+
+    async def compact(self, request: web.Request) -> web.Response:
+        body = await _body(request, CompactBody)
+        result = await self.service.compact(body.revision, timeout=self.timeout)
+        return _json({"header": self._header(result.header.revision)})
+
+    # -- reads
+
+    async def get(self, request: web.Request) -> web.Response:
+        codec = _Codec.of(request)
+        key = codec.decode(request.match_info["key"], "key")
+        query = Range(key=key, revision=_int_query(request, "revision"))
+        result = await self.service.range(
+            query, serializable=_serializable(request), timeout=self.timeout
+        )
+        if not result.kvs:
+            raise ApiError(404, "not_found", f"key {request.match_info['key']!r} not found")
+        return _json(
+            {"header": self._header(result.header.revision), "kv": self._kv(result.kvs[0], codec)}
+        )
+
+    async def range(self, request: web.Request) -> web.Response:
+        codec = _Codec.of(request)
+        key = codec.decode(request.query.get("key", ""), "key")
+        range_end = codec.decode(request.query.get("range_end", ""), "range_end")
+        key, range_end = _key_range(key, range_end, _bool_query(request, "prefix"))
+        query = Range(
+            key=key,
+            range_end=range_end,
+            limit=_int_query(request, "limit"),
+            revision=_int_query(request, "revision"),
+            keys_only=_bool_query(request, "keys_only"),
+            count_only=_bool_query(request, "count_only"),
+        )
+        result = await self.service.range(
+            query, serializable=_serializable(request), timeout=self.timeout
+        )
+        return _json(self._range_answer(result, codec))
+
+    async def health(self, request: web.Request) -> web.Response:
+        return _json({"status": "ok"})
+
+    async def status(self, request: web.Request) -> web.Response:
+        status = self.service.node.status()
+        machine = self.service.machine
+        return _json(
+            {
+                "id": int(status.id),
+                "leader": int(status.leader_id),
+                "term": status.term,
+                "role": status.role.name.lower(),
+                "commit_index": status.commit_index,
+                "applied_index": status.applied_index,
+                "revision": machine.current_revision(),
+                "compacted_revision": machine.compacted_revision(),
+            }
+        )
+
+
+def create_app(service: KvService, settings: HttpSettings | None = None) -> web.Application:
+    """The aiohttp application serving `service`'s node (see the module docstring)."""
+    settings = settings if settings is not None else HttpSettings()
+    # client_max_size makes request.read() itself refuse a body over the limit (a chunked
+    # body has no Content-Length to check up front).
+    app = web.Application(middlewares=[_errors_middleware], client_max_size=settings.max_body_bytes)
+    app[_SETTINGS] = settings
+    app[_SERVICE] = service
+    handlers = _Handlers(service, settings)
+    app.router.add_routes(
+        [
+            web.put("/v1/kv/{key:.*}", handlers.put),
+            web.get("/v1/kv/{key:.*}", handlers.get),
+            web.delete("/v1/kv/{key:.*}", handlers.delete),
+            web.get("/v1/kv", handlers.range),
+            web.post("/v1/txn", handlers.txn),
+            web.post("/v1/compact", handlers.compact),
+            web.get("/v1/status", handlers.status),
+            web.get("/health", handlers.health),
+            web.post("/set", handlers.set),
+            web.get("/get/{key:.*}", handlers.get),
+        ]
+    )
+    return app

@@ -1,0 +1,524 @@
+"""The HTTP/JSON API on a 3-node LocalCluster (real Nodes, manual clock), one aiohttp
+server per node on 127.0.0.1 with an ephemeral port. Requests run inside
+`cluster.complete`, which advances simulated time until the answer has been read."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from raftkv.kv import KvService, KvSettings, KvStateMachine
+from raftkv.raft.core.errors import ConfigInvalid
+from raftkv.raft.core.types import NodeId
+from raftkv.raft.storage.base import RaftStorage
+from raftkv.server import HttpSettings, create_app
+from raftkv.testing.local_cluster import LocalCluster, address_of
+
+T = TypeVar("T")
+
+Json = Any
+
+
+def kv_machine(storage: RaftStorage) -> KvStateMachine:
+    return KvStateMachine(storage.app_data())
+
+
+def run(scenario: Callable[[], Awaitable[T]]) -> T:
+    async def bounded() -> T:
+        async with asyncio.timeout(60):
+            return await scenario()
+
+    return asyncio.run(bounded())
+
+
+@dataclass
+class Api:
+    cluster: LocalCluster
+    services: dict[int, KvService]
+    clients: dict[int, TestClient[Any, Any]]
+
+    async def call(self, node: int, method: str, path: str, **kwargs: Any) -> tuple[int, Json]:
+        async def request() -> tuple[int, Json]:
+            async with self.clients[node].request(method, path, **kwargs) as response:
+                return response.status, await response.json()
+
+        return await self.cluster.complete(request())
+
+    def revision(self) -> int:
+        return max(service.machine.current_revision() for service in self.services.values())
+
+    def follower(self) -> int:
+        leader = self.cluster.leader()
+        assert leader is not None
+        return next(node for node in self.services if node != leader.id)
+
+
+@asynccontextmanager
+async def started(
+    settings: HttpSettings | None = None, kv_settings: KvSettings | None = None
+) -> AsyncIterator[Api]:
+    cluster = LocalCluster(3, state_machine=kv_machine)
+    await cluster.start()
+    await cluster.wait_for_leader()
+    services: dict[int, KvService] = {}
+    clients: dict[int, TestClient[Any, Any]] = {}
+    try:
+        for node_id, node in cluster.nodes.items():
+            machine = node.state_machine
+            assert isinstance(machine, KvStateMachine)
+            services[node_id] = KvService(node, machine, kv_settings)
+            app = create_app(services[node_id], settings or HttpSettings())
+            client: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1", port=0))
+            await client.start_server()
+            clients[node_id] = client
+        yield Api(cluster, services, clients)
+    finally:
+        for client in clients.values():
+            await client.close()
+        await cluster.stop()
+
+
+def error_code(body: Json) -> str:
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
+    code: str = body["error"]["code"]
+    return code
+
+
+# -- happy paths ---------------------------------------------------------------------------
+
+
+def test_put_then_get_through_every_node_with_prev_kv() -> None:
+    async def scenario() -> None:
+        async with started() as api:
+            status, body = await api.call(2, "PUT", "/v1/kv/greeting", json={"value": "hello"})
+            assert status == 200 and body["header"]["revision"] == 2
+            assert body["header"]["leader"] == api.cluster.leader().id  # type: ignore[union-attr]
+            assert "prev_kv" not in body
+            status, body = await api.call(
+                3, "PUT", "/v1/kv/greeting", json={"value": "hi", "prev_kv": True}
+            )
+            assert status == 200 and body["prev_kv"]["value"] == "hello"
+            for node in (1, 2, 3):
+                status, body = await api.call(node, "GET", "/v1/kv/greeting")
+                assert status == 200
+                assert body["kv"] == {
+                    "key": "greeting",
+                    "value": "hi",
+                    "create_revision": 2,
+                    "mod_revision": 3,
+                    "version": 2,
+                    "lease": 0,
+                }
+
+    run(scenario)
+
+
+def test_keys_with_slashes_and_unicode() -> None:
+    async def scenario() -> None:
+        async with started() as api:
+            status, _ = await api.call(1, "PUT", "/v1/kv/a/b/c%C3%A9", json={"value": "ü"})
+            assert status == 200
+            status, body = await api.call(1, "GET", "/v1/kv/a/b/c%C3%A9")
+            assert status == 200 and body["kv"]["key"] == "a/b/cé" and body["kv"]["value"] == "ü"
+
+    run(scenario)
+
+
+def test_get_of_a_missing_key_is_404_not_found() -> None:
+    async def scenario() -> None:
+        async with started() as api:
+            status, body = await api.call(1, "GET", "/v1/kv/nothing")
+            assert status == 404 and error_code(body) == "not_found"
+
+    run(scenario)
+
+
+def test_linearizable_read_through_a_follower_sees_a_write_made_on_the_leader() -> None:
+    async def scenario() -> None:
+        async with started() as api:
+            leader = api.cluster.leader()
+            assert leader is not None
+            follower = api.follower()
+            await api.call(leader.id, "PUT", "/v1/kv/x", json={"value": "1"})
+            status, body = await api.call(follower, "GET", "/v1/kv/x")
+            assert status == 200 and body["kv"]["value"] == "1"
+            status, body = await api.call(follower, "GET", "/v1/kv/x?consistency=serializable")
+            assert status == 200 and body["kv"]["value"] == "1"
+
+    run(scenario)
+
+
+def test_get_at_a_past_revision() -> None:
+    async def scenario() -> None:
+        async with started() as api:
+            await api.call(1, "PUT", "/v1/kv/k", json={"value": "old"})
+            await api.call(1, "PUT", "/v1/kv/k", json={"value": "new"})
+            status, body = await api.call(1, "GET", "/v1/kv/k?revision=2")
+            assert status == 200 and body["kv"]["value"] == "old"
+
+    run(scenario)
+
+
+def test_range_prefix_limit_keys_only_count_only_and_range_end() -> None:
+    async def scenario() -> None:
+        async with started() as api:
+            for key in ("app/a", "app/b", "app/c", "other"):
+                await api.call(1, "PUT", f"/v1/kv/{key}", json={"value": key.upper()})
+            status, body = await api.call(
+                1, "GET", "/v1/kv", params={"key": "app/", "prefix": "true"}
+            )
+            assert status == 200 and body["count"] == 3 and body["more"] is False
+            assert [kv["key"] for kv in body["kvs"]] == ["app/a", "app/b", "app/c"]
+            assert body["header"]["revision"] == 5
+            status, body = await api.call(
+                2,
+                "GET",
+                "/v1/kv",
+                params={"key": "app/", "prefix": "true", "limit": "2", "keys_only": "true"},
+            )
+            assert body["count"] == 3 and body["more"] is True
+            assert [kv["value"] for kv in body["kvs"]] == ["", ""]
+            status, body = await api.call(
+                3, "GET", "/v1/kv", params={"key": "app/b", "range_end": "p", "count_only": "true"}
+            )
+            assert status == 200 and body["count"] == 3 and body["kvs"] == []
+            status, body = await api.call(1, "GET", "/v1/kv", params={"prefix": "true"})
+            assert body["count"] == 4
+
+    run(scenario)
+
+
+def test_delete_single_and_prefix() -> None:
+    async def scenario() -> None:
+        async with started() as api:
+            for key in ("dir/a", "dir/b", "dirt", "keep"):
+                await api.call(1, "PUT", f"/v1/kv/{key}", json={"value": "v"})
+            status, body = await api.call(2, "DELETE", "/v1/kv/keep")
+            assert status == 200 and body["deleted"] == 1
+            status, body = await api.call(2, "DELETE", "/v1/kv/dir/?prefix=true")
+            assert status == 200 and body["deleted"] == 2
+            assert body["header"]["revision"] == api.revision()
+            status, body = await api.call(1, "GET", "/v1/kv", params={"prefix": "true"})
+            assert [kv["key"] for kv in body["kvs"]] == ["dirt"]
+
+    run(scenario)
+
+
+def test_txn_compare_and_swap_with_put_range_and_delete_ops() -> None:
+    async def scenario() -> None:
+        async with started() as api:
+            await api.call(1, "PUT", "/v1/kv/lock", json={"value": "free"})
+            await api.call(1, "PUT", "/v1/kv/tmp", json={"value": "x"})
+            take = {
+                "compares": [{"key": "lock", "target": "value", "op": "=", "value": "free"}],
+                "success": [
+                    {"op": "put", "key": "lock", "value": "taken", "prev_kv": True},
+                    {"op": "range", "key": "lock"},
+                    {"op": "delete", "key": "tmp"},
+                ],
+                "failure": [{"op": "range", "key": "lock"}],
+            }
+            status, body = await api.call(2, "POST", "/v1/txn", json=take)
+            assert status == 200 and body["succeeded"] is True
+            put, read, delete = body["responses"]
+            assert put["op"] == "put" and put["prev_kv"]["value"] == "free"
+            assert read["op"] == "range" and read["kvs"][0]["value"] == "taken"
+            assert delete == {"op": "delete", "header": delete["header"], "deleted": 1}
+            status, body = await api.call(3, "POST", "/v1/txn", json=take)
+            assert status == 200 and body["succeeded"] is False
+            assert body["responses"][0]["kvs"][0]["value"] == "taken"
+            version = {"key": "lock", "target": "version", "op": "=", "value": 2}
+            status, body = await api.call(1, "POST", "/v1/txn", json={"compares": [version]})
+            assert status == 200 and body["succeeded"] is True
+
+    run(scenario)
+
+
+def test_compact_then_reading_a_compacted_revision_is_410_gone() -> None:
+    async def scenario() -> None:
+        async with started() as api:
+            await api.call(1, "PUT", "/v1/kv/k", json={"value": "1"})
+            await api.call(1, "PUT", "/v1/kv/k", json={"value": "2"})
+            status, body = await api.call(2, "POST", "/v1/compact", json={"revision": 3})
+            assert status == 200 and body["header"]["revision"] == 3
+            status, body = await api.call(1, "GET", "/v1/kv/k?revision=2")
+            assert status == 410 and error_code(body) == "compacted"
+            status, body = await api.call(1, "POST", "/v1/compact", json={"revision": 2})
+            assert status == 410 and error_code(body) == "compacted"
+
+    run(scenario)
+
+
+def test_health_and_status() -> None:
+    async def scenario() -> None:
+        async with started() as api:
+            await api.call(1, "PUT", "/v1/kv/k", json={"value": "1"})
+            status, body = await api.call(1, "GET", "/health")
+            assert (status, body) == (200, {"status": "ok"})
+            leader = api.cluster.leader()
+            assert leader is not None
+            await api.cluster.run_until(lambda: api.services[2].machine.current_revision() == 2)
+            status, body = await api.call(2, "GET", "/v1/status")
+            assert status == 200
+            assert body["id"] == 2 and body["leader"] == leader.id
+            assert body["role"] == ("leader" if leader.id == 2 else "follower")
+            assert body["term"] >= 1 and body["commit_index"] >= body["applied_index"] >= 1
+            assert body["revision"] == 2 and body["compacted_revision"] == 0
+
+    run(scenario)
+
+
+def test_seed_routes_set_and_get() -> None:
+    async def scenario() -> None:
+        async with started() as api:
+            status, body = await api.call(1, "POST", "/set", json={"key": "foo", "value": "bar"})
+            assert status == 200 and body["header"]["revision"] == 2
+            status, body = await api.call(3, "GET", "/get/foo")
+            assert status == 200 and body["kv"]["value"] == "bar"
+            status, body = await api.call(3, "GET", "/get/missing")
+            assert status == 404 and error_code(body) == "not_found"
+
+    run(scenario)
+
+
+def test_base64_round_trip_of_binary_keys_and_values() -> None:
+    async def scenario() -> None:
+        async with started() as api:
+            key, value = b"\x00\xff\xfebin", bytes(range(256))
+            key64, value64 = base64.b64encode(key).decode(), base64.b64encode(value).decode()
+            status, body = await api.call(
+                1, "POST", "/set?encoding=base64", json={"key": key64, "value": value64}
+            )
+            assert status == 200
+            status, body = await api.call(
+                2, "GET", "/v1/kv", params={"key": key64, "encoding": "base64"}
+            )
+            assert status == 200 and body["kvs"][0]["key"] == key64
+            assert base64.b64decode(body["kvs"][0]["value"]) == value
+            # Without base64 the binary value is refused, not mangled.
+            status, body = await api.call(2, "GET", "/v1/kv", params={"key": "\x00\xff\xfebin"})
+            assert status == 200 and body["count"] == 0  # that is another key in UTF-8
+            status, body = await api.call(2, "GET", "/v1/kv", params={"prefix": "true"})
+            assert status == 406 and error_code(body) == "not_utf8"
+
+    run(scenario)
+
+
+def test_a_retried_put_with_the_same_client_id_and_sequence_applies_once() -> None:
+    async def scenario() -> None:
+        async with started() as api:
+            put = {"value": "v", "client_id": "client-a", "sequence": 1}
+            status, first = await api.call(1, "PUT", "/v1/kv/k", json=put)
+            assert status == 200
+            status, again = await api.call(2, "PUT", "/v1/kv/k", json=put)
+            assert status == 200 and again["header"]["revision"] == first["header"]["revision"]
+            status, body = await api.call(3, "GET", "/v1/kv/k")
+            assert body["kv"]["version"] == 1  # applied once
+            assert api.revision() == 2
+
+    run(scenario)
+
+
+# -- bad input: a 4xx with {"error": {"code", "message"}} and nothing written ------------------
+
+BAD_REQUESTS: list[tuple[str, str, str, dict[str, Any], int, str]] = [
+    ("malformed json", "PUT", "/v1/kv/k", {"data": b"{not json"}, 400, "invalid_json"),
+    ("truncated json", "POST", "/v1/txn", {"data": b'{"compares": ['}, 400, "invalid_json"),
+    ("wrong type", "PUT", "/v1/kv/k", {"json": {"value": 5}}, 400, "invalid_request"),
+    (
+        "unknown field",
+        "PUT",
+        "/v1/kv/k",
+        {"json": {"value": "v", "ttl": 1}},
+        400,
+        "invalid_request",
+    ),
+    ("missing field", "POST", "/set", {"json": {"key": "k"}}, 400, "invalid_request"),
+    ("body not an object", "POST", "/v1/compact", {"json": [1]}, 400, "invalid_request"),
+    (
+        "unknown txn op",
+        "POST",
+        "/v1/txn",
+        {"json": {"success": [{"op": "nope", "key": "k"}]}},
+        400,
+        "invalid_request",
+    ),
+    ("empty key put", "PUT", "/v1/kv/", {"json": {"value": "v"}}, 400, "empty_key"),
+    ("empty key set", "POST", "/set", {"json": {"key": "", "value": "v"}}, 400, "empty_key"),
+    ("empty key delete", "DELETE", "/v1/kv/?prefix=true", {}, 400, "empty_key"),
+    (
+        "empty key txn",
+        "POST",
+        "/v1/txn",
+        {"json": {"success": [{"op": "put", "key": "", "value": "v"}]}},
+        400,
+        "empty_key",
+    ),
+    ("oversize key", "PUT", "/v1/kv/" + "k" * 65, {"json": {"value": "v"}}, 413, "limit_exceeded"),
+    ("oversize value", "PUT", "/v1/kv/k", {"json": {"value": "v" * 129}}, 413, "limit_exceeded"),
+    ("oversize body", "PUT", "/v1/kv/k", {"json": {"value": "v" * 2000}}, 413, "body_too_large"),
+    (
+        "bad base64 key",
+        "PUT",
+        "/v1/kv/%21%21?encoding=base64",
+        {"json": {"value": "AA=="}},
+        400,
+        "invalid_base64",
+    ),
+    (
+        "bad base64 value",
+        "POST",
+        "/set?encoding=base64",
+        {"json": {"key": "AA==", "value": "A"}},
+        400,
+        "invalid_base64",
+    ),
+    (
+        "unknown encoding",
+        "PUT",
+        "/v1/kv/k?encoding=rot13",
+        {"json": {"value": "v"}},
+        400,
+        "invalid_request",
+    ),
+    ("bad revision", "GET", "/v1/kv/k?revision=abc", {}, 400, "invalid_request"),
+    ("negative revision", "GET", "/v1/kv?key=k&revision=-1", {}, 400, "invalid_request"),
+    ("future revision", "GET", "/v1/kv/k?revision=99", {}, 400, "future_revision"),
+    ("negative compact", "POST", "/v1/compact", {"json": {"revision": -1}}, 400, "invalid_request"),
+    ("future compact", "POST", "/v1/compact", {"json": {"revision": 99}}, 400, "future_revision"),
+    ("bad consistency", "GET", "/v1/kv/k?consistency=eventual", {}, 400, "invalid_request"),
+    ("bad bool", "GET", "/v1/kv?key=k&keys_only=maybe", {}, 400, "invalid_request"),
+    (
+        "prefix and range_end",
+        "GET",
+        "/v1/kv?key=a&range_end=b&prefix=true",
+        {},
+        400,
+        "invalid_request",
+    ),
+    (
+        "too many txn ops",
+        "POST",
+        "/v1/txn",
+        {"json": {"success": [{"op": "range", "key": "k"}] * 5}},
+        413,
+        "limit_exceeded",
+    ),
+    (
+        "duplicate txn key",
+        "POST",
+        "/v1/txn",
+        {"json": {"success": [{"op": "put", "key": "k", "value": "1"}] * 2}},
+        400,
+        "duplicate_key",
+    ),
+    (
+        "compare type",
+        "POST",
+        "/v1/txn",
+        {"json": {"compares": [{"key": "k", "target": "version", "op": "=", "value": "1"}]}},
+        400,
+        "invalid_request",
+    ),
+    (
+        "sequence without client",
+        "PUT",
+        "/v1/kv/k",
+        {"json": {"value": "v", "sequence": 3}},
+        400,
+        "invalid_request",
+    ),
+    ("unknown route", "GET", "/v2/nothing", {}, 404, "not_found"),
+    ("wrong method", "PATCH", "/v1/txn", {}, 405, "method_not_allowed"),
+]
+
+
+# Refused by the state machine when applied (only it knows the committed revision), so
+# they cost a log entry but still change nothing.
+REFUSED_IN_THE_LOG = {"future compact"}
+
+
+@pytest.mark.parametrize("case", BAD_REQUESTS, ids=[case[0] for case in BAD_REQUESTS])
+def test_bad_input_is_refused_with_a_json_error_and_writes_nothing(
+    case: tuple[str, str, str, dict[str, Any], int, str],
+) -> None:
+    name, method, path, kwargs, status, code = case
+
+    async def scenario() -> None:
+        settings = HttpSettings(max_body_bytes=1024)
+        limits = KvSettings(max_key_bytes=64, max_value_bytes=128, max_txn_ops=4)
+        async with started(settings, limits) as api:
+            leader = api.cluster.leader()
+            assert leader is not None
+            before_index = leader.status().last_index
+            answer_status, body = await api.call(api.follower(), method, path, **kwargs)
+            assert (answer_status, error_code(body)) == (status, code)
+            assert body["error"]["message"]
+            await api.cluster.settle()
+            assert api.revision() == 1  # nothing written
+            if name not in REFUSED_IN_THE_LOG:
+                assert leader.status().last_index == before_index  # not even a log entry
+
+    run(scenario)
+
+
+def test_settings_are_validated() -> None:
+    for bad in ({"max_body_bytes": 0}, {"request_timeout_s": 0}, {"request_timeout_s": True}):
+        with pytest.raises(ConfigInvalid):
+            HttpSettings(**bad)
+
+
+# -- driver errors and faults --------------------------------------------------------------
+
+
+def test_an_isolated_node_answers_504_timeout_for_reads_and_writes_and_serves_serializable() -> (
+    None
+):
+    async def scenario() -> None:
+        async with started(HttpSettings(request_timeout_s=2.0)) as api:
+            await api.call(1, "PUT", "/v1/kv/x", json={"value": "1"})
+            await api.cluster.run_until(
+                lambda: all(s.machine.current_revision() == 2 for s in api.services.values())
+            )
+            isolated = api.follower()
+            api.cluster.network.isolate(address_of(NodeId(isolated)))
+            status, body = await api.call(isolated, "GET", "/v1/kv/x")
+            assert status == 504 and error_code(body) == "timeout"
+            assert "nothing was read" in body["error"]["message"]
+            status, body = await api.call(isolated, "PUT", "/v1/kv/y", json={"value": "2"})
+            assert status in (503, 504) and error_code(body) in ("timeout", "proposal_dropped")
+            if status == 504:
+                assert "unknown" in body["error"]["message"]
+            status, body = await api.call(isolated, "GET", "/v1/kv/x?consistency=serializable")
+            assert status == 200 and body["kv"]["value"] == "1"
+
+    run(scenario)
+
+
+def test_an_unexpected_exception_is_a_500_internal_and_the_server_keeps_serving(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def scenario() -> None:
+        async with started() as api:
+            service = api.services[1]
+
+            async def broken(*args: object, **kwargs: object) -> None:
+                raise RuntimeError("boom")
+
+            monkeypatch.setattr(service, "range", broken)
+            status, body = await api.call(1, "GET", "/v1/kv/x")
+            assert status == 500 and error_code(body) == "internal"
+            assert "boom" not in body["error"]["message"]  # no internals leak
+            monkeypatch.undo()
+            status, body = await api.call(1, "GET", "/health")
+            assert status == 200
+
+    run(scenario)
+    assert "unexpected error serving GET /v1/kv/x" in caplog.text
