@@ -620,8 +620,7 @@ class Node:
             ):
                 break
             item = queued.popleft()
-            pending = self._proposals.get(item.request)
-            if pending is None or pending.future.done():
+            if not self._is_pending(item.request):
                 continue  # cancelled or timed out while queued
             if item.change is not None:
                 self._propose_now(rawnode, batch)
@@ -680,16 +679,20 @@ class Node:
                 rawnode.read_index(context)
 
     def _retry_waiting(self, rawnode: RawNode) -> None:
-        """Re-ask for reads not answered yet (the request or its answer may be lost) and
-        re-propose parked proposals."""
-        if rawnode.raft.leader_id == NO_NODE:
-            return
-        retry_after = self.settings.retry_ticks
+        """Every few ticks: re-ask for reads not answered for a while (the request or its
+        answer may be lost) and re-propose parked proposals."""
+        if rawnode.raft.leader_id != NO_NODE:
+            self._requeue_waiting(min_age_ticks=self.settings.retry_ticks)
+
+    def _requeue_waiting(self, *, min_age_ticks: int) -> None:
+        """Queue again the proposals parked for want of a leader, and the reads not
+        answered that were last asked at least `min_age_ticks` ago."""
         for context, read in self._reads.items():
-            if read.index == 0 and self._tick_count - read.requested_at_tick >= retry_after:
+            if read.index == 0 and self._tick_count - read.requested_at_tick >= min_age_ticks:
                 self._read_requests.append(context)
         parked, self._parked = self._parked, []
         self._queued.extendleft(reversed(parked))
+        self._wake.set()
 
     def _expire(self, now: float) -> None:
         # Parked and queued items of finished requests hold their commands: drop them.
@@ -843,15 +846,9 @@ class Node:
         self.stats.leader_changes += 1
         self._leader_changed.set()
         self._leader_changed = asyncio.Event()
-        if leader_id != NO_NODE and self._parked:
-            parked, self._parked = self._parked, []
-            self._queued.extendleft(reversed(parked))
-            self._wake.set()
         if leader_id != NO_NODE:
-            # Reads waiting for a leader may ask now.
-            for context, read in self._reads.items():
-                if read.index == 0:
-                    self._read_requests.append(context)
+            # Whatever waited for a leader may go now.
+            self._requeue_waiting(min_age_ticks=0)
         term = self._core().raft.term
         for observer in list(self._observers):
             try:
