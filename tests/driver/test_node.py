@@ -4,7 +4,6 @@ ManualClock, inline persistence, in-process network."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import pytest
@@ -20,7 +19,7 @@ from raftkv.raft.driver.errors import (
 from raftkv.raft.driver.settings import NodeSettings
 from raftkv.raft.storage.base import RaftStorage
 from raftkv.raft.storage.memory import MemoryStorage
-from raftkv.testing.local_cluster import LocalCluster, address_of
+from raftkv.testing.local_cluster import LocalCluster, address_of, run_scenario
 from raftkv.testing.state_machines import (
     BadCommand,
     DictStateMachine,
@@ -38,14 +37,6 @@ def memory_dict(_: RaftStorage) -> DictStateMachine:
 
 def durable_dict(storage: RaftStorage) -> DurableDictStateMachine:
     return DurableDictStateMachine(storage.app_data())
-
-
-def run(scenario: Callable[[], Awaitable[T]]) -> T:
-    async def bounded() -> T:
-        async with asyncio.timeout(60):
-            return await scenario()
-
-    return asyncio.run(bounded())
 
 
 def dict_of(cluster: LocalCluster, node_id: int) -> dict[str, str]:
@@ -66,7 +57,7 @@ def test_three_nodes_elect_one_leader_and_replicate() -> None:
         await cluster.run_until(lambda: all(dict_of(cluster, n) == {"a": "1"} for n in (1, 2, 3)))
         await cluster.stop()
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_follower_proposal_is_forwarded_and_resolves_when_applied_locally() -> None:
@@ -81,7 +72,7 @@ def test_follower_proposal_is_forwarded_and_resolves_when_applied_locally() -> N
         assert dict_of(cluster, follower.id)["n"] == "5"
         await cluster.stop()
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_forwarding_disabled_raises_not_leader_with_hint() -> None:
@@ -96,7 +87,7 @@ def test_forwarding_disabled_raises_not_leader_with_hint() -> None:
         assert raised.value.leader_hint == leader.id
         await cluster.stop()
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_group_commit_many_proposals_share_few_fsyncs() -> None:
@@ -114,7 +105,7 @@ def test_group_commit_many_proposals_share_few_fsyncs() -> None:
         assert fsyncs <= 3, fsyncs
         await cluster.stop()
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_group_commit_respects_the_batch_limit() -> None:
@@ -130,7 +121,7 @@ def test_group_commit_respects_the_batch_limit() -> None:
         assert leader.stats.fsyncs - before >= 10
         await cluster.stop()
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_a_bad_command_fails_its_proposal_only() -> None:
@@ -143,7 +134,7 @@ def test_a_bad_command_fails_its_proposal_only() -> None:
         assert await cluster.complete(leader.propose(encode_set("k", "v"))) == "v"
         await cluster.stop()
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_read_index_on_a_follower_sees_every_acknowledged_write() -> None:
@@ -165,7 +156,7 @@ def test_read_index_on_a_follower_sees_every_acknowledged_write() -> None:
         assert value == "1"
         await cluster.stop()
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_read_without_a_quorum_times_out_and_reads_nothing() -> None:
@@ -179,7 +170,7 @@ def test_read_without_a_quorum_times_out_and_reads_nothing() -> None:
             await cluster.complete(leader.read_index())
         await cluster.stop()
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_proposal_to_an_isolated_leader_times_out() -> None:
@@ -193,7 +184,7 @@ def test_proposal_to_an_isolated_leader_times_out() -> None:
             await cluster.complete(leader.propose(encode_set("a", "1")))
         await cluster.stop()
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_an_overwritten_proposal_fails_fast_with_proposal_dropped() -> None:
@@ -221,7 +212,7 @@ def test_an_overwritten_proposal_fails_fast_with_proposal_dropped() -> None:
         assert "lost" not in dict_of(cluster, old_leader.id)
         await cluster.stop()
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_leader_crash_the_rest_elect_and_the_old_leader_catches_up() -> None:
@@ -242,7 +233,7 @@ def test_leader_crash_the_rest_elect_and_the_old_leader_catches_up() -> None:
         assert len(state_machine.applied_commands) == len(set(state_machine.applied_commands))
         await cluster.stop()
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_durable_state_machine_restarts_without_reapplying() -> None:
@@ -264,7 +255,7 @@ def test_durable_state_machine_restarts_without_reapplying() -> None:
         )
         await cluster.stop()
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_snapshot_compacts_the_log_and_catches_up_a_lagging_follower() -> None:
@@ -284,7 +275,7 @@ def test_snapshot_compacts_the_log_and_catches_up_a_lagging_follower() -> None:
         assert restarted.stats.snapshots_installed >= 1
         await cluster.stop()
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_membership_add_learner_promote_and_remove() -> None:
@@ -310,7 +301,7 @@ def test_membership_add_learner_promote_and_remove() -> None:
         assert await cluster.complete(leader.propose(encode_set("after", "1"))) == "1"
         await cluster.stop()
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_promote_refuses_a_learner_that_lags() -> None:
@@ -326,7 +317,7 @@ def test_promote_refuses_a_learner_that_lags() -> None:
             await cluster.complete(leader.promote(NodeId(4)))
         await cluster.stop()
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_transfer_leadership_and_leader_change_observers() -> None:
@@ -346,7 +337,7 @@ def test_transfer_leadership_and_leader_change_observers() -> None:
         assert seen and seen[-1][0] == target.id
         await cluster.stop()
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_graceful_stop_of_the_leader_hands_over_leadership() -> None:
@@ -363,7 +354,7 @@ def test_graceful_stop_of_the_leader_hands_over_leadership() -> None:
             await leader.propose(encode_set("b", "2"))
         await cluster.stop()
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_pending_requests_fail_with_stopped_on_stop() -> None:
@@ -379,7 +370,7 @@ def test_pending_requests_fail_with_stopped_on_stop() -> None:
             await pending
         await cluster.stop()
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_garbage_messages_are_dropped_not_fatal() -> None:
@@ -409,7 +400,7 @@ def test_garbage_messages_are_dropped_not_fatal() -> None:
         assert leader.stats.messages_rejected == 3
         await cluster.stop()
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_storage_failure_stops_the_node_and_names_the_error() -> None:
@@ -440,7 +431,7 @@ def test_storage_failure_stops_the_node_and_names_the_error() -> None:
             await leader.wait_stopped()
         await cluster.stop()
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_join_adds_a_learner_catches_it_up_and_promotes_it() -> None:
@@ -463,7 +454,7 @@ def test_join_adds_a_learner_catches_it_up_and_promotes_it() -> None:
         await cluster.complete(joiner.join([address_of(leader.id)]))
         await cluster.stop()
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_adding_an_existing_member_again_is_idempotent_unless_the_address_differs() -> None:
@@ -480,7 +471,7 @@ def test_adding_an_existing_member_again_is_idempotent_unless_the_address_differ
             await cluster.complete(leader.add_learner(voter, "elsewhere:1"))
         await cluster.stop()
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_a_command_over_the_limit_is_refused_before_anything_happens() -> None:
@@ -497,4 +488,4 @@ def test_a_command_over_the_limit_is_refused_before_anything_happens() -> None:
         assert leader.status().pending_proposals == 0
         await cluster.stop()
 
-    run(scenario)
+    run_scenario(scenario)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
@@ -15,7 +14,7 @@ from raftkv.raft.driver.envelope import RequestId, encode_proposal
 from raftkv.raft.driver.errors import Removed
 from raftkv.raft.driver.settings import NodeSettings
 from raftkv.raft.storage.base import RaftStorage
-from raftkv.testing.local_cluster import LocalCluster, address_of
+from raftkv.testing.local_cluster import LocalCluster, address_of, run_scenario
 from raftkv.testing.state_machines import DictStateMachine, encode_set
 
 T = TypeVar("T")
@@ -23,14 +22,6 @@ T = TypeVar("T")
 
 def memory_dict(_: RaftStorage) -> DictStateMachine:
     return DictStateMachine()
-
-
-def run(scenario: Callable[[], Awaitable[T]]) -> T:
-    async def bounded() -> T:
-        async with asyncio.timeout(60):
-            return await scenario()
-
-    return asyncio.run(bounded())
 
 
 def test_a_stalled_leader_counts_the_ticks_it_missed_so_its_lease_expires() -> None:
@@ -75,7 +66,7 @@ def test_a_stalled_leader_counts_the_ticks_it_missed_so_its_lease_expires() -> N
             assert read.result() == "2"
         await cluster.stop()
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_two_nodes_joining_at_once_both_join() -> None:
@@ -93,7 +84,7 @@ def test_two_nodes_joining_at_once_both_join() -> None:
         await cluster.run_until(lambda: {4, 5} <= set(leader.status().voters))
         await cluster.stop()
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_a_forwarded_proposal_without_an_envelope_is_refused_not_fatal() -> None:
@@ -117,7 +108,7 @@ def test_a_forwarded_proposal_without_an_envelope_is_refused_not_fatal() -> None
         assert leader.stats.messages_rejected == 1
         await cluster.stop()
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_an_undecodable_entry_in_the_log_is_skipped_alike_by_every_node() -> None:
@@ -139,7 +130,7 @@ def test_an_undecodable_entry_in_the_log_is_skipped_alike_by_every_node() -> Non
         assert all(node.failure is None for node in cluster.nodes.values())
         await cluster.stop()
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_proposals_parked_without_a_leader_do_not_pile_up() -> None:
@@ -161,7 +152,7 @@ def test_proposals_parked_without_a_leader_do_not_pile_up() -> None:
         assert len(follower._parked) <= 100
         await cluster.stop()
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_a_removed_node_fails_requests_at_once_and_peers_forget_it() -> None:
@@ -179,7 +170,7 @@ def test_a_removed_node_fails_requests_at_once_and_peers_forget_it() -> None:
         assert victim.id not in leader.status().peers
         await cluster.stop()
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_status_after_stop_does_not_touch_closed_storage() -> None:
@@ -194,7 +185,7 @@ def test_status_after_stop_does_not_touch_closed_storage() -> None:
         assert status.stopped and status.applied_index >= 3
         await cluster.stop()
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_a_request_id_round_trips_through_the_envelope() -> None:
@@ -285,4 +276,4 @@ def test_the_leaders_snapshot_landing_during_our_own_does_not_stop_the_node() ->
         assert follower.status().snapshot_index >= index_after_install
         await cluster.stop()
 
-    run(scenario)
+    run_scenario(scenario)

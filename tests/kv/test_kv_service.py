@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import pytest
@@ -21,21 +19,13 @@ from raftkv.kv import (
 from raftkv.raft.driver.errors import ReadTimeout
 from raftkv.raft.driver.settings import NodeSettings
 from raftkv.raft.storage.base import RaftStorage
-from raftkv.testing.local_cluster import LocalCluster, address_of
+from raftkv.testing.local_cluster import LocalCluster, address_of, run_scenario
 
 T = TypeVar("T")
 
 
 def kv_machine(storage: RaftStorage) -> KvStateMachine:
     return KvStateMachine(storage.app_data())
-
-
-def run(scenario: Callable[[], Awaitable[T]]) -> T:
-    async def bounded() -> T:
-        async with asyncio.timeout(60):
-            return await scenario()
-
-    return asyncio.run(bounded())
 
 
 async def started(
@@ -65,7 +55,7 @@ def test_writes_through_any_node_and_linearizable_reads_on_every_node() -> None:
             assert result.kvs[0].version == 2
         await cluster.stop()
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_a_retried_write_with_the_same_client_sequence_applies_once() -> None:
@@ -82,7 +72,7 @@ def test_a_retried_write_with_the_same_client_sequence_applies_once() -> None:
         assert result.kvs[0].version == 1  # applied once
         await cluster.stop()
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_a_refused_request_costs_no_log_entry() -> None:
@@ -96,7 +86,7 @@ def test_a_refused_request_costs_no_log_entry() -> None:
         assert leader.status().last_index == before
         await cluster.stop()
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_txn_and_compaction() -> None:
@@ -116,7 +106,7 @@ def test_txn_and_compaction() -> None:
             await cluster.complete(service.range(Range(key=b"lock", revision=revision - 1)))
         await cluster.stop()
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_serializable_reads_answer_without_a_quorum_linearizable_ones_do_not() -> None:
@@ -133,4 +123,4 @@ def test_serializable_reads_answer_without_a_quorum_linearizable_ones_do_not() -
             await cluster.complete(services[3].get(b"x"))
         await cluster.stop()
 
-    run(scenario)
+    run_scenario(scenario)

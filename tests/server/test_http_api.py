@@ -4,9 +4,8 @@ server per node on 127.0.0.1 with an ephemeral port. Requests run inside
 
 from __future__ import annotations
 
-import asyncio
 import base64
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -19,7 +18,7 @@ from raftkv.raft.core.errors import ConfigInvalid
 from raftkv.raft.core.types import NodeId
 from raftkv.raft.storage.base import RaftStorage
 from raftkv.server import HttpSettings, create_app
-from raftkv.testing.local_cluster import LocalCluster, address_of
+from raftkv.testing.local_cluster import LocalCluster, address_of, run_scenario
 
 T = TypeVar("T")
 
@@ -28,14 +27,6 @@ Json = Any
 
 def kv_machine(storage: RaftStorage) -> KvStateMachine:
     return KvStateMachine(storage.app_data())
-
-
-def run(scenario: Callable[[], Awaitable[T]]) -> T:
-    async def bounded() -> T:
-        async with asyncio.timeout(60):
-            return await scenario()
-
-    return asyncio.run(bounded())
 
 
 @dataclass
@@ -117,7 +108,7 @@ def test_put_then_get_through_every_node_with_prev_kv() -> None:
                     "lease": 0,
                 }
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_keys_with_slashes_and_unicode() -> None:
@@ -128,7 +119,7 @@ def test_keys_with_slashes_and_unicode() -> None:
             status, body = await api.call(1, "GET", "/v1/kv/a/b/c%C3%A9")
             assert status == 200 and body["kv"]["key"] == "a/b/cé" and body["kv"]["value"] == "ü"
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_get_of_a_missing_key_is_404_not_found() -> None:
@@ -137,7 +128,7 @@ def test_get_of_a_missing_key_is_404_not_found() -> None:
             status, body = await api.call(1, "GET", "/v1/kv/nothing")
             assert status == 404 and error_code(body) == "not_found"
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_linearizable_read_through_a_follower_sees_a_write_made_on_the_leader() -> None:
@@ -152,7 +143,7 @@ def test_linearizable_read_through_a_follower_sees_a_write_made_on_the_leader() 
             status, body = await api.call(follower, "GET", "/v1/kv/x?consistency=serializable")
             assert status == 200 and body["kv"]["value"] == "1"
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_get_at_a_past_revision() -> None:
@@ -163,7 +154,7 @@ def test_get_at_a_past_revision() -> None:
             status, body = await api.call(1, "GET", "/v1/kv/k?revision=2")
             assert status == 200 and body["kv"]["value"] == "old"
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_range_prefix_limit_keys_only_count_only_and_range_end() -> None:
@@ -192,7 +183,7 @@ def test_range_prefix_limit_keys_only_count_only_and_range_end() -> None:
             status, body = await api.call(1, "GET", "/v1/kv", params={"prefix": "true"})
             assert body["count"] == 4
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_delete_single_and_prefix() -> None:
@@ -208,7 +199,7 @@ def test_delete_single_and_prefix() -> None:
             status, body = await api.call(1, "GET", "/v1/kv", params={"prefix": "true"})
             assert [kv["key"] for kv in body["kvs"]] == ["dirt"]
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_txn_compare_and_swap_with_put_range_and_delete_ops() -> None:
@@ -238,7 +229,7 @@ def test_txn_compare_and_swap_with_put_range_and_delete_ops() -> None:
             status, body = await api.call(1, "POST", "/v1/txn", json={"compares": [version]})
             assert status == 200 and body["succeeded"] is True
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_compact_then_reading_a_compacted_revision_is_410_gone() -> None:
@@ -253,7 +244,7 @@ def test_compact_then_reading_a_compacted_revision_is_410_gone() -> None:
             status, body = await api.call(1, "POST", "/v1/compact", json={"revision": 2})
             assert status == 410 and error_code(body) == "compacted"
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_health_and_status() -> None:
@@ -272,7 +263,7 @@ def test_health_and_status() -> None:
             assert body["term"] >= 1 and body["commit_index"] >= body["applied_index"] >= 1
             assert body["revision"] == 2 and body["compacted_revision"] == 0
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_seed_routes_set_and_get() -> None:
@@ -285,7 +276,7 @@ def test_seed_routes_set_and_get() -> None:
             status, body = await api.call(3, "GET", "/get/missing")
             assert status == 404 and error_code(body) == "not_found"
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_base64_round_trip_of_binary_keys_and_values() -> None:
@@ -308,7 +299,7 @@ def test_base64_round_trip_of_binary_keys_and_values() -> None:
             status, body = await api.call(2, "GET", "/v1/kv", params={"prefix": "true"})
             assert status == 406 and error_code(body) == "not_utf8"
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_a_retried_put_with_the_same_client_id_and_sequence_applies_once() -> None:
@@ -323,7 +314,7 @@ def test_a_retried_put_with_the_same_client_id_and_sequence_applies_once() -> No
             assert body["kv"]["version"] == 1  # applied once
             assert api.revision() == 2
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 # -- bad input: a 4xx with {"error": {"code", "message"}} and nothing written ------------------
@@ -466,7 +457,7 @@ def test_bad_input_is_refused_with_a_json_error_and_writes_nothing(
             if name not in REFUSED_IN_THE_LOG:
                 assert leader.status().last_index == before_index  # not even a log entry
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_settings_are_validated() -> None:
@@ -499,7 +490,7 @@ def test_an_isolated_node_answers_504_timeout_for_reads_and_writes_and_serves_se
             status, body = await api.call(isolated, "GET", "/v1/kv/x?consistency=serializable")
             assert status == 200 and body["kv"]["value"] == "1"
 
-    run(scenario)
+    run_scenario(scenario)
 
 
 def test_an_unexpected_exception_is_a_500_internal_and_the_server_keeps_serving(
@@ -520,5 +511,5 @@ def test_an_unexpected_exception_is_a_500_internal_and_the_server_keeps_serving(
             status, body = await api.call(1, "GET", "/health")
             assert status == 200
 
-    run(scenario)
+    run_scenario(scenario)
     assert "unexpected error serving GET /v1/kv/x" in caplog.text

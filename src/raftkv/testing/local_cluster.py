@@ -31,6 +31,17 @@ T = TypeVar("T")
 _TURNS_PER_STEP = 8
 
 
+def run_scenario(scenario: Callable[[], Awaitable[T]], *, timeout_s: float = 60.0) -> T:
+    """Run `scenario()` in a fresh event loop, failing it after `timeout_s` of wall-clock
+    time: a bound for a test that hangs, not a timing it relies on."""
+
+    async def bounded() -> T:
+        async with asyncio.timeout(timeout_s):
+            return await scenario()
+
+    return asyncio.run(bounded())
+
+
 class ConditionNotMet(AssertionError):
     """`run_until` reached its bound on simulated time."""
 
