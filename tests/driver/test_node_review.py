@@ -10,7 +10,12 @@ from typing import Any, TypeVar
 import pytest
 
 from raftkv.raft.core.types import Entry, Message, MessageType, NodeId
-from raftkv.raft.driver.envelope import RequestId, encode_proposal
+from raftkv.raft.driver.envelope import (
+    EnvelopeError,
+    RequestId,
+    decode_proposal,
+    encode_proposal,
+)
 from raftkv.raft.driver.errors import Removed
 from raftkv.raft.driver.settings import NodeSettings
 from raftkv.raft.storage.base import RaftStorage
@@ -188,10 +193,12 @@ def test_status_after_stop_does_not_touch_closed_storage() -> None:
     run_scenario(scenario)
 
 
-def test_a_request_id_round_trips_through_the_envelope() -> None:
-    # Keeps encode_proposal imported for the garbage test's contrast: a real envelope.
-    data = encode_proposal(RequestId(NodeId(1), 7, 9), b"cmd")
-    assert data.endswith(b"cmd") and len(data) == 25 + 3
+def test_the_proposal_envelope_round_trips_and_refuses_other_versions() -> None:
+    request = RequestId(NodeId(1), 7, 9)
+    data = encode_proposal(request, b"cmd")
+    assert decode_proposal(data) == (request, b"cmd")
+    with pytest.raises(EnvelopeError, match="version 2"):
+        decode_proposal(b"\x02" + data[1:])
 
 
 class HeldWriter(concurrent.futures.Executor):
