@@ -21,7 +21,8 @@ $(STAMP): pyproject.toml constraints.txt
 ## run: start a local 3-node cluster (the KV server is not built yet; see README "Status")
 run: $(STAMP)
 	@echo "raftkv: the KV server (raftkv dev / raftkv serve) is not built yet." >&2
-	@echo "What runs today is the Raft core and its simulator: try 'make sim' or 'make test'." >&2
+	@echo "What runs today: the Raft library and its examples (README, 'Examples'), the" >&2
+	@echo "simulators ('make sim', 'make sim-driver') and the tests ('make test')." >&2
 	@exit 2
 
 ## test: the whole test suite (unit, interaction scripts, paper tests, bounded simulator sweep) and lint
