@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 SIM_SEEDS ?= 0:10000
 TEST_SIM_SEEDS ?= 0:300
 
-.PHONY: run test lint sim sim-driver mutate fmt clean venv proto
+.PHONY: run test lint sim sim-driver mutate fmt clean venv proto bench
 
 venv: $(STAMP)
 
@@ -18,12 +18,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-## run: start a local 3-node cluster (the KV server is not built yet; see README "Status")
+## run: start a local 3-node cluster (raftkv dev): clients on 8080-8082, data in ./data/dev
 run: $(STAMP)
-	@echo "raftkv: the KV server (raftkv dev / raftkv serve) is not built yet." >&2
-	@echo "What runs today: the Raft library and its examples (README, 'Examples'), the" >&2
-	@echo "simulators ('make sim', 'make sim-driver') and the tests ('make test')." >&2
-	@exit 2
+	$(BIN)/raftkv dev
 
 ## test: the whole test suite (unit, interaction scripts, paper tests, bounded simulator sweep) and lint
 test: $(STAMP)
@@ -59,6 +56,12 @@ proto: $(STAMP)
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix src tests tools benchmarks examples
 	$(BIN)/ruff format src tests tools benchmarks examples
+
+## bench: the benchmarks (not part of make test): Raft throughput, HTTP API, a million keys
+bench: $(STAMP)
+	$(BIN)/python benchmarks/raft_throughput.py
+	$(BIN)/python benchmarks/http_kv.py
+	$(BIN)/python benchmarks/kv_scale.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -28,6 +28,8 @@ def test_kv_all_is_pinned() -> None:
             "KvStateMachine",
             "LimitExceeded",
             "MvccStore",
+            "PublishMember",
+            "PublishMemberResult",
             "Put",
             "PutResult",
             "Range",

@@ -118,6 +118,13 @@ def test_keys_with_slashes_and_unicode() -> None:
             assert status == 200
             status, body = await api.call(1, "GET", "/v1/kv/a/b/c%C3%A9")
             assert status == 200 and body["kv"]["key"] == "a/b/cé" and body["kv"]["value"] == "ü"
+            # A newline in a key (found by schemathesis: the route's pattern missed it).
+            status, _ = await api.call(1, "PUT", "/v1/kv/line%0Abreak", json={"value": "n"})
+            assert status == 200
+            status, body = await api.call(1, "GET", "/get/line%0Abreak")
+            assert status == 200 and body["kv"]["key"] == "line\nbreak"
+            status, body = await api.call(1, "DELETE", "/v1/kv/line%0Abreak")
+            assert status == 200 and body["deleted"] == 1
 
     run_scenario(scenario)
 
@@ -317,6 +324,25 @@ def test_a_retried_put_with_the_same_client_id_and_sequence_applies_once() -> No
     run_scenario(scenario)
 
 
+def test_a_retried_delete_with_the_same_client_id_and_sequence_applies_once() -> None:
+    async def scenario() -> None:
+        async with started() as api:
+            await api.call(1, "PUT", "/v1/kv/k", json={"value": "v"})
+            path = "/v1/kv/k?client_id=client-d&sequence=1"
+            status, first = await api.call(1, "DELETE", path)
+            assert status == 200 and first["deleted"] == 1
+            await api.call(1, "PUT", "/v1/kv/k", json={"value": "again"})
+            status, again = await api.call(2, "DELETE", path)
+            # The original answer, and the key written since is untouched.
+            assert status == 200 and again == first
+            status, body = await api.call(3, "GET", "/v1/kv/k")
+            assert status == 200 and body["kv"]["value"] == "again"
+            status, body = await api.call(1, "DELETE", "/v1/kv/k?sequence=2")
+            assert status == 400 and error_code(body) == "invalid_request"
+
+    run_scenario(scenario)
+
+
 # -- bad input: a 4xx with {"error": {"code", "message"}} and nothing written ------------------
 
 BAD_REQUESTS: list[tuple[str, str, str, dict[str, Any], int, str]] = [
@@ -426,7 +452,7 @@ BAD_REQUESTS: list[tuple[str, str, str, dict[str, Any], int, str]] = [
         400,
         "invalid_request",
     ),
-    ("unknown route", "GET", "/v2/nothing", {}, 404, "not_found"),
+    ("unknown route", "GET", "/v2/nothing", {}, 404, "unknown_route"),
     ("wrong method", "PATCH", "/v1/txn", {}, 405, "method_not_allowed"),
 ]
 

@@ -86,7 +86,16 @@ class Compact(msgspec.Struct, tag="compact", frozen=True, forbid_unknown_fields=
     revision: int
 
 
-WriteRequest = Put | DeleteRange | Txn | Compact
+class PublishMember(msgspec.Struct, tag="publish_member", frozen=True, forbid_unknown_fields=True):
+    """Record where clients reach member `member_id` (etcd's member attributes). Replicated
+    so every member (and a node joining later, through a snapshot) can list every member's
+    client URL. Not an MVCC write: it creates no revision and no user key."""
+
+    member_id: int
+    client_url: str
+
+
+WriteRequest = Put | DeleteRange | Txn | Compact | PublishMember
 
 
 class KvCommand(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -152,7 +161,13 @@ class CompactResult(msgspec.Struct, tag="compact_result", frozen=True, forbid_un
     header: ResponseHeader
 
 
-WriteResult = PutResult | DeleteResult | TxnResult | CompactResult
+class PublishMemberResult(
+    msgspec.Struct, tag="publish_member_result", frozen=True, forbid_unknown_fields=True
+):
+    header: ResponseHeader
+
+
+WriteResult = PutResult | DeleteResult | TxnResult | CompactResult | PublishMemberResult
 
 
 def in_range(candidate: bytes, key: bytes, range_end: bytes) -> bool:

@@ -13,6 +13,7 @@ not repeated in every record).
 | latest index   | b"k" escape(key)                      | IndexRecord: mod_revision,              |
 |                |                                       | create_revision, version, lease         |
 | revision log   | b"r" revision                         | the user keys changed at that revision  |
+| members        | b"meta:member:" member id             | MemberRecord: client_url                |
 | sessions       | b"s" client id (UTF-8)                | SessionRecord: sequence, index, result  |
 | session age    | b"a" log index, client id (UTF-8)     | empty                                   |
 
@@ -51,6 +52,7 @@ FORMAT_VERSION = 1
 
 MVCC_META_KEY = b"meta:mvcc"
 SESSIONS_META_KEY = b"meta:sessions"
+MEMBER_PREFIX = b"meta:member:"
 HISTORY_PREFIX = b"h"
 INDEX_PREFIX = b"k"
 REVISION_PREFIX = b"r"
@@ -85,6 +87,12 @@ class IndexRecord(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_f
     create_revision: int
     version: int
     lease: int
+
+
+class MemberRecord(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+    """What a member published about itself (PublishMember)."""
+
+    client_url: str
 
 
 class SessionsMeta(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
@@ -153,6 +161,10 @@ def index_key(escaped_key: bytes) -> bytes:
 
 def revision_key(revision: int) -> bytes:
     return REVISION_PREFIX + encode_integer(revision)
+
+
+def member_key(member_id: int) -> bytes:
+    return MEMBER_PREFIX + encode_integer(member_id)
 
 
 def session_key(client_id: str) -> bytes:

@@ -46,6 +46,7 @@ from raftkv.kv.commands import (
     DeleteRange,
     DeleteResult,
     KeyValue,
+    PublishMember,
     Put,
     PutResult,
     Range,
@@ -57,7 +58,7 @@ from raftkv.kv.commands import (
     WriteRequest,
     WriteResult,
 )
-from raftkv.kv.errors import Compacted, FutureRevision
+from raftkv.kv.errors import Compacted, FutureRevision, InvalidRequest
 from raftkv.kv.layout import (
     FORMAT_VERSION,
     HISTORY_PREFIX,
@@ -171,6 +172,8 @@ class MvccStore:
                 return self.txn(request)
             case Compact():
                 return self.compact(request)
+            case PublishMember():
+                raise InvalidRequest("PublishMember is not an MVCC request (KvStateMachine)")
             case _:
                 assert_never(request)
 

@@ -26,6 +26,8 @@ from raftkv.kv.commands import (
     DeleteRange,
     DeleteResult,
     KvCommand,
+    PublishMember,
+    PublishMemberResult,
     Put,
     PutResult,
     Range,
@@ -41,7 +43,7 @@ from raftkv.kv.validation import check_request, check_session
 from raftkv.raft.core.errors import InvariantViolation
 from raftkv.raft.driver.node import Node
 
-ResultT = TypeVar("ResultT", PutResult, DeleteResult, TxnResult, CompactResult)
+ResultT = TypeVar("ResultT", PutResult, DeleteResult, TxnResult, CompactResult, PublishMemberResult)
 
 
 class KvService:
@@ -95,6 +97,13 @@ class KvService:
 
     async def compact(self, revision: int, *, timeout: float | None = None) -> CompactResult:
         return await self._write(Compact(revision=revision), CompactResult, "", 0, timeout)
+
+    async def publish_member(
+        self, member_id: int, client_url: str, *, timeout: float | None = None
+    ) -> PublishMemberResult:
+        """Record, through the log, where clients reach member `member_id`."""
+        request = PublishMember(member_id=member_id, client_url=client_url)
+        return await self._write(request, PublishMemberResult, "", 0, timeout)
 
     async def _write(
         self,

@@ -25,18 +25,22 @@ from collections.abc import Sequence
 import msgspec
 
 from raftkv.kv.commands import (
+    PublishMember,
+    PublishMemberResult,
     Range,
     RangeResult,
+    ResponseHeader,
     WriteResult,
     decode_command,
     decode_result,
     encode_result,
 )
 from raftkv.kv.errors import KvError, StaleSequence
+from raftkv.kv.members import MemberDirectory
 from raftkv.kv.mvcc import MvccStore
 from raftkv.kv.sessions import SessionTable
 from raftkv.kv.settings import KvSettings
-from raftkv.kv.validation import check_session
+from raftkv.kv.validation import check_request, check_session
 from raftkv.raft.driver.state_machine import Command
 from raftkv.raft.storage.base import AppData, StorageCorrupt
 
@@ -63,12 +67,13 @@ class KvStateMachine:
     def __init__(self, app: AppData, settings: KvSettings | None = None) -> None:
         self.app = app
         self.settings = settings if settings is not None else KvSettings()
-        self._store, self._sessions = self._open()
+        self._store, self._sessions, self._members = self._open()
 
-    def _open(self) -> tuple[MvccStore, SessionTable]:
+    def _open(self) -> tuple[MvccStore, SessionTable, MemberDirectory]:
         """Read the store's meta records (nothing else: opening costs O(1))."""
         store = MvccStore(self.app, self.settings)
-        return store, SessionTable(store.staged, self.settings.max_exactly_once_clients)
+        sessions = SessionTable(store.staged, self.settings.max_exactly_once_clients)
+        return store, sessions, MemberDirectory(store.staged)
 
     # -- StateMachine ---------------------------------------------------------------------
 
@@ -102,7 +107,7 @@ class KvStateMachine:
         if any(items[position][0] >= items[position + 1][0] for position in range(len(items) - 1)):
             raise SnapshotInvalid("KV snapshot items are not in strictly increasing key order")
         self.app.replace_all(iter(items), index, term)
-        self._store, self._sessions = self._open()
+        self._store, self._sessions, self._members = self._open()
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -115,6 +120,10 @@ class KvStateMachine:
 
     def compacted_revision(self) -> int:
         return self._store.compacted_revision()
+
+    def member_client_urls(self) -> dict[int, str]:
+        """Every published member client URL by member id (see MemberDirectory)."""
+        return self._members.client_urls()
 
     def state_hash(self) -> str:
         """See MvccStore.state_hash (a full scan)."""
@@ -133,7 +142,15 @@ class KvStateMachine:
                     return _stored_result(client_id, last.result)
                 if last is not None and sequence < last.sequence:
                     raise StaleSequence(client_id, sequence, last.sequence)
-            result = self._store.execute(kv_command.request)
+            request = kv_command.request
+            if isinstance(request, PublishMember):
+                check_request(request, self.settings)
+                self._members.publish(request)
+                result: WriteResult = PublishMemberResult(
+                    ResponseHeader(self._store.current_revision())
+                )
+            else:
+                result = self._store.execute(request)
         except KvError as error:
             return error
         if client_id:

@@ -24,6 +24,7 @@ from raftkv.kv.commands import (
     Compare,
     DeleteRange,
     KvCommand,
+    PublishMember,
     Put,
     Range,
     RequestOp,
@@ -35,6 +36,8 @@ from raftkv.kv.errors import DuplicateKey, EmptyKey, InvalidRequest, LimitExceed
 from raftkv.kv.settings import KvSettings
 
 MAX_INTEGER = (1 << 63) - 1
+# A member's published client URL (scheme, host, port: far below this).
+MAX_CLIENT_URL_BYTES = 1024
 
 
 def check_request(request: WriteRequest | Range, settings: KvSettings) -> None:
@@ -50,6 +53,15 @@ def check_request(request: WriteRequest | Range, settings: KvSettings) -> None:
             _check_txn(request, settings)
         case Compact():
             _check_integer("compact revision", request.revision)
+        case PublishMember():
+            _check_integer("member_id", request.member_id)
+            if request.member_id == 0:
+                raise InvalidRequest("member_id must be >= 1")
+            size = len(request.client_url.encode())
+            if size > MAX_CLIENT_URL_BYTES:
+                raise LimitExceeded(
+                    "client_url length", size, "MAX_CLIENT_URL_BYTES", MAX_CLIENT_URL_BYTES
+                )
         case _:
             assert_never(request)
 

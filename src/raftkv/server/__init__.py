@@ -1,7 +1,22 @@
-"""raftkv's servers: the HTTP/JSON API over `raftkv.kv.KvService`."""
+"""raftkv's servers: the HTTP/JSON API over `raftkv.kv.KvService`.
+
+`HttpSettings` and `create_app` load lazily (PEP 562), so importing a light submodule such
+as `raftkv.server.api` (the client does) does not load aiohttp or the KV store.
+"""
 
 from __future__ import annotations
 
-from raftkv.server.http import HttpSettings, create_app
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from raftkv.server.http import HttpSettings, create_app
 
 __all__ = ["HttpSettings", "create_app"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from raftkv.server import http  # noqa: PLC0415
+
+        return getattr(http, name)
+    raise AttributeError(f"module 'raftkv.server' has no attribute {name!r}")

@@ -5,8 +5,8 @@ Routes (every body and answer is JSON):
   -> `{"header", "prev_kv"?}`; `POST /set {"key", "value"}` is the seed's spelling of it.
 - `GET /v1/kv/{key}` (`revision`, `consistency`) -> `{"header", "kv"}`, or 404 `not_found`;
   `GET /get/{key}` is the seed's spelling of it.
-- `DELETE /v1/kv/{key}` (`prefix=true` deletes every key starting with `key`)
-  -> `{"header", "deleted"}`.
+- `DELETE /v1/kv/{key}` (`prefix=true` deletes every key starting with `key`; `prev_kv`;
+  `client_id` and `sequence` for exactly-once) -> `{"header", "deleted", "prev_kvs"?}`.
 - `GET /v1/kv` (`key`, `range_end` or `prefix`, `limit`, `revision`, `keys_only`,
   `count_only`, `consistency`) -> `{"header", "kvs", "count", "more"}`.
 - `POST /v1/txn` `{"compares", "success", "failure", "client_id"?, "sequence"?}`; an op is
@@ -27,7 +27,7 @@ Reads are linearizable unless `consistency=serializable` (local, possibly stale)
 Errors: every refusal is `{"error": {"code", "message"}}`:
 - 400: `invalid_json`, `invalid_request` (wrong types, unknown fields, bad query values),
   `invalid_base64`, `empty_key`, `duplicate_key`, `future_revision`;
-- 404 `not_found` (no such key, or no such route), 405 `method_not_allowed`;
+- 404 `not_found` (no such key) or `unknown_route` (no such path), 405 `method_not_allowed`;
 - 406 `not_utf8`; 409 `stale_sequence` (a late duplicate of an exactly-once write);
 - 410 `compacted`: the revision asked for is older than the compacted revision (the history
   is gone for good, which is what 410 Gone says; a future revision is a 400);
@@ -54,8 +54,6 @@ from aiohttp import web
 
 from raftkv.kv.commands import (
     Compare,
-    CompareOp,
-    CompareTarget,
     DeleteRange,
     DeleteResult,
     KeyValue,
@@ -77,7 +75,37 @@ from raftkv.kv.errors import (
 )
 from raftkv.kv.service import KvService
 from raftkv.raft.core.errors import ConfigInvalid, InvalidArgument, NotLeader, ProposalDropped
+from raftkv.raft.core.types import NodeId
 from raftkv.raft.driver.errors import Overloaded, ProposalTimeout, ReadTimeout, Stopped
+from raftkv.server.api import (
+    ClusterAnswer,
+    CompactAnswer,
+    CompactBody,
+    CompareBody,
+    DeleteAnswer,
+    DeleteOpAnswer,
+    DeleteOpBody,
+    GetAnswer,
+    Header,
+    HealthAnswer,
+    KeyValueAnswer,
+    MemberAnswer,
+    OpAnswer,
+    OpBody,
+    PutAnswer,
+    PutBody,
+    PutOpAnswer,
+    PutOpBody,
+    RangeAnswer,
+    RangeOpAnswer,
+    RangeOpBody,
+    ReadyAnswer,
+    SetBody,
+    StatusAnswer,
+    TxnAnswer,
+    TxnBody,
+)
+from raftkv.server.openapi import openapi_document_bytes
 
 __all__ = ["HttpSettings", "create_app"]
 
@@ -94,6 +122,9 @@ class HttpSettings:
     # on the node's clock (504 `timeout` beyond). Short answers a client sooner during a
     # leader change, but makes more writes end with an unknown outcome.
     request_timeout_s: float = 10.0
+    # /ready answers 503 while more committed entries than this wait to be applied (a
+    # restarting node replaying its log, a follower catching up).
+    ready_max_apply_lag: int = 1000
 
     def __post_init__(self) -> None:
         size = self.max_body_bytes
@@ -108,69 +139,9 @@ class HttpSettings:
             raise ConfigInvalid(
                 f"HttpSettings.request_timeout_s must be a positive number, got {timeout!r}"
             )
-
-
-# -- request bodies ------------------------------------------------------------------------
-# Keys and values are str here: UTF-8 text, or base64 with `encoding=base64`.
-
-
-class PutBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    value: str
-    lease: int = 0
-    prev_kv: bool = False
-    client_id: str = ""
-    sequence: int = 0
-
-
-class SetBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    key: str
-    value: str
-
-
-class CompactBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    revision: int
-
-
-class CompareBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    key: str
-    target: CompareTarget
-    op: CompareOp
-    value: str | int
-
-
-class RangeOpBody(msgspec.Struct, tag="range", tag_field="op", forbid_unknown_fields=True):
-    key: str
-    range_end: str = ""
-    prefix: bool = False
-    limit: int = 0
-    revision: int = 0
-    keys_only: bool = False
-    count_only: bool = False
-
-
-class PutOpBody(msgspec.Struct, tag="put", tag_field="op", forbid_unknown_fields=True):
-    key: str
-    value: str
-    lease: int = 0
-    prev_kv: bool = False
-
-
-class DeleteOpBody(msgspec.Struct, tag="delete", tag_field="op", forbid_unknown_fields=True):
-    key: str
-    range_end: str = ""
-    prefix: bool = False
-    prev_kv: bool = False
-
-
-OpBody = RangeOpBody | PutOpBody | DeleteOpBody
-
-
-class TxnBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    compares: list[CompareBody] = msgspec.field(default_factory=list)
-    success: list[OpBody] = msgspec.field(default_factory=list)
-    failure: list[OpBody] = msgspec.field(default_factory=list)
-    client_id: str = ""
-    sequence: int = 0
+        lag = self.ready_max_apply_lag
+        if not isinstance(lag, int) or isinstance(lag, bool) or lag < 0:
+            raise ConfigInvalid(f"HttpSettings.ready_max_apply_lag must be >= 0, got {lag!r}")
 
 
 BodyT = TypeVar("BodyT", PutBody, SetBody, CompactBody, TxnBody)
@@ -244,7 +215,7 @@ def _service_error(error: Exception) -> web.Response | None:
 
 
 _HTTP_CODES = {
-    404: "not_found",
+    404: "unknown_route",
     405: "method_not_allowed",
     413: "body_too_large",
 }
@@ -397,53 +368,53 @@ _SERVICE = web.AppKey("service", KvService)
 class _Handlers:
     def __init__(self, service: KvService, settings: HttpSettings) -> None:
         self.service = service
+        self.settings = settings
         self.timeout = settings.request_timeout_s
 
-    def _header(self, revision: int) -> dict[str, int]:
-        return {"revision": revision, "leader": int(self.service.node.leader_id)}
+    def _header(self, revision: int) -> Header:
+        return Header(revision=revision, leader=int(self.service.node.leader_id))
 
     @staticmethod
-    def _kv(kv: KeyValue, codec: _Codec) -> dict[str, object]:
-        return {
-            "key": codec.encode(kv.key, "key"),
-            "value": codec.encode(kv.value, "value"),
-            "create_revision": kv.create_revision,
-            "mod_revision": kv.mod_revision,
-            "version": kv.version,
-            "lease": kv.lease,
-        }
+    def _kv(kv: KeyValue, codec: _Codec) -> KeyValueAnswer:
+        return KeyValueAnswer(
+            key=codec.encode(kv.key, "key"),
+            value=codec.encode(kv.value, "value"),
+            create_revision=kv.create_revision,
+            mod_revision=kv.mod_revision,
+            version=kv.version,
+            lease=kv.lease,
+        )
 
-    def _put_answer(self, result: PutResult, codec: _Codec) -> dict[str, object]:
-        answer: dict[str, object] = {"header": self._header(result.header.revision)}
-        if result.prev_kv is not None:
-            answer["prev_kv"] = self._kv(result.prev_kv, codec)
-        return answer
+    def _put_answer(self, result: PutResult, codec: _Codec) -> PutAnswer:
+        prev_kv = None if result.prev_kv is None else self._kv(result.prev_kv, codec)
+        return PutAnswer(header=self._header(result.header.revision), prev_kv=prev_kv)
 
-    def _delete_answer(self, result: DeleteResult, codec: _Codec) -> dict[str, object]:
-        answer: dict[str, object] = {
-            "header": self._header(result.header.revision),
-            "deleted": result.deleted,
-        }
-        if result.prev_kvs:
-            answer["prev_kvs"] = [self._kv(kv, codec) for kv in result.prev_kvs]
-        return answer
+    def _delete_answer(self, result: DeleteResult, codec: _Codec) -> DeleteAnswer:
+        return DeleteAnswer(
+            header=self._header(result.header.revision),
+            deleted=result.deleted,
+            prev_kvs=[self._kv(kv, codec) for kv in result.prev_kvs],
+        )
 
-    def _range_answer(self, result: RangeResult, codec: _Codec) -> dict[str, object]:
-        return {
-            "header": self._header(result.header.revision),
-            "kvs": [self._kv(kv, codec) for kv in result.kvs],
-            "count": result.count,
-            "more": result.more,
-        }
+    def _range_answer(self, result: RangeResult, codec: _Codec) -> RangeAnswer:
+        return RangeAnswer(
+            header=self._header(result.header.revision),
+            kvs=[self._kv(kv, codec) for kv in result.kvs],
+            count=result.count,
+            more=result.more,
+        )
 
-    def _op_answer(self, result: ResponseOp, codec: _Codec) -> dict[str, object]:
+    def _op_answer(self, result: ResponseOp, codec: _Codec) -> OpAnswer:
         match result:
             case RangeResult():
-                return {"op": "range", **self._range_answer(result, codec)}
+                ranged = self._range_answer(result, codec)
+                return RangeOpAnswer(ranged.header, ranged.kvs, ranged.count, ranged.more)
             case PutResult():
-                return {"op": "put", **self._put_answer(result, codec)}
+                put = self._put_answer(result, codec)
+                return PutOpAnswer(put.header, put.prev_kv)
             case DeleteResult():
-                return {"op": "delete", **self._delete_answer(result, codec)}
+                deleted = self._delete_answer(result, codec)
+                return DeleteOpAnswer(deleted.header, deleted.deleted, deleted.prev_kvs)
             case _:
                 assert_never(result)
 
@@ -478,7 +449,14 @@ class _Handlers:
         if not key:  # refuse before widening an empty prefix to every key
             raise ApiError(400, "empty_key", "delete: key is empty")
         key, range_end = _key_range(key, b"", _bool_query(request, "prefix"))
-        result = await self.service.delete_range(key, range_end, timeout=self.timeout)
+        result = await self.service.delete_range(
+            key,
+            range_end,
+            prev_kv=_bool_query(request, "prev_kv"),
+            client_id=request.query.get("client_id", ""),
+            sequence=_int_query(request, "sequence"),
+            timeout=self.timeout,
+        )
         return _json(self._delete_answer(result, codec))
 
     async def txn(self, request: web.Request) -> web.Response:
@@ -493,11 +471,11 @@ class _Handlers:
             txn, client_id=body.client_id, sequence=body.sequence, timeout=self.timeout
         )
         return _json(
-            {
-                "header": self._header(result.header.revision),
-                "succeeded": result.succeeded,
-                "responses": [self._op_answer(item, codec) for item in result.responses],
-            }
+            TxnAnswer(
+                header=self._header(result.header.revision),
+                succeeded=result.succeeded,
+                responses=[self._op_answer(item, codec) for item in result.responses],
+            )
         )
 
     @staticmethod
@@ -546,7 +524,7 @@ class _Handlers:
     async def compact(self, request: web.Request) -> web.Response:
         body = await _body(request, CompactBody)
         result = await self.service.compact(body.revision, timeout=self.timeout)
-        return _json({"header": self._header(result.header.revision)})
+        return _json(CompactAnswer(header=self._header(result.header.revision)))
 
     # -- reads
 
@@ -560,7 +538,9 @@ class _Handlers:
         if not result.kvs:
             raise ApiError(404, "not_found", f"key {request.match_info['key']!r} not found")
         return _json(
-            {"header": self._header(result.header.revision), "kv": self._kv(result.kvs[0], codec)}
+            GetAnswer(
+                header=self._header(result.header.revision), kv=self._kv(result.kvs[0], codec)
+            )
         )
 
     async def range(self, request: web.Request) -> web.Response:
@@ -581,24 +561,87 @@ class _Handlers:
         )
         return _json(self._range_answer(result, codec))
 
+    # -- the node
+
     async def health(self, request: web.Request) -> web.Response:
-        return _json({"status": "ok"})
+        """Liveness: the process answers (a stopped node still says so: it is alive)."""
+        return _json(HealthAnswer(status="ok"))
+
+    async def ready(self, request: web.Request) -> web.Response:
+        """Readiness: see ReadyAnswer."""
+        reason = self._not_ready_reason()
+        return _json(ReadyAnswer(ready=not reason, reason=reason), status=503 if reason else 200)
+
+    def _not_ready_reason(self) -> str:
+        status = self.service.node.status()
+        if status.stopped:
+            return "the node is stopped"
+        if status.removed:
+            return "the node was removed from the cluster"
+        if status.id not in status.voters and status.id not in status.learners:
+            return "the node is not a member yet"
+        if status.leader_id == 0:
+            return "no leader is known"
+        lag = status.commit_index - status.applied_index
+        if lag > self.settings.ready_max_apply_lag:
+            return f"applying: {lag} committed entries not applied yet"
+        return ""
 
     async def status(self, request: web.Request) -> web.Response:
         status = self.service.node.status()
         machine = self.service.machine
+        digest = machine.state_hash() if _bool_query(request, "hash") else ""
         return _json(
-            {
-                "id": int(status.id),
-                "leader": int(status.leader_id),
-                "term": status.term,
-                "role": status.role.name.lower(),
-                "commit_index": status.commit_index,
-                "applied_index": status.applied_index,
-                "revision": machine.current_revision(),
-                "compacted_revision": machine.compacted_revision(),
-            }
+            StatusAnswer(
+                id=int(status.id),
+                leader=int(status.leader_id),
+                term=status.term,
+                role=status.role.name.lower(),
+                commit_index=status.commit_index,
+                applied_index=status.applied_index,
+                revision=machine.current_revision(),
+                compacted_revision=machine.compacted_revision(),
+                hash=digest,
+            )
         )
+
+    async def cluster(self, request: web.Request) -> web.Response:
+        status = self.service.node.status()
+        client_urls = self.service.machine.member_client_urls()
+        is_leader = status.leader_id == status.id
+
+        def match_index(member: int) -> int | None:
+            if not is_leader:
+                return None
+            if member == status.id:
+                return status.last_index
+            progress = status.progress.get(NodeId(member))
+            return None if progress is None else progress.match
+
+        members = [
+            MemberAnswer(
+                id=int(member),
+                peer_url=status.peers.get(member, ""),
+                client_url=client_urls.get(int(member), ""),
+                role="leader"
+                if member == status.leader_id
+                else ("learner" if member in status.learners else "voter"),
+                match_index=match_index(member),
+            )
+            for member in sorted({*status.voters, *status.learners})
+        ]
+        return _json(
+            ClusterAnswer(
+                id=int(status.id),
+                leader=int(status.leader_id),
+                term=status.term,
+                commit_index=status.commit_index,
+                members=members,
+            )
+        )
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.Response(body=openapi_document_bytes(), content_type="application/json")
 
 
 def create_app(service: KvService, settings: HttpSettings | None = None) -> web.Application:
@@ -612,16 +655,19 @@ def create_app(service: KvService, settings: HttpSettings | None = None) -> web.
     handlers = _Handlers(service, settings)
     app.router.add_routes(
         [
-            web.put("/v1/kv/{key:.*}", handlers.put),
-            web.get("/v1/kv/{key:.*}", handlers.get),
-            web.delete("/v1/kv/{key:.*}", handlers.delete),
-            web.get("/v1/kv", handlers.range),
+            web.put("/v1/kv/{key:[\\s\\S]*}", handlers.put),
+            web.get("/v1/kv/{key:[\\s\\S]*}", handlers.get, allow_head=False),
+            web.delete("/v1/kv/{key:[\\s\\S]*}", handlers.delete),
+            web.get("/v1/kv", handlers.range, allow_head=False),
             web.post("/v1/txn", handlers.txn),
             web.post("/v1/compact", handlers.compact),
-            web.get("/v1/status", handlers.status),
-            web.get("/health", handlers.health),
+            web.get("/v1/status", handlers.status, allow_head=False),
+            web.get("/v1/cluster", handlers.cluster, allow_head=False),
+            web.get("/health", handlers.health, allow_head=False),
+            web.get("/ready", handlers.ready, allow_head=False),
+            web.get("/openapi.json", handlers.openapi, allow_head=False),
             web.post("/set", handlers.set),
-            web.get("/get/{key:.*}", handlers.get),
+            web.get("/get/{key:[\\s\\S]*}", handlers.get, allow_head=False),
         ]
     )
     return app

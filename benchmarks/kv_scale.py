@@ -1,0 +1,164 @@
+"""A node with a million keys: its memory, and how fast it restarts and serves.
+
+1. Load `--keys` keys (default 1,000,000) of 100-byte values into a one-node store: a real
+   Node on RocksDB in this process, written through Raft as txns of 100 puts each.
+2. Stop it, then start `python -m raftkv serve` on that data dir and time how long until a
+   linearizable GET answers (restart-to-serving: no full scan at start).
+3. Serve `--reads` random linearizable GETs and a few writes, then read the server's RSS
+   (/proc/<pid>/status VmRSS): the key index and history live in RocksDB, not in Python.
+
+Targets (issue 4): RSS under 300 MB and serving within 5 s of the restart.
+
+    .venv/bin/python benchmarks/kv_scale.py [--keys 1000000] [--reads 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from raftkv.kv import KvService, KvStateMachine, Put, Txn
+from raftkv.raft import NodeBuilder, NodeSettings
+from raftkv.server.config import ServerSettings
+from raftkv.server.runner import DATABASE_DIR, check_identity
+
+VALUE = b"v" * 100
+PER_TXN = 100
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def key_of(index: int) -> bytes:
+    return b"key/%08d" % index
+
+
+async def load(settings: ServerSettings, keys: int) -> float:
+    check_identity(settings)
+    node = await (
+        NodeBuilder(settings.id)
+        .peers(settings.founders)
+        .data_dir(settings.data_dir / DATABASE_DIR)
+        .settings(NodeSettings(tick_interval_s=0.02))
+        .grpc(listen_address=settings.listen_peer, cluster_id=settings.cluster_id)
+        .state_machine(lambda storage: KvStateMachine(storage.app_data()))
+        .bootstrap()
+    )
+    machine = node.state_machine
+    assert isinstance(machine, KvStateMachine)
+    service = KvService(node, machine)
+    started = time.perf_counter()
+    next_txn = 0
+    txns = (keys + PER_TXN - 1) // PER_TXN
+
+    async def writer() -> None:
+        nonlocal next_txn
+        while next_txn < txns:
+            first = next_txn * PER_TXN
+            next_txn += 1
+            puts = [Put(key_of(index), VALUE) for index in range(first, min(first + PER_TXN, keys))]
+            await service.txn(Txn(success=list(puts)), timeout=60)
+
+    await asyncio.gather(*(writer() for _ in range(32)))
+    elapsed = time.perf_counter() - started
+    await node.stop()
+    return elapsed
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--keys", type=int, default=1_000_000)
+    parser.add_argument("--reads", type=int, default=20_000)
+    arguments = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="raftkv-scale-") as directory:
+        client_port, peer_port = free_port(), free_port()
+        settings = ServerSettings(
+            data_dir=Path(directory) / "node",
+            listen_client=f"127.0.0.1:{client_port}",
+            listen_peer=f"127.0.0.1:{peer_port}",
+        )
+        elapsed = asyncio.run(load(settings, arguments.keys))
+        print(
+            f"loaded {arguments.keys:,} keys in {elapsed:.1f} s ({arguments.keys / elapsed:,.0f}/s)"
+        )
+        size = sum(path.stat().st_size for path in settings.data_dir.rglob("*") if path.is_file())
+        print(f"data dir: {size / 1e6:,.0f} MB")
+        started = time.perf_counter()
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "raftkv",
+                "serve",
+                "--data-dir",
+                str(settings.data_dir),
+                "--listen-client",
+                settings.listen_client,
+                "--listen-peer",
+                settings.listen_peer,
+                "--log-level",
+                "warning",
+            ],
+            stdin=subprocess.DEVNULL,
+        )
+        url = f"http://{settings.listen_client}"
+        try:
+            with httpx.Client(timeout=10) as http:
+                probe = key_of(arguments.keys - 1).decode()
+                while True:
+                    try:
+                        if http.get(f"{url}/v1/kv/{probe}").status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    if server.poll() is not None or time.perf_counter() - started > 120:
+                        raise SystemExit("the server did not come up")
+                    time.sleep(0.02)
+                serving = time.perf_counter() - started
+                print(f"restart to first linearizable GET: {serving:.2f} s (target < 5 s)")
+                print(f"RSS after start: {rss_mb(server.pid):.0f} MB")
+                rng = random.Random(1)
+                began = time.perf_counter()
+                for _ in range(arguments.reads):
+                    key = key_of(rng.randrange(arguments.keys)).decode()
+                    assert http.get(f"{url}/v1/kv/{key}").status_code == 200
+                rate = arguments.reads / (time.perf_counter() - began)
+                for index in range(1000):
+                    http.put(f"{url}/v1/kv/extra/{index}", json={"value": "x" * 100})
+                count = http.get(f"{url}/v1/kv?key=key/&prefix=true&count_only=true").json()
+                assert count["count"] == arguments.keys, count
+                print(f"{arguments.reads:,} random GETs at {rate:,.0f}/s (one connection)")
+                print(
+                    f"RSS after reads, writes and a full count: {rss_mb(server.pid):.0f} MB "
+                    "(target < 300 MB)"
+                )
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=60)
+
+
+if __name__ == "__main__":
+    main()

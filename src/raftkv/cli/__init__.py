@@ -1,0 +1,48 @@
+"""The `raftkv` command (also `python -m raftkv`).
+
+Server verbs (`serve`, `dev`) live in `raftkv.cli.server_commands`; client verbs (`put`,
+`get`, `del`, `range`, `txn`, `status`, `members`) in `raftkv.cli.kv_commands`. Each module
+adds its subcommands with `add_commands(subparsers)`; a subcommand's `handler(arguments)`
+returns the process exit code. Heavy imports (RocksDB, gRPC, aiohttp) happen inside the
+server handlers only, so client verbs start fast.
+
+Exit codes (shared by every verb; scripts can test them):
+  0 success; 1 not found (get of a missing key); 2 usage error (bad flags or settings);
+  3 refused by the server (a 4xx answer: bad request, limit, compacted...);
+  4 unavailable (no endpoint answered, or 503/504 after retries: outcome may be unknown).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+EXIT_OK = 0
+EXIT_NOT_FOUND = 1
+EXIT_USAGE = 2
+EXIT_REFUSED = 3
+EXIT_UNAVAILABLE = 4
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from raftkv.cli import kv_commands, server_commands  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(
+        prog="raftkv", description="raftkv: a Raft-replicated key-value store"
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    server_commands.add_commands(subparsers)
+    kv_commands.add_commands(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    arguments = parser.parse_args(argv)
+    code: int = arguments.handler(arguments)
+    return code
+
+
+def run() -> None:
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Server verbs of the `raftkv` command: `serve`, `dev`, `config show`.
+
+`serve` takes every `ServerSettings` setting as a flag (see `raftkv serve --help`), also
+settable through `RAFTKV_*` variables and a TOML file (`--config`); precedence: flag,
+environment, file, default. A bad setting exits 2 with one line naming it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from raftkv.cli import EXIT_USAGE
+from raftkv.server.config import (
+    SETTING_NAMES,
+    ServerSettings,
+    SettingsInvalid,
+    flag_of,
+    load_settings,
+    render_settings,
+    setting_doc,
+)
+
+
+def add_commands(subparsers: Any) -> None:
+    serve = subparsers.add_parser(
+        "serve",
+        help="run one node",
+        description="Run one raftkv node. With no settings: a one-node store, clients on "
+        "127.0.0.1:8080, data in ./data.",
+    )
+    _add_setting_flags(serve)
+    serve.add_argument(
+        "--stop-on-stdin-eof", action="store_true", help=argparse.SUPPRESS
+    )  # used by `raftkv dev`
+    serve.set_defaults(handler=_serve)
+
+    dev = subparsers.add_parser(
+        "dev",
+        help="run a local cluster as child processes",
+        description="Start a local cluster; Ctrl-C or SIGTERM stops every node.",
+    )
+    dev.add_argument("--nodes", type=int, default=3, help="how many nodes (default 3)")
+    dev.add_argument(
+        "--base-port", type=int, default=8080, help="node i serves clients on BASE+i-1 (8080)"
+    )
+    dev.add_argument(
+        "--peer-base-port",
+        type=int,
+        default=None,
+        help="node i listens for peers on PEER_BASE+i-1 (default BASE-1000)",
+    )
+    dev.add_argument("--data-dir", default="data/dev", help="node i keeps data in DIR/i")
+    dev.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    dev.set_defaults(handler=_dev)
+
+    config = subparsers.add_parser("config", help="show the effective settings")
+    config_verbs = config.add_subparsers(dest="config_command", metavar="VERB", required=True)
+    show = config_verbs.add_parser(
+        "show", help="print the effective settings as TOML (flags, env, file, defaults)"
+    )
+    _add_setting_flags(show)
+    show.set_defaults(handler=_config_show)
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", type=Path, default=None, help="a TOML file of settings (or RAFTKV_CONFIG)"
+    )
+    group = parser.add_argument_group("settings (also RAFTKV_<NAME> and TOML keys)")
+    for name in SETTING_NAMES:
+        group.add_argument(
+            flag_of(name), dest=f"setting_{name}", default=None, help=setting_doc(name)
+        )
+
+
+def _settings(arguments: argparse.Namespace) -> ServerSettings:
+    flags = {
+        name: getattr(arguments, f"setting_{name}")
+        for name in SETTING_NAMES
+        if getattr(arguments, f"setting_{name}") is not None
+    }
+    return load_settings(flags, config_file=arguments.config)
+
+
+def _serve(arguments: argparse.Namespace) -> int:
+    try:
+        settings = _settings(arguments)
+    except SettingsInvalid as error:
+        print(f"raftkv serve: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    # Imported here: the server's dependencies (RocksDB, gRPC, aiohttp) load only to serve.
+    from raftkv.server.runner import (  # noqa: PLC0415
+        configure_logging,
+        run_server,
+        started_line,
+    )
+
+    configure_logging(settings.log_level)
+    try:
+        return asyncio.run(
+            run_server(
+                settings,
+                on_started=lambda _: print(started_line(settings), flush=True),
+                stop_on_stdin_eof=arguments.stop_on_stdin_eof,
+            )
+        )
+    except SettingsInvalid as error:
+        print(f"raftkv serve: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as error:  # e.g. the client port is taken
+        print(f"raftkv serve: {error}", file=sys.stderr)
+        return 1
+
+
+def _dev(arguments: argparse.Namespace) -> int:
+    from raftkv.server.dev import DevCluster, run_dev  # noqa: PLC0415
+
+    if not 1 <= arguments.nodes <= 99:
+        print("raftkv dev: --nodes must be in 1..99", file=sys.stderr)
+        return EXIT_USAGE
+    peer_base = arguments.peer_base_port
+    if peer_base is None:
+        peer_base = arguments.base_port - 1000
+    for name, base in (("--base-port", arguments.base_port), ("--peer-base-port", peer_base)):
+        if not 1 <= base <= 65535 - arguments.nodes:
+            print(f"raftkv dev: {name} {base} is out of range", file=sys.stderr)
+            return EXIT_USAGE
+    cluster = DevCluster(
+        nodes=arguments.nodes,
+        base_port=arguments.base_port,
+        peer_base_port=peer_base,
+        data_dir=Path(arguments.data_dir),
+        log_level=arguments.log_level,
+    )
+    return asyncio.run(run_dev(cluster))
+
+
+def _config_show(arguments: argparse.Namespace) -> int:
+    try:
+        settings = _settings(arguments)
+    except SettingsInvalid as error:
+        print(f"raftkv config: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    sys.stdout.write(render_settings(settings))
+    return 0

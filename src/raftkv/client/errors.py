@@ -1,0 +1,118 @@
+"""The client's typed errors: what a failed call tells its caller.
+
+    ClientError             base: `code`, `message`, `status` (HTTP, None without an answer)
+    ├── Refused             the server refused the request; nothing was applied; final
+    │   ├── InvalidRequest  400 (and 404/405 for a route): invalid_request, invalid_json,
+    │   │                   invalid_base64, empty_key, duplicate_key, future_revision
+    │   ├── NotUtf8         406 not_utf8
+    │   ├── StaleSequence   409 stale_sequence
+    │   ├── Compacted       410 compacted
+    │   └── LimitExceeded   413 limit_exceeded, body_too_large, command_too_large
+    ├── Unavailable         no endpoint answered, or every answer was a 503 (or a timed-out
+    │                       read): nothing was applied; worth trying again later
+    ├── OutcomeUnknown      a write may or may not have been applied (504 `timeout` or a
+    │                       connection lost after sending, and no retry settled it)
+    └── ServerError         a 500, or an answer the client cannot read (a misbehaving server)
+
+Every message says what happened and at which endpoint(s): a refusal names the endpoint
+that answered; `Unavailable` and `OutcomeUnknown` list every attempt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "ClientError",
+    "Compacted",
+    "InvalidRequest",
+    "LimitExceeded",
+    "NotUtf8",
+    "OutcomeUnknown",
+    "Refused",
+    "ServerError",
+    "StaleSequence",
+    "Unavailable",
+    "refusal",
+]
+
+
+class ClientError(Exception):
+    """A call that did not succeed. `code` is the server's error code (or the client's own:
+    "unavailable", "outcome_unknown", "bad_answer"), `status` the HTTP status of the answer
+    that decided it (None when no answer did), `endpoints` where the attempts went."""
+
+    def __init__(
+        self, code: str, message: str, *, status: int | None, endpoints: Sequence[str]
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+        self.endpoints = tuple(endpoints)
+
+
+class Refused(ClientError):
+    """The server refused the request (a 4xx answer): nothing was applied, and trying the
+    same request again gets the same answer."""
+
+
+class InvalidRequest(Refused):
+    """400: the request breaks a rule of the API (the code names which); also a 404/405
+    for a route, which means the endpoint is not a raftkv server of this API version."""
+
+
+class NotUtf8(Refused):
+    """406: a stored key or value is not UTF-8 and was asked for as text. The client asks
+    in base64, so seeing this means the server ignored `encoding=base64`."""
+
+
+class StaleSequence(Refused):
+    """409: an exactly-once write carried a sequence older than the session's last. The
+    client's session lanes never do this on their own; two clients sharing a client id
+    do."""
+
+
+class Compacted(Refused):
+    """410: the revision asked for is compacted; that history is gone for good."""
+
+
+class LimitExceeded(Refused):
+    """413: a key, value, txn, request body or Raft command is over a server limit."""
+
+
+class Unavailable(ClientError):
+    """No attempt succeeded and none may have applied anything: every endpoint was
+    unreachable or answered 503 (no leader, dropped, overloaded, stopped), or a read timed
+    out. Safe to try again."""
+
+
+class OutcomeUnknown(ClientError):
+    """A write may have been applied, or not: an attempt timed out on the server (504) or
+    its connection was lost after the request was sent, and the retries (with the same
+    exactly-once session, when the write has one) ran out before one settled it. Read the
+    data to find out."""
+
+
+class ServerError(ClientError):
+    """The server failed (500 `internal`) or answered something the client cannot read.
+    For a write the outcome is unknown as well."""
+
+
+_REFUSALS: dict[int, type[Refused]] = {
+    400: InvalidRequest,
+    404: InvalidRequest,
+    405: InvalidRequest,
+    406: NotUtf8,
+    409: StaleSequence,
+    410: Compacted,
+    413: LimitExceeded,
+}
+
+
+def refusal(status: int, code: str, message: str, endpoint: str) -> Refused:
+    """The typed error for a 4xx answer `{"error": {code, message}}` from `endpoint`."""
+    kind = _REFUSALS.get(status, Refused)
+    return kind(
+        code, f"{message} (HTTP {status} from {endpoint})", status=status, endpoints=[endpoint]
+    )

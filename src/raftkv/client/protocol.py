@@ -1,0 +1,481 @@
+"""The HTTP/JSON API as requests and answers, without I/O (h11's sans-I/O split).
+
+Each builder returns a `Request`: the method, path, query and body to send, how the call
+may be retried (`Kind`), whether it should go to the leader, and how to read a 200 answer
+into a result. Both clients (`Client`, `SyncClient`) send these; nothing here touches a
+socket, a clock or a lock.
+
+Every key, value, range end and compare value travels base64 (`encoding=base64`), so any
+bytes round-trip; a key in the URL path is base64 then percent-encoded (base64 has '/' and
+'+'). Bodies and answers are the msgspec structs of `raftkv.server.api`, the server's own
+definitions.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, assert_never
+from urllib.parse import quote
+
+import msgspec
+
+from raftkv.client.results import (
+    Cluster,
+    CompactResult,
+    DeleteResult,
+    KeyValue,
+    Member,
+    PutResult,
+    RangeResult,
+    Status,
+    TxnResult,
+)
+from raftkv.client.txn import Compare, DeleteOp, Op, PutOp, RangeOp
+from raftkv.server.api import (
+    ClusterAnswer,
+    CompactAnswer,
+    CompactBody,
+    CompareBody,
+    DeleteOpAnswer,
+    DeleteOpBody,
+    ErrorAnswer,
+    GetAnswer,
+    HealthAnswer,
+    KeyValueAnswer,
+    OpAnswer,
+    OpBody,
+    PutAnswer,
+    PutBody,
+    PutOpAnswer,
+    PutOpBody,
+    RangeAnswer,
+    RangeOpAnswer,
+    RangeOpBody,
+    StatusAnswer,
+    TxnAnswer,
+    TxnBody,
+)
+
+T = TypeVar("T")
+
+_BASE64 = ("encoding", "base64")
+
+
+class Kind(enum.Enum):
+    """How a request may be retried after an attempt whose outcome is not known."""
+
+    # Changes nothing: retried after any failure.
+    READ = enum.auto()
+    # Carries an exactly-once session: retried, with the same session, after any failure;
+    # the server answers a repeat of the session's last sequence with the first result.
+    WRITE = enum.auto()
+    # A write without a session (compact): retried only when nothing was applied.
+    UNGUARDED_WRITE = enum.auto()
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """An exactly-once write's identity: the server applies (client_id, sequence) once."""
+
+    client_id: str
+    sequence: int
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded(Generic[T]):
+    value: T
+    # The leader the answering node knows (0: none; None: the answer does not say).
+    leader: int | None
+    # Client URLs by member id, from a /v1/cluster answer ("" entries left out).
+    client_urls: dict[int, str] | None = None
+
+
+class BadAnswer(Exception):
+    """A 200 answer that does not read as the API says it should."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request(Generic[T]):
+    method: str
+    path: str
+    params: tuple[tuple[str, str], ...]
+    body: bytes | None
+    kind: Kind
+    # Writes and linearizable reads go to the leader when the client knows where it is
+    # (any node would forward or confirm with it: this saves a hop).
+    to_leader: bool
+    # Reads a 200 answer's body from the endpoint named.
+    decode: Callable[[bytes, str], Decoded[T]]
+    # What a call to it is, for error messages: "put 'key'".
+    description: str
+    # The result of a 404 `not_found` (a get of a missing key); None: a 404 is a refusal.
+    absent: Callable[[], T] | None = None
+
+
+# -- encoding --------------------------------------------------------------------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _key_path(key: bytes) -> str:
+    return "/v1/kv/" + quote(_b64(key), safe="")
+
+
+def describe_key(key: bytes) -> str:
+    """A key for a message: text if it is UTF-8, else its bytes' repr; cut at 64 bytes."""
+    shown = key[:64]
+    try:
+        text = repr(shown.decode())
+    except UnicodeDecodeError:
+        text = repr(shown)
+    return text + ("..." if len(key) > 64 else "")
+
+
+def _params(**values: str | int | bool) -> tuple[tuple[str, str], ...]:
+    """Query parameters, leaving out those at their default (0, False, "")."""
+    params = [_BASE64]
+    for name, given in values.items():
+        if not given:
+            continue
+        params.append((name, "true" if given is True else str(given)))
+    return tuple(params)
+
+
+_encoder = msgspec.json.Encoder()
+
+
+# -- decoding --------------------------------------------------------------------------------
+
+_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+
+
+def _read(kind: type[T], content: bytes) -> T:
+    decoder = _decoders.get(kind)
+    if decoder is None:
+        decoder = _decoders[kind] = msgspec.json.Decoder(kind)
+    try:
+        answer: T = decoder.decode(content)
+    except msgspec.DecodeError as error:  # ValidationError included
+        raise BadAnswer(f"not a {kind.__name__}: {error}") from error
+    return answer
+
+
+def _unb64(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise BadAnswer(f"{what} is not base64: {error}") from error
+
+
+def _kv(answer: KeyValueAnswer) -> KeyValue:
+    return KeyValue(
+        key=_unb64(answer.key, "key"),
+        value=_unb64(answer.value, "value"),
+        create_revision=answer.create_revision,
+        mod_revision=answer.mod_revision,
+        version=answer.version,
+        lease=answer.lease,
+    )
+
+
+def _put_result(answer: PutAnswer | PutOpAnswer) -> PutResult:
+    prev_kv = None if answer.prev_kv is None else _kv(answer.prev_kv)
+    return PutResult(answer.header.revision, answer.header.leader, prev_kv)
+
+
+def _range_result(answer: RangeAnswer | RangeOpAnswer) -> RangeResult:
+    return RangeResult(
+        revision=answer.header.revision,
+        leader=answer.header.leader,
+        kvs=tuple(_kv(kv) for kv in answer.kvs),
+        count=answer.count,
+        more=answer.more,
+    )
+
+
+def _delete_result(answer: DeleteOpAnswer) -> DeleteResult:
+    return DeleteResult(
+        revision=answer.header.revision,
+        leader=answer.header.leader,
+        deleted=answer.deleted,
+        prev_kvs=tuple(_kv(kv) for kv in answer.prev_kvs),
+    )
+
+
+def _op_result(answer: OpAnswer) -> PutResult | RangeResult | DeleteResult:
+    match answer:
+        case PutOpAnswer():
+            return _put_result(answer)
+        case RangeOpAnswer():
+            return _range_result(answer)
+        case DeleteOpAnswer():
+            return _delete_result(answer)
+        case _:
+            assert_never(answer)
+
+
+def error_of(content: bytes) -> tuple[str, str] | None:
+    """(code, message) of an error answer, or None if it is not one."""
+    try:
+        answer = _read(ErrorAnswer, content)
+    except BadAnswer:
+        return None
+    return answer.error.code, answer.error.message
+
+
+# -- requests --------------------------------------------------------------------------------
+
+
+def put(
+    key: bytes, value: bytes, lease: int, prev_kv: bool, session: Session
+) -> Request[PutResult]:
+    body = PutBody(
+        value=_b64(value),
+        lease=lease,
+        prev_kv=prev_kv,
+        client_id=session.client_id,
+        sequence=session.sequence,
+    )
+
+    def decode(content: bytes, endpoint: str) -> Decoded[PutResult]:
+        answer = _read(PutAnswer, content)
+        return Decoded(_put_result(answer), answer.header.leader)
+
+    return Request(
+        "PUT",
+        _key_path(key),
+        _params(),
+        _encoder.encode(body),
+        Kind.WRITE,
+        to_leader=True,
+        decode=decode,
+        description=f"put {describe_key(key)}",
+    )
+
+
+def get(key: bytes, revision: int, serializable: bool) -> Request[KeyValue | None]:
+    def decode(content: bytes, endpoint: str) -> Decoded[KeyValue | None]:
+        answer = _read(GetAnswer, content)
+        return Decoded(_kv(answer.kv), answer.header.leader)
+
+    return Request(
+        "GET",
+        _key_path(key),
+        _params(revision=revision, consistency="serializable" if serializable else ""),
+        None,
+        Kind.READ,
+        to_leader=not serializable,
+        decode=decode,
+        description=f"get {describe_key(key)}",
+        absent=lambda: None,
+    )
+
+
+def range_(
+    key: bytes,
+    range_end: bytes,
+    *,
+    prefix: bool,
+    limit: int,
+    revision: int,
+    keys_only: bool,
+    count_only: bool,
+    serializable: bool,
+) -> Request[RangeResult]:
+    def decode(content: bytes, endpoint: str) -> Decoded[RangeResult]:
+        answer = _read(RangeAnswer, content)
+        return Decoded(_range_result(answer), answer.header.leader)
+
+    params = _params(
+        key=_b64(key),
+        range_end=_b64(range_end),
+        prefix=prefix,
+        limit=limit,
+        revision=revision,
+        keys_only=keys_only,
+        count_only=count_only,
+        consistency="serializable" if serializable else "",
+    )
+    return Request(
+        "GET",
+        "/v1/kv",
+        params,
+        None,
+        Kind.READ,
+        to_leader=not serializable,
+        decode=decode,
+        description=f"range {describe_key(key)}..{describe_key(range_end)}",
+    )
+
+
+def _compare_body(compare: Compare) -> CompareBody:
+    operand = compare.operand
+    return CompareBody(
+        key=_b64(compare.key),
+        target=compare.target,
+        op=compare.op,
+        value=_b64(operand) if isinstance(operand, bytes) else operand,
+    )
+
+
+def _op_body(op: Op) -> OpBody:
+    match op:
+        case PutOp():
+            return PutOpBody(_b64(op.key), _b64(op.value), op.lease, op.prev_kv)
+        case RangeOp():
+            return RangeOpBody(
+                key=_b64(op.key),
+                range_end=_b64(op.range_end),
+                prefix=op.prefix,
+                limit=op.limit,
+                revision=op.revision,
+                keys_only=op.keys_only,
+                count_only=op.count_only,
+            )
+        case DeleteOp():
+            return DeleteOpBody(_b64(op.key), _b64(op.range_end), op.prefix, op.prev_kv)
+        case _:
+            assert_never(op)
+
+
+def _txn_request(
+    compares: Sequence[Compare],
+    success: Sequence[Op],
+    failure: Sequence[Op],
+    session: Session,
+    *,
+    decode: Callable[[bytes, str], Decoded[T]],
+    description: str,
+) -> Request[T]:
+    body = TxnBody(
+        compares=[_compare_body(compare) for compare in compares],
+        success=[_op_body(op) for op in success],
+        failure=[_op_body(op) for op in failure],
+        client_id=session.client_id,
+        sequence=session.sequence,
+    )
+    return Request(
+        "POST",
+        "/v1/txn",
+        _params(),
+        _encoder.encode(body),
+        Kind.WRITE,
+        to_leader=True,
+        decode=decode,
+        description=description,
+    )
+
+
+def txn(
+    compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op], session: Session
+) -> Request[TxnResult]:
+    def decode(content: bytes, endpoint: str) -> Decoded[TxnResult]:
+        answer = _read(TxnAnswer, content)
+        result = TxnResult(
+            revision=answer.header.revision,
+            leader=answer.header.leader,
+            succeeded=answer.succeeded,
+            responses=tuple(_op_result(response) for response in answer.responses),
+        )
+        return Decoded(result, answer.header.leader)
+
+    count = len(success) + len(failure)
+    what = f"txn of {len(compares)} compares and {count} ops"
+    return _txn_request(compares, success, failure, session, decode=decode, description=what)
+
+
+def delete(key: bytes, prefix: bool, prev_kv: bool, session: Session) -> Request[DeleteResult]:
+    """A delete, sent as a txn of that one delete: `DELETE /v1/kv/{key}` takes no session,
+    and a delete retried without one after an unknown outcome could delete a key written
+    again in between. The answer is the same as the route's."""
+
+    def decode(content: bytes, endpoint: str) -> Decoded[DeleteResult]:
+        answer = _read(TxnAnswer, content)
+        match answer.responses:
+            case [DeleteOpAnswer() as deleted]:
+                header = answer.header
+                result = DeleteResult(
+                    header.revision,
+                    header.leader,
+                    deleted.deleted,
+                    tuple(_kv(kv) for kv in deleted.prev_kvs),
+                )
+                return Decoded(result, header.leader)
+            case _:
+                raise BadAnswer(f"a txn of one delete answered with {answer.responses!r}")
+
+    op = DeleteOp(key, prefix=prefix, prev_kv=prev_kv)
+    what = f"delete {describe_key(key)}{' (prefix)' if prefix else ''}"
+    return _txn_request([], [op], [], session, decode=decode, description=what)
+
+
+def compact(revision: int) -> Request[CompactResult]:
+    def decode(content: bytes, endpoint: str) -> Decoded[CompactResult]:
+        answer = _read(CompactAnswer, content)
+        return Decoded(
+            CompactResult(answer.header.revision, answer.header.leader), answer.header.leader
+        )
+
+    return Request(
+        "POST",
+        "/v1/compact",
+        (),
+        _encoder.encode(CompactBody(revision=revision)),
+        Kind.UNGUARDED_WRITE,
+        to_leader=True,
+        decode=decode,
+        description=f"compact at revision {revision}",
+    )
+
+
+def status() -> Request[Status]:
+    def decode(content: bytes, endpoint: str) -> Decoded[Status]:
+        answer = _read(StatusAnswer, content)
+        result = Status(
+            endpoint=endpoint,
+            id=answer.id,
+            leader=answer.leader,
+            term=answer.term,
+            role=answer.role,
+            commit_index=answer.commit_index,
+            applied_index=answer.applied_index,
+            revision=answer.revision,
+            compacted_revision=answer.compacted_revision,
+        )
+        return Decoded(result, answer.leader)
+
+    return Request("GET", "/v1/status", (), None, Kind.READ, False, decode, "status")
+
+
+def cluster() -> Request[Cluster]:
+    def decode(content: bytes, endpoint: str) -> Decoded[Cluster]:
+        answer = _read(ClusterAnswer, content)
+        members = tuple(
+            Member(m.id, m.peer_url, m.client_url, m.role, m.match_index) for m in answer.members
+        )
+        result = Cluster(
+            endpoint=endpoint,
+            id=answer.id,
+            leader=answer.leader,
+            term=answer.term,
+            commit_index=answer.commit_index,
+            members=members,
+        )
+        urls = {member.id: member.client_url for member in members if member.client_url}
+        return Decoded(result, answer.leader, urls)
+
+    # To the leader: only its answer has the members' match indexes.
+    return Request("GET", "/v1/cluster", (), None, Kind.READ, True, decode, "cluster")
+
+
+def health() -> Request[bool]:
+    def decode(content: bytes, endpoint: str) -> Decoded[bool]:
+        return Decoded(_read(HealthAnswer, content).status == "ok", None)
+
+    return Request("GET", "/health", (), None, Kind.READ, False, decode, "health")

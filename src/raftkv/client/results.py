@@ -1,0 +1,118 @@
+"""What the client's calls return: frozen values with keys and values as `bytes`.
+
+Every write result and range result carries `revision` (the store's revision once the
+request took effect; for a read, the revision it read at) and `leader` (the leader the
+answering node knew, 0 if none), the HTTP answer's header.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = [
+    "Cluster",
+    "CompactResult",
+    "DeleteResult",
+    "KeyValue",
+    "Member",
+    "PutResult",
+    "RangeResult",
+    "Status",
+    "TxnResult",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    key: bytes
+    value: bytes
+    # The revision of the key's creation (since its last delete), of its last change, and
+    # the number of changes since its creation (1 after the first put).
+    create_revision: int
+    mod_revision: int
+    version: int
+    lease: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    revision: int
+    leader: int
+    # The key's previous value, when asked with prev_kv and the key existed.
+    prev_kv: KeyValue | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteResult:
+    revision: int
+    leader: int
+    deleted: int
+    # The deleted keys' last values, when asked with prev_kv.
+    prev_kvs: tuple[KeyValue, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RangeResult:
+    revision: int
+    leader: int
+    kvs: tuple[KeyValue, ...]
+    # Keys in the range regardless of limit, and whether limit left some out.
+    count: int
+    more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResult:
+    revision: int
+    leader: int
+    # Whether every compare held (the success branch ran) or not (the failure branch ran).
+    succeeded: bool
+    # One per op of the branch that ran, in order.
+    responses: tuple[PutResult | RangeResult | DeleteResult, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CompactResult:
+    revision: int
+    leader: int
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """One node's `/v1/status`, and the endpoint that answered."""
+
+    endpoint: str
+    id: int
+    leader: int
+    term: int
+    # "leader", "follower", "candidate", ... (the node's Raft role).
+    role: str
+    commit_index: int
+    applied_index: int
+    revision: int
+    compacted_revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    id: int
+    # Where peers reach it (the Raft transport) and where clients do (http://host:port,
+    # "" until the member has published it).
+    peer_url: str
+    client_url: str
+    role: Literal["leader", "voter", "learner"]
+    # The leader's view of the member's log; None when the answering node is not the leader.
+    match_index: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """`/v1/cluster` as one node sees it (`id`, at `endpoint`)."""
+
+    endpoint: str
+    id: int
+    leader: int
+    term: int
+    commit_index: int
+    members: tuple[Member, ...]

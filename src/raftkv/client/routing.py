@@ -1,0 +1,145 @@
+"""`Router`: which endpoint the next attempt goes to, and the backoff between attempts.
+
+The router is what one client knows about the cluster, shared by all its calls: the
+configured endpoints, which of them failed to connect lately, which member leads (from
+every answer's header) and where clients reach each member (from `/v1/cluster`).
+
+- A leader-bound request (a write, a linearizable read) goes to the leader's client URL
+  when both the leader and its URL are known; otherwise, and for every other request, to
+  the current endpoint of the rotation. The rotation sticks to an endpoint while it works
+  (its connections stay warm) and moves past one that fails.
+- Within one call an endpoint that failed is not tried again before every other one was.
+- An endpoint that refused a connection is marked down: the rotation skips it while any
+  endpoint is not marked; an answer from it clears the mark.
+- A failure at the leader's URL (a 503, a lost connection) forgets the leader until an
+  answer names one again.
+
+Thread-safe: every method holds the router's lock (a SyncClient's threads share it).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Collection, Sequence
+
+__all__ = ["Router", "backoff_delay", "parse_endpoints"]
+
+
+def parse_endpoints(endpoints: Sequence[str] | str) -> tuple[str, ...]:
+    """Base URLs ("http://host:port"), from a list or one comma-separated string, without
+    trailing slashes or repeats. Raises ValueError for an empty list or a URL that is not
+    http(s)."""
+    items = endpoints.split(",") if isinstance(endpoints, str) else list(endpoints)
+    parsed: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise TypeError(f"an endpoint is a str, got {type(item).__name__}")
+        url = item.strip().rstrip("/")
+        if not url:
+            continue
+        if not url.startswith(("http://", "https://")) or url in ("http:", "https:"):
+            raise ValueError(f"an endpoint is a base URL like http://127.0.0.1:8080, got {item!r}")
+        if url not in parsed:
+            parsed.append(url)
+    if not parsed:
+        raise ValueError("no endpoints given")
+    return tuple(parsed)
+
+
+def backoff_delay(retry: int, base_s: float, cap_s: float, rng: random.Random) -> float:
+    """Exponential backoff with full jitter (AWS architecture blog, "Exponential Backoff
+    and Jitter"): uniform in [0, min(cap, base * 2**retry)]. The jitter spreads the
+    retries of many clients after one failure, such as a leader change."""
+    return rng.uniform(0.0, min(cap_s, base_s * 2.0 ** min(retry, 62)))
+
+
+class Router:
+    def __init__(self, endpoints: Sequence[str] | str) -> None:
+        self.endpoints = parse_endpoints(endpoints)
+        self._lock = threading.Lock()
+        # Invariant: 0 <= _cursor < len(endpoints); the rotation starts there.
+        self._cursor = 0
+        # Endpoints (configured or learnt) that refused a connection and have not answered
+        # since.
+        self._down: set[str] = set()
+        # The leader the last answer named (0: unknown).
+        self._leader_id = 0
+        # Client URLs by member id, from the last /v1/cluster answer.
+        self._client_urls: dict[int, str] = {}
+        # The leader id for which a discovery (a /v1/cluster call) was last started, so a
+        # leader whose URL is unpublished costs one discovery, not one per call.
+        self._discovered_for = 0
+
+    @property
+    def leader_id(self) -> int:
+        return self._leader_id
+
+    @property
+    def leader_url(self) -> str | None:
+        """The leader's client URL, if the leader and its URL are both known."""
+        with self._lock:
+            return self._leader_url()
+
+    def _leader_url(self) -> str | None:
+        return self._client_urls.get(self._leader_id) if self._leader_id else None
+
+    def pick(self, *, to_leader: bool, avoid: Collection[str]) -> str:
+        """The endpoint for the next attempt of a call that already failed at `avoid`."""
+        with self._lock:
+            leader_url = self._leader_url()
+            if (
+                to_leader
+                and leader_url is not None
+                and leader_url not in avoid
+                and leader_url not in self._down
+            ):
+                return leader_url
+            count = len(self.endpoints)
+            order = [self.endpoints[(self._cursor + step) % count] for step in range(count)]
+            fresh = [url for url in order if url not in avoid]
+            up = [url for url in fresh if url not in self._down]
+            chosen = (up or fresh or order)[0]
+            self._cursor = self.endpoints.index(chosen)
+            return chosen
+
+    def wants_discovery(self) -> bool:
+        """Whether a leader is known but not where to reach it, and no discovery was
+        started for it yet."""
+        with self._lock:
+            leader = self._leader_id
+            return (
+                leader != 0 and leader not in self._client_urls and self._discovered_for != leader
+            )
+
+    def discovery_started(self) -> None:
+        with self._lock:
+            self._discovered_for = self._leader_id
+
+    def answered(
+        self, endpoint: str, leader: int | None, client_urls: dict[int, str] | None = None
+    ) -> None:
+        """`endpoint` answered; the answer named `leader` (None: said nothing of it)."""
+        with self._lock:
+            self._down.discard(endpoint)
+            if client_urls is not None:
+                self._client_urls = dict(client_urls)
+            if leader is not None:
+                self._leader_id = leader
+
+    def unreachable(self, endpoint: str) -> None:
+        """A connection to `endpoint` failed."""
+        with self._lock:
+            self._down.add(endpoint)
+            self._failed(endpoint)
+
+    def not_serving(self, endpoint: str) -> None:
+        """`endpoint` answered 503 or 504, or lost the connection after the request."""
+        with self._lock:
+            self._failed(endpoint)
+
+    def _failed(self, endpoint: str) -> None:
+        if endpoint == self._leader_url():
+            self._leader_id = 0
+        if endpoint in self.endpoints:
+            self._cursor = (self.endpoints.index(endpoint) + 1) % len(self.endpoints)

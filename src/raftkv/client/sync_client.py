@@ -1,0 +1,215 @@
+"""`SyncClient`: the blocking client (over httpx.Client), the same API as `Client`.
+
+Kept in step with `async_client.py` by hand: each method is the async one without `await`.
+See the package docstring."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import TypeVar
+
+import httpx
+
+from raftkv.client import protocol
+from raftkv.client.call import Call, Done, Wait
+from raftkv.client.errors import ClientError
+from raftkv.client.results import (
+    Cluster,
+    CompactResult,
+    DeleteResult,
+    KeyValue,
+    PutResult,
+    RangeResult,
+    Status,
+    TxnResult,
+)
+from raftkv.client.routing import Router
+from raftkv.client.sessions import ThreadSessions
+from raftkv.client.settings import ClientSettings
+from raftkv.client.txn import Compare, Data, Op, to_bytes
+
+__all__ = ["SyncClient"]
+
+T = TypeVar("T")
+
+_JSON = {"content-type": "application/json"}
+
+
+class SyncClient:
+    """A blocking client of a raftkv cluster. Safe for concurrent calls from many threads
+    (writes beyond `max_concurrent_writes` wait for a lane).
+
+    `endpoints`: base URLs of some members ("http://host:port"), as a list or one
+    comma-separated string. The test seams: `transport` (an httpx transport instead of the
+    network), `rng` (backoff jitter), `sleep` and `clock` (backoff and deadlines, in
+    seconds; the real ones by default).
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str] | str,
+        settings: ClientSettings | None = None,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], None] | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.settings = settings if settings is not None else ClientSettings()
+        self.router = Router(endpoints)
+        self.client_id = self.settings.client_id or uuid.uuid4().hex
+        self._sessions = ThreadSessions(self.client_id, self.settings.max_concurrent_writes)
+        self._rng = rng if rng is not None else random.Random()
+        self._sleep = sleep if sleep is not None else time.sleep
+        self._clock = clock if clock is not None else time.monotonic
+        # No proxies from the environment: a client talks to the cluster's nodes directly
+        # (pass a transport to go through one). Redirects are not followed: the API has none.
+        self._http = httpx.Client(transport=transport, trust_env=False)
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        return self.router.endpoints
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- the KV API ------------------------------------------------------------------------
+
+    def put(self, key: Data, value: Data, *, lease: int = 0, prev_kv: bool = False) -> PutResult:
+        """Set `key` to `value`, exactly once (see the package docstring)."""
+        key, value = to_bytes(key, "key"), to_bytes(value, "value")
+        with self._sessions.session() as session:
+            return self._call(protocol.put(key, value, lease, prev_kv, session))
+
+    def get(self, key: Data, *, revision: int = 0, serializable: bool = False) -> KeyValue | None:
+        """The key's value (at `revision`, 0: the latest), or None if it does not exist.
+        Linearizable unless `serializable` (then any node answers from its own state)."""
+        return self._call(protocol.get(to_bytes(key, "key"), revision, serializable))
+
+    def delete(self, key: Data, *, prefix: bool = False, prev_kv: bool = False) -> DeleteResult:
+        """Delete `key`, or every key starting with it; exactly once."""
+        key = to_bytes(key, "key")
+        with self._sessions.session() as session:
+            return self._call(protocol.delete(key, prefix, prev_kv, session))
+
+    def range(
+        self,
+        key: Data = b"",
+        range_end: Data = b"",
+        *,
+        prefix: bool = False,
+        limit: int = 0,
+        revision: int = 0,
+        keys_only: bool = False,
+        count_only: bool = False,
+        serializable: bool = False,
+    ) -> RangeResult:
+        """Keys in [key, range_end) (`key` alone if range_end is empty), or starting with
+        `key` if `prefix` (every key if `key` is empty too); in key order, at most `limit`
+        (0: all)."""
+        request = protocol.range_(
+            to_bytes(key, "key"),
+            to_bytes(range_end, "range_end"),
+            prefix=prefix,
+            limit=limit,
+            revision=revision,
+            keys_only=keys_only,
+            count_only=count_only,
+            serializable=serializable,
+        )
+        return self._call(request)
+
+    def txn(
+        self,
+        compares: Sequence[Compare] = (),
+        success: Sequence[Op] = (),
+        failure: Sequence[Op] = (),
+    ) -> TxnResult:
+        """If every compare holds run `success`, else `failure`, atomically; exactly once.
+        Build compares and ops with `raftkv.client.txn`."""
+        with self._sessions.session() as session:
+            return self._call(protocol.txn(compares, success, failure, session))
+
+    def compact(self, revision: int) -> CompactResult:
+        """Forget the history before `revision`. Not exactly-once (no session): retried only
+        when nothing was applied, else OutcomeUnknown (compacting twice is refused as
+        `compacted`, so finding out is cheap)."""
+        return self._call(protocol.compact(revision))
+
+    # -- the cluster -----------------------------------------------------------------------
+
+    def status(self, endpoint: str | None = None) -> Status:
+        """A node's status: `endpoint`'s (one attempt), or any endpoint's."""
+        return self._call(protocol.status(), endpoint)
+
+    def cluster(self) -> Cluster:
+        """The members as the leader sees them (only its answer has the match indexes):
+        asked of the leader when the client knows where it is, else of any endpoint and
+        then, if that one is not the leader, of the leader its answer names. If the leader
+        cannot be asked, the first answer is returned (match indexes None). Also refreshes
+        where the client reaches the leader."""
+        first = self._call(protocol.cluster())
+        leader_url = self.router.leader_url
+        if first.id == first.leader or leader_url is None or leader_url == first.endpoint:
+            return first
+        try:
+            return self._call(protocol.cluster(), leader_url)
+        except ClientError:
+            return first  # a member's view, without the leader's match indexes
+
+    def health(self, endpoint: str | None = None) -> bool:
+        """Whether `endpoint` (one attempt), or any endpoint, answers `/health` with "ok"."""
+        return self._call(protocol.health(), endpoint)
+
+    # -- attempts --------------------------------------------------------------------------
+
+    def _call(self, request: protocol.Request[T], endpoint: str | None = None) -> T:
+        if endpoint is None and request.to_leader and self.router.wants_discovery():
+            self._discover()
+        pinned = None if endpoint is None else endpoint.rstrip("/")
+        call = Call(request, self.router, self.settings, self._rng, self._clock(), endpoint=pinned)
+        headers = _JSON if request.body is not None else None
+        step: Done[T] | Wait
+        while True:
+            target = call.next_endpoint()
+            try:
+                response = self._http.request(
+                    request.method,
+                    target + request.path,
+                    params=request.params,
+                    content=request.body,
+                    headers=headers,
+                    timeout=call.attempt_timeout(self._clock()),
+                )
+            except httpx.TransportError as error:
+                step = call.lost(target, error, self._clock())
+            else:
+                step = call.answered(target, response.status_code, response.content, self._clock())
+            if isinstance(step, Done):
+                return step.value
+            self._sleep(step.seconds)
+
+    def _discover(self) -> None:
+        """Learn where the leader is: one /v1/cluster attempt at the rotation's endpoint."""
+        self.router.discovery_started()
+        endpoint = self.router.pick(to_leader=False, avoid=())
+        # A failure is no error of the caller's: calls still reach the cluster through any
+        # node, and the next leader change tries again.
+        with contextlib.suppress(ClientError):
+            self._call(protocol.cluster(), endpoint)

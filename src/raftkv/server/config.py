@@ -1,0 +1,353 @@
+"""`ServerSettings`: everything `raftkv serve` can be told, and where it can be told it.
+
+Each setting has one name, spelled three ways:
+- a command-line flag: `--listen-client 127.0.0.1:8080`;
+- an environment variable: `RAFTKV_LISTEN_CLIENT=127.0.0.1:8080`;
+- a key of a TOML file given with `--config FILE` (or `RAFTKV_CONFIG`): `listen_client = "..."`.
+Precedence, highest first: flag, environment, file, default. `raftkv serve` with none of them
+runs a one-node store: clients on 127.0.0.1:8080, peers on 127.0.0.1:7080, data in ./data.
+
+Every value is checked when the server starts; a bad one fails with `SettingsInvalid` naming
+the setting and where it came from, before anything is opened. Unknown keys in the TOML file
+and unknown `RAFTKV_*` variables are refused too (a typo must not be silently ignored).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "RAFTKV_"
+CONFIG_ENV = "RAFTKV_CONFIG"
+# Variables with the prefix that are not settings (read by other parts of raftkv).
+_OTHER_ENV = frozenset({CONFIG_ENV, "RAFTKV_ENDPOINTS", "RAFTKV_TEST_SIM_SEEDS"})
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class SettingsInvalid(ValueError):
+    """A setting has a bad value; the message names it and its source. (A ValueError, not
+    the Raft library's ConfigInvalid, so the CLI can read settings without loading it.)"""
+
+
+# -- value parsers (text from a flag or the environment; TOML gives typed values) ----------
+
+
+def parse_address(value: object) -> str:
+    """host:port with a port in 1..65535 (0 allowed: pick one); IPv6 hosts in brackets."""
+    text = _parse_str(value)
+    host, separator, port = text.rpartition(":")
+    if not separator or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected host:port, got {text!r}")
+    if host.startswith("["):
+        if not host.endswith("]"):
+            raise ValueError(f"unclosed [ in {text!r}")
+        ipaddress.IPv6Address(host[1:-1])
+    elif ":" in host:
+        raise ValueError(f"an IPv6 host needs brackets: [{host}]:{port}")
+    return text
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def parse_cluster(value: object) -> dict[int, str]:
+    """`1=127.0.0.1:7080,2=...` (or a TOML table {"1" = "..."}): peer address by node id."""
+    if isinstance(value, Mapping):
+        items = [(str(key), item) for key, item in value.items()]
+    elif isinstance(value, str):
+        items = [tuple(part.split("=", 1)) for part in value.split(",") if part.strip()]  # type: ignore[misc]
+    else:
+        raise ValueError(f"expected id=host:port,... got {type(value).__name__}")
+    cluster: dict[int, str] = {}
+    for item in items:
+        if len(item) != 2:
+            raise ValueError(f"expected id=host:port, got {'='.join(item)!r}")
+        node_id_text, address = (str(part).strip() for part in item)
+        if not node_id_text.isdigit() or int(node_id_text) < 1:
+            raise ValueError(f"node ids are positive integers, got {node_id_text!r}")
+        if int(node_id_text) in cluster:
+            raise ValueError(f"node {node_id_text} is listed twice")
+        cluster[int(node_id_text)] = parse_address(address)
+    return cluster
+
+
+def _parse_int(value: object) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected an integer, got a boolean")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    raise ValueError(f"expected an integer, got {value!r}")
+
+
+def _parse_float(value: object) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        return float(value)
+    raise ValueError(f"expected a number, got {value!r}")
+
+
+def _parse_str(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return value
+
+
+def _parse_optional_path(value: object) -> Path | None:
+    text = _parse_str(value)
+    return Path(text) if text else None
+
+
+def _parse_path(value: object) -> Path:
+    text = _parse_str(value)
+    if not text:
+        raise ValueError("expected a path, got an empty string")
+    return Path(text)
+
+
+def _parse_level(value: object) -> str:
+    text = _parse_str(value).lower()
+    if text not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return text
+
+
+def _setting(
+    default: Any, parse: Callable[[object], Any], doc: str, *, factory: bool = False
+) -> Any:
+    metadata = {"parse": parse, "doc": doc}
+    if factory:
+        return field(default_factory=default, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    id: int = _setting(1, _parse_int, "This node's id (a positive integer, unique in the cluster).")
+    data_dir: Path = _setting(Path("data"), _parse_path, "Where this node keeps its data.")
+    listen_client: str = _setting(
+        "127.0.0.1:8080", parse_address, "host:port the HTTP API listens on."
+    )
+    listen_peer: str = _setting(
+        "127.0.0.1:7080", parse_address, "host:port the Raft transport (gRPC) listens on."
+    )
+    advertise_client_url: str = _setting(
+        "",
+        _parse_str,
+        "The URL other members and clients use for this node's HTTP API "
+        "(default: http://<listen_client>).",
+    )
+    initial_cluster: dict[int, str] = _setting(
+        dict,
+        parse_cluster,
+        "The founding voters, id=host:port,... of their peer addresses "
+        "(default: this node alone at listen_peer). Read only when the data dir is new.",
+        factory=True,
+    )
+    cluster_id: int = _setting(
+        1, _parse_int, "Shared by every member; peers with another cluster id are refused."
+    )
+    log_level: str = _setting("info", _parse_level, "debug, info, warning or error.")
+    tick_interval_ms: int = _setting(100, _parse_int, "Raft tick length in milliseconds.")
+    election_ticks: int = _setting(10, _parse_int, "Ticks without a leader before an election.")
+    heartbeat_ticks: int = _setting(1, _parse_int, "Ticks between leader heartbeats.")
+    snapshot_every_entries: int = _setting(
+        10_000, _parse_int, "Take a snapshot after this many applied entries."
+    )
+    snapshot_keep_entries: int = _setting(
+        5_000, _parse_int, "Log entries kept behind a snapshot for slow followers."
+    )
+    request_timeout_s: float = _setting(
+        10.0, _parse_float, "How long a request waits for its outcome (then 504 timeout)."
+    )
+    shutdown_timeout_s: float = _setting(
+        10.0, _parse_float, "On SIGTERM, how long in-flight requests may take to finish."
+    )
+    max_body_bytes: int = _setting(2 << 20, _parse_int, "Largest HTTP request body.")
+    max_key_bytes: int = _setting(4096, _parse_int, "Largest key (same on every member).")
+    max_value_bytes: int = _setting(1 << 20, _parse_int, "Largest value (same on every member).")
+    max_txn_ops: int = _setting(
+        128, _parse_int, "Most compares / ops per txn branch (same on every member)."
+    )
+    max_exactly_once_clients: int = _setting(
+        10_000,
+        _parse_int,
+        "Client sessions remembered for exactly-once writes (same on every member).",
+    )
+    peer_ca_file: Path | None = _setting(
+        None, _parse_optional_path, "CA certificate for mutual TLS between peers."
+    )
+    peer_cert_file: Path | None = _setting(
+        None, _parse_optional_path, "This node's certificate for mutual TLS between peers."
+    )
+    peer_key_file: Path | None = _setting(
+        None, _parse_optional_path, "This node's private key for mutual TLS between peers."
+    )
+
+    def __post_init__(self) -> None:
+        if self.id < 1:
+            raise SettingsInvalid(f"setting id: must be a positive integer, got {self.id}")
+        for name in (
+            "tick_interval_ms",
+            "election_ticks",
+            "heartbeat_ticks",
+            "snapshot_every_entries",
+            "max_body_bytes",
+            "max_key_bytes",
+            "max_value_bytes",
+            "max_txn_ops",
+            "max_exactly_once_clients",
+            "cluster_id",
+        ):
+            if getattr(self, name) < 1:
+                raise SettingsInvalid(f"setting {name}: must be >= 1, got {getattr(self, name)}")
+        if self.snapshot_keep_entries < 0:
+            raise SettingsInvalid("setting snapshot_keep_entries: must be >= 0")
+        for name in ("request_timeout_s", "shutdown_timeout_s"):
+            value = getattr(self, name)
+            if not 0 < value < float("inf"):
+                raise SettingsInvalid(f"setting {name}: must be a positive number, got {value}")
+        if self.election_ticks <= self.heartbeat_ticks:
+            raise SettingsInvalid(
+                "setting election_ticks: must be greater than heartbeat_ticks "
+                f"({self.election_ticks} <= {self.heartbeat_ticks})"
+            )
+        tls = [self.peer_ca_file, self.peer_cert_file, self.peer_key_file]
+        if any(tls) and not all(tls):
+            raise SettingsInvalid(
+                "settings peer_ca_file, peer_cert_file, peer_key_file: give all three or none"
+            )
+        if self.initial_cluster and self.id not in self.initial_cluster:
+            raise SettingsInvalid(
+                f"setting initial_cluster: must list this node (id {self.id}), got "
+                f"{format_cluster(self.initial_cluster)}"
+            )
+
+    # -- derived values ------------------------------------------------------------------
+
+    @property
+    def client_url(self) -> str:
+        if self.advertise_client_url:
+            return self.advertise_client_url
+        host, port = split_address(self.listen_client)
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return f"http://{_bracket(host)}:{port}"
+
+    @property
+    def founders(self) -> dict[int, str]:
+        return self.initial_cluster or {self.id: self.listen_peer}
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def format_cluster(cluster: Mapping[int, str]) -> str:
+    return ",".join(f"{node_id}={address}" for node_id, address in sorted(cluster.items()))
+
+
+SETTING_NAMES: tuple[str, ...] = tuple(item.name for item in dataclasses.fields(ServerSettings))
+
+
+def setting_doc(name: str) -> str:
+    return str(_field(name).metadata["doc"])
+
+
+def _field(name: str) -> dataclasses.Field[Any]:
+    return next(item for item in dataclasses.fields(ServerSettings) if item.name == name)
+
+
+def flag_of(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def env_of(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def load_settings(
+    flags: Mapping[str, object],
+    environ: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> ServerSettings:
+    """The effective settings: `flags` (name -> text, only those given) over `environ`'s
+    RAFTKV_* variables over `config_file` (or the file RAFTKV_CONFIG names) over defaults."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    if config_file is None and environ.get(CONFIG_ENV):
+        config_file = Path(environ[CONFIG_ENV])
+    if config_file is not None:
+        for name, raw in _read_file(config_file).items():
+            values[name] = _parse(name, raw, f"{config_file}")
+    for variable, raw in environ.items():
+        if not variable.startswith(ENV_PREFIX) or variable in _OTHER_ENV:
+            continue
+        name = variable[len(ENV_PREFIX) :].lower()
+        if name not in SETTING_NAMES:
+            raise SettingsInvalid(f"unknown setting {variable} in the environment")
+        values[name] = _parse(name, raw, f"environment variable {variable}")
+    for name, raw in flags.items():
+        if name not in SETTING_NAMES:
+            raise SettingsInvalid(f"unknown setting {name!r}")
+        values[name] = _parse(name, raw, f"flag {flag_of(name)}")
+    return ServerSettings(**values)
+
+
+def _parse(name: str, raw: object, source: str) -> object:
+    parse: Callable[[object], object] = _field(name).metadata["parse"]
+    try:
+        return parse(raw)
+    except (ValueError, TypeError) as error:
+        raise SettingsInvalid(f"setting {name} (from {source}): {error}") from error
+
+
+def _read_file(path: Path) -> dict[str, object]:
+    try:
+        with path.open("rb") as file:
+            document = tomllib.load(file)
+    except OSError as error:
+        raise SettingsInvalid(f"cannot read the config file {path}: {error}") from error
+    except tomllib.TOMLDecodeError as error:
+        raise SettingsInvalid(f"the config file {path} is not valid TOML: {error}") from error
+    unknown = sorted(set(document) - set(SETTING_NAMES))
+    if unknown:
+        raise SettingsInvalid(f"unknown setting(s) in {path}: {', '.join(unknown)}")
+    return document
+
+
+def render_settings(settings: ServerSettings) -> str:
+    """The settings as a TOML document (what `raftkv config show` prints), each with its
+    description; `load_settings(config_file=...)` reads it back to the same settings."""
+    lines = []
+    for item in dataclasses.fields(settings):
+        value = getattr(settings, item.name)
+        lines.append(f"# {item.metadata['doc']}")
+        if value is None:
+            lines.append(f'# {item.name} = ""')
+            continue
+        lines.append(f"{item.name} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, dict):
+        return '"' + format_cluster(value) + '"'
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'

@@ -1,0 +1,192 @@
+"""`raftkv dev`: a local cluster of `raftkv serve` child processes, for trying raftkv out.
+
+Node i (1-based) listens for clients on `base_port + i - 1` and for peers on
+`peer_base_port + i - 1` (8080.. and 7080.. by default) and keeps its data in
+`<data_dir>/<i>`. Each child's log lines are printed prefixed with its id. Ctrl-C or SIGTERM
+stops every child gracefully (SIGTERM to each, then SIGKILL after a deadline) and returns.
+
+Each child runs in its own session, so a terminal's Ctrl-C reaches only this supervisor
+(which then stops the children once, in order) and not the children directly; and each child
+watches its stdin, a pipe from this supervisor: if the supervisor dies without stopping them
+(kill -9), the pipe closes and the children stop themselves. No orphans either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from raftkv.server.config import format_cluster
+
+# How long children get to stop after SIGTERM before SIGKILL.
+STOP_DEADLINE_S = 15.0
+# How long a child may take to print its started line.
+START_DEADLINE_S = 60.0
+
+
+@dataclass(frozen=True)
+class DevCluster:
+    nodes: int = 3
+    base_port: int = 8080
+    peer_base_port: int = 7080
+    data_dir: Path = Path("data/dev")
+    host: str = "127.0.0.1"
+    log_level: str = "info"
+
+    def client_address(self, node: int) -> str:
+        return f"{self.host}:{self.base_port + node - 1}"
+
+    def peer_address(self, node: int) -> str:
+        return f"{self.host}:{self.peer_base_port + node - 1}"
+
+    def command(self, node: int) -> list[str]:
+        cluster = {member: self.peer_address(member) for member in range(1, self.nodes + 1)}
+        return [
+            sys.executable,
+            "-m",
+            "raftkv",
+            "serve",
+            "--id",
+            str(node),
+            "--data-dir",
+            str(self.data_dir / str(node)),
+            "--listen-client",
+            self.client_address(node),
+            "--listen-peer",
+            self.peer_address(node),
+            "--initial-cluster",
+            format_cluster(cluster),
+            "--log-level",
+            self.log_level,
+            "--stop-on-stdin-eof",
+        ]
+
+    def endpoints(self) -> list[str]:
+        return [f"http://{self.client_address(node)}" for node in range(1, self.nodes + 1)]
+
+
+async def _relay(node: int, stream: asyncio.StreamReader | None, started: asyncio.Event) -> None:
+    """Print the child's output lines prefixed with its id; note its started line."""
+    if stream is None:
+        return
+    while line := await stream.readline():
+        text = line.decode(errors="replace").rstrip()
+        with contextlib.suppress(ValueError):
+            if "started" in json.loads(text):
+                started.set()
+                continue
+        print(f"[node {node}] {text}", file=sys.stderr, flush=True)
+
+
+async def run_dev(cluster: DevCluster) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(number, stop.set)
+    children: dict[int, asyncio.subprocess.Process] = {}
+    relays: list[asyncio.Task[None]] = []
+    try:
+        started: dict[int, asyncio.Event] = {}
+        for node in range(1, cluster.nodes + 1):
+            process = await asyncio.create_subprocess_exec(
+                *cluster.command(node),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
+            children[node] = process
+            started[node] = asyncio.Event()
+            relays.append(asyncio.create_task(_relay(node, process.stdout, started[node])))
+            relays.append(asyncio.create_task(_relay(node, process.stderr, started[node])))
+        if not await _wait_started(children, started, stop):
+            return 1
+        print(
+            json.dumps({"cluster": "ready", "endpoints": cluster.endpoints()}),
+            flush=True,
+        )
+        print(
+            f"raftkv dev: {cluster.nodes} nodes; endpoints {','.join(cluster.endpoints())}; "
+            f"data in {cluster.data_dir}. Ctrl-C stops them.",
+            file=sys.stderr,
+            flush=True,
+        )
+        exits = {asyncio.create_task(process.wait()): node for node, process in children.items()}
+        stop_task = asyncio.create_task(stop.wait())
+        try:
+            while exits:
+                done, _ = await asyncio.wait(
+                    [stop_task, *exits], return_when=asyncio.FIRST_COMPLETED
+                )
+                if stop_task in done:
+                    return 0
+                for task in done:
+                    node = exits.pop(task)
+                    print(
+                        f"raftkv dev: node {node} exited with {children[node].returncode}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+            return 1
+        finally:
+            for task in [stop_task, *exits]:
+                task.cancel()
+    finally:
+        await _stop_children(children)
+        for relay in relays:
+            relay.cancel()
+        for number in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(number)
+
+
+async def _wait_started(
+    children: dict[int, asyncio.subprocess.Process],
+    started: dict[int, asyncio.Event],
+    stop: asyncio.Event,
+) -> bool:
+    waits = [asyncio.create_task(event.wait()) for event in started.values()]
+    exits = [asyncio.create_task(process.wait()) for process in children.values()]
+    stop_task = asyncio.create_task(stop.wait())
+    try:
+        async with asyncio.timeout(START_DEADLINE_S):
+            while not all(event.is_set() for event in started.values()):
+                await asyncio.wait([*waits, *exits, stop_task], return_when=asyncio.FIRST_COMPLETED)
+                if stop.is_set():
+                    return False
+                for node, process in children.items():
+                    if process.returncode is not None:
+                        print(
+                            f"raftkv dev: node {node} exited with {process.returncode} "
+                            "while starting (see its log above)",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                        return False
+    except TimeoutError:
+        print("raftkv dev: the nodes did not start in time", file=sys.stderr, flush=True)
+        return False
+    finally:
+        for task in [*waits, *exits, stop_task]:
+            task.cancel()
+    return True
+
+
+async def _stop_children(children: dict[int, asyncio.subprocess.Process]) -> None:
+    for process in children.values():
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+    for node, process in children.items():
+        try:
+            async with asyncio.timeout(STOP_DEADLINE_S):
+                await process.wait()
+        except TimeoutError:
+            print(f"raftkv dev: node {node} did not stop; killing it", file=sys.stderr)
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()

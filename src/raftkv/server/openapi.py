@@ -1,0 +1,280 @@
+"""`/openapi.json`: the HTTP API described as OpenAPI 3.1, derived from `raftkv.server.api`.
+
+Schemas come from the msgspec structs the server itself decodes requests and encodes answers
+with, so they cannot drift apart; the routes, parameters and status codes are listed here
+beside them, and a test runs schemathesis against a live node to check the server keeps to
+the document (every answer's status, content type and body).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import msgspec
+
+from raftkv.server.api import (
+    ClusterAnswer,
+    CompactAnswer,
+    CompactBody,
+    DeleteAnswer,
+    ErrorAnswer,
+    GetAnswer,
+    HealthAnswer,
+    PutAnswer,
+    PutBody,
+    RangeAnswer,
+    ReadyAnswer,
+    SetBody,
+    StatusAnswer,
+    TxnAnswer,
+    TxnBody,
+)
+
+__all__ = ["openapi_document", "openapi_document_bytes"]
+
+_REF = "#/components/schemas/{name}"
+_STRUCTS: tuple[type[msgspec.Struct], ...] = (
+    PutBody,
+    SetBody,
+    CompactBody,
+    TxnBody,
+    PutAnswer,
+    GetAnswer,
+    DeleteAnswer,
+    RangeAnswer,
+    TxnAnswer,
+    CompactAnswer,
+    StatusAnswer,
+    ClusterAnswer,
+    HealthAnswer,
+    ReadyAnswer,
+    ErrorAnswer,
+)
+
+_ERROR_TEXT = {
+    "400": "Bad request: invalid_json, invalid_request, invalid_base64, empty_key, "
+    "duplicate_key, future_revision",
+    "404": "not_found: no such key (unknown_route: no such path)",
+    "406": "not_utf8: the stored key or value is not UTF-8; ask with encoding=base64",
+    "409": "stale_sequence: a late duplicate of an exactly-once write",
+    "410": "compacted: the revision asked for is older than the compacted revision",
+    "413": "body_too_large, limit_exceeded or command_too_large",
+    "500": "internal: an unexpected error (logged by the server)",
+    "503": "not_leader, proposal_dropped, overloaded or stopped: nothing applied; retry",
+    "504": "timeout: a write's outcome is unknown (retry with the same client_id and "
+    "sequence); a read read nothing",
+}
+
+
+def _ref(kind: type[msgspec.Struct]) -> dict[str, str]:
+    return {"$ref": _REF.format(name=kind.__name__)}
+
+
+def _json_content(kind: type[msgspec.Struct]) -> dict[str, Any]:
+    return {"application/json": {"schema": _ref(kind)}}
+
+
+def _responses(answer: type[msgspec.Struct], *errors: str) -> dict[str, Any]:
+    responses: dict[str, Any] = {"200": {"description": "OK", "content": _json_content(answer)}}
+    # Every route can meet a bad query value, a stopped node or an unexpected error.
+    for status in sorted({"400", "500", "503", *errors}):
+        responses[status] = {
+            "description": _ERROR_TEXT[status],
+            "content": _json_content(ErrorAnswer),
+        }
+    return responses
+
+
+def _body(kind: type[msgspec.Struct]) -> dict[str, Any]:
+    return {"required": True, "content": _json_content(kind)}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+_ENCODING = _query(
+    "encoding",
+    {"type": "string", "enum": ["utf-8", "utf8", "base64"]},
+    "How keys and values are written in the request and the answer (default utf-8).",
+)
+_CONSISTENCY = _query(
+    "consistency",
+    {"type": "string", "enum": ["linearizable", "serializable"]},
+    "linearizable (default: ReadIndex through the leader) or serializable (local state).",
+)
+_REVISION = _query(
+    "revision",
+    {"type": "integer", "minimum": 0, "maximum": (1 << 63) - 1},
+    "Read at this past revision (0: the current one).",
+)
+_BOOLEAN = {"type": "string", "enum": ["true", "false", "1", "0"]}
+_KEY = {
+    "name": "key",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "The key (UTF-8, or base64 with encoding=base64).",
+}
+
+
+def _paths() -> dict[str, Any]:
+    key_read = [_KEY, _ENCODING, _CONSISTENCY, _REVISION]
+    return {
+        "/v1/kv/{key}": {
+            "put": {
+                "summary": "Put a key (any member; forwarded through Raft)",
+                "parameters": [_KEY, _ENCODING],
+                "requestBody": _body(PutBody),
+                "responses": _responses(PutAnswer, "406", "409", "413", "504"),
+            },
+            "get": {
+                "summary": "Get a key (linearizable unless consistency=serializable)",
+                "parameters": key_read,
+                "responses": _responses(GetAnswer, "404", "406", "410", "413", "504"),
+            },
+            "delete": {
+                "summary": "Delete a key, or every key starting with it (prefix=true)",
+                "parameters": [
+                    _KEY,
+                    _ENCODING,
+                    _query("prefix", _BOOLEAN, "Delete every key starting with key."),
+                    _query("prev_kv", _BOOLEAN, "Answer with the deleted key-values."),
+                    _query(
+                        "client_id",
+                        {"type": "string", "maxLength": 128},
+                        "Exactly-once: the client's id (with sequence).",
+                    ),
+                    _query(
+                        "sequence",
+                        {"type": "integer", "minimum": 0, "maximum": (1 << 63) - 1},
+                        "Exactly-once: this write's number, increasing per client_id.",
+                    ),
+                ],
+                "responses": _responses(DeleteAnswer, "406", "409", "413", "504"),
+            },
+        },
+        "/v1/kv": {
+            "get": {
+                "summary": "Range over keys: [key, range_end), a prefix, or every key",
+                "parameters": [
+                    _query("key", {"type": "string"}, "First key of the range."),
+                    _query(
+                        "range_end",
+                        {"type": "string"},
+                        "End of the range, exclusive; empty: key alone; '\\0': to the end.",
+                    ),
+                    _query("prefix", _BOOLEAN, "Every key starting with key (all if empty)."),
+                    _query(
+                        "limit",
+                        {"type": "integer", "minimum": 0, "maximum": (1 << 63) - 1},
+                        "At most this many key-values (0: no limit).",
+                    ),
+                    _REVISION,
+                    _query("keys_only", _BOOLEAN, "Leave values out."),
+                    _query("count_only", _BOOLEAN, "Only count the keys."),
+                    _ENCODING,
+                    _CONSISTENCY,
+                ],
+                "responses": _responses(RangeAnswer, "406", "410", "413", "504"),
+            }
+        },
+        "/v1/txn": {
+            "post": {
+                "summary": "A transaction: compares, then the success or failure ops",
+                "parameters": [_ENCODING],
+                "requestBody": _body(TxnBody),
+                "responses": _responses(TxnAnswer, "406", "409", "410", "413", "504"),
+            }
+        },
+        "/v1/compact": {
+            "post": {
+                "summary": "Discard history older than a revision",
+                "requestBody": _body(CompactBody),
+                "responses": _responses(CompactAnswer, "410", "413", "504"),
+            }
+        },
+        "/v1/status": {
+            "get": {
+                "summary": "This node's Raft and MVCC state",
+                "parameters": [_query("hash", _BOOLEAN, "Include the state hash (full scan).")],
+                "responses": _responses(StatusAnswer),
+            }
+        },
+        "/v1/cluster": {
+            "get": {
+                "summary": "The members, the leader and the term, as this node knows them",
+                "responses": _responses(ClusterAnswer),
+            }
+        },
+        "/health": {
+            "get": {"summary": "Liveness", "responses": _responses(HealthAnswer)},
+        },
+        "/ready": {
+            "get": {
+                "summary": "Readiness (503 with the reason when not ready)",
+                "responses": {
+                    "200": {"description": "Ready", "content": _json_content(ReadyAnswer)},
+                    "503": {"description": "Not ready", "content": _json_content(ReadyAnswer)},
+                    "500": {
+                        "description": _ERROR_TEXT["500"],
+                        "content": _json_content(ErrorAnswer),
+                    },
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "responses": {
+                    "200": {
+                        "description": "OpenAPI 3.1",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+            }
+        },
+        "/set": {
+            "post": {
+                "summary": "The seed's put: {key, value}",
+                "parameters": [_ENCODING],
+                "requestBody": _body(SetBody),
+                "responses": _responses(PutAnswer, "406", "413", "504"),
+            }
+        },
+        "/get/{key}": {
+            "get": {
+                "summary": "The seed's get",
+                "parameters": key_read,
+                "responses": _responses(GetAnswer, "404", "406", "410", "413", "504"),
+            }
+        },
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the HTTP API."""
+    _, components = msgspec.json.schema_components(_STRUCTS, ref_template=_REF)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "raftkv",
+            "version": "1",
+            "description": "A Raft-replicated key-value store with etcd's data model. "
+            'Errors are {"error": {"code", "message"}}.',
+        },
+        "paths": _paths(),
+        "components": {"schemas": components},
+    }
+
+
+@functools.cache
+def openapi_document_bytes() -> bytes:
+    return msgspec.json.encode(openapi_document())

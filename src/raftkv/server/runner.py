@@ -1,0 +1,263 @@
+"""`run_server`: one raftkv node as a process — Raft node, KV state machine, HTTP API.
+
+Start-up, in order:
+1. check the data dir's identity file (`member.json`: node id and cluster id). A data dir
+   written by another node id or cluster is refused rather than silently joined with the
+   wrong identity;
+2. open RocksDB under `<data_dir>/db` and start the node: a new data dir founds the cluster
+   given by `initial_cluster`; an existing one restarts from its own state;
+3. serve the HTTP API on `listen_client`;
+4. publish this node's client URL through the log (`KvService.publish_member`), retried in
+   the background until a leader accepts it, so `/v1/cluster` lists it on every member.
+
+Shutdown (SIGTERM or SIGINT; a second signal exits at once): stop accepting connections,
+let in-flight requests finish within `shutdown_timeout_s`, then stop the node (a leader
+hands leadership over first), flush and close RocksDB, and return 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+from aiohttp import web
+
+from raftkv.kv import KvError, KvService, KvSettings, KvStateMachine
+from raftkv.raft import NodeBuilder, NodeSettings, RaftError
+from raftkv.raft.driver.node import Node
+from raftkv.server.config import ServerSettings, SettingsInvalid, split_address
+from raftkv.server.http import HttpSettings, create_app
+
+logger = logging.getLogger("raftkv.server")
+
+IDENTITY_FILE = "member.json"
+DATABASE_DIR = "db"
+# How often publishing this node's client URL is retried while no leader accepts it.
+_PUBLISH_RETRY_S = (0.2, 5.0)
+
+
+class Identity(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    node_id: int
+    cluster_id: int
+
+
+def check_identity(settings: ServerSettings) -> None:
+    """Write the identity file of a new data dir; refuse a data dir of another node."""
+    path = settings.data_dir / IDENTITY_FILE
+    expected = Identity(node_id=settings.id, cluster_id=settings.cluster_id)
+    if not path.exists():
+        if (settings.data_dir / DATABASE_DIR).exists():
+            raise SettingsInvalid(
+                f"data dir {settings.data_dir} holds a database but no {IDENTITY_FILE}: "
+                "refusing to guess whose it is"
+            )
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_bytes(msgspec.json.encode(expected))
+        os.replace(temporary, path)
+        return
+    try:
+        found = msgspec.json.decode(path.read_bytes(), type=Identity)
+    except (OSError, msgspec.DecodeError) as error:
+        raise SettingsInvalid(f"cannot read {path}: {error}") from error
+    if found != expected:
+        raise SettingsInvalid(
+            f"data dir {settings.data_dir} belongs to node {found.node_id} of cluster "
+            f"{found.cluster_id}, not node {settings.id} of cluster {settings.cluster_id}"
+        )
+
+
+def configure_logging(level: str) -> None:
+    """One line per event: time, level, node logger, message."""
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    # aiohttp's access log is one line per request: too much at info.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def kv_settings(settings: ServerSettings) -> KvSettings:
+    return KvSettings(
+        max_key_bytes=settings.max_key_bytes,
+        max_value_bytes=settings.max_value_bytes,
+        max_txn_ops=settings.max_txn_ops,
+        max_exactly_once_clients=settings.max_exactly_once_clients,
+    )
+
+
+def node_settings(settings: ServerSettings) -> NodeSettings:
+    return NodeSettings(
+        tick_interval_s=settings.tick_interval_ms / 1000,
+        election_ticks=settings.election_ticks,
+        heartbeat_ticks=settings.heartbeat_ticks,
+        snapshot_every_entries=settings.snapshot_every_entries,
+        snapshot_keep_entries=settings.snapshot_keep_entries,
+        proposal_timeout_s=settings.request_timeout_s,
+    )
+
+
+class Server:
+    """A started node and its HTTP API (see the module docstring)."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.node: Node | None = None
+        self.service: KvService | None = None
+        self._runner: web.AppRunner | None = None
+        self._publisher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        settings = self.settings
+        check_identity(settings)
+        limits = kv_settings(settings)
+        grpc: dict[str, object] = {
+            "listen_address": settings.listen_peer,
+            "cluster_id": settings.cluster_id,
+        }
+        if settings.peer_ca_file is not None:
+            grpc |= {
+                "ca_file": settings.peer_ca_file,
+                "cert_file": settings.peer_cert_file,
+                "key_file": settings.peer_key_file,
+            }
+        builder = (
+            NodeBuilder(settings.id)
+            .peers(settings.founders)
+            .data_dir(settings.data_dir / DATABASE_DIR)
+            .settings(node_settings(settings))
+            .grpc(**grpc)
+            .state_machine(lambda storage: KvStateMachine(storage.app_data(), limits))
+        )
+        node = await builder.bootstrap()
+        self.node = node
+        machine = node.state_machine
+        assert isinstance(machine, KvStateMachine)
+        self.service = KvService(node, machine, limits)
+        try:
+            app = create_app(
+                self.service,
+                HttpSettings(
+                    max_body_bytes=settings.max_body_bytes,
+                    request_timeout_s=settings.request_timeout_s,
+                ),
+            )
+            self._runner = web.AppRunner(
+                app, access_log=None, shutdown_timeout=settings.shutdown_timeout_s
+            )
+            await self._runner.setup()
+            host, port = split_address(settings.listen_client)
+            await web.TCPSite(self._runner, host, port, reuse_address=True).start()
+        except BaseException:
+            await self.stop()
+            raise
+        self._publisher = asyncio.create_task(self._publish(), name="raftkv-publish-member")
+        logger.info(
+            "node %d serving clients at %s, peers at %s, data in %s",
+            settings.id,
+            settings.client_url,
+            settings.listen_peer,
+            settings.data_dir,
+        )
+
+    async def _publish(self) -> None:
+        """Publish this node's client URL until the committed state shows it."""
+        assert self.service is not None
+        service, url = self.service, self.settings.client_url
+        delay, cap = _PUBLISH_RETRY_S
+        while service.machine.member_client_urls().get(self.settings.id) != url:
+            try:
+                await service.publish_member(self.settings.id, url, timeout=5.0)
+            except (RaftError, KvError, TimeoutError) as error:
+                logger.debug("publishing the client URL failed (%s); retrying", error)
+                await asyncio.sleep(random.uniform(0, delay))
+                delay = min(cap, delay * 2)
+        logger.info("published client URL %s", url)
+
+    async def stop(self) -> None:
+        """Stop accepting, finish in-flight requests (bounded), stop the node."""
+        if self._publisher is not None:
+            self._publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._publisher
+        if self._runner is not None:
+            # Closes the listening sockets, then waits up to shutdown_timeout for handlers.
+            await self._runner.cleanup()
+            self._runner = None
+        if self.node is not None:
+            await self.node.stop()
+            self.node = None
+        logger.info("node %d stopped", self.settings.id)
+
+
+async def run_server(
+    settings: ServerSettings,
+    *,
+    on_started: Callable[[Server], None] | None = None,
+    stop_on_stdin_eof: bool = False,
+) -> int:
+    """Run until SIGTERM/SIGINT (or, with `stop_on_stdin_eof`, until stdin closes: how a
+    supervisor's death reaches its children); return the exit code."""
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    signals = 0
+
+    def on_signal(number: int) -> None:
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            # The operator insists: leave now. RocksDB's WAL keeps what was acknowledged.
+            logger.warning("second signal %d: exiting at once", number)
+            os._exit(1)
+        logger.info("signal %d: shutting down", number)
+        stop_requested.set()
+
+    for number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(number, on_signal, number)
+    server = Server(settings)
+    watcher = asyncio.create_task(_watch_stdin(stop_requested)) if stop_on_stdin_eof else None
+    try:
+        await server.start()
+        if on_started is not None:
+            on_started(server)
+        await stop_requested.wait()
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+        await server.stop()
+        for number in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(number)
+    return 0
+
+
+async def _watch_stdin(stop_requested: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while await reader.read(4096):
+        pass
+    logger.info("stdin closed (the supervisor is gone): shutting down")
+    stop_requested.set()
+
+
+def started_line(settings: ServerSettings) -> str:
+    """One JSON line a supervisor (raftkv dev, tests) can wait for on stdout."""
+    return json.dumps(
+        {
+            "started": settings.id,
+            "client_url": settings.client_url,
+            "peer": settings.listen_peer,
+            "data_dir": str(Path(settings.data_dir)),
+        }
+    )

@@ -1,0 +1,83 @@
+"""The client's public namespace is pinned, and importing it stays light."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import raftkv.client
+from raftkv.client import txn
+
+
+def test_client_all_is_pinned() -> None:
+    assert sorted(raftkv.client.__all__) == sorted(
+        [
+            "Client",
+            "ClientError",
+            "ClientSettings",
+            "Cluster",
+            "CompactResult",
+            "Compacted",
+            "Compare",
+            "DeleteOp",
+            "DeleteResult",
+            "InvalidRequest",
+            "KeyValue",
+            "LimitExceeded",
+            "Member",
+            "NotUtf8",
+            "Op",
+            "OutcomeUnknown",
+            "PutOp",
+            "PutResult",
+            "RangeOp",
+            "RangeResult",
+            "Refused",
+            "ServerError",
+            "StaleSequence",
+            "Status",
+            "SyncClient",
+            "TxnResult",
+            "Unavailable",
+            "txn",
+        ]
+    )
+    for name in raftkv.client.__all__:
+        assert getattr(raftkv.client, name) is not None, name
+
+
+def test_txn_builder_all_is_pinned() -> None:
+    assert sorted(txn.__all__) == sorted(
+        [
+            "Compare",
+            "CompareOp",
+            "CompareTarget",
+            "Data",
+            "DeleteOp",
+            "Op",
+            "PutOp",
+            "RangeOp",
+            "create_revision",
+            "delete",
+            "get",
+            "lease",
+            "mod_revision",
+            "put",
+            "range",
+            "to_bytes",
+            "value",
+            "version",
+        ]
+    )
+
+
+def test_importing_the_client_does_not_load_the_server() -> None:
+    code = (
+        "import sys, raftkv.client, raftkv.cli.kv_commands; "
+        "print(sorted(m for m in ('aiohttp', 'grpc', 'rocksdict', 'raftkv.server.http', "
+        "'raftkv.kv') if m in sys.modules))"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert output.strip() == "[]"
