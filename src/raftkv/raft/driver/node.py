@@ -170,6 +170,10 @@ class Node:
         # Log index -> the proposal this node appended there as leader.
         self._appended_at: dict[int, RequestId] = {}
         self._reads: dict[bytes, _PendingRead] = {}
+        # One ReadIndex request serves every read queued when it was made (etcd's
+        # linearizableReadLoop): its context -> the contexts of those reads. Its answer
+        # covers each of them, as each was asked before it. Pruned by _expire.
+        self._read_batches: dict[bytes, list[bytes]] = {}
         self._pending_ticks = 0
         self._next_tick = 0.0
         self._tick_count = 0
@@ -340,6 +344,7 @@ class Node:
                 read.future.set_exception(reason)
         self._proposals.clear()
         self._reads.clear()
+        self._read_batches.clear()
         self._queued.clear()
         self._parked.clear()
         self._read_requests.clear()
@@ -670,15 +675,23 @@ class Node:
         return pending is not None and not pending.future.done()
 
     def _drain_reads(self, rawnode: RawNode) -> None:
+        """Ask for one read index covering every read queued since the last ask: one
+        heartbeat round (or one message to the leader) for all of them, not one each."""
+        batch: list[bytes] = []
         while self._read_requests:
             context = self._read_requests.popleft()
             read = self._reads.get(context)
-            if read is None or read.future.done():
+            if read is None or read.future.done() or read.index != 0:
                 continue
             read.requested_at_tick = self._tick_count
-            # With no leader the request is dropped; the retry below asks again.
-            with contextlib.suppress(ProposalDropped, NotLeader):
-                rawnode.read_index(context)
+            batch.append(context)
+        if not batch:
+            return
+        batch_context = batch[0] if len(batch) == 1 else self._next_request_bytes()
+        self._read_batches[batch_context] = batch
+        # With no leader the request is dropped; the retry below asks again.
+        with contextlib.suppress(ProposalDropped, NotLeader):
+            rawnode.read_index(batch_context)
 
     def _retry_waiting(self, rawnode: RawNode) -> None:
         """Every few ticks: re-ask for reads not answered for a while (the request or its
@@ -707,6 +720,15 @@ class Node:
         for read in list(self._reads.values()):
             if now >= read.deadline and not read.future.done():
                 read.future.set_exception(ReadTimeout("the read could not be confirmed in time"))
+        # A batch whose answer was lost is asked again read by read (_requeue_waiting);
+        # forget it once none of its reads still waits for an index.
+        for batch_context, batch in list(self._read_batches.items()):
+            if not any(self._waiting_for_index(context) for context in batch):
+                del self._read_batches[batch_context]
+
+    def _waiting_for_index(self, context: bytes) -> bool:
+        read = self._reads.get(context)
+        return read is not None and read.index == 0 and not read.future.done()
 
     # -- one Ready -------------------------------------------------------------------------
 
@@ -759,9 +781,11 @@ class Node:
         if ready.committed_entries:
             applying.apply_entries(self, rawnode, ready.committed_entries)
         for read_state in ready.read_states:
-            read = self._reads.get(read_state.request_context)
-            if read is not None and read.index == 0:
-                read.index = max(read_state.index, 1)
+            batch = self._read_batches.pop(read_state.request_context, ())
+            for context in batch:
+                read = self._reads.get(context)
+                if read is not None and read.index == 0:
+                    read.index = max(read_state.index, 1)
         rawnode.advance(ready)
         self._answer_reads(rawnode.raft.log.applied)
         applying.maybe_snapshot(self, rawnode)
