@@ -175,6 +175,14 @@ class ServerSettings:
     shutdown_timeout_s: float = _setting(
         10.0, _parse_float, "On SIGTERM, how long in-flight requests may take to finish."
     )
+    auto_compaction_retention: int = _setting(
+        100_000,
+        _parse_int,
+        "Keep this many revisions of history; the leader compacts older ones (0: never).",
+    )
+    auto_compaction_interval_s: float = _setting(
+        10.0, _parse_float, "How often the leader checks whether to compact."
+    )
     max_body_bytes: int = _setting(2 << 20, _parse_int, "Largest HTTP request body.")
     max_key_bytes: int = _setting(4096, _parse_int, "Largest key (same on every member).")
     max_value_bytes: int = _setting(1 << 20, _parse_int, "Largest value (same on every member).")
@@ -215,7 +223,9 @@ class ServerSettings:
                 raise SettingsInvalid(f"setting {name}: must be >= 1, got {getattr(self, name)}")
         if self.snapshot_keep_entries < 0:
             raise SettingsInvalid("setting snapshot_keep_entries: must be >= 0")
-        for name in ("request_timeout_s", "shutdown_timeout_s"):
+        if self.auto_compaction_retention < 0:
+            raise SettingsInvalid("setting auto_compaction_retention: must be >= 0")
+        for name in ("request_timeout_s", "shutdown_timeout_s", "auto_compaction_interval_s"):
             value = getattr(self, name)
             if not 0 < value < float("inf"):
                 raise SettingsInvalid(f"setting {name}: must be a positive number, got {value}")

@@ -8,7 +8,9 @@ Start-up, in order:
    given by `initial_cluster`; an existing one restarts from its own state;
 3. serve the HTTP API on `listen_client`;
 4. publish this node's client URL through the log (`KvService.publish_member`), retried in
-   the background until a leader accepts it, so `/v1/cluster` lists it on every member.
+   the background until a leader accepts it, so `/v1/cluster` lists it on every member;
+5. auto-compaction (`AutoCompactor`): while leader, keep `auto_compaction_retention`
+   revisions of history.
 
 Shutdown (SIGTERM or SIGINT; a second signal exits at once): stop accepting connections,
 let in-flight requests finish within `shutdown_timeout_s`, then stop the node (a leader
@@ -34,6 +36,7 @@ from aiohttp import web
 from raftkv.kv import KvError, KvService, KvSettings, KvStateMachine
 from raftkv.raft import NodeBuilder, NodeSettings, RaftError
 from raftkv.raft.driver.node import Node
+from raftkv.server.compactor import AutoCompactor
 from raftkv.server.config import ServerSettings, SettingsInvalid, split_address
 from raftkv.server.http import HttpSettings, create_app
 
@@ -117,6 +120,7 @@ class Server:
         self.service: KvService | None = None
         self._runner: web.AppRunner | None = None
         self._publisher: asyncio.Task[None] | None = None
+        self._compactor: AutoCompactor | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -163,6 +167,13 @@ class Server:
             await self.stop()
             raise
         self._publisher = asyncio.create_task(self._publish(), name="raftkv-publish-member")
+        if settings.auto_compaction_retention:
+            self._compactor = AutoCompactor(
+                self.service,
+                settings.auto_compaction_retention,
+                settings.auto_compaction_interval_s,
+            )
+            self._compactor.start()
         logger.info(
             "node %d serving clients at %s, peers at %s, data in %s",
             settings.id,
@@ -187,6 +198,8 @@ class Server:
 
     async def stop(self) -> None:
         """Stop accepting, finish in-flight requests (bounded), stop the node."""
+        if self._compactor is not None:
+            await self._compactor.stop()
         if self._publisher is not None:
             self._publisher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,0 +1,65 @@
+"""`AutoCompactor`: keep the last `retention` revisions of history, discard older ones.
+
+etcd's revision-mode auto-compaction: every `interval_s` (on the node's clock) the leader
+proposes `Compact(current_revision - retention)` when that is above the compacted revision.
+The compaction goes through the log, so every member compacts at the same point and state
+stays identical; followers do nothing (the leader's proposal reaches them). Reads and
+watches at a revision older than the last `retention` ones then get `compacted`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from raftkv.kv import KvError, KvService
+from raftkv.raft import RaftError
+
+logger = logging.getLogger("raftkv.server.compactor")
+
+
+class AutoCompactor:
+    def __init__(self, service: KvService, retention: int, interval_s: float) -> None:
+        if retention < 1 or not interval_s > 0:
+            raise ValueError("AutoCompactor needs retention >= 1 and interval_s > 0")
+        self.service = service
+        self.retention = retention
+        self.interval_s = interval_s
+        self.compactions = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="raftkv-auto-compactor")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        clock = self.service.node.clock
+        while True:
+            await clock.sleep(self.interval_s)
+            await self.compact_once()
+
+    async def compact_once(self) -> int:
+        """Propose one compaction if this node leads and history exceeds the retention;
+        the revision compacted to, or 0 if none was due (or it failed: logged, retried at
+        the next interval)."""
+        node, machine = self.service.node, self.service.machine
+        if node.leader_id != node.id:
+            return 0
+        target = machine.current_revision() - self.retention
+        if target <= machine.compacted_revision():
+            return 0
+        try:
+            await self.service.compact(target, timeout=self.interval_s)
+        except (KvError, RaftError, TimeoutError) as error:
+            logger.info("auto-compaction to revision %d did not apply: %s", target, error)
+            return 0
+        self.compactions += 1
+        logger.debug("compacted history to revision %d", target)
+        return target
