@@ -21,6 +21,7 @@ endpoint answered, a 503/504 after every retry, an unknown outcome, a server err
 from __future__ import annotations
 
 import argparse
+import contextlib
 import base64
 import json
 import os
@@ -275,13 +276,21 @@ def _txn(client: SyncClient, arguments: argparse.Namespace, output: Output) -> i
 
 
 def _status(client: SyncClient, arguments: argparse.Namespace, output: Output) -> int:
+    """Every endpoint given, and every member the cluster lists (one endpoint is enough to
+    see the whole cluster)."""
+    endpoints = list(client.endpoints)
+    with contextlib.suppress(ClientError):
+        for member in client.cluster().members:
+            url = member.client_url.rstrip("/")
+            if url and url not in endpoints:
+                endpoints.append(url)
     rows: list[Status | ClientError] = []
-    for endpoint in client.endpoints:
+    for endpoint in endpoints:
         try:
             rows.append(client.status(endpoint))
         except ClientError as error:
             rows.append(error)
-    output.status(client.endpoints, rows)
+    output.status(endpoints, rows)
     if all(isinstance(row, ClientError) for row in rows):
         return _fail(EXIT_UNAVAILABLE, "unavailable", "no endpoint answered")
     return EXIT_OK
@@ -626,7 +635,9 @@ def _print_table(table: Table, preamble: str | None = None) -> None:
     from rich.console import Console  # noqa: PLC0415
     from rich.text import Text  # noqa: PLC0415
 
-    console = Console(file=sys.stdout, highlight=False)
+    # Not a terminal (a pipe, a file): rich would wrap at 80 columns; tables read better whole.
+    width = None if sys.stdout.isatty() else 200
+    console = Console(file=sys.stdout, highlight=False, width=width)
     if preamble is not None:
         console.print(Text(preamble))
     console.print(table)

@@ -174,6 +174,12 @@ class Node:
         # linearizableReadLoop): its context -> the contexts of those reads. Its answer
         # covers each of them, as each was asked before it. Pruned by _expire.
         self._read_batches: dict[bytes, list[bytes]] = {}
+        # The batch asked last and when (tick): while it waits for its answer, newly queued
+        # reads wait too and then go together, so batches grow with the load instead of
+        # each read arriving alone costing a round. A batch unanswered for retry_ticks no
+        # longer holds the queue (its answer may be lost).
+        self._read_in_flight: bytes | None = None
+        self._read_in_flight_tick = 0
         self._pending_ticks = 0
         self._next_tick = 0.0
         self._tick_count = 0
@@ -677,6 +683,14 @@ class Node:
     def _drain_reads(self, rawnode: RawNode) -> None:
         """Ask for one read index covering every read queued since the last ask: one
         heartbeat round (or one message to the leader) for all of them, not one each."""
+        in_flight = self._read_in_flight
+        if (
+            in_flight is not None
+            and in_flight in self._read_batches
+            and self._tick_count - self._read_in_flight_tick < self.settings.retry_ticks
+        ):
+            return
+        self._read_in_flight = None
         batch: list[bytes] = []
         while self._read_requests:
             context = self._read_requests.popleft()
@@ -689,6 +703,7 @@ class Node:
             return
         batch_context = batch[0] if len(batch) == 1 else self._next_request_bytes()
         self._read_batches[batch_context] = batch
+        self._read_in_flight, self._read_in_flight_tick = batch_context, self._tick_count
         # With no leader the request is dropped; the retry below asks again.
         with contextlib.suppress(ProposalDropped, NotLeader):
             rawnode.read_index(batch_context)
@@ -705,6 +720,7 @@ class Node:
         for context, read in self._reads.items():
             if read.index == 0 and self._tick_count - read.requested_at_tick >= min_age_ticks:
                 self._read_requests.append(context)
+                self._read_in_flight = None
         parked, self._parked = self._parked, []
         self._queued.extendleft(reversed(parked))
         self._wake.set()
@@ -780,6 +796,8 @@ class Node:
             applying.install_snapshot(self, ready.snapshot)
         if ready.committed_entries:
             applying.apply_entries(self, rawnode, ready.committed_entries)
+        if ready.read_states and self._read_requests:
+            self._wake.set()  # reads held behind the batch answered now go next
         for read_state in ready.read_states:
             batch = self._read_batches.pop(read_state.request_context, ())
             for context in batch:
