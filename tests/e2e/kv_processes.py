@@ -84,11 +84,32 @@ class KvProcessCluster:
             "3",
         ]
 
-    def start(self, node: int, environ: dict[str, str] | None = None) -> None:
+    def add_node(self) -> int:
+        """Ports for one more node (not started); its id."""
+        node = max(self.ids) + 1
+        self.ids.append(node)
+        self.client_ports[node] = free_port()
+        self.peer_ports[node] = free_port()
+        return node
+
+    def join_command(self, node: int, join: str, *, auto_promote: bool) -> list[str]:
+        """Serve `node` joining the cluster at client URL `join` instead of founding one."""
+        command = self.serve_command(node)
+        at = command.index("--initial-cluster")
+        del command[at : at + 2]
+        command += ["--join", join] + (["--auto-promote"] if auto_promote else [])
+        return command
+
+    def start(
+        self,
+        node: int,
+        environ: dict[str, str] | None = None,
+        command: list[str] | None = None,
+    ) -> None:
         out = (self.root / f"node-{node}.out").open("wb")
         err = (self.root / f"node-{node}.err").open("ab")
         self.processes[node] = subprocess.Popen(
-            self.serve_command(node),
+            command or self.serve_command(node),
             stdout=out,
             stderr=err,
             stdin=subprocess.DEVNULL,

@@ -21,8 +21,8 @@ endpoint answered, a 503/504 after every retry, an unknown outcome, a server err
 from __future__ import annotations
 
 import argparse
-import contextlib
 import base64
+import contextlib
 import json
 import os
 import sys
@@ -96,6 +96,12 @@ def _positive_seconds(text: str) -> float:
     if not 0 < seconds < float("inf"):
         raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
     return seconds
+
+
+def _positive(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
+    return int(text)
 
 
 def _non_negative(text: str) -> int:
@@ -174,8 +180,32 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         '"-" or none: stdin',
     )
 
-    verb("status", "every endpoint's status, one row each", _status)
+    verb("status", "every member's status, one row each", _status)
     verb("members", "the cluster's members (as the leader sees them)", _members)
+
+    member = subparsers.add_parser(
+        "member", help="change the membership", description="Change the membership."
+    )
+    member_verbs = member.add_subparsers(dest="member_command", metavar="VERB", required=True)
+
+    def member_verb(name: str, help_text: str, handler: Verb) -> argparse.ArgumentParser:
+        parser = member_verbs.add_parser(
+            name, help=help_text, description=help_text, parents=common
+        )
+        parser.set_defaults(handler=_run(handler))
+        parser.add_argument("id", metavar="ID", type=_positive, help="the member's node id")
+        return parser
+
+    add = member_verb("add", "add a learner (it votes once promoted)", _member_add)
+    add.add_argument("peer_url", metavar="PEER_URL", help="host:port its peers reach it at")
+    member_verb("promote", "promote a caught-up learner to voter (exit 3 if it lags)", _promote)
+    member_verb("remove", "remove a member (the leader hands over first)", _remove)
+
+    transfer = verb("transfer-leader", "hand leadership to another voter", _transfer)
+    transfer.add_argument(
+        "id", metavar="ID", nargs="?", type=_non_negative, default=0,
+        help="the new leader (default: the most caught-up voter)",
+    )  # fmt: skip
 
 
 # -- running a verb --------------------------------------------------------------------------
@@ -298,6 +328,30 @@ def _status(client: SyncClient, arguments: argparse.Namespace, output: Output) -
 
 def _members(client: SyncClient, arguments: argparse.Namespace, output: Output) -> int:
     output.members(client.cluster())
+    return EXIT_OK
+
+
+def _member_add(client: SyncClient, arguments: argparse.Namespace, output: Output) -> int:
+    output.members(client.add_member(arguments.id, arguments.peer_url))
+    return EXIT_OK
+
+
+def _promote(client: SyncClient, arguments: argparse.Namespace, output: Output) -> int:
+    output.members(client.promote_member(arguments.id))
+    return EXIT_OK
+
+
+def _remove(client: SyncClient, arguments: argparse.Namespace, output: Output) -> int:
+    output.members(client.remove_member(arguments.id))
+    return EXIT_OK
+
+
+def _transfer(client: SyncClient, arguments: argparse.Namespace, output: Output) -> int:
+    leader = client.transfer_leadership(arguments.id)
+    if output.as_json:
+        _print_json({"leader": leader})
+    else:
+        print(f"leader is now member {leader}")
     return EXIT_OK
 
 

@@ -22,6 +22,7 @@ from raftkv.server.config import (
     load_settings,
     render_settings,
     setting_doc,
+    setting_type,
 )
 
 
@@ -72,8 +73,12 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
     )
     group = parser.add_argument_group("settings (also RAFTKV_<NAME> and TOML keys)")
     for name in SETTING_NAMES:
+        # A boolean flag alone means true (`--auto-promote`); it also takes a value.
+        boolean: dict[str, Any] = (
+            {"nargs": "?", "const": "true"} if setting_type(name) is bool else {}
+        )
         group.add_argument(
-            flag_of(name), dest=f"setting_{name}", default=None, help=setting_doc(name)
+            flag_of(name), dest=f"setting_{name}", default=None, help=setting_doc(name), **boolean
         )
 
 
@@ -94,6 +99,7 @@ def _serve(arguments: argparse.Namespace) -> int:
         return EXIT_USAGE
     # Imported here: the server's dependencies (RocksDB, gRPC, aiohttp) load only to serve.
     from raftkv.server.runner import (  # noqa: PLC0415
+        JoinFailed,
         configure_logging,
         run_server,
         started_line,
@@ -111,7 +117,7 @@ def _serve(arguments: argparse.Namespace) -> int:
     except SettingsInvalid as error:
         print(f"raftkv serve: {error}", file=sys.stderr)
         return EXIT_USAGE
-    except OSError as error:  # e.g. the client port is taken
+    except (OSError, JoinFailed) as error:  # the client port is taken; no cluster to join
         print(f"raftkv serve: {error}", file=sys.stderr)
         return 1
 

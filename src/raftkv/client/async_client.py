@@ -177,6 +177,22 @@ class Client:
         except ClientError:
             return first  # a member's view, without the leader's match indexes
 
+    async def add_member(self, member_id: int, peer_url: str) -> Cluster:
+        """Add node `member_id`, reachable by peers at `peer_url`, as a learner."""
+        return await self._call(protocol.add_member(member_id, peer_url))
+
+    async def promote_member(self, member_id: int) -> Cluster:
+        """Make learner `member_id` a voter; Refused (`not_caught_up`) while it lags."""
+        return await self._call(protocol.promote_member(member_id))
+
+    async def remove_member(self, member_id: int) -> Cluster:
+        """Remove member `member_id` (voter or learner; the leader too: it hands over)."""
+        return await self._call(protocol.remove_member(member_id))
+
+    async def transfer_leadership(self, to: int = 0) -> int:
+        """Hand leadership to voter `to` (0: the most caught-up); the new leader's id."""
+        return await self._call(protocol.transfer_leadership(to))
+
     async def health(self, endpoint: str | None = None) -> bool:
         """Whether `endpoint` (one attempt), or any endpoint, answers `/health` with "ok"."""
         return await self._call(protocol.health(), endpoint)
@@ -190,6 +206,7 @@ class Client:
         call = Call(request, self.router, self.settings, self._rng, self._clock(), endpoint=pinned)
         headers = _JSON if request.body is not None else None
         step: Done[T] | Wait
+        rediscovered = False
         while True:
             target = call.next_endpoint()
             try:
@@ -205,6 +222,16 @@ class Client:
                 step = call.lost(target, error, self._clock())
             else:
                 step = call.answered(target, response.status_code, response.content, self._clock())
+                if (
+                    response.status_code == 503
+                    and request.leader_only
+                    and not rediscovered
+                    and self.router.leader_url is None
+                ):
+                    # A node that cannot serve it (e.g. a leadership transfer asked of a
+                    # follower) and no leader URL known: ask /v1/cluster once per call.
+                    rediscovered = True
+                    await self._discover()
             if isinstance(step, Done):
                 return step.value
             await self._sleep(step.seconds)

@@ -36,6 +36,7 @@ from raftkv.client.results import (
 )
 from raftkv.client.txn import Compare, DeleteOp, Op, PutOp, RangeOp
 from raftkv.server.api import (
+    AddMemberBody,
     ClusterAnswer,
     CompactAnswer,
     CompactBody,
@@ -56,6 +57,8 @@ from raftkv.server.api import (
     RangeOpAnswer,
     RangeOpBody,
     StatusAnswer,
+    TransferAnswer,
+    TransferBody,
     TxnAnswer,
     TxnBody,
 )
@@ -114,6 +117,9 @@ class Request(Generic[T]):
     description: str
     # The result of a 404 `not_found` (a get of a missing key); None: a 404 is a refusal.
     absent: Callable[[], T] | None = None
+    # Only the leader can serve it (a leadership transfer): a 503 from a node when the
+    # leader's URL is unknown makes the client ask /v1/cluster where the leader is.
+    leader_only: bool = False
 
 
 # -- encoding --------------------------------------------------------------------------------
@@ -453,25 +459,66 @@ def status() -> Request[Status]:
     return Request("GET", "/v1/status", (), None, Kind.READ, False, decode, "status")
 
 
-def cluster() -> Request[Cluster]:
-    def decode(content: bytes, endpoint: str) -> Decoded[Cluster]:
-        answer = _read(ClusterAnswer, content)
-        members = tuple(
-            Member(m.id, m.peer_url, m.client_url, m.role, m.match_index) for m in answer.members
-        )
-        result = Cluster(
-            endpoint=endpoint,
-            id=answer.id,
-            leader=answer.leader,
-            term=answer.term,
-            commit_index=answer.commit_index,
-            members=members,
-        )
-        urls = {member.id: member.client_url for member in members if member.client_url}
-        return Decoded(result, answer.leader, urls)
+def _decode_cluster(content: bytes, endpoint: str) -> Decoded[Cluster]:
+    answer = _read(ClusterAnswer, content)
+    members = tuple(
+        Member(m.id, m.peer_url, m.client_url, m.role, m.match_index) for m in answer.members
+    )
+    result = Cluster(
+        endpoint=endpoint,
+        id=answer.id,
+        leader=answer.leader,
+        term=answer.term,
+        commit_index=answer.commit_index,
+        members=members,
+    )
+    urls = {member.id: member.client_url for member in members if member.client_url}
+    return Decoded(result, answer.leader, urls)
 
+
+def cluster() -> Request[Cluster]:
     # To the leader: only its answer has the members' match indexes.
-    return Request("GET", "/v1/cluster", (), None, Kind.READ, True, decode, "cluster")
+    return Request("GET", "/v1/cluster", (), None, Kind.READ, True, _decode_cluster, "cluster")
+
+
+# Membership changes are idempotent on the server (adding a member already there at the same
+# address, or promoting a voter, answers with the membership as it is), so a retry after an
+# unknown outcome is safe (Kind.WRITE) for add and promote. Removing twice is refused ("not a
+# member"), so remove and transfer are retried only when nothing was applied.
+
+
+def add_member(member_id: int, peer_url: str) -> Request[Cluster]:
+    body = _encoder.encode(AddMemberBody(id=member_id, peer_url=peer_url))
+    return Request(
+        "POST", "/v1/members", (), body, Kind.WRITE, True, _decode_cluster,
+        f"add member {member_id} at {peer_url!r}",
+    )  # fmt: skip
+
+
+def promote_member(member_id: int) -> Request[Cluster]:
+    return Request(
+        "POST", f"/v1/members/{member_id}/promote", (), None, Kind.WRITE, True,
+        _decode_cluster, f"promote member {member_id}",
+    )  # fmt: skip
+
+
+def remove_member(member_id: int) -> Request[Cluster]:
+    return Request(
+        "DELETE", f"/v1/members/{member_id}", (), None, Kind.UNGUARDED_WRITE, True,
+        _decode_cluster, f"remove member {member_id}",
+    )  # fmt: skip
+
+
+def transfer_leadership(to: int) -> Request[int]:
+    def decode(content: bytes, endpoint: str) -> Decoded[int]:
+        leader = _read(TransferAnswer, content).leader
+        return Decoded(leader, leader)
+
+    body = _encoder.encode(TransferBody(to=to))
+    return Request(
+        "POST", "/v1/leader/transfer", (), body, Kind.UNGUARDED_WRITE, True, decode,
+        f"transfer leadership to {to or 'the most caught-up voter'}", leader_only=True,
+    )  # fmt: skip
 
 
 def health() -> Request[bool]:

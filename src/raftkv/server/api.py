@@ -91,6 +91,20 @@ class TxnBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sequence: int = 0
 
 
+class AddMemberBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`POST /v1/members`: add node `id`, reachable by peers at `peer_url` (host:port), as a
+    learner (it receives the log but does not vote until promoted)."""
+
+    id: int
+    peer_url: str
+
+
+class TransferBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`POST /v1/leader/transfer`: hand leadership to voter `to` (0: the most caught-up)."""
+
+    to: int = 0
+
+
 # -- answers ---------------------------------------------------------------------------------
 
 
@@ -216,6 +230,11 @@ class ClusterAnswer(msgspec.Struct, frozen=True):
     term: int
     commit_index: int
     members: list[MemberAnswer]
+
+
+class TransferAnswer(msgspec.Struct, frozen=True):
+    # The new leader.
+    leader: int
 
 
 class ErrorDetail(msgspec.Struct, frozen=True):

@@ -99,6 +99,16 @@ def _parse_float(value: object) -> float:
     raise ValueError(f"expected a number, got {value!r}")
 
 
+def _parse_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
 def _parse_str(value: object) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {value!r}")
@@ -155,6 +165,19 @@ class ServerSettings:
         "The founding voters, id=host:port,... of their peer addresses "
         "(default: this node alone at listen_peer). Read only when the data dir is new.",
         factory=True,
+    )
+    join: str = _setting(
+        "",
+        _parse_str,
+        "Join a running cluster through any member's client URL (comma-"
+        "separated list to try several) when the data dir is new, instead of founding one. "
+        "The node is added as a learner (raftkv member promote makes it a voter).",
+    )
+    auto_promote: bool = _setting(
+        False, _parse_bool, "With join: become a voter automatically once caught up."
+    )
+    join_timeout_s: float = _setting(
+        300.0, _parse_float, "With join: how long joining (and catching up) may take."
     )
     cluster_id: int = _setting(
         1, _parse_int, "Shared by every member; peers with another cluster id are refused."
@@ -225,7 +248,19 @@ class ServerSettings:
             raise SettingsInvalid("setting snapshot_keep_entries: must be >= 0")
         if self.auto_compaction_retention < 0:
             raise SettingsInvalid("setting auto_compaction_retention: must be >= 0")
-        for name in ("request_timeout_s", "shutdown_timeout_s", "auto_compaction_interval_s"):
+        if self.join and self.initial_cluster:
+            raise SettingsInvalid(
+                "settings join and initial_cluster: give one (join a cluster, or found one)"
+            )
+        for url in self.join_urls:
+            if not url.startswith(("http://", "https://")):
+                raise SettingsInvalid(f"setting join: {url!r} is not an http:// URL")
+        for name in (
+            "request_timeout_s",
+            "shutdown_timeout_s",
+            "auto_compaction_interval_s",
+            "join_timeout_s",
+        ):
             value = getattr(self, name)
             if not 0 < value < float("inf"):
                 raise SettingsInvalid(f"setting {name}: must be a positive number, got {value}")
@@ -257,6 +292,10 @@ class ServerSettings:
         return f"http://{_bracket(host)}:{port}"
 
     @property
+    def join_urls(self) -> list[str]:
+        return [url.strip().rstrip("/") for url in self.join.split(",") if url.strip()]
+
+    @property
     def founders(self) -> dict[int, str]:
         return self.initial_cluster or {self.id: self.listen_peer}
 
@@ -274,6 +313,13 @@ SETTING_NAMES: tuple[str, ...] = tuple(item.name for item in dataclasses.fields(
 
 def setting_doc(name: str) -> str:
     return str(_field(name).metadata["doc"])
+
+
+def setting_type(name: str) -> object:
+    """The setting's type (annotations are strings under `from __future__ import
+    annotations`: "bool" counts as bool)."""
+    annotation = _field(name).type
+    return bool if annotation in (bool, "bool") else annotation
 
 
 def _field(name: str) -> dataclasses.Field[Any]:

@@ -12,7 +12,11 @@ Routes (every body and answer is JSON):
 - `POST /v1/txn` `{"compares", "success", "failure", "client_id"?, "sequence"?}`; an op is
   `{"op": "put"|"range"|"delete", "key", ...}` -> `{"header", "succeeded", "responses"}`.
 - `POST /v1/compact {"revision"}` -> `{"header"}`.
-- `GET /health` -> `{"status": "ok"}`; `GET /v1/status` -> this node's Raft and MVCC state.
+- `GET /health` -> `{"status": "ok"}`; `GET /ready`; `GET /v1/status` -> this node's Raft
+  and MVCC state; `GET /v1/cluster` -> the members; `GET /openapi.json`.
+- Membership (`raftkv.server.cluster_api`): `POST /v1/members {"id", "peer_url"}` adds a
+  learner, `POST /v1/members/{id}/promote`, `DELETE /v1/members/{id}` -> the members;
+  `POST /v1/leader/transfer {"to"?}` (on the leader) -> `{"leader"}`.
 
 Every `header` is `{"revision", "leader"}` (the store's revision once the request took
 effect, and the leader this node knows, 0 if none).
@@ -28,13 +32,15 @@ Errors: every refusal is `{"error": {"code", "message"}}`:
 - 400: `invalid_json`, `invalid_request` (wrong types, unknown fields, bad query values),
   `invalid_base64`, `empty_key`, `duplicate_key`, `future_revision`;
 - 404 `not_found` (no such key) or `unknown_route` (no such path), 405 `method_not_allowed`;
-- 406 `not_utf8`; 409 `stale_sequence` (a late duplicate of an exactly-once write);
+- 406 `not_utf8`; 409 `stale_sequence` (a late duplicate of an exactly-once write),
+  `not_caught_up` (a learner too far behind to promote);
 - 410 `compacted`: the revision asked for is older than the compacted revision (the history
   is gone for good, which is what 410 Gone says; a future revision is a 400);
 - 413 `body_too_large` (over `HttpSettings.max_body_bytes`), `limit_exceeded` (a key,
   value or txn over a `KvSettings` limit), `command_too_large` (over the node's
   `max_command_bytes`);
-- 503 `not_leader`, `proposal_dropped`, `overloaded`, `stopped`: nothing was applied; retry;
+- 503 `not_leader`, `proposal_dropped`, `overloaded`, `stopped`, `busy` (another membership
+  change under way), `unavailable`: nothing was applied; retry;
 - 504 `timeout`: for a write the outcome is unknown (retry with the same `client_id` and
   `sequence` to get the original result without applying twice); for a read nothing was read;
 - 500 `internal` for anything unexpected (logged).
@@ -76,9 +82,16 @@ from raftkv.kv.errors import (
 from raftkv.kv.service import KvService
 from raftkv.raft.core.errors import ConfigInvalid, InvalidArgument, NotLeader, ProposalDropped
 from raftkv.raft.core.types import NodeId
-from raftkv.raft.driver.errors import Overloaded, ProposalTimeout, ReadTimeout, Stopped
+from raftkv.raft.driver.errors import (
+    MembershipError,
+    NotCaughtUp,
+    Overloaded,
+    ProposalTimeout,
+    ReadTimeout,
+    Stopped,
+)
 from raftkv.server.api import (
-    ClusterAnswer,
+    AddMemberBody,
     CompactAnswer,
     CompactBody,
     CompareBody,
@@ -89,7 +102,6 @@ from raftkv.server.api import (
     Header,
     HealthAnswer,
     KeyValueAnswer,
-    MemberAnswer,
     OpAnswer,
     OpBody,
     PutAnswer,
@@ -102,9 +114,12 @@ from raftkv.server.api import (
     ReadyAnswer,
     SetBody,
     StatusAnswer,
+    TransferAnswer,
+    TransferBody,
     TxnAnswer,
     TxnBody,
 )
+from raftkv.server.cluster_api import cluster_answer
 from raftkv.server.openapi import openapi_document_bytes
 
 __all__ = ["HttpSettings", "create_app"]
@@ -144,7 +159,7 @@ class HttpSettings:
             raise ConfigInvalid(f"HttpSettings.ready_max_apply_lag must be >= 0, got {lag!r}")
 
 
-BodyT = TypeVar("BodyT", PutBody, SetBody, CompactBody, TxnBody)
+BodyT = TypeVar("BodyT", PutBody, SetBody, CompactBody, TxnBody, AddMemberBody, TransferBody)
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -207,12 +222,24 @@ def _service_error(error: Exception) -> web.Response | None:
             return _error_response(
                 504, "timeout", "the read could not be confirmed; nothing was read"
             )
+        case NotCaughtUp():
+            return _error_response(409, "not_caught_up", str(error))
+        case MembershipError():
+            status, code = _MEMBERSHIP_ERRORS.get(error.code, (400, "invalid_member_change"))
+            return _error_response(status, code, error.detail)
         case InvalidArgument():
             # The only one a request can cause: an encoded command over max_command_bytes.
             return _error_response(413, "command_too_large", str(error))
         case _:
             return None
 
+
+# MembershipError.code -> (HTTP status, error code).
+_MEMBERSHIP_ERRORS = {
+    "invalid": (400, "invalid_member_change"),
+    "busy": (503, "busy"),
+    "unreachable": (503, "unavailable"),
+}
 
 _HTTP_CODES = {
     404: "unknown_route",
@@ -308,6 +335,15 @@ def _serializable(request: web.Request) -> bool:
             f"consistency must be linearizable or serializable, got {consistency!r}",
         )
     return consistency == "serializable"
+
+
+_MAX_PEER_URL = 255
+
+
+def _member_id(text: str) -> NodeId:
+    if not text.isascii() or not text.isdigit() or len(text) > 19 or int(text) < 1:
+        raise ApiError(400, "invalid_request", f"a member id is a positive integer, got {text!r}")
+    return NodeId(int(text))
 
 
 def prefix_end(key: bytes) -> bytes:
@@ -606,39 +642,37 @@ class _Handlers:
         )
 
     async def cluster(self, request: web.Request) -> web.Response:
-        status = self.service.node.status()
-        client_urls = self.service.machine.member_client_urls()
-        is_leader = status.leader_id == status.id
+        return _json(cluster_answer(self.service.node, self.service.machine))
 
-        def match_index(member: int) -> int | None:
-            if not is_leader:
-                return None
-            if member == status.id:
-                return status.last_index
-            progress = status.progress.get(NodeId(member))
-            return None if progress is None else progress.match
+    # -- membership
 
-        members = [
-            MemberAnswer(
-                id=int(member),
-                peer_url=status.peers.get(member, ""),
-                client_url=client_urls.get(int(member), ""),
-                role="leader"
-                if member == status.leader_id
-                else ("learner" if member in status.learners else "voter"),
-                match_index=match_index(member),
+    async def add_member(self, request: web.Request) -> web.Response:
+        body = await _body(request, AddMemberBody)
+        member = _member_id(str(body.id))
+        # The transport decides what an address looks like (host:port for gRPC); here only
+        # that there is one, of a sane size.
+        if not 0 < len(body.peer_url) <= _MAX_PEER_URL:
+            raise ApiError(
+                400, "invalid_request", f"peer_url must have 1..{_MAX_PEER_URL} characters"
             )
-            for member in sorted({*status.voters, *status.learners})
-        ]
-        return _json(
-            ClusterAnswer(
-                id=int(status.id),
-                leader=int(status.leader_id),
-                term=status.term,
-                commit_index=status.commit_index,
-                members=members,
-            )
-        )
+        await self.service.node.add_learner(member, body.peer_url, timeout=self.timeout)
+        return _json(cluster_answer(self.service.node, self.service.machine))
+
+    async def promote_member(self, request: web.Request) -> web.Response:
+        member = _member_id(request.match_info["id"])
+        await self.service.node.promote(member, timeout=self.timeout)
+        return _json(cluster_answer(self.service.node, self.service.machine))
+
+    async def remove_member(self, request: web.Request) -> web.Response:
+        member = _member_id(request.match_info["id"])
+        await self.service.node.remove_member(member, timeout=self.timeout)
+        return _json(cluster_answer(self.service.node, self.service.machine))
+
+    async def transfer_leadership(self, request: web.Request) -> web.Response:
+        body = await _body(request, TransferBody)
+        target = None if body.to == 0 else _member_id(str(body.to))
+        leader = await self.service.node.transfer_leadership(target, timeout=self.timeout)
+        return _json(TransferAnswer(leader=int(leader)))
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.Response(body=openapi_document_bytes(), content_type="application/json")
@@ -663,6 +697,10 @@ def create_app(service: KvService, settings: HttpSettings | None = None) -> web.
             web.post("/v1/compact", handlers.compact),
             web.get("/v1/status", handlers.status, allow_head=False),
             web.get("/v1/cluster", handlers.cluster, allow_head=False),
+            web.post("/v1/members", handlers.add_member),
+            web.post("/v1/members/{id}/promote", handlers.promote_member),
+            web.delete("/v1/members/{id}", handlers.remove_member),
+            web.post("/v1/leader/transfer", handlers.transfer_leadership),
             web.get("/health", handlers.health, allow_head=False),
             web.get("/ready", handlers.ready, allow_head=False),
             web.get("/openapi.json", handlers.openapi, allow_head=False),

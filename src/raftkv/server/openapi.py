@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from raftkv.server.api import (
+    AddMemberBody,
     ClusterAnswer,
     CompactAnswer,
     CompactBody,
@@ -27,6 +28,8 @@ from raftkv.server.api import (
     ReadyAnswer,
     SetBody,
     StatusAnswer,
+    TransferAnswer,
+    TransferBody,
     TxnAnswer,
     TxnBody,
 )
@@ -50,6 +53,9 @@ _STRUCTS: tuple[type[msgspec.Struct], ...] = (
     HealthAnswer,
     ReadyAnswer,
     ErrorAnswer,
+    AddMemberBody,
+    TransferBody,
+    TransferAnswer,
 )
 
 _ERROR_TEXT = {
@@ -57,11 +63,13 @@ _ERROR_TEXT = {
     "duplicate_key, future_revision",
     "404": "not_found: no such key (unknown_route: no such path)",
     "406": "not_utf8: the stored key or value is not UTF-8; ask with encoding=base64",
-    "409": "stale_sequence: a late duplicate of an exactly-once write",
+    "409": "stale_sequence: a late duplicate of an exactly-once write; not_caught_up: the "
+    "learner lags too far to be promoted",
     "410": "compacted: the revision asked for is older than the compacted revision",
     "413": "body_too_large, limit_exceeded or command_too_large",
     "500": "internal: an unexpected error (logged by the server)",
-    "503": "not_leader, proposal_dropped, overloaded or stopped: nothing applied; retry",
+    "503": "not_leader, proposal_dropped, overloaded, stopped, busy (another membership "
+    "change is under way) or unavailable: nothing applied; retry",
     "504": "timeout: a write's outcome is unknown (retry with the same client_id and "
     "sequence); a read read nothing",
 }
@@ -116,6 +124,13 @@ _REVISION = _query(
     "Read at this past revision (0: the current one).",
 )
 _BOOLEAN = {"type": "string", "enum": ["true", "false", "1", "0"]}
+_MEMBER = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 1},
+    "description": "The member's node id.",
+}
 _KEY = {
     "name": "key",
     "in": "path",
@@ -212,6 +227,34 @@ def _paths() -> dict[str, Any]:
             "get": {
                 "summary": "The members, the leader and the term, as this node knows them",
                 "responses": _responses(ClusterAnswer),
+            }
+        },
+        "/v1/members": {
+            "post": {
+                "summary": "Add a learner (it votes once promoted)",
+                "requestBody": _body(AddMemberBody),
+                "responses": _responses(ClusterAnswer, "413", "504"),
+            }
+        },
+        "/v1/members/{id}/promote": {
+            "post": {
+                "summary": "Promote a caught-up learner to voter (409 not_caught_up if it lags)",
+                "parameters": [_MEMBER],
+                "responses": _responses(ClusterAnswer, "409", "504"),
+            }
+        },
+        "/v1/members/{id}": {
+            "delete": {
+                "summary": "Remove a member (the leader included: it hands over first)",
+                "parameters": [_MEMBER],
+                "responses": _responses(ClusterAnswer, "504"),
+            }
+        },
+        "/v1/leader/transfer": {
+            "post": {
+                "summary": "Hand leadership to a voter (asked of the leader; 503 elsewhere)",
+                "requestBody": _body(TransferBody),
+                "responses": _responses(TransferAnswer, "413", "504"),
             }
         },
         "/health": {

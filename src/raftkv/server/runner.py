@@ -30,12 +30,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import aiohttp
 import msgspec
 from aiohttp import web
 
 from raftkv.kv import KvError, KvService, KvSettings, KvStateMachine
-from raftkv.raft import NodeBuilder, NodeSettings, RaftError
+from raftkv.raft import NodeBuilder, NodeId, NodeSettings, RaftError
 from raftkv.raft.driver.node import Node
+from raftkv.server.api import ClusterAnswer
 from raftkv.server.compactor import AutoCompactor
 from raftkv.server.config import ServerSettings, SettingsInvalid, split_address
 from raftkv.server.http import HttpSettings, create_app
@@ -46,6 +48,34 @@ IDENTITY_FILE = "member.json"
 DATABASE_DIR = "db"
 # How often publishing this node's client URL is retried while no leader accepts it.
 _PUBLISH_RETRY_S = (0.2, 5.0)
+
+
+class JoinFailed(Exception):
+    """`raftkv serve --join` could not reach the cluster or was refused."""
+
+
+async def peer_addresses(client_urls: list[str], *, timeout: float) -> list[str]:
+    """The peer addresses of the members of the cluster at any of `client_urls`
+    (`GET /v1/cluster`), for joining it."""
+    errors = []
+    client_timeout = aiohttp.ClientTimeout(total=timeout)
+    async with aiohttp.ClientSession(timeout=client_timeout) as session:
+        for url in client_urls:
+            try:
+                async with session.get(f"{url}/v1/cluster") as response:
+                    data = await response.read()
+                    if response.status != 200:
+                        errors.append(f"{url}: HTTP {response.status}")
+                        continue
+                answer = msgspec.json.decode(data, type=ClusterAnswer)
+            except (aiohttp.ClientError, TimeoutError, msgspec.DecodeError) as error:
+                errors.append(f"{url}: {error or type(error).__name__}")
+                continue
+            addresses = [member.peer_url for member in answer.members if member.peer_url]
+            if addresses:
+                return addresses
+            errors.append(f"{url}: no member lists a peer address")
+    raise JoinFailed("no cluster answered at " + "; ".join(errors))
 
 
 class Identity(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -144,8 +174,16 @@ class Server:
             .grpc(**grpc)
             .state_machine(lambda storage: KvStateMachine(storage.app_data(), limits))
         )
-        node = await builder.bootstrap()
+        node = builder.build()
         self.node = node
+        if node.is_bootstrapped():
+            await node.start()  # a restart: the node's own state says who the members are
+        elif settings.join:
+            await node.start()
+            await self._join(node)
+        else:
+            node.bootstrap({NodeId(peer): address for peer, address in settings.founders.items()})
+            await node.start()
         machine = node.state_machine
         assert isinstance(machine, KvStateMachine)
         self.service = KvService(node, machine, limits)
@@ -181,6 +219,19 @@ class Server:
             settings.listen_peer,
             settings.data_dir,
         )
+
+    async def _join(self, node: Node) -> None:
+        """Ask the cluster at `join` (client URLs) for its members' peer addresses, then
+        join through them: added as a learner, and with auto_promote made a voter once
+        caught up. Safe to repeat: a node already added is not added twice."""
+        settings = self.settings
+        seeds = await peer_addresses(settings.join_urls, timeout=10.0)
+        logger.info("joining the cluster through %s", ", ".join(seeds))
+        try:
+            await node.join(seeds, promote=settings.auto_promote, timeout=settings.join_timeout_s)
+        except (RaftError, TimeoutError) as error:
+            raise JoinFailed(f"joining through {settings.join}: {error}") from error
+        logger.info("joined as a %s", "voter" if settings.auto_promote else "learner (promote it)")
 
     async def _publish(self) -> None:
         """Publish this node's client URL until the committed state shows it."""

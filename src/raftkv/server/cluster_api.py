@@ -1,0 +1,50 @@
+"""The cluster view and membership changes behind `/v1/cluster`, `/v1/members` and
+`/v1/leader/transfer` (the HTTP handlers in `raftkv.server.http` call these).
+
+Membership changes go through the node (`raftkv.raft.driver.membership`): one change at a
+time, through the leader (a follower forwards), idempotent (adding a member already there
+at the same address, or promoting a voter, answers with the membership as it is).
+Promotion is refused (`NotCaughtUp`, 409 `not_caught_up`) while the learner lags.
+"""
+
+from __future__ import annotations
+
+from raftkv.kv import KvStateMachine
+from raftkv.raft.core.types import NodeId
+from raftkv.raft.driver.node import Node
+from raftkv.server.api import ClusterAnswer, MemberAnswer
+
+
+def cluster_answer(node: Node, machine: KvStateMachine) -> ClusterAnswer:
+    """The members as `node` knows them; match indexes only if it leads."""
+    status = node.status()
+    client_urls = machine.member_client_urls()
+    is_leader = status.leader_id == status.id
+
+    def match_index(member: NodeId) -> int | None:
+        if not is_leader:
+            return None
+        if member == status.id:
+            return status.last_index
+        progress = status.progress.get(member)
+        return None if progress is None else progress.match
+
+    members = [
+        MemberAnswer(
+            id=int(member),
+            peer_url=status.peers.get(member, ""),
+            client_url=client_urls.get(int(member), ""),
+            role="leader"
+            if member == status.leader_id
+            else ("learner" if member in status.learners else "voter"),
+            match_index=match_index(member),
+        )
+        for member in sorted({*status.voters, *status.learners})
+    ]
+    return ClusterAnswer(
+        id=int(status.id),
+        leader=int(status.leader_id),
+        term=status.term,
+        commit_index=status.commit_index,
+        members=members,
+    )

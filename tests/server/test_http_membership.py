@@ -1,0 +1,69 @@
+"""Membership over HTTP on a LocalCluster (manual clock): add a learner, promote it once
+caught up, remove a member, transfer leadership; each refusal as a typed JSON error."""
+
+from __future__ import annotations
+
+from test_http_api import error_code, started
+
+from raftkv.raft.core.types import NodeId
+from raftkv.testing.local_cluster import address_of, run_scenario
+
+
+def test_add_promote_remove_and_transfer() -> None:
+    async def scenario() -> None:
+        async with started() as api:
+            cluster = api.cluster
+            follower = api.follower()
+            joiner = await cluster.add_joiner(NodeId(4))
+            assert joiner.id == 4
+            status, body = await api.call(
+                follower, "POST", "/v1/members", json={"id": 4, "peer_url": address_of(NodeId(4))}
+            )
+            assert status == 200, body
+            roles = {member["id"]: member["role"] for member in body["members"]}
+            assert roles[4] == "learner"
+            # Adding it again at the same address is a no-op (a retried request).
+            status, _ = await api.call(
+                1, "POST", "/v1/members", json={"id": 4, "peer_url": address_of(NodeId(4))}
+            )
+            assert status == 200
+            await cluster.run_until(
+                lambda: joiner.status().applied_index >= cluster.leader().status().commit_index  # type: ignore[union-attr]
+            )
+            status, body = await api.call(follower, "POST", "/v1/members/4/promote")
+            assert status == 200, body
+            assert {m["id"]: m["role"] for m in body["members"]}[4] == "voter"
+
+            leader = cluster.leader()
+            assert leader is not None
+            other = next(node for node in (1, 2, 3) if node not in (leader.id, follower))
+            status, body = await api.call(
+                leader.id, "POST", "/v1/leader/transfer", json={"to": other}
+            )
+            assert (status, body) == (200, {"leader": other})
+            status, body = await api.call(other, "DELETE", "/v1/members/4")
+            assert status == 200 and 4 not in {m["id"] for m in body["members"]}
+
+    run_scenario(scenario)
+
+
+def test_membership_refusals() -> None:
+    async def scenario() -> None:
+        async with started() as api:
+            follower = api.follower()
+            cases = [
+                ("POST", "/v1/members", {"id": 0, "peer_url": "h:1"}, 400, "invalid_request"),
+                ("POST", "/v1/members", {"id": 9, "peer_url": ""}, 400, "invalid_request"),
+                ("POST", "/v1/members", {"id": 9}, 400, "invalid_request"),
+                ("POST", "/v1/members", {"id": 2, "peer_url": "h:1"}, 400, "invalid_member_change"),
+                ("POST", "/v1/members/9/promote", None, 400, "invalid_member_change"),
+                ("POST", "/v1/members/x/promote", None, 400, "invalid_request"),
+                ("DELETE", "/v1/members/9", None, 400, "invalid_member_change"),
+                ("POST", "/v1/leader/transfer", {}, 503, "not_leader"),
+            ]
+            for method, path, body, status, code in cases:
+                kwargs = {} if body is None else {"json": body}
+                answer_status, answer = await api.call(follower, method, path, **kwargs)
+                assert (answer_status, error_code(answer)) == (status, code), (path, answer)
+
+    run_scenario(scenario)
