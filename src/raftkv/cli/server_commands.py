@@ -98,20 +98,17 @@ def _serve(arguments: argparse.Namespace) -> int:
         print(f"raftkv serve: {error}", file=sys.stderr)
         return EXIT_USAGE
     # Imported here: the server's dependencies (RocksDB, gRPC, aiohttp) load only to serve.
-    from raftkv.server.runner import (  # noqa: PLC0415
-        JoinFailed,
-        configure_logging,
-        run_server,
-        started_line,
-    )
+    from raftkv.server.logs import configure_logging  # noqa: PLC0415
+    from raftkv.server.runner import JoinFailed, run_server, started_line  # noqa: PLC0415
 
-    configure_logging(settings.log_level)
+    log_context = configure_logging(settings.log_level, settings.log_format, settings.id)
     try:
         return asyncio.run(
             run_server(
                 settings,
                 on_started=lambda _: print(started_line(settings), flush=True),
                 stop_on_stdin_eof=arguments.stop_on_stdin_eof,
+                log_context=log_context,
             )
         )
     except SettingsInvalid as error:

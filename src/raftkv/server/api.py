@@ -203,6 +203,9 @@ class StatusAnswer(msgspec.Struct, frozen=True, omit_defaults=True):
     applied_index: int
     revision: int
     compacted_revision: int
+    # Writes and linearizable reads this node is waiting on (left out when 0).
+    pending_proposals: int = 0
+    pending_reads: int = 0
     # With ?hash=true: sha256 of the whole committed KV state (a full scan, O(data)); equal
     # on members that applied the same log.
     hash: str = ""

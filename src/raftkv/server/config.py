@@ -134,6 +134,13 @@ def _parse_level(value: object) -> str:
     return text
 
 
+def _parse_log_format(value: object) -> str:
+    text = _parse_str(value).lower()
+    if text not in ("text", "json"):
+        raise ValueError(f"expected text or json, got {value!r}")
+    return text
+
+
 def _setting(
     default: Any, parse: Callable[[object], Any], doc: str, *, factory: bool = False
 ) -> Any:
@@ -183,6 +190,9 @@ class ServerSettings:
         1, _parse_int, "Shared by every member; peers with another cluster id are refused."
     )
     log_level: str = _setting("info", _parse_level, "debug, info, warning or error.")
+    log_format: str = _setting(
+        "text", _parse_log_format, "text (one line per event) or json (one object per line)."
+    )
     tick_interval_ms: int = _setting(100, _parse_int, "Raft tick length in milliseconds.")
     election_ticks: int = _setting(10, _parse_int, "Ticks without a leader before an election.")
     heartbeat_ticks: int = _setting(1, _parse_int, "Ticks between leader heartbeats.")

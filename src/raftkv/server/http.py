@@ -637,6 +637,8 @@ class _Handlers:
                 applied_index=status.applied_index,
                 revision=machine.current_revision(),
                 compacted_revision=machine.compacted_revision(),
+                pending_proposals=status.pending_proposals,
+                pending_reads=status.pending_reads,
                 hash=digest,
             )
         )

@@ -41,6 +41,7 @@ from raftkv.server.api import ClusterAnswer
 from raftkv.server.compactor import AutoCompactor
 from raftkv.server.config import ServerSettings, SettingsInvalid, split_address
 from raftkv.server.http import HttpSettings, create_app
+from raftkv.server.logs import NodeContext
 
 logger = logging.getLogger("raftkv.server")
 
@@ -109,18 +110,6 @@ def check_identity(settings: ServerSettings) -> None:
         )
 
 
-def configure_logging(level: str) -> None:
-    """One line per event: time, level, node logger, message."""
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
-    # aiohttp's access log is one line per request: too much at info.
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-
-
 def kv_settings(settings: ServerSettings) -> KvSettings:
     return KvSettings(
         max_key_bytes=settings.max_key_bytes,
@@ -144,8 +133,9 @@ def node_settings(settings: ServerSettings) -> NodeSettings:
 class Server:
     """A started node and its HTTP API (see the module docstring)."""
 
-    def __init__(self, settings: ServerSettings) -> None:
+    def __init__(self, settings: ServerSettings, log_context: NodeContext | None = None) -> None:
         self.settings = settings
+        self.log_context = log_context
         self.node: Node | None = None
         self.service: KvService | None = None
         self._runner: web.AppRunner | None = None
@@ -176,6 +166,8 @@ class Server:
         )
         node = builder.build()
         self.node = node
+        if self.log_context is not None:
+            self.log_context.term = lambda: node.status().term
         if node.is_bootstrapped():
             await node.start()  # a restart: the node's own state says who the members are
         elif settings.join:
@@ -270,6 +262,7 @@ async def run_server(
     *,
     on_started: Callable[[Server], None] | None = None,
     stop_on_stdin_eof: bool = False,
+    log_context: NodeContext | None = None,
 ) -> int:
     """Run until SIGTERM/SIGINT (or, with `stop_on_stdin_eof`, until stdin closes: how a
     supervisor's death reaches its children); return the exit code."""
@@ -289,7 +282,7 @@ async def run_server(
 
     for number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(number, on_signal, number)
-    server = Server(settings)
+    server = Server(settings, log_context)
     watcher = asyncio.create_task(_watch_stdin(stop_requested)) if stop_on_stdin_eof else None
     try:
         await server.start()
