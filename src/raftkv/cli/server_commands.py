@@ -58,6 +58,26 @@ def add_commands(subparsers: Any) -> None:
     dev.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     dev.set_defaults(handler=_dev)
 
+    recover = subparsers.add_parser(
+        "recover",
+        help="disaster recovery: restart a member as a one-node cluster",
+        description="After a quorum is lost for good: keep this stopped member's data and "
+        "make it the only member of a new cluster (then add others back). Run it on ONE "
+        "member only, the one that knew the most (highest commit index), with its node "
+        "stopped.",
+    )
+    recover.add_argument(
+        "--force-new-cluster",
+        action="store_true",
+        required=True,
+        help="required: confirms you mean to discard the other members",
+    )
+    recover.add_argument("--data-dir", type=Path, required=True, help="the member's data dir")
+    recover.add_argument(
+        "--listen-peer", default="", help="its peer address from now on (default: as before)"
+    )
+    recover.set_defaults(handler=_recover)
+
     config = subparsers.add_parser("config", help="show the effective settings")
     config_verbs = config.add_subparsers(dest="config_command", metavar="VERB", required=True)
     show = config_verbs.add_parser(
@@ -140,6 +160,22 @@ def _dev(arguments: argparse.Namespace) -> int:
         log_level=arguments.log_level,
     )
     return asyncio.run(run_dev(cluster))
+
+
+def _recover(arguments: argparse.Namespace) -> int:
+    from raftkv.raft.storage.rocks import StorageOpenError  # noqa: PLC0415
+    from raftkv.server.recover import recover  # noqa: PLC0415
+
+    try:
+        report = asyncio.run(recover(arguments.data_dir, arguments.listen_peer))
+    except SettingsInvalid as error:
+        print(f"raftkv recover: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except (StorageOpenError, TimeoutError, ValueError) as error:
+        print(f"raftkv recover: {error}", file=sys.stderr)
+        return 1
+    print(report, flush=True)
+    return 0
 
 
 def _config_show(arguments: argparse.Namespace) -> int:

@@ -640,6 +640,31 @@ class RocksStorage:
             self._database.write(batch, sync=False)
             self._cache = replace(cache, compacted_index=compact_index, compacted_term=term)
 
+    def reset_to_snapshot(self, snapshot: Snapshot, hard_state: HardState) -> None:
+        """Disaster recovery only (`raftkv.raft.recovery.force_new_cluster`): replace the
+        whole log and the stored snapshot with `snapshot`, and the hard state with
+        `hard_state`, in one synced batch. Unlike `persist`, the snapshot may be at the
+        stored snapshot's index (the membership in it differs). Never used by a running
+        node: it breaks the log's history on purpose."""
+        metadata = snapshot.metadata
+        if hard_state.commit != metadata.index:
+            raise InvalidArgument("the hard state must commit exactly the snapshot's index")
+        with self._database.write_lock:
+            handles = self._database.handles()
+            batch = WriteBatch(raw_mode=True)
+            batch.delete_range(_FIRST_KEY, _PAST_LAST_KEY, handles.log_handle)
+            stored = self._put_snapshot(batch, handles, metadata, snapshot.data)
+            batch.put(
+                _COMPACTED_KEY,
+                encode_index_term(metadata.index, metadata.term),
+                handles.state_handle,
+            )
+            batch.put(_VOTE_KEY, encode_hard_state(hard_state), handles.state_handle)
+            self._database.write(batch, sync=True)
+            self._cache = _Cache(
+                hard_state, stored, metadata.index, metadata.term, metadata.index, metadata.term
+            )
+
     def _put_snapshot(
         self, batch: WriteBatch, handles: _Handles, metadata: SnapshotMetadata, data: bytes
     ) -> StoredSnapshot:

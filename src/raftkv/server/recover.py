@@ -1,0 +1,47 @@
+"""`raftkv recover --force-new-cluster`: turn a stopped member's data dir into a one-node
+cluster after a quorum is lost for good (see `raftkv.raft.recovery`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import msgspec
+
+from raftkv.kv import KvStateMachine
+from raftkv.raft.core.types import NodeId
+from raftkv.raft.recovery import force_new_cluster
+from raftkv.raft.storage.rocks import RocksStorage
+from raftkv.server.config import SettingsInvalid
+from raftkv.server.runner import DATABASE_DIR, IDENTITY_FILE, Identity
+
+
+async def recover(data_dir: Path, peer_address: str = "") -> str:
+    """Recover the node in `data_dir`; a JSON report (one line) of what was kept."""
+    identity_path = data_dir / IDENTITY_FILE
+    try:
+        identity = msgspec.json.decode(identity_path.read_bytes(), type=Identity)
+    except (OSError, msgspec.DecodeError) as error:
+        raise SettingsInvalid(f"{data_dir} is not a raftkv data dir: {error}") from error
+    database = data_dir / DATABASE_DIR
+    if not database.exists():
+        raise SettingsInvalid(f"{data_dir} holds no database ({database} is missing)")
+    # Opening fails if a running node holds the database (RocksDB's lock).
+    storage = RocksStorage(database, create=False)
+    try:
+        machine = KvStateMachine(storage.app_data())
+        report = await force_new_cluster(
+            storage, NodeId(identity.node_id), machine, peer_address=peer_address
+        )
+    finally:
+        storage.close()
+    return json.dumps(
+        {
+            "recovered": report.node_id,
+            "index": report.index,
+            "term": report.term,
+            "previous_voters": list(report.previous_voters),
+            "previous_learners": list(report.previous_learners),
+            "dropped_uncommitted_entries": report.dropped_entries,
+        }
+    )
