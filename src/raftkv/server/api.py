@@ -203,6 +203,11 @@ class StatusAnswer(msgspec.Struct, frozen=True, omit_defaults=True):
     applied_index: int
     revision: int
     compacted_revision: int
+    # The log this node keeps: entries first_index..last_index, after a snapshot at
+    # snapshot_index (older entries are purged).
+    first_index: int = 0
+    last_index: int = 0
+    snapshot_index: int = 0
     # Writes and linearizable reads this node is waiting on (left out when 0).
     pending_proposals: int = 0
     pending_reads: int = 0
