@@ -73,6 +73,7 @@ def test_raft_library_all_is_pinned() -> None:
             "ConfigInvalid",
             "GrpcTransport",
             "GrpcTransportSettings",
+            "Histogram",
             "InProcessNetwork",
             "InProcessTransport",
             "ManualClock",

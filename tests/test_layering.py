@@ -4,7 +4,8 @@
   threads, gRPC or RocksDB. It may take a `random.Random` instance but never import
   `random` itself.
 - `raftkv.raft` never imports the layers above it (kv, server, client, cli), so the Raft
-  library can be embedded on its own.
+  library can be embedded on its own; nor the server's libraries (aiohttp, and
+  prometheus_client: the node keeps plain counters and histograms, the server exports them).
 """
 
 from __future__ import annotations
@@ -38,7 +39,14 @@ CORE_FORBIDDEN = {
     "grpc",
     "rocksdict",
 }
-RAFT_FORBIDDEN_PREFIXES = ("raftkv.kv", "raftkv.server", "raftkv.client", "raftkv.cli")
+RAFT_FORBIDDEN_PREFIXES = (
+    "raftkv.kv",
+    "raftkv.server",
+    "raftkv.client",
+    "raftkv.cli",
+    "aiohttp",
+    "prometheus_client",
+)
 
 
 # The one allowed use of `random` in the core: the Random class, to accept an instance.

@@ -24,6 +24,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from raftkv.server.openapi import openapi_document
+
 CHECKS = [
     status_code_conformance,
     content_type_conformance,
@@ -48,7 +50,16 @@ def test_the_server_keeps_to_its_openapi_document(
     operations = [result.ok() for result in schema.get_all_operations()]
     # Every documented operation but /openapi.json itself (schemathesis leaves the schema's
     # own URL out).
-    assert len(operations) == 12
+    documented = openapi_document()["paths"]
+    assert len(operations) == sum(len(item) for item in documented.values()) - 1
+    # Membership changes are not fuzzed here: random removals and transfers would take the
+    # cluster under test apart. test_http_membership and test_e2e_membership cover them.
+    operations = [
+        operation
+        for operation in operations
+        if not operation.path.startswith(("/v1/members", "/v1/leader"))
+    ]
+    assert len(operations) == 13
     for operation in operations:
         inputs = len(operation.query) + len(operation.path_parameters) + len(operation.body)
         if mode is GenerationMode.NEGATIVE and not inputs:

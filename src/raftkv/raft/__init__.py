@@ -37,7 +37,7 @@ from raftkv.raft.driver.errors import (
 from raftkv.raft.driver.node import Node
 from raftkv.raft.driver.settings import NodeSettings
 from raftkv.raft.driver.state_machine import Command, StateMachine
-from raftkv.raft.driver.status import NodeStats, NodeStatus, PeerProgress
+from raftkv.raft.driver.status import Histogram, NodeStats, NodeStatus, PeerProgress
 from raftkv.raft.storage.base import AppBatch, AppData, RaftStorage, StorageCorrupt
 from raftkv.raft.storage.memory import MemoryStorage
 from raftkv.raft.transport.base import Transport, TransportError
@@ -58,6 +58,7 @@ __all__ = [
     "ConfigInvalid",
     "GrpcTransport",
     "GrpcTransportSettings",
+    "Histogram",
     "InProcessNetwork",
     "InProcessTransport",
     "ManualClock",

@@ -12,6 +12,7 @@ Routes (every body and answer is JSON):
 - `POST /v1/txn` `{"compares", "success", "failure", "client_id"?, "sequence"?}`; an op is
   `{"op": "put"|"range"|"delete", "key", ...}` -> `{"header", "succeeded", "responses"}`.
 - `POST /v1/compact {"revision"}` -> `{"header"}`.
+- `GET /metrics`: Prometheus metrics (`raftkv.server.metrics`).
 - `GET /health` -> `{"status": "ok"}`; `GET /ready`; `GET /v1/status` -> this node's Raft
   and MVCC state; `GET /v1/cluster` -> the members; `GET /openapi.json`.
 - Membership (`raftkv.server.cluster_api`): `POST /v1/members {"id", "peer_url"}` adds a
@@ -120,6 +121,7 @@ from raftkv.server.api import (
     TxnBody,
 )
 from raftkv.server.cluster_api import cluster_answer
+from raftkv.server.metrics import Metrics
 from raftkv.server.openapi import openapi_document_bytes
 
 __all__ = ["HttpSettings", "create_app"]
@@ -399,6 +401,8 @@ def _json(payload: object, status: int = 200) -> web.Response:
 
 _SETTINGS = web.AppKey("settings", HttpSettings)
 _SERVICE = web.AppKey("service", KvService)
+# The app's Prometheus metrics (its own registry).
+METRICS = web.AppKey("metrics", Metrics)
 
 
 class _Handlers:
@@ -688,7 +692,14 @@ def create_app(service: KvService, settings: HttpSettings | None = None) -> web.
     settings = settings if settings is not None else HttpSettings()
     # client_max_size makes request.read() itself refuse a body over the limit (a chunked
     # body has no Content-Length to check up front).
-    app = web.Application(middlewares=[_errors_middleware], client_max_size=settings.max_body_bytes)
+    # The metrics middleware is outermost, so it sees the status the errors middleware
+    # answers with.
+    metrics = Metrics(service.node, service.machine)
+    app = web.Application(
+        middlewares=[metrics.middleware, _errors_middleware],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[METRICS] = metrics
     app[_SETTINGS] = settings
     app[_SERVICE] = service
     handlers = _Handlers(service, settings)
@@ -709,6 +720,7 @@ def create_app(service: KvService, settings: HttpSettings | None = None) -> web.
             web.get("/health", handlers.health, allow_head=False),
             web.get("/ready", handlers.ready, allow_head=False),
             web.get("/openapi.json", handlers.openapi, allow_head=False),
+            web.get("/metrics", metrics.handler, allow_head=False),
             web.post("/set", handlers.set),
             web.get("/get/{key:[\\s\\S]*}", handlers.get, allow_head=False),
         ]

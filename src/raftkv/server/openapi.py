@@ -273,6 +273,17 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics (text exposition format)",
+                "responses": {
+                    "200": {
+                        "description": "Metrics",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
         "/openapi.json": {
             "get": {
                 "summary": "This document",

@@ -16,8 +16,9 @@ internals.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from raftkv.raft.core.errors import (
     ConfChangeInvalid,
@@ -44,8 +45,6 @@ from raftkv.raft.driver.errors import ProposalTimeout, Removed
 from raftkv.raft.driver.state_machine import Command
 
 if TYPE_CHECKING:
-    import asyncio
-
     from raftkv.raft.driver.node import Node
 
 logger = logging.getLogger("raftkv.node")
@@ -55,18 +54,21 @@ def install_snapshot(node: Node, snapshot: Snapshot) -> None:
     # Entries this node appended as leader at or below the snapshot are never applied
     # here one by one: whether they committed is unknown to us now.
     for index in [index for index in node._appended_at if index <= snapshot.metadata.index]:
-        pending = node._proposals.get(node._appended_at.pop(index))
-        if pending is not None and not pending.future.done():
-            pending.future.set_exception(
-                ProposalTimeout(f"outcome unknown: entry {index} is covered by a snapshot")
-            )
+        node._fail_proposal(
+            node._proposals.get(node._appended_at.pop(index)),
+            ProposalTimeout(f"outcome unknown: entry {index} is covered by a snapshot"),
+        )
+    started = time.perf_counter()
     peers, app = node._decode_snapshot(snapshot)
     node._peers.update(peers)
     metadata = snapshot.metadata
     node.state_machine.restore(app, metadata.index, metadata.term)
     node._snapshot_index = max(node._snapshot_index, metadata.index)
     node._sync_transport_peers(metadata.conf_state)
-    node.stats.snapshots_installed += 1
+    stats = node.stats
+    stats.snapshots_installed += 1
+    stats.last_snapshot_bytes = len(snapshot.data)
+    stats.snapshot_install_seconds.observe(time.perf_counter() - started)
 
 
 def apply_entries(node: Node, rawnode: RawNode, entries: Sequence[Entry]) -> None:
@@ -100,16 +102,20 @@ def apply_entries(node: Node, rawnode: RawNode, entries: Sequence[Entry]) -> Non
     last = entries[-1]
     if last.index <= already_applied:
         return
+    started = time.perf_counter()
     results = state_machine.apply(commands, last.index, last.term)
+    stats = node.stats
+    stats.apply_seconds.observe(time.perf_counter() - started)
     if len(results) != len(commands):
         raise RaftError(
             f"state machine returned {len(results)} results for {len(commands)} commands"
         )
-    node.stats.commands_applied += len(commands)
+    stats.commands_applied += len(commands)
     for request, result in zip(owners, results, strict=True):
         pending = node._proposals.get(request)
         if pending is None or pending.future.done():
             continue
+        stats.proposals_committed += 1
         if isinstance(result, BaseException):
             pending.future.set_exception(result)
         else:
@@ -122,11 +128,10 @@ def fail_overwritten(node: Node, index: int, request: RequestId | None) -> None:
     owner = node._appended_at.pop(index, None)
     if owner is None or owner == request:
         return
-    pending = node._proposals.get(owner)
-    if pending is not None and not pending.future.done():
-        pending.future.set_exception(
-            ProposalDropped(f"entry {index} was replaced by a new leader's entry")
-        )
+    node._fail_proposal(
+        node._proposals.get(owner),
+        ProposalDropped(f"entry {index} was replaced by a new leader's entry"),
+    )
 
 
 def apply_conf_change(node: Node, rawnode: RawNode, entry: Entry) -> None:
@@ -145,6 +150,7 @@ def apply_conf_change(node: Node, rawnode: RawNode, entry: Entry) -> None:
     except ConfChangeInvalid as error:
         # Every node refuses the same change alike; the log position is still used.
         if pending is not None and not pending.future.done():
+            node.stats.proposals_committed += 1
             pending.future.set_exception(error)
         return
     node._peers.update(peers)
@@ -166,19 +172,18 @@ def apply_conf_change(node: Node, rawnode: RawNode, entry: Entry) -> None:
         # predates this change, so take a fresh one.
         node._snapshot_wanted = True
     if pending is not None and not pending.future.done():
+        node.stats.proposals_committed += 1
         pending.future.set_result(conf_state)
     if removed_here and not node.removed:
         node.removed = True
         logger.warning("node %d was removed from the cluster", node.id)
         # Nothing pending here can complete any more: say so now, not at deadlines.
         reason = Removed(f"node {node.id} was removed from the cluster")
-        futures: list[asyncio.Future[Any]] = [
-            *(pending.future for pending in node._proposals.values()),
-            *(read.future for read in node._reads.values()),
-        ]
-        for future in futures:
-            if not future.done():
-                future.set_exception(reason)
+        for pending in node._proposals.values():
+            node._fail_proposal(pending, reason)
+        for read in node._reads.values():
+            if not read.future.done():
+                read.future.set_exception(reason)
 
 
 def maybe_snapshot(node: Node, rawnode: RawNode) -> None:
@@ -194,6 +199,7 @@ def maybe_snapshot(node: Node, rawnode: RawNode) -> None:
         return
     if applied > rawnode.raft.log.applied:
         return  # replaying after a restart: the core has not caught up to it yet
+    node._snapshot_started_at = time.perf_counter()
     data = encode_snapshot(dict(node._peers), node.state_machine.snapshot())
     conf_state = rawnode.raft.conf_state()
     node._snapshot_wanted = False
@@ -206,14 +212,17 @@ def finish_snapshot(node: Node) -> None:
     assert node._snapshot_write is not None
     write, node._snapshot_write = node._snapshot_write, None
     try:
-        snapshot = write.result()  # any other failed snapshot write is fatal
+        snapshot, _ = write.result()  # any other failed snapshot write is fatal
     except SnapshotOutOfDate:
         # A newer snapshot from the leader was installed meanwhile: ours is moot.
         return
     # Never backwards: the leader's snapshot may have been installed after ours was
     # submitted and before it finished.
     node._snapshot_index = max(node._snapshot_index, snapshot.metadata.index)
-    node.stats.snapshots_created += 1
+    stats = node.stats
+    stats.snapshots_created += 1
+    stats.last_snapshot_bytes = len(snapshot.data)
+    stats.snapshot_create_seconds.observe(time.perf_counter() - node._snapshot_started_at)
     # Compacting is cheap (a range delete) and done here on the loop so the core never
     # sees the log's first index move in the middle of a step.
     compact_to = snapshot.metadata.index - node.settings.snapshot_keep_entries

@@ -31,6 +31,7 @@ import concurrent.futures
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -125,7 +126,9 @@ class _Queued:
 @dataclass(slots=True)
 class _Outstanding:
     ready: Ready
-    write: asyncio.Future[None] | None
+    write: asyncio.Future[tuple[None, float]] | None
+    # time.perf_counter() when the write was submitted (for stats.append_seconds).
+    submitted_at: float
 
 
 class Node:
@@ -187,9 +190,11 @@ class Node:
         self._batch_bytes = 0
         self._outstanding: _Outstanding | None = None
         self._writer: concurrent.futures.ThreadPoolExecutor | None = None
-        self._snapshot_write: asyncio.Future[Snapshot] | None = None
+        self._snapshot_write: asyncio.Future[tuple[Snapshot, float]] | None = None
         self._snapshot_index = 0
         self._snapshot_wanted = False
+        # time.perf_counter() when the snapshot being written was started (for stats).
+        self._snapshot_started_at = 0.0
         self._observers: list[LeaderObserver] = []
         self._leader_changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -343,8 +348,7 @@ class Node:
 
     def _fail_everything(self, reason: Stopped) -> None:
         for pending in self._proposals.values():
-            if not pending.future.done():
-                pending.future.set_exception(reason)
+            self._fail_proposal(pending, reason)
         for read in self._reads.values():
             if not read.future.done():
                 read.future.set_exception(reason)
@@ -672,9 +676,13 @@ class Node:
 
     def _fail_proposals(self, items: list[_Queued], error: Exception) -> None:
         for item in items:
-            pending = self._proposals.get(item.request)
-            if pending is not None and not pending.future.done():
-                pending.future.set_exception(error)
+            self._fail_proposal(self._proposals.get(item.request), error)
+
+    def _fail_proposal(self, pending: _Pending | None, error: BaseException) -> None:
+        """End a proposal that will never apply, or whose outcome is unknown."""
+        if pending is not None and not pending.future.done():
+            pending.future.set_exception(error)
+            self.stats.proposals_failed += 1
 
     def _is_pending(self, request: RequestId) -> bool:
         pending = self._proposals.get(request)
@@ -729,9 +737,9 @@ class Node:
         # Parked and queued items of finished requests hold their commands: drop them.
         self._parked = [item for item in self._parked if self._is_pending(item.request)]
         for request, pending in list(self._proposals.items()):
-            if now >= pending.deadline and not pending.future.done():
-                pending.future.set_exception(
-                    ProposalTimeout(f"no outcome for proposal {request.sequence} in time")
+            if now >= pending.deadline:
+                self._fail_proposal(
+                    pending, ProposalTimeout(f"no outcome for proposal {request.sequence} in time")
                 )
         for read in list(self._reads.values()):
             if now >= read.deadline and not read.future.done():
@@ -756,8 +764,10 @@ class Node:
             self._on_soft_state(ready.soft_state.leader_id, ready.soft_state.role)
         if ready.messages:
             self.transport.send(ready.messages)
-        write: asyncio.Future[None] | None = None
+        write: asyncio.Future[tuple[None, float]] | None = None
+        submitted_at = 0.0
         if ready.entries or ready.hard_state is not None or ready.snapshot is not None:
+            submitted_at = time.perf_counter()
             write = self._submit_write(
                 self.storage.persist,
                 ready.hard_state,
@@ -767,28 +777,41 @@ class Node:
             )
             if ready.must_sync:
                 self.stats.fsyncs += 1
+                self.stats.entries_per_fsync.observe(len(ready.entries))
             self.stats.entries_persisted += len(ready.entries)
-        self._outstanding = _Outstanding(ready, write)
+        self._outstanding = _Outstanding(ready, write, submitted_at)
 
     def _submit_write(
         self, function: Callable[..., T], *arguments: Any, **keywords: Any
-    ) -> asyncio.Future[T]:
+    ) -> asyncio.Future[tuple[T, float]]:
+        """Run `function` on the writer thread (inline without one), in submission order.
+        The future's result is the function's with the seconds the call itself took."""
+
+        def timed() -> tuple[T, float]:
+            started = time.perf_counter()
+            result = function(*arguments, **keywords)
+            return result, time.perf_counter() - started
+
         loop = asyncio.get_running_loop()
         if self._writer is None:
-            future: asyncio.Future[T] = loop.create_future()
+            future: asyncio.Future[tuple[T, float]] = loop.create_future()
             try:
-                future.set_result(function(*arguments, **keywords))
+                future.set_result(timed())
             except Exception as error:
                 future.set_exception(error)
             return future
-        future = loop.run_in_executor(self._writer, lambda: function(*arguments, **keywords))
+        future = loop.run_in_executor(self._writer, timed)
         future.add_done_callback(lambda _: self._wake.set())
         return future
 
     def _finish_ready(self, rawnode: RawNode, outstanding: _Outstanding) -> None:
         ready = outstanding.ready
         if outstanding.write is not None:
-            outstanding.write.result()  # a failed write is fatal: raise into _run
+            # A failed write is fatal: raise into _run.
+            _, write_seconds = outstanding.write.result()
+            self.stats.append_seconds.observe(time.perf_counter() - outstanding.submitted_at)
+            if ready.must_sync:
+                self.stats.fsync_seconds.observe(write_seconds)
         self._outstanding = None
         if ready.persisted_messages:
             self.transport.send(ready.persisted_messages)

@@ -264,6 +264,11 @@ class GrpcTransport:
     def peers(self) -> dict[NodeId, str]:
         return dict(self._addresses)
 
+    def queue_lengths(self) -> dict[NodeId, int]:
+        """Messages waiting to be sent, per peer (at most max_queue_messages each); empty
+        unless running. For metrics: a queue that stays long means a slow or dead peer."""
+        return {peer: len(sender.queue) for peer, sender in self._senders.items()}
+
     async def member_request(
         self, address: str, request: MemberRequest, timeout: float
     ) -> MemberResponse:

@@ -1,0 +1,487 @@
+"""Prometheus metrics of one raftkv node and its HTTP API (issue 5, "Observability").
+
+`Metrics(node, machine)` owns a `CollectorRegistry` of its own (never prometheus_client's
+global one: one process may run many nodes, as the tests do) and gives the server two
+things to wire in:
+
+    metrics = Metrics(node, machine)
+    app = create_app(service, settings)
+    app.middlewares.insert(0, metrics.middleware)  # before the app starts; see below
+    app.router.add_get("/metrics", metrics.handler)
+
+`metrics.middleware` must be the OUTERMOST middleware (first in the list; aiohttp runs the
+list's first middleware first), so that it times and counts the answer the client gets,
+including the ones another middleware makes from an exception (the error middleware's 404,
+413, 503 ...). A `web.HTTPException` that reaches it counts with its own status; any other
+exception counts as 500. A request cancelled because its client went away is not counted.
+
+Raft, MVCC and transport metrics are read when scraped (a custom collector over
+`node.status()`, `node.stats`, the transport's stats and the state machine), so nothing is
+kept up to date on the hot path except what the driver already counts. The scrape runs on
+the event loop, which is also the only place those are written.
+
+Metrics, all prefixed `raftkv_` (counters end in `_total`):
+
+Raft state (gauges; absent before the node has started; after it stopped, its last state)
+- `raftkv_term`: the current term.
+- `raftkv_role{role}`: 1 for this node's role, 0 for the others; role is one of
+  `follower`, `pre_candidate`, `candidate`, `leader`.
+- `raftkv_leader_id`: the leader this node knows, 0 if none.
+- `raftkv_commit_index`, `raftkv_applied_index`: the log's commit index; the index the state
+  machine has applied.
+- `raftkv_log_first_index`, `raftkv_log_last_index`, `raftkv_snapshot_index`: the log held
+  in storage (first index after the snapshot, last index) and the latest snapshot's index.
+- `raftkv_voters`, `raftkv_learners`: members of each kind in the current configuration.
+- `raftkv_peer_match_index{peer}`: on the leader only, the highest index known replicated
+  on each member (itself included); the leader's last index minus it is the member's lag.
+- `raftkv_proposals_pending`, `raftkv_reads_pending`: requests on this node waiting for
+  their outcome (bounded by NodeSettings.max_pending_requests each).
+
+Raft counters and histograms (since the node started)
+- `raftkv_leader_changes_total`: times the leader this node knows changed (to none too).
+- `raftkv_proposals_committed_total`: proposals made on this node that committed and were
+  applied here, whatever the state machine answered (a failed compare is committed too).
+- `raftkv_proposals_failed_total`: proposals made on this node that will never apply or
+  whose outcome is unknown: refused (no leader, leadership moving), overwritten by a new
+  leader, timed out, covered by a snapshot, node stopping or removed. Overloaded refusals
+  never became proposals: see `raftkv_limit_hits_total`.
+- `raftkv_fsyncs_total`, `raftkv_entries_persisted_total`: durable writes (one per Ready
+  that must be durable) and log entries written.
+- `raftkv_commands_applied_total`: commands applied to the state machine.
+- `raftkv_messages_rejected_total`: peer messages dropped as malformed or misaddressed.
+- `raftkv_append_duration_seconds` (histogram): from submitting a Ready's write to the
+  node's loop finding it durable: the write plus any wait for the writer thread (behind a
+  snapshot write) and for the loop.
+- `raftkv_fsync_duration_seconds` (histogram): the storage write of a Ready that must be
+  durable (write + fsync) on the writer thread, waits excluded: the disk's own latency.
+- `raftkv_entries_per_fsync` (histogram): log entries per durable write (group commit: the
+  more, the more proposals share an fsync; 0 for a hard state alone, such as a vote).
+- `raftkv_apply_duration_seconds` (histogram): one state machine `apply` call (the
+  committed commands of one Ready, applied together).
+- `raftkv_snapshots_total{operation}`: snapshots `create`d of our own state (then the log
+  is compacted) and `install`ed from the leader.
+- `raftkv_snapshot_duration_seconds{operation}` (histogram): for `create`, from encoding
+  the state machine to the snapshot being durable; for `install`, restoring the leader's.
+- `raftkv_snapshot_last_size_bytes`: the data size of the latest snapshot created or
+  installed (0 before the first).
+
+Limits (STYLE: every limit is visible in metrics)
+- `raftkv_limit_hits_total{limit}`: requests or messages refused at a limit, by the
+  setting that refused them:
+  - `max_pending_requests` (NodeSettings): proposals and reads answered Overloaded (503);
+  - `max_inbox_messages` (NodeSettings): peer messages dropped, the inbox being full;
+  - `max_body_bytes` (HttpSettings): HTTP 413 `body_too_large`;
+  - `kv_request_limits` (KvSettings' key, value and txn limits): HTTP 413 `limit_exceeded`;
+  - `max_command_bytes` (NodeSettings): HTTP 413 `command_too_large`.
+  A 413 is attributed by the error code of its JSON body; aiohttp's own 413 (a body over
+  client_max_size, no JSON body) counts as `max_body_bytes`, a 413 with another code not
+  at all (it still counts in the HTTP histogram).
+
+MVCC (gauges)
+- `raftkv_mvcc_revision`: the store's current revision.
+- `raftkv_mvcc_compacted_revision`: the revision history is compacted to (0 if never).
+
+Transport (only when the node's transport is a GrpcTransport; absent otherwise)
+- `raftkv_peer_send_queue_messages{peer}`: messages queued to each peer (at most
+  GrpcTransportSettings.max_queue_messages; one staying long means a slow or dead peer).
+- `raftkv_transport_send_failures_total`: streams to peers that failed (write error or
+  timeout, connect timeout, peer ended it); what was queued is dropped, then a backoff.
+- `raftkv_transport_messages_sent_total`, `raftkv_transport_messages_received_total`,
+  `raftkv_transport_frames_sent_total`, `raftkv_transport_frames_received_total`.
+- `raftkv_transport_messages_dropped_total`: dropped before the wire (queue full, unknown
+  peer, queued when a stream failed). Raft retransmits what matters.
+- `raftkv_transport_streams_rejected_total`: incoming streams aborted for what the peer
+  sent.
+- `raftkv_transport_snapshots_total{outcome}`: snapshot transfers `sent`, `failed` (to send)
+  and `received`.
+
+HTTP
+- `raftkv_http_request_duration_seconds{route,method,status}` (histogram): time to answer
+  a request, until its handler returned (a streamed answer counts until it ended). `route`
+  is the route's template, e.g. `/v1/kv/{key}`, never the raw path (its values are
+  bounded by the routes); `unmatched` when no route matched (404 unknown route, 405).
+  `method` is the HTTP method, `other` for a method HTTP does not define. `status` is the
+  answer's status code.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+
+import msgspec
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler, Middleware
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import Histogram as PrometheusHistogram
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from raftkv.kv import KvStateMachine
+from raftkv.raft.core.types import StateRole
+from raftkv.raft.driver.errors import Stopped
+from raftkv.raft.driver.node import Node
+from raftkv.raft.driver.status import Histogram, NodeStatus
+from raftkv.raft.transport.grpc_transport import GrpcTransport
+
+__all__ = ["Metrics"]
+
+# Buckets of the HTTP latency histogram: a local serializable read (~100µs) to a write
+# that waits for a slow quorum or times out (seconds).
+HTTP_BUCKETS_S = (
+    0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0,
+    5.0, 10.0, 30.0,
+)  # fmt: skip
+
+UNMATCHED_ROUTE = "unmatched"
+
+# The error code of a 413 answer -> the setting that refused the request.
+_LIMIT_OF_ERROR_CODE = {
+    "body_too_large": "max_body_bytes",
+    "limit_exceeded": "kv_request_limits",
+    "command_too_large": "max_command_bytes",
+}
+_LIMITS = ("max_pending_requests", "max_inbox_messages", *_LIMIT_OF_ERROR_CODE.values())
+
+
+class _ErrorDetail(msgspec.Struct):
+    code: str
+
+
+class _ErrorBody(msgspec.Struct):
+    """What every refusal of the HTTP API looks like: {"error": {"code", "message"}}."""
+
+    error: _ErrorDetail
+
+
+_ERROR_BODY_DECODER = msgspec.json.Decoder(_ErrorBody)
+
+
+class Metrics:
+    """The metrics of `node` (serving `machine`) and of the HTTP API in front of it; see the
+    module docstring for the list and for how to wire `middleware` and `handler`."""
+
+    def __init__(self, node: Node, machine: KvStateMachine) -> None:
+        self.node = node
+        self.machine = machine
+        self.registry = CollectorRegistry()
+        # HTTP 413 refusals by limit (see _LIMIT_OF_ERROR_CODE), exported by the collector
+        # in raftkv_limit_hits_total along with the node's own limit counters.
+        self.http_limit_hits: dict[str, int] = dict.fromkeys(_LIMIT_OF_ERROR_CODE.values(), 0)
+        self._http_duration = PrometheusHistogram(
+            "raftkv_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route template, method and status code.",
+            ("route", "method", "status"),
+            buckets=HTTP_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.registry.register(_NodeCollector(self))
+
+        @web.middleware
+        async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+            return await self._timed(request, handler)
+
+        self.middleware: Middleware = middleware
+
+    async def handler(self, request: web.Request) -> web.Response:
+        """GET /metrics: every metric, in Prometheus' text format."""
+        return web.Response(
+            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def _timed(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        try:
+            response = await handler(request)
+        except web.HTTPException as error:
+            self._observe(request, error, started)
+            raise
+        except Exception:
+            self._observe(request, None, started)
+            raise
+        self._observe(request, response, started)
+        return response
+
+    def _observe(
+        self, request: web.Request, response: web.StreamResponse | None, started: float
+    ) -> None:
+        """Count one answer: `response` (None: an exception aiohttp will answer with 500)."""
+        elapsed = time.perf_counter() - started
+        status = response.status if response is not None else 500
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else UNMATCHED_ROUTE
+        method = request.method if request.method in hdrs.METH_ALL else "other"
+        self._http_duration.labels(route, method, str(status)).observe(elapsed)
+        if status == 413:
+            # No API error code: aiohttp's own 413, a body over client_max_size.
+            limit = _LIMIT_OF_ERROR_CODE.get(_error_code(response) or "body_too_large")
+            if limit is not None:
+                self.http_limit_hits[limit] += 1
+
+
+def _error_code(response: web.StreamResponse | None) -> str:
+    """The `error.code` of an API error answer; "" if `response` is not one."""
+    body = response.body if isinstance(response, web.Response) else None
+    if not isinstance(body, bytes):
+        return ""
+    try:
+        return _ERROR_BODY_DECODER.decode(body).error.code
+    except msgspec.DecodeError:
+        return ""
+
+
+class _NodeCollector:
+    """Reads the node, its transport and the state machine at scrape time. Always yields
+    the same families (some without samples), so `describe` can be `collect`."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> Iterable[Metric]:
+        return self.collect()
+
+    def collect(self) -> Iterator[Metric]:
+        node = self._metrics.node
+        yield from _raft_state(_status_or_none(node))
+        yield from _raft_stats(node)
+        yield _limit_hits(node, self._metrics.http_limit_hits)
+        yield from _mvcc(self._metrics.machine)
+        if isinstance(node.transport, GrpcTransport):
+            yield from _transport(node.transport)
+
+
+def _status_or_none(node: Node) -> NodeStatus | None:
+    try:
+        return node.status()
+    except Stopped:
+        return None  # not started yet
+
+
+def _gauge(name: str, documentation: str, value: float | None) -> GaugeMetricFamily:
+    gauge = GaugeMetricFamily(name, documentation)
+    if value is not None:
+        gauge.add_metric([], value)
+    return gauge
+
+
+# Gauges read from NodeStatus: name, help, value.
+_STATUS_GAUGES: tuple[tuple[str, str, Callable[[NodeStatus], int]], ...] = (
+    ("raftkv_term", "The current Raft term.", lambda status: status.term),
+    ("raftkv_leader_id", "The leader this node knows, 0 if none.", lambda status: status.leader_id),
+    ("raftkv_commit_index", "The log's commit index.", lambda status: status.commit_index),
+    (
+        "raftkv_applied_index",
+        "The index the state machine has applied.",
+        lambda status: status.applied_index,
+    ),
+    (
+        "raftkv_log_first_index",
+        "The first log index held after the snapshot.",
+        lambda status: status.first_index,
+    ),
+    ("raftkv_log_last_index", "The last log index.", lambda status: status.last_index),
+    (
+        "raftkv_snapshot_index",
+        "The index of the latest snapshot.",
+        lambda status: status.snapshot_index,
+    ),
+    ("raftkv_voters", "Voters in the configuration.", lambda status: len(status.voters)),
+    ("raftkv_learners", "Learners in the configuration.", lambda status: len(status.learners)),
+    (
+        "raftkv_proposals_pending",
+        "Proposals on this node waiting for their outcome.",
+        lambda status: status.pending_proposals,
+    ),
+    (
+        "raftkv_reads_pending",
+        "Linearizable reads on this node waiting for their read index.",
+        lambda status: status.pending_reads,
+    ),
+)
+
+
+def _raft_state(status: NodeStatus | None) -> Iterator[Metric]:
+    """The node's state; families without samples before it has started."""
+    for name, documentation, read in _STATUS_GAUGES:
+        yield _gauge(name, documentation, read(status) if status is not None else None)
+    role = GaugeMetricFamily(
+        "raftkv_role", "1 for this node's Raft role, 0 for the others.", labels=["role"]
+    )
+    match_index = GaugeMetricFamily(
+        "raftkv_peer_match_index",
+        "On the leader, the highest log index known replicated on each member.",
+        labels=["peer"],
+    )
+    if status is not None:
+        for candidate in StateRole:
+            role.add_metric([candidate.name.lower()], 1 if candidate is status.role else 0)
+        for peer, progress in status.progress.items():
+            match_index.add_metric([str(peer)], progress.match)
+    yield role
+    yield match_index
+
+
+def _histogram(name: str, documentation: str, histogram: Histogram) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, documentation, labels=[])
+    _add_histogram(family, [], histogram)
+    return family
+
+
+def _add_histogram(family: HistogramMetricFamily, labels: list[str], histogram: Histogram) -> None:
+    buckets = [(_bound_text(bound), float(count)) for bound, count in histogram.cumulative()]
+    family.add_metric(labels, buckets, histogram.sum)
+
+
+def _bound_text(bound: float) -> str:
+    """A bucket's `le` as prometheus_client writes its own ("0.005", "1.0", "+Inf")."""
+    return "+Inf" if math.isinf(bound) else repr(bound)
+
+
+def _raft_stats(node: Node) -> Iterator[Metric]:
+    stats = node.stats
+    counters = (
+        (
+            "raftkv_leader_changes",
+            "Times the leader this node knows changed.",
+            stats.leader_changes,
+        ),
+        (
+            "raftkv_proposals_committed",
+            "Proposals made on this node that committed and were applied here.",
+            stats.proposals_committed,
+        ),
+        (
+            "raftkv_proposals_failed",
+            "Proposals made on this node that will never apply or whose outcome is unknown.",
+            stats.proposals_failed,
+        ),
+        ("raftkv_fsyncs", "Durable (fsynced) writes of the Raft log.", stats.fsyncs),
+        ("raftkv_entries_persisted", "Log entries written.", stats.entries_persisted),
+        (
+            "raftkv_commands_applied",
+            "Commands applied to the state machine.",
+            stats.commands_applied,
+        ),
+        (
+            "raftkv_messages_rejected",
+            "Peer messages dropped as malformed or misaddressed.",
+            stats.messages_rejected,
+        ),
+    )
+    for name, documentation, value in counters:
+        yield CounterMetricFamily(name, documentation, value=value)
+    yield _histogram(
+        "raftkv_append_duration_seconds",
+        "From submitting a Ready's write to the loop finding it durable.",
+        stats.append_seconds,
+    )
+    yield _histogram(
+        "raftkv_fsync_duration_seconds",
+        "The storage write (with fsync) of a Ready that must be durable.",
+        stats.fsync_seconds,
+    )
+    yield _histogram(
+        "raftkv_entries_per_fsync", "Log entries per durable write.", stats.entries_per_fsync
+    )
+    yield _histogram(
+        "raftkv_apply_duration_seconds",
+        "One state machine apply call (the committed commands of one Ready).",
+        stats.apply_seconds,
+    )
+    snapshots = CounterMetricFamily(
+        "raftkv_snapshots",
+        "Snapshots created of our own state and installed from the leader.",
+        labels=["operation"],
+    )
+    snapshots.add_metric(["create"], stats.snapshots_created)
+    snapshots.add_metric(["install"], stats.snapshots_installed)
+    yield snapshots
+    durations = HistogramMetricFamily(
+        "raftkv_snapshot_duration_seconds",
+        "Creating a snapshot (encode and write) or installing the leader's.",
+        labels=["operation"],
+    )
+    _add_histogram(durations, ["create"], stats.snapshot_create_seconds)
+    _add_histogram(durations, ["install"], stats.snapshot_install_seconds)
+    yield durations
+    yield _gauge(
+        "raftkv_snapshot_last_size_bytes",
+        "The data size of the latest snapshot created or installed.",
+        stats.last_snapshot_bytes,
+    )
+
+
+def _limit_hits(node: Node, http_limit_hits: dict[str, int]) -> Metric:
+    family = CounterMetricFamily(
+        "raftkv_limit_hits",
+        "Requests or messages refused at a limit, by the setting that refused them.",
+        labels=["limit"],
+    )
+    counts = {
+        "max_pending_requests": node.stats.overloaded,
+        "max_inbox_messages": node.stats.messages_dropped,
+        **http_limit_hits,
+    }
+    for limit in _LIMITS:
+        family.add_metric([limit], counts[limit])
+    return family
+
+
+def _mvcc(machine: KvStateMachine) -> Iterator[Metric]:
+    yield _gauge(
+        "raftkv_mvcc_revision", "The store's current revision.", machine.current_revision()
+    )
+    yield _gauge(
+        "raftkv_mvcc_compacted_revision",
+        "The revision history is compacted to (0 if never).",
+        machine.compacted_revision(),
+    )
+
+
+def _transport(transport: GrpcTransport) -> Iterator[Metric]:
+    queues = GaugeMetricFamily(
+        "raftkv_peer_send_queue_messages", "Messages queued to each peer.", labels=["peer"]
+    )
+    for peer, length in sorted(transport.queue_lengths().items()):
+        queues.add_metric([str(peer)], length)
+    yield queues
+    stats = transport.stats
+    counters = (
+        (
+            "raftkv_transport_send_failures",
+            "Streams to peers that failed (their queued messages were dropped).",
+            stats.stream_failures,
+        ),
+        ("raftkv_transport_messages_sent", "Raft messages sent to peers.", stats.messages_sent),
+        (
+            "raftkv_transport_messages_received",
+            "Raft messages received from peers.",
+            stats.messages_received,
+        ),
+        ("raftkv_transport_frames_sent", "Frames (message batches) sent.", stats.frames_sent),
+        ("raftkv_transport_frames_received", "Frames received.", stats.frames_received),
+        (
+            "raftkv_transport_messages_dropped",
+            "Messages dropped before the wire (queue full, unknown peer, stream failed).",
+            stats.messages_dropped,
+        ),
+        (
+            "raftkv_transport_streams_rejected",
+            "Incoming streams aborted for what the peer sent.",
+            stats.streams_rejected,
+        ),
+    )
+    for name, documentation, value in counters:
+        yield CounterMetricFamily(name, documentation, value=value)
+    snapshots = CounterMetricFamily(
+        "raftkv_transport_snapshots", "Snapshot transfers, by outcome.", labels=["outcome"]
+    )
+    snapshots.add_metric(["sent"], stats.snapshots_sent)
+    snapshots.add_metric(["failed"], stats.snapshots_failed)
+    snapshots.add_metric(["received"], stats.snapshots_received)
+    yield snapshots
