@@ -317,3 +317,34 @@ def test_a_lowered_client_limit_shrinks_the_table_at_the_next_new_client() -> No
     kv = KvStateMachine(app, KvSettings(max_exactly_once_clients=2))
     kv.apply([log_command(5, Put(b"k", b"v"), "e", 1)], 5, 1)
     assert [key for key, _ in app.scan(b"s", b"t")] == [b"sd", b"se"]
+
+
+def test_snapshots_are_zstd_compressed_and_version_1_still_restores() -> None:
+    import zstandard
+
+    from raftkv.kv.state_machine import _Snapshot
+
+    source = machine()
+    source.apply([log_command(1, Put(b"k%d" % i, b"v" * 100)) for i in range(1, 200)], 200, 1)
+    data = source.snapshot()
+    assert data.startswith(b"\x28\xb5\x2f\xfd")  # a zstd frame
+    raw = zstandard.ZstdDecompressor().decompress(data)
+    assert len(data) * 5 < len(raw)
+    restored = machine()
+    restored.restore(data, 200, 1)
+    assert restored.state_hash() == source.state_hash()
+    version_1 = msgspec.msgpack.encode(_Snapshot(1, list(source.app.scan())))
+    older = machine()
+    older.restore(version_1, 200, 1)
+    assert older.state_hash() == source.state_hash()
+    with pytest.raises(SnapshotInvalid, match="does not decompress"):
+        machine().restore(data[:-8], 200, 1)
+
+
+def test_snapshot_later_captures_the_state_when_called() -> None:
+    source = machine()
+    source.apply([log_command(1, Put(b"a", b"1"))], 1, 1)
+    produce = source.snapshot_later()
+    expected = source.snapshot()
+    source.apply([log_command(2, Put(b"a", b"2"))], 2, 1)
+    assert produce() == expected

@@ -15,9 +15,10 @@ internals.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from raftkv.raft.core.errors import (
@@ -30,8 +31,10 @@ from raftkv.raft.core.rawnode import RawNode
 from raftkv.raft.core.types import (
     ConfChange,
     ConfChangeType,
+    ConfState,
     Entry,
     EntryKind,
+    NodeId,
     Snapshot,
 )
 from raftkv.raft.driver.envelope import (
@@ -42,7 +45,7 @@ from raftkv.raft.driver.envelope import (
     encode_snapshot,
 )
 from raftkv.raft.driver.errors import ProposalTimeout, Removed
-from raftkv.raft.driver.state_machine import Command
+from raftkv.raft.driver.state_machine import BackgroundSnapshots, Command
 
 if TYPE_CHECKING:
     from raftkv.raft.driver.node import Node
@@ -200,12 +203,33 @@ def maybe_snapshot(node: Node, rawnode: RawNode) -> None:
     if applied > rawnode.raft.log.applied:
         return  # replaying after a restart: the core has not caught up to it yet
     node._snapshot_started_at = time.perf_counter()
-    data = encode_snapshot(dict(node._peers), node.state_machine.snapshot())
     conf_state = rawnode.raft.conf_state()
     node._snapshot_wanted = False
+    machine = node.state_machine
+    if isinstance(machine, BackgroundSnapshots):
+        # Captured here, at `applied`; serialized on a worker thread; stored by the writer.
+        produce = machine.snapshot_later()
+        peers = dict(node._peers)
+        task = asyncio.ensure_future(_build_snapshot(node, applied, conf_state, peers, produce))
+        task.add_done_callback(lambda _: node._wake.set())
+        node._snapshot_write = task
+        return
+    data = encode_snapshot(dict(node._peers), machine.snapshot())
     node._snapshot_write = node._submit_write(
         node.storage.create_snapshot, applied, conf_state, data
     )
+
+
+async def _build_snapshot(
+    node: Node,
+    applied: int,
+    conf_state: ConfState,
+    peers: dict[NodeId, str],
+    produce: Callable[[], bytes],
+) -> tuple[Snapshot, float]:
+    loop = asyncio.get_running_loop()
+    data = await loop.run_in_executor(None, lambda: encode_snapshot(peers, produce()))
+    return await node._submit_write(node.storage.create_snapshot, applied, conf_state, data)
 
 
 def finish_snapshot(node: Node) -> None:

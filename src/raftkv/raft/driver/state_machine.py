@@ -5,9 +5,9 @@ The driver calls every method on the event loop thread, in log order, never conc
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,3 +50,16 @@ class StateMachine(Protocol):
     def restore(self, data: bytes, index: int, term: int) -> None:
         """Replace the whole state with a snapshot taken at `index`."""
         ...
+
+
+@runtime_checkable
+class BackgroundSnapshots(Protocol):
+    """Optional, for a state machine with a large state: snapshots built off the loop.
+
+    `snapshot_later()` is called on the event loop at `applied_index()`; it captures the
+    state cheaply (e.g. `AppData.freeze()`, a RocksDB checkpoint) and returns a function
+    that the driver runs on a worker thread to produce the same bytes `snapshot()` would
+    have. Meanwhile the loop keeps applying and serving.
+    """
+
+    def snapshot_later(self) -> Callable[[], bytes]: ...

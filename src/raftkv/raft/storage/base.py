@@ -122,3 +122,38 @@ class AppData(Protocol):
     ) -> None:
         """Replace the whole space with `items` (snapshot restore) atomically."""
         ...
+
+    def freeze(self) -> FrozenAppData:
+        """The space as it is now, readable from any thread while writes go on (for
+        building a snapshot off the event loop). Cheap to take: RocksDB makes a checkpoint
+        (hard links to its immutable files). Close it when done."""
+        ...
+
+
+class FrozenAppData(Protocol):
+    """A read-only, point-in-time copy of an AppData space (see AppData.freeze)."""
+
+    # The applied (index, term) the copy reflects.
+    applied: tuple[int, int]
+
+    def scan(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every item, in key order. Callable from any thread, once."""
+        ...
+
+    def close(self) -> None:
+        """Release the copy (delete a checkpoint). Idempotent."""
+        ...
+
+
+class ItemsView:
+    """A FrozenAppData over items already copied into memory."""
+
+    def __init__(self, items: list[tuple[bytes, bytes]], applied: tuple[int, int]) -> None:
+        self._items = items
+        self.applied = applied
+
+    def scan(self) -> Iterator[tuple[bytes, bytes]]:
+        return iter(self._items)
+
+    def close(self) -> None:
+        self._items = []

@@ -29,7 +29,7 @@ from raftkv.raft.core.types import (
     Snapshot,
     SnapshotMetadata,
 )
-from raftkv.raft.storage.base import AppBatch, StorageClosed
+from raftkv.raft.storage.base import AppBatch, ItemsView, StorageClosed
 
 
 class MemoryStorage:
@@ -273,6 +273,10 @@ class MemoryAppData:
                 insort(self._keys, key)
             self._values[key] = value
         self._applied = (applied_index, applied_term)
+
+    def freeze(self) -> ItemsView:
+        """AppData.freeze: a copy of every item (memory storage is for tests: O(data))."""
+        return ItemsView(list(self.scan()), self._applied)
 
     def replace_all(
         self, items: Iterator[tuple[bytes, bytes]], applied_index: int, applied_term: int

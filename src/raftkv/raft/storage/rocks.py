@@ -43,15 +43,19 @@ cache agree. Only a second failure is reported as corruption.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
+import shutil
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from itertools import islice
+from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar, cast
 
 from rocksdict import (
+    Checkpoint,
     ColumnFamily,
     DBRecoveryMode,
     Options,
@@ -305,7 +309,9 @@ class RocksStorage:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
-        self._database = _Database(os.path.realpath(os.fspath(path)), create=create)
+        real_path = os.path.realpath(os.fspath(path))
+        remove_stale_checkpoints(real_path)
+        self._database = _Database(real_path, create=create)
         try:
             self._check_format_version()
             self._cache = self._load_cache()
@@ -696,6 +702,33 @@ def _describe_app_key(key: bytes) -> str:
     return f"key {shown}..." if len(key) > 64 else f"key {shown}"
 
 
+_checkpoint_numbers = itertools.count(1)
+
+
+class CheckpointView:
+    """A FrozenAppData over a RocksDB checkpoint: opened (as its own RocksStorage) on the
+    first scan, in whatever thread calls it; deleted by `close`."""
+
+    def __init__(self, path: Path, applied: tuple[int, int]) -> None:
+        self.path = path
+        self.applied = applied
+
+    def scan(self) -> Iterator[tuple[bytes, bytes]]:
+        storage = RocksStorage(self.path, create=False)
+        try:
+            yield from storage.app_data().scan()
+        finally:
+            storage.close()
+
+    def close(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def remove_stale_checkpoints(database_path: str) -> None:
+    """Checkpoints left by a crash while a snapshot was being built are garbage."""
+    shutil.rmtree(database_path + ".checkpoints", ignore_errors=True)
+
+
 class RocksAppData:
     """`AppData` in the app_data column family of a RocksStorage's database.
 
@@ -771,6 +804,19 @@ class RocksAppData:
             )
             self._database.write(write, sync=False)
             self._applied = (applied_index, applied_term)
+
+    def freeze(self) -> CheckpointView:
+        """AppData.freeze: a RocksDB checkpoint of the database (hard links to its
+        immutable files, plus a flush of the memtable) in a sibling directory, read later
+        from any thread. Taken under the write lock, so it holds whole commits only, and
+        `applied` is the index they reach."""
+        with self._database.write_lock:
+            handles = self._database.handles()
+            directory = Path(self._database.path + ".checkpoints")
+            directory.mkdir(exist_ok=True)
+            target = directory / f"{self._applied[0]}-{next(_checkpoint_numbers)}"
+            Checkpoint(handles.database).create_checkpoint(str(target))
+            return CheckpointView(target, self._applied)
 
     def replace_all(
         self, items: Iterator[tuple[bytes, bytes]], applied_index: int, applied_term: int
