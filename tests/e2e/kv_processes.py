@@ -45,6 +45,7 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
 class KvProcessCluster:
     def __init__(self, root: Path, nodes: int = 3) -> None:
         self.root = root
+        root.mkdir(parents=True, exist_ok=True)
         self.ids = list(range(1, nodes + 1))
         self.client_ports = {node: free_port() for node in self.ids}
         self.peer_ports = {node: free_port() for node in self.ids}

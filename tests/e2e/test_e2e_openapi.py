@@ -47,19 +47,19 @@ def test_the_server_keeps_to_its_openapi_document(
 ) -> None:
     base_url = live_cluster.url(2)
     schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
-    operations = [result.ok() for result in schema.get_all_operations()]
+    every = [result.ok() for result in schema.get_all_operations()]
     # Every documented operation but /openapi.json itself (schemathesis leaves the schema's
     # own URL out).
     documented = openapi_document()["paths"]
-    assert len(operations) == sum(len(item) for item in documented.values()) - 1
+    assert len(every) == sum(len(item) for item in documented.values()) - 1
     # Membership changes are not fuzzed here: random removals and transfers would take the
     # cluster under test apart. test_http_membership and test_e2e_membership cover them.
     operations = [
         operation
-        for operation in operations
+        for operation in every
         if not operation.path.startswith(("/v1/members", "/v1/leader"))
     ]
-    assert len(operations) == 13
+    assert len(every) - len(operations) == 4  # add, promote, remove, transfer
     for operation in operations:
         inputs = len(operation.query) + len(operation.path_parameters) + len(operation.body)
         if mode is GenerationMode.NEGATIVE and not inputs:

@@ -26,7 +26,7 @@ EXIT_UNAVAILABLE = 4
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from raftkv.cli import kv_commands, server_commands  # noqa: PLC0415
+    from raftkv.cli import kv_commands, server_commands, snapshot_commands  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(
         prog="raftkv", description="raftkv: a Raft-replicated key-value store"
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     server_commands.add_commands(subparsers)
     kv_commands.add_commands(subparsers)
+    snapshot_commands.add_commands(subparsers)
     return parser
 
 

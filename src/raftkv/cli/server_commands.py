@@ -33,7 +33,7 @@ def add_commands(subparsers: Any) -> None:
         description="Run one raftkv node. With no settings: a one-node store, clients on "
         "127.0.0.1:8080, data in ./data.",
     )
-    _add_setting_flags(serve)
+    add_setting_flags(serve)
     serve.add_argument(
         "--stop-on-stdin-eof", action="store_true", help=argparse.SUPPRESS
     )  # used by `raftkv dev`
@@ -83,11 +83,11 @@ def add_commands(subparsers: Any) -> None:
     show = config_verbs.add_parser(
         "show", help="print the effective settings as TOML (flags, env, file, defaults)"
     )
-    _add_setting_flags(show)
+    add_setting_flags(show)
     show.set_defaults(handler=_config_show)
 
 
-def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+def add_setting_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", type=Path, default=None, help="a TOML file of settings (or RAFTKV_CONFIG)"
     )
@@ -102,7 +102,7 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def _settings(arguments: argparse.Namespace) -> ServerSettings:
+def settings_of(arguments: argparse.Namespace) -> ServerSettings:
     flags = {
         name: getattr(arguments, f"setting_{name}")
         for name in SETTING_NAMES
@@ -113,7 +113,7 @@ def _settings(arguments: argparse.Namespace) -> ServerSettings:
 
 def _serve(arguments: argparse.Namespace) -> int:
     try:
-        settings = _settings(arguments)
+        settings = settings_of(arguments)
     except SettingsInvalid as error:
         print(f"raftkv serve: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -180,7 +180,7 @@ def _recover(arguments: argparse.Namespace) -> int:
 
 def _config_show(arguments: argparse.Namespace) -> int:
     try:
-        settings = _settings(arguments)
+        settings = settings_of(arguments)
     except SettingsInvalid as error:
         print(f"raftkv config: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -21,6 +21,7 @@ server calls `range` through the node's `linearizable_read`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import msgspec
 import zstandard
@@ -72,6 +73,17 @@ _SNAPSHOT_ENCODER = msgspec.msgpack.Encoder()
 _SNAPSHOT_DECODER = msgspec.msgpack.Decoder(_Snapshot)
 
 
+@dataclass(frozen=True, slots=True)
+class FrozenSnapshot:
+    """A state captured at Raft `index`/`term` (MVCC `revision`); `produce()` encodes it
+    (the bytes `snapshot()` would have returned then), once, on any thread."""
+
+    index: int
+    term: int
+    revision: int
+    produce: Callable[[], bytes]
+
+
 class KvStateMachine:
     def __init__(self, app: AppData, settings: KvSettings | None = None) -> None:
         self.app = app
@@ -104,7 +116,12 @@ class KvStateMachine:
     def snapshot_later(self) -> Callable[[], bytes]:
         """BackgroundSnapshots: freeze the app space now (a RocksDB checkpoint: hard
         links, milliseconds), encode it later on a worker thread."""
+        return self.frozen_snapshot().produce
+
+    def frozen_snapshot(self) -> FrozenSnapshot:
+        """The state as of now, to encode later on any thread (see FrozenSnapshot)."""
         view = self.app.freeze()
+        index, term = view.applied
 
         def produce() -> bytes:
             try:
@@ -112,7 +129,7 @@ class KvStateMachine:
             finally:
                 view.close()
 
-        return produce
+        return FrozenSnapshot(index, term, self.current_revision(), produce)
 
     def restore(self, data: bytes, index: int, term: int) -> None:
         """Replace the whole state with a `snapshot()`; SnapshotInvalid (before changing

@@ -13,6 +13,8 @@ Routes (every body and answer is JSON):
   `{"op": "put"|"range"|"delete", "key", ...}` -> `{"header", "succeeded", "responses"}`.
 - `POST /v1/compact {"revision"}` -> `{"header"}`.
 - `GET /metrics`: Prometheus metrics (`raftkv.server.metrics`).
+- `GET /v1/snapshot`: a backup file (`raftkv.server.backup`) of the state at a
+  linearizable point, streamed (`raftkv snapshot save`).
 - `GET /health` -> `{"status": "ok"}`; `GET /ready`; `GET /v1/status` -> this node's Raft
   and MVCC state; `GET /v1/cluster` -> the members; `GET /openapi.json`.
 - Membership (`raftkv.server.cluster_api`): `POST /v1/members {"id", "peer_url"}` adds a
@@ -49,6 +51,7 @@ Errors: every refusal is `{"error": {"code", "message"}}`:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -120,6 +123,8 @@ from raftkv.server.api import (
     TxnAnswer,
     TxnBody,
 )
+from raftkv.server.backup import FORMAT_VERSION as BACKUP_FORMAT_VERSION
+from raftkv.server.backup import BackupHeader, backup_chunks, encode_prefix
 from raftkv.server.cluster_api import cluster_answer
 from raftkv.server.metrics import Metrics
 from raftkv.server.openapi import openapi_document_bytes
@@ -683,6 +688,37 @@ class _Handlers:
         leader = await self.service.node.transfer_leadership(target, timeout=self.timeout)
         return _json(TransferAnswer(leader=int(leader)))
 
+    async def snapshot(self, request: web.Request) -> web.StreamResponse:
+        """A backup (raftkv.server.backup) of the state at a linearizable point: it holds
+        every write acknowledged before the request. Frozen on the loop (a checkpoint),
+        encoded on a worker thread, streamed in chunks."""
+        node, machine = self.service.node, self.service.machine
+        await node.read_index(timeout=self.timeout)
+        frozen = machine.frozen_snapshot()
+        payload = await asyncio.get_running_loop().run_in_executor(None, frozen.produce)
+        header = BackupHeader(
+            format_version=BACKUP_FORMAT_VERSION,
+            index=frozen.index,
+            term=frozen.term,
+            revision=frozen.revision,
+            node_id=int(node.id),
+            payload_bytes=len(payload),
+        )
+        total = len(encode_prefix(header)) + len(payload) + 32
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(total),
+                "X-Raftkv-Index": str(frozen.index),
+                "X-Raftkv-Revision": str(frozen.revision),
+            }
+        )
+        await response.prepare(request)
+        for chunk in backup_chunks(header, payload, 1 << 20):
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+
     async def openapi(self, request: web.Request) -> web.Response:
         return web.Response(body=openapi_document_bytes(), content_type="application/json")
 
@@ -721,6 +757,7 @@ def create_app(service: KvService, settings: HttpSettings | None = None) -> web.
             web.get("/ready", handlers.ready, allow_head=False),
             web.get("/openapi.json", handlers.openapi, allow_head=False),
             web.get("/metrics", metrics.handler, allow_head=False),
+            web.get("/v1/snapshot", handlers.snapshot, allow_head=False),
             web.post("/set", handlers.set),
             web.get("/get/{key:[\\s\\S]*}", handlers.get, allow_head=False),
         ]

@@ -273,6 +273,33 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        "/v1/snapshot": {
+            "get": {
+                "summary": "A backup of the whole state at a linearizable point (streamed)",
+                "responses": {
+                    "200": {
+                        "description": "The backup file (raftkv.server.backup)",
+                        "content": {
+                            "application/octet-stream": {
+                                "schema": {"type": "string", "format": "binary"}
+                            }
+                        },
+                    },
+                    "500": {
+                        "description": _ERROR_TEXT["500"],
+                        "content": _json_content(ErrorAnswer),
+                    },
+                    "503": {
+                        "description": _ERROR_TEXT["503"],
+                        "content": _json_content(ErrorAnswer),
+                    },
+                    "504": {
+                        "description": _ERROR_TEXT["504"],
+                        "content": _json_content(ErrorAnswer),
+                    },
+                },
+            }
+        },
         "/metrics": {
             "get": {
                 "summary": "Prometheus metrics (text exposition format)",

@@ -1,0 +1,148 @@
+"""`raftkv snapshot save FILE` and `raftkv snapshot restore FILE`: backups.
+
+- `save` downloads `GET /v1/snapshot` from the first endpoint that serves it (any member:
+  the state is taken at a linearizable point, so it holds every write acknowledged before),
+  streaming into FILE.part with a progress bar on a terminal, checks the file whole
+  (magic, header, SHA-256) and only then renames it to FILE.
+- `restore` seeds a NEW data dir from a backup, as member `--id` of a new cluster of
+  `--initial-cluster` (the `raftkv serve` settings); restore every founder from the same
+  file, then start them with `raftkv serve`.
+
+Exit codes as for every verb (raftkv.cli): 0 done; 2 usage (bad flags, a data dir that is
+not empty); 3 the server refused; 4 no endpoint served it; 1 the file is not a whole
+backup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from raftkv.cli import EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_USAGE
+
+EXIT_INVALID = 1
+_CHUNK_BYTES = 1 << 20
+
+
+def add_commands(subparsers: Any) -> None:
+    # Imported here: server_commands owns the settings flags restore shares with serve.
+    from raftkv.cli.server_commands import add_setting_flags  # noqa: PLC0415
+
+    snapshot = subparsers.add_parser("snapshot", help="back up and restore the whole store")
+    verbs = snapshot.add_subparsers(dest="snapshot_command", metavar="VERB", required=True)
+    save = verbs.add_parser(
+        "save",
+        help="download a consistent backup from any member",
+        description="Download a backup (GET /v1/snapshot) to FILE, checked before it is kept.",
+    )
+    save.add_argument("file", metavar="FILE", type=Path)
+    save.add_argument(
+        "--endpoints",
+        default=None,
+        metavar="URL,URL",
+        help="members to try (default $RAFTKV_ENDPOINTS, else http://127.0.0.1:8080)",
+    )
+    save.add_argument("--timeout", type=float, default=300.0, help="seconds (default 300)")
+    save.set_defaults(handler=_save)
+    restore = verbs.add_parser(
+        "restore",
+        help="seed a new member's data dir from a backup",
+        description="Restore FILE into a new --data-dir as member --id of a new cluster of "
+        "--initial-cluster (every founder from the same file), then start it with "
+        "raftkv serve and the same settings.",
+    )
+    restore.add_argument("file", metavar="FILE", type=Path)
+    add_setting_flags(restore)
+    restore.set_defaults(handler=_restore)
+
+
+def _fail(code: int, error_code: str, message: str) -> int:
+    print(f"raftkv: {error_code}: {' '.join(message.split())}", file=sys.stderr)
+    return code
+
+
+def _save(arguments: argparse.Namespace) -> int:
+    import httpx  # noqa: PLC0415
+
+    from raftkv.cli.kv_commands import DEFAULT_ENDPOINT, ENDPOINTS_VARIABLE  # noqa: PLC0415
+    from raftkv.server.backup import BackupInvalid, read_backup  # noqa: PLC0415
+
+    endpoints = arguments.endpoints or os.environ.get(ENDPOINTS_VARIABLE) or DEFAULT_ENDPOINT
+    target: Path = arguments.file
+    partial = target.with_name(target.name + ".part")
+    failures = []
+    for endpoint in [url.strip().rstrip("/") for url in endpoints.split(",") if url.strip()]:
+        try:
+            with httpx.stream(
+                "GET", f"{endpoint}/v1/snapshot", timeout=arguments.timeout
+            ) as response:
+                if response.status_code != 200:
+                    response.read()
+                    failures.append(f"{endpoint}: {response.status_code} {response.text[:200]}")
+                    if 400 <= response.status_code < 500:
+                        return _fail(EXIT_REFUSED, "refused", failures[-1])
+                    continue
+                total = int(response.headers.get("content-length", "0"))
+                _download(response.iter_bytes(_CHUNK_BYTES), partial, total)
+        except (httpx.HTTPError, OSError) as error:
+            failures.append(f"{endpoint}: {error}")
+            continue
+        try:
+            header, _ = read_backup(partial.read_bytes())
+        except BackupInvalid as error:
+            partial.unlink(missing_ok=True)
+            return _fail(EXIT_INVALID, "invalid_backup", f"{endpoint}: {error}")
+        os.replace(partial, target)
+        print(
+            json.dumps(
+                {
+                    "saved": str(target),
+                    "from": endpoint,
+                    "bytes": target.stat().st_size,
+                    "index": header.index,
+                    "revision": header.revision,
+                }
+            ),
+            flush=True,
+        )
+        return EXIT_OK
+    partial.unlink(missing_ok=True)
+    return _fail(EXIT_UNAVAILABLE, "unavailable", "; ".join(failures) or "no endpoint given")
+
+
+def _download(chunks: Any, path: Path, total: int) -> None:
+    """Write `chunks` to `path`, with a progress bar when stderr is a terminal."""
+    with path.open("wb") as file:
+        if not sys.stderr.isatty():
+            for chunk in chunks:
+                file.write(chunk)
+            return
+        from rich.progress import Progress  # noqa: PLC0415
+
+        with Progress(transient=True) as progress:
+            task = progress.add_task("downloading the backup", total=total or None)
+            for chunk in chunks:
+                file.write(chunk)
+                progress.advance(task, len(chunk))
+
+
+def _restore(arguments: argparse.Namespace) -> int:
+    from raftkv.cli.server_commands import settings_of  # noqa: PLC0415
+    from raftkv.server.backup import BackupInvalid  # noqa: PLC0415
+    from raftkv.server.config import SettingsInvalid  # noqa: PLC0415
+    from raftkv.server.restore import restore  # noqa: PLC0415
+
+    try:
+        settings = settings_of(arguments)
+        print(restore(arguments.file, settings), flush=True)
+    except SettingsInvalid as error:
+        return _fail(EXIT_USAGE, "usage", str(error))
+    except BackupInvalid as error:
+        return _fail(EXIT_INVALID, "invalid_backup", f"{arguments.file}: {error}")
+    except OSError as error:
+        return _fail(EXIT_USAGE, "usage", f"{arguments.file}: {error}")
+    return EXIT_OK

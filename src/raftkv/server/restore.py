@@ -1,0 +1,66 @@
+"""`raftkv snapshot restore`: seed a new member's data dir from a backup file.
+
+Every founding member of the new cluster is restored from the same file with the same
+`initial_cluster`: each then holds the backup's state at the backup's index, as a snapshot
+whose membership is the new founders, and they start as one cluster (etcd's snapshot
+restore). The data dir must not exist yet (or be empty): a restore never overwrites data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+from raftkv.kv import KvStateMachine
+from raftkv.raft.core.types import ConfState, HardState, NodeId, Snapshot, SnapshotMetadata
+from raftkv.raft.driver.envelope import encode_snapshot
+from raftkv.raft.storage.rocks import RocksStorage
+from raftkv.server.backup import read_backup
+from raftkv.server.config import ServerSettings, SettingsInvalid
+from raftkv.server.runner import DATABASE_DIR, check_identity, kv_settings
+
+
+def restore(backup: Path, settings: ServerSettings) -> str:
+    """Restore `backup` into `settings.data_dir` as member `settings.id` of a new cluster
+    of `settings.founders`; a JSON line saying what was restored."""
+    data = backup.read_bytes()
+    header, payload = read_backup(data)  # checked whole before anything is written
+    data_dir = settings.data_dir
+    if data_dir.exists() and any(data_dir.iterdir()):
+        raise SettingsInvalid(f"data dir {data_dir} is not empty: restore into a new one")
+    # Built beside it and renamed at the end: a restore that fails halfway leaves no data
+    # dir a `raftkv serve` could mistake for a real one.
+    building = data_dir.with_name(f".{data_dir.name}.restoring")
+    shutil.rmtree(building, ignore_errors=True)
+    check_identity(replace(settings, data_dir=building))
+    founders = {NodeId(peer): address for peer, address in settings.founders.items()}
+    storage = RocksStorage(building / DATABASE_DIR)
+    try:
+        machine = KvStateMachine(storage.app_data(), kv_settings(settings))
+        machine.restore(payload, header.index, header.term)
+        snapshot = Snapshot(
+            SnapshotMetadata(header.index, header.term, ConfState(voters=frozenset(founders))),
+            encode_snapshot(founders, payload),
+        )
+        storage.reset_to_snapshot(
+            snapshot, HardState(term=header.term, vote=NodeId(0), commit=header.index)
+        )
+        revision = machine.current_revision()
+    finally:
+        storage.close()
+    if data_dir.exists():
+        data_dir.rmdir()  # empty (checked above)
+    os.replace(building, data_dir)
+    return json.dumps(
+        {
+            "restored": str(backup),
+            "data_dir": str(data_dir),
+            "id": settings.id,
+            "members": sorted(settings.founders),
+            "index": header.index,
+            "revision": revision,
+        }
+    )
