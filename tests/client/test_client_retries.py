@@ -346,11 +346,22 @@ def test_the_router_prefers_the_leader_and_skips_endpoints_that_failed() -> None
     router.unreachable(A)
     assert router.pick(to_leader=False, avoid=()) == B
     assert router.pick(to_leader=False, avoid=[B]) == C
+    # After the configured endpoints, the members learnt from /v1/cluster.
+    assert router.pick(to_leader=False, avoid=[B, C]) == "http://leader:9"
+    router.unreachable("http://leader:9")
     assert router.pick(to_leader=False, avoid=[B, C]) == A  # down, but the only one left
     router.unreachable(B)
     assert router.pick(to_leader=False, avoid=()) == C
     router.answered(A, leader=None)  # up again
     assert router.pick(to_leader=False, avoid=[C]) == A
+
+
+def test_the_rotation_reaches_members_learnt_after_the_configured_ones_left() -> None:
+    router = Router([A])
+    router.answered(A, leader=1, client_urls={1: A, 2: B, 3: C})
+    router.unreachable(A)  # the only configured endpoint left the cluster
+    assert router.pick(to_leader=False, avoid=()) == B
+    assert router.pick(to_leader=False, avoid=[B]) == C
 
 
 def test_lanes_are_taken_lowest_first_and_number_their_writes() -> None:

@@ -178,6 +178,24 @@ def test_a_removed_node_fails_requests_at_once_and_peers_forget_it() -> None:
     run_scenario(scenario)
 
 
+def test_a_node_asked_to_remove_itself_reports_the_change_not_an_error() -> None:
+    """Found end to end: a follower asked (by a client) to remove itself forwarded the
+    change, the leader applied it, and then its own read of the result failed with Removed:
+    the client saw 503, retried, and was told the node was not a member."""
+
+    async def scenario() -> None:
+        cluster = LocalCluster(3, state_machine=memory_dict)
+        await cluster.start()
+        leader = await cluster.wait_for_leader()
+        victim = next(node for node in cluster.nodes.values() if node is not leader)
+        conf_state = await cluster.complete(victim.remove_member(victim.id))
+        assert victim.id not in conf_state.voters
+        assert victim.removed
+        await cluster.stop()
+
+    run_scenario(scenario)
+
+
 def test_status_after_stop_does_not_touch_closed_storage() -> None:
     async def scenario() -> None:
         cluster = LocalCluster(1, state_machine=memory_dict)

@@ -11,6 +11,8 @@ every answer's header) and where clients reach each member (from `/v1/cluster`).
 - Within one call an endpoint that failed is not tried again before every other one was.
 - An endpoint that refused a connection is marked down: the rotation skips it while any
   endpoint is not marked; an answer from it clears the mark.
+- The rotation also holds the members' client URLs learnt from `/v1/cluster`, after the
+  configured endpoints: a client outlives the members it was started with.
 - A failure at the leader's URL (a 503, a lost connection) forgets the leader until an
   answer names one again.
 
@@ -55,10 +57,15 @@ def backoff_delay(retry: int, base_s: float, cap_s: float, rng: random.Random) -
 
 
 class Router:
-    def __init__(self, endpoints: Sequence[str] | str) -> None:
+    def __init__(self, endpoints: Sequence[str] | str, refresh_s: float = 0.0) -> None:
         self.endpoints = parse_endpoints(endpoints)
+        # See ClientSettings.member_refresh_s; _synced_at: when the last discovery started
+        # (None: never).
+        self._refresh_s = refresh_s
+        self._synced_at: float | None = None
         self._lock = threading.Lock()
-        # Invariant: 0 <= _cursor < len(endpoints); the rotation starts there.
+        # Where the rotation (_candidates()) starts; taken modulo its length, which grows
+        # as members are learnt.
         self._cursor = 0
         # Endpoints (configured or learnt) that refused a connection and have not answered
         # since.
@@ -95,26 +102,43 @@ class Router:
                 and leader_url not in self._down
             ):
                 return leader_url
-            count = len(self.endpoints)
-            order = [self.endpoints[(self._cursor + step) % count] for step in range(count)]
+            candidates = self._candidates()
+            count = len(candidates)
+            order = [candidates[(self._cursor + step) % count] for step in range(count)]
             fresh = [url for url in order if url not in avoid]
             up = [url for url in fresh if url not in self._down]
             chosen = (up or fresh or order)[0]
-            self._cursor = self.endpoints.index(chosen)
+            self._cursor = candidates.index(chosen)
             return chosen
 
-    def wants_discovery(self) -> bool:
-        """Whether a leader is known but not where to reach it, and no discovery was
-        started for it yet."""
+    def _candidates(self) -> tuple[str, ...]:
+        """The rotation: the configured endpoints, then the client URLs of the members
+        learnt from /v1/cluster that are not among them, so the client still reaches the
+        cluster after every configured endpoint left it (members replaced over time)."""
+        configured = self.endpoints
+        learnt = sorted(set(self._client_urls.values()) - set(configured))
+        return configured + tuple(learnt)
+
+    def wants_discovery(self, now: float | None = None) -> bool:
+        """Whether a leader is known but not where to reach it and no discovery was
+        started for it yet; or (given `now`) the member list is older than the refresh
+        interval."""
         with self._lock:
             leader = self._leader_id
+            if leader != 0 and leader not in self._client_urls and self._discovered_for != leader:
+                return True
             return (
-                leader != 0 and leader not in self._client_urls and self._discovered_for != leader
+                now is not None
+                and self._refresh_s > 0
+                and self._synced_at is not None
+                and now - self._synced_at >= self._refresh_s
             )
 
-    def discovery_started(self) -> None:
+    def discovery_started(self, now: float | None = None) -> None:
         with self._lock:
             self._discovered_for = self._leader_id
+            if now is not None:
+                self._synced_at = now
 
     def answered(
         self, endpoint: str, leader: int | None, client_urls: dict[int, str] | None = None
@@ -141,5 +165,6 @@ class Router:
     def _failed(self, endpoint: str) -> None:
         if endpoint == self._leader_url():
             self._leader_id = 0
-        if endpoint in self.endpoints:
-            self._cursor = (self.endpoints.index(endpoint) + 1) % len(self.endpoints)
+        candidates = self._candidates()
+        if endpoint in candidates:
+            self._cursor = (candidates.index(endpoint) + 1) % len(candidates)

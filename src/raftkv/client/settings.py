@@ -37,8 +37,16 @@ class ClientSettings:
     # one. Two clients must never share it: each numbers its writes from 1 again, and the
     # server would refuse the second one's writes as stale.
     client_id: str = ""
+    # How often the member list (`/v1/cluster`: who leads, where each member serves) is
+    # refreshed before a leader-bound call, so the client follows members that join and
+    # leave and outlives the endpoints it was given (etcd's auto-sync). 0: only when the
+    # leader's URL is unknown.
+    member_refresh_s: float = 10.0
 
     def __post_init__(self) -> None:
+        refresh = self.member_refresh_s
+        if isinstance(refresh, bool) or not isinstance(refresh, (int, float)) or refresh < 0:
+            raise ValueError(f"ClientSettings.member_refresh_s must be >= 0, got {refresh!r}")
         for name in ("request_timeout_s", "deadline_s", "backoff_cap_s"):
             _check_positive(name, getattr(self, name))
         base = self.backoff_base_s

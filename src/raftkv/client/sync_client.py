@@ -61,7 +61,7 @@ class SyncClient:
         clock: Callable[[], float] | None = None,
     ) -> None:
         self.settings = settings if settings is not None else ClientSettings()
-        self.router = Router(endpoints)
+        self.router = Router(endpoints, self.settings.member_refresh_s)
         self.client_id = self.settings.client_id or uuid.uuid4().hex
         self._sessions = ThreadSessions(self.client_id, self.settings.max_concurrent_writes)
         self._rng = rng if rng is not None else random.Random()
@@ -196,7 +196,7 @@ class SyncClient:
     # -- attempts --------------------------------------------------------------------------
 
     def _call(self, request: protocol.Request[T], endpoint: str | None = None) -> T:
-        if endpoint is None and request.to_leader and self.router.wants_discovery():
+        if endpoint is None and request.to_leader and self.router.wants_discovery(self._clock()):
             self._discover()
         pinned = None if endpoint is None else endpoint.rstrip("/")
         call = Call(request, self.router, self.settings, self._rng, self._clock(), endpoint=pinned)
@@ -234,7 +234,7 @@ class SyncClient:
 
     def _discover(self) -> None:
         """Learn where the leader is: one /v1/cluster attempt at the rotation's endpoint."""
-        self.router.discovery_started()
+        self.router.discovery_started(self._clock())
         endpoint = self.router.pick(to_leader=False, avoid=())
         # A failure is no error of the caller's: calls still reach the cluster through any
         # node, and the next leader change tries again.

@@ -39,6 +39,7 @@ from raftkv.raft.driver.errors import (
     Overloaded,
     ProposalTimeout,
     ReadTimeout,
+    Removed,
     Stopped,
 )
 from raftkv.raft.transport.base import (
@@ -183,8 +184,9 @@ async def change(node: Node, request: MemberRequest, timeout: float | None) -> C
             raise NotCaughtUp(response.message)
         raise MembershipError(response.error, response.message)
     # The change is made. Wait until it is applied here too, so our status shows it; if
-    # that read cannot be confirmed now, the change still stands.
-    with contextlib.suppress(ReadTimeout):
+    # that read cannot be confirmed now, the change still stands — also when the change
+    # removed this very node (its reads then fail with Removed: the caller asked for it).
+    with contextlib.suppress(ReadTimeout, Removed):
         await node.read_index(timeout=wait)
     return node._core().raft.conf_state()
 
