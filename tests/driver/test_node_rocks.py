@@ -8,10 +8,15 @@ from pathlib import Path
 import pytest
 from rocksdict import Options, Rdict
 
-from raftkv.raft.core.types import NodeId
+from raftkv.raft.core.types import ConfState, HardState, NodeId, Snapshot, SnapshotMetadata
+from raftkv.raft.driver.envelope import encode_snapshot
 from raftkv.raft.driver.errors import NodeFailed
+from raftkv.raft.driver.node import Node
+from raftkv.raft.driver.state_machine import Command
 from raftkv.raft.storage.base import RaftStorage, StorageCorrupt
+from raftkv.raft.storage.memory import MemoryAppData
 from raftkv.raft.storage.rocks import RocksStorage
+from raftkv.raft.transport.inprocess import InProcessNetwork
 from raftkv.testing.local_cluster import LocalCluster
 from raftkv.testing.state_machines import DurableDictStateMachine, encode_incr
 
@@ -88,3 +93,43 @@ def test_restart_from_rocksdb_and_a_corrupt_entry_stops_the_node_naming_it(
             await scenario()
 
     asyncio.run(bounded())
+
+
+def test_a_crash_between_storing_a_snapshot_and_restoring_it_recovers_on_restart(
+    tmp_path: Path,
+) -> None:
+    """Installing a leader's snapshot is two atomic writes: the Raft storage takes the
+    snapshot (one batch: log dropped, snapshot stored), then the state machine restores it
+    (one batch: data and applied index). A crash between them leaves the storage ahead of
+    the state machine; the restart finishes the restore from the stored snapshot."""
+    # The state the leader's snapshot carries, made by another state machine.
+    source = DurableDictStateMachine(MemoryAppData())
+    source.apply([Command(index=9, term=2, data=encode_incr("hits", 5))], 9, 2)
+    peers = {NodeId(1): "a", NodeId(2): "b", NodeId(3): "c"}
+    snapshot = Snapshot(
+        SnapshotMetadata(9, 2, ConfState(voters=frozenset(peers))),
+        encode_snapshot(peers, source.snapshot()),
+    )
+
+    async def scenario() -> None:
+        storage = RocksStorage(tmp_path / "db")
+        machine = DurableDictStateMachine(storage.app_data())
+        # The first write of the install landed; the crash came before the restore.
+        storage.persist(HardState(term=2, commit=9), (), snapshot, sync=True)
+        assert machine.applied_index() == 0
+        node = Node(
+            node_id=NodeId(2),
+            storage=storage,
+            transport=InProcessNetwork().transport("b"),
+            state_machine=machine,
+            peers=peers,
+        )
+        await node.start()
+        try:
+            assert machine.applied_index() == 9
+            assert machine.get("hits") == "5"
+        finally:
+            await node.stop(transfer_leadership=False)
+            storage.close()
+
+    asyncio.run(scenario())
