@@ -32,11 +32,16 @@ def test_cluster_lists_members_with_published_client_urls_and_leader_indexes() -
                 assert member.peer_url == address_of(NodeId(member.id))
                 assert member.role == ("leader" if member.id == leader.id else "voter")
                 assert member.match_index is not None and member.match_index >= 1
+                assert member.lag is not None and member.lag >= 0
+                assert member.active is True
             follower = api.follower()
             status, body = await api.call(follower, "GET", "/v1/cluster")
             answer = msgspec.convert(body, ClusterAnswer)
             assert answer.id == follower and answer.leader == leader.id
-            assert all(member.match_index is None for member in answer.members)
+            assert all(
+                (member.match_index, member.lag, member.active) == (None, None, None)
+                for member in answer.members
+            )
             assert {member.client_url for member in answer.members} == {
                 "http://kv1:80",
                 "http://kv2:80",

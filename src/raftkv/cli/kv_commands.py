@@ -614,16 +614,24 @@ class Output:
                             "client_url": member.client_url,
                             "peer_url": member.peer_url,
                             "match_index": member.match_index,
+                            "lag": member.lag,
+                            "active": member.active,
                         }
                         for member in cluster.members
                     ],
                 }
             )
-        table = _table("id", "role", "client_url", "peer_url", "match_index")
+        table = _table("id", "role", "client_url", "peer_url", "match_index", "lag", "active")
         for member in cluster.members:
-            match_index = "-" if member.match_index is None else str(member.match_index)
             _add_row(
-                table, str(member.id), member.role, member.client_url, member.peer_url, match_index
+                table,
+                str(member.id),
+                member.role,
+                member.client_url,
+                member.peer_url,
+                _or_dash(member.match_index),
+                _or_dash(member.lag),
+                _or_dash(None if member.active is None else ("yes" if member.active else "no")),
             )
         table.caption = f"term {cluster.term}, as member {cluster.id} at {cluster.endpoint} sees it"
         _print_table(table)
@@ -683,6 +691,10 @@ def _add_row(table: Table, *cells: str) -> None:
     from rich.text import Text  # noqa: PLC0415
 
     table.add_row(*(Text(cell) for cell in cells))
+
+
+def _or_dash(value: object) -> str:
+    return "-" if value is None else str(value)
 
 
 def _print_table(table: Table, preamble: str | None = None) -> None:

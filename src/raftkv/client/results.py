@@ -104,6 +104,9 @@ class Member:
     role: Literal["leader", "voter", "learner"]
     # The leader's view of the member's log; None when the answering node is not the leader.
     match_index: int | None
+    # Leader's view too: entries it lacks, and whether it was heard from lately.
+    lag: int | None = None
+    active: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -229,6 +229,10 @@ class MemberAnswer(msgspec.Struct, frozen=True):
     # The leader's view of the member's log: the highest index known replicated there;
     # null when the answering node is not the leader.
     match_index: int | None
+    # Leader's view too: entries the member lacks (last index - match_index), and whether
+    # it was heard from within the last election timeout. Null elsewhere.
+    lag: int | None = None
+    active: bool | None = None
 
 
 class ClusterAnswer(msgspec.Struct, frozen=True):

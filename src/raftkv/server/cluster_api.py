@@ -12,7 +12,7 @@ from __future__ import annotations
 from raftkv.kv import KvStateMachine
 from raftkv.raft.core.types import NodeId
 from raftkv.raft.driver.node import Node
-from raftkv.server.api import ClusterAnswer, MemberAnswer
+from raftkv.server.api import ClusterAnswer, MemberAnswer, MemberRole
 
 
 def cluster_answer(node: Node, machine: KvStateMachine) -> ClusterAnswer:
@@ -29,18 +29,33 @@ def cluster_answer(node: Node, machine: KvStateMachine) -> ClusterAnswer:
         progress = status.progress.get(member)
         return None if progress is None else progress.match
 
-    members = [
-        MemberAnswer(
-            id=int(member),
-            peer_url=status.peers.get(member, ""),
-            client_url=client_urls.get(int(member), ""),
-            role="leader"
+    def active(member: NodeId) -> bool | None:
+        if not is_leader:
+            return None
+        if member == status.id:
+            return True
+        progress = status.progress.get(member)
+        return None if progress is None else progress.recent_active
+
+    members = []
+    for member in sorted({*status.voters, *status.learners}):
+        matched = match_index(member)
+        role: MemberRole = (
+            "leader"
             if member == status.leader_id
-            else ("learner" if member in status.learners else "voter"),
-            match_index=match_index(member),
+            else ("learner" if member in status.learners else "voter")
         )
-        for member in sorted({*status.voters, *status.learners})
-    ]
+        members.append(
+            MemberAnswer(
+                id=int(member),
+                peer_url=status.peers.get(member, ""),
+                client_url=client_urls.get(int(member), ""),
+                role=role,
+                match_index=matched,
+                lag=None if matched is None else status.last_index - matched,
+                active=active(member),
+            )
+        )
     return ClusterAnswer(
         id=int(status.id),
         leader=int(status.leader_id),
