@@ -86,8 +86,9 @@ class KvProcessCluster:
         ]
 
     def add_node(self) -> int:
-        """Ports for one more node (not started); its id."""
-        node = max(self.ids) + 1
+        """Ports for one more node (not started); its id, never one used before: a removed
+        member's id must not come back (it would find its own removal in the log)."""
+        node = max([*self.ids, *self.client_ports]) + 1
         self.ids.append(node)
         self.client_ports[node] = free_port()
         self.peer_ports[node] = free_port()

@@ -43,7 +43,8 @@ Errors: every refusal is `{"error": {"code", "message"}}`:
   value or txn over a `KvSettings` limit), `command_too_large` (over the node's
   `max_command_bytes`);
 - 503 `not_leader`, `proposal_dropped`, `overloaded`, `stopped`, `busy` (another membership
-  change under way): nothing was applied; retry;
+  change under way), `unavailable` (the leader could not be reached): nothing was applied;
+  retry;
 - 504 `timeout`: for a write the outcome is unknown (retry with the same `client_id` and
   `sequence` to get the original result without applying twice); for a read nothing was read;
 - 500 `internal` for anything unexpected (logged).
@@ -245,7 +246,9 @@ def _service_error(error: Exception) -> web.Response | None:
 _MEMBERSHIP_ERRORS = {
     "invalid": (400, "invalid_member_change"),
     "busy": (503, "busy"),
-    # The leader could not be asked or did not answer: the change may have been made.
+    # The request never reached the leader this node knew: nothing changed; retry.
+    "not_sent": (503, "unavailable"),
+    # The leader did not answer: the change may have been made.
     "unreachable": (504, "timeout"),
 }
 

@@ -68,8 +68,8 @@ _ERROR_TEXT = {
     "410": "compacted: the revision asked for is older than the compacted revision",
     "413": "body_too_large, limit_exceeded or command_too_large",
     "500": "internal: an unexpected error (logged by the server)",
-    "503": "not_leader, proposal_dropped, overloaded, stopped or busy (another membership "
-    "change is under way): nothing applied; retry",
+    "503": "not_leader, proposal_dropped, overloaded, stopped, busy (another membership "
+    "change is under way) or unavailable: nothing applied; retry",
     "504": "timeout: a write's outcome is unknown (retry with the same client_id and "
     "sequence); a read read nothing",
 }

@@ -22,8 +22,9 @@ What it checks, each on fresh transports (node ids 1, 2, 3):
 - a message or snapshot for an unknown peer is reported (unreachable, snapshot not ok),
   never raised;
 - a stopped peer is reported unreachable within a bounded wait, `send` keeps not raising,
-  a member request to it raises TransportError, and once a new transport listens on its
-  address again (so `stop` released it) messages flow again;
+  a member request to it raises NotDelivered (a TransportError: it was never sent), and
+  once a new transport listens on its address again (so `stop` released it) messages flow
+  again;
 - a member request round-trips every field of request and response;
 - `stop` may be called twice, and `send`, `set_peer`, `remove_peer` after it do not raise.
 
@@ -56,6 +57,7 @@ from raftkv.raft.transport.base import (
     MemberAction,
     MemberRequest,
     MemberResponse,
+    NotDelivered,
     Transport,
     TransportError,
     TransportHandler,
@@ -420,8 +422,12 @@ async def _check_stopped_peer_and_restart(nodes: _Nodes, timeout_seconds: float)
         await a.transport.member_request(
             b.address, MemberRequest(MemberAction.PROMOTE, NODE_B), min(timeout_seconds, 2.0)
         )
-    except TransportError:
-        pass
+    except NotDelivered:
+        pass  # nobody listens there: the request was never sent, and the error says so
+    except TransportError as error:
+        raise AssertionError(
+            f"a member request to a stopped node must raise NotDelivered, got {error!r}"
+        ) from error
     else:
         raise AssertionError("a member request to a stopped node raised no TransportError")
     # The stopped transport released its address: a new one can listen there, and the

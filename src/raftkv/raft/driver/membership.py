@@ -46,6 +46,7 @@ from raftkv.raft.transport.base import (
     MemberAction,
     MemberRequest,
     MemberResponse,
+    NotDelivered,
     TransportError,
 )
 
@@ -175,6 +176,9 @@ async def change(node: Node, request: MemberRequest, timeout: float | None) -> C
         raise NotLeader(leader)
     try:
         response = await node.transport.member_request(address, request, wait)
+    except NotDelivered as error:
+        # Nothing reached the leader we knew (gone, or not the leader any more).
+        raise MembershipError("not_sent", str(error)) from error
     except TransportError as error:
         raise MembershipError("unreachable", str(error)) from error
     if not response.ok:

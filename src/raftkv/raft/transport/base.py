@@ -51,7 +51,13 @@ class MemberResponse:
 
 
 class TransportError(Exception):
-    """A transport-level failure that the caller of a request/response call can see."""
+    """A transport-level failure that the caller of a request/response call can see. The
+    request may have reached the peer (e.g. a timeout while waiting for the answer)."""
+
+
+class NotDelivered(TransportError):
+    """The request never reached the peer (nobody listens there, the connection was
+    refused, a partition): the peer did nothing, so retrying is safe."""
 
 
 class TransportHandler(Protocol):

@@ -55,6 +55,7 @@ from raftkv.raft.transport import raft_pb2 as wire
 from raftkv.raft.transport.base import (
     MemberRequest,
     MemberResponse,
+    NotDelivered,
     TransportError,
     TransportHandler,
 )
@@ -284,6 +285,13 @@ class GrpcTransport:
         except grpc.aio.AioRpcError as error:
             if error.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise TransportError(f"{address} did not answer in {timeout}s") from None
+            if error.code() is grpc.StatusCode.UNAVAILABLE and "failed to connect" in str(
+                error.details()
+            ):
+                # No connection was made: the request was never sent.
+                raise NotDelivered(
+                    f"member request to {address} not sent: {error.details()}"
+                ) from None
             raise TransportError(
                 f"member request to {address} failed: {error.code().name}: {error.details()}"
             ) from None

@@ -20,6 +20,7 @@ from raftkv.raft.driver.clock import Clock, SystemClock
 from raftkv.raft.transport.base import (
     MemberRequest,
     MemberResponse,
+    NotDelivered,
     TransportError,
     TransportHandler,
 )
@@ -182,9 +183,9 @@ class InProcessTransport:
     ) -> MemberResponse:
         destination = self.network.endpoint(address)
         if destination is None or destination.handler is None:
-            raise TransportError(f"no node listens at {address}")
+            raise NotDelivered(f"no node listens at {address}")
         if not self.network.connected(self.address, address):
-            raise TransportError(f"{address} is unreachable (partitioned)")
+            raise NotDelivered(f"{address} is unreachable (partitioned)")
         try:
             async with asyncio.timeout(timeout):
                 return await destination.handler.handle_member_request(request)
