@@ -115,6 +115,33 @@ def test_a_write_with_an_unknown_outcome_is_retried_with_the_same_session(failur
     assert len(sessions) == 1 and next(iter(sessions))[1] == 1
 
 
+def test_an_expired_session_on_a_first_attempt_starts_the_lane_afresh() -> None:
+    """409 session_expired before any attempt could have applied: nothing was applied, so
+    the client renews the lane (a new client id, sequence 1) and sends the write again."""
+    stub = Stub(TXN_OK, error(409, "session_expired"), TXN_OK, TXN_OK)
+    fake, settings = FakeTime(), None
+
+    async def three_writes(client: Client) -> object:
+        await client.txn()  # lane 0, sequence 1
+        await client.txn()  # sequence 2: "forgotten" by the server, so sent again afresh
+        return await client.txn()  # the renewed lane goes on: sequence 2
+
+    assert against_stub(stub, three_writes, settings, fake) is not None
+    sessions = [(body["client_id"], body["sequence"]) for body in stub.bodies()]
+    base = sessions[0][0]
+    assert sessions == [(base, 1), (base, 2), (base + ".1", 1), (base + ".1", 2)]
+
+
+def test_an_expired_session_after_an_unknown_outcome_is_outcome_unknown() -> None:
+    """The first attempt may have applied before the server forgot the session: the write
+    is neither resent afresh (it could apply twice) nor reported as refused."""
+    stub = Stub(error(504, "timeout"), error(409, "session_expired"))
+    fake, settings = FakeTime(), None
+    with pytest.raises(OutcomeUnknown, match="no longer holds the write's session"):
+        against_stub(stub, lambda client: client.txn(), settings, fake)
+    assert len(stub.requests) == 2
+
+
 def test_a_write_whose_retries_run_out_after_an_unknown_outcome_is_outcome_unknown() -> None:
     settings = ClientSettings(max_attempts=3)
     stub = Stub(error(504, "timeout"), error(503, "not_leader"), refused(C))

@@ -37,6 +37,7 @@ def test_kv_all_is_pinned() -> None:
             "RequestOp",
             "ResponseHeader",
             "ResponseOp",
+            "SessionExpired",
             "SnapshotInvalid",
             "StaleSequence",
             "Txn",
@@ -59,5 +60,5 @@ def test_every_kv_error_has_its_own_code() -> None:
         if isinstance(getattr(raftkv.kv, name), type)
         and issubclass(getattr(raftkv.kv, name), raftkv.kv.KvError)
     ]
-    assert len(errors) == 8
+    assert len(errors) == 9
     assert len({error.code for error in errors}) == len(errors)

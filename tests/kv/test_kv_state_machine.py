@@ -29,6 +29,7 @@ from raftkv.kv import (
     PutResult,
     Range,
     ResponseHeader,
+    SessionExpired,
     SnapshotInvalid,
     StaleSequence,
     Txn,
@@ -145,13 +146,28 @@ def test_the_client_whose_last_write_is_oldest_is_forgotten_first() -> None:
     write(2, "b", 1)
     write(3, "c", 1)  # table full: "a" (index 1) is forgotten
     assert write(4, "b", 1) == PutResult(ResponseHeader(3))  # "b" remembered: not applied
-    assert write(5, "a", 1) != first_a  # "a" forgotten: its retry applies again
+    assert write(5, "a", 1) != first_a  # "a" forgotten: a retry of sequence 1 applies again
     assert kv.current_revision() == 5
-    # "a" came back at index 5 and evicted "c" (index 3); "b" (index 2) is oldest now...
-    assert write(6, "b", 2) == PutResult(ResponseHeader(6))  # ...until it writes again.
-    write(7, "d", 1)  # evicts "a" (index 5), the oldest now
-    assert write(8, "b", 2) == PutResult(ResponseHeader(6))
-    assert write(9, "c", 1) == PutResult(ResponseHeader(8))  # "c" was forgotten: applies
+    # "a" came back at index 5 and evicted "b" (index 2, the oldest). A later sequence from
+    # "b" cannot be told from a retry of a write that applied before the session went, so
+    # it is refused (SessionExpired), not applied.
+    assert isinstance(write(6, "b", 2), SessionExpired)
+    assert kv.current_revision() == 5
+    assert write(7, "c", 2) == PutResult(ResponseHeader(6))  # "c" (index 3) is still held
+    write(8, "d", 1)  # evicts "a" (index 5), the oldest now
+    assert isinstance(write(9, "a", 2), SessionExpired)
+    assert isinstance(write(10, "c", 1), StaleSequence)
+    assert kv.current_revision() == 7
+
+
+def test_a_session_never_recorded_is_expired_too() -> None:
+    """A client whose first write was refused has no session; its next sequence is refused
+    the same way (the client then starts a new session)."""
+    kv = machine(KvSettings(max_key_bytes=4))
+    refused = kv.apply([log_command(1, Put(b"too-long", b"v"), "x", 1)], 1, 1)[0]
+    assert isinstance(refused, LimitExceeded)
+    assert isinstance(kv.apply([log_command(2, Put(b"k", b"v"), "x", 2)], 2, 1)[0], SessionExpired)
+    assert kv.current_revision() == 1
 
 
 def test_eviction_is_the_same_on_every_replica_however_commands_are_batched() -> None:

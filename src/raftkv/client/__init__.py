@@ -44,11 +44,16 @@ Session lanes (exactly-once under concurrency)
 The server remembers only the last sequence per client id, so concurrent writes cannot
 share one: each write takes a lane, a client id of its own ("<client_id>-<n>") with its own
 sequence, for its whole call, retries included (see `sessions`). At most
-`max_concurrent_writes` lanes exist; more concurrent writes wait for one. Limit: the server
-keeps `max_exactly_once_clients` sessions and forgets the least recently written; a lane
-forgotten while its call still retries gets its write applied twice. That needs that many
-other sessions to write within one call's deadline. `client_id` must never be shared by
-two clients (each numbers from 1; the second one's writes would be refused as stale).
+`max_concurrent_writes` lanes exist; more concurrent writes wait for one. The server keeps
+`max_exactly_once_clients` sessions and forgets the least recently written; it refuses a
+write whose session it forgot (409 `session_expired`, nothing applied) unless it is the
+session's first (sequence 1). So a lane forgotten between two calls is started afresh
+(a new id, sequence 1) and the write sent again; one forgotten during a call, after an
+attempt whose outcome was unknown, ends in OutcomeUnknown instead of applying twice. What
+remains: a first write (sequence 1) retried after its session was forgotten applies again;
+that needs `max_exactly_once_clients` other sessions to write within one call's deadline.
+`client_id` must never be shared by two clients (each numbers from 1; the second one's
+writes would be refused as stale).
 """
 
 from __future__ import annotations
@@ -60,10 +65,12 @@ from raftkv.client.errors import (
     Compacted,
     InvalidRequest,
     LimitExceeded,
+    NotCaughtUp,
     NotUtf8,
     OutcomeUnknown,
     Refused,
     ServerError,
+    SessionExpired,
     StaleSequence,
     Unavailable,
 )
@@ -96,6 +103,7 @@ __all__ = [
     "KeyValue",
     "LimitExceeded",
     "Member",
+    "NotCaughtUp",
     "NotUtf8",
     "Op",
     "OutcomeUnknown",
@@ -105,6 +113,7 @@ __all__ = [
     "RangeResult",
     "Refused",
     "ServerError",
+    "SessionExpired",
     "StaleSequence",
     "Status",
     "SyncClient",

@@ -15,7 +15,8 @@ import httpx
 
 from raftkv.client import protocol
 from raftkv.client.call import Call, Done, Wait
-from raftkv.client.errors import ClientError
+from raftkv.client.errors import ClientError, SessionExpired
+from raftkv.client.protocol import Session
 from raftkv.client.results import (
     Cluster,
     CompactResult,
@@ -95,7 +96,9 @@ class Client:
         """Set `key` to `value`, exactly once (see the package docstring)."""
         key, value = to_bytes(key, "key"), to_bytes(value, "value")
         async with self._sessions.session() as session:
-            return await self._call(protocol.put(key, value, lease, prev_kv, session))
+            return await self._write(
+                lambda lane: protocol.put(key, value, lease, prev_kv, lane), session
+            )
 
     async def get(
         self, key: Data, *, revision: int = 0, serializable: bool = False
@@ -110,7 +113,9 @@ class Client:
         """Delete `key`, or every key starting with it; exactly once."""
         key = to_bytes(key, "key")
         async with self._sessions.session() as session:
-            return await self._call(protocol.delete(key, prefix, prev_kv, session))
+            return await self._write(
+                lambda lane: protocol.delete(key, prefix, prev_kv, lane), session
+            )
 
     async def range(
         self,
@@ -148,7 +153,9 @@ class Client:
         """If every compare holds run `success`, else `failure`, atomically; exactly once.
         Build compares and ops with `raftkv.client.txn`."""
         async with self._sessions.session() as session:
-            return await self._call(protocol.txn(compares, success, failure, session))
+            return await self._write(
+                lambda lane: protocol.txn(compares, success, failure, lane), session
+            )
 
     async def compact(self, revision: int) -> CompactResult:
         """Forget the history before `revision`. Not exactly-once (no session): retried only
@@ -196,6 +203,16 @@ class Client:
     async def health(self, endpoint: str | None = None) -> bool:
         """Whether `endpoint` (one attempt), or any endpoint, answers `/health` with "ok"."""
         return await self._call(protocol.health(), endpoint)
+
+    async def _write(
+        self, request: Callable[[Session], protocol.Request[T]], session: Session
+    ) -> T:
+        """A write on its session; started afresh once if the server had forgotten the
+        session before this write's first attempt (SessionExpired: nothing applied)."""
+        try:
+            return await self._call(request(session))
+        except SessionExpired:
+            return await self._call(request(self._sessions.renew(session)))
 
     # -- attempts --------------------------------------------------------------------------
 

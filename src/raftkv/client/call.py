@@ -114,6 +114,10 @@ class Call(Generic[T]):
         if status == 504:
             self._router.not_serving(endpoint)
             return self._unknown_outcome(endpoint, f"504 {code}: {message}", now)
+        if status == 409 and code == "session_expired" and self._maybe_applied:
+            # An earlier attempt may have applied before the session was forgotten.
+            self._log.append((endpoint, f"409 {code}: {message}"))
+            raise self._exhausted(now, True, "the server no longer holds the write's session")
         if 400 <= status < 500:
             self._router.answered(endpoint, None)
             raise refusal(status, code, f"{request.description}: {message}", endpoint)

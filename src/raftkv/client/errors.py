@@ -73,6 +73,18 @@ class StaleSequence(Refused):
     do."""
 
 
+class SessionExpired(Refused):
+    """409 `session_expired`: the server no longer holds (or never recorded) the session of
+    an exactly-once write, so it refused it: nothing was applied. The client handles it
+    itself: on a first attempt it starts the lane afresh and sends the write again; after an
+    attempt whose outcome was unknown it raises OutcomeUnknown instead (the earlier attempt
+    may have applied before the session was forgotten)."""
+
+
+class NotCaughtUp(Refused):
+    """409 `not_caught_up`: a learner lags too far behind the leader to be promoted yet."""
+
+
 class Compacted(Refused):
     """410: the revision asked for is compacted; that history is gone for good."""
 
@@ -110,9 +122,16 @@ _REFUSALS: dict[int, type[Refused]] = {
 }
 
 
+# Codes that share a status with another refusal.
+_REFUSALS_BY_CODE: dict[str, type[Refused]] = {
+    "session_expired": SessionExpired,
+    "not_caught_up": NotCaughtUp,
+}
+
+
 def refusal(status: int, code: str, message: str, endpoint: str) -> Refused:
     """The typed error for a 4xx answer `{"error": {code, message}}` from `endpoint`."""
-    kind = _REFUSALS.get(status, Refused)
+    kind = _REFUSALS_BY_CODE.get(code) or _REFUSALS.get(status, Refused)
     return kind(
         code, f"{message} (HTTP {status} from {endpoint})", status=status, endpoints=[endpoint]
     )

@@ -15,11 +15,13 @@ the lane's next write applied, the server refuses it as stale instead of applyin
 Lanes are created on demand up to `max_concurrent_writes`; the lowest free lane is taken
 first, so the server keeps as few sessions as the client's peak concurrency needs.
 
-Limit: the server keeps a bounded number of sessions (KvSettings.max_exactly_once_clients)
-and forgets the one whose last write is oldest. A lane that stays idle while that many
-other sessions write is forgotten, and a retry of its last write would apply again. Lanes
-retry only within one call, which lasts at most `deadline_s`, so this needs that many
-other sessions writing within one call's deadline.
+The server keeps a bounded number of sessions (KvSettings.max_exactly_once_clients) and
+forgets the one whose last write is oldest; it refuses a later sequence of a forgotten
+session (`session_expired`). A lane refused that way on a call's first attempt is renewed
+(`renew`: a new client id, numbering from 1) and the write sent again: nothing was applied.
+Limit: a lane's FIRST write (sequence 1), retried after its session was forgotten within
+the same call, applies again; that needs `max_exactly_once_clients` other sessions to
+write within one call's deadline.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class _Lane:
         self.client_id = client_id
         # The last sequence handed out (0: none); each write gets the next one.
         self.sequence = 0
+        # How many times the lane was started afresh (renew): part of its client id.
+        self.generation = 0
 
 
 class LanePool:
@@ -66,6 +70,18 @@ class LanePool:
         lane.sequence += 1
         return number, Session(lane.client_id, lane.sequence)
 
+    def renew(self, session: Session) -> Session:
+        """Start the (taken) lane of `session` afresh, after the server refused it as
+        expired: a new client id, so its writes number from 1 again."""
+        number = next(
+            index for index, lane in enumerate(self._lanes) if lane.client_id == session.client_id
+        )
+        lane = self._lanes[number]
+        lane.generation += 1
+        lane.client_id = f"{self.base_id}-{number}.{lane.generation}"
+        lane.sequence = 1
+        return Session(lane.client_id, lane.sequence)
+
     def give_back(self, number: int) -> None:
         heapq.heappush(self._free, number)
 
@@ -90,6 +106,9 @@ class AsyncSessions:
             finally:
                 self.pool.give_back(number)
 
+    def renew(self, session: Session) -> Session:
+        return self.pool.renew(session)
+
 
 class ThreadSessions:
     """Lanes for threads."""
@@ -109,3 +128,7 @@ class ThreadSessions:
             finally:
                 with self._lock:
                     self.pool.give_back(number)
+
+    def renew(self, session: Session) -> Session:
+        with self._lock:
+            return self.pool.renew(session)

@@ -17,7 +17,8 @@ import httpx
 
 from raftkv.client import protocol
 from raftkv.client.call import Call, Done, Wait
-from raftkv.client.errors import ClientError
+from raftkv.client.errors import ClientError, SessionExpired
+from raftkv.client.protocol import Session
 from raftkv.client.results import (
     Cluster,
     CompactResult,
@@ -95,7 +96,7 @@ class SyncClient:
         """Set `key` to `value`, exactly once (see the package docstring)."""
         key, value = to_bytes(key, "key"), to_bytes(value, "value")
         with self._sessions.session() as session:
-            return self._call(protocol.put(key, value, lease, prev_kv, session))
+            return self._write(lambda lane: protocol.put(key, value, lease, prev_kv, lane), session)
 
     def get(self, key: Data, *, revision: int = 0, serializable: bool = False) -> KeyValue | None:
         """The key's value (at `revision`, 0: the latest), or None if it does not exist.
@@ -106,7 +107,7 @@ class SyncClient:
         """Delete `key`, or every key starting with it; exactly once."""
         key = to_bytes(key, "key")
         with self._sessions.session() as session:
-            return self._call(protocol.delete(key, prefix, prev_kv, session))
+            return self._write(lambda lane: protocol.delete(key, prefix, prev_kv, lane), session)
 
     def range(
         self,
@@ -144,7 +145,7 @@ class SyncClient:
         """If every compare holds run `success`, else `failure`, atomically; exactly once.
         Build compares and ops with `raftkv.client.txn`."""
         with self._sessions.session() as session:
-            return self._call(protocol.txn(compares, success, failure, session))
+            return self._write(lambda lane: protocol.txn(compares, success, failure, lane), session)
 
     def compact(self, revision: int) -> CompactResult:
         """Forget the history before `revision`. Not exactly-once (no session): retried only
@@ -192,6 +193,14 @@ class SyncClient:
     def health(self, endpoint: str | None = None) -> bool:
         """Whether `endpoint` (one attempt), or any endpoint, answers `/health` with "ok"."""
         return self._call(protocol.health(), endpoint)
+
+    def _write(self, request: Callable[[Session], protocol.Request[T]], session: Session) -> T:
+        """A write on its session; started afresh once if the server had forgotten the
+        session before this write's first attempt (SessionExpired: nothing applied)."""
+        try:
+            return self._call(request(session))
+        except SessionExpired:
+            return self._call(request(self._sessions.renew(session)))
 
     # -- attempts --------------------------------------------------------------------------
 

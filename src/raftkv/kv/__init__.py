@@ -42,6 +42,7 @@ from raftkv.kv.errors import (
     InvalidRequest,
     KvError,
     LimitExceeded,
+    SessionExpired,
     StaleSequence,
 )
 from raftkv.kv.mvcc import MvccStore
@@ -80,6 +81,7 @@ __all__ = [
     "RequestOp",
     "ResponseHeader",
     "ResponseOp",
+    "SessionExpired",
     "SnapshotInvalid",
     "StaleSequence",
     "Txn",

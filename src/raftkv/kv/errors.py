@@ -98,3 +98,21 @@ class StaleSequence(KvError):
         self.client_id = client_id
         self.sequence = sequence
         self.last_sequence = last_sequence
+
+
+class SessionExpired(KvError):
+    """An exactly-once write with a sequence above 1 from a client id the store holds no
+    session for: its session was forgotten (the table is bounded) or never recorded (its
+    earlier writes were all refused). Refused rather than applied, because it may be a
+    retry of a write that did apply before the session was forgotten (Raft thesis §6.3).
+    Nothing was applied; a client starts a new session (a new id, sequence 1)."""
+
+    code = "session_expired"
+
+    def __init__(self, client_id: str, sequence: int) -> None:
+        super().__init__(
+            f"client {client_id!r}: no session for sequence {sequence} (forgotten, or never "
+            "recorded); nothing was applied: start a new session (new client_id, sequence 1)"
+        )
+        self.client_id = client_id
+        self.sequence = sequence

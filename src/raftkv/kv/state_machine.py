@@ -4,7 +4,8 @@ Each committed command is a msgpack `KvCommand`. Applying one:
 1. decode it and check its exactly-once fields; a command that does not decode or breaks a
    rule fails with an InvalidRequest result;
 2. with a client id: a retry of the client's last sequence returns the stored result without
-   applying; an older sequence fails with StaleSequence;
+   applying; an older sequence fails with StaleSequence; a sequence above 1 from a client
+   with no session (forgotten, or never recorded) fails with SessionExpired;
 3. execute the request on the `MvccStore`; a refused request fails with its KvError and
    changes nothing;
 4. with a client id, remember the result (refused requests are not remembered: they changed
@@ -37,7 +38,7 @@ from raftkv.kv.commands import (
     decode_result,
     encode_result,
 )
-from raftkv.kv.errors import KvError, StaleSequence
+from raftkv.kv.errors import KvError, SessionExpired, StaleSequence
 from raftkv.kv.members import MemberDirectory
 from raftkv.kv.mvcc import MvccStore
 from raftkv.kv.sessions import SessionTable
@@ -189,6 +190,8 @@ class KvStateMachine:
                     return _stored_result(client_id, last.result)
                 if last is not None and sequence < last.sequence:
                     raise StaleSequence(client_id, sequence, last.sequence)
+                if last is None and sequence > 1:
+                    raise SessionExpired(client_id, sequence)
             request = kv_command.request
             if isinstance(request, PublishMember):
                 check_request(request, self.settings)

@@ -36,6 +36,8 @@ Errors: every refusal is `{"error": {"code", "message"}}`:
   `invalid_base64`, `empty_key`, `duplicate_key`, `future_revision`;
 - 404 `not_found` (no such key) or `unknown_route` (no such path), 405 `method_not_allowed`;
 - 406 `not_utf8`; 409 `stale_sequence` (a late duplicate of an exactly-once write),
+  `session_expired` (an exactly-once write whose session the store no longer holds: not
+  applied; start a new session),
   `not_caught_up` (a learner too far behind to promote);
 - 410 `compacted`: the revision asked for is older than the compacted revision (the history
   is gone for good, which is what 410 Gone says; a future revision is a 400);
@@ -82,6 +84,7 @@ from raftkv.kv.errors import (
     FutureRevision,
     KvError,
     LimitExceeded,
+    SessionExpired,
     StaleSequence,
 )
 from raftkv.kv.service import KvService
@@ -196,7 +199,7 @@ def _kv_error_status(error: KvError) -> int:
             return 413
         case Compacted():
             return 410
-        case StaleSequence():
+        case StaleSequence() | SessionExpired():
             return 409
         case FutureRevision():
             return 400

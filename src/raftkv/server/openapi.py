@@ -63,8 +63,9 @@ _ERROR_TEXT = {
     "duplicate_key, future_revision",
     "404": "not_found: no such key (unknown_route: no such path)",
     "406": "not_utf8: the stored key or value is not UTF-8; ask with encoding=base64",
-    "409": "stale_sequence: a late duplicate of an exactly-once write; not_caught_up: the "
-    "learner lags too far to be promoted",
+    "409": "stale_sequence: a late duplicate of an exactly-once write; session_expired: the "
+    "store no longer holds the write's session (not applied; start a new one); "
+    "not_caught_up: the learner lags too far to be promoted",
     "410": "compacted: the revision asked for is older than the compacted revision",
     "413": "body_too_large, limit_exceeded or command_too_large",
     "500": "internal: an unexpected error (logged by the server)",
