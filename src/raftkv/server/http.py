@@ -151,6 +151,9 @@ class HttpSettings:
     # /ready answers 503 while more committed entries than this wait to be applied (a
     # restarting node replaying its log, a follower catching up).
     ready_max_apply_lag: int = 1000
+    # Backups (GET /v1/snapshot) made at once; more are refused with 503 `busy`. Each holds
+    # the whole encoded state in memory while it is made.
+    max_concurrent_backups: int = 1
 
     def __post_init__(self) -> None:
         size = self.max_body_bytes
@@ -164,6 +167,11 @@ class HttpSettings:
         ):
             raise ConfigInvalid(
                 f"HttpSettings.request_timeout_s must be a positive number, got {timeout!r}"
+            )
+        backups = self.max_concurrent_backups
+        if not isinstance(backups, int) or isinstance(backups, bool) or backups < 1:
+            raise ConfigInvalid(
+                f"HttpSettings.max_concurrent_backups must be >= 1, got {backups!r}"
             )
         lag = self.ready_max_apply_lag
         if not isinstance(lag, int) or isinstance(lag, bool) or lag < 0:
@@ -422,6 +430,8 @@ class _Handlers:
         self.service = service
         self.settings = settings
         self.timeout = settings.request_timeout_s
+        # Backups being made now (each holds a whole encoded state in memory).
+        self.backups_in_progress = 0
 
     def _header(self, revision: int) -> Header:
         return Header(revision=revision, leader=int(self.service.node.leader_id))
@@ -699,6 +709,20 @@ class _Handlers:
         """A backup (raftkv.server.backup) of the state at a linearizable point: it holds
         every write acknowledged before the request. Frozen on the loop (a checkpoint),
         encoded on a worker thread, streamed in chunks."""
+        if self.backups_in_progress >= self.settings.max_concurrent_backups:
+            raise ApiError(
+                503,
+                "busy",
+                f"{self.backups_in_progress} backup(s) in progress on this node "
+                f"(max_concurrent_backups={self.settings.max_concurrent_backups}); retry later",
+            )
+        self.backups_in_progress += 1
+        try:
+            return await self._stream_backup(request)
+        finally:
+            self.backups_in_progress -= 1
+
+    async def _stream_backup(self, request: web.Request) -> web.StreamResponse:
         node, machine = self.service.node, self.service.machine
         await node.read_index(timeout=self.timeout)
         frozen = machine.frozen_snapshot()
