@@ -217,6 +217,9 @@ class ServerSettings:
         10.0, _parse_float, "How often the leader checks whether to compact."
     )
     max_body_bytes: int = _setting(2 << 20, _parse_int, "Largest HTTP request body.")
+    max_concurrent_backups: int = _setting(
+        1, _parse_int, "Backups (GET /v1/snapshot) made at once; more are refused (503 busy)."
+    )
     max_key_bytes: int = _setting(4096, _parse_int, "Largest key (same on every member).")
     max_value_bytes: int = _setting(1 << 20, _parse_int, "Largest value (same on every member).")
     max_txn_ops: int = _setting(
@@ -246,6 +249,7 @@ class ServerSettings:
             "heartbeat_ticks",
             "snapshot_every_entries",
             "max_body_bytes",
+            "max_concurrent_backups",
             "max_key_bytes",
             "max_value_bytes",
             "max_txn_ops",

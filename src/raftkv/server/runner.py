@@ -185,6 +185,7 @@ class Server:
                 HttpSettings(
                     max_body_bytes=settings.max_body_bytes,
                     request_timeout_s=settings.request_timeout_s,
+                    max_concurrent_backups=settings.max_concurrent_backups,
                 ),
             )
             self._runner = web.AppRunner(
