@@ -77,7 +77,8 @@ async def _relay(node: int, stream: asyncio.StreamReader | None, started: asynci
     while line := await stream.readline():
         text = line.decode(errors="replace").rstrip()
         with contextlib.suppress(ValueError):
-            if "started" in json.loads(text):
+            document = json.loads(text)
+            if isinstance(document, dict) and "started" in document:
                 started.set()
                 continue
         print(f"[node {node}] {text}", file=sys.stderr, flush=True)
