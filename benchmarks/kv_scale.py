@@ -21,7 +21,6 @@ import asyncio
 import logging
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,16 +33,10 @@ from raftkv.kv import KvService, KvStateMachine, Put, Txn
 from raftkv.raft import NodeBuilder, NodeSettings
 from raftkv.server.config import ServerSettings
 from raftkv.server.runner import DATABASE_DIR, check_identity
+from raftkv.testing.processes import free_port
 
 VALUE = b"v" * 100
 PER_TXN = 100
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def key_of(index: int) -> bytes:

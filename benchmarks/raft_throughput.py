@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import socket
 import statistics
 import tempfile
 import time
@@ -34,6 +33,7 @@ from raftkv.raft import (
     RocksStorage,
 )
 from raftkv.raft.transport.base import Transport
+from raftkv.testing.processes import free_port
 
 PAYLOAD = b"x" * 100
 
@@ -61,13 +61,6 @@ class NullMachine:
     def restore(self, data: bytes, index: int, term: int) -> None:
         self.count = int(data)
         self.applied = index
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def start_cluster(kind: str, directory: Path) -> list[Node]:
