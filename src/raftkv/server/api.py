@@ -149,22 +149,19 @@ class RangeAnswer(msgspec.Struct, frozen=True):
     more: bool
 
 
-class RangeOpAnswer(msgspec.Struct, frozen=True, tag="range", tag_field="op"):
-    header: Header
-    kvs: list[KeyValueAnswer]
-    count: int
-    more: bool
+# A txn's responses: the same answers, tagged with the op that made them ("op").
 
 
-class PutOpAnswer(msgspec.Struct, frozen=True, tag="put", tag_field="op", omit_defaults=True):
-    header: Header
-    prev_kv: KeyValueAnswer | None = None
+class RangeOpAnswer(RangeAnswer, frozen=True, tag="range", tag_field="op"):
+    pass
 
 
-class DeleteOpAnswer(msgspec.Struct, frozen=True, tag="delete", tag_field="op", omit_defaults=True):
-    header: Header
-    deleted: int
-    prev_kvs: list[KeyValueAnswer] = msgspec.field(default_factory=list)
+class PutOpAnswer(PutAnswer, frozen=True, tag="put", tag_field="op", omit_defaults=True):
+    pass
+
+
+class DeleteOpAnswer(DeleteAnswer, frozen=True, tag="delete", tag_field="op", omit_defaults=True):
+    pass
 
 
 OpAnswer = RangeOpAnswer | PutOpAnswer | DeleteOpAnswer

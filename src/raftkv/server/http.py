@@ -178,6 +178,9 @@ class HttpSettings:
             raise ConfigInvalid(f"HttpSettings.ready_max_apply_lag must be >= 0, got {lag!r}")
 
 
+PutAnswerT = TypeVar("PutAnswerT", bound=PutAnswer)
+DeleteAnswerT = TypeVar("DeleteAnswerT", bound=DeleteAnswer)
+RangeAnswerT = TypeVar("RangeAnswerT", bound=RangeAnswer)
 BodyT = TypeVar("BodyT", PutBody, SetBody, CompactBody, TxnBody, AddMemberBody, TransferBody)
 
 
@@ -447,19 +450,25 @@ class _Handlers:
             lease=kv.lease,
         )
 
-    def _put_answer(self, result: PutResult, codec: _Codec) -> PutAnswer:
-        prev_kv = None if result.prev_kv is None else self._kv(result.prev_kv, codec)
-        return PutAnswer(header=self._header(result.header.revision), prev_kv=prev_kv)
+    # Each builds the plain answer, or (given the txn's tagged subclass) a txn response.
 
-    def _delete_answer(self, result: DeleteResult, codec: _Codec) -> DeleteAnswer:
-        return DeleteAnswer(
+    def _put_answer(self, result: PutResult, codec: _Codec, kind: type[PutAnswerT]) -> PutAnswerT:
+        prev_kv = None if result.prev_kv is None else self._kv(result.prev_kv, codec)
+        return kind(header=self._header(result.header.revision), prev_kv=prev_kv)
+
+    def _delete_answer(
+        self, result: DeleteResult, codec: _Codec, kind: type[DeleteAnswerT]
+    ) -> DeleteAnswerT:
+        return kind(
             header=self._header(result.header.revision),
             deleted=result.deleted,
             prev_kvs=[self._kv(kv, codec) for kv in result.prev_kvs],
         )
 
-    def _range_answer(self, result: RangeResult, codec: _Codec) -> RangeAnswer:
-        return RangeAnswer(
+    def _range_answer(
+        self, result: RangeResult, codec: _Codec, kind: type[RangeAnswerT]
+    ) -> RangeAnswerT:
+        return kind(
             header=self._header(result.header.revision),
             kvs=[self._kv(kv, codec) for kv in result.kvs],
             count=result.count,
@@ -469,14 +478,11 @@ class _Handlers:
     def _op_answer(self, result: ResponseOp, codec: _Codec) -> OpAnswer:
         match result:
             case RangeResult():
-                ranged = self._range_answer(result, codec)
-                return RangeOpAnswer(ranged.header, ranged.kvs, ranged.count, ranged.more)
+                return self._range_answer(result, codec, RangeOpAnswer)
             case PutResult():
-                put = self._put_answer(result, codec)
-                return PutOpAnswer(put.header, put.prev_kv)
+                return self._put_answer(result, codec, PutOpAnswer)
             case DeleteResult():
-                deleted = self._delete_answer(result, codec)
-                return DeleteOpAnswer(deleted.header, deleted.deleted, deleted.prev_kvs)
+                return self._delete_answer(result, codec, DeleteOpAnswer)
             case _:
                 assert_never(result)
 
@@ -492,7 +498,7 @@ class _Handlers:
             sequence=body.sequence,
             timeout=self.timeout,
         )
-        return _json(self._put_answer(result, codec))
+        return _json(self._put_answer(result, codec, PutAnswer))
 
     async def put(self, request: web.Request) -> web.Response:
         codec = _Codec.of(request)
@@ -519,7 +525,7 @@ class _Handlers:
             sequence=_int_query(request, "sequence"),
             timeout=self.timeout,
         )
-        return _json(self._delete_answer(result, codec))
+        return _json(self._delete_answer(result, codec, DeleteAnswer))
 
     async def txn(self, request: web.Request) -> web.Response:
         codec = _Codec.of(request)
@@ -621,7 +627,7 @@ class _Handlers:
         result = await self.service.range(
             query, serializable=_serializable(request), timeout=self.timeout
         )
-        return _json(self._range_answer(result, codec))
+        return _json(self._range_answer(result, codec, RangeAnswer))
 
     # -- the node
 
