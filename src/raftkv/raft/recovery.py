@@ -29,7 +29,7 @@ from raftkv.raft.driver.state_machine import StateMachine
 from raftkv.raft.storage.rocks import RocksStorage
 from raftkv.raft.transport.inprocess import InProcessNetwork
 
-__all__ = ["RecoveryReport", "force_new_cluster"]
+__all__ = ["RecoveryReport", "force_new_cluster", "start_membership"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,13 +71,14 @@ async def force_new_cluster(
     index = state_machine.applied_index()
     term = storage.term(index)
     dropped = storage.last_index() - index
-    snapshot = Snapshot(
-        SnapshotMetadata(index, term, ConfState(voters=frozenset({node_id}))),
-        encode_snapshot({node_id: address}, state_machine.snapshot()),
-    )
     # Keep the term: the node's next election moves past it, as after any restart.
-    storage.reset_to_snapshot(
-        snapshot, HardState(term=max(hard_state.term, term), vote=NodeId(0), commit=index)
+    start_membership(
+        storage,
+        {node_id: address},
+        index=index,
+        term=term,
+        app=state_machine.snapshot(),
+        current_term=max(hard_state.term, term),
     )
     return RecoveryReport(
         node_id=node_id,
@@ -87,6 +88,26 @@ async def force_new_cluster(
         previous_learners=tuple(sorted(conf_state.learners)),
         dropped_entries=dropped,
     )
+
+
+def start_membership(
+    storage: RocksStorage,
+    voters: dict[NodeId, str],
+    *,
+    index: int,
+    term: int,
+    app: bytes,
+    current_term: int,
+) -> None:
+    """Make `storage` a node of a cluster whose voters are `voters` (id -> peer address),
+    holding state `app` (a state machine snapshot) at `index`/`term`: its log becomes that
+    snapshot, committed, with no vote cast in `current_term` (force_new_cluster here, and
+    seeding a new cluster from a backup)."""
+    snapshot = Snapshot(
+        SnapshotMetadata(index, term, ConfState(voters=frozenset(voters))),
+        encode_snapshot(voters, app),
+    )
+    storage.reset_to_snapshot(snapshot, HardState(term=current_term, vote=NodeId(0), commit=index))
 
 
 def _own_address(storage: RocksStorage, node_id: NodeId) -> str:

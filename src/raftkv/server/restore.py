@@ -15,8 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from raftkv.kv import KvStateMachine
-from raftkv.raft.core.types import ConfState, HardState, NodeId, Snapshot, SnapshotMetadata
-from raftkv.raft.driver.envelope import encode_snapshot
+from raftkv.raft.core.types import NodeId
+from raftkv.raft.recovery import start_membership
 from raftkv.raft.storage.rocks import RocksStorage
 from raftkv.server.backup import read_backup
 from raftkv.server.config import ServerSettings, SettingsInvalid
@@ -41,12 +41,13 @@ def restore(backup: Path, settings: ServerSettings) -> str:
     try:
         machine = KvStateMachine(storage.app_data(), kv_settings(settings))
         machine.restore(payload, header.index, header.term)
-        snapshot = Snapshot(
-            SnapshotMetadata(header.index, header.term, ConfState(voters=frozenset(founders))),
-            encode_snapshot(founders, payload),
-        )
-        storage.reset_to_snapshot(
-            snapshot, HardState(term=header.term, vote=NodeId(0), commit=header.index)
+        start_membership(
+            storage,
+            founders,
+            index=header.index,
+            term=header.term,
+            app=payload,
+            current_term=header.term,
         )
         revision = machine.current_revision()
     finally:
