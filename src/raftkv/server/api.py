@@ -105,6 +105,15 @@ class TransferBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     to: int = 0
 
 
+class LeaseGrantBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`POST /v1/lease`: a lease that expires `ttl` seconds after its grant or its last
+    keep-alive, unless kept alive again. `id` 0: the server picks one. A `ttl` below the
+    server's `lease_min_ttl_s` is raised to it (the answer says which TTL was granted)."""
+
+    ttl: int
+    id: int = 0
+
+
 # -- answers ---------------------------------------------------------------------------------
 
 
@@ -246,10 +255,118 @@ class TransferAnswer(msgspec.Struct, frozen=True):
     leader: int
 
 
-class ErrorDetail(msgspec.Struct, frozen=True):
+class ErrorDetail(msgspec.Struct, frozen=True, omit_defaults=True):
     code: str
     message: str
+    # `compacted` only: the revision history was compacted at, and the oldest revision a
+    # read or a watch can still start from (compact_revision + 1).
+    compact_revision: int | None = None
+    oldest_revision: int | None = None
 
 
 class ErrorAnswer(msgspec.Struct, frozen=True):
     error: ErrorDetail
+
+
+# -- leases ----------------------------------------------------------------------------------
+
+
+class LeaseGrantAnswer(msgspec.Struct, frozen=True):
+    header: Header
+    id: int
+    # The TTL granted, in seconds (the one asked for, or lease_min_ttl_s if that was less).
+    ttl: int
+
+
+class LeaseKeepAliveAnswer(msgspec.Struct, frozen=True):
+    """`POST /v1/lease/{id}/keepalive`: the lease now expires `ttl` seconds from when the
+    keep-alive was sent (it is answered once applied through the log)."""
+
+    header: Header
+    id: int
+    ttl: int
+
+
+class LeaseRevokeAnswer(msgspec.Struct, frozen=True):
+    """`DELETE /v1/lease/{id}`: the lease is gone and its keys were deleted at
+    `header.revision` (one revision for all of them)."""
+
+    header: Header
+
+
+class LeaseAnswer(msgspec.Struct, frozen=True, omit_defaults=True):
+    """`GET /v1/lease/{id}` (`keys=true` lists the attached keys)."""
+
+    header: Header
+    id: int
+    # Seconds left before the lease expires, as this node estimates it (rounded down; the
+    # leader decides expiry), and the TTL it was granted with.
+    ttl: int
+    granted_ttl: int
+    keys: list[str] = msgspec.field(default_factory=list)
+
+
+class LeaseStatusAnswer(msgspec.Struct, frozen=True):
+    id: int
+    ttl: int
+    granted_ttl: int
+
+
+class LeasesAnswer(msgspec.Struct, frozen=True):
+    """`GET /v1/leases`: every lease, by id."""
+
+    header: Header
+    leases: list[LeaseStatusAnswer]
+
+
+# -- watches ---------------------------------------------------------------------------------
+#
+# `GET /v1/watch` answers 200 with a stream of newline-delimited JSON messages (NDJSON,
+# `application/x-ndjson`), one `WatchMessage` per line, tagged by "type". Every message
+# carries `revision`, a watermark: every matching event at or below it has been sent, so a
+# client that resumes with `start_revision = revision + 1` sees no gap and no duplicate.
+
+
+class WatchEventAnswer(msgspec.Struct, frozen=True, omit_defaults=True):
+    type: Literal["put", "delete"]
+    # For a delete: the key, its mod_revision (the delete's revision) and zeros elsewhere.
+    kv: KeyValueAnswer
+    # The key before this event (prev_kv=true, and the key existed).
+    prev_kv: KeyValueAnswer | None = None
+
+
+class WatchCreated(msgspec.Struct, frozen=True, tag="created", tag_field="type"):
+    """The first message: the watch starts at `start_revision` (`revision` is one less)."""
+
+    revision: int
+    start_revision: int
+    # The answering node's revision and leader when the watch started.
+    header: Header
+
+
+class WatchEvents(msgspec.Struct, frozen=True, tag="events", tag_field="type"):
+    """Events of one or more whole revisions, in revision order (the events of one
+    revision are never split between messages); `revision` >= the last event's."""
+
+    revision: int
+    events: list[WatchEventAnswer]
+
+
+class WatchProgress(msgspec.Struct, frozen=True, tag="progress", tag_field="type"):
+    """A bookmark (progress_notify=true): nothing matched between the last message and
+    `revision`; the watch has seen the store up to it."""
+
+    revision: int
+
+
+class WatchCanceled(msgspec.Struct, frozen=True, tag="canceled", tag_field="type"):
+    """The last message: the server ended the watch. `error.code` says why: `compacted`
+    (the watch fell behind the compacted history: start over from a fresh read), `too_slow`
+    (the client did not read fast enough), `stopping` (the node is shutting down: resume on
+    another member from `revision + 1`)."""
+
+    revision: int
+    error: ErrorDetail
+
+
+WatchMessage = WatchCreated | WatchEvents | WatchProgress | WatchCanceled
