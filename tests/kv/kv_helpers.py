@@ -11,6 +11,11 @@ from raftkv.kv import (
     DeleteRange,
     KvCommand,
     KvStateMachine,
+    LeaseCheckpoint,
+    LeaseGrant,
+    LeaseKeepAlive,
+    LeaseRemaining,
+    LeaseRevoke,
     Put,
     Range,
     RequestOp,
@@ -50,6 +55,10 @@ class CountingAppData:
         self.scans += 1
         return self.inner.scan(start, end)
 
+    def last(self, start: bytes, end: bytes) -> tuple[bytes, bytes] | None:
+        self.scans += 1
+        return self.inner.last(start, end)
+
     def commit(self, batch: AppBatch, applied_index: int, applied_term: int) -> None:
         self.commits += 1
         self.inner.commit(batch, applied_index, applied_term)
@@ -83,7 +92,8 @@ def random_workload(seed: int, count: int) -> list[bytes]:
             return DeleteRange(key(), range_end(), prev_kv=rng.random() < 0.5)
         return Range(key(), range_end(), limit=rng.randint(0, 3))
 
-    for _ in range(count):
+    commands.append(encode_command(KvCommand(LeaseGrant(3, 10))))
+    for _ in range(count - 1):
         kind = rng.random()
         request: WriteRequest
         if kind < 0.45:
@@ -100,8 +110,19 @@ def random_workload(seed: int, count: int) -> list[bytes]:
                 [op() for _ in range(rng.randint(0, 3))],
                 [op() for _ in range(rng.randint(0, 3))],
             )
-        elif kind < 0.95:
+        elif kind < 0.93:
             request = Compact(rng.randint(0, revision_guess))
+        elif kind < 0.95:
+            # Lease 3 comes and goes (puts with it fail while it is gone); revokes delete
+            # its keys, checkpoints and keep-alives move its countdown.
+            request = rng.choice(
+                [
+                    LeaseGrant(3, rng.randint(1, 30)),
+                    LeaseRevoke(3),
+                    LeaseKeepAlive(3),
+                    LeaseCheckpoint([LeaseRemaining(3, rng.randint(0, 5000))]),
+                ]
+            )
         else:
             commands.append(rng.choice([b"\xc1", b"\x93\x01\x02\x03", rng.randbytes(6)]))
             continue

@@ -27,6 +27,29 @@ def test_kv_all_is_pinned() -> None:
             "KvSettings",
             "KvStateMachine",
             "LimitExceeded",
+            "LeaseCheckpoint",
+            "LeaseCheckpointResult",
+            "LeaseExpire",
+            "LeaseGrant",
+            "LeaseGrantResult",
+            "LeaseKeepAlive",
+            "LeaseKeepAliveResult",
+            "LeaseRemaining",
+            "LeaseRequest",
+            "LeaseRevoke",
+            "LeaseRevokeResult",
+            "LeaseExists",
+            "LeaseNotFound",
+            "Event",
+            "TooManyWatches",
+            "Watch",
+            "WatchBatch",
+            "WatchCanceled",
+            "WatchHub",
+            "WatchProgress",
+            "WatchSettings",
+            "WatchSpec",
+            "LeaseKeeper",
             "MvccStore",
             "PublishMember",
             "PublishMemberResult",
@@ -60,5 +83,5 @@ def test_every_kv_error_has_its_own_code() -> None:
         if isinstance(getattr(raftkv.kv, name), type)
         and issubclass(getattr(raftkv.kv, name), raftkv.kv.KvError)
     ]
-    assert len(errors) == 9
+    assert len(errors) == 11
     assert len({error.code for error in errors}) == len(errors)

@@ -1,5 +1,6 @@
 """MvccStore against a model (Hypothesis stateful testing): a dict of per-key histories
-that keeps every version forever and answers each read by walking them.
+that keeps every version forever and answers each read by walking them, and a set of live
+leases (a put needs its lease; a revoke deletes the lease's live keys in one revision).
 
 Every rule runs the same request on both and requires the same result or the same error;
 after every step the revisions agree and the stored history is exactly what compaction
@@ -28,6 +29,9 @@ from raftkv.kv import (
     FutureRevision,
     KeyValue,
     KvError,
+    LeaseExists,
+    LeaseNotFound,
+    LeaseRevokeResult,
     MvccStore,
     Put,
     PutResult,
@@ -39,6 +43,7 @@ from raftkv.kv import (
     Txn,
     TxnResult,
 )
+from raftkv.kv.layout import unescape
 from raftkv.raft.storage.memory import MemoryAppData
 
 
@@ -64,6 +69,30 @@ class Model:
         self.revision = 1
         self.compacted = 0
         self.history: dict[bytes, list[Version]] = {}
+        self.leases: set[int] = set()
+
+    def grant(self, lease_id: int) -> None:
+        if lease_id in self.leases:
+            raise LeaseExists(lease_id)
+        self.leases.add(lease_id)
+
+    def revoke(self, lease_id: int) -> LeaseRevokeResult:
+        if lease_id not in self.leases:
+            raise LeaseNotFound(lease_id)
+        self.leases.discard(lease_id)
+        attached = self.attached(lease_id)
+        if attached:
+            self.revision += 1
+            for key in attached:
+                self.history[key].append(Version(self.revision, None, 0, 0, 0))
+        return LeaseRevokeResult(ResponseHeader(self.revision), True, len(attached))
+
+    def attached(self, lease_id: int) -> list[bytes]:
+        return [
+            key
+            for key in self.live_keys(b"\0", b"\0", self.revision)
+            if (version := self.live(key, self.revision)) is not None and version.lease == lease_id
+        ]
 
     def live(self, key: bytes, revision: int) -> Version | None:
         newest = None
@@ -107,6 +136,8 @@ class Model:
         return RangeResult(ResponseHeader(current), kvs, len(keys), more)
 
     def put(self, request: Put, revision: int) -> PutResult:
+        if request.lease and request.lease not in self.leases:
+            raise LeaseNotFound(request.lease)
         previous = self.live(request.key, revision)
         self.history.setdefault(request.key, []).append(
             Version(
@@ -222,7 +253,7 @@ class Model:
 KEYS = st.lists(st.sampled_from([0x00, 0x01, 0x61, 0xFF]), min_size=1, max_size=3).map(bytes)
 RANGE_ENDS = st.one_of(st.just(b""), st.just(b"\0"), KEYS)
 VALUES = st.binary(max_size=3)
-LEASES = st.sampled_from([0, 7])
+LEASES = st.sampled_from([0, 7, 9])
 
 
 def ranges(revisions: st.SearchStrategy[int]) -> st.SearchStrategy[Range]:
@@ -294,6 +325,17 @@ class MvccAgainstModel(RuleBasedStateMachine):
         )
         assert outcome(self.store.txn, request) == outcome(self.model.txn, request)
 
+    @rule(lease_id=st.sampled_from([7, 9]))
+    def grant(self, lease_id: int) -> None:
+        expected = outcome(self.model.grant, lease_id)
+        granted = outcome(self.store.leases.grant, lease_id, 5, self.applied_index + 1)
+        assert granted == expected or (expected is None and not isinstance(granted, tuple))
+
+    @rule(lease_id=st.sampled_from([7, 9]))
+    def revoke(self, lease_id: int) -> None:
+        expected = outcome(self.model.revoke, lease_id)
+        assert outcome(self.store.revoke_lease, lease_id) == expected
+
     @rule(data=st.data())
     def compact(self, data: st.DataObject) -> None:
         revision = data.draw(self.revisions())
@@ -322,6 +364,16 @@ class MvccAgainstModel(RuleBasedStateMachine):
         assert stored == self.model.kept_history()
         live = len(self.model.live_keys(b"\0", b"\0", self.model.revision))
         assert sum(1 for _ in self.store.staged.scan(b"k", b"l")) == live
+
+    @invariant()
+    def leases_agree(self) -> None:
+        assert sorted(lease for lease, _ in self.store.leases.records()) == sorted(
+            self.model.leases
+        )
+        assert len(self.store.leases) == len(self.model.leases)
+        for lease_id in (7, 9):
+            attached = [unescape(key) for key in self.store.leases.attached(lease_id)]
+            assert attached == self.model.attached(lease_id)
 
 
 MvccAgainstModel.TestCase.settings = settings(

@@ -68,6 +68,7 @@ def test_each_put_bumps_version_and_mod_revision_and_keeps_create_revision(
 ) -> None:
     store.put(Put(b"k", b"v1"))
     store.put(Put(b"other", b"x"))
+    store.leases.grant(9, 10, 1)
     assert store.put(Put(b"k", b"v2", lease=9)) == PutResult(ResponseHeader(4))
     assert get(store, b"k") == KeyValue(b"k", b"v2", 2, 4, version=2, lease=9)
 
@@ -208,6 +209,7 @@ def test_txn_compares_each_target_with_each_op(
     store: MvccStore, target: CompareTarget, op: CompareOp, value: bytes | int, holds: bool
 ) -> None:
     store.put(Put(b"k", b"v1"))
+    store.leases.grant(5, 10, 1)
     store.put(Put(b"k", b"v2", lease=5))
     result = store.txn(Txn([Compare(b"k", target, op, value)]))
     assert result.succeeded is holds

@@ -3,7 +3,9 @@
 - `KvStateMachine` is the `raftkv.raft.StateMachine` a node runs: it applies `KvCommand`s
   (put, delete range, txn, compact; optionally exactly-once) and serves committed reads;
 - `MvccStore` is the store underneath, kept in the node's `AppData` (RocksDB);
-- the request and result types mirror etcd's KV API; refusals are `KvError`s.
+- the request and result types mirror etcd's KV API; refusals are `KvError`s;
+- leases (`LeaseGrant` ... `LeaseCheckpoint`, expiry decided by the leader's `LeaseKeeper`)
+  and watches (`WatchHub`, `Watch`: change streams read back from the history).
 """
 
 from __future__ import annotations
@@ -18,6 +20,17 @@ from raftkv.kv.commands import (
     DeleteResult,
     KeyValue,
     KvCommand,
+    LeaseCheckpoint,
+    LeaseCheckpointResult,
+    LeaseExpire,
+    LeaseGrant,
+    LeaseGrantResult,
+    LeaseKeepAlive,
+    LeaseKeepAliveResult,
+    LeaseRemaining,
+    LeaseRequest,
+    LeaseRevoke,
+    LeaseRevokeResult,
     PublishMember,
     PublishMemberResult,
     Put,
@@ -41,15 +54,29 @@ from raftkv.kv.errors import (
     FutureRevision,
     InvalidRequest,
     KvError,
+    LeaseExists,
+    LeaseNotFound,
     LimitExceeded,
     SessionExpired,
     StaleSequence,
 )
+from raftkv.kv.events import Event
+from raftkv.kv.lease_keeper import LeaseKeeper
 from raftkv.kv.mvcc import MvccStore
 from raftkv.kv.service import KvService
 from raftkv.kv.settings import KvSettings
 from raftkv.kv.state_machine import KvStateMachine, SnapshotInvalid
 from raftkv.kv.validation import check_request
+from raftkv.kv.watch import (
+    TooManyWatches,
+    Watch,
+    WatchBatch,
+    WatchCanceled,
+    WatchHub,
+    WatchProgress,
+    WatchSettings,
+    WatchSpec,
+)
 
 __all__ = [
     "Compact",
@@ -62,6 +89,7 @@ __all__ = [
     "DeleteResult",
     "DuplicateKey",
     "EmptyKey",
+    "Event",
     "FutureRevision",
     "InvalidRequest",
     "KeyValue",
@@ -70,6 +98,20 @@ __all__ = [
     "KvService",
     "KvSettings",
     "KvStateMachine",
+    "LeaseCheckpoint",
+    "LeaseCheckpointResult",
+    "LeaseExists",
+    "LeaseExpire",
+    "LeaseGrant",
+    "LeaseGrantResult",
+    "LeaseKeepAlive",
+    "LeaseKeepAliveResult",
+    "LeaseKeeper",
+    "LeaseNotFound",
+    "LeaseRemaining",
+    "LeaseRequest",
+    "LeaseRevoke",
+    "LeaseRevokeResult",
     "LimitExceeded",
     "MvccStore",
     "PublishMember",
@@ -84,8 +126,16 @@ __all__ = [
     "SessionExpired",
     "SnapshotInvalid",
     "StaleSequence",
+    "TooManyWatches",
     "Txn",
     "TxnResult",
+    "Watch",
+    "WatchBatch",
+    "WatchCanceled",
+    "WatchHub",
+    "WatchProgress",
+    "WatchSettings",
+    "WatchSpec",
     "WriteRequest",
     "WriteResult",
     "check_request",

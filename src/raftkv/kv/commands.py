@@ -42,7 +42,8 @@ class Range(msgspec.Struct, tag="range", frozen=True, forbid_unknown_fields=True
 class Put(msgspec.Struct, tag="put", frozen=True, forbid_unknown_fields=True):
     key: bytes
     value: bytes
-    # Stored with the key; leases themselves are not implemented yet (0: no lease).
+    # The lease the key is attached to (0: none); it must exist. When the lease is
+    # revoked or expires, the key is deleted.
     lease: int = 0
     prev_kv: bool = False
 
@@ -95,7 +96,57 @@ class PublishMember(msgspec.Struct, tag="publish_member", frozen=True, forbid_un
     client_url: str
 
 
-WriteRequest = Put | DeleteRange | Txn | Compact | PublishMember
+class LeaseGrant(msgspec.Struct, tag="lease_grant", frozen=True, forbid_unknown_fields=True):
+    """Create lease `id` (>= 1; the proposer picks it) with a TTL of `ttl` seconds, raised
+    to `KvSettings.min_lease_ttl_s` if below. Creates no revision."""
+
+    id: int
+    ttl: int
+
+
+class LeaseKeepAlive(
+    msgspec.Struct, tag="lease_keepalive", frozen=True, forbid_unknown_fields=True
+):
+    """Renew lease `id`: it expires its full TTL after this entry is applied."""
+
+    id: int
+
+
+class LeaseRevoke(msgspec.Struct, tag="lease_revoke", frozen=True, forbid_unknown_fields=True):
+    """End lease `id` and delete every key attached to it, all in one new revision (none
+    if it had no keys)."""
+
+    id: int
+
+
+class LeaseExpire(msgspec.Struct, tag="lease_expire", frozen=True, forbid_unknown_fields=True):
+    """The leader's verdict that lease `id` expired: a revoke that applies only if the
+    lease was last granted or renewed by the entry at `renewed_index`. A keep-alive or a
+    new grant of the same id applied in between (which the leader had not seen when it
+    decided) makes it a no-op, so expiry never kills a lease renewed meanwhile."""
+
+    id: int
+    renewed_index: int
+
+
+class LeaseRemaining(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+    id: int
+    remaining_ms: int
+
+
+class LeaseCheckpoint(
+    msgspec.Struct, tag="lease_checkpoint", frozen=True, forbid_unknown_fields=True
+):
+    """The leader's record of how long each lease has left, so that a node that restarts
+    (or a whole cluster) resumes each lease's countdown from here, not from its full TTL.
+    Leases no longer present are skipped."""
+
+    leases: list[LeaseRemaining]
+
+
+LeaseRequest = LeaseGrant | LeaseKeepAlive | LeaseRevoke | LeaseExpire | LeaseCheckpoint
+
+WriteRequest = Put | DeleteRange | Txn | Compact | PublishMember | LeaseRequest
 
 
 class KvCommand(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -167,7 +218,51 @@ class PublishMemberResult(
     header: ResponseHeader
 
 
-WriteResult = PutResult | DeleteResult | TxnResult | CompactResult | PublishMemberResult
+class LeaseGrantResult(
+    msgspec.Struct, tag="lease_grant_result", frozen=True, forbid_unknown_fields=True
+):
+    header: ResponseHeader
+    id: int
+    # The TTL granted (the one asked for, or min_lease_ttl_s).
+    ttl: int
+
+
+class LeaseKeepAliveResult(
+    msgspec.Struct, tag="lease_keepalive_result", frozen=True, forbid_unknown_fields=True
+):
+    header: ResponseHeader
+    id: int
+    ttl: int
+
+
+class LeaseRevokeResult(
+    msgspec.Struct, tag="lease_revoke_result", frozen=True, forbid_unknown_fields=True
+):
+    """For a LeaseRevoke, and for a LeaseExpire (`revoked` false when it was a no-op)."""
+
+    header: ResponseHeader
+    revoked: bool = True
+    # Keys deleted with it (at header.revision when > 0).
+    deleted: int = 0
+
+
+class LeaseCheckpointResult(
+    msgspec.Struct, tag="lease_checkpoint_result", frozen=True, forbid_unknown_fields=True
+):
+    header: ResponseHeader
+
+
+WriteResult = (
+    PutResult
+    | DeleteResult
+    | TxnResult
+    | CompactResult
+    | PublishMemberResult
+    | LeaseGrantResult
+    | LeaseKeepAliveResult
+    | LeaseRevokeResult
+    | LeaseCheckpointResult
+)
 
 
 def in_range(candidate: bytes, key: bytes, range_end: bytes) -> bool:

@@ -116,3 +116,23 @@ class SessionExpired(KvError):
         )
         self.client_id = client_id
         self.sequence = sequence
+
+
+class LeaseNotFound(KvError):
+    """The lease does not exist: never granted, revoked, or expired."""
+
+    code = "lease_not_found"
+
+    def __init__(self, lease_id: int) -> None:
+        super().__init__(f"lease {lease_id} not found (never granted, revoked or expired)")
+        self.lease_id = lease_id
+
+
+class LeaseExists(KvError):
+    """A grant asked for an id that a live lease already has."""
+
+    code = "lease_exists"
+
+    def __init__(self, lease_id: int) -> None:
+        super().__init__(f"lease {lease_id} already exists")
+        self.lease_id = lease_id

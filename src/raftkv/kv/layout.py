@@ -16,6 +16,9 @@ not repeated in every record).
 | members        | b"meta:member:" member id             | MemberRecord: client_url                |
 | sessions       | b"s" client id (UTF-8)                | SessionRecord: sequence, index, result  |
 | session age    | b"a" log index, client id (UTF-8)     | empty                                   |
+| leases         | b"l" lease id                         | LeaseRecord: ttl, remaining_ms,         |
+|                |                                       | renewed_index                           |
+| lease keys     | b"L" lease id, escape(key)            | empty                                   |
 
 Invariants:
 - the latest index holds exactly the live keys (a deleted key has a tombstone in history and
@@ -27,6 +30,9 @@ Invariants:
   changed something, and none at or below it;
 - after compaction at C, a key keeps its history above C plus its newest entry at or below
   C unless that entry is a tombstone;
+- a live key with lease L != 0 in its index record has a lease-keys entry under L, and
+  every lease-keys entry is such a key; L has a lease record (a put refuses an unknown
+  lease, and a revoke deletes the lease's keys with it);
 - "meta:mvcc" is absent until the first write changes the revision (revision 1, compacted 0,
   as a fresh etcd), so the data depends only on the commands applied, never on how they
   were grouped into `apply` calls.
@@ -58,6 +64,8 @@ INDEX_PREFIX = b"k"
 REVISION_PREFIX = b"r"
 SESSION_PREFIX = b"s"
 SESSION_AGE_PREFIX = b"a"
+LEASE_PREFIX = b"l"
+LEASE_KEYS_PREFIX = b"L"
 
 _ESCAPED_ZERO = b"\x00\xff"
 _TERMINATOR = b"\x00\x01"
@@ -105,6 +113,16 @@ class SessionRecord(msgspec.Struct, array_like=True, frozen=True, forbid_unknown
     sequence: int
     index: int
     result: bytes
+
+
+class LeaseRecord(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+    """A live lease: its TTL (seconds), the time it had left (ms) as of the entry at
+    `renewed_index` or a later checkpoint, and the log index of its grant or last
+    keep-alive (which a LeaseExpire must name)."""
+
+    ttl: int
+    remaining_ms: int
+    renewed_index: int
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -177,3 +195,33 @@ def session_age_key(index: int, client_id: str) -> bytes:
 
 def client_of_session_age_key(stored: bytes) -> str:
     return stored[1 + _INTEGER_BYTES :].decode()
+
+
+def lease_key(lease_id: int) -> bytes:
+    return LEASE_PREFIX + encode_integer(lease_id)
+
+
+def lease_id_of(stored: bytes) -> int:
+    return decode_integer(stored[1 : 1 + _INTEGER_BYTES])
+
+
+def lease_keys_prefix(lease_id: int) -> bytes:
+    return LEASE_KEYS_PREFIX + encode_integer(lease_id)
+
+
+def lease_attachment_key(lease_id: int, escaped_key: bytes) -> bytes:
+    return lease_keys_prefix(lease_id) + escaped_key
+
+
+def escaped_key_of_attachment(stored: bytes) -> bytes:
+    return stored[1 + _INTEGER_BYTES :]
+
+
+def prefix_successor(prefix: bytes) -> bytes:
+    """The smallest key greater than every key starting with `prefix`: trailing 0xff bytes
+    dropped and the last other byte incremented. Every prefix here starts with a space byte
+    below 0xff, so there is always one."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        raise ValueError(f"no key follows every key starting with {prefix!r}")
+    return stripped[:-1] + bytes([stripped[-1] + 1])

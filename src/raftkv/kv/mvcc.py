@@ -46,6 +46,8 @@ from raftkv.kv.commands import (
     DeleteRange,
     DeleteResult,
     KeyValue,
+    LeaseRequest,
+    LeaseRevokeResult,
     PublishMember,
     Put,
     PutResult,
@@ -58,7 +60,7 @@ from raftkv.kv.commands import (
     WriteRequest,
     WriteResult,
 )
-from raftkv.kv.errors import Compacted, FutureRevision, InvalidRequest
+from raftkv.kv.errors import Compacted, FutureRevision, InvalidRequest, LeaseNotFound
 from raftkv.kv.layout import (
     FORMAT_VERSION,
     HISTORY_PREFIX,
@@ -77,6 +79,7 @@ from raftkv.kv.layout import (
     split_history_key,
     unescape,
 )
+from raftkv.kv.leases import LeaseTable
 from raftkv.kv.settings import KvSettings
 from raftkv.kv.staging import StagedWrites
 from raftkv.kv.validation import check_request
@@ -132,6 +135,9 @@ class MvccStore:
         self._compacted = meta.compacted_revision
         # What MVCC_META_KEY holds (the initial values while it is absent).
         self._stored_meta = meta
+        # Leases live in the same staged batch: a put attaches its key to its lease, and a
+        # revoke deletes the lease's keys in one revision.
+        self.leases = LeaseTable(self.staged, self.settings)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -175,6 +181,10 @@ class MvccStore:
             case PublishMember():
                 raise InvalidRequest("PublishMember is not an MVCC request (KvStateMachine)")
             case _:
+                if isinstance(request, LeaseRequest):
+                    raise InvalidRequest(
+                        f"{type(request).__name__} is not an MVCC request (KvStateMachine)"
+                    )
                 assert_never(request)
 
     def put(self, request: Put) -> PutResult:
@@ -238,6 +248,18 @@ class MvccStore:
             self._compacted = revision
         return CompactResult(ResponseHeader(self._revision))
 
+    def revoke_lease(self, lease_id: int) -> LeaseRevokeResult:
+        """Delete the lease and every key attached to it, in one new revision (none if it
+        had no keys). LeaseNotFound, having staged nothing, if it does not exist."""
+        with self._all_or_nothing():
+            writes = self._begin()
+            for escaped in self.leases.remove(lease_id):
+                self.staged.put(history_key(escaped, writes.revision), _TOMBSTONE)
+                self.staged.delete(index_key(escaped))
+                writes.changed.append(unescape(escaped))
+            revision = self._end(writes)
+        return LeaseRevokeResult(ResponseHeader(revision), True, len(writes.changed))
+
     def commit(self, applied_index: int, applied_term: int) -> None:
         """Write every staged request (and the revisions they moved) in one AppData commit
         recording `applied_index` and `applied_term`."""
@@ -253,11 +275,13 @@ class MvccStore:
     def _all_or_nothing(self) -> Iterator[None]:
         savepoint = self.staged.savepoint()
         revision, compacted = self._revision, self._compacted
+        leases = len(self.leases)
         try:
             yield
         except BaseException:
             self.staged.rollback(savepoint)
             self._revision, self._compacted = revision, compacted
+            self.leases.restore_count(leases)
             raise
 
     def _begin(self) -> _Writes:
@@ -274,6 +298,8 @@ class MvccStore:
         return self._revision
 
     def _put(self, writes: _Writes, request: Put) -> PutResult:
+        if request.lease and self.leases.get(request.lease) is None:
+            raise LeaseNotFound(request.lease)
         escaped = escape(request.key)
         previous = self._index_record(escaped)
         prev_kv = None
@@ -297,6 +323,12 @@ class MvccStore:
             index_key(escaped),
             encode_record(IndexRecord(writes.revision, create_revision, version, request.lease)),
         )
+        previous_lease = 0 if previous is None else previous.lease
+        if previous_lease != request.lease:
+            if previous_lease:
+                self.leases.detach(previous_lease, escaped)
+            if request.lease:
+                self.leases.attach(request.lease, escaped)
         writes.changed.append(request.key)
         return PutResult(ResponseHeader(writes.revision), prev_kv)
 
@@ -306,6 +338,8 @@ class MvccStore:
         for item in found:
             self.staged.put(history_key(item.escaped_key, writes.revision), _TOMBSTONE)
             self.staged.delete(index_key(item.escaped_key))
+            if item.record.lease:
+                self.leases.detach(item.record.lease, item.escaped_key)
             writes.changed.append(item.key)
         return DeleteResult(ResponseHeader(self._visible_revision(writes)), len(found), prev_kvs)
 

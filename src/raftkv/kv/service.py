@@ -11,6 +11,11 @@ embedding raftkv as a KV store) calls.
   (ProposalTimeout, a lost connection) retrying with the same pair returns the original
   result instead of applying twice.
 
+Leases: grant, keep-alive and revoke go through the log like writes; a grant without an id
+gets a random one (retried on the rare collision). `lease_status` and `leases` read this
+node's view (linearizable by default: ReadIndex first), with the remaining TTL from its own
+countdown (`raftkv.kv.lease_timers`).
+
 Errors: a `KvError` for a refused request (the same on every node), or the driver's own:
 NotLeader, ProposalDropped, ProposalTimeout (outcome unknown), ReadTimeout, Overloaded,
 Stopped.
@@ -18,6 +23,8 @@ Stopped.
 
 from __future__ import annotations
 
+import secrets
+from dataclasses import dataclass
 from typing import TypeVar
 
 from raftkv.kv.commands import (
@@ -26,6 +33,16 @@ from raftkv.kv.commands import (
     DeleteRange,
     DeleteResult,
     KvCommand,
+    LeaseCheckpoint,
+    LeaseCheckpointResult,
+    LeaseExpire,
+    LeaseGrant,
+    LeaseGrantResult,
+    LeaseKeepAlive,
+    LeaseKeepAliveResult,
+    LeaseRemaining,
+    LeaseRevoke,
+    LeaseRevokeResult,
     PublishMember,
     PublishMemberResult,
     Put,
@@ -37,13 +54,38 @@ from raftkv.kv.commands import (
     WriteRequest,
     encode_command,
 )
+from raftkv.kv.errors import LeaseExists, LeaseNotFound
 from raftkv.kv.settings import KvSettings
 from raftkv.kv.state_machine import KvStateMachine
 from raftkv.kv.validation import check_request, check_session
 from raftkv.raft.core.errors import InvariantViolation
 from raftkv.raft.driver.node import Node
 
-ResultT = TypeVar("ResultT", PutResult, DeleteResult, TxnResult, CompactResult, PublishMemberResult)
+ResultT = TypeVar(
+    "ResultT",
+    PutResult,
+    DeleteResult,
+    TxnResult,
+    CompactResult,
+    PublishMemberResult,
+    LeaseGrantResult,
+    LeaseKeepAliveResult,
+    LeaseRevokeResult,
+    LeaseCheckpointResult,
+)
+# Random lease ids drawn before giving up on collisions (each collision costs a log entry).
+_GRANT_ATTEMPTS = 3
+_MAX_LEASE_ID = (1 << 63) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseStatus:
+    id: int
+    # Seconds left by this node's countdown, and the TTL the lease was granted with.
+    remaining_s: float
+    granted_ttl: int
+    # The attached keys, when asked for.
+    keys: list[bytes]
 
 
 class KvService:
@@ -104,6 +146,76 @@ class KvService:
         """Record, through the log, where clients reach member `member_id`."""
         request = PublishMember(member_id=member_id, client_url=client_url)
         return await self._write(request, PublishMemberResult, "", 0, timeout)
+
+    async def lease_grant(
+        self, ttl: int, lease_id: int = 0, *, timeout: float | None = None
+    ) -> LeaseGrantResult:
+        """A lease of `ttl` seconds (raised to min_lease_ttl_s). `lease_id` 0: a random id."""
+        if lease_id:
+            return await self._write(LeaseGrant(lease_id, ttl), LeaseGrantResult, "", 0, timeout)
+        for attempt in range(_GRANT_ATTEMPTS):
+            chosen = secrets.randbelow(_MAX_LEASE_ID) + 1
+            try:
+                return await self._write(LeaseGrant(chosen, ttl), LeaseGrantResult, "", 0, timeout)
+            except LeaseExists:
+                if attempt == _GRANT_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def lease_keep_alive(
+        self, lease_id: int, *, timeout: float | None = None
+    ) -> LeaseKeepAliveResult:
+        return await self._write(LeaseKeepAlive(lease_id), LeaseKeepAliveResult, "", 0, timeout)
+
+    async def lease_revoke(
+        self, lease_id: int, *, timeout: float | None = None
+    ) -> LeaseRevokeResult:
+        return await self._write(LeaseRevoke(lease_id), LeaseRevokeResult, "", 0, timeout)
+
+    async def lease_expire(
+        self, lease_id: int, renewed_index: int, *, timeout: float | None = None
+    ) -> LeaseRevokeResult:
+        """The leader's expiry (see LeaseExpire): a no-op if renewed since `renewed_index`."""
+        request = LeaseExpire(lease_id, renewed_index)
+        return await self._write(request, LeaseRevokeResult, "", 0, timeout)
+
+    async def lease_checkpoint(
+        self, leases: list[LeaseRemaining], *, timeout: float | None = None
+    ) -> LeaseCheckpointResult:
+        return await self._write(LeaseCheckpoint(leases), LeaseCheckpointResult, "", 0, timeout)
+
+    async def lease_status(
+        self,
+        lease_id: int,
+        *,
+        keys: bool = False,
+        serializable: bool = False,
+        timeout: float | None = None,
+    ) -> LeaseStatus:
+        """The lease as this node knows it; LeaseNotFound if it does not exist."""
+        if not serializable:
+            await self.node.read_index(timeout=timeout)
+        record = self.machine.lease(lease_id)
+        remaining = self.machine.lease_timers.remaining_s(lease_id)
+        if record is None or remaining is None:
+            raise LeaseNotFound(lease_id)
+        attached = self.machine.lease_keys(lease_id) if keys else []
+        return LeaseStatus(lease_id, remaining, record.ttl, attached)
+
+    async def leases(
+        self, *, serializable: bool = False, timeout: float | None = None
+    ) -> list[LeaseStatus]:
+        """Every lease (without keys), by id."""
+        if not serializable:
+            await self.node.read_index(timeout=timeout)
+        timers = self.machine.lease_timers
+        found = []
+        for lease_id in self.machine.lease_ids():
+            timer = timers.get(lease_id)
+            remaining = timers.remaining_s(lease_id)
+            if timer is not None and remaining is not None:
+                found.append(LeaseStatus(lease_id, remaining, timer.ttl, []))
+        return found
 
     async def _write(
         self,

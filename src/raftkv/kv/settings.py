@@ -31,6 +31,14 @@ class KvSettings:
     max_exactly_once_clients: int = 10_000
     # A client id's UTF-8 length (it is a key of the session table).
     max_client_id_bytes: int = 128
+    # Live leases at most (a grant beyond is refused). Every node keeps a timer per lease
+    # in memory and reads them all when it opens the store.
+    max_leases: int = 100_000
+    # A grant asking for less gets this TTL: a lease shorter than a few election timeouts
+    # could expire while the cluster elects a leader and no keep-alive can be applied.
+    min_lease_ttl_s: int = 2
+    # The longest TTL a grant may ask for (etcd's MaxLeaseTTL: 9e9 s; one year is ample).
+    max_lease_ttl_s: int = 365 * 24 * 3600
 
     def __post_init__(self) -> None:
         for name in (
@@ -39,7 +47,12 @@ class KvSettings:
             "max_txn_ops",
             "max_exactly_once_clients",
             "max_client_id_bytes",
+            "max_leases",
+            "min_lease_ttl_s",
+            "max_lease_ttl_s",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigInvalid(f"KvSettings.{name} must be a positive integer, got {value!r}")
+        if self.min_lease_ttl_s > self.max_lease_ttl_s:
+            raise ConfigInvalid("KvSettings.min_lease_ttl_s must be <= max_lease_ttl_s")

@@ -14,6 +14,11 @@ A failed command's result is the KvError instance (never raised: raising stops t
 All commands of one `apply` call, and the applied index covering them, land in one
 `AppData` commit, so after a crash the state machine resumes exactly at `applied_index()`.
 
+Leases (`raftkv.kv.leases`): grants, keep-alives, checkpoints and revokes are commands like
+the others; once one applies, this node's `lease_timers` (its own clock, outside the
+replicated state) restart that lease's countdown. After each apply call `watch_hub.notify()`
+wakes the watches (O(1): they read the new revisions themselves, later).
+
 Reads (`range`, `current_revision`, `compacted_revision`) see committed state: the driver
 calls everything on its event loop, never during an `apply`. For a linearizable read the
 server calls `range` through the node's `linearizable_read`.
@@ -23,11 +28,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import assert_never
 
 import msgspec
 import zstandard
 
 from raftkv.kv.commands import (
+    LeaseCheckpoint,
+    LeaseCheckpointResult,
+    LeaseExpire,
+    LeaseGrant,
+    LeaseGrantResult,
+    LeaseKeepAlive,
+    LeaseKeepAliveResult,
+    LeaseRequest,
+    LeaseRevoke,
+    LeaseRevokeResult,
     PublishMember,
     PublishMemberResult,
     Range,
@@ -39,11 +55,16 @@ from raftkv.kv.commands import (
     encode_result,
 )
 from raftkv.kv.errors import KvError, SessionExpired, StaleSequence
+from raftkv.kv.events import EventReader
+from raftkv.kv.layout import LeaseRecord, unescape
+from raftkv.kv.lease_timers import LeaseTimers
 from raftkv.kv.members import MemberDirectory
 from raftkv.kv.mvcc import MvccStore
 from raftkv.kv.sessions import SessionTable
 from raftkv.kv.settings import KvSettings
 from raftkv.kv.validation import check_request, check_session
+from raftkv.kv.watch import WatchHub, WatchSettings
+from raftkv.raft.driver.clock import Clock, SystemClock
 from raftkv.raft.driver.state_machine import Command
 from raftkv.raft.storage.base import AppData, StorageCorrupt
 
@@ -86,15 +107,38 @@ class FrozenSnapshot:
 
 
 class KvStateMachine:
-    def __init__(self, app: AppData, settings: KvSettings | None = None) -> None:
+    """`clock`: where lease countdowns and watch progress intervals take their time (the
+    node's clock; a ManualClock in tests)."""
+
+    def __init__(
+        self,
+        app: AppData,
+        settings: KvSettings | None = None,
+        *,
+        clock: Clock | None = None,
+        watch_settings: WatchSettings | None = None,
+    ) -> None:
         self.app = app
         self.settings = settings if settings is not None else KvSettings()
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.lease_timers = LeaseTimers(self.clock.now)
         self._store, self._sessions, self._members = self._open()
+        self.watch_hub = WatchHub(
+            EventReader(app),
+            self.current_revision,
+            self.compacted_revision,
+            watch_settings,
+            self.clock,
+        )
 
     def _open(self) -> tuple[MvccStore, SessionTable, MemberDirectory]:
-        """Read the store's meta records (nothing else: opening costs O(1))."""
+        """Read the store's meta records and the leases (O(leases)), and start every
+        lease's countdown from its stored remaining time."""
         store = MvccStore(self.app, self.settings)
         sessions = SessionTable(store.staged, self.settings.max_exactly_once_clients)
+        self.lease_timers.clear()
+        for lease_id, record in store.leases.load():
+            self.lease_timers.set(lease_id, record.remaining_ms, record.ttl, record.renewed_index)
         return store, sessions, MemberDirectory(store.staged)
 
     # -- StateMachine ---------------------------------------------------------------------
@@ -107,6 +151,7 @@ class KvStateMachine:
     ) -> list[WriteResult | KvError]:
         results = [self._apply_one(command) for command in commands]
         self._store.commit(applied_index, applied_term)
+        self.watch_hub.notify()
         return results
 
     def snapshot(self) -> bytes:
@@ -156,6 +201,7 @@ class KvStateMachine:
             raise SnapshotInvalid("KV snapshot items are not in strictly increasing key order")
         self.app.replace_all(iter(items), index, term)
         self._store, self._sessions, self._members = self._open()
+        self.watch_hub.reset()
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -176,6 +222,17 @@ class KvStateMachine:
     def state_hash(self) -> str:
         """See MvccStore.state_hash (a full scan)."""
         return self._store.state_hash()
+
+    def lease(self, lease_id: int) -> LeaseRecord | None:
+        return self._store.leases.get(lease_id)
+
+    def lease_ids(self) -> list[int]:
+        """Every live lease's id, in increasing order (O(leases))."""
+        return [lease_id for lease_id, _ in self._store.leases.records()]
+
+    def lease_keys(self, lease_id: int) -> list[bytes]:
+        """The keys attached to the lease, in key order."""
+        return [unescape(escaped) for escaped in self._store.leases.attached(lease_id)]
 
     # -- internals ------------------------------------------------------------------------
 
@@ -199,6 +256,9 @@ class KvStateMachine:
                 result: WriteResult = PublishMemberResult(
                     ResponseHeader(self._store.current_revision())
                 )
+            elif isinstance(request, LeaseRequest):
+                check_request(request, self.settings)
+                result = self._apply_lease(request, command.index)
             else:
                 result = self._store.execute(request)
         except KvError as error:
@@ -206,6 +266,40 @@ class KvStateMachine:
         if client_id:
             self._sessions.record(client_id, sequence, command.index, encode_result(result))
         return result
+
+    def _apply_lease(self, request: LeaseRequest, index: int) -> WriteResult:
+        """Apply one lease command, then move this node's timer for the lease."""
+        store, timers = self._store, self.lease_timers
+        header = ResponseHeader(store.current_revision())
+        match request:
+            case LeaseGrant():
+                record = store.leases.grant(request.id, request.ttl, index)
+                timers.set(request.id, record.remaining_ms, record.ttl, index)
+                return LeaseGrantResult(header, request.id, record.ttl)
+            case LeaseKeepAlive():
+                record = store.leases.keep_alive(request.id, index)
+                timers.set(request.id, record.remaining_ms, record.ttl, index)
+                return LeaseKeepAliveResult(header, request.id, record.ttl)
+            case LeaseRevoke():
+                revoked = store.revoke_lease(request.id)
+                timers.remove(request.id)
+                return revoked
+            case LeaseExpire():
+                current = store.leases.get(request.id)
+                if current is None or current.renewed_index != request.renewed_index:
+                    # Renewed (or re-granted) after the leader decided: not expired.
+                    return LeaseRevokeResult(header, revoked=False)
+                revoked = store.revoke_lease(request.id)
+                timers.remove(request.id)
+                return revoked
+            case LeaseCheckpoint():
+                for lease in request.leases:
+                    kept = store.leases.checkpoint(lease.id, lease.remaining_ms)
+                    if kept is not None:
+                        timers.set(lease.id, kept.remaining_ms, kept.ttl, kept.renewed_index)
+                return LeaseCheckpointResult(header)
+            case _:
+                assert_never(request)
 
 
 def _encode_snapshot(items: Iterator[tuple[bytes, bytes]]) -> bytes:

@@ -24,6 +24,11 @@ from raftkv.kv.commands import (
     Compare,
     DeleteRange,
     KvCommand,
+    LeaseCheckpoint,
+    LeaseExpire,
+    LeaseGrant,
+    LeaseKeepAlive,
+    LeaseRevoke,
     PublishMember,
     Put,
     Range,
@@ -38,6 +43,8 @@ from raftkv.kv.settings import KvSettings
 MAX_INTEGER = (1 << 63) - 1
 # A member's published client URL (scheme, host, port: far below this).
 MAX_CLIENT_URL_BYTES = 1024
+# Leases in one checkpoint command (the leader splits larger sets), as etcd batches them.
+MAX_CHECKPOINT_LEASES = 1000
 
 
 def check_request(request: WriteRequest | Range, settings: KvSettings) -> None:
@@ -62,8 +69,37 @@ def check_request(request: WriteRequest | Range, settings: KvSettings) -> None:
                 raise LimitExceeded(
                     "client_url length", size, "MAX_CLIENT_URL_BYTES", MAX_CLIENT_URL_BYTES
                 )
+        case LeaseGrant():
+            _check_lease_id(request.id)
+            if not 1 <= request.ttl <= settings.max_lease_ttl_s:
+                raise InvalidRequest(
+                    f"lease ttl must be in 1..{settings.max_lease_ttl_s} seconds "
+                    f"(max_lease_ttl_s), got {request.ttl}"
+                )
+        case LeaseKeepAlive() | LeaseRevoke():
+            _check_lease_id(request.id)
+        case LeaseExpire():
+            _check_lease_id(request.id)
+            _check_integer("renewed_index", request.renewed_index)
+        case LeaseCheckpoint():
+            if len(request.leases) > MAX_CHECKPOINT_LEASES:
+                raise LimitExceeded(
+                    "checkpoint leases",
+                    len(request.leases),
+                    "MAX_CHECKPOINT_LEASES",
+                    MAX_CHECKPOINT_LEASES,
+                )
+            for lease in request.leases:
+                _check_lease_id(lease.id)
+                _check_integer("remaining_ms", lease.remaining_ms)
         case _:
             assert_never(request)
+
+
+def _check_lease_id(lease_id: int) -> None:
+    _check_integer("lease id", lease_id)
+    if lease_id == 0:
+        raise InvalidRequest("a lease id is >= 1 (0 means no lease)")
 
 
 def check_session(command: KvCommand, settings: KvSettings) -> None:

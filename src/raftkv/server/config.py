@@ -230,6 +230,33 @@ class ServerSettings:
         _parse_int,
         "Client sessions remembered for exactly-once writes (same on every member).",
     )
+    max_leases: int = _setting(
+        100_000, _parse_int, "Live leases at most; more grants are refused (same on every member)."
+    )
+    min_lease_ttl_s: int = _setting(
+        2,
+        _parse_int,
+        "A lease granted with a shorter TTL gets this one (same on every member); keep it "
+        "above a few election timeouts.",
+    )
+    lease_check_interval_s: float = _setting(
+        0.25, _parse_float, "How often the leader looks for expired leases."
+    )
+    lease_checkpoint_interval_s: float = _setting(
+        5.0,
+        _parse_float,
+        "How often the leader records remaining lease TTLs in the log: the most extra life a "
+        "lease can get from a restart of the node that then leads.",
+    )
+    max_watches: int = _setting(10_000, _parse_int, "Watches one node serves at once.")
+    watch_send_timeout_s: float = _setting(
+        10.0,
+        _parse_float,
+        "A watch whose client does not read for this long is ended with too_slow.",
+    )
+    watch_progress_interval_s: float = _setting(
+        10.0, _parse_float, "Default interval of watch progress notifications (bookmarks)."
+    )
     peer_ca_file: Path | None = _setting(
         None, _parse_optional_path, "CA certificate for mutual TLS between peers."
     )
@@ -255,6 +282,9 @@ class ServerSettings:
             "max_txn_ops",
             "max_exactly_once_clients",
             "cluster_id",
+            "max_leases",
+            "min_lease_ttl_s",
+            "max_watches",
         ):
             if getattr(self, name) < 1:
                 raise SettingsInvalid(f"setting {name}: must be >= 1, got {getattr(self, name)}")
@@ -262,6 +292,8 @@ class ServerSettings:
             raise SettingsInvalid("setting snapshot_keep_entries: must be >= 0")
         if self.auto_compaction_retention < 0:
             raise SettingsInvalid("setting auto_compaction_retention: must be >= 0")
+        if not 0 <= self.lease_checkpoint_interval_s < float("inf"):
+            raise SettingsInvalid("setting lease_checkpoint_interval_s: must be >= 0 (0: never)")
         if self.join and self.initial_cluster:
             raise SettingsInvalid(
                 "settings join and initial_cluster: give one (join a cluster, or found one)"
@@ -274,6 +306,9 @@ class ServerSettings:
             "shutdown_timeout_s",
             "auto_compaction_interval_s",
             "join_timeout_s",
+            "lease_check_interval_s",
+            "watch_send_timeout_s",
+            "watch_progress_interval_s",
         ):
             value = getattr(self, name)
             if not 0 < value < float("inf"):

@@ -55,21 +55,17 @@ Errors: every refusal is `{"error": {"code", "message"}}`:
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar, assert_never
+from typing import TypeVar, assert_never
 
-import msgspec
 from aiohttp import web
 
 from raftkv.kv.commands import (
     Compare,
     DeleteRange,
     DeleteResult,
-    KeyValue,
     Put,
     PutResult,
     Range,
@@ -83,6 +79,8 @@ from raftkv.kv.errors import (
     Compacted,
     FutureRevision,
     KvError,
+    LeaseExists,
+    LeaseNotFound,
     LimitExceeded,
     SessionExpired,
     StaleSequence,
@@ -109,7 +107,6 @@ from raftkv.server.api import (
     GetAnswer,
     Header,
     HealthAnswer,
-    KeyValueAnswer,
     OpAnswer,
     OpBody,
     PutAnswer,
@@ -130,8 +127,22 @@ from raftkv.server.api import (
 from raftkv.server.backup import FORMAT_VERSION as BACKUP_FORMAT_VERSION
 from raftkv.server.backup import BackupHeader, backup_chunks, encode_prefix
 from raftkv.server.cluster_api import cluster_answer
+from raftkv.server.http_common import (
+    ApiError,
+    Codec,
+    bool_query,
+    decode_body,
+    error_response,
+    int_query,
+    json_answer,
+    key_range,
+    key_value_answer,
+    serializable_query,
+)
+from raftkv.server.lease_api import LeaseHandlers
 from raftkv.server.metrics import Metrics
 from raftkv.server.openapi import openapi_document_bytes
+from raftkv.server.watch_api import WatchHandlers
 
 __all__ = ["HttpSettings", "create_app"]
 
@@ -154,6 +165,11 @@ class HttpSettings:
     # Backups (GET /v1/snapshot) made at once; more are refused with 503 `busy`. Each holds
     # the whole encoded state in memory while it is made.
     max_concurrent_backups: int = 1
+    # A watch stream whose writes stay blocked this long (its client stopped reading) is
+    # ended with `too_slow`.
+    watch_send_timeout_s: float = 10.0
+    # The progress notification interval of a watch that asks for them without its own.
+    watch_progress_interval_s: float = 10.0
 
     def __post_init__(self) -> None:
         size = self.max_body_bytes
@@ -173,6 +189,10 @@ class HttpSettings:
             raise ConfigInvalid(
                 f"HttpSettings.max_concurrent_backups must be >= 1, got {backups!r}"
             )
+        for name in ("watch_send_timeout_s", "watch_progress_interval_s"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+                raise ConfigInvalid(f"HttpSettings.{name} must be a positive number, got {value!r}")
         lag = self.ready_max_apply_lag
         if not isinstance(lag, int) or isinstance(lag, bool) or lag < 0:
             raise ConfigInvalid(f"HttpSettings.ready_max_apply_lag must be >= 0, got {lag!r}")
@@ -187,31 +207,16 @@ BodyT = TypeVar("BodyT", PutBody, SetBody, CompactBody, TxnBody, AddMemberBody, 
 # -- errors ----------------------------------------------------------------------------------
 
 
-class ApiError(Exception):
-    """A refusal decided by the HTTP layer itself, answered as `{"error": {...}}`."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
-def _error_response(status: int, code: str, message: str) -> web.Response:
-    body = {"error": {"code": code, "message": message}}
-    return web.Response(
-        status=status, body=msgspec.json.encode(body), content_type="application/json"
-    )
-
-
 def _kv_error_status(error: KvError) -> int:
     match error:
         case LimitExceeded():
             return 413
         case Compacted():
             return 410
-        case StaleSequence() | SessionExpired():
+        case StaleSequence() | SessionExpired() | LeaseExists():
             return 409
+        case LeaseNotFound():
+            return 404
         case FutureRevision():
             return 400
         case _:
@@ -222,36 +227,44 @@ def _service_error(error: Exception) -> web.Response | None:
     """The answer for an expected error of the service or the driver, or None."""
     match error:
         case ApiError():
-            return _error_response(error.status, error.code, error.message)
+            return error_response(error.status, error.code, error.message, **error.details)
+        case Compacted():
+            return error_response(
+                410,
+                error.code,
+                str(error),
+                compact_revision=error.compact_revision,
+                oldest_revision=error.compact_revision + 1,
+            )
         case KvError():
-            return _error_response(_kv_error_status(error), error.code, str(error))
+            return error_response(_kv_error_status(error), error.code, str(error))
         case NotLeader():
-            return _error_response(503, "not_leader", str(error))
+            return error_response(503, "not_leader", str(error))
         case ProposalDropped():
-            return _error_response(503, "proposal_dropped", str(error))
+            return error_response(503, "proposal_dropped", str(error))
         case Overloaded():
-            return _error_response(503, "overloaded", str(error))
+            return error_response(503, "overloaded", str(error))
         case Stopped():
-            return _error_response(503, "stopped", str(error) or "the node is stopped")
+            return error_response(503, "stopped", str(error) or "the node is stopped")
         case ProposalTimeout():
-            return _error_response(
+            return error_response(
                 504,
                 "timeout",
                 "the write's outcome is unknown: it may still apply; retry with the same "
                 "client_id and sequence to apply it at most once",
             )
         case ReadTimeout():
-            return _error_response(
+            return error_response(
                 504, "timeout", "the read could not be confirmed; nothing was read"
             )
         case NotCaughtUp():
-            return _error_response(409, "not_caught_up", str(error))
+            return error_response(409, "not_caught_up", str(error))
         case MembershipError():
             status, code = _MEMBERSHIP_ERRORS.get(error.code, (400, "invalid_member_change"))
-            return _error_response(status, code, error.detail)
+            return error_response(status, code, error.detail)
         case InvalidArgument():
             # The only one a request can cause: an encoded command over max_command_bytes.
-            return _error_response(413, "command_too_large", str(error))
+            return error_response(413, "command_too_large", str(error))
         case _:
             return None
 
@@ -283,83 +296,19 @@ async def _errors_middleware(
         if error.status < 400:
             raise
         code = _HTTP_CODES.get(error.status, "http_error")
-        return _error_response(error.status, code, error.reason)
+        return error_response(error.status, code, error.reason)
     except Exception as error:
         response = _service_error(error)
         if response is not None:
             return response
         logger.exception("unexpected error serving %s %s", request.method, request.path)
-        return _error_response(500, "internal", f"internal error: {type(error).__name__}")
+        return error_response(500, "internal", f"internal error: {type(error).__name__}")
 
 
 # -- codec: str <-> bytes for keys and values ------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Codec:
-    base64: bool
-
-    @classmethod
-    def of(cls, request: web.Request) -> _Codec:
-        encoding = request.query.get("encoding", "utf-8")
-        if encoding not in ("utf-8", "utf8", "base64"):
-            raise ApiError(
-                400, "invalid_request", f"encoding must be utf-8 or base64, got {encoding!r}"
-            )
-        return cls(base64=encoding == "base64")
-
-    def decode(self, text: str, what: str) -> bytes:
-        if not self.base64:
-            try:
-                return text.encode()
-            except UnicodeEncodeError as error:  # lone surrogates from \\ud800 escapes
-                raise ApiError(400, "invalid_request", f"{what} is not valid Unicode") from error
-        try:
-            return base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError) as error:
-            raise ApiError(400, "invalid_base64", f"{what} is not valid base64: {error}") from error
-
-    def encode(self, data: bytes, what: str) -> str:
-        if self.base64:
-            return base64.b64encode(data).decode("ascii")
-        try:
-            return data.decode()
-        except UnicodeDecodeError as error:
-            raise ApiError(
-                406, "not_utf8", f"{what} is not UTF-8 text; ask with encoding=base64"
-            ) from error
-
-
 # -- query parameters ------------------------------------------------------------------------
-
-
-def _int_query(request: web.Request, name: str) -> int:
-    text = request.query.get(name, "0")
-    if not text.isascii() or not text.isdigit() or len(text) > 19:
-        raise ApiError(
-            400, "invalid_request", f"{name} must be a non-negative integer, got {text!r}"
-        )
-    return int(text)
-
-
-def _bool_query(request: web.Request, name: str) -> bool:
-    text = request.query.get(name, "false").lower()
-    if text in ("true", "1"):
-        return True
-    if text in ("false", "0"):
-        return False
-    raise ApiError(400, "invalid_request", f"{name} must be true or false, got {text!r}")
-
-
-def _serializable(request: web.Request) -> bool:
-    consistency = request.query.get("consistency", "linearizable")
-    if consistency not in ("linearizable", "serializable"):
-        raise ApiError(
-            400,
-            "invalid_request",
-            f"consistency must be linearizable or serializable, got {consistency!r}",
-        )
-    return consistency == "serializable"
 
 
 _MAX_PEER_URL = 255
@@ -371,61 +320,19 @@ def _member_id(text: str) -> NodeId:
     return NodeId(int(text))
 
 
-def prefix_end(key: bytes) -> bytes:
-    """The range end that covers every key starting with `key` (etcd's GetPrefixRangeEnd):
-    `key` with its last byte below 0xff incremented; b"\\0" (to the end) if there is none."""
-    stripped = key.rstrip(b"\xff")
-    if not stripped:
-        return b"\0"
-    return stripped[:-1] + bytes([stripped[-1] + 1])
-
-
-def _key_range(key: bytes, range_end: bytes, prefix: bool) -> tuple[bytes, bytes]:
-    if not prefix:
-        return key, range_end
-    if range_end:
-        raise ApiError(400, "invalid_request", "give range_end or prefix, not both")
-    if not key:  # every key
-        return b"\0", b"\0"
-    return key, prefix_end(key)
-
-
 # -- the application -------------------------------------------------------------------------
 
 
-_json_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
-
-
 async def _body(request: web.Request, kind: type[BodyT]) -> BodyT:
-    length = request.content_length
-    limit = request.app[_SETTINGS].max_body_bytes
-    if length is not None and length > limit:
-        raise ApiError(
-            413, "body_too_large", f"body is {length} bytes, beyond max_body_bytes={limit}"
-        )
-    data = await request.read()
-    decoder = _json_decoders.get(kind)
-    if decoder is None:
-        decoder = _json_decoders[kind] = msgspec.json.Decoder(kind)
-    try:
-        body: BodyT = decoder.decode(data)
-    except msgspec.ValidationError as error:
-        raise ApiError(400, "invalid_request", str(error)) from error
-    except msgspec.DecodeError as error:
-        raise ApiError(400, "invalid_json", str(error)) from error
-    return body
-
-
-def _json(payload: object, status: int = 200) -> web.Response:
-    return web.Response(
-        status=status, body=msgspec.json.encode(payload), content_type="application/json"
-    )
+    return await decode_body(request, kind, request.app[_SETTINGS].max_body_bytes)
 
 
 _SETTINGS = web.AppKey("settings", HttpSettings)
 _SERVICE = web.AppKey("service", KvService)
 # The app's Prometheus metrics (its own registry).
 METRICS = web.AppKey("metrics", Metrics)
+# The watch handlers (their counters feed the metrics).
+WATCHES = web.AppKey("watches", WatchHandlers)
 
 
 class _Handlers:
@@ -439,43 +346,32 @@ class _Handlers:
     def _header(self, revision: int) -> Header:
         return Header(revision=revision, leader=int(self.service.node.leader_id))
 
-    @staticmethod
-    def _kv(kv: KeyValue, codec: _Codec) -> KeyValueAnswer:
-        return KeyValueAnswer(
-            key=codec.encode(kv.key, "key"),
-            value=codec.encode(kv.value, "value"),
-            create_revision=kv.create_revision,
-            mod_revision=kv.mod_revision,
-            version=kv.version,
-            lease=kv.lease,
-        )
-
     # Each builds the plain answer, or (given the txn's tagged subclass) a txn response.
 
-    def _put_answer(self, result: PutResult, codec: _Codec, kind: type[PutAnswerT]) -> PutAnswerT:
-        prev_kv = None if result.prev_kv is None else self._kv(result.prev_kv, codec)
+    def _put_answer(self, result: PutResult, codec: Codec, kind: type[PutAnswerT]) -> PutAnswerT:
+        prev_kv = None if result.prev_kv is None else key_value_answer(result.prev_kv, codec)
         return kind(header=self._header(result.header.revision), prev_kv=prev_kv)
 
     def _delete_answer(
-        self, result: DeleteResult, codec: _Codec, kind: type[DeleteAnswerT]
+        self, result: DeleteResult, codec: Codec, kind: type[DeleteAnswerT]
     ) -> DeleteAnswerT:
         return kind(
             header=self._header(result.header.revision),
             deleted=result.deleted,
-            prev_kvs=[self._kv(kv, codec) for kv in result.prev_kvs],
+            prev_kvs=[key_value_answer(kv, codec) for kv in result.prev_kvs],
         )
 
     def _range_answer(
-        self, result: RangeResult, codec: _Codec, kind: type[RangeAnswerT]
+        self, result: RangeResult, codec: Codec, kind: type[RangeAnswerT]
     ) -> RangeAnswerT:
         return kind(
             header=self._header(result.header.revision),
-            kvs=[self._kv(kv, codec) for kv in result.kvs],
+            kvs=[key_value_answer(kv, codec) for kv in result.kvs],
             count=result.count,
             more=result.more,
         )
 
-    def _op_answer(self, result: ResponseOp, codec: _Codec) -> OpAnswer:
+    def _op_answer(self, result: ResponseOp, codec: Codec) -> OpAnswer:
         match result:
             case RangeResult():
                 return self._range_answer(result, codec, RangeOpAnswer)
@@ -488,7 +384,7 @@ class _Handlers:
 
     # -- writes
 
-    async def _put(self, key: bytes, body: PutBody, codec: _Codec) -> web.Response:
+    async def _put(self, key: bytes, body: PutBody, codec: Codec) -> web.Response:
         result = await self.service.put(
             key,
             codec.decode(body.value, "value"),
@@ -498,37 +394,37 @@ class _Handlers:
             sequence=body.sequence,
             timeout=self.timeout,
         )
-        return _json(self._put_answer(result, codec, PutAnswer))
+        return json_answer(self._put_answer(result, codec, PutAnswer))
 
     async def put(self, request: web.Request) -> web.Response:
-        codec = _Codec.of(request)
+        codec = Codec.of(request)
         key = codec.decode(request.match_info["key"], "key")
         return await self._put(key, await _body(request, PutBody), codec)
 
     async def set(self, request: web.Request) -> web.Response:
-        codec = _Codec.of(request)
+        codec = Codec.of(request)
         body = await _body(request, SetBody)
         key = codec.decode(body.key, "key")
         return await self._put(key, PutBody(value=body.value), codec)
 
     async def delete(self, request: web.Request) -> web.Response:
-        codec = _Codec.of(request)
+        codec = Codec.of(request)
         key = codec.decode(request.match_info["key"], "key")
         if not key:  # refuse before widening an empty prefix to every key
             raise ApiError(400, "empty_key", "delete: key is empty")
-        key, range_end = _key_range(key, b"", _bool_query(request, "prefix"))
+        key, range_end = key_range(key, b"", bool_query(request, "prefix"))
         result = await self.service.delete_range(
             key,
             range_end,
-            prev_kv=_bool_query(request, "prev_kv"),
+            prev_kv=bool_query(request, "prev_kv"),
             client_id=request.query.get("client_id", ""),
-            sequence=_int_query(request, "sequence"),
+            sequence=int_query(request, "sequence"),
             timeout=self.timeout,
         )
-        return _json(self._delete_answer(result, codec, DeleteAnswer))
+        return json_answer(self._delete_answer(result, codec, DeleteAnswer))
 
     async def txn(self, request: web.Request) -> web.Response:
-        codec = _Codec.of(request)
+        codec = Codec.of(request)
         body = await _body(request, TxnBody)
         txn = Txn(
             compares=[self._compare(compare, codec) for compare in body.compares],
@@ -538,7 +434,7 @@ class _Handlers:
         result: TxnResult = await self.service.txn(
             txn, client_id=body.client_id, sequence=body.sequence, timeout=self.timeout
         )
-        return _json(
+        return json_answer(
             TxnAnswer(
                 header=self._header(result.header.revision),
                 succeeded=result.succeeded,
@@ -547,7 +443,7 @@ class _Handlers:
         )
 
     @staticmethod
-    def _compare(compare: CompareBody, codec: _Codec) -> Compare:
+    def _compare(compare: CompareBody, codec: Codec) -> Compare:
         value: bytes | int = (
             compare.value
             if isinstance(compare.value, int)
@@ -561,11 +457,11 @@ class _Handlers:
         )
 
     @staticmethod
-    def _op(op: OpBody, codec: _Codec) -> RequestOp:
+    def _op(op: OpBody, codec: Codec) -> RequestOp:
         key = codec.decode(op.key, "key")
         match op:
             case RangeOpBody():
-                key, range_end = _key_range(key, codec.decode(op.range_end, "range_end"), op.prefix)
+                key, range_end = key_range(key, codec.decode(op.range_end, "range_end"), op.prefix)
                 return Range(
                     key=key,
                     range_end=range_end,
@@ -584,7 +480,7 @@ class _Handlers:
             case DeleteOpBody():
                 if not key:
                     raise ApiError(400, "empty_key", "txn delete: key is empty")
-                key, range_end = _key_range(key, codec.decode(op.range_end, "range_end"), op.prefix)
+                key, range_end = key_range(key, codec.decode(op.range_end, "range_end"), op.prefix)
                 return DeleteRange(key=key, range_end=range_end, prev_kv=op.prev_kv)
             case _:
                 assert_never(op)
@@ -592,53 +488,56 @@ class _Handlers:
     async def compact(self, request: web.Request) -> web.Response:
         body = await _body(request, CompactBody)
         result = await self.service.compact(body.revision, timeout=self.timeout)
-        return _json(CompactAnswer(header=self._header(result.header.revision)))
+        return json_answer(CompactAnswer(header=self._header(result.header.revision)))
 
     # -- reads
 
     async def get(self, request: web.Request) -> web.Response:
-        codec = _Codec.of(request)
+        codec = Codec.of(request)
         key = codec.decode(request.match_info["key"], "key")
-        query = Range(key=key, revision=_int_query(request, "revision"))
+        query = Range(key=key, revision=int_query(request, "revision"))
         result = await self.service.range(
-            query, serializable=_serializable(request), timeout=self.timeout
+            query, serializable=serializable_query(request), timeout=self.timeout
         )
         if not result.kvs:
             raise ApiError(404, "not_found", f"key {request.match_info['key']!r} not found")
-        return _json(
+        return json_answer(
             GetAnswer(
-                header=self._header(result.header.revision), kv=self._kv(result.kvs[0], codec)
+                header=self._header(result.header.revision),
+                kv=key_value_answer(result.kvs[0], codec),
             )
         )
 
     async def range(self, request: web.Request) -> web.Response:
-        codec = _Codec.of(request)
+        codec = Codec.of(request)
         key = codec.decode(request.query.get("key", ""), "key")
         range_end = codec.decode(request.query.get("range_end", ""), "range_end")
-        key, range_end = _key_range(key, range_end, _bool_query(request, "prefix"))
+        key, range_end = key_range(key, range_end, bool_query(request, "prefix"))
         query = Range(
             key=key,
             range_end=range_end,
-            limit=_int_query(request, "limit"),
-            revision=_int_query(request, "revision"),
-            keys_only=_bool_query(request, "keys_only"),
-            count_only=_bool_query(request, "count_only"),
+            limit=int_query(request, "limit"),
+            revision=int_query(request, "revision"),
+            keys_only=bool_query(request, "keys_only"),
+            count_only=bool_query(request, "count_only"),
         )
         result = await self.service.range(
-            query, serializable=_serializable(request), timeout=self.timeout
+            query, serializable=serializable_query(request), timeout=self.timeout
         )
-        return _json(self._range_answer(result, codec, RangeAnswer))
+        return json_answer(self._range_answer(result, codec, RangeAnswer))
 
     # -- the node
 
     async def health(self, request: web.Request) -> web.Response:
         """Liveness: the process answers (a stopped node still says so: it is alive)."""
-        return _json(HealthAnswer(status="ok"))
+        return json_answer(HealthAnswer(status="ok"))
 
     async def ready(self, request: web.Request) -> web.Response:
         """Readiness: see ReadyAnswer."""
         reason = self._not_ready_reason()
-        return _json(ReadyAnswer(ready=not reason, reason=reason), status=503 if reason else 200)
+        return json_answer(
+            ReadyAnswer(ready=not reason, reason=reason), status=503 if reason else 200
+        )
 
     def _not_ready_reason(self) -> str:
         status = self.service.node.status()
@@ -658,8 +557,8 @@ class _Handlers:
     async def status(self, request: web.Request) -> web.Response:
         status = self.service.node.status()
         machine = self.service.machine
-        digest = machine.state_hash() if _bool_query(request, "hash") else ""
-        return _json(
+        digest = machine.state_hash() if bool_query(request, "hash") else ""
+        return json_answer(
             StatusAnswer(
                 id=int(status.id),
                 leader=int(status.leader_id),
@@ -679,7 +578,7 @@ class _Handlers:
         )
 
     async def cluster(self, request: web.Request) -> web.Response:
-        return _json(cluster_answer(self.service.node, self.service.machine))
+        return json_answer(cluster_answer(self.service.node, self.service.machine))
 
     # -- membership
 
@@ -693,23 +592,23 @@ class _Handlers:
                 400, "invalid_request", f"peer_url must have 1..{_MAX_PEER_URL} characters"
             )
         await self.service.node.add_learner(member, body.peer_url, timeout=self.timeout)
-        return _json(cluster_answer(self.service.node, self.service.machine))
+        return json_answer(cluster_answer(self.service.node, self.service.machine))
 
     async def promote_member(self, request: web.Request) -> web.Response:
         member = _member_id(request.match_info["id"])
         await self.service.node.promote(member, timeout=self.timeout)
-        return _json(cluster_answer(self.service.node, self.service.machine))
+        return json_answer(cluster_answer(self.service.node, self.service.machine))
 
     async def remove_member(self, request: web.Request) -> web.Response:
         member = _member_id(request.match_info["id"])
         await self.service.node.remove_member(member, timeout=self.timeout)
-        return _json(cluster_answer(self.service.node, self.service.machine))
+        return json_answer(cluster_answer(self.service.node, self.service.machine))
 
     async def transfer_leadership(self, request: web.Request) -> web.Response:
         body = await _body(request, TransferBody)
         target = None if body.to == 0 else _member_id(str(body.to))
         leader = await self.service.node.transfer_leadership(target, timeout=self.timeout)
-        return _json(TransferAnswer(leader=int(leader)))
+        return json_answer(TransferAnswer(leader=int(leader)))
 
     async def snapshot(self, request: web.Request) -> web.StreamResponse:
         """A backup (raftkv.server.backup) of the state at a linearizable point: it holds
@@ -776,6 +675,12 @@ def create_app(service: KvService, settings: HttpSettings | None = None) -> web.
     app[_SETTINGS] = settings
     app[_SERVICE] = service
     handlers = _Handlers(service, settings)
+    leases = LeaseHandlers(service, settings.request_timeout_s, settings.max_body_bytes)
+    watches = WatchHandlers(
+        service, settings.watch_send_timeout_s, settings.watch_progress_interval_s
+    )
+    app[WATCHES] = watches
+    app.router.add_routes(leases.routes() + watches.routes())
     app.router.add_routes(
         [
             web.put("/v1/kv/{key:[\\s\\S]*}", handlers.put),

@@ -22,6 +22,12 @@ from raftkv.server.api import (
     ErrorAnswer,
     GetAnswer,
     HealthAnswer,
+    LeaseAnswer,
+    LeaseGrantAnswer,
+    LeaseGrantBody,
+    LeaseKeepAliveAnswer,
+    LeaseRevokeAnswer,
+    LeasesAnswer,
     PutAnswer,
     PutBody,
     RangeAnswer,
@@ -32,6 +38,10 @@ from raftkv.server.api import (
     TransferBody,
     TxnAnswer,
     TxnBody,
+    WatchCanceled,
+    WatchCreated,
+    WatchEvents,
+    WatchProgress,
 )
 
 __all__ = ["openapi_document", "openapi_document_bytes"]
@@ -56,21 +66,34 @@ _STRUCTS: tuple[type[msgspec.Struct], ...] = (
     AddMemberBody,
     TransferBody,
     TransferAnswer,
+    LeaseGrantBody,
+    LeaseGrantAnswer,
+    LeaseKeepAliveAnswer,
+    LeaseRevokeAnswer,
+    LeaseAnswer,
+    LeasesAnswer,
+    WatchCreated,
+    WatchEvents,
+    WatchProgress,
+    WatchCanceled,
 )
 
 _ERROR_TEXT = {
     "400": "Bad request: invalid_json, invalid_request, invalid_base64, empty_key, "
     "duplicate_key, future_revision",
-    "404": "not_found: no such key (unknown_route: no such path)",
+    "404": "not_found: no such key; lease_not_found: no such lease (never granted, revoked "
+    "or expired); unknown_route: no such path",
     "406": "not_utf8: the stored key or value is not UTF-8; ask with encoding=base64",
     "409": "stale_sequence: a late duplicate of an exactly-once write; session_expired: the "
     "store no longer holds the write's session (not applied; start a new one); "
-    "not_caught_up: the learner lags too far to be promoted",
-    "410": "compacted: the revision asked for is older than the compacted revision",
+    "not_caught_up: the learner lags too far to be promoted; lease_exists: a grant asked for "
+    "the id of a live lease",
+    "410": "compacted: the revision asked for is older than the compacted revision (the "
+    "error carries compact_revision and oldest_revision)",
     "413": "body_too_large, limit_exceeded or command_too_large",
     "500": "internal: an unexpected error (logged by the server)",
     "503": "not_leader, proposal_dropped, overloaded, stopped, busy (another membership "
-    "change is under way) or unavailable: nothing applied; retry",
+    "change is under way), unavailable or too_many_watches: nothing applied; retry",
     "504": "timeout: a write's outcome is unknown (retry with the same client_id and "
     "sequence); a read read nothing",
 }
@@ -131,6 +154,13 @@ _MEMBER = {
     "required": True,
     "schema": {"type": "integer", "minimum": 1},
     "description": "The member's node id.",
+}
+_LEASE = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 1, "maximum": (1 << 63) - 1},
+    "description": "The lease id.",
 }
 _KEY = {
     "name": "key",
@@ -256,6 +286,99 @@ def _paths() -> dict[str, Any]:
                 "summary": "Hand leadership to a voter (asked of the leader; 503 elsewhere)",
                 "requestBody": _body(TransferBody),
                 "responses": _responses(TransferAnswer, "413", "504"),
+            }
+        },
+        "/v1/lease": {
+            "post": {
+                "summary": "Grant a lease of ttl seconds (id chosen by the server if 0)",
+                "requestBody": _body(LeaseGrantBody),
+                "responses": _responses(LeaseGrantAnswer, "409", "413", "504"),
+            }
+        },
+        "/v1/lease/{id}/keepalive": {
+            "post": {
+                "summary": "Renew a lease to its full TTL (answered once applied)",
+                "parameters": [_LEASE],
+                "responses": _responses(LeaseKeepAliveAnswer, "404", "504"),
+            }
+        },
+        "/v1/lease/{id}": {
+            "get": {
+                "summary": "A lease's remaining TTL (and its keys with keys=true)",
+                "parameters": [
+                    _LEASE,
+                    _query("keys", _BOOLEAN, "List the keys attached to the lease."),
+                    _ENCODING,
+                    _CONSISTENCY,
+                ],
+                "responses": _responses(LeaseAnswer, "404", "406", "504"),
+            },
+            "delete": {
+                "summary": "Revoke a lease: it and its keys are deleted in one revision",
+                "parameters": [_LEASE],
+                "responses": _responses(LeaseRevokeAnswer, "404", "504"),
+            },
+        },
+        "/v1/leases": {
+            "get": {
+                "summary": "Every lease with its remaining TTL",
+                "parameters": [_CONSISTENCY],
+                "responses": _responses(LeasesAnswer, "504"),
+            }
+        },
+        "/v1/watch": {
+            "get": {
+                "summary": "Watch a key, a prefix or a range: a stream of NDJSON messages, "
+                "resumable with start_revision = last revision + 1",
+                "parameters": [
+                    _query("key", {"type": "string"}, "The key, or first key of the range."),
+                    _query(
+                        "range_end",
+                        {"type": "string"},
+                        "End of the range, exclusive; empty: key alone; '\\0': to the end.",
+                    ),
+                    _query("prefix", _BOOLEAN, "Every key starting with key (all if empty)."),
+                    _query(
+                        "start_revision",
+                        {"type": "integer", "minimum": 0, "maximum": (1 << 63) - 1},
+                        "First revision to deliver (0: the next one).",
+                    ),
+                    _query("prev_kv", _BOOLEAN, "Add each key's previous value."),
+                    _query("no_put", _BOOLEAN, "Leave put events out."),
+                    _query("no_delete", _BOOLEAN, "Leave delete events out."),
+                    _query("progress_notify", _BOOLEAN, "Send progress messages when idle."),
+                    _query(
+                        "progress_interval_s",
+                        {"type": "number", "minimum": 0.05, "maximum": 3600},
+                        "Seconds between progress messages (default: the server's).",
+                    ),
+                    _ENCODING,
+                ],
+                "responses": {
+                    "200": {
+                        "description": "One JSON message per line: created, then events and "
+                        "progress, and canceled last if the server ends the watch",
+                        "content": {
+                            "application/x-ndjson": {
+                                "schema": {
+                                    "oneOf": [
+                                        _ref(WatchCreated),
+                                        _ref(WatchEvents),
+                                        _ref(WatchProgress),
+                                        _ref(WatchCanceled),
+                                    ]
+                                }
+                            }
+                        },
+                    },
+                    **{
+                        status: {
+                            "description": _ERROR_TEXT[status],
+                            "content": _json_content(ErrorAnswer),
+                        }
+                        for status in ("400", "406", "410", "413", "500", "503")
+                    },
+                },
             }
         },
         "/health": {

@@ -34,8 +34,17 @@ import aiohttp
 import msgspec
 from aiohttp import web
 
-from raftkv.kv import KvError, KvService, KvSettings, KvStateMachine
+from raftkv.kv import (
+    KvError,
+    KvService,
+    KvSettings,
+    KvStateMachine,
+    LeaseKeeper,
+    WatchSettings,
+)
+from raftkv.kv.lease_keeper import LeaseKeeperSettings
 from raftkv.raft import NodeBuilder, NodeId, NodeSettings, RaftError
+from raftkv.raft.driver.clock import SystemClock
 from raftkv.raft.driver.node import Node
 from raftkv.server.api import ClusterAnswer
 from raftkv.server.compactor import AutoCompactor
@@ -116,6 +125,8 @@ def kv_settings(settings: ServerSettings) -> KvSettings:
         max_value_bytes=settings.max_value_bytes,
         max_txn_ops=settings.max_txn_ops,
         max_exactly_once_clients=settings.max_exactly_once_clients,
+        max_leases=settings.max_leases,
+        min_lease_ttl_s=settings.min_lease_ttl_s,
     )
 
 
@@ -141,6 +152,7 @@ class Server:
         self._runner: web.AppRunner | None = None
         self._publisher: asyncio.Task[None] | None = None
         self._compactor: AutoCompactor | None = None
+        self._lease_keeper: LeaseKeeper | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -156,13 +168,23 @@ class Server:
                 "cert_file": settings.peer_cert_file,
                 "key_file": settings.peer_key_file,
             }
+        # One clock for the node, lease countdowns and watch progress intervals.
+        clock = SystemClock()
         builder = (
             NodeBuilder(settings.id)
             .peers(settings.founders)
             .data_dir(settings.data_dir / DATABASE_DIR)
             .settings(node_settings(settings))
             .grpc(**grpc)
-            .state_machine(lambda storage: KvStateMachine(storage.app_data(), limits))
+            .clock(clock)
+            .state_machine(
+                lambda storage: KvStateMachine(
+                    storage.app_data(),
+                    limits,
+                    clock=clock,
+                    watch_settings=WatchSettings(max_watches=settings.max_watches),
+                )
+            )
         )
         node = builder.build()
         self.node = node
@@ -186,6 +208,8 @@ class Server:
                     max_body_bytes=settings.max_body_bytes,
                     request_timeout_s=settings.request_timeout_s,
                     max_concurrent_backups=settings.max_concurrent_backups,
+                    watch_send_timeout_s=settings.watch_send_timeout_s,
+                    watch_progress_interval_s=settings.watch_progress_interval_s,
                 ),
             )
             self._runner = web.AppRunner(
@@ -205,6 +229,14 @@ class Server:
                 settings.auto_compaction_interval_s,
             )
             self._compactor.start()
+        self._lease_keeper = LeaseKeeper(
+            self.service,
+            LeaseKeeperSettings(
+                interval_s=settings.lease_check_interval_s,
+                checkpoint_interval_s=settings.lease_checkpoint_interval_s,
+            ),
+        )
+        self._lease_keeper.start()
         logger.info(
             "node %d serving clients at %s, peers at %s, data in %s",
             settings.id,
@@ -244,6 +276,11 @@ class Server:
         """Stop accepting, finish in-flight requests (bounded), stop the node."""
         if self._compactor is not None:
             await self._compactor.stop()
+        if self._lease_keeper is not None:
+            await self._lease_keeper.stop()
+        if self.service is not None:
+            # Ends every watch stream ("stopping"), so the handlers below can finish.
+            self.service.machine.watch_hub.close()
         if self._publisher is not None:
             self._publisher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

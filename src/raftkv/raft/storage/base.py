@@ -111,6 +111,11 @@ class AppData(Protocol):
         """Items with start <= key < end (end None: to the last key), in key order."""
         ...
 
+    def last(self, start: bytes, end: bytes) -> tuple[bytes, bytes] | None:
+        """The item with the greatest key in [start, end), or None: a reverse seek, so
+        the newest version of a key is found without reading its older ones."""
+        ...
+
     def commit(self, batch: AppBatch, applied_index: int, applied_term: int) -> None:
         """Apply `batch` (delete ranges, then deletes, then puts) and record the applied
         index and term, in one atomic write. Not fsynced: the Raft log is durable, and

@@ -257,6 +257,14 @@ class MemoryAppData:
             # Writes between two steps move positions: find the successor of `key` afresh.
             position = bisect_right(self._keys, key)
 
+    def last(self, start: bytes, end: bytes) -> tuple[bytes, bytes] | None:
+        self._check_open()
+        position = bisect_left(self._keys, end) - 1
+        if position < 0 or self._keys[position] < start:
+            return None
+        key = self._keys[position]
+        return key, self._values[key]
+
     def commit(self, batch: AppBatch, applied_index: int, applied_term: int) -> None:
         self._check_open()
         for start, end in batch.delete_ranges:

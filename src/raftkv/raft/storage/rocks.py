@@ -760,6 +760,21 @@ class RocksAppData:
         self._database.handles()  # fail now, not at the first next()
         return self._scan(start, end)
 
+    def last(self, start: bytes, end: bytes) -> tuple[bytes, bytes] | None:
+        iterator = self._database.handles().app.iter()
+        # seek_for_prev lands on the greatest key <= its argument; `end` itself is excluded.
+        iterator.seek_for_prev(end)
+        if iterator.valid() and iterator.key() == end:
+            iterator.prev()
+        if not iterator.valid():
+            return None
+        key = cast("bytes", iterator.key())
+        if key < start:
+            return None
+        record = cast("bytes", iterator.value())
+        value = self._database.decode(_APP_DATA_FAMILY, _describe_app_key(key), decode_blob, record)
+        return key, value
+
     def _scan(self, start: bytes, end: bytes | None) -> Iterator[tuple[bytes, bytes]]:
         while True:
             page = [

@@ -1,0 +1,179 @@
+"""What every HTTP handler module shares: the error type and answer, the key/value codec
+(UTF-8 or base64), query parameter parsing, key ranges, JSON answers."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import msgspec
+from aiohttp import web
+
+from raftkv.kv.commands import KeyValue
+from raftkv.server.api import KeyValueAnswer
+
+__all__ = [
+    "ApiError",
+    "Codec",
+    "bool_query",
+    "decode_body",
+    "error_response",
+    "int_query",
+    "json_answer",
+    "key_range",
+    "key_value_answer",
+    "prefix_end",
+    "serializable_query",
+]
+
+
+class ApiError(Exception):
+    """A refusal decided by the HTTP layer itself, answered as `{"error": {...}}`."""
+
+    def __init__(self, status: int, code: str, message: str, **details: int) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        # Extra fields of the error object (ErrorDetail), e.g. compact_revision.
+        self.details = details
+
+
+def error_response(status: int, code: str, message: str, **details: int) -> web.Response:
+    body = {"error": {"code": code, "message": message, **details}}
+    return web.Response(
+        status=status, body=msgspec.json.encode(body), content_type="application/json"
+    )
+
+
+# -- codec: str <-> bytes for keys and values ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    base64: bool
+
+    @classmethod
+    def of(cls, request: web.Request) -> Codec:
+        encoding = request.query.get("encoding", "utf-8")
+        if encoding not in ("utf-8", "utf8", "base64"):
+            raise ApiError(
+                400, "invalid_request", f"encoding must be utf-8 or base64, got {encoding!r}"
+            )
+        return cls(base64=encoding == "base64")
+
+    def decode(self, text: str, what: str) -> bytes:
+        if not self.base64:
+            try:
+                return text.encode()
+            except UnicodeEncodeError as error:  # lone surrogates from \\ud800 escapes
+                raise ApiError(400, "invalid_request", f"{what} is not valid Unicode") from error
+        try:
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError) as error:
+            raise ApiError(400, "invalid_base64", f"{what} is not valid base64: {error}") from error
+
+    def encode(self, data: bytes, what: str) -> str:
+        if self.base64:
+            return base64.b64encode(data).decode("ascii")
+        try:
+            return data.decode()
+        except UnicodeDecodeError as error:
+            raise ApiError(
+                406, "not_utf8", f"{what} is not UTF-8 text; ask with encoding=base64"
+            ) from error
+
+
+# -- query parameters ------------------------------------------------------------------------
+
+
+def int_query(request: web.Request, name: str) -> int:
+    text = request.query.get(name, "0")
+    if not text.isascii() or not text.isdigit() or len(text) > 19:
+        raise ApiError(
+            400, "invalid_request", f"{name} must be a non-negative integer, got {text!r}"
+        )
+    return int(text)
+
+
+def bool_query(request: web.Request, name: str) -> bool:
+    text = request.query.get(name, "false").lower()
+    if text in ("true", "1"):
+        return True
+    if text in ("false", "0"):
+        return False
+    raise ApiError(400, "invalid_request", f"{name} must be true or false, got {text!r}")
+
+
+def serializable_query(request: web.Request) -> bool:
+    consistency = request.query.get("consistency", "linearizable")
+    if consistency not in ("linearizable", "serializable"):
+        raise ApiError(
+            400,
+            "invalid_request",
+            f"consistency must be linearizable or serializable, got {consistency!r}",
+        )
+    return consistency == "serializable"
+
+
+def prefix_end(key: bytes) -> bytes:
+    """The range end that covers every key starting with `key` (etcd's GetPrefixRangeEnd):
+    `key` with its last byte below 0xff incremented; b"\\0" (to the end) if there is none."""
+    stripped = key.rstrip(b"\xff")
+    if not stripped:
+        return b"\0"
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+def key_range(key: bytes, range_end: bytes, prefix: bool) -> tuple[bytes, bytes]:
+    if not prefix:
+        return key, range_end
+    if range_end:
+        raise ApiError(400, "invalid_request", "give range_end or prefix, not both")
+    if not key:  # every key
+        return b"\0", b"\0"
+    return key, prefix_end(key)
+
+
+def json_answer(payload: object, status: int = 200) -> web.Response:
+    return web.Response(
+        status=status, body=msgspec.json.encode(payload), content_type="application/json"
+    )
+
+
+StructT = TypeVar("StructT", bound=msgspec.Struct)
+_json_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+
+
+async def decode_body(request: web.Request, kind: type[StructT], limit: int) -> StructT:
+    """The request's JSON body as `kind`: 413 over `limit` bytes, 400 `invalid_json` if it is
+    not JSON, 400 `invalid_request` if it does not fit `kind` (unknown fields, wrong types)."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise ApiError(
+            413, "body_too_large", f"body is {length} bytes, beyond max_body_bytes={limit}"
+        )
+    data = await request.read()
+    decoder = _json_decoders.get(kind)
+    if decoder is None:
+        decoder = _json_decoders[kind] = msgspec.json.Decoder(kind)
+    try:
+        body: StructT = decoder.decode(data)
+    except msgspec.ValidationError as error:
+        raise ApiError(400, "invalid_request", str(error)) from error
+    except msgspec.DecodeError as error:
+        raise ApiError(400, "invalid_json", str(error)) from error
+    return body
+
+
+def key_value_answer(kv: KeyValue, codec: Codec) -> KeyValueAnswer:
+    return KeyValueAnswer(
+        key=codec.encode(kv.key, "key"),
+        value=codec.encode(kv.value, "value"),
+        create_revision=kv.create_revision,
+        mod_revision=kv.mod_revision,
+        version=kv.version,
+        lease=kv.lease,
+    )
