@@ -12,6 +12,10 @@ Routes (every body and answer is JSON):
 - `POST /v1/txn` `{"compares", "success", "failure", "client_id"?, "sequence"?}`; an op is
   `{"op": "put"|"range"|"delete", "key", ...}` -> `{"header", "succeeded", "responses"}`.
 - `POST /v1/compact {"revision"}` -> `{"header"}`.
+- Leases (`raftkv.server.lease_api`): `POST /v1/lease {"ttl", "id"?}`,
+  `POST /v1/lease/{id}/keepalive`, `GET /v1/lease/{id}` (`keys=true`),
+  `DELETE /v1/lease/{id}`, `GET /v1/leases`; `PUT /v1/kv/{key}` takes `"lease": id`.
+- `GET /v1/watch` (`raftkv.server.watch_api`): a watch as a stream of NDJSON messages.
 - `GET /metrics`: Prometheus metrics (`raftkv.server.metrics`).
 - `GET /v1/snapshot`: a backup file (`raftkv.server.backup`) of the state at a
   linearizable point, streamed (`raftkv snapshot save`).
@@ -34,19 +38,22 @@ Reads are linearizable unless `consistency=serializable` (local, possibly stale)
 Errors: every refusal is `{"error": {"code", "message"}}`:
 - 400: `invalid_json`, `invalid_request` (wrong types, unknown fields, bad query values),
   `invalid_base64`, `empty_key`, `duplicate_key`, `future_revision`;
-- 404 `not_found` (no such key) or `unknown_route` (no such path), 405 `method_not_allowed`;
+- 404 `not_found` (no such key), `lease_not_found` (no such lease: never granted, revoked
+  or expired) or `unknown_route` (no such path), 405 `method_not_allowed`;
 - 406 `not_utf8`; 409 `stale_sequence` (a late duplicate of an exactly-once write),
   `session_expired` (an exactly-once write whose session the store no longer holds: not
   applied; start a new session),
-  `not_caught_up` (a learner too far behind to promote);
+  `not_caught_up` (a learner too far behind to promote), `lease_exists` (a grant naming a
+  live lease's id);
 - 410 `compacted`: the revision asked for is older than the compacted revision (the history
-  is gone for good, which is what 410 Gone says; a future revision is a 400);
+  is gone for good, which is what 410 Gone says; a future revision is a 400); the error
+  also carries `compact_revision` and `oldest_revision`;
 - 413 `body_too_large` (over `HttpSettings.max_body_bytes`), `limit_exceeded` (a key,
   value or txn over a `KvSettings` limit), `command_too_large` (over the node's
   `max_command_bytes`);
 - 503 `not_leader`, `proposal_dropped`, `overloaded`, `stopped`, `busy` (another membership
-  change under way), `unavailable` (the leader could not be reached): nothing was applied;
-  retry;
+  change under way), `unavailable` (the leader could not be reached), `too_many_watches`:
+  nothing was applied; retry;
 - 504 `timeout`: for a write the outcome is unknown (retry with the same `client_id` and
   `sequence` to get the original result without applying twice); for a read nothing was read;
 - 500 `internal` for anything unexpected (logged).
@@ -680,6 +687,7 @@ def create_app(service: KvService, settings: HttpSettings | None = None) -> web.
         service, settings.watch_send_timeout_s, settings.watch_progress_interval_s
     )
     app[WATCHES] = watches
+    metrics.watches = watches
     app.router.add_routes(leases.routes() + watches.routes())
     app.router.add_routes(
         [

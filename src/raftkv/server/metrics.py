@@ -81,6 +81,15 @@ MVCC (gauges)
 - `raftkv_mvcc_revision`: the store's current revision.
 - `raftkv_mvcc_compacted_revision`: the revision history is compacted to (0 if never).
 
+Leases and watches
+- `raftkv_leases`: live leases; `raftkv_lease_expired_total`: leases this node expired
+  while leading; `raftkv_lease_expiry_delay_seconds{quantile}`: how long after its deadline
+  each of the recent (up to 1000) expiries applied (quantiles 0.5, 0.99 and 1.0 = the maximum).
+- `raftkv_watches`: watch streams open on this node;
+  `raftkv_watch_events_sent_total`, `raftkv_watch_messages_sent_total`;
+  `raftkv_watch_canceled_total{reason}`: watches the server ended (`compacted`,
+  `too_slow`, `stopping`, `not_utf8`).
+
 Transport (only when the node's transport is a GrpcTransport; absent otherwise)
 - `raftkv_peer_send_queue_messages{peer}`: messages queued to each peer (at most
   GrpcTransportSettings.max_queue_messages; one staying long means a slow or dead peer).
@@ -109,6 +118,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
 
 import msgspec
 from aiohttp import hdrs, web
@@ -122,7 +132,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-from raftkv.kv import KvStateMachine
+from raftkv.kv import KvStateMachine, LeaseKeeper
 from raftkv.raft.core.types import StateRole
 from raftkv.raft.driver.errors import Stopped
 from raftkv.raft.driver.node import Node
@@ -162,13 +172,24 @@ class _ErrorBody(msgspec.Struct):
 _ERROR_BODY_DECODER = msgspec.json.Decoder(_ErrorBody)
 
 
+class WatchCounters(Protocol):
+    """What the watch route counts (raftkv.server.watch_api.WatchHandlers)."""
+
+    messages_sent: int
+    events_sent: int
+    canceled: dict[str, int]
+
+
 class Metrics:
     """The metrics of `node` (serving `machine`) and of the HTTP API in front of it; see the
-    module docstring for the list and for how to wire `middleware` and `handler`."""
+    module docstring for the list and for how to wire `middleware` and `handler`. The
+    server sets `watches` and `lease_keeper` once it has them."""
 
     def __init__(self, node: Node, machine: KvStateMachine) -> None:
         self.node = node
         self.machine = machine
+        self.watches: WatchCounters | None = None
+        self.lease_keeper: LeaseKeeper | None = None
         self.registry = CollectorRegistry()
         # HTTP 413 refusals by limit (see _LIMIT_OF_ERROR_CODE), exported by the collector
         # in raftkv_limit_hits_total along with the node's own limit counters.
@@ -251,6 +272,7 @@ class _NodeCollector:
         yield from _raft_stats(node)
         yield _limit_hits(node, self._metrics.http_limit_hits)
         yield from _mvcc(self._metrics.machine)
+        yield from _leases_and_watches(self._metrics)
         if isinstance(node.transport, GrpcTransport):
             yield from _transport(node.transport)
 
@@ -441,6 +463,40 @@ def _mvcc(machine: KvStateMachine) -> Iterator[Metric]:
         "The revision history is compacted to (0 if never).",
         machine.compacted_revision(),
     )
+
+
+def _leases_and_watches(metrics: Metrics) -> Iterator[Metric]:
+    machine, keeper, watches = metrics.machine, metrics.lease_keeper, metrics.watches
+    yield _gauge("raftkv_leases", "Live leases.", len(machine.lease_timers))
+    expired = CounterMetricFamily("raftkv_lease_expired", "Leases this node expired while it led.")
+    delays = GaugeMetricFamily(
+        "raftkv_lease_expiry_delay_seconds",
+        "Time from a lease's deadline to its expiry being applied, over recent expiries.",
+        labels=["quantile"],
+    )
+    if keeper is not None:
+        expired.add_metric([], keeper.expired)
+        recent = sorted(keeper.expiry_delays)
+        if recent:
+            for quantile in (0.5, 0.99, 1.0):
+                position = min(len(recent) - 1, int(quantile * len(recent)))
+                delays.add_metric([_bound_text(quantile)], recent[position])
+    yield expired
+    yield delays
+    yield _gauge("raftkv_watches", "Watch streams open on this node.", machine.watch_hub.active)
+    events = CounterMetricFamily("raftkv_watch_events_sent", "Watch events sent.")
+    messages = CounterMetricFamily("raftkv_watch_messages_sent", "Watch messages sent.")
+    canceled = CounterMetricFamily(
+        "raftkv_watch_canceled", "Watches the server ended, by reason.", labels=["reason"]
+    )
+    if watches is not None:
+        events.add_metric([], watches.events_sent)
+        messages.add_metric([], watches.messages_sent)
+        for reason, count in sorted(watches.canceled.items()):
+            canceled.add_metric([reason], count)
+    yield events
+    yield messages
+    yield canceled
 
 
 def _transport(transport: GrpcTransport) -> Iterator[Metric]:

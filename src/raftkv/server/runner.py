@@ -49,7 +49,7 @@ from raftkv.raft.driver.node import Node
 from raftkv.server.api import ClusterAnswer
 from raftkv.server.compactor import AutoCompactor
 from raftkv.server.config import ServerSettings, SettingsInvalid, split_address
-from raftkv.server.http import HttpSettings, create_app
+from raftkv.server.http import METRICS, HttpSettings, create_app
 from raftkv.server.logs import NodeContext
 
 logger = logging.getLogger("raftkv.server")
@@ -237,6 +237,7 @@ class Server:
             ),
         )
         self._lease_keeper.start()
+        app[METRICS].lease_keeper = self._lease_keeper
         logger.info(
             "node %d serving clients at %s, peers at %s, data in %s",
             settings.id,
