@@ -4,8 +4,10 @@ every request runs inside `cluster.complete`, which advances simulated time unti
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,7 +20,7 @@ from raftkv.kv import KvService, KvStateMachine, LeaseKeeper, WatchSettings
 from raftkv.kv.lease_keeper import LeaseKeeperSettings
 from raftkv.raft.storage.base import RaftStorage
 from raftkv.server import HttpSettings, create_app
-from raftkv.server.http import METRICS
+from raftkv.server.http import METRICS, WATCHES
 from raftkv.testing.local_cluster import LocalCluster, run_scenario
 
 Json = Any
@@ -377,5 +379,39 @@ def test_a_value_that_is_not_utf8_ends_a_text_watch_with_not_utf8() -> None:
             (event,) = await watcher.events(1)
             assert base64.b64decode(event["kv"]["value"]) == b"\xff\xfe"
             watcher.close()
+
+    run_scenario(scenario)
+
+
+def test_a_watch_whose_client_stops_reading_is_ended_too_slow() -> None:
+    """The client opens a watch on a raw socket with a small receive buffer and never reads;
+    the server's writes block, and after watch_send_timeout_s it ends the watch instead of
+    holding it (and what it would buffer) forever."""
+
+    async def scenario() -> None:
+        settings = HttpSettings(watch_send_timeout_s=0.2)
+        async with started(settings=settings) as api:
+            node = api.leader()
+            server = api.clients[node].server
+            _reader, writer = await asyncio.open_connection("127.0.0.1", server.port, limit=1024)
+            writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            writer.write(b"GET /v1/watch?key=big HTTP/1.1\r\nHost: test\r\n\r\n")
+            await writer.drain()
+            hub = api.services[node].machine.watch_hub
+            await api.cluster.run_until(lambda: hub.active == 1)
+            value = b"x" * (512 << 10)
+            for _ in range(40):
+                await api.cluster.complete(api.services[node].put(b"big", value))
+                if hub.active == 0:
+                    break
+            # Bounded wait (real time: the send timeout is on the event loop's clock).
+            for _ in range(200):
+                if hub.active == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert hub.active == 0
+            watches = api.clients[node].server.app[WATCHES]
+            assert watches.canceled == {"too_slow": 1}
+            writer.close()
 
     run_scenario(scenario)
