@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 SIM_SEEDS ?= 0:10000
 TEST_SIM_SEEDS ?= 0:300
 
-.PHONY: run test lint sim sim-driver mutate fmt clean venv proto bench
+.PHONY: run test lint sim sim-driver sim-kv mutate fmt clean venv proto bench
 
 venv: $(STAMP)
 
@@ -41,6 +41,11 @@ sim: $(STAMP)
 DRIVER_SIM_SEEDS ?= 0:2000
 sim-driver: $(STAMP)
 	$(BIN)/python -m raftkv.testing.driver_sim --seeds $(DRIVER_SIM_SEEDS)
+
+## sim-kv: a long sweep of the KV simulation (leases, watches, the KV state machine under faults)
+KV_SIM_SEEDS ?= 0:1000
+sim-kv: $(STAMP)
+	$(BIN)/python -m raftkv.testing.kv_sim --seeds $(KV_SIM_SEEDS)
 
 ## mutate: break the core on purpose (tools/mutate.py) and check the tests catch each bug
 mutate: $(STAMP)

@@ -120,7 +120,7 @@ def random_workload(seed: int, count: int) -> list[bytes]:
                     LeaseGrant(3, rng.randint(1, 30)),
                     LeaseRevoke(3),
                     LeaseKeepAlive(3),
-                    LeaseCheckpoint([LeaseRemaining(3, rng.randint(0, 5000))]),
+                    LeaseCheckpoint([LeaseRemaining(3, rng.randint(0, 5000), rng.randint(0, 5))]),
                 ]
             )
         else:

@@ -130,8 +130,12 @@ class LeaseExpire(msgspec.Struct, tag="lease_expire", frozen=True, forbid_unknow
 
 
 class LeaseRemaining(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+    """Lease `id` had `remaining_ms` left when the leader read its timer, which then
+    counted from the renewal at `renewed_index`."""
+
     id: int
     remaining_ms: int
+    renewed_index: int
 
 
 class LeaseCheckpoint(
@@ -139,7 +143,9 @@ class LeaseCheckpoint(
 ):
     """The leader's record of how long each lease has left, so that a node that restarts
     (or a whole cluster) resumes each lease's countdown from here, not from its full TTL.
-    Leases no longer present are skipped."""
+    Leases no longer present, and leases renewed since the leader read their timers (their
+    renewed_index moved on: a keep-alive applied between the read and this entry), are
+    skipped: a checkpoint must never shorten a renewal it did not see."""
 
     leases: list[LeaseRemaining]
 

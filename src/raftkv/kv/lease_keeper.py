@@ -128,8 +128,10 @@ class LeaseKeeper:
         recorded = 0
         for start in range(0, len(remaining), MAX_CHECKPOINT_LEASES):
             chunk = [
-                LeaseRemaining(lease_id, left)
-                for lease_id, left in remaining[start : start + MAX_CHECKPOINT_LEASES]
+                LeaseRemaining(lease_id, left, renewed_index)
+                for lease_id, left, renewed_index in remaining[
+                    start : start + MAX_CHECKPOINT_LEASES
+                ]
             ]
             await self.service.lease_checkpoint(chunk, timeout=self.settings.proposal_timeout_s)
             recorded += len(chunk)

@@ -93,11 +93,11 @@ class LeaseTimers:
             heapq.heappush(self._heap, entry)
         return found
 
-    def remaining_all_ms(self) -> list[tuple[int, int]]:
-        """(lease id, ms left) of every lease: what a checkpoint records."""
+    def remaining_all_ms(self) -> list[tuple[int, int, int]]:
+        """(lease id, ms left, renewed_index) of every lease: what a checkpoint records."""
         now = self.now()
         return [
-            (lease_id, max(0, int((timer.deadline - now) * 1000)))
+            (lease_id, max(0, int((timer.deadline - now) * 1000)), timer.renewed_index)
             for lease_id, timer in self._timers.items()
         ]
 

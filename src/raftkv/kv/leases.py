@@ -98,11 +98,14 @@ class LeaseTable:
         self.staged.put(lease_key(lease_id), encode_record(renewed))
         return renewed
 
-    def checkpoint(self, lease_id: int, remaining_ms: int) -> LeaseRecord | None:
+    def checkpoint(
+        self, lease_id: int, remaining_ms: int, renewed_index: int
+    ) -> LeaseRecord | None:
         """Record the time the lease has left (never more than its TTL); None, changing
-        nothing, if the lease is gone (revoked after the leader read its timers)."""
+        nothing, if the lease is gone or was renewed after the leader read its timer (its
+        renewed_index is no longer `renewed_index`)."""
         record = self.get(lease_id)
-        if record is None:
+        if record is None or record.renewed_index != renewed_index:
             return None
         remaining_ms = min(remaining_ms, record.ttl * _MS_PER_SECOND)
         updated = LeaseRecord(record.ttl, remaining_ms, record.renewed_index)

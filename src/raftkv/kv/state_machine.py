@@ -294,7 +294,9 @@ class KvStateMachine:
                 return revoked
             case LeaseCheckpoint():
                 for lease in request.leases:
-                    kept = store.leases.checkpoint(lease.id, lease.remaining_ms)
+                    kept = store.leases.checkpoint(
+                        lease.id, lease.remaining_ms, lease.renewed_index
+                    )
                     if kept is not None:
                         timers.set(lease.id, kept.remaining_ms, kept.ttl, kept.renewed_index)
                 return LeaseCheckpointResult(header)

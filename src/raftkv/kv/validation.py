@@ -92,6 +92,7 @@ def check_request(request: WriteRequest | Range, settings: KvSettings) -> None:
             for lease in request.leases:
                 _check_lease_id(lease.id)
                 _check_integer("remaining_ms", lease.remaining_ms)
+                _check_integer("renewed_index", lease.renewed_index)
         case _:
             assert_never(request)
 

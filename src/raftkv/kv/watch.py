@@ -264,7 +264,9 @@ class Watch:
                 if self.next_revision <= compacted:
                     return _compacted(self.watermark, self.next_revision, compacted)
                 batch = hub.read(self.next_revision, current, hub.settings.max_events_per_message)
-                self.next_revision = batch[-1].revision + 1
+                # Empty only when no revision up to `current` changed anything: revision 1
+                # of a fresh store (the first write makes revision 2).
+                self.next_revision = batch[-1].revision + 1 if batch else current + 1
                 events = self._matching(batch)
                 if events:
                     return WatchBatch(self.watermark, events)

@@ -24,14 +24,16 @@ import hashlib
 import logging
 import sys
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
 from random import Random
+from typing import Any
 
 from raftkv.raft.core.errors import ProposalDropped, RaftError
 from raftkv.raft.core.types import NodeId
 from raftkv.raft.driver.node import Node
 from raftkv.raft.driver.settings import NodeSettings
+from raftkv.raft.driver.state_machine import StateMachine
 from raftkv.raft.storage.base import RaftStorage
 from raftkv.testing import linearizability as lin
 from raftkv.testing.local_cluster import LocalCluster, address_of
@@ -75,7 +77,7 @@ class _Run:
         )
         self.cluster = LocalCluster(
             nodes,
-            state_machine=_state_machine,
+            state_machine=self.make_state_machine,
             settings=settings,
             seed=seed,
             storage=lambda _: LossyMemoryStorage(),
@@ -91,6 +93,20 @@ class _Run:
         self.events: list[str] = []
         self.result = DriverSimResult(seed)
         self._value = 0
+
+    def make_state_machine(self, storage: RaftStorage) -> StateMachine:
+        return _state_machine(storage)
+
+    def background(self) -> list[Coroutine[Any, Any, None]]:
+        """Work that runs for the whole run, converging included (cancelled at the end)."""
+        return []
+
+    async def after_converged(self) -> None:
+        """Runs once every member has converged, before the checks."""
+
+    def final_command(self) -> bytes:
+        """Proposed once the faults heal: every member must apply it."""
+        return encode_set("final", "1")
 
     def live_nodes(self) -> list[Node]:
         return [
@@ -217,6 +233,7 @@ class _Run:
         stop_at = cluster.clock.now() + self.duration_s
         tasks = [asyncio.ensure_future(self.client(number, stop_at)) for number in range(3)]
         tasks.append(asyncio.ensure_future(self.nemesis(stop_at)))
+        background = [asyncio.ensure_future(work) for work in self.background()]
         await cluster.run_until(
             lambda: all(task.done() for task in tasks), max_seconds=self.duration_s + 30
         )
@@ -244,7 +261,7 @@ class _Run:
             leader = cluster.leader()
             assert leader is not None
             try:
-                await cluster.complete(leader.propose(encode_set("final", "1")), max_seconds=60)
+                await cluster.complete(leader.propose(self.final_command()), max_seconds=60)
                 break
             except RaftError:
                 # A change still in the log (a removal whose requester gave up) may take
@@ -252,6 +269,10 @@ class _Run:
                 if attempt == 4:
                     raise
         await cluster.run_until(self._converged, max_seconds=60)
+        await self.after_converged()
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         self._check()
         await cluster.stop()
         return self.result

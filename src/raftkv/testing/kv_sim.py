@@ -1,0 +1,322 @@
+"""The KV simulation: the driver simulation's faults over the real KV state machine, with
+leases and watches.
+
+Each seed runs `raftkv.testing.driver_sim`'s nemesis (partitions, drops, delays, crashes
+and restarts, membership changes) on a LocalCluster of `KvStateMachine`s sharing the
+cluster's ManualClock, a `LeaseKeeper` per node, and clients that put and delete keys (some
+attached to leases), grant, keep alive and revoke leases. On every running node a watcher
+follows every key from revision 1; when its node restarts (a new state machine) it resumes
+on the new one from the revision after the last it saw. After the faults heal it checks:
+- every member holds the same state (state hash);
+- each watcher saw exactly the store's history: revisions 1..N, each once, in order, with
+  the events the history holds for them (no gap, no duplicate across resumes);
+- no lease was removed (on any node) earlier than its TTL after the client SENT the last
+  grant or keep-alive that was acknowledged, unless the client revoked it;
+- once nobody keeps them alive, every lease is gone within its TTL plus the checkpoint
+  interval plus a few election timeouts; every key's lease exists.
+
+    python -m raftkv.testing.kv_sim --seeds 0:20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from raftkv.kv.commands import KvCommand, Put, Range, encode_command
+from raftkv.kv.errors import KvError
+from raftkv.kv.events import RevisionEvents
+from raftkv.kv.lease_keeper import LeaseKeeper, LeaseKeeperSettings
+from raftkv.kv.service import KvService
+from raftkv.kv.state_machine import KvStateMachine
+from raftkv.kv.watch import WatchBatch, WatchCanceled, WatchSpec
+from raftkv.raft.core.errors import RaftError
+from raftkv.raft.core.types import NodeId
+from raftkv.raft.driver.node import Node
+from raftkv.raft.driver.state_machine import StateMachine
+from raftkv.raft.storage.base import RaftStorage
+from raftkv.testing.driver_sim import DriverSimResult, _Run
+
+KEYS = (b"a", b"b", b"c", b"d")
+LEASES = (1, 2, 3)
+CHECKPOINT_INTERVAL_S = 1.0
+# Room for elections and the keeper's interval when checking that leases end.
+EXPIRY_SLACK_S = 5.0
+
+
+@dataclass
+class _Lease:
+    ttl: int = 0
+    # Send times of acknowledged grants and keep-alives.
+    renewed_at: list[float] = field(default_factory=list)
+    removed_at: float | None = None
+
+
+class _KvRun(_Run):
+    def __init__(self, seed: int, nodes: int, duration_s: float) -> None:
+        super().__init__(seed, nodes, duration_s)
+        self.leases: dict[int, _Lease] = {}
+        # Send times of revokes that may have applied (acknowledged, in flight, or outcome
+        # unknown), by lease id: a removal after one of them may be that revoke, whatever
+        # grant came in between.
+        self.revokes: dict[int, list[float]] = {}
+        self.keepers: dict[int, LeaseKeeper] = {}
+        # Per node id: the revisions its watchers saw, in order, with their events.
+        self.seen: dict[NodeId, list[RevisionEvents]] = {}
+        self._watching: dict[NodeId, tuple[KvStateMachine, asyncio.Task[None]]] = {}
+        # Per (node id, machine): leases it held at the last poll.
+        self._held: dict[int, set[int]] = {}
+
+    def make_state_machine(self, storage: RaftStorage) -> StateMachine:
+        return KvStateMachine(storage.app_data(), clock=self.cluster.clock)
+
+    def final_command(self) -> bytes:
+        return encode_command(KvCommand(Put(b"final", b"1")))
+
+    def kv(self, node: Node) -> KvStateMachine:
+        machine = node.state_machine
+        assert isinstance(machine, KvStateMachine)
+        return machine
+
+    def service(self, node: Node) -> KvService:
+        return KvService(node, self.kv(node))
+
+    # -- clients ----------------------------------------------------------------------------
+
+    async def client(self, number: int, stop_at: float) -> None:
+        clock = self.cluster.clock
+        while clock.now() < stop_at:
+            node = self.node_for_client()
+            if node is None:
+                await clock.sleep(0.1)
+                continue
+            service = self.service(node)
+            choice = self.rng.random()
+            lease_id = self.rng.choice(LEASES)
+            sent = clock.now()
+            self.result.operations += 1
+            try:
+                if choice < 0.35:
+                    lease = self.rng.choice((0, lease_id))
+                    await service.put(self.rng.choice(KEYS), f"{number}".encode(), lease=lease)
+                elif choice < 0.45:
+                    await service.delete_range(self.rng.choice(KEYS))
+                elif choice < 0.6:
+                    ttl = self.rng.randint(2, 4)
+                    await service.lease_grant(ttl, lease_id)
+                    self.leases[lease_id] = _Lease(ttl, [sent])
+                elif choice < 0.9:
+                    await service.lease_keep_alive(lease_id)
+                    if lease_id in self.leases:
+                        self.leases[lease_id].renewed_at.append(sent)
+                else:
+                    self.revokes.setdefault(lease_id, []).append(sent)
+                    await service.lease_revoke(lease_id)
+                self.result.acknowledged += 1
+            except KvError:
+                if choice >= 0.9:
+                    self.revokes[lease_id].remove(sent)  # applied as "not found": no effect
+            except RaftError:
+                pass  # outcome unknown: a revoke's send time stays in `revokes`
+            await clock.sleep(self.rng.uniform(0.0, 0.3))
+
+    # -- background: keepers, watchers, the lease observer ----------------------------------
+
+    def background(self) -> list[Coroutine[Any, Any, None]]:
+        return [self._keep(), self._watch(), self._observe_leases()]
+
+    async def _keep(self) -> None:
+        clock = self.cluster.clock
+        while True:
+            await clock.sleep(0.1)
+            for node in self.live_nodes():
+                if not node.is_leader:
+                    continue
+                key = id(node)
+                keeper = self.keepers.get(key)
+                if keeper is None or keeper.service.node is not node:
+                    keeper = LeaseKeeper(
+                        self.service(node),
+                        LeaseKeeperSettings(
+                            interval_s=0.1, checkpoint_interval_s=CHECKPOINT_INTERVAL_S
+                        ),
+                    )
+                    self.keepers[key] = keeper
+                with contextlib.suppress(KvError, RaftError, TimeoutError):
+                    await keeper.run_once()
+
+    async def _watch(self) -> None:
+        clock = self.cluster.clock
+        while True:
+            for node in self.live_nodes():
+                machine = self.kv(node)
+                watching = self._watching.get(node.id)
+                if watching is not None and watching[0] is machine and not watching[1].done():
+                    continue
+                if watching is not None:
+                    watching[1].cancel()
+                self._watching[node.id] = (
+                    machine,
+                    asyncio.ensure_future(self._follow(node.id, machine)),
+                )
+            await clock.sleep(0.2)
+
+    async def _follow(self, node_id: NodeId, machine: KvStateMachine) -> None:
+        seen = self.seen.setdefault(node_id, [])
+        start = seen[-1].revision + 1 if seen else 1
+        watch = machine.watch_hub.open(WatchSpec(b"\0", b"\0"), start)
+        try:
+            while True:
+                outcome = await watch.next()
+                if isinstance(outcome, WatchCanceled):
+                    self.result.failures.append(f"node {node_id}: watch canceled {outcome}")
+                    return
+                assert isinstance(outcome, WatchBatch)
+                # Rebuild per-revision groups (events carry their revision).
+                for event in outcome.events:
+                    revision = event.kv.mod_revision
+                    if seen and seen[-1].revision == revision:
+                        seen[-1] = RevisionEvents(revision, (*seen[-1].events, event))
+                    else:
+                        seen.append(RevisionEvents(revision, (event,)))
+        finally:
+            watch.release()
+
+    async def _observe_leases(self) -> None:
+        clock = self.cluster.clock
+        while True:
+            for node in self.live_nodes():
+                machine = self.kv(node)
+                held = set(machine.lease_ids())
+                before = self._held.get(id(machine), set())
+                for lease_id in before - held:
+                    lease = self.leases.get(lease_id)
+                    if lease is not None and lease.removed_at is None:
+                        lease.removed_at = clock.now()
+                        self._check_not_early(lease_id, lease)
+                for lease_id in held - before:
+                    lease = self.leases.get(lease_id)
+                    if lease is not None and lease.removed_at is not None:
+                        lease.removed_at = None  # granted again
+                self._held[id(machine)] = held
+            await clock.sleep(0.05)
+
+    def _check_not_early(self, lease_id: int, lease: _Lease) -> None:
+        if lease.removed_at is None or not lease.renewed_at:
+            return
+        if any(sent <= lease.removed_at for sent in self.revokes.get(lease_id, [])):
+            return
+        last = max(lease.renewed_at)
+        if lease.removed_at < last + lease.ttl:
+            self.result.failures.append(
+                f"lease {lease_id} removed at {lease.removed_at:.2f}, before its TTL "
+                f"{lease.ttl} s after the keep-alive sent at {last:.2f}"
+            )
+
+    async def after_converged(self) -> None:
+        """Nobody keeps leases alive now: each must end within TTL + checkpoint + slack."""
+        cluster = self.cluster
+        longest = max((lease.ttl for lease in self.leases.values()), default=0)
+        bound = longest + CHECKPOINT_INTERVAL_S + EXPIRY_SLACK_S
+
+        def no_leases() -> bool:
+            members = self._members()
+            return bool(members) and all(not self.kv(node).lease_ids() for node in members)
+
+        try:
+            await cluster.run_until(no_leases, max_seconds=bound)
+        except AssertionError:
+            left = {node.id: self.kv(node).lease_ids() for node in self._members()}
+            self.result.failures.append(f"leases still alive {bound:.1f} s later: {left}")
+        await cluster.run_until(self._converged, max_seconds=60)
+
+    # -- checks -----------------------------------------------------------------------------
+
+    def _converged(self) -> bool:
+        members = self._members()
+        if not members:
+            return False
+        machines = [self.kv(node) for node in members]
+        if any(not machine.range(Range(b"final")).kvs for machine in machines):
+            return False
+        revisions = {machine.current_revision() for machine in machines}
+        return len(revisions) == 1 and len({machine.state_hash() for machine in machines}) == 1
+
+    def _check(self) -> None:
+        members = self._members()
+        if not members:
+            self.result.failures.append("no members at the end")
+            return
+        reference = self.kv(members[0])
+        history = list(reference.watch_hub.reader.revisions(1, reference.current_revision()))
+        by_revision = {item.revision: item for item in history}
+        for node_id, seen in self.seen.items():
+            revisions = [item.revision for item in seen]
+            # Revision 1 is the empty store: the first write makes revision 2.
+            if revisions != list(range(2, len(revisions) + 2)):
+                self.result.failures.append(
+                    f"node {node_id}: watch saw revisions {revisions[:20]}... (gap or repeat)"
+                )
+                continue
+            for item in seen:
+                if by_revision.get(item.revision) != item:
+                    self.result.failures.append(
+                        f"node {node_id}: revision {item.revision} seen as {item}, "
+                        f"history has {by_revision.get(item.revision)}"
+                    )
+                    break
+        for node in members:
+            machine = self.kv(node)
+            held = set(machine.lease_ids())
+            for key_value in machine.range(Range(b"\0", b"\0")).kvs:
+                if key_value.lease and key_value.lease not in held:
+                    self.result.failures.append(
+                        f"node {node.id}: key {key_value.key!r} names missing lease "
+                        f"{key_value.lease}"
+                    )
+        self.result.trace_hash = reference.state_hash()[:16]
+
+
+def run_seed(seed: int, *, nodes: int = 3, duration_s: float = 15.0) -> DriverSimResult:
+    """One reproducible run; never raises for a violation (see `result.failures`)."""
+
+    async def bounded() -> DriverSimResult:
+        return await _KvRun(seed, nodes, duration_s).run()
+
+    try:
+        return asyncio.run(bounded())
+    except Exception as error:  # a crash of the run itself is a failure of the seed
+        result = DriverSimResult(seed)
+        result.failures.append(f"run raised {type(error).__name__}: {error!r}")
+        return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", default="0:20", help="A:B, half-open")
+    parser.add_argument("--duration", type=float, default=15.0, help="simulated seconds")
+    arguments = parser.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR)
+    first, last = (int(part) for part in arguments.seeds.split(":"))
+    started = time.monotonic()
+    failed = 0
+    for seed in range(first, last):
+        result = run_seed(seed, duration_s=arguments.duration)
+        if not result.ok:
+            failed += 1
+            print(f"seed {seed} FAILED:\n  " + "\n  ".join(result.failures))
+            print(f"  reproduce: python -m raftkv.testing.kv_sim --seeds {seed}:{seed + 1}")
+    count = last - first
+    print(f"{count} seeds, {failed} failed, {count / (time.monotonic() - started):.2f} seeds/s")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
