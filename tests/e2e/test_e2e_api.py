@@ -27,8 +27,13 @@ def revision(cluster: KvProcessCluster, node: int = 1) -> int:
     return value
 
 
+# Fields an error may carry besides code and message (see raftkv.server.api.ErrorDetail).
+OPTIONAL_ERROR_FIELDS = {"compact_revision", "oldest_revision"}
+
+
 def error_code(body: Any) -> str:
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
+    assert set(body) == {"error"}
+    assert {"code", "message"} <= set(body["error"]) <= {"code", "message"} | OPTIONAL_ERROR_FIELDS
     assert body["error"]["message"]
     code: str = body["error"]["code"]
     return code
