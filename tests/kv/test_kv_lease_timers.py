@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 import random
 
-import pytest
-
 from raftkv.kv.lease_timers import LeaseTimer, LeaseTimers
 from raftkv.raft.driver.clock import ManualClock
 
@@ -128,12 +126,6 @@ def test_remaining_all_ms_is_what_a_checkpoint_records() -> None:
     assert sorted(lease_timers.remaining_all_ms()) == [(1, 2750, 10), (2, 1000, 20)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: two renewals that compute the same deadline (same clock reading, same "
-    "remaining time) leave two heap entries that both match the timer, so expired() "
-    "returns the lease twice and the duplicate uses up the `limit`",
-)
 def test_a_lease_renewed_twice_at_the_same_instant_is_expired_once() -> None:
     clock, lease_timers = timers()
     lease_timers.set(1, 1000, ttl=1, renewed_index=5)  # grant and keep-alive applied in the
@@ -153,7 +145,7 @@ def test_many_renewals_keep_the_heap_bounded_and_the_answers_right() -> None:
         lease_timers.set(lease_id, rng.randint(1, 3000), ttl=3, renewed_index=step)
         renewals[lease_id] = step
         # Not a rational multiple of a millisecond: no two renewals of a lease compute the
-        # same deadline (see the xfail test above for what that would do).
+        # same deadline (the case the test above pins).
         clock.advance(math.pi * 1e-4)
         # Stale entries are dropped once they are most of the heap.
         assert len(lease_timers._heap) <= 2 * len(lease_timers) + 65

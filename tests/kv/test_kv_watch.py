@@ -372,13 +372,6 @@ def test_a_quiet_watch_reports_progress_after_the_interval() -> None:
     run(scenario)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (doubtful): a watch that starts beyond the current revision reports "
-    "progress at start - 1, a revision the store has not reached (etcd reports the "
-    "store's revision); the HTTP API documents progress as 'the watch has seen the store "
-    "up to it', and a client reading at that revision gets FutureRevision",
-)
 def test_progress_never_claims_a_revision_the_store_has_not_reached() -> None:
     async def scenario() -> None:
         store = Store()
@@ -522,13 +515,6 @@ def test_watchers_that_keep_up_read_each_revision_from_the_history_once() -> Non
     run(scenario)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: WatchHub.read only extends the cache from its last revision + 1, so once "
-    "no watcher reads the revisions right after the cache (e.g. every watcher left and "
-    "new ones start from the next revision), the cache never takes a revision again: "
-    "every watcher reads every revision from the history from then on",
-)
 def test_the_cache_picks_up_again_after_every_watcher_skipped_past_it() -> None:
     async def scenario() -> None:
         store = Store(WatchSettings(cache_revisions=16))

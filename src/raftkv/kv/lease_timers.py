@@ -52,8 +52,13 @@ class LeaseTimers:
 
     def set(self, lease_id: int, remaining_ms: int, ttl: int, renewed_index: int) -> None:
         deadline = self.now() + remaining_ms / 1000
+        previous = self._timers.get(lease_id)
         self._timers[lease_id] = LeaseTimer(deadline, ttl, renewed_index)
-        heapq.heappush(self._heap, (deadline, lease_id))
+        # Invariant: at most one heap entry per (deadline, lease): a renewal that computes
+        # the deadline already in the heap must not add a second entry, or expired() would
+        # see the lease twice.
+        if previous is None or previous.deadline != deadline:
+            heapq.heappush(self._heap, (deadline, lease_id))
         self._compact_heap()
 
     def remove(self, lease_id: int) -> None:
@@ -81,11 +86,13 @@ class LeaseTimers:
         now = self.now()
         found: list[tuple[int, LeaseTimer]] = []
         stale: list[tuple[float, int]] = []
+        seen: set[int] = set()
         while self._heap and self._heap[0][0] <= now and len(found) < limit:
             deadline, lease_id = heapq.heappop(self._heap)
             timer = self._timers.get(lease_id)
-            if timer is None or timer.deadline != deadline:
-                continue  # stale: renewed or removed since
+            if timer is None or timer.deadline != deadline or lease_id in seen:
+                continue  # stale (renewed or removed since) or a duplicate entry
+            seen.add(lease_id)
             found.append((lease_id, timer))
             stale.append((deadline, lease_id))
         # Still live until the expiry applies: keep them findable.

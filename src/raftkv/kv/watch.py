@@ -200,7 +200,9 @@ class WatchHub:
                 revision = item.revision + 1
         if revision > end or (result and gathered >= max_events):
             return result
-        extends_cache = not self._cache or self._cache[-1].revision + 1 == revision
+        # Revisions past the cache's end go into it (starting it afresh if there is a gap:
+        # the watchers have moved on); older ones, a lagging watcher's, do not displace it.
+        extends_cache = not self._cache or self._cache[-1].revision < revision
         for item in self.reader.revisions(revision, end):
             result.append(item)
             gathered += len(item.events)
@@ -271,17 +273,23 @@ class Watch:
                 if events:
                     return WatchBatch(self.watermark, events)
                 if deadline is not None and hub.clock.now() >= deadline:
-                    return WatchProgress(self.watermark)
+                    return self._progress()
                 # Nothing matched: let other tasks run before reading on.
                 await asyncio.sleep(0)
                 continue
             if deadline is not None:
                 remaining = deadline - hub.clock.now()
                 if remaining <= 0:
-                    return WatchProgress(self.watermark)
+                    return self._progress()
                 await hub.wait_for_change(remaining)
             else:
                 await hub.wait_for_change(None)
+
+    def _progress(self) -> WatchProgress:
+        # A watch started beyond the store's revision has a watermark the store has not
+        # reached; a bookmark names only revisions the store has (a client may read at it).
+        # Still a watermark: nothing at or below the store's revision matches unsent.
+        return WatchProgress(min(self.watermark, self.hub.current_revision()))
 
     def release(self) -> None:
         if not self.released:
