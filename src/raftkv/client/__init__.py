@@ -58,12 +58,15 @@ writes would be refused as stale).
 
 from __future__ import annotations
 
-from raftkv.client import txn
+from raftkv.client import recipes, txn
 from raftkv.client.async_client import Client
+from raftkv.client.async_watch import Watcher
 from raftkv.client.errors import (
     ClientError,
     Compacted,
     InvalidRequest,
+    LeaseExists,
+    LeaseNotFound,
     LimitExceeded,
     NotCaughtUp,
     NotUtf8,
@@ -74,19 +77,29 @@ from raftkv.client.errors import (
     StaleSequence,
     Unavailable,
 )
+from raftkv.client.leases import KeptLease, SyncKeptLease
+from raftkv.client.recipes import Election, Lock, LockLost
 from raftkv.client.results import (
     Cluster,
     CompactResult,
     DeleteResult,
     KeyValue,
+    LeaseGrantResult,
+    LeaseInfo,
+    LeaseKeepAliveResult,
+    LeaseRevokeResult,
+    LeaseStatus,
     Member,
     PutResult,
     RangeResult,
     Status,
     TxnResult,
+    WatchBatch,
+    WatchEvent,
 )
 from raftkv.client.settings import ClientSettings
 from raftkv.client.sync_client import SyncClient
+from raftkv.client.sync_watch import SyncWatcher
 from raftkv.client.txn import Compare, DeleteOp, Op, PutOp, RangeOp
 
 __all__ = [
@@ -99,9 +112,20 @@ __all__ = [
     "Compare",
     "DeleteOp",
     "DeleteResult",
+    "Election",
     "InvalidRequest",
+    "KeptLease",
     "KeyValue",
+    "LeaseExists",
+    "LeaseGrantResult",
+    "LeaseInfo",
+    "LeaseKeepAliveResult",
+    "LeaseNotFound",
+    "LeaseRevokeResult",
+    "LeaseStatus",
     "LimitExceeded",
+    "Lock",
+    "LockLost",
     "Member",
     "NotCaughtUp",
     "NotUtf8",
@@ -117,7 +141,13 @@ __all__ = [
     "StaleSequence",
     "Status",
     "SyncClient",
+    "SyncKeptLease",
+    "SyncWatcher",
     "TxnResult",
     "Unavailable",
+    "WatchBatch",
+    "WatchEvent",
+    "Watcher",
+    "recipes",
     "txn",
 ]

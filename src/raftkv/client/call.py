@@ -104,10 +104,14 @@ class Call(Generic[T]):
         refused = error_of(content)
         if refused is None:
             raise self._bad_answer(endpoint, status, f"not an error answer: {content[:200]!r}")
-        code, message = refused
+        code, message = refused.code, refused.message
         if status == 404 and code == "not_found" and request.absent is not None:
             self._router.answered(endpoint, None)
             return Done(request.absent())
+        repeated = request.applied_if_refused
+        if self._maybe_applied and repeated is not None and code == repeated[0]:
+            self._router.answered(endpoint, None)
+            return Done(repeated[1]())
         if status == 503:
             self._router.not_serving(endpoint)
             return self._retry(endpoint, f"503 {code}: {message}", now)
@@ -120,7 +124,14 @@ class Call(Generic[T]):
             raise self._exhausted(now, True, "the server no longer holds the write's session")
         if 400 <= status < 500:
             self._router.answered(endpoint, None)
-            raise refusal(status, code, f"{request.description}: {message}", endpoint)
+            raise refusal(
+                status,
+                code,
+                f"{request.description}: {message}",
+                endpoint,
+                compact_revision=refused.compact_revision,
+                oldest_revision=refused.oldest_revision,
+            )
         raise ServerError(
             code,
             f"{request.description}: {message} (HTTP {status} from {endpoint})"

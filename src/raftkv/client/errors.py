@@ -4,9 +4,13 @@
     ├── Refused             the server refused the request; nothing was applied; final
     │   ├── InvalidRequest  400 (and 404/405 for a route): invalid_request, invalid_json,
     │   │                   invalid_base64, empty_key, duplicate_key, future_revision
+    │   ├── LeaseNotFound   404 lease_not_found (the lease expired, was revoked, or never was)
     │   ├── NotUtf8         406 not_utf8
     │   ├── StaleSequence   409 stale_sequence
-    │   ├── Compacted       410 compacted
+    │   ├── SessionExpired  409 session_expired (handled by the client itself)
+    │   ├── NotCaughtUp     409 not_caught_up
+    │   ├── LeaseExists     409 lease_exists
+    │   ├── Compacted       410 compacted (with compact_revision and oldest_revision)
     │   └── LimitExceeded   413 limit_exceeded, body_too_large, command_too_large
     ├── Unavailable         no endpoint answered, or every answer was a 503 (or a timed-out
     │                       read): nothing was applied; worth trying again later
@@ -26,6 +30,8 @@ __all__ = [
     "ClientError",
     "Compacted",
     "InvalidRequest",
+    "LeaseExists",
+    "LeaseNotFound",
     "LimitExceeded",
     "NotUtf8",
     "OutcomeUnknown",
@@ -85,8 +91,22 @@ class NotCaughtUp(Refused):
     """409 `not_caught_up`: a learner lags too far behind the leader to be promoted yet."""
 
 
+class LeaseNotFound(Refused):
+    """404 `lease_not_found`: no such lease (it expired, was revoked, or never existed); a
+    put naming it applied nothing."""
+
+
+class LeaseExists(Refused):
+    """409 `lease_exists`: a lease with the id asked for already exists."""
+
+
 class Compacted(Refused):
-    """410: the revision asked for is compacted; that history is gone for good."""
+    """410: the revision asked for is compacted; that history is gone for good.
+    `compact_revision`: where history was compacted; `oldest_revision`: the oldest one a
+    read or a watch can still start from (None if the server did not say)."""
+
+    compact_revision: int | None = None
+    oldest_revision: int | None = None
 
 
 class LimitExceeded(Refused):
@@ -126,12 +146,26 @@ _REFUSALS: dict[int, type[Refused]] = {
 _REFUSALS_BY_CODE: dict[str, type[Refused]] = {
     "session_expired": SessionExpired,
     "not_caught_up": NotCaughtUp,
+    "lease_not_found": LeaseNotFound,
+    "lease_exists": LeaseExists,
 }
 
 
-def refusal(status: int, code: str, message: str, endpoint: str) -> Refused:
-    """The typed error for a 4xx answer `{"error": {code, message}}` from `endpoint`."""
+def refusal(
+    status: int,
+    code: str,
+    message: str,
+    endpoint: str,
+    *,
+    compact_revision: int | None = None,
+    oldest_revision: int | None = None,
+) -> Refused:
+    """The typed error for a 4xx answer `{"error": {code, message, ...}}` from `endpoint`."""
     kind = _REFUSALS_BY_CODE.get(code) or _REFUSALS.get(status, Refused)
-    return kind(
+    error = kind(
         code, f"{message} (HTTP {status} from {endpoint})", status=status, endpoints=[endpoint]
     )
+    if isinstance(error, Compacted):
+        error.compact_revision = compact_revision
+        error.oldest_revision = oldest_revision
+    return error

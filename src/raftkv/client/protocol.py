@@ -28,6 +28,11 @@ from raftkv.client.results import (
     CompactResult,
     DeleteResult,
     KeyValue,
+    LeaseGrantResult,
+    LeaseInfo,
+    LeaseKeepAliveResult,
+    LeaseRevokeResult,
+    LeaseStatus,
     Member,
     PutResult,
     RangeResult,
@@ -44,9 +49,16 @@ from raftkv.server.api import (
     DeleteOpAnswer,
     DeleteOpBody,
     ErrorAnswer,
+    ErrorDetail,
     GetAnswer,
     HealthAnswer,
     KeyValueAnswer,
+    LeaseAnswer,
+    LeaseGrantAnswer,
+    LeaseGrantBody,
+    LeaseKeepAliveAnswer,
+    LeaseRevokeAnswer,
+    LeasesAnswer,
     OpAnswer,
     OpBody,
     PutAnswer,
@@ -120,6 +132,10 @@ class Request(Generic[T]):
     # Only the leader can serve it (a leadership transfer): a 503 from a node when the
     # leader's URL is unknown makes the client ask /v1/cluster where the leader is.
     leader_only: bool = False
+    # A refusal that means an earlier attempt of this call was applied, once an attempt's
+    # outcome was unknown: (error code, the call's result). A revoke retried after its
+    # first attempt applied finds no lease; a grant of a client-chosen id finds it taken.
+    applied_if_refused: tuple[str, Callable[[], T]] | None = None
 
 
 # -- encoding --------------------------------------------------------------------------------
@@ -190,6 +206,18 @@ def _kv(answer: KeyValueAnswer) -> KeyValue:
     )
 
 
+def kv_of(answer: KeyValueAnswer) -> KeyValue:
+    """A key-value of an answer (base64 fields decoded); BadAnswer if unreadable."""
+    return _kv(answer)
+
+
+def range_params(
+    key: bytes, range_end: bytes, *, prefix: bool, start: int
+) -> tuple[tuple[str, str], ...]:
+    """The query of a watch of [key, range_end) (or the prefix) from revision `start`."""
+    return _params(key=_b64(key), range_end=_b64(range_end), prefix=prefix, start_revision=start)
+
+
 def _put_result(answer: PutAnswer | PutOpAnswer) -> PutResult:
     prev_kv = None if answer.prev_kv is None else _kv(answer.prev_kv)
     return PutResult(answer.header.revision, answer.header.leader, prev_kv)
@@ -226,13 +254,13 @@ def _op_result(answer: OpAnswer) -> PutResult | RangeResult | DeleteResult:
             assert_never(answer)
 
 
-def error_of(content: bytes) -> tuple[str, str] | None:
-    """(code, message) of an error answer, or None if it is not one."""
+def error_of(content: bytes) -> ErrorDetail | None:
+    """The error of an error answer (code, message, ...), or None if it is not one."""
     try:
         answer = _read(ErrorAnswer, content)
     except BadAnswer:
         return None
-    return answer.error.code, answer.error.message
+    return answer.error
 
 
 # -- requests --------------------------------------------------------------------------------
@@ -527,3 +555,91 @@ def health() -> Request[bool]:
         return Decoded(_read(HealthAnswer, content).status == "ok", None)
 
     return Request("GET", "/health", (), None, Kind.READ, False, decode, "health")
+
+
+# -- leases ----------------------------------------------------------------------------------
+#
+# Every lease request is a write retried after an unknown outcome (Kind.WRITE) without an
+# exactly-once session, because each is safe to repeat: a grant carries an id the client
+# chose, so a repeat is refused `lease_exists` (the first attempt granted it); a keep-alive
+# repeated only renews again; a repeated revoke finds no lease (`lease_not_found`).
+
+
+def lease_grant(ttl: int, lease_id: int) -> Request[LeaseGrantResult]:
+    def decode(content: bytes, endpoint: str) -> Decoded[LeaseGrantResult]:
+        answer = _read(LeaseGrantAnswer, content)
+        header = answer.header
+        return Decoded(LeaseGrantResult(answer.id, answer.ttl, header.revision, header.leader),
+                       header.leader)  # fmt: skip
+
+    return Request(
+        "POST",
+        "/v1/lease",
+        (),
+        _encoder.encode(LeaseGrantBody(ttl=ttl, id=lease_id)),
+        Kind.WRITE,
+        to_leader=True,
+        decode=decode,
+        description=f"grant lease {lease_id} of {ttl}s",
+        # Granted by an earlier attempt: revision 0 says the answer was not seen (the
+        # client reads the granted TTL back).
+        applied_if_refused=("lease_exists", lambda: LeaseGrantResult(lease_id, ttl, 0, 0)),
+    )
+
+
+def lease_keep_alive(lease_id: int) -> Request[LeaseKeepAliveResult]:
+    def decode(content: bytes, endpoint: str) -> Decoded[LeaseKeepAliveResult]:
+        answer = _read(LeaseKeepAliveAnswer, content)
+        header = answer.header
+        result = LeaseKeepAliveResult(answer.id, answer.ttl, header.revision, header.leader)
+        return Decoded(result, header.leader)
+
+    return Request(
+        "POST", f"/v1/lease/{lease_id}/keepalive", (), None, Kind.WRITE, True, decode,
+        f"keep lease {lease_id} alive",
+    )  # fmt: skip
+
+
+def lease_revoke(lease_id: int) -> Request[LeaseRevokeResult]:
+    def decode(content: bytes, endpoint: str) -> Decoded[LeaseRevokeResult]:
+        header = _read(LeaseRevokeAnswer, content).header
+        return Decoded(LeaseRevokeResult(header.revision, header.leader), header.leader)
+
+    return Request(
+        "DELETE", f"/v1/lease/{lease_id}", (), None, Kind.WRITE, True, decode,
+        f"revoke lease {lease_id}",
+        applied_if_refused=("lease_not_found", lambda: LeaseRevokeResult(0, 0)),
+    )  # fmt: skip
+
+
+def lease_info(lease_id: int, keys: bool, serializable: bool) -> Request[LeaseInfo]:
+    def decode(content: bytes, endpoint: str) -> Decoded[LeaseInfo]:
+        answer = _read(LeaseAnswer, content)
+        header = answer.header
+        result = LeaseInfo(
+            id=answer.id,
+            ttl=answer.ttl,
+            granted_ttl=answer.granted_ttl,
+            keys=tuple(_unb64(key, "key") for key in answer.keys),
+            revision=header.revision,
+            leader=header.leader,
+        )
+        return Decoded(result, header.leader)
+
+    params = _params(keys=keys, consistency="serializable" if serializable else "")
+    return Request(
+        "GET", f"/v1/lease/{lease_id}", params, None, Kind.READ, not serializable, decode,
+        f"time to live of lease {lease_id}",
+    )  # fmt: skip
+
+
+def leases(serializable: bool) -> Request[tuple[LeaseStatus, ...]]:
+    def decode(content: bytes, endpoint: str) -> Decoded[tuple[LeaseStatus, ...]]:
+        answer = _read(LeasesAnswer, content)
+        found = tuple(LeaseStatus(item.id, item.ttl, item.granted_ttl) for item in answer.leases)
+        return Decoded(found, answer.header.leader)
+
+    params = _params(consistency="serializable" if serializable else "")
+    return Request(
+        "GET", "/v1/leases", params, None, Kind.READ, not serializable, decode, "list leases"
+    )

@@ -15,11 +15,18 @@ __all__ = [
     "CompactResult",
     "DeleteResult",
     "KeyValue",
+    "LeaseGrantResult",
+    "LeaseInfo",
+    "LeaseKeepAliveResult",
+    "LeaseRevokeResult",
+    "LeaseStatus",
     "Member",
     "PutResult",
     "RangeResult",
     "Status",
     "TxnResult",
+    "WatchBatch",
+    "WatchEvent",
 ]
 
 
@@ -119,3 +126,79 @@ class Cluster:
     term: int
     commit_index: int
     members: tuple[Member, ...]
+
+
+# -- leases ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseGrantResult:
+    id: int
+    # The TTL granted, in seconds (the one asked for, or the server's minimum if higher).
+    ttl: int
+    revision: int
+    leader: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseKeepAliveResult:
+    id: int
+    # The lease now expires `ttl` seconds after the keep-alive was sent.
+    ttl: int
+    revision: int
+    leader: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRevokeResult:
+    # The revision that deleted the lease's keys (one revision for all of them); 0 when a
+    # retry found the lease gone after an attempt whose outcome was unknown.
+    revision: int
+    leader: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseStatus:
+    id: int
+    # Seconds left (rounded down; the answering node's estimate, the leader decides) and
+    # the TTL it was granted with.
+    ttl: int
+    granted_ttl: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseInfo:
+    id: int
+    ttl: int
+    granted_ttl: int
+    # The attached keys (when asked for with keys=True), in key order.
+    keys: tuple[bytes, ...]
+    revision: int
+    leader: int
+
+
+# -- watches ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    type: Literal["put", "delete"]
+    # After a put: the key's new value and metadata. After a delete: the key, with
+    # mod_revision the delete's revision and an empty value.
+    kv: KeyValue
+    # The key before the event (when watched with prev_kv=True and the key existed).
+    prev_kv: KeyValue | None = None
+
+    @property
+    def revision(self) -> int:
+        return self.kv.mod_revision
+
+
+@dataclass(frozen=True, slots=True)
+class WatchBatch:
+    """What one watch message brought: the events of whole revisions, in revision order
+    (none for a progress notification), and `revision`, the watermark: every matching
+    event at or below it has been delivered."""
+
+    revision: int
+    events: tuple[WatchEvent, ...]

@@ -18,12 +18,18 @@ import httpx
 from raftkv.client import protocol
 from raftkv.client.call import Call, Done, Wait
 from raftkv.client.errors import ClientError, SessionExpired
+from raftkv.client.leases import SyncKeptLease, check_ttl, random_lease_id
 from raftkv.client.protocol import Session
 from raftkv.client.results import (
     Cluster,
     CompactResult,
     DeleteResult,
     KeyValue,
+    LeaseGrantResult,
+    LeaseInfo,
+    LeaseKeepAliveResult,
+    LeaseRevokeResult,
+    LeaseStatus,
     PutResult,
     RangeResult,
     Status,
@@ -32,7 +38,9 @@ from raftkv.client.results import (
 from raftkv.client.routing import Router
 from raftkv.client.sessions import ThreadSessions
 from raftkv.client.settings import ClientSettings
+from raftkv.client.sync_watch import SyncWatcher
 from raftkv.client.txn import Compare, Data, Op, to_bytes
+from raftkv.client.watching import WatchOptions, WatchStream
 
 __all__ = ["SyncClient"]
 
@@ -152,6 +160,83 @@ class SyncClient:
         when nothing was applied, else OutcomeUnknown (compacting twice is refused as
         `compacted`, so finding out is cheap)."""
         return self._call(protocol.compact(revision))
+
+    # -- leases ----------------------------------------------------------------------------
+
+    def lease_grant(self, ttl: int, *, id: int = 0) -> LeaseGrantResult:
+        """A lease of `ttl` seconds (raised to the server's minimum; the result says which
+        TTL was granted). `id` 0: the client picks a random one, so a retry after an
+        unknown outcome cannot grant two leases (LeaseExists if `id` is taken)."""
+        check_ttl(ttl)
+        lease_id = id or random_lease_id()
+        granted = self._call(protocol.lease_grant(ttl, lease_id))
+        if granted.revision == 0:
+            # An earlier attempt granted it and its answer was lost: read what it granted.
+            info = self._call(protocol.lease_info(lease_id, False, False))
+            granted = LeaseGrantResult(lease_id, info.granted_ttl, info.revision, info.leader)
+        return granted
+
+    def lease_keep_alive(self, id: int) -> LeaseKeepAliveResult:
+        """Renew lease `id` once: it expires no earlier than its TTL from now.
+        LeaseNotFound if it is gone."""
+        return self._call(protocol.lease_keep_alive(id))
+
+    def lease_revoke(self, id: int) -> LeaseRevokeResult:
+        """End lease `id` and delete its keys, in one revision. LeaseNotFound if it is
+        gone (unless a retry of this call finds it gone: then it was this call)."""
+        return self._call(protocol.lease_revoke(id))
+
+    def lease_time_to_live(
+        self, id: int, *, keys: bool = False, serializable: bool = False
+    ) -> LeaseInfo:
+        """Lease `id`'s remaining and granted TTL (and its keys with `keys=True`)."""
+        return self._call(protocol.lease_info(id, keys, serializable))
+
+    def leases(self, *, serializable: bool = False) -> tuple[LeaseStatus, ...]:
+        """Every lease, by id."""
+        return self._call(protocol.leases(serializable))
+
+    def lease(self, ttl: int, *, id: int = 0) -> SyncKeptLease:
+        """A lease kept alive in the background: `with client.lease(10) as lease:`
+        grants it, keeps it alive every TTL/3 and revokes it on exit (see `leases`)."""
+        check_ttl(ttl)
+        return SyncKeptLease(self, ttl, id, self._clock)
+
+    # -- watches ---------------------------------------------------------------------------
+
+    def watch(
+        self,
+        key: Data = b"",
+        range_end: Data = b"",
+        *,
+        prefix: bool = False,
+        start_revision: int = 0,
+        prev_kv: bool = False,
+        no_put: bool = False,
+        no_delete: bool = False,
+        progress_notify: bool = False,
+        progress_interval_s: float = 5.0,
+    ) -> SyncWatcher:
+        """Watch `key`, [key, range_end), or every key starting with `key` (`prefix`;
+        every key if `key` is empty too), from `start_revision` (0: now). Iterate the
+        result for WatchEvents, or its `batches()` for whole revisions (and progress, with
+        `progress_notify`). It reconnects and resumes by itself: every matching event once,
+        in revision order (see `watching`)."""
+        options = WatchOptions(
+            to_bytes(key, "key"),
+            to_bytes(range_end, "range_end"),
+            prefix=prefix,
+            start_revision=start_revision,
+            prev_kv=prev_kv,
+            no_put=no_put,
+            no_delete=no_delete,
+            progress_notify=progress_notify,
+            progress_interval_s=progress_interval_s,
+        )
+        stream = WatchStream(options, self.router, self.settings, self._rng)
+        return SyncWatcher(
+            stream, self._http, self._sleep, self._clock, self.settings.request_timeout_s
+        )
 
     # -- the cluster -----------------------------------------------------------------------
 
