@@ -268,6 +268,11 @@ def test_status_exits_4_when_no_endpoint_answers(capsys: Capsys, monkeypatch: Pa
         ["get", "k", "--timeout", "0"],
         ["range", "--limit", "-1"],
         ["put", "k"],
+        ["put", "k", "v", "--lease", "0"],
+        ["lease", "grant", "0"],
+        ["lease", "keepalive"],
+        ["lease", "revoke", "-3"],
+        ["watch", "--rev", "x"],
     ],
 )
 def test_bad_flags_exit_2(capsys: Capsys, monkeypatch: Patch, argv: list[str]) -> None:

@@ -1,7 +1,8 @@
 """The `raftkv` command (also `python -m raftkv`).
 
 Server verbs (`serve`, `dev`) live in `raftkv.cli.server_commands`; client verbs (`put`,
-`get`, `del`, `range`, `txn`, `status`, `members`) in `raftkv.cli.kv_commands`. Each module
+`get`, `del`, `range`, `txn`, `status`, `members`) in `raftkv.cli.kv_commands`, `lease`
+and `watch` in `raftkv.cli.lease_watch_commands`. Each module
 adds its subcommands with `add_commands(subparsers)`; a subcommand's `handler(arguments)`
 returns the process exit code. Heavy imports (RocksDB, gRPC, aiohttp) happen inside the
 server handlers only, so client verbs start fast.
@@ -26,7 +27,12 @@ EXIT_UNAVAILABLE = 4
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from raftkv.cli import kv_commands, server_commands, snapshot_commands  # noqa: PLC0415
+    from raftkv.cli import (  # noqa: PLC0415
+        kv_commands,
+        lease_watch_commands,
+        server_commands,
+        snapshot_commands,
+    )
 
     parser = argparse.ArgumentParser(
         prog="raftkv", description="raftkv: a Raft-replicated key-value store"
@@ -34,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     server_commands.add_commands(subparsers)
     kv_commands.add_commands(subparsers)
+    lease_watch_commands.add_commands(subparsers, [kv_commands.common_flags()])
     snapshot_commands.add_commands(subparsers)
     return parser
 

@@ -110,7 +110,7 @@ def _non_negative(text: str) -> int:
     return int(text)
 
 
-def _common_flags() -> argparse.ArgumentParser:
+def common_flags() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("connection and output")
     group.add_argument(
@@ -139,7 +139,7 @@ def _common_flags() -> argparse.ArgumentParser:
 
 
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    common = [_common_flags()]
+    common = [common_flags()]
 
     def verb(name: str, help_text: str, handler: Verb) -> argparse.ArgumentParser:
         parser = subparsers.add_parser(name, help=help_text, description=help_text, parents=common)
@@ -149,6 +149,9 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     put = verb("put", "set a key's value", _put)
     put.add_argument("key", metavar="KEY")
     put.add_argument("value", metavar="VALUE", help='the value; "-" reads it from stdin')
+    put.add_argument(
+        "--lease", type=_positive, default=0, help="attach the key to this lease (its id)"
+    )
 
     get = verb("get", "read a key (exit 1 if it does not exist)", _get)
     get.add_argument("key", metavar="KEY")
@@ -258,7 +261,7 @@ def _argument_bytes(text: str) -> bytes:
 def _put(client: SyncClient, arguments: argparse.Namespace, output: Output) -> int:
     key = _argument_bytes(arguments.key)
     value = sys.stdin.buffer.read() if arguments.value == "-" else _argument_bytes(arguments.value)
-    result = client.put(key, value)
+    result = client.put(key, value, lease=arguments.lease)
     output.put(result)
     return EXIT_OK
 
