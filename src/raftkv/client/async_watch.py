@@ -47,6 +47,11 @@ class Watcher:
         the watch started)."""
         return self._stream.watermark
 
+    @property
+    def reconnections(self) -> int:
+        """How many times a connection ended or failed and the watch moved on."""
+        return self._stream.reconnections
+
     def batches(self) -> AsyncIterator[WatchBatch]:
         if self._generator is not None:
             raise RuntimeError("a Watcher is iterated once")

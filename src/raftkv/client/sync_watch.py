@@ -43,6 +43,11 @@ class SyncWatcher:
         """The watermark (see `Watcher.revision`)."""
         return self._stream.watermark
 
+    @property
+    def reconnections(self) -> int:
+        """How many times a connection ended or failed and the watch moved on."""
+        return self._stream.reconnections
+
     def batches(self) -> Iterator[WatchBatch]:
         if self._generator is not None:
             raise RuntimeError("a SyncWatcher is iterated once")

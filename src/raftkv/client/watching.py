@@ -109,6 +109,9 @@ class WatchStream:
         self._failing_since: float | None = None
         self._failed: list[str] = []
         self._log: list[tuple[str, str]] = []
+        # Connections that ended or failed, over the watch's life (for the caller's
+        # metrics and for tests).
+        self.reconnections = 0
 
     @property
     def read_timeout_s(self) -> float:
@@ -228,6 +231,7 @@ class WatchStream:
         Unavailable once connections have failed for `deadline_s` in a row."""
         self._log.append((endpoint, what))
         self._failed.append(endpoint)
+        self.reconnections += 1
         if len(self._failed) >= len(self._router.endpoints):
             self._failed.clear()  # every endpoint tried: start the rotation over
         if self._failing_since is None:
