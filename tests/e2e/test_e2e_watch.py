@@ -8,17 +8,23 @@ watcher saw with the store's history:
 2. that sequence is the history a fresh watcher reads afterwards from the same start;
 3. every acknowledged write is in it, at the revision its answer named;
 4. replaying it from an empty store gives the final state a linearizable range reads.
+
+Also on real processes: whole revisions per message, progress notifications, a 410
+`compacted` with the oldest revision, and a watcher whose client stops reading ended
+`too_slow` (counted in /metrics) while the node goes on serving.
 """
 
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 from pathlib import Path
 
 from kv_processes import KvProcessCluster, running_cluster
 
 from raftkv.client import ClientError, ClientSettings, Compacted, SyncClient, WatchEvent, txn
+from raftkv.testing.processes import wait_until
 
 WRITES = 240
 END_KEY = b"h/end"
@@ -182,3 +188,33 @@ def test_whole_revisions_progress_and_compacted_on_real_processes(tmp_path: Path
                 second.revision,
                 second.revision + 1,
             )
+
+
+def too_slow_count(cluster: KvProcessCluster, node: int) -> float:
+    metrics = cluster.http.get(f"{cluster.url(node)}/metrics", timeout=5.0).text
+    for line in metrics.splitlines():
+        if line.startswith('raftkv_watch_canceled_total{reason="too_slow"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_a_watcher_that_stops_reading_is_canceled_too_slow(tmp_path: Path) -> None:
+    cluster = KvProcessCluster(tmp_path)
+    try:
+        for node in cluster.ids:
+            cluster.start(node, environ={"RAFTKV_WATCH_SEND_TIMEOUT_S": "1"})
+        leader = cluster.wait_for_leader()
+        with socket.create_connection(("127.0.0.1", cluster.client_ports[leader])) as stuck:
+            stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stuck.sendall(b"GET /v1/watch?key=big/&prefix=true HTTP/1.1\r\nHost: raftkv\r\n\r\n")
+            value = "x" * 50_000
+            with SyncClient(cluster.endpoints()) as client:
+                for number in range(2000):
+                    client.put(f"big/{number % 50}", value)
+                    if number % 25 == 0 and too_slow_count(cluster, leader) >= 1:
+                        break
+                wait_until(lambda: too_slow_count(cluster, leader) >= 1, 30, "too_slow")
+                # The node goes on serving everyone else.
+                assert client.put("after", "ok").revision > 0
+    finally:
+        cluster.stop()
