@@ -70,6 +70,8 @@ class LeaseKeeper:
         self._ready_term = 0
         self._last_checkpoint: float | None = None
         self._in_flight: set[int] = set()
+        # Whether a checkpoint is being proposed (at most one at a time).
+        self._checkpointing = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
 
@@ -117,10 +119,21 @@ class LeaseKeeper:
             proposed += 1
         interval, now = self.settings.checkpoint_interval_s, node.clock.now()
         last = self._last_checkpoint
-        if interval and last is not None and now - last >= interval:
+        if interval and last is not None and now - last >= interval and not self._checkpointing:
+            # In the background: a slow checkpoint (many leases, a slow quorum) must not
+            # hold up the next rounds' expiry checks.
             self._last_checkpoint = now
-            await self.checkpoint_once()
+            self._checkpointing = True
+            self._spawn(self._checkpoint_in_background())
         return proposed
+
+    async def _checkpoint_in_background(self) -> None:
+        try:
+            await self.checkpoint_once()
+        except (KvError, RaftError, TimeoutError) as error:
+            logger.info("lease checkpoint did not apply: %s; next one at the next interval", error)
+        finally:
+            self._checkpointing = False
 
     async def checkpoint_once(self) -> int:
         """Propose checkpoints of every lease's remaining time; how many were recorded."""

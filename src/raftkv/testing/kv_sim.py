@@ -71,8 +71,10 @@ class _KvRun(_Run):
         # Per node id: the revisions its watchers saw, in order, with their events.
         self.seen: dict[NodeId, list[RevisionEvents]] = {}
         self._watching: dict[NodeId, tuple[KvStateMachine, asyncio.Task[None]]] = {}
-        # Per (node id, machine): leases it held at the last poll.
-        self._held: dict[int, set[int]] = {}
+        # Per node id: its current state machine and the leases it held at the last look
+        # (id -> renewed_index); per lease, the highest renewed_index any node held.
+        self._held: dict[int, tuple[KvStateMachine, dict[int, int]]] = {}
+        self._latest_renewal: dict[int, int] = {}
 
     def make_state_machine(self, storage: RaftStorage) -> StateMachine:
         return KvStateMachine(storage.app_data(), clock=self.cluster.clock)
@@ -139,7 +141,7 @@ class _KvRun(_Run):
             for node in self.live_nodes():
                 if not node.is_leader:
                     continue
-                key = id(node)
+                key = int(node.id)
                 keeper = self.keepers.get(key)
                 if keeper is None or keeper.service.node is not node:
                     keeper = LeaseKeeper(
@@ -190,23 +192,45 @@ class _KvRun(_Run):
             watch.release()
 
     async def _observe_leases(self) -> None:
+        """Polls every node's leases; a lease gone from a node that held its latest renewal
+        (the highest renewed_index seen anywhere) is a removal, checked against the TTL. A
+        node that lagged (it held an older grant or renewal, say a lease expired and granted
+        again since) only catches up when it drops it: no conclusion from that."""
         clock = self.cluster.clock
         while True:
-            for node in self.live_nodes():
-                machine = self.kv(node)
-                held = set(machine.lease_ids())
-                before = self._held.get(id(machine), set())
-                for lease_id in before - held:
+            nodes = self.live_nodes()
+            views = {int(node.id): (node, self.kv(node), self._renewals(node)) for node in nodes}
+            for _, _, renewals in views.values():
+                for lease_id, renewed_index in renewals.items():
+                    latest = self._latest_renewal.get(lease_id, 0)
+                    self._latest_renewal[lease_id] = max(latest, renewed_index)
+            for node_id, (_, machine, renewals) in views.items():
+                last = self._held.get(node_id)
+                before = last[1] if last is not None and last[0] is machine else {}
+                for lease_id, renewed_index in before.items():
+                    if lease_id in renewals:
+                        continue
                     lease = self.leases.get(lease_id)
-                    if lease is not None and lease.removed_at is None:
+                    latest = self._latest_renewal.get(lease_id, 0)
+                    if lease is not None and lease.removed_at is None and renewed_index >= latest:
                         lease.removed_at = clock.now()
                         self._check_not_early(lease_id, lease)
-                for lease_id in held - before:
+                for lease_id in renewals.keys() - before.keys():
                     lease = self.leases.get(lease_id)
                     if lease is not None and lease.removed_at is not None:
                         lease.removed_at = None  # granted again
-                self._held[id(machine)] = held
+                self._held[node_id] = (machine, renewals)
             await clock.sleep(0.05)
+
+    def _renewals(self, node: Node) -> dict[int, int]:
+        """Lease id -> renewed_index of every lease `node` holds."""
+        machine = self.kv(node)
+        found: dict[int, int] = {}
+        for lease_id in machine.lease_ids():
+            record = machine.lease(lease_id)
+            if record is not None:
+                found[lease_id] = record.renewed_index
+        return found
 
     def _check_not_early(self, lease_id: int, lease: _Lease) -> None:
         if lease.removed_at is None or not lease.renewed_at:
