@@ -443,3 +443,32 @@ def test_lease_status_reads_this_nodes_countdown() -> None:
         await kv.stop()
 
     run(scenario)
+
+
+def test_a_slow_checkpoint_does_not_hold_up_expiries() -> None:
+    async def scenario() -> None:
+        kv = await started(LeaseKeeperSettings(interval_s=INTERVAL_S, checkpoint_interval_s=1.0))
+        leader = kv.leader()
+        service = kv.services[leader]
+        keeper = kv.keepers[leader]
+        stuck = asyncio.Event()
+        checkpoints: list[object] = []
+
+        async def hanging_checkpoint(*arguments: object, **options: object) -> None:
+            checkpoints.append(arguments)
+            await stuck.wait()
+
+        service.lease_checkpoint = hanging_checkpoint  # type: ignore[method-assign]
+        await kv.run(service.lease_grant(2, 7))
+        await kv.run(keeper.run_once())  # ready for this term; starts counting to a checkpoint
+        await kv.wait(1.5)
+        await kv.run(keeper.run_once())  # starts the checkpoint, which hangs
+        assert len(checkpoints) == 1
+        await kv.wait(1.0)  # the lease's TTL has passed
+        await kv.run(keeper.run_once())  # still expires it, and starts no second checkpoint
+        await kv.cluster.run_until(lambda: kv.lease_gone(7))
+        assert keeper.expired == 1 and len(checkpoints) == 1
+        stuck.set()
+        await kv.stop()
+
+    run(scenario)
