@@ -54,6 +54,10 @@ def test_grow_one_to_four_then_move_leadership_and_remove_the_founder(tmp_path: 
             learner, command=cluster.join_command(learner, cluster.url(2), auto_promote=False)
         )
         assert roles(cluster, 1)[learner] == "learner"
+        # The operator watches the learner catch up before promoting it.
+        caught_up = cli(cluster, "status", "--wait", "60", node=2)
+        assert caught_up.returncode == EXIT_OK, caught_up.stderr
+        assert "every member is caught up" in caught_up.stdout
         promoted = cli(cluster, "member", "promote", str(learner), "--output", "json", node=3)
         assert promoted.returncode == EXIT_OK, promoted.stderr
         members = json.loads(promoted.stdout)["members"]

@@ -183,7 +183,14 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         '"-" or none: stdin',
     )
 
-    verb("status", "every member's status, one row each", _status)
+    status = verb("status", "every member's status, one row each", _status)
+    status.add_argument(
+        "--wait",
+        type=_positive_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="then show catch-up progress until every member has caught up (exit 4 if not)",
+    )
     verb("members", "the cluster's members (as the leader sees them)", _members)
 
     member = subparsers.add_parser(
@@ -311,9 +318,13 @@ def _txn(client: SyncClient, arguments: argparse.Namespace, output: Output) -> i
 def _status(client: SyncClient, arguments: argparse.Namespace, output: Output) -> int:
     """Every endpoint given, and every member the cluster lists (one endpoint is enough to
     see the whole cluster)."""
+    from raftkv.cli import catch_up  # noqa: PLC0415
+
     endpoints = list(client.endpoints)
+    cluster: Cluster | None = None
     with contextlib.suppress(ClientError):
-        for member in client.cluster().members:
+        cluster = client.cluster()
+        for member in cluster.members:
             url = member.client_url.rstrip("/")
             if url and url not in endpoints:
                 endpoints.append(url)
@@ -326,6 +337,11 @@ def _status(client: SyncClient, arguments: argparse.Namespace, output: Output) -
     output.status(endpoints, rows)
     if all(isinstance(row, ClientError) for row in rows):
         return _fail(EXIT_UNAVAILABLE, "unavailable", "no endpoint answered")
+    if arguments.wait is not None:
+        if not catch_up.wait_caught_up(client, arguments.wait):
+            return _fail(EXIT_UNAVAILABLE, "lagging", f"not caught up after {arguments.wait:g}s")
+    elif cluster is not None and not output.as_json:
+        catch_up.print_lagging(cluster)
     return EXIT_OK
 
 
