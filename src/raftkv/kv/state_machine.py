@@ -379,7 +379,7 @@ def _decompress(frame: bytes | memoryview, limit: int, what: str) -> bytes:
     a frame that declares its content size, and allocates what the frame declares.)"""
     try:
         declared = zstandard.frame_content_size(frame)
-        if declared == zstandard.CONTENTSIZE_UNKNOWN:
+        if declared < 0:  # -1: the frame does not declare its size
             return zstandard.ZstdDecompressor().decompress(frame, max_output_size=limit)
         if declared > limit:
             raise SnapshotInvalid(f"{what} declares {declared} bytes, over the limit of {limit}")
