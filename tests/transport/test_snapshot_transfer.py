@@ -168,6 +168,19 @@ def test_chunks_of_the_receivers_own_state_are_not_sent() -> None:
     assert received == sender.message
 
 
+def test_local_data_is_not_cut_into_more_pieces_than_an_offer_may_have() -> None:
+    data = random_data(5000)
+    sender = outgoing(data)  # 5 chunks of 1000 bytes
+    limits = TransferLimits(
+        max_snapshot_bytes=1 << 20, max_snapshot_chunks=5, max_snapshot_chunk_bytes=4096
+    )
+    receiver = incoming(sender, limits)
+    receiver.reuse_local(data + b"x" * 1000)  # would be 6 pieces: not even looked at
+    assert receiver.from_local == 0
+    receiver.reuse_local(data)
+    assert receiver.from_local == 5
+
+
 def test_local_data_in_another_format_costs_nothing_but_is_harmless() -> None:
     data = random_data(5000)
     sender = outgoing(data)
@@ -254,7 +267,16 @@ def set_sizes(sizes: list[int]) -> Callable[[wire.SnapshotOffer], object]:
             MalformedMessage,
             "chunks of 2400 bytes do not make the announced 2500",
         ),
-        (offer_with(set_field("max_chunk_bytes", 0)), MalformedMessage, "names no chunk size"),
+        (
+            offer_with(set_field("max_chunk_bytes", 999)),
+            MalformedMessage,
+            "chunk size of 999, not between its longest chunk \\(1000\\) and 4096",
+        ),
+        (
+            offer_with(set_field("max_chunk_bytes", 5000)),
+            MalformedMessage,
+            "chunk size of 5000, not between .* and 4096 \\(max_snapshot_chunk_bytes\\)",
+        ),
         (
             offer_with(lambda offer: setattr(offer.message, "type", wire.MSG_HEARTBEAT)),
             MalformedMessage,
@@ -285,7 +307,8 @@ def set_sizes(sizes: list[int]) -> Callable[[wire.SnapshotOffer], object]:
         "empty chunk",
         "chunk too large",
         "sizes do not add up",
-        "no chunk size",
+        "chunk size below a chunk",
+        "chunk size over the limit",
         "not a MsgSnap",
         "no snapshot",
         "another sender",

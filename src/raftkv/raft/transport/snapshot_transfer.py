@@ -230,6 +230,7 @@ class IncomingSnapshot:
     def __init__(self, cluster_id: int, limits: TransferLimits, data: bytes) -> None:
         """Parse and check the stream's first message (an offer)."""
         self._offer = _read_offer(_parse_upload(data, "offer"), cluster_id, limits)
+        self._limits = limits
         self._held: dict[bytes, bytes] = {}
         self._wanted: dict[int, bool] | None = None  # position -> arrived
         self.received = 0
@@ -265,7 +266,12 @@ class IncomingSnapshot:
     def reuse_local(self, data: bytes) -> None:
         """Take every offered chunk found in `data` (this node's own state, in the same
         format) when cut like the sender cuts (O(data): hashes the pieces whose size
-        matches a missing chunk's)."""
+        matches a missing chunk's). Skipped if that cut would make more pieces than an
+        offer may have chunks (a peer's tiny chunk size must not cost this node
+        O(state) pieces of bookkeeping)."""
+        max_chunk_bytes = self._offer.max_chunk_bytes
+        if not self._offer.sizes or len(data) // max_chunk_bytes > self._limits.max_snapshot_chunks:
+            return
         missing = self.missing()
         sizes = {
             size
@@ -273,7 +279,7 @@ class IncomingSnapshot:
             if digest in missing
         }
         view = memoryview(data)
-        for offset, size in transfer_chunks(view, self._offer.max_chunk_bytes):
+        for offset, size in transfer_chunks(view, max_chunk_bytes):
             if size not in sizes:
                 continue
             piece = view[offset : offset + size]
@@ -400,8 +406,12 @@ def _read_offer(upload: wire.SnapshotUpload, cluster_id: int, limits: TransferLi
         raise MalformedMessage(
             f"snapshot chunks of {sum(sizes)} bytes do not make the announced {offer.total_bytes}"
         )
-    if sizes and offer.max_chunk_bytes < 1:
-        raise MalformedMessage("snapshot offer names no chunk size")
+    if sizes and not max(sizes) <= offer.max_chunk_bytes <= limits.max_snapshot_chunk_bytes:
+        raise MalformedMessage(
+            f"snapshot offer names a chunk size of {offer.max_chunk_bytes}, not between its "
+            f"longest chunk ({max(sizes)}) and {limits.max_snapshot_chunk_bytes} "
+            "(max_snapshot_chunk_bytes)"
+        )
     message = decode_message(offer.message)
     if message.type is not MessageType.SNAPSHOT:
         raise MalformedMessage(f"snapshot stream carries a {message.type.value}")
