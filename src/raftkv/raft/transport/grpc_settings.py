@@ -164,7 +164,7 @@ class GrpcTransportStats:
     stream_failures: int = 0
     messages_received: int = 0
     frames_received: int = 0
-    # Incoming streams (Send, SendSnapshot, Member) aborted because of what the peer sent.
+    # Incoming streams (Send, SnapshotTransfer, Member) aborted because of what the peer sent.
     streams_rejected: int = 0
     snapshots_sent: int = 0
     snapshots_failed: int = 0
