@@ -4,6 +4,7 @@ ManualClock, inline persistence, in-process network."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TypeVar
 
 import pytest
@@ -17,6 +18,7 @@ from raftkv.raft.driver.errors import (
     Stopped,
 )
 from raftkv.raft.driver.settings import NodeSettings
+from raftkv.raft.driver.state_machine import StateMachine
 from raftkv.raft.storage.base import RaftStorage
 from raftkv.raft.storage.memory import MemoryStorage
 from raftkv.testing.local_cluster import LocalCluster, address_of, run_scenario
@@ -303,6 +305,34 @@ def test_snapshot_compacts_the_log_and_catches_up_a_lagging_follower() -> None:
         await cluster.run_until(lambda: len(dict_of(cluster, restarted.id)) == 60)
         assert restarted.stats.snapshots_installed >= 1
         await cluster.stop()
+
+    run_scenario(scenario)
+
+
+class BackgroundDict(DurableDictStateMachine):
+    """A BackgroundSnapshots state machine: captures its snapshot now, hands it out later."""
+
+    def snapshot_later(self) -> Callable[[], bytes]:
+        captured = self.snapshot()
+        return lambda: captured
+
+
+def test_a_node_lends_its_state_to_incoming_snapshots_when_it_snapshots_in_the_background() -> None:
+    async def check(factory: Callable[[RaftStorage], StateMachine], lends: bool) -> None:
+        cluster = LocalCluster(3, state_machine=factory)
+        await cluster.start()
+        node = cluster.nodes[NodeId(1)]
+        leader = await cluster.wait_for_leader()
+        await cluster.complete(leader.propose(encode_set("a", "1")))
+        await cluster.run_until(lambda: dict_of(cluster, 1) == {"a": "1"})
+        expected = node.state_machine.snapshot() if lends else None
+        assert await node.local_snapshot_data() == expected
+        await cluster.stop()
+        assert await node.local_snapshot_data() is None
+
+    async def scenario() -> None:
+        await check(memory_dict, lends=False)
+        await check(lambda storage: BackgroundDict(storage.app_data()), lends=True)
 
     run_scenario(scenario)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from random import Random
+
 import msgspec
 import pytest
 from kv_helpers import (
@@ -28,6 +30,7 @@ from raftkv.kv import (
     Put,
     PutResult,
     Range,
+    RequestOp,
     ResponseHeader,
     SessionExpired,
     SnapshotInvalid,
@@ -38,6 +41,7 @@ from raftkv.kv import (
 )
 from raftkv.raft.core.errors import ConfigInvalid
 from raftkv.raft.driver.state_machine import Command
+from raftkv.raft.snapshot_chunks import encode_container, read_container
 from raftkv.raft.storage.memory import MemoryAppData
 
 
@@ -335,7 +339,7 @@ def test_a_lowered_client_limit_shrinks_the_table_at_the_next_new_client() -> No
     assert [key for key, _ in app.scan(b"s", b"t")] == [b"sd", b"se"]
 
 
-def test_snapshots_are_zstd_compressed_and_version_1_still_restores() -> None:
+def test_snapshots_are_chunked_and_compressed_and_versions_1_and_2_still_restore() -> None:
     import zstandard
 
     from raftkv.kv.state_machine import _Snapshot
@@ -343,18 +347,138 @@ def test_snapshots_are_zstd_compressed_and_version_1_still_restores() -> None:
     source = machine()
     source.apply([log_command(1, Put(b"k%d" % i, b"v" * 100)) for i in range(1, 200)], 200, 1)
     data = source.snapshot()
-    assert data.startswith(b"\x28\xb5\x2f\xfd")  # a zstd frame
-    raw = zstandard.ZstdDecompressor().decompress(data)
-    assert len(data) * 5 < len(raw)
+    assert data.startswith(b"RAFTKVS3")
+    container = read_container(data, verify=True)
+    assert len(container.chunks) == 1  # 20 KB of items: one chunk
+    raw_bytes = sum(len(key) + len(value) for key, value in source.app.scan())
+    assert len(data) * 5 < raw_bytes  # each chunk is zstd-compressed
     restored = machine()
     restored.restore(data, 200, 1)
     assert restored.state_hash() == source.state_hash()
     version_1 = msgspec.msgpack.encode(_Snapshot(1, list(source.app.scan())))
-    older = machine()
-    older.restore(version_1, 200, 1)
-    assert older.state_hash() == source.state_hash()
+    version_2 = zstandard.ZstdCompressor().compress(
+        msgspec.msgpack.encode(_Snapshot(2, list(source.app.scan())))
+    )
+    for older_format in (version_1, version_2):
+        older = machine()
+        older.restore(older_format, 200, 1)
+        assert older.state_hash() == source.state_hash()
     with pytest.raises(SnapshotInvalid, match="does not decompress"):
-        machine().restore(data[:-8], 200, 1)
+        machine().restore(version_2[:-8], 200, 1)
+
+
+def big_machine(keys: int = 4000) -> KvStateMachine:
+    """About 2 MB of state: a few dozen snapshot chunks."""
+    source = machine()
+    rng = Random(7)
+    for start in range(0, keys, 100):
+        puts: list[RequestOp] = [
+            Put(b"data/%06d" % i, rng.randbytes(400)) for i in range(start, start + 100)
+        ]
+        index = start // 100 + 1
+        source.apply([log_command(index, Txn(success=puts))], index, 1)
+    return source
+
+
+def chunk_hashes(data: bytes) -> set[bytes]:
+    return {chunk.sha256 for chunk in read_container(data).chunks}
+
+
+def test_a_few_writes_change_few_snapshot_chunks() -> None:
+    source = big_machine()
+    before = source.snapshot()
+    index = source.applied_index()
+    source.apply([log_command(index + 1, Put(b"data/002000", b"rewritten"))], index + 1, 1)
+    source.apply([log_command(index + 2, Put(b"zz/new", b"appended"))], index + 2, 1)
+    after = source.snapshot()
+    old, new = chunk_hashes(before), chunk_hashes(after)
+    assert len(old) > 10
+    # Each write touches its key's history and index entries, the revision log and the
+    # MVCC meta record: a handful of chunks, whatever the size of the state.
+    assert len(new - old) <= 6, (len(new - old), len(new))
+    restored = machine()
+    restored.restore(after, index + 2, 1)
+    assert restored.state_hash() == source.state_hash()
+
+
+def test_the_same_state_gives_the_same_snapshot_bytes() -> None:
+    assert big_machine(1000).snapshot() == big_machine(1000).snapshot()
+
+
+def chunked(*chunks: bytes, prefix: bytes = b"RAFTKVS3") -> bytes:
+    return encode_container(chunks, prefix=prefix)
+
+
+def chunk_of(items: list[tuple[bytes, bytes]], version: int = 3) -> bytes:
+    import zstandard
+
+    from raftkv.kv.state_machine import _SnapshotChunk
+
+    return zstandard.ZstdCompressor().compress(
+        msgspec.msgpack.encode(_SnapshotChunk(version, items))
+    )
+
+
+# A zstd frame header declaring 1 TiB of content, then a few bytes of a block.
+DECOMPRESSION_BOMB = b"\x28\xb5\x2f\xfd\xe0" + (1 << 40).to_bytes(8, "little") + b"\x01\x00\x00"
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (chunked(chunk_of([(b"a", b"1")]))[:-1], "does not end with a chunked container"),
+        (
+            b"RAFTKVS3" + chunked(chunk_of([(b"a", b"1")]), prefix=b"")[-52:],
+            "do not fit before the manifest",
+        ),
+        (
+            encode_container([chunk_of([(b"a", b"1")])], prefix=b"RAFTKVS3extra"),
+            "13 bytes before its first chunk",
+        ),
+        (chunked(b"not zstd"), "chunk 0 does not decompress"),
+        (chunked(DECOMPRESSION_BOMB), "chunk 0 declares 1099511627776 bytes, over the limit"),
+        (chunked(chunk_of([(b"a", b"1")], version=4)), "chunk 0 has format 4"),
+        (chunked(chunk_of([(b"b", b"1")]), chunk_of([(b"a", b"1")])), "increasing key order"),
+        (
+            chunked(chunk_of([(b"a", b"1")]), b"\x28\xb5\x2f\xfd" + b"junk"),
+            "chunk 1 does not decompress",
+        ),
+    ],
+    ids=[
+        "truncated",
+        "chunk missing",
+        "prefix",
+        "not zstd",
+        "decompression bomb",
+        "chunk version",
+        "unsorted across chunks",
+        "damaged frame",
+    ],
+)
+def test_an_invalid_chunked_snapshot_is_refused_before_anything_changes(
+    data: bytes, reason: str
+) -> None:
+    kv = machine()
+    kv.apply([log_command(1, Put(b"k", b"v"))], 1, 1)
+    before = kv.state_hash()
+    with pytest.raises(SnapshotInvalid, match=reason):
+        kv.restore(data, 5, 1)
+    assert (kv.state_hash(), kv.applied_index()) == (before, 1)
+
+
+def test_a_damaged_chunk_fails_its_hash() -> None:
+    good = chunk_of([(b"a", b"1")])
+    data = bytearray(chunked(good))
+    data[len(b"RAFTKVS3") + len(good) - 1] ^= 0xFF
+    with pytest.raises(SnapshotInvalid, match="chunk 0 fails its SHA-256"):
+        machine().restore(bytes(data), 5, 1)
+
+
+def test_a_version_2_frame_declaring_too_much_is_refused_before_allocating() -> None:
+    import raftkv.kv.state_machine as module
+
+    with pytest.raises(SnapshotInvalid, match="declares 1099511627776 bytes"):
+        module._decode_snapshot(DECOMPRESSION_BOMB)
 
 
 def test_snapshot_later_captures_the_state_when_called() -> None:

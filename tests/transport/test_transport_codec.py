@@ -1,13 +1,10 @@
 """codec.py: every field round-trips, and nothing a peer sends escapes as anything but
-MalformedMessage (or SnapshotTooLarge)."""
+MalformedMessage. (Snapshot transfers: test_snapshot_transfer.py.)"""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import zlib
-from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -31,8 +28,6 @@ from raftkv.raft.transport.codec import (
     FRAME_OVERHEAD_BYTES,
     MAX_ADDRESS_LENGTH,
     WIRE_MESSAGE_TYPES,
-    SnapshotAssembler,
-    SnapshotTooLarge,
     decode_batch,
     decode_frame,
     decode_member_request,
@@ -43,7 +38,6 @@ from raftkv.raft.transport.codec import (
     encode_member_response,
     encode_message,
     encoded_size_bound,
-    snapshot_chunks,
 )
 
 CLUSTER = 5
@@ -188,15 +182,6 @@ def test_the_size_bound_holds_for_the_largest_numbers() -> None:
     frame = encode_batch(U64, [message]).SerializeToString()
     assert through_the_wire(message) == message
     assert len(frame) <= FRAME_OVERHEAD_BYTES + encoded_size_bound(message)
-
-
-@given(peer_messages(message_types=frozenset({MessageType.SNAPSHOT})), st.integers(1, 100))
-def test_a_snapshot_round_trips_in_chunks(message: Message, chunk_bytes: int) -> None:
-    assembler = SnapshotAssembler(CLUSTER, max_snapshot_bytes=10_000)
-    for chunk in snapshot_chunks(CLUSTER, message, chunk_bytes):
-        assert len(chunk.data) <= chunk_bytes
-        assembler.add(chunk.SerializeToString())
-    assert assembler.finish() == message
 
 
 @given(st.sampled_from(MemberAction), node_ids, st.text(max_size=20))
@@ -368,120 +353,3 @@ def test_a_member_request_with_an_unknown_action_or_cluster_is_rejected() -> Non
         decode_member_request(
             wire.MemberRequest(cluster_id=4, action=1).SerializeToString(), CLUSTER
         )
-
-
-# -- snapshot assembly ------------------------------------------------------------------------
-
-SNAPSHOT_MESSAGE = Message(
-    MessageType.SNAPSHOT,
-    to=NodeId(2),
-    sender=NodeId(1),
-    term=3,
-    snapshot=Snapshot(SnapshotMetadata(index=7, term=3), data=bytes(range(256)) * 4),
-)
-
-
-def serialized_chunks(
-    message: Message = SNAPSHOT_MESSAGE, chunk_bytes: int = 300
-) -> list[wire.SnapshotChunk]:
-    return list(snapshot_chunks(CLUSTER, message, chunk_bytes))
-
-
-def assemble(chunks: list[wire.SnapshotChunk], max_snapshot_bytes: int = 10_000) -> Message:
-    assembler = SnapshotAssembler(CLUSTER, max_snapshot_bytes)
-    for chunk in chunks:
-        assembler.add(chunk.SerializeToString())
-    return assembler.finish()
-
-
-def test_snapshot_chunks_assemble() -> None:
-    chunks = serialized_chunks()
-    assert [chunk.sequence for chunk in chunks] == [0, 1, 2, 3]
-    assert assemble(chunks) == SNAPSHOT_MESSAGE
-
-
-def test_a_snapshot_without_data_is_one_chunk() -> None:
-    message = dataclasses.replace(SNAPSHOT_MESSAGE, snapshot=Snapshot(SnapshotMetadata(index=7)))
-    chunks = serialized_chunks(message)
-    assert len(chunks) == 1
-    assert assemble(chunks) == message
-
-
-def corrupt_crc(chunks: list[wire.SnapshotChunk]) -> None:
-    chunks[1].data = chunks[1].data[:-1] + b"?"
-
-
-def corrupt_data_and_crc(chunks: list[wire.SnapshotChunk]) -> None:
-    # A consistent chunk whose data differs from what the header's SHA-256 covers.
-    chunks[2].data = b"?" * len(chunks[2].data)
-    chunks[2].crc32 = zlib.crc32(chunks[2].data)
-
-
-def set_header_field(name: str, value: object) -> Callable[[list[wire.SnapshotChunk]], None]:
-    def corrupt(chunks: list[wire.SnapshotChunk]) -> None:
-        setattr(chunks[0].header, name, value)
-
-    return corrupt
-
-
-@pytest.mark.parametrize(
-    ("corrupt", "reason"),
-    [
-        (corrupt_crc, "chunk 1 fails its CRC-32"),
-        (corrupt_data_and_crc, "fails its SHA-256"),
-        (lambda chunks: chunks.pop(2), "chunk 3 where 2 was expected"),
-        (lambda chunks: chunks.pop(), "ended after 900 of 1024 bytes"),
-        (lambda chunks: chunks.pop(0), "chunk 1 where 0 was expected"),
-        (lambda chunks: chunks.clear(), "ended before its header"),
-        (lambda chunks: chunks[0].ClearField("header"), "only the first snapshot chunk"),
-        (
-            lambda chunks: chunks[1].header.CopyFrom(chunks[0].header),
-            "only the first snapshot chunk",
-        ),
-        (set_header_field("total_bytes", 1000), "exceeds the announced 1000 bytes"),
-        (set_header_field("total_bytes", 2000), "ended after 1024 of 2000 bytes"),
-        (set_header_field("sha256", b"short"), "SHA-256 has 5 bytes"),
-        (set_header_field("cluster_id", 9), "cluster id 9"),
-        (set_header_field("from_node", 3), "snapshot from 1 in a stream from node 3"),
-        (
-            lambda chunks: setattr(chunks[0].header.message, "type", wire.MSG_HEARTBEAT),
-            "carries a MsgHeartbeat",
-        ),
-        (
-            lambda chunks: chunks[0].header.message.ClearField("snapshot"),
-            "MsgSnap without a snapshot",
-        ),
-        (
-            lambda chunks: setattr(chunks[0].header.message.snapshot, "data", b"x"),
-            "header carries data outside the chunks",
-        ),
-    ],
-    ids=lambda value: value if isinstance(value, str) else None,
-)
-def test_a_damaged_snapshot_stream_is_rejected(corrupt: object, reason: str) -> None:
-    chunks = serialized_chunks()
-    corrupt(chunks)  # type: ignore[operator]
-    with pytest.raises(MalformedMessage, match=reason):
-        assemble(chunks)
-
-
-def test_a_snapshot_over_the_limit_is_refused_at_its_header() -> None:
-    assembler = SnapshotAssembler(CLUSTER, max_snapshot_bytes=1023)
-    with pytest.raises(SnapshotTooLarge, match="1024 bytes exceeds the limit of 1023"):
-        assembler.add(serialized_chunks()[0].SerializeToString())
-
-
-def test_the_header_carries_size_and_digest_of_the_data() -> None:
-    header = serialized_chunks()[0].header
-    assert SNAPSHOT_MESSAGE.snapshot is not None
-    assert header.total_bytes == len(SNAPSHOT_MESSAGE.snapshot.data)
-    assert header.sha256 == hashlib.sha256(SNAPSHOT_MESSAGE.snapshot.data).digest()
-    assert header.message.snapshot.data == b""
-
-
-@given(st.binary(max_size=200))
-def test_arbitrary_bytes_in_a_snapshot_stream_raise_malformed(data: bytes) -> None:
-    with pytest.raises((MalformedMessage, SnapshotTooLarge)):
-        assembler = SnapshotAssembler(CLUSTER, max_snapshot_bytes=100)
-        assembler.add(data)
-        assembler.finish()

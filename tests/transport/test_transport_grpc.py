@@ -1,5 +1,6 @@
 """GrpcTransport beyond the conformance suite: hostile input on the peer port, limits,
-reconnection with backoff, snapshots in chunks, settings."""
+reconnection with backoff, snapshots in chunks, settings. (Resumed and delta snapshot
+transfers: test_snapshot_transfer_grpc.py.)"""
 
 from __future__ import annotations
 
@@ -33,14 +34,14 @@ from raftkv.raft.transport.base import (
     MemberResponse,
     TransportError,
 )
-from raftkv.raft.transport.codec import snapshot_chunks
 from raftkv.raft.transport.grpc_transport import (
     SEND_METHOD,
-    SEND_SNAPSHOT_METHOD,
+    SNAPSHOT_TRANSFER_METHOD,
     GrpcTransport,
     GrpcTransportSettings,
     TransportSettingsInvalid,
 )
+from raftkv.raft.transport.snapshot_transfer import OutgoingSnapshot
 from raftkv.testing import RecordingHandler
 from raftkv.testing.transport_conformance import wait_until
 
@@ -105,7 +106,7 @@ async def a_batch_from_another_cluster(address: str) -> None:
         await expect_rejection(stub.Send(iter([frame])))
 
 
-async def a_snapshot_with_a_bad_chunk(address: str) -> None:
+async def a_snapshot_chunk_that_fails_its_hash(address: str) -> None:
     message = Message(
         MessageType.SNAPSHOT,
         to=VICTIM,
@@ -113,11 +114,21 @@ async def a_snapshot_with_a_bad_chunk(address: str) -> None:
         term=1,
         snapshot=Snapshot(SnapshotMetadata(index=5, term=1), data=b"x" * 10_000),
     )
-    chunks = list(snapshot_chunks(CLUSTER_ID, message, 4096))
-    chunks[1].data = b"y" * len(chunks[1].data)  # the CRC-32 no longer matches
+    outgoing = OutgoingSnapshot.build(CLUSTER_ID, message, 4096)
     async with grpc.aio.insecure_channel(address) as channel:
-        stub = raft_pb2_grpc.RaftStub(channel)
-        await expect_rejection(stub.SendSnapshot(iter(chunks)))
+        # No serializers: the bytes go out exactly as given.
+        call = channel.stream_stream(SNAPSHOT_TRANSFER_METHOD)()
+        await call.write(outgoing.upload().SerializeToString())
+        wants = wire.SnapshotReply.FromString(await call.read())
+        assert list(wants.wants.positions) == [0, 2]  # the first two chunks are equal
+        bad = outgoing.chunk(0)
+        bad.chunk.encoding = wire.CHUNK_ENCODING_RAW
+        bad.chunk.data = b"y" * 4096
+        await call.write(bad.SerializeToString())
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await call.read()
+        assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT, raised.value
+        assert "chunk 0 fails its SHA-256" in str(raised.value.details())
 
 
 ATTACKS: dict[str, Attack] = {
@@ -142,7 +153,7 @@ ATTACKS: dict[str, Attack] = {
             )
         )
     ),
-    "a snapshot chunk with a bad CRC": a_snapshot_with_a_bad_chunk,
+    "a snapshot chunk that fails its SHA-256": a_snapshot_chunk_that_fails_its_hash,
 }
 
 
@@ -651,8 +662,8 @@ def test_method_paths_match_the_generated_stub() -> None:
     # The server registers raw-bytes handlers by name; the stub must call the same paths.
     service = wire.DESCRIPTOR.services_by_name["Raft"]
     assert f"/{service.full_name}/Send" == SEND_METHOD
-    assert f"/{service.full_name}/SendSnapshot" == SEND_SNAPSHOT_METHOD
-    assert sorted(service.methods_by_name) == ["Member", "Send", "SendSnapshot"]
+    assert f"/{service.full_name}/SnapshotTransfer" == SNAPSHOT_TRANSFER_METHOD
+    assert sorted(service.methods_by_name) == ["Member", "Send", "SnapshotTransfer"]
     assert hasattr(raft_pb2_grpc.RaftStub, "__init__")
 
 

@@ -66,18 +66,42 @@ from raftkv.kv.validation import check_request, check_session
 from raftkv.kv.watch import WatchHub, WatchSettings
 from raftkv.raft.driver.clock import Clock, SystemClock
 from raftkv.raft.driver.state_machine import Command
+from raftkv.raft.snapshot_chunks import (
+    ChunkingPolicy,
+    ChunksInvalid,
+    chunk_items,
+    encode_container,
+    read_container,
+)
 from raftkv.raft.storage.base import AppData, StorageCorrupt
 
 # The version of the snapshot format below; a newer one is refused rather than misread.
 # 1: msgpack _Snapshot; 2: the same, zstd-compressed (a zstd frame: the magic number tells
-# them apart, and version 1 snapshots still restore).
-SNAPSHOT_FORMAT_VERSION = 2
+# them apart); 3: chunked (raftkv.raft.snapshot_chunks): _CHUNKED_MAGIC, then a container
+# whose chunks are each a zstd-compressed msgpack _SnapshotChunk, a run of items cut by
+# SNAPSHOT_CHUNKING. Versions 1 and 2 still restore.
+#
+# Why version 3: a follower that needs a snapshot usually holds most of it already. The
+# items are cut where their keys say (content-defined), and each run is encoded on its own
+# and deterministically, so runs of items two nodes agree on are byte-identical chunks
+# with the same SHA-256, and the transport sends only the chunks the receiver lacks.
+SNAPSHOT_FORMAT_VERSION = 3
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_CHUNKED_MAGIC = b"RAFTKVS3"
 # Fast and a good ratio for keys and values alike; decompression speed barely depends on it.
+# Part of the format's determinism: nodes share chunks only if they compress alike (the
+# same level and zstd library version), which costs bytes when they differ, never
+# correctness.
 _ZSTD_LEVEL = 3
+# Where snapshot chunks are cut. Like the level, changing it only costs sharing.
+SNAPSHOT_CHUNKING = ChunkingPolicy()
 # The largest decompressed snapshot accepted (a bound on what a hostile or damaged frame
 # can make this node allocate).
 MAX_SNAPSHOT_BYTES = 64 << 30
+# The largest decompressed chunk accepted: a run of items stops growing at
+# SNAPSHOT_CHUNKING.max_chunk_bytes plus one item, and an item (a key and its history
+# record) is bounded far below this by the largest Raft entry a node accepts.
+_MAX_CHUNK_BYTES = 128 << 20
 
 
 class SnapshotInvalid(Exception):
@@ -85,7 +109,14 @@ class SnapshotInvalid(Exception):
 
 
 class _Snapshot(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
-    """Every item of the app space, in key order."""
+    """Every item of the app space, in key order (versions 1 and 2)."""
+
+    format_version: int
+    items: list[tuple[bytes, bytes]]
+
+
+class _SnapshotChunk(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    """A run of items of the app space, in key order (version 3: one per chunk)."""
 
     format_version: int
     items: list[tuple[bytes, bytes]]
@@ -93,6 +124,7 @@ class _Snapshot(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
 
 _SNAPSHOT_ENCODER = msgspec.msgpack.Encoder()
 _SNAPSHOT_DECODER = msgspec.msgpack.Decoder(_Snapshot)
+_CHUNK_DECODER = msgspec.msgpack.Decoder(_SnapshotChunk)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,8 +187,8 @@ class KvStateMachine:
         return results
 
     def snapshot(self) -> bytes:
-        """Every item of the app space: a versioned msgpack, zstd-compressed (O(data) in
-        memory). On the event loop; the driver prefers `snapshot_later`."""
+        """Every item of the app space, in chunks (format version 3, O(data) in memory).
+        On the event loop; the driver prefers `snapshot_later`."""
         return _encode_snapshot(self.app.scan())
 
     def snapshot_later(self) -> Callable[[], bytes]:
@@ -178,25 +210,9 @@ class KvStateMachine:
         return FrozenSnapshot(index, term, self.current_revision(), produce)
 
     def restore(self, data: bytes, index: int, term: int) -> None:
-        """Replace the whole state with a `snapshot()`; SnapshotInvalid (before changing
-        anything) if it is not one."""
-        if data.startswith(_ZSTD_MAGIC):
-            try:
-                data = zstandard.ZstdDecompressor().decompress(
-                    data, max_output_size=MAX_SNAPSHOT_BYTES
-                )
-            except zstandard.ZstdError as error:
-                raise SnapshotInvalid(f"KV snapshot does not decompress: {error}") from error
-        try:
-            snapshot = _SNAPSHOT_DECODER.decode(data)
-        except msgspec.DecodeError as error:
-            raise SnapshotInvalid(f"KV snapshot does not decode: {error}") from error
-        if snapshot.format_version not in (1, SNAPSHOT_FORMAT_VERSION):
-            raise SnapshotInvalid(
-                f"KV snapshot format {snapshot.format_version}; this build reads "
-                f"{SNAPSHOT_FORMAT_VERSION}"
-            )
-        items = snapshot.items
+        """Replace the whole state with a `snapshot()` (any format version this build
+        reads); SnapshotInvalid (before changing anything) if it is not one."""
+        items = _decode_snapshot(data)
         if any(items[position][0] >= items[position + 1][0] for position in range(len(items) - 1)):
             raise SnapshotInvalid("KV snapshot items are not in strictly increasing key order")
         self.app.replace_all(iter(items), index, term)
@@ -305,8 +321,71 @@ class KvStateMachine:
 
 
 def _encode_snapshot(items: Iterator[tuple[bytes, bytes]]) -> bytes:
-    encoded = _SNAPSHOT_ENCODER.encode(_Snapshot(SNAPSHOT_FORMAT_VERSION, list(items)))
-    return zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compress(encoded)
+    """Version 3: the items cut by SNAPSHOT_CHUNKING, each run a compressed chunk."""
+    compressor = zstandard.ZstdCompressor(level=_ZSTD_LEVEL)
+    chunks = (
+        compressor.compress(_SNAPSHOT_ENCODER.encode(_SnapshotChunk(SNAPSHOT_FORMAT_VERSION, run)))
+        for run in chunk_items(items, SNAPSHOT_CHUNKING)
+    )
+    return encode_container(chunks, prefix=_CHUNKED_MAGIC)
+
+
+def _decode_snapshot(data: bytes) -> list[tuple[bytes, bytes]]:
+    """The items of a snapshot of any version this build reads, in their stored order."""
+    if data.startswith(_CHUNKED_MAGIC):
+        return _decode_chunked(data)
+    if data.startswith(_ZSTD_MAGIC):
+        data = _decompress(data, MAX_SNAPSHOT_BYTES, "KV snapshot")
+    try:
+        snapshot = _SNAPSHOT_DECODER.decode(data)
+    except msgspec.DecodeError as error:
+        raise SnapshotInvalid(f"KV snapshot does not decode: {error}") from error
+    if snapshot.format_version not in (1, 2):
+        raise SnapshotInvalid(
+            f"KV snapshot format {snapshot.format_version}; this build reads 1 to "
+            f"{SNAPSHOT_FORMAT_VERSION}"
+        )
+    return snapshot.items
+
+
+def _decode_chunked(data: bytes) -> list[tuple[bytes, bytes]]:
+    try:
+        container = read_container(data, verify=True)
+    except ChunksInvalid as error:
+        raise SnapshotInvalid(f"KV snapshot: {error}") from error
+    if container.prefix_bytes != len(_CHUNKED_MAGIC):
+        raise SnapshotInvalid(
+            f"KV snapshot has {container.prefix_bytes} bytes before its first chunk"
+        )
+    items: list[tuple[bytes, bytes]] = []
+    budget = MAX_SNAPSHOT_BYTES
+    for position in range(len(container.chunks)):
+        what = f"KV snapshot chunk {position}"
+        raw = _decompress(container.chunk(data, position), min(budget, _MAX_CHUNK_BYTES), what)
+        budget -= len(raw)
+        try:
+            chunk = _CHUNK_DECODER.decode(raw)
+        except msgspec.DecodeError as error:
+            raise SnapshotInvalid(f"{what} does not decode: {error}") from error
+        if chunk.format_version != SNAPSHOT_FORMAT_VERSION:
+            raise SnapshotInvalid(f"{what} has format {chunk.format_version}")
+        items += chunk.items
+    return items
+
+
+def _decompress(frame: bytes | memoryview, limit: int, what: str) -> bytes:
+    """One zstd frame, refused before anything is allocated if it would decompress to
+    more than `limit` bytes. (max_output_size alone is no bound: zstandard ignores it for
+    a frame that declares its content size, and allocates what the frame declares.)"""
+    try:
+        declared = zstandard.frame_content_size(frame)
+        if declared < 0:  # -1: the frame does not declare its size
+            return zstandard.ZstdDecompressor().decompress(frame, max_output_size=limit)
+        if declared > limit:
+            raise SnapshotInvalid(f"{what} declares {declared} bytes, over the limit of {limit}")
+        return zstandard.ZstdDecompressor().decompress(frame)
+    except zstandard.ZstdError as error:
+        raise SnapshotInvalid(f"{what} does not decompress: {error}") from error
 
 
 def _stored_result(client_id: str, data: bytes) -> WriteResult:

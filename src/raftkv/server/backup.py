@@ -6,8 +6,9 @@ Layout, every integer big-endian:
 
 - the header names the format version, the Raft index and term the state is at, the MVCC
   revision, the member it came from, and the payload's length;
-- the payload is a KV state machine snapshot (`KvStateMachine.snapshot()` bytes: msgpack in
-  a zstd frame), restorable with `KvStateMachine.restore`;
+- the payload is a KV state machine snapshot (`KvStateMachine.snapshot()` bytes: chunks of
+  zstd-compressed msgpack; older backups hold one zstd frame), restorable with
+  `KvStateMachine.restore`;
 - the trailing SHA-256 covers everything before it, so a truncated or altered file is
   refused before anything is written.
 

@@ -103,6 +103,15 @@ Transport (only when the node's transport is a GrpcTransport; absent otherwise)
   sent.
 - `raftkv_transport_snapshots_total{outcome}`: snapshot transfers `sent`, `failed` (to send)
   and `received`.
+- Sending snapshots: `raftkv_snapshot_full_bytes_total` (the data size of every snapshot
+  offered: what sending it whole would cost), `raftkv_snapshot_bytes_sent_total` (chunk
+  bytes actually sent, compressed), `raftkv_snapshot_delta_bytes_saved_total` (data the
+  receivers already held, so not sent), `raftkv_snapshot_chunks_sent_total`,
+  `raftkv_snapshot_chunks_reused_total`.
+- Receiving snapshots: `raftkv_snapshot_bytes_received_total` (compressed),
+  `raftkv_snapshot_incoming_chunks_total{source}`: chunks of incoming snapshots that came
+  over the `wire`, from the `cache` of earlier transfers, or from this node's own state
+  (`local`); `raftkv_snapshot_cache_bytes`: chunks kept for resuming transfers.
 
 HTTP
 - `raftkv_http_request_duration_seconds{route,method,status}` (histogram): time to answer
@@ -541,3 +550,47 @@ def _transport(transport: GrpcTransport) -> Iterator[Metric]:
     snapshots.add_metric(["failed"], stats.snapshots_failed)
     snapshots.add_metric(["received"], stats.snapshots_received)
     yield snapshots
+    transfer_counters = (
+        (
+            "raftkv_snapshot_full_bytes",
+            "Data size of the snapshots offered to peers (what sending them whole would cost).",
+            stats.snapshot_full_bytes,
+        ),
+        (
+            "raftkv_snapshot_bytes_sent",
+            "Snapshot chunk bytes sent to peers (compressed).",
+            stats.snapshot_bytes_sent,
+        ),
+        (
+            "raftkv_snapshot_delta_bytes_saved",
+            "Snapshot data the receiving peers already held, so not sent.",
+            stats.snapshot_bytes_reused,
+        ),
+        ("raftkv_snapshot_chunks_sent", "Snapshot chunks sent.", stats.snapshot_chunks_sent),
+        (
+            "raftkv_snapshot_chunks_reused",
+            "Snapshot chunks the receiving peers already held.",
+            stats.snapshot_chunks_reused,
+        ),
+        (
+            "raftkv_snapshot_bytes_received",
+            "Snapshot chunk bytes received from peers (compressed).",
+            stats.snapshot_bytes_received,
+        ),
+    )
+    for name, documentation, value in transfer_counters:
+        yield CounterMetricFamily(name, documentation, value=value)
+    incoming = CounterMetricFamily(
+        "raftkv_snapshot_incoming_chunks",
+        "Chunks of incoming snapshots, by where they came from.",
+        labels=["source"],
+    )
+    incoming.add_metric(["wire"], stats.snapshot_chunks_received)
+    incoming.add_metric(["cache"], stats.snapshot_chunks_from_cache)
+    incoming.add_metric(["local"], stats.snapshot_chunks_from_local)
+    yield incoming
+    yield GaugeMetricFamily(
+        "raftkv_snapshot_cache_bytes",
+        "Chunks kept from earlier snapshot transfers, for resuming them.",
+        value=transport.snapshot_cache_bytes(),
+    )

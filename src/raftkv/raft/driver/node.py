@@ -80,7 +80,7 @@ from raftkv.raft.driver.errors import (
     Stopped,
 )
 from raftkv.raft.driver.settings import NodeSettings
-from raftkv.raft.driver.state_machine import StateMachine
+from raftkv.raft.driver.state_machine import BackgroundSnapshots, StateMachine
 from raftkv.raft.driver.status import NodeStats, NodeStatus, PeerProgress
 from raftkv.raft.storage.base import RaftStorage
 from raftkv.raft.transport.base import (
@@ -541,6 +541,17 @@ class Node:
     async def handle_member_request(self, request: MemberRequest) -> MemberResponse:
         """A peer asks us (as leader) to change the membership."""
         return await membership.handle_request(self, request)
+
+    async def local_snapshot_data(self) -> bytes | None:
+        """LocalSnapshots: the state machine's state as of now, encoded as its snapshots
+        are, for a transport receiving a snapshot to reuse the chunks it shares with it.
+        Only for a BackgroundSnapshots state machine (captured here, encoded on a worker
+        thread, so the loop keeps running); None otherwise or when not running."""
+        machine = self.state_machine
+        if not self._started or self._stopping or not isinstance(machine, BackgroundSnapshots):
+            return None
+        produce = machine.snapshot_later()
+        return await asyncio.get_running_loop().run_in_executor(None, produce)
 
     # -- the loop --------------------------------------------------------------------------
 

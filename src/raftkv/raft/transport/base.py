@@ -6,7 +6,9 @@ never raises for a peer that is down; it queues (bounded, per peer), batches, an
 everything that matters.
 
 Snapshots (MessageType.SNAPSHOT) travel separately, in checksummed chunks, and their
-outcome is reported with `report_snapshot(peer, ok)`.
+outcome is reported with `report_snapshot(peer, ok)`. A transport may send only the chunks
+the receiver lacks; a handler that is also `LocalSnapshots` lets it find them in the
+receiver's own state.
 
 Membership requests (`MemberRequest`) are the one request/response exchange: a node that
 wants to join asks an existing member to add it as a learner, then to promote it.
@@ -17,7 +19,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from raftkv.raft.core.types import NO_NODE, Message, NodeId
 
@@ -72,6 +74,22 @@ class TransportHandler(Protocol):
     def report_snapshot(self, peer: NodeId, ok: bool) -> None: ...
 
     async def handle_member_request(self, request: MemberRequest) -> MemberResponse: ...
+
+
+@runtime_checkable
+class LocalSnapshots(Protocol):
+    """Optional for a TransportHandler: this node's own state as snapshot data.
+
+    A receiving transport calls it when a peer offers a snapshot whose chunks it does not
+    all hold, and reuses every chunk of the result that the offer names, so a follower
+    that was down receives only what changed (raftkv.raft.snapshot_chunks). The data only
+    serves as a source of chunks, each checked by its SHA-256: it need not be a snapshot
+    at any particular index, nor complete. Called on the event loop; must not block it
+    (capture the state there, encode it on a worker thread). None when there is nothing
+    to offer; without this capability every transfer sends the data whole.
+    """
+
+    async def local_snapshot_data(self) -> bytes | None: ...
 
 
 class Transport(Protocol):

@@ -1,8 +1,9 @@
 """Core dataclasses <-> protobuf (`raft.proto`), both directions, with validation.
 
 Rules:
-- This module and `grpc_transport.py` are the only users of the generated `raft_pb2`;
-  everything outside `raftkv.raft.transport` sees core dataclasses only.
+- This module, `snapshot_transfer.py` and `grpc_transport.py` are the only users of the
+  generated `raft_pb2`; everything outside `raftkv.raft.transport` sees core dataclasses
+  only.
 - Decoding never trusts the peer. Every enum code is mapped through an explicit table (an
   unknown code is `MalformedMessage`, never a crash or a silent default), and every decoded
   message passes `check_peer_message`, so the core's own assertions only ever fire for our
@@ -11,9 +12,8 @@ Rules:
   term) is a local bug: `InvalidArgument`.
 - Every field round-trips: `decode_message(encode_message(m)) == m` for every message that
   passes `check_peer_message`.
-- Snapshots travel as chunks (`snapshot_chunks`) and are put back together by a
-  `SnapshotAssembler`, which checks the order, a CRC-32 per chunk, the announced total size
-  against a limit, and a SHA-256 of the whole data.
+- Snapshot data travels apart from its MsgSnap, over its own stream
+  (`snapshot_transfer.py`); `encode_message(..., with_snapshot_data=False)` leaves it out.
 
 This is the hot path of replication (about 3 µs to encode and 6 µs to decode a one-entry
 MsgApp): messages are built in place in their frame with keyword constructors, entries by
@@ -22,10 +22,7 @@ comprehension, and enum tables are looked up without hashing enum members.
 
 from __future__ import annotations
 
-import hashlib
-import zlib
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from google.protobuf.message import DecodeError
@@ -43,7 +40,7 @@ from raftkv.raft.core.types import (
     SnapshotMetadata,
 )
 from raftkv.raft.transport import raft_pb2 as wire
-from raftkv.raft.transport.base import MemberAction, MemberRequest, MemberResponse, TransportError
+from raftkv.raft.transport.base import MemberAction, MemberRequest, MemberResponse
 
 # -- enum tables -------------------------------------------------------------------------------
 # Explicit both ways: the wire numbers are a compatibility promise, the core's enum values
@@ -308,7 +305,7 @@ def decode_frame(data: bytes, cluster_id: int) -> tuple[NodeId, str, list[Messag
     return NodeId(from_node), batch.from_address, decoded
 
 
-_Parsed = TypeVar("_Parsed", wire.MessageBatch, wire.SnapshotChunk, wire.MemberRequest)
+_Parsed = TypeVar("_Parsed", wire.MessageBatch, wire.MemberRequest)
 
 
 def _parse(message_class: type[_Parsed], data: bytes) -> _Parsed:
@@ -323,125 +320,6 @@ def _parse(message_class: type[_Parsed], data: bytes) -> _Parsed:
 def _check_cluster(received: int, expected: int) -> None:
     if received != expected:
         raise MalformedMessage(f"cluster id {received} is not this cluster's ({expected})")
-
-
-# -- snapshots ------------------------------------------------------------------------------
-
-
-class SnapshotTooLarge(TransportError):
-    """A peer announced a snapshot bigger than this node accepts (`max_snapshot_bytes`)."""
-
-
-def snapshot_chunks(
-    cluster_id: int, message: Message, chunk_bytes: int
-) -> Iterator[wire.SnapshotChunk]:
-    """The SendSnapshot stream for a MsgSnap `message`: a first chunk with the header (the
-    message without the snapshot data, the data's size and SHA-256), then the data in
-    chunks of at most `chunk_bytes`, each with its CRC-32. Always at least one chunk."""
-    snapshot = message.snapshot
-    if message.type is not MessageType.SNAPSHOT or snapshot is None:
-        raise InvalidArgument(f"{message.type.value} carries no snapshot")
-    if chunk_bytes <= 0:
-        raise InvalidArgument(f"chunk size must be positive, not {chunk_bytes}")
-    data = memoryview(snapshot.data)
-    header = wire.SnapshotHeader(
-        cluster_id=cluster_id,
-        from_node=message.sender,
-        message=encode_message(message, with_snapshot_data=False),
-        total_bytes=len(data),
-        sha256=hashlib.sha256(data).digest(),
-    )
-    first = bytes(data[:chunk_bytes])
-    yield wire.SnapshotChunk(header=header, sequence=0, data=first, crc32=zlib.crc32(first))
-    for sequence, offset in enumerate(range(chunk_bytes, len(data), chunk_bytes), start=1):
-        piece = bytes(data[offset : offset + chunk_bytes])
-        yield wire.SnapshotChunk(sequence=sequence, data=piece, crc32=zlib.crc32(piece))
-
-
-@dataclass(frozen=True, slots=True)
-class _SnapshotHeader:
-    message: Message
-    total_bytes: int
-    sha256: bytes
-
-
-class SnapshotAssembler:
-    """Puts a received SendSnapshot stream back together, checking as it goes.
-
-    Invariant: after each successful `add`, `received_bytes <= header.total_bytes <=
-    max_snapshot_bytes`, so memory held is bounded by the limit whatever the peer sends.
-    Any check that fails raises (MalformedMessage or SnapshotTooLarge) and the assembler
-    must be dropped: nothing is delivered from a stream that failed once.
-    """
-
-    def __init__(self, cluster_id: int, max_snapshot_bytes: int) -> None:
-        self._cluster_id = cluster_id
-        self._max_snapshot_bytes = max_snapshot_bytes
-        self._header: _SnapshotHeader | None = None
-        self._hash = hashlib.sha256()
-        self._pieces: list[bytes] = []
-        self._next_sequence = 0
-        self.received_bytes = 0
-
-    def add(self, data: bytes) -> None:
-        """Check and keep one serialized SnapshotChunk."""
-        chunk = _parse(wire.SnapshotChunk, data)
-        if chunk.sequence != self._next_sequence:
-            raise MalformedMessage(
-                f"snapshot chunk {chunk.sequence} where {self._next_sequence} was expected"
-            )
-        if (self._next_sequence == 0) != chunk.HasField("header"):
-            raise MalformedMessage("only the first snapshot chunk carries the header")
-        if self._header is None:
-            self._header = self._read_header(chunk.header)
-        if zlib.crc32(chunk.data) != chunk.crc32:
-            raise MalformedMessage(f"snapshot chunk {chunk.sequence} fails its CRC-32")
-        self.received_bytes += len(chunk.data)
-        if self.received_bytes > self._header.total_bytes:
-            raise MalformedMessage(
-                f"snapshot data exceeds the announced {self._header.total_bytes} bytes"
-            )
-        self._hash.update(chunk.data)
-        self._pieces.append(chunk.data)
-        self._next_sequence += 1
-
-    def finish(self) -> Message:
-        """The MsgSnap message with the whole snapshot, once every chunk has arrived."""
-        header = self._header
-        if header is None:
-            raise MalformedMessage("snapshot stream ended before its header")
-        if self.received_bytes != header.total_bytes:
-            raise MalformedMessage(
-                f"snapshot stream ended after {self.received_bytes} of {header.total_bytes} bytes"
-            )
-        if self._hash.digest() != header.sha256:
-            raise MalformedMessage("snapshot data fails its SHA-256")
-        snapshot = header.message.snapshot
-        assert snapshot is not None  # _read_header checked it
-        data = b"".join(self._pieces)
-        self._pieces = []
-        return replace(header.message, snapshot=replace(snapshot, data=data))
-
-    def _read_header(self, header: wire.SnapshotHeader) -> _SnapshotHeader:
-        _check_cluster(header.cluster_id, self._cluster_id)
-        if header.total_bytes > self._max_snapshot_bytes:
-            raise SnapshotTooLarge(
-                f"snapshot of {header.total_bytes} bytes exceeds the limit of "
-                f"{self._max_snapshot_bytes} (max_snapshot_bytes)"
-            )
-        if len(header.sha256) != hashlib.sha256().digest_size:
-            raise MalformedMessage(f"snapshot SHA-256 has {len(header.sha256)} bytes")
-        message = decode_message(header.message)
-        if message.type is not MessageType.SNAPSHOT:
-            raise MalformedMessage(f"snapshot stream carries a {message.type.value}")
-        if message.sender != header.from_node:
-            raise MalformedMessage(
-                f"snapshot from {message.sender} in a stream from node {header.from_node}"
-            )
-        assert message.snapshot is not None  # check_peer_message requires it for MsgSnap
-        if message.snapshot.data:
-            raise MalformedMessage("snapshot header carries data outside the chunks")
-        return _SnapshotHeader(message, header.total_bytes, header.sha256)
 
 
 # -- membership requests -----------------------------------------------------------------------

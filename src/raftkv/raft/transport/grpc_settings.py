@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Final
 
 _MIB: Final = 1024 * 1024
-# Room for the chunk's own fields around `snapshot_chunk_bytes` of data, and for the first
-# chunk's header (the MsgSnap message with its entries and conf state).
+# Room for a snapshot chunk message's own fields around its data, and for the offer's
+# fields besides its manifest (the MsgSnap message with its conf state).
 _CHUNK_ENVELOPE_BYTES: Final = 64 * 1024
 
 
@@ -38,12 +38,32 @@ class GrpcTransportSettings:
     # Largest gRPC message this node accepts (frames, snapshot chunks). Must hold a full
     # frame; a single message larger than this can never be delivered.
     max_receive_message_bytes: int = 64 * _MIB
-    # Snapshot data per SendSnapshot chunk.
+    # The longest chunk this node cuts snapshot data into for sending. Data in the chunked
+    # format (raftkv.raft.snapshot_chunks; the KV store's snapshots) is cut at its own
+    # chunk boundaries and only chunks longer than this are cut further; other data is cut
+    # into pieces of this size. Smaller finds more in common with what the receiver holds
+    # for data in no chunked format; larger costs fewer messages.
     snapshot_chunk_bytes: int = 1 * _MIB
+    # The longest chunk this node accepts from a peer (at least snapshot_chunk_bytes, so
+    # members with the same settings always agree; more lets peers cut longer). A chunk
+    # message must also fit max_receive_message_bytes.
+    max_snapshot_chunk_bytes: int = 16 * _MIB
+    # The most chunks one snapshot may be offered in: bounds the bookkeeping of a transfer
+    # and the offer's manifest (42 bytes a chunk on the wire, 11 MiB at this default; the
+    # offer must also fit max_receive_message_bytes).
+    max_snapshot_chunks: int = 256 * 1024
     # The largest snapshot this node accepts; a peer announcing more is refused.
     max_snapshot_bytes: int = 1024 * _MIB
     # Snapshots being received at once (each may hold up to max_snapshot_bytes in memory).
     max_incoming_snapshots: int = 2
+    # Chunks a sender streams ahead of the receiver's acknowledgements. More keeps a long
+    # fat link busy; fewer bounds what a slow receiver buffers (gRPC's flow control bounds
+    # the bytes in flight below this).
+    max_snapshot_chunks_in_flight: int = 8
+    # Memory for chunks this node received in earlier snapshot transfers, finished or cut
+    # off, least recently used evicted first. A transfer that lost its connection resumes
+    # with what is still here; 0 keeps nothing (every retry starts over).
+    snapshot_cache_bytes: int = 64 * _MIB
     # Time to establish a stream to a peer before it counts as unreachable.
     connect_timeout_seconds: float = 5.0
     # Time one frame write may take before the stream counts as failed (a stalled peer).
@@ -77,8 +97,11 @@ class GrpcTransportSettings:
             "max_batch_bytes": self.max_batch_bytes,
             "max_receive_message_bytes": self.max_receive_message_bytes,
             "snapshot_chunk_bytes": self.snapshot_chunk_bytes,
+            "max_snapshot_chunk_bytes": self.max_snapshot_chunk_bytes,
+            "max_snapshot_chunks": self.max_snapshot_chunks,
             "max_snapshot_bytes": self.max_snapshot_bytes,
             "max_incoming_snapshots": self.max_incoming_snapshots,
+            "max_snapshot_chunks_in_flight": self.max_snapshot_chunks_in_flight,
         }
         for name, value in positive_integers.items():
             if value < 1:
@@ -108,10 +131,16 @@ class GrpcTransportSettings:
                 "max_batch_bytes exceeds max_receive_message_bytes: a full frame would be "
                 "refused by a peer with the same settings"
             )
-        if self.snapshot_chunk_bytes + _CHUNK_ENVELOPE_BYTES > self.max_receive_message_bytes:
+        if self.snapshot_cache_bytes < 0:
             raise TransportSettingsInvalid(
-                "snapshot_chunk_bytes (plus its envelope) exceeds max_receive_message_bytes"
+                f"snapshot_cache_bytes must be >= 0: {self.snapshot_cache_bytes}"
             )
+        if self.snapshot_chunk_bytes > self.max_snapshot_chunk_bytes:
+            raise TransportSettingsInvalid(
+                "snapshot_chunk_bytes exceeds max_snapshot_chunk_bytes: a peer with the same "
+                "settings would refuse this node's chunks"
+            )
+
         tls_files = (self.ca_file, self.cert_file, self.key_file)
         if any(path is not None for path in tls_files) and None in tls_files:
             raise TransportSettingsInvalid("TLS needs ca_file, cert_file and key_file together")
@@ -135,11 +164,25 @@ class GrpcTransportStats:
     stream_failures: int = 0
     messages_received: int = 0
     frames_received: int = 0
-    # Incoming streams (Send, SendSnapshot, Member) aborted because of what the peer sent.
+    # Incoming streams (Send, SnapshotTransfer, Member) aborted because of what the peer sent.
     streams_rejected: int = 0
     snapshots_sent: int = 0
     snapshots_failed: int = 0
     snapshots_received: int = 0
+    # Sending snapshots: the data size of every snapshot offered (what sending all of it
+    # would cost), the chunk bytes written on the wire (compressed), and the data the
+    # receivers already held (not sent); chunks sent and chunks the receivers held.
+    snapshot_full_bytes: int = 0
+    snapshot_bytes_sent: int = 0
+    snapshot_bytes_reused: int = 0
+    snapshot_chunks_sent: int = 0
+    snapshot_chunks_reused: int = 0
+    # Receiving snapshots: chunk bytes received on the wire, chunks received, and chunks
+    # found in the cache of earlier transfers or in this node's own state.
+    snapshot_bytes_received: int = 0
+    snapshot_chunks_received: int = 0
+    snapshot_chunks_from_cache: int = 0
+    snapshot_chunks_from_local: int = 0
 
 
 def split_address(address: str) -> tuple[str, int]:

@@ -11,9 +11,14 @@ in `connect_timeout_seconds`, or when the peer ends it; the task then reports th
 unreachable once, drops what was queued (Raft retransmits what matters), sleeps a backoff
 (exponential, capped, full jitter) and opens a new stream when there is something to send.
 
-Snapshots (MsgSnap) bypass the queue: each goes out on its own `Raft.SendSnapshot` stream
-in CRC-32-checked chunks with a SHA-256 of the whole, and the outcome is reported with
-`report_snapshot(peer, ok)`; ok means the receiver verified and delivered it.
+Snapshots (MsgSnap) bypass the queue: each goes out on its own `Raft.SnapshotTransfer`
+stream (snapshot_transfer.py): an offer naming the data's chunks by SHA-256, then only the
+chunks the receiver lacks (it remembers chunks of earlier transfers, so a transfer cut off
+by a dropped connection resumes, and looks in its own state when its handler is
+`LocalSnapshots`), each compressed, at most `max_snapshot_chunks_in_flight` ahead of the
+receiver's acknowledgements. The outcome is reported with `report_snapshot(peer, ok)`; ok
+means the receiver verified the whole data and delivered it. One log line per transfer
+says what it cost: chunks and bytes sent against the full size.
 
 Receiving. The server decodes every frame itself (handlers take raw bytes) so that nothing
 a peer sends can raise outside this module: undecodable bytes, unknown enum codes,
@@ -37,7 +42,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import itertools
 import logging
 import time
 from collections import deque
@@ -53,6 +57,7 @@ from raftkv.raft.core.errors import InvalidArgument, MalformedMessage
 from raftkv.raft.core.types import Message, MessageType, NodeId
 from raftkv.raft.transport import raft_pb2 as wire
 from raftkv.raft.transport.base import (
+    LocalSnapshots,
     MemberRequest,
     MemberResponse,
     NotDelivered,
@@ -62,8 +67,6 @@ from raftkv.raft.transport.base import (
 from raftkv.raft.transport.codec import (
     FRAME_OVERHEAD_BYTES,
     WIRE_MESSAGE_TYPES,
-    SnapshotAssembler,
-    SnapshotTooLarge,
     decode_frame,
     decode_member_request,
     decode_member_response,
@@ -71,7 +74,6 @@ from raftkv.raft.transport.codec import (
     encode_member_request,
     encode_member_response,
     encoded_size_bound,
-    snapshot_chunks,
 )
 from raftkv.raft.transport.grpc_settings import (
     GrpcTransportSettings,
@@ -79,11 +81,19 @@ from raftkv.raft.transport.grpc_settings import (
     TransportSettingsInvalid,
     split_address,
 )
+from raftkv.raft.transport.snapshot_transfer import (
+    ChunkCache,
+    IncomingSnapshot,
+    OutgoingSnapshot,
+    SnapshotTooLarge,
+    TransferLimits,
+    acknowledged,
+)
 
 __all__ = [
     "MEMBER_METHOD",
     "SEND_METHOD",
-    "SEND_SNAPSHOT_METHOD",
+    "SNAPSHOT_TRANSFER_METHOD",
     "GrpcTransport",
     "GrpcTransportSettings",
     "GrpcTransportStats",
@@ -94,10 +104,13 @@ logger = logging.getLogger("raftkv.transport.grpc")
 
 _SERVICE: Final = wire.DESCRIPTOR.services_by_name["Raft"].full_name
 SEND_METHOD: Final = f"/{_SERVICE}/Send"
-SEND_SNAPSHOT_METHOD: Final = f"/{_SERVICE}/SendSnapshot"
+SNAPSHOT_TRANSFER_METHOD: Final = f"/{_SERVICE}/SnapshotTransfer"
 MEMBER_METHOD: Final = f"/{_SERVICE}/Member"
+# Older nodes sent snapshots here; this one refuses them with a status that says why.
+_LEGACY_SNAPSHOT_METHOD: Final = "SendSnapshot"
 
 _Request = TypeVar("_Request", bytes, AsyncIterator[bytes])
+_Response = TypeVar("_Response", bytes, None)
 _Context = grpc.aio.ServicerContext[bytes, bytes]
 # Repeated log lines about one peer (or one remote host) are written at most this often;
 # the next line says how many were suppressed.
@@ -139,6 +152,13 @@ class GrpcTransport:
         self._snapshot_tasks: set[asyncio.Task[None]] = set()
         self._closing_tasks: set[asyncio.Task[None]] = set()
         self._incoming_snapshots = 0
+        # Chunks received in earlier transfers: what makes a cut-off transfer resumable.
+        self._chunk_cache = ChunkCache(settings.snapshot_cache_bytes)
+        self._limits = TransferLimits(
+            max_snapshot_bytes=settings.max_snapshot_bytes,
+            max_snapshot_chunks=settings.max_snapshot_chunks,
+            max_snapshot_chunk_bytes=settings.max_snapshot_chunk_bytes,
+        )
         # The tasks gRPC runs our handlers in, so that stop() can end them itself (see
         # _tracked).
         self._incoming_tasks: set[asyncio.Task[object]] = set()
@@ -173,8 +193,11 @@ class GrpcTransport:
                         "Send": grpc.stream_unary_rpc_method_handler(
                             self._tracked(self._serve_send)
                         ),
-                        "SendSnapshot": grpc.stream_unary_rpc_method_handler(
+                        "SnapshotTransfer": grpc.stream_stream_rpc_method_handler(
                             self._tracked(self._serve_snapshot)
+                        ),
+                        _LEGACY_SNAPSHOT_METHOD: grpc.stream_unary_rpc_method_handler(
+                            self._tracked(self._refuse_legacy_snapshot)
                         ),
                         "Member": grpc.unary_unary_rpc_method_handler(
                             self._tracked(self._serve_member)
@@ -265,6 +288,15 @@ class GrpcTransport:
     def peers(self) -> dict[NodeId, str]:
         return dict(self._addresses)
 
+    def incoming_snapshots(self) -> int:
+        """Snapshot transfers being received now (at most max_incoming_snapshots)."""
+        return self._incoming_snapshots
+
+    def snapshot_cache_bytes(self) -> int:
+        """Bytes of chunks kept from earlier snapshot transfers (at most
+        snapshot_cache_bytes)."""
+        return self._chunk_cache.size_bytes
+
     def queue_lengths(self) -> dict[NodeId, int]:
         """Messages waiting to be sent, per peer (at most max_queue_messages each); empty
         unless running. For metrics: a queue that stays long means a slow or dead peer."""
@@ -347,58 +379,98 @@ class GrpcTransport:
         task.add_done_callback(self._snapshot_tasks.discard)
 
     async def _send_snapshot(self, sender: _PeerSender, message: Message) -> None:
+        snapshot = message.snapshot
+        assert snapshot is not None  # MsgSnap always carries one (check_peer_message)
+        progress = _Progress(
+            f"snapshot {snapshot.metadata.term}/{snapshot.metadata.index} to peer {sender.peer}",
+            time.monotonic(),
+        )
         ok = False
+        failure = "unknown"
         try:
-            snapshot = message.snapshot
-            assert snapshot is not None  # MsgSnap always carries one (check_peer_message)
-            chunks = snapshot_chunks(
-                self.settings.cluster_id, message, self.settings.snapshot_chunk_bytes
+            # Cutting and hashing is O(data): off the event loop. An encoding error (a
+            # local bug) raises here, in this task.
+            outgoing = await asyncio.to_thread(
+                OutgoingSnapshot.build,
+                self.settings.cluster_id,
+                message,
+                self.settings.snapshot_chunk_bytes,
             )
-            # Encode the header here, so that an encoding error (a local bug) raises in
-            # this task rather than inside gRPC's request-consuming task.
-            first = next(chunks)
-            method = sender.channel.stream_unary(
-                SEND_SNAPSHOT_METHOD,
-                request_serializer=wire.SnapshotChunk.SerializeToString,
-                response_deserializer=wire.SnapshotAck.FromString,
+            progress.chunks, progress.full_bytes = outgoing.chunk_count, outgoing.total_bytes
+            method: grpc.aio.StreamStreamMultiCallable[wire.SnapshotUpload, wire.SnapshotReply]
+            method = sender.channel.stream_stream(
+                SNAPSHOT_TRANSFER_METHOD,
+                request_serializer=wire.SnapshotUpload.SerializeToString,
+                response_deserializer=wire.SnapshotReply.FromString,
             )
-            await method(
-                itertools.chain((first,), chunks),
-                timeout=self.settings.snapshot_timeout_seconds,
-            )
-            ok = True
-            self.stats.snapshots_sent += 1
-            logger.info(
-                "sent snapshot %d/%d (%d bytes) to peer %d",
-                snapshot.metadata.term,
-                snapshot.metadata.index,
-                len(snapshot.data),
-                sender.peer,
-            )
-        except grpc.aio.AioRpcError as error:
-            logger.warning(
-                "snapshot to peer %d at %s failed: %s: %s",
-                sender.peer,
-                sender.address,
-                error.code().name,
-                error.details(),
-            )
+            call = method(timeout=self.settings.snapshot_timeout_seconds)
+            try:
+                await self._transfer(call, outgoing, progress)
+                ok = True
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                failure = await _transfer_failure(call)
+            except MalformedMessage as error:
+                failure = f"the receiver broke the protocol: {error}"
+            finally:
+                call.cancel()
         except InvalidArgument as error:
-            logger.error("snapshot to peer %d not sent: %s", sender.peer, error)
+            failure = f"not sent: {error}"
+            logger.error("%s %s", progress.what, failure)
+        except asyncio.CancelledError:
+            failure = ""  # stop(): nothing to report or log
+            raise
         finally:
-            if not ok:
+            if ok:
+                self.stats.snapshots_sent += 1
+            else:
                 self.stats.snapshots_failed += 1
             self._report_snapshot(sender.peer, ok)
+            if ok:
+                logger.info("sent %s: %s", progress.what, progress.describe())
+            elif failure:
+                logger.warning("%s failed: %s; %s", progress.what, failure, progress.describe())
+
+    async def _transfer(
+        self, call: _TransferCall, outgoing: OutgoingSnapshot, progress: _Progress
+    ) -> None:
+        """Offer, send what is wanted, wait until delivered. Raises what the call raises,
+        or MalformedMessage for a receiver that breaks the protocol."""
+        stats = self.stats
+        await call.write(outgoing.upload())
+        positions = outgoing.wanted(await _read_reply(call))
+        wanted_bytes = outgoing.wanted_bytes(positions)
+        progress.wanted = len(positions)
+        stats.snapshot_full_bytes += outgoing.total_bytes
+        stats.snapshot_bytes_reused += outgoing.total_bytes - wanted_bytes
+        stats.snapshot_chunks_reused += outgoing.chunk_count - len(positions)
+        in_flight_limit = self.settings.max_snapshot_chunks_in_flight
+        verified = 0
+        for sent, position in enumerate(positions):
+            while sent - verified >= in_flight_limit:
+                verified = acknowledged(await _read_reply(call), verified, sent)
+            upload = await asyncio.to_thread(outgoing.chunk, position)
+            await call.write(upload)
+            size = len(upload.chunk.data)
+            progress.sent += 1
+            progress.bytes_sent += size
+            stats.snapshot_chunks_sent += 1
+            stats.snapshot_bytes_sent += size
+        await call.done_writing()
+        while True:
+            reply = await _read_reply(call)
+            if reply.WhichOneof("kind") == "delivered":
+                return
+            verified = acknowledged(reply, verified, len(positions))
 
     # -- serving ----------------------------------------------------------------------------
 
     def _tracked(
-        self, serve: Callable[[_Request, _Context], Awaitable[bytes]]
-    ) -> Callable[[_Request, _Context], Awaitable[bytes]]:
+        self, serve: Callable[[_Request, _Context], Awaitable[_Response]]
+    ) -> Callable[[_Request, _Context], Awaitable[_Response]]:
         """`serve`, run so that stop() can end it: while it runs its task is in
         _incoming_tasks, and when stop() cancels it the call ends with UNAVAILABLE."""
 
-        async def tracked(request: _Request, context: _Context) -> bytes:
+        async def tracked(request: _Request, context: _Context) -> _Response:
             task = asyncio.current_task()
             assert task is not None
             self._incoming_tasks.add(task)
@@ -434,37 +506,115 @@ class GrpcTransport:
         return wire.SendAck(messages_received=received).SerializeToString()
 
     async def _serve_snapshot(
-        self, chunks: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
-    ) -> bytes:
+        self, uploads: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> None:
+        """One SnapshotTransfer stream, read and answered through `context` (`uploads`
+        stays unused: gRPC allows one of the two)."""
+        method = "SnapshotTransfer"
         if self._incoming_snapshots >= self.settings.max_incoming_snapshots:
             await self._reject(
                 context,
-                "SendSnapshot",
+                method,
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"already receiving {self._incoming_snapshots} snapshots (max_incoming_snapshots)",
             )
         self._incoming_snapshots += 1
         try:
-            assembler = SnapshotAssembler(
-                self.settings.cluster_id, self.settings.max_snapshot_bytes
+            async with asyncio.timeout(self.settings.snapshot_timeout_seconds):
+                incoming = await self._receive_snapshot(context)
+                message = await asyncio.to_thread(incoming.finish)
+        except SnapshotTooLarge as error:
+            await self._reject(context, method, grpc.StatusCode.RESOURCE_EXHAUSTED, error)
+        except MalformedMessage as error:
+            await self._reject(context, method, grpc.StatusCode.INVALID_ARGUMENT, error)
+        except TimeoutError:
+            await self._reject(
+                context,
+                method,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                "the snapshot transfer stalled or outlasted snapshot_timeout_seconds",
             )
-            try:
-                async for chunk in chunks:
-                    assembler.add(chunk)
-                message = assembler.finish()
-            except SnapshotTooLarge as error:
-                await self._reject(
-                    context, "SendSnapshot", grpc.StatusCode.RESOURCE_EXHAUSTED, error
-                )
-            except MalformedMessage as error:
-                await self._reject(context, "SendSnapshot", grpc.StatusCode.INVALID_ARGUMENT, error)
         finally:
             self._incoming_snapshots -= 1
         if self._handler is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "transport stopped")
         self.stats.snapshots_received += 1
         self._handler.deliver([message])
-        return wire.SnapshotAck(bytes_received=assembler.received_bytes).SerializeToString()
+        snapshot = message.snapshot
+        assert snapshot is not None
+        logger.info(
+            "received snapshot %d/%d from node %d: %d bytes; %d of %d chunks sent (%d bytes), "
+            "%d from earlier transfers, %d from this node's state",
+            snapshot.metadata.term,
+            snapshot.metadata.index,
+            message.sender,
+            incoming.total_bytes,
+            incoming.received,
+            incoming.chunk_count,
+            incoming.received_bytes,
+            incoming.from_cache,
+            incoming.from_local,
+        )
+        delivered = wire.SnapshotDelivered(bytes_received=incoming.received_bytes)
+        await context.write(wire.SnapshotReply(delivered=delivered).SerializeToString())
+
+    async def _receive_snapshot(self, context: _Context) -> IncomingSnapshot:
+        """Read the offer, answer what is missing, read and check those chunks."""
+        settings, stats = self.settings, self.stats
+        incoming = IncomingSnapshot(
+            settings.cluster_id, self._limits, await self._read_upload(context, "its offer")
+        )
+        incoming.reuse_cached(self._chunk_cache)
+        source = _local_snapshots(self._handler)
+        if incoming.missing() and source is not None:
+            local = await self._local_snapshot_data(source)
+            if local:
+                await asyncio.to_thread(incoming.reuse_local, local)
+        stats.snapshot_chunks_from_cache += incoming.from_cache
+        stats.snapshot_chunks_from_local += incoming.from_local
+        await context.write(incoming.wants().SerializeToString())
+        while not incoming.complete:
+            data = await self._read_upload(
+                context, f"chunk {incoming.received + 1} of {incoming.wanted_count}"
+            )
+            received_bytes = incoming.received_bytes
+            digest, chunk = await asyncio.to_thread(incoming.add, data)
+            # Kept at once, so that a transfer cut off after this resumes after it.
+            self._chunk_cache.put(digest, chunk)
+            stats.snapshot_chunks_received += 1
+            stats.snapshot_bytes_received += incoming.received_bytes - received_bytes
+            await context.write(incoming.progress().SerializeToString())
+        return incoming
+
+    async def _read_upload(self, context: _Context, what: str) -> bytes:
+        """The next message of a SnapshotTransfer stream. MalformedMessage if the stream
+        ends first; TimeoutError if none comes within request_timeout_seconds."""
+        async with asyncio.timeout(self.settings.request_timeout_seconds):
+            # Typed as bytes, but grpc.aio.EOF once the sender has closed its side.
+            data: object = await context.read()
+        if not isinstance(data, bytes):
+            raise MalformedMessage(f"snapshot stream ended before {what}")
+        return data
+
+    async def _local_snapshot_data(self, handler: LocalSnapshots) -> bytes | None:
+        """The handler's own state as snapshot data, or None if it cannot give it. Only an
+        optimization: a failure here costs a full transfer, so it is logged, not raised."""
+        try:
+            return await handler.local_snapshot_data()
+        except Exception:
+            logger.exception("no local state to reuse for an incoming snapshot")
+            return None
+
+    async def _refuse_legacy_snapshot(
+        self, chunks: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> bytes:
+        await self._reject(
+            context,
+            _LEGACY_SNAPSHOT_METHOD,
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "this node receives snapshots over SnapshotTransfer only; the sending node runs "
+            "an older raftkv and must be upgraded",
+        )
 
     async def _serve_member(
         self, data: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
@@ -738,6 +888,58 @@ class _PeerSender:
 
 
 _SendCall = grpc.aio.StreamUnaryCall[wire.MessageBatch, wire.SendAck]
+_TransferCall = grpc.aio.StreamStreamCall[wire.SnapshotUpload, wire.SnapshotReply]
+
+
+@dataclass(slots=True)
+class _Progress:
+    """How far one outgoing snapshot transfer got, for its log line."""
+
+    what: str
+    started: float
+    chunks: int = 0
+    full_bytes: int = 0
+    # Chunks the receiver asked for (-1 until it answered), chunks and bytes sent.
+    wanted: int = -1
+    sent: int = 0
+    bytes_sent: int = 0
+
+    def describe(self) -> str:
+        seconds = time.monotonic() - self.started
+        if self.wanted < 0:
+            return f"{self.full_bytes} bytes in {self.chunks} chunks, none sent ({seconds:.2f}s)"
+        share = self.bytes_sent / self.full_bytes if self.full_bytes else 0.0
+        return (
+            f"{self.sent} of {self.wanted} wanted chunks sent ({self.chunks - self.wanted} of "
+            f"{self.chunks} held by the peer), {self.bytes_sent} bytes on the wire for "
+            f"{self.full_bytes} bytes of data ({share:.1%}) in {seconds:.2f}s"
+        )
+
+
+def _local_snapshots(handler: object) -> LocalSnapshots | None:
+    """The handler as a LocalSnapshots, if it has that capability. (Taking `object`: mypy
+    cannot narrow one protocol type to another.)"""
+    return handler if isinstance(handler, LocalSnapshots) else None
+
+
+async def _read_reply(call: _TransferCall) -> wire.SnapshotReply:
+    reply = await call.read()
+    if reply is grpc.aio.EOF:
+        raise MalformedMessage("the receiver ended the stream before the snapshot was delivered")
+    assert isinstance(reply, wire.SnapshotReply)
+    return reply
+
+
+async def _transfer_failure(call: _TransferCall) -> str:
+    """Why a SnapshotTransfer call failed, for the log."""
+    code = await call.code()
+    details = await call.details()
+    if code is grpc.StatusCode.UNIMPLEMENTED:
+        return (
+            f"the peer does not serve SnapshotTransfer: it runs an older raftkv and must be "
+            f"upgraded ({details})"
+        )
+    return f"{code.name}: {details}" if details else code.name
 
 
 async def _failure_reason(call: _SendCall | None) -> str:

@@ -24,19 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n raftkv/raft/transport/raft.proto\x12\x0eraftkv.raft.v1\"[\n\x05\x45ntry\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\x12\'\n\x04kind\x18\x03 \x01(\x0e\x32\x19.raftkv.raft.v1.EntryKind\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"q\n\tConfState\x12\x0e\n\x06voters\x18\x01 \x03(\x04\x12\x10\n\x08learners\x18\x02 \x03(\x04\x12\x17\n\x0fvoters_outgoing\x18\x03 \x03(\x04\x12\x15\n\rlearners_next\x18\x04 \x03(\x04\x12\x12\n\nauto_leave\x18\x05 \x01(\x08\"^\n\x10SnapshotMetadata\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12-\n\nconf_state\x18\x03 \x01(\x0b\x32\x19.raftkv.raft.v1.ConfState\"L\n\x08Snapshot\x12\x32\n\x08metadata\x18\x01 \x01(\x0b\x32 .raftkv.raft.v1.SnapshotMetadata\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x99\x02\n\x07Message\x12)\n\x04type\x18\x01 \x01(\x0e\x32\x1b.raftkv.raft.v1.MessageType\x12\n\n\x02to\x18\x02 \x01(\x04\x12\x0e\n\x06sender\x18\x03 \x01(\x04\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x10\n\x08log_term\x18\x05 \x01(\x04\x12\r\n\x05index\x18\x06 \x01(\x04\x12&\n\x07\x65ntries\x18\x07 \x03(\x0b\x32\x15.raftkv.raft.v1.Entry\x12\x0e\n\x06\x63ommit\x18\x08 \x01(\x04\x12*\n\x08snapshot\x18\t \x01(\x0b\x32\x18.raftkv.raft.v1.Snapshot\x12\x0e\n\x06reject\x18\n \x01(\x08\x12\x13\n\x0breject_hint\x18\x0b \x01(\x04\x12\x0f\n\x07\x63ontext\x18\x0c \x01(\x0c\"v\n\x0cMessageBatch\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x11\n\tfrom_node\x18\x02 \x01(\x04\x12)\n\x08messages\x18\x03 \x03(\x0b\x32\x17.raftkv.raft.v1.Message\x12\x14\n\x0c\x66rom_address\x18\x04 \x01(\t\"$\n\x07SendAck\x12\x19\n\x11messages_received\x18\x01 \x01(\x04\"\x86\x01\n\x0eSnapshotHeader\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x11\n\tfrom_node\x18\x02 \x01(\x04\x12(\n\x07message\x18\x03 \x01(\x0b\x32\x17.raftkv.raft.v1.Message\x12\x13\n\x0btotal_bytes\x18\x04 \x01(\x04\x12\x0e\n\x06sha256\x18\x05 \x01(\x0c\"n\n\rSnapshotChunk\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1e.raftkv.raft.v1.SnapshotHeader\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\r\n\x05\x63rc32\x18\x04 \x01(\x07\"%\n\x0bSnapshotAck\x12\x16\n\x0e\x62ytes_received\x18\x01 \x01(\x04\"s\n\rMemberRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12,\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x1c.raftkv.raft.v1.MemberAction\x12\x0f\n\x07node_id\x18\x03 \x01(\x04\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\"1\n\rMemberAddress\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"\x97\x01\n\x0eMemberResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\tleader_id\x18\x04 \x01(\x04\x12\x16\n\x0eleader_address\x18\x05 \x01(\t\x12.\n\x07members\x18\x06 \x03(\x0b\x32\x1d.raftkv.raft.v1.MemberAddress*\xd7\x02\n\x0bMessageType\x12\x1c\n\x18MESSAGE_TYPE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bMSG_PROPOSE\x10\x01\x12\x0e\n\nMSG_APPEND\x10\x02\x12\x17\n\x13MSG_APPEND_RESPONSE\x10\x03\x12\x0c\n\x08MSG_VOTE\x10\x04\x12\x15\n\x11MSG_VOTE_RESPONSE\x10\x05\x12\x10\n\x0cMSG_PRE_VOTE\x10\x06\x12\x19\n\x15MSG_PRE_VOTE_RESPONSE\x10\x07\x12\x10\n\x0cMSG_SNAPSHOT\x10\x08\x12\x11\n\rMSG_HEARTBEAT\x10\t\x12\x1a\n\x16MSG_HEARTBEAT_RESPONSE\x10\n\x12\x17\n\x13MSG_TRANSFER_LEADER\x10\x0b\x12\x13\n\x0fMSG_TIMEOUT_NOW\x10\x0c\x12\x12\n\x0eMSG_READ_INDEX\x10\r\x12\x1b\n\x17MSG_READ_INDEX_RESPONSE\x10\x0e*>\n\tEntryKind\x12\x15\n\x11\x45NTRY_KIND_NORMAL\x10\x00\x12\x1a\n\x16\x45NTRY_KIND_CONF_CHANGE\x10\x01*\x81\x01\n\x0cMemberAction\x12\x1d\n\x19MEMBER_ACTION_UNSPECIFIED\x10\x00\x12\x1d\n\x19MEMBER_ACTION_ADD_LEARNER\x10\x01\x12\x19\n\x15MEMBER_ACTION_PROMOTE\x10\x02\x12\x18\n\x14MEMBER_ACTION_REMOVE\x10\x03\x32\xde\x01\n\x04Raft\x12?\n\x04Send\x12\x1c.raftkv.raft.v1.MessageBatch\x1a\x17.raftkv.raft.v1.SendAck(\x01\x12L\n\x0cSendSnapshot\x12\x1d.raftkv.raft.v1.SnapshotChunk\x1a\x1b.raftkv.raft.v1.SnapshotAck(\x01\x12G\n\x06Member\x12\x1d.raftkv.raft.v1.MemberRequest\x1a\x1e.raftkv.raft.v1.MemberResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n raftkv/raft/transport/raft.proto\x12\x0eraftkv.raft.v1\"[\n\x05\x45ntry\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\x12\'\n\x04kind\x18\x03 \x01(\x0e\x32\x19.raftkv.raft.v1.EntryKind\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"q\n\tConfState\x12\x0e\n\x06voters\x18\x01 \x03(\x04\x12\x10\n\x08learners\x18\x02 \x03(\x04\x12\x17\n\x0fvoters_outgoing\x18\x03 \x03(\x04\x12\x15\n\rlearners_next\x18\x04 \x03(\x04\x12\x12\n\nauto_leave\x18\x05 \x01(\x08\"^\n\x10SnapshotMetadata\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12-\n\nconf_state\x18\x03 \x01(\x0b\x32\x19.raftkv.raft.v1.ConfState\"L\n\x08Snapshot\x12\x32\n\x08metadata\x18\x01 \x01(\x0b\x32 .raftkv.raft.v1.SnapshotMetadata\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x99\x02\n\x07Message\x12)\n\x04type\x18\x01 \x01(\x0e\x32\x1b.raftkv.raft.v1.MessageType\x12\n\n\x02to\x18\x02 \x01(\x04\x12\x0e\n\x06sender\x18\x03 \x01(\x04\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x10\n\x08log_term\x18\x05 \x01(\x04\x12\r\n\x05index\x18\x06 \x01(\x04\x12&\n\x07\x65ntries\x18\x07 \x03(\x0b\x32\x15.raftkv.raft.v1.Entry\x12\x0e\n\x06\x63ommit\x18\x08 \x01(\x04\x12*\n\x08snapshot\x18\t \x01(\x0b\x32\x18.raftkv.raft.v1.Snapshot\x12\x0e\n\x06reject\x18\n \x01(\x08\x12\x13\n\x0breject_hint\x18\x0b \x01(\x04\x12\x0f\n\x07\x63ontext\x18\x0c \x01(\x0c\"v\n\x0cMessageBatch\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x11\n\tfrom_node\x18\x02 \x01(\x04\x12)\n\x08messages\x18\x03 \x03(\x0b\x32\x17.raftkv.raft.v1.Message\x12\x14\n\x0c\x66rom_address\x18\x04 \x01(\t\"$\n\x07SendAck\x12\x19\n\x11messages_received\x18\x01 \x01(\x04\"\xdb\x01\n\rSnapshotOffer\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x12\n\ncluster_id\x18\x02 \x01(\x04\x12\x11\n\tfrom_node\x18\x03 \x01(\x04\x12(\n\x07message\x18\x04 \x01(\x0b\x32\x17.raftkv.raft.v1.Message\x12\x13\n\x0btotal_bytes\x18\x05 \x01(\x04\x12\x0e\n\x06sha256\x18\x06 \x01(\x0c\x12\x15\n\rchunk_sha256s\x18\x07 \x01(\x0c\x12\x13\n\x0b\x63hunk_sizes\x18\x08 \x03(\x04\x12\x17\n\x0fmax_chunk_bytes\x18\t \x01(\x04\"d\n\x11SnapshotChunkData\x12\x10\n\x08position\x18\x01 \x01(\r\x12/\n\x08\x65ncoding\x18\x02 \x01(\x0e\x32\x1d.raftkv.raft.v1.ChunkEncoding\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"|\n\x0eSnapshotUpload\x12.\n\x05offer\x18\x01 \x01(\x0b\x32\x1d.raftkv.raft.v1.SnapshotOfferH\x00\x12\x32\n\x05\x63hunk\x18\x02 \x01(\x0b\x32!.raftkv.raft.v1.SnapshotChunkDataH\x00\x42\x06\n\x04kind\"\"\n\rSnapshotWants\x12\x11\n\tpositions\x18\x01 \x03(\r\"+\n\x11SnapshotDelivered\x12\x16\n\x0e\x62ytes_received\x18\x01 \x01(\x04\"\x9a\x01\n\rSnapshotReply\x12.\n\x05wants\x18\x01 \x01(\x0b\x32\x1d.raftkv.raft.v1.SnapshotWantsH\x00\x12\x19\n\x0f\x63hunks_received\x18\x02 \x01(\rH\x00\x12\x36\n\tdelivered\x18\x03 \x01(\x0b\x32!.raftkv.raft.v1.SnapshotDeliveredH\x00\x42\x06\n\x04kind\"s\n\rMemberRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12,\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x1c.raftkv.raft.v1.MemberAction\x12\x0f\n\x07node_id\x18\x03 \x01(\x04\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\"1\n\rMemberAddress\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"\x97\x01\n\x0eMemberResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\tleader_id\x18\x04 \x01(\x04\x12\x16\n\x0eleader_address\x18\x05 \x01(\t\x12.\n\x07members\x18\x06 \x03(\x0b\x32\x1d.raftkv.raft.v1.MemberAddress*\xd7\x02\n\x0bMessageType\x12\x1c\n\x18MESSAGE_TYPE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bMSG_PROPOSE\x10\x01\x12\x0e\n\nMSG_APPEND\x10\x02\x12\x17\n\x13MSG_APPEND_RESPONSE\x10\x03\x12\x0c\n\x08MSG_VOTE\x10\x04\x12\x15\n\x11MSG_VOTE_RESPONSE\x10\x05\x12\x10\n\x0cMSG_PRE_VOTE\x10\x06\x12\x19\n\x15MSG_PRE_VOTE_RESPONSE\x10\x07\x12\x10\n\x0cMSG_SNAPSHOT\x10\x08\x12\x11\n\rMSG_HEARTBEAT\x10\t\x12\x1a\n\x16MSG_HEARTBEAT_RESPONSE\x10\n\x12\x17\n\x13MSG_TRANSFER_LEADER\x10\x0b\x12\x13\n\x0fMSG_TIMEOUT_NOW\x10\x0c\x12\x12\n\x0eMSG_READ_INDEX\x10\r\x12\x1b\n\x17MSG_READ_INDEX_RESPONSE\x10\x0e*>\n\tEntryKind\x12\x15\n\x11\x45NTRY_KIND_NORMAL\x10\x00\x12\x1a\n\x16\x45NTRY_KIND_CONF_CHANGE\x10\x01*`\n\rChunkEncoding\x12\x1e\n\x1a\x43HUNK_ENCODING_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43HUNK_ENCODING_RAW\x10\x01\x12\x17\n\x13\x43HUNK_ENCODING_ZSTD\x10\x02*\x81\x01\n\x0cMemberAction\x12\x1d\n\x19MEMBER_ACTION_UNSPECIFIED\x10\x00\x12\x1d\n\x19MEMBER_ACTION_ADD_LEARNER\x10\x01\x12\x19\n\x15MEMBER_ACTION_PROMOTE\x10\x02\x12\x18\n\x14MEMBER_ACTION_REMOVE\x10\x03\x32\xe7\x01\n\x04Raft\x12?\n\x04Send\x12\x1c.raftkv.raft.v1.MessageBatch\x1a\x17.raftkv.raft.v1.SendAck(\x01\x12U\n\x10SnapshotTransfer\x12\x1e.raftkv.raft.v1.SnapshotUpload\x1a\x1d.raftkv.raft.v1.SnapshotReply(\x01\x30\x01\x12G\n\x06Member\x12\x1d.raftkv.raft.v1.MemberRequest\x1a\x1e.raftkv.raft.v1.MemberResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'raftkv.raft.transport.raft_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MESSAGETYPE']._serialized_start=1487
-  _globals['_MESSAGETYPE']._serialized_end=1830
-  _globals['_ENTRYKIND']._serialized_start=1832
-  _globals['_ENTRYKIND']._serialized_end=1894
-  _globals['_MEMBERACTION']._serialized_start=1897
-  _globals['_MEMBERACTION']._serialized_end=2026
+  _globals['_MESSAGETYPE']._serialized_start=1887
+  _globals['_MESSAGETYPE']._serialized_end=2230
+  _globals['_ENTRYKIND']._serialized_start=2232
+  _globals['_ENTRYKIND']._serialized_end=2294
+  _globals['_CHUNKENCODING']._serialized_start=2296
+  _globals['_CHUNKENCODING']._serialized_end=2392
+  _globals['_MEMBERACTION']._serialized_start=2395
+  _globals['_MEMBERACTION']._serialized_end=2524
   _globals['_ENTRY']._serialized_start=52
   _globals['_ENTRY']._serialized_end=143
   _globals['_CONFSTATE']._serialized_start=145
@@ -51,18 +53,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MESSAGEBATCH']._serialized_end=836
   _globals['_SENDACK']._serialized_start=838
   _globals['_SENDACK']._serialized_end=874
-  _globals['_SNAPSHOTHEADER']._serialized_start=877
-  _globals['_SNAPSHOTHEADER']._serialized_end=1011
-  _globals['_SNAPSHOTCHUNK']._serialized_start=1013
-  _globals['_SNAPSHOTCHUNK']._serialized_end=1123
-  _globals['_SNAPSHOTACK']._serialized_start=1125
-  _globals['_SNAPSHOTACK']._serialized_end=1162
-  _globals['_MEMBERREQUEST']._serialized_start=1164
-  _globals['_MEMBERREQUEST']._serialized_end=1279
-  _globals['_MEMBERADDRESS']._serialized_start=1281
-  _globals['_MEMBERADDRESS']._serialized_end=1330
-  _globals['_MEMBERRESPONSE']._serialized_start=1333
-  _globals['_MEMBERRESPONSE']._serialized_end=1484
-  _globals['_RAFT']._serialized_start=2029
-  _globals['_RAFT']._serialized_end=2251
+  _globals['_SNAPSHOTOFFER']._serialized_start=877
+  _globals['_SNAPSHOTOFFER']._serialized_end=1096
+  _globals['_SNAPSHOTCHUNKDATA']._serialized_start=1098
+  _globals['_SNAPSHOTCHUNKDATA']._serialized_end=1198
+  _globals['_SNAPSHOTUPLOAD']._serialized_start=1200
+  _globals['_SNAPSHOTUPLOAD']._serialized_end=1324
+  _globals['_SNAPSHOTWANTS']._serialized_start=1326
+  _globals['_SNAPSHOTWANTS']._serialized_end=1360
+  _globals['_SNAPSHOTDELIVERED']._serialized_start=1362
+  _globals['_SNAPSHOTDELIVERED']._serialized_end=1405
+  _globals['_SNAPSHOTREPLY']._serialized_start=1408
+  _globals['_SNAPSHOTREPLY']._serialized_end=1562
+  _globals['_MEMBERREQUEST']._serialized_start=1564
+  _globals['_MEMBERREQUEST']._serialized_end=1679
+  _globals['_MEMBERADDRESS']._serialized_start=1681
+  _globals['_MEMBERADDRESS']._serialized_end=1730
+  _globals['_MEMBERRESPONSE']._serialized_start=1733
+  _globals['_MEMBERRESPONSE']._serialized_end=1884
+  _globals['_RAFT']._serialized_start=2527
+  _globals['_RAFT']._serialized_end=2758
 # @@protoc_insertion_point(module_scope)

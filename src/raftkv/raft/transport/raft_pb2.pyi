@@ -30,6 +30,12 @@ class EntryKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ENTRY_KIND_NORMAL: _ClassVar[EntryKind]
     ENTRY_KIND_CONF_CHANGE: _ClassVar[EntryKind]
 
+class ChunkEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHUNK_ENCODING_UNSPECIFIED: _ClassVar[ChunkEncoding]
+    CHUNK_ENCODING_RAW: _ClassVar[ChunkEncoding]
+    CHUNK_ENCODING_ZSTD: _ClassVar[ChunkEncoding]
+
 class MemberAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     MEMBER_ACTION_UNSPECIFIED: _ClassVar[MemberAction]
@@ -53,6 +59,9 @@ MSG_READ_INDEX: MessageType
 MSG_READ_INDEX_RESPONSE: MessageType
 ENTRY_KIND_NORMAL: EntryKind
 ENTRY_KIND_CONF_CHANGE: EntryKind
+CHUNK_ENCODING_UNSPECIFIED: ChunkEncoding
+CHUNK_ENCODING_RAW: ChunkEncoding
+CHUNK_ENCODING_ZSTD: ChunkEncoding
 MEMBER_ACTION_UNSPECIFIED: MemberAction
 MEMBER_ACTION_ADD_LEARNER: MemberAction
 MEMBER_ACTION_PROMOTE: MemberAction
@@ -148,37 +157,67 @@ class SendAck(_message.Message):
     messages_received: int
     def __init__(self, messages_received: _Optional[int] = ...) -> None: ...
 
-class SnapshotHeader(_message.Message):
-    __slots__ = ("cluster_id", "from_node", "message", "total_bytes", "sha256")
+class SnapshotOffer(_message.Message):
+    __slots__ = ("version", "cluster_id", "from_node", "message", "total_bytes", "sha256", "chunk_sha256s", "chunk_sizes", "max_chunk_bytes")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     FROM_NODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_SHA256S_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_SIZES_FIELD_NUMBER: _ClassVar[int]
+    MAX_CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    version: int
     cluster_id: int
     from_node: int
     message: Message
     total_bytes: int
     sha256: bytes
-    def __init__(self, cluster_id: _Optional[int] = ..., from_node: _Optional[int] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., total_bytes: _Optional[int] = ..., sha256: _Optional[bytes] = ...) -> None: ...
+    chunk_sha256s: bytes
+    chunk_sizes: _containers.RepeatedScalarFieldContainer[int]
+    max_chunk_bytes: int
+    def __init__(self, version: _Optional[int] = ..., cluster_id: _Optional[int] = ..., from_node: _Optional[int] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., total_bytes: _Optional[int] = ..., sha256: _Optional[bytes] = ..., chunk_sha256s: _Optional[bytes] = ..., chunk_sizes: _Optional[_Iterable[int]] = ..., max_chunk_bytes: _Optional[int] = ...) -> None: ...
 
-class SnapshotChunk(_message.Message):
-    __slots__ = ("header", "sequence", "data", "crc32")
-    HEADER_FIELD_NUMBER: _ClassVar[int]
-    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+class SnapshotChunkData(_message.Message):
+    __slots__ = ("position", "encoding", "data")
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
-    CRC32_FIELD_NUMBER: _ClassVar[int]
-    header: SnapshotHeader
-    sequence: int
+    position: int
+    encoding: ChunkEncoding
     data: bytes
-    crc32: int
-    def __init__(self, header: _Optional[_Union[SnapshotHeader, _Mapping]] = ..., sequence: _Optional[int] = ..., data: _Optional[bytes] = ..., crc32: _Optional[int] = ...) -> None: ...
+    def __init__(self, position: _Optional[int] = ..., encoding: _Optional[_Union[ChunkEncoding, str]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
-class SnapshotAck(_message.Message):
+class SnapshotUpload(_message.Message):
+    __slots__ = ("offer", "chunk")
+    OFFER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    offer: SnapshotOffer
+    chunk: SnapshotChunkData
+    def __init__(self, offer: _Optional[_Union[SnapshotOffer, _Mapping]] = ..., chunk: _Optional[_Union[SnapshotChunkData, _Mapping]] = ...) -> None: ...
+
+class SnapshotWants(_message.Message):
+    __slots__ = ("positions",)
+    POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    positions: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, positions: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class SnapshotDelivered(_message.Message):
     __slots__ = ("bytes_received",)
     BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
     bytes_received: int
     def __init__(self, bytes_received: _Optional[int] = ...) -> None: ...
+
+class SnapshotReply(_message.Message):
+    __slots__ = ("wants", "chunks_received", "delivered")
+    WANTS_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    DELIVERED_FIELD_NUMBER: _ClassVar[int]
+    wants: SnapshotWants
+    chunks_received: int
+    delivered: SnapshotDelivered
+    def __init__(self, wants: _Optional[_Union[SnapshotWants, _Mapping]] = ..., chunks_received: _Optional[int] = ..., delivered: _Optional[_Union[SnapshotDelivered, _Mapping]] = ...) -> None: ...
 
 class MemberRequest(_message.Message):
     __slots__ = ("cluster_id", "action", "node_id", "address")

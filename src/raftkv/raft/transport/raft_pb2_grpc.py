@@ -39,10 +39,10 @@ class RaftStub:
                 request_serializer=raftkv_dot_raft_dot_transport_dot_raft__pb2.MessageBatch.SerializeToString,
                 response_deserializer=raftkv_dot_raft_dot_transport_dot_raft__pb2.SendAck.FromString,
                 _registered_method=True)
-        self.SendSnapshot = channel.stream_unary(
-                '/raftkv.raft.v1.Raft/SendSnapshot',
-                request_serializer=raftkv_dot_raft_dot_transport_dot_raft__pb2.SnapshotChunk.SerializeToString,
-                response_deserializer=raftkv_dot_raft_dot_transport_dot_raft__pb2.SnapshotAck.FromString,
+        self.SnapshotTransfer = channel.stream_stream(
+                '/raftkv.raft.v1.Raft/SnapshotTransfer',
+                request_serializer=raftkv_dot_raft_dot_transport_dot_raft__pb2.SnapshotUpload.SerializeToString,
+                response_deserializer=raftkv_dot_raft_dot_transport_dot_raft__pb2.SnapshotReply.FromString,
                 _registered_method=True)
         self.Member = channel.unary_unary(
                 '/raftkv.raft.v1.Raft/Member',
@@ -61,8 +61,9 @@ class RaftServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def SendSnapshot(self, request_iterator, context):
-        """One stream per snapshot, in checksummed chunks.
+    def SnapshotTransfer(self, request_iterator, context):
+        """One stream per snapshot: an offer, the chunks the receiver lacks, acknowledgements.
+        (Replaces SendSnapshot, which a node now refuses with FAILED_PRECONDITION.)
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -83,10 +84,10 @@ def add_RaftServicer_to_server(servicer, server):
                     request_deserializer=raftkv_dot_raft_dot_transport_dot_raft__pb2.MessageBatch.FromString,
                     response_serializer=raftkv_dot_raft_dot_transport_dot_raft__pb2.SendAck.SerializeToString,
             ),
-            'SendSnapshot': grpc.stream_unary_rpc_method_handler(
-                    servicer.SendSnapshot,
-                    request_deserializer=raftkv_dot_raft_dot_transport_dot_raft__pb2.SnapshotChunk.FromString,
-                    response_serializer=raftkv_dot_raft_dot_transport_dot_raft__pb2.SnapshotAck.SerializeToString,
+            'SnapshotTransfer': grpc.stream_stream_rpc_method_handler(
+                    servicer.SnapshotTransfer,
+                    request_deserializer=raftkv_dot_raft_dot_transport_dot_raft__pb2.SnapshotUpload.FromString,
+                    response_serializer=raftkv_dot_raft_dot_transport_dot_raft__pb2.SnapshotReply.SerializeToString,
             ),
             'Member': grpc.unary_unary_rpc_method_handler(
                     servicer.Member,
@@ -132,7 +133,7 @@ class Raft:
             _registered_method=True)
 
     @staticmethod
-    def SendSnapshot(request_iterator,
+    def SnapshotTransfer(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -142,12 +143,12 @@ class Raft:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.stream_unary(
+        return grpc.experimental.stream_stream(
             request_iterator,
             target,
-            '/raftkv.raft.v1.Raft/SendSnapshot',
-            raftkv_dot_raft_dot_transport_dot_raft__pb2.SnapshotChunk.SerializeToString,
-            raftkv_dot_raft_dot_transport_dot_raft__pb2.SnapshotAck.FromString,
+            '/raftkv.raft.v1.Raft/SnapshotTransfer',
+            raftkv_dot_raft_dot_transport_dot_raft__pb2.SnapshotUpload.SerializeToString,
+            raftkv_dot_raft_dot_transport_dot_raft__pb2.SnapshotReply.FromString,
             options,
             channel_credentials,
             insecure,
