@@ -5,6 +5,7 @@ data (same KV state hash as the source at the backup's index) and takes writes."
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -90,3 +91,53 @@ def test_backup_restore_round_trip(tmp_path: Path) -> None:
         assert sorted(member["id"] for member in members) == [1, 2, 3]
     finally:
         target.stop()
+
+
+def test_incremental_backups_share_unchanged_chunks_and_restore(tmp_path: Path) -> None:
+    directory = tmp_path / "backups"
+    with running_cluster(tmp_path / "source") as source:
+        leader = source.wait_for_leader()
+        rng = random.Random(5)  # incompressible values: chunks of a realistic size
+        for index in range(3000):
+            status, _ = source.request(
+                leader, "PUT", f"/v1/kv/inc/{index:05d}", json={"value": rng.randbytes(450).hex()}
+            )
+            assert status == 200
+        first = raftkv("snapshot", "save", "--incremental", str(directory),
+                       "--endpoints", source.url(leader))  # fmt: skip
+        assert first.returncode == 0, first.stderr
+        for index in range(0, 3000, 600):
+            source.request(leader, "PUT", f"/v1/kv/inc/{index:05d}", json={"value": "changed"})
+        follower = next(node for node in source.ids if node != leader)
+        second = raftkv("snapshot", "save", "--incremental", str(directory),
+                        "--endpoints", source.url(follower))  # fmt: skip
+        assert second.returncode == 0, second.stderr
+        report = json.loads(second.stdout)
+        source_hash = source.request(follower, "GET", "/v1/status?hash=true")[1]["hash"]
+    # Five keys changed: the second backup wrote a fraction of its size.
+    assert report["reused_bytes"] > report["written_bytes"]
+    assert report["written_bytes"] + report["reused_bytes"] == report["bytes"]
+    print(
+        f"\nincremental backup: wrote {report['written_bytes']} of {report['bytes']} bytes "
+        f"({report['written_bytes'] / report['bytes']:.1%})"
+    )
+    manifest = Path(report["saved"])
+    target = KvProcessCluster(tmp_path / "target", nodes=1)
+    data_dir = tmp_path / "target" / "data-1"
+    restored = raftkv(
+        "snapshot", "restore", str(manifest), "--id", "1", "--data-dir", str(data_dir),
+        "--initial-cluster", f"1=127.0.0.1:{target.peer_ports[1]}",
+    )  # fmt: skip
+    assert restored.returncode == 0, restored.stderr
+    assert state_hash(data_dir) == source_hash
+    # Dropping the first backup and pruning keeps the second whole.
+    first_manifest = Path(json.loads(first.stdout)["saved"])
+    first_manifest.unlink()
+    pruned = raftkv("snapshot", "prune", str(directory))
+    assert pruned.returncode == 0 and json.loads(pruned.stdout)["removed_pieces"] >= 1
+    again = raftkv(
+        "snapshot", "restore", str(manifest), "--id", "1", "--data-dir", str(tmp_path / "again"),
+        "--initial-cluster", f"1=127.0.0.1:{target.peer_ports[1]}",
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert state_hash(tmp_path / "again") == source_hash

@@ -1,5 +1,9 @@
 """`raftkv snapshot save FILE` and `raftkv snapshot restore FILE`: backups.
 
+With `save --incremental DIR` the backup goes into a directory of backups that share
+unchanged chunks (`raftkv.server.backup_store`): each costs the disk what changed since;
+`restore DIR/backups/NAME.json` restores one, `prune DIR` drops chunks no backup names.
+
 - `save` downloads `GET /v1/snapshot` from the first endpoint that serves it (any member:
   the state is taken at a linearizable point, so it holds every write acknowledged before),
   streaming into FILE.part with a progress bar on a terminal, checks the file whole
@@ -41,6 +45,11 @@ def add_commands(subparsers: Any) -> None:
     )
     save.add_argument("file", metavar="FILE", type=Path)
     save.add_argument(
+        "--incremental",
+        action="store_true",
+        help="FILE is a directory of backups sharing unchanged chunks: add one to it",
+    )
+    save.add_argument(
         "--endpoints",
         default=None,
         metavar="URL,URL",
@@ -55,9 +64,19 @@ def add_commands(subparsers: Any) -> None:
         "--initial-cluster (every founder from the same file), then start it with "
         "raftkv serve and the same settings.",
     )
-    restore.add_argument("file", metavar="FILE", type=Path)
+    restore.add_argument(
+        "file", metavar="FILE", type=Path, help="a backup file, or DIR/backups/NAME.json"
+    )
     add_setting_flags(restore)
     restore.set_defaults(handler=_restore)
+    prune = verbs.add_parser(
+        "prune",
+        help="remove the chunks no backup of an incremental directory names",
+        description="Remove chunks of DIR that no manifest in DIR/backups names (delete a "
+        "backup by deleting its manifest first).",
+    )
+    prune.add_argument("directory", metavar="DIR", type=Path)
+    prune.set_defaults(handler=_prune)
 
 
 def _fail(code: int, error_code: str, message: str) -> int:
@@ -73,7 +92,11 @@ def _save(arguments: argparse.Namespace) -> int:
 
     endpoints = arguments.endpoints or os.environ.get(ENDPOINTS_VARIABLE) or DEFAULT_ENDPOINT
     target: Path = arguments.file
-    partial = target.with_name(target.name + ".part")
+    if arguments.incremental:
+        target.mkdir(parents=True, exist_ok=True)
+        partial = target / ".download.part"
+    else:
+        partial = target.with_name(target.name + ".part")
     failures = []
     for endpoint in [url.strip().rstrip("/") for url in endpoints.split(",") if url.strip()]:
         try:
@@ -96,6 +119,8 @@ def _save(arguments: argparse.Namespace) -> int:
         except BackupInvalid as error:
             partial.unlink(missing_ok=True)
             return _fail(EXIT_INVALID, "invalid_backup", f"{endpoint}: {error}")
+        if arguments.incremental:
+            return _save_increment(target, partial, endpoint)
         os.replace(partial, target)
         print(
             json.dumps(
@@ -112,6 +137,42 @@ def _save(arguments: argparse.Namespace) -> int:
         return EXIT_OK
     partial.unlink(missing_ok=True)
     return _fail(EXIT_UNAVAILABLE, "unavailable", "; ".join(failures) or "no endpoint given")
+
+
+def _save_increment(directory: Path, partial: Path, endpoint: str) -> int:
+    from raftkv.server.backup_store import save_increment  # noqa: PLC0415
+
+    saved = save_increment(directory, partial.read_bytes())
+    partial.unlink()
+    print(
+        json.dumps(
+            {
+                "saved": str(saved.manifest),
+                "from": endpoint,
+                "bytes": saved.file_bytes,
+                "index": saved.header.index,
+                "revision": saved.header.revision,
+                "pieces": saved.pieces,
+                "written_pieces": saved.written_pieces,
+                "written_bytes": saved.written_bytes,
+                "reused_pieces": saved.reused_pieces,
+                "reused_bytes": saved.reused_bytes,
+            }
+        ),
+        flush=True,
+    )
+    return EXIT_OK
+
+
+def _prune(arguments: argparse.Namespace) -> int:
+    from raftkv.server.backup_store import prune  # noqa: PLC0415
+
+    directory: Path = arguments.directory
+    if not (directory / "chunks").is_dir():
+        return _fail(EXIT_USAGE, "usage", f"{directory} is not an incremental backup directory")
+    pieces, size = prune(directory)
+    print(json.dumps({"removed_pieces": pieces, "removed_bytes": size}), flush=True)
+    return EXIT_OK
 
 
 def _download(chunks: Any, path: Path, total: int) -> None:

@@ -1,4 +1,5 @@
-"""`raftkv snapshot restore`: seed a new member's data dir from a backup file.
+"""`raftkv snapshot restore`: seed a new member's data dir from a backup file (or from the
+manifest of a backup in an incremental backup directory, `raftkv.server.backup_store`).
 
 Every founding member of the new cluster is restored from the same file with the same
 `initial_cluster`: each then holds the backup's state at the backup's index, as a snapshot
@@ -18,7 +19,8 @@ from raftkv.kv import KvStateMachine
 from raftkv.raft.core.types import NodeId
 from raftkv.raft.recovery import start_membership
 from raftkv.raft.storage.rocks import RocksStorage
-from raftkv.server.backup import read_backup
+from raftkv.server.backup import MAGIC, read_backup
+from raftkv.server.backup_store import assemble
 from raftkv.server.config import ServerSettings, SettingsInvalid
 from raftkv.server.runner import DATABASE_DIR, check_identity, kv_settings
 
@@ -27,6 +29,8 @@ def restore(backup: Path, settings: ServerSettings) -> str:
     """Restore `backup` into `settings.data_dir` as member `settings.id` of a new cluster
     of `settings.founders`; a JSON line saying what was restored."""
     data = backup.read_bytes()
+    if not data.startswith(MAGIC):  # a manifest of an incremental backup directory
+        data = assemble(backup)
     header, payload = read_backup(data)  # checked whole before anything is written
     data_dir = settings.data_dir
     if data_dir.exists() and any(data_dir.iterdir()):
