@@ -210,9 +210,15 @@ def test_members_as_json_and_as_a_table(capsys: Capsys, monkeypatch: Patch) -> N
         members = document["members"]
         assert [member["client_url"] for member in members] == cli.api.endpoints()
         assert all(member["match_index"] is not None for member in members)
+        # The leader heard from each follower within a heartbeat or so; not from itself.
+        contacts = {member["id"]: member["last_contact_s"] for member in members}
+        assert contacts[document["leader"]] is None
+        assert all(0 <= seconds < 5 for node, seconds in contacts.items()
+                   if node != document["leader"])  # fmt: skip
         table = await cli("members")
         assert all(url in table.out for url in cli.api.endpoints()), table.out
         assert "leader" in table.out and "voter" in table.out
+        assert "last contact" in table.out and "s ago" in table.out
 
     in_cluster(capsys, monkeypatch, test)
 

@@ -635,12 +635,15 @@ class Output:
                             "match_index": member.match_index,
                             "lag": member.lag,
                             "active": member.active,
+                            "last_contact_s": member.last_contact_s,
                         }
                         for member in cluster.members
                     ],
                 }
             )
-        table = _table("id", "role", "client_url", "peer_url", "match_index", "lag", "active")
+        table = _table(
+            "id", "role", "client_url", "peer_url", "match_index", "lag", "active", "last contact"
+        )
         for member in cluster.members:
             _add_row(
                 table,
@@ -651,6 +654,7 @@ class Output:
                 _or_dash(member.match_index),
                 _or_dash(member.lag),
                 _or_dash(None if member.active is None else ("yes" if member.active else "no")),
+                "-" if member.last_contact_s is None else f"{member.last_contact_s:.1f}s ago",
             )
         table.caption = f"term {cluster.term}, as member {cluster.id} at {cluster.endpoint} sees it"
         _print_table(table)

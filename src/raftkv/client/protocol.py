@@ -490,7 +490,16 @@ def status() -> Request[Status]:
 def _decode_cluster(content: bytes, endpoint: str) -> Decoded[Cluster]:
     answer = _read(ClusterAnswer, content)
     members = tuple(
-        Member(m.id, m.peer_url, m.client_url, m.role, m.match_index, m.lag, m.active)
+        Member(
+            m.id,
+            m.peer_url,
+            m.client_url,
+            m.role,
+            m.match_index,
+            m.lag,
+            m.active,
+            m.last_contact_s,
+        )
         for m in answer.members
     )
     result = Cluster(

@@ -114,6 +114,8 @@ class Member:
     # Leader's view too: entries it lacks, and whether it was heard from lately.
     lag: int | None = None
     active: bool | None = None
+    # Seconds since the answering node last heard from it (None: itself, or never).
+    last_contact_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

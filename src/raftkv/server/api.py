@@ -239,6 +239,9 @@ class MemberAnswer(msgspec.Struct, frozen=True):
     # it was heard from within the last election timeout. Null elsewhere.
     lag: int | None = None
     active: bool | None = None
+    # Seconds since the answering node last heard from the member (null: itself, or never
+    # heard from since it started).
+    last_contact_s: float | None = None
 
 
 class ClusterAnswer(msgspec.Struct, frozen=True):

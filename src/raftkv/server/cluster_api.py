@@ -54,6 +54,11 @@ def cluster_answer(node: Node, machine: KvStateMachine) -> ClusterAnswer:
                 match_index=matched,
                 lag=None if matched is None else status.last_index - matched,
                 active=active(member),
+                last_contact_s=(
+                    None
+                    if member == status.id or member not in status.last_contact_s
+                    else round(status.last_contact_s[member], 3)
+                ),
             )
         )
     return ClusterAnswer(

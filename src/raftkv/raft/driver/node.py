@@ -165,6 +165,8 @@ class Node:
         self._rawnode: RawNode | None = None
         self._wake = asyncio.Event()
         self._inbox: collections.deque[Message] = collections.deque()
+        # When (this node's clock) a message from each peer last arrived: "last contact".
+        self._last_heard: dict[NodeId, float] = {}
         self._queued: collections.deque[_Queued] = collections.deque()
         # Proposals the core refused for want of a leader; retried until their deadline.
         self._parked: list[_Queued] = []
@@ -502,6 +504,10 @@ class Node:
                 )
                 for peer, item in status.progress.items()
             },
+            last_contact_s={
+                peer: max(0.0, self.clock.now() - heard)
+                for peer, heard in sorted(self._last_heard.items())
+            },
             pending_proposals=len(self._proposals),
             pending_reads=len(self._reads),
             removed=self.removed,
@@ -525,6 +531,9 @@ class Node:
             self.stats.messages_dropped += len(messages)
             return
         self._inbox.extend(messages)
+        now = self.clock.now()
+        for message in messages:
+            self._last_heard[message.sender] = now
         self._wake.set()
 
     def report_unreachable(self, peer: NodeId) -> None:

@@ -47,6 +47,9 @@ class NodeStatus:
     peers: dict[NodeId, str]
     # Filled on the leader only.
     progress: dict[NodeId, PeerProgress] = field(default_factory=dict)
+    # Seconds since a message from each peer last arrived here (peers never heard from
+    # are absent).
+    last_contact_s: dict[NodeId, float] = field(default_factory=dict)
     pending_proposals: int = 0
     pending_reads: int = 0
     # This node was removed from the cluster by a membership change.
