@@ -71,6 +71,9 @@ def test_the_initial_cluster_reads_as_text_or_a_toml_table(tmp_path: Path) -> No
         ({"election_ticks": "1"}, {}, "election_ticks: must be greater than heartbeat_ticks"),
         ({"peer_ca_file": "ca.pem"}, {}, "give all three or none"),
         ({"request_timeout_s": "-1"}, {}, "request_timeout_s: must be a positive number"),
+        ({}, {"RAFTKV_SNAPSHOT_CACHE_BYTES": "-1"}, "snapshot_cache_bytes: must be >= 0"),
+        ({"max_snapshot_chunks_in_flight": "0"}, {}, "max_snapshot_chunks_in_flight: must be"),
+        ({"max_snapshot_bytes": "0"}, {}, "max_snapshot_bytes: must be >= 1"),
     ],
 )
 def test_a_bad_setting_is_refused_naming_it(

@@ -249,6 +249,18 @@ class ServerSettings:
         "lease can get from a restart of the node that then leads.",
     )
     max_watches: int = _setting(10_000, _parse_int, "Watches one node serves at once.")
+    max_snapshot_bytes: int = _setting(
+        1 << 30, _parse_int, "Largest snapshot this node sends or accepts from a peer (bytes)."
+    )
+    snapshot_cache_bytes: int = _setting(
+        64 << 20,
+        _parse_int,
+        "Snapshot chunks kept from transfers, so a retried one sends only what is missing "
+        "(bytes; 0: none).",
+    )
+    max_snapshot_chunks_in_flight: int = _setting(
+        8, _parse_int, "Snapshot chunks sent ahead of the receiver's acknowledgements."
+    )
     watch_send_timeout_s: float = _setting(
         10.0,
         _parse_float,
@@ -285,9 +297,13 @@ class ServerSettings:
             "max_leases",
             "min_lease_ttl_s",
             "max_watches",
+            "max_snapshot_bytes",
+            "max_snapshot_chunks_in_flight",
         ):
             if getattr(self, name) < 1:
                 raise SettingsInvalid(f"setting {name}: must be >= 1, got {getattr(self, name)}")
+        if self.snapshot_cache_bytes < 0:
+            raise SettingsInvalid("setting snapshot_cache_bytes: must be >= 0")
         if self.snapshot_keep_entries < 0:
             raise SettingsInvalid("setting snapshot_keep_entries: must be >= 0")
         if self.auto_compaction_retention < 0:

@@ -161,6 +161,9 @@ class Server:
         grpc: dict[str, object] = {
             "listen_address": settings.listen_peer,
             "cluster_id": settings.cluster_id,
+            "max_snapshot_bytes": settings.max_snapshot_bytes,
+            "snapshot_cache_bytes": settings.snapshot_cache_bytes,
+            "max_snapshot_chunks_in_flight": settings.max_snapshot_chunks_in_flight,
         }
         if settings.peer_ca_file is not None:
             grpc |= {
