@@ -62,8 +62,15 @@ def test_a_second_backup_writes_only_what_changed_and_both_restore(tmp_path: Pat
     assert assemble(second.manifest) == second_file
     restored = KvStateMachine(MemoryAppData())
     header, payload = read_backup(assemble(second.manifest))
-    restored.restore(payload, header.index, header.term)
+    reports: list[tuple[int, int]] = []
+    restored.restore(
+        payload, header.index, header.term, progress=lambda *done: reports.append(done)
+    )
     assert restored.state_hash() == store.machine.state_hash()
+    # Progress: from 0, in order, up to every item.
+    total = reports[-1][1]
+    assert reports[0] == (0, total) and reports[-1] == (total, total) and total > 12_000
+    assert [done for done, _ in reports] == sorted(done for done, _ in reports)
     # The same backup again costs nothing.
     again = save_increment(tmp_path, second_file, clock=lambda: 1_000_200.0)
     assert again.written_bytes == 0

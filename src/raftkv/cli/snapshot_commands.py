@@ -20,9 +20,11 @@ backup.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +177,23 @@ def _prune(arguments: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@contextlib.contextmanager
+def _restore_progress() -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar of the items written, when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import Progress  # noqa: PLC0415
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task("restoring", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield progress
+
+
 def _download(chunks: Any, path: Path, total: int) -> None:
     """Write `chunks` to `path`, with a progress bar when stderr is a terminal."""
     with path.open("wb") as file:
@@ -199,7 +218,9 @@ def _restore(arguments: argparse.Namespace) -> int:
 
     try:
         settings = settings_of(arguments)
-        print(restore(arguments.file, settings), flush=True)
+        with _restore_progress() as progress:
+            report = restore(arguments.file, settings, progress)
+        print(report, flush=True)
     except SettingsInvalid as error:
         return _fail(EXIT_USAGE, "usage", str(error))
     except BackupInvalid as error:

@@ -209,13 +209,23 @@ class KvStateMachine:
 
         return FrozenSnapshot(index, term, self.current_revision(), produce)
 
-    def restore(self, data: bytes, index: int, term: int) -> None:
+    def restore(
+        self,
+        data: bytes,
+        index: int,
+        term: int,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
         """Replace the whole state with a `snapshot()` (any format version this build
-        reads); SnapshotInvalid (before changing anything) if it is not one."""
+        reads); SnapshotInvalid (before changing anything) if it is not one. `progress`
+        (items written, items in all) is called as the items are written (for a CLI's
+        progress bar)."""
         items = _decode_snapshot(data)
         if any(items[position][0] >= items[position + 1][0] for position in range(len(items) - 1)):
             raise SnapshotInvalid("KV snapshot items are not in strictly increasing key order")
-        self.app.replace_all(iter(items), index, term)
+        written = iter(items) if progress is None else _reporting(items, progress)
+        self.app.replace_all(written, index, term)
         self._store, self._sessions, self._members = self._open()
         self.watch_hub.reset()
 
@@ -318,6 +328,21 @@ class KvStateMachine:
                 return LeaseCheckpointResult(header)
             case _:
                 assert_never(request)
+
+
+# How many items between two progress reports of a restore.
+_PROGRESS_ITEMS = 10_000
+
+
+def _reporting(
+    items: list[tuple[bytes, bytes]], progress: Callable[[int, int], None]
+) -> Iterator[tuple[bytes, bytes]]:
+    total = len(items)
+    for position, item in enumerate(items):
+        if position % _PROGRESS_ITEMS == 0:
+            progress(position, total)
+        yield item
+    progress(total, total)
 
 
 def _encode_snapshot(items: Iterator[tuple[bytes, bytes]]) -> bytes:

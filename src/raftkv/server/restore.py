@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,9 +26,14 @@ from raftkv.server.config import ServerSettings, SettingsInvalid
 from raftkv.server.runner import DATABASE_DIR, check_identity, kv_settings
 
 
-def restore(backup: Path, settings: ServerSettings) -> str:
+def restore(
+    backup: Path,
+    settings: ServerSettings,
+    progress: Callable[[int, int], None] | None = None,
+) -> str:
     """Restore `backup` into `settings.data_dir` as member `settings.id` of a new cluster
-    of `settings.founders`; a JSON line saying what was restored."""
+    of `settings.founders`; a JSON line saying what was restored. `progress(items written,
+    items in all)` follows the writing of the state."""
     data = backup.read_bytes()
     if not data.startswith(MAGIC):  # a manifest of an incremental backup directory
         data = assemble(backup)
@@ -44,7 +50,7 @@ def restore(backup: Path, settings: ServerSettings) -> str:
     storage = RocksStorage(building / DATABASE_DIR)
     try:
         machine = KvStateMachine(storage.app_data(), kv_settings(settings))
-        machine.restore(payload, header.index, header.term)
+        machine.restore(payload, header.index, header.term, progress=progress)
         start_membership(
             storage,
             founders,
