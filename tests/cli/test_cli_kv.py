@@ -193,9 +193,16 @@ def test_status_has_a_row_per_endpoint_even_an_unreachable_one(
         assert [row.get("id") for row in rows] == [1, 2, 3, None]
         assert {row["leader"] for row in rows[:3]} == {cli.api.leader_id()}
         assert rows[3]["error"]["code"] == "unavailable"
+        # The leader's view of each member: caught up, and heard from lately.
+        assert all(row["lag"] == 0 for row in rows[:3])
+        leader = cli.api.leader_id()
+        for row in rows[:3]:
+            contact = row["last_contact_s"]
+            assert contact is None if row["id"] == leader else 0 <= contact < 5
         table = await cli("status", "--endpoints", endpoints)
         assert table.code == EXIT_OK
         assert "leader" in table.out and "follower" in table.out
+        assert "last contact" in table.out and "s ago" in table.out
         assert "error: unavailable" in table.out and dead in table.out
 
     in_cluster(capsys, monkeypatch, test)

@@ -334,7 +334,7 @@ def _status(client: SyncClient, arguments: argparse.Namespace, output: Output) -
             rows.append(client.status(endpoint))
         except ClientError as error:
             rows.append(error)
-    output.status(endpoints, rows)
+    output.status(endpoints, rows, cluster)
     if all(isinstance(row, ClientError) for row in rows):
         return _fail(EXIT_UNAVAILABLE, "unavailable", "no endpoint answered")
     if arguments.wait is not None:
@@ -591,18 +591,36 @@ class Output:
             table, f"compares {held}: the {branch} branch ran (revision {result.revision})"
         )
 
-    def status(self, endpoints: Sequence[str], rows: Sequence[Status | ClientError]) -> None:
+    def status(
+        self,
+        endpoints: Sequence[str],
+        rows: Sequence[Status | ClientError],
+        cluster: Cluster | None = None,
+    ) -> None:
+        """A row per endpoint; with the leader's view of the cluster, each member's lag and
+        how long ago the leader heard from it."""
+        members = {} if cluster is None else {member.id: member for member in cluster.members}
         if self.as_json:
-            return _print_json(
-                [_status_json(endpoint, row) for endpoint, row in zip(endpoints, rows, strict=True)]
-            )
+            documents = []
+            for endpoint, row in zip(endpoints, rows, strict=True):
+                document = _status_json(endpoint, row)
+                member = None if isinstance(row, ClientError) else members.get(row.id)
+                if member is not None:
+                    document["lag"] = member.lag
+                    document["last_contact_s"] = member.last_contact_s
+                documents.append(document)
+            return _print_json(documents)
         table = _table(
-            "endpoint", "id", "role", "leader", "term", "commit", "applied", "revision", "compacted"
-        )
+            "endpoint", "id", "role", "leader", "term", "commit", "applied", "revision",
+            "compacted", "lag", "last contact",
+        )  # fmt: skip
         for endpoint, row in zip(endpoints, rows, strict=True):
             if isinstance(row, ClientError):
-                _add_row(table, endpoint, "-", f"error: {row.code}", *["-"] * 6)
+                _add_row(table, endpoint, "-", f"error: {row.code}", *["-"] * 8)
                 continue
+            member = members.get(row.id)
+            lag = None if member is None else member.lag
+            contact = None if member is None else member.last_contact_s
             _add_row(
                 table,
                 endpoint,
@@ -614,6 +632,8 @@ class Output:
                 str(row.applied_index),
                 str(row.revision),
                 str(row.compacted_revision),
+                _or_dash(lag),
+                "-" if contact is None else f"{contact:.1f}s ago",
             )
         _print_table(table)
 
