@@ -309,6 +309,25 @@ def test_snapshot_compacts_the_log_and_catches_up_a_lagging_follower() -> None:
     run_scenario(scenario)
 
 
+def test_snapshots_also_come_by_bytes_of_log() -> None:
+    async def scenario() -> None:
+        # By count alone it would never snapshot; big commands make it by bytes.
+        settings = NodeSettings(
+            snapshot_every_entries=1_000_000, snapshot_keep_entries=0, snapshot_every_bytes=40_000
+        )
+        cluster = LocalCluster(3, state_machine=memory_dict, settings=settings)
+        await cluster.start()
+        leader = await cluster.wait_for_leader()
+        for number in range(8):
+            await cluster.complete(leader.propose(encode_set(f"k{number}", "x" * 10_000)))
+        # 80 KB of commands: two snapshots at ~40 KB each, and the log compacted after them.
+        assert leader.stats.snapshots_created == 2
+        assert leader.status().first_index > 4
+        await cluster.stop()
+
+    run_scenario(scenario)
+
+
 class BackgroundDict(DurableDictStateMachine):
     """A BackgroundSnapshots state machine: captures its snapshot now, hands it out later."""
 

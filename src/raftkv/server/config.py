@@ -202,6 +202,12 @@ class ServerSettings:
     snapshot_keep_entries: int = _setting(
         5_000, _parse_int, "Log entries kept behind a snapshot for slow followers."
     )
+    snapshot_every_bytes: int = _setting(
+        64 << 20,
+        _parse_int,
+        "Also take a snapshot once the entries applied since the last one hold this many "
+        "bytes (0: by count only).",
+    )
     request_timeout_s: float = _setting(
         10.0, _parse_float, "How long a request waits for its outcome (then 504 timeout)."
     )
@@ -306,6 +312,8 @@ class ServerSettings:
             raise SettingsInvalid("setting snapshot_cache_bytes: must be >= 0")
         if self.snapshot_keep_entries < 0:
             raise SettingsInvalid("setting snapshot_keep_entries: must be >= 0")
+        if self.snapshot_every_bytes < 0:
+            raise SettingsInvalid("setting snapshot_every_bytes: must be >= 0 (0: off)")
         if self.auto_compaction_retention < 0:
             raise SettingsInvalid("setting auto_compaction_retention: must be >= 0")
         if not 0 <= self.lease_checkpoint_interval_s < float("inf"):

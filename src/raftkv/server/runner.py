@@ -137,6 +137,7 @@ def node_settings(settings: ServerSettings) -> NodeSettings:
         heartbeat_ticks=settings.heartbeat_ticks,
         snapshot_every_entries=settings.snapshot_every_entries,
         snapshot_keep_entries=settings.snapshot_keep_entries,
+        snapshot_every_bytes=settings.snapshot_every_bytes,
         proposal_timeout_s=settings.request_timeout_s,
     )
 

@@ -67,6 +67,7 @@ def install_snapshot(node: Node, snapshot: Snapshot) -> None:
     metadata = snapshot.metadata
     node.state_machine.restore(app, metadata.index, metadata.term)
     node._snapshot_index = max(node._snapshot_index, metadata.index)
+    node._log_bytes_since_snapshot = 0
     node._sync_transport_peers(metadata.conf_state)
     stats = node.stats
     stats.snapshots_installed += 1
@@ -82,6 +83,8 @@ def apply_entries(node: Node, rawnode: RawNode, entries: Sequence[Entry]) -> Non
     commands: list[Command] = []
     owners: list[RequestId] = []
     for entry in entries:
+        if entry.index > already_applied:
+            node._log_bytes_since_snapshot += len(entry.data)
         if entry.kind is EntryKind.CONF_CHANGE:
             apply_conf_change(node, rawnode, entry)
             continue
@@ -195,9 +198,11 @@ def maybe_snapshot(node: Node, rawnode: RawNode) -> None:
     applied = node.state_machine.applied_index()
     if applied <= node._snapshot_index:
         return
+    every_bytes = node.settings.snapshot_every_bytes
     if (
         not node._snapshot_wanted
         and applied - node._snapshot_index < node.settings.snapshot_every_entries
+        and not (every_bytes and node._log_bytes_since_snapshot >= every_bytes)
     ):
         return
     if applied > rawnode.raft.log.applied:
@@ -205,6 +210,8 @@ def maybe_snapshot(node: Node, rawnode: RawNode) -> None:
     node._snapshot_started_at = time.perf_counter()
     conf_state = rawnode.raft.conf_state()
     node._snapshot_wanted = False
+    # The snapshot covers everything applied so far (if it fails, the node stops).
+    node._log_bytes_since_snapshot = 0
     machine = node.state_machine
     if isinstance(machine, BackgroundSnapshots):
         # Captured here, at `applied`; serialized on a worker thread; stored by the writer.

@@ -194,6 +194,9 @@ class Node:
         self._writer: concurrent.futures.ThreadPoolExecutor | None = None
         self._snapshot_write: asyncio.Future[tuple[Snapshot, float]] | None = None
         self._snapshot_index = 0
+        # Bytes of entries applied since the last snapshot (or since start: a restart
+        # counts afresh, so it may snapshot up to that much later than planned).
+        self._log_bytes_since_snapshot = 0
         self._snapshot_wanted = False
         # time.perf_counter() when the snapshot being written was started (for stats).
         self._snapshot_started_at = 0.0

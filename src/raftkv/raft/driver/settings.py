@@ -50,6 +50,10 @@ class NodeSettings:
     # entries before the snapshot for followers that lag a little (no snapshot needed).
     snapshot_every_entries: int = 10_000
     snapshot_keep_entries: int = 5_000
+    # ... or once the entries applied since the last snapshot hold this many bytes of
+    # commands, whichever comes first (0: by count only). Bounds the log's size on disk
+    # when entries are large.
+    snapshot_every_bytes: int = 64 << 20
 
     # A learner is promoted only if its log is within this many entries of the leader's.
     promote_max_lag_entries: int = 100
@@ -85,6 +89,7 @@ class NodeSettings:
             raise ConfigInvalid("election_ticks must be greater than heartbeat_ticks")
         for name, value in {
             "snapshot_keep_entries": self.snapshot_keep_entries,
+            "snapshot_every_bytes": self.snapshot_every_bytes,
             "promote_max_lag_entries": self.promote_max_lag_entries,
             "stop_transfer_timeout_s": self.stop_transfer_timeout_s,
         }.items():
