@@ -97,8 +97,9 @@ def test_a_cut_stream_resumes_after_the_watermark_and_drops_the_cut_line() -> No
     assert len(set(stub.hosts())) == 3
 
 
-def test_canceled_stopping_resumes_and_compacted_ends_the_watch() -> None:
-    stopping = {"type": "canceled", "revision": 9, "error": {"code": "stopping", "message": "bye"}}
+@pytest.mark.parametrize("reason", ["stopping", "no_leader", "too_slow"])
+def test_canceled_stopping_resumes_and_compacted_ends_the_watch(reason: str) -> None:
+    stopping = {"type": "canceled", "revision": 9, "error": {"code": reason, "message": "bye"}}
     compacted = {
         "type": "canceled",
         "revision": 9,

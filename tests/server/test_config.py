@@ -75,6 +75,7 @@ def test_the_initial_cluster_reads_as_text_or_a_toml_table(tmp_path: Path) -> No
         ({"max_snapshot_chunks_in_flight": "0"}, {}, "max_snapshot_chunks_in_flight: must be"),
         ({"max_snapshot_bytes": "0"}, {}, "max_snapshot_bytes: must be >= 1"),
         ({"snapshot_every_bytes": "-5"}, {}, "snapshot_every_bytes: must be >= 0"),
+        ({"watch_no_leader_timeout_s": "-1"}, {}, "watch_no_leader_timeout_s: must be >= 0"),
     ],
 )
 def test_a_bad_setting_is_refused_naming_it(

@@ -18,10 +18,11 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from raftkv.kv import KvService, KvStateMachine, LeaseKeeper, WatchSettings
 from raftkv.kv.lease_keeper import LeaseKeeperSettings
+from raftkv.raft.core.types import NodeId
 from raftkv.raft.storage.base import RaftStorage
 from raftkv.server import HttpSettings, create_app
 from raftkv.server.http import METRICS, WATCHES
-from raftkv.testing.local_cluster import LocalCluster, run_scenario
+from raftkv.testing.local_cluster import LocalCluster, address_of, run_scenario
 
 Json = Any
 
@@ -413,5 +414,36 @@ def test_a_watch_whose_client_stops_reading_is_ended_too_slow() -> None:
             watches = api.clients[node].server.app[WATCHES]
             assert watches.canceled == {"too_slow": 1}
             writer.close()
+
+    run_scenario(scenario)
+
+
+def test_a_watch_on_a_member_cut_off_from_its_leader_ends_no_leader() -> None:
+    async def scenario() -> None:
+        async with started(HttpSettings(watch_no_leader_timeout_s=2.0)) as api:
+            follower = api.follower()
+            watcher = await api.open_watch(follower, "key=k")
+            assert (await watcher.message())["type"] == "created"
+            api.cluster.network.isolate(address_of(NodeId(follower)))
+            node = api.services[follower].node
+            await api.cluster.run_until(lambda: node.leaderless_seconds() >= 2.0)
+            # The watch's next liveness check (every second of real time, on the event
+            # loop's clock) ends it: a bounded wait for the line.
+            line = await asyncio.wait_for(watcher.response.content.readline(), 10)
+            canceled = json.loads(line)
+            assert canceled["type"] == "canceled", canceled
+            assert canceled["error"]["code"] == "no_leader"
+            assert api.services[follower].node.leader_id == 0
+            watcher.close()
+            assert api.clients[follower].app[WATCHES].canceled == {"no_leader": 1}
+            # A member with a leader keeps its watches.
+            api.cluster.network.heal()
+            leader = api.leader()
+            steady = await api.open_watch(
+                leader, "key=k&progress_notify=true&progress_interval_s=1"
+            )
+            assert (await steady.message())["type"] == "created"
+            assert (await steady.message())["type"] == "progress"
+            steady.close()
 
     run_scenario(scenario)

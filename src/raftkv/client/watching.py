@@ -213,7 +213,7 @@ class WatchStream:
             case WatchCanceled():
                 self._advance(message.revision)
                 why = message.error
-                if why.code in ("stopping", "too_slow"):
+                if why.code in ("stopping", "too_slow", "no_leader"):
                     raise Reconnect(f"canceled: {why.code}: {why.message}")
                 raise refusal(
                     410 if why.code == "compacted" else 400,

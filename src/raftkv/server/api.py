@@ -365,8 +365,9 @@ class WatchProgress(msgspec.Struct, frozen=True, tag="progress", tag_field="type
 class WatchCanceled(msgspec.Struct, frozen=True, tag="canceled", tag_field="type"):
     """The last message: the server ended the watch. `error.code` says why: `compacted`
     (the watch fell behind the compacted history: start over from a fresh read), `too_slow`
-    (the client did not read fast enough), `stopping` (the node is shutting down: resume on
-    another member from `revision + 1`)."""
+    (the client did not read fast enough), `stopping` (the node is shutting down) or
+    `no_leader` (the node has had no leader for a while): resume on another member from
+    `revision + 1`."""
 
     revision: int
     error: ErrorDetail

@@ -255,6 +255,12 @@ class ServerSettings:
         "lease can get from a restart of the node that then leads.",
     )
     max_watches: int = _setting(10_000, _parse_int, "Watches one node serves at once.")
+    watch_no_leader_timeout_s: float = _setting(
+        3.0,
+        _parse_float,
+        "End watches (no_leader) on a member that has had no leader this long, so clients "
+        "resume on another member (0: never).",
+    )
     max_snapshot_bytes: int = _setting(
         1 << 30, _parse_int, "Largest snapshot this node sends or accepts from a peer (bytes)."
     )
@@ -308,6 +314,8 @@ class ServerSettings:
         ):
             if getattr(self, name) < 1:
                 raise SettingsInvalid(f"setting {name}: must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.watch_no_leader_timeout_s < float("inf"):
+            raise SettingsInvalid("setting watch_no_leader_timeout_s: must be >= 0 (0: never)")
         if self.snapshot_cache_bytes < 0:
             raise SettingsInvalid("setting snapshot_cache_bytes: must be >= 0")
         if self.snapshot_keep_entries < 0:

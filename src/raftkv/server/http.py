@@ -177,6 +177,10 @@ class HttpSettings:
     watch_send_timeout_s: float = 10.0
     # The progress notification interval of a watch that asks for them without its own.
     watch_progress_interval_s: float = 10.0
+    # A watch served by a member that has had no leader this long (cut off from the rest,
+    # so its state may be stale) is ended with `no_leader`, for the client to resume on
+    # another member (etcd's require-leader watches). 0: never.
+    watch_no_leader_timeout_s: float = 3.0
 
     def __post_init__(self) -> None:
         size = self.max_body_bytes
@@ -200,6 +204,11 @@ class HttpSettings:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 < value < float("inf"):
                 raise ConfigInvalid(f"HttpSettings.{name} must be a positive number, got {value!r}")
+        no_leader = self.watch_no_leader_timeout_s
+        if not isinstance(no_leader, (int, float)) or not 0 <= no_leader < float("inf"):
+            raise ConfigInvalid(
+                f"HttpSettings.watch_no_leader_timeout_s must be >= 0, got {no_leader!r}"
+            )
         lag = self.ready_max_apply_lag
         if not isinstance(lag, int) or isinstance(lag, bool) or lag < 0:
             raise ConfigInvalid(f"HttpSettings.ready_max_apply_lag must be >= 0, got {lag!r}")
@@ -684,7 +693,10 @@ def create_app(service: KvService, settings: HttpSettings | None = None) -> web.
     handlers = _Handlers(service, settings)
     leases = LeaseHandlers(service, settings.request_timeout_s, settings.max_body_bytes)
     watches = WatchHandlers(
-        service, settings.watch_send_timeout_s, settings.watch_progress_interval_s
+        service,
+        settings.watch_send_timeout_s,
+        settings.watch_progress_interval_s,
+        no_leader_timeout_s=settings.watch_no_leader_timeout_s,
     )
     app[WATCHES] = watches
     metrics.watches = watches

@@ -214,6 +214,7 @@ class Server:
                     max_concurrent_backups=settings.max_concurrent_backups,
                     watch_send_timeout_s=settings.watch_send_timeout_s,
                     watch_progress_interval_s=settings.watch_progress_interval_s,
+                    watch_no_leader_timeout_s=settings.watch_no_leader_timeout_s,
                 ),
             )
             self._runner = web.AppRunner(

@@ -15,7 +15,10 @@ Refusals before the stream starts are ordinary JSON errors: 410 `compacted` (wit
 `compact_revision` and `oldest_revision`), 400 `invalid_request`/`empty_key`, 503
 `too_many_watches` or `stopped`.
 
-A watch whose writes stay blocked for `watch_send_timeout_s` (the client stopped reading)
+A watch on a member that has had no leader for `watch_no_leader_timeout_s` (cut off from
+the cluster: its state may be stale and its progress would say nothing true) is ended with
+`no_leader`, so the client resumes on another member. A watch whose writes stay blocked
+for `watch_send_timeout_s` (the client stopped reading)
 is ended with `too_slow`: the line is queued and the connection closed, rather than letting
 the watch hold the server's memory. A client that disconnects is noticed within a second.
 """
@@ -80,13 +83,23 @@ class _TooSlow(Exception):
     pass
 
 
+class _NoLeader(Exception):
+    pass
+
+
 class WatchHandlers:
     def __init__(
-        self, service: KvService, send_timeout_s: float, progress_interval_s: float
+        self,
+        service: KvService,
+        send_timeout_s: float,
+        progress_interval_s: float,
+        *,
+        no_leader_timeout_s: float = 0.0,
     ) -> None:
         self.service = service
         self.send_timeout_s = send_timeout_s
         self.progress_interval_s = progress_interval_s
+        self.no_leader_timeout_s = no_leader_timeout_s
         # Messages and events sent, and watches ended by the server, by reason.
         self.messages_sent = 0
         self.events_sent = 0
@@ -158,6 +171,18 @@ class WatchHandlers:
                     return
         except _ClientGone:
             return
+        except _NoLeader:
+            self.canceled["no_leader"] = self.canceled.get("no_leader", 0) + 1
+            canceled = WatchCanceledAnswer(
+                revision=watch.watermark,
+                error=ErrorDetail(
+                    code="no_leader",
+                    message=f"this member has had no leader for {self.no_leader_timeout_s:g} s "
+                    "(cut off from the cluster?): resume on another member from revision + 1",
+                ),
+            )
+            with contextlib.suppress(_ClientGone, _TooSlow):
+                await self._send(response, canceled)
         except _TooSlow:
             self.canceled["too_slow"] = self.canceled.get("too_slow", 0) + 1
             canceled = WatchCanceledAnswer(
@@ -187,11 +212,19 @@ class WatchHandlers:
                 transport = request.transport
                 if transport is None or transport.is_closing():
                     raise _ClientGone
+                if self._leaderless_too_long():
+                    raise _NoLeader
         finally:
             if not waiting.done():
                 waiting.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await waiting
+
+    def _leaderless_too_long(self) -> bool:
+        """Whether this member has known no leader for `no_leader_timeout_s` (its own
+        clock); checked while a watch waits, every liveness check."""
+        timeout = self.no_leader_timeout_s
+        return bool(timeout) and self.service.node.leaderless_seconds() >= timeout
 
     async def _send(self, response: web.StreamResponse, message: WatchMessage) -> None:
         line = _ENCODER.encode(message) + b"\n"

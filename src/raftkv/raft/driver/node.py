@@ -211,6 +211,9 @@ class Node:
         self.removed = False
         self.stats = NodeStats()
         self._leader_id = NO_NODE
+        # When (this node's clock) it last lost its leader, or started without one; None
+        # while it knows a leader.
+        self._leaderless_since: float | None = self.clock.now()
         self._role = StateRole.FOLLOWER
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -520,6 +523,12 @@ class Node:
     @property
     def leader_id(self) -> NodeId:
         return self._leader_id
+
+    def leaderless_seconds(self) -> float:
+        """How long this node has known no leader (0 while it knows one): a member cut off
+        from the cluster, or one in a long election."""
+        since = self._leaderless_since
+        return 0.0 if since is None else max(0.0, self.clock.now() - since)
 
     @property
     def is_leader(self) -> bool:
@@ -934,6 +943,10 @@ class Node:
         if not changed:
             return
         self.stats.leader_changes += 1
+        if leader_id == NO_NODE:
+            self._leaderless_since = self.clock.now()
+        else:
+            self._leaderless_since = None
         self._leader_changed.set()
         self._leader_changed = asyncio.Event()
         if leader_id != NO_NODE:
