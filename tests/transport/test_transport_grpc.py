@@ -222,6 +222,8 @@ def test_a_frame_over_the_receivers_limit_fails_the_stream_and_the_link_recovers
         max_receive_message_bytes=256 * 1024,
         max_batch_bytes=128 * 1024,
         snapshot_chunk_bytes=64 * 1024,
+        max_snapshot_chunk_bytes=128 * 1024,
+        max_snapshot_chunks=1024,
     )
 
     async def scenario() -> None:
@@ -636,6 +638,11 @@ def test_the_bound_port_replaces_port_zero() -> None:
         ({"max_queue_messages": 0}, "max_queue_messages"),
         ({"max_batch_bytes": 128 * 1024 * 1024}, "max_batch_bytes exceeds"),
         ({"snapshot_chunk_bytes": 64 * 1024 * 1024}, "snapshot_chunk_bytes"),
+        ({"max_receive_message_bytes": 12 * 1024 * 1024}, "max_snapshot_chunk_bytes: a chunk"),
+        (
+            {"max_receive_message_bytes": 20 * 1024 * 1024, "max_snapshot_chunks": 1_000_000},
+            "max_snapshot_chunks .1000000.: an offer",
+        ),
         ({"request_timeout_seconds": 0.0}, "request_timeout_seconds"),
         ({"shutdown_grace_seconds": -1.0}, "shutdown_grace_seconds"),
         ({"reconnect_backoff_initial_seconds": 10.0}, "reconnect_backoff_initial_seconds"),

@@ -17,6 +17,12 @@ class TransportSettingsInvalid(ValueError):
     """A `GrpcTransportSettings` field is out of range, or a TLS file cannot be read."""
 
 
+# A snapshot offer lists every chunk (a 32-byte SHA-256 and a size of up to 10 varint
+# bytes) beside the MsgSnap without its data; 64 KiB is room enough for the rest.
+_OFFER_BYTES_PER_CHUNK = 42
+_MESSAGE_OVERHEAD_BYTES = 64 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class GrpcTransportSettings:
     """Everything GrpcTransport can be told. Validated on construction.
@@ -130,6 +136,18 @@ class GrpcTransportSettings:
             raise TransportSettingsInvalid(
                 "max_batch_bytes exceeds max_receive_message_bytes: a full frame would be "
                 "refused by a peer with the same settings"
+            )
+        # Refused here, with a message naming the setting, rather than by gRPC at run time
+        # (RESOURCE_EXHAUSTED) when a large snapshot is offered.
+        offer_bytes = self.max_snapshot_chunks * _OFFER_BYTES_PER_CHUNK + _MESSAGE_OVERHEAD_BYTES
+        if offer_bytes > self.max_receive_message_bytes:
+            raise TransportSettingsInvalid(
+                f"max_snapshot_chunks ({self.max_snapshot_chunks}): an offer of that many "
+                f"chunks ({offer_bytes} bytes) would exceed max_receive_message_bytes"
+            )
+        if self.max_snapshot_chunk_bytes + _MESSAGE_OVERHEAD_BYTES > self.max_receive_message_bytes:
+            raise TransportSettingsInvalid(
+                "max_snapshot_chunk_bytes: a chunk that long would exceed max_receive_message_bytes"
             )
         if self.snapshot_cache_bytes < 0:
             raise TransportSettingsInvalid(
