@@ -381,6 +381,14 @@ def receiving() -> IncomingSnapshot:
         ),
         (
             chunk_upload(
+                0,
+                zstandard.ZstdCompressor().compress(b"a" * 1000) + b"junk",
+                wire.CHUNK_ENCODING_ZSTD,
+            ),
+            "chunk 0 has 4 bytes after its zstd frame",
+        ),
+        (
+            chunk_upload(
                 0, zstandard.ZstdCompressor().compress(b"b" * 1000), wire.CHUNK_ENCODING_ZSTD
             ),
             "chunk 0 fails its SHA-256",
@@ -398,6 +406,7 @@ def receiving() -> IncomingSnapshot:
         "decompression bomb",
         "not a frame",
         "truncated frame",
+        "bytes after the frame",
         "compressed wrong content",
     ],
 )

@@ -443,7 +443,18 @@ def _decode_chunk(chunk: wire.SnapshotChunkData, size: int) -> bytes:
                 raise MalformedMessage(
                     f"snapshot chunk {position} declares {shown} where {size} bytes were announced"
                 )
-            raw = zstandard.ZstdDecompressor().decompress(chunk.data)
+            decompressor = zstandard.ZstdDecompressor().decompressobj()
+            raw = decompressor.decompress(chunk.data)
+            if not decompressor.eof:
+                raise MalformedMessage(
+                    f"snapshot chunk {position} does not decompress: its zstd frame is cut short"
+                )
+            # One frame, nothing after it: bytes past the frame are not ours to ignore.
+            if decompressor.unused_data:
+                raise MalformedMessage(
+                    f"snapshot chunk {position} has {len(decompressor.unused_data)} bytes "
+                    "after its zstd frame"
+                )
         except zstandard.ZstdError as error:
             raise MalformedMessage(
                 f"snapshot chunk {position} does not decompress: {error}"
