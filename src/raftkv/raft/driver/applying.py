@@ -52,6 +52,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("raftkv.node")
 
+# Without a writer thread, a background snapshot is encoded on the loop after up to this
+# many turns (LocalCluster's run_until advances its clock every 8): 0 to about 4 clock steps.
+_SIMULATED_BUILD_TURNS = 32
+
 
 def install_snapshot(node: Node, snapshot: Snapshot) -> None:
     # Entries this node appended as leader at or below the snapshot are never applied
@@ -227,8 +231,18 @@ async def _build_snapshot(
     peers: dict[NodeId, str],
     produce: Callable[[], bytes],
 ) -> tuple[Snapshot, float]:
-    loop = asyncio.get_running_loop()
-    data = await loop.run_in_executor(None, lambda: encode_snapshot(peers, produce()))
+    if node._writer is None:
+        # A deterministic simulation (persisting inline): a worker thread would finish
+        # after as many loop turns, so as much simulated time, as the OS decides. Encode on
+        # the loop instead, after a number of turns the node's rng decides, so the loop
+        # still applies entries and installs snapshots while the build is under way. Turns,
+        # not clock time: stop() awaits the build, and nothing advances a ManualClock then.
+        for _ in range(node._rng.randrange(_SIMULATED_BUILD_TURNS)):
+            await asyncio.sleep(0)
+        data = encode_snapshot(peers, produce())
+    else:
+        loop = asyncio.get_running_loop()
+        data = await loop.run_in_executor(None, lambda: encode_snapshot(peers, produce()))
     return await node._submit_write(node.storage.create_snapshot, applied, conf_state, data)
 
 
