@@ -472,3 +472,29 @@ def test_a_slow_checkpoint_does_not_hold_up_expiries() -> None:
         await kv.stop()
 
     run(scenario)
+
+
+def test_stop_cancels_the_keepers_tasks_in_the_order_they_started() -> None:
+    """They were kept in a set, whose order follows memory addresses: the order in which
+    cancelled expiries resumed changed from one run of a seeded simulation to the next."""
+
+    async def scenario() -> None:
+        kv = await started()
+        keeper = kv.keepers[NodeId(1)]
+        cancelled: list[int] = []
+
+        async def pending(number: int) -> None:
+            try:
+                await asyncio.get_running_loop().create_future()
+            except asyncio.CancelledError:
+                cancelled.append(number)
+                raise
+
+        for number in range(20):
+            keeper._spawn(pending(number))
+        await asyncio.sleep(0)
+        await keeper.stop()
+        assert cancelled == list(range(20))
+        await kv.stop()
+
+    run(scenario)

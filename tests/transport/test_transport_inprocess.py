@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 from random import Random
 
+import pytest
 from transport_helpers import heartbeat, run
 
 from raftkv.raft.core.types import Message, MessageType, NodeId, Snapshot, SnapshotMetadata
 from raftkv.raft.driver.clock import ManualClock
+from raftkv.raft.transport.base import MemberAction, MemberRequest, MemberResponse, TransportError
 from raftkv.raft.transport.inprocess import InProcessNetwork, InProcessTransport
 from raftkv.testing import RecordingHandler
 from raftkv.testing.transport_conformance import wait_until
@@ -115,5 +117,46 @@ def test_a_receiver_learns_an_unknown_senders_address() -> None:
         first.send([heartbeat(1, 2)])
         await wait_until(lambda: bool(second_handler.delivered), "delivery")
         assert second.peers() == {1: "a"}
+
+    run(scenario())
+
+
+class SilentHandler(RecordingHandler):
+    """Answers member requests only once told to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer: asyncio.Future[MemberResponse] | None = None
+
+    async def handle_member_request(self, request: MemberRequest) -> MemberResponse:
+        self.member_requests.append(request)
+        self.answer = asyncio.get_running_loop().create_future()
+        return await self.answer
+
+
+def test_a_member_request_times_out_on_the_networks_clock_not_the_wall_clock() -> None:
+    """It used asyncio.timeout, the loop's wall clock: in a ManualClock simulation a short
+    timeout fired or not depending on the machine's speed."""
+
+    async def scenario() -> None:
+        clock = ManualClock()
+        network = InProcessNetwork(clock=clock)
+        a, b = network.transport("a"), network.transport("b")
+        handler = SilentHandler()
+        await a.start(RecordingHandler())
+        await b.start(handler)
+        request = MemberRequest(MemberAction.PROMOTE, NodeId(2))
+        asking = asyncio.ensure_future(a.member_request("b", request, 0.001))
+        await asyncio.sleep(0.01)  # ten times the timeout, on the wall clock
+        assert not asking.done()
+        clock.advance(0.001)
+        with pytest.raises(TransportError, match="did not answer"):
+            await asking
+        # An answer in time is returned.
+        asking = asyncio.ensure_future(a.member_request("b", request, 1.0))
+        await settle()
+        assert handler.answer is not None
+        handler.answer.set_result(MemberResponse(ok=True, leader_id=NodeId(2)))
+        assert (await asking).leader_id == 2
 
     run(scenario())

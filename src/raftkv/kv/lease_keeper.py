@@ -72,7 +72,9 @@ class LeaseKeeper:
         self._in_flight: set[int] = set()
         # Whether a checkpoint is being proposed (at most one at a time).
         self._checkpointing = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        # Expiries and checkpoints under way: a dict, as an ordered set, so stop() cancels
+        # them in the order they started (a set of tasks iterates in address order).
+        self._tasks: dict[asyncio.Task[None], None] = {}
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -170,5 +172,5 @@ class LeaseKeeper:
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[task] = None
+        task.add_done_callback(lambda done: self._tasks.pop(done, None))

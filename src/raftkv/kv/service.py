@@ -23,7 +23,7 @@ Stopped.
 
 from __future__ import annotations
 
-import secrets
+import random
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -89,14 +89,23 @@ class LeaseStatus:
 
 
 class KvService:
+    """`rng`: where lease ids granted without one come from; by default the OS's
+    randomness (`random.SystemRandom`, as `secrets`), a seeded `Random` in simulations."""
+
     def __init__(
-        self, node: Node, machine: KvStateMachine, settings: KvSettings | None = None
+        self,
+        node: Node,
+        machine: KvStateMachine,
+        settings: KvSettings | None = None,
+        *,
+        rng: random.Random | None = None,
     ) -> None:
         if node.state_machine is not machine:
             raise ValueError("the KvStateMachine must be the one the node applies to")
         self.node = node
         self.machine = machine
         self.settings = settings if settings is not None else KvSettings()
+        self._rng = rng if rng is not None else random.SystemRandom()
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -154,7 +163,7 @@ class KvService:
         if lease_id:
             return await self._write(LeaseGrant(lease_id, ttl), LeaseGrantResult, "", 0, timeout)
         for attempt in range(_GRANT_ATTEMPTS):
-            chosen = secrets.randbelow(_MAX_LEASE_ID) + 1
+            chosen = self._rng.randint(1, _MAX_LEASE_ID)
             try:
                 return await self._write(LeaseGrant(chosen, ttl), LeaseGrantResult, "", 0, timeout)
             except LeaseExists:

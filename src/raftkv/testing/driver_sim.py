@@ -309,12 +309,33 @@ class _Run:
         outcome = lin.check_history(self.history)
         if not outcome:
             self.result.failures.append("not linearizable:\n" + outcome.describe())
+        self.result.trace_hash = self.trace_hash()
+
+    def trace_hash(self, *lines: str) -> str:
+        """A digest of the run: the nemesis' events, the client history, `lines`, then a
+        one-line status per node. A seed must give the same digest in any process (no set
+        order of str or objects, no wall clock, no unseeded randomness: tests/sim/
+        test_sim_determinism.py runs seeds under two PYTHONHASHSEEDs)."""
+        trace = [
+            *self.events,
+            *(operation.describe() for operation in self.history),
+            *lines,
+            *(_status_line(node) for _, node in sorted(self.cluster.nodes.items())),
+        ]
         digest = hashlib.sha256()
-        for line in self.events:
-            digest.update(line.encode())
-        for operation in self.history:
-            digest.update(operation.describe().encode())
-        self.result.trace_hash = digest.hexdigest()[:16]
+        for line in trace:
+            digest.update(line.encode() + b"\n")
+        return digest.hexdigest()[:16]
+
+
+def _status_line(node: Node) -> str:
+    status, stats = node.status(), node.stats
+    return (
+        f"node {node.id} {status.role.value} term {status.term} commit {status.commit_index} "
+        f"applied {status.applied_index} log {status.first_index}..{status.last_index} "
+        f"snapshot {status.snapshot_index} leader changes {stats.leader_changes} "
+        f"snapshots {stats.snapshots_created} created {stats.snapshots_installed} installed"
+    )
 
 
 def run_seed(seed: int, *, nodes: int = 3, duration_s: float = 20.0) -> DriverSimResult:

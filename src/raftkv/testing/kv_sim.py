@@ -28,6 +28,7 @@ import sys
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from random import Random
 from typing import Any
 
 from raftkv.kv.commands import KvCommand, Put, Range, encode_command
@@ -75,6 +76,11 @@ class _KvRun(_Run):
         # (id -> renewed_index); per lease, the highest renewed_index any node held.
         self._held: dict[int, tuple[KvStateMachine, dict[int, int]]] = {}
         self._latest_renewal: dict[int, int] = {}
+        # For the trace: each client request, when it was sent and how it ended.
+        self.requests: list[str] = []
+        # Where a grant without an id takes one (this workload names its leases; seeded
+        # all the same, as nothing in a run may depend on the OS's randomness).
+        self._lease_id_rng = Random(f"{seed}/lease ids")
 
     def make_state_machine(self, storage: RaftStorage) -> StateMachine:
         return KvStateMachine(storage.app_data(), clock=self.cluster.clock)
@@ -88,7 +94,7 @@ class _KvRun(_Run):
         return machine
 
     def service(self, node: Node) -> KvService:
-        return KvService(node, self.kv(node))
+        return KvService(node, self.kv(node), rng=self._lease_id_rng)
 
     # -- clients ----------------------------------------------------------------------------
 
@@ -104,29 +110,41 @@ class _KvRun(_Run):
             lease_id = self.rng.choice(LEASES)
             sent = clock.now()
             self.result.operations += 1
+            request = f"{sent:.2f} client {number} via {node.id}:"
             try:
                 if choice < 0.35:
                     lease = self.rng.choice((0, lease_id))
-                    await service.put(self.rng.choice(KEYS), f"{number}".encode(), lease=lease)
+                    key = self.rng.choice(KEYS)
+                    request += f" put {key!r} lease {lease}"
+                    await service.put(key, f"{number}".encode(), lease=lease)
                 elif choice < 0.45:
-                    await service.delete_range(self.rng.choice(KEYS))
+                    key = self.rng.choice(KEYS)
+                    request += f" delete {key!r}"
+                    await service.delete_range(key)
                 elif choice < 0.6:
                     ttl = self.rng.randint(2, 4)
+                    request += f" grant {lease_id} ttl {ttl}"
                     await service.lease_grant(ttl, lease_id)
                     self.leases[lease_id] = _Lease(ttl, [sent])
                 elif choice < 0.9:
+                    request += f" keep alive {lease_id}"
                     await service.lease_keep_alive(lease_id)
                     if lease_id in self.leases:
                         self.leases[lease_id].renewed_at.append(sent)
                 else:
+                    request += f" revoke {lease_id}"
                     self.revokes.setdefault(lease_id, []).append(sent)
                     await service.lease_revoke(lease_id)
                 self.result.acknowledged += 1
-            except KvError:
+                request += " ok"
+            except KvError as error:
+                request += f" {type(error).__name__}"
                 if choice >= 0.9:
                     self.revokes[lease_id].remove(sent)  # applied as "not found": no effect
-            except RaftError:
-                pass  # outcome unknown: a revoke's send time stays in `revokes`
+            except RaftError as error:
+                # Outcome unknown: a revoke's send time stays in `revokes`.
+                request += f" {type(error).__name__}"
+            self.requests.append(f"{request} at {clock.now():.2f}")
             await clock.sleep(self.rng.uniform(0.0, 0.3))
 
     # -- background: keepers, watchers, the lease observer ----------------------------------
@@ -305,7 +323,7 @@ class _KvRun(_Run):
                         f"node {node.id}: key {key_value.key!r} names missing lease "
                         f"{key_value.lease}"
                     )
-        self.result.trace_hash = reference.state_hash()[:16]
+        self.result.trace_hash = self.trace_hash(*self.requests, reference.state_hash())
 
 
 def run_seed(seed: int, *, nodes: int = 3, duration_s: float = 15.0) -> DriverSimResult:

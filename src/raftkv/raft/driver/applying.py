@@ -52,6 +52,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("raftkv.node")
 
+# Without a writer thread, a background snapshot is encoded on the loop after 1 to this many
+# turns, log-uniformly: as a worker thread's build would, most finish at once and some take
+# long (LocalCluster's run_until advances its clock a step every 8 turns: up to about 6
+# simulated seconds).
+_MAX_SIMULATED_BUILD_TURNS = 1024
+
 
 def install_snapshot(node: Node, snapshot: Snapshot) -> None:
     # Entries this node appended as leader at or below the snapshot are never applied
@@ -234,8 +240,19 @@ async def _build_snapshot(
     peers: dict[NodeId, str],
     produce: Callable[[], bytes],
 ) -> tuple[Snapshot, float]:
-    loop = asyncio.get_running_loop()
-    data = await loop.run_in_executor(None, lambda: encode_snapshot(peers, produce()))
+    if node._writer is None:
+        # A deterministic simulation (persisting inline): a worker thread would finish
+        # after as many loop turns, so as much simulated time, as the OS decides (up to
+        # tens of simulated seconds). Encode on the loop instead, after a number of turns
+        # the node's rng decides, so the loop still applies entries and installs snapshots
+        # while the build is under way. Turns, not clock time: stop() awaits the build, and
+        # nothing advances a ManualClock then.
+        for _ in range(int(_MAX_SIMULATED_BUILD_TURNS ** node._rng.random())):
+            await asyncio.sleep(0)
+        data = encode_snapshot(peers, produce())
+    else:
+        loop = asyncio.get_running_loop()
+        data = await loop.run_in_executor(None, lambda: encode_snapshot(peers, produce()))
     return await node._submit_write(node.storage.create_snapshot, applied, conf_state, data)
 
 

@@ -61,7 +61,9 @@ class NodeSettings:
     # stop(): a leader first hands leadership to a caught-up voter, waiting this long.
     stop_transfer_timeout_s: float = 3.0
     # Persist in a writer thread (production) or inline on the loop (deterministic
-    # simulation with MemoryStorage).
+    # simulation with MemoryStorage). Inline, a BackgroundSnapshots state machine's
+    # snapshot is also encoded on the loop (after a number of loop turns drawn from the
+    # node's rng), not on a worker thread whose timing no seed decides.
     persist_in_thread: bool = True
 
     def __post_init__(self) -> None:

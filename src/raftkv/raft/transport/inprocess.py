@@ -12,6 +12,7 @@ of the event loop, so a node is never re-entered from inside its own `send`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from random import Random
 
@@ -186,11 +187,20 @@ class InProcessTransport:
             raise NotDelivered(f"no node listens at {address}")
         if not self.network.connected(self.address, address):
             raise NotDelivered(f"{address} is unreachable (partitioned)")
+        # Timed on the network's clock, as delays are: asyncio.timeout would use the event
+        # loop's wall clock, which makes a ManualClock simulation depend on machine speed.
+        answer = asyncio.ensure_future(destination.handler.handle_member_request(request))
+        expiry = asyncio.ensure_future(self.network.clock.sleep(timeout))
         try:
-            async with asyncio.timeout(timeout):
-                return await destination.handler.handle_member_request(request)
-        except TimeoutError as error:
-            raise TransportError(f"{address} did not answer in {timeout}s") from error
+            await asyncio.wait((answer, expiry), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            expiry.cancel()
+            answer.cancel()  # a no-op once it is done
+        if not answer.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await answer
+            raise TransportError(f"{address} did not answer in {timeout}s")
+        return answer.result()
 
     async def stop(self) -> None:
         self.running = False
