@@ -458,7 +458,7 @@ def test_a_slow_checkpoint_does_not_hold_up_expiries() -> None:
             checkpoints.append(arguments)
             await stuck.wait()
 
-        service.lease_checkpoint = hanging_checkpoint  # type: ignore[method-assign]
+        service.lease_checkpoint = hanging_checkpoint  # type: ignore[method-assign,assignment]
         await kv.run(service.lease_grant(2, 7))
         await kv.run(keeper.run_once())  # ready for this term; starts counting to a checkpoint
         await kv.wait(1.5)
