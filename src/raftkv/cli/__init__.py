@@ -2,7 +2,7 @@
 
 Server verbs (`serve`, `dev`) live in `raftkv.cli.server_commands`; client verbs (`put`,
 `get`, `del`, `range`, `txn`, `status`, `members`) in `raftkv.cli.kv_commands`, `lease`
-and `watch` in `raftkv.cli.lease_watch_commands`. Each module
+and `watch` in `raftkv.cli.lease_watch_commands`, `lock` in `raftkv.cli.lock_commands`. Each module
 adds its subcommands with `add_commands(subparsers)`; a subcommand's `handler(arguments)`
 returns the process exit code. Heavy imports (RocksDB, gRPC, aiohttp) happen inside the
 server handlers only, so client verbs start fast.
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     from raftkv.cli import (  # noqa: PLC0415
         kv_commands,
         lease_watch_commands,
+        lock_commands,
         server_commands,
         snapshot_commands,
     )
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     server_commands.add_commands(subparsers)
     kv_commands.add_commands(subparsers)
     lease_watch_commands.add_commands(subparsers, [kv_commands.common_flags()])
+    lock_commands.add_commands(subparsers, [kv_commands.common_flags()])
     snapshot_commands.add_commands(subparsers)
     return parser
 
