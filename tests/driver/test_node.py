@@ -12,6 +12,7 @@ import pytest
 from raftkv.raft.core.errors import NotLeader, ProposalDropped
 from raftkv.raft.core.types import Message, MessageType, NodeId, StateRole
 from raftkv.raft.driver.errors import (
+    MembershipError,
     NotCaughtUp,
     ProposalTimeout,
     ReadTimeout,
@@ -382,6 +383,50 @@ def test_membership_add_learner_promote_and_remove() -> None:
     run_scenario(scenario)
 
 
+def test_a_removed_id_is_never_reused_and_a_zombie_is_not_heard() -> None:
+    async def scenario() -> None:
+        settings = NodeSettings(
+            snapshot_every_entries=5, snapshot_keep_entries=0, promote_max_lag_entries=0
+        )
+        cluster = LocalCluster(3, state_machine=memory_dict, settings=settings)
+        await cluster.start()
+        leader = await cluster.wait_for_leader()
+        zombie = next(node_id for node_id in cluster.nodes if node_id != leader.id)
+        # Down when removed: it will never learn it was.
+        await cluster.crash(zombie)
+        await cluster.complete(leader.remove_member(zombie))
+        with pytest.raises(MembershipError, match="never reused"):
+            await cluster.complete(leader.add_learner(zombie, address_of(zombie)))
+        for number in range(12):  # snapshots taken after the removal, the log compacted
+            await cluster.complete(leader.propose(encode_set(f"k{number}", "v")))
+        # A new member catches up from such a snapshot: it learns the removed id there.
+        joiner = await cluster.add_joiner(NodeId(4))
+        await cluster.complete(leader.add_learner(NodeId(4), address_of(NodeId(4))))
+        await cluster.run_until(lambda: len(dict_of(cluster, 4)) == 12)
+        assert joiner.stats.snapshots_installed >= 1
+        assert zombie in joiner.removed_ids and zombie in leader.removed_ids
+        # The zombie comes back believing it is a voter and campaigns: nobody hears it.
+        others = [node for node_id, node in cluster.nodes.items() if node_id != zombie]
+        rejected = {node.id: node.stats.messages_rejected for node in others}
+        restarted = await cluster.restart(zombie)
+        survivor = next(node for node in others if node.id not in (leader.id, 4))
+        await cluster.run_until(
+            lambda: (
+                survivor.stats.messages_rejected > rejected[survivor.id]
+                and leader.stats.messages_rejected > rejected[leader.id]
+            )
+        )
+        assert not restarted.is_leader and leader.is_leader
+        assert await cluster.complete(leader.propose(encode_set("after", "1"))) == "1"
+        # A restart rebuilds the removed ids from the snapshot and the log.
+        await cluster.crash(survivor.id)
+        again = await cluster.restart(survivor.id)
+        assert zombie in again.removed_ids
+        await cluster.stop()
+
+    run_scenario(scenario)
+
+
 def test_promote_refuses_a_learner_that_lags() -> None:
     async def scenario() -> None:
         settings = NodeSettings(promote_max_lag_entries=0)
@@ -536,8 +581,6 @@ def test_join_adds_a_learner_catches_it_up_and_promotes_it() -> None:
 
 
 def test_adding_an_existing_member_again_is_idempotent_unless_the_address_differs() -> None:
-    from raftkv.raft.driver.errors import MembershipError
-
     async def scenario() -> None:
         cluster = LocalCluster(3, state_machine=memory_dict)
         await cluster.start()

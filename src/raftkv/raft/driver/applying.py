@@ -68,8 +68,9 @@ def install_snapshot(node: Node, snapshot: Snapshot) -> None:
             ProposalTimeout(f"outcome unknown: entry {index} is covered by a snapshot"),
         )
     started = time.perf_counter()
-    peers, app = node._decode_snapshot(snapshot)
+    peers, removed, app = node._decode_snapshot(snapshot)
     node._peers.update(peers)
+    node._removed |= removed
     metadata = snapshot.metadata
     node.state_machine.restore(app, metadata.index, metadata.term)
     node._snapshot_index = max(node._snapshot_index, metadata.index)
@@ -167,9 +168,13 @@ def apply_conf_change(node: Node, rawnode: RawNode, entry: Entry) -> None:
         return
     node._peers.update(peers)
     members = conf_state.voters | conf_state.learners | conf_state.voters_outgoing
+    # A member now is not a removed one (a log from before ids were never reused may
+    # add one again: every node follows its log alike).
+    node._removed -= members
     removed_here = False
     for single in change.changes:
         if single.type is ConfChangeType.REMOVE_NODE and single.node_id not in members:
+            node._removed.add(single.node_id)
             node._peers.pop(single.node_id, None)
             if single.node_id == node.id:
                 # Keep the transport: until the new voters have applied this they may
@@ -223,11 +228,14 @@ def maybe_snapshot(node: Node, rawnode: RawNode) -> None:
         # Captured here, at `applied`; serialized on a worker thread; stored by the writer.
         produce = machine.snapshot_later()
         peers = dict(node._peers)
-        task = asyncio.ensure_future(_build_snapshot(node, applied, conf_state, peers, produce))
+        removed = frozenset(node._removed)
+        task = asyncio.ensure_future(
+            _build_snapshot(node, applied, conf_state, peers, produce, removed=removed)
+        )
         task.add_done_callback(lambda _: node._wake.set())
         node._snapshot_write = task
         return
-    data = encode_snapshot(dict(node._peers), machine.snapshot())
+    data = encode_snapshot(dict(node._peers), machine.snapshot(), node._removed)
     node._snapshot_write = node._submit_write(
         node.storage.create_snapshot, applied, conf_state, data
     )
@@ -239,6 +247,8 @@ async def _build_snapshot(
     conf_state: ConfState,
     peers: dict[NodeId, str],
     produce: Callable[[], bytes],
+    *,
+    removed: frozenset[NodeId],
 ) -> tuple[Snapshot, float]:
     if node._writer is None:
         # A deterministic simulation (persisting inline): a worker thread would finish
@@ -249,10 +259,10 @@ async def _build_snapshot(
         # nothing advances a ManualClock then.
         for _ in range(int(_MAX_SIMULATED_BUILD_TURNS ** node._rng.random())):
             await asyncio.sleep(0)
-        data = encode_snapshot(peers, produce())
+        data = encode_snapshot(peers, produce(), removed)
     else:
         loop = asyncio.get_running_loop()
-        data = await loop.run_in_executor(None, lambda: encode_snapshot(peers, produce()))
+        data = await loop.run_in_executor(None, lambda: encode_snapshot(peers, produce(), removed))
     return await node._submit_write(node.storage.create_snapshot, applied, conf_state, data)
 
 

@@ -14,7 +14,7 @@ strict: an unknown version or a malformed envelope is an error, never a guess.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -62,14 +62,28 @@ class _ConfChangeContext(msgspec.Struct, array_like=True, forbid_unknown_fields=
     peers: dict[int, str]
 
 
-class _SnapshotEnvelope(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
-    version: int
+# The snapshot envelope is a msgpack array whose first element is its version (the tag) and
+# whose last is the application's bytes (so a chunked container the application wrote
+# stays readable from the end of the whole snapshot: raftkv.raft.snapshot_chunks).
+class _SnapshotEnvelopeV1(
+    msgspec.Struct, array_like=True, forbid_unknown_fields=True, tag=1, tag_field="version"
+):
     peers: dict[int, str]
     app: bytes
 
 
+class _SnapshotEnvelopeV2(
+    msgspec.Struct, array_like=True, forbid_unknown_fields=True, tag=2, tag_field="version"
+):
+    peers: dict[int, str]
+    # Ids removed from the cluster up to the snapshot: never members again (see
+    # Node._removed).
+    removed: list[int]
+    app: bytes
+
+
 _CONTEXT_DECODER = msgspec.msgpack.Decoder(_ConfChangeContext)
-_SNAPSHOT_DECODER = msgspec.msgpack.Decoder(_SnapshotEnvelope)
+_SNAPSHOT_DECODER = msgspec.msgpack.Decoder(_SnapshotEnvelopeV1 | _SnapshotEnvelopeV2)
 _ENCODER = msgspec.msgpack.Encoder()
 
 
@@ -98,18 +112,31 @@ def decode_conf_change_context(data: bytes) -> tuple[RequestId | None, dict[Node
     return request, {NodeId(peer): address for peer, address in context.peers.items()}
 
 
-def encode_snapshot(peers: dict[NodeId, str], app: bytes) -> bytes:
-    return _ENCODER.encode(_SnapshotEnvelope(version=1, peers=dict(peers.items()), app=app))
+def encode_snapshot(peers: dict[NodeId, str], app: bytes, removed: Iterable[NodeId] = ()) -> bytes:
+    envelope = _SnapshotEnvelopeV2(peers=dict(peers.items()), removed=sorted(removed), app=app)
+    return _ENCODER.encode(envelope)
 
 
 def decode_snapshot(data: bytes) -> tuple[dict[NodeId, str], bytes]:
+    """The peers and the application's bytes of a snapshot's data."""
+    peers, _, app = decode_snapshot_envelope(data)
+    return peers, app
+
+
+def decode_snapshot_envelope(data: bytes) -> tuple[dict[NodeId, str], frozenset[NodeId], bytes]:
+    """The peers, the removed ids and the application's bytes of a snapshot's data."""
     try:
         envelope = _SNAPSHOT_DECODER.decode(data)
     except msgspec.DecodeError as error:
+        # msgspec names an unknown tag ("Invalid value 3 - at `$[0]`").
         raise EnvelopeError(f"snapshot envelope is malformed: {error}") from error
-    if envelope.version != 1:
-        raise EnvelopeError(f"snapshot envelope version {envelope.version} is unknown")
-    return {NodeId(peer): address for peer, address in envelope.peers.items()}, envelope.app
+    peers = {NodeId(peer): address for peer, address in envelope.peers.items()}
+    removed = (
+        frozenset(NodeId(peer) for peer in envelope.removed)
+        if isinstance(envelope, _SnapshotEnvelopeV2)
+        else frozenset()
+    )
+    return peers, removed, envelope.app
 
 
 def check_forwarded_entries(entries: Sequence[Entry]) -> None:

@@ -231,6 +231,13 @@ def _prepare_change(node: Node, request: MemberRequest) -> ConfState | tuple[Req
     if request.action is MemberAction.ADD_LEARNER:
         if not request.address:
             raise MembershipError("invalid", "adding a learner needs its address")
+        if node_id in node._removed:
+            raise MembershipError(
+                "invalid",
+                f"node id {node_id} was removed from this cluster and is never reused "
+                "(its old machine could come back believing it is a member): give the new "
+                "node a new id",
+            )
         if node_id in conf_state.voters | conf_state.learners:
             if node._peers.get(node_id) == request.address:
                 # Already a member at that address: a retried join, done already.

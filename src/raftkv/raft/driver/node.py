@@ -67,7 +67,7 @@ from raftkv.raft.driver.envelope import (
     EnvelopeError,
     RequestId,
     check_forwarded_entries,
-    decode_snapshot,
+    decode_snapshot_envelope,
     encode_proposal,
     encode_snapshot,
 )
@@ -211,6 +211,11 @@ class Node:
         self.removed = False
         self.stats = NodeStats()
         self._leader_id = NO_NODE
+        # Ids removed from the cluster (from the snapshot, then applied REMOVE changes):
+        # never added again, and their messages are dropped. A removed machine that was
+        # down when removed still thinks itself a member; were its id reused, its stale
+        # vote would count as the new member's (etcd never reuses member ids either).
+        self._removed: set[NodeId] = set()
         # When (this node's clock) it last lost its leader, or started without one; None
         # while it knows a leader.
         self._leaderless_since: float | None = self.clock.now()
@@ -262,9 +267,10 @@ class Node:
         snapshot = self.storage.snapshot()
         applied = self.state_machine.applied_index()
         if not snapshot.is_empty():
-            peers, app = self._decode_snapshot(snapshot)
+            peers, removed, app = self._decode_snapshot(snapshot)
             for peer, address in peers.items():
                 self._peers.setdefault(peer, address)
+            self._removed |= removed
             if applied < snapshot.metadata.index:
                 self.state_machine.restore(app, snapshot.metadata.index, snapshot.metadata.term)
             self._snapshot_index = snapshot.metadata.index
@@ -524,6 +530,11 @@ class Node:
     def leader_id(self) -> NodeId:
         return self._leader_id
 
+    @property
+    def removed_ids(self) -> frozenset[NodeId]:
+        """Ids removed from the cluster: never added again, their messages dropped."""
+        return frozenset(self._removed)
+
     def leaderless_seconds(self) -> float:
         """How long this node has known no leader (0 while it knows one): a member cut off
         from the cluster, or one in a long election."""
@@ -637,6 +648,11 @@ class Node:
         while inbox:
             message = inbox.popleft()
             if message.to != self.id:
+                self.stats.messages_rejected += 1
+                continue
+            if message.sender in self._removed:
+                # A removed member that does not know it (it was down when removed): it
+                # is no member, whatever it says.
                 self.stats.messages_rejected += 1
                 continue
             try:
@@ -919,9 +935,11 @@ class Node:
         self._proposals[request] = _Pending(future, self.clock.now() + wait)
         return future
 
-    def _decode_snapshot(self, snapshot: Snapshot) -> tuple[dict[NodeId, str], bytes]:
+    def _decode_snapshot(
+        self, snapshot: Snapshot
+    ) -> tuple[dict[NodeId, str], frozenset[NodeId], bytes]:
         try:
-            return decode_snapshot(snapshot.data)
+            return decode_snapshot_envelope(snapshot.data)
         except EnvelopeError as error:
             raise EnvelopeError(f"snapshot at index {snapshot.metadata.index}: {error}") from error
 
