@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from raftkv.client.errors import ClientError, LeaseNotFound
+from raftkv.client.results import LeaseKeepAliveResult
 
 if TYPE_CHECKING:
     from raftkv.client.async_client import Client
@@ -60,6 +61,8 @@ class LeaseLife:
         self.ttl = ttl
         self.deadline = granted_at + ttl
         self.gone = False
+        # Whether the last keep-alive failed (the next one is a retry, sooner).
+        self.failed = False
 
     @property
     def interval_s(self) -> float:
@@ -73,32 +76,36 @@ class LeaseLife:
     def alive(self, now: float) -> bool:
         return not self.gone and now < self.deadline
 
-    def next_delay(self, now: float, failed: bool) -> float:
+    def next_delay(self, now: float) -> float:
         """How long until the next keep-alive: the interval, or a retry after a failure,
         never past the deadline."""
-        wanted = min(RETRY_S, self.interval_s) if failed else self.interval_s
+        wanted = min(RETRY_S, self.interval_s) if self.failed else self.interval_s
         return max(0.0, min(wanted, self.deadline - now))
 
+    def answered(self, sent_at: float, outcome: LeaseKeepAliveResult | ClientError) -> bool:
+        """Take the outcome of a keep-alive sent at `sent_at`; False once the lease is
+        found gone (nothing more to keep alive)."""
+        if isinstance(outcome, LeaseNotFound):
+            self.gone = True
+            return False
+        if isinstance(outcome, ClientError):
+            logger.warning("keep-alive of lease %d failed: %s", self.id, outcome)
+            self.failed = True
+            return True
+        self.renewed(sent_at, outcome.ttl)
+        self.failed = False
+        return True
 
-class KeptLease:
-    """A lease kept alive by a task of the client's event loop (see the module
-    docstring): granted by `open()` (or entering `async with`), revoked by `close()`.
-    `id`, `ttl` (granted), `lost` (an asyncio.Event), `alive`, `deadline`."""
 
-    def __init__(
-        self,
-        client: Client,
-        ttl: int,
-        lease_id: int,
-        sleep: Callable[[float], Awaitable[None]],
-        clock: Callable[[], float],
-    ) -> None:
-        self._client = client
+class _Kept:
+    """What both kept leases share: the lease asked for, its life once granted, and what
+    the holder reads (`id`, `ttl`, `deadline`, `alive`, `lost`)."""
+
+    lost: asyncio.Event | threading.Event
+
+    def __init__(self, ttl: int, lease_id: int, clock: Callable[[], float]) -> None:
         self._asked = (ttl, lease_id)
-        self._sleep = sleep
         self._clock = clock
-        self.lost = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._granted: LeaseLife | None = None
 
     @property
@@ -106,19 +113,6 @@ class KeptLease:
         if self._granted is None:
             raise RuntimeError("the lease is not granted yet: open() it first")
         return self._granted
-
-    async def open(self) -> KeptLease:
-        """Grant the lease and start keeping it alive."""
-        if self._granted is not None:
-            raise RuntimeError("the lease was opened already")
-        ttl, lease_id = self._asked
-        granted_at = self._clock()
-        granted = await self._client.lease_grant(ttl, id=lease_id)
-        self._granted = LeaseLife(granted.id, granted.ttl, granted_at)
-        self._task = asyncio.get_running_loop().create_task(
-            self._keep_alive(), name=f"raftkv-lease-{granted.id}"
-        )
-        return self
 
     @property
     def id(self) -> int:
@@ -137,6 +131,50 @@ class KeptLease:
     def alive(self) -> bool:
         return not self.lost.is_set() and self._life.alive(self._clock())
 
+    def _check_not_opened(self) -> None:
+        if self._granted is not None:
+            raise RuntimeError("the lease was opened already")
+
+    def _to_revoke(self) -> int | None:
+        """The lease's id if closing should revoke it (granted, not gone); marks it gone."""
+        life = self._granted
+        if life is None or life.gone:
+            return None
+        life.gone = True
+        return life.id
+
+
+class KeptLease(_Kept):
+    """A lease kept alive by a task of the client's event loop (see the module
+    docstring): granted by `open()` (or entering `async with`), revoked by `close()`.
+    `id`, `ttl` (granted), `lost` (an asyncio.Event), `alive`, `deadline`."""
+
+    def __init__(
+        self,
+        client: Client,
+        ttl: int,
+        lease_id: int,
+        sleep: Callable[[float], Awaitable[None]],
+        clock: Callable[[], float],
+    ) -> None:
+        super().__init__(ttl, lease_id, clock)
+        self._client = client
+        self._sleep = sleep
+        self.lost: asyncio.Event = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def open(self) -> KeptLease:
+        """Grant the lease and start keeping it alive."""
+        self._check_not_opened()
+        ttl, lease_id = self._asked
+        granted_at = self._clock()
+        granted = await self._client.lease_grant(ttl, id=lease_id)
+        self._granted = LeaseLife(granted.id, granted.ttl, granted_at)
+        self._task = asyncio.get_running_loop().create_task(
+            self._keep_alive(), name=f"raftkv-lease-{granted.id}"
+        )
+        return self
+
     async def close(self, revoke: bool = True) -> None:
         """Stop keeping it alive; revoke it (deleting its keys) unless it is gone."""
         if self._task is not None:
@@ -144,11 +182,10 @@ class KeptLease:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        life = self._granted
-        if revoke and life is not None and not life.gone:
-            life.gone = True
+        lease_id = self._to_revoke() if revoke else None
+        if lease_id is not None:
             with contextlib.suppress(LeaseNotFound):
-                await self._client.lease_revoke(life.id)
+                await self._client.lease_revoke(lease_id)
 
     async def __aenter__(self) -> KeptLease:
         return await self.open()
@@ -163,52 +200,38 @@ class KeptLease:
 
     async def _keep_alive(self) -> None:
         life = self._life
-        failed = False
         while True:
-            await self._sleep(life.next_delay(self._clock(), failed))
+            await self._sleep(life.next_delay(self._clock()))
             if not life.alive(self._clock()):
                 break
             sent_at = self._clock()
+            outcome: LeaseKeepAliveResult | ClientError
             try:
-                result = await self._client.lease_keep_alive(life.id)
-            except LeaseNotFound:
-                life.gone = True
-                break
+                outcome = await self._client.lease_keep_alive(life.id)
             except ClientError as error:
-                logger.warning("keep-alive of lease %d failed: %s", life.id, error)
-                failed = True
-                continue
-            life.renewed(sent_at, result.ttl)
-            failed = False
-        logger.warning("lease %d is lost (expired, revoked, or not kept alive in time)", life.id)
+                outcome = error
+            if not life.answered(sent_at, outcome):
+                break
+        _report_lost(life)
         self.lost.set()
 
 
-class SyncKeptLease:
+class SyncKeptLease(_Kept):
     """A lease kept alive by a daemon thread (see the module docstring): granted by
     `open()` (or entering `with`), revoked by `close()`. `lost` is a threading.Event."""
 
     def __init__(
         self, client: SyncClient, ttl: int, lease_id: int, clock: Callable[[], float]
     ) -> None:
+        super().__init__(ttl, lease_id, clock)
         self._client = client
-        self._asked = (ttl, lease_id)
-        self._clock = clock
-        self.lost = threading.Event()
+        self.lost: threading.Event = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._granted: LeaseLife | None = None
-
-    @property
-    def _life(self) -> LeaseLife:
-        if self._granted is None:
-            raise RuntimeError("the lease is not granted yet: open() it first")
-        return self._granted
 
     def open(self) -> SyncKeptLease:
         """Grant the lease and start keeping it alive."""
-        if self._granted is not None:
-            raise RuntimeError("the lease was opened already")
+        self._check_not_opened()
         ttl, lease_id = self._asked
         granted_at = self._clock()
         granted = self._client.lease_grant(ttl, id=lease_id)
@@ -219,33 +242,16 @@ class SyncKeptLease:
         self._thread.start()
         return self
 
-    @property
-    def id(self) -> int:
-        return self._life.id
-
-    @property
-    def ttl(self) -> int:
-        return self._life.ttl
-
-    @property
-    def deadline(self) -> float:
-        return self._life.deadline
-
-    @property
-    def alive(self) -> bool:
-        return not self.lost.is_set() and self._life.alive(self._clock())
-
     def close(self, revoke: bool = True) -> None:
         """Stop keeping it alive; revoke it (deleting its keys) unless it is gone."""
         self._stopping.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        life = self._granted
-        if revoke and life is not None and not life.gone:
-            life.gone = True
+        lease_id = self._to_revoke() if revoke else None
+        if lease_id is not None:
             with contextlib.suppress(LeaseNotFound):
-                self._client.lease_revoke(life.id)
+                self._client.lease_revoke(lease_id)
 
     def __enter__(self) -> SyncKeptLease:
         return self.open()
@@ -260,23 +266,21 @@ class SyncKeptLease:
 
     def _keep_alive(self) -> None:
         life = self._life
-        failed = False
-        while not self._stopping.wait(life.next_delay(self._clock(), failed)):
+        while not self._stopping.wait(life.next_delay(self._clock())):
             if not life.alive(self._clock()):
                 break
             sent_at = self._clock()
+            outcome: LeaseKeepAliveResult | ClientError
             try:
-                result = self._client.lease_keep_alive(life.id)
-            except LeaseNotFound:
-                life.gone = True
-                break
+                outcome = self._client.lease_keep_alive(life.id)
             except ClientError as error:
-                logger.warning("keep-alive of lease %d failed: %s", life.id, error)
-                failed = True
-                continue
-            life.renewed(sent_at, result.ttl)
-            failed = False
+                outcome = error
+            if not life.answered(sent_at, outcome):
+                break
         if not self._stopping.is_set():
-            logger.warning("lease %d is lost (expired, revoked, or not kept alive in time)",
-                           life.id)  # fmt: skip
+            _report_lost(life)
             self.lost.set()
+
+
+def _report_lost(life: LeaseLife) -> None:
+    logger.warning("lease %d is lost (expired, revoked, or not kept alive in time)", life.id)
