@@ -149,3 +149,13 @@ def test_a_watch_nobody_serves_gives_up_after_the_deadline() -> None:
     with pytest.raises(Unavailable, match="no endpoint served it"):
         watch_events(stub, 1, fake, settings)
     assert fake.now_s <= 2.0 and len(stub.requests) > 3
+
+
+def test_events_before_a_cancel_in_the_same_read_are_delivered_before_it_resumes() -> None:
+    stopping = {"type": "canceled", "revision": 5, "error": {"code": "stopping", "message": ""}}
+    # One body: the events and the cancel after them arrive in one read.
+    stub = Stub(stream(created(4), events(5, ("k", "a", 5)), stopping),
+                stream(created(5), events(7, ("k", "b", 7))))  # fmt: skip
+    got = watch_events(stub, 2)
+    assert [(event.kv.value, event.revision) for event in got] == [(b"a", 5), (b"b", 7)]
+    assert start_revisions(stub) == [None, "6"]

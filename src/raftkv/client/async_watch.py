@@ -15,16 +15,16 @@ from types import TracebackType
 import httpx
 
 from raftkv.client.results import WatchBatch, WatchEvent
-from raftkv.client.watching import LineSplitter, Reconnect, Retry, WatchStream
+from raftkv.client.watching import Reconnect, Retry, WatcherBase, WatchStream
 
 __all__ = ["Watcher"]
 
 
-class Watcher:
+class Watcher(WatcherBase):
     """Iterate it for events, or `batches()` for whole messages; once. End it with
     `aclose()` or by leaving `async with`. Raises Compacted when the history it needs is
     gone, Unavailable after `deadline_s` without any endpoint serving it, another
-    ClientError when refused."""
+    ClientError when refused. `revision` and `reconnections`: see `WatcherBase`."""
 
     def __init__(
         self,
@@ -34,27 +34,14 @@ class Watcher:
         clock: Callable[[], float],
         request_timeout_s: float,
     ) -> None:
-        self._stream = stream
+        super().__init__(stream, request_timeout_s)
         self._http = http
         self._sleep = sleep
         self._clock = clock
-        self._request_timeout_s = request_timeout_s
         self._generator: AsyncGenerator[WatchBatch, None] | None = None
 
-    @property
-    def revision(self) -> int | None:
-        """The watermark: every matching event at or below it was delivered (None before
-        the watch started)."""
-        return self._stream.watermark
-
-    @property
-    def reconnections(self) -> int:
-        """How many times a connection ended or failed and the watch moved on."""
-        return self._stream.reconnections
-
     def batches(self) -> AsyncIterator[WatchBatch]:
-        if self._generator is not None:
-            raise RuntimeError("a Watcher is iterated once")
+        self._claim()
         self._generator = self._run()
         return self._generator
 
@@ -83,7 +70,7 @@ class Watcher:
 
     async def _run(self) -> AsyncGenerator[WatchBatch, None]:
         stream = self._stream
-        timeout = httpx.Timeout(self._request_timeout_s, read=stream.read_timeout_s)
+        timeout = stream.timeout(self._request_timeout_s)
         while True:
             endpoint = stream.connect_to()
             retry: Retry
@@ -97,16 +84,11 @@ class Watcher:
                             endpoint, response.status_code, content, self._clock()
                         )
                     else:
-                        lines = LineSplitter(endpoint)
+                        reader = stream.reader(endpoint)
                         async for chunk in response.aiter_bytes():
-                            for line in lines.feed(chunk):
-                                batch = stream.line(endpoint, line)
-                                if batch is not None:
-                                    yield batch
+                            for batch in reader.feed(chunk):
+                                yield batch
                         retry = stream.lost(endpoint, "the stream ended", self._clock())
-            except Reconnect as reason:
-                retry = stream.lost(endpoint, str(reason), self._clock())
-            except httpx.TransportError as error:
-                what = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-                retry = stream.lost(endpoint, what, self._clock())
+            except (Reconnect, httpx.TransportError) as error:
+                retry = stream.interrupted(endpoint, error, self._clock())
             await self._sleep(retry.seconds)

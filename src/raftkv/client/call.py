@@ -33,7 +33,7 @@ from raftkv.client.protocol import BadAnswer, Kind, Request, error_of
 from raftkv.client.routing import Router, backoff_delay
 from raftkv.client.settings import ClientSettings
 
-__all__ = ["Call", "Done", "Wait"]
+__all__ = ["Call", "Done", "Wait", "describe"]
 
 T = TypeVar("T")
 
@@ -141,7 +141,7 @@ class Call(Generic[T]):
         )
 
     def lost(self, endpoint: str, error: httpx.TransportError, now: float) -> Wait:
-        what = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        what = describe(error)
         if isinstance(error, _NOT_SENT):
             self._router.unreachable(endpoint)
             return self._retry(endpoint, f"not reached ({what})", now)
@@ -208,6 +208,12 @@ class Call(Generic[T]):
             status=status,
             endpoints=[endpoint],
         )
+
+
+def describe(error: BaseException) -> str:
+    """An exception for a message: its type, and its text when it has one (httpx's
+    timeouts have none)."""
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 def _summary(log: list[tuple[str, str]]) -> list[str]:

@@ -14,12 +14,12 @@ from types import TracebackType
 import httpx
 
 from raftkv.client.results import WatchBatch, WatchEvent
-from raftkv.client.watching import LineSplitter, Reconnect, Retry, WatchStream
+from raftkv.client.watching import Reconnect, Retry, WatcherBase, WatchStream
 
 __all__ = ["SyncWatcher"]
 
 
-class SyncWatcher:
+class SyncWatcher(WatcherBase):
     """Iterate it for events, or `batches()` for whole messages; once. End it with
     `close()` or by leaving `with`."""
 
@@ -31,26 +31,14 @@ class SyncWatcher:
         clock: Callable[[], float],
         request_timeout_s: float,
     ) -> None:
-        self._stream = stream
+        super().__init__(stream, request_timeout_s)
         self._http = http
         self._sleep = sleep
         self._clock = clock
-        self._request_timeout_s = request_timeout_s
         self._generator: Generator[WatchBatch, None, None] | None = None
 
-    @property
-    def revision(self) -> int | None:
-        """The watermark (see `Watcher.revision`)."""
-        return self._stream.watermark
-
-    @property
-    def reconnections(self) -> int:
-        """How many times a connection ended or failed and the watch moved on."""
-        return self._stream.reconnections
-
     def batches(self) -> Iterator[WatchBatch]:
-        if self._generator is not None:
-            raise RuntimeError("a SyncWatcher is iterated once")
+        self._claim()
         self._generator = self._run()
         return self._generator
 
@@ -75,7 +63,7 @@ class SyncWatcher:
 
     def _run(self) -> Generator[WatchBatch, None, None]:
         stream = self._stream
-        timeout = httpx.Timeout(self._request_timeout_s, read=stream.read_timeout_s)
+        timeout = stream.timeout(self._request_timeout_s)
         while True:
             endpoint = stream.connect_to()
             retry: Retry
@@ -89,16 +77,10 @@ class SyncWatcher:
                             endpoint, response.status_code, content, self._clock()
                         )
                     else:
-                        lines = LineSplitter(endpoint)
+                        reader = stream.reader(endpoint)
                         for chunk in response.iter_bytes():
-                            for line in lines.feed(chunk):
-                                batch = stream.line(endpoint, line)
-                                if batch is not None:
-                                    yield batch
+                            yield from reader.feed(chunk)
                         retry = stream.lost(endpoint, "the stream ended", self._clock())
-            except Reconnect as reason:
-                retry = stream.lost(endpoint, str(reason), self._clock())
-            except httpx.TransportError as error:
-                what = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-                retry = stream.lost(endpoint, what, self._clock())
+            except (Reconnect, httpx.TransportError) as error:
+                retry = stream.interrupted(endpoint, error, self._clock())
             self._sleep(retry.seconds)

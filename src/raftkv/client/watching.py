@@ -26,11 +26,14 @@ for every line, and `ended()`/`failed()` when the connection ends.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import assert_never
 
+import httpx
 import msgspec
 
+from raftkv.client.call import describe
 from raftkv.client.errors import ClientError, ServerError, Unavailable, refusal
 from raftkv.client.protocol import BadAnswer, error_of, kv_of, range_params
 from raftkv.client.results import WatchBatch, WatchEvent
@@ -116,6 +119,22 @@ class WatchStream:
     @property
     def read_timeout_s(self) -> float:
         return 3 * self.options.progress_interval_s
+
+    def timeout(self, request_timeout_s: float) -> httpx.Timeout:
+        """A connection's timeouts: the client's, except reads, which wait for a message
+        (progress at the latest) for `read_timeout_s`."""
+        return httpx.Timeout(request_timeout_s, read=self.read_timeout_s)
+
+    def reader(self, endpoint: str) -> BatchReader:
+        """What reads one connection's stream into batches for the caller."""
+        return BatchReader(self, endpoint)
+
+    def interrupted(
+        self, endpoint: str, error: Reconnect | httpx.TransportError, now: float
+    ) -> Retry:
+        """A connection the server ended (Reconnect) or the network broke."""
+        what = str(error) if isinstance(error, Reconnect) else describe(error)
+        return self.lost(endpoint, what, now)
 
     @property
     def start_revision(self) -> int:
@@ -271,6 +290,50 @@ class WatchStream:
             "bad_answer", f"watch: unreadable stream from {endpoint}: {why}",
             status=200, endpoints=[endpoint],
         )  # fmt: skip
+
+
+class WatcherBase:
+    """What the async and the blocking watcher share: the stream's state, read by the
+    caller, and the rule that a watcher is iterated once."""
+
+    def __init__(self, stream: WatchStream, request_timeout_s: float) -> None:
+        self._stream = stream
+        self._request_timeout_s = request_timeout_s
+        self._iterated = False
+
+    @property
+    def revision(self) -> int | None:
+        """The watermark: every matching event at or below it was delivered (None before
+        the watch started)."""
+        return self._stream.watermark
+
+    @property
+    def reconnections(self) -> int:
+        """How many times a connection ended or failed and the watch moved on."""
+        return self._stream.reconnections
+
+    def _claim(self) -> None:
+        if self._iterated:
+            raise RuntimeError(f"a {type(self).__name__} is iterated once")
+        self._iterated = True
+
+
+class BatchReader:
+    """One connection's bytes, in the chunks they arrive in, to the batches they hold."""
+
+    def __init__(self, stream: WatchStream, endpoint: str) -> None:
+        self._stream = stream
+        self._endpoint = endpoint
+        self._lines = LineSplitter(endpoint)
+
+    def feed(self, chunk: bytes) -> Iterator[WatchBatch]:
+        """The chunk's batches, each handed out before the next line is read: a line that
+        ends the watch (a cancel) must not keep the batches before it from the caller,
+        whose watermark already covers them."""
+        for line in self._lines.feed(chunk):
+            batch = self._stream.line(self._endpoint, line)
+            if batch is not None:
+                yield batch
 
 
 class LineSplitter:
