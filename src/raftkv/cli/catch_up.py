@@ -2,7 +2,7 @@
 joining learner being caught up, a follower back from downtime), from the leader's view of
 the cluster (`/v1/cluster`: match index and lag per member).
 
-`raftkv status` prints the bars once when a member lags; `raftkv status --wait SECONDS`
+`raftkv status` prints the bars once when a member lags (`render`); `raftkv status --wait SECONDS`
 redraws them until every member has caught up (exit 0) or the time is up (exit 4).
 """
 
@@ -73,15 +73,6 @@ def render(behind: list[Lagging]) -> Table:
             Text(str(member.last_index - member.match_index)),
         )
     return table
-
-
-def print_lagging(cluster: Cluster) -> None:
-    behind = lagging(cluster)
-    if behind:
-        from rich.console import Console  # noqa: PLC0415
-
-        width = None if sys.stdout.isatty() else 200
-        Console(file=sys.stdout, highlight=False, width=width).print(render(behind))
 
 
 def wait_caught_up(

@@ -341,7 +341,9 @@ def _status(client: SyncClient, arguments: argparse.Namespace, output: Output) -
         if not catch_up.wait_caught_up(client, arguments.wait):
             return _fail(EXIT_UNAVAILABLE, "lagging", f"not caught up after {arguments.wait:g}s")
     elif cluster is not None and not output.as_json:
-        catch_up.print_lagging(cluster)
+        behind = catch_up.lagging(cluster)
+        if behind:
+            _print_table(catch_up.render(behind))
     return EXIT_OK
 
 
@@ -633,7 +635,7 @@ class Output:
                 str(row.revision),
                 str(row.compacted_revision),
                 _or_dash(lag),
-                "-" if contact is None else f"{contact:.1f}s ago",
+                _ago(contact),
             )
         _print_table(table)
 
@@ -674,7 +676,7 @@ class Output:
                 _or_dash(member.match_index),
                 _or_dash(member.lag),
                 _or_dash(None if member.active is None else ("yes" if member.active else "no")),
-                "-" if member.last_contact_s is None else f"{member.last_contact_s:.1f}s ago",
+                _ago(member.last_contact_s),
             )
         table.caption = f"term {cluster.term}, as member {cluster.id} at {cluster.endpoint} sees it"
         _print_table(table)
@@ -738,6 +740,10 @@ def _add_row(table: Table, *cells: str) -> None:
 
 def _or_dash(value: object) -> str:
     return "-" if value is None else str(value)
+
+
+def _ago(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.1f}s ago"
 
 
 def _print_table(table: Table, preamble: str | None = None) -> None:
