@@ -83,10 +83,6 @@ class _TooSlow(Exception):
     pass
 
 
-class _NoLeader(Exception):
-    pass
-
-
 class WatchHandlers:
     def __init__(
         self,
@@ -171,18 +167,6 @@ class WatchHandlers:
                     return
         except _ClientGone:
             return
-        except _NoLeader:
-            self.canceled["no_leader"] = self.canceled.get("no_leader", 0) + 1
-            canceled = WatchCanceledAnswer(
-                revision=watch.watermark,
-                error=ErrorDetail(
-                    code="no_leader",
-                    message=f"this member has had no leader for {self.no_leader_timeout_s:g} s "
-                    "(cut off from the cluster?): resume on another member from revision + 1",
-                ),
-            )
-            with contextlib.suppress(_ClientGone, _TooSlow):
-                await self._send(response, canceled)
         except _TooSlow:
             self.canceled["too_slow"] = self.canceled.get("too_slow", 0) + 1
             canceled = WatchCanceledAnswer(
@@ -213,7 +197,14 @@ class WatchHandlers:
                 if transport is None or transport.is_closing():
                     raise _ClientGone
                 if self._leaderless_too_long():
-                    raise _NoLeader
+                    # Ended like any other cancel (sent, counted by code).
+                    return WatchCanceled(
+                        watch.watermark,
+                        "no_leader",
+                        f"this member has had no leader for {self.no_leader_timeout_s:g} s "
+                        "(cut off from the cluster?): resume on another member from "
+                        "revision + 1",
+                    )
         finally:
             if not waiting.done():
                 waiting.cancel()
