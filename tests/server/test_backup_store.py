@@ -104,7 +104,15 @@ def test_prune_keeps_what_a_backup_names(tmp_path: Path) -> None:
     store.put(b"key/000001", b"changed")
     second = save_increment(tmp_path, store.backup(), clock=lambda: 2.0)
     assert prune(tmp_path) == (0, 0)
+    # A manifest that cannot be read stops the prune before it removes anything.
+    broken = tmp_path / "backups" / "broken.json"
+    broken.write_bytes(b"not a manifest")
+    chunks = sorted((tmp_path / "chunks").iterdir())
     first.manifest.unlink()
+    with pytest.raises(BackupInvalid, match="not an incremental backup manifest"):
+        prune(tmp_path)
+    assert sorted((tmp_path / "chunks").iterdir()) == chunks
+    broken.unlink()
     removed, size = prune(tmp_path)
     assert removed >= 1 and size > 0
     assert read_backup(assemble(second.manifest))

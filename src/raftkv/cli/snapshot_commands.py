@@ -167,12 +167,16 @@ def _save_increment(directory: Path, partial: Path, endpoint: str) -> int:
 
 
 def _prune(arguments: argparse.Namespace) -> int:
+    from raftkv.server.backup import BackupInvalid  # noqa: PLC0415
     from raftkv.server.backup_store import prune  # noqa: PLC0415
 
     directory: Path = arguments.directory
     if not (directory / "chunks").is_dir():
         return _fail(EXIT_USAGE, "usage", f"{directory} is not an incremental backup directory")
-    pieces, size = prune(directory)
+    try:
+        pieces, size = prune(directory)
+    except BackupInvalid as error:
+        return _fail(EXIT_INVALID, "invalid_backup", f"nothing removed: {error}")
     print(json.dumps({"removed_pieces": pieces, "removed_bytes": size}), flush=True)
     return EXIT_OK
 

@@ -33,7 +33,7 @@ import msgspec
 from raftkv.raft.snapshot_chunks import transfer_chunks
 from raftkv.server.backup import BackupHeader, BackupInvalid, encode_prefix, read_backup
 
-__all__ = ["SavedIncrement", "assemble", "prune", "save_increment"]
+__all__ = ["SavedIncrement", "assemble", "prune", "read_manifest", "save_increment"]
 
 MANIFEST_VERSION = 1
 # The longest piece (a payload region longer than this is cut).
@@ -114,9 +114,9 @@ def save_increment(
     )
 
 
-def assemble(manifest_path: Path) -> bytes:
-    """The backup file a manifest names, every piece and the whole checked (BackupInvalid
-    if anything is missing, altered or not a manifest)."""
+def read_manifest(manifest_path: Path) -> Manifest:
+    """A manifest, checked: BackupInvalid if it cannot be read, is not one, or names
+    pieces that cannot be (a malformed name, sizes that do not add up)."""
     try:
         raw = manifest_path.read_bytes()
     except OSError as error:
@@ -133,11 +133,19 @@ def assemble(manifest_path: Path) -> bytes:
         raise BackupInvalid(f"manifest names {len(manifest.pieces)} pieces (max {MAX_PIECES})")
     if sum(piece.size for piece in manifest.pieces) != manifest.file_bytes:
         raise BackupInvalid("manifest pieces do not add up to the backup's size")
-    chunks_dir = manifest_path.parent.parent / "chunks"
-    parts: list[bytes] = []
     for position, piece in enumerate(manifest.pieces):
         if len(piece.sha256) != 64 or not all(c in "0123456789abcdef" for c in piece.sha256):
             raise BackupInvalid(f"piece {position} has a malformed name {piece.sha256!r}")
+    return manifest
+
+
+def assemble(manifest_path: Path) -> bytes:
+    """The backup file a manifest names, every piece and the whole checked (BackupInvalid
+    if anything is missing, altered or not a manifest)."""
+    manifest = read_manifest(manifest_path)
+    chunks_dir = manifest_path.parent.parent / "chunks"
+    parts: list[bytes] = []
+    for position, piece in enumerate(manifest.pieces):
         try:
             data = (chunks_dir / piece.sha256).read_bytes()
         except OSError as error:
@@ -153,11 +161,11 @@ def assemble(manifest_path: Path) -> bytes:
 
 
 def prune(directory: Path) -> tuple[int, int]:
-    """Remove the pieces no manifest names; (pieces, bytes) removed."""
+    """Remove the pieces no manifest names; (pieces, bytes) removed. BackupInvalid (and
+    nothing removed) if a manifest cannot be read: its pieces would look unnamed."""
     named: set[str] = set()
     for manifest_path in sorted((directory / "backups").glob("*.json")):
-        manifest = msgspec.json.decode(manifest_path.read_bytes(), type=Manifest)
-        named.update(piece.sha256 for piece in manifest.pieces)
+        named.update(piece.sha256 for piece in read_manifest(manifest_path).pieces)
     removed = [0, 0]
     for path in (directory / "chunks").iterdir():
         if path.name not in named:
