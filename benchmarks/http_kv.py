@@ -32,6 +32,8 @@ from pathlib import Path
 
 import aiohttp
 
+from raftkv.testing.processes import free_port
+
 VALUE = "v" * 100
 KEYS = 1000
 
@@ -39,11 +41,7 @@ KEYS = 1000
 def free_port_block(count: int) -> int:
     """A base port with `count` free ports after it (checked, not reserved)."""
     while True:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base: int = probe.getsockname()[1]
-        if base + count > 65535:
-            continue
+        base = free_port()  # below the ephemeral range, where client connections take theirs
         try:
             sockets = []
             for port in range(base, base + count):

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -32,6 +31,7 @@ from raftkv.kv import KvService, KvSettings, KvStateMachine
 from raftkv.raft.storage.base import RaftStorage
 from raftkv.server import HttpSettings, create_app
 from raftkv.testing.local_cluster import LocalCluster
+from raftkv.testing.processes import free_port
 
 T = TypeVar("T")
 
@@ -45,10 +45,7 @@ def kv_machine(storage: RaftStorage) -> KvStateMachine:
 
 def closed_port_url() -> str:
     """The URL of a port on 127.0.0.1 nothing listens on (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 @dataclass

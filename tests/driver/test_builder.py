@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 
 from raftkv.raft import Command, ConfigInvalid, NodeBuilder, StateRole
 from raftkv.raft.core.errors import ConfigInvalid as CoreConfigInvalid
+from raftkv.testing.processes import free_port
 
 
 class Counter:
@@ -37,9 +37,7 @@ class Counter:
 
 
 def free_address() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{probe.getsockname()[1]}"
+    return f"127.0.0.1:{free_port()}"
 
 
 def test_config_invalid_is_the_core_error() -> None:

@@ -3,6 +3,7 @@ port to listen on, and a bounded wait on a condition (polled, never a bare sleep
 
 from __future__ import annotations
 
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -10,12 +11,26 @@ from collections.abc import Callable
 __all__ = ["free_port", "wait_until"]
 
 
+# Ports handed out for test and benchmark servers: below the kernel's ephemeral range
+# (32768 and up on Linux), where outgoing connections take their local ports. A port taken
+# from that range could be claimed by a client connection between this probe and the
+# server's bind.
+_SERVER_PORTS = range(20000, 32768)
+_choice = random.SystemRandom()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (a hint, not a reservation)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
+    """A TCP port on 127.0.0.1 below the ephemeral range that was free a moment ago (a
+    hint, not a reservation: chosen at random, so parallel test runs rarely meet)."""
+    for _ in range(200):
+        port = _choice.choice(_SERVER_PORTS)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
         return port
+    raise OSError(f"no free port in {_SERVER_PORTS.start}..{_SERVER_PORTS.stop - 1}")
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
