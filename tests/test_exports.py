@@ -88,6 +88,7 @@ def test_raft_library_all_is_pinned() -> None:
             "NodeStatus",
             "NotCaughtUp",
             "NotLeader",
+            "OutcomeUnknown",
             "Overloaded",
             "PeerProgress",
             "ProposalDropped",

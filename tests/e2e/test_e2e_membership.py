@@ -30,6 +30,11 @@ def roles(cluster: KvProcessCluster, node: int) -> dict[int, str]:
     return {member["id"]: member["role"] for member in body["members"]}
 
 
+def has_raft_state(cluster: KvProcessCluster, node: int) -> bool:
+    identity = json.loads((cluster.root / f"data-{node}" / "member.json").read_bytes())
+    return bool(identity["has_raft_state"])
+
+
 def test_grow_one_to_four_then_move_leadership_and_remove_the_founder(tmp_path: Path) -> None:
     cluster = KvProcessCluster(tmp_path, nodes=1)
     try:
@@ -45,6 +50,8 @@ def test_grow_one_to_four_then_move_leadership_and_remove_the_founder(tmp_path: 
             command = cluster.join_command(node, cluster.url(1), auto_promote=True)
             cluster.start(node, command=command)
             assert roles(cluster, 1)[node] == "voter"
+            # Recorded before it could vote: its state lost, it must never rejoin as itself.
+            assert has_raft_state(cluster, node)
             key = f"grow/after-{node}"
             assert cluster.request(node, "PUT", f"/v1/kv/{key}", json={"value": "v"})[0] == 200
             written.append(key)
@@ -54,6 +61,7 @@ def test_grow_one_to_four_then_move_leadership_and_remove_the_founder(tmp_path: 
             learner, command=cluster.join_command(learner, cluster.url(2), auto_promote=False)
         )
         assert roles(cluster, 1)[learner] == "learner"
+        assert has_raft_state(cluster, learner)  # marked before it could be promoted
         # The operator watches the learner catch up before promoting it.
         caught_up = cli(cluster, "status", "--wait", "60", node=2)
         assert caught_up.returncode == EXIT_OK, caught_up.stderr

@@ -14,7 +14,7 @@ from raftkv.server.config import (
     parse_cluster,
     render_settings,
 )
-from raftkv.server.runner import IDENTITY_FILE, check_identity
+from raftkv.server.identity import IDENTITY_FILE, check_identity
 
 
 def test_defaults_run_one_node_on_8080_with_data_in_data() -> None:

@@ -278,6 +278,23 @@ def test_health_and_status() -> None:
     run_scenario(scenario)
 
 
+def test_a_failed_node_fails_its_health_check() -> None:
+    async def scenario() -> None:
+        async with started() as api:
+            node = api.cluster.nodes[NodeId(2)]
+            node._fail(OSError("No space left on device"))
+            await api.cluster.run_until(lambda: node.status().stopped)
+            status, body = await api.call(2, "GET", "/health")
+            assert status == 503
+            assert body["status"] == "failed"
+            assert "No space left on device" in body["reason"]
+            status, body = await api.call(2, "PUT", "/v1/kv/k", json={"value": "1"})
+            assert status == 503 and error_code(body) == "stopped"
+            assert (await api.call(1, "GET", "/health"))[0] == 200
+
+    run_scenario(scenario)
+
+
 def test_seed_routes_set_and_get() -> None:
     async def scenario() -> None:
         async with started() as api:

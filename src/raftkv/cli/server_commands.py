@@ -118,6 +118,7 @@ def _serve(arguments: argparse.Namespace) -> int:
         print(f"raftkv serve: {error}", file=sys.stderr)
         return EXIT_USAGE
     # Imported here: the server's dependencies (RocksDB, gRPC, aiohttp) load only to serve.
+    from raftkv.server.identity import StateLost  # noqa: PLC0415
     from raftkv.server.logs import configure_logging  # noqa: PLC0415
     from raftkv.server.runner import JoinFailed, run_server, started_line  # noqa: PLC0415
 
@@ -134,7 +135,7 @@ def _serve(arguments: argparse.Namespace) -> int:
     except SettingsInvalid as error:
         print(f"raftkv serve: {error}", file=sys.stderr)
         return EXIT_USAGE
-    except (OSError, JoinFailed) as error:  # the client port is taken; no cluster to join
+    except (OSError, JoinFailed, StateLost) as error:  # port taken; no cluster; state lost
         print(f"raftkv serve: {error}", file=sys.stderr)
         return 1
 

@@ -187,8 +187,12 @@ class CompactAnswer(msgspec.Struct, frozen=True):
     header: Header
 
 
-class HealthAnswer(msgspec.Struct, frozen=True):
+class HealthAnswer(msgspec.Struct, frozen=True, omit_defaults=True):
+    """`GET /health`: 200 `ok`; 503 `failed` with the reason once the node hit an error it
+    cannot continue from (the process is about to exit non-zero)."""
+
     status: str
+    reason: str = ""
 
 
 class ReadyAnswer(msgspec.Struct, frozen=True):

@@ -56,6 +56,9 @@ Errors: every refusal is `{"error": {"code", "message"}}`:
   nothing was applied; retry;
 - 504 `timeout`: for a write the outcome is unknown (retry with the same `client_id` and
   `sequence` to get the original result without applying twice); for a read nothing was read;
+  504 `outcome_unknown`: the write had left this node (forwarded to the leader, or appended
+  as leader) when this node stopped, failed or was removed: it may apply (retry as for
+  `timeout`). A write answered 503 never left the node;
 - 500 `internal` for anything unexpected (logged).
 """
 
@@ -98,11 +101,13 @@ from raftkv.raft.core.types import NodeId
 from raftkv.raft.driver.errors import (
     MembershipError,
     NotCaughtUp,
+    OutcomeUnknown,
     Overloaded,
     ProposalTimeout,
     ReadTimeout,
     Stopped,
 )
+from raftkv.raft.storage.base import StorageClosed
 from raftkv.server.api import (
     AddMemberBody,
     CompactAnswer,
@@ -262,12 +267,21 @@ def _service_error(error: Exception) -> web.Response | None:
             return error_response(503, "overloaded", str(error))
         case Stopped():
             return error_response(503, "stopped", str(error) or "the node is stopped")
+        case StorageClosed():
+            # A request that outlived its node (stopping, or failed and about to exit).
+            return error_response(503, "stopped", "the node is stopped")
         case ProposalTimeout():
             return error_response(
                 504,
                 "timeout",
                 "the write's outcome is unknown: it may still apply; retry with the same "
                 "client_id and sequence to apply it at most once",
+            )
+        case OutcomeUnknown():
+            return error_response(
+                504,
+                "outcome_unknown",
+                f"{error}: retry with the same client_id and sequence to apply it at most once",
             )
         case ReadTimeout():
             return error_response(
@@ -545,7 +559,14 @@ class _Handlers:
     # -- the node
 
     async def health(self, request: web.Request) -> web.Response:
-        """Liveness: the process answers (a stopped node still says so: it is alive)."""
+        """Liveness: the process answers, and its node has not failed. A node that hit an
+        error it cannot continue from answers 503 `failed` for the moment until the
+        process exits (non-zero, so a supervisor restarts it)."""
+        failure = self.service.node.failure
+        if failure is not None:
+            return json_answer(
+                HealthAnswer(status="failed", reason=f"the node failed: {failure}"), status=503
+            )
         return json_answer(HealthAnswer(status="ok"))
 
     async def ready(self, request: web.Request) -> web.Response:

@@ -94,8 +94,8 @@ _ERROR_TEXT = {
     "500": "internal: an unexpected error (logged by the server)",
     "503": "not_leader, proposal_dropped, overloaded, stopped, busy (another membership "
     "change is under way), unavailable or too_many_watches: nothing applied; retry",
-    "504": "timeout: a write's outcome is unknown (retry with the same client_id and "
-    "sequence); a read read nothing",
+    "504": "timeout or outcome_unknown: a write's outcome is unknown (retry with the same "
+    "client_id and sequence); a read read nothing",
 }
 
 

@@ -6,23 +6,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import msgspec
-
 from raftkv.kv import KvStateMachine
 from raftkv.raft.core.types import NodeId
 from raftkv.raft.recovery import force_new_cluster
 from raftkv.raft.storage.rocks import RocksStorage
 from raftkv.server.config import SettingsInvalid
-from raftkv.server.runner import DATABASE_DIR, IDENTITY_FILE, Identity
+from raftkv.server.identity import DATABASE_DIR, read_identity
 
 
 async def recover(data_dir: Path, peer_address: str = "") -> str:
     """Recover the node in `data_dir`; a JSON report (one line) of what was kept."""
-    identity_path = data_dir / IDENTITY_FILE
-    try:
-        identity = msgspec.json.decode(identity_path.read_bytes(), type=Identity)
-    except (OSError, msgspec.DecodeError) as error:
-        raise SettingsInvalid(f"{data_dir} is not a raftkv data dir: {error}") from error
+    identity = read_identity(data_dir)
+    if identity is None:
+        raise SettingsInvalid(f"{data_dir} is not a raftkv data dir (it has no identity file)")
     database = data_dir / DATABASE_DIR
     if not database.exists():
         raise SettingsInvalid(f"{data_dir} holds no database ({database} is missing)")

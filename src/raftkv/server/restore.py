@@ -23,7 +23,8 @@ from raftkv.raft.storage.rocks import RocksStorage
 from raftkv.server.backup import MAGIC, read_backup
 from raftkv.server.backup_store import assemble
 from raftkv.server.config import ServerSettings, SettingsInvalid
-from raftkv.server.runner import DATABASE_DIR, check_identity, kv_settings
+from raftkv.server.identity import DATABASE_DIR, check_identity, mark_raft_state
+from raftkv.server.runner import kv_settings
 
 
 def restore(
@@ -45,7 +46,7 @@ def restore(
     # dir a `raftkv serve` could mistake for a real one.
     building = data_dir.with_name(f".{data_dir.name}.restoring")
     shutil.rmtree(building, ignore_errors=True)
-    check_identity(replace(settings, data_dir=building))
+    identity = check_identity(replace(settings, data_dir=building))
     founders = {NodeId(peer): address for peer, address in settings.founders.items()}
     storage = RocksStorage(building / DATABASE_DIR)
     try:
@@ -62,6 +63,7 @@ def restore(
         revision = machine.current_revision()
     finally:
         storage.close()
+    mark_raft_state(building, identity)
     if data_dir.exists():
         data_dir.rmdir()  # empty (checked above)
     os.replace(building, data_dir)

@@ -27,7 +27,7 @@ import os
 import random
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -45,17 +45,25 @@ from raftkv.kv import (
 from raftkv.kv.lease_keeper import LeaseKeeperSettings
 from raftkv.raft import NodeBuilder, NodeId, NodeSettings, RaftError
 from raftkv.raft.driver.clock import SystemClock
+from raftkv.raft.driver.errors import NodeFailed
 from raftkv.raft.driver.node import Node
 from raftkv.server.api import ClusterAnswer
 from raftkv.server.compactor import AutoCompactor
-from raftkv.server.config import ServerSettings, SettingsInvalid, split_address
+from raftkv.server.config import ServerSettings, split_address
 from raftkv.server.http import METRICS, HttpSettings, create_app
+from raftkv.server.identity import (
+    DATABASE_DIR,
+    Identity,
+    check_identity,
+    mark_raft_state,
+    state_lost,
+)
 from raftkv.server.logs import NodeContext
 
 logger = logging.getLogger("raftkv.server")
 
-IDENTITY_FILE = "member.json"
-DATABASE_DIR = "db"
+# `raftkv serve`'s exit code after its node failed (a write failed, a corrupt record, ...).
+EXIT_NODE_FAILED = 1
 # How often publishing this node's client URL is retried while no leader accepts it.
 _PUBLISH_RETRY_S = (0.2, 5.0)
 
@@ -86,37 +94,6 @@ async def peer_addresses(client_urls: list[str], *, timeout: float) -> list[str]
                 return addresses
             errors.append(f"{url}: no member lists a peer address")
     raise JoinFailed("no cluster answered at " + "; ".join(errors))
-
-
-class Identity(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    node_id: int
-    cluster_id: int
-
-
-def check_identity(settings: ServerSettings) -> None:
-    """Write the identity file of a new data dir; refuse a data dir of another node."""
-    path = settings.data_dir / IDENTITY_FILE
-    expected = Identity(node_id=settings.id, cluster_id=settings.cluster_id)
-    if not path.exists():
-        if (settings.data_dir / DATABASE_DIR).exists():
-            raise SettingsInvalid(
-                f"data dir {settings.data_dir} holds a database but no {IDENTITY_FILE}: "
-                "refusing to guess whose it is"
-            )
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".tmp")
-        temporary.write_bytes(msgspec.json.encode(expected))
-        os.replace(temporary, path)
-        return
-    try:
-        found = msgspec.json.decode(path.read_bytes(), type=Identity)
-    except (OSError, msgspec.DecodeError) as error:
-        raise SettingsInvalid(f"cannot read {path}: {error}") from error
-    if found != expected:
-        raise SettingsInvalid(
-            f"data dir {settings.data_dir} belongs to node {found.node_id} of cluster "
-            f"{found.cluster_id}, not node {settings.id} of cluster {settings.cluster_id}"
-        )
 
 
 def kv_settings(settings: ServerSettings) -> KvSettings:
@@ -157,7 +134,7 @@ class Server:
 
     async def start(self) -> None:
         settings = self.settings
-        check_identity(settings)
+        identity = check_identity(settings)
         limits = kv_settings(settings)
         grpc: dict[str, object] = {
             "listen_address": settings.listen_peer,
@@ -194,13 +171,20 @@ class Server:
         self.node = node
         if self.log_context is not None:
             self.log_context.term = lambda: node.status().term
+        data_dir = settings.data_dir
         if node.is_bootstrapped():
+            mark_raft_state(data_dir, identity)
             await node.start()  # a restart: the node's own state says who the members are
+        elif identity.has_raft_state:
+            node.storage.close()
+            self.node = None
+            raise state_lost(data_dir, settings.id, "its database is empty")
         elif settings.join:
             await node.start()
-            await self._join(node)
+            await self._join(node, identity)
         else:
             node.bootstrap({NodeId(peer): address for peer, address in settings.founders.items()})
+            mark_raft_state(data_dir, identity)
             await node.start()
         machine = node.state_machine
         assert isinstance(machine, KvStateMachine)
@@ -251,15 +235,24 @@ class Server:
             settings.data_dir,
         )
 
-    async def _join(self, node: Node) -> None:
+    async def _join(self, node: Node, identity: Identity) -> None:
         """Ask the cluster at `join` (client URLs) for its members' peer addresses, then
         join through them: added as a learner, and with auto_promote made a voter once
-        caught up. Safe to repeat: a node already added is not added twice."""
+        caught up. Safe to repeat: a node already added is not added twice.
+
+        The identity file records that this node holds Raft state once it is a learner,
+        before it asks to be promoted: a voter must never be able to come back without
+        its state under the same id (`raftkv.server.identity`)."""
         settings = self.settings
         seeds = await peer_addresses(settings.join_urls, timeout=10.0)
         logger.info("joining the cluster through %s", ", ".join(seeds))
+        deadline = asyncio.get_running_loop().time() + settings.join_timeout_s
         try:
-            await node.join(seeds, promote=settings.auto_promote, timeout=settings.join_timeout_s)
+            await node.join(seeds, promote=False, timeout=settings.join_timeout_s)
+            mark_raft_state(settings.data_dir, identity)
+            if settings.auto_promote:
+                remaining = max(deadline - asyncio.get_running_loop().time(), 0.0)
+                await node.join(seeds, promote=True, timeout=remaining)
         except (RaftError, TimeoutError) as error:
             raise JoinFailed(f"joining through {settings.join}: {error}") from error
         logger.info("joined as a %s", "voter" if settings.auto_promote else "learner (promote it)")
@@ -298,7 +291,7 @@ class Server:
         if self.node is not None:
             await self.node.stop()
             self.node = None
-        logger.info("node %d stopped", self.settings.id)
+            logger.info("node %d stopped", self.settings.id)
 
 
 async def run_server(
@@ -328,18 +321,55 @@ async def run_server(
         loop.add_signal_handler(number, on_signal, number)
     server = Server(settings, log_context)
     watcher = asyncio.create_task(_watch_stdin(stop_requested)) if stop_on_stdin_eof else None
+    exit_code = 0
     try:
         await server.start()
         if on_started is not None:
             on_started(server)
-        await stop_requested.wait()
+        assert server.node is not None
+        failure = await _first_of(stop_requested.wait(), _node_failure(server.node))
+        if failure is not None:
+            # A zombie would keep answering with stale state: stop serving and exit
+            # non-zero so a supervisor restarts the process (a restart recovers from what
+            # is durable; the node flushed what it could when it stopped).
+            logger.error(
+                "node %d failed and stopped: %s; exiting with code %d",
+                settings.id,
+                failure,
+                EXIT_NODE_FAILED,
+            )
+            exit_code = EXIT_NODE_FAILED
     finally:
         if watcher is not None:
             watcher.cancel()
         await server.stop()
         for number in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(number)
-    return 0
+    return exit_code
+
+
+async def _node_failure(node: Node) -> BaseException:
+    """The error the node failed with, once it stops by itself (nothing else stops it
+    while the server runs)."""
+    try:
+        await node.wait_stopped()
+    except NodeFailed as error:
+        return error.__cause__ or error
+    return NodeFailed(f"node {node.id} stopped by itself")
+
+
+async def _first_of(
+    stop_requested: Awaitable[object], failure: Awaitable[BaseException]
+) -> BaseException | None:
+    """None when a stop is requested first, else the node's failure."""
+    stopping = asyncio.ensure_future(stop_requested)
+    failing = asyncio.ensure_future(failure)
+    try:
+        done, _ = await asyncio.wait({stopping, failing}, return_when=asyncio.FIRST_COMPLETED)
+        return None if stopping in done else failing.result()
+    finally:
+        stopping.cancel()
+        failing.cancel()
 
 
 async def _watch_stdin(stop_requested: asyncio.Event) -> None:

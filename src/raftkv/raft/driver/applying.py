@@ -44,7 +44,7 @@ from raftkv.raft.driver.envelope import (
     decode_proposal,
     encode_snapshot,
 )
-from raftkv.raft.driver.errors import ProposalTimeout, Removed
+from raftkv.raft.driver.errors import OutcomeUnknown, Removed
 from raftkv.raft.driver.state_machine import BackgroundSnapshots, Command
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ def install_snapshot(node: Node, snapshot: Snapshot) -> None:
     for index in [index for index in node._appended_at if index <= snapshot.metadata.index]:
         node._fail_proposal(
             node._proposals.get(node._appended_at.pop(index)),
-            ProposalTimeout(f"outcome unknown: entry {index} is covered by a snapshot"),
+            OutcomeUnknown(f"entry {index} is covered by a snapshot: it may have applied"),
         )
     started = time.perf_counter()
     peers, removed, app = node._decode_snapshot(snapshot)
@@ -195,12 +195,7 @@ def apply_conf_change(node: Node, rawnode: RawNode, entry: Entry) -> None:
         node.removed = True
         logger.warning("node %d was removed from the cluster", node.id)
         # Nothing pending here can complete any more: say so now, not at deadlines.
-        reason = Removed(f"node {node.id} was removed from the cluster")
-        for pending in node._proposals.values():
-            node._fail_proposal(pending, reason)
-        for read in node._reads.values():
-            if not read.future.done():
-                read.future.set_exception(reason)
+        node._end_unfinished(Removed(f"node {node.id} was removed from the cluster"))
 
 
 def maybe_snapshot(node: Node, rawnode: RawNode) -> None:

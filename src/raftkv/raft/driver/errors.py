@@ -7,7 +7,8 @@ from raftkv.raft.core.errors import RaftError
 
 
 class Stopped(RaftError):
-    """The node is stopping or stopped; the request was not (or may not have been) applied."""
+    """The node is stopping or stopped. Raised for a proposal, it was not applied: it never
+    left this node (one that did and whose fate is unknown fails with OutcomeUnknown)."""
 
 
 class NodeFailed(Stopped):
@@ -20,7 +21,15 @@ class Removed(Stopped):
     any more (it keeps running only so the remaining voters can finish the change)."""
 
 
-class ProposalTimeout(RaftError, TimeoutError):
+class OutcomeUnknown(RaftError):
+    """The proposal left this node (it was appended as leader, or forwarded to the leader)
+    and then this node lost track of it: it stopped, failed, was removed, or installed a
+    snapshot covering the entry. The command may have been applied, or may still be:
+    retry only with an idempotent command or an exactly-once id. `__cause__` says what
+    happened here, when it was not a timeout."""
+
+
+class ProposalTimeout(OutcomeUnknown, TimeoutError):
     """No outcome within the deadline. The command may still be applied later: retry only
     with an idempotent command or an exactly-once id."""
 

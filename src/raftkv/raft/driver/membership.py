@@ -36,8 +36,8 @@ from raftkv.raft.driver.envelope import RequestId, encode_conf_change_context
 from raftkv.raft.driver.errors import (
     MembershipError,
     NotCaughtUp,
+    OutcomeUnknown,
     Overloaded,
-    ProposalTimeout,
     ReadTimeout,
     Removed,
     Stopped,
@@ -153,7 +153,7 @@ async def handle_request(node: Node, request: MemberRequest) -> MemberResponse:
         return member_error(node, "invalid", str(error))
     except NotLeader:
         return not_leader_response(node)
-    except (ProposalTimeout, TimeoutError) as error:
+    except (OutcomeUnknown, TimeoutError) as error:
         return member_error(node, "timeout", str(error))
     except (ProposalDropped, Overloaded, Stopped) as error:
         return member_error(node, "busy", str(error))

@@ -73,6 +73,7 @@ from raftkv.raft.driver.envelope import (
 )
 from raftkv.raft.driver.errors import (
     NodeFailed,
+    OutcomeUnknown,
     Overloaded,
     ProposalTimeout,
     ReadTimeout,
@@ -104,6 +105,10 @@ class _Pending:
 
     future: asyncio.Future[Any]
     deadline: float
+    # Set once the core took the proposal (appended as leader, or forwarded to the
+    # leader): from then on it may be applied whatever happens here, so ending it early
+    # is OutcomeUnknown, never Stopped ("not applied").
+    sent: bool = False
 
 
 @dataclass(slots=True)
@@ -361,17 +366,28 @@ class Node:
         self._stopped.set()
 
     def _fail_everything(self, reason: Stopped) -> None:
-        for pending in self._proposals.values():
-            self._fail_proposal(pending, reason)
-        for read in self._reads.values():
-            if not read.future.done():
-                read.future.set_exception(reason)
+        self._end_unfinished(reason)
         self._proposals.clear()
         self._reads.clear()
         self._read_batches.clear()
         self._queued.clear()
         self._parked.clear()
         self._read_requests.clear()
+
+    def _end_unfinished(self, reason: Stopped) -> None:
+        """End every pending request because of `reason` (stopping, failed, removed): a
+        proposal that never left this node and every read with `reason`; a proposal that
+        left it with OutcomeUnknown, since the cluster may apply it all the same."""
+        for pending in self._proposals.values():
+            if pending.sent:
+                unknown = OutcomeUnknown(f"{reason}; the write had been sent and may apply")
+                unknown.__cause__ = reason
+                self._fail_proposal(pending, unknown)
+            else:
+                self._fail_proposal(pending, reason)
+        for read in self._reads.values():
+            if not read.future.done():
+                read.future.set_exception(reason)
 
     def _fail(self, error: BaseException) -> None:
         """Stop the node after an error it cannot continue from."""
@@ -387,9 +403,9 @@ class Node:
 
     async def propose(self, command: bytes, *, timeout: float | None = None) -> object:
         """Replicate `command`; return the state machine's result once it is applied on
-        this node. Raises NotLeader (forwarding off), ProposalDropped, ProposalTimeout
-        (outcome unknown), Overloaded, Stopped, or InvalidArgument (over
-        max_command_bytes)."""
+        this node. Raises NotLeader (forwarding off), ProposalDropped, Overloaded, Stopped or
+        InvalidArgument (over max_command_bytes): nothing was applied; or OutcomeUnknown
+        (ProposalTimeout at the deadline): it may have been applied."""
         self._check_running()
         if len(command) > self.settings.max_command_bytes:
             raise InvalidArgument(
@@ -717,6 +733,10 @@ class Node:
             else:
                 self._fail_proposals(items, error)
             return
+        for item in items:
+            pending = self._proposals.get(item.request)
+            if pending is not None:
+                pending.sent = True
         if raft.role is StateRole.LEADER:
             first = raft.log.last_index() - len(items) + 1
             for offset, item in enumerate(items):

@@ -1,0 +1,113 @@
+"""A data dir's identity file (`member.json`): whose data dir it is, and whether its
+database ever held Raft state.
+
+The file lives beside the database (`<data_dir>/db`), not in it, so it outlives the loss of
+the database. That is what makes a lost database visible:
+
+- `node_id` and `cluster_id`: a data dir written by another node or cluster is refused
+  rather than silently served under the wrong identity.
+- `has_raft_state`: set (durably) once the database holds Raft state: before a founding
+  member first starts, and before a joining member may be promoted to voter. From then on
+  the member may have voted, and acknowledged entries the leader counts as stored here. A
+  data dir whose identity says so but whose database is gone or empty lost that memory:
+  started again under the same id it would vote a second time in a term it already voted
+  in, or count towards a quorum for entries it no longer has — committed writes could be
+  lost and members diverge for good, silently. So it is refused: such a node must be
+  removed and join again with a new id (etcd's rule for a member that lost its data dir).
+
+Files written before `has_raft_state` existed read as False; the first start whose database
+holds state sets it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+
+from raftkv.server.config import ServerSettings, SettingsInvalid
+
+IDENTITY_FILE = "member.json"
+DATABASE_DIR = "db"
+
+
+class Identity(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    node_id: int
+    cluster_id: int
+    has_raft_state: bool = False
+
+
+class StateLost(Exception):
+    """The data dir's identity says its database held Raft state, and the state is gone."""
+
+
+def read_identity(data_dir: Path) -> Identity | None:
+    """The identity of `data_dir`, or None if it has no identity file yet."""
+    path = data_dir / IDENTITY_FILE
+    if not path.exists():
+        return None
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=Identity)
+    except (OSError, msgspec.DecodeError) as error:
+        raise SettingsInvalid(f"cannot read {path}: {error}") from error
+
+
+def write_identity(data_dir: Path, identity: Identity) -> None:
+    """Replace the identity file atomically and durably (file and directory synced)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / IDENTITY_FILE
+    temporary = path.with_suffix(".tmp")
+    with temporary.open("wb") as file:
+        file.write(msgspec.json.encode(identity))
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+    directory = os.open(data_dir, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def check_identity(settings: ServerSettings) -> Identity:
+    """The identity of `settings.data_dir`: written for a new data dir; refused if it
+    belongs to another node or cluster, or if it lost its database (see the module
+    docstring: `StateLost`)."""
+    data_dir = settings.data_dir
+    found = read_identity(data_dir)
+    if found is None:
+        if (data_dir / DATABASE_DIR).exists():
+            raise SettingsInvalid(
+                f"data dir {data_dir} holds a database but no {IDENTITY_FILE}: "
+                "refusing to guess whose it is"
+            )
+        identity = Identity(node_id=settings.id, cluster_id=settings.cluster_id)
+        write_identity(data_dir, identity)
+        return identity
+    if (found.node_id, found.cluster_id) != (settings.id, settings.cluster_id):
+        raise SettingsInvalid(
+            f"data dir {data_dir} belongs to node {found.node_id} of cluster "
+            f"{found.cluster_id}, not node {settings.id} of cluster {settings.cluster_id}"
+        )
+    if found.has_raft_state and not (data_dir / DATABASE_DIR).exists():
+        raise state_lost(data_dir, found.node_id, "its database directory is gone")
+    return found
+
+
+def mark_raft_state(data_dir: Path, identity: Identity) -> Identity:
+    """Record, durably, that the database of `data_dir` holds Raft state (idempotent)."""
+    if identity.has_raft_state:
+        return identity
+    marked = msgspec.structs.replace(identity, has_raft_state=True)
+    write_identity(data_dir, marked)
+    return marked
+
+
+def state_lost(data_dir: Path, node_id: int, what: str) -> StateLost:
+    return StateLost(
+        f"data dir {data_dir}: node {node_id} lost its Raft state ({what}), so it may have "
+        f"voted or acknowledged writes it no longer remembers and must not rejoin as node "
+        f"{node_id}: remove it (raftkv member remove {node_id}) and join again with a new "
+        "id and an empty data dir"
+    )

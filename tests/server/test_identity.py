@@ -1,0 +1,48 @@
+"""The identity file remembers that a data dir held Raft state, so a lost database is
+refused instead of silently bootstrapped again under the same id."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from raftkv.server.config import ServerSettings
+from raftkv.server.identity import (
+    IDENTITY_FILE,
+    Identity,
+    StateLost,
+    check_identity,
+    mark_raft_state,
+    read_identity,
+)
+
+
+def test_a_new_data_dir_has_no_raft_state_until_marked(tmp_path: Path) -> None:
+    settings = ServerSettings(data_dir=tmp_path / "node", id=1)
+    identity = check_identity(settings)
+    assert identity == Identity(node_id=1, cluster_id=1, has_raft_state=False)
+    marked = mark_raft_state(settings.data_dir, identity)
+    assert marked.has_raft_state
+    assert read_identity(settings.data_dir) == marked
+    assert mark_raft_state(settings.data_dir, marked) is marked  # idempotent
+
+
+def test_a_data_dir_that_held_state_and_lost_its_database_is_refused(tmp_path: Path) -> None:
+    settings = ServerSettings(data_dir=tmp_path / "node", id=3)
+    mark_raft_state(settings.data_dir, check_identity(settings))
+    with pytest.raises(StateLost) as caught:
+        check_identity(settings)  # no db/ at all
+    message = str(caught.value)
+    assert "node 3 lost its Raft state" in message
+    assert "raftkv member remove 3" in message
+    assert "new id" in message
+    assert "\n" not in message
+
+
+def test_an_identity_file_of_an_older_version_reads_as_without_state(tmp_path: Path) -> None:
+    data_dir = tmp_path / "node"
+    data_dir.mkdir()
+    (data_dir / IDENTITY_FILE).write_text(json.dumps({"node_id": 1, "cluster_id": 1}))
+    assert check_identity(ServerSettings(data_dir=data_dir, id=1)).has_raft_state is False
