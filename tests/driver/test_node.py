@@ -444,6 +444,30 @@ def test_promote_refuses_a_learner_that_lags() -> None:
     run_scenario(scenario)
 
 
+@pytest.mark.parametrize("voters", [1, 3])
+def test_promote_refuses_a_learner_that_never_answered_however_short_the_log(
+    voters: int,
+) -> None:
+    """Two requests used to brick a young cluster: its log is shorter than
+    promote_max_lag_entries, so a learner that never answered (not started, or added at a
+    mistyped address) passed as caught up and became a voter that cannot vote."""
+
+    async def scenario() -> None:
+        cluster = LocalCluster(voters, state_machine=memory_dict)
+        await cluster.start()
+        leader = await cluster.wait_for_leader()
+        learner = NodeId(voters + 1)
+        await cluster.complete(leader.add_learner(learner, "nowhere:1"))
+        assert leader.status().last_index < leader.settings.promote_max_lag_entries
+        with pytest.raises(NotCaughtUp, match="never been heard from"):
+            await cluster.complete(leader.promote(learner))
+        assert learner in leader.status().learners
+        assert await cluster.complete(leader.propose(encode_set("a", "1"))) == "1"
+        await cluster.stop()
+
+    run_scenario(scenario)
+
+
 def test_transfer_leadership_and_leader_change_observers() -> None:
     async def scenario() -> None:
         cluster = LocalCluster(3, state_machine=memory_dict)

@@ -253,13 +253,7 @@ def _prepare_change(node: Node, request: MemberRequest) -> ConfState | tuple[Req
             return conf_state  # a retried request: already done
         if node_id not in conf_state.learners:
             raise MembershipError("invalid", f"node {node_id} is not a learner")
-        progress = rawnode.raft.tracker.progress.get(node_id)
-        lag = rawnode.raft.log.last_index() - (progress.match if progress else 0)
-        if lag > node.settings.promote_max_lag_entries:
-            raise NotCaughtUp(
-                f"learner {node_id} lags the leader by {lag} entries "
-                f"(limit {node.settings.promote_max_lag_entries})"
-            )
+        _check_promotable(node, node_id)
         change_type = ConfChangeType.ADD_NODE
     else:
         if node_id not in conf_state.voters | conf_state.learners:
@@ -271,6 +265,36 @@ def _prepare_change(node: Node, request: MemberRequest) -> ConfState | tuple[Req
         context=encode_conf_change_context(request_id, peers),
     )
     return request_id, change
+
+
+def _check_promotable(node: Node, learner: NodeId) -> None:
+    """Raise NotCaughtUp unless `learner` can take its part as a voter at once: the
+    leader heard from it within an election timeout, and its log is close to the
+    leader's both in entries and as a fraction of it (NodeSettings.promote_*)."""
+    settings = node.settings
+    progress = node._core().raft.tracker.progress.get(learner)
+    match = progress.match if progress is not None else 0
+    last_index = node._core().raft.log.last_index()
+    heard = node._last_heard.get(learner)
+    if heard is None:
+        raise NotCaughtUp(
+            f"learner {learner} has never been heard from: check that it runs and is "
+            f"reachable at {node._peers.get(learner, 'its address')!r}"
+        )
+    silent_s = node.clock.now() - heard
+    if silent_s > node._election_timeout_s():
+        raise NotCaughtUp(f"learner {learner} has not been heard from for {silent_s:.1f}s")
+    lag = last_index - match
+    if lag > settings.promote_max_lag_entries:
+        raise NotCaughtUp(
+            f"learner {learner} lags the leader by {lag} entries "
+            f"(limit {settings.promote_max_lag_entries})"
+        )
+    if match < last_index * settings.promote_min_log_fraction:
+        raise NotCaughtUp(
+            f"learner {learner} holds the log up to index {match} of the leader's "
+            f"{last_index} (at least {settings.promote_min_log_fraction:.0%} needed)"
+        )
 
 
 def not_leader_response(node: Node) -> MemberResponse:

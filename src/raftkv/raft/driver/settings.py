@@ -55,8 +55,14 @@ class NodeSettings:
     # when entries are large.
     snapshot_every_bytes: int = 64 << 20
 
-    # A learner is promoted only if its log is within this many entries of the leader's.
+    # A learner is promoted only if the leader heard from it within an election timeout,
+    # its log is within this many entries of the leader's, AND it holds at least this
+    # fraction of the leader's log (etcd's 90 %). The fraction is what protects a young
+    # cluster, whose whole log is shorter than the lag allowed: promoting a learner that
+    # never answered (a typo in its address, a machine not started yet) would add a voter
+    # that cannot vote — with one voter before, the cluster could no longer commit.
     promote_max_lag_entries: int = 100
+    promote_min_log_fraction: float = 0.9
 
     # stop(): a leader first hands leadership to a caught-up voter, waiting this long.
     stop_transfer_timeout_s: float = 3.0
@@ -97,5 +103,8 @@ class NodeSettings:
         }.items():
             if value < 0:
                 raise ConfigInvalid(f"{name} must not be negative (got {value})")
+        fraction = self.promote_min_log_fraction
+        if not 0.0 <= fraction <= 1.0:
+            raise ConfigInvalid(f"promote_min_log_fraction must be within 0..1 (got {fraction})")
         if self.lease_reads and not self.check_quorum:
             raise ConfigInvalid("lease_reads requires check_quorum")
