@@ -118,6 +118,8 @@ def _serve(arguments: argparse.Namespace) -> int:
         print(f"raftkv serve: {error}", file=sys.stderr)
         return EXIT_USAGE
     # Imported here: the server's dependencies (RocksDB, gRPC, aiohttp) load only to serve.
+    from raftkv.raft.storage.base import StorageCorrupt  # noqa: PLC0415
+    from raftkv.raft.storage.rocks import StorageOpenError  # noqa: PLC0415
     from raftkv.server.identity import StateLost  # noqa: PLC0415
     from raftkv.server.logs import configure_logging  # noqa: PLC0415
     from raftkv.server.runner import JoinFailed, run_server, started_line  # noqa: PLC0415
@@ -135,7 +137,9 @@ def _serve(arguments: argparse.Namespace) -> int:
     except SettingsInvalid as error:
         print(f"raftkv serve: {error}", file=sys.stderr)
         return EXIT_USAGE
-    except (OSError, JoinFailed, StateLost) as error:  # port taken; no cluster; state lost
+    except (OSError, JoinFailed, StateLost, StorageCorrupt, StorageOpenError) as error:
+        # The client port is taken; no cluster to join; the data dir lost or damaged its
+        # state; the database cannot be opened. One line each, no traceback.
         print(f"raftkv serve: {error}", file=sys.stderr)
         return 1
 

@@ -23,7 +23,10 @@ Invariants (checked when the database is opened, where that is cheap):
   are checked on open, a hole is reported when a read reaches it);
 - compacted index <= snapshot index: `compact` never passes the latest snapshot;
 - the snapshot chunks are numbered 0, 1, ... and their bytes match the length and sha256 in
-  raft_snapshot_meta (checked by `snapshot()`).
+  raft_snapshot_meta (checked by `snapshot()`);
+- the database holds at least the term, vote and commit index recorded in the durability
+  watermark beside it (`watermark.py`): a write-ahead log cut back past them raises
+  StateRolledBack at open instead of silently opening an older state.
 
 Durability: `persist` syncs when asked, `create_snapshot` and `AppData.replace_all` always
 sync, `compact` and `AppData.commit` never do. RocksDB recovers its write-ahead log up to
@@ -94,6 +97,7 @@ from raftkv.raft.storage.records import (
     encode_index_term,
     encode_stored_snapshot,
 )
+from raftkv.raft.storage.watermark import DurabilityWatermark
 
 __all__ = [
     "FORMAT_VERSION",
@@ -315,6 +319,8 @@ class RocksStorage:
         try:
             self._check_format_version()
             self._cache = self._load_cache()
+            self._watermark = DurabilityWatermark(real_path)
+            self._watermark.check(self._cache.hard_state, self._cache.last_index)
             applied = self._database.read_state(_APPLIED_KEY, decode_index_term, (0, 0))
         except BaseException:
             self._database.close()
@@ -596,6 +602,8 @@ class RocksStorage:
                 last_index,
                 last_term,
             )
+            if sync:
+                self._watermark.after_sync(self._cache.hard_state)
 
     def create_snapshot(self, index: int, conf_state: ConfState, data: bytes) -> Snapshot:
         """RaftStorage.create_snapshot. Synced: snapshots are rare, and a node's recovery
@@ -670,6 +678,7 @@ class RocksStorage:
             self._cache = _Cache(
                 hard_state, stored, metadata.index, metadata.term, metadata.index, metadata.term
             )
+            self._watermark.record(hard_state)  # the state goes back on purpose
 
     def _put_snapshot(
         self, batch: WriteBatch, handles: _Handles, metadata: SnapshotMetadata, data: bytes
