@@ -234,7 +234,8 @@ class StatusAnswer(msgspec.Struct, frozen=True, omit_defaults=True):
     pending_proposals: int = 0
     pending_reads: int = 0
     # With ?hash=true: sha256 of the whole committed KV state (a full scan, O(data)); equal
-    # on members that applied the same log.
+    # on members that applied the same log. The hash members compare in hash checks (it
+    # leaves out the checks' own record).
     hash: str = ""
     # The cluster's alarms, by member (left out when there is none).
     alarms: list[AlarmAnswer] = msgspec.field(default_factory=list)
