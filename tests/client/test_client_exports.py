@@ -12,6 +12,7 @@ from raftkv.client import txn
 def test_client_all_is_pinned() -> None:
     assert sorted(raftkv.client.__all__) == sorted(
         [
+            "Alarm",
             "Client",
             "ClientError",
             "ClientSettings",

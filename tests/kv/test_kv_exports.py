@@ -8,17 +8,23 @@ import raftkv.kv
 def test_kv_all_is_pinned() -> None:
     assert sorted(raftkv.kv.__all__) == sorted(
         [
+            "ClearCorruptAlarm",
             "Compact",
             "CompactResult",
             "Compacted",
             "Compare",
             "CompareOp",
             "CompareTarget",
+            "CorruptChecker",
+            "CorruptCheckerSettings",
             "DeleteRange",
             "DeleteResult",
             "DuplicateKey",
             "EmptyKey",
             "FutureRevision",
+            "HashCheck",
+            "HashCheckResult",
+            "HashReport",
             "InvalidRequest",
             "KeyValue",
             "KvCommand",

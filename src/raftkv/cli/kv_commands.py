@@ -41,6 +41,7 @@ from raftkv.cli import (
     EXIT_USAGE,
 )
 from raftkv.client import (
+    Alarm,
     ClientError,
     ClientSettings,
     Cluster,
@@ -612,13 +613,14 @@ class Output:
                     document["last_contact_s"] = member.last_contact_s
                 documents.append(document)
             return _print_json(documents)
+        alarms = _alarms(rows)
         table = _table(
             "endpoint", "id", "role", "leader", "term", "commit", "applied", "revision",
-            "compacted", "lag", "last contact",
+            "compacted", "lag", "last contact", "alarm",
         )  # fmt: skip
         for endpoint, row in zip(endpoints, rows, strict=True):
             if isinstance(row, ClientError):
-                _add_row(table, endpoint, "-", f"error: {row.code}", *["-"] * 8)
+                _add_row(table, endpoint, "-", f"error: {row.code}", *["-"] * 9)
                 continue
             member = members.get(row.id)
             lag = None if member is None else member.lag
@@ -636,8 +638,11 @@ class Output:
                 str(row.compacted_revision),
                 _or_dash(lag),
                 _ago(contact),
+                alarms[row.id].alarm if row.id in alarms else "",
             )
         _print_table(table)
+        for alarm in alarms.values():
+            print(_describe_alarm(alarm))
 
     def members(self, cluster: Cluster) -> None:
         if self.as_json:
@@ -701,6 +706,32 @@ class Output:
         return table
 
 
+def _alarms(rows: Sequence[Status | ClientError]) -> dict[int, Alarm]:
+    """The alarms any answering member listed, by the member they name."""
+    found: dict[int, Alarm] = {}
+    for row in rows:
+        if not isinstance(row, ClientError):
+            for alarm in row.alarms:
+                found.setdefault(alarm.member, alarm)
+    return dict(sorted(found.items()))
+
+
+def _describe_alarm(alarm: Alarm) -> str:
+    if alarm.alarm != "CORRUPT":
+        return f"ALARM {alarm.alarm}: member {alarm.member}"
+    why = (
+        "its state differs from the one a majority of members hold"
+        if alarm.reason == "minority"
+        else "the members' states differ and no state is held by a majority"
+    )
+    return (
+        f"ALARM CORRUPT: member {alarm.member}: the hash check at log index "
+        f"{alarm.check_index} found that {why}; it refuses client requests. Remove it "
+        f"(raftkv member remove {alarm.member}) and join it again with a new id and an "
+        "empty data dir."
+    )
+
+
 def _status_json(endpoint: str, row: Status | ClientError) -> Json:
     if isinstance(row, ClientError):
         return {"endpoint": endpoint, "error": {"code": row.code, "message": row.message}}
@@ -714,6 +745,15 @@ def _status_json(endpoint: str, row: Status | ClientError) -> Json:
         "applied_index": row.applied_index,
         "revision": row.revision,
         "compacted_revision": row.compacted_revision,
+        "alarms": [
+            {
+                "alarm": alarm.alarm,
+                "member": alarm.member,
+                "check_index": alarm.check_index,
+                "reason": alarm.reason,
+            }
+            for alarm in row.alarms
+        ],
     }
 
 

@@ -80,6 +80,7 @@ from raftkv.client.errors import (
 from raftkv.client.leases import KeptLease, SyncKeptLease
 from raftkv.client.recipes import Election, Lock, LockLost
 from raftkv.client.results import (
+    Alarm,
     Cluster,
     CompactResult,
     DeleteResult,
@@ -103,6 +104,7 @@ from raftkv.client.sync_watch import SyncWatcher
 from raftkv.client.txn import Compare, DeleteOp, Op, PutOp, RangeOp
 
 __all__ = [
+    "Alarm",
     "Client",
     "ClientError",
     "ClientSettings",

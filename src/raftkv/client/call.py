@@ -7,8 +7,10 @@ I/O or reads a clock: the caller passes `now`.
 
 Rules (what may be retried is decided by whether anything may have been applied):
 - 200: done. A 404 `not_found` for a get: done, with no value.
-- 503 (not_leader, proposal_dropped, overloaded, stopped) or a refused connection:
-  nothing was applied; retry at another endpoint.
+- 503 (not_leader, proposal_dropped, overloaded, stopped, corrupt) or a refused
+  connection: nothing was applied; retry at another endpoint. An endpoint that answered
+  `corrupt` (a member whose state diverged, see raftkv.kv.hash_checks) or refused the
+  connection is passed over by the client's later calls too, until it answers again.
 - 504 `timeout` or a connection lost after the request was sent: for a read nothing was
   read, retry; for a write with a session the outcome is unknown, retry with the same
   session (the server applies it at most once); for a write without one (compact), stop
@@ -113,7 +115,10 @@ class Call(Generic[T]):
             self._router.answered(endpoint, None)
             return Done(repeated[1]())
         if status == 503:
-            self._router.not_serving(endpoint)
+            if code == "corrupt":
+                self._router.unreachable(endpoint)  # it stays so until it is replaced
+            else:
+                self._router.not_serving(endpoint)
             return self._retry(endpoint, f"503 {code}: {message}", now)
         if status == 504:
             self._router.not_serving(endpoint)

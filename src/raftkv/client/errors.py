@@ -13,7 +13,8 @@
     │   ├── Compacted       410 compacted (with compact_revision and oldest_revision)
     │   └── LimitExceeded   413 limit_exceeded, body_too_large, command_too_large
     ├── Unavailable         no endpoint answered, or every answer was a 503 (or a timed-out
-    │                       read): nothing was applied; worth trying again later
+    │                       read; a 503 `corrupt` is a member whose state diverged): nothing
+    │                       was applied; worth trying again later
     ├── OutcomeUnknown      a write may or may not have been applied (504 `timeout` or a
     │                       connection lost after sending, and no retry settled it)
     └── ServerError         a 500, or an answer the client cannot read (a misbehaving server)

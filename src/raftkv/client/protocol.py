@@ -24,6 +24,7 @@ from urllib.parse import quote
 import msgspec
 
 from raftkv.client.results import (
+    Alarm,
     Cluster,
     CompactResult,
     DeleteResult,
@@ -481,6 +482,10 @@ def status() -> Request[Status]:
             applied_index=answer.applied_index,
             revision=answer.revision,
             compacted_revision=answer.compacted_revision,
+            alarms=tuple(
+                Alarm(alarm.alarm, alarm.member, alarm.check_index, alarm.reason)
+                for alarm in answer.alarms
+            ),
         )
         return Decoded(result, answer.leader)
 

@@ -86,6 +86,20 @@ class CompactResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Alarm:
+    """An alarm of the cluster. "CORRUPT": a hash check found `member`'s state different
+    from the majority's (`reason` "minority"), or the members' states differing with none
+    held by a majority ("no_majority"), at log index `check_index`. That member refuses
+    client requests (503 `corrupt`: the client moves on to another endpoint); remove it and
+    join it again with a new id and an empty data dir."""
+
+    alarm: str
+    member: int
+    check_index: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
     """One node's `/v1/status`, and the endpoint that answered."""
 
@@ -99,6 +113,8 @@ class Status:
     applied_index: int
     revision: int
     compacted_revision: int
+    # The cluster's alarms (the same on every member: they are replicated).
+    alarms: tuple[Alarm, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,8 +9,8 @@ every answer's header) and where clients reach each member (from `/v1/cluster`).
   the current endpoint of the rotation. The rotation sticks to an endpoint while it works
   (its connections stay warm) and moves past one that fails.
 - Within one call an endpoint that failed is not tried again before every other one was.
-- An endpoint that refused a connection is marked down: the rotation skips it while any
-  endpoint is not marked; an answer from it clears the mark.
+- An endpoint that refused a connection, or answered 503 `corrupt`, is marked down: the
+  rotation skips it while any endpoint is not marked; an answer from it clears the mark.
 - The rotation also holds the members' client URLs learnt from `/v1/cluster`, after the
   configured endpoints: a client outlives the members it was started with.
 - A failure at the leader's URL (a 503, a lost connection) forgets the leader until an
@@ -152,7 +152,8 @@ class Router:
                 self._leader_id = leader
 
     def unreachable(self, endpoint: str) -> None:
-        """A connection to `endpoint` failed."""
+        """A connection to `endpoint` failed, or it answered that it serves no client (503
+        `corrupt`): mark it down."""
         with self._lock:
             self._down.add(endpoint)
             self._failed(endpoint)

@@ -5,12 +5,15 @@
 - `MvccStore` is the store underneath, kept in the node's `AppData` (RocksDB);
 - the request and result types mirror etcd's KV API; refusals are `KvError`s;
 - leases (`LeaseGrant` ... `LeaseCheckpoint`, expiry decided by the leader's `LeaseKeeper`)
-  and watches (`WatchHub`, `Watch`: change streams read back from the history).
+  and watches (`WatchHub`, `Watch`: change streams read back from the history);
+- hash checks (`HashCheck`, `HashReport`, run by each member's `CorruptChecker`): members
+  compare hashes of their state at the same log index and raise CORRUPT alarms.
 """
 
 from __future__ import annotations
 
 from raftkv.kv.commands import (
+    ClearCorruptAlarm,
     Compact,
     CompactResult,
     Compare,
@@ -18,6 +21,9 @@ from raftkv.kv.commands import (
     CompareTarget,
     DeleteRange,
     DeleteResult,
+    HashCheck,
+    HashCheckResult,
+    HashReport,
     KeyValue,
     KvCommand,
     LeaseCheckpoint,
@@ -47,6 +53,7 @@ from raftkv.kv.commands import (
     decode_command,
     encode_command,
 )
+from raftkv.kv.corrupt_checker import CorruptChecker, CorruptCheckerSettings
 from raftkv.kv.errors import (
     Compacted,
     DuplicateKey,
@@ -79,18 +86,24 @@ from raftkv.kv.watch import (
 )
 
 __all__ = [
+    "ClearCorruptAlarm",
     "Compact",
     "CompactResult",
     "Compacted",
     "Compare",
     "CompareOp",
     "CompareTarget",
+    "CorruptChecker",
+    "CorruptCheckerSettings",
     "DeleteRange",
     "DeleteResult",
     "DuplicateKey",
     "EmptyKey",
     "Event",
     "FutureRevision",
+    "HashCheck",
+    "HashCheckResult",
+    "HashReport",
     "InvalidRequest",
     "KeyValue",
     "KvCommand",

@@ -152,7 +152,37 @@ class LeaseCheckpoint(
 
 LeaseRequest = LeaseGrant | LeaseKeepAlive | LeaseRevoke | LeaseExpire | LeaseCheckpoint
 
-WriteRequest = Put | DeleteRange | Txn | Compact | PublishMember | LeaseRequest
+
+class HashCheck(msgspec.Struct, tag="hash_check", frozen=True, forbid_unknown_fields=True):
+    """Open a hash check at this entry's log index (`raftkv.kv.hash_checks`): each member
+    hashes its state as of this entry and reports it. `members`: the ids expected to
+    report (the voters and learners the proposer knew), whose majority decides. Creates no
+    revision."""
+
+    members: list[int]
+
+
+class HashReport(msgspec.Struct, tag="hash_report", frozen=True, forbid_unknown_fields=True):
+    """Member `member_id`'s hash (SHA-256, 32 bytes) of its state at the check opened at
+    log index `check_index`."""
+
+    check_index: int
+    member_id: int
+    hash: bytes
+
+
+class ClearCorruptAlarm(
+    msgspec.Struct, tag="clear_corrupt_alarm", frozen=True, forbid_unknown_fields=True
+):
+    """End the CORRUPT alarm naming `member_id` (the leader proposes it once that member
+    has left the cluster)."""
+
+    member_id: int
+
+
+HashCheckRequest = HashCheck | HashReport | ClearCorruptAlarm
+
+WriteRequest = Put | DeleteRange | Txn | Compact | PublishMember | LeaseRequest | HashCheckRequest
 
 
 class KvCommand(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -258,6 +288,15 @@ class LeaseCheckpointResult(
     header: ResponseHeader
 
 
+class HashCheckResult(
+    msgspec.Struct, tag="hash_check_result", frozen=True, forbid_unknown_fields=True
+):
+    """For a HashCheck, a HashReport (also when ignored: a late or repeated report) and a
+    ClearCorruptAlarm."""
+
+    header: ResponseHeader
+
+
 WriteResult = (
     PutResult
     | DeleteResult
@@ -268,6 +307,7 @@ WriteResult = (
     | LeaseKeepAliveResult
     | LeaseRevokeResult
     | LeaseCheckpointResult
+    | HashCheckResult
 )
 
 

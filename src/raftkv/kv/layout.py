@@ -14,6 +14,8 @@ not repeated in every record).
 |                |                                       | create_revision, version, lease         |
 | revision log   | b"r" revision                         | the user keys changed at that revision  |
 | members        | b"meta:member:" member id             | MemberRecord: client_url                |
+| hash checks    | b"meta:hash_check"                    | HashCheckRecord: the last check, its    |
+|                |                                       | reports, the CORRUPT alarms             |
 | sessions       | b"s" client id (UTF-8)                | SessionRecord: sequence, index, result  |
 | session age    | b"a" log index, client id (UTF-8)     | empty                                   |
 | leases         | b"l" lease id                         | LeaseRecord: ttl, remaining_ms,         |
@@ -47,7 +49,7 @@ maps to the stored range [escape(a), escape(b)) in both the history and the inde
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import msgspec
 
@@ -59,6 +61,7 @@ FORMAT_VERSION = 1
 MVCC_META_KEY = b"meta:mvcc"
 SESSIONS_META_KEY = b"meta:sessions"
 MEMBER_PREFIX = b"meta:member:"
+HASH_CHECK_KEY = b"meta:hash_check"
 HISTORY_PREFIX = b"h"
 INDEX_PREFIX = b"k"
 REVISION_PREFIX = b"r"
@@ -101,6 +104,29 @@ class MemberRecord(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_
     """What a member published about itself (PublishMember)."""
 
     client_url: str
+
+
+class CorruptAlarm(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+    """Member `member_id` was found CORRUPT by the hash check opened at `check_index`:
+    its hash differed from the majority's ("minority"), or the members disagreed with no
+    hash held by a majority ("no_majority")."""
+
+    member_id: int
+    check_index: int
+    reason: Literal["minority", "no_majority"]
+
+
+class HashCheckRecord(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+    """The last hash check (raftkv.kv.hash_checks) and the alarms so far. `check_index` 0:
+    no check yet. `reports` are (member id, hash) in the order they applied; `majority`
+    is the hash a majority of `members` reported, b"" until there is one."""
+
+    check_index: int
+    members: list[int]
+    reports: list[tuple[int, bytes]]
+    majority: bytes
+    # By member id, increasing; at most one per member.
+    alarms: list[CorruptAlarm]
 
 
 class SessionsMeta(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):

@@ -30,7 +30,6 @@ layer bounds ranges by limit and timeouts; a retention policy keeps compactions 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from raftkv.kv.commands import (
     Compare,
     DeleteRange,
     DeleteResult,
+    HashCheckRequest,
     KeyValue,
     LeaseRequest,
     LeaseRevokeResult,
@@ -61,6 +61,7 @@ from raftkv.kv.commands import (
     WriteResult,
 )
 from raftkv.kv.errors import Compacted, FutureRevision, InvalidRequest, LeaseNotFound
+from raftkv.kv.hash_checks import hash_state
 from raftkv.kv.layout import (
     FORMAT_VERSION,
     HISTORY_PREFIX,
@@ -155,15 +156,11 @@ class MvccStore:
 
     def state_hash(self) -> str:
         """sha256 (hex) over every committed item of the app space in key order, each as
-        4-byte big-endian lengths and bytes of key and value. Equal on replicas that applied
-        the same commands. A full scan, O(data): for tests and on-demand checks."""
-        digest = hashlib.sha256()
-        for key, value in self.staged.app.scan():
-            digest.update(len(key).to_bytes(4, "big"))
-            digest.update(key)
-            digest.update(len(value).to_bytes(4, "big"))
-            digest.update(value)
-        return digest.hexdigest()
+        4-byte big-endian lengths and bytes of key and value, but the hash checks' own
+        record: the hash members compare in hash checks (raftkv.kv.hash_checks.hash_state).
+        Equal on replicas that applied the same commands. A full scan, O(data): for tests
+        and on-demand checks."""
+        return hash_state(self.staged.app.scan()).hex()
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -181,7 +178,7 @@ class MvccStore:
             case PublishMember():
                 raise InvalidRequest("PublishMember is not an MVCC request (KvStateMachine)")
             case _:
-                if isinstance(request, LeaseRequest):
+                if isinstance(request, LeaseRequest | HashCheckRequest):
                     raise InvalidRequest(
                         f"{type(request).__name__} is not an MVCC request (KvStateMachine)"
                     )

@@ -19,6 +19,12 @@ the others; once one applies, this node's `lease_timers` (its own clock, outside
 replicated state) restart that lease's countdown. After each apply call `watch_hub.notify()`
 wakes the watches (O(1): they read the new revisions themselves, later).
 
+Hash checks (`raftkv.kv.hash_checks`): a `HashCheck` entry commits the state as of itself
+(the commands before it in the same `apply` call included) and freezes it (a RocksDB
+checkpoint) for this node's `CorruptChecker` to hash off the event loop
+(`take_pending_hash`); reports and alarm clearings are commands like the others. The
+CORRUPT alarms are replicated state (`corrupt_alarms`).
+
 Reads (`range`, `current_revision`, `compacted_revision`) see committed state: the driver
 calls everything on its event loop, never during an `apply`. For a linearizable read the
 server calls `range` through the node's `linearizable_read`.
@@ -34,6 +40,11 @@ import msgspec
 import zstandard
 
 from raftkv.kv.commands import (
+    ClearCorruptAlarm,
+    HashCheck,
+    HashCheckRequest,
+    HashCheckResult,
+    HashReport,
     LeaseCheckpoint,
     LeaseCheckpointResult,
     LeaseExpire,
@@ -56,7 +67,8 @@ from raftkv.kv.commands import (
 )
 from raftkv.kv.errors import KvError, SessionExpired, StaleSequence
 from raftkv.kv.events import EventReader
-from raftkv.kv.layout import LeaseRecord, unescape
+from raftkv.kv.hash_checks import HashChecks, PendingHash
+from raftkv.kv.layout import CorruptAlarm, HashCheckRecord, LeaseRecord, unescape
 from raftkv.kv.lease_timers import LeaseTimers
 from raftkv.kv.members import MemberDirectory
 from raftkv.kv.mvcc import MvccStore
@@ -154,7 +166,11 @@ class KvStateMachine:
         self.settings = settings if settings is not None else KvSettings()
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.lease_timers = LeaseTimers(self.clock.now)
-        self._store, self._sessions, self._members = self._open()
+        # Alarms raised by reports this node applied, since it started (for metrics).
+        self.corrupt_alarms_raised = 0
+        # The state frozen at the last HashCheck applied, until the checker takes it.
+        self._pending_hash: PendingHash | None = None
+        self._store, self._sessions, self._members, self._hash_checks = self._open()
         self.watch_hub = WatchHub(
             EventReader(app),
             self.current_revision,
@@ -163,7 +179,7 @@ class KvStateMachine:
             self.clock,
         )
 
-    def _open(self) -> tuple[MvccStore, SessionTable, MemberDirectory]:
+    def _open(self) -> tuple[MvccStore, SessionTable, MemberDirectory, HashChecks]:
         """Read the store's meta records and the leases (O(leases)), and start every
         lease's countdown from its stored remaining time."""
         store = MvccStore(self.app, self.settings)
@@ -171,7 +187,7 @@ class KvStateMachine:
         self.lease_timers.clear()
         for lease_id, record in store.leases.load():
             self.lease_timers.set(lease_id, record.remaining_ms, record.ttl, record.renewed_index)
-        return store, sessions, MemberDirectory(store.staged)
+        return store, sessions, MemberDirectory(store.staged), HashChecks(store.staged)
 
     # -- StateMachine ---------------------------------------------------------------------
 
@@ -226,7 +242,7 @@ class KvStateMachine:
             raise SnapshotInvalid("KV snapshot items are not in strictly increasing key order")
         written = iter(items) if progress is None else _reporting(items, progress)
         self.app.replace_all(written, index, term)
-        self._store, self._sessions, self._members = self._open()
+        self._store, self._sessions, self._members, self._hash_checks = self._open()
         self.watch_hub.reset()
 
     # -- reads ----------------------------------------------------------------------------
@@ -248,6 +264,30 @@ class KvStateMachine:
     def state_hash(self) -> str:
         """See MvccStore.state_hash (a full scan)."""
         return self._store.state_hash()
+
+    def corrupt_alarms(self) -> list[CorruptAlarm]:
+        """The CORRUPT alarms, by member id (replicated: the same on every member)."""
+        return self._hash_checks.alarms()
+
+    def is_corrupt(self, member_id: int) -> bool:
+        """Whether a CORRUPT alarm names `member_id`."""
+        return self._hash_checks.is_corrupt(member_id)
+
+    def hash_check_record(self) -> HashCheckRecord:
+        """The last hash check, its reports and the alarms."""
+        return self._hash_checks.record
+
+    def take_pending_hash(self) -> PendingHash | None:
+        """The state frozen at the last HashCheck applied, if not taken yet; the caller
+        closes its view."""
+        pending, self._pending_hash = self._pending_hash, None
+        return pending
+
+    def forget_hash_checks(self) -> None:
+        """Drop every hash check and alarm (HashChecks.forget), committed at the current
+        applied index: for a backup restored into a new cluster, on every founder alike."""
+        self._hash_checks.forget()
+        self._store.commit(*self.app.applied())
 
     def lease(self, lease_id: int) -> LeaseRecord | None:
         return self._store.leases.get(lease_id)
@@ -285,6 +325,9 @@ class KvStateMachine:
             elif isinstance(request, LeaseRequest):
                 check_request(request, self.settings)
                 result = self._apply_lease(request, command.index)
+            elif isinstance(request, HashCheckRequest):
+                check_request(request, self.settings)
+                result = self._apply_hash_check(request, command)
             else:
                 result = self._store.execute(request)
         except KvError as error:
@@ -328,6 +371,26 @@ class KvStateMachine:
                 return LeaseCheckpointResult(header)
             case _:
                 assert_never(request)
+
+    def _apply_hash_check(self, request: HashCheckRequest, command: Command) -> HashCheckResult:
+        header = ResponseHeader(self._store.current_revision())
+        match request:
+            case HashCheck():
+                self._hash_checks.open(command.index, request)
+                # The state as of this entry: commit what this apply call staged so far
+                # (an AppData commit at this index keeps applied_index() exact), freeze.
+                self._store.commit(command.index, command.term)
+                frozen = PendingHash(command.index, tuple(request.members), self.app.freeze())
+                if self._pending_hash is not None:
+                    self._pending_hash.view.close()  # never taken: superseded
+                self._pending_hash = frozen
+            case HashReport():
+                self.corrupt_alarms_raised += len(self._hash_checks.report(request))
+            case ClearCorruptAlarm():
+                self._hash_checks.clear(request.member_id)
+            case _:
+                assert_never(request)
+        return HashCheckResult(header)
 
 
 # How many items between two progress reports of a restore.

@@ -20,9 +20,12 @@ from collections.abc import Sequence
 from typing import assert_never
 
 from raftkv.kv.commands import (
+    ClearCorruptAlarm,
     Compact,
     Compare,
     DeleteRange,
+    HashCheck,
+    HashReport,
     KvCommand,
     LeaseCheckpoint,
     LeaseExpire,
@@ -38,6 +41,7 @@ from raftkv.kv.commands import (
     in_range,
 )
 from raftkv.kv.errors import DuplicateKey, EmptyKey, InvalidRequest, LimitExceeded
+from raftkv.kv.hash_checks import check_hash_request
 from raftkv.kv.settings import KvSettings
 
 MAX_INTEGER = (1 << 63) - 1
@@ -93,6 +97,8 @@ def check_request(request: WriteRequest | Range, settings: KvSettings) -> None:
                 _check_lease_id(lease.id)
                 _check_integer("remaining_ms", lease.remaining_ms)
                 _check_integer("renewed_index", lease.renewed_index)
+        case HashCheck() | HashReport() | ClearCorruptAlarm():
+            check_hash_request(request)
         case _:
             assert_never(request)
 

@@ -204,6 +204,22 @@ class ReadyAnswer(msgspec.Struct, frozen=True):
     reason: str = ""
 
 
+class AlarmAnswer(msgspec.Struct, frozen=True):
+    """An alarm raised in the cluster (the same on every member: it is replicated).
+    CORRUPT: a hash check found `member`'s state different from the one a majority of
+    members hold ("minority"), or the members' states differ with none held by a majority
+    ("no_majority"). The member refuses client requests (503 `corrupt`) until it is
+    removed; join it again with a new id and an empty data dir."""
+
+    # "CORRUPT" (the only alarm so far; a str so that a client reads a newer kind).
+    alarm: str
+    member: int
+    # The log index of the hash check that found it.
+    check_index: int
+    # "minority" or "no_majority".
+    reason: str
+
+
 class StatusAnswer(msgspec.Struct, frozen=True, omit_defaults=True):
     id: int
     leader: int
@@ -222,8 +238,11 @@ class StatusAnswer(msgspec.Struct, frozen=True, omit_defaults=True):
     pending_proposals: int = 0
     pending_reads: int = 0
     # With ?hash=true: sha256 of the whole committed KV state (a full scan, O(data)); equal
-    # on members that applied the same log.
+    # on members that applied the same log. The hash members compare in hash checks (it
+    # leaves out the checks' own record).
     hash: str = ""
+    # The cluster's alarms, by member (left out when there is none).
+    alarms: list[AlarmAnswer] = msgspec.field(default_factory=list)
 
 
 MemberRole = Literal["leader", "voter", "learner"]

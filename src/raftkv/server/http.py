@@ -54,6 +54,11 @@ Errors: every refusal is `{"error": {"code", "message"}}`:
 - 503 `not_leader`, `proposal_dropped`, `overloaded`, `stopped`, `busy` (another membership
   change under way), `unavailable` (the leader could not be reached), `too_many_watches`:
   nothing was applied; retry;
+- 503 `corrupt`: a hash check found this member's state different from the majority's (a
+  CORRUPT alarm, listed by `/v1/status` on every member): it serves no reads, writes,
+  txns, leases, watches or backups, only `/health`, `/ready` (503), `/metrics`,
+  `/v1/status`, `/v1/cluster`, membership and `/openapi.json`; nothing was applied; use
+  another member. Remove it and join it again with a new id and an empty data dir;
 - 504 `timeout`: for a write the outcome is unknown (retry with the same `client_id` and
   `sequence` to get the original result without applying twice); for a read nothing was read;
   504 `outcome_unknown`: the write had left this node (forwarded to the leader, or appended
@@ -71,6 +76,7 @@ from dataclasses import dataclass
 from typing import TypeVar, assert_never
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from raftkv.kv.commands import (
     Compare,
@@ -110,6 +116,7 @@ from raftkv.raft.driver.errors import (
 from raftkv.raft.storage.base import StorageClosed
 from raftkv.server.api import (
     AddMemberBody,
+    AlarmAnswer,
     CompactAnswer,
     CompactBody,
     CompareBody,
@@ -333,6 +340,55 @@ async def _errors_middleware(
             return response
         logger.exception("unexpected error serving %s %s", request.method, request.path)
         return error_response(500, "internal", f"internal error: {type(error).__name__}")
+
+
+# Routes a CORRUPT member still serves (by route template): its own state and the
+# cluster's, membership changes (an operator removes it through any member), metrics and
+# the API document. Every other route reads or writes the data, which may be wrong here.
+_SERVED_WHEN_CORRUPT = frozenset(
+    {
+        "/health",
+        "/ready",
+        "/metrics",
+        "/openapi.json",
+        "/v1/status",
+        "/v1/cluster",
+        "/v1/members",
+        "/v1/members/{id}",
+        "/v1/members/{id}/promote",
+        "/v1/leader/transfer",
+    }
+)
+
+
+def _corrupt_guard(service: KvService) -> Middleware:
+    """Refuse (503 `corrupt`) every data route while a CORRUPT alarm names this member."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        resource = request.match_info.route.resource
+        if (
+            resource is not None
+            and resource.canonical not in _SERVED_WHEN_CORRUPT
+            and service.machine.is_corrupt(int(service.node.id))
+        ):
+            return error_response(503, "corrupt", _corrupt_reason(service))
+        return await handler(request)
+
+    return guard
+
+
+def _corrupt_reason(service: KvService) -> str:
+    """Why this member refuses, or "" if no alarm names it."""
+    me = int(service.node.id)
+    for alarm in service.machine.corrupt_alarms():
+        if alarm.member_id == me:
+            return (
+                f"member {me} is CORRUPT: the hash check at log index {alarm.check_index} "
+                f"found its state different ({alarm.reason}); it serves no client "
+                "requests: use another member"
+            )
+    return ""
 
 
 # -- codec: str <-> bytes for keys and values ------------------------------------------------
@@ -582,6 +638,9 @@ class _Handlers:
             return "the node is stopped"
         if status.removed:
             return "the node was removed from the cluster"
+        corrupt = _corrupt_reason(self.service)
+        if corrupt:
+            return corrupt
         if status.id not in status.voters and status.id not in status.learners:
             return "the node is not a member yet"
         if status.leader_id == 0:
@@ -611,6 +670,10 @@ class _Handlers:
                 pending_proposals=status.pending_proposals,
                 pending_reads=status.pending_reads,
                 hash=digest,
+                alarms=[
+                    AlarmAnswer("CORRUPT", alarm.member_id, alarm.check_index, alarm.reason)
+                    for alarm in machine.corrupt_alarms()
+                ],
             )
         )
 
@@ -705,7 +768,7 @@ def create_app(service: KvService, settings: HttpSettings | None = None) -> web.
     # answers with.
     metrics = Metrics(service.node, service.machine)
     app = web.Application(
-        middlewares=[metrics.middleware, _errors_middleware],
+        middlewares=[metrics.middleware, _errors_middleware, _corrupt_guard(service)],
         client_max_size=settings.max_body_bytes,
     )
     app[METRICS] = metrics

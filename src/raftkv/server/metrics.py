@@ -90,6 +90,18 @@ Leases and watches
   `raftkv_watch_canceled_total{reason}`: watches the server ended (`compacted`,
   `too_slow`, `stopping`, `not_utf8`).
 
+Hash checks (`raftkv.kv.hash_checks`: members compare hashes of their state)
+- `raftkv_corrupt_alarm{member}`: 1 for each member a CORRUPT alarm names (its state
+  differs from the majority's); no sample when there is none. The same on every member
+  (the alarms are replicated); alert on any sample.
+- `raftkv_hash_check_index`: the log index of the last hash check (0: none yet).
+- `raftkv_hash_checks_total`: hashes of its own state this node computed and reported.
+- `raftkv_hash_checks_started_total`: checks this node proposed (start-up and periodic).
+- `raftkv_hash_check_mismatches_total`: CORRUPT alarms raised by the reports this node
+  applied since it started.
+- `raftkv_hash_check_duration_seconds`: how long this node's last hash took (on a worker
+  thread; 0 before the first).
+
 Transport (only when the node's transport is a GrpcTransport; absent otherwise)
 - `raftkv_peer_send_queue_messages{peer}`: messages queued to each peer (at most
   GrpcTransportSettings.max_queue_messages; one staying long means a slow or dead peer).
@@ -141,7 +153,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-from raftkv.kv import KvStateMachine, LeaseKeeper
+from raftkv.kv import CorruptChecker, KvStateMachine, LeaseKeeper
 from raftkv.raft.core.types import StateRole
 from raftkv.raft.driver.errors import Stopped
 from raftkv.raft.driver.node import Node
@@ -192,13 +204,14 @@ class WatchCounters(Protocol):
 class Metrics:
     """The metrics of `node` (serving `machine`) and of the HTTP API in front of it; see the
     module docstring for the list and for how to wire `middleware` and `handler`. The
-    server sets `watches` and `lease_keeper` once it has them."""
+    server sets `watches`, `lease_keeper` and `corrupt_checker` once it has them."""
 
     def __init__(self, node: Node, machine: KvStateMachine) -> None:
         self.node = node
         self.machine = machine
         self.watches: WatchCounters | None = None
         self.lease_keeper: LeaseKeeper | None = None
+        self.corrupt_checker: CorruptChecker | None = None
         self.registry = CollectorRegistry()
         # HTTP 413 refusals by limit (see _LIMIT_OF_ERROR_CODE), exported by the collector
         # in raftkv_limit_hits_total along with the node's own limit counters.
@@ -282,6 +295,7 @@ class _NodeCollector:
         yield _limit_hits(node, self._metrics.http_limit_hits)
         yield from _mvcc(self._metrics.machine)
         yield from _leases_and_watches(self._metrics)
+        yield from _hash_checks(self._metrics)
         if isinstance(node.transport, GrpcTransport):
             yield from _transport(node.transport)
 
@@ -506,6 +520,45 @@ def _leases_and_watches(metrics: Metrics) -> Iterator[Metric]:
     yield events
     yield messages
     yield canceled
+
+
+def _hash_checks(metrics: Metrics) -> Iterator[Metric]:
+    machine, checker = metrics.machine, metrics.corrupt_checker
+    alarms = GaugeMetricFamily(
+        "raftkv_corrupt_alarm",
+        "1 for each member a CORRUPT alarm names: its state differs from the majority's.",
+        labels=["member"],
+    )
+    for alarm in machine.corrupt_alarms():
+        alarms.add_metric([str(alarm.member_id)], 1)
+    yield alarms
+    yield _gauge(
+        "raftkv_hash_check_index",
+        "The log index of the last hash check (0: none yet).",
+        machine.hash_check_record().check_index,
+    )
+    hashed = CounterMetricFamily(
+        "raftkv_hash_checks", "Hashes of its own state this node computed and reported."
+    )
+    started = CounterMetricFamily(
+        "raftkv_hash_checks_started", "Hash checks this node proposed (start-up and periodic)."
+    )
+    duration = GaugeMetricFamily(
+        "raftkv_hash_check_duration_seconds", "How long this node's last hash took."
+    )
+    if checker is not None:
+        hashed.add_metric([], checker.hashes_reported)
+        started.add_metric([], checker.checks_started)
+        duration.add_metric([], checker.last_hash_seconds)
+    yield hashed
+    yield started
+    yield duration
+    mismatches = CounterMetricFamily(
+        "raftkv_hash_check_mismatches",
+        "CORRUPT alarms raised by the hash reports this node applied since it started.",
+    )
+    mismatches.add_metric([], machine.corrupt_alarms_raised)
+    yield mismatches
 
 
 def _transport(transport: GrpcTransport) -> Iterator[Metric]:

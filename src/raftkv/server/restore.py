@@ -52,12 +52,15 @@ def restore(
     try:
         machine = KvStateMachine(storage.app_data(), kv_settings(settings))
         machine.restore(payload, header.index, header.term, progress=progress)
+        # Hash checks and CORRUPT alarms name members of the old cluster, not these ones.
+        # Every founder drops them alike, and the snapshot it starts from says so too.
+        machine.forget_hash_checks()
         start_membership(
             storage,
             founders,
             index=header.index,
             term=header.term,
-            app=payload,
+            app=machine.snapshot(),
             current_term=header.term,
         )
         revision = machine.current_revision()

@@ -10,7 +10,9 @@ Start-up, in order:
 4. publish this node's client URL through the log (`KvService.publish_member`), retried in
    the background until a leader accepts it, so `/v1/cluster` lists it on every member;
 5. auto-compaction (`AutoCompactor`): while leader, keep `auto_compaction_retention`
-   revisions of history.
+   revisions of history;
+6. hash checks (`CorruptChecker`): answer every check, start one once caught up and, while
+   leader, every `corrupt_check_interval_s`; a CORRUPT member refuses client requests.
 
 Shutdown (SIGTERM or SIGINT; a second signal exits at once): stop accepting connections,
 let in-flight requests finish within `shutdown_timeout_s`, then stop the node (a leader
@@ -35,6 +37,8 @@ import msgspec
 from aiohttp import web
 
 from raftkv.kv import (
+    CorruptChecker,
+    CorruptCheckerSettings,
     KvError,
     KvService,
     KvSettings,
@@ -131,6 +135,7 @@ class Server:
         self._publisher: asyncio.Task[None] | None = None
         self._compactor: AutoCompactor | None = None
         self._lease_keeper: LeaseKeeper | None = None
+        self._corrupt_checker: CorruptChecker | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -227,6 +232,16 @@ class Server:
         )
         self._lease_keeper.start()
         app[METRICS].lease_keeper = self._lease_keeper
+        self._corrupt_checker = CorruptChecker(
+            node,
+            machine,
+            CorruptCheckerSettings(
+                interval_s=settings.corrupt_check_interval_s,
+                check_at_start=settings.corrupt_check_at_start,
+            ),
+        )
+        self._corrupt_checker.start()
+        app[METRICS].corrupt_checker = self._corrupt_checker
         logger.info(
             "node %d serving clients at %s, peers at %s, data in %s",
             settings.id,
@@ -277,6 +292,8 @@ class Server:
             await self._compactor.stop()
         if self._lease_keeper is not None:
             await self._lease_keeper.stop()
+        if self._corrupt_checker is not None:
+            await self._corrupt_checker.stop()
         if self.service is not None:
             # Ends every watch stream ("stopping"), so the handlers below can finish.
             self.service.machine.watch_hub.close()

@@ -13,7 +13,10 @@ on the new one from the revision after the last it saw. After the faults heal it
 - no lease was removed (on any node) earlier than its TTL after the client SENT the last
   grant or keep-alive that was acknowledged, unless the client revoked it;
 - once nobody keeps them alive, every lease is gone within its TTL plus the checkpoint
-  interval plus a few election timeouts; every key's lease exists.
+  interval plus a few election timeouts; every key's lease exists;
+- hash checks (a `CorruptChecker` per node, a check every HASH_CHECK_INTERVAL_S and one at
+  each start) never raise a CORRUPT alarm, and a last check, once every member converged,
+  gets the same hash from every member.
 
     python -m raftkv.testing.kv_sim --seeds 0:20
 """
@@ -31,7 +34,8 @@ from dataclasses import dataclass, field
 from random import Random
 from typing import Any
 
-from raftkv.kv.commands import KvCommand, Put, Range, encode_command
+from raftkv.kv.commands import HashCheck, HashCheckResult, KvCommand, Put, Range, encode_command
+from raftkv.kv.corrupt_checker import CorruptChecker, CorruptCheckerSettings, run_inline
 from raftkv.kv.errors import KvError
 from raftkv.kv.events import RevisionEvents
 from raftkv.kv.lease_keeper import LeaseKeeper, LeaseKeeperSettings
@@ -50,6 +54,8 @@ LEASES = (1, 2, 3)
 CHECKPOINT_INTERVAL_S = 1.0
 # Room for elections and the keeper's interval when checking that leases end.
 EXPIRY_SLACK_S = 5.0
+# How often the leader starts a hash check (simulated seconds).
+HASH_CHECK_INTERVAL_S = 2.0
 
 
 @dataclass
@@ -69,6 +75,8 @@ class _KvRun(_Run):
         # grant came in between.
         self.revokes: dict[int, list[float]] = {}
         self.keepers: dict[int, LeaseKeeper] = {}
+        # Per node id: the checker of its current Node (a restart makes a new Node).
+        self.checkers: dict[NodeId, CorruptChecker] = {}
         # Per node id: the revisions its watchers saw, in order, with their events.
         self.seen: dict[NodeId, list[RevisionEvents]] = {}
         self._watching: dict[NodeId, tuple[KvStateMachine, asyncio.Task[None]]] = {}
@@ -150,7 +158,30 @@ class _KvRun(_Run):
     # -- background: keepers, watchers, the lease observer ----------------------------------
 
     def background(self) -> list[Coroutine[Any, Any, None]]:
-        return [self._keep(), self._watch(), self._observe_leases()]
+        return [self._keep(), self._watch(), self._observe_leases(), self._check_hashes()]
+
+    async def _check_hashes(self) -> None:
+        """A CorruptChecker on every running node (a new one for a restarted node), hashing
+        inline: nothing may depend on when a thread finishes."""
+        clock = self.cluster.clock
+        settings = CorruptCheckerSettings(
+            interval_s=HASH_CHECK_INTERVAL_S, poll_interval_s=0.1, proposal_timeout_s=3.0
+        )
+        try:
+            while True:
+                for node in self.live_nodes():
+                    checker = self.checkers.get(node.id)
+                    if checker is not None and checker.node is node:
+                        continue
+                    if checker is not None:
+                        await checker.stop()
+                    checker = CorruptChecker(node, self.kv(node), settings, run_blocking=run_inline)
+                    checker.start()
+                    self.checkers[node.id] = checker
+                await clock.sleep(0.1)
+        finally:
+            for checker in self.checkers.values():
+                await checker.stop()
 
     async def _keep(self) -> None:
         clock = self.cluster.clock
@@ -278,6 +309,33 @@ class _KvRun(_Run):
             left = {node.id: self.kv(node).lease_ids() for node in self._members()}
             self.result.failures.append(f"leases still alive {bound:.1f} s later: {left}")
         await cluster.run_until(self._converged, max_seconds=60)
+        await self._last_hash_check()
+
+    async def _last_hash_check(self) -> None:
+        """Once converged, one more check: every member must report the same hash."""
+        cluster = self.cluster
+        leader = cluster.leader()
+        members = self._members()
+        if leader is None or not members:
+            self.result.failures.append("no leader for the last hash check")
+            return
+        check = HashCheck(sorted(int(node.id) for node in members))
+        result = await cluster.complete(leader.propose(encode_command(KvCommand(check))))
+        assert isinstance(result, HashCheckResult), result
+
+        def reported() -> bool:
+            records = [self.kv(node).hash_check_record() for node in members]
+            return all(len(record.reports) == len(members) for record in records)
+
+        try:
+            await cluster.run_until(reported, max_seconds=30)
+        except AssertionError:
+            records = {node.id: self.kv(node).hash_check_record() for node in members}
+            self.result.failures.append(f"the last hash check did not complete: {records}")
+            return
+        record = self.kv(members[0]).hash_check_record()
+        if len({digest for _, digest in record.reports}) != 1:
+            self.result.failures.append(f"members reported different hashes: {record}")
 
     # -- checks -----------------------------------------------------------------------------
 
@@ -316,6 +374,10 @@ class _KvRun(_Run):
                     break
         for node in members:
             machine = self.kv(node)
+            if machine.corrupt_alarms():
+                self.result.failures.append(
+                    f"node {node.id}: hash checks raised {machine.corrupt_alarms()}"
+                )
             held = set(machine.lease_ids())
             for key_value in machine.range(Range(b"\0", b"\0")).kvs:
                 if key_value.lease and key_value.lease not in held:
