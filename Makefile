@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 SIM_SEEDS ?= 0:10000
 TEST_SIM_SEEDS ?= 0:300
 
-.PHONY: run test lint sim sim-driver sim-kv mutate fmt clean venv proto bench
+.PHONY: run test lint sim sim-driver sim-kv mutate fmt clean venv proto bench chaos
 
 venv: $(STAMP)
 
@@ -50,6 +50,13 @@ sim-kv: $(STAMP)
 ## mutate: break the core on purpose (tools/mutate.py) and check the tests catch each bug
 mutate: $(STAMP)
 	$(BIN)/python tools/mutate.py --seeds $(TEST_SIM_SEEDS)
+
+## chaos: a real 3-member cluster in network namespaces under kill -9, SIGSTOP, partitions,
+## full disks and member replacement; every answer checked against the store's history (root)
+CHAOS_SECONDS ?= 180
+CHAOS_SEED ?=
+chaos: $(STAMP)
+	$(BIN)/python -m raftkv.testing.chaos --duration $(CHAOS_SECONDS) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
 
 ## proto: regenerate the protobuf and gRPC modules from src/raftkv/raft/transport/raft.proto
 ## (tests/transport checks the checked-in files match what this produces)
