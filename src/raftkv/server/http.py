@@ -52,8 +52,9 @@ Errors: every refusal is `{"error": {"code", "message"}}`:
   value or txn over a `KvSettings` limit), `command_too_large` (over the node's
   `max_command_bytes`);
 - 503 `not_leader`, `proposal_dropped`, `overloaded`, `stopped`, `busy` (another membership
-  change under way), `unavailable` (the leader could not be reached), `too_many_watches`:
-  nothing was applied; retry;
+  change under way), `unavailable` (the leader could not be reached), `too_many_watches`,
+  `removed` (this member was removed from the cluster: `raftkv.server.removal`):
+  nothing was applied; retry (elsewhere);
 - 504 `timeout`: for a write the outcome is unknown (retry with the same `client_id` and
   `sequence` to get the original result without applying twice); for a read nothing was read;
 - 500 `internal` for anything unexpected (logged).
@@ -149,6 +150,7 @@ from raftkv.server.http_common import (
 from raftkv.server.lease_api import LeaseHandlers
 from raftkv.server.metrics import Metrics
 from raftkv.server.openapi import openapi_document_bytes
+from raftkv.server.removal import guard_removal
 from raftkv.server.watch_api import WatchHandlers
 
 __all__ = ["HttpSettings", "create_app"]
@@ -590,6 +592,7 @@ class _Handlers:
                 pending_proposals=status.pending_proposals,
                 pending_reads=status.pending_reads,
                 hash=digest,
+                removed=status.removed,
             )
         )
 
@@ -701,6 +704,7 @@ def create_app(service: KvService, settings: HttpSettings | None = None) -> web.
     app[WATCHES] = watches
     metrics.watches = watches
     app.router.add_routes(leases.routes() + watches.routes())
+    guard_removal(app, service)
     app.router.add_routes(
         [
             web.put("/v1/kv/{key:[\\s\\S]*}", handlers.put),

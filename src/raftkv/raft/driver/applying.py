@@ -201,6 +201,7 @@ def apply_conf_change(node: Node, rawnode: RawNode, entry: Entry) -> None:
         for read in node._reads.values():
             if not read.future.done():
                 read.future.set_exception(reason)
+        node._notify_removed()
 
 
 def maybe_snapshot(node: Node, rawnode: RawNode) -> None:
