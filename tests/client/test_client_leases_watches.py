@@ -217,6 +217,40 @@ def test_a_watch_resumes_on_another_node_without_gap_or_duplicate() -> None:
     in_cluster(test)
 
 
+def test_a_watch_and_requests_move_on_when_their_member_is_removed() -> None:
+    """The member serving the watch (and the client's first endpoint) is removed from the
+    cluster: its watch ends `removed` at once and resumes at another member from the
+    watermark, with no gap; requests it refuses (503 `removed`) go elsewhere."""
+
+    async def test(api: HttpCluster) -> None:
+        victim = api.follower_ids()[0]
+        endpoints = api.endpoints(victim, *[n for n in sorted(api.urls) if n != victim])
+        async with api.client(endpoints) as client:
+            start = api.revision() + 1
+            watcher = client.watch("k/", prefix=True, start_revision=start)
+            collected = asyncio.ensure_future(take(aiter(watcher), 20))
+            for number in range(10):
+                await api.run(client.put(f"k/{number}", str(number)))
+            await api.cluster.run_until(lambda: (watcher.revision or 0) >= start + 9)
+            assert api.services[victim].machine.watch_hub.active == 1
+            leader = api.services[api.leader_id()].node
+            await api.run(leader.remove_member(api.services[victim].node.id))
+            await api.cluster.run_until(lambda: api.services[victim].node.removed)
+            for number in range(10, 20):
+                await api.run(client.put(f"k/{number}", str(number)))
+            # Served elsewhere: the removed member never got k/19.
+            latest = await api.run(client.get("k/19", serializable=True))
+            assert latest is not None and latest.value == b"19"
+            events = await api.run(collected)
+            assert watcher.reconnections >= 1
+            await watcher.aclose()
+            assert [event.kv.key for event in events] == [f"k/{n}".encode() for n in range(20)]
+            assert [event.revision for event in events] == list(range(start, start + 20))
+            assert api.services[victim].machine.watch_hub.active == 0
+
+    in_cluster(test)
+
+
 class CutWatch(httpx.AsyncBaseTransport):
     """Forwards to the network, but cuts the first watch stream (a lost connection: a
     ReadError) once `lines` lines of it went through."""

@@ -97,7 +97,7 @@ def test_a_cut_stream_resumes_after_the_watermark_and_drops_the_cut_line() -> No
     assert len(set(stub.hosts())) == 3
 
 
-@pytest.mark.parametrize("reason", ["stopping", "no_leader", "too_slow"])
+@pytest.mark.parametrize("reason", ["stopping", "no_leader", "too_slow", "removed"])
 def test_canceled_stopping_resumes_and_compacted_ends_the_watch(reason: str) -> None:
     stopping = {"type": "canceled", "revision": 9, "error": {"code": reason, "message": "bye"}}
     compacted = {

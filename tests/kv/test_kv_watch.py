@@ -5,6 +5,8 @@ property check against random workloads."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
@@ -34,6 +36,7 @@ from raftkv.kv import (
     decode_command,
 )
 from raftkv.kv.events import EventReader, RevisionEvents
+from raftkv.kv.watch import event_bytes
 from raftkv.raft.driver.clock import ManualClock
 from raftkv.raft.driver.state_machine import Command
 from raftkv.raft.storage.memory import MemoryAppData
@@ -550,6 +553,174 @@ def _is_compaction(data: bytes) -> bool:
         return isinstance(decode_command(data).request, Compact)
     except KvError:
         return False
+
+
+# -- byte budgets ---------------------------------------------------------------------------
+
+KIB = b"v" * 1000
+EVENT = 1 + len(KIB) + 64  # event_bytes of a put of KIB under a one-byte key
+
+
+def test_a_message_is_cut_to_the_byte_budget_at_revision_boundaries() -> None:
+    async def scenario() -> None:
+        store = Store(WatchSettings(max_buffered_bytes=3 * EVENT - 1))
+        watch = store.watch(start=0)
+        store.apply(*(Put(key, KIB) for key in (b"a", b"b", b"c", b"d", b"e")))  # 2..6
+        store.apply(Txn(success=[Put(key, KIB) for key in (b"f", b"g", b"h", b"i")]))  # 7
+        cuts: list[tuple[list[int], int]] = []
+        while watch.watermark < store.machine.current_revision():
+            outcome = await watch.next()
+            assert isinstance(outcome, WatchBatch)
+            assert outcome.buffered_bytes == sum(event_bytes(event) for event in outcome.events)
+            # Held from hand-out until written (or the next call).
+            assert watch.buffered_bytes == store.hub.buffered_bytes == outcome.buffered_bytes
+            revisions = sorted({event.kv.mod_revision for event in outcome.events})
+            cuts.append((revisions, outcome.buffered_bytes))
+            watch.written()
+            assert watch.buffered_bytes == store.hub.buffered_bytes == 0
+        # Two events fit, three do not; the txn's revision, over the budget alone, goes
+        # alone and whole.
+        assert cuts == [([2, 3], 2 * EVENT), ([4, 5], 2 * EVENT), ([6], EVENT), ([7], 4 * EVENT)]
+
+    run(scenario)
+
+
+def test_previous_values_count_and_are_read_once_for_every_watcher() -> None:
+    async def scenario() -> None:
+        store = Store()
+        store.hub.reader = reader = CountingPreviousReader(store.machine.app)
+        store.apply(Put(b"k", KIB))
+        watches = [store.watch(WatchSpec(b"k", prev_kv=True), start=0) for _ in range(5)]
+        store.apply(Put(b"k", b"w" * 2000))
+        size = (1 + 2000 + 64) + (1 + len(KIB))  # the event, and the key's previous value
+        for watch in watches:
+            outcome = await watch.next()
+            assert isinstance(outcome, WatchBatch)
+            (event,) = outcome.events
+            assert event.prev_kv is not None and event.prev_kv.value == KIB
+            assert outcome.buffered_bytes == size
+        assert store.hub.buffered_bytes == 5 * size
+        assert reader.previous_calls == 1
+
+    run(scenario)
+
+
+def test_over_the_total_budget_the_watch_holding_the_most_is_ended_too_slow() -> None:
+    async def scenario() -> None:
+        store = Store(
+            WatchSettings(max_buffered_bytes=3 * EVENT, max_total_buffered_bytes=5 * EVENT)
+        )
+        first, second, third = (store.watch(start=0) for _ in range(3))
+        store.apply(Put(b"a", KIB), Put(b"b", KIB))  # revisions 2, 3
+        for watch in (first, second):
+            assert isinstance(await watch.next(), WatchBatch)  # held: not written yet
+        ended = first.ended()
+        assert not ended.done()
+        # The third batch takes the total to 6 events: the oldest of the equal holders
+        # ends, at once (its consumer may be blocked writing), its bytes forgotten.
+        assert isinstance(await third.next(), WatchBatch)
+        assert ended.done()
+        assert (ended.result().code, ended.result().revision) == ("too_slow", 3)
+        assert "watch_max_total_buffered_bytes" in ended.result().message
+        assert store.hub.buffered_bytes == 4 * EVENT and first.buffered_bytes == 0
+        assert store.hub.total_budget_cancels == 1
+        assert await first.next() == ended.result()
+        # A watch whose own batch is the largest ends before it hands it out: its
+        # watermark does not move past what it never delivered.
+        store.apply(Txn(success=[Put(key, KIB) for key in (b"c", b"d", b"e", b"f")]))  # 4
+        late = store.watch(start=4)
+        canceled = await late.next()
+        assert isinstance(canceled, WatchCanceled)
+        assert (canceled.code, canceled.revision, late.watermark) == ("too_slow", 3, 3)
+        assert store.hub.buffered_bytes == 4 * EVENT and store.hub.total_budget_cancels == 2
+
+    run(scenario)
+
+
+def test_the_largest_holder_is_found_among_many_watches_that_wrote_and_read_again() -> None:
+    async def scenario() -> None:
+        store = Store(
+            WatchSettings(max_buffered_bytes=8 * EVENT, max_total_buffered_bytes=8 * EVENT)
+        )
+        small = [store.watch(WatchSpec(b"s"), start=0) for _ in range(100)]
+        large = store.watch(WatchSpec(b"l", b"o"), start=0)
+        for _ in range(5):  # 500 charges, each written: stale entries, rebuilds
+            store.apply(Put(b"s", KIB))
+            for watch in small:
+                assert isinstance(await watch.next(), WatchBatch)
+                watch.written()
+        store.apply(Txn(success=[Put(key, KIB) for key in (b"l", b"m", b"n")]))
+        assert isinstance(await large.next(), WatchBatch)  # holds 3 events, not written
+        assert len(store.hub._holders) <= 2 * len(small) + 64 + 1
+        store.apply(Put(b"s", KIB))
+        for watch in small[:5]:
+            assert isinstance(await watch.next(), WatchBatch)  # 3 + 5 = 8 events: fits
+        assert store.hub.total_budget_cancels == 0
+        assert isinstance(await small[5].next(), WatchBatch)  # 9: the largest one ends
+        assert large.ended().done() and store.hub.total_budget_cancels == 1
+        assert store.hub.buffered_bytes == 6 * EVENT
+
+    run(scenario)
+
+
+def test_closing_the_hub_ends_a_watch_whose_consumer_is_busy_writing() -> None:
+    async def scenario() -> None:
+        store = Store()
+        watch = store.watch(start=0)
+        store.apply(Put(b"a", KIB))
+        assert isinstance(await watch.next(), WatchBatch)  # being written
+        ended = watch.ended()
+        store.hub.close("removed", "the node was removed")
+        assert ended.done()
+        canceled = ended.result()
+        assert (canceled.code, canceled.revision, canceled.message) == (
+            "removed",
+            2,
+            "the node was removed",
+        )
+        assert watch.buffered_bytes == store.hub.buffered_bytes == 0
+        assert await watch.next() == canceled
+        # The first reason stays, for the watches opened later too.
+        store.hub.close()
+        late = await store.watch().next()
+        assert isinstance(late, WatchCanceled) and late.code == "removed"
+
+    run(scenario)
+
+
+def test_a_released_watch_leaves_nothing_behind_in_the_hub() -> None:
+    async def scenario() -> None:
+        store = Store(WatchSettings(max_buffered_bytes=EVENT, max_total_buffered_bytes=EVENT))
+        watches = [store.watch(WatchSpec(b"\0", b"\0", prev_kv=True), start=0) for _ in range(3)]
+        store.apply(Put(b"a", KIB), Put(b"a", KIB))
+        for watch in watches:
+            await watch.next()  # holding, or ended at the total budget
+        references = [weakref.ref(watch) for watch in watches]
+        for watch in watches:
+            watch.release()
+        del watch, watches
+        gc.collect()
+        assert store.hub.active == 0 and store.hub.buffered_bytes == 0
+        assert [reference() for reference in references] == [None, None, None]
+
+    run(scenario)
+
+
+def test_byte_budgets_are_validated() -> None:
+    with pytest.raises(ValueError, match="max_buffered_bytes"):
+        WatchSettings(max_buffered_bytes=0)
+    with pytest.raises(ValueError, match="at least max_buffered_bytes"):
+        WatchSettings(max_buffered_bytes=2 << 20, max_total_buffered_bytes=1 << 20)
+
+
+class CountingPreviousReader(EventReader):
+    """Counts the previous values looked up in the history."""
+
+    previous_calls = 0
+
+    def previous(self, key: bytes, revision: int) -> KeyValue | None:
+        self.previous_calls += 1
+        return super().previous(key, revision)
 
 
 # -- snapshot restores ----------------------------------------------------------------------

@@ -51,6 +51,10 @@ from raftkv.server.api import (
 __all__ = ["WatchOptions", "WatchStream"]
 
 _DECODER = msgspec.json.Decoder(WatchMessage)
+# Cancel reasons after which the watch goes on from its watermark at the next endpoint:
+# the node is stopping, was removed from the cluster, has no leader, or the connection
+# could not keep up. Any other reason ends the watch.
+_RESUME_ELSEWHERE = frozenset({"stopping", "removed", "too_slow", "no_leader"})
 # The longest line the client accepts (a message holds at most the server's
 # max_events_per_message events; each key/value is limited by the server too).
 MAX_LINE_BYTES = 256 * 1024 * 1024
@@ -232,7 +236,7 @@ class WatchStream:
             case WatchCanceled():
                 self._advance(message.revision)
                 why = message.error
-                if why.code in ("stopping", "too_slow", "no_leader"):
+                if why.code in _RESUME_ELSEWHERE:
                     raise Reconnect(f"canceled: {why.code}: {why.message}")
                 raise refusal(
                     410 if why.code == "compacted" else 400,

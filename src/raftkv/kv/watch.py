@@ -3,8 +3,8 @@
 Theory of operation (etcd's watch guarantees, ARCHITECTURE.md §2.5):
 - A `Watch` pulls: it keeps the next revision it has to deliver and reads the events of
   revisions up to the store's current one from the history (`EventReader`), filters them,
-  and hands them out whole revisions at a time. Nothing is pushed into per-watch buffers,
-  so a slow watcher costs no memory: it just stays behind, reading from the history.
+  and hands them out whole revisions at a time. Nothing is pushed into per-watch buffers:
+  a watcher that stays behind costs no memory, it reads from the history when it asks.
 - The state machine calls `WatchHub.notify()` after each applied batch: it wakes the
   watches waiting for a new revision and does nothing else, so watch delivery never
   blocks the apply path.
@@ -17,8 +17,18 @@ Theory of operation (etcd's watch guarantees, ARCHITECTURE.md §2.5):
   carrying the oldest revision still available; a watch that would otherwise fall behind
   forever (its reader does not keep up) therefore ends this way rather than drop events.
   The HTTP layer also ends a watch whose writes block longer than a bound ("too_slow").
-- `WatchHub.close()` (the node stopping) ends every watch with "stopping": its client
-  resumes on another member from the last revision it saw.
+- Byte budgets. What a watch has handed out and its consumer has not yet written (the
+  last batch, until the next `next()` or `written()`) is *buffered*: the bytes of its
+  events' keys, values and previous values. A batch is cut (at a revision boundary) to
+  fit `max_buffered_bytes`; a single revision larger than that is handed out alone, as a
+  revision is never split. The hub keeps the sum over its watches under
+  `max_total_buffered_bytes`: when a batch would take it over, the watch buffering the
+  most (the oldest, among equals) is ended with "too_slow" at once, its bytes forgotten,
+  and its consumer told through `Watch.ended()`. A "too_slow" watch resumes elsewhere, or
+  here, from its watermark: nothing is lost, only the memory its slow client held.
+- `WatchHub.close()` ends every watch with a reason ("stopping": the node is stopping;
+  "removed": it was removed from the cluster): its client resumes on another member from
+  the last revision it saw.
 
 Recent revisions are cached (bounded by revisions and bytes) so that many watchers of a
 busy store read each revision's history once between them, not once each.
@@ -28,11 +38,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from raftkv.kv.commands import in_range
+from raftkv.kv.commands import KeyValue, in_range
 from raftkv.kv.events import Event, EventReader, RevisionEvents
 from raftkv.raft.driver.clock import Clock, SystemClock
 
@@ -47,12 +59,35 @@ class WatchSettings:
     # The shared cache of recent revisions' events.
     cache_revisions: int = 4096
     cache_bytes: int = 64 << 20
+    # The bytes (keys, values and previous values of events) one watch may hold between
+    # handing them out and its consumer writing them: a message is cut to fit (a single
+    # larger revision goes alone). Larger: fewer, bigger messages and faster catch-up;
+    # smaller: less memory per watcher whose client is slow.
+    max_buffered_bytes: int = 16 << 20
+    # The same summed over every watch of the node; past it the watch buffering the most
+    # is ended "too_slow". The memory ceiling of watch fan-out (the process holds about
+    # twice this: each message also sits, encoded, in its connection's buffer). Too low
+    # for a node's fan-out (watchers x message size) ends healthy watchers during bursts
+    # (they resume, at the cost of a reconnection and a re-read).
+    max_total_buffered_bytes: int = 256 << 20
 
     def __post_init__(self) -> None:
-        for name in ("max_watches", "max_events_per_message", "cache_revisions", "cache_bytes"):
+        for name in (
+            "max_watches",
+            "max_events_per_message",
+            "cache_revisions",
+            "cache_bytes",
+            "max_buffered_bytes",
+            "max_total_buffered_bytes",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"WatchSettings.{name} must be a positive integer, got {value!r}")
+        if self.max_total_buffered_bytes < self.max_buffered_bytes:
+            raise ValueError(
+                "WatchSettings.max_total_buffered_bytes must be at least max_buffered_bytes "
+                f"({self.max_total_buffered_bytes} < {self.max_buffered_bytes})"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,10 +112,12 @@ class WatchSpec:
 @dataclass(frozen=True, slots=True)
 class WatchBatch:
     """Events of whole revisions; `revision` is the watermark: every matching event at or
-    below it has been handed out."""
+    below it has been handed out. `buffered_bytes`: what it counts against the byte
+    budgets (bookkeeping, not part of its value)."""
 
     revision: int
     events: list[Event]
+    buffered_bytes: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +144,19 @@ class TooManyWatches(Exception):
     code = "too_many_watches"
 
 
+# Bytes counted per event besides its keys and values (its revisions, type, framing).
+_EVENT_OVERHEAD_BYTES = 64
+
+
+def event_bytes(event: Event) -> int:
+    """What an event counts against the byte budgets: its key and value, and its previous
+    key and value when it carries them."""
+    size = len(event.kv.key) + len(event.kv.value) + _EVENT_OVERHEAD_BYTES
+    if event.prev_kv is not None:
+        size += len(event.prev_kv.key) + len(event.prev_kv.value)
+    return size
+
+
 class WatchHub:
     """Shared by every watch of one node: wake-ups, the recent-revision cache, limits."""
 
@@ -123,13 +173,36 @@ class WatchHub:
         self.compacted_revision = compacted_revision
         self.settings = settings if settings is not None else WatchSettings()
         self.clock: Clock = clock if clock is not None else SystemClock()
-        self.active = 0
         self.closed = False
+        # Why the hub closed (code, message): every watch opened since ends with it.
+        self._close_reason: tuple[str, str] | None = None
+        # Invariant: the watches opened and not released; `buffered_bytes` is the sum of
+        # their `buffered_bytes`.
+        self._watches: set[Watch] = set()
+        self.buffered_bytes = 0
+        # Watches ended "too_slow" because the total was over max_total_buffered_bytes.
+        self.total_budget_cancels = 0
+        # Orders watches by when they started buffering (the oldest goes first among
+        # equals when the total is over its budget).
+        self._charges = 0
+        # The holders, most bytes first (then oldest): a heap of (-bytes, since, watch)
+        # pushed at each charge, the watch by weak reference (the heap keeps no watch
+        # alive). An entry no longer matching its watch's bytes and start is stale and
+        # skipped; the heap is rebuilt once stale entries outnumber the open watches, so
+        # finding the largest holder stays O(log n), never a scan.
+        self._holders: list[tuple[int, int, weakref.ref[Watch]]] = []
         self._changed: asyncio.Future[None] | None = None
         # Invariant: the cache holds consecutive revisions, oldest first, all of them
-        # applied; `_cache_bytes` is the sum of their sizes.
+        # applied; `_previous` holds previous values looked up for events of cached
+        # revisions only; `_cache_bytes` is the sum of the sizes of both.
         self._cache: deque[RevisionEvents] = deque()
+        self._previous: dict[int, dict[bytes, KeyValue | None]] = {}
         self._cache_bytes = 0
+
+    @property
+    def active(self) -> int:
+        """Watches opened and not released."""
+        return len(self._watches)
 
     # -- called by the state machine (must stay O(1)) ---------------------------------------
 
@@ -141,15 +214,24 @@ class WatchHub:
 
     def reset(self) -> None:
         """The state was replaced (snapshot restore): forget cached events."""
-        self._cache.clear()
-        self._cache_bytes = 0
+        self._forget_cache()
         self.notify()
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def close(self) -> None:
-        """End every watch (with "stopping") and refuse new ones."""
+    def close(
+        self,
+        code: str = "stopping",
+        message: str = "the node is stopping; resume on another member",
+    ) -> None:
+        """End every watch with `code` (at once, even one whose consumer is busy writing:
+        see `Watch.ended`) and every watch opened later too. The first reason stays."""
+        if self._close_reason is None:
+            self._close_reason = (code, message)
         self.closed = True
+        code, message = self._close_reason
+        for watch in list(self._watches):
+            watch._end(code, message)
         self.notify()
 
     def open(self, spec: WatchSpec, start_revision: int) -> Watch:
@@ -160,9 +242,12 @@ class WatchHub:
                 f"{self.active} watches on this node (max_watches="
                 f"{self.settings.max_watches}); watch through another member"
             )
-        self.active += 1
         start = start_revision or self.current_revision() + 1
-        return Watch(self, spec, start)
+        watch = Watch(self, spec, start)
+        self._watches.add(watch)
+        if self._close_reason is not None:
+            watch._end(*self._close_reason)
+        return watch
 
     # -- reading --------------------------------------------------------------------------
 
@@ -212,23 +297,97 @@ class WatchHub:
                 break
         return result
 
+    def previous(self, key: bytes, revision: int) -> KeyValue | None:
+        """The key just before `revision` (see EventReader.previous); for a cached revision
+        looked up once and shared by every watch that asks (prev_kv fan-out)."""
+        cached = (
+            bool(self._cache) and self._cache[0].revision <= revision <= self._cache[-1].revision
+        )
+        if not cached:
+            return self.reader.previous(key, revision)
+        known = self._previous.setdefault(revision, {})
+        if key not in known:
+            found = known[key] = self.reader.previous(key, revision)
+            self._cache_bytes += _previous_bytes(key, found)
+            self._trim_cache()
+        return known.get(key)
+
     def _remember(self, item: RevisionEvents) -> None:
         if self._cache and self._cache[-1].revision + 1 != item.revision:
-            self._cache.clear()
-            self._cache_bytes = 0
+            self._forget_cache()
         self._cache.append(item)
         self._cache_bytes += item.size()
+        self._trim_cache()
+
+    def _trim_cache(self) -> None:
         settings = self.settings
         while self._cache and (
             len(self._cache) > settings.cache_revisions or self._cache_bytes > settings.cache_bytes
         ):
-            self._cache_bytes -= self._cache.popleft().size()
+            oldest = self._cache.popleft()
+            self._cache_bytes -= oldest.size()
+            for key, found in self._previous.pop(oldest.revision, {}).items():
+                self._cache_bytes -= _previous_bytes(key, found)
 
-    def _released(self) -> None:
-        self.active -= 1
+    def _forget_cache(self) -> None:
+        self._cache.clear()
+        self._previous.clear()
+        self._cache_bytes = 0
+
+    # -- byte budgets ---------------------------------------------------------------------
+
+    def _charge(self, watch: Watch, size: int) -> WatchCanceled | None:
+        """`watch` hands out `size` more bytes; then, while the total is over its budget,
+        end the watch buffering the most. The cancel if that was `watch` itself."""
+        if watch.buffered_bytes == 0:
+            self._charges += 1
+            watch._buffering_since = self._charges
+        watch.buffered_bytes += size
+        self.buffered_bytes += size
+        if len(self._holders) > 2 * len(self._watches) + 64:
+            self._holders = [
+                (-held.buffered_bytes, held._buffering_since, weakref.ref(held))
+                for held in self._watches
+                if held.buffered_bytes
+            ]
+            heapq.heapify(self._holders)
+        else:
+            entry = (-watch.buffered_bytes, watch._buffering_since, weakref.ref(watch))
+            heapq.heappush(self._holders, entry)
+        limit = self.settings.max_total_buffered_bytes
+        while self.buffered_bytes > limit and self._holders:
+            negated, since, reference = heapq.heappop(self._holders)
+            victim = reference()
+            if (
+                victim is None
+                or -negated != victim.buffered_bytes
+                or since != victim._buffering_since
+            ):
+                continue  # stale: the watch wrote, ended or went away since
+            self.total_budget_cancels += 1
+            victim._end(
+                "too_slow",
+                f"this node's watches hold {self.buffered_bytes} bytes not yet written to "
+                f"their clients, over watch_max_total_buffered_bytes ({limit}), and this one "
+                f"the most ({victim.buffered_bytes}): resume from revision + 1",
+            )
+        return watch._canceled
+
+    def _discharge(self, watch: Watch, size: int) -> None:
+        size = min(size, watch.buffered_bytes)
+        watch.buffered_bytes -= size
+        self.buffered_bytes -= size
+
+    def _released(self, watch: Watch) -> None:
+        self._discharge(watch, watch.buffered_bytes)
+        self._watches.discard(watch)
 
 
-@dataclass(slots=True)
+def _previous_bytes(key: bytes, found: KeyValue | None) -> int:
+    return len(key) + _EVENT_OVERHEAD_BYTES + (0 if found is None else len(found.value))
+
+
+@dataclass(slots=True, eq=False, weakref_slot=True)
 class Watch:
     """One watch's position (see the module docstring). Use `next()` until it returns a
     WatchCanceled, then (or whenever the client goes away) `release()`."""
@@ -238,6 +397,14 @@ class Watch:
     # Invariant: every matching event below it has been handed out, none at or above.
     next_revision: int
     released: bool = field(default=False)
+    # Bytes handed out and not yet written (the last batch, until the next `next()` or
+    # `written()`); 0 once ended or released.
+    buffered_bytes: int = 0
+    # Set once the watch is over (the hub closed, or it was ended at a byte budget);
+    # `next()` returns it from then on. Its revision is the watermark when it ended.
+    _canceled: WatchCanceled | None = None
+    _ended: asyncio.Future[WatchCanceled] | None = None
+    _buffering_since: int = 0
 
     @property
     def watermark(self) -> int:
@@ -250,16 +417,30 @@ class Watch:
             return _compacted(self.watermark, self.next_revision, compacted)
         return None
 
+    def ended(self) -> asyncio.Future[WatchCanceled]:
+        """Done (with the cancel `next()` will return) once the watch is ended from outside
+        while its consumer may be busy elsewhere (writing the last batch): the hub closed,
+        or the total byte budget ended it."""
+        if self._ended is None:
+            self._ended = asyncio.get_running_loop().create_future()
+            if self._canceled is not None:
+                self._ended.set_result(self._canceled)
+        return self._ended
+
+    def written(self) -> None:
+        """The consumer has written the last batch out: its bytes no longer count."""
+        self.hub._discharge(self, self.buffered_bytes)
+
     async def next(self, progress_interval: float | None = None) -> WatchOutcome:
         """The next batch of matching events; a WatchProgress if `progress_interval`
-        seconds pass with none; a WatchCanceled when the watch is over."""
+        seconds pass with none; a WatchCanceled when the watch is over. Calling it again
+        means the previous batch was written out (see `written`)."""
         hub = self.hub
+        self.written()
         deadline = None if progress_interval is None else hub.clock.now() + progress_interval
         while True:
-            if hub.closed:
-                return WatchCanceled(
-                    self.watermark, "stopping", "the node is stopping; resume on another member"
-                )
+            if self._canceled is not None:
+                return self._canceled
             current = hub.current_revision()
             if self.next_revision <= current:
                 compacted = hub.compacted_revision()
@@ -268,10 +449,19 @@ class Watch:
                 batch = hub.read(self.next_revision, current, hub.settings.max_events_per_message)
                 # Empty only when no revision up to `current` changed anything: revision 1
                 # of a fresh store (the first write makes revision 2).
-                self.next_revision = batch[-1].revision + 1 if batch else current + 1
-                events = self._matching(batch)
+                if not batch:
+                    self.next_revision = current + 1
+                    continue
+                events, last, size = self._take(batch)
                 if events:
-                    return WatchBatch(self.watermark, events)
+                    # Charged before the watermark moves: a watch ended here names only
+                    # what it handed out before.
+                    ended = hub._charge(self, size)
+                    if ended is not None:
+                        return ended
+                    self.next_revision = last + 1
+                    return WatchBatch(self.watermark, events, size)
+                self.next_revision = last + 1
                 if deadline is not None and hub.clock.now() >= deadline:
                     return self._progress()
                 # Nothing matched: let other tasks run before reading on.
@@ -294,20 +484,46 @@ class Watch:
     def release(self) -> None:
         if not self.released:
             self.released = True
-            self.hub._released()
+            self.hub._released(self)
 
-    def _matching(self, batch: list[RevisionEvents]) -> list[Event]:
+    def _end(self, code: str, message: str) -> None:
+        """End the watch from outside (see `ended`): forget its bytes, wake its consumer."""
+        if self._canceled is not None or self.released:
+            return
+        self._canceled = WatchCanceled(self.watermark, code, message)
+        self.hub._discharge(self, self.buffered_bytes)
+        if self._ended is not None and not self._ended.done():
+            self._ended.set_result(self._canceled)
+
+    def _take(self, batch: list[RevisionEvents]) -> tuple[list[Event], int, int]:
+        """The matching events of the first revisions of `batch` that fit the watch's
+        byte budget (at least the first revision with any), the last revision taken, and
+        their bytes."""
+        limit = self.hub.settings.max_buffered_bytes
+        events: list[Event] = []
+        size = 0
+        last = batch[0].revision - 1
+        for item in batch:
+            matching = self._matching(item)
+            added = sum(event_bytes(event) for event in matching)
+            if events and size + added > limit:
+                break
+            events += matching
+            size += added
+            last = item.revision
+        return events, last, size
+
+    def _matching(self, item: RevisionEvents) -> list[Event]:
         spec = self.spec
         events: list[Event] = []
-        for item in batch:
-            for event in item.events:
-                if not spec.matches(event):
-                    continue
-                if spec.prev_kv:
-                    previous = self.hub.reader.previous(event.kv.key, item.revision)
-                    events.append(Event(event.type, event.kv, previous))
-                else:
-                    events.append(event)
+        for event in item.events:
+            if not spec.matches(event):
+                continue
+            if spec.prev_kv:
+                previous = self.hub.previous(event.kv.key, item.revision)
+                events.append(Event(event.type, event.kv, previous))
+            else:
+                events.append(event)
         return events
 
 

@@ -243,6 +243,9 @@ class StatusAnswer(msgspec.Struct, frozen=True, omit_defaults=True):
     hash: str = ""
     # The cluster's alarms, by member (left out when there is none).
     alarms: list[AlarmAnswer] = msgspec.field(default_factory=list)
+    # This member was removed from the cluster: it answers only status, health, cluster
+    # and metrics (left out while false).
+    removed: bool = False
 
 
 MemberRole = Literal["leader", "voter", "learner"]
@@ -388,9 +391,10 @@ class WatchProgress(msgspec.Struct, frozen=True, tag="progress", tag_field="type
 class WatchCanceled(msgspec.Struct, frozen=True, tag="canceled", tag_field="type"):
     """The last message: the server ended the watch. `error.code` says why: `compacted`
     (the watch fell behind the compacted history: start over from a fresh read), `too_slow`
-    (the client did not read fast enough), `stopping` (the node is shutting down) or
-    `no_leader` (the node has had no leader for a while): resume on another member from
-    `revision + 1`."""
+    (the client did not read fast enough, or the node's watches held too many bytes),
+    `stopping` (the node is shutting down), `removed` (the node was removed from the
+    cluster) or `no_leader` (the node has had no leader for a while): resume on another
+    member from `revision + 1`."""
 
     revision: int
     error: ErrorDetail

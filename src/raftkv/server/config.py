@@ -296,6 +296,21 @@ class ServerSettings:
     watch_progress_interval_s: float = _setting(
         10.0, _parse_float, "Default interval of watch progress notifications (bookmarks)."
     )
+    watch_max_buffered_bytes: int = _setting(
+        16 << 20,
+        _parse_int,
+        "Bytes of events (keys, values, prev_kv) one watch holds until its client has taken "
+        "them: a message is cut to fit (a larger revision goes alone). Larger: faster "
+        "catch-up; smaller: less memory per slow client.",
+    )
+    watch_max_total_buffered_bytes: int = _setting(
+        256 << 20,
+        _parse_int,
+        "The same summed over this node's watches; past it the watch holding the most is "
+        "ended too_slow (its client resumes). The ceiling of watch fan-out memory (the "
+        "process holds about twice this); below watchers x message size it ends healthy "
+        "watchers during bursts.",
+    )
     peer_ca_file: Path | None = _setting(
         None, _parse_optional_path, "CA certificate for mutual TLS between peers."
     )
@@ -324,11 +339,19 @@ class ServerSettings:
             "max_leases",
             "min_lease_ttl_s",
             "max_watches",
+            "watch_max_buffered_bytes",
+            "watch_max_total_buffered_bytes",
             "max_snapshot_bytes",
             "max_snapshot_chunks_in_flight",
         ):
             if getattr(self, name) < 1:
                 raise SettingsInvalid(f"setting {name}: must be >= 1, got {getattr(self, name)}")
+        if self.watch_max_total_buffered_bytes < self.watch_max_buffered_bytes:
+            raise SettingsInvalid(
+                "setting watch_max_total_buffered_bytes: must be at least "
+                f"watch_max_buffered_bytes ({self.watch_max_total_buffered_bytes} < "
+                f"{self.watch_max_buffered_bytes})"
+            )
         if not 0 <= self.watch_no_leader_timeout_s < float("inf"):
             raise SettingsInvalid("setting watch_no_leader_timeout_s: must be >= 0 (0: never)")
         if self.snapshot_cache_bytes < 0:

@@ -52,8 +52,9 @@ Errors: every refusal is `{"error": {"code", "message"}}`:
   value or txn over a `KvSettings` limit), `command_too_large` (over the node's
   `max_command_bytes`);
 - 503 `not_leader`, `proposal_dropped`, `overloaded`, `stopped`, `busy` (another membership
-  change under way), `unavailable` (the leader could not be reached), `too_many_watches`:
-  nothing was applied; retry;
+  change under way), `unavailable` (the leader could not be reached), `too_many_watches`,
+  `removed` (this member was removed from the cluster: `raftkv.server.removal`):
+  nothing was applied; retry (elsewhere);
 - 503 `corrupt`: a hash check found this member's state different from the majority's (a
   CORRUPT alarm, listed by `/v1/status` on every member): it serves no reads, writes,
   txns, leases, watches or backups, only `/health`, `/ready` (503), `/metrics`,
@@ -161,6 +162,7 @@ from raftkv.server.http_common import (
 from raftkv.server.lease_api import LeaseHandlers
 from raftkv.server.metrics import Metrics
 from raftkv.server.openapi import openapi_document_bytes
+from raftkv.server.removal import guard_removal
 from raftkv.server.watch_api import WatchHandlers
 
 __all__ = ["HttpSettings", "create_app"]
@@ -674,6 +676,7 @@ class _Handlers:
                     AlarmAnswer("CORRUPT", alarm.member_id, alarm.check_index, alarm.reason)
                     for alarm in machine.corrupt_alarms()
                 ],
+                removed=status.removed,
             )
         )
 
@@ -785,6 +788,7 @@ def create_app(service: KvService, settings: HttpSettings | None = None) -> web.
     app[WATCHES] = watches
     metrics.watches = watches
     app.router.add_routes(leases.routes() + watches.routes())
+    guard_removal(app, service)
     app.router.add_routes(
         [
             web.put("/v1/kv/{key:[\\s\\S]*}", handlers.put),

@@ -72,7 +72,9 @@ Limits (STYLE: every limit is visible in metrics)
   - `max_inbox_messages` (NodeSettings): peer messages dropped, the inbox being full;
   - `max_body_bytes` (HttpSettings): HTTP 413 `body_too_large`;
   - `kv_request_limits` (KvSettings' key, value and txn limits): HTTP 413 `limit_exceeded`;
-  - `max_command_bytes` (NodeSettings): HTTP 413 `command_too_large`.
+  - `max_command_bytes` (NodeSettings): HTTP 413 `command_too_large`;
+  - `watch_max_total_buffered_bytes`: watches ended `too_slow` to keep the bytes the
+    node's watches hold under it (also in `raftkv_watch_canceled_total`).
   A 413 is attributed by the error code of its JSON body; aiohttp's own 413 (a body over
   client_max_size, no JSON body) counts as `max_body_bytes`, a 413 with another code not
   at all (it still counts in the HTTP histogram).
@@ -88,7 +90,10 @@ Leases and watches
 - `raftkv_watches`: watch streams open on this node;
   `raftkv_watch_events_sent_total`, `raftkv_watch_messages_sent_total`;
   `raftkv_watch_canceled_total{reason}`: watches the server ended (`compacted`,
-  `too_slow`, `stopping`, `not_utf8`).
+  `too_slow`, `no_leader`, `stopping`, `removed`, `not_utf8`).
+- `raftkv_watch_buffered_bytes`: bytes of events the node's watches hold until their
+  clients take them (at most `watch_max_total_buffered_bytes`; the watches ended
+  `too_slow` to stay under it count in `raftkv_limit_hits_total`).
 
 Hash checks (`raftkv.kv.hash_checks`: members compare hashes of their state)
 - `raftkv_corrupt_alarm{member}`: 1 for each member a CORRUPT alarm names (its state
@@ -177,7 +182,12 @@ _LIMIT_OF_ERROR_CODE = {
     "limit_exceeded": "kv_request_limits",
     "command_too_large": "max_command_bytes",
 }
-_LIMITS = ("max_pending_requests", "max_inbox_messages", *_LIMIT_OF_ERROR_CODE.values())
+_LIMITS = (
+    "max_pending_requests",
+    "max_inbox_messages",
+    *_LIMIT_OF_ERROR_CODE.values(),
+    "watch_max_total_buffered_bytes",
+)
 
 
 class _ErrorDetail(msgspec.Struct):
@@ -292,7 +302,7 @@ class _NodeCollector:
         node = self._metrics.node
         yield from _raft_state(_status_or_none(node))
         yield from _raft_stats(node)
-        yield _limit_hits(node, self._metrics.http_limit_hits)
+        yield _limit_hits(node, self._metrics.machine, self._metrics.http_limit_hits)
         yield from _mvcc(self._metrics.machine)
         yield from _leases_and_watches(self._metrics)
         yield from _hash_checks(self._metrics)
@@ -461,7 +471,7 @@ def _raft_stats(node: Node) -> Iterator[Metric]:
     )
 
 
-def _limit_hits(node: Node, http_limit_hits: dict[str, int]) -> Metric:
+def _limit_hits(node: Node, machine: KvStateMachine, http_limit_hits: dict[str, int]) -> Metric:
     family = CounterMetricFamily(
         "raftkv_limit_hits",
         "Requests or messages refused at a limit, by the setting that refused them.",
@@ -471,6 +481,7 @@ def _limit_hits(node: Node, http_limit_hits: dict[str, int]) -> Metric:
         "max_pending_requests": node.stats.overloaded,
         "max_inbox_messages": node.stats.messages_dropped,
         **http_limit_hits,
+        "watch_max_total_buffered_bytes": machine.watch_hub.total_budget_cancels,
     }
     for limit in _LIMITS:
         family.add_metric([limit], counts[limit])
@@ -507,6 +518,11 @@ def _leases_and_watches(metrics: Metrics) -> Iterator[Metric]:
     yield expired
     yield delays
     yield _gauge("raftkv_watches", "Watch streams open on this node.", machine.watch_hub.active)
+    yield _gauge(
+        "raftkv_watch_buffered_bytes",
+        "Bytes of events this node's watches hold until their clients take them.",
+        machine.watch_hub.buffered_bytes,
+    )
     events = CounterMetricFamily("raftkv_watch_events_sent", "Watch events sent.")
     messages = CounterMetricFamily("raftkv_watch_messages_sent", "Watch messages sent.")
     canceled = CounterMetricFamily(

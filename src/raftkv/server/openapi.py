@@ -93,9 +93,9 @@ _ERROR_TEXT = {
     "413": "body_too_large, limit_exceeded or command_too_large",
     "500": "internal: an unexpected error (logged by the server)",
     "503": "not_leader, proposal_dropped, overloaded, stopped, busy (another membership "
-    "change is under way), unavailable or too_many_watches: nothing applied; retry; "
-    "corrupt: a hash check found this member's state diverged (see /v1/status alarms): "
-    "nothing applied; use another member",
+    "change is under way), unavailable, too_many_watches or removed (the member was removed "
+    "from the cluster): nothing applied; retry (elsewhere); corrupt: a hash check found this "
+    "member's state diverged (see /v1/status alarms): nothing applied; use another member",
     "504": "timeout or outcome_unknown: a write's outcome is unknown (retry with the same "
     "client_id and sequence); a read read nothing",
 }

@@ -168,7 +168,11 @@ class Server:
                     storage.app_data(),
                     limits,
                     clock=clock,
-                    watch_settings=WatchSettings(max_watches=settings.max_watches),
+                    watch_settings=WatchSettings(
+                        max_watches=settings.max_watches,
+                        max_buffered_bytes=settings.watch_max_buffered_bytes,
+                        max_total_buffered_bytes=settings.watch_max_total_buffered_bytes,
+                    ),
                 )
             )
         )

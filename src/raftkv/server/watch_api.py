@@ -18,9 +18,16 @@ Refusals before the stream starts are ordinary JSON errors: 410 `compacted` (wit
 A watch on a member that has had no leader for `watch_no_leader_timeout_s` (cut off from
 the cluster: its state may be stale and its progress would say nothing true) is ended with
 `no_leader`, so the client resumes on another member. A watch whose writes stay blocked
-for `watch_send_timeout_s` (the client stopped reading)
-is ended with `too_slow`: the line is queued and the connection closed, rather than letting
-the watch hold the server's memory. A client that disconnects is noticed within a second.
+for `watch_send_timeout_s` (the client stopped reading), or that holds the most bytes when
+the node's watches together hold more than `watch_max_total_buffered_bytes`
+(`raftkv.kv.watch`), is ended with `too_slow`: the line is queued, and the connection
+closed once the client has taken it, or dropped with what it still holds after a short
+bound, rather than letting the watch hold the server's memory. A watch on a node that is
+stopping, or was removed from the cluster, is ended at once (`stopping`, `removed`), even
+in the middle of a write. A client that disconnects is noticed within a second.
+
+Memory: a watch writes one message at a time and reads the next only once it is written;
+while it waits, it holds nothing it has sent (see `_forward`).
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ import asyncio
 import contextlib
 import logging
 import math
+from asyncio import FIRST_COMPLETED
+from typing import Any
 
 import msgspec
 from aiohttp import web
@@ -79,8 +88,19 @@ class _ClientGone(Exception):
     pass
 
 
-class _TooSlow(Exception):
-    pass
+class _Interrupted(Exception):
+    """The watch ended while a message was being written (too slow, or ended from outside:
+    see `Watch.ended`)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def _ended(watch: Watch) -> _Interrupted:
+    canceled = watch.ended().result()
+    return _Interrupted(canceled.code, canceled.message)
 
 
 class WatchHandlers:
@@ -152,37 +172,88 @@ class WatchHandlers:
                 revision=self.service.machine.current_revision(), leader=int(node.leader_id)
             ),
         )
+        # The watermark of the last message written in full: what an interrupted write's
+        # cancel names (the message being written may or may not reach the client; the
+        # client keeps the highest watermark it has seen, so naming less is safe).
+        written = watch.watermark
         try:
-            await self._send(response, created)
+            await self._send(response, _ENCODER.encode(created) + b"\n", watch)
             while True:
-                outcome = await self._next(request, watch, progress)
-                try:
-                    message = self._message(outcome, codec)
-                except ApiError as error:  # a value that is not UTF-8, asked without base64
-                    outcome = WatchCanceled(watch.watermark, error.code, error.message)
-                    message = self._message(outcome, codec)
-                await self._send(response, message)
-                if isinstance(outcome, WatchCanceled):
-                    self.canceled[outcome.code] = self.canceled.get(outcome.code, 0) + 1
+                revision = await self._forward(request, response, watch, codec, progress)
+                if revision is None:
                     return
+                written = revision
         except _ClientGone:
             return
-        except _TooSlow:
-            self.canceled["too_slow"] = self.canceled.get("too_slow", 0) + 1
-            canceled = WatchCanceledAnswer(
-                revision=watch.watermark,
-                error=ErrorDetail(
-                    code="too_slow",
-                    message=f"the watch's writes were blocked for {self.send_timeout_s} s "
-                    "(watch_send_timeout_s); resume from revision + 1",
-                ),
-            )
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    response.write(_ENCODER.encode(canceled) + b"\n"), _LAST_WORDS_S
-                )
-            if request.transport is not None:
-                request.transport.close()
+        except _Interrupted as interrupted:
+            await self._last_words(request, response, interrupted, written)
+
+    async def _forward(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        watch: Watch,
+        codec: Codec,
+        progress: float | None,
+    ) -> int | None:
+        """Wait for the watch's next outcome and write it: its watermark, or None once the
+        watch has ended. A frame of its own, so that nothing it wrote stays referenced while
+        the watch waits for the next one (each idle watcher held its last message: 100
+        watchers of 1 MB values held 100 MB for as long as the store stayed quiet)."""
+        outcome = await self._next(request, watch, progress)
+        line, outcome = self._encode(outcome, codec, watch)
+        if isinstance(outcome, WatchCanceled):
+            # The last line: not interrupted by the watch's own end.
+            await self._send(response, line, None)
+            self._count_canceled(outcome.code)
+            return None
+        await self._send(response, line, watch)
+        del line  # written: not held while the watch waits
+        if isinstance(outcome, WatchBatch):
+            self.events_sent += len(outcome.events)
+            watch.written()
+        return outcome.revision
+
+    def _encode(
+        self, outcome: WatchOutcome, codec: Codec, watch: Watch
+    ) -> tuple[bytes, WatchOutcome]:
+        """The outcome's line, and the outcome it stands for: a cancel if the outcome cannot
+        be written (a value that is not UTF-8, asked without base64)."""
+        try:
+            message = self._message(outcome, codec)
+        except ApiError as error:
+            outcome = WatchCanceled(watch.watermark, error.code, error.message)
+            message = self._message(outcome, codec)
+        return _ENCODER.encode(message) + b"\n", outcome
+
+    async def _last_words(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        interrupted: _Interrupted,
+        written: int,
+    ) -> None:
+        """End a watch whose write was interrupted: queue its cancel line (naming the last
+        watermark written in full), give the client `_LAST_WORDS_S` to take it, and close
+        the connection; one whose client has not taken everything by then is dropped with
+        what it holds (a close would keep that until the client reads: forever, for a
+        client that is gone)."""
+        self._count_canceled(interrupted.code)
+        answer = WatchCanceledAnswer(
+            revision=written, error=ErrorDetail(code=interrupted.code, message=interrupted.message)
+        )
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(response.write(_ENCODER.encode(answer) + b"\n"), _LAST_WORDS_S)
+        transport = request.transport
+        if transport is None:
+            return
+        if transport.get_write_buffer_size():
+            transport.abort()
+        else:
+            transport.close()
+
+    def _count_canceled(self, code: str) -> None:
+        self.canceled[code] = self.canceled.get(code, 0) + 1
 
     async def _next(
         self, request: web.Request, watch: Watch, progress: float | None
@@ -217,18 +288,38 @@ class WatchHandlers:
         timeout = self.no_leader_timeout_s
         return bool(timeout) and self.service.node.leaderless_seconds() >= timeout
 
-    async def _send(self, response: web.StreamResponse, message: WatchMessage) -> None:
-        line = _ENCODER.encode(message) + b"\n"
+    async def _send(self, response: web.StreamResponse, line: bytes, watch: Watch | None) -> None:
+        """Write `line`: _ClientGone if the connection is lost, _Interrupted if the write
+        stays blocked for `send_timeout_s` or `watch` is ended meanwhile."""
+        if watch is not None and watch.ended().done():
+            raise _ended(watch)
+        write = asyncio.ensure_future(response.write(line))
+        waiting: set[asyncio.Future[Any]] = {write}
+        if watch is not None:
+            waiting.add(watch.ended())
         try:
-            await asyncio.wait_for(response.write(line), self.send_timeout_s)
-        except TimeoutError as error:
-            raise _TooSlow from error
-        except (ConnectionError, RuntimeError) as error:
-            # RuntimeError: aiohttp's "Cannot write to closing transport".
-            raise _ClientGone from error
-        self.messages_sent += 1
-        if isinstance(message, WatchEvents):
-            self.events_sent += len(message.events)
+            await asyncio.wait(waiting, timeout=self.send_timeout_s, return_when=FIRST_COMPLETED)
+        finally:
+            if not write.done():
+                write.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ConnectionError, RuntimeError):
+                    await write
+        if write.done() and not write.cancelled():
+            error = write.exception()
+            if error is None:
+                self.messages_sent += 1
+                return
+            if isinstance(error, (ConnectionError, RuntimeError)):
+                # RuntimeError: aiohttp's "Cannot write to closing transport".
+                raise _ClientGone from error
+            raise error
+        if watch is not None and watch.ended().done():
+            raise _ended(watch)
+        raise _Interrupted(
+            "too_slow",
+            f"the watch's writes were blocked for {self.send_timeout_s:g} s "
+            "(watch_send_timeout_s); resume from revision + 1",
+        )
 
     def _message(self, outcome: WatchOutcome, codec: Codec) -> WatchMessage:
         match outcome:

@@ -196,6 +196,7 @@ def apply_conf_change(node: Node, rawnode: RawNode, entry: Entry) -> None:
         logger.warning("node %d was removed from the cluster", node.id)
         # Nothing pending here can complete any more: say so now, not at deadlines.
         node._end_unfinished(Removed(f"node {node.id} was removed from the cluster"))
+        node._notify_removed()
 
 
 def maybe_snapshot(node: Node, rawnode: RawNode) -> None:

@@ -206,6 +206,7 @@ class Node:
         # time.perf_counter() when the snapshot being written was started (for stats).
         self._snapshot_started_at = 0.0
         self._observers: list[LeaderObserver] = []
+        self._removal_observers: list[Callable[[], None]] = []
         self._leader_changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
@@ -276,6 +277,8 @@ class Node:
             for peer, address in peers.items():
                 self._peers.setdefault(peer, address)
             self._removed |= removed
+            # Removed before the snapshot was taken: a restart still knows it.
+            self.removed = self.id in self._removed
             if applied < snapshot.metadata.index:
                 self.state_machine.restore(app, snapshot.metadata.index, snapshot.metadata.term)
             self._snapshot_index = snapshot.metadata.index
@@ -497,6 +500,19 @@ class Node:
         while there is none). Returns a function that unsubscribes."""
         self._observers.append(observer)
         return lambda: self._observers.remove(observer)
+
+    def on_removed(self, observer: Callable[[], None]) -> Callable[[], None]:
+        """Call `observer()` when this node learns it was removed from the cluster (when
+        the change applies here; at once if it already knows). Returns a function that
+        unsubscribes."""
+        self._removal_observers.append(observer)
+        if self.removed:
+            _call_removal_observer(observer)
+        return lambda: self._removal_observers.remove(observer)
+
+    def _notify_removed(self) -> None:
+        for observer in list(self._removal_observers):
+            _call_removal_observer(observer)
 
     async def wait_for_leader(self, *, timeout: float | None = None) -> NodeId:
         """Wait until this node knows a leader; returns its id."""
@@ -1043,3 +1059,10 @@ class Node:
         if progress is None or progress.match < self._rawnode.raft.log.committed:
             return  # nobody is caught up; a transfer would leave the cluster leaderless
         await self.transfer_leadership(target, timeout=self.settings.stop_transfer_timeout_s)
+
+
+def _call_removal_observer(observer: Callable[[], None]) -> None:
+    try:
+        observer()
+    except Exception:
+        logger.exception("removal observer failed")

@@ -1,0 +1,179 @@
+"""Watch memory over HTTP (issue 12, C16): what an idle watcher keeps, the node's budget of
+bytes held for watch clients, and what is left of a client that stopped reading. A
+3-node LocalCluster with one aiohttp server per node (`started`, as in
+test_http_leases_watches); clients that never read are raw sockets with a tiny receive
+buffer."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import socket
+from typing import Any
+
+from test_http_leases_watches import Api, metrics_text, started
+
+from raftkv.kv import KvService, Watch, WatchBatch, WatchSettings
+from raftkv.server import HttpSettings
+from raftkv.server.api import WatchEvents
+from raftkv.server.http import WATCHES
+from raftkv.testing.local_cluster import run_scenario
+
+
+def held_watch_messages(marker: bytes) -> int:
+    """Watch batches and event messages carrying a value that starts with `marker` which
+    anything in the process still references."""
+    gc.collect()
+    text = marker.decode()
+    found = 0
+    for holder in gc.get_objects():
+        if isinstance(holder, WatchBatch):
+            found += any(event.kv.value.startswith(marker) for event in holder.events)
+        # msgspec leaves structs holding no containers untracked: look among referents.
+        for item in gc.get_referents(holder):
+            if isinstance(item, WatchEvents):
+                found += any(event.kv.value.startswith(text) for event in item.events)
+    return found
+
+
+async def stuck_watcher(api: Api, node: int, query: str) -> socket.socket:
+    """A watch whose client never reads (a tiny receive buffer: the server's writes block
+    soon). Returns the client's socket."""
+    server = api.clients[node].server
+    assert server.port is not None
+    client = socket.create_connection(("127.0.0.1", server.port))
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.setblocking(False)
+    client.sendall(f"GET /v1/watch?{query} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+    return client
+
+
+def watches_of(service: KvService) -> list[Watch]:
+    return list(service.machine.watch_hub._watches)
+
+
+async def real_time_until(condition: Any, what: str, seconds: float = 10.0) -> None:
+    """A bounded wait in real time, for what runs on the event loop's own clock (aiohttp's
+    writes, the watch route's send and last-words bounds)."""
+    for _ in range(int(seconds / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out after {seconds}s waiting for {what}")
+
+
+def test_an_idle_watcher_holds_nothing_it_has_sent() -> None:
+    """Found measuring RSS: each idle watcher kept its last message (the answer object and
+    the events) referenced from the stream's loop until the next one, so 100 watchers of a
+    1 MB value held 100+ MB for as long as the store stayed quiet."""
+
+    async def scenario() -> None:
+        async with started() as api:
+            node = api.leader()
+            watcher = await api.open_watch(node, "key=k&prev_kv=true")
+            assert (await watcher.message())["type"] == "created"
+            marker = b"idle-watcher-"
+            value = marker + b"x" * (256 << 10)
+            await api.cluster.complete(api.services[node].put(b"k", value))
+            (event,) = await watcher.events(1)
+            assert len(event["kv"]["value"]) == len(value)
+            del event
+            hub = api.services[node].machine.watch_hub
+            # The stream waits for the next revision, holding nothing it sent.
+            await api.cluster.run_until(
+                lambda: hub.buffered_bytes == 0 and held_watch_messages(marker) == 0,
+                max_seconds=5,
+            )
+            await api.cluster.complete(api.services[node].put(b"k", b"again"))
+            (event,) = await watcher.events(1)
+            assert event["kv"]["value"] == "again"
+            watcher.close()
+
+    run_scenario(scenario)
+
+
+def test_watchers_that_do_not_read_are_ended_too_slow_by_bytes_not_after_the_send_timeout() -> None:
+    """Two clients stop reading, each stuck holding a 200 KB message; a third watcher's
+    100 KB event takes the node's total over watch_max_total_buffered_bytes: the oldest of
+    the largest holders is ended too_slow at once (the send timeout is a minute away), its
+    connection dropped with what it held, and the healthy watcher gets its event."""
+
+    async def scenario() -> None:
+        big = 200_000
+        settings = WatchSettings(max_buffered_bytes=300_000, max_total_buffered_bytes=450_000)
+        async with started(HttpSettings(watch_send_timeout_s=60.0), settings) as api:
+            node = api.leader()
+            service = api.services[node]
+            hub = service.machine.watch_hub
+            sockets = [await stuck_watcher(api, node, "key=big/&prefix=true") for _ in range(2)]
+            healthy = await api.open_watch(node, "key=small")
+            assert (await healthy.message())["type"] == "created"
+            await api.cluster.run_until(lambda: hub.active == 3)
+            stuck = [watch for watch in watches_of(service) if watch.spec.key == b"big/"]
+
+            def both_stuck() -> bool:
+                # Holding a message whose write cannot finish, while the store moved on.
+                current = service.machine.current_revision()
+                return all(
+                    watch.buffered_bytes and watch.next_revision <= current for watch in stuck
+                )
+
+            for number in range(200):
+                await api.cluster.complete(service.put(b"big/%d" % (number % 4), b"b" * big))
+                await api.cluster.complete(service.put(b"noise", b"n"))
+                if both_stuck():
+                    break
+            assert both_stuck()
+            assert hub.buffered_bytes == sum(watch.buffered_bytes for watch in stuck) > 400_000
+            oldest = min(stuck, key=lambda watch: watch._buffering_since)
+            watches = api.clients[node].server.app[WATCHES]
+            assert watches.canceled == {}
+
+            await api.cluster.complete(service.put(b"small", b"s" * 100_000))
+            (event,) = await healthy.events(1)
+            assert len(event["kv"]["value"]) == 100_000
+            await real_time_until(lambda: hub.active == 2, "the oldest stuck watch to end")
+            assert watches.canceled == {"too_slow": 1}
+            assert oldest.released and hub.buffered_bytes <= settings.max_total_buffered_bytes
+            text = await metrics_text(api.clients[node])
+            assert 'raftkv_limit_hits_total{limit="watch_max_total_buffered_bytes"} 1.0' in text
+            assert 'raftkv_watch_canceled_total{reason="too_slow"} 1.0' in text
+            assert f"raftkv_watch_buffered_bytes {float(hub.buffered_bytes)}" in text
+            healthy.close()
+            for client in sockets:
+                client.close()
+
+    run_scenario(scenario)
+
+
+def test_a_client_that_stopped_reading_is_dropped_with_what_it_was_sent() -> None:
+    """Found measuring RSS: a watch ended too_slow closed its connection gracefully, and a
+    graceful close waits for the client to take what is queued: a client that never reads
+    again kept its megabytes on the server for good (1.5 GB with dead clients)."""
+
+    async def scenario() -> None:
+        async with started(HttpSettings(watch_send_timeout_s=0.2)) as api:
+            node = api.leader()
+            service = api.services[node]
+            hub = service.machine.watch_hub
+            runner = api.clients[node].server.runner
+            assert runner is not None and runner.server is not None
+            connections = runner.server.connections
+            client = await stuck_watcher(api, node, "key=big")
+            await api.cluster.run_until(lambda: hub.active == 1)
+            assert len(runner.server.connections) == len(connections) + 1
+            for _ in range(100):
+                await api.cluster.complete(service.put(b"big", b"x" * (512 << 10)))
+                if hub.active == 0:
+                    break
+            await real_time_until(lambda: hub.active == 0, "the watch to end too_slow")
+            assert api.clients[node].server.app[WATCHES].canceled == {"too_slow": 1}
+            # The server let go of the connection and what was queued on it.
+            await real_time_until(
+                lambda: len(runner.server.connections) == len(connections),
+                "the connection to be dropped",
+            )
+            assert hub.buffered_bytes == 0
+            client.close()
+
+    run_scenario(scenario)
