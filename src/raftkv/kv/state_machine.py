@@ -19,9 +19,10 @@ the others; once one applies, this node's `lease_timers` (its own clock, outside
 replicated state) restart that lease's countdown. After each apply call `watch_hub.notify()`
 wakes the watches (O(1): they read the new revisions themselves, later).
 
-Reads (`range`, `current_revision`, `compacted_revision`) see committed state: the driver
-calls everything on its event loop, never during an `apply`. For a linearizable read the
-server calls `range` through the node's `linearizable_read`.
+Reads (`range`, `current_revision`, `compacted_revision`, `read_view`) see committed state:
+the driver calls everything on its event loop, never during an `apply`. For a linearizable
+read the server reads after the node's `read_index`; `read_view` gives a snapshot a worker
+thread can read while applies go on (KvService reads long scans that way).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ from raftkv.kv.events import EventReader
 from raftkv.kv.layout import LeaseRecord, unescape
 from raftkv.kv.lease_timers import LeaseTimers
 from raftkv.kv.members import MemberDirectory
-from raftkv.kv.mvcc import MvccStore
+from raftkv.kv.mvcc import MvccStore, MvccView
 from raftkv.kv.sessions import SessionTable
 from raftkv.kv.settings import KvSettings
 from raftkv.kv.validation import check_request, check_session
@@ -234,6 +235,11 @@ class KvStateMachine:
     def range(self, request: Range) -> RangeResult:
         """Committed keys in the request's range. Raises a KvError if refused."""
         return self._store.range(request)
+
+    def read_view(self, *, threaded: bool) -> MvccView:
+        """The committed state as it is now, for reads served outside the log (see
+        MvccStore.view); never during an `apply`."""
+        return self._store.view(threaded=threaded)
 
     def current_revision(self) -> int:
         return self._store.current_revision()
