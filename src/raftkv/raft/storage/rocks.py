@@ -213,7 +213,10 @@ class _Database:
         # Serialises every write and `close`, and a reader's retry (module docstring).
         self.write_lock = threading.Lock()
         # Read views not closed yet: `close` closes them, so none keeps the database open.
-        self.views: weakref.WeakSet[RocksReadView] = weakref.WeakSet()
+        # Guarded by their own lock, never held while waiting on I/O (unlike write_lock,
+        # held through fsyncs), so that making a view never waits for a write.
+        self._views: weakref.WeakSet[RocksReadView] = weakref.WeakSet()
+        self._views_lock = threading.Lock()
         self._sync = WriteOptions()
         self._sync.sync = True
         self._no_sync = WriteOptions()
@@ -264,9 +267,15 @@ class _Database:
         # after a batch it rejects), and the node must stop.
         self.handles().database.write(batch, self._sync if sync else self._no_sync)
 
+    def add_view(self, view: RocksReadView) -> None:
+        with self._views_lock:
+            self._views.add(view)
+
     def close(self) -> None:
         with self.write_lock:
-            for view in list(self.views):
+            with self._views_lock:
+                views = list(self._views)
+            for view in views:
                 view.close()
             handles, self._handles = self._handles, None
             if handles is not None:
@@ -899,13 +908,13 @@ class RocksAppData:
 
     def read_view(self) -> RocksReadView:
         """SupportsReadView.read_view: a view over two RocksDB iterators made now (one
-        for scans, one for point reads). Taken under the write lock, so it holds whole
-        commits only."""
-        with self._database.write_lock:
-            handles = self._database.handles()
-            view = RocksReadView(self._database, handles.app.iter(), handles.app.iter())
-            self._database.views.add(view)
-            return view
+        for scans, one for point reads). Without the write lock (a writer holds it through
+        its fsync): a RocksDB write batch is seen whole or not at all, and the app space's
+        batches are committed by the thread that takes views, between two of them."""
+        handles = self._database.handles()
+        view = RocksReadView(self._database, handles.app.iter(), handles.app.iter())
+        self._database.add_view(view)
+        return view
 
     def freeze(self) -> CheckpointView:
         """AppData.freeze: a RocksDB checkpoint of the database (hard links to its
