@@ -334,3 +334,23 @@ def test_reads_answer_max_response_bytes_with_more_and_refuse_scans_past_the_lim
             assert await api.metric("raftkv_limit_hits_total", limit="max_scan_entries") == 1
 
     run(scenario)
+
+
+def test_a_large_answer_built_off_the_loop_is_the_answer_built_on_it() -> None:
+    async def scenario() -> None:
+        async with served() as api:
+            for start in range(0, 1200, 100):
+                puts = [
+                    {"op": "put", "key": f"k/{n:04}", "value": "v"}
+                    for n in range(start, start + 100)
+                ]
+                assert (await api.call("POST", "/v1/txn", json={"success": puts}))[0] == 200
+            status, large = await api.call("GET", "/v1/kv?key=k/&prefix=true")  # > 1000 kvs
+            assert status == 200 and (len(large["kvs"]), large["more"]) == (1200, False)
+            status, small = await api.call("GET", "/v1/kv?key=k/&prefix=true&limit=1000")
+            assert status == 200 and small["kvs"] == large["kvs"][:1000]
+            ranges = {"success": [{"op": "range", "key": "k/", "prefix": True}]}
+            status, txn = await api.call("POST", "/v1/txn", json=ranges)
+            assert status == 200 and txn["responses"][0]["kvs"] == large["kvs"]
+
+    run(scenario)

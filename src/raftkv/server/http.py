@@ -76,6 +76,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar, assert_never
 
+import msgspec
 from aiohttp import hdrs, web
 
 from raftkv.kv.commands import (
@@ -440,11 +441,15 @@ class _Answers:
 _LARGE_ANSWER_KVS = 1000
 
 
-async def _respond(build: Callable[[], web.Response], kvs: int) -> web.Response:
-    """`build()`, on a worker thread if the answer holds more than _LARGE_ANSWER_KVS."""
+async def _respond(build: Callable[[], object], kvs: int) -> web.Response:
+    """The JSON answer `build()` makes, built and encoded on a worker thread if it holds
+    more than _LARGE_ANSWER_KVS key-values."""
     if kvs <= _LARGE_ANSWER_KVS:
-        return build()
-    return await asyncio.get_running_loop().run_in_executor(None, build)
+        return json_answer(build())
+    body = await asyncio.get_running_loop().run_in_executor(
+        None, lambda: msgspec.json.encode(build())
+    )
+    return web.Response(body=body, content_type="application/json")
 
 
 class _Handlers:
@@ -521,7 +526,7 @@ class _Handlers:
         )
         answers = self._answers(codec)
         kvs = sum(len(item.kvs) for item in result.responses if isinstance(item, RangeResult))
-        return await _respond(lambda: json_answer(answers.txn(result)), kvs)
+        return await _respond(lambda: answers.txn(result), kvs)
 
     @staticmethod
     def _compare(compare: CompareBody, codec: Codec) -> Compare:
@@ -606,9 +611,7 @@ class _Handlers:
             query, serializable=serializable_query(request), timeout=self.timeout
         )
         answers = self._answers(codec)
-        return await _respond(
-            lambda: json_answer(answers.range(result, RangeAnswer)), len(result.kvs)
-        )
+        return await _respond(lambda: answers.range(result, RangeAnswer), len(result.kvs))
 
     # -- the node
 
