@@ -63,9 +63,11 @@ def test_kv_all_is_pinned() -> None:
             "PutResult",
             "Range",
             "RangeResult",
+            "ReadLimits",
             "RequestOp",
             "ResponseHeader",
             "ResponseOp",
+            "ScanTooLarge",
             "SessionExpired",
             "SnapshotInvalid",
             "StaleSequence",
@@ -89,5 +91,5 @@ def test_every_kv_error_has_its_own_code() -> None:
         if isinstance(getattr(raftkv.kv, name), type)
         and issubclass(getattr(raftkv.kv, name), raftkv.kv.KvError)
     ]
-    assert len(errors) == 11
+    assert len(errors) == 12
     assert len({error.code for error in errors}) == len(errors)

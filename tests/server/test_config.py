@@ -76,6 +76,12 @@ def test_the_initial_cluster_reads_as_text_or_a_toml_table(tmp_path: Path) -> No
         ({"max_snapshot_bytes": "0"}, {}, "max_snapshot_bytes: must be >= 1"),
         ({"snapshot_every_bytes": "-5"}, {}, "snapshot_every_bytes: must be >= 0"),
         ({"watch_no_leader_timeout_s": "-1"}, {}, "watch_no_leader_timeout_s: must be >= 0"),
+        ({"max_client_connections": "0"}, {}, "max_client_connections: must be >= 1"),
+        ({}, {"RAFTKV_MAX_RESPONSE_BYTES": "0"}, "max_response_bytes: must be >= 1"),
+        ({"max_scan_entries": "0"}, {}, "max_scan_entries: must be >= 1"),
+        ({"read_threads": "0"}, {}, "read_threads: must be >= 1"),
+        ({"http_body_timeout_s": "0"}, {}, "http_body_timeout_s: must be a positive number"),
+        ({"http_keepalive_timeout_s": "-1"}, {}, "http_keepalive_timeout_s: must be a positive"),
     ],
 )
 def test_a_bad_setting_is_refused_naming_it(

@@ -64,13 +64,14 @@ from raftkv.kv.errors import (
     LeaseExists,
     LeaseNotFound,
     LimitExceeded,
+    ScanTooLarge,
     SessionExpired,
     StaleSequence,
 )
 from raftkv.kv.events import Event
 from raftkv.kv.lease_keeper import LeaseKeeper
 from raftkv.kv.mvcc import MvccStore
-from raftkv.kv.service import KvService
+from raftkv.kv.service import KvService, ReadLimits
 from raftkv.kv.settings import KvSettings
 from raftkv.kv.state_machine import KvStateMachine, SnapshotInvalid
 from raftkv.kv.validation import check_request
@@ -133,9 +134,11 @@ __all__ = [
     "PutResult",
     "Range",
     "RangeResult",
+    "ReadLimits",
     "RequestOp",
     "ResponseHeader",
     "ResponseOp",
+    "ScanTooLarge",
     "SessionExpired",
     "SnapshotInvalid",
     "StaleSequence",

@@ -7,9 +7,9 @@ etcd's protobuf. Keys and values are bytes. Key ranges follow etcd's convention:
 [key, range_end), empty when range_end <= key.
 
 A `KvCommand` wraps one write request for the log, with an optional client id and sequence
-for exactly-once application (Raft thesis §6.3). Reads (`Range`) are not proposed: they
-are served from committed state at a linearizable point; inside a `Txn` they read the
-txn's own view.
+for exactly-once application (Raft thesis §6.3). Reads (`Range`, and a `Txn` without
+writes: `is_read_only`) are not proposed: they are served from committed state at a
+linearizable point; inside a `Txn` that writes they read the txn's own view.
 
 Every struct forbids unknown fields, and unions are tagged, so a command that decodes is
 exactly one of the shapes below; the value rules (non-empty keys, limits, no duplicate
@@ -33,6 +33,7 @@ class Range(msgspec.Struct, tag="range", frozen=True, forbid_unknown_fields=True
     key: bytes
     range_end: bytes = b""
     # At most this many key-values in the result (0: no limit); `count` still counts all.
+    # A node may answer fewer (its response byte budget), with `more` set.
     limit: int = 0
     revision: int = 0
     keys_only: bool = False
@@ -79,6 +80,13 @@ class Txn(msgspec.Struct, tag="txn", frozen=True, forbid_unknown_fields=True):
     compares: list[Compare] = msgspec.field(default_factory=list)
     success: list[RequestOp] = msgspec.field(default_factory=list)
     failure: list[RequestOp] = msgspec.field(default_factory=list)
+
+
+def is_read_only(txn: Txn) -> bool:
+    """Whether neither branch of `txn` writes (every op a Range): such a txn changes
+    nothing and creates no revision, so a node answers it as a read, without the log
+    (etcd does the same)."""
+    return all(isinstance(op, Range) for op in (*txn.success, *txn.failure))
 
 
 class Compact(msgspec.Struct, tag="compact", frozen=True, forbid_unknown_fields=True):
@@ -219,7 +227,7 @@ class RangeResult(msgspec.Struct, tag="range_result", frozen=True, forbid_unknow
     kvs: list[KeyValue]
     # Keys in the range at that revision, regardless of `limit`.
     count: int
-    # Whether `limit` left keys out.
+    # Whether keys were left out (by `limit`, or by the node's response byte budget).
     more: bool = False
 
 

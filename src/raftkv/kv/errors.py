@@ -48,6 +48,25 @@ class LimitExceeded(InvalidRequest):
         self.limit = limit
 
 
+class ScanTooLarge(LimitExceeded):
+    """A read, or the ranges of a txn, would scan more MVCC entries than `setting` allows
+    (a node-local limit, checked before anything is proposed): refused rather than tie up
+    a read thread, or every member's loop, for seconds."""
+
+    code = "scan_too_large"
+
+    def __init__(self, setting: str, limit: int) -> None:
+        KvError.__init__(
+            self,
+            f"the request's ranges scan more than {limit} entries ({setting}={limit}); "
+            "read narrower ranges",
+        )
+        self.what = "entries scanned"
+        self.size = limit + 1
+        self.setting = setting
+        self.limit = limit
+
+
 class DuplicateKey(InvalidRequest):
     """One branch of a txn writes a key twice (two puts, or a put inside a delete's
     range), which etcd refuses: the outcome would depend on the order of the ops."""

@@ -24,17 +24,22 @@ nothing and left the revision alone. Same requests, same order: byte-identical `
 Costs: a current read of k keys scans k index entries and reads k values; `count` and
 `more` need the whole range scanned (as etcd does). A read at a past revision scans every
 history entry of the range. `compact` reads the revision log since the previous compaction
-and the history of each key changed in it; a delete reads every key it deletes. The HTTP
-layer bounds ranges by limit and timeouts; a retention policy keeps compactions small.
+and the history of each key changed in it; a delete reads every key it deletes. A
+`ReadBudget` bounds what one request scans and answers; a retention policy keeps
+compactions small.
+
+Reads outside the log (ranges, txns without writes, the state hash) go through an
+`MvccView`: the committed store at one revision, which a worker thread can read over a
+RocksDB snapshot while the loop goes on applying (`view(threaded=True)`), so that a long
+scan never holds the event loop.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from itertools import islice
-from typing import assert_never
+from typing import Protocol, TypeVar, assert_never
 
 import msgspec
 
@@ -59,8 +64,15 @@ from raftkv.kv.commands import (
     TxnResult,
     WriteRequest,
     WriteResult,
+    is_read_only,
 )
-from raftkv.kv.errors import Compacted, FutureRevision, InvalidRequest, LeaseNotFound
+from raftkv.kv.errors import (
+    Compacted,
+    FutureRevision,
+    InvalidRequest,
+    LeaseNotFound,
+    ScanTooLarge,
+)
 from raftkv.kv.hash_checks import hash_state
 from raftkv.kv.layout import (
     FORMAT_VERSION,
@@ -84,7 +96,8 @@ from raftkv.kv.leases import LeaseTable
 from raftkv.kv.settings import KvSettings
 from raftkv.kv.staging import StagedWrites
 from raftkv.kv.validation import check_request
-from raftkv.raft.storage.base import AppData, StorageCorrupt
+from raftkv.raft.core.errors import InvariantViolation
+from raftkv.raft.storage.base import AppData, StorageCorrupt, SupportsReadView
 
 _META_DECODER = msgspec.msgpack.Decoder(MvccMeta)
 _HISTORY_DECODER = msgspec.msgpack.Decoder(HistoryRecord)
@@ -94,6 +107,7 @@ _TOMBSTONE = encode_record(
     HistoryRecord(value=b"", create_revision=0, version=0, lease=0, tombstone=True)
 )
 _INITIAL_META = MvccMeta(format_version=FORMAT_VERSION, revision=1, compacted_revision=0)
+_ItemT = TypeVar("_ItemT")
 
 
 @dataclass(slots=True)
@@ -117,12 +131,13 @@ class _Found:
 
 class MvccStore:
     """The store (see the module docstring). Single-threaded: the state machine calls it
-    from the event loop. `staged` holds the writes since the last `commit`, which every read
-    sees; the exactly-once `SessionTable` stages its writes there too, so they commit in
-    the same batch."""
+    from the event loop (only the views it hands out may be read elsewhere). `staged`
+    holds the writes since the last `commit`, which every read sees; the exactly-once
+    `SessionTable` stages its writes there too, so they commit in the same batch."""
 
     def __init__(self, app: AppData, settings: KvSettings | None = None) -> None:
         self.staged = StagedWrites(app)
+        self._reads = _Reader(self.staged)
         self.settings = settings if settings is not None else KvSettings()
         data = app.get(MVCC_META_KEY)
         meta = _INITIAL_META if data is None else decode_record(_META_DECODER, MVCC_META_KEY, data)
@@ -152,15 +167,37 @@ class MvccStore:
         """Keys in the request's range at its revision (0: current). Raises InvalidRequest,
         FutureRevision or Compacted."""
         check_request(request, self.settings)
-        return self._range(request, self._revision)
+        return self._reads.range(request, self._revision, self._compacted, ReadBudget())
 
     def state_hash(self) -> str:
         """sha256 (hex) over every committed item of the app space in key order, each as
         4-byte big-endian lengths and bytes of key and value, but the hash checks' own
         record: the hash members compare in hash checks (raftkv.kv.hash_checks.hash_state).
-        Equal on replicas that applied the same commands. A full scan, O(data): for tests
-        and on-demand checks."""
-        return hash_state(self.staged.app.scan()).hex()
+        Equal on replicas that applied the same commands. A full scan, O(data), on the
+        calling thread: `view().state_hash()` reads it off the loop."""
+        return state_hash(self.staged.app.scan())
+
+    def view(self, *, threaded: bool) -> MvccView:
+        """The committed store as it is now (see MvccView), for reads served outside the
+        log. With `threaded`, a snapshot a worker thread can read, if the AppData can make
+        one (SupportsReadView); otherwise, and without `threaded`, the live data. Only
+        between two applies: nothing may be staged."""
+        if self.staged.savepoint() != 0:
+            raise InvariantViolation("an MVCC view taken while writes are staged (inside apply)")
+        app = self.staged.app
+        if threaded and isinstance(app, SupportsReadView):
+            snapshot = app.read_view()
+            return MvccView(
+                snapshot,
+                snapshot.close,
+                self._revision,
+                self._compacted,
+                self.settings,
+                threaded=True,
+            )
+        return MvccView(
+            app, _nothing, self._revision, self._compacted, self.settings, threaded=False
+        )
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -205,14 +242,16 @@ class MvccStore:
         Each op sees the ops before it; a failing op (a range at a compacted or future
         revision) fails the whole txn."""
         check_request(request, self.settings)
-        succeeded = all(self._holds(compare) for compare in request.compares)
+        succeeded = all(self._reads.holds(compare) for compare in request.compares)
         with self._all_or_nothing():
             writes = self._begin()
             responses: list[ResponseOp] = []
+            budget = ReadBudget()
             for op in request.success if succeeded else request.failure:
                 match op:
                     case Range():
-                        responses.append(self._range(op, self._visible_revision(writes)))
+                        current = self._visible_revision(writes)
+                        responses.append(self._reads.range(op, current, self._compacted, budget))
                     case Put():
                         responses.append(self._put(writes, op))
                     case DeleteRange():
@@ -298,7 +337,7 @@ class MvccStore:
         if request.lease and self.leases.get(request.lease) is None:
             raise LeaseNotFound(request.lease)
         escaped = escape(request.key)
-        previous = self._index_record(escaped)
+        previous = self._reads.index_record(escaped)
         prev_kv = None
         if previous is None:
             create_revision, version = writes.revision, 1
@@ -307,7 +346,7 @@ class MvccStore:
             assert previous.mod_revision < writes.revision, "key written twice in a revision"
             create_revision, version = previous.create_revision, previous.version + 1
             if request.prev_kv:
-                prev_kv = self._key_value(
+                prev_kv = self._reads.key_value(
                     _Found(request.key, escaped, previous.mod_revision, previous), keys_only=False
                 )
         self.staged.put(
@@ -330,8 +369,10 @@ class MvccStore:
         return PutResult(ResponseHeader(writes.revision), prev_kv)
 
     def _delete(self, writes: _Writes, request: DeleteRange) -> DeleteResult:
-        found = list(self._current(request.key, request.range_end))
-        prev_kvs = [self._key_value(item, keys_only=False) for item in found if request.prev_kv]
+        found = list(self._reads.current(request.key, request.range_end))
+        prev_kvs = [
+            self._reads.key_value(item, keys_only=False) for item in found if request.prev_kv
+        ]
         for item in found:
             self.staged.put(history_key(item.escaped_key, writes.revision), _TOMBSTONE)
             self.staged.delete(index_key(item.escaped_key))
@@ -350,13 +391,119 @@ class MvccStore:
         if decode_record(_HISTORY_DECODER, newest_key, newest_data).tombstone:
             self.staged.delete(newest_key)
 
-    def _holds(self, compare: Compare) -> bool:
+
+class ReadSource(Protocol):
+    """What MVCC reads read: the staged writes over the AppData (inside the state machine),
+    a read view of it (reads off the event loop), or the AppData itself (reads on the loop
+    between two applies)."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]: ...
+
+
+# What a key-value costs in an answer besides its key and value: its revisions, version
+# and lease, and the JSON around them (ReadBudget).
+KV_OVERHEAD_BYTES = 80
+
+
+@dataclass(slots=True)
+class ReadBudget:
+    """What one request's reads may still do (STYLE: a limit on everything). Unbounded by
+    default: a txn applied through the log must answer alike on every member.
+
+    - `max_scan_entries`: MVCC entries its ranges may scan in all (one per key in the range
+      at the current revision, counted or answered; one per stored version at a past
+      revision); one more raises ScanTooLarge naming `setting`.
+    - `max_response_bytes`: the key-values answered, each costing its key and value plus
+      KV_OVERHEAD_BYTES. The first key-value is always answered (a value at the limit can
+      still be read); once one does not fit, every range after it in the request answers
+      none, with `more` set and `count` still exact.
+    """
+
+    max_scan_entries: int | None = None
+    max_response_bytes: int | None = None
+    setting: str = "max_scan_entries"
+    scanned: int = 0
+    response_bytes: int = 0
+    answered: int = 0
+    # Set once a key-value did not fit: nothing more is answered.
+    full: bool = False
+
+    def scanning(self, items: Iterator[_ItemT]) -> Iterator[_ItemT]:
+        """`items`, each counted against max_scan_entries as it is read."""
+        if self.max_scan_entries is None:
+            return items
+        return self._counted(items, self.max_scan_entries)
+
+    def _counted(self, items: Iterator[_ItemT], limit: int) -> Iterator[_ItemT]:
+        for item in items:
+            self.scanned += 1
+            if self.scanned > limit:
+                raise ScanTooLarge(self.setting, limit)
+            yield item
+
+    def take(self, kv: KeyValue) -> bool:
+        """Whether `kv` fits in the answer (then it is counted in)."""
+        size = len(kv.key) + len(kv.value) + KV_OVERHEAD_BYTES
+        limit = self.max_response_bytes
+        over = limit is not None and self.answered > 0 and self.response_bytes + size > limit
+        if self.full or over:
+            self.full = True
+            return False
+        self.response_bytes += size
+        self.answered += 1
+        return True
+
+
+class _Reader:
+    """The read half of the store, over one source: lookups of the latest index and of the
+    history, ranges at a revision, compares."""
+
+    def __init__(self, source: ReadSource) -> None:
+        self.source = source
+
+    def range(
+        self, request: Range, current: int, compacted: int, budget: ReadBudget
+    ) -> RangeResult:
+        """`request` read at its revision, where `current` is the newest revision it may
+        see and `compacted` the store's compacted revision."""
+        revision = request.revision or current
+        if revision > current:
+            raise FutureRevision(revision, current)
+        if revision < compacted:
+            raise Compacted(revision, compacted)
+        found: Iterator[_Found]
+        rest: Iterator[object]  # what is left to count once the answer is full
+        if revision == current:
+            items = budget.scanning(self.index_items(request.key, request.range_end))
+            # Both iterate `items`: the keys beyond the answer are counted undecoded.
+            found, rest = map(_found_in_index, items), items
+        else:
+            found = rest = self.past(request.key, request.range_end, revision, budget)
+        wanted = 0 if request.count_only else request.limit or None
+        kvs: list[KeyValue] = []
+        left_out = 0  # read from `found` but not answered
+        if wanted != 0:
+            for item in found:
+                kv = self.key_value(item, request.keys_only)
+                if not budget.take(kv):
+                    left_out = 1
+                    break
+                kvs.append(kv)
+                if len(kvs) == wanted:
+                    break
+        count = len(kvs) + left_out + sum(1 for _ in rest)
+        more = not request.count_only and len(kvs) < count
+        return RangeResult(ResponseHeader(current), kvs, count, more)
+
+    def holds(self, compare: Compare) -> bool:
         escaped = escape(compare.key)
-        record = self._index_record(escaped)
+        record = self.index_record(escaped)
         if compare.target == "value":
             if record is None:
                 return False
-            actual_value = self._value(escaped, record.mod_revision)
+            actual_value = self.value(escaped, record.mod_revision)
             assert isinstance(compare.value, bytes)  # check_request
             expected_value = compare.value
             ordering = (actual_value > expected_value) - (actual_value < expected_value)
@@ -385,40 +532,21 @@ class MvccStore:
             case _:
                 assert_never(compare.op)
 
-    def _range(self, request: Range, current: int) -> RangeResult:
-        """`request` read at its revision, where `current` is the revision it may see."""
-        revision = request.revision or current
-        if revision > current:
-            raise FutureRevision(revision, current)
-        if revision < self._compacted:
-            raise Compacted(revision, self._compacted)
-        found: Iterator[_Found]
-        rest: Iterator[object]  # what is left to count once the result is full
-        if revision == current:
-            items = self._index_items(request.key, request.range_end)
-            # Both iterate `items`: the keys beyond the result are counted undecoded.
-            found, rest = map(_found_in_index, items), items
-        else:
-            found = rest = self._past(request.key, request.range_end, revision)
-        wanted = 0 if request.count_only else request.limit or None
-        kvs = [self._key_value(item, request.keys_only) for item in islice(found, wanted)]
-        count = len(kvs) + sum(1 for _ in rest)
-        more = not request.count_only and 0 < request.limit < count
-        return RangeResult(ResponseHeader(current), kvs, count, more)
-
-    def _current(self, key: bytes, range_end: bytes) -> Iterator[_Found]:
+    def current(self, key: bytes, range_end: bytes) -> Iterator[_Found]:
         """The live keys in the range, from the latest index."""
-        return map(_found_in_index, self._index_items(key, range_end))
+        return map(_found_in_index, self.index_items(key, range_end))
 
-    def _index_items(self, key: bytes, range_end: bytes) -> Iterator[tuple[bytes, bytes]]:
+    def index_items(self, key: bytes, range_end: bytes) -> Iterator[tuple[bytes, bytes]]:
         """The latest index's items (stored key, record) of the keys in the range."""
         if range_end == b"":
             stored = index_key(escape(key))
-            data = self.staged.get(stored)
+            data = self.source.get(stored)
             return iter([] if data is None else [(stored, data)])
-        return self.staged.scan(*_stored_bounds(INDEX_PREFIX, key, range_end))
+        return self.source.scan(*_stored_bounds(INDEX_PREFIX, key, range_end))
 
-    def _past(self, key: bytes, range_end: bytes, revision: int) -> Iterator[_Found]:
+    def past(
+        self, key: bytes, range_end: bytes, revision: int, budget: ReadBudget
+    ) -> Iterator[_Found]:
         """The keys live at `revision` in the range, from the history: for each key, its
         newest entry at or below `revision`, unless that is a tombstone."""
         if range_end == b"":
@@ -429,7 +557,7 @@ class MvccStore:
         reading: bytes | None = None  # the escaped key whose entries the scan is in
         # Its newest entry at or below `revision` so far: (stored key, mod_revision, data).
         newest: tuple[bytes, int, bytes] | None = None
-        for stored, data in self.staged.scan(start, end):
+        for stored, data in budget.scanning(self.source.scan(start, end)):
             escaped, mod_revision = split_history_key(stored)
             if escaped != reading:
                 if newest is not None:
@@ -440,26 +568,26 @@ class MvccStore:
         if newest is not None:
             yield from _live_at(*newest)
 
-    def _index_record(self, escaped: bytes) -> IndexRecord | None:
+    def index_record(self, escaped: bytes) -> IndexRecord | None:
         stored = index_key(escaped)
-        data = self.staged.get(stored)
+        data = self.source.get(stored)
         return None if data is None else decode_record(_INDEX_DECODER, stored, data)
 
-    def _value(self, escaped: bytes, mod_revision: int) -> bytes:
+    def value(self, escaped: bytes, mod_revision: int) -> bytes:
         stored = history_key(escaped, mod_revision)
-        data = self.staged.get(stored)
+        data = self.source.get(stored)
         if data is None:
             raise StorageCorrupt(f"app_data key {stored[:64]!r}: indexed history entry missing")
         return decode_record(_HISTORY_DECODER, stored, data).value
 
-    def _key_value(self, found: _Found, keys_only: bool) -> KeyValue:
+    def key_value(self, found: _Found, keys_only: bool) -> KeyValue:
         record = found.record
         if keys_only:
             value = b""
         elif isinstance(record, HistoryRecord):
             value = record.value
         else:
-            value = self._value(found.escaped_key, found.mod_revision)
+            value = self.value(found.escaped_key, found.mod_revision)
         return KeyValue(
             found.key,
             value,
@@ -470,6 +598,88 @@ class MvccStore:
         )
 
 
+class _ViewSource(ReadSource, Protocol):
+    """A ReadSource that can also scan to the end of the space (for the state hash)."""
+
+    def scan(
+        self, start: bytes = b"", end: bytes | None = None
+    ) -> Iterator[tuple[bytes, bytes]]: ...
+
+
+class MvccView:
+    """The committed store at one revision, for the reads served outside the log: ranges,
+    txns without writes (`is_read_only`), the state hash. Taken by `MvccStore.view` between
+    two applies; every read answers exactly from that state, whatever is applied after.
+
+    `threaded`: the view reads its own snapshot of the data (RocksDB), so it may be read
+    from a worker thread while the loop goes on applying (one thread at a time). Otherwise
+    it reads the live data (MemoryAppData), and must be read at once, on the loop, with no
+    await between taking it and reading it. Close it when done (it pins a snapshot).
+    """
+
+    def __init__(
+        self,
+        source: _ViewSource,
+        close: Callable[[], None],
+        revision: int,
+        compacted_revision: int,
+        settings: KvSettings,
+        *,
+        threaded: bool,
+    ) -> None:
+        self._source = source
+        self._reads = _Reader(source)
+        self._close = close
+        self.revision = revision
+        self.compacted_revision = compacted_revision
+        self.settings = settings
+        self.threaded = threaded
+
+    def range(self, request: Range, budget: ReadBudget) -> RangeResult:
+        """As MvccStore.range, at the view's revision, within `budget`."""
+        check_request(request, self.settings)
+        return self._reads.range(request, self.revision, self.compacted_revision, budget)
+
+    def txn(self, request: Txn, budget: ReadBudget) -> TxnResult:
+        """A txn without writes, answered as MvccStore.txn would at the view's revision
+        (compares, then the chosen branch's ranges; no new revision), within `budget`."""
+        check_request(request, self.settings)
+        if not is_read_only(request):
+            raise InvalidRequest("a txn that writes goes through the log, not a read view")
+        succeeded = all(self._reads.holds(compare) for compare in request.compares)
+        responses: list[ResponseOp] = []
+        for op in request.success if succeeded else request.failure:
+            assert isinstance(op, Range)  # is_read_only
+            responses.append(self._reads.range(op, self.revision, self.compacted_revision, budget))
+        return TxnResult(ResponseHeader(self.revision), succeeded, responses)
+
+    def scan_txn_ranges(self, request: Txn, budget: ReadBudget) -> None:
+        """Scan the ranges of both branches of `request` as they would be read now,
+        counting only what they scan: ScanTooLarge if that is beyond `budget`. (How a node
+        bounds a txn that writes before proposing it: its ranges will be read on every
+        member's loop.) A range that could not be read now is skipped: the apply decides."""
+        for op in (*request.success, *request.failure):
+            if isinstance(op, Range):
+                try:
+                    self._reads.range(op, self.revision, self.compacted_revision, budget)
+                except (Compacted, FutureRevision):
+                    continue
+
+    def state_hash(self) -> str:
+        """See MvccStore.state_hash: over the view's state."""
+        return state_hash(self._source.scan())
+
+    def close(self) -> None:
+        """Release the view (idempotent; from any thread: a read under way stops)."""
+        self._close()
+
+
+def state_hash(items: Iterable[tuple[bytes, bytes]]) -> str:
+    """The hash members compare (raftkv.kv.hash_checks.hash_state), in hex, over `items`
+    (every committed item of the app space, in key order)."""
+    return hash_state(items).hex()
+
+
 def _stored_bounds(prefix: bytes, key: bytes, range_end: bytes) -> tuple[bytes, bytes]:
     """The stored key range under `prefix` of the user range (key, range_end), range_end
     not empty. Escaping preserves order, so [key, range_end) maps to [escape(key),
@@ -477,6 +687,10 @@ def _stored_bounds(prefix: bytes, key: bytes, range_end: bytes) -> tuple[bytes, 
     start = prefix + escape(key)
     end = prefix_end(prefix) if range_end == b"\0" else prefix + escape(range_end)
     return start, max(start, end)
+
+
+def _nothing() -> None:
+    pass
 
 
 def _found_in_index(item: tuple[bytes, bytes]) -> _Found:

@@ -7,6 +7,18 @@ embedding raftkv as a KV store) calls.
 - Reads are linearizable by default: ReadIndex confirms the read point with a quorum and the
   local state machine answers once it has applied that far, on any node. With
   `serializable=True` the local state answers as it is (possibly stale; no leader needed).
+  A txn without writes (`is_read_only`) is a read too: it never reaches the log, and it
+  does not touch its exactly-once session (it changes nothing, so nothing can apply twice:
+  `client_id` and `sequence` are only checked for form).
+- No read stalls the event loop (which also runs Raft: a stall past the election timeout
+  costs an election). A read that scans (a key range, or a past revision) runs on a worker
+  thread over a snapshot of the state taken at its read point (`KvStateMachine.read_view`),
+  so it answers exactly that state while applies go on; a point read at the current
+  revision answers on the loop. `ReadLimits` bounds each read: the entries it may scan
+  (ScanTooLarge beyond) and the bytes of key-values it answers (then `more` is set). The
+  ranges of a txn that writes are read on every member's loop when it applies, so this
+  node scans them first, off the loop, and refuses the txn if they would scan more than
+  `max_txn_scan_entries`; their answer is cut to `max_response_bytes` like a read's.
 - Exactly-once: a write may carry `client_id` and `sequence`. After an unknown outcome
   (ProposalTimeout, a lost connection) retrying with the same pair returns the original
   result instead of applying twice.
@@ -16,16 +28,21 @@ gets a random one (retried on the rare collision). `lease_status` and `leases` r
 node's view (linearizable by default: ReadIndex first), with the remaining TTL from its own
 countdown (`raftkv.kv.lease_timers`).
 
-Errors: a `KvError` for a refused request (the same on every node), or the driver's own:
-NotLeader, ProposalDropped, ProposalTimeout (outcome unknown), ReadTimeout, Overloaded,
-Stopped.
+Errors: a `KvError` for a refused request (the same on every node, except ScanTooLarge: a
+limit of this node's), or the driver's own: NotLeader, ProposalDropped, ProposalTimeout
+(outcome unknown), ReadTimeout, Overloaded, Stopped.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
+
+import msgspec
 
 from raftkv.kv.commands import (
     Compact,
@@ -49,16 +66,19 @@ from raftkv.kv.commands import (
     PutResult,
     Range,
     RangeResult,
+    ResponseOp,
     Txn,
     TxnResult,
     WriteRequest,
     encode_command,
+    is_read_only,
 )
-from raftkv.kv.errors import LeaseExists, LeaseNotFound
+from raftkv.kv.errors import InvalidRequest, LeaseExists, LeaseNotFound
+from raftkv.kv.mvcc import MvccView, ReadBudget
 from raftkv.kv.settings import KvSettings
 from raftkv.kv.state_machine import KvStateMachine
 from raftkv.kv.validation import check_request, check_session
-from raftkv.raft.core.errors import InvariantViolation
+from raftkv.raft.core.errors import ConfigInvalid, InvariantViolation
 from raftkv.raft.driver.node import Node
 
 ResultT = TypeVar(
@@ -73,9 +93,49 @@ ResultT = TypeVar(
     LeaseRevokeResult,
     LeaseCheckpointResult,
 )
+ReadT = TypeVar("ReadT")
 # Random lease ids drawn before giving up on collisions (each collision costs a log entry).
 _GRANT_ATTEMPTS = 3
 _MAX_LEASE_ID = (1 << 63) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class ReadLimits:
+    """This node's bounds on the reads it serves. Node-local, unlike KvSettings: they
+    decide what this node answers or refuses, never what the replicated state becomes."""
+
+    # MVCC entries one read may scan: a range, or every range of a txn without writes,
+    # `count` included (one entry per key at the current revision, per stored version at a
+    # past one). Beyond: ScanTooLarge (HTTP 413 `scan_too_large`). Each costs about two
+    # microseconds of a read thread; more lets bigger ranges be counted, and lets one
+    # request hold a read thread (and a core) longer: 2,000,000 is about 4 s.
+    max_scan_entries: int = 2_000_000
+    # The same for the ranges of a txn that writes, checked by this node before proposing
+    # (an estimate: the data may change before the txn applies). Every member reads them
+    # on its event loop when the txn applies, where each entry delays heartbeats by a
+    # couple of microseconds: 10,000 is about 20 ms.
+    max_txn_scan_entries: int = 10_000
+    # The key-values one read answers, in bytes (keys and values, plus KV_OVERHEAD_BYTES
+    # each); past it a range answers the key-values that fit with `more` set, as `limit`
+    # does (the first key-value always fits). Bounds the memory and the encoding time of
+    # an answer; clients page with `limit` and a start key.
+    max_response_bytes: int = 4 << 20
+    # Worker threads that read scans; at most this many run at once, the others wait.
+    read_threads: int = 2
+
+    def __post_init__(self) -> None:
+        for name in (
+            "max_scan_entries",
+            "max_txn_scan_entries",
+            "max_response_bytes",
+            "read_threads",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigInvalid(f"ReadLimits.{name} must be a positive integer, got {value!r}")
+
+    def read_budget(self) -> ReadBudget:
+        return ReadBudget(self.max_scan_entries, self.max_response_bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +150,8 @@ class LeaseStatus:
 
 class KvService:
     """`rng`: where lease ids granted without one come from; by default the OS's
-    randomness (`random.SystemRandom`, as `secrets`), a seeded `Random` in simulations."""
+    randomness (`random.SystemRandom`, as `secrets`), a seeded `Random` in simulations.
+    `close()` stops the read threads."""
 
     def __init__(
         self,
@@ -98,6 +159,7 @@ class KvService:
         machine: KvStateMachine,
         settings: KvSettings | None = None,
         *,
+        read_limits: ReadLimits | None = None,
         rng: random.Random | None = None,
     ) -> None:
         if node.state_machine is not machine:
@@ -105,7 +167,18 @@ class KvService:
         self.node = node
         self.machine = machine
         self.settings = settings if settings is not None else KvSettings()
+        self.read_limits = read_limits if read_limits is not None else ReadLimits()
         self._rng = rng if rng is not None else random.SystemRandom()
+        # Scans being read (or waiting for a view): at most read_threads, so that no more
+        # snapshots are pinned than there are threads to read them.
+        self._read_slots = asyncio.Semaphore(self.read_limits.read_threads)
+        self._readers: ThreadPoolExecutor | None = None
+
+    def close(self) -> None:
+        """Stop the read threads (a scan under way ends with its view: see _read)."""
+        if self._readers is not None:
+            self._readers.shutdown(wait=False, cancel_futures=True)
+            self._readers = None
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -140,11 +213,32 @@ class KvService:
         self,
         request: Txn,
         *,
+        serializable: bool = False,
         client_id: str = "",
         sequence: int = 0,
         timeout: float | None = None,
     ) -> TxnResult:
-        return await self._write(request, TxnResult, client_id, sequence, timeout)
+        """A txn without writes is a read (linearizable unless `serializable`); one that
+        writes goes through the log (`serializable` is refused: it is for reads)."""
+        check_request(request, self.settings)
+        check_session(KvCommand(request, client_id, sequence), self.settings)
+        if is_read_only(request):
+            if not serializable:
+                await self.node.read_index(timeout=timeout)
+            budget = self.read_limits.read_budget()
+            return await self._read(
+                lambda view: view.txn(request, budget), scans=any(map(_scans, _ranges(request)))
+            )
+        if serializable:
+            raise InvalidRequest(
+                "consistency=serializable is for reads; a txn that writes goes through the log"
+            )
+        if any(map(_scans, _ranges(request))):
+            limits = self.read_limits
+            budget = ReadBudget(limits.max_txn_scan_entries, setting="max_txn_scan_entries")
+            await self._read(lambda view: view.scan_txn_ranges(request, budget), scans=True)
+        result = await self._write(request, TxnResult, client_id, sequence, timeout)
+        return _cut_to(result, self.read_limits.read_budget())
 
     async def compact(self, revision: int, *, timeout: float | None = None) -> CompactResult:
         return await self._write(Compact(revision=revision), CompactResult, "", 0, timeout)
@@ -253,9 +347,66 @@ class KvService:
         check_request(request, self.settings)
         if not serializable:
             await self.node.read_index(timeout=timeout)
-        return self.machine.range(request)
+        budget = self.read_limits.read_budget()
+        return await self._read(lambda view: view.range(request, budget), scans=_scans(request))
 
     async def get(
         self, key: bytes, *, serializable: bool = False, timeout: float | None = None
     ) -> RangeResult:
         return await self.range(Range(key=key), serializable=serializable, timeout=timeout)
+
+    async def state_hash(self) -> str:
+        """sha256 of this node's committed state (MvccStore.state_hash), read off the loop."""
+        return await self._read(lambda view: view.state_hash(), scans=True)
+
+    async def _read(self, evaluate: Callable[[MvccView], ReadT], *, scans: bool) -> ReadT:
+        """`evaluate` a view of the committed state as of now: on the loop at once if it
+        does not `scans`, else on a read thread over a snapshot (see the module docstring).
+        If this task is cancelled meanwhile, the view is closed, which stops the thread at
+        its next step."""
+        if not scans:
+            view = self.machine.read_view(threaded=False)
+            try:
+                return evaluate(view)
+            finally:
+                view.close()
+        async with self._read_slots:
+            view = self.machine.read_view(threaded=True)
+            try:
+                if not view.threaded:  # no snapshots (MemoryAppData): on the loop
+                    return evaluate(view)
+                if self._readers is None:
+                    self._readers = ThreadPoolExecutor(
+                        self.read_limits.read_threads, thread_name_prefix="raftkv-read"
+                    )
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(self._readers, evaluate, view)
+            finally:
+                view.close()
+
+
+def _scans(request: Range) -> bool:
+    """Whether reading `request` may scan many entries: a key range, or a past revision
+    (read from the key's history, one entry per stored version)."""
+    return request.range_end != b"" or request.revision != 0
+
+
+def _ranges(request: Txn) -> list[Range]:
+    return [op for op in (*request.success, *request.failure) if isinstance(op, Range)]
+
+
+def _cut_to(result: TxnResult, budget: ReadBudget) -> TxnResult:
+    """`result` with its ranges' key-values cut to what `budget` answers (`more` set where
+    some were left out), as a read's would be."""
+    responses: list[ResponseOp] = []
+    for response in result.responses:
+        kept = response.kvs if isinstance(response, RangeResult) else []
+        for position, kv in enumerate(kept):
+            if not budget.take(kv):
+                kept = kept[:position]
+                break
+        if isinstance(response, RangeResult) and len(kept) < len(response.kvs):
+            responses.append(msgspec.structs.replace(response, kvs=kept, more=True))
+        else:
+            responses.append(response)
+    return msgspec.structs.replace(result, responses=responses)

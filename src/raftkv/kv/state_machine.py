@@ -25,9 +25,10 @@ checkpoint) for this node's `CorruptChecker` to hash off the event loop
 (`take_pending_hash`); reports and alarm clearings are commands like the others. The
 CORRUPT alarms are replicated state (`corrupt_alarms`).
 
-Reads (`range`, `current_revision`, `compacted_revision`) see committed state: the driver
-calls everything on its event loop, never during an `apply`. For a linearizable read the
-server calls `range` through the node's `linearizable_read`.
+Reads (`range`, `current_revision`, `compacted_revision`, `read_view`) see committed state:
+the driver calls everything on its event loop, never during an `apply`. For a linearizable
+read the server reads after the node's `read_index`; `read_view` gives a snapshot a worker
+thread can read while applies go on (KvService reads long scans that way).
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ from raftkv.kv.hash_checks import HashChecks, PendingHash
 from raftkv.kv.layout import CorruptAlarm, HashCheckRecord, LeaseRecord, unescape
 from raftkv.kv.lease_timers import LeaseTimers
 from raftkv.kv.members import MemberDirectory
-from raftkv.kv.mvcc import MvccStore
+from raftkv.kv.mvcc import MvccStore, MvccView
 from raftkv.kv.sessions import SessionTable
 from raftkv.kv.settings import KvSettings
 from raftkv.kv.validation import check_request, check_session
@@ -250,6 +251,11 @@ class KvStateMachine:
     def range(self, request: Range) -> RangeResult:
         """Committed keys in the request's range. Raises a KvError if refused."""
         return self._store.range(request)
+
+    def read_view(self, *, threaded: bool) -> MvccView:
+        """The committed state as it is now, for reads served outside the log (see
+        MvccStore.view); never during an `apply`."""
+        return self._store.view(threaded=threaded)
 
     def current_revision(self) -> int:
         return self._store.current_revision()

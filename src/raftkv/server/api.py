@@ -151,9 +151,15 @@ class DeleteAnswer(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 class RangeAnswer(msgspec.Struct, frozen=True):
+    """`kvs` in key order; `count`: the keys in the range, whatever was answered; `more`:
+    keys were left out, by `limit` or by the server's `max_response_bytes` (it answers at
+    most that many bytes of key-values, the first one always): read on from after the
+    last key answered."""
+
     header: Header
     kvs: list[KeyValueAnswer]
-    # Keys in the range, regardless of limit; whether limit left some out.
+    # Keys in the range, regardless of limit; whether limit (or max_response_bytes) left
+    # some out.
     count: int
     more: bool
 

@@ -226,6 +226,51 @@ class ServerSettings:
     max_concurrent_backups: int = _setting(
         1, _parse_int, "Backups (GET /v1/snapshot) made at once; more are refused (503 busy)."
     )
+    # -- the client port's limits: no request, connection or client may stall the node (its
+    # event loop also runs Raft: a stall past the election timeout costs an election).
+    max_client_connections: int = _setting(
+        1000,
+        _parse_int,
+        "Client (HTTP) connections open at once; more are closed as soon as accepted "
+        "(raftkv_limit_hits_total). The open-files limit must leave room beyond it for "
+        "RocksDB and peers: the server raises its soft limit to the hard one and refuses to "
+        "start if that is below this + 1024.",
+    )
+    http_keepalive_timeout_s: float = _setting(
+        10.0,
+        _parse_float,
+        "A client connection idle this long, or whose next request's headers are not all in "
+        "by then (slowloris), is closed. Clients reconnect; longer keeps idle ones longer.",
+    )
+    http_body_timeout_s: float = _setting(
+        10.0,
+        _parse_float,
+        "A request body must arrive whole within this long (else 408 body_timeout).",
+    )
+    max_response_bytes: int = _setting(
+        4 << 20,
+        _parse_int,
+        "Key-values one read answers, in bytes (keys and values, plus 80 each); past it a "
+        "range answers what fits with more: true, as with limit (the first always fits).",
+    )
+    max_scan_entries: int = _setting(
+        2_000_000,
+        _parse_int,
+        "MVCC entries one read may scan (a range or a read-only txn's ranges, count "
+        "included; ~2 µs each, off the event loop); more: 413 scan_too_large.",
+    )
+    max_txn_scan_entries: int = _setting(
+        10_000,
+        _parse_int,
+        "The same for the ranges of a txn that writes, which every member reads on its event "
+        "loop when it applies (checked before proposing).",
+    )
+    read_threads: int = _setting(
+        2,
+        _parse_int,
+        "Threads reading long scans (ranges, read-only txns, the state hash) off the event "
+        "loop; at most this many run at once.",
+    )
     max_key_bytes: int = _setting(4096, _parse_int, "Largest key (same on every member).")
     max_value_bytes: int = _setting(1 << 20, _parse_int, "Largest value (same on every member).")
     max_txn_ops: int = _setting(
@@ -343,6 +388,11 @@ class ServerSettings:
             "watch_max_total_buffered_bytes",
             "max_snapshot_bytes",
             "max_snapshot_chunks_in_flight",
+            "max_client_connections",
+            "max_response_bytes",
+            "max_scan_entries",
+            "max_txn_scan_entries",
+            "read_threads",
         ):
             if getattr(self, name) < 1:
                 raise SettingsInvalid(f"setting {name}: must be >= 1, got {getattr(self, name)}")
@@ -381,6 +431,8 @@ class ServerSettings:
             "lease_check_interval_s",
             "watch_send_timeout_s",
             "watch_progress_interval_s",
+            "http_keepalive_timeout_s",
+            "http_body_timeout_s",
         ):
             value = getattr(self, name)
             if not 0 < value < float("inf"):

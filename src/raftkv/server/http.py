@@ -8,9 +8,13 @@ Routes (every body and answer is JSON):
 - `DELETE /v1/kv/{key}` (`prefix=true` deletes every key starting with `key`; `prev_kv`;
   `client_id` and `sequence` for exactly-once) -> `{"header", "deleted", "prev_kvs"?}`.
 - `GET /v1/kv` (`key`, `range_end` or `prefix`, `limit`, `revision`, `keys_only`,
-  `count_only`, `consistency`) -> `{"header", "kvs", "count", "more"}`.
+  `count_only`, `consistency`) -> `{"header", "kvs", "count", "more"}`. At most
+  `max_response_bytes` of key-values are answered (ReadLimits), `more` set if some were
+  left out, by it or by `limit`.
 - `POST /v1/txn` `{"compares", "success", "failure", "client_id"?, "sequence"?}`; an op is
   `{"op": "put"|"range"|"delete", "key", ...}` -> `{"header", "succeeded", "responses"}`.
+  A txn without put or delete ops is a read (KvService.txn): never in the log, and
+  `consistency` applies.
 - `POST /v1/compact {"revision"}` -> `{"header"}`.
 - Leases (`raftkv.server.lease_api`): `POST /v1/lease {"ttl", "id"?}`,
   `POST /v1/lease/{id}/keepalive`, `GET /v1/lease/{id}` (`keys=true`),
@@ -33,7 +37,9 @@ range end, value and compare value in the request and the answer is base64 inste
 stored value that is not UTF-8, read without `encoding=base64`, is refused with 406
 `not_utf8` rather than altered.
 
-Reads are linearizable unless `consistency=serializable` (local, possibly stale).
+Reads are linearizable unless `consistency=serializable` (local, possibly stale). No
+request may stall the event loop (which runs Raft too): scans run on read threads, large
+answers are built there, and the client port has its limits (raftkv.server.listener).
 
 Errors: every refusal is `{"error": {"code", "message"}}`:
 - 400: `invalid_json`, `invalid_request` (wrong types, unknown fields, bad query values),
@@ -45,12 +51,15 @@ Errors: every refusal is `{"error": {"code", "message"}}`:
   applied; start a new session),
   `not_caught_up` (a learner too far behind to promote), `lease_exists` (a grant naming a
   live lease's id);
+- 408 `body_timeout`: the body did not arrive within `HttpSettings.body_timeout_s`;
 - 410 `compacted`: the revision asked for is older than the compacted revision (the history
   is gone for good, which is what 410 Gone says; a future revision is a 400); the error
   also carries `compact_revision` and `oldest_revision`;
 - 413 `body_too_large` (over `HttpSettings.max_body_bytes`), `limit_exceeded` (a key,
   value or txn over a `KvSettings` limit), `command_too_large` (over the node's
-  `max_command_bytes`);
+  `max_command_bytes`), `scan_too_large` (ranges scanning more than `ReadLimits`
+  allows);
+- 415 `unsupported_content_encoding`: a compressed body (never inflated);
 - 503 `not_leader`, `proposal_dropped`, `overloaded`, `stopped`, `busy` (another membership
   change under way), `unavailable` (the leader could not be reached), `too_many_watches`,
   `removed` (this member was removed from the cluster: `raftkv.server.removal`):
@@ -76,7 +85,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar, assert_never
 
-from aiohttp import web
+import msgspec
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
 from raftkv.kv.commands import (
@@ -148,6 +158,7 @@ from raftkv.server.backup import FORMAT_VERSION as BACKUP_FORMAT_VERSION
 from raftkv.server.backup import BackupHeader, backup_chunks, encode_prefix
 from raftkv.server.cluster_api import cluster_answer
 from raftkv.server.http_common import (
+    BODY_TIMEOUT,
     ApiError,
     Codec,
     bool_query,
@@ -176,6 +187,9 @@ class HttpSettings:
     # request limit is 1.5 MiB; 2 MiB leaves room for a 1 MiB value base64-encoded (4/3)
     # plus JSON framing. Larger bodies cost memory per connection before validation.
     max_body_bytes: int = 2 << 20
+    # How long a request body may take to arrive whole (408 `body_timeout` beyond): a
+    # client trickling its body holds a connection and a handler that long at most.
+    body_timeout_s: float = 10.0
     # How long a write waits for its outcome, or a linearizable read for its read point,
     # on the node's clock (504 `timeout` beyond). Short answers a client sooner during a
     # leader change, but makes more writes end with an unknown outcome.
@@ -214,7 +228,7 @@ class HttpSettings:
             raise ConfigInvalid(
                 f"HttpSettings.max_concurrent_backups must be >= 1, got {backups!r}"
             )
-        for name in ("watch_send_timeout_s", "watch_progress_interval_s"):
+        for name in ("watch_send_timeout_s", "watch_progress_interval_s", "body_timeout_s"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 < value < float("inf"):
                 raise ConfigInvalid(f"HttpSettings.{name} must be a positive number, got {value!r}")
@@ -306,6 +320,25 @@ def _service_error(error: Exception) -> web.Response | None:
             return error_response(413, "command_too_large", str(error))
         case _:
             return None
+
+
+@web.middleware
+async def _encoding_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Refuse a compressed request body (415) before anything reads it: the API never
+    needs one, and inflating one is where a small "gzip bomb" costs seconds of CPU. (The
+    server does not inflate bodies itself: raftkv.server.listener.)"""
+    encoding = request.headers.get(hdrs.CONTENT_ENCODING, "identity").strip()
+    if encoding.lower() != "identity":
+        response = error_response(
+            415,
+            "unsupported_content_encoding",
+            f"Content-Encoding {encoding[:64]!r} is not accepted: send the body uncompressed",
+        )
+        response.force_close()
+        return response
+    return await handler(request)
 
 
 # MembershipError.code -> (HTTP status, error code).
@@ -423,6 +456,74 @@ METRICS = web.AppKey("metrics", Metrics)
 WATCHES = web.AppKey("watches", WatchHandlers)
 
 
+@dataclass(frozen=True, slots=True)
+class _Answers:
+    """Builds the answers of KV results, with the leader this node knew when the request
+    was served: read once, on the loop, so that a large answer can be built on a worker
+    thread (`_respond`) without reading the node. Each method builds the plain answer, or
+    (given the txn's tagged subclass) a txn response."""
+
+    leader: int
+    codec: Codec
+
+    def header(self, revision: int) -> Header:
+        return Header(revision=revision, leader=self.leader)
+
+    def put(self, result: PutResult, kind: type[PutAnswerT]) -> PutAnswerT:
+        codec = self.codec
+        prev_kv = None if result.prev_kv is None else key_value_answer(result.prev_kv, codec)
+        return kind(header=self.header(result.header.revision), prev_kv=prev_kv)
+
+    def delete(self, result: DeleteResult, kind: type[DeleteAnswerT]) -> DeleteAnswerT:
+        return kind(
+            header=self.header(result.header.revision),
+            deleted=result.deleted,
+            prev_kvs=[key_value_answer(kv, self.codec) for kv in result.prev_kvs],
+        )
+
+    def range(self, result: RangeResult, kind: type[RangeAnswerT]) -> RangeAnswerT:
+        return kind(
+            header=self.header(result.header.revision),
+            kvs=[key_value_answer(kv, self.codec) for kv in result.kvs],
+            count=result.count,
+            more=result.more,
+        )
+
+    def txn(self, result: TxnResult) -> TxnAnswer:
+        return TxnAnswer(
+            header=self.header(result.header.revision),
+            succeeded=result.succeeded,
+            responses=[self._op(item) for item in result.responses],
+        )
+
+    def _op(self, result: ResponseOp) -> OpAnswer:
+        match result:
+            case RangeResult():
+                return self.range(result, RangeOpAnswer)
+            case PutResult():
+                return self.put(result, PutOpAnswer)
+            case DeleteResult():
+                return self.delete(result, DeleteOpAnswer)
+            case _:
+                assert_never(result)
+
+
+# Answers with more key-values than this are built and encoded on a worker thread: up to
+# max_response_bytes of small key-values take tens of milliseconds to convert and encode.
+_LARGE_ANSWER_KVS = 1000
+
+
+async def _respond(build: Callable[[], object], kvs: int) -> web.Response:
+    """The JSON answer `build()` makes, built and encoded on a worker thread if it holds
+    more than _LARGE_ANSWER_KVS key-values."""
+    if kvs <= _LARGE_ANSWER_KVS:
+        return json_answer(build())
+    body = await asyncio.get_running_loop().run_in_executor(
+        None, lambda: msgspec.json.encode(build())
+    )
+    return web.Response(body=body, content_type="application/json")
+
+
 class _Handlers:
     def __init__(self, service: KvService, settings: HttpSettings) -> None:
         self.service = service
@@ -434,41 +535,8 @@ class _Handlers:
     def _header(self, revision: int) -> Header:
         return Header(revision=revision, leader=int(self.service.node.leader_id))
 
-    # Each builds the plain answer, or (given the txn's tagged subclass) a txn response.
-
-    def _put_answer(self, result: PutResult, codec: Codec, kind: type[PutAnswerT]) -> PutAnswerT:
-        prev_kv = None if result.prev_kv is None else key_value_answer(result.prev_kv, codec)
-        return kind(header=self._header(result.header.revision), prev_kv=prev_kv)
-
-    def _delete_answer(
-        self, result: DeleteResult, codec: Codec, kind: type[DeleteAnswerT]
-    ) -> DeleteAnswerT:
-        return kind(
-            header=self._header(result.header.revision),
-            deleted=result.deleted,
-            prev_kvs=[key_value_answer(kv, codec) for kv in result.prev_kvs],
-        )
-
-    def _range_answer(
-        self, result: RangeResult, codec: Codec, kind: type[RangeAnswerT]
-    ) -> RangeAnswerT:
-        return kind(
-            header=self._header(result.header.revision),
-            kvs=[key_value_answer(kv, codec) for kv in result.kvs],
-            count=result.count,
-            more=result.more,
-        )
-
-    def _op_answer(self, result: ResponseOp, codec: Codec) -> OpAnswer:
-        match result:
-            case RangeResult():
-                return self._range_answer(result, codec, RangeOpAnswer)
-            case PutResult():
-                return self._put_answer(result, codec, PutOpAnswer)
-            case DeleteResult():
-                return self._delete_answer(result, codec, DeleteOpAnswer)
-            case _:
-                assert_never(result)
+    def _answers(self, codec: Codec) -> _Answers:
+        return _Answers(int(self.service.node.leader_id), codec)
 
     # -- writes
 
@@ -482,7 +550,7 @@ class _Handlers:
             sequence=body.sequence,
             timeout=self.timeout,
         )
-        return json_answer(self._put_answer(result, codec, PutAnswer))
+        return json_answer(self._answers(codec).put(result, PutAnswer))
 
     async def put(self, request: web.Request) -> web.Response:
         codec = Codec.of(request)
@@ -509,10 +577,12 @@ class _Handlers:
             sequence=int_query(request, "sequence"),
             timeout=self.timeout,
         )
-        return json_answer(self._delete_answer(result, codec, DeleteAnswer))
+        return json_answer(self._answers(codec).delete(result, DeleteAnswer))
 
     async def txn(self, request: web.Request) -> web.Response:
+        """A txn without writes is a read: `consistency` applies (see KvService.txn)."""
         codec = Codec.of(request)
+        serializable = serializable_query(request)
         body = await _body(request, TxnBody)
         txn = Txn(
             compares=[self._compare(compare, codec) for compare in body.compares],
@@ -520,15 +590,15 @@ class _Handlers:
             failure=[self._op(op, codec) for op in body.failure],
         )
         result: TxnResult = await self.service.txn(
-            txn, client_id=body.client_id, sequence=body.sequence, timeout=self.timeout
+            txn,
+            serializable=serializable,
+            client_id=body.client_id,
+            sequence=body.sequence,
+            timeout=self.timeout,
         )
-        return json_answer(
-            TxnAnswer(
-                header=self._header(result.header.revision),
-                succeeded=result.succeeded,
-                responses=[self._op_answer(item, codec) for item in result.responses],
-            )
-        )
+        answers = self._answers(codec)
+        kvs = sum(len(item.kvs) for item in result.responses if isinstance(item, RangeResult))
+        return await _respond(lambda: answers.txn(result), kvs)
 
     @staticmethod
     def _compare(compare: CompareBody, codec: Codec) -> Compare:
@@ -612,7 +682,8 @@ class _Handlers:
         result = await self.service.range(
             query, serializable=serializable_query(request), timeout=self.timeout
         )
-        return json_answer(self._range_answer(result, codec, RangeAnswer))
+        answers = self._answers(codec)
+        return await _respond(lambda: answers.range(result, RangeAnswer), len(result.kvs))
 
     # -- the node
 
@@ -653,9 +724,10 @@ class _Handlers:
         return ""
 
     async def status(self, request: web.Request) -> web.Response:
+        # The hash first: it is read off the loop, and the rest must be as of the answer.
+        digest = await self.service.state_hash() if bool_query(request, "hash") else ""
         status = self.service.node.status()
         machine = self.service.machine
-        digest = machine.state_hash() if bool_query(request, "hash") else ""
         return json_answer(
             StatusAnswer(
                 id=int(status.id),
@@ -771,10 +843,17 @@ def create_app(service: KvService, settings: HttpSettings | None = None) -> web.
     # answers with.
     metrics = Metrics(service.node, service.machine)
     app = web.Application(
-        middlewares=[metrics.middleware, _errors_middleware, _corrupt_guard(service)],
+        middlewares=[
+            metrics.middleware,
+            _errors_middleware,
+            _encoding_middleware,
+            _corrupt_guard(service),
+        ],
         client_max_size=settings.max_body_bytes,
     )
+    app.cleanup_ctx.append(metrics.loop_lag)
     app[METRICS] = metrics
+    app[BODY_TIMEOUT] = settings.body_timeout_s
     app[_SETTINGS] = settings
     app[_SERVICE] = service
     handlers = _Handlers(service, settings)

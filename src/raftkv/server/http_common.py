@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from raftkv.kv.commands import KeyValue
 from raftkv.server.api import KeyValueAnswer
 
 __all__ = [
+    "BODY_TIMEOUT",
     "ApiError",
     "Codec",
     "bool_query",
@@ -145,17 +147,28 @@ def json_answer(payload: object, status: int = 200) -> web.Response:
 
 StructT = TypeVar("StructT", bound=msgspec.Struct)
 _json_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+# How long a body may take to arrive (HttpSettings.body_timeout_s), set on the app.
+BODY_TIMEOUT = web.AppKey("body_timeout_s", float)
+_DEFAULT_BODY_TIMEOUT_S = 10.0
 
 
 async def decode_body(request: web.Request, kind: type[StructT], limit: int) -> StructT:
-    """The request's JSON body as `kind`: 413 over `limit` bytes, 400 `invalid_json` if it is
-    not JSON, 400 `invalid_request` if it does not fit `kind` (unknown fields, wrong types)."""
+    """The request's JSON body as `kind`: 413 over `limit` bytes, 408 `body_timeout` if it
+    does not arrive within the app's BODY_TIMEOUT, 400 `invalid_json` if it is not JSON,
+    400 `invalid_request` if it does not fit `kind` (unknown fields, wrong types)."""
     length = request.content_length
     if length is not None and length > limit:
         raise ApiError(
             413, "body_too_large", f"body is {length} bytes, beyond max_body_bytes={limit}"
         )
-    data = await request.read()
+    timeout = request.app.get(BODY_TIMEOUT, _DEFAULT_BODY_TIMEOUT_S)
+    try:
+        async with asyncio.timeout(timeout):
+            data = await request.read()
+    except TimeoutError as error:
+        raise ApiError(
+            408, "body_timeout", f"the body did not arrive within body_timeout_s={timeout:g}"
+        ) from error
     decoder = _json_decoders.get(kind)
     if decoder is None:
         decoder = _json_decoders[kind] = msgspec.json.Decoder(kind)

@@ -75,6 +75,10 @@ Limits (STYLE: every limit is visible in metrics)
   - `max_command_bytes` (NodeSettings): HTTP 413 `command_too_large`;
   - `watch_max_total_buffered_bytes`: watches ended `too_slow` to keep the bytes the
     node's watches hold under it (also in `raftkv_watch_canceled_total`).
+  - `max_scan_entries` (ReadLimits: `max_scan_entries` for reads, `max_txn_scan_entries`
+    for the ranges of a txn that writes): HTTP 413 `scan_too_large`;
+  - `max_client_connections` (ServerSettings): client connections closed as soon as
+    accepted, that many being open already.
   A 413 is attributed by the error code of its JSON body; aiohttp's own 413 (a body over
   client_max_size, no JSON body) counts as `max_body_bytes`, a 413 with another code not
   at all (it still counts in the HTTP histogram).
@@ -130,7 +134,15 @@ Transport (only when the node's transport is a GrpcTransport; absent otherwise)
   over the `wire`, from the `cache` of earlier transfers, or from this node's own state
   (`local`); `raftkv_snapshot_cache_bytes`: chunks kept for resuming transfers.
 
+The event loop (it runs Raft, the API and everything else: a stall past the election
+timeout costs an election)
+- `raftkv_event_loop_lag_seconds` (histogram): how late a task that sleeps
+  `LOOP_LAG_INTERVAL_S` at a time wakes up, each time: the longest any callback waited.
+
 HTTP
+- `raftkv_http_connections`: client connections open now (at most
+  `max_client_connections`); `raftkv_http_accept_errors_total`: connections the client
+  port could not accept (out of descriptors or memory).
 - `raftkv_http_request_duration_seconds{route,method,status}` (histogram): time to answer
   a request, until its handler returned (a streamed answer counts until it ended). `route`
   is the route's template, e.g. `/v1/kv/{key}`, never the raw path (its values are
@@ -141,9 +153,11 @@ HTTP
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Protocol
 
 import msgspec
@@ -176,15 +190,24 @@ HTTP_BUCKETS_S = (
 
 UNMATCHED_ROUTE = "unmatched"
 
+# How often the loop lag task wakes up: its observations are at most this far apart, and a
+# stall is seen with at most this much less than its length.
+LOOP_LAG_INTERVAL_S = 0.05
+LOOP_LAG_BUCKETS_S = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
 # The error code of a 413 answer -> the setting that refused the request.
 _LIMIT_OF_ERROR_CODE = {
     "body_too_large": "max_body_bytes",
     "limit_exceeded": "kv_request_limits",
     "command_too_large": "max_command_bytes",
+    "scan_too_large": "max_scan_entries",
 }
 _LIMITS = (
     "max_pending_requests",
     "max_inbox_messages",
+    "max_client_connections",
     *_LIMIT_OF_ERROR_CODE.values(),
     "watch_max_total_buffered_bytes",
 )
@@ -211,10 +234,24 @@ class WatchCounters(Protocol):
     canceled: dict[str, int]
 
 
+class ClientPortCounters(Protocol):
+    """What the client port counts (raftkv.server.listener)."""
+
+    @property
+    def open_connections(self) -> int: ...
+
+    @property
+    def refused_connections(self) -> int: ...
+
+    @property
+    def accept_errors(self) -> int: ...
+
+
 class Metrics:
     """The metrics of `node` (serving `machine`) and of the HTTP API in front of it; see the
     module docstring for the list and for how to wire `middleware` and `handler`. The
-    server sets `watches`, `lease_keeper` and `corrupt_checker` once it has them."""
+    server sets `watches`, `lease_keeper`, `corrupt_checker` and `client_port` once it has
+    them, and runs `loop_lag` while it serves (an aiohttp cleanup context)."""
 
     def __init__(self, node: Node, machine: KvStateMachine) -> None:
         self.node = node
@@ -222,7 +259,14 @@ class Metrics:
         self.watches: WatchCounters | None = None
         self.lease_keeper: LeaseKeeper | None = None
         self.corrupt_checker: CorruptChecker | None = None
+        self.client_port: ClientPortCounters | None = None
         self.registry = CollectorRegistry()
+        self._loop_lag = PrometheusHistogram(
+            "raftkv_event_loop_lag_seconds",
+            "How late the event loop ran a task that sleeps a fixed interval.",
+            buckets=LOOP_LAG_BUCKETS_S,
+            registry=self.registry,
+        )
         # HTTP 413 refusals by limit (see _LIMIT_OF_ERROR_CODE), exported by the collector
         # in raftkv_limit_hits_total along with the node's own limit counters.
         self.http_limit_hits: dict[str, int] = dict.fromkeys(_LIMIT_OF_ERROR_CODE.values(), 0)
@@ -240,6 +284,22 @@ class Metrics:
             return await self._timed(request, handler)
 
         self.middleware: Middleware = middleware
+
+    async def loop_lag(self, app: web.Application) -> AsyncIterator[None]:
+        """An aiohttp cleanup context: while the app runs, a task observes the loop's lag
+        into `raftkv_event_loop_lag_seconds`."""
+        task = asyncio.create_task(self._observe_loop_lag(), name="raftkv-loop-lag")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def _observe_loop_lag(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + LOOP_LAG_INTERVAL_S
+            await asyncio.sleep(LOOP_LAG_INTERVAL_S)
+            self._loop_lag.observe(max(0.0, loop.time() - due))
 
     async def handler(self, request: web.Request) -> web.Response:
         """GET /metrics: every metric, in Prometheus' text format."""
@@ -302,7 +362,8 @@ class _NodeCollector:
         node = self._metrics.node
         yield from _raft_state(_status_or_none(node))
         yield from _raft_stats(node)
-        yield _limit_hits(node, self._metrics.machine, self._metrics.http_limit_hits)
+        yield _limit_hits(self._metrics)
+        yield from _client_port(self._metrics.client_port)
         yield from _mvcc(self._metrics.machine)
         yield from _leases_and_watches(self._metrics)
         yield from _hash_checks(self._metrics)
@@ -471,21 +532,35 @@ def _raft_stats(node: Node) -> Iterator[Metric]:
     )
 
 
-def _limit_hits(node: Node, machine: KvStateMachine, http_limit_hits: dict[str, int]) -> Metric:
+def _limit_hits(metrics: Metrics) -> Metric:
     family = CounterMetricFamily(
         "raftkv_limit_hits",
         "Requests or messages refused at a limit, by the setting that refused them.",
         labels=["limit"],
     )
+    node, port = metrics.node, metrics.client_port
     counts = {
         "max_pending_requests": node.stats.overloaded,
         "max_inbox_messages": node.stats.messages_dropped,
-        **http_limit_hits,
-        "watch_max_total_buffered_bytes": machine.watch_hub.total_budget_cancels,
+        "max_client_connections": port.refused_connections if port is not None else 0,
+        **metrics.http_limit_hits,
+        "watch_max_total_buffered_bytes": metrics.machine.watch_hub.total_budget_cancels,
     }
     for limit in _LIMITS:
         family.add_metric([limit], counts[limit])
     return family
+
+
+def _client_port(port: ClientPortCounters | None) -> Iterator[Metric]:
+    connections = GaugeMetricFamily("raftkv_http_connections", "Client connections open now.")
+    errors = CounterMetricFamily(
+        "raftkv_http_accept_errors", "Client connections that could not be accepted."
+    )
+    if port is not None:
+        connections.add_metric([], port.open_connections)
+        errors.add_metric([], port.accept_errors)
+    yield connections
+    yield errors
 
 
 def _mvcc(machine: KvStateMachine) -> Iterator[Metric]:

@@ -84,13 +84,19 @@ _ERROR_TEXT = {
     "404": "not_found: no such key; lease_not_found: no such lease (never granted, revoked "
     "or expired); unknown_route: no such path",
     "406": "not_utf8: the stored key or value is not UTF-8; ask with encoding=base64",
+    "408": "body_timeout: the request body did not arrive whole within the server's "
+    "http_body_timeout_s",
     "409": "stale_sequence: a late duplicate of an exactly-once write; session_expired: the "
     "store no longer holds the write's session (not applied; start a new one); "
     "not_caught_up: the learner lags too far to be promoted; lease_exists: a grant asked for "
     "the id of a live lease",
     "410": "compacted: the revision asked for is older than the compacted revision (the "
     "error carries compact_revision and oldest_revision)",
-    "413": "body_too_large, limit_exceeded or command_too_large",
+    "413": "body_too_large, limit_exceeded, command_too_large, or scan_too_large (the "
+    "request's ranges would scan more entries than the server's max_scan_entries; for a "
+    "txn that writes, max_txn_scan_entries): nothing applied",
+    "415": "unsupported_content_encoding: the body is compressed (Content-Encoding); the "
+    "server never inflates a body: send it uncompressed",
     "500": "internal: an unexpected error (logged by the server)",
     "503": "not_leader, proposal_dropped, overloaded, stopped, busy (another membership "
     "change is under way), unavailable, too_many_watches or removed (the member was removed "
@@ -111,8 +117,9 @@ def _json_content(kind: type[msgspec.Struct]) -> dict[str, Any]:
 
 def _responses(answer: type[msgspec.Struct], *errors: str) -> dict[str, Any]:
     responses: dict[str, Any] = {"200": {"description": "OK", "content": _json_content(answer)}}
-    # Every route can meet a bad query value, a stopped node or an unexpected error.
-    for status in sorted({"400", "500", "503", *errors}):
+    # Every route can meet a bad query value, a compressed body, a stopped node or an
+    # unexpected error.
+    for status in sorted({"400", "415", "500", "503", *errors}):
         responses[status] = {
             "description": _ERROR_TEXT[status],
             "content": _json_content(ErrorAnswer),
@@ -181,7 +188,7 @@ def _paths() -> dict[str, Any]:
                 "summary": "Put a key (any member; forwarded through Raft)",
                 "parameters": [_KEY, _ENCODING],
                 "requestBody": _body(PutBody),
-                "responses": _responses(PutAnswer, "406", "409", "413", "504"),
+                "responses": _responses(PutAnswer, "404", "406", "408", "409", "413", "504"),
             },
             "get": {
                 "summary": "Get a key (linearizable unless consistency=serializable)",
@@ -223,7 +230,9 @@ def _paths() -> dict[str, Any]:
                     _query(
                         "limit",
                         {"type": "integer", "minimum": 0, "maximum": (1 << 63) - 1},
-                        "At most this many key-values (0: no limit).",
+                        "At most this many key-values (0: no limit). The server answers "
+                        "at most max_response_bytes of key-values whatever the limit, with "
+                        "more: true when it leaves keys out.",
                     ),
                     _REVISION,
                     _query("keys_only", _BOOLEAN, "Leave values out."),
@@ -236,17 +245,26 @@ def _paths() -> dict[str, Any]:
         },
         "/v1/txn": {
             "post": {
-                "summary": "A transaction: compares, then the success or failure ops",
-                "parameters": [_ENCODING],
+                "summary": "A transaction: compares, then the success or failure ops. One "
+                "without put or delete ops is a read (never in the log; consistency applies)",
+                "parameters": [
+                    _ENCODING,
+                    _query(
+                        "consistency",
+                        {"type": "string", "enum": ["linearizable", "serializable"]},
+                        "For a txn without writes: linearizable (default) or serializable. "
+                        "A txn that writes goes through the log: serializable is a 400.",
+                    ),
+                ],
                 "requestBody": _body(TxnBody),
-                "responses": _responses(TxnAnswer, "406", "409", "410", "413", "504"),
+                "responses": _responses(TxnAnswer, "404", "406", "408", "409", "410", "413", "504"),
             }
         },
         "/v1/compact": {
             "post": {
                 "summary": "Discard history older than a revision",
                 "requestBody": _body(CompactBody),
-                "responses": _responses(CompactAnswer, "410", "413", "504"),
+                "responses": _responses(CompactAnswer, "408", "410", "413", "504"),
             }
         },
         "/v1/status": {
@@ -266,7 +284,7 @@ def _paths() -> dict[str, Any]:
             "post": {
                 "summary": "Add a learner (it votes once promoted)",
                 "requestBody": _body(AddMemberBody),
-                "responses": _responses(ClusterAnswer, "413", "504"),
+                "responses": _responses(ClusterAnswer, "408", "413", "504"),
             }
         },
         "/v1/members/{id}/promote": {
@@ -287,14 +305,14 @@ def _paths() -> dict[str, Any]:
             "post": {
                 "summary": "Hand leadership to a voter (asked of the leader; 503 elsewhere)",
                 "requestBody": _body(TransferBody),
-                "responses": _responses(TransferAnswer, "413", "504"),
+                "responses": _responses(TransferAnswer, "408", "413", "504"),
             }
         },
         "/v1/lease": {
             "post": {
                 "summary": "Grant a lease of ttl seconds (id chosen by the server if 0)",
                 "requestBody": _body(LeaseGrantBody),
-                "responses": _responses(LeaseGrantAnswer, "409", "413", "504"),
+                "responses": _responses(LeaseGrantAnswer, "408", "409", "413", "504"),
             }
         },
         "/v1/lease/{id}/keepalive": {
@@ -378,7 +396,7 @@ def _paths() -> dict[str, Any]:
                             "description": _ERROR_TEXT[status],
                             "content": _json_content(ErrorAnswer),
                         }
-                        for status in ("400", "406", "410", "413", "500", "503")
+                        for status in ("400", "406", "410", "413", "415", "500", "503")
                     },
                 },
             }
@@ -453,7 +471,7 @@ def _paths() -> dict[str, Any]:
                 "summary": "The seed's put: {key, value}",
                 "parameters": [_ENCODING],
                 "requestBody": _body(SetBody),
-                "responses": _responses(PutAnswer, "406", "413", "504"),
+                "responses": _responses(PutAnswer, "406", "408", "413", "504"),
             }
         },
         "/get/{key}": {

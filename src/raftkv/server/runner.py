@@ -1,12 +1,15 @@
 """`run_server`: one raftkv node as a process — Raft node, KV state machine, HTTP API.
 
 Start-up, in order:
-1. check the data dir's identity file (`member.json`: node id and cluster id). A data dir
-   written by another node id or cluster is refused rather than silently joined with the
-   wrong identity;
+1. raise the open-files soft limit to the hard one, and refuse to start if it leaves too
+   little room beyond `max_client_connections` (raftkv.server.listener); check the data
+   dir's identity file (`member.json`: node id and cluster id). A data dir written by
+   another node id or cluster is refused rather than silently joined with the wrong
+   identity;
 2. open RocksDB under `<data_dir>/db` and start the node: a new data dir founds the cluster
    given by `initial_cluster`; an existing one restarts from its own state;
-3. serve the HTTP API on `listen_client`;
+3. serve the HTTP API on `listen_client` (raftkv.server.listener: connection cap,
+   timeouts, bodies never inflated);
 4. publish this node's client URL through the log (`KvService.publish_member`), retried in
    the background until a leader accepts it, so `/v1/cluster` lists it on every member;
 5. auto-compaction (`AutoCompactor`): while leader, keep `auto_compaction_retention`
@@ -34,7 +37,6 @@ from pathlib import Path
 
 import aiohttp
 import msgspec
-from aiohttp import web
 
 from raftkv.kv import (
     CorruptChecker,
@@ -47,6 +49,7 @@ from raftkv.kv import (
     WatchSettings,
 )
 from raftkv.kv.lease_keeper import LeaseKeeperSettings
+from raftkv.kv.service import ReadLimits
 from raftkv.raft import NodeBuilder, NodeId, NodeSettings, RaftError
 from raftkv.raft.driver.clock import SystemClock
 from raftkv.raft.driver.errors import NodeFailed
@@ -62,6 +65,7 @@ from raftkv.server.identity import (
     mark_raft_state,
     state_lost,
 )
+from raftkv.server.listener import ClientPort, ClientPortSettings, raise_open_files_limit
 from raftkv.server.logs import NodeContext
 
 logger = logging.getLogger("raftkv.server")
@@ -111,6 +115,15 @@ def kv_settings(settings: ServerSettings) -> KvSettings:
     )
 
 
+def read_limits(settings: ServerSettings) -> ReadLimits:
+    return ReadLimits(
+        max_scan_entries=settings.max_scan_entries,
+        max_txn_scan_entries=settings.max_txn_scan_entries,
+        max_response_bytes=settings.max_response_bytes,
+        read_threads=settings.read_threads,
+    )
+
+
 def node_settings(settings: ServerSettings) -> NodeSettings:
     return NodeSettings(
         tick_interval_s=settings.tick_interval_ms / 1000,
@@ -131,7 +144,7 @@ class Server:
         self.log_context = log_context
         self.node: Node | None = None
         self.service: KvService | None = None
-        self._runner: web.AppRunner | None = None
+        self._client_port: ClientPort | None = None
         self._publisher: asyncio.Task[None] | None = None
         self._compactor: AutoCompactor | None = None
         self._lease_keeper: LeaseKeeper | None = None
@@ -139,6 +152,13 @@ class Server:
 
     async def start(self) -> None:
         settings = self.settings
+        before, now = raise_open_files_limit(settings.max_client_connections)
+        logger.info(
+            "open files limit %d%s; at most %d client connections",
+            now,
+            f" (raised from {before})" if now != before else "",
+            settings.max_client_connections,
+        )
         identity = check_identity(settings)
         limits = kv_settings(settings)
         grpc: dict[str, object] = {
@@ -197,12 +217,13 @@ class Server:
             await node.start()
         machine = node.state_machine
         assert isinstance(machine, KvStateMachine)
-        self.service = KvService(node, machine, limits)
+        self.service = KvService(node, machine, limits, read_limits=read_limits(settings))
         try:
             app = create_app(
                 self.service,
                 HttpSettings(
                     max_body_bytes=settings.max_body_bytes,
+                    body_timeout_s=settings.http_body_timeout_s,
                     request_timeout_s=settings.request_timeout_s,
                     max_concurrent_backups=settings.max_concurrent_backups,
                     watch_send_timeout_s=settings.watch_send_timeout_s,
@@ -210,12 +231,19 @@ class Server:
                     watch_no_leader_timeout_s=settings.watch_no_leader_timeout_s,
                 ),
             )
-            self._runner = web.AppRunner(
-                app, access_log=None, shutdown_timeout=settings.shutdown_timeout_s
-            )
-            await self._runner.setup()
             host, port = split_address(settings.listen_client)
-            await web.TCPSite(self._runner, host, port, reuse_address=True).start()
+            self._client_port = ClientPort(
+                app,
+                host,
+                port,
+                ClientPortSettings(
+                    max_connections=settings.max_client_connections,
+                    keepalive_timeout_s=settings.http_keepalive_timeout_s,
+                    shutdown_timeout_s=settings.shutdown_timeout_s,
+                ),
+            )
+            app[METRICS].client_port = self._client_port
+            await self._client_port.start()
         except BaseException:
             await self.stop()
             raise
@@ -305,10 +333,12 @@ class Server:
             self._publisher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._publisher
-        if self._runner is not None:
-            # Closes the listening sockets, then waits up to shutdown_timeout for handlers.
-            await self._runner.cleanup()
-            self._runner = None
+        if self._client_port is not None:
+            # Closes the listening socket, then waits up to shutdown_timeout for handlers.
+            await self._client_port.close()
+            self._client_port = None
+        if self.service is not None:
+            self.service.close()
         if self.node is not None:
             await self.node.stop()
             self.node = None

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from raftkv.raft.core.storage import Storage
 from raftkv.raft.core.types import ConfState, Entry, HardState, Snapshot
@@ -133,6 +133,35 @@ class AppData(Protocol):
         building a snapshot off the event loop). Cheap to take: RocksDB makes a checkpoint
         (hard links to its immutable files). Close it when done."""
         ...
+
+
+class AppReadView(Protocol):
+    """A consistent, read-only view of an AppData space as it was when taken
+    (`SupportsReadView.read_view`): every `get` and `scan` answers from that moment,
+    whatever is committed after. Taken on the thread that commits (the event loop, between
+    two commits), then read from any one thread at a time (a worker, while the loop goes on
+    applying). It pins what it reads (RocksDB keeps that version's memtables and files), so
+    it is closed as soon as the read is done."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def scan(self, start: bytes = b"", end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Items with start <= key < end (end None: to the last key), in key order. A get,
+        or another scan, between two steps of a scan is allowed."""
+        ...
+
+    def close(self) -> None:
+        """Release the view. Idempotent, callable from any thread: a get or scan under way
+        in another thread raises StorageClosed at its next item."""
+        ...
+
+
+@runtime_checkable
+class SupportsReadView(Protocol):
+    """An optional capability of an AppData: consistent views that a worker thread can read
+    while commits go on (RocksAppData has it; MemoryAppData, for tests, does not)."""
+
+    def read_view(self) -> AppReadView: ...
 
 
 class FrozenAppData(Protocol):

@@ -40,7 +40,9 @@ bounds, terms and the hard state from `_Cache`, which a writer replaces whole af
 batch has landed. A read that overlaps a write can therefore find the database one write
 ahead of the cache (an entry deleted, snapshot chunks replaced); it sees that as a record
 missing or inconsistent, and repeats itself once under the write lock, when database and
-cache agree. Only a second failure is reported as corruption.
+cache agree. Only a second failure is reported as corruption. A read view (`RocksAppData.
+read_view`) is taken on the event loop and read by one worker thread: it sees the database
+as of when it was taken, whatever is written meanwhile.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ from rocksdict import (
     DBRecoveryMode,
     Options,
     Rdict,
+    RdictIter,
     ReadOptions,
     WriteBatch,
     WriteOptions,
@@ -213,6 +216,11 @@ class _Database:
         self.path = path
         # Serialises every write and `close`, and a reader's retry (module docstring).
         self.write_lock = threading.Lock()
+        # Read views not closed yet: `close` closes them, so none keeps the database open.
+        # Guarded by their own lock, never held while waiting on I/O (unlike write_lock,
+        # held through fsyncs), so that making a view never waits for a write.
+        self._views: weakref.WeakSet[RocksReadView] = weakref.WeakSet()
+        self._views_lock = threading.Lock()
         self._sync = WriteOptions()
         self._sync.sync = True
         self._no_sync = WriteOptions()
@@ -263,8 +271,16 @@ class _Database:
         # after a batch it rejects), and the node must stop.
         self.handles().database.write(batch, self._sync if sync else self._no_sync)
 
+    def add_view(self, view: RocksReadView) -> None:
+        with self._views_lock:
+            self._views.add(view)
+
     def close(self) -> None:
         with self.write_lock:
+            with self._views_lock:
+                views = list(self._views)
+            for view in views:
+                view.close()
             handles, self._handles = self._handles, None
             if handles is not None:
                 handles.database.close()
@@ -733,6 +749,76 @@ class CheckpointView:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
+class RocksReadView:
+    """An AppReadView over RocksDB iterators. A RocksDB iterator reads the database as it
+    was when the iterator was made (an implicit snapshot), however long it is kept and
+    wherever it is moved, and rocksdict lets another thread move it. (rocksdict's own
+    `Snapshot` would be the obvious tool, but in 0.3 its iterators ignore the snapshot;
+    only its point reads honour it.)
+
+    Two iterators, so that point reads between the steps of a scan (a range reading each
+    key's value) do not move the scan's; a scan that finds its iterator moved anyway (by
+    another scan) seeks back past the last key it yielded. An iterator keeps the database
+    open (its LOCK held), so `close` drops them, and each step of a get or scan checks it
+    first; the database closes every view it still has when it closes.
+    """
+
+    def __init__(self, database: _Database, scanner: RdictIter, getter: RdictIter) -> None:
+        self._database = database
+        self._scanner: RdictIter | None = scanner
+        self._getter: RdictIter | None = getter
+        # The scan that last moved `_scanner` (see the class docstring).
+        self._scan_owner = 0
+
+    def get(self, key: bytes) -> bytes | None:
+        iterator = self._iterator(self._getter)
+        iterator.seek(key)
+        if not iterator.valid() or iterator.key() != key:
+            return None
+        return self._decode(key, iterator.value())
+
+    def scan(self, start: bytes = b"", end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        self._iterator(self._scanner)  # fail now, not at the first next()
+        self._scan_owner += 1
+        return self._scan(start, end, self._scan_owner)
+
+    def close(self) -> None:
+        self._scanner = self._getter = None
+
+    def _iterator(self, iterator: RdictIter | None) -> RdictIter:
+        if iterator is None:
+            raise StorageClosed(
+                f"a read view of the RocksDB database at {self._database.path} is closed"
+            )
+        return iterator
+
+    def _scan(self, start: bytes, end: bytes | None, owner: int) -> Iterator[tuple[bytes, bytes]]:
+        iterator = self._iterator(self._scanner)
+        iterator.seek(start)
+        while True:
+            if self._scanner is None:
+                self._iterator(None)  # closed meanwhile: raises
+            if not iterator.valid():
+                return
+            key: bytes = iterator.key()
+            if end is not None and key >= end:
+                return
+            yield key, self._decode(key, iterator.value())
+            if self._scan_owner != owner:
+                # Another scan moved the iterator: resume after `key`.
+                self._scan_owner = owner
+                iterator.seek(key + b"\x00")
+            else:
+                iterator.next()
+
+    def _decode(self, key: bytes, record: bytes) -> bytes:
+        try:
+            return decode_blob(record)
+        except RecordInvalid as error:
+            where = _describe_app_key(key)
+            raise self._database.corrupt(_APP_DATA_FAMILY, where, str(error)) from error
+
+
 def remove_stale_checkpoints(database_path: str) -> None:
     """Checkpoints left by a crash while a snapshot was being built are garbage."""
     shutil.rmtree(database_path + ".checkpoints", ignore_errors=True)
@@ -828,6 +914,16 @@ class RocksAppData:
             )
             self._database.write(write, sync=False)
             self._applied = (applied_index, applied_term)
+
+    def read_view(self) -> RocksReadView:
+        """SupportsReadView.read_view: a view over two RocksDB iterators made now (one
+        for scans, one for point reads). Without the write lock (a writer holds it through
+        its fsync): a RocksDB write batch is seen whole or not at all, and the app space's
+        batches are committed by the thread that takes views, between two of them."""
+        handles = self._database.handles()
+        view = RocksReadView(self._database, handles.app.iter(), handles.app.iter())
+        self._database.add_view(view)
+        return view
 
     def freeze(self) -> CheckpointView:
         """AppData.freeze: a RocksDB checkpoint of the database (hard links to its

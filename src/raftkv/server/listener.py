@@ -1,0 +1,285 @@
+"""The client port: the HTTP API's listening socket and its limits (issue 12, part C).
+
+The node's event loop also runs Raft, so nothing a client does may hold it, and nothing a
+client opens may take what the node needs: ~20k slow connections once used up the
+process's file descriptors, RocksDB could then not open its WAL and the node stopped,
+after 85 MB of accept-error tracebacks in 40 s. So:
+
+- `ConnectionGate` caps the client connections open at once. It decides when a connection
+  is made (exact, whatever the accept loop batches): beyond the cap the connection is
+  closed at once and counted (`refused`); it never reaches aiohttp.
+- aiohttp's own knobs do the rest (`ClientPort.start`): the keep-alive timer, which closes
+  a connection idle that long and also one whose next request's headers are not all in
+  by then (aiohttp arms it when a connection is made and after each answer, and fires it
+  while no whole request has been parsed: the header read timeout against slowloris);
+  request bodies are never inflated (`auto_decompress=False`: a `Content-Encoding` is
+  refused by the API before its body is read); an unread body is drained for at most
+  `_LINGER_S` after the answer. Reading a body is bounded by the API (`decode_body`).
+- `AcceptErrorLog`: asyncio reports each failed accept (EMFILE, ENFILE, ENOBUFS, ENOMEM)
+  to the loop's exception handler, with a traceback. This handler logs one line per
+  interval with a count instead, and passes any other report on.
+- `raise_open_files_limit`: at start the soft RLIMIT_NOFILE goes up to the hard limit,
+  which must leave room for RocksDB and peers beyond the connection cap
+  (`RESERVED_FILE_DESCRIPTORS`), or the node refuses to start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from raftkv.server.config import SettingsInvalid
+
+__all__ = [
+    "RESERVED_FILE_DESCRIPTORS",
+    "AcceptErrorLog",
+    "ClientPort",
+    "ClientPortSettings",
+    "ConnectionGate",
+    "raise_open_files_limit",
+]
+
+logger = logging.getLogger("raftkv.server")
+
+# File descriptors kept for everything but client connections: RocksDB (its WAL, manifest
+# and table files: it keeps every table file open), peer connections and snapshot
+# transfers, checkpoints, logs.
+RESERVED_FILE_DESCRIPTORS = 1024
+# How long an unread request body is drained after the answer before the connection is
+# closed (aiohttp's lingering time; its default is 10 s). Lets a client still sending see
+# the answer rather than a reset, without letting it hold the connection.
+_LINGER_S = 2.0
+# What asyncio's accept loop reports, in its exception handler context, when it runs out
+# of descriptors or memory.
+_ACCEPT_ERROR_MESSAGE = "socket.accept() out of system resource"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientPortSettings:
+    """See ServerSettings for each (max_client_connections, http_keepalive_timeout_s,
+    shutdown_timeout_s)."""
+
+    max_connections: int = 1000
+    keepalive_timeout_s: float = 10.0
+    shutdown_timeout_s: float = 10.0
+    # At most one accept-error line per this many seconds (AcceptErrorLog).
+    accept_error_interval_s: float = 10.0
+
+
+class ConnectionGate:
+    """A protocol factory for `loop.create_server`: each accepted connection is served by
+    `serve()`'s protocol (aiohttp's request handler) unless `max_connections` are already
+    open; then it is closed at once and counted in `refused`.
+
+    Invariant: `open` is the number of connections whose protocol `serve()` made and that
+    are not lost yet (counted in connection_made and connection_lost, which asyncio calls
+    exactly once each for a connection it made)."""
+
+    def __init__(self, serve: Callable[[], asyncio.Protocol], max_connections: int) -> None:
+        self._serve = serve
+        self.max_connections = max_connections
+        self.open = 0
+        self.refused = 0
+
+    def __call__(self) -> asyncio.Protocol:
+        return _Gated(self)
+
+
+class _Gated(asyncio.Protocol):
+    """One connection through the gate: decided when it is made, then every event goes to
+    the request handler (none for a refused one)."""
+
+    __slots__ = ("_gate", "_inner")
+
+    def __init__(self, gate: ConnectionGate) -> None:
+        self._gate = gate
+        self._inner: asyncio.Protocol | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        gate = self._gate
+        if gate.open >= gate.max_connections:
+            gate.refused += 1
+            assert isinstance(transport, asyncio.Transport)  # a TCP server's
+            transport.abort()
+            return
+        gate.open += 1
+        self._inner = gate._serve()
+        self._inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._inner is not None:
+            self._gate.open -= 1
+            self._inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._inner is not None:
+            self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received() if self._inner is not None else None
+
+    def pause_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.resume_writing()
+
+
+class AcceptErrorLog:
+    """The loop's exception handler while the client port serves (see the module
+    docstring): a failed accept is counted (`errors`) and logged as one warning line per
+    `interval_s`, the first at once and the rest summed up when the interval ends. Any
+    other report goes to the handler this one replaced (asyncio's default if none)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval_s: float) -> None:
+        self._loop = loop
+        self._interval_s = interval_s
+        self._previous: Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object] | None = None
+        self._flush: asyncio.TimerHandle | None = None
+        # Failed accepts since the start, and since the last line logged.
+        self.errors = 0
+        self._unlogged = 0
+        self._last_error = ""
+
+    def install(self) -> None:
+        self._previous = self._loop.get_exception_handler()
+        self._loop.set_exception_handler(self)
+
+    def uninstall(self) -> None:
+        if self._loop.get_exception_handler() is self:
+            self._loop.set_exception_handler(self._previous)
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        self._log()
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if context.get("message") != _ACCEPT_ERROR_MESSAGE:
+            if self._previous is not None:
+                self._previous(loop, context)
+            else:
+                loop.default_exception_handler(context)
+            return
+        self.errors += 1
+        self._unlogged += 1
+        self._last_error = str(context.get("exception") or "")
+        if self._flush is None:
+            self._log()
+            self._flush = loop.call_later(self._interval_s, self._end_interval)
+
+    def _end_interval(self) -> None:
+        self._flush = None
+        if self._unlogged:
+            self._log()
+            self._flush = self._loop.call_later(self._interval_s, self._end_interval)
+
+    def _log(self) -> None:
+        if not self._unlogged:
+            return
+        logger.warning(
+            "client port: %d connection(s) could not be accepted (last: %s); "
+            "check max_client_connections against the open-files limit (%d)",
+            self._unlogged,
+            self._last_error,
+            resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        )
+        self._unlogged = 0
+
+
+class ClientPort:
+    """The HTTP API served on host:port through a ConnectionGate, with aiohttp's knobs set
+    as the module docstring says. `start()`, then `close()` (stops listening and ends the
+    connections, in-flight requests getting up to shutdown_timeout_s)."""
+
+    def __init__(
+        self, app: web.Application, host: str, port: int, settings: ClientPortSettings
+    ) -> None:
+        self.settings = settings
+        self._host = host
+        self._port = port
+        self.runner = web.AppRunner(
+            app,
+            access_log=None,
+            shutdown_timeout=settings.shutdown_timeout_s,
+            keepalive_timeout=settings.keepalive_timeout_s,
+            lingering_time=_LINGER_S,
+            auto_decompress=False,
+        )
+        self.gate: ConnectionGate | None = None
+        self.accept_errors_log: AcceptErrorLog | None = None
+        self._server: asyncio.Server | None = None
+
+    @property
+    def open_connections(self) -> int:
+        return self.gate.open if self.gate is not None else 0
+
+    @property
+    def refused_connections(self) -> int:
+        return self.gate.refused if self.gate is not None else 0
+
+    @property
+    def accept_errors(self) -> int:
+        return self.accept_errors_log.errors if self.accept_errors_log is not None else 0
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the one chosen, when started with port 0)."""
+        if self._server is None or not self._server.sockets:
+            return self._port
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        await self.runner.setup()
+        server = self.runner.server
+        assert server is not None  # set up above
+        self.gate = ConnectionGate(server, self.settings.max_connections)
+        self.accept_errors_log = AcceptErrorLog(loop, self.settings.accept_error_interval_s)
+        self.accept_errors_log.install()
+        try:
+            self._server = await loop.create_server(
+                self.gate, self._host, self._port, reuse_address=True
+            )
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        await self.runner.cleanup()
+        if self.accept_errors_log is not None:
+            self.accept_errors_log.uninstall()
+
+
+def raise_open_files_limit(max_client_connections: int) -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit, and return (soft before, soft now).
+    SettingsInvalid if the limit leaves less than RESERVED_FILE_DESCRIPTORS beyond
+    `max_client_connections`."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    raised = soft
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            raised = wanted
+        except (ValueError, OSError):  # macOS caps the soft limit lower than "unlimited"
+            raised = soft
+    required = max_client_connections + RESERVED_FILE_DESCRIPTORS
+    if raised < required:
+        raise SettingsInvalid(
+            f"setting max_client_connections: {max_client_connections} connections plus "
+            f"{RESERVED_FILE_DESCRIPTORS} descriptors for RocksDB and peers need an open-files "
+            f"limit of {required}, and it is {raised} (hard limit {hard}): raise it "
+            "(ulimit -n, systemd LimitNOFILE=) or lower max_client_connections"
+        )
+    return soft, raised
