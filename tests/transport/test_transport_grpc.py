@@ -19,6 +19,7 @@ from transport_helpers import CLUSTER_ID, TEST_SETTINGS, GrpcFactory, heartbeat,
 
 from raftkv.raft.core.errors import InvalidArgument
 from raftkv.raft.core.types import (
+    ConfState,
     Entry,
     Message,
     MessageType,
@@ -48,6 +49,7 @@ from raftkv.testing.transport_conformance import wait_until
 VICTIM = NodeId(1)
 GOOD_PEER = NodeId(2)
 LOGGER = "raftkv.transport.grpc"
+VOTERS = ConfState(voters=frozenset({NodeId(1), NodeId(2)}))
 
 # -- hostile input on the peer port --------------------------------------------------------
 
@@ -112,7 +114,7 @@ async def a_snapshot_chunk_that_fails_its_hash(address: str) -> None:
         to=VICTIM,
         sender=NodeId(9),
         term=1,
-        snapshot=Snapshot(SnapshotMetadata(index=5, term=1), data=b"x" * 10_000),
+        snapshot=Snapshot(SnapshotMetadata(index=5, term=1, conf_state=VOTERS), data=b"x" * 10_000),
     )
     outgoing = OutgoingSnapshot.build(CLUSTER_ID, message, 4096)
     async with grpc.aio.insecure_channel(address) as channel:
@@ -320,7 +322,7 @@ def snapshot_message(size_bytes: int) -> Message:
         to=NodeId(2),
         sender=NodeId(1),
         term=4,
-        snapshot=Snapshot(SnapshotMetadata(index=100, term=4), data=data),
+        snapshot=Snapshot(SnapshotMetadata(index=100, term=4, conf_state=VOTERS), data=data),
     )
 
 

@@ -264,7 +264,8 @@ def every_wire_message(sender: NodeId, to: NodeId) -> list[Message]:
                 type=message_type,
                 to=to,
                 sender=sender,
-                term=5,
+                # Forwarded requests carry no term (check_peer_message).
+                term=0 if message_type in (MessageType.PROPOSE, MessageType.READ_INDEX) else 5,
                 log_term=4,
                 index=10,
                 entries=message_entries,
