@@ -873,18 +873,23 @@ def sent_messages(driver: Driver) -> list[Message]:
     return [message for ready in driver.drain() for message in ready.messages]
 
 
-def test_a_heartbeat_commit_beyond_the_log_is_clamped_to_the_last_index() -> None:
+def test_a_heartbeat_commit_beyond_the_log_is_answered_but_not_believed() -> None:
     """Issue 12 A2: one heartbeat naming a commit index past the follower's log used to stop
-    the node ("commit index ... is beyond the last index")."""
+    the node ("commit index ... is beyond the last index"). A correct leader never sends
+    one; committing even up to our last index on its word could commit a tail the leader
+    never matched, so the commit is ignored while the heartbeat is still answered."""
     driver = follower_with_log(last_index=3)
     driver.node.step(heartbeat(2, term=2, commit=MAX_INDEX))
-    assert driver.raft.log.committed == 3
+    assert driver.raft.log.committed == 1
     [response] = sent_messages(driver)
     assert (response.type, response.to, response.commit) == (
         MessageType.HEARTBEAT_RESPONSE,
         2,
-        3,
+        1,
     )
+    # A commit the log holds is taken as before.
+    driver.node.step(heartbeat(2, term=2, commit=3))
+    assert driver.raft.log.committed == 3
 
 
 @pytest.mark.parametrize(

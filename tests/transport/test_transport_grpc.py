@@ -702,10 +702,10 @@ def test_stopping_with_peer_streams_open_ends_them_with_a_status(
     assert any("the node is stopping" in record.getMessage() for record in caplog.records)
 
 
-def test_a_receiver_learns_an_unknown_senders_address_but_never_overrides_one() -> None:
-    """A node that lags behind the change adding a peer has no address for it; the frame's
-    from_address lets it answer (found by the driver simulator: a lagging follower could
-    never reply to a new leader it had not heard of)."""
+def test_a_receiver_never_dials_the_address_a_frame_claims() -> None:
+    """Issue 12 A4: a frame from an unknown id with a from_address made the receiver add
+    and dial that address, so any outsider chose where nodes connect. Addresses come from
+    set_peer alone (the membership); the frame's claim is ignored, known peer or not."""
 
     async def scenario() -> None:
         factory = GrpcFactory()
@@ -716,11 +716,7 @@ def test_a_receiver_learns_an_unknown_senders_address_but_never_overrides_one() 
             first.set_peer(NodeId(2), second.address)
             first.send([heartbeat(1, 2, 1)])
             await wait_until(lambda: bool(second_handler.delivered), "the first heartbeat")
-            assert second.peers() == {1: first.address}
-            # It can answer now.
-            second.send([heartbeat(2, 1, 7)])
-            await wait_until(lambda: bool(first_handler.delivered), "the answer")
-            # A known address is not overridden by what a frame claims.
+            assert second.peers() == {}
             second.set_peer(NodeId(1), "127.0.0.1:9")
             first.send([heartbeat(1, 2, 2)])
             await wait_until(lambda: len(second_handler.delivered) == 2, "the second heartbeat")

@@ -19,10 +19,10 @@ Rules this module keeps:
    §6.4).
 4. Only one membership change may be pending (appended and not yet applied) at a time.
 5. A rejected call raises and changes nothing.
-6. What a peer says is believed only as far as it can be true: a follower commits no
-   further than its own log reaches, a leader counts no acknowledgement of entries it
-   does not have, and only the leader a follower follows in this term can speak for
-   that term (a second "leader" of one term is a forgery or a bug; it is ignored).
+6. What a peer says is believed only if it can be true: a follower ignores a commit index
+   beyond its own log, a leader counts no acknowledgement of entries it does not have,
+   and only the leader a follower follows in this term can speak for that term (a second
+   "leader" of one term is a forgery or a bug; it is ignored).
 """
 
 from __future__ import annotations
@@ -923,10 +923,12 @@ class Raft:
 
     def _handle_heartbeat(self, message: Message) -> None:
         # A correct leader sends min(its commit, our match): never beyond our last index.
-        # A larger value (a buggy or forged heartbeat, or a log that lost its tail) must
-        # not stop the node; clamped, it commits nothing that a heartbeat naming our last
-        # index would not have committed.
-        self.log.commit_to(min(message.commit, self.log.last_index()))
+        # A larger value comes from a buggy or forged heartbeat (or our log lost its
+        # tail): it must not stop the node, and is not believed in part either. Clamped to
+        # our last index it could commit entries of ours the leader never matched (a tail
+        # left by an earlier leader); the leader's appends bring the commit index instead.
+        if message.commit <= self.log.last_index():
+            self.log.commit_to(message.commit)
         self._send(
             Message(
                 type=MessageType.HEARTBEAT_RESPONSE,

@@ -216,6 +216,10 @@ class Node:
         # down when removed still thinks itself a member; were its id reused, its stale
         # vote would count as the new member's (etcd never reuses member ids either).
         self._removed: set[NodeId] = set()
+        # Asking the members about an id we dropped messages from (see _is_known_peer):
+        # the task, and when (our clock) another may start.
+        self._stranger_lookup: asyncio.Task[None] | None = None
+        self._next_stranger_lookup = 0.0
         # When (this node's clock) it last lost its leader, or started without one; None
         # while it knows a leader.
         self._leaderless_since: float | None = self.clock.now()
@@ -655,6 +659,12 @@ class Node:
                 # is no member, whatever it says.
                 self.stats.messages_rejected += 1
                 continue
+            if not self._is_known_peer(rawnode, message.sender):
+                # Nor is an id no trusted source named: its term would force elections, or
+                # push ours where it cannot move any more (issue 12, A3).
+                self.stats.messages_rejected += 1
+                self._ask_about_stranger(message.sender)
+                continue
             try:
                 if message.type is MessageType.PROPOSE:
                     check_forwarded_entries(message.entries)
@@ -669,6 +679,34 @@ class Node:
                     message.sender,
                     error,
                 )
+
+    def _is_known_peer(self, rawnode: RawNode, peer: NodeId) -> bool:
+        """A member of the configuration in force, or a node whose address came from a
+        source we trust: our log and snapshots, the operator (`peers`, `bootstrap`), a
+        member's answer to a membership request. Never an id that only a message names.
+        A joiner knows the leader adding it from the answer to its join request; a node
+        lagging behind the change that added the sender drops its messages until it
+        learns of it (see `_learn_stranger`)."""
+        return peer in self._peers or peer in rawnode.raft.tracker.progress
+
+    def _ask_about_stranger(self, stranger: NodeId) -> None:
+        """Ask the members we know whether they know `stranger` (membership.ask_about_
+        stranger), at most once per election timeout, one question at a time."""
+        lookup = self._stranger_lookup
+        if lookup is not None and not lookup.done():
+            return
+        now = self.clock.now()
+        if now < self._next_stranger_lookup or self._stopping:
+            return
+        self._next_stranger_lookup = now + self._election_timeout_s()
+        if lookup is not None:
+            self._tasks.remove(lookup)
+        # Kept with the node's tasks, so stopping cancels it.
+        self._stranger_lookup = asyncio.get_running_loop().create_task(
+            membership.ask_about_stranger(self, stranger),
+            name=f"raftkv-stranger-{self.id}",
+        )
+        self._tasks.append(self._stranger_lookup)
 
     def _drain_proposals(self, rawnode: RawNode) -> None:
         """Step queued proposals into the core, as few messages as possible: consecutive

@@ -28,6 +28,8 @@ class MemberAction(enum.Enum):
     ADD_LEARNER = "add_learner"
     PROMOTE = "promote"
     REMOVE = "remove"
+    # Changes nothing: any member (leader or not) answers ok with the members it knows.
+    MEMBERS = "members"
 
 
 @dataclass(frozen=True, slots=True)

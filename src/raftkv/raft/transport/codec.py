@@ -83,6 +83,7 @@ _WIRE_MEMBER_ACTION: dict[MemberAction, wire.MemberAction] = {
     MemberAction.ADD_LEARNER: wire.MEMBER_ACTION_ADD_LEARNER,
     MemberAction.PROMOTE: wire.MEMBER_ACTION_PROMOTE,
     MemberAction.REMOVE: wire.MEMBER_ACTION_REMOVE,
+    MemberAction.MEMBERS: wire.MEMBER_ACTION_MEMBERS,
 }
 _CORE_MEMBER_ACTION: dict[int, MemberAction] = {
     code: action for action, code in _WIRE_MEMBER_ACTION.items()

@@ -491,13 +491,13 @@ class GrpcTransport:
         received = 0
         async for frame in frames:
             try:
-                from_node, from_address, messages = decode_frame(frame, self.settings.cluster_id)
+                # The frame's from_address is only what the sender claims: never dialled.
+                # Addresses come from set_peer alone (the membership the node learned from
+                # its log, snapshots, the operator, or a member it asked), so that no frame
+                # can choose where this node connects.
+                _, _, messages = decode_frame(frame, self.settings.cluster_id)
             except MalformedMessage as error:
                 await self._reject(context, "Send", grpc.StatusCode.INVALID_ARGUMENT, error)
-            if from_address and from_node not in self._addresses:
-                # A peer we have no address for (we lag behind the change that added it):
-                # learn where it listens so we can answer. Known addresses stay as set.
-                self.set_peer(from_node, from_address)
             if messages and self._handler is not None:
                 self.stats.frames_received += 1
                 self.stats.messages_received += len(messages)

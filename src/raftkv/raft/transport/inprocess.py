@@ -133,9 +133,7 @@ class InProcessNetwork:
                         source.handler.report_snapshot(message.to, False)
             return
         self.delivered += len(batch)
-        # As GrpcTransport: a receiver that has no address for the sender learns it.
-        for sender in {message.sender for message in batch}:
-            destination._peers.setdefault(sender, source.address)
+        # As GrpcTransport: the receiver learns no address from what arrives.
         destination.handler.deliver(batch)
         for message in batch:
             if message.type is MessageType.SNAPSHOT and source.running and source.handler:
