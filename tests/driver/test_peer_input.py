@@ -5,10 +5,31 @@ lags behind the change that added its leader still catches up. Deterministic Loc
 
 from __future__ import annotations
 
-from raftkv.raft.core.types import Message, MessageType, NodeId
+import asyncio
+
+import msgspec
+import pytest
+import zstandard
+
+from raftkv.kv import KvCommand, KvStateMachine, Put, Range
+from raftkv.kv.commands import encode_command
+from raftkv.raft.core.types import (
+    ConfState,
+    HardState,
+    Message,
+    MessageType,
+    NodeId,
+    Snapshot,
+    SnapshotMetadata,
+)
+from raftkv.raft.driver.envelope import encode_snapshot
+from raftkv.raft.driver.errors import StateUnusable
 from raftkv.raft.driver.node import Node
 from raftkv.raft.driver.settings import NodeSettings
+from raftkv.raft.snapshot_chunks import encode_container
 from raftkv.raft.storage.base import RaftStorage
+from raftkv.raft.storage.memory import MemoryStorage
+from raftkv.raft.transport.inprocess import InProcessNetwork
 from raftkv.testing.local_cluster import LocalCluster, address_of, run_scenario
 from raftkv.testing.state_machines import DictStateMachine, encode_set
 
@@ -112,3 +133,133 @@ def test_a_member_lagging_behind_the_change_that_added_the_leader_catches_up() -
         await cluster.stop()
 
     run_scenario(scenario)
+
+
+def kv_machine(storage: RaftStorage) -> KvStateMachine:
+    return KvStateMachine(storage.app_data())
+
+
+def put(key: bytes) -> bytes:
+    return encode_command(KvCommand(Put(key, b"v"), "", 0))
+
+
+def garbage_state() -> bytes:
+    """KV snapshot bytes that decode (chunked, compressed, checksummed) but hold a record
+    the store cannot open."""
+    compressed = zstandard.ZstdCompressor().compress(
+        msgspec.msgpack.encode([3, [[b"meta:mvcc", b"\xc1"]]])
+    )
+    return encode_container([compressed], prefix=b"RAFTKVS3")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"garbage with correct checksums",
+        encode_snapshot({NodeId(1): address_of(NodeId(1))}, garbage_state()),
+    ],
+    ids=["envelope", "state"],
+)
+def test_a_snapshot_that_cannot_be_installed_is_refused_before_it_is_stored(data: bytes) -> None:
+    """Issue 12 A5: a snapshot with garbage content (checksums correct) was installed and
+    persisted; the node stopped, and failed the same way at every start. The receiving
+    transport asks the node (check_snapshot: the envelope, then the KV state machine's
+    validate_snapshot) before delivering it: refused, the transfer fails, nothing is
+    stored, and the node keeps serving."""
+
+    async def scenario() -> None:
+        cluster = LocalCluster(3, state_machine=kv_machine)
+        await cluster.start()
+        leader = await cluster.wait_for_leader()
+        await cluster.complete(leader.propose(put(b"a")))
+        follower = next(node for node in cluster.nodes.values() if node is not leader)
+        status = follower.status()
+        forged = Message(
+            MessageType.SNAPSHOT,
+            to=follower.id,
+            sender=leader.id,
+            term=status.term,
+            snapshot=Snapshot(
+                SnapshotMetadata(
+                    status.commit_index + 100,
+                    status.term,
+                    ConfState(voters=frozenset(status.voters)),
+                ),
+                data,
+            ),
+        )
+        stored_before = cluster.storages[follower.id].snapshot().metadata.index
+        leader.transport.send([forged])
+        await cluster.complete(leader.propose(put(b"b")))
+        await cluster.run_until(
+            lambda: all(value_of(node, b"b") == b"v" for node in cluster.nodes.values())
+        )
+        assert follower.failure is None and follower.stats.snapshots_installed == 0
+        assert cluster.storages[follower.id].snapshot().metadata.index == stored_before
+        # It restarts from what it stored.
+        await cluster.crash(follower.id)
+        restarted = await cluster.restart(follower.id)
+        await cluster.complete(leader.propose(put(b"c")))
+        await cluster.run_until(lambda: value_of(restarted, b"c") == b"v")
+        await cluster.stop()
+
+    run_scenario(scenario)
+
+
+def value_of(node: Node, key: bytes) -> bytes | None:
+    machine = node.state_machine
+    assert isinstance(machine, KvStateMachine)
+    found = machine.range(Range(key)).kvs
+    return found[0].value if found else None
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"junk", "snapshot envelope is malformed"),
+        (encode_snapshot({NodeId(1): "a:1"}, b"junk"), "KV snapshot does not decode"),
+    ],
+    ids=["envelope", "state"],
+)
+def test_a_stored_snapshot_that_cannot_be_used_stops_the_start_with_one_clear_error(
+    data: bytes, reason: str
+) -> None:
+    """A node that stored such a snapshot before refusing them: it fails to start with an
+    error naming the snapshot and what to do, which `raftkv serve` prints as one line."""
+
+    async def scenario() -> None:
+        storage = MemoryStorage()
+        storage.apply_snapshot(
+            Snapshot(SnapshotMetadata(5, 2, ConfState(voters=frozenset({NodeId(1)}))), data)
+        )
+        node = Node(
+            node_id=NodeId(1),
+            storage=storage,
+            transport=InProcessNetwork().transport("a:1"),
+            state_machine=kv_machine(storage),
+        )
+        with pytest.raises(StateUnusable, match=f"index 5 cannot be used \\({reason}") as error:
+            await node.start()
+        assert "remove the node from the cluster" in str(error.value)
+        assert "\n" not in str(error.value)
+
+    asyncio.run(scenario())
+
+
+def test_a_stored_term_past_the_largest_stops_the_start_naming_the_recovery() -> None:
+    async def scenario() -> None:
+        storage = MemoryStorage()
+        storage.apply_snapshot(
+            Snapshot(SnapshotMetadata(1, 1, ConfState(voters=frozenset({NodeId(1)}))))
+        )
+        storage.set_hard_state(HardState(term=2**64 - 1, commit=1))
+        node = Node(
+            node_id=NodeId(1),
+            storage=storage,
+            transport=InProcessNetwork().transport("a:1"),
+            state_machine=DictStateMachine(),
+        )
+        with pytest.raises(StateUnusable, match="recover --force-new-cluster"):
+            await node.start()
+
+    asyncio.run(scenario())

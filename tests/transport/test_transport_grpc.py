@@ -312,6 +312,37 @@ def test_a_snapshot_over_the_receivers_limit_is_refused() -> None:
     run(scenario())
 
 
+def test_a_snapshot_the_receiving_node_cannot_use_is_refused(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 12 A5: the handler checks a snapshot (ChecksSnapshots) before it is delivered,
+    off the loop; a refused one fails the transfer (the sender reports it failed, so its
+    leader retries), is counted, and is logged in one line."""
+
+    async def scenario() -> None:
+        factory = GrpcFactory()
+        try:
+            sender_handler, receiver_handler = RecordingHandler(), RecordingHandler()
+            receiver_handler.refuse_snapshots = True
+            sender = await factory.started(sender_handler)
+            receiver = await factory.started(receiver_handler)
+            sender.set_peer(NodeId(2), receiver.address)
+            sender.send([snapshot_message(size_bytes=10_000)])
+            await wait_until(lambda: bool(sender_handler.snapshot_reports), "a snapshot report")
+            assert sender_handler.snapshot_reports == [(2, False)]
+            assert receiver_handler.delivered == []
+            assert len(receiver_handler.snapshots_checked) == 1
+            stats = receiver.stats
+            assert (stats.snapshots_refused, stats.snapshots_received) == (1, 0)
+        finally:
+            await factory.close()
+
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        run(scenario())
+    refusals = [r for r in caplog.records if "refused by the test" in r.getMessage()]
+    assert [r.name for r in refusals] == [LOGGER, LOGGER]  # the receiver's, the sender's
+
+
 # -- snapshots -------------------------------------------------------------------------------
 
 

@@ -118,6 +118,8 @@ def _serve(arguments: argparse.Namespace) -> int:
         print(f"raftkv serve: {error}", file=sys.stderr)
         return EXIT_USAGE
     # Imported here: the server's dependencies (RocksDB, gRPC, aiohttp) load only to serve.
+    from raftkv.raft.driver.errors import StateUnusable  # noqa: PLC0415
+    from raftkv.raft.storage.base import StorageCorrupt  # noqa: PLC0415
     from raftkv.server.logs import configure_logging  # noqa: PLC0415
     from raftkv.server.runner import JoinFailed, run_server, started_line  # noqa: PLC0415
 
@@ -135,6 +137,9 @@ def _serve(arguments: argparse.Namespace) -> int:
         print(f"raftkv serve: {error}", file=sys.stderr)
         return EXIT_USAGE
     except (OSError, JoinFailed) as error:  # the client port is taken; no cluster to join
+        print(f"raftkv serve: {error}", file=sys.stderr)
+        return 1
+    except (StateUnusable, StorageCorrupt) as error:  # what is stored cannot be used
         print(f"raftkv serve: {error}", file=sys.stderr)
         return 1
 

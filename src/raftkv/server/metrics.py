@@ -101,8 +101,9 @@ Transport (only when the node's transport is a GrpcTransport; absent otherwise)
   peer, queued when a stream failed). Raft retransmits what matters.
 - `raftkv_transport_streams_rejected_total`: incoming streams aborted for what the peer
   sent.
-- `raftkv_transport_snapshots_total{outcome}`: snapshot transfers `sent`, `failed` (to send)
-  and `received`.
+- `raftkv_transport_snapshots_total{outcome}`: snapshot transfers `sent`, `failed` (to send),
+  `received`, and `refused` (received whole but unusable: data this node could not
+  install; the transfer failed and nothing of it was stored).
 - Sending snapshots: `raftkv_snapshot_full_bytes_total` (the data size of every snapshot
   offered: what sending it whole would cost), `raftkv_snapshot_bytes_sent_total` (chunk
   bytes actually sent, compressed), `raftkv_snapshot_delta_bytes_saved_total` (data the
@@ -549,6 +550,7 @@ def _transport(transport: GrpcTransport) -> Iterator[Metric]:
     snapshots.add_metric(["sent"], stats.snapshots_sent)
     snapshots.add_metric(["failed"], stats.snapshots_failed)
     snapshots.add_metric(["received"], stats.snapshots_received)
+    snapshots.add_metric(["refused"], stats.snapshots_refused)
     yield snapshots
     transfer_counters = (
         (

@@ -20,6 +20,11 @@ class Removed(Stopped):
     any more (it keeps running only so the remaining voters can finish the change)."""
 
 
+class StateUnusable(RaftError):
+    """The node's stored state cannot be used to start: a snapshot that does not decode,
+    a term no election could move past. The message names what and what to do."""
+
+
 class ProposalTimeout(RaftError, TimeoutError):
     """No outcome within the deadline. The command may still be applied later: retry only
     with an idempotent command or an exactly-once id."""

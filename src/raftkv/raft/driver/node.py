@@ -49,6 +49,7 @@ from raftkv.raft.core.errors import (
 from raftkv.raft.core.rawnode import RawNode
 from raftkv.raft.core.ready import Ready
 from raftkv.raft.core.types import (
+    MAX_TERM,
     NO_NODE,
     ConfChange,
     ConfState,
@@ -77,10 +78,16 @@ from raftkv.raft.driver.errors import (
     ProposalTimeout,
     ReadTimeout,
     Removed,
+    StateUnusable,
     Stopped,
 )
 from raftkv.raft.driver.settings import NodeSettings
-from raftkv.raft.driver.state_machine import BackgroundSnapshots, StateMachine
+from raftkv.raft.driver.state_machine import (
+    BackgroundSnapshots,
+    SnapshotInvalid,
+    StateMachine,
+    ValidatesSnapshots,
+)
 from raftkv.raft.driver.status import NodeStats, NodeStatus, PeerProgress
 from raftkv.raft.storage.base import RaftStorage
 from raftkv.raft.transport.base import (
@@ -268,15 +275,25 @@ class Node:
         if self._started:
             raise InvalidArgument("the node is already started")
         self._started = True
+        self._check_stored_term()
         snapshot = self.storage.snapshot()
         applied = self.state_machine.applied_index()
         if not snapshot.is_empty():
-            peers, removed, app = self._decode_snapshot(snapshot)
+            try:
+                peers, removed, app = decode_snapshot_envelope(snapshot.data)
+                if applied < snapshot.metadata.index:
+                    metadata = snapshot.metadata
+                    self.state_machine.restore(app, metadata.index, metadata.term)
+            except (EnvelopeError, SnapshotInvalid) as error:
+                raise StateUnusable(
+                    f"node {self.id}: the snapshot stored at index {snapshot.metadata.index}"
+                    f"{self._storage_location()} cannot be used ({error}). This node's state "
+                    "is lost: remove the node from the cluster and add it back with a new id "
+                    "and an empty data dir, or restore it from a backup"
+                ) from error
             for peer, address in peers.items():
                 self._peers.setdefault(peer, address)
             self._removed |= removed
-            if applied < snapshot.metadata.index:
-                self.state_machine.restore(app, snapshot.metadata.index, snapshot.metadata.term)
             self._snapshot_index = snapshot.metadata.index
         settings = self.settings
         config = Config(
@@ -314,6 +331,25 @@ class Node:
             loop.create_task(self._run(), name=f"raftkv-node-{self.id}"),
             loop.create_task(self._tick_forever(), name=f"raftkv-ticker-{self.id}"),
         ]
+
+    def _check_stored_term(self) -> None:
+        term = self.storage.initial_state()[0].term
+        if term < MAX_TERM:
+            return
+        advice = (
+            "no election can succeed in this cluster any more: recover it with `raftkv "
+            "recover --force-new-cluster` on the member with the highest commit index"
+        )
+        if term > MAX_TERM:
+            raise StateUnusable(
+                f"node {self.id}: the term stored{self._storage_location()} ({term}) is past "
+                f"the largest term ({MAX_TERM}); {advice}"
+            )
+        logger.error("node %d is at the largest term (%d): %s", self.id, term, advice)
+
+    def _storage_location(self) -> str:
+        path = getattr(self.storage, "path", None)
+        return f" in {path}" if isinstance(path, str) else ""
 
     async def stop(self, *, transfer_leadership: bool = True) -> None:
         """Stop gracefully: a leader first hands leadership to a caught-up voter (bounded
@@ -562,6 +598,26 @@ class Node:
         for message in messages:
             self._last_heard[message.sender] = now
         self._wake.set()
+
+    def check_snapshot(self, message: Message) -> None:
+        """ChecksSnapshots: refuse (MalformedMessage) a snapshot whose data this node could
+        not install (an envelope that does not decode; state its ValidatesSnapshots state
+        machine could not restore), before any of it is persisted. Runs on a transport's
+        worker thread: reads only `message` and the state machine's validate_snapshot."""
+        snapshot = message.snapshot
+        if snapshot is None:
+            return
+        try:
+            _, _, app = decode_snapshot_envelope(snapshot.data)
+            machine = self.state_machine
+            if isinstance(machine, ValidatesSnapshots):
+                machine.validate_snapshot(app)
+        except (EnvelopeError, SnapshotInvalid) as error:
+            metadata = snapshot.metadata
+            raise MalformedMessage(
+                f"snapshot {metadata.term}/{metadata.index} from node {message.sender} is "
+                f"unusable: {error}"
+            ) from None
 
     def report_unreachable(self, peer: NodeId) -> None:
         if self._rawnode is not None and not self._stopping:

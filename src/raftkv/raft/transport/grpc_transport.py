@@ -25,7 +25,8 @@ a peer sends can raise outside this module: undecodable bytes, unknown enum code
 malformed messages, another cluster's id or a sender that is not the frame's `from_node`
 are logged (one rate-limited line with the peer's address) and the stream is aborted with
 INVALID_ARGUMENT; nothing from a rejected frame reaches the handler. A snapshot is delivered
-only once every check passed.
+only once every check passed, the handler's own included (ChecksSnapshots: it runs on a
+worker thread; a snapshot it refuses fails the transfer with INVALID_ARGUMENT).
 
 Ordering. Messages to one peer leave in `send` order and, on a healthy stream, arrive in
 that order. After a stream failure some messages are lost, never reordered on purpose.
@@ -57,6 +58,7 @@ from raftkv.raft.core.errors import InvalidArgument, MalformedMessage
 from raftkv.raft.core.types import Message, MessageType, NodeId
 from raftkv.raft.transport import raft_pb2 as wire
 from raftkv.raft.transport.base import (
+    ChecksSnapshots,
     LocalSnapshots,
     MemberRequest,
     MemberResponse,
@@ -523,6 +525,13 @@ class GrpcTransport:
             async with asyncio.timeout(self.settings.snapshot_timeout_seconds):
                 incoming = await self._receive_snapshot(context)
                 message = await asyncio.to_thread(incoming.finish)
+                checks = _snapshot_checks(self._handler)
+                if checks is not None:
+                    try:
+                        await asyncio.to_thread(checks.check_snapshot, message)
+                    except MalformedMessage:
+                        self.stats.snapshots_refused += 1
+                        raise
         except SnapshotTooLarge as error:
             await self._reject(context, method, grpc.StatusCode.RESOURCE_EXHAUSTED, error)
         except MalformedMessage as error:
@@ -914,6 +923,11 @@ class _Progress:
             f"{self.chunks} held by the peer), {self.bytes_sent} bytes on the wire for "
             f"{self.full_bytes} bytes of data ({share:.1%}) in {seconds:.2f}s"
         )
+
+
+def _snapshot_checks(handler: object) -> ChecksSnapshots | None:
+    """The handler as a ChecksSnapshots, if it has that capability."""
+    return handler if isinstance(handler, ChecksSnapshots) else None
 
 
 def _local_snapshots(handler: object) -> LocalSnapshots | None:
