@@ -75,6 +75,8 @@ def test_a_stranger_with_a_newer_term_is_not_heard() -> None:
             assert (status.term, status.leader_id) == (term, leader.id)
             assert STRANGER not in status.peers
             assert STRANGER not in node.transport.peers()
+            # Nor does it take a place among the peers' "last contact" times.
+            assert STRANGER not in status.last_contact_s
         await cluster.stop()
 
     run_scenario(scenario)

@@ -48,7 +48,8 @@ Raft counters and histograms (since the node started)
 - `raftkv_fsyncs_total`, `raftkv_entries_persisted_total`: durable writes (one per Ready
   that must be durable) and log entries written.
 - `raftkv_commands_applied_total`: commands applied to the state machine.
-- `raftkv_messages_rejected_total`: peer messages dropped as malformed or misaddressed.
+- `raftkv_messages_rejected_total`: peer messages dropped as malformed, misaddressed, or
+  from an unknown or removed id.
 - `raftkv_append_duration_seconds` (histogram): from submitting a Ready's write to the
   node's loop finding it durable: the write plus any wait for the writer thread (behind a
   snapshot write) and for the loop.
@@ -401,7 +402,7 @@ def _raft_stats(node: Node) -> Iterator[Metric]:
         ),
         (
             "raftkv_messages_rejected",
-            "Peer messages dropped as malformed or misaddressed.",
+            "Peer messages dropped as malformed, misaddressed, or from an unknown or removed id.",
             stats.messages_rejected,
         ),
     )

@@ -594,9 +594,6 @@ class Node:
             self.stats.messages_dropped += len(messages)
             return
         self._inbox.extend(messages)
-        now = self.clock.now()
-        for message in messages:
-            self._last_heard[message.sender] = now
         self._wake.set()
 
     def check_snapshot(self, message: Message) -> None:
@@ -705,6 +702,7 @@ class Node:
 
     def _drain_inbox(self, rawnode: RawNode) -> None:
         inbox = self._inbox
+        now = self.clock.now()
         while inbox:
             message = inbox.popleft()
             if message.to != self.id:
@@ -721,6 +719,9 @@ class Node:
                 self.stats.messages_rejected += 1
                 self._ask_about_stranger(message.sender)
                 continue
+            # "Last contact" is kept for known peers only: ids a message merely names would
+            # grow it without bound.
+            self._last_heard[message.sender] = now
             try:
                 if message.type is MessageType.PROPOSE:
                     check_forwarded_entries(message.entries)
@@ -742,7 +743,7 @@ class Node:
         member's answer to a membership request. Never an id that only a message names.
         A joiner knows the leader adding it from the answer to its join request; a node
         lagging behind the change that added the sender drops its messages until it
-        learns of it (see `_learn_stranger`)."""
+        learns of it (see `_ask_about_stranger`)."""
         return peer in self._peers or peer in rawnode.raft.tracker.progress
 
     def _ask_about_stranger(self, stranger: NodeId) -> None:
