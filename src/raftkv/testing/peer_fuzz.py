@@ -2,7 +2,7 @@
 
 Three real `Node`s (the KV state machine over memory storage, `GrpcTransport` on loopback)
 run in this process; a member added and removed at start gives the cluster a removed id.
-Per batch, an attacker — a raw gRPC client, not a node — sends frames built by a seeded
+Per batch, an attacker — a RawPeerClient, not a node — sends frames built by a seeded
 `Random` from the cluster's state at the batch's start (term T, leader, last index), each
 frame on its own Send call (a frame a node finds malformed ends its stream), and snapshots
 over SnapshotTransfer. After each batch it checks that:
@@ -38,11 +38,9 @@ from dataclasses import dataclass, field
 from random import Random
 from typing import TypeVar
 
-import grpc
-import grpc.aio
-
 from raftkv.kv.commands import KvCommand, Put, encode_command
 from raftkv.kv.state_machine import KvStateMachine
+from raftkv.raft.core.errors import InvalidArgument
 from raftkv.raft.core.types import (
     MAX_INDEX,
     MAX_TERM,
@@ -59,15 +57,10 @@ from raftkv.raft.driver.envelope import encode_snapshot
 from raftkv.raft.driver.node import Node
 from raftkv.raft.driver.settings import NodeSettings
 from raftkv.raft.storage.memory import MemoryStorage
-from raftkv.raft.transport import raft_pb2 as wire
-from raftkv.raft.transport.codec import encode_batch, encode_message
-from raftkv.raft.transport.grpc_transport import (
-    SEND_METHOD,
-    SNAPSHOT_TRANSFER_METHOD,
-    GrpcTransport,
-    GrpcTransportSettings,
-)
-from raftkv.raft.transport.snapshot_transfer import OutgoingSnapshot
+from raftkv.raft.transport.base import TransportError
+from raftkv.raft.transport.codec import encode_message
+from raftkv.raft.transport.grpc_transport import GrpcTransport, GrpcTransportSettings
+from raftkv.raft.transport.raw_client import CallRefused, RawPeerClient
 from raftkv.testing.processes import free_port
 
 __all__ = ["PeerFuzzResult", "main", "run_seed"]
@@ -185,62 +178,37 @@ class _Cluster:
 
 
 class _Attacker:
-    """Raw gRPC calls: the bytes go out as built, whatever a node would send."""
+    """A RawPeerClient: the frames go out as built, whatever a node would send."""
 
     def __init__(self, cluster: _Cluster, result: PeerFuzzResult) -> None:
-        self.channels = {
-            node: grpc.aio.insecure_channel(address) for node, address in cluster.addresses.items()
-        }
+        self.client = RawPeerClient(CLUSTER_ID, timeout_seconds=CALL_TIMEOUT_S)
         self.cluster = cluster
         self.result = result
 
     async def close(self) -> None:
-        for channel in self.channels.values():
-            await channel.close()
+        await self.client.close()
 
     async def frame(self, target: NodeId, messages: list[Message]) -> None:
-        batch = encode_batch(CLUSTER_ID, messages)
-        send: grpc.aio.StreamUnaryMultiCallable[bytes, bytes] = self.channels[target].stream_unary(
-            SEND_METHOD
-        )
         self.result.frames += 1
         try:
-            await send(iter([batch.SerializeToString()]), timeout=CALL_TIMEOUT_S)
-        except grpc.aio.AioRpcError as error:
-            self._refused(error, "Send")
+            await self.client.send(self.cluster.addresses[target], messages)
+        except CallRefused:
             self.result.frames_refused += 1
+        except TransportError as error:
+            self._failed(error)
 
     async def snapshot(self, target: NodeId, message: Message) -> None:
-        outgoing = OutgoingSnapshot.build(CLUSTER_ID, message, 4096)
-        method: grpc.aio.StreamStreamMultiCallable[bytes, bytes] = self.channels[
-            target
-        ].stream_stream(SNAPSHOT_TRANSFER_METHOD)
-        call = method(timeout=CALL_TIMEOUT_S)
         self.result.snapshots += 1
         try:
-            await call.write(outgoing.upload().SerializeToString())
-            # Typed bytes, but grpc.aio.EOF once the receiver ended the call.
-            wants: object = await call.read()
-            if isinstance(wants, bytes):
-                for position in outgoing.wanted(wire.SnapshotReply.FromString(wants)):
-                    await call.write(outgoing.chunk(position).SerializeToString())
-                await call.done_writing()
-            while True:
-                data: object = await call.read()
-                if not isinstance(data, bytes):
-                    break
-                if wire.SnapshotReply.FromString(data).WhichOneof("kind") == "delivered":
-                    break
-        except grpc.aio.AioRpcError as error:
-            self._refused(error, "SnapshotTransfer")
+            await self.client.send_snapshot(self.cluster.addresses[target], message)
+        except CallRefused:
             self.result.snapshots_refused += 1
-        finally:
-            call.cancel()
+        except TransportError as error:
+            self._failed(error)
 
-    def _refused(self, error: grpc.aio.AioRpcError, method: str) -> None:
-        if error.code() is not grpc.StatusCode.INVALID_ARGUMENT:
-            self.cluster.check_running()  # a stopped node explains it best
-            raise _Violation(f"{method} ended {error.code().name}: {error.details()}")
+    def _failed(self, error: TransportError) -> None:
+        self.cluster.check_running()  # a stopped node explains it best
+        raise _Violation(str(error))
 
 
 # -- what the attacker sends ---------------------------------------------------------------
@@ -487,8 +455,8 @@ async def _batch(
         message = build(rng, view, target)
         try:
             encode_message(message)
-        except ValueError:
-            continue  # not even encodable (e.g. an entry index past u64): nothing to send
+        except InvalidArgument:
+            continue  # not even encodable (a number past u64): nothing to send
         await attacker.frame(target, [message])
     await _check(cluster, view, leader, leader_changes, number)
 
