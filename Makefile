@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 SIM_SEEDS ?= 0:10000
 TEST_SIM_SEEDS ?= 0:300
 
-.PHONY: run test lint sim sim-driver sim-kv mutate fmt clean venv proto bench chaos
+.PHONY: run test lint sim sim-driver sim-kv fuzz-peer mutate fmt clean venv proto bench chaos
 
 venv: $(STAMP)
 
@@ -46,6 +46,12 @@ sim-driver: $(STAMP)
 KV_SIM_SEEDS ?= 0:1000
 sim-kv: $(STAMP)
 	$(BIN)/python -m raftkv.testing.kv_sim --seeds $(KV_SIM_SEEDS)
+
+## fuzz-peer: hostile but well-formed peer frames and snapshots at 3 real gRPC nodes (seeded; make test runs one seed briefly)
+FUZZ_PEER_SEEDS ?= 0:20
+FUZZ_PEER_BATCHES ?= 30
+fuzz-peer: $(STAMP)
+	$(BIN)/python -m raftkv.testing.peer_fuzz --seeds $(FUZZ_PEER_SEEDS) --batches $(FUZZ_PEER_BATCHES)
 
 ## mutate: break the core on purpose (tools/mutate.py) and check the tests catch each bug
 mutate: $(STAMP)

@@ -7,6 +7,7 @@ messages, Ready availability) is compared before and after.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 from functools import partial
@@ -28,6 +29,7 @@ from raftkv.raft.core import (
     HardState,
     InvalidArgument,
     InvariantViolation,
+    MalformedMessage,
     Message,
     MessageType,
     NodeId,
@@ -43,6 +45,7 @@ from raftkv.raft.core import (
     StateRole,
 )
 from raftkv.raft.core.raft import Raft
+from raftkv.raft.core.types import MAX_INDEX, MAX_TERM
 from raftkv.raft.storage.memory import MemoryStorage
 
 FOLLOWER = StateRole.FOLLOWER
@@ -440,7 +443,7 @@ def test_step_of_a_local_message_type_raises(
     ],
     ids=lambda kind: kind.value,
 )
-@pytest.mark.parametrize("term", [0, 1, 5])
+@pytest.mark.parametrize("term", [1, 5])
 def test_response_from_an_unknown_peer_raises(message_type: MessageType, term: int) -> None:
     driver = three_node_leader()
     message = Message(type=message_type, to=NodeId(1), sender=NodeId(9), term=term, index=2)
@@ -832,3 +835,174 @@ def test_candidate_ignores_commit_from_a_refusal_whose_entry_differs() -> None:
     # Beyond our log: nothing learned either.
     node.step(_refusal(term, commit=9, log_term=2))
     assert node.raft.log.committed == 1
+
+
+# -- values from a buggy or hostile peer -----------------------------------------------------
+# What a peer says is believed only as far as it can be true (raft.py, rule 6); numbers a
+# correct peer never sends are refused before they reach the state (check_peer_message).
+
+
+def follower_with_log(leader: int = 2, term: int = 2, last_index: int = 3) -> Driver:
+    """Node 1 of {1, 2, 3} following `leader` in `term`, holding entries 2..last_index of
+    that term, of which only the bootstrap entry (1) is known committed."""
+    driver = follower_of(leader, term)
+    driver.node.step(
+        Message(
+            type=MessageType.APPEND,
+            to=NodeId(1),
+            sender=NodeId(leader),
+            term=term,
+            log_term=1,
+            index=1,
+            entries=tuple(Entry(term, index) for index in range(2, last_index + 1)),
+            commit=1,
+        )
+    )
+    driver.drain()
+    assert (driver.raft.log.last_index(), driver.raft.log.committed) == (last_index, 1)
+    return driver
+
+
+def heartbeat(sender: int, term: int, commit: int = 0) -> Message:
+    return Message(
+        type=MessageType.HEARTBEAT, to=NodeId(1), sender=NodeId(sender), term=term, commit=commit
+    )
+
+
+def sent_messages(driver: Driver) -> list[Message]:
+    return [message for ready in driver.drain() for message in ready.messages]
+
+
+def test_a_heartbeat_commit_beyond_the_log_is_answered_but_not_believed() -> None:
+    """Issue 12 A2: one heartbeat naming a commit index past the follower's log used to stop
+    the node ("commit index ... is beyond the last index"). A correct leader never sends
+    one; committing even up to our last index on its word could commit a tail the leader
+    never matched, so the commit is ignored while the heartbeat is still answered."""
+    driver = follower_with_log(last_index=3)
+    driver.node.step(heartbeat(2, term=2, commit=MAX_INDEX))
+    assert driver.raft.log.committed == 1
+    [response] = sent_messages(driver)
+    assert (response.type, response.to, response.commit) == (
+        MessageType.HEARTBEAT_RESPONSE,
+        2,
+        1,
+    )
+    # A commit the log holds is taken as before.
+    driver.node.step(heartbeat(2, term=2, commit=3))
+    assert driver.raft.log.committed == 3
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        heartbeat(2, term=2, commit=2**64 - 1),
+        heartbeat(2, term=2**64 - 1),
+        heartbeat(2, term=MAX_TERM + 1),
+        dataclasses.replace(heartbeat(2, term=2), index=MAX_INDEX + 1),
+        heartbeat(2, term=0),
+        heartbeat(0, term=2),
+        dataclasses.replace(heartbeat(2, term=2), to=NodeId(3)),
+    ],
+    ids=[
+        "commit 2**64-1",
+        "term 2**64-1",
+        "term past MAX_TERM",
+        "index past MAX_INDEX",
+        "no term",
+        "no sender",
+        "for another node",
+    ],
+)
+def test_a_number_no_correct_peer_sends_is_refused_and_changes_nothing(message: Message) -> None:
+    """Issue 12 A3: one heartbeat with term 2**64-1 made every node adopt a term whose
+    successor cannot be encoded. Terms and indexes are bounded at the core's boundary (in
+    process transports included), so nothing a peer sends gets near the encodable limit."""
+    driver = follower_with_log()
+    assert_rejected(driver.node, MalformedMessage, lambda: driver.node.step(message))
+    assert driver.raft.term == 2
+
+
+def test_a_node_at_the_largest_term_never_campaigns() -> None:
+    """MAX_TERM has no successor: a node pushed there stays a follower (only a recovery
+    resets its term) instead of producing a term nothing can encode."""
+    driver = follower_of(2, term=MAX_TERM)
+    for _ in range(3 * driver.raft.config.election_tick):
+        driver.node.tick()
+    driver.node.campaign()
+    assert (driver.raft.role, driver.raft.term) == (FOLLOWER, MAX_TERM)
+    assert all(message.term <= MAX_TERM for message in sent_messages(driver))
+
+
+def test_a_stored_term_beyond_the_largest_is_refused_at_start() -> None:
+    storage = MemoryStorage()
+    storage.apply_snapshot(
+        Snapshot(SnapshotMetadata(index=1, term=1, conf_state=ConfState(voters=ids(1))))
+    )
+    storage.set_hard_state(HardState(term=2**64 - 1, commit=1))
+    with pytest.raises(InvariantViolation, match="recover --force-new-cluster"):
+        RawNode(Config(id=NodeId(1), rng=random.Random(0)), storage)
+
+
+def test_timeout_now_is_obeyed_only_from_the_leader_followed_in_this_term() -> None:
+    """Issue 12 A4: one forged MsgTimeoutNow moved leadership at once."""
+    driver = follower_of(2, term=2)
+    timeout_now = Message(type=MessageType.TIMEOUT_NOW, to=NodeId(1), term=2)
+    driver.node.step(dataclasses.replace(timeout_now, sender=NodeId(3)))
+    assert (driver.raft.role, driver.raft.term, driver.raft.leader_id) == (FOLLOWER, 2, 2)
+    # From a newer term it cannot be our leader's: a leader sends TimeoutNow only to a
+    # follower that acknowledged its log in its term.
+    driver.node.step(dataclasses.replace(timeout_now, sender=NodeId(2), term=3))
+    assert (driver.raft.role, driver.raft.term) == (FOLLOWER, 3)
+    driver.drain()
+    driver.node.step(heartbeat(2, term=3))
+    driver.node.step(dataclasses.replace(timeout_now, sender=NodeId(2), term=3))
+    assert (driver.raft.role, driver.raft.term) == (CANDIDATE, 4)
+
+
+@pytest.mark.parametrize("message_type", [MessageType.HEARTBEAT, MessageType.APPEND])
+def test_a_second_leader_in_one_term_is_ignored(message_type: MessageType) -> None:
+    """Two leaders cannot share a term (Election Safety): a follower keeps the one it has
+    and neither commits nor appends at the word of the other."""
+    driver = follower_with_log(leader=2, term=2, last_index=3)
+    forged = Message(
+        type=message_type,
+        to=NodeId(1),
+        sender=NodeId(3),
+        term=2,
+        log_term=2,
+        index=3,
+        entries=(Entry(2, 4, data=b"forged"),) if message_type is MessageType.APPEND else (),
+        commit=3,
+    )
+    driver.node.step(forged)
+    assert driver.raft.leader_id == 2
+    assert (driver.raft.log.last_index(), driver.raft.log.committed) == (3, 1)
+    assert sent_messages(driver) == []
+
+
+def test_the_leader_ignores_an_acknowledgement_beyond_its_log() -> None:
+    """A follower cannot hold entries the leader never had; tracking such a match would
+    send the leader looking for them (and then for a snapshot) forever."""
+    driver = three_node_leader()
+    driver.drain()
+    last_index = driver.raft.log.last_index()
+    driver.node.step(append_response(2, term=1, index=MAX_INDEX))
+    assert driver.raft.tracker.progress[NodeId(2)].match == 0
+    assert all(message.type is not MessageType.SNAPSHOT for message in sent_messages(driver))
+    driver.node.step(append_response(2, term=1, index=last_index))
+    assert driver.raft.tracker.progress[NodeId(2)].match == last_index
+
+
+def test_a_follower_cannot_claim_more_commit_than_the_leader_told_it() -> None:
+    driver = three_node_leader()
+    driver.drain()
+    driver.node.step(
+        Message(
+            type=MessageType.HEARTBEAT_RESPONSE,
+            to=NodeId(1),
+            sender=NodeId(2),
+            term=1,
+            commit=MAX_INDEX,
+        )
+    )
+    assert driver.raft.tracker.progress[NodeId(2)].commit_known == driver.raft.log.committed

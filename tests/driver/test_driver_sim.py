@@ -17,8 +17,11 @@ from raftkv.testing.driver_sim import run_seed
 # 32, 39, 47 — a follower lagging behind the change that added the new leader could not
 #   answer it (frames now carry the sender's address);
 # 1628, 1736 — a removal left in the log by a requester that gave up took effect during
-#   the final check (the harness now retries on the next leader).
-REGRESSION_SEEDS = (13, 16, 32, 39, 47, 1628, 1736)
+#   the final check (the harness now retries on the next leader);
+# 154, 208 — with frames' addresses no longer trusted and unknown senders dropped, a
+#   follower lagging behind the change that added the new leader never heard it (it now
+#   asks the members it knows about an unknown sender).
+REGRESSION_SEEDS = (13, 16, 32, 39, 47, 154, 208, 1628, 1736)
 
 
 def _seeds() -> list[int]:

@@ -231,6 +231,19 @@ def test_alarms_survive_a_restart_and_a_snapshot_and_end_when_cleared() -> None:
     assert kv.corrupt_alarms() == [] and not kv.is_corrupt(2)
 
 
+def test_a_snapshot_holding_a_check_record_is_a_valid_snapshot() -> None:
+    """A peer's snapshot is validated item by item before it is stored: the checks' own
+    record must pass, or no member could catch up once a check had run."""
+    kv = machine()
+    for index, request in enumerate([HashCheck([1, 2, 3]), HashReport(1, 2, B)], start=1):
+        apply_one(kv, index, request)
+    snapshot = kv.snapshot()
+    kv.validate_snapshot(snapshot)
+    installed = machine()
+    installed.restore(snapshot, 2, 1)
+    assert installed.hash_check_record() == kv.hash_check_record()
+
+
 def test_forgetting_checks_keeps_the_state_hash() -> None:
     kv = machine()
     apply_one(kv, 1, Put(b"k", b"v"))

@@ -475,10 +475,8 @@ def test_a_damaged_chunk_fails_its_hash() -> None:
 
 
 def test_a_version_2_frame_declaring_too_much_is_refused_before_allocating() -> None:
-    import raftkv.kv.state_machine as module
-
     with pytest.raises(SnapshotInvalid, match="declares 1099511627776 bytes"):
-        module._decode_snapshot(DECOMPRESSION_BOMB)
+        machine().validate_snapshot(DECOMPRESSION_BOMB)
 
 
 def test_snapshot_later_captures_the_state_when_called() -> None:
@@ -488,3 +486,78 @@ def test_snapshot_later_captures_the_state_when_called() -> None:
     expected = source.snapshot()
     source.apply([log_command(2, Put(b"a", b"2"))], 2, 1)
     assert produce() == expected
+
+
+# -- validate_snapshot: what a peer's snapshot must be before anything of it is stored ------
+
+
+def every_kind_of_record() -> KvStateMachine:
+    """A store holding an item of every key space of the layout."""
+    from raftkv.kv import DeleteRange, LeaseGrant, PublishMember
+
+    source = machine()
+    commands = [
+        log_command(1, LeaseGrant(7, 60)),
+        log_command(2, Put(b"leased\x00key", b"v", lease=7)),
+        log_command(3, Put(b"k", b"1"), "client", 1),
+        log_command(4, Put(b"k", b"2")),
+        log_command(5, DeleteRange(b"k")),
+        log_command(6, PublishMember(3, "http://127.0.0.1:2379")),
+        log_command(7, Compact(2)),
+    ]
+    source.apply(commands, 7, 1)
+    spaces = {key[:1] for key, _ in source.app.scan()}
+    assert spaces == {b"a", b"h", b"k", b"l", b"L", b"m", b"r", b"s"}, spaces
+    return source
+
+
+def test_validate_snapshot_accepts_every_format_of_a_real_store() -> None:
+    import zstandard
+
+    from raftkv.kv.state_machine import _Snapshot
+
+    source = every_kind_of_record()
+    items = list(source.app.scan())
+    for data in (
+        source.snapshot(),
+        msgspec.msgpack.encode(_Snapshot(1, items)),
+        zstandard.ZstdCompressor().compress(msgspec.msgpack.encode(_Snapshot(2, items))),
+    ):
+        machine().validate_snapshot(data)
+
+
+GOOD_META = msgspec.msgpack.encode([1, 5, 2])
+
+
+@pytest.mark.parametrize(
+    ("items", "reason"),
+    [
+        ([(b"meta:mvcc", b"\xc1")], "meta:mvcc"),
+        ([(b"meta:mvcc", msgspec.msgpack.encode([9, 5, 2]))], "layout version 9"),
+        ([(b"meta:mvcc", msgspec.msgpack.encode([1, 2, 5]))], "compacted revision 5 of 2"),
+        ([(b"hkey\x00\x01" + bytes(8), b"junk")], "hkey"),
+        ([(b"hkey" + bytes(8), msgspec.msgpack.encode([b"v", 1, 1, 0, False]))], "history key"),
+        ([(b"kkey\x00\x01", msgspec.msgpack.encode([1]))], "kkey"),
+        ([(b"r" + bytes(8), msgspec.msgpack.encode([1]))], "r"),
+        ([(b"sclient", msgspec.msgpack.encode([1, 3, b"not a result"]))], "sclient"),
+        ([(b"l" + bytes(8), msgspec.msgpack.encode(["ttl", 1, 1]))], "l"),
+        ([(b"L" + bytes(8) + b"k\x00\x01", b"x")], "lease attachment"),
+        ([(b"meta:member:" + bytes(8), msgspec.msgpack.encode([42]))], "meta:member"),
+        ([(b"zebra", b"")], "in no key space"),
+        ([(b"meta:mvcc", GOOD_META), (b"meta:mvcc", GOOD_META)], "increasing key order"),
+    ],
+)
+def test_validate_snapshot_refuses_an_item_the_layout_does_not_write(
+    items: list[tuple[bytes, bytes]], reason: str
+) -> None:
+    """Issue 12 A5: a snapshot that decodes but holds garbage was installed; restore (or
+    the next open of the store) failed after the old state was gone, at every start.
+    validate_snapshot refuses it first, as it does what restore refuses."""
+    with pytest.raises(SnapshotInvalid, match=reason):
+        machine().validate_snapshot(chunked(chunk_of(items)))
+
+
+def test_validate_snapshot_refuses_what_restore_refuses() -> None:
+    for data in (b"\xc1", msgspec.msgpack.encode([99, []]), chunked(b"junk")):
+        with pytest.raises(SnapshotInvalid):
+            machine().validate_snapshot(data)

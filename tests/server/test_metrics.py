@@ -292,6 +292,7 @@ def test_a_grpc_transport_adds_its_queue_depths_and_counters() -> None:
         assert scrape.value("raftkv_transport_messages_dropped_total") == 5
         assert scrape.value("raftkv_transport_send_failures_total") == 0
         assert scrape.value("raftkv_transport_snapshots_total", outcome="failed") == 0
+        assert scrape.value("raftkv_transport_snapshots_total", outcome="refused") == 0
         assert scrape.value("raftkv_snapshot_full_bytes_total") == 0
         assert scrape.value("raftkv_snapshot_bytes_sent_total") == 0
         assert scrape.value("raftkv_snapshot_delta_bytes_saved_total") == 0

@@ -14,7 +14,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from raftkv.raft.core.errors import InvalidArgument, MalformedMessage
-from raftkv.raft.core.types import Message, MessageType, NodeId, Snapshot, SnapshotMetadata
+from raftkv.raft.core.types import (
+    ConfState,
+    Message,
+    MessageType,
+    NodeId,
+    Snapshot,
+    SnapshotMetadata,
+)
 from raftkv.raft.snapshot_chunks import encode_container
 from raftkv.raft.transport import raft_pb2 as wire
 from raftkv.raft.transport.snapshot_transfer import (
@@ -38,7 +45,12 @@ def snapshot_message(data: bytes, sender: int = 1) -> Message:
         to=NodeId(2),
         sender=NodeId(sender),
         term=3,
-        snapshot=Snapshot(SnapshotMetadata(index=7, term=3), data=data),
+        snapshot=Snapshot(
+            SnapshotMetadata(
+                index=7, term=3, conf_state=ConfState(voters=frozenset({NodeId(1), NodeId(2)}))
+            ),
+            data=data,
+        ),
     )
 
 

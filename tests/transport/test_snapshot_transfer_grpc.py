@@ -16,7 +16,14 @@ import grpc.aio
 import pytest
 from transport_helpers import CLUSTER_ID, TEST_SETTINGS, GrpcFactory, run
 
-from raftkv.raft.core.types import Message, MessageType, NodeId, Snapshot, SnapshotMetadata
+from raftkv.raft.core.types import (
+    ConfState,
+    Message,
+    MessageType,
+    NodeId,
+    Snapshot,
+    SnapshotMetadata,
+)
 from raftkv.raft.snapshot_chunks import encode_container
 from raftkv.raft.transport import raft_pb2 as wire
 from raftkv.raft.transport.grpc_transport import GrpcTransport
@@ -26,6 +33,7 @@ from raftkv.testing.transport_conformance import wait_until
 
 LOGGER = "raftkv.transport.grpc"
 RECEIVER = NodeId(2)
+VOTERS = ConfState(voters=frozenset({NodeId(1), RECEIVER}))
 
 
 def snapshot_message(data: bytes) -> Message:
@@ -34,7 +42,7 @@ def snapshot_message(data: bytes) -> Message:
         to=RECEIVER,
         sender=NodeId(1),
         term=4,
-        snapshot=Snapshot(SnapshotMetadata(index=100, term=4), data=data),
+        snapshot=Snapshot(SnapshotMetadata(index=100, term=4, conf_state=VOTERS), data=data),
     )
 
 

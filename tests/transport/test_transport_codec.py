@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from raftkv.raft.core.errors import InvalidArgument, MalformedMessage
 from raftkv.raft.core.types import (
     LOCAL_MESSAGE_TYPES,
+    MAX_INDEX,
+    MAX_TERM,
     ConfState,
     Entry,
     EntryKind,
@@ -46,10 +48,12 @@ U64 = 2**64 - 1
 # -- strategies --------------------------------------------------------------------------------
 
 uint64 = st.integers(min_value=0, max_value=U64)
+indexes = st.integers(min_value=0, max_value=MAX_INDEX)
 small = st.integers(min_value=0, max_value=2**20)
-node_ids = st.builds(NodeId, uint64)
+node_ids = st.builds(NodeId, st.integers(min_value=1, max_value=U64))
 node_sets = st.frozensets(node_ids, max_size=5)
 
+# Any ConfState (a snapshot's on a message other than MsgSnap is not checked).
 conf_states = st.builds(
     ConfState,
     voters=node_sets,
@@ -58,16 +62,35 @@ conf_states = st.builds(
     learners_next=node_sets,
     auto_leave=st.booleans(),
 )
-snapshots = st.builds(
-    Snapshot,
-    metadata=st.builds(
-        SnapshotMetadata,
-        index=st.integers(min_value=1, max_value=U64),
-        term=uint64,
-        conf_state=conf_states,
-    ),
-    data=st.binary(max_size=300),
-)
+
+
+@st.composite
+def valid_conf_states(draw: st.DrawFn) -> ConfState:
+    """A configuration some sequence of changes could produce (what MsgSnap may carry)."""
+    voters = draw(st.frozensets(node_ids, min_size=1, max_size=5))
+    outgoing = draw(node_sets)
+    learners = draw(node_sets) - voters - outgoing
+    learners_next = frozenset(node for node in outgoing - voters if draw(st.booleans()))
+    return ConfState(
+        voters, learners, outgoing, learners_next, bool(outgoing) and draw(st.booleans())
+    )
+
+
+def snapshots(
+    max_term: int = U64, conf_state: st.SearchStrategy[ConfState] = conf_states
+) -> st.SearchStrategy[Snapshot]:
+    return st.builds(
+        Snapshot,
+        metadata=st.builds(
+            SnapshotMetadata,
+            index=st.integers(min_value=1, max_value=MAX_INDEX),
+            term=st.integers(min_value=1, max_value=max_term),
+            conf_state=conf_state,
+        ),
+        data=st.binary(max_size=300),
+    )
+
+
 entries = st.builds(
     Entry, term=uint64, index=uint64, kind=st.sampled_from(EntryKind), data=st.binary(max_size=64)
 )
@@ -82,12 +105,14 @@ def peer_messages(
     """Any message a correct peer may send: every field drawn, shaped per type as
     check_peer_message requires."""
     message_type = draw(st.sampled_from(sorted(message_types, key=lambda t: t.value)))
-    term = draw(small)
+    # Forwarded requests carry no term; everything else does.
+    termless = message_type in (MessageType.PROPOSE, MessageType.READ_INDEX)
+    term = 0 if termless else draw(st.integers(min_value=1, max_value=2**20))
     log_term = draw(st.integers(min_value=0, max_value=term))
     index = draw(small)
     if message_type is MessageType.APPEND:
         # Contiguous indexes after `index`, terms non-decreasing from log_term up to term.
-        terms = sorted(draw(st.lists(st.integers(log_term, term), max_size=6)))
+        terms = sorted(draw(st.lists(st.integers(max(log_term, 1), term), max_size=6)))
         message_entries = tuple(
             Entry(
                 entry_term,
@@ -102,19 +127,24 @@ def peer_messages(
     else:
         minimum = 1 if message_type is MessageType.PROPOSE else 0
         message_entries = tuple(draw(st.lists(entries, min_size=minimum, max_size=4)))
-    snapshot_strategy = snapshots if message_type is MessageType.SNAPSHOT else st.none() | snapshots
+    snapshot_strategy = (
+        snapshots(max_term=term, conf_state=valid_conf_states())
+        if message_type is MessageType.SNAPSHOT
+        else st.none() | snapshots()
+    )
+    from_node = sender if sender is not None else draw(node_ids)
     return Message(
         type=message_type,
-        to=draw(node_ids),
-        sender=sender if sender is not None else draw(node_ids),
+        to=draw(node_ids.filter(lambda node: node != from_node)),
+        sender=from_node,
         term=term,
         log_term=log_term,
         index=index,
         entries=message_entries,
-        commit=draw(uint64),
+        commit=draw(indexes),
         snapshot=draw(snapshot_strategy),
         reject=draw(st.booleans()),
-        reject_hint=draw(uint64),
+        reject_hint=draw(indexes),
         context=draw(st.binary(max_size=32)),
     )
 
@@ -149,39 +179,55 @@ def test_a_message_round_trips(message: Message) -> None:
     assert through_the_wire(message) == message
 
 
+BATCHED_TYPES = WIRE_MESSAGE_TYPES - {MessageType.SNAPSHOT}
+
+
 @given(st.integers(1, U64), node_ids, st.data())
 def test_a_batch_round_trips(cluster_id: int, sender: NodeId, data: st.DataObject) -> None:
-    messages = data.draw(st.lists(peer_messages(sender=sender), min_size=1, max_size=5))
+    messages = data.draw(
+        st.lists(peer_messages(sender=sender, message_types=BATCHED_TYPES), min_size=1, max_size=5)
+    )
     frame = encode_batch(cluster_id, messages).SerializeToString()
     assert decode_batch(frame, cluster_id) == messages
     assert len(frame) <= FRAME_OVERHEAD_BYTES + sum(map(encoded_size_bound, messages))
 
 
-def test_the_size_bound_holds_for_the_largest_numbers() -> None:
+def largest_append(top_term: int, top_index: int) -> Message:
     top = NodeId(U64)
     members = frozenset(NodeId(U64 - offset) for offset in range(3))
-    message = Message(
+    return Message(
         type=MessageType.APPEND,
         to=top,
-        sender=top,
-        term=U64,
-        log_term=U64,
-        index=U64 - 3,
+        sender=NodeId(U64 - 1),
+        term=top_term,
+        log_term=top_term,
+        index=top_index - 3,
         entries=tuple(
-            Entry(U64, U64 - offset, EntryKind.CONF_CHANGE, b"d" * 300) for offset in (2, 1, 0)
+            Entry(top_term, top_index - offset, EntryKind.CONF_CHANGE, b"d" * 300)
+            for offset in (2, 1, 0)
         ),
-        commit=U64,
+        commit=top_index,
         snapshot=Snapshot(
-            SnapshotMetadata(U64, U64, ConfState(members, members, members, members, True)),
+            SnapshotMetadata(
+                top_index, top_term, ConfState(members, members, members, members, True)
+            ),
             b"s" * 200,
         ),
         reject=True,
-        reject_hint=U64,
+        reject_hint=top_index,
         context=b"c" * 200,
     )
+
+
+def test_the_size_bound_holds_for_the_largest_numbers() -> None:
+    message = largest_append(U64, U64)
     frame = encode_batch(U64, [message]).SerializeToString()
-    assert through_the_wire(message) == message
     assert len(frame) <= FRAME_OVERHEAD_BYTES + encoded_size_bound(message)
+
+
+def test_the_largest_accepted_numbers_round_trip() -> None:
+    message = largest_append(MAX_TERM, MAX_INDEX)
+    assert through_the_wire(message) == message
 
 
 @given(st.sampled_from(MemberAction), node_ids, st.text(max_size=20))
@@ -233,6 +279,22 @@ def test_an_out_of_range_number_cannot_be_encoded(message: Message) -> None:
         encode_message(message)
 
 
+def test_a_snapshot_is_never_batched_nor_accepted_in_a_frame() -> None:
+    """Snapshots travel over SnapshotTransfer, where the receiver checks them before
+    delivering (issue 12 A5); one in a Send frame would skip that check."""
+    snapshot = Message(
+        MessageType.SNAPSHOT,
+        to=NodeId(2),
+        sender=NodeId(1),
+        term=3,
+        snapshot=Snapshot(SnapshotMetadata(5, 2, ONE_TWO), b"state"),
+    )
+    with pytest.raises(InvalidArgument, match="SnapshotTransfer"):
+        encode_batch(CLUSTER, [snapshot])
+    with pytest.raises(MalformedMessage, match="MsgSnap in a Send frame"):
+        decode_batch(frame(encode_message(snapshot)), CLUSTER)
+
+
 def test_a_batch_holds_one_sender() -> None:
     with pytest.raises(InvalidArgument, match="one sender"):
         encode_batch(
@@ -267,6 +329,7 @@ def frame(*messages: wire.Message, cluster_id: int = CLUSTER, from_node: int = 1
             frame(
                 wire.Message(
                     type=wire.MSG_APPEND,
+                    to=2,
                     sender=1,
                     term=2,
                     index=5,
@@ -278,16 +341,35 @@ def frame(*messages: wire.Message, cluster_id: int = CLUSTER, from_node: int = 1
         (
             frame(
                 wire.Message(
-                    type=wire.MSG_APPEND, sender=1, term=2, entries=[wire.Entry(term=3, index=1)]
+                    type=wire.MSG_APPEND,
+                    to=2,
+                    sender=1,
+                    term=2,
+                    entries=[wire.Entry(term=3, index=1)],
                 )
             ),
             "MsgApp entries out of order",
         ),
-        (frame(wire.Message(type=wire.MSG_PROPOSE, sender=1)), "MsgProp without entries"),
-        (frame(wire.Message(type=wire.MSG_SNAPSHOT, sender=1)), "MsgSnap without a snapshot"),
-        (frame(wire.Message(type=wire.MSG_READ_INDEX, sender=1)), "exactly one non-empty"),
         (
-            frame(wire.Message(type=wire.MSG_HEARTBEAT, sender=2)),
+            frame(
+                wire.Message(
+                    type=wire.MSG_APPEND,
+                    to=2,
+                    sender=1,
+                    term=2,
+                    entries=[wire.Entry(term=0, index=1)],
+                )
+            ),
+            "MsgApp entries out of order",
+        ),
+        (frame(wire.Message(type=wire.MSG_PROPOSE, to=2, sender=1)), "MsgProp without entries"),
+        (
+            frame(wire.Message(type=wire.MSG_SNAPSHOT, to=2, sender=1, term=1)),
+            "MsgSnap without a snapshot",
+        ),
+        (frame(wire.Message(type=wire.MSG_READ_INDEX, to=2, sender=1)), "exactly one non-empty"),
+        (
+            frame(wire.Message(type=wire.MSG_HEARTBEAT, to=3, sender=2, term=1)),
             "message from 2 in a batch from node 1",
         ),
         (frame(cluster_id=6), "cluster id 6 is not this cluster's"),
@@ -298,6 +380,81 @@ def frame(*messages: wire.Message, cluster_id: int = CLUSTER, from_node: int = 1
 def test_a_malformed_frame_is_rejected(data: bytes, reason: str) -> None:
     with pytest.raises(MalformedMessage, match=reason):
         decode_batch(data, CLUSTER)
+
+
+def heartbeat_message() -> Message:
+    return Message(type=MessageType.HEARTBEAT, to=NodeId(2), sender=NodeId(1), term=1)
+
+
+def snapshot_of(index: int, term: int, conf_state: ConfState) -> Message:
+    return Message(
+        MessageType.SNAPSHOT,
+        to=NodeId(2),
+        sender=NodeId(1),
+        term=3,
+        snapshot=Snapshot(SnapshotMetadata(index, term, conf_state), b"state"),
+    )
+
+
+ONE_TWO = ConfState(voters=frozenset({NodeId(1), NodeId(2)}))
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        (dataclasses.replace(heartbeat_message(), term=MAX_TERM + 1), "out of range"),
+        (dataclasses.replace(heartbeat_message(), term=U64), "out of range"),
+        (dataclasses.replace(heartbeat_message(), log_term=MAX_TERM + 1), "out of range"),
+        (dataclasses.replace(heartbeat_message(), index=MAX_INDEX + 1), "out of range"),
+        (dataclasses.replace(heartbeat_message(), commit=U64), "out of range"),
+        (dataclasses.replace(heartbeat_message(), reject_hint=U64), "out of range"),
+        (dataclasses.replace(heartbeat_message(), sender=NodeId(0)), "invalid node ids"),
+        (dataclasses.replace(heartbeat_message(), to=NodeId(0)), "invalid node ids"),
+        (dataclasses.replace(heartbeat_message(), to=NodeId(1)), "invalid node ids"),
+        (dataclasses.replace(heartbeat_message(), term=0), "MsgHeartbeat with term 0"),
+        (
+            Message(
+                MessageType.PROPOSE,
+                to=NodeId(2),
+                sender=NodeId(1),
+                term=3,
+                entries=(Entry(0, 0, data=b"x"),),
+            ),
+            "MsgProp with term 3",
+        ),
+        (
+            Message(
+                MessageType.APPEND,
+                to=NodeId(2),
+                sender=NodeId(1),
+                term=2,
+                log_term=2,
+                index=MAX_INDEX,
+                entries=(Entry(2, MAX_INDEX + 1),),
+            ),
+            "beyond index",
+        ),
+        (snapshot_of(5, 4, ONE_TWO), "MsgSnap of term 3 with snapshot 4/5"),
+        (snapshot_of(MAX_INDEX + 1, 2, ONE_TWO), "MsgSnap of term 3"),
+        (snapshot_of(5, 2, ConfState()), "impossible configuration: a configuration without"),
+        (
+            snapshot_of(5, 2, ConfState(voters=frozenset({NodeId(0), NodeId(1)}))),
+            "invalid node id 0",
+        ),
+        (
+            snapshot_of(5, 2, ConfState(voters=ONE_TWO.voters, learners=frozenset({NodeId(1)}))),
+            "both a voter and a learner",
+        ),
+        (snapshot_of(5, 2, ConfState(voters=ONE_TWO.voters, auto_leave=True)), "outside a joint"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else None,
+)
+def test_a_number_or_shape_no_correct_peer_sends_is_rejected(message: Message, reason: str) -> None:
+    """Terms and indexes are bounded (MAX_TERM, MAX_INDEX) so that whatever a peer makes a
+    node adopt can still be incremented and encoded; a snapshot's configuration must be
+    one that changes could produce."""
+    with pytest.raises(MalformedMessage, match=reason):
+        through_the_wire(message)
 
 
 def test_a_frame_names_its_sender_and_where_it_listens() -> None:
@@ -311,12 +468,9 @@ def test_an_oversize_sender_address_is_rejected() -> None:
         decode_frame(batch.SerializeToString(), CLUSTER)
 
 
-def heartbeat_message() -> Message:
-    return Message(type=MessageType.HEARTBEAT, to=NodeId(2), sender=NodeId(1), term=1)
-
-
 def test_one_bad_message_rejects_the_whole_frame() -> None:
-    good = wire.Message(type=wire.MSG_HEARTBEAT, sender=1)
+    good = wire.Message(type=wire.MSG_HEARTBEAT, to=2, sender=1, term=1)
+    assert decode_batch(frame(good), CLUSTER)
     with pytest.raises(MalformedMessage):
         decode_batch(frame(good, good, wire.Message(type=42, sender=1)), CLUSTER)
 
@@ -330,7 +484,7 @@ def test_arbitrary_bytes_decode_or_raise_malformed(data: bytes) -> None:
     assert all(isinstance(message, Message) for message in messages)
 
 
-@given(peer_messages(sender=NodeId(1)), st.data())
+@given(peer_messages(sender=NodeId(1), message_types=BATCHED_TYPES), st.data())
 def test_a_corrupted_frame_decodes_or_raises_malformed(
     message: Message, data: st.DataObject
 ) -> None:

@@ -19,6 +19,7 @@ from transport_helpers import CLUSTER_ID, TEST_SETTINGS, GrpcFactory, heartbeat,
 
 from raftkv.raft.core.errors import InvalidArgument
 from raftkv.raft.core.types import (
+    ConfState,
     Entry,
     Message,
     MessageType,
@@ -48,6 +49,7 @@ from raftkv.testing.transport_conformance import wait_until
 VICTIM = NodeId(1)
 GOOD_PEER = NodeId(2)
 LOGGER = "raftkv.transport.grpc"
+VOTERS = ConfState(voters=frozenset({NodeId(1), NodeId(2)}))
 
 # -- hostile input on the peer port --------------------------------------------------------
 
@@ -112,7 +114,7 @@ async def a_snapshot_chunk_that_fails_its_hash(address: str) -> None:
         to=VICTIM,
         sender=NodeId(9),
         term=1,
-        snapshot=Snapshot(SnapshotMetadata(index=5, term=1), data=b"x" * 10_000),
+        snapshot=Snapshot(SnapshotMetadata(index=5, term=1, conf_state=VOTERS), data=b"x" * 10_000),
     )
     outgoing = OutgoingSnapshot.build(CLUSTER_ID, message, 4096)
     async with grpc.aio.insecure_channel(address) as channel:
@@ -310,6 +312,37 @@ def test_a_snapshot_over_the_receivers_limit_is_refused() -> None:
     run(scenario())
 
 
+def test_a_snapshot_the_receiving_node_cannot_use_is_refused(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 12 A5: the handler checks a snapshot (ChecksSnapshots) before it is delivered,
+    off the loop; a refused one fails the transfer (the sender reports it failed, so its
+    leader retries), is counted, and is logged in one line."""
+
+    async def scenario() -> None:
+        factory = GrpcFactory()
+        try:
+            sender_handler, receiver_handler = RecordingHandler(), RecordingHandler()
+            receiver_handler.refuse_snapshots = True
+            sender = await factory.started(sender_handler)
+            receiver = await factory.started(receiver_handler)
+            sender.set_peer(NodeId(2), receiver.address)
+            sender.send([snapshot_message(size_bytes=10_000)])
+            await wait_until(lambda: bool(sender_handler.snapshot_reports), "a snapshot report")
+            assert sender_handler.snapshot_reports == [(2, False)]
+            assert receiver_handler.delivered == []
+            assert len(receiver_handler.snapshots_checked) == 1
+            stats = receiver.stats
+            assert (stats.snapshots_refused, stats.snapshots_received) == (1, 0)
+        finally:
+            await factory.close()
+
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        run(scenario())
+    refusals = [r for r in caplog.records if "refused by the test" in r.getMessage()]
+    assert [r.name for r in refusals] == [LOGGER, LOGGER]  # the receiver's, the sender's
+
+
 # -- snapshots -------------------------------------------------------------------------------
 
 
@@ -320,7 +353,7 @@ def snapshot_message(size_bytes: int) -> Message:
         to=NodeId(2),
         sender=NodeId(1),
         term=4,
-        snapshot=Snapshot(SnapshotMetadata(index=100, term=4), data=data),
+        snapshot=Snapshot(SnapshotMetadata(index=100, term=4, conf_state=VOTERS), data=data),
     )
 
 
@@ -700,10 +733,10 @@ def test_stopping_with_peer_streams_open_ends_them_with_a_status(
     assert any("the node is stopping" in record.getMessage() for record in caplog.records)
 
 
-def test_a_receiver_learns_an_unknown_senders_address_but_never_overrides_one() -> None:
-    """A node that lags behind the change adding a peer has no address for it; the frame's
-    from_address lets it answer (found by the driver simulator: a lagging follower could
-    never reply to a new leader it had not heard of)."""
+def test_a_receiver_never_dials_the_address_a_frame_claims() -> None:
+    """Issue 12 A4: a frame from an unknown id with a from_address made the receiver add
+    and dial that address, so any outsider chose where nodes connect. Addresses come from
+    set_peer alone (the membership); the frame's claim is ignored, known peer or not."""
 
     async def scenario() -> None:
         factory = GrpcFactory()
@@ -714,11 +747,7 @@ def test_a_receiver_learns_an_unknown_senders_address_but_never_overrides_one() 
             first.set_peer(NodeId(2), second.address)
             first.send([heartbeat(1, 2, 1)])
             await wait_until(lambda: bool(second_handler.delivered), "the first heartbeat")
-            assert second.peers() == {1: first.address}
-            # It can answer now.
-            second.send([heartbeat(2, 1, 7)])
-            await wait_until(lambda: bool(first_handler.delivered), "the answer")
-            # A known address is not overridden by what a frame claims.
+            assert second.peers() == {}
             second.set_peer(NodeId(1), "127.0.0.1:9")
             first.send([heartbeat(1, 2, 2)])
             await wait_until(lambda: len(second_handler.delivered) == 2, "the second heartbeat")

@@ -118,6 +118,7 @@ def _serve(arguments: argparse.Namespace) -> int:
         print(f"raftkv serve: {error}", file=sys.stderr)
         return EXIT_USAGE
     # Imported here: the server's dependencies (RocksDB, gRPC, aiohttp) load only to serve.
+    from raftkv.raft.driver.errors import StateUnusable  # noqa: PLC0415
     from raftkv.raft.storage.base import StorageCorrupt  # noqa: PLC0415
     from raftkv.raft.storage.rocks import StorageOpenError  # noqa: PLC0415
     from raftkv.server.identity import StateLost  # noqa: PLC0415
@@ -137,9 +138,17 @@ def _serve(arguments: argparse.Namespace) -> int:
     except SettingsInvalid as error:
         print(f"raftkv serve: {error}", file=sys.stderr)
         return EXIT_USAGE
-    except (OSError, JoinFailed, StateLost, StorageCorrupt, StorageOpenError) as error:
-        # The client port is taken; no cluster to join; the data dir lost or damaged its
-        # state; the database cannot be opened. One line each, no traceback.
+    except (
+        OSError,
+        JoinFailed,
+        StateLost,
+        StateUnusable,
+        StorageCorrupt,
+        StorageOpenError,
+    ) as error:
+        # The client port is taken; no cluster to join; the data dir lost its state, or
+        # what is stored is damaged or cannot be used; the database cannot be opened. One
+        # line each, no traceback.
         print(f"raftkv serve: {error}", file=sys.stderr)
         return 1
 

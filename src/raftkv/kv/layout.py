@@ -71,7 +71,9 @@ LEASE_PREFIX = b"l"
 LEASE_KEYS_PREFIX = b"L"
 
 _ESCAPED_ZERO = b"\x00\xff"
-_TERMINATOR = b"\x00\x01"
+# What ends every escaped key (see Escaping above).
+ESCAPE_TERMINATOR = b"\x00\x01"
+_TERMINATOR = ESCAPE_TERMINATOR
 _INTEGER_BYTES = 8
 
 

@@ -69,7 +69,31 @@ from raftkv.kv.commands import (
 from raftkv.kv.errors import KvError, SessionExpired, StaleSequence
 from raftkv.kv.events import EventReader
 from raftkv.kv.hash_checks import HashChecks, PendingHash
-from raftkv.kv.layout import CorruptAlarm, HashCheckRecord, LeaseRecord, unescape
+from raftkv.kv.layout import (
+    ESCAPE_TERMINATOR,
+    FORMAT_VERSION,
+    HASH_CHECK_KEY,
+    HISTORY_PREFIX,
+    INDEX_PREFIX,
+    LEASE_KEYS_PREFIX,
+    LEASE_PREFIX,
+    MEMBER_PREFIX,
+    MVCC_META_KEY,
+    REVISION_PREFIX,
+    SESSION_AGE_PREFIX,
+    SESSION_PREFIX,
+    SESSIONS_META_KEY,
+    CorruptAlarm,
+    HashCheckRecord,
+    HistoryRecord,
+    IndexRecord,
+    LeaseRecord,
+    MemberRecord,
+    MvccMeta,
+    SessionRecord,
+    SessionsMeta,
+    unescape,
+)
 from raftkv.kv.lease_timers import LeaseTimers
 from raftkv.kv.members import MemberDirectory
 from raftkv.kv.mvcc import MvccStore, MvccView
@@ -79,6 +103,7 @@ from raftkv.kv.validation import check_request, check_session
 from raftkv.kv.watch import WatchHub, WatchSettings
 from raftkv.raft.driver.clock import Clock, SystemClock
 from raftkv.raft.driver.state_machine import Command
+from raftkv.raft.driver.state_machine import SnapshotInvalid as StateMachineSnapshotInvalid
 from raftkv.raft.snapshot_chunks import (
     ChunkingPolicy,
     ChunksInvalid,
@@ -117,8 +142,9 @@ MAX_SNAPSHOT_BYTES = 64 << 30
 _MAX_CHUNK_BYTES = 128 << 20
 
 
-class SnapshotInvalid(Exception):
-    """A snapshot does not decode, has an unknown format version or unsorted items."""
+class SnapshotInvalid(StateMachineSnapshotInvalid):
+    """A snapshot does not decode, has an unknown format version, unsorted items, or an
+    item this build's layout does not write (validate_snapshot only)."""
 
 
 class _Snapshot(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
@@ -238,13 +264,32 @@ class KvStateMachine:
         reads); SnapshotInvalid (before changing anything) if it is not one. `progress`
         (items written, items in all) is called as the items are written (for a CLI's
         progress bar)."""
-        items = _decode_snapshot(data)
+        items = [item for run in _snapshot_runs(data) for item in run]
         if any(items[position][0] >= items[position + 1][0] for position in range(len(items) - 1)):
             raise SnapshotInvalid("KV snapshot items are not in strictly increasing key order")
         written = iter(items) if progress is None else _reporting(items, progress)
         self.app.replace_all(written, index, term)
         self._store, self._sessions, self._members, self._hash_checks = self._open()
         self.watch_hub.reset()
+
+    def validate_snapshot(self, data: bytes) -> None:
+        """ValidatesSnapshots: SnapshotInvalid unless `restore(data)` would succeed and
+        leave a store this build can open and apply to: every chunk decodes, the items are
+        in strictly increasing key order, and each is a record of the layout
+        (raftkv.kv.layout) that decodes. O(data), one chunk in memory at a time; reads
+        nothing but `data` (it runs on a transport's worker thread)."""
+        previous: bytes | None = None
+        for run in _snapshot_runs(data):
+            for key, value in run:
+                if previous is not None and key <= previous:
+                    raise SnapshotInvalid(
+                        f"KV snapshot items are not in strictly increasing key order at "
+                        f"{key[:64]!r}"
+                    )
+                problem = _item_problem(key, value)
+                if problem is not None:
+                    raise SnapshotInvalid(f"KV snapshot item {key[:64]!r}: {problem}")
+                previous = key
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -424,10 +469,12 @@ def _encode_snapshot(items: Iterator[tuple[bytes, bytes]]) -> bytes:
     return encode_container(chunks, prefix=_CHUNKED_MAGIC)
 
 
-def _decode_snapshot(data: bytes) -> list[tuple[bytes, bytes]]:
-    """The items of a snapshot of any version this build reads, in their stored order."""
+def _snapshot_runs(data: bytes) -> Iterator[list[tuple[bytes, bytes]]]:
+    """The items of a snapshot of any version this build reads, in their stored order: one
+    run per chunk (version 3), or all of them at once (versions 1 and 2)."""
     if data.startswith(_CHUNKED_MAGIC):
-        return _decode_chunked(data)
+        yield from _chunked_runs(data)
+        return
     if data.startswith(_ZSTD_MAGIC):
         data = _decompress(data, MAX_SNAPSHOT_BYTES, "KV snapshot")
     try:
@@ -439,10 +486,10 @@ def _decode_snapshot(data: bytes) -> list[tuple[bytes, bytes]]:
             f"KV snapshot format {snapshot.format_version}; this build reads 1 to "
             f"{SNAPSHOT_FORMAT_VERSION}"
         )
-    return snapshot.items
+    yield snapshot.items
 
 
-def _decode_chunked(data: bytes) -> list[tuple[bytes, bytes]]:
+def _chunked_runs(data: bytes) -> Iterator[list[tuple[bytes, bytes]]]:
     try:
         container = read_container(data, verify=True)
     except ChunksInvalid as error:
@@ -451,7 +498,6 @@ def _decode_chunked(data: bytes) -> list[tuple[bytes, bytes]]:
         raise SnapshotInvalid(
             f"KV snapshot has {container.prefix_bytes} bytes before its first chunk"
         )
-    items: list[tuple[bytes, bytes]] = []
     budget = MAX_SNAPSHOT_BYTES
     for position in range(len(container.chunks)):
         what = f"KV snapshot chunk {position}"
@@ -463,8 +509,70 @@ def _decode_chunked(data: bytes) -> list[tuple[bytes, bytes]]:
             raise SnapshotInvalid(f"{what} does not decode: {error}") from error
         if chunk.format_version != SNAPSHOT_FORMAT_VERSION:
             raise SnapshotInvalid(f"{what} has format {chunk.format_version}")
-        items += chunk.items
-    return items
+        yield chunk.items
+
+
+# What validate_snapshot checks of each item: the record each key space holds (see the
+# table in raftkv.kv.layout) decodes, and keys have the shape their space gives them.
+_HISTORY_RECORD = msgspec.msgpack.Decoder(HistoryRecord)
+_INDEX_RECORD = msgspec.msgpack.Decoder(IndexRecord)
+_CHANGED_KEYS = msgspec.msgpack.Decoder(list[bytes])
+_SESSION_RECORD = msgspec.msgpack.Decoder(SessionRecord)
+_LEASE_RECORD = msgspec.msgpack.Decoder(LeaseRecord)
+_MEMBER_RECORD = msgspec.msgpack.Decoder(MemberRecord)
+_MVCC_META = msgspec.msgpack.Decoder(MvccMeta)
+_SESSIONS_META = msgspec.msgpack.Decoder(SessionsMeta)
+_HASH_CHECK_RECORD = msgspec.msgpack.Decoder(HashCheckRecord)
+_U64_BYTES = 8
+
+
+def _item_problem(key: bytes, value: bytes) -> str | None:
+    """Why (key, value) is not an item of this build's layout, or None if it is one."""
+    space = key[:1]
+    try:
+        if space == HISTORY_PREFIX:
+            if not key[:-_U64_BYTES].endswith(ESCAPE_TERMINATOR):
+                return "a history key without an escaped key and a revision"
+            _HISTORY_RECORD.decode(value)
+        elif space == INDEX_PREFIX:
+            if not key.endswith(ESCAPE_TERMINATOR):
+                return "an index key without an escaped key"
+            _INDEX_RECORD.decode(value)
+        elif space == REVISION_PREFIX:
+            if len(key) != 1 + _U64_BYTES:
+                return "a revision key without a revision"
+            _CHANGED_KEYS.decode(value)
+        elif space == SESSION_PREFIX:
+            key[1:].decode()
+            decode_result(_SESSION_RECORD.decode(value).result)
+        elif space == SESSION_AGE_PREFIX:
+            if len(key) < 1 + _U64_BYTES or value:
+                return "a session age key without an index, or with a value"
+            key[1 + _U64_BYTES :].decode()
+        elif space == LEASE_PREFIX:
+            if len(key) != 1 + _U64_BYTES:
+                return "a lease key without a lease id"
+            _LEASE_RECORD.decode(value)
+        elif space == LEASE_KEYS_PREFIX:
+            if not key.endswith(ESCAPE_TERMINATOR) or len(key) < 1 + _U64_BYTES + 2 or value:
+                return "a lease attachment without a lease id and an escaped key, or with a value"
+        elif key == MVCC_META_KEY:
+            meta = _MVCC_META.decode(value)
+            if meta.format_version != FORMAT_VERSION:
+                return f"layout version {meta.format_version}; this build reads {FORMAT_VERSION}"
+            if not 0 <= meta.compacted_revision <= meta.revision:
+                return f"compacted revision {meta.compacted_revision} of {meta.revision}"
+        elif key == SESSIONS_META_KEY:
+            _SESSIONS_META.decode(value)
+        elif key == HASH_CHECK_KEY:
+            _HASH_CHECK_RECORD.decode(value)
+        elif key.startswith(MEMBER_PREFIX) and len(key) == len(MEMBER_PREFIX) + _U64_BYTES:
+            _MEMBER_RECORD.decode(value)
+        else:
+            return "in no key space of the layout"
+    except (msgspec.DecodeError, UnicodeDecodeError) as error:
+        return str(error)
+    return None
 
 
 def _decompress(frame: bytes | memoryview, limit: int, what: str) -> bytes:

@@ -33,11 +33,12 @@ from raftkv.raft.driver.errors import (
     ProposalTimeout,
     ReadTimeout,
     Removed,
+    StateUnusable,
     Stopped,
 )
 from raftkv.raft.driver.node import Node
 from raftkv.raft.driver.settings import NodeSettings
-from raftkv.raft.driver.state_machine import Command, StateMachine
+from raftkv.raft.driver.state_machine import Command, SnapshotInvalid, StateMachine
 from raftkv.raft.driver.status import Histogram, NodeStats, NodeStatus, PeerProgress
 from raftkv.raft.storage.base import AppBatch, AppData, RaftStorage, StorageCorrupt
 from raftkv.raft.storage.memory import MemoryStorage
@@ -84,8 +85,10 @@ __all__ = [
     "ReadTimeout",
     "Removed",
     "RocksStorage",
+    "SnapshotInvalid",
     "StateMachine",
     "StateRole",
+    "StateUnusable",
     "Stopped",
     "StorageCorrupt",
     "SystemClock",

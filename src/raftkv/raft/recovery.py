@@ -12,6 +12,11 @@
 The next start is an ordinary restart: the node is the only voter, elects itself and
 serves; others are added back with the usual membership changes (as new, empty members).
 
+A term at or past MAX_TERM (a buggy or hostile peer pushed the old cluster there: no
+election can succeed any more) is impossible to keep: the new cluster starts at the term
+of the entry it keeps (or 1 if that is impossible too) and the report says so. That is
+safe because nothing of the old cluster votes in the new one.
+
 Never run it while the node runs, or on more than one member of the same cluster: two
 one-node clusters with diverging histories would result.
 """
@@ -21,7 +26,15 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from raftkv.raft.core.types import ConfState, HardState, NodeId, Snapshot, SnapshotMetadata
+from raftkv.raft.core.types import (
+    MAX_TERM,
+    NO_NODE,
+    ConfState,
+    HardState,
+    NodeId,
+    Snapshot,
+    SnapshotMetadata,
+)
 from raftkv.raft.driver.envelope import decode_snapshot, encode_snapshot
 from raftkv.raft.driver.node import Node
 from raftkv.raft.driver.settings import NodeSettings
@@ -42,6 +55,8 @@ class RecoveryReport:
     previous_voters: tuple[NodeId, ...]
     previous_learners: tuple[NodeId, ...]
     dropped_entries: int
+    # The term before, when it was impossible to keep (at or past MAX_TERM); None if kept.
+    term_reset_from: int | None = None
 
 
 async def force_new_cluster(
@@ -59,6 +74,12 @@ async def force_new_cluster(
     if not conf_state.voters and not conf_state.learners:
         raise ValueError("the storage holds no cluster state: nothing to recover")
     address = peer_address or _own_address(storage, node_id)
+    if hard_state.term > MAX_TERM:
+        # A node refuses to start with such a term; the one that applies what is committed
+        # below must start. MAX_TERM loads, and never campaigns (it has no successor).
+        storage.persist(
+            HardState(term=MAX_TERM, vote=NO_NODE, commit=hard_state.commit), (), None, sync=True
+        )
     if state_machine.applied_index() < hard_state.commit:
         await _apply_committed(
             storage,
@@ -72,13 +93,21 @@ async def force_new_cluster(
     term = storage.term(index)
     dropped = storage.last_index() - index
     # Keep the term: the node's next election moves past it, as after any restart.
+    current_term = max(hard_state.term, term)
+    term_reset_from = None
+    if current_term >= MAX_TERM:
+        # No election could move past it. The entries kept end at `term`; a term that is
+        # impossible too (a forged entry's) is replaced: the new log is that one snapshot.
+        term_reset_from = current_term
+        term = term if term < MAX_TERM else 1
+        current_term = term
     start_membership(
         storage,
         {node_id: address},
         index=index,
         term=term,
         app=state_machine.snapshot(),
-        current_term=max(hard_state.term, term),
+        current_term=current_term,
     )
     return RecoveryReport(
         node_id=node_id,
@@ -87,6 +116,7 @@ async def force_new_cluster(
         previous_voters=tuple(sorted(conf_state.voters)),
         previous_learners=tuple(sorted(conf_state.learners)),
         dropped_entries=dropped,
+        term_reset_from=term_reset_from,
     )
 
 

@@ -48,7 +48,8 @@ Raft counters and histograms (since the node started)
 - `raftkv_fsyncs_total`, `raftkv_entries_persisted_total`: durable writes (one per Ready
   that must be durable) and log entries written.
 - `raftkv_commands_applied_total`: commands applied to the state machine.
-- `raftkv_messages_rejected_total`: peer messages dropped as malformed or misaddressed.
+- `raftkv_messages_rejected_total`: peer messages dropped as malformed, misaddressed, or
+  from an unknown or removed id.
 - `raftkv_append_duration_seconds` (histogram): from submitting a Ready's write to the
   node's loop finding it durable: the write plus any wait for the writer thread (behind a
   snapshot write) and for the loop.
@@ -122,8 +123,9 @@ Transport (only when the node's transport is a GrpcTransport; absent otherwise)
   peer, queued when a stream failed). Raft retransmits what matters.
 - `raftkv_transport_streams_rejected_total`: incoming streams aborted for what the peer
   sent.
-- `raftkv_transport_snapshots_total{outcome}`: snapshot transfers `sent`, `failed` (to send)
-  and `received`.
+- `raftkv_transport_snapshots_total{outcome}`: snapshot transfers `sent`, `failed` (to send),
+  `received`, and `refused` (received whole but unusable: data this node could not
+  install; the transfer failed and nothing of it was stored).
 - Sending snapshots: `raftkv_snapshot_full_bytes_total` (the data size of every snapshot
   offered: what sending it whole would cost), `raftkv_snapshot_bytes_sent_total` (chunk
   bytes actually sent, compressed), `raftkv_snapshot_delta_bytes_saved_total` (data the
@@ -485,7 +487,7 @@ def _raft_stats(node: Node) -> Iterator[Metric]:
         ),
         (
             "raftkv_messages_rejected",
-            "Peer messages dropped as malformed or misaddressed.",
+            "Peer messages dropped as malformed, misaddressed, or from an unknown or removed id.",
             stats.messages_rejected,
         ),
     )
@@ -693,6 +695,7 @@ def _transport(transport: GrpcTransport) -> Iterator[Metric]:
     snapshots.add_metric(["sent"], stats.snapshots_sent)
     snapshots.add_metric(["failed"], stats.snapshots_failed)
     snapshots.add_metric(["received"], stats.snapshots_received)
+    snapshots.add_metric(["refused"], stats.snapshots_refused)
     yield snapshots
     transfer_counters = (
         (

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from raftkv.kv import KvStateMachine
-from raftkv.raft.core.types import NodeId
+from raftkv.raft.core.types import MAX_TERM, NodeId
 from raftkv.raft.recovery import force_new_cluster
 from raftkv.raft.storage.rocks import RocksStorage
 from raftkv.server.config import SettingsInvalid
@@ -31,13 +31,18 @@ async def recover(data_dir: Path, peer_address: str = "") -> str:
         )
     finally:
         storage.close()
-    return json.dumps(
-        {
-            "recovered": report.node_id,
-            "index": report.index,
-            "term": report.term,
-            "previous_voters": list(report.previous_voters),
-            "previous_learners": list(report.previous_learners),
-            "dropped_uncommitted_entries": report.dropped_entries,
-        }
-    )
+    result: dict[str, object] = {
+        "recovered": report.node_id,
+        "index": report.index,
+        "term": report.term,
+        "previous_voters": list(report.previous_voters),
+        "previous_learners": list(report.previous_learners),
+        "dropped_uncommitted_entries": report.dropped_entries,
+    }
+    if report.term_reset_from is not None:
+        result["term_reset"] = (
+            f"term {report.term_reset_from} is at or past the largest usable term "
+            f"({MAX_TERM}): no election could succeed; the new cluster starts at term "
+            f"{report.term}"
+        )
+    return json.dumps(result)

@@ -21,6 +21,8 @@ What it checks, each on fresh transports (node ids 1, 2, 3):
   1,000 messages per peer), all arrive;
 - a message or snapshot for an unknown peer is reported (unreachable, snapshot not ok),
   never raised;
+- a snapshot the receiving handler refuses (ChecksSnapshots) is not delivered and reaches
+  the sender as report_snapshot(peer, False); once accepted, it is delivered;
 - a stopped peer is reported unreachable within a bounded wait, `send` keeps not raising,
   a member request to it raises NotDelivered (a TransportError: it was never sent), and
   once a new transport listens on its address again (so `stop` released it) messages flow
@@ -39,6 +41,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from raftkv.raft.core.errors import MalformedMessage
 from raftkv.raft.core.types import (
     LOCAL_MESSAGE_TYPES,
     ConfChange,
@@ -91,7 +94,8 @@ class TransportFactory(Protocol):
 class RecordingHandler:
     """A TransportHandler that records every call, for tests.
 
-    Member requests are recorded and answered with `member_response`.
+    Member requests are recorded and answered with `member_response`. As a ChecksSnapshots
+    handler it records each snapshot checked and refuses them while `refuse_snapshots`.
     """
 
     def __init__(self, member_response: MemberResponse | None = None) -> None:
@@ -102,9 +106,16 @@ class RecordingHandler:
         self.member_response = (
             member_response if member_response is not None else MemberResponse(ok=True)
         )
+        self.snapshots_checked: list[Message] = []
+        self.refuse_snapshots = False
 
     def deliver(self, messages: Sequence[Message]) -> None:
         self.delivered.extend(messages)
+
+    def check_snapshot(self, message: Message) -> None:
+        self.snapshots_checked.append(message)
+        if self.refuse_snapshots:
+            raise MalformedMessage("refused by the test")
 
     def report_unreachable(self, peer: NodeId) -> None:
         self.unreachable.append(peer)
@@ -155,6 +166,7 @@ async def check_transport(factory: TransportFactory, *, timeout_seconds: float =
         _check_per_sender_order,
         _check_bulk_delivery,
         _check_unknown_peer,
+        _check_refused_snapshot,
         _check_member_request,
         _check_stopped_peer_and_restart,
         _check_stop_is_idempotent,
@@ -264,7 +276,8 @@ def every_wire_message(sender: NodeId, to: NodeId) -> list[Message]:
                 type=message_type,
                 to=to,
                 sender=sender,
-                term=5,
+                # Forwarded requests carry no term (check_peer_message).
+                term=0 if message_type in (MessageType.PROPOSE, MessageType.READ_INDEX) else 5,
                 log_term=4,
                 index=10,
                 entries=message_entries,
@@ -379,6 +392,41 @@ async def _check_unknown_peer(nodes: _Nodes, timeout_seconds: float) -> None:
         "report_unreachable(99) and report_snapshot(99, ok=False)",
         timeout_seconds=timeout_seconds,
         observed=lambda: (a.handler.unreachable, a.handler.snapshot_reports),
+    )
+
+
+async def _check_refused_snapshot(nodes: _Nodes, timeout_seconds: float) -> None:
+    a, b = await nodes.connected(NODE_A, NODE_B)
+    snapshot = next(m for m in every_wire_message(NODE_A, NODE_B) if m.type is MessageType.SNAPSHOT)
+    b.handler.refuse_snapshots = True
+    a.transport.send([snapshot])
+    await wait_until(
+        lambda: bool(a.handler.snapshot_reports),
+        "report_snapshot(2, ok=False) for a snapshot the receiver refuses",
+        timeout_seconds=timeout_seconds,
+        observed=lambda: a.handler.snapshot_reports,
+    )
+    reports = a.handler.snapshot_reports
+    expect(reports == [(NODE_B, False)], "reported not ok", reports)
+    expect(
+        not any(is_snapshot(m) for m in b.handler.delivered),
+        "the refused snapshot is not delivered",
+        b.handler.delivered,
+    )
+    expect(len(b.handler.snapshots_checked) == 1, "checked once", b.handler.snapshots_checked)
+    b.handler.refuse_snapshots = False
+    a.transport.send([snapshot])
+    await wait_until(
+        lambda: len(a.handler.snapshot_reports) == 2,
+        "a second snapshot report",
+        timeout_seconds=timeout_seconds,
+        observed=lambda: a.handler.snapshot_reports,
+    )
+    expect(a.handler.snapshot_reports[1] == (NODE_B, True), "reported ok", reports)
+    expect(
+        [m for m in b.handler.delivered if is_snapshot(m)] == [snapshot],
+        "the accepted snapshot is delivered",
+        b.handler.delivered,
     )
 
 

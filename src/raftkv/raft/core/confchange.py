@@ -23,6 +23,8 @@ from raftkv.raft.core.errors import ConfChangeInvalid
 from raftkv.raft.core.quorum import JointConfig, MajorityConfig
 from raftkv.raft.core.tracker import Inflights, Progress
 from raftkv.raft.core.types import (
+    MAX_NODE_ID,
+    NO_NODE,
     ConfChange,
     ConfChangeSingle,
     ConfChangeType,
@@ -152,6 +154,20 @@ def restore(conf_state: ConfState, new_progress: ProgressFactory) -> Membership:
     )
     _check_invariants(result)
     return result
+
+
+def check_conf_state(conf_state: ConfState) -> None:
+    """Raise ConfChangeInvalid unless some sequence of changes could have produced
+    `conf_state`: valid node ids, at least one incoming voter, and `restore`'s invariants
+    (for a configuration that arrives from a peer, in a snapshot)."""
+    if not conf_state.voters:
+        raise ConfChangeInvalid("a configuration without voters")
+    for node_id in conf_state.members():
+        if not NO_NODE < node_id <= MAX_NODE_ID:
+            raise ConfChangeInvalid(f"invalid node id {node_id}")
+    restore(
+        conf_state, ProgressFactory(next_index=1, max_inflight_messages=1, max_inflight_bytes=0)
+    )
 
 
 def _copy_progress(progress: dict[NodeId, Progress]) -> dict[NodeId, Progress]:

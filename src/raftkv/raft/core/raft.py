@@ -19,6 +19,10 @@ Rules this module keeps:
    §6.4).
 4. Only one membership change may be pending (appended and not yet applied) at a time.
 5. A rejected call raises and changes nothing.
+6. What a peer says is believed only if it can be true: a follower ignores a commit index
+   beyond its own log, a leader counts no acknowledgement of entries it does not have,
+   and only the leader a follower follows in this term can speak for that term (a second
+   "leader" of one term is a forgery or a bug; it is ignored).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from raftkv.raft.core.read_only import ReadOnly
 from raftkv.raft.core.storage import Storage
 from raftkv.raft.core.tracker import ProgressTracker, ReplicationState
 from raftkv.raft.core.types import (
+    MAX_TERM,
     NO_NODE,
     ConfChange,
     ConfState,
@@ -337,6 +342,10 @@ class Raft:
             return
         if not self.promotable():
             return
+        if self.term >= MAX_TERM:
+            # There is no next term to campaign in (see MAX_TERM): only a recovery that
+            # resets the term gets this cluster electing again.
+            return
         if self._has_unapplied_conf_changes():
             # The configuration we would campaign in is not final yet.
             return
@@ -441,25 +450,31 @@ class Raft:
                 if self.config.disable_proposal_forwarding:
                     raise NotLeader(self.leader_id)
                 self._send(replace(message, to=self.leader_id))
-            case MessageType.APPEND:
+            case MessageType.APPEND | MessageType.HEARTBEAT | MessageType.SNAPSHOT:
+                if self.leader_id not in (NO_NODE, message.sender):
+                    # A second leader in one term cannot exist (§5.2, Election Safety):
+                    # a forged or buggy message; our leader keeps its follower.
+                    return
                 self.election_elapsed = 0
                 self.leader_id = message.sender
-                self._handle_append_entries(message)
-            case MessageType.HEARTBEAT:
-                self.election_elapsed = 0
-                self.leader_id = message.sender
-                self._handle_heartbeat(message)
-            case MessageType.SNAPSHOT:
-                self.election_elapsed = 0
-                self.leader_id = message.sender
-                self._handle_snapshot(message)
+                if message.type is MessageType.APPEND:
+                    self._handle_append_entries(message)
+                elif message.type is MessageType.HEARTBEAT:
+                    self._handle_heartbeat(message)
+                else:
+                    self._handle_snapshot(message)
             case MessageType.TRANSFER_LEADER:
                 if self.leader_id == NO_NODE:
                     raise ProposalDropped("no leader to transfer leadership from")
                 self._send(replace(message, to=self.leader_id))
             case MessageType.TIMEOUT_NOW:
                 # The leader asks us to take over now; skip PreVote and the lease check.
-                self._hup(CampaignKind.TRANSFER)
+                # Only the leader we follow in this term may ask: it sends TimeoutNow only
+                # to a follower that acknowledged its log in this term (§3.10), so that
+                # follower knows it. From anyone else it would let one message depose a
+                # healthy leader.
+                if message.sender == self.leader_id:
+                    self._hup(CampaignKind.TRANSFER)
             case MessageType.READ_INDEX:
                 if self.leader_id == NO_NODE:
                     raise ProposalDropped("no leader to serve a read index")
@@ -540,7 +555,11 @@ class Raft:
                     0 < message.index <= self.ticks
                 ):
                     progress.lease_ack_tick = max(progress.lease_ack_tick, message.index)
-                progress.commit_known = max(progress.commit_known, message.commit)
+                # A follower knows no more committed than we told it; a larger claim
+                # could end a removed leader's hand-over early.
+                progress.commit_known = max(
+                    progress.commit_known, min(message.commit, self.log.committed)
+                )
                 self._maybe_finish_step_down()
                 if self.role is not StateRole.LEADER:
                     return
@@ -726,6 +745,11 @@ class Raft:
                     progress.become_probe()
                 self._send_append(message.sender)
             return
+        if message.index > self.log.last_index():
+            # An acknowledgement of entries we never had (in this term our log only grows,
+            # so a correct follower never sends one): ignore it rather than track a match
+            # beyond our log.
+            return
         was_paused = progress.is_paused()
         updated = progress.maybe_update(message.index)
         if not updated and not (
@@ -898,7 +922,13 @@ class Raft:
         )
 
     def _handle_heartbeat(self, message: Message) -> None:
-        self.log.commit_to(message.commit)
+        # A correct leader sends min(its commit, our match): never beyond our last index.
+        # A larger value comes from a buggy or forged heartbeat (or our log lost its
+        # tail): it must not stop the node, and is not believed in part either. Clamped to
+        # our last index it could commit entries of ours the leader never matched (a tail
+        # left by an earlier leader); the leader's appends bring the commit index instead.
+        if message.commit <= self.log.last_index():
+            self.log.commit_to(message.commit)
         self._send(
             Message(
                 type=MessageType.HEARTBEAT_RESPONSE,
@@ -1035,6 +1065,11 @@ class Raft:
     # -- plumbing --------------------------------------------------------------------------
 
     def _load_hard_state(self, hard_state: HardState) -> None:
+        if hard_state.term > MAX_TERM:
+            raise InvariantViolation(
+                f"stored term {hard_state.term} is beyond the largest term {MAX_TERM}: "
+                "recover this member with `raftkv recover --force-new-cluster`"
+            )
         if not self.log.committed <= hard_state.commit <= self.log.last_index():
             raise InvariantViolation(
                 f"stored commit {hard_state.commit} outside [{self.log.committed}, "

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 
+from raftkv.raft.core import confchange
 from raftkv.raft.core.config import Config
 from raftkv.raft.core.errors import (
     ConfChangeInvalid,
@@ -33,6 +34,9 @@ from raftkv.raft.core.ready import ProgressStatus, Ready, Status
 from raftkv.raft.core.storage import Storage
 from raftkv.raft.core.types import (
     LOCAL_MESSAGE_TYPES,
+    MAX_INDEX,
+    MAX_NODE_ID,
+    MAX_TERM,
     NO_NODE,
     RESPONSE_MESSAGE_TYPES,
     ConfChange,
@@ -53,33 +57,85 @@ _FORWARDED_TYPES = frozenset(
 )
 
 
+# Peer messages that carry no term: requests forwarded on behalf of a client, which the
+# leader handles in whatever term it is in. Every other peer message carries one (term 0
+# is how `Raft.step` recognises local input, which skips term handling).
+_TERMLESS_TYPES = frozenset({MessageType.PROPOSE, MessageType.READ_INDEX})
+
+
 def check_peer_message(message: Message) -> None:
     """Raise MalformedMessage if `message` has a shape no correct peer produces.
 
     Checked at the boundary so that the core's own assertions (InvariantViolation) only ever
-    fire for our own bugs, never because of what a peer sent.
+    fire for our own bugs, never because of what a peer sent. Besides each type's shape,
+    every number is bounded: node ids are positive, terms at most MAX_TERM and indexes at
+    most MAX_INDEX, so whatever a peer sends can still be incremented and encoded.
     """
-    if message.type is MessageType.PROPOSE and not message.entries:
-        raise MalformedMessage("MsgProp without entries")
-    if message.type in (MessageType.READ_INDEX, MessageType.READ_INDEX_RESPONSE) and (
-        len(message.entries) != 1 or not message.entries[0].data
+    # On the hot path of replication (every message received): locals, one test per field.
+    message_type, sender, to, term = message.type, message.sender, message.to, message.term
+    if not (0 < sender <= MAX_NODE_ID and 0 < to <= MAX_NODE_ID and sender != to):
+        raise MalformedMessage(f"{message_type.value} from {sender} to {to}: invalid node ids")
+    if not (
+        0 <= term <= MAX_TERM
+        and 0 <= message.log_term <= MAX_TERM
+        and 0 <= message.index <= MAX_INDEX
+        and 0 <= message.commit <= MAX_INDEX
+        and 0 <= message.reject_hint <= MAX_INDEX
     ):
-        raise MalformedMessage(f"{message.type.value} needs exactly one non-empty context")
-    if message.type is MessageType.APPEND:
-        expected = message.index + 1
-        previous_term = message.log_term
-        for entry in message.entries:
-            if entry.index != expected or entry.term < previous_term or entry.term > message.term:
-                raise MalformedMessage(
-                    f"MsgApp entries out of order at {entry.term}/{entry.index} "
-                    f"(after {message.log_term}/{message.index}, term {message.term})"
-                )
-            expected += 1
-            previous_term = entry.term
-    if message.type is MessageType.SNAPSHOT and (
-        message.snapshot is None or message.snapshot.is_empty()
-    ):
+        raise MalformedMessage(
+            f"{message_type.value} with a number out of range (term {term}, log term "
+            f"{message.log_term}, index {message.index}, commit {message.commit}, hint "
+            f"{message.reject_hint})"
+        )
+    if (term == 0) != (message_type in _TERMLESS_TYPES):
+        raise MalformedMessage(f"{message_type.value} with term {term}")
+    if message_type is MessageType.APPEND:
+        _check_append_entries(message)
+    elif message_type is MessageType.PROPOSE:
+        if not message.entries:
+            raise MalformedMessage("MsgProp without entries")
+    elif message_type in (MessageType.READ_INDEX, MessageType.READ_INDEX_RESPONSE):
+        if len(message.entries) != 1 or not message.entries[0].data:
+            raise MalformedMessage(f"{message_type.value} needs exactly one non-empty context")
+    elif message_type is MessageType.SNAPSHOT:
+        _check_snapshot(message)
+
+
+def _check_append_entries(message: Message) -> None:
+    """Entries follow (log_term, index) at consecutive indexes, with terms from 1 up that
+    never go backwards nor past the message's term, and end by MAX_INDEX."""
+    entries = message.entries
+    if not entries:
+        return
+    if message.index + len(entries) > MAX_INDEX:
+        raise MalformedMessage(f"MsgApp entries beyond index {MAX_INDEX}")
+    expected = message.index + 1
+    previous_term = message.log_term or 1
+    term = message.term
+    for entry in entries:
+        if entry.index != expected or not previous_term <= entry.term <= term:
+            raise MalformedMessage(
+                f"MsgApp entries out of order at {entry.term}/{entry.index} "
+                f"(after {message.log_term}/{message.index}, term {term})"
+            )
+        expected += 1
+        previous_term = entry.term
+
+
+def _check_snapshot(message: Message) -> None:
+    snapshot = message.snapshot
+    if snapshot is None or snapshot.is_empty():
         raise MalformedMessage("MsgSnap without a snapshot")
+    metadata = snapshot.metadata
+    # A leader sends the snapshot of its own log: no entry in it is newer than its term.
+    if not (0 < metadata.index <= MAX_INDEX and 0 < metadata.term <= message.term):
+        raise MalformedMessage(
+            f"MsgSnap of term {message.term} with snapshot {metadata.term}/{metadata.index}"
+        )
+    try:
+        confchange.check_conf_state(metadata.conf_state)
+    except ConfChangeInvalid as error:
+        raise MalformedMessage(f"MsgSnap with an impossible configuration: {error}") from None
 
 
 class RawNode:
@@ -154,6 +210,8 @@ class RawNode:
         if message.type in LOCAL_MESSAGE_TYPES:
             raise InvalidArgument(f"{message.type.value} is local and cannot come from a peer")
         check_peer_message(message)
+        if message.to != self.raft.id:
+            raise MalformedMessage(f"{message.type.value} for node {message.to}")
         if message.type in RESPONSE_MESSAGE_TYPES and message.sender not in (
             self.raft.tracker.progress
         ):

@@ -15,6 +15,16 @@ from typing import NewType
 
 NodeId = NewType("NodeId", int)
 NO_NODE = NodeId(0)
+# Node ids travel as unsigned 64-bit integers.
+MAX_NODE_ID = 2**64 - 1
+# The largest term and index any node uses or accepts from a peer. Below 2**63, so every
+# signed or unsigned 64-bit encoding holds it. A node at MAX_TERM cannot campaign (there is
+# no next term): a cluster pushed there elects nobody until `raftkv recover
+# --force-new-cluster` resets the term. No correct cluster comes near it (an election a
+# millisecond for 290 million years); only a buggy or hostile peer could push a term there,
+# and peers' larger values are refused as malformed (`rawnode.check_peer_message`).
+MAX_TERM = 2**63 - 1
+MAX_INDEX = 2**63 - 1
 
 
 class EntryKind(enum.Enum):

@@ -8,7 +8,9 @@
 - A snapshot: the peer addresses known at that point and the state machine's bytes.
 
 Entries and snapshots are read back on every node and after restarts, so decoding is
-strict: an unknown version or a malformed envelope is an error, never a guess.
+strict: an unknown version or a malformed envelope is an error, never a guess. A snapshot
+received from a peer is decoded before any of it is persisted (Node.check_snapshot), so
+a node never stores one it cannot read back.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Annotated
 
 import msgspec
 
@@ -65,20 +68,26 @@ class _ConfChangeContext(msgspec.Struct, array_like=True, forbid_unknown_fields=
 # The snapshot envelope is a msgpack array whose first element is its version (the tag) and
 # whose last is the application's bytes (so a chunked container the application wrote
 # stays readable from the end of the whole snapshot: raftkv.raft.snapshot_chunks).
+# Node ids are positive (decoding refuses anything else: a snapshot can come from a peer,
+# and its ids become transport peers and membership checks). MessagePack integers stop at
+# 2**64 - 1 (MAX_NODE_ID) by themselves.
+_NodeIdField = Annotated[int, msgspec.Meta(gt=0)]
+
+
 class _SnapshotEnvelopeV1(
     msgspec.Struct, array_like=True, forbid_unknown_fields=True, tag=1, tag_field="version"
 ):
-    peers: dict[int, str]
+    peers: dict[_NodeIdField, str]
     app: bytes
 
 
 class _SnapshotEnvelopeV2(
     msgspec.Struct, array_like=True, forbid_unknown_fields=True, tag=2, tag_field="version"
 ):
-    peers: dict[int, str]
+    peers: dict[_NodeIdField, str]
     # Ids removed from the cluster up to the snapshot: never members again (see
     # Node._removed).
-    removed: list[int]
+    removed: list[_NodeIdField]
     app: bytes
 
 

@@ -21,6 +21,11 @@ class Removed(Stopped):
     any more (it keeps running only so the remaining voters can finish the change)."""
 
 
+class StateUnusable(RaftError):
+    """The node's stored state cannot be used to start: a snapshot that does not decode,
+    a term no election could move past. The message names what and what to do."""
+
+
 class OutcomeUnknown(RaftError):
     """The proposal left this node (it was appended as leader, or forwarded to the leader)
     and then this node lost track of it: it stopped, failed, was removed, or installed a

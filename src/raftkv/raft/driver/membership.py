@@ -13,6 +13,7 @@ internals and run on its event loop.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -52,6 +53,8 @@ from raftkv.raft.transport.base import (
 
 if TYPE_CHECKING:
     from raftkv.raft.driver.node import Node
+
+logger = logging.getLogger("raftkv.node")
 
 
 async def join(
@@ -128,6 +131,45 @@ async def ask_cluster(
         backoff = min(backoff * 2, node._election_timeout_s())
 
 
+async def ask_about_stranger(node: Node, stranger: NodeId) -> None:
+    """`stranger` sent us messages, but no source we trust names it, so they were dropped.
+    We may lag behind the change that added it (it may even lead now: then we could never
+    catch up, since we hear none of it). Ask the members we know, at the addresses we
+    trust, which members they know, and learn the ids we lack (never overriding an address
+    we have, never a removed id). A stranger no member knows stays unheard."""
+    request = MemberRequest(MemberAction.MEMBERS, node.id)
+    addresses = [address for peer, address in sorted(node._peers.items()) if peer != node.id]
+    node._rng.shuffle(addresses)
+    for address in addresses:
+        if stranger in node._peers or node._stopping:
+            return
+        try:
+            response = await node.transport.member_request(
+                address, request, node._election_timeout_s()
+            )
+        except TransportError:
+            continue
+        if not response.ok:
+            continue
+        for peer, peer_address in response.members:
+            if (
+                peer != node.id
+                and peer_address
+                and peer not in node._peers
+                and peer not in node._removed
+            ):
+                node._peers[peer] = peer_address
+                node.transport.set_peer(peer, peer_address)
+                logger.info(
+                    "node %d learned member %d at %s from the member at %s (this node lags "
+                    "behind the change that added it)",
+                    node.id,
+                    peer,
+                    peer_address,
+                    address,
+                )
+
+
 def learn_members(node: Node, members: Sequence[tuple[NodeId, str]]) -> None:
     for peer, address in members:
         if peer != node.id and address and node._peers.get(peer) != address:
@@ -139,6 +181,15 @@ async def handle_request(node: Node, request: MemberRequest) -> MemberResponse:
     """A peer asks us (as leader) to change the membership."""
     if node._stopping or node._rawnode is None:
         return MemberResponse(ok=False, error="stopped", message="node is stopping")
+    if request.action is MemberAction.MEMBERS:
+        # A question, not a change: any member answers.
+        leader = node._leader_id
+        return MemberResponse(
+            ok=True,
+            leader_id=leader,
+            leader_address=node._peers.get(leader, "") if leader != NO_NODE else "",
+            members=tuple(sorted(node._peers.items())),
+        )
     if node._role is not StateRole.LEADER:
         return not_leader_response(node)
     try:

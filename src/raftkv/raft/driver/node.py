@@ -49,6 +49,7 @@ from raftkv.raft.core.errors import (
 from raftkv.raft.core.rawnode import RawNode
 from raftkv.raft.core.ready import Ready
 from raftkv.raft.core.types import (
+    MAX_TERM,
     NO_NODE,
     ConfChange,
     ConfState,
@@ -78,10 +79,16 @@ from raftkv.raft.driver.errors import (
     ProposalTimeout,
     ReadTimeout,
     Removed,
+    StateUnusable,
     Stopped,
 )
 from raftkv.raft.driver.settings import NodeSettings
-from raftkv.raft.driver.state_machine import BackgroundSnapshots, StateMachine
+from raftkv.raft.driver.state_machine import (
+    BackgroundSnapshots,
+    SnapshotInvalid,
+    StateMachine,
+    ValidatesSnapshots,
+)
 from raftkv.raft.driver.status import NodeStats, NodeStatus, PeerProgress
 from raftkv.raft.storage.base import RaftStorage
 from raftkv.raft.transport.base import (
@@ -222,6 +229,10 @@ class Node:
         # down when removed still thinks itself a member; were its id reused, its stale
         # vote would count as the new member's (etcd never reuses member ids either).
         self._removed: set[NodeId] = set()
+        # Asking the members about an id we dropped messages from (see _is_known_peer):
+        # the task, and when (our clock) another may start.
+        self._stranger_lookup: asyncio.Task[None] | None = None
+        self._next_stranger_lookup = 0.0
         # When (this node's clock) it last lost its leader, or started without one; None
         # while it knows a leader.
         self._leaderless_since: float | None = self.clock.now()
@@ -270,17 +281,27 @@ class Node:
         if self._started:
             raise InvalidArgument("the node is already started")
         self._started = True
+        self._check_stored_term()
         snapshot = self.storage.snapshot()
         applied = self.state_machine.applied_index()
         if not snapshot.is_empty():
-            peers, removed, app = self._decode_snapshot(snapshot)
+            try:
+                peers, removed, app = decode_snapshot_envelope(snapshot.data)
+                if applied < snapshot.metadata.index:
+                    metadata = snapshot.metadata
+                    self.state_machine.restore(app, metadata.index, metadata.term)
+            except (EnvelopeError, SnapshotInvalid) as error:
+                raise StateUnusable(
+                    f"node {self.id}: the snapshot stored at index {snapshot.metadata.index}"
+                    f"{self._storage_location()} cannot be used ({error}). This node's state "
+                    "is lost: remove the node from the cluster and add it back with a new id "
+                    "and an empty data dir, or restore it from a backup"
+                ) from error
             for peer, address in peers.items():
                 self._peers.setdefault(peer, address)
             self._removed |= removed
             # Removed before the snapshot was taken: a restart still knows it.
             self.removed = self.id in self._removed
-            if applied < snapshot.metadata.index:
-                self.state_machine.restore(app, snapshot.metadata.index, snapshot.metadata.term)
             self._snapshot_index = snapshot.metadata.index
         settings = self.settings
         config = Config(
@@ -318,6 +339,25 @@ class Node:
             loop.create_task(self._run(), name=f"raftkv-node-{self.id}"),
             loop.create_task(self._tick_forever(), name=f"raftkv-ticker-{self.id}"),
         ]
+
+    def _check_stored_term(self) -> None:
+        term = self.storage.initial_state()[0].term
+        if term < MAX_TERM:
+            return
+        advice = (
+            "no election can succeed in this cluster any more: recover it with `raftkv "
+            "recover --force-new-cluster` on the member with the highest commit index"
+        )
+        if term > MAX_TERM:
+            raise StateUnusable(
+                f"node {self.id}: the term stored{self._storage_location()} ({term}) is past "
+                f"the largest term ({MAX_TERM}); {advice}"
+            )
+        logger.error("node %d is at the largest term (%d): %s", self.id, term, advice)
+
+    def _storage_location(self) -> str:
+        path = getattr(self.storage, "path", None)
+        return f" in {path}" if isinstance(path, str) else ""
 
     async def stop(self, *, transfer_leadership: bool = True) -> None:
         """Stop gracefully: a leader first hands leadership to a caught-up voter (bounded
@@ -586,10 +626,27 @@ class Node:
             self.stats.messages_dropped += len(messages)
             return
         self._inbox.extend(messages)
-        now = self.clock.now()
-        for message in messages:
-            self._last_heard[message.sender] = now
         self._wake.set()
+
+    def check_snapshot(self, message: Message) -> None:
+        """ChecksSnapshots: refuse (MalformedMessage) a snapshot whose data this node could
+        not install (an envelope that does not decode; state its ValidatesSnapshots state
+        machine could not restore), before any of it is persisted. Runs on a transport's
+        worker thread: reads only `message` and the state machine's validate_snapshot."""
+        snapshot = message.snapshot
+        if snapshot is None:
+            return
+        try:
+            _, _, app = decode_snapshot_envelope(snapshot.data)
+            machine = self.state_machine
+            if isinstance(machine, ValidatesSnapshots):
+                machine.validate_snapshot(app)
+        except (EnvelopeError, SnapshotInvalid) as error:
+            metadata = snapshot.metadata
+            raise MalformedMessage(
+                f"snapshot {metadata.term}/{metadata.index} from node {message.sender} is "
+                f"unusable: {error}"
+            ) from None
 
     def report_unreachable(self, peer: NodeId) -> None:
         if self._rawnode is not None and not self._stopping:
@@ -677,6 +734,7 @@ class Node:
 
     def _drain_inbox(self, rawnode: RawNode) -> None:
         inbox = self._inbox
+        now = self.clock.now()
         while inbox:
             message = inbox.popleft()
             if message.to != self.id:
@@ -687,6 +745,15 @@ class Node:
                 # is no member, whatever it says.
                 self.stats.messages_rejected += 1
                 continue
+            if not self._is_known_peer(rawnode, message.sender):
+                # Nor is an id no trusted source named: its term would force elections, or
+                # push ours where it cannot move any more (issue 12, A3).
+                self.stats.messages_rejected += 1
+                self._ask_about_stranger(message.sender)
+                continue
+            # "Last contact" is kept for known peers only: ids a message merely names would
+            # grow it without bound.
+            self._last_heard[message.sender] = now
             try:
                 if message.type is MessageType.PROPOSE:
                     check_forwarded_entries(message.entries)
@@ -701,6 +768,34 @@ class Node:
                     message.sender,
                     error,
                 )
+
+    def _is_known_peer(self, rawnode: RawNode, peer: NodeId) -> bool:
+        """A member of the configuration in force, or a node whose address came from a
+        source we trust: our log and snapshots, the operator (`peers`, `bootstrap`), a
+        member's answer to a membership request. Never an id that only a message names.
+        A joiner knows the leader adding it from the answer to its join request; a node
+        lagging behind the change that added the sender drops its messages until it
+        learns of it (see `_ask_about_stranger`)."""
+        return peer in self._peers or peer in rawnode.raft.tracker.progress
+
+    def _ask_about_stranger(self, stranger: NodeId) -> None:
+        """Ask the members we know whether they know `stranger` (membership.ask_about_
+        stranger), at most once per election timeout, one question at a time."""
+        lookup = self._stranger_lookup
+        if lookup is not None and not lookup.done():
+            return
+        now = self.clock.now()
+        if now < self._next_stranger_lookup or self._stopping:
+            return
+        self._next_stranger_lookup = now + self._election_timeout_s()
+        if lookup is not None:
+            self._tasks.remove(lookup)
+        # Kept with the node's tasks, so stopping cancels it.
+        self._stranger_lookup = asyncio.get_running_loop().create_task(
+            membership.ask_about_stranger(self, stranger),
+            name=f"raftkv-stranger-{self.id}",
+        )
+        self._tasks.append(self._stranger_lookup)
 
     def _drain_proposals(self, rawnode: RawNode) -> None:
         """Step queued proposals into the core, as few messages as possible: consecutive

@@ -63,3 +63,28 @@ class BackgroundSnapshots(Protocol):
     """
 
     def snapshot_later(self) -> Callable[[], bytes]: ...
+
+
+class SnapshotInvalid(Exception):
+    """Snapshot bytes that are not a snapshot this state machine can restore: raised by
+    `ValidatesSnapshots.validate_snapshot`, and by `restore` before it changes anything."""
+
+
+@runtime_checkable
+class ValidatesSnapshots(Protocol):
+    """Optional, and recommended: checks a snapshot received from a peer before any of it
+    is persisted or installed.
+
+    Without it, a snapshot whose bytes the state machine cannot restore (a buggy or hostile
+    peer's, or one damaged before it was checksummed) is persisted first and fails to
+    restore after: the node stops, and fails the same way at every start. With it, the
+    transfer is refused (the leader retries later) and nothing changes here.
+
+    `validate_snapshot(data)` raises SnapshotInvalid unless `restore(data, ...)` would
+    succeed and leave a state the state machine can open and apply to. It should check the
+    whole of `data` and may cost O(len(data)): it runs on a transport's worker thread, off
+    the event loop and possibly while entries are applied, so it must read nothing but
+    `data` (no state of the state machine, no storage).
+    """
+
+    def validate_snapshot(self, data: bytes) -> None: ...

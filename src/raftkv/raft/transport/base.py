@@ -28,6 +28,8 @@ class MemberAction(enum.Enum):
     ADD_LEARNER = "add_learner"
     PROMOTE = "promote"
     REMOVE = "remove"
+    # Changes nothing: any member (leader or not) answers ok with the members it knows.
+    MEMBERS = "members"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +94,25 @@ class LocalSnapshots(Protocol):
     async def local_snapshot_data(self) -> bytes | None: ...
 
 
+@runtime_checkable
+class ChecksSnapshots(Protocol):
+    """Optional for a TransportHandler: tells a snapshot it cannot use before it is
+    delivered.
+
+    A transport that received a MsgSnap calls `check_snapshot(message)` before `deliver`,
+    off the event loop (it may cost O(data)). MalformedMessage means the data is unusable:
+    the transport drops the message and fails the transfer, so that the sender reports it
+    failed (its leader retries later) and nothing of it is persisted here. Must read
+    nothing but `message` and state that does not change while the handler runs.
+    """
+
+    def check_snapshot(self, message: Message) -> None: ...
+
+
 class Transport(Protocol):
     async def start(self, handler: TransportHandler) -> None:
-        """Begin listening (if it serves) and delivering to `handler`."""
+        """Begin listening (if it serves) and delivering to `handler`: a received MsgSnap
+        only once the handler's `check_snapshot` passed, if it has one (ChecksSnapshots)."""
         ...
 
     def send(self, messages: Sequence[Message]) -> None:

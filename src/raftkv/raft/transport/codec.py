@@ -83,6 +83,7 @@ _WIRE_MEMBER_ACTION: dict[MemberAction, wire.MemberAction] = {
     MemberAction.ADD_LEARNER: wire.MEMBER_ACTION_ADD_LEARNER,
     MemberAction.PROMOTE: wire.MEMBER_ACTION_PROMOTE,
     MemberAction.REMOVE: wire.MEMBER_ACTION_REMOVE,
+    MemberAction.MEMBERS: wire.MEMBER_ACTION_MEMBERS,
 }
 _CORE_MEMBER_ACTION: dict[int, MemberAction] = {
     code: action for action, code in _WIRE_MEMBER_ACTION.items()
@@ -270,6 +271,8 @@ def encode_batch(
     sender = messages[0].sender
     if any(message.sender != sender for message in messages):
         raise InvalidArgument("a batch carries the messages of one sender")
+    if any(message.type is MessageType.SNAPSHOT for message in messages):
+        raise InvalidArgument("MsgSnap travels over SnapshotTransfer, never in a batch")
     batch = wire.MessageBatch(cluster_id=cluster_id, from_node=sender, from_address=from_address)
     add_message = batch.messages.add
     for message in messages:
@@ -289,8 +292,9 @@ MAX_ADDRESS_LENGTH = 300
 def decode_frame(data: bytes, cluster_id: int) -> tuple[NodeId, str, list[Message]]:
     """(from_node, from_address, messages) of one received Send frame, all or nothing.
     Raises MalformedMessage for undecodable bytes, another cluster's frame, a message
-    whose sender is not the frame's `from_node`, an oversize address, or any malformed
-    message."""
+    whose sender is not the frame's `from_node`, a MsgSnap (snapshots travel over
+    SnapshotTransfer, where the receiver checks them before delivering: one in a frame
+    would skip that), an oversize address, or any malformed message."""
     batch = _parse(wire.MessageBatch, data)
     if len(batch.from_address) > MAX_ADDRESS_LENGTH:
         raise MalformedMessage(f"sender address of {len(batch.from_address)} characters")
@@ -302,6 +306,8 @@ def decode_frame(data: bytes, cluster_id: int) -> tuple[NodeId, str, list[Messag
             raise MalformedMessage(
                 f"message from {message.sender} in a batch from node {from_node}"
             )
+        if message.type is MessageType.SNAPSHOT:
+            raise MalformedMessage("MsgSnap in a Send frame (snapshots use SnapshotTransfer)")
     return NodeId(from_node), batch.from_address, decoded
 
 

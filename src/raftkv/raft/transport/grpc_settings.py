@@ -187,6 +187,8 @@ class GrpcTransportStats:
     snapshots_sent: int = 0
     snapshots_failed: int = 0
     snapshots_received: int = 0
+    # Received whole but refused: the handler found the data unusable (ChecksSnapshots).
+    snapshots_refused: int = 0
     # Sending snapshots: the data size of every snapshot offered (what sending all of it
     # would cost), the chunk bytes written on the wire (compressed), and the data the
     # receivers already held (not sent); chunks sent and chunks the receivers held.

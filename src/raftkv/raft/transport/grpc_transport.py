@@ -25,7 +25,8 @@ a peer sends can raise outside this module: undecodable bytes, unknown enum code
 malformed messages, another cluster's id or a sender that is not the frame's `from_node`
 are logged (one rate-limited line with the peer's address) and the stream is aborted with
 INVALID_ARGUMENT; nothing from a rejected frame reaches the handler. A snapshot is delivered
-only once every check passed.
+only once every check passed, the handler's own included (ChecksSnapshots: it runs on a
+worker thread; a snapshot it refuses fails the transfer with INVALID_ARGUMENT).
 
 Ordering. Messages to one peer leave in `send` order and, on a healthy stream, arrive in
 that order. After a stream failure some messages are lost, never reordered on purpose.
@@ -57,6 +58,7 @@ from raftkv.raft.core.errors import InvalidArgument, MalformedMessage
 from raftkv.raft.core.types import Message, MessageType, NodeId
 from raftkv.raft.transport import raft_pb2 as wire
 from raftkv.raft.transport.base import (
+    ChecksSnapshots,
     LocalSnapshots,
     MemberRequest,
     MemberResponse,
@@ -491,13 +493,13 @@ class GrpcTransport:
         received = 0
         async for frame in frames:
             try:
-                from_node, from_address, messages = decode_frame(frame, self.settings.cluster_id)
+                # The frame's from_address is only what the sender claims: never dialled.
+                # Addresses come from set_peer alone (the membership the node learned from
+                # its log, snapshots, the operator, or a member it asked), so that no frame
+                # can choose where this node connects.
+                _, _, messages = decode_frame(frame, self.settings.cluster_id)
             except MalformedMessage as error:
                 await self._reject(context, "Send", grpc.StatusCode.INVALID_ARGUMENT, error)
-            if from_address and from_node not in self._addresses:
-                # A peer we have no address for (we lag behind the change that added it):
-                # learn where it listens so we can answer. Known addresses stay as set.
-                self.set_peer(from_node, from_address)
             if messages and self._handler is not None:
                 self.stats.frames_received += 1
                 self.stats.messages_received += len(messages)
@@ -523,6 +525,13 @@ class GrpcTransport:
             async with asyncio.timeout(self.settings.snapshot_timeout_seconds):
                 incoming = await self._receive_snapshot(context)
                 message = await asyncio.to_thread(incoming.finish)
+                checks = _snapshot_checks(self._handler)
+                if checks is not None:
+                    try:
+                        await asyncio.to_thread(checks.check_snapshot, message)
+                    except MalformedMessage:
+                        self.stats.snapshots_refused += 1
+                        raise
         except SnapshotTooLarge as error:
             await self._reject(context, method, grpc.StatusCode.RESOURCE_EXHAUSTED, error)
         except MalformedMessage as error:
@@ -914,6 +923,11 @@ class _Progress:
             f"{self.chunks} held by the peer), {self.bytes_sent} bytes on the wire for "
             f"{self.full_bytes} bytes of data ({share:.1%}) in {seconds:.2f}s"
         )
+
+
+def _snapshot_checks(handler: object) -> ChecksSnapshots | None:
+    """The handler as a ChecksSnapshots, if it has that capability."""
+    return handler if isinstance(handler, ChecksSnapshots) else None
 
 
 def _local_snapshots(handler: object) -> LocalSnapshots | None:

@@ -16,9 +16,11 @@ import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from random import Random
 
+from raftkv.raft.core.errors import MalformedMessage
 from raftkv.raft.core.types import Message, MessageType, NodeId
 from raftkv.raft.driver.clock import Clock, SystemClock
 from raftkv.raft.transport.base import (
+    ChecksSnapshots,
     MemberRequest,
     MemberResponse,
     NotDelivered,
@@ -133,13 +135,29 @@ class InProcessNetwork:
                         source.handler.report_snapshot(message.to, False)
             return
         self.delivered += len(batch)
-        # As GrpcTransport: a receiver that has no address for the sender learns it.
-        for sender in {message.sender for message in batch}:
-            destination._peers.setdefault(sender, source.address)
-        destination.handler.deliver(batch)
+        # As GrpcTransport: the receiver learns no address from what arrives, and a
+        # snapshot its handler refuses is dropped and reported failed.
+        outcomes = {
+            id(message): _usable(destination.handler, message)
+            for message in batch
+            if message.type is MessageType.SNAPSHOT
+        }
+        destination.handler.deliver([m for m in batch if outcomes.get(id(m), True)])
         for message in batch:
             if message.type is MessageType.SNAPSHOT and source.running and source.handler:
-                source.handler.report_snapshot(message.to, True)
+                source.handler.report_snapshot(message.to, outcomes[id(message)])
+
+
+def _usable(handler: TransportHandler, snapshot: Message) -> bool:
+    """Whether `handler` accepts the MsgSnap `snapshot` (ChecksSnapshots; checked inline:
+    in-process snapshots are small and simulations must stay deterministic)."""
+    if not isinstance(handler, ChecksSnapshots):
+        return True
+    try:
+        handler.check_snapshot(snapshot)
+    except MalformedMessage:
+        return False
+    return True
 
 
 class InProcessTransport:

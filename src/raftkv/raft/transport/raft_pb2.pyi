@@ -42,6 +42,7 @@ class MemberAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MEMBER_ACTION_ADD_LEARNER: _ClassVar[MemberAction]
     MEMBER_ACTION_PROMOTE: _ClassVar[MemberAction]
     MEMBER_ACTION_REMOVE: _ClassVar[MemberAction]
+    MEMBER_ACTION_MEMBERS: _ClassVar[MemberAction]
 MESSAGE_TYPE_UNSPECIFIED: MessageType
 MSG_PROPOSE: MessageType
 MSG_APPEND: MessageType
@@ -66,6 +67,7 @@ MEMBER_ACTION_UNSPECIFIED: MemberAction
 MEMBER_ACTION_ADD_LEARNER: MemberAction
 MEMBER_ACTION_PROMOTE: MemberAction
 MEMBER_ACTION_REMOVE: MemberAction
+MEMBER_ACTION_MEMBERS: MemberAction
 
 class Entry(_message.Message):
     __slots__ = ("term", "index", "kind", "data")
