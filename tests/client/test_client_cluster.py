@@ -5,6 +5,7 @@ typed refusals."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable
 
 import httpx
@@ -30,6 +31,7 @@ from raftkv.client import (
     RangeResult,
     StaleSequence,
     TxnResult,
+    protocol,
     txn,
 )
 from raftkv.kv import KvSettings
@@ -167,6 +169,26 @@ def test_txn_compare_and_swap_runs_one_branch_with_typed_responses() -> None:
             assert created.succeeded and created.responses == ()
             absent = await api.run(client.txn([txn.lease("lock", "!=", 0)]))
             assert not absent.succeeded
+
+    in_cluster(test)
+
+
+def test_a_read_only_txn_is_a_read_without_a_session() -> None:
+    """The server serves a txn of range ops as a read and records no session for it, so
+    the client sends none: a sequence it spent there would make the lane's next write
+    look like a session the store forgot (409 session_expired)."""
+    request = protocol.txn([txn.version("k", "=", 0)], [txn.range("k")], [txn.get("j")], None)
+    body = json.loads(request.body or b"{}")
+    assert request.kind is protocol.Kind.READ
+    assert (body["client_id"], body["sequence"]) == ("", 0)
+
+    async def test(api: HttpCluster) -> None:
+        async with api.client() as client:
+            read = await api.run(client.txn([txn.version("k", "=", 0)], [txn.range("k")]))
+            assert read.succeeded
+            await api.run(client.put("k", "v"))
+            found = await api.run(client.get("k"))
+            assert found is not None and found.value == b"v"
 
     in_cluster(test)
 

@@ -159,7 +159,10 @@ class Client:
         failure: Sequence[Op] = (),
     ) -> TxnResult:
         """If every compare holds run `success`, else `failure`, atomically; exactly once.
-        Build compares and ops with `raftkv.client.txn`."""
+        Build compares and ops with `raftkv.client.txn`. A txn of range ops only is a
+        read: no session, retried after any failure."""
+        if protocol.is_read_only(success, failure):
+            return await self._call(protocol.txn(compares, success, failure, None))
         async with self._sessions.session() as session:
             return await self._write(
                 lambda lane: protocol.txn(compares, success, failure, lane), session

@@ -383,32 +383,42 @@ def _txn_request(
     compares: Sequence[Compare],
     success: Sequence[Op],
     failure: Sequence[Op],
-    session: Session,
+    session: Session | None,
     *,
     decode: Callable[[bytes, str], Decoded[T]],
     description: str,
 ) -> Request[T]:
+    """A txn; with no session (a read-only txn, which the server serves as a read and
+    never records in a session), a READ retried after any failure."""
     body = TxnBody(
         compares=[_compare_body(compare) for compare in compares],
         success=[_op_body(op) for op in success],
         failure=[_op_body(op) for op in failure],
-        client_id=session.client_id,
-        sequence=session.sequence,
+        client_id=session.client_id if session is not None else "",
+        sequence=session.sequence if session is not None else 0,
     )
     return Request(
         "POST",
         "/v1/txn",
         _params(),
         _encoder.encode(body),
-        Kind.WRITE,
+        Kind.WRITE if session is not None else Kind.READ,
         to_leader=True,
         decode=decode,
         description=description,
     )
 
 
+def is_read_only(success: Sequence[Op], failure: Sequence[Op]) -> bool:
+    """A txn of range ops only: the server serves it as a read (no log entry, no session)."""
+    return all(isinstance(op, RangeOp) for op in (*success, *failure))
+
+
 def txn(
-    compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op], session: Session
+    compares: Sequence[Compare],
+    success: Sequence[Op],
+    failure: Sequence[Op],
+    session: Session | None,
 ) -> Request[TxnResult]:
     def decode(content: bytes, endpoint: str) -> Decoded[TxnResult]:
         answer = _read(TxnAnswer, content)

@@ -151,7 +151,10 @@ class SyncClient:
         failure: Sequence[Op] = (),
     ) -> TxnResult:
         """If every compare holds run `success`, else `failure`, atomically; exactly once.
-        Build compares and ops with `raftkv.client.txn`."""
+        Build compares and ops with `raftkv.client.txn`. A txn of range ops only is a
+        read: no session, retried after any failure."""
+        if protocol.is_read_only(success, failure):
+            return self._call(protocol.txn(compares, success, failure, None))
         with self._sessions.session() as session:
             return self._write(lambda lane: protocol.txn(compares, success, failure, lane), session)
 
