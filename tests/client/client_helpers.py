@@ -27,7 +27,7 @@ import msgspec
 from aiohttp.test_utils import TestServer
 
 from raftkv.client import Client, ClientSettings
-from raftkv.kv import KvService, KvSettings, KvStateMachine
+from raftkv.kv import KvService, KvSettings, KvStateMachine, ReadLimits
 from raftkv.raft.storage.base import RaftStorage
 from raftkv.server import HttpSettings, create_app
 from raftkv.testing.local_cluster import LocalCluster
@@ -111,7 +111,9 @@ class HttpCluster:
 
 @asynccontextmanager
 async def http_cluster(
-    settings: HttpSettings | None = None, kv_settings: KvSettings | None = None
+    settings: HttpSettings | None = None,
+    kv_settings: KvSettings | None = None,
+    read_limits: ReadLimits | None = None,
 ) -> AsyncIterator[HttpCluster]:
     cluster = LocalCluster(3, state_machine=kv_machine)
     await cluster.start()
@@ -121,7 +123,7 @@ async def http_cluster(
         for node_id, node in cluster.nodes.items():
             machine = node.state_machine
             assert isinstance(machine, KvStateMachine)
-            service = KvService(node, machine, kv_settings)
+            service = KvService(node, machine, kv_settings, read_limits=read_limits)
             server = TestServer(create_app(service, settings), host="127.0.0.1", port=0)
             await server.start_server()
             api.servers.append(server)

@@ -22,6 +22,8 @@ from raftkv.client import (
     WatchEvent,
     txn,
 )
+from raftkv.client.recipes import _Contender
+from raftkv.kv import ReadLimits
 from raftkv.testing.local_cluster import run_scenario
 
 
@@ -380,6 +382,37 @@ def test_a_lock_serves_contenders_in_order_with_growing_fencing_tokens() -> None
 
     async def scenario() -> None:
         async with http_cluster() as api:
+            await api.run(test(api))
+
+    run_scenario(scenario)
+
+
+def test_a_lock_queue_longer_than_one_answer_is_read_whole() -> None:
+    """The server cuts a long range (`more`); the queue is read page by page at one
+    revision, so the oldest waiter is found wherever it sorts in key order."""
+
+    async def test(api: HttpCluster) -> None:
+        async with api.client() as client:
+            leases = [client.lease(30) for _ in range(6)]
+            for lease in leases:
+                await lease.open()
+            contenders = sorted(
+                (_Contender(client, "locks/big/", lease) for lease in leases),
+                key=lambda contender: contender.key,
+                reverse=True,
+            )
+            for contender in contenders:  # the oldest key sorts last, on the last page
+                await contender.enter(b"v" * 400)
+            waiting, revision = await contenders[-1].queue()
+            assert [kv.key for kv in waiting] == [contender.key for contender in contenders]
+            assert revision == api.revision()
+            answer = await client.range("locks/big/", prefix=True)
+            assert answer.more  # the server did cut it
+            for lease in leases:
+                await lease.close()
+
+    async def scenario() -> None:
+        async with http_cluster(read_limits=ReadLimits(max_response_bytes=1024)) as api:
             await api.run(test(api))
 
     run_scenario(scenario)

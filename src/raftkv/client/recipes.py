@@ -84,10 +84,17 @@ class _Contender:
         self.revision = found.kvs[0].create_revision
 
     async def queue(self) -> tuple[list[KeyValue], int]:
-        """The keys in the queue, oldest first, and the revision they were read at."""
+        """The keys in the queue, oldest first, and the revision they were read at. Read
+        page by page at one revision: the server cuts a long answer (`more`), and the
+        oldest key may sort anywhere in key order."""
         result = await self.client.range(self.prefix, prefix=True)
-        waiting = sorted(result.kvs, key=lambda kv: kv.create_revision)
-        return waiting, result.revision
+        kvs, revision = list(result.kvs), result.revision
+        while result.more and result.kvs:
+            after = result.kvs[-1].key + b"\0"
+            result = await self.client.range(after, _prefix_end(self.prefix), revision=revision)
+            kvs.extend(result.kvs)
+        waiting = sorted(kvs, key=lambda kv: kv.create_revision)
+        return waiting, revision
 
     async def wait_for_turn(self) -> None:
         """Return once this key is the oldest in the queue; LockLost if it leaves it."""
@@ -196,3 +203,11 @@ class Election:
 
     async def resign(self) -> None:
         await self._contender.leave()
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    """The first key after every key starting with `prefix` (b"\\0": no end, every key)."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return b"\0"
+    return stripped[:-1] + bytes([stripped[-1] + 1])
