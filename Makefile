@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 SIM_SEEDS ?= 0:10000
 TEST_SIM_SEEDS ?= 0:300
 
-.PHONY: run test lint sim sim-driver sim-kv fuzz-peer mutate fmt clean venv proto bench chaos
+.PHONY: run test lint sim sim-driver sim-kv fuzz fuzz-peer mutate fmt clean venv proto bench chaos
 
 venv: $(STAMP)
 
@@ -52,6 +52,15 @@ FUZZ_PEER_SEEDS ?= 0:20
 FUZZ_PEER_BATCHES ?= 30
 fuzz-peer: $(STAMP)
 	$(BIN)/python -m raftkv.testing.peer_fuzz --seeds $(FUZZ_PEER_SEEDS) --batches $(FUZZ_PEER_BATCHES)
+
+## fuzz: the client port (schemathesis from /openapi.json, compressed bodies, connection
+## floods, unread watchers, garbage bytes) at a real cluster, then fuzz-peer; make test runs both briefly
+FUZZ_EXAMPLES ?= 200
+FUZZ_SCALE ?= 3
+fuzz: $(STAMP)
+	RAFTKV_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) RAFTKV_FUZZ_SCALE=$(FUZZ_SCALE) \
+		$(BIN)/python -m pytest -q tests/e2e/test_e2e_fuzz.py
+	$(MAKE) --no-print-directory fuzz-peer
 
 ## mutate: break the core on purpose (tools/mutate.py) and check the tests catch each bug
 mutate: $(STAMP)

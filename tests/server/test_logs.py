@@ -7,8 +7,15 @@ import logging
 import sys
 
 import pytest
+from aiohttp.http_exceptions import LineTooLong
 
-from raftkv.server.logs import JsonFormatter, NodeContext, TextFormatter, configure_logging
+from raftkv.server.logs import (
+    BadRequestLines,
+    JsonFormatter,
+    NodeContext,
+    TextFormatter,
+    configure_logging,
+)
 
 
 def record(message: str = "hello %s", *args: object) -> logging.LogRecord:
@@ -73,3 +80,39 @@ def test_configure_logging_installs_one_handler(capsys: pytest.CaptureFixture[st
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+
+
+def test_a_request_aiohttp_cannot_parse_is_one_info_line_at_most_once_a_second() -> None:
+    clock = [0.0]
+    lines = BadRequestLines(interval_s=1.0, clock=lambda: clock[0])
+
+    def parse_error() -> logging.LogRecord:
+        try:
+            raise LineTooLong(b"aaaa" * 100, "8190")
+        except LineTooLong:
+            exc_info = sys.exc_info()
+        return logging.LogRecord(
+            "aiohttp.server",
+            logging.ERROR,
+            __file__,
+            1,
+            "Error handling request from %s",
+            ("127.0.0.1",),
+            exc_info,
+        )
+
+    first = parse_error()
+    assert lines.filter(first)
+    assert (first.levelname, first.exc_info) == ("INFO", None)
+    assert first.getMessage().startswith("Error handling request from 127.0.0.1: 400")
+    assert "\n" not in TextFormatter().format(first)
+    assert not lines.filter(parse_error())  # within the second: left out, counted
+    clock[0] = 1.5
+    later = parse_error()
+    assert lines.filter(later)
+    assert "(1 more since the last line)" in later.getMessage()
+    # Anything else aiohttp logs keeps its level and traceback.
+    other = logging.LogRecord(
+        "aiohttp.server", logging.ERROR, __file__, 1, "boom", (), (ValueError, ValueError(), None)
+    )
+    assert lines.filter(other) and other.exc_info is not None

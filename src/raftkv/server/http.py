@@ -43,7 +43,8 @@ answers are built there, and the client port has its limits (raftkv.server.liste
 
 Errors: every refusal is `{"error": {"code", "message"}}`:
 - 400: `invalid_json`, `invalid_request` (wrong types, unknown fields, bad query values),
-  `invalid_base64`, `empty_key`, `duplicate_key`, `future_revision`;
+  `invalid_base64`, `empty_key`, `duplicate_key`, `future_revision`, `body_incomplete`
+  (the connection closed mid-body), `invalid_body` (a body that cannot be read);
 - 404 `not_found` (no such key), `lease_not_found` (no such lease: never granted, revoked
   or expired) or `unknown_route` (no such path), 405 `method_not_allowed`;
 - 406 `not_utf8`; 409 `stale_sequence` (a late duplicate of an exactly-once write),

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from raftkv.kv.commands import KeyValue
 from raftkv.server.api import KeyValueAnswer
@@ -154,8 +155,10 @@ _DEFAULT_BODY_TIMEOUT_S = 10.0
 
 async def decode_body(request: web.Request, kind: type[StructT], limit: int) -> StructT:
     """The request's JSON body as `kind`: 413 over `limit` bytes, 408 `body_timeout` if it
-    does not arrive within the app's BODY_TIMEOUT, 400 `invalid_json` if it is not JSON,
-    400 `invalid_request` if it does not fit `kind` (unknown fields, wrong types)."""
+    does not arrive within the app's BODY_TIMEOUT, 400 `body_incomplete` or `invalid_body`
+    if the connection closed before it did or it cannot be read (a broken chunked
+    encoding), 400 `invalid_json` if it is not JSON, 400 `invalid_request` if it does not
+    fit `kind` (unknown fields, wrong types)."""
     length = request.content_length
     if length is not None and length > limit:
         raise ApiError(
@@ -169,6 +172,15 @@ async def decode_body(request: web.Request, kind: type[StructT], limit: int) -> 
         raise ApiError(
             408, "body_timeout", f"the body did not arrive within body_timeout_s={timeout:g}"
         ) from error
+    except ConnectionResetError as error:
+        # The client went away mid-body: nobody will read the answer, but nothing is
+        # unexpected here (no 500, no traceback).
+        raise ApiError(
+            400, "body_incomplete", "the connection closed before the whole body arrived"
+        ) from error
+    except RequestPayloadError as error:
+        # A body aiohttp cannot read: a broken chunked encoding, a length that lies.
+        raise ApiError(400, "invalid_body", f"the body cannot be read: {error}") from error
     decoder = _json_decoders.get(kind)
     if decoder is None:
         decoder = _json_decoders[kind] = msgspec.json.Decoder(kind)

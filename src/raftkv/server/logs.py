@@ -17,6 +17,8 @@ import sys
 import time
 from collections.abc import Callable
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 LOG_FORMATS = ("text", "json")
 
 
@@ -69,6 +71,36 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(document, ensure_ascii=False)
 
 
+class BadRequestLines(logging.Filter):
+    """aiohttp logs a request it cannot parse (a header line over 8 KiB, garbage bytes) as
+    an ERROR with the parser's traceback, and answers it 400. It is the client's fault and
+    says nothing about the server: one INFO line each, at most one a second (the next line
+    counts those left out), so a client sending garbage cannot flood the log."""
+
+    def __init__(self, interval_s: float = 1.0, clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self._interval_s = interval_s
+        self._clock = clock
+        self._last = -float("inf")
+        self._skipped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, HttpProcessingError):
+            return True
+        now = self._clock()
+        if now - self._last < self._interval_s:
+            self._skipped += 1
+            return False
+        detail = " ".join(str(error).split())[:200]
+        skipped = f" ({self._skipped} more since the last line)" if self._skipped else ""
+        record.msg, record.args = f"%s: {detail}{skipped}", (record.getMessage(),)
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        self._last, self._skipped = now, 0
+        return True
+
+
 def configure_logging(level: str, log_format: str, node_id: int) -> NodeContext:
     """Send every log record to stderr in `log_format` at `level` and above; returns the
     context filter, whose `term` the server points at its node."""
@@ -85,4 +117,8 @@ def configure_logging(level: str, log_format: str, node_id: int) -> NodeContext:
     root.setLevel(getattr(logging, level.upper()))
     # aiohttp's access log is one line per request: too much at info.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    server_log = logging.getLogger("aiohttp.server")
+    for old_filter in [f for f in server_log.filters if isinstance(f, BadRequestLines)]:
+        server_log.removeFilter(old_filter)
+    server_log.addFilter(BadRequestLines())
     return context

@@ -80,7 +80,7 @@ _STRUCTS: tuple[type[msgspec.Struct], ...] = (
 
 _ERROR_TEXT = {
     "400": "Bad request: invalid_json, invalid_request, invalid_base64, empty_key, "
-    "duplicate_key, future_revision",
+    "duplicate_key, future_revision, body_incomplete, invalid_body",
     "404": "not_found: no such key; lease_not_found: no such lease (never granted, revoked "
     "or expired); unknown_route: no such path",
     "406": "not_utf8: the stored key or value is not UTF-8; ask with encoding=base64",
