@@ -58,7 +58,7 @@ fuzz-peer: $(STAMP)
 FUZZ_EXAMPLES ?= 200
 FUZZ_SCALE ?= 3
 fuzz: $(STAMP)
-	RAFTKV_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) RAFTKV_FUZZ_SCALE=$(FUZZ_SCALE) \
+	RAFTKV_TEST_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) RAFTKV_TEST_FUZZ_SCALE=$(FUZZ_SCALE) \
 		$(BIN)/python -m pytest -q tests/e2e/test_e2e_fuzz.py
 	$(MAKE) --no-print-directory fuzz-peer
 

@@ -135,6 +135,35 @@ def test_inflights_add_when_full_by_bytes_raises_and_changes_nothing() -> None:
     assert inflight_state(inflights) == (1, 30, False)
 
 
+def test_inflights_fill_by_entries_and_free_them_with_their_messages() -> None:
+    # The window of a follower catching up: each message's entries count, however small.
+    inflights = Inflights(100, 0, max_entries=10)
+    inflights.add(4, 40, entries=4)
+    inflights.add(9, 50, entries=5)
+    assert not inflights.full()
+    inflights.add(10, 10, entries=1)
+    assert inflights.full()
+    with pytest.raises(InvariantViolation):
+        inflights.add(11, 1, entries=1)
+    assert (inflights.entries, inflights.bytes) == (10, 100)
+    inflights.free_to(4)
+    assert (inflights.entries, inflights.bytes, inflights.full()) == (6, 60, False)
+    inflights.reset()
+    assert (inflights.entries, inflights.bytes) == (0, 0)
+
+
+def test_a_replicating_progress_counts_the_entries_it_sends() -> None:
+    progress = Progress(match=3, next=4, inflights=Inflights(100, 0, max_entries=8))
+    progress.become_replicate()
+    progress.sent_entries(5, 50)
+    assert (progress.next, progress.inflights.entries, progress.is_paused()) == (9, 5, False)
+    progress.sent_entries(3, 30)
+    assert (progress.next, progress.inflights.entries, progress.is_paused()) == (12, 8, True)
+    progress.maybe_update(8)
+    progress.inflights.free_to(8)
+    assert progress.inflights.entries == 3
+
+
 @pytest.mark.parametrize("index", [5, 4, 0])
 def test_inflights_index_must_increase(index: int) -> None:
     inflights = Inflights(10, 0)

@@ -238,6 +238,7 @@ def test_default_config_is_valid() -> None:
         ({"max_inflight_messages": -1}, "max_inflight_messages"),
         ({"max_inflight_bytes": -1}, "max_inflight_bytes"),
         ({"max_inflight_bytes": 100, "max_size_per_message": 101}, "max_inflight_bytes"),
+        ({"max_inflight_entries": -1}, "max_inflight_entries"),
         (
             {"read_only_option": ReadOnlyOption.LEASE_BASED, "check_quorum": False},
             "check_quorum",
@@ -256,6 +257,7 @@ def test_invalid_config_field_raises_naming_it(overrides: dict[str, Any], field:
         {"election_tick": 2, "heartbeat_tick": 1},
         {"applied": 0},
         {"max_inflight_bytes": 0},  # 0 disables the byte limit
+        {"max_inflight_entries": 0},  # 0 disables the entry limit
         {"max_inflight_bytes": 1 << 20, "max_size_per_message": 1 << 20},
         {"read_only_option": ReadOnlyOption.LEASE_BASED, "check_quorum": True},
         {"check_quorum": False, "pre_vote": False},

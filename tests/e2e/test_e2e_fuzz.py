@@ -6,8 +6,8 @@ answered quickly, a write accepted, no traceback in any log, and every member at
 applied index with the same state hash.
 
 In `make test` each batch is small (a smoke); `make fuzz` runs the same batches with
-`RAFTKV_FUZZ_EXAMPLES` (schemathesis examples per operation and mode) and
-`RAFTKV_FUZZ_SCALE` (a multiplier on the hostile clients) raised."""
+`RAFTKV_TEST_FUZZ_EXAMPLES` (schemathesis examples per operation and mode) and
+`RAFTKV_TEST_FUZZ_SCALE` (a multiplier on the hostile clients) raised."""
 
 from __future__ import annotations
 
@@ -26,9 +26,9 @@ from kv_processes import KvProcessCluster, running_cluster, wait_until
 from schemathesis import Case, GenerationMode
 from schemathesis.checks import not_a_server_error, status_code_conformance
 
-EXAMPLES = int(os.environ.get("RAFTKV_FUZZ_EXAMPLES", "4"))
-SCALE = int(os.environ.get("RAFTKV_FUZZ_SCALE", "1"))
-SEED = int(os.environ.get("RAFTKV_FUZZ_SEED", "0"))
+EXAMPLES = int(os.environ.get("RAFTKV_TEST_FUZZ_EXAMPLES", "4"))
+SCALE = int(os.environ.get("RAFTKV_TEST_FUZZ_SCALE", "1"))
+SEED = int(os.environ.get("RAFTKV_TEST_FUZZ_SEED", "0"))
 # How much of each node's log the last check read: each batch is judged on what it caused.
 _LOGGED: dict[int, int] = {}
 

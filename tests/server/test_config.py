@@ -42,6 +42,11 @@ def test_precedence_is_flag_then_environment_then_file_then_default(tmp_path: Pa
     assert settings.listen_client == "127.0.0.1:1003"  # flag over env
 
 
+def test_the_test_suites_variables_are_not_settings() -> None:
+    environ = {"RAFTKV_TEST_SIM_SEEDS": "0:10", "RAFTKV_TEST_FUZZ_SCALE": "3"}
+    assert load_settings({}, environ=environ) == load_settings({}, environ={})
+
+
 def test_the_initial_cluster_reads_as_text_or_a_toml_table(tmp_path: Path) -> None:
     assert parse_cluster("1=127.0.0.1:7001, 2=[::1]:7002") == {
         1: "127.0.0.1:7001",

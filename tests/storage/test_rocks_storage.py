@@ -1,4 +1,5 @@
-"""RocksStorage beyond the conformance suite: opening, what reaches the disk, threads."""
+"""RocksStorage beyond the conformance suite: opening, what reaches the disk, the entry
+cache, threads."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from storage_helpers import CONF_STATE, make_entries, raw_keys, visible_state
 from raftkv.raft.core.config import NO_LIMIT
 from raftkv.raft.core.errors import InvalidArgument, LogCompacted
 from raftkv.raft.core.types import HardState, NodeId, Snapshot, SnapshotMetadata
+from raftkv.raft.storage import rocks
 from raftkv.raft.storage.base import AppBatch, RaftStorage
 from raftkv.raft.storage.memory import MemoryStorage
 from raftkv.raft.storage.records import encode_index_key
@@ -141,17 +143,75 @@ def test_scan_across_pages_sees_every_key_once(tmp_path: Path) -> None:
     RocksStorage(storage.path, create=False).close()
 
 
+# -- the entry cache -------------------------------------------------------------------------
+
+
+def forbid_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    def decode(record: bytes) -> None:
+        raise AssertionError("a log record was read and decoded")
+
+    monkeypatch.setattr(rocks, "decode_entry", decode)
+
+
+def test_entries_just_persisted_are_read_without_decoding_a_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a leader sends followers and every node applies was persisted moments ago.
+    storage = RocksStorage(tmp_path / "db")
+    storage.persist(None, make_entries(1, 1, 1, 1, 1, 2), None, sync=True)
+    storage.persist(None, make_entries(5, 3, 3), None, sync=True)  # replaces 5 and 6
+    with monkeypatch.context() as patched:
+        forbid_decoding(patched)
+        assert storage.entries(2, 7, NO_LIMIT) == make_entries(2, 1, 1, 1, 3, 3)
+        assert [storage.term(index) for index in range(1, 7)] == [1, 1, 1, 1, 3, 3]
+    storage.close()
+    storage = RocksStorage(tmp_path / "db", create=False)
+    with monkeypatch.context() as patched:
+        forbid_decoding(patched)
+        with pytest.raises(AssertionError, match="decoded"):
+            storage.entries(2, 7, NO_LIMIT)  # reopened: read from the database
+    assert storage.entries(2, 7, NO_LIMIT) == make_entries(2, 1, 1, 1, 3, 3)
+    storage.close()
+
+
+def test_the_entry_cache_keeps_the_newest_entries_within_its_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entries = make_entries(1, *[1] * 100)
+    budget = 10 * (rocks._CACHED_ENTRY_OVERHEAD_BYTES + len(entries[0].data))
+    storage = RocksStorage(tmp_path / "db", entry_cache_bytes=budget)
+    for entry in entries:
+        storage.persist(None, [entry], None, sync=False)
+    with monkeypatch.context() as patched:
+        forbid_decoding(patched)
+        assert storage.entries(95, 101, NO_LIMIT) == entries[94:]
+        with pytest.raises(AssertionError, match="decoded"):
+            storage.entries(80, 101, NO_LIMIT)
+    # Older entries come from the database, newer ones from the cache, in one answer.
+    assert storage.entries(80, 101, NO_LIMIT) == entries[79:]
+    storage.close()
+
+
+def test_an_entry_cache_of_negative_size_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgument, match="entry_cache_bytes"):
+        RocksStorage(tmp_path / "db", entry_cache_bytes=-1)
+
+
 # -- threads ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["memory", "rocks"])
+@pytest.mark.parametrize("kind", ["memory", "rocks", "rocks with a small entry cache"])
 def test_a_reader_never_sees_half_a_persist(tmp_path: Path, kind: str) -> None:
     """The writer appends one entry at a time and, every tenth round, installs a snapshot
     beyond the log, which moves first and last index together. The first index never
     decreases and last >= first - 1 holds after every write, so reading first and then
     last must always give last >= first - 1, whatever the interleaving; a half-applied
     snapshot install (first moved, last not yet) would break it."""
-    storage: RaftStorage = MemoryStorage() if kind == "memory" else RocksStorage(tmp_path / "db")
+    storage: RaftStorage = MemoryStorage()
+    if kind == "rocks":
+        storage = RocksStorage(tmp_path / "db")
+    elif kind == "rocks with a small entry cache":
+        storage = RocksStorage(tmp_path / "db", entry_cache_bytes=2000)
     rounds = 400
     done = threading.Event()
     failures: list[BaseException] = []

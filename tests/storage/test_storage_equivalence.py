@@ -1,5 +1,7 @@
 """Property: any sequence of writes gives the same reads from RocksStorage as from
-MemoryStorage, the reference, including across reopens of the RocksDB database."""
+MemoryStorage, the reference, including across reopens of the RocksDB database, whatever
+the budget of its entry cache (off, a few entries, so that reads span the cache and the
+database and entries are evicted, or all of them)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from storage_helpers import CONF_STATE, make_entries, visible_state
 from raftkv.raft.core.types import HardState, NodeId, Snapshot, SnapshotMetadata
 from raftkv.raft.storage.base import RaftStorage
 from raftkv.raft.storage.memory import MemoryStorage
-from raftkv.raft.storage.rocks import RocksStorage
+from raftkv.raft.storage.rocks import DEFAULT_ENTRY_CACHE_BYTES, RocksStorage
 from raftkv.raft.storage.watermark import WATERMARK_FILE
 
 # Operations name positions relative to the log at the time they run, so that most of them
@@ -99,12 +101,21 @@ def forget_watermark(storage: RocksStorage) -> None:
     Path(storage.path, WATERMARK_FILE).unlink(missing_ok=True)
 
 
-@settings(max_examples=50, deadline=None)
-@given(st.lists(operations, max_size=30))
-def test_rocks_storage_reads_like_memory_storage(history: list[Operation]) -> None:
+# About three cached entries of make_entries' size.
+SMALL_ENTRY_CACHE_BYTES = 700
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(operations, max_size=30),
+    st.sampled_from([0, SMALL_ENTRY_CACHE_BYTES, DEFAULT_ENTRY_CACHE_BYTES]),
+)
+def test_rocks_storage_reads_like_memory_storage(
+    history: list[Operation], entry_cache_bytes: int
+) -> None:
     with tempfile.TemporaryDirectory() as directory:
         model = MemoryStorage()
-        storage = RocksStorage(Path(directory) / "db")
+        storage = RocksStorage(Path(directory) / "db", entry_cache_bytes=entry_cache_bytes)
         try:
             for operation in history:
                 if isinstance(operation, Compact):
@@ -114,7 +125,9 @@ def test_rocks_storage_reads_like_memory_storage(history: list[Operation]) -> No
                 if isinstance(operation, Reopen):
                     storage.close()
                     forget_watermark(storage)
-                    storage = RocksStorage(storage.path, create=False)
+                    storage = RocksStorage(
+                        storage.path, create=False, entry_cache_bytes=entry_cache_bytes
+                    )
                 # Both run against the state before the operation: the model's.
                 outcome = run(storage, operation, model)
                 assert outcome == run(model, operation, model), operation

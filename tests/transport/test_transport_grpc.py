@@ -481,6 +481,54 @@ def test_a_peer_that_restarts_on_the_same_address_is_reached_again(
     run(scenario())
 
 
+def test_hearing_from_a_peer_ends_its_backoff_at_once() -> None:
+    """A follower killed and restarted: the leader's backoff grew while it was down (here at
+    once: 30 s, and gRPC's own channel backoff as long), but the restarted follower's first
+    frame to the leader makes the leader redial it now, not when the backoff runs out."""
+    settings = replace(
+        TEST_SETTINGS, reconnect_backoff_initial_seconds=30.0, reconnect_backoff_max_seconds=30.0
+    )
+
+    async def scenario() -> None:
+        factory = GrpcFactory(settings)
+        random = CeilingRandom()
+        leader = GrpcTransport(settings, rng=random)
+        try:
+            follower = await factory.started(RecordingHandler())
+            await follower.stop()  # killed: its port refuses connections
+            await leader.start(RecordingHandler())
+            leader.set_peer(NodeId(2), follower.address)
+            await wait_until(
+                lambda: leader.stats.stream_failures == 1,
+                "the first failed stream (and a 30 s rest)",
+                retry=lambda: leader.send([heartbeat(1, 2)]),
+            )
+            assert random.ceilings == [30.0]
+            restarted_handler = RecordingHandler()
+            restarted = await factory.started(restarted_handler, address=follower.address)
+            restarted.set_peer(NodeId(1), leader.address)
+            restarted.send([heartbeat(2, 1)])  # say, a pre-vote after its election timeout
+            await wait_until(
+                lambda: bool(restarted_handler.delivered_from(NodeId(1))),
+                "the leader's message to the restarted follower",
+                timeout_seconds=5.0,  # far below the 30 s rest
+                retry=lambda: leader.send([heartbeat(1, 2)]),
+            )
+            assert random.ceilings == [30.0], "no further failure, no further rest"
+            assert leader.stats.stream_failures == 1
+        finally:
+            await leader.stop()
+            await factory.close()
+
+    run(scenario())
+
+
+def test_the_default_reconnect_backoff_stays_within_an_election_timeout() -> None:
+    # A restarted peer may be needed for a quorum a moment later (another one failing):
+    # the default (1 s) is the default election timeout (10 ticks of 100 ms).
+    assert GrpcTransportSettings(cluster_id=CLUSTER_ID).reconnect_backoff_max_seconds <= 1.0
+
+
 # -- peers -------------------------------------------------------------------------------------
 
 

@@ -25,8 +25,10 @@ from typing import Any
 
 ENV_PREFIX = "RAFTKV_"
 CONFIG_ENV = "RAFTKV_CONFIG"
-# Variables with the prefix that are not settings (read by other parts of raftkv).
-_OTHER_ENV = frozenset({CONFIG_ENV, "RAFTKV_ENDPOINTS", "RAFTKV_TEST_SIM_SEEDS"})
+# Variables with the prefix that are not settings (read by other parts of raftkv), and
+# the prefix of the test suite's own knobs (RAFTKV_TEST_SIM_SEEDS, RAFTKV_TEST_FUZZ_*).
+_OTHER_ENV = frozenset({CONFIG_ENV, "RAFTKV_ENDPOINTS"})
+_TEST_ENV_PREFIX = "RAFTKV_TEST_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -522,7 +524,11 @@ def load_settings(
         for name, raw in _read_file(config_file).items():
             values[name] = _parse(name, raw, f"{config_file}")
     for variable, raw in environ.items():
-        if not variable.startswith(ENV_PREFIX) or variable in _OTHER_ENV:
+        if (
+            not variable.startswith(ENV_PREFIX)
+            or variable in _OTHER_ENV
+            or variable.startswith(_TEST_ENV_PREFIX)
+        ):
             continue
         name = variable[len(ENV_PREFIX) :].lower()
         if name not in SETTING_NAMES:

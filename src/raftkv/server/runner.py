@@ -54,6 +54,7 @@ from raftkv.raft import NodeBuilder, NodeId, NodeSettings, RaftError
 from raftkv.raft.driver.clock import SystemClock
 from raftkv.raft.driver.errors import NodeFailed
 from raftkv.raft.driver.node import Node
+from raftkv.raft.transport.grpc_settings import RECONNECT_BACKOFF_INITIAL_SECONDS
 from raftkv.server.api import ClusterAnswer
 from raftkv.server.compactor import AutoCompactor
 from raftkv.server.config import ServerSettings, split_address
@@ -167,6 +168,11 @@ class Server:
             "max_snapshot_bytes": settings.max_snapshot_bytes,
             "snapshot_cache_bytes": settings.snapshot_cache_bytes,
             "max_snapshot_chunks_in_flight": settings.max_snapshot_chunks_in_flight,
+            # A peer back from a failure is redialled within an election timeout.
+            "reconnect_backoff_max_seconds": max(
+                settings.tick_interval_ms * settings.election_ticks / 1000,
+                RECONNECT_BACKOFF_INITIAL_SECONDS,
+            ),
         }
         if settings.peer_ca_file is not None:
             grpc |= {

@@ -227,6 +227,7 @@ _ADD_NODES_KEYS = frozenset(
         "max-size-per-message",
         "max-inflight",
         "max-inflight-bytes",
+        "max-inflight-entries",
         "max-uncommitted-size",
         "max-committed-size-per-ready",
         "step-down-on-removal",
@@ -379,6 +380,7 @@ class InteractionEnv:
             max_uncommitted_entries_size=case.int_arg("max-uncommitted-size", NO_LIMIT),
             max_inflight_messages=case.int_arg("max-inflight", NO_LIMIT),
             max_inflight_bytes=case.int_arg("max-inflight-bytes", 0),
+            max_inflight_entries=case.int_arg("max-inflight-entries", 0),
             check_quorum=case.bool_arg("checkquorum", default=False),
             pre_vote=case.bool_arg("prevote", default=False),
             read_only_option=(

@@ -51,12 +51,15 @@ class ProgressFactory:
     next_index: int
     max_inflight_messages: int
     max_inflight_bytes: int
+    max_inflight_entries: int = 0
 
     def __call__(self, is_learner: bool) -> Progress:
         return Progress(
             match=0,
             next=max(self.next_index, 1),
-            inflights=Inflights(self.max_inflight_messages, self.max_inflight_bytes),
+            inflights=Inflights(
+                self.max_inflight_messages, self.max_inflight_bytes, self.max_inflight_entries
+            ),
             is_learner=is_learner,
             recent_active=True,
         )

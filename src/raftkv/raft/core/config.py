@@ -41,6 +41,17 @@ class Config:
     max_inflight_messages: int = 256
     # Maximum bytes of entries in flight to one follower (0 disables the byte limit).
     max_inflight_bytes: int = 32 << 20
+    # Maximum entries in flight to one follower in the replicate state, and in any one
+    # APPEND (0 disables the limit). Bounds the work one step can cause: a follower far
+    # behind (back from a partition or a restart) is sent this many entries, and more as
+    # its acknowledgements come back, instead of a whole window of max_inflight_messages
+    # messages of max_size_per_message bytes at once. Reading, decoding and encoding an
+    # entry costs microseconds in Python: that window, full of small entries, stalled a
+    # leader for seconds, while 1024 entries cost it about 5 ms. More streams faster over
+    # long round trips (1024 per round trip is still 20 k entries/s at 50 ms, and a full
+    # group-commit batch of the driver, 4096 entries, goes in four); fewer keeps each step,
+    # and each of the follower's appends, shorter.
+    max_inflight_entries: int = 1024
     # A leader steps down if it has not heard from a quorum within an election timeout,
     # and followers ignore votes while they hear from a leader (§6 of the thesis, 4.2.3).
     check_quorum: bool = True
@@ -80,6 +91,8 @@ class Config:
             raise ConfigInvalid("max_inflight_messages must be greater than 0")
         if self.max_inflight_bytes < 0:
             raise ConfigInvalid("max_inflight_bytes must not be negative")
+        if self.max_inflight_entries < 0:
+            raise ConfigInvalid("max_inflight_entries must not be negative")
         if 0 < self.max_inflight_bytes < self.max_size_per_message:
             raise ConfigInvalid("max_inflight_bytes must be at least max_size_per_message")
         if self.read_only_option is ReadOnlyOption.LEASE_BASED and not self.check_quorum:

@@ -283,10 +283,13 @@ class RaftLog:
     def unstable_entries(self) -> list[Entry]:
         return list(self.unstable.entries)
 
-    def entries(self, index: int, max_size: int) -> list[Entry]:
-        if index > self.last_index():
+    def entries(self, index: int, max_size: int, max_count: int = NO_LIMIT) -> list[Entry]:
+        """Entries from `index` on: at most `max_count`, within `max_size` bytes (but at
+        least one, if `max_count` allows any)."""
+        last_index = self.last_index()
+        if index > last_index or max_count <= 0:
             return []
-        return self.slice(index, self.last_index() + 1, max_size)
+        return self.slice(index, min(last_index + 1, index + max_count), max_size)
 
     def all_entries(self) -> list[Entry]:
         return self.entries(self.first_index(), NO_LIMIT)

@@ -48,7 +48,7 @@ from raftkv.raft.core.log import RaftLog
 from raftkv.raft.core.quorum import VoteResult
 from raftkv.raft.core.read_only import ReadOnly
 from raftkv.raft.core.storage import Storage
-from raftkv.raft.core.tracker import ProgressTracker, ReplicationState
+from raftkv.raft.core.tracker import Progress, ProgressTracker, ReplicationState
 from raftkv.raft.core.types import (
     MAX_TERM,
     NO_NODE,
@@ -802,7 +802,11 @@ class Raft:
             # With a full window only an empty APPEND goes out: if every inflight message
             # was lost, its answer (ack or rejection) is what frees the window again.
             if progress.state is not ReplicationState.REPLICATE or not progress.inflights.full():
-                entries = self.log.entries(progress.next, self.config.max_size_per_message)
+                entries = self.log.entries(
+                    progress.next,
+                    self.config.max_size_per_message,
+                    self._entries_room(progress),
+                )
         except (LogCompacted, LogUnavailable):
             # The entries it needs are compacted away: only a snapshot can help.
             return self._maybe_send_snapshot(to)
@@ -820,6 +824,16 @@ class Raft:
         )
         progress.sent_entries(len(entries), sum(entry.payload_size for entry in entries))
         return True
+
+    def _entries_room(self, progress: Progress) -> int:
+        """The most entries one APPEND to this follower may carry: what is left of its
+        max_inflight_entries window (a probe carries no more than a whole window)."""
+        limit = self.config.max_inflight_entries
+        if limit <= 0:
+            return NO_LIMIT
+        if progress.state is ReplicationState.REPLICATE:
+            return limit - progress.inflights.entries
+        return limit
 
     def _maybe_send_snapshot(self, to: NodeId) -> bool:
         progress = self.tracker.progress[to]
@@ -993,6 +1007,7 @@ class Raft:
             next_index=self.log.last_index(),
             max_inflight_messages=self.config.max_inflight_messages,
             max_inflight_bytes=self.config.max_inflight_bytes,
+            max_inflight_entries=self.config.max_inflight_entries,
         )
 
     def apply_conf_change(self, change: ConfChange) -> ConfState:

@@ -31,36 +31,44 @@ class ReplicationState(enum.Enum):
 
 
 class Inflights:
-    """APPEND messages sent but not yet acknowledged, each with its last index and size.
+    """APPEND messages sent but not yet acknowledged, each with its last index, size and
+    number of entries.
 
-    Bounded by a message count and (if `max_bytes` > 0) by total bytes. Freed in order as
-    acknowledgements arrive.
+    Bounded by a message count, (if `max_bytes` > 0) by total bytes and (if `max_entries`
+    > 0) by total entries. Freed in order as acknowledgements arrive. Invariant: `bytes`
+    and `entries` are the sums over the queue.
     """
 
-    __slots__ = ("_queue", "bytes", "max_bytes", "max_count")
+    __slots__ = ("_queue", "bytes", "entries", "max_bytes", "max_count", "max_entries")
 
-    def __init__(self, max_count: int, max_bytes: int) -> None:
+    def __init__(self, max_count: int, max_bytes: int, max_entries: int = 0) -> None:
         self.max_count = max_count
         self.max_bytes = max_bytes
-        self._queue: deque[tuple[int, int]] = deque()
+        self.max_entries = max_entries
+        self._queue: deque[tuple[int, int, int]] = deque()
         self.bytes = 0
+        self.entries = 0
 
-    def add(self, index: int, size: int) -> None:
+    def add(self, index: int, size: int, entries: int = 1) -> None:
         if self.full():
             raise InvariantViolation("cannot add to full inflights")
         if self._queue and index <= self._queue[-1][0]:
             raise InvariantViolation(f"inflight index {index} is not increasing")
-        self._queue.append((index, size))
+        self._queue.append((index, size, entries))
         self.bytes += size
+        self.entries += entries
 
     def free_to(self, index: int) -> None:
         """Free every inflight message whose last index is at most `index`."""
         while self._queue and self._queue[0][0] <= index:
-            _, size = self._queue.popleft()
+            _, size, entries = self._queue.popleft()
             self.bytes -= size
+            self.entries -= entries
 
     def full(self) -> bool:
         if len(self._queue) >= self.max_count:
+            return True
+        if self.max_entries > 0 and self.entries >= self.max_entries:
             return True
         return self.max_bytes > 0 and self.bytes >= self.max_bytes
 
@@ -70,6 +78,7 @@ class Inflights:
     def reset(self) -> None:
         self._queue.clear()
         self.bytes = 0
+        self.entries = 0
 
 
 @dataclass(slots=True)
@@ -130,7 +139,7 @@ class Progress:
             case ReplicationState.REPLICATE:
                 if count > 0:
                     self.next += count
-                    self.inflights.add(self.next - 1, size)
+                    self.inflights.add(self.next - 1, size, count)
                 self.flow_paused = self.inflights.full()
             case ReplicationState.PROBE:
                 if count > 0:

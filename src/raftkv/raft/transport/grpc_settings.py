@@ -21,6 +21,9 @@ class TransportSettingsInvalid(ValueError):
 # bytes) beside the MsgSnap without its data; 64 KiB is room enough for the rest.
 _OFFER_BYTES_PER_CHUNK = 42
 _MESSAGE_OVERHEAD_BYTES = 64 * 1024
+# The default first reconnect backoff; a reconnect_backoff_max_seconds chosen from other
+# settings (the server's election timeout) must not go below it.
+RECONNECT_BACKOFF_INITIAL_SECONDS: Final = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +81,14 @@ class GrpcTransportSettings:
     snapshot_timeout_seconds: float = 300.0
     # Reconnect backoff: after the n-th consecutive failure wait uniform(0, min(max,
     # initial * 2**n)) ("full jitter", so peers that failed together do not retry together).
-    reconnect_backoff_initial_seconds: float = 0.1
-    reconnect_backoff_max_seconds: float = 5.0
+    # Hearing from the peer (a frame it sent us) starts the backoff over and ends a wait in
+    # progress: a restarted peer is redialled as soon as it speaks, not when a backoff grown
+    # while it was down runs out. Keep max near the election timeout (a server passes its
+    # own): a peer back from a failure may be needed for a quorum a moment later, and a
+    # longer wait stops writes although a majority is up; a shorter one costs only more
+    # connection attempts to a peer that is down (cheap, one each time).
+    reconnect_backoff_initial_seconds: float = RECONNECT_BACKOFF_INITIAL_SECONDS
+    reconnect_backoff_max_seconds: float = 1.0
     # HTTP/2 keepalive pings: a silent dead peer is noticed within interval + timeout.
     keepalive_interval_seconds: float = 10.0
     keepalive_timeout_seconds: float = 5.0

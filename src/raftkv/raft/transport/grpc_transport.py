@@ -8,8 +8,11 @@ is down. The task drains the queue into frames (at most `max_batch_messages` mes
 `max_batch_bytes` bytes, one sender per frame) and writes them on one long-lived client
 stream (`Raft.Send`). A stream fails when a write fails or times out, when it cannot connect
 in `connect_timeout_seconds`, or when the peer ends it; the task then reports the peer
-unreachable once, drops what was queued (Raft retransmits what matters), sleeps a backoff
+unreachable once, drops what was queued (Raft retransmits what matters), rests a backoff
 (exponential, capped, full jitter) and opens a new stream when there is something to send.
+A frame from the peer (on our server side) proves it is up: its backoff starts over, a rest
+in progress ends, and a channel that gRPC itself holds in its own reconnect backoff is
+replaced by a fresh one, so a restarted peer is redialled as soon as it speaks.
 
 Snapshots (MsgSnap) bypass the queue: each goes out on its own `Raft.SnapshotTransfer`
 stream (snapshot_transfer.py): an offer naming the data's chunks by SHA-256, then only the
@@ -42,11 +45,12 @@ there too and are never made from inside `send` (reports are scheduled with call
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from random import Random
 from typing import Final, NoReturn, TypeVar
@@ -125,6 +129,10 @@ _MAX_CONCURRENT_STREAMS: Final = 64
 # How long stop() waits for cancelled handlers to end their calls (one turn of the event
 # loop, unless the node's handle_member_request is slow to honour cancellation).
 _HANDLER_EXIT_SECONDS: Final = 1.0
+# Hearing from a peer ends a backoff rest, but no sooner than this after the rest began: a
+# peer that reaches us while we cannot reach it (a one-way partition, an address that
+# changed) is redialled at most this often, not at the rate it sends.
+_MIN_REST_SECONDS: Final = 0.05
 
 
 class _State(enum.Enum):
@@ -363,6 +371,11 @@ class GrpcTransport:
 
     # -- handler callbacks ----------------------------------------------------------------
 
+    def _heard_from(self, peer: NodeId) -> None:
+        sender = self._senders.get(peer)
+        if sender is not None:
+            sender.heard_from()
+
     def _report_unreachable(self, peer: NodeId) -> None:
         if self._state is _State.RUNNING and self._handler is not None:
             self._handler.report_unreachable(peer)
@@ -497,13 +510,14 @@ class GrpcTransport:
                 # Addresses come from set_peer alone (the membership the node learned from
                 # its log, snapshots, the operator, or a member it asked), so that no frame
                 # can choose where this node connects.
-                _, _, messages = decode_frame(frame, self.settings.cluster_id)
+                from_node, _, messages = decode_frame(frame, self.settings.cluster_id)
             except MalformedMessage as error:
                 await self._reject(context, "Send", grpc.StatusCode.INVALID_ARGUMENT, error)
             if messages and self._handler is not None:
                 self.stats.frames_received += 1
                 self.stats.messages_received += len(messages)
                 self._handler.deliver(messages)
+            self._heard_from(from_node)
             received += len(messages)
         return wire.SendAck(messages_received=received).SerializeToString()
 
@@ -669,9 +683,13 @@ class GrpcTransport:
         return grpc.aio.insecure_channel(address, options=options)
 
     def _close_later(self, sender: _PeerSender) -> None:
-        task = asyncio.get_running_loop().create_task(
-            sender.close(), name=f"raftkv-close-peer-{sender.peer}"
-        )
+        self._track_closing(sender.close(), f"raftkv-close-peer-{sender.peer}")
+
+    def _close_channel_later(self, channel: grpc.aio.Channel, peer: NodeId) -> None:
+        self._track_closing(channel.close(), f"raftkv-close-channel-{peer}")
+
+    def _track_closing(self, closing: Coroutine[object, object, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(closing, name=name)
         self._closing_tasks.add(task)
         task.add_done_callback(self._closing_tasks.discard)
 
@@ -743,7 +761,8 @@ class _PeerSender:
     """The channel, queue and sender task of one peer.
 
     Invariants: `queue` holds at most max_queue_messages non-snapshot messages for `peer`,
-    in send order; `call` is the open Send stream or None; only the task writes on it.
+    in send order; `call` is the open Send stream or None; only the task writes on it, and
+    only the task replaces `channel` (never while `call` is open).
     """
 
     def __init__(
@@ -754,29 +773,47 @@ class _PeerSender:
         self.address = address
         self.queue = queue
         self.wakeup = asyncio.Event()
-        self.channel = transport._open_channel(address)
         self.call: _SendCall | None = None
         # Set by the call's done callback: the stream ended while we were not writing.
         self.broken = False
-        # Consecutive failed streams; drives the backoff, reset by a successful write.
+        # Consecutive failed streams; drives the backoff. Reset by a successful write, and
+        # by hearing from the peer (heard_from).
         self.failures = 0
+        # Whether the last stream failed and no write has succeeded since (for the log).
+        self.unreachable = False
+        # Set by heard_from while failures > 0: ends the rest (see _rest) and has the next
+        # stream open on a channel that is not in gRPC's own reconnect backoff.
+        self.heard = asyncio.Event()
         self.log = _LogLimiter()
+        self.channel: grpc.aio.Channel
         self._method: grpc.aio.StreamUnaryMultiCallable[wire.MessageBatch, wire.SendAck]
-        self._method = self.channel.stream_unary(
-            SEND_METHOD,
-            request_serializer=wire.MessageBatch.SerializeToString,
-            response_deserializer=wire.SendAck.FromString,
-        )
+        self._use_channel(transport._open_channel(address))
         self.task = asyncio.get_running_loop().create_task(
             self._run(), name=f"raftkv-send-to-{peer}"
         )
         if queue:
             self.wakeup.set()
 
+    def _use_channel(self, channel: grpc.aio.Channel) -> None:
+        self.channel = channel
+        self._method = channel.stream_unary(
+            SEND_METHOD,
+            request_serializer=wire.MessageBatch.SerializeToString,
+            response_deserializer=wire.SendAck.FromString,
+        )
+
     async def close(self) -> None:
         self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
         await self.channel.close()
+
+    def heard_from(self) -> None:
+        """The peer sent us a frame, so it is up: the backoff its absence built up starts
+        over, and a rest in progress ends (a follower restarted after a long outage must
+        not wait out a backoff grown while it was down)."""
+        if self.failures:
+            self.failures = 0
+            self.heard.set()
 
     async def _run(self) -> None:
         try:
@@ -812,6 +849,8 @@ class _PeerSender:
         phase = "connect"
         try:
             if self.call is None:
+                if self.heard.is_set():
+                    self._refresh_channel()
                 async with asyncio.timeout(settings.connect_timeout_seconds):
                     self.call = await self._open_stream()
             phase = "write"
@@ -825,10 +864,24 @@ class _PeerSender:
             return await _failure_reason(self.call)
         transport.stats.frames_sent += 1
         transport.stats.messages_sent += len(frame)
-        if self.failures:
+        if self.unreachable:
             logger.info("peer %d at %s is reachable again", self.peer, self.address)
-            self.failures = 0
+            self.unreachable = False
+        self.failures = 0
         return None
+
+    def _refresh_channel(self) -> None:
+        """After hearing from the peer: if gRPC holds the channel in its own reconnect
+        backoff (TRANSIENT_FAILURE: calls fail at once until its timer, up to
+        reconnect_backoff_max_seconds, runs out), dial on a fresh channel instead."""
+        self.heard.clear()
+        state = self.channel.get_state(try_to_connect=False)
+        if state is not grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+            return
+        stale = self.channel
+        self._use_channel(self.transport._open_channel(self.address))
+        # A snapshot transfer on the stale channel is failing anyway (the channel is down).
+        self.transport._close_channel_later(stale, self.peer)
 
     async def _open_stream(self) -> _SendCall:
         call = self._method(wait_for_ready=False)
@@ -882,6 +935,8 @@ class _PeerSender:
         )
         delay = transport._rng.uniform(0, ceiling)
         self.failures += 1
+        self.unreachable = True
+        self.heard.clear()
         suppressed = self.log.allow("failure")
         if suppressed is not None:
             logger.warning(
@@ -893,7 +948,18 @@ class _PeerSender:
                 delay,
                 _suppressed_note(suppressed),
             )
-        await asyncio.sleep(delay)
+        await self._rest(delay)
+
+    async def _rest(self, delay: float) -> None:
+        """Wait `delay` seconds, or until the peer is heard from, but at least
+        _MIN_REST_SECONDS (or `delay` if shorter)."""
+        floor = min(delay, _MIN_REST_SECONDS)
+        await asyncio.sleep(floor)
+        if self.heard.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay - floor):
+                await self.heard.wait()
 
 
 _SendCall = grpc.aio.StreamUnaryCall[wire.MessageBatch, wire.SendAck]

@@ -53,6 +53,7 @@ class RaftKnobs:
     read_only_option: ReadOnlyOption = ReadOnlyOption.SAFE
     max_size_per_message: int = 1 << 20
     max_inflight_messages: int = 256
+    max_inflight_entries: int = 1024
     max_uncommitted_entries_size: int = 64 << 20
     max_committed_size_per_ready: int = 4 << 20
     disable_proposal_forwarding: bool = False
@@ -68,6 +69,7 @@ class RaftKnobs:
             max_committed_size_per_ready=self.max_committed_size_per_ready,
             max_uncommitted_entries_size=self.max_uncommitted_entries_size,
             max_inflight_messages=self.max_inflight_messages,
+            max_inflight_entries=self.max_inflight_entries,
             check_quorum=self.check_quorum,
             pre_vote=self.pre_vote,
             read_only_option=self.read_only_option,
@@ -163,6 +165,7 @@ class Scenario:
             f"check_quorum={knobs.check_quorum} read_only={knobs.read_only_option.value} "
             f"max_size_per_message={_size(knobs.max_size_per_message)} "
             f"max_inflight_messages={knobs.max_inflight_messages} "
+            f"max_inflight_entries={knobs.max_inflight_entries} "
             f"max_uncommitted={_size(knobs.max_uncommitted_entries_size)} "
             f"forwarding={not knobs.disable_proposal_forwarding} | {self.network} | "
             f"{self.faults}"

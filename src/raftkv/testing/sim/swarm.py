@@ -29,6 +29,13 @@ def _rate(rng: random.Random, high: float, off: float = 0.3) -> float:
     return rng.uniform(high / 20, high)
 
 
+def _inflight_entries(seed: int) -> int:
+    """No entry window (0) half the time, else one of one entry and up. Drawn from its own
+    stream, so that seeds drawn before this knob existed keep the rest of their scenario."""
+    rng = substream(seed, "max_inflight_entries")
+    return 0 if rng.random() < 0.5 else rng.choice([1, 2, 4, 16, 1024])
+
+
 def swarm_scenario(seed: int) -> Scenario:
     rng = substream(seed, "swarm")
     nodes = rng.choice([1, 2, 3, 3, 3, 4, 5, 5, 6, 7])
@@ -46,6 +53,7 @@ def swarm_scenario(seed: int) -> Scenario:
         read_only_option=read_only,
         max_size_per_message=rng.choice([1, 64, 256, 4096, 1 << 20]),
         max_inflight_messages=rng.choice([1, 2, 4, 16, 256]),
+        max_inflight_entries=_inflight_entries(seed),
         max_uncommitted_entries_size=rng.choice([300, 2000, 64 << 20, 64 << 20]),
         max_committed_size_per_ready=rng.choice([1, 200, 4 << 20]),
         disable_proposal_forwarding=rng.random() < 0.2,
