@@ -39,6 +39,7 @@ from raftkv.client import (
     StaleSequence,
     SyncClient,
     Unavailable,
+    txn,
 )
 from raftkv.client.routing import Router, backoff_delay, parse_endpoints
 from raftkv.client.sessions import AsyncSessions, LanePool
@@ -57,6 +58,10 @@ GET_OK = answer(
         },
     },
 )
+
+
+# A txn that writes (an empty one, or one of ranges only, is a read and carries no session).
+A_WRITE: tuple[list[txn.Compare], list[txn.Op]] = ([], [txn.put("k", "v")])
 
 
 def put(client: Client) -> Awaitable[PutResult]:
@@ -109,7 +114,7 @@ def test_a_write_with_an_unknown_outcome_is_retried_with_the_same_session(failur
     first = error(504, "timeout") if failure == "504" else lost()
     stub = Stub(first, error(503, "not_leader"), TXN_OK)
     fake, settings = FakeTime(), None
-    result = against_stub(stub, lambda client: client.txn(), settings, fake)
+    result = against_stub(stub, lambda client: client.txn(*A_WRITE), settings, fake)
     assert result is not None
     sessions = {(body["client_id"], body["sequence"]) for body in stub.bodies()}
     assert len(sessions) == 1 and next(iter(sessions))[1] == 1
@@ -122,9 +127,9 @@ def test_an_expired_session_on_a_first_attempt_starts_the_lane_afresh() -> None:
     fake, settings = FakeTime(), None
 
     async def three_writes(client: Client) -> object:
-        await client.txn()  # lane 0, sequence 1
-        await client.txn()  # sequence 2: "forgotten" by the server, so sent again afresh
-        return await client.txn()  # the renewed lane goes on: sequence 2
+        await client.txn(*A_WRITE)  # lane 0, sequence 1
+        await client.txn(*A_WRITE)  # sequence 2: "forgotten" by the server, so sent again afresh
+        return await client.txn(*A_WRITE)  # the renewed lane goes on: sequence 2
 
     assert against_stub(stub, three_writes, settings, fake) is not None
     sessions = [(body["client_id"], body["sequence"]) for body in stub.bodies()]
@@ -138,7 +143,7 @@ def test_an_expired_session_after_an_unknown_outcome_is_outcome_unknown() -> Non
     stub = Stub(error(504, "timeout"), error(409, "session_expired"))
     fake, settings = FakeTime(), None
     with pytest.raises(OutcomeUnknown, match="no longer holds the write's session"):
-        against_stub(stub, lambda client: client.txn(), settings, fake)
+        against_stub(stub, lambda client: client.txn(*A_WRITE), settings, fake)
     assert len(stub.requests) == 2
 
 

@@ -922,6 +922,29 @@ def test_a_number_no_correct_peer_sends_is_refused_and_changes_nothing(message: 
     assert driver.raft.term == 2
 
 
+@pytest.mark.parametrize("kind", [MessageType.PROPOSE, MessageType.READ_INDEX])
+def test_a_request_forwarded_back_to_its_proposer_is_taken(kind: MessageType) -> None:
+    """A forwarded request keeps its proposer as sender. Forwarded to a leader that lost
+    leadership to the proposer, it comes back with sender == to: a correct message (the
+    swarm simulator's seeds 148 and 150 found it refused as malformed)."""
+    driver = single_node_leader()
+    last = driver.raft.log.last_index()
+    driver.node.step(
+        Message(type=kind, to=NodeId(1), sender=NodeId(1), entries=(Entry(0, 0, data=b"x"),))
+    )
+    ready = driver.drain()
+    if kind is MessageType.PROPOSE:
+        assert driver.raft.log.last_index() == last + 1
+    else:
+        assert [read.request_context for r in ready for read in r.read_states] == [b"x"]
+    # Anything else from a node to itself is no peer's message.
+    assert_rejected(
+        driver.node,
+        MalformedMessage,
+        lambda: driver.node.step(heartbeat(1, term=driver.raft.term)),
+    )
+
+
 def test_a_node_at_the_largest_term_never_campaigns() -> None:
     """MAX_TERM has no successor: a node pushed there stays a follower (only a recovery
     resets its term) instead of producing a term nothing can encode."""

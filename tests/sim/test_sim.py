@@ -422,6 +422,10 @@ REGRESSION_SEEDS = [
     # Fixed: lease reads were served by a deposed leader (lease counted from when
     # responses arrived, not when heartbeats were sent).
     pytest.param(369, id="core-lease-read-served-by-deposed-leader"),
+    # Fixed: the peer-message check refused a forwarded proposal or read whose sender is its
+    # receiver, which a request forwarded twice across a change of leader legitimately is.
+    pytest.param(148, id="core-twice-forwarded-proposal-back-at-its-proposer"),
+    pytest.param(150, id="core-twice-forwarded-read-index-back-at-its-proposer"),
 ]
 
 

@@ -73,7 +73,13 @@ def check_peer_message(message: Message) -> None:
     """
     # On the hot path of replication (every message received): locals, one test per field.
     message_type, sender, to, term = message.type, message.sender, message.to, message.term
-    if not (0 < sender <= MAX_NODE_ID and 0 < to <= MAX_NODE_ID and sender != to):
+    if not (
+        0 < sender <= MAX_NODE_ID
+        and 0 < to <= MAX_NODE_ID
+        # A forwarded request keeps its proposer as sender (etcd's too): forwarded twice,
+        # across a change of leader, it may come back to the node that first took it.
+        and (sender != to or message_type in _TERMLESS_TYPES)
+    ):
         raise MalformedMessage(f"{message_type.value} from {sender} to {to}: invalid node ids")
     if not (
         0 <= term <= MAX_TERM
