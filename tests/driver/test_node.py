@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import pytest
+from driver_helpers import FailingStorages
 
 from raftkv.raft.core.errors import NotLeader, ProposalDropped
 from raftkv.raft.core.types import Message, MessageType, NodeId, StateRole
@@ -22,7 +23,6 @@ from raftkv.raft.driver.errors import (
 from raftkv.raft.driver.settings import NodeSettings
 from raftkv.raft.driver.state_machine import StateMachine
 from raftkv.raft.storage.base import RaftStorage
-from raftkv.raft.storage.memory import MemoryStorage
 from raftkv.testing.local_cluster import LocalCluster, address_of, run_scenario
 from raftkv.testing.state_machines import (
     BadCommand,
@@ -556,25 +556,12 @@ def test_garbage_messages_are_dropped_not_fatal() -> None:
 
 
 def test_storage_failure_stops_the_node_and_names_the_error() -> None:
-    class FailingStorage(MemoryStorage):
-        fail = False
-
-        def persist(self, *arguments: object, **keywords: object) -> None:
-            if self.fail:
-                raise OSError("disk on fire")
-            super().persist(*arguments, **keywords)  # type: ignore[arg-type]
-
     async def scenario() -> None:
-        storages: dict[NodeId, FailingStorage] = {}
-
-        def make_storage(node_id: NodeId) -> RaftStorage:
-            storages[node_id] = FailingStorage()
-            return storages[node_id]
-
-        cluster = LocalCluster(3, state_machine=memory_dict, storage=make_storage)
+        storages = FailingStorages()
+        cluster = LocalCluster(3, state_machine=memory_dict, storage=storages)
         await cluster.start()
         leader = await cluster.wait_for_leader()
-        storages[leader.id].fail = True
+        storages.by_node[leader.id].fail = True
         # Sent to the followers before the leader's own write failed: it may apply.
         with pytest.raises(OutcomeUnknown, match="disk on fire"):
             await cluster.complete(leader.propose(encode_set("a", "1")))

@@ -12,13 +12,13 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
+from driver_helpers import FailingStorages
 
-from raftkv.raft.core.types import Message, MessageType, NodeId
+from raftkv.raft.core.types import Message, MessageType
 from raftkv.raft.driver.errors import OutcomeUnknown, Stopped
 from raftkv.raft.driver.node import Node
 from raftkv.raft.driver.settings import NodeSettings
 from raftkv.raft.storage.base import RaftStorage
-from raftkv.raft.storage.memory import MemoryStorage
 from raftkv.testing.local_cluster import LocalCluster, address_of, run_scenario
 from raftkv.testing.state_machines import DictStateMachine, encode_set
 
@@ -82,24 +82,9 @@ def test_a_forwarded_write_whose_follower_stops_is_outcome_unknown() -> None:
 
 
 def test_a_forwarded_write_whose_follower_fails_is_outcome_unknown() -> None:
-    class FailingStorage(MemoryStorage):
-        fail = False
-
-        def persist(self, *arguments: object, **keywords: object) -> None:
-            if self.fail:
-                raise OSError("no space left on device")
-            super().persist(*arguments, **keywords)  # type: ignore[arg-type]
-
     async def scenario() -> None:
-        storages: dict[NodeId, FailingStorage] = {}
-
-        def make_storage(node_id: NodeId) -> RaftStorage:
-            storages[node_id] = FailingStorage()
-            return storages[node_id]
-
-        cluster = LocalCluster(
-            3, state_machine=memory_dict, settings=SETTINGS, storage=make_storage
-        )
+        storages = FailingStorages("no space left on device")
+        cluster = LocalCluster(3, state_machine=memory_dict, settings=SETTINGS, storage=storages)
         await cluster.start()
         leader = await cluster.wait_for_leader()
         follower, _ = roles(cluster, leader)
@@ -107,7 +92,7 @@ def test_a_forwarded_write_whose_follower_fails_is_outcome_unknown() -> None:
         write = asyncio.ensure_future(follower.propose(encode_set("w", "1")))
         await cluster.run_until(lambda: data_of(leader).get("w") == "1")
         # The disk fills up: the follower fails on the write that would have told it.
-        storages[follower.id].fail = True
+        storages.by_node[follower.id].fail = True
         undo()
         await cluster.run_until(lambda: follower.status().stopped)
         with pytest.raises(OutcomeUnknown, match="no space left on device"):

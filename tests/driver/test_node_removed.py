@@ -67,3 +67,31 @@ def test_a_removed_node_restarted_from_a_later_snapshot_knows_it_was_removed() -
         await cluster.stop()
 
     run_scenario(scenario)
+
+
+def test_a_member_that_missed_its_removal_learns_it_from_the_members() -> None:
+    """The leader sends a removed member nothing once it applied the removal, so a member
+    that missed the commit would never learn it and go on serving stale reads. Leaderless
+    for two election timeouts, it asks the members; one that knows it was removed says so."""
+
+    async def scenario() -> None:
+        cluster = LocalCluster(3, state_machine=memory_dict)
+        await cluster.start()
+        leader = await cluster.wait_for_leader()
+        victim = next(node for node in cluster.nodes.values() if node is not leader)
+        victim_address = f"node-{victim.id}"
+        # No Raft message reaches the victim any more (member requests still do).
+        cluster.network.drop_filter = lambda _source, destination, _message: (
+            destination == victim_address
+        )
+        calls: list[str] = []
+        victim.on_removed(lambda: calls.append("removed"))
+        await cluster.complete(leader.remove_member(victim.id))
+        assert not victim.removed
+        await cluster.run_until(lambda: victim.removed, max_seconds=60)
+        assert calls == ["removed"]
+        with pytest.raises(Removed):
+            await victim.read_index()
+        await cluster.stop()
+
+    run_scenario(scenario)

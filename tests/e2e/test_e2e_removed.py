@@ -111,44 +111,46 @@ def test_a_removed_member_ends_its_requests_and_watches_and_clients_move_on(
                 "node 3 to have r/0",
             )
             raw = RawWatch(cluster.client_ports[VICTIM], "key=r/&prefix=true")
-            watching = Watching(endpoints, start, 20)
-            watching.start()
-            for number in range(1, 10):
-                client.put(f"r/{number}", str(number))
-            wait_until(lambda: len(watching.events) == 10, 10, "the first 10 events")
-            wait_until(lambda: len(raw.lines) >= 2, 10, "the raw watch's first events")
+            try:
+                watching = Watching(endpoints, start, 20)
+                watching.start()
+                for number in range(1, 10):
+                    client.put(f"r/{number}", str(number))
+                wait_until(lambda: len(watching.events) == 10, 10, "the first 10 events")
+                wait_until(lambda: len(raw.lines) >= 2, 10, "the raw watch's first events")
 
-            status, body = cluster.request(leader, "DELETE", f"/v1/members/{VICTIM}")
-            assert status == 200, body
-            wait_until(
-                lambda: any(line["type"] == "canceled" for line in raw.lines),
-                BOUND_S,
-                "the raw watch on node 3 to end",
-            )
-            canceled = raw.lines[-1]
-            assert canceled["type"] == "canceled"
-            assert canceled["error"]["code"] == "removed"
-            # Its watermark covers what it sent, nothing more.
-            sent = [event for line in raw.lines for event in line.get("events", [])]
-            assert canceled["revision"] >= max(e["kv"]["mod_revision"] for e in sent)
-            for method, path, options in REQUESTS:
-                status, body = cluster.request(VICTIM, method, path, **options)
-                assert (status, body["error"]["code"]) == (503, "removed"), (method, path, body)
-            assert cluster.request(VICTIM, "GET", "/health")[0] == 200
-            status, body = cluster.request(VICTIM, "GET", "/v1/status")
-            assert status == 200 and body["removed"] is True
-            status, body = cluster.request(VICTIM, "GET", "/v1/cluster")
-            assert status == 200 and VICTIM not in [member["id"] for member in body["members"]]
+                status, body = cluster.request(leader, "DELETE", f"/v1/members/{VICTIM}")
+                assert status == 200, body
+                wait_until(
+                    lambda: any(line["type"] == "canceled" for line in raw.lines),
+                    BOUND_S,
+                    "the raw watch on node 3 to end",
+                )
+                canceled = raw.lines[-1]
+                assert canceled["type"] == "canceled"
+                assert canceled["error"]["code"] == "removed"
+                # Its watermark covers what it sent, nothing more.
+                sent = [event for line in raw.lines for event in line.get("events", [])]
+                assert canceled["revision"] >= max(e["kv"]["mod_revision"] for e in sent)
+                for method, path, options in REQUESTS:
+                    status, body = cluster.request(VICTIM, method, path, **options)
+                    assert (status, body["error"]["code"]) == (503, "removed"), (method, path, body)
+                assert cluster.request(VICTIM, "GET", "/health")[0] == 200
+                status, body = cluster.request(VICTIM, "GET", "/v1/status")
+                assert status == 200 and body["removed"] is True
+                status, body = cluster.request(VICTIM, "GET", "/v1/cluster")
+                assert status == 200 and VICTIM not in [member["id"] for member in body["members"]]
 
-            # The client watch goes on at another member, every event once.
-            for number in range(10, 20):
-                client.put(f"r/{number}", str(number))
-            watching.join(JOIN_TIMEOUT_S)
-            assert watching.error is None, watching.error
-            assert [event.kv.key for event in watching.events] == [
-                f"r/{number}".encode() for number in range(20)
-            ]
-            revisions = [event.revision for event in watching.events]
-            assert revisions == sorted(set(revisions)) and revisions[0] == start
-            assert watching.reconnections >= 1
-            raw.close()
+                # The client watch goes on at another member, every event once.
+                for number in range(10, 20):
+                    client.put(f"r/{number}", str(number))
+                watching.join(JOIN_TIMEOUT_S)
+                assert watching.error is None, watching.error
+                assert [event.kv.key for event in watching.events] == [
+                    f"r/{number}".encode() for number in range(20)
+                ]
+                revisions = [event.revision for event in watching.events]
+                assert revisions == sorted(set(revisions)) and revisions[0] == start
+                assert watching.reconnections >= 1
+            finally:
+                raw.close()  # also when an assertion fails: no socket left to the GC

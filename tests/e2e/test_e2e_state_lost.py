@@ -12,16 +12,26 @@ import signal
 import subprocess
 from pathlib import Path
 
-from kv_processes import running_cluster, wait_until
+from kv_processes import KvProcessCluster, running_cluster, wait_until
 
 
-def the_one_error_line(stderr: str) -> str:
-    """The refusal: the one line of stderr that is not an INFO log line (start-up logs such
-    as the open-files limit may come first), with no traceback anywhere."""
-    assert "Traceback" not in stderr, stderr
-    lines = [line for line in stderr.strip().splitlines() if " INFO " not in line]
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("raftkv serve: "), stderr
+def refused_start(cluster: KvProcessCluster, node: int) -> str:
+    """Start `node` as before; it must exit 1 with one error line and no traceback (INFO
+    start-up lines, such as the open-files limit, may come first). Returns that line."""
+    started = subprocess.run(
+        cluster.serve_command(node),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert started.returncode == 1, started.stderr
+    assert '"started"' not in started.stdout
+    assert "Traceback" not in started.stderr, started.stderr
+    lines = [line for line in started.stderr.strip().splitlines() if " INFO " not in line]
+    assert len(lines) == 1, started.stderr
+    assert lines[0].startswith("raftkv serve: "), started.stderr
     return lines[0]
 
 
@@ -35,19 +45,9 @@ def test_a_member_whose_database_was_wiped_refuses_to_start(tmp_path: Path) -> N
             shutil.rmtree(database, ignore_errors=True)
             if damage == "emptied":
                 database.mkdir()
-            started = subprocess.run(
-                cluster.serve_command(3),
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-                stdin=subprocess.DEVNULL,
-            )
-            assert started.returncode == 1, started.stderr
-            refusal = the_one_error_line(started.stderr)
+            refusal = refused_start(cluster, 3)
             assert "node 3 lost its Raft state" in refusal
             assert "raftkv member remove 3" in refusal
-            assert '"started"' not in started.stdout
 
         # The two others still serve what was acknowledged.
         status, body = cluster.request(2, "GET", "/v1/kv/kept")
@@ -84,16 +84,7 @@ def test_a_member_whose_write_ahead_log_was_cut_refuses_to_start(tmp_path: Path)
         wal = max(database.glob("*.log"), key=lambda path: path.stat().st_size)
         os.truncate(wal, wal.stat().st_size // 2)
 
-        started = subprocess.run(
-            cluster.serve_command(follower),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-        assert started.returncode == 1, started.stderr
-        refusal = the_one_error_line(started.stderr)
+        refusal = refused_start(cluster, follower)
         assert "the log was cut at index" in refusal
         assert "join again with a new id" in refusal
         status, _ = cluster.request(other, "PUT", "/v1/kv/after", json={"value": "v"})

@@ -246,14 +246,35 @@ def test_a_member_request_round_trips(action: MemberAction, node: NodeId, addres
         leader_id=node_ids,
         leader_address=st.text(max_size=10),
         members=st.lists(st.tuples(node_ids, st.text(max_size=10)), max_size=4).map(tuple),
+        removed=st.lists(node_ids, max_size=4).map(tuple),
     )
 )
 def test_a_member_response_round_trips(response: MemberResponse) -> None:
     assert {field.name for field in dataclasses.fields(MemberResponse)} == {
-        "ok", "error", "message", "leader_id", "leader_address", "members",
+        "ok", "error", "message", "leader_id", "leader_address", "members", "removed",
     }  # fmt: skip
     data = encode_member_response(response).SerializeToString()
     assert decode_member_response(wire.MemberResponse.FromString(data)) == response
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (wire.MemberResponse(ok=True, removed=[0]), "node 0"),
+        (wire.MemberResponse(ok=True, removed=list(range(1, 10_002))), "naming 10001 nodes"),
+        (
+            wire.MemberResponse(
+                ok=True, members=[wire.MemberAddress(node_id=2, address="h" * 301)]
+            ),
+            "address too long",
+        ),
+    ],
+)
+def test_a_member_answer_no_member_gives_is_refused(
+    answer: wire.MemberResponse, reason: str
+) -> None:
+    with pytest.raises(MalformedMessage, match=reason):
+        decode_member_response(answer)
 
 
 # -- local misuse ---------------------------------------------------------------------------

@@ -562,6 +562,33 @@ def test_set_peer_moves_a_peer_and_remove_peer_forgets_it() -> None:
     run(scenario())
 
 
+def test_messages_queued_for_a_removed_peer_still_go() -> None:
+    """A leader removes a member when it applies the removal, in the same loop turn that
+    queued the message telling that member the removal committed: dropping the queue made
+    the removed member miss it, and never learn it was removed."""
+
+    async def scenario() -> None:
+        factory = GrpcFactory()
+        try:
+            receiver_handler = RecordingHandler()
+            sender = await factory.started(RecordingHandler())
+            receiver = await factory.started(receiver_handler)
+            sender.set_peer(NodeId(2), receiver.address)
+            sender.send([heartbeat(1, 2, 1)])
+            await wait_until(lambda: bool(receiver_handler.delivered), "a first delivery")
+            sender.send([heartbeat(1, 2, 2), heartbeat(1, 2, 3)])
+            sender.remove_peer(NodeId(2))  # before the sender task ran
+            await wait_until(
+                lambda: [m.index for m in receiver_handler.delivered] == [1, 2, 3],
+                "the queued messages to arrive",
+            )
+            assert sender.peers() == {}
+        finally:
+            await factory.close()
+
+    run(scenario())
+
+
 def test_a_peer_address_that_makes_no_sense_is_reported_unreachable() -> None:
     async def scenario() -> None:
         factory = GrpcFactory()

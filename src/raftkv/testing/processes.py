@@ -17,18 +17,25 @@ __all__ = ["free_port", "wait_until"]
 # server's bind.
 _SERVER_PORTS = range(20000, 32768)
 _choice = random.SystemRandom()
+# Ports this process handed out already: a cluster asks for several at once, before any
+# server binds them, so the probe alone could give the same one twice.
+_handed_out: set[int] = set()
 
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 below the ephemeral range that was free a moment ago (a
-    hint, not a reservation: chosen at random, so parallel test runs rarely meet)."""
+    hint, not a reservation: chosen at random, so parallel test runs rarely meet), and
+    never one this process handed out before."""
     for _ in range(200):
         port = _choice.choice(_SERVER_PORTS)
+        if port in _handed_out:
+            continue
         with socket.socket() as probe:
             try:
                 probe.bind(("127.0.0.1", port))
             except OSError:
                 continue
+        _handed_out.add(port)
         return port
     raise OSError(f"no free port in {_SERVER_PORTS.start}..{_SERVER_PORTS.stop - 1}")
 

@@ -44,7 +44,7 @@ from raftkv.raft.driver.envelope import (
     decode_proposal,
     encode_snapshot,
 )
-from raftkv.raft.driver.errors import OutcomeUnknown, Removed
+from raftkv.raft.driver.errors import OutcomeUnknown
 from raftkv.raft.driver.state_machine import BackgroundSnapshots, Command
 
 if TYPE_CHECKING:
@@ -191,12 +191,8 @@ def apply_conf_change(node: Node, rawnode: RawNode, entry: Entry) -> None:
     if pending is not None and not pending.future.done():
         node.stats.proposals_committed += 1
         pending.future.set_result(conf_state)
-    if removed_here and not node.removed:
-        node.removed = True
-        logger.warning("node %d was removed from the cluster", node.id)
-        # Nothing pending here can complete any more: say so now, not at deadlines.
-        node._end_unfinished(Removed(f"node {node.id} was removed from the cluster"))
-        node._notify_removed()
+    if removed_here:
+        node._learn_removed("its removal applied here")
 
 
 def maybe_snapshot(node: Node, rawnode: RawNode) -> None:

@@ -131,17 +131,22 @@ async def ask_cluster(
         backoff = min(backoff * 2, node._election_timeout_s())
 
 
-async def ask_about_stranger(node: Node, stranger: NodeId) -> None:
-    """`stranger` sent us messages, but no source we trust names it, so they were dropped.
-    We may lag behind the change that added it (it may even lead now: then we could never
-    catch up, since we hear none of it). Ask the members we know, at the addresses we
-    trust, which members they know, and learn the ids we lack (never overriding an address
-    we have, never a removed id). A stranger no member knows stays unheard."""
+async def ask_members(node: Node, stranger: NodeId | None) -> None:
+    """Ask the members we know, at the addresses we trust, which members they know and
+    which ids were removed, and learn from the answers:
+    - ids we lack (never overriding an address we have, never a removed id): `stranger`
+      sent us messages, but no source we trust names it, so they were dropped; we may lag
+      behind the change that added it (it may even lead now: then we could never catch up,
+      since we hear none of it). A stranger no member knows stays unheard;
+    - that this node was removed, if an answer's removed ids name it (ids are never
+      reused, so that is final): a leader sends a member nothing more once it applied its
+      removal, so a member that missed the commit would never learn it otherwise.
+    Stops once it learnt what it asked (the stranger known; or, without one, any answer)."""
     request = MemberRequest(MemberAction.MEMBERS, node.id)
     addresses = [address for peer, address in sorted(node._peers.items()) if peer != node.id]
     node._rng.shuffle(addresses)
     for address in addresses:
-        if stranger in node._peers or node._stopping:
+        if node._stopping or node.removed or (stranger is not None and stranger in node._peers):
             return
         try:
             response = await node.transport.member_request(
@@ -151,6 +156,9 @@ async def ask_about_stranger(node: Node, stranger: NodeId) -> None:
             continue
         if not response.ok:
             continue
+        if node.id in response.removed:
+            node._learn_removed(f"the member at {address} says so")
+            return
         for peer, peer_address in response.members:
             if (
                 peer != node.id
@@ -168,6 +176,8 @@ async def ask_about_stranger(node: Node, stranger: NodeId) -> None:
                     peer_address,
                     address,
                 )
+        if stranger is None:
+            return
 
 
 def learn_members(node: Node, members: Sequence[tuple[NodeId, str]]) -> None:
@@ -189,6 +199,7 @@ async def handle_request(node: Node, request: MemberRequest) -> MemberResponse:
             leader_id=leader,
             leader_address=node._peers.get(leader, "") if leader != NO_NODE else "",
             members=tuple(sorted(node._peers.items())),
+            removed=tuple(sorted(node._removed)),
         )
     if node._role is not StateRole.LEADER:
         return not_leader_response(node)

@@ -229,10 +229,10 @@ class Node:
         # down when removed still thinks itself a member; were its id reused, its stale
         # vote would count as the new member's (etcd never reuses member ids either).
         self._removed: set[NodeId] = set()
-        # Asking the members about an id we dropped messages from (see _is_known_peer):
-        # the task, and when (our clock) another may start.
-        self._stranger_lookup: asyncio.Task[None] | None = None
-        self._next_stranger_lookup = 0.0
+        # Asking the members about the membership (see _ask_members): the task, and when
+        # (our clock) another may start.
+        self._member_lookup: asyncio.Task[None] | None = None
+        self._next_member_lookup = 0.0
         # When (this node's clock) it last lost its leader, or started without one; None
         # while it knows a leader.
         self._leaderless_since: float | None = self.clock.now()
@@ -550,7 +550,14 @@ class Node:
             _call_removal_observer(observer)
         return lambda: self._removal_observers.remove(observer)
 
-    def _notify_removed(self) -> None:
+    def _learn_removed(self, how: str) -> None:
+        """This node is no member any more (`how` it knows): it serves nothing from now on,
+        and nothing pending here can complete, so say so now, not at deadlines."""
+        if self.removed:
+            return
+        self.removed = True
+        logger.warning("node %d was removed from the cluster (%s)", self.id, how)
+        self._end_unfinished(Removed(f"node {self.id} was removed from the cluster"))
         for observer in list(self._removal_observers):
             _call_removal_observer(observer)
 
@@ -731,6 +738,7 @@ class Node:
                 self._retry_waiting(rawnode)
         if ticks:
             self._expire(self.clock.now())
+            self._ask_members(None)
 
     def _drain_inbox(self, rawnode: RawNode) -> None:
         inbox = self._inbox
@@ -749,7 +757,7 @@ class Node:
                 # Nor is an id no trusted source named: its term would force elections, or
                 # push ours where it cannot move any more (issue 12, A3).
                 self.stats.messages_rejected += 1
-                self._ask_about_stranger(message.sender)
+                self._ask_members(message.sender)
                 continue
             # "Last contact" is kept for known peers only: ids a message merely names would
             # grow it without bound.
@@ -775,27 +783,32 @@ class Node:
         member's answer to a membership request. Never an id that only a message names.
         A joiner knows the leader adding it from the answer to its join request; a node
         lagging behind the change that added the sender drops its messages until it
-        learns of it (see `_ask_about_stranger`)."""
+        learns of it (see `_ask_members`)."""
         return peer in self._peers or peer in rawnode.raft.tracker.progress
 
-    def _ask_about_stranger(self, stranger: NodeId) -> None:
-        """Ask the members we know whether they know `stranger` (membership.ask_about_
-        stranger), at most once per election timeout, one question at a time."""
-        lookup = self._stranger_lookup
+    def _ask_members(self, stranger: NodeId | None) -> None:
+        """Ask the members we know about the membership (membership.ask_members), at most
+        once per election timeout and one question at a time: because `stranger` sent us
+        messages no trusted source explains, or (None) because we have been leaderless for
+        two election timeouts — a member that missed its own removal learns it so."""
+        if stranger is None and (
+            self.removed or self.leaderless_seconds() < 2 * self._election_timeout_s()
+        ):
+            return
+        lookup = self._member_lookup
         if lookup is not None and not lookup.done():
             return
         now = self.clock.now()
-        if now < self._next_stranger_lookup or self._stopping:
+        if now < self._next_member_lookup or self._stopping:
             return
-        self._next_stranger_lookup = now + self._election_timeout_s()
+        self._next_member_lookup = now + self._election_timeout_s()
         if lookup is not None:
             self._tasks.remove(lookup)
         # Kept with the node's tasks, so stopping cancels it.
-        self._stranger_lookup = asyncio.get_running_loop().create_task(
-            membership.ask_about_stranger(self, stranger),
-            name=f"raftkv-stranger-{self.id}",
+        self._member_lookup = asyncio.get_running_loop().create_task(
+            membership.ask_members(self, stranger), name=f"raftkv-ask-members-{self.id}"
         )
-        self._tasks.append(self._stranger_lookup)
+        self._tasks.append(self._member_lookup)
 
     def _drain_proposals(self, rawnode: RawNode) -> None:
         """Step queued proposals into the core, as few messages as possible: consecutive

@@ -52,6 +52,8 @@ class MemberResponse:
     leader_address: str = ""
     # The responder's known members (id, peer address), so a joiner can reach them.
     members: tuple[tuple[NodeId, str], ...] = ()
+    # Ids the responder knows were removed from the cluster (never reused).
+    removed: tuple[NodeId, ...] = ()
 
 
 class TransportError(Exception):

@@ -30,6 +30,7 @@ from google.protobuf.message import DecodeError
 from raftkv.raft.core.errors import InvalidArgument, MalformedMessage
 from raftkv.raft.core.rawnode import check_peer_message
 from raftkv.raft.core.types import (
+    NO_NODE,
     ConfState,
     Entry,
     EntryKind,
@@ -287,6 +288,8 @@ def decode_batch(data: bytes, cluster_id: int) -> list[Message]:
 
 # Longest sender address accepted from a frame (host:port, with room for IPv6 and names).
 MAX_ADDRESS_LENGTH = 300
+# Most node ids one member answer may name, members and removed ids together.
+MAX_MEMBER_IDS = 10_000
 
 
 def decode_frame(data: bytes, cluster_id: int) -> tuple[NodeId, str, list[Message]]:
@@ -363,10 +366,22 @@ def encode_member_response(response: MemberResponse) -> wire.MemberResponse:
             wire.MemberAddress(node_id=node_id, address=address)
             for node_id, address in response.members
         ],
+        removed=list(response.removed),
     )
 
 
 def decode_member_response(response: wire.MemberResponse) -> MemberResponse:
+    """MalformedMessage for an answer no correct member gives: more ids than any cluster
+    holds, an id of 0, an address over MAX_ADDRESS_LENGTH."""
+    if len(response.members) + len(response.removed) > MAX_MEMBER_IDS:
+        raise MalformedMessage(
+            f"a member answer naming {len(response.members) + len(response.removed)} nodes"
+        )
+    ids = [member.node_id for member in response.members] + list(response.removed)
+    if any(node_id == NO_NODE for node_id in ids):
+        raise MalformedMessage("a member answer naming node 0")
+    if any(len(member.address) > MAX_ADDRESS_LENGTH for member in response.members):
+        raise MalformedMessage("a member answer with an address too long")
     return MemberResponse(
         ok=response.ok,
         error=response.error,
@@ -374,4 +389,5 @@ def decode_member_response(response: wire.MemberResponse) -> MemberResponse:
         leader_id=NodeId(response.leader_id),
         leader_address=response.leader_address,
         members=tuple((NodeId(member.node_id), member.address) for member in response.members),
+        removed=tuple(NodeId(node_id) for node_id in response.removed),
     )

@@ -288,12 +288,17 @@ class GrpcTransport:
         self._senders[peer] = _PeerSender(self, peer, address, queue)
 
     def remove_peer(self, peer: NodeId) -> None:
+        """Forget `peer`: nothing more is queued for it. What is queued already still goes,
+        for up to request_timeout_seconds: a member is removed when the leader applies its
+        removal, which is when the message telling it the removal committed may still be
+        queued (without it, the removed member never learns it was removed)."""
         self._addresses.pop(peer, None)
         sender = self._senders.pop(peer, None)
         if sender is not None:
-            self.stats.messages_dropped += len(sender.queue)
-            sender.queue.clear()
-            self._close_later(sender)
+            self._track_closing(
+                sender.drain_then_close(self.settings.request_timeout_seconds),
+                f"raftkv-close-peer-{sender.peer}",
+            )
 
     def peers(self) -> dict[NodeId, str]:
         return dict(self._addresses)
@@ -339,7 +344,10 @@ class GrpcTransport:
             ) from None
         finally:
             await channel.close()
-        return decode_member_response(response)
+        try:
+            return decode_member_response(response)
+        except MalformedMessage as error:
+            raise TransportError(f"member answer from {address}: {error}") from None
 
     async def stop(self) -> None:
         if self._state is _State.STOPPED:
@@ -784,6 +792,8 @@ class _PeerSender:
         # Set by heard_from while failures > 0: ends the rest (see _rest) and has the next
         # stream open on a channel that is not in gRPC's own reconnect backoff.
         self.heard = asyncio.Event()
+        # Set whenever the task has sent everything queued (drain_then_close waits on it).
+        self.emptied = asyncio.Event()
         self.log = _LogLimiter()
         self.channel: grpc.aio.Channel
         self._method: grpc.aio.StreamUnaryMultiCallable[wire.MessageBatch, wire.SendAck]
@@ -807,6 +817,19 @@ class _PeerSender:
         await asyncio.gather(self.task, return_exceptions=True)
         await self.channel.close()
 
+    async def drain_then_close(self, timeout: float) -> None:
+        """Send what is queued, for at most `timeout` seconds (an unreachable peer gets it
+        dropped), then close."""
+        if self.queue:
+            self.emptied.clear()
+            self.wakeup.set()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self.emptied.wait()
+        self.transport.stats.messages_dropped += len(self.queue)
+        self.queue.clear()
+        await self.close()
+
     def heard_from(self) -> None:
         """The peer sent us a frame, so it is up: the backoff its absence built up starts
         over, and a rest in progress ends (a follower restarted after a long outage must
@@ -828,6 +851,8 @@ class _PeerSender:
                     if failure is not None:
                         await self._fail(failure)
                         break
+                if not self.queue:
+                    self.emptied.set()
         finally:
             if self.call is not None:
                 self.call.cancel()

@@ -242,17 +242,19 @@ class MemberAddress(_message.Message):
     def __init__(self, node_id: _Optional[int] = ..., address: _Optional[str] = ...) -> None: ...
 
 class MemberResponse(_message.Message):
-    __slots__ = ("ok", "error", "message", "leader_id", "leader_address", "members")
+    __slots__ = ("ok", "error", "message", "leader_id", "leader_address", "members", "removed")
     OK_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     LEADER_ID_FIELD_NUMBER: _ClassVar[int]
     LEADER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
     ok: bool
     error: str
     message: str
     leader_id: int
     leader_address: str
     members: _containers.RepeatedCompositeFieldContainer[MemberAddress]
-    def __init__(self, ok: _Optional[bool] = ..., error: _Optional[str] = ..., message: _Optional[str] = ..., leader_id: _Optional[int] = ..., leader_address: _Optional[str] = ..., members: _Optional[_Iterable[_Union[MemberAddress, _Mapping]]] = ...) -> None: ...
+    removed: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, ok: _Optional[bool] = ..., error: _Optional[str] = ..., message: _Optional[str] = ..., leader_id: _Optional[int] = ..., leader_address: _Optional[str] = ..., members: _Optional[_Iterable[_Union[MemberAddress, _Mapping]]] = ..., removed: _Optional[_Iterable[int]] = ...) -> None: ...

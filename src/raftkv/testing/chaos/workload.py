@@ -135,93 +135,48 @@ class Workload:
 
     # -- one request each ----------------------------------------------------------------------
 
-    def _call(
-        self, http: httpx.Client, method: str, url: str, **kwargs: Any
-    ) -> tuple[float, float, Claim, int, str, Any]:
+    def _call(self, http: httpx.Client, method: str, url: str, **kwargs: Any) -> _Answer:
         started = time.monotonic()
         try:
             response = http.request(method, url, **kwargs)
         except httpx.ConnectError as error:
             # Refused or unreachable before a byte was sent: not applied.
-            return started, time.monotonic(), Claim.NOT_APPLIED, 0, type(error).__name__, None
+            return _Answer(started, time.monotonic(), Claim.NOT_APPLIED, 0, type(error).__name__)
         except httpx.HTTPError as error:  # a timeout or a connection lost after sending
-            return started, time.monotonic(), Claim.UNKNOWN, 0, type(error).__name__, None
-        returned = time.monotonic()
+            return _Answer(started, time.monotonic(), Claim.UNKNOWN, 0, type(error).__name__)
+        returned, status = time.monotonic(), response.status_code
         try:
             body = response.json()
         except ValueError:
-            return started, returned, Claim.BROKEN, response.status_code, "not_json", None
-        status = response.status_code
+            return _Answer(started, returned, Claim.BROKEN, status, "not_json")
         code = body.get("error", {}).get("code", "") if isinstance(body, dict) else ""
-        if status == 200:
-            return started, returned, Claim.APPLIED, status, code, body
-        if status == 404 and code == "not_found":
-            return started, returned, Claim.APPLIED, status, code, body
-        if status == 504:
-            return started, returned, Claim.UNKNOWN, status, code, body
-        if status == 503 or 400 <= status < 500:
-            return started, returned, Claim.NOT_APPLIED, status, code, body
-        return started, returned, Claim.BROKEN, status, code, body
+        if status == 200 or (status == 404 and code == "not_found"):
+            claim = Claim.APPLIED
+        elif status == 504:
+            claim = Claim.UNKNOWN
+        elif status == 503 or 400 <= status < 500:
+            claim = Claim.NOT_APPLIED
+        else:
+            claim = Claim.BROKEN
+        return _Answer(started, returned, claim, status, code, body)
 
     def _put(self, http: httpx.Client, worker: int, node: int, key: str, value: str) -> Record:
-        started, returned, claim, status, code, body = self._call(
-            http, "PUT", f"{self._url(node)}/v1/kv/{key}", json={"value": value}
-        )
-        revision = body["header"]["revision"] if claim is Claim.APPLIED else 0
-        return Record(
-            worker=worker,
-            kind=Kind.PUT,
-            key=key,
-            node=node,
-            call_time=started,
-            return_time=returned,
-            claim=claim,
-            value=value,
-            revision=revision,
-            status=status,
-            code=code,
-        )
+        answer = self._call(http, "PUT", f"{self._url(node)}/v1/kv/{key}", json={"value": value})
+        revision = answer.body["header"]["revision"] if answer.applied else 0
+        return answer.record(worker, Kind.PUT, key, node, value=value, revision=revision)
 
     def _get(self, http: httpx.Client, worker: int, node: int, key: str) -> Record:
-        started, returned, claim, status, code, body = self._call(
-            http, "GET", f"{self._url(node)}/v1/kv/{key}"
-        )
-        output = None
-        if claim is Claim.APPLIED and status == 200:
-            output = body["kv"]["value"]
-        return Record(
-            worker=worker,
-            kind=Kind.GET,
-            key=key,
-            node=node,
-            call_time=started,
-            return_time=returned,
-            claim=claim,
-            output=output,
-            status=status,
-            code=code,
-        )
+        answer = self._call(http, "GET", f"{self._url(node)}/v1/kv/{key}")
+        output = answer.body["kv"]["value"] if answer.applied and answer.status == 200 else None
+        return answer.record(worker, Kind.GET, key, node, output=output)
 
     def _delete(self, http: httpx.Client, worker: int, node: int, key: str) -> Record:
-        started, returned, claim, status, code, body = self._call(
-            http, "DELETE", f"{self._url(node)}/v1/kv/{key}"
-        )
-        deleted, revision = None, 0
-        if claim is Claim.APPLIED:
-            deleted, revision = body.get("deleted", 0) > 0, body["header"]["revision"]
-        return Record(
-            worker=worker,
-            kind=Kind.DELETE,
-            key=key,
-            node=node,
-            call_time=started,
-            return_time=returned,
-            claim=claim,
-            output=deleted,
-            revision=revision,
-            status=status,
-            code=code,
-        )
+        answer = self._call(http, "DELETE", f"{self._url(node)}/v1/kv/{key}")
+        if not answer.applied:
+            return answer.record(worker, Kind.DELETE, key, node)
+        deleted = answer.body.get("deleted", 0) > 0
+        revision = answer.body["header"]["revision"]
+        return answer.record(worker, Kind.DELETE, key, node, output=deleted, revision=revision)
 
     def _cas(
         self,
@@ -238,27 +193,47 @@ class Workload:
             if expected is None
             else {"key": key, "target": "value", "op": "=", "value": expected}
         )
-        started, returned, claim, status, code, body = self._call(
-            http,
-            "POST",
-            f"{self._url(node)}/v1/txn",
-            json={"compares": [compare], "success": [{"op": "put", "key": key, "value": value}]},
-        )
-        swapped, revision = None, 0
-        if claim is Claim.APPLIED:
-            swapped, revision = bool(body["succeeded"]), body["header"]["revision"]
-        return Record(
-            worker=worker,
-            kind=Kind.CAS,
-            key=key,
-            node=node,
-            call_time=started,
-            return_time=returned,
-            claim=claim,
+        body = {"compares": [compare], "success": [{"op": "put", "key": key, "value": value}]}
+        answer = self._call(http, "POST", f"{self._url(node)}/v1/txn", json=body)
+        swapped = bool(answer.body["succeeded"]) if answer.applied else None
+        revision = answer.body["header"]["revision"] if answer.applied else 0
+        return answer.record(
+            worker,
+            Kind.CAS,
+            key,
+            node,
             value=value,
             expected=expected,
             output=swapped,
             revision=revision,
-            status=status,
-            code=code,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """What one request got back, classified (see the module docstring)."""
+
+    call_time: float
+    return_time: float
+    claim: Claim
+    status: int
+    code: str
+    body: Any = None
+
+    @property
+    def applied(self) -> bool:
+        return self.claim is Claim.APPLIED
+
+    def record(self, worker: int, kind: Kind, key: str, node: int, **fields: Any) -> Record:
+        return Record(
+            worker=worker,
+            kind=kind,
+            key=key,
+            node=node,
+            call_time=self.call_time,
+            return_time=self.return_time,
+            claim=self.claim,
+            status=self.status,
+            code=self.code,
+            **fields,
         )
