@@ -16,6 +16,7 @@ them stops both ways (a connection's answers are routed too), clients keep reach
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import subprocess
@@ -149,12 +150,20 @@ class Disk:
         self.mounted = True
 
     def fill(self) -> None:
-        """Take all the free space but a few KiB: the node's next write fails (ENOSPC)."""
-        free = os.statvfs(self.path)
-        left = free.f_bavail * free.f_frsize - 16 * 1024
-        with open(self.filler, "wb") as file:
-            if left > 0:
-                os.posix_fallocate(file.fileno(), 0, left)
+        """Take all the free space but a few KiB: the node's next write fails (ENOSPC).
+        The node writes meanwhile, so the space taken is what is free when it is asked
+        for, tried again (smaller) if the node took some first."""
+        with open(self.filler, "ab") as file:
+            for _ in range(20):
+                free = os.statvfs(self.path)
+                left = free.f_bavail * free.f_frsize - 16 * 1024
+                if left <= 0:
+                    return
+                try:
+                    os.posix_fallocate(file.fileno(), os.fstat(file.fileno()).st_size, left)
+                except OSError as error:
+                    if error.errno != errno.ENOSPC:
+                        raise
 
     def free(self) -> None:
         self.filler.unlink(missing_ok=True)
