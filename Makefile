@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 SIM_SEEDS ?= 0:10000
 TEST_SIM_SEEDS ?= 0:300
 
-.PHONY: run test lint sim sim-driver sim-kv fuzz fuzz-peer mutate fmt clean venv proto bench chaos
+.PHONY: run test lint sim sim-driver sim-kv fuzz fuzz-peer mutate fmt clean venv proto bench chaos trace-hashes
 
 venv: $(STAMP)
 
@@ -72,6 +72,14 @@ CHAOS_SECONDS ?= 180
 CHAOS_SEED ?=
 chaos: $(STAMP)
 	$(BIN)/python -m raftkv.testing.chaos --duration $(CHAOS_SECONDS) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
+
+## trace-hashes: record (TRACE_FILE absent) or compare the simulators' trace hashes over
+## TRACE_SEEDS: a refactoring must leave every seed's trace as it was
+TRACE_FILE ?= trace-hashes.json
+TRACE_SEEDS ?= 0:500
+trace-hashes: $(STAMP)
+	@if [ -f $(TRACE_FILE) ]; then $(BIN)/python tools/trace_hashes.py compare $(TRACE_FILE) --jobs 2; \
+	else $(BIN)/python tools/trace_hashes.py record $(TRACE_FILE) --seeds $(TRACE_SEEDS) --jobs 2; fi
 
 ## proto: regenerate the protobuf and gRPC modules from src/raftkv/raft/transport/raft.proto
 ## (tests/transport checks the checked-in files match what this produces)
