@@ -6,8 +6,8 @@ from __future__ import annotations
 import msgspec
 from test_http_api import started
 
+from raftkv.api.cluster import ClusterAnswer, ReadyAnswer, StatusAnswer
 from raftkv.raft.core.types import NodeId
-from raftkv.server.api import ClusterAnswer, ReadyAnswer, StatusAnswer
 from raftkv.server.openapi import openapi_document
 from raftkv.testing.local_cluster import address_of, run_scenario
 

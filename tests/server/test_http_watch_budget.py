@@ -13,9 +13,9 @@ from typing import Any
 
 from test_http_leases_watches import Api, metrics_text, started
 
+from raftkv.api.watches import WatchEvents
 from raftkv.kv import KvService, Watch, WatchBatch, WatchSettings
 from raftkv.server import HttpSettings
-from raftkv.server.api import WatchEvents
 from raftkv.server.http import WATCHES
 from raftkv.testing.local_cluster import run_scenario
 

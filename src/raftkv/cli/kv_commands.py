@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
 
+from raftkv.api.kv import CompareBody, DeleteOpBody, OpBody, PutOpBody, RangeOpBody, TxnBody
 from raftkv.cli import (
     EXIT_NOT_FOUND,
     EXIT_OK,
@@ -54,14 +55,6 @@ from raftkv.client import (
     SyncClient,
     TxnResult,
     txn,
-)
-from raftkv.server.api import (
-    CompareBody,
-    DeleteOpBody,
-    OpBody,
-    PutOpBody,
-    RangeOpBody,
-    TxnBody,
 )
 
 if TYPE_CHECKING:

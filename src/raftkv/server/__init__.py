@@ -1,7 +1,8 @@
 """raftkv's servers: the HTTP/JSON API over `raftkv.kv.KvService`.
 
 `HttpSettings` and `create_app` load lazily (PEP 562), so importing a light submodule such
-as `raftkv.server.api` (the client does) does not load aiohttp or the KV store.
+as `raftkv.server.config` (the CLI does) does not load aiohttp or the KV store. The wire
+schema the HTTP API speaks is `raftkv.api`, shared with the client.
 """
 
 from __future__ import annotations

@@ -9,10 +9,10 @@ Promotion is refused (`NotCaughtUp`, 409 `not_caught_up`) while the learner lags
 
 from __future__ import annotations
 
+from raftkv.api.cluster import ClusterAnswer, MemberAnswer, MemberRole
 from raftkv.kv import KvStateMachine
 from raftkv.raft.core.types import NodeId
 from raftkv.raft.driver.node import Node
-from raftkv.server.api import ClusterAnswer, MemberAnswer, MemberRole
 
 
 def cluster_answer(node: Node, machine: KvStateMachine) -> ClusterAnswer:

@@ -90,6 +90,37 @@ import msgspec
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
+from raftkv.api.cluster import (
+    AddMemberBody,
+    AlarmAnswer,
+    HealthAnswer,
+    ReadyAnswer,
+    StatusAnswer,
+    TransferAnswer,
+    TransferBody,
+)
+from raftkv.api.keys import Header
+from raftkv.api.kv import (
+    CompactAnswer,
+    CompactBody,
+    CompareBody,
+    DeleteAnswer,
+    DeleteOpAnswer,
+    DeleteOpBody,
+    GetAnswer,
+    OpAnswer,
+    OpBody,
+    PutAnswer,
+    PutBody,
+    PutOpAnswer,
+    PutOpBody,
+    RangeAnswer,
+    RangeOpAnswer,
+    RangeOpBody,
+    SetBody,
+    TxnAnswer,
+    TxnBody,
+)
 from raftkv.kv.commands import (
     Compare,
     DeleteRange,
@@ -126,35 +157,6 @@ from raftkv.raft.driver.errors import (
     Stopped,
 )
 from raftkv.raft.storage.base import StorageClosed
-from raftkv.server.api import (
-    AddMemberBody,
-    AlarmAnswer,
-    CompactAnswer,
-    CompactBody,
-    CompareBody,
-    DeleteAnswer,
-    DeleteOpAnswer,
-    DeleteOpBody,
-    GetAnswer,
-    Header,
-    HealthAnswer,
-    OpAnswer,
-    OpBody,
-    PutAnswer,
-    PutBody,
-    PutOpAnswer,
-    PutOpBody,
-    RangeAnswer,
-    RangeOpAnswer,
-    RangeOpBody,
-    ReadyAnswer,
-    SetBody,
-    StatusAnswer,
-    TransferAnswer,
-    TransferBody,
-    TxnAnswer,
-    TxnBody,
-)
 from raftkv.server.backup import FORMAT_VERSION as BACKUP_FORMAT_VERSION
 from raftkv.server.backup import BackupHeader, backup_chunks, encode_prefix
 from raftkv.server.cluster_api import cluster_answer

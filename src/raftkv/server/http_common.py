@@ -13,8 +13,8 @@ import msgspec
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
+from raftkv.api.keys import KeyValueAnswer
 from raftkv.kv.commands import KeyValue
-from raftkv.server.api import KeyValueAnswer
 
 __all__ = [
     "BODY_TIMEOUT",

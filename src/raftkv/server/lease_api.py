@@ -18,9 +18,8 @@ import math
 
 from aiohttp import web
 
-from raftkv.kv.service import KvService
-from raftkv.server.api import (
-    Header,
+from raftkv.api.keys import Header
+from raftkv.api.leases import (
     LeaseAnswer,
     LeaseGrantAnswer,
     LeaseGrantBody,
@@ -29,6 +28,7 @@ from raftkv.server.api import (
     LeasesAnswer,
     LeaseStatusAnswer,
 )
+from raftkv.kv.service import KvService
 from raftkv.server.http_common import (
     ApiError,
     Codec,

@@ -1,4 +1,4 @@
-"""`/openapi.json`: the HTTP API described as OpenAPI 3.1, derived from `raftkv.server.api`.
+"""`/openapi.json`: the HTTP API described as OpenAPI 3.1, derived from `raftkv.api`.
 
 Schemas come from the msgspec structs the server itself decodes requests and encodes answers
 with, so they cannot drift apart; the routes, parameters and status codes are listed here
@@ -13,36 +13,37 @@ from typing import Any
 
 import msgspec
 
-from raftkv.server.api import (
+from raftkv.api.cluster import (
     AddMemberBody,
     ClusterAnswer,
+    HealthAnswer,
+    ReadyAnswer,
+    StatusAnswer,
+    TransferAnswer,
+    TransferBody,
+)
+from raftkv.api.errors import ErrorAnswer
+from raftkv.api.kv import (
     CompactAnswer,
     CompactBody,
     DeleteAnswer,
-    ErrorAnswer,
     GetAnswer,
-    HealthAnswer,
+    PutAnswer,
+    PutBody,
+    RangeAnswer,
+    SetBody,
+    TxnAnswer,
+    TxnBody,
+)
+from raftkv.api.leases import (
     LeaseAnswer,
     LeaseGrantAnswer,
     LeaseGrantBody,
     LeaseKeepAliveAnswer,
     LeaseRevokeAnswer,
     LeasesAnswer,
-    PutAnswer,
-    PutBody,
-    RangeAnswer,
-    ReadyAnswer,
-    SetBody,
-    StatusAnswer,
-    TransferAnswer,
-    TransferBody,
-    TxnAnswer,
-    TxnBody,
-    WatchCanceled,
-    WatchCreated,
-    WatchEvents,
-    WatchProgress,
 )
+from raftkv.api.watches import WatchCanceled, WatchCreated, WatchEvents, WatchProgress
 
 __all__ = ["openapi_document", "openapi_document_bytes"]
 

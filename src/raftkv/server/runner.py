@@ -38,6 +38,7 @@ from pathlib import Path
 import aiohttp
 import msgspec
 
+from raftkv.api.cluster import ClusterAnswer
 from raftkv.kv import (
     CorruptChecker,
     CorruptCheckerSettings,
@@ -55,7 +56,6 @@ from raftkv.raft.driver.clock import SystemClock
 from raftkv.raft.driver.errors import NodeFailed
 from raftkv.raft.driver.node import Node
 from raftkv.raft.transport.grpc_settings import RECONNECT_BACKOFF_INITIAL_SECONDS
-from raftkv.server.api import ClusterAnswer
 from raftkv.server.compactor import AutoCompactor
 from raftkv.server.config import ServerSettings, split_address
 from raftkv.server.http import METRICS, HttpSettings, create_app

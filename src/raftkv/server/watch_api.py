@@ -5,7 +5,7 @@ key), `range_end` (etcd's convention) or `prefix=true`, `start_revision` (0: the
 revision of this node), `prev_kv`, `no_put`, `no_delete`, `progress_notify` (with
 `progress_interval_s`, default the server's `watch_progress_interval_s`), `encoding=base64`.
 
-Answer: 200 `application/x-ndjson`, one `WatchMessage` (`raftkv.server.api`) per line:
+Answer: 200 `application/x-ndjson`, one `WatchMessage` (`raftkv.api.watches`) per line:
 `created` first, then `events` and `progress` messages, and `canceled` last if the server
 ends the watch. Every message's `revision` is a watermark (everything matching at or below
 it has been sent): resume with `start_revision = revision + 1`. Usable from curl:
@@ -42,6 +42,11 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from raftkv.api.errors import ErrorDetail
+from raftkv.api.keys import Header
+from raftkv.api.watches import WatchCanceled as WatchCanceledAnswer
+from raftkv.api.watches import WatchCreated, WatchEventAnswer, WatchEvents, WatchMessage
+from raftkv.api.watches import WatchProgress as WatchProgressAnswer
 from raftkv.kv.events import Event
 from raftkv.kv.service import KvService
 from raftkv.kv.watch import (
@@ -53,16 +58,6 @@ from raftkv.kv.watch import (
     WatchProgress,
     WatchSpec,
 )
-from raftkv.server.api import (
-    ErrorDetail,
-    Header,
-    WatchCreated,
-    WatchEventAnswer,
-    WatchEvents,
-    WatchMessage,
-)
-from raftkv.server.api import WatchCanceled as WatchCanceledAnswer
-from raftkv.server.api import WatchProgress as WatchProgressAnswer
 from raftkv.server.http_common import (
     ApiError,
     Codec,
