@@ -87,7 +87,7 @@ from raftkv.kv.layout import (
     escape,
     history_key,
     index_key,
-    prefix_end,
+    prefix_successor,
     revision_key,
     split_history_key,
     unescape,
@@ -685,7 +685,7 @@ def _stored_bounds(prefix: bytes, key: bytes, range_end: bytes) -> tuple[bytes, 
     not empty. Escaping preserves order, so [key, range_end) maps to [escape(key),
     escape(range_end)); b"\\0" (every key >= key) runs to the end of the prefix's space."""
     start = prefix + escape(key)
-    end = prefix_end(prefix) if range_end == b"\0" else prefix + escape(range_end)
+    end = prefix_successor(prefix) if range_end == b"\0" else prefix + escape(range_end)
     return start, max(start, end)
 
 

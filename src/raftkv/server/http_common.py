@@ -13,7 +13,7 @@ import msgspec
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
-from raftkv.api.keys import KeyValueAnswer
+from raftkv.api.keys import KeyValueAnswer, prefix_end
 from raftkv.kv.commands import KeyValue
 
 __all__ = [
@@ -27,7 +27,6 @@ __all__ = [
     "json_answer",
     "key_range",
     "key_value_answer",
-    "prefix_end",
     "serializable_query",
 ]
 
@@ -119,15 +118,6 @@ def serializable_query(request: web.Request) -> bool:
             f"consistency must be linearizable or serializable, got {consistency!r}",
         )
     return consistency == "serializable"
-
-
-def prefix_end(key: bytes) -> bytes:
-    """The range end that covers every key starting with `key` (etcd's GetPrefixRangeEnd):
-    `key` with its last byte below 0xff incremented; b"\\0" (to the end) if there is none."""
-    stripped = key.rstrip(b"\xff")
-    if not stripped:
-        return b"\0"
-    return stripped[:-1] + bytes([stripped[-1] + 1])
 
 
 def key_range(key: bytes, range_end: bytes, prefix: bool) -> tuple[bytes, bytes]:
