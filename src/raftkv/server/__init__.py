@@ -1,7 +1,7 @@
 """raftkv's servers: the HTTP/JSON API over `raftkv.kv.KvService`.
 
 `HttpSettings` and `create_app` load lazily (PEP 562), so importing a light submodule such
-as `raftkv.server.config` (the CLI does) does not load aiohttp or the KV store. The wire
+as `raftkv.server.settings` (the CLI does) does not load aiohttp or the KV store. The wire
 schema the HTTP API speaks is `raftkv.api`, shared with the client.
 """
 

@@ -57,7 +57,6 @@ from raftkv.raft.driver.errors import NodeFailed
 from raftkv.raft.driver.node import Node
 from raftkv.raft.transport.grpc_settings import RECONNECT_BACKOFF_INITIAL_SECONDS
 from raftkv.server.compactor import AutoCompactor
-from raftkv.server.config import ServerSettings, split_address
 from raftkv.server.http import METRICS, HttpSettings, create_app
 from raftkv.server.identity import (
     DATABASE_DIR,
@@ -68,6 +67,7 @@ from raftkv.server.identity import (
 )
 from raftkv.server.listener import ClientPort, ClientPortSettings, raise_open_files_limit
 from raftkv.server.logs import NodeContext
+from raftkv.server.settings import ServerSettings, split_address
 
 logger = logging.getLogger("raftkv.server")
 
