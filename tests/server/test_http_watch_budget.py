@@ -14,7 +14,7 @@ from typing import Any
 from test_http_leases_watches import Api, metrics_text, started
 
 from raftkv.api.watches import WatchEvents
-from raftkv.kv import KvService, Watch, WatchBatch, WatchSettings
+from raftkv.kv import EventBatch, KvService, Watch, WatchSettings
 from raftkv.server import HttpSettings
 from raftkv.server.http import WATCHES
 from raftkv.testing.local_cluster import run_scenario
@@ -27,7 +27,7 @@ def held_watch_messages(marker: bytes) -> int:
     text = marker.decode()
     found = 0
     for holder in gc.get_objects():
-        if isinstance(holder, WatchBatch):
+        if isinstance(holder, EventBatch):
             found += any(event.kv.value.startswith(marker) for event in holder.events)
         # msgspec leaves structs holding no containers untracked: look among referents.
         for item in gc.get_referents(holder):

@@ -46,29 +46,29 @@ import msgspec
 
 from raftkv.kv.commands import (
     Compact,
-    CompactResult,
+    CompactResponse,
     DeleteRange,
-    DeleteResult,
+    DeleteRangeResponse,
     KvCommand,
     LeaseCheckpoint,
-    LeaseCheckpointResult,
+    LeaseCheckpointResponse,
     LeaseExpire,
     LeaseGrant,
-    LeaseGrantResult,
+    LeaseGrantResponse,
     LeaseKeepAlive,
-    LeaseKeepAliveResult,
+    LeaseKeepAliveResponse,
     LeaseRemaining,
     LeaseRevoke,
-    LeaseRevokeResult,
+    LeaseRevokeResponse,
     PublishMember,
-    PublishMemberResult,
+    PublishMemberResponse,
     Put,
-    PutResult,
+    PutResponse,
     Range,
-    RangeResult,
+    RangeResponse,
     ResponseOp,
     Txn,
-    TxnResult,
+    TxnResponse,
     WriteRequest,
     encode_command,
     is_read_only,
@@ -83,15 +83,15 @@ from raftkv.raft.driver.node import Node
 
 ResultT = TypeVar(
     "ResultT",
-    PutResult,
-    DeleteResult,
-    TxnResult,
-    CompactResult,
-    PublishMemberResult,
-    LeaseGrantResult,
-    LeaseKeepAliveResult,
-    LeaseRevokeResult,
-    LeaseCheckpointResult,
+    PutResponse,
+    DeleteRangeResponse,
+    TxnResponse,
+    CompactResponse,
+    PublishMemberResponse,
+    LeaseGrantResponse,
+    LeaseKeepAliveResponse,
+    LeaseRevokeResponse,
+    LeaseCheckpointResponse,
 )
 ReadT = TypeVar("ReadT")
 # Random lease ids drawn before giving up on collisions (each collision costs a log entry).
@@ -192,9 +192,9 @@ class KvService:
         client_id: str = "",
         sequence: int = 0,
         timeout: float | None = None,
-    ) -> PutResult:
+    ) -> PutResponse:
         request = Put(key=key, value=value, lease=lease, prev_kv=prev_kv)
-        return await self._write(request, PutResult, client_id, sequence, timeout)
+        return await self._write(request, PutResponse, client_id, sequence, timeout)
 
     async def delete_range(
         self,
@@ -205,9 +205,9 @@ class KvService:
         client_id: str = "",
         sequence: int = 0,
         timeout: float | None = None,
-    ) -> DeleteResult:
+    ) -> DeleteRangeResponse:
         request = DeleteRange(key=key, range_end=range_end, prev_kv=prev_kv)
-        return await self._write(request, DeleteResult, client_id, sequence, timeout)
+        return await self._write(request, DeleteRangeResponse, client_id, sequence, timeout)
 
     async def txn(
         self,
@@ -217,7 +217,7 @@ class KvService:
         client_id: str = "",
         sequence: int = 0,
         timeout: float | None = None,
-    ) -> TxnResult:
+    ) -> TxnResponse:
         """A txn without writes is a read (linearizable unless `serializable`); one that
         writes goes through the log (`serializable` is refused: it is for reads)."""
         check_request(request, self.settings)
@@ -237,29 +237,31 @@ class KvService:
             limits = self.read_limits
             budget = ReadBudget(limits.max_txn_scan_entries, setting="max_txn_scan_entries")
             await self._read(lambda view: view.scan_txn_ranges(request, budget), scans=True)
-        result = await self._write(request, TxnResult, client_id, sequence, timeout)
+        result = await self._write(request, TxnResponse, client_id, sequence, timeout)
         return _cut_to(result, self.read_limits.read_budget())
 
-    async def compact(self, revision: int, *, timeout: float | None = None) -> CompactResult:
-        return await self._write(Compact(revision=revision), CompactResult, "", 0, timeout)
+    async def compact(self, revision: int, *, timeout: float | None = None) -> CompactResponse:
+        return await self._write(Compact(revision=revision), CompactResponse, "", 0, timeout)
 
     async def publish_member(
         self, member_id: int, client_url: str, *, timeout: float | None = None
-    ) -> PublishMemberResult:
+    ) -> PublishMemberResponse:
         """Record, through the log, where clients reach member `member_id`."""
         request = PublishMember(member_id=member_id, client_url=client_url)
-        return await self._write(request, PublishMemberResult, "", 0, timeout)
+        return await self._write(request, PublishMemberResponse, "", 0, timeout)
 
     async def lease_grant(
         self, ttl: int, lease_id: int = 0, *, timeout: float | None = None
-    ) -> LeaseGrantResult:
+    ) -> LeaseGrantResponse:
         """A lease of `ttl` seconds (raised to min_lease_ttl_s). `lease_id` 0: a random id."""
         if lease_id:
-            return await self._write(LeaseGrant(lease_id, ttl), LeaseGrantResult, "", 0, timeout)
+            return await self._write(LeaseGrant(lease_id, ttl), LeaseGrantResponse, "", 0, timeout)
         for attempt in range(_GRANT_ATTEMPTS):
             chosen = self._rng.randint(1, _MAX_LEASE_ID)
             try:
-                return await self._write(LeaseGrant(chosen, ttl), LeaseGrantResult, "", 0, timeout)
+                return await self._write(
+                    LeaseGrant(chosen, ttl), LeaseGrantResponse, "", 0, timeout
+                )
             except LeaseExists:
                 if attempt == _GRANT_ATTEMPTS - 1:
                     raise
@@ -267,25 +269,25 @@ class KvService:
 
     async def lease_keep_alive(
         self, lease_id: int, *, timeout: float | None = None
-    ) -> LeaseKeepAliveResult:
-        return await self._write(LeaseKeepAlive(lease_id), LeaseKeepAliveResult, "", 0, timeout)
+    ) -> LeaseKeepAliveResponse:
+        return await self._write(LeaseKeepAlive(lease_id), LeaseKeepAliveResponse, "", 0, timeout)
 
     async def lease_revoke(
         self, lease_id: int, *, timeout: float | None = None
-    ) -> LeaseRevokeResult:
-        return await self._write(LeaseRevoke(lease_id), LeaseRevokeResult, "", 0, timeout)
+    ) -> LeaseRevokeResponse:
+        return await self._write(LeaseRevoke(lease_id), LeaseRevokeResponse, "", 0, timeout)
 
     async def lease_expire(
         self, lease_id: int, renewed_index: int, *, timeout: float | None = None
-    ) -> LeaseRevokeResult:
+    ) -> LeaseRevokeResponse:
         """The leader's expiry (see LeaseExpire): a no-op if renewed since `renewed_index`."""
         request = LeaseExpire(lease_id, renewed_index)
-        return await self._write(request, LeaseRevokeResult, "", 0, timeout)
+        return await self._write(request, LeaseRevokeResponse, "", 0, timeout)
 
     async def lease_checkpoint(
         self, leases: list[LeaseRemaining], *, timeout: float | None = None
-    ) -> LeaseCheckpointResult:
-        return await self._write(LeaseCheckpoint(leases), LeaseCheckpointResult, "", 0, timeout)
+    ) -> LeaseCheckpointResponse:
+        return await self._write(LeaseCheckpoint(leases), LeaseCheckpointResponse, "", 0, timeout)
 
     async def lease_status(
         self,
@@ -343,7 +345,7 @@ class KvService:
 
     async def range(
         self, request: Range, *, serializable: bool = False, timeout: float | None = None
-    ) -> RangeResult:
+    ) -> RangeResponse:
         check_request(request, self.settings)
         if not serializable:
             await self.node.read_index(timeout=timeout)
@@ -352,7 +354,7 @@ class KvService:
 
     async def get(
         self, key: bytes, *, serializable: bool = False, timeout: float | None = None
-    ) -> RangeResult:
+    ) -> RangeResponse:
         return await self.range(Range(key=key), serializable=serializable, timeout=timeout)
 
     async def state_hash(self) -> str:
@@ -395,17 +397,17 @@ def _ranges(request: Txn) -> list[Range]:
     return [op for op in (*request.success, *request.failure) if isinstance(op, Range)]
 
 
-def _cut_to(result: TxnResult, budget: ReadBudget) -> TxnResult:
+def _cut_to(result: TxnResponse, budget: ReadBudget) -> TxnResponse:
     """`result` with its ranges' key-values cut to what `budget` answers (`more` set where
     some were left out), as a read's would be."""
     responses: list[ResponseOp] = []
     for response in result.responses:
-        kept = response.kvs if isinstance(response, RangeResult) else []
+        kept = response.kvs if isinstance(response, RangeResponse) else []
         for position, kv in enumerate(kept):
             if not budget.take(kv):
                 kept = kept[:position]
                 break
-        if isinstance(response, RangeResult) and len(kept) < len(response.kvs):
+        if isinstance(response, RangeResponse) and len(kept) < len(response.kvs):
             responses.append(msgspec.structs.replace(response, kvs=kept, more=True))
         else:
             responses.append(response)

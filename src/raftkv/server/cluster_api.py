@@ -4,7 +4,7 @@
 Membership changes go through the node (`raftkv.raft.driver.membership`): one change at a
 time, through the leader (a follower forwards), idempotent (adding a member already there
 at the same address, or promoting a voter, answers with the membership as it is).
-Promotion is refused (`NotCaughtUp`, 409 `not_caught_up`) while the learner lags.
+Promotion is refused (`LearnerNotCaughtUp`, 409 `not_caught_up`) while the learner lags.
 """
 
 from __future__ import annotations

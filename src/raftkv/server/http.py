@@ -122,17 +122,17 @@ from raftkv.api.kv import (
     TxnBody,
 )
 from raftkv.kv.commands import (
-    Compare,
     DeleteRange,
-    DeleteResult,
+    DeleteRangeResponse,
     Put,
-    PutResult,
+    PutResponse,
     Range,
-    RangeResult,
+    RangeResponse,
     RequestOp,
     ResponseOp,
     Txn,
-    TxnResult,
+    TxnCompare,
+    TxnResponse,
 )
 from raftkv.kv.errors import (
     Compacted,
@@ -148,8 +148,8 @@ from raftkv.kv.service import KvService
 from raftkv.raft.core.errors import ConfigInvalid, InvalidArgument, NotLeader, ProposalDropped
 from raftkv.raft.core.types import NodeId
 from raftkv.raft.driver.errors import (
+    LearnerNotCaughtUp,
     MembershipError,
-    NotCaughtUp,
     OutcomeUnknown,
     Overloaded,
     ProposalTimeout,
@@ -313,7 +313,7 @@ def _service_error(error: Exception) -> web.Response | None:
             return error_response(
                 504, "timeout", "the read could not be confirmed; nothing was read"
             )
-        case NotCaughtUp():
+        case LearnerNotCaughtUp():
             return error_response(409, "not_caught_up", str(error))
         case MembershipError():
             status, code = _MEMBERSHIP_ERRORS.get(error.code, (400, "invalid_member_change"))
@@ -472,19 +472,19 @@ class _Answers:
     def header(self, revision: int) -> Header:
         return Header(revision=revision, leader=self.leader)
 
-    def put(self, result: PutResult, kind: type[PutAnswerT]) -> PutAnswerT:
+    def put(self, result: PutResponse, kind: type[PutAnswerT]) -> PutAnswerT:
         codec = self.codec
         prev_kv = None if result.prev_kv is None else key_value_answer(result.prev_kv, codec)
         return kind(header=self.header(result.header.revision), prev_kv=prev_kv)
 
-    def delete(self, result: DeleteResult, kind: type[DeleteAnswerT]) -> DeleteAnswerT:
+    def delete(self, result: DeleteRangeResponse, kind: type[DeleteAnswerT]) -> DeleteAnswerT:
         return kind(
             header=self.header(result.header.revision),
             deleted=result.deleted,
             prev_kvs=[key_value_answer(kv, self.codec) for kv in result.prev_kvs],
         )
 
-    def range(self, result: RangeResult, kind: type[RangeAnswerT]) -> RangeAnswerT:
+    def range(self, result: RangeResponse, kind: type[RangeAnswerT]) -> RangeAnswerT:
         return kind(
             header=self.header(result.header.revision),
             kvs=[key_value_answer(kv, self.codec) for kv in result.kvs],
@@ -492,7 +492,7 @@ class _Answers:
             more=result.more,
         )
 
-    def txn(self, result: TxnResult) -> TxnAnswer:
+    def txn(self, result: TxnResponse) -> TxnAnswer:
         return TxnAnswer(
             header=self.header(result.header.revision),
             succeeded=result.succeeded,
@@ -501,11 +501,11 @@ class _Answers:
 
     def _op(self, result: ResponseOp) -> OpAnswer:
         match result:
-            case RangeResult():
+            case RangeResponse():
                 return self.range(result, RangeOpAnswer)
-            case PutResult():
+            case PutResponse():
                 return self.put(result, PutOpAnswer)
-            case DeleteResult():
+            case DeleteRangeResponse():
                 return self.delete(result, DeleteOpAnswer)
             case _:
                 assert_never(result)
@@ -592,7 +592,7 @@ class _Handlers:
             success=[self._op(op, codec) for op in body.success],
             failure=[self._op(op, codec) for op in body.failure],
         )
-        result: TxnResult = await self.service.txn(
+        result: TxnResponse = await self.service.txn(
             txn,
             serializable=serializable,
             client_id=body.client_id,
@@ -600,17 +600,17 @@ class _Handlers:
             timeout=self.timeout,
         )
         answers = self._answers(codec)
-        kvs = sum(len(item.kvs) for item in result.responses if isinstance(item, RangeResult))
+        kvs = sum(len(item.kvs) for item in result.responses if isinstance(item, RangeResponse))
         return await _respond(lambda: answers.txn(result), kvs)
 
     @staticmethod
-    def _compare(compare: CompareBody, codec: Codec) -> Compare:
+    def _compare(compare: CompareBody, codec: Codec) -> TxnCompare:
         value: bytes | int = (
             compare.value
             if isinstance(compare.value, int)
             else (codec.decode(compare.value, "compare value"))
         )
-        return Compare(
+        return TxnCompare(
             key=codec.decode(compare.key, "compare key"),
             target=compare.target,
             op=compare.op,

@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
 from raftkv.api.keys import KeyValueAnswer, prefix_end
-from raftkv.kv.commands import KeyValue
+from raftkv.kv.commands import MvccKeyValue
 
 __all__ = [
     "BODY_TIMEOUT",
@@ -183,7 +183,7 @@ async def decode_body(request: web.Request, kind: type[StructT], limit: int) -> 
     return body
 
 
-def key_value_answer(kv: KeyValue, codec: Codec) -> KeyValueAnswer:
+def key_value_answer(kv: MvccKeyValue, codec: Codec) -> KeyValueAnswer:
     return KeyValueAnswer(
         key=codec.encode(kv.key, "key"),
         value=codec.encode(kv.value, "value"),

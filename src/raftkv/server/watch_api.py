@@ -50,9 +50,9 @@ from raftkv.api.watches import WatchProgress as WatchProgressAnswer
 from raftkv.kv.events import Event
 from raftkv.kv.service import KvService
 from raftkv.kv.watch import (
+    EventBatch,
     TooManyWatches,
     Watch,
-    WatchBatch,
     WatchCanceled,
     WatchOutcome,
     WatchProgress,
@@ -204,7 +204,7 @@ class WatchHandlers:
             return None
         await self._send(response, line, watch)
         del line  # written: not held while the watch waits
-        if isinstance(outcome, WatchBatch):
+        if isinstance(outcome, EventBatch):
             self.events_sent += len(outcome.events)
             watch.written()
         return outcome.revision
@@ -318,7 +318,7 @@ class WatchHandlers:
 
     def _message(self, outcome: WatchOutcome, codec: Codec) -> WatchMessage:
         match outcome:
-            case WatchBatch():
+            case EventBatch():
                 return WatchEvents(
                     revision=outcome.revision,
                     events=[self._event(event, codec) for event in outcome.events],

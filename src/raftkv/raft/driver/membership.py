@@ -35,8 +35,8 @@ from raftkv.raft.core.types import (
 )
 from raftkv.raft.driver.envelope import RequestId, encode_conf_change_context
 from raftkv.raft.driver.errors import (
+    LearnerNotCaughtUp,
     MembershipError,
-    NotCaughtUp,
     OutcomeUnknown,
     Overloaded,
     ReadTimeout,
@@ -209,7 +209,7 @@ async def handle_request(node: Node, request: MemberRequest) -> MemberResponse:
         await change_as_leader(node, request, node.settings.membership_timeout_s / 2)
     except MembershipError as error:
         return member_error(node, error.code, error.detail)
-    except NotCaughtUp as error:
+    except LearnerNotCaughtUp as error:
         return member_error(node, "not_caught_up", str(error))
     except ConfChangeInvalid as error:
         return member_error(node, "invalid", str(error))
@@ -247,7 +247,7 @@ async def change(node: Node, request: MemberRequest, timeout: float | None) -> C
         if response.error == "not_leader":
             raise NotLeader(response.leader_id)
         if response.error == "not_caught_up":
-            raise NotCaughtUp(response.message)
+            raise LearnerNotCaughtUp(response.message)
         raise MembershipError(response.error, response.message)
     # The change is made. Wait until it is applied here too, so our status shows it; if
     # that read cannot be confirmed now, the change still stands — also when the change
@@ -283,7 +283,7 @@ async def change_as_leader(node: Node, request: MemberRequest, timeout: float | 
 
 def _prepare_change(node: Node, request: MemberRequest) -> ConfState | tuple[RequestId, ConfChange]:
     """The change to propose for `request`, or the current membership if it is done
-    already. Raises MembershipError / NotCaughtUp when it cannot be made."""
+    already. Raises MembershipError / LearnerNotCaughtUp when it cannot be made."""
     rawnode = node._core()
     conf_state = rawnode.raft.conf_state()
     node_id = request.node_id
@@ -330,7 +330,7 @@ def _prepare_change(node: Node, request: MemberRequest) -> ConfState | tuple[Req
 
 
 def _check_promotable(node: Node, learner: NodeId) -> None:
-    """Raise NotCaughtUp unless `learner` can take its part as a voter at once: the
+    """Raise LearnerNotCaughtUp unless `learner` can take its part as a voter at once: the
     leader heard from it within an election timeout, and its log is close to the
     leader's both in entries and as a fraction of it (NodeSettings.promote_*)."""
     settings = node.settings
@@ -339,21 +339,21 @@ def _check_promotable(node: Node, learner: NodeId) -> None:
     last_index = node._core().raft.log.last_index()
     heard = node._last_heard.get(learner)
     if heard is None:
-        raise NotCaughtUp(
+        raise LearnerNotCaughtUp(
             f"learner {learner} has never been heard from: check that it runs and is "
             f"reachable at {node._peers.get(learner, 'its address')!r}"
         )
     silent_s = node.clock.now() - heard
     if silent_s > node._election_timeout_s():
-        raise NotCaughtUp(f"learner {learner} has not been heard from for {silent_s:.1f}s")
+        raise LearnerNotCaughtUp(f"learner {learner} has not been heard from for {silent_s:.1f}s")
     lag = last_index - match
     if lag > settings.promote_max_lag_entries:
-        raise NotCaughtUp(
+        raise LearnerNotCaughtUp(
             f"learner {learner} lags the leader by {lag} entries "
             f"(limit {settings.promote_max_lag_entries})"
         )
     if match < last_index * settings.promote_min_log_fraction:
-        raise NotCaughtUp(
+        raise LearnerNotCaughtUp(
             f"learner {learner} holds the log up to index {match} of the leader's "
             f"{last_index} (at least {settings.promote_min_log_fraction:.0%} needed)"
         )
