@@ -1,6 +1,13 @@
 """`KvService`: the KV store's API on a running node — what the HTTP server (and anyone
 embedding raftkv as a KV store) calls.
 
+The server's one door to the store: its handlers reach the node and the state machine only
+through here, for the data (reads, writes, leases, watches, backups) and for what they show
+or change of the member (status, membership, leadership, CORRUPT alarms). `node` and
+`machine` stay public for whoever owns them beside the service: the store's own background
+tasks (`LeaseKeeper`, `CorruptChecker`), the server's runner (which builds, starts and stops
+the node) and its metrics (which read counters of both, read-only).
+
 - Writes are checked here first, so a refused request costs no log entry, then proposed
   through Raft (any node accepts them; followers forward to the leader) and answered with
   the state machine's result once applied on this node.
@@ -30,7 +37,8 @@ countdown (`raftkv.kv.lease_timers`).
 
 Errors: a `KvError` for a refused request (the same on every node, except ScanTooLarge: a
 limit of this node's), or the driver's own: NotLeader, ProposalDropped, ProposalTimeout
-(outcome unknown), ReadTimeout, Overloaded, Stopped.
+(outcome unknown), ReadTimeout, Overloaded, Stopped; for membership changes
+LearnerNotCaughtUp and MembershipError too.
 """
 
 from __future__ import annotations
@@ -74,12 +82,17 @@ from raftkv.kv.commands import (
     is_read_only,
 )
 from raftkv.kv.errors import InvalidRequest, LeaseExists, LeaseNotFound
+from raftkv.kv.layout import CorruptAlarm
 from raftkv.kv.mvcc import MvccView, ReadBudget
 from raftkv.kv.settings import KvSettings
-from raftkv.kv.state_machine import KvStateMachine
+from raftkv.kv.state_machine import FrozenSnapshot, KvStateMachine
 from raftkv.kv.validation import check_request, check_session
+from raftkv.kv.watch import WatchHub
 from raftkv.raft.core.errors import ConfigInvalid, InvariantViolation
+from raftkv.raft.core.types import NodeId
+from raftkv.raft.driver.clock import Clock
 from raftkv.raft.driver.node import Node
+from raftkv.raft.driver.status import NodeStatus
 
 ResultT = TypeVar(
     "ResultT",
@@ -343,6 +356,28 @@ class KvService:
 
     # -- reads ----------------------------------------------------------------------------
 
+    def current_revision(self) -> int:
+        """The store's revision as this node has applied it."""
+        return self.machine.current_revision()
+
+    def compacted_revision(self) -> int:
+        return self.machine.compacted_revision()
+
+    @property
+    def watch_hub(self) -> WatchHub:
+        """Where watches are opened (and all of them ended, when the node stops)."""
+        return self.machine.watch_hub
+
+    def member_client_urls(self) -> dict[int, str]:
+        """Where each member serves clients, as published through the log."""
+        return self.machine.member_client_urls()
+
+    async def backup_snapshot(self, *, timeout: float | None = None) -> FrozenSnapshot:
+        """The state at a linearizable point (it holds every write acknowledged before the
+        call), frozen to be encoded later on any thread."""
+        await self.node.read_index(timeout=timeout)
+        return self.machine.frozen_snapshot()
+
     async def range(
         self, request: Range, *, serializable: bool = False, timeout: float | None = None
     ) -> RangeResponse:
@@ -360,6 +395,74 @@ class KvService:
     async def state_hash(self) -> str:
         """sha256 of this node's committed state (MvccStore.state_hash), read off the loop."""
         return await self._read(lambda view: view.state_hash(), scans=True)
+
+    # -- this member ----------------------------------------------------------------------
+
+    @property
+    def member_id(self) -> NodeId:
+        return self.node.id
+
+    @property
+    def leader_id(self) -> NodeId:
+        """The leader this node knows (0: none)."""
+        return self.node.leader_id
+
+    @property
+    def clock(self) -> Clock:
+        """The node's clock (manual in tests and simulations)."""
+        return self.node.clock
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The error the node could not continue from (None while it runs)."""
+        return self.node.failure
+
+    @property
+    def removed(self) -> bool:
+        """Whether this member was removed from the cluster."""
+        return self.node.removed
+
+    def on_removed(self, observer: Callable[[], None]) -> Callable[[], None]:
+        """Call `observer` once this member's removal applies (see `Node.on_removed`);
+        returns the function that unsubscribes it."""
+        return self.node.on_removed(observer)
+
+    def status(self) -> NodeStatus:
+        return self.node.status()
+
+    def leaderless_seconds(self) -> float:
+        """How long this node has known no leader (0 while it knows one)."""
+        return self.node.leaderless_seconds()
+
+    def corrupt_alarms(self) -> list[CorruptAlarm]:
+        """The cluster's CORRUPT alarms (replicated: the same on every member)."""
+        return self.machine.corrupt_alarms()
+
+    def corrupt_alarm(self) -> CorruptAlarm | None:
+        """The CORRUPT alarm naming this member, if any: it then serves no client data."""
+        me = int(self.node.id)
+        naming_me = (alarm for alarm in self.machine.corrupt_alarms() if alarm.member_id == me)
+        return next(naming_me, None)
+
+    # -- membership and leadership (through the node: one change at a time, via the leader)
+
+    async def add_learner(
+        self, member: NodeId, peer_url: str, *, timeout: float | None = None
+    ) -> None:
+        await self.node.add_learner(member, peer_url, timeout=timeout)
+
+    async def promote(self, member: NodeId, *, timeout: float | None = None) -> None:
+        """Make learner `member` a voter; LearnerNotCaughtUp while its log lags."""
+        await self.node.promote(member, timeout=timeout)
+
+    async def remove_member(self, member: NodeId, *, timeout: float | None = None) -> None:
+        await self.node.remove_member(member, timeout=timeout)
+
+    async def transfer_leadership(
+        self, target: NodeId | None, *, timeout: float | None = None
+    ) -> NodeId:
+        """Hand leadership to voter `target` (None: the most caught-up); the new leader."""
+        return await self.node.transfer_leadership(target, timeout=timeout)
 
     async def _read(self, evaluate: Callable[[MvccView], ReadT], *, scans: bool) -> ReadT:
         """`evaluate` a view of the committed state as of now: on the loop at once if it

@@ -10,15 +10,14 @@ Promotion is refused (`LearnerNotCaughtUp`, 409 `not_caught_up`) while the learn
 from __future__ import annotations
 
 from raftkv.api.cluster import ClusterAnswer, MemberAnswer, MemberRole
-from raftkv.kv import KvStateMachine
+from raftkv.kv.service import KvService
 from raftkv.raft.core.types import NodeId
-from raftkv.raft.driver.node import Node
 
 
-def cluster_answer(node: Node, machine: KvStateMachine) -> ClusterAnswer:
-    """The members as `node` knows them; match indexes only if it leads."""
-    status = node.status()
-    client_urls = machine.member_client_urls()
+def cluster_answer(service: KvService) -> ClusterAnswer:
+    """The members as `service`'s node knows them; match indexes only if it leads."""
+    status = service.status()
+    client_urls = service.member_client_urls()
     is_leader = status.leader_id == status.id
 
     def match_index(member: NodeId) -> int | None:

@@ -144,6 +144,7 @@ from raftkv.kv.errors import (
     SessionExpired,
     StaleSequence,
 )
+from raftkv.kv.layout import CorruptAlarm
 from raftkv.kv.service import KvService
 from raftkv.raft.core.errors import ConfigInvalid, InvalidArgument, NotLeader, ProposalDropped
 from raftkv.raft.core.types import NodeId
@@ -405,28 +406,22 @@ def _corrupt_guard(service: KvService) -> Middleware:
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         resource = request.match_info.route.resource
-        if (
-            resource is not None
-            and resource.canonical not in _SERVED_WHEN_CORRUPT
-            and service.machine.is_corrupt(int(service.node.id))
-        ):
-            return error_response(503, "corrupt", _corrupt_reason(service))
+        if resource is not None and resource.canonical not in _SERVED_WHEN_CORRUPT:
+            alarm = service.corrupt_alarm()
+            if alarm is not None:
+                return error_response(503, "corrupt", _corrupt_reason(service.member_id, alarm))
         return await handler(request)
 
     return guard
 
 
-def _corrupt_reason(service: KvService) -> str:
-    """Why this member refuses, or "" if no alarm names it."""
-    me = int(service.node.id)
-    for alarm in service.machine.corrupt_alarms():
-        if alarm.member_id == me:
-            return (
-                f"member {me} is CORRUPT: the hash check at log index {alarm.check_index} "
-                f"found its state different ({alarm.reason}); it serves no client "
-                "requests: use another member"
-            )
-    return ""
+def _corrupt_reason(me: NodeId, alarm: CorruptAlarm) -> str:
+    """Why member `me`, named by `alarm`, refuses client requests."""
+    return (
+        f"member {me} is CORRUPT: the hash check at log index {alarm.check_index} "
+        f"found its state different ({alarm.reason}); it serves no client "
+        "requests: use another member"
+    )
 
 
 # -- codec: str <-> bytes for keys and values ------------------------------------------------
@@ -536,10 +531,10 @@ class _Handlers:
         self.backups_in_progress = 0
 
     def _header(self, revision: int) -> Header:
-        return Header(revision=revision, leader=int(self.service.node.leader_id))
+        return Header(revision=revision, leader=int(self.service.leader_id))
 
     def _answers(self, codec: Codec) -> _Answers:
-        return _Answers(int(self.service.node.leader_id), codec)
+        return _Answers(int(self.service.leader_id), codec)
 
     # -- writes
 
@@ -694,7 +689,7 @@ class _Handlers:
         """Liveness: the process answers, and its node has not failed. A node that hit an
         error it cannot continue from answers 503 `failed` for the moment until the
         process exits (non-zero, so a supervisor restarts it)."""
-        failure = self.service.node.failure
+        failure = self.service.failure
         if failure is not None:
             return json_answer(
                 HealthAnswer(status="failed", reason=f"the node failed: {failure}"), status=503
@@ -709,14 +704,14 @@ class _Handlers:
         )
 
     def _not_ready_reason(self) -> str:
-        status = self.service.node.status()
+        status = self.service.status()
         if status.stopped:
             return "the node is stopped"
         if status.removed:
             return "the node was removed from the cluster"
-        corrupt = _corrupt_reason(self.service)
-        if corrupt:
-            return corrupt
+        alarm = self.service.corrupt_alarm()
+        if alarm is not None:
+            return _corrupt_reason(status.id, alarm)
         if status.id not in status.voters and status.id not in status.learners:
             return "the node is not a member yet"
         if status.leader_id == 0:
@@ -729,8 +724,8 @@ class _Handlers:
     async def status(self, request: web.Request) -> web.Response:
         # The hash first: it is read off the loop, and the rest must be as of the answer.
         digest = await self.service.state_hash() if bool_query(request, "hash") else ""
-        status = self.service.node.status()
-        machine = self.service.machine
+        service = self.service
+        status = service.status()
         return json_answer(
             StatusAnswer(
                 id=int(status.id),
@@ -739,8 +734,8 @@ class _Handlers:
                 role=status.role.name.lower(),
                 commit_index=status.commit_index,
                 applied_index=status.applied_index,
-                revision=machine.current_revision(),
-                compacted_revision=machine.compacted_revision(),
+                revision=service.current_revision(),
+                compacted_revision=service.compacted_revision(),
                 first_index=status.first_index,
                 last_index=status.last_index,
                 snapshot_index=status.snapshot_index,
@@ -749,14 +744,14 @@ class _Handlers:
                 hash=digest,
                 alarms=[
                     AlarmAnswer("CORRUPT", alarm.member_id, alarm.check_index, alarm.reason)
-                    for alarm in machine.corrupt_alarms()
+                    for alarm in service.corrupt_alarms()
                 ],
                 removed=status.removed,
             )
         )
 
     async def cluster(self, request: web.Request) -> web.Response:
-        return json_answer(cluster_answer(self.service.node, self.service.machine))
+        return json_answer(cluster_answer(self.service))
 
     # -- membership
 
@@ -769,23 +764,23 @@ class _Handlers:
             raise ApiError(
                 400, "invalid_request", f"peer_url must have 1..{_MAX_PEER_URL} characters"
             )
-        await self.service.node.add_learner(member, body.peer_url, timeout=self.timeout)
-        return json_answer(cluster_answer(self.service.node, self.service.machine))
+        await self.service.add_learner(member, body.peer_url, timeout=self.timeout)
+        return json_answer(cluster_answer(self.service))
 
     async def promote_member(self, request: web.Request) -> web.Response:
         member = _member_id(request.match_info["id"])
-        await self.service.node.promote(member, timeout=self.timeout)
-        return json_answer(cluster_answer(self.service.node, self.service.machine))
+        await self.service.promote(member, timeout=self.timeout)
+        return json_answer(cluster_answer(self.service))
 
     async def remove_member(self, request: web.Request) -> web.Response:
         member = _member_id(request.match_info["id"])
-        await self.service.node.remove_member(member, timeout=self.timeout)
-        return json_answer(cluster_answer(self.service.node, self.service.machine))
+        await self.service.remove_member(member, timeout=self.timeout)
+        return json_answer(cluster_answer(self.service))
 
     async def transfer_leadership(self, request: web.Request) -> web.Response:
         body = await _body(request, TransferBody)
         target = None if body.to == 0 else _member_id(str(body.to))
-        leader = await self.service.node.transfer_leadership(target, timeout=self.timeout)
+        leader = await self.service.transfer_leadership(target, timeout=self.timeout)
         return json_answer(TransferAnswer(leader=int(leader)))
 
     async def snapshot(self, request: web.Request) -> web.StreamResponse:
@@ -806,16 +801,14 @@ class _Handlers:
             self.backups_in_progress -= 1
 
     async def _stream_backup(self, request: web.Request) -> web.StreamResponse:
-        node, machine = self.service.node, self.service.machine
-        await node.read_index(timeout=self.timeout)
-        frozen = machine.frozen_snapshot()
+        frozen = await self.service.backup_snapshot(timeout=self.timeout)
         payload = await asyncio.get_running_loop().run_in_executor(None, frozen.produce)
         header = BackupHeader(
             format_version=BACKUP_FORMAT_VERSION,
             index=frozen.index,
             term=frozen.term,
             revision=frozen.revision,
-            node_id=int(node.id),
+            node_id=int(self.service.member_id),
             payload_bytes=len(payload),
         )
         total = len(encode_prefix(header)) + len(payload) + 32
@@ -843,7 +836,8 @@ def create_app(service: KvService, settings: HttpSettings | None = None) -> web.
     # client_max_size makes request.read() itself refuse a body over the limit (a chunked
     # body has no Content-Length to check up front).
     # The metrics middleware is outermost, so it sees the status the errors middleware
-    # answers with.
+    # answers with. The metrics read the node's and the state machine's counters
+    # themselves (read-only): the one way around the service, which serves requests.
     metrics = Metrics(service.node, service.machine)
     app = web.Application(
         middlewares=[

@@ -66,7 +66,7 @@ class LeaseHandlers:
         ]
 
     def _header(self, revision: int) -> Header:
-        return Header(revision=revision, leader=int(self.service.node.leader_id))
+        return Header(revision=revision, leader=int(self.service.leader_id))
 
     async def grant(self, request: web.Request) -> web.Response:
         body = await decode_body(request, LeaseGrantBody, self.max_body_bytes)
@@ -104,7 +104,7 @@ class LeaseHandlers:
         )
         return json_answer(
             LeaseAnswer(
-                header=self._header(self.service.machine.current_revision()),
+                header=self._header(self.service.current_revision()),
                 id=lease_id,
                 ttl=math.floor(status.remaining_s),
                 granted_ttl=status.granted_ttl,
@@ -118,7 +118,7 @@ class LeaseHandlers:
         )
         return json_answer(
             LeasesAnswer(
-                header=self._header(self.service.machine.current_revision()),
+                header=self._header(self.service.current_revision()),
                 leases=[
                     LeaseStatusAnswer(
                         id=lease.id,

@@ -315,7 +315,7 @@ class Server:
         assert self.service is not None
         service, url = self.service, self.settings.client_url
         delay, cap = _PUBLISH_RETRY_S
-        while service.machine.member_client_urls().get(self.settings.id) != url:
+        while service.member_client_urls().get(self.settings.id) != url:
             try:
                 await service.publish_member(self.settings.id, url, timeout=5.0)
             except (RaftError, KvError, TimeoutError) as error:
@@ -334,7 +334,7 @@ class Server:
             await self._corrupt_checker.stop()
         if self.service is not None:
             # Ends every watch stream ("stopping"), so the handlers below can finish.
-            self.service.machine.watch_hub.close()
+            self.service.watch_hub.close()
         if self._publisher is not None:
             self._publisher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

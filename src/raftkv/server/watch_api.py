@@ -124,7 +124,7 @@ class WatchHandlers:
         spec = self._spec(request, codec)
         start_revision = int_query(request, "start_revision")
         progress = self._progress_interval(request)
-        hub = self.service.machine.watch_hub
+        hub = self.service.watch_hub
         if hub.closed:
             raise ApiError(503, "stopped", "the node is stopping; watch through another member")
         try:
@@ -159,12 +159,11 @@ class WatchHandlers:
         codec: Codec,
         progress: float | None,
     ) -> None:
-        node = self.service.node
         created = WatchCreated(
             revision=watch.watermark,
             start_revision=watch.next_revision,
             header=Header(
-                revision=self.service.machine.current_revision(), leader=int(node.leader_id)
+                revision=self.service.current_revision(), leader=int(self.service.leader_id)
             ),
         )
         # The watermark of the last message written in full: what an interrupted write's
@@ -281,7 +280,7 @@ class WatchHandlers:
         """Whether this member has known no leader for `no_leader_timeout_s` (its own
         clock); checked while a watch waits, every liveness check."""
         timeout = self.no_leader_timeout_s
-        return bool(timeout) and self.service.node.leaderless_seconds() >= timeout
+        return bool(timeout) and self.service.leaderless_seconds() >= timeout
 
     async def _send(self, response: web.StreamResponse, line: bytes, watch: Watch | None) -> None:
         """Write `line`: _ClientGone if the connection is lost, _Interrupted if the write
