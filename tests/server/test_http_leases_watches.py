@@ -21,7 +21,7 @@ from raftkv.kv.lease_keeper import LeaseKeeperSettings
 from raftkv.raft.core.types import NodeId
 from raftkv.raft.storage.base import RaftStorage
 from raftkv.server import HttpSettings, create_app
-from raftkv.server.http import METRICS, WATCHES
+from raftkv.server.app import METRICS, WATCHES
 from raftkv.testing.local_cluster import LocalCluster, address_of, run_scenario
 
 Json = Any

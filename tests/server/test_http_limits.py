@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from raftkv.kv import KvService, KvStateMachine, ReadLimits
 from raftkv.raft.storage.base import RaftStorage
 from raftkv.server import HttpSettings, create_app
-from raftkv.server.http import METRICS
+from raftkv.server.app import METRICS
 from raftkv.server.listener import (
     RESERVED_FILE_DESCRIPTORS,
     AcceptErrorLog,

@@ -13,7 +13,7 @@ from test_http_leases_watches import metrics_text, started
 from test_http_watch_budget import real_time_until, stuck_watcher
 
 from raftkv.server import HttpSettings
-from raftkv.server.http import WATCHES
+from raftkv.server.app import WATCHES
 from raftkv.testing.local_cluster import run_scenario
 
 # Every kind of request a client makes, on the removed node: all refused.

@@ -16,7 +16,7 @@ from test_http_leases_watches import Api, metrics_text, started
 from raftkv.api.watches import WatchEvents
 from raftkv.kv import EventBatch, KvService, Watch, WatchSettings
 from raftkv.server import HttpSettings
-from raftkv.server.http import WATCHES
+from raftkv.server.app import WATCHES
 from raftkv.testing.local_cluster import run_scenario
 
 

@@ -13,7 +13,7 @@ SERVER = Path(raftkv.server.__file__).parent
 # (module, line text) of the reads allowed, each with why.
 ALLOWED = {
     # The metrics observe the node's and the state machine's counters, read-only.
-    ("http.py", "metrics = Metrics(service.node, service.machine)"),
+    ("app.py", "metrics = Metrics(service.node, service.machine)"),
 }
 
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from raftkv.server.http import HttpSettings, create_app
+    from raftkv.server.app import HttpSettings, create_app
 
 __all__ = ["HttpSettings", "create_app"]
 
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from raftkv.server import http  # noqa: PLC0415
+        from raftkv.server import app  # noqa: PLC0415
 
-        return getattr(http, name)
+        return getattr(app, name)
     raise AttributeError(f"module 'raftkv.server' has no attribute {name!r}")

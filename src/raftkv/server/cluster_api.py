@@ -1,5 +1,5 @@
-"""The cluster view and membership changes behind `/v1/cluster`, `/v1/members` and
-`/v1/leader/transfer` (the HTTP handlers in `raftkv.server.http` call these).
+"""The cluster routes: `GET /v1/cluster` (the members), `POST /v1/members` (add a learner),
+`POST /v1/members/{id}/promote`, `DELETE /v1/members/{id}` and `POST /v1/leader/transfer`.
 
 Membership changes go through the node (`raftkv.raft.driver.membership`): one change at a
 time, through the leader (a follower forwards), idempotent (adding a member already there
@@ -9,9 +9,26 @@ Promotion is refused (`LearnerNotCaughtUp`, 409 `not_caught_up`) while the learn
 
 from __future__ import annotations
 
-from raftkv.api.cluster import ClusterAnswer, MemberAnswer, MemberRole
+from typing import TypeVar
+
+from aiohttp import web
+
+from raftkv.api.cluster import (
+    AddMemberBody,
+    ClusterAnswer,
+    MemberAnswer,
+    MemberRole,
+    TransferAnswer,
+    TransferBody,
+)
 from raftkv.kv.service import KvService
 from raftkv.raft.core.types import NodeId
+from raftkv.server.http_common import ApiError, decode_body, json_answer
+
+__all__ = ["ClusterHandlers", "cluster_answer"]
+
+BodyT = TypeVar("BodyT", AddMemberBody, TransferBody)
+_MAX_PEER_URL = 255
 
 
 def cluster_answer(service: KvService) -> ClusterAnswer:
@@ -67,3 +84,51 @@ def cluster_answer(service: KvService) -> ClusterAnswer:
         commit_index=status.commit_index,
         members=members,
     )
+
+
+def _member_id(text: str) -> NodeId:
+    if not text.isascii() or not text.isdigit() or len(text) > 19 or int(text) < 1:
+        raise ApiError(400, "invalid_request", f"a member id is a positive integer, got {text!r}")
+    return NodeId(int(text))
+
+
+class ClusterHandlers:
+    def __init__(self, service: KvService, timeout: float, max_body_bytes: int) -> None:
+        self.service = service
+        # How long a change waits to be made.
+        self.timeout = timeout
+        self.max_body_bytes = max_body_bytes
+
+    async def _body(self, request: web.Request, kind: type[BodyT]) -> BodyT:
+        return await decode_body(request, kind, self.max_body_bytes)
+
+    async def cluster(self, request: web.Request) -> web.Response:
+        return json_answer(cluster_answer(self.service))
+
+    async def add_member(self, request: web.Request) -> web.Response:
+        body = await self._body(request, AddMemberBody)
+        member = _member_id(str(body.id))
+        # The transport decides what an address looks like (host:port for gRPC); here only
+        # that there is one, of a sane size.
+        if not 0 < len(body.peer_url) <= _MAX_PEER_URL:
+            raise ApiError(
+                400, "invalid_request", f"peer_url must have 1..{_MAX_PEER_URL} characters"
+            )
+        await self.service.add_learner(member, body.peer_url, timeout=self.timeout)
+        return json_answer(cluster_answer(self.service))
+
+    async def promote_member(self, request: web.Request) -> web.Response:
+        member = _member_id(request.match_info["id"])
+        await self.service.promote(member, timeout=self.timeout)
+        return json_answer(cluster_answer(self.service))
+
+    async def remove_member(self, request: web.Request) -> web.Response:
+        member = _member_id(request.match_info["id"])
+        await self.service.remove_member(member, timeout=self.timeout)
+        return json_answer(cluster_answer(self.service))
+
+    async def transfer_leadership(self, request: web.Request) -> web.Response:
+        body = await self._body(request, TransferBody)
+        target = None if body.to == 0 else _member_id(str(body.to))
+        leader = await self.service.transfer_leadership(target, timeout=self.timeout)
+        return json_answer(TransferAnswer(leader=int(leader)))

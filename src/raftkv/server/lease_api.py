@@ -56,15 +56,6 @@ class LeaseHandlers:
         self.timeout = timeout
         self.max_body_bytes = max_body_bytes
 
-    def routes(self) -> list[web.RouteDef]:
-        return [
-            web.post("/v1/lease", self.grant),
-            web.post("/v1/lease/{id}/keepalive", self.keep_alive),
-            web.get("/v1/lease/{id}", self.status, allow_head=False),
-            web.delete("/v1/lease/{id}", self.revoke),
-            web.get("/v1/leases", self.list, allow_head=False),
-        ]
-
     def _header(self, revision: int) -> Header:
         return Header(revision=revision, leader=int(self.service.leader_id))
 

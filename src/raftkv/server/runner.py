@@ -56,8 +56,8 @@ from raftkv.raft.driver.clock import SystemClock
 from raftkv.raft.driver.errors import NodeFailed
 from raftkv.raft.driver.node import Node
 from raftkv.raft.transport.grpc_settings import RECONNECT_BACKOFF_INITIAL_SECONDS
+from raftkv.server.app import METRICS, HttpSettings, create_app
 from raftkv.server.compactor import AutoCompactor
-from raftkv.server.http import METRICS, HttpSettings, create_app
 from raftkv.server.identity import (
     DATABASE_DIR,
     Identity,

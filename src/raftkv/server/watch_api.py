@@ -116,9 +116,6 @@ class WatchHandlers:
         self.events_sent = 0
         self.canceled: dict[str, int] = {}
 
-    def routes(self) -> list[web.RouteDef]:
-        return [web.get("/v1/watch", self.watch, allow_head=False)]
-
     async def watch(self, request: web.Request) -> web.StreamResponse:
         codec = Codec.of(request)
         spec = self._spec(request, codec)
