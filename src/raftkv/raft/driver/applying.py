@@ -208,10 +208,10 @@ def maybe_snapshot(node: Node, rawnode: RawNode) -> None:
         and not (every_bytes and node._log_bytes_since_snapshot >= every_bytes)
     ):
         return
-    if applied > rawnode.raft.log.applied:
+    if applied > rawnode.applied_index():
         return  # replaying after a restart: the core has not caught up to it yet
     node._snapshot_started_at = time.perf_counter()
-    conf_state = rawnode.raft.conf_state()
+    conf_state = rawnode.conf_state()
     node._snapshot_wanted = False
     # The snapshot covers everything applied so far (if it fails, the node stops).
     node._log_bytes_since_snapshot = 0

@@ -72,7 +72,7 @@ async def join(
         raise InvalidArgument("join() needs at least one member address")
     wait = timeout if timeout is not None else node.settings.membership_timeout_s * 6
     deadline = node.clock.now() + wait
-    conf_state = node._core().raft.conf_state()
+    conf_state = node._core().conf_state()
     if node.id in conf_state.voters:
         return conf_state  # joined before (a restart, or a retried call)
     if node.id not in conf_state.learners:
@@ -83,12 +83,12 @@ async def join(
         await ask_cluster(node, seeds, MemberRequest(MemberAction.PROMOTE, node.id), deadline)
     await node._wait_for(
         lambda: (
-            node.id in node._core().raft.conf_state().voters
-            or (not promote and node.id in node._core().raft.conf_state().learners)
+            node.id in node._core().conf_state().voters
+            or (not promote and node.id in node._core().conf_state().learners)
         ),
         max(deadline - node.clock.now(), 0.0),
     )
-    return node._core().raft.conf_state()
+    return node._core().conf_state()
 
 
 async def ask_cluster(
@@ -254,7 +254,7 @@ async def change(node: Node, request: MemberRequest, timeout: float | None) -> C
     # removed this very node (its reads then fail with Removed: the caller asked for it).
     with contextlib.suppress(ReadTimeout, Removed):
         await node.read_index(timeout=wait)
-    return node._core().raft.conf_state()
+    return node._core().conf_state()
 
 
 async def change_as_leader(node: Node, request: MemberRequest, timeout: float | None) -> ConfState:
@@ -285,7 +285,7 @@ def _prepare_change(node: Node, request: MemberRequest) -> ConfState | tuple[Req
     """The change to propose for `request`, or the current membership if it is done
     already. Raises MembershipError / NotCaughtUp when it cannot be made."""
     rawnode = node._core()
-    conf_state = rawnode.raft.conf_state()
+    conf_state = rawnode.conf_state()
     node_id = request.node_id
     if node_id == NO_NODE or node_id < 0:
         raise MembershipError("invalid", f"node id {node_id} is not valid")
@@ -334,9 +334,8 @@ def _check_promotable(node: Node, learner: NodeId) -> None:
     leader heard from it within an election timeout, and its log is close to the
     leader's both in entries and as a fraction of it (NodeSettings.promote_*)."""
     settings = node.settings
-    progress = node._core().raft.tracker.progress.get(learner)
-    match = progress.match if progress is not None else 0
-    last_index = node._core().raft.log.last_index()
+    match = node._core().match_index(learner) or 0
+    last_index = node._core().last_index()
     heard = node._last_heard.get(learner)
     if heard is None:
         raise NotCaughtUp(

@@ -498,7 +498,7 @@ class Node:
         cluster has a different leader. Returns the new leader's id."""
         self._check_running()
         rawnode = self._core()
-        if rawnode.raft.role is not StateRole.LEADER:
+        if rawnode.soft_state().role is not StateRole.LEADER:
             raise NotLeader(self._leader_id)
         if to is None:
             to = self._best_transferee()
@@ -784,7 +784,7 @@ class Node:
         A joiner knows the leader adding it from the answer to its join request; a node
         lagging behind the change that added the sender drops its messages until it
         learns of it (see `_ask_members`)."""
-        return peer in self._peers or peer in rawnode.raft.tracker.progress
+        return peer in self._peers or rawnode.is_member(peer)
 
     def _ask_members(self, stranger: NodeId | None) -> None:
         """Ask the members we know about the membership (membership.ask_members), at most
@@ -840,7 +840,6 @@ class Node:
     def _propose_now(self, rawnode: RawNode, items: list[_Queued]) -> None:
         if not items:
             return
-        raft = rawnode.raft
         try:
             change = items[0].change
             if change is not None:
@@ -851,7 +850,7 @@ class Node:
             self._fail_proposals(items, error)
             return
         except ProposalDropped as error:
-            if raft.leader_id == NO_NODE or raft.lead_transferee != NO_NODE:
+            if rawnode.soft_state().leader_id == NO_NODE or rawnode.lead_transferee() != NO_NODE:
                 # An election or a leadership transfer is under way: try again soon.
                 self._parked.extend(items)
             else:
@@ -861,8 +860,8 @@ class Node:
             pending = self._proposals.get(item.request)
             if pending is not None:
                 pending.sent = True
-        if raft.role is StateRole.LEADER:
-            first = raft.log.last_index() - len(items) + 1
+        if rawnode.soft_state().role is StateRole.LEADER:
+            first = rawnode.last_index() - len(items) + 1
             for offset, item in enumerate(items):
                 self._appended_at[first + offset] = item.request
 
@@ -911,7 +910,7 @@ class Node:
     def _retry_waiting(self, rawnode: RawNode) -> None:
         """Every few ticks: re-ask for reads not answered for a while (the request or its
         answer may be lost) and re-propose parked proposals."""
-        if rawnode.raft.leader_id != NO_NODE:
+        if rawnode.soft_state().leader_id != NO_NODE:
             self._requeue_waiting(min_age_ticks=self.settings.retry_ticks)
 
     def _requeue_waiting(self, *, min_age_ticks: int) -> None:
@@ -1020,7 +1019,7 @@ class Node:
                 if read is not None and read.index == 0:
                     read.index = max(read_state.index, 1)
         rawnode.advance(ready)
-        self._answer_reads(rawnode.raft.log.applied)
+        self._answer_reads(rawnode.applied_index())
         applying.maybe_snapshot(self, rawnode)
 
     def _answer_reads(self, applied: int) -> None:
@@ -1114,7 +1113,7 @@ class Node:
         if leader_id != NO_NODE:
             # Whatever waited for a leader may go now.
             self._requeue_waiting(min_age_ticks=0)
-        term = self._core().raft.term
+        term = self._core().term()
         for observer in list(self._observers):
             try:
                 observer(leader_id, term)
@@ -1144,15 +1143,15 @@ class Node:
         return self.settings.election_ticks * self.settings.tick_interval_s
 
     def _best_transferee(self) -> NodeId | None:
-        raft = self._core().raft
+        rawnode = self._core()
         best: tuple[int, NodeId] | None = None
-        for peer in raft.tracker.voters.ids():
+        for peer in rawnode.voters():
             if peer == self.id:
                 continue
-            progress = raft.tracker.progress.get(peer)
-            if progress is None:
+            match = rawnode.match_index(peer)
+            if match is None:
                 continue
-            candidate = (progress.match, peer)
+            candidate = (match, peer)
             if best is None or candidate > best:
                 best = candidate
         return best[1] if best is not None else None
@@ -1163,8 +1162,8 @@ class Node:
         target = self._best_transferee()
         if target is None:
             return
-        progress = self._rawnode.raft.tracker.progress.get(target)
-        if progress is None or progress.match < self._rawnode.raft.log.committed:
+        match = self._rawnode.match_index(target)
+        if match is None or match < self._rawnode.committed_index():
             return  # nobody is caught up; a transfer would leave the cluster leaderless
         await self.transfer_leadership(target, timeout=self.settings.stop_transfer_timeout_s)
 
