@@ -9,6 +9,7 @@ import pytest
 
 from raftkv.raft.core.rawnode import RawNode
 from raftkv.raft.driver.node import Node
+from raftkv.raft.driver.writer import Writer
 from raftkv.testing.driver_sim import run_seed
 
 # Seeds that once failed, kept whatever range runs (each with what it found):
@@ -60,12 +61,12 @@ def test_the_sweep_catches_stale_reads(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_sweep_catches_a_driver_that_never_fsyncs(monkeypatch: pytest.MonkeyPatch) -> None:
     """A driver that writes without fsync loses what it acknowledged when a node crashes
     (LossyMemoryStorage keeps only synced writes): the sweep must notice."""
-    original = Node._submit_write
+    original = Writer.submit
 
-    def never_sync(self: Node, function: Any, *arguments: Any, **keywords: Any) -> Any:
+    def never_sync(self: Writer, function: Any, *arguments: Any, **keywords: Any) -> Any:
         if "sync" in keywords:
             keywords["sync"] = False
         return original(self, function, *arguments, **keywords)
 
-    monkeypatch.setattr(Node, "_submit_write", never_sync)
+    monkeypatch.setattr(Writer, "submit", never_sync)
     assert any(not run_seed(seed).ok for seed in range(20)), "lost writes went unnoticed"

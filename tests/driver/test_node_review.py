@@ -270,7 +270,7 @@ def test_the_leaders_snapshot_landing_during_our_own_does_not_stop_the_node() ->
         leader = await cluster.wait_for_leader()
         follower = next(node for node in cluster.nodes.values() if node is not leader)
         writer = HeldWriter()
-        follower._writer = writer  # type: ignore[assignment]
+        follower._writer._executor = writer
         await cluster.complete(leader.propose(encode_set("a", "1")))
         cluster.network.isolate(address_of(follower.id))
         # 28 more entries end the leader's log at index 31, where it also snapshots: the

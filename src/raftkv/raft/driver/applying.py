@@ -228,7 +228,7 @@ def maybe_snapshot(node: Node, rawnode: RawNode) -> None:
         node._snapshot_write = task
         return
     data = encode_snapshot(dict(node._peers), machine.snapshot(), node._removed)
-    node._snapshot_write = node._submit_write(
+    node._snapshot_write = node._writer.submit(
         node.storage.create_snapshot, applied, conf_state, data
     )
 
@@ -242,7 +242,7 @@ async def _build_snapshot(
     *,
     removed: frozenset[NodeId],
 ) -> tuple[Snapshot, float]:
-    if node._writer is None:
+    if not node._writer.threaded:
         # A deterministic simulation (persisting inline): a worker thread would finish
         # after as many loop turns, so as much simulated time, as the OS decides (up to
         # tens of simulated seconds). Encode on the loop instead, after a number of turns
@@ -255,7 +255,7 @@ async def _build_snapshot(
     else:
         loop = asyncio.get_running_loop()
         data = await loop.run_in_executor(None, lambda: encode_snapshot(peers, produce(), removed))
-    return await node._submit_write(node.storage.create_snapshot, applied, conf_state, data)
+    return await node._writer.submit(node.storage.create_snapshot, applied, conf_state, data)
 
 
 def finish_snapshot(node: Node) -> None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import contextlib
 import logging
 import random
@@ -90,6 +89,7 @@ from raftkv.raft.driver.state_machine import (
     ValidatesSnapshots,
 )
 from raftkv.raft.driver.status import NodeStats, NodeStatus, PeerProgress
+from raftkv.raft.driver.writer import Writer
 from raftkv.raft.storage.base import RaftStorage
 from raftkv.raft.transport.base import (
     MemberAction,
@@ -176,6 +176,11 @@ class Node:
 
         self._rawnode: RawNode | None = None
         self._wake = asyncio.Event()
+        self._writer = Writer(
+            threaded=self.settings.persist_in_thread,
+            name=f"raftkv-writer-{node_id}",
+            wake=self._wake.set,
+        )
         self._inbox: collections.deque[Message] = collections.deque()
         # When (this node's clock) a message from each peer last arrived: "last contact".
         self._last_heard: dict[NodeId, float] = {}
@@ -203,7 +208,6 @@ class Node:
         self._batch_entries = 0
         self._batch_bytes = 0
         self._outstanding: _Outstanding | None = None
-        self._writer: concurrent.futures.ThreadPoolExecutor | None = None
         self._snapshot_write: asyncio.Future[tuple[Snapshot, float]] | None = None
         self._snapshot_index = 0
         # Bytes of entries applied since the last snapshot (or since start: a restart
@@ -323,10 +327,6 @@ class Node:
             rng=random.Random(self._rng.getrandbits(64)),
         )
         self._rawnode = RawNode(config, self.storage)
-        if settings.persist_in_thread:
-            self._writer = concurrent.futures.ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix=f"raftkv-writer-{self.id}"
-            )
         await self.transport.start(self)
         # Every address we know, members or not: a joiner must be able to answer the
         # leader before the snapshot tells it the membership.
@@ -399,8 +399,7 @@ class Node:
         self._fail_everything(reason)
         with contextlib.suppress(Exception):
             await self.transport.stop()
-        if self._writer is not None:
-            self._writer.shutdown(wait=True)
+        self._writer.shutdown()
         with contextlib.suppress(Exception):
             self._final_status = self.status()
         if self._owns_storage:
@@ -959,7 +958,7 @@ class Node:
         submitted_at = 0.0
         if ready.entries or ready.hard_state is not None or ready.snapshot is not None:
             submitted_at = time.perf_counter()
-            write = self._submit_write(
+            write = self._writer.submit(
                 self.storage.persist,
                 ready.hard_state,
                 ready.entries,
@@ -971,29 +970,6 @@ class Node:
                 self.stats.entries_per_fsync.observe(len(ready.entries))
             self.stats.entries_persisted += len(ready.entries)
         self._outstanding = _Outstanding(ready, write, submitted_at)
-
-    def _submit_write(
-        self, function: Callable[..., T], *arguments: Any, **keywords: Any
-    ) -> asyncio.Future[tuple[T, float]]:
-        """Run `function` on the writer thread (inline without one), in submission order.
-        The future's result is the function's with the seconds the call itself took."""
-
-        def timed() -> tuple[T, float]:
-            started = time.perf_counter()
-            result = function(*arguments, **keywords)
-            return result, time.perf_counter() - started
-
-        loop = asyncio.get_running_loop()
-        if self._writer is None:
-            future: asyncio.Future[tuple[T, float]] = loop.create_future()
-            try:
-                future.set_result(timed())
-            except Exception as error:
-                future.set_exception(error)
-            return future
-        future = loop.run_in_executor(self._writer, timed)
-        future.add_done_callback(lambda _: self._wake.set())
-        return future
 
     def _finish_ready(self, rawnode: RawNode, outstanding: _Outstanding) -> None:
         ready = outstanding.ready
