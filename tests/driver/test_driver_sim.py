@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from raftkv.raft.core.rawnode import RawNode
-from raftkv.raft.driver.node import Node
+from raftkv.raft.driver.requests import Requests
 from raftkv.raft.driver.writer import Writer
 from raftkv.testing.driver_sim import run_seed
 
@@ -46,13 +46,13 @@ def test_the_sweep_catches_stale_reads(monkeypatch: pytest.MonkeyPatch) -> None:
     """A driver that answers reads at its current applied index, without the ReadIndex
     round, must fail the linearizability check on some seeds."""
 
-    def answer_at_once(self: Node, rawnode: RawNode) -> None:
+    def answer_at_once(self: Requests, rawnode: RawNode) -> None:
         while self._read_requests:
             read = self._reads.get(self._read_requests.popleft())
             if read is not None and not read.future.done():
-                read.future.set_result(rawnode.raft.log.applied)
+                read.future.set_result(rawnode.applied_index())
 
-    monkeypatch.setattr(Node, "_drain_reads", answer_at_once)
+    monkeypatch.setattr(Requests, "drain_reads", answer_at_once)
     failing = [seed for seed in range(20) if not run_seed(seed).ok]
     assert failing, "stale reads went unnoticed"
     assert any("not linearizable" in f for seed in failing[:1] for f in run_seed(seed).failures)

@@ -154,7 +154,7 @@ def test_proposals_parked_without_a_leader_do_not_pile_up() -> None:
             await cluster.run_until(lambda batch=batch: all(task.done() for task in batch))
             for task in batch:
                 task.exception()
-        assert len(follower._parked) <= 100
+        assert len(follower._requests._parked) <= 100
         await cluster.stop()
 
     run_scenario(scenario)

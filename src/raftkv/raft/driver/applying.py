@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 
 from raftkv.raft.core.errors import (
     ConfChangeInvalid,
-    ProposalDropped,
     RaftError,
     SnapshotOutOfDate,
 )
@@ -44,7 +43,6 @@ from raftkv.raft.driver.envelope import (
     decode_proposal,
     encode_snapshot,
 )
-from raftkv.raft.driver.errors import OutcomeUnknown
 from raftkv.raft.driver.state_machine import BackgroundSnapshots, Command
 
 if TYPE_CHECKING:
@@ -60,13 +58,7 @@ _MAX_SIMULATED_BUILD_TURNS = 1024
 
 
 def install_snapshot(node: Node, snapshot: Snapshot) -> None:
-    # Entries this node appended as leader at or below the snapshot are never applied
-    # here one by one: whether they committed is unknown to us now.
-    for index in [index for index in node._appended_at if index <= snapshot.metadata.index]:
-        node._fail_proposal(
-            node._proposals.get(node._appended_at.pop(index)),
-            OutcomeUnknown(f"entry {index} is covered by a snapshot: it may have applied"),
-        )
+    node._requests.fail_covered_by_snapshot(snapshot.metadata.index)
     started = time.perf_counter()
     peers, removed, app = node._decode_snapshot(snapshot)
     node._peers.update(peers)
@@ -98,7 +90,7 @@ def apply_entries(node: Node, rawnode: RawNode, entries: Sequence[Entry]) -> Non
         if entry.index <= already_applied:
             continue
         if not entry.data:
-            fail_overwritten(node, entry.index, None)
+            node._requests.fail_overwritten(entry.index, None)
             continue
         try:
             request, command = decode_proposal(entry.data)
@@ -107,9 +99,9 @@ def apply_entries(node: Node, rawnode: RawNode, entries: Sequence[Entry]) -> Non
             # version could have put this here. Every node skips it alike (an error
             # here would stop every node, on every restart, for good).
             logger.error("node %d skips log entry %d: %s", node.id, entry.index, error)
-            fail_overwritten(node, entry.index, None)
+            node._requests.fail_overwritten(entry.index, None)
             continue
-        fail_overwritten(node, entry.index, request)
+        node._requests.fail_overwritten(entry.index, request)
         commands.append(Command(entry.index, entry.term, command))
         owners.append(request)
     last = entries[-1]
@@ -125,26 +117,7 @@ def apply_entries(node: Node, rawnode: RawNode, entries: Sequence[Entry]) -> Non
         )
     stats.commands_applied += len(commands)
     for request, result in zip(owners, results, strict=True):
-        pending = node._proposals.get(request)
-        if pending is None or pending.future.done():
-            continue
-        stats.proposals_committed += 1
-        if isinstance(result, BaseException):
-            pending.future.set_exception(result)
-        else:
-            pending.future.set_result(result)
-
-
-def fail_overwritten(node: Node, index: int, request: RequestId | None) -> None:
-    """If this node appended another proposal at `index` as leader, a new leader has
-    overwritten it: it will never apply, so fail it now instead of at its deadline."""
-    owner = node._appended_at.pop(index, None)
-    if owner is None or owner == request:
-        return
-    node._fail_proposal(
-        node._proposals.get(owner),
-        ProposalDropped(f"entry {index} was replaced by a new leader's entry"),
-    )
+        node._requests.complete(request, result)
 
 
 def apply_conf_change(node: Node, rawnode: RawNode, entry: Entry) -> None:
@@ -154,17 +127,15 @@ def apply_conf_change(node: Node, rawnode: RawNode, entry: Entry) -> None:
     except (ValueError, EnvelopeError) as error:
         # As for a command: skipped alike everywhere rather than fatal everywhere.
         logger.error("node %d skips membership entry %d: %s", node.id, entry.index, error)
-        fail_overwritten(node, entry.index, None)
+        node._requests.fail_overwritten(entry.index, None)
         return
-    fail_overwritten(node, entry.index, request)
-    pending = node._proposals.get(request) if request is not None else None
+    node._requests.fail_overwritten(entry.index, request)
     try:
         conf_state = rawnode.apply_conf_change(change)
     except ConfChangeInvalid as error:
         # Every node refuses the same change alike; the log position is still used.
-        if pending is not None and not pending.future.done():
-            node.stats.proposals_committed += 1
-            pending.future.set_exception(error)
+        if request is not None:
+            node._requests.complete(request, error)
         return
     node._peers.update(peers)
     members = conf_state.voters | conf_state.learners | conf_state.voters_outgoing
@@ -188,9 +159,8 @@ def apply_conf_change(node: Node, rawnode: RawNode, entry: Entry) -> None:
         # does not include it (the core's defence, as etcd's). The latest snapshot
         # predates this change, so take a fresh one.
         node._snapshot_wanted = True
-    if pending is not None and not pending.future.done():
-        node.stats.proposals_committed += 1
-        pending.future.set_result(conf_state)
+    if request is not None:
+        node._requests.complete(request, conf_state)
     if removed_here:
         node._learn_removed("its removal applied here")
 

@@ -274,7 +274,7 @@ async def change_as_leader(node: Node, request: MemberRequest, timeout: float | 
         request_id, change = prepared
         remaining = deadline - node.clock.now()
         try:
-            return await node._propose_conf_change(request_id, change, max(remaining, 0.0))
+            return await node._requests.propose_conf_change(request_id, change, max(remaining, 0.0))
         except ConfChangePending as error:
             if node.clock.now() + node.settings.tick_interval_s >= deadline:
                 raise MembershipError("busy", str(error)) from error
@@ -321,7 +321,7 @@ def _prepare_change(node: Node, request: MemberRequest) -> ConfState | tuple[Req
         if node_id not in conf_state.voters | conf_state.learners:
             raise MembershipError("invalid", f"node {node_id} is not a member")
         change_type = ConfChangeType.REMOVE_NODE
-    request_id = node._next_request()
+    request_id = node._requests.next_request()
     change = ConfChange(
         changes=(ConfChangeSingle(change_type, node_id),),
         context=encode_conf_change_context(request_id, peers),

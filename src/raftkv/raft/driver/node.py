@@ -37,7 +37,6 @@ from typing import Any, TypeVar
 
 from raftkv.raft.core.config import Config
 from raftkv.raft.core.errors import (
-    ConfChangeInvalid,
     InvalidArgument,
     MalformedMessage,
     NotLeader,
@@ -50,7 +49,6 @@ from raftkv.raft.core.ready import Ready
 from raftkv.raft.core.types import (
     MAX_TERM,
     NO_NODE,
-    ConfChange,
     ConfState,
     HardState,
     Message,
@@ -65,22 +63,17 @@ from raftkv.raft.driver import applying, membership
 from raftkv.raft.driver.clock import Clock, SystemClock
 from raftkv.raft.driver.envelope import (
     EnvelopeError,
-    RequestId,
     check_forwarded_entries,
     decode_snapshot_envelope,
-    encode_proposal,
     encode_snapshot,
 )
 from raftkv.raft.driver.errors import (
     NodeFailed,
-    OutcomeUnknown,
-    Overloaded,
-    ProposalTimeout,
-    ReadTimeout,
     Removed,
     StateUnusable,
     Stopped,
 )
+from raftkv.raft.driver.requests import Requests
 from raftkv.raft.driver.settings import NodeSettings
 from raftkv.raft.driver.state_machine import (
     BackgroundSnapshots,
@@ -104,35 +97,6 @@ T = TypeVar("T")
 StateMachineT = TypeVar("StateMachineT", bound=StateMachine)
 
 LeaderObserver = Callable[[NodeId, int], None]
-
-
-@dataclass(slots=True)
-class _Pending:
-    """A request waiting for its outcome."""
-
-    future: asyncio.Future[Any]
-    deadline: float
-    # Set once the core took the proposal (appended as leader, or forwarded to the
-    # leader): from then on it may be applied whatever happens here, so ending it early
-    # is OutcomeUnknown, never Stopped ("not applied").
-    sent: bool = False
-
-
-@dataclass(slots=True)
-class _PendingRead:
-    future: asyncio.Future[int]
-    deadline: float
-    # Set once the core answered; resolved when the state machine has applied it.
-    index: int = 0
-    requested_at_tick: int = 0
-
-
-@dataclass(slots=True)
-class _Queued:
-    request: RequestId
-    data: bytes
-    # ConfChange proposals carry the change instead of data.
-    change: ConfChange | None = None
 
 
 @dataclass(slots=True)
@@ -171,8 +135,7 @@ class Node:
         self._owns_storage = owns_storage
         # Addresses of every member we know; the log and snapshots keep it current.
         self._peers: dict[NodeId, str] = dict(peers or {})
-        self._incarnation = self._rng.getrandbits(64)
-        self._sequence = 0
+        incarnation = self._rng.getrandbits(64)
 
         self._rawnode: RawNode | None = None
         self._wake = asyncio.Event()
@@ -184,29 +147,8 @@ class Node:
         self._inbox: collections.deque[Message] = collections.deque()
         # When (this node's clock) a message from each peer last arrived: "last contact".
         self._last_heard: dict[NodeId, float] = {}
-        self._queued: collections.deque[_Queued] = collections.deque()
-        # Proposals the core refused for want of a leader; retried until their deadline.
-        self._parked: list[_Queued] = []
-        self._read_requests: collections.deque[bytes] = collections.deque()
-        self._proposals: dict[RequestId, _Pending] = {}
-        # Log index -> the proposal this node appended there as leader.
-        self._appended_at: dict[int, RequestId] = {}
-        self._reads: dict[bytes, _PendingRead] = {}
-        # One ReadIndex request serves every read queued when it was made (etcd's
-        # linearizableReadLoop): its context -> the contexts of those reads. Its answer
-        # covers each of them, as each was asked before it. Pruned by _expire.
-        self._read_batches: dict[bytes, list[bytes]] = {}
-        # The batch asked last and when (tick): while it waits for its answer, newly queued
-        # reads wait too and then go together, so batches grow with the load instead of
-        # each read arriving alone costing a round. A batch unanswered for retry_ticks no
-        # longer holds the queue (its answer may be lost).
-        self._read_in_flight: bytes | None = None
-        self._read_in_flight_tick = 0
         self._pending_ticks = 0
         self._next_tick = 0.0
-        self._tick_count = 0
-        self._batch_entries = 0
-        self._batch_bytes = 0
         self._outstanding: _Outstanding | None = None
         self._snapshot_write: asyncio.Future[tuple[Snapshot, float]] | None = None
         self._snapshot_index = 0
@@ -227,6 +169,14 @@ class Node:
         self._final_status: NodeStatus | None = None
         self.removed = False
         self.stats = NodeStats()
+        self._requests = Requests(
+            node_id=node_id,
+            incarnation=incarnation,
+            settings=self.settings,
+            clock=self.clock,
+            stats=self.stats,
+            wake=self._wake.set,
+        )
         self._leader_id = NO_NODE
         # Ids removed from the cluster (from the snapshot, then applied REMOVE changes):
         # never added again, and their messages are dropped. A removed machine that was
@@ -396,7 +346,7 @@ class Node:
         if self._snapshot_write is not None:
             with contextlib.suppress(Exception):
                 await self._snapshot_write
-        self._fail_everything(reason)
+        self._requests.end_all(reason)
         with contextlib.suppress(Exception):
             await self.transport.stop()
         self._writer.shutdown()
@@ -406,30 +356,6 @@ class Node:
             with contextlib.suppress(Exception):
                 self.storage.close()
         self._stopped.set()
-
-    def _fail_everything(self, reason: Stopped) -> None:
-        self._end_unfinished(reason)
-        self._proposals.clear()
-        self._reads.clear()
-        self._read_batches.clear()
-        self._queued.clear()
-        self._parked.clear()
-        self._read_requests.clear()
-
-    def _end_unfinished(self, reason: Stopped) -> None:
-        """End every pending request because of `reason` (stopping, failed, removed): a
-        proposal that never left this node and every read with `reason`; a proposal that
-        left it with OutcomeUnknown, since the cluster may apply it all the same."""
-        for pending in self._proposals.values():
-            if pending.sent:
-                unknown = OutcomeUnknown(f"{reason}; the write had been sent and may apply")
-                unknown.__cause__ = reason
-                self._fail_proposal(pending, unknown)
-            else:
-                self._fail_proposal(pending, reason)
-        for read in self._reads.values():
-            if not read.future.done():
-                read.future.set_exception(reason)
 
     def _fail(self, error: BaseException) -> None:
         """Stop the node after an error it cannot continue from."""
@@ -454,34 +380,13 @@ class Node:
                 f"command of {len(command)} bytes exceeds max_command_bytes "
                 f"({self.settings.max_command_bytes})"
             )
-        request = self._next_request()
-        future = self._register_proposal(request, timeout)
-        self._queued.append(_Queued(request, encode_proposal(request, command)))
-        self._wake.set()
-        try:
-            return await future
-        finally:
-            self._proposals.pop(request, None)
+        return await self._requests.propose(command, timeout)
 
     async def read_index(self, *, timeout: float | None = None) -> int:
         """A linearizable read point: returns an index such that this node's state machine
         has applied it and it covers every write acknowledged before the call."""
         self._check_running()
-        if len(self._reads) >= self.settings.max_pending_requests:
-            self.stats.overloaded += 1
-            raise Overloaded(f"{len(self._reads)} reads pending")
-        context = self._next_request_bytes()
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        deadline = self.clock.now() + (
-            timeout if timeout is not None else self.settings.read_timeout_s
-        )
-        self._reads[context] = _PendingRead(future, deadline, requested_at_tick=self._tick_count)
-        self._read_requests.append(context)
-        self._wake.set()
-        try:
-            return await future
-        finally:
-            self._reads.pop(context, None)
+        return await self._requests.read(timeout)
 
     async def linearizable_read(
         self, read: Callable[[Any], T], *, timeout: float | None = None
@@ -556,7 +461,7 @@ class Node:
             return
         self.removed = True
         logger.warning("node %d was removed from the cluster (%s)", self.id, how)
-        self._end_unfinished(Removed(f"node {self.id} was removed from the cluster"))
+        self._requests.end_unfinished(Removed(f"node {self.id} was removed from the cluster"))
         for observer in list(self._removal_observers):
             _call_removal_observer(observer)
 
@@ -598,8 +503,8 @@ class Node:
                 peer: max(0.0, self.clock.now() - heard)
                 for peer, heard in sorted(self._last_heard.items())
             },
-            pending_proposals=len(self._proposals),
-            pending_reads=len(self._reads),
+            pending_proposals=self._requests.pending_proposals,
+            pending_reads=self._requests.pending_reads,
             removed=self.removed,
             stopped=self._stopping,
         )
@@ -712,8 +617,8 @@ class Node:
         rawnode = self._core()
         self._drain_inbox(rawnode)
         self._drain_ticks(rawnode)
-        self._drain_proposals(rawnode)
-        self._drain_reads(rawnode)
+        self._requests.drain_proposals(rawnode)
+        self._requests.drain_reads(rawnode)
         while True:
             outstanding = self._outstanding
             if outstanding is not None:
@@ -721,7 +626,7 @@ class Node:
                     return
                 self._finish_ready(rawnode, outstanding)
                 # Proposals held back by the batch limit may go now.
-                self._drain_proposals(rawnode)
+                self._requests.drain_proposals(rawnode)
             if self._snapshot_write is not None and self._snapshot_write.done():
                 applying.finish_snapshot(self)
             if not rawnode.has_ready():
@@ -732,11 +637,9 @@ class Node:
         ticks, self._pending_ticks = self._pending_ticks, 0
         for _ in range(ticks):
             rawnode.tick()
-            self._tick_count += 1
-            if self._tick_count % self.settings.retry_ticks == 0:
-                self._retry_waiting(rawnode)
+            self._requests.tick(rawnode)
         if ticks:
-            self._expire(self.clock.now())
+            self._requests.expire(self.clock.now())
             self._ask_members(None)
 
     def _drain_inbox(self, rawnode: RawNode) -> None:
@@ -809,147 +712,11 @@ class Node:
         )
         self._tasks.append(self._member_lookup)
 
-    def _drain_proposals(self, rawnode: RawNode) -> None:
-        """Step queued proposals into the core, as few messages as possible: consecutive
-        commands go in one multi-entry proposal (one append per follower), a membership
-        change on its own. Stops at the batch limits (group commit: the rest waits for
-        the next Ready)."""
-        settings = self.settings
-        queued = self._queued
-        batch: list[_Queued] = []
-        while queued:
-            if (
-                self._batch_entries >= settings.max_batch_entries
-                or self._batch_bytes >= settings.max_batch_bytes
-            ):
-                break
-            item = queued.popleft()
-            if not self._is_pending(item.request):
-                continue  # cancelled or timed out while queued
-            if item.change is not None:
-                self._propose_now(rawnode, batch)
-                batch = []
-                self._propose_now(rawnode, [item])
-                continue
-            batch.append(item)
-            self._batch_entries += 1
-            self._batch_bytes += len(item.data)
-        self._propose_now(rawnode, batch)
-
-    def _propose_now(self, rawnode: RawNode, items: list[_Queued]) -> None:
-        if not items:
-            return
-        try:
-            change = items[0].change
-            if change is not None:
-                rawnode.propose_conf_change(change)
-            else:
-                rawnode.propose_many([item.data for item in items])
-        except (NotLeader, ConfChangeInvalid) as error:
-            self._fail_proposals(items, error)
-            return
-        except ProposalDropped as error:
-            if rawnode.soft_state().leader_id == NO_NODE or rawnode.lead_transferee() != NO_NODE:
-                # An election or a leadership transfer is under way: try again soon.
-                self._parked.extend(items)
-            else:
-                self._fail_proposals(items, error)
-            return
-        for item in items:
-            pending = self._proposals.get(item.request)
-            if pending is not None:
-                pending.sent = True
-        if rawnode.soft_state().role is StateRole.LEADER:
-            first = rawnode.last_index() - len(items) + 1
-            for offset, item in enumerate(items):
-                self._appended_at[first + offset] = item.request
-
-    def _fail_proposals(self, items: list[_Queued], error: Exception) -> None:
-        for item in items:
-            self._fail_proposal(self._proposals.get(item.request), error)
-
-    def _fail_proposal(self, pending: _Pending | None, error: BaseException) -> None:
-        """End a proposal that will never apply, or whose outcome is unknown."""
-        if pending is not None and not pending.future.done():
-            pending.future.set_exception(error)
-            self.stats.proposals_failed += 1
-
-    def _is_pending(self, request: RequestId) -> bool:
-        pending = self._proposals.get(request)
-        return pending is not None and not pending.future.done()
-
-    def _drain_reads(self, rawnode: RawNode) -> None:
-        """Ask for one read index covering every read queued since the last ask: one
-        heartbeat round (or one message to the leader) for all of them, not one each."""
-        in_flight = self._read_in_flight
-        if (
-            in_flight is not None
-            and in_flight in self._read_batches
-            and self._tick_count - self._read_in_flight_tick < self.settings.retry_ticks
-        ):
-            return
-        self._read_in_flight = None
-        batch: list[bytes] = []
-        while self._read_requests:
-            context = self._read_requests.popleft()
-            read = self._reads.get(context)
-            if read is None or read.future.done() or read.index != 0:
-                continue
-            read.requested_at_tick = self._tick_count
-            batch.append(context)
-        if not batch:
-            return
-        batch_context = batch[0] if len(batch) == 1 else self._next_request_bytes()
-        self._read_batches[batch_context] = batch
-        self._read_in_flight, self._read_in_flight_tick = batch_context, self._tick_count
-        # With no leader the request is dropped; the retry below asks again.
-        with contextlib.suppress(ProposalDropped, NotLeader):
-            rawnode.read_index(batch_context)
-
-    def _retry_waiting(self, rawnode: RawNode) -> None:
-        """Every few ticks: re-ask for reads not answered for a while (the request or its
-        answer may be lost) and re-propose parked proposals."""
-        if rawnode.soft_state().leader_id != NO_NODE:
-            self._requeue_waiting(min_age_ticks=self.settings.retry_ticks)
-
-    def _requeue_waiting(self, *, min_age_ticks: int) -> None:
-        """Queue again the proposals parked for want of a leader, and the reads not
-        answered that were last asked at least `min_age_ticks` ago."""
-        for context, read in self._reads.items():
-            if read.index == 0 and self._tick_count - read.requested_at_tick >= min_age_ticks:
-                self._read_requests.append(context)
-                self._read_in_flight = None
-        parked, self._parked = self._parked, []
-        self._queued.extendleft(reversed(parked))
-        self._wake.set()
-
-    def _expire(self, now: float) -> None:
-        # Parked and queued items of finished requests hold their commands: drop them.
-        self._parked = [item for item in self._parked if self._is_pending(item.request)]
-        for request, pending in list(self._proposals.items()):
-            if now >= pending.deadline:
-                self._fail_proposal(
-                    pending, ProposalTimeout(f"no outcome for proposal {request.sequence} in time")
-                )
-        for read in list(self._reads.values()):
-            if now >= read.deadline and not read.future.done():
-                read.future.set_exception(ReadTimeout("the read could not be confirmed in time"))
-        # A batch whose answer was lost is asked again read by read (_requeue_waiting);
-        # forget it once none of its reads still waits for an index.
-        for batch_context, batch in list(self._read_batches.items()):
-            if not any(self._waiting_for_index(context) for context in batch):
-                del self._read_batches[batch_context]
-
-    def _waiting_for_index(self, context: bytes) -> bool:
-        read = self._reads.get(context)
-        return read is not None and read.index == 0 and not read.future.done()
-
     # -- one Ready -------------------------------------------------------------------------
 
     def _start_ready(self, rawnode: RawNode) -> None:
         ready = rawnode.ready()
-        self._batch_entries = 0
-        self._batch_bytes = 0
+        self._requests.start_batch()
         if ready.soft_state is not None:
             self._on_soft_state(ready.soft_state.leader_id, ready.soft_state.role)
         if ready.messages:
@@ -986,39 +753,14 @@ class Node:
             applying.install_snapshot(self, ready.snapshot)
         if ready.committed_entries:
             applying.apply_entries(self, rawnode, ready.committed_entries)
-        if ready.read_states and self._read_requests:
-            self._wake.set()  # reads held behind the batch answered now go next
-        for read_state in ready.read_states:
-            batch = self._read_batches.pop(read_state.request_context, ())
-            for context in batch:
-                read = self._reads.get(context)
-                if read is not None and read.index == 0:
-                    read.index = max(read_state.index, 1)
+        self._requests.record_read_states(ready.read_states)
         rawnode.advance(ready)
-        self._answer_reads(rawnode.applied_index())
+        self._requests.answer_reads(rawnode.applied_index())
         applying.maybe_snapshot(self, rawnode)
-
-    def _answer_reads(self, applied: int) -> None:
-        for read in self._reads.values():
-            if 0 < read.index <= applied and not read.future.done():
-                read.future.set_result(read.index)
 
     # -- snapshots -------------------------------------------------------------------------
 
     # -- membership ------------------------------------------------------------------------
-
-    async def _propose_conf_change(
-        self, request: RequestId, change: ConfChange, timeout: float | None
-    ) -> ConfState:
-        future = self._register_proposal(request, timeout)
-        self._queued.append(_Queued(request, b"", change))
-        self._wake.set()
-        try:
-            result = await future
-        finally:
-            self._proposals.pop(request, None)
-        assert isinstance(result, ConfState)
-        return result
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -1036,23 +778,6 @@ class Node:
             if self.failure is not None:
                 raise NodeFailed(f"node {self.id} failed: {self.failure}") from self.failure
             raise Stopped("the node is stopping")
-
-    def _next_request(self) -> RequestId:
-        self._sequence += 1
-        return RequestId(self.id, self._incarnation, self._sequence)
-
-    def _next_request_bytes(self) -> bytes:
-        self._sequence += 1
-        return self._incarnation.to_bytes(8, "big") + self._sequence.to_bytes(8, "big")
-
-    def _register_proposal(self, request: RequestId, timeout: float | None) -> asyncio.Future[Any]:
-        if len(self._proposals) >= self.settings.max_pending_requests:
-            self.stats.overloaded += 1
-            raise Overloaded(f"{len(self._proposals)} proposals pending")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        wait = timeout if timeout is not None else self.settings.proposal_timeout_s
-        self._proposals[request] = _Pending(future, self.clock.now() + wait)
-        return future
 
     def _decode_snapshot(
         self, snapshot: Snapshot
@@ -1088,7 +813,7 @@ class Node:
         self._leader_changed = asyncio.Event()
         if leader_id != NO_NODE:
             # Whatever waited for a leader may go now.
-            self._requeue_waiting(min_age_ticks=0)
+            self._requests.requeue_waiting(min_age_ticks=0)
         term = self._core().term()
         for observer in list(self._observers):
             try:
