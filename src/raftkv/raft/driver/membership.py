@@ -31,7 +31,6 @@ from raftkv.raft.core.types import (
     ConfChangeType,
     ConfState,
     NodeId,
-    StateRole,
 )
 from raftkv.raft.driver.envelope import RequestId, encode_conf_change_context
 from raftkv.raft.driver.errors import (
@@ -81,7 +80,7 @@ async def join(
         )
     if promote:
         await ask_cluster(node, seeds, MemberRequest(MemberAction.PROMOTE, node.id), deadline)
-    await node._wait_for(
+    await node._leadership.wait_for(
         lambda: (
             node.id in node._core().conf_state().voters
             or (not promote and node.id in node._core().conf_state().learners)
@@ -193,7 +192,7 @@ async def handle_request(node: Node, request: MemberRequest) -> MemberResponse:
         return MemberResponse(ok=False, error="stopped", message="node is stopping")
     if request.action is MemberAction.MEMBERS:
         # A question, not a change: any member answers.
-        leader = node._leader_id
+        leader = node._leadership.leader_id
         return MemberResponse(
             ok=True,
             leader_id=leader,
@@ -201,7 +200,7 @@ async def handle_request(node: Node, request: MemberRequest) -> MemberResponse:
             members=tuple(sorted(node._peers.items())),
             removed=tuple(sorted(node._removed)),
         )
-    if node._role is not StateRole.LEADER:
+    if not node._leadership.is_leader:
         return not_leader_response(node)
     try:
         # Half the requester's usual wait, so it hears "busy" or "timeout" (and retries)
@@ -230,9 +229,9 @@ async def handle_request(node: Node, request: MemberRequest) -> MemberResponse:
 async def change(node: Node, request: MemberRequest, timeout: float | None) -> ConfState:
     node._check_running()
     wait = timeout if timeout is not None else node.settings.membership_timeout_s
-    if node._role is StateRole.LEADER:
+    if node._leadership.is_leader:
         return await change_as_leader(node, request, wait)
-    leader = node._leader_id
+    leader = node._leadership.leader_id
     address = node._peers.get(leader) if leader != NO_NODE else None
     if address is None:
         raise NotLeader(leader)
@@ -266,8 +265,8 @@ async def change_as_leader(node: Node, request: MemberRequest, timeout: float | 
     wait = timeout if timeout is not None else node.settings.membership_timeout_s
     deadline = node.clock.now() + wait
     while True:
-        if node._role is not StateRole.LEADER:
-            raise NotLeader(node._leader_id)
+        if not node._leadership.is_leader:
+            raise NotLeader(node._leadership.leader_id)
         prepared = _prepare_change(node, request)
         if isinstance(prepared, ConfState):
             return prepared
@@ -359,7 +358,7 @@ def _check_promotable(node: Node, learner: NodeId) -> None:
 
 
 def not_leader_response(node: Node) -> MemberResponse:
-    leader = node._leader_id
+    leader = node._leadership.leader_id
     return MemberResponse(
         ok=False,
         error="not_leader",
@@ -375,6 +374,6 @@ def member_error(node: Node, code: str, message: str) -> MemberResponse:
         ok=False,
         error=code,
         message=message,
-        leader_id=node._leader_id,
-        leader_address=node._peers.get(node._leader_id, ""),
+        leader_id=node._leadership.leader_id,
+        leader_address=node._peers.get(node._leadership.leader_id, ""),
     )

@@ -73,6 +73,7 @@ from raftkv.raft.driver.errors import (
     StateUnusable,
     Stopped,
 )
+from raftkv.raft.driver.leadership import LeaderObserver, Leadership
 from raftkv.raft.driver.requests import Requests
 from raftkv.raft.driver.settings import NodeSettings
 from raftkv.raft.driver.state_machine import (
@@ -95,8 +96,6 @@ logger = logging.getLogger("raftkv.node")
 
 T = TypeVar("T")
 StateMachineT = TypeVar("StateMachineT", bound=StateMachine)
-
-LeaderObserver = Callable[[NodeId, int], None]
 
 
 @dataclass(slots=True)
@@ -158,9 +157,7 @@ class Node:
         self._snapshot_wanted = False
         # time.perf_counter() when the snapshot being written was started (for stats).
         self._snapshot_started_at = 0.0
-        self._observers: list[LeaderObserver] = []
         self._removal_observers: list[Callable[[], None]] = []
-        self._leader_changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
         self._stopping = False
@@ -177,7 +174,9 @@ class Node:
             stats=self.stats,
             wake=self._wake.set,
         )
-        self._leader_id = NO_NODE
+        self._leadership = Leadership(
+            clock=self.clock, settings=self.settings, stats=self.stats, stopping=self._is_stopping
+        )
         # Ids removed from the cluster (from the snapshot, then applied REMOVE changes):
         # never added again, and their messages are dropped. A removed machine that was
         # down when removed still thinks itself a member; were its id reused, its stale
@@ -187,10 +186,6 @@ class Node:
         # (our clock) another may start.
         self._member_lookup: asyncio.Task[None] | None = None
         self._next_member_lookup = 0.0
-        # When (this node's clock) it last lost its leader, or started without one; None
-        # while it knows a leader.
-        self._leaderless_since: float | None = self.clock.now()
-        self._role = StateRole.FOLLOWER
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -403,7 +398,7 @@ class Node:
         self._check_running()
         rawnode = self._core()
         if rawnode.soft_state().role is not StateRole.LEADER:
-            raise NotLeader(self._leader_id)
+            raise NotLeader(self._leadership.leader_id)
         if to is None:
             to = self._best_transferee()
             if to is None:
@@ -411,8 +406,9 @@ class Node:
         rawnode.transfer_leader(to)
         self._wake.set()
         wait = timeout if timeout is not None else self._election_timeout_s() * 2
-        await self._wait_for(lambda: self._leader_id not in (NO_NODE, self.id), wait)
-        return self._leader_id
+        leadership = self._leadership
+        await leadership.wait_for(lambda: leadership.leader_id not in (NO_NODE, self.id), wait)
+        return leadership.leader_id
 
     async def join(
         self, seeds: Sequence[str], *, promote: bool = True, timeout: float | None = None
@@ -442,8 +438,7 @@ class Node:
     def on_leader_change(self, observer: LeaderObserver) -> Callable[[], None]:
         """Call `observer(leader_id, term)` whenever the known leader changes (NO_NODE
         while there is none). Returns a function that unsubscribes."""
-        self._observers.append(observer)
-        return lambda: self._observers.remove(observer)
+        return self._leadership.subscribe(observer)
 
     def on_removed(self, observer: Callable[[], None]) -> Callable[[], None]:
         """Call `observer()` when this node learns it was removed from the cluster (when
@@ -468,8 +463,9 @@ class Node:
     async def wait_for_leader(self, *, timeout: float | None = None) -> NodeId:
         """Wait until this node knows a leader; returns its id."""
         wait = timeout if timeout is not None else self._election_timeout_s() * 5
-        await self._wait_for(lambda: self._leader_id != NO_NODE, wait)
-        return self._leader_id
+        leadership = self._leadership
+        await leadership.wait_for(lambda: leadership.leader_id != NO_NODE, wait)
+        return leadership.leader_id
 
     def status(self) -> NodeStatus:
         if self._final_status is not None:
@@ -511,7 +507,7 @@ class Node:
 
     @property
     def leader_id(self) -> NodeId:
-        return self._leader_id
+        return self._leadership.leader_id
 
     @property
     def removed_ids(self) -> frozenset[NodeId]:
@@ -521,12 +517,11 @@ class Node:
     def leaderless_seconds(self) -> float:
         """How long this node has known no leader (0 while it knows one): a member cut off
         from the cluster, or one in a long election."""
-        since = self._leaderless_since
-        return 0.0 if since is None else max(0.0, self.clock.now() - since)
+        return self._leadership.leaderless_seconds()
 
     @property
     def is_leader(self) -> bool:
-        return self._role is StateRole.LEADER
+        return self._leadership.is_leader
 
     # -- TransportHandler ------------------------------------------------------------------
 
@@ -799,46 +794,15 @@ class Node:
                 self.transport.set_peer(peer, self._peers[peer])
 
     def _on_soft_state(self, leader_id: NodeId, role: StateRole) -> None:
-        changed = leader_id != self._leader_id
-        self._leader_id = leader_id
-        self._role = role
-        if not changed:
+        if not self._leadership.update(leader_id, role):
             return
-        self.stats.leader_changes += 1
-        if leader_id == NO_NODE:
-            self._leaderless_since = self.clock.now()
-        else:
-            self._leaderless_since = None
-        self._leader_changed.set()
-        self._leader_changed = asyncio.Event()
         if leader_id != NO_NODE:
             # Whatever waited for a leader may go now.
             self._requests.requeue_waiting(min_age_ticks=0)
-        term = self._core().term()
-        for observer in list(self._observers):
-            try:
-                observer(leader_id, term)
-            except Exception:
-                logger.exception("leader-change observer failed")
+        self._leadership.notify(self._core().term())
 
-    async def _wait_for(self, condition: Callable[[], bool], timeout: float) -> None:
-        deadline = self.clock.now() + timeout
-        while not condition():
-            if self._stopping:
-                raise Stopped("the node is stopping")
-            remaining = deadline - self.clock.now()
-            if remaining <= 0:
-                raise TimeoutError(f"condition not met within {timeout}s")
-            changed = self._leader_changed
-            sleeper = asyncio.ensure_future(
-                self.clock.sleep(min(remaining, self.settings.tick_interval_s))
-            )
-            waiter = asyncio.ensure_future(changed.wait())
-            try:
-                await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                sleeper.cancel()
-                waiter.cancel()
+    def _is_stopping(self) -> bool:
+        return self._stopping
 
     def _election_timeout_s(self) -> float:
         return self.settings.election_ticks * self.settings.tick_interval_s
@@ -858,7 +822,7 @@ class Node:
         return best[1] if best is not None else None
 
     async def _hand_over_leadership(self) -> None:
-        if self._role is not StateRole.LEADER or self._rawnode is None:
+        if not self._leadership.is_leader or self._rawnode is None:
             return
         target = self._best_transferee()
         if target is None:
