@@ -278,11 +278,13 @@ def test_the_leaders_snapshot_landing_during_our_own_does_not_stop_the_node() ->
         for number in range(28):
             await cluster.complete(leader.propose(encode_set(f"k{number}", "v")))
         # The follower starts a (slow) snapshot of its own just as the leader's arrives.
-        follower._snapshot_wanted = True
+        follower._applier._snapshot_wanted = True
         writer.hold = True
         cluster.network.heal()
         await cluster.run_until(
-            lambda: follower._snapshot_write is not None and writer.holds_snapshot_install()
+            lambda: (
+                follower._applier._snapshot_write is not None and writer.holds_snapshot_install()
+            )
         )
         writer.hold = False
         writer.pump()

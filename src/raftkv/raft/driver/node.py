@@ -59,14 +59,9 @@ from raftkv.raft.core.types import (
     SnapshotMetadata,
     StateRole,
 )
-from raftkv.raft.driver import applying, membership
+from raftkv.raft.driver.applying import Applier
 from raftkv.raft.driver.clock import Clock, SystemClock
-from raftkv.raft.driver.envelope import (
-    EnvelopeError,
-    check_forwarded_entries,
-    decode_snapshot_envelope,
-    encode_snapshot,
-)
+from raftkv.raft.driver.envelope import EnvelopeError, check_forwarded_entries, encode_snapshot
 from raftkv.raft.driver.errors import (
     NodeFailed,
     Removed,
@@ -74,14 +69,10 @@ from raftkv.raft.driver.errors import (
     Stopped,
 )
 from raftkv.raft.driver.leadership import LeaderObserver, Leadership
+from raftkv.raft.driver.membership import Membership
 from raftkv.raft.driver.requests import Requests
 from raftkv.raft.driver.settings import NodeSettings
-from raftkv.raft.driver.state_machine import (
-    BackgroundSnapshots,
-    SnapshotInvalid,
-    StateMachine,
-    ValidatesSnapshots,
-)
+from raftkv.raft.driver.state_machine import BackgroundSnapshots, SnapshotInvalid, StateMachine
 from raftkv.raft.driver.status import NodeStats, NodeStatus, PeerProgress
 from raftkv.raft.driver.writer import Writer
 from raftkv.raft.storage.base import RaftStorage
@@ -95,7 +86,6 @@ from raftkv.raft.transport.base import (
 logger = logging.getLogger("raftkv.node")
 
 T = TypeVar("T")
-StateMachineT = TypeVar("StateMachineT", bound=StateMachine)
 
 
 @dataclass(slots=True)
@@ -132,8 +122,6 @@ class Node:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._rng = rng if rng is not None else random.Random()
         self._owns_storage = owns_storage
-        # Addresses of every member we know; the log and snapshots keep it current.
-        self._peers: dict[NodeId, str] = dict(peers or {})
         incarnation = self._rng.getrandbits(64)
 
         self._rawnode: RawNode | None = None
@@ -144,19 +132,9 @@ class Node:
             wake=self._wake.set,
         )
         self._inbox: collections.deque[Message] = collections.deque()
-        # When (this node's clock) a message from each peer last arrived: "last contact".
-        self._last_heard: dict[NodeId, float] = {}
         self._pending_ticks = 0
         self._next_tick = 0.0
         self._outstanding: _Outstanding | None = None
-        self._snapshot_write: asyncio.Future[tuple[Snapshot, float]] | None = None
-        self._snapshot_index = 0
-        # Bytes of entries applied since the last snapshot (or since start: a restart
-        # counts afresh, so it may snapshot up to that much later than planned).
-        self._log_bytes_since_snapshot = 0
-        self._snapshot_wanted = False
-        # time.perf_counter() when the snapshot being written was started (for stats).
-        self._snapshot_started_at = 0.0
         self._removal_observers: list[Callable[[], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
@@ -177,15 +155,32 @@ class Node:
         self._leadership = Leadership(
             clock=self.clock, settings=self.settings, stats=self.stats, stopping=self._is_stopping
         )
-        # Ids removed from the cluster (from the snapshot, then applied REMOVE changes):
-        # never added again, and their messages are dropped. A removed machine that was
-        # down when removed still thinks itself a member; were its id reused, its stale
-        # vote would count as the new member's (etcd never reuses member ids either).
-        self._removed: set[NodeId] = set()
-        # Asking the members about the membership (see _ask_members): the task, and when
-        # (our clock) another may start.
-        self._member_lookup: asyncio.Task[None] | None = None
-        self._next_member_lookup = 0.0
+        self._membership = Membership(
+            node_id=node_id,
+            peers=peers or {},
+            settings=self.settings,
+            clock=self.clock,
+            rng=self._rng,
+            transport=transport,
+            requests=self._requests,
+            leadership=self._leadership,
+            core=self._core,
+            check_running=self._check_running,
+            on_removed=self._learn_removed,
+        )
+        self._applier = Applier(
+            node_id=node_id,
+            settings=self.settings,
+            storage=storage,
+            state_machine=state_machine,
+            stats=self.stats,
+            rng=self._rng,
+            writer=self._writer,
+            requests=self._requests,
+            membership=self._membership,
+            wake=self._wake.set,
+            on_removed=self._learn_removed,
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -213,7 +208,7 @@ class Node:
             raise InvalidArgument(f"node {self.id} is not among the voters {sorted(voters)}")
         if any(peer == NO_NODE or peer < 0 for peer in voters):
             raise InvalidArgument("node ids must be positive integers")
-        self._peers.update(voters)
+        self._membership.add_founders(voters)
         # Index 1, term 1: every founding member starts from the same snapshot, holding an
         # empty state machine and the founding membership, as etcd's bootstrap does.
         snapshot = Snapshot(
@@ -232,13 +227,9 @@ class Node:
         self._started = True
         self._check_stored_term()
         snapshot = self.storage.snapshot()
-        applied = self.state_machine.applied_index()
         if not snapshot.is_empty():
             try:
-                peers, removed, app = decode_snapshot_envelope(snapshot.data)
-                if applied < snapshot.metadata.index:
-                    metadata = snapshot.metadata
-                    self.state_machine.restore(app, metadata.index, metadata.term)
+                self._applier.recover(snapshot)
             except (EnvelopeError, SnapshotInvalid) as error:
                 raise StateUnusable(
                     f"node {self.id}: the snapshot stored at index {snapshot.metadata.index}"
@@ -246,12 +237,8 @@ class Node:
                     "is lost: remove the node from the cluster and add it back with a new id "
                     "and an empty data dir, or restore it from a backup"
                 ) from error
-            for peer, address in peers.items():
-                self._peers.setdefault(peer, address)
-            self._removed |= removed
             # Removed before the snapshot was taken: a restart still knows it.
-            self.removed = self.id in self._removed
-            self._snapshot_index = snapshot.metadata.index
+            self.removed = self._membership.was_removed(self.id)
         settings = self.settings
         config = Config(
             id=self.id,
@@ -273,11 +260,7 @@ class Node:
         )
         self._rawnode = RawNode(config, self.storage)
         await self.transport.start(self)
-        # Every address we know, members or not: a joiner must be able to answer the
-        # leader before the snapshot tells it the membership.
-        for peer, address in self._peers.items():
-            if peer != self.id:
-                self.transport.set_peer(peer, address)
+        self._membership.connect()
         loop = asyncio.get_running_loop()
         self._next_tick = self.clock.now() + settings.tick_interval_s
         self._tasks = [
@@ -327,20 +310,17 @@ class Node:
             return
         self._stopping = True
         current = asyncio.current_task()
-        for task in self._tasks:
-            if task is not current:
-                task.cancel()
-        for task in self._tasks:
-            if task is not current:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        tasks = [task for task in (*self._tasks, *self._membership.tasks()) if task is not current]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         # A write already handed to the writer thread finishes; never abandon it halfway.
         if self._outstanding is not None and self._outstanding.write is not None:
             with contextlib.suppress(Exception):
                 await self._outstanding.write
-        if self._snapshot_write is not None:
-            with contextlib.suppress(Exception):
-                await self._snapshot_write
+        await self._applier.settle()
         self._requests.end_all(reason)
         with contextlib.suppress(Exception):
             await self.transport.stop()
@@ -417,23 +397,23 @@ class Node:
         `seeds`) to add this node as a learner, catch up, then, if `promote`, become a
         voter once the leader finds the log caught up. The node must have been started on
         empty storage, knowing its own address (`peers[node_id]`). Safe to retry."""
-        return await membership.join(self, seeds, promote=promote, timeout=timeout)
+        return await self._membership.join(seeds, promote=promote, timeout=timeout)
 
     async def add_learner(
         self, node_id: NodeId, address: str, *, timeout: float | None = None
     ) -> ConfState:
         """Add `node_id` (reachable at `address`) as a non-voting learner."""
-        return await membership.change(
-            self, MemberRequest(MemberAction.ADD_LEARNER, node_id, address), timeout
+        return await self._membership.change(
+            MemberRequest(MemberAction.ADD_LEARNER, node_id, address), timeout
         )
 
     async def promote(self, node_id: NodeId, *, timeout: float | None = None) -> ConfState:
         """Make learner `node_id` a voter; refused (NotCaughtUp) while its log lags."""
-        return await membership.change(self, MemberRequest(MemberAction.PROMOTE, node_id), timeout)
+        return await self._membership.change(MemberRequest(MemberAction.PROMOTE, node_id), timeout)
 
     async def remove_member(self, node_id: NodeId, *, timeout: float | None = None) -> ConfState:
         """Remove `node_id` (voter or learner; the leader included)."""
-        return await membership.change(self, MemberRequest(MemberAction.REMOVE, node_id), timeout)
+        return await self._membership.change(MemberRequest(MemberAction.REMOVE, node_id), timeout)
 
     def on_leader_change(self, observer: LeaderObserver) -> Callable[[], None]:
         """Call `observer(leader_id, term)` whenever the known leader changes (NO_NODE
@@ -481,10 +461,10 @@ class Node:
             applied_index=status.applied,
             first_index=status.first_index,
             last_index=status.last_index,
-            snapshot_index=self._snapshot_index,
+            snapshot_index=self._applier.snapshot_index,
             voters=tuple(sorted(status.conf_state.voters)),
             learners=tuple(sorted(status.conf_state.learners)),
-            peers=dict(sorted(self._peers.items())),
+            peers=dict(sorted(self._membership.peers().items())),
             progress={
                 peer: PeerProgress(
                     match=item.match,
@@ -495,10 +475,7 @@ class Node:
                 )
                 for peer, item in status.progress.items()
             },
-            last_contact_s={
-                peer: max(0.0, self.clock.now() - heard)
-                for peer, heard in sorted(self._last_heard.items())
-            },
+            last_contact_s=self._membership.last_contact_s(self.clock.now()),
             pending_proposals=self._requests.pending_proposals,
             pending_reads=self._requests.pending_reads,
             removed=self.removed,
@@ -512,7 +489,7 @@ class Node:
     @property
     def removed_ids(self) -> frozenset[NodeId]:
         """Ids removed from the cluster: never added again, their messages dropped."""
-        return frozenset(self._removed)
+        return self._membership.removed_ids()
 
     def leaderless_seconds(self) -> float:
         """How long this node has known no leader (0 while it knows one): a member cut off
@@ -539,20 +516,7 @@ class Node:
         not install (an envelope that does not decode; state its ValidatesSnapshots state
         machine could not restore), before any of it is persisted. Runs on a transport's
         worker thread: reads only `message` and the state machine's validate_snapshot."""
-        snapshot = message.snapshot
-        if snapshot is None:
-            return
-        try:
-            _, _, app = decode_snapshot_envelope(snapshot.data)
-            machine = self.state_machine
-            if isinstance(machine, ValidatesSnapshots):
-                machine.validate_snapshot(app)
-        except (EnvelopeError, SnapshotInvalid) as error:
-            metadata = snapshot.metadata
-            raise MalformedMessage(
-                f"snapshot {metadata.term}/{metadata.index} from node {message.sender} is "
-                f"unusable: {error}"
-            ) from None
+        self._applier.check_snapshot(message)
 
     def report_unreachable(self, peer: NodeId) -> None:
         if self._rawnode is not None and not self._stopping:
@@ -566,8 +530,10 @@ class Node:
             self._wake.set()
 
     async def handle_member_request(self, request: MemberRequest) -> MemberResponse:
-        """A peer asks us (as leader) to change the membership."""
-        return await membership.handle_request(self, request)
+        """A peer asks us (as leader) to change the membership, or what we know of it."""
+        if self._stopping or self._rawnode is None:
+            return MemberResponse(ok=False, error="stopped", message="node is stopping")
+        return await self._membership.handle_request(request)
 
     async def local_snapshot_data(self) -> bytes | None:
         """LocalSnapshots: the state machine's state as of now, encoded as its snapshots
@@ -622,8 +588,8 @@ class Node:
                 self._finish_ready(rawnode, outstanding)
                 # Proposals held back by the batch limit may go now.
                 self._requests.drain_proposals(rawnode)
-            if self._snapshot_write is not None and self._snapshot_write.done():
-                applying.finish_snapshot(self)
+            if self._applier.snapshot_written():
+                self._applier.finish_snapshot()
             if not rawnode.has_ready():
                 return
             self._start_ready(rawnode)
@@ -639,26 +605,25 @@ class Node:
 
     def _drain_inbox(self, rawnode: RawNode) -> None:
         inbox = self._inbox
+        membership = self._membership
         now = self.clock.now()
         while inbox:
             message = inbox.popleft()
             if message.to != self.id:
                 self.stats.messages_rejected += 1
                 continue
-            if message.sender in self._removed:
+            if membership.was_removed(message.sender):
                 # A removed member that does not know it (it was down when removed): it
                 # is no member, whatever it says.
                 self.stats.messages_rejected += 1
                 continue
-            if not self._is_known_peer(rawnode, message.sender):
+            if not membership.knows(rawnode, message.sender):
                 # Nor is an id no trusted source named: its term would force elections, or
                 # push ours where it cannot move any more (issue 12, A3).
                 self.stats.messages_rejected += 1
                 self._ask_members(message.sender)
                 continue
-            # "Last contact" is kept for known peers only: ids a message merely names would
-            # grow it without bound.
-            self._last_heard[message.sender] = now
+            membership.heard_from(message.sender, now)
             try:
                 if message.type is MessageType.PROPOSE:
                     check_forwarded_entries(message.entries)
@@ -674,38 +639,17 @@ class Node:
                     error,
                 )
 
-    def _is_known_peer(self, rawnode: RawNode, peer: NodeId) -> bool:
-        """A member of the configuration in force, or a node whose address came from a
-        source we trust: our log and snapshots, the operator (`peers`, `bootstrap`), a
-        member's answer to a membership request. Never an id that only a message names.
-        A joiner knows the leader adding it from the answer to its join request; a node
-        lagging behind the change that added the sender drops its messages until it
-        learns of it (see `_ask_members`)."""
-        return peer in self._peers or rawnode.is_member(peer)
-
     def _ask_members(self, stranger: NodeId | None) -> None:
-        """Ask the members we know about the membership (membership.ask_members), at most
-        once per election timeout and one question at a time: because `stranger` sent us
-        messages no trusted source explains, or (None) because we have been leaderless for
-        two election timeouts — a member that missed its own removal learns it so."""
-        if stranger is None and (
-            self.removed or self.leaderless_seconds() < 2 * self._election_timeout_s()
+        """Ask the members we know about the membership (Membership.ask_members): because
+        `stranger` sent us messages no trusted source explains, or (None) because we have
+        been leaderless for two election timeouts — a member that missed its own removal
+        learns it so."""
+        if self._stopping or (
+            stranger is None
+            and (self.removed or self.leaderless_seconds() < 2 * self._election_timeout_s())
         ):
             return
-        lookup = self._member_lookup
-        if lookup is not None and not lookup.done():
-            return
-        now = self.clock.now()
-        if now < self._next_member_lookup or self._stopping:
-            return
-        self._next_member_lookup = now + self._election_timeout_s()
-        if lookup is not None:
-            self._tasks.remove(lookup)
-        # Kept with the node's tasks, so stopping cancels it.
-        self._member_lookup = asyncio.get_running_loop().create_task(
-            membership.ask_members(self, stranger), name=f"raftkv-ask-members-{self.id}"
-        )
-        self._tasks.append(self._member_lookup)
+        self._membership.ask_members(stranger)
 
     # -- one Ready -------------------------------------------------------------------------
 
@@ -745,17 +689,13 @@ class Node:
         if ready.persisted_messages:
             self.transport.send(ready.persisted_messages)
         if ready.snapshot is not None:
-            applying.install_snapshot(self, ready.snapshot)
+            self._applier.install_snapshot(ready.snapshot)
         if ready.committed_entries:
-            applying.apply_entries(self, rawnode, ready.committed_entries)
+            self._applier.apply_entries(rawnode, ready.committed_entries)
         self._requests.record_read_states(ready.read_states)
         rawnode.advance(ready)
         self._requests.answer_reads(rawnode.applied_index())
-        applying.maybe_snapshot(self, rawnode)
-
-    # -- snapshots -------------------------------------------------------------------------
-
-    # -- membership ------------------------------------------------------------------------
+        self._applier.maybe_snapshot(rawnode)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -773,25 +713,6 @@ class Node:
             if self.failure is not None:
                 raise NodeFailed(f"node {self.id} failed: {self.failure}") from self.failure
             raise Stopped("the node is stopping")
-
-    def _decode_snapshot(
-        self, snapshot: Snapshot
-    ) -> tuple[dict[NodeId, str], frozenset[NodeId], bytes]:
-        try:
-            return decode_snapshot_envelope(snapshot.data)
-        except EnvelopeError as error:
-            raise EnvelopeError(f"snapshot at index {snapshot.metadata.index}: {error}") from error
-
-    def _sync_transport_peers(self, conf_state: ConfState) -> None:
-        members = (
-            conf_state.voters
-            | conf_state.learners
-            | conf_state.voters_outgoing
-            | conf_state.learners_next
-        )
-        for peer in members:
-            if peer != self.id and peer in self._peers:
-                self.transport.set_peer(peer, self._peers[peer])
 
     def _on_soft_state(self, leader_id: NodeId, role: StateRole) -> None:
         if not self._leadership.update(leader_id, role):
