@@ -83,10 +83,8 @@ class Applier:
         requests: Requests,
         membership: Membership,
         wake: Callable[[], None],
-        on_removed: Callable[[str], None],
     ) -> None:
-        """`wake` tells the node's loop there is work for it (a snapshot built);
-        `on_removed(how)` tells the node it was removed from the cluster."""
+        """`wake` tells the node's loop there is work for it (a snapshot built)."""
         self._node_id = node_id
         self._settings = settings
         self._storage = storage
@@ -97,7 +95,6 @@ class Applier:
         self._requests = requests
         self._membership = membership
         self._wake = wake
-        self._on_removed = on_removed
         # The index of the latest snapshot stored, ours or the leader's.
         self._snapshot_index = 0
         # Our own snapshot being built or written (at most one).
@@ -241,7 +238,7 @@ class Applier:
         if request is not None:
             self._requests.complete(request, conf_state)
         if removed_here:
-            self._on_removed("its removal applied here")
+            self._membership.learn_removed("its removal applied here")
 
     # -- snapshots of our own --------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """`Membership`: who this node knows as members and how it changes them — the address of
-every member, the ids removed for good, when each peer was last heard from, the join
-protocol a new node follows, and adding a learner, promoting it, removing a member.
+every member, the ids removed for good (this node's own included), when each peer was last
+heard from, the join protocol a new node follows, and adding a learner, promoting it,
+removing a member.
 
 One change at a time, always through the leader: a follower forwards the request to the
 leader over the transport (`MemberRequest`), and the leader checks it (a promoted learner
@@ -14,6 +15,8 @@ Invariants:
 - a removed id stays removed (ids are never reused, as etcd's are not): it is never added
   again and its messages are dropped; only the log itself may undo that, replaying a
   change that adds it, since every node follows its log alike;
+- once this node knows it was removed, it stays so and serves nothing: every request
+  pending then ends at once (Removed, or OutcomeUnknown for a write that left it);
 - at most one lookup (`ask_members`) runs at a time, at most one per election timeout;
 - it runs on the node's event loop; the node's loop applies the log's changes here
   (`apply_change`, `learn_from_snapshot`).
@@ -83,12 +86,10 @@ class Membership:
         leadership: Leadership,
         core: Callable[[], RawNode],
         check_running: Callable[[], None],
-        on_removed: Callable[[str], None],
     ) -> None:
         """`peers`: the addresses the operator gave. From the node running it: `core`
         returns its RawNode (Stopped before it starts); `check_running` raises unless it
-        serves requests (Stopped, Removed, NodeFailed); `on_removed(how)` tells it it was
-        removed from the cluster."""
+        serves requests (Stopped, Removed, NodeFailed)."""
         self._node_id = node_id
         self._settings = settings
         self._clock = clock
@@ -98,7 +99,6 @@ class Membership:
         self._leadership = leadership
         self._core = core
         self._check_running = check_running
-        self._on_removed = on_removed
         # Addresses of every member we know; the log and snapshots keep it current.
         self._peers: dict[NodeId, str] = dict(peers)
         # Ids removed from the cluster (from the snapshot, then applied REMOVE changes):
@@ -106,6 +106,9 @@ class Membership:
         # down when removed still thinks itself a member; were its id reused, its stale
         # vote would count as the new member's (etcd never reuses member ids either).
         self._removed: set[NodeId] = set()
+        # This node knows it was removed (see learn_removed); told to these observers.
+        self._this_node_removed = False
+        self._removal_observers: list[Callable[[], None]] = []
         # When (the node's clock) a message from each known peer last arrived: "last
         # contact". Known peers only: ids a message merely names would grow it unbounded.
         self._last_heard: dict[NodeId, float] = {}
@@ -122,6 +125,10 @@ class Membership:
 
     def removed_ids(self) -> frozenset[NodeId]:
         return frozenset(self._removed)
+
+    @property
+    def this_node_removed(self) -> bool:
+        return self._this_node_removed
 
     def was_removed(self, peer: NodeId) -> bool:
         return peer in self._removed
@@ -156,6 +163,8 @@ class Membership:
         for peer, address in peers.items():
             self._peers.setdefault(peer, address)
         self._removed |= removed
+        # Removed before the snapshot was taken: a restart still knows it.
+        self._this_node_removed = self._node_id in self._removed
 
     def connect(self) -> None:
         """Give the transport every address we know, members or not: a joiner must be able
@@ -193,6 +202,24 @@ class Membership:
         self.sync_transport_peers(conf_state)
         return removed_here
 
+    def on_removed(self, observer: Callable[[], None]) -> Callable[[], None]:
+        """See `Node.on_removed`."""
+        self._removal_observers.append(observer)
+        if self._this_node_removed:
+            _call_removal_observer(observer)
+        return lambda: self._removal_observers.remove(observer)
+
+    def learn_removed(self, how: str) -> None:
+        """This node is no member any more (`how` it knows): it serves nothing from now on,
+        and nothing pending here can complete, so say so now, not at deadlines."""
+        if self._this_node_removed:
+            return
+        self._this_node_removed = True
+        logger.warning("node %d was removed from the cluster (%s)", self._node_id, how)
+        self._requests.end_unfinished(Removed(f"node {self._node_id} was removed from the cluster"))
+        for observer in list(self._removal_observers):
+            _call_removal_observer(observer)
+
     def sync_transport_peers(self, conf_state: ConfState) -> None:
         """Give the transport the address of every member of `conf_state` we know."""
         members = (
@@ -218,7 +245,7 @@ class Membership:
         now = self._clock.now()
         if now < self._next_lookup:
             return
-        self._next_lookup = now + self._election_timeout_s()
+        self._next_lookup = now + self._settings.election_timeout_s
         self._lookup = asyncio.get_running_loop().create_task(
             self._ask_members(stranger), name=f"raftkv-ask-members-{self._node_id}"
         )
@@ -245,14 +272,14 @@ class Membership:
                 return
             try:
                 response = await self._transport.member_request(
-                    address, request, self._election_timeout_s()
+                    address, request, self._settings.election_timeout_s
                 )
             except TransportError:
                 continue
             if not response.ok:
                 continue
             if self._node_id in response.removed:
-                self._on_removed(f"the member at {address} says so")
+                self.learn_removed(f"the member at {address} says so")
                 return
             for peer, peer_address in response.members:
                 if (
@@ -344,7 +371,7 @@ class Membership:
                     attempt = candidates.index(response.leader_address)
                     continue
             await self._clock.sleep(backoff * (0.5 + self._rng.random() / 2))
-            backoff = min(backoff * 2, self._election_timeout_s())
+            backoff = min(backoff * 2, self._settings.election_timeout_s)
 
     def _learn_members(self, members: Sequence[tuple[NodeId, str]]) -> None:
         for peer, address in members:
@@ -506,7 +533,7 @@ class Membership:
                 f"reachable at {self._peers.get(learner, 'its address')!r}"
             )
         silent_s = self._clock.now() - heard
-        if silent_s > self._election_timeout_s():
+        if silent_s > self._settings.election_timeout_s:
             raise NotCaughtUp(f"learner {learner} has not been heard from for {silent_s:.1f}s")
         lag = last_index - match
         if lag > settings.promote_max_lag_entries:
@@ -551,5 +578,9 @@ class Membership:
             return False
         return True
 
-    def _election_timeout_s(self) -> float:
-        return self._settings.election_ticks * self._settings.tick_interval_s
+
+def _call_removal_observer(observer: Callable[[], None]) -> None:
+    try:
+        observer()
+    except Exception:
+        logger.exception("removal observer failed")

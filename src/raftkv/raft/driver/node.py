@@ -35,7 +35,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from raftkv.raft.core.config import Config
 from raftkv.raft.core.errors import (
     InvalidArgument,
     MalformedMessage,
@@ -54,7 +53,6 @@ from raftkv.raft.core.types import (
     Message,
     MessageType,
     NodeId,
-    ReadOnlyOption,
     Snapshot,
     SnapshotMetadata,
     StateRole,
@@ -135,14 +133,12 @@ class Node:
         self._pending_ticks = 0
         self._next_tick = 0.0
         self._outstanding: _Outstanding | None = None
-        self._removal_observers: list[Callable[[], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
         self._stopping = False
         self._stopped = asyncio.Event()
         self.failure: BaseException | None = None
         self._final_status: NodeStatus | None = None
-        self.removed = False
         self.stats = NodeStats()
         self._requests = Requests(
             node_id=node_id,
@@ -166,7 +162,6 @@ class Node:
             leadership=self._leadership,
             core=self._core,
             check_running=self._check_running,
-            on_removed=self._learn_removed,
         )
         self._applier = Applier(
             node_id=node_id,
@@ -179,7 +174,6 @@ class Node:
             requests=self._requests,
             membership=self._membership,
             wake=self._wake.set,
-            on_removed=self._learn_removed,
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -237,32 +231,18 @@ class Node:
                     "is lost: remove the node from the cluster and add it back with a new id "
                     "and an empty data dir, or restore it from a backup"
                 ) from error
-            # Removed before the snapshot was taken: a restart still knows it.
-            self.removed = self._membership.was_removed(self.id)
-        settings = self.settings
-        config = Config(
-            id=self.id,
-            election_tick=settings.election_ticks,
-            heartbeat_tick=settings.heartbeat_ticks,
-            # The core replays everything after the snapshot, so membership changes are
-            # re-applied; the state machine skips what it already holds.
+        # The core replays everything after the snapshot, so membership changes are
+        # re-applied; the state machine skips what it already holds.
+        config = self.settings.core_config(
+            self.id,
             applied=snapshot.metadata.index,
-            max_size_per_message=settings.max_size_per_message,
-            max_inflight_messages=settings.max_inflight_messages,
-            max_uncommitted_entries_size=settings.max_uncommitted_bytes,
-            check_quorum=settings.check_quorum,
-            pre_vote=settings.pre_vote,
-            read_only_option=(
-                ReadOnlyOption.LEASE_BASED if settings.lease_reads else ReadOnlyOption.SAFE
-            ),
-            disable_proposal_forwarding=not settings.forward_proposals,
             rng=random.Random(self._rng.getrandbits(64)),
         )
         self._rawnode = RawNode(config, self.storage)
         await self.transport.start(self)
         self._membership.connect()
         loop = asyncio.get_running_loop()
-        self._next_tick = self.clock.now() + settings.tick_interval_s
+        self._next_tick = self.clock.now() + self.settings.tick_interval_s
         self._tasks = [
             loop.create_task(self._run(), name=f"raftkv-node-{self.id}"),
             loop.create_task(self._tick_forever(), name=f"raftkv-ticker-{self.id}"),
@@ -385,7 +365,7 @@ class Node:
                 raise ProposalDropped("no other voter to transfer leadership to")
         rawnode.transfer_leader(to)
         self._wake.set()
-        wait = timeout if timeout is not None else self._election_timeout_s() * 2
+        wait = timeout if timeout is not None else self.settings.election_timeout_s * 2
         leadership = self._leadership
         await leadership.wait_for(lambda: leadership.leader_id not in (NO_NODE, self.id), wait)
         return leadership.leader_id
@@ -424,25 +404,11 @@ class Node:
         """Call `observer()` when this node learns it was removed from the cluster (when
         the change applies here; at once if it already knows). Returns a function that
         unsubscribes."""
-        self._removal_observers.append(observer)
-        if self.removed:
-            _call_removal_observer(observer)
-        return lambda: self._removal_observers.remove(observer)
-
-    def _learn_removed(self, how: str) -> None:
-        """This node is no member any more (`how` it knows): it serves nothing from now on,
-        and nothing pending here can complete, so say so now, not at deadlines."""
-        if self.removed:
-            return
-        self.removed = True
-        logger.warning("node %d was removed from the cluster (%s)", self.id, how)
-        self._requests.end_unfinished(Removed(f"node {self.id} was removed from the cluster"))
-        for observer in list(self._removal_observers):
-            _call_removal_observer(observer)
+        return self._membership.on_removed(observer)
 
     async def wait_for_leader(self, *, timeout: float | None = None) -> NodeId:
         """Wait until this node knows a leader; returns its id."""
-        wait = timeout if timeout is not None else self._election_timeout_s() * 5
+        wait = timeout if timeout is not None else self.settings.election_timeout_s * 5
         leadership = self._leadership
         await leadership.wait_for(lambda: leadership.leader_id != NO_NODE, wait)
         return leadership.leader_id
@@ -485,6 +451,12 @@ class Node:
     @property
     def leader_id(self) -> NodeId:
         return self._leadership.leader_id
+
+    @property
+    def removed(self) -> bool:
+        """This node was removed from the cluster by a membership change: it serves
+        nothing any more (it keeps running only so the remaining voters can finish it)."""
+        return self._membership.this_node_removed
 
     @property
     def removed_ids(self) -> frozenset[NodeId]:
@@ -646,7 +618,7 @@ class Node:
         learns it so."""
         if self._stopping or (
             stranger is None
-            and (self.removed or self.leaderless_seconds() < 2 * self._election_timeout_s())
+            and (self.removed or self.leaderless_seconds() < 2 * self.settings.election_timeout_s)
         ):
             return
         self._membership.ask_members(stranger)
@@ -725,22 +697,15 @@ class Node:
     def _is_stopping(self) -> bool:
         return self._stopping
 
-    def _election_timeout_s(self) -> float:
-        return self.settings.election_ticks * self.settings.tick_interval_s
-
     def _best_transferee(self) -> NodeId | None:
+        """The other voter with the longest log (the higher id among equals), if any."""
         rawnode = self._core()
-        best: tuple[int, NodeId] | None = None
-        for peer in rawnode.voters():
-            if peer == self.id:
-                continue
-            match = rawnode.match_index(peer)
-            if match is None:
-                continue
-            candidate = (match, peer)
-            if best is None or candidate > best:
-                best = candidate
-        return best[1] if best is not None else None
+        candidates = [
+            (match, peer)
+            for peer in rawnode.voters()
+            if peer != self.id and (match := rawnode.match_index(peer)) is not None
+        ]
+        return max(candidates)[1] if candidates else None
 
     async def _hand_over_leadership(self) -> None:
         if not self._leadership.is_leader or self._rawnode is None:
@@ -752,10 +717,3 @@ class Node:
         if match is None or match < self._rawnode.committed_index():
             return  # nobody is caught up; a transfer would leave the cluster leaderless
         await self.transfer_leadership(target, timeout=self.settings.stop_transfer_timeout_s)
-
-
-def _call_removal_observer(observer: Callable[[], None]) -> None:
-    try:
-        observer()
-    except Exception:
-        logger.exception("removal observer failed")
