@@ -59,7 +59,7 @@ def test_a_stalled_leader_counts_the_ticks_it_missed_so_its_lease_expires() -> N
         await cluster.complete(new.propose(encode_set("a", "2")))
         # The stall ends: the ticker resumes where it was, and a read comes in before the
         # new leader's messages are delivered.
-        old._tasks[1] = asyncio.get_running_loop().create_task(old._tick_forever())
+        old._tasks[1] = asyncio.get_running_loop().create_task(old._ticker.run())
         await asyncio.sleep(0)  # the resumed ticker runs first
         read = asyncio.ensure_future(old.linearizable_read(lambda machine: machine.data["a"]))
         await cluster.settle()

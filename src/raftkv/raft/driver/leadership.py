@@ -1,6 +1,6 @@
 """`Leadership`: what one node knows of its cluster's leader — who leads, whether it is
-this node, since when it has known none — who is told when that changes, and waiting for
-a condition such a change may fulfil.
+this node, since when it has known none — who is told when that changes, waiting for a
+condition such a change may fulfil, and which voter should lead next (`best_transferee`).
 
 It learns only from the soft state of the Readies the node's loop takes (`update`), so
 it may lag the core by the Ready being built: what it says is what the node has acted on.
@@ -19,6 +19,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from raftkv.raft.core.rawnode import RawNode
 from raftkv.raft.core.types import NO_NODE, NodeId, StateRole
 from raftkv.raft.driver.clock import Clock
 from raftkv.raft.driver.errors import Stopped
@@ -112,3 +113,14 @@ class Leadership:
             finally:
                 sleeper.cancel()
                 waiter.cancel()
+
+
+def best_transferee(rawnode: RawNode, leader_id: NodeId) -> NodeId | None:
+    """The voter other than `leader_id` (whose core `rawnode` is) with the longest log,
+    the higher id among equals: the one to hand leadership to. None if there is none."""
+    candidates = [
+        (match, peer)
+        for peer in rawnode.voters()
+        if peer != leader_id and (match := rawnode.match_index(peer)) is not None
+    ]
+    return max(candidates)[1] if candidates else None

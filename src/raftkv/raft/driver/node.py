@@ -15,12 +15,23 @@ While step 2 runs the loop keeps stepping messages, ticks and proposals into the
 everything proposed meanwhile lands in the next Ready, so one fsync serves many proposals
 (group commit).
 
+`Node` owns the loop, the Ready in progress and the node's life (start, stop, failure).
+The state the loop drives has owners of its own, each given what it needs when built:
+- `Requests` (requests.py): proposal and read futures, from the call to their outcome;
+- `Applier` (applying.py): the state machine — committed entries, snapshots in and out;
+- `Membership` (membership.py): peer addresses, removed ids, joins and changes;
+- `Leadership` (leadership.py): the leader this node knows, and waiting for one;
+- `Writer` (writer.py): the storage writes, one at a time in submission order.
+
 Invariants:
-- Only the loop touches the RawNode and the state machine.
+- Only the loop touches the RawNode and the state machine; it reads the core only
+  through RawNode's public surface.
 - A Ready's committed entries are applied only after its write is durable, and at most
   once: entries at or below the state machine's `applied_index()` are skipped (their
   membership changes are still replayed into the core, which starts from the snapshot).
 - Every request future ends: applied, failed, timed out (by the clock) or stopped.
+- Stopping cancels and awaits every task of the node (the loop, the ticker, member
+  lookups), then lets the write under way finish: none is abandoned halfway.
 """
 
 from __future__ import annotations
@@ -66,12 +77,13 @@ from raftkv.raft.driver.errors import (
     StateUnusable,
     Stopped,
 )
-from raftkv.raft.driver.leadership import LeaderObserver, Leadership
+from raftkv.raft.driver.leadership import LeaderObserver, Leadership, best_transferee
 from raftkv.raft.driver.membership import Membership
 from raftkv.raft.driver.requests import Requests
 from raftkv.raft.driver.settings import NodeSettings
 from raftkv.raft.driver.state_machine import BackgroundSnapshots, SnapshotInvalid, StateMachine
 from raftkv.raft.driver.status import NodeStats, NodeStatus, PeerProgress
+from raftkv.raft.driver.ticker import Ticker
 from raftkv.raft.driver.writer import Writer
 from raftkv.raft.storage.base import RaftStorage
 from raftkv.raft.transport.base import (
@@ -122,24 +134,30 @@ class Node:
         self._owns_storage = owns_storage
         incarnation = self._rng.getrandbits(64)
 
+        # The core, from start() on: only the loop steps it.
         self._rawnode: RawNode | None = None
+        # Set whenever the loop has work: a message, ticks, a request, a write done.
         self._wake = asyncio.Event()
-        self._writer = Writer(
-            threaded=self.settings.persist_in_thread,
-            name=f"raftkv-writer-{node_id}",
-            wake=self._wake.set,
-        )
+        # Messages from peers for the loop to step (at most max_inbox_messages).
         self._inbox: collections.deque[Message] = collections.deque()
-        self._pending_ticks = 0
-        self._next_tick = 0.0
+        # The Ready taken and not advanced yet (at most one: RawNode's contract).
         self._outstanding: _Outstanding | None = None
+        # The loop and the ticker, from start() on.
         self._tasks: list[asyncio.Task[None]] = []
+        # Its life: started, then stopping (for good), then stopped; `failure` says why
+        # it stopped if an error made it; `_final_status` is its status once stopped.
         self._started = False
         self._stopping = False
         self._stopped = asyncio.Event()
         self.failure: BaseException | None = None
         self._final_status: NodeStatus | None = None
         self.stats = NodeStats()
+        self._ticker = Ticker(clock=self.clock, settings=self.settings, wake=self._wake.set)
+        self._writer = Writer(
+            threaded=self.settings.persist_in_thread,
+            name=f"raftkv-writer-{node_id}",
+            wake=self._wake.set,
+        )
         self._requests = Requests(
             node_id=node_id,
             incarnation=incarnation,
@@ -242,10 +260,10 @@ class Node:
         await self.transport.start(self)
         self._membership.connect()
         loop = asyncio.get_running_loop()
-        self._next_tick = self.clock.now() + self.settings.tick_interval_s
+        self._ticker.start()
         self._tasks = [
             loop.create_task(self._run(), name=f"raftkv-node-{self.id}"),
-            loop.create_task(self._tick_forever(), name=f"raftkv-ticker-{self.id}"),
+            loop.create_task(self._ticker.run(), name=f"raftkv-ticker-{self.id}"),
         ]
 
     def _check_stored_term(self) -> None:
@@ -360,7 +378,7 @@ class Node:
         if rawnode.soft_state().role is not StateRole.LEADER:
             raise NotLeader(self._leadership.leader_id)
         if to is None:
-            to = self._best_transferee()
+            to = best_transferee(rawnode, self.id)
             if to is None:
                 raise ProposalDropped("no other voter to transfer leadership to")
         rawnode.transfer_leader(to)
@@ -484,10 +502,7 @@ class Node:
         self._wake.set()
 
     def check_snapshot(self, message: Message) -> None:
-        """ChecksSnapshots: refuse (MalformedMessage) a snapshot whose data this node could
-        not install (an envelope that does not decode; state its ValidatesSnapshots state
-        machine could not restore), before any of it is persisted. Runs on a transport's
-        worker thread: reads only `message` and the state machine's validate_snapshot."""
+        """ChecksSnapshots (on a transport's worker thread): see Applier.check_snapshot."""
         self._applier.check_snapshot(message)
 
     def report_unreachable(self, peer: NodeId) -> None:
@@ -531,21 +546,6 @@ class Node:
         except Exception as error:  # a fatal error: storage, state machine, our own bug
             self._fail(error)
 
-    async def _tick_forever(self) -> None:
-        interval = self.settings.tick_interval_s
-        # A stall (a long apply or snapshot, a GC pause) must not stretch the core's
-        # notion of time: a leader's lease is counted in ticks, so every tick missed
-        # while stalled is delivered afterwards, capped at two election timeouts (enough
-        # to expire any lease or timeout). _process steps the inbox before these ticks,
-        # so messages that did arrive during the stall count first.
-        burst_limit = 2 * self.settings.election_ticks
-        while True:
-            await self.clock.sleep(self._next_tick - self.clock.now())
-            missed = int((self.clock.now() - self._next_tick) // interval) + 1
-            self._next_tick += missed * interval
-            self._pending_ticks = min(self._pending_ticks + missed, burst_limit)
-            self._wake.set()
-
     def _process(self) -> None:
         rawnode = self._core()
         self._drain_inbox(rawnode)
@@ -567,7 +567,7 @@ class Node:
             self._start_ready(rawnode)
 
     def _drain_ticks(self, rawnode: RawNode) -> None:
-        ticks, self._pending_ticks = self._pending_ticks, 0
+        ticks = self._ticker.take()
         for _ in range(ticks):
             rawnode.tick()
             self._requests.tick(rawnode)
@@ -697,20 +697,10 @@ class Node:
     def _is_stopping(self) -> bool:
         return self._stopping
 
-    def _best_transferee(self) -> NodeId | None:
-        """The other voter with the longest log (the higher id among equals), if any."""
-        rawnode = self._core()
-        candidates = [
-            (match, peer)
-            for peer in rawnode.voters()
-            if peer != self.id and (match := rawnode.match_index(peer)) is not None
-        ]
-        return max(candidates)[1] if candidates else None
-
     async def _hand_over_leadership(self) -> None:
         if not self._leadership.is_leader or self._rawnode is None:
             return
-        target = self._best_transferee()
+        target = best_transferee(self._rawnode, self.id)
         if target is None:
             return
         match = self._rawnode.match_index(target)
