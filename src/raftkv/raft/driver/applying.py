@@ -1,8 +1,8 @@
 """`Applier`: the state machine side of a node — applying committed entries (commands and
 membership changes), installing snapshots from the leader, taking snapshots of our own.
 
-The node's loop calls it once per Ready, always after the Ready's write is durable, and
-it is the only caller of the state machine's apply / restore / snapshot. Invariants:
+The node's loop calls it once per Ready, always after the Ready's write is durable; while
+the node runs, nothing else changes the state machine (apply, restore). Invariants:
 - an entry at or below the state machine's `applied_index()` is not applied again, but its
   membership change is (the core restarts from the snapshot and must see it);
 - an entry that cannot be decoded is skipped alike by every node, never fatal (a fatal

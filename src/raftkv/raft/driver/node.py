@@ -21,6 +21,7 @@ The state the loop drives has owners of its own, each given what it needs when b
 - `Applier` (applying.py): the state machine — committed entries, snapshots in and out;
 - `Membership` (membership.py): peer addresses, removed ids, joins and changes;
 - `Leadership` (leadership.py): the leader this node knows, and waiting for one;
+- `Ticker` (ticker.py): the clock turned into core ticks;
 - `Writer` (writer.py): the storage writes, one at a time in submission order.
 
 Invariants:
