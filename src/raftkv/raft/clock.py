@@ -1,4 +1,4 @@
-"""Clocks: where the driver's time comes from.
+"""Clocks: where the runtime's time comes from.
 
 Everything time-based in the runtime (ticks, proposal and read deadlines, transport delays
 in tests) asks a `Clock`, never `time` or the event loop directly, so tests can run the
