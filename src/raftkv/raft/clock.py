@@ -65,7 +65,3 @@ class ManualClock:
             _, _, future = heapq.heappop(self._sleepers)
             if not future.done():
                 future.set_result(None)
-
-    def next_deadline(self) -> float | None:
-        """The earliest pending wake-up, if any (cancelled sleepers included)."""
-        return self._sleepers[0][0] if self._sleepers else None
