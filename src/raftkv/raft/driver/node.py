@@ -36,6 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from raftkv.raft.clock import Clock, SystemClock
 from raftkv.raft.core.config import Config
 from raftkv.raft.core.errors import (
     ConfChangeInvalid,
@@ -63,7 +64,6 @@ from raftkv.raft.core.types import (
     StateRole,
 )
 from raftkv.raft.driver import applying, membership
-from raftkv.raft.driver.clock import Clock, SystemClock
 from raftkv.raft.driver.envelope import (
     EnvelopeError,
     RequestId,
