@@ -15,7 +15,7 @@ from raftkv.kv import (
     LeaseRemaining,
     encode_command,
 )
-from raftkv.raft.driver.clock import ManualClock
+from raftkv.raft.clock import ManualClock
 from raftkv.raft.driver.state_machine import Command
 from raftkv.raft.storage.memory import MemoryAppData
 from raftkv.testing import kv_sim

@@ -14,6 +14,7 @@ import pytest
 
 from raftkv.raft.core import log as log_module
 from raftkv.raft.core import raft as raft_module
+from raftkv.raft.core import read_index as read_index_module
 from raftkv.raft.core.types import NO_NODE, HardState, Message, MessageType, NodeId
 from raftkv.testing.sim import default_scenario, run_seed, sweep
 from raftkv.testing.sim.__main__ import main
@@ -201,10 +202,10 @@ def test_read_index_without_quorum_confirmation_is_caught(
 ) -> None:
     # ReadIndex answers at once, without the heartbeat round that proves leadership: a
     # deposed leader serves stale reads. Only the linearizability check can see this.
-    def answer_now(self: raft_module.Raft, message: Message) -> None:
-        self._answer_read_index(message, self.log.committed)
+    def answer_now(self: read_index_module.LinearizableReads, message: Message) -> None:
+        self._answer(message, self._node.log.committed)
 
-    monkeypatch.setattr(raft_module.Raft, "_send_read_index_response", answer_now)
+    monkeypatch.setattr(read_index_module.LinearizableReads, "_send_response", answer_now)
     result = _first_failure(range(80), ("linearizability",), scenario=_partition_heavy)
     assert any("get(" in line for line in result.details)
 

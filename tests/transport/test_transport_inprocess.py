@@ -8,8 +8,8 @@ from random import Random
 import pytest
 from transport_helpers import heartbeat, run
 
+from raftkv.raft.clock import ManualClock
 from raftkv.raft.core.types import Message, MessageType, NodeId, Snapshot, SnapshotMetadata
-from raftkv.raft.driver.clock import ManualClock
 from raftkv.raft.transport.base import MemberAction, MemberRequest, MemberResponse, TransportError
 from raftkv.raft.transport.inprocess import InProcessNetwork, InProcessTransport
 from raftkv.testing import RecordingHandler

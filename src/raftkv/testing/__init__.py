@@ -2,7 +2,7 @@
 it: conformance suites for storage and transports, an in-process cluster on a manual clock,
 small state machines, and (in submodules) the interaction runner and the simulators."""
 
-from raftkv.raft.driver.clock import ManualClock
+from raftkv.raft.clock import ManualClock
 from raftkv.raft.storage.memory import MemoryStorage
 from raftkv.raft.transport.inprocess import InProcessNetwork, InProcessTransport
 from raftkv.testing.local_cluster import ConditionNotMet, LocalCluster

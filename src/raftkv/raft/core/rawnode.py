@@ -276,7 +276,7 @@ class RawNode:
             or raft.messages_after_append
             or raft.log.unstable.entries
             or raft.log.has_next_committed_entries()
-            or raft.read_states
+            or raft.reads.read_states
         )
 
     def ready(self) -> Ready:
@@ -315,7 +315,7 @@ class RawNode:
             number=self._ready_number,
             soft_state=soft_state,
             hard_state=hard_state,
-            read_states=tuple(raft.take_read_states()),
+            read_states=tuple(raft.reads.take_read_states()),
             entries=entries,
             snapshot=snapshot,
             committed_entries=tuple(raft.log.next_committed_entries()),

@@ -19,9 +19,9 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from raftkv.raft.clock import Clock
 from raftkv.raft.core.rawnode import RawNode
 from raftkv.raft.core.types import NO_NODE, NodeId, StateRole
-from raftkv.raft.driver.clock import Clock
 from raftkv.raft.driver.errors import Stopped
 from raftkv.raft.driver.settings import NodeSettings
 from raftkv.raft.driver.status import NodeStats

@@ -30,6 +30,7 @@ import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
 
+from raftkv.raft.clock import Clock
 from raftkv.raft.core.errors import (
     ConfChangeInvalid,
     ConfChangePending,
@@ -46,7 +47,6 @@ from raftkv.raft.core.types import (
     ConfState,
     NodeId,
 )
-from raftkv.raft.driver.clock import Clock
 from raftkv.raft.driver.envelope import RequestId, encode_conf_change_context
 from raftkv.raft.driver.errors import (
     MembershipError,

@@ -47,6 +47,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from raftkv.raft.clock import Clock, SystemClock
 from raftkv.raft.core.errors import (
     InvalidArgument,
     MalformedMessage,
@@ -70,7 +71,6 @@ from raftkv.raft.core.types import (
     StateRole,
 )
 from raftkv.raft.driver.applying import Applier
-from raftkv.raft.driver.clock import Clock, SystemClock
 from raftkv.raft.driver.envelope import EnvelopeError, check_forwarded_entries, encode_snapshot
 from raftkv.raft.driver.errors import (
     NodeFailed,

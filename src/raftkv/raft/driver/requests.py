@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from raftkv.raft.clock import Clock
 from raftkv.raft.core.errors import ConfChangeInvalid, NotLeader, ProposalDropped
 from raftkv.raft.core.rawnode import RawNode
 from raftkv.raft.core.types import (
@@ -43,7 +44,6 @@ from raftkv.raft.core.types import (
     ReadState,
     StateRole,
 )
-from raftkv.raft.driver.clock import Clock
 from raftkv.raft.driver.envelope import RequestId, encode_proposal
 from raftkv.raft.driver.errors import (
     OutcomeUnknown,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from raftkv.raft.driver.clock import Clock
+from raftkv.raft.clock import Clock
 from raftkv.raft.driver.settings import NodeSettings
 
 
