@@ -28,6 +28,7 @@ EXIT_UNAVAILABLE = 4
 
 def build_parser() -> argparse.ArgumentParser:
     from raftkv.cli import (  # noqa: PLC0415
+        arguments,
         kv_commands,
         lease_watch_commands,
         lock_commands,
@@ -41,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     server_commands.add_commands(subparsers)
     kv_commands.add_commands(subparsers)
-    lease_watch_commands.add_commands(subparsers, [kv_commands.common_flags()])
-    lock_commands.add_commands(subparsers, [kv_commands.common_flags()])
+    lease_watch_commands.add_commands(subparsers, [arguments.common_flags()])
+    lock_commands.add_commands(subparsers, [arguments.common_flags()])
     snapshot_commands.add_commands(subparsers)
     return parser
 
