@@ -1,4 +1,4 @@
-"""Tier 2: the real driver under seeded faults (raftkv.testing.driver_sim)."""
+"""Tier 2: the real driver under seeded faults (raftkv.testing.sim.driver)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from raftkv.raft.core.rawnode import RawNode
 from raftkv.raft.driver.requests import Requests
 from raftkv.raft.driver.writer import Writer
-from raftkv.testing.driver_sim import run_seed
+from raftkv.testing.sim.driver import run_seed
 
 # Seeds that once failed, kept whatever range runs (each with what it found):
 # 13, 16 — a joiner restarted before its snapshot knew no peer address (LocalCluster now

@@ -4,7 +4,7 @@ LocalCluster (the harness of test_http_api)."""
 from __future__ import annotations
 
 import msgspec
-from test_http_api import started
+from server_helpers import started
 
 from raftkv.raft.core.types import NodeId
 from raftkv.server.api import ClusterAnswer, ReadyAnswer, StatusAnswer

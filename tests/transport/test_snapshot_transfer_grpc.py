@@ -29,7 +29,7 @@ from raftkv.raft.transport import raft_pb2 as wire
 from raftkv.raft.transport.grpc_transport import GrpcTransport, GrpcTransportStats
 from raftkv.raft.transport.snapshot_transfer import OutgoingSnapshot
 from raftkv.testing import RecordingHandler
-from raftkv.testing.transport_conformance import wait_until
+from raftkv.testing.conformance.transport import wait_until
 
 LOGGER = "raftkv.transport.grpc"
 RECEIVER = NodeId(2)

@@ -13,7 +13,7 @@ from raftkv.raft.core.types import Message, MessageType, NodeId, Snapshot, Snaps
 from raftkv.raft.transport.base import MemberAction, MemberRequest, MemberResponse, TransportError
 from raftkv.raft.transport.inprocess import InProcessNetwork, InProcessTransport
 from raftkv.testing import RecordingHandler
-from raftkv.testing.transport_conformance import wait_until
+from raftkv.testing.conformance.transport import wait_until
 
 # Event-loop turns that are ample for a message sent now to be delivered: delivery is a
 # call_soon (or a clock sleeper woken by advance), never wall-clock time.
