@@ -40,12 +40,12 @@ sim: $(STAMP)
 ## sim-driver: a long sweep of the driver simulator (real asyncio nodes, seeded faults)
 DRIVER_SIM_SEEDS ?= 0:2000
 sim-driver: $(STAMP)
-	$(BIN)/python -m raftkv.testing.driver_sim --seeds $(DRIVER_SIM_SEEDS)
+	$(BIN)/python -m raftkv.testing.sim driver --seeds $(DRIVER_SIM_SEEDS)
 
 ## sim-kv: a long sweep of the KV simulation (leases, watches, the KV state machine under faults)
 KV_SIM_SEEDS ?= 0:1000
 sim-kv: $(STAMP)
-	$(BIN)/python -m raftkv.testing.kv_sim --seeds $(KV_SIM_SEEDS)
+	$(BIN)/python -m raftkv.testing.sim kv --seeds $(KV_SIM_SEEDS)
 
 ## fuzz-peer: hostile but well-formed peer frames and snapshots at 3 real gRPC nodes (seeded; make test runs one seed briefly)
 FUZZ_PEER_SEEDS ?= 0:20

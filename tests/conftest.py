@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from raftkv.testing.datadriven import rewrite_requested
+from raftkv.testing.scripts.datadriven import rewrite_requested
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -74,11 +74,11 @@ MUTATIONS = [
     Mutation(
         "read-index-without-quorum",
         "a safe ReadIndex is answered at once, without confirming leadership (thesis §6.4)",
-        "raft.py",
-        "        self.read_only.add_request(self.log.committed, message)\n"
-        "        self.read_only.receive_ack(self.id, context)\n"
+        "read_index.py",
+        "        self.read_only.add_request(node.log.committed, message)\n"
+        "        self.read_only.receive_ack(node.id, context)\n"
         "        self._broadcast_heartbeat(context)",
-        "        self._answer_read_index(message, self.log.committed)\n        del context",
+        "        self._answer(message, node.log.committed)\n        del context",
     ),
     Mutation(
         "leader-counts-unpersisted-log",
@@ -115,9 +115,9 @@ MUTATIONS = [
     Mutation(
         "lease-from-any-quorum-contact",
         "a lease read is served whenever CheckQuorum last saw a quorum, not from send times",
-        "raft.py",
-        "        if self.read_only.option is ReadOnlyOption.LEASE_BASED and self._lease_holds():",
-        "        if self.read_only.option is ReadOnlyOption.LEASE_BASED:",
+        "read_index.py",
+        "        if self.lease_based and self.lease_holds():",
+        "        if self.lease_based:",
     ),
 ]
 

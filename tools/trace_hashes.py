@@ -15,27 +15,30 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+from raftkv.testing.sim import SeedOutcome
 
 SIMULATORS = ("core", "driver", "kv")
 
 
 def _hash(simulator: str, seed: int) -> str:
+    """The seed's trace hash; "failed:HASH" if it failed a check (core: swarm mode)."""
+    result: SeedOutcome
     if simulator == "core":
-        from raftkv.testing.sim.runner import run_seed  # noqa: PLC0415
+        from raftkv.testing.sim.core.runner import run_seed  # noqa: PLC0415
 
-        core = run_seed(seed, swarm=True)
-        return core.trace_hash if core.ok else f"failed:{core.trace_hash}"
-    run: Callable[[int], object]
-    if simulator == "driver":
-        from raftkv.testing.driver_sim import run_seed as run  # noqa: PLC0415
+        result = run_seed(seed, swarm=True)
+    elif simulator == "driver":
+        from raftkv.testing.sim.driver import run_seed as run_driver_seed  # noqa: PLC0415
+
+        result = run_driver_seed(seed)
     else:
-        from raftkv.testing.kv_sim import run_seed as run  # noqa: PLC0415
-    result = run(seed)
-    trace_hash = str(getattr(result, "trace_hash", ""))
-    return trace_hash if getattr(result, "ok", False) else f"failed:{trace_hash}"
+        from raftkv.testing.sim.kv import run_seed as run_kv_seed  # noqa: PLC0415
+
+        result = run_kv_seed(seed)
+    return result.trace_hash if result.ok else f"failed:{result.trace_hash}"
 
 
 def _one(job: tuple[str, int]) -> tuple[str, int, str]:

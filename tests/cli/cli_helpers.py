@@ -1,5 +1,5 @@
-"""The CLI tests' harness: `raftkv.cli.main` run in a worker thread against the client
-tests' in-process cluster (tests/client/client_helpers.py), its output captured."""
+"""The CLI tests' harness: `raftkv.cli.main` run in a worker thread against an in-process
+cluster behind HTTP servers (`raftkv.testing.http_cluster`), its output captured."""
 
 from __future__ import annotations
 
@@ -7,21 +7,14 @@ import io
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-# The cluster harness lives beside the client tests; test directories are not packages.
-_CLIENT_TESTS = str(Path(__file__).resolve().parent.parent / "client")
-if _CLIENT_TESTS not in sys.path:
-    sys.path.insert(0, _CLIENT_TESTS)
+from raftkv.cli import main
+from raftkv.testing.http_cluster import HttpCluster, http_cluster
+from raftkv.testing.local_cluster import run_scenario
 
-from client_helpers import HttpCluster, closed_port_url, http_cluster  # noqa: E402
-
-from raftkv.cli import main  # noqa: E402
-from raftkv.testing.local_cluster import run_scenario  # noqa: E402
-
-__all__ = ["Cli", "HttpCluster", "Ran", "closed_port_url", "in_cluster", "run_cli"]
+__all__ = ["Cli", "Ran", "in_cluster", "run_cli"]
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-from cli_helpers import Cli, closed_port_url, in_cluster, run_cli
+from cli_helpers import Cli, in_cluster, run_cli
 
 from raftkv.cli import EXIT_NOT_FOUND, EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_USAGE
+from raftkv.testing.http_cluster import closed_port_url
 
 Capsys = pytest.CaptureFixture[str]
 Patch = pytest.MonkeyPatch

@@ -10,15 +10,7 @@ from collections.abc import Awaitable
 
 import httpx
 import pytest
-from client_helpers import (
-    HttpCluster,
-    Intercept,
-    answer_504,
-    closed_port_url,
-    http_cluster,
-    lose_answer,
-    session_of,
-)
+from client_helpers import Intercept, answer_504, lose_answer, session_of
 
 from raftkv.client import (
     ClientSettings,
@@ -35,6 +27,7 @@ from raftkv.client import (
     txn,
 )
 from raftkv.kv import KvSettings
+from raftkv.testing.http_cluster import HttpCluster, closed_port_url, http_cluster
 from raftkv.testing.local_cluster import run_scenario
 
 

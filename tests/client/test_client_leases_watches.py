@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from client_helpers import HttpCluster, Intercept, http_cluster, lose_answer
+from client_helpers import Intercept, lose_answer
 
 from raftkv.client import (
     Client,
@@ -24,6 +24,7 @@ from raftkv.client import (
 )
 from raftkv.client.recipes import _Contender
 from raftkv.kv import ReadLimits
+from raftkv.testing.http_cluster import HttpCluster, http_cluster
 from raftkv.testing.local_cluster import run_scenario
 
 

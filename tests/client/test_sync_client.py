@@ -6,9 +6,9 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from client_helpers import HttpCluster, closed_port_url, http_cluster
 
 from raftkv.client import ClientSettings, InvalidRequest, SyncClient, Unavailable, txn
+from raftkv.testing.http_cluster import HttpCluster, closed_port_url, http_cluster
 from raftkv.testing.local_cluster import run_scenario
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from raftkv.testing.datadriven import (
+from raftkv.testing.scripts.datadriven import (
     CmdArg,
     DataDrivenError,
     OutputMismatch,

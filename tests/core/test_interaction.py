@@ -1,6 +1,6 @@
 """Runs every interaction script in tests/core/testdata (etcd-io/raft's testdata style).
 
-Each script drives a fresh `InteractionEnv`; see `raftkv.testing.interaction` for the
+Each script drives a fresh `InteractionEnv`; see `raftkv.testing.scripts.interaction` for the
 commands. To regenerate the expected outputs after a deliberate change, run
 `pytest tests/core/test_interaction.py --rewrite` and read the diff before keeping it.
 """
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from raftkv.raft.core import Entry
-from raftkv.testing.datadriven import DataDrivenError, parse, run_file
-from raftkv.testing.interaction import InteractionEnv, SafetyViolation
+from raftkv.testing.scripts.datadriven import DataDrivenError, parse, run_file
+from raftkv.testing.scripts.interaction import InteractionEnv, SafetyViolation
 
 TESTDATA = Path(__file__).parent / "testdata"
 SCRIPTS = sorted(TESTDATA.glob("*.txt"))

@@ -187,9 +187,9 @@ def observe(node: RawNode) -> tuple[object, ...]:
         raft.log.unstable.snapshot,
         list(raft.messages),
         list(raft.messages_after_append),
-        list(raft.read_states),
-        list(raft.read_only.queue),
-        list(raft.pending_read_index_messages),
+        list(raft.reads.read_states),
+        list(raft.reads.read_only.queue),
+        list(raft.reads.waiting_for_commit),
         dict(raft.tracker.votes),
         raft.uncommitted_size,
         raft.pending_conf_index,
@@ -511,6 +511,29 @@ def test_status_progress_only_on_leader() -> None:
     assert set(status.progress) == ids(1, 2, 3)
     assert status.soft_state.role is LEADER
     assert status.conf_state == ConfState(voters=ids(1, 2, 3))
+
+
+@pytest.mark.parametrize("make", [partial(follower_of, 2), three_node_leader, single_node_leader])
+def test_the_read_only_views_agree_with_status_and_change_nothing(
+    make: Callable[[], Driver],
+) -> None:
+    node = make().node
+    before = observe(node)
+    status = node.status()
+    assert node.soft_state() == status.soft_state
+    assert node.term() == status.hard_state.term
+    assert node.lead_transferee() == status.lead_transferee
+    assert (node.committed_index(), node.applied_index()) == (status.committed, status.applied)
+    assert node.last_index() == status.last_index
+    assert node.conf_state() == status.conf_state
+    assert node.voters() == status.conf_state.voters
+    for peer in (1, 2, 3, 4):
+        assert node.is_member(NodeId(peer)) is (peer in node.conf_state().voters)
+        if status.progress:
+            progress = status.progress.get(NodeId(peer))
+            assert node.match_index(NodeId(peer)) == (progress and progress.match)
+    assert node.match_index(NodeId(4)) is None
+    assert observe(node) == before
 
 
 # -- reads and leadership transfer -----------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Tier 2: the real driver under seeded faults (raftkv.testing.driver_sim)."""
+"""Tier 2: the real driver under seeded faults (raftkv.testing.sim.driver)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from raftkv.raft.core.rawnode import RawNode
-from raftkv.raft.driver.node import Node
-from raftkv.testing.driver_sim import run_seed
+from raftkv.raft.driver.requests import Requests
+from raftkv.raft.driver.writer import Writer
+from raftkv.testing.sim.driver import run_seed
 
 # Seeds that once failed, kept whatever range runs (each with what it found):
 # 13, 16 — a joiner restarted before its snapshot knew no peer address (LocalCluster now
@@ -45,13 +46,13 @@ def test_the_sweep_catches_stale_reads(monkeypatch: pytest.MonkeyPatch) -> None:
     """A driver that answers reads at its current applied index, without the ReadIndex
     round, must fail the linearizability check on some seeds."""
 
-    def answer_at_once(self: Node, rawnode: RawNode) -> None:
+    def answer_at_once(self: Requests, rawnode: RawNode) -> None:
         while self._read_requests:
             read = self._reads.get(self._read_requests.popleft())
             if read is not None and not read.future.done():
-                read.future.set_result(rawnode.raft.log.applied)
+                read.future.set_result(rawnode.applied_index())
 
-    monkeypatch.setattr(Node, "_drain_reads", answer_at_once)
+    monkeypatch.setattr(Requests, "drain_reads", answer_at_once)
     failing = [seed for seed in range(20) if not run_seed(seed).ok]
     assert failing, "stale reads went unnoticed"
     assert any("not linearizable" in f for seed in failing[:1] for f in run_seed(seed).failures)
@@ -60,12 +61,12 @@ def test_the_sweep_catches_stale_reads(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_sweep_catches_a_driver_that_never_fsyncs(monkeypatch: pytest.MonkeyPatch) -> None:
     """A driver that writes without fsync loses what it acknowledged when a node crashes
     (LossyMemoryStorage keeps only synced writes): the sweep must notice."""
-    original = Node._submit_write
+    original = Writer.submit
 
-    def never_sync(self: Node, function: Any, *arguments: Any, **keywords: Any) -> Any:
+    def never_sync(self: Writer, function: Any, *arguments: Any, **keywords: Any) -> Any:
         if "sync" in keywords:
             keywords["sync"] = False
         return original(self, function, *arguments, **keywords)
 
-    monkeypatch.setattr(Node, "_submit_write", never_sync)
+    monkeypatch.setattr(Writer, "submit", never_sync)
     assert any(not run_seed(seed).ok for seed in range(20)), "lost writes went unnoticed"

@@ -59,7 +59,7 @@ def test_a_stalled_leader_counts_the_ticks_it_missed_so_its_lease_expires() -> N
         await cluster.complete(new.propose(encode_set("a", "2")))
         # The stall ends: the ticker resumes where it was, and a read comes in before the
         # new leader's messages are delivered.
-        old._tasks[1] = asyncio.get_running_loop().create_task(old._tick_forever())
+        old._tasks[1] = asyncio.get_running_loop().create_task(old._ticker.run())
         await asyncio.sleep(0)  # the resumed ticker runs first
         read = asyncio.ensure_future(old.linearizable_read(lambda machine: machine.data["a"]))
         await cluster.settle()
@@ -154,7 +154,7 @@ def test_proposals_parked_without_a_leader_do_not_pile_up() -> None:
             await cluster.run_until(lambda batch=batch: all(task.done() for task in batch))
             for task in batch:
                 task.exception()
-        assert len(follower._parked) <= 100
+        assert len(follower._requests._parked) <= 100
         await cluster.stop()
 
     run_scenario(scenario)
@@ -270,7 +270,7 @@ def test_the_leaders_snapshot_landing_during_our_own_does_not_stop_the_node() ->
         leader = await cluster.wait_for_leader()
         follower = next(node for node in cluster.nodes.values() if node is not leader)
         writer = HeldWriter()
-        follower._writer = writer  # type: ignore[assignment]
+        follower._writer._executor = writer
         await cluster.complete(leader.propose(encode_set("a", "1")))
         cluster.network.isolate(address_of(follower.id))
         # 28 more entries end the leader's log at index 31, where it also snapshots: the
@@ -278,11 +278,13 @@ def test_the_leaders_snapshot_landing_during_our_own_does_not_stop_the_node() ->
         for number in range(28):
             await cluster.complete(leader.propose(encode_set(f"k{number}", "v")))
         # The follower starts a (slow) snapshot of its own just as the leader's arrives.
-        follower._snapshot_wanted = True
+        follower._applier._snapshot_wanted = True
         writer.hold = True
         cluster.network.heal()
         await cluster.run_until(
-            lambda: follower._snapshot_write is not None and writer.holds_snapshot_install()
+            lambda: (
+                follower._applier._snapshot_write is not None and writer.holds_snapshot_install()
+            )
         )
         writer.hold = False
         writer.pump()

@@ -10,7 +10,7 @@ import pytest
 from raftkv.raft.driver.state_machine import Command
 from raftkv.raft.storage.base import RaftStorage
 from raftkv.testing import DictStateMachine, DurableDictStateMachine
-from raftkv.testing.state_machine_conformance import (
+from raftkv.testing.conformance.state_machine import (
     StateMachineCheckFailed,
     check_state_machine,
 )

@@ -25,9 +25,13 @@ from raftkv.raft.core.types import Entry
 from raftkv.raft.storage.rocks import RocksStorage
 
 MISSED_ENTRIES = 100_000
-# The bound. Measured: 8-65 ms now (on a loaded 2-core machine); 430-690 ms
-# before, all of it in one step of the leader.
-MAX_HEALTH_SECONDS = 0.1
+# Measured: 8-65 ms now on a quiet 2-core machine, up to 190 ms under a loaded CI run
+# (this process and three servers share two cores); 430-690 ms before, all of it in one
+# step of the leader. The exact guard is the core script
+# tests/core/testdata/catchup_inflight_entries.txt (one step sends at most
+# max_inflight_entries entries); this bound catches the stall coming back end to end
+# without failing on a scheduler hiccup.
+MAX_HEALTH_SECONDS = 0.3
 PROBE_INTERVAL_SECONDS = 0.01
 
 

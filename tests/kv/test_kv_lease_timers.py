@@ -6,7 +6,7 @@ import math
 import random
 
 from raftkv.kv.lease_timers import LeaseTimer, LeaseTimers
-from raftkv.raft.driver.clock import ManualClock
+from raftkv.raft.clock import ManualClock
 
 
 def timers(start: float = 100.0) -> tuple[ManualClock, LeaseTimers]:

@@ -36,7 +36,7 @@ from raftkv.kv.errors import InvalidRequest, LeaseExists, LeaseNotFound, LimitEx
 from raftkv.kv.layout import LeaseRecord, revision_key
 from raftkv.kv.lease_timers import LeaseTimer
 from raftkv.kv.validation import MAX_CHECKPOINT_LEASES
-from raftkv.raft.driver.clock import ManualClock
+from raftkv.raft.clock import ManualClock
 from raftkv.raft.storage.base import AppData
 from raftkv.raft.storage.memory import MemoryAppData
 from raftkv.raft.storage.rocks import RocksStorage

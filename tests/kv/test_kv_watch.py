@@ -37,7 +37,7 @@ from raftkv.kv import (
 )
 from raftkv.kv.events import EventReader, RevisionEvents
 from raftkv.kv.watch import event_bytes
-from raftkv.raft.driver.clock import ManualClock
+from raftkv.raft.clock import ManualClock
 from raftkv.raft.driver.state_machine import Command
 from raftkv.raft.storage.memory import MemoryAppData
 from raftkv.testing.local_cluster import run_scenario

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from test_http_api import error_code, started
+from server_helpers import error_code, started
 
 from raftkv.kv import KvStateMachine
 from raftkv.raft.storage.memory import MemoryAppData

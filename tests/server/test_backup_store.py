@@ -4,18 +4,15 @@ unchanged chunks, restore byte for byte, and refuse anything missing or damaged.
 from __future__ import annotations
 
 import random
-import sys
 from pathlib import Path
 
 import pytest
 
-from raftkv.kv import KvStateMachine, Put
+from raftkv.kv import KvCommand, KvStateMachine, Put, encode_command
+from raftkv.raft.driver.state_machine import Command
 from raftkv.raft.storage.memory import MemoryAppData
 from raftkv.server.backup import BackupHeader, BackupInvalid, backup_chunks, read_backup
 from raftkv.server.backup_store import assemble, prune, save_increment
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "kv"))
-from kv_helpers import log_command
 
 
 class Store:
@@ -25,7 +22,8 @@ class Store:
 
     def put(self, key: bytes, value: bytes) -> None:
         self.index += 1
-        self.machine.apply([log_command(self.index, Put(key, value))], self.index, 1)
+        command = Command(self.index, 1, encode_command(KvCommand(Put(key, value))))
+        self.machine.apply([command], self.index, 1)
 
     def backup(self) -> bytes:
         payload = self.machine.snapshot()

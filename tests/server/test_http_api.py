@@ -5,86 +5,20 @@ server per node on 127.0.0.1 with an ephemeral port. Requests run inside
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from server_helpers import error_code, started
 
-from raftkv.kv import KvService, KvSettings, KvStateMachine
+from raftkv.kv import KvSettings
 from raftkv.raft.core.errors import ConfigInvalid
 from raftkv.raft.core.types import NodeId
-from raftkv.raft.storage.base import RaftStorage
-from raftkv.server import HttpSettings, create_app
-from raftkv.testing.local_cluster import LocalCluster, address_of, run_scenario
+from raftkv.server import HttpSettings
+from raftkv.testing.local_cluster import address_of, run_scenario
 
 T = TypeVar("T")
 
 Json = Any
-
-
-def kv_machine(storage: RaftStorage) -> KvStateMachine:
-    return KvStateMachine(storage.app_data())
-
-
-@dataclass
-class Api:
-    cluster: LocalCluster
-    services: dict[int, KvService]
-    clients: dict[int, TestClient[Any, Any]]
-
-    async def call(self, node: int, method: str, path: str, **kwargs: Any) -> tuple[int, Json]:
-        async def request() -> tuple[int, Json]:
-            async with self.clients[node].request(method, path, **kwargs) as response:
-                return response.status, await response.json()
-
-        return await self.cluster.complete(request())
-
-    def revision(self) -> int:
-        return max(service.machine.current_revision() for service in self.services.values())
-
-    def follower(self) -> int:
-        leader = self.cluster.leader()
-        assert leader is not None
-        return next(node for node in self.services if node != leader.id)
-
-
-@asynccontextmanager
-async def started(
-    settings: HttpSettings | None = None, kv_settings: KvSettings | None = None
-) -> AsyncIterator[Api]:
-    cluster = LocalCluster(3, state_machine=kv_machine)
-    await cluster.start()
-    await cluster.wait_for_leader()
-    services: dict[int, KvService] = {}
-    clients: dict[int, TestClient[Any, Any]] = {}
-    try:
-        for node_id, node in cluster.nodes.items():
-            machine = node.state_machine
-            assert isinstance(machine, KvStateMachine)
-            services[node_id] = KvService(node, machine, kv_settings)
-            app = create_app(services[node_id], settings or HttpSettings())
-            client: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1", port=0))
-            await client.start_server()
-            clients[node_id] = client
-        yield Api(cluster, services, clients)
-    finally:
-        for client in clients.values():
-            await client.close()
-        await cluster.stop()
-
-
-def error_code(body: Json) -> str:
-    assert set(body) == {"error"}
-    # Only `compacted` carries more: where the history starts now.
-    extra = (
-        {"compact_revision", "oldest_revision"} if body["error"]["code"] == "compacted" else set()
-    )
-    assert set(body["error"]) == {"code", "message"} | extra
-    code: str = body["error"]["code"]
-    return code
 
 
 # -- happy paths ---------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import msgspec
-from test_http_api import started
+from server_helpers import started
 
 from raftkv.api.cluster import ClusterAnswer, ReadyAnswer, StatusAnswer
 from raftkv.raft.core.types import NodeId

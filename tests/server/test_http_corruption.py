@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from test_http_api import error_code
-from test_metrics import Scrape
+from server_helpers import Scrape, error_code
 
 from raftkv.client import Client
 from raftkv.kv import (

@@ -8,123 +8,17 @@ import asyncio
 import base64
 import json
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import ClientResponse
-from aiohttp.test_utils import TestClient, TestServer
+from server_helpers import metrics_text, started_with_leases
 
-from raftkv.kv import KvService, KvStateMachine, LeaseKeeper, WatchSettings
-from raftkv.kv.lease_keeper import LeaseKeeperSettings
+from raftkv.kv import WatchSettings
 from raftkv.raft.core.types import NodeId
-from raftkv.raft.storage.base import RaftStorage
-from raftkv.server import HttpSettings, create_app
-from raftkv.server.app import METRICS, WATCHES
-from raftkv.testing.local_cluster import LocalCluster, address_of, run_scenario
+from raftkv.server import HttpSettings
+from raftkv.server.app import WATCHES
+from raftkv.testing.local_cluster import address_of, run_scenario
 
 Json = Any
-
-
-@dataclass
-class Api:
-    cluster: LocalCluster
-    services: dict[int, KvService]
-    clients: dict[int, TestClient[Any, Any]]
-    keepers: dict[int, LeaseKeeper]
-
-    async def call(self, node: int, method: str, path: str, **kwargs: Any) -> tuple[int, Json]:
-        async def request() -> tuple[int, Json]:
-            async with self.clients[node].request(method, path, **kwargs) as response:
-                return response.status, await response.json()
-
-        return await self.cluster.complete(request())
-
-    def leader(self) -> int:
-        leader = self.cluster.leader()
-        assert leader is not None
-        return int(leader.id)
-
-    def follower(self) -> int:
-        return next(node for node in self.services if node != self.leader())
-
-    async def open_watch(self, node: int, query: str) -> Watcher:
-        response = await self.cluster.complete(self.clients[node].get(f"/v1/watch?{query}"))
-        return Watcher(self.cluster, response)
-
-
-@dataclass
-class Watcher:
-    cluster: LocalCluster
-    response: ClientResponse
-
-    async def message(self, *, max_seconds: float = 30.0) -> Json:
-        line = await self.cluster.complete(
-            self.response.content.readline(), max_seconds=max_seconds
-        )
-        assert line.endswith(b"\n"), f"stream ended: {line!r}"
-        return json.loads(line)
-
-    async def events(self, count: int) -> list[Json]:
-        """The next `count` events (skipping progress messages), checking message order."""
-        found: list[Json] = []
-        while len(found) < count:
-            message = await self.message()
-            assert message["type"] in ("events", "progress"), message
-            found.extend(message.get("events", []))
-        return found
-
-    def close(self) -> None:
-        self.response.close()
-
-
-@asynccontextmanager
-async def started(
-    settings: HttpSettings | None = None,
-    watch_settings: WatchSettings | None = None,
-    keepers: bool = False,
-) -> AsyncIterator[Api]:
-    def machine(storage: RaftStorage) -> KvStateMachine:
-        return KvStateMachine(
-            storage.app_data(), clock=cluster.clock, watch_settings=watch_settings
-        )
-
-    cluster = LocalCluster(3, state_machine=machine)
-    await cluster.start()
-    await cluster.wait_for_leader()
-    services: dict[int, KvService] = {}
-    clients: dict[int, TestClient[Any, Any]] = {}
-    running: dict[int, LeaseKeeper] = {}
-    try:
-        for node_id, node in cluster.nodes.items():
-            kv = node.state_machine
-            assert isinstance(kv, KvStateMachine)
-            services[node_id] = KvService(node, kv)
-            app = create_app(services[node_id], settings or HttpSettings())
-            client: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1", port=0))
-            await client.start_server()
-            clients[node_id] = client
-            if keepers:
-                running[node_id] = LeaseKeeper(
-                    services[node_id], LeaseKeeperSettings(interval_s=0.1)
-                )
-                running[node_id].start()
-                app[METRICS].lease_keeper = running[node_id]
-        yield Api(cluster, services, clients, running)
-    finally:
-        for keeper in running.values():
-            await keeper.stop()
-        for service in services.values():
-            service.machine.watch_hub.close()
-        for client in clients.values():
-            await client.close()
-        await cluster.stop()
-
-
-async def metrics_text(client: TestClient[Any, Any]) -> str:
-    async with client.get("/metrics") as response:
-        return await response.text()
 
 
 def error_of(body: Json) -> str:
@@ -137,7 +31,7 @@ def error_of(body: Json) -> str:
 
 def test_a_lease_is_granted_kept_alive_listed_and_revoked_with_its_keys() -> None:
     async def scenario() -> None:
-        async with started() as api:
+        async with started_with_leases() as api:
             follower = api.follower()
             status, body = await api.call(follower, "POST", "/v1/lease", json={"ttl": 30, "id": 5})
             assert status == 200 and (body["id"], body["ttl"]) == (5, 30)
@@ -177,7 +71,7 @@ def test_a_lease_is_granted_kept_alive_listed_and_revoked_with_its_keys() -> Non
 
 def test_lease_refusals_are_clear_errors_and_change_nothing() -> None:
     async def scenario() -> None:
-        async with started() as api:
+        async with started_with_leases() as api:
             node = api.leader()
             await api.call(node, "POST", "/v1/lease", json={"ttl": 10, "id": 7})
             revision = api.services[node].machine.current_revision()
@@ -209,7 +103,7 @@ def test_lease_refusals_are_clear_errors_and_change_nothing() -> None:
 
 def test_an_expired_lease_deletes_its_keys_and_watchers_see_the_deletes() -> None:
     async def scenario() -> None:
-        async with started(keepers=True) as api:
+        async with started_with_leases(keepers=True) as api:
             node = api.follower()
             status, _ = await api.call(node, "POST", "/v1/lease", json={"ttl": 3, "id": 11})
             granted_at = api.cluster.clock.now()
@@ -254,7 +148,7 @@ def test_an_expired_lease_deletes_its_keys_and_watchers_see_the_deletes() -> Non
 
 def test_a_watch_streams_every_change_in_order_with_whole_revisions() -> None:
     async def scenario() -> None:
-        async with started() as api:
+        async with started_with_leases() as api:
             leader, follower = api.leader(), api.follower()
             await api.call(leader, "PUT", "/v1/kv/app/x", json={"value": "0"})
             start = api.services[leader].machine.current_revision()
@@ -295,7 +189,7 @@ def test_a_watch_streams_every_change_in_order_with_whole_revisions() -> None:
 
 def test_watch_filters_progress_and_resume_from_a_watermark() -> None:
     async def scenario() -> None:
-        async with started() as api:
+        async with started_with_leases() as api:
             node = api.leader()
             watcher = await api.open_watch(
                 node, "key=k&no_put=true&progress_notify=true&progress_interval_s=1"
@@ -322,7 +216,7 @@ def test_watch_filters_progress_and_resume_from_a_watermark() -> None:
 
 def test_a_watch_from_a_compacted_revision_is_410_with_the_oldest_revision() -> None:
     async def scenario() -> None:
-        async with started() as api:
+        async with started_with_leases() as api:
             node = api.leader()
             for value in range(4):
                 await api.call(node, "PUT", "/v1/kv/k", json={"value": str(value)})
@@ -341,7 +235,7 @@ def test_a_watch_from_a_compacted_revision_is_410_with_the_oldest_revision() -> 
 
 def test_watch_refusals_and_stopping() -> None:
     async def scenario() -> None:
-        async with started(watch_settings=WatchSettings(max_watches=1)) as api:
+        async with started_with_leases(watch_settings=WatchSettings(max_watches=1)) as api:
             node = api.leader()
             for query, code in [
                 ("", "empty_key"),
@@ -368,7 +262,7 @@ def test_watch_refusals_and_stopping() -> None:
 
 def test_a_value_that_is_not_utf8_ends_a_text_watch_with_not_utf8() -> None:
     async def scenario() -> None:
-        async with started() as api:
+        async with started_with_leases() as api:
             node = api.leader()
             watcher = await api.open_watch(node, "key=bin")
             await watcher.message()
@@ -391,7 +285,7 @@ def test_a_watch_whose_client_stops_reading_is_ended_too_slow() -> None:
 
     async def scenario() -> None:
         settings = HttpSettings(watch_send_timeout_s=0.2)
-        async with started(settings=settings) as api:
+        async with started_with_leases(settings=settings) as api:
             node = api.leader()
             server = api.clients[node].server
             _reader, writer = await asyncio.open_connection("127.0.0.1", server.port, limit=1024)
@@ -420,7 +314,7 @@ def test_a_watch_whose_client_stops_reading_is_ended_too_slow() -> None:
 
 def test_a_watch_on_a_member_cut_off_from_its_leader_ends_no_leader() -> None:
     async def scenario() -> None:
-        async with started(HttpSettings(watch_no_leader_timeout_s=2.0)) as api:
+        async with started_with_leases(HttpSettings(watch_no_leader_timeout_s=2.0)) as api:
             follower = api.follower()
             watcher = await api.open_watch(follower, "key=k")
             assert (await watcher.message())["type"] == "created"

@@ -3,7 +3,7 @@ caught up, remove a member, transfer leadership; each refusal as a typed JSON er
 
 from __future__ import annotations
 
-from test_http_api import error_code, started
+from server_helpers import error_code, started
 
 from raftkv.raft.core.types import NodeId
 from raftkv.testing.local_cluster import address_of, run_scenario

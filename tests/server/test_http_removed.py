@@ -9,8 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from test_http_leases_watches import metrics_text, started
-from test_http_watch_budget import real_time_until, stuck_watcher
+from server_helpers import metrics_text, real_time_until, started_with_leases, stuck_watcher
 
 from raftkv.server import HttpSettings
 from raftkv.server.app import WATCHES
@@ -37,7 +36,7 @@ REFUSED: list[tuple[str, str, dict[str, Any]]] = [
 
 def test_a_removed_member_refuses_requests_and_ends_its_watches_at_once() -> None:
     async def scenario() -> None:
-        async with started(HttpSettings(watch_send_timeout_s=60.0)) as api:
+        async with started_with_leases(HttpSettings(watch_send_timeout_s=60.0)) as api:
             leader = api.leader()
             victim = api.follower()
             service = api.services[victim]

@@ -1,17 +1,18 @@
 """Watch memory over HTTP (issue 12, C16): what an idle watcher keeps, the node's budget of
 bytes held for watch clients, and what is left of a client that stopped reading. A
-3-node LocalCluster with one aiohttp server per node (`started`, as in
-test_http_leases_watches); clients that never read are raw sockets with a tiny receive
-buffer."""
+3-node LocalCluster with one aiohttp server per node (`server_helpers.started_with_leases`);
+clients that never read are raw sockets with a tiny receive buffer."""
 
 from __future__ import annotations
 
-import asyncio
 import gc
-import socket
-from typing import Any
 
-from test_http_leases_watches import Api, metrics_text, started
+from server_helpers import (
+    metrics_text,
+    real_time_until,
+    started_with_leases,
+    stuck_watcher,
+)
 
 from raftkv.api.watches import WatchEvents
 from raftkv.kv import EventBatch, KvService, Watch, WatchSettings
@@ -36,30 +37,8 @@ def held_watch_messages(marker: bytes) -> int:
     return found
 
 
-async def stuck_watcher(api: Api, node: int, query: str) -> socket.socket:
-    """A watch whose client never reads (a tiny receive buffer: the server's writes block
-    soon). Returns the client's socket."""
-    server = api.clients[node].server
-    assert server.port is not None
-    client = socket.create_connection(("127.0.0.1", server.port))
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    client.setblocking(False)
-    client.sendall(f"GET /v1/watch?{query} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
-    return client
-
-
 def watches_of(service: KvService) -> list[Watch]:
     return list(service.machine.watch_hub._watches)
-
-
-async def real_time_until(condition: Any, what: str, seconds: float = 10.0) -> None:
-    """A bounded wait in real time, for what runs on the event loop's own clock (aiohttp's
-    writes, the watch route's send and last-words bounds)."""
-    for _ in range(int(seconds / 0.02)):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out after {seconds}s waiting for {what}")
 
 
 def test_an_idle_watcher_holds_nothing_it_has_sent() -> None:
@@ -68,7 +47,7 @@ def test_an_idle_watcher_holds_nothing_it_has_sent() -> None:
     1 MB value held 100+ MB for as long as the store stayed quiet."""
 
     async def scenario() -> None:
-        async with started() as api:
+        async with started_with_leases() as api:
             node = api.leader()
             watcher = await api.open_watch(node, "key=k&prev_kv=true")
             assert (await watcher.message())["type"] == "created"
@@ -101,7 +80,7 @@ def test_watchers_that_do_not_read_are_ended_too_slow_by_bytes_not_after_the_sen
     async def scenario() -> None:
         big = 200_000
         settings = WatchSettings(max_buffered_bytes=300_000, max_total_buffered_bytes=450_000)
-        async with started(HttpSettings(watch_send_timeout_s=60.0), settings) as api:
+        async with started_with_leases(HttpSettings(watch_send_timeout_s=60.0), settings) as api:
             node = api.leader()
             service = api.services[node]
             hub = service.machine.watch_hub
@@ -152,7 +131,7 @@ def test_a_client_that_stopped_reading_is_dropped_with_what_it_was_sent() -> Non
     again kept its megabytes on the server for good (1.5 GB with dead clients)."""
 
     async def scenario() -> None:
-        async with started(HttpSettings(watch_send_timeout_s=0.2)) as api:
+        async with started_with_leases(HttpSettings(watch_send_timeout_s=0.2)) as api:
             node = api.leader()
             service = api.services[node]
             hub = service.machine.watch_hub

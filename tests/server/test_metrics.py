@@ -14,7 +14,7 @@ import prometheus_client
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from prometheus_client.parser import text_string_to_metric_families
+from server_helpers import Scrape
 
 from raftkv.kv import KvService, KvSettings, KvStateMachine
 from raftkv.raft import Histogram
@@ -38,31 +38,6 @@ MAX_VALUE_BYTES = 64
 
 def kv_machine(storage: RaftStorage) -> KvStateMachine:
     return KvStateMachine(storage.app_data())
-
-
-class Scrape:
-    """One parsed /metrics answer: sample name + labels -> value."""
-
-    def __init__(self, text: str) -> None:
-        self.families = {family.name: family for family in text_string_to_metric_families(text)}
-        self.samples = {
-            (sample.name, frozenset(sample.labels.items())): sample.value
-            for family in self.families.values()
-            for sample in family.samples
-        }
-
-    def value(self, name: str, **labels: str) -> float:
-        return self.samples[(name, frozenset(labels.items()))]
-
-    def names(self) -> set[str]:
-        return {name for name, _ in self.samples}
-
-    def label_values(self, name: str, label: str) -> set[str]:
-        return {
-            dict(labels)[label]
-            for sample_name, labels in self.samples
-            if sample_name == name and label in dict(labels)
-        }
 
 
 def scrape_registry(metrics: Metrics) -> Scrape:

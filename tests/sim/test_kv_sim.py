@@ -1,4 +1,4 @@
-"""The KV simulation (`raftkv.testing.kv_sim`) over a bounded set of seeds: the KV state
+"""The KV simulation (`raftkv.testing.sim.kv`) over a bounded set of seeds: the KV state
 machine with leases and watches under the driver simulation's faults. `make sim-kv` runs a
 longer sweep."""
 
@@ -15,17 +15,17 @@ from raftkv.kv import (
     LeaseRemaining,
     encode_command,
 )
-from raftkv.raft.driver.clock import ManualClock
+from raftkv.raft.clock import ManualClock
 from raftkv.raft.driver.state_machine import Command
 from raftkv.raft.storage.memory import MemoryAppData
-from raftkv.testing import kv_sim
+from raftkv.testing.sim.kv import run_seed
 
 SEEDS = range(40)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_kv_sim_seed(seed: int) -> None:
-    result = kv_sim.run_seed(seed)
+    result = run_seed(seed)
     assert result.ok, "\n".join(result.failures)
     assert result.acknowledged > 0
 

@@ -4,6 +4,7 @@ catches a broken core (each mutation below is a monkeypatch of one core function
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import random
 import subprocess
@@ -14,12 +15,14 @@ import pytest
 
 from raftkv.raft.core import log as log_module
 from raftkv.raft.core import raft as raft_module
+from raftkv.raft.core import read_index as read_index_module
 from raftkv.raft.core.types import NO_NODE, HardState, Message, MessageType, NodeId
-from raftkv.testing.sim import default_scenario, run_seed, sweep
+from raftkv.testing.sim import sweep
 from raftkv.testing.sim.__main__ import main
-from raftkv.testing.sim.network import Network
-from raftkv.testing.sim.runner import SeedResult, describe_failure
-from raftkv.testing.sim.scenario import FaultRates, NetworkProfile, RaftKnobs, Scenario
+from raftkv.testing.sim.core import SeedResult, default_scenario, run_seed
+from raftkv.testing.sim.core.network import Network
+from raftkv.testing.sim.core.scenario import FaultRates, NetworkProfile, RaftKnobs, Scenario
+from raftkv.testing.sim.driver import DriverSimResult
 
 # -- the sweep ------------------------------------------------------------------------------
 
@@ -31,21 +34,21 @@ def _seed_range() -> range:
 
 
 def _report(failures: list[SeedResult]) -> str:
-    shown = "\n".join(describe_failure(result) for result in failures[:5])
+    shown = "\n".join(result.describe_failure() for result in failures[:5])
     return f"{len(failures)} failing seed(s); the first ones:\n{shown}"
 
 
 @pytest.mark.slow
 def test_swarm_sweep_finds_no_violation() -> None:
     jobs = int(os.environ.get("RAFTKV_TEST_SIM_JOBS", min(2, os.cpu_count() or 1)))
-    outcome = sweep(_seed_range(), swarm=True, jobs=jobs)
+    outcome = sweep(functools.partial(run_seed, swarm=True), _seed_range(), jobs=jobs)
     print(outcome.summary())
     if outcome.failures:
         pytest.fail(_report(outcome.failures), pytrace=False)
 
 
 def test_default_scenario_seeds_pass() -> None:
-    outcome = sweep(range(5), swarm=False)
+    outcome = sweep(run_seed, range(5))
     if outcome.failures:
         pytest.fail(_report(outcome.failures), pytrace=False)
 
@@ -64,7 +67,9 @@ def test_same_seed_gives_the_same_trace_hash() -> None:
 def test_trace_hash_does_not_depend_on_the_process() -> None:
     # Another interpreter with another str hash seed: nothing may depend on set/dict order
     # of strings, the wall clock or the global random module.
-    code = "from raftkv.testing.sim import run_seed; print(run_seed(11, swarm=True).trace_hash)"
+    code = (
+        "from raftkv.testing.sim.core import run_seed; print(run_seed(11, swarm=True).trace_hash)"
+    )
     environment = {**os.environ, "PYTHONHASHSEED": "12345"}
     output = subprocess.run(
         [sys.executable, "-c", code], env=environment, capture_output=True, text=True, check=True
@@ -87,6 +92,51 @@ def test_command_line_runs_one_seed_and_a_range(capsys: pytest.CaptureFixture[st
     output = capsys.readouterr().out
     assert "seeds/s" in output
     assert "MsgApp" in output
+
+
+def test_the_command_line_runs_the_driver_and_kv_simulators(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["driver", "--seed", "3", "--duration", "5"]) == 0
+    assert "seed 3: ok, trace hash" in capsys.readouterr().out
+    assert main(["kv", "--seeds", "0:2", "--duration", "5", "--coverage"]) == 0
+    output = capsys.readouterr().out
+    assert "kv simulator, seeds 0..1 (2): 0 failed" in output
+    assert "client ops acknowledged" in output
+
+
+def test_a_failed_driver_seed_names_the_command_that_reproduces_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    failed = DriverSimResult(2, "kv", 3, 4.0, failures=["node 1 applied an index twice"])
+    report = failed.describe_failure()
+    assert "node 1 applied an index twice" in report
+    command = failed.reproduce()
+    assert command in report
+    program = "python -m raftkv.testing.sim "
+    assert command.startswith(program)
+    assert main(command.removeprefix(program).split()) == 0
+    assert "seed 2: ok" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--seeds", "0:2", "--nodes", "5"],
+        ["core", "--seed", "1", "--duration", "5"],
+        ["driver", "--seed", "1", "--swarm"],
+        ["kv", "--seed", "1", "--trace"],
+        ["driver", "--seeds", "2:2"],
+        ["chaos", "--seed", "1"],
+    ],
+)
+def test_a_flag_the_simulator_does_not_take_is_a_usage_error(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert "error:" in capsys.readouterr().err
 
 
 # -- a broken core is caught --------------------------------------------------------------------
@@ -201,10 +251,10 @@ def test_read_index_without_quorum_confirmation_is_caught(
 ) -> None:
     # ReadIndex answers at once, without the heartbeat round that proves leadership: a
     # deposed leader serves stale reads. Only the linearizability check can see this.
-    def answer_now(self: raft_module.Raft, message: Message) -> None:
-        self._answer_read_index(message, self.log.committed)
+    def answer_now(self: read_index_module.LinearizableReads, message: Message) -> None:
+        self._answer(message, self._node.log.committed)
 
-    monkeypatch.setattr(raft_module.Raft, "_send_read_index_response", answer_now)
+    monkeypatch.setattr(read_index_module.LinearizableReads, "_send_response", answer_now)
     result = _first_failure(range(80), ("linearizability",), scenario=_partition_heavy)
     assert any("get(" in line for line in result.details)
 
@@ -261,7 +311,7 @@ def test_commit_by_counting_old_term_entries_is_caught(monkeypatch: pytest.Monke
 
 
 def test_scenario_knobs_are_valid_core_configs() -> None:
-    from raftkv.testing.sim import swarm_scenario
+    from raftkv.testing.sim.core import swarm_scenario
 
     for seed in range(200):
         scenario = swarm_scenario(seed)
@@ -361,9 +411,9 @@ def test_full_network_drops() -> None:
 
 def test_state_machine_applies_each_request_once_and_snapshots_round_trip() -> None:
     from raftkv.raft.core.types import ConfState, Entry
-    from raftkv.testing.sim.statemachine import Command, Image, KvStateMachine
+    from raftkv.testing.sim.core.state_machine import Command, Image, SessionStateMachine
 
-    machine = KvStateMachine(Image(applied=1, data=(), sessions=(), conf_state=ConfState()))
+    machine = SessionStateMachine(Image(applied=1, data=(), sessions=(), conf_state=ConfState()))
     put_a = Command(1, 1, "put", "k", "a").encode()
     assert machine.apply(Entry(term=1, index=2, data=put_a)) is not None
     # A duplicated proposal of the same request: applied as a no-op.
@@ -381,7 +431,7 @@ def test_state_machine_applies_each_request_once_and_snapshots_round_trip() -> N
 
 
 def test_bootstrap_disk_holds_the_initial_membership() -> None:
-    from raftkv.testing.sim.disk import bootstrap_disk
+    from raftkv.testing.sim.core.disk import bootstrap_disk
 
     disk = bootstrap_disk(frozenset({1, 2, 3}))
     _, conf_state = disk.storage.initial_state()
@@ -433,4 +483,4 @@ REGRESSION_SEEDS = [
 def test_regression_seed(seed: int) -> None:
     result = run_seed(seed, swarm=True)
     if not result.ok:
-        pytest.fail(describe_failure(result), pytrace=False)
+        pytest.fail(result.describe_failure(), pytrace=False)

@@ -12,7 +12,7 @@ from storage_helpers import CONF_STATE, make_entries, raw_keys, visible_state
 from raftkv.raft.core.config import NO_LIMIT
 from raftkv.raft.core.errors import InvalidArgument, LogCompacted
 from raftkv.raft.core.types import HardState, NodeId, Snapshot, SnapshotMetadata
-from raftkv.raft.storage import rocks
+from raftkv.raft.storage import entry_cache, rocks
 from raftkv.raft.storage.base import AppBatch, RaftStorage
 from raftkv.raft.storage.memory import MemoryStorage
 from raftkv.raft.storage.records import encode_index_key
@@ -178,7 +178,7 @@ def test_the_entry_cache_keeps_the_newest_entries_within_its_budget(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     entries = make_entries(1, *[1] * 100)
-    budget = 10 * (rocks._CACHED_ENTRY_OVERHEAD_BYTES + len(entries[0].data))
+    budget = 10 * (entry_cache.CACHED_ENTRY_OVERHEAD_BYTES + len(entries[0].data))
     storage = RocksStorage(tmp_path / "db", entry_cache_bytes=budget)
     for entry in entries:
         storage.persist(None, [entry], None, sync=False)

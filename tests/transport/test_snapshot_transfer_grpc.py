@@ -26,10 +26,10 @@ from raftkv.raft.core.types import (
 )
 from raftkv.raft.snapshot_chunks import encode_container
 from raftkv.raft.transport import raft_pb2 as wire
-from raftkv.raft.transport.grpc_transport import GrpcTransport
+from raftkv.raft.transport.grpc_transport import GrpcTransport, GrpcTransportStats
 from raftkv.raft.transport.snapshot_transfer import OutgoingSnapshot
 from raftkv.testing import RecordingHandler
-from raftkv.testing.transport_conformance import wait_until
+from raftkv.testing.conformance.transport import wait_until
 
 LOGGER = "raftkv.transport.grpc"
 RECEIVER = NodeId(2)
@@ -321,16 +321,16 @@ class LazyReceiverCall:
 
 
 def test_the_sender_keeps_at_most_the_in_flight_limit_unacknowledged() -> None:
-    from raftkv.raft.transport.grpc_transport import _Progress
+    from raftkv.raft.transport.grpc_snapshot_sender import SnapshotSender, TransferProgress
 
     async def scenario() -> None:
         settings = replace(TEST_SETTINGS, max_snapshot_chunks_in_flight=3)
-        transport = GrpcTransport(settings)
+        sender = SnapshotSender(settings, GrpcTransportStats(), lambda peer, ok: None)
         outgoing = OutgoingSnapshot.build(
             CLUSTER_ID, snapshot_message(Random(4).randbytes(10 * 4096)), 4096
         )
         call = LazyReceiverCall(outgoing.chunk_count)
-        await transport._transfer(call, outgoing, _Progress("test", 0.0))  # type: ignore[arg-type]
+        await sender.transfer(call, outgoing, TransferProgress("test", 0.0))  # type: ignore[arg-type]
         assert (call.written, call.most_unacknowledged) == (10, 3)
 
     run(scenario())

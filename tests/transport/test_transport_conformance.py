@@ -21,7 +21,7 @@ from raftkv.raft.core.types import Message, NodeId
 from raftkv.raft.transport.base import Transport, TransportHandler
 from raftkv.raft.transport.inprocess import InProcessTransport
 from raftkv.testing import RecordingHandler, check_transport
-from raftkv.testing.transport_conformance import wait_until
+from raftkv.testing.conformance.transport import wait_until
 
 
 @pytest.fixture

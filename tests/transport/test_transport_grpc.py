@@ -44,7 +44,7 @@ from raftkv.raft.transport.grpc_transport import (
 )
 from raftkv.raft.transport.snapshot_transfer import OutgoingSnapshot
 from raftkv.testing import RecordingHandler
-from raftkv.testing.transport_conformance import wait_until
+from raftkv.testing.conformance.transport import wait_until
 
 VICTIM = NodeId(1)
 GOOD_PEER = NodeId(2)

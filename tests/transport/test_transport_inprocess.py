@@ -8,12 +8,12 @@ from random import Random
 import pytest
 from transport_helpers import heartbeat, run
 
+from raftkv.raft.clock import ManualClock
 from raftkv.raft.core.types import Message, MessageType, NodeId, Snapshot, SnapshotMetadata
-from raftkv.raft.driver.clock import ManualClock
 from raftkv.raft.transport.base import MemberAction, MemberRequest, MemberResponse, TransportError
 from raftkv.raft.transport.inprocess import InProcessNetwork, InProcessTransport
 from raftkv.testing import RecordingHandler
-from raftkv.testing.transport_conformance import wait_until
+from raftkv.testing.conformance.transport import wait_until
 
 # Event-loop turns that are ample for a message sent now to be delivered: delivery is a
 # call_soon (or a clock sleeper woken by advance), never wall-clock time.

@@ -2,10 +2,13 @@
 
 Server verbs (`serve`, `dev`) live in `raftkv.cli.server_commands`; client verbs (`put`,
 `get`, `del`, `range`, `txn`, `status`, `members`) in `raftkv.cli.kv_commands`, `lease`
-and `watch` in `raftkv.cli.lease_watch_commands`, `lock` in `raftkv.cli.lock_commands`. Each module
-adds its subcommands with `add_commands(subparsers)`; a subcommand's `handler(arguments)`
-returns the process exit code. Heavy imports (RocksDB, gRPC, aiohttp) happen inside the
-server handlers only, so client verbs start fast.
+and `watch` in `raftkv.cli.lease_watch_commands`, `lock` in `raftkv.cli.lock_commands`,
+`snapshot` in `raftkv.cli.snapshot_commands`. Each module adds its subcommands with
+`add_commands(subparsers)`; a subcommand's `handler(arguments)` returns the process exit
+code. The client verbs share their plumbing: `arguments` (argument types, the common
+flags), `output` (tables or JSON), `running` (a verb run with a client, its failures
+mapped to exit codes) and `errors` (the one-line error). Heavy imports (RocksDB, gRPC,
+aiohttp) happen inside the server handlers only, so client verbs start fast.
 
 Exit codes (shared by every verb; scripts can test them):
   0 success; 1 not found (get of a missing key); 2 usage error (bad flags or settings);
@@ -28,6 +31,7 @@ EXIT_UNAVAILABLE = 4
 
 def build_parser() -> argparse.ArgumentParser:
     from raftkv.cli import (  # noqa: PLC0415
+        arguments,
         kv_commands,
         lease_watch_commands,
         lock_commands,
@@ -41,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     server_commands.add_commands(subparsers)
     kv_commands.add_commands(subparsers)
-    lease_watch_commands.add_commands(subparsers, [kv_commands.common_flags()])
-    lock_commands.add_commands(subparsers, [kv_commands.common_flags()])
+    lease_watch_commands.add_commands(subparsers, [arguments.common_flags()])
+    lock_commands.add_commands(subparsers, [arguments.common_flags()])
     snapshot_commands.add_commands(subparsers)
     return parser
 

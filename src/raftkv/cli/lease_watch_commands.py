@@ -1,6 +1,6 @@
 """Lease and watch verbs of the `raftkv` command: `lease grant|keepalive|revoke|ttl|list`
-and `watch`. They take the common flags of `raftkv.cli.kv_commands` (--endpoints, --output,
---base64, --timeout) and use its exit codes.
+and `watch`. They take the common flags of `raftkv.cli.arguments` (--endpoints, --output,
+--base64, --timeout) and fail as every client verb does (`raftkv.cli.running`).
 
 `watch` prints one line per event for people (`put KEY VALUE` / `delete KEY`, with the
 revision), or with `--output json` one JSON document per message, NDJSON: `{"revision",
@@ -18,19 +18,9 @@ import time
 from collections.abc import Callable
 
 from raftkv.cli import EXIT_OK
-from raftkv.cli.kv_commands import (
-    Json,
-    Output,
-    Verb,
-    _add_row,
-    _argument_bytes,
-    _non_negative,
-    _positive,
-    _print_json,
-    _print_table,
-    _run,
-    _table,
-)
+from raftkv.cli.arguments import argument_bytes, non_negative, positive
+from raftkv.cli.output import Json, Output, add_row, new_table, print_json, print_table
+from raftkv.cli.running import Verb, run_verb
 from raftkv.client import SyncClient, WatchBatch, WatchEvent
 
 __all__ = ["add_commands"]
@@ -47,25 +37,25 @@ def add_commands(
 
     def verb(name: str, help_text: str, handler: Verb) -> argparse.ArgumentParser:
         parser = verbs.add_parser(name, help=help_text, description=help_text, parents=common)
-        parser.set_defaults(handler=_run(handler))
+        parser.set_defaults(handler=run_verb(handler))
         return parser
 
     grant = verb("grant", "grant a lease of TTL seconds", _grant)
-    grant.add_argument("ttl", metavar="TTL", type=_positive, help="seconds")
-    grant.add_argument("--id", type=_positive, default=0, help="the lease id (default: random)")
+    grant.add_argument("ttl", metavar="TTL", type=positive, help="seconds")
+    grant.add_argument("--id", type=positive, default=0, help="the lease id (default: random)")
 
     keep_alive = verb("keepalive", "keep a lease alive (every TTL/3, until interrupted)", _renew)
-    keep_alive.add_argument("id", metavar="ID", type=_positive)
+    keep_alive.add_argument("id", metavar="ID", type=positive)
     keep_alive.add_argument("--once", action="store_true", help="renew once and exit")
     keep_alive.add_argument(
-        "--count", type=_non_negative, default=0, help="stop after this many renewals"
+        "--count", type=non_negative, default=0, help="stop after this many renewals"
     )
 
     verb("revoke", "revoke a lease, deleting its keys", _revoke).add_argument(
-        "id", metavar="ID", type=_positive
+        "id", metavar="ID", type=positive
     )
     ttl = verb("ttl", "a lease's remaining and granted TTL", _ttl)
-    ttl.add_argument("id", metavar="ID", type=_positive)
+    ttl.add_argument("id", metavar="ID", type=positive)
     ttl.add_argument("--keys", action="store_true", help="list the attached keys")
     verb("list", "every lease", _list)
 
@@ -75,18 +65,18 @@ def add_commands(
         description="Print changes as they happen, until interrupted.",
         parents=common,
     )
-    watch.set_defaults(handler=_run(_watch))
+    watch.set_defaults(handler=run_verb(_watch))
     watch.add_argument("key", metavar="KEY", nargs="?", default=None, help="(default: all)")
     watch.add_argument("range_end", metavar="RANGE_END", nargs="?", default=None)
     watch.add_argument("--prefix", action="store_true", help="every key starting with KEY")
     watch.add_argument(
-        "--rev", type=_non_negative, default=0, help="start at this revision (default: now)"
+        "--rev", type=non_negative, default=0, help="start at this revision (default: now)"
     )
     watch.add_argument("--prev-kv", action="store_true", help="show each key's previous value")
     watch.add_argument("--no-put", action="store_true", help="leave out puts")
     watch.add_argument("--no-delete", action="store_true", help="leave out deletes")
     watch.add_argument("--progress", action="store_true", help="print progress notifications")
-    watch.add_argument("--count", type=_non_negative, default=0, help="exit after this many events")
+    watch.add_argument("--count", type=non_negative, default=0, help="exit after this many events")
 
 
 # -- leases ----------------------------------------------------------------------------------
@@ -107,7 +97,7 @@ def _renew(client: SyncClient, arguments: argparse.Namespace, output: Output) ->
             done += 1
             document = {"id": result.id, "ttl": result.ttl, "revision": result.revision}
             if output.as_json:
-                _print_json(document)
+                print_json(document)
             else:
                 print(f"lease {result.id} kept alive, ttl {result.ttl}s", flush=True)
             if renewals and done >= renewals:
@@ -141,30 +131,30 @@ def _list(client: SyncClient, arguments: argparse.Namespace, output: Output) -> 
         rows = [
             {"id": item.id, "ttl": item.ttl, "granted_ttl": item.granted_ttl} for item in leases
         ]
-        _print_json({"leases": rows})
+        print_json({"leases": rows})
         return EXIT_OK
-    table = _table("id", "ttl", "granted_ttl")
+    table = new_table("id", "ttl", "granted_ttl")
     for lease in leases:
-        _add_row(table, str(lease.id), str(lease.ttl), str(lease.granted_ttl))
-    _print_table(table)
+        add_row(table, str(lease.id), str(lease.ttl), str(lease.granted_ttl))
+    print_table(table)
     return EXIT_OK
 
 
 def _show(output: Output, document: Json) -> None:
     if output.as_json:
-        _print_json(document)
+        print_json(document)
         return
-    table = _table(*document)
-    _add_row(table, *(str(value) for value in document.values()))
-    _print_table(table)
+    table = new_table(*document)
+    add_row(table, *(str(value) for value in document.values()))
+    print_table(table)
 
 
 # -- watch -----------------------------------------------------------------------------------
 
 
 def _watch(client: SyncClient, arguments: argparse.Namespace, output: Output) -> int:
-    key = b"" if arguments.key is None else _argument_bytes(arguments.key)
-    range_end = b"" if arguments.range_end is None else _argument_bytes(arguments.range_end)
+    key = b"" if arguments.key is None else argument_bytes(arguments.key)
+    range_end = b"" if arguments.range_end is None else argument_bytes(arguments.range_end)
     watcher = client.watch(
         key,
         range_end,
@@ -196,7 +186,7 @@ def _watch(client: SyncClient, arguments: argparse.Namespace, output: Output) ->
 def _batch_json(output: Output) -> Callable[[WatchBatch], None]:
     def show(batch: WatchBatch) -> None:
         events = [_event_json(output, event) for event in batch.events]
-        _print_json({"revision": batch.revision, "events": events})
+        print_json({"revision": batch.revision, "events": events})
         sys.stdout.flush()
 
     return show

@@ -20,7 +20,8 @@ import signal
 import sys
 
 from raftkv.cli import EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_USAGE
-from raftkv.cli.kv_commands import _endpoints, _fail, _positive, _settings
+from raftkv.cli.arguments import client_settings_of, endpoints_of, positive
+from raftkv.cli.errors import fail
 from raftkv.client import Client, ClientError, Lock, Refused
 
 __all__ = ["add_commands"]
@@ -41,7 +42,7 @@ def add_commands(
         parents=common,
     )
     lock.add_argument("name", metavar="NAME", help="the lock's name (its keys live under NAME/)")
-    lock.add_argument("--ttl", type=_positive, default=10, help="lease TTL in seconds (10)")
+    lock.add_argument("--ttl", type=positive, default=10, help="lease TTL in seconds (10)")
     lock.add_argument("command", metavar="COMMAND", nargs=argparse.REMAINDER,
                       help="after --: the command to run while holding the lock")  # fmt: skip
     lock.set_defaults(handler=_lock)
@@ -52,11 +53,11 @@ def _lock(arguments: argparse.Namespace) -> int:
     if command and command[0] == "--":
         command = command[1:]
     if not arguments.name:
-        return _fail(EXIT_USAGE, "usage", "a lock needs a name")
+        return fail(EXIT_USAGE, "usage", "a lock needs a name")
     try:
-        client = Client(_endpoints(arguments), _settings(arguments))
+        client = Client(endpoints_of(arguments), client_settings_of(arguments))
     except ValueError as error:
-        return _fail(EXIT_USAGE, "usage", str(error))
+        return fail(EXIT_USAGE, "usage", str(error))
     try:
         return asyncio.run(_hold(client, arguments.name, arguments.ttl, command))
     except KeyboardInterrupt:
@@ -72,12 +73,12 @@ async def _hold(client: Client, name: str, ttl: int, command: list[str]) -> int:
                 print(json.dumps({"lock": name, "key": key, "token": lock.token}), flush=True)
                 if not command:
                     await lease.lost.wait()
-                    return _fail(EXIT_UNAVAILABLE, "lock_lost", f"the lease of lock {name} ended")
+                    return fail(EXIT_UNAVAILABLE, "lock_lost", f"the lease of lock {name} ended")
                 return await _run(command, key, lock.token, lease.lost, name)
         except Refused as error:
-            return _fail(EXIT_REFUSED, error.code, error.message)
+            return fail(EXIT_REFUSED, error.code, error.message)
         except ClientError as error:
-            return _fail(EXIT_UNAVAILABLE, error.code, error.message)
+            return fail(EXIT_UNAVAILABLE, error.code, error.message)
 
 
 async def _run(command: list[str], key: str, token: int, lost: asyncio.Event, name: str) -> int:
@@ -85,7 +86,7 @@ async def _run(command: list[str], key: str, token: int, lost: asyncio.Event, na
     try:
         process = await asyncio.create_subprocess_exec(*command, env=environment)
     except OSError as error:
-        return _fail(EXIT_USAGE, "usage", f"cannot run {command[0]!r}: {error}")
+        return fail(EXIT_USAGE, "usage", f"cannot run {command[0]!r}: {error}")
     finished = asyncio.ensure_future(process.wait())
     lost_waiter = asyncio.ensure_future(lost.wait())
     done, _ = await asyncio.wait([finished, lost_waiter], return_when=asyncio.FIRST_COMPLETED)

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from raftkv.cli import EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_USAGE
+from raftkv.cli.arguments import endpoints_of
+from raftkv.cli.errors import fail
 
 EXIT_INVALID = 1
 _CHUNK_BYTES = 1 << 20
@@ -81,18 +83,12 @@ def add_commands(subparsers: Any) -> None:
     prune.set_defaults(handler=_prune)
 
 
-def _fail(code: int, error_code: str, message: str) -> int:
-    print(f"raftkv: {error_code}: {' '.join(message.split())}", file=sys.stderr)
-    return code
-
-
 def _save(arguments: argparse.Namespace) -> int:
     import httpx  # noqa: PLC0415
 
-    from raftkv.cli.kv_commands import DEFAULT_ENDPOINT, ENDPOINTS_VARIABLE  # noqa: PLC0415
     from raftkv.server.backup import BackupInvalid, read_backup  # noqa: PLC0415
 
-    endpoints = arguments.endpoints or os.environ.get(ENDPOINTS_VARIABLE) or DEFAULT_ENDPOINT
+    endpoints = endpoints_of(arguments)
     target: Path = arguments.file
     if arguments.incremental:
         target.mkdir(parents=True, exist_ok=True)
@@ -109,7 +105,7 @@ def _save(arguments: argparse.Namespace) -> int:
                     response.read()
                     failures.append(f"{endpoint}: {response.status_code} {response.text[:200]}")
                     if 400 <= response.status_code < 500:
-                        return _fail(EXIT_REFUSED, "refused", failures[-1])
+                        return fail(EXIT_REFUSED, "refused", failures[-1])
                     continue
                 total = int(response.headers.get("content-length", "0"))
                 _download(response.iter_bytes(_CHUNK_BYTES), partial, total)
@@ -120,7 +116,7 @@ def _save(arguments: argparse.Namespace) -> int:
             header, _ = read_backup(partial.read_bytes())
         except BackupInvalid as error:
             partial.unlink(missing_ok=True)
-            return _fail(EXIT_INVALID, "invalid_backup", f"{endpoint}: {error}")
+            return fail(EXIT_INVALID, "invalid_backup", f"{endpoint}: {error}")
         if arguments.incremental:
             return _save_increment(target, partial, endpoint)
         os.replace(partial, target)
@@ -138,7 +134,7 @@ def _save(arguments: argparse.Namespace) -> int:
         )
         return EXIT_OK
     partial.unlink(missing_ok=True)
-    return _fail(EXIT_UNAVAILABLE, "unavailable", "; ".join(failures) or "no endpoint given")
+    return fail(EXIT_UNAVAILABLE, "unavailable", "; ".join(failures) or "no endpoint given")
 
 
 def _save_increment(directory: Path, partial: Path, endpoint: str) -> int:
@@ -172,11 +168,11 @@ def _prune(arguments: argparse.Namespace) -> int:
 
     directory: Path = arguments.directory
     if not (directory / "chunks").is_dir():
-        return _fail(EXIT_USAGE, "usage", f"{directory} is not an incremental backup directory")
+        return fail(EXIT_USAGE, "usage", f"{directory} is not an incremental backup directory")
     try:
         pieces, size = prune(directory)
     except BackupInvalid as error:
-        return _fail(EXIT_INVALID, "invalid_backup", f"nothing removed: {error}")
+        return fail(EXIT_INVALID, "invalid_backup", f"nothing removed: {error}")
     print(json.dumps({"removed_pieces": pieces, "removed_bytes": size}), flush=True)
     return EXIT_OK
 
@@ -226,9 +222,9 @@ def _restore(arguments: argparse.Namespace) -> int:
             report = restore(arguments.file, settings, progress)
         print(report, flush=True)
     except SettingsInvalid as error:
-        return _fail(EXIT_USAGE, "usage", str(error))
+        return fail(EXIT_USAGE, "usage", str(error))
     except BackupInvalid as error:
-        return _fail(EXIT_INVALID, "invalid_backup", f"{arguments.file}: {error}")
+        return fail(EXIT_INVALID, "invalid_backup", f"{arguments.file}: {error}")
     except OSError as error:
-        return _fail(EXIT_USAGE, "usage", f"{arguments.file}: {error}")
+        return fail(EXIT_USAGE, "usage", f"{arguments.file}: {error}")
     return EXIT_OK

@@ -88,9 +88,9 @@ from raftkv.kv.settings import KvSettings
 from raftkv.kv.state_machine import FrozenSnapshot, KvStateMachine
 from raftkv.kv.validation import check_request, check_session
 from raftkv.kv.watch import WatchHub
+from raftkv.raft.clock import Clock
 from raftkv.raft.core.errors import ConfigInvalid, InvariantViolation
 from raftkv.raft.core.types import NodeId
-from raftkv.raft.driver.clock import Clock
 from raftkv.raft.driver.node import Node
 from raftkv.raft.driver.status import NodeStatus
 

@@ -101,7 +101,7 @@ from raftkv.kv.sessions import SessionTable
 from raftkv.kv.settings import KvSettings
 from raftkv.kv.validation import check_request, check_session
 from raftkv.kv.watch import WatchHub, WatchSettings
-from raftkv.raft.driver.clock import Clock, SystemClock
+from raftkv.raft.clock import Clock, SystemClock
 from raftkv.raft.driver.state_machine import Command, SnapshotInvalid
 from raftkv.raft.snapshot_chunks import (
     ChunkingPolicy,

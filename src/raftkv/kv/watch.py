@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 
 from raftkv.kv.commands import MvccKeyValue, in_range
 from raftkv.kv.events import Event, EventReader, RevisionEvents
-from raftkv.raft.driver.clock import Clock, SystemClock
+from raftkv.raft.clock import Clock, SystemClock
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from raftkv.raft.builder import NodeBuilder
+from raftkv.raft.clock import Clock, ManualClock, SystemClock
 from raftkv.raft.core.errors import (
     ConfChangeInvalid,
     ConfigInvalid,
@@ -27,7 +28,6 @@ from raftkv.raft.core.errors import (
     RaftError,
 )
 from raftkv.raft.core.types import NO_NODE, ConfState, NodeId, StateRole
-from raftkv.raft.driver.clock import Clock, ManualClock, SystemClock
 from raftkv.raft.driver.errors import (
     LearnerNotCaughtUp,
     MembershipError,

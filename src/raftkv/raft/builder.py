@@ -19,9 +19,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
+from raftkv.raft.clock import Clock
 from raftkv.raft.core.errors import ConfigInvalid
 from raftkv.raft.core.types import NodeId
-from raftkv.raft.driver.clock import Clock
 from raftkv.raft.driver.node import Node
 from raftkv.raft.driver.settings import NodeSettings
 from raftkv.raft.driver.state_machine import StateMachine

@@ -54,7 +54,11 @@ def cluster_answer(service: KvService) -> ClusterAnswer:
         return None if progress is None else progress.recent_active
 
     members = []
-    for member in sorted({*status.voters, *status.learners}):
+    # A member that knows it was removed may learn so from a peer before it applies the
+    # change that removed it; it is not one of the members whatever its log says.
+    for member in sorted(
+        {*status.voters, *status.learners} - ({status.id} if status.removed else set())
+    ):
         matched = match_index(member)
         role: MemberRole = (
             "leader"

@@ -52,7 +52,7 @@ from raftkv.kv import (
 from raftkv.kv.lease_keeper import LeaseKeeperSettings
 from raftkv.kv.service import ReadLimits
 from raftkv.raft import NodeBuilder, NodeId, NodeSettings, RaftError
-from raftkv.raft.driver.clock import SystemClock
+from raftkv.raft.clock import SystemClock
 from raftkv.raft.driver.errors import NodeFailed
 from raftkv.raft.driver.node import Node
 from raftkv.raft.transport.grpc_settings import RECONNECT_BACKOFF_INITIAL_SECONDS

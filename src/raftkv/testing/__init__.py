@@ -1,20 +1,35 @@
 """Test tools shipped with raftkv, for raftkv's own tests and for applications that embed
-it: conformance suites for storage and transports, an in-process cluster on a manual clock,
-small state machines, and (in submodules) the interaction runner and the simulators."""
+it. Exported here: an in-process cluster of real nodes on a manual clock (`LocalCluster`),
+test doubles (`LossyMemoryStorage`, the dict state machines, the in-process transport),
+and conformance suites for an embedder's own storage, transport and state machine.
 
-from raftkv.raft.driver.clock import ManualClock
+The rest, by what it is:
+- `conformance/`: the three suites (`check_raft_storage`, `check_transport`,
+  `check_state_machine`);
+- `sim/`: the three simulators (the pure core, the asyncio driver, the KV state machine)
+  and their one entry point, `python -m raftkv.testing.sim`;
+- `scripts/`: interaction scripts (the datadriven format and the environment it drives);
+- `local_cluster`, `lossy_storage`, `state_machines`: the cluster and doubles named above;
+- `http_cluster`: a LocalCluster of KV nodes behind real HTTP servers, for client code;
+- `processes`: free ports and bounded waits for tests that run real processes;
+- `linearizability`: the history checker the simulators and chaos runs share;
+- `peer_fuzz`: hostile peer frames at real gRPC nodes (`make fuzz-peer`);
+- `chaos/`: real processes in network namespaces under faults (`make chaos`, root).
+"""
+
+from raftkv.raft.clock import ManualClock
 from raftkv.raft.storage.memory import MemoryStorage
 from raftkv.raft.transport.inprocess import InProcessNetwork, InProcessTransport
-from raftkv.testing.local_cluster import ConditionNotMet, LocalCluster
-from raftkv.testing.lossy_storage import LossyMemoryStorage
-from raftkv.testing.state_machine_conformance import StateMachineFactory, check_state_machine
-from raftkv.testing.state_machines import DictStateMachine, DurableDictStateMachine
-from raftkv.testing.storage_conformance import StorageFactory, check_raft_storage
-from raftkv.testing.transport_conformance import (
+from raftkv.testing.conformance.state_machine import StateMachineFactory, check_state_machine
+from raftkv.testing.conformance.storage import StorageFactory, check_raft_storage
+from raftkv.testing.conformance.transport import (
     RecordingHandler,
     TransportFactory,
     check_transport,
 )
+from raftkv.testing.local_cluster import ConditionNotMet, LocalCluster
+from raftkv.testing.lossy_storage import LossyMemoryStorage
+from raftkv.testing.state_machines import DictStateMachine, DurableDictStateMachine
 
 __all__ = [
     "ConditionNotMet",

@@ -14,8 +14,8 @@ from dataclasses import replace
 from random import Random
 from typing import TypeVar
 
+from raftkv.raft.clock import ManualClock
 from raftkv.raft.core.types import NodeId
-from raftkv.raft.driver.clock import ManualClock
 from raftkv.raft.driver.node import Node
 from raftkv.raft.driver.settings import NodeSettings
 from raftkv.raft.driver.state_machine import StateMachine

@@ -60,10 +60,6 @@ def describe_entry(entry: Entry) -> str:
     return f"{entry.term}/{entry.index} EntryNormal {describe_data(entry.data)}"
 
 
-def describe_entries(entries: Iterable[Entry]) -> str:
-    return "\n".join(describe_entry(entry) for entry in entries)
-
-
 def _ids(ids: Iterable[NodeId]) -> str:
     return "(" + " ".join(str(node_id) for node_id in sorted(ids)) + ")"
 

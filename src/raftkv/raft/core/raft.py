@@ -46,7 +46,7 @@ from raftkv.raft.core.errors import (
 )
 from raftkv.raft.core.log import RaftLog
 from raftkv.raft.core.quorum import VoteResult
-from raftkv.raft.core.read_only import ReadOnly
+from raftkv.raft.core.read_index import LinearizableReads
 from raftkv.raft.core.storage import Storage
 from raftkv.raft.core.tracker import Progress, ProgressTracker, ReplicationState
 from raftkv.raft.core.types import (
@@ -61,7 +61,6 @@ from raftkv.raft.core.types import (
     MessageType,
     NodeId,
     ReadOnlyOption,
-    ReadState,
     Snapshot,
     SoftState,
     StateRole,
@@ -107,8 +106,8 @@ class Raft:
         self.leader_id = NO_NODE
         self.is_learner = False
         self.tracker = ProgressTracker(config.max_inflight_messages, config.max_inflight_bytes)
-        self.read_only = ReadOnly(config.read_only_option)
-        self.read_states: list[ReadState] = []
+        # ReadIndex and lease reads: their requests and answers (read_index.py).
+        self.reads = LinearizableReads(self, self._send, self._broadcast_heartbeat)
         # Messages to send now, and messages to send only once the caller persisted.
         self.messages: list[Message] = []
         self.messages_after_append: list[Message] = []
@@ -122,8 +121,6 @@ class Raft:
         # Leader removed (or demoted) by a change committed at or below this index: it hands
         # over once a quorum of the new configuration knows that much is committed.
         self.step_down_after_commit: int | None = None
-        # Leader: ReadIndex requests that arrived before an entry of this term committed.
-        self.pending_read_index_messages: list[Message] = []
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
         self.randomized_election_timeout = config.election_tick
@@ -303,8 +300,7 @@ class Raft:
         self.pending_conf_index = 0
         self.uncommitted_size = 0
         self.step_down_after_commit = None
-        self.read_only.reset()
-        self.pending_read_index_messages = []
+        self.reads.reset()
 
     def _reset_randomized_election_timeout(self) -> None:
         timeout = self.config.election_tick
@@ -480,9 +476,7 @@ class Raft:
                     raise ProposalDropped("no leader to serve a read index")
                 self._send(replace(message, to=self.leader_id))
             case MessageType.READ_INDEX_RESPONSE:
-                if len(message.entries) != 1:
-                    return  # malformed; a misbehaving peer, not our bug
-                self.read_states.append(ReadState(message.index, message.entries[0].data))
+                self.reads.step_follower_response(message)
             case _:
                 pass
 
@@ -537,7 +531,7 @@ class Raft:
                 self._leader_propose(message)
                 return
             case MessageType.READ_INDEX:
-                self._leader_read_index(message)
+                self.reads.step_leader(message)
                 return
             case _:
                 pass
@@ -551,10 +545,7 @@ class Raft:
             case MessageType.HEARTBEAT_RESPONSE:
                 progress.recent_active = True
                 progress.flow_paused = False
-                if self.read_only.option is ReadOnlyOption.LEASE_BASED and (
-                    0 < message.index <= self.ticks
-                ):
-                    progress.lease_ack_tick = max(progress.lease_ack_tick, message.index)
+                self.reads.record_heartbeat_ack(progress, message.index)
                 # A follower knows no more committed than we told it; a larger claim
                 # could end a removed leader's hand-over early.
                 progress.commit_known = max(
@@ -568,7 +559,7 @@ class Raft:
                     or progress.state is ReplicationState.PROBE
                 ):
                     self._send_append(message.sender)
-                self._confirm_reads(message)
+                self.reads.confirm(message)
             case MessageType.SNAPSHOT_STATUS:
                 if progress.state is not ReplicationState.SNAPSHOT:
                     return
@@ -587,7 +578,7 @@ class Raft:
             case _:
                 pass
 
-    # -- leader: proposals and reads -------------------------------------------------------
+    # -- leader: proposals -----------------------------------------------------------------
 
     def _leader_propose(self, message: Message) -> None:
         if not message.entries:
@@ -625,81 +616,6 @@ class Raft:
             raise ConfChangeInvalid("not in a joint configuration; nothing to leave")
         # Validate against the configuration it would apply to (state is not changed).
         confchange.apply(self._membership(), change, self._progress_factory())
-
-    def _leader_read_index(self, message: Message) -> None:
-        if self.tracker.is_singleton():
-            self._answer_read_index(message, self.log.committed)
-            return
-        if not self._committed_entry_in_current_term():
-            # Our commit index may lag the previous leader's until our no-op commits (thesis
-            # §6.4 step 1); answer once it does.
-            self.pending_read_index_messages.append(message)
-            return
-        self._send_read_index_response(message)
-
-    def _committed_entry_in_current_term(self) -> bool:
-        return self.log.term_or_zero(self.log.committed) == self.term
-
-    def _send_read_index_response(self, message: Message) -> None:
-        if self.read_only.option is ReadOnlyOption.LEASE_BASED and self._lease_holds():
-            self._answer_read_index(message, self.log.committed)
-            return
-        # SAFE, or no lease held right now: confirm leadership with a heartbeat round.
-        context = message.entries[0].data
-        self.read_only.add_request(self.log.committed, message)
-        self.read_only.receive_ack(self.id, context)
-        self._broadcast_heartbeat(context)
-
-    def _lease_holds(self) -> bool:
-        """Whether no other leader can exist now (thesis §6.4.1), so a read may be served
-        from our commit index without a heartbeat round.
-
-        A follower that acknowledged a heartbeat we sent at tick `s` refuses every vote until
-        an election timeout after it *received* it, which is no earlier than `s`. Once a
-        quorum did so, no other node can win an election before tick `s + election_tick`
-        on our clock, assuming clocks tick at the same rate; one tick of margin covers the
-        phase between our ticks and theirs. Measured from the send, the lease survives
-        any message delay. Not held during a leadership transfer, which bypasses leases.
-        """
-        if self.lead_transferee != NO_NODE:
-            return False
-        own = self.tracker.progress.get(self.id)
-        # We vouch for ourselves as of now; followers as of the round they acknowledged.
-        quorum_tick = self.tracker.quorum_index(
-            lambda progress: self.ticks if progress is own else progress.lease_ack_tick
-        )
-        if quorum_tick == 0:
-            return False  # no quorum has acknowledged any heartbeat of ours yet
-        return self.ticks - quorum_tick < self.config.election_tick - 1
-
-    def _answer_read_index(self, request: Message, index: int) -> None:
-        if request.sender in (NO_NODE, self.id):
-            self.read_states.append(ReadState(index, request.entries[0].data))
-        else:
-            self._send(
-                Message(
-                    type=MessageType.READ_INDEX_RESPONSE,
-                    to=request.sender,
-                    index=index,
-                    entries=request.entries,
-                )
-            )
-
-    def _confirm_reads(self, message: Message) -> None:
-        if not message.context:
-            return
-        acks = self.read_only.receive_ack(message.sender, message.context)
-        if acks is None or self.tracker.voters.vote_result(acks) is not VoteResult.WON:
-            return
-        for status in self.read_only.advance(message.context):
-            self._answer_read_index(status.request, status.index)
-
-    def _release_pending_read_index_messages(self) -> None:
-        if not self._committed_entry_in_current_term():
-            return
-        pending, self.pending_read_index_messages = self.pending_read_index_messages, []
-        for message in pending:
-            self._send_read_index_response(message)
 
     # -- leader: replication ---------------------------------------------------------------
 
@@ -767,7 +683,7 @@ class Raft:
             case ReplicationState.REPLICATE:
                 progress.inflights.free_to(message.index)
         if self._maybe_commit():
-            self._release_pending_read_index_messages()
+            self.reads.release_waiting()
             self._broadcast_append()
         elif message.sender != self.id and was_paused:
             self._send_append(message.sender)
@@ -857,8 +773,8 @@ class Raft:
 
     def _broadcast_heartbeat(self, context: bytes | None = None) -> None:
         if context is None:
-            context = self.read_only.last_pending_context()
-        lease = self.read_only.option is ReadOnlyOption.LEASE_BASED
+            context = self.reads.heartbeat_context()
+        lease = self.reads.lease_based
         for node_id in sorted(self.tracker.progress):
             if node_id == self.id:
                 continue
@@ -1128,10 +1044,6 @@ class Raft:
             if message.to == self.id:
                 raise InvariantViolation(f"{message.type.value} addressed to ourselves")
             self.messages.append(message)
-
-    def take_read_states(self) -> list[ReadState]:
-        states, self.read_states = self.read_states, []
-        return states
 
 
 def _normalized(conf_state: ConfState) -> ConfState:

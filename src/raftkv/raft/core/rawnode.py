@@ -276,7 +276,7 @@ class RawNode:
             or raft.messages_after_append
             or raft.log.unstable.entries
             or raft.log.has_next_committed_entries()
-            or raft.read_states
+            or raft.reads.read_states
         )
 
     def ready(self) -> Ready:
@@ -315,7 +315,7 @@ class RawNode:
             number=self._ready_number,
             soft_state=soft_state,
             hard_state=hard_state,
-            read_states=tuple(raft.take_read_states()),
+            read_states=tuple(raft.reads.take_read_states()),
             entries=entries,
             snapshot=snapshot,
             committed_entries=tuple(raft.log.next_committed_entries()),
@@ -357,6 +357,56 @@ class RawNode:
         self_messages, self._self_messages = self._self_messages, []
         for message in self_messages:
             raft.step(message)
+
+    # -- read-only views -------------------------------------------------------------------
+    # What the application's loop needs to know between Readies, each one cheap (the loop
+    # asks some of them for every message or proposal). None changes any state; `status()`
+    # gathers them all, with the leader's view of every peer, at a higher cost.
+
+    def soft_state(self) -> SoftState:
+        """The leader this node knows (NO_NODE if none) and its own role, as of now: a
+        Ready reports a change of it only when that Ready is taken."""
+        return self.raft.soft_state()
+
+    def term(self) -> int:
+        """The current term, as of now (a Ready's hard state reports it once durable)."""
+        return self.raft.term
+
+    def lead_transferee(self) -> NodeId:
+        """On the leader, the voter it is handing leadership to; NO_NODE otherwise.
+        While it is set the leader refuses proposals (thesis §3.10)."""
+        return self.raft.lead_transferee
+
+    def last_index(self) -> int:
+        """The index of the last entry in the log, durable or not."""
+        return self.raft.log.last_index()
+
+    def committed_index(self) -> int:
+        return self.raft.log.committed
+
+    def applied_index(self) -> int:
+        """The highest index the application has applied, as told by `advance`."""
+        return self.raft.log.applied
+
+    def conf_state(self) -> ConfState:
+        """The configuration in force: the last membership change the application applied
+        (`apply_conf_change`), or the snapshot's."""
+        return self.raft.conf_state()
+
+    def is_member(self, node_id: NodeId) -> bool:
+        """Whether `node_id` belongs to the configuration in force (voter, learner, or
+        either half of a joint configuration): the nodes whose progress the core tracks."""
+        return node_id in self.raft.tracker.progress
+
+    def voters(self) -> frozenset[NodeId]:
+        """Every voter of the configuration in force (both halves of a joint one)."""
+        return self.raft.tracker.voter_ids()
+
+    def match_index(self, node_id: NodeId) -> int | None:
+        """The highest index known to be in `node_id`'s log (None for a non-member).
+        Kept up to date on the leader only: a follower's view is stale by design."""
+        progress = self.raft.tracker.progress.get(node_id)
+        return None if progress is None else progress.match
 
     def status(self) -> Status:
         raft = self.raft

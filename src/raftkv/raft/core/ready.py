@@ -59,14 +59,6 @@ class Ready:
     must_sync: bool = False
 
 
-class ProgressState:
-    """Names of a follower's replication state, as reported in `Status`."""
-
-    PROBE = "StateProbe"
-    REPLICATE = "StateReplicate"
-    SNAPSHOT = "StateSnapshot"
-
-
 @dataclass(frozen=True, slots=True)
 class ProgressStatus:
     match: int

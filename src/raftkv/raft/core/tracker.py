@@ -100,7 +100,7 @@ class Progress:
     # Leader, LEASE_BASED reads: our tick count when we sent the latest heartbeat this
     # follower acknowledged, 0 if none (heartbeats sent at tick 0 never count). The
     # acknowledgement promised to vote for nobody else until an election timeout after
-    # that moment (see Raft._lease_holds).
+    # that moment (see LinearizableReads.lease_holds in read_index.py).
     lease_ack_tick: int = 0
     # The follower's commit index as of its latest heartbeat response: how a removed
     # leader knows the new configuration learned that its removal committed.

@@ -1,29 +1,29 @@
-"""The state machine side of a `Node`: applying committed entries (commands and
+"""`Applier`: the state machine side of a node — applying committed entries (commands and
 membership changes), installing snapshots from the leader, taking snapshots of our own.
 
-Runs on the node's event loop, from its Ready loop, always after the Ready's write is
-durable. Invariants:
+The node's loop calls it once per Ready, always after the Ready's write is durable; while
+the node runs, nothing else changes the state machine (apply, restore). Invariants:
 - an entry at or below the state machine's `applied_index()` is not applied again, but its
   membership change is (the core restarts from the snapshot and must see it);
 - an entry that cannot be decoded is skipped alike by every node, never fatal (a fatal
   error here would stop every node, on every restart, for good);
-- the snapshot index only moves forward.
-
-These functions are the Node's own methods kept in their own module; they use its
-internals.
+- the snapshot index only moves forward;
+- one snapshot of our own at a time: written by the node's `Writer` after the Ready writes
+  submitted before it, so the log it lets us compact is durable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 from raftkv.raft.core.errors import (
     ConfChangeInvalid,
-    ProposalDropped,
+    MalformedMessage,
     RaftError,
     SnapshotOutOfDate,
 )
@@ -34,6 +34,7 @@ from raftkv.raft.core.types import (
     ConfState,
     Entry,
     EntryKind,
+    Message,
     NodeId,
     Snapshot,
 )
@@ -42,13 +43,22 @@ from raftkv.raft.driver.envelope import (
     RequestId,
     decode_conf_change_context,
     decode_proposal,
+    decode_snapshot_envelope,
     encode_snapshot,
 )
-from raftkv.raft.driver.errors import OutcomeUnknown
-from raftkv.raft.driver.state_machine import BackgroundSnapshots, Command
-
-if TYPE_CHECKING:
-    from raftkv.raft.driver.node import Node
+from raftkv.raft.driver.membership import Membership
+from raftkv.raft.driver.requests import Requests
+from raftkv.raft.driver.settings import NodeSettings
+from raftkv.raft.driver.state_machine import (
+    BackgroundSnapshots,
+    Command,
+    SnapshotInvalid,
+    StateMachine,
+    ValidatesSnapshots,
+)
+from raftkv.raft.driver.status import NodeStats
+from raftkv.raft.driver.writer import Writer
+from raftkv.raft.storage.base import RaftStorage
 
 logger = logging.getLogger("raftkv.node")
 
@@ -59,222 +69,276 @@ logger = logging.getLogger("raftkv.node")
 _MAX_SIMULATED_BUILD_TURNS = 1024
 
 
-def install_snapshot(node: Node, snapshot: Snapshot) -> None:
-    # Entries this node appended as leader at or below the snapshot are never applied
-    # here one by one: whether they committed is unknown to us now.
-    for index in [index for index in node._appended_at if index <= snapshot.metadata.index]:
-        node._fail_proposal(
-            node._proposals.get(node._appended_at.pop(index)),
-            OutcomeUnknown(f"entry {index} is covered by a snapshot: it may have applied"),
-        )
-    started = time.perf_counter()
-    peers, removed, app = node._decode_snapshot(snapshot)
-    node._peers.update(peers)
-    node._removed |= removed
-    metadata = snapshot.metadata
-    node.state_machine.restore(app, metadata.index, metadata.term)
-    node._snapshot_index = max(node._snapshot_index, metadata.index)
-    node._log_bytes_since_snapshot = 0
-    node._sync_transport_peers(metadata.conf_state)
-    stats = node.stats
-    stats.snapshots_installed += 1
-    stats.last_snapshot_bytes = len(snapshot.data)
-    stats.snapshot_install_seconds.observe(time.perf_counter() - started)
+class Applier:
+    def __init__(
+        self,
+        *,
+        node_id: NodeId,
+        settings: NodeSettings,
+        storage: RaftStorage,
+        state_machine: StateMachine,
+        stats: NodeStats,
+        rng: random.Random,
+        writer: Writer,
+        requests: Requests,
+        membership: Membership,
+        wake: Callable[[], None],
+    ) -> None:
+        """`wake` tells the node's loop there is work for it (a snapshot built)."""
+        self._node_id = node_id
+        self._settings = settings
+        self._storage = storage
+        self._state_machine = state_machine
+        self._stats = stats
+        self._rng = rng
+        self._writer = writer
+        self._requests = requests
+        self._membership = membership
+        self._wake = wake
+        # The index of the latest snapshot stored, ours or the leader's.
+        self._snapshot_index = 0
+        # Our own snapshot being built or written (at most one).
+        self._snapshot_write: asyncio.Future[tuple[Snapshot, float]] | None = None
+        # time.perf_counter() when the snapshot being written was started (for stats).
+        self._snapshot_started_at = 0.0
+        # Bytes of entries applied since the last snapshot (or since start: a restart
+        # counts afresh, so it may snapshot up to that much later than planned).
+        self._log_bytes_since_snapshot = 0
+        # A membership change asks for a snapshot at once (see _apply_conf_change).
+        self._snapshot_wanted = False
 
+    @property
+    def snapshot_index(self) -> int:
+        return self._snapshot_index
 
-def apply_entries(node: Node, rawnode: RawNode, entries: Sequence[Entry]) -> None:
-    """Apply a Ready's committed entries: membership changes into the core, commands to
-    the state machine in one call, results to the futures of the requests they carry."""
-    state_machine = node.state_machine
-    already_applied = state_machine.applied_index()
-    commands: list[Command] = []
-    owners: list[RequestId] = []
-    for entry in entries:
-        if entry.index > already_applied:
-            node._log_bytes_since_snapshot += len(entry.data)
-        if entry.kind is EntryKind.CONF_CHANGE:
-            apply_conf_change(node, rawnode, entry)
-            continue
-        if entry.index <= already_applied:
-            continue
-        if not entry.data:
-            fail_overwritten(node, entry.index, None)
-            continue
+    # -- snapshots in ----------------------------------------------------------------------
+
+    def recover(self, snapshot: Snapshot) -> None:
+        """At start: bring the state machine up to the stored `snapshot` if it is behind
+        it, and the membership to what it says. Raises EnvelopeError or SnapshotInvalid
+        when it cannot be used."""
+        applied = self._state_machine.applied_index()
+        peers, removed, app = decode_snapshot_envelope(snapshot.data)
+        if applied < snapshot.metadata.index:
+            metadata = snapshot.metadata
+            self._state_machine.restore(app, metadata.index, metadata.term)
+        self._membership.recover(peers, removed)
+        self._snapshot_index = snapshot.metadata.index
+
+    def check_snapshot(self, message: Message) -> None:
+        """Refuse (MalformedMessage) a snapshot whose data this node could not install (an
+        envelope that does not decode; state its ValidatesSnapshots state machine could not
+        restore), before any of it is persisted. Runs on a transport's worker thread:
+        reads only `message` and the state machine's validate_snapshot."""
+        snapshot = message.snapshot
+        if snapshot is None:
+            return
         try:
-            request, command = decode_proposal(entry.data)
+            _, _, app = decode_snapshot_envelope(snapshot.data)
+            machine = self._state_machine
+            if isinstance(machine, ValidatesSnapshots):
+                machine.validate_snapshot(app)
+        except (EnvelopeError, SnapshotInvalid) as error:
+            metadata = snapshot.metadata
+            raise MalformedMessage(
+                f"snapshot {metadata.term}/{metadata.index} from node {message.sender} is "
+                f"unusable: {error}"
+            ) from None
+
+    def install_snapshot(self, snapshot: Snapshot) -> None:
+        """Install a leader's snapshot, now durable in the Raft storage."""
+        self._requests.fail_covered_by_snapshot(snapshot.metadata.index)
+        started = time.perf_counter()
+        try:
+            peers, removed, app = decode_snapshot_envelope(snapshot.data)
         except EnvelopeError as error:
-            # Forwarded proposals are checked on arrival, so only a peer of another
-            # version could have put this here. Every node skips it alike (an error
-            # here would stop every node, on every restart, for good).
-            logger.error("node %d skips log entry %d: %s", node.id, entry.index, error)
-            fail_overwritten(node, entry.index, None)
-            continue
-        fail_overwritten(node, entry.index, request)
-        commands.append(Command(entry.index, entry.term, command))
-        owners.append(request)
-    last = entries[-1]
-    if last.index <= already_applied:
-        return
-    started = time.perf_counter()
-    results = state_machine.apply(commands, last.index, last.term)
-    stats = node.stats
-    stats.apply_seconds.observe(time.perf_counter() - started)
-    if len(results) != len(commands):
-        raise RaftError(
-            f"state machine returned {len(results)} results for {len(commands)} commands"
+            raise EnvelopeError(f"snapshot at index {snapshot.metadata.index}: {error}") from error
+        self._membership.learn_from_snapshot(peers, removed)
+        metadata = snapshot.metadata
+        self._state_machine.restore(app, metadata.index, metadata.term)
+        self._snapshot_index = max(self._snapshot_index, metadata.index)
+        self._log_bytes_since_snapshot = 0
+        self._membership.sync_transport_peers(metadata.conf_state)
+        stats = self._stats
+        stats.snapshots_installed += 1
+        stats.last_snapshot_bytes = len(snapshot.data)
+        stats.snapshot_install_seconds.observe(time.perf_counter() - started)
+
+    # -- entries ---------------------------------------------------------------------------
+
+    def apply_entries(self, rawnode: RawNode, entries: Sequence[Entry]) -> None:
+        """Apply a Ready's committed entries: membership changes into the core, commands to
+        the state machine in one call, results to the futures of the requests they carry."""
+        state_machine = self._state_machine
+        requests = self._requests
+        already_applied = state_machine.applied_index()
+        commands: list[Command] = []
+        owners: list[RequestId] = []
+        for entry in entries:
+            if entry.index > already_applied:
+                self._log_bytes_since_snapshot += len(entry.data)
+            if entry.kind is EntryKind.CONF_CHANGE:
+                self._apply_conf_change(rawnode, entry)
+                continue
+            if entry.index <= already_applied:
+                continue
+            if not entry.data:
+                requests.fail_overwritten(entry.index, None)
+                continue
+            try:
+                request, command = decode_proposal(entry.data)
+            except EnvelopeError as error:
+                # Forwarded proposals are checked on arrival, so only a peer of another
+                # version could have put this here. Every node skips it alike (an error
+                # here would stop every node, on every restart, for good).
+                logger.error("node %d skips log entry %d: %s", self._node_id, entry.index, error)
+                requests.fail_overwritten(entry.index, None)
+                continue
+            requests.fail_overwritten(entry.index, request)
+            commands.append(Command(entry.index, entry.term, command))
+            owners.append(request)
+        last = entries[-1]
+        if last.index <= already_applied:
+            return
+        started = time.perf_counter()
+        results = state_machine.apply(commands, last.index, last.term)
+        stats = self._stats
+        stats.apply_seconds.observe(time.perf_counter() - started)
+        if len(results) != len(commands):
+            raise RaftError(
+                f"state machine returned {len(results)} results for {len(commands)} commands"
+            )
+        stats.commands_applied += len(commands)
+        for request, result in zip(owners, results, strict=True):
+            requests.complete(request, result)
+
+    def _apply_conf_change(self, rawnode: RawNode, entry: Entry) -> None:
+        try:
+            change = ConfChange.decode(entry.data)
+            request, peers = decode_conf_change_context(change.context)
+        except (ValueError, EnvelopeError) as error:
+            # As for a command: skipped alike everywhere rather than fatal everywhere.
+            logger.error("node %d skips membership entry %d: %s", self._node_id, entry.index, error)
+            self._requests.fail_overwritten(entry.index, None)
+            return
+        self._requests.fail_overwritten(entry.index, request)
+        try:
+            conf_state = rawnode.apply_conf_change(change)
+        except ConfChangeInvalid as error:
+            # Every node refuses the same change alike; the log position is still used.
+            if request is not None:
+                self._requests.complete(request, error)
+            return
+        removed_here = self._membership.apply_change(change, conf_state, peers)
+        if any(single.type is not ConfChangeType.REMOVE_NODE for single in change.changes):
+            # A new member catches up from a snapshot, and refuses one whose membership
+            # does not include it (the core's defence, as etcd's). The latest snapshot
+            # predates this change, so take a fresh one.
+            self._snapshot_wanted = True
+        if request is not None:
+            self._requests.complete(request, conf_state)
+        if removed_here:
+            self._membership.learn_removed("its removal applied here")
+
+    # -- snapshots of our own --------------------------------------------------------------
+
+    def maybe_snapshot(self, rawnode: RawNode) -> None:
+        """Start a snapshot of our own if one is due (snapshot_every_entries / _bytes, or
+        asked for) and none is under way."""
+        if self._snapshot_write is not None:
+            return
+        applied = self._state_machine.applied_index()
+        if applied <= self._snapshot_index:
+            return
+        settings = self._settings
+        every_bytes = settings.snapshot_every_bytes
+        if (
+            not self._snapshot_wanted
+            and applied - self._snapshot_index < settings.snapshot_every_entries
+            and not (every_bytes and self._log_bytes_since_snapshot >= every_bytes)
+        ):
+            return
+        if applied > rawnode.applied_index():
+            return  # replaying after a restart: the core has not caught up to it yet
+        self._snapshot_started_at = time.perf_counter()
+        conf_state = rawnode.conf_state()
+        self._snapshot_wanted = False
+        # The snapshot covers everything applied so far (if it fails, the node stops).
+        self._log_bytes_since_snapshot = 0
+        machine = self._state_machine
+        if isinstance(machine, BackgroundSnapshots):
+            # Captured here, at `applied`; serialized on a worker thread; stored by the writer.
+            produce = machine.snapshot_later()
+            peers = self._membership.peers()
+            removed = self._membership.removed_ids()
+            task = asyncio.ensure_future(
+                self._build_snapshot(applied, conf_state, peers, produce, removed=removed)
+            )
+            task.add_done_callback(lambda _: self._wake())
+            self._snapshot_write = task
+            return
+        data = encode_snapshot(
+            self._membership.peers(), machine.snapshot(), self._membership.removed_ids()
         )
-    stats.commands_applied += len(commands)
-    for request, result in zip(owners, results, strict=True):
-        pending = node._proposals.get(request)
-        if pending is None or pending.future.done():
-            continue
-        stats.proposals_committed += 1
-        if isinstance(result, BaseException):
-            pending.future.set_exception(result)
+        self._snapshot_write = self._writer.submit(
+            self._storage.create_snapshot, applied, conf_state, data
+        )
+
+    async def _build_snapshot(
+        self,
+        applied: int,
+        conf_state: ConfState,
+        peers: dict[NodeId, str],
+        produce: Callable[[], bytes],
+        *,
+        removed: frozenset[NodeId],
+    ) -> tuple[Snapshot, float]:
+        if not self._writer.threaded:
+            # A deterministic simulation (persisting inline): a worker thread would finish
+            # after as many loop turns, so as much simulated time, as the OS decides (up to
+            # tens of simulated seconds). Encode on the loop instead, after a number of turns
+            # the node's rng decides, so the loop still applies entries and installs
+            # snapshots while the build is under way. Turns, not clock time: stop() awaits
+            # the build, and nothing advances a ManualClock then.
+            for _ in range(int(_MAX_SIMULATED_BUILD_TURNS ** self._rng.random())):
+                await asyncio.sleep(0)
+            data = encode_snapshot(peers, produce(), removed)
         else:
-            pending.future.set_result(result)
+            loop = asyncio.get_running_loop()
+            data = await loop.run_in_executor(
+                None, lambda: encode_snapshot(peers, produce(), removed)
+            )
+        return await self._writer.submit(self._storage.create_snapshot, applied, conf_state, data)
 
+    def snapshot_written(self) -> bool:
+        """Whether our own snapshot is built and written (or failed): finish_snapshot next."""
+        return self._snapshot_write is not None and self._snapshot_write.done()
 
-def fail_overwritten(node: Node, index: int, request: RequestId | None) -> None:
-    """If this node appended another proposal at `index` as leader, a new leader has
-    overwritten it: it will never apply, so fail it now instead of at its deadline."""
-    owner = node._appended_at.pop(index, None)
-    if owner is None or owner == request:
-        return
-    node._fail_proposal(
-        node._proposals.get(owner),
-        ProposalDropped(f"entry {index} was replaced by a new leader's entry"),
-    )
+    def finish_snapshot(self) -> None:
+        """Take note of our own snapshot, now stored, and compact the log behind it."""
+        assert self._snapshot_write is not None
+        write, self._snapshot_write = self._snapshot_write, None
+        try:
+            snapshot, _ = write.result()  # any other failed snapshot write is fatal
+        except SnapshotOutOfDate:
+            # A newer snapshot from the leader was installed meanwhile: ours is moot.
+            return
+        # Never backwards: the leader's snapshot may have been installed after ours was
+        # submitted and before it finished.
+        self._snapshot_index = max(self._snapshot_index, snapshot.metadata.index)
+        stats = self._stats
+        stats.snapshots_created += 1
+        stats.last_snapshot_bytes = len(snapshot.data)
+        stats.snapshot_create_seconds.observe(time.perf_counter() - self._snapshot_started_at)
+        # Compacting is cheap (a range delete) and done here on the loop so the core never
+        # sees the log's first index move in the middle of a step.
+        compact_to = snapshot.metadata.index - self._settings.snapshot_keep_entries
+        if compact_to >= self._storage.first_index():
+            self._storage.compact(compact_to)
 
-
-def apply_conf_change(node: Node, rawnode: RawNode, entry: Entry) -> None:
-    try:
-        change = ConfChange.decode(entry.data)
-        request, peers = decode_conf_change_context(change.context)
-    except (ValueError, EnvelopeError) as error:
-        # As for a command: skipped alike everywhere rather than fatal everywhere.
-        logger.error("node %d skips membership entry %d: %s", node.id, entry.index, error)
-        fail_overwritten(node, entry.index, None)
-        return
-    fail_overwritten(node, entry.index, request)
-    pending = node._proposals.get(request) if request is not None else None
-    try:
-        conf_state = rawnode.apply_conf_change(change)
-    except ConfChangeInvalid as error:
-        # Every node refuses the same change alike; the log position is still used.
-        if pending is not None and not pending.future.done():
-            node.stats.proposals_committed += 1
-            pending.future.set_exception(error)
-        return
-    node._peers.update(peers)
-    members = conf_state.voters | conf_state.learners | conf_state.voters_outgoing
-    # A member now is not a removed one (a log from before ids were never reused may
-    # add one again: every node follows its log alike).
-    node._removed -= members
-    removed_here = False
-    for single in change.changes:
-        if single.type is ConfChangeType.REMOVE_NODE and single.node_id not in members:
-            node._removed.add(single.node_id)
-            node._peers.pop(single.node_id, None)
-            if single.node_id == node.id:
-                # Keep the transport: until the new voters have applied this they may
-                # still need our vote.
-                removed_here = True
-            else:
-                node.transport.remove_peer(single.node_id)
-    node._sync_transport_peers(conf_state)
-    if any(single.type is not ConfChangeType.REMOVE_NODE for single in change.changes):
-        # A new member catches up from a snapshot, and refuses one whose membership
-        # does not include it (the core's defence, as etcd's). The latest snapshot
-        # predates this change, so take a fresh one.
-        node._snapshot_wanted = True
-    if pending is not None and not pending.future.done():
-        node.stats.proposals_committed += 1
-        pending.future.set_result(conf_state)
-    if removed_here:
-        node._learn_removed("its removal applied here")
-
-
-def maybe_snapshot(node: Node, rawnode: RawNode) -> None:
-    if node._snapshot_write is not None:
-        return
-    applied = node.state_machine.applied_index()
-    if applied <= node._snapshot_index:
-        return
-    every_bytes = node.settings.snapshot_every_bytes
-    if (
-        not node._snapshot_wanted
-        and applied - node._snapshot_index < node.settings.snapshot_every_entries
-        and not (every_bytes and node._log_bytes_since_snapshot >= every_bytes)
-    ):
-        return
-    if applied > rawnode.raft.log.applied:
-        return  # replaying after a restart: the core has not caught up to it yet
-    node._snapshot_started_at = time.perf_counter()
-    conf_state = rawnode.raft.conf_state()
-    node._snapshot_wanted = False
-    # The snapshot covers everything applied so far (if it fails, the node stops).
-    node._log_bytes_since_snapshot = 0
-    machine = node.state_machine
-    if isinstance(machine, BackgroundSnapshots):
-        # Captured here, at `applied`; serialized on a worker thread; stored by the writer.
-        produce = machine.snapshot_later()
-        peers = dict(node._peers)
-        removed = frozenset(node._removed)
-        task = asyncio.ensure_future(
-            _build_snapshot(node, applied, conf_state, peers, produce, removed=removed)
-        )
-        task.add_done_callback(lambda _: node._wake.set())
-        node._snapshot_write = task
-        return
-    data = encode_snapshot(dict(node._peers), machine.snapshot(), node._removed)
-    node._snapshot_write = node._submit_write(
-        node.storage.create_snapshot, applied, conf_state, data
-    )
-
-
-async def _build_snapshot(
-    node: Node,
-    applied: int,
-    conf_state: ConfState,
-    peers: dict[NodeId, str],
-    produce: Callable[[], bytes],
-    *,
-    removed: frozenset[NodeId],
-) -> tuple[Snapshot, float]:
-    if node._writer is None:
-        # A deterministic simulation (persisting inline): a worker thread would finish
-        # after as many loop turns, so as much simulated time, as the OS decides (up to
-        # tens of simulated seconds). Encode on the loop instead, after a number of turns
-        # the node's rng decides, so the loop still applies entries and installs snapshots
-        # while the build is under way. Turns, not clock time: stop() awaits the build, and
-        # nothing advances a ManualClock then.
-        for _ in range(int(_MAX_SIMULATED_BUILD_TURNS ** node._rng.random())):
-            await asyncio.sleep(0)
-        data = encode_snapshot(peers, produce(), removed)
-    else:
-        loop = asyncio.get_running_loop()
-        data = await loop.run_in_executor(None, lambda: encode_snapshot(peers, produce(), removed))
-    return await node._submit_write(node.storage.create_snapshot, applied, conf_state, data)
-
-
-def finish_snapshot(node: Node) -> None:
-    assert node._snapshot_write is not None
-    write, node._snapshot_write = node._snapshot_write, None
-    try:
-        snapshot, _ = write.result()  # any other failed snapshot write is fatal
-    except SnapshotOutOfDate:
-        # A newer snapshot from the leader was installed meanwhile: ours is moot.
-        return
-    # Never backwards: the leader's snapshot may have been installed after ours was
-    # submitted and before it finished.
-    node._snapshot_index = max(node._snapshot_index, snapshot.metadata.index)
-    stats = node.stats
-    stats.snapshots_created += 1
-    stats.last_snapshot_bytes = len(snapshot.data)
-    stats.snapshot_create_seconds.observe(time.perf_counter() - node._snapshot_started_at)
-    # Compacting is cheap (a range delete) and done here on the loop so the core never
-    # sees the log's first index move in the middle of a step.
-    compact_to = snapshot.metadata.index - node.settings.snapshot_keep_entries
-    if compact_to >= node.storage.first_index():
-        node.storage.compact(compact_to)
+    async def settle(self) -> None:
+        """Wait for the snapshot under way, if any, to be written (or to fail): the node
+        stops only after it, never leaving a write halfway."""
+        if self._snapshot_write is not None:
+            with contextlib.suppress(Exception):
+                await self._snapshot_write

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
+from raftkv.raft.core.config import Config
 from raftkv.raft.core.errors import ConfigInvalid
+from raftkv.raft.core.types import NodeId, ReadOnlyOption
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,3 +111,28 @@ class NodeSettings:
             raise ConfigInvalid(f"promote_min_log_fraction must be within 0..1 (got {fraction})")
         if self.lease_reads and not self.check_quorum:
             raise ConfigInvalid("lease_reads requires check_quorum")
+
+    @property
+    def election_timeout_s(self) -> float:
+        """The shortest election timeout, in seconds (election_ticks ticks)."""
+        return self.election_ticks * self.tick_interval_s
+
+    def core_config(self, node_id: NodeId, *, applied: int, rng: random.Random) -> Config:
+        """The core's Config for node `node_id` run with these settings, starting from its
+        stored snapshot at index `applied`; `rng` draws its randomized election timeouts."""
+        return Config(
+            id=node_id,
+            election_tick=self.election_ticks,
+            heartbeat_tick=self.heartbeat_ticks,
+            applied=applied,
+            max_size_per_message=self.max_size_per_message,
+            max_inflight_messages=self.max_inflight_messages,
+            max_uncommitted_entries_size=self.max_uncommitted_bytes,
+            check_quorum=self.check_quorum,
+            pre_vote=self.pre_vote,
+            read_only_option=(
+                ReadOnlyOption.LEASE_BASED if self.lease_reads else ReadOnlyOption.SAFE
+            ),
+            disable_proposal_forwarding=not self.forward_proposals,
+            rng=rng,
+        )

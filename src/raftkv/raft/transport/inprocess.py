@@ -16,9 +16,9 @@ import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from random import Random
 
+from raftkv.raft.clock import Clock, SystemClock
 from raftkv.raft.core.errors import MalformedMessage
 from raftkv.raft.core.types import Message, MessageType, NodeId
-from raftkv.raft.driver.clock import Clock, SystemClock
 from raftkv.raft.transport.base import (
     ChecksSnapshots,
     MemberRequest,

@@ -18,7 +18,7 @@ from raftkv.raft.core.types import Message
 from raftkv.raft.transport import raft_pb2 as wire
 from raftkv.raft.transport.base import TransportError
 from raftkv.raft.transport.codec import encode_batch
-from raftkv.raft.transport.grpc_transport import SEND_METHOD, SNAPSHOT_TRANSFER_METHOD
+from raftkv.raft.transport.grpc_service import SEND_METHOD, SNAPSHOT_TRANSFER_METHOD
 from raftkv.raft.transport.snapshot_transfer import OutgoingSnapshot
 
 __all__ = ["CallRefused", "RawPeerClient"]

@@ -1,6 +1,7 @@
 """Snapshot transfer, both ends, without I/O: what a sender offers and streams, and how a
 receiver checks it, reuses the chunks it already holds and puts the data back together.
-`grpc_transport.py` runs it over one `Raft.SnapshotTransfer` stream per snapshot.
+The gRPC transport runs it over one `Raft.SnapshotTransfer` stream per snapshot (sender:
+`grpc_snapshot_sender.py`, receiver: `grpc_servicer.py`).
 
 Theory of operation.
 
@@ -32,7 +33,8 @@ Rules:
   `chunk`, `IncomingSnapshot.add`, `reuse_local`, `finish`) may run on a worker thread,
   one call at a time.
 
-This module, `codec.py` and `grpc_transport.py` are the only users of `raft_pb2`.
+This module, `codec.py` and the gRPC modules (`grpc_*.py`, `raw_client.py`) are the only
+users of `raft_pb2`.
 """
 
 from __future__ import annotations

@@ -1,22 +1,19 @@
-"""A deterministic simulator of a raftkv cluster (FoundationDB / TigerBeetle VOPR style).
+"""The three simulators, from the pure core up, and their one entry point.
 
-One process, one seed, simulated time: a packet simulator, disks that lose unsynced writes,
-crashes, partitions, membership changes and compaction; Raft's safety properties checked
-after every event; a liveness phase after healing; client histories checked for
-linearizability. Run `python -m raftkv.testing.sim --help`.
+- `core` (`raftkv.testing.sim.core`): the pure Raft cores of a whole cluster in one process
+  on simulated time, under a packet simulator, lossy disks, crashes, partitions and
+  membership changes; Raft's safety properties after every event, then liveness.
+- `driver` (`raftkv.testing.sim.driver`): the real asyncio `Node`s on a `LocalCluster`
+  (ManualClock, in-process network, disks that lose unsynced writes) under seeded faults.
+- `kv` (`raftkv.testing.sim.kv`): the driver simulation's faults over the KV state machine,
+  with leases, watches and hash checks.
+
+Each runs one seed with its `run_seed(seed, ...)`, which returns a `SeedOutcome` (verdict,
+trace hash, a report that names the command reproducing it). `sweep` runs one of them over
+many seeds, and `python -m raftkv.testing.sim [core|driver|kv] --seeds A:B` (or `--seed N`)
+runs any of them from the command line.
 """
 
-from raftkv.testing.sim.runner import SeedResult, SweepResult, reproduce_command, run_seed, sweep
-from raftkv.testing.sim.scenario import Scenario, default_scenario
-from raftkv.testing.sim.swarm import swarm_scenario
+from raftkv.testing.sim.sweeps import SeedOutcome, SweepResult, seed_range, sweep
 
-__all__ = [
-    "Scenario",
-    "SeedResult",
-    "SweepResult",
-    "default_scenario",
-    "reproduce_command",
-    "run_seed",
-    "swarm_scenario",
-    "sweep",
-]
+__all__ = ["SeedOutcome", "SweepResult", "seed_range", "sweep"]

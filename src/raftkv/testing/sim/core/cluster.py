@@ -54,15 +54,15 @@ from raftkv.raft.core.types import (
     NodeId,
     StateRole,
 )
-from raftkv.testing.sim.disk import Disk, bootstrap_disk, empty_disk
-from raftkv.testing.sim.faults import CrashPoint, FaultInjector
-from raftkv.testing.sim.invariants import SafetyChecker
-from raftkv.testing.sim.network import Network, Packet
-from raftkv.testing.sim.node import SimNode
-from raftkv.testing.sim.scenario import TICK_STEPS, Scenario, substream
-from raftkv.testing.sim.statemachine import Image, KvStateMachine
-from raftkv.testing.sim.trace import Trace
-from raftkv.testing.sim.workload import Workload
+from raftkv.testing.sim.core.disk import Disk, bootstrap_disk, empty_disk
+from raftkv.testing.sim.core.faults import CrashPoint, FaultInjector
+from raftkv.testing.sim.core.invariants import SafetyChecker
+from raftkv.testing.sim.core.network import Network, Packet
+from raftkv.testing.sim.core.node import SimNode
+from raftkv.testing.sim.core.scenario import TICK_STEPS, Scenario, substream
+from raftkv.testing.sim.core.state_machine import Image, SessionStateMachine
+from raftkv.testing.sim.core.trace import Trace
+from raftkv.testing.sim.core.workload import Workload
 
 __all__ = ["Cluster", "EventLimitExceeded"]
 
@@ -325,7 +325,7 @@ class Cluster:
             image = Image.decode(snapshot.data, metadata.index, metadata.conf_state)
             self.checker.before_image_flush(node, image.applied)
             node.disk.flush(image)
-            state_machine = node.state_machine = KvStateMachine(image)
+            state_machine = node.state_machine = SessionStateMachine(image)
             self._note_membership(metadata.index, metadata.conf_state)
         if ready.entries:
             storage.append(ready.entries)

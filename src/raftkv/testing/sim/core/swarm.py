@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 
 from raftkv.raft.core.types import ReadOnlyOption
-from raftkv.testing.sim.scenario import (
+from raftkv.testing.sim.core.scenario import (
     FaultRates,
     Limits,
     NetworkProfile,

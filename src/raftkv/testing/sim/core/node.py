@@ -5,8 +5,8 @@ from __future__ import annotations
 from raftkv.raft.core import RawNode
 from raftkv.raft.core.config import Config
 from raftkv.raft.core.types import NodeId, ReadState
-from raftkv.testing.sim.disk import Disk
-from raftkv.testing.sim.statemachine import KvStateMachine
+from raftkv.testing.sim.core.disk import Disk
+from raftkv.testing.sim.core.state_machine import SessionStateMachine
 
 __all__ = ["SimNode"]
 
@@ -19,7 +19,7 @@ class SimNode:
         self.tick_phase = tick_phase
         # Volatile state; None while the node is down.
         self.rawnode: RawNode | None = None
-        self.state_machine: KvStateMachine | None = None
+        self.state_machine: SessionStateMachine | None = None
         # Reads confirmed by Raft, waiting for the state machine to reach their index.
         self.read_states: list[ReadState] = []
         # Bumped at every start: messages and reports are tied to one incarnation.
@@ -38,7 +38,7 @@ class SimNode:
         self.incarnation += 1
         self.restart_at = None
         self.rawnode = RawNode(config, self.disk.storage)
-        self.state_machine = KvStateMachine(self.disk.image)
+        self.state_machine = SessionStateMachine(self.disk.image)
 
     def crash(self) -> None:
         """Lose everything volatile; the disk stays as it was last written."""

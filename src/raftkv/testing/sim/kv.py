@@ -1,7 +1,7 @@
 """The KV simulation: the driver simulation's faults over the real KV state machine, with
 leases and watches.
 
-Each seed runs `raftkv.testing.driver_sim`'s nemesis (partitions, drops, delays, crashes
+Each seed runs `raftkv.testing.sim.driver`'s nemesis (partitions, drops, delays, crashes
 and restarts, membership changes) on a LocalCluster of `KvStateMachine`s sharing the
 cluster's ManualClock, a `LeaseKeeper` per node, and clients that put and delete keys (some
 attached to leases), grant, keep alive and revoke leases. On every running node a watcher
@@ -18,17 +18,13 @@ on the new one from the revision after the last it saw. After the faults heal it
   each start) never raise a CORRUPT alarm, and a last check, once every member converged,
   gets the same hash from every member.
 
-    python -m raftkv.testing.kv_sim --seeds 0:20
+    python -m raftkv.testing.sim kv --seeds 0:20
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import logging
-import sys
-import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from random import Random
@@ -47,7 +43,7 @@ from raftkv.raft.core.types import NodeId
 from raftkv.raft.driver.node import Node
 from raftkv.raft.driver.state_machine import StateMachine
 from raftkv.raft.storage.base import RaftStorage
-from raftkv.testing.driver_sim import DriverSimResult, _Run
+from raftkv.testing.sim.driver import NODES, DriverRun, DriverSimResult, play
 
 KEYS = (b"a", b"b", b"c", b"d")
 LEASES = (1, 2, 3)
@@ -56,6 +52,8 @@ CHECKPOINT_INTERVAL_S = 1.0
 EXPIRY_SLACK_S = 5.0
 # How often the leader starts a hash check (simulated seconds).
 HASH_CHECK_INTERVAL_S = 2.0
+# Simulated seconds of faults in a run, unless told otherwise.
+DURATION_S = 15.0
 
 
 @dataclass
@@ -66,7 +64,12 @@ class _Lease:
     removed_at: float | None = None
 
 
-class _KvRun(_Run):
+class KvRun(DriverRun):
+    """One seed of the KV simulation: the driver simulation's run over KV state machines,
+    with leases, watches and hash checks."""
+
+    simulator = "kv"
+
     def __init__(self, seed: int, nodes: int, duration_s: float) -> None:
         super().__init__(seed, nodes, duration_s)
         self.leases: dict[int, _Lease] = {}
@@ -300,22 +303,22 @@ class _KvRun(_Run):
         bound = longest + CHECKPOINT_INTERVAL_S + EXPIRY_SLACK_S
 
         def no_leases() -> bool:
-            members = self._members()
+            members = self.members()
             return bool(members) and all(not self.kv(node).lease_ids() for node in members)
 
         try:
             await cluster.run_until(no_leases, max_seconds=bound)
         except AssertionError:
-            left = {node.id: self.kv(node).lease_ids() for node in self._members()}
+            left = {node.id: self.kv(node).lease_ids() for node in self.members()}
             self.result.failures.append(f"leases still alive {bound:.1f} s later: {left}")
-        await cluster.run_until(self._converged, max_seconds=60)
+        await cluster.run_until(self.converged, max_seconds=60)
         await self._last_hash_check()
 
     async def _last_hash_check(self) -> None:
         """Once converged, one more check: every member must report the same hash."""
         cluster = self.cluster
         leader = cluster.leader()
-        members = self._members()
+        members = self.members()
         if leader is None or not members:
             self.result.failures.append("no leader for the last hash check")
             return
@@ -339,8 +342,8 @@ class _KvRun(_Run):
 
     # -- checks -----------------------------------------------------------------------------
 
-    def _converged(self) -> bool:
-        members = self._members()
+    def converged(self) -> bool:
+        members = self.members()
         if not members:
             return False
         machines = [self.kv(node) for node in members]
@@ -349,8 +352,8 @@ class _KvRun(_Run):
         revisions = {machine.current_revision() for machine in machines}
         return len(revisions) == 1 and len({machine.state_hash() for machine in machines}) == 1
 
-    def _check(self) -> None:
-        members = self._members()
+    def check(self) -> None:
+        members = self.members()
         if not members:
             self.result.failures.append("no members at the end")
             return
@@ -388,39 +391,6 @@ class _KvRun(_Run):
         self.result.trace_hash = self.trace_hash(*self.requests, reference.state_hash())
 
 
-def run_seed(seed: int, *, nodes: int = 3, duration_s: float = 15.0) -> DriverSimResult:
+def run_seed(seed: int, *, nodes: int = NODES, duration_s: float = DURATION_S) -> DriverSimResult:
     """One reproducible run; never raises for a violation (see `result.failures`)."""
-
-    async def bounded() -> DriverSimResult:
-        return await _KvRun(seed, nodes, duration_s).run()
-
-    try:
-        return asyncio.run(bounded())
-    except Exception as error:  # a crash of the run itself is a failure of the seed
-        result = DriverSimResult(seed)
-        result.failures.append(f"run raised {type(error).__name__}: {error!r}")
-        return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", default="0:20", help="A:B, half-open")
-    parser.add_argument("--duration", type=float, default=15.0, help="simulated seconds")
-    arguments = parser.parse_args(argv)
-    logging.basicConfig(level=logging.ERROR)
-    first, last = (int(part) for part in arguments.seeds.split(":"))
-    started = time.monotonic()
-    failed = 0
-    for seed in range(first, last):
-        result = run_seed(seed, duration_s=arguments.duration)
-        if not result.ok:
-            failed += 1
-            print(f"seed {seed} FAILED:\n  " + "\n  ".join(result.failures))
-            print(f"  reproduce: python -m raftkv.testing.kv_sim --seeds {seed}:{seed + 1}")
-    count = last - first
-    print(f"{count} seeds, {failed} failed, {count / (time.monotonic() - started):.2f} seeds/s")
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return play(KvRun, seed, nodes, duration_s)

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from raftkv.raft.core.errors import ProposalDropped
 from raftkv.raft.core.types import NodeId
 from raftkv.testing.linearizability import Operation, OpKind
-from raftkv.testing.sim.node import SimNode
-from raftkv.testing.sim.statemachine import Command
+from raftkv.testing.sim.core.node import SimNode
+from raftkv.testing.sim.core.state_machine import Command
 
 __all__ = ["LIVENESS_CLIENT", "Workload"]
 

@@ -1,6 +1,7 @@
 """The driver simulation (testing tier 2): the real asyncio `Node`s, seeded faults.
 
-Where `raftkv.testing.sim` drives the pure core, this drives the runtime around it —
+Where the core simulator (`raftkv.testing.sim.core`) drives the pure core, this drives the
+runtime around it —
 queues, group commit, forwarding, read retries, snapshots, restarts — on a `LocalCluster`
 (ManualClock, inline persistence, in-process network), so a seed is a reproducible run.
 
@@ -13,17 +14,17 @@ the run checks:
 
 Storage is a LossyMemoryStorage: a crash forgets every write that was not fsynced.
 
-    python -m raftkv.testing.driver_sim --seeds 0:200
+    python -m raftkv.testing.sim driver --seeds 0:200
+
+`DriverRun` is one seed's run; the KV simulation (`raftkv.testing.sim.kv`) extends it
+through its hooks (`make_state_machine`, `client`, `background`, `final_command`,
+`after_converged`, `converged`, `check`).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
-import logging
-import sys
-import time
 from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
 from random import Random
@@ -41,11 +42,21 @@ from raftkv.testing.lossy_storage import LossyMemoryStorage
 from raftkv.testing.state_machines import DictStateMachine, encode_set
 
 KEYS = ("a", "b", "c")
+# A run's founding members and simulated seconds of faults, unless told otherwise.
+NODES = 3
+DURATION_S = 20.0
 
 
 @dataclass
 class DriverSimResult:
+    """One seed's outcome (a `raftkv.testing.sim.SeedOutcome`), filled in as it runs."""
+
     seed: int
+    # The simulation that ran it ("driver" or "kv") and with what: the command that
+    # reproduces it.
+    simulator: str
+    nodes: int
+    duration_s: float
     operations: int = 0
     acknowledged: int = 0
     failures: list[str] = field(default_factory=list)
@@ -55,12 +66,40 @@ class DriverSimResult:
     def ok(self) -> bool:
         return not self.failures
 
+    @property
+    def stats(self) -> tuple[tuple[str, int], ...]:
+        return (("client ops acknowledged", self.acknowledged), ("client ops", self.operations))
+
+    def line(self) -> str:
+        verdict = "ok" if self.ok else "FAILED"
+        return (
+            f"seed {self.seed}: {verdict}, trace hash {self.trace_hash}, "
+            f"{self.operations} client operations, {self.acknowledged} acknowledged"
+        )
+
+    def reproduce(self) -> str:
+        return (
+            f"python -m raftkv.testing.sim {self.simulator} --seed {self.seed} "
+            f"--nodes {self.nodes} --duration {self.duration_s:g}"
+        )
+
+    def describe_failure(self) -> str:
+        return "\n  ".join(
+            [f"seed {self.seed} FAILED:", *self.failures, f"reproduce: {self.reproduce()}"]
+        )
+
 
 def _state_machine(_: RaftStorage) -> DictStateMachine:
     return DictStateMachine()
 
 
-class _Run:
+class DriverRun:
+    """One seed of the driver simulation: a LocalCluster, the clients, the nemesis, the
+    final checks."""
+
+    # Names the simulation in its results (and the command that reproduces a seed).
+    simulator = "driver"
+
     def __init__(self, seed: int, nodes: int, duration_s: float) -> None:
         self.seed = seed
         self.rng = Random(seed)
@@ -91,7 +130,7 @@ class _Run:
         self._next_id = nodes + 1
         self._membership: asyncio.Future[object] | None = None
         self.events: list[str] = []
-        self.result = DriverSimResult(seed)
+        self.result = DriverSimResult(seed, self.simulator, nodes, duration_s)
         self._value = 0
 
     def make_state_machine(self, storage: RaftStorage) -> StateMachine:
@@ -268,16 +307,16 @@ class _Run:
                 # effect now; ask the next leader.
                 if attempt == 4:
                     raise
-        await cluster.run_until(self._converged, max_seconds=60)
+        await cluster.run_until(self.converged, max_seconds=60)
         await self.after_converged()
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
-        self._check()
+        self.check()
         await cluster.stop()
         return self.result
 
-    def _members(self) -> list[Node]:
+    def members(self) -> list[Node]:
         leader = self.cluster.leader()
         if leader is None:
             return []
@@ -287,11 +326,11 @@ class _Run:
 
     def _members_agree(self) -> bool:
         leader = self.cluster.leader()
-        members = self._members()
+        members = self.members()
         return bool(members) and all(node.leader_id == leader.id for node in members)  # type: ignore[union-attr]
 
-    def _converged(self) -> bool:
-        states = [self._machine(node).data for node in self._members()]
+    def converged(self) -> bool:
+        states = [self._machine(node).data for node in self.members()]
         return all(state == states[0] and "final" in state for state in states)
 
     def _machine(self, node: Node) -> DictStateMachine:
@@ -299,7 +338,7 @@ class _Run:
         assert isinstance(state_machine, DictStateMachine)
         return state_machine
 
-    def _check(self) -> None:
+    def check(self) -> None:
         for node in self.cluster.nodes.values():
             indices = self._machine(node).applied_commands
             if len(indices) != len(set(indices)):
@@ -338,42 +377,21 @@ def _status_line(node: Node) -> str:
     )
 
 
-def run_seed(seed: int, *, nodes: int = 3, duration_s: float = 20.0) -> DriverSimResult:
+def run_seed(seed: int, *, nodes: int = NODES, duration_s: float = DURATION_S) -> DriverSimResult:
     """One reproducible run; never raises for a violation (see `result.failures`)."""
+    return play(DriverRun, seed, nodes, duration_s)
+
+
+def play(run: type[DriverRun], seed: int, nodes: int, duration_s: float) -> DriverSimResult:
+    """A `run` of `seed` to its result, in an event loop of its own; a crash of the run
+    itself is a failure of the seed."""
 
     async def bounded() -> DriverSimResult:
-        return await _Run(seed, nodes, duration_s).run()
+        return await run(seed, nodes, duration_s).run()
 
     try:
         return asyncio.run(bounded())
-    except Exception as error:  # a crash of the run itself is a failure of the seed
-        result = DriverSimResult(seed)
-        result.failures.append(f"run raised {type(error).__name__}: {error}")
+    except Exception as error:
+        result = DriverSimResult(seed, run.simulator, nodes, duration_s)
+        result.failures.append(f"run raised {type(error).__name__}: {error!r}")
         return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", default="0:50", help="A:B, half-open")
-    parser.add_argument("--nodes", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=20.0, help="simulated seconds")
-    arguments = parser.parse_args(argv)
-    # Nodes log expected events (a removal, a peer unreachable); a sweep shows failures only.
-    logging.basicConfig(level=logging.ERROR)
-    first, last = (int(part) for part in arguments.seeds.split(":"))
-    started = time.monotonic()
-    failed = 0
-    for seed in range(first, last):
-        result = run_seed(seed, nodes=arguments.nodes, duration_s=arguments.duration)
-        if not result.ok:
-            failed += 1
-            print(f"seed {seed} FAILED:\n  " + "\n  ".join(result.failures))
-            print(f"  reproduce: python -m raftkv.testing.driver_sim --seeds {seed}:{seed + 1}")
-    elapsed = time.monotonic() - started
-    count = last - first
-    print(f"{count} seeds, {failed} failed, {count / elapsed:.2f} seeds/s")
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

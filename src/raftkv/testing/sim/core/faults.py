@@ -22,10 +22,10 @@ from raftkv.raft.core.types import (
     ConfChangeType,
     NodeId,
 )
-from raftkv.testing.sim.scenario import TICK_STEPS, FaultRates
+from raftkv.testing.sim.core.scenario import TICK_STEPS, FaultRates
 
 if TYPE_CHECKING:
-    from raftkv.testing.sim.cluster import Cluster
+    from raftkv.testing.sim.core.cluster import Cluster
 
 __all__ = ["CrashPoint", "FaultInjector"]
 

@@ -38,8 +38,8 @@ from raftkv.raft.core.types import (
     Snapshot,
     StateRole,
 )
-from raftkv.testing.sim.disk import Disk
-from raftkv.testing.sim.node import SimNode
+from raftkv.testing.sim.core.disk import Disk
+from raftkv.testing.sim.core.node import SimNode
 
 __all__ = ["SafetyChecker", "SafetyViolation"]
 

@@ -1,4 +1,5 @@
-"""Running seeds: the safety phase, the liveness phase, the history check; sweeps.
+"""Running one seed of the core simulator: the safety phase, the liveness phase, the
+history check. (`raftkv.testing.sim.sweeps` runs many seeds.)
 
 One seed:
 1. Safety phase (`Limits.safety_ticks`): clients and faults run; every event is followed by
@@ -15,28 +16,25 @@ A failure names the seed and prints the command that reproduces it with the full
 
 from __future__ import annotations
 
-import concurrent.futures
-import functools
-import multiprocessing
 import time
 import traceback
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from raftkv.raft.core.describe import describe_conf_state
 from raftkv.raft.core.errors import ConfChangeInvalid, ProposalDropped, RaftError
 from raftkv.raft.core.types import ConfChange, NodeId
 from raftkv.testing.linearizability import CheckLimitExceeded, check_history
-from raftkv.testing.sim.cluster import Cluster, EventLimitExceeded
-from raftkv.testing.sim.invariants import SafetyViolation
-from raftkv.testing.sim.node import SimNode
-from raftkv.testing.sim.scenario import TICK_STEPS, NetworkProfile, Scenario, default_scenario
-from raftkv.testing.sim.statemachine import Command
-from raftkv.testing.sim.swarm import swarm_scenario
-from raftkv.testing.sim.trace import Trace
-from raftkv.testing.sim.workload import LIVENESS_CLIENT
+from raftkv.testing.sim.core.cluster import Cluster, EventLimitExceeded
+from raftkv.testing.sim.core.invariants import SafetyViolation
+from raftkv.testing.sim.core.node import SimNode
+from raftkv.testing.sim.core.scenario import TICK_STEPS, NetworkProfile, Scenario, default_scenario
+from raftkv.testing.sim.core.state_machine import Command
+from raftkv.testing.sim.core.swarm import swarm_scenario
+from raftkv.testing.sim.core.trace import Trace
+from raftkv.testing.sim.core.workload import LIVENESS_CLIENT
 
-__all__ = ["SeedResult", "SweepResult", "reproduce_command", "run_seed", "sweep"]
+__all__ = ["SeedResult", "run_seed"]
 
 # The healed network of the liveness phase.
 CALM_NETWORK = NetworkProfile(loss=0.0, duplicate=0.0, min_delay=1, max_delay=3, slow=0.0)
@@ -65,9 +63,29 @@ class SeedResult:
     def ok(self) -> bool:
         return self.failure is None
 
+    def line(self) -> str:
+        verdict = "ok" if self.ok else "FAILED"
+        return (
+            f"seed {self.seed}{' swarm' if self.swarm else ''}: {verdict}, "
+            f"trace hash {self.trace_hash}, {self.events} events, {self.steps} steps, "
+            f"{self.operations} client operations, {self.seconds:.2f}s"
+        )
 
-def reproduce_command(seed: int, swarm: bool) -> str:
-    return f"python -m raftkv.testing.sim --seed {seed}{' --swarm' if swarm else ''} --trace"
+    def reproduce(self) -> str:
+        if self.custom_scenario:
+            return f"run_seed({self.seed}, scenario=<the same custom scenario>, trace_sink=print)"
+        swarm = " --swarm" if self.swarm else ""
+        return f"python -m raftkv.testing.sim --seed {self.seed}{swarm} --trace"
+
+    def describe_failure(self) -> str:
+        lines = [
+            f"seed {self.seed} FAILED: {self.failure}",
+            f"  reproduce: {self.reproduce()}",
+            f"  scenario: {self.scenario}",
+            f"  trace hash {self.trace_hash}, {self.events} events, {self.steps} steps",
+        ]
+        lines.extend(f"  {line}" for line in self.details)
+        return "\n".join(lines)
 
 
 def scenario_for(seed: int, swarm: bool) -> Scenario:
@@ -257,89 +275,3 @@ def _converged(cluster: Cluster, leader: SimNode) -> bool:
         if log.committed != committed or node.state_machine.applied != committed:
             return False
     return True
-
-
-# -- sweeps ---------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class SweepResult:
-    results: list[SeedResult] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def failures(self) -> list[SeedResult]:
-        return [result for result in self.results if not result.ok]
-
-    def coverage(self) -> str:
-        """Totals of what the sweep exercised, and in how many seeds."""
-        totals: dict[str, int] = {}
-        seeds: dict[str, int] = {}
-        for result in self.results:
-            for name, count in result.stats:
-                totals[name] = totals.get(name, 0) + count
-                seeds[name] = seeds.get(name, 0) + (count > 0)
-        return "\n".join(
-            f"  {name:<28} {totals[name]:>9} in {seeds[name]:>5} seeds" for name in sorted(totals)
-        )
-
-    def summary(self) -> str:
-        seeds = len(self.results)
-        rate = seeds / self.seconds if self.seconds > 0 else 0.0
-        events = sum(result.events for result in self.results)
-        first = min((r.seed for r in self.results), default=0)
-        last = max((r.seed for r in self.results), default=0)
-        swarm = any(result.swarm for result in self.results)
-        return (
-            f"seeds {first}..{last} ({seeds}{', swarm' if swarm else ''}): "
-            f"{len(self.failures)} violation(s); {self.seconds:.1f}s, {rate:.2f} seeds/s, "
-            f"{events / max(self.seconds, 1e-9):.0f} events/s"
-        )
-
-
-def describe_failure(result: SeedResult) -> str:
-    if result.custom_scenario:
-        how = f"run_seed({result.seed}, scenario=<the same custom scenario>, trace_sink=print)"
-    else:
-        how = reproduce_command(result.seed, result.swarm)
-    lines = [
-        f"seed {result.seed} FAILED: {result.failure}",
-        f"  reproduce: {how}",
-        f"  scenario: {result.scenario}",
-        f"  trace hash {result.trace_hash}, {result.events} events, {result.steps} steps",
-    ]
-    lines.extend(f"  {line}" for line in result.details)
-    return "\n".join(lines)
-
-
-def sweep(
-    seeds: Iterable[int],
-    *,
-    swarm: bool,
-    jobs: int = 1,
-    on_result: Callable[[SeedResult], None] | None = None,
-) -> SweepResult:
-    """Run many seeds; `jobs` > 1 spreads them over worker processes."""
-    started = time.perf_counter()
-    outcome = SweepResult()
-    seed_list = list(seeds)
-    if jobs <= 1:
-        results: Iterable[SeedResult] = (run_seed(seed, swarm=swarm) for seed in seed_list)
-        for result in results:
-            outcome.results.append(result)
-            if on_result is not None:
-                on_result(result)
-    else:
-        context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
-            run = functools.partial(_run_quiet, swarm=swarm)
-            for result in pool.map(run, seed_list, chunksize=4):
-                outcome.results.append(result)
-                if on_result is not None:
-                    on_result(result)
-    outcome.seconds = time.perf_counter() - started
-    return outcome
-
-
-def _run_quiet(seed: int, *, swarm: bool) -> SeedResult:
-    return run_seed(seed, swarm=swarm)

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from raftkv.raft.core.types import Message, NodeId
-from raftkv.testing.sim.scenario import NetworkProfile
+from raftkv.testing.sim.core.scenario import NetworkProfile
 
 __all__ = ["Delivery", "Network", "NetworkStats", "Packet"]
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from raftkv.raft.core.types import ConfState, Entry, EntryKind
 
-__all__ = ["Command", "Image", "KvStateMachine"]
+__all__ = ["Command", "Image", "SessionStateMachine"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +79,7 @@ class Image:
         )
 
 
-class KvStateMachine:
+class SessionStateMachine:
     """The in-memory (volatile) state machine of one node incarnation."""
 
     def __init__(self, image: Image) -> None:

@@ -1,7 +1,7 @@
 """What one simulated run looks like: cluster size, Raft knobs, fault rates, limits.
 
 A `Scenario` is a plain value. `default_scenario` is a fixed, moderately faulty setup;
-`raftkv.testing.sim.swarm` draws one at random per seed (swarm testing: each seed turns
+`raftkv.testing.sim.core.swarm` draws one at random per seed (swarm testing: each seed turns
 some features off and others up, so rare combinations get explored).
 
 Time: the simulator advances in *steps*; each node's Raft `tick()` runs every

@@ -99,8 +99,8 @@ from raftkv.raft.core.describe import (
     describe_ready,
 )
 from raftkv.raft.storage.memory import MemoryStorage
-from raftkv.testing.datadriven import DataDrivenError, TestCase
-from raftkv.testing.toy_state_machine import InteractionStorage, ToyStateMachine
+from raftkv.testing.scripts.datadriven import DataDrivenError, TestCase
+from raftkv.testing.scripts.toy_state_machine import InteractionStorage, ToyStateMachine
 
 __all__ = ["InteractionEnv", "InteractionNode", "SafetyViolation", "ToyStateMachine"]
 

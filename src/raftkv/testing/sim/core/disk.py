@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from raftkv.raft.core.types import ConfState, NodeId, Snapshot, SnapshotMetadata
 from raftkv.raft.storage.memory import MemoryStorage
-from raftkv.testing.sim.statemachine import Image
+from raftkv.testing.sim.core.state_machine import Image
 
 __all__ = ["Disk", "bootstrap_disk", "empty_disk"]
 

@@ -1,4 +1,4 @@
-"""Clocks: where the driver's time comes from.
+"""Clocks: where the runtime's time comes from.
 
 Everything time-based in the runtime (ticks, proposal and read deadlines, transport delays
 in tests) asks a `Clock`, never `time` or the event loop directly, so tests can run the
@@ -65,7 +65,3 @@ class ManualClock:
             _, _, future = heapq.heappop(self._sleepers)
             if not future.done():
                 future.set_result(None)
-
-    def next_deadline(self) -> float | None:
-        """The earliest pending wake-up, if any (cancelled sleepers included)."""
-        return self._sleepers[0][0] if self._sleepers else None

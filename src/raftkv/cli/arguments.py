@@ -1,0 +1,109 @@
+"""What the client verbs read from the command line: argument types, the connection and
+output flags every client verb shares, and the client settings they make.
+
+  --endpoints URL,URL   the members to try (default: $RAFTKV_ENDPOINTS, else
+                        http://127.0.0.1:8080)
+  --output table|json   table (default): rich tables for people; json: one JSON document
+                        on stdout, for scripts
+  --base64              keys and values in base64 in the output (binary data in JSON)
+  --timeout SECONDS     give up on the call after this long (default 10)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from raftkv.client import ClientSettings
+
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "DEFAULT_TIMEOUT_S",
+    "ENDPOINTS_VARIABLE",
+    "argument_bytes",
+    "client_settings_of",
+    "common_flags",
+    "endpoints_of",
+    "non_negative",
+    "positive",
+    "positive_seconds",
+]
+
+ENDPOINTS_VARIABLE = "RAFTKV_ENDPOINTS"
+DEFAULT_ENDPOINT = "http://127.0.0.1:8080"
+DEFAULT_TIMEOUT_S = 10.0
+
+
+# -- argument types --------------------------------------------------------------------------
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return seconds
+
+
+def positive(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
+    return int(text)
+
+
+def non_negative(text: str) -> int:
+    if not text.isascii() or not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not an integer >= 0: {text!r}")
+    return int(text)
+
+
+def argument_bytes(text: str) -> bytes:
+    """An argument's bytes as the shell passed them (os.fsencode undoes the surrogate
+    escapes Python uses for bytes that are not UTF-8)."""
+    return os.fsencode(text)
+
+
+# -- the flags every client verb takes -------------------------------------------------------
+
+
+def common_flags() -> argparse.ArgumentParser:
+    """A parent parser (`parents=[common_flags()]`) with the connection and output flags."""
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("connection and output")
+    group.add_argument(
+        "--endpoints",
+        default=None,
+        metavar="URL,URL",
+        help=f"members to try (default ${ENDPOINTS_VARIABLE}, else {DEFAULT_ENDPOINT})",
+    )
+    group.add_argument(
+        "--output",
+        choices=["table", "json"],
+        default="table",
+        help="table for people (default), json (one document on stdout) for scripts",
+    )
+    group.add_argument(
+        "--base64", action="store_true", help="show keys and values in base64 (binary data)"
+    )
+    group.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"give up on the call after this long, retries included ({DEFAULT_TIMEOUT_S:g})",
+    )
+    return common
+
+
+def endpoints_of(arguments: argparse.Namespace) -> str:
+    """--endpoints, else $RAFTKV_ENDPOINTS, else the default endpoint."""
+    given: str | None = arguments.endpoints
+    return given or os.environ.get(ENDPOINTS_VARIABLE) or DEFAULT_ENDPOINT
+
+
+def client_settings_of(arguments: argparse.Namespace) -> ClientSettings:
+    """--timeout bounds each request and the whole call, retries included."""
+    timeout: float = arguments.timeout
+    return ClientSettings(request_timeout_s=timeout, deadline_s=timeout)

@@ -1,0 +1,300 @@
+"""Sending Raft messages to one peer: its channel, its bounded queue and its sender task.
+
+`GrpcTransport.send` appends to the peer's queue and wakes the task; it never blocks and
+never raises for a peer that is down. The task drains the queue into frames (at most
+`max_batch_messages` messages and `max_batch_bytes` bytes, one sender per frame) and writes
+them on one long-lived client stream (`Raft.Send`). A stream fails when a write fails or
+times out, when it cannot connect in `connect_timeout_seconds`, or when the peer ends it;
+the task then reports the peer unreachable once, drops what was queued (Raft retransmits
+what matters), rests a backoff (exponential, capped, full jitter) and opens a new stream
+when there is something to send. A frame from the peer (on our server side) proves it is
+up: its backoff starts over, a rest in progress ends, and a channel that gRPC itself holds
+in its own reconnect backoff is replaced by a fresh one, so a restarted peer is redialled
+as soon as it speaks.
+
+Ordering: messages to one peer leave in `send` order and, on a healthy stream, arrive in
+that order. After a stream failure some messages are lost, never reordered on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from random import Random
+from typing import Final
+
+import grpc
+import grpc.aio
+
+from raftkv.raft.core.errors import InvalidArgument
+from raftkv.raft.core.types import Message, NodeId
+from raftkv.raft.transport import raft_pb2 as wire
+from raftkv.raft.transport.codec import FRAME_OVERHEAD_BYTES, encode_batch, encoded_size_bound
+from raftkv.raft.transport.grpc_options import GrpcOptions
+from raftkv.raft.transport.grpc_service import SEND_METHOD
+from raftkv.raft.transport.grpc_settings import GrpcTransportSettings, GrpcTransportStats
+from raftkv.raft.transport.log_limiter import LogLimiter, suppressed_note
+
+__all__ = ["PeerSender", "SenderContext"]
+
+logger = logging.getLogger("raftkv.transport.grpc")
+
+# Hearing from a peer ends a backoff rest, but no sooner than this after the rest began: a
+# peer that reaches us while we cannot reach it (a one-way partition, an address that
+# changed) is redialled at most this often, not at the rate it sends.
+_MIN_REST_SECONDS: Final = 0.05
+
+_SendCall = grpc.aio.StreamUnaryCall[wire.MessageBatch, wire.SendAck]
+
+
+@dataclass(frozen=True, slots=True)
+class SenderContext:
+    """What the transport lends each of its peer senders (it owns all of it)."""
+
+    settings: GrpcTransportSettings
+    # Counters the senders add to.
+    stats: GrpcTransportStats
+    options: GrpcOptions
+    # Drives the backoff jitter.
+    rng: Random
+    # Where peers reach this node: every frame's from_address.
+    local_address: str
+    # Tells the node a peer is unreachable (never called from inside `send`).
+    report_unreachable: Callable[[NodeId], None]
+    # Runs a closing coroutine (named) as a task that the transport's stop awaits.
+    close_later: Callable[[Coroutine[object, object, None], str], None]
+
+
+class PeerSender:
+    """The channel, queue and sender task of one peer.
+
+    Invariants: `queue` holds at most max_queue_messages non-snapshot messages for `peer`,
+    in send order; `call` is the open Send stream or None; only the task writes on it, and
+    only the task replaces `channel` (never while `call` is open).
+    """
+
+    def __init__(
+        self, context: SenderContext, peer: NodeId, address: str, queue: deque[Message]
+    ) -> None:
+        self.context = context
+        self.peer = peer
+        self.address = address
+        self.queue = queue
+        self.wakeup = asyncio.Event()
+        self.call: _SendCall | None = None
+        # Set by the call's done callback: the stream ended while we were not writing.
+        self.broken = False
+        # Consecutive failed streams; drives the backoff. Reset by a successful write, and
+        # by hearing from the peer (heard_from).
+        self.failures = 0
+        # Whether the last stream failed and no write has succeeded since (for the log).
+        self.unreachable = False
+        # Set by heard_from while failures > 0: ends the rest (see _rest) and has the next
+        # stream open on a channel that is not in gRPC's own reconnect backoff.
+        self.heard = asyncio.Event()
+        # Set whenever the task has sent everything queued (drain_then_close waits on it).
+        self.emptied = asyncio.Event()
+        self.log = LogLimiter()
+        self.channel: grpc.aio.Channel
+        self._method: grpc.aio.StreamUnaryMultiCallable[wire.MessageBatch, wire.SendAck]
+        self._use_channel(context.options.open_channel(address))
+        self.task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"raftkv-send-to-{peer}"
+        )
+        if queue:
+            self.wakeup.set()
+
+    def _use_channel(self, channel: grpc.aio.Channel) -> None:
+        self.channel = channel
+        self._method = channel.stream_unary(
+            SEND_METHOD,
+            request_serializer=wire.MessageBatch.SerializeToString,
+            response_deserializer=wire.SendAck.FromString,
+        )
+
+    async def close(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        await self.channel.close()
+
+    async def drain_then_close(self, timeout: float) -> None:
+        """Send what is queued, for at most `timeout` seconds (an unreachable peer gets it
+        dropped), then close."""
+        if self.queue:
+            self.emptied.clear()
+            self.wakeup.set()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self.emptied.wait()
+        self.context.stats.messages_dropped += len(self.queue)
+        self.queue.clear()
+        await self.close()
+
+    def heard_from(self) -> None:
+        """The peer sent us a frame, so it is up: the backoff its absence built up starts
+        over, and a rest in progress ends (a follower restarted after a long outage must
+        not wait out a backoff grown while it was down)."""
+        if self.failures:
+            self.failures = 0
+            self.heard.set()
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                await self.wakeup.wait()
+                self.wakeup.clear()
+                if self.broken:
+                    await self._fail(await _failure_reason(self.call))
+                    continue
+                while self.queue:
+                    failure = await self._send_frame()
+                    if failure is not None:
+                        await self._fail(failure)
+                        break
+                if not self.queue:
+                    self.emptied.set()
+        finally:
+            if self.call is not None:
+                self.call.cancel()
+                self.call = None
+
+    async def _send_frame(self) -> str | None:
+        """Write one frame from the queue; the reason the stream failed, or None."""
+        context = self.context
+        settings = context.settings
+        frame = self._take_frame(settings.max_batch_messages, settings.max_batch_bytes)
+        try:
+            batch = encode_batch(settings.cluster_id, frame, context.local_address)
+        except InvalidArgument as error:
+            # Our own bug (say, a negative term): nothing the peer can help with, and no
+            # reason to break the stream. Raft retransmits.
+            logger.error("dropped %d messages to peer %d: %s", len(frame), self.peer, error)
+            context.stats.messages_dropped += len(frame)
+            return None
+        phase = "connect"
+        try:
+            if self.call is None:
+                if self.heard.is_set():
+                    self._refresh_channel()
+                async with asyncio.timeout(settings.connect_timeout_seconds):
+                    self.call = await self._open_stream()
+            phase = "write"
+            async with asyncio.timeout(settings.request_timeout_seconds):
+                await self.call.write(batch)
+        except TimeoutError:
+            context.stats.messages_dropped += len(frame)
+            return f"{phase} timed out"
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            context.stats.messages_dropped += len(frame)
+            return await _failure_reason(self.call)
+        context.stats.frames_sent += 1
+        context.stats.messages_sent += len(frame)
+        if self.unreachable:
+            logger.info("peer %d at %s is reachable again", self.peer, self.address)
+            self.unreachable = False
+        self.failures = 0
+        return None
+
+    def _refresh_channel(self) -> None:
+        """After hearing from the peer: if gRPC holds the channel in its own reconnect
+        backoff (TRANSIENT_FAILURE: calls fail at once until its timer, up to
+        reconnect_backoff_max_seconds, runs out), dial on a fresh channel instead."""
+        self.heard.clear()
+        state = self.channel.get_state(try_to_connect=False)
+        if state is not grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+            return
+        stale = self.channel
+        self._use_channel(self.context.options.open_channel(self.address))
+        # A snapshot transfer on the stale channel is failing anyway (the channel is down).
+        self.context.close_later(stale.close(), f"raftkv-close-channel-{self.peer}")
+
+    async def _open_stream(self) -> _SendCall:
+        call = self._method(wait_for_ready=False)
+        # Set before waiting, so a timeout or a failure finds the call to cancel or explain.
+        self.call = call
+        self.broken = False
+        call.add_done_callback(self._on_call_done)
+        await call.wait_for_connection()
+        return call
+
+    def _on_call_done(self, call: grpc.aio.Call) -> None:
+        # The peer never ends a healthy stream: any end we did not cause is a failure.
+        if call is self.call:
+            self.broken = True
+            self.wakeup.set()
+
+    def _take_frame(self, max_messages: int, max_bytes: int) -> list[Message]:
+        """Pop the next frame: at least one message, then more while they share a sender
+        and fit the limits. (A single message over max_bytes still goes alone.)"""
+        queue = self.queue
+        first = queue.popleft()
+        frame = [first]
+        sender = first.sender
+        size = FRAME_OVERHEAD_BYTES + encoded_size_bound(first)
+        while queue and len(frame) < max_messages:
+            following = queue[0]
+            if following.sender != sender:
+                break
+            size += encoded_size_bound(following)
+            if size > max_bytes:
+                break
+            frame.append(queue.popleft())
+        return frame
+
+    async def _fail(self, reason: str) -> None:
+        """Give up the stream: report once, drop the queue, back off."""
+        context = self.context
+        settings = context.settings
+        call, self.call = self.call, None
+        self.broken = False
+        if call is not None:
+            call.cancel()
+        dropped = len(self.queue)
+        self.queue.clear()
+        context.stats.messages_dropped += dropped
+        context.stats.stream_failures += 1
+        context.report_unreachable(self.peer)
+        ceiling = min(
+            settings.reconnect_backoff_max_seconds,
+            settings.reconnect_backoff_initial_seconds * 2 ** min(self.failures, 32),
+        )
+        delay = context.rng.uniform(0, ceiling)
+        self.failures += 1
+        self.unreachable = True
+        self.heard.clear()
+        suppressed = self.log.allow("failure")
+        if suppressed is not None:
+            logger.warning(
+                "peer %d at %s unreachable: %s; dropped %d queued messages; retrying in %.2fs%s",
+                self.peer,
+                self.address,
+                reason,
+                dropped,
+                delay,
+                suppressed_note(suppressed),
+            )
+        await self._rest(delay)
+
+    async def _rest(self, delay: float) -> None:
+        """Wait `delay` seconds, or until the peer is heard from, but at least
+        _MIN_REST_SECONDS (or `delay` if shorter)."""
+        floor = min(delay, _MIN_REST_SECONDS)
+        await asyncio.sleep(floor)
+        if self.heard.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay - floor):
+                await self.heard.wait()
+
+
+async def _failure_reason(call: _SendCall | None) -> str:
+    """Why a Send stream ended, for the log."""
+    if call is None or not call.done():
+        return "stream closed"
+    code = await call.code()
+    details = await call.details()
+    return f"{code.name}: {details}" if details else code.name
