@@ -31,8 +31,8 @@ import httpx
 
 from raftkv.kv import KvService, KvStateMachine, Put, Txn
 from raftkv.raft import NodeBuilder, NodeSettings
-from raftkv.server.config import ServerSettings
 from raftkv.server.identity import DATABASE_DIR, check_identity
+from raftkv.server.settings import ServerSettings
 from raftkv.testing.processes import free_port
 
 VALUE = b"v" * 100

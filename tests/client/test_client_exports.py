@@ -94,7 +94,7 @@ def test_txn_builder_all_is_pinned() -> None:
 def test_importing_the_client_does_not_load_the_server() -> None:
     code = (
         "import sys, raftkv.client, raftkv.cli.kv_commands; "
-        "print(sorted(m for m in ('aiohttp', 'grpc', 'rocksdict', 'raftkv.server.http', "
+        "print(sorted(m for m in ('aiohttp', 'grpc', 'rocksdict', 'raftkv.server.app', "
         "'raftkv.kv') if m in sys.modules))"
     )
     output = subprocess.run(

@@ -13,8 +13,8 @@ from driver_helpers import FailingStorages
 from raftkv.raft.core.errors import NotLeader, ProposalDropped
 from raftkv.raft.core.types import Message, MessageType, NodeId, StateRole
 from raftkv.raft.driver.errors import (
+    LearnerNotCaughtUp,
     MembershipError,
-    NotCaughtUp,
     OutcomeUnknown,
     ProposalTimeout,
     ReadTimeout,
@@ -437,7 +437,7 @@ def test_promote_refuses_a_learner_that_lags() -> None:
         await cluster.complete(leader.add_learner(NodeId(4), address_of(NodeId(4))))
         # Node 4 was never started: it cannot have caught up.
         await cluster.complete(leader.propose(encode_set("a", "1")))
-        with pytest.raises(NotCaughtUp):
+        with pytest.raises(LearnerNotCaughtUp):
             await cluster.complete(leader.promote(NodeId(4)))
         await cluster.stop()
 
@@ -459,7 +459,7 @@ def test_promote_refuses_a_learner_that_never_answered_however_short_the_log(
         learner = NodeId(voters + 1)
         await cluster.complete(leader.add_learner(learner, "nowhere:1"))
         assert leader.status().last_index < leader.settings.promote_max_lag_entries
-        with pytest.raises(NotCaughtUp, match="never been heard from"):
+        with pytest.raises(LearnerNotCaughtUp, match="never been heard from"):
             await cluster.complete(leader.promote(learner))
         assert learner in leader.status().learners
         assert await cluster.complete(leader.propose(encode_set("a", "1"))) == "1"

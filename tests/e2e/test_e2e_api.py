@@ -27,7 +27,7 @@ def revision(cluster: KvProcessCluster, node: int = 1) -> int:
     return value
 
 
-# Fields an error may carry besides code and message (see raftkv.server.api.ErrorDetail).
+# Fields an error may carry besides code and message (see raftkv.api.errors.ErrorDetail).
 OPTIONAL_ERROR_FIELDS = {"compact_revision", "oldest_revision"}
 
 

@@ -40,8 +40,8 @@ from raftkv.kv.commands import KvCommand, Put, Txn, encode_command
 from raftkv.raft.driver.state_machine import Command
 from raftkv.raft.storage.rocks import RocksStorage
 from raftkv.server.backup import FORMAT_VERSION, BackupHeader, backup_chunks
-from raftkv.server.config import ServerSettings
 from raftkv.server.restore import restore
+from raftkv.server.settings import ServerSettings
 
 KEYS = 50_000
 VALUE = b"v" * 50

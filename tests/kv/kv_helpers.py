@@ -7,7 +7,6 @@ from collections.abc import Iterator, Sequence
 
 from raftkv.kv import (
     Compact,
-    Compare,
     DeleteRange,
     KvCommand,
     KvStateMachine,
@@ -20,6 +19,7 @@ from raftkv.kv import (
     Range,
     RequestOp,
     Txn,
+    TxnCompare,
     WriteRequest,
     encode_command,
 )
@@ -102,7 +102,7 @@ def random_workload(seed: int, count: int) -> list[bytes]:
             request = DeleteRange(key(), range_end(), prev_kv=rng.random() < 0.5)
         elif kind < 0.9:
             compares = [
-                Compare(key(), "version", rng.choice(["=", ">", "<", "!="]), rng.randint(0, 3))
+                TxnCompare(key(), "version", rng.choice(["=", ">", "<", "!="]), rng.randint(0, 3))
                 for _ in range(rng.randint(0, 2))
             ]
             request = Txn(

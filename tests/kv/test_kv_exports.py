@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import raftkv.kv
+import raftkv.kv.errors
 
 
 def test_kv_all_is_pinned() -> None:
@@ -10,46 +11,41 @@ def test_kv_all_is_pinned() -> None:
         [
             "ClearCorruptAlarm",
             "Compact",
-            "CompactResult",
-            "Compacted",
-            "Compare",
+            "CompactResponse",
+            "TxnCompare",
             "CompareOp",
             "CompareTarget",
             "CorruptChecker",
             "CorruptCheckerSettings",
             "DeleteRange",
-            "DeleteResult",
+            "DeleteRangeResponse",
             "DuplicateKey",
             "EmptyKey",
             "FutureRevision",
             "HashCheck",
-            "HashCheckResult",
+            "HashCheckResponse",
             "HashReport",
-            "InvalidRequest",
-            "KeyValue",
+            "MvccKeyValue",
             "KvCommand",
             "KvService",
             "KvError",
             "KvSettings",
             "KvStateMachine",
-            "LimitExceeded",
             "LeaseCheckpoint",
-            "LeaseCheckpointResult",
+            "LeaseCheckpointResponse",
             "LeaseExpire",
             "LeaseGrant",
-            "LeaseGrantResult",
+            "LeaseGrantResponse",
             "LeaseKeepAlive",
-            "LeaseKeepAliveResult",
+            "LeaseKeepAliveResponse",
             "LeaseRemaining",
             "LeaseRequest",
             "LeaseRevoke",
-            "LeaseRevokeResult",
-            "LeaseExists",
-            "LeaseNotFound",
+            "LeaseRevokeResponse",
             "Event",
             "TooManyWatches",
             "Watch",
-            "WatchBatch",
+            "EventBatch",
             "WatchCanceled",
             "WatchHub",
             "WatchProgress",
@@ -58,23 +54,20 @@ def test_kv_all_is_pinned() -> None:
             "LeaseKeeper",
             "MvccStore",
             "PublishMember",
-            "PublishMemberResult",
+            "PublishMemberResponse",
             "Put",
-            "PutResult",
+            "PutResponse",
             "Range",
-            "RangeResult",
+            "RangeResponse",
             "ReadLimits",
             "RequestOp",
             "ResponseHeader",
             "ResponseOp",
             "ScanTooLarge",
-            "SessionExpired",
-            "SnapshotInvalid",
-            "StaleSequence",
             "Txn",
-            "TxnResult",
+            "TxnResponse",
             "WriteRequest",
-            "WriteResult",
+            "WriteResponse",
             "check_request",
             "decode_command",
             "encode_command",
@@ -86,10 +79,9 @@ def test_kv_all_is_pinned() -> None:
 
 def test_every_kv_error_has_its_own_code() -> None:
     errors = [
-        getattr(raftkv.kv, name)
-        for name in raftkv.kv.__all__
-        if isinstance(getattr(raftkv.kv, name), type)
-        and issubclass(getattr(raftkv.kv, name), raftkv.kv.KvError)
+        value
+        for value in vars(raftkv.kv.errors).values()
+        if isinstance(value, type) and issubclass(value, raftkv.kv.KvError)
     ]
     assert len(errors) == 12
     assert len({error.code for error in errors}) == len(errors)

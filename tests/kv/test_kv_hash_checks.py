@@ -13,15 +13,14 @@ from raftkv.kv import (
     ClearCorruptAlarm,
     Compact,
     HashCheck,
-    HashCheckResult,
+    HashCheckResponse,
     HashReport,
-    InvalidRequest,
     KvCommand,
     KvStateMachine,
-    LimitExceeded,
     Put,
     encode_command,
 )
+from raftkv.kv.errors import InvalidRequest, LimitExceeded
 from raftkv.kv.hash_checks import MAX_CHECK_MEMBERS, hash_items, hash_state, judge
 from raftkv.kv.layout import HASH_CHECK_KEY, CorruptAlarm
 from raftkv.raft.storage.memory import MemoryAppData
@@ -117,7 +116,7 @@ def test_a_check_hashes_the_state_as_of_its_entry_even_inside_a_batch() -> None:
     check = log_command(3, HashCheck([1, 2, 3]))
     after = [log_command(4, Put(b"a", b"changed")), log_command(5, Compact(2))]
     results = kv.apply([*before, check, *after], 5, 1)
-    assert isinstance(results[2], HashCheckResult)
+    assert isinstance(results[2], HashCheckResponse)
     assert kv.applied_index() == 5
     pending = kv.take_pending_hash()
     assert pending is not None and kv.take_pending_hash() is None
@@ -183,7 +182,7 @@ def test_a_minority_report_raises_an_alarm_naming_that_member_on_every_replica()
     ]
     for kv in replicas:
         for index, request in enumerate(entries, start=1):
-            assert isinstance(apply_one(kv, index, request), HashCheckResult)
+            assert isinstance(apply_one(kv, index, request), HashCheckResponse)
         assert kv.corrupt_alarms() == [CorruptAlarm(3, 1, "minority")]
         assert kv.is_corrupt(3) and not kv.is_corrupt(1)
         assert kv.corrupt_alarms_raised == 1

@@ -1,12 +1,25 @@
-"""The key encoding (escaping keeps byte order and is prefix-free) and StagedWrites (reads
-through staged writes, savepoints)."""
+"""The key encoding (escaping keeps byte order and is prefix-free, a prefix's successor)
+and StagedWrites (reads through staged writes, savepoints)."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raftkv.kv.layout import escape, history_key, split_history_key, unescape
+from raftkv.kv.layout import (
+    HISTORY_PREFIX,
+    INDEX_PREFIX,
+    LEASE_PREFIX,
+    REVISION_PREFIX,
+    SESSION_AGE_PREFIX,
+    SESSION_PREFIX,
+    escape,
+    history_key,
+    prefix_successor,
+    split_history_key,
+    unescape,
+)
 from raftkv.kv.staging import StagedWrites
 from raftkv.raft.storage.base import AppBatch
 from raftkv.raft.storage.memory import MemoryAppData
@@ -30,6 +43,31 @@ def test_escaping_preserves_order_and_no_escaped_key_prefixes_another(
 @given(KEYS, st.integers(0, (1 << 63) - 1))
 def test_a_history_key_splits_back(key: bytes, revision: int) -> None:
     assert split_history_key(history_key(escape(key), revision)) == (escape(key), revision)
+
+
+@PROPERTY
+@given(KEYS.filter(lambda prefix: prefix.rstrip(b"\xff") != b""), KEYS)
+def test_a_prefix_successor_follows_exactly_the_keys_starting_with_the_prefix(
+    prefix: bytes, key: bytes
+) -> None:
+    assert (prefix <= key < prefix_successor(prefix)) == key.startswith(prefix)
+
+
+def test_every_space_has_a_successor_and_a_prefix_of_0xff_bytes_has_none() -> None:
+    for space in (
+        HISTORY_PREFIX,
+        INDEX_PREFIX,
+        REVISION_PREFIX,
+        SESSION_PREFIX,
+        SESSION_AGE_PREFIX,
+        LEASE_PREFIX,
+    ):
+        assert prefix_successor(space) == bytes([space[0] + 1])
+    # Unlike the API's prefix_end (b"\0": to the end of the user's key space), a stored
+    # key space has no sentinel: b"\0" would be a real key, the first, and a scan up to
+    # it would read nothing.
+    with pytest.raises(ValueError, match="no key follows"):
+        prefix_successor(b"\xff\xff")
 
 
 OPERATIONS = st.lists(

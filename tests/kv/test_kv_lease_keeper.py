@@ -10,7 +10,8 @@ from typing import TypeVar
 
 import pytest
 
-from raftkv.kv import KvService, KvStateMachine, LeaseKeeper, LeaseNotFound, Range
+from raftkv.kv import KvService, KvStateMachine, LeaseKeeper, Range
+from raftkv.kv.errors import LeaseNotFound
 from raftkv.kv.lease_keeper import LeaseKeeperSettings
 from raftkv.kv.validation import MAX_CHECKPOINT_LEASES
 from raftkv.raft.core.types import MessageType, NodeId

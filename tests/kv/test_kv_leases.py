@@ -11,31 +11,28 @@ from kv_helpers import log_command
 
 from raftkv.kv import (
     DeleteRange,
-    InvalidRequest,
-    KeyValue,
     KvError,
     KvSettings,
     KvStateMachine,
     LeaseCheckpoint,
-    LeaseCheckpointResult,
-    LeaseExists,
+    LeaseCheckpointResponse,
     LeaseExpire,
     LeaseGrant,
-    LeaseGrantResult,
+    LeaseGrantResponse,
     LeaseKeepAlive,
-    LeaseKeepAliveResult,
-    LeaseNotFound,
+    LeaseKeepAliveResponse,
     LeaseRemaining,
     LeaseRevoke,
-    LeaseRevokeResult,
-    LimitExceeded,
+    LeaseRevokeResponse,
+    MvccKeyValue,
     Put,
-    PutResult,
+    PutResponse,
     Range,
     ResponseHeader,
     Txn,
     WriteRequest,
 )
+from raftkv.kv.errors import InvalidRequest, LeaseExists, LeaseNotFound, LimitExceeded
 from raftkv.kv.layout import LeaseRecord, revision_key
 from raftkv.kv.lease_timers import LeaseTimer
 from raftkv.kv.validation import MAX_CHECKPOINT_LEASES
@@ -76,7 +73,7 @@ class Log:
         assert not isinstance(result, KvError), result
         return result
 
-    def keys(self) -> dict[bytes, KeyValue]:
+    def keys(self) -> dict[bytes, MvccKeyValue]:
         return {kv.key: kv for kv in self.machine.range(EVERY_KEY).kvs}
 
     def state(self) -> tuple[str, int, list[int]]:
@@ -95,7 +92,7 @@ def changed_at(machine: KvStateMachine, revision: int) -> list[bytes] | None:
 
 def test_a_grant_creates_the_lease_and_its_countdown_but_no_revision() -> None:
     log = Log()
-    assert log.apply(LeaseGrant(5, 30)) == LeaseGrantResult(ResponseHeader(1), 5, 30)
+    assert log.apply(LeaseGrant(5, 30)) == LeaseGrantResponse(ResponseHeader(1), 5, 30)
     assert log.machine.lease(5) == LeaseRecord(ttl=30, remaining_ms=30_000, renewed_index=1)
     assert log.machine.lease_ids() == [5]
     assert log.machine.lease_keys(5) == []
@@ -105,10 +102,10 @@ def test_a_grant_creates_the_lease_and_its_countdown_but_no_revision() -> None:
 
 def test_a_short_ttl_is_raised_to_min_lease_ttl() -> None:
     log = Log(KvSettings(min_lease_ttl_s=5))
-    assert log.apply(LeaseGrant(1, 1)) == LeaseGrantResult(ResponseHeader(1), 1, 5)
+    assert log.apply(LeaseGrant(1, 1)) == LeaseGrantResponse(ResponseHeader(1), 1, 5)
     assert log.machine.lease(1) == LeaseRecord(5, 5000, 1)
     assert log.machine.lease_timers.remaining_s(1) == 5.0
-    assert log.apply(LeaseGrant(2, 6)) == LeaseGrantResult(ResponseHeader(1), 2, 6)
+    assert log.apply(LeaseGrant(2, 6)) == LeaseGrantResponse(ResponseHeader(1), 2, 6)
 
 
 def test_granting_a_taken_id_fails_with_lease_exists_and_changes_nothing() -> None:
@@ -146,7 +143,7 @@ def test_a_grant_and_a_put_in_one_apply_call_see_each_other() -> None:
     results = log.machine.apply(
         [log_command(1, LeaseGrant(9, 10)), log_command(2, Put(b"k", b"v", lease=9))], 2, 1
     )
-    assert results == [LeaseGrantResult(ResponseHeader(1), 9, 10), PutResult(ResponseHeader(2))]
+    assert results == [LeaseGrantResponse(ResponseHeader(1), 9, 10), PutResponse(ResponseHeader(2))]
     assert log.machine.lease_keys(9) == [b"k"]
 
 
@@ -225,8 +222,8 @@ def test_a_put_with_another_lease_moves_the_key_and_lease_0_detaches_it() -> Non
     assert log.keys()[b"k"].lease == 0
     # Neither revoke touches the key any more.
     revision = log.machine.current_revision()
-    assert log.ok(LeaseRevoke(1)) == LeaseRevokeResult(ResponseHeader(revision), True, 0)
-    assert log.ok(LeaseRevoke(2)) == LeaseRevokeResult(ResponseHeader(revision), True, 0)
+    assert log.ok(LeaseRevoke(1)) == LeaseRevokeResponse(ResponseHeader(revision), True, 0)
+    assert log.ok(LeaseRevoke(2)) == LeaseRevokeResponse(ResponseHeader(revision), True, 0)
     assert log.keys()[b"k"].value == b"4"
 
 
@@ -243,7 +240,7 @@ def test_a_delete_detaches_the_key() -> None:
     assert log.machine.lease_keys(1) == [b"d"]
     log.ok(Put(b"a", b"again"))  # recreated without a lease
     result = log.ok(LeaseRevoke(1))
-    assert isinstance(result, LeaseRevokeResult) and result.deleted == 1
+    assert isinstance(result, LeaseRevokeResponse) and result.deleted == 1
     assert set(log.keys()) == {b"a"}
 
 
@@ -261,7 +258,7 @@ def test_a_revoke_deletes_every_attached_key_in_one_revision() -> None:
     before = log.machine.current_revision()
     result = log.apply(LeaseRevoke(1))
     revision = before + 1
-    assert result == LeaseRevokeResult(ResponseHeader(revision), revoked=True, deleted=3)
+    assert result == LeaseRevokeResponse(ResponseHeader(revision), revoked=True, deleted=3)
     assert log.machine.current_revision() == revision
     assert changed_at(log.machine, revision) == [b"a", b"b", b"c"]
     assert set(log.keys()) == {b"other"}
@@ -288,7 +285,7 @@ def test_revoking_a_lease_without_keys_creates_no_revision() -> None:
     log = Log()
     log.ok(Put(b"k", b"v"))
     log.ok(LeaseGrant(1, 10))
-    assert log.apply(LeaseRevoke(1)) == LeaseRevokeResult(ResponseHeader(2), True, 0)
+    assert log.apply(LeaseRevoke(1)) == LeaseRevokeResponse(ResponseHeader(2), True, 0)
     assert log.machine.current_revision() == 2
     assert changed_at(log.machine, 3) is None
     assert log.machine.lease_ids() == []
@@ -313,15 +310,15 @@ def test_an_expiry_applies_only_to_the_renewal_it_names() -> None:
     log.ok(LeaseKeepAlive(1))  # index 3: the leader decided on index 1 before seeing this
     before = log.state()
     stale = log.apply(LeaseExpire(1, renewed_index=1))
-    assert stale == LeaseRevokeResult(ResponseHeader(2), revoked=False, deleted=0)
+    assert stale == LeaseRevokeResponse(ResponseHeader(2), revoked=False, deleted=0)
     assert log.state() == before
     assert log.machine.lease_timers.get(1) == LeaseTimer(10.0, 10, 3)
     expired = log.apply(LeaseExpire(1, renewed_index=3))
-    assert expired == LeaseRevokeResult(ResponseHeader(3), revoked=True, deleted=1)
+    assert expired == LeaseRevokeResponse(ResponseHeader(3), revoked=True, deleted=1)
     assert log.keys() == {}
     assert log.machine.lease(1) is None and 1 not in log.machine.lease_timers
     # An expiry of a lease that is already gone is a no-op too.
-    assert log.apply(LeaseExpire(1, renewed_index=3)) == LeaseRevokeResult(
+    assert log.apply(LeaseExpire(1, renewed_index=3)) == LeaseRevokeResponse(
         ResponseHeader(3), revoked=False
     )
 
@@ -333,7 +330,7 @@ def test_an_expiry_of_an_earlier_grant_does_not_end_a_new_grant_of_the_same_id()
     log.ok(LeaseGrant(1, 10))  # index 3
     log.ok(Put(b"k", b"v", lease=1))
     result = log.apply(LeaseExpire(1, renewed_index=1))
-    assert isinstance(result, LeaseRevokeResult) and not result.revoked
+    assert isinstance(result, LeaseRevokeResponse) and not result.revoked
     assert log.machine.lease(1) == LeaseRecord(10, 10_000, 3)
     assert set(log.keys()) == {b"k"}
 
@@ -344,7 +341,7 @@ def test_a_keep_alive_renews_to_the_full_ttl_as_of_its_index() -> None:
     log.ok(LeaseCheckpoint([LeaseRemaining(1, 2000, 1)]))
     log.clock.advance(1.5)
     assert log.machine.lease_timers.remaining_s(1) == 0.5
-    assert log.apply(LeaseKeepAlive(1)) == LeaseKeepAliveResult(ResponseHeader(1), 1, 10)
+    assert log.apply(LeaseKeepAlive(1)) == LeaseKeepAliveResponse(ResponseHeader(1), 1, 10)
     assert log.machine.lease(1) == LeaseRecord(10, 10_000, 3)
     assert log.machine.lease_timers.get(1) == LeaseTimer(11.5, 10, 3)
 
@@ -376,7 +373,7 @@ def test_a_checkpoint_records_remaining_time_capped_at_the_ttl() -> None:
             ]
         )
     )
-    assert result == LeaseCheckpointResult(ResponseHeader(1))
+    assert result == LeaseCheckpointResponse(ResponseHeader(1))
     assert log.machine.lease(1) == LeaseRecord(10, 7000, 1)
     assert log.machine.lease(2) == LeaseRecord(4, 4000, 2)
     assert log.machine.lease(3) is None and 3 not in log.machine.lease_timers
@@ -437,7 +434,7 @@ def test_leases_survive_a_snapshot_and_their_countdowns_restart_from_the_record(
     # The lease count came along: the limit holds, and the leases work as before.
     assert isinstance(target.apply(LeaseGrant(4, 10)), LimitExceeded)
     revoked = target.apply(LeaseExpire(1, renewed_index=1))
-    assert isinstance(revoked, LeaseRevokeResult) and revoked.deleted == 2
+    assert isinstance(revoked, LeaseRevokeResponse) and revoked.deleted == 2
     assert set(target.keys()) == {b"c", b"d"}
     target.ok(LeaseGrant(4, 10))
 
@@ -469,7 +466,7 @@ def test_leases_survive_a_reopen_on_rocksdb(tmp_path: Path) -> None:
         reopened.clock.advance(6)
         assert [lease_id for lease_id, _ in timers.expired(10)] == [1]
         result = reopened.apply(LeaseExpire(1, renewed_index=1))
-        assert isinstance(result, LeaseRevokeResult) and result.deleted == 2
+        assert isinstance(result, LeaseRevokeResponse) and result.deleted == 2
     finally:
         storage.close()
 
@@ -518,7 +515,7 @@ def test_an_invalid_lease_command_is_refused_and_changes_nothing(
 
 def test_the_largest_ttl_and_a_full_checkpoint_are_accepted() -> None:
     log = Log(KvSettings(max_lease_ttl_s=MAX_TTL))
-    assert log.apply(LeaseGrant(1, MAX_TTL)) == LeaseGrantResult(ResponseHeader(1), 1, MAX_TTL)
+    assert log.apply(LeaseGrant(1, MAX_TTL)) == LeaseGrantResponse(ResponseHeader(1), 1, MAX_TTL)
     full = LeaseCheckpoint([LeaseRemaining(1, 5000, 1)] * MAX_CHECKPOINT_LEASES)
-    assert log.apply(full) == LeaseCheckpointResult(ResponseHeader(1))
+    assert log.apply(full) == LeaseCheckpointResponse(ResponseHeader(1))
     assert log.machine.lease(1) == LeaseRecord(MAX_TTL, 5000, 1)

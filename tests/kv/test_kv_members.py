@@ -4,15 +4,8 @@ from __future__ import annotations
 
 from kv_helpers import log_command
 
-from raftkv.kv import (
-    InvalidRequest,
-    KvStateMachine,
-    LimitExceeded,
-    PublishMember,
-    PublishMemberResult,
-    Put,
-    Range,
-)
+from raftkv.kv import KvStateMachine, PublishMember, PublishMemberResponse, Put, Range
+from raftkv.kv.errors import InvalidRequest, LimitExceeded
 from raftkv.kv.validation import MAX_CLIENT_URL_BYTES
 from raftkv.raft.storage.memory import MemoryAppData
 
@@ -33,7 +26,7 @@ def test_published_urls_are_listed_and_replaced_without_a_revision() -> None:
         4,
         1,
     )
-    assert results[1] == PublishMemberResult(results[0].header)  # type: ignore[union-attr]
+    assert results[1] == PublishMemberResponse(results[0].header)  # type: ignore[union-attr]
     assert kv.current_revision() == 2  # only the put made a revision
     assert kv.member_client_urls() == {1: "http://10.0.0.1:8080", 2: "http://127.0.0.1:8081"}
     # Outside the user key space: a range over every key does not see them.

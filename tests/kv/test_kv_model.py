@@ -20,29 +20,27 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from raftkv.kv import (
     Compact,
-    Compacted,
-    CompactResult,
-    Compare,
+    CompactResponse,
     DeleteRange,
-    DeleteResult,
+    DeleteRangeResponse,
     DuplicateKey,
     FutureRevision,
-    KeyValue,
     KvError,
-    LeaseExists,
-    LeaseNotFound,
-    LeaseRevokeResult,
+    LeaseRevokeResponse,
+    MvccKeyValue,
     MvccStore,
     Put,
-    PutResult,
+    PutResponse,
     Range,
-    RangeResult,
+    RangeResponse,
     RequestOp,
     ResponseHeader,
     ResponseOp,
     Txn,
-    TxnResult,
+    TxnCompare,
+    TxnResponse,
 )
+from raftkv.kv.errors import Compacted, LeaseExists, LeaseNotFound
 from raftkv.kv.layout import unescape
 from raftkv.raft.storage.memory import MemoryAppData
 
@@ -76,7 +74,7 @@ class Model:
             raise LeaseExists(lease_id)
         self.leases.add(lease_id)
 
-    def revoke(self, lease_id: int) -> LeaseRevokeResult:
+    def revoke(self, lease_id: int) -> LeaseRevokeResponse:
         if lease_id not in self.leases:
             raise LeaseNotFound(lease_id)
         self.leases.discard(lease_id)
@@ -85,7 +83,7 @@ class Model:
             self.revision += 1
             for key in attached:
                 self.history[key].append(Version(self.revision, None, 0, 0, 0))
-        return LeaseRevokeResult(ResponseHeader(self.revision), True, len(attached))
+        return LeaseRevokeResponse(ResponseHeader(self.revision), True, len(attached))
 
     def attached(self, lease_id: int) -> list[bytes]:
         return [
@@ -101,9 +99,9 @@ class Model:
                 newest = version
         return newest if newest is not None and newest.value is not None else None
 
-    def key_value(self, key: bytes, version: Version, keys_only: bool = False) -> KeyValue:
+    def key_value(self, key: bytes, version: Version, keys_only: bool = False) -> MvccKeyValue:
         assert version.value is not None
-        return KeyValue(
+        return MvccKeyValue(
             key,
             b"" if keys_only else version.value,
             version.create_revision,
@@ -119,7 +117,7 @@ class Model:
             if covers(key, range_end, candidate) and self.live(candidate, revision) is not None
         ]
 
-    def range(self, request: Range, current: int) -> RangeResult:
+    def range(self, request: Range, current: int) -> RangeResponse:
         revision = request.revision or current
         if revision > current:
             raise FutureRevision(revision, current)
@@ -133,9 +131,9 @@ class Model:
             assert version is not None
             kvs.append(self.key_value(key, version, request.keys_only))
         more = not request.count_only and 0 < request.limit < len(keys)
-        return RangeResult(ResponseHeader(current), kvs, len(keys), more)
+        return RangeResponse(ResponseHeader(current), kvs, len(keys), more)
 
-    def put(self, request: Put, revision: int) -> PutResult:
+    def put(self, request: Put, revision: int) -> PutResponse:
         if request.lease and request.lease not in self.leases:
             raise LeaseNotFound(request.lease)
         previous = self.live(request.key, revision)
@@ -149,9 +147,9 @@ class Model:
             )
         )
         prev_kv = self.key_value(request.key, previous) if previous and request.prev_kv else None
-        return PutResult(ResponseHeader(revision), prev_kv)
+        return PutResponse(ResponseHeader(revision), prev_kv)
 
-    def delete(self, request: DeleteRange, revision: int) -> list[KeyValue]:
+    def delete(self, request: DeleteRange, revision: int) -> list[MvccKeyValue]:
         deleted = []
         for key in self.live_keys(request.key, request.range_end, revision):
             version = self.live(key, revision)
@@ -160,7 +158,7 @@ class Model:
             self.history[key].append(Version(revision, None, 0, 0, 0))
         return deleted
 
-    def holds(self, compare: Compare) -> bool:
+    def holds(self, compare: TxnCompare) -> bool:
         version = self.live(compare.key, self.revision)
         if compare.target == "value":
             if version is None:
@@ -211,7 +209,7 @@ class Model:
                     deleted = self.delete(op, new)
                     changed = changed or bool(deleted)
                     responses.append(
-                        DeleteResult(
+                        DeleteRangeResponse(
                             ResponseHeader(new if changed else self.revision),
                             len(deleted),
                             deleted if op.prev_kv else [],
@@ -224,20 +222,20 @@ class Model:
             self.revision = new
         return responses, self.revision
 
-    def txn(self, request: Txn) -> TxnResult:
+    def txn(self, request: Txn) -> TxnResponse:
         self.check_branch(request.success)
         self.check_branch(request.failure)
         succeeded = all(self.holds(compare) for compare in request.compares)
         responses, revision = self.write(request.success if succeeded else request.failure)
-        return TxnResult(ResponseHeader(revision), succeeded, responses)
+        return TxnResponse(ResponseHeader(revision), succeeded, responses)
 
-    def compact(self, revision: int) -> CompactResult:
+    def compact(self, revision: int) -> CompactResponse:
         if revision > self.revision:
             raise FutureRevision(revision, self.revision)
         if revision <= self.compacted:
             raise Compacted(revision, self.compacted)
         self.compacted = revision
-        return CompactResult(ResponseHeader(self.revision))
+        return CompactResponse(ResponseHeader(self.revision))
 
     def kept_history(self) -> int:
         """How many history entries compaction should have kept."""
@@ -272,14 +270,14 @@ PUTS = st.builds(Put, key=KEYS, value=VALUES, lease=LEASES, prev_kv=st.booleans(
 DELETES = st.builds(DeleteRange, key=KEYS, range_end=RANGE_ENDS, prev_kv=st.booleans())
 COMPARES = st.one_of(
     st.builds(
-        Compare,
+        TxnCompare,
         key=KEYS,
         target=st.just("value"),
         op=st.sampled_from(["=", "!=", "<", ">"]),
         value=VALUES,
     ),
     st.builds(
-        Compare,
+        TxnCompare,
         key=KEYS,
         target=st.sampled_from(["version", "create", "mod", "lease"]),
         op=st.sampled_from(["=", "!=", "<", ">"]),

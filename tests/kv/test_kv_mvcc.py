@@ -6,27 +6,26 @@ import pytest
 
 from raftkv.kv import (
     Compact,
-    Compacted,
-    CompactResult,
-    Compare,
+    CompactResponse,
     CompareOp,
     CompareTarget,
     DeleteRange,
-    DeleteResult,
+    DeleteRangeResponse,
     DuplicateKey,
     EmptyKey,
     FutureRevision,
-    KeyValue,
-    LimitExceeded,
+    MvccKeyValue,
     MvccStore,
     Put,
-    PutResult,
+    PutResponse,
     Range,
-    RangeResult,
+    RangeResponse,
     ResponseHeader,
     Txn,
-    TxnResult,
+    TxnCompare,
+    TxnResponse,
 )
+from raftkv.kv.errors import Compacted, LimitExceeded
 from raftkv.kv.settings import KvSettings
 from raftkv.raft.storage.memory import MemoryAppData
 
@@ -36,12 +35,12 @@ def store() -> MvccStore:
     return MvccStore(MemoryAppData())
 
 
-def get(store: MvccStore, key: bytes, revision: int = 0) -> KeyValue | None:
+def get(store: MvccStore, key: bytes, revision: int = 0) -> MvccKeyValue | None:
     kvs = store.range(Range(key, revision=revision)).kvs
     return kvs[0] if kvs else None
 
 
-def keys(result: RangeResult) -> list[bytes]:
+def keys(result: RangeResponse) -> list[bytes]:
     return [kv.key for kv in result.kvs]
 
 
@@ -55,12 +54,14 @@ def history_entries(store: MvccStore) -> int:
 def test_a_fresh_store_is_at_revision_1_like_etcd(store: MvccStore) -> None:
     assert store.current_revision() == 1
     assert store.compacted_revision() == 0
-    assert store.range(Range(b"\0", b"\0")) == RangeResult(ResponseHeader(1), [], 0)
+    assert store.range(Range(b"\0", b"\0")) == RangeResponse(ResponseHeader(1), [], 0)
 
 
 def test_put_creates_a_key_at_the_next_revision(store: MvccStore) -> None:
-    assert store.put(Put(b"k", b"v1")) == PutResult(ResponseHeader(2))
-    assert get(store, b"k") == KeyValue(b"k", b"v1", create_revision=2, mod_revision=2, version=1)
+    assert store.put(Put(b"k", b"v1")) == PutResponse(ResponseHeader(2))
+    assert get(store, b"k") == MvccKeyValue(
+        b"k", b"v1", create_revision=2, mod_revision=2, version=1
+    )
 
 
 def test_each_put_bumps_version_and_mod_revision_and_keeps_create_revision(
@@ -69,14 +70,14 @@ def test_each_put_bumps_version_and_mod_revision_and_keeps_create_revision(
     store.put(Put(b"k", b"v1"))
     store.put(Put(b"other", b"x"))
     store.leases.grant(9, 10, 1)
-    assert store.put(Put(b"k", b"v2", lease=9)) == PutResult(ResponseHeader(4))
-    assert get(store, b"k") == KeyValue(b"k", b"v2", 2, 4, version=2, lease=9)
+    assert store.put(Put(b"k", b"v2", lease=9)) == PutResponse(ResponseHeader(4))
+    assert get(store, b"k") == MvccKeyValue(b"k", b"v2", 2, 4, version=2, lease=9)
 
 
 def test_put_with_prev_kv_returns_the_previous_value(store: MvccStore) -> None:
     assert store.put(Put(b"k", b"v1", prev_kv=True)).prev_kv is None
     result = store.put(Put(b"k", b"v2", prev_kv=True))
-    assert result.prev_kv == KeyValue(b"k", b"v1", 2, 2, 1)
+    assert result.prev_kv == MvccKeyValue(b"k", b"v1", 2, 2, 1)
 
 
 # -- delete ---------------------------------------------------------------------------------
@@ -85,12 +86,16 @@ def test_put_with_prev_kv_returns_the_previous_value(store: MvccStore) -> None:
 def test_delete_leaves_a_tombstone_and_a_later_put_starts_over(store: MvccStore) -> None:
     store.put(Put(b"k", b"v1"))
     store.put(Put(b"k", b"v2"))
-    assert store.delete_range(DeleteRange(b"k")) == DeleteResult(ResponseHeader(4), deleted=1)
+    assert store.delete_range(DeleteRange(b"k")) == DeleteRangeResponse(
+        ResponseHeader(4), deleted=1
+    )
     assert get(store, b"k") is None
-    assert store.put(Put(b"k", b"v3")) == PutResult(ResponseHeader(5))
-    assert get(store, b"k") == KeyValue(b"k", b"v3", create_revision=5, mod_revision=5, version=1)
+    assert store.put(Put(b"k", b"v3")) == PutResponse(ResponseHeader(5))
+    assert get(store, b"k") == MvccKeyValue(
+        b"k", b"v3", create_revision=5, mod_revision=5, version=1
+    )
     # History keeps every version: before the delete, at the tombstone, after.
-    assert get(store, b"k", revision=3) == KeyValue(b"k", b"v2", 2, 3, 2)
+    assert get(store, b"k", revision=3) == MvccKeyValue(b"k", b"v2", 2, 3, 2)
     assert get(store, b"k", revision=4) is None
 
 
@@ -98,16 +103,16 @@ def test_delete_range_with_prev_kv_returns_every_deleted_key(store: MvccStore) -
     for key in (b"a", b"b", b"c"):
         store.put(Put(key, key.upper()))
     result = store.delete_range(DeleteRange(b"a", b"c", prev_kv=True))
-    assert result == DeleteResult(
-        ResponseHeader(5), 2, [KeyValue(b"a", b"A", 2, 2, 1), KeyValue(b"b", b"B", 3, 3, 1)]
+    assert result == DeleteRangeResponse(
+        ResponseHeader(5), 2, [MvccKeyValue(b"a", b"A", 2, 2, 1), MvccKeyValue(b"b", b"B", 3, 3, 1)]
     )
     assert keys(store.range(Range(b"\0", b"\0"))) == [b"c"]
 
 
 def test_a_delete_that_matches_nothing_does_not_create_a_revision(store: MvccStore) -> None:
     store.put(Put(b"k", b"v"))
-    assert store.delete_range(DeleteRange(b"missing")) == DeleteResult(ResponseHeader(2), 0)
-    assert store.delete_range(DeleteRange(b"x", b"\0")) == DeleteResult(ResponseHeader(2), 0)
+    assert store.delete_range(DeleteRange(b"missing")) == DeleteRangeResponse(ResponseHeader(2), 0)
+    assert store.delete_range(DeleteRange(b"x", b"\0")) == DeleteRangeResponse(ResponseHeader(2), 0)
     assert store.current_revision() == 2
 
 
@@ -139,11 +144,14 @@ def test_limit_truncates_and_reports_more_and_the_full_count(filled: MvccStore) 
 
 
 def test_count_only_and_keys_only(filled: MvccStore) -> None:
-    assert filled.range(Range(b"foo", b"foz", count_only=True, limit=1)) == RangeResult(
+    assert filled.range(Range(b"foo", b"foz", count_only=True, limit=1)) == RangeResponse(
         ResponseHeader(7), [], count=4, more=False
     )
     result = filled.range(Range(b"foo/", b"foo0", keys_only=True))
-    assert result.kvs == [KeyValue(b"foo/1", b"", 4, 4, 1), KeyValue(b"foo/2", b"", 5, 5, 1)]
+    assert result.kvs == [
+        MvccKeyValue(b"foo/1", b"", 4, 4, 1),
+        MvccKeyValue(b"foo/2", b"", 5, 5, 1),
+    ]
 
 
 def test_range_at_a_past_revision_sees_the_keys_of_that_time(filled: MvccStore) -> None:
@@ -152,11 +160,11 @@ def test_range_at_a_past_revision_sees_the_keys_of_that_time(filled: MvccStore) 
     past = filled.range(Range(b"\0", b"\0", revision=4))
     assert past.header == ResponseHeader(9)  # the header carries the current revision
     assert past.kvs == [
-        KeyValue(b"a", b"value of a", 2, 2, 1),
-        KeyValue(b"foo", b"value of foo", 3, 3, 1),
-        KeyValue(b"foo/1", b"value of foo/1", 4, 4, 1),
+        MvccKeyValue(b"a", b"value of a", 2, 2, 1),
+        MvccKeyValue(b"foo", b"value of foo", 3, 3, 1),
+        MvccKeyValue(b"foo/1", b"value of foo/1", 4, 4, 1),
     ]
-    assert get(filled, b"foo/1", revision=8) == KeyValue(b"foo/1", b"new", 4, 8, 2)
+    assert get(filled, b"foo/1", revision=8) == MvccKeyValue(b"foo/1", b"new", 4, 8, 2)
     assert get(filled, b"a", revision=9) is None
     assert filled.range(Range(b"\0", b"\0", revision=1)).count == 0
 
@@ -211,22 +219,22 @@ def test_txn_compares_each_target_with_each_op(
     store.put(Put(b"k", b"v1"))
     store.leases.grant(5, 10, 1)
     store.put(Put(b"k", b"v2", lease=5))
-    result = store.txn(Txn([Compare(b"k", target, op, value)]))
+    result = store.txn(Txn([TxnCompare(b"k", target, op, value)]))
     assert result.succeeded is holds
 
 
 @pytest.mark.parametrize(
     ("compare", "holds"),
     [
-        (Compare(b"missing", "value", "=", b""), False),
-        (Compare(b"missing", "value", "!=", b"x"), False),
-        (Compare(b"missing", "version", "=", 0), True),
-        (Compare(b"missing", "create", "=", 0), True),
-        (Compare(b"missing", "mod", "<", 1), True),
+        (TxnCompare(b"missing", "value", "=", b""), False),
+        (TxnCompare(b"missing", "value", "!=", b"x"), False),
+        (TxnCompare(b"missing", "version", "=", 0), True),
+        (TxnCompare(b"missing", "create", "=", 0), True),
+        (TxnCompare(b"missing", "mod", "<", 1), True),
     ],
 )
 def test_a_missing_key_fails_value_compares_and_has_zero_revisions(
-    store: MvccStore, compare: Compare, holds: bool
+    store: MvccStore, compare: TxnCompare, holds: bool
 ) -> None:
     assert store.txn(Txn([compare])).succeeded is holds
 
@@ -234,15 +242,15 @@ def test_a_missing_key_fails_value_compares_and_has_zero_revisions(
 def test_txn_runs_the_branch_its_compares_choose(store: MvccStore) -> None:
     store.put(Put(b"lock", b"free"))
     take = Txn(
-        [Compare(b"lock", "value", "=", b"free")],
+        [TxnCompare(b"lock", "value", "=", b"free")],
         success=[Put(b"lock", b"taken")],
         failure=[Range(b"lock")],
     )
-    assert store.txn(take) == TxnResult(ResponseHeader(3), True, [PutResult(ResponseHeader(3))])
-    assert store.txn(take) == TxnResult(
+    assert store.txn(take) == TxnResponse(ResponseHeader(3), True, [PutResponse(ResponseHeader(3))])
+    assert store.txn(take) == TxnResponse(
         ResponseHeader(3),
         False,
-        [RangeResult(ResponseHeader(3), [KeyValue(b"lock", b"taken", 2, 3, 2)], 1)],
+        [RangeResponse(ResponseHeader(3), [MvccKeyValue(b"lock", b"taken", 2, 3, 2)], 1)],
     )
 
 
@@ -261,23 +269,23 @@ def test_all_writes_of_a_txn_share_one_revision_and_later_ops_see_earlier_ones(
             ]
         )
     )
-    assert result == TxnResult(
+    assert result == TxnResponse(
         ResponseHeader(3),
         True,
         [
-            RangeResult(ResponseHeader(2), [], 1),  # before any write: revision 2
-            PutResult(ResponseHeader(3)),
-            RangeResult(
+            RangeResponse(ResponseHeader(2), [], 1),  # before any write: revision 2
+            PutResponse(ResponseHeader(3)),
+            RangeResponse(
                 ResponseHeader(3),
-                [KeyValue(b"a", b"", 3, 3, 1), KeyValue(b"old", b"", 2, 2, 1)],
+                [MvccKeyValue(b"a", b"", 3, 3, 1), MvccKeyValue(b"old", b"", 2, 2, 1)],
                 2,
             ),
-            DeleteResult(ResponseHeader(3), 1),
-            PutResult(ResponseHeader(3)),
+            DeleteRangeResponse(ResponseHeader(3), 1),
+            PutResponse(ResponseHeader(3)),
         ],
     )
     assert keys(store.range(Range(b"\0", b"\0"))) == [b"a", b"b"]
-    assert store.range(Range(b"\0", b"\0", revision=2)).kvs == [KeyValue(b"old", b"x", 2, 2, 1)]
+    assert store.range(Range(b"\0", b"\0", revision=2)).kvs == [MvccKeyValue(b"old", b"x", 2, 2, 1)]
 
 
 def test_a_txn_without_changes_does_not_create_a_revision(store: MvccStore) -> None:
@@ -313,8 +321,8 @@ def test_overlapping_deletes_in_one_txn_are_allowed_and_delete_once(store: MvccS
         store.put(Put(key, b"v"))
     result = store.txn(Txn(success=[DeleteRange(b"a", b"c"), DeleteRange(b"b", b"\0")]))
     assert result.responses == [
-        DeleteResult(ResponseHeader(5), 2),
-        DeleteResult(ResponseHeader(5), 1),
+        DeleteRangeResponse(ResponseHeader(5), 2),
+        DeleteRangeResponse(ResponseHeader(5), 1),
     ]
 
 
@@ -327,8 +335,8 @@ def test_a_txn_whose_read_fails_changes_nothing(store: MvccStore) -> None:
     assert list(store.staged.scan(b"", b"\xff")) == before
     # A read at the txn's own new revision is not in the future.
     result = store.txn(Txn(success=[Put(b"k", b"new"), Range(b"k", revision=3)]))
-    assert result.responses[1] == RangeResult(
-        ResponseHeader(3), [KeyValue(b"k", b"new", 2, 3, 2)], 1
+    assert result.responses[1] == RangeResponse(
+        ResponseHeader(3), [MvccKeyValue(b"k", b"new", 2, 3, 2)], 1
     )
 
 
@@ -339,7 +347,7 @@ def test_compact_refuses_future_and_already_compacted_revisions(store: MvccStore
     store.put(Put(b"k", b"v"))
     with pytest.raises(FutureRevision):
         store.compact(Compact(3))
-    assert store.compact(Compact(2)) == CompactResult(ResponseHeader(2))
+    assert store.compact(Compact(2)) == CompactResponse(ResponseHeader(2))
     for revision in (2, 1, 0):
         with pytest.raises(Compacted) as refused:
             store.compact(Compact(revision))
@@ -357,7 +365,7 @@ def test_compact_keeps_what_reads_at_or_after_it_need(store: MvccStore) -> None:
     store.compact(Compact(5))
     # k keeps v2 (newest at or below 5) and v3; "gone" is dropped with its tombstone.
     assert history_entries(store) == 2
-    assert get(store, b"k", revision=5) == KeyValue(b"k", b"v2", 2, 3, 2)
+    assert get(store, b"k", revision=5) == MvccKeyValue(b"k", b"v2", 2, 3, 2)
     assert get(store, b"gone", revision=5) is None
     with pytest.raises(Compacted) as refused:
         store.range(Range(b"k", revision=4))
@@ -375,7 +383,7 @@ def test_a_second_compaction_drops_what_the_first_kept(store: MvccStore) -> None
     store.compact(Compact(5))
     assert history_entries(store) == 1
     assert keys(store.range(Range(b"\0", b"\0", revision=5))) == [b"k"]
-    assert get(store, b"k") == KeyValue(b"k", b"v2", 2, 4, 2)
+    assert get(store, b"k") == MvccKeyValue(b"k", b"v2", 2, 4, 2)
 
 
 # -- staging and commit ---------------------------------------------------------------------
@@ -391,7 +399,7 @@ def test_staged_writes_are_visible_before_commit_and_stored_by_it() -> None:
     assert app.applied() == (7, 2)
     reopened = MvccStore(app)
     assert reopened.current_revision() == 2
-    assert get(reopened, b"k") == KeyValue(b"k", b"v", 2, 2, 1)
+    assert get(reopened, b"k") == MvccKeyValue(b"k", b"v", 2, 2, 1)
 
 
 def test_requests_that_change_nothing_write_nothing() -> None:

@@ -10,16 +10,8 @@ from pathlib import Path
 import pytest
 from kv_helpers import apply_in_batches, random_workload
 
-from raftkv.kv import (
-    Compare,
-    DeleteRange,
-    KvStateMachine,
-    Put,
-    Range,
-    ScanTooLarge,
-    Txn,
-)
-from raftkv.kv.commands import RangeResult, is_read_only
+from raftkv.kv import DeleteRange, KvStateMachine, Put, Range, ScanTooLarge, Txn, TxnCompare
+from raftkv.kv.commands import RangeResponse, is_read_only
 from raftkv.kv.mvcc import KV_OVERHEAD_BYTES, MvccStore, MvccView, ReadBudget
 from raftkv.raft.storage.base import StorageClosed
 from raftkv.raft.storage.memory import MemoryAppData
@@ -46,7 +38,7 @@ def reads_of(rng: random.Random, revision: int, compacted: int) -> list[Range | 
         )
     for _ in range(4):
         ranges = [Range(rng.choice(keys), rng.choice([b"", b"\0"])) for _ in range(2)]
-        compare = Compare(rng.choice(keys), "version", ">", 0)
+        compare = TxnCompare(rng.choice(keys), "version", ">", 0)
         reads.append(Txn([compare], ranges, ranges[::-1]))
     return reads
 
@@ -117,7 +109,7 @@ def test_a_read_only_txn_answers_as_it_would_through_the_log() -> None:
 
 def test_is_read_only_is_true_only_without_puts_and_deletes_in_either_branch() -> None:
     assert is_read_only(Txn([], [Range(b"a")], [Range(b"b", b"\0")]))
-    assert is_read_only(Txn([Compare(b"a", "version", "=", 0)]))
+    assert is_read_only(Txn([TxnCompare(b"a", "version", "=", 0)]))
     assert not is_read_only(Txn([], [Range(b"a")], [Put(b"a", b"1")]))
     assert not is_read_only(Txn([], [DeleteRange(b"a")], []))
 
@@ -170,11 +162,11 @@ def test_the_response_budget_answers_what_fits_with_more_and_an_exact_count() ->
     # Once full, later ranges of the request answer none (count still exact).
     txn = Txn([], [Range(b"k/", b"k0", limit=2), Range(b"k/0005"), Range(b"k/", b"k0")])
     answer = view.txn(txn, ReadBudget(max_response_bytes=2 * each + 1))
-    assert all(isinstance(response, RangeResult) for response in answer.responses)
+    assert all(isinstance(response, RangeResponse) for response in answer.responses)
     shapes = [
         (len(response.kvs), response.count, response.more)
         for response in answer.responses
-        if isinstance(response, RangeResult)
+        if isinstance(response, RangeResponse)
     ]
     assert shapes == [(2, 10, True), (0, 1, True), (0, 10, True)]
     # Within the budget, nothing changes: more only when limit leaves keys out.

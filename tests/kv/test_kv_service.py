@@ -7,16 +7,8 @@ from typing import TypeVar
 
 import pytest
 
-from raftkv.kv import (
-    Compacted,
-    Compare,
-    EmptyKey,
-    KvService,
-    KvStateMachine,
-    Put,
-    Range,
-    Txn,
-)
+from raftkv.kv import EmptyKey, KvService, KvStateMachine, Put, Range, Txn, TxnCompare
+from raftkv.kv.errors import Compacted
 from raftkv.raft.core.types import NodeId
 from raftkv.raft.driver.errors import ReadTimeout
 from raftkv.raft.driver.settings import NodeSettings
@@ -97,7 +89,7 @@ def test_txn_and_compaction() -> None:
         service = services[1]
         await cluster.complete(service.put(b"lock", b"free"))
         take = Txn(
-            compares=[Compare(key=b"lock", target="value", op="=", value=b"free")],
+            compares=[TxnCompare(key=b"lock", target="value", op="=", value=b"free")],
             success=[Put(key=b"lock", value=b"taken")],
         )
         assert (await cluster.complete(service.txn(take))).succeeded

@@ -11,17 +11,17 @@ from pathlib import Path
 import pytest
 
 from raftkv.kv import (
-    Compare,
-    InvalidRequest,
     KvService,
     KvStateMachine,
     Put,
     Range,
-    RangeResult,
+    RangeResponse,
     ReadLimits,
     ScanTooLarge,
     Txn,
+    TxnCompare,
 )
+from raftkv.kv.errors import InvalidRequest
 from raftkv.kv.mvcc import MvccView, ReadBudget
 from raftkv.raft.core.types import NodeId
 from raftkv.raft.storage.base import RaftStorage
@@ -70,7 +70,7 @@ def test_a_read_only_txn_never_reaches_the_log(tmp_path: Path) -> None:
         await cluster.complete(services[1].put(b"k/2", b"two"))
         before = last_indexes(cluster)
         txn = Txn(
-            [Compare(b"k/1", "value", "=", b"one")],
+            [TxnCompare(b"k/1", "value", "=", b"one")],
             [Range(b"k/", b"k0", count_only=True), Range(b"k/2")],
             [Range(b"k/1")],
         )
@@ -81,8 +81,8 @@ def test_a_read_only_txn_never_reaches_the_log(tmp_path: Path) -> None:
             )
             assert result.succeeded and result.header.revision == 3
             count, second = result.responses
-            assert isinstance(count, RangeResult) and count.count == 2
-            assert isinstance(second, RangeResult) and second.kvs[0].value == b"two"
+            assert isinstance(count, RangeResponse) and count.count == 2
+            assert isinstance(second, RangeResponse) and second.kvs[0].value == b"two"
             serial = await cluster.complete(services[node].txn(txn, serializable=True))
             assert serial == result
         assert last_indexes(cluster) == before
@@ -105,7 +105,7 @@ def test_a_scan_reads_on_a_read_thread_the_state_at_its_read_point(
     threads: list[str] = []
     original = MvccView.range
 
-    def held_range(view: MvccView, request: Range, budget: ReadBudget) -> RangeResult:
+    def held_range(view: MvccView, request: Range, budget: ReadBudget) -> RangeResponse:
         threads.append(threading.current_thread().name)
         entered.set()
         assert release.wait(10)
@@ -156,7 +156,7 @@ def test_every_read_is_bounded_by_the_read_limits(tmp_path: Path) -> None:
         small = Txn([], [Put(b"x", b"1"), Range(b"k/", b"k/10")])
         written = await cluster.complete(service.txn(small))
         answered = written.responses[1]
-        assert isinstance(answered, RangeResult)
+        assert isinstance(answered, RangeResponse)
         assert (len(answered.kvs), answered.count, answered.more) == (1, 10, True)
         await stop(cluster, services)
 

@@ -16,29 +16,26 @@ from kv_helpers import (
 
 from raftkv.kv import (
     Compact,
-    Compare,
     DuplicateKey,
     EmptyKey,
     FutureRevision,
-    InvalidRequest,
-    KeyValue,
     KvCommand,
     KvError,
     KvSettings,
     KvStateMachine,
-    LimitExceeded,
+    MvccKeyValue,
     Put,
-    PutResult,
+    PutResponse,
     Range,
     RequestOp,
     ResponseHeader,
-    SessionExpired,
-    SnapshotInvalid,
-    StaleSequence,
     Txn,
-    TxnResult,
+    TxnCompare,
+    TxnResponse,
     encode_command,
 )
+from raftkv.kv.errors import InvalidRequest, LimitExceeded, SessionExpired, StaleSequence
+from raftkv.raft import SnapshotInvalid
 from raftkv.raft.core.errors import ConfigInvalid
 from raftkv.raft.driver.state_machine import Command
 from raftkv.raft.snapshot_chunks import encode_container, read_container
@@ -61,7 +58,7 @@ def test_one_apply_call_is_one_commit_with_the_applied_index() -> None:
     app = CountingAppData(MemoryAppData())
     kv = KvStateMachine(app)
     results = kv.apply([log_command(1, Put(b"a", b"1")), log_command(2, Put(b"b", b"2"))], 3, 1)
-    assert results == [PutResult(ResponseHeader(2)), PutResult(ResponseHeader(3))]
+    assert results == [PutResponse(ResponseHeader(2)), PutResponse(ResponseHeader(3))]
     assert app.commits == 1
     assert kv.applied_index() == 3
     kv.apply([], 4, 2)  # entries without commands still move the applied index
@@ -70,16 +67,16 @@ def test_one_apply_call_is_one_commit_with_the_applied_index() -> None:
 
 def test_commands_of_one_apply_call_see_each_other() -> None:
     kv = machine()
-    swap = Txn([Compare(b"k", "value", "=", b"1")], success=[Put(b"k", b"2")])
+    swap = Txn([TxnCompare(b"k", "value", "=", b"1")], success=[Put(b"k", b"2")])
     results = kv.apply([log_command(1, Put(b"k", b"1")), log_command(2, swap)], 2, 1)
-    assert results[1] == TxnResult(ResponseHeader(3), True, [PutResult(ResponseHeader(3))])
+    assert results[1] == TxnResponse(ResponseHeader(3), True, [PutResponse(ResponseHeader(3))])
     assert value_of(kv, b"k") == b"2"
 
 
 def test_reads_see_committed_state_and_the_revisions() -> None:
     kv = machine()
     kv.apply([log_command(1, Put(b"k", b"v")), log_command(2, Compact(2))], 2, 1)
-    assert kv.range(Range(b"k")).kvs == [KeyValue(b"k", b"v", 2, 2, 1)]
+    assert kv.range(Range(b"k")).kvs == [MvccKeyValue(b"k", b"v", 2, 2, 1)]
     assert (kv.current_revision(), kv.compacted_revision()) == (2, 2)
     with pytest.raises(FutureRevision):
         kv.range(Range(b"k", revision=3))
@@ -94,7 +91,7 @@ def test_a_retried_write_returns_the_first_result_and_applies_once() -> None:
     first, retry_in_batch = kv.apply(
         [log_command(1, put, "client", 1), log_command(2, put, "client", 1)], 2, 1
     )
-    assert first == retry_in_batch == PutResult(ResponseHeader(2))
+    assert first == retry_in_batch == PutResponse(ResponseHeader(2))
     (retry_later,) = kv.apply([log_command(3, put, "client", 1)], 3, 1)
     assert retry_later == first
     assert kv.current_revision() == 2
@@ -118,7 +115,7 @@ def test_a_refused_write_is_not_remembered_so_its_retry_runs_again() -> None:
     assert isinstance(refused, FutureRevision)
     kv.apply([log_command(2, Put(b"k", b"v")), log_command(3, Put(b"k", b"w"))], 3, 1)
     (retried,) = kv.apply([log_command(4, read_ahead, "client", 1)], 4, 1)
-    assert isinstance(retried, TxnResult)
+    assert isinstance(retried, TxnResponse)
     assert value_of(kv, b"done") == b"yes"
 
 
@@ -149,7 +146,7 @@ def test_the_client_whose_last_write_is_oldest_is_forgotten_first() -> None:
     first_a = write(1, "a", 1)
     write(2, "b", 1)
     write(3, "c", 1)  # table full: "a" (index 1) is forgotten
-    assert write(4, "b", 1) == PutResult(ResponseHeader(3))  # "b" remembered: not applied
+    assert write(4, "b", 1) == PutResponse(ResponseHeader(3))  # "b" remembered: not applied
     assert write(5, "a", 1) != first_a  # "a" forgotten: a retry of sequence 1 applies again
     assert kv.current_revision() == 5
     # "a" came back at index 5 and evicted "b" (index 2, the oldest). A later sequence from
@@ -157,7 +154,7 @@ def test_the_client_whose_last_write_is_oldest_is_forgotten_first() -> None:
     # it is refused (SessionExpired), not applied.
     assert isinstance(write(6, "b", 2), SessionExpired)
     assert kv.current_revision() == 5
-    assert write(7, "c", 2) == PutResult(ResponseHeader(6))  # "c" (index 3) is still held
+    assert write(7, "c", 2) == PutResponse(ResponseHeader(6))  # "c" (index 3) is still held
     write(8, "d", 1)  # evicts "a" (index 5), the oldest now
     assert isinstance(write(9, "a", 2), SessionExpired)
     assert isinstance(write(10, "c", 1), StaleSequence)
@@ -235,12 +232,12 @@ BAD_COMMANDS: list[tuple[str, bytes, type[KvError]]] = [
     ),
     (
         "too many compares",
-        encode_command(KvCommand(Txn([Compare(b"k", "version", "=", 0)] * 5))),
+        encode_command(KvCommand(Txn([TxnCompare(b"k", "version", "=", 0)] * 5))),
         LimitExceeded,
     ),
     (
         "compare value of the wrong type",
-        encode_command(KvCommand(Txn([Compare(b"k", "version", "=", b"1")]))),
+        encode_command(KvCommand(Txn([TxnCompare(b"k", "version", "=", b"1")]))),
         InvalidRequest,
     ),
     (

@@ -16,17 +16,17 @@ from raftkv.kv import (
     Compact,
     DeleteRange,
     Event,
-    KeyValue,
+    EventBatch,
     KvError,
     KvStateMachine,
     LeaseGrant,
     LeaseRevoke,
+    MvccKeyValue,
     Put,
     Range,
     TooManyWatches,
     Txn,
     Watch,
-    WatchBatch,
     WatchCanceled,
     WatchHub,
     WatchProgress,
@@ -84,30 +84,30 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-async def drain(watch: Watch) -> list[WatchBatch]:
+async def drain(watch: Watch) -> list[EventBatch]:
     """Every batch available now, without waiting for more (a progress interval of 0
     returns a WatchProgress once the watch is caught up)."""
-    batches: list[WatchBatch] = []
+    batches: list[EventBatch] = []
     while True:
         outcome = await watch.next(progress_interval=0)
         if isinstance(outcome, WatchProgress):
             if outcome.revision >= watch.hub.current_revision():
                 return batches
             continue
-        assert isinstance(outcome, WatchBatch), outcome
+        assert isinstance(outcome, EventBatch), outcome
         batches.append(outcome)
 
 
-def events_of(batches: list[WatchBatch]) -> list[Event]:
+def events_of(batches: list[EventBatch]) -> list[Event]:
     return [event for batch in batches for event in batch.events]
 
 
 def put(key: bytes, value: bytes, revision: int, create: int, version: int = 1) -> Event:
-    return Event("put", KeyValue(key, value, create, revision, version))
+    return Event("put", MvccKeyValue(key, value, create, revision, version))
 
 
 def delete(key: bytes, revision: int) -> Event:
-    return Event("delete", KeyValue(key, b"", 0, revision, 0, 0))
+    return Event("delete", MvccKeyValue(key, b"", 0, revision, 0, 0))
 
 
 # -- order and grouping ---------------------------------------------------------------------
@@ -144,7 +144,7 @@ def test_a_txn_revision_is_delivered_in_one_batch() -> None:
         assert not waiting.done()
         store.apply(Txn(success=[Put(b"a", b"1"), DeleteRange(b"b"), Put(b"c", b"3")]))
         outcome = await waiting
-        assert outcome == WatchBatch(
+        assert outcome == EventBatch(
             3, [put(b"a", b"1", 3, 3), delete(b"b", 3), put(b"c", b"3", 3, 3)]
         )
 
@@ -157,7 +157,7 @@ def test_a_lease_revoke_is_one_revision_of_deletes() -> None:
         store.apply(LeaseGrant(1, 10), Put(b"x", b"1", lease=1), Put(b"y", b"2", lease=1))
         watch = store.watch(start=0)
         revision = store.apply(LeaseRevoke(1))
-        assert await watch.next() == WatchBatch(
+        assert await watch.next() == EventBatch(
             revision, [delete(b"x", revision), delete(b"y", revision)]
         )
 
@@ -222,8 +222,8 @@ def test_prev_kv_is_the_key_just_before_each_event() -> None:
         events = events_of(await drain(store.watch(WatchSpec(b"k", prev_kv=True))))
         assert [event.prev_kv for event in events] == [
             None,
-            KeyValue(b"k", b"1", 2, 2, 1),
-            KeyValue(b"k", b"2", 2, 3, 2),
+            MvccKeyValue(b"k", b"1", 2, 2, 1),
+            MvccKeyValue(b"k", b"2", 2, 3, 2),
             None,
         ]
         # Without prev_kv the events carry none.
@@ -253,8 +253,8 @@ def test_prev_kv_after_compaction_is_the_newest_kept_version() -> None:
         ]
         assert [event.prev_kv for event in events] == [
             None,
-            KeyValue(b"gone", b"x", 5, 5, 1),
-            KeyValue(b"k", b"3", 2, 4, 3),  # kept as the newest entry at or below 4
+            MvccKeyValue(b"gone", b"x", 5, 5, 1),
+            MvccKeyValue(b"k", b"3", 2, 4, 3),  # kept as the newest entry at or below 4
             None,  # just before 8 the key was deleted (the tombstone at 6)
         ]
         # Compact past the delete: the tombstone goes, and prev_kv is still None.
@@ -292,7 +292,7 @@ def test_a_start_beyond_the_current_revision_waits_until_it_is_applied() -> None
         await settle()
         assert not waiting.done()
         store.apply(Put(b"k", b"3"))  # revision 4
-        assert await waiting == WatchBatch(4, [put(b"k", b"3", 4, 2, version=3)])
+        assert await waiting == EventBatch(4, [put(b"k", b"3", 4, 2, version=3)])
 
     run(scenario)
 
@@ -320,7 +320,7 @@ def test_a_watch_that_falls_behind_a_compaction_is_canceled() -> None:
         store.apply(*(Put(b"k%d" % number, b"v") for number in range(5)))  # revisions 2..6
         watch = store.watch()
         first = await watch.next()
-        assert isinstance(first, WatchBatch) and first.revision == 2
+        assert isinstance(first, EventBatch) and first.revision == 2
         store.apply(Compact(5))
         canceled = await watch.next()
         assert isinstance(canceled, WatchCanceled)
@@ -337,7 +337,7 @@ def test_a_watch_ahead_of_a_compaction_carries_on() -> None:
         watch = store.watch()
         await drain(watch)
         store.apply(Compact(3), Put(b"a", b"3"))
-        assert await watch.next() == WatchBatch(4, [put(b"a", b"3", 4, 2, version=3)])
+        assert await watch.next() == EventBatch(4, [put(b"a", b"3", 4, 2, version=3)])
 
     run(scenario)
 
@@ -370,7 +370,7 @@ def test_a_quiet_watch_reports_progress_after_the_interval() -> None:
         third = asyncio.ensure_future(watch.next(progress_interval=1.0))
         await settle()
         store.apply(Put(b"x", b"2"))
-        assert await third == WatchBatch(5, [put(b"x", b"2", 5, 2, version=2)])
+        assert await third == EventBatch(5, [put(b"x", b"2", 5, 2, version=2)])
 
     run(scenario)
 
@@ -470,7 +470,7 @@ def test_a_small_cache_gives_the_same_events_as_reading_the_history() -> None:
         # (step opened, start revision, spec number) -> the watch on each hub
         cached: dict[tuple[int, int, int], Watch] = {}
         plain: dict[tuple[int, int, int], Watch] = {}
-        seen: dict[tuple[int, int, int], tuple[list[WatchBatch], list[WatchBatch]]] = {}
+        seen: dict[tuple[int, int, int], tuple[list[EventBatch], list[EventBatch]]] = {}
 
         async def read_all() -> None:
             for key, watch in cached.items():
@@ -570,7 +570,7 @@ def test_a_message_is_cut_to_the_byte_budget_at_revision_boundaries() -> None:
         cuts: list[tuple[list[int], int]] = []
         while watch.watermark < store.machine.current_revision():
             outcome = await watch.next()
-            assert isinstance(outcome, WatchBatch)
+            assert isinstance(outcome, EventBatch)
             assert outcome.buffered_bytes == sum(event_bytes(event) for event in outcome.events)
             # Held from hand-out until written (or the next call).
             assert watch.buffered_bytes == store.hub.buffered_bytes == outcome.buffered_bytes
@@ -595,7 +595,7 @@ def test_previous_values_count_and_are_read_once_for_every_watcher() -> None:
         size = (1 + 2000 + 64) + (1 + len(KIB))  # the event, and the key's previous value
         for watch in watches:
             outcome = await watch.next()
-            assert isinstance(outcome, WatchBatch)
+            assert isinstance(outcome, EventBatch)
             (event,) = outcome.events
             assert event.prev_kv is not None and event.prev_kv.value == KIB
             assert outcome.buffered_bytes == size
@@ -613,12 +613,12 @@ def test_over_the_total_budget_the_watch_holding_the_most_is_ended_too_slow() ->
         first, second, third = (store.watch(start=0) for _ in range(3))
         store.apply(Put(b"a", KIB), Put(b"b", KIB))  # revisions 2, 3
         for watch in (first, second):
-            assert isinstance(await watch.next(), WatchBatch)  # held: not written yet
+            assert isinstance(await watch.next(), EventBatch)  # held: not written yet
         ended = first.ended()
         assert not ended.done()
         # The third batch takes the total to 6 events: the oldest of the equal holders
         # ends, at once (its consumer may be blocked writing), its bytes forgotten.
-        assert isinstance(await third.next(), WatchBatch)
+        assert isinstance(await third.next(), EventBatch)
         assert ended.done()
         assert (ended.result().code, ended.result().revision) == ("too_slow", 3)
         assert "watch_max_total_buffered_bytes" in ended.result().message
@@ -647,16 +647,16 @@ def test_the_largest_holder_is_found_among_many_watches_that_wrote_and_read_agai
         for _ in range(5):  # 500 charges, each written: stale entries, rebuilds
             store.apply(Put(b"s", KIB))
             for watch in small:
-                assert isinstance(await watch.next(), WatchBatch)
+                assert isinstance(await watch.next(), EventBatch)
                 watch.written()
         store.apply(Txn(success=[Put(key, KIB) for key in (b"l", b"m", b"n")]))
-        assert isinstance(await large.next(), WatchBatch)  # holds 3 events, not written
+        assert isinstance(await large.next(), EventBatch)  # holds 3 events, not written
         assert len(store.hub._holders) <= 2 * len(small) + 64 + 1
         store.apply(Put(b"s", KIB))
         for watch in small[:5]:
-            assert isinstance(await watch.next(), WatchBatch)  # 3 + 5 = 8 events: fits
+            assert isinstance(await watch.next(), EventBatch)  # 3 + 5 = 8 events: fits
         assert store.hub.total_budget_cancels == 0
-        assert isinstance(await small[5].next(), WatchBatch)  # 9: the largest one ends
+        assert isinstance(await small[5].next(), EventBatch)  # 9: the largest one ends
         assert large.ended().done() and store.hub.total_budget_cancels == 1
         assert store.hub.buffered_bytes == 6 * EVENT
 
@@ -668,7 +668,7 @@ def test_closing_the_hub_ends_a_watch_whose_consumer_is_busy_writing() -> None:
         store = Store()
         watch = store.watch(start=0)
         store.apply(Put(b"a", KIB))
-        assert isinstance(await watch.next(), WatchBatch)  # being written
+        assert isinstance(await watch.next(), EventBatch)  # being written
         ended = watch.ended()
         store.hub.close("removed", "the node was removed")
         assert ended.done()
@@ -718,7 +718,7 @@ class CountingPreviousReader(EventReader):
 
     previous_calls = 0
 
-    def previous(self, key: bytes, revision: int) -> KeyValue | None:
+    def previous(self, key: bytes, revision: int) -> MvccKeyValue | None:
         self.previous_calls += 1
         return super().previous(key, revision)
 
@@ -768,8 +768,8 @@ def test_after_a_restore_past_its_revision_a_watch_is_compacted() -> None:
 # -- property: a watch of everything reconstructs the store ---------------------------------
 
 
-def reconstruct(events: list[Event]) -> dict[bytes, KeyValue]:
-    state: dict[bytes, KeyValue] = {}
+def reconstruct(events: list[Event]) -> dict[bytes, MvccKeyValue]:
+    state: dict[bytes, MvccKeyValue] = {}
     for event in events:
         if event.type == "put":
             state[event.kv.key] = event.kv
@@ -778,7 +778,7 @@ def reconstruct(events: list[Event]) -> dict[bytes, KeyValue]:
     return state
 
 
-def check_revisions(batches: list[WatchBatch], current: int) -> None:
+def check_revisions(batches: list[EventBatch], current: int) -> None:
     """Batches end on increasing watermarks; each event's revision is above the previous
     batch's watermark and at most its own; every revision 2..current appears."""
     previous = 1
@@ -800,7 +800,7 @@ def test_a_live_watch_of_everything_rebuilds_the_final_state(seed: int) -> None:
     async def scenario() -> None:
         store = Store(WatchSettings(max_events_per_message=5, cache_revisions=8))
         watch = store.watch(WatchSpec(b"\0", b"\0", prev_kv=True), start=1)
-        batches: list[WatchBatch] = []
+        batches: list[EventBatch] = []
         for data in random_workload(seed=seed, count=300):
             store.apply_data(data)
             batches.extend(await drain(watch))
@@ -809,7 +809,7 @@ def test_a_live_watch_of_everything_rebuilds_the_final_state(seed: int) -> None:
         assert reconstruct(events) == current
         check_revisions(batches, store.machine.current_revision())
         # prev_kv agrees with the stream itself.
-        state: dict[bytes, KeyValue] = {}
+        state: dict[bytes, MvccKeyValue] = {}
         for event in events:
             assert event.prev_kv == state.get(event.kv.key)
             if event.type == "put":
@@ -825,7 +825,7 @@ def test_a_late_watch_from_revision_1_replays_what_a_live_one_saw(seed: int) -> 
     async def scenario() -> None:
         store = Store(WatchSettings(max_events_per_message=7, cache_revisions=4))
         live = store.watch(WatchSpec(b"\0", b"\0", prev_kv=True))
-        live_batches: list[WatchBatch] = []
+        live_batches: list[EventBatch] = []
         for data in random_workload(seed=seed, count=250):
             if _is_compaction(data):
                 continue

@@ -29,7 +29,7 @@ from raftkv.kv import KvService, KvSettings, KvStateMachine, LeaseKeeper, WatchS
 from raftkv.kv.lease_keeper import LeaseKeeperSettings
 from raftkv.raft.storage.base import RaftStorage
 from raftkv.server import HttpSettings, create_app
-from raftkv.server.http import METRICS
+from raftkv.server.app import METRICS
 from raftkv.testing.local_cluster import LocalCluster
 
 Json = Any

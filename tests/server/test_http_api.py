@@ -265,6 +265,37 @@ def test_base64_round_trip_of_binary_keys_and_values() -> None:
     run_scenario(scenario)
 
 
+def test_a_prefix_of_0xff_bytes_runs_to_the_end_of_the_key_space() -> None:
+    """No key follows every key starting with 0xff: the prefix's range runs to the end (as
+    in etcd), it is neither refused nor empty."""
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    async def scenario() -> None:
+        async with started() as api:
+            for key in (b"\xfe", b"\xff", b"\xff\xff\x00", b"\xff\xffz"):
+                status, _ = await api.call(
+                    1, "POST", "/set?encoding=base64", json={"key": b64(key), "value": ""}
+                )
+                assert status == 200
+            query = {"key": b64(b"\xff\xff"), "prefix": "true", "encoding": "base64"}
+            status, body = await api.call(2, "GET", "/v1/kv", params=query)
+            assert status == 200
+            assert [kv["key"] for kv in body["kvs"]] == [b64(b"\xff\xff\x00"), b64(b"\xff\xffz")]
+            delete = {"op": "delete", "key": b64(b"\xff"), "prefix": True}
+            status, body = await api.call(
+                2, "POST", "/v1/txn?encoding=base64", json={"success": [delete]}
+            )
+            assert status == 200 and body["responses"][0]["deleted"] == 3
+            status, body = await api.call(
+                2, "GET", "/v1/kv", params={"prefix": "true", "encoding": "base64"}
+            )
+            assert [kv["key"] for kv in body["kvs"]] == [b64(b"\xfe")]
+
+    run_scenario(scenario)
+
+
 def test_a_retried_put_with_the_same_client_id_and_sequence_applies_once() -> None:
     async def scenario() -> None:
         async with started() as api:

@@ -3,12 +3,15 @@ LocalCluster (the harness of test_http_api)."""
 
 from __future__ import annotations
 
+import re
+
 import msgspec
 from server_helpers import started
 
+from raftkv.api.cluster import ClusterAnswer, ReadyAnswer, StatusAnswer
 from raftkv.raft.core.types import NodeId
-from raftkv.server.api import ClusterAnswer, ReadyAnswer, StatusAnswer
 from raftkv.server.openapi import openapi_document
+from raftkv.server.routes import ROUTES
 from raftkv.testing.local_cluster import address_of, run_scenario
 
 
@@ -103,3 +106,18 @@ def test_openapi_document_is_served_and_lists_every_route() -> None:
                 assert schema["type"] == "object"
 
     run_scenario(scenario)
+
+
+def test_every_route_documents_its_path_parameters_and_its_answers() -> None:
+    """The route table is the one description of the routes: each row's template names
+    exactly the path parameters it documents, and each row says what it answers with 200."""
+    document = openapi_document()
+    for route in ROUTES:
+        in_path = set(re.findall(r"\{(\w+)\}", route.template))
+        documented = {p.name for p in route.parameters if p.location == "path"}
+        assert in_path == documented, route
+        assert 200 in route.responses, route
+        operation = document["paths"][route.template][route.method.lower()]
+        assert operation["summary"] == route.summary
+    templates = [(route.method, route.template) for route in ROUTES]
+    assert len(templates) == len(set(templates))

@@ -33,7 +33,7 @@ from raftkv.raft.driver.node import Node
 from raftkv.raft.driver.settings import NodeSettings
 from raftkv.raft.storage.base import RaftStorage
 from raftkv.server import HttpSettings, create_app
-from raftkv.server.http import METRICS
+from raftkv.server.app import METRICS
 from raftkv.testing.local_cluster import LocalCluster, address_of, run_scenario
 
 Json = Any

@@ -15,7 +15,7 @@ from server_helpers import metrics_text, started_with_leases
 from raftkv.kv import WatchSettings
 from raftkv.raft.core.types import NodeId
 from raftkv.server import HttpSettings
-from raftkv.server.http import WATCHES
+from raftkv.server.app import WATCHES
 from raftkv.testing.local_cluster import address_of, run_scenario
 
 Json = Any

@@ -26,8 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from raftkv.kv import KvService, KvStateMachine, ReadLimits
 from raftkv.raft.storage.base import RaftStorage
 from raftkv.server import HttpSettings, create_app
-from raftkv.server.config import SettingsInvalid
-from raftkv.server.http import METRICS
+from raftkv.server.app import METRICS
 from raftkv.server.listener import (
     RESERVED_FILE_DESCRIPTORS,
     AcceptErrorLog,
@@ -35,6 +34,7 @@ from raftkv.server.listener import (
     ClientPortSettings,
     raise_open_files_limit,
 )
+from raftkv.server.settings import SettingsInvalid
 from raftkv.testing.local_cluster import LocalCluster, run_scenario
 
 # Bounds on waits for what the server does by itself (never a timing the test relies on).

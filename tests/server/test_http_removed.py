@@ -12,7 +12,7 @@ from typing import Any
 from server_helpers import metrics_text, real_time_until, started_with_leases, stuck_watcher
 
 from raftkv.server import HttpSettings
-from raftkv.server.http import WATCHES
+from raftkv.server.app import WATCHES
 from raftkv.testing.local_cluster import run_scenario
 
 # Every kind of request a client makes, on the removed node: all refused.

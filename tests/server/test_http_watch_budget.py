@@ -14,10 +14,10 @@ from server_helpers import (
     stuck_watcher,
 )
 
-from raftkv.kv import KvService, Watch, WatchBatch, WatchSettings
+from raftkv.api.watches import WatchEvents
+from raftkv.kv import EventBatch, KvService, Watch, WatchSettings
 from raftkv.server import HttpSettings
-from raftkv.server.api import WatchEvents
-from raftkv.server.http import WATCHES
+from raftkv.server.app import WATCHES
 from raftkv.testing.local_cluster import run_scenario
 
 
@@ -28,7 +28,7 @@ def held_watch_messages(marker: bytes) -> int:
     text = marker.decode()
     found = 0
     for holder in gc.get_objects():
-        if isinstance(holder, WatchBatch):
+        if isinstance(holder, EventBatch):
             found += any(event.kv.value.startswith(marker) for event in holder.events)
         # msgspec leaves structs holding no containers untracked: look among referents.
         for item in gc.get_referents(holder):

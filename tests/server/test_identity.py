@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from raftkv.server.config import ServerSettings
 from raftkv.server.identity import (
     IDENTITY_FILE,
     Identity,
@@ -17,6 +16,7 @@ from raftkv.server.identity import (
     mark_raft_state,
     read_identity,
 )
+from raftkv.server.settings import ServerSettings
 
 
 def test_a_new_data_dir_has_no_raft_state_until_marked(tmp_path: Path) -> None:

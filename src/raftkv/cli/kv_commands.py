@@ -24,6 +24,7 @@ from typing import assert_never
 
 import msgspec
 
+from raftkv.api.kv import CompareBody, DeleteOpBody, OpBody, PutOpBody, RangeOpBody, TxnBody
 from raftkv.cli import EXIT_NOT_FOUND, EXIT_OK, EXIT_UNAVAILABLE
 from raftkv.cli.arguments import (
     argument_bytes,
@@ -36,14 +37,6 @@ from raftkv.cli.errors import UsageError, fail
 from raftkv.cli.output import Output, print_json, print_table
 from raftkv.cli.running import Verb, run_verb
 from raftkv.client import ClientError, Cluster, Status, SyncClient, txn
-from raftkv.server.api import (
-    CompareBody,
-    DeleteOpBody,
-    OpBody,
-    PutOpBody,
-    RangeOpBody,
-    TxnBody,
-)
 
 __all__ = ["add_commands"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from raftkv.cli import EXIT_USAGE
-from raftkv.server.config import (
+from raftkv.server.settings import (
     SETTING_NAMES,
     ServerSettings,
     SettingsInvalid,

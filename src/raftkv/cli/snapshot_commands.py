@@ -213,8 +213,8 @@ def _download(chunks: Any, path: Path, total: int) -> None:
 def _restore(arguments: argparse.Namespace) -> int:
     from raftkv.cli.server_commands import settings_of  # noqa: PLC0415
     from raftkv.server.backup import BackupInvalid  # noqa: PLC0415
-    from raftkv.server.config import SettingsInvalid  # noqa: PLC0415
     from raftkv.server.restore import restore  # noqa: PLC0415
+    from raftkv.server.settings import SettingsInvalid  # noqa: PLC0415
 
     try:
         settings = settings_of(arguments)

@@ -1,5 +1,5 @@
-"""The raftkv client: the HTTP/JSON API (`raftkv.server.http`) with retries, leader
-routing and exactly-once writes, for asyncio (`Client`) and for threads (`SyncClient`).
+"""The raftkv client: the HTTP/JSON API (`raftkv.server`) with retries, leader routing
+and exactly-once writes, for asyncio (`Client`) and for threads (`SyncClient`).
 
     from raftkv.client import Client, txn
 
@@ -54,6 +54,16 @@ remains: a first write (sequence 1) retried after its session was forgotten appl
 that needs `max_exactly_once_clients` other sessions to write within one call's deadline.
 `client_id` must never be shared by two clients (each numbers from 1; the second one's
 writes would be refused as stale).
+
+Names
+-----
+The client owns the names its users write (`KeyValue`, `PutResult`, `Compare`,
+`WatchBatch`, `LeaseNotFound`, `NotCaughtUp`, ...): the server's store (`raftkv.kv`) and
+the Raft library (`raftkv.raft`) name their own classes apart (`MvccKeyValue`,
+`PutResponse`, `TxnCompare`, `LearnerNotCaughtUp`, ...) or do not export them, so an
+import or an `except` cannot pick the wrong one. Two names remain shared, as different
+classes: `OutcomeUnknown` (also the Raft library's) and `Status` (also `raftkv.raft.core`'s).
+The client imports nothing of the server: the wire schema both speak is `raftkv.api`.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ socket, a clock or a lock.
 
 Every key, value, range end and compare value travels base64 (`encoding=base64`), so any
 bytes round-trip; a key in the URL path is base64 then percent-encoded (base64 has '/' and
-'+'). Bodies and answers are the msgspec structs of `raftkv.server.api`, the server's own
-definitions.
+'+'). Bodies and answers are the msgspec structs of the wire schema (`raftkv.api`), the
+server's own definitions.
 """
 
 from __future__ import annotations
@@ -23,6 +23,43 @@ from urllib.parse import quote
 
 import msgspec
 
+from raftkv.api.cluster import (
+    AddMemberBody,
+    ClusterAnswer,
+    HealthAnswer,
+    StatusAnswer,
+    TransferAnswer,
+    TransferBody,
+)
+from raftkv.api.errors import ErrorAnswer, ErrorDetail
+from raftkv.api.keys import KeyValueAnswer
+from raftkv.api.kv import (
+    CompactAnswer,
+    CompactBody,
+    CompareBody,
+    DeleteOpAnswer,
+    DeleteOpBody,
+    GetAnswer,
+    OpAnswer,
+    OpBody,
+    PutAnswer,
+    PutBody,
+    PutOpAnswer,
+    PutOpBody,
+    RangeAnswer,
+    RangeOpAnswer,
+    RangeOpBody,
+    TxnAnswer,
+    TxnBody,
+)
+from raftkv.api.leases import (
+    LeaseAnswer,
+    LeaseGrantAnswer,
+    LeaseGrantBody,
+    LeaseKeepAliveAnswer,
+    LeaseRevokeAnswer,
+    LeasesAnswer,
+)
 from raftkv.client.results import (
     Alarm,
     Cluster,
@@ -41,40 +78,6 @@ from raftkv.client.results import (
     TxnResult,
 )
 from raftkv.client.txn import Compare, DeleteOp, Op, PutOp, RangeOp
-from raftkv.server.api import (
-    AddMemberBody,
-    ClusterAnswer,
-    CompactAnswer,
-    CompactBody,
-    CompareBody,
-    DeleteOpAnswer,
-    DeleteOpBody,
-    ErrorAnswer,
-    ErrorDetail,
-    GetAnswer,
-    HealthAnswer,
-    KeyValueAnswer,
-    LeaseAnswer,
-    LeaseGrantAnswer,
-    LeaseGrantBody,
-    LeaseKeepAliveAnswer,
-    LeaseRevokeAnswer,
-    LeasesAnswer,
-    OpAnswer,
-    OpBody,
-    PutAnswer,
-    PutBody,
-    PutOpAnswer,
-    PutOpBody,
-    RangeAnswer,
-    RangeOpAnswer,
-    RangeOpBody,
-    StatusAnswer,
-    TransferAnswer,
-    TransferBody,
-    TxnAnswer,
-    TxnBody,
-)
 
 T = TypeVar("T")
 

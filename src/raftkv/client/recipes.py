@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from types import TracebackType
 
+from raftkv.api.keys import prefix_end
 from raftkv.client import txn
 from raftkv.client.async_client import Client
 from raftkv.client.errors import ClientError
@@ -91,7 +92,7 @@ class _Contender:
         kvs, revision = list(result.kvs), result.revision
         while result.more and result.kvs:
             after = result.kvs[-1].key + b"\0"
-            result = await self.client.range(after, _prefix_end(self.prefix), revision=revision)
+            result = await self.client.range(after, prefix_end(self.prefix), revision=revision)
             kvs.extend(result.kvs)
         waiting = sorted(kvs, key=lambda kv: kv.create_revision)
         return waiting, revision
@@ -203,11 +204,3 @@ class Election:
 
     async def resign(self) -> None:
         await self._contender.leave()
-
-
-def _prefix_end(prefix: bytes) -> bytes:
-    """The first key after every key starting with `prefix` (b"\\0": no end, every key)."""
-    stripped = prefix.rstrip(b"\xff")
-    if not stripped:
-        return b"\0"
-    return stripped[:-1] + bytes([stripped[-1] + 1])

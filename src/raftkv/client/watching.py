@@ -33,13 +33,7 @@ from typing import assert_never
 import httpx
 import msgspec
 
-from raftkv.client.call import describe
-from raftkv.client.errors import ClientError, ServerError, Unavailable, refusal
-from raftkv.client.protocol import BadAnswer, error_of, kv_of, range_params
-from raftkv.client.results import WatchBatch, WatchEvent
-from raftkv.client.routing import Router, backoff_delay
-from raftkv.client.settings import ClientSettings
-from raftkv.server.api import (
+from raftkv.api.watches import (
     WatchCanceled,
     WatchCreated,
     WatchEventAnswer,
@@ -47,6 +41,12 @@ from raftkv.server.api import (
     WatchMessage,
     WatchProgress,
 )
+from raftkv.client.call import describe
+from raftkv.client.errors import ClientError, ServerError, Unavailable, refusal
+from raftkv.client.protocol import BadAnswer, error_of, kv_of, range_params
+from raftkv.client.results import WatchBatch, WatchEvent
+from raftkv.client.routing import Router, backoff_delay
+from raftkv.client.settings import ClientSettings
 
 __all__ = ["WatchOptions", "WatchStream"]
 

@@ -3,11 +3,24 @@
 - `KvStateMachine` is the `raftkv.raft.StateMachine` a node runs: it applies `KvCommand`s
   (put, delete range, txn, compact; optionally exactly-once) and serves committed reads;
 - `MvccStore` is the store underneath, kept in the node's `AppData` (RocksDB);
-- the request and result types mirror etcd's KV API; refusals are `KvError`s;
+- `KvService` is the store's API on a running node, and the HTTP server's one door to it;
+- the requests and responses mirror etcd's KV API (`Put` -> `PutResponse`, `MvccKeyValue`,
+  `TxnCompare`); refusals are `KvError`s, each with a `code`;
 - leases (`LeaseGrant` ... `LeaseCheckpoint`, expiry decided by the leader's `LeaseKeeper`)
-  and watches (`WatchHub`, `Watch`: change streams read back from the history);
+  and watches (`WatchHub`, `Watch`: change streams read back from the history, handed out
+  as `EventBatch`, `WatchProgress`, `WatchCanceled`);
 - hash checks (`HashCheck`, `HashReport`, run by each member's `CorruptChecker`): members
   compare hashes of their state at the same log index and raise CORRUPT alarms.
+
+One owner per public name: the HTTP client (`raftkv.client`) owns the user-facing names
+`KeyValue`, `PutResult` ..., `Compare`, `WatchBatch` and the refusals `Compacted`,
+`InvalidRequest`, `LeaseExists`, `LeaseNotFound`, `LimitExceeded`, `SessionExpired`,
+`StaleSequence`. This package's own classes are named apart (`MvccKeyValue`,
+`PutResponse`, `TxnCompare`, `EventBatch`), and its refusals of those names are not
+exported here: catch `KvError` (its `code` says which), or import them from
+`raftkv.kv.errors` (their class names are part of the KV simulator's traces, which a
+refactoring must not change, so they keep them). A snapshot that cannot be restored is the
+Raft library's `raftkv.raft.SnapshotInvalid`.
 """
 
 from __future__ import annotations
@@ -15,70 +28,57 @@ from __future__ import annotations
 from raftkv.kv.commands import (
     ClearCorruptAlarm,
     Compact,
-    CompactResult,
-    Compare,
+    CompactResponse,
     CompareOp,
     CompareTarget,
     DeleteRange,
-    DeleteResult,
+    DeleteRangeResponse,
     HashCheck,
-    HashCheckResult,
+    HashCheckResponse,
     HashReport,
-    KeyValue,
     KvCommand,
     LeaseCheckpoint,
-    LeaseCheckpointResult,
+    LeaseCheckpointResponse,
     LeaseExpire,
     LeaseGrant,
-    LeaseGrantResult,
+    LeaseGrantResponse,
     LeaseKeepAlive,
-    LeaseKeepAliveResult,
+    LeaseKeepAliveResponse,
     LeaseRemaining,
     LeaseRequest,
     LeaseRevoke,
-    LeaseRevokeResult,
+    LeaseRevokeResponse,
+    MvccKeyValue,
     PublishMember,
-    PublishMemberResult,
+    PublishMemberResponse,
     Put,
-    PutResult,
+    PutResponse,
     Range,
-    RangeResult,
+    RangeResponse,
     RequestOp,
     ResponseHeader,
     ResponseOp,
     Txn,
-    TxnResult,
+    TxnCompare,
+    TxnResponse,
     WriteRequest,
-    WriteResult,
+    WriteResponse,
     decode_command,
     encode_command,
 )
 from raftkv.kv.corrupt_checker import CorruptChecker, CorruptCheckerSettings
-from raftkv.kv.errors import (
-    Compacted,
-    DuplicateKey,
-    EmptyKey,
-    FutureRevision,
-    InvalidRequest,
-    KvError,
-    LeaseExists,
-    LeaseNotFound,
-    LimitExceeded,
-    ScanTooLarge,
-    SessionExpired,
-    StaleSequence,
-)
+from raftkv.kv.errors import DuplicateKey, EmptyKey, FutureRevision, KvError, ScanTooLarge
 from raftkv.kv.events import Event
 from raftkv.kv.lease_keeper import LeaseKeeper
 from raftkv.kv.mvcc import MvccStore
 from raftkv.kv.service import KvService, ReadLimits
 from raftkv.kv.settings import KvSettings
-from raftkv.kv.state_machine import KvStateMachine, SnapshotInvalid
+from raftkv.kv.state_machine import KvStateMachine
 from raftkv.kv.validation import check_request
 from raftkv.kv.watch import (
+    EventBatch,
     TooManyWatches,
     Watch,
-    WatchBatch,
     WatchCanceled,
     WatchHub,
     WatchProgress,
@@ -89,71 +89,63 @@ from raftkv.kv.watch import (
 __all__ = [
     "ClearCorruptAlarm",
     "Compact",
-    "CompactResult",
-    "Compacted",
-    "Compare",
+    "CompactResponse",
     "CompareOp",
     "CompareTarget",
     "CorruptChecker",
     "CorruptCheckerSettings",
     "DeleteRange",
-    "DeleteResult",
+    "DeleteRangeResponse",
     "DuplicateKey",
     "EmptyKey",
     "Event",
+    "EventBatch",
     "FutureRevision",
     "HashCheck",
-    "HashCheckResult",
+    "HashCheckResponse",
     "HashReport",
-    "InvalidRequest",
-    "KeyValue",
     "KvCommand",
     "KvError",
     "KvService",
     "KvSettings",
     "KvStateMachine",
     "LeaseCheckpoint",
-    "LeaseCheckpointResult",
-    "LeaseExists",
+    "LeaseCheckpointResponse",
     "LeaseExpire",
     "LeaseGrant",
-    "LeaseGrantResult",
+    "LeaseGrantResponse",
     "LeaseKeepAlive",
-    "LeaseKeepAliveResult",
+    "LeaseKeepAliveResponse",
     "LeaseKeeper",
-    "LeaseNotFound",
     "LeaseRemaining",
     "LeaseRequest",
     "LeaseRevoke",
-    "LeaseRevokeResult",
-    "LimitExceeded",
+    "LeaseRevokeResponse",
+    "MvccKeyValue",
     "MvccStore",
     "PublishMember",
-    "PublishMemberResult",
+    "PublishMemberResponse",
     "Put",
-    "PutResult",
+    "PutResponse",
     "Range",
-    "RangeResult",
+    "RangeResponse",
     "ReadLimits",
     "RequestOp",
     "ResponseHeader",
     "ResponseOp",
     "ScanTooLarge",
-    "SessionExpired",
-    "SnapshotInvalid",
-    "StaleSequence",
     "TooManyWatches",
     "Txn",
-    "TxnResult",
+    "TxnCompare",
+    "TxnResponse",
     "Watch",
-    "WatchBatch",
     "WatchCanceled",
     "WatchHub",
     "WatchProgress",
     "WatchSettings",
     "WatchSpec",
     "WriteRequest",
-    "WriteResult",
+    "WriteResponse",
     "check_request",
     "decode_command",
     "encode_command",

@@ -1,4 +1,4 @@
-"""The KV API's requests and results, and their msgpack encoding for the Raft log.
+"""The KV API's requests and responses, and their msgpack encoding for the Raft log.
 
 Modelled on etcd's KV service (Range, Put, DeleteRange, Txn, Compact); field names follow
 etcd's protobuf. Keys and values are bytes. Key ranges follow etcd's convention:
@@ -14,6 +14,13 @@ linearizable point; inside a `Txn` that writes they read the txn's own view.
 Every struct forbids unknown fields, and unions are tagged, so a command that decodes is
 exactly one of the shapes below; the value rules (non-empty keys, limits, no duplicate
 keys in a txn branch) are checked by `raftkv.kv.validation.check_request`.
+
+Names: each request `X` is answered by an `XResponse` (etcd's names), made of
+`ResponseHeader`s and `MvccKeyValue`s (etcd's mvccpb.KeyValue); a txn's conditions are
+`TxnCompare`s. The HTTP client's values (`raftkv.client.PutResult`, `KeyValue`, `Compare`,
+...) are other classes with names of their own, so that no public name has two owners.
+The msgpack tags (`put_result`, ...) are part of the stored format (an exactly-once session
+keeps its last write's response) and keep their spelling.
 """
 
 from __future__ import annotations
@@ -59,7 +66,7 @@ CompareTarget = Literal["value", "version", "create", "mod", "lease"]
 CompareOp = Literal["=", "!=", "<", ">"]
 
 
-class Compare(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class TxnCompare(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """`target` of `key`, compared with `value`: bytes for "value", an integer for the
     others ("create" and "mod" are create_revision and mod_revision). A missing key has
     version, revisions and lease 0, and fails every "value" comparison (as in etcd)."""
@@ -77,7 +84,7 @@ class Txn(msgspec.Struct, tag="txn", frozen=True, forbid_unknown_fields=True):
     """If every compare holds, run `success`, else `failure`. All writes of the txn share
     one new revision; a txn that changes nothing does not create one."""
 
-    compares: list[Compare] = msgspec.field(default_factory=list)
+    compares: list[TxnCompare] = msgspec.field(default_factory=list)
     success: list[RequestOp] = msgspec.field(default_factory=list)
     failure: list[RequestOp] = msgspec.field(default_factory=list)
 
@@ -205,7 +212,7 @@ class KvCommand(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sequence: int = 0
 
 
-# -- results --------------------------------------------------------------------------------
+# -- responses ------------------------------------------------------------------------------
 
 
 class ResponseHeader(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -213,7 +220,7 @@ class ResponseHeader(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     revision: int
 
 
-class KeyValue(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class MvccKeyValue(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     key: bytes
     value: bytes
     create_revision: int
@@ -222,47 +229,51 @@ class KeyValue(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     lease: int = 0
 
 
-class RangeResult(msgspec.Struct, tag="range_result", frozen=True, forbid_unknown_fields=True):
+class RangeResponse(msgspec.Struct, tag="range_result", frozen=True, forbid_unknown_fields=True):
     header: ResponseHeader
-    kvs: list[KeyValue]
+    kvs: list[MvccKeyValue]
     # Keys in the range at that revision, regardless of `limit`.
     count: int
     # Whether keys were left out (by `limit`, or by the node's response byte budget).
     more: bool = False
 
 
-class PutResult(msgspec.Struct, tag="put_result", frozen=True, forbid_unknown_fields=True):
+class PutResponse(msgspec.Struct, tag="put_result", frozen=True, forbid_unknown_fields=True):
     header: ResponseHeader
-    prev_kv: KeyValue | None = None
+    prev_kv: MvccKeyValue | None = None
 
 
-class DeleteResult(msgspec.Struct, tag="delete_result", frozen=True, forbid_unknown_fields=True):
+class DeleteRangeResponse(
+    msgspec.Struct, tag="delete_result", frozen=True, forbid_unknown_fields=True
+):
     header: ResponseHeader
     deleted: int
-    prev_kvs: list[KeyValue] = msgspec.field(default_factory=list)
+    prev_kvs: list[MvccKeyValue] = msgspec.field(default_factory=list)
 
 
-ResponseOp = RangeResult | PutResult | DeleteResult
+ResponseOp = RangeResponse | PutResponse | DeleteRangeResponse
 
 
-class TxnResult(msgspec.Struct, tag="txn_result", frozen=True, forbid_unknown_fields=True):
+class TxnResponse(msgspec.Struct, tag="txn_result", frozen=True, forbid_unknown_fields=True):
     header: ResponseHeader
     succeeded: bool
     # One per op of the branch that ran, in order.
     responses: list[ResponseOp]
 
 
-class CompactResult(msgspec.Struct, tag="compact_result", frozen=True, forbid_unknown_fields=True):
+class CompactResponse(
+    msgspec.Struct, tag="compact_result", frozen=True, forbid_unknown_fields=True
+):
     header: ResponseHeader
 
 
-class PublishMemberResult(
+class PublishMemberResponse(
     msgspec.Struct, tag="publish_member_result", frozen=True, forbid_unknown_fields=True
 ):
     header: ResponseHeader
 
 
-class LeaseGrantResult(
+class LeaseGrantResponse(
     msgspec.Struct, tag="lease_grant_result", frozen=True, forbid_unknown_fields=True
 ):
     header: ResponseHeader
@@ -271,7 +282,7 @@ class LeaseGrantResult(
     ttl: int
 
 
-class LeaseKeepAliveResult(
+class LeaseKeepAliveResponse(
     msgspec.Struct, tag="lease_keepalive_result", frozen=True, forbid_unknown_fields=True
 ):
     header: ResponseHeader
@@ -279,7 +290,7 @@ class LeaseKeepAliveResult(
     ttl: int
 
 
-class LeaseRevokeResult(
+class LeaseRevokeResponse(
     msgspec.Struct, tag="lease_revoke_result", frozen=True, forbid_unknown_fields=True
 ):
     """For a LeaseRevoke, and for a LeaseExpire (`revoked` false when it was a no-op)."""
@@ -290,13 +301,13 @@ class LeaseRevokeResult(
     deleted: int = 0
 
 
-class LeaseCheckpointResult(
+class LeaseCheckpointResponse(
     msgspec.Struct, tag="lease_checkpoint_result", frozen=True, forbid_unknown_fields=True
 ):
     header: ResponseHeader
 
 
-class HashCheckResult(
+class HashCheckResponse(
     msgspec.Struct, tag="hash_check_result", frozen=True, forbid_unknown_fields=True
 ):
     """For a HashCheck, a HashReport (also when ignored: a late or repeated report) and a
@@ -305,17 +316,17 @@ class HashCheckResult(
     header: ResponseHeader
 
 
-WriteResult = (
-    PutResult
-    | DeleteResult
-    | TxnResult
-    | CompactResult
-    | PublishMemberResult
-    | LeaseGrantResult
-    | LeaseKeepAliveResult
-    | LeaseRevokeResult
-    | LeaseCheckpointResult
-    | HashCheckResult
+WriteResponse = (
+    PutResponse
+    | DeleteRangeResponse
+    | TxnResponse
+    | CompactResponse
+    | PublishMemberResponse
+    | LeaseGrantResponse
+    | LeaseKeepAliveResponse
+    | LeaseRevokeResponse
+    | LeaseCheckpointResponse
+    | HashCheckResponse
 )
 
 
@@ -330,7 +341,7 @@ def in_range(candidate: bytes, key: bytes, range_end: bytes) -> bool:
 
 _ENCODER = msgspec.msgpack.Encoder()
 _COMMAND_DECODER = msgspec.msgpack.Decoder(KvCommand)
-_RESULT_DECODER: msgspec.msgpack.Decoder[WriteResult] = msgspec.msgpack.Decoder(WriteResult)
+_RESULT_DECODER: msgspec.msgpack.Decoder[WriteResponse] = msgspec.msgpack.Decoder(WriteResponse)
 
 
 def encode_command(command: KvCommand) -> bytes:
@@ -346,11 +357,11 @@ def decode_command(data: bytes) -> KvCommand:
         raise InvalidRequest(f"command does not decode: {error}") from error
 
 
-def encode_result(result: WriteResult) -> bytes:
+def encode_result(result: WriteResponse) -> bytes:
     return _ENCODER.encode(result)
 
 
-def decode_result(data: bytes) -> WriteResult:
+def decode_result(data: bytes) -> WriteResponse:
     """A result stored by `encode_result` (a failure here is a damaged store: it raises
     msgspec.DecodeError for the caller to report)."""
     return _RESULT_DECODER.decode(data)

@@ -35,7 +35,7 @@ from raftkv.kv.commands import (
     ClearCorruptAlarm,
     HashCheck,
     HashCheckRequest,
-    HashCheckResult,
+    HashCheckResponse,
     HashReport,
     KvCommand,
     encode_command,
@@ -229,7 +229,7 @@ class CorruptChecker:
         result = await self.node.propose(command, timeout=self.settings.proposal_timeout_s)
         if isinstance(result, KvError):
             raise result
-        if not isinstance(result, HashCheckResult):
+        if not isinstance(result, HashCheckResponse):
             raise InvariantViolation(
                 f"{type(request).__name__} answered with {type(result).__name__}"
             )

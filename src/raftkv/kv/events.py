@@ -17,7 +17,7 @@ from typing import Literal
 
 import msgspec
 
-from raftkv.kv.commands import KeyValue
+from raftkv.kv.commands import MvccKeyValue
 from raftkv.kv.layout import (
     HistoryRecord,
     decode_integer,
@@ -39,8 +39,8 @@ EventType = Literal["put", "delete"]
 class Event:
     type: EventType
     # For a delete: the key, mod_revision = the delete's revision, zeros elsewhere (etcd).
-    kv: KeyValue
-    prev_kv: KeyValue | None = None
+    kv: MvccKeyValue
+    prev_kv: MvccKeyValue | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +67,7 @@ class EventReader:
             keys: list[bytes] = decode_record(_KEYS_DECODER, stored, data)
             yield RevisionEvents(revision, tuple(self._event(key, revision) for key in keys))
 
-    def previous(self, key: bytes, revision: int) -> KeyValue | None:
+    def previous(self, key: bytes, revision: int) -> MvccKeyValue | None:
         """The key as it was just before `revision` (None if it did not exist then)."""
         escaped = escape(key)
         found = self.app.last(history_key(escaped, 0), history_key(escaped, revision))
@@ -78,7 +78,7 @@ class EventReader:
         if record.tombstone:
             return None
         mod_revision = split_history_key(stored)[1]
-        return KeyValue(
+        return MvccKeyValue(
             key, record.value, record.create_revision, mod_revision, record.version, record.lease
         )
 
@@ -91,10 +91,10 @@ class EventReader:
             )
         record = decode_record(_HISTORY_DECODER, stored, data)
         if record.tombstone:
-            return Event("delete", KeyValue(key, b"", 0, revision, 0, 0))
+            return Event("delete", MvccKeyValue(key, b"", 0, revision, 0, 0))
         return Event(
             "put",
-            KeyValue(
+            MvccKeyValue(
                 key, record.value, record.create_revision, revision, record.version, record.lease
             ),
         )

@@ -187,11 +187,6 @@ def unescape(escaped: bytes) -> bytes:
     return escaped[: -len(_TERMINATOR)].replace(_ESCAPED_ZERO, b"\x00")
 
 
-def prefix_end(prefix: bytes) -> bytes:
-    """The smallest key greater than every key starting with the one-byte `prefix`."""
-    return bytes([prefix[0] + 1])
-
-
 def history_key(escaped_key: bytes, revision: int) -> bytes:
     return HISTORY_PREFIX + escaped_key + encode_integer(revision)
 
@@ -248,7 +243,12 @@ def escaped_key_of_attachment(stored: bytes) -> bytes:
 def prefix_successor(prefix: bytes) -> bytes:
     """The smallest key greater than every key starting with `prefix`: trailing 0xff bytes
     dropped and the last other byte incremented. Every prefix here starts with a space byte
-    below 0xff, so there is always one."""
+    below 0xff, so there is always one; a prefix of 0xff bytes only raises ValueError.
+
+    Not the API's `raftkv.api.keys.prefix_end`, which answers b"\\0" for such a prefix:
+    there b"\\0" is a sentinel of the user's key ranges ("to the end of the key space"),
+    while here it would be a real stored key, the first of all, and a scan up to it would
+    silently read nothing."""
     stripped = prefix.rstrip(b"\xff")
     if not stripped:
         raise ValueError(f"no key follows every key starting with {prefix!r}")

@@ -29,7 +29,6 @@ from raftkv.kv.layout import (
     lease_id_of,
     lease_key,
     lease_keys_prefix,
-    prefix_end,
     prefix_successor,
 )
 from raftkv.kv.settings import KvSettings
@@ -73,7 +72,7 @@ class LeaseTable:
 
     def records(self) -> Iterator[tuple[int, LeaseRecord]]:
         """Every lease, by increasing id."""
-        for stored, data in self.staged.scan(LEASE_PREFIX, prefix_end(LEASE_PREFIX)):
+        for stored, data in self.staged.scan(LEASE_PREFIX, prefix_successor(LEASE_PREFIX)):
             yield lease_id_of(stored), decode_record(_RECORD_DECODER, stored, data)
 
     def grant(self, lease_id: int, ttl: int, index: int) -> LeaseRecord:

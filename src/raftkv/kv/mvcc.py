@@ -45,25 +45,25 @@ import msgspec
 
 from raftkv.kv.commands import (
     Compact,
-    CompactResult,
-    Compare,
+    CompactResponse,
     DeleteRange,
-    DeleteResult,
+    DeleteRangeResponse,
     HashCheckRequest,
-    KeyValue,
     LeaseRequest,
-    LeaseRevokeResult,
+    LeaseRevokeResponse,
+    MvccKeyValue,
     PublishMember,
     Put,
-    PutResult,
+    PutResponse,
     Range,
-    RangeResult,
+    RangeResponse,
     ResponseHeader,
     ResponseOp,
     Txn,
-    TxnResult,
+    TxnCompare,
+    TxnResponse,
     WriteRequest,
-    WriteResult,
+    WriteResponse,
     is_read_only,
 )
 from raftkv.kv.errors import (
@@ -87,7 +87,7 @@ from raftkv.kv.layout import (
     escape,
     history_key,
     index_key,
-    prefix_end,
+    prefix_successor,
     revision_key,
     split_history_key,
     unescape,
@@ -163,7 +163,7 @@ class MvccStore:
     def compacted_revision(self) -> int:
         return self._compacted
 
-    def range(self, request: Range) -> RangeResult:
+    def range(self, request: Range) -> RangeResponse:
         """Keys in the request's range at its revision (0: current). Raises InvalidRequest,
         FutureRevision or Compacted."""
         check_request(request, self.settings)
@@ -201,7 +201,7 @@ class MvccStore:
 
     # -- writes ---------------------------------------------------------------------------
 
-    def execute(self, request: WriteRequest) -> WriteResult:
+    def execute(self, request: WriteRequest) -> WriteResponse:
         """Stage one write request; raise a KvError, having staged nothing, if refused."""
         match request:
             case Put():
@@ -221,7 +221,7 @@ class MvccStore:
                     )
                 assert_never(request)
 
-    def put(self, request: Put) -> PutResult:
+    def put(self, request: Put) -> PutResponse:
         check_request(request, self.settings)
         with self._all_or_nothing():
             writes = self._begin()
@@ -229,7 +229,7 @@ class MvccStore:
             self._end(writes)
         return result
 
-    def delete_range(self, request: DeleteRange) -> DeleteResult:
+    def delete_range(self, request: DeleteRange) -> DeleteRangeResponse:
         check_request(request, self.settings)
         with self._all_or_nothing():
             writes = self._begin()
@@ -237,7 +237,7 @@ class MvccStore:
             self._end(writes)
         return result
 
-    def txn(self, request: Txn) -> TxnResult:
+    def txn(self, request: Txn) -> TxnResponse:
         """Evaluate the compares at the current revision, then run the branch they choose.
         Each op sees the ops before it; a failing op (a range at a compacted or future
         revision) fails the whole txn."""
@@ -259,9 +259,9 @@ class MvccStore:
                     case _:
                         assert_never(op)
             revision = self._end(writes)
-        return TxnResult(ResponseHeader(revision), succeeded, responses)
+        return TxnResponse(ResponseHeader(revision), succeeded, responses)
 
-    def compact(self, request: Compact) -> CompactResult:
+    def compact(self, request: Compact) -> CompactResponse:
         """Refuses a revision above the current one (FutureRevision) or at or below the
         compacted one (Compacted). Does not create a revision."""
         check_request(request, self.settings)
@@ -282,9 +282,9 @@ class MvccStore:
             for key in sorted(changed):
                 self._compact_key(escape(key), revision)
             self._compacted = revision
-        return CompactResult(ResponseHeader(self._revision))
+        return CompactResponse(ResponseHeader(self._revision))
 
-    def revoke_lease(self, lease_id: int) -> LeaseRevokeResult:
+    def revoke_lease(self, lease_id: int) -> LeaseRevokeResponse:
         """Delete the lease and every key attached to it, in one new revision (none if it
         had no keys). LeaseNotFound, having staged nothing, if it does not exist."""
         with self._all_or_nothing():
@@ -294,7 +294,7 @@ class MvccStore:
                 self.staged.delete(index_key(escaped))
                 writes.changed.append(unescape(escaped))
             revision = self._end(writes)
-        return LeaseRevokeResult(ResponseHeader(revision), True, len(writes.changed))
+        return LeaseRevokeResponse(ResponseHeader(revision), True, len(writes.changed))
 
     def commit(self, applied_index: int, applied_term: int) -> None:
         """Write every staged request (and the revisions they moved) in one AppData commit
@@ -333,7 +333,7 @@ class MvccStore:
             self._revision = writes.revision
         return self._revision
 
-    def _put(self, writes: _Writes, request: Put) -> PutResult:
+    def _put(self, writes: _Writes, request: Put) -> PutResponse:
         if request.lease and self.leases.get(request.lease) is None:
             raise LeaseNotFound(request.lease)
         escaped = escape(request.key)
@@ -366,9 +366,9 @@ class MvccStore:
             if request.lease:
                 self.leases.attach(request.lease, escaped)
         writes.changed.append(request.key)
-        return PutResult(ResponseHeader(writes.revision), prev_kv)
+        return PutResponse(ResponseHeader(writes.revision), prev_kv)
 
-    def _delete(self, writes: _Writes, request: DeleteRange) -> DeleteResult:
+    def _delete(self, writes: _Writes, request: DeleteRange) -> DeleteRangeResponse:
         found = list(self._reads.current(request.key, request.range_end))
         prev_kvs = [
             self._reads.key_value(item, keys_only=False) for item in found if request.prev_kv
@@ -379,7 +379,9 @@ class MvccStore:
             if item.record.lease:
                 self.leases.detach(item.record.lease, item.escaped_key)
             writes.changed.append(item.key)
-        return DeleteResult(ResponseHeader(self._visible_revision(writes)), len(found), prev_kvs)
+        return DeleteRangeResponse(
+            ResponseHeader(self._visible_revision(writes)), len(found), prev_kvs
+        )
 
     def _compact_key(self, escaped: bytes, revision: int) -> None:
         entries = list(
@@ -443,7 +445,7 @@ class ReadBudget:
                 raise ScanTooLarge(self.setting, limit)
             yield item
 
-    def take(self, kv: KeyValue) -> bool:
+    def take(self, kv: MvccKeyValue) -> bool:
         """Whether `kv` fits in the answer (then it is counted in)."""
         size = len(kv.key) + len(kv.value) + KV_OVERHEAD_BYTES
         limit = self.max_response_bytes
@@ -465,7 +467,7 @@ class _Reader:
 
     def range(
         self, request: Range, current: int, compacted: int, budget: ReadBudget
-    ) -> RangeResult:
+    ) -> RangeResponse:
         """`request` read at its revision, where `current` is the newest revision it may
         see and `compacted` the store's compacted revision."""
         revision = request.revision or current
@@ -482,7 +484,7 @@ class _Reader:
         else:
             found = rest = self.past(request.key, request.range_end, revision, budget)
         wanted = 0 if request.count_only else request.limit or None
-        kvs: list[KeyValue] = []
+        kvs: list[MvccKeyValue] = []
         left_out = 0  # read from `found` but not answered
         if wanted != 0:
             for item in found:
@@ -495,9 +497,9 @@ class _Reader:
                     break
         count = len(kvs) + left_out + sum(1 for _ in rest)
         more = not request.count_only and len(kvs) < count
-        return RangeResult(ResponseHeader(current), kvs, count, more)
+        return RangeResponse(ResponseHeader(current), kvs, count, more)
 
-    def holds(self, compare: Compare) -> bool:
+    def holds(self, compare: TxnCompare) -> bool:
         escaped = escape(compare.key)
         record = self.index_record(escaped)
         if compare.target == "value":
@@ -580,7 +582,7 @@ class _Reader:
             raise StorageCorrupt(f"app_data key {stored[:64]!r}: indexed history entry missing")
         return decode_record(_HISTORY_DECODER, stored, data).value
 
-    def key_value(self, found: _Found, keys_only: bool) -> KeyValue:
+    def key_value(self, found: _Found, keys_only: bool) -> MvccKeyValue:
         record = found.record
         if keys_only:
             value = b""
@@ -588,7 +590,7 @@ class _Reader:
             value = record.value
         else:
             value = self.value(found.escaped_key, found.mod_revision)
-        return KeyValue(
+        return MvccKeyValue(
             found.key,
             value,
             record.create_revision,
@@ -635,12 +637,12 @@ class MvccView:
         self.settings = settings
         self.threaded = threaded
 
-    def range(self, request: Range, budget: ReadBudget) -> RangeResult:
+    def range(self, request: Range, budget: ReadBudget) -> RangeResponse:
         """As MvccStore.range, at the view's revision, within `budget`."""
         check_request(request, self.settings)
         return self._reads.range(request, self.revision, self.compacted_revision, budget)
 
-    def txn(self, request: Txn, budget: ReadBudget) -> TxnResult:
+    def txn(self, request: Txn, budget: ReadBudget) -> TxnResponse:
         """A txn without writes, answered as MvccStore.txn would at the view's revision
         (compares, then the chosen branch's ranges; no new revision), within `budget`."""
         check_request(request, self.settings)
@@ -651,7 +653,7 @@ class MvccView:
         for op in request.success if succeeded else request.failure:
             assert isinstance(op, Range)  # is_read_only
             responses.append(self._reads.range(op, self.revision, self.compacted_revision, budget))
-        return TxnResult(ResponseHeader(self.revision), succeeded, responses)
+        return TxnResponse(ResponseHeader(self.revision), succeeded, responses)
 
     def scan_txn_ranges(self, request: Txn, budget: ReadBudget) -> None:
         """Scan the ranges of both branches of `request` as they would be read now,
@@ -685,7 +687,7 @@ def _stored_bounds(prefix: bytes, key: bytes, range_end: bytes) -> tuple[bytes, 
     not empty. Escaping preserves order, so [key, range_end) maps to [escape(key),
     escape(range_end)); b"\\0" (every key >= key) runs to the end of the prefix's space."""
     start = prefix + escape(key)
-    end = prefix_end(prefix) if range_end == b"\0" else prefix + escape(range_end)
+    end = prefix_successor(prefix) if range_end == b"\0" else prefix + escape(range_end)
     return start, max(start, end)
 
 

@@ -1,6 +1,13 @@
 """`KvService`: the KV store's API on a running node — what the HTTP server (and anyone
 embedding raftkv as a KV store) calls.
 
+The server's one door to the store: its handlers reach the node and the state machine only
+through here, for the data (reads, writes, leases, watches, backups) and for what they show
+or change of the member (status, membership, leadership, CORRUPT alarms). `node` and
+`machine` stay public for whoever owns them beside the service: the store's own background
+tasks (`LeaseKeeper`, `CorruptChecker`), the server's runner (which builds, starts and stops
+the node) and its metrics (which read counters of both, read-only).
+
 - Writes are checked here first, so a refused request costs no log entry, then proposed
   through Raft (any node accepts them; followers forward to the leader) and answered with
   the state machine's result once applied on this node.
@@ -30,7 +37,8 @@ countdown (`raftkv.kv.lease_timers`).
 
 Errors: a `KvError` for a refused request (the same on every node, except ScanTooLarge: a
 limit of this node's), or the driver's own: NotLeader, ProposalDropped, ProposalTimeout
-(outcome unknown), ReadTimeout, Overloaded, Stopped.
+(outcome unknown), ReadTimeout, Overloaded, Stopped; for membership changes
+LearnerNotCaughtUp and MembershipError too.
 """
 
 from __future__ import annotations
@@ -46,52 +54,57 @@ import msgspec
 
 from raftkv.kv.commands import (
     Compact,
-    CompactResult,
+    CompactResponse,
     DeleteRange,
-    DeleteResult,
+    DeleteRangeResponse,
     KvCommand,
     LeaseCheckpoint,
-    LeaseCheckpointResult,
+    LeaseCheckpointResponse,
     LeaseExpire,
     LeaseGrant,
-    LeaseGrantResult,
+    LeaseGrantResponse,
     LeaseKeepAlive,
-    LeaseKeepAliveResult,
+    LeaseKeepAliveResponse,
     LeaseRemaining,
     LeaseRevoke,
-    LeaseRevokeResult,
+    LeaseRevokeResponse,
     PublishMember,
-    PublishMemberResult,
+    PublishMemberResponse,
     Put,
-    PutResult,
+    PutResponse,
     Range,
-    RangeResult,
+    RangeResponse,
     ResponseOp,
     Txn,
-    TxnResult,
+    TxnResponse,
     WriteRequest,
     encode_command,
     is_read_only,
 )
 from raftkv.kv.errors import InvalidRequest, LeaseExists, LeaseNotFound
+from raftkv.kv.layout import CorruptAlarm
 from raftkv.kv.mvcc import MvccView, ReadBudget
 from raftkv.kv.settings import KvSettings
-from raftkv.kv.state_machine import KvStateMachine
+from raftkv.kv.state_machine import FrozenSnapshot, KvStateMachine
 from raftkv.kv.validation import check_request, check_session
+from raftkv.kv.watch import WatchHub
+from raftkv.raft.clock import Clock
 from raftkv.raft.core.errors import ConfigInvalid, InvariantViolation
+from raftkv.raft.core.types import NodeId
 from raftkv.raft.driver.node import Node
+from raftkv.raft.driver.status import NodeStatus
 
 ResultT = TypeVar(
     "ResultT",
-    PutResult,
-    DeleteResult,
-    TxnResult,
-    CompactResult,
-    PublishMemberResult,
-    LeaseGrantResult,
-    LeaseKeepAliveResult,
-    LeaseRevokeResult,
-    LeaseCheckpointResult,
+    PutResponse,
+    DeleteRangeResponse,
+    TxnResponse,
+    CompactResponse,
+    PublishMemberResponse,
+    LeaseGrantResponse,
+    LeaseKeepAliveResponse,
+    LeaseRevokeResponse,
+    LeaseCheckpointResponse,
 )
 ReadT = TypeVar("ReadT")
 # Random lease ids drawn before giving up on collisions (each collision costs a log entry).
@@ -192,9 +205,9 @@ class KvService:
         client_id: str = "",
         sequence: int = 0,
         timeout: float | None = None,
-    ) -> PutResult:
+    ) -> PutResponse:
         request = Put(key=key, value=value, lease=lease, prev_kv=prev_kv)
-        return await self._write(request, PutResult, client_id, sequence, timeout)
+        return await self._write(request, PutResponse, client_id, sequence, timeout)
 
     async def delete_range(
         self,
@@ -205,9 +218,9 @@ class KvService:
         client_id: str = "",
         sequence: int = 0,
         timeout: float | None = None,
-    ) -> DeleteResult:
+    ) -> DeleteRangeResponse:
         request = DeleteRange(key=key, range_end=range_end, prev_kv=prev_kv)
-        return await self._write(request, DeleteResult, client_id, sequence, timeout)
+        return await self._write(request, DeleteRangeResponse, client_id, sequence, timeout)
 
     async def txn(
         self,
@@ -217,7 +230,7 @@ class KvService:
         client_id: str = "",
         sequence: int = 0,
         timeout: float | None = None,
-    ) -> TxnResult:
+    ) -> TxnResponse:
         """A txn without writes is a read (linearizable unless `serializable`); one that
         writes goes through the log (`serializable` is refused: it is for reads)."""
         check_request(request, self.settings)
@@ -237,29 +250,31 @@ class KvService:
             limits = self.read_limits
             budget = ReadBudget(limits.max_txn_scan_entries, setting="max_txn_scan_entries")
             await self._read(lambda view: view.scan_txn_ranges(request, budget), scans=True)
-        result = await self._write(request, TxnResult, client_id, sequence, timeout)
+        result = await self._write(request, TxnResponse, client_id, sequence, timeout)
         return _cut_to(result, self.read_limits.read_budget())
 
-    async def compact(self, revision: int, *, timeout: float | None = None) -> CompactResult:
-        return await self._write(Compact(revision=revision), CompactResult, "", 0, timeout)
+    async def compact(self, revision: int, *, timeout: float | None = None) -> CompactResponse:
+        return await self._write(Compact(revision=revision), CompactResponse, "", 0, timeout)
 
     async def publish_member(
         self, member_id: int, client_url: str, *, timeout: float | None = None
-    ) -> PublishMemberResult:
+    ) -> PublishMemberResponse:
         """Record, through the log, where clients reach member `member_id`."""
         request = PublishMember(member_id=member_id, client_url=client_url)
-        return await self._write(request, PublishMemberResult, "", 0, timeout)
+        return await self._write(request, PublishMemberResponse, "", 0, timeout)
 
     async def lease_grant(
         self, ttl: int, lease_id: int = 0, *, timeout: float | None = None
-    ) -> LeaseGrantResult:
+    ) -> LeaseGrantResponse:
         """A lease of `ttl` seconds (raised to min_lease_ttl_s). `lease_id` 0: a random id."""
         if lease_id:
-            return await self._write(LeaseGrant(lease_id, ttl), LeaseGrantResult, "", 0, timeout)
+            return await self._write(LeaseGrant(lease_id, ttl), LeaseGrantResponse, "", 0, timeout)
         for attempt in range(_GRANT_ATTEMPTS):
             chosen = self._rng.randint(1, _MAX_LEASE_ID)
             try:
-                return await self._write(LeaseGrant(chosen, ttl), LeaseGrantResult, "", 0, timeout)
+                return await self._write(
+                    LeaseGrant(chosen, ttl), LeaseGrantResponse, "", 0, timeout
+                )
             except LeaseExists:
                 if attempt == _GRANT_ATTEMPTS - 1:
                     raise
@@ -267,25 +282,25 @@ class KvService:
 
     async def lease_keep_alive(
         self, lease_id: int, *, timeout: float | None = None
-    ) -> LeaseKeepAliveResult:
-        return await self._write(LeaseKeepAlive(lease_id), LeaseKeepAliveResult, "", 0, timeout)
+    ) -> LeaseKeepAliveResponse:
+        return await self._write(LeaseKeepAlive(lease_id), LeaseKeepAliveResponse, "", 0, timeout)
 
     async def lease_revoke(
         self, lease_id: int, *, timeout: float | None = None
-    ) -> LeaseRevokeResult:
-        return await self._write(LeaseRevoke(lease_id), LeaseRevokeResult, "", 0, timeout)
+    ) -> LeaseRevokeResponse:
+        return await self._write(LeaseRevoke(lease_id), LeaseRevokeResponse, "", 0, timeout)
 
     async def lease_expire(
         self, lease_id: int, renewed_index: int, *, timeout: float | None = None
-    ) -> LeaseRevokeResult:
+    ) -> LeaseRevokeResponse:
         """The leader's expiry (see LeaseExpire): a no-op if renewed since `renewed_index`."""
         request = LeaseExpire(lease_id, renewed_index)
-        return await self._write(request, LeaseRevokeResult, "", 0, timeout)
+        return await self._write(request, LeaseRevokeResponse, "", 0, timeout)
 
     async def lease_checkpoint(
         self, leases: list[LeaseRemaining], *, timeout: float | None = None
-    ) -> LeaseCheckpointResult:
-        return await self._write(LeaseCheckpoint(leases), LeaseCheckpointResult, "", 0, timeout)
+    ) -> LeaseCheckpointResponse:
+        return await self._write(LeaseCheckpoint(leases), LeaseCheckpointResponse, "", 0, timeout)
 
     async def lease_status(
         self,
@@ -341,9 +356,31 @@ class KvService:
 
     # -- reads ----------------------------------------------------------------------------
 
+    def current_revision(self) -> int:
+        """The store's revision as this node has applied it."""
+        return self.machine.current_revision()
+
+    def compacted_revision(self) -> int:
+        return self.machine.compacted_revision()
+
+    @property
+    def watch_hub(self) -> WatchHub:
+        """Where watches are opened (and all of them ended, when the node stops)."""
+        return self.machine.watch_hub
+
+    def member_client_urls(self) -> dict[int, str]:
+        """Where each member serves clients, as published through the log."""
+        return self.machine.member_client_urls()
+
+    async def backup_snapshot(self, *, timeout: float | None = None) -> FrozenSnapshot:
+        """The state at a linearizable point (it holds every write acknowledged before the
+        call), frozen to be encoded later on any thread."""
+        await self.node.read_index(timeout=timeout)
+        return self.machine.frozen_snapshot()
+
     async def range(
         self, request: Range, *, serializable: bool = False, timeout: float | None = None
-    ) -> RangeResult:
+    ) -> RangeResponse:
         check_request(request, self.settings)
         if not serializable:
             await self.node.read_index(timeout=timeout)
@@ -352,12 +389,80 @@ class KvService:
 
     async def get(
         self, key: bytes, *, serializable: bool = False, timeout: float | None = None
-    ) -> RangeResult:
+    ) -> RangeResponse:
         return await self.range(Range(key=key), serializable=serializable, timeout=timeout)
 
     async def state_hash(self) -> str:
         """sha256 of this node's committed state (MvccStore.state_hash), read off the loop."""
         return await self._read(lambda view: view.state_hash(), scans=True)
+
+    # -- this member ----------------------------------------------------------------------
+
+    @property
+    def member_id(self) -> NodeId:
+        return self.node.id
+
+    @property
+    def leader_id(self) -> NodeId:
+        """The leader this node knows (0: none)."""
+        return self.node.leader_id
+
+    @property
+    def clock(self) -> Clock:
+        """The node's clock (manual in tests and simulations)."""
+        return self.node.clock
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The error the node could not continue from (None while it runs)."""
+        return self.node.failure
+
+    @property
+    def removed(self) -> bool:
+        """Whether this member was removed from the cluster."""
+        return self.node.removed
+
+    def on_removed(self, observer: Callable[[], None]) -> Callable[[], None]:
+        """Call `observer` once this member's removal applies (see `Node.on_removed`);
+        returns the function that unsubscribes it."""
+        return self.node.on_removed(observer)
+
+    def status(self) -> NodeStatus:
+        return self.node.status()
+
+    def leaderless_seconds(self) -> float:
+        """How long this node has known no leader (0 while it knows one)."""
+        return self.node.leaderless_seconds()
+
+    def corrupt_alarms(self) -> list[CorruptAlarm]:
+        """The cluster's CORRUPT alarms (replicated: the same on every member)."""
+        return self.machine.corrupt_alarms()
+
+    def corrupt_alarm(self) -> CorruptAlarm | None:
+        """The CORRUPT alarm naming this member, if any: it then serves no client data."""
+        me = int(self.node.id)
+        naming_me = (alarm for alarm in self.machine.corrupt_alarms() if alarm.member_id == me)
+        return next(naming_me, None)
+
+    # -- membership and leadership (through the node: one change at a time, via the leader)
+
+    async def add_learner(
+        self, member: NodeId, peer_url: str, *, timeout: float | None = None
+    ) -> None:
+        await self.node.add_learner(member, peer_url, timeout=timeout)
+
+    async def promote(self, member: NodeId, *, timeout: float | None = None) -> None:
+        """Make learner `member` a voter; LearnerNotCaughtUp while its log lags."""
+        await self.node.promote(member, timeout=timeout)
+
+    async def remove_member(self, member: NodeId, *, timeout: float | None = None) -> None:
+        await self.node.remove_member(member, timeout=timeout)
+
+    async def transfer_leadership(
+        self, target: NodeId | None, *, timeout: float | None = None
+    ) -> NodeId:
+        """Hand leadership to voter `target` (None: the most caught-up); the new leader."""
+        return await self.node.transfer_leadership(target, timeout=timeout)
 
     async def _read(self, evaluate: Callable[[MvccView], ReadT], *, scans: bool) -> ReadT:
         """`evaluate` a view of the committed state as of now: on the loop at once if it
@@ -395,17 +500,17 @@ def _ranges(request: Txn) -> list[Range]:
     return [op for op in (*request.success, *request.failure) if isinstance(op, Range)]
 
 
-def _cut_to(result: TxnResult, budget: ReadBudget) -> TxnResult:
+def _cut_to(result: TxnResponse, budget: ReadBudget) -> TxnResponse:
     """`result` with its ranges' key-values cut to what `budget` answers (`more` set where
     some were left out), as a read's would be."""
     responses: list[ResponseOp] = []
     for response in result.responses:
-        kept = response.kvs if isinstance(response, RangeResult) else []
+        kept = response.kvs if isinstance(response, RangeResponse) else []
         for position, kv in enumerate(kept):
             if not budget.take(kv):
                 kept = kept[:position]
                 break
-        if isinstance(response, RangeResult) and len(kept) < len(response.kvs):
+        if isinstance(response, RangeResponse) and len(kept) < len(response.kvs):
             responses.append(msgspec.structs.replace(response, kvs=kept, more=True))
         else:
             responses.append(response)

@@ -27,7 +27,7 @@ from raftkv.kv.layout import (
     client_of_session_age_key,
     decode_record,
     encode_record,
-    prefix_end,
+    prefix_successor,
     session_age_key,
     session_key,
 )
@@ -69,7 +69,8 @@ class SessionTable:
         )
 
     def _forget_oldest(self) -> None:
-        oldest = next(self._staged.scan(SESSION_AGE_PREFIX, prefix_end(SESSION_AGE_PREFIX)))[0]
+        ages = self._staged.scan(SESSION_AGE_PREFIX, prefix_successor(SESSION_AGE_PREFIX))
+        oldest = next(ages)[0]
         self._staged.delete(oldest)
         self._staged.delete(session_key(client_of_session_age_key(oldest)))
         self._count -= 1

@@ -44,24 +44,24 @@ from raftkv.kv.commands import (
     ClearCorruptAlarm,
     HashCheck,
     HashCheckRequest,
-    HashCheckResult,
+    HashCheckResponse,
     HashReport,
     LeaseCheckpoint,
-    LeaseCheckpointResult,
+    LeaseCheckpointResponse,
     LeaseExpire,
     LeaseGrant,
-    LeaseGrantResult,
+    LeaseGrantResponse,
     LeaseKeepAlive,
-    LeaseKeepAliveResult,
+    LeaseKeepAliveResponse,
     LeaseRequest,
     LeaseRevoke,
-    LeaseRevokeResult,
+    LeaseRevokeResponse,
     PublishMember,
-    PublishMemberResult,
+    PublishMemberResponse,
     Range,
-    RangeResult,
+    RangeResponse,
     ResponseHeader,
-    WriteResult,
+    WriteResponse,
     decode_command,
     decode_result,
     encode_result,
@@ -102,8 +102,7 @@ from raftkv.kv.settings import KvSettings
 from raftkv.kv.validation import check_request, check_session
 from raftkv.kv.watch import WatchHub, WatchSettings
 from raftkv.raft.clock import Clock, SystemClock
-from raftkv.raft.driver.state_machine import Command
-from raftkv.raft.driver.state_machine import SnapshotInvalid as StateMachineSnapshotInvalid
+from raftkv.raft.driver.state_machine import Command, SnapshotInvalid
 from raftkv.raft.snapshot_chunks import (
     ChunkingPolicy,
     ChunksInvalid,
@@ -140,11 +139,6 @@ MAX_SNAPSHOT_BYTES = 64 << 30
 # SNAPSHOT_CHUNKING.max_chunk_bytes plus one item, and an item (a key and its history
 # record) is bounded far below this by the largest Raft entry a node accepts.
 _MAX_CHUNK_BYTES = 128 << 20
-
-
-class SnapshotInvalid(StateMachineSnapshotInvalid):
-    """A snapshot does not decode, has an unknown format version, unsorted items, or an
-    item this build's layout does not write (validate_snapshot only)."""
 
 
 class _Snapshot(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
@@ -223,7 +217,7 @@ class KvStateMachine:
 
     def apply(
         self, commands: Sequence[Command], applied_index: int, applied_term: int
-    ) -> list[WriteResult | KvError]:
+    ) -> list[WriteResponse | KvError]:
         results = [self._apply_one(command) for command in commands]
         self._store.commit(applied_index, applied_term)
         self.watch_hub.notify()
@@ -293,7 +287,7 @@ class KvStateMachine:
 
     # -- reads ----------------------------------------------------------------------------
 
-    def range(self, request: Range) -> RangeResult:
+    def range(self, request: Range) -> RangeResponse:
         """Committed keys in the request's range. Raises a KvError if refused."""
         return self._store.range(request)
 
@@ -353,7 +347,7 @@ class KvStateMachine:
 
     # -- internals ------------------------------------------------------------------------
 
-    def _apply_one(self, command: Command) -> WriteResult | KvError:
+    def _apply_one(self, command: Command) -> WriteResponse | KvError:
         try:
             kv_command = decode_command(command.data)
             check_session(kv_command, self.settings)
@@ -370,7 +364,7 @@ class KvStateMachine:
             if isinstance(request, PublishMember):
                 check_request(request, self.settings)
                 self._members.publish(request)
-                result: WriteResult = PublishMemberResult(
+                result: WriteResponse = PublishMemberResponse(
                     ResponseHeader(self._store.current_revision())
                 )
             elif isinstance(request, LeaseRequest):
@@ -387,7 +381,7 @@ class KvStateMachine:
             self._sessions.record(client_id, sequence, command.index, encode_result(result))
         return result
 
-    def _apply_lease(self, request: LeaseRequest, index: int) -> WriteResult:
+    def _apply_lease(self, request: LeaseRequest, index: int) -> WriteResponse:
         """Apply one lease command, then move this node's timer for the lease."""
         store, timers = self._store, self.lease_timers
         header = ResponseHeader(store.current_revision())
@@ -395,11 +389,11 @@ class KvStateMachine:
             case LeaseGrant():
                 record = store.leases.grant(request.id, request.ttl, index)
                 timers.set(request.id, record.remaining_ms, record.ttl, index)
-                return LeaseGrantResult(header, request.id, record.ttl)
+                return LeaseGrantResponse(header, request.id, record.ttl)
             case LeaseKeepAlive():
                 record = store.leases.keep_alive(request.id, index)
                 timers.set(request.id, record.remaining_ms, record.ttl, index)
-                return LeaseKeepAliveResult(header, request.id, record.ttl)
+                return LeaseKeepAliveResponse(header, request.id, record.ttl)
             case LeaseRevoke():
                 revoked = store.revoke_lease(request.id)
                 timers.remove(request.id)
@@ -408,7 +402,7 @@ class KvStateMachine:
                 current = store.leases.get(request.id)
                 if current is None or current.renewed_index != request.renewed_index:
                     # Renewed (or re-granted) after the leader decided: not expired.
-                    return LeaseRevokeResult(header, revoked=False)
+                    return LeaseRevokeResponse(header, revoked=False)
                 revoked = store.revoke_lease(request.id)
                 timers.remove(request.id)
                 return revoked
@@ -419,11 +413,11 @@ class KvStateMachine:
                     )
                     if kept is not None:
                         timers.set(lease.id, kept.remaining_ms, kept.ttl, kept.renewed_index)
-                return LeaseCheckpointResult(header)
+                return LeaseCheckpointResponse(header)
             case _:
                 assert_never(request)
 
-    def _apply_hash_check(self, request: HashCheckRequest, command: Command) -> HashCheckResult:
+    def _apply_hash_check(self, request: HashCheckRequest, command: Command) -> HashCheckResponse:
         header = ResponseHeader(self._store.current_revision())
         match request:
             case HashCheck():
@@ -441,7 +435,7 @@ class KvStateMachine:
                 self._hash_checks.clear(request.member_id)
             case _:
                 assert_never(request)
-        return HashCheckResult(header)
+        return HashCheckResponse(header)
 
 
 # How many items between two progress reports of a restore.
@@ -590,7 +584,7 @@ def _decompress(frame: bytes | memoryview, limit: int, what: str) -> bytes:
         raise SnapshotInvalid(f"{what} does not decompress: {error}") from error
 
 
-def _stored_result(client_id: str, data: bytes) -> WriteResult:
+def _stored_result(client_id: str, data: bytes) -> WriteResponse:
     try:
         return decode_result(data)
     except msgspec.DecodeError as error:

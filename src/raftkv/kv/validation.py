@@ -22,7 +22,6 @@ from typing import assert_never
 from raftkv.kv.commands import (
     ClearCorruptAlarm,
     Compact,
-    Compare,
     DeleteRange,
     HashCheck,
     HashReport,
@@ -37,6 +36,7 @@ from raftkv.kv.commands import (
     Range,
     RequestOp,
     Txn,
+    TxnCompare,
     WriteRequest,
     in_range,
 )
@@ -171,7 +171,7 @@ def _check_delete(request: DeleteRange, settings: KvSettings, where: str) -> Non
     _check_range_end(request.range_end, settings, where)
 
 
-def _check_compare(compare: Compare, settings: KvSettings, where: str) -> None:
+def _check_compare(compare: TxnCompare, settings: KvSettings, where: str) -> None:
     _check_key(compare.key, settings, where)
     if compare.target == "value":
         if not isinstance(compare.value, bytes):

@@ -44,7 +44,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from raftkv.kv.commands import KeyValue, in_range
+from raftkv.kv.commands import MvccKeyValue, in_range
 from raftkv.kv.events import Event, EventReader, RevisionEvents
 from raftkv.raft.clock import Clock, SystemClock
 
@@ -110,7 +110,7 @@ class WatchSpec:
 
 
 @dataclass(frozen=True, slots=True)
-class WatchBatch:
+class EventBatch:
     """Events of whole revisions; `revision` is the watermark: every matching event at or
     below it has been handed out. `buffered_bytes`: what it counts against the byte
     budgets (bookkeeping, not part of its value)."""
@@ -137,7 +137,7 @@ class WatchCanceled:
         return None if self.compact_revision is None else self.compact_revision + 1
 
 
-WatchOutcome = WatchBatch | WatchProgress | WatchCanceled
+WatchOutcome = EventBatch | WatchProgress | WatchCanceled
 
 
 class TooManyWatches(Exception):
@@ -196,7 +196,7 @@ class WatchHub:
         # applied; `_previous` holds previous values looked up for events of cached
         # revisions only; `_cache_bytes` is the sum of the sizes of both.
         self._cache: deque[RevisionEvents] = deque()
-        self._previous: dict[int, dict[bytes, KeyValue | None]] = {}
+        self._previous: dict[int, dict[bytes, MvccKeyValue | None]] = {}
         self._cache_bytes = 0
 
     @property
@@ -297,7 +297,7 @@ class WatchHub:
                 break
         return result
 
-    def previous(self, key: bytes, revision: int) -> KeyValue | None:
+    def previous(self, key: bytes, revision: int) -> MvccKeyValue | None:
         """The key just before `revision` (see EventReader.previous); for a cached revision
         looked up once and shared by every watch that asks (prev_kv fan-out)."""
         cached = (
@@ -383,7 +383,7 @@ class WatchHub:
         self._watches.discard(watch)
 
 
-def _previous_bytes(key: bytes, found: KeyValue | None) -> int:
+def _previous_bytes(key: bytes, found: MvccKeyValue | None) -> int:
     return len(key) + _EVENT_OVERHEAD_BYTES + (0 if found is None else len(found.value))
 
 
@@ -460,7 +460,7 @@ class Watch:
                     if ended is not None:
                         return ended
                     self.next_revision = last + 1
-                    return WatchBatch(self.watermark, events, size)
+                    return EventBatch(self.watermark, events, size)
                 self.next_revision = last + 1
                 if deadline is not None and hub.clock.now() >= deadline:
                     return self._progress()

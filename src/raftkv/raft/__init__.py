@@ -7,6 +7,10 @@
 
 The pure protocol lives in `raftkv.raft.core`; the heavy parts (RocksDB, gRPC) are loaded
 only when first used, so importing the core stays light.
+
+Every public name has one owner across raftkv's packages: a promotion refused because the
+learner lags is `LearnerNotCaughtUp` here (`NotCaughtUp` is the HTTP client's error). One
+name is shared, as two classes: `OutcomeUnknown` (the client's is an HTTP call's).
 """
 
 from __future__ import annotations
@@ -25,9 +29,9 @@ from raftkv.raft.core.errors import (
 )
 from raftkv.raft.core.types import NO_NODE, ConfState, NodeId, StateRole
 from raftkv.raft.driver.errors import (
+    LearnerNotCaughtUp,
     MembershipError,
     NodeFailed,
-    NotCaughtUp,
     OutcomeUnknown,
     Overloaded,
     ProposalTimeout,
@@ -63,6 +67,7 @@ __all__ = [
     "Histogram",
     "InProcessNetwork",
     "InProcessTransport",
+    "LearnerNotCaughtUp",
     "ManualClock",
     "MembershipError",
     "MemoryStorage",
@@ -73,7 +78,6 @@ __all__ = [
     "NodeSettings",
     "NodeStats",
     "NodeStatus",
-    "NotCaughtUp",
     "NotLeader",
     "OutcomeUnknown",
     "Overloaded",

@@ -1,24 +1,40 @@
-"""The cluster view and membership changes behind `/v1/cluster`, `/v1/members` and
-`/v1/leader/transfer` (the HTTP handlers in `raftkv.server.http` call these).
+"""The cluster routes: `GET /v1/cluster` (the members), `POST /v1/members` (add a learner),
+`POST /v1/members/{id}/promote`, `DELETE /v1/members/{id}` and `POST /v1/leader/transfer`.
 
 Membership changes go through the node (`raftkv.raft.driver.membership`): one change at a
 time, through the leader (a follower forwards), idempotent (adding a member already there
 at the same address, or promoting a voter, answers with the membership as it is).
-Promotion is refused (`NotCaughtUp`, 409 `not_caught_up`) while the learner lags.
+Promotion is refused (`LearnerNotCaughtUp`, 409 `not_caught_up`) while the learner lags.
 """
 
 from __future__ import annotations
 
-from raftkv.kv import KvStateMachine
+from typing import TypeVar
+
+from aiohttp import web
+
+from raftkv.api.cluster import (
+    AddMemberBody,
+    ClusterAnswer,
+    MemberAnswer,
+    MemberRole,
+    TransferAnswer,
+    TransferBody,
+)
+from raftkv.kv.service import KvService
 from raftkv.raft.core.types import NodeId
-from raftkv.raft.driver.node import Node
-from raftkv.server.api import ClusterAnswer, MemberAnswer, MemberRole
+from raftkv.server.http_common import ApiError, decode_body, json_answer
+
+__all__ = ["ClusterHandlers", "cluster_answer"]
+
+BodyT = TypeVar("BodyT", AddMemberBody, TransferBody)
+_MAX_PEER_URL = 255
 
 
-def cluster_answer(node: Node, machine: KvStateMachine) -> ClusterAnswer:
-    """The members as `node` knows them; match indexes only if it leads."""
-    status = node.status()
-    client_urls = machine.member_client_urls()
+def cluster_answer(service: KvService) -> ClusterAnswer:
+    """The members as `service`'s node knows them; match indexes only if it leads."""
+    status = service.status()
+    client_urls = service.member_client_urls()
     is_leader = status.leader_id == status.id
 
     def match_index(member: NodeId) -> int | None:
@@ -72,3 +88,51 @@ def cluster_answer(node: Node, machine: KvStateMachine) -> ClusterAnswer:
         commit_index=status.commit_index,
         members=members,
     )
+
+
+def _member_id(text: str) -> NodeId:
+    if not text.isascii() or not text.isdigit() or len(text) > 19 or int(text) < 1:
+        raise ApiError(400, "invalid_request", f"a member id is a positive integer, got {text!r}")
+    return NodeId(int(text))
+
+
+class ClusterHandlers:
+    def __init__(self, service: KvService, timeout: float, max_body_bytes: int) -> None:
+        self.service = service
+        # How long a change waits to be made.
+        self.timeout = timeout
+        self.max_body_bytes = max_body_bytes
+
+    async def _body(self, request: web.Request, kind: type[BodyT]) -> BodyT:
+        return await decode_body(request, kind, self.max_body_bytes)
+
+    async def cluster(self, request: web.Request) -> web.Response:
+        return json_answer(cluster_answer(self.service))
+
+    async def add_member(self, request: web.Request) -> web.Response:
+        body = await self._body(request, AddMemberBody)
+        member = _member_id(str(body.id))
+        # The transport decides what an address looks like (host:port for gRPC); here only
+        # that there is one, of a sane size.
+        if not 0 < len(body.peer_url) <= _MAX_PEER_URL:
+            raise ApiError(
+                400, "invalid_request", f"peer_url must have 1..{_MAX_PEER_URL} characters"
+            )
+        await self.service.add_learner(member, body.peer_url, timeout=self.timeout)
+        return json_answer(cluster_answer(self.service))
+
+    async def promote_member(self, request: web.Request) -> web.Response:
+        member = _member_id(request.match_info["id"])
+        await self.service.promote(member, timeout=self.timeout)
+        return json_answer(cluster_answer(self.service))
+
+    async def remove_member(self, request: web.Request) -> web.Response:
+        member = _member_id(request.match_info["id"])
+        await self.service.remove_member(member, timeout=self.timeout)
+        return json_answer(cluster_answer(self.service))
+
+    async def transfer_leadership(self, request: web.Request) -> web.Response:
+        body = await self._body(request, TransferBody)
+        target = None if body.to == 0 else _member_id(str(body.to))
+        leader = await self.service.transfer_leadership(target, timeout=self.timeout)
+        return json_answer(TransferAnswer(leader=int(leader)))

@@ -40,7 +40,7 @@ class AutoCompactor:
             self._task = None
 
     async def _run(self) -> None:
-        clock = self.service.node.clock
+        clock = self.service.clock
         while True:
             await clock.sleep(self.interval_s)
             await self.compact_once()
@@ -49,11 +49,11 @@ class AutoCompactor:
         """Propose one compaction if this node leads and history exceeds the retention;
         the revision compacted to, or 0 if none was due (or it failed: logged, retried at
         the next interval)."""
-        node, machine = self.service.node, self.service.machine
-        if node.leader_id != node.id:
+        service = self.service
+        if service.leader_id != service.member_id:
             return 0
-        target = machine.current_revision() - self.retention
-        if target <= machine.compacted_revision():
+        target = service.current_revision() - self.retention
+        if target <= service.compacted_revision():
             return 0
         try:
             await self.service.compact(target, timeout=self.interval_s)

@@ -21,7 +21,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from raftkv.server.config import format_cluster
+from raftkv.server.settings import format_cluster
 
 # How long children get to stop after SIGTERM before SIGKILL.
 STOP_DEADLINE_S = 15.0

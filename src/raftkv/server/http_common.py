@@ -13,8 +13,8 @@ import msgspec
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
-from raftkv.kv.commands import KeyValue
-from raftkv.server.api import KeyValueAnswer
+from raftkv.api.keys import KeyValueAnswer, prefix_end
+from raftkv.kv.commands import MvccKeyValue
 
 __all__ = [
     "BODY_TIMEOUT",
@@ -27,7 +27,6 @@ __all__ = [
     "json_answer",
     "key_range",
     "key_value_answer",
-    "prefix_end",
     "serializable_query",
 ]
 
@@ -121,15 +120,6 @@ def serializable_query(request: web.Request) -> bool:
     return consistency == "serializable"
 
 
-def prefix_end(key: bytes) -> bytes:
-    """The range end that covers every key starting with `key` (etcd's GetPrefixRangeEnd):
-    `key` with its last byte below 0xff incremented; b"\\0" (to the end) if there is none."""
-    stripped = key.rstrip(b"\xff")
-    if not stripped:
-        return b"\0"
-    return stripped[:-1] + bytes([stripped[-1] + 1])
-
-
 def key_range(key: bytes, range_end: bytes, prefix: bool) -> tuple[bytes, bytes]:
     if not prefix:
         return key, range_end
@@ -193,7 +183,7 @@ async def decode_body(request: web.Request, kind: type[StructT], limit: int) -> 
     return body
 
 
-def key_value_answer(kv: KeyValue, codec: Codec) -> KeyValueAnswer:
+def key_value_answer(kv: MvccKeyValue, codec: Codec) -> KeyValueAnswer:
     return KeyValueAnswer(
         key=codec.encode(kv.key, "key"),
         value=codec.encode(kv.value, "value"),

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import msgspec
 
-from raftkv.server.config import ServerSettings, SettingsInvalid
+from raftkv.server.settings import ServerSettings, SettingsInvalid
 
 IDENTITY_FILE = "member.json"
 DATABASE_DIR = "db"

@@ -18,9 +18,8 @@ import math
 
 from aiohttp import web
 
-from raftkv.kv.service import KvService
-from raftkv.server.api import (
-    Header,
+from raftkv.api.keys import Header
+from raftkv.api.leases import (
     LeaseAnswer,
     LeaseGrantAnswer,
     LeaseGrantBody,
@@ -29,6 +28,7 @@ from raftkv.server.api import (
     LeasesAnswer,
     LeaseStatusAnswer,
 )
+from raftkv.kv.service import KvService
 from raftkv.server.http_common import (
     ApiError,
     Codec,
@@ -56,17 +56,8 @@ class LeaseHandlers:
         self.timeout = timeout
         self.max_body_bytes = max_body_bytes
 
-    def routes(self) -> list[web.RouteDef]:
-        return [
-            web.post("/v1/lease", self.grant),
-            web.post("/v1/lease/{id}/keepalive", self.keep_alive),
-            web.get("/v1/lease/{id}", self.status, allow_head=False),
-            web.delete("/v1/lease/{id}", self.revoke),
-            web.get("/v1/leases", self.list, allow_head=False),
-        ]
-
     def _header(self, revision: int) -> Header:
-        return Header(revision=revision, leader=int(self.service.node.leader_id))
+        return Header(revision=revision, leader=int(self.service.leader_id))
 
     async def grant(self, request: web.Request) -> web.Response:
         body = await decode_body(request, LeaseGrantBody, self.max_body_bytes)
@@ -104,7 +95,7 @@ class LeaseHandlers:
         )
         return json_answer(
             LeaseAnswer(
-                header=self._header(self.service.machine.current_revision()),
+                header=self._header(self.service.current_revision()),
                 id=lease_id,
                 ttl=math.floor(status.remaining_s),
                 granted_ttl=status.granted_ttl,
@@ -118,7 +109,7 @@ class LeaseHandlers:
         )
         return json_answer(
             LeasesAnswer(
-                header=self._header(self.service.machine.current_revision()),
+                header=self._header(self.service.current_revision()),
                 leases=[
                     LeaseStatusAnswer(
                         id=lease.id,

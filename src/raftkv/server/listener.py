@@ -34,7 +34,7 @@ from typing import Any
 
 from aiohttp import web
 
-from raftkv.server.config import SettingsInvalid
+from raftkv.server.settings import SettingsInvalid
 
 __all__ = [
     "RESERVED_FILE_DESCRIPTORS",

@@ -10,8 +10,8 @@ from raftkv.kv import KvStateMachine
 from raftkv.raft.core.types import MAX_TERM, NodeId
 from raftkv.raft.recovery import force_new_cluster
 from raftkv.raft.storage.rocks import RocksStorage
-from raftkv.server.config import SettingsInvalid
 from raftkv.server.identity import DATABASE_DIR, read_identity
+from raftkv.server.settings import SettingsInvalid
 
 
 async def recover(data_dir: Path, peer_address: str = "") -> str:

@@ -36,24 +36,23 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def guard_removal(app: web.Application, service: KvService) -> None:
     """Make `app` (serving `service`, not started yet) refuse requests and end its watches
-    once `service.node` is removed from the cluster (see the module docstring)."""
-    node = service.node
+    once its member is removed from the cluster (see the module docstring)."""
     message = (
-        f"node {node.id} was removed from the cluster and serves no data any more: "
+        f"node {service.member_id} was removed from the cluster and serves no data any more: "
         "use another member"
     )
 
     @web.middleware
     async def refuse_when_removed(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if node.removed and request.path not in STILL_ANSWERED:
+        if service.removed and request.path not in STILL_ANSWERED:
             return error_response(503, "removed", message)
         return await handler(request)
 
     def end_watches() -> None:
-        service.machine.watch_hub.close("removed", f"{message}: resume from revision + 1")
+        service.watch_hub.close("removed", f"{message}: resume from revision + 1")
 
     app.middlewares.append(refuse_when_removed)
-    unsubscribe = node.on_removed(end_watches)
+    unsubscribe = service.on_removed(end_watches)
 
     async def forget(_: web.Application) -> None:
         unsubscribe()

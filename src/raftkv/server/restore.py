@@ -22,9 +22,9 @@ from raftkv.raft.recovery import start_membership
 from raftkv.raft.storage.rocks import RocksStorage
 from raftkv.server.backup import MAGIC, read_backup
 from raftkv.server.backup_store import assemble
-from raftkv.server.config import ServerSettings, SettingsInvalid
 from raftkv.server.identity import DATABASE_DIR, check_identity, mark_raft_state
 from raftkv.server.runner import kv_settings
+from raftkv.server.settings import ServerSettings, SettingsInvalid
 
 
 def restore(

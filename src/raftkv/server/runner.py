@@ -38,6 +38,7 @@ from pathlib import Path
 import aiohttp
 import msgspec
 
+from raftkv.api.cluster import ClusterAnswer
 from raftkv.kv import (
     CorruptChecker,
     CorruptCheckerSettings,
@@ -55,10 +56,8 @@ from raftkv.raft.clock import SystemClock
 from raftkv.raft.driver.errors import NodeFailed
 from raftkv.raft.driver.node import Node
 from raftkv.raft.transport.grpc_settings import RECONNECT_BACKOFF_INITIAL_SECONDS
-from raftkv.server.api import ClusterAnswer
+from raftkv.server.app import METRICS, HttpSettings, create_app
 from raftkv.server.compactor import AutoCompactor
-from raftkv.server.config import ServerSettings, split_address
-from raftkv.server.http import METRICS, HttpSettings, create_app
 from raftkv.server.identity import (
     DATABASE_DIR,
     Identity,
@@ -68,6 +67,7 @@ from raftkv.server.identity import (
 )
 from raftkv.server.listener import ClientPort, ClientPortSettings, raise_open_files_limit
 from raftkv.server.logs import NodeContext
+from raftkv.server.settings import ServerSettings, split_address
 
 logger = logging.getLogger("raftkv.server")
 
@@ -315,7 +315,7 @@ class Server:
         assert self.service is not None
         service, url = self.service, self.settings.client_url
         delay, cap = _PUBLISH_RETRY_S
-        while service.machine.member_client_urls().get(self.settings.id) != url:
+        while service.member_client_urls().get(self.settings.id) != url:
             try:
                 await service.publish_member(self.settings.id, url, timeout=5.0)
             except (RaftError, KvError, TimeoutError) as error:
@@ -334,7 +334,7 @@ class Server:
             await self._corrupt_checker.stop()
         if self.service is not None:
             # Ends every watch stream ("stopping"), so the handlers below can finish.
-            self.service.machine.watch_hub.close()
+            self.service.watch_hub.close()
         if self._publisher is not None:
             self._publisher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

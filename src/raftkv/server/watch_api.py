@@ -5,7 +5,7 @@ key), `range_end` (etcd's convention) or `prefix=true`, `start_revision` (0: the
 revision of this node), `prev_kv`, `no_put`, `no_delete`, `progress_notify` (with
 `progress_interval_s`, default the server's `watch_progress_interval_s`), `encoding=base64`.
 
-Answer: 200 `application/x-ndjson`, one `WatchMessage` (`raftkv.server.api`) per line:
+Answer: 200 `application/x-ndjson`, one `WatchMessage` (`raftkv.api.watches`) per line:
 `created` first, then `events` and `progress` messages, and `canceled` last if the server
 ends the watch. Every message's `revision` is a watermark (everything matching at or below
 it has been sent): resume with `start_revision = revision + 1`. Usable from curl:
@@ -42,27 +42,22 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from raftkv.api.errors import ErrorDetail
+from raftkv.api.keys import Header
+from raftkv.api.watches import WatchCanceled as WatchCanceledAnswer
+from raftkv.api.watches import WatchCreated, WatchEventAnswer, WatchEvents, WatchMessage
+from raftkv.api.watches import WatchProgress as WatchProgressAnswer
 from raftkv.kv.events import Event
 from raftkv.kv.service import KvService
 from raftkv.kv.watch import (
+    EventBatch,
     TooManyWatches,
     Watch,
-    WatchBatch,
     WatchCanceled,
     WatchOutcome,
     WatchProgress,
     WatchSpec,
 )
-from raftkv.server.api import (
-    ErrorDetail,
-    Header,
-    WatchCreated,
-    WatchEventAnswer,
-    WatchEvents,
-    WatchMessage,
-)
-from raftkv.server.api import WatchCanceled as WatchCanceledAnswer
-from raftkv.server.api import WatchProgress as WatchProgressAnswer
 from raftkv.server.http_common import (
     ApiError,
     Codec,
@@ -121,15 +116,12 @@ class WatchHandlers:
         self.events_sent = 0
         self.canceled: dict[str, int] = {}
 
-    def routes(self) -> list[web.RouteDef]:
-        return [web.get("/v1/watch", self.watch, allow_head=False)]
-
     async def watch(self, request: web.Request) -> web.StreamResponse:
         codec = Codec.of(request)
         spec = self._spec(request, codec)
         start_revision = int_query(request, "start_revision")
         progress = self._progress_interval(request)
-        hub = self.service.machine.watch_hub
+        hub = self.service.watch_hub
         if hub.closed:
             raise ApiError(503, "stopped", "the node is stopping; watch through another member")
         try:
@@ -164,12 +156,11 @@ class WatchHandlers:
         codec: Codec,
         progress: float | None,
     ) -> None:
-        node = self.service.node
         created = WatchCreated(
             revision=watch.watermark,
             start_revision=watch.next_revision,
             header=Header(
-                revision=self.service.machine.current_revision(), leader=int(node.leader_id)
+                revision=self.service.current_revision(), leader=int(self.service.leader_id)
             ),
         )
         # The watermark of the last message written in full: what an interrupted write's
@@ -209,7 +200,7 @@ class WatchHandlers:
             return None
         await self._send(response, line, watch)
         del line  # written: not held while the watch waits
-        if isinstance(outcome, WatchBatch):
+        if isinstance(outcome, EventBatch):
             self.events_sent += len(outcome.events)
             watch.written()
         return outcome.revision
@@ -286,7 +277,7 @@ class WatchHandlers:
         """Whether this member has known no leader for `no_leader_timeout_s` (its own
         clock); checked while a watch waits, every liveness check."""
         timeout = self.no_leader_timeout_s
-        return bool(timeout) and self.service.node.leaderless_seconds() >= timeout
+        return bool(timeout) and self.service.leaderless_seconds() >= timeout
 
     async def _send(self, response: web.StreamResponse, line: bytes, watch: Watch | None) -> None:
         """Write `line`: _ClientGone if the connection is lost, _Interrupted if the write
@@ -323,7 +314,7 @@ class WatchHandlers:
 
     def _message(self, outcome: WatchOutcome, codec: Codec) -> WatchMessage:
         match outcome:
-            case WatchBatch():
+            case EventBatch():
                 return WatchEvents(
                     revision=outcome.revision,
                     events=[self._event(event, codec) for event in outcome.events],

@@ -48,8 +48,10 @@ class Overloaded(RaftError):
     """Too many requests are pending on this node (a limit in NodeSettings); retry later."""
 
 
-class NotCaughtUp(RaftError):
-    """A learner cannot be promoted yet: its log lags the leader's by more than the limit."""
+class LearnerNotCaughtUp(RaftError):
+    """A learner cannot be promoted yet: its log lags the leader's by more than the limit.
+    (Not named NotCaughtUp: that is the HTTP client's error for the API's 409
+    `not_caught_up`, `raftkv.client.NotCaughtUp`.)"""
 
 
 class MembershipError(RaftError):

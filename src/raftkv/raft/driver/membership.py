@@ -49,8 +49,8 @@ from raftkv.raft.core.types import (
 )
 from raftkv.raft.driver.envelope import RequestId, encode_conf_change_context
 from raftkv.raft.driver.errors import (
+    LearnerNotCaughtUp,
     MembershipError,
-    NotCaughtUp,
     OutcomeUnknown,
     Overloaded,
     ReadTimeout,
@@ -400,7 +400,7 @@ class Membership:
             await self._change_as_leader(request, self._settings.membership_timeout_s / 2)
         except MembershipError as error:
             return self._member_error(error.code, error.detail)
-        except NotCaughtUp as error:
+        except LearnerNotCaughtUp as error:
             return self._member_error("not_caught_up", str(error))
         except ConfChangeInvalid as error:
             return self._member_error("invalid", str(error))
@@ -438,7 +438,7 @@ class Membership:
             if response.error == "not_leader":
                 raise NotLeader(response.leader_id)
             if response.error == "not_caught_up":
-                raise NotCaughtUp(response.message)
+                raise LearnerNotCaughtUp(response.message)
             raise MembershipError(response.error, response.message)
         # The change is made. Wait until it is applied here too, so our status shows it; if
         # that read cannot be confirmed now, the change still stands — also when the change
@@ -475,7 +475,7 @@ class Membership:
 
     def _prepare_change(self, request: MemberRequest) -> ConfState | tuple[RequestId, ConfChange]:
         """The change to propose for `request`, or the current membership if it is done
-        already. Raises MembershipError / NotCaughtUp when it cannot be made."""
+        already. Raises MembershipError / LearnerNotCaughtUp when it cannot be made."""
         conf_state = self._core().conf_state()
         node_id = request.node_id
         if node_id == NO_NODE or node_id < 0:
@@ -520,7 +520,7 @@ class Membership:
         return request_id, change
 
     def _check_promotable(self, learner: NodeId) -> None:
-        """Raise NotCaughtUp unless `learner` can take its part as a voter at once: the
+        """Raise LearnerNotCaughtUp unless `learner` can take its part as a voter at once: the
         leader heard from it within an election timeout, and its log is close to the
         leader's both in entries and as a fraction of it (NodeSettings.promote_*)."""
         settings = self._settings
@@ -528,21 +528,23 @@ class Membership:
         last_index = self._core().last_index()
         heard = self._last_heard.get(learner)
         if heard is None:
-            raise NotCaughtUp(
+            raise LearnerNotCaughtUp(
                 f"learner {learner} has never been heard from: check that it runs and is "
                 f"reachable at {self._peers.get(learner, 'its address')!r}"
             )
         silent_s = self._clock.now() - heard
         if silent_s > self._settings.election_timeout_s:
-            raise NotCaughtUp(f"learner {learner} has not been heard from for {silent_s:.1f}s")
+            raise LearnerNotCaughtUp(
+                f"learner {learner} has not been heard from for {silent_s:.1f}s"
+            )
         lag = last_index - match
         if lag > settings.promote_max_lag_entries:
-            raise NotCaughtUp(
+            raise LearnerNotCaughtUp(
                 f"learner {learner} lags the leader by {lag} entries "
                 f"(limit {settings.promote_max_lag_entries})"
             )
         if match < last_index * settings.promote_min_log_fraction:
-            raise NotCaughtUp(
+            raise LearnerNotCaughtUp(
                 f"learner {learner} holds the log up to index {match} of the leader's "
                 f"{last_index} (at least {settings.promote_min_log_fraction:.0%} needed)"
             )

@@ -407,7 +407,7 @@ class Node:
         )
 
     async def promote(self, node_id: NodeId, *, timeout: float | None = None) -> ConfState:
-        """Make learner `node_id` a voter; refused (NotCaughtUp) while its log lags."""
+        """Make learner `node_id` a voter; refused (LearnerNotCaughtUp) while its log lags."""
         return await self._membership.change(MemberRequest(MemberAction.PROMOTE, node_id), timeout)
 
     async def remove_member(self, node_id: NodeId, *, timeout: float | None = None) -> ConfState:

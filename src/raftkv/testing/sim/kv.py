@@ -30,14 +30,14 @@ from dataclasses import dataclass, field
 from random import Random
 from typing import Any
 
-from raftkv.kv.commands import HashCheck, HashCheckResult, KvCommand, Put, Range, encode_command
+from raftkv.kv.commands import HashCheck, HashCheckResponse, KvCommand, Put, Range, encode_command
 from raftkv.kv.corrupt_checker import CorruptChecker, CorruptCheckerSettings, run_inline
 from raftkv.kv.errors import KvError
 from raftkv.kv.events import RevisionEvents
 from raftkv.kv.lease_keeper import LeaseKeeper, LeaseKeeperSettings
 from raftkv.kv.service import KvService
 from raftkv.kv.state_machine import KvStateMachine
-from raftkv.kv.watch import WatchBatch, WatchCanceled, WatchSpec
+from raftkv.kv.watch import EventBatch, WatchCanceled, WatchSpec
 from raftkv.raft.core.errors import RaftError
 from raftkv.raft.core.types import NodeId
 from raftkv.raft.driver.node import Node
@@ -232,7 +232,7 @@ class KvRun(DriverRun):
                 if isinstance(outcome, WatchCanceled):
                     self.result.failures.append(f"node {node_id}: watch canceled {outcome}")
                     return
-                assert isinstance(outcome, WatchBatch)
+                assert isinstance(outcome, EventBatch)
                 # Rebuild per-revision groups (events carry their revision).
                 for event in outcome.events:
                     revision = event.kv.mod_revision
@@ -324,7 +324,7 @@ class KvRun(DriverRun):
             return
         check = HashCheck(sorted(int(node.id) for node in members))
         result = await cluster.complete(leader.propose(encode_command(KvCommand(check))))
-        assert isinstance(result, HashCheckResult), result
+        assert isinstance(result, HashCheckResponse), result
 
         def reported() -> bool:
             records = [self.kv(node).hash_check_record() for node in members]

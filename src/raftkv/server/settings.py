@@ -505,10 +505,6 @@ def flag_of(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def env_of(name: str) -> str:
-    return ENV_PREFIX + name.upper()
-
-
 def load_settings(
     flags: Mapping[str, object],
     environ: Mapping[str, str] | None = None,

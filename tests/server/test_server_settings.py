@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from raftkv.server.config import (
+from raftkv.server.identity import IDENTITY_FILE, check_identity
+from raftkv.server.settings import (
     ServerSettings,
     SettingsInvalid,
     load_settings,
     parse_cluster,
     render_settings,
 )
-from raftkv.server.identity import IDENTITY_FILE, check_identity
 
 
 def test_defaults_run_one_node_on_8080_with_data_in_data() -> None:

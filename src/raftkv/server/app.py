@@ -1,0 +1,254 @@
+"""The HTTP/JSON API's application: `create_app` serves the route table
+(`raftkv.server.routes`) over one `KvService`, through the handlers of each area and the
+middlewares below.
+
+- The routes, what each takes and answers: `raftkv.server.routes` (and `GET /openapi.json`,
+  derived from it); the bodies and answers: `raftkv.api`.
+- The handlers, by area: `kv_api` (keys, ranges, txns, compaction), `lease_api`,
+  `watch_api`, `node_api` (health, readiness, status, the API document), `cluster_api`
+  (members, membership and leadership changes), `backup_api` (`GET /v1/snapshot`), and
+  `raftkv.server.metrics` (`GET /metrics`).
+- The errors and their codes: `raftkv.server.errors`.
+- The middlewares, outermost first: the metrics (they see the status the errors middleware
+  answers with), the errors (an exception becomes its JSON error answer), the encoding
+  guard (a compressed body is refused before anything reads it), the CORRUPT guard (a
+  member a hash check found diverged serves no data), the removal guard
+  (`raftkv.server.removal`).
+
+The handlers reach the store through the `KvService` only (its docstring names the metrics
+as the one reader around it).
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler, Middleware
+
+from raftkv.kv.service import KvService
+from raftkv.raft.core.errors import ConfigInvalid
+from raftkv.server.backup_api import BackupHandlers
+from raftkv.server.cluster_api import ClusterHandlers
+from raftkv.server.errors import HTTP_ERROR_CODES, error_answer
+from raftkv.server.http_common import BODY_TIMEOUT, error_response
+from raftkv.server.kv_api import KvHandlers
+from raftkv.server.lease_api import LeaseHandlers
+from raftkv.server.metrics import Metrics
+from raftkv.server.node_api import NodeHandlers, corrupt_reason
+from raftkv.server.removal import guard_removal
+from raftkv.server.routes import ROUTES
+from raftkv.server.watch_api import WatchHandlers
+
+__all__ = ["METRICS", "WATCHES", "Handlers", "HttpSettings", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    # The largest request body accepted (413 `body_too_large` beyond). etcd's default
+    # request limit is 1.5 MiB; 2 MiB leaves room for a 1 MiB value base64-encoded (4/3)
+    # plus JSON framing. Larger bodies cost memory per connection before validation.
+    max_body_bytes: int = 2 << 20
+    # How long a request body may take to arrive whole (408 `body_timeout` beyond): a
+    # client trickling its body holds a connection and a handler that long at most.
+    body_timeout_s: float = 10.0
+    # How long a write waits for its outcome, or a linearizable read for its read point,
+    # on the node's clock (504 `timeout` beyond). Short answers a client sooner during a
+    # leader change, but makes more writes end with an unknown outcome.
+    request_timeout_s: float = 10.0
+    # /ready answers 503 while more committed entries than this wait to be applied (a
+    # restarting node replaying its log, a follower catching up).
+    ready_max_apply_lag: int = 1000
+    # Backups (GET /v1/snapshot) made at once; more are refused with 503 `busy`. Each holds
+    # the whole encoded state in memory while it is made.
+    max_concurrent_backups: int = 1
+    # A watch stream whose writes stay blocked this long (its client stopped reading) is
+    # ended with `too_slow`.
+    watch_send_timeout_s: float = 10.0
+    # The progress notification interval of a watch that asks for them without its own.
+    watch_progress_interval_s: float = 10.0
+    # A watch served by a member that has had no leader this long (cut off from the rest,
+    # so its state may be stale) is ended with `no_leader`, for the client to resume on
+    # another member (etcd's require-leader watches). 0: never.
+    watch_no_leader_timeout_s: float = 3.0
+
+    def __post_init__(self) -> None:
+        size = self.max_body_bytes
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise ConfigInvalid(f"HttpSettings.max_body_bytes must be >= 1, got {size!r}")
+        timeout = self.request_timeout_s
+        if (
+            not isinstance(timeout, (int, float))
+            or isinstance(timeout, bool)
+            or not 0 < timeout < float("inf")
+        ):
+            raise ConfigInvalid(
+                f"HttpSettings.request_timeout_s must be a positive number, got {timeout!r}"
+            )
+        backups = self.max_concurrent_backups
+        if not isinstance(backups, int) or isinstance(backups, bool) or backups < 1:
+            raise ConfigInvalid(
+                f"HttpSettings.max_concurrent_backups must be >= 1, got {backups!r}"
+            )
+        for name in ("watch_send_timeout_s", "watch_progress_interval_s", "body_timeout_s"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+                raise ConfigInvalid(f"HttpSettings.{name} must be a positive number, got {value!r}")
+        no_leader = self.watch_no_leader_timeout_s
+        if not isinstance(no_leader, (int, float)) or not 0 <= no_leader < float("inf"):
+            raise ConfigInvalid(
+                f"HttpSettings.watch_no_leader_timeout_s must be >= 0, got {no_leader!r}"
+            )
+        lag = self.ready_max_apply_lag
+        if not isinstance(lag, int) or isinstance(lag, bool) or lag < 0:
+            raise ConfigInvalid(f"HttpSettings.ready_max_apply_lag must be >= 0, got {lag!r}")
+
+
+# The app's Prometheus metrics (its own registry).
+METRICS = web.AppKey("metrics", Metrics)
+# The watch handlers (their counters feed the metrics).
+WATCHES = web.AppKey("watches", WatchHandlers)
+
+
+@dataclass(frozen=True, slots=True)
+class Handlers:
+    """The handlers of one app, by area: a route's `handler` "<area>.<method>" names one."""
+
+    kv: KvHandlers
+    node: NodeHandlers
+    cluster: ClusterHandlers
+    leases: LeaseHandlers
+    watches: WatchHandlers
+    backups: BackupHandlers
+    metrics: Metrics
+
+    def of(self, handler: str) -> Handler:
+        found: Handler = operator.attrgetter(handler)(self)
+        return found
+
+
+# -- middlewares -----------------------------------------------------------------------------
+
+
+@web.middleware
+async def _encoding_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Refuse a compressed request body (415) before anything reads it: the API never
+    needs one, and inflating one is where a small "gzip bomb" costs seconds of CPU. (The
+    server does not inflate bodies itself: raftkv.server.listener.)"""
+    encoding = request.headers.get(hdrs.CONTENT_ENCODING, "identity").strip()
+    if encoding.lower() != "identity":
+        response = error_response(
+            415,
+            "unsupported_content_encoding",
+            f"Content-Encoding {encoding[:64]!r} is not accepted: send the body uncompressed",
+        )
+        response.force_close()
+        return response
+    return await handler(request)
+
+
+@web.middleware
+async def _errors_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        code = HTTP_ERROR_CODES.get(error.status, "http_error")
+        return error_response(error.status, code, error.reason)
+    except Exception as error:
+        response = error_answer(error)
+        if response is not None:
+            return response
+        logger.exception("unexpected error serving %s %s", request.method, request.path)
+        return error_response(500, "internal", f"internal error: {type(error).__name__}")
+
+
+# Routes a CORRUPT member still serves (by route template): its own state and the
+# cluster's, membership changes (an operator removes it through any member), metrics and
+# the API document. Every other route reads or writes the data, which may be wrong here.
+_SERVED_WHEN_CORRUPT = frozenset(
+    {
+        "/health",
+        "/ready",
+        "/metrics",
+        "/openapi.json",
+        "/v1/status",
+        "/v1/cluster",
+        "/v1/members",
+        "/v1/members/{id}",
+        "/v1/members/{id}/promote",
+        "/v1/leader/transfer",
+    }
+)
+
+
+def _corrupt_guard(service: KvService) -> Middleware:
+    """Refuse (503 `corrupt`) every data route while a CORRUPT alarm names this member."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        resource = request.match_info.route.resource
+        if resource is not None and resource.canonical not in _SERVED_WHEN_CORRUPT:
+            alarm = service.corrupt_alarm()
+            if alarm is not None:
+                return error_response(503, "corrupt", corrupt_reason(service.member_id, alarm))
+        return await handler(request)
+
+    return guard
+
+
+# -- the application -------------------------------------------------------------------------
+
+
+def create_app(service: KvService, settings: HttpSettings | None = None) -> web.Application:
+    """The aiohttp application serving `service`'s node (see the module docstring)."""
+    settings = settings if settings is not None else HttpSettings()
+    # The metrics read the node's and the state machine's counters themselves (read-only):
+    # the one way around the service, which serves every request.
+    metrics = Metrics(service.node, service.machine)
+    # client_max_size makes request.read() itself refuse a body over the limit (a chunked
+    # body has no Content-Length to check up front).
+    app = web.Application(
+        middlewares=[
+            metrics.middleware,
+            _errors_middleware,
+            _encoding_middleware,
+            _corrupt_guard(service),
+        ],
+        client_max_size=settings.max_body_bytes,
+    )
+    app.cleanup_ctx.append(metrics.loop_lag)
+    app[METRICS] = metrics
+    app[BODY_TIMEOUT] = settings.body_timeout_s
+    timeout, max_body_bytes = settings.request_timeout_s, settings.max_body_bytes
+    handlers = Handlers(
+        kv=KvHandlers(service, timeout, max_body_bytes),
+        node=NodeHandlers(service, settings.ready_max_apply_lag),
+        cluster=ClusterHandlers(service, timeout, max_body_bytes),
+        leases=LeaseHandlers(service, timeout, max_body_bytes),
+        watches=WatchHandlers(
+            service,
+            settings.watch_send_timeout_s,
+            settings.watch_progress_interval_s,
+            no_leader_timeout_s=settings.watch_no_leader_timeout_s,
+        ),
+        backups=BackupHandlers(service, timeout, settings.max_concurrent_backups),
+        metrics=metrics,
+    )
+    app[WATCHES] = handlers.watches
+    metrics.watches = handlers.watches
+    guard_removal(app, service)
+    for route in ROUTES:
+        # add_route, not add_get: a GET route does not answer HEAD.
+        app.router.add_route(route.method, route.path, handlers.of(route.handler))
+    return app

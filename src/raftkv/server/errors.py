@@ -1,0 +1,189 @@
+"""The error answers of the HTTP API: which status and code each expected error gets.
+
+Every refusal is `{"error": {"code", "message"}}` (`raftkv.api.errors`):
+- 400: `invalid_json`, `invalid_request` (wrong types, unknown fields, bad query values),
+  `invalid_base64`, `empty_key`, `duplicate_key`, `future_revision`, `body_incomplete`
+  (the connection closed mid-body), `invalid_body` (a body that cannot be read);
+- 404 `not_found` (no such key), `lease_not_found` (no such lease: never granted, revoked
+  or expired) or `unknown_route` (no such path), 405 `method_not_allowed`;
+- 406 `not_utf8`; 409 `stale_sequence` (a late duplicate of an exactly-once write),
+  `session_expired` (an exactly-once write whose session the store no longer holds: not
+  applied; start a new session),
+  `not_caught_up` (a learner too far behind to promote), `lease_exists` (a grant naming a
+  live lease's id);
+- 408 `body_timeout`: the body did not arrive within `HttpSettings.body_timeout_s`;
+- 410 `compacted`: the revision asked for is older than the compacted revision (the history
+  is gone for good, which is what 410 Gone says; a future revision is a 400); the error
+  also carries `compact_revision` and `oldest_revision`;
+- 413 `body_too_large` (over `HttpSettings.max_body_bytes`), `limit_exceeded` (a key,
+  value or txn over a `KvSettings` limit), `command_too_large` (over the node's
+  `max_command_bytes`), `scan_too_large` (ranges scanning more than `ReadLimits`
+  allows);
+- 415 `unsupported_content_encoding`: a compressed body (never inflated);
+- 503 `not_leader`, `proposal_dropped`, `overloaded`, `stopped`, `busy` (another membership
+  change under way), `unavailable` (the leader could not be reached), `too_many_watches`,
+  `removed` (this member was removed from the cluster: `raftkv.server.removal`):
+  nothing was applied; retry (elsewhere);
+- 503 `corrupt`: a hash check found this member's state different from the majority's (a
+  CORRUPT alarm, listed by `/v1/status` on every member): it serves no reads, writes,
+  txns, leases, watches or backups, only `/health`, `/ready` (503), `/metrics`,
+  `/v1/status`, `/v1/cluster`, membership and `/openapi.json`; nothing was applied; use
+  another member. Remove it and join it again with a new id and an empty data dir;
+- 504 `timeout`: for a write the outcome is unknown (retry with the same `client_id` and
+  `sequence` to get the original result without applying twice); for a read nothing was read;
+  504 `outcome_unknown`: the write had left this node (forwarded to the leader, or appended
+  as leader) when this node stopped, failed or was removed: it may apply (retry as for
+  `timeout`). A write answered 503 never left the node;
+- 500 `internal` for anything unexpected (logged).
+
+`error_answer` maps an error raised by a handler (the HTTP layer's own `ApiError`, the
+store's `KvError`s, the driver's errors) to its answer; `ERROR_CODES` is the same list by
+status, as `/openapi.json` shows it.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from raftkv.kv.errors import (
+    Compacted,
+    FutureRevision,
+    KvError,
+    LeaseExists,
+    LeaseNotFound,
+    LimitExceeded,
+    SessionExpired,
+    StaleSequence,
+)
+from raftkv.raft.core.errors import InvalidArgument, NotLeader, ProposalDropped
+from raftkv.raft.driver.errors import (
+    LearnerNotCaughtUp,
+    MembershipError,
+    OutcomeUnknown,
+    Overloaded,
+    ProposalTimeout,
+    ReadTimeout,
+    Stopped,
+)
+from raftkv.raft.storage.base import StorageClosed
+from raftkv.server.http_common import ApiError, error_response
+
+__all__ = ["ERROR_CODES", "HTTP_ERROR_CODES", "error_answer"]
+
+# What each error status of the API means: the codes it carries (/openapi.json's text).
+ERROR_CODES: dict[int, str] = {
+    400: "Bad request: invalid_json, invalid_request, invalid_base64, empty_key, "
+    "duplicate_key, future_revision, body_incomplete, invalid_body",
+    404: "not_found: no such key; lease_not_found: no such lease (never granted, revoked "
+    "or expired); unknown_route: no such path",
+    406: "not_utf8: the stored key or value is not UTF-8; ask with encoding=base64",
+    408: "body_timeout: the request body did not arrive whole within the server's "
+    "http_body_timeout_s",
+    409: "stale_sequence: a late duplicate of an exactly-once write; session_expired: the "
+    "store no longer holds the write's session (not applied; start a new one); "
+    "not_caught_up: the learner lags too far to be promoted; lease_exists: a grant asked for "
+    "the id of a live lease",
+    410: "compacted: the revision asked for is older than the compacted revision (the "
+    "error carries compact_revision and oldest_revision)",
+    413: "body_too_large, limit_exceeded, command_too_large, or scan_too_large (the "
+    "request's ranges would scan more entries than the server's max_scan_entries; for a "
+    "txn that writes, max_txn_scan_entries): nothing applied",
+    415: "unsupported_content_encoding: the body is compressed (Content-Encoding); the "
+    "server never inflates a body: send it uncompressed",
+    500: "internal: an unexpected error (logged by the server)",
+    503: "not_leader, proposal_dropped, overloaded, stopped, busy (another membership "
+    "change is under way), unavailable, too_many_watches or removed (the member was removed "
+    "from the cluster): nothing applied; retry (elsewhere); corrupt: a hash check found this "
+    "member's state diverged (see /v1/status alarms): nothing applied; use another member",
+    504: "timeout or outcome_unknown: a write's outcome is unknown (retry with the same "
+    "client_id and sequence); a read read nothing",
+}
+
+# Statuses aiohttp itself answers (no such route, no such method, a body over the limit).
+HTTP_ERROR_CODES = {
+    404: "unknown_route",
+    405: "method_not_allowed",
+    413: "body_too_large",
+}
+
+
+# MembershipError.code -> (HTTP status, error code).
+_MEMBERSHIP_ERRORS = {
+    "invalid": (400, "invalid_member_change"),
+    "busy": (503, "busy"),
+    # The request never reached the leader this node knew: nothing changed; retry.
+    "not_sent": (503, "unavailable"),
+    # The leader did not answer: the change may have been made.
+    "unreachable": (504, "timeout"),
+}
+
+
+def _kv_error_status(error: KvError) -> int:
+    match error:
+        case LimitExceeded():
+            return 413
+        case Compacted():
+            return 410
+        case StaleSequence() | SessionExpired() | LeaseExists():
+            return 409
+        case LeaseNotFound():
+            return 404
+        case FutureRevision():
+            return 400
+        case _:
+            return 400
+
+
+def error_answer(error: Exception) -> web.Response | None:
+    """The answer for an expected error of the service or the driver, or None."""
+    match error:
+        case ApiError():
+            return error_response(error.status, error.code, error.message, **error.details)
+        case Compacted():
+            return error_response(
+                410,
+                error.code,
+                str(error),
+                compact_revision=error.compact_revision,
+                oldest_revision=error.compact_revision + 1,
+            )
+        case KvError():
+            return error_response(_kv_error_status(error), error.code, str(error))
+        case NotLeader():
+            return error_response(503, "not_leader", str(error))
+        case ProposalDropped():
+            return error_response(503, "proposal_dropped", str(error))
+        case Overloaded():
+            return error_response(503, "overloaded", str(error))
+        case Stopped():
+            return error_response(503, "stopped", str(error) or "the node is stopped")
+        case StorageClosed():
+            # A request that outlived its node (stopping, or failed and about to exit).
+            return error_response(503, "stopped", "the node is stopped")
+        case ProposalTimeout():
+            return error_response(
+                504,
+                "timeout",
+                "the write's outcome is unknown: it may still apply; retry with the same "
+                "client_id and sequence to apply it at most once",
+            )
+        case OutcomeUnknown():
+            return error_response(
+                504,
+                "outcome_unknown",
+                f"{error}: retry with the same client_id and sequence to apply it at most once",
+            )
+        case ReadTimeout():
+            return error_response(
+                504, "timeout", "the read could not be confirmed; nothing was read"
+            )
+        case LearnerNotCaughtUp():
+            return error_response(409, "not_caught_up", str(error))
+        case MembershipError():
+            status, code = _MEMBERSHIP_ERRORS.get(error.code, (400, "invalid_member_change"))
+            return error_response(status, code, error.detail)
+        case InvalidArgument():
+            # The only one a request can cause: an encoded command over max_command_bytes.
+            return error_response(413, "command_too_large", str(error))
+        case _:
+            return None
