@@ -1,7 +1,7 @@
 """A member removed from the cluster over HTTP (issue 12, B10): it answers every request
 but status, health, cluster and metrics with 503 `removed`, and ends every open watch
 with `removed` at the moment the removal applies, even one blocked writing. A 3-node
-LocalCluster with one aiohttp server per node (`started`, as in
+LocalCluster with one aiohttp server per node (`started_with_leases`, as in
 test_http_leases_watches)."""
 
 from __future__ import annotations
@@ -95,5 +95,24 @@ def test_a_removed_member_refuses_requests_and_ends_its_watches_at_once() -> Non
             assert status == 200 and "removed" not in body
             watcher.close()
             stuck.close()
+
+    run_scenario(scenario)
+
+
+def test_a_member_told_of_its_removal_before_applying_it_lists_only_the_others() -> None:
+    """A removed member may hear of its removal from a peer (a MEMBERS answer listing it as
+    removed) before it applies the change: its log still has it as a voter, but
+    `/v1/cluster` must not list it (the e2e test caught this race on a loaded CI run)."""
+
+    async def scenario() -> None:
+        async with started_with_leases(HttpSettings()) as api:
+            victim = api.follower()
+            node = api.services[victim].node
+            node._membership.learn_removed("told by a peer, in a test")
+            assert node.removed and victim in node.status().voters
+            status, body = await api.call(victim, "GET", "/v1/cluster")
+            assert status == 200
+            listed = sorted(member["id"] for member in body["members"])
+            assert listed == sorted(set(api.services) - {victim})
 
     run_scenario(scenario)

@@ -104,7 +104,7 @@ def test_watchers_that_do_not_read_are_ended_too_slow_by_bytes_not_after_the_sen
                     break
             assert both_stuck()
             assert hub.buffered_bytes == sum(watch.buffered_bytes for watch in stuck) > 400_000
-            oldest = min(stuck, key=lambda watch: watch._buffering_since)
+            oldest = min(stuck, key=lambda watch: watch.buffering_since)
             watches = api.clients[node].server.app[WATCHES]
             assert watches.canceled == {}
 

@@ -3,7 +3,7 @@ and `with sync_client.lease(ttl) as lease:` (a thread).
 
 The lease is granted on entry, kept alive every TTL/3 while the block runs, and revoked on
 exit (its keys are deleted then). What the holder can rely on follows from the server's
-guarantee (README "Leases and watches"): a lease never expires before TTL after a
+guarantee (docs/http-api.md#lease-guarantee): a lease never expires before TTL after a
 keep-alive that was sent and applied. So the client tracks `deadline`, on its own monotonic
 clock: TTL after the sending of the last keep-alive that succeeded (the grant first). Until
 then the lease is certainly alive; past it, it may have expired, and `lost` is set. `lost`

@@ -6,8 +6,8 @@ when this node applies the entry; a revoke or an expiry removes it. Opening the 
 restart, a snapshot restore) starts every lease's countdown afresh from its stored
 remaining time.
 
-Why this is safe (the guarantee documented in README "Leases"): a node applies an entry no
-earlier than the entry was committed, and a client's keep-alive is committed after the
+Why this is safe (the guarantee in docs/http-api.md#lease-guarantee): a node applies an
+entry no earlier than the entry was committed, and a client's keep-alive is committed after the
 client sent it. So on every node the deadline of a lease is at least `sent + TTL` for the
 last keep-alive the client sent: whichever node leads, it never expires a lease earlier
 than the TTL after a keep-alive that was applied. A node that was running all along has a

@@ -1,6 +1,6 @@
 """`MvccStore`: etcd's multi-version key-value model over `AppData` (RocksDB in production).
 
-Theory of operation (etcd's mvcc package, ARCHITECTURE.md §2.5):
+Theory of operation (etcd's mvcc package, docs/architecture.md#revisions-and-history):
 - The store has a current revision, 1 when empty. A write request (put, delete_range, or a
   txn with writes) that changes something creates the next revision; all its changes share
   it. A request that changes nothing (a read-only txn, a delete that matched no key) does

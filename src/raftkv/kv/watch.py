@@ -1,6 +1,6 @@
 """Watches: ordered, gap-free change streams over a key range, resumable by revision.
 
-Theory of operation (etcd's watch guarantees, ARCHITECTURE.md §2.5):
+Theory of operation (etcd's watch guarantees, docs/architecture.md#watches):
 - A `Watch` pulls: it keeps the next revision it has to deliver and reads the events of
   revisions up to the store's current one from the history (`EventReader`), filters them,
   and hands them out whole revisions at a time. Nothing is pushed into per-watch buffers:
@@ -231,7 +231,7 @@ class WatchHub:
         self.closed = True
         code, message = self._close_reason
         for watch in list(self._watches):
-            watch._end(code, message)
+            watch.end(code, message)
         self.notify()
 
     def open(self, spec: WatchSpec, start_revision: int) -> Watch:
@@ -246,7 +246,7 @@ class WatchHub:
         watch = Watch(self, spec, start)
         self._watches.add(watch)
         if self._close_reason is not None:
-            watch._end(*self._close_reason)
+            watch.end(*self._close_reason)
         return watch
 
     # -- reading --------------------------------------------------------------------------
@@ -335,24 +335,26 @@ class WatchHub:
         self._cache_bytes = 0
 
     # -- byte budgets ---------------------------------------------------------------------
+    # A Watch calls charge when it hands out a batch, discharge once it is written, remove
+    # when it is released: the hub owns the total and the order of the holders.
 
-    def _charge(self, watch: Watch, size: int) -> WatchCanceled | None:
+    def charge(self, watch: Watch, size: int) -> WatchCanceled | None:
         """`watch` hands out `size` more bytes; then, while the total is over its budget,
         end the watch buffering the most. The cancel if that was `watch` itself."""
         if watch.buffered_bytes == 0:
             self._charges += 1
-            watch._buffering_since = self._charges
+            watch.buffering_since = self._charges
         watch.buffered_bytes += size
         self.buffered_bytes += size
         if len(self._holders) > 2 * len(self._watches) + 64:
             self._holders = [
-                (-held.buffered_bytes, held._buffering_since, weakref.ref(held))
+                (-held.buffered_bytes, held.buffering_since, weakref.ref(held))
                 for held in self._watches
                 if held.buffered_bytes
             ]
             heapq.heapify(self._holders)
         else:
-            entry = (-watch.buffered_bytes, watch._buffering_since, weakref.ref(watch))
+            entry = (-watch.buffered_bytes, watch.buffering_since, weakref.ref(watch))
             heapq.heappush(self._holders, entry)
         limit = self.settings.max_total_buffered_bytes
         while self.buffered_bytes > limit and self._holders:
@@ -361,25 +363,25 @@ class WatchHub:
             if (
                 victim is None
                 or -negated != victim.buffered_bytes
-                or since != victim._buffering_since
+                or since != victim.buffering_since
             ):
                 continue  # stale: the watch wrote, ended or went away since
             self.total_budget_cancels += 1
-            victim._end(
+            victim.end(
                 "too_slow",
                 f"this node's watches hold {self.buffered_bytes} bytes not yet written to "
                 f"their clients, over watch_max_total_buffered_bytes ({limit}), and this one "
                 f"the most ({victim.buffered_bytes}): resume from revision + 1",
             )
-        return watch._canceled
+        return watch.canceled
 
-    def _discharge(self, watch: Watch, size: int) -> None:
+    def discharge(self, watch: Watch, size: int) -> None:
         size = min(size, watch.buffered_bytes)
         watch.buffered_bytes -= size
         self.buffered_bytes -= size
 
-    def _released(self, watch: Watch) -> None:
-        self._discharge(watch, watch.buffered_bytes)
+    def remove(self, watch: Watch) -> None:
+        self.discharge(watch, watch.buffered_bytes)
         self._watches.discard(watch)
 
 
@@ -404,7 +406,14 @@ class Watch:
     # `next()` returns it from then on. Its revision is the watermark when it ended.
     _canceled: WatchCanceled | None = None
     _ended: asyncio.Future[WatchCanceled] | None = None
-    _buffering_since: int = 0
+    # Stamped by the hub's budget when the watch begins holding bytes: among watches holding
+    # as much, the one holding them longest is ended first.
+    buffering_since: int = 0
+
+    @property
+    def canceled(self) -> WatchCanceled | None:
+        """The cancel `next()` returns once the watch is over; None before."""
+        return self._canceled
 
     @property
     def watermark(self) -> int:
@@ -429,7 +438,7 @@ class Watch:
 
     def written(self) -> None:
         """The consumer has written the last batch out: its bytes no longer count."""
-        self.hub._discharge(self, self.buffered_bytes)
+        self.hub.discharge(self, self.buffered_bytes)
 
     async def next(self, progress_interval: float | None = None) -> WatchOutcome:
         """The next batch of matching events; a WatchProgress if `progress_interval`
@@ -456,7 +465,7 @@ class Watch:
                 if events:
                     # Charged before the watermark moves: a watch ended here names only
                     # what it handed out before.
-                    ended = hub._charge(self, size)
+                    ended = hub.charge(self, size)
                     if ended is not None:
                         return ended
                     self.next_revision = last + 1
@@ -484,14 +493,14 @@ class Watch:
     def release(self) -> None:
         if not self.released:
             self.released = True
-            self.hub._released(self)
+            self.hub.remove(self)
 
-    def _end(self, code: str, message: str) -> None:
+    def end(self, code: str, message: str) -> None:
         """End the watch from outside (see `ended`): forget its bytes, wake its consumer."""
         if self._canceled is not None or self.released:
             return
         self._canceled = WatchCanceled(self.watermark, code, message)
-        self.hub._discharge(self, self.buffered_bytes)
+        self.hub.discharge(self, self.buffered_bytes)
         if self._ended is not None and not self._ended.done():
             self._ended.set_result(self._canceled)
 

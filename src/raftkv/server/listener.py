@@ -82,7 +82,7 @@ class ConnectionGate:
     exactly once each for a connection it made)."""
 
     def __init__(self, serve: Callable[[], asyncio.Protocol], max_connections: int) -> None:
-        self._serve = serve
+        self.serve = serve
         self.max_connections = max_connections
         self.open = 0
         self.refused = 0
@@ -109,7 +109,7 @@ class _Gated(asyncio.Protocol):
             transport.abort()
             return
         gate.open += 1
-        self._inner = gate._serve()
+        self._inner = gate.serve()
         self._inner.connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -15,6 +15,11 @@ The rest, by what it is:
 - `linearizability`: the history checker the simulators and chaos runs share;
 - `peer_fuzz`: hostile peer frames at real gRPC nodes (`make fuzz-peer`);
 - `chaos/`: real processes in network namespaces under faults (`make chaos`, root).
+
+Three small state machines remain, one per contract, not copies: `state_machines` (the
+driver's `StateMachine` protocol, for embedders' tests), `sim/core/state_machine` (entries
+applied straight from the core, for the core simulator, which runs no driver) and
+`scripts/toy_state_machine` (a record of every applied index, for interaction scripts).
 """
 
 from raftkv.raft.clock import ManualClock

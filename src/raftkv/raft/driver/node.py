@@ -1,7 +1,7 @@
 """`Node`: one Raft node running on asyncio around the pure core.
 
 One task (the loop) owns the `RawNode`; everything else talks to it by appending to
-bounded queues and setting `_wake`. The loop, per Ready (ARCHITECTURE.md §2.2):
+bounded queues and setting `_wake`. The loop, per Ready (docs/architecture.md#the-driver):
 
 1. `ready()`; send `messages` at once (the leader's own append runs in parallel with
    replication);

@@ -1,7 +1,7 @@
 """The RocksDB database under a RocksStorage: its layout, opening it, its handles, its write
 lock, and errors that name the path, column family and key.
 
-Layout (ARCHITECTURE.md §2.3), one column family per kind of key; every value is a
+Layout (docs/architecture.md#storage), one column family per kind of key; every value is a
 checksummed, versioned record (`records.py`):
 
 | column family | key                          | value                                        |

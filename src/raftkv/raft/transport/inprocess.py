@@ -71,13 +71,16 @@ class InProcessNetwork:
 
     # -- delivery --------------------------------------------------------------------------
 
-    def _register(self, transport: InProcessTransport) -> None:
+    # register, unregister and route are the transports' side of the network: an
+    # InProcessTransport calls them when it starts, stops and sends.
+
+    def register(self, transport: InProcessTransport) -> None:
         current = self._endpoints.get(transport.address)
         if current is not None and current is not transport and current.running:
             raise TransportError(f"address {transport.address} is already in use")
         self._endpoints[transport.address] = transport
 
-    def _unregister(self, transport: InProcessTransport) -> None:
+    def unregister(self, transport: InProcessTransport) -> None:
         if self._endpoints.get(transport.address) is transport:
             del self._endpoints[transport.address]
 
@@ -92,7 +95,7 @@ class InProcessNetwork:
             return True
         return self.drop_rate > 0 and self._rng.random() < self.drop_rate
 
-    def _route(
+    def route(
         self, source: InProcessTransport, destination_address: str, batch: list[Message]
     ) -> None:
         kept: list[Message] = []
@@ -102,7 +105,7 @@ class InProcessNetwork:
                 continue
             self.dropped += 1
             if message.type is MessageType.SNAPSHOT:
-                source._later(source._report_snapshot, message.to, False)
+                source.report_lost_snapshot(message.to)
         if not kept:
             return
         low, high = self.delay_range
@@ -170,7 +173,7 @@ class InProcessTransport:
 
     async def start(self, handler: TransportHandler) -> None:
         self.handler = handler
-        self.network._register(self)
+        self.network.register(self)
         self.running = True
 
     def send(self, messages: Sequence[Message]) -> None:
@@ -182,11 +185,11 @@ class InProcessTransport:
             if address is None:
                 self._later(self._report_unreachable, message.to)
                 if message.type is MessageType.SNAPSHOT:
-                    self._later(self._report_snapshot, message.to, False)
+                    self.report_lost_snapshot(message.to)
                 continue
             batches.setdefault(address, []).append(message)
         for address, batch in batches.items():
-            self.network._route(self, address, batch)
+            self.network.route(self, address, batch)
 
     def set_peer(self, peer: NodeId, address: str) -> None:
         self._peers[peer] = address
@@ -222,7 +225,7 @@ class InProcessTransport:
 
     async def stop(self) -> None:
         self.running = False
-        self.network._unregister(self)
+        self.network.unregister(self)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -232,6 +235,11 @@ class InProcessTransport:
     def _report_unreachable(self, peer: NodeId) -> None:
         if self.running and self.handler is not None:
             self.handler.report_unreachable(peer)
+
+    def report_lost_snapshot(self, peer: NodeId) -> None:
+        """Tell the handler, on a later turn of the loop, that a snapshot for `peer` was
+        lost (the network calls it for a snapshot it drops)."""
+        self._later(self._report_snapshot, peer, False)
 
     def _report_snapshot(self, peer: NodeId, ok: bool) -> None:
         if self.running and self.handler is not None:

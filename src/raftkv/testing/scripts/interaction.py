@@ -24,8 +24,9 @@ drop it, or let the nodes run to a fixed point with `stabilize`.
 - A node's storage and state machine are its durable state. `crash` loses everything else
   (the RawNode with its unpersisted log entries and pending Ready); `restart` rebuilds the
   RawNode from storage, with `applied` and the configuration taken from the state machine,
-  which persists them atomically with its data (ARCHITECTURE.md §2.2). `restart` of a
-  running node crashes it first.
+  which persists them atomically with its data
+  (docs/architecture.md#the-state-machine-contract). `restart` of a running node crashes
+  it first.
 - Election timeouts are not random here: every node draws the smallest value, so the
   randomized timeout equals `election_tick` and `tick-election` campaigns a follower.
   `set-randomized-election-timeout ID timeout=T` makes a node draw T instead, from the

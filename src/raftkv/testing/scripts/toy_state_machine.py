@@ -43,7 +43,8 @@ class ToyStateMachine:
     plus the membership after each applied index (so snapshots can be cut at any index).
 
     Durable: it survives `crash`, together with its applied index (the two are written in
-    one atomic step, as ARCHITECTURE.md §2.2 requires of real state machines).
+    one atomic step, as docs/architecture.md#the-state-machine-contract requires of real
+    state machines).
     """
 
     def __init__(self, snapshot: Snapshot) -> None:
