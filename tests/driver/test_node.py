@@ -10,8 +10,8 @@ from typing import TypeVar
 import pytest
 from driver_helpers import FailingStorages
 
-from raftkv.raft.core.errors import NotLeader, ProposalDropped
-from raftkv.raft.core.types import Message, MessageType, NodeId, StateRole
+from raftkv.raft.core.errors import InvalidArgument, NotLeader, ProposalDropped
+from raftkv.raft.core.types import NO_NODE, Message, MessageType, NodeId, StateRole
 from raftkv.raft.driver.errors import (
     LearnerNotCaughtUp,
     MembershipError,
@@ -483,6 +483,40 @@ def test_transfer_leadership_and_leader_change_observers() -> None:
         assert new_leader == target.id
         await cluster.run_until(lambda: follower.leader_id == target.id)
         assert seen and seen[-1][0] == target.id
+        await cluster.stop()
+
+    run_scenario(scenario)
+
+
+def test_a_follower_forwards_a_leadership_transfer_to_the_leader() -> None:
+    """Any member transfers leadership, as any member changes the membership: a follower
+    sends the request to the leader, and the leader's refusals come back as its errors."""
+
+    async def scenario() -> None:
+        cluster = LocalCluster(3, state_machine=memory_dict)
+        await cluster.start()
+        leader = await cluster.wait_for_leader()
+        follower, other = (node for node in cluster.nodes.values() if node is not leader)
+        # To another follower, asked on a follower.
+        assert await cluster.complete(follower.transfer_leadership(other.id)) == other.id
+        await cluster.run_until(lambda: follower.leader_id == other.id)
+        # To the follower asked itself.
+        assert await cluster.complete(follower.transfer_leadership(follower.id)) == follower.id
+        await cluster.run_until(lambda: leader.leader_id == follower.id)
+        # No target: the leader picks the most caught-up voter (not itself).
+        new_leader = await cluster.complete(leader.transfer_leadership())
+        assert new_leader in (leader.id, other.id)
+        await cluster.run_until(lambda: follower.leader_id == new_leader)
+        # A target that is no member is refused by the leader, as it would be there.
+        asked = next(node for node in cluster.nodes.values() if node.id != new_leader)
+        with pytest.raises(InvalidArgument, match="non-member"):
+            await cluster.complete(asked.transfer_leadership(NodeId(9)))
+        # A follower that knows no leader says so.
+        isolated = asked
+        cluster.network.isolate(address_of(isolated.id))
+        await cluster.run_until(lambda: isolated.leader_id == NO_NODE)
+        with pytest.raises(NotLeader):
+            await cluster.complete(isolated.transfer_leadership(NodeId(new_leader)))
         await cluster.stop()
 
     run_scenario(scenario)

@@ -393,23 +393,23 @@ class Membership:
                 removed=tuple(sorted(self._removed)),
             )
         if not self._leadership.is_leader:
-            return self._not_leader_response()
+            return self.not_leader_response()
         try:
             # Half the requester's usual wait, so it hears "busy" or "timeout" (and retries)
             # rather than timing out itself while the change may still go through.
             await self._change_as_leader(request, self._settings.membership_timeout_s / 2)
         except MembershipError as error:
-            return self._member_error(error.code, error.detail)
+            return self.error_response(error.code, error.detail)
         except LearnerNotCaughtUp as error:
-            return self._member_error("not_caught_up", str(error))
+            return self.error_response("not_caught_up", str(error))
         except ConfChangeInvalid as error:
-            return self._member_error("invalid", str(error))
+            return self.error_response("invalid", str(error))
         except NotLeader:
-            return self._not_leader_response()
+            return self.not_leader_response()
         except (OutcomeUnknown, TimeoutError) as error:
-            return self._member_error("timeout", str(error))
+            return self.error_response("timeout", str(error))
         except (ProposalDropped, Overloaded, Stopped) as error:
-            return self._member_error("busy", str(error))
+            return self.error_response("busy", str(error))
         return MemberResponse(
             ok=True,
             leader_id=self._node_id,
@@ -423,17 +423,7 @@ class Membership:
         wait = timeout if timeout is not None else self._settings.membership_timeout_s
         if self._leadership.is_leader:
             return await self._change_as_leader(request, wait)
-        leader = self._leadership.leader_id
-        address = self._peers.get(leader) if leader != NO_NODE else None
-        if address is None:
-            raise NotLeader(leader)
-        try:
-            response = await self._transport.member_request(address, request, wait)
-        except NotDelivered as error:
-            # Nothing reached the leader we knew (gone, or not the leader any more).
-            raise MembershipError("not_sent", str(error)) from error
-        except TransportError as error:
-            raise MembershipError("unreachable", str(error)) from error
+        response = await self.ask_leader(request, wait)
         if not response.ok:
             if response.error == "not_leader":
                 raise NotLeader(response.leader_id)
@@ -447,6 +437,22 @@ class Membership:
             self._check_running()
             await self._requests.read(wait)
         return self._core().conf_state()
+
+    async def ask_leader(self, request: MemberRequest, wait: float) -> MemberResponse:
+        """Send `request` to the leader this node knows; its answer, ok or not. NotLeader
+        if no leader (or no address for it) is known; MembershipError "not_sent" if the
+        request surely did not reach it, "unreachable" if it may have."""
+        leader = self._leadership.leader_id
+        address = self._peers.get(leader) if leader != NO_NODE else None
+        if address is None:
+            raise NotLeader(leader)
+        try:
+            return await self._transport.member_request(address, request, wait)
+        except NotDelivered as error:
+            # Nothing reached the leader we knew (gone, or not the leader any more).
+            raise MembershipError("not_sent", str(error)) from error
+        except TransportError as error:
+            raise MembershipError("unreachable", str(error)) from error
 
     async def _change_as_leader(self, request: MemberRequest, timeout: float | None) -> ConfState:
         """Check and propose `request` as the leader; wait until it is applied here.
@@ -549,7 +555,7 @@ class Membership:
                 f"{last_index} (at least {settings.promote_min_log_fraction:.0%} needed)"
             )
 
-    def _not_leader_response(self) -> MemberResponse:
+    def not_leader_response(self) -> MemberResponse:
         leader = self._leadership.leader_id
         return MemberResponse(
             ok=False,
@@ -560,7 +566,7 @@ class Membership:
             members=tuple(sorted(self._peers.items())),
         )
 
-    def _member_error(self, code: str, message: str) -> MemberResponse:
+    def error_response(self, code: str, message: str) -> MemberResponse:
         leader = self._leadership.leader_id
         return MemberResponse(
             ok=False,

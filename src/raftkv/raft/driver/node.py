@@ -22,6 +22,7 @@ The state the loop drives has owners of its own, each given what it needs when b
 - `Membership` (membership.py): peer addresses, removed ids, joins and changes;
 - `Leadership` (leadership.py): the leader this node knows, and waiting for one;
 - `Ticker` (ticker.py): the clock turned into core ticks;
+- `LeadershipTransfers` (transfer.py): handing leadership over, here or through the leader;
 - `Writer` (writer.py): the storage writes, one at a time in submission order.
 
 Invariants:
@@ -51,9 +52,7 @@ from raftkv.raft.clock import Clock, SystemClock
 from raftkv.raft.core.errors import (
     InvalidArgument,
     MalformedMessage,
-    NotLeader,
     PeerNotFound,
-    ProposalDropped,
     RaftError,
 )
 from raftkv.raft.core.rawnode import RawNode
@@ -85,6 +84,7 @@ from raftkv.raft.driver.settings import NodeSettings
 from raftkv.raft.driver.state_machine import BackgroundSnapshots, SnapshotInvalid, StateMachine
 from raftkv.raft.driver.status import NodeStats, NodeStatus, PeerProgress
 from raftkv.raft.driver.ticker import Ticker
+from raftkv.raft.driver.transfer import LeadershipTransfers
 from raftkv.raft.driver.writer import Writer
 from raftkv.raft.storage.base import RaftStorage
 from raftkv.raft.transport.base import (
@@ -181,6 +181,14 @@ class Node:
             leadership=self._leadership,
             core=self._core,
             check_running=self._check_running,
+        )
+        self._transfers = LeadershipTransfers(
+            node_id=node_id,
+            settings=self.settings,
+            core=self._core,
+            wake=self._wake,
+            leadership=self._leadership,
+            membership=self._membership,
         )
         self._applier = Applier(
             node_id=node_id,
@@ -373,21 +381,12 @@ class Node:
         self, to: NodeId | None = None, *, timeout: float | None = None
     ) -> NodeId:
         """Hand leadership to `to` (or the most caught-up other voter) and wait until the
-        cluster has a different leader. Returns the new leader's id."""
+        cluster has a different leader. Returns the new leader's id. On a follower the
+        request goes to the leader, as membership changes do (MemberAction.TRANSFER_LEADER);
+        its refusals come back as the same errors a leader raises here."""
         self._check_running()
-        rawnode = self._core()
-        if rawnode.soft_state().role is not StateRole.LEADER:
-            raise NotLeader(self._leadership.leader_id)
-        if to is None:
-            to = best_transferee(rawnode, self.id)
-            if to is None:
-                raise ProposalDropped("no other voter to transfer leadership to")
-        rawnode.transfer_leader(to)
-        self._wake.set()
         wait = timeout if timeout is not None else self.settings.election_timeout_s * 2
-        leadership = self._leadership
-        await leadership.wait_for(lambda: leadership.leader_id not in (NO_NODE, self.id), wait)
-        return leadership.leader_id
+        return await self._transfers.transfer(to, wait)
 
     async def join(
         self, seeds: Sequence[str], *, promote: bool = True, timeout: float | None = None
@@ -521,6 +520,8 @@ class Node:
         """A peer asks us (as leader) to change the membership, or what we know of it."""
         if self._stopping or self._rawnode is None:
             return MemberResponse(ok=False, error="stopped", message="node is stopping")
+        if request.action is MemberAction.TRANSFER_LEADER:
+            return await self._transfers.answer(request)
         return await self._membership.handle_request(request)
 
     async def local_snapshot_data(self) -> bytes | None:

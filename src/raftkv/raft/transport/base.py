@@ -30,6 +30,10 @@ class MemberAction(enum.Enum):
     REMOVE = "remove"
     # Changes nothing: any member (leader or not) answers ok with the members it knows.
     MEMBERS = "members"
+    # Not a membership change: the leader hands leadership to `node_id` (NO_NODE: the
+    # most caught-up voter) and answers with the new leader's id, so any member forwards
+    # a transfer the way it forwards a change.
+    TRANSFER_LEADER = "transfer_leader"
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,6 +85,7 @@ _WIRE_MEMBER_ACTION: dict[MemberAction, wire.MemberAction] = {
     MemberAction.PROMOTE: wire.MEMBER_ACTION_PROMOTE,
     MemberAction.REMOVE: wire.MEMBER_ACTION_REMOVE,
     MemberAction.MEMBERS: wire.MEMBER_ACTION_MEMBERS,
+    MemberAction.TRANSFER_LEADER: wire.MEMBER_ACTION_TRANSFER_LEADER,
 }
 _CORE_MEMBER_ACTION: dict[int, MemberAction] = {
     code: action for action, code in _WIRE_MEMBER_ACTION.items()
