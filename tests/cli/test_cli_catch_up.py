@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 from cli_helpers import Cli, in_cluster
 from rich.console import Console
 
-from raftkv.cli import EXIT_OK
+from raftkv.cli import EXIT_OK, EXIT_UNAVAILABLE
 from raftkv.cli.catch_up import Lagging, lagging, render
 from raftkv.client import Cluster, Member
 
@@ -42,5 +43,59 @@ def test_status_waits_until_every_member_has_caught_up(capsys: Capsys, monkeypat
         ran = await cli("status", "--wait", "10")
         assert ran.code == EXIT_OK, ran.err
         assert "every member is caught up" in ran.out
+
+    in_cluster(capsys, monkeypatch, test)
+
+
+def test_the_cli_moves_on_from_a_removed_member_to_the_live_ones(
+    capsys: Capsys, monkeypatch: Patch
+) -> None:
+    """Issue 14.1: after `raftkv member remove`, the default endpoint is a removed member.
+    get/put learn the live members from it; members and status show the leader's view
+    (match, lag, last contact), the removed member's row says so."""
+
+    async def test(cli: Cli) -> None:
+        api = cli.api
+        victim = api.follower_ids()[0]
+        removed = await cli("member", "remove", str(victim))
+        assert removed.code == EXIT_OK, removed.err
+        await api.cluster.run_until(lambda: api.services[victim].node.removed)
+        monkeypatch.setenv("RAFTKV_ENDPOINTS", api.urls[victim])
+        put = await cli("put", "k", "v", "--timeout", "5")
+        assert put.code == EXIT_OK, put.err
+        got = await cli("get", "k", "--output", "json", "--timeout", "5")
+        assert got.code == EXIT_OK and json.loads(got.out)["value"] == "v"
+        members = await cli("members", "--output", "json")
+        document = json.loads(members.out)
+        assert document["id"] == document["leader"] == api.leader_id()
+        assert victim not in [member["id"] for member in document["members"]]
+        assert all(member["lag"] == 0 for member in document["members"])
+        status = await cli("status", "--output", "json")
+        rows = {row["endpoint"]: row for row in json.loads(status.out)}
+        assert rows[api.urls[victim]]["removed"] is True
+        live = [row for url, row in rows.items() if url != api.urls[victim]]
+        assert len(live) == 2 and all(row["lag"] == 0 for row in live)
+        table = await cli("status")
+        assert "removed" in table.out
+
+    in_cluster(capsys, monkeypatch, test)
+
+
+def test_status_wait_names_a_member_that_never_made_contact(
+    capsys: Capsys, monkeypatch: Patch
+) -> None:
+    """Issue 14.1: `status --wait` prints its progress (a line per change off a terminal)
+    and says which member the leader never heard from, instead of waiting silently."""
+
+    async def test(cli: Cli) -> None:
+        added = await cli("member", "add", "9", "127.0.0.1:1")
+        assert added.code == EXIT_OK, added.err
+        ran = await cli("status", "--wait", "1")
+        assert ran.code == EXIT_UNAVAILABLE
+        assert "waiting up to 1s for every member to catch up" in ran.out
+        never = "member 9 has never made contact with the leader"
+        assert never in ran.out and "peer address 127.0.0.1:1" in ran.out
+        assert ran.err.startswith("raftkv: lagging: not caught up after 1s: " + never)
+        assert ran.err.count("\n") == 1
 
     in_cluster(capsys, monkeypatch, test)

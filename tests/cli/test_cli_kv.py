@@ -261,13 +261,15 @@ def test_no_endpoint_reachable_exits_4(capsys: Capsys, monkeypatch: Patch) -> No
         assert (ran.code, ran.out) == (EXIT_UNAVAILABLE, ""), argv
         assert ran.err.startswith("raftkv: unavailable: ") and dead in ran.err
         assert ran.err.count("\n") == 1
+        assert "the endpoints came from $RAFTKV_ENDPOINTS: name live members" in ran.err
 
 
 def test_status_exits_4_when_no_endpoint_answers(capsys: Capsys, monkeypatch: Patch) -> None:
     dead = [closed_port_url(), closed_port_url()]
     ran = run_cli(capsys, monkeypatch, "status", "--endpoints", ",".join(dead), "--output", "json")
     assert ran.code == EXIT_UNAVAILABLE
-    assert ran.err == "raftkv: unavailable: no endpoint answered\n"
+    assert ran.err.startswith("raftkv: unavailable: no endpoint answered; the endpoints came ")
+    assert "--endpoints URL,URL or RAFTKV_ENDPOINTS" in ran.err and ran.err.count("\n") == 1
     rows = json.loads(ran.out)  # still one row per endpoint, saying why
     assert [(row["endpoint"], row["error"]["code"]) for row in rows] == [
         (url, "unavailable") for url in dead

@@ -276,6 +276,41 @@ def test_a_dead_endpoint_first_in_the_list_is_skipped_and_then_avoided() -> None
     in_cluster(test)
 
 
+def test_a_client_given_only_a_removed_member_moves_on_to_the_live_ones() -> None:
+    """Issue 14.1: the removed member answers 503 `removed` but still lists the members and
+    their client URLs; the client learns them from it and goes on, and the member list it
+    shows is the leader's (match indexes, lags), not the removed member's stale view."""
+
+    async def test(api: HttpCluster) -> None:
+        victim = api.follower_ids()[0]
+        async with api.client() as admin:
+            await api.run(admin.remove_member(victim))
+        await api.cluster.run_until(lambda: api.services[victim].node.removed)
+        recorder = Intercept(lambda request: False)
+        async with api.client(api.endpoints(victim), transport=recorder) as client:
+            put = await api.run(client.put("k", "v"))
+            assert put.revision == api.revision()
+            kv = await api.run(client.get("k"))
+            assert kv is not None and kv.value == b"v"
+            cluster = await api.run(client.cluster())
+            assert cluster.id == cluster.leader == api.leader_id()
+            assert victim not in [member.id for member in cluster.members]
+            assert all(member.lag is not None for member in cluster.members)
+            status = await api.run(client.status(api.urls[victim]))
+            assert status.removed and status.id == victim
+            # After the first 503 `removed`, the removed member is asked nothing but the
+            # member list and its own status.
+            victim_port = httpx.URL(api.urls[victim]).port
+            asked = [
+                request.url.path for request in recorder.requests if request.url.port == victim_port
+            ]
+            assert asked == ["/v1/kv/aw==", "/v1/cluster", "/v1/status"]
+            await api.run(client.get("k", serializable=True))
+            assert recorder.requests[-1].url.port != victim_port
+
+    in_cluster(test)
+
+
 def test_writes_fail_over_when_the_leader_stops() -> None:
     async def test(api: HttpCluster) -> None:
         async with api.client() as client:

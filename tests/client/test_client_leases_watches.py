@@ -4,6 +4,7 @@ against a 3-node in-process cluster (real HTTP servers on 127.0.0.1, manual cloc
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 
 import httpx
@@ -194,6 +195,33 @@ def test_watch_events_in_order_whole_revisions_prev_kv_and_filters() -> None:
             await deletes_only.aclose()
 
     in_cluster(test)
+
+
+def test_breaking_out_of_a_watch_without_async_with_is_clean() -> None:
+    """Issue 14.11: `async for event in client.watch(...): ... break` left the watch to the
+    garbage collector, which closed its async generator and httpx's at once: "aclose():
+    asynchronous generator is already running" on stderr."""
+    problems: list[str] = []
+
+    async def test(api: HttpCluster) -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _, context: problems.append(str(context)))
+        async with api.client() as client:
+            first = await api.run(client.put("k", "v"))
+
+            async def first_event() -> bytes:
+                async for event in client.watch("k", start_revision=first.revision):
+                    return event.kv.key
+                raise AssertionError("the watch ended")
+
+            for _ in range(3):
+                assert await api.run(first_event()) == b"k"
+                gc.collect()
+                for _ in range(20):  # the loop runs the finalizers of what was collected
+                    await asyncio.sleep(0)
+
+    in_cluster(test)
+    assert problems == []
 
 
 def test_a_watch_resumes_on_another_node_without_gap_or_duplicate() -> None:

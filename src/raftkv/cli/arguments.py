@@ -23,6 +23,7 @@ __all__ = [
     "argument_bytes",
     "client_settings_of",
     "common_flags",
+    "endpoints_hint",
     "endpoints_of",
     "non_negative",
     "positive",
@@ -101,6 +102,20 @@ def endpoints_of(arguments: argparse.Namespace) -> str:
     """--endpoints, else $RAFTKV_ENDPOINTS, else the default endpoint."""
     given: str | None = arguments.endpoints
     return given or os.environ.get(ENDPOINTS_VARIABLE) or DEFAULT_ENDPOINT
+
+
+def endpoints_hint(arguments: argparse.Namespace) -> str:
+    """Where the endpoints came from and how to give others, for an error line."""
+    if arguments.endpoints:
+        source = "--endpoints"
+    elif os.environ.get(ENDPOINTS_VARIABLE):
+        source = f"${ENDPOINTS_VARIABLE}"
+    else:
+        source = f"the default, {DEFAULT_ENDPOINT}"
+    return (
+        f"the endpoints came from {source}: name live members' client URLs with "
+        f"--endpoints URL,URL or {ENDPOINTS_VARIABLE} (raftkv members lists them)"
+    )
 
 
 def client_settings_of(arguments: argparse.Namespace) -> ClientSettings:

@@ -29,6 +29,7 @@ from raftkv.cli import EXIT_NOT_FOUND, EXIT_OK, EXIT_UNAVAILABLE
 from raftkv.cli.arguments import (
     argument_bytes,
     common_flags,
+    endpoints_hint,
     non_negative,
     positive,
     positive_seconds,
@@ -195,14 +196,19 @@ def _status(client: SyncClient, arguments: argparse.Namespace, output: Output) -
             rows.append(error)
     output.status(endpoints, rows, cluster)
     if all(isinstance(row, ClientError) for row in rows):
-        return fail(EXIT_UNAVAILABLE, "unavailable", "no endpoint answered")
+        return fail(
+            EXIT_UNAVAILABLE, "unavailable", f"no endpoint answered; {endpoints_hint(arguments)}"
+        )
     if arguments.wait is not None:
-        if not catch_up.wait_caught_up(client, arguments.wait):
-            return fail(EXIT_UNAVAILABLE, "lagging", f"not caught up after {arguments.wait:g}s")
+        behind = catch_up.wait_caught_up(client, arguments.wait)
+        if behind is not None:
+            return fail(
+                EXIT_UNAVAILABLE, "lagging", f"not caught up after {arguments.wait:g}s: {behind}"
+            )
     elif cluster is not None and not output.as_json:
-        behind = catch_up.lagging(cluster)
-        if behind:
-            print_table(catch_up.render(behind))
+        lagging = catch_up.lagging(cluster)
+        if lagging:
+            print_table(catch_up.render(lagging), catch_up.progress_line(cluster, lagging))
     return EXIT_OK
 
 

@@ -5,7 +5,9 @@ can fail mapped to its exit code (the table in `raftkv.cli`):
   EXIT_USAGE (2);
 - a refusal by the server (a 4xx answer, `Refused`): EXIT_REFUSED (3);
 - any other `ClientError` (no endpoint answered, 503/504 after every retry, an unknown
-  outcome, a server error): EXIT_UNAVAILABLE (4).
+  outcome, a server error): EXIT_UNAVAILABLE (4). When no endpoint could serve the call
+  (`Unavailable`) the line also says where the endpoints came from and how to name others
+  (--endpoints, $RAFTKV_ENDPOINTS).
 
 Each prints one line on stderr (`raftkv.cli.errors.fail`), never a traceback.
 """
@@ -16,10 +18,10 @@ import argparse
 from collections.abc import Callable
 
 from raftkv.cli import EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_USAGE
-from raftkv.cli.arguments import client_settings_of, endpoints_of
+from raftkv.cli.arguments import client_settings_of, endpoints_hint, endpoints_of
 from raftkv.cli.errors import UsageError, fail
 from raftkv.cli.output import Output
-from raftkv.client import ClientError, Refused, SyncClient
+from raftkv.client import ClientError, Refused, SyncClient, Unavailable
 
 __all__ = ["Verb", "run_verb"]
 
@@ -44,6 +46,9 @@ def run_verb(verb: Verb) -> Callable[[argparse.Namespace], int]:
                 return fail(EXIT_USAGE, error.code, error.message)
             except Refused as error:
                 return fail(EXIT_REFUSED, error.code, error.message)
+            except Unavailable as error:
+                message = f"{error.message}; {endpoints_hint(arguments)}"
+                return fail(EXIT_UNAVAILABLE, error.code, message)
             except ClientError as error:
                 return fail(EXIT_UNAVAILABLE, error.code, error.message)
 

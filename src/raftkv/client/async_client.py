@@ -34,7 +34,7 @@ from raftkv.client.results import (
     Status,
     TxnResult,
 )
-from raftkv.client.routing import Router
+from raftkv.client.routing import Router, leaders_view, next_to_ask
 from raftkv.client.sessions import AsyncSessions
 from raftkv.client.settings import ClientSettings
 from raftkv.client.txn import Compare, Data, Op, to_bytes
@@ -258,19 +258,22 @@ class Client:
         return await self._call(protocol.status(), endpoint)
 
     async def cluster(self) -> Cluster:
-        """The members as the leader sees them (only its answer has the match indexes):
-        asked of the leader when the client knows where it is, else of any endpoint and
-        then, if that one is not the leader, of the leader its answer names. If the leader
-        cannot be asked, the first answer is returned (match indexes None). Also refreshes
-        where the client reaches the leader."""
-        first = await self._call(protocol.cluster())
-        leader_url = self.router.leader_url
-        if first.id == first.leader or leader_url is None or leader_url == first.endpoint:
-            return first
-        try:
-            return await self._call(protocol.cluster(), leader_url)
-        except ClientError:
-            return first  # a member's view, without the leader's match indexes
+        """The members as the leader sees them (only its answer has the match indexes,
+        lags and recent contacts): asked of any endpoint, then, until an answer is the
+        leader's, of the leader the answers name or of the other members they list (a
+        removed member lists the live ones). If the leader cannot be asked, the first
+        current member's answer (match indexes None). Also refreshes where the client
+        reaches the members and the leader."""
+        views = [await self._call(protocol.cluster())]
+        asked = [views[0].endpoint]
+        while views[-1].id != views[-1].leader:
+            endpoint = next_to_ask(views, asked)
+            if endpoint is None:
+                break
+            asked.append(endpoint)
+            with contextlib.suppress(ClientError):
+                views.append(await self._call(protocol.cluster(), endpoint))
+        return leaders_view(views)
 
     async def add_member(self, member_id: int, peer_url: str) -> Cluster:
         """Add node `member_id`, reachable by peers at `peer_url`, as a learner."""
@@ -311,7 +314,6 @@ class Client:
         call = Call(request, self.router, self.settings, self._rng, self._clock(), endpoint=pinned)
         headers = _JSON if request.body is not None else None
         step: Done[T] | Wait
-        rediscovered = False
         while True:
             target = call.next_endpoint()
             try:
@@ -327,24 +329,18 @@ class Client:
                 step = call.lost(target, error, self._clock())
             else:
                 step = call.answered(target, response.status_code, response.content, self._clock())
-                if (
-                    response.status_code == 503
-                    and request.leader_only
-                    and not rediscovered
-                    and self.router.leader_url is None
-                ):
-                    # A node that cannot serve it (e.g. a leadership transfer asked of a
-                    # follower) and no leader URL known: ask /v1/cluster once per call.
-                    rediscovered = True
-                    await self._discover()
             if isinstance(step, Done):
                 return step.value
+            if step.discover_at is not None:
+                await self._discover(step.discover_at)
             await self._sleep(step.seconds)
 
-    async def _discover(self) -> None:
-        """Learn where the leader is: one /v1/cluster attempt at the rotation's endpoint."""
+    async def _discover(self, endpoint: str | None = None) -> None:
+        """Learn where the members and the leader are: one /v1/cluster attempt at
+        `endpoint`, else at the rotation's endpoint."""
         self.router.discovery_started(self._clock())
-        endpoint = self.router.pick(to_leader=False, avoid=())
+        if endpoint is None:
+            endpoint = self.router.pick(to_leader=False, avoid=())
         # A failure is no error of the caller's: calls still reach the cluster through any
         # node, and the next leader change tries again.
         with contextlib.suppress(ClientError):

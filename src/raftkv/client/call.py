@@ -7,10 +7,14 @@ I/O or reads a clock: the caller passes `now`.
 
 Rules (what may be retried is decided by whether anything may have been applied):
 - 200: done. A 404 `not_found` for a get: done, with no value.
-- 503 (not_leader, proposal_dropped, overloaded, stopped, corrupt) or a refused
+- 503 (not_leader, proposal_dropped, overloaded, stopped, corrupt, removed) or a refused
   connection: nothing was applied; retry at another endpoint. An endpoint that answered
   `corrupt` (a member whose state diverged, see raftkv.kv.hash_checks) or refused the
-  connection is passed over by the client's later calls too, until it answers again.
+  connection is passed over by the client's later calls too, until it answers again; one
+  that answered `removed` for good. Before retrying after the first `removed` in a call,
+  or after a 503 to a leader-only request while the leader's URL is unknown, the client
+  asks for the member list (`Wait.discover_at`): a removed member still serves it, so the
+  client learns where the live members are even if it was given no other endpoint.
 - 504 `timeout` or a connection lost after the request was sent: for a read nothing was
   read, retry; for a write with a session the outcome is unknown, retry with the same
   session (the server applies it at most once); for a write without one (compact), stop
@@ -54,6 +58,9 @@ class Done(Generic[T]):
 @dataclass(frozen=True, slots=True)
 class Wait:
     seconds: float
+    # Before the next attempt, ask this endpoint's /v1/cluster where the members and the
+    # leader are (one discovery per call at most).
+    discover_at: str | None = None
 
 
 class Call(Generic[T]):
@@ -82,6 +89,8 @@ class Call(Generic[T]):
         self._log: list[tuple[str, str]] = []
         # Whether an attempt of this write may have been applied (an unknown outcome).
         self._maybe_applied = False
+        # Whether this call asked for a discovery already (Wait.discover_at).
+        self._discovered = False
 
     def next_endpoint(self) -> str:
         self._attempts += 1
@@ -101,7 +110,9 @@ class Call(Generic[T]):
                 decoded = request.decode(content, endpoint)
             except BadAnswer as error:
                 raise self._bad_answer(endpoint, status, str(error)) from error
-            self._router.answered(endpoint, decoded.leader, decoded.client_urls)
+            self._router.answered(
+                endpoint, decoded.leader, decoded.client_urls, removed=decoded.removed
+            )
             return Done(decoded.value)
         refused = error_of(content)
         if refused is None:
@@ -115,11 +126,22 @@ class Call(Generic[T]):
             self._router.answered(endpoint, None)
             return Done(repeated[1]())
         if status == 503:
+            discover_at = None
             if code == "corrupt":
                 self._router.unreachable(endpoint)  # it stays so until it is replaced
+            elif code == "removed":
+                self._router.removed(endpoint)
+                discover_at = endpoint  # it still lists the members
             else:
                 self._router.not_serving(endpoint)
-            return self._retry(endpoint, f"503 {code}: {message}", now)
+                if request.leader_only and self._router.leader_url is None:
+                    # E.g. a leadership transfer asked of a follower: where is the leader?
+                    discover_at = self._router.pick(to_leader=False, avoid=())
+            wait = self._retry(endpoint, f"503 {code}: {message}", now)
+            if discover_at is None or self._discovered or self._pinned is not None:
+                return wait
+            self._discovered = True
+            return Wait(wait.seconds, discover_at)
         if status == 504:
             self._router.not_serving(endpoint)
             return self._unknown_outcome(endpoint, f"504 {code}: {message}", now)

@@ -111,6 +111,8 @@ class Decoded(Generic[T]):
     leader: int | None
     # Client URLs by member id, from a /v1/cluster answer ("" entries left out).
     client_urls: dict[int, str] | None = None
+    # The answering node says it was removed from the cluster (its status does).
+    removed: bool = False
 
 
 class BadAnswer(Exception):
@@ -499,8 +501,9 @@ def status() -> Request[Status]:
                 Alarm(alarm.alarm, alarm.member, alarm.check_index, alarm.reason)
                 for alarm in answer.alarms
             ),
+            removed=answer.removed,
         )
-        return Decoded(result, answer.leader)
+        return Decoded(result, answer.leader, removed=answer.removed)
 
     return Request("GET", "/v1/status", (), None, Kind.READ, False, decode, "status")
 
@@ -529,7 +532,10 @@ def _decode_cluster(content: bytes, endpoint: str) -> Decoded[Cluster]:
         members=members,
     )
     urls = {member.id: member.client_url for member in members if member.client_url}
-    return Decoded(result, answer.leader, urls)
+    # A node that is not among the members it lists (a removed member, which still answers
+    # this route) knows where the members are, not who leads them now.
+    leader = answer.leader if any(member.id == answer.id for member in members) else None
+    return Decoded(result, leader, urls)
 
 
 def cluster() -> Request[Cluster]:

@@ -115,6 +115,9 @@ class Status:
     compacted_revision: int
     # The cluster's alarms (the same on every member: they are replicated).
     alarms: tuple[Alarm, ...] = ()
+    # The node was removed from the cluster: it serves nothing but its status, health and
+    # the member list (`role` and `leader` are what it knew then).
+    removed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,11 @@ every answer's header) and where clients reach each member (from `/v1/cluster`).
   configured endpoints: a client outlives the members it was started with.
 - A failure at the leader's URL (a 503, a lost connection) forgets the leader until an
   answer names one again.
+- An endpoint whose member was removed from the cluster (it answered 503 `removed`, or its
+  status says so) is left out of the rotation for good, unless a later member list names
+  it as a member's client URL again; its answers say nothing about the leader. Such a
+  member still answers `/v1/cluster` with the live members, so one call that meets it
+  asks that list once (`Call`) and goes on at the members it names.
 
 Thread-safe: every method holds the router's lock (a SyncClient's threads share it).
 """
@@ -25,7 +30,9 @@ import random
 import threading
 from collections.abc import Collection, Sequence
 
-__all__ = ["Router", "backoff_delay", "parse_endpoints"]
+from raftkv.client.results import Cluster
+
+__all__ = ["Router", "backoff_delay", "leaders_view", "next_to_ask", "parse_endpoints"]
 
 
 def parse_endpoints(endpoints: Sequence[str] | str) -> tuple[str, ...]:
@@ -49,6 +56,32 @@ def parse_endpoints(endpoints: Sequence[str] | str) -> tuple[str, ...]:
     return tuple(parsed)
 
 
+def next_to_ask(views: Sequence[Cluster], asked: Collection[str]) -> str | None:
+    """Where to ask `/v1/cluster` next to reach the leader's view, after `views` (the
+    answers so far, none of them the leader's) from the endpoints `asked`: the leader's
+    client URL as a member's answer names it, else a listed member not asked yet; None
+    when none is left."""
+    urls: list[str] = []
+    for view in views:
+        listed = {member.id: member.client_url.rstrip("/") for member in view.members}
+        if view.id in listed and view.leader in listed:  # a member's answer naming a leader
+            urls.insert(0, listed[view.leader])
+        urls.extend(listed.values())
+    return next((url for url in urls if url and url not in asked), None)
+
+
+def leaders_view(views: Sequence[Cluster]) -> Cluster:
+    """The leader's answer among `views` (non-empty), else the first answer from a member
+    (its member list is current), else the first answer."""
+    for view in views:
+        if view.id == view.leader:
+            return view
+    for view in views:
+        if any(member.id == view.id for member in view.members):
+            return view
+    return views[0]
+
+
 def backoff_delay(retry: int, base_s: float, cap_s: float, rng: random.Random) -> float:
     """Exponential backoff with full jitter (AWS architecture blog, "Exponential Backoff
     and Jitter"): uniform in [0, min(cap, base * 2**retry)]. The jitter spreads the
@@ -70,6 +103,8 @@ class Router:
         # Endpoints (configured or learnt) that refused a connection and have not answered
         # since.
         self._down: set[str] = set()
+        # Endpoints of members removed from the cluster: never picked while another is left.
+        self._removed: set[str] = set()
         # The leader the last answer named (0: unknown).
         self._leader_id = 0
         # Client URLs by member id, from the last /v1/cluster answer.
@@ -100,14 +135,16 @@ class Router:
                 and leader_url is not None
                 and leader_url not in avoid
                 and leader_url not in self._down
+                and leader_url not in self._removed
             ):
                 return leader_url
             candidates = self._candidates()
             count = len(candidates)
             order = [candidates[(self._cursor + step) % count] for step in range(count)]
-            fresh = [url for url in order if url not in avoid]
+            members = [url for url in order if url not in self._removed] or order
+            fresh = [url for url in members if url not in avoid]
             up = [url for url in fresh if url not in self._down]
-            chosen = (up or fresh or order)[0]
+            chosen = (up or fresh or members)[0]
             self._cursor = candidates.index(chosen)
             return chosen
 
@@ -141,15 +178,31 @@ class Router:
                 self._synced_at = now
 
     def answered(
-        self, endpoint: str, leader: int | None, client_urls: dict[int, str] | None = None
+        self,
+        endpoint: str,
+        leader: int | None,
+        client_urls: dict[int, str] | None = None,
+        *,
+        removed: bool = False,
     ) -> None:
-        """`endpoint` answered; the answer named `leader` (None: said nothing of it)."""
+        """`endpoint` answered; the answer named `leader` (None: said nothing of it) and
+        the members' `client_urls`, and said whether its member was `removed`."""
         with self._lock:
             self._down.discard(endpoint)
             if client_urls is not None:
                 self._client_urls = dict(client_urls)
-            if leader is not None:
+                # A URL a member list names is a member's, even one a removed member had.
+                self._removed -= set(client_urls.values())
+            if removed:
+                self._removed.add(endpoint)
+            elif leader is not None:
                 self._leader_id = leader
+
+    def removed(self, endpoint: str) -> None:
+        """`endpoint` answered 503 `removed`: its member left the cluster."""
+        with self._lock:
+            self._removed.add(endpoint)
+            self._failed(endpoint)
 
     def unreachable(self, endpoint: str) -> None:
         """A connection to `endpoint` failed, or it answered that it serves no client (503
