@@ -4,6 +4,7 @@ ManualClock, inline persistence, in-process network."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -483,6 +484,26 @@ def test_transfer_leadership_and_leader_change_observers() -> None:
         assert new_leader == target.id
         await cluster.run_until(lambda: follower.leader_id == target.id)
         assert seen and seen[-1][0] == target.id
+        await cluster.stop()
+
+    run_scenario(scenario)
+
+
+def test_leader_changes_are_logged_at_info(caplog: pytest.LogCaptureFixture) -> None:
+    """An operator sees elections in the log without debug logging (issue 14 item 14)."""
+    caplog.set_level(logging.INFO, logger="raftkv.node")
+
+    async def scenario() -> None:
+        cluster = LocalCluster(3, state_machine=memory_dict)
+        await cluster.start()
+        leader = await cluster.wait_for_leader()
+        term = leader.status().term
+        await cluster.run_until(
+            lambda: all(node.leader_id == leader.id for node in cluster.nodes.values())
+        )
+        messages = [record.getMessage() for record in caplog.records]
+        assert messages.count(f"this node is the leader at term {term}") == 1
+        assert messages.count(f"node {leader.id} is the leader at term {term}") == 2
         await cluster.stop()
 
     run_scenario(scenario)

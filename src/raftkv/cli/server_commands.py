@@ -123,9 +123,14 @@ def _serve(arguments: argparse.Namespace) -> int:
     from raftkv.raft.storage.rocks import StorageOpenError  # noqa: PLC0415
     from raftkv.server.identity import StateLost  # noqa: PLC0415
     from raftkv.server.logs import configure_logging  # noqa: PLC0415
+    from raftkv.server.native_stderr import NativeStderr  # noqa: PLC0415
     from raftkv.server.runner import JoinFailed, run_server, started_line  # noqa: PLC0415
 
-    log_context = configure_logging(settings.log_level, settings.log_format, settings.id)
+    # gRPC's C core writes to descriptor 2 in its own format: logged in ours instead.
+    native = NativeStderr()
+    log_context = configure_logging(
+        settings.log_level, settings.log_format, settings.id, native=native
+    )
     try:
         return asyncio.run(
             run_server(
@@ -151,6 +156,8 @@ def _serve(arguments: argparse.Namespace) -> int:
         # line each, no traceback.
         print(f"raftkv serve: {error}", file=sys.stderr)
         return 1
+    finally:
+        native.stop()
 
 
 def _dev(arguments: argparse.Namespace) -> int:

@@ -19,6 +19,8 @@ from collections.abc import Callable
 
 from aiohttp.http_exceptions import HttpProcessingError
 
+from raftkv.server.native_stderr import NativeStderr
+
 LOG_FORMATS = ("text", "json")
 
 
@@ -101,11 +103,17 @@ class BadRequestLines(logging.Filter):
         return True
 
 
-def configure_logging(level: str, log_format: str, node_id: int) -> NodeContext:
+def configure_logging(
+    level: str, log_format: str, node_id: int, *, native: NativeStderr | None = None
+) -> NodeContext:
     """Send every log record to stderr in `log_format` at `level` and above; returns the
-    context filter, whose `term` the server points at its node."""
+    context filter, whose `term` the server points at its node. With `native`, what native
+    code writes to descriptor 2 is logged too (see raftkv.server.native_stderr): started
+    here, before the handler takes `sys.stderr`."""
     if log_format not in LOG_FORMATS:
         raise ValueError(f"log format must be one of {LOG_FORMATS}, got {log_format!r}")
+    if native is not None:
+        native.start()
     context = NodeContext(node_id)
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(context)

@@ -86,7 +86,14 @@ class Leadership:
         return True
 
     def notify(self, term: int) -> None:
-        """Tell the observers of the change `update` reported (in `term`)."""
+        """Log the change `update` reported (in `term`) at INFO, as etcd does, and tell the
+        observers."""
+        if self._leader_id == NO_NODE:
+            logger.info("no leader at term %d: an election is under way", term)
+        elif self.is_leader:
+            logger.info("this node is the leader at term %d", term)
+        else:
+            logger.info("node %d is the leader at term %d", self._leader_id, term)
         for observer in list(self._observers):
             try:
                 observer(self._leader_id, term)
