@@ -303,6 +303,11 @@ def schema_errors(
         for kind in allowed
     ):
         return [f"{at}: {value!r} is not {' or '.join(allowed)}"]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if "minimum" in schema and value < schema["minimum"]:
+            return [f"{at}: {value!r} is below the minimum {schema['minimum']}"]
+        if "maximum" in schema and value > schema["maximum"]:
+            return [f"{at}: {value!r} is above the maximum {schema['maximum']}"]
     if isinstance(value, dict):
         properties = schema.get("properties", {})
         errors = [
@@ -551,6 +556,31 @@ def resolve(dotted: str) -> object:
             found = getattr(found, attribute)
         return found
     raise ModuleNotFoundError(dotted)
+
+
+JSON_BLOCKS = blocks("json")
+# What a JSON example is, on the line before it: a route's request body or its answer.
+JSON_MARKER = re.compile(r"<!-- docs-check: (body|answer) ([A-Z]+) (/\S*) -->")
+
+
+@pytest.mark.parametrize("block", JSON_BLOCKS, ids=[block.where for block in JSON_BLOCKS])
+def test_json_block(block: Block, http_app: HttpApp) -> None:
+    """A JSON example is a request body or an answer of the route its marker names, valid
+    under the route's schema in /openapi.json (unknown fields, types, enums, ranges)."""
+    lines = (ROOT / block.document).read_text().splitlines()
+    marker = JSON_MARKER.fullmatch(lines[block.line - 2].strip())
+    assert marker, f"{block.where}: no '<!-- docs-check: body|answer METHOD /path -->' before it"
+    kind, method, path = marker.groups()
+    route = http_app.resolve(method, path)
+    assert route is not None, f"{block.where}: no route serves {method} {path}"
+    operation = http_app.operation(method, route)
+    if kind == "body":
+        content = operation["requestBody"]["content"]
+    else:
+        content = operation["responses"]["200"]["content"]
+    schema = content["application/json"]["schema"]
+    errors = schema_errors(json.loads(block.text), schema, http_app.openapi, kind)
+    assert not errors, f"{block.where}: " + "; ".join(errors)
 
 
 @pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=[block.where for block in PYTHON_BLOCKS])
