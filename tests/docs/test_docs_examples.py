@@ -558,31 +558,6 @@ def resolve(dotted: str) -> object:
     raise ModuleNotFoundError(dotted)
 
 
-JSON_BLOCKS = blocks("json")
-# What a JSON example is, on the line before it: a route's request body or its answer.
-JSON_MARKER = re.compile(r"<!-- docs-check: (body|answer) ([A-Z]+) (/\S*) -->")
-
-
-@pytest.mark.parametrize("block", JSON_BLOCKS, ids=[block.where for block in JSON_BLOCKS])
-def test_json_block(block: Block, http_app: HttpApp) -> None:
-    """A JSON example is a request body or an answer of the route its marker names, valid
-    under the route's schema in /openapi.json (unknown fields, types, enums, ranges)."""
-    lines = (ROOT / block.document).read_text().splitlines()
-    marker = JSON_MARKER.fullmatch(lines[block.line - 2].strip())
-    assert marker, f"{block.where}: no '<!-- docs-check: body|answer METHOD /path -->' before it"
-    kind, method, path = marker.groups()
-    route = http_app.resolve(method, path)
-    assert route is not None, f"{block.where}: no route serves {method} {path}"
-    operation = http_app.operation(method, route)
-    if kind == "body":
-        content = operation["requestBody"]["content"]
-    else:
-        content = operation["responses"]["200"]["content"]
-    schema = content["application/json"]["schema"]
-    errors = schema_errors(json.loads(block.text), schema, http_app.openapi, kind)
-    assert not errors, f"{block.where}: " + "; ".join(errors)
-
-
 @pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=[block.where for block in PYTHON_BLOCKS])
 def test_python_block(block: Block) -> None:
     code = compile(block.text, block.where, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
