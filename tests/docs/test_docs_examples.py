@@ -303,6 +303,11 @@ def schema_errors(
         for kind in allowed
     ):
         return [f"{at}: {value!r} is not {' or '.join(allowed)}"]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if "minimum" in schema and value < schema["minimum"]:
+            return [f"{at}: {value!r} is below the minimum {schema['minimum']}"]
+        if "maximum" in schema and value > schema["maximum"]:
+            return [f"{at}: {value!r} is above the maximum {schema['maximum']}"]
     if isinstance(value, dict):
         properties = schema.get("properties", {})
         errors = [

@@ -7,6 +7,8 @@ which advances simulated time until the answer has been read.
   cluster's clock, optional LeaseKeepers; `Watcher` reads a watch stream, `stuck_watcher`
   opens one that never reads; `real_time_until` waits on what runs on the event loop's own
   clock.
+- `served()` / `Served`: one node's API behind the real client port
+  (`raftkv.server.listener.ClientPort`), for what only a real socket shows.
 - `error_code`: the code of a JSON error body, checking its shape; `Scrape`: a parsed
   /metrics answer; `metrics_text`: a node's /metrics.
 """
@@ -21,15 +23,18 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from raftkv.kv import KvService, KvSettings, KvStateMachine, LeaseKeeper, WatchSettings
+from raftkv.kv import KvService, KvSettings, KvStateMachine, LeaseKeeper, ReadLimits, WatchSettings
 from raftkv.kv.lease_keeper import LeaseKeeperSettings
+from raftkv.raft.driver.settings import NodeSettings
 from raftkv.raft.storage.base import RaftStorage
 from raftkv.server import HttpSettings, create_app
 from raftkv.server.app import METRICS
+from raftkv.server.listener import ClientPort, ClientPortSettings
 from raftkv.testing.local_cluster import LocalCluster
 
 Json = Any
@@ -98,6 +103,67 @@ def error_code(body: Json) -> str:
     assert set(body["error"]) == {"code", "message"} | extra
     code: str = body["error"]["code"]
     return code
+
+
+# -- the real client port ---------------------------------------------------------------
+
+
+@dataclass
+class Served:
+    cluster: LocalCluster
+    service: KvService
+    port: ClientPort
+    session: aiohttp.ClientSession
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port.port}"
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        async def request() -> tuple[int, Any]:
+            async with self.session.request(method, self.url + path, **kwargs) as response:
+                return response.status, await response.json()
+
+        return await self.cluster.complete(request())
+
+    async def metric(self, name: str, **labels: str) -> float:
+        async def scrape() -> str:
+            async with self.session.get(self.url + "/metrics") as response:
+                return await response.text()
+
+        for family in text_string_to_metric_families(await self.cluster.complete(scrape())):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return sample.value
+        raise AssertionError(f"no sample {name} {labels}")
+
+
+@asynccontextmanager
+async def served(
+    http: HttpSettings | None = None,
+    port: ClientPortSettings | None = None,
+    limits: ReadLimits | None = None,
+    node: NodeSettings | None = None,
+) -> AsyncIterator[Served]:
+    """A one-node cluster's API served by the real client port on 127.0.0.1."""
+    cluster = LocalCluster(1, state_machine=_kv_machine, settings=node)
+    await cluster.start()
+    await cluster.wait_for_leader()
+    only = cluster.nodes[next(iter(cluster.nodes))]
+    machine = only.state_machine
+    assert isinstance(machine, KvStateMachine)
+    service = KvService(only, machine, read_limits=limits)
+    app = create_app(service, http or HttpSettings())
+    client_port = ClientPort(app, "127.0.0.1", 0, port or ClientPortSettings())
+    app[METRICS].client_port = client_port
+    await client_port.start()
+    try:
+        async with aiohttp.ClientSession(auto_decompress=False) as session:
+            yield Served(cluster, service, client_port, session)
+    finally:
+        await client_port.close()
+        service.close()
+        await cluster.stop()
 
 
 # -- leases and watches ----------------------------------------------------------------------

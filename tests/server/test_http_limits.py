@@ -13,92 +13,26 @@ import gzip
 import logging
 import resource
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp.http_parser import DeflateBuffer
-from prometheus_client.parser import text_string_to_metric_families
+from server_helpers import served
 
-from raftkv.kv import KvService, KvStateMachine, ReadLimits
-from raftkv.raft.storage.base import RaftStorage
-from raftkv.server import HttpSettings, create_app
-from raftkv.server.app import METRICS
+from raftkv.kv import ReadLimits
+from raftkv.server import HttpSettings
 from raftkv.server.listener import (
     RESERVED_FILE_DESCRIPTORS,
     AcceptErrorLog,
-    ClientPort,
     ClientPortSettings,
     raise_open_files_limit,
 )
 from raftkv.server.settings import SettingsInvalid
-from raftkv.testing.local_cluster import LocalCluster, run_scenario
+from raftkv.testing.local_cluster import run_scenario
 
 # Bounds on waits for what the server does by itself (never a timing the test relies on).
 WAIT_S = 10.0
-
-
-def kv_machine(storage: RaftStorage) -> KvStateMachine:
-    return KvStateMachine(storage.app_data())
-
-
-@dataclass
-class Served:
-    cluster: LocalCluster
-    service: KvService
-    port: ClientPort
-    session: aiohttp.ClientSession
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port.port}"
-
-    async def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
-        async def request() -> tuple[int, Any]:
-            async with self.session.request(method, self.url + path, **kwargs) as response:
-                return response.status, await response.json()
-
-        return await self.cluster.complete(request())
-
-    async def metric(self, name: str, **labels: str) -> float:
-        async def scrape() -> str:
-            async with self.session.get(self.url + "/metrics") as response:
-                return await response.text()
-
-        for family in text_string_to_metric_families(await self.cluster.complete(scrape())):
-            for sample in family.samples:
-                if sample.name == name and sample.labels == labels:
-                    return sample.value
-        raise AssertionError(f"no sample {name} {labels}")
-
-
-@asynccontextmanager
-async def served(
-    http: HttpSettings | None = None,
-    port: ClientPortSettings | None = None,
-    limits: ReadLimits | None = None,
-) -> AsyncIterator[Served]:
-    cluster = LocalCluster(1, state_machine=kv_machine)
-    await cluster.start()
-    await cluster.wait_for_leader()
-    node = cluster.nodes[next(iter(cluster.nodes))]
-    machine = node.state_machine
-    assert isinstance(machine, KvStateMachine)
-    service = KvService(node, machine, read_limits=limits)
-    app = create_app(service, http or HttpSettings())
-    client_port = ClientPort(app, "127.0.0.1", 0, port or ClientPortSettings())
-    app[METRICS].client_port = client_port
-    await client_port.start()
-    try:
-        async with aiohttp.ClientSession(auto_decompress=False) as session:
-            yield Served(cluster, service, client_port, session)
-    finally:
-        await client_port.close()
-        service.close()
-        await cluster.stop()
 
 
 async def eventually(condition: Callable[[], bool], what: str) -> None:
@@ -150,6 +84,9 @@ def test_a_compressed_body_is_refused_with_415_and_never_inflated(
                 ("gzip", gzip.compress(txn)),
                 ("GZip", gzip.compress(b"{" + b" " * (64 << 20) + b"}")),  # 64 MiB inflated
                 ("deflate, gzip", b"whatever"),
+                # Not installed codecs: once a plain-text 400 suggesting to install Brotli.
+                ("br", b"whatever"),
+                ("zstd", b"whatever"),
             ):
                 status, answer = await api.call(
                     "POST", "/v1/txn", data=body, headers={"Content-Encoding": encoding}

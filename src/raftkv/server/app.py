@@ -10,7 +10,8 @@ middlewares below.
   `raftkv.server.metrics` (`GET /metrics`).
 - The errors and their codes: `raftkv.server.errors`.
 - The middlewares, outermost first: the metrics (they see the status the errors middleware
-  answers with), the errors (an exception becomes its JSON error answer), the encoding
+  answers with), the errors (an exception becomes its JSON error answer), the protocol
+  guard (HTTP/1.0 and 1.1 only; percent-escapes in URLs must be UTF-8), the encoding
   guard (a compressed body is refused before anything reads it), the CORRUPT guard (a
   member a hash check found diverged serves no data), the removal guard
   (`raftkv.server.removal`).
@@ -23,10 +24,13 @@ from __future__ import annotations
 
 import logging
 import operator
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
 
 from aiohttp import hdrs, web
+from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.typedefs import Handler, Middleware
 
 from raftkv.kv.service import KvService
@@ -34,7 +38,7 @@ from raftkv.raft.core.errors import ConfigInvalid
 from raftkv.server.backup_api import BackupHandlers
 from raftkv.server.cluster_api import ClusterHandlers
 from raftkv.server.errors import HTTP_ERROR_CODES, error_answer
-from raftkv.server.http_common import BODY_TIMEOUT, error_response
+from raftkv.server.http_common import BODY_TIMEOUT, REQUESTED_VERSION, ApiError, error_response
 from raftkv.server.kv_api import KvHandlers
 from raftkv.server.lease_api import LeaseHandlers
 from raftkv.server.metrics import Metrics
@@ -154,6 +158,52 @@ async def _encoding_middleware(
     return await handler(request)
 
 
+# A run of percent-escapes: the bytes of one or more characters. A raw path or query is
+# ASCII, so it is UTF-8 exactly when each run is.
+_PERCENT_ESCAPES = re.compile(r"(?:%[0-9a-fA-F]{2})+")
+
+
+def _not_utf8_escape(text: str) -> str | None:
+    """The first run of percent-escapes in `text` (a raw path or query string) that is not
+    UTF-8, or None. yarl leaves such a run as it is (in a path) or makes it U+FFFD (in a
+    query), so `/v1/kv/%FF` would name the key "%FF", the same as `/v1/kv/%25FF`."""
+    for escapes in _PERCENT_ESCAPES.findall(text):
+        try:
+            unquote_to_bytes(escapes).decode("utf-8")
+        except UnicodeDecodeError:
+            return str(escapes)
+    return None
+
+
+@web.middleware
+async def _protocol_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Refuse what HTTP/1.1 and the API's URLs cannot carry: another HTTP version (505), a
+    percent-escape in the path or query that is not UTF-8 (400: a binary key goes in
+    base64, with encoding=base64)."""
+    version = request.get(REQUESTED_VERSION, request.version)
+    if version not in (HttpVersion10, HttpVersion11):
+        response = error_response(
+            505,
+            "http_version_not_supported",
+            f"HTTP/{version.major}.{version.minor} is not served: send HTTP/1.1",
+        )
+        response.force_close()
+        return response
+    url = request.rel_url
+    for part, text in (("path", url.raw_path), ("query", url.raw_query_string)):
+        escape = _not_utf8_escape(text)
+        if escape is not None:
+            raise ApiError(
+                400,
+                "invalid_request",
+                f"the {part}'s percent-escapes {escape[:48]} are not UTF-8: send a binary key "
+                "or value base64-encoded, with encoding=base64",
+            )
+    return await handler(request)
+
+
 @web.middleware
 async def _errors_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -164,7 +214,13 @@ async def _errors_middleware(
         if error.status < 400:
             raise
         code = HTTP_ERROR_CODES.get(error.status, "http_error")
-        return error_response(error.status, code, error.reason)
+        allow = error.headers.get(hdrs.ALLOW)
+        if allow is None:
+            return error_response(error.status, code, error.reason)
+        # A 405 says which methods the route takes, in Allow and in its message.
+        refusal = error_response(error.status, code, f"{error.reason}: this route takes {allow}")
+        refusal.headers[hdrs.ALLOW] = allow
+        return refusal
     except Exception as error:
         response = error_answer(error)
         if response is not None:
@@ -222,6 +278,7 @@ def create_app(service: KvService, settings: HttpSettings | None = None) -> web.
         middlewares=[
             metrics.middleware,
             _errors_middleware,
+            _protocol_middleware,
             _encoding_middleware,
             _corrupt_guard(service),
         ],

@@ -1,9 +1,13 @@
 """The error answers of the HTTP API: which status and code each expected error gets.
 
 Every refusal is `{"error": {"code", "message"}}` (`raftkv.api.errors`):
-- 400: `invalid_json`, `invalid_request` (wrong types, unknown fields, bad query values),
-  `invalid_base64`, `empty_key`, `duplicate_key`, `future_revision`, `body_incomplete`
-  (the connection closed mid-body), `invalid_body` (a body that cannot be read);
+- 400: `invalid_json` (not JSON, not UTF-8, half a surrogate pair, a name twice in one
+  object), `invalid_request` (wrong types, unknown fields, bad query values, a
+  percent-escape that is not UTF-8), `invalid_base64`, `empty_key`, `duplicate_key`,
+  `future_revision`, `body_incomplete` (the connection closed mid-body), `invalid_body` (a
+  body that cannot be read), `invalid_member_change` (a change the leader refuses, such as
+  removing the last voter), `malformed_request` (what aiohttp's parser refuses: a line over
+  8 KiB, too many headers, no method, no Host: `raftkv.server.listener`);
 - 404 `not_found` (no such key), `lease_not_found` (no such lease: never granted, revoked
   or expired) or `unknown_route` (no such path), 405 `method_not_allowed`;
 - 406 `not_utf8`; 409 `stale_sequence` (a late duplicate of an exactly-once write),
@@ -34,8 +38,12 @@ Every refusal is `{"error": {"code", "message"}}` (`raftkv.api.errors`):
   504 `outcome_unknown`: the write had left this node (forwarded to the leader, or appended
   as leader) when this node stopped, failed or was removed: it may apply (retry as for
   `timeout`). A write answered 503 never left the node;
+- 505 `http_version_not_supported`: a request line of another version than HTTP/1.0 or
+  1.1;
 - 500 `internal` for anything unexpected (logged).
 
+`ERROR_STATUS` is every code the server answers with, and its status (a test checks it
+against every answer the server's code makes, and against docs/http-api.md).
 `error_answer` maps an error raised by a handler (the HTTP layer's own `ApiError`, the
 store's `KvError`s, the driver's errors) to its answer; `ERROR_CODES` is the same list by
 status, as `/openapi.json` shows it.
@@ -55,8 +63,15 @@ from raftkv.kv.errors import (
     SessionExpired,
     StaleSequence,
 )
-from raftkv.raft.core.errors import InvalidArgument, NotLeader, ProposalDropped
+from raftkv.raft.core.errors import (
+    ConfChangeInvalid,
+    ConfChangePending,
+    InvalidArgument,
+    NotLeader,
+    ProposalDropped,
+)
 from raftkv.raft.driver.errors import (
+    CommandTooLarge,
     LearnerNotCaughtUp,
     MembershipError,
     OutcomeUnknown,
@@ -68,14 +83,16 @@ from raftkv.raft.driver.errors import (
 from raftkv.raft.storage.base import StorageClosed
 from raftkv.server.http_common import ApiError, error_response
 
-__all__ = ["ERROR_CODES", "HTTP_ERROR_CODES", "error_answer"]
+__all__ = ["ERROR_CODES", "ERROR_STATUS", "HTTP_ERROR_CODES", "error_answer"]
 
 # What each error status of the API means: the codes it carries (/openapi.json's text).
 ERROR_CODES: dict[int, str] = {
     400: "Bad request: invalid_json, invalid_request, invalid_base64, empty_key, "
-    "duplicate_key, future_revision, body_incomplete, invalid_body",
+    "duplicate_key, future_revision, body_incomplete, invalid_body, invalid_member_change, "
+    "malformed_request",
     404: "not_found: no such key; lease_not_found: no such lease (never granted, revoked "
     "or expired); unknown_route: no such path",
+    405: "method_not_allowed: the route does not take this method (Allow lists those it takes)",
     406: "not_utf8: the stored key or value is not UTF-8; ask with encoding=base64",
     408: "body_timeout: the request body did not arrive whole within the server's "
     "http_body_timeout_s",
@@ -97,6 +114,53 @@ ERROR_CODES: dict[int, str] = {
     "member's state diverged (see /v1/status alarms): nothing applied; use another member",
     504: "timeout or outcome_unknown: a write's outcome is unknown (retry with the same "
     "client_id and sequence); a read read nothing",
+    505: "http_version_not_supported: the request line is not HTTP/1.0 or HTTP/1.1",
+}
+
+# Every error code the server answers with, and its status.
+ERROR_STATUS: dict[str, int] = {
+    **dict.fromkeys(
+        (
+            "invalid_json",
+            "invalid_request",
+            "invalid_base64",
+            "empty_key",
+            "duplicate_key",
+            "future_revision",
+            "body_incomplete",
+            "invalid_body",
+            "invalid_member_change",
+            "malformed_request",
+        ),
+        400,
+    ),
+    **dict.fromkeys(("not_found", "lease_not_found", "unknown_route"), 404),
+    "method_not_allowed": 405,
+    "not_utf8": 406,
+    "body_timeout": 408,
+    **dict.fromkeys(("stale_sequence", "session_expired", "not_caught_up", "lease_exists"), 409),
+    "compacted": 410,
+    **dict.fromkeys(
+        ("body_too_large", "limit_exceeded", "command_too_large", "scan_too_large"), 413
+    ),
+    "unsupported_content_encoding": 415,
+    "internal": 500,
+    **dict.fromkeys(
+        (
+            "not_leader",
+            "proposal_dropped",
+            "overloaded",
+            "stopped",
+            "busy",
+            "unavailable",
+            "too_many_watches",
+            "removed",
+            "corrupt",
+        ),
+        503,
+    ),
+    **dict.fromkeys(("timeout", "outcome_unknown"), 504),
+    "http_version_not_supported": 505,
 }
 
 # Statuses aiohttp itself answers (no such route, no such method, a body over the limit).
@@ -182,8 +246,18 @@ def error_answer(error: Exception) -> web.Response | None:
         case MembershipError():
             status, code = _MEMBERSHIP_ERRORS.get(error.code, (400, "invalid_member_change"))
             return error_response(status, code, error.detail)
-        case InvalidArgument():
-            # The only one a request can cause: an encoded command over max_command_bytes.
+        case ConfChangePending():
+            return error_response(503, "busy", f"{error}: retry once it is applied")
+        case ConfChangeInvalid():
+            # Refused by the leader's core itself (removing the last voter, ...).
+            return error_response(
+                400, "invalid_member_change", f"the membership change is refused: {error}"
+            )
+        case CommandTooLarge():
             return error_response(413, "command_too_large", str(error))
+        case InvalidArgument():
+            # An argument the request named that the node refuses (a transfer to a
+            # non-member): the request's fault, nothing changed.
+            return error_response(400, "invalid_request", str(error))
         case _:
             return None

@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import json
+import re
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
+from aiohttp.http import HttpVersion
 from aiohttp.web_protocol import RequestPayloadError
 
 from raftkv.api.keys import KeyValueAnswer, prefix_end
@@ -18,6 +21,8 @@ from raftkv.kv.commands import MvccKeyValue
 
 __all__ = [
     "BODY_TIMEOUT",
+    "MAX_QUERY_INT",
+    "REQUESTED_VERSION",
     "ApiError",
     "Codec",
     "bool_query",
@@ -48,6 +53,11 @@ def error_response(status: int, code: str, message: str, **details: int) -> web.
     return web.Response(
         status=status, body=msgspec.json.encode(body), content_type="application/json"
     )
+
+
+# The HTTP version a request was sent with, when the client port served it as HTTP/1.1 to
+# answer it 505 (raftkv.server.listener); otherwise the request's own `version`.
+REQUESTED_VERSION = web.RequestKey("requested_version", HttpVersion)
 
 
 # -- codec: str <-> bytes for keys and values ------------------------------------------------
@@ -91,11 +101,18 @@ class Codec:
 # -- query parameters ------------------------------------------------------------------------
 
 
+# The largest integer a query parameter takes: revisions, limits and sequences are int64s
+# in the store (etcd's too).
+MAX_QUERY_INT = 2**63 - 1
+
+
 def int_query(request: web.Request, name: str) -> int:
     text = request.query.get(name, "0")
-    if not text.isascii() or not text.isdigit() or len(text) > 19:
+    if not text.isascii() or not text.isdigit() or len(text) > 19 or int(text) > MAX_QUERY_INT:
         raise ApiError(
-            400, "invalid_request", f"{name} must be a non-negative integer, got {text!r}"
+            400,
+            "invalid_request",
+            f"{name} must be an integer from 0 to {MAX_QUERY_INT}, got {text[:32]!r}",
         )
     return int(text)
 
@@ -179,8 +196,77 @@ async def decode_body(request: web.Request, kind: type[StructT], limit: int) -> 
     except msgspec.ValidationError as error:
         raise ApiError(400, "invalid_request", str(error)) from error
     except msgspec.DecodeError as error:
-        raise ApiError(400, "invalid_json", str(error)) from error
+        raise ApiError(400, "invalid_json", _json_error(data, error)) from error
+    except UnicodeDecodeError as error:  # raw bytes inside a JSON string
+        raise ApiError(
+            400,
+            "invalid_json",
+            f"a JSON string in the body holds byte 0x{error.object[error.start]:02x}, which is "
+            "not UTF-8: send binary keys and values base64-encoded, with encoding=base64",
+        ) from error
+    if len(data) <= _LARGE_BODY_BYTES:
+        duplicate = _duplicate_name(data)
+    else:  # checked off the loop, which also runs Raft
+        duplicate = await asyncio.get_running_loop().run_in_executor(None, _duplicate_name, data)
+    if duplicate is not None:
+        raise ApiError(
+            400,
+            "invalid_json",
+            f"the name {duplicate[:64]!r} appears twice in one JSON object: give each once",
+        )
     return body
+
+
+# A body longer than this is checked for duplicate names on a worker thread (up to
+# max_body_bytes of small objects take tens of milliseconds).
+_LARGE_BODY_BYTES = 64 << 10
+# A \uD800-\uDBFF escape not followed by a \uDC00-\uDFFF one, or the latter not
+# preceded by the former: half a UTF-16 surrogate pair, which no Unicode text has.
+_LONE_SURROGATE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+
+
+def _json_error(data: bytes, error: msgspec.DecodeError) -> str:
+    """What is wrong with a body msgspec cannot parse. It reports half a surrogate pair
+    as "truncated" input or an invalid pair: say which escape it is."""
+    lone = _LONE_SURROGATE.search(data)
+    if lone is None:
+        return str(error)
+    escape = lone.group().decode("ascii")
+    return (
+        f"JSON is malformed: {escape} at byte {lone.start()} is half a UTF-16 surrogate pair, "
+        "which is not Unicode text; send binary keys and values with encoding=base64"
+    )
+
+
+class _DuplicateName(Exception):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _unique_names(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise _DuplicateName(name)
+            seen.add(name)
+    return found
+
+
+def _duplicate_name(data: bytes) -> str | None:
+    """A name that appears twice in one object of `data` (JSON that msgspec decoded: it
+    keeps the last, silently), or None. RFC 8259 leaves duplicates to the parser; the API
+    refuses them rather than guess which one the client meant."""
+    try:
+        json.loads(data, object_pairs_hook=_unique_names)
+    except _DuplicateName as duplicate:
+        return duplicate.name
+    return None
 
 
 def key_value_answer(kv: MvccKeyValue, codec: Codec) -> KeyValueAnswer:

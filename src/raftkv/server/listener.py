@@ -15,6 +15,12 @@ after 85 MB of accept-error tracebacks in 40 s. So:
   request bodies are never inflated (`auto_decompress=False`: a `Content-Encoding` is
   refused by the API before its body is read); an unread body is drained for at most
   `_LINGER_S` after the answer. Reading a body is bounded by the API (`decode_body`).
+- `JsonErrorsRequestHandler`: a request aiohttp's parser refuses (a line over 8 KiB, too
+  many headers, no method, no Host) is answered with the API's JSON error (400
+  `malformed_request`), not aiohttp's text/plain with Python reprs; aiohttp logs it, which
+  `raftkv.server.logs.BadRequestLines` makes one rate-limited line. A request line of
+  another HTTP version than 1.0 or 1.1 is served as HTTP/1.1, for the app to answer 505
+  (`REQUESTED_VERSION`).
 - `AcceptErrorLog`: asyncio reports each failed accept (EMFILE, ENFILE, ENOBUFS, ENOMEM)
   to the loop's exception handler, with a traceback. This handler logs one line per
   interval with a count instead, and passes any other report on.
@@ -27,13 +33,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import resource
 from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http import HttpVersion10, HttpVersion11, RawRequestMessage
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.streams import StreamReader
+from aiohttp.web_request import BaseRequest
 
+from raftkv.server.http_common import REQUESTED_VERSION, error_response
 from raftkv.server.settings import SettingsInvalid
 
 __all__ = [
@@ -42,6 +56,7 @@ __all__ = [
     "ClientPort",
     "ClientPortSettings",
     "ConnectionGate",
+    "JsonErrorsRequestHandler",
     "raise_open_files_limit",
 ]
 
@@ -133,6 +148,94 @@ class _Gated(asyncio.Protocol):
             self._inner.resume_writing()
 
 
+class JsonErrorsRequestHandler(web.RequestHandler):
+    """aiohttp's request handler (one per connection), answering what its parser refuses
+    with the API's JSON error (see the module docstring)."""
+
+    __slots__ = ()
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        # Logs (a traceback for a 500; BadRequestLines makes a parse error one line) and
+        # raises if an answer was already begun.
+        super().handle_error(request, status, exc, message)
+        if status == HTTPStatus.INTERNAL_SERVER_ERROR:
+            name = type(exc).__name__ if exc is not None else "unknown"
+            response = error_response(500, "internal", f"internal error: {name}")
+        else:
+            text = _parse_error(exc, message)
+            if _INVALID_VERSION in text:  # a version the parser does not know (HTTP/3.0)
+                response = error_response(
+                    505, "http_version_not_supported", f"{text}: send HTTP/1.1"
+                )
+            else:
+                response = error_response(status, "malformed_request", text)
+        response.force_close()
+        return response
+
+
+# What makes a request of a parsed message: aiohttp's Server.request_factory.
+_RequestFactory = Callable[
+    [
+        RawRequestMessage,
+        StreamReader,
+        web.RequestHandler,
+        AbstractStreamWriter,
+        "asyncio.Task[None]",
+    ],
+    BaseRequest,
+]
+# Where a parser message starts quoting the request (a bytes or str repr).
+_QUOTED = re.compile(r":\s*(?:b['\"]|bytearray\(|['\"])")
+
+
+def _parse_error(error: BaseException | None, message: str | None) -> str:
+    """One line saying what is wrong with a request aiohttp could not parse, without the
+    parser's reprs of the request's bytes."""
+    if isinstance(error, LineTooLong):
+        return (
+            f"a request line or header is longer than {error.args[1]} bytes: shorten it "
+            "(keys and values longer than that go in a JSON body)"
+        )
+    text = message or (error.message if isinstance(error, HttpProcessingError) else "")
+    # The parser's message: what is wrong (maybe on two lines), a blank line, the request
+    # quoted and a caret under the wrong byte.
+    said = " ".join(line.strip() for line in text.strip().split("\n\n", 1)[0].splitlines())
+    said = _QUOTED.split(said, 1)[0].rstrip(" :.")[:200]
+    return f"the request is not valid HTTP/1.1: {said or 'unreadable'}"
+
+
+# How llhttp names a request line's unknown version.
+_INVALID_VERSION = "Invalid HTTP version"
+
+
+def _served_as_http11(factory: _RequestFactory) -> _RequestFactory:
+    """`factory` (a Server's request_factory), making a request sent with another version
+    than HTTP/1.0 or 1.1 an HTTP/1.1 one that closes its connection, the version asked for
+    kept in REQUESTED_VERSION: the app answers it 505, with an HTTP/1.1 status line."""
+
+    def make(
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: web.RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> BaseRequest:
+        if message.version in (HttpVersion10, HttpVersion11):
+            return factory(message, payload, protocol, writer, task)
+        served = message._replace(version=HttpVersion11, should_close=True)
+        request = factory(served, payload, protocol, writer, task)
+        request[REQUESTED_VERSION] = message.version
+        return request
+
+    return make
+
+
 class AcceptErrorLog:
     """The loop's exception handler while the client port serves (see the module
     docstring): a failed accept is counted (`errors`) and logged as one warning line per
@@ -205,13 +308,15 @@ class ClientPort:
         self.settings = settings
         self._host = host
         self._port = port
+        # The options of each connection's request handler.
+        self._handler_options: dict[str, Any] = {
+            "access_log": None,
+            "keepalive_timeout": settings.keepalive_timeout_s,
+            "lingering_time": _LINGER_S,
+            "auto_decompress": False,
+        }
         self.runner = web.AppRunner(
-            app,
-            access_log=None,
-            shutdown_timeout=settings.shutdown_timeout_s,
-            keepalive_timeout=settings.keepalive_timeout_s,
-            lingering_time=_LINGER_S,
-            auto_decompress=False,
+            app, shutdown_timeout=settings.shutdown_timeout_s, **self._handler_options
         )
         self.gate: ConnectionGate | None = None
         self.accept_errors_log: AcceptErrorLog | None = None
@@ -241,7 +346,13 @@ class ClientPort:
         await self.runner.setup()
         server = self.runner.server
         assert server is not None  # set up above
-        self.gate = ConnectionGate(server, self.settings.max_connections)
+        server.request_factory = _served_as_http11(server.request_factory)
+        options = self._handler_options
+
+        def serve() -> asyncio.Protocol:
+            return JsonErrorsRequestHandler(server, loop=loop, **options)
+
+        self.gate = ConnectionGate(serve, self.settings.max_connections)
         self.accept_errors_log = AcceptErrorLog(loop, self.settings.accept_error_interval_s)
         self.accept_errors_log.install()
         try:

@@ -3,7 +3,7 @@ NotLeader, ProposalDropped, ConfChangeInvalid)."""
 
 from __future__ import annotations
 
-from raftkv.raft.core.errors import RaftError
+from raftkv.raft.core.errors import InvalidArgument, RaftError
 
 
 class Stopped(RaftError):
@@ -42,6 +42,12 @@ class ProposalTimeout(OutcomeUnknown, TimeoutError):
 class ReadTimeout(RaftError, TimeoutError):
     """A linearizable read could not be confirmed within its deadline (no leader or no
     quorum reachable). Nothing was read."""
+
+
+class CommandTooLarge(InvalidArgument):
+    """A proposed command is over the node's `max_command_bytes`: nothing was applied. The
+    one `InvalidArgument` a request's size alone can cause (the HTTP API's 413
+    `command_too_large`)."""
 
 
 class Overloaded(RaftError):

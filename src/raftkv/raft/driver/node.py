@@ -72,6 +72,7 @@ from raftkv.raft.core.types import (
 from raftkv.raft.driver.applying import Applier
 from raftkv.raft.driver.envelope import EnvelopeError, check_forwarded_entries, encode_snapshot
 from raftkv.raft.driver.errors import (
+    CommandTooLarge,
     NodeFailed,
     Removed,
     StateUnusable,
@@ -354,11 +355,11 @@ class Node:
     async def propose(self, command: bytes, *, timeout: float | None = None) -> object:
         """Replicate `command`; return the state machine's result once it is applied on
         this node. Raises NotLeader (forwarding off), ProposalDropped, Overloaded, Stopped or
-        InvalidArgument (over max_command_bytes): nothing was applied; or OutcomeUnknown
+        CommandTooLarge (over max_command_bytes): nothing was applied; or OutcomeUnknown
         (ProposalTimeout at the deadline): it may have been applied."""
         self._check_running()
         if len(command) > self.settings.max_command_bytes:
-            raise InvalidArgument(
+            raise CommandTooLarge(
                 f"command of {len(command)} bytes exceeds max_command_bytes "
                 f"({self.settings.max_command_bytes})"
             )
