@@ -7,6 +7,8 @@ from typing import Literal
 
 import msgspec
 
+from raftkv.api.keys import MemberId, MemberIdOrZero
+
 __all__ = [
     "AddMemberBody",
     "AlarmAnswer",
@@ -25,14 +27,14 @@ class AddMemberBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """`POST /v1/members`: add node `id`, reachable by peers at `peer_url` (host:port), as a
     learner (it receives the log but does not vote until promoted)."""
 
-    id: int
+    id: MemberId
     peer_url: str
 
 
 class TransferBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """`POST /v1/leader/transfer`: hand leadership to voter `to` (0: the most caught-up)."""
 
-    to: int = 0
+    to: MemberIdOrZero = 0
 
 
 class HealthAnswer(msgspec.Struct, frozen=True, omit_defaults=True):

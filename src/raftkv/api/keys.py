@@ -9,9 +9,30 @@ range [key, range_end); every key starting with a prefix is the range
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 
-__all__ = ["Header", "KeyValueAnswer", "prefix_end"]
+__all__ = [
+    "MAX_INT64",
+    "Header",
+    "Int64",
+    "KeyValueAnswer",
+    "MemberId",
+    "MemberIdOrZero",
+    "PositiveInt64",
+    "prefix_end",
+]
+
+# The ranges request bodies declare: decoding enforces them, and /openapi.json states
+# them (minimum, maximum). Revisions, limits, lease ids and sequences are etcd's int64.
+MAX_INT64 = (1 << 63) - 1
+Int64 = Annotated[int, msgspec.Meta(ge=0, le=MAX_INT64)]
+PositiveInt64 = Annotated[int, msgspec.Meta(ge=1, le=MAX_INT64)]
+# Member ids are unsigned 64-bit, never 0 (0 names no member). msgspec cannot bound an
+# integer beyond int64, so the upper bound is the server's check alone.
+MemberId = Annotated[int, msgspec.Meta(ge=1)]
+MemberIdOrZero = Annotated[int, msgspec.Meta(ge=0)]
 
 
 class Header(msgspec.Struct, frozen=True):

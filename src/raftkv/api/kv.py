@@ -7,7 +7,7 @@ from typing import Literal
 
 import msgspec
 
-from raftkv.api.keys import Header, KeyValueAnswer
+from raftkv.api.keys import Header, Int64, KeyValueAnswer
 
 __all__ = [
     "CompactAnswer",
@@ -44,10 +44,10 @@ class PutBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     retry after an unknown outcome returns the first result instead of applying twice."""
 
     value: str
-    lease: int = 0
+    lease: Int64 = 0
     prev_kv: bool = False
     client_id: str = ""
-    sequence: int = 0
+    sequence: Int64 = 0
 
 
 class SetBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -58,7 +58,7 @@ class SetBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class CompactBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    revision: int
+    revision: Int64
 
 
 class CompareBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -75,8 +75,8 @@ class RangeOpBody(msgspec.Struct, tag="range", tag_field="op", forbid_unknown_fi
     key: str
     range_end: str = ""
     prefix: bool = False
-    limit: int = 0
-    revision: int = 0
+    limit: Int64 = 0
+    revision: Int64 = 0
     keys_only: bool = False
     count_only: bool = False
 
@@ -84,7 +84,7 @@ class RangeOpBody(msgspec.Struct, tag="range", tag_field="op", forbid_unknown_fi
 class PutOpBody(msgspec.Struct, tag="put", tag_field="op", forbid_unknown_fields=True):
     key: str
     value: str
-    lease: int = 0
+    lease: Int64 = 0
     prev_kv: bool = False
 
 
@@ -105,7 +105,7 @@ class TxnBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     success: list[OpBody] = msgspec.field(default_factory=list)
     failure: list[OpBody] = msgspec.field(default_factory=list)
     client_id: str = ""
-    sequence: int = 0
+    sequence: Int64 = 0
 
 
 # -- answers ---------------------------------------------------------------------------------

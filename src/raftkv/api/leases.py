@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from raftkv.api.keys import Header
+from raftkv.api.keys import Header, Int64, PositiveInt64
 
 __all__ = [
     "LeaseAnswer",
@@ -22,8 +22,8 @@ class LeaseGrantBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     keep-alive, unless kept alive again. `id` 0: the server picks one. A `ttl` below the
     server's `lease_min_ttl_s` is raised to it (the answer says which TTL was granted)."""
 
-    ttl: int
-    id: int = 0
+    ttl: PositiveInt64
+    id: Int64 = 0
 
 
 class LeaseGrantAnswer(msgspec.Struct, frozen=True):
