@@ -1,6 +1,6 @@
 """The JSON examples of the docs: each is a request body or an answer of the route named
 on the line before it, valid under that route's schema in /openapi.json (the route table
-and the schema checks are test_docs_examples')."""
+and the schema checks are docs_helpers')."""
 
 from __future__ import annotations
 
@@ -8,14 +8,7 @@ import json
 import re
 
 import pytest
-from test_docs_examples import (
-    ROOT,
-    Block,
-    HttpApp,
-    blocks,
-    http_app,  # noqa: F401 - the fixture the test takes
-    schema_errors,
-)
+from docs_helpers import ROOT, Block, HttpApp, blocks, schema_errors
 
 JSON_BLOCKS = blocks("json")
 # What a JSON example is, on the line before it: a route's request body or its answer.
@@ -23,7 +16,7 @@ JSON_MARKER = re.compile(r"<!-- docs-check: (body|answer) ([A-Z]+) (/\S*) -->")
 
 
 @pytest.mark.parametrize("block", JSON_BLOCKS, ids=[block.where for block in JSON_BLOCKS])
-def test_json_block(block: Block, http_app: HttpApp) -> None:  # noqa: F811 - the fixture
+def test_json_block(block: Block, http_app: HttpApp) -> None:
     """A JSON example is a request body or an answer of the route its marker names, valid
     under the route's schema in /openapi.json (unknown fields, types, enums, ranges)."""
     lines = (ROOT / block.document).read_text().splitlines()
