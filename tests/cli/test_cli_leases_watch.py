@@ -53,7 +53,7 @@ def test_watch_prints_history_and_stops_after_count(capsys: Capsys, monkeypatch:
         await cli("put", "w/b", "2")
         await cli("put", "other", "x")
         await cli("del", "w/a")
-        lines = await cli("watch", "w/", "--prefix", "--rev", str(first), "--count", "3")
+        lines = await cli("watch", "w/", "--prefix", "--revision", str(first), "--count", "3")
         assert lines.code == EXIT_OK, lines.err
         assert lines.out.splitlines() == [
             f"put w/a 1 [revision {first}]",

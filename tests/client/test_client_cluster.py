@@ -22,6 +22,7 @@ from raftkv.client import (
     PutResult,
     RangeResult,
     StaleSequence,
+    SyncClient,
     TxnResult,
     protocol,
     txn,
@@ -221,6 +222,26 @@ def test_status_cluster_and_health() -> None:
             assert all(member.match_index is not None for member in cluster.members)
             assert [member.role for member in cluster.members].count("leader") == 1
             assert await api.run(client.health()) is True
+
+    in_cluster(test)
+
+
+def test_status_with_hash_has_the_state_hash_of_each_member() -> None:
+    """`status(hash=True)` asks `/v1/status?hash=true`: members that applied the same
+    index have the same SHA-256 of their KV state; without it the hash is left out."""
+
+    async def test(api: HttpCluster) -> None:
+        async with api.client() as client:
+            await api.run(client.put("k", "v"))
+            await api.cluster.settle()
+            hashed = [await api.run(client.status(url, hash=True)) for url in api.endpoints()]
+            assert len({status.applied_index for status in hashed}) == 1
+            assert len({status.hash for status in hashed}) == 1
+            assert len(hashed[0].hash) == 64
+            assert (await api.run(client.status())).hash == ""
+        with SyncClient(api.endpoints()) as blocking:
+            status = await api.run_blocking(lambda: blocking.status(hash=True))
+            assert status.hash and status.applied_index >= hashed[0].applied_index
 
     in_cluster(test)
 

@@ -3,7 +3,8 @@
 Server verbs (`serve`, `dev`) live in `raftkv.cli.server_commands`; client verbs (`put`,
 `get`, `del`, `range`, `txn`, `status`, `members`) in `raftkv.cli.kv_commands`, `lease`
 and `watch` in `raftkv.cli.lease_watch_commands`, `lock` in `raftkv.cli.lock_commands`,
-`snapshot` in `raftkv.cli.snapshot_commands`. Each module adds its subcommands with
+`snapshot` in `raftkv.cli.snapshot_commands`, `compact` and `endpoint health|hashkv` in
+`raftkv.cli.maintenance_commands`. Each module adds its subcommands with
 `add_commands(subparsers)`; a subcommand's `handler(arguments)` returns the process exit
 code. The client verbs share their plumbing: `arguments` (argument types, the common
 flags), `output` (tables or JSON), `running` (a verb run with a client, its failures
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         kv_commands,
         lease_watch_commands,
         lock_commands,
+        maintenance_commands,
         server_commands,
         snapshot_commands,
     )
@@ -47,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     kv_commands.add_commands(subparsers)
     lease_watch_commands.add_commands(subparsers, [arguments.common_flags()])
     lock_commands.add_commands(subparsers, [arguments.common_flags()])
+    maintenance_commands.add_commands(subparsers, [arguments.common_flags()])
     snapshot_commands.add_commands(subparsers)
     return parser
 

@@ -7,13 +7,23 @@ output flags every client verb shares, and the client settings they make.
                         on stdout, for scripts
   --base64              keys and values in base64 in the output (binary data in JSON)
   --timeout SECONDS     give up on the call after this long (default 10)
+
+and the verbs that take keys (put, get, del, range, txn, watch):
+
+  --base64-input        KEY, END and VALUE arguments (and a txn file's keys and values)
+                        are base64: binary keys, as HTTP's `?encoding=base64`. A flag of
+                        its own, not --base64's: text keys that happen to be valid base64
+                        ("blob") keep their meaning in existing scripts.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import os
 
+from raftkv.cli.errors import UsageError
 from raftkv.client import ClientSettings
 
 __all__ = [
@@ -25,6 +35,8 @@ __all__ = [
     "common_flags",
     "endpoints_hint",
     "endpoints_of",
+    "input_bytes",
+    "key_input_flags",
     "non_negative",
     "positive",
     "positive_seconds",
@@ -96,6 +108,30 @@ def common_flags() -> argparse.ArgumentParser:
         help=f"give up on the call after this long, retries included ({DEFAULT_TIMEOUT_S:g})",
     )
     return common
+
+
+def key_input_flags() -> argparse.ArgumentParser:
+    """A parent parser for the verbs that take keys: --base64-input."""
+    flags = argparse.ArgumentParser(add_help=False)
+    flags.add_argument(
+        "--base64-input",
+        action="store_true",
+        help="KEY, END and VALUE (and a txn file's keys and values) are base64 (binary keys)",
+    )
+    return flags
+
+
+def input_bytes(arguments: argparse.Namespace, text: str, what: str) -> bytes:
+    """A key or value argument's bytes: decoded from base64 with --base64-input, else as
+    the shell passed it. UsageError if it is not base64."""
+    if not arguments.base64_input:
+        return argument_bytes(text)
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (UnicodeEncodeError, binascii.Error):
+        raise UsageError(
+            "usage", f"the {what} {text!r} is not base64 (--base64-input takes base64)"
+        ) from None
 
 
 def endpoints_of(arguments: argparse.Namespace) -> str:

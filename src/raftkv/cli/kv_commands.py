@@ -6,7 +6,8 @@ routing, exactly-once writes) and takes the common flags of `raftkv.cli.argument
 `raftkv.cli.running` runs the verb.
 
 Keys and values given on the command line are taken as the shell passed them (UTF-8 text,
-or the raw bytes of a non-UTF-8 argument); `put KEY -` reads the value's bytes from stdin.
+or the raw bytes of a non-UTF-8 argument), or decoded from base64 with --base64-input (the
+keys and values of a txn file too); `put KEY -` reads the value's raw bytes from stdin.
 
 Errors go to stderr as one line, `raftkv: <code>: <message>`, with the exit code of
 `raftkv.cli`: 1 a get of a missing key, 2 a usage error (bad flags, unreadable txn file,
@@ -17,8 +18,10 @@ endpoint answered, a 503/504 after every retry, an unknown outcome, a server err
 from __future__ import annotations
 
 import argparse
-import contextlib
+import base64
+import binascii
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import assert_never
 
@@ -27,47 +30,55 @@ import msgspec
 from raftkv.api.kv import CompareBody, DeleteOpBody, OpBody, PutOpBody, RangeOpBody, TxnBody
 from raftkv.cli import EXIT_NOT_FOUND, EXIT_OK, EXIT_UNAVAILABLE
 from raftkv.cli.arguments import (
-    argument_bytes,
     common_flags,
     endpoints_hint,
+    input_bytes,
+    key_input_flags,
     non_negative,
     positive,
     positive_seconds,
 )
 from raftkv.cli.errors import UsageError, fail
+from raftkv.cli.maintenance_commands import every_endpoint
 from raftkv.cli.output import Output, print_json, print_table
 from raftkv.cli.running import Verb, run_verb
-from raftkv.client import ClientError, Cluster, Status, SyncClient, txn
+from raftkv.client import ClientError, Status, SyncClient, txn
 
 __all__ = ["add_commands"]
 
 
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common = [common_flags()]
+    with_keys = [*common, key_input_flags()]
 
-    def verb(name: str, help_text: str, handler: Verb) -> argparse.ArgumentParser:
-        parser = subparsers.add_parser(name, help=help_text, description=help_text, parents=common)
+    def verb(
+        name: str, help_text: str, handler: Verb, *, keys: bool = False
+    ) -> argparse.ArgumentParser:
+        parents = with_keys if keys else common
+        parser = subparsers.add_parser(name, help=help_text, description=help_text, parents=parents)
         parser.set_defaults(handler=run_verb(handler))
         return parser
 
-    put = verb("put", "set a key's value", _put)
+    put = verb("put", "set a key's value", _put, keys=True)
     put.add_argument("key", metavar="KEY")
     put.add_argument("value", metavar="VALUE", help='the value; "-" reads it from stdin')
     put.add_argument(
         "--lease", type=positive, default=0, help="attach the key to this lease (its id)"
     )
 
-    get = verb("get", "read a key (exit 1 if it does not exist)", _get)
+    get = verb("get", "read a key (exit 1 if it does not exist)", _get, keys=True)
     get.add_argument("key", metavar="KEY")
     get.add_argument("--revision", type=non_negative, default=0, help="read at this revision")
     get.add_argument("--serializable", action="store_true", help="local read, maybe stale")
 
-    delete = verb("del", "delete a key, or every key with a prefix", _delete)
+    delete = verb("del", "delete a key, or every key with a prefix", _delete, keys=True)
     delete.add_argument("key", metavar="KEY")
     delete.add_argument("--prefix", action="store_true", help="every key starting with KEY")
     delete.add_argument("--prev-kv", action="store_true", help="show the deleted values")
 
-    ranged = verb("range", "list keys in [KEY, RANGE_END), with a prefix, or all", _range)
+    ranged = verb(
+        "range", "list keys in [KEY, RANGE_END), with a prefix, or all", _range, keys=True
+    )
     ranged.add_argument("key", metavar="KEY", nargs="?", default=None, help="(default: all)")
     ranged.add_argument("range_end", metavar="RANGE_END", nargs="?", default=None)
     ranged.add_argument("--prefix", action="store_true", help="every key starting with KEY")
@@ -77,14 +88,16 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     ranged.add_argument("--count-only", action="store_true", help="only the number of keys")
     ranged.add_argument("--serializable", action="store_true", help="local read, maybe stale")
 
-    transaction = verb("txn", "run a transaction from a JSON file (the /v1/txn body)", _txn)
+    transaction = verb(
+        "txn", "run a transaction from a JSON file (the /v1/txn body)", _txn, keys=True
+    )
     transaction.add_argument(
         "file",
         metavar="FILE",
         nargs="?",
         default="-",
-        help='{"compares": [...], "success": [...], "failure": [...]}, keys as UTF-8 text; '
-        '"-" or none: stdin',
+        help='{"compares": [...], "success": [...], "failure": [...]}, keys as UTF-8 text '
+        '(base64 with --base64-input); "-" or none: stdin',
     )
 
     status = verb("status", "every member's status, one row each", _status)
@@ -126,15 +139,18 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def _put(client: SyncClient, arguments: argparse.Namespace, output: Output) -> int:
-    key = argument_bytes(arguments.key)
-    value = sys.stdin.buffer.read() if arguments.value == "-" else argument_bytes(arguments.value)
+    key = input_bytes(arguments, arguments.key, "key")
+    if arguments.value == "-":
+        value = sys.stdin.buffer.read()
+    else:
+        value = input_bytes(arguments, arguments.value, "value")
     result = client.put(key, value, lease=arguments.lease)
     output.put(result)
     return EXIT_OK
 
 
 def _get(client: SyncClient, arguments: argparse.Namespace, output: Output) -> int:
-    key = argument_bytes(arguments.key)
+    key = input_bytes(arguments, arguments.key, "key")
     kv = client.get(key, revision=arguments.revision, serializable=arguments.serializable)
     if kv is None:
         return fail(EXIT_NOT_FOUND, "not_found", f"key {output.shown(key)} not found")
@@ -143,15 +159,17 @@ def _get(client: SyncClient, arguments: argparse.Namespace, output: Output) -> i
 
 
 def _delete(client: SyncClient, arguments: argparse.Namespace, output: Output) -> int:
-    key = argument_bytes(arguments.key)
+    key = input_bytes(arguments, arguments.key, "key")
     result = client.delete(key, prefix=arguments.prefix, prev_kv=arguments.prev_kv)
     output.delete(result)
     return EXIT_OK
 
 
 def _range(client: SyncClient, arguments: argparse.Namespace, output: Output) -> int:
-    key = b"" if arguments.key is None else argument_bytes(arguments.key)
-    range_end = b"" if arguments.range_end is None else argument_bytes(arguments.range_end)
+    key = b"" if arguments.key is None else input_bytes(arguments, arguments.key, "key")
+    range_end = (
+        b"" if arguments.range_end is None else input_bytes(arguments, arguments.range_end, "end")
+    )
     # No key at all: every key (the API reads an empty key alone as an error).
     prefix = arguments.prefix or (arguments.key is None and arguments.range_end is None)
     result = client.range(
@@ -169,7 +187,7 @@ def _range(client: SyncClient, arguments: argparse.Namespace, output: Output) ->
 
 
 def _txn(client: SyncClient, arguments: argparse.Namespace, output: Output) -> int:
-    compares, success, failure = _read_txn(arguments.file)
+    compares, success, failure = _read_txn(arguments.file, arguments.base64_input)
     result = client.txn(compares, success, failure)
     output.txn(result)
     return EXIT_OK
@@ -180,14 +198,7 @@ def _status(client: SyncClient, arguments: argparse.Namespace, output: Output) -
     see the whole cluster)."""
     from raftkv.cli import catch_up  # noqa: PLC0415
 
-    endpoints = list(client.endpoints)
-    cluster: Cluster | None = None
-    with contextlib.suppress(ClientError):
-        cluster = client.cluster()
-        for member in cluster.members:
-            url = member.client_url.rstrip("/")
-            if url and url not in endpoints:
-                endpoints.append(url)
+    endpoints, cluster = every_endpoint(client)
     rows: list[Status | ClientError] = []
     for endpoint in endpoints:
         try:
@@ -246,8 +257,10 @@ def _transfer(client: SyncClient, arguments: argparse.Namespace, output: Output)
 _TXN_DECODER = msgspec.json.Decoder(TxnBody)
 
 
-def _read_txn(path: str) -> tuple[list[txn.Compare], list[txn.Op], list[txn.Op]]:
-    """The txn of a /v1/txn body (keys and values as UTF-8 text) in `path` or stdin."""
+def _read_txn(path: str, in_base64: bool) -> tuple[list[txn.Compare], list[txn.Op], list[txn.Op]]:
+    """The txn of a /v1/txn body in `path` or stdin: keys and values as UTF-8 text, or
+    base64 (`in_base64`, as `/v1/txn?encoding=base64` reads them)."""
+    data_of = _from_base64 if in_base64 else _as_text
     where = "stdin" if path == "-" else path
     try:
         data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
@@ -261,19 +274,31 @@ def _read_txn(path: str) -> tuple[list[txn.Compare], list[txn.Op], list[txn.Op]]
             "usage", f"the txn in {where} sets client_id/sequence; the client numbers writes"
         )
     try:
-        compares = [_compare(compare) for compare in body.compares]
-        return compares, [_op(op) for op in body.success], [_op(op) for op in body.failure]
+        compares = [_compare(compare, data_of) for compare in body.compares]
+        success = [_op(op, data_of) for op in body.success]
+        return compares, success, [_op(op, data_of) for op in body.failure]
     except (TypeError, ValueError) as error:
         raise UsageError("invalid_request", f"the txn in {where}: {error}") from error
 
 
-def _compare(compare: CompareBody) -> txn.Compare:
-    key, op, operand = compare.key, compare.op, compare.value
+def _as_text(text: str) -> str:
+    return text
+
+
+def _from_base64(text: str) -> bytes:
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (UnicodeEncodeError, binascii.Error):
+        raise ValueError(f"not base64 (--base64-input): {text!r}") from None
+
+
+def _compare(compare: CompareBody, data_of: Callable[[str], txn.Data]) -> txn.Compare:
+    key, op, operand = data_of(compare.key), compare.op, compare.value
     match compare.target:
         case "value":
             if not isinstance(operand, str):
                 raise TypeError(f"a value compare takes a string, got {operand!r}")
-            return txn.value(key, op, operand)
+            return txn.value(key, op, data_of(operand))
         case "version":
             return txn.version(key, op, _integer(operand))
         case "create":
@@ -292,14 +317,15 @@ def _integer(operand: str | int) -> int:
     return operand
 
 
-def _op(op: OpBody) -> txn.Op:
+def _op(op: OpBody, data_of: Callable[[str], txn.Data]) -> txn.Op:
+    key = data_of(op.key)
     match op:
         case PutOpBody():
-            return txn.put(op.key, op.value, lease=op.lease, prev_kv=op.prev_kv)
+            return txn.put(key, data_of(op.value), lease=op.lease, prev_kv=op.prev_kv)
         case RangeOpBody():
             return txn.range(
-                op.key,
-                op.range_end,
+                key,
+                data_of(op.range_end),
                 prefix=op.prefix,
                 limit=op.limit,
                 revision=op.revision,
@@ -307,6 +333,6 @@ def _op(op: OpBody) -> txn.Op:
                 count_only=op.count_only,
             )
         case DeleteOpBody():
-            return txn.delete(op.key, op.range_end, prefix=op.prefix, prev_kv=op.prev_kv)
+            return txn.delete(key, data_of(op.range_end), prefix=op.prefix, prev_kv=op.prev_kv)
         case _:
             assert_never(op)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from raftkv.cli import EXIT_OK
-from raftkv.cli.arguments import argument_bytes, non_negative, positive
+from raftkv.cli.arguments import input_bytes, key_input_flags, non_negative, positive
 from raftkv.cli.output import Json, Output, add_row, new_table, print_json, print_table
 from raftkv.cli.running import Verb, run_verb
 from raftkv.client import SyncClient, WatchBatch, WatchEvent
@@ -63,15 +63,17 @@ def add_commands(
         "watch",
         help="print changes to a key, a prefix or a range as they happen",
         description="Print changes as they happen, until interrupted.",
-        parents=common,
+        parents=[*common, key_input_flags()],
     )
     watch.set_defaults(handler=run_verb(_watch))
     watch.add_argument("key", metavar="KEY", nargs="?", default=None, help="(default: all)")
     watch.add_argument("range_end", metavar="RANGE_END", nargs="?", default=None)
     watch.add_argument("--prefix", action="store_true", help="every key starting with KEY")
     watch.add_argument(
-        "--rev", type=non_negative, default=0, help="start at this revision (default: now)"
+        "--revision", type=non_negative, default=0, help="start at this revision (default: now)"
     )
+    # The old spelling, kept working for scripts (`get` and `range` say --revision).
+    watch.add_argument("--rev", dest="revision", type=non_negative, help=argparse.SUPPRESS)
     watch.add_argument("--prev-kv", action="store_true", help="show each key's previous value")
     watch.add_argument("--no-put", action="store_true", help="leave out puts")
     watch.add_argument("--no-delete", action="store_true", help="leave out deletes")
@@ -153,14 +155,16 @@ def _show(output: Output, document: Json) -> None:
 
 
 def _watch(client: SyncClient, arguments: argparse.Namespace, output: Output) -> int:
-    key = b"" if arguments.key is None else argument_bytes(arguments.key)
-    range_end = b"" if arguments.range_end is None else argument_bytes(arguments.range_end)
+    key = b"" if arguments.key is None else input_bytes(arguments, arguments.key, "key")
+    range_end = (
+        b"" if arguments.range_end is None else input_bytes(arguments, arguments.range_end, "end")
+    )
     watcher = client.watch(
         key,
         range_end,
         # No key at all: every key.
         prefix=arguments.prefix or arguments.key is None,
-        start_revision=arguments.rev,
+        start_revision=arguments.revision,
         prev_kv=arguments.prev_kv,
         no_put=arguments.no_put,
         no_delete=arguments.no_delete,

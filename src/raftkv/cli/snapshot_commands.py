@@ -1,4 +1,5 @@
-"""`raftkv snapshot save FILE` and `raftkv snapshot restore FILE`: backups.
+"""`raftkv snapshot save FILE` and `raftkv snapshot restore FILE`: backups (`snapshot status
+FILE`, what a backup holds, is `raftkv.cli.snapshot_status`).
 
 With `save --incremental DIR` the backup goes into a directory of backups that share
 unchanged chunks (`raftkv.server.backup_store`): each costs the disk what changed since;
@@ -81,6 +82,10 @@ def add_commands(subparsers: Any) -> None:
     )
     prune.add_argument("directory", metavar="DIR", type=Path)
     prune.set_defaults(handler=_prune)
+    # In a module of its own: it reads a backup without loading it (snapshot_status).
+    from raftkv.cli.snapshot_status import add_command as add_status  # noqa: PLC0415
+
+    add_status(verbs)
 
 
 def _save(arguments: argparse.Namespace) -> int:

@@ -1,5 +1,6 @@
 """The raftkv client: the HTTP/JSON API (`raftkv.server`) with retries, leader routing
-and exactly-once writes, for asyncio (`Client`) and for threads (`SyncClient`).
+and exactly-once writes, for asyncio (`Client`) and for threads (`SyncClient`), and the lock
+and election recipes for each (`Lock`/`Election`, `SyncLock`/`SyncElection`).
 
     from raftkv.client import Client, txn
 
@@ -88,7 +89,7 @@ from raftkv.client.errors import (
     Unavailable,
 )
 from raftkv.client.leases import KeptLease, SyncKeptLease
-from raftkv.client.recipes import Election, Lock, LockLost
+from raftkv.client.recipes import Election, Lock, LockLost, SyncElection, SyncLock
 from raftkv.client.results import (
     Alarm,
     Cluster,
@@ -153,7 +154,9 @@ __all__ = [
     "StaleSequence",
     "Status",
     "SyncClient",
+    "SyncElection",
     "SyncKeptLease",
+    "SyncLock",
     "SyncWatcher",
     "TxnResult",
     "Unavailable",

@@ -253,9 +253,11 @@ class Client:
 
     # -- the cluster -----------------------------------------------------------------------
 
-    async def status(self, endpoint: str | None = None) -> Status:
-        """A node's status: `endpoint`'s (one attempt), or any endpoint's."""
-        return await self._call(protocol.status(), endpoint)
+    async def status(self, endpoint: str | None = None, *, hash: bool = False) -> Status:
+        """A node's status: `endpoint`'s (one attempt), or any endpoint's. With `hash`,
+        also the SHA-256 of its whole committed KV state (`Status.hash`; a full scan on
+        the node, O(data): compare members' with `raftkv endpoint hashkv`)."""
+        return await self._call(protocol.status(hash), endpoint)
 
     async def cluster(self) -> Cluster:
         """The members as the leader sees them (only its answer has the match indexes,

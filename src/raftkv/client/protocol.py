@@ -484,7 +484,7 @@ def compact(revision: int) -> Request[CompactResult]:
     )
 
 
-def status() -> Request[Status]:
+def status(hash: bool = False) -> Request[Status]:
     def decode(content: bytes, endpoint: str) -> Decoded[Status]:
         answer = _read(StatusAnswer, content)
         result = Status(
@@ -502,10 +502,12 @@ def status() -> Request[Status]:
                 for alarm in answer.alarms
             ),
             removed=answer.removed,
+            hash=answer.hash,
         )
         return Decoded(result, answer.leader, removed=answer.removed)
 
-    return Request("GET", "/v1/status", (), None, Kind.READ, False, decode, "status")
+    params = (("hash", "true"),) if hash else ()
+    return Request("GET", "/v1/status", params, None, Kind.READ, False, decode, "status")
 
 
 def _decode_cluster(content: bytes, endpoint: str) -> Decoded[Cluster]:

@@ -118,6 +118,9 @@ class Status:
     # The node was removed from the cluster: it serves nothing but its status, health and
     # the member list (`role` and `leader` are what it knew then).
     removed: bool = False
+    # With `status(hash=True)`: the SHA-256 (hex) of the node's whole committed KV state,
+    # equal on members that applied the same log ("" when not asked for).
+    hash: str = ""
 
 
 @dataclass(frozen=True, slots=True)

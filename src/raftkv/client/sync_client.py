@@ -243,9 +243,11 @@ class SyncClient:
 
     # -- the cluster -----------------------------------------------------------------------
 
-    def status(self, endpoint: str | None = None) -> Status:
-        """A node's status: `endpoint`'s (one attempt), or any endpoint's."""
-        return self._call(protocol.status(), endpoint)
+    def status(self, endpoint: str | None = None, *, hash: bool = False) -> Status:
+        """A node's status: `endpoint`'s (one attempt), or any endpoint's. With `hash`,
+        also the SHA-256 of its whole committed KV state (`Status.hash`; a full scan on
+        the node, O(data): compare members' with `raftkv endpoint hashkv`)."""
+        return self._call(protocol.status(hash), endpoint)
 
     def cluster(self) -> Cluster:
         """The members as the leader sees them (only its answer has the match indexes,

@@ -1,0 +1,175 @@
+"""Maintenance verbs of the `raftkv` command, named as etcdctl names them: `compact
+REVISION`, `endpoint health` and `endpoint hashkv`. They take the common flags of
+`raftkv.cli.arguments` and fail as every client verb does (`raftkv.cli.running`).
+
+- `compact REVISION` discards the history before REVISION (`POST /v1/compact`); reads and
+  watches at older revisions are refused `compacted` after it.
+- `endpoint health` asks every endpoint given, and every member the cluster lists, for
+  `/health`, one attempt each; exit 4 if any is not healthy, naming them.
+- `endpoint hashkv` asks the same nodes for `/v1/status?hash=true`: the SHA-256 of each
+  one's whole committed KV state, beside the index it had applied. Members that applied
+  the same index have the same hash; a member whose hash differs at the same index has
+  diverged (the hash checks raise a CORRUPT alarm for it). Exit 4 if a node did not answer.
+
+`member update` (etcdctl's, changing a member's peer URL) has no counterpart: the server
+has no route for it. Remove the member and add it again at its new address instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+
+from raftkv.cli import EXIT_OK, EXIT_UNAVAILABLE
+from raftkv.cli.arguments import endpoints_hint, non_negative
+from raftkv.cli.errors import fail
+from raftkv.cli.output import Json, Output, add_row, new_table, print_json, print_table
+from raftkv.cli.running import Verb, run_verb
+from raftkv.client import ClientError, Cluster, Status, SyncClient
+
+__all__ = ["add_commands", "every_endpoint"]
+
+
+def add_commands(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: list[argparse.ArgumentParser],
+) -> None:
+    compact = subparsers.add_parser(
+        "compact",
+        help="discard the history before a revision",
+        description="Discard the history before REVISION: older revisions can no longer be "
+        "read or watched (compacted).",
+        parents=common,
+    )
+    compact.add_argument("revision", metavar="REVISION", type=non_negative)
+    compact.set_defaults(handler=run_verb(_compact))
+
+    endpoint = subparsers.add_parser(
+        "endpoint",
+        help="check every endpoint: health, state hash",
+        description="Ask every endpoint given and every member the cluster lists.",
+    )
+    verbs = endpoint.add_subparsers(dest="endpoint_command", metavar="VERB", required=True)
+
+    def verb(name: str, help_text: str, handler: Verb) -> None:
+        parser = verbs.add_parser(name, help=help_text, description=help_text, parents=common)
+        parser.set_defaults(handler=run_verb(handler))
+
+    verb("health", "whether each member answers /health (exit 4 if any does not)", _health)
+    verb("hashkv", "each member's hash of its whole KV state, at its applied index", _hashkv)
+
+
+def every_endpoint(client: SyncClient) -> tuple[list[str], Cluster | None]:
+    """The endpoints given, then every member's client URL the cluster lists (one endpoint
+    is enough to reach them all), and the cluster as the leader sees it (None if no
+    endpoint answered)."""
+    endpoints = list(client.endpoints)
+    cluster: Cluster | None = None
+    with contextlib.suppress(ClientError):
+        cluster = client.cluster()
+        for member in cluster.members:
+            url = member.client_url.rstrip("/")
+            if url and url not in endpoints:
+                endpoints.append(url)
+    return endpoints, cluster
+
+
+def _compact(client: SyncClient, arguments: argparse.Namespace, output: Output) -> int:
+    result = client.compact(arguments.revision)
+    if output.as_json:
+        print_json({"compacted": arguments.revision, "revision": result.revision})
+    else:
+        print(f"compacted the history before revision {arguments.revision}")
+    return EXIT_OK
+
+
+def _health(client: SyncClient, arguments: argparse.Namespace, output: Output) -> int:
+    endpoints, _ = every_endpoint(client)
+    rows: list[Json] = []
+    for endpoint in endpoints:
+        started = time.monotonic()
+        error = ""
+        try:
+            healthy = client.health(endpoint)
+            if not healthy:
+                error = "answered /health, not ok"
+        except ClientError as failure:
+            healthy, error = False, f"{failure.code}: {failure.message}"
+        took_ms = round((time.monotonic() - started) * 1000, 1)
+        row: Json = {"endpoint": endpoint, "health": healthy, "took_ms": took_ms}
+        if error:
+            row["error"] = error
+        rows.append(row)
+    if output.as_json:
+        print_json(rows)
+    else:
+        table = new_table("endpoint", "health", "took", "error")
+        for row in rows:
+            state = "healthy" if row["health"] else "unhealthy"
+            add_row(table, row["endpoint"], state, f"{row['took_ms']} ms", row.get("error", ""))
+        print_table(table)
+    unhealthy = [row["endpoint"] for row in rows if not row["health"]]
+    if unhealthy:
+        return fail(
+            EXIT_UNAVAILABLE,
+            "unhealthy",
+            f"{len(unhealthy)} of {len(rows)} endpoints unhealthy: {', '.join(unhealthy)}; "
+            f"{endpoints_hint(arguments)}",
+        )
+    return EXIT_OK
+
+
+def _hashkv(client: SyncClient, arguments: argparse.Namespace, output: Output) -> int:
+    endpoints, _ = every_endpoint(client)
+    rows: list[Status | ClientError] = []
+    for endpoint in endpoints:
+        try:
+            rows.append(client.status(endpoint, hash=True))
+        except ClientError as error:
+            rows.append(error)
+    if output.as_json:
+        print_json(
+            [_hash_json(endpoint, row) for endpoint, row in zip(endpoints, rows, strict=True)]
+        )
+    else:
+        table = new_table("endpoint", "id", "applied", "revision", "compacted", "hash")
+        for endpoint, row in zip(endpoints, rows, strict=True):
+            if isinstance(row, ClientError):
+                add_row(table, endpoint, "-", "-", "-", "-", f"error: {row.code}")
+                continue
+            add_row(
+                table,
+                endpoint,
+                str(row.id),
+                str(row.applied_index),
+                str(row.revision),
+                str(row.compacted_revision),
+                row.hash,
+            )
+        print_table(table)
+    silent = [
+        endpoint
+        for endpoint, row in zip(endpoints, rows, strict=True)
+        if isinstance(row, ClientError)
+    ]
+    if silent:
+        return fail(
+            EXIT_UNAVAILABLE,
+            "unavailable",
+            f"no hash from {', '.join(silent)}; {endpoints_hint(arguments)}",
+        )
+    return EXIT_OK
+
+
+def _hash_json(endpoint: str, row: Status | ClientError) -> Json:
+    if isinstance(row, ClientError):
+        return {"endpoint": endpoint, "error": {"code": row.code, "message": row.message}}
+    return {
+        "endpoint": endpoint,
+        "id": row.id,
+        "applied_index": row.applied_index,
+        "revision": row.revision,
+        "compacted_revision": row.compacted_revision,
+        "hash": row.hash,
+    }
