@@ -6,6 +6,7 @@ and no `*.part` file stays behind."""
 from __future__ import annotations
 
 import contextlib
+import json
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from cli_helpers import Cli, in_cluster, run_cli
 
 from raftkv.cli import EXIT_INVALID_BACKUP, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from raftkv.server.backup import BackupHeader, backup_chunks, open_backup
+from raftkv.server.identity import read_identity
 
 INITIAL = ["--id", "1", "--initial-cluster", "1=127.0.0.1:7999"]
 
@@ -171,9 +173,18 @@ def test_save_then_restore_through_the_cli(
 
     in_cluster(capsys, monkeypatch, test)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["b.raftkv"]
-    ran = run_cli(
-        capsys, monkeypatch, "snapshot", "restore", str(tmp_path / "b.raftkv"),
-        "--data-dir", str(tmp_path / "restored"), *INITIAL,
-    )  # fmt: skip
-    assert ran.code == EXIT_OK, ran.err
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["b.raftkv", "restored"]
+    cluster_ids = set()
+    for node in (1, 2):
+        ran = run_cli(
+            capsys, monkeypatch, "snapshot", "restore", str(tmp_path / "b.raftkv"),
+            "--data-dir", str(tmp_path / f"restored-{node}"), "--id", str(node),
+            "--initial-cluster", "1=127.0.0.1:7998,2=127.0.0.1:7999",
+        )  # fmt: skip
+        assert ran.code == EXIT_OK, ran.err
+        identity = read_identity(tmp_path / f"restored-{node}")
+        assert identity is not None and identity.cluster_id == json.loads(ran.out)["cluster_id"]
+        cluster_ids.add(identity.cluster_id)
+    # A new cluster id (etcd's restore does the same), on which the founders agree.
+    assert len(cluster_ids) == 1 and cluster_ids != {1}
+    names = ["b.raftkv", "restored-1", "restored-2"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == names

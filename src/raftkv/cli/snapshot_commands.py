@@ -9,8 +9,9 @@ unchanged chunks (`raftkv.server.backup_store`): each costs the disk what change
   streaming into FILE.part with a progress bar on a terminal, checks the file whole
   (magic, header, SHA-256) and only then renames it to FILE.
 - `restore` seeds a NEW data dir from a backup, as member `--id` of a new cluster of
-  `--initial-cluster` (the `raftkv serve` settings); restore every founder from the same
-  file, then start them with `raftkv serve`.
+  `--initial-cluster` (the `raftkv serve` settings) under a new cluster id (printed);
+  restore every founder from the same file, then start them with `raftkv serve
+  --cluster-id ID`.
 
 Exit codes as for every verb (raftkv.cli): 0 done; 2 usage or a local problem (bad flags,
 a data dir that is not empty, a file that cannot be read or written here); 3 the server
@@ -72,7 +73,8 @@ def add_commands(subparsers: Any) -> None:
         help="seed a new member's data dir from a backup",
         description="Restore FILE into a new --data-dir as member --id of a new cluster of "
         "--initial-cluster (every founder from the same file), then start it with "
-        "raftkv serve and the same settings.",
+        "raftkv serve, the same settings and --cluster-id as printed (a restored cluster "
+        "has a new id).",
     )
     restore.add_argument(
         "file", metavar="FILE", type=Path, help="a backup file, or DIR/backups/NAME.json"

@@ -5,15 +5,22 @@ Every founding member of the new cluster is restored from the same file with the
 `initial_cluster`: each then holds the backup's state at the backup's index, as a snapshot
 whose membership is the new founders, and they start as one cluster (etcd's snapshot
 restore). The data dir must not exist yet (or be empty): a restore never overwrites data.
+
+The new cluster gets a new cluster id (as etcd's restore does), so that its members and the
+source's refuse each other's messages: derived from the backup's checksum and the
+founders, every founder restored from the same file with the same `initial_cluster`
+records the same one in its `member.json`. `raftkv serve` is then started with it
+(`--cluster-id`, printed in the restore's JSON line).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,6 +35,8 @@ from raftkv.server.backup_store import read_manifest, write_assembled
 from raftkv.server.identity import DATABASE_DIR, check_identity, mark_raft_state
 from raftkv.server.runner import kv_settings
 from raftkv.server.settings import ServerSettings, SettingsInvalid
+
+_MAX_CLUSTER_ID = 2**63 - 1
 
 
 def restore(
@@ -49,17 +58,37 @@ def restore(
             KvStateMachine(MemoryAppData(), kv_settings(settings)).validate_snapshot(payload)
         except SnapshotInvalid as error:
             raise BackupInvalid(f"the backup's state is damaged: {error}") from error
-        revision = _build(data_dir, settings, header, payload, progress)
+        cluster_id = new_cluster_id(_checksum_of(path), settings.founders, settings.cluster_id)
+        restored = replace(settings, cluster_id=cluster_id)
+        revision = _build(data_dir, restored, header, payload, progress)
     return json.dumps(
         {
             "restored": str(backup),
             "data_dir": str(data_dir),
             "id": settings.id,
+            "cluster_id": cluster_id,
             "members": sorted(settings.founders),
             "index": header.index,
             "revision": revision,
         }
     )
+
+
+def new_cluster_id(checksum: bytes, founders: Mapping[int, str], previous: int) -> int:
+    """The restored cluster's id, in [1, 2**63 - 1]: the same for every founder restored
+    from the backup whose SHA-256 is `checksum` with the same founders; never `previous`
+    (the id in the settings, often the source's)."""
+    members = ",".join(f"{peer}={address}" for peer, address in sorted(founders.items()))
+    seed = hashlib.sha256(b"raftkv restored cluster\0" + checksum + members.encode()).digest()
+    cluster_id = int.from_bytes(seed[:8], "big") % _MAX_CLUSTER_ID + 1
+    return cluster_id if cluster_id != previous else cluster_id % _MAX_CLUSTER_ID + 1
+
+
+def _checksum_of(path: Path) -> bytes:
+    """A backup file's trailing SHA-256 (checked by open_backup)."""
+    with path.open("rb") as file:
+        file.seek(-32, os.SEEK_END)
+        return file.read(32)
 
 
 @contextlib.contextmanager
