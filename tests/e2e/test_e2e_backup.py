@@ -1,6 +1,7 @@
 """Backup and restore with real processes: `raftkv snapshot save` from a follower of a live
-cluster, `raftkv snapshot restore` into three new data dirs, the new cluster serves the same
-data (same KV state hash as the source at the backup's index) and takes writes."""
+cluster, `raftkv snapshot restore` into three new data dirs, the new cluster (with a new
+cluster id, the same on every founder) serves the same data (same KV state hash as the
+source at the backup's index; once it serves, the same data hash) and takes writes."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from kv_processes import KvProcessCluster, running_cluster
 
 from raftkv.kv import KvStateMachine
 from raftkv.raft.storage.rocks import RocksStorage
+from raftkv.testing.processes import wait_until
 
 
 def raftkv(*arguments: str) -> subprocess.CompletedProcess[str]:
@@ -50,7 +52,8 @@ def test_backup_restore_round_trip(tmp_path: Path) -> None:
         report = json.loads(saved.stdout)
         assert report["bytes"] == backup.stat().st_size and report["index"] >= 200
         # Nothing is written after the save: the source's state is the backup's.
-        source_hash = source.request(follower, "GET", "/v1/status?hash=true")[1]["hash"]
+        source_status = source.request(follower, "GET", "/v1/status?hash=true")[1]
+        source_hash, source_data_hash = source_status["hash"], source_status["data_hash"]
         unreachable = raftkv(
             "snapshot", "save", str(tmp_path / "none"), "--endpoints", "http://127.0.0.1:9"
         )
@@ -58,6 +61,7 @@ def test_backup_restore_round_trip(tmp_path: Path) -> None:
 
     target = KvProcessCluster(tmp_path / "target")
     cluster = ",".join(f"{node}=127.0.0.1:{target.peer_ports[node]}" for node in target.ids)
+    cluster_ids = set()
     for node in target.ids:
         data_dir = tmp_path / "target" / f"data-{node}"
         restored = raftkv(
@@ -65,7 +69,12 @@ def test_backup_restore_round_trip(tmp_path: Path) -> None:
             "--data-dir", str(data_dir), "--initial-cluster", cluster,
         )  # fmt: skip
         assert restored.returncode == 0, restored.stderr
+        cluster_ids.add(json.loads(restored.stdout)["cluster_id"])
+        assert json.loads((data_dir / "member.json").read_text())["cluster_id"] in cluster_ids
         assert state_hash(data_dir) == source_hash
+    # A new cluster id (the source's is 1), the same on every founder.
+    (cluster_id,) = cluster_ids
+    assert cluster_id != 1
     again = raftkv(
         "snapshot", "restore", str(backup), "--data-dir", str(tmp_path / "target" / "data-1"),
         "--initial-cluster", cluster,
@@ -74,12 +83,25 @@ def test_backup_restore_round_trip(tmp_path: Path) -> None:
     damaged = tmp_path / "damaged.raftkv"
     damaged.write_bytes(backup.read_bytes()[:-5])
     refused = raftkv("snapshot", "restore", str(damaged), "--data-dir", str(tmp_path / "x"))
-    assert refused.returncode == 1 and "checksum" in refused.stderr
+    assert refused.returncode == 5 and "checksum" in refused.stderr
     assert not (tmp_path / "x").exists()
 
     try:
-        target.start_all()
+        for node in target.ids:
+            target.start(
+                node, command=[*target.serve_command(node), "--cluster-id", str(cluster_id)]
+            )
         leader = target.wait_for_leader()
+
+        def published() -> bool:
+            members = target.request(leader, "GET", "/v1/cluster")[1]["members"]
+            return {member["client_url"] for member in members} == set(target.endpoints())
+
+        wait_until(published, 30, "every restored member to publish its client URL")
+        # Its members' client URLs are the new ones: the state hash differs from the
+        # source's, the hash of the user's data does not.
+        status = target.request(leader, "GET", "/v1/status?hash=true")[1]
+        assert status["data_hash"] == source_data_hash and status["hash"] != source_hash
         status, body = target.request(
             leader, "GET", "/v1/kv?key=backup/&prefix=true&count_only=true"
         )

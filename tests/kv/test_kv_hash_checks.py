@@ -21,8 +21,22 @@ from raftkv.kv import (
     encode_command,
 )
 from raftkv.kv.errors import InvalidRequest, LimitExceeded
-from raftkv.kv.hash_checks import MAX_CHECK_MEMBERS, hash_items, hash_state, judge
-from raftkv.kv.layout import HASH_CHECK_KEY, CorruptAlarm
+from raftkv.kv.hash_checks import (
+    MAX_CHECK_MEMBERS,
+    hash_items,
+    hash_state,
+    hash_state_and_data,
+    judge,
+)
+from raftkv.kv.layout import (
+    HASH_CHECK_KEY,
+    MVCC_META_KEY,
+    SESSIONS_META_KEY,
+    CorruptAlarm,
+    member_key,
+    session_age_key,
+    session_key,
+)
 from raftkv.raft.storage.memory import MemoryAppData
 from raftkv.raft.storage.rocks import RocksStorage
 
@@ -55,6 +69,22 @@ def test_the_hash_frames_every_key_and_value_so_no_two_item_lists_collide() -> N
 def test_the_state_hash_leaves_out_the_checks_own_record() -> None:
     items = [(b"h\x01", b"x"), (HASH_CHECK_KEY, b"record"), (b"k\x01", b"y")]
     assert hash_state(items) == hash_items([items[0], items[2]])
+
+
+def test_the_data_hash_leaves_out_what_each_cluster_writes_for_itself() -> None:
+    # A restored member publishes its own client URL: the state hash changes, the hash of
+    # the user's data does not (issue 14: "restored hash equals the source's").
+    user = [(b"h\x01", b"x"), (b"k\x01", b"y"), (b"l" + bytes(8), b"lease")]
+    user.append((MVCC_META_KEY, b"revision"))
+    own = [(member_key(1), b"http://source:8080"), (HASH_CHECK_KEY, b"check")]
+    own += [(SESSIONS_META_KEY, b"s"), (session_key("c"), b"r"), (session_age_key(3, "c"), b"")]
+    items = sorted(user + own)
+    state, data = hash_state_and_data(items)
+    assert state == hash_state(items)
+    assert data == hash_items(sorted(user))
+    moved = sorted([*user, (member_key(1), b"http://restored:9080")])
+    assert hash_state_and_data(moved)[1] == data
+    assert hash_state_and_data(moved)[0] != state
 
 
 def test_state_hash_is_the_hash_members_compare() -> None:

@@ -37,6 +37,10 @@ def test_round_trip_in_chunks() -> None:
         (b"RAFTKVBK", "truncated"),
         (whole(BackupHeader(9, 1, 1, 1, 1, 10)), "backup format 9"),
         (whole(BackupHeader(1, 1, 1, 1, 1, 11)), "wrong length"),
+        (whole(BackupHeader(1, 2**64 - 1, 1, 1, 1, 10)), "index 18446744073709551615 is out"),
+        (whole(BackupHeader(1, -5, 1, 1, 1, 10)), "index -5 is out of range"),
+        (whole(BackupHeader(1, 1, 0, 1, 1, 10)), "term 0 is out of range"),
+        (whole(BackupHeader(1, 1, 1, 1, 0, 10)), "node_id 0 is out of range"),
     ],
 )
 def test_a_broken_file_is_refused(broken: bytes, message: str) -> None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
-from raftkv.server.dev import _relay
+from raftkv.server.dev import _relay, removed_nodes
 
 
 def test_the_relay_finds_the_started_line_among_any_output(
@@ -31,3 +33,27 @@ def test_the_relay_finds_the_started_line_among_any_output(
         '[node 2] {"level": "info"}',
         "[node 2] plain",
     ]
+
+
+def test_removed_nodes_are_found_by_their_status() -> None:
+    # An old data dir whose node 1 was removed: `raftkv dev` must not say "ready".
+    async def scenario() -> list[int]:
+        servers = []
+        for removed in (True, False):
+
+            async def status(request: web.Request, removed: bool = removed) -> web.Response:
+                return web.json_response({"id": 1, "removed": True} if removed else {"id": 2})
+
+            app = web.Application()
+            app.router.add_get("/v1/status", status)
+            server = TestServer(app, host="127.0.0.1")
+            await server.start_server()
+            servers.append(server)
+        try:
+            endpoints = [str(server.make_url("")).rstrip("/") for server in servers]
+            return await removed_nodes([*endpoints, "http://127.0.0.1:9"])
+        finally:
+            for server in servers:
+                await server.close()
+
+    assert asyncio.run(scenario()) == [1]

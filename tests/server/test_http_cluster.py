@@ -79,10 +79,13 @@ def test_status_hash_is_equal_on_every_member_and_changes_with_the_data() -> Non
             for node in (1, 2, 3):
                 status, body = await api.call(node, "GET", "/v1/status?hash=true")
                 assert status == 200
-                hashes.add(msgspec.convert(body, StatusAnswer).hash)
-            assert len(hashes) == 1 and len(hashes.pop()) == 64
+                answer = msgspec.convert(body, StatusAnswer)
+                hashes.add((answer.hash, answer.data_hash))
+            assert len(hashes) == 1
+            state_hash, data_hash = hashes.pop()
+            assert len(state_hash) == len(data_hash) == 64
             status, body = await api.call(1, "GET", "/v1/status")
-            assert "hash" not in body  # a full scan only when asked
+            assert "hash" not in body and "data_hash" not in body  # a full scan only when asked
 
     run_scenario(scenario)
 

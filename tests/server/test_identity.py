@@ -16,13 +16,15 @@ from raftkv.server.identity import (
     mark_raft_state,
     read_identity,
 )
-from raftkv.server.settings import ServerSettings
+from raftkv.server.settings import ServerSettings, SettingsInvalid
 
 
 def test_a_new_data_dir_has_no_raft_state_until_marked(tmp_path: Path) -> None:
     settings = ServerSettings(data_dir=tmp_path / "node", id=1)
     identity = check_identity(settings)
-    assert identity == Identity(node_id=1, cluster_id=1, has_raft_state=False)
+    assert identity == Identity(
+        1, cluster_id=1, has_raft_state=False, peer_address="127.0.0.1:7080"
+    )
     marked = mark_raft_state(settings.data_dir, identity)
     assert marked.has_raft_state
     assert read_identity(settings.data_dir) == marked
@@ -46,3 +48,25 @@ def test_an_identity_file_of_an_older_version_reads_as_without_state(tmp_path: P
     data_dir.mkdir()
     (data_dir / IDENTITY_FILE).write_text(json.dumps({"node_id": 1, "cluster_id": 1}))
     assert check_identity(ServerSettings(data_dir=data_dir, id=1)).has_raft_state is False
+
+
+def test_a_start_whose_listen_peer_is_not_the_recorded_peer_address_warns_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    founders = {"initial_cluster": {1: "127.0.0.1:7090", 2: "127.0.0.1:7091"}}
+    made = ServerSettings(data_dir=tmp_path / "node", id=1, listen_peer="0.0.0.0:7090", **founders)
+    assert check_identity(made).peer_address == "127.0.0.1:7090"
+    for listen_peer in ("127.0.0.1:7090", "0.0.0.0:7090", "localhost:7090"):
+        check_identity(ServerSettings(data_dir=tmp_path / "node", id=1, listen_peer=listen_peer))
+    assert caplog.records == []
+    check_identity(ServerSettings(data_dir=tmp_path / "node", id=1))  # default 127.0.0.1:7080
+    (record,) = caplog.records
+    assert record.levelname == "WARNING"
+    message = record.getMessage()
+    assert "reach it at 127.0.0.1:7090" in message and "--listen-peer 127.0.0.1:7090" in message
+
+
+def test_another_cluster_id_says_which_to_start_with(tmp_path: Path) -> None:
+    check_identity(ServerSettings(data_dir=tmp_path / "node", id=1, cluster_id=77))
+    with pytest.raises(SettingsInvalid, match="start it with --cluster-id 77"):
+        check_identity(ServerSettings(data_dir=tmp_path / "node", id=1))

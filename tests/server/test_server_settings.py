@@ -140,7 +140,7 @@ def test_a_data_dir_keeps_its_identity(tmp_path: Path) -> None:
     check_identity(settings)  # the same node: accepted
     with pytest.raises(SettingsInvalid, match="belongs to node 1 of cluster 1, not node 2"):
         check_identity(ServerSettings(data_dir=tmp_path / "node", id=2, initial_cluster={2: "h:1"}))
-    with pytest.raises(SettingsInvalid, match="not node 1 of cluster 7"):
+    with pytest.raises(SettingsInvalid, match="cluster 1, not 7: start it with --cluster-id 1"):
         check_identity(ServerSettings(data_dir=tmp_path / "node", cluster_id=7))
     (tmp_path / "node" / IDENTITY_FILE).write_bytes(b"\x00garbage")
     with pytest.raises(SettingsInvalid, match="cannot read"):

@@ -91,6 +91,11 @@ class StatusAnswer(msgspec.Struct, frozen=True, omit_defaults=True):
     # on members that applied the same log. The hash members compare in hash checks (it
     # leaves out the checks' own record).
     hash: str = ""
+    # With ?hash=true: sha256 of the user's data only (keys, their history, leases, the
+    # MVCC revision), leaving out what each cluster writes for itself (its members'
+    # published client URLs, hash checks, client sessions): equal on a cluster restored
+    # from a backup and on the source at the backup, also once the restored members serve.
+    data_hash: str = ""
     # The cluster's alarms, by member (left out when there is none).
     alarms: list[AlarmAnswer] = msgspec.field(default_factory=list)
     # This member was removed from the cluster: it answers only status, health, cluster

@@ -14,7 +14,8 @@ aiohttp) happen inside the server handlers only, so client verbs start fast.
 Exit codes (shared by every verb; scripts can test them):
   0 success; 1 not found (get of a missing key); 2 usage error (bad flags or settings);
   3 refused by the server (a 4xx answer: bad request, limit, compacted...);
-  4 unavailable (no endpoint answered, or 503/504 after retries: outcome may be unknown).
+  4 unavailable (no endpoint answered, or 503/504 after retries: outcome may be unknown);
+  5 invalid backup (`snapshot`: the file is not a whole, valid raftkv backup).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ EXIT_NOT_FOUND = 1
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
 EXIT_UNAVAILABLE = 4
+EXIT_INVALID_BACKUP = 5
 
 
 def build_parser() -> argparse.ArgumentParser:

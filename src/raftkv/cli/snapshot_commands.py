@@ -10,12 +10,14 @@ unchanged chunks (`raftkv.server.backup_store`): each costs the disk what change
   streaming into FILE.part with a progress bar on a terminal, checks the file whole
   (magic, header, SHA-256) and only then renames it to FILE.
 - `restore` seeds a NEW data dir from a backup, as member `--id` of a new cluster of
-  `--initial-cluster` (the `raftkv serve` settings); restore every founder from the same
-  file, then start them with `raftkv serve`.
+  `--initial-cluster` (the `raftkv serve` settings) under a new cluster id (printed);
+  restore every founder from the same file, then start them with `raftkv serve
+  --cluster-id ID`.
 
-Exit codes as for every verb (raftkv.cli): 0 done; 2 usage (bad flags, a data dir that is
-not empty); 3 the server refused; 4 no endpoint served it; 1 the file is not a whole
-backup.
+Exit codes as for every verb (raftkv.cli): 0 done; 2 usage or a local problem (bad flags,
+a data dir that is not empty, a file that cannot be read or written here); 3 the server
+refused; 4 no endpoint served it; 5 the file is not a whole, valid backup. A failed
+`save` leaves no FILE.part behind.
 """
 
 from __future__ import annotations
@@ -27,13 +29,18 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from raftkv.cli import EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_USAGE
+from raftkv.cli import (
+    EXIT_INVALID_BACKUP,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+)
 from raftkv.cli.arguments import endpoints_of
 from raftkv.cli.errors import fail
 
-EXIT_INVALID = 1
 _CHUNK_BYTES = 1 << 20
 
 
@@ -67,7 +74,8 @@ def add_commands(subparsers: Any) -> None:
         help="seed a new member's data dir from a backup",
         description="Restore FILE into a new --data-dir as member --id of a new cluster of "
         "--initial-cluster (every founder from the same file), then start it with "
-        "raftkv serve and the same settings.",
+        "raftkv serve, the same settings and --cluster-id as printed (a restored cluster "
+        "has a new id).",
     )
     restore.add_argument(
         "file", metavar="FILE", type=Path, help="a backup file, or DIR/backups/NAME.json"
@@ -89,17 +97,40 @@ def add_commands(subparsers: Any) -> None:
 
 
 def _save(arguments: argparse.Namespace) -> int:
-    import httpx  # noqa: PLC0415
-
-    from raftkv.server.backup import BackupInvalid, read_backup  # noqa: PLC0415
-
     endpoints = endpoints_of(arguments)
     target: Path = arguments.file
     if arguments.incremental:
-        target.mkdir(parents=True, exist_ok=True)
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            return _local_error(target, error)
         partial = target / ".download.part"
     else:
+        if target.is_dir():
+            return fail(
+                EXIT_USAGE,
+                "usage",
+                f"{target} is a directory: name the backup file (e.g. {target / 'backup.raftkv'}), "
+                "or add to a directory of backups with --incremental",
+            )
+        if not target.parent.is_dir():
+            return fail(EXIT_USAGE, "usage", f"{target.parent} is not a directory: create it first")
         partial = target.with_name(target.name + ".part")
+    try:
+        return _download_and_keep(arguments, endpoints, target, partial)
+    finally:
+        # Whatever happened (a refusal, a local error, Ctrl-C): no partial file stays behind.
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+
+
+def _download_and_keep(
+    arguments: argparse.Namespace, endpoints: str, target: Path, partial: Path
+) -> int:
+    import httpx  # noqa: PLC0415
+
+    from raftkv.server.backup import BackupInvalid, open_backup  # noqa: PLC0415
+
     failures = []
     for endpoint in [url.strip().rstrip("/") for url in endpoints.split(",") if url.strip()]:
         try:
@@ -113,15 +144,22 @@ def _save(arguments: argparse.Namespace) -> int:
                         return fail(EXIT_REFUSED, "refused", failures[-1])
                     continue
                 total = int(response.headers.get("content-length", "0"))
-                _download(response.iter_bytes(_CHUNK_BYTES), partial, total)
-        except (httpx.HTTPError, OSError) as error:
+                try:
+                    file = partial.open("wb")
+                except OSError as error:
+                    return _local_error(partial, error)
+                with file:
+                    _download(response.iter_bytes(_CHUNK_BYTES), file, total)
+        except httpx.HTTPError as error:
             failures.append(f"{endpoint}: {error}")
             continue
+        except OSError as error:  # writing the file (the stream's own errors are httpx's)
+            return _local_error(partial, error)
         try:
-            header, _ = read_backup(partial.read_bytes())
+            with open_backup(partial) as (header, _):
+                pass
         except BackupInvalid as error:
-            partial.unlink(missing_ok=True)
-            return fail(EXIT_INVALID, "invalid_backup", f"{endpoint}: {error}")
+            return fail(EXIT_INVALID_BACKUP, "invalid_backup", f"{endpoint}: {error}")
         if arguments.incremental:
             return _save_increment(target, partial, endpoint)
         os.replace(partial, target)
@@ -138,8 +176,13 @@ def _save(arguments: argparse.Namespace) -> int:
             flush=True,
         )
         return EXIT_OK
-    partial.unlink(missing_ok=True)
     return fail(EXIT_UNAVAILABLE, "unavailable", "; ".join(failures) or "no endpoint given")
+
+
+def _local_error(path: Path, error: OSError) -> int:
+    """A problem with a file here (not the server's: retrying will not help)."""
+    reason = error.strerror or str(error)
+    return fail(EXIT_USAGE, "local_error", f"{path}: {reason}")
 
 
 def _save_increment(directory: Path, partial: Path, endpoint: str) -> int:
@@ -177,7 +220,7 @@ def _prune(arguments: argparse.Namespace) -> int:
     try:
         pieces, size = prune(directory)
     except BackupInvalid as error:
-        return fail(EXIT_INVALID, "invalid_backup", f"nothing removed: {error}")
+        return fail(EXIT_INVALID_BACKUP, "invalid_backup", f"nothing removed: {error}")
     print(json.dumps({"removed_pieces": pieces, "removed_bytes": size}), flush=True)
     return EXIT_OK
 
@@ -199,20 +242,19 @@ def _restore_progress() -> Iterator[Callable[[int, int], None] | None]:
         yield progress
 
 
-def _download(chunks: Any, path: Path, total: int) -> None:
-    """Write `chunks` to `path`, with a progress bar when stderr is a terminal."""
-    with path.open("wb") as file:
-        if not sys.stderr.isatty():
-            for chunk in chunks:
-                file.write(chunk)
-            return
-        from rich.progress import Progress  # noqa: PLC0415
+def _download(chunks: Any, file: BinaryIO, total: int) -> None:
+    """Write `chunks` to `file`, with a progress bar when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        for chunk in chunks:
+            file.write(chunk)
+        return
+    from rich.progress import Progress  # noqa: PLC0415
 
-        with Progress(transient=True) as progress:
-            task = progress.add_task("downloading the backup", total=total or None)
-            for chunk in chunks:
-                file.write(chunk)
-                progress.advance(task, len(chunk))
+    with Progress(transient=True) as progress:
+        task = progress.add_task("downloading the backup", total=total or None)
+        for chunk in chunks:
+            file.write(chunk)
+            progress.advance(task, len(chunk))
 
 
 def _restore(arguments: argparse.Namespace) -> int:
@@ -229,7 +271,14 @@ def _restore(arguments: argparse.Namespace) -> int:
     except SettingsInvalid as error:
         return fail(EXIT_USAGE, "usage", str(error))
     except BackupInvalid as error:
-        return fail(EXIT_INVALID, "invalid_backup", f"{arguments.file}: {error}")
+        return fail(EXIT_INVALID_BACKUP, "invalid_backup", f"{arguments.file}: {error}")
     except OSError as error:
-        return fail(EXIT_USAGE, "usage", f"{arguments.file}: {error}")
+        return _local_error(arguments.file, error)
+    except MemoryError:
+        return fail(
+            EXIT_USAGE,
+            "local_error",
+            f"{arguments.file}: not enough memory to restore this backup (its state is "
+            "written as one batch): restore on a machine with more memory",
+        )
     return EXIT_OK

@@ -56,6 +56,10 @@ from raftkv.kv.commands import ClearCorruptAlarm, HashCheck, HashCheckRequest, H
 from raftkv.kv.errors import InvalidRequest, LimitExceeded
 from raftkv.kv.layout import (
     HASH_CHECK_KEY,
+    MEMBER_PREFIX,
+    SESSION_AGE_PREFIX,
+    SESSION_PREFIX,
+    SESSIONS_META_KEY,
     CorruptAlarm,
     HashCheckRecord,
     decode_record,
@@ -80,28 +84,68 @@ _RECORD_DECODER = msgspec.msgpack.Decoder(HashCheckRecord)
 Reason = Literal["minority", "no_majority"]
 
 
-def hash_items(items: Iterable[tuple[bytes, bytes]]) -> bytes:
-    """SHA-256 over every item in order, each as a 4-byte big-endian length and the bytes
-    of its key, then of its value (so no two different sequences of items hash alike).
-    Pure and thread-safe: run it on a worker thread over a frozen copy."""
-    digest = hashlib.sha256()
-    buffer = bytearray()
-    for key, value in items:
+class _ItemHasher:
+    """SHA-256 over items, each as a 4-byte big-endian length and the bytes of its key,
+    then of its value (so no two different sequences of items hash alike)."""
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self._buffer = bytearray()
+
+    def update(self, key: bytes, value: bytes) -> None:
+        buffer = self._buffer
         buffer += len(key).to_bytes(4, "big")
         buffer += key
         buffer += len(value).to_bytes(4, "big")
         buffer += value
         if len(buffer) >= _SLICE_BYTES:
-            digest.update(buffer)
+            self._digest.update(buffer)
             buffer.clear()
-    digest.update(buffer)
-    return digest.digest()
+
+    def digest(self) -> bytes:
+        self._digest.update(self._buffer)
+        self._buffer.clear()
+        return self._digest.digest()
+
+
+def hash_items(items: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """SHA-256 over every item in order (see _ItemHasher). Pure and thread-safe: run it on
+    a worker thread over a frozen copy."""
+    hasher = _ItemHasher()
+    for key, value in items:
+        hasher.update(key, value)
+    return hasher.digest()
 
 
 def hash_state(items: Iterable[tuple[bytes, bytes]]) -> bytes:
     """`hash_items` over a store's items (its whole AppData space, in key order) but this
     module's record: what members compare."""
     return hash_items(item for item in items if item[0] != HASH_CHECK_KEY)
+
+
+def is_cluster_record(key: bytes) -> bool:
+    """Whether the stored `key` is the cluster's own bookkeeping rather than the user's
+    data: a member's published client URL, the hash checks, a client session."""
+    return (
+        key.startswith(MEMBER_PREFIX)
+        or key in (HASH_CHECK_KEY, SESSIONS_META_KEY)
+        or key[:1] in (SESSION_PREFIX, SESSION_AGE_PREFIX)
+    )
+
+
+def hash_state_and_data(items: Iterable[tuple[bytes, bytes]]) -> tuple[bytes, bytes]:
+    """In one pass over a store's items: `hash_state`, and the hash of the user's data only
+    (keys, their history, leases, the MVCC revision: every item but `is_cluster_record`'s).
+    The state hash is what members compare; the data hash is what a backup restored into a
+    new cluster keeps once its members serve and publish their own client URLs."""
+    state, data = _ItemHasher(), _ItemHasher()
+    for key, value in items:
+        if key == HASH_CHECK_KEY:
+            continue
+        state.update(key, value)
+        if not is_cluster_record(key):
+            data.update(key, value)
+    return state.digest(), data.digest()
 
 
 @dataclass(frozen=True, slots=True)

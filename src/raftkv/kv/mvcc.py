@@ -73,7 +73,7 @@ from raftkv.kv.errors import (
     LeaseNotFound,
     ScanTooLarge,
 )
-from raftkv.kv.hash_checks import hash_state
+from raftkv.kv.hash_checks import hash_state, hash_state_and_data
 from raftkv.kv.layout import (
     FORMAT_VERSION,
     HISTORY_PREFIX,
@@ -670,6 +670,12 @@ class MvccView:
     def state_hash(self) -> str:
         """See MvccStore.state_hash: over the view's state."""
         return state_hash(self._source.scan())
+
+    def state_and_data_hashes(self) -> tuple[str, str]:
+        """The state hash and the user data's hash (hash_checks.hash_state_and_data, in
+        hex), in one scan of the view's state."""
+        state, data = hash_state_and_data(self._source.scan())
+        return state.hex(), data.hex()
 
     def close(self) -> None:
         """Release the view (idempotent; from any thread: a read under way stops)."""

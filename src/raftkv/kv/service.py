@@ -396,6 +396,12 @@ class KvService:
         """sha256 of this node's committed state (MvccStore.state_hash), read off the loop."""
         return await self._read(lambda view: view.state_hash(), scans=True)
 
+    async def state_and_data_hashes(self) -> tuple[str, str]:
+        """The state hash and the hash of the user's data only (keys, history, leases, the
+        revision: not the members' client URLs, hash checks or client sessions), in one
+        scan off the loop (MvccView.state_and_data_hashes)."""
+        return await self._read(lambda view: view.state_and_data_hashes(), scans=True)
+
     # -- this member ----------------------------------------------------------------------
 
     @property

@@ -248,7 +248,7 @@ class KvStateMachine:
 
     def restore(
         self,
-        data: bytes,
+        data: bytes | memoryview,
         index: int,
         term: int,
         *,
@@ -266,7 +266,7 @@ class KvStateMachine:
         self._store, self._sessions, self._members, self._hash_checks = self._open()
         self.watch_hub.reset()
 
-    def validate_snapshot(self, data: bytes) -> None:
+    def validate_snapshot(self, data: bytes | memoryview) -> None:
         """ValidatesSnapshots: SnapshotInvalid unless `restore(data)` would succeed and
         leave a store this build can open and apply to: every chunk decodes, the items are
         in strictly increasing key order, and each is a record of the layout
@@ -463,13 +463,14 @@ def _encode_snapshot(items: Iterator[tuple[bytes, bytes]]) -> bytes:
     return encode_container(chunks, prefix=_CHUNKED_MAGIC)
 
 
-def _snapshot_runs(data: bytes) -> Iterator[list[tuple[bytes, bytes]]]:
+def _snapshot_runs(data: bytes | memoryview) -> Iterator[list[tuple[bytes, bytes]]]:
     """The items of a snapshot of any version this build reads, in their stored order: one
-    run per chunk (version 3), or all of them at once (versions 1 and 2)."""
-    if data.startswith(_CHUNKED_MAGIC):
+    run per chunk (version 3), or all of them at once (versions 1 and 2). `data` may be a
+    view (of a backup file mapped into memory)."""
+    if bytes(data[: len(_CHUNKED_MAGIC)]) == _CHUNKED_MAGIC:
         yield from _chunked_runs(data)
         return
-    if data.startswith(_ZSTD_MAGIC):
+    if bytes(data[: len(_ZSTD_MAGIC)]) == _ZSTD_MAGIC:
         data = _decompress(data, MAX_SNAPSHOT_BYTES, "KV snapshot")
     try:
         snapshot = _SNAPSHOT_DECODER.decode(data)
@@ -483,7 +484,7 @@ def _snapshot_runs(data: bytes) -> Iterator[list[tuple[bytes, bytes]]]:
     yield snapshot.items
 
 
-def _chunked_runs(data: bytes) -> Iterator[list[tuple[bytes, bytes]]]:
+def _chunked_runs(data: bytes | memoryview) -> Iterator[list[tuple[bytes, bytes]]]:
     try:
         container = read_container(data, verify=True)
     except ChunksInvalid as error:

@@ -13,13 +13,18 @@ Layout, every integer big-endian:
   refused before anything is written.
 
 This module only encodes and checks (msgspec and hashlib): the CLI verifies a download
-without loading the server.
+without loading the server. `open_backup` checks a file without reading it into memory:
+the checksum is computed reading it in slices, and the payload is a view of the file
+mapped into memory (the OS reads it in as it is used).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import mmap
 from collections.abc import Iterator
+from pathlib import Path
 
 import msgspec
 
@@ -28,6 +33,9 @@ FORMAT_VERSION = 1
 _DIGEST_BYTES = 32
 # A header is a few dozen bytes; anything larger is not one of ours.
 _MAX_HEADER_BYTES = 1 << 16
+# Raft indexes and terms, revisions: int64 everywhere they are stored or answered.
+_MAX_INT64 = 2**63 - 1
+_READ_BYTES = 1 << 20
 
 
 class BackupInvalid(ValueError):
@@ -63,14 +71,19 @@ def backup_chunks(header: BackupHeader, payload: bytes, chunk_bytes: int) -> Ite
     yield digest.digest()
 
 
-def read_backup(data: bytes) -> tuple[BackupHeader, bytes]:
-    """The header and payload of a backup file's bytes; BackupInvalid if it is not whole."""
-    if not data.startswith(MAGIC):
+def read_backup(data: bytes | memoryview) -> tuple[BackupHeader, memoryview]:
+    """The header and payload (a view of `data`) of a backup file's bytes; BackupInvalid
+    if it is not whole, or its header is out of range."""
+    view = memoryview(data)
+    if bytes(view[: len(MAGIC)]) != MAGIC:
         raise BackupInvalid("not a raftkv backup (wrong magic)")
-    if len(data) < len(MAGIC) + 4 + _DIGEST_BYTES:
+    if len(view) < len(MAGIC) + 4 + _DIGEST_BYTES:
         raise BackupInvalid("the backup is truncated")
-    body, digest = data[:-_DIGEST_BYTES], data[-_DIGEST_BYTES:]
-    if hashlib.sha256(body).digest() != digest:
+    body, digest = view[:-_DIGEST_BYTES], view[-_DIGEST_BYTES:]
+    checksum = hashlib.sha256()
+    for offset in range(0, len(body), _READ_BYTES):
+        checksum.update(body[offset : offset + _READ_BYTES])
+    if checksum.digest() != digest:
         raise BackupInvalid("the backup's checksum does not match: truncated or damaged")
     length = int.from_bytes(body[len(MAGIC) : len(MAGIC) + 4], "big")
     start = len(MAGIC) + 4
@@ -80,11 +93,50 @@ def read_backup(data: bytes) -> tuple[BackupHeader, bytes]:
         header = msgspec.msgpack.decode(body[start : start + length], type=BackupHeader)
     except msgspec.DecodeError as error:
         raise BackupInvalid(f"the backup header does not decode: {error}") from error
-    if header.format_version != FORMAT_VERSION:
-        raise BackupInvalid(
-            f"backup format {header.format_version}; this build reads {FORMAT_VERSION}"
-        )
+    check_header(header)
     payload = body[start + length :]
     if len(payload) != header.payload_bytes:
         raise BackupInvalid("the backup payload has the wrong length")
     return header, payload
+
+
+def check_header(header: BackupHeader) -> None:
+    """BackupInvalid unless every field is one a real backup can hold: a node restored at an
+    index or term of 2**64 - 1 (or -5) would write it and die at its first entry."""
+    if header.format_version != FORMAT_VERSION:
+        raise BackupInvalid(
+            f"backup format {header.format_version}; this build reads {FORMAT_VERSION}"
+        )
+    ranges = {
+        "index": (header.index, 1),
+        "term": (header.term, 1),
+        "revision": (header.revision, 0),
+        "node_id": (header.node_id, 1),
+        "payload_bytes": (header.payload_bytes, 0),
+    }
+    for name, (value, low) in ranges.items():
+        if not low <= value <= _MAX_INT64:
+            raise BackupInvalid(
+                f"the backup header's {name} {value} is out of range [{low}, 2**63-1]: "
+                "not a backup raftkv made"
+            )
+
+
+@contextlib.contextmanager
+def open_backup(path: Path) -> Iterator[tuple[BackupHeader, memoryview]]:
+    """`read_backup` over the file at `path`, mapped into memory rather than read: the
+    payload is valid inside the `with` only. BackupInvalid if it is not a whole backup;
+    OSError if it cannot be opened."""
+    with path.open("rb") as file:
+        if bytes(file.read(len(MAGIC))) != MAGIC:  # before mapping a file of any size
+            raise BackupInvalid("not a raftkv backup (wrong magic)")
+        mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+    view = memoryview(mapped)
+    try:
+        yield read_backup(view)
+    finally:
+        # A view of it still held (by the caller, or a traceback's frames) keeps it open;
+        # the garbage collector unmaps it then.
+        with contextlib.suppress(BufferError):
+            view.release()
+            mapped.close()

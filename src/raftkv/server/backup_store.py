@@ -22,18 +22,27 @@ backup is deleting its manifest; `prune` removes the pieces no manifest names.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import msgspec
 
 from raftkv.raft.snapshot_chunks import transfer_chunks
 from raftkv.server.backup import BackupHeader, BackupInvalid, encode_prefix, read_backup
 
-__all__ = ["SavedIncrement", "assemble", "prune", "read_manifest", "save_increment"]
+__all__ = [
+    "SavedIncrement",
+    "assemble",
+    "prune",
+    "read_manifest",
+    "save_increment",
+    "write_assembled",
+]
 
 MANIFEST_VERSION = 1
 # The longest piece (a payload region longer than this is cut).
@@ -142,9 +151,21 @@ def read_manifest(manifest_path: Path) -> Manifest:
 def assemble(manifest_path: Path) -> bytes:
     """The backup file a manifest names, every piece and the whole checked (BackupInvalid
     if anything is missing, altered or not a manifest)."""
+    output = io.BytesIO()
+    manifest = write_assembled(manifest_path, output)
+    backup = output.getvalue()
+    header, _ = read_backup(backup)
+    if header != manifest.header:
+        raise BackupInvalid("the assembled backup's header differs from the manifest's")
+    return backup
+
+
+def write_assembled(manifest_path: Path, output: BinaryIO) -> Manifest:
+    """Write the backup file a manifest names to `output`, one piece in memory at a time,
+    each piece checked (BackupInvalid if one is missing or altered); the manifest. The
+    caller checks the whole (`read_backup`) and that its header is the manifest's."""
     manifest = read_manifest(manifest_path)
     chunks_dir = manifest_path.parent.parent / "chunks"
-    parts: list[bytes] = []
     for position, piece in enumerate(manifest.pieces):
         try:
             data = (chunks_dir / piece.sha256).read_bytes()
@@ -152,12 +173,8 @@ def assemble(manifest_path: Path) -> bytes:
             raise BackupInvalid(f"piece {position} ({piece.sha256}) is missing: {error}") from error
         if len(data) != piece.size or hashlib.sha256(data).hexdigest() != piece.sha256:
             raise BackupInvalid(f"piece {position} ({piece.sha256}) is damaged")
-        parts.append(data)
-    backup = b"".join(parts)
-    header, _ = read_backup(backup)
-    if header != manifest.header:
-        raise BackupInvalid("the assembled backup's header differs from the manifest's")
-    return backup
+        output.write(data)
+    return manifest
 
 
 def prune(directory: Path) -> tuple[int, int]:

@@ -107,6 +107,16 @@ async def run_dev(cluster: DevCluster) -> int:
             relays.append(asyncio.create_task(_relay(node, process.stderr, started[node])))
         if not await _wait_started(children, started, stop):
             return 1
+        removed = await removed_nodes(cluster.endpoints())
+        if removed:
+            print(
+                f"raftkv dev: node(s) {', '.join(map(str, removed))} of the old cluster in "
+                f"{cluster.data_dir} were removed from it, so they answer every request with "
+                f"'stopped': to start over, stop this and delete {cluster.data_dir}",
+                file=sys.stderr,
+                flush=True,
+            )
+            return 1
         print(
             json.dumps({"cluster": "ready", "endpoints": cluster.endpoints()}),
             flush=True,
@@ -143,6 +153,24 @@ async def run_dev(cluster: DevCluster) -> int:
             relay.cancel()
         for number in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(number)
+
+
+async def removed_nodes(endpoints: list[str], timeout_s: float = 10.0) -> list[int]:
+    """The nodes (1-based, in endpoint order) whose `/v1/status` says they were removed
+    from the cluster: a data dir left by an earlier run in which they were. A node that
+    does not answer is not counted (its own log says why)."""
+    import aiohttp  # noqa: PLC0415
+
+    removed = []
+    client_timeout = aiohttp.ClientTimeout(total=timeout_s)
+    async with aiohttp.ClientSession(timeout=client_timeout) as session:
+        for node, endpoint in enumerate(endpoints, start=1):
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
+                async with session.get(f"{endpoint}/v1/status") as response:
+                    status = await response.json()
+                    if isinstance(status, dict) and status.get("removed") is True:
+                        removed.append(node)
+    return removed
 
 
 async def _wait_started(

@@ -17,16 +17,25 @@ the database. That is what makes a lost database visible:
 
 Files written before `has_raft_state` existed read as False; the first start whose database
 holds state sets it.
+
+`peer_address`: the address the other members were told to reach this one at (its entry in
+`initial_cluster`, else `listen_peer`), recorded when the data dir is made (or restored). A
+start whose `listen_peer` cannot be that address logs one warning: the node would listen
+where nobody calls (a restored node started with another `--listen-peer` than its
+`--initial-cluster` entry). Files written before it existed record "" and are not checked.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import msgspec
 
-from raftkv.server.settings import ServerSettings, SettingsInvalid
+from raftkv.server.settings import ServerSettings, SettingsInvalid, split_address
+
+logger = logging.getLogger("raftkv.server")
 
 IDENTITY_FILE = "member.json"
 DATABASE_DIR = "db"
@@ -36,6 +45,7 @@ class Identity(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     node_id: int
     cluster_id: int
     has_raft_state: bool = False
+    peer_address: str = ""
 
 
 class StateLost(Exception):
@@ -82,17 +92,54 @@ def check_identity(settings: ServerSettings) -> Identity:
                 f"data dir {data_dir} holds a database but no {IDENTITY_FILE}: "
                 "refusing to guess whose it is"
             )
-        identity = Identity(node_id=settings.id, cluster_id=settings.cluster_id)
+        identity = Identity(
+            node_id=settings.id,
+            cluster_id=settings.cluster_id,
+            peer_address=settings.founders.get(settings.id, settings.listen_peer),
+        )
         write_identity(data_dir, identity)
         return identity
-    if (found.node_id, found.cluster_id) != (settings.id, settings.cluster_id):
+    if found.node_id != settings.id:
         raise SettingsInvalid(
             f"data dir {data_dir} belongs to node {found.node_id} of cluster "
             f"{found.cluster_id}, not node {settings.id} of cluster {settings.cluster_id}"
         )
+    if found.cluster_id != settings.cluster_id:
+        raise SettingsInvalid(
+            f"data dir {data_dir} belongs to cluster {found.cluster_id}, not "
+            f"{settings.cluster_id}: start it with --cluster-id {found.cluster_id} (a cluster "
+            "restored from a backup has a new id, printed by raftkv snapshot restore)"
+        )
     if found.has_raft_state and not (data_dir / DATABASE_DIR).exists():
         raise state_lost(data_dir, found.node_id, "its database directory is gone")
+    if not can_listen_at(settings.listen_peer, found.peer_address):
+        logger.warning(
+            "node %d: the other members reach it at %s (recorded in %s), but "
+            "--listen-peer is %s: they cannot reach it; start it with --listen-peer %s",
+            settings.id,
+            found.peer_address,
+            data_dir / IDENTITY_FILE,
+            settings.listen_peer,
+            found.peer_address,
+        )
     return found
+
+
+def can_listen_at(listen_peer: str, peer_address: str) -> bool:
+    """Whether listening on `listen_peer` can serve calls to `peer_address` (True if
+    `peer_address` is unknown): the same port, and the same host or every interface."""
+    if not peer_address:
+        return True
+    try:
+        listen_host, listen_port = split_address(listen_peer)
+        host, port = split_address(peer_address)
+    except ValueError:
+        return True  # a malformed address is the settings' to refuse
+    hosts = {host} | (_LOOPBACK if host in _LOOPBACK else set())
+    return listen_port == port and listen_host in hosts | {"0.0.0.0", "::", ""}
+
+
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 def mark_raft_state(data_dir: Path, identity: Identity) -> Identity:

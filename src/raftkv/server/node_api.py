@@ -68,7 +68,9 @@ class NodeHandlers:
 
     async def status(self, request: web.Request) -> web.Response:
         # The hash first: it is read off the loop, and the rest must be as of the answer.
-        digest = await self.service.state_hash() if bool_query(request, "hash") else ""
+        digest, data_digest = "", ""
+        if bool_query(request, "hash"):
+            digest, data_digest = await self.service.state_and_data_hashes()
         service = self.service
         status = service.status()
         return json_answer(
@@ -87,6 +89,7 @@ class NodeHandlers:
                 pending_proposals=status.pending_proposals,
                 pending_reads=status.pending_reads,
                 hash=digest,
+                data_hash=data_digest,
                 alarms=[
                     AlarmAnswer("CORRUPT", alarm.member_id, alarm.check_index, alarm.reason)
                     for alarm in service.corrupt_alarms()
