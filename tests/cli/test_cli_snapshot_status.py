@@ -1,5 +1,5 @@
 """`raftkv snapshot status FILE`: a backup's header and size, checked whole (streamed, not
-loaded), and one error line with exit 1 for a file that is not a whole backup."""
+loaded), and one error line with exit 5 for a file that is not a whole backup."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from cli_helpers import run_cli
 
-from raftkv.cli import EXIT_OK, EXIT_USAGE
-from raftkv.cli.snapshot_commands import EXIT_INVALID
+from raftkv.cli import EXIT_INVALID_BACKUP, EXIT_OK, EXIT_USAGE
 from raftkv.server.backup import FORMAT_VERSION, BackupHeader, backup_chunks
 
 Capsys = pytest.CaptureFixture[str]
@@ -52,8 +51,8 @@ def test_snapshot_status_says_what_a_backup_holds(
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        (lambda data: data[:-1], "header says"),  # truncated
-        (lambda data: data + b"x", "header says"),  # extra bytes
+        (lambda data: data[:-1], "truncated or damaged"),
+        (lambda data: data + b"x", "truncated or damaged"),
         (lambda data: data[:100] + bytes([data[100] ^ 1]) + data[101:], "checksum"),
         (lambda data: b"NOTABACK" + data[8:], "wrong magic"),
         (lambda data: data[:10], "truncated"),
@@ -66,7 +65,7 @@ def test_snapshot_status_refuses_a_damaged_backup_in_one_line(
     path = tmp_path / "backup.bin"
     path.write_bytes(damage(write_backup(path)))  # type: ignore[operator]
     ran = run_cli(capsys, monkeypatch, "snapshot", "status", str(path))
-    assert (ran.code, ran.out) == (EXIT_INVALID, "")
+    assert (ran.code, ran.out) == (EXIT_INVALID_BACKUP, "")
     assert ran.err.startswith(f"raftkv: invalid_backup: {path}: ") and message in ran.err
     assert len(ran.err.splitlines()) == 1
 
