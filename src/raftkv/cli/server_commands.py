@@ -18,6 +18,7 @@ from raftkv.server.settings import (
     SETTING_NAMES,
     ServerSettings,
     SettingsInvalid,
+    environment_warnings,
     flag_of,
     load_settings,
     render_settings,
@@ -103,11 +104,15 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_of(arguments: argparse.Namespace) -> ServerSettings:
+    """The settings of the flags, environment and file; a warning line on stderr for each
+    RAFTKV_* variable that sets nothing but looks like a typo of a setting's name."""
     flags = {
         name: getattr(arguments, f"setting_{name}")
         for name in SETTING_NAMES
         if getattr(arguments, f"setting_{name}") is not None
     }
+    for warning in environment_warnings():
+        print(f"raftkv: warning: {warning}", file=sys.stderr)
     return load_settings(flags, config_file=arguments.config)
 
 
