@@ -2,7 +2,10 @@
 
 `serve` takes every `ServerSettings` setting as a flag (see `raftkv serve --help`), also
 settable through `RAFTKV_*` variables and a TOML file (`--config`); precedence: flag,
-environment, file, default. A bad setting exits 2 with one line naming it.
+environment, file, default. A bad setting (or a file one names that cannot be used) exits 2
+with one line naming it, before anything is created; a node that cannot start here (a port
+in use, a data dir it cannot write, a database damaged or in use, lost state) exits 1 with
+one line saying what and what to do; so does a node that fails while serving.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from raftkv.server.settings import (
     setting_doc,
     setting_type,
 )
+
+# `raftkv serve`: the node could not start here, or failed while serving (see above).
+EXIT_START_FAILED = 1
 
 
 def add_commands(subparsers: Any) -> None:
@@ -126,8 +132,11 @@ def _serve(arguments: argparse.Namespace) -> int:
     from raftkv.raft.driver.errors import StateUnusable  # noqa: PLC0415
     from raftkv.raft.storage.base import StorageCorrupt  # noqa: PLC0415
     from raftkv.raft.storage.rocks import StorageOpenError  # noqa: PLC0415
+    from raftkv.raft.transport.base import TransportError  # noqa: PLC0415
+    from raftkv.raft.transport.grpc_settings import TransportSettingsInvalid  # noqa: PLC0415
     from raftkv.server.identity import StateLost  # noqa: PLC0415
     from raftkv.server.logs import configure_logging  # noqa: PLC0415
+    from raftkv.server.preflight import StartFailed  # noqa: PLC0415
     from raftkv.server.runner import JoinFailed, run_server, started_line  # noqa: PLC0415
 
     log_context = configure_logging(settings.log_level, settings.log_format, settings.id)
@@ -140,22 +149,24 @@ def _serve(arguments: argparse.Namespace) -> int:
                 log_context=log_context,
             )
         )
-    except SettingsInvalid as error:
+    except (SettingsInvalid, TransportSettingsInvalid) as error:
         print(f"raftkv serve: {error}", file=sys.stderr)
         return EXIT_USAGE
     except (
         OSError,
+        StartFailed,
+        TransportError,
         JoinFailed,
         StateLost,
         StateUnusable,
         StorageCorrupt,
         StorageOpenError,
     ) as error:
-        # The client port is taken; no cluster to join; the data dir lost its state, or
-        # what is stored is damaged or cannot be used; the database cannot be opened. One
-        # line each, no traceback.
-        print(f"raftkv serve: {error}", file=sys.stderr)
-        return 1
+        # A port is taken; the data dir cannot be written; no cluster to join; the data
+        # dir lost its state, or what is stored is damaged or cannot be used; the database
+        # cannot be opened. One line each, no traceback.
+        print(f"raftkv serve: {' '.join(str(error).split())}", file=sys.stderr)
+        return EXIT_START_FAILED
 
 
 def _dev(arguments: argparse.Namespace) -> int:
