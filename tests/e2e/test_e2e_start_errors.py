@@ -136,8 +136,17 @@ def tls_flags(ca: Path, cert: Path, key: Path) -> list[str]:
 
 def test_unusable_peer_tls_files_name_the_setting_and_create_nothing(tmp_path: Path) -> None:
     certificate, key, other_key = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "k2.pem"
-    write_self_signed(certificate, write_key(key))
+    signing_key = write_key(key)
+    write_self_signed(certificate, signing_key)
     write_key(other_key)
+    encrypted = tmp_path / "encrypted.pem"
+    encrypted.write_bytes(
+        signing_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("not a certificate\n")
     cases = [
@@ -145,6 +154,8 @@ def test_unusable_peer_tls_files_name_the_setting_and_create_nothing(tmp_path: P
         (tls_flags(garbage, certificate, key), "setting peer_ca_file: "),
         (tls_flags(certificate, garbage, key), "settings peer_cert_file and peer_key_file: "),
         (tls_flags(certificate, certificate, other_key), "not a PEM certificate and its own"),
+        # Refused, not prompted for on the terminal: gRPC cannot use an encrypted key.
+        (tls_flags(certificate, certificate, encrypted), "its own unencrypted private key"),
     ]
     for flags, expected in cases:
         line = refusal(serve(tmp_path, *flags), EXIT_USAGE, "raftkv serve")

@@ -2,8 +2,9 @@
 cannot start leaves no data dir behind and says why in one line naming the setting:
 
 - the peer TLS files (`peer_ca_file`, `peer_cert_file`, `peer_key_file`) can be read, hold
-  PEM certificates, and the certificate matches the key (gRPC itself reports a bad file
-  only as "Failed to bind", after the data dir exists): `SettingsInvalid`;
+  PEM certificates, and the certificate matches the key, which is not encrypted (gRPC
+  itself reports a bad file only as "Failed to bind", after the data dir exists):
+  `SettingsInvalid`;
 - `listen_client` and `listen_peer` resolve and can be bound now (a port another process
   holds, a host this machine does not have): `StartFailed`.
 
@@ -56,12 +57,15 @@ def check_peer_tls(settings: ServerSettings) -> None:
             f"({_reason(error)})"
         ) from error
     try:
-        context.load_cert_chain(settings.peer_cert_file, settings.peer_key_file)
+        # No password: gRPC cannot use an encrypted key, and OpenSSL must not prompt.
+        context.load_cert_chain(
+            settings.peer_cert_file, settings.peer_key_file, password=lambda: b""
+        )
     except ssl.SSLError as error:
         raise SettingsInvalid(
             f"settings peer_cert_file and peer_key_file: {settings.peer_cert_file} and "
-            f"{settings.peer_key_file} are not a PEM certificate and its own private key "
-            f"({_reason(error)})"
+            f"{settings.peer_key_file} are not a PEM certificate and its own unencrypted "
+            f"private key ({_reason(error)})"
         ) from error
 
 
