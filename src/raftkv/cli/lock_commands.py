@@ -5,10 +5,10 @@ The lock lives under the prefix `NAME/` on a lease of `--ttl` seconds kept alive
 background. Once held, it prints one JSON line `{"lock", "key", "token"}` (the token is the
 fencing token: pass it to whatever the command protects) and runs COMMAND with
 `RAFTKV_LOCK_KEY` and `RAFTKV_LOCK_TOKEN` in its environment; the command's exit code is
-`raftkv`'s. Without a command it holds the lock until Ctrl-C. Options may come before or
-after NAME, and end at `--`: `raftkv lock NAME --ttl 15 -- COMMAND`. If the lease is lost while
+`raftkv`'s. Without a command it holds the lock until Ctrl-C. If the lease is lost while
 the command runs (the cluster could not be reached for a TTL), the command is sent SIGTERM
-and `raftkv` exits 4 with `lock_lost`: someone else may hold the lock by then.
+and `raftkv` exits 4 with `lock_lost`: someone else may hold the lock by then. Options may
+come before or after NAME and end at `--`: `raftkv lock NAME --ttl 15 -- COMMAND`.
 """
 
 from __future__ import annotations
