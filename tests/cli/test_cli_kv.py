@@ -300,3 +300,23 @@ def test_bad_flags_exit_2(capsys: Capsys, monkeypatch: Patch, argv: list[str]) -
 def test_a_bad_endpoint_is_a_usage_error(capsys: Capsys, monkeypatch: Patch) -> None:
     ran = run_cli(capsys, monkeypatch, "get", "k", "--endpoints", "ftp://x")
     assert ran.code == EXIT_USAGE and ran.err.startswith("raftkv: usage: an endpoint is")
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["serve", "--bogus"], "raftkv: usage: unrecognized arguments: --bogus (see raftkv serve"),
+        (["get"], "raftkv: usage: the following arguments are required: KEY (see raftkv get"),
+        ([], "raftkv: usage: the following arguments are required: COMMAND (see raftkv --help)"),
+    ],
+)
+def test_a_command_line_that_does_not_parse_is_one_line(
+    capsys: Capsys, monkeypatch: Patch, argv: list[str], line: str
+) -> None:
+    try:
+        ran = run_cli(capsys, monkeypatch, *argv)
+        code, err = ran.code, ran.err
+    except SystemExit as exited:
+        code, err = int(str(exited.code)), capsys.readouterr().err
+    assert code == EXIT_USAGE
+    assert err.startswith(line) and err.count("\n") == 1, err

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_helpers import Cli, in_cluster
+from cli_helpers import Cli, in_cluster, run_cli
 
 from raftkv.cli import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 
@@ -59,3 +59,36 @@ def test_a_command_whose_lock_is_lost_is_stopped(capsys: Capsys) -> None:
 
     assert asyncio.run(scenario()) == EXIT_UNAVAILABLE
     assert "lock_lost" in capsys.readouterr().err
+
+
+def test_raftkv_commands_run_under_a_lock_and_options_may_follow_the_name(
+    capsys: Capsys, monkeypatch: Patch
+) -> None:
+    """Issue 14, item 5: the RAFTKV_LOCK_* variables the lock exports are no settings, so
+    `raftkv config show` (like `serve`) runs under it; `--endpoints` after NAME is the
+    lock's option, not the start of the command."""
+    config_show = [sys.executable, "-m", "raftkv", "config", "show", "--id", "2"]
+
+    async def test(cli: Cli) -> None:
+        ran = await cli("lock", "jobs/x", "--", *config_show)
+        assert ran.code == EXIT_OK, ran.err
+        endpoint = cli.api.endpoints()[0]
+        # Only the flag reaches the cluster: the variable names a port nothing listens on.
+        monkeypatch.setenv("RAFTKV_ENDPOINTS", "http://127.0.0.1:1")
+        ran = await cli(
+            "lock", "jobs/x", "--endpoints", endpoint, "--ttl", "15", "--", *config_show
+        )
+        assert ran.code == EXIT_OK, ran.err
+        unclear = await cli("lock", "jobs/x", "--ttl", "5", "true")
+        assert unclear.code == EXIT_USAGE and "raftkv lock NAME [OPTIONS] -- COMMAND" in unclear.err
+
+    in_cluster(capsys, monkeypatch, test)
+
+
+def test_a_bad_option_after_the_name_is_refused_in_one_line(
+    capsys: Capsys, monkeypatch: Patch
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        run_cli(capsys, monkeypatch, "lock", "jobs/x", "--ttl", "0", "--", "true")
+    assert exited.value.code == EXIT_USAGE
+    assert capsys.readouterr().err.startswith("raftkv: usage: argument --ttl")

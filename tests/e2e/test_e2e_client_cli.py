@@ -90,6 +90,28 @@ def test_every_cli_verb_and_its_exit_code(cluster: KvProcessCluster) -> None:
     assert unavailable.returncode == EXIT_UNAVAILABLE, unavailable.stderr
 
 
+def test_raftkv_runs_under_raftkv_lock(cluster: KvProcessCluster) -> None:
+    """Issue 14, item 5: `raftkv lock` exports RAFTKV_LOCK_KEY/TOKEN, which are no settings:
+    `raftkv config show` under the lock prints its settings (it used to exit 2), and the
+    lock's options may follow its name."""
+    ran = subprocess.run(
+        [
+            *(sys.executable, "-m", "raftkv", "lock", "e2e-lock"),
+            *("--endpoints", cluster.endpoints()[0], "--ttl", "15", "--"),
+            *(sys.executable, "-m", "raftkv", "config", "show", "--id", "7"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ran.returncode == EXIT_OK, ran.stderr
+    held, *shown = ran.stdout.splitlines()
+    assert json.loads(held)["lock"] == "e2e-lock"
+    assert "id = 7" in shown
+    assert ran.stderr == ""  # not even a warning
+
+
 def test_the_client_writes_through_a_leader_kill_and_a_graceful_leader_stop(
     cluster: KvProcessCluster,
 ) -> None:

@@ -67,6 +67,7 @@ def rewrite_term(database: Path, term: int) -> None:
 def refusal(answer: subprocess.CompletedProcess[str]) -> str:
     assert answer.returncode == 1, answer.stderr
     assert "Traceback" not in answer.stderr, answer.stderr
+    assert "node 1 stopped" not in answer.stderr, answer.stderr  # it never started
     last = answer.stderr.strip().splitlines()[-1]
     assert last.startswith("raftkv serve: node 1: "), answer.stderr
     return last

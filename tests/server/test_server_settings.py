@@ -11,6 +11,7 @@ from raftkv.server.identity import IDENTITY_FILE, check_identity
 from raftkv.server.settings import (
     ServerSettings,
     SettingsInvalid,
+    environment_warnings,
     load_settings,
     parse_cluster,
     render_settings,
@@ -45,6 +46,32 @@ def test_precedence_is_flag_then_environment_then_file_then_default(tmp_path: Pa
 def test_the_test_suites_variables_are_not_settings() -> None:
     environ = {"RAFTKV_TEST_SIM_SEEDS": "0:10", "RAFTKV_TEST_FUZZ_SCALE": "3"}
     assert load_settings({}, environ=environ) == load_settings({}, environ={})
+    assert environment_warnings(environ) == []
+
+
+def test_other_raftkv_variables_are_ignored_and_near_misses_warned() -> None:
+    environ = {
+        "RAFTKV_LOCK_KEY": "jobs/0000000000000001",
+        "RAFTKV_LOCK_TOKEN": "7",
+        "RAFTKV_ENDPOINTS": "http://127.0.0.1:8080",
+        "RAFTKV_SOMETHING_ELSE": "x",
+        "RAFTKV_LISTEN_CLEINT": "127.0.0.1:1",
+    }
+    assert load_settings({}, environ=environ) == load_settings({}, environ={})
+    assert environment_warnings(environ) == [
+        "ignoring environment variable RAFTKV_LISTEN_CLEINT: not a setting; did you mean "
+        "RAFTKV_LISTEN_CLIENT?"
+    ]
+
+
+def test_a_range_error_names_the_file_it_came_from(tmp_path: Path) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text("max_key_bytes = 9000\nmax_body_bytes = 5000\nelection_ticks = 3\n")
+    with pytest.raises(SettingsInvalid, match=r"setting max_key_bytes \(from .*node\.toml\)"):
+        load_settings({}, environ={}, config_file=config)
+    # The flag outranks the file: the election timeout is blamed on the flag's setting.
+    with pytest.raises(SettingsInvalid, match=r"setting tick_interval_ms \(from flag --tick"):
+        load_settings({"tick_interval_ms": "10"}, environ={}, config_file=config)
 
 
 def test_the_initial_cluster_reads_as_text_or_a_toml_table(tmp_path: Path) -> None:
@@ -64,29 +91,96 @@ def test_the_initial_cluster_reads_as_text_or_a_toml_table(tmp_path: Path) -> No
     ("flags", "environ", "message"),
     [
         ({"id": "zero"}, {}, "setting id (from flag --id): expected an integer"),
-        ({"id": "0"}, {}, "setting id: must be a positive integer"),
+        ({"id": "0"}, {}, "setting id (from flag --id): must be a positive integer"),
+        ({"id": str(2**64)}, {}, "setting id (from flag --id): must be a positive integer below"),
+        ({}, {"RAFTKV_CLUSTER_ID": str(2**64)}, "setting cluster_id (from environment variable"),
         ({"listen_client": "8080"}, {}, "setting listen_client (from flag --listen-client)"),
         ({"listen_client": "::1:8080"}, {}, "IPv6 host needs brackets"),
         ({}, {"RAFTKV_ELECTION_TICKS": "x"}, "environment variable RAFTKV_ELECTION_TICKS"),
-        ({}, {"RAFTKV_LISTEN_CLEINT": "h:1"}, "unknown setting RAFTKV_LISTEN_CLEINT"),
         ({"initial_cluster": "1=h:1,1=h:2"}, {}, "node 1 is listed twice"),
         ({"initial_cluster": "2=h:1"}, {}, "must list this node (id 1)"),
         ({"initial_cluster": "x=h:1"}, {}, "node ids are positive integers"),
         ({"log_level": "loud"}, {}, "setting log_level"),
-        ({"election_ticks": "1"}, {}, "election_ticks: must be greater than heartbeat_ticks"),
+        ({"election_ticks": "1"}, {}, "election_ticks (from flag --election-ticks): must be gr"),
+        ({"heartbeat_ticks": "20"}, {}, "heartbeat_ticks (from flag --heartbeat-ticks): must be l"),
+        (
+            {"heartbeat_ticks": "20"},
+            {"RAFTKV_ELECTION_TICKS": "20"},
+            "setting heartbeat_ticks (from flag --heartbeat-ticks)",
+        ),
+        (
+            {"election_ticks": "20"},
+            {"RAFTKV_HEARTBEAT_TICKS": "20"},
+            "setting election_ticks (from flag --election-ticks)",
+        ),
+        ({"tick_interval_ms": str(2**63 - 1)}, {}, "tick_interval_ms (from flag --tick-interval"),
+        (
+            {"tick_interval_ms": "1", "election_ticks": "2"},
+            {},
+            "election_ticks (from flag --election-ticks): the election timeout tick_interval_ms x "
+            "election_ticks (1 x 2 = 2 ms) must be in 100..60000 ms",
+        ),
+        ({}, {"RAFTKV_TICK_INTERVAL_MS": "5"}, "tick_interval_ms (from environment variable RAFT"),
+        ({"max_key_bytes": "5000", "max_body_bytes": "4000"}, {}, "setting max_key_bytes (from"),
+        ({"max_body_bytes": "4000"}, {}, "setting max_body_bytes (from flag --max-body-bytes): "),
+        ({"max_body_bytes": str(10**29)}, {}, "max_body_bytes (from flag --max-body-bytes): must"),
         ({"peer_ca_file": "ca.pem"}, {}, "give all three or none"),
-        ({"request_timeout_s": "-1"}, {}, "request_timeout_s: must be a positive number"),
-        ({}, {"RAFTKV_SNAPSHOT_CACHE_BYTES": "-1"}, "snapshot_cache_bytes: must be >= 0"),
-        ({"max_snapshot_chunks_in_flight": "0"}, {}, "max_snapshot_chunks_in_flight: must be"),
-        ({"max_snapshot_bytes": "0"}, {}, "max_snapshot_bytes: must be >= 1"),
-        ({"snapshot_every_bytes": "-5"}, {}, "snapshot_every_bytes: must be >= 0"),
-        ({"watch_no_leader_timeout_s": "-1"}, {}, "watch_no_leader_timeout_s: must be >= 0"),
-        ({"max_client_connections": "0"}, {}, "max_client_connections: must be >= 1"),
-        ({}, {"RAFTKV_MAX_RESPONSE_BYTES": "0"}, "max_response_bytes: must be >= 1"),
-        ({"max_scan_entries": "0"}, {}, "max_scan_entries: must be >= 1"),
-        ({"read_threads": "0"}, {}, "read_threads: must be >= 1"),
-        ({"http_body_timeout_s": "0"}, {}, "http_body_timeout_s: must be a positive number"),
-        ({"http_keepalive_timeout_s": "-1"}, {}, "http_keepalive_timeout_s: must be a positive"),
+        (
+            {"request_timeout_s": "-1"},
+            {},
+            "request_timeout_s (from flag --request-timeout-s): must be a positive number",
+        ),
+        (
+            {},
+            {"RAFTKV_SNAPSHOT_CACHE_BYTES": "-1"},
+            "(from environment variable RAFTKV_SNAPSHOT_CACHE_BYTES): must be >= 0",
+        ),
+        (
+            {"max_snapshot_chunks_in_flight": "0"},
+            {},
+            "max_snapshot_chunks_in_flight (from flag --max-snapshot-chunks-in-flight): must be",
+        ),
+        (
+            {"max_snapshot_bytes": "0"},
+            {},
+            "max_snapshot_bytes (from flag --max-snapshot-bytes): must be >= 1",
+        ),
+        (
+            {"snapshot_every_bytes": "-5"},
+            {},
+            "snapshot_every_bytes (from flag --snapshot-every-bytes): must be >= 0",
+        ),
+        (
+            {"watch_no_leader_timeout_s": "-1"},
+            {},
+            "watch_no_leader_timeout_s (from flag --watch-no-leader-timeout-s): must be >= 0",
+        ),
+        (
+            {"max_client_connections": "0"},
+            {},
+            "max_client_connections (from flag --max-client-connections): must be >= 1",
+        ),
+        (
+            {},
+            {"RAFTKV_MAX_RESPONSE_BYTES": "0"},
+            "(from environment variable RAFTKV_MAX_RESPONSE_BYTES): must be >= 1",
+        ),
+        (
+            {"max_scan_entries": "0"},
+            {},
+            "max_scan_entries (from flag --max-scan-entries): must be >= 1",
+        ),
+        ({"read_threads": "0"}, {}, "read_threads (from flag --read-threads): must be >= 1"),
+        (
+            {"http_body_timeout_s": "0"},
+            {},
+            "http_body_timeout_s (from flag --http-body-timeout-s): must be a positive number",
+        ),
+        (
+            {"http_keepalive_timeout_s": "-1"},
+            {},
+            "http_keepalive_timeout_s (from flag --http-keepalive-timeout-s): must be a positive",
+        ),
     ],
 )
 def test_a_bad_setting_is_refused_naming_it(

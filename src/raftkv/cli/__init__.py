@@ -16,6 +16,8 @@ Exit codes (shared by every verb; scripts can test them):
   3 refused by the server (a 4xx answer: bad request, limit, compacted...);
   4 unavailable (no endpoint answered, or 503/504 after retries: outcome may be unknown);
   5 invalid backup (`snapshot`: the file is not a whole, valid raftkv backup).
+A command line that does not parse prints one line, `raftkv: usage: <what> (see raftkv
+VERB --help)`, and exits 2.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
@@ -30,6 +33,14 @@ EXIT_USAGE = 2
 EXIT_REFUSED = 3
 EXIT_UNAVAILABLE = 4
 EXIT_INVALID_BACKUP = 5
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser whose errors are one line (not the usage, then the error): the
+    subcommands' parsers are of the same class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"raftkv: usage: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         snapshot_commands,
     )
 
-    parser = argparse.ArgumentParser(
+    # Annotated as the base class: add_subparsers makes parsers of type(parser) at run time.
+    parser: argparse.ArgumentParser = _Parser(
         prog="raftkv", description="raftkv: a Raft-replicated key-value store"
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -58,7 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    arguments = parser.parse_args(argv)
+    arguments, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # Found by the verb's parser but reported by the top one: name the verb's help.
+        print(
+            f"raftkv: usage: unrecognized arguments: {' '.join(unknown)} "
+            f"(see raftkv {arguments.command} --help)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     code: int = arguments.handler(arguments)
     return code
 

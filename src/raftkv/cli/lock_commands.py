@@ -7,7 +7,8 @@ fencing token: pass it to whatever the command protects) and runs COMMAND with
 `RAFTKV_LOCK_KEY` and `RAFTKV_LOCK_TOKEN` in its environment; the command's exit code is
 `raftkv`'s. Without a command it holds the lock until Ctrl-C. If the lease is lost while
 the command runs (the cluster could not be reached for a TTL), the command is sent SIGTERM
-and `raftkv` exits 4 with `lock_lost`: someone else may hold the lock by then.
+and `raftkv` exits 4 with `lock_lost`: someone else may hold the lock by then. Options may
+come before or after NAME and end at `--`: `raftkv lock NAME --ttl 15 -- COMMAND`.
 """
 
 from __future__ import annotations
@@ -45,11 +46,24 @@ def add_commands(
     lock.add_argument("--ttl", type=positive, default=10, help="lease TTL in seconds (10)")
     lock.add_argument("command", metavar="COMMAND", nargs=argparse.REMAINDER,
                       help="after --: the command to run while holding the lock")  # fmt: skip
-    lock.set_defaults(handler=_lock)
+    lock.set_defaults(handler=_lock, lock_parser=lock)
 
 
 def _lock(arguments: argparse.Namespace) -> int:
     command: list[str] = list(arguments.command)
+    if command and command[0] != "--" and ("--" in command or command[0].startswith("-")):
+        # argparse.REMAINDER took everything after NAME, options too: parse those up to
+        # `--` as this verb's (a bad one exits 2 naming it).
+        end = command.index("--") if "--" in command else len(command)
+        reparsed = arguments.lock_parser.parse_args([*command[:end], arguments.name])
+        if reparsed.command:
+            return fail(
+                EXIT_USAGE,
+                "usage",
+                f"cannot tell options from the command in {' '.join(command)!r}: "
+                "write raftkv lock NAME [OPTIONS] -- COMMAND",
+            )
+        arguments, command = reparsed, command[end:]
     if command and command[0] == "--":
         command = command[1:]
     if not arguments.name:

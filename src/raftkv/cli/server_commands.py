@@ -2,7 +2,10 @@
 
 `serve` takes every `ServerSettings` setting as a flag (see `raftkv serve --help`), also
 settable through `RAFTKV_*` variables and a TOML file (`--config`); precedence: flag,
-environment, file, default. A bad setting exits 2 with one line naming it.
+environment, file, default. A bad setting (or a file one names that cannot be used) exits 2
+with one line naming it, before anything is created; a node that cannot start here (a port
+in use, a data dir it cannot write, a database damaged or in use, lost state) exits 1 with
+one line saying what and what to do; so does a node that fails while serving.
 """
 
 from __future__ import annotations
@@ -18,12 +21,16 @@ from raftkv.server.settings import (
     SETTING_NAMES,
     ServerSettings,
     SettingsInvalid,
+    environment_warnings,
     flag_of,
     load_settings,
     render_settings,
     setting_doc,
     setting_type,
 )
+
+# `raftkv serve`: the node could not start here, or failed while serving (see above).
+EXIT_START_FAILED = 1
 
 
 def add_commands(subparsers: Any) -> None:
@@ -103,11 +110,15 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_of(arguments: argparse.Namespace) -> ServerSettings:
+    """The settings of the flags, environment and file; a warning line on stderr for each
+    RAFTKV_* variable that sets nothing but looks like a typo of a setting's name."""
     flags = {
         name: getattr(arguments, f"setting_{name}")
         for name in SETTING_NAMES
         if getattr(arguments, f"setting_{name}") is not None
     }
+    for warning in environment_warnings():
+        print(f"raftkv: warning: {warning}", file=sys.stderr)
     return load_settings(flags, config_file=arguments.config)
 
 
@@ -121,9 +132,12 @@ def _serve(arguments: argparse.Namespace) -> int:
     from raftkv.raft.driver.errors import StateUnusable  # noqa: PLC0415
     from raftkv.raft.storage.base import StorageCorrupt  # noqa: PLC0415
     from raftkv.raft.storage.rocks import StorageOpenError  # noqa: PLC0415
+    from raftkv.raft.transport.base import TransportError  # noqa: PLC0415
+    from raftkv.raft.transport.grpc_settings import TransportSettingsInvalid  # noqa: PLC0415
     from raftkv.server.identity import StateLost  # noqa: PLC0415
     from raftkv.server.logs import configure_logging  # noqa: PLC0415
     from raftkv.server.native_stderr import NativeStderr  # noqa: PLC0415
+    from raftkv.server.preflight import StartFailed  # noqa: PLC0415
     from raftkv.server.runner import JoinFailed, run_server, started_line  # noqa: PLC0415
 
     # gRPC's C core writes to descriptor 2 in its own format: logged in ours instead.
@@ -140,22 +154,24 @@ def _serve(arguments: argparse.Namespace) -> int:
                 log_context=log_context,
             )
         )
-    except SettingsInvalid as error:
+    except (SettingsInvalid, TransportSettingsInvalid) as error:
         print(f"raftkv serve: {error}", file=sys.stderr)
         return EXIT_USAGE
     except (
         OSError,
+        StartFailed,
+        TransportError,
         JoinFailed,
         StateLost,
         StateUnusable,
         StorageCorrupt,
         StorageOpenError,
     ) as error:
-        # The client port is taken; no cluster to join; the data dir lost its state, or
-        # what is stored is damaged or cannot be used; the database cannot be opened. One
-        # line each, no traceback.
-        print(f"raftkv serve: {error}", file=sys.stderr)
-        return 1
+        # A port is taken; the data dir cannot be written; no cluster to join; the data
+        # dir lost its state, or what is stored is damaged or cannot be used; the database
+        # cannot be opened. One line each, no traceback.
+        print(f"raftkv serve: {' '.join(str(error).split())}", file=sys.stderr)
+        return EXIT_START_FAILED
     finally:
         native.stop()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from raftkv.kv import KvStateMachine
 from raftkv.raft.core.types import MAX_TERM, NodeId
 from raftkv.raft.recovery import force_new_cluster
-from raftkv.raft.storage.rocks import RocksStorage
+from raftkv.raft.storage.rocks import RocksStorage, StorageOpenError
 from raftkv.server.identity import DATABASE_DIR, read_identity
 from raftkv.server.settings import SettingsInvalid
 
@@ -22,8 +22,16 @@ async def recover(data_dir: Path, peer_address: str = "") -> str:
     database = data_dir / DATABASE_DIR
     if not database.exists():
         raise SettingsInvalid(f"{data_dir} holds no database ({database} is missing)")
-    # Opening fails if a running node holds the database (RocksDB's lock).
-    storage = RocksStorage(database, create=False)
+    try:
+        storage = RocksStorage(database, create=False)
+    except StorageOpenError as error:
+        if error.in_use:  # RocksDB's lock: a running node holds the database
+            raise StorageOpenError(
+                f"{data_dir} is in use by a running node: stop the node first (recover "
+                "rewrites a stopped member's data)",
+                in_use=True,
+            ) from error
+        raise
     try:
         machine = KvStateMachine(storage.app_data())
         report = await force_new_cluster(

@@ -1,6 +1,8 @@
 """`run_server`: one raftkv node as a process — Raft node, KV state machine, HTTP API.
 
 Start-up, in order:
+0. check, before creating anything, that the peer TLS files can be used and that both
+   ports resolve and are free (raftkv.server.preflight);
 1. raise the open-files soft limit to the hard one, and refuse to start if it leaves too
    little room beyond `max_client_connections` (raftkv.server.listener); check the data
    dir's identity file (`member.json`: node id and cluster id). A data dir written by
@@ -16,6 +18,11 @@ Start-up, in order:
    revisions of history;
 6. hash checks (`CorruptChecker`): answer every check, start one once caught up and, while
    leader, every `corrupt_check_interval_s`; a CORRUPT member refuses client requests.
+
+A start that fails raises one typed error whose message says what and what to do:
+SettingsInvalid (a setting, or a file one names), StartFailed (a port, the data dir, the
+database), StateLost, StateUnusable, StorageCorrupt, JoinFailed; `raftkv serve` prints it as
+one line (exit 2 for SettingsInvalid, else 1).
 
 Shutdown (SIGTERM or SIGINT; a second signal exits at once): stop accepting connections,
 let in-flight requests finish within `shutdown_timeout_s`, then stop the node (a leader
@@ -55,6 +62,7 @@ from raftkv.raft import NodeBuilder, NodeId, NodeSettings, RaftError
 from raftkv.raft.clock import SystemClock
 from raftkv.raft.driver.errors import NodeFailed
 from raftkv.raft.driver.node import Node
+from raftkv.raft.storage.rocks import StorageOpenError
 from raftkv.raft.transport.grpc_settings import RECONNECT_BACKOFF_INITIAL_SECONDS
 from raftkv.server.app import METRICS, HttpSettings, create_app
 from raftkv.server.compactor import AutoCompactor
@@ -67,6 +75,7 @@ from raftkv.server.identity import (
 )
 from raftkv.server.listener import ClientPort, ClientPortSettings, raise_open_files_limit
 from raftkv.server.logs import NodeContext
+from raftkv.server.preflight import StartFailed, check_before_start
 from raftkv.server.settings import ServerSettings, split_address
 
 logger = logging.getLogger("raftkv.server")
@@ -103,6 +112,25 @@ async def peer_addresses(client_urls: list[str], *, timeout: float) -> list[str]
                 return addresses
             errors.append(f"{url}: no member lists a peer address")
     raise JoinFailed("no cluster answered at " + "; ".join(errors))
+
+
+def _build(builder: NodeBuilder, settings: ServerSettings) -> Node:
+    """The node `builder` makes (its database opened), or StartFailed saying what to do."""
+    try:
+        return builder.build()
+    except StorageOpenError as error:
+        if error.in_use:
+            raise StartFailed(
+                f"{error}: is this data dir's node ({settings.data_dir}) already running? "
+                "stop it first, or give this node another data_dir"
+            ) from error
+        if error.damaged:
+            raise StartFailed(
+                f"{error} — the database is damaged: restore this member from a backup "
+                "(raftkv snapshot restore into a new data dir), or remove it (raftkv member "
+                f"remove {settings.id}) and join it again with a new id and an empty data dir"
+            ) from error
+        raise StartFailed(str(error)) from error
 
 
 def kv_settings(settings: ServerSettings) -> KvSettings:
@@ -150,9 +178,12 @@ class Server:
         self._compactor: AutoCompactor | None = None
         self._lease_keeper: LeaseKeeper | None = None
         self._corrupt_checker: CorruptChecker | None = None
+        # Whether the node started (a refused start must not log "node N stopped").
+        self._node_started = False
 
     async def start(self) -> None:
         settings = self.settings
+        check_before_start(settings)
         before, now = raise_open_files_limit(settings.max_client_connections)
         logger.info(
             "open files limit %d%s; at most %d client connections",
@@ -160,7 +191,14 @@ class Server:
             f" (raised from {before})" if now != before else "",
             settings.max_client_connections,
         )
-        identity = check_identity(settings)
+        try:
+            identity = check_identity(settings)
+        except OSError as error:
+            raise StartFailed(
+                f"data dir {settings.data_dir}: cannot write {error.filename or 'it'}: "
+                f"{error.strerror or error}: make it writable by this user or choose another "
+                "data_dir"
+            ) from error
         limits = kv_settings(settings)
         grpc: dict[str, object] = {
             "listen_address": settings.listen_peer,
@@ -202,7 +240,7 @@ class Server:
                 )
             )
         )
-        node = builder.build()
+        node = _build(builder, settings)
         self.node = node
         if self.log_context is not None:
             self.log_context.term = lambda: node.status().term
@@ -210,17 +248,20 @@ class Server:
         if node.is_bootstrapped():
             mark_raft_state(data_dir, identity)
             await node.start()  # a restart: the node's own state says who the members are
+            self._node_started = True
         elif identity.has_raft_state:
             node.storage.close()
             self.node = None
             raise state_lost(data_dir, settings.id, "its database is empty")
         elif settings.join:
             await node.start()
+            self._node_started = True
             await self._join(node, identity)
         else:
             node.bootstrap({NodeId(peer): address for peer, address in settings.founders.items()})
             mark_raft_state(data_dir, identity)
             await node.start()
+            self._node_started = True
         machine = node.state_machine
         assert isinstance(machine, KvStateMachine)
         self.service = KvService(node, machine, limits, read_limits=read_limits(settings))
@@ -238,7 +279,7 @@ class Server:
                 ),
             )
             host, port = split_address(settings.listen_client)
-            self._client_port = ClientPort(
+            client_port = ClientPort(
                 app,
                 host,
                 port,
@@ -248,8 +289,15 @@ class Server:
                     shutdown_timeout_s=settings.shutdown_timeout_s,
                 ),
             )
-            app[METRICS].client_port = self._client_port
-            await self._client_port.start()
+            app[METRICS].client_port = client_port
+            try:
+                await client_port.start()  # closes itself if it fails
+            except OSError as error:
+                raise StartFailed(
+                    f"setting listen_client: cannot listen on {settings.listen_client}: "
+                    f"{error.strerror or error}"
+                ) from error
+            self._client_port = client_port
         except BaseException:
             await self.stop()
             raise
@@ -348,7 +396,8 @@ class Server:
         if self.node is not None:
             await self.node.stop()
             self.node = None
-            logger.info("node %d stopped", self.settings.id)
+            if self._node_started:
+                logger.info("node %d stopped", self.settings.id)
 
 
 async def run_server(

@@ -8,13 +8,23 @@ Precedence, highest first: flag, environment, file, default. `raftkv serve` with
 runs a one-node store: clients on 127.0.0.1:8080, peers on 127.0.0.1:7080, data in ./data.
 
 Every value is checked when the server starts; a bad one fails with `SettingsInvalid` naming
-the setting and where it came from, before anything is opened. Unknown keys in the TOML file
-and unknown `RAFTKV_*` variables are refused too (a typo must not be silently ignored).
+the setting and where it came from (flag, environment, file or default), before anything is
+opened. Values that can never work are refused too: ticks too long or an election timeout
+too short to elect, a key limit above the body limit, a body limit no peer message could
+carry. A check between two settings blames the one given with the highest precedence.
+Unknown keys in the TOML file are refused (a typo must not be silently ignored).
+
+The environment is shared with other programs (`raftkv lock` exports RAFTKV_LOCK_KEY and
+RAFTKV_LOCK_TOKEN to its command, which may be raftkv itself), so the rule for it is:
+settings come from `RAFTKV_<SETTING>` names only; other `RAFTKV_*` variables are ignored
+without an error, except near-misses of a setting name (RAFTKV_LISTEN_CLEINT), which
+`environment_warnings` reports in one line each.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
 import os
 import tomllib
@@ -25,16 +35,41 @@ from typing import Any
 
 ENV_PREFIX = "RAFTKV_"
 CONFIG_ENV = "RAFTKV_CONFIG"
-# Variables with the prefix that are not settings (read by other parts of raftkv), and
-# the prefix of the test suite's own knobs (RAFTKV_TEST_SIM_SEEDS, RAFTKV_TEST_FUZZ_*).
-_OTHER_ENV = frozenset({CONFIG_ENV, "RAFTKV_ENDPOINTS"})
-_TEST_ENV_PREFIX = "RAFTKV_TEST_"
+# Variables with the prefix that are not settings but are read by raftkv: never a
+# near-miss warning, however close to a setting name.
+_OTHER_ENV = frozenset(
+    {CONFIG_ENV, "RAFTKV_ENDPOINTS", "RAFTKV_LOCK_KEY", "RAFTKV_LOCK_TOKEN", "RAFTKV_REWRITE"}
+)
+_NEAR_MISS_CUTOFF = 0.8  # difflib's similarity ratio: LISTEN_CLEINT, LOG_LEVLE, DATADIR
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# Bounds of what can work. A tick is the unit of every Raft timeout; an election timeout
+# (tick_interval_ms x election_ticks) below the floor cannot outlast one round trip plus an
+# fsync, so elections would never settle; above the ceiling a lost leader is not replaced
+# for minutes. A request body larger than the ceiling could not travel to a peer in one
+# gRPC message (64 MiB).
+MAX_TICK_INTERVAL_MS = 10_000
+MIN_ELECTION_TIMEOUT_MS = 100
+MAX_ELECTION_TIMEOUT_MS = 60_000
+MAX_BODY_BYTES_CEILING = 64 << 20
 
 
 class SettingsInvalid(ValueError):
     """A setting has a bad value; the message names it and its source. (A ValueError, not
-    the Raft library's ConfigInvalid, so the CLI can read settings without loading it.)"""
+    the Raft library's ConfigInvalid, so the CLI can read settings without loading it.)
+
+    `blame` maps each setting the problem could be pinned on to what to say about it
+    (first: the default choice); `load_settings` blames the one given with the highest
+    precedence and adds where it came from."""
+
+    def __init__(self, message: str, blame: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.blame: dict[str, str] = dict(blame or {})
+
+
+def _invalid(name: str, problem: str, **others: str) -> SettingsInvalid:
+    """The problem with setting `name`, or (`others`: setting -> problem) with another."""
+    blame = {name: problem, **others}
+    return SettingsInvalid(f"setting {name}: {problem}", blame)
 
 
 # -- value parsers (text from a flag or the environment; TOML gives typed values) ----------
@@ -369,8 +404,11 @@ class ServerSettings:
     )
 
     def __post_init__(self) -> None:
-        if self.id < 1:
-            raise SettingsInvalid(f"setting id: must be a positive integer, got {self.id}")
+        for name in ("id", "cluster_id"):
+            if not 1 <= getattr(self, name) < 2**64:
+                raise _invalid(
+                    name, f"must be a positive integer below 2**64, got {getattr(self, name)}"
+                )
         for name in (
             "tick_interval_ms",
             "election_ticks",
@@ -382,7 +420,6 @@ class ServerSettings:
             "max_value_bytes",
             "max_txn_ops",
             "max_exactly_once_clients",
-            "cluster_id",
             "max_leases",
             "min_lease_ttl_s",
             "max_watches",
@@ -397,34 +434,22 @@ class ServerSettings:
             "read_threads",
         ):
             if getattr(self, name) < 1:
-                raise SettingsInvalid(f"setting {name}: must be >= 1, got {getattr(self, name)}")
-        if self.watch_max_total_buffered_bytes < self.watch_max_buffered_bytes:
-            raise SettingsInvalid(
-                "setting watch_max_total_buffered_bytes: must be at least "
-                f"watch_max_buffered_bytes ({self.watch_max_total_buffered_bytes} < "
-                f"{self.watch_max_buffered_bytes})"
-            )
-        if not 0 <= self.watch_no_leader_timeout_s < float("inf"):
-            raise SettingsInvalid("setting watch_no_leader_timeout_s: must be >= 0 (0: never)")
-        if self.snapshot_cache_bytes < 0:
-            raise SettingsInvalid("setting snapshot_cache_bytes: must be >= 0")
-        if self.snapshot_keep_entries < 0:
-            raise SettingsInvalid("setting snapshot_keep_entries: must be >= 0")
-        if self.snapshot_every_bytes < 0:
-            raise SettingsInvalid("setting snapshot_every_bytes: must be >= 0 (0: off)")
-        if self.auto_compaction_retention < 0:
-            raise SettingsInvalid("setting auto_compaction_retention: must be >= 0")
-        if not 0 <= self.lease_checkpoint_interval_s < float("inf"):
-            raise SettingsInvalid("setting lease_checkpoint_interval_s: must be >= 0 (0: never)")
-        if not 0 <= self.corrupt_check_interval_s < float("inf"):
-            raise SettingsInvalid("setting corrupt_check_interval_s: must be >= 0 (0: never)")
-        if self.join and self.initial_cluster:
-            raise SettingsInvalid(
-                "settings join and initial_cluster: give one (join a cluster, or found one)"
-            )
-        for url in self.join_urls:
-            if not url.startswith(("http://", "https://")):
-                raise SettingsInvalid(f"setting join: {url!r} is not an http:// URL")
+                raise _invalid(name, f"must be >= 1, got {getattr(self, name)}")
+        for name in (
+            "snapshot_cache_bytes",
+            "snapshot_keep_entries",
+            "snapshot_every_bytes",
+            "auto_compaction_retention",
+        ):
+            if getattr(self, name) < 0:
+                raise _invalid(name, f"must be >= 0, got {getattr(self, name)}")
+        for name in (
+            "watch_no_leader_timeout_s",
+            "lease_checkpoint_interval_s",
+            "corrupt_check_interval_s",
+        ):
+            if not 0 <= getattr(self, name) < float("inf"):
+                raise _invalid(name, f"must be >= 0 (0: never), got {getattr(self, name)}")
         for name in (
             "request_timeout_s",
             "shutdown_timeout_s",
@@ -438,21 +463,72 @@ class ServerSettings:
         ):
             value = getattr(self, name)
             if not 0 < value < float("inf"):
-                raise SettingsInvalid(f"setting {name}: must be a positive number, got {value}")
-        if self.election_ticks <= self.heartbeat_ticks:
+                raise _invalid(name, f"must be a positive number, got {value}")
+        self._check_timing()
+        self._check_limits()
+        if self.join and self.initial_cluster:
             raise SettingsInvalid(
-                "setting election_ticks: must be greater than heartbeat_ticks "
-                f"({self.election_ticks} <= {self.heartbeat_ticks})"
+                "settings join and initial_cluster: give one (join a cluster, or found one)"
             )
+        for url in self.join_urls:
+            if not url.startswith(("http://", "https://")):
+                raise _invalid("join", f"{url!r} is not an http:// URL")
         tls = [self.peer_ca_file, self.peer_cert_file, self.peer_key_file]
         if any(tls) and not all(tls):
             raise SettingsInvalid(
                 "settings peer_ca_file, peer_cert_file, peer_key_file: give all three or none"
             )
         if self.initial_cluster and self.id not in self.initial_cluster:
-            raise SettingsInvalid(
-                f"setting initial_cluster: must list this node (id {self.id}), got "
-                f"{format_cluster(self.initial_cluster)}"
+            raise _invalid(
+                "initial_cluster",
+                f"must list this node (id {self.id}), got {format_cluster(self.initial_cluster)}",
+                id=f"must be one of the ids in initial_cluster "
+                f"({format_cluster(self.initial_cluster)}), got {self.id}",
+            )
+
+    def _check_timing(self) -> None:
+        tick, election, heartbeat = self.tick_interval_ms, self.election_ticks, self.heartbeat_ticks
+        if tick > MAX_TICK_INTERVAL_MS:
+            raise _invalid(
+                "tick_interval_ms", f"must be at most {MAX_TICK_INTERVAL_MS} ms, got {tick}"
+            )
+        if election <= heartbeat:
+            raise _invalid(
+                "election_ticks",
+                f"must be greater than heartbeat_ticks ({election} <= {heartbeat})",
+                heartbeat_ticks=f"must be less than election_ticks ({heartbeat} >= {election})",
+            )
+        timeout_ms = tick * election
+        if not MIN_ELECTION_TIMEOUT_MS <= timeout_ms <= MAX_ELECTION_TIMEOUT_MS:
+            problem = (
+                f"the election timeout tick_interval_ms x election_ticks ({tick} x {election} "
+                f"= {timeout_ms} ms) must be in {MIN_ELECTION_TIMEOUT_MS}.."
+                f"{MAX_ELECTION_TIMEOUT_MS} ms"
+            )
+            raise _invalid("election_ticks", problem, tick_interval_ms=problem)
+
+    def _check_limits(self) -> None:
+        if self.max_body_bytes > MAX_BODY_BYTES_CEILING:
+            raise _invalid(
+                "max_body_bytes",
+                f"must be at most {MAX_BODY_BYTES_CEILING} (64 MiB: a write travels to peers "
+                f"in one gRPC message), got {self.max_body_bytes}",
+            )
+        if self.max_key_bytes > self.max_body_bytes:
+            raise _invalid(
+                "max_key_bytes",
+                f"must be at most max_body_bytes ({self.max_key_bytes} > "
+                f"{self.max_body_bytes}): no request could carry such a key",
+                max_body_bytes=f"must be at least max_key_bytes ({self.max_body_bytes} < "
+                f"{self.max_key_bytes}): no request could carry the largest key",
+            )
+        if self.watch_max_total_buffered_bytes < self.watch_max_buffered_bytes:
+            raise _invalid(
+                "watch_max_total_buffered_bytes",
+                "must be at least watch_max_buffered_bytes "
+                f"({self.watch_max_total_buffered_bytes} < {self.watch_max_buffered_bytes})",
+                watch_max_buffered_bytes="must be at most watch_max_total_buffered_bytes "
+                f"({self.watch_max_buffered_bytes} > {self.watch_max_total_buffered_bytes})",
             )
 
     # -- derived values ------------------------------------------------------------------
@@ -511,30 +587,70 @@ def load_settings(
     config_file: Path | None = None,
 ) -> ServerSettings:
     """The effective settings: `flags` (name -> text, only those given) over `environ`'s
-    RAFTKV_* variables over `config_file` (or the file RAFTKV_CONFIG names) over defaults."""
+    RAFTKV_<SETTING> variables over `config_file` (or the file RAFTKV_CONFIG names) over
+    defaults. Other RAFTKV_* variables are ignored (see `environment_warnings`)."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
+    # Where each given value came from, and that source's precedence (higher wins).
+    sources: dict[str, tuple[int, str]] = {}
     if config_file is None and environ.get(CONFIG_ENV):
         config_file = Path(environ[CONFIG_ENV])
     if config_file is not None:
         for name, raw in _read_file(config_file).items():
-            values[name] = _parse(name, raw, f"{config_file}")
+            sources[name] = (1, f"{config_file}")
+            values[name] = _parse(name, raw, sources[name][1])
     for variable, raw in environ.items():
-        if (
-            not variable.startswith(ENV_PREFIX)
-            or variable in _OTHER_ENV
-            or variable.startswith(_TEST_ENV_PREFIX)
-        ):
-            continue
-        name = variable[len(ENV_PREFIX) :].lower()
-        if name not in SETTING_NAMES:
-            raise SettingsInvalid(f"unknown setting {variable} in the environment")
-        values[name] = _parse(name, raw, f"environment variable {variable}")
+        setting = _setting_of_variable(variable)
+        if setting is not None:
+            sources[setting] = (2, f"environment variable {variable}")
+            values[setting] = _parse(setting, raw, sources[setting][1])
     for name, raw in flags.items():
         if name not in SETTING_NAMES:
             raise SettingsInvalid(f"unknown setting {name!r}")
-        values[name] = _parse(name, raw, f"flag {flag_of(name)}")
-    return ServerSettings(**values)
+        sources[name] = (3, f"flag {flag_of(name)}")
+        values[name] = _parse(name, raw, sources[name][1])
+    try:
+        return ServerSettings(**values)
+    except SettingsInvalid as error:
+        raise _with_source(error, sources) from None
+
+
+def _with_source(error: SettingsInvalid, sources: Mapping[str, tuple[int, str]]) -> SettingsInvalid:
+    """`error` blaming the setting given with the highest precedence (the first it names
+    on a tie), saying where that value came from."""
+    if not error.blame:
+        return error
+    name = max(error.blame, key=lambda candidate: sources.get(candidate, (0, ""))[0])
+    source = sources.get(name, (0, "the default"))[1]
+    return SettingsInvalid(f"setting {name} (from {source}): {error.blame[name]}", error.blame)
+
+
+def _setting_of_variable(variable: str) -> str | None:
+    """The setting `variable` sets (RAFTKV_LISTEN_CLIENT: listen_client), or None."""
+    if not variable.startswith(ENV_PREFIX) or variable in _OTHER_ENV:
+        return None
+    name = variable[len(ENV_PREFIX) :].lower()
+    return name if name in SETTING_NAMES else None
+
+
+def environment_warnings(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One line for each RAFTKV_* variable that sets nothing but is a near-miss of a setting
+    name (a typo that would otherwise be ignored silently)."""
+    environ = os.environ if environ is None else environ
+    warnings = []
+    for variable in sorted(environ):
+        if not variable.startswith(ENV_PREFIX) or variable in _OTHER_ENV:
+            continue
+        if _setting_of_variable(variable) is not None:
+            continue
+        name = variable[len(ENV_PREFIX) :].lower()
+        close = difflib.get_close_matches(name, SETTING_NAMES, n=1, cutoff=_NEAR_MISS_CUTOFF)
+        if close:
+            warnings.append(
+                f"ignoring environment variable {variable}: not a setting; did you mean "
+                f"{ENV_PREFIX}{close[0].upper()}?"
+            )
+    return warnings
 
 
 def _parse(name: str, raw: object, source: str) -> object:
@@ -551,7 +667,8 @@ def _read_file(path: Path) -> dict[str, object]:
             document = tomllib.load(file)
     except OSError as error:
         raise SettingsInvalid(f"cannot read the config file {path}: {error}") from error
-    except tomllib.TOMLDecodeError as error:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        # tomllib decodes the file as UTF-8 itself: a binary file fails before parsing.
         raise SettingsInvalid(f"the config file {path} is not valid TOML: {error}") from error
     unknown = sorted(set(document) - set(SETTING_NAMES))
     if unknown:

@@ -107,7 +107,14 @@ _T = TypeVar("_T")
 
 class StorageOpenError(Exception):
     """The database could not be opened: it is missing (with `create=False`), already open,
-    written by a newer raftkv, or RocksDB refused it. The message says which."""
+    written by a newer raftkv, or RocksDB refused it. The message says which; `in_use`:
+    another process holds it (RocksDB's LOCK file); `damaged`: RocksDB found its files
+    corrupt (a MANIFEST, a table) — what to do about either is the caller's to say."""
+
+    def __init__(self, message: str, *, in_use: bool = False, damaged: bool = False) -> None:
+        super().__init__(message)
+        self.in_use = in_use
+        self.damaged = damaged
 
 
 class ReadView(Protocol):
@@ -213,8 +220,15 @@ class RocksDatabase:
             )
         except Exception as error:  # rocksdict raises a bare Exception with RocksDB's status
             self._release_path()
+            status = " ".join(str(error).split())
+            if "lock file" in status.lower() and "temporarily unavailable" in status:
+                raise StorageOpenError(
+                    f"the RocksDB database at {path} is in use by another process",
+                    in_use=True,
+                ) from error
             raise StorageOpenError(
-                f"cannot open the RocksDB database at {path}: {error}"
+                f"cannot open the RocksDB database at {path}: {status}",
+                damaged=status.startswith("Corruption:"),
             ) from error
         self._handles: Handles | None = Handles(
             database=database,

@@ -1,0 +1,110 @@
+"""What `raftkv serve` checks before it creates or opens anything, so that a node that
+cannot start leaves no data dir behind and says why in one line naming the setting:
+
+- the peer TLS files (`peer_ca_file`, `peer_cert_file`, `peer_key_file`) can be read, hold
+  PEM certificates, and the certificate matches the key, which is not encrypted (gRPC
+  itself reports a bad file only as "Failed to bind", after the data dir exists):
+  `SettingsInvalid`;
+- `listen_client` and `listen_peer` resolve and can be bound now (a port another process
+  holds, a host this machine does not have): `StartFailed`.
+
+Ports are probed, not held: a process that takes one between this check and the real bind
+still fails the start, later, with the same kind of line.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import ssl
+
+from raftkv.server.settings import ServerSettings, SettingsInvalid, split_address
+
+__all__ = ["StartFailed", "check_before_start"]
+
+
+class StartFailed(Exception):
+    """`raftkv serve` cannot start on this machine as configured (a port in use, a host
+    that does not resolve, a data dir it cannot write, a database it cannot open); the
+    message says what and what to do."""
+
+
+def check_before_start(settings: ServerSettings) -> None:
+    check_peer_tls(settings)
+    check_can_listen("listen_client", settings.listen_client)
+    check_can_listen("listen_peer", settings.listen_peer)
+
+
+def check_peer_tls(settings: ServerSettings) -> None:
+    """SettingsInvalid naming the setting if a peer TLS file cannot be used."""
+    if settings.peer_ca_file is None or settings.peer_cert_file is None:
+        return
+    assert settings.peer_key_file is not None  # all three or none (ServerSettings)
+    for name in ("peer_ca_file", "peer_cert_file", "peer_key_file"):
+        path = getattr(settings, name)
+        try:
+            path.read_bytes()
+        except OSError as error:
+            raise SettingsInvalid(
+                f"setting {name}: cannot read {path}: {error.strerror or error}"
+            ) from error
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_verify_locations(cafile=settings.peer_ca_file)
+    except (ssl.SSLError, ValueError) as error:
+        raise SettingsInvalid(
+            f"setting peer_ca_file: {settings.peer_ca_file} holds no PEM CA certificate "
+            f"({_reason(error)})"
+        ) from error
+    try:
+        # No password: gRPC cannot use an encrypted key, and OpenSSL must not prompt.
+        context.load_cert_chain(
+            settings.peer_cert_file, settings.peer_key_file, password=lambda: b""
+        )
+    except ssl.SSLError as error:
+        raise SettingsInvalid(
+            f"settings peer_cert_file and peer_key_file: {settings.peer_cert_file} and "
+            f"{settings.peer_key_file} are not a PEM certificate and its own unencrypted "
+            f"private key ({_reason(error)})"
+        ) from error
+
+
+def check_can_listen(name: str, address: str) -> None:
+    """StartFailed naming setting `name` if `address` does not resolve or cannot be bound."""
+    host, port = split_address(address)
+    try:
+        found = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as error:
+        raise StartFailed(
+            f"setting {name}: cannot resolve the host {host!r} of {address} "
+            f"({error.strerror}): give an IP address or a name this machine resolves"
+        ) from error
+    if port == 0:
+        return  # any free port will do
+    for family, kind, protocol, _, socket_address in found:
+        with socket.socket(family, kind, protocol) as probe:
+            # As the real listeners do: a port left in TIME_WAIT is free, one that another
+            # socket listens on is not.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(socket_address)
+            except OSError as error:
+                advice = (
+                    ": another process listens there (another raftkv serve?); stop it or "
+                    "choose another port"
+                    if error.errno == errno.EADDRINUSE
+                    else ""
+                )
+                raise StartFailed(
+                    f"setting {name}: cannot listen on {address}: {error.strerror or error}{advice}"
+                ) from error
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, ssl.SSLError) and error.reason:
+        return str(error.reason).lower().replace("_", " ")
+    return str(error)
