@@ -88,9 +88,8 @@ def test_backup_restore_round_trip(tmp_path: Path) -> None:
 
     try:
         for node in target.ids:
-            target.start(
-                node, command=[*target.serve_command(node), "--cluster-id", str(cluster_id)]
-            )
+            # No --cluster-id: each data dir keeps the new id restore gave it.
+            target.start(node)
         leader = target.wait_for_leader()
 
         def published() -> bool:

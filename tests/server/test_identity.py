@@ -68,5 +68,12 @@ def test_a_start_whose_listen_peer_is_not_the_recorded_peer_address_warns_once(
 
 def test_another_cluster_id_says_which_to_start_with(tmp_path: Path) -> None:
     check_identity(ServerSettings(data_dir=tmp_path / "node", id=1, cluster_id=77))
-    with pytest.raises(SettingsInvalid, match="start it with --cluster-id 77"):
-        check_identity(ServerSettings(data_dir=tmp_path / "node", id=1))
+    with pytest.raises(SettingsInvalid, match="start it with --cluster-id 77, or with no"):
+        check_identity(ServerSettings(data_dir=tmp_path / "node", id=1, cluster_id=78))
+
+
+def test_no_cluster_id_given_keeps_the_data_dirs_own(tmp_path: Path) -> None:
+    """A restored cluster's members have a new id in member.json: started without
+    --cluster-id, as a new cluster's are, they keep it."""
+    check_identity(ServerSettings(data_dir=tmp_path / "node", id=1, cluster_id=77))
+    assert check_identity(ServerSettings(data_dir=tmp_path / "node", id=1)).cluster_id == 77

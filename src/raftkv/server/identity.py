@@ -33,7 +33,12 @@ from pathlib import Path
 
 import msgspec
 
-from raftkv.server.settings import ServerSettings, SettingsInvalid, split_address
+from raftkv.server.settings import (
+    DEFAULT_CLUSTER_ID,
+    ServerSettings,
+    SettingsInvalid,
+    split_address,
+)
 
 logger = logging.getLogger("raftkv.server")
 
@@ -104,11 +109,16 @@ def check_identity(settings: ServerSettings) -> Identity:
             f"data dir {data_dir} belongs to node {found.node_id} of cluster "
             f"{found.cluster_id}, not node {settings.id} of cluster {settings.cluster_id}"
         )
-    if found.cluster_id != settings.cluster_id:
+    if found.cluster_id != settings.cluster_id and settings.cluster_id == DEFAULT_CLUSTER_ID:
+        # No cluster id given: the data dir's holds (a cluster restored from a backup has a
+        # new one), as etcd ignores its initial-cluster settings once a member has data.
+        logger.info("node %d: cluster id %d, from %s", settings.id, found.cluster_id, IDENTITY_FILE)
+    elif found.cluster_id != settings.cluster_id:
         raise SettingsInvalid(
             f"data dir {data_dir} belongs to cluster {found.cluster_id}, not "
-            f"{settings.cluster_id}: start it with --cluster-id {found.cluster_id} (a cluster "
-            "restored from a backup has a new id, printed by raftkv snapshot restore)"
+            f"{settings.cluster_id}: start it with --cluster-id {found.cluster_id}, or with no "
+            "cluster id (a cluster restored from a backup has a new id, printed by raftkv "
+            "snapshot restore)"
         )
     if found.has_raft_state and not (data_dir / DATABASE_DIR).exists():
         raise state_lost(data_dir, found.node_id, "its database directory is gone")

@@ -202,7 +202,8 @@ class Server:
         limits = kv_settings(settings)
         grpc: dict[str, object] = {
             "listen_address": settings.listen_peer,
-            "cluster_id": settings.cluster_id,
+            # The data dir's: the settings' unless none was given (see check_identity).
+            "cluster_id": identity.cluster_id,
             "max_snapshot_bytes": settings.max_snapshot_bytes,
             "snapshot_cache_bytes": settings.snapshot_cache_bytes,
             "max_snapshot_chunks_in_flight": settings.max_snapshot_chunks_in_flight,

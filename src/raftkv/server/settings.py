@@ -187,6 +187,10 @@ def _setting(
     return field(default=default, metadata=metadata)
 
 
+# The cluster id of a new data dir when none is given (an existing one keeps its own).
+DEFAULT_CLUSTER_ID = 1
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     id: int = _setting(1, _parse_int, "This node's id (a positive integer, unique in the cluster).")
@@ -224,7 +228,10 @@ class ServerSettings:
         300.0, _parse_float, "With join: how long joining (and catching up) may take."
     )
     cluster_id: int = _setting(
-        1, _parse_int, "Shared by every member; peers with another cluster id are refused."
+        DEFAULT_CLUSTER_ID,
+        _parse_int,
+        "Shared by every member; peers with another cluster id are refused. Not given: 1 for a "
+        "new data dir, the data dir's own for an existing one (a restored cluster's is new).",
     )
     log_level: str = _setting("info", _parse_level, "debug, info, warning or error.")
     log_format: str = _setting(
