@@ -132,7 +132,7 @@ def _download_and_keep(
     from raftkv.server.backup import BackupInvalid, open_backup  # noqa: PLC0415
 
     failures = []
-    for endpoint in [url.strip().rstrip("/") for url in endpoints.split(",") if url.strip()]:
+    for endpoint in _candidates(endpoints):
         try:
             with httpx.stream(
                 "GET", f"{endpoint}/v1/snapshot", timeout=arguments.timeout
@@ -183,6 +183,22 @@ def _local_error(path: Path, error: OSError) -> int:
     """A problem with a file here (not the server's: retrying will not help)."""
     reason = error.strerror or str(error)
     return fail(EXIT_USAGE, "local_error", f"{path}: {reason}")
+
+
+def _candidates(endpoints: str) -> list[str]:
+    """The endpoints given, then the client URLs of the members the cluster lists (as the
+    leader sees them), so a save moves on from a removed or dead member to a live one as
+    every other verb does."""
+    from raftkv.client import ClientError, SyncClient  # noqa: PLC0415
+
+    given = [url.strip().rstrip("/") for url in endpoints.split(",") if url.strip()]
+    try:
+        with SyncClient(",".join(given)) as client:
+            members = client.cluster().members
+    except ClientError:
+        return given  # nothing answered: the download's own errors will say so
+    learned = [member.client_url.rstrip("/") for member in members if member.client_url]
+    return given + [url for url in learned if url not in given]
 
 
 def _save_increment(directory: Path, partial: Path, endpoint: str) -> int:
