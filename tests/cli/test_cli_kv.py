@@ -164,6 +164,8 @@ def test_txn_from_a_file_and_from_stdin(capsys: Capsys, monkeypatch: Patch, tmp_
             "invalid_request",
         ),
         (b'{"client_id": "mine", "sequence": 1}', "usage"),
+        # Not UTF-8 inside a string: msgspec raises UnicodeDecodeError, not DecodeError.
+        (b'{"success": [{"op": "put", "key": "a", "value": "\xff"}]}', "invalid_json"),
     ],
 )
 def test_a_bad_txn_file_is_a_usage_error(

@@ -6,9 +6,12 @@ resolve, a data dir that cannot be written, a database that is damaged or in use
 from __future__ import annotations
 
 import datetime
+import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -207,6 +210,53 @@ def test_a_data_dir_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
     )
     assert f"data dir {blocker / 'data'}: cannot write" in line
     assert "make it writable by this user or choose another data_dir" in line
+
+
+UNPRIVILEGED = 65534  # nobody
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None,
+    reason="needs root and setpriv to run raftkv serve as another user",
+)
+def test_a_data_dir_its_user_cannot_write_says_whose_it_must_be() -> None:
+    """A data dir holding a database, read-only to the user who starts the node: RocksDB
+    refuses to open it, and the line says what to change. Run as `nobody` (root writes
+    anywhere), in a directory of its own under /tmp (pytest's is private to root)."""
+    directory = Path(tempfile.mkdtemp(prefix="raftkv-read-only-"))
+    try:
+        directory.chmod(0o755)
+        storage = RocksStorage(directory / "data" / DATABASE_DIR)
+        storage.close()
+        write_identity(directory / "data", Identity(node_id=1, cluster_id=1))
+        for path in [directory / "data", *(directory / "data").rglob("*")]:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        answer = subprocess.run(
+            [
+                "setpriv",
+                f"--reuid={UNPRIVILEGED}",
+                f"--regid={UNPRIVILEGED}",
+                "--clear-groups",
+                "--",
+                sys.executable,
+                "-m",
+                "raftkv",
+                "serve",
+                *("--listen-client", f"127.0.0.1:{free_port()}"),
+                *("--listen-peer", f"127.0.0.1:{free_port()}"),
+                *("--data-dir", str(directory / "data")),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=directory,
+            stdin=subprocess.DEVNULL,
+        )
+        line = refusal(answer, EXIT_START_FAILED, "raftkv serve")
+        assert "Permission denied" in line and "must be writable by the user running" in line
+    finally:
+        shutil.rmtree(directory)
 
 
 def test_recover_on_a_running_node_says_to_stop_it_first(tmp_path: Path) -> None:

@@ -269,6 +269,12 @@ def _read_txn(path: str, in_base64: bool) -> tuple[list[txn.Compare], list[txn.O
         raise UsageError("usage", f"cannot read the txn file {where}: {error}") from error
     except msgspec.DecodeError as error:
         raise UsageError("invalid_json", f"the txn in {where}: {error}") from error
+    except UnicodeDecodeError as error:  # msgspec's, for a string that is not UTF-8
+        raise UsageError(
+            "invalid_json",
+            f"the txn in {where}: a string holds bytes that are not UTF-8; write binary "
+            "keys and values in base64 with --base64-input",
+        ) from error
     if body.client_id or body.sequence:
         raise UsageError(
             "usage", f"the txn in {where} sets client_id/sequence; the client numbers writes"

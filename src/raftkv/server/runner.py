@@ -130,6 +130,12 @@ def _build(builder: NodeBuilder, settings: ServerSettings) -> Node:
                 "(raftkv snapshot restore into a new data dir), or remove it (raftkv member "
                 f"remove {settings.id}) and join it again with a new id and an empty data dir"
             ) from error
+        if error.denied:
+            raise StartFailed(
+                f"{error}: the data dir ({settings.data_dir}) and everything in it must be "
+                "writable by the user running raftkv serve (RocksDB writes even to open): "
+                "run it as the data dir's owner, or chown it to this user"
+            ) from error
         raise StartFailed(str(error)) from error
 
 

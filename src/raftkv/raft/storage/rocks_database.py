@@ -109,12 +109,16 @@ class StorageOpenError(Exception):
     """The database could not be opened: it is missing (with `create=False`), already open,
     written by a newer raftkv, or RocksDB refused it. The message says which; `in_use`:
     another process holds it (RocksDB's LOCK file); `damaged`: RocksDB found its files
-    corrupt (a MANIFEST, a table) — what to do about either is the caller's to say."""
+    corrupt (a MANIFEST, a table); `denied`: the files are not writable by this process —
+    what to do about any of them is the caller's to say."""
 
-    def __init__(self, message: str, *, in_use: bool = False, damaged: bool = False) -> None:
+    def __init__(
+        self, message: str, *, in_use: bool = False, damaged: bool = False, denied: bool = False
+    ) -> None:
         super().__init__(message)
         self.in_use = in_use
         self.damaged = damaged
+        self.denied = denied
 
 
 class ReadView(Protocol):
@@ -229,6 +233,7 @@ class RocksDatabase:
             raise StorageOpenError(
                 f"cannot open the RocksDB database at {path}: {status}",
                 damaged=status.startswith("Corruption:"),
+                denied="Permission denied" in status,
             ) from error
         self._handles: Handles | None = Handles(
             database=database,
