@@ -294,7 +294,7 @@ def _restore(arguments: argparse.Namespace) -> int:
         return fail(
             EXIT_USAGE,
             "local_error",
-            f"{arguments.file}: not enough memory to restore this backup (its state is "
-            "written as one batch): restore on a machine with more memory",
+            f"{arguments.file}: not enough memory to restore this backup: restore on a "
+            "machine with more memory",
         )
     return EXIT_OK

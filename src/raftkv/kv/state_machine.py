@@ -107,10 +107,10 @@ from raftkv.raft.snapshot_chunks import (
     ChunkingPolicy,
     ChunksInvalid,
     chunk_items,
-    encode_container,
+    container_pieces,
     read_container,
 )
-from raftkv.raft.storage.base import AppData, StorageCorrupt
+from raftkv.raft.storage.base import AppBatch, AppData, StorageCorrupt
 
 # The version of the snapshot format below; a newer one is refused rather than misread.
 # 1: msgpack _Snapshot; 2: the same, zstd-compressed (a zstd frame: the magic number tells
@@ -228,6 +228,11 @@ class KvStateMachine:
         On the event loop; the driver prefers `snapshot_later`."""
         return _encode_snapshot(self.app.scan())
 
+    def snapshot_pieces(self) -> Iterator[bytes]:
+        """The bytes of `snapshot()`, a piece at a time (O(one chunk) in memory): for a
+        state too large to encode whole (the stored snapshot of a restored data dir)."""
+        return _snapshot_pieces(self.app.scan())
+
     def snapshot_later(self) -> Callable[[], bytes]:
         """BackgroundSnapshots: freeze the app space now (a RocksDB checkpoint: hard
         links, milliseconds), encode it later on a worker thread."""
@@ -251,18 +256,49 @@ class KvStateMachine:
         data: bytes | memoryview,
         index: int,
         term: int,
-        *,
-        progress: Callable[[int, int], None] | None = None,
     ) -> None:
         """Replace the whole state with a `snapshot()` (any format version this build
-        reads); SnapshotInvalid (before changing anything) if it is not one. `progress`
-        (items written, items in all) is called as the items are written (for a CLI's
-        progress bar)."""
+        reads), in one atomic write with the applied index; SnapshotInvalid (before
+        changing anything) if it is not one."""
         items = [item for run in _snapshot_runs(data) for item in run]
         if any(items[position][0] >= items[position + 1][0] for position in range(len(items) - 1)):
             raise SnapshotInvalid("KV snapshot items are not in strictly increasing key order")
-        written = iter(items) if progress is None else _reporting(items, progress)
-        self.app.replace_all(written, index, term)
+        self.app.replace_all(iter(items), index, term)
+        self._store, self._sessions, self._members, self._hash_checks = self._open()
+        self.watch_hub.reset()
+
+    def restore_in_batches(
+        self,
+        data: bytes | memoryview,
+        index: int,
+        term: int,
+        *,
+        batch_bytes: int,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        """`restore` for a state too large to hold in memory, into an EMPTY space (a backup
+        restored into a new data dir): the items are validated as by `validate_snapshot`
+        and written in batches of about `batch_bytes` of keys and values (plus the item
+        that crosses it), one `AppData.commit` each, so at most one batch and one decoded
+        chunk are in memory. Only the last commit records `index`/`term`; the ones before
+        record (0, 0). Not atomic, and not synced: a failure or crash midway leaves part of
+        the items, so the caller marks its data dir unfinished until a later synced write
+        (raftkv.server.restore). `progress(items written)` follows each batch."""
+        if self.app.applied() != (0, 0) or next(self.app.scan(), None) is not None:
+            raise ValueError("restore_in_batches writes into an empty space only")
+        batch, size, written = AppBatch(), 0, 0
+        for key, value in _valid_items(data):
+            batch.put(key, value)
+            size += len(key) + len(value)
+            if size >= batch_bytes:
+                self.app.commit(batch, 0, 0)
+                written += len(batch.puts)
+                if progress is not None:
+                    progress(written)
+                batch, size = AppBatch(), 0
+        self.app.commit(batch, index, term)
+        if progress is not None:
+            progress(written + len(batch.puts))
         self._store, self._sessions, self._members, self._hash_checks = self._open()
         self.watch_hub.reset()
 
@@ -272,18 +308,11 @@ class KvStateMachine:
         in strictly increasing key order, and each is a record of the layout
         (raftkv.kv.layout) that decodes. O(data), one chunk in memory at a time; reads
         nothing but `data` (it runs on a transport's worker thread)."""
-        previous: bytes | None = None
-        for run in _snapshot_runs(data):
-            for key, value in run:
-                if previous is not None and key <= previous:
-                    raise SnapshotInvalid(
-                        f"KV snapshot items are not in strictly increasing key order at "
-                        f"{key[:64]!r}"
-                    )
-                problem = _item_problem(key, value)
-                if problem is not None:
-                    raise SnapshotInvalid(f"KV snapshot item {key[:64]!r}: {problem}")
-                previous = key
+        self.count_snapshot_items(data)
+
+    def count_snapshot_items(self, data: bytes | memoryview) -> int:
+        """`validate_snapshot`, and how many items `data` holds."""
+        return sum(1 for _ in _valid_items(data))
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -438,29 +467,36 @@ class KvStateMachine:
         return HashCheckResponse(header)
 
 
-# How many items between two progress reports of a restore.
-_PROGRESS_ITEMS = 10_000
-
-
-def _reporting(
-    items: list[tuple[bytes, bytes]], progress: Callable[[int, int], None]
-) -> Iterator[tuple[bytes, bytes]]:
-    total = len(items)
-    for position, item in enumerate(items):
-        if position % _PROGRESS_ITEMS == 0:
-            progress(position, total)
-        yield item
-    progress(total, total)
-
-
 def _encode_snapshot(items: Iterator[tuple[bytes, bytes]]) -> bytes:
     """Version 3: the items cut by SNAPSHOT_CHUNKING, each run a compressed chunk."""
+    return b"".join(_snapshot_pieces(items))
+
+
+def _snapshot_pieces(items: Iterator[tuple[bytes, bytes]]) -> Iterator[bytes]:
+    """_encode_snapshot's bytes, a chunk at a time."""
     compressor = zstandard.ZstdCompressor(level=_ZSTD_LEVEL)
     chunks = (
         compressor.compress(_SNAPSHOT_ENCODER.encode(_SnapshotChunk(SNAPSHOT_FORMAT_VERSION, run)))
         for run in chunk_items(items, SNAPSHOT_CHUNKING)
     )
-    return encode_container(chunks, prefix=_CHUNKED_MAGIC)
+    return container_pieces(chunks, prefix=_CHUNKED_MAGIC)
+
+
+def _valid_items(data: bytes | memoryview) -> Iterator[tuple[bytes, bytes]]:
+    """The items of a snapshot, each checked as validate_snapshot says before it is
+    yielded (SnapshotInvalid at the first that fails)."""
+    previous: bytes | None = None
+    for run in _snapshot_runs(data):
+        for key, value in run:
+            if previous is not None and key <= previous:
+                raise SnapshotInvalid(
+                    f"KV snapshot items are not in strictly increasing key order at {key[:64]!r}"
+                )
+            problem = _item_problem(key, value)
+            if problem is not None:
+                raise SnapshotInvalid(f"KV snapshot item {key[:64]!r}: {problem}")
+            yield key, value
+            previous = key
 
 
 def _snapshot_runs(data: bytes | memoryview) -> Iterator[list[tuple[bytes, bytes]]]:

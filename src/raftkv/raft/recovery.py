@@ -24,6 +24,8 @@ one-node clusters with diverging histories would result.
 from __future__ import annotations
 
 import asyncio
+import itertools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from raftkv.raft.core.types import (
@@ -35,7 +37,7 @@ from raftkv.raft.core.types import (
     Snapshot,
     SnapshotMetadata,
 )
-from raftkv.raft.driver.envelope import decode_snapshot, encode_snapshot
+from raftkv.raft.driver.envelope import decode_snapshot, encode_snapshot, encode_snapshot_head
 from raftkv.raft.driver.node import Node
 from raftkv.raft.driver.settings import NodeSettings
 from raftkv.raft.driver.state_machine import StateMachine
@@ -138,6 +140,30 @@ def start_membership(
         encode_snapshot(voters, app),
     )
     storage.reset_to_snapshot(snapshot, HardState(term=current_term, vote=NodeId(0), commit=index))
+
+
+def start_membership_in_pieces(
+    storage: RocksStorage,
+    voters: dict[NodeId, str],
+    *,
+    index: int,
+    term: int,
+    app_pieces: Callable[[], Iterator[bytes]],
+    current_term: int,
+) -> None:
+    """`start_membership` for a state too large to hold in memory (a backup restored into
+    a new data dir): `app_pieces()` gives the state machine snapshot's bytes a piece at a
+    time, and is called twice, to measure it and to write it (so it must give the same
+    bytes each time). Not atomic (RocksStorage.reset_to_snapshot_pieces): the caller marks
+    the data dir unfinished until it returns."""
+    app_bytes = sum(len(piece) for piece in app_pieces())
+    head = encode_snapshot_head(voters, app_bytes)
+    storage.reset_to_snapshot_pieces(
+        SnapshotMetadata(index, term, ConfState(voters=frozenset(voters))),
+        itertools.chain([head], app_pieces()),
+        len(head) + app_bytes,
+        HardState(term=current_term, vote=NodeId(0), commit=index),
+    )
 
 
 def _own_address(storage: RocksStorage, node_id: NodeId) -> str:

@@ -54,6 +54,7 @@ __all__ = [
     "Container",
     "ContainerChunk",
     "chunk_items",
+    "container_pieces",
     "encode_container",
     "is_container",
     "read_container",
@@ -131,17 +132,22 @@ def chunk_items(
 def encode_container(chunks: Iterable[bytes], prefix: bytes = b"") -> bytes:
     """`prefix`, then the chunks, their manifest and the trailer (see the module
     docstring). Raises ValueError for an empty or oversized chunk (a caller's bug)."""
-    parts = [prefix]
+    return b"".join(container_pieces(chunks, prefix))
+
+
+def container_pieces(chunks: Iterable[bytes], prefix: bytes = b"") -> Iterator[bytes]:
+    """encode_container's bytes a piece at a time, holding one chunk and the manifest (36
+    bytes a chunk) in memory: for a container too large to build whole."""
+    yield prefix
     manifest = bytearray()
+    count = 0
     for chunk in chunks:
         if not 0 < len(chunk) <= MAX_CONTAINER_CHUNK_BYTES:
             raise ValueError(f"a container chunk holds 1 to 2**32 - 1 bytes, not {len(chunk)}")
         manifest += _MANIFEST_ENTRY.pack(hashlib.sha256(chunk).digest(), len(chunk))
-        parts.append(chunk)
-    count = len(parts) - 1
-    parts.append(bytes(manifest))
-    parts.append(_TRAILER.pack(count, CONTAINER_VERSION, _MAGIC))
-    return b"".join(parts)
+        count += 1
+        yield chunk
+    yield bytes(manifest) + _TRAILER.pack(count, CONTAINER_VERSION, _MAGIC)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,12 @@ holds state sets it.
 start whose `listen_peer` cannot be that address logs one warning: the node would listen
 where nobody calls (a restored node started with another `--listen-peer` than its
 `--initial-cluster` entry). Files written before it existed record "" and are not checked.
+
+`restoring`: `raftkv snapshot restore` writes the identity with it set before anything
+else, writes the database in many batches (raftkv.server.restore), and clears it last, after
+a synced final write. A data dir whose identity still says so was cut off halfway (the
+process was killed, the machine lost power): it holds part of a backup, and is refused by
+`raftkv serve` and `raftkv recover` until it is deleted and restored again.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ class Identity(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     cluster_id: int
     has_raft_state: bool = False
     peer_address: str = ""
+    restoring: bool = False
 
 
 class StateLost(Exception):
@@ -97,13 +104,11 @@ def check_identity(settings: ServerSettings) -> Identity:
                 f"data dir {data_dir} holds a database but no {IDENTITY_FILE}: "
                 "refusing to guess whose it is"
             )
-        identity = Identity(
-            node_id=settings.id,
-            cluster_id=settings.cluster_id,
-            peer_address=settings.founders.get(settings.id, settings.listen_peer),
-        )
+        identity = new_identity(settings)
         write_identity(data_dir, identity)
         return identity
+    if found.restoring:
+        raise restore_unfinished(data_dir)
     if found.node_id != settings.id:
         raise SettingsInvalid(
             f"data dir {data_dir} belongs to node {found.node_id} of cluster "
@@ -133,6 +138,22 @@ def check_identity(settings: ServerSettings) -> Identity:
             found.peer_address,
         )
     return found
+
+
+def new_identity(settings: ServerSettings) -> Identity:
+    """The identity of a new data dir for `settings` (not written)."""
+    return Identity(
+        node_id=settings.id,
+        cluster_id=settings.cluster_id,
+        peer_address=settings.founders.get(settings.id, settings.listen_peer),
+    )
+
+
+def restore_unfinished(data_dir: Path) -> SettingsInvalid:
+    return SettingsInvalid(
+        f"data dir {data_dir} holds a restore that did not finish (raftkv snapshot restore "
+        f"was stopped halfway): delete {data_dir} and run raftkv snapshot restore again"
+    )
 
 
 def can_listen_at(listen_peer: str, peer_address: str) -> bool:

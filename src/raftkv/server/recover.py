@@ -10,7 +10,7 @@ from raftkv.kv import KvStateMachine
 from raftkv.raft.core.types import MAX_TERM, NodeId
 from raftkv.raft.recovery import force_new_cluster
 from raftkv.raft.storage.rocks import RocksStorage, StorageOpenError
-from raftkv.server.identity import DATABASE_DIR, read_identity
+from raftkv.server.identity import DATABASE_DIR, read_identity, restore_unfinished
 from raftkv.server.settings import SettingsInvalid
 
 
@@ -19,6 +19,8 @@ async def recover(data_dir: Path, peer_address: str = "") -> str:
     identity = read_identity(data_dir)
     if identity is None:
         raise SettingsInvalid(f"{data_dir} is not a raftkv data dir (it has no identity file)")
+    if identity.restoring:
+        raise restore_unfinished(data_dir)
     database = data_dir / DATABASE_DIR
     if not database.exists():
         raise SettingsInvalid(f"{data_dir} holds no database ({database} is missing)")

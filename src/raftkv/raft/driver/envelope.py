@@ -126,6 +126,29 @@ def encode_snapshot(peers: dict[NodeId, str], app: bytes, removed: Iterable[Node
     return _ENCODER.encode(envelope)
 
 
+def encode_snapshot_head(
+    peers: dict[NodeId, str], app_bytes: int, removed: Iterable[NodeId] = ()
+) -> bytes:
+    """What `encode_snapshot(peers, app, removed)` writes before `app`, for an `app` of
+    `app_bytes` bytes: the snapshot is this head, then `app` (its last field), so a
+    snapshot too large to hold in memory can be written a piece at a time."""
+    empty = encode_snapshot(peers, b"", removed)
+    if not empty.endswith(_EMPTY_BIN):
+        raise AssertionError("the snapshot envelope's last field is not its app bytes")
+    return empty[: -len(_EMPTY_BIN)] + _bin_header(app_bytes)
+
+
+# MessagePack's bin formats, as msgspec picks them: the smallest that holds the length.
+_EMPTY_BIN = b"\xc4\x00"
+
+
+def _bin_header(length: int) -> bytes:
+    for marker, size in ((0xC4, 1), (0xC5, 2), (0xC6, 4)):
+        if length < 1 << (8 * size):
+            return bytes([marker]) + length.to_bytes(size, "big")
+    raise ValueError(f"a snapshot's app bytes stop at 2**32 - 1, not {length}")
+
+
 def decode_snapshot(data: bytes) -> tuple[dict[NodeId, str], bytes]:
     """The peers and the application's bytes of a snapshot's data."""
     peers, _, app = decode_snapshot_envelope(data)

@@ -39,8 +39,9 @@ the database a reader may see.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Concatenate, ParamSpec, TypeVar
 
@@ -514,6 +515,63 @@ class RocksStorage:
                 hard_state, stored, metadata.index, metadata.term, metadata.index, metadata.term
             )
             self._watermark.record(hard_state)  # the state goes back on purpose
+
+    def reset_to_snapshot_pieces(
+        self,
+        metadata: SnapshotMetadata,
+        pieces: Iterable[bytes],
+        data_bytes: int,
+        hard_state: HardState,
+    ) -> None:
+        """`reset_to_snapshot` for a snapshot too large to hold in memory (a new data dir
+        seeded from a backup): its data comes as `pieces` (`data_bytes` in all) and is
+        written a chunk at a time, one unsynced RocksDB write each; the snapshot's
+        metadata, the log's bounds and `hard_state` come last, in one synced write, which
+        makes every write before it durable too (the prefix property). Not atomic: a crash
+        midway leaves chunks that no metadata covers, so the caller marks the database
+        unfinished until this returns (raftkv.server.restore does, in member.json).
+        InvalidArgument, before the last write, if the pieces do not hold `data_bytes`."""
+        if hard_state.commit != metadata.index:
+            raise InvalidArgument("the hard state must commit exactly the snapshot's index")
+        with self._database.write_lock:
+            handles = self._database.handles()
+            first = WriteBatch(raw_mode=True)
+            first.delete_range(FIRST_KEY, PAST_LAST_KEY, handles.log_handle)
+            first.delete_range(FIRST_KEY, PAST_LAST_KEY, handles.snapshot_handle)
+            self._database.write(first, sync=False)
+            digest, length, number = hashlib.sha256(), 0, 0
+            pending = bytearray()
+            for piece in itertools.chain(pieces, [None]):
+                if piece is not None:
+                    digest.update(piece)
+                    length += len(piece)
+                    pending += piece
+                while len(pending) >= SNAPSHOT_CHUNK_SIZE or (piece is None and pending):
+                    chunk = bytes(pending[:SNAPSHOT_CHUNK_SIZE])
+                    del pending[:SNAPSHOT_CHUNK_SIZE]
+                    write = WriteBatch(raw_mode=True)
+                    write.put(encode_chunk_key(number), encode_blob(chunk), handles.snapshot_handle)
+                    self._database.write(write, sync=False)
+                    number += 1
+            if length != data_bytes:
+                raise InvalidArgument(
+                    f"the snapshot's pieces hold {length} bytes, not {data_bytes}"
+                )
+            stored = StoredSnapshot(metadata, length, digest.digest())
+            last = WriteBatch(raw_mode=True)
+            last.put(SNAPSHOT_META_KEY, encode_stored_snapshot(stored), handles.state_handle)
+            last.put(
+                COMPACTED_KEY,
+                encode_index_term(metadata.index, metadata.term),
+                handles.state_handle,
+            )
+            last.put(VOTE_KEY, encode_hard_state(hard_state), handles.state_handle)
+            self._database.write(last, sync=True)
+            self._entry_cache.clear()
+            self._cache = _Cache(
+                hard_state, stored, metadata.index, metadata.term, metadata.index, metadata.term
+            )
+            self._watermark.record(hard_state)
 
     def _put_snapshot(
         self, batch: WriteBatch, handles: Handles, metadata: SnapshotMetadata, data: bytes
