@@ -55,6 +55,22 @@ def test_add_promote_remove_and_transfer() -> None:
     run_scenario(scenario)
 
 
+def test_a_transfer_to_the_leader_itself_answers_at_once() -> None:
+    # docs/operations.md's `raftkv transfer-leader 3` after `member remove 1`: 3 had just
+    # been elected, and the transfer waited for another leader until a 500 TimeoutError.
+    async def scenario() -> None:
+        async with started() as api:
+            leader = api.cluster.leader()
+            assert leader is not None
+            for asked in (leader.id, api.follower()):
+                status, body = await api.call(
+                    asked, "POST", "/v1/leader/transfer", json={"to": leader.id}
+                )
+                assert (status, body) == (200, {"leader": leader.id}), asked
+
+    run_scenario(scenario)
+
+
 def test_membership_refusals() -> None:
     async def scenario() -> None:
         async with started() as api:
