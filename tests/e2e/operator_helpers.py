@@ -5,9 +5,10 @@ What a test changes in a documented command, and only that: the ports (8080-8099
 7080-7099 become free ports at the same offsets from two free bases), `.venv/bin/raftkv`
 and `raftkv` become this interpreter's `python -m raftkv` (a `raftkv` script first on
 PATH), and relative paths land in the test's directory (the working directory of every
-command). Each line runs through `sh -c`, so redirections work as written. A command that
-serves (`raftkv serve`, `raftkv dev`) runs in the background until the test stops it; the
-test waits for its started line before going on.
+command; `steps.log` there keeps what each step printed). Each line runs through `sh -c`,
+so redirections work as written. A command that serves (`raftkv serve`, `raftkv dev`)
+runs in the background until the test stops it; the test waits for its started line
+before going on.
 """
 
 from __future__ import annotations
@@ -168,6 +169,8 @@ class Operator:
             timeout=COMMAND_TIMEOUT_S,
             check=False,
         )
+        with (self.directory / "steps.log").open("a") as log:
+            log.write(f"$ {step.line}\n{done.stdout}{done.stderr}[exit {done.returncode}]\n")
         what = (step.line, done.returncode, done.stdout, done.stderr)
         assert done.returncode in exit_codes, what
         assert "Traceback" not in done.stderr, what
