@@ -71,6 +71,21 @@ def test_a_transfer_to_the_leader_itself_answers_at_once() -> None:
     run_scenario(scenario)
 
 
+def test_a_transfer_that_sees_no_new_leader_in_time_is_a_504_not_a_500() -> None:
+    async def scenario() -> None:
+        async with started() as api:
+            leader = api.cluster.leader()
+            assert leader is not None
+            down = api.follower()
+            await api.cluster.crash(NodeId(down))
+            status, body = await api.call(
+                leader.id, "POST", "/v1/leader/transfer", json={"to": down}
+            )
+            assert (status, error_code(body)) == (504, "timeout"), body
+
+    run_scenario(scenario)
+
+
 def test_membership_refusals() -> None:
     async def scenario() -> None:
         async with started() as api:
