@@ -99,3 +99,21 @@ def test_status_wait_names_a_member_that_never_made_contact(
         assert ran.err.count("\n") == 1
 
     in_cluster(capsys, monkeypatch, test)
+
+
+def test_member_changes_print_the_leaders_view(capsys: Capsys, monkeypatch: Patch) -> None:
+    """docs/operations.md's `member add 5` through a follower printed that follower's view:
+    no match indexes, and "5.6s ago" as the last contact of a healthy voter."""
+
+    async def test(cli: Cli) -> None:
+        follower = cli.api.urls[cli.api.follower_ids()[0]]
+        added = await cli("member", "add", "9", "127.0.0.1:1", "--endpoints", follower)
+        assert added.code == EXIT_OK, added.err
+        leader = cli.api.leader_id()
+        assert f"as member {leader} at" in added.out, added.out
+        removed = await cli("member", "remove", "9", "--endpoints", follower, "--output", "json")
+        assert removed.code == EXIT_OK, removed.err
+        answer = json.loads(removed.out)
+        assert answer["id"] == answer["leader"] == leader, answer
+
+    in_cluster(capsys, monkeypatch, test)

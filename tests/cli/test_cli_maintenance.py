@@ -163,11 +163,12 @@ def test_endpoint_hashkv_shows_each_members_state_hash(capsys: Capsys, monkeypat
         assert sorted(row["id"] for row in rows) == [1, 2, 3]
         by_index: dict[int, set[str]] = {}
         for row in rows:
-            assert len(row["hash"]) == 64
-            by_index.setdefault(row["applied_index"], set()).add(row["hash"])
+            assert len(row["hash"]) == len(row["data_hash"]) == 64
+            by_index.setdefault(row["applied_index"], set()).add(row["hash"] + row["data_hash"])
         assert all(len(hashes) == 1 for hashes in by_index.values())  # same log, same hash
         table = await cli("endpoint", "hashkv")
         assert table.code == EXIT_OK and rows[0]["hash"][:16] in table.out
+        assert rows[0]["data_hash"][:16] in table.out
         dead = closed_port_url()
         endpoints = ",".join([*cli.api.endpoints(), dead])
         partial = await cli("endpoint", "hashkv", "--endpoints", endpoints, "--timeout", "2")

@@ -55,6 +55,37 @@ def test_add_promote_remove_and_transfer() -> None:
     run_scenario(scenario)
 
 
+def test_a_transfer_to_the_leader_itself_answers_at_once() -> None:
+    # docs/operations.md's `raftkv transfer-leader 3` after `member remove 1`: 3 had just
+    # been elected, and the transfer waited for another leader until a 500 TimeoutError.
+    async def scenario() -> None:
+        async with started() as api:
+            leader = api.cluster.leader()
+            assert leader is not None
+            for asked in (leader.id, api.follower()):
+                status, body = await api.call(
+                    asked, "POST", "/v1/leader/transfer", json={"to": leader.id}
+                )
+                assert (status, body) == (200, {"leader": leader.id}), asked
+
+    run_scenario(scenario)
+
+
+def test_a_transfer_that_sees_no_new_leader_in_time_is_a_504_not_a_500() -> None:
+    async def scenario() -> None:
+        async with started() as api:
+            leader = api.cluster.leader()
+            assert leader is not None
+            down = api.follower()
+            await api.cluster.crash(NodeId(down))
+            status, body = await api.call(
+                leader.id, "POST", "/v1/leader/transfer", json={"to": down}
+            )
+            assert (status, error_code(body)) == (504, "timeout"), body
+
+    run_scenario(scenario)
+
+
 def test_membership_refusals() -> None:
     async def scenario() -> None:
         async with started() as api:

@@ -42,7 +42,7 @@ from raftkv.cli.errors import UsageError, fail
 from raftkv.cli.maintenance_commands import every_endpoint
 from raftkv.cli.output import Output, print_json, print_table
 from raftkv.cli.running import Verb, run_verb
-from raftkv.client import ClientError, Status, SyncClient, txn
+from raftkv.client import ClientError, Cluster, Status, SyncClient, txn
 
 __all__ = ["add_commands"]
 
@@ -229,18 +229,33 @@ def _members(client: SyncClient, arguments: argparse.Namespace, output: Output) 
 
 
 def _member_add(client: SyncClient, arguments: argparse.Namespace, output: Output) -> int:
-    output.members(client.add_member(arguments.id, arguments.peer_url))
+    output.members(
+        _as_the_leader_sees_it(client, client.add_member(arguments.id, arguments.peer_url))
+    )
     return EXIT_OK
 
 
 def _promote(client: SyncClient, arguments: argparse.Namespace, output: Output) -> int:
-    output.members(client.promote_member(arguments.id))
+    output.members(_as_the_leader_sees_it(client, client.promote_member(arguments.id)))
     return EXIT_OK
 
 
 def _remove(client: SyncClient, arguments: argparse.Namespace, output: Output) -> int:
-    output.members(client.remove_member(arguments.id))
+    output.members(_as_the_leader_sees_it(client, client.remove_member(arguments.id)))
     return EXIT_OK
+
+
+def _as_the_leader_sees_it(client: SyncClient, answer: Cluster) -> Cluster:
+    """The members after a change, as `raftkv members` shows them: a follower that
+    forwarded the change answers with its own view (no match indexes, and "last contact"
+    times of peers it has no reason to hear from), so the leader is asked; the answer
+    itself if the leader gave it or cannot be asked (the change is made either way)."""
+    if answer.id == answer.leader:
+        return answer
+    try:
+        return client.cluster()
+    except ClientError:
+        return answer
 
 
 def _transfer(client: SyncClient, arguments: argparse.Namespace, output: Output) -> int:

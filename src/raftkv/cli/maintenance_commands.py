@@ -9,7 +9,10 @@ REVISION`, `endpoint health` and `endpoint hashkv`. They take the common flags o
 - `endpoint hashkv` asks the same nodes for `/v1/status?hash=true`: the SHA-256 of each
   one's whole committed KV state, beside the index it had applied. Members that applied
   the same index have the same hash; a member whose hash differs at the same index has
-  diverged (the hash checks raise a CORRUPT alarm for it). Exit 4 if a node did not answer.
+  diverged (the hash checks raise a CORRUPT alarm for it). Beside it `data_hash`, the
+  user's data only: equal on a cluster restored from a backup and on the source at the
+  backup (`hash` also covers what each cluster writes for itself). Exit 4 if a node did
+  not answer.
 
 `member update` (etcdctl's, changing a member's peer URL) has no counterpart: the server
 has no route for it. Remove the member and add it again at its new address instead.
@@ -133,10 +136,10 @@ def _hashkv(client: SyncClient, arguments: argparse.Namespace, output: Output) -
             [_hash_json(endpoint, row) for endpoint, row in zip(endpoints, rows, strict=True)]
         )
     else:
-        table = new_table("endpoint", "id", "applied", "revision", "compacted", "hash")
+        table = new_table("endpoint", "id", "applied", "revision", "compacted", "hash", "data_hash")
         for endpoint, row in zip(endpoints, rows, strict=True):
             if isinstance(row, ClientError):
-                add_row(table, endpoint, "-", "-", "-", "-", f"error: {row.code}")
+                add_row(table, endpoint, "-", "-", "-", "-", f"error: {row.code}", "-")
                 continue
             add_row(
                 table,
@@ -146,6 +149,7 @@ def _hashkv(client: SyncClient, arguments: argparse.Namespace, output: Output) -
                 str(row.revision),
                 str(row.compacted_revision),
                 row.hash,
+                row.data_hash,
             )
         print_table(table)
     silent = [
@@ -172,4 +176,5 @@ def _hash_json(endpoint: str, row: Status | ClientError) -> Json:
         "revision": row.revision,
         "compacted_revision": row.compacted_revision,
         "hash": row.hash,
+        "data_hash": row.data_hash,
     }

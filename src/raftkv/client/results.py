@@ -121,6 +121,10 @@ class Status:
     # With `status(hash=True)`: the SHA-256 (hex) of the node's whole committed KV state,
     # equal on members that applied the same log ("" when not asked for).
     hash: str = ""
+    # With `status(hash=True)`: the SHA-256 (hex) of the user's data only (keys, their
+    # history, leases, the revision), leaving out what each cluster writes for itself:
+    # equal on a cluster restored from a backup and on the source at the backup.
+    data_hash: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -134,5 +134,13 @@ class ClusterHandlers:
     async def transfer_leadership(self, request: web.Request) -> web.Response:
         body = await self._body(request, TransferBody)
         target = None if body.to == 0 else _member_id(str(body.to))
-        leader = await self.service.transfer_leadership(target, timeout=self.timeout)
+        try:
+            leader = await self.service.transfer_leadership(target, timeout=self.timeout)
+        except TimeoutError:
+            raise ApiError(
+                504,
+                "timeout",
+                "no new leader was seen in time: the transfer may still happen; "
+                "see who leads with raftkv status",
+            ) from None
         return json_answer(TransferAnswer(leader=int(leader)))

@@ -7,6 +7,7 @@ and the leader's refusals come back as the errors the leader raises itself:
 - NotLeader (with the hint) when no leader is known or the one asked no longer leads;
 - InvalidArgument when the target is not a voter;
 - TimeoutError when no other leader was seen in time (the transfer may still happen);
+  a transfer to the leader itself is done at once (it already leads);
 - ProposalDropped when nothing was done (no other voter, the leader is stopping);
 - MembershipError "not_sent" / "unreachable" from the transport (see Membership.ask_leader).
 
@@ -94,6 +95,10 @@ class LeadershipTransfers:
             to = best_transferee(rawnode, self._node_id)
             if to is None:
                 raise ProposalDropped("no other voter to transfer leadership to")
+        elif to == self._node_id:
+            # Already where it was asked to go (the core ignores a transfer to itself, so
+            # waiting for another leader would time out): done, and a retry is a no-op.
+            return to
         rawnode.transfer_leader(to)
         self._wake.set()
         leadership = self._leadership
