@@ -60,6 +60,24 @@ class Cluster(KvProcessCluster):
         return len(marks) == 1
 
 
+def same_tail(databases: list[Path]) -> None:
+    """Give every stopped member's log the entries the longest one has past it: the
+    members were killed together, but the leader may have appended an entry (a hash check
+    at start, say) that reached only some of them. Copying it is what replication would
+    have done; appending a no-op in its place would put two entries at one index and term."""
+    storages = [RocksStorage(database, create=False) for database in databases]
+    try:
+        longest = max(storages, key=lambda storage: storage.last_index())
+        for storage in storages:
+            last = storage.last_index()
+            if last < longest.last_index():
+                missing = longest.entries(last + 1, longest.last_index() + 1, 1 << 30)
+                storage.persist(None, missing, None, sync=True)
+    finally:
+        for storage in storages:
+            storage.close()
+
+
 def append_no_ops(database: Path, count: int) -> tuple[int, int]:
     """Append `count` empty entries of the last entry's term to a stopped member's log; its
     new last index and term."""
@@ -88,6 +106,7 @@ def test_a_leader_catching_up_a_follower_keeps_answering(tmp_path: Path) -> None
         for node in cluster.ids:
             cluster.kill(node)
         *ahead, behind = cluster.ids
+        same_tail([cluster.database(node) for node in ahead])
         lasts = {append_no_ops(cluster.database(node), MISSED_ENTRIES) for node in ahead}
         assert len(lasts) == 1, lasts
         with ThreadPoolExecutor(len(ahead)) as starting:

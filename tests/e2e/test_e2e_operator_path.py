@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from operator_helpers import ROOT, Operator, sh_blocks
+from operator_helpers import ROOT, Operator, Step, sh_blocks
 
 from raftkv.testing.processes import wait_until
 
@@ -47,5 +47,15 @@ def test_the_readme_runs_in_order(tmp_path: Path) -> None:
         members = {member["id"] for member in operator.get(8081, "/v1/cluster")["members"]}
         assert members == {2, 3, 4}
         assert (tmp_path / "backup.raftkv").stat().st_size > 0
+
+        # Ctrl-C, then `make run` again on the same data (issue 14 item 2): node 1 was
+        # removed, so the Quick start's commands on 8080 could never work; dev says so and
+        # how to start over instead of printing "ready".
+        operator.stop("dev")
+        again = operator.run(Step(MAKE_RUN), exit_codes=(1,))
+        assert "ready" not in again.stdout
+        # One line of its own (the nodes' shutdown logs follow it).
+        (line,) = [line for line in again.stderr.splitlines() if line.startswith("raftkv dev:")]
+        assert "node(s) 1 " in line and "delete data/dev and run it again" in line, line
     finally:
         operator.stop_all()

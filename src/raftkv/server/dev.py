@@ -112,7 +112,7 @@ async def run_dev(cluster: DevCluster) -> int:
             print(
                 f"raftkv dev: node(s) {', '.join(map(str, removed))} of the old cluster in "
                 f"{cluster.data_dir} were removed from it, so they answer every request with "
-                f"'stopped': to start over, stop this and delete {cluster.data_dir}",
+                f"'removed'; stopping: to start over, delete {cluster.data_dir} and run it again",
                 file=sys.stderr,
                 flush=True,
             )
