@@ -6,7 +6,8 @@ bounded queues and setting `_wake`. The loop, per Ready (docs/architecture.md#th
 1. `ready()`; send `messages` at once (the leader's own append runs in parallel with
    replication);
 2. persist snapshot + entries + hard state in ONE write, fsynced when the Ready says so,
-   on a single writer thread (order kept) — or inline in deterministic simulations;
+   on a single writer thread (order kept) — or inline in deterministic simulations, and
+   inline too when it needs no fsync and the writer is idle (a commit-index move);
 3. once durable: send `persisted_messages`, install a snapshot into the state machine,
    apply committed entries, answer reads whose index is applied;
 4. `advance`.
@@ -639,7 +640,12 @@ class Node:
         submitted_at = 0.0
         if ready.entries or ready.hard_state is not None or ready.snapshot is not None:
             submitted_at = time.perf_counter()
-            write = self._writer.submit(
+            # A write with nothing to fsync (the commit index moved: the usual second Ready
+            # of a write on the leader, and of a heartbeat on a follower) runs on the loop
+            # when the writer is idle, so what it commits applies in this turn.
+            cheap = not ready.must_sync and ready.snapshot is None
+            submit = self._writer.submit_cheap if cheap else self._writer.submit
+            write = submit(
                 self.storage.persist,
                 ready.hard_state,
                 ready.entries,
