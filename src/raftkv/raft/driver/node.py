@@ -6,7 +6,8 @@ bounded queues and setting `_wake`. The loop, per Ready (docs/architecture.md#th
 1. `ready()`; send `messages` at once (the leader's own append runs in parallel with
    replication);
 2. persist snapshot + entries + hard state in ONE write, fsynced when the Ready says so,
-   on a single writer thread (order kept) — or inline in deterministic simulations;
+   on a single writer thread (order kept) — or inline in deterministic simulations, and
+   inline too when it needs no fsync and the writer is idle (a commit-index move);
 3. once durable: send `persisted_messages`, install a snapshot into the state machine,
    apply committed entries, answer reads whose index is applied;
 4. `advance`.
@@ -106,6 +107,9 @@ class _Outstanding:
     write: asyncio.Future[tuple[None, float]] | None
     # time.perf_counter() when the write was submitted (for stats.append_seconds).
     submitted_at: float
+    # The Ready's messages wait until its committed entries are applied (its write ran
+    # inline: see _start_ready).
+    send_after_apply: bool = False
 
 
 class Node:
@@ -633,13 +637,24 @@ class Node:
         self._requests.start_batch()
         if ready.soft_state is not None:
             self._on_soft_state(ready.soft_state.leader_id, ready.soft_state.role)
-        if ready.messages:
+        must_write = (
+            bool(ready.entries) or ready.hard_state is not None or ready.snapshot is not None
+        )
+        # A write with nothing to fsync (the commit index moved: the usual second Ready of
+        # a write on the leader, and of a heartbeat on a follower) runs on the loop when
+        # the writer thread is idle, so what it commits applies in this turn. Its messages
+        # (the new commit index for the followers) then go after the apply: sent first,
+        # the sender tasks would run before the answers to the writes it commits.
+        cheap = must_write and not ready.must_sync and ready.snapshot is None
+        send_after_apply = cheap and self._writer.threaded and self._writer.idle
+        if ready.messages and not send_after_apply:
             self.transport.send(ready.messages)
         write: asyncio.Future[tuple[None, float]] | None = None
         submitted_at = 0.0
-        if ready.entries or ready.hard_state is not None or ready.snapshot is not None:
+        if must_write:
             submitted_at = time.perf_counter()
-            write = self._writer.submit(
+            submit = self._writer.submit_cheap if cheap else self._writer.submit
+            write = submit(
                 self.storage.persist,
                 ready.hard_state,
                 ready.entries,
@@ -650,7 +665,7 @@ class Node:
                 self.stats.fsyncs += 1
                 self.stats.entries_per_fsync.observe(len(ready.entries))
             self.stats.entries_persisted += len(ready.entries)
-        self._outstanding = _Outstanding(ready, write, submitted_at)
+        self._outstanding = _Outstanding(ready, write, submitted_at, send_after_apply)
 
     def _finish_ready(self, rawnode: RawNode, outstanding: _Outstanding) -> None:
         ready = outstanding.ready
@@ -661,7 +676,7 @@ class Node:
             if ready.must_sync:
                 self.stats.fsync_seconds.observe(write_seconds)
         self._outstanding = None
-        if ready.persisted_messages:
+        if ready.persisted_messages and not outstanding.send_after_apply:
             self.transport.send(ready.persisted_messages)
         if ready.snapshot is not None:
             self._applier.install_snapshot(ready.snapshot)
@@ -670,6 +685,8 @@ class Node:
         self._requests.record_read_states(ready.read_states)
         rawnode.advance(ready)
         self._requests.answer_reads(rawnode.applied_index())
+        if outstanding.send_after_apply and (ready.messages or ready.persisted_messages):
+            self.transport.send(ready.messages + ready.persisted_messages)
         self._applier.maybe_snapshot(rawnode)
 
     # -- helpers ---------------------------------------------------------------------------

@@ -1,0 +1,125 @@
+"""The leader's path from a quorum's acknowledgement to the answer: a Ready that only moves
+the commit index is written on the loop (no fsync, nothing ahead of it on the writer), its
+entries are applied in the same turn, and the new commit index goes to the followers after
+the answer (docs/performance.md). The writer thread is stood in for by an executor that runs
+each write at once: seeded, simulated time, no sleeps."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Sequence
+from typing import Any
+
+from raftkv.raft.core.types import Entry, HardState, Message, MessageType, Snapshot
+from raftkv.raft.driver.envelope import RequestId
+from raftkv.raft.storage.base import RaftStorage
+from raftkv.testing.local_cluster import LocalCluster, run_scenario
+from raftkv.testing.state_machines import DictStateMachine, encode_set
+
+
+def memory_dict(_: RaftStorage) -> DictStateMachine:
+    return DictStateMachine()
+
+
+class ImmediateExecutor(concurrent.futures.Executor):
+    """A writer thread that is never busy: runs each write at once, saying so meanwhile."""
+
+    def __init__(self) -> None:
+        self.running = False
+
+    def submit(self, function: Any, /, *arguments: Any, **keywords: Any) -> Any:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.running = True
+        try:
+            future.set_result(function(*arguments, **keywords))
+        finally:
+            self.running = False
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        pass
+
+
+def test_a_commit_index_move_is_written_on_the_loop_and_sent_after_the_answer() -> None:
+    async def scenario() -> None:
+        cluster = LocalCluster(3, state_machine=memory_dict, seed=7)
+        await cluster.start()
+        leader = await cluster.wait_for_leader()
+        await cluster.complete(leader.propose(encode_set("a", "1")))
+        executor = ImmediateExecutor()
+        leader._writer._executor = executor
+        events: list[tuple[Any, ...]] = []
+
+        persist = leader.storage.persist
+
+        def recording_persist(
+            hard_state: HardState | None,
+            entries: Sequence[Entry],
+            snapshot: Snapshot | None,
+            *,
+            sync: bool,
+        ) -> None:
+            events.append(("persist", sync, executor.running))
+            persist(hard_state, entries, snapshot, sync=sync)
+
+        send = leader.transport.send
+
+        def recording_send(messages: Sequence[Message]) -> None:
+            for message in messages:
+                if message.type is MessageType.APPEND:
+                    events.append(("append", message.commit, len(message.entries)))
+            send(messages)
+
+        complete = leader._requests.complete
+
+        def recording_complete(request: RequestId, outcome: object) -> None:
+            events.append(("answered",))
+            complete(request, outcome)
+
+        leader.storage.persist = recording_persist  # type: ignore[method-assign]
+        leader.transport.send = recording_send  # type: ignore[method-assign]
+        leader._requests.complete = recording_complete  # type: ignore[method-assign]
+
+        await cluster.complete(leader.propose(encode_set("b", "2")))
+        index = leader.status().commit_index
+        await cluster.stop()
+
+        persists = [event for event in events if event[0] == "persist"]
+        # The entry is fsynced on the writer; the commit index moves unsynced, on the loop.
+        assert ("persist", True, True) in persists
+        assert ("persist", False, False) in persists
+        assert all(running for _, sync, running in persists if sync)
+        answered = events.index(("answered",))
+        # The entry itself went out before the answer; the followers learn it is committed
+        # after it.
+        assert any(event[0] == "append" and event[2] for event in events[:answered])
+        announce = next(
+            position
+            for position, event in enumerate(events)
+            if event[0] == "append" and event[1] >= index
+        )
+        assert announce > answered
+
+    run_scenario(scenario)
+
+
+def test_a_commit_index_move_behind_a_write_under_way_waits_for_the_writer() -> None:
+    """The writer keeps order: with a write queued on it, the commit-only write queues
+    too (and its messages go at once, as before)."""
+
+    async def scenario() -> None:
+        cluster = LocalCluster(3, state_machine=memory_dict, seed=7)
+        await cluster.start()
+        leader = await cluster.wait_for_leader()
+        writer = leader._writer
+        writer._executor = ImmediateExecutor()
+        # Pretend a write is under way: submit_cheap must not run inline.
+        writer._under_way += 1
+        future = writer.submit_cheap(lambda: "late")
+        assert not future.done()
+        writer._under_way -= 1
+        await cluster.run_until(future.done)
+        assert future.result()[0] == "late"
+        await cluster.stop()
+
+    run_scenario(scenario)
