@@ -155,22 +155,43 @@ async def run_dev(cluster: DevCluster) -> int:
             loop.remove_signal_handler(number)
 
 
-async def removed_nodes(endpoints: list[str], timeout_s: float = 10.0) -> list[int]:
+async def removed_nodes(
+    endpoints: list[str], timeout_s: float = 15.0, interval_s: float = 0.1
+) -> list[int]:
     """The nodes (1-based, in endpoint order) whose `/v1/status` says they were removed
-    from the cluster: a data dir left by an earlier run in which they were. A node that
-    does not answer is not counted (its own log says why)."""
+    from the cluster: a data dir left by an earlier run in which they were.
+
+    A restarted node learns it was removed only once it has replayed its log (or heard
+    from a member), a moment after it prints that it started; so each node is asked
+    until it says it was removed, or has settled (it knows a leader and has applied what
+    it knows is committed), for at most `timeout_s`. A node that does not answer is not
+    counted (its own log says why)."""
     import aiohttp  # noqa: PLC0415
 
-    removed = []
-    client_timeout = aiohttp.ClientTimeout(total=timeout_s)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    removed: set[int] = set()
+    settled: set[int] = set()
+    client_timeout = aiohttp.ClientTimeout(total=min(timeout_s, 5.0))
     async with aiohttp.ClientSession(timeout=client_timeout) as session:
-        for node, endpoint in enumerate(endpoints, start=1):
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
-                async with session.get(f"{endpoint}/v1/status") as response:
-                    status = await response.json()
-                    if isinstance(status, dict) and status.get("removed") is True:
-                        removed.append(node)
-    return removed
+        while True:
+            for node, endpoint in enumerate(endpoints, start=1):
+                if node in removed or node in settled:
+                    continue
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
+                    async with session.get(f"{endpoint}/v1/status") as response:
+                        status = await response.json()
+                    if not isinstance(status, dict):
+                        continue
+                    if status.get("removed") is True:
+                        removed.add(node)
+                    elif status.get("leader") and status.get("applied_index", 0) >= status.get(
+                        "commit_index", 0
+                    ):
+                        settled.add(node)
+            if len(removed) + len(settled) == len(endpoints) or loop.time() >= deadline:
+                return sorted(removed)
+            await asyncio.sleep(interval_s)
 
 
 async def _wait_started(
