@@ -503,18 +503,7 @@ class RocksStorage:
             batch = WriteBatch(raw_mode=True)
             batch.delete_range(FIRST_KEY, PAST_LAST_KEY, handles.log_handle)
             stored = self._put_snapshot(batch, handles, metadata, snapshot.data)
-            batch.put(
-                COMPACTED_KEY,
-                encode_index_term(metadata.index, metadata.term),
-                handles.state_handle,
-            )
-            batch.put(VOTE_KEY, encode_hard_state(hard_state), handles.state_handle)
-            self._database.write(batch, sync=True)
-            self._entry_cache.clear()
-            self._cache = _Cache(
-                hard_state, stored, metadata.index, metadata.term, metadata.index, metadata.term
-            )
-            self._watermark.record(hard_state)  # the state goes back on purpose
+            self._finish_reset(batch, handles, stored, hard_state)
 
     def reset_to_snapshot_pieces(
         self,
@@ -560,18 +549,25 @@ class RocksStorage:
             stored = StoredSnapshot(metadata, length, digest.digest())
             last = WriteBatch(raw_mode=True)
             last.put(SNAPSHOT_META_KEY, encode_stored_snapshot(stored), handles.state_handle)
-            last.put(
-                COMPACTED_KEY,
-                encode_index_term(metadata.index, metadata.term),
-                handles.state_handle,
-            )
-            last.put(VOTE_KEY, encode_hard_state(hard_state), handles.state_handle)
-            self._database.write(last, sync=True)
-            self._entry_cache.clear()
-            self._cache = _Cache(
-                hard_state, stored, metadata.index, metadata.term, metadata.index, metadata.term
-            )
-            self._watermark.record(hard_state)
+            self._finish_reset(last, handles, stored, hard_state)
+
+    def _finish_reset(
+        self, batch: WriteBatch, handles: Handles, stored: StoredSnapshot, hard_state: HardState
+    ) -> None:
+        """The end both resets share: the log starts after `stored`'s index, `hard_state`
+        replaces the stored one, `batch` is written synced, and the caches and the
+        durability watermark follow (the state goes back on purpose)."""
+        metadata = stored.metadata
+        batch.put(
+            COMPACTED_KEY, encode_index_term(metadata.index, metadata.term), handles.state_handle
+        )
+        batch.put(VOTE_KEY, encode_hard_state(hard_state), handles.state_handle)
+        self._database.write(batch, sync=True)
+        self._entry_cache.clear()
+        self._cache = _Cache(
+            hard_state, stored, metadata.index, metadata.term, metadata.index, metadata.term
+        )
+        self._watermark.record(hard_state)
 
     def _put_snapshot(
         self, batch: WriteBatch, handles: Handles, metadata: SnapshotMetadata, data: bytes
