@@ -25,11 +25,11 @@ from pathlib import Path
 from raftkv.raft import (
     Command,
     GrpcTransport,
-    GrpcTransportSettings,
     InProcessNetwork,
     Node,
     NodeId,
     NodeSettings,
+    PeerTransportSettings,
     RocksStorage,
 )
 from raftkv.raft.transport.base import Transport
@@ -76,7 +76,7 @@ async def start_cluster(kind: str, directory: Path) -> list[Node]:
         transport: Transport
         if kind == "grpc":
             transport = GrpcTransport(
-                GrpcTransportSettings(cluster_id=1, listen_address=addresses[node_id])
+                PeerTransportSettings(cluster_id=1, listen_address=addresses[node_id])
             )
         else:
             transport = network.transport(addresses[node_id])

@@ -72,7 +72,6 @@ def test_raft_library_all_is_pinned() -> None:
             "ConfState",
             "ConfigInvalid",
             "GrpcTransport",
-            "GrpcTransportSettings",
             "Histogram",
             "InProcessNetwork",
             "InProcessTransport",
@@ -91,6 +90,7 @@ def test_raft_library_all_is_pinned() -> None:
             "OutcomeUnknown",
             "Overloaded",
             "PeerProgress",
+            "PeerTransportSettings",
             "ProposalDropped",
             "ProposalTimeout",
             "RaftError",
@@ -105,6 +105,7 @@ def test_raft_library_all_is_pinned() -> None:
             "Stopped",
             "StorageCorrupt",
             "SystemClock",
+            "TcpTransport",
             "Transport",
             "TransportError",
         ]

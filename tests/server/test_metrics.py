@@ -25,9 +25,9 @@ from raftkv.raft.driver.settings import NodeSettings
 from raftkv.raft.storage.base import RaftStorage
 from raftkv.raft.storage.memory import MemoryStorage
 from raftkv.raft.transport.base import Transport
-from raftkv.raft.transport.grpc_settings import GrpcTransportSettings
 from raftkv.raft.transport.grpc_transport import GrpcTransport
 from raftkv.raft.transport.inprocess import InProcessNetwork
+from raftkv.raft.transport.settings import PeerTransportSettings
 from raftkv.server import HttpSettings, create_app
 from raftkv.server.metrics import Metrics
 from raftkv.testing.local_cluster import LocalCluster, address_of, run_scenario
@@ -248,7 +248,7 @@ def unstarted_metrics(transport: Transport | None = None) -> Metrics:
 
 def test_a_grpc_transport_adds_its_queue_depths_and_counters() -> None:
     async def scenario() -> None:
-        settings = GrpcTransportSettings(cluster_id=1, max_queue_messages=10)
+        settings = PeerTransportSettings(cluster_id=1, max_queue_messages=10)
         transport = GrpcTransport(settings)
         metrics = unstarted_metrics(transport)
         await transport.start(metrics.node)

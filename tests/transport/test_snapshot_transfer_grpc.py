@@ -26,7 +26,9 @@ from raftkv.raft.core.types import (
 )
 from raftkv.raft.snapshot_chunks import encode_container
 from raftkv.raft.transport import raft_pb2 as wire
-from raftkv.raft.transport.grpc_transport import GrpcTransport, GrpcTransportStats
+from raftkv.raft.transport.grpc_transport import GrpcTransport
+from raftkv.raft.transport.settings import PeerTransportStats
+from raftkv.raft.transport.snapshot_streams import SnapshotUploads, TransferProgress, UploadStream
 from raftkv.raft.transport.snapshot_transfer import OutgoingSnapshot
 from raftkv.testing import RecordingHandler
 from raftkv.testing.conformance.transport import wait_until
@@ -320,17 +322,21 @@ class LazyReceiverCall:
         self.closed = True
 
 
-def test_the_sender_keeps_at_most_the_in_flight_limit_unacknowledged() -> None:
-    from raftkv.raft.transport.grpc_snapshot_sender import SnapshotSender, TransferProgress
+async def no_stream(peer: NodeId) -> UploadStream:
+    raise AssertionError("upload() is given its stream")
 
+
+def test_the_sender_keeps_at_most_the_in_flight_limit_unacknowledged() -> None:
     async def scenario() -> None:
         settings = replace(TEST_SETTINGS, max_snapshot_chunks_in_flight=3)
-        sender = SnapshotSender(settings, GrpcTransportStats(), lambda peer, ok: None)
+        sender = SnapshotUploads(
+            settings, PeerTransportStats(), no_stream, lambda peer, ok: None, logging.getLogger()
+        )
         outgoing = OutgoingSnapshot.build(
             CLUSTER_ID, snapshot_message(Random(4).randbytes(10 * 4096)), 4096
         )
         call = LazyReceiverCall(outgoing.chunk_count)
-        await sender.transfer(call, outgoing, TransferProgress("test", 0.0))  # type: ignore[arg-type]
+        await sender.upload(call, outgoing, TransferProgress("test", 0.0))  # type: ignore[arg-type]
         assert (call.written, call.most_unacknowledged) == (10, 3)
 
     run(scenario())

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from transport_helpers import (
+    PEER_FACTORIES,
     CertificateAuthority,
     GrpcFactory,
     InProcessFactory,
@@ -82,16 +83,27 @@ def test_the_suite_catches_a_broken_transport(
         run(check_transport(MutantFactory(mutate), timeout_seconds=0.5))
 
 
-def test_grpc_transport_conforms() -> None:
-    run(check_transport(GrpcFactory()))
+@pytest.fixture(params=sorted(PEER_FACTORIES))
+def factory_class(request: pytest.FixtureRequest) -> type[GrpcFactory]:
+    """Each peer transport raftkv ships (the TLS tests hold for both)."""
+    return PEER_FACTORIES[request.param]
 
 
-def test_grpc_transport_with_mutual_tls_conforms(peer_tls: TlsFiles) -> None:
-    run(check_transport(GrpcFactory(peer_tls.settings())))
+def test_peer_transport_conforms(factory_class: type[GrpcFactory]) -> None:
+    run(check_transport(factory_class()))
+
+
+def test_peer_transport_with_mutual_tls_conforms(
+    factory_class: type[GrpcFactory], peer_tls: TlsFiles
+) -> None:
+    run(check_transport(factory_class(peer_tls.settings())))
 
 
 def test_a_client_certificate_from_another_ca_is_refused(
-    tmp_path: Path, authority: CertificateAuthority, peer_tls: TlsFiles
+    tmp_path: Path,
+    authority: CertificateAuthority,
+    peer_tls: TlsFiles,
+    factory_class: type[GrpcFactory],
 ) -> None:
     # The stranger trusts the cluster's CA (so it would accept the server), but its own
     # certificate is signed by a CA the server does not know.
@@ -100,7 +112,8 @@ def test_a_client_certificate_from_another_ca_is_refused(
     )
 
     async def scenario() -> None:
-        members, strangers = GrpcFactory(peer_tls.settings()), GrpcFactory(stranger_tls.settings())
+        members = factory_class(peer_tls.settings())
+        strangers = factory_class(stranger_tls.settings())
         try:
             server_handler, stranger_handler, member_handler = (
                 RecordingHandler(),
@@ -133,7 +146,10 @@ def test_a_client_certificate_from_another_ca_is_refused(
 
 
 def test_a_server_certificate_from_another_ca_is_refused(
-    tmp_path: Path, authority: CertificateAuthority, peer_tls: TlsFiles
+    tmp_path: Path,
+    authority: CertificateAuthority,
+    peer_tls: TlsFiles,
+    factory_class: type[GrpcFactory],
 ) -> None:
     # The impostor server accepts the member's client certificate (it trusts the cluster
     # CA) but presents one the member cannot verify.
@@ -142,7 +158,8 @@ def test_a_server_certificate_from_another_ca_is_refused(
     )
 
     async def scenario() -> None:
-        members, impostors = GrpcFactory(peer_tls.settings()), GrpcFactory(impostor_tls.settings())
+        members = factory_class(peer_tls.settings())
+        impostors = factory_class(impostor_tls.settings())
         try:
             impostor_handler, member_handler = RecordingHandler(), RecordingHandler()
             impostor = await impostors.started(impostor_handler)
@@ -163,7 +180,7 @@ def test_a_server_certificate_from_another_ca_is_refused(
 
 @pytest.mark.parametrize("override", [True, False], ids=["with override", "without override"])
 def test_a_server_named_otherwise_is_reached_only_with_server_name_override(
-    authority: CertificateAuthority, override: bool
+    authority: CertificateAuthority, override: bool, factory_class: type[GrpcFactory]
 ) -> None:
     # The certificate names "raftkv-node-1" only, not the 127.0.0.1 the client dials.
     named = authority.issue("named", names=[x509.DNSName("raftkv-node-1")])
@@ -172,7 +189,7 @@ def test_a_server_named_otherwise_is_reached_only_with_server_name_override(
         client_settings = replace(client_settings, server_name_override="raftkv-node-1")
 
     async def scenario() -> None:
-        servers, clients = GrpcFactory(named.settings()), GrpcFactory(client_settings)
+        servers, clients = factory_class(named.settings()), factory_class(client_settings)
         try:
             server_handler, client_handler = RecordingHandler(), RecordingHandler()
             server = await servers.started(server_handler)

@@ -39,9 +39,8 @@ from raftkv.raft.transport.grpc_transport import (
     SEND_METHOD,
     SNAPSHOT_TRANSFER_METHOD,
     GrpcTransport,
-    GrpcTransportSettings,
-    TransportSettingsInvalid,
 )
+from raftkv.raft.transport.settings import PeerTransportSettings, TransportSettingsInvalid
 from raftkv.raft.transport.snapshot_transfer import OutgoingSnapshot
 from raftkv.testing import RecordingHandler
 from raftkv.testing.conformance.transport import wait_until
@@ -526,7 +525,7 @@ def test_hearing_from_a_peer_ends_its_backoff_at_once() -> None:
 def test_the_default_reconnect_backoff_stays_within_an_election_timeout() -> None:
     # A restarted peer may be needed for a quorum a moment later (another one failing):
     # the default (1 s) is the default election timeout (10 ticks of 100 ms).
-    assert GrpcTransportSettings(cluster_id=CLUSTER_ID).reconnect_backoff_max_seconds <= 1.0
+    assert PeerTransportSettings(cluster_id=CLUSTER_ID).reconnect_backoff_max_seconds <= 1.0
 
 
 # -- peers -------------------------------------------------------------------------------------
@@ -766,7 +765,7 @@ def test_invalid_settings_are_refused(changes: dict[str, object], reason: str) -
 
 def test_unreadable_tls_files_are_refused(tmp_path: Path) -> None:
     missing = tmp_path / "missing.pem"
-    settings = GrpcTransportSettings(
+    settings = PeerTransportSettings(
         cluster_id=1, ca_file=missing, cert_file=missing, key_file=missing
     )
     with pytest.raises(TransportSettingsInvalid, match="cannot read a TLS file"):

@@ -18,8 +18,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from raftkv.raft.core.types import Message, MessageType, NodeId
 from raftkv.raft.transport.base import Transport, TransportHandler
-from raftkv.raft.transport.grpc_transport import GrpcTransport, GrpcTransportSettings
+from raftkv.raft.transport.grpc_transport import GrpcTransport
 from raftkv.raft.transport.inprocess import InProcessNetwork, InProcessTransport
+from raftkv.raft.transport.settings import PeerTransportSettings
+from raftkv.raft.transport.tcp_transport import TcpTransport
 
 T = TypeVar("T")
 
@@ -27,7 +29,7 @@ CLUSTER_ID = 1
 
 # Fast enough for tests: a restarted peer is reached within ~0.1 s, a dead one noticed in
 # well under the conformance suite's deadlines.
-TEST_SETTINGS = GrpcTransportSettings(
+TEST_SETTINGS = PeerTransportSettings(
     cluster_id=CLUSTER_ID,
     snapshot_chunk_bytes=4096,  # the suite's 10 KB snapshot takes three chunks
     connect_timeout_seconds=2.0,
@@ -79,14 +81,16 @@ class InProcessFactory:
 class GrpcFactory:
     """check_transport's factory for GrpcTransport on 127.0.0.1, ephemeral ports."""
 
-    def __init__(self, settings: GrpcTransportSettings = TEST_SETTINGS) -> None:
-        self.settings = settings
-        self.transports: list[GrpcTransport] = []
+    transport_class: type[GrpcTransport | TcpTransport] = GrpcTransport
 
-    def make(self, address: str | None = None) -> GrpcTransport:
+    def __init__(self, settings: PeerTransportSettings = TEST_SETTINGS) -> None:
+        self.settings = settings
+        self.transports: list[GrpcTransport | TcpTransport] = []
+
+    def make(self, address: str | None = None) -> GrpcTransport | TcpTransport:
         settings = replace(self.settings, listen_address=address or "127.0.0.1:0")
         # A seeded generator per transport: the backoff jitter is reproducible.
-        transport = GrpcTransport(settings, rng=Random(len(self.transports)))
+        transport = self.transport_class(settings, rng=Random(len(self.transports)))
         self.transports.append(transport)
         return transport
 
@@ -97,7 +101,9 @@ class GrpcFactory:
         await transport.start(handler)
         return transport, transport.address
 
-    async def started(self, handler: TransportHandler, address: str | None = None) -> GrpcTransport:
+    async def started(
+        self, handler: TransportHandler, address: str | None = None
+    ) -> GrpcTransport | TcpTransport:
         transport = self.make(address)
         await transport.start(handler)
         return transport
@@ -105,6 +111,16 @@ class GrpcFactory:
     async def close(self) -> None:
         for transport in self.transports:
             await transport.stop()
+
+
+class TcpFactory(GrpcFactory):
+    """check_transport's factory for TcpTransport on 127.0.0.1, ephemeral ports."""
+
+    transport_class = TcpTransport
+
+
+# Both peer transports raftkv ships, for tests that hold for either.
+PEER_FACTORIES = {"grpc": GrpcFactory, "tcp": TcpFactory}
 
 
 # -- certificates ---------------------------------------------------------------------------
@@ -116,7 +132,7 @@ class TlsFiles:
     cert_file: Path
     key_file: Path
 
-    def settings(self, base: GrpcTransportSettings = TEST_SETTINGS) -> GrpcTransportSettings:
+    def settings(self, base: PeerTransportSettings = TEST_SETTINGS) -> PeerTransportSettings:
         return replace(base, ca_file=self.ca_file, cert_file=self.cert_file, key_file=self.key_file)
 
 

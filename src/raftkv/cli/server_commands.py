@@ -133,7 +133,7 @@ def _serve(arguments: argparse.Namespace) -> int:
     from raftkv.raft.storage.base import StorageCorrupt  # noqa: PLC0415
     from raftkv.raft.storage.rocks import StorageOpenError  # noqa: PLC0415
     from raftkv.raft.transport.base import TransportError  # noqa: PLC0415
-    from raftkv.raft.transport.grpc_settings import TransportSettingsInvalid  # noqa: PLC0415
+    from raftkv.raft.transport.settings import TransportSettingsInvalid  # noqa: PLC0415
     from raftkv.server.identity import StateLost  # noqa: PLC0415
     from raftkv.server.logs import configure_logging  # noqa: PLC0415
     from raftkv.server.native_stderr import NativeStderr  # noqa: PLC0415

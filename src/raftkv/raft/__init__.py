@@ -48,10 +48,12 @@ from raftkv.raft.storage.base import AppBatch, AppData, RaftStorage, StorageCorr
 from raftkv.raft.storage.memory import MemoryStorage
 from raftkv.raft.transport.base import Transport, TransportError
 from raftkv.raft.transport.inprocess import InProcessNetwork, InProcessTransport
+from raftkv.raft.transport.settings import PeerTransportSettings
 
 if TYPE_CHECKING:
     from raftkv.raft.storage.rocks import RocksStorage
-    from raftkv.raft.transport.grpc_transport import GrpcTransport, GrpcTransportSettings
+    from raftkv.raft.transport.grpc_transport import GrpcTransport
+    from raftkv.raft.transport.tcp_transport import TcpTransport
 
 __all__ = [
     "NO_NODE",
@@ -63,7 +65,6 @@ __all__ = [
     "ConfState",
     "ConfigInvalid",
     "GrpcTransport",
-    "GrpcTransportSettings",
     "Histogram",
     "InProcessNetwork",
     "InProcessTransport",
@@ -82,6 +83,7 @@ __all__ = [
     "OutcomeUnknown",
     "Overloaded",
     "PeerProgress",
+    "PeerTransportSettings",
     "ProposalDropped",
     "ProposalTimeout",
     "RaftError",
@@ -96,6 +98,7 @@ __all__ = [
     "Stopped",
     "StorageCorrupt",
     "SystemClock",
+    "TcpTransport",
     "Transport",
     "TransportError",
 ]
@@ -103,7 +106,7 @@ __all__ = [
 _LAZY = {
     "RocksStorage": "raftkv.raft.storage.rocks",
     "GrpcTransport": "raftkv.raft.transport.grpc_transport",
-    "GrpcTransportSettings": "raftkv.raft.transport.grpc_transport",
+    "TcpTransport": "raftkv.raft.transport.tcp_transport",
 }
 
 

@@ -27,6 +27,7 @@ from raftkv.raft.driver.settings import NodeSettings
 from raftkv.raft.driver.state_machine import StateMachine
 from raftkv.raft.storage.base import RaftStorage
 from raftkv.raft.transport.base import Transport
+from raftkv.raft.transport.settings import PeerTransportSettings
 
 StateMachineFactory = Callable[[RaftStorage], StateMachine]
 
@@ -67,7 +68,7 @@ class NodeBuilder:
         return self
 
     def grpc(self, **options: Any) -> Self:
-        """Options for the default gRPC transport: any GrpcTransportSettings field, such as
+        """Options for the default gRPC transport: any PeerTransportSettings field, such as
         `listen_address`, `cluster_id`, `ca_file`, `cert_file`, `key_file` (mutual TLS)."""
         self._grpc_options = dict(options)
         return self
@@ -167,10 +168,7 @@ class NodeBuilder:
 
     def _grpc(self) -> Transport:
         # Imported here: gRPC loads only for nodes that use it.
-        from raftkv.raft.transport.grpc_transport import (  # noqa: PLC0415
-            GrpcTransport,
-            GrpcTransportSettings,
-        )
+        from raftkv.raft.transport.grpc_transport import GrpcTransport  # noqa: PLC0415
 
         options = dict(self._grpc_options)
         if "listen_address" not in options:
@@ -185,4 +183,4 @@ class NodeBuilder:
         for name in ("ca_file", "cert_file", "key_file"):
             if options.get(name) is not None:
                 options[name] = Path(options[name])
-        return GrpcTransport(GrpcTransportSettings(**options))
+        return GrpcTransport(PeerTransportSettings(**options))

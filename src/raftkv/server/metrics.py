@@ -114,7 +114,7 @@ Hash checks (`raftkv.kv.hash_checks`: members compare hashes of their state)
 
 Transport (only when the node's transport is a GrpcTransport; absent otherwise)
 - `raftkv_peer_send_queue_messages{peer}`: messages queued to each peer (at most
-  GrpcTransportSettings.max_queue_messages; one staying long means a slow or dead peer).
+  PeerTransportSettings.max_queue_messages; one staying long means a slow or dead peer).
 - `raftkv_transport_send_failures_total`: streams to peers that failed (write error or
   timeout, connect timeout, peer ended it); what was queued is dropped, then a backoff.
 - `raftkv_transport_messages_sent_total`, `raftkv_transport_messages_received_total`,

@@ -63,7 +63,7 @@ from raftkv.raft.clock import SystemClock
 from raftkv.raft.driver.errors import NodeFailed
 from raftkv.raft.driver.node import Node
 from raftkv.raft.storage.rocks import StorageOpenError
-from raftkv.raft.transport.grpc_settings import RECONNECT_BACKOFF_INITIAL_SECONDS
+from raftkv.raft.transport.settings import RECONNECT_BACKOFF_INITIAL_SECONDS
 from raftkv.server.app import METRICS, HttpSettings, create_app
 from raftkv.server.compactor import AutoCompactor
 from raftkv.server.identity import (

@@ -59,8 +59,9 @@ from raftkv.raft.driver.settings import NodeSettings
 from raftkv.raft.storage.memory import MemoryStorage
 from raftkv.raft.transport.base import TransportError
 from raftkv.raft.transport.codec import encode_message
-from raftkv.raft.transport.grpc_transport import GrpcTransport, GrpcTransportSettings
+from raftkv.raft.transport.grpc_transport import GrpcTransport
 from raftkv.raft.transport.raw_client import CallRefused, RawPeerClient
+from raftkv.raft.transport.settings import PeerTransportSettings
 from raftkv.testing.processes import free_port
 
 __all__ = ["PeerFuzzResult", "main", "run_seed"]
@@ -128,7 +129,7 @@ class _Cluster:
                 node_id=node_id,
                 storage=storage,
                 transport=GrpcTransport(
-                    GrpcTransportSettings(listen_address=address, cluster_id=CLUSTER_ID)
+                    PeerTransportSettings(listen_address=address, cluster_id=CLUSTER_ID)
                 ),
                 state_machine=KvStateMachine(storage.app_data()),
                 settings=SETTINGS,

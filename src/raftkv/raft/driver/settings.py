@@ -34,7 +34,7 @@ class NodeSettings:
     max_inbox_messages: int = 20_000
     max_pending_requests: int = 100_000
     # The largest command `propose` accepts. An entry must fit in one transport message
-    # (GrpcTransportSettings.max_receive_message_bytes, 64 MiB by default) or no follower
+    # (PeerTransportSettings.max_receive_message_bytes, 64 MiB by default) or no follower
     # could ever receive it.
     max_command_bytes: int = 8 << 20
     # Core limits (see raftkv.raft.core.Config).

@@ -115,6 +115,17 @@ class ChecksSnapshots(Protocol):
     def check_snapshot(self, message: Message) -> None: ...
 
 
+def snapshot_checker(handler: object) -> ChecksSnapshots | None:
+    """The handler as a ChecksSnapshots, if it has that capability. (Taking `object`: mypy
+    cannot narrow one protocol type to another.)"""
+    return handler if isinstance(handler, ChecksSnapshots) else None
+
+
+def snapshot_source(handler: object) -> LocalSnapshots | None:
+    """The handler as a LocalSnapshots, if it has that capability."""
+    return handler if isinstance(handler, LocalSnapshots) else None
+
+
 class Transport(Protocol):
     async def start(self, handler: TransportHandler) -> None:
         """Begin listening (if it serves) and delivering to `handler`: a received MsgSnap

@@ -22,6 +22,7 @@ comprehension, and enum tables are looked up without hashing enum members.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -280,6 +281,25 @@ def encode_batch(
     for message in messages:
         _encode_into(add_message, message)
     return batch
+
+
+def take_frame(queue: deque[Message], max_messages: int, max_bytes: int) -> list[Message]:
+    """Pop the next Send frame's messages from a peer's queue (non-empty): at least one,
+    then more while they share a sender and fit the limits. (A single message over
+    max_bytes still goes alone.)"""
+    first = queue.popleft()
+    messages = [first]
+    sender = first.sender
+    size = FRAME_OVERHEAD_BYTES + encoded_size_bound(first)
+    while queue and len(messages) < max_messages:
+        following = queue[0]
+        if following.sender != sender:
+            break
+        size += encoded_size_bound(following)
+        if size > max_bytes:
+            break
+        messages.append(queue.popleft())
+    return messages
 
 
 def decode_batch(data: bytes, cluster_id: int) -> list[Message]:

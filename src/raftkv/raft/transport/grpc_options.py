@@ -10,7 +10,7 @@ from typing import Final
 import grpc
 import grpc.aio
 
-from raftkv.raft.transport.grpc_settings import GrpcTransportSettings, TransportSettingsInvalid
+from raftkv.raft.transport.settings import PeerTransportSettings, TransportSettingsInvalid
 
 __all__ = ["GrpcOptions"]
 
@@ -21,7 +21,7 @@ _MAX_CONCURRENT_STREAMS: Final = 64
 class GrpcOptions:
     """Channels to peers and the server peers call, set up from `settings`."""
 
-    def __init__(self, settings: GrpcTransportSettings) -> None:
+    def __init__(self, settings: PeerTransportSettings) -> None:
         self._settings = settings
         self._server_credentials: grpc.ServerCredentials | None = None
         self._channel_credentials: grpc.ChannelCredentials | None = None

@@ -25,7 +25,6 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from random import Random
-from typing import Final
 
 import grpc
 import grpc.aio
@@ -33,20 +32,16 @@ import grpc.aio
 from raftkv.raft.core.errors import InvalidArgument
 from raftkv.raft.core.types import Message, NodeId
 from raftkv.raft.transport import raft_pb2 as wire
-from raftkv.raft.transport.codec import FRAME_OVERHEAD_BYTES, encode_batch, encoded_size_bound
+from raftkv.raft.transport.codec import encode_batch, take_frame
 from raftkv.raft.transport.grpc_options import GrpcOptions
 from raftkv.raft.transport.grpc_service import SEND_METHOD
-from raftkv.raft.transport.grpc_settings import GrpcTransportSettings, GrpcTransportStats
 from raftkv.raft.transport.log_limiter import LogLimiter, suppressed_note
+from raftkv.raft.transport.reconnect import Reconnect
+from raftkv.raft.transport.settings import PeerTransportSettings, PeerTransportStats
 
 __all__ = ["PeerSender", "SenderContext"]
 
 logger = logging.getLogger("raftkv.transport.grpc")
-
-# Hearing from a peer ends a backoff rest, but no sooner than this after the rest began: a
-# peer that reaches us while we cannot reach it (a one-way partition, an address that
-# changed) is redialled at most this often, not at the rate it sends.
-_MIN_REST_SECONDS: Final = 0.05
 
 _SendCall = grpc.aio.StreamUnaryCall[wire.MessageBatch, wire.SendAck]
 
@@ -55,9 +50,9 @@ _SendCall = grpc.aio.StreamUnaryCall[wire.MessageBatch, wire.SendAck]
 class SenderContext:
     """What the transport lends each of its peer senders (it owns all of it)."""
 
-    settings: GrpcTransportSettings
+    settings: PeerTransportSettings
     # Counters the senders add to.
-    stats: GrpcTransportStats
+    stats: PeerTransportStats
     options: GrpcOptions
     # Drives the backoff jitter.
     rng: Random
@@ -88,14 +83,11 @@ class PeerSender:
         self.call: _SendCall | None = None
         # Set by the call's done callback: the stream ended while we were not writing.
         self.broken = False
-        # Consecutive failed streams; drives the backoff. Reset by a successful write, and
-        # by hearing from the peer (heard_from).
-        self.failures = 0
+        # The backoff between failed streams. Its `heard` event also has the next stream
+        # open on a channel that is not in gRPC's own reconnect backoff.
+        self.reconnect = Reconnect(context.settings, context.rng)
         # Whether the last stream failed and no write has succeeded since (for the log).
         self.unreachable = False
-        # Set by heard_from while failures > 0: ends the rest (see _rest) and has the next
-        # stream open on a channel that is not in gRPC's own reconnect backoff.
-        self.heard = asyncio.Event()
         # Set whenever the task has sent everything queued (drain_then_close waits on it).
         self.emptied = asyncio.Event()
         self.log = LogLimiter()
@@ -135,12 +127,8 @@ class PeerSender:
         await self.close()
 
     def heard_from(self) -> None:
-        """The peer sent us a frame, so it is up: the backoff its absence built up starts
-        over, and a rest in progress ends (a follower restarted after a long outage must
-        not wait out a backoff grown while it was down)."""
-        if self.failures:
-            self.failures = 0
-            self.heard.set()
+        """The peer sent us a frame, so it is up (see Reconnect)."""
+        self.reconnect.heard_from()
 
     async def _run(self) -> None:
         try:
@@ -166,7 +154,7 @@ class PeerSender:
         """Write one frame from the queue; the reason the stream failed, or None."""
         context = self.context
         settings = context.settings
-        frame = self._take_frame(settings.max_batch_messages, settings.max_batch_bytes)
+        frame = take_frame(self.queue, settings.max_batch_messages, settings.max_batch_bytes)
         try:
             batch = encode_batch(settings.cluster_id, frame, context.local_address)
         except InvalidArgument as error:
@@ -178,7 +166,7 @@ class PeerSender:
         phase = "connect"
         try:
             if self.call is None:
-                if self.heard.is_set():
+                if self.reconnect.heard.is_set():
                     self._refresh_channel()
                 async with asyncio.timeout(settings.connect_timeout_seconds):
                     self.call = await self._open_stream()
@@ -196,14 +184,14 @@ class PeerSender:
         if self.unreachable:
             logger.info("peer %d at %s is reachable again", self.peer, self.address)
             self.unreachable = False
-        self.failures = 0
+        self.reconnect.succeeded()
         return None
 
     def _refresh_channel(self) -> None:
         """After hearing from the peer: if gRPC holds the channel in its own reconnect
         backoff (TRANSIENT_FAILURE: calls fail at once until its timer, up to
         reconnect_backoff_max_seconds, runs out), dial on a fresh channel instead."""
-        self.heard.clear()
+        self.reconnect.heard.clear()
         state = self.channel.get_state(try_to_connect=False)
         if state is not grpc.ChannelConnectivity.TRANSIENT_FAILURE:
             return
@@ -227,28 +215,9 @@ class PeerSender:
             self.broken = True
             self.wakeup.set()
 
-    def _take_frame(self, max_messages: int, max_bytes: int) -> list[Message]:
-        """Pop the next frame: at least one message, then more while they share a sender
-        and fit the limits. (A single message over max_bytes still goes alone.)"""
-        queue = self.queue
-        first = queue.popleft()
-        frame = [first]
-        sender = first.sender
-        size = FRAME_OVERHEAD_BYTES + encoded_size_bound(first)
-        while queue and len(frame) < max_messages:
-            following = queue[0]
-            if following.sender != sender:
-                break
-            size += encoded_size_bound(following)
-            if size > max_bytes:
-                break
-            frame.append(queue.popleft())
-        return frame
-
     async def _fail(self, reason: str) -> None:
         """Give up the stream: report once, drop the queue, back off."""
         context = self.context
-        settings = context.settings
         call, self.call = self.call, None
         self.broken = False
         if call is not None:
@@ -258,14 +227,8 @@ class PeerSender:
         context.stats.messages_dropped += dropped
         context.stats.stream_failures += 1
         context.report_unreachable(self.peer)
-        ceiling = min(
-            settings.reconnect_backoff_max_seconds,
-            settings.reconnect_backoff_initial_seconds * 2 ** min(self.failures, 32),
-        )
-        delay = context.rng.uniform(0, ceiling)
-        self.failures += 1
+        delay = self.reconnect.next_delay()
         self.unreachable = True
-        self.heard.clear()
         suppressed = self.log.allow("failure")
         if suppressed is not None:
             logger.warning(
@@ -277,18 +240,7 @@ class PeerSender:
                 delay,
                 suppressed_note(suppressed),
             )
-        await self._rest(delay)
-
-    async def _rest(self, delay: float) -> None:
-        """Wait `delay` seconds, or until the peer is heard from, but at least
-        _MIN_REST_SECONDS (or `delay` if shorter)."""
-        floor = min(delay, _MIN_REST_SECONDS)
-        await asyncio.sleep(floor)
-        if self.heard.is_set():
-            return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay - floor):
-                await self.heard.wait()
+        await self.reconnect.rest(delay)
 
 
 async def _failure_reason(call: _SendCall | None) -> str:

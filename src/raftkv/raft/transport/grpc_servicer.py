@@ -30,10 +30,10 @@ from raftkv.raft.core.errors import MalformedMessage
 from raftkv.raft.core.types import NodeId
 from raftkv.raft.transport import raft_pb2 as wire
 from raftkv.raft.transport.base import (
-    ChecksSnapshots,
-    LocalSnapshots,
     TransportError,
     TransportHandler,
+    snapshot_checker,
+    snapshot_source,
 )
 from raftkv.raft.transport.codec import (
     decode_frame,
@@ -48,18 +48,14 @@ from raftkv.raft.transport.grpc_service import (
     SERVICE,
     SNAPSHOT_TRANSFER_METHOD_NAME,
 )
-from raftkv.raft.transport.grpc_settings import (
-    GrpcTransportSettings,
-    GrpcTransportStats,
+from raftkv.raft.transport.log_limiter import LogLimiter, suppressed_note
+from raftkv.raft.transport.settings import (
+    PeerTransportSettings,
+    PeerTransportStats,
     split_address,
 )
-from raftkv.raft.transport.log_limiter import LogLimiter, suppressed_note
-from raftkv.raft.transport.snapshot_transfer import (
-    ChunkCache,
-    IncomingSnapshot,
-    SnapshotTooLarge,
-    TransferLimits,
-)
+from raftkv.raft.transport.snapshot_streams import log_received, receive_snapshot
+from raftkv.raft.transport.snapshot_transfer import ChunkCache, SnapshotTooLarge
 
 __all__ = ["RaftServicer"]
 
@@ -83,8 +79,8 @@ class RaftServicer:
 
     def __init__(
         self,
-        settings: GrpcTransportSettings,
-        stats: GrpcTransportStats,
+        settings: PeerTransportSettings,
+        stats: PeerTransportStats,
         options: GrpcOptions,
         heard_from: Callable[[NodeId], None],
     ) -> None:
@@ -100,11 +96,6 @@ class RaftServicer:
         self._incoming_snapshots = 0
         # Chunks received in earlier transfers: what makes a cut-off transfer resumable.
         self._chunk_cache = ChunkCache(settings.snapshot_cache_bytes)
-        self._limits = TransferLimits(
-            max_snapshot_bytes=settings.max_snapshot_bytes,
-            max_snapshot_chunks=settings.max_snapshot_chunks,
-            max_snapshot_chunk_bytes=settings.max_snapshot_chunk_bytes,
-        )
         # The tasks gRPC runs our handlers in, so that stop() can end them itself (see
         # _tracked).
         self._incoming_tasks: set[asyncio.Task[object]] = set()
@@ -224,6 +215,7 @@ class RaftServicer:
         """One SnapshotTransfer stream, read and answered through `context` (`uploads`
         stays unused: gRPC allows one of the two)."""
         method = SNAPSHOT_TRANSFER_METHOD_NAME
+        settings = self.settings
         if self._incoming_snapshots >= self.settings.max_incoming_snapshots:
             await self._reject(
                 context,
@@ -233,10 +225,16 @@ class RaftServicer:
             )
         self._incoming_snapshots += 1
         try:
-            async with asyncio.timeout(self.settings.snapshot_timeout_seconds):
-                incoming = await self._receive_snapshot(context)
+            async with asyncio.timeout(settings.snapshot_timeout_seconds):
+                incoming = await receive_snapshot(
+                    _GrpcReceiveStream(context, settings.request_timeout_seconds),
+                    settings,
+                    self.stats,
+                    self._chunk_cache,
+                    snapshot_source(self._handler),
+                )
                 message = await asyncio.to_thread(incoming.finish)
-                checks = _snapshot_checks(self._handler)
+                checks = snapshot_checker(self._handler)
                 if checks is not None:
                     try:
                         await asyncio.to_thread(checks.check_snapshot, message)
@@ -260,70 +258,9 @@ class RaftServicer:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "transport stopped")
         self.stats.snapshots_received += 1
         self._handler.deliver([message])
-        snapshot = message.snapshot
-        assert snapshot is not None
-        logger.info(
-            "received snapshot %d/%d from node %d: %d bytes; %d of %d chunks sent (%d bytes), "
-            "%d from earlier transfers, %d from this node's state",
-            snapshot.metadata.term,
-            snapshot.metadata.index,
-            message.sender,
-            incoming.total_bytes,
-            incoming.received,
-            incoming.chunk_count,
-            incoming.received_bytes,
-            incoming.from_cache,
-            incoming.from_local,
-        )
+        log_received(logger, message, incoming)
         delivered = wire.SnapshotDelivered(bytes_received=incoming.received_bytes)
         await context.write(wire.SnapshotReply(delivered=delivered).SerializeToString())
-
-    async def _receive_snapshot(self, context: _Context) -> IncomingSnapshot:
-        """Read the offer, answer what is missing, read and check those chunks."""
-        settings, stats = self.settings, self.stats
-        incoming = IncomingSnapshot(
-            settings.cluster_id, self._limits, await self._read_upload(context, "its offer")
-        )
-        incoming.reuse_cached(self._chunk_cache)
-        source = _local_snapshots(self._handler)
-        if incoming.missing() and source is not None:
-            local = await self._local_snapshot_data(source)
-            if local:
-                await asyncio.to_thread(incoming.reuse_local, local)
-        stats.snapshot_chunks_from_cache += incoming.from_cache
-        stats.snapshot_chunks_from_local += incoming.from_local
-        await context.write(incoming.wants().SerializeToString())
-        while not incoming.complete:
-            data = await self._read_upload(
-                context, f"chunk {incoming.received + 1} of {incoming.wanted_count}"
-            )
-            received_bytes = incoming.received_bytes
-            digest, chunk = await asyncio.to_thread(incoming.add, data)
-            # Kept at once, so that a transfer cut off after this resumes after it.
-            self._chunk_cache.put(digest, chunk)
-            stats.snapshot_chunks_received += 1
-            stats.snapshot_bytes_received += incoming.received_bytes - received_bytes
-            await context.write(incoming.progress().SerializeToString())
-        return incoming
-
-    async def _read_upload(self, context: _Context, what: str) -> bytes:
-        """The next message of a SnapshotTransfer stream. MalformedMessage if the stream
-        ends first; TimeoutError if none comes within request_timeout_seconds."""
-        async with asyncio.timeout(self.settings.request_timeout_seconds):
-            # Typed as bytes, but grpc.aio.EOF once the sender has closed its side.
-            data: object = await context.read()
-        if not isinstance(data, bytes):
-            raise MalformedMessage(f"snapshot stream ended before {what}")
-        return data
-
-    async def _local_snapshot_data(self, handler: LocalSnapshots) -> bytes | None:
-        """The handler's own state as snapshot data, or None if it cannot give it. Only an
-        optimization: a failure here costs a full transfer, so it is logged, not raised."""
-        try:
-            return await handler.local_snapshot_data()
-        except Exception:
-            logger.exception("no local state to reuse for an incoming snapshot")
-            return None
 
     async def _refuse_legacy_snapshot(
         self, chunks: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
@@ -372,12 +309,20 @@ class RaftServicer:
         await context.abort(code, str(reason))
 
 
-def _snapshot_checks(handler: object) -> ChecksSnapshots | None:
-    """The handler as a ChecksSnapshots, if it has that capability."""
-    return handler if isinstance(handler, ChecksSnapshots) else None
+class _GrpcReceiveStream:
+    """A `ReceiveStream` over the servicer side of one SnapshotTransfer call."""
 
+    def __init__(self, context: _Context, timeout_seconds: float) -> None:
+        self._context = context
+        self._timeout_seconds = timeout_seconds
 
-def _local_snapshots(handler: object) -> LocalSnapshots | None:
-    """The handler as a LocalSnapshots, if it has that capability. (Taking `object`: mypy
-    cannot narrow one protocol type to another.)"""
-    return handler if isinstance(handler, LocalSnapshots) else None
+    async def read(self, what: str) -> bytes:
+        async with asyncio.timeout(self._timeout_seconds):
+            # Typed as bytes, but grpc.aio.EOF once the sender has closed its side.
+            data: object = await self._context.read()
+        if not isinstance(data, bytes):
+            raise MalformedMessage(f"snapshot stream ended before {what}")
+        return data
+
+    async def write(self, reply: wire.SnapshotReply) -> None:
+        await self._context.write(reply.SerializeToString())

@@ -62,24 +62,13 @@ from raftkv.raft.transport.grpc_service import (
     SNAPSHOT_TRANSFER_METHOD,
 )
 from raftkv.raft.transport.grpc_servicer import RaftServicer
-from raftkv.raft.transport.grpc_settings import (
-    GrpcTransportSettings,
-    GrpcTransportStats,
-    TransportSettingsInvalid,
-)
-from raftkv.raft.transport.grpc_snapshot_sender import SnapshotSender
+from raftkv.raft.transport.grpc_snapshot_sender import GrpcUploadStream
+from raftkv.raft.transport.settings import PeerTransportSettings, PeerTransportStats
+from raftkv.raft.transport.snapshot_streams import SnapshotUploads, UploadStream
 
-# The transport's public surface: the method paths (grpc_service.py) and the settings
-# (grpc_settings.py) are defined beside the parts that use them.
-__all__ = [
-    "MEMBER_METHOD",
-    "SEND_METHOD",
-    "SNAPSHOT_TRANSFER_METHOD",
-    "GrpcTransport",
-    "GrpcTransportSettings",
-    "GrpcTransportStats",
-    "TransportSettingsInvalid",
-]
+# The transport's public surface: the method paths are defined in grpc_service.py, the
+# settings (shared with TcpTransport) in settings.py.
+__all__ = ["MEMBER_METHOD", "SEND_METHOD", "SNAPSHOT_TRANSFER_METHOD", "GrpcTransport"]
 
 logger = logging.getLogger("raftkv.transport.grpc")
 
@@ -93,9 +82,9 @@ class _State(enum.Enum):
 class GrpcTransport:
     """A `Transport` over gRPC. Start once, stop once; `stop` is safe to repeat."""
 
-    def __init__(self, settings: GrpcTransportSettings, *, rng: Random | None = None) -> None:
+    def __init__(self, settings: PeerTransportSettings, *, rng: Random | None = None) -> None:
         self.settings = settings
-        self.stats = GrpcTransportStats()
+        self.stats = PeerTransportStats()
         # Drives the backoff jitter; inject a seeded one for reproducible tests.
         self._rng = rng if rng is not None else Random()
         self._state = _State.NEW
@@ -104,7 +93,9 @@ class GrpcTransport:
         # Reads the TLS files, if any: a missing one fails here, not at start.
         self._options = GrpcOptions(settings)
         self._servicer = RaftServicer(settings, self.stats, self._options, self._heard_from)
-        self._snapshots = SnapshotSender(settings, self.stats, self._report_snapshot)
+        self._snapshots = SnapshotUploads(
+            settings, self.stats, self._open_snapshot_stream, self._report_snapshot, logger
+        )
         # Known peer addresses, kept whether or not the transport runs.
         self._addresses: dict[NodeId, str] = {}
         # One per peer while running. Invariant: keys == self._addresses' keys.
@@ -166,7 +157,7 @@ class GrpcTransport:
                 if message.type is MessageType.SNAPSHOT:
                     failed_snapshots.append(message.to)
             elif message.type is MessageType.SNAPSHOT:
-                self._snapshots.start(sender, message)
+                self._snapshots.start(message.to, message)
             elif len(sender.queue) >= limit:
                 unreachable.add(message.to)
                 self.stats.messages_dropped += 1
@@ -278,6 +269,12 @@ class GrpcTransport:
         self._handler = None
 
     # -- callbacks of the parts -----------------------------------------------------------
+
+    async def _open_snapshot_stream(self, peer: NodeId) -> UploadStream:
+        sender = self._senders.get(peer)
+        if sender is None:
+            raise NotDelivered(f"peer {peer} was removed")
+        return GrpcUploadStream(sender.channel)
 
     def _heard_from(self, peer: NodeId) -> None:
         sender = self._senders.get(peer)

@@ -77,7 +77,7 @@ class SnapshotTooLarge(TransportError):
 
 @dataclass(frozen=True, slots=True)
 class TransferLimits:
-    """What a receiver accepts (GrpcTransportSettings fields of the same names)."""
+    """What a receiver accepts (PeerTransportSettings fields of the same names)."""
 
     max_snapshot_bytes: int
     max_snapshot_chunks: int

@@ -1,4 +1,4 @@
-"""`GrpcTransportSettings` (validated on construction) and `GrpcTransportStats`: what
+"""`PeerTransportSettings` (validated on construction) and `PeerTransportStats`: what
 GrpcTransport can be told, and what it counts."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ _CHUNK_ENVELOPE_BYTES: Final = 64 * 1024
 
 
 class TransportSettingsInvalid(ValueError):
-    """A `GrpcTransportSettings` field is out of range, or a TLS file cannot be read."""
+    """A `PeerTransportSettings` field is out of range, or a TLS file cannot be read."""
 
 
 # A snapshot offer lists every chunk (a 32-byte SHA-256 and a size of up to 10 varint
@@ -27,7 +27,7 @@ RECONNECT_BACKOFF_INITIAL_SECONDS: Final = 0.1
 
 
 @dataclass(frozen=True, slots=True)
-class GrpcTransportSettings:
+class PeerTransportSettings:
     """Everything GrpcTransport can be told. Validated on construction.
 
     Defaults suit a LAN cluster; every limit bounds memory or time a peer can make us spend.
@@ -180,7 +180,7 @@ class GrpcTransportSettings:
 
 
 @dataclass(slots=True)
-class GrpcTransportStats:
+class PeerTransportStats:
     """Counters, for metrics and tests. Only ever increase."""
 
     messages_sent: int = 0
