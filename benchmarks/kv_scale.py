@@ -50,7 +50,7 @@ async def load(settings: ServerSettings, keys: int) -> float:
         .peers(settings.founders)
         .data_dir(settings.data_dir / DATABASE_DIR)
         .settings(NodeSettings(tick_interval_s=0.02))
-        .grpc(listen_address=settings.listen_peer, cluster_id=settings.cluster_id)
+        .peer_transport(listen_address=settings.listen_peer, cluster_id=settings.cluster_id)
         .state_machine(lambda storage: KvStateMachine(storage.app_data()))
         .bootstrap()
     )

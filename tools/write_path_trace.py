@@ -2,6 +2,7 @@
 3-process cluster, per stage, on the leader and on the first follower to acknowledge.
 
     .venv/bin/python tools/write_path_trace.py [--puts 1500] [--client-port 25080]
+        [--peer-transport tcp|grpc]
 
 Starts three `raftkv serve` processes on 127.0.0.1 (clients on PORT..PORT+2, peers on
 PORT+100..PORT+102) with the write path instrumented (wrapping a handful of driver and
@@ -44,7 +45,14 @@ def serve_traced(output: str, arguments: list[str]) -> None:
     from raftkv.cli import run  # noqa: PLC0415
     from raftkv.raft.core.types import MessageType  # noqa: PLC0415
     from raftkv.raft.driver import applying, node, requests, writer  # noqa: PLC0415
-    from raftkv.raft.transport import grpc_sender, grpc_servicer, grpc_transport  # noqa: PLC0415
+    from raftkv.raft.transport import (  # noqa: PLC0415
+        grpc_sender,
+        grpc_servicer,
+        grpc_transport,
+        tcp_sender,
+        tcp_server,
+        tcp_transport,
+    )
 
     now = time.perf_counter_ns
     events: list[Event] = []
@@ -131,29 +139,45 @@ def serve_traced(output: str, arguments: list[str]) -> None:
 
         return traced
 
+    # The messages of the frames taken since the last frame write began.
+    taken: list[Any] = []
+
     def take_frame(original: Any) -> Any:
-        def traced(self: Any, max_messages: int, max_bytes: int) -> Any:
-            frame = original(self, max_messages, max_bytes)
-            self.traced_frame = frame
+        def traced(queue: Any, max_messages: int, max_bytes: int) -> Any:
+            frame = original(queue, max_messages, max_bytes)
+            taken.extend(frame)
             return frame
 
         return traced
 
-    def send_frame(original: Any) -> Any:
+    def record_frames(started: int, ended: int) -> None:
+        for message in taken:
+            if message.type is append and message.entries:
+                name, index = "append", message.entries[-1].index
+            elif message.type is append_response:
+                name, index = "ack", message.index
+            else:
+                continue
+            events.append((started, f"frame_{name}_start", index))
+            events.append((ended, f"frame_{name}_end", index))
+        taken.clear()
+
+    def send_frame(original: Any) -> Any:  # gRPC: the sender task writes a frame
         async def traced(self: Any) -> Any:
+            taken.clear()
             started = now()
             failure = await original(self)
-            ended = now()
-            for message in getattr(self, "traced_frame", ()):
-                if message.type is append and message.entries:
-                    name, index = "append", message.entries[-1].index
-                elif message.type is append_response:
-                    name, index = "ack", message.index
-                else:
-                    continue
-                events.append((started, f"frame_{name}_start", index))
-                events.append((ended, f"frame_{name}_end", index))
+            record_frames(started, now())
             return failure
+
+        return traced
+
+    def flush(original: Any) -> Any:  # TCP: send writes the frames into the socket
+        def traced(self: Any) -> None:
+            taken.clear()
+            started = now()
+            original(self)
+            record_frames(started, now())
 
         return traced
 
@@ -168,14 +192,18 @@ def serve_traced(output: str, arguments: list[str]) -> None:
         return traced
 
     wrap(grpc_servicer, "decode_frame", decode_frame)
+    wrap(tcp_server, "decode_frame", decode_frame)
     wrap(node.Node, "_start_ready", start_ready)
     wrap(node.Node, "_finish_ready", finish_ready)
     wrap(node.Node, "propose", propose)
     wrap(writer.Writer, "submit", submit)
     wrap(applying.Applier, "apply_entries", apply_entries)
     wrap(grpc_transport.GrpcTransport, "send", send)
-    wrap(grpc_sender.PeerSender, "_take_frame", take_frame)
+    wrap(tcp_transport.TcpTransport, "send", send)
+    wrap(grpc_sender, "take_frame", take_frame)
+    wrap(tcp_sender, "take_frame", take_frame)
     wrap(grpc_sender.PeerSender, "_send_frame", send_frame)
+    wrap(tcp_sender.TcpPeerSender, "flush", flush)
     del requests  # imported so every module the wrappers touch is loaded alike
     sys.argv = ["raftkv", "serve", *arguments]
     run()
@@ -184,7 +212,9 @@ def serve_traced(output: str, arguments: list[str]) -> None:
 # -- the driver: start, load, stop, report ---------------------------------------------------
 
 
-def run_cluster(puts: int, client_port: int, directory: Path) -> tuple[int, list[list[int]]]:
+def run_cluster(
+    puts: int, client_port: int, directory: Path, peer_transport: str
+) -> tuple[int, list[list[int]]]:
     peers = ",".join(f"{i}=127.0.0.1:{client_port + 99 + i}" for i in (1, 2, 3))
     processes = []
     try:
@@ -196,6 +226,7 @@ def run_cluster(puts: int, client_port: int, directory: Path) -> tuple[int, list
                 "--advertise-client-url", f"http://127.0.0.1:{client_port + i - 1}",
                 "--listen-peer", f"127.0.0.1:{client_port + 99 + i}",
                 "--initial-cluster", peers, "--log-level", "warning",
+                "--peer-transport", peer_transport,
             ]  # fmt: skip
             log = (directory / f"n{i}.log").open("w")
             processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
@@ -306,10 +337,10 @@ def _row(
         "leader: HTTP request read and decoded, until propose": called - sent,
         "leader: propose -> Ready with the entry": at("ready_entries") - called,
         "leader: Ready -> MsgApp handed to transport": at("send_append") - at("ready_entries"),
-        "leader: transport.send -> sender task writes the frame": (
+        "leader: transport.send -> the frame write begins": (
             at("frame_append_start") - at("send_append")
         ),
-        "leader: gRPC write of the frame (await)": (
+        "leader: the frame write (gRPC: awaited; TCP: into the socket)": (
             at("frame_append_end") - at("frame_append_start")
         ),
         "leader: write thread picks up the entry": at("write_start") - at("entries_submitted"),
@@ -330,7 +361,7 @@ def _row(
         "follower: write done -> loop finishes the Ready": (
             at("finish_entries", follower) - at("write_end", follower)
         ),
-        "follower: Ready finished -> ack to sender task writing it": (
+        "follower: Ready finished -> the ack's frame write begins": (
             at("frame_ack_start", follower) - at("finish_entries", follower)
         ),
         "hop: follower frame write -> leader decodes the ack": (
@@ -360,15 +391,23 @@ def main() -> None:
         default=25080,
         help="first client port; peers on +100 (default 25080)",
     )
+    parser.add_argument(
+        "--peer-transport", choices=("tcp", "grpc"), default="tcp", help="(default tcp)"
+    )
     arguments = parser.parse_args()
     if arguments.puts <= WARMUP_PUTS:
         parser.error(f"--puts must be above the {WARMUP_PUTS} warm-up PUTs")
     with tempfile.TemporaryDirectory(prefix="raftkv-write-trace-") as name:
         directory = Path(name)
-        leader, client = run_cluster(arguments.puts, arguments.client_port, directory)
+        leader, client = run_cluster(
+            arguments.puts, arguments.client_port, directory, arguments.peer_transport
+        )
         result = stages(directory, leader, client)
     measured = len(result["total, as the client sees it"])
-    print(f"{measured} of {arguments.puts - WARMUP_PUTS} PUTs traced; leader node {leader}")
+    print(
+        f"{measured} of {arguments.puts - WARMUP_PUTS} PUTs traced over "
+        f"{arguments.peer_transport}; leader node {leader}"
+    )
     print("| stage | median µs | mean µs |\n|---|---|---|")
     for name, values in result.items():
         median, mean = statistics.median(values) / 1000, statistics.mean(values) / 1000

@@ -1,4 +1,4 @@
-"""NodeBuilder: the library's front door, on RocksDB and gRPC over loopback."""
+"""NodeBuilder: the library's front door, on RocksDB and TCP over loopback."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from raftkv.raft import Command, ConfigInvalid, NodeBuilder, StateRole
+from raftkv.raft import Command, ConfigInvalid, MemoryStorage, NodeBuilder, StateRole
 from raftkv.raft.core.errors import ConfigInvalid as CoreConfigInvalid
 from raftkv.testing.processes import free_port
 
@@ -57,7 +57,7 @@ def test_missing_parts_are_named(tmp_path: Path) -> None:
             NodeBuilder(1)
             .data_dir(tmp_path / "a")
             .state_machine(Counter())
-            .grpc(listen_address=free_address())
+            .peer_transport(listen_address=free_address())
             .bootstrap()
         )
 
@@ -109,3 +109,22 @@ def test_bootstrap_serves_then_restarts_from_its_data_dir(tmp_path: Path) -> Non
             await scenario()
 
     asyncio.run(bounded())
+
+
+@pytest.mark.parametrize("kind", ["tcp", "grpc"])
+def test_the_peer_transport_is_tcp_by_default_or_grpc_on_request(tmp_path: Path, kind: str) -> None:
+    from raftkv.raft import GrpcTransport, TcpTransport
+
+    builder = NodeBuilder(1).peers({1: free_address()}).storage(MemoryStorage())
+    builder = builder.state_machine(Counter())
+    if kind == "grpc":
+        builder = builder.peer_transport("grpc", cluster_id=7)
+    node = builder.build()
+    expected = GrpcTransport if kind == "grpc" else TcpTransport
+    assert type(node.transport) is expected
+    assert node.transport.settings.cluster_id == (7 if kind == "grpc" else 1)
+
+
+def test_an_unknown_peer_transport_is_refused() -> None:
+    with pytest.raises(ConfigInvalid, match="peer transport 'udp'"):
+        NodeBuilder(1).peer_transport("udp")  # type: ignore[arg-type]

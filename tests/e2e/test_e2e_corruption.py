@@ -1,4 +1,4 @@
-"""End to end with real processes: issue 12, item 1. One forged gRPC `Send` frame, claiming
+"""End to end with real processes: issue 12, item 1. One forged peer frame, claiming
 to come from the leader in its term, appends a put at a follower's last index + 1; the
 follower applies it and takes the leader's real entry at that index as present. The hash
 checks (every second here) must then name that follower CORRUPT on every member's
@@ -8,25 +8,25 @@ checks (every second here) must then name that follower CORRUPT on every member'
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-import grpc
 from kv_processes import KvProcessCluster, wait_until
 
 from raftkv.kv import KvCommand, Put, encode_command
 from raftkv.raft.core.types import Entry, Message, MessageType, NodeId
 from raftkv.raft.driver.envelope import RequestId, encode_proposal
 from raftkv.raft.transport.codec import encode_batch
-from raftkv.raft.transport.grpc_transport import SEND_METHOD
+from raftkv.raft.transport.tcp_framing import Purpose, Status, frame, greeting
 
 CHECKS = {"RAFTKV_CORRUPT_CHECK_INTERVAL_S": "1"}
 
 
 def forge_append(cluster: KvProcessCluster, victim: int, leader: int, key: str) -> int:
-    """Send the victim one Send frame as the leader would: a MsgApp in the leader's term
+    """Send the victim one frame on the peer port as the leader would: a MsgApp in the leader's term
     appending, after the victim's last entry, a put the leader never proposed, with a
     commit index covering it. Returns the index it was appended at."""
     status = cluster.status(victim)
@@ -51,9 +51,16 @@ def forge_append(cluster: KvProcessCluster, victim: int, leader: int, key: str) 
         ),
         commit=last + 1,
     )
-    frame = encode_batch(1, [message]).SerializeToString()
-    with grpc.insecure_channel(f"127.0.0.1:{cluster.peer_ports[victim]}") as channel:
-        channel.stream_unary(SEND_METHOD)(iter([frame]), timeout=10)
+    batch = encode_batch(1, [message]).SerializeToString()
+    address = ("127.0.0.1", cluster.peer_ports[victim])
+    with socket.create_connection(address, timeout=10) as connection:
+        connection.sendall(greeting(Purpose.MESSAGES))
+        assert connection.recv(1) == bytes((Status.OK,))  # the victim accepted the stream
+        connection.sendall(frame(batch))
+        # The victim never writes again on a message stream: reading until it closes
+        # would wait forever, so end our side and wait for its close.
+        connection.shutdown(socket.SHUT_WR)
+        assert connection.recv(1) == b""
     return int(last + 1)
 
 

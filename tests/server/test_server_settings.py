@@ -26,6 +26,7 @@ def test_defaults_run_one_node_on_8080_with_data_in_data() -> None:
     assert settings.data_dir == Path("data")
     assert settings.founders == {1: "127.0.0.1:7080"}
     assert settings.client_url == "http://127.0.0.1:8080"
+    assert settings.peer_transport == "tcp"
 
 
 def test_precedence_is_flag_then_environment_then_file_then_default(tmp_path: Path) -> None:
@@ -172,6 +173,11 @@ def test_the_initial_cluster_reads_as_text_or_a_toml_table(tmp_path: Path) -> No
         ),
         ({"read_threads": "0"}, {}, "read_threads (from flag --read-threads): must be >= 1"),
         (
+            {},
+            {"RAFTKV_PEER_TRANSPORT": "http"},
+            "(from environment variable RAFTKV_PEER_TRANSPORT): expected tcp or grpc, got 'http'",
+        ),
+        (
             {"http_body_timeout_s": "0"},
             {},
             "http_body_timeout_s (from flag --http-body-timeout-s): must be a positive number",
@@ -189,6 +195,11 @@ def test_a_bad_setting_is_refused_naming_it(
     with pytest.raises(SettingsInvalid) as caught:
         load_settings(flags, environ=environ)
     assert message in str(caught.value)
+
+
+def test_the_peer_transport_is_tcp_or_grpc_in_any_case() -> None:
+    assert load_settings({"peer_transport": "GRPC"}, environ={}).peer_transport == "grpc"
+    assert load_settings({}, environ={"RAFTKV_PEER_TRANSPORT": "tcp"}).peer_transport == "tcp"
 
 
 def test_bad_config_files_are_refused(tmp_path: Path) -> None:

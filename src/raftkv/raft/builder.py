@@ -8,8 +8,8 @@
         .bootstrap()
     )
 
-Defaults: RocksDB storage in `data_dir`, the gRPC transport listening on this node's own
-address in `peers`, `NodeSettings()`, the system clock. Each can be replaced.
+Defaults: RocksDB storage in `data_dir`, the TCP peer transport listening on this node's
+own address in `peers`, `NodeSettings()`, the system clock. Each can be replaced.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from raftkv.raft.clock import Clock
 from raftkv.raft.core.errors import ConfigInvalid
@@ -30,6 +30,9 @@ from raftkv.raft.transport.base import Transport
 from raftkv.raft.transport.settings import PeerTransportSettings
 
 StateMachineFactory = Callable[[RaftStorage], StateMachine]
+# The peer transports a builder makes: TcpTransport (the default) or GrpcTransport.
+PeerTransportKind = Literal["tcp", "grpc"]
+PEER_TRANSPORT_KINDS: tuple[PeerTransportKind, ...] = ("tcp", "grpc")
 
 
 class NodeBuilder:
@@ -41,7 +44,8 @@ class NodeBuilder:
         self._data_dir: Path | None = None
         self._storage: RaftStorage | None = None
         self._transport: Transport | None = None
-        self._grpc_options: dict[str, Any] = {}
+        self._peer_transport_kind: PeerTransportKind = "tcp"
+        self._peer_transport_options: dict[str, Any] = {}
         self._state_machine: StateMachineFactory | None = None
         self._settings = NodeSettings()
         self._clock: Clock | None = None
@@ -63,14 +67,19 @@ class NodeBuilder:
         return self
 
     def transport(self, transport: Transport) -> Self:
-        """Use `transport` instead of gRPC (e.g. an InProcessTransport)."""
+        """Use `transport` instead of a peer transport the builder makes (e.g. an
+        InProcessTransport)."""
         self._transport = transport
         return self
 
-    def grpc(self, **options: Any) -> Self:
-        """Options for the default gRPC transport: any PeerTransportSettings field, such as
+    def peer_transport(self, kind: PeerTransportKind = "tcp", **options: Any) -> Self:
+        """Which peer transport to make, "tcp" (TcpTransport, the default) or "grpc"
+        (GrpcTransport), and its options: any PeerTransportSettings field, such as
         `listen_address`, `cluster_id`, `ca_file`, `cert_file`, `key_file` (mutual TLS)."""
-        self._grpc_options = dict(options)
+        if kind not in PEER_TRANSPORT_KINDS:
+            raise ConfigInvalid(f"peer transport {kind!r}: choose one of {PEER_TRANSPORT_KINDS}")
+        self._peer_transport_kind = kind
+        self._peer_transport_options = dict(options)
         return self
 
     def state_machine(self, machine: StateMachine | StateMachineFactory) -> Self:
@@ -101,7 +110,7 @@ class NodeBuilder:
         owns_storage = self._storage is None
         storage = self._storage if self._storage is not None else self._open_storage()
         try:
-            transport = self._transport if self._transport is not None else self._grpc()
+            transport = self._transport if self._transport is not None else self._peer()
             return Node(
                 node_id=self._node_id,
                 storage=storage,
@@ -166,21 +175,26 @@ class NodeBuilder:
         self._data_dir.mkdir(parents=True, exist_ok=True)
         return RocksStorage(self._data_dir)
 
-    def _grpc(self) -> Transport:
-        # Imported here: gRPC loads only for nodes that use it.
-        from raftkv.raft.transport.grpc_transport import GrpcTransport  # noqa: PLC0415
-
-        options = dict(self._grpc_options)
+    def _peer(self) -> Transport:
+        options = dict(self._peer_transport_options)
         if "listen_address" not in options:
             own = self._peers.get(self._node_id)
             if own is None:
                 raise ConfigInvalid(
                     f"node {self._node_id} has no address: add it to .peers() "
-                    "or pass .grpc(listen_address=...)"
+                    "or pass .peer_transport(listen_address=...)"
                 )
             options["listen_address"] = own
         options.setdefault("cluster_id", 1)
         for name in ("ca_file", "cert_file", "key_file"):
             if options.get(name) is not None:
                 options[name] = Path(options[name])
-        return GrpcTransport(PeerTransportSettings(**options))
+        settings = PeerTransportSettings(**options)
+        # Imported here: each transport's libraries load only for nodes that use it.
+        if self._peer_transport_kind == "grpc":
+            from raftkv.raft.transport.grpc_transport import GrpcTransport  # noqa: PLC0415
+
+            return GrpcTransport(settings)
+        from raftkv.raft.transport.tcp_transport import TcpTransport  # noqa: PLC0415
+
+        return TcpTransport(settings)

@@ -112,7 +112,7 @@ Hash checks (`raftkv.kv.hash_checks`: members compare hashes of their state)
 - `raftkv_hash_check_duration_seconds`: how long this node's last hash took (on a worker
   thread; 0 before the first).
 
-Transport (only when the node's transport is a GrpcTransport; absent otherwise)
+Transport (when the node's transport is a TcpTransport or GrpcTransport; absent otherwise)
 - `raftkv_peer_send_queue_messages{peer}`: messages queued to each peer (at most
   PeerTransportSettings.max_queue_messages; one staying long means a slow or dead peer).
 - `raftkv_transport_send_failures_total`: streams to peers that failed (write error or
@@ -180,6 +180,7 @@ from raftkv.raft.driver.errors import Stopped
 from raftkv.raft.driver.node import Node
 from raftkv.raft.driver.status import Histogram, NodeStatus
 from raftkv.raft.transport.grpc_transport import GrpcTransport
+from raftkv.raft.transport.tcp_transport import TcpTransport
 
 __all__ = ["Metrics"]
 
@@ -369,7 +370,7 @@ class _NodeCollector:
         yield from _mvcc(self._metrics.machine)
         yield from _leases_and_watches(self._metrics)
         yield from _hash_checks(self._metrics)
-        if isinstance(node.transport, GrpcTransport):
+        if isinstance(node.transport, GrpcTransport | TcpTransport):
             yield from _transport(node.transport)
 
 
@@ -654,7 +655,7 @@ def _hash_checks(metrics: Metrics) -> Iterator[Metric]:
     yield mismatches
 
 
-def _transport(transport: GrpcTransport) -> Iterator[Metric]:
+def _transport(transport: GrpcTransport | TcpTransport) -> Iterator[Metric]:
     queues = GaugeMetricFamily(
         "raftkv_peer_send_queue_messages", "Messages queued to each peer.", labels=["peer"]
     )

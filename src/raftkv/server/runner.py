@@ -206,7 +206,7 @@ class Server:
                 "data_dir"
             ) from error
         limits = kv_settings(settings)
-        grpc: dict[str, object] = {
+        peer: dict[str, object] = {
             "listen_address": settings.listen_peer,
             # The data dir's: the settings' unless none was given (see check_identity).
             "cluster_id": identity.cluster_id,
@@ -220,7 +220,7 @@ class Server:
             ),
         }
         if settings.peer_ca_file is not None:
-            grpc |= {
+            peer |= {
                 "ca_file": settings.peer_ca_file,
                 "cert_file": settings.peer_cert_file,
                 "key_file": settings.peer_key_file,
@@ -232,7 +232,7 @@ class Server:
             .peers(settings.founders)
             .data_dir(settings.data_dir / DATABASE_DIR)
             .settings(node_settings(settings))
-            .grpc(**grpc)
+            .peer_transport(settings.peer_transport, **peer)
             .clock(clock)
             .state_machine(
                 lambda storage: KvStateMachine(

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from raftkv.raft.builder import PEER_TRANSPORT_KINDS, PeerTransportKind
+
 ENV_PREFIX = "RAFTKV_"
 CONFIG_ENV = "RAFTKV_CONFIG"
 # Variables with the prefix that are not settings but are read by raftkv: never a
@@ -46,7 +48,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 # (tick_interval_ms x election_ticks) below the floor cannot outlast one round trip plus an
 # fsync, so elections would never settle; above the ceiling a lost leader is not replaced
 # for minutes. A request body larger than the ceiling could not travel to a peer in one
-# gRPC message (64 MiB).
+# peer frame (max_receive_message_bytes, 64 MiB).
 MAX_TICK_INTERVAL_MS = 10_000
 MIN_ELECTION_TIMEOUT_MS = 100
 MAX_ELECTION_TIMEOUT_MS = 60_000
@@ -171,6 +173,14 @@ def _parse_level(value: object) -> str:
     return text
 
 
+def _parse_peer_transport(value: object) -> PeerTransportKind:
+    text = _parse_str(value).lower()
+    for kind in PEER_TRANSPORT_KINDS:
+        if text == kind:
+            return kind
+    raise ValueError(f"expected {' or '.join(PEER_TRANSPORT_KINDS)}, got {value!r}")
+
+
 def _parse_log_format(value: object) -> str:
     text = _parse_str(value).lower()
     if text not in ("text", "json"):
@@ -199,7 +209,13 @@ class ServerSettings:
         "127.0.0.1:8080", parse_address, "host:port the HTTP API listens on."
     )
     listen_peer: str = _setting(
-        "127.0.0.1:7080", parse_address, "host:port the Raft transport (gRPC) listens on."
+        "127.0.0.1:7080", parse_address, "host:port the peer transport listens on."
+    )
+    peer_transport: PeerTransportKind = _setting(
+        "tcp",
+        _parse_peer_transport,
+        "How members talk: tcp (length-prefixed frames on TCP, the fastest) or grpc. Every "
+        "member of a cluster must use the same.",
     )
     advertise_client_url: str = _setting(
         "",
@@ -519,7 +535,7 @@ class ServerSettings:
             raise _invalid(
                 "max_body_bytes",
                 f"must be at most {MAX_BODY_BYTES_CEILING} (64 MiB: a write travels to peers "
-                f"in one gRPC message), got {self.max_body_bytes}",
+                f"in one peer frame), got {self.max_body_bytes}",
             )
         if self.max_key_bytes > self.max_body_bytes:
             raise _invalid(
