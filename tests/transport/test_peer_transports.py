@@ -465,6 +465,26 @@ def test_messages_queued_for_a_removed_peer_still_go(factory_class: type[GrpcFac
     run(scenario())
 
 
+def test_a_peer_address_that_makes_no_sense_is_reported_unreachable(
+    factory_class: type[GrpcFactory],
+) -> None:
+    async def scenario() -> None:
+        factory = factory_class()
+        try:
+            handler = RecordingHandler()
+            sender = await factory.started(handler)
+            sender.set_peer(NodeId(2), "not an address")
+            await wait_until(
+                lambda: NodeId(2) in handler.unreachable,
+                "a report",
+                retry=lambda: sender.send([heartbeat(1, 2)]),
+            )
+        finally:
+            await factory.close()
+
+    run(scenario())
+
+
 def test_peers_set_before_start_are_used_once_started(factory_class: type[GrpcFactory]) -> None:
     async def scenario() -> None:
         factory = factory_class()

@@ -185,24 +185,6 @@ def test_hostile_input_is_refused_and_the_node_keeps_serving(
 # -- what only gRPC does ------------------------------------------------------------------
 
 
-def test_a_peer_address_that_makes_no_sense_is_reported_unreachable() -> None:
-    async def scenario() -> None:
-        factory = GrpcFactory()
-        try:
-            handler = RecordingHandler()
-            sender = await factory.started(handler)
-            sender.set_peer(NodeId(2), "not an address")
-            await wait_until(
-                lambda: NodeId(2) in handler.unreachable,
-                "a report",
-                retry=lambda: sender.send([heartbeat(1, 2)]),
-            )
-        finally:
-            await factory.close()
-
-    run(scenario())
-
-
 def test_unreadable_tls_files_are_refused(tmp_path: Path) -> None:
     missing = tmp_path / "missing.pem"
     settings = PeerTransportSettings(
