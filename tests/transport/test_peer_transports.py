@@ -653,6 +653,16 @@ def test_invalid_settings_are_refused(changes: dict[str, object], reason: str) -
         replace(TEST_SETTINGS, **changes)  # type: ignore[arg-type]
 
 
+def test_unreadable_tls_files_are_refused(tmp_path: Path, factory_class: type[GrpcFactory]) -> None:
+    # The line names the file: a node with three TLS files says which one it cannot read.
+    missing = tmp_path / "missing.pem"
+    settings = PeerTransportSettings(
+        cluster_id=1, ca_file=missing, cert_file=missing, key_file=missing
+    )
+    with pytest.raises(TransportSettingsInvalid, match=r"cannot read a TLS file: .*missing\.pem"):
+        factory_class.transport_class(settings)
+
+
 def test_a_receiver_never_dials_the_address_a_frame_claims(
     factory_class: type[GrpcFactory],
 ) -> None:

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from random import Random
 
 import grpc
@@ -29,9 +28,7 @@ from raftkv.raft.transport import raft_pb2_grpc
 from raftkv.raft.transport.grpc_transport import (
     SEND_METHOD,
     SNAPSHOT_TRANSFER_METHOD,
-    GrpcTransport,
 )
-from raftkv.raft.transport.settings import PeerTransportSettings, TransportSettingsInvalid
 from raftkv.raft.transport.snapshot_transfer import OutgoingSnapshot
 from raftkv.testing import RecordingHandler
 from raftkv.testing.conformance.transport import wait_until
@@ -183,15 +180,6 @@ def test_hostile_input_is_refused_and_the_node_keeps_serving(
 
 
 # -- what only gRPC does ------------------------------------------------------------------
-
-
-def test_unreadable_tls_files_are_refused(tmp_path: Path) -> None:
-    missing = tmp_path / "missing.pem"
-    settings = PeerTransportSettings(
-        cluster_id=1, ca_file=missing, cert_file=missing, key_file=missing
-    )
-    with pytest.raises(TransportSettingsInvalid, match="cannot read a TLS file"):
-        GrpcTransport(settings)
 
 
 def test_method_paths_match_the_generated_stub() -> None:

@@ -110,6 +110,13 @@ class TcpConnections:
     def _load_tls(self) -> None:
         settings = self._settings
         assert settings.ca_file and settings.cert_file and settings.key_file
+        # ssl's errors for a missing file do not name it: open each first.
+        try:
+            for path in (settings.ca_file, settings.cert_file, settings.key_file):
+                with open(path, "rb"):
+                    pass
+        except OSError as error:
+            raise TransportSettingsInvalid(f"cannot read a TLS file: {error}") from error
         try:
             server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             server.minimum_version = ssl.TLSVersion.TLSv1_2
