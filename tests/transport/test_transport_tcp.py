@@ -27,6 +27,7 @@ from raftkv.raft.core.types import (
     SnapshotMetadata,
 )
 from raftkv.raft.transport import raft_pb2 as wire
+from raftkv.raft.transport import tcp_server
 from raftkv.raft.transport.base import MemberAction, MemberRequest, TransportError
 from raftkv.raft.transport.codec import encode_member_request
 from raftkv.raft.transport.settings import PeerTransportSettings
@@ -374,6 +375,57 @@ def test_a_member_request_from_another_cluster_gets_a_refused_reply() -> None:
         await through_the_transport(address)
 
     assert run(attacked(both)) == 2
+
+
+# -- the connection cap ----------------------------------------------------------------------
+
+
+def test_connections_over_the_cap_are_closed_at_once_and_a_peer_still_gets_through(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    cap = 8
+    monkeypatch.setattr(tcp_server, "_MAX_CONNECTIONS", cap)
+    # A connection closed by the greeting's timeout would take this long: "at once" is
+    # far less.
+    settings = replace(TEST_SETTINGS, connect_timeout_seconds=30.0)
+
+    async def scenario() -> None:
+        factory = TcpFactory(settings)
+        idle: list[asyncio.StreamWriter] = []
+        try:
+            victim_handler = RecordingHandler()
+            victim = await factory.started(victim_handler)
+            good = await factory.started(RecordingHandler())
+            good.set_peer(VICTIM, victim.address)
+            good.send([heartbeat(GOOD_PEER, VICTIM, 1)])
+            await wait_until(lambda: len(victim_handler.delivered) == 1, "the first message")
+            # The good peer holds one connection; fill the rest with idle message streams
+            # (each answered with the OK byte: served, so counted).
+            for _ in range(cap - 1):
+                reader, writer = await connect(victim.address)
+                idle.append(writer)
+                writer.write(greeting(Purpose.MESSAGES))
+                async with asyncio.timeout(ANSWER_SECONDS):
+                    assert await reader.readexactly(1) == OK_BYTE
+            loop = asyncio.get_running_loop()
+            for _ in range(3):
+                started = loop.time()
+                assert await exchange(victim.address, greeting(Purpose.MESSAGES)) == b""
+                assert loop.time() - started < ANSWER_SECONDS
+            assert victim.stats.streams_rejected == 3
+            good.send([heartbeat(GOOD_PEER, VICTIM, 2)])
+            await wait_until(lambda: len(victim_handler.delivered) == 2, "the second message")
+            assert [m.index for m in victim_handler.delivered] == [1, 2]
+        finally:
+            for writer in idle:
+                writer.close()
+            await factory.close()
+
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    run(scenario())
+    lines = rejections(caplog)
+    # Rate-limited: one line for the three (all from 127.0.0.1).
+    assert len(lines) == 1 and f"over {cap} connections" in lines[0], lines
 
 
 # -- peers that accept a connection and misbehave --------------------------------------------
