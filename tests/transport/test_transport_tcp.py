@@ -532,3 +532,30 @@ def test_a_listener_answering_the_greeting_with_something_else_is_reported_unrea
     failures = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
     assert failures, caplog.records
     assert "the peer answered b'X' (not a raftkv node of this version)" in failures[0]
+
+
+def test_stopping_with_peer_connections_open_ends_them_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # stop() cancels the task serving each open connection: asyncio's stream server logs
+    # a handler that ends cancelled as an error, unless the server swallows it.
+    caplog.set_level(logging.INFO)
+
+    async def scenario() -> None:
+        factory = TcpFactory()
+        try:
+            sender_handler, receiver_handler = RecordingHandler(), RecordingHandler()
+            sender = await factory.started(sender_handler)
+            receiver = await factory.started(receiver_handler)
+            sender.set_peer(GOOD_PEER, receiver.address)
+            sender.send([heartbeat(VICTIM, GOOD_PEER)])
+            await wait_until(lambda: bool(receiver_handler.delivered), "the stream to be open")
+            await receiver.stop()
+            await wait_until(lambda: bool(sender_handler.unreachable), "the sender to notice")
+        finally:
+            await factory.close()
+
+    run(scenario())
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+    failures = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+    assert failures and "the peer closed the connection" in failures[0], failures
