@@ -121,6 +121,11 @@ class TcpFactory(GrpcFactory):
 
 # Both peer transports raftkv ships, for tests that hold for either.
 PEER_FACTORIES = {"grpc": GrpcFactory, "tcp": TcpFactory}
+# Where each peer transport logs.
+PEER_LOGGERS: dict[type[GrpcTransport | TcpTransport], str] = {
+    GrpcTransport: "raftkv.transport.grpc",
+    TcpTransport: "raftkv.transport.tcp",
+}
 
 
 # -- certificates ---------------------------------------------------------------------------

@@ -47,9 +47,14 @@ class TcpConnections:
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """A new connection to `address` for `purpose`, greeting sent, within
         connect_timeout_seconds. Raises OSError (ConnectionRefusedError: nobody listens),
-        ssl.SSLError or TimeoutError."""
+        ssl.SSLError or TimeoutError; an address that is not host:port is an OSError too
+        (it may come from a joining node's request: a peer that cannot be reached, not a
+        bug here)."""
         settings = self._settings
-        host, port = split_address(address)
+        try:
+            host, port = split_address(address)
+        except TransportSettingsInvalid as error:
+            raise OSError(str(error)) from None
         async with asyncio.timeout(settings.connect_timeout_seconds):
             if self._client_context is None:
                 reader, writer = await asyncio.open_connection(host, port, limit=_READ_BUFFER)
@@ -105,6 +110,13 @@ class TcpConnections:
     def _load_tls(self) -> None:
         settings = self._settings
         assert settings.ca_file and settings.cert_file and settings.key_file
+        # ssl's errors for a missing file do not name it: open each first.
+        try:
+            for path in (settings.ca_file, settings.cert_file, settings.key_file):
+                with open(path, "rb"):
+                    pass
+        except OSError as error:
+            raise TransportSettingsInvalid(f"cannot read a TLS file: {error}") from error
         try:
             server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             server.minimum_version = ssl.TLSVersion.TLSv1_2

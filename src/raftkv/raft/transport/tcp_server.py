@@ -139,7 +139,13 @@ class TcpServer:
         task = asyncio.current_task()
         assert task is not None
         remote = _remote(writer)
-        if len(self._serving) >= _MAX_CONNECTIONS or self._handler is None:
+        if self._handler is None:
+            writer.close()  # stopping
+            return
+        if len(self._serving) >= _MAX_CONNECTIONS:
+            # Counted like any other rejection: a peer hitting the cap shows in the metrics,
+            # not only in a rate-limited log line.
+            self.stats.streams_rejected += 1
             self._log_refusal(remote, "connection", f"over {_MAX_CONNECTIONS} connections")
             writer.close()
             return
