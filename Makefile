@@ -47,11 +47,12 @@ KV_SIM_SEEDS ?= 0:1000
 sim-kv: $(STAMP)
 	$(BIN)/python -m raftkv.testing.sim kv --seeds $(KV_SIM_SEEDS)
 
-## fuzz-peer: hostile but well-formed peer frames and snapshots at 3 real gRPC nodes (seeded; make test runs one seed briefly)
+## fuzz-peer: hostile but well-formed peer frames and snapshots at 3 real nodes, on TCP then gRPC (seeded; make test runs one seed briefly)
 FUZZ_PEER_SEEDS ?= 0:20
 FUZZ_PEER_BATCHES ?= 30
 fuzz-peer: $(STAMP)
-	$(BIN)/python -m raftkv.testing.peer_fuzz --seeds $(FUZZ_PEER_SEEDS) --batches $(FUZZ_PEER_BATCHES)
+	$(BIN)/python -m raftkv.testing.peer_fuzz --seeds $(FUZZ_PEER_SEEDS) --batches $(FUZZ_PEER_BATCHES) --peer-transport tcp
+	$(BIN)/python -m raftkv.testing.peer_fuzz --seeds $(FUZZ_PEER_SEEDS) --batches $(FUZZ_PEER_BATCHES) --peer-transport grpc
 
 ## fuzz: the client port (schemathesis from /openapi.json, compressed bodies, connection
 ## floods, unread watchers, garbage bytes) at a real cluster, then fuzz-peer; make test runs both briefly

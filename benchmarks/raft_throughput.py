@@ -1,6 +1,6 @@
 """Proposals per second and latency of a 3-node raftkv cluster, with fsync on.
 
-For each transport (in-process, gRPC over loopback) and each concurrency (1, 16, 64, 256
+For each transport (in-process, TCP and gRPC over loopback) and each concurrency (1, 16, 64, 256
 proposers, all on the leader), run for `--seconds` and report proposals/s, p50/p99
 latency, fsyncs/s on the leader and entries per fsync (group commit at work), then the
 ratio of every concurrency to one proposer.
@@ -8,7 +8,7 @@ ratio of every concurrency to one proposer.
 All three nodes run in this one process and event loop, each with its own RocksDB (synced
 writes) in a temporary directory: the numbers include the followers' work on the same core.
 
-    .venv/bin/python benchmarks/raft_throughput.py [--seconds 5] [--transports inprocess,grpc]
+    .venv/bin/python benchmarks/raft_throughput.py [--seconds 5] [--transports inprocess,tcp,grpc]
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from raftkv.raft import (
     NodeSettings,
     PeerTransportSettings,
     RocksStorage,
+    TcpTransport,
 )
 from raftkv.raft.transport.base import Transport
 from raftkv.testing.processes import free_port
@@ -65,7 +66,7 @@ class NullMachine:
 
 async def start_cluster(kind: str, directory: Path) -> list[Node]:
     ids = [NodeId(1), NodeId(2), NodeId(3)]
-    if kind == "grpc":
+    if kind in ("tcp", "grpc"):
         addresses = {node_id: f"127.0.0.1:{free_port()}" for node_id in ids}
     else:
         addresses = {node_id: f"node-{node_id}" for node_id in ids}
@@ -74,10 +75,11 @@ async def start_cluster(kind: str, directory: Path) -> list[Node]:
     nodes = []
     for node_id in ids:
         transport: Transport
+        peer_settings = PeerTransportSettings(cluster_id=1, listen_address=addresses[node_id])
         if kind == "grpc":
-            transport = GrpcTransport(
-                PeerTransportSettings(cluster_id=1, listen_address=addresses[node_id])
-            )
+            transport = GrpcTransport(peer_settings)
+        elif kind == "tcp":
+            transport = TcpTransport(peer_settings)
         else:
             transport = network.transport(addresses[node_id])
         node = Node(
@@ -153,7 +155,7 @@ async def run(kind: str, concurrencies: list[int], seconds: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--transports", default="inprocess,grpc")
+    parser.add_argument("--transports", default="inprocess,tcp,grpc")
     parser.add_argument("--concurrency", default="1,16,64,256")
     arguments = parser.parse_args()
     # Peers report each other unreachable while the clusters shut down; not news here.

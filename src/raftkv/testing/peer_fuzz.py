@@ -1,12 +1,13 @@
-"""Peer-frame fuzzing: hostile but well-formed frames at a running cluster's gRPC ports.
+"""Peer-frame fuzzing: hostile but well-formed frames at a running cluster's peer ports.
 
-Three real `Node`s (the KV state machine over memory storage, `GrpcTransport` on loopback)
-run in this process; a member added and removed at start gives the cluster a removed id.
-Per batch, an attacker — a RawPeerClient, not a node — sends frames built by a seeded
+Three real `Node`s (the KV state machine over memory storage, on loopback over the TCP
+transport, or the gRPC one with `--peer-transport grpc`) run in this process; a member
+added and removed at start gives the cluster a removed id. Per batch, an attacker — a raw
+client (RawTcpPeerClient or RawPeerClient), not a node — sends frames built by a seeded
 `Random` from the cluster's state at the batch's start (term T, leader, last index), each
-frame on its own Send call (a frame a node finds malformed ends its stream), and snapshots
-over SnapshotTransfer. After each batch it checks that:
-- no node crashed or stopped, and every call ended OK or with INVALID_ARGUMENT;
+frame on a connection or call of its own (a frame a node finds malformed ends it), and
+snapshots whole. After each batch it checks that:
+- no node crashed or stopped, and every frame was taken or refused as malformed;
 - no node's term went past what the cluster's own elections made (hostile terms are at
   least T + TERM_MARGIN); while the leader stayed the same, no follower's commit index
   passed the leader's (no forged commit was taken);
@@ -23,7 +24,7 @@ garbage. Never what a member could believably send (a newer term from a member's
 append or acknowledgement the leader's log could hold): a forged believable message is
 indistinguishable from a real one, which is what authenticated peers (mutual TLS) are for.
 
-    python -m raftkv.testing.peer_fuzz --seeds 0:20 --batches 30
+    python -m raftkv.testing.peer_fuzz --seeds 0:20 --batches 30 [--peer-transport grpc]
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from typing import TypeVar
 
 from raftkv.kv.commands import KvCommand, Put, encode_command
 from raftkv.kv.state_machine import KvStateMachine
+from raftkv.raft.builder import PEER_TRANSPORT_KINDS, PeerTransportKind
 from raftkv.raft.core.errors import InvalidArgument
 from raftkv.raft.core.types import (
     MAX_INDEX,
@@ -57,11 +59,13 @@ from raftkv.raft.driver.envelope import encode_snapshot
 from raftkv.raft.driver.node import Node
 from raftkv.raft.driver.settings import NodeSettings
 from raftkv.raft.storage.memory import MemoryStorage
-from raftkv.raft.transport.base import TransportError
+from raftkv.raft.transport.base import Transport, TransportError
 from raftkv.raft.transport.codec import encode_message
 from raftkv.raft.transport.grpc_transport import GrpcTransport
 from raftkv.raft.transport.raw_client import CallRefused, RawPeerClient
+from raftkv.raft.transport.raw_tcp_client import RawTcpPeerClient
 from raftkv.raft.transport.settings import PeerTransportSettings
+from raftkv.raft.transport.tcp_transport import TcpTransport
 from raftkv.testing.processes import free_port
 
 __all__ = ["PeerFuzzResult", "main", "run_seed"]
@@ -118,7 +122,8 @@ class _Violation(Exception):
 
 
 class _Cluster:
-    def __init__(self) -> None:
+    def __init__(self, transport: PeerTransportKind) -> None:
+        self.transport = transport
         self.addresses = {node: f"127.0.0.1:{free_port()}" for node in MEMBERS}
         self.nodes: dict[NodeId, Node] = {}
 
@@ -128,9 +133,7 @@ class _Cluster:
             node = Node(
                 node_id=node_id,
                 storage=storage,
-                transport=GrpcTransport(
-                    PeerTransportSettings(listen_address=address, cluster_id=CLUSTER_ID)
-                ),
+                transport=self._transport(address),
                 state_machine=KvStateMachine(storage.app_data()),
                 settings=SETTINGS,
                 peers=self.addresses,
@@ -148,6 +151,12 @@ class _Cluster:
     async def stop(self) -> None:
         for node in self.nodes.values():
             await node.stop(transfer_leadership=False)
+
+    def _transport(self, address: str) -> Transport:
+        settings = PeerTransportSettings(listen_address=address, cluster_id=CLUSTER_ID)
+        if self.transport == "grpc":
+            return GrpcTransport(settings)
+        return TcpTransport(settings)
 
     async def leader(self) -> Node:
         """The leader every member agrees on (waits for one)."""
@@ -179,10 +188,14 @@ class _Cluster:
 
 
 class _Attacker:
-    """A RawPeerClient: the frames go out as built, whatever a node would send."""
+    """A raw client: the frames go out as built, whatever a node would send."""
 
     def __init__(self, cluster: _Cluster, result: PeerFuzzResult) -> None:
-        self.client = RawPeerClient(CLUSTER_ID, timeout_seconds=CALL_TIMEOUT_S)
+        self.client: RawPeerClient | RawTcpPeerClient
+        if cluster.transport == "grpc":
+            self.client = RawPeerClient(CLUSTER_ID, timeout_seconds=CALL_TIMEOUT_S)
+        else:
+            self.client = RawTcpPeerClient(CLUSTER_ID, timeout_seconds=CALL_TIMEOUT_S)
         self.cluster = cluster
         self.result = result
 
@@ -502,10 +515,12 @@ async def _check(
         raise _Violation(f"batch {number}: members' states differ: {cluster.line()}")
 
 
-async def _run(seed: int, batches: int, frames: int) -> PeerFuzzResult:
+async def _run(
+    seed: int, batches: int, frames: int, transport: PeerTransportKind
+) -> PeerFuzzResult:
     rng = Random(seed)
     result = PeerFuzzResult(seed)
-    cluster = _Cluster()
+    cluster = _Cluster(transport)
     attacker = _Attacker(cluster, result)
     try:
         await cluster.start(rng)
@@ -522,11 +537,13 @@ async def _run(seed: int, batches: int, frames: int) -> PeerFuzzResult:
     return result
 
 
-def run_seed(seed: int, *, batches: int = 3, frames: int = 30) -> PeerFuzzResult:
-    """One seeded run of `batches` batches of `frames` hostile frames (or snapshots);
-    never raises for a violation (see `result.failures`)."""
+def run_seed(
+    seed: int, *, batches: int = 3, frames: int = 30, transport: PeerTransportKind = "tcp"
+) -> PeerFuzzResult:
+    """One seeded run of `batches` batches of `frames` hostile frames (or snapshots) at
+    nodes on `transport`; never raises for a violation (see `result.failures`)."""
     try:
-        return asyncio.run(_run(seed, batches, frames))
+        return asyncio.run(_run(seed, batches, frames, transport))
     except Exception as error:  # a crash of the run itself is a failure of the seed
         result = PeerFuzzResult(seed)
         result.failures.append(f"run raised {type(error).__name__}: {error}")
@@ -538,6 +555,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0:10", help="A:B, half-open")
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--frames", type=int, default=50, help="frames per batch")
+    parser.add_argument(
+        "--peer-transport", choices=PEER_TRANSPORT_KINDS, default="tcp", help="(default tcp)"
+    )
     arguments = parser.parse_args(argv)
     # Nodes log every refused stream; a sweep shows failures only.
     logging.basicConfig(level=logging.CRITICAL)
@@ -545,12 +565,20 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     failed = 0
     for seed in range(first, last):
-        result = run_seed(seed, batches=arguments.batches, frames=arguments.frames)
+        result = run_seed(
+            seed,
+            batches=arguments.batches,
+            frames=arguments.frames,
+            transport=arguments.peer_transport,
+        )
         print(result.describe())
         if not result.ok:
             failed += 1
             print("  FAILED:\n  " + "\n  ".join(result.failures))
-            print(f"  reproduce: python -m raftkv.testing.peer_fuzz --seeds {seed}:{seed + 1}")
+            print(
+                f"  reproduce: python -m raftkv.testing.peer_fuzz --seeds {seed}:{seed + 1} "
+                f"--peer-transport {arguments.peer_transport}"
+            )
     count = last - first
     print(f"{count} seeds, {failed} failed, {time.monotonic() - started:.1f}s")
     return 1 if failed else 0

@@ -7,15 +7,15 @@ that dialled): the magic `RKVT`, the framing version (1), the purpose, two zero 
 - MESSAGES: long-lived, one way. The listener accepts the greeting with one OK byte
   (the dialler counts itself connected only then: with TLS 1.3 its handshake completes
   before the listener has checked its certificate), then the dialler sends `MessageBatch`
-  frames; the listener writes nothing more and closes the connection on the first bad
-  frame.
+  frames; the listener writes nothing more, unless a frame is bad: then it answers one
+  REFUSED reply saying why and closes the connection.
 - SNAPSHOT: one snapshot transfer. The dialler sends `SnapshotUpload` frames, the listener
   answers `SnapshotReply` frames (the conversation of snapshot_transfer.py).
 - MEMBER: one `MemberRequest` frame, one `MemberResponse` frame.
 
-A frame is a 4-byte big-endian length, then that many bytes. The listener's frames (on
-SNAPSHOT and MEMBER connections) start with a status byte: OK and a protobuf message, or
-REFUSED and a UTF-8 reason, after which the listener closes the connection.
+A frame is a 4-byte big-endian length, then that many bytes. The listener's frames start
+with a status byte: OK and a protobuf message, or REFUSED and a UTF-8 reason, after which
+the listener closes the connection.
 
 Limits: a frame longer than the reader's limit is refused before any of it is read, so a
 peer can make us buffer at most that limit per connection.

@@ -27,22 +27,22 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from random import Random
 
-from raftkv.raft.core.errors import InvalidArgument
+from raftkv.raft.core.errors import InvalidArgument, MalformedMessage
 from raftkv.raft.core.types import Message, NodeId
 from raftkv.raft.transport.codec import encode_batch, take_frame
 from raftkv.raft.transport.log_limiter import LogLimiter, suppressed_note
 from raftkv.raft.transport.reconnect import Reconnect
 from raftkv.raft.transport.settings import PeerTransportSettings, PeerTransportStats
 from raftkv.raft.transport.tcp_connections import TcpConnections
-from raftkv.raft.transport.tcp_framing import Purpose, Status, frame
+from raftkv.raft.transport.tcp_framing import Purpose, Status, frame, read_frame, split_reply
 
 __all__ = ["TcpPeerSender", "TcpSenderContext"]
 
 logger = logging.getLogger("raftkv.transport.tcp")
 
-# How many bytes the watcher reads at a time from a MESSAGES connection (past its first
-# byte the listener never writes on it: anything read is a protocol error and ends it).
-_WATCH_READ_BYTES = 1024
+# The longest frame the watcher reads from a MESSAGES connection: past its first byte the
+# listener writes only a REFUSED reply (a reason of at most 1 KiB) before closing it.
+_WATCH_FRAME_BYTES = 2048
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,8 +224,15 @@ class TcpPeerSender:
     async def _watch(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Mark the connection broken when the peer ends it (or writes on it)."""
         try:
-            data = await reader.read(_WATCH_READ_BYTES)
-            reason = "the peer closed the connection" if not data else "the peer wrote on it"
+            status, payload = split_reply(await read_frame(reader, _WATCH_FRAME_BYTES))
+            if status is Status.REFUSED:
+                reason = f"the peer refused what we sent: {payload.decode(errors='replace')}"
+            else:
+                reason = "the peer wrote on a message stream"
+        except asyncio.IncompleteReadError:
+            reason = "the peer closed the connection"
+        except MalformedMessage as error:
+            reason = f"the peer wrote on a message stream: {error}"
         except (OSError, ssl.SSLError) as error:
             reason = f"connection lost: {error.strerror or error}"
         if writer is self.writer and not self.broken:

@@ -254,12 +254,12 @@ class TcpServer:
     async def _refuse(
         self, writer: asyncio.StreamWriter, remote: str, purpose: Purpose | None, reason: str
     ) -> None:
-        """Log one line about a peer's bad input and, where the connection has replies,
-        tell the peer why it ends."""
+        """Log one line about a peer's bad input and, once the greeting named what the
+        connection is for, tell the peer why it ends (a REFUSED reply)."""
         self.stats.streams_rejected += 1
         what = "connection" if purpose is None else f"{purpose.name.lower()} connection"
         self._log_refusal(remote, what, reason)
-        if purpose in (Purpose.SNAPSHOT, Purpose.MEMBER) and not writer.is_closing():
+        if purpose is not None and not writer.is_closing():
             writer.write(reply_frame(Status.REFUSED, reason.encode()))
             try:
                 async with asyncio.timeout(self.settings.request_timeout_seconds):
