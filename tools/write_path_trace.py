@@ -202,7 +202,7 @@ def serve_traced(output: str, arguments: list[str]) -> None:
     wrap(tcp_transport.TcpTransport, "send", send)
     wrap(grpc_sender, "take_frame", take_frame)
     wrap(tcp_sender, "take_frame", take_frame)
-    wrap(grpc_sender.PeerSender, "_send_frame", send_frame)
+    wrap(grpc_sender.GrpcPeerSender, "_send_frame", send_frame)
     wrap(tcp_sender.TcpPeerSender, "flush", flush)
     del requests  # imported so every module the wrappers touch is loaded alike
     sys.argv = ["raftkv", "serve", *arguments]

@@ -55,6 +55,17 @@ ANSWER_SECONDS = 5.0
 OK_BYTE = bytes((Status.OK,))
 
 
+def refused_on_a_message_stream(answer: bytes) -> str:
+    """The reason in what a listener wrote on a message stream it ended: the OK byte for
+    the greeting, then one REFUSED reply frame."""
+    assert answer[:1] == OK_BYTE, answer
+    length = int.from_bytes(answer[1:5], "big")
+    assert len(answer) == 5 + length, answer
+    status, reason = split_reply(answer[5:])
+    assert status is Status.REFUSED, answer
+    return reason.decode()
+
+
 # -- crafting input --------------------------------------------------------------------------
 
 
@@ -212,7 +223,8 @@ def test_a_frame_announced_over_the_limit_is_refused_before_it_is_read(
         # for them would never close the connection (a message stream has no timeout), and
         # read_to_end would fail the test after ANSWER_SECONDS.
         announced = (limit + 1).to_bytes(4, "big")
-        assert await exchange(address, greeting(Purpose.MESSAGES) + announced) == OK_BYTE
+        answer = await exchange(address, greeting(Purpose.MESSAGES) + announced)
+        assert f"a frame of {limit + 1} bytes" in refused_on_a_message_stream(answer)
 
     caplog.set_level(logging.WARNING, logger=LOGGER)
     assert run(attacked(attack)) == 1
@@ -265,8 +277,9 @@ def test_a_bad_frame_on_a_message_stream_ends_it_and_delivers_nothing_of_it(
     handler = RecordingHandler()
 
     async def attack(address: str) -> None:
-        # The OK byte for the greeting, then the close.
-        assert await exchange(address, on_a_message_stream(*frames)) == OK_BYTE
+        # The OK byte for the greeting, then a REFUSED reply saying why, then the close.
+        answer = await exchange(address, on_a_message_stream(*frames))
+        assert reason in refused_on_a_message_stream(answer)
         if len(frames) > 1:
             # A good frame before the bad one is delivered: it was good.
             assert [m.sender for m in handler.delivered] == [9]
@@ -532,6 +545,35 @@ def test_a_listener_answering_the_greeting_with_something_else_is_reported_unrea
     failures = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
     assert failures, caplog.records
     assert "the peer answered b'X' (not a raftkv node of this version)" in failures[0]
+
+
+def test_a_sender_logs_why_its_peer_refused_what_it_sent(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A member of another cluster: the receiver refuses the first frame, saying why.
+    async def scenario() -> None:
+        factory = TcpFactory()
+        strangers = TcpFactory(replace(TEST_SETTINGS, cluster_id=CLUSTER_ID + 1))
+        try:
+            receiver_handler, stranger_handler = RecordingHandler(), RecordingHandler()
+            receiver = await factory.started(receiver_handler)
+            stranger = await strangers.started(stranger_handler)
+            stranger.set_peer(VICTIM, receiver.address)
+            await wait_until(
+                lambda: VICTIM in stranger_handler.unreachable,
+                "the stranger to learn it was refused",
+                retry=lambda: stranger.send([heartbeat(GOOD_PEER, VICTIM)]),
+            )
+            assert receiver_handler.delivered == []
+        finally:
+            await strangers.close()
+            await factory.close()
+
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    run(scenario())
+    failures = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+    expected = f"the peer refused what we sent: cluster id {CLUSTER_ID + 1} is not this cluster"
+    assert any(expected in failure for failure in failures), failures
 
 
 def test_stopping_with_peer_connections_open_ends_them_quietly(

@@ -39,7 +39,7 @@ from raftkv.raft.transport.log_limiter import LogLimiter, suppressed_note
 from raftkv.raft.transport.reconnect import Reconnect
 from raftkv.raft.transport.settings import PeerTransportSettings, PeerTransportStats
 
-__all__ = ["PeerSender", "SenderContext"]
+__all__ = ["GrpcPeerSender", "SenderContext"]
 
 logger = logging.getLogger("raftkv.transport.grpc")
 
@@ -64,7 +64,7 @@ class SenderContext:
     close_later: Callable[[Coroutine[object, object, None], str], None]
 
 
-class PeerSender:
+class GrpcPeerSender:
     """The channel, queue and sender task of one peer.
 
     Invariants: `queue` holds at most max_queue_messages non-snapshot messages for `peer`,
@@ -129,6 +129,10 @@ class PeerSender:
     def heard_from(self) -> None:
         """The peer sent us a frame, so it is up (see Reconnect)."""
         self.reconnect.heard_from()
+
+    def queued(self) -> None:
+        """Messages were appended to the queue: the task writes them."""
+        self.wakeup.set()
 
     async def _run(self) -> None:
         try:

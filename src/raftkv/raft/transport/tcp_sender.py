@@ -23,7 +23,7 @@ import contextlib
 import logging
 import ssl
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from random import Random
 
@@ -59,8 +59,6 @@ class TcpSenderContext:
     local_address: str
     # Tells the node a peer is unreachable (never called from inside `send`).
     report_unreachable: Callable[[NodeId], None]
-    # Runs a closing coroutine (named) as a task that the transport's stop awaits.
-    close_later: Callable[[Coroutine[object, object, None], str], None]
 
 
 class TcpPeerSender:
@@ -119,6 +117,10 @@ class TcpPeerSender:
     def heard_from(self) -> None:
         """The peer sent us a frame, so it is up (see Reconnect)."""
         self.reconnect.heard_from()
+
+    def queued(self) -> None:
+        """Messages were appended to the queue: out they go, at once if they can."""
+        self.flush()
 
     def flush(self) -> None:
         """Write the queue out as frames now, if a connection is open and its buffer below
