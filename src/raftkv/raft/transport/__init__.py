@@ -1,1 +1,1 @@
-"""Transports: how messages travel between nodes (in-process and gRPC)."""
+"""Transports: how messages travel between nodes (in-process, TCP and gRPC)."""

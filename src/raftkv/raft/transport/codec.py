@@ -1,9 +1,9 @@
 """Core dataclasses <-> protobuf (`raft.proto`), both directions, with validation.
 
 Rules:
-- This module, `snapshot_transfer.py` and the gRPC modules (`grpc_*.py`, `raw_client.py`)
-  are the only users of the generated `raft_pb2`; everything outside
-  `raftkv.raft.transport` sees core dataclasses only.
+- This module, the snapshot modules (`snapshot_*.py`) and the network transports'
+  (`grpc_*.py`, `tcp_*.py`, `raw_*.py`) are the only users of the generated `raft_pb2`;
+  everything outside `raftkv.raft.transport` sees core dataclasses only.
 - Decoding never trusts the peer. Every enum code is mapped through an explicit table (an
   unknown code is `MalformedMessage`, never a crash or a silent default), and every decoded
   message passes `check_peer_message`, so the core's own assertions only ever fire for our

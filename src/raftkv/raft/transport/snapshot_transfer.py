@@ -1,7 +1,7 @@
 """Snapshot transfer, both ends, without I/O: what a sender offers and streams, and how a
 receiver checks it, reuses the chunks it already holds and puts the data back together.
-The gRPC transport runs it over one `Raft.SnapshotTransfer` stream per snapshot (sender:
-`grpc_snapshot_sender.py`, receiver: `grpc_servicer.py`).
+Both network transports run it over a stream per snapshot (snapshot_streams.py): gRPC's
+`Raft.SnapshotTransfer` calls, the TCP transport's SNAPSHOT connections.
 
 Theory of operation.
 
@@ -16,7 +16,7 @@ Theory of operation.
    already). It asks for the rest, by position.
 3. Chunks. The sender streams what was asked for, each chunk compressed on its own (zstd,
    or raw when that is not smaller), never more than `max_chunks_in_flight` ahead of the
-   receiver's acknowledgements (gRPC's flow control bounds the bytes below that).
+   receiver's acknowledgements (the connection's flow control bounds the bytes below that).
 4. Delivery. The receiver decompresses each chunk within its announced size, checks its
    SHA-256, keeps it and acknowledges it. With every chunk in hand it joins the data,
    checks its size and SHA-256, and only then delivers the MsgSnap (installing it is the
@@ -33,8 +33,8 @@ Rules:
   `chunk`, `IncomingSnapshot.add`, `reuse_local`, `finish`) may run on a worker thread,
   one call at a time.
 
-This module, `codec.py` and the gRPC modules (`grpc_*.py`, `raw_client.py`) are the only
-users of `raft_pb2`.
+This module, `codec.py` and the network transports' modules are the only users of
+`raft_pb2` (see codec.py).
 """
 
 from __future__ import annotations
