@@ -134,6 +134,7 @@ def _serve(arguments: argparse.Namespace) -> int:
     from raftkv.raft.storage.rocks import StorageOpenError  # noqa: PLC0415
     from raftkv.raft.transport.base import TransportError  # noqa: PLC0415
     from raftkv.raft.transport.settings import TransportSettingsInvalid  # noqa: PLC0415
+    from raftkv.server.collector import tune_collector  # noqa: PLC0415
     from raftkv.server.identity import StateLost  # noqa: PLC0415
     from raftkv.server.logs import configure_logging  # noqa: PLC0415
     from raftkv.server.native_stderr import NativeStderr  # noqa: PLC0415
@@ -145,6 +146,7 @@ def _serve(arguments: argparse.Namespace) -> int:
     log_context = configure_logging(
         settings.log_level, settings.log_format, settings.id, native=native
     )
+    tune_collector()  # everything is imported: freeze it (see raftkv.server.collector)
     try:
         return asyncio.run(
             run_server(

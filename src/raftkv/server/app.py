@@ -285,6 +285,7 @@ def create_app(service: KvService, settings: HttpSettings | None = None) -> web.
         client_max_size=settings.max_body_bytes,
     )
     app.cleanup_ctx.append(metrics.loop_lag)
+    app.cleanup_ctx.append(metrics.gc_pauses)
     app[METRICS] = metrics
     app[BODY_TIMEOUT] = settings.body_timeout_s
     timeout, max_body_bytes = settings.request_timeout_s, settings.max_body_bytes

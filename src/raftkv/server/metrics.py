@@ -140,6 +140,8 @@ The event loop (it runs Raft, the API and everything else: a stall past the elec
 timeout costs an election)
 - `raftkv_event_loop_lag_seconds` (histogram): how late a task that sleeps
   `LOOP_LAG_INTERVAL_S` at a time wakes up, each time: the longest any callback waited.
+- `raftkv_gc_pause_seconds{generation}` (histogram): how long each collection of the
+  cyclic garbage collector stopped the process (raftkv.server.collector tunes it).
 
 HTTP
 - `raftkv_http_connections`: client connections open now (at most
@@ -181,6 +183,7 @@ from raftkv.raft.driver.node import Node
 from raftkv.raft.driver.status import Histogram, NodeStatus
 from raftkv.raft.transport.grpc_transport import GrpcTransport
 from raftkv.raft.transport.tcp_transport import TcpTransport
+from raftkv.server.collector import GcPauses
 
 __all__ = ["Metrics"]
 
@@ -254,7 +257,7 @@ class Metrics:
     """The metrics of `node` (serving `machine`) and of the HTTP API in front of it; see the
     module docstring for the list and for how to wire `middleware` and `handler`. The
     server sets `watches`, `lease_keeper`, `corrupt_checker` and `client_port` once it has
-    them, and runs `loop_lag` while it serves (an aiohttp cleanup context)."""
+    them, and runs `loop_lag` and `gc_pauses` while it serves (aiohttp cleanup contexts)."""
 
     def __init__(self, node: Node, machine: KvStateMachine) -> None:
         self.node = node
@@ -281,6 +284,7 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_NodeCollector(self))
+        self._gc_pauses = GcPauses(self.registry)
 
         @web.middleware
         async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -296,6 +300,12 @@ class Metrics:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+    async def gc_pauses(self, app: web.Application) -> AsyncIterator[None]:
+        """An aiohttp cleanup context: while the app runs, every collection's pause goes
+        into `raftkv_gc_pause_seconds`."""
+        with self._gc_pauses.observing():
+            yield
 
     async def _observe_loop_lag(self) -> None:
         loop = asyncio.get_running_loop()
