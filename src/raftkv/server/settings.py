@@ -257,7 +257,9 @@ class ServerSettings:
     election_ticks: int = _setting(10, _parse_int, "Ticks without a leader before an election.")
     heartbeat_ticks: int = _setting(1, _parse_int, "Ticks between leader heartbeats.")
     snapshot_every_entries: int = _setting(
-        10_000, _parse_int, "Take a snapshot after this many applied entries."
+        100_000,
+        _parse_int,
+        "Take a snapshot after this many applied entries (etcd's snapshot-count default).",
     )
     snapshot_keep_entries: int = _setting(
         5_000, _parse_int, "Log entries kept behind a snapshot for slow followers."
