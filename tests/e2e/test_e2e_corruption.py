@@ -20,7 +20,7 @@ from raftkv.kv import KvCommand, Put, encode_command
 from raftkv.raft.core.types import Entry, Message, MessageType, NodeId
 from raftkv.raft.driver.envelope import RequestId, encode_proposal
 from raftkv.raft.transport.codec import encode_batch
-from raftkv.raft.transport.tcp_framing import Purpose, Status, frame, greeting
+from raftkv.raft.transport.tcp_framing import Purpose, frame, greeting
 
 CHECKS = {"RAFTKV_CORRUPT_CHECK_INTERVAL_S": "1"}
 
@@ -55,7 +55,8 @@ def forge_append(cluster: KvProcessCluster, victim: int, leader: int, key: str) 
     address = ("127.0.0.1", cluster.peer_ports[victim])
     with socket.create_connection(address, timeout=10) as connection:
         connection.sendall(greeting(Purpose.MESSAGES))
-        assert connection.recv(1) == bytes((Status.OK,))  # the victim accepted the stream
+        # The victim sends the greeting back: it accepted the stream.
+        assert connection.recv(len(greeting(Purpose.MESSAGES))) == greeting(Purpose.MESSAGES)
         connection.sendall(frame(batch))
         # The victim never writes again on a message stream: reading until it closes
         # would wait forever, so end our side and wait for its close.

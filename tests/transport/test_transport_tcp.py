@@ -15,7 +15,14 @@ from dataclasses import replace
 from random import Random
 
 import pytest
-from transport_helpers import CLUSTER_ID, TEST_SETTINGS, TcpFactory, heartbeat, run
+from transport_helpers import (
+    CLUSTER_ID,
+    TEST_SETTINGS,
+    GrpcFactory,
+    TcpFactory,
+    heartbeat,
+    run,
+)
 
 from raftkv.raft.core.types import (
     ConfState,
@@ -52,16 +59,18 @@ VOTERS = ConfState(voters=frozenset({VICTIM, GOOD_PEER}))
 # How long a raw connection waits for the listener to act: far below the 60 s run bound,
 # far above anything loopback needs.
 ANSWER_SECONDS = 5.0
-OK_BYTE = bytes((Status.OK,))
+# How a listener accepts a message stream: it sends the greeting back.
+ACCEPTED = greeting(Purpose.MESSAGES)
 
 
 def refused_on_a_message_stream(answer: bytes) -> str:
-    """The reason in what a listener wrote on a message stream it ended: the OK byte for
-    the greeting, then one REFUSED reply frame."""
-    assert answer[:1] == OK_BYTE, answer
-    length = int.from_bytes(answer[1:5], "big")
-    assert len(answer) == 5 + length, answer
-    status, reason = split_reply(answer[5:])
+    """The reason in what a listener wrote on a message stream it ended: the greeting sent
+    back, then one REFUSED reply frame."""
+    assert answer.startswith(ACCEPTED), answer
+    reply = answer[len(ACCEPTED) :]
+    length = int.from_bytes(reply[:4], "big")
+    assert len(reply) == 4 + length, answer
+    status, reason = split_reply(reply[4:])
     assert status is Status.REFUSED, answer
     return reason.decode()
 
@@ -413,13 +422,13 @@ def test_connections_over_the_cap_are_closed_at_once_and_a_peer_still_gets_throu
             good.send([heartbeat(GOOD_PEER, VICTIM, 1)])
             await wait_until(lambda: len(victim_handler.delivered) == 1, "the first message")
             # The good peer holds one connection; fill the rest with idle message streams
-            # (each answered with the OK byte: served, so counted).
+            # (each accepted with the greeting sent back: served, so counted).
             for _ in range(cap - 1):
                 reader, writer = await connect(victim.address)
                 idle.append(writer)
                 writer.write(greeting(Purpose.MESSAGES))
                 async with asyncio.timeout(ANSWER_SECONDS):
-                    assert await reader.readexactly(1) == OK_BYTE
+                    assert await reader.readexactly(len(ACCEPTED)) == ACCEPTED
             loop = asyncio.get_running_loop()
             for _ in range(3):
                 started = loop.time()
@@ -490,7 +499,7 @@ def test_a_peer_that_never_reads_is_reported_unreachable_and_its_queue_dropped(
     ]
 
     async def scenario() -> None:
-        listener = RawListener(OK_BYTE)
+        listener = RawListener(ACCEPTED)
         handler = RecordingHandler()
         sender = TcpTransport(settings)
         try:
@@ -523,7 +532,7 @@ def test_a_listener_answering_the_greeting_with_something_else_is_reported_unrea
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     async def scenario() -> None:
-        listener = RawListener(b"X")
+        listener = RawListener(b"XXXXXXXX")
         handler = RecordingHandler()
         sender = TcpTransport(TEST_SETTINGS)
         try:
@@ -544,7 +553,45 @@ def test_a_listener_answering_the_greeting_with_something_else_is_reported_unrea
     run(scenario())
     failures = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
     assert failures, caplog.records
-    assert "the peer answered b'X' (not a raftkv node of this version)" in failures[0]
+    assert "the peer answered b'XXXXXXXX' (not a raftkv node of this version)" in failures[0]
+
+
+def test_members_on_different_peer_transports_say_so_in_their_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A rolling upgrade from a raftkv that spoke gRPC only, or one member set otherwise:
+    neither side may leave the operator guessing."""
+
+    async def scenario() -> None:
+        tcp_nodes, grpc_nodes = TcpFactory(), GrpcFactory()
+        try:
+            tcp_handler, grpc_handler = RecordingHandler(), RecordingHandler()
+            tcp_node = await tcp_nodes.started(tcp_handler)
+            grpc_node = await grpc_nodes.started(grpc_handler)
+            tcp_node.set_peer(GOOD_PEER, grpc_node.address)
+            grpc_node.set_peer(VICTIM, tcp_node.address)
+            await wait_until(
+                lambda: GOOD_PEER in tcp_handler.unreachable and VICTIM in grpc_handler.unreachable,
+                "both to find the other unreachable",
+                retry=lambda: (
+                    tcp_node.send([heartbeat(VICTIM, GOOD_PEER)]),
+                    grpc_node.send([heartbeat(GOOD_PEER, VICTIM)]),
+                ),
+            )
+            await wait_until(
+                lambda: tcp_node.stats.streams_rejected > 0, "the TCP node to refuse gRPC"
+            )
+            assert tcp_handler.delivered == grpc_handler.delivered == []
+        finally:
+            await tcp_nodes.close()
+            await grpc_nodes.close()
+
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    run(scenario())
+    lines = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    # The TCP node, dialled by gRPC, and dialling gRPC:
+    assert any("a gRPC client on the TCP peer port: every member" in line for line in lines)
+    assert any("the peer speaks gRPC (HTTP/2): every member" in line for line in lines), lines
 
 
 def test_a_sender_logs_why_its_peer_refused_what_it_sent(

@@ -28,6 +28,7 @@ from raftkv.raft.transport.raw_client import CallRefused
 from raftkv.raft.transport.settings import split_address
 from raftkv.raft.transport.snapshot_transfer import OutgoingSnapshot
 from raftkv.raft.transport.tcp_framing import (
+    GREETING_BYTES,
     Purpose,
     Status,
     frame,
@@ -61,7 +62,8 @@ class RawTcpPeerClient:
             async with asyncio.timeout(self.timeout_seconds):
                 reader, writer = await _dial(address, Purpose.MESSAGES)
                 try:
-                    if await reader.read(1) != bytes((Status.OK,)):
+                    accepted = await reader.readexactly(GREETING_BYTES)
+                    if accepted != greeting(Purpose.MESSAGES):
                         raise TransportError(f"{address} did not accept a message stream")
                     writer.write(frame(payload))
                     writer.write_eof()
@@ -75,8 +77,8 @@ class RawTcpPeerClient:
                     writer.close()
         except TimeoutError:
             raise TransportError(f"{address}: no end within {self.timeout_seconds}s") from None
-        except OSError as error:
-            raise TransportError(f"{address}: {error}") from None
+        except (OSError, asyncio.IncompleteReadError) as error:
+            raise TransportError(f"{address}: {error!r}") from None
         except MalformedMessage as error:
             raise TransportError(f"{address} broke the protocol: {error}") from None
 

@@ -4,9 +4,10 @@ messages.
 A connection serves one purpose, named by its greeting (8 bytes, sent once by the side
 that dialled): the magic `RKVT`, the framing version (1), the purpose, two zero bytes.
 
-- MESSAGES: long-lived, one way. The listener accepts the greeting with one OK byte
+- MESSAGES: long-lived, one way. The listener accepts the greeting by sending it back
   (the dialler counts itself connected only then: with TLS 1.3 its handshake completes
-  before the listener has checked its certificate), then the dialler sends `MessageBatch`
+  before the listener has checked its certificate; and a gRPC server, which greets every
+  connection with HTTP/2 settings, is told apart), then the dialler sends `MessageBatch`
   frames; the listener writes nothing more, unless a frame is bad: then it answers one
   REFUSED reply saying why and closes the connection.
 - SNAPSHOT: one snapshot transfer. The dialler sends `SnapshotUpload` frames, the listener
@@ -32,10 +33,12 @@ from raftkv.raft.core.errors import MalformedMessage
 
 __all__ = [
     "GREETING_BYTES",
+    "SAME_TRANSPORT_HINT",
     "Purpose",
     "Status",
     "frame",
     "greeting",
+    "not_accepted",
     "read_frame",
     "read_greeting",
     "reply_frame",
@@ -46,6 +49,14 @@ _MAGIC: Final = b"RKVT"
 _VERSION: Final = 1
 GREETING_BYTES: Final = 8
 _LENGTH = struct.Struct(">I")
+# What an HTTP/2 client (gRPC) sends first; and the type of the frame an HTTP/2 server
+# sends first (SETTINGS), at byte 3 of its 9-byte frame header.
+_HTTP2_PREFACE_START: Final = b"PRI * HT"
+_HTTP2_SETTINGS: Final = 4
+SAME_TRANSPORT_HINT: Final = (
+    "every member of a cluster must use the same peer_transport (a member set to grpc, "
+    "or a raftkv older than the TCP transport, which spoke gRPC only?)"
+)
 # The longest reason a REFUSED reply carries (longer ones are cut).
 _MAX_REASON_BYTES: Final = 1024
 
@@ -69,6 +80,10 @@ async def read_greeting(reader: asyncio.StreamReader) -> Purpose:
     """The purpose a dialler's greeting names. MalformedMessage for anything else (another
     protocol, another version); IncompleteReadError if the connection ends first."""
     data = await reader.readexactly(GREETING_BYTES)
+    if data.startswith(_HTTP2_PREFACE_START):
+        raise MalformedMessage(
+            f"a gRPC client on the TCP peer port: {SAME_TRANSPORT_HINT} (this node: tcp)"
+        )
     if data[:4] != _MAGIC:
         raise MalformedMessage(f"not a raftkv TCP transport greeting: {data!r}")
     if data[4] != _VERSION:
@@ -82,6 +97,13 @@ async def read_greeting(reader: asyncio.StreamReader) -> Purpose:
         return Purpose(data[5])
     except ValueError:
         raise MalformedMessage(f"unknown connection purpose {data[5]}") from None
+
+
+def not_accepted(answer: bytes) -> str:
+    """Why a listener's `answer` to a MESSAGES greeting is not the greeting sent back."""
+    if len(answer) > 3 and answer[3] == _HTTP2_SETTINGS:
+        return f"the peer speaks gRPC (HTTP/2): {SAME_TRANSPORT_HINT} (this node: tcp)"
+    return f"the peer answered {answer!r} (not a raftkv node of this version)"
 
 
 def frame(payload: bytes) -> bytes:

@@ -34,7 +34,16 @@ from raftkv.raft.transport.log_limiter import LogLimiter, suppressed_note
 from raftkv.raft.transport.reconnect import Reconnect
 from raftkv.raft.transport.settings import PeerTransportSettings, PeerTransportStats
 from raftkv.raft.transport.tcp_connections import TcpConnections
-from raftkv.raft.transport.tcp_framing import Purpose, Status, frame, read_frame, split_reply
+from raftkv.raft.transport.tcp_framing import (
+    GREETING_BYTES,
+    Purpose,
+    Status,
+    frame,
+    greeting,
+    not_accepted,
+    read_frame,
+    split_reply,
+)
 
 __all__ = ["TcpPeerSender", "TcpSenderContext"]
 
@@ -193,16 +202,16 @@ class TcpPeerSender:
             return f"cannot connect: {error.strerror or error}"
         try:
             async with asyncio.timeout(settings.connect_timeout_seconds):
-                accepted = await reader.readexactly(1)
+                accepted = await reader.readexactly(GREETING_BYTES)
         except TimeoutError:
             writer.close()
             return "the peer did not accept the connection in time"
         except (asyncio.IncompleteReadError, OSError, ssl.SSLError):
             writer.close()
             return "the peer closed the connection (our TLS certificate? not a raftkv node?)"
-        if accepted != bytes((Status.OK,)):
+        if accepted != greeting(Purpose.MESSAGES):
             writer.close()
-            return f"the peer answered {accepted!r} (not a raftkv node of this version)"
+            return not_accepted(accepted)
         self.writer = writer
         self.broken = False
         self._watcher = asyncio.get_running_loop().create_task(

@@ -43,6 +43,7 @@ from raftkv.raft.transport.tcp_connections import TcpConnections
 from raftkv.raft.transport.tcp_framing import (
     Purpose,
     Status,
+    greeting,
     read_frame,
     read_greeting,
     reply_frame,
@@ -156,10 +157,9 @@ class TcpServer:
             async with asyncio.timeout(self.settings.connect_timeout_seconds):
                 purpose = await read_greeting(reader)
             if purpose is Purpose.MESSAGES:
-                # The one byte the listener writes on a message stream: the dialler counts
-                # itself connected only then (with TLS 1.3 its handshake completes before
-                # this end has checked its certificate).
-                writer.write(bytes((Status.OK,)))
+                # The greeting sent back: the dialler counts itself connected only then
+                # (see tcp_framing).
+                writer.write(greeting(purpose))
                 await self._serve_messages(reader)
             elif purpose is Purpose.SNAPSHOT:
                 await self._serve_snapshot(reader, writer)
