@@ -6,7 +6,7 @@ never raises for a peer that is down. The task drains the queue into frames (at 
 them on one long-lived client stream (`Raft.Send`). A stream fails when a write fails or
 times out, when it cannot connect in `connect_timeout_seconds`, or when the peer ends it;
 the task then reports the peer unreachable once, drops what was queued (Raft retransmits
-what matters), rests a backoff (exponential, capped, full jitter) and opens a new stream
+what matters), rests a backoff (reconnect.py) and opens a new stream
 when there is something to send. A frame from the peer (on our server side) proves it is
 up: its backoff starts over, a rest in progress ends, and a channel that gRPC itself holds
 in its own reconnect backoff is replaced by a fresh one, so a restarted peer is redialled
@@ -35,7 +35,6 @@ from raftkv.raft.transport import raft_pb2 as wire
 from raftkv.raft.transport.codec import encode_batch, take_frame
 from raftkv.raft.transport.grpc_options import GrpcOptions
 from raftkv.raft.transport.grpc_service import SEND_METHOD
-from raftkv.raft.transport.log_limiter import LogLimiter, suppressed_note
 from raftkv.raft.transport.reconnect import Reconnect
 from raftkv.raft.transport.settings import PeerTransportSettings, PeerTransportStats
 
@@ -85,12 +84,19 @@ class GrpcPeerSender:
         self.broken = False
         # The backoff between failed streams. Its `heard` event also has the next stream
         # open on a channel that is not in gRPC's own reconnect backoff.
-        self.reconnect = Reconnect(context.settings, context.rng)
-        # Whether the last stream failed and no write has succeeded since (for the log).
-        self.unreachable = False
+        # The reports, log lines and backoff of failed streams. Its `heard` event also has
+        # the next stream open on a channel that is not in gRPC's own reconnect backoff.
+        self.reconnect = Reconnect(
+            context.settings,
+            context.rng,
+            stats=context.stats,
+            report_unreachable=context.report_unreachable,
+            log=logger,
+            peer=peer,
+            address=address,
+        )
         # Set whenever the task has sent everything queued (drain_then_close waits on it).
         self.emptied = asyncio.Event()
-        self.log = LogLimiter()
         self.channel: grpc.aio.Channel
         self._method: grpc.aio.StreamUnaryMultiCallable[wire.MessageBatch, wire.SendAck]
         self._use_channel(context.options.open_channel(address))
@@ -185,9 +191,6 @@ class GrpcPeerSender:
             return await _failure_reason(self.call)
         context.stats.frames_sent += 1
         context.stats.messages_sent += len(frame)
-        if self.unreachable:
-            logger.info("peer %d at %s is reachable again", self.peer, self.address)
-            self.unreachable = False
         self.reconnect.succeeded()
         return None
 
@@ -221,30 +224,11 @@ class GrpcPeerSender:
 
     async def _fail(self, reason: str) -> None:
         """Give up the stream: report once, drop the queue, back off."""
-        context = self.context
         call, self.call = self.call, None
         self.broken = False
         if call is not None:
             call.cancel()
-        dropped = len(self.queue)
-        self.queue.clear()
-        context.stats.messages_dropped += dropped
-        context.stats.stream_failures += 1
-        context.report_unreachable(self.peer)
-        delay = self.reconnect.next_delay()
-        self.unreachable = True
-        suppressed = self.log.allow("failure")
-        if suppressed is not None:
-            logger.warning(
-                "peer %d at %s unreachable: %s; dropped %d queued messages; retrying in %.2fs%s",
-                self.peer,
-                self.address,
-                reason,
-                dropped,
-                delay,
-                suppressed_note(suppressed),
-            )
-        await self.reconnect.rest(delay)
+        await self.reconnect.give_up(self.queue, reason)
 
 
 async def _failure_reason(call: _SendCall | None) -> str:

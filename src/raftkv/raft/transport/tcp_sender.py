@@ -30,7 +30,6 @@ from random import Random
 from raftkv.raft.core.errors import InvalidArgument, MalformedMessage
 from raftkv.raft.core.types import Message, NodeId
 from raftkv.raft.transport.codec import encode_batch, take_frame
-from raftkv.raft.transport.log_limiter import LogLimiter, suppressed_note
 from raftkv.raft.transport.reconnect import Reconnect
 from raftkv.raft.transport.settings import PeerTransportSettings, PeerTransportStats
 from raftkv.raft.transport.tcp_connections import TcpConnections
@@ -90,12 +89,17 @@ class TcpPeerSender:
         self.writer: asyncio.StreamWriter | None = None
         self.broken = False
         self.failure_reason = ""
-        self.reconnect = Reconnect(context.settings, context.rng)
-        # Whether the last connection failed and no write has succeeded since (for the log).
-        self.unreachable = False
+        self.reconnect = Reconnect(
+            context.settings,
+            context.rng,
+            stats=context.stats,
+            report_unreachable=context.report_unreachable,
+            log=logger,
+            peer=peer,
+            address=address,
+        )
         # Set whenever the queue was emptied onto the wire (drain_then_close waits on it).
         self.emptied = asyncio.Event()
-        self.log = LogLimiter()
         self._watcher: asyncio.Task[None] | None = None
         self.task = asyncio.get_running_loop().create_task(
             self._run(), name=f"raftkv-send-to-{peer}"
@@ -159,9 +163,6 @@ class TcpPeerSender:
             writer.write(frame(batch.SerializeToString()))
             stats.frames_sent += 1
             stats.messages_sent += len(messages)
-        if self.unreachable:
-            logger.info("peer %d at %s is reachable again", self.peer, self.address)
-            self.unreachable = False
         self.reconnect.succeeded()
         self.emptied.set()
 
@@ -261,25 +262,6 @@ class TcpPeerSender:
 
     async def _fail(self, reason: str) -> None:
         """Give up the connection: report once, drop the queue, back off."""
-        context = self.context
         self._disconnect()
         self.broken = False
-        dropped = len(self.queue)
-        self.queue.clear()
-        context.stats.messages_dropped += dropped
-        context.stats.stream_failures += 1
-        context.report_unreachable(self.peer)
-        delay = self.reconnect.next_delay()
-        self.unreachable = True
-        suppressed = self.log.allow("failure")
-        if suppressed is not None:
-            logger.warning(
-                "peer %d at %s unreachable: %s; dropped %d queued messages; retrying in %.2fs%s",
-                self.peer,
-                self.address,
-                reason,
-                dropped,
-                delay,
-                suppressed_note(suppressed),
-            )
-        await self.reconnect.rest(delay)
+        await self.reconnect.give_up(self.queue, reason)
