@@ -32,8 +32,6 @@ from raftkv.raft.transport import raft_pb2 as wire
 from raftkv.raft.transport.base import (
     TransportError,
     TransportHandler,
-    snapshot_checker,
-    snapshot_source,
 )
 from raftkv.raft.transport.codec import (
     decode_frame,
@@ -54,8 +52,8 @@ from raftkv.raft.transport.settings import (
     PeerTransportStats,
     split_address,
 )
-from raftkv.raft.transport.snapshot_streams import log_received, receive_snapshot
-from raftkv.raft.transport.snapshot_transfer import ChunkCache, SnapshotTooLarge
+from raftkv.raft.transport.snapshot_streams import SnapshotReceiver
+from raftkv.raft.transport.snapshot_transfer import SnapshotTooLarge
 
 __all__ = ["RaftServicer"]
 
@@ -93,9 +91,7 @@ class RaftServicer:
         self._address = settings.listen_address
         # Set by stop: a handler cancelled from then on ends its call with UNAVAILABLE.
         self._stopping = False
-        self._incoming_snapshots = 0
-        # Chunks received in earlier transfers: what makes a cut-off transfer resumable.
-        self._chunk_cache = ChunkCache(settings.snapshot_cache_bytes)
+        self._snapshots = SnapshotReceiver(settings, stats, logger)
         # The tasks gRPC runs our handlers in, so that stop() can end them itself (see
         # _tracked).
         self._incoming_tasks: set[asyncio.Task[object]] = set()
@@ -104,12 +100,12 @@ class RaftServicer:
     @property
     def incoming_snapshots(self) -> int:
         """Snapshot transfers being received now (at most max_incoming_snapshots)."""
-        return self._incoming_snapshots
+        return self._snapshots.incoming
 
     @property
     def snapshot_cache_bytes(self) -> int:
         """Bytes of chunks kept from earlier snapshot transfers."""
-        return self._chunk_cache.size_bytes
+        return self._snapshots.cache_bytes
 
     async def start(self, handler: TransportHandler) -> str:
         """Listen on settings.listen_address and serve `handler`; the address bound (so
@@ -215,32 +211,14 @@ class RaftServicer:
         """One SnapshotTransfer stream, read and answered through `context` (`uploads`
         stays unused: gRPC allows one of the two)."""
         method = SNAPSHOT_TRANSFER_METHOD_NAME
-        settings = self.settings
-        if self._incoming_snapshots >= self.settings.max_incoming_snapshots:
-            await self._reject(
-                context,
-                method,
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"already receiving {self._incoming_snapshots} snapshots (max_incoming_snapshots)",
-            )
-        self._incoming_snapshots += 1
+        busy = self._snapshots.busy()
+        if busy is not None:
+            await self._reject(context, method, grpc.StatusCode.RESOURCE_EXHAUSTED, busy)
         try:
-            async with asyncio.timeout(settings.snapshot_timeout_seconds):
-                incoming = await receive_snapshot(
-                    _GrpcReceiveStream(context, settings.request_timeout_seconds),
-                    settings,
-                    self.stats,
-                    self._chunk_cache,
-                    snapshot_source(self._handler),
-                )
-                message = await asyncio.to_thread(incoming.finish)
-                checks = snapshot_checker(self._handler)
-                if checks is not None:
-                    try:
-                        await asyncio.to_thread(checks.check_snapshot, message)
-                    except MalformedMessage:
-                        self.stats.snapshots_refused += 1
-                        raise
+            message, incoming = await self._snapshots.receive(
+                _GrpcReceiveStream(context, self.settings.request_timeout_seconds),
+                self._handler,
+            )
         except SnapshotTooLarge as error:
             await self._reject(context, method, grpc.StatusCode.RESOURCE_EXHAUSTED, error)
         except MalformedMessage as error:
@@ -252,15 +230,10 @@ class RaftServicer:
                 grpc.StatusCode.DEADLINE_EXCEEDED,
                 "the snapshot transfer stalled or outlasted snapshot_timeout_seconds",
             )
-        finally:
-            self._incoming_snapshots -= 1
         if self._handler is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "transport stopped")
-        self.stats.snapshots_received += 1
-        self._handler.deliver([message])
-        log_received(logger, message, incoming)
-        delivered = wire.SnapshotDelivered(bytes_received=incoming.received_bytes)
-        await context.write(wire.SnapshotReply(delivered=delivered).SerializeToString())
+        delivered = self._snapshots.deliver(self._handler, message, incoming)
+        await context.write(delivered.SerializeToString())
 
     async def _refuse_legacy_snapshot(
         self, chunks: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]

@@ -3,7 +3,7 @@ snapshot_transfer.py (offer, wants, chunks, acknowledgements, delivered) run ove
 ordered two-way stream of messages. The gRPC transport runs it over a
 `Raft.SnapshotTransfer` call, the TCP transport over a connection of its own; each gives
 an `UploadStream` (sending end) or a `ReceiveStream` (receiving end) and lets
-`SnapshotUploads` and `receive_snapshot` do the rest.
+`SnapshotUploads` and `SnapshotReceiver` do the rest.
 
 Sending (`SnapshotUploads`): each MsgSnap on its own task, never through a peer's message
 queue. The data is cut and hashed on a worker thread, offered, and only the chunks the
@@ -12,10 +12,11 @@ the receiver's acknowledgements. The outcome is reported with `report_snapshot(p
 ok means the receiver verified the whole data and delivered it. One log line per transfer
 says what it cost: chunks and bytes sent against the full size.
 
-Receiving (`receive_snapshot`): the offer, checked against the limits; the chunks found
+Receiving (`SnapshotReceiver`): the offer, checked against the limits; the chunks found
 in the cache of earlier transfers and, through the handler (`LocalSnapshots`), in this
 node's own state; the wants; each chunk checked and kept in the cache at once (so a
-transfer cut off after it resumes after it). The caller finishes, checks and delivers.
+transfer cut off after it resumes after it); the whole data put together and checked, by
+the handler too (`ChecksSnapshots`), before it is delivered.
 """
 
 from __future__ import annotations
@@ -30,7 +31,13 @@ from typing import Protocol
 from raftkv.raft.core.errors import InvalidArgument, MalformedMessage
 from raftkv.raft.core.types import Message, NodeId
 from raftkv.raft.transport import raft_pb2 as wire
-from raftkv.raft.transport.base import LocalSnapshots, TransportError
+from raftkv.raft.transport.base import (
+    LocalSnapshots,
+    TransportError,
+    TransportHandler,
+    snapshot_checker,
+    snapshot_source,
+)
 from raftkv.raft.transport.settings import PeerTransportSettings, PeerTransportStats
 from raftkv.raft.transport.snapshot_transfer import (
     ChunkCache,
@@ -42,11 +49,10 @@ from raftkv.raft.transport.snapshot_transfer import (
 
 __all__ = [
     "ReceiveStream",
+    "SnapshotReceiver",
     "SnapshotUploads",
     "TransferProgress",
     "UploadStream",
-    "log_received",
-    "receive_snapshot",
 ]
 
 logger = logging.getLogger("raftkv.transport")
@@ -244,59 +250,114 @@ class SnapshotUploads:
             verified = acknowledged(reply, verified, len(positions))
 
 
-async def receive_snapshot(
-    stream: ReceiveStream,
-    settings: PeerTransportSettings,
-    stats: PeerTransportStats,
-    cache: ChunkCache,
-    source: LocalSnapshots | None,
-) -> IncomingSnapshot:
-    """Read the offer, answer what is missing, read and check those chunks (each kept in
-    `cache` at once). Raises MalformedMessage or SnapshotTooLarge for what the sender got
-    wrong, TimeoutError for a sender that stalls."""
-    limits = TransferLimits(
-        max_snapshot_bytes=settings.max_snapshot_bytes,
-        max_snapshot_chunks=settings.max_snapshot_chunks,
-        max_snapshot_chunk_bytes=settings.max_snapshot_chunk_bytes,
-    )
-    incoming = IncomingSnapshot(settings.cluster_id, limits, await stream.read("its offer"))
-    incoming.reuse_cached(cache)
-    if incoming.missing() and source is not None:
-        local = await _local_snapshot_data(source)
-        if local:
-            await asyncio.to_thread(incoming.reuse_local, local)
-    stats.snapshot_chunks_from_cache += incoming.from_cache
-    stats.snapshot_chunks_from_local += incoming.from_local
-    await stream.write(incoming.wants())
-    while not incoming.complete:
-        data = await stream.read(f"chunk {incoming.received + 1} of {incoming.wanted_count}")
-        received_bytes = incoming.received_bytes
-        digest, chunk = await asyncio.to_thread(incoming.add, data)
-        # Kept at once, so that a transfer cut off after this resumes after it.
-        cache.put(digest, chunk)
-        stats.snapshot_chunks_received += 1
-        stats.snapshot_bytes_received += incoming.received_bytes - received_bytes
-        await stream.write(incoming.progress())
-    return incoming
+class SnapshotReceiver:
+    """The receiving end of a transport's snapshot transfers: the chunks kept from earlier
+    transfers (up to snapshot_cache_bytes) and the count of transfers under way (at most
+    max_incoming_snapshots, which the transport refuses past: `busy`).
 
+    Invariant: `incoming` is the number of `receive` calls under way.
+    """
 
-def log_received(log: logging.Logger, message: Message, incoming: IncomingSnapshot) -> None:
-    """The one line a delivered snapshot gets in the receiver's log."""
-    snapshot = message.snapshot
-    assert snapshot is not None
-    log.info(
-        "received snapshot %d/%d from node %d: %d bytes; %d of %d chunks sent (%d bytes), "
-        "%d from earlier transfers, %d from this node's state",
-        snapshot.metadata.term,
-        snapshot.metadata.index,
-        message.sender,
-        incoming.total_bytes,
-        incoming.received,
-        incoming.chunk_count,
-        incoming.received_bytes,
-        incoming.from_cache,
-        incoming.from_local,
-    )
+    def __init__(
+        self, settings: PeerTransportSettings, stats: PeerTransportStats, log: logging.Logger
+    ) -> None:
+        self._settings = settings
+        self._stats = stats
+        self._log = log
+        self._limits = TransferLimits(
+            max_snapshot_bytes=settings.max_snapshot_bytes,
+            max_snapshot_chunks=settings.max_snapshot_chunks,
+            max_snapshot_chunk_bytes=settings.max_snapshot_chunk_bytes,
+        )
+        # Chunks received in earlier transfers: what makes a cut-off transfer resumable.
+        self._cache = ChunkCache(settings.snapshot_cache_bytes)
+        self.incoming = 0
+
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes of chunks kept from earlier snapshot transfers."""
+        return self._cache.size_bytes
+
+    def busy(self) -> str | None:
+        """Why another transfer is refused now, or None."""
+        if self.incoming < self._settings.max_incoming_snapshots:
+            return None
+        return f"already receiving {self.incoming} snapshots (max_incoming_snapshots)"
+
+    async def receive(
+        self, stream: ReceiveStream, handler: object
+    ) -> tuple[Message, IncomingSnapshot]:
+        """One transfer, within snapshot_timeout_seconds: the MsgSnap it delivers, once its
+        whole data is put together and checked (off the loop), by the handler too if it
+        ChecksSnapshots. Raises MalformedMessage or SnapshotTooLarge for what the sender
+        got wrong or the handler refused, TimeoutError for a transfer that stalls."""
+        self.incoming += 1
+        try:
+            async with asyncio.timeout(self._settings.snapshot_timeout_seconds):
+                incoming = await self._receive_chunks(stream, snapshot_source(handler))
+                message = await asyncio.to_thread(incoming.finish)
+                checks = snapshot_checker(handler)
+                if checks is not None:
+                    try:
+                        await asyncio.to_thread(checks.check_snapshot, message)
+                    except MalformedMessage:
+                        self._stats.snapshots_refused += 1
+                        raise
+        finally:
+            self.incoming -= 1
+        return message, incoming
+
+    def deliver(
+        self, handler: TransportHandler, message: Message, incoming: IncomingSnapshot
+    ) -> wire.SnapshotReply:
+        """Hand a received snapshot to `handler`, log it; the reply that says so."""
+        self._stats.snapshots_received += 1
+        handler.deliver([message])
+        snapshot = message.snapshot
+        assert snapshot is not None
+        self._log.info(
+            "received snapshot %d/%d from node %d: %d bytes; %d of %d chunks sent (%d bytes), "
+            "%d from earlier transfers, %d from this node's state",
+            snapshot.metadata.term,
+            snapshot.metadata.index,
+            message.sender,
+            incoming.total_bytes,
+            incoming.received,
+            incoming.chunk_count,
+            incoming.received_bytes,
+            incoming.from_cache,
+            incoming.from_local,
+        )
+        delivered = wire.SnapshotDelivered(bytes_received=incoming.received_bytes)
+        return wire.SnapshotReply(delivered=delivered)
+
+    async def _receive_chunks(
+        self, stream: ReceiveStream, source: LocalSnapshots | None
+    ) -> IncomingSnapshot:
+        """Read the offer, answer what is missing, read and check those chunks (each kept
+        in the cache at once)."""
+        stats = self._stats
+        incoming = IncomingSnapshot(
+            self._settings.cluster_id, self._limits, await stream.read("its offer")
+        )
+        incoming.reuse_cached(self._cache)
+        if incoming.missing() and source is not None:
+            local = await _local_snapshot_data(source)
+            if local:
+                await asyncio.to_thread(incoming.reuse_local, local)
+        stats.snapshot_chunks_from_cache += incoming.from_cache
+        stats.snapshot_chunks_from_local += incoming.from_local
+        await stream.write(incoming.wants())
+        while not incoming.complete:
+            data = await stream.read(f"chunk {incoming.received + 1} of {incoming.wanted_count}")
+            received_bytes = incoming.received_bytes
+            digest, chunk = await asyncio.to_thread(incoming.add, data)
+            # Kept at once, so that a transfer cut off after this resumes after it.
+            self._cache.put(digest, chunk)
+            stats.snapshot_chunks_received += 1
+            stats.snapshot_bytes_received += incoming.received_bytes - received_bytes
+            await stream.write(incoming.progress())
+        return incoming
 
 
 async def _local_snapshot_data(handler: LocalSnapshots) -> bytes | None:

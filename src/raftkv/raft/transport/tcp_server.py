@@ -31,14 +31,12 @@ from raftkv.raft.transport import raft_pb2 as wire
 from raftkv.raft.transport.base import (
     TransportError,
     TransportHandler,
-    snapshot_checker,
-    snapshot_source,
 )
 from raftkv.raft.transport.codec import decode_frame, decode_member_request, encode_member_response
 from raftkv.raft.transport.log_limiter import LogLimiter, suppressed_note
 from raftkv.raft.transport.settings import PeerTransportSettings, PeerTransportStats, split_address
-from raftkv.raft.transport.snapshot_streams import log_received, receive_snapshot
-from raftkv.raft.transport.snapshot_transfer import ChunkCache, SnapshotTooLarge
+from raftkv.raft.transport.snapshot_streams import SnapshotReceiver
+from raftkv.raft.transport.snapshot_transfer import SnapshotTooLarge
 from raftkv.raft.transport.tcp_connections import TcpConnections
 from raftkv.raft.transport.tcp_framing import (
     Purpose,
@@ -86,9 +84,7 @@ class TcpServer:
         self._handler: TransportHandler | None = None
         self._server: asyncio.Server | None = None
         self._address = settings.listen_address
-        self._incoming_snapshots = 0
-        # Chunks received in earlier transfers: what makes a cut-off transfer resumable.
-        self._chunk_cache = ChunkCache(settings.snapshot_cache_bytes)
+        self._snapshots = SnapshotReceiver(settings, stats, logger)
         # The task serving each open connection, so that stop() can end them.
         self._serving: set[asyncio.Task[object]] = set()
         self._receive_log = LogLimiter()
@@ -98,12 +94,12 @@ class TcpServer:
     @property
     def incoming_snapshots(self) -> int:
         """Snapshot transfers being received now (at most max_incoming_snapshots)."""
-        return self._incoming_snapshots
+        return self._snapshots.incoming
 
     @property
     def snapshot_cache_bytes(self) -> int:
         """Bytes of chunks kept from earlier snapshot transfers."""
-        return self._chunk_cache.size_bytes
+        return self._snapshots.cache_bytes
 
     async def start(self, handler: TransportHandler) -> str:
         """Listen on settings.listen_address and serve `handler`; the address bound (so
@@ -201,41 +197,17 @@ class TcpServer:
     async def _serve_snapshot(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        settings = self.settings
-        if self._incoming_snapshots >= settings.max_incoming_snapshots:
-            raise _Refused(
-                f"already receiving {self._incoming_snapshots} snapshots (max_incoming_snapshots)"
-            )
-        self._incoming_snapshots += 1
-        try:
-            async with asyncio.timeout(settings.snapshot_timeout_seconds):
-                incoming = await receive_snapshot(
-                    _ReceiveStream(reader, writer, settings),
-                    settings,
-                    self.stats,
-                    self._chunk_cache,
-                    snapshot_source(self._handler),
-                )
-                message = await asyncio.to_thread(incoming.finish)
-                checks = snapshot_checker(self._handler)
-                if checks is not None:
-                    try:
-                        await asyncio.to_thread(checks.check_snapshot, message)
-                    except MalformedMessage:
-                        self.stats.snapshots_refused += 1
-                        raise
-        finally:
-            self._incoming_snapshots -= 1
+        busy = self._snapshots.busy()
+        if busy is not None:
+            raise _Refused(busy)
+        message, incoming = await self._snapshots.receive(
+            _ReceiveStream(reader, writer, self.settings), self._handler
+        )
         handler = self._handler
         if handler is None:
             raise _Refused("the node is stopping")
-        self.stats.snapshots_received += 1
-        handler.deliver([message])
-        log_received(logger, message, incoming)
-        delivered = wire.SnapshotDelivered(bytes_received=incoming.received_bytes)
-        writer.write(
-            reply_frame(Status.OK, wire.SnapshotReply(delivered=delivered).SerializeToString())
-        )
+        delivered = self._snapshots.deliver(handler, message, incoming)
+        writer.write(reply_frame(Status.OK, delivered.SerializeToString()))
         await writer.drain()
 
     async def _serve_member(
