@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from google.protobuf.message import DecodeError
 
@@ -58,29 +58,18 @@ class RawTcpPeerClient:
         """One connection carrying one frame of `messages` (one sender, no MsgSnap).
         Raises CallRefused, or TransportError if the connection ended any other way."""
         payload = encode_batch(self.cluster_id, messages).SerializeToString()
-        try:
-            async with asyncio.timeout(self.timeout_seconds):
-                reader, writer = await _dial(address, Purpose.MESSAGES)
-                try:
-                    accepted = await reader.readexactly(GREETING_BYTES)
-                    if accepted != greeting(Purpose.MESSAGES):
-                        raise TransportError(f"{address} did not accept a message stream")
-                    writer.write(frame(payload))
-                    writer.write_eof()
-                    # The receiver closes without a word once it has taken the frame.
-                    with contextlib.suppress(asyncio.IncompleteReadError):
-                        status, reason = split_reply(await read_frame(reader, _MAX_REPLY_BYTES))
-                        if status is Status.REFUSED:
-                            raise CallRefused(f"refused: {reason.decode(errors='replace')}")
-                        raise TransportError(f"{address} answered OK on a message stream")
-                finally:
-                    writer.close()
-        except TimeoutError:
-            raise TransportError(f"{address}: no end within {self.timeout_seconds}s") from None
-        except (OSError, asyncio.IncompleteReadError) as error:
-            raise TransportError(f"{address}: {error!r}") from None
-        except MalformedMessage as error:
-            raise TransportError(f"{address} broke the protocol: {error}") from None
+        async with self._connection(address, Purpose.MESSAGES) as (reader, writer):
+            accepted = await reader.readexactly(GREETING_BYTES)
+            if accepted != greeting(Purpose.MESSAGES):
+                raise TransportError(f"{address} did not accept a message stream")
+            writer.write(frame(payload))
+            writer.write_eof()
+            # The receiver closes without a word once it has taken the frame.
+            with contextlib.suppress(asyncio.IncompleteReadError):
+                status, reason = split_reply(await read_frame(reader, _MAX_REPLY_BYTES))
+                if status is Status.REFUSED:
+                    raise CallRefused(f"refused: {reason.decode(errors='replace')}")
+                raise TransportError(f"{address} answered OK on a message stream")
 
     async def send_snapshot(
         self, address: str, message: Message, *, chunk_bytes: int = 4096
@@ -89,16 +78,25 @@ class RawTcpPeerClient:
         receiver asks for, until it says delivered. Raises CallRefused, or TransportError
         if the connection ended any other way."""
         outgoing = OutgoingSnapshot.build(self.cluster_id, message, chunk_bytes)
+        async with self._connection(address, Purpose.SNAPSHOT) as (reader, writer):
+            writer.write(frame(outgoing.upload().SerializeToString()))
+            wants = await _reply(reader)
+            for position in outgoing.wanted(wants):
+                writer.write(frame(outgoing.chunk(position).SerializeToString()))
+            while (await _reply(reader)).WhichOneof("kind") != "delivered":
+                pass
+
+    @contextlib.asynccontextmanager
+    async def _connection(
+        self, address: str, purpose: Purpose
+    ) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+        """A connection to `address` for `purpose`, greeting sent, closed at the end; the
+        whole exchange within timeout_seconds. How it failed is a TransportError."""
         try:
             async with asyncio.timeout(self.timeout_seconds):
-                reader, writer = await _dial(address, Purpose.SNAPSHOT)
+                reader, writer = await _dial(address, purpose)
                 try:
-                    writer.write(frame(outgoing.upload().SerializeToString()))
-                    wants = await _reply(reader)
-                    for position in outgoing.wanted(wants):
-                        writer.write(frame(outgoing.chunk(position).SerializeToString()))
-                    while (await _reply(reader)).WhichOneof("kind") != "delivered":
-                        pass
+                    yield reader, writer
                 finally:
                     writer.close()
         except TimeoutError:
