@@ -181,8 +181,7 @@ from raftkv.raft.core.types import StateRole
 from raftkv.raft.driver.errors import Stopped
 from raftkv.raft.driver.node import Node
 from raftkv.raft.driver.status import Histogram, NodeStatus
-from raftkv.raft.transport.grpc_transport import GrpcTransport
-from raftkv.raft.transport.tcp_transport import TcpTransport
+from raftkv.raft.transport.peer_transport import PeerTransport
 from raftkv.server.collector import GcPauses
 
 __all__ = ["Metrics"]
@@ -380,7 +379,7 @@ class _NodeCollector:
         yield from _mvcc(self._metrics.machine)
         yield from _leases_and_watches(self._metrics)
         yield from _hash_checks(self._metrics)
-        if isinstance(node.transport, GrpcTransport | TcpTransport):
+        if isinstance(node.transport, PeerTransport):
             yield from _transport(node.transport)
 
 
@@ -665,7 +664,7 @@ def _hash_checks(metrics: Metrics) -> Iterator[Metric]:
     yield mismatches
 
 
-def _transport(transport: GrpcTransport | TcpTransport) -> Iterator[Metric]:
+def _transport(transport: PeerTransport) -> Iterator[Metric]:
     queues = GaugeMetricFamily(
         "raftkv_peer_send_queue_messages", "Messages queued to each peer.", labels=["peer"]
     )

@@ -55,17 +55,15 @@ class TcpConnections:
             host, port = split_address(address)
         except TransportSettingsInvalid as error:
             raise OSError(str(error)) from None
+        tls = self._client_context
         async with asyncio.timeout(settings.connect_timeout_seconds):
-            if self._client_context is None:
-                reader, writer = await asyncio.open_connection(host, port, limit=_READ_BUFFER)
-            else:
-                reader, writer = await asyncio.open_connection(
-                    host,
-                    port,
-                    ssl=self._client_context,
-                    server_hostname=settings.server_name_override or host,
-                    limit=_READ_BUFFER,
-                )
+            reader, writer = await asyncio.open_connection(
+                host,
+                port,
+                ssl=tls,
+                server_hostname=(settings.server_name_override or host) if tls else None,
+                limit=_READ_BUFFER,
+            )
         self.tune(writer)
         writer.write(greeting(purpose))
         return reader, writer
@@ -83,7 +81,9 @@ class TcpConnections:
             # must fail to start, not silently receive half the connections.
             reuse_port=False,
             # The TLS handshake of a peer that connects and says nothing is bounded too.
-            ssl_handshake_timeout=settings_handshake(self._settings),
+            ssl_handshake_timeout=(
+                self._settings.connect_timeout_seconds if self._server_context else None
+            ),
         )
 
     def tune(self, writer: asyncio.StreamWriter) -> None:
@@ -135,8 +135,3 @@ class TcpConnections:
 # Bytes asyncio buffers from a connection before it stops reading the socket (frames are
 # read with readexactly, which may exceed it: it bounds read-ahead, not frames).
 _READ_BUFFER = 1024 * 1024
-
-
-def settings_handshake(settings: PeerTransportSettings) -> float | None:
-    """The TLS handshake timeout of the server (None without TLS)."""
-    return settings.connect_timeout_seconds if settings.tls else None
