@@ -82,11 +82,12 @@ trace-hashes: $(STAMP)
 	@if [ -f $(TRACE_FILE) ]; then $(BIN)/python tools/trace_hashes.py compare $(TRACE_FILE) --jobs 2; \
 	else $(BIN)/python tools/trace_hashes.py record $(TRACE_FILE) --seeds $(TRACE_SEEDS) --jobs 2; fi
 
-## proto: regenerate the protobuf and gRPC modules from src/raftkv/raft/transport/raft.proto
-## (tests/transport checks the checked-in files match what this produces)
+## proto: regenerate the protobuf and gRPC modules from the peer protocol (raft.proto) and
+## etcd's API (src/raftkv/etcd/proto); tests check the checked-in files match what this produces
+PROTOS := src/raftkv/raft/transport/raft.proto src/raftkv/etcd/proto/kv.proto src/raftkv/etcd/proto/rpc.proto
 proto: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I src --python_out=src --pyi_out=src \
-		--grpc_python_out=src src/raftkv/raft/transport/raft.proto
+		--grpc_python_out=src $(PROTOS)
 
 ## fmt: apply ruff's formatting and autofixes
 fmt: $(STAMP)

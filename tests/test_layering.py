@@ -77,6 +77,7 @@ LAYER_RULES = (
         forbidden=(
             "raftkv.kv",
             "raftkv.api",
+            "raftkv.etcd",
             "raftkv.server",
             "raftkv.client",
             "raftkv.cli",
@@ -96,14 +97,20 @@ LAYER_RULES = (
     LayerRule(
         "kv never imports server, client or cli",
         packages=("raftkv.kv",),
-        forbidden=("raftkv.server", "raftkv.api", "raftkv.client", "raftkv.cli"),
-        why="the KV state machine is embeddable without the HTTP server",
+        forbidden=("raftkv.server", "raftkv.api", "raftkv.client", "raftkv.cli", "raftkv.etcd"),
+        why="the KV state machine is embeddable without the HTTP server or etcd's API",
     ),
     LayerRule(
         "server never imports client or cli",
         packages=("raftkv.server",),
         forbidden=("raftkv.client", "raftkv.cli"),
         why="the server is the composition root of kv and raft, below the tools that call it",
+    ),
+    LayerRule(
+        "the etcd API translates to kv and never imports the HTTP server, client or cli",
+        packages=("raftkv.etcd",),
+        forbidden=("raftkv.server", "raftkv.api", "raftkv.client", "raftkv.cli"),
+        why="etcd's API and the HTTP API are two doors to the same KvService, side by side",
     ),
     LayerRule(
         "client never imports server, kv or raft",

@@ -61,6 +61,13 @@ def add_commands(subparsers: Any) -> None:
         default=None,
         help="node i listens for peers on PEER_BASE+i-1 (default BASE-1000)",
     )
+    dev.add_argument(
+        "--etcd-base-port",
+        type=int,
+        default=None,
+        help="node i serves etcd's v3 gRPC API on ETCD_BASE+i-1 (default BASE-5701: 2379; "
+        "0: not served)",
+    )
     dev.add_argument("--data-dir", default="data/dev", help="node i keeps data in DIR/i")
     dev.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     dev.set_defaults(handler=_dev)
@@ -187,7 +194,13 @@ def _dev(arguments: argparse.Namespace) -> int:
     peer_base = arguments.peer_base_port
     if peer_base is None:
         peer_base = arguments.base_port - 1000
-    for name, base in (("--base-port", arguments.base_port), ("--peer-base-port", peer_base)):
+    etcd_base = arguments.etcd_base_port
+    if etcd_base is None:
+        etcd_base = arguments.base_port - 5701
+    bases = [("--base-port", arguments.base_port), ("--peer-base-port", peer_base)]
+    if etcd_base != 0:
+        bases.append(("--etcd-base-port", etcd_base))
+    for name, base in bases:
         if not 1 <= base <= 65535 - arguments.nodes:
             print(f"raftkv dev: {name} {base} is out of range", file=sys.stderr)
             return EXIT_USAGE
@@ -195,6 +208,7 @@ def _dev(arguments: argparse.Namespace) -> int:
         nodes=arguments.nodes,
         base_port=arguments.base_port,
         peer_base_port=peer_base,
+        etcd_base_port=etcd_base,
         data_dir=Path(arguments.data_dir),
         log_level=arguments.log_level,
     )

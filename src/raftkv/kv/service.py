@@ -428,6 +428,11 @@ class KvService:
         """Whether this member was removed from the cluster."""
         return self.node.removed
 
+    def on_leader_change(self, observer: Callable[[NodeId, int], None]) -> Callable[[], None]:
+        """Call `observer(leader_id, term)` whenever the leader this node knows changes
+        (see `Node.on_leader_change`); returns the function that unsubscribes it."""
+        return self.node.on_leader_change(observer)
+
     def on_removed(self, observer: Callable[[], None]) -> Callable[[], None]:
         """Call `observer` once this member's removal applies (see `Node.on_removed`);
         returns the function that unsubscribes it."""

@@ -34,6 +34,8 @@ class DevCluster:
     nodes: int = 3
     base_port: int = 8080
     peer_base_port: int = 7080
+    # etcd's v3 gRPC API on etcd_base_port + i - 1 (0: not served).
+    etcd_base_port: int = 2379
     data_dir: Path = Path("data/dev")
     host: str = "127.0.0.1"
     log_level: str = "info"
@@ -43,6 +45,12 @@ class DevCluster:
 
     def peer_address(self, node: int) -> str:
         return f"{self.host}:{self.peer_base_port + node - 1}"
+
+    def etcd_address(self, node: int) -> str:
+        """Where node `node` serves etcd's API ("" when it does not)."""
+        if not self.etcd_base_port:
+            return ""
+        return f"{self.host}:{self.etcd_base_port + node - 1}"
 
     def command(self, node: int) -> list[str]:
         cluster = {member: self.peer_address(member) for member in range(1, self.nodes + 1)}
@@ -59,6 +67,8 @@ class DevCluster:
             self.client_address(node),
             "--listen-peer",
             self.peer_address(node),
+            "--listen-client-grpc",
+            self.etcd_address(node),
             "--initial-cluster",
             format_cluster(cluster),
             "--log-level",
@@ -68,6 +78,12 @@ class DevCluster:
 
     def endpoints(self) -> list[str]:
         return [f"http://{self.client_address(node)}" for node in range(1, self.nodes + 1)]
+
+    def etcd_endpoints(self) -> list[str]:
+        """etcd's gRPC endpoints (empty when not served), for etcdctl --endpoints."""
+        if not self.etcd_base_port:
+            return []
+        return [self.etcd_address(node) for node in range(1, self.nodes + 1)]
 
 
 async def _relay(node: int, stream: asyncio.StreamReader | None, started: asyncio.Event) -> None:
@@ -117,13 +133,15 @@ async def run_dev(cluster: DevCluster) -> int:
                 flush=True,
             )
             return 1
+        ready = {"cluster": "ready", "endpoints": cluster.endpoints()}
+        etcd_endpoints = ",".join(cluster.etcd_endpoints())
+        if etcd_endpoints:
+            ready["etcd_endpoints"] = cluster.etcd_endpoints()
+        print(json.dumps(ready), flush=True)
+        etcd_line = f"; etcd API (etcdctl --endpoints={etcd_endpoints})" if etcd_endpoints else ""
         print(
-            json.dumps({"cluster": "ready", "endpoints": cluster.endpoints()}),
-            flush=True,
-        )
-        print(
-            f"raftkv dev: {cluster.nodes} nodes; endpoints {','.join(cluster.endpoints())}; "
-            f"data in {cluster.data_dir}. Ctrl-C stops them.",
+            f"raftkv dev: {cluster.nodes} nodes; endpoints {','.join(cluster.endpoints())}"
+            f"{etcd_line}; data in {cluster.data_dir}. Ctrl-C stops them.",
             file=sys.stderr,
             flush=True,
         )

@@ -5,8 +5,8 @@ cannot start leaves no data dir behind and says why in one line naming the setti
   PEM certificates, and the certificate matches the key, which is not encrypted (gRPC
   itself reports a bad file only as "Failed to bind", after the data dir exists):
   `SettingsInvalid`;
-- `listen_client` and `listen_peer` resolve and can be bound now (a port another process
-  holds, a host this machine does not have): `StartFailed`.
+- `listen_client`, `listen_peer` and `listen_client_grpc` resolve and can be bound now (a
+  port another process holds, a host this machine does not have): `StartFailed`.
 
 Ports are probed, not held: a process that takes one between this check and the real bind
 still fails the start, later, with the same kind of line.
@@ -33,6 +33,8 @@ def check_before_start(settings: ServerSettings) -> None:
     check_peer_tls(settings)
     check_can_listen("listen_client", settings.listen_client)
     check_can_listen("listen_peer", settings.listen_peer)
+    if settings.listen_client_grpc:
+        check_can_listen("listen_client_grpc", settings.listen_client_grpc)
 
 
 def check_peer_tls(settings: ServerSettings) -> None:

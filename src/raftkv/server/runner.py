@@ -11,7 +11,8 @@ Start-up, in order:
 2. open RocksDB under `<data_dir>/db` and start the node: a new data dir founds the cluster
    given by `initial_cluster`; an existing one restarts from its own state;
 3. serve the HTTP API on `listen_client` (raftkv.server.listener: connection cap,
-   timeouts, bodies never inflated);
+   timeouts, bodies never inflated), and etcd's v3 gRPC API on `listen_client_grpc` when
+   set (raftkv.etcd);
 4. publish this node's client URL through the log (`KvService.publish_member`), retried in
    the background until a leader accepts it, so `/v1/cluster` lists it on every member;
 5. auto-compaction (`AutoCompactor`): while leader, keep `auto_compaction_retention`
@@ -46,6 +47,8 @@ import aiohttp
 import msgspec
 
 from raftkv.api.cluster import ClusterAnswer
+from raftkv.etcd.context import EtcdContext
+from raftkv.etcd.server import EtcdGrpcPort
 from raftkv.kv import (
     CorruptChecker,
     CorruptCheckerSettings,
@@ -180,6 +183,7 @@ class Server:
         self.node: Node | None = None
         self.service: KvService | None = None
         self._client_port: ClientPort | None = None
+        self._etcd_port: EtcdGrpcPort | None = None
         self._publisher: asyncio.Task[None] | None = None
         self._compactor: AutoCompactor | None = None
         self._lease_keeper: LeaseKeeper | None = None
@@ -305,6 +309,8 @@ class Server:
                     f"{error.strerror or error}"
                 ) from error
             self._client_port = client_port
+            if settings.listen_client_grpc:
+                await self._serve_etcd_api(identity.cluster_id)
         except BaseException:
             await self.stop()
             raise
@@ -342,6 +348,24 @@ class Server:
             settings.listen_peer,
             settings.data_dir,
         )
+
+    async def _serve_etcd_api(self, cluster_id: int) -> None:
+        """etcd's v3 gRPC API on listen_client_grpc (raftkv.etcd)."""
+        assert self.service is not None
+        settings = self.settings
+        context = EtcdContext(
+            self.service, cluster_id, request_timeout_s=settings.request_timeout_s
+        )
+        etcd_port = EtcdGrpcPort(context, settings.listen_client_grpc)
+        try:
+            await etcd_port.start()
+        except OSError as error:
+            context.close()
+            raise StartFailed(
+                f"setting listen_client_grpc: cannot listen on {settings.listen_client_grpc}: "
+                f"{error.strerror or error}"
+            ) from error
+        self._etcd_port = etcd_port
 
     async def _join(self, node: Node, identity: Identity) -> None:
         """Ask the cluster at `join` (client URLs) for its members' peer addresses, then
@@ -394,6 +418,9 @@ class Server:
             self._publisher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._publisher
+        if self._etcd_port is not None:
+            await self._etcd_port.close()
+            self._etcd_port = None
         if self._client_port is not None:
             # Closes the listening socket, then waits up to shutdown_timeout for handlers.
             await self._client_port.close()
@@ -502,6 +529,7 @@ def started_line(settings: ServerSettings) -> str:
             "started": settings.id,
             "client_url": settings.client_url,
             "peer": settings.listen_peer,
+            "client_grpc": settings.listen_client_grpc,
             "data_dir": str(Path(settings.data_dir)),
         }
     )

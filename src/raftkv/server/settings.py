@@ -92,9 +92,18 @@ def parse_address(value: object) -> str:
     return text
 
 
+def _parse_optional_address(value: object) -> str:
+    """host:port as parse_address, or empty (the listener is off)."""
+    return "" if _parse_str(value) == "" else parse_address(value)
+
+
 def split_address(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host.strip("[]"), int(port)
+
+
+def _port(address: str) -> int:
+    return split_address(address)[1]
 
 
 def parse_cluster(value: object) -> dict[int, str]:
@@ -210,6 +219,12 @@ class ServerSettings:
     )
     listen_peer: str = _setting(
         "127.0.0.1:7080", parse_address, "host:port the peer transport listens on."
+    )
+    listen_client_grpc: str = _setting(
+        "",
+        _parse_optional_address,
+        "host:port etcd's v3 gRPC API listens on, for etcdctl and etcd's client libraries "
+        "(empty: not served; raftkv dev serves it on 2379 and up). See docs/etcd.md.",
     )
     peer_transport: PeerTransportKind = _setting(
         "tcp",
@@ -429,6 +444,14 @@ class ServerSettings:
     )
 
     def __post_init__(self) -> None:
+        listeners = {"listen_client": self.listen_client, "listen_peer": self.listen_peer}
+        if self.listen_client_grpc:
+            listeners["listen_client_grpc"] = self.listen_client_grpc
+        owners: dict[str, str] = {}
+        for name, address in listeners.items():
+            if address in owners and _port(address) != 0:  # port 0: each picks its own
+                raise _invalid(name, f"{address} is also {owners[address]}: give each its own port")
+            owners[address] = name
         for name in ("id", "cluster_id"):
             if not 1 <= getattr(self, name) < 2**64:
                 raise _invalid(

@@ -1,0 +1,118 @@
+"""etcd's KV service — Range, Put, DeleteRange, Txn, Compact — over `KvService`.
+
+Reads are linearizable unless the request is `serializable`, as in etcd. Writes go through
+the log like the HTTP API's. `Put` with `ignore_value` or `ignore_lease` keeps the key's
+current value or lease: raftkv's log has no such command, so it is a compare-and-swap (read
+the key, then a txn that puts only if the key's mod_revision is still the one read),
+retried a few times if another write to the key comes in between; the key must exist
+(etcd: "key not found").
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import grpc
+
+from raftkv.etcd.calls import Context, deadline, translated
+from raftkv.etcd.context import EtcdContext
+from raftkv.etcd.errors import KEY_NOT_FOUND, LEASE_PROVIDED, VALUE_PROVIDED, EtcdError
+from raftkv.etcd.kv_translation import (
+    delete_answer,
+    put_answer,
+    put_of,
+    range_answer,
+    range_of,
+    txn_answer,
+    txn_of,
+)
+from raftkv.etcd.proto import rpc_pb2, rpc_pb2_grpc
+from raftkv.kv.commands import Put, PutResponse, Txn, TxnCompare
+
+# Compare-and-swap rounds of a Put that keeps the key's value or lease, before giving up.
+_KEEP_ATTEMPTS: Final = 8
+
+
+class KvServicer(rpc_pb2_grpc.KVServicer):
+    def __init__(self, context: EtcdContext) -> None:
+        self.context = context
+        self.service = context.service
+
+    def _timeout(self, call: Context) -> float:
+        return deadline(call, self.context.request_timeout_s)
+
+    @translated
+    async def Range(self, request: rpc_pb2.RangeRequest, call: Context) -> rpc_pb2.RangeResponse:
+        found, shaping = range_of(request)
+        response = await self.service.range(
+            found, serializable=request.serializable, timeout=self._timeout(call)
+        )
+        shaped = shaping.shape(response)
+        return range_answer(shaped, self.context.header(response.header.revision))
+
+    @translated
+    async def Put(self, request: rpc_pb2.PutRequest, call: Context) -> rpc_pb2.PutResponse:
+        timeout = self._timeout(call)
+        if request.ignore_value or request.ignore_lease:
+            response = await self._put_keeping(request, timeout)
+        else:
+            put = put_of(request)
+            response = await self.service.put(
+                put.key, put.value, lease=put.lease, prev_kv=put.prev_kv, timeout=timeout
+            )
+        return put_answer(response, self.context.header(response.header.revision))
+
+    async def _put_keeping(self, request: rpc_pb2.PutRequest, timeout: float) -> PutResponse:
+        if request.ignore_value and request.value:
+            raise EtcdError(VALUE_PROVIDED)
+        if request.ignore_lease and request.lease:
+            raise EtcdError(LEASE_PROVIDED)
+        for _ in range(_KEEP_ATTEMPTS):
+            current = await self.service.get(request.key, timeout=timeout)
+            if not current.kvs:
+                raise EtcdError(KEY_NOT_FOUND)
+            kept = current.kvs[0]
+            put = Put(
+                key=request.key,
+                value=kept.value if request.ignore_value else request.value,
+                lease=kept.lease if request.ignore_lease else request.lease,
+                prev_kv=request.prev_kv,
+            )
+            unchanged = TxnCompare(key=request.key, target="mod", op="=", value=kept.mod_revision)
+            result = await self.service.txn(
+                Txn(compares=[unchanged], success=[put]), timeout=timeout
+            )
+            if result.succeeded:
+                (done,) = result.responses
+                assert isinstance(done, PutResponse)
+                return done
+        raise EtcdError(
+            (
+                grpc.StatusCode.UNAVAILABLE,
+                "raftkv: the key changed under every attempt to keep its value or lease; retry",
+            )
+        )
+
+    @translated
+    async def DeleteRange(
+        self, request: rpc_pb2.DeleteRangeRequest, call: Context
+    ) -> rpc_pb2.DeleteRangeResponse:
+        response = await self.service.delete_range(
+            request.key, request.range_end, prev_kv=request.prev_kv, timeout=self._timeout(call)
+        )
+        return delete_answer(response, self.context.header(response.header.revision))
+
+    @translated
+    async def Txn(self, request: rpc_pb2.TxnRequest, call: Context) -> rpc_pb2.TxnResponse:
+        translation = txn_of(request)
+        response = await self.service.txn(translation.txn, timeout=self._timeout(call))
+        return txn_answer(response, translation, self.context.header(response.header.revision))
+
+    @translated
+    async def Compact(
+        self, request: rpc_pb2.CompactionRequest, call: Context
+    ) -> rpc_pb2.CompactionResponse:
+        # Applying the compaction removes the history from this member's storage, so
+        # `physical` asks for nothing more than the answer already means.
+        response = await self.service.compact(request.revision, timeout=self._timeout(call))
+        return rpc_pb2.CompactionResponse(header=self.context.header(response.header.revision))

@@ -1,0 +1,11 @@
+"""etcd's Maintenance service (to be written)."""
+
+from __future__ import annotations
+
+from raftkv.etcd.context import EtcdContext
+from raftkv.etcd.proto import rpc_pb2_grpc
+
+
+class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
+    def __init__(self, context: EtcdContext) -> None:
+        self.context = context

@@ -1,0 +1,105 @@
+"""Harness for the etcd API tests: a 3-node LocalCluster (real Nodes, manual clock), each
+node's `KvService` behind a real `EtcdGrpcPort` on 127.0.0.1, and etcd's generated stubs
+over a real gRPC channel to each. Every call runs inside `cluster.complete`, which advances
+simulated time until the answer has arrived.
+
+- `etcd_cluster()` / `EtcdApi`: `api.call(node, "KV", "Range", request)` answers the
+  response message, or raises `grpc.aio.AioRpcError` (its `.code()` and `.details()` are
+  what an etcd client sees).
+- `api.stubs(node)`: the stubs themselves, for streaming calls; drive them with
+  `api.cluster.complete(...)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import grpc.aio
+
+from raftkv.etcd.context import EtcdContext
+from raftkv.etcd.proto import rpc_pb2_grpc
+from raftkv.etcd.server import EtcdGrpcPort, EtcdPortSettings
+from raftkv.kv import KvService, KvSettings, KvStateMachine
+from raftkv.raft.storage.base import RaftStorage
+from raftkv.testing.local_cluster import LocalCluster
+
+CLUSTER_ID = 7
+
+
+@dataclass(frozen=True)
+class Stubs:
+    KV: Any
+    Watch: Any
+    Lease: Any
+    Cluster: Any
+    Maintenance: Any
+
+
+@dataclass
+class EtcdApi:
+    cluster: LocalCluster
+    services: dict[int, KvService]
+    ports: dict[int, EtcdGrpcPort]
+    channels: dict[int, grpc.aio.Channel]
+
+    def stubs(self, node: int) -> Stubs:
+        channel = self.channels[node]
+        return Stubs(
+            KV=rpc_pb2_grpc.KVStub(channel),  # type: ignore[no-untyped-call]
+            Watch=rpc_pb2_grpc.WatchStub(channel),  # type: ignore[no-untyped-call]
+            Lease=rpc_pb2_grpc.LeaseStub(channel),  # type: ignore[no-untyped-call]
+            Cluster=rpc_pb2_grpc.ClusterStub(channel),  # type: ignore[no-untyped-call]
+            Maintenance=rpc_pb2_grpc.MaintenanceStub(channel),  # type: ignore[no-untyped-call]
+        )
+
+    async def call(self, node: int, service: str, method: str, request: Any) -> Any:
+        """A unary call to `node`, completed under simulated time."""
+        stub = getattr(self.stubs(node), service)
+        return await self.cluster.complete(getattr(stub, method)(request))
+
+    def leader(self) -> int:
+        leader = self.cluster.leader()
+        assert leader is not None
+        return int(leader.id)
+
+    def follower(self) -> int:
+        leader = self.leader()
+        return next(node for node in self.services if node != leader)
+
+
+def _kv_machine(storage: RaftStorage) -> KvStateMachine:
+    return KvStateMachine(storage.app_data())
+
+
+@asynccontextmanager
+async def etcd_cluster(
+    kv_settings: KvSettings | None = None, port_settings: EtcdPortSettings | None = None
+) -> AsyncIterator[EtcdApi]:
+    cluster = LocalCluster(3, state_machine=_kv_machine)
+    await cluster.start()
+    await cluster.wait_for_leader()
+    services: dict[int, KvService] = {}
+    ports: dict[int, EtcdGrpcPort] = {}
+    channels: dict[int, grpc.aio.Channel] = {}
+    try:
+        for node_id, node in cluster.nodes.items():
+            machine = node.state_machine
+            assert isinstance(machine, KvStateMachine)
+            service = KvService(node, machine, kv_settings)
+            services[node_id] = service
+            port = EtcdGrpcPort(EtcdContext(service, CLUSTER_ID), "127.0.0.1:0", port_settings)
+            await port.start()
+            ports[node_id] = port
+            channels[node_id] = grpc.aio.insecure_channel(f"127.0.0.1:{port.port}")
+        yield EtcdApi(cluster, services, ports, channels)
+    finally:
+        for channel in channels.values():
+            await channel.close()
+        for port in ports.values():
+            await port.close()
+        for service in services.values():
+            service.close()
+        await cluster.stop()
