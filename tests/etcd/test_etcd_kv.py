@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from etcd_helpers import CLUSTER_ID, etcd_cluster
+from collections.abc import Awaitable
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+from etcd_helpers import CLUSTER_ID, EtcdApi, etcd_cluster
 
 from raftkv.etcd.proto import rpc_pb2
+from raftkv.etcd.server import EtcdPortSettings
+from raftkv.kv import KvSettings
 from raftkv.testing.local_cluster import run_scenario
 
 
@@ -24,3 +32,253 @@ def test_put_then_range_answers_etcds_fields_and_header() -> None:
             assert kv.create_revision == kv.mod_revision == put.header.revision
 
     run_scenario(scenario)
+
+
+async def _put(api: EtcdApi, key: bytes, value: bytes, **fields: Any) -> Any:
+    request = rpc_pb2.PutRequest(key=key, value=value, **fields)
+    return await api.call(api.leader(), "KV", "Put", request)
+
+
+async def _range(api: EtcdApi, key: bytes, **fields: Any) -> Any:
+    return await api.call(api.leader(), "KV", "Range", rpc_pb2.RangeRequest(key=key, **fields))
+
+
+async def _refused(call: Awaitable[Any]) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call
+    return raised.value.code(), raised.value.details() or ""
+
+
+def test_range_sorts_filters_and_limits_as_etcd() -> None:
+    async def scenario() -> None:
+        async with etcd_cluster() as api:
+            # Keys b, a, c written in that order: mod revisions b < a < c.
+            for key, value in ((b"k/b", b"2"), (b"k/a", b"3"), (b"k/c", b"1")):
+                await _put(api, key, value)
+            Sort = rpc_pb2.RangeRequest
+            every = {"range_end": b"k0"}
+
+            def keys(response: Any) -> list[bytes]:
+                return [kv.key for kv in response.kvs]
+
+            by_key = await _range(api, b"k/", **every)
+            assert keys(by_key) == [b"k/a", b"k/b", b"k/c"]
+            descending = await _range(api, b"k/", sort_order=Sort.DESCEND, **every)
+            assert keys(descending) == [b"k/c", b"k/b", b"k/a"]
+            by_value = await _range(api, b"k/", sort_target=Sort.VALUE, **every)
+            assert keys(by_value) == [b"k/c", b"k/b", b"k/a"]  # ascending by default
+            by_mod = await _range(
+                api, b"k/", sort_order=Sort.DESCEND, sort_target=Sort.MOD, limit=2, **every
+            )
+            assert keys(by_mod) == [b"k/c", b"k/a"]
+            assert (by_mod.more, by_mod.count) == (True, 3)
+            first_mod = by_key.kvs[1].mod_revision  # k/b, the first written
+            newer = await _range(api, b"k/", min_mod_revision=first_mod + 1, **every)
+            assert keys(newer) == [b"k/a", b"k/c"]
+            assert newer.count == 3  # count ignores the filters, as in etcd
+            older = await _range(api, b"k/", max_create_revision=first_mod, **every)
+            assert keys(older) == [b"k/b"]
+            limited = await _range(api, b"k/", limit=1, **every)
+            assert (keys(limited), limited.more, limited.count) == ([b"k/a"], True, 3)
+            counted = await _range(api, b"k/", count_only=True, **every)
+            assert (list(counted.kvs), counted.count) == ([], 3)
+            bare = await _range(api, b"k/", keys_only=True, **every)
+            assert [kv.value for kv in bare.kvs] == [b"", b"", b""]
+            everything = await _range(api, b"\0", range_end=b"\0")
+            assert everything.count == 3
+            past = await _range(api, b"k/a", revision=first_mod)
+            assert past.count == 0 and past.header.revision == by_key.header.revision
+
+    run_scenario(scenario)
+
+
+def test_put_prev_kv_lease_and_delete_range() -> None:
+    async def scenario() -> None:
+        async with etcd_cluster() as api:
+            await _put(api, b"x", b"1")
+            second = await _put(api, b"x", b"2", prev_kv=True)
+            assert (second.prev_kv.key, second.prev_kv.value) == (b"x", b"1")
+            unknown_lease = await _refused(_put(api, b"y", b"1", lease=12345))
+            assert unknown_lease == (
+                grpc.StatusCode.NOT_FOUND,
+                "etcdserver: requested lease not found",
+            )
+            await _put(api, b"x2", b"3")
+            deleted = await api.call(
+                api.leader(),
+                "KV",
+                "DeleteRange",
+                rpc_pb2.DeleteRangeRequest(key=b"x", range_end=b"y", prev_kv=True),
+            )
+            assert deleted.deleted == 2
+            assert sorted(kv.key for kv in deleted.prev_kvs) == [b"x", b"x2"]
+            assert (await _range(api, b"x")).count == 0
+
+    run_scenario(scenario)
+
+
+def test_put_keeping_the_value_or_the_lease() -> None:
+    async def scenario() -> None:
+        async with etcd_cluster() as api:
+            assert await _refused(_put(api, b"absent", b"", ignore_value=True)) == (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "etcdserver: key not found",
+            )
+            await _put(api, b"k", b"kept")
+            assert await _refused(_put(api, b"k", b"new", ignore_value=True)) == (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "etcdserver: value is provided",
+            )
+            assert await _refused(_put(api, b"k", b"new", lease=5, ignore_lease=True)) == (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "etcdserver: lease is provided",
+            )
+            touched = await _put(api, b"k", b"", ignore_value=True, prev_kv=True)
+            assert touched.prev_kv.value == b"kept"
+            (kv,) = (await _range(api, b"k")).kvs
+            assert (kv.value, kv.version) == (b"kept", 2)
+            await _put(api, b"k", b"changed", ignore_lease=True)
+            (kv,) = (await _range(api, b"k")).kvs
+            assert (kv.value, kv.lease, kv.version) == (b"changed", 0, 3)
+
+    run_scenario(scenario)
+
+
+def test_txn_compares_every_target_and_answers_each_op() -> None:
+    async def scenario() -> None:
+        async with etcd_cluster() as api:
+            created = await _put(api, b"t", b"v1")
+            revision = created.header.revision
+            Compare = rpc_pb2.Compare
+            holds = [
+                Compare(key=b"t", target=Compare.VALUE, result=Compare.EQUAL, value=b"v1"),
+                Compare(key=b"t", target=Compare.VERSION, result=Compare.EQUAL, version=1),
+                Compare(
+                    key=b"t", target=Compare.CREATE, result=Compare.EQUAL, create_revision=revision
+                ),
+                Compare(
+                    key=b"t", target=Compare.MOD, result=Compare.LESS, mod_revision=revision + 1
+                ),
+                Compare(key=b"t", target=Compare.LEASE, result=Compare.EQUAL, lease=0),
+                Compare(key=b"t", target=Compare.VALUE, result=Compare.NOT_EQUAL, value=b"x"),
+                Compare(key=b"t", target=Compare.VERSION, result=Compare.GREATER, version=0),
+            ]
+            ops = [
+                rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=b"t", value=b"v2")),
+                rpc_pb2.RequestOp(
+                    request_range=rpc_pb2.RangeRequest(
+                        key=b"t",
+                        range_end=b"u",
+                        sort_order=rpc_pb2.RangeRequest.DESCEND,
+                    )
+                ),
+                rpc_pb2.RequestOp(request_delete_range=rpc_pb2.DeleteRangeRequest(key=b"gone")),
+            ]
+            answer = await api.call(
+                api.follower(), "KV", "Txn", rpc_pb2.TxnRequest(compare=holds, success=ops)
+            )
+            assert answer.succeeded
+            put, found, deleted = answer.responses
+            assert put.WhichOneof("response") == "response_put"
+            assert found.response_range.kvs[0].value == b"v2"  # the txn's own write
+            assert deleted.response_delete_range.deleted == 0
+            assert answer.header.revision == revision + 1
+            assert answer.header.member_id == api.follower()
+            fails = rpc_pb2.TxnRequest(
+                compare=[Compare(key=b"t", target=Compare.VALUE, value=b"v1")],
+                failure=[rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=b"t"))],
+            )
+            failed = await api.call(api.leader(), "KV", "Txn", fails)
+            assert not failed.succeeded
+            assert failed.responses[0].response_range.kvs[0].value == b"v2"
+
+    run_scenario(scenario)
+
+
+def test_what_raftkv_refuses_says_so_with_etcds_codes() -> None:
+    async def scenario() -> None:
+        async with etcd_cluster(kv_settings=KvSettings(max_txn_ops=2)) as api:
+            leader = api.leader()
+            assert await _refused(_put(api, b"", b"v")) == (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "etcdserver: key is not provided",
+            )
+            await _put(api, b"a", b"1")
+            await _put(api, b"a", b"2")
+            compact = rpc_pb2.CompactionRequest(revision=3)
+            await api.call(leader, "KV", "Compact", compact)
+            assert await _refused(_range(api, b"a", revision=2)) == (
+                grpc.StatusCode.OUT_OF_RANGE,
+                "etcdserver: mvcc: required revision has been compacted",
+            )
+            assert await _refused(_range(api, b"a", revision=99)) == (
+                grpc.StatusCode.OUT_OF_RANGE,
+                "etcdserver: mvcc: required revision is a future revision",
+            )
+            put = rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=b"k", value=b"v"))
+            too_many = rpc_pb2.TxnRequest(success=[put, put, put])
+            code, message = await _refused(api.call(leader, "KV", "Txn", too_many))
+            assert (code, message) == (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "etcdserver: too many operations in txn request",
+            )
+            duplicate = rpc_pb2.TxnRequest(success=[put, put])
+            assert await _refused(api.call(leader, "KV", "Txn", duplicate)) == (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "etcdserver: duplicate key given in txn request",
+            )
+            nested = rpc_pb2.TxnRequest(
+                success=[rpc_pb2.RequestOp(request_txn=rpc_pb2.TxnRequest())]
+            )
+            code, message = await _refused(api.call(leader, "KV", "Txn", nested))
+            assert code == grpc.StatusCode.UNIMPLEMENTED and "txn inside a txn" in message
+            over_range = rpc_pb2.TxnRequest(
+                compare=[rpc_pb2.Compare(key=b"a", range_end=b"b", value=b"2")]
+            )
+            code, message = await _refused(api.call(leader, "KV", "Txn", over_range))
+            assert code == grpc.StatusCode.UNIMPLEMENTED and "range_end" in message
+            empty_op = rpc_pb2.TxnRequest(success=[rpc_pb2.RequestOp()])
+            code, _ = await _refused(api.call(leader, "KV", "Txn", empty_op))
+            assert code == grpc.StatusCode.INVALID_ARGUMENT
+            unknown_enum = rpc_pb2.TxnRequest(
+                compare=[rpc_pb2.Compare(key=b"a", result=17, value=b"2")]  # type: ignore[arg-type]
+            )
+            code, _ = await _refused(api.call(leader, "KV", "Txn", unknown_enum))
+            assert code == grpc.StatusCode.INVALID_ARGUMENT
+            # Nothing of the refused txns was written.
+            assert (await _range(api, b"k")).count == 0
+
+    run_scenario(scenario)
+
+
+def test_a_request_over_the_size_limit_is_refused_before_it_is_decoded() -> None:
+    async def scenario() -> None:
+        settings = EtcdPortSettings(max_request_bytes=1024)
+        async with etcd_cluster(port_settings=settings) as api:
+            # The limit plus gRPC's framing allowance (512 KiB), as etcd's server sets it.
+            # gRPC refuses it on its own (no simulated time needed): a wall-clock bound.
+            request = rpc_pb2.PutRequest(key=b"big", value=b"x" * (600 * 1024))
+            put = api.stubs(api.leader()).KV.Put(request, timeout=30)
+            code, _ = await _refused(put)
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert (await _range(api, b"big")).count == 0
+
+    run_scenario(scenario)
+
+
+def test_an_unexpected_error_answers_internal_and_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def scenario() -> None:
+        async with etcd_cluster() as api:
+
+            async def broken(*_: Any, **__: Any) -> Any:
+                raise ZeroDivisionError("a bug")
+
+            api.services[api.leader()].range = broken  # type: ignore[method-assign]
+            code, message = await _refused(_range(api, b"a"))
+            assert code == grpc.StatusCode.INTERNAL
+            assert message == "raftkv: internal error: ZeroDivisionError: a bug"
+
+    run_scenario(scenario)
+    assert "etcd API: unexpected error" in caplog.text
