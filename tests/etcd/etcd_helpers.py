@@ -7,7 +7,8 @@ simulated time until the answer has arrived.
   response message, or raises `grpc.aio.AioRpcError` (its `.code()` and `.details()` are
   what an etcd client sees).
 - `api.stubs(node)`: the stubs themselves, for streaming calls; drive them with
-  `api.cluster.complete(...)`.
+  `api.cluster.complete(...)`. `api.servicers[node]`: the servicers behind both doors (the
+  JSON gateway's tests serve them over HTTP).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import grpc.aio
 from raftkv.etcd.context import EtcdContext
 from raftkv.etcd.proto import rpc_pb2_grpc
 from raftkv.etcd.server import EtcdGrpcPort, EtcdPortSettings
+from raftkv.etcd.servicers import EtcdServicers
 from raftkv.kv import KvService, KvSettings, KvStateMachine
 from raftkv.raft.storage.base import RaftStorage
 from raftkv.testing.local_cluster import LocalCluster
@@ -42,6 +44,7 @@ class Stubs:
 class EtcdApi:
     cluster: LocalCluster
     services: dict[int, KvService]
+    servicers: dict[int, EtcdServicers]
     ports: dict[int, EtcdGrpcPort]
     channels: dict[int, grpc.aio.Channel]
 
@@ -84,22 +87,26 @@ async def etcd_cluster(
     services: dict[int, KvService] = {}
     ports: dict[int, EtcdGrpcPort] = {}
     channels: dict[int, grpc.aio.Channel] = {}
+    servicers: dict[int, EtcdServicers] = {}
     try:
         for node_id, node in cluster.nodes.items():
             machine = node.state_machine
             assert isinstance(machine, KvStateMachine)
             service = KvService(node, machine, kv_settings)
             services[node_id] = service
-            port = EtcdGrpcPort(EtcdContext(service, CLUSTER_ID), "127.0.0.1:0", port_settings)
+            servicers[node_id] = EtcdServicers.of(EtcdContext(service, CLUSTER_ID))
+            port = EtcdGrpcPort(servicers[node_id], "127.0.0.1:0", port_settings)
             await port.start()
             ports[node_id] = port
             channels[node_id] = grpc.aio.insecure_channel(f"127.0.0.1:{port.port}")
-        yield EtcdApi(cluster, services, ports, channels)
+        yield EtcdApi(cluster, services, servicers, ports, channels)
     finally:
         for channel in channels.values():
             await channel.close()
         for port in ports.values():
             await port.close()
+        for bundle in servicers.values():
+            bundle.context.close()
         for service in services.values():
             service.close()
         await cluster.stop()

@@ -1,9 +1,11 @@
 """`EtcdGrpcPort`: etcd's v3 gRPC API on a port of its own (`listen_client_grpc`), so that
 etcdctl and etcd's client libraries work against raftkv unchanged.
 
-The servicers translate; they hold no state of the store's: every call goes to the node's
-`KvService` (through `EtcdContext`), the same one the HTTP API calls. One port serves the
-KV, Watch, Lease, Cluster and Maintenance services.
+The servicers (`EtcdServicers`, shared with the JSON gateway on the HTTP port) translate;
+they hold no state of the store's: every call goes to the node's `KvService` (through
+`EtcdContext`), the same one the HTTP API calls. One port serves the KV, Watch, Lease,
+Cluster and Maintenance services. The port does not own the servicers: whoever made them
+closes their context after closing the port.
 
 Limits, as etcd's own server sets them: a request over `max_request_bytes` (etcd's 1.5 MiB
 default, plus gRPC's framing allowance) is refused by gRPC before it is decoded; at most
@@ -20,13 +22,8 @@ from typing import Final
 import grpc
 import grpc.aio
 
-from raftkv.etcd.cluster_servicer import ClusterServicer
-from raftkv.etcd.context import EtcdContext
-from raftkv.etcd.kv_servicer import KvServicer
-from raftkv.etcd.lease_servicer import LeaseServicer
-from raftkv.etcd.maintenance_servicer import MaintenanceServicer
 from raftkv.etcd.proto import rpc_pb2_grpc
-from raftkv.etcd.watch_servicer import WatchServicer
+from raftkv.etcd.servicers import EtcdServicers
 from raftkv.raft.core.errors import ConfigInvalid
 
 logger = logging.getLogger("raftkv.etcd")
@@ -58,14 +55,13 @@ class EtcdGrpcPort:
     """Serves etcd's API at `address` (host:port) once `start()`ed; `close()` stops it."""
 
     def __init__(
-        self, context: EtcdContext, address: str, settings: EtcdPortSettings | None = None
+        self, servicers: EtcdServicers, address: str, settings: EtcdPortSettings | None = None
     ) -> None:
-        self.context = context
+        self.servicers = servicers
         self.address = address
         self.settings = settings if settings is not None else EtcdPortSettings()
         self.port = 0
         self._server: grpc.aio.Server | None = None
-        self._watch: WatchServicer | None = None
 
     async def start(self) -> None:
         """Listen; OSError if the address cannot be bound (gRPC says only that it failed)."""
@@ -83,15 +79,14 @@ class EtcdGrpcPort:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        context = self.context
-        self._watch = WatchServicer(context)
+        servicers = self.servicers
         # The generated registration functions are untyped (grpc_tools writes no stubs).
         registrations = (
-            (rpc_pb2_grpc.add_KVServicer_to_server, KvServicer(context)),
-            (rpc_pb2_grpc.add_WatchServicer_to_server, self._watch),
-            (rpc_pb2_grpc.add_LeaseServicer_to_server, LeaseServicer(context)),
-            (rpc_pb2_grpc.add_ClusterServicer_to_server, ClusterServicer(context)),
-            (rpc_pb2_grpc.add_MaintenanceServicer_to_server, MaintenanceServicer(context)),
+            (rpc_pb2_grpc.add_KVServicer_to_server, servicers.kv),
+            (rpc_pb2_grpc.add_WatchServicer_to_server, servicers.watch),
+            (rpc_pb2_grpc.add_LeaseServicer_to_server, servicers.lease),
+            (rpc_pb2_grpc.add_ClusterServicer_to_server, servicers.cluster),
+            (rpc_pb2_grpc.add_MaintenanceServicer_to_server, servicers.maintenance),
         )
         for register, servicer in registrations:
             register(servicer, server)  # type: ignore[no-untyped-call]
@@ -108,4 +103,3 @@ class EtcdGrpcPort:
             return
         server, self._server = self._server, None
         await server.stop(self.settings.shutdown_grace_s)
-        self.context.close()

@@ -33,6 +33,8 @@ from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.typedefs import Handler, Middleware
 
+from raftkv.etcd.gateway import gateway_routes
+from raftkv.etcd.servicers import EtcdServicers
 from raftkv.kv.service import KvService
 from raftkv.raft.core.errors import ConfigInvalid
 from raftkv.server.backup_api import BackupHandlers
@@ -266,8 +268,11 @@ def _corrupt_guard(service: KvService) -> Middleware:
 # -- the application -------------------------------------------------------------------------
 
 
-def create_app(service: KvService, settings: HttpSettings | None = None) -> web.Application:
-    """The aiohttp application serving `service`'s node (see the module docstring)."""
+def create_app(
+    service: KvService, settings: HttpSettings | None = None, etcd: EtcdServicers | None = None
+) -> web.Application:
+    """The aiohttp application serving `service`'s node (see the module docstring), and
+    with `etcd`, etcd's JSON gateway under /v3/ (raftkv.etcd.gateway)."""
     settings = settings if settings is not None else HttpSettings()
     # The metrics read the node's and the state machine's counters themselves (read-only):
     # the one way around the service, which serves every request.
@@ -309,4 +314,7 @@ def create_app(service: KvService, settings: HttpSettings | None = None) -> web.
     for route in ROUTES:
         # add_route, not add_get: a GET route does not answer HEAD.
         app.router.add_route(route.method, route.path, handlers.of(route.handler))
+    if etcd is not None:
+        for path, handler in gateway_routes(etcd):
+            app.router.add_post(path, handler)
     return app

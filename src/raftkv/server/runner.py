@@ -49,6 +49,7 @@ import msgspec
 from raftkv.api.cluster import ClusterAnswer
 from raftkv.etcd.context import EtcdContext
 from raftkv.etcd.server import EtcdGrpcPort
+from raftkv.etcd.servicers import EtcdServicers
 from raftkv.kv import (
     CorruptChecker,
     CorruptCheckerSettings,
@@ -183,6 +184,7 @@ class Server:
         self.node: Node | None = None
         self.service: KvService | None = None
         self._client_port: ClientPort | None = None
+        self._etcd: EtcdServicers | None = None
         self._etcd_port: EtcdGrpcPort | None = None
         self._publisher: asyncio.Task[None] | None = None
         self._compactor: AutoCompactor | None = None
@@ -276,6 +278,13 @@ class Server:
         machine = node.state_machine
         assert isinstance(machine, KvStateMachine)
         self.service = KvService(node, machine, limits, read_limits=read_limits(settings))
+        # etcd's API: served by the JSON gateway on the HTTP port, and on its own gRPC port
+        # when listen_client_grpc is set.
+        self._etcd = EtcdServicers.of(
+            EtcdContext(
+                self.service, identity.cluster_id, request_timeout_s=settings.request_timeout_s
+            )
+        )
         try:
             app = create_app(
                 self.service,
@@ -288,6 +297,7 @@ class Server:
                     watch_progress_interval_s=settings.watch_progress_interval_s,
                     watch_no_leader_timeout_s=settings.watch_no_leader_timeout_s,
                 ),
+                self._etcd,
             )
             host, port = split_address(settings.listen_client)
             client_port = ClientPort(
@@ -310,7 +320,7 @@ class Server:
                 ) from error
             self._client_port = client_port
             if settings.listen_client_grpc:
-                await self._serve_etcd_api(identity.cluster_id)
+                await self._serve_etcd_api()
         except BaseException:
             await self.stop()
             raise
@@ -349,18 +359,14 @@ class Server:
             settings.data_dir,
         )
 
-    async def _serve_etcd_api(self, cluster_id: int) -> None:
+    async def _serve_etcd_api(self) -> None:
         """etcd's v3 gRPC API on listen_client_grpc (raftkv.etcd)."""
-        assert self.service is not None
+        assert self._etcd is not None
         settings = self.settings
-        context = EtcdContext(
-            self.service, cluster_id, request_timeout_s=settings.request_timeout_s
-        )
-        etcd_port = EtcdGrpcPort(context, settings.listen_client_grpc)
+        etcd_port = EtcdGrpcPort(self._etcd, settings.listen_client_grpc)
         try:
             await etcd_port.start()
         except OSError as error:
-            context.close()
             raise StartFailed(
                 f"setting listen_client_grpc: cannot listen on {settings.listen_client_grpc}: "
                 f"{error.strerror or error}"
@@ -421,6 +427,9 @@ class Server:
         if self._etcd_port is not None:
             await self._etcd_port.close()
             self._etcd_port = None
+        if self._etcd is not None:
+            self._etcd.context.close()
+            self._etcd = None
         if self._client_port is not None:
             # Closes the listening socket, then waits up to shutdown_timeout for handlers.
             await self._client_port.close()

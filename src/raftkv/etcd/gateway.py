@@ -1,0 +1,178 @@
+"""etcd's JSON gateway: `POST /v3/...` on the HTTP port, for clients that speak etcd's API
+as JSON (etcd3gw, curl scripts written for etcd).
+
+Each route takes one request message as JSON and answers one response message, with the
+mapping etcd's gateway uses (protobuf's JSON mapping with the .proto's own field names:
+bytes in base64, 64-bit integers as strings, fields at their default value left out). The
+route calls the same servicer method the gRPC port does, so the two cannot differ; a
+refusal answers etcd's gateway error body `{"error", "code", "message"}` (code: the gRPC
+status number) with the HTTP status grpc-gateway gives that code.
+
+Served here: the unary methods of KV, Lease, Cluster and Maintenance. Not yet: the streams
+(`/v3/watch`, `/v3/lease/keepalive`, `/v3/maintenance/snapshot`): docs/etcd.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final, NoReturn, cast
+
+import grpc
+from aiohttp import web
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from raftkv.etcd.calls import Context
+from raftkv.etcd.proto import rpc_pb2
+from raftkv.etcd.servicers import EtcdServicers
+
+# grpc-gateway's HTTP status for each gRPC status.
+_HTTP_STATUS: Final = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DATA_LOSS: 500,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+}
+
+
+class _Refused(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class _GatewayCall:
+    """What a servicer's unary method uses of its gRPC context: no deadline (the service
+    applies the server's request timeout), and `abort`, which ends the HTTP request with
+    the status instead."""
+
+    def time_remaining(self) -> float | None:
+        return None
+
+    # What a generated servicer's method that is not implemented sets before it raises
+    # NotImplementedError.
+    def set_code(self, code: grpc.StatusCode) -> None:
+        pass
+
+    def set_details(self, details: str) -> None:
+        pass
+
+    async def abort(self, code: grpc.StatusCode, details: str = "") -> NoReturn:
+        raise _Refused(code, details)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayRoute:
+    path: str
+    service: str
+    method: str
+    request: type[Message]
+
+
+# etcd's gateway paths (its .proto's google.api.http options), with the alternative paths
+# etcd also binds.
+ROUTES: Final = (
+    GatewayRoute("/v3/kv/range", "kv", "Range", rpc_pb2.RangeRequest),
+    GatewayRoute("/v3/kv/put", "kv", "Put", rpc_pb2.PutRequest),
+    GatewayRoute("/v3/kv/deleterange", "kv", "DeleteRange", rpc_pb2.DeleteRangeRequest),
+    GatewayRoute("/v3/kv/txn", "kv", "Txn", rpc_pb2.TxnRequest),
+    GatewayRoute("/v3/kv/compaction", "kv", "Compact", rpc_pb2.CompactionRequest),
+    GatewayRoute("/v3/lease/grant", "lease", "LeaseGrant", rpc_pb2.LeaseGrantRequest),
+    GatewayRoute("/v3/lease/revoke", "lease", "LeaseRevoke", rpc_pb2.LeaseRevokeRequest),
+    GatewayRoute("/v3/kv/lease/revoke", "lease", "LeaseRevoke", rpc_pb2.LeaseRevokeRequest),
+    GatewayRoute(
+        "/v3/lease/timetolive", "lease", "LeaseTimeToLive", rpc_pb2.LeaseTimeToLiveRequest
+    ),
+    GatewayRoute(
+        "/v3/kv/lease/timetolive", "lease", "LeaseTimeToLive", rpc_pb2.LeaseTimeToLiveRequest
+    ),
+    GatewayRoute("/v3/lease/leases", "lease", "LeaseLeases", rpc_pb2.LeaseLeasesRequest),
+    GatewayRoute("/v3/kv/lease/leases", "lease", "LeaseLeases", rpc_pb2.LeaseLeasesRequest),
+    GatewayRoute("/v3/cluster/member/add", "cluster", "MemberAdd", rpc_pb2.MemberAddRequest),
+    GatewayRoute(
+        "/v3/cluster/member/remove", "cluster", "MemberRemove", rpc_pb2.MemberRemoveRequest
+    ),
+    GatewayRoute(
+        "/v3/cluster/member/update", "cluster", "MemberUpdate", rpc_pb2.MemberUpdateRequest
+    ),
+    GatewayRoute("/v3/cluster/member/list", "cluster", "MemberList", rpc_pb2.MemberListRequest),
+    GatewayRoute(
+        "/v3/cluster/member/promote", "cluster", "MemberPromote", rpc_pb2.MemberPromoteRequest
+    ),
+    GatewayRoute("/v3/maintenance/alarm", "maintenance", "Alarm", rpc_pb2.AlarmRequest),
+    GatewayRoute("/v3/maintenance/status", "maintenance", "Status", rpc_pb2.StatusRequest),
+    GatewayRoute(
+        "/v3/maintenance/defragment", "maintenance", "Defragment", rpc_pb2.DefragmentRequest
+    ),
+    GatewayRoute("/v3/maintenance/hash", "maintenance", "Hash", rpc_pb2.HashRequest),
+    GatewayRoute("/v3/maintenance/hashkv", "maintenance", "HashKV", rpc_pb2.HashKVRequest),
+    GatewayRoute(
+        "/v3/maintenance/transfer-leadership",
+        "maintenance",
+        "MoveLeader",
+        rpc_pb2.MoveLeaderRequest,
+    ),
+)
+
+
+def gateway_routes(
+    servicers: EtcdServicers,
+) -> list[tuple[str, Callable[[web.Request], Awaitable[web.Response]]]]:
+    """(path, handler) of every gateway route, for the HTTP API's app to serve with POST
+    (behind its middlewares: metrics, body limits, the CORRUPT and removal guards)."""
+    found = []
+    for route in ROUTES:
+        servicer = getattr(servicers, route.service)
+        found.append((route.path, _handler(getattr(servicer, route.method), route.request)))
+    return found
+
+
+Method = Callable[[Any, Context], Awaitable[Message]]
+
+
+def _handler(
+    method: Method, request_type: type[Message]
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        message = request_type()
+        try:
+            if body.strip():
+                json_format.Parse(body, message)
+        except json_format.ParseError as error:
+            # protobuf's message goes on with the list of every field: its first line says it.
+            reason = str(error).splitlines()[0] if str(error) else "not JSON"
+            name = request_type.DESCRIPTOR.name
+            return _error(grpc.StatusCode.INVALID_ARGUMENT, f"invalid JSON for {name}: {reason}")
+        try:
+            answer = await method(message, cast(Context, _GatewayCall()))
+        except _Refused as refused:
+            return _error(refused.code, refused.message)
+        except NotImplementedError:
+            return _error(grpc.StatusCode.UNIMPLEMENTED, "raftkv: this method is not served yet")
+        text = json_format.MessageToJson(answer, preserving_proto_field_name=True, indent=None)
+        return web.Response(text=text, content_type="application/json")
+
+    return handle
+
+
+def _error(code: grpc.StatusCode, message: str) -> web.Response:
+    number = code.value[0]
+    return web.json_response(
+        {"error": message, "code": number, "message": message}, status=_HTTP_STATUS[code]
+    )

@@ -1,0 +1,34 @@
+"""`EtcdServicers`: one instance of each etcd service for a node, shared by the doors that
+serve them (the gRPC port and the JSON gateway), so both answer from the same objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from raftkv.etcd.cluster_servicer import ClusterServicer
+from raftkv.etcd.context import EtcdContext
+from raftkv.etcd.kv_servicer import KvServicer
+from raftkv.etcd.lease_servicer import LeaseServicer
+from raftkv.etcd.maintenance_servicer import MaintenanceServicer
+from raftkv.etcd.watch_servicer import WatchServicer
+
+
+@dataclass(frozen=True, slots=True)
+class EtcdServicers:
+    context: EtcdContext
+    kv: KvServicer
+    watch: WatchServicer
+    lease: LeaseServicer
+    cluster: ClusterServicer
+    maintenance: MaintenanceServicer
+
+    @classmethod
+    def of(cls, context: EtcdContext) -> EtcdServicers:
+        return cls(
+            context=context,
+            kv=KvServicer(context),
+            watch=WatchServicer(context),
+            lease=LeaseServicer(context),
+            cluster=ClusterServicer(context),
+            maintenance=MaintenanceServicer(context),
+        )
