@@ -236,6 +236,8 @@ def http_app() -> Iterator[HttpApp]:
     from aiohttp import web
     from aiohttp.test_utils import make_mocked_request
 
+    from raftkv.etcd.context import EtcdContext
+    from raftkv.etcd.servicers import EtcdServicers
     from raftkv.kv import KvService, KvStateMachine
     from raftkv.server import create_app
     from raftkv.testing import LocalCluster
@@ -247,7 +249,10 @@ def http_app() -> Iterator[HttpApp]:
         (node,) = cluster.nodes.values()
         machine = node.state_machine
         assert isinstance(machine, KvStateMachine)
-        app = create_app(KvService(node, machine))
+        service = KvService(node, machine)
+        # As `raftkv serve` builds it: with etcd's JSON gateway under /v3/.
+        etcd = EtcdServicers.of(EtcdContext(service, cluster_id=1))
+        app = create_app(service, etcd=etcd)
         routes = {
             (route.method, route.resource.canonical)
             for route in app.router.routes()
