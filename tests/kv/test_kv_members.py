@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import msgspec
 from kv_helpers import log_command
 
 from raftkv.kv import KvStateMachine, PublishMember, PublishMemberResponse, Put, Range
+from raftkv.kv.commands import KvCommand, encode_command
 from raftkv.kv.errors import InvalidRequest, LimitExceeded
+from raftkv.kv.layout import MEMBER_PREFIX
 from raftkv.kv.validation import MAX_CLIENT_URL_BYTES
 from raftkv.raft.storage.memory import MemoryAppData
 
@@ -57,3 +60,34 @@ def test_bad_publications_are_refused_and_change_nothing() -> None:
     assert isinstance(results[1], LimitExceeded)
     assert isinstance(results[2], InvalidRequest)
     assert kv.member_client_urls() == {}
+
+
+def test_an_etcd_url_is_published_beside_the_client_url_and_travels_in_snapshots() -> None:
+    kv = machine()
+    kv.apply(
+        [
+            log_command(1, PublishMember(1, "http://h:8080", etcd_url="http://h:2379")),
+            log_command(2, PublishMember(2, "http://h:8081")),
+        ],
+        2,
+        1,
+    )
+    records = kv.member_records()
+    assert (records[1].client_url, records[1].etcd_url) == ("http://h:8080", "http://h:2379")
+    assert records[2].etcd_url == ""
+    other = machine()
+    other.restore(kv.snapshot(), 2, 1)
+    assert other.member_records() == records
+    refused = kv.apply([log_command(3, PublishMember(3, "u", etcd_url="x" * 10_000))], 3, 1)
+    assert isinstance(refused[0], LimitExceeded)
+
+
+def test_without_an_etcd_url_command_and_record_keep_their_earlier_bytes() -> None:
+    """Members of the version before etcd_url existed hold, and hash, the same bytes for
+    the same log: the command encodes without the field, the record as a one-field array."""
+    command = encode_command(KvCommand(PublishMember(1, "http://h:1")))
+    assert b"etcd_url" not in command
+    kv = machine()
+    kv.apply([log_command(1, PublishMember(1, "http://h:1"))], 1, 1)
+    stored = dict(kv.app.scan(MEMBER_PREFIX, MEMBER_PREFIX + b"\xff"))
+    assert list(stored.values()) == [msgspec.msgpack.encode(["http://h:1"])]

@@ -123,6 +123,9 @@ class MemberAnswer(msgspec.Struct, frozen=True):
     # Seconds since the answering node last heard from the member (null: itself, or never
     # heard from since it started).
     last_contact_s: float | None = None
+    # Where etcd's clients reach its gRPC API (http://host:port; "" when it serves none:
+    # its listen_client_grpc is not set, or it has not published it yet).
+    etcd_url: str = ""
 
 
 class ClusterAnswer(msgspec.Struct, frozen=True):

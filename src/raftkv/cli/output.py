@@ -239,6 +239,7 @@ class Output:
                             "id": member.id,
                             "role": member.role,
                             "client_url": member.client_url,
+                            "etcd_url": member.etcd_url,
                             "peer_url": member.peer_url,
                             "match_index": member.match_index,
                             "lag": member.lag,
@@ -249,15 +250,17 @@ class Output:
                     ],
                 }
             )
-        table = new_table(
-            "id", "role", "client_url", "peer_url", "match_index", "lag", "active", "last contact"
-        )
+        # etcd's gRPC URLs only when a member serves etcd's API (the table is wide).
+        etcd = any(member.etcd_url for member in cluster.members)
+        columns = ("id", "role", "client_url", *(("etcd_url",) if etcd else ()), "peer_url")
+        table = new_table(*columns, "match_index", "lag", "active", "last contact")
         for member in cluster.members:
             add_row(
                 table,
                 str(member.id),
                 member.role,
                 member.client_url,
+                *((member.etcd_url,) if etcd else ()),
                 member.peer_url,
                 _or_dash(member.match_index),
                 _or_dash(member.lag),

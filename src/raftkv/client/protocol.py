@@ -523,6 +523,7 @@ def _decode_cluster(content: bytes, endpoint: str) -> Decoded[Cluster]:
             m.lag,
             m.active,
             m.last_contact_s,
+            m.etcd_url,
         )
         for m in answer.members
     )

@@ -142,6 +142,8 @@ class Member:
     active: bool | None = None
     # Seconds since the answering node last heard from it (None: itself, or never).
     last_contact_s: float | None = None
+    # Where etcd's clients reach its gRPC API ("" when it serves none).
+    etcd_url: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,13 +102,24 @@ class Compact(msgspec.Struct, tag="compact", frozen=True, forbid_unknown_fields=
     revision: int
 
 
-class PublishMember(msgspec.Struct, tag="publish_member", frozen=True, forbid_unknown_fields=True):
+class PublishMember(
+    msgspec.Struct,
+    tag="publish_member",
+    frozen=True,
+    forbid_unknown_fields=True,
+    omit_defaults=True,
+):
     """Record where clients reach member `member_id` (etcd's member attributes). Replicated
     so every member (and a node joining later, through a snapshot) can list every member's
-    client URL. Not an MVCC write: it creates no revision and no user key."""
+    client URL. Not an MVCC write: it creates no revision and no user key.
+
+    `etcd_url`: where the member serves etcd's gRPC API ("" when it does not). Left out of
+    the encoding when empty, so a member without it writes exactly what raftkv wrote before
+    the field existed (an older member cannot decode a command that carries it)."""
 
     member_id: int
     client_url: str
+    etcd_url: str = ""
 
 
 class LeaseGrant(msgspec.Struct, tag="lease_grant", frozen=True, forbid_unknown_fields=True):

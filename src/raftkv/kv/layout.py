@@ -103,9 +103,13 @@ class IndexRecord(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_f
 
 
 class MemberRecord(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
-    """What a member published about itself (PublishMember)."""
+    """What a member published about itself (PublishMember). Stored by
+    `encode_member_record`: without an etcd URL, as the one-element array every version
+    wrote before `etcd_url` existed (members of both versions then hold the same bytes, and
+    hash alike)."""
 
     client_url: str
+    etcd_url: str = ""
 
 
 class CorruptAlarm(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
@@ -158,6 +162,12 @@ _Record = TypeVar("_Record")
 
 
 def encode_record(record: object) -> bytes:
+    return _ENCODER.encode(record)
+
+
+def encode_member_record(record: MemberRecord) -> bytes:
+    if not record.etcd_url:
+        return _ENCODER.encode([record.client_url])
     return _ENCODER.encode(record)
 
 

@@ -18,7 +18,7 @@ from raftkv.kv.layout import (
     MemberRecord,
     decode_integer,
     decode_record,
-    encode_record,
+    encode_member_record,
     member_key,
 )
 from raftkv.kv.staging import StagedWrites
@@ -33,19 +33,27 @@ class MemberDirectory:
 
     def publish(self, request: PublishMember) -> None:
         """Stage the member's record (validated by the caller)."""
-        self.staged.put(
-            member_key(request.member_id), encode_record(MemberRecord(request.client_url))
-        )
+        record = MemberRecord(request.client_url, request.etcd_url)
+        self.staged.put(member_key(request.member_id), encode_member_record(record))
 
     def client_urls(self) -> dict[int, str]:
         """Every published client URL by member id, as committed."""
-        return read_client_urls(self.staged.app)
+        return {member: record.client_url for member, record in self.records().items()}
+
+    def records(self) -> dict[int, MemberRecord]:
+        """Everything each member published, by member id, as committed."""
+        return read_member_records(self.staged.app)
 
 
 def read_client_urls(app: AppData) -> dict[int, str]:
+    return {member: record.client_url for member, record in read_member_records(app).items()}
+
+
+def read_member_records(app: AppData) -> dict[int, MemberRecord]:
     end = MEMBER_PREFIX[:-1] + bytes([MEMBER_PREFIX[-1] + 1])
-    urls: dict[int, str] = {}
+    records: dict[int, MemberRecord] = {}
     for key, data in app.scan(MEMBER_PREFIX, end):
-        record = decode_record(_MEMBER_DECODER, key, data)
-        urls[decode_integer(key[len(MEMBER_PREFIX) :])] = record.client_url
-    return urls
+        records[decode_integer(key[len(MEMBER_PREFIX) :])] = decode_record(
+            _MEMBER_DECODER, key, data
+        )
+    return records

@@ -257,10 +257,16 @@ class KvService:
         return await self._write(Compact(revision=revision), CompactResponse, "", 0, timeout)
 
     async def publish_member(
-        self, member_id: int, client_url: str, *, timeout: float | None = None
+        self,
+        member_id: int,
+        client_url: str,
+        *,
+        etcd_url: str = "",
+        timeout: float | None = None,
     ) -> PublishMemberResponse:
-        """Record, through the log, where clients reach member `member_id`."""
-        request = PublishMember(member_id=member_id, client_url=client_url)
+        """Record, through the log, where clients reach member `member_id` (and its etcd
+        gRPC API, when it serves one)."""
+        request = PublishMember(member_id=member_id, client_url=client_url, etcd_url=etcd_url)
         return await self._write(request, PublishMemberResponse, "", 0, timeout)
 
     async def lease_grant(
@@ -371,6 +377,12 @@ class KvService:
     def member_client_urls(self) -> dict[int, str]:
         """Where each member serves clients, as published through the log."""
         return self.machine.member_client_urls()
+
+    def member_etcd_urls(self) -> dict[int, str]:
+        """Where each member serves etcd's gRPC API, as published (members that do not
+        serve it are absent)."""
+        records = self.machine.member_records()
+        return {member: record.etcd_url for member, record in records.items() if record.etcd_url}
 
     async def backup_snapshot(self, *, timeout: float | None = None) -> FrozenSnapshot:
         """The state at a linearizable point (it holds every write acknowledged before the

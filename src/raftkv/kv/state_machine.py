@@ -335,6 +335,10 @@ class KvStateMachine:
         """Every published member client URL by member id (see MemberDirectory)."""
         return self._members.client_urls()
 
+    def member_records(self) -> dict[int, MemberRecord]:
+        """Everything each member published about itself, by member id."""
+        return self._members.records()
+
     def state_hash(self) -> str:
         """See MvccStore.state_hash (a full scan)."""
         return self._store.state_hash()

@@ -68,11 +68,12 @@ def check_request(request: WriteRequest | Range, settings: KvSettings) -> None:
             _check_integer("member_id", request.member_id)
             if request.member_id == 0:
                 raise InvalidRequest("member_id must be >= 1")
-            size = len(request.client_url.encode())
-            if size > MAX_CLIENT_URL_BYTES:
-                raise LimitExceeded(
-                    "client_url length", size, "MAX_CLIENT_URL_BYTES", MAX_CLIENT_URL_BYTES
-                )
+            for name, url in (("client_url", request.client_url), ("etcd_url", request.etcd_url)):
+                size = len(url.encode())
+                if size > MAX_CLIENT_URL_BYTES:
+                    raise LimitExceeded(
+                        f"{name} length", size, "MAX_CLIENT_URL_BYTES", MAX_CLIENT_URL_BYTES
+                    )
         case LeaseGrant():
             _check_lease_id(request.id)
             if not 1 <= request.ttl <= settings.max_lease_ttl_s:

@@ -35,6 +35,7 @@ def cluster_answer(service: KvService) -> ClusterAnswer:
     """The members as `service`'s node knows them; match indexes only if it leads."""
     status = service.status()
     client_urls = service.member_client_urls()
+    etcd_urls = service.member_etcd_urls()
     is_leader = status.leader_id == status.id
 
     def match_index(member: NodeId) -> int | None:
@@ -70,6 +71,7 @@ def cluster_answer(service: KvService) -> ClusterAnswer:
                 id=int(member),
                 peer_url=status.peers.get(member, ""),
                 client_url=client_urls.get(int(member), ""),
+                etcd_url=etcd_urls.get(int(member), ""),
                 role=role,
                 match_index=matched,
                 lag=None if matched is None else status.last_index - matched,

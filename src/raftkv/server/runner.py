@@ -398,11 +398,19 @@ class Server:
     async def _publish(self) -> None:
         """Publish this node's client URL until the committed state shows it."""
         assert self.service is not None
-        service, url = self.service, self.settings.client_url
+        service, url, etcd_url = self.service, self.settings.client_url, self.settings.etcd_url
         delay, cap = _PUBLISH_RETRY_S
-        while service.member_client_urls().get(self.settings.id) != url:
+
+        def published() -> bool:
+            me = self.settings.id
+            return (
+                service.member_client_urls().get(me) == url
+                and service.member_etcd_urls().get(me, "") == etcd_url
+            )
+
+        while not published():
             try:
-                await service.publish_member(self.settings.id, url, timeout=5.0)
+                await service.publish_member(self.settings.id, url, etcd_url=etcd_url, timeout=5.0)
             except (RaftError, KvError, TimeoutError) as error:
                 logger.debug("publishing the client URL failed (%s); retrying", error)
                 await asyncio.sleep(random.uniform(0, delay))

@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from raftkv.raft.builder import PEER_TRANSPORT_KINDS, PeerTransportKind
 
@@ -588,6 +589,18 @@ class ServerSettings:
         host, port = split_address(self.listen_client)
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
+        return f"http://{_bracket(host)}:{port}"
+
+    @property
+    def etcd_url(self) -> str:
+        """Where etcd clients reach this node's gRPC API ("" when it is not served): the
+        host of listen_client_grpc, or, for a wildcard one, the host clients use for the
+        HTTP API."""
+        if not self.listen_client_grpc:
+            return ""
+        host, port = split_address(self.listen_client_grpc)
+        if host in ("0.0.0.0", "::", ""):
+            host = urlsplit(self.client_url).hostname or "127.0.0.1"
         return f"http://{_bracket(host)}:{port}"
 
     @property
