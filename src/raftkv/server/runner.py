@@ -68,6 +68,8 @@ from raftkv.raft.driver.node import Node
 from raftkv.raft.storage.rocks import StorageOpenError
 from raftkv.raft.transport.settings import RECONNECT_BACKOFF_INITIAL_SECONDS
 from raftkv.server.app import METRICS, HttpSettings, create_app
+from raftkv.server.backup import FORMAT_VERSION as BACKUP_FORMAT_VERSION
+from raftkv.server.backup import BackupHeader, backup_chunks
 from raftkv.server.compactor import AutoCompactor
 from raftkv.server.identity import (
     DATABASE_DIR,
@@ -353,8 +355,13 @@ class Server:
         """etcd's v3 gRPC API on listen_client_grpc (raftkv.etcd)."""
         assert self.service is not None
         settings = self.settings
+        service = self.service
+
+        async def backup(timeout: float) -> bytes:
+            return await backup_file(service, timeout)
+
         context = EtcdContext(
-            self.service, cluster_id, request_timeout_s=settings.request_timeout_s
+            service, cluster_id, request_timeout_s=settings.request_timeout_s, backup=backup
         )
         etcd_port = EtcdGrpcPort(context, settings.listen_client_grpc)
         try:
@@ -533,3 +540,19 @@ def started_line(settings: ServerSettings) -> str:
             "data_dir": str(Path(settings.data_dir)),
         }
     )
+
+
+async def backup_file(service: KvService, timeout: float) -> bytes:
+    """A whole backup file (raftkv.server.backup) of the state at a linearizable point, as
+    `GET /v1/snapshot` streams it: what etcd's Maintenance.Snapshot sends."""
+    frozen = await service.backup_snapshot(timeout=timeout)
+    payload = await asyncio.get_running_loop().run_in_executor(None, frozen.produce)
+    header = BackupHeader(
+        format_version=BACKUP_FORMAT_VERSION,
+        index=frozen.index,
+        term=frozen.term,
+        revision=frozen.revision,
+        node_id=int(service.member_id),
+        payload_bytes=len(payload),
+    )
+    return b"".join(backup_chunks(header, payload, 1 << 20))
