@@ -17,7 +17,7 @@ from raftkv.etcd.context import EtcdContext
 from raftkv.etcd.maintenance_servicer import VERSION, uint32_of
 from raftkv.etcd.proto import rpc_pb2, rpc_pb2_grpc
 from raftkv.etcd.server import EtcdGrpcPort
-from raftkv.kv import KvStateMachine
+from raftkv.kv import KvService, KvStateMachine
 from raftkv.kv.layout import CorruptAlarm
 from raftkv.raft.core.types import NodeId
 from raftkv.raft.storage.memory import MemoryAppData
@@ -68,7 +68,9 @@ def test_status_of_a_learner_says_so() -> None:
             await api.cluster.complete(api.services[api.leader()].add_learner(NodeId(4), "node-4"))
             await api.cluster.run_until(lambda: NodeId(4) in joiner.status().learners)
             # A service and a port for the learner.
-            service = api.services[1].__class__(joiner, joiner.state_machine)  # type: ignore[arg-type]
+            machine = joiner.state_machine
+            assert isinstance(machine, KvStateMachine)
+            service = KvService(joiner, machine)
             port = EtcdGrpcPort(EtcdContext(service, CLUSTER_ID), "127.0.0.1:0")
             await port.start()
             try:
