@@ -11,18 +11,32 @@ leader-change observer rather than read from the node's status on every request.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from raftkv.etcd.proto import rpc_pb2
 from raftkv.kv.service import KvService
 from raftkv.raft.core.types import NodeId
+
+# A whole backup file of raftkv's (`raftkv snapshot restore` reads it) of the state at a
+# linearizable point, made within the given seconds. The server owns the format and passes
+# this in (raftkv.etcd does not import raftkv.server).
+BackupSource = Callable[[float], Awaitable[bytes]]
 
 
 class EtcdContext:
     """Owns the term it reports; `close()` unsubscribes from the node."""
 
     def __init__(
-        self, service: KvService, cluster_id: int, *, request_timeout_s: float = 5.0
+        self,
+        service: KvService,
+        cluster_id: int,
+        *,
+        request_timeout_s: float = 5.0,
+        backup: BackupSource | None = None,
     ) -> None:
         self.service = service
+        # What Maintenance.Snapshot streams (None: it is refused as UNIMPLEMENTED).
+        self.backup = backup
         self.cluster_id = cluster_id
         # How long one call may wait for the cluster (the server's request_timeout_s).
         self.request_timeout_s = request_timeout_s

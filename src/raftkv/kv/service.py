@@ -44,6 +44,8 @@ LearnerNotCaughtUp and MembershipError too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import random
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -511,6 +513,30 @@ class KvService:
                 return await loop.run_in_executor(self._readers, evaluate, view)
             finally:
                 view.close()
+
+    # -- for the etcd API (raftkv.etcd) ---------------------------------------------------
+
+    async def read_barrier(self, *, timeout: float | None = None) -> None:
+        """Wait until this node has applied everything committed before the call (a
+        ReadIndex): what it then shows (members, status) is at least that recent."""
+        await self.node.read_index(timeout=timeout)
+
+    def removed_member_ids(self) -> frozenset[NodeId]:
+        """Ids removed from the cluster (never reused), as this node knows them."""
+        return self.node.removed_ids
+
+    def storage_bytes(self) -> int | None:
+        """Bytes of this node's storage files (None: not on disk). Walks the directory:
+        call it off the event loop."""
+        path = getattr(self.node.storage, "path", None)
+        if not isinstance(path, str):
+            return None
+        total = 0
+        for directory, _, files in os.walk(path):
+            for name in files:
+                with contextlib.suppress(OSError):  # a file compacted away meanwhile
+                    total += os.stat(os.path.join(directory, name)).st_size
+        return total
 
 
 def _scans(request: Range) -> bool:

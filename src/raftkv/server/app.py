@@ -49,7 +49,7 @@ from raftkv.server.removal import guard_removal
 from raftkv.server.routes import ROUTES
 from raftkv.server.watch_api import WatchHandlers
 
-__all__ = ["METRICS", "WATCHES", "Handlers", "HttpSettings", "create_app"]
+__all__ = ["BACKUPS", "METRICS", "WATCHES", "Handlers", "HttpSettings", "create_app"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +119,8 @@ class HttpSettings:
 METRICS = web.AppKey("metrics", Metrics)
 # The watch handlers (their counters feed the metrics).
 WATCHES = web.AppKey("watches", WatchHandlers)
+# The backups, for etcd's Maintenance.Snapshot to share their limit (raftkv.server.runner).
+BACKUPS = web.AppKey("backups", BackupHandlers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +311,7 @@ def create_app(
         metrics=metrics,
     )
     app[WATCHES] = handlers.watches
+    app[BACKUPS] = handlers.backups
     metrics.watches = handlers.watches
     guard_removal(app, service)
     for route in ROUTES:

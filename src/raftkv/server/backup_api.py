@@ -1,18 +1,26 @@
 """`GET /v1/snapshot`: a backup file (`raftkv.server.backup`) of the whole state at a
-linearizable point, streamed (`raftkv snapshot save`)."""
+linearizable point, streamed (`raftkv snapshot save`); and the same file whole for etcd's
+Maintenance.Snapshot (`backup_file`), under the same limit of backups at once."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 
 from aiohttp import web
 
 from raftkv.kv.service import KvService
+from raftkv.raft.driver.errors import Overloaded
 from raftkv.server.backup import FORMAT_VERSION as BACKUP_FORMAT_VERSION
 from raftkv.server.backup import BackupHeader, backup_chunks, encode_prefix
 from raftkv.server.http_common import ApiError
 
 __all__ = ["BackupHandlers"]
+
+
+class _Busy(Overloaded):
+    """max_concurrent_backups backups are under way."""
 
 
 class BackupHandlers:
@@ -29,21 +37,34 @@ class BackupHandlers:
         """A backup (raftkv.server.backup) of the state at a linearizable point: it holds
         every write acknowledged before the request. Frozen on the loop (a checkpoint),
         encoded on a worker thread, streamed in chunks."""
+        try:
+            with self._slot():
+                return await self._stream_backup(request)
+        except _Busy as busy:
+            raise ApiError(503, "busy", str(busy)) from None
+
+    async def backup_file(self, timeout: float) -> bytes:
+        """The whole backup file, as the route streams it (etcd's Maintenance.Snapshot
+        sends it). Overloaded when max_concurrent_backups are under way."""
+        with self._slot():
+            header, payload = await self._make(timeout)
+            return b"".join(backup_chunks(header, payload, 1 << 20))
+
+    @contextlib.contextmanager
+    def _slot(self) -> Iterator[None]:
         if self.backups_in_progress >= self.max_concurrent_backups:
-            raise ApiError(
-                503,
-                "busy",
+            raise _Busy(
                 f"{self.backups_in_progress} backup(s) in progress on this node "
-                f"(max_concurrent_backups={self.max_concurrent_backups}); retry later",
+                f"(max_concurrent_backups={self.max_concurrent_backups}); retry later"
             )
         self.backups_in_progress += 1
         try:
-            return await self._stream_backup(request)
+            yield
         finally:
             self.backups_in_progress -= 1
 
-    async def _stream_backup(self, request: web.Request) -> web.StreamResponse:
-        frozen = await self.service.backup_snapshot(timeout=self.timeout)
+    async def _make(self, timeout: float) -> tuple[BackupHeader, bytes]:
+        frozen = await self.service.backup_snapshot(timeout=timeout)
         payload = await asyncio.get_running_loop().run_in_executor(None, frozen.produce)
         header = BackupHeader(
             format_version=BACKUP_FORMAT_VERSION,
@@ -53,13 +74,17 @@ class BackupHandlers:
             node_id=int(self.service.member_id),
             payload_bytes=len(payload),
         )
+        return header, payload
+
+    async def _stream_backup(self, request: web.Request) -> web.StreamResponse:
+        header, payload = await self._make(self.timeout)
         total = len(encode_prefix(header)) + len(payload) + 32
         response = web.StreamResponse(
             headers={
                 "Content-Type": "application/octet-stream",
                 "Content-Length": str(total),
-                "X-Raftkv-Index": str(frozen.index),
-                "X-Raftkv-Revision": str(frozen.revision),
+                "X-Raftkv-Index": str(header.index),
+                "X-Raftkv-Revision": str(header.revision),
             }
         )
         await response.prepare(request)

@@ -68,7 +68,8 @@ from raftkv.raft.driver.errors import NodeFailed
 from raftkv.raft.driver.node import Node
 from raftkv.raft.storage.rocks import StorageOpenError
 from raftkv.raft.transport.settings import RECONNECT_BACKOFF_INITIAL_SECONDS
-from raftkv.server.app import METRICS, HttpSettings, create_app
+from raftkv.server.app import BACKUPS, METRICS, HttpSettings, create_app
+from raftkv.server.backup_api import BackupHandlers
 from raftkv.server.compactor import AutoCompactor
 from raftkv.server.identity import (
     DATABASE_DIR,
@@ -185,6 +186,7 @@ class Server:
         self.service: KvService | None = None
         self._client_port: ClientPort | None = None
         self._etcd: EtcdServicers | None = None
+        self._backups: BackupHandlers | None = None
         self._etcd_port: EtcdGrpcPort | None = None
         self._publisher: asyncio.Task[None] | None = None
         self._compactor: AutoCompactor | None = None
@@ -280,9 +282,20 @@ class Server:
         self.service = KvService(node, machine, limits, read_limits=read_limits(settings))
         # etcd's API: served by the JSON gateway on the HTTP port, and on its own gRPC port
         # when listen_client_grpc is set.
+        service = self.service
+
+        async def backup(timeout: float) -> bytes:
+            # The HTTP API's backups, under their limit of backups at once (the app is
+            # made below; etcd's Snapshot is served only once both are up).
+            assert self._backups is not None
+            return await self._backups.backup_file(timeout)
+
         self._etcd = EtcdServicers.of(
             EtcdContext(
-                self.service, identity.cluster_id, request_timeout_s=settings.request_timeout_s
+                service,
+                identity.cluster_id,
+                request_timeout_s=settings.request_timeout_s,
+                backup=backup,
             )
         )
         try:
@@ -299,6 +312,7 @@ class Server:
                 ),
                 self._etcd,
             )
+            self._backups = app[BACKUPS]
             host, port = split_address(settings.listen_client)
             client_port = ClientPort(
                 app,
