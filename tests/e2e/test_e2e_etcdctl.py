@@ -184,6 +184,16 @@ def test_a_value_over_the_limit_is_refused_and_not_stored(stores: Stores) -> Non
     assert stores.raftkv.run("get", "big/k").check().stdout == ""
 
 
+def test_a_value_etcd_takes_may_be_over_raftkvs_max_value_bytes(diff: Differential) -> None:
+    """A documented deviation (docs/etcd.md): raftkv limits a value to max_value_bytes
+    (1 MiB by default) where etcd limits the whole request (1.5 MiB)."""
+    value = "v" * 1_200_000
+    assert diff.stores["etcd"].run("put", "mid/k", stdin=value).check().stdout == "OK\n"
+    refused = diff.stores["raftkv"].run("put", "mid/k", stdin=value)
+    assert refused.returncode == 1
+    assert "etcdserver: request is too large" in refused.stderr
+
+
 @pytest.mark.xfail(
     strict=True,
     reason=(
