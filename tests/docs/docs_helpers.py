@@ -28,19 +28,7 @@ DOCUMENTS = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
 RUN_MARKER = "<!-- docs-check: run -->"
 # Shell commands that need no check of their own (their arguments are plain data).
 # Commands the docs may show unchecked (etcdctl: tests/e2e runs it against raftkv).
-PLAIN_COMMANDS = {
-    "echo",
-    "rm",
-    "cd",
-    "ls",
-    "cat",
-    "mkdir",
-    "cp",
-    "mv",
-    "export",
-    "sleep",
-    "etcdctl",
-}
+PLAIN_COMMANDS = {"echo", "rm", "cd", "ls", "cat", "mkdir", "cp", "mv", "export", "sleep", "etcdctl"}
 PYTHONS = {"python", "python3", "python3.11"}
 # Packages whose public names (`__all__`) inline `Name.attribute` references may use.
 PUBLIC_PACKAGES = (
