@@ -28,12 +28,15 @@ TICK_MS = 50
 
 
 class KvProcessCluster:
-    def __init__(self, root: Path, nodes: int = 3) -> None:
+    def __init__(self, root: Path, nodes: int = 3, *, etcd_grpc: bool = False) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.ids = list(range(1, nodes + 1))
         self.client_ports = {node: free_port() for node in self.ids}
         self.peer_ports = {node: free_port() for node in self.ids}
+        # etcd's v3 gRPC API (--listen-client-grpc) on a port of each node's own, when asked.
+        self.etcd_grpc = etcd_grpc
+        self.grpc_ports = {node: free_port() for node in self.ids} if etcd_grpc else {}
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
         self.http = httpx.Client(timeout=10.0)
 
@@ -42,6 +45,13 @@ class KvProcessCluster:
 
     def endpoints(self) -> list[str]:
         return [self.url(node) for node in self.ids]
+
+    def grpc_endpoint(self, node: int) -> str:
+        """host:port of `node`'s etcd gRPC API (only with etcd_grpc=True)."""
+        return f"127.0.0.1:{self.grpc_ports[node]}"
+
+    def grpc_endpoints(self) -> list[str]:
+        return [self.grpc_endpoint(node) for node in self.ids]
 
     def log(self, node: int) -> str:
         path = self.root / f"node-{node}.err"
@@ -68,6 +78,7 @@ class KvProcessCluster:
             str(TICK_MS),
             "--request-timeout-s",
             "3",
+            *(["--listen-client-grpc", self.grpc_endpoint(node)] if self.etcd_grpc else []),
         ]
 
     def add_node(self) -> int:
@@ -77,6 +88,8 @@ class KvProcessCluster:
         self.ids.append(node)
         self.client_ports[node] = free_port()
         self.peer_ports[node] = free_port()
+        if self.etcd_grpc:
+            self.grpc_ports[node] = free_port()
         return node
 
     def join_command(self, node: int, join: str, *, auto_promote: bool) -> list[str]:
@@ -169,8 +182,10 @@ class KvProcessCluster:
 
 
 @contextmanager
-def running_cluster(root: Path, nodes: int = 3) -> Iterator[KvProcessCluster]:
-    cluster = KvProcessCluster(root, nodes)
+def running_cluster(
+    root: Path, nodes: int = 3, *, etcd_grpc: bool = False
+) -> Iterator[KvProcessCluster]:
+    cluster = KvProcessCluster(root, nodes, etcd_grpc=etcd_grpc)
     try:
         cluster.start_all()
         yield cluster
