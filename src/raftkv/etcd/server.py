@@ -14,7 +14,7 @@ no more often than every 5 s (a flood of pings closes its connection).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import grpc
@@ -27,6 +27,7 @@ from raftkv.etcd.lease_servicer import LeaseServicer
 from raftkv.etcd.maintenance_servicer import MaintenanceServicer
 from raftkv.etcd.proto import rpc_pb2_grpc
 from raftkv.etcd.watch_servicer import WatchServicer
+from raftkv.etcd.watch_stream import WatchStreamSettings
 from raftkv.raft.core.errors import ConfigInvalid
 
 logger = logging.getLogger("raftkv.etcd")
@@ -44,6 +45,9 @@ class EtcdPortSettings:
     max_streams_per_connection: int = 1000
     # How long a stopping server lets calls under way finish.
     shutdown_grace_s: float = 5.0
+    # Watch streams: watches per stream, send timeout, progress_notify interval, no-leader
+    # timeout (raftkv.etcd.watch_stream).
+    watch: WatchStreamSettings = field(default_factory=WatchStreamSettings)
 
     def __post_init__(self) -> None:
         for name in ("max_request_bytes", "max_streams_per_connection"):
@@ -84,7 +88,11 @@ class EtcdGrpcPort:
             ]
         )
         context = self.context
-        self._watch = WatchServicer(context)
+        self._watch = WatchServicer(
+            context,
+            settings.watch,
+            fragment_bytes=settings.max_request_bytes + _GRPC_OVERHEAD_BYTES,
+        )
         # The generated registration functions are untyped (grpc_tools writes no stubs).
         registrations = (
             (rpc_pb2_grpc.add_KVServicer_to_server, KvServicer(context)),
