@@ -15,7 +15,7 @@ from raftkv.etcd.watch_translation import DUPLICATE_ID, EMPTY_RANGE, NEGATIVE_ST
 from raftkv.kv.commands import Put, Txn
 from raftkv.kv.watch import WatchSettings
 from raftkv.raft.core.errors import ConfigInvalid
-from raftkv.testing.local_cluster import run_scenario
+from raftkv.testing.local_cluster import address_of, run_scenario
 
 PUT = kv_pb2.Event.PUT
 DELETE = kv_pb2.Event.DELETE
@@ -514,3 +514,24 @@ def test_watch_stream_settings_are_validated() -> None:
         WatchStreamSettings(send_timeout_s=0)
     with pytest.raises(ConfigInvalid):
         WatchStreamSettings(no_leader_timeout_s=-1)
+
+
+def test_a_stream_requiring_a_leader_ends_no_leader_on_a_cut_off_member() -> None:
+    async def scenario() -> None:
+        async with etcd_cluster() as api:
+            follower = api.follower()
+            requiring = WatchClient(api, follower, metadata=(("hasleader", "true"),))
+            plain = WatchClient(api, follower)
+            for client in (requiring, plain):
+                await client.create(key=b"a")
+                await client.receive()
+            api.cluster.network.isolate(address_of(follower))
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                await requiring.receive(max_seconds=60)
+            assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert ended.value.details() == "etcdserver: no leader"
+            assert watched(api, follower) == 1  # the other stream goes on, as etcd's
+            assert not plain.call.done()
+            plain.call.cancel()
+
+    run_scenario(scenario)
