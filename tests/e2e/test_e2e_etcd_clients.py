@@ -36,7 +36,6 @@ LIBRARIES = {
     "etcd-sdk-python": ("pyetcd", "check_pyetcd.py"),
     "etcd-client-py": ("etcd_client", "check_etcd_client_py.py"),
 }
-NOT_MERGED = pytest.mark.xfail(strict=True, reason="Watch servicer not merged yet")
 
 
 @dataclass
@@ -99,7 +98,6 @@ def test_put_get_txn_against_raftkv(targets: Targets, library: str) -> None:
     assert listing == [f"{prefix}a", "10", f"{prefix}c", "3"]
 
 
-@NOT_MERGED
 @pytest.mark.parametrize("library", list(LIBRARIES))
 def test_watch_against_raftkv(targets: Targets, library: str) -> None:
     raftkv_check(targets, library, "watch")

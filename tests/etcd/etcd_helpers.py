@@ -22,9 +22,11 @@ import grpc.aio
 
 from raftkv.etcd.context import EtcdContext
 from raftkv.etcd.proto import rpc_pb2_grpc
-from raftkv.etcd.server import EtcdGrpcPort, EtcdPortSettings
+from raftkv.etcd.server import EtcdGrpcPort
 from raftkv.etcd.servicers import EtcdServicers
+from raftkv.etcd.settings import EtcdSettings
 from raftkv.kv import KvService, KvSettings, KvStateMachine
+from raftkv.kv.watch import WatchSettings
 from raftkv.raft.storage.base import RaftStorage
 from raftkv.testing.local_cluster import LocalCluster
 
@@ -73,15 +75,22 @@ class EtcdApi:
         return next(node for node in self.services if node != leader)
 
 
-def _kv_machine(storage: RaftStorage) -> KvStateMachine:
-    return KvStateMachine(storage.app_data())
-
-
 @asynccontextmanager
 async def etcd_cluster(
-    kv_settings: KvSettings | None = None, port_settings: EtcdPortSettings | None = None
+    kv_settings: KvSettings | None = None,
+    settings: EtcdSettings | None = None,
+    watch_settings: WatchSettings | None = None,
 ) -> AsyncIterator[EtcdApi]:
-    cluster = LocalCluster(3, state_machine=_kv_machine)
+    """The state machines take `kv_settings` and `watch_settings`, and run their watch
+    hubs on the cluster's manual clock (progress intervals, send timeouts)."""
+    cluster: LocalCluster
+
+    def machine(storage: RaftStorage) -> KvStateMachine:
+        return KvStateMachine(
+            storage.app_data(), kv_settings, clock=cluster.clock, watch_settings=watch_settings
+        )
+
+    cluster = LocalCluster(3, state_machine=machine)
     await cluster.start()
     await cluster.wait_for_leader()
     services: dict[int, KvService] = {}
@@ -94,11 +103,14 @@ async def etcd_cluster(
             assert isinstance(machine, KvStateMachine)
             service = KvService(node, machine, kv_settings)
             services[node_id] = service
-            servicers[node_id] = EtcdServicers.of(EtcdContext(service, CLUSTER_ID))
-            port = EtcdGrpcPort(servicers[node_id], "127.0.0.1:0", port_settings)
+            servicers[node_id] = EtcdServicers.of(EtcdContext(service, CLUSTER_ID), settings)
+            port = EtcdGrpcPort(servicers[node_id], "127.0.0.1:0")
             await port.start()
             ports[node_id] = port
-            channels[node_id] = grpc.aio.insecure_channel(f"127.0.0.1:{port.port}")
+            # No receive limit: tests see whatever the server sends (fragments, large ranges).
+            channels[node_id] = grpc.aio.insecure_channel(
+                f"127.0.0.1:{port.port}", options=[("grpc.max_receive_message_length", -1)]
+            )
         yield EtcdApi(cluster, services, servicers, ports, channels)
     finally:
         for channel in channels.values():

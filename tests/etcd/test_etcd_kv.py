@@ -12,7 +12,7 @@ import pytest
 from etcd_helpers import CLUSTER_ID, EtcdApi, etcd_cluster
 
 from raftkv.etcd.proto import rpc_pb2
-from raftkv.etcd.server import EtcdPortSettings
+from raftkv.etcd.settings import EtcdSettings
 from raftkv.kv import KvSettings
 from raftkv.testing.local_cluster import run_scenario
 
@@ -254,8 +254,8 @@ def test_what_raftkv_refuses_says_so_with_etcds_codes() -> None:
 
 def test_a_request_over_the_size_limit_is_refused_before_it_is_decoded() -> None:
     async def scenario() -> None:
-        settings = EtcdPortSettings(max_request_bytes=1024)
-        async with etcd_cluster(port_settings=settings) as api:
+        settings = EtcdSettings(max_request_bytes=1024)
+        async with etcd_cluster(settings=settings) as api:
             # The limit plus gRPC's framing allowance (512 KiB), as etcd's server sets it.
             # gRPC refuses it on its own (no simulated time needed): a wall-clock bound.
             request = rpc_pb2.PutRequest(key=b"big", value=b"x" * (600 * 1024))

@@ -16,50 +16,23 @@ no more often than every 5 s (a flood of pings closes its connection).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Final
 
 import grpc
 import grpc.aio
 
 from raftkv.etcd.proto import rpc_pb2_grpc
 from raftkv.etcd.servicers import EtcdServicers
-from raftkv.raft.core.errors import ConfigInvalid
 
 logger = logging.getLogger("raftkv.etcd")
-
-# What gRPC's framing may add to a request beyond its message (etcd allows the same).
-_GRPC_OVERHEAD_BYTES: Final = 512 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class EtcdPortSettings:
-    # The largest request accepted (etcd's --max-request-bytes, 1.5 MiB by default). The
-    # KV limits (max_key_bytes, max_value_bytes) still apply inside it.
-    max_request_bytes: int = 1536 * 1024
-    # Calls (unary or streams: watches, keep-alives) open at once on one connection.
-    max_streams_per_connection: int = 1000
-    # How long a stopping server lets calls under way finish.
-    shutdown_grace_s: float = 5.0
-
-    def __post_init__(self) -> None:
-        for name in ("max_request_bytes", "max_streams_per_connection"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigInvalid(f"EtcdPortSettings.{name} must be a positive integer")
-        if self.shutdown_grace_s < 0:
-            raise ConfigInvalid("EtcdPortSettings.shutdown_grace_s must be >= 0")
 
 
 class EtcdGrpcPort:
     """Serves etcd's API at `address` (host:port) once `start()`ed; `close()` stops it."""
 
-    def __init__(
-        self, servicers: EtcdServicers, address: str, settings: EtcdPortSettings | None = None
-    ) -> None:
+    def __init__(self, servicers: EtcdServicers, address: str) -> None:
         self.servicers = servicers
         self.address = address
-        self.settings = settings if settings is not None else EtcdPortSettings()
+        self.settings = servicers.settings
         self.port = 0
         self._server: grpc.aio.Server | None = None
 
@@ -70,7 +43,7 @@ class EtcdGrpcPort:
             options=[
                 (
                     "grpc.max_receive_message_length",
-                    settings.max_request_bytes + _GRPC_OVERHEAD_BYTES,
+                    settings.max_message_bytes,
                 ),
                 ("grpc.max_send_message_length", 2**31 - 1),
                 ("grpc.max_concurrent_streams", settings.max_streams_per_connection),

@@ -10,12 +10,14 @@ from raftkv.etcd.context import EtcdContext
 from raftkv.etcd.kv_servicer import KvServicer
 from raftkv.etcd.lease_servicer import LeaseServicer
 from raftkv.etcd.maintenance_servicer import MaintenanceServicer
+from raftkv.etcd.settings import EtcdSettings
 from raftkv.etcd.watch_servicer import WatchServicer
 
 
 @dataclass(frozen=True, slots=True)
 class EtcdServicers:
     context: EtcdContext
+    settings: EtcdSettings
     kv: KvServicer
     watch: WatchServicer
     lease: LeaseServicer
@@ -23,11 +25,13 @@ class EtcdServicers:
     maintenance: MaintenanceServicer
 
     @classmethod
-    def of(cls, context: EtcdContext) -> EtcdServicers:
+    def of(cls, context: EtcdContext, settings: EtcdSettings | None = None) -> EtcdServicers:
+        settings = settings if settings is not None else EtcdSettings()
         return cls(
             context=context,
+            settings=settings,
             kv=KvServicer(context),
-            watch=WatchServicer(context),
+            watch=WatchServicer(context, settings.watch, fragment_bytes=settings.max_message_bytes),
             lease=LeaseServicer(context),
             cluster=ClusterServicer(context),
             maintenance=MaintenanceServicer(context),

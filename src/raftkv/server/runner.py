@@ -50,6 +50,8 @@ from raftkv.api.cluster import ClusterAnswer
 from raftkv.etcd.context import EtcdContext
 from raftkv.etcd.server import EtcdGrpcPort
 from raftkv.etcd.servicers import EtcdServicers
+from raftkv.etcd.settings import EtcdSettings
+from raftkv.etcd.watch_stream import WatchStreamSettings
 from raftkv.kv import (
     CorruptChecker,
     CorruptCheckerSettings,
@@ -296,7 +298,14 @@ class Server:
                 identity.cluster_id,
                 request_timeout_s=settings.request_timeout_s,
                 backup=backup,
-            )
+            ),
+            EtcdSettings(
+                shutdown_grace_s=settings.shutdown_timeout_s,
+                watch=WatchStreamSettings(
+                    send_timeout_s=settings.watch_send_timeout_s,
+                    no_leader_timeout_s=settings.watch_no_leader_timeout_s,
+                ),
+            ),
         )
         try:
             app = create_app(

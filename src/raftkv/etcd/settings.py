@@ -1,0 +1,41 @@
+"""`EtcdSettings`: the limits of a node's etcd API — one place for what the gRPC port, the
+JSON gateway and the servicers they share take from the server's settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+from raftkv.etcd.watch_stream import WatchStreamSettings
+from raftkv.raft.core.errors import ConfigInvalid
+
+# What gRPC's framing may add to a request beyond its message (etcd allows the same).
+GRPC_OVERHEAD_BYTES: Final = 512 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class EtcdSettings:
+    # The largest request accepted (etcd's --max-request-bytes, 1.5 MiB by default). The
+    # KV limits (max_key_bytes, max_value_bytes) still apply inside it.
+    max_request_bytes: int = 1536 * 1024
+    # Calls (unary or streams: watches, keep-alives) open at once on one connection.
+    max_streams_per_connection: int = 1000
+    # How long a stopping server lets calls under way finish.
+    shutdown_grace_s: float = 5.0
+    # Watch streams: watches per stream, send timeout, progress_notify interval, no-leader
+    # timeout (raftkv.etcd.watch_stream).
+    watch: WatchStreamSettings = field(default_factory=WatchStreamSettings)
+
+    def __post_init__(self) -> None:
+        for name in ("max_request_bytes", "max_streams_per_connection"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigInvalid(f"EtcdSettings.{name} must be a positive integer")
+        if self.shutdown_grace_s < 0:
+            raise ConfigInvalid("EtcdSettings.shutdown_grace_s must be >= 0")
+
+    @property
+    def max_message_bytes(self) -> int:
+        """The largest gRPC message received, and where a `fragment` watch splits its
+        responses: the request limit with gRPC's framing allowance, as etcd sets both."""
+        return self.max_request_bytes + GRPC_OVERHEAD_BYTES
