@@ -10,7 +10,11 @@ Layout, every integer big-endian:
   zstd-compressed msgpack; older backups hold one zstd frame), restorable with
   `KvStateMachine.restore`;
 - the trailing SHA-256 covers everything before it, so a truncated or altered file is
-  refused before anything is written.
+  refused before anything is written;
+- `padding` in the header (zero bytes, absent from most backups) makes the whole file's
+  size 32 more than a multiple of 512, which `etcdctl snapshot save` checks before it
+  keeps a file (etcd's database pages plus a SHA-256): the backups etcd's
+  Maintenance.Snapshot sends carry it (`padded_for_etcd`).
 
 This module only encodes and checks (msgspec and hashlib): the CLI verifies a download
 without loading the server. `open_backup` checks a file without reading it into memory:
@@ -42,7 +46,7 @@ class BackupInvalid(ValueError):
     """The file is not a complete, intact raftkv backup."""
 
 
-class BackupHeader(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class BackupHeader(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     format_version: int
     index: int
     term: int
@@ -50,6 +54,25 @@ class BackupHeader(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # The member that made it.
     node_id: int
     payload_bytes: int
+    # Zero bytes that only set the file's size (see the module docstring); left out of
+    # the encoding when empty, so such a header is the bytes it always was.
+    padding: bytes = b""
+
+
+# etcdctl keeps a snapshot whose size is this much more than a multiple of _ETCD_PAGE.
+_ETCD_PAGE = 512
+_MAX_PADDING = 2 * _ETCD_PAGE
+
+
+def padded_for_etcd(header: BackupHeader) -> BackupHeader:
+    """`header` with the padding that makes the file's size 32 (the SHA-256) more than a
+    multiple of 512, as `etcdctl snapshot save` requires of what it receives."""
+    for size in range(_MAX_PADDING):
+        padded = msgspec.structs.replace(header, padding=bytes(size))
+        total = len(encode_prefix(padded)) + header.payload_bytes + _DIGEST_BYTES
+        if total % _ETCD_PAGE == _DIGEST_BYTES:
+            return padded
+    raise AssertionError("no padding fits: the header's encoding grew by more than a page")
 
 
 def encode_prefix(header: BackupHeader) -> bytes:
@@ -113,6 +136,7 @@ def check_header(header: BackupHeader) -> None:
         "revision": (header.revision, 0),
         "node_id": (header.node_id, 1),
         "payload_bytes": (header.payload_bytes, 0),
+        "padding length": (len(header.padding), 0),
     }
     for name, (value, low) in ranges.items():
         if not low <= value <= _MAX_INT64:
@@ -120,6 +144,8 @@ def check_header(header: BackupHeader) -> None:
                 f"the backup header's {name} {value} is out of range [{low}, 2**63-1]: "
                 "not a backup raftkv made"
             )
+    if len(header.padding) >= _MAX_PADDING or any(header.padding):
+        raise BackupInvalid("the backup header's padding is not a few zero bytes")
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ from aiohttp import web
 from raftkv.kv.service import KvService
 from raftkv.raft.driver.errors import Overloaded
 from raftkv.server.backup import FORMAT_VERSION as BACKUP_FORMAT_VERSION
-from raftkv.server.backup import BackupHeader, backup_chunks, encode_prefix
+from raftkv.server.backup import BackupHeader, backup_chunks, encode_prefix, padded_for_etcd
 from raftkv.server.http_common import ApiError
 
 __all__ = ["BackupHandlers"]
@@ -48,7 +48,7 @@ class BackupHandlers:
         sends it). Overloaded when max_concurrent_backups are under way."""
         with self._slot():
             header, payload = await self._make(timeout)
-            return b"".join(backup_chunks(header, payload, 1 << 20))
+            return b"".join(backup_chunks(padded_for_etcd(header), payload, 1 << 20))
 
     @contextlib.contextmanager
     def _slot(self) -> Iterator[None]:
