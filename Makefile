@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 SIM_SEEDS ?= 0:10000
 TEST_SIM_SEEDS ?= 0:300
 
-.PHONY: run test lint sim sim-driver sim-kv fuzz fuzz-peer mutate fmt clean venv proto bench bench-vs-etcd chaos trace-hashes
+.PHONY: run test lint sim sim-driver sim-kv fuzz fuzz-peer mutate fmt clean venv proto bench bench-vs-etcd bench-etcdctl-perf chaos trace-hashes
 
 venv: $(STAMP)
 
@@ -103,9 +103,16 @@ bench: $(STAMP)
 ## bench-vs-etcd: raftkv against etcd, 3 members each, same wrk load; prints raftkv/etcd ratios
 ## (needs etcd and wrk; ~20 min; not part of make test). A quick look:
 ## make bench-vs-etcd VS_ETCD_ARGS="--ops put --conns 1 64 --reps 1 --duration 5"
+## Then etcd's own client at both: etcdctl check perf (bench-etcdctl-perf alone: ~2 min per load).
 VS_ETCD_ARGS ?=
 bench-vs-etcd: $(STAMP)
 	$(BIN)/python benchmarks/vs_etcd.py $(VS_ETCD_ARGS)
+	$(BIN)/python benchmarks/etcdctl_perf.py $(ETCDCTL_PERF_ARGS)
+
+## bench-etcdctl-perf: etcdctl check perf at etcd and at raftkv's etcd API (default --loads s)
+ETCDCTL_PERF_ARGS ?=
+bench-etcdctl-perf: $(STAMP)
+	$(BIN)/python benchmarks/etcdctl_perf.py $(ETCDCTL_PERF_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

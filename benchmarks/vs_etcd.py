@@ -324,6 +324,8 @@ class Cluster:
         self.root = root
         self.client_ports = list(client_ports)
         self.peer_ports = list(peer_ports)
+        # Other ports the members listen on (raftkv's etcd API).
+        self.other_ports: list[int] = []
         self.processes: list[Started] = []
         self.http = httpx.Client(timeout=5.0)
 
@@ -335,7 +337,7 @@ class Cluster:
         leader's client URL."""
         shutil.rmtree(self.root, ignore_errors=True)
         self.root.mkdir(parents=True)
-        for port in self.client_ports + self.peer_ports:
+        for port in self.client_ports + self.peer_ports + self.other_ports:
             if not port_free(port):
                 raise BenchError(f"port {port} is taken: stop what holds it and run again")
         for member in range(3):
@@ -434,8 +436,14 @@ class Raftkv(Cluster):
     script = "raftkv.lua"
     ready_path = "/ready"
 
-    def __init__(self, root: Path, client_ports: Sequence[int]):
+    def __init__(self, root: Path, client_ports: Sequence[int], *, etcd_api: bool = False):
         super().__init__(root, client_ports, [port + 100 for port in client_ports])
+        # With etcd_api, each member also serves etcd's gRPC API (client port + 200).
+        if etcd_api:
+            self.other_ports = [port + 200 for port in client_ports]
+
+    def etcd_endpoint(self, member: int) -> str:
+        return f"127.0.0.1:{self.other_ports[member]}"
 
     def start_member(self, member: int) -> Started:
         cluster = ",".join(
@@ -452,6 +460,8 @@ class Raftkv(Cluster):
             "--initial-cluster", cluster, "--log-level", "warning",
         ]
         # fmt: on
+        if self.other_ports:
+            command += ["--listen-client-grpc", self.etcd_endpoint(member)]
         return start(f"raftkv node {node}", command, self.root / f"n{node}.log")
 
     def leader_url(self) -> str:

@@ -113,3 +113,15 @@ def test_staged_writes_read_like_the_committed_result(
     staged.commit(2, 1)
     assert list(app.scan()) == sorted(model.items())
     assert app.applied() == (2, 1)
+
+
+def test_scans_between_many_staged_writes_do_not_sort_the_batch_again() -> None:
+    """A compaction scans after each key's deletes; the staged keys are kept sorted as they
+    come, so 20,000 such scans stay linear (they took seconds when each scan sorted)."""
+    app = MemoryAppData()
+    staged = StagedWrites(app)
+    for index in range(20_000):
+        key = b"k%08d" % ((index * 7919) % 20_000)
+        assert list(staged.scan(key, key + b"\x00")) == []
+        staged.put(key, b"v")
+    assert staged._sorted_keys == sorted(staged._pending)

@@ -8,7 +8,8 @@ from typing import TypeVar
 import pytest
 
 from raftkv.kv import EmptyKey, KvService, KvStateMachine, Put, Range, Txn, TxnCompare
-from raftkv.kv.errors import Compacted
+from raftkv.kv.errors import Compacted, FutureRevision
+from raftkv.kv.service import COMPACT_STEP_REVISIONS
 from raftkv.raft.core.types import NodeId
 from raftkv.raft.driver.errors import ReadTimeout
 from raftkv.raft.driver.settings import NodeSettings
@@ -98,6 +99,33 @@ def test_txn_and_compaction() -> None:
         await cluster.complete(service.compact(revision))
         with pytest.raises(Compacted):
             await cluster.complete(service.range(Range(key=b"lock", revision=revision - 1)))
+        await cluster.stop()
+
+    run_scenario(scenario)
+
+
+def test_a_large_compaction_goes_through_the_log_in_steps() -> None:
+    """Each step covers at most COMPACT_STEP_REVISIONS revisions (one log entry, a bounded
+    stretch of every member's loop); the whole is refused before any step when the
+    revision is in the future, or already compacted."""
+
+    async def scenario() -> None:
+        cluster, services = await started()
+        service = services[2]
+        for index in range(2 * COMPACT_STEP_REVISIONS + 500):
+            await cluster.complete(service.put(b"k%d" % index, b"v"))
+        revision = service.current_revision()
+        with pytest.raises(FutureRevision):
+            await cluster.complete(service.compact(revision + 10))
+        assert service.compacted_revision() == 0
+        before = cluster.nodes[NodeId(1)].status().last_index
+        result = await cluster.complete(service.compact(revision))
+        assert result.header.revision == revision
+        assert cluster.nodes[NodeId(1)].status().last_index - before == 3  # three steps
+        for node in services.values():
+            await cluster.run_until(lambda node=node: node.compacted_revision() == revision)
+        with pytest.raises(Compacted):
+            await cluster.complete(service.compact(revision - 5))
         await cluster.stop()
 
     run_scenario(scenario)

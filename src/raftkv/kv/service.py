@@ -83,7 +83,13 @@ from raftkv.kv.commands import (
     encode_command,
     is_read_only,
 )
-from raftkv.kv.errors import InvalidRequest, LeaseExists, LeaseNotFound
+from raftkv.kv.errors import (
+    Compacted,
+    FutureRevision,
+    InvalidRequest,
+    LeaseExists,
+    LeaseNotFound,
+)
 from raftkv.kv.layout import CorruptAlarm
 from raftkv.kv.mvcc import MvccView, ReadBudget
 from raftkv.kv.settings import KvSettings
@@ -93,6 +99,7 @@ from raftkv.kv.watch import WatchHub
 from raftkv.raft.clock import Clock
 from raftkv.raft.core.errors import ConfigInvalid, InvariantViolation
 from raftkv.raft.core.types import NodeId
+from raftkv.raft.driver.errors import ProposalTimeout
 from raftkv.raft.driver.node import Node
 from raftkv.raft.driver.status import NodeStatus
 
@@ -112,6 +119,9 @@ ReadT = TypeVar("ReadT")
 # Random lease ids drawn before giving up on collisions (each collision costs a log entry).
 _GRANT_ATTEMPTS = 3
 _MAX_LEASE_ID = (1 << 63) - 1
+# The most revisions one compaction log entry covers (see KvService.compact): a put-heavy
+# history compacts about 1,000 keys per entry, tens of milliseconds of each member's loop.
+COMPACT_STEP_REVISIONS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +266,37 @@ class KvService:
         return _cut_to(result, self.read_limits.read_budget())
 
     async def compact(self, revision: int, *, timeout: float | None = None) -> CompactResponse:
-        return await self._write(Compact(revision=revision), CompactResponse, "", 0, timeout)
+        """Compact up to `revision`, in steps of at most COMPACT_STEP_REVISIONS revisions,
+        each its own log entry: a step is applied on every member's event loop, and one
+        compaction of 100,000 keys at once would hold every loop for seconds (an election).
+        Each step is a compaction in its own right, so a failure part way leaves the
+        history compacted up to the last step done. `timeout` bounds the whole."""
+        check_request(Compact(revision=revision), self.settings)
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        if revision > self.current_revision():
+            # Refused whole, before a first step: confirm against the cluster's revision.
+            await self.node.read_index(timeout=timeout)
+            if revision > self.current_revision():
+                raise FutureRevision(revision, self.current_revision())
+        done = self.compacted_revision()
+        while True:
+            step = min(revision, max(done, 0) + COMPACT_STEP_REVISIONS)
+            remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
+            if remaining is not None and remaining <= 0:
+                raise ProposalTimeout(f"compacted up to {done} of {revision}; retry")
+            try:
+                result = await self._write(
+                    Compact(revision=step), CompactResponse, "", 0, remaining
+                )
+            except Compacted as error:
+                # Compacted further meanwhile (by another request, or this node lagged).
+                if step == revision or error.compact_revision >= revision:
+                    raise
+                done = error.compact_revision
+                continue
+            if step == revision:
+                return result
+            done = step
 
     async def publish_member(
         self,

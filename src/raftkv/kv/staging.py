@@ -10,14 +10,17 @@ since `savepoint()`, so a request that fails halfway leaves nothing behind.
 
 Invariants: `_pending` maps each staged key to its final value in this batch (None: deleted);
 `_undo` holds, per staged write in order, the key and what `_pending` held for it before
-(`_UNSTAGED`: nothing); `_sorted_keys`, when not None, is `sorted(_pending)`.
+(`_UNSTAGED`: nothing); `_sorted_keys` is always `sorted(_pending)`, kept so as each key is
+staged (a binary search and a list insert) rather than sorted again for each scan: a request
+that scans after each write (a compaction of n keys: a scan, then deletes, per key) would
+otherwise sort the whole batch n times, seconds of a blocked loop for 10,000 keys.
 Memory is proportional to the writes of one `apply` call.
 """
 
 from __future__ import annotations
 
 import enum
-from bisect import bisect_left
+from bisect import bisect_left, insort
 from collections.abc import Iterator, Sequence
 
 from raftkv.raft.storage.base import AppBatch, AppData
@@ -35,7 +38,7 @@ class StagedWrites:
         self.app = app
         self._pending: dict[bytes, bytes | None] = {}
         self._undo: list[tuple[bytes, bytes | _Unstaged | None]] = []
-        self._sorted_keys: list[bytes] | None = []
+        self._sorted_keys: list[bytes] = []
 
     def get(self, key: bytes) -> bytes | None:
         if key in self._pending:
@@ -47,7 +50,7 @@ class StagedWrites:
         Writes staged while the scan runs are not seen by it."""
         if not self._pending:
             return self.app.scan(start, end)
-        keys = self._sorted()
+        keys = self._sorted_keys
         staged = [
             (key, self._pending[key])
             for key in keys[bisect_left(keys, start) : bisect_left(keys, end)]
@@ -69,7 +72,8 @@ class StagedWrites:
             key, previous = self._undo.pop()
             if previous is _UNSTAGED:
                 del self._pending[key]
-                self._sorted_keys = None
+                keys = self._sorted_keys
+                del keys[bisect_left(keys, key)]
             else:
                 self._pending[key] = previous
 
@@ -90,13 +94,8 @@ class StagedWrites:
         previous = self._pending.get(key, _UNSTAGED)
         self._undo.append((key, previous))
         if previous is _UNSTAGED:
-            self._sorted_keys = None
+            insort(self._sorted_keys, key)
         self._pending[key] = value
-
-    def _sorted(self) -> list[bytes]:
-        if self._sorted_keys is None:
-            self._sorted_keys = sorted(self._pending)
-        return self._sorted_keys
 
 
 def _merge(
