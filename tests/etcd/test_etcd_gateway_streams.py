@@ -26,7 +26,7 @@ from raftkv.raft.storage.memory import MemoryAppData
 from raftkv.server import HttpSettings, create_app
 from raftkv.server.backup import read_backup
 from raftkv.server.backup_api import BackupHandlers
-from raftkv.testing.local_cluster import run_scenario
+from raftkv.testing.local_cluster import address_of, run_scenario
 
 
 def b64(data: str | bytes) -> str:
@@ -76,11 +76,11 @@ class Gateway:
 
 
 @asynccontextmanager
-async def gateway(*, snapshots: bool = False) -> AsyncIterator[Gateway]:
-    """The leader's gateway; with `snapshots`, its servicers are given the server's backup
-    source, as `raftkv serve` gives it."""
+async def gateway(*, snapshots: bool = False, follower: bool = False) -> AsyncIterator[Gateway]:
+    """The leader's gateway (a follower's with `follower`); with `snapshots`, its servicers
+    are given the server's backup source, as `raftkv serve` gives it."""
     async with etcd_cluster() as api:
-        node = api.leader()
+        node = api.follower() if follower else api.leader()
         service = api.services[node]
         servicers = api.servicers[node]
         context = None
@@ -222,6 +222,29 @@ def test_a_stopping_node_ends_the_stream_with_etcds_server_stopped_line() -> Non
             status, lines = await gw.lines("/v3/watch", "")
             assert status == 503
             assert lines[0]["error"]["message"] == "etcdserver: server stopped"
+
+    run_scenario(scenario)
+
+
+def test_grpc_metadata_headers_reach_the_stream_hasleader_ends_it_without_a_leader() -> None:
+    """grpc-gateway passes `Grpc-Metadata-<key>` headers on as gRPC metadata: etcd's
+    `hasleader` asks that the stream end once its member has no leader."""
+
+    async def scenario() -> None:
+        async with gateway(follower=True) as gw:
+            body = {"create_request": {"key": b64("a")}}
+            requiring = await gw.open("/v3/watch", body, {"Grpc-Metadata-Hasleader": "true"})
+            plain = await gw.open("/v3/watch", body)
+            for response in (requiring, plain):
+                assert (await gw.line(response))["result"]["created"] is True
+            gw.api.cluster.network.isolate(address_of(gw.node))
+            raw = await gw.api.cluster.complete(requiring.content.readline(), max_seconds=60)
+            assert json.loads(raw)["error"]["message"] == "etcdserver: no leader"
+            assert json.loads(raw)["error"]["grpc_code"] == 14
+            assert gw.api.services[gw.node].watch_hub.active == 1  # the other goes on
+            assert not plain.content.at_eof()
+            plain.close()
+            requiring.close()
 
     run_scenario(scenario)
 
