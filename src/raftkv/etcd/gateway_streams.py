@@ -118,14 +118,21 @@ class _StreamCall:
 
     # -- the handler's ---------------------------------------------------------------------
 
-    async def write_line(self, line: bytes, status: int = 200) -> None:
+    async def start(self, status: int = 200) -> web.StreamResponse:
+        """The response, its status line and headers sent (once: the first line's)."""
         if self.response is None:
             response = web.StreamResponse(status=status)
             response.content_type = "application/json"
+            # One HTTP chunk per line, as grpc-gateway flushes them: clients such as
+            # etcd3gw read a chunk as a line.
             response.enable_chunked_encoding()
             await response.prepare(self._request)
             self.response = response
-        await self.response.write(line)
+        return self.response
+
+    async def write_line(self, line: bytes, status: int = 200) -> None:
+        response = await self.start(status)
+        await response.write(line)
 
     def drop(self) -> None:
         """Abort the connection, with whatever it still holds."""
@@ -160,11 +167,8 @@ def stream_handler(
             return call.response if call.response is not None else web.Response()
         if status is not None:
             await _last_line(call, *status)
-        if call.response is None:
-            # Nothing to answer (a keep-alive body with no request): an empty 200.
-            await call.write_line(b"")
-        assert call.response is not None
-        return call.response
+        # Nothing written (a keep-alive body with no request): an empty 200.
+        return await call.start()
 
     return handle
 
