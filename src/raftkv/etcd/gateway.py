@@ -8,15 +8,17 @@ route calls the same servicer method the gRPC port does, so the two cannot diffe
 refusal answers etcd's gateway error body `{"error", "code", "message"}` (code: the gRPC
 status number) with the HTTP status grpc-gateway gives that code.
 
-Served here: the unary methods of KV, Lease, Cluster and Maintenance. Not yet: the streams
-(`/v3/watch`, `/v3/lease/keepalive`, `/v3/maintenance/snapshot`): docs/etcd.md.
+Served here: the unary methods of KV, Lease, Cluster and Maintenance, and the streams
+(`/v3/watch`, `/v3/lease/keepalive`, `/v3/maintenance/snapshot`) as newline-delimited
+`{"result": ...}` lines (raftkv.etcd.gateway_streams).
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final, NoReturn, cast
+from typing import Any, Final, NoReturn, assert_never, cast
 
 import grpc
 from aiohttp import web
@@ -24,29 +26,10 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from raftkv.etcd.calls import Context
+from raftkv.etcd.gateway_errors import error_response
+from raftkv.etcd.gateway_streams import Handler, stream_handler
 from raftkv.etcd.proto import rpc_pb2
 from raftkv.etcd.servicers import EtcdServicers
-
-# grpc-gateway's HTTP status for each gRPC status.
-_HTTP_STATUS: Final = {
-    grpc.StatusCode.OK: 200,
-    grpc.StatusCode.CANCELLED: 499,
-    grpc.StatusCode.UNKNOWN: 500,
-    grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
-    grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.ALREADY_EXISTS: 409,
-    grpc.StatusCode.PERMISSION_DENIED: 403,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
-    grpc.StatusCode.FAILED_PRECONDITION: 400,
-    grpc.StatusCode.ABORTED: 409,
-    grpc.StatusCode.OUT_OF_RANGE: 400,
-    grpc.StatusCode.UNIMPLEMENTED: 501,
-    grpc.StatusCode.INTERNAL: 500,
-    grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.DATA_LOSS: 500,
-    grpc.StatusCode.UNAUTHENTICATED: 401,
-}
 
 
 class _Refused(Exception):
@@ -76,12 +59,23 @@ class _GatewayCall:
         raise _Refused(code, details)
 
 
+class Shape(enum.Enum):
+    """How a route's method takes requests and answers (its gRPC method's shape)."""
+
+    UNARY = "unary"
+    # One request, a stream of responses (Snapshot).
+    SERVER_STREAM = "server_stream"
+    # A stream of requests (the body's), a stream of responses (Watch, LeaseKeepAlive).
+    BIDIRECTIONAL = "bidirectional"
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayRoute:
     path: str
     service: str
     method: str
     request: type[Message]
+    shape: Shape = Shape.UNARY
 
 
 # etcd's gateway paths (its .proto's google.api.http options), with the alternative paths
@@ -92,6 +86,7 @@ ROUTES: Final = (
     GatewayRoute("/v3/kv/deleterange", "kv", "DeleteRange", rpc_pb2.DeleteRangeRequest),
     GatewayRoute("/v3/kv/txn", "kv", "Txn", rpc_pb2.TxnRequest),
     GatewayRoute("/v3/kv/compaction", "kv", "Compact", rpc_pb2.CompactionRequest),
+    GatewayRoute("/v3/watch", "watch", "Watch", rpc_pb2.WatchRequest, Shape.BIDIRECTIONAL),
     GatewayRoute("/v3/lease/grant", "lease", "LeaseGrant", rpc_pb2.LeaseGrantRequest),
     GatewayRoute("/v3/lease/revoke", "lease", "LeaseRevoke", rpc_pb2.LeaseRevokeRequest),
     GatewayRoute("/v3/kv/lease/revoke", "lease", "LeaseRevoke", rpc_pb2.LeaseRevokeRequest),
@@ -102,6 +97,13 @@ ROUTES: Final = (
         "/v3/kv/lease/timetolive", "lease", "LeaseTimeToLive", rpc_pb2.LeaseTimeToLiveRequest
     ),
     GatewayRoute("/v3/lease/leases", "lease", "LeaseLeases", rpc_pb2.LeaseLeasesRequest),
+    GatewayRoute(
+        "/v3/lease/keepalive",
+        "lease",
+        "LeaseKeepAlive",
+        rpc_pb2.LeaseKeepAliveRequest,
+        Shape.BIDIRECTIONAL,
+    ),
     GatewayRoute("/v3/kv/lease/leases", "lease", "LeaseLeases", rpc_pb2.LeaseLeasesRequest),
     GatewayRoute("/v3/cluster/member/add", "cluster", "MemberAdd", rpc_pb2.MemberAddRequest),
     GatewayRoute(
@@ -119,6 +121,13 @@ ROUTES: Final = (
     GatewayRoute(
         "/v3/maintenance/defragment", "maintenance", "Defragment", rpc_pb2.DefragmentRequest
     ),
+    GatewayRoute(
+        "/v3/maintenance/snapshot",
+        "maintenance",
+        "Snapshot",
+        rpc_pb2.SnapshotRequest,
+        Shape.SERVER_STREAM,
+    ),
     GatewayRoute("/v3/maintenance/hash", "maintenance", "Hash", rpc_pb2.HashRequest),
     GatewayRoute("/v3/maintenance/hashkv", "maintenance", "HashKV", rpc_pb2.HashKVRequest),
     GatewayRoute(
@@ -130,25 +139,34 @@ ROUTES: Final = (
 )
 
 
-def gateway_routes(
-    servicers: EtcdServicers,
-) -> list[tuple[str, Callable[[web.Request], Awaitable[web.Response]]]]:
+def gateway_routes(servicers: EtcdServicers) -> list[tuple[str, Handler]]:
     """(path, handler) of every gateway route, for the HTTP API's app to serve with POST
     (behind its middlewares: metrics, body limits, the CORRUPT and removal guards)."""
     found = []
     for route in ROUTES:
-        servicer = getattr(servicers, route.service)
-        found.append((route.path, _handler(getattr(servicer, route.method), route.request)))
+        method = getattr(getattr(servicers, route.service), route.method)
+        handler: Handler
+        match route.shape:
+            case Shape.UNARY:
+                handler = _handler(method, route.request)
+            case Shape.SERVER_STREAM | Shape.BIDIRECTIONAL:
+                handler = stream_handler(
+                    method,
+                    route.request,
+                    bidirectional=route.shape is Shape.BIDIRECTIONAL,
+                    service=servicers.context.service,
+                )
+            case _:
+                assert_never(route.shape)
+        found.append((route.path, handler))
     return found
 
 
 Method = Callable[[Any, Context], Awaitable[Message]]
 
 
-def _handler(
-    method: Method, request_type: type[Message]
-) -> Callable[[web.Request], Awaitable[web.Response]]:
-    async def handle(request: web.Request) -> web.Response:
+def _handler(method: Method, request_type: type[Message]) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
         body = await request.read()
         message = request_type()
         try:
@@ -158,21 +176,18 @@ def _handler(
             # protobuf's message goes on with the list of every field: its first line says it.
             reason = str(error).splitlines()[0] if str(error) else "not JSON"
             name = request_type.DESCRIPTOR.name
-            return _error(grpc.StatusCode.INVALID_ARGUMENT, f"invalid JSON for {name}: {reason}")
+            return error_response(
+                grpc.StatusCode.INVALID_ARGUMENT, f"invalid JSON for {name}: {reason}"
+            )
         try:
             answer = await method(message, cast(Context, _GatewayCall()))
         except _Refused as refused:
-            return _error(refused.code, refused.message)
+            return error_response(refused.code, refused.message)
         except NotImplementedError:
-            return _error(grpc.StatusCode.UNIMPLEMENTED, "raftkv: this method is not served yet")
+            return error_response(
+                grpc.StatusCode.UNIMPLEMENTED, "raftkv: this method is not served yet"
+            )
         text = json_format.MessageToJson(answer, preserving_proto_field_name=True, indent=None)
         return web.Response(text=text, content_type="application/json")
 
     return handle
-
-
-def _error(code: grpc.StatusCode, message: str) -> web.Response:
-    number = code.value[0]
-    return web.json_response(
-        {"error": message, "code": number, "message": message}, status=_HTTP_STATUS[code]
-    )
