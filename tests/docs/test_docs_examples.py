@@ -418,7 +418,7 @@ def test_inline_public_attributes(documents: list[Document]) -> None:
 
 
 def test_every_route_is_documented(http_app: HttpApp) -> None:
-    """raftkv's routes in docs/http-api.md; etcd's gateway (/v3/) in docs/etcd.md."""
+    """raftkv's routes in docs/http-api.md; etcd's gateway (/v3/, /version) in docs/etcd.md."""
     for document, etcd in (("http-api.md", False), ("etcd.md", True)):
         text = (ROOT / "docs" / document).read_text()
         documented = {
@@ -428,7 +428,8 @@ def test_every_route_is_documented(http_app: HttpApp) -> None:
         missing = sorted(
             f"{method} {route}"
             for method, route in http_app.routes
-            if route.startswith("/v3/") == etcd and (method, route) not in documented
+            if (route.startswith("/v3/") or route == "/version") == etcd
+            and (method, route) not in documented
         )
         assert not missing, f"routes missing from docs/{document}: " + ", ".join(missing)
 

@@ -106,3 +106,19 @@ def test_every_route_is_one_of_etcds_gateway_paths() -> None:
     assert all(path.startswith("/v3/") for path in paths)
     for route in ROUTES:
         assert route.request.DESCRIPTOR.full_name.startswith("etcdserverpb.")
+
+
+def test_version_answers_as_etcds_does() -> None:
+    async def scenario() -> None:
+        async with gateway() as (api, client):
+
+            async def get() -> tuple[int, Any]:
+                async with client.get("/version") as response:
+                    return response.status, await response.json()
+
+            status, body = await api.cluster.complete(get())
+            assert status == 200
+            assert set(body) == {"etcdserver", "etcdcluster"}
+            assert body["etcdserver"].startswith(body["etcdcluster"] + "+raftkv.")
+
+    run_scenario(scenario)

@@ -28,6 +28,7 @@ from google.protobuf.message import Message
 from raftkv.etcd.calls import Context
 from raftkv.etcd.gateway_errors import error_response
 from raftkv.etcd.gateway_streams import Handler, stream_handler
+from raftkv.etcd.maintenance_servicer import VERSION
 from raftkv.etcd.proto import rpc_pb2
 from raftkv.etcd.servicers import EtcdServicers
 
@@ -139,10 +140,17 @@ ROUTES: Final = (
 )
 
 
-def gateway_routes(servicers: EtcdServicers) -> list[tuple[str, Handler]]:
-    """(path, handler) of every gateway route, for the HTTP API's app to serve with POST
+async def version(request: web.Request) -> web.Response:
+    """`GET /version`, as etcd answers it: the server and cluster versions (etcd's API
+    level, with raftkv's version as build metadata). Gateway clients (etcd3gw) read it to
+    find the API's path."""
+    return web.json_response({"etcdserver": VERSION, "etcdcluster": VERSION.split("+")[0]})
+
+
+def gateway_routes(servicers: EtcdServicers) -> list[tuple[str, str, Handler]]:
+    """(method, path, handler) of every gateway route, for the HTTP API's app to serve
     (behind its middlewares: metrics, body limits, the CORRUPT and removal guards)."""
-    found = []
+    found: list[tuple[str, str, Handler]] = [("GET", "/version", version)]
     for route in ROUTES:
         method = getattr(getattr(servicers, route.service), route.method)
         handler: Handler
@@ -158,7 +166,7 @@ def gateway_routes(servicers: EtcdServicers) -> list[tuple[str, Handler]]:
                 )
             case _:
                 assert_never(route.shape)
-        found.append((route.path, handler))
+        found.append(("POST", route.path, handler))
     return found
 
 
