@@ -147,4 +147,10 @@ def test_a_peer_that_does_not_serve_transfers_fails_them_with_a_clear_error(
     caplog.set_level(logging.WARNING, logger=LOGGER)
     run(scenario())
     failures = [line for line in log_lines(caplog) if " failed: " in line]
-    assert any("older raftkv and must be upgraded" in line for line in failures), failures
+    # gRPC sometimes loses the UNIMPLEMENTED status to its own write failure when the
+    # first chunk races the answer (grpc_snapshot_sender): both messages name the cause.
+    assert any(
+        "older raftkv and must be upgraded" in line
+        or "older raftkv without SnapshotTransfer (it must be upgraded)" in line
+        for line in failures
+    ), failures

@@ -16,6 +16,8 @@ from raftkv.raft.transport.grpc_service import SNAPSHOT_TRANSFER_METHOD
 __all__ = ["GrpcUploadStream"]
 
 _TransferCall = grpc.aio.StreamStreamCall[wire.SnapshotUpload, wire.SnapshotReply]
+# The details gRPC gives a call whose write failed inside its core.
+_CORE_WRITE_FAILED = "Internal error from Core"
 
 
 class GrpcUploadStream:
@@ -54,6 +56,15 @@ class GrpcUploadStream:
             return (
                 f"the peer does not serve SnapshotTransfer: it runs an older raftkv and must "
                 f"be upgraded ({details})"
+            )
+        if code is grpc.StatusCode.INTERNAL and details == _CORE_WRITE_FAILED:
+            # gRPC's own status for a write the stream refused: a peer that answered
+            # UNIMPLEMENTED while the first chunk was on its way ends up here too, its
+            # status lost (a race inside gRPC, seen on a loaded machine).
+            return (
+                f"the stream broke as the transfer began ({details}): the peer may run an "
+                "older raftkv without SnapshotTransfer (it must be upgraded), or the "
+                "connection failed"
             )
         return f"{code.name}: {details}" if details else code.name
 
