@@ -303,3 +303,25 @@ def test_garbage_on_the_port_closes_that_connection_and_nothing_else() -> None:
             assert (await _range(api, b"still")).count == 1
 
     run_scenario(scenario)
+
+
+def test_calls_beyond_the_ports_limit_are_refused_at_once() -> None:
+    async def scenario() -> None:
+        async with etcd_cluster(settings=EtcdSettings(max_concurrent_calls=2)) as api:
+            leader = api.leader()
+            # Two watch streams hold both slots (each opened by its first message).
+            streams = [api.stubs(leader).Watch.Watch() for _ in range(2)]
+            for stream in streams:
+                create = rpc_pb2.WatchCreateRequest(key=b"w")
+                await api.cluster.complete(
+                    stream.write(rpc_pb2.WatchRequest(create_request=create))
+                )
+                assert (await api.cluster.complete(stream.read())).created
+            code, message = await _refused(_range(api, b"w"))
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, message
+            streams[0].cancel()
+            await api.cluster.run_until(lambda: api.servicers[leader].watch.streams == 1)
+            assert (await _range(api, b"w")).count == 0
+            streams[1].cancel()
+
+    run_scenario(scenario)

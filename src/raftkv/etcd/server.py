@@ -9,8 +9,9 @@ closes their context after closing the port.
 
 Limits, as etcd's own server sets them: a request over `max_request_bytes` (etcd's 1.5 MiB
 default, plus gRPC's framing allowance) is refused by gRPC before it is decoded; at most
-`max_streams_per_connection` calls are open on one connection at once; a client may ping
-no more often than every 5 s (a flood of pings closes its connection).
+`max_streams_per_connection` calls are open on one connection at once, and
+`max_concurrent_calls` on the whole port (one more: RESOURCE_EXHAUSTED at once); a client
+may ping no more often than every 5 s (a flood of pings closes its connection).
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ class EtcdGrpcPort:
                 ("grpc.http2.min_ping_interval_without_data_ms", 5000),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
+            maximum_concurrent_rpcs=settings.max_concurrent_calls,
         )
         servicers = self.servicers
         # The generated registration functions are untyped (grpc_tools writes no stubs).

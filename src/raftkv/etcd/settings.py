@@ -20,6 +20,9 @@ class EtcdSettings:
     max_request_bytes: int = 1536 * 1024
     # Calls (unary or streams: watches, keep-alives) open at once on one connection.
     max_streams_per_connection: int = 1000
+    # Calls open at once on the whole port, all connections together; one more is refused
+    # at once with RESOURCE_EXHAUSTED (each open call holds a task and its buffers).
+    max_concurrent_calls: int = 10_000
     # How long a stopping server lets calls under way finish.
     shutdown_grace_s: float = 5.0
     # Watch streams: watches per stream, send timeout, progress_notify interval, no-leader
@@ -27,7 +30,7 @@ class EtcdSettings:
     watch: WatchStreamSettings = field(default_factory=WatchStreamSettings)
 
     def __post_init__(self) -> None:
-        for name in ("max_request_bytes", "max_streams_per_connection"):
+        for name in ("max_request_bytes", "max_streams_per_connection", "max_concurrent_calls"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigInvalid(f"EtcdSettings.{name} must be a positive integer")
