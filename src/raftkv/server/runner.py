@@ -300,6 +300,7 @@ class Server:
                 backup=backup,
             ),
             EtcdSettings(
+                max_request_bytes=settings.etcd_max_request_bytes,
                 shutdown_grace_s=settings.shutdown_timeout_s,
                 watch=WatchStreamSettings(
                     send_timeout_s=settings.watch_send_timeout_s,

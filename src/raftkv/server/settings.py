@@ -301,6 +301,11 @@ class ServerSettings:
         10.0, _parse_float, "How often the leader checks whether to compact."
     )
     max_body_bytes: int = _setting(2 << 20, _parse_int, "Largest HTTP request body.")
+    etcd_max_request_bytes: int = _setting(
+        1536 * 1024,
+        _parse_int,
+        "Largest request on the etcd gRPC port (etcd's --max-request-bytes, 1.5 MiB).",
+    )
     max_concurrent_backups: int = _setting(
         1, _parse_int, "Backups (GET /v1/snapshot) made at once; more are refused (503 busy)."
     )
@@ -464,6 +469,7 @@ class ServerSettings:
             "heartbeat_ticks",
             "snapshot_every_entries",
             "max_body_bytes",
+            "etcd_max_request_bytes",
             "max_concurrent_backups",
             "max_key_bytes",
             "max_value_bytes",
