@@ -122,3 +122,22 @@ def test_version_answers_as_etcds_does() -> None:
             assert body["etcdserver"].startswith(body["etcdcluster"] + "+raftkv.")
 
     run_scenario(scenario)
+
+
+def test_etcd_calls_are_counted_and_timed_in_metrics() -> None:
+    async def scenario() -> None:
+        async with gateway() as (api, client):
+            await post(api, client, "/v3/kv/put", {"key": b64("m"), "value": b64("1")})
+            await post(api, client, "/v3/kv/range", {"key": b64("m"), "revision": "99"})
+
+            async def scrape() -> str:
+                async with client.get("/metrics") as response:
+                    return await response.text()
+
+            text = await api.cluster.complete(scrape())
+            assert 'raftkv_etcd_requests_total{code="OK",method="Put"} 1.0' in text
+            assert 'raftkv_etcd_requests_total{code="OUT_OF_RANGE",method="Range"} 1.0' in text
+            assert 'raftkv_etcd_request_duration_seconds_count{method="Put"} 1.0' in text
+            assert "raftkv_etcd_watch_streams 0.0" in text
+
+    run_scenario(scenario)

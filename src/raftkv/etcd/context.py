@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from raftkv.etcd.call_stats import CallStats
 from raftkv.etcd.proto import rpc_pb2
 from raftkv.kv.service import KvService
 from raftkv.raft.core.types import NodeId
@@ -38,6 +39,8 @@ class EtcdContext:
         # What Maintenance.Snapshot streams (None: it is refused as UNIMPLEMENTED).
         self.backup = backup
         self.cluster_id = cluster_id
+        # The unary calls' counts and durations (raftkv.etcd.calls), for /metrics.
+        self.stats = CallStats()
         # How long one call may wait for the cluster (the server's request_timeout_s).
         self.request_timeout_s = request_timeout_s
         self.member_id = int(service.member_id)

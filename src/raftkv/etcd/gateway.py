@@ -33,7 +33,10 @@ from raftkv.etcd.proto import rpc_pb2
 from raftkv.etcd.servicers import EtcdServicers
 
 
-class _Refused(Exception):
+class _Refused(grpc.aio.AbortError):
+    """The call was ended (abort): an AbortError, as gRPC's own, so that what wraps a
+    servicer's method (raftkv.etcd.calls.translated) lets it through as one."""
+
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
         super().__init__(message)
         self.code = code
@@ -45,8 +48,14 @@ class _GatewayCall:
     applies the server's request timeout), and `abort`, which ends the HTTP request with
     the status instead."""
 
+    def __init__(self) -> None:
+        self._code = grpc.StatusCode.OK
+
     def time_remaining(self) -> float | None:
         return None
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
 
     # What a generated servicer's method that is not implemented sets before it raises
     # NotImplementedError.
@@ -57,6 +66,7 @@ class _GatewayCall:
         pass
 
     async def abort(self, code: grpc.StatusCode, details: str = "") -> NoReturn:
+        self._code = code
         raise _Refused(code, details)
 
 

@@ -61,7 +61,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 StreamMethod = Callable[[Any, Context], Any]
 
 
-class _Aborted(Exception):
+class _Aborted(grpc.aio.AbortError):
+    """The call was ended (abort): an AbortError, as gRPC's own, so that what wraps a
+    servicer's method lets it through as one."""
+
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
         super().__init__(message)
         self.code = code
@@ -82,6 +85,8 @@ class _StreamCall:
         self._pending = deque(requests)
         # Prepared (status line and headers sent) on the first write.
         self.response: web.StreamResponse | None = None
+        # The code the call was ended with (OK until it is aborted).
+        self._code = grpc.StatusCode.OK
 
     # -- what servicers call ---------------------------------------------------------------
 
@@ -97,7 +102,11 @@ class _StreamCall:
         await self.write_line(_line({"result": fields}))
 
     async def abort(self, code: grpc.StatusCode, details: str = "") -> NoReturn:
+        self._code = code
         raise _Aborted(code, details)
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return tuple(

@@ -318,6 +318,7 @@ def create_app(
         # add_route, not add_get: a GET route does not answer HEAD.
         app.router.add_route(route.method, route.path, handlers.of(route.handler))
     if etcd is not None:
+        metrics.etcd = etcd
         for method, path, handler in gateway_routes(etcd):
             app.router.add_route(method, path, handler)
     return app

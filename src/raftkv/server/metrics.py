@@ -159,7 +159,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Protocol
@@ -176,6 +175,7 @@ from prometheus_client.core import (
     Metric,
 )
 
+from raftkv.etcd.servicers import EtcdServicers
 from raftkv.kv import CorruptChecker, KvStateMachine, LeaseKeeper
 from raftkv.raft.core.types import StateRole
 from raftkv.raft.driver.errors import Stopped
@@ -183,6 +183,8 @@ from raftkv.raft.driver.node import Node
 from raftkv.raft.driver.status import Histogram, NodeStatus
 from raftkv.raft.transport.peer_transport import PeerTransport
 from raftkv.server.collector import GcPauses
+from raftkv.server.etcd_metrics import etcd_families
+from raftkv.server.histograms import add_histogram, bound_text
 
 __all__ = ["Metrics"]
 
@@ -265,6 +267,7 @@ class Metrics:
         self.lease_keeper: LeaseKeeper | None = None
         self.corrupt_checker: CorruptChecker | None = None
         self.client_port: ClientPortCounters | None = None
+        self.etcd: EtcdServicers | None = None
         self.registry = CollectorRegistry()
         self._loop_lag = PrometheusHistogram(
             "raftkv_event_loop_lag_seconds",
@@ -381,6 +384,7 @@ class _NodeCollector:
         yield from _hash_checks(self._metrics)
         if isinstance(node.transport, PeerTransport):
             yield from _transport(node.transport)
+        yield from etcd_families(self._metrics.etcd)
 
 
 def _status_or_none(node: Node) -> NodeStatus | None:
@@ -456,18 +460,8 @@ def _raft_state(status: NodeStatus | None) -> Iterator[Metric]:
 
 def _histogram(name: str, documentation: str, histogram: Histogram) -> HistogramMetricFamily:
     family = HistogramMetricFamily(name, documentation, labels=[])
-    _add_histogram(family, [], histogram)
+    add_histogram(family, [], histogram)
     return family
-
-
-def _add_histogram(family: HistogramMetricFamily, labels: list[str], histogram: Histogram) -> None:
-    buckets = [(_bound_text(bound), float(count)) for bound, count in histogram.cumulative()]
-    family.add_metric(labels, buckets, histogram.sum)
-
-
-def _bound_text(bound: float) -> str:
-    """A bucket's `le` as prometheus_client writes its own ("0.005", "1.0", "+Inf")."""
-    return "+Inf" if math.isinf(bound) else repr(bound)
 
 
 def _raft_stats(node: Node) -> Iterator[Metric]:
@@ -534,8 +528,8 @@ def _raft_stats(node: Node) -> Iterator[Metric]:
         "Creating a snapshot (encode and write) or installing the leader's.",
         labels=["operation"],
     )
-    _add_histogram(durations, ["create"], stats.snapshot_create_seconds)
-    _add_histogram(durations, ["install"], stats.snapshot_install_seconds)
+    add_histogram(durations, ["create"], stats.snapshot_create_seconds)
+    add_histogram(durations, ["install"], stats.snapshot_install_seconds)
     yield durations
     yield _gauge(
         "raftkv_snapshot_last_size_bytes",
@@ -601,7 +595,7 @@ def _leases_and_watches(metrics: Metrics) -> Iterator[Metric]:
         if recent:
             for quantile in (0.5, 0.99, 1.0):
                 position = min(len(recent) - 1, int(quantile * len(recent)))
-                delays.add_metric([_bound_text(quantile)], recent[position])
+                delays.add_metric([bound_text(quantile)], recent[position])
     yield expired
     yield delays
     yield _gauge("raftkv_watches", "Watch streams open on this node.", machine.watch_hub.active)
