@@ -151,10 +151,11 @@ ROUTES: Final = (
 
 
 async def version(request: web.Request) -> web.Response:
-    """`GET /version`, as etcd answers it: the server and cluster versions (etcd's API
-    level, with raftkv's version as build metadata). Gateway clients (etcd3gw) read it to
-    find the API's path."""
-    return web.json_response({"etcdserver": VERSION, "etcdcluster": VERSION.split("+")[0]})
+    """`GET /version`, as etcd answers it: the server and cluster versions, plain
+    major.minor.patch (etcd's API level: gateway clients such as etcd3gw parse them as
+    integers to find the API's path), and raftkv's own version beside them."""
+    api_level, _, raftkv = VERSION.partition("+raftkv.")
+    return web.json_response({"etcdserver": api_level, "etcdcluster": api_level, "raftkv": raftkv})
 
 
 def gateway_routes(servicers: EtcdServicers) -> list[tuple[str, str, Handler]]:

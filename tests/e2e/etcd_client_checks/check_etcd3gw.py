@@ -97,9 +97,7 @@ def main() -> None:
     check, prefix, url = sys.argv[1:]
     parts = urlsplit(url)
     assert parts.hostname is not None and parts.port is not None, url
-    client = etcd3gw.Etcd3Client(
-        host=parts.hostname, port=parts.port, timeout=TIMEOUT_S, api_path="/v3/"
-    )
+    client = etcd3gw.Etcd3Client(host=parts.hostname, port=parts.port, timeout=TIMEOUT_S)
     {"kv": kv, "watch": watch, "lease": lease}[check](client, prefix)
     print("ok")
 
