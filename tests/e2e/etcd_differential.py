@@ -5,7 +5,9 @@ store: cluster and member ids and the raft term (placeholders here), and revisio
 each store counts from its own past (earlier tests, a leader change). A `Differential`
 therefore takes each store's revision when a test begins (`begin`) and compares revisions
 relative to it; a command that names a revision gives it as `Rev(offset)`, made concrete
-per store. stderr is compared by etcdctl's `Error: ...` lines (the client library's JSON
+per store, and a value each store names differently (a lease id) as `Each(...)`; what the
+stores print differently on purpose (ids, member counts) is masked by the `masks` a
+command is run with. stderr is compared by etcdctl's `Error: ...` lines (the client library's JSON
 log lines name pointers and times), and the exit codes must be equal.
 """
 
@@ -13,7 +15,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from raftkv.testing.etcd_tools import Etcdctl, EtcdctlResult
@@ -33,6 +36,17 @@ class Rev:
 
     offset: int
     prefix: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Each:
+    """An argument each store is given its own value of (e.g. its lease id in hex)."""
+
+    values: dict[str, str] = field(default_factory=dict)
+
+
+# (pattern, replacement) pairs applied to stdout and the error lines before comparing.
+Masks = Sequence[tuple[str, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +73,20 @@ def _relative_json(value: Any, base: int) -> Any:
     return value
 
 
-def normalize(result: EtcdctlResult, base: int) -> Seen:
-    stdout: Any = result.stdout
+def masked(text: str, masks: Masks) -> str:
+    for pattern, replacement in masks:
+        text = re.sub(pattern, replacement, text, flags=re.MULTILINE)
+    return text
+
+
+def normalize_json_lines(text: str, base: int) -> list[Any]:
+    """Output of one JSON document a line (`watch -w=json`), revisions relative to
+    `base` and what names the store replaced."""
+    return [_relative_json(json.loads(line), base) for line in text.splitlines() if line]
+
+
+def normalize(result: EtcdctlResult, base: int, masks: Masks = ()) -> Seen:
+    stdout: Any = masked(result.stdout, masks)
     if result.returncode == 0 and ("-w=json" in result.args or "--write-out=json" in result.args):
         # The JSON is the last line (txn -i prints its prompts before it).
         *prompts, document = stdout.splitlines()
@@ -69,7 +95,8 @@ def normalize(result: EtcdctlResult, base: int) -> Seen:
         stdout = FIELDS_STORE.sub(r'"\1" : <store>', stdout)
         stdout = FIELDS_REVISION.sub(lambda m: f"{m[1]}{int(m[2]) - base}", stdout)
         stdout = COMPACTED_TO.sub(lambda m: f"compacted revision {int(m[1]) - base}", stdout)
-    return Seen(result.returncode, stdout, tuple(result.errors))
+    errors = tuple(masked(line, masks) for line in result.errors)
+    return Seen(result.returncode, stdout, errors)
 
 
 class Differential:
@@ -88,16 +115,31 @@ class Differential:
         """Take each store's revision now as the origin of the revisions compared."""
         self.base = {store: self.revision(store) for store in self.stores}
 
-    def run(self, *args: str | Rev, stdin: str = "") -> EtcdctlResult:
-        """Run at both, assert both printed the same (normalized); raftkv's result."""
-        results: dict[str, EtcdctlResult] = {}
-        for store, etcdctl in self.stores.items():
-            concrete = [
-                f"{arg.prefix}{self.base[store] + arg.offset}" if isinstance(arg, Rev) else arg
-                for arg in args
-            ]
-            results[store] = etcdctl.run(*concrete, stdin=stdin)
-        seen = {store: normalize(result, self.base[store]) for store, result in results.items()}
+    def concrete(self, store: str, args: Sequence[str | Rev | Each]) -> list[str]:
+        """`args` as given to `store`'s etcdctl."""
+        return [
+            f"{arg.prefix}{self.base[store] + arg.offset}"
+            if isinstance(arg, Rev)
+            else arg.values[store]
+            if isinstance(arg, Each)
+            else arg
+            for arg in args
+        ]
+
+    def run_each(self, *args: str | Rev | Each, stdin: str = "") -> dict[str, EtcdctlResult]:
+        """Run at both without comparing: each store's result."""
+        return {
+            store: etcdctl.run(*self.concrete(store, args), stdin=stdin)
+            for store, etcdctl in self.stores.items()
+        }
+
+    def run(self, *args: str | Rev | Each, stdin: str = "", masks: Masks = ()) -> EtcdctlResult:
+        """Run at both, assert both printed the same (normalized, `masks` applied);
+        raftkv's result."""
+        results = self.run_each(*args, stdin=stdin)
+        seen = {
+            store: normalize(result, self.base[store], masks) for store, result in results.items()
+        }
         assert seen["raftkv"] == seen["etcd"], (
             f"etcdctl {' '.join(map(str, args))}: raftkv and etcd differ\n"
             f"raftkv: {results['raftkv']}\netcd:   {results['etcd']}"

@@ -4,7 +4,9 @@ single-member etcd 3.5 to compare it with. Both binaries come with the dev depen
 system etcd.
 
 `Etcdctl.run` runs one etcdctl command with bounded dial, command and process timeouts
-and keeps what it printed; `running_etcd` starts an etcd in a directory of its own, on
+and keeps what it printed; `Etcdctl.spawn` starts one that runs until stopped (watch,
+lock, elect, lease keep-alive) as an `EtcdctlProcess`, whose output is read as it comes
+and waited on with bounded polls; `running_etcd` starts an etcd in a directory of its own, on
 free loopback ports below the ephemeral range, waits (bounded) until it serves, and stops
 it on the way out, SIGKILL if SIGTERM is not enough.
 """
@@ -16,7 +18,8 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +31,7 @@ __all__ = [
     "EtcdServer",
     "EtcdToolMissing",
     "Etcdctl",
+    "EtcdctlProcess",
     "EtcdctlResult",
     "etcd_binary",
     "running_etcd",
@@ -104,6 +108,20 @@ class Etcdctl:
         }
         self.environ["ETCDCTL_API"] = "3"
 
+    def command(self, args: Sequence[str], endpoints: Sequence[str] | None = None) -> list[str]:
+        return [
+            str(self.binary),
+            f"--endpoints={','.join(endpoints or self.endpoints)}",
+            f"--dial-timeout={self.dial_timeout_s}s",
+            f"--command-timeout={self.command_timeout_s}s",
+            *args,
+        ]
+
+    def spawn(self, *args: str, endpoints: Sequence[str] | None = None) -> EtcdctlProcess:
+        """Start `etcdctl --endpoints=... <args>` in the background (stdin closed); stop it
+        with the answer's `stop`/`kill`, or use it as a context manager."""
+        return EtcdctlProcess(tuple(args), self.command(args, endpoints), self.environ)
+
     def run(
         self,
         *args: str,
@@ -112,15 +130,8 @@ class Etcdctl:
     ) -> EtcdctlResult:
         """Run `etcdctl --endpoints=... <args>` with `stdin` as its input; never raises for a
         failed command (see EtcdctlResult.check), only when it outlives its timeouts."""
-        command = [
-            str(self.binary),
-            f"--endpoints={','.join(endpoints or self.endpoints)}",
-            f"--dial-timeout={self.dial_timeout_s}s",
-            f"--command-timeout={self.command_timeout_s}s",
-            *args,
-        ]
         completed = subprocess.run(
-            command,
+            self.command(args, endpoints),
             input=stdin,
             capture_output=True,
             text=True,
@@ -130,6 +141,125 @@ class Etcdctl:
             check=False,
         )
         return EtcdctlResult(tuple(args), completed.returncode, completed.stdout, completed.stderr)
+
+
+class EtcdctlProcess:
+    """One etcdctl command running in the background. Its stdout and stderr are read by a
+    thread each into what `stdout`/`stderr` answer (so a full pipe never blocks it); waits
+    are bounded polls. Invariant: once `stop` or `kill` has returned, the process has
+    exited and both readers have seen the end of its output."""
+
+    def __init__(self, args: tuple[str, ...], command: list[str], environ: dict[str, str]) -> None:
+        self.args = args
+        self.process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=environ,
+        )
+        self._lock = threading.Lock()
+        self._out: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
+        self._readers = [
+            threading.Thread(target=self._read, args=(name, pipe), daemon=True)
+            for name, pipe in (("stdout", self.process.stdout), ("stderr", self.process.stderr))
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, name: str, pipe: Any) -> None:
+        for chunk in iter(lambda: pipe.read1(65536), b""):
+            with self._lock:
+                self._out[name] += chunk
+        pipe.close()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def stdout(self) -> str:
+        with self._lock:
+            return self._out["stdout"].decode(errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        with self._lock:
+            return self._out["stderr"].decode(errors="replace")
+
+    @property
+    def errors(self) -> list[str]:
+        """stderr's `Error: ...` lines (see EtcdctlResult.errors)."""
+        return [line for line in self.stderr.splitlines() if line.startswith("Error:")]
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def describe(self) -> str:
+        return (
+            f"etcdctl {' '.join(self.args)} (pid {self.pid}, exit {self.process.poll()}):\n"
+            f"stdout: {self.stdout}\nstderr: {self.stderr}"
+        )
+
+    def wait_for(self, condition: Callable[[str], bool], timeout_s: float, what: str) -> str:
+        """stdout once `condition(stdout)` holds; AssertionError showing the output after
+        `timeout_s` seconds, or as soon as the process exited without it holding."""
+
+        def holds() -> bool:
+            exited = not self.running()
+            if condition(self.stdout):
+                return True
+            if exited:
+                self._join()
+                if condition(self.stdout):
+                    return True
+                raise AssertionError(f"{what}: it exited first. {self.describe()}")
+            return False
+
+        try:
+            wait_until(holds, timeout_s, what)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{self.describe()}") from None
+        return self.stdout
+
+    def wait_for_lines(self, count: int, timeout_s: float, what: str) -> list[str]:
+        """The first `count` lines of stdout once printed."""
+        self.wait_for(lambda out: len(out.splitlines()) >= count, timeout_s, what)
+        return self.stdout.splitlines()[:count]
+
+    def wait(self, timeout_s: float) -> int:
+        """The exit code once it exits by itself (TimeoutExpired after `timeout_s`)."""
+        code = self.process.wait(timeout=timeout_s)
+        self._join()
+        return code
+
+    def _join(self) -> None:
+        for reader in self._readers:
+            reader.join(timeout=10)
+
+    def signal(self, number: int) -> None:
+        if self.running():
+            self.process.send_signal(number)
+
+    def stop(self, timeout_s: float = 10) -> int:
+        """SIGTERM (etcdctl's lock and elect then unlock or resign), SIGKILL if it outlives
+        `timeout_s`; the exit code."""
+        self.signal(signal.SIGTERM)
+        try:
+            return self.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            return self.kill()
+
+    def kill(self) -> int:
+        """SIGKILL: no unlock, no resign, no lease revoke; what a crash leaves behind."""
+        self.signal(signal.SIGKILL)
+        return self.wait(30)
+
+    def __enter__(self) -> EtcdctlProcess:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
 
 class EtcdServer:
