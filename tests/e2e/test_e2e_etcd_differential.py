@@ -32,7 +32,7 @@ SEEDS = [
     0,
     1,
     2,
-    3,  # op 38: a watch from the compaction revision itself (a deviation, now named)
+    3,
     4,
     5,
 ]
