@@ -93,6 +93,112 @@ def test_range_sorts_filters_and_limits_as_etcd() -> None:
     run_scenario(scenario)
 
 
+def test_keys_only_sorted_by_value_is_sorted_by_the_values_it_leaves_out() -> None:
+    # Found by the etcd differential (seed 20): raftkv dropped the values before sorting,
+    # so every value compared equal and the keys came in key order.
+    async def scenario() -> None:
+        async with etcd_cluster() as api:
+            for key, value in ((b"v/a", b"3"), (b"v/b", b"1"), (b"v/c", b"2")):
+                await _put(api, key, value)
+            Sort = rpc_pb2.RangeRequest
+            for order, expected in (
+                (Sort.NONE, [b"v/b", b"v/c", b"v/a"]),
+                (Sort.ASCEND, [b"v/b", b"v/c", b"v/a"]),
+                (Sort.DESCEND, [b"v/a", b"v/c", b"v/b"]),
+            ):
+                found = await _range(
+                    api,
+                    b"v/",
+                    range_end=b"v0",
+                    sort_target=Sort.VALUE,
+                    sort_order=order,
+                    keys_only=True,
+                )
+                assert [kv.key for kv in found.kvs] == expected
+                assert [kv.value for kv in found.kvs] == [b"", b"", b""]
+            # In a txn too.
+            request = rpc_pb2.TxnRequest(
+                success=[
+                    rpc_pb2.RequestOp(
+                        request_range=rpc_pb2.RangeRequest(
+                            key=b"v/", range_end=b"v0", sort_target=Sort.VALUE, keys_only=True
+                        )
+                    )
+                ]
+            )
+            answer = await api.call(api.leader(), "KV", "Txn", request)
+            (op,) = answer.responses
+            assert [kv.key for kv in op.response_range.kvs] == [b"v/b", b"v/c", b"v/a"]
+            assert {kv.value for kv in op.response_range.kvs} == {b""}
+
+    run_scenario(scenario)
+
+
+def test_a_limit_with_a_sort_target_but_no_order_sorts_one_key_more_than_the_limit() -> None:
+    # etcd reads limit + 1 keys (in key order), sorts them ascending by the target, then
+    # cuts to limit: the key after the limit can come first. raftkv read only `limit`.
+    async def scenario() -> None:
+        async with etcd_cluster() as api:
+            for key, value in ((b"l/a", b"3"), (b"l/b", b"2"), (b"l/c", b"1"), (b"l/d", b"0")):
+                await _put(api, key, value)
+            found = await _range(
+                api, b"l/", range_end=b"l0", limit=2, sort_target=rpc_pb2.RangeRequest.VALUE
+            )
+            # l/a, l/b, l/c read; by value: l/c, l/b, l/a; cut to 2.
+            assert [kv.key for kv in found.kvs] == [b"l/c", b"l/b"]
+            assert (found.more, found.count) == (True, 4)
+            exact = await _range(api, b"l/", range_end=b"l0", limit=4)
+            assert (len(exact.kvs), exact.more) == (4, False)
+            short = await _range(api, b"l/", range_end=b"l0", limit=3)
+            assert ([kv.key for kv in short.kvs], short.more) == ([b"l/a", b"l/b", b"l/c"], True)
+
+    run_scenario(scenario)
+
+
+def test_a_txn_that_writes_refuses_a_range_at_its_own_revision_as_etcd() -> None:
+    # Found by the etcd differential (seed 6): etcd checks a txn's ranges against the
+    # revision before the txn, so a range at the txn's own revision is a future revision
+    # and nothing is written; raftkv read it from the txn's own view.
+    async def scenario() -> None:
+        async with etcd_cluster() as api:
+            before = (await _put(api, b"f/a", b"1")).header.revision
+            own = before + 1
+
+            def txn(success: list[Any], failure: list[Any], *compares: Any) -> Any:
+                return rpc_pb2.TxnRequest(compare=compares, success=success, failure=failure)
+
+            put = rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=b"f/b", value=b"2"))
+            ahead = rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=b"f/a", revision=own))
+            leader = api.leader()
+            for request in (
+                txn([put, ahead], []),  # the branch taken
+                txn([put, ahead], [put, ahead]),  # both branches
+            ):
+                code, message = await _refused(api.call(leader, "KV", "Txn", request))
+                assert code == grpc.StatusCode.OUT_OF_RANGE
+                assert message == "etcdserver: mvcc: required revision is a future revision"
+            missing = await _range(api, b"f/b")
+            assert (missing.count, missing.header.revision) == (0, before)
+            # Only in the branch not taken: the txn runs, as in etcd.
+            holds = rpc_pb2.Compare(key=b"f/a", target=rpc_pb2.Compare.VALUE, value=b"1")
+            done = await api.call(leader, "KV", "Txn", txn([put], [ahead], holds))
+            assert (done.succeeded, done.header.revision) == (True, own)
+            # A range at a revision that exists before the txn is answered.
+            back = rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=b"f/b", revision=own))
+            again = await api.call(leader, "KV", "Txn", txn([put, back], []))
+            assert again.responses[1].response_range.count == 1
+            # The failure branch taken with a range ahead: refused, nothing written.
+            differs = rpc_pb2.Compare(key=b"f/a", target=rpc_pb2.Compare.VALUE, value=b"x")
+            now = again.header.revision
+            next_one = rpc_pb2.RangeRequest(key=b"f/a", revision=now + 1)
+            request = txn([], [put, rpc_pb2.RequestOp(request_range=next_one)], differs)
+            code, _ = await _refused(api.call(leader, "KV", "Txn", request))
+            assert code == grpc.StatusCode.OUT_OF_RANGE
+            assert (await _range(api, b"f/b")).header.revision == now
+
+    run_scenario(scenario)
+
+
 def test_put_prev_kv_lease_and_delete_range() -> None:
     async def scenario() -> None:
         async with etcd_cluster() as api:
@@ -215,6 +321,13 @@ def test_what_raftkv_refuses_says_so_with_etcds_codes() -> None:
             assert await _refused(_range(api, b"a", revision=99)) == (
                 grpc.StatusCode.OUT_OF_RANGE,
                 "etcdserver: mvcc: required revision is a future revision",
+            )
+            # A negative compaction revision is below etcd's compaction revision (found by
+            # the etcd differential, seed 7: raftkv answered InvalidArgument).
+            below = rpc_pb2.CompactionRequest(revision=-1)
+            assert await _refused(api.call(leader, "KV", "Compact", below)) == (
+                grpc.StatusCode.OUT_OF_RANGE,
+                "etcdserver: mvcc: required revision has been compacted",
             )
             put = rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=b"k", value=b"v"))
             too_many = rpc_pb2.TxnRequest(success=[put, put, put])

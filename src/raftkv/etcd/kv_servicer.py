@@ -6,6 +6,10 @@ current value or lease: raftkv's log has no such command, so it is a compare-and
 the key, then a txn that puts only if the key's mod_revision is still the one read),
 retried a few times if another write to the key comes in between; the key must exist
 (etcd: "key not found").
+
+A `Txn` that writes and reads at a given revision first reads the current revision, so
+that a range beyond it is refused as etcd refuses it (`FutureRangeGuard`). A negative
+`Compact` revision is below every compaction revision: compacted, as in etcd.
 """
 
 from __future__ import annotations
@@ -16,8 +20,16 @@ import grpc
 
 from raftkv.etcd.calls import Context, deadline, translated
 from raftkv.etcd.context import EtcdContext
-from raftkv.etcd.errors import KEY_NOT_FOUND, LEASE_PROVIDED, VALUE_PROVIDED, EtcdError
+from raftkv.etcd.errors import (
+    COMPACTED,
+    FUTURE_REVISION,
+    KEY_NOT_FOUND,
+    LEASE_PROVIDED,
+    VALUE_PROVIDED,
+    EtcdError,
+)
 from raftkv.etcd.kv_translation import (
+    FutureRangeGuard,
     delete_answer,
     put_answer,
     put_of,
@@ -31,6 +43,8 @@ from raftkv.kv.commands import Put, PutResponse, Txn, TxnCompare
 
 # Compare-and-swap rounds of a Put that keeps the key's value or lease, before giving up.
 _KEEP_ATTEMPTS: Final = 8
+# A key read only for the revision its answer carries (any key does).
+_ANY_KEY: Final = b"\x00"
 
 
 class KvServicer(rpc_pb2_grpc.KVServicer):
@@ -104,8 +118,17 @@ class KvServicer(rpc_pb2_grpc.KVServicer):
 
     @translated
     async def Txn(self, request: rpc_pb2.TxnRequest, call: Context) -> rpc_pb2.TxnResponse:
+        timeout = self._timeout(call)
         translation = txn_of(request)
-        response = await self.service.txn(translation.txn, timeout=self._timeout(call))
+        txn, refused = translation.txn, None
+        if FutureRangeGuard.pins_revisions(txn):
+            # The revision before the txn, as etcd checks its ranges (FutureRangeGuard).
+            current = (await self.service.get(_ANY_KEY, timeout=timeout)).header.revision
+            guard = FutureRangeGuard.of(txn, current)
+            txn, refused = guard.txn, guard.refused
+        response = await self.service.txn(txn, timeout=timeout)
+        if refused is not None and response.succeeded == refused:
+            raise EtcdError(FUTURE_REVISION)
         return txn_answer(response, translation, self.context.header(response.header.revision))
 
     @translated
@@ -114,5 +137,8 @@ class KvServicer(rpc_pb2_grpc.KVServicer):
     ) -> rpc_pb2.CompactionResponse:
         # Applying the compaction removes the history from this member's storage, so
         # `physical` asks for nothing more than the answer already means.
+        if request.revision < 0:
+            # etcd: below its compaction revision, which is never under -1: compacted.
+            raise EtcdError(COMPACTED)
         response = await self.service.compact(request.revision, timeout=self._timeout(call))
         return rpc_pb2.CompactionResponse(header=self.context.header(response.header.revision))

@@ -7,9 +7,13 @@ raftkv's commands do not is done here, as etcd itself does it:
 - Range's sort (`sort_order`, `sort_target`) and revision filters (`min/max_mod_revision`,
   `min/max_create_revision`): like etcd, a range that sorts or filters fetches every key
   of the range, then filters, sorts and cuts to `limit` (`RangeShaping`); `count` is the
-  count before filtering. A range too large to answer whole (this node's
+  count before filtering. Any other range with a limit fetches limit + 1 keys, sorts
+  them if a non-key sort target asks (etcd sorts those ascending even with no order
+  given), and cuts to limit. A range too large to answer whole (this node's
   max_response_bytes) cannot be sorted correctly and is refused rather than sorted in part.
 - A revision <= 0 means the newest, and a negative limit no limit, as in etcd.
+- `keys_only` with a sort by value: etcd drops the values after sorting, so the Range
+  fetches them and `RangeShaping` drops them once sorted.
 
 Refused, with a message saying so (docs/etcd.md lists them): a compare over a key range
 (`Compare.range_end`) and a txn nested in a txn.
@@ -21,8 +25,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import grpc
+import msgspec
 
-from raftkv.etcd.errors import EtcdError
+from raftkv.etcd.errors import FUTURE_REVISION, EtcdError
 from raftkv.etcd.proto import kv_pb2, rpc_pb2
 from raftkv.kv.commands import (
     CompareOp,
@@ -39,9 +44,11 @@ from raftkv.kv.commands import (
     Txn,
     TxnCompare,
     TxnResponse,
+    is_read_only,
 )
 
 _Sort = rpc_pb2.RangeRequest
+_MAX_INT64 = (1 << 63) - 1
 _SORT_KEYS: dict[int, Callable[[MvccKeyValue], bytes | int]] = {
     _Sort.KEY: lambda kv: kv.key,
     _Sort.VERSION: lambda kv: kv.version,
@@ -81,6 +88,8 @@ class RangeShaping:
     max_mod_revision: int
     min_create_revision: int
     max_create_revision: int
+    # The request's keys_only, when the values must be fetched to sort by them first.
+    drop_values: bool = False
 
     @property
     def filters(self) -> bool:
@@ -95,6 +104,16 @@ class RangeShaping:
     def fetch_all(self) -> bool:
         # etcd's rule: sorting (an explicit order) or filtering reads the whole range.
         return self.sort_order != _Sort.NONE or self.filters
+
+    @property
+    def fetch_limit(self) -> int:
+        """The limit of the Range to fetch: none when reading the whole range, else one
+        more than asked, as etcd fetches: a sort by a non-key target with no order given
+        sorts those limit + 1 before cutting to limit (so the last key read may replace
+        one before it), and the cut sets `more`."""
+        if self.fetch_all or not self.limit:
+            return 0
+        return min(self.limit + 1, _MAX_INT64)
 
     def shape(self, response: RangeResponse) -> RangeResponse:
         """`response` (of the Range `range_of` built) filtered, sorted and cut to limit."""
@@ -120,6 +139,8 @@ class RangeShaping:
         more = response.more
         if self.limit and len(kvs) > self.limit:
             kvs, more = kvs[: self.limit], True
+        if self.drop_values:
+            kvs = [msgspec.structs.replace(kv, value=b"") for kv in kvs]
         return RangeResponse(header=response.header, kvs=kvs, count=response.count, more=more)
 
     def _kept(self, kv: MvccKeyValue) -> bool:
@@ -141,14 +162,15 @@ def range_of(request: rpc_pb2.RangeRequest) -> tuple[Range, RangeShaping]:
         max_mod_revision=request.max_mod_revision,
         min_create_revision=request.min_create_revision,
         max_create_revision=request.max_create_revision,
+        drop_values=request.keys_only and request.sort_target == _Sort.VALUE,
     )
     return (
         Range(
             key=request.key,
             range_end=request.range_end,
-            limit=0 if shaping.fetch_all else shaping.limit,
+            limit=shaping.fetch_limit,
             revision=max(request.revision, 0),
-            keys_only=request.keys_only,
+            keys_only=request.keys_only and not shaping.drop_values,
             count_only=request.count_only,
         ),
         shaping,
@@ -196,6 +218,47 @@ def txn_of(request: rpc_pb2.TxnRequest) -> TxnTranslation:
         failure=failure,
     )
     return TxnTranslation(txn, success_shaping, failure_shaping)
+
+
+@dataclass(frozen=True, slots=True)
+class FutureRangeGuard:
+    """A txn that writes, made safe from ranges at revisions newer than the store's.
+
+    etcd checks a txn's ranges against the store's revision before the txn writes, so a
+    range at the txn's own revision (the next one) is a future revision, refused with
+    nothing written. raftkv's state machine checks them against the txn's own view, in
+    which that revision exists. So the servicer reads the current revision first
+    (`current`; linearizable, so the txn applies at it or later) and a branch holding a
+    range beyond it is taken out of the txn: `txn` runs the other branch only, and if its
+    compares pick the removed branch (`refused` is the branch's `succeeded`), nothing was
+    written and the answer is etcd's future-revision refusal. Both branches with such a
+    range: refused before anything is proposed. Under concurrent writes a revision
+    written between the read and the txn is refused too, where etcd might accept it."""
+
+    txn: Txn
+    refused: bool | None
+
+    @classmethod
+    def of(cls, txn: Txn, current: int) -> FutureRangeGuard:
+        def future(ops: list[RequestOp]) -> bool:
+            return any(isinstance(op, Range) and op.revision > current for op in ops)
+
+        in_success, in_failure = future(txn.success), future(txn.failure)
+        if in_success and in_failure:
+            raise EtcdError(FUTURE_REVISION)
+        if in_success:
+            return cls(Txn(compares=txn.compares, success=[], failure=txn.failure), True)
+        if in_failure:
+            return cls(Txn(compares=txn.compares, success=txn.success, failure=[]), False)
+        return cls(txn, None)
+
+    @staticmethod
+    def pins_revisions(txn: Txn) -> bool:
+        """Whether the guard is needed: `txn` writes and reads at a given revision."""
+        ops = (*txn.success, *txn.failure)
+        return not is_read_only(txn) and any(
+            isinstance(op, Range) and op.revision > 0 for op in ops
+        )
 
 
 def _ops_of(
