@@ -1,14 +1,15 @@
 """Running a document's ```sh blocks as an operator would (issue 14), for the tests that
 follow README.md and docs/operations.md in order.
 
-What a test changes in a documented command, and only that: the ports (8080-8099 and
-7080-7099 become free ports at the same offsets from two free bases), `.venv/bin/raftkv`
-and `raftkv` become this interpreter's `python -m raftkv` (a `raftkv` script first on
-PATH), and relative paths land in the test's directory (the working directory of every
-command; `steps.log` there keeps what each step printed). Each line runs through `sh -c`,
-so redirections work as written. A command that serves (`raftkv serve`, `raftkv dev`)
-runs in the background until the test stops it; the test waits for its started line
-before going on.
+What a test changes in a documented command, and only that: the ports (8080-8099,
+7080-7099 and etcd's 2379-2398 become free ports at the same offsets from three free
+bases), `.venv/bin/raftkv` and `raftkv` become this interpreter's `python -m raftkv` (a
+`raftkv` script first on PATH), `.venv/bin/etcdctl` the dev dependency's etcdctl, and
+relative paths land in the test's directory (the working directory of every command;
+`steps.log` there keeps what each step printed). Each line runs through `sh -c`, so
+redirections work as written. A command that serves (`raftkv serve`, `raftkv dev`) runs in
+the background until the test stops it; the test waits for its started line before going
+on.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from raftkv.testing.etcd_tools import etcd_binary
 from raftkv.testing.processes import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,11 +99,15 @@ class Operator:
         self.directory = directory
         self.client_base = free_port_range(PORT_SPAN)
         self.peer_base = free_port_range(PORT_SPAN)
+        self.etcd_base = free_port_range(PORT_SPAN)
         bin_directory = directory / "bin"
         bin_directory.mkdir()
         script = bin_directory / "raftkv"
         script.write_text(f'#!/bin/sh\nexec {sys.executable} -m raftkv "$@"\n')
         script.chmod(0o755)
+        etcdctl = bin_directory / "etcdctl"
+        etcdctl.write_text(f'#!/bin/sh\nexec {etcd_binary("etcdctl")} "$@"\n')
+        etcdctl.chmod(0o755)
         self.background: dict[str, subprocess.Popen[bytes]] = {}
         self.environment = {
             **os.environ,
@@ -111,9 +117,11 @@ class Operator:
         }
 
     def port(self, documented: int) -> int:
-        """Where documented port `documented` (8080.., 7080..) is moved to."""
+        """Where documented port `documented` (8080.., 7080.., 2379..) is moved to."""
         if 8080 <= documented < 8080 + PORT_SPAN:
             return self.client_base + documented - 8080
+        if 2379 <= documented < 2379 + PORT_SPAN:
+            return self.etcd_base + documented - 2379
         assert 7080 <= documented < 7080 + PORT_SPAN, documented
         return self.peer_base + documented - 7080
 
@@ -123,11 +131,11 @@ class Operator:
     def moved(self, line: str) -> str:
         """`line` with its ports moved and `raftkv` made this interpreter's."""
         line = re.sub(
-            r"(?<![\d.])((?:80|70)[89]\d)(?!\d)",
+            r"(?<![\d.])((?:80|70)[89]\d|23(?:79|8\d|9[0-8]))(?!\d)",
             lambda match: str(self.port(int(match.group(1)))),
             line,
         )
-        return re.sub(r"(?<![\w/.-])\.venv/bin/raftkv\b", "raftkv", line)
+        return re.sub(r"(?<![\w/.-])\.venv/bin/(raftkv|etcdctl)\b", r"\1", line)
 
     def shell(self, line: str) -> list[str]:
         return ["sh", "-c", self.moved(line)]

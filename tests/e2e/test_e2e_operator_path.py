@@ -16,7 +16,9 @@ from operator_helpers import ROOT, Operator, Step, sh_blocks
 from raftkv.testing.processes import wait_until
 
 README = ROOT / "README.md"
-MAKE_RUN = "raftkv dev --base-port 8080 --peer-base-port 7080 --data-dir data/dev"
+MAKE_RUN = (
+    "raftkv dev --base-port 8080 --peer-base-port 7080 --etcd-base-port 2379 --data-dir data/dev"
+)
 
 
 def test_the_readme_runs_in_order(tmp_path: Path) -> None:
