@@ -181,11 +181,13 @@ def holds(compare: TxnCompare, kv: MvccKeyValue | None) -> bool:
     else:
         actual = kv.lease
     expected = compare.value
-    if isinstance(actual, bytes) != isinstance(expected, bytes):
-        raise EtcdError(
-            (grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: compare value of the wrong type")
-        )
-    ordering = (actual > expected) - (actual < expected)  # type: ignore[operator]
+    # compare_of gives bytes for target "value" and an integer for the others.
+    if isinstance(actual, bytes):
+        assert isinstance(expected, bytes)
+        ordering = (actual > expected) - (actual < expected)
+    else:
+        assert isinstance(expected, int)
+        ordering = (actual > expected) - (actual < expected)
     match compare.op:
         case "=":
             return ordering == 0
