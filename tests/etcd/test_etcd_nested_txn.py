@@ -218,7 +218,7 @@ def test_a_key_written_twice_across_levels_is_refused_as_etcd_refuses_it() -> No
     run_scenario(scenario)
 
 
-def test_max_txn_ops_counts_per_level_with_what_the_parent_left() -> None:
+def test_max_txn_ops_counts_per_level_and_empty_keys_or_ops_are_refused_anywhere() -> None:
     async def scenario() -> None:
         async with etcd_cluster(KvSettings(max_txn_ops=4)) as api:
             # Outer level: 2 ops, so a nested level may have 2 (etcd: 4 - 2).
@@ -241,6 +241,9 @@ def test_max_txn_ops_counts_per_level_with_what_the_parent_left() -> None:
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "etcdserver: key is not provided",
             )
+            empty_op = rpc_pb2.TxnRequest(success=[_txn(failure=[rpc_pb2.RequestOp()])])
+            code, _ = await _refused(_call(api, "Txn", empty_op))
+            assert code == grpc.StatusCode.INVALID_ARGUMENT
             assert await _value(api, b"d") is None
 
     run_scenario(scenario)

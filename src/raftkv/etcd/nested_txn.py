@@ -63,6 +63,7 @@ _RACED: Final = (
     grpc.StatusCode.UNAVAILABLE,
     "raftkv: the keys a nested txn compares changed under every attempt to run it; retry",
 )
+_EMPTY_OP: Final = (grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: empty request op")
 _READ_TOO_LARGE: Final = (
     grpc.StatusCode.RESOURCE_EXHAUSTED,
     "raftkv: the keys a nested txn compares are larger than this node answers at once "
@@ -81,7 +82,8 @@ def has_nested(request: rpc_pb2.TxnRequest) -> bool:
 
 def check_tree(request: rpc_pb2.TxnRequest, max_txn_ops: int) -> None:
     """Refuse what etcd's gRPC layer refuses before the txn reaches its log: too many ops
-    on a level, an empty key anywhere, a key written twice on a path that could run."""
+    on a level, an empty key or op anywhere, a key written twice on a path that could
+    run."""
     _check_level(request, max_txn_ops)
     _writes_of(request.success)
     _writes_of(request.failure)
@@ -98,7 +100,10 @@ def _check_level(request: rpc_pb2.TxnRequest, budget: int) -> None:
         if kind == "request_txn":
             # etcd: a nested level has what its parent level left of the budget.
             _check_level(op.request_txn, budget - ops)
-        elif kind is not None and not getattr(op, kind).key:
+        elif kind is None:
+            # As a flat txn's: refused in either branch, whichever would run.
+            raise EtcdError(_EMPTY_OP)
+        elif not getattr(op, kind).key:
             raise EtcdError(EMPTY_KEY)
 
 
