@@ -5,9 +5,10 @@ field.
 Theory of operation:
 - `Workload(seed, prefix)` draws operations from `random.Random(seed)`: puts (prev_kv,
   leases), deletes (one key, a range, a prefix; prev_kv), txns (every compare target and
-  result, both branches with puts, deletes and ranges), ranges with every option,
-  compactions, refusals (compacted or future revisions, an empty key, a key written twice
-  in a txn, too many ops) and watches from past revisions. Its keys live under `prefix`,
+  result, both branches with puts, deletes and ranges), txns nested two levels deep with
+  writes, ranges with every option, compactions, refusals (compacted or future
+  revisions, an empty key, a key written twice in a txn or across its nested txns, too
+  many ops on a level) and watches from past revisions. Its keys live under `prefix`,
   so seeds run one after another on the same two stores. It follows the store's revision
   from etcd's answers (`observe`), so revisions it draws are mostly valid.
 - `run_op(store, op)` sends one op and answers an `Outcome`: the response with every
@@ -206,12 +207,24 @@ class Workload:
             compare.lease = draw.choice([0, *self.leases])
         return compare
 
-    def branch(self, writes: bool = True) -> list[rpc_pb2.RequestOp]:
-        """Up to 3 ops writing distinct keys (etcd refuses a key written twice)."""
+    def branch(
+        self,
+        writes: bool = True,
+        written: list[tuple[bytes, bytes]] | None = None,
+        nested: int = 0,
+    ) -> list[rpc_pb2.RequestOp]:
+        """Up to 3 ops writing distinct keys (etcd refuses a key written twice), and none
+        that `written` (the writes of a tree of txns so far) holds; with `nested` > 0,
+        some are txns nested `nested` levels deep at most."""
         ops: list[rpc_pb2.RequestOp] = []
-        written: list[tuple[bytes, bytes]] = []
+        written = [] if written is None else written
         for _ in range(self.random.randint(0, 3)):
-            kind = self.random.choice(["put", "delete", "range"] if writes else ["range"])
+            kinds = ["put", "delete", "range"] if writes else ["range"]
+            kind = self.random.choice(kinds + ["txn"] * bool(nested))
+            if kind == "txn":
+                inner = self.nested_txn(nested - 1, written)
+                ops.append(rpc_pb2.RequestOp(request_txn=inner))
+                continue
             if kind == "range":
                 ops.append(rpc_pb2.RequestOp(request_range=self.range()))
                 continue
@@ -237,6 +250,24 @@ class Workload:
             success=self.branch(),
             failure=self.branch(),
         )
+
+    def nested_txn(self, depth: int, written: list[tuple[bytes, bytes]]) -> rpc_pb2.TxnRequest:
+        """A txn whose branches hold txns `depth` levels deep at most, no key written
+        twice in the whole tree (`written`)."""
+        return rpc_pb2.TxnRequest(
+            compare=[self.compare() for _ in range(self.random.randint(0, 2))],
+            success=self.branch(written=written, nested=depth),
+            failure=self.branch(written=written, nested=depth),
+        )
+
+    def tree(self) -> rpc_pb2.TxnRequest:
+        """A txn holding at least one nested txn, two levels deep at most, with writes."""
+        written: list[tuple[bytes, bytes]] = []
+        outer = self.nested_txn(2, written)
+        branch = outer.success if self.random.random() < 0.5 else outer.failure
+        inner = rpc_pb2.RequestOp(request_txn=self.nested_txn(1, written))
+        branch.insert(self.random.randint(0, len(branch)), inner)
+        return outer
 
     # -- the sequence ---------------------------------------------------------------------
 
@@ -267,7 +298,8 @@ class Workload:
             (4, lambda: [self.compaction()]),
             (6, lambda: [self.refusal()]),
             (6, self.watch),
-            (2, self.read_only_unsupported),
+            (12, lambda: [Op("nested txn", "KV", "Txn", self.tree())]),
+            (1, self.read_only_unsupported),
             (4, lambda: [self.put_keeping()]),
             (1, lambda: [self.revoke()]),
         ]
@@ -320,6 +352,8 @@ class Workload:
                 "put over delete",
                 "too many ops",
                 "too many compares",
+                "duplicate across levels",
+                "too many nested ops",
                 "lease not found",
                 "txn at a future revision",
                 "txn at a compacted revision",
@@ -367,6 +401,28 @@ class Workload:
                 rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=key, value=b"x")),
             ]
             return Op(kind, "KV", "Txn", rpc_pb2.TxnRequest(failure=ops))
+        if kind == "duplicate across levels":
+            # A put at the outer level and in a nested txn's branch, whichever runs.
+            put = rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=self.key(), value=b"x"))
+            inner = rpc_pb2.TxnRequest(compare=[self.compare()], failure=[put])
+            ops = [put, rpc_pb2.RequestOp(request_txn=inner)]
+            self.random.shuffle(ops)
+            return Op(kind, "KV", "Txn", rpc_pb2.TxnRequest(success=ops))
+        if kind == "too many nested ops":
+            # etcd: a nested txn may have what its parent level left of max_txn_ops.
+            outer = self.random.randint(1, MAX_TXN_OPS - 1)
+            inner = rpc_pb2.TxnRequest(
+                failure=[
+                    rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=self.key()))
+                    for _ in range(MAX_TXN_OPS - outer + self.random.choice([0, 1]))
+                ]
+            )
+            ranges = [
+                rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=self.key()))
+                for _ in range(outer - 1)
+            ]
+            request = rpc_pb2.TxnRequest(success=[*ranges, rpc_pb2.RequestOp(request_txn=inner)])
+            return Op(kind, "KV", "Txn", request)
         if kind == "too many ops":
             ranges = [
                 rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=self.key()))
@@ -403,15 +459,7 @@ class Workload:
 
     def read_only_unsupported(self) -> list[AnyOp]:
         """What raftkv refuses (docs/etcd.md), read-only so that etcd's answer changes
-        nothing: a txn nested in a txn, a compare over a key range."""
-        if self.random.random() < 0.5:
-            inner = rpc_pb2.TxnRequest(
-                compare=[self.compare()],
-                success=self.branch(writes=False),
-                failure=self.branch(writes=False),
-            )
-            outer = rpc_pb2.TxnRequest(success=[rpc_pb2.RequestOp(request_txn=inner)])
-            return [Op("nested txn", "KV", "Txn", outer)]
+        nothing: a compare over a key range."""
         compare = self.compare()
         compare.range_end = self.prefix[:-1] + bytes([self.prefix[-1] + 1])
         request = rpc_pb2.TxnRequest(compare=[compare], success=self.branch(writes=False))
@@ -564,23 +612,10 @@ class Deviation:
     explains: Callable[[AnyOp, Outcome, Outcome], bool]
 
 
-UNSUPPORTED_NESTED = (
-    "UNIMPLEMENTED",
-    "raftkv: a txn inside a txn is not supported",
-)
 UNSUPPORTED_COMPARE_RANGE = (
     "UNIMPLEMENTED",
     "raftkv: a compare over a key range (Compare.range_end) is not supported",
 )
-
-
-def _refused_nested(op: AnyOp, etcd: Outcome, raftkv: Outcome) -> bool:
-    return (
-        isinstance(op, Op)
-        and op.name == "nested txn"
-        and etcd.error is None
-        and raftkv.error == UNSUPPORTED_NESTED
-    )
 
 
 def _refused_compare_range(op: AnyOp, etcd: Outcome, raftkv: Outcome) -> bool:
@@ -630,11 +665,20 @@ def _ranges(
     if isinstance(op.request, rpc_pb2.RangeRequest):
         yield op.request, etcd, raftkv
     elif isinstance(op.request, rpc_pb2.TxnRequest):
-        assert isinstance(etcd, rpc_pb2.TxnResponse) and isinstance(raftkv, rpc_pb2.TxnResponse)
-        branch = op.request.success if etcd.succeeded else op.request.failure
-        for request, one, other in zip(branch, etcd.responses, raftkv.responses, strict=False):
-            if request.HasField("request_range"):
-                yield request.request_range, one.response_range, other.response_range
+        yield from _txn_ranges(op.request, etcd, raftkv)
+
+
+def _txn_ranges(
+    txn: rpc_pb2.TxnRequest, etcd: Message, raftkv: Message
+) -> Iterator[tuple[rpc_pb2.RangeRequest, Message, Message]]:
+    """The ranges of the branch etcd took, nested txns' too, with both answers."""
+    assert isinstance(etcd, rpc_pb2.TxnResponse) and isinstance(raftkv, rpc_pb2.TxnResponse)
+    branch = txn.success if etcd.succeeded else txn.failure
+    for request, one, other in zip(branch, etcd.responses, raftkv.responses, strict=False):
+        if request.HasField("request_range"):
+            yield request.request_range, one.response_range, other.response_range
+        elif request.HasField("request_txn") and other.HasField("response_txn"):
+            yield from _txn_ranges(request.request_txn, one.response_txn, other.response_txn)
 
 
 def _tie_order(op: AnyOp, etcd: Outcome, raftkv: Outcome) -> bool:
@@ -692,7 +736,6 @@ DEVIATIONS: Final = (
         _watch_from_the_compaction_revision,
     ),
     Deviation("ties of a sort by a non-key target come in key order", _tie_order),
-    Deviation("a txn nested in a txn is refused (UNIMPLEMENTED)", _refused_nested),
     Deviation("a compare over a key range is refused (UNIMPLEMENTED)", _refused_compare_range),
     Deviation(
         "a compacted watch's compact_revision is the compaction revision + 1",

@@ -341,11 +341,6 @@ def test_what_raftkv_refuses_says_so_with_etcds_codes() -> None:
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "etcdserver: duplicate key given in txn request",
             )
-            nested = rpc_pb2.TxnRequest(
-                success=[rpc_pb2.RequestOp(request_txn=rpc_pb2.TxnRequest())]
-            )
-            code, message = await _refused(api.call(leader, "KV", "Txn", nested))
-            assert code == grpc.StatusCode.UNIMPLEMENTED and "txn inside a txn" in message
             over_range = rpc_pb2.TxnRequest(
                 compare=[rpc_pb2.Compare(key=b"a", range_end=b"b", value=b"2")]
             )

@@ -10,6 +10,9 @@ retried a few times if another write to the key comes in between; the key must e
 A `Txn` that writes and reads at a given revision first reads the current revision, so
 that a range beyond it is refused as etcd refuses it (`FutureRangeGuard`). A negative
 `Compact` revision is below every compaction revision: compacted, as in etcd.
+
+A `Txn` holding nested txns is run as one flat txn of the path etcd would take, guarded
+against concurrent changes of the keys it compares and retried (`raftkv.etcd.nested_txn`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Final
 
 import grpc
 
+from raftkv.etcd import nested_txn
 from raftkv.etcd.calls import Context, deadline, translated
 from raftkv.etcd.context import EtcdContext
 from raftkv.etcd.errors import (
@@ -119,6 +123,9 @@ class KvServicer(rpc_pb2_grpc.KVServicer):
     @translated
     async def Txn(self, request: rpc_pb2.TxnRequest, call: Context) -> rpc_pb2.TxnResponse:
         timeout = self._timeout(call)
+        if nested_txn.has_nested(request):
+            ran, plan = await nested_txn.run(self.service, request, timeout)
+            return nested_txn.answer(ran, plan, self.context.header(ran.header.revision))
         translation = txn_of(request)
         txn, refused = translation.txn, None
         if FutureRangeGuard.pins_revisions(txn):

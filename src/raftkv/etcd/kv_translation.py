@@ -16,7 +16,8 @@ raftkv's commands do not is done here, as etcd itself does it:
   fetches them and `RangeShaping` drops them once sorted.
 
 Refused, with a message saying so (docs/etcd.md lists them): a compare over a key range
-(`Compare.range_end`) and a txn nested in a txn.
+(`Compare.range_end`). A txn nested in a txn is not a raftkv command: the servicer runs it
+as a flat txn (`raftkv.etcd.nested_txn`), from the ops translated here.
 """
 
 from __future__ import annotations
@@ -267,22 +268,26 @@ def _ops_of(
     translated: list[RequestOp] = []
     shaping: list[RangeShaping | None] = []
     for op in ops:
-        kind = op.WhichOneof("request")
-        if kind == "request_range":
-            found, shape = range_of(op.request_range)
-            translated.append(found)
-            shaping.append(shape)
-        elif kind == "request_put":
-            translated.append(put_of(op.request_put))
-            shaping.append(None)
-        elif kind == "request_delete_range":
-            translated.append(delete_of(op.request_delete_range))
-            shaping.append(None)
-        elif kind == "request_txn":
-            raise _unsupported("a txn inside a txn")
-        else:
-            raise EtcdError((grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: empty request op"))
+        found, shape = request_op_of(op)
+        translated.append(found)
+        shaping.append(shape)
     return translated, shaping
+
+
+def request_op_of(op: rpc_pb2.RequestOp) -> tuple[RequestOp, RangeShaping | None]:
+    """raftkv's op for one of a txn's ops, and the shaping of its answer if it is a range.
+    A nested txn is not an op of raftkv's: the servicer sends a txn holding one to
+    `raftkv.etcd.nested_txn`, which translates its ops one by one."""
+    kind = op.WhichOneof("request")
+    if kind == "request_range":
+        return range_of(op.request_range)
+    if kind == "request_put":
+        return put_of(op.request_put), None
+    if kind == "request_delete_range":
+        return delete_of(op.request_delete_range), None
+    if kind == "request_txn":
+        raise AssertionError("a nested txn reached the flat txn translation")
+    raise EtcdError((grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: empty request op"))
 
 
 # -- answers ----------------------------------------------------------------------------
@@ -333,11 +338,11 @@ def txn_answer(
     responses = []
     for position, op in enumerate(response.responses):
         inner = rpc_pb2.ResponseHeader(revision=op.header.revision)
-        responses.append(_op_answer(op, shaping[position], inner))
+        responses.append(op_answer(op, shaping[position], inner))
     return rpc_pb2.TxnResponse(header=header, succeeded=response.succeeded, responses=responses)
 
 
-def _op_answer(
+def op_answer(
     op: ResponseOp, shaping: RangeShaping | None, header: rpc_pb2.ResponseHeader
 ) -> rpc_pb2.ResponseOp:
     match op:
