@@ -167,6 +167,23 @@ def test_txn_compare_and_swap_runs_one_branch_with_typed_responses() -> None:
     in_cluster(test)
 
 
+def test_a_txn_compare_over_a_prefix_or_range_compares_every_key() -> None:
+    async def test(api: HttpCluster) -> None:
+        async with api.client() as client:
+            await api.run(client.put("job/1", "done"))
+            await api.run(client.put("job/2", "done"))
+            all_done = txn.value("job/", "=", "done", prefix=True)
+            assert (await api.run(client.txn([all_done]))).succeeded
+            await api.run(client.put("job/3", "running"))
+            assert not (await api.run(client.txn([all_done]))).succeeded
+            first_two = txn.value("job/1", "=", "done", range_end="job/3")
+            assert (await api.run(client.txn([first_two]))).succeeded
+            no_jobs = txn.version("none/", "=", 0, prefix=True)
+            assert (await api.run(client.txn([no_jobs]))).succeeded
+
+    in_cluster(test)
+
+
 def test_a_read_only_txn_is_a_read_without_a_session() -> None:
     """The server serves a txn of range ops as a read and records no session for it, so
     the client sends none: a sequence it spent there would make the lane's next write

@@ -302,6 +302,52 @@ def test_txn_compares_every_target_and_answers_each_op() -> None:
     run_scenario(scenario)
 
 
+def test_a_compare_over_a_key_range_holds_when_every_key_in_it_does() -> None:
+    """etcd's Compare.range_end: every live key in [key, range_end) must satisfy the
+    compare; a range with no live key compares as a missing key (VALUE fails, the other
+    targets compare 0)."""
+
+    async def scenario() -> None:
+        async with etcd_cluster() as api:
+            Compare = rpc_pb2.Compare
+            await _put(api, b"p/a", b"1")
+            await _put(api, b"p/b", b"2")
+            await _put(api, b"p/c", b"3")
+            await api.call(
+                api.leader(), "KV", "DeleteRange", rpc_pb2.DeleteRangeRequest(key=b"p/c")
+            )
+            mark = rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=b"mark", value=b"x"))
+
+            async def succeeded(*compares: Any) -> bool:
+                request = rpc_pb2.TxnRequest(compare=compares, success=[mark])
+                answer = await api.call(api.follower(), "KV", "Txn", request)
+                return bool(answer.succeeded)
+
+            def over(target: Any, key: bytes = b"p/", end: bytes = b"p0", **value: Any) -> Any:
+                return Compare(key=key, range_end=end, target=target, **value)
+
+            version_1 = over(Compare.VERSION, result=Compare.EQUAL, version=1)
+            assert await succeeded(version_1)  # p/c is deleted: not compared
+            assert await succeeded(over(Compare.VALUE, result=Compare.LESS, value=b"3"))
+            assert not await succeeded(over(Compare.VALUE, result=Compare.LESS, value=b"2"))
+            assert await succeeded(over(Compare.LEASE, result=Compare.EQUAL, lease=0))
+            assert await succeeded(over(Compare.CREATE, result=Compare.GREATER))
+            assert await succeeded(over(Compare.MOD, result=Compare.NOT_EQUAL))
+            # Every key (key and range_end "\0") includes "mark", a key outside p/.
+            everything = over(Compare.VALUE, b"\0", b"\0", result=Compare.LESS, value=b"3")
+            assert not await succeeded(everything)
+            # No live key in the range: VALUE fails whatever it compares; the others
+            # compare with 0.
+            empty = {"key": b"p/c", "end": b"p/d"}
+            assert not await succeeded(over(Compare.VALUE, **empty, result=Compare.NOT_EQUAL))
+            assert await succeeded(over(Compare.VERSION, **empty, result=Compare.EQUAL))
+            assert not await succeeded(over(Compare.MOD, **empty, result=Compare.GREATER))
+            await _put(api, b"p/b", b"again")
+            assert not await succeeded(version_1)
+
+    run_scenario(scenario)
+
+
 def test_what_raftkv_refuses_says_so_with_etcds_codes() -> None:
     async def scenario() -> None:
         async with etcd_cluster(kv_settings=KvSettings(max_txn_ops=2)) as api:
@@ -341,11 +387,6 @@ def test_what_raftkv_refuses_says_so_with_etcds_codes() -> None:
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "etcdserver: duplicate key given in txn request",
             )
-            over_range = rpc_pb2.TxnRequest(
-                compare=[rpc_pb2.Compare(key=b"a", range_end=b"b", value=b"2")]
-            )
-            code, message = await _refused(api.call(leader, "KV", "Txn", over_range))
-            assert code == grpc.StatusCode.UNIMPLEMENTED and "range_end" in message
             empty_op = rpc_pb2.TxnRequest(success=[rpc_pb2.RequestOp()])
             code, _ = await _refused(api.call(leader, "KV", "Txn", empty_op))
             assert code == grpc.StatusCode.INVALID_ARGUMENT

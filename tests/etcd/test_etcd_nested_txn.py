@@ -308,3 +308,22 @@ def test_a_compared_key_changing_every_time_ends_in_unavailable() -> None:
             assert await _value(api, b"a") is None
 
     run_scenario(scenario)
+
+
+def test_a_compare_over_a_key_range_in_a_nested_txn_is_refused_saying_so() -> None:
+    async def scenario() -> None:
+        async with etcd_cluster() as api:
+            ranged = rpc_pb2.Compare(key=b"a", range_end=b"b", target=rpc_pb2.Compare.VERSION)
+            inner = rpc_pb2.TxnRequest(compare=[ranged])
+            for outer in (
+                rpc_pb2.TxnRequest(
+                    compare=[ranged], success=[rpc_pb2.RequestOp(request_txn=inner)]
+                ),
+                rpc_pb2.TxnRequest(success=[rpc_pb2.RequestOp(request_txn=inner)]),
+            ):
+                with pytest.raises(grpc.aio.AioRpcError) as raised:
+                    await api.call(api.leader(), "KV", "Txn", outer)
+                assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+                assert "range_end" in (raised.value.details() or "")
+
+    run_scenario(scenario)

@@ -178,6 +178,34 @@ def test_txn_compare_and_swap_with_put_range_and_delete_ops() -> None:
     run_scenario(scenario)
 
 
+def test_a_txn_compare_over_a_range_or_prefix_holds_when_every_key_does() -> None:
+    async def scenario() -> None:
+        async with started() as api:
+            await api.call(1, "PUT", "/v1/kv/job/1", json={"value": "done"})
+            await api.call(1, "PUT", "/v1/kv/job/2", json={"value": "done"})
+
+            async def succeeded(compare: Json) -> bool:
+                status, body = await api.call(2, "POST", "/v1/txn", json={"compares": [compare]})
+                assert status == 200, body
+                return bool(body["succeeded"])
+
+            done = {"key": "job/", "target": "value", "op": "=", "value": "done"}
+            assert await succeeded({**done, "prefix": True})
+            assert await succeeded({**done, "range_end": "job0"})
+            await api.call(1, "PUT", "/v1/kv/job/3", json={"value": "running"})
+            assert not await succeeded({**done, "prefix": True})
+            assert await succeeded({**done, "key": "job/1", "range_end": "job/3"})
+            # No key in the range: a value compare fails, the others compare 0.
+            assert not await succeeded({**done, "key": "none/", "prefix": True})
+            none = {"key": "none/", "prefix": True, "target": "version", "op": "=", "value": 0}
+            assert await succeeded(none)
+            both = {**done, "range_end": "job0", "prefix": True}
+            status, body = await api.call(2, "POST", "/v1/txn", json={"compares": [both]})
+            assert status == 400 and error_code(body) == "invalid_request"
+
+    run_scenario(scenario)
+
+
 def test_compact_then_reading_a_compacted_revision_is_410_gone() -> None:
     async def scenario() -> None:
         async with started() as api:

@@ -61,14 +61,18 @@ class CompactBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     revision: Int64
 
 
-class CompareBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class CompareBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """`target` of `key` compared with `value`: a string for "value", an integer for the
-    others ("create"/"mod" are create_revision/mod_revision)."""
+    others ("create"/"mod" are create_revision/mod_revision). With `range_end` (or
+    `prefix`, as a range op takes them) it compares every key in the range: it holds when
+    each live key there satisfies it; a range with none compares as a missing key."""
 
     key: str
     target: CompareTarget
     op: CompareOp
     value: str | int
+    range_end: str = ""
+    prefix: bool = False
 
 
 class RangeOpBody(msgspec.Struct, tag="range", tag_field="op", forbid_unknown_fields=True):

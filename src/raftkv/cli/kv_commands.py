@@ -315,19 +315,22 @@ def _from_base64(text: str) -> bytes:
 
 def _compare(compare: CompareBody, data_of: Callable[[str], txn.Data]) -> txn.Compare:
     key, op, operand = data_of(compare.key), compare.op, compare.value
+    range_end, prefix = data_of(compare.range_end), compare.prefix
     match compare.target:
         case "value":
             if not isinstance(operand, str):
                 raise TypeError(f"a value compare takes a string, got {operand!r}")
-            return txn.value(key, op, data_of(operand))
+            return txn.value(key, op, data_of(operand), range_end=range_end, prefix=prefix)
         case "version":
-            return txn.version(key, op, _integer(operand))
+            return txn.version(key, op, _integer(operand), range_end=range_end, prefix=prefix)
         case "create":
-            return txn.create_revision(key, op, _integer(operand))
+            return txn.create_revision(
+                key, op, _integer(operand), range_end=range_end, prefix=prefix
+            )
         case "mod":
-            return txn.mod_revision(key, op, _integer(operand))
+            return txn.mod_revision(key, op, _integer(operand), range_end=range_end, prefix=prefix)
         case "lease":
-            return txn.lease(key, op, _integer(operand))
+            return txn.lease(key, op, _integer(operand), range_end=range_end, prefix=prefix)
         case _:
             assert_never(compare.target)
 

@@ -361,6 +361,8 @@ def _compare_body(compare: Compare) -> CompareBody:
         target=compare.target,
         op=compare.op,
         value=_b64(operand) if isinstance(operand, bytes) else operand,
+        range_end=_b64(compare.range_end),
+        prefix=compare.prefix,
     )
 
 

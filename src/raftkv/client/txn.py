@@ -10,7 +10,10 @@
 
 A compare is `target of key  op  operand`: `value` compares bytes, `version`,
 `create_revision`, `mod_revision` and `lease` compare integers (a missing key has version,
-create_revision and mod_revision 0, so `txn.version(key, "=", 0)` means "absent"). Keys,
+create_revision and mod_revision 0, so `txn.version(key, "=", 0)` means "absent"). Each
+takes `range_end=` or `prefix=True` to compare every key of a range instead: it holds when
+every live key there satisfies it (`txn.version("jobs/", "=", 0, prefix=True)`: no job
+exists). Keys,
 values and range ends accept `str` (taken as UTF-8) or `bytes`; the values hold bytes.
 """
 
@@ -65,6 +68,11 @@ class Compare:
     op: CompareOp
     # bytes for the "value" target, an integer for the others.
     operand: bytes | int
+    # Compare every key up to range_end (excluded) instead: it holds when each live key
+    # there satisfies it (a range with none compares as a missing key). prefix=True
+    # compares every key starting with `key` (every key if `key` is empty).
+    range_end: bytes = b""
+    prefix: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,34 +107,61 @@ class DeleteOp:
 Op = PutOp | RangeOp | DeleteOp
 
 
-def _compare(key: Data, target: CompareTarget, op: CompareOp, operand: bytes | int) -> Compare:
+def _compare(
+    key: Data,
+    target: CompareTarget,
+    op: CompareOp,
+    operand: bytes | int,
+    *,
+    range_end: Data,
+    prefix: bool,
+) -> Compare:
     if op not in _COMPARE_OPS:
         raise ValueError(f"a compare's op is one of {', '.join(_COMPARE_OPS)}, got {op!r}")
     if target != "value" and (not isinstance(operand, int) or isinstance(operand, bool)):
         raise TypeError(f"a {target} compare takes an integer, got {type(operand).__name__}")
-    return Compare(to_bytes(key, "compare key"), target, op, operand)
+    return Compare(
+        to_bytes(key, "compare key"),
+        target,
+        op,
+        operand,
+        to_bytes(range_end, "compare range_end"),
+        prefix,
+    )
 
 
-def value(key: Data, op: CompareOp, operand: Data) -> Compare:
+def value(
+    key: Data, op: CompareOp, operand: Data, *, range_end: Data = b"", prefix: bool = False
+) -> Compare:
     """The key's value compared with `operand` (bytewise)."""
-    return _compare(key, "value", op, to_bytes(operand, "compare value"))
+    return _compare(
+        key, "value", op, to_bytes(operand, "compare value"), range_end=range_end, prefix=prefix
+    )
 
 
-def version(key: Data, op: CompareOp, operand: int) -> Compare:
+def version(
+    key: Data, op: CompareOp, operand: int, *, range_end: Data = b"", prefix: bool = False
+) -> Compare:
     """The key's version (0: the key does not exist)."""
-    return _compare(key, "version", op, operand)
+    return _compare(key, "version", op, operand, range_end=range_end, prefix=prefix)
 
 
-def create_revision(key: Data, op: CompareOp, operand: int) -> Compare:
-    return _compare(key, "create", op, operand)
+def create_revision(
+    key: Data, op: CompareOp, operand: int, *, range_end: Data = b"", prefix: bool = False
+) -> Compare:
+    return _compare(key, "create", op, operand, range_end=range_end, prefix=prefix)
 
 
-def mod_revision(key: Data, op: CompareOp, operand: int) -> Compare:
-    return _compare(key, "mod", op, operand)
+def mod_revision(
+    key: Data, op: CompareOp, operand: int, *, range_end: Data = b"", prefix: bool = False
+) -> Compare:
+    return _compare(key, "mod", op, operand, range_end=range_end, prefix=prefix)
 
 
-def lease(key: Data, op: CompareOp, operand: int) -> Compare:
-    return _compare(key, "lease", op, operand)
+def lease(
+    key: Data, op: CompareOp, operand: int, *, range_end: Data = b"", prefix: bool = False
+) -> Compare:
+    return _compare(key, "lease", op, operand, range_end=range_end, prefix=prefix)
 
 
 def put(key: Data, value: Data, *, lease: int = 0, prev_kv: bool = False) -> PutOp:

@@ -187,8 +187,9 @@ def delete_of(request: rpc_pb2.DeleteRangeRequest) -> DeleteRange:
 
 
 def compare_of(compare: rpc_pb2.Compare) -> TxnCompare:
-    if compare.range_end:
-        raise _unsupported("a compare over a key range (Compare.range_end)")
+    """raftkv's compare for etcd's: the same range convention (range_end "\\0" is every key
+    >= key), so range_end passes through; raftkv evaluates it over every live key in the
+    range as etcd does."""
     op = _COMPARE_OPS.get(compare.result)
     found = _COMPARE_TARGETS.get(compare.target)
     if op is None or found is None:
@@ -197,7 +198,9 @@ def compare_of(compare: rpc_pb2.Compare) -> TxnCompare:
         )
     target, field = found
     value: bytes | int = getattr(compare, field)
-    return TxnCompare(key=compare.key, target=target, op=op, value=value)
+    return TxnCompare(
+        key=compare.key, target=target, op=op, value=value, range_end=compare.range_end
+    )
 
 
 @dataclass(frozen=True, slots=True)

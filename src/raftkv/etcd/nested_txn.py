@@ -64,6 +64,12 @@ _RACED: Final = (
     "raftkv: the keys a nested txn compares changed under every attempt to run it; retry",
 )
 _EMPTY_OP: Final = (grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: empty request op")
+# The plan reads and guards single keys: a compare over a key range would need the range's
+# keys read and its membership guarded too.
+_RANGE_COMPARE: Final = (
+    grpc.StatusCode.UNIMPLEMENTED,
+    "raftkv: a compare over a key range (range_end) inside a nested txn is not supported",
+)
 _READ_TOO_LARGE: Final = (
     grpc.StatusCode.RESOURCE_EXHAUSTED,
     "raftkv: the keys a nested txn compares are larger than this node answers at once "
@@ -95,6 +101,8 @@ def _check_level(request: rpc_pb2.TxnRequest, budget: int) -> None:
         raise EtcdError(TOO_MANY_OPS)
     if any(not compare.key for compare in request.compare):
         raise EtcdError(EMPTY_KEY)
+    if any(compare.range_end for compare in request.compare):
+        raise EtcdError(_RANGE_COMPARE)
     for op in (*request.success, *request.failure):
         kind = op.WhichOneof("request")
         if kind == "request_txn":

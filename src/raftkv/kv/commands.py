@@ -66,15 +66,22 @@ CompareTarget = Literal["value", "version", "create", "mod", "lease"]
 CompareOp = Literal["=", "!=", "<", ">"]
 
 
-class TxnCompare(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class TxnCompare(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """`target` of `key`, compared with `value`: bytes for "value", an integer for the
     others ("create" and "mod" are create_revision and mod_revision). A missing key has
-    version, revisions and lease 0, and fails every "value" comparison (as in etcd)."""
+    version, revisions and lease 0, and fails every "value" comparison (as in etcd).
+
+    `range_end` (etcd's Compare.range_end, the module's range convention): the compare
+    holds when every key live in [key, range_end) at the txn's view satisfies it. A range
+    with no live key is compared as one missing key: "value" fails, the others compare 0
+    (as in etcd). Left out of the encoding when empty, so a single-key compare encodes
+    exactly as before the field existed (an older member cannot decode one that has it)."""
 
     key: bytes
     target: CompareTarget
     op: CompareOp
     value: bytes | int
+    range_end: bytes = b""
 
 
 RequestOp = Range | Put | DeleteRange

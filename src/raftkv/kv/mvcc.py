@@ -46,6 +46,7 @@ import msgspec
 from raftkv.kv.commands import (
     Compact,
     CompactResponse,
+    CompareTarget,
     DeleteRange,
     DeleteRangeResponse,
     HashCheckRequest,
@@ -242,11 +243,11 @@ class MvccStore:
         Each op sees the ops before it; a failing op (a range at a compacted or future
         revision) fails the whole txn."""
         check_request(request, self.settings)
-        succeeded = all(self._reads.holds(compare) for compare in request.compares)
+        budget = ReadBudget()
+        succeeded = all(self._reads.holds(compare, budget) for compare in request.compares)
         with self._all_or_nothing():
             writes = self._begin()
             responses: list[ResponseOp] = []
-            budget = ReadBudget()
             for op in request.success if succeeded else request.failure:
                 match op:
                     case Range():
@@ -499,40 +500,35 @@ class _Reader:
         more = not request.count_only and len(kvs) < count
         return RangeResponse(ResponseHeader(current), kvs, count, more)
 
-    def holds(self, compare: TxnCompare) -> bool:
-        escaped = escape(compare.key)
-        record = self.index_record(escaped)
-        if compare.target == "value":
-            if record is None:
+    def holds(self, compare: TxnCompare, budget: ReadBudget) -> bool:
+        """Whether `compare` holds at the source's current revision: for every key live
+        in its range (its one key when range_end is empty), each scanned within `budget`;
+        stops at the first key that fails it. A range with no live key compares as one
+        missing key: version, revisions and lease 0, and no value, which fails every
+        "value" comparison (etcd's applyCompare)."""
+        items = budget.scanning(self.index_items(compare.key, compare.range_end))
+        matched = False
+        for found in map(_found_in_index, items):
+            matched = True
+            if not _meets(compare, self._actual(compare.target, found)):
                 return False
-            actual_value = self.value(escaped, record.mod_revision)
-            assert isinstance(compare.value, bytes)  # check_request
-            expected_value = compare.value
-            ordering = (actual_value > expected_value) - (actual_value < expected_value)
-        else:
-            if record is None:
-                actual = 0
-            elif compare.target == "version":
-                actual = record.version
-            elif compare.target == "create":
-                actual = record.create_revision
-            elif compare.target == "mod":
-                actual = record.mod_revision
-            else:
-                actual = record.lease
-            assert isinstance(compare.value, int)  # check_request
-            ordering = (actual > compare.value) - (actual < compare.value)
-        match compare.op:
-            case "=":
-                return ordering == 0
-            case "!=":
-                return ordering != 0
-            case "<":
-                return ordering < 0
-            case ">":
-                return ordering > 0
+        return matched or (compare.target != "value" and _meets(compare, 0))
+
+    def _actual(self, target: CompareTarget, found: _Found) -> bytes | int:
+        record = found.record
+        match target:
+            case "value":
+                return self.value(found.escaped_key, found.mod_revision)
+            case "version":
+                return record.version
+            case "create":
+                return record.create_revision
+            case "mod":
+                return found.mod_revision
+            case "lease":
+                return record.lease
             case _:
-                assert_never(compare.op)
+                assert_never(target)
 
     def current(self, key: bytes, range_end: bytes) -> Iterator[_Found]:
         """The live keys in the range, from the latest index."""
@@ -648,7 +644,7 @@ class MvccView:
         check_request(request, self.settings)
         if not is_read_only(request):
             raise InvalidRequest("a txn that writes goes through the log, not a read view")
-        succeeded = all(self._reads.holds(compare) for compare in request.compares)
+        succeeded = all(self._reads.holds(compare, budget) for compare in request.compares)
         responses: list[ResponseOp] = []
         for op in request.success if succeeded else request.failure:
             assert isinstance(op, Range)  # is_read_only
@@ -656,10 +652,14 @@ class MvccView:
         return TxnResponse(ResponseHeader(self.revision), succeeded, responses)
 
     def scan_txn_ranges(self, request: Txn, budget: ReadBudget) -> None:
-        """Scan the ranges of both branches of `request` as they would be read now,
-        counting only what they scan: ScanTooLarge if that is beyond `budget`. (How a node
-        bounds a txn that writes before proposing it: its ranges will be read on every
-        member's loop.) A range that could not be read now is skipped: the apply decides."""
+        """Scan the ranges of both branches of `request` as they would be read now, and
+        every key of its compares' ranges, counting only what they scan: ScanTooLarge if
+        that is beyond `budget`. (How a node bounds a txn that writes before proposing it:
+        its ranges will be read on every member's loop.) A range that could not be read
+        now is skipped: the apply decides."""
+        for compare in request.compares:
+            for _ in budget.scanning(self._reads.index_items(compare.key, compare.range_end)):
+                pass
         for op in (*request.success, *request.failure):
             if isinstance(op, Range):
                 try:
@@ -695,6 +695,28 @@ def _stored_bounds(prefix: bytes, key: bytes, range_end: bytes) -> tuple[bytes, 
     start = prefix + escape(key)
     end = prefix_successor(prefix) if range_end == b"\0" else prefix + escape(range_end)
     return start, max(start, end)
+
+
+def _meets(compare: TxnCompare, actual: bytes | int) -> bool:
+    """Whether `actual` (of the compare's target; bytes for "value") satisfies it."""
+    expected = compare.value
+    if isinstance(actual, bytes):
+        assert isinstance(expected, bytes)  # check_request
+        ordering = (actual > expected) - (actual < expected)
+    else:
+        assert isinstance(expected, int)  # check_request
+        ordering = (actual > expected) - (actual < expected)
+    match compare.op:
+        case "=":
+            return ordering == 0
+        case "!=":
+            return ordering != 0
+        case "<":
+            return ordering < 0
+        case ">":
+            return ordering > 0
+        case _:
+            assert_never(compare.op)
 
 
 def _nothing() -> None:

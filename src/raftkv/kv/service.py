@@ -23,9 +23,10 @@ the node) and its metrics (which read counters of both, read-only).
   so it answers exactly that state while applies go on; a point read at the current
   revision answers on the loop. `ReadLimits` bounds each read: the entries it may scan
   (ScanTooLarge beyond) and the bytes of key-values it answers (then `more` is set). The
-  ranges of a txn that writes are read on every member's loop when it applies, so this
-  node scans them first, off the loop, and refuses the txn if they would scan more than
-  `max_txn_scan_entries`; their answer is cut to `max_response_bytes` like a read's.
+  ranges of a txn that writes (and its compares' key ranges) are read on every member's
+  loop when it applies, so this node scans them first, off the loop, and refuses the txn
+  if they would scan more than `max_txn_scan_entries`; their answer is cut to
+  `max_response_bytes` like a read's.
 - Exactly-once: a write may carry `client_id` and `sequence`. After an unknown outcome
   (ProposalTimeout, a lost connection) retrying with the same pair returns the original
   result instead of applying twice.
@@ -252,13 +253,13 @@ class KvService:
                 await self.node.read_index(timeout=timeout)
             budget = self.read_limits.read_budget()
             return await self._read(
-                lambda view: view.txn(request, budget), scans=any(map(_scans, _ranges(request)))
+                lambda view: view.txn(request, budget), scans=_txn_scans(request)
             )
         if serializable:
             raise InvalidRequest(
                 "consistency=serializable is for reads; a txn that writes goes through the log"
             )
-        if any(map(_scans, _ranges(request))):
+        if _txn_scans(request):
             limits = self.read_limits
             budget = ReadBudget(limits.max_txn_scan_entries, setting="max_txn_scan_entries")
             await self._read(lambda view: view.scan_txn_ranges(request, budget), scans=True)
@@ -585,8 +586,11 @@ def _scans(request: Range) -> bool:
     return request.range_end != b"" or request.revision != 0
 
 
-def _ranges(request: Txn) -> list[Range]:
-    return [op for op in (*request.success, *request.failure) if isinstance(op, Range)]
+def _txn_scans(request: Txn) -> bool:
+    """Whether reading `request`'s compares and ranges may scan many entries: one of its
+    ranges scans, or one of its compares is over a key range."""
+    ranges = [op for op in (*request.success, *request.failure) if isinstance(op, Range)]
+    return any(map(_scans, ranges)) or any(compare.range_end for compare in request.compares)
 
 
 def _cut_to(result: TxnResponse, budget: ReadBudget) -> TxnResponse:

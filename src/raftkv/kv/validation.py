@@ -1,7 +1,8 @@
 """`check_request`: the value rules of the KV API, checked before a request changes anything.
 
 Decoding (`decode_command`) guarantees the shapes and types; this module checks the values:
-- keys are non-empty (as in etcd) and within `max_key_bytes`, range ends too;
+- keys are non-empty (as in etcd) and within `max_key_bytes`, range ends too (a compare's
+  included);
 - values are within `max_value_bytes`;
 - integers (revisions, limits, leases, sequences) are in 0 .. 2**63 - 1, etcd's int64 range,
   so every revision fits the store's 8-byte keys;
@@ -174,6 +175,7 @@ def _check_delete(request: DeleteRange, settings: KvSettings, where: str) -> Non
 
 def _check_compare(compare: TxnCompare, settings: KvSettings, where: str) -> None:
     _check_key(compare.key, settings, where)
+    _check_range_end(compare.range_end, settings, where)
     if compare.target == "value":
         if not isinstance(compare.value, bytes):
             raise InvalidRequest(f"{where}: target 'value' compares bytes, got an integer")

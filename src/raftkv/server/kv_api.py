@@ -234,11 +234,13 @@ class KvHandlers:
             if isinstance(compare.value, int)
             else (codec.decode(compare.value, "compare value"))
         )
+        key, range_end = key_range(
+            codec.decode(compare.key, "compare key"),
+            codec.decode(compare.range_end, "compare range_end"),
+            compare.prefix,
+        )
         return TxnCompare(
-            key=codec.decode(compare.key, "compare key"),
-            target=compare.target,
-            op=compare.op,
-            value=value,
+            key=key, target=compare.target, op=compare.op, value=value, range_end=range_end
         )
 
     @staticmethod
