@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from raftkv.etcd.calls import Context, deadline, translated
+from raftkv.etcd.calls import Context, translated
 from raftkv.etcd.cluster_members import (
     MEMBER_EXISTS,
     PEER_URL_EXISTS,
@@ -50,9 +50,6 @@ class ClusterServicer(rpc_pb2_grpc.ClusterServicer):
         self.context = context
         self.service = context.service
 
-    def _timeout(self, call: Context) -> float:
-        return deadline(call, self.context.request_timeout_s)
-
     def _members(self) -> list[rpc_pb2.Member]:
         service = self.service
         return members_of(
@@ -61,7 +58,7 @@ class ClusterServicer(rpc_pb2_grpc.ClusterServicer):
 
     async def _applied_status(self, call: Context) -> NodeStatus:
         """The membership with every change committed before the call applied here."""
-        await self.service.read_barrier(timeout=self._timeout(call))
+        await self.service.read_barrier(timeout=self.context.timeout(call))
         return self.service.status()
 
     async def _existing(self, member_id: int, call: Context) -> tuple[NodeId, NodeStatus]:
@@ -76,7 +73,7 @@ class ClusterServicer(rpc_pb2_grpc.ClusterServicer):
         self, request: rpc_pb2.MemberListRequest, call: Context
     ) -> rpc_pb2.MemberListResponse:
         if request.linearizable:
-            await self.service.read_barrier(timeout=self._timeout(call))
+            await self.service.read_barrier(timeout=self.context.timeout(call))
         return rpc_pb2.MemberListResponse(header=self.context.header(), members=self._members())
 
     @translated
@@ -87,7 +84,7 @@ class ClusterServicer(rpc_pb2_grpc.ClusterServicer):
         status = await self._applied_status(call)
         if address in status.peers.values():
             raise EtcdError(PEER_URL_EXISTS)
-        timeout = self._timeout(call)
+        timeout = self.context.timeout(call)
         used = {*status.voters, *status.learners, *self.service.removed_member_ids()}
         member = NodeId(max(used, default=0) + 1)
         for attempt in range(_ADD_ATTEMPTS):
@@ -114,7 +111,7 @@ class ClusterServicer(rpc_pb2_grpc.ClusterServicer):
         self, request: rpc_pb2.MemberRemoveRequest, call: Context
     ) -> rpc_pb2.MemberRemoveResponse:
         member, _ = await self._existing(request.ID, call)
-        await self.service.remove_member(member, timeout=self._timeout(call))
+        await self.service.remove_member(member, timeout=self.context.timeout(call))
         return rpc_pb2.MemberRemoveResponse(header=self.context.header(), members=self._members())
 
     @translated
@@ -124,7 +121,7 @@ class ClusterServicer(rpc_pb2_grpc.ClusterServicer):
         member, status = await self._existing(request.ID, call)
         if member not in status.learners:
             raise EtcdError(MEMBER_NOT_LEARNER)
-        await self.service.promote(member, timeout=self._timeout(call))
+        await self.service.promote(member, timeout=self.context.timeout(call))
         return rpc_pb2.MemberPromoteResponse(header=self.context.header(), members=self._members())
 
     @translated

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from raftkv.etcd.call_stats import CallStats
+from raftkv.etcd.calls import Context, deadline
 from raftkv.etcd.proto import rpc_pb2
 from raftkv.kv.service import KvService
 from raftkv.raft.core.types import NodeId
@@ -49,6 +50,11 @@ class EtcdContext:
 
     def _leader_changed(self, leader: NodeId, term: int) -> None:
         self._term = term
+
+    def timeout(self, call: Context) -> float:
+        """Seconds `call` may wait for the cluster: the client's deadline if it set one,
+        capped at the server's request_timeout_s."""
+        return deadline(call, self.request_timeout_s)
 
     @property
     def term(self) -> int:

@@ -22,7 +22,7 @@ from typing import Final
 import grpc
 
 from raftkv.etcd import nested_txn
-from raftkv.etcd.calls import Context, deadline, translated
+from raftkv.etcd.calls import Context, translated
 from raftkv.etcd.context import EtcdContext
 from raftkv.etcd.errors import (
     COMPACTED,
@@ -56,21 +56,18 @@ class KvServicer(rpc_pb2_grpc.KVServicer):
         self.context = context
         self.service = context.service
 
-    def _timeout(self, call: Context) -> float:
-        return deadline(call, self.context.request_timeout_s)
-
     @translated
     async def Range(self, request: rpc_pb2.RangeRequest, call: Context) -> rpc_pb2.RangeResponse:
         found, shaping = range_of(request)
         response = await self.service.range(
-            found, serializable=request.serializable, timeout=self._timeout(call)
+            found, serializable=request.serializable, timeout=self.context.timeout(call)
         )
         shaped = shaping.shape(response)
         return range_answer(shaped, self.context.header(response.header.revision))
 
     @translated
     async def Put(self, request: rpc_pb2.PutRequest, call: Context) -> rpc_pb2.PutResponse:
-        timeout = self._timeout(call)
+        timeout = self.context.timeout(call)
         if request.ignore_value or request.ignore_lease:
             response = await self._put_keeping(request, timeout)
         else:
@@ -116,13 +113,16 @@ class KvServicer(rpc_pb2_grpc.KVServicer):
         self, request: rpc_pb2.DeleteRangeRequest, call: Context
     ) -> rpc_pb2.DeleteRangeResponse:
         response = await self.service.delete_range(
-            request.key, request.range_end, prev_kv=request.prev_kv, timeout=self._timeout(call)
+            request.key,
+            request.range_end,
+            prev_kv=request.prev_kv,
+            timeout=self.context.timeout(call),
         )
         return delete_answer(response, self.context.header(response.header.revision))
 
     @translated
     async def Txn(self, request: rpc_pb2.TxnRequest, call: Context) -> rpc_pb2.TxnResponse:
-        timeout = self._timeout(call)
+        timeout = self.context.timeout(call)
         if nested_txn.has_nested(request):
             ran, plan = await nested_txn.run(self.service, request, timeout)
             return nested_txn.answer(ran, plan, self.context.header(ran.header.revision))
@@ -147,5 +147,5 @@ class KvServicer(rpc_pb2_grpc.KVServicer):
         if request.revision < 0:
             # etcd: below its compaction revision, which is never under -1: compacted.
             raise EtcdError(COMPACTED)
-        response = await self.service.compact(request.revision, timeout=self._timeout(call))
+        response = await self.service.compact(request.revision, timeout=self.context.timeout(call))
         return rpc_pb2.CompactionResponse(header=self.context.header(response.header.revision))

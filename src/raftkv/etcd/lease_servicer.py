@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from raftkv.etcd.calls import Context, deadline, fail, translated
+from raftkv.etcd.calls import Context, fail, translated
 from raftkv.etcd.context import EtcdContext
 from raftkv.etcd.errors import LEASE_NOT_FOUND, LEASE_TTL_TOO_LARGE, EtcdError
 from raftkv.etcd.proto import rpc_pb2, rpc_pb2_grpc
@@ -33,9 +33,6 @@ class LeaseServicer(rpc_pb2_grpc.LeaseServicer):
         self.context = context
         self.service = context.service
 
-    def _timeout(self, call: Context) -> float:
-        return deadline(call, self.context.request_timeout_s)
-
     @translated
     async def LeaseGrant(
         self, request: rpc_pb2.LeaseGrantRequest, call: Context
@@ -46,7 +43,9 @@ class LeaseServicer(rpc_pb2_grpc.LeaseServicer):
         # etcd raises a TTL under its minimum (0 and negative ones too) to the minimum; the
         # state machine raises anything from 1 to min_lease_ttl_s.
         ttl = max(asked, 1)
-        granted = await self.service.lease_grant(ttl, request.ID, timeout=self._timeout(call))
+        granted = await self.service.lease_grant(
+            ttl, request.ID, timeout=self.context.timeout(call)
+        )
         return rpc_pb2.LeaseGrantResponse(
             header=self.context.header(granted.header.revision), ID=granted.id, TTL=granted.ttl
         )
@@ -57,7 +56,7 @@ class LeaseServicer(rpc_pb2_grpc.LeaseServicer):
     ) -> rpc_pb2.LeaseRevokeResponse:
         if request.ID <= 0:
             raise EtcdError(LEASE_NOT_FOUND)
-        revoked = await self.service.lease_revoke(request.ID, timeout=self._timeout(call))
+        revoked = await self.service.lease_revoke(request.ID, timeout=self.context.timeout(call))
         return rpc_pb2.LeaseRevokeResponse(header=self.context.header(revoked.header.revision))
 
     async def LeaseKeepAlive(
@@ -86,7 +85,7 @@ class LeaseServicer(rpc_pb2_grpc.LeaseServicer):
     async def LeaseTimeToLive(
         self, request: rpc_pb2.LeaseTimeToLiveRequest, call: Context
     ) -> rpc_pb2.LeaseTimeToLiveResponse:
-        timeout = self._timeout(call)
+        timeout = self.context.timeout(call)
         try:
             if request.ID <= 0:
                 raise LeaseNotFound(request.ID)
@@ -108,7 +107,7 @@ class LeaseServicer(rpc_pb2_grpc.LeaseServicer):
     async def LeaseLeases(
         self, request: rpc_pb2.LeaseLeasesRequest, call: Context
     ) -> rpc_pb2.LeaseLeasesResponse:
-        leases = await self.service.leases(timeout=self._timeout(call))
+        leases = await self.service.leases(timeout=self.context.timeout(call))
         return rpc_pb2.LeaseLeasesResponse(
             header=self.context.header(),
             leases=[rpc_pb2.LeaseStatus(ID=lease.id) for lease in leases],

@@ -34,7 +34,7 @@ from typing import Final
 
 import grpc
 
-from raftkv.etcd.calls import Context, deadline, fail, translated
+from raftkv.etcd.calls import Context, fail, translated
 from raftkv.etcd.context import EtcdContext
 from raftkv.etcd.errors import (
     BAD_LEADER_TRANSFEREE,
@@ -107,9 +107,6 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
         self.service = context.service
         # Snapshot calls under way (at most MAX_CONCURRENT_SNAPSHOTS).
         self.snapshots_in_progress = 0
-
-    def _timeout(self, call: Context) -> float:
-        return deadline(call, self.context.request_timeout_s)
 
     @translated
     async def Status(self, request: rpc_pb2.StatusRequest, call: Context) -> rpc_pb2.StatusResponse:
@@ -202,7 +199,7 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
         self.snapshots_in_progress += 1
         try:
             try:
-                data = await backup(self._timeout(call))
+                data = await backup(self.context.timeout(call))
             except Exception as error:
                 await fail(call, error)
             header = self.context.header()
@@ -226,7 +223,7 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
             raise EtcdError(BAD_LEADER_TRANSFEREE)
         if target != status.id:
             try:
-                await self.service.transfer_leadership(target, timeout=self._timeout(call))
+                await self.service.transfer_leadership(target, timeout=self.context.timeout(call))
             except TimeoutError as error:
                 # Not raftkv's ReadTimeout or ProposalTimeout: the transfer's own wait.
                 if type(error) is not TimeoutError:
