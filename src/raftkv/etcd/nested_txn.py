@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, assert_never
+from typing import Final
 
 import grpc
 
@@ -52,6 +52,7 @@ from raftkv.kv.commands import (
     Txn,
     TxnCompare,
     TxnResponse,
+    compare_meets,
     in_range,
 )
 from raftkv.kv.service import KvService
@@ -193,25 +194,7 @@ def holds(compare: TxnCompare, kv: MvccKeyValue | None) -> bool:
         actual = kv.mod_revision
     else:
         actual = kv.lease
-    expected = compare.value
-    # compare_of gives bytes for target "value" and an integer for the others.
-    if isinstance(actual, bytes):
-        assert isinstance(expected, bytes)
-        ordering = (actual > expected) - (actual < expected)
-    else:
-        assert isinstance(expected, int)
-        ordering = (actual > expected) - (actual < expected)
-    match compare.op:
-        case "=":
-            return ordering == 0
-        case "!=":
-            return ordering != 0
-        case "<":
-            return ordering < 0
-        case ">":
-            return ordering > 0
-        case _:
-            assert_never(compare.op)
+    return compare_meets(compare, actual)
 
 
 @dataclass(frozen=True, slots=True)

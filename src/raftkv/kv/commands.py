@@ -25,7 +25,7 @@ keeps its last write's response) and keep their spelling.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, assert_never
 
 import msgspec
 
@@ -228,6 +228,29 @@ class KvCommand(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     request: WriteRequest
     client_id: str = ""
     sequence: int = 0
+
+
+def compare_meets(compare: TxnCompare, actual: bytes | int) -> bool:
+    """Whether `actual` (the compared key's value of the compare's target; bytes for
+    "value") satisfies `compare` (the MVCC apply and the etcd API's nested txns both ask)."""
+    expected = compare.value
+    if isinstance(actual, bytes):
+        assert isinstance(expected, bytes)  # check_request
+        ordering = (actual > expected) - (actual < expected)
+    else:
+        assert isinstance(expected, int)  # check_request
+        ordering = (actual > expected) - (actual < expected)
+    match compare.op:
+        case "=":
+            return ordering == 0
+        case "!=":
+            return ordering != 0
+        case "<":
+            return ordering < 0
+        case ">":
+            return ordering > 0
+        case _:
+            assert_never(compare.op)
 
 
 # -- responses ------------------------------------------------------------------------------

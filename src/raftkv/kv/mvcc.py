@@ -65,6 +65,7 @@ from raftkv.kv.commands import (
     TxnResponse,
     WriteRequest,
     WriteResponse,
+    compare_meets,
     is_read_only,
 )
 from raftkv.kv.errors import (
@@ -510,9 +511,9 @@ class _Reader:
         matched = False
         for found in map(_found_in_index, items):
             matched = True
-            if not _meets(compare, self._actual(compare.target, found)):
+            if not compare_meets(compare, self._actual(compare.target, found)):
                 return False
-        return matched or (compare.target != "value" and _meets(compare, 0))
+        return matched or (compare.target != "value" and compare_meets(compare, 0))
 
     def _actual(self, target: CompareTarget, found: _Found) -> bytes | int:
         record = found.record
@@ -695,28 +696,6 @@ def _stored_bounds(prefix: bytes, key: bytes, range_end: bytes) -> tuple[bytes, 
     start = prefix + escape(key)
     end = prefix_successor(prefix) if range_end == b"\0" else prefix + escape(range_end)
     return start, max(start, end)
-
-
-def _meets(compare: TxnCompare, actual: bytes | int) -> bool:
-    """Whether `actual` (of the compare's target; bytes for "value") satisfies it."""
-    expected = compare.value
-    if isinstance(actual, bytes):
-        assert isinstance(expected, bytes)  # check_request
-        ordering = (actual > expected) - (actual < expected)
-    else:
-        assert isinstance(expected, int)  # check_request
-        ordering = (actual > expected) - (actual < expected)
-    match compare.op:
-        case "=":
-            return ordering == 0
-        case "!=":
-            return ordering != 0
-        case "<":
-            return ordering < 0
-        case ">":
-            return ordering > 0
-        case _:
-            assert_never(compare.op)
 
 
 def _nothing() -> None:
