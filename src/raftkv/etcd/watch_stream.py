@@ -291,14 +291,14 @@ class WatchStream:
         watching.canceled = True
         if watching.task is not None and not watching.writing:
             watching.task.cancel()
-        try:
-            # Under the lock: after the batch the watch may be writing.
-            canceled = rpc_pb2.WatchResponse(
-                header=self.context.header(), watch_id=watch_id, canceled=True
-            )
-            await self._write([canceled])
-        finally:
-            watching.watch.release()
+        # Released before the answer: once the client reads "canceled", the watch holds
+        # nothing of the node's (a batch under way was taken from it already).
+        watching.watch.release()
+        # Under the lock: after the batch the watch may be writing.
+        canceled = rpc_pb2.WatchResponse(
+            header=self.context.header(), watch_id=watch_id, canceled=True
+        )
+        await self._write([canceled])
 
     def _request_progress(self) -> None:
         if self._progress is None or self._progress.done():
@@ -384,10 +384,11 @@ class WatchStream:
                     f"(last revision written: {canceled.revision})"
                 ),
             )
-        await self._write([response], watching)
+        # Released before the answer, as a client's cancel is.
         if self._watches.get(watching.id) is watching:
             del self._watches[watching.id]
             watching.watch.release()
+        await self._write([response], watching)
 
     # -- writing ---------------------------------------------------------------------------
 
