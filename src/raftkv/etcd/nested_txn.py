@@ -12,8 +12,9 @@ etcd's txn is a tree. Theory of operation:
   would take; a compare over a range holds when every live key read in it satisfies it,
   and a range with no live key compares as one missing key, as etcd and raftkv's apply
   evaluate it) and flattens the ops that run, in their order, into one raftkv `Txn`.
-  Its only compares are a guard that holds exactly when no compare evaluated on the
-  path could evaluate differently at apply:
+  Its only compares are a guard that holds exactly when every key and range compared on
+  the path is as read, so each of those compares evaluates at apply as it did on the
+  read (any write to them fails it, even one that would not change an outcome):
   - every key read for them (a compared key, or a live key of a compared range) still
     has the mod_revision read (0: absent). A key's mod_revision changes with every write
     to it (a delete makes it 0, a re-create gives a new one), so this catches changes,
