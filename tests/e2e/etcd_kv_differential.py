@@ -188,13 +188,12 @@ class Workload:
                 setattr(request, name, draw.randint(self.origin - 1, self.revision + 1))
         return request
 
-    def compare(self, *, single: bool = False) -> rpc_pb2.Compare:
-        """A compare of one key, or (a third of them, unless `single`) over a key range:
-        every live key in it must satisfy the compare, and a range without one compares as
-        a missing key. Nested txns take single-key compares only (raftkv refuses a range
-        compare in a nested txn: docs/etcd.md)."""
+    def compare(self) -> rpc_pb2.Compare:
+        """A compare of one key, or (a third of them) over a key range: every live key in
+        it must satisfy the compare, and a range without one compares as a missing key.
+        Nested txns draw them too, at every level."""
         draw = self.random
-        ranged = not single and draw.random() < 0.3
+        ranged = draw.random() < 0.3
         key, range_end = self.key_range() if ranged else (self.key(), b"")
         compare = rpc_pb2.Compare(
             key=key,
@@ -262,7 +261,7 @@ class Workload:
         """A txn whose branches hold txns `depth` levels deep at most, no key written
         twice in the whole tree (`written`)."""
         return rpc_pb2.TxnRequest(
-            compare=[self.compare(single=True) for _ in range(self.random.randint(0, 2))],
+            compare=[self.compare() for _ in range(self.random.randint(0, 2))],
             success=self.branch(written=written, nested=depth),
             failure=self.branch(written=written, nested=depth),
         )
@@ -411,7 +410,7 @@ class Workload:
         if kind == "duplicate across levels":
             # A put at the outer level and in a nested txn's branch, whichever runs.
             put = rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=self.key(), value=b"x"))
-            inner = rpc_pb2.TxnRequest(compare=[self.compare(single=True)], failure=[put])
+            inner = rpc_pb2.TxnRequest(compare=[self.compare()], failure=[put])
             ops = [put, rpc_pb2.RequestOp(request_txn=inner)]
             self.random.shuffle(ops)
             return Op(kind, "KV", "Txn", rpc_pb2.TxnRequest(success=ops))

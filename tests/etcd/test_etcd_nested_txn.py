@@ -4,7 +4,7 @@ the whole tree, and the retry when a compared key changes between the read and t
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -14,7 +14,7 @@ from etcd_helpers import EtcdApi, etcd_cluster
 
 from raftkv.etcd import nested_txn
 from raftkv.etcd.proto import rpc_pb2
-from raftkv.kv import KvSettings
+from raftkv.kv import KvService, KvSettings
 from raftkv.kv.commands import Txn, TxnResponse, is_read_only
 from raftkv.testing.local_cluster import run_scenario
 
@@ -249,10 +249,18 @@ def test_max_txn_ops_counts_per_level_and_empty_keys_or_ops_are_refused_anywhere
     run_scenario(scenario)
 
 
-def _racing(api: EtcdApi, rounds: int) -> list[Txn]:
-    """Make the leader's service write `flag` (a new value each time) right after each of
-    the first `rounds` reads of the compared keys: a write between the read and the txn.
-    Answers the list of txns the service is asked, to count rounds."""
+Race = Callable[[KvService, int], Awaitable[Any]]
+
+
+async def _write_flag(service: KvService, round_: int) -> None:
+    await service.put(b"flag", b"raced-%d" % round_)
+
+
+def _racing(api: EtcdApi, rounds: int, race: Race = _write_flag) -> list[Txn]:
+    """Make the leader's service run `race` (by default: write `flag`, a new value each
+    time) right after each of the first `rounds` reads of the compared keys: a write
+    between the read and the txn. Answers the list of txns the service is asked, to
+    count rounds."""
     service = api.services[api.leader()]
     original = service.txn
     asked: list[Txn] = []
@@ -264,7 +272,7 @@ def _racing(api: EtcdApi, rounds: int) -> list[Txn]:
         response = await original(request, **options)
         if is_read_only(request) and request.compares == [] and raced < rounds:
             raced += 1
-            await service.put(b"flag", b"raced-%d" % raced)
+            await race(service, raced)
         return response
 
     service.txn = txn  # type: ignore[method-assign]
@@ -310,20 +318,164 @@ def test_a_compared_key_changing_every_time_ends_in_unavailable() -> None:
     run_scenario(scenario)
 
 
-def test_a_compare_over_a_key_range_in_a_nested_txn_is_refused_saying_so() -> None:
+# -- compares over a key range ---------------------------------------------------------------
+
+
+def _compare(key: bytes, range_end: bytes, target: int, result: int, value: Any) -> Compare:
+    field = {
+        Compare.VERSION: "version",
+        Compare.CREATE: "create_revision",
+        Compare.MOD: "mod_revision",
+        Compare.VALUE: "value",
+        Compare.LEASE: "lease",
+    }[target]
+    return Compare(key=key, range_end=range_end, target=target, result=result, **{field: value})
+
+
+RESULTS = (Compare.EQUAL, Compare.NOT_EQUAL, Compare.LESS, Compare.GREATER)
+
+
+def test_range_compares_at_any_level_evaluate_as_the_flat_txn_does_for_every_target() -> None:
     async def scenario() -> None:
         async with etcd_cluster() as api:
-            ranged = rpc_pb2.Compare(key=b"a", range_end=b"b", target=rpc_pb2.Compare.VERSION)
-            inner = rpc_pb2.TxnRequest(compare=[ranged])
-            for outer in (
-                rpc_pb2.TxnRequest(
-                    compare=[ranged], success=[rpc_pb2.RequestOp(request_txn=inner)]
-                ),
-                rpc_pb2.TxnRequest(success=[rpc_pb2.RequestOp(request_txn=inner)]),
-            ):
-                with pytest.raises(grpc.aio.AioRpcError) as raised:
-                    await api.call(api.leader(), "KV", "Txn", outer)
-                assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
-                assert "range_end" in (raised.value.details() or "")
+            granted = await api.call(
+                api.leader(), "Lease", "LeaseGrant", rpc_pb2.LeaseGrantRequest(TTL=600)
+            )
+            first = await _call(api, "Put", rpc_pb2.PutRequest(key=b"k/a", value=b"1"))
+            await _call(api, "Put", rpc_pb2.PutRequest(key=b"k/b", value=b"0"))
+            await _call(api, "Put", rpc_pb2.PutRequest(key=b"k/b", value=b"2"))
+            put = rpc_pb2.PutRequest(key=b"k/c", value=b"3", lease=granted.ID)
+            last = (await _call(api, "Put", put)).header.revision
+            low, high = first.header.revision, last
+            values: dict[int, list[Any]] = {
+                Compare.VERSION: [0, 1, 2, 3],
+                Compare.CREATE: [low, high, high + 1],
+                Compare.MOD: [low, high, high + 1],
+                Compare.VALUE: [b"0", b"1", b"3", b"4"],
+                Compare.LEASE: [0, granted.ID, granted.ID + 1],
+            }
+            for range_end in (b"k0", b"\0"):
+                for target, candidates in values.items():
+                    outcomes = set()
+                    for result in RESULTS:
+                        for value in candidates:
+                            compare = _compare(b"k/", range_end, target, result, value)
+                            # raftkv's apply evaluates a flat txn's range compare (the
+                            # differential test checks it against etcd).
+                            flat = await _call(api, "Txn", rpc_pb2.TxnRequest(compare=[compare]))
+                            outer = rpc_pb2.TxnRequest(compare=[compare], success=[_txn()])
+                            inner = rpc_pb2.TxnRequest(success=[_txn([compare])])
+                            at_outer = (await _call(api, "Txn", outer)).succeeded
+                            nested = (await _call(api, "Txn", inner)).responses[0]
+                            assert (at_outer, nested.response_txn.succeeded) == (
+                                flat.succeeded,
+                                flat.succeeded,
+                            ), compare
+                            outcomes.add(flat.succeeded)
+                    assert outcomes == {True, False}, target
+            # Spot checks of the rule: every live key must satisfy it.
+            every_version = _compare(b"k/", b"k0", Compare.VERSION, Compare.GREATER, 0)
+            one_value = _compare(b"k/", b"k0", Compare.VALUE, Compare.EQUAL, b"1")
+            request = rpc_pb2.TxnRequest(
+                compare=[every_version],
+                success=[_txn([one_value], [_put(b"out", b"all 1")], [_put(b"out", b"not")])],
+            )
+            answer = await _call(api, "Txn", request)
+            assert answer.succeeded and not answer.responses[0].response_txn.succeeded
+            assert await _value(api, b"out") == b"not"
+
+    run_scenario(scenario)
+
+
+def test_a_range_with_no_live_key_compares_as_one_missing_key() -> None:
+    async def scenario() -> None:
+        async with etcd_cluster() as api:
+            await _call(api, "Put", rpc_pb2.PutRequest(key=b"e/gone", value=b"1"))
+            await _call(api, "DeleteRange", rpc_pb2.DeleteRangeRequest(key=b"e/gone"))
+            await _call(api, "Put", rpc_pb2.PutRequest(key=b"f", value=b"1"))
+            expected = [
+                (Compare.VALUE, Compare.EQUAL, b"", False),
+                (Compare.VALUE, Compare.NOT_EQUAL, b"x", False),
+                (Compare.VERSION, Compare.EQUAL, 0, True),
+                (Compare.CREATE, Compare.LESS, 1, True),
+                (Compare.MOD, Compare.GREATER, 0, False),
+                (Compare.LEASE, Compare.EQUAL, 0, True),
+            ]
+            for key, range_end in ((b"e/", b"e0"), (b"zz", b"\0"), (b"e/", b"e/")):
+                for target, result, value, holds in expected:
+                    compare = _compare(key, range_end, target, result, value)
+                    request = rpc_pb2.TxnRequest(
+                        success=[_txn(success=[_txn([compare], [_range(b"f")])])]
+                    )
+                    answer = await _call(api, "Txn", request)
+                    deepest = answer.responses[0].response_txn.responses[0].response_txn
+                    assert deepest.succeeded == holds, compare
+                    assert len(deepest.responses) == holds
+
+    run_scenario(scenario)
+
+
+def _range_tree(compare: Compare) -> rpc_pb2.TxnRequest:
+    return rpc_pb2.TxnRequest(
+        success=[_txn([compare], [_put(b"out", b"held")], [_put(b"out", b"failed")])]
+    )
+
+
+def test_a_key_created_in_a_compared_range_after_the_read_makes_it_plan_again() -> None:
+    async def scenario() -> None:
+        async with etcd_cluster() as api:
+            await _call(api, "Put", rpc_pb2.PutRequest(key=b"r/a", value=b"1"))
+
+            async def create(service: KvService, _: int) -> None:
+                await service.put(b"r/b", b"2")
+
+            asked = _racing(api, rounds=1, race=create)
+            all_one = _compare(b"r/", b"r0", Compare.VALUE, Compare.EQUAL, b"1")
+            answer = await _call(api, "Txn", _range_tree(all_one))
+            # First round: read r/a only, the compare holds; r/b is created; the guard's
+            # range compare fails. Second round: reads both, the compare fails.
+            assert len(asked) == 4
+            assert asked[1].compares[-1].range_end == b"r0"
+            assert not answer.responses[0].response_txn.succeeded
+            assert await _value(api, b"out") == b"failed"
+
+    run_scenario(scenario)
+
+
+def test_a_key_deleted_from_a_compared_range_after_the_read_makes_it_plan_again() -> None:
+    async def scenario() -> None:
+        async with etcd_cluster() as api:
+            await _call(api, "Put", rpc_pb2.PutRequest(key=b"r/a", value=b"1"))
+            await _call(api, "Put", rpc_pb2.PutRequest(key=b"r/b", value=b"2"))
+
+            async def delete(service: KvService, _: int) -> None:
+                await service.delete_range(b"r/b")
+
+            asked = _racing(api, rounds=1, race=delete)
+            all_one = _compare(b"r/", b"r0", Compare.VALUE, Compare.EQUAL, b"1")
+            answer = await _call(api, "Txn", _range_tree(all_one))
+            # First round: r/b = 2 fails the compare; r/b is deleted; the guard's compare
+            # of r/b's mod_revision fails. Second round: only r/a, the compare holds.
+            assert len(asked) == 4
+            assert answer.responses[0].response_txn.succeeded
+            assert await _value(api, b"out") == b"held"
+
+    run_scenario(scenario)
+
+
+def test_a_guard_over_max_txn_ops_is_too_many_ops() -> None:
+    async def scenario() -> None:
+        async with etcd_cluster(KvSettings(max_txn_ops=4)) as api:
+            for key in (b"g/a", b"g/b", b"g/c"):
+                await _call(api, "Put", rpc_pb2.PutRequest(key=key, value=b"1"))
+            every = _compare(b"g/", b"g0", Compare.VERSION, Compare.EQUAL, 1)
+            # The guard: one compare per key read (3) and one for the range: 4 fit.
+            assert (await _call(api, "Txn", _range_tree(every))).succeeded
+            await _call(api, "Put", rpc_pb2.PutRequest(key=b"g/d", value=b"1"))
+            assert await _refused(_call(api, "Txn", _range_tree(every))) == (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "etcdserver: too many operations in txn request",
+            )
+            assert await _value(api, b"out") == b"held"
 
     run_scenario(scenario)

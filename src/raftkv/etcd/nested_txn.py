@@ -6,13 +6,23 @@ etcd's txn is a tree. Theory of operation:
 - etcd evaluates the compares of EVERY nested txn against the state before the txn applies
   (its apply's compare-to-path step), so once that state is known, the ops that run are
   known: the branch each txn on the path takes, in order.
-- So the servicer reads (linearizably, in one read-only txn) every key a compare of the
-  tree names, walks the tree against that state (`Plan.of`: the path etcd would take) and
-  flattens the ops that run, in their order, into one raftkv `Txn`. Its only compares are
-  a guard: every key whose compare was evaluated still has the mod_revision read (0:
-  absent). A key's mod_revision changes with every write to it (a delete makes it 0, a
-  re-create gives a new one), so the guard holds exactly when no compared key changed
-  since the read, when the tree's compares still pick the same path at apply.
+- So the servicer reads, linearizably and in one read-only txn (one point in the store's
+  history, revision R), every key and every key range a compare of the tree names
+  (`reads_of`, `Seen`), walks the tree against that state (`Plan.of`: the path etcd
+  would take; a compare over a range holds when every live key read in it satisfies it,
+  and a range with no live key compares as one missing key, as etcd and raftkv's apply
+  evaluate it) and flattens the ops that run, in their order, into one raftkv `Txn`.
+  Its only compares are a guard that holds exactly when every key and range compared on
+  the path is as read, so each of those compares evaluates at apply as it did on the
+  read (any write to them fails it, even one that would not change an outcome):
+  - every key read for them (a compared key, or a live key of a compared range) still
+    has the mod_revision read (0: absent). A key's mod_revision changes with every write
+    to it (a delete makes it 0, a re-create gives a new one), so this catches changes,
+    deletions, and the creation of a named key;
+  - every compared range's live keys all have mod_revision < R + 1 (a range compare):
+    this catches a key created in the range (or re-created) after the read, which no
+    per-key compare names. Together: each compared range holds exactly the keys read,
+    each as read.
 - The guard failing means a concurrent write: read and plan again, at most `ATTEMPTS`
   times, then UNAVAILABLE (clients retry that). Nothing is written by a failed round.
 - Ranges in the flat txn see the txn's earlier writes, as in etcd; the answer is rebuilt
@@ -23,8 +33,13 @@ Checks done before anything is read, as etcd's gRPC layer does them over the who
 (`check_tree`): ops per level against `max_txn_ops` (a nested txn's budget is what its
 parent level left), empty keys, and duplicate writes across levels whichever branches
 would run (etcd's interval check). raftkv's own txn checks then apply to the flat txn:
-its ops, all levels together, and its guard count against `max_txn_ops`, and a put and a
-delete of one key in sibling nested txns (which etcd allows) is a duplicate key.
+its ops, all levels together, and its guard count against `max_txn_ops` (the read's
+ranges, one per distinct compared key or range; the guard's compares, one per key read
+and one per compared range on the path: so how many keys a compared range holds counts,
+checked once they are read), TOO_MANY_OPS beyond; and a put and a delete of one key in
+sibling nested txns (which etcd allows) is a duplicate key. The read answers at most
+`max_response_bytes` (RESOURCE_EXHAUSTED beyond, `_READ_TOO_LARGE`) and scans within
+the node's read limits; the guard's range compares are scanned like any txn's.
 """
 
 from __future__ import annotations
@@ -65,12 +80,6 @@ _RACED: Final = (
     "raftkv: the keys a nested txn compares changed under every attempt to run it; retry",
 )
 _EMPTY_OP: Final = (grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: empty request op")
-# The plan reads and guards single keys: a compare over a key range would need the range's
-# keys read and its membership guarded too.
-_RANGE_COMPARE: Final = (
-    grpc.StatusCode.UNIMPLEMENTED,
-    "raftkv: a compare over a key range (range_end) inside a nested txn is not supported",
-)
 _READ_TOO_LARGE: Final = (
     grpc.StatusCode.RESOURCE_EXHAUSTED,
     "raftkv: the keys a nested txn compares are larger than this node answers at once "
@@ -102,8 +111,6 @@ def _check_level(request: rpc_pb2.TxnRequest, budget: int) -> None:
         raise EtcdError(TOO_MANY_OPS)
     if any(not compare.key for compare in request.compare):
         raise EtcdError(EMPTY_KEY)
-    if any(compare.range_end for compare in request.compare):
-        raise EtcdError(_RANGE_COMPARE)
     for op in (*request.success, *request.failure):
         kind = op.WhichOneof("request")
         if kind == "request_txn":
@@ -161,19 +168,49 @@ def _writes_of(ops: Sequence[rpc_pb2.RequestOp]) -> tuple[set[bytes], _Deletes]:
 
 # -- the path etcd would take -------------------------------------------------------------
 
+# A compared key (range_end b"") or key range, as raftkv's range convention spells it.
+Span = tuple[bytes, bytes]
 
-def compared_keys(request: rpc_pb2.TxnRequest) -> list[bytes]:
-    """Every key a compare of the tree names (both branches of every level), sorted."""
-    keys: set[bytes] = set()
+
+def reads_of(request: rpc_pb2.TxnRequest) -> list[Range]:
+    """One Range per distinct key or key range a compare of the tree names (both branches
+    of every level), in order; keys only where no compare of it reads values (smaller
+    answers: a compare of another target needs the revisions, version and lease only)."""
+    values: dict[Span, bool] = {}
 
     def visit(txn: rpc_pb2.TxnRequest) -> None:
-        keys.update(compare.key for compare in txn.compare)
+        for compare in txn.compare:
+            span = (compare.key, compare.range_end)
+            values[span] = values.get(span, False) or compare.target == rpc_pb2.Compare.VALUE
         for op in (*txn.success, *txn.failure):
             if op.WhichOneof("request") == "request_txn":
                 visit(op.request_txn)
 
     visit(request)
-    return sorted(keys)
+    return [
+        Range(key=key, range_end=range_end, keys_only=not values[(key, range_end)])
+        for key, range_end in sorted(values)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What one linearizable read of the tree's compared keys and ranges saw: the store's
+    `revision` then, and for each span the live key-values in it (none: absent), every one
+    of them (a cut answer is refused: a compare needs every key of its range)."""
+
+    revision: int
+    spans: Mapping[Span, tuple[MvccKeyValue, ...]]
+
+    @classmethod
+    def of(cls, reads: Sequence[Range], read: TxnResponse) -> Seen:
+        spans: dict[Span, tuple[MvccKeyValue, ...]] = {}
+        for request, found in zip(reads, read.responses, strict=True):
+            assert isinstance(found, RangeResponse)
+            if found.more:  # a key did not fit this node's answer
+                raise EtcdError(_READ_TOO_LARGE)
+            spans[(request.key, request.range_end)] = tuple(found.kvs)
+        return cls(read.header.revision, spans)
 
 
 def holds(compare: TxnCompare, kv: MvccKeyValue | None) -> bool:
@@ -197,6 +234,12 @@ def holds(compare: TxnCompare, kv: MvccKeyValue | None) -> bool:
     return compare_meets(compare, actual)
 
 
+def holds_over(compare: TxnCompare, kvs: Sequence[MvccKeyValue]) -> bool:
+    """`compare` over the live keys of its key or range: every one satisfies it; none
+    live compares as one missing key (raftkv's apply and etcd's applyCompare)."""
+    return all(holds(compare, kv) for kv in kvs) if kvs else holds(compare, None)
+
+
 @dataclass(frozen=True, slots=True)
 class Taken:
     """A txn of the tree as it runs: the branch taken, and for each op of that branch the
@@ -209,26 +252,37 @@ class Taken:
 @dataclass(frozen=True, slots=True)
 class Plan:
     """The flat raftkv Txn running the path etcd would take through a tree of txns on the
-    state read. Invariant: `txn.failure` is empty and `txn.compares` is the guard, so the
-    txn succeeds exactly when every compared key is as read; `shaping[i]` shapes the
-    answer of `txn.success[i]`."""
+    state `Seen`. Invariant: `txn.failure` is empty and `txn.compares` is the guard (the
+    module's theory of operation), so the txn succeeds exactly when every compare
+    evaluated on the path would evaluate as it did on the state read; `shaping[i]`
+    shapes the answer of `txn.success[i]`."""
 
     txn: Txn
     shaping: tuple[RangeShaping | None, ...]
     taken: Taken
 
     @classmethod
-    def of(cls, request: rpc_pb2.TxnRequest, state: Mapping[bytes, MvccKeyValue]) -> Plan:
+    def of(cls, request: rpc_pb2.TxnRequest, seen: Seen) -> Plan:
         flat: list[RequestOp] = []
         shaping: list[RangeShaping | None] = []
+        # Every key read for an evaluated compare -> its mod_revision then (0: absent).
         guarded: dict[bytes, int] = {}
+        ranges: set[Span] = set()
+
+        def evaluate(compare: TxnCompare) -> bool:
+            kvs = seen.spans[(compare.key, compare.range_end)]
+            if compare.range_end:
+                ranges.add((compare.key, compare.range_end))
+            else:
+                guarded.setdefault(compare.key, 0)
+            for kv in kvs:
+                guarded[kv.key] = kv.mod_revision
+            return holds_over(compare, kvs)
 
         def walk(txn: rpc_pb2.TxnRequest) -> Taken:
-            compares = [compare_of(compare) for compare in txn.compare]
-            for compare in compares:
-                found = state.get(compare.key)
-                guarded[compare.key] = found.mod_revision if found is not None else 0
-            succeeded = all(holds(compare, state.get(compare.key)) for compare in compares)
+            # Every compare of a level is evaluated (and guarded), as etcd evaluates all.
+            outcomes = [evaluate(compare_of(compare)) for compare in txn.compare]
+            succeeded = all(outcomes)
             taken: list[int | Taken] = []
             for op in txn.success if succeeded else txn.failure:
                 if op.WhichOneof("request") == "request_txn":
@@ -245,19 +299,12 @@ class Plan:
             TxnCompare(key=key, target="mod", op="=", value=revision)
             for key, revision in sorted(guarded.items())
         ]
+        # No live key of the range written after the read (a created one included).
+        guard += [
+            TxnCompare(key=key, target="mod", op="<", value=seen.revision + 1, range_end=end)
+            for key, end in sorted(ranges)
+        ]
         return cls(Txn(compares=guard, success=flat), tuple(shaping), root)
-
-
-def state_of(keys: Sequence[bytes], read: TxnResponse) -> dict[bytes, MvccKeyValue]:
-    """The keys' state from the read-only txn of one Range per key, in `keys`' order."""
-    state: dict[bytes, MvccKeyValue] = {}
-    for key, found in zip(keys, read.responses, strict=True):
-        assert isinstance(found, RangeResponse)
-        if found.more:  # the key exists but did not fit this node's answer
-            raise EtcdError(_READ_TOO_LARGE)
-        if found.kvs:
-            state[key] = found.kvs[0]
-    return state
 
 
 async def run(
@@ -265,13 +312,19 @@ async def run(
 ) -> tuple[TxnResponse, Plan]:
     """Run the tree `request` (see the module's theory of operation): the flat txn's
     response and the plan that ran, to rebuild the answer from (`answer`)."""
-    check_tree(request, service.settings.max_txn_ops)
-    keys = compared_keys(request)
-    read_keys = Txn(success=[Range(key=key) for key in keys])
+    max_txn_ops = service.settings.max_txn_ops
+    check_tree(request, max_txn_ops)
+    reads = reads_of(request)
+    if len(reads) > max_txn_ops:
+        raise EtcdError(TOO_MANY_OPS)
+    read_compared = Txn(success=list(reads))
     for _ in range(ATTEMPTS):
-        read = await service.txn(read_keys, timeout=timeout)
-        plan = Plan.of(request, state_of(keys, read))
+        read = await service.txn(read_compared, timeout=timeout)
+        plan = Plan.of(request, Seen.of(reads, read))
         txn, refused = plan.txn, None
+        if len(txn.compares) > max_txn_ops:
+            # The guard depends on what the read found: how many keys the ranges hold.
+            raise EtcdError(TOO_MANY_OPS)
         if FutureRangeGuard.pins_revisions(txn):
             # The revision read is at or before the txn's: FutureRangeGuard's `current`.
             guard = FutureRangeGuard.of(txn, read.header.revision)
