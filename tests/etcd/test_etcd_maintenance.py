@@ -224,6 +224,8 @@ def test_hash_kv_refuses_future_and_compacted_revisions_with_etcds_errors() -> N
         async with etcd_cluster() as api:
             await _put(api, 4)
             node = api.leader()
+            # Never compacted: -1, as etcd answers.
+            assert (await _hash_kv(api, node, 0)).compact_revision == -1
             await api.call(node, "KV", "Compact", rpc_pb2.CompactionRequest(revision=3))
             stub = api.stubs(node).Maintenance
             future = await _refused(api, stub.HashKV(rpc_pb2.HashKVRequest(revision=99)))

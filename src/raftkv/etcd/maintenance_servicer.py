@@ -18,6 +18,7 @@ Defragment — over `KvService`.
   raftkv.kv.history_hash): equal at R before and after later writes; a future revision
   or one below the compacted revision is refused with etcd's errors; it scans every
   stored version, at most the node's `max_scan_entries` (RESOURCE_EXHAUSTED beyond).
+  `compact_revision` is -1 until the first compaction, as etcd's.
 - Snapshot: raftkv's backup file (`raftkv snapshot restore` reads it, not etcd's tools),
   streamed as etcd streams its database; `remaining_bytes` counts down to 0.
 - MoveLeader: on the leader only, as in etcd ("etcdserver: not leader" elsewhere; etcdctl
@@ -169,7 +170,8 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
         return rpc_pb2.HashKVResponse(
             header=self.context.header(hashed.current_revision),
             hash=uint32_of(hashed.digest.hex()),
-            compact_revision=hashed.compacted_revision,
+            # etcd answers -1 until its first compaction; raftkv's compacted revision is 0.
+            compact_revision=hashed.compacted_revision or -1,
         )
 
     async def Snapshot(
