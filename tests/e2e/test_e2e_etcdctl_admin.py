@@ -372,3 +372,35 @@ def test_alarm_list_and_defrag_answer_as_etcd(stores: Stores, diff: Differential
     ]
     at_etcd = stores.etcd.run("defrag").check().stdout
     assert at_etcd == f"Finished defragmenting etcd member[{stores.etcd.endpoints[0]}]\n"
+
+
+def test_endpoint_hashkv_at_a_revision_is_the_same_on_every_member(stores: Stores) -> None:
+    """`etcdctl endpoint hashkv --rev=N`: every member prints the same hash, and the same
+    again after later writes; a revision past the current one is refused as at etcd."""
+    cluster, etcdctl = stores.cluster, stores.raftkv
+    revision = etcdctl.run("put", "hk/k", "1", "-w=json").check().json()["header"]["revision"]
+    etcdctl.run("put", "hk/k", "2").check()
+
+    def hashes() -> list[dict[str, int]]:
+        # A linearizable read on each member first: it has applied `revision` by then.
+        for endpoint in cluster.grpc_endpoints():
+            etcdctl.run("get", "hk/k", endpoints=[endpoint]).check()
+        answers = etcdctl.run("endpoint", "hashkv", f"--rev={revision}", "-w=json").check()
+        entries = answers.json()
+        assert [entry["Endpoint"] for entry in entries] == cluster.grpc_endpoints()
+        return [entry["HashKV"] for entry in entries]
+
+    first = hashes()
+    assert len({answer["hash"] for answer in first}) == 1
+    assert {answer["header"]["member_id"] for answer in first} == set(cluster.ids)
+    etcdctl.run("put", "hk/k", "3").check()
+    assert {answer["hash"] for answer in hashes()} == {first[0]["hash"]}
+    # etcd's HashKV answers the same fields.
+    (at_etcd,) = stores.etcd.run("endpoint", "hashkv", "-w=json").check().json()
+    assert set(at_etcd["HashKV"]) == set(first[0])
+    # Never compacted (the module's compaction test may have run first): -1, as etcd says.
+    compacted = {answer.get("compact_revision", 0) for answer in first}
+    assert len(compacted) == 1 and compacted.pop() != 0
+    future = etcdctl.run("endpoint", "hashkv", "--rev=100000000")
+    assert future.returncode != 0
+    assert "etcdserver: mvcc: required revision is a future revision" in future.stderr

@@ -18,7 +18,7 @@ from raftkv.etcd.maintenance_servicer import VERSION, uint32_of
 from raftkv.etcd.proto import rpc_pb2, rpc_pb2_grpc
 from raftkv.etcd.server import EtcdGrpcPort
 from raftkv.etcd.servicers import EtcdServicers
-from raftkv.kv import KvService, KvStateMachine
+from raftkv.kv import KvService, KvStateMachine, ReadLimits
 from raftkv.kv.layout import CorruptAlarm
 from raftkv.raft.core.types import NodeId
 from raftkv.raft.storage.memory import MemoryAppData
@@ -163,7 +163,7 @@ def test_hashes_agree_across_members_and_change_with_the_data() -> None:
             assert len({answer.hash for answer in hashes}) == 1
             assert len({answer.hash for answer in kv_hashes}) == 1
             assert {answer.header.revision for answer in kv_hashes} == {6}
-            assert kv_hashes[0].hash == uint32_of((await leader.state_and_data_hashes())[1])
+            assert kv_hashes[0].hash == uint32_of((await leader.history_hash()).digest.hex())
             assert hashes[0].hash == uint32_of(await leader.state_hash())
             await _put(api, 1)
             again = await api.call(api.leader(), "Maintenance", "HashKV", rpc_pb2.HashKVRequest())
@@ -172,15 +172,60 @@ def test_hashes_agree_across_members_and_change_with_the_data() -> None:
     run_scenario(scenario)
 
 
-def test_hash_kv_at_a_revision_other_than_the_current_is_refused() -> None:
+async def _applied_everywhere(api: EtcdApi) -> None:
+    leader = api.services[api.leader()]
+    await api.cluster.run_until(
+        lambda: all(
+            service.status().applied_index == leader.status().commit_index
+            for service in api.services.values()
+        )
+    )
+
+
+async def _hash_kv(api: EtcdApi, node: int, revision: int) -> rpc_pb2.HashKVResponse:
+    request = rpc_pb2.HashKVRequest(revision=revision)
+    answer: rpc_pb2.HashKVResponse = await api.call(node, "Maintenance", "HashKV", request)
+    return answer
+
+
+def test_hash_kv_at_a_past_revision_agrees_across_members_and_holds_after_more_writes() -> None:
+    async def scenario() -> None:
+        async with etcd_cluster() as api:
+            await _put(api, 4)  # revisions 2..5
+            await api.call(api.leader(), "KV", "Compact", rpc_pb2.CompactionRequest(revision=3))
+            await _applied_everywhere(api)
+            at_4 = [await _hash_kv(api, node, 4) for node in api.services]
+            assert len({answer.hash for answer in at_4}) == 1
+            assert {answer.compact_revision for answer in at_4} == {3}
+            # The header carries the current revision, as etcd's.
+            assert {answer.header.revision for answer in at_4} == {5}
+            at_5 = await _hash_kv(api, api.follower(), 5)
+            assert at_5.hash != at_4[0].hash
+            # 0: the current revision, hashed the same way.
+            assert (await _hash_kv(api, api.leader(), 0)).hash == at_5.hash
+            # At the compacted revision itself: allowed, as in etcd.
+            await _hash_kv(api, api.leader(), 3)
+            await _put(api, 3)
+            await api.call(api.leader(), "KV", "DeleteRange", rpc_pb2.DeleteRangeRequest(key=b"k0"))
+            await _applied_everywhere(api)
+            for node in api.services:
+                assert (await _hash_kv(api, node, 4)).hash == at_4[0].hash
+                assert (await _hash_kv(api, node, 5)).hash == at_5.hash
+            latest = [await _hash_kv(api, node, 0) for node in api.services]
+            assert len({answer.hash for answer in latest}) == 1
+            assert latest[0].header.revision == 9
+            assert latest[0].hash not in (at_4[0].hash, at_5.hash)
+
+    run_scenario(scenario)
+
+
+def test_hash_kv_refuses_future_and_compacted_revisions_with_etcds_errors() -> None:
     async def scenario() -> None:
         async with etcd_cluster() as api:
             await _put(api, 4)
             node = api.leader()
-            current = await api.call(
-                node, "Maintenance", "HashKV", rpc_pb2.HashKVRequest(revision=5)
-            )
-            assert current.header.revision == 5
+            # Never compacted: -1, as etcd answers.
+            assert (await _hash_kv(api, node, 0)).compact_revision == -1
             await api.call(node, "KV", "Compact", rpc_pb2.CompactionRequest(revision=3))
             stub = api.stubs(node).Maintenance
             future = await _refused(api, stub.HashKV(rpc_pb2.HashKVRequest(revision=99)))
@@ -188,11 +233,25 @@ def test_hash_kv_at_a_revision_other_than_the_current_is_refused() -> None:
             assert future.details() == "etcdserver: mvcc: required revision is a future revision"
             compacted = await _refused(api, stub.HashKV(rpc_pb2.HashKVRequest(revision=2)))
             assert compacted.code() == grpc.StatusCode.OUT_OF_RANGE
-            assert "compacted" in compacted.details()
-            past = await _refused(api, stub.HashKV(rpc_pb2.HashKVRequest(revision=4)))
-            assert past.code() == grpc.StatusCode.UNIMPLEMENTED
-            answer = await api.call(node, "Maintenance", "HashKV", rpc_pb2.HashKVRequest())
+            assert compacted.details() == "etcdserver: mvcc: required revision has been compacted"
+            answer = await _hash_kv(api, node, 0)
             assert answer.compact_revision == 3
+
+    run_scenario(scenario)
+
+
+def test_hash_kv_past_the_nodes_scan_limit_is_resource_exhausted() -> None:
+    async def scenario() -> None:
+        async with etcd_cluster() as api:
+            await _put(api, 4)  # 4 history entries
+            node = api.leader()
+            api.services[node].read_limits = ReadLimits(max_scan_entries=3)
+            stub = api.stubs(node).Maintenance
+            refused = await _refused(api, stub.HashKV(rpc_pb2.HashKVRequest(revision=2)))
+            assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "max_scan_entries=3" in refused.details()
+            api.services[node].read_limits = ReadLimits(max_scan_entries=4)
+            await _hash_kv(api, node, 2)
 
     run_scenario(scenario)
 

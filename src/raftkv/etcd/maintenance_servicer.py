@@ -11,11 +11,14 @@ Defragment — over `KvService`.
   are raised and ended by raftkv's own checks: ACTIVATE is refused; DEACTIVATE of an alarm
   that is not raised answers as etcd does (nothing), and of a raised CORRUPT alarm is
   refused — it ends when its member is removed (or the cluster restored from a backup).
-- Hash / HashKV: the first 4 bytes of raftkv's SHA-256 state hashes as a uint32 — the same
-  on every member that has applied the same entries, but not etcd's crc32 (compare
-  raftkv's members with each other, never with an etcd's). Hash covers the whole
-  replicated state, HashKV the user's data (keys, history, leases); HashKV hashes the
-  current revision only.
+- Hash / HashKV: the first 4 bytes of a SHA-256 as a uint32 — the same on every member
+  that has applied the same entries, but not etcd's crc32 (compare raftkv's members with
+  each other, never with an etcd's). Hash covers the whole replicated state. HashKV covers
+  the MVCC history up to its `revision` (0 or less: the current one;
+  raftkv.kv.history_hash): equal at R before and after later writes; a future revision
+  or one below the compacted revision is refused with etcd's errors; it scans every
+  stored version, at most the node's `max_scan_entries` (RESOURCE_EXHAUSTED beyond).
+  `compact_revision` is -1 until the first compaction, as etcd's.
 - Snapshot: raftkv's backup file (`raftkv snapshot restore` reads it, not etcd's tools),
   streamed as etcd streams its database; `remaining_bytes` counts down to 0.
 - MoveLeader: on the leader only, as in etcd ("etcdserver: not leader" elsewhere; etcdctl
@@ -38,8 +41,6 @@ from raftkv.etcd.calls import Context, fail, translated
 from raftkv.etcd.context import EtcdContext
 from raftkv.etcd.errors import (
     BAD_LEADER_TRANSFEREE,
-    COMPACTED,
-    FUTURE_REVISION,
     NO_LEADER,
     TOO_MANY_REQUESTS,
     EtcdError,
@@ -73,10 +74,6 @@ CORRUPT_STAYS = (
     "raftkv: a CORRUPT alarm ends when its member is removed (then added back with a new id "
     "and an empty data dir) or the cluster is restored from a backup; it cannot be "
     "deactivated",
-)
-HASH_AT_CURRENT_ONLY = (
-    grpc.StatusCode.UNIMPLEMENTED,
-    "raftkv: HashKV hashes the current revision only (revision 0)",
 )
 # Bytes of the backup in one Snapshot message.
 SNAPSHOT_CHUNK_BYTES: Final = 256 * 1024
@@ -167,23 +164,14 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
 
     @translated
     async def HashKV(self, request: rpc_pb2.HashKVRequest, call: Context) -> rpc_pb2.HashKVResponse:
-        service = self.service
-        if request.revision:
-            if request.revision > service.current_revision():
-                raise EtcdError(FUTURE_REVISION)
-            if request.revision < service.compacted_revision():
-                raise EtcdError(COMPACTED)
-            if request.revision != service.current_revision():
-                raise EtcdError(HASH_AT_CURRENT_ONLY)
-
-        async def data_hash() -> str:
-            return (await service.state_and_data_hashes())[1]
-
-        digest, revision = await self._stable_hash(data_hash)
+        # One snapshot answers all three numbers: the hash, the compacted revision it was
+        # taken above, and the current revision (the header's, as etcd's).
+        hashed = await self.service.history_hash(request.revision)
         return rpc_pb2.HashKVResponse(
-            header=self.context.header(revision),
-            hash=uint32_of(digest),
-            compact_revision=service.compacted_revision(),
+            header=self.context.header(hashed.current_revision),
+            hash=uint32_of(hashed.digest.hex()),
+            # etcd answers -1 until its first compaction; raftkv's compacted revision is 0.
+            compact_revision=hashed.compacted_revision or -1,
         )
 
     async def Snapshot(

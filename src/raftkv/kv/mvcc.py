@@ -76,6 +76,7 @@ from raftkv.kv.errors import (
     ScanTooLarge,
 )
 from raftkv.kv.hash_checks import hash_state, hash_state_and_data
+from raftkv.kv.history_hash import HistoryHash, hash_history
 from raftkv.kv.layout import (
     FORMAT_VERSION,
     HISTORY_PREFIX,
@@ -681,6 +682,21 @@ class MvccView:
     def close(self) -> None:
         """Release the view (idempotent; from any thread: a read under way stops)."""
         self._close()
+
+    def history_hash(self, revision: int, budget: ReadBudget) -> HistoryHash:
+        """The hash of the history up to `revision` (<= 0: the view's revision), as
+        raftkv.kv.history_hash defines it: FutureRevision above the view's revision,
+        Compacted below the compacted one (at it is allowed, as in etcd). Scans every
+        stored version of every key (those above `revision` too), each counted against
+        `budget`'s max_scan_entries: ScanTooLarge beyond."""
+        at = revision if revision > 0 else self.revision
+        if at > self.revision:
+            raise FutureRevision(at, self.revision)
+        if at < self.compacted_revision:
+            raise Compacted(at, self.compacted_revision)
+        history = self._source.scan(HISTORY_PREFIX, prefix_successor(HISTORY_PREFIX))
+        digest = hash_history(budget.scanning(history), at, self.compacted_revision)
+        return HistoryHash(digest, at, self.compacted_revision, self.revision)
 
 
 def state_hash(items: Iterable[tuple[bytes, bytes]]) -> str:

@@ -91,6 +91,7 @@ from raftkv.kv.errors import (
     LeaseExists,
     LeaseNotFound,
 )
+from raftkv.kv.history_hash import HistoryHash
 from raftkv.kv.layout import CorruptAlarm
 from raftkv.kv.mvcc import MvccView, ReadBudget
 from raftkv.kv.settings import KvSettings
@@ -578,6 +579,15 @@ class KvService:
                 with contextlib.suppress(OSError):  # a file compacted away meanwhile
                     total += os.stat(os.path.join(directory, name)).st_size
         return total
+
+    async def history_hash(self, revision: int = 0) -> HistoryHash:
+        """This node's hash of the MVCC history up to `revision` (0: its current revision;
+        raftkv.kv.history_hash), read off the loop over a snapshot (MvccView.history_hash):
+        FutureRevision, Compacted, or ScanTooLarge past max_scan_entries history entries
+        (it scans every stored version). Not linearizable: the state this node has applied,
+        as etcd's HashKV."""
+        budget = ReadBudget(self.read_limits.max_scan_entries)
+        return await self._read(lambda view: view.history_hash(revision, budget), scans=True)
 
 
 def _scans(request: Range) -> bool:
