@@ -1,14 +1,17 @@
-"""Shared helpers of the KV tests: log commands, a counting AppData, random workloads."""
+"""Shared helpers of the KV tests: log commands, a counting AppData, random workloads, and a
+3-node LocalCluster over RocksDB with a KvService per node (`started`, `stop`)."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from raftkv.kv import (
     Compact,
     DeleteRange,
     KvCommand,
+    KvService,
     KvStateMachine,
     LeaseCheckpoint,
     LeaseGrant,
@@ -17,14 +20,18 @@ from raftkv.kv import (
     LeaseRevoke,
     Put,
     Range,
+    ReadLimits,
     RequestOp,
     Txn,
     TxnCompare,
     WriteRequest,
     encode_command,
 )
+from raftkv.raft.core.types import NodeId
 from raftkv.raft.driver.state_machine import Command
-from raftkv.raft.storage.base import AppBatch, AppData
+from raftkv.raft.storage.base import AppBatch, AppData, RaftStorage
+from raftkv.raft.storage.rocks import RocksStorage
+from raftkv.testing.local_cluster import LocalCluster
 
 
 def log_command(
@@ -158,3 +165,37 @@ def comparable(results: Sequence[object]) -> list[object]:
         (type(result), str(result)) if isinstance(result, Exception) else result
         for result in results
     ]
+
+
+# -- a 3-node LocalCluster over RocksDB with a KvService per node ---------------------------
+
+
+def kv_machine(storage: RaftStorage) -> KvStateMachine:
+    return KvStateMachine(storage.app_data())
+
+
+async def started(
+    tmp_path: Path, limits: ReadLimits | None = None
+) -> tuple[LocalCluster, dict[int, KvService]]:
+    def storage(node_id: NodeId) -> RaftStorage:
+        return RocksStorage(tmp_path / f"node-{node_id}")
+
+    cluster = LocalCluster(3, state_machine=kv_machine, storage=storage)
+    await cluster.start()
+    await cluster.wait_for_leader()
+    services: dict[int, KvService] = {}
+    for node_id, node in cluster.nodes.items():
+        machine = node.state_machine
+        assert isinstance(machine, KvStateMachine)
+        services[node_id] = KvService(node, machine, read_limits=limits)
+    return cluster, services
+
+
+async def stop(cluster: LocalCluster, services: dict[int, KvService]) -> None:
+    for service in services.values():
+        service.close()
+    await cluster.stop()
+
+
+def last_indexes(cluster: LocalCluster) -> list[int]:
+    return [node.status().last_index for node in cluster.nodes.values()]

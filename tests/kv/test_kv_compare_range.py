@@ -9,7 +9,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from test_kv_service_reads import last_indexes, started, stop
+from kv_helpers import last_indexes, started, stop
 
 from raftkv.kv import (
     CompareOp,

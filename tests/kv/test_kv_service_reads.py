@@ -9,10 +9,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from kv_helpers import last_indexes, started, stop
 
 from raftkv.kv import (
-    KvService,
-    KvStateMachine,
     Put,
     Range,
     RangeResponse,
@@ -23,41 +22,7 @@ from raftkv.kv import (
 )
 from raftkv.kv.errors import InvalidRequest
 from raftkv.kv.mvcc import MvccView, ReadBudget
-from raftkv.raft.core.types import NodeId
-from raftkv.raft.storage.base import RaftStorage
-from raftkv.raft.storage.rocks import RocksStorage
-from raftkv.testing.local_cluster import LocalCluster, run_scenario
-
-
-def kv_machine(storage: RaftStorage) -> KvStateMachine:
-    return KvStateMachine(storage.app_data())
-
-
-async def started(
-    tmp_path: Path, limits: ReadLimits | None = None
-) -> tuple[LocalCluster, dict[int, KvService]]:
-    def storage(node_id: NodeId) -> RaftStorage:
-        return RocksStorage(tmp_path / f"node-{node_id}")
-
-    cluster = LocalCluster(3, state_machine=kv_machine, storage=storage)
-    await cluster.start()
-    await cluster.wait_for_leader()
-    services: dict[int, KvService] = {}
-    for node_id, node in cluster.nodes.items():
-        machine = node.state_machine
-        assert isinstance(machine, KvStateMachine)
-        services[node_id] = KvService(node, machine, read_limits=limits)
-    return cluster, services
-
-
-async def stop(cluster: LocalCluster, services: dict[int, KvService]) -> None:
-    for service in services.values():
-        service.close()
-    await cluster.stop()
-
-
-def last_indexes(cluster: LocalCluster) -> list[int]:
-    return [node.status().last_index for node in cluster.nodes.values()]
+from raftkv.testing.local_cluster import run_scenario
 
 
 def test_a_read_only_txn_never_reaches_the_log(tmp_path: Path) -> None:
