@@ -57,11 +57,12 @@ class PerfResult:
     stddev_s: float
 
 
-# "PASS: Throughput is 150 writes/s", "FAIL: Throughput too low: 90 writes/s", and the same
-# two forms for the slowest request and the standard deviation.
-_THROUGHPUT = re.compile(r"(?:PASS|FAIL): Throughput\D*(\d+) writes/s")
-_SLOWEST = re.compile(r"(?:PASS|FAIL): Slowest request took\D*([\d.]+)s")
-_STDDEV = re.compile(r"(?:PASS|FAIL): Stddev\D*([\d.]+)s")
+# etcdctl 3.5 prints "PASS: Throughput is 150 writes/s" or "FAIL: Throughput too low: 667
+# writes/s", then "PASS: Slowest request took 0.189209s" or "Slowest request took too long:
+# 1.357145s" (no prefix when it fails), and the same two forms for the standard deviation.
+_THROUGHPUT = re.compile(r"Throughput\D*(\d+) writes/s")
+_SLOWEST = re.compile(r"Slowest request took\D*([\d.]+)s")
+_STDDEV = re.compile(r"Stddev\D*([\d.]+)s")
 
 
 def parse_check_perf(output: str) -> PerfResult:
