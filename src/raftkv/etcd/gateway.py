@@ -26,21 +26,11 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from raftkv.etcd.calls import Context
-from raftkv.etcd.gateway_errors import error_response
+from raftkv.etcd.gateway_errors import Aborted, error_response
 from raftkv.etcd.gateway_streams import Handler, stream_handler
 from raftkv.etcd.maintenance_servicer import VERSION
 from raftkv.etcd.proto import rpc_pb2
 from raftkv.etcd.servicers import EtcdServicers
-
-
-class _Refused(grpc.aio.AbortError):
-    """The call was ended (abort): an AbortError, as gRPC's own, so that what wraps a
-    servicer's method (raftkv.etcd.calls.translated) lets it through as one."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 class _GatewayCall:
@@ -67,7 +57,7 @@ class _GatewayCall:
 
     async def abort(self, code: grpc.StatusCode, details: str = "") -> NoReturn:
         self._code = code
-        raise _Refused(code, details)
+        raise Aborted(code, details)
 
 
 class Shape(enum.Enum):
@@ -200,7 +190,7 @@ def _handler(method: Method, request_type: type[Message]) -> Handler:
             )
         try:
             answer = await method(message, cast(Context, _GatewayCall()))
-        except _Refused as refused:
+        except Aborted as refused:
             return error_response(refused.code, refused.message)
         except NotImplementedError:
             return error_response(

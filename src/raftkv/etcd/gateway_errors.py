@@ -16,6 +16,7 @@ from http import HTTPStatus
 from typing import Final
 
 import grpc
+import grpc.aio
 from aiohttp import web
 
 # grpc-gateway's HTTP status for each gRPC status.
@@ -38,6 +39,18 @@ HTTP_STATUS: Final = {
     grpc.StatusCode.DATA_LOSS: 500,
     grpc.StatusCode.UNAUTHENTICATED: 401,
 }
+
+
+class Aborted(grpc.aio.AbortError):
+    """A servicer ended a gateway call (the `abort` of the gateway's stand-in for its gRPC
+    context): an AbortError, as gRPC's own, so that what wraps a servicer's method
+    (raftkv.etcd.calls.translated) lets it through as one. The route answers it with one
+    of the shapes above."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 def error_response(code: grpc.StatusCode, message: str) -> web.Response:

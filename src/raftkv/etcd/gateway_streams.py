@@ -44,7 +44,7 @@ from google.protobuf.message import Message
 
 from raftkv.etcd.calls import Context, status_for
 from raftkv.etcd.errors import STOPPED
-from raftkv.etcd.gateway_errors import HTTP_STATUS, error_line, error_response
+from raftkv.etcd.gateway_errors import HTTP_STATUS, Aborted, error_line, error_response
 from raftkv.kv.service import KvService
 
 # How often a stream checks that its client is still there and the node still serving.
@@ -59,16 +59,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # A servicer's streaming method: a coroutine that writes through its context (Watch) or
 # an async generator of responses (LeaseKeepAlive, Snapshot).
 StreamMethod = Callable[[Any, Context], Any]
-
-
-class _Aborted(grpc.aio.AbortError):
-    """The call was ended (abort): an AbortError, as gRPC's own, so that what wraps a
-    servicer's method lets it through as one."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 class _BadBody(Exception):
@@ -103,7 +93,7 @@ class _StreamCall:
 
     async def abort(self, code: grpc.StatusCode, details: str = "") -> NoReturn:
         self._code = code
-        raise _Aborted(code, details)
+        raise Aborted(code, details)
 
     def code(self) -> grpc.StatusCode:
         return self._code
@@ -227,7 +217,7 @@ async def _supervise(
     error = task.exception()
     if error is None:
         return None
-    if isinstance(error, _Aborted):
+    if isinstance(error, Aborted):
         return (error.code, error.message)
     if isinstance(error, NotImplementedError):
         return (grpc.StatusCode.UNIMPLEMENTED, "raftkv: this method is not served yet")
