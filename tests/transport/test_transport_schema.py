@@ -4,40 +4,19 @@ in etcd/, the etcd API's own wire layer: tests/etcd/test_etcd_proto.py)."""
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from raftkv.testing.generated_code import out_of_date
+
 SOURCE = Path(__file__).resolve().parents[2] / "src"
 TRANSPORT = SOURCE / "raftkv" / "raft" / "transport"
-GENERATED = ("raft_pb2.py", "raft_pb2.pyi", "raft_pb2_grpc.py")
 
 
 def test_the_generated_code_matches_raft_proto(tmp_path: Path) -> None:
-    # The same command as `make proto`, into a scratch directory.
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "grpc_tools.protoc",
-            f"-I{SOURCE}",
-            f"--python_out={tmp_path}",
-            f"--pyi_out={tmp_path}",
-            f"--grpc_python_out={tmp_path}",
-            str(TRANSPORT / "raft.proto"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    regenerated = tmp_path / "raftkv" / "raft" / "transport"
-    for name in GENERATED:
-        assert (regenerated / name).read_bytes() == (TRANSPORT / name).read_bytes(), (
-            f"{name} is out of date: run `make proto`"
-        )
+    stale = out_of_date(SOURCE, [TRANSPORT / "raft.proto"], tmp_path)
+    assert stale == [], f"{', '.join(stale)} out of date: run `make proto`"
 
 
 def imports_of(path: Path) -> set[str]:

@@ -12,6 +12,7 @@ The rest, by what it is:
 - `local_cluster`, `lossy_storage`, `state_machines`: the cluster and doubles named above;
 - `http_cluster`: a LocalCluster of KV nodes behind real HTTP servers, for client code;
 - `processes`: free ports and bounded waits for tests that run real processes;
+- `generated_code`: whether the modules generated from .proto files are current;
 - `linearizability`: the history checker the simulators and chaos runs share;
 - `peer_fuzz`: hostile peer frames at real gRPC nodes (`make fuzz-peer`);
 - `chaos/`: real processes in network namespaces under faults (`make chaos`, root).
