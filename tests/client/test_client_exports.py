@@ -34,6 +34,7 @@ def test_client_all_is_pinned() -> None:
             "LeaseRevokeResult",
             "LeaseStatus",
             "LimitExceeded",
+            "NoSpace",
             "Lock",
             "LockLost",
             "Member",

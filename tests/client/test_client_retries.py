@@ -31,6 +31,7 @@ from raftkv.client import (
     InvalidRequest,
     KeyValue,
     LimitExceeded,
+    NoSpace,
     NotUtf8,
     OutcomeUnknown,
     PutResult,
@@ -147,6 +148,16 @@ def test_an_expired_session_after_an_unknown_outcome_is_outcome_unknown() -> Non
     assert len(stub.requests) == 2
 
 
+def test_a_nospace_refusal_after_an_unknown_outcome_is_outcome_unknown() -> None:
+    """The first attempt may still be in the log, and apply once the alarm is disarmed:
+    the refusal of the retry does not say the write will never apply."""
+    stub = Stub(error(504, "timeout"), error(507, "no_space"))
+    fake, settings = FakeTime(), None
+    with pytest.raises(OutcomeUnknown, match="NOSPACE alarm refused a retry"):
+        against_stub(stub, put, settings, fake)
+    assert len(stub.requests) == 2
+
+
 def test_a_write_whose_retries_run_out_after_an_unknown_outcome_is_outcome_unknown() -> None:
     settings = ClientSettings(max_attempts=3)
     stub = Stub(error(504, "timeout"), error(503, "not_leader"), refused(C))
@@ -248,6 +259,7 @@ REFUSALS = [
     (409, "stale_sequence", StaleSequence),
     (410, "compacted", Compacted),
     (413, "limit_exceeded", LimitExceeded),
+    (507, "no_space", NoSpace),
     (413, "body_too_large", LimitExceeded),
     (418, "teapot", Refused),
 ]

@@ -14,7 +14,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,8 +28,17 @@ TICK_MS = 50
 
 
 class KvProcessCluster:
-    def __init__(self, root: Path, nodes: int = 3, *, etcd_grpc: bool = False) -> None:
+    def __init__(
+        self,
+        root: Path,
+        nodes: int = 3,
+        *,
+        etcd_grpc: bool = False,
+        arguments: Sequence[str] = (),
+    ) -> None:
         self.root = root
+        # More `raftkv serve` flags, for every node.
+        self.arguments = list(arguments)
         root.mkdir(parents=True, exist_ok=True)
         self.ids = list(range(1, nodes + 1))
         self.client_ports = {node: free_port() for node in self.ids}
@@ -79,6 +88,7 @@ class KvProcessCluster:
             "--request-timeout-s",
             "3",
             *(["--listen-client-grpc", self.grpc_endpoint(node)] if self.etcd_grpc else []),
+            *self.arguments,
         ]
 
     def add_node(self) -> int:

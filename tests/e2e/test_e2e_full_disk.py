@@ -40,7 +40,9 @@ def small_disk(tmp_path: Path) -> object:
 def test_a_follower_whose_disk_fills_up_exits_and_misreports_no_write(
     tmp_path: Path, small_disk: Path
 ) -> None:
-    cluster = KvProcessCluster(tmp_path)
+    # No free-space reserve: this is the crash path a full disk takes without one (the
+    # NOSPACE alarm that stops writes before it is tests/e2e/test_e2e_nospace.py's).
+    cluster = KvProcessCluster(tmp_path, arguments=["--min-free-disk-bytes", "0"])
     try:
         cluster.start_all()
         leader = cluster.wait_for_leader()

@@ -18,7 +18,15 @@ from raftkv.etcd.maintenance_servicer import VERSION, uint32_of
 from raftkv.etcd.proto import rpc_pb2, rpc_pb2_grpc
 from raftkv.etcd.server import EtcdGrpcPort
 from raftkv.etcd.servicers import EtcdServicers
-from raftkv.kv import KvService, KvStateMachine, ReadLimits
+from raftkv.kv import (
+    KvCommand,
+    KvService,
+    KvStateMachine,
+    NoSpaceAlarmResponse,
+    RaiseNoSpaceAlarm,
+    ReadLimits,
+    encode_command,
+)
 from raftkv.kv.layout import CorruptAlarm
 from raftkv.raft.core.types import NodeId
 from raftkv.raft.storage.memory import MemoryAppData
@@ -137,6 +145,58 @@ def test_alarms_are_listed_in_status_and_alarm_get_and_stay_until_their_member_l
             for bad in (rpc_pb2.AlarmRequest(action=7), rpc_pb2.AlarmRequest(alarm=9)):
                 unknown = await _refused(api, stub.Alarm(bad))
                 assert unknown.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    run_scenario(scenario)
+
+
+def test_a_nospace_alarm_refuses_puts_with_etcds_error_and_deactivate_disarms_it() -> None:
+    async def scenario() -> None:
+        async with etcd_cluster() as api:
+            node = api.leader()
+            service = api.services[node]
+            # What member 2's space monitor proposes once its storage passes its quota.
+            raised = await api.cluster.complete(
+                service.node.propose(encode_command(KvCommand(RaiseNoSpaceAlarm(2, "quota"))))
+            )
+            assert isinstance(raised, NoSpaceAlarmResponse)
+            listed = await api.call(node, "Maintenance", "Alarm", rpc_pb2.AlarmRequest())
+            assert [(a.memberID, a.alarm) for a in listed.alarms] == [(2, rpc_pb2.NOSPACE)]
+            only_corrupt = await api.call(
+                node, "Maintenance", "Alarm", rpc_pb2.AlarmRequest(alarm=rpc_pb2.CORRUPT)
+            )
+            assert list(only_corrupt.alarms) == []
+            status = await api.call(node, "Maintenance", "Status", rpc_pb2.StatusRequest())
+            assert list(status.errors) == ["memberID:2 alarm:NOSPACE "]
+            stub = api.stubs(node)
+            for refused_call in (
+                stub.KV.Put(rpc_pb2.PutRequest(key=b"k", value=b"v")),
+                stub.Lease.LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=60)),
+                stub.KV.Txn(
+                    rpc_pb2.TxnRequest(
+                        failure=[
+                            rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=b"k", value=b""))
+                        ]
+                    )
+                ),
+            ):
+                refused = await _refused(api, refused_call)
+                assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert refused.details() == "etcdserver: mvcc: database space exceeded"
+            deleted = await api.call(
+                node, "KV", "DeleteRange", rpc_pb2.DeleteRangeRequest(key=b"k")
+            )
+            assert deleted.deleted == 0
+            deactivated = await api.call(
+                node,
+                "Maintenance",
+                "Alarm",
+                rpc_pb2.AlarmRequest(
+                    action=rpc_pb2.AlarmRequest.DEACTIVATE, memberID=2, alarm=rpc_pb2.NOSPACE
+                ),
+            )
+            assert [(a.memberID, a.alarm) for a in deactivated.alarms] == [(2, rpc_pb2.NOSPACE)]
+            assert service.nospace_alarms() == []
+            await api.call(node, "KV", "Put", rpc_pb2.PutRequest(key=b"k", value=b"v"))
 
     run_scenario(scenario)
 

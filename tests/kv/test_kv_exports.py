@@ -10,6 +10,12 @@ def test_kv_all_is_pinned() -> None:
     assert sorted(raftkv.kv.__all__) == sorted(
         [
             "ClearCorruptAlarm",
+            "DisarmNoSpaceAlarm",
+            "NoSpace",
+            "NoSpaceAlarmResponse",
+            "RaiseNoSpaceAlarm",
+            "SpaceMonitor",
+            "SpaceSettings",
             "Compact",
             "CompactResponse",
             "TxnCompare",
@@ -83,5 +89,5 @@ def test_every_kv_error_has_its_own_code() -> None:
         for value in vars(raftkv.kv.errors).values()
         if isinstance(value, type) and issubclass(value, raftkv.kv.KvError)
     ]
-    assert len(errors) == 12
+    assert len(errors) == 13
     assert len({error.code for error in errors}) == len(errors)

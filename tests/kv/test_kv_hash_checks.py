@@ -282,7 +282,7 @@ def test_forgetting_checks_keeps_the_state_hash() -> None:
         apply_one(kv, index, request)
     before = kv.state_hash()
     assert len(kv.corrupt_alarms()) == 2
-    kv.forget_hash_checks()
+    kv.forget_checks_and_alarms()
     assert kv.corrupt_alarms() == [] and kv.hash_check_record().check_index == 0
     assert kv.state_hash() == before and kv.applied_index() == 4
     assert kv.app.get(HASH_CHECK_KEY) is None

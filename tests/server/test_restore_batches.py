@@ -152,13 +152,13 @@ def test_a_restore_that_fails_halfway_removes_what_it_wrote(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     make_backup(tmp_path / "b.raftkv", 600)
-    commit = KvStateMachine.forget_hash_checks
+    commit = KvStateMachine.forget_checks_and_alarms
 
     def failing(self: KvStateMachine) -> None:
         commit(self)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(KvStateMachine, "forget_hash_checks", failing)
+    monkeypatch.setattr(KvStateMachine, "forget_checks_and_alarms", failing)
     for data_dir in (tmp_path / "new", tmp_path / "empty"):
         if data_dir.name == "empty":
             data_dir.mkdir()

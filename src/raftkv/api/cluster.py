@@ -12,7 +12,9 @@ from raftkv.api.keys import MemberId, MemberIdOrZero
 __all__ = [
     "AddMemberBody",
     "AlarmAnswer",
+    "AlarmsAnswer",
     "ClusterAnswer",
+    "DisarmBody",
     "HealthAnswer",
     "MemberAnswer",
     "MemberRole",
@@ -59,15 +61,33 @@ class AlarmAnswer(msgspec.Struct, frozen=True):
     CORRUPT: a hash check found `member`'s state different from the one a majority of
     members hold ("minority"), or the members' states differ with none held by a majority
     ("no_majority"). The member refuses client requests (503 `corrupt`) until it is
-    removed; join it again with a new id and an empty data dir."""
+    removed; join it again with a new id and an empty data dir.
+    NOSPACE: `member`'s storage passed its quota ("quota") or its disk's free space fell
+    under its reserve ("disk_free"). The whole cluster refuses writes that add data (507
+    `no_space`) until the alarm is disarmed (`POST /v1/alarms/disarm`)."""
 
-    # "CORRUPT" (the only alarm so far; a str so that a client reads a newer kind).
+    # "CORRUPT" or "NOSPACE" (a str so that a client reads a newer kind).
     alarm: str
     member: int
-    # The log index of the hash check that found it.
+    # CORRUPT: the log index of the hash check that found it; NOSPACE: of the entry that
+    # raised it.
     check_index: int
-    # "minority" or "no_majority".
+    # CORRUPT: "minority" or "no_majority"; NOSPACE: "quota" or "disk_free".
     reason: str
+
+
+class AlarmsAnswer(msgspec.Struct, frozen=True):
+    """`GET /v1/alarms` and `POST /v1/alarms/disarm`: the cluster's alarms (after the
+    disarm), by kind and member."""
+
+    alarms: list[AlarmAnswer]
+
+
+class DisarmBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`POST /v1/alarms/disarm`: end the NOSPACE alarm of `member` (0: of every member).
+    CORRUPT alarms are not disarmed: they end when their member is removed."""
+
+    member: MemberIdOrZero = 0
 
 
 class StatusAnswer(msgspec.Struct, frozen=True, omit_defaults=True):

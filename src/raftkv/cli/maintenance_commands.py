@@ -1,6 +1,7 @@
 """Maintenance verbs of the `raftkv` command, named as etcdctl names them: `compact
-REVISION`, `endpoint health` and `endpoint hashkv`. They take the common flags of
-`raftkv.cli.arguments` and fail as every client verb does (`raftkv.cli.running`).
+REVISION`, `endpoint health`, `endpoint hashkv`, `alarm list` and `alarm disarm`. They
+take the common flags of `raftkv.cli.arguments` and fail as every client verb does
+(`raftkv.cli.running`).
 
 - `compact REVISION` discards the history before REVISION (`POST /v1/compact`); reads and
   watches at older revisions are refused `compacted` after it.
@@ -13,6 +14,8 @@ REVISION`, `endpoint health` and `endpoint hashkv`. They take the common flags o
   user's data only: equal on a cluster restored from a backup and on the source at the
   backup (`hash` also covers what each cluster writes for itself). Exit 4 if a node did
   not answer.
+- `alarm list` lists the cluster's alarms with one line each on what to do (exit 0, as
+  etcdctl's); `alarm disarm [--member ID]` ends NOSPACE alarms once space is freed.
 
 `member update` (etcdctl's, changing a member's peer URL) has no counterpart: the server
 has no route for it. Remove the member and add it again at its new address instead.
@@ -27,7 +30,16 @@ import time
 from raftkv.cli import EXIT_OK, EXIT_UNAVAILABLE
 from raftkv.cli.arguments import endpoints_hint, non_negative
 from raftkv.cli.errors import fail
-from raftkv.cli.output import Json, Output, add_row, new_table, print_json, print_table
+from raftkv.cli.output import (
+    Json,
+    Output,
+    add_row,
+    alarm_json,
+    describe_alarm,
+    new_table,
+    print_json,
+    print_table,
+)
 from raftkv.cli.running import Verb, run_verb
 from raftkv.client import ClientError, Cluster, Status, SyncClient
 
@@ -62,6 +74,27 @@ def add_commands(
     verb("health", "whether each member answers /health (exit 4 if any does not)", _health)
     verb("hashkv", "each member's hash of its whole KV state, at its applied index", _hashkv)
 
+    alarm = subparsers.add_parser(
+        "alarm",
+        help="list the cluster's alarms, disarm NOSPACE",
+        description="The cluster's alarms (CORRUPT, NOSPACE), as etcdctl's alarm verbs.",
+    )
+    alarm_verbs = alarm.add_subparsers(dest="alarm_command", metavar="VERB", required=True)
+    listing = alarm_verbs.add_parser(
+        "list", help="every alarm, and what to do", description=_LIST_HELP, parents=common
+    )
+    listing.set_defaults(handler=run_verb(_alarm_list))
+    disarm = alarm_verbs.add_parser(
+        "disarm", help="end NOSPACE alarms", description=_DISARM_HELP, parents=common
+    )
+    disarm.add_argument(
+        "--member",
+        type=non_negative,
+        default=0,
+        help="the member whose NOSPACE alarm to end (default: every member's)",
+    )
+    disarm.set_defaults(handler=run_verb(_alarm_disarm))
+
 
 def every_endpoint(client: SyncClient) -> tuple[list[str], Cluster | None]:
     """The endpoints given, then every member's client URL the cluster lists (one endpoint
@@ -76,6 +109,35 @@ def every_endpoint(client: SyncClient) -> tuple[list[str], Cluster | None]:
             if url and url not in endpoints:
                 endpoints.append(url)
     return endpoints, cluster
+
+
+_LIST_HELP = (
+    "List the cluster's alarms (the same on every member): CORRUPT (a member's state "
+    "diverged: it serves no clients) and NOSPACE (a member ran out of space: the cluster "
+    "refuses writes that add data)."
+)
+_DISARM_HELP = (
+    "End NOSPACE alarms once space is freed (delete keys, compact). A member still out of "
+    "space raises its alarm again within a second. CORRUPT alarms are not disarmed: they "
+    "end when their member is removed."
+)
+
+
+def _alarm_list(client: SyncClient, arguments: argparse.Namespace, output: Output) -> int:
+    output.alarms(client.alarms())
+    return EXIT_OK
+
+
+def _alarm_disarm(client: SyncClient, arguments: argparse.Namespace, output: Output) -> int:
+    left = client.disarm_alarms(arguments.member)
+    if output.as_json:
+        print_json({"disarmed": arguments.member or "all", "alarms": [alarm_json(a) for a in left]})
+        return EXIT_OK
+    who = f"member {arguments.member}" if arguments.member else "every member"
+    print(f"disarmed the NOSPACE alarm of {who}")
+    for alarm in left:
+        print(describe_alarm(alarm))
+    return EXIT_OK
 
 
 def _compact(client: SyncClient, arguments: argparse.Namespace, output: Output) -> int:

@@ -219,11 +219,27 @@ class Output:
                 str(row.compacted_revision),
                 _or_dash(lag),
                 _ago(contact),
-                alarms[row.id].alarm if row.id in alarms else "",
+                ", ".join(alarm.alarm for alarm in alarms.get(row.id, [])),
             )
         print_table(table)
-        for alarm in alarms.values():
-            print(_describe_alarm(alarm))
+        for member_alarms in alarms.values():
+            for alarm in member_alarms:
+                print(describe_alarm(alarm))
+
+    def alarms(self, alarms: Sequence[Alarm]) -> None:
+        """The cluster's alarms: a table and one line each on what to do (or JSON)."""
+        if self.as_json:
+            return print_json([alarm_json(alarm) for alarm in alarms])
+        if not alarms:
+            print("no alarm")
+            return None
+        table = new_table("member", "alarm", "reason", "index")
+        for alarm in alarms:
+            add_row(table, str(alarm.member), alarm.alarm, alarm.reason, str(alarm.check_index))
+        print_table(table)
+        for alarm in alarms:
+            print(describe_alarm(alarm))
+        return None
 
     def members(self, cluster: Cluster) -> None:
         if self.as_json:
@@ -290,17 +306,31 @@ class Output:
         return table
 
 
-def _alarms(rows: Sequence[Status | ClientError]) -> dict[int, Alarm]:
-    """The alarms any answering member listed, by the member they name."""
-    found: dict[int, Alarm] = {}
+def _alarms(rows: Sequence[Status | ClientError]) -> dict[int, list[Alarm]]:
+    """The alarms any answering member listed, by the member they name (one per kind)."""
+    found: dict[tuple[int, str], Alarm] = {}
     for row in rows:
         if not isinstance(row, ClientError):
             for alarm in row.alarms:
-                found.setdefault(alarm.member, alarm)
-    return dict(sorted(found.items()))
+                found.setdefault((alarm.member, alarm.alarm), alarm)
+    by_member: dict[int, list[Alarm]] = {}
+    for (member, _), alarm in sorted(found.items()):
+        by_member.setdefault(member, []).append(alarm)
+    return by_member
 
 
-def _describe_alarm(alarm: Alarm) -> str:
+def describe_alarm(alarm: Alarm) -> str:
+    """One line: what the alarm means and what to do."""
+    if alarm.alarm == "NOSPACE":
+        finding = (
+            "its storage passed its quota (quota_backend_bytes)"
+            if alarm.reason == "quota"
+            else "its disk's free space fell under min_free_disk_bytes"
+        )
+        return (
+            f"ALARM NOSPACE: member {alarm.member}: {finding}; the cluster refuses writes "
+            "that add data. Free space (delete keys, compact), then run raftkv alarm disarm."
+        )
     if alarm.alarm != "CORRUPT":
         return f"ALARM {alarm.alarm}: member {alarm.member}"
     why = (
@@ -314,6 +344,15 @@ def _describe_alarm(alarm: Alarm) -> str:
         f"(raftkv member remove {alarm.member}) and join it again with a new id and an "
         "empty data dir."
     )
+
+
+def alarm_json(alarm: Alarm) -> Json:
+    return {
+        "alarm": alarm.alarm,
+        "member": alarm.member,
+        "check_index": alarm.check_index,
+        "reason": alarm.reason,
+    }
 
 
 def _status_json(endpoint: str, row: Status | ClientError) -> Json:
@@ -330,15 +369,7 @@ def _status_json(endpoint: str, row: Status | ClientError) -> Json:
         "applied_index": row.applied_index,
         "revision": row.revision,
         "compacted_revision": row.compacted_revision,
-        "alarms": [
-            {
-                "alarm": alarm.alarm,
-                "member": alarm.member,
-                "check_index": alarm.check_index,
-                "reason": alarm.reason,
-            }
-            for alarm in row.alarms
-        ],
+        "alarms": [alarm_json(alarm) for alarm in row.alarms],
     }
 
 

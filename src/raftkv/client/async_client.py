@@ -20,6 +20,7 @@ from raftkv.client.errors import ClientError, SessionExpired
 from raftkv.client.leases import KeptLease, check_ttl, random_lease_id
 from raftkv.client.protocol import Session
 from raftkv.client.results import (
+    Alarm,
     Cluster,
     CompactResult,
     DeleteResult,
@@ -292,6 +293,15 @@ class Client:
     async def transfer_leadership(self, to: int = 0) -> int:
         """Hand leadership to voter `to` (0: the most caught-up); the new leader's id."""
         return await self._call(protocol.transfer_leadership(to))
+
+    async def alarms(self) -> tuple[Alarm, ...]:
+        """The cluster's alarms (linearizable): CORRUPT and NOSPACE, by member."""
+        return await self._call(protocol.alarms())
+
+    async def disarm_alarms(self, member_id: int = 0) -> tuple[Alarm, ...]:
+        """End the NOSPACE alarm of `member_id` (0: of every member); the alarms left. A
+        member still out of space raises its alarm again within a second."""
+        return await self._call(protocol.disarm_alarms(member_id))
 
     async def health(self, endpoint: str | None = None) -> bool:
         """Whether `endpoint` (one attempt), or any endpoint, answers `/health` with "ok"."""

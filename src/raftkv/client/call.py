@@ -19,7 +19,10 @@ Rules (what may be retried is decided by whether anything may have been applied)
   read, retry; for a write with a session the outcome is unknown, retry with the same
   session (the server applies it at most once); for a write without one (compact), stop
   with OutcomeUnknown, since a retry could apply it twice.
-- other 4xx: the typed refusal, at once (the same request gets the same answer).
+- other 4xx, and 507 `no_space` (a NOSPACE alarm): the typed refusal, at once (the same
+  request gets the same answer) — but a 507 after an attempt that may have applied ends
+  with OutcomeUnknown, as a 409 `session_expired` does: the earlier attempt may still be
+  in the log, and apply once the alarm is disarmed.
 - 500 or an unreadable answer: ServerError, at once.
 Attempts stop at `max_attempts`, or when the backoff would end past the call's deadline;
 the call then fails with OutcomeUnknown if an attempt of a write may have applied, else
@@ -149,7 +152,12 @@ class Call(Generic[T]):
             # An earlier attempt may have applied before the session was forgotten.
             self._log.append((endpoint, f"409 {code}: {message}"))
             raise self._exhausted(now, True, "the server no longer holds the write's session")
-        if 400 <= status < 500:
+        if status == 507 and self._maybe_applied:
+            # This attempt was refused, but an earlier one may still be in the log, and
+            # apply once the alarm is disarmed.
+            self._log.append((endpoint, f"507 {code}: {message}"))
+            raise self._exhausted(now, True, "a NOSPACE alarm refused a retry of the write")
+        if 400 <= status < 500 or status == 507:
             self._router.answered(endpoint, None)
             raise refusal(
                 status,

@@ -34,6 +34,7 @@ __all__ = [
     "LeaseExists",
     "LeaseNotFound",
     "LimitExceeded",
+    "NoSpace",
     "NotUtf8",
     "OutcomeUnknown",
     "Refused",
@@ -114,6 +115,13 @@ class LimitExceeded(Refused):
     """413: a key, value, txn, request body or Raft command is over a server limit."""
 
 
+class NoSpace(Refused):
+    """507 `no_space`: a NOSPACE alarm is raised (a member's storage is over its quota, or
+    its disk nearly full), so the cluster refuses writes that add data (puts, txns with a
+    put, lease grants): nothing was applied. Deletes, compactions and reads still work;
+    an operator frees space and disarms the alarm (`disarm_alarms`)."""
+
+
 class Unavailable(ClientError):
     """No attempt succeeded and none may have applied anything: every endpoint was
     unreachable or answered 503 (no leader, dropped, overloaded, stopped), or a read timed
@@ -140,6 +148,7 @@ _REFUSALS: dict[int, type[Refused]] = {
     409: StaleSequence,
     410: Compacted,
     413: LimitExceeded,
+    507: NoSpace,
 }
 
 
@@ -161,7 +170,8 @@ def refusal(
     compact_revision: int | None = None,
     oldest_revision: int | None = None,
 ) -> Refused:
-    """The typed error for a 4xx answer `{"error": {code, message, ...}}` from `endpoint`."""
+    """The typed error for a 4xx (or 507) answer `{"error": {code, message, ...}}` from
+    `endpoint`."""
     kind = _REFUSALS_BY_CODE.get(code) or _REFUSALS.get(status, Refused)
     error = kind(
         code, f"{message} (HTTP {status} from {endpoint})", status=status, endpoints=[endpoint]

@@ -25,7 +25,10 @@ import msgspec
 
 from raftkv.api.cluster import (
     AddMemberBody,
+    AlarmAnswer,
+    AlarmsAnswer,
     ClusterAnswer,
+    DisarmBody,
     HealthAnswer,
     StatusAnswer,
     TransferAnswer,
@@ -499,10 +502,7 @@ def status(hash: bool = False) -> Request[Status]:
             applied_index=answer.applied_index,
             revision=answer.revision,
             compacted_revision=answer.compacted_revision,
-            alarms=tuple(
-                Alarm(alarm.alarm, alarm.member, alarm.check_index, alarm.reason)
-                for alarm in answer.alarms
-            ),
+            alarms=_alarms(answer.alarms),
             removed=answer.removed,
             hash=answer.hash,
             data_hash=answer.data_hash,
@@ -586,6 +586,30 @@ def transfer_leadership(to: int) -> Request[int]:
     return Request(
         "POST", "/v1/leader/transfer", (), body, Kind.UNGUARDED_WRITE, True, decode,
         f"transfer leadership to {to or 'the most caught-up voter'}", leader_only=True,
+    )  # fmt: skip
+
+
+def _decode_alarms(content: bytes, endpoint: str) -> Decoded[tuple[Alarm, ...]]:
+    answer = _read(AlarmsAnswer, content)
+    return Decoded(_alarms(answer.alarms), None)
+
+
+def _alarms(answers: list[AlarmAnswer]) -> tuple[Alarm, ...]:
+    return tuple(
+        Alarm(alarm.alarm, alarm.member, alarm.check_index, alarm.reason) for alarm in answers
+    )
+
+
+def alarms() -> Request[tuple[Alarm, ...]]:
+    return Request("GET", "/v1/alarms", (), None, Kind.READ, True, _decode_alarms, "alarms")
+
+
+def disarm_alarms(member_id: int) -> Request[tuple[Alarm, ...]]:
+    # Idempotent (a second disarm finds nothing to end), so retried like a session write.
+    body = _encoder.encode(DisarmBody(member=member_id))
+    return Request(
+        "POST", "/v1/alarms/disarm", (), body, Kind.WRITE, True, _decode_alarms,
+        f"disarm the NOSPACE alarm of {f'member {member_id}' if member_id else 'every member'}",
     )  # fmt: skip
 
 

@@ -91,7 +91,10 @@ class Alarm:
     from the majority's (`reason` "minority"), or the members' states differing with none
     held by a majority ("no_majority"), at log index `check_index`. That member refuses
     client requests (503 `corrupt`: the client moves on to another endpoint); remove it and
-    join it again with a new id and an empty data dir."""
+    join it again with a new id and an empty data dir. "NOSPACE": `member` ran out of space
+    (`reason` "quota" or "disk_free"; raised by the entry at `check_index`): the cluster
+    refuses writes that add data (`NoSpace`) until the alarm is disarmed
+    (`disarm_alarms`)."""
 
     alarm: str
     member: int

@@ -21,6 +21,7 @@ from raftkv.client.errors import ClientError, SessionExpired
 from raftkv.client.leases import SyncKeptLease, check_ttl, random_lease_id
 from raftkv.client.protocol import Session
 from raftkv.client.results import (
+    Alarm,
     Cluster,
     CompactResult,
     DeleteResult,
@@ -278,6 +279,14 @@ class SyncClient:
     def remove_member(self, member_id: int) -> Cluster:
         """Remove member `member_id` (voter or learner; the leader too: it hands over)."""
         return self._call(protocol.remove_member(member_id))
+
+    def alarms(self) -> tuple[Alarm, ...]:
+        """The cluster's alarms (linearizable): CORRUPT and NOSPACE, by member."""
+        return self._call(protocol.alarms())
+
+    def disarm_alarms(self, member_id: int = 0) -> tuple[Alarm, ...]:
+        """End the NOSPACE alarm of `member_id` (0: of every member); the alarms left."""
+        return self._call(protocol.disarm_alarms(member_id))
 
     def transfer_leadership(self, to: int = 0) -> int:
         """Hand leadership to voter `to` (0: the most caught-up); the new leader's id."""

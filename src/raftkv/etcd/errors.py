@@ -22,6 +22,7 @@ from raftkv.kv.errors import (
     LeaseExists,
     LeaseNotFound,
     LimitExceeded,
+    NoSpace,
     ScanTooLarge,
 )
 from raftkv.kv.watch import TooManyWatches
@@ -68,6 +69,7 @@ LEARNER_NOT_READY = (
 )
 BAD_LEADER_TRANSFEREE = (Code.FAILED_PRECONDITION, "etcdserver: bad leader transferee")
 TOO_MANY_REQUESTS = (Code.RESOURCE_EXHAUSTED, "etcdserver: too many requests")
+NO_SPACE = (Code.RESOURCE_EXHAUSTED, "etcdserver: mvcc: database space exceeded")
 NO_LEADER = (Code.UNAVAILABLE, "etcdserver: no leader")
 STOPPED = (Code.UNAVAILABLE, "etcdserver: server stopped")
 TIMEOUT = (Code.UNAVAILABLE, "etcdserver: request timed out")
@@ -114,6 +116,8 @@ def status_of(error: BaseException) -> tuple[grpc.StatusCode, str] | None:
             return LEASE_NOT_FOUND
         case LeaseExists():
             return LEASE_EXISTS
+        case NoSpace():
+            return NO_SPACE
         case InvalidRequest():
             return Code.INVALID_ARGUMENT, f"etcdserver: {error}"
         case KvError():

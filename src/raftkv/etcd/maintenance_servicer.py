@@ -7,10 +7,12 @@ Defragment — over `KvService`.
   has no free pages to tell apart); leader, raftIndex (the commit index), raftTerm,
   raftAppliedIndex and isLearner as this node knows them; errors name a missing leader and
   every alarm, in etcd's words.
-- Alarm: GET lists the cluster's CORRUPT alarms (raftkv has no NOSPACE alarm yet). Alarms
-  are raised and ended by raftkv's own checks: ACTIVATE is refused; DEACTIVATE of an alarm
-  that is not raised answers as etcd does (nothing), and of a raised CORRUPT alarm is
-  refused — it ends when its member is removed (or the cluster restored from a backup).
+- Alarm: GET lists the cluster's CORRUPT and NOSPACE alarms. Alarms are raised by raftkv's
+  own checks (hash checks; each member's space monitor): ACTIVATE is refused. DEACTIVATE
+  of a raised NOSPACE alarm disarms it through the log (`etcdctl alarm disarm`; a member
+  still out of space raises it again within a second); of an alarm that is not raised it
+  answers as etcd does (nothing); of a raised CORRUPT alarm it is refused — that ends when
+  its member is removed (or the cluster restored from a backup).
 - Hash / HashKV: the first 4 bytes of a SHA-256 as a uint32 — the same on every member
   that has applied the same entries, but not etcd's crc32 (compare raftkv's members with
   each other, never with an etcd's). Hash covers the whole replicated state. HashKV covers
@@ -46,7 +48,7 @@ from raftkv.etcd.errors import (
     EtcdError,
 )
 from raftkv.etcd.proto import rpc_pb2, rpc_pb2_grpc
-from raftkv.kv.layout import CorruptAlarm
+from raftkv.kv.layout import CorruptAlarm, NoSpaceAlarm
 from raftkv.raft.core.types import NodeId
 
 
@@ -82,6 +84,7 @@ MAX_CONCURRENT_SNAPSHOTS: Final = 2
 # Tries at hashing a state that stays put while it is read (writes may apply meanwhile).
 _HASH_ATTEMPTS: Final = 3
 _CORRUPT = rpc_pb2.CORRUPT
+_NOSPACE = rpc_pb2.NOSPACE
 _ACTIONS: Final = frozenset(
     {rpc_pb2.AlarmRequest.GET, rpc_pb2.AlarmRequest.ACTIVATE, rpc_pb2.AlarmRequest.DEACTIVATE}
 )
@@ -93,9 +96,10 @@ def uint32_of(sha256_hex: str) -> int:
     return int(sha256_hex[:8], 16)
 
 
-def alarm_text(alarm: CorruptAlarm) -> str:
+def alarm_text(alarm: CorruptAlarm | NoSpaceAlarm) -> str:
     """An alarm as etcd's Status errors spell it (the Go text form of AlarmMember)."""
-    return f"memberID:{alarm.member_id} alarm:CORRUPT "
+    kind = "CORRUPT" if isinstance(alarm, CorruptAlarm) else "NOSPACE"
+    return f"memberID:{alarm.member_id} alarm:{kind} "
 
 
 class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
@@ -112,6 +116,7 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
         size = await asyncio.to_thread(service.storage_bytes) or 0
         errors = [] if status.leader_id else [NO_LEADER[1]]
         errors += [alarm_text(alarm) for alarm in service.corrupt_alarms()]
+        errors += [alarm_text(alarm) for alarm in service.nospace_alarms()]
         return rpc_pb2.StatusResponse(
             header=self.context.header(),
             version=VERSION,
@@ -131,19 +136,31 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
             raise EtcdError((grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: unknown alarm action"))
         if request.alarm not in _ALARM_TYPES:
             raise EtcdError((grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: unknown alarm type"))
+        service, member = self.service, request.memberID
         # Every alarm of the kind asked (NONE: all), as etcd's GET answers whatever memberID.
-        raised = [
+        corrupt = [
             rpc_pb2.AlarmMember(memberID=alarm.member_id, alarm=_CORRUPT)
-            for alarm in self.service.corrupt_alarms()
+            for alarm in service.corrupt_alarms()
             if request.alarm in (rpc_pb2.NONE, _CORRUPT)
         ]
+        nospace = [
+            rpc_pb2.AlarmMember(memberID=alarm.member_id, alarm=_NOSPACE)
+            for alarm in service.nospace_alarms()
+            if request.alarm in (rpc_pb2.NONE, _NOSPACE)
+        ]
+        raised = corrupt + nospace
         match request.action:
             case rpc_pb2.AlarmRequest.ACTIVATE:
                 raise EtcdError(ALARMS_ARE_RAFTKVS)
             case rpc_pb2.AlarmRequest.DEACTIVATE:
-                if any(alarm.memberID == request.memberID for alarm in raised):
+                if any(alarm.memberID == member for alarm in corrupt):
                     raise EtcdError(CORRUPT_STAYS)
-                raised = []  # nothing raised to deactivate: etcd answers no alarm
+                if request.alarm == _NOSPACE and any(alarm.memberID == member for alarm in nospace):
+                    # The alarm deactivated, as etcd answers (`etcdctl alarm disarm`).
+                    await service.disarm_nospace_alarms(member, timeout=self.context.timeout(call))
+                    raised = [rpc_pb2.AlarmMember(memberID=member, alarm=_NOSPACE)]
+                else:
+                    raised = []  # nothing raised to deactivate: etcd answers no alarm
         return rpc_pb2.AlarmResponse(header=self.context.header(), alarms=raised)
 
     async def _stable_hash(self, hashing: Callable[[], Awaitable[str]]) -> tuple[str, int]:

@@ -10,7 +10,10 @@
   and watches (`WatchHub`, `Watch`: change streams read back from the history, handed out
   as `EventBatch`, `WatchProgress`, `WatchCanceled`);
 - hash checks (`HashCheck`, `HashReport`, run by each member's `CorruptChecker`): members
-  compare hashes of their state at the same log index and raise CORRUPT alarms.
+  compare hashes of their state at the same log index and raise CORRUPT alarms;
+- NOSPACE alarms (`RaiseNoSpaceAlarm`, `DisarmNoSpaceAlarm`, raised by each member's
+  `SpaceMonitor`): a member out of space makes the cluster refuse writes that add data
+  (`NoSpace`) until an operator disarms it.
 
 One owner per public name: the HTTP client (`raftkv.client`) owns the user-facing names
 `KeyValue`, `PutResult` ..., `Compare`, `WatchBatch` and the refusals `Compacted`,
@@ -33,6 +36,7 @@ from raftkv.kv.commands import (
     CompareTarget,
     DeleteRange,
     DeleteRangeResponse,
+    DisarmNoSpaceAlarm,
     HashCheck,
     HashCheckResponse,
     HashReport,
@@ -49,10 +53,12 @@ from raftkv.kv.commands import (
     LeaseRevoke,
     LeaseRevokeResponse,
     MvccKeyValue,
+    NoSpaceAlarmResponse,
     PublishMember,
     PublishMemberResponse,
     Put,
     PutResponse,
+    RaiseNoSpaceAlarm,
     Range,
     RangeResponse,
     RequestOp,
@@ -67,12 +73,20 @@ from raftkv.kv.commands import (
     encode_command,
 )
 from raftkv.kv.corrupt_checker import CorruptChecker, CorruptCheckerSettings
-from raftkv.kv.errors import DuplicateKey, EmptyKey, FutureRevision, KvError, ScanTooLarge
+from raftkv.kv.errors import (
+    DuplicateKey,
+    EmptyKey,
+    FutureRevision,
+    KvError,
+    NoSpace,
+    ScanTooLarge,
+)
 from raftkv.kv.events import Event
 from raftkv.kv.lease_keeper import LeaseKeeper
 from raftkv.kv.mvcc import MvccStore
 from raftkv.kv.service import KvService, ReadLimits
 from raftkv.kv.settings import KvSettings
+from raftkv.kv.space_monitor import SpaceMonitor, SpaceSettings
 from raftkv.kv.state_machine import KvStateMachine
 from raftkv.kv.validation import check_request
 from raftkv.kv.watch import (
@@ -96,6 +110,7 @@ __all__ = [
     "CorruptCheckerSettings",
     "DeleteRange",
     "DeleteRangeResponse",
+    "DisarmNoSpaceAlarm",
     "DuplicateKey",
     "EmptyKey",
     "Event",
@@ -123,10 +138,13 @@ __all__ = [
     "LeaseRevokeResponse",
     "MvccKeyValue",
     "MvccStore",
+    "NoSpace",
+    "NoSpaceAlarmResponse",
     "PublishMember",
     "PublishMemberResponse",
     "Put",
     "PutResponse",
+    "RaiseNoSpaceAlarm",
     "Range",
     "RangeResponse",
     "ReadLimits",
@@ -134,6 +152,8 @@ __all__ = [
     "ResponseHeader",
     "ResponseOp",
     "ScanTooLarge",
+    "SpaceMonitor",
+    "SpaceSettings",
     "TooManyWatches",
     "Txn",
     "TxnCompare",

@@ -215,7 +215,40 @@ class ClearCorruptAlarm(
 
 HashCheckRequest = HashCheck | HashReport | ClearCorruptAlarm
 
-WriteRequest = Put | DeleteRange | Txn | Compact | PublishMember | LeaseRequest | HashCheckRequest
+
+class RaiseNoSpaceAlarm(
+    msgspec.Struct, tag="raise_nospace_alarm", frozen=True, forbid_unknown_fields=True
+):
+    """Member `member_id` is out of space (`raftkv.kv.space_alarms`): its storage passed
+    its quota ("quota") or its disk's free space fell below its reserve ("disk_free").
+    From the entry on, the cluster refuses every write that adds data. A repeat for a
+    member already named changes nothing."""
+
+    member_id: int
+    reason: Literal["quota", "disk_free"]
+
+
+class DisarmNoSpaceAlarm(
+    msgspec.Struct, tag="disarm_nospace_alarm", frozen=True, forbid_unknown_fields=True
+):
+    """End the NOSPACE alarm of member `member_id` (0: of every member); an operator's
+    call once space is freed (a member still out of space raises it again)."""
+
+    member_id: int
+
+
+NoSpaceAlarmRequest = RaiseNoSpaceAlarm | DisarmNoSpaceAlarm
+
+WriteRequest = (
+    Put
+    | DeleteRange
+    | Txn
+    | Compact
+    | PublishMember
+    | LeaseRequest
+    | HashCheckRequest
+    | NoSpaceAlarmRequest
+)
 
 
 class KvCommand(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -357,6 +390,16 @@ class HashCheckResponse(
     header: ResponseHeader
 
 
+class NoSpaceAlarmResponse(
+    msgspec.Struct, tag="nospace_alarm_result", frozen=True, forbid_unknown_fields=True
+):
+    """For a RaiseNoSpaceAlarm and a DisarmNoSpaceAlarm: the members whose NOSPACE alarm
+    is raised once the entry applied (by member id, increasing)."""
+
+    header: ResponseHeader
+    members: list[int]
+
+
 WriteResponse = (
     PutResponse
     | DeleteRangeResponse
@@ -368,6 +411,7 @@ WriteResponse = (
     | LeaseRevokeResponse
     | LeaseCheckpointResponse
     | HashCheckResponse
+    | NoSpaceAlarmResponse
 )
 
 

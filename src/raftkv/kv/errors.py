@@ -155,3 +155,21 @@ class LeaseExists(KvError):
     def __init__(self, lease_id: int) -> None:
         super().__init__(f"lease {lease_id} already exists")
         self.lease_id = lease_id
+
+
+class NoSpace(KvError):
+    """A write that adds data (a put, a txn that may put, a lease grant) while a NOSPACE
+    alarm is raised (`raftkv.kv.space_alarms`): the cluster is read-only for such writes
+    until an operator frees space and disarms the alarm. Deletes, compactions and lease
+    revokes still apply: they are how space is freed."""
+
+    code = "no_space"
+
+    def __init__(self, members: list[int]) -> None:
+        named = ", ".join(str(member) for member in members)
+        super().__init__(
+            f"the cluster is out of space (NOSPACE alarm of member {named}): writes that "
+            "add data are refused; delete or compact to free space, then `raftkv alarm "
+            "disarm`"
+        )
+        self.members = members

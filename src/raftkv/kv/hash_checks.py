@@ -57,6 +57,7 @@ from raftkv.kv.errors import InvalidRequest, LimitExceeded
 from raftkv.kv.layout import (
     HASH_CHECK_KEY,
     MEMBER_PREFIX,
+    NOSPACE_ALARMS_KEY,
     SESSION_AGE_PREFIX,
     SESSION_PREFIX,
     SESSIONS_META_KEY,
@@ -125,10 +126,11 @@ def hash_state(items: Iterable[tuple[bytes, bytes]]) -> bytes:
 
 def is_cluster_record(key: bytes) -> bool:
     """Whether the stored `key` is the cluster's own bookkeeping rather than the user's
-    data: a member's published client URL, the hash checks, a client session."""
+    data: a member's published client URL, the hash checks, the NOSPACE alarms, a client
+    session."""
     return (
         key.startswith(MEMBER_PREFIX)
-        or key in (HASH_CHECK_KEY, SESSIONS_META_KEY)
+        or key in (HASH_CHECK_KEY, NOSPACE_ALARMS_KEY, SESSIONS_META_KEY)
         or key[:1] in (SESSION_PREFIX, SESSION_AGE_PREFIX)
     )
 

@@ -16,6 +16,7 @@ not repeated in every record).
 | members        | b"meta:member:" member id             | MemberRecord: client_url                |
 | hash checks    | b"meta:hash_check"                    | HashCheckRecord: the last check, its    |
 |                |                                       | reports, the CORRUPT alarms             |
+| space alarms   | b"meta:nospace_alarms"                | NoSpaceAlarmsRecord: the NOSPACE alarms |
 | sessions       | b"s" client id (UTF-8)                | SessionRecord: sequence, index, result  |
 | session age    | b"a" log index, client id (UTF-8)     | empty                                   |
 | leases         | b"l" lease id                         | LeaseRecord: ttl, remaining_ms,         |
@@ -62,6 +63,7 @@ MVCC_META_KEY = b"meta:mvcc"
 SESSIONS_META_KEY = b"meta:sessions"
 MEMBER_PREFIX = b"meta:member:"
 HASH_CHECK_KEY = b"meta:hash_check"
+NOSPACE_ALARMS_KEY = b"meta:nospace_alarms"
 HISTORY_PREFIX = b"h"
 INDEX_PREFIX = b"k"
 REVISION_PREFIX = b"r"
@@ -133,6 +135,21 @@ class HashCheckRecord(msgspec.Struct, array_like=True, frozen=True, forbid_unkno
     majority: bytes
     # By member id, increasing; at most one per member.
     alarms: list[CorruptAlarm]
+
+
+class NoSpaceAlarm(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+    """Member `member_id` ran out of space ("quota": its storage passed its quota;
+    "disk_free": its disk's free space fell below its reserve), raised by the entry at
+    `raised_index`."""
+
+    member_id: int
+    reason: Literal["quota", "disk_free"]
+    raised_index: int
+
+
+class NoSpaceAlarmsRecord(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+    # By member id, increasing; at most one per member. Absent from the store when empty.
+    alarms: list[NoSpaceAlarm]
 
 
 class SessionsMeta(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):

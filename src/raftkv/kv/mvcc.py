@@ -53,6 +53,7 @@ from raftkv.kv.commands import (
     LeaseRequest,
     LeaseRevokeResponse,
     MvccKeyValue,
+    NoSpaceAlarmRequest,
     PublishMember,
     Put,
     PutResponse,
@@ -218,7 +219,7 @@ class MvccStore:
             case PublishMember():
                 raise InvalidRequest("PublishMember is not an MVCC request (KvStateMachine)")
             case _:
-                if isinstance(request, LeaseRequest | HashCheckRequest):
+                if isinstance(request, LeaseRequest | HashCheckRequest | NoSpaceAlarmRequest):
                     raise InvalidRequest(
                         f"{type(request).__name__} is not an MVCC request (KvStateMachine)"
                     )

@@ -45,8 +45,6 @@ LearnerNotCaughtUp and MembershipError too.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import random
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -60,6 +58,7 @@ from raftkv.kv.commands import (
     CompactResponse,
     DeleteRange,
     DeleteRangeResponse,
+    DisarmNoSpaceAlarm,
     KvCommand,
     LeaseCheckpoint,
     LeaseCheckpointResponse,
@@ -71,6 +70,7 @@ from raftkv.kv.commands import (
     LeaseRemaining,
     LeaseRevoke,
     LeaseRevokeResponse,
+    NoSpaceAlarmResponse,
     PublishMember,
     PublishMemberResponse,
     Put,
@@ -92,9 +92,10 @@ from raftkv.kv.errors import (
     LeaseNotFound,
 )
 from raftkv.kv.history_hash import HistoryHash
-from raftkv.kv.layout import CorruptAlarm
+from raftkv.kv.layout import CorruptAlarm, NoSpaceAlarm
 from raftkv.kv.mvcc import MvccView, ReadBudget
 from raftkv.kv.settings import KvSettings
+from raftkv.kv.space_monitor import directory_bytes
 from raftkv.kv.state_machine import FrozenSnapshot, KvStateMachine
 from raftkv.kv.validation import check_request, check_session
 from raftkv.kv.watch import WatchHub
@@ -116,6 +117,7 @@ ResultT = TypeVar(
     LeaseKeepAliveResponse,
     LeaseRevokeResponse,
     LeaseCheckpointResponse,
+    NoSpaceAlarmResponse,
 )
 ReadT = TypeVar("ReadT")
 # Random lease ids drawn before giving up on collisions (each collision costs a log entry).
@@ -511,6 +513,19 @@ class KvService:
         naming_me = (alarm for alarm in self.machine.corrupt_alarms() if alarm.member_id == me)
         return next(naming_me, None)
 
+    def nospace_alarms(self) -> list[NoSpaceAlarm]:
+        """The cluster's NOSPACE alarms (replicated: the same on every member)."""
+        return self.machine.nospace_alarms()
+
+    async def disarm_nospace_alarms(
+        self, member_id: int = 0, *, timeout: float | None = None
+    ) -> NoSpaceAlarmResponse:
+        """End the NOSPACE alarm of `member_id` (0: of every member), through the log; the
+        answer lists the alarms still raised. A member still out of space raises its alarm
+        again at its monitor's next round (raftkv.kv.space_monitor)."""
+        request = DisarmNoSpaceAlarm(member_id)
+        return await self._write(request, NoSpaceAlarmResponse, "", 0, timeout)
+
     # -- membership and leadership (through the node: one change at a time, via the leader)
 
     async def add_learner(
@@ -570,15 +585,13 @@ class KvService:
     def storage_bytes(self) -> int | None:
         """Bytes of this node's storage files (None: not on disk). Walks the directory:
         call it off the event loop."""
+        path = self.storage_path()
+        return None if path is None else directory_bytes(path)
+
+    def storage_path(self) -> str | None:
+        """The directory of this node's storage (None: not on disk)."""
         path = getattr(self.node.storage, "path", None)
-        if not isinstance(path, str):
-            return None
-        total = 0
-        for directory, _, files in os.walk(path):
-            for name in files:
-                with contextlib.suppress(OSError):  # a file compacted away meanwhile
-                    total += os.stat(os.path.join(directory, name)).st_size
-        return total
+        return path if isinstance(path, str) else None
 
     async def history_hash(self, revision: int = 0) -> HistoryHash:
         """This node's hash of the MVCC history up to `revision` (0: its current revision;

@@ -25,6 +25,10 @@ checkpoint) for this node's `CorruptChecker` to hash off the event loop
 (`take_pending_hash`); reports and alarm clearings are commands like the others. The
 CORRUPT alarms are replicated state (`corrupt_alarms`).
 
+NOSPACE alarms (`raftkv.kv.space_alarms`): raised and disarmed by commands; while one is
+raised, every write that adds data is refused at apply time with `NoSpace`, alike on every
+member (`nospace_alarms`).
+
 Reads (`range`, `current_revision`, `compacted_revision`, `read_view`) see committed state:
 the driver calls everything on its event loop, never during an `apply`. For a linearizable
 read the server reads after the node's `read_index`; `read_view` gives a snapshot a worker
@@ -56,17 +60,20 @@ from raftkv.kv.commands import (
     LeaseRequest,
     LeaseRevoke,
     LeaseRevokeResponse,
+    NoSpaceAlarmRequest,
+    NoSpaceAlarmResponse,
     PublishMember,
     PublishMemberResponse,
     Range,
     RangeResponse,
     ResponseHeader,
+    WriteRequest,
     WriteResponse,
     decode_command,
     decode_result,
     encode_result,
 )
-from raftkv.kv.errors import KvError, SessionExpired, StaleSequence
+from raftkv.kv.errors import KvError, NoSpace, SessionExpired, StaleSequence
 from raftkv.kv.events import EventReader
 from raftkv.kv.hash_checks import HashChecks, PendingHash
 from raftkv.kv.layout import (
@@ -79,6 +86,7 @@ from raftkv.kv.layout import (
     LEASE_PREFIX,
     MEMBER_PREFIX,
     MVCC_META_KEY,
+    NOSPACE_ALARMS_KEY,
     REVISION_PREFIX,
     SESSION_AGE_PREFIX,
     SESSION_PREFIX,
@@ -90,6 +98,8 @@ from raftkv.kv.layout import (
     LeaseRecord,
     MemberRecord,
     MvccMeta,
+    NoSpaceAlarm,
+    NoSpaceAlarmsRecord,
     SessionRecord,
     SessionsMeta,
     unescape,
@@ -99,6 +109,7 @@ from raftkv.kv.members import MemberDirectory
 from raftkv.kv.mvcc import MvccStore, MvccView
 from raftkv.kv.sessions import SessionTable
 from raftkv.kv.settings import KvSettings
+from raftkv.kv.space_alarms import SpaceAlarms, adds_data
 from raftkv.kv.validation import check_request, check_session
 from raftkv.kv.watch import WatchHub, WatchSettings
 from raftkv.raft.clock import Clock, SystemClock
@@ -191,7 +202,7 @@ class KvStateMachine:
         self.corrupt_alarms_raised = 0
         # The state frozen at the last HashCheck applied, until the checker takes it.
         self._pending_hash: PendingHash | None = None
-        self._store, self._sessions, self._members, self._hash_checks = self._open()
+        self._open()
         self.watch_hub = WatchHub(
             EventReader(app),
             self.current_revision,
@@ -200,15 +211,20 @@ class KvStateMachine:
             self.clock,
         )
 
-    def _open(self) -> tuple[MvccStore, SessionTable, MemberDirectory, HashChecks]:
-        """Read the store's meta records and the leases (O(leases)), and start every
-        lease's countdown from its stored remaining time."""
+    def _open(self) -> None:
+        """(Re)read the store's meta records and the leases (O(leases)), and start every
+        lease's countdown from its stored remaining time. Each record's owner below reads
+        its record once and keeps it in memory; all of them stage into the store's one
+        `StagedWrites`, so whatever one `apply` call changes commits together."""
         store = MvccStore(self.app, self.settings)
-        sessions = SessionTable(store.staged, self.settings.max_exactly_once_clients)
+        self._store = store
+        self._sessions = SessionTable(store.staged, self.settings.max_exactly_once_clients)
+        self._members = MemberDirectory(store.staged)
+        self._hash_checks = HashChecks(store.staged)
+        self._space_alarms = SpaceAlarms(store.staged)
         self.lease_timers.clear()
         for lease_id, record in store.leases.load():
             self.lease_timers.set(lease_id, record.remaining_ms, record.ttl, record.renewed_index)
-        return store, sessions, MemberDirectory(store.staged), HashChecks(store.staged)
 
     # -- StateMachine ---------------------------------------------------------------------
 
@@ -264,7 +280,7 @@ class KvStateMachine:
         if any(items[position][0] >= items[position + 1][0] for position in range(len(items) - 1)):
             raise SnapshotInvalid("KV snapshot items are not in strictly increasing key order")
         self.app.replace_all(iter(items), index, term)
-        self._store, self._sessions, self._members, self._hash_checks = self._open()
+        self._open()
         self.watch_hub.reset()
 
     def restore_in_batches(
@@ -299,7 +315,7 @@ class KvStateMachine:
         self.app.commit(batch, index, term)
         if progress is not None:
             progress(written + len(batch.puts))
-        self._store, self._sessions, self._members, self._hash_checks = self._open()
+        self._open()
         self.watch_hub.reset()
 
     def validate_snapshot(self, data: bytes | memoryview) -> None:
@@ -361,10 +377,16 @@ class KvStateMachine:
         pending, self._pending_hash = self._pending_hash, None
         return pending
 
-    def forget_hash_checks(self) -> None:
-        """Drop every hash check and alarm (HashChecks.forget), committed at the current
-        applied index: for a backup restored into a new cluster, on every founder alike."""
+    def nospace_alarms(self) -> list[NoSpaceAlarm]:
+        """The NOSPACE alarms, by member id (replicated: the same on every member)."""
+        return list(self._space_alarms.alarms)
+
+    def forget_checks_and_alarms(self) -> None:
+        """Drop every hash check and alarm, CORRUPT and NOSPACE (HashChecks.forget,
+        SpaceAlarms.forget), committed at the current applied index: for a backup restored
+        into a new cluster, on every founder alike."""
         self._hash_checks.forget()
+        self._space_alarms.forget()
         self._store.commit(*self.app.applied())
 
     def lease(self, lease_id: int) -> LeaseRecord | None:
@@ -402,17 +424,30 @@ class KvStateMachine:
                 )
             elif isinstance(request, LeaseRequest):
                 check_request(request, self.settings)
+                self._refuse_if_out_of_space(request)
                 result = self._apply_lease(request, command.index)
             elif isinstance(request, HashCheckRequest):
                 check_request(request, self.settings)
                 result = self._apply_hash_check(request, command)
+            elif isinstance(request, NoSpaceAlarmRequest):
+                check_request(request, self.settings)
+                self._space_alarms.apply(request, command.index)
+                result = NoSpaceAlarmResponse(
+                    ResponseHeader(self._store.current_revision()), self._space_alarms.members()
+                )
             else:
+                self._refuse_if_out_of_space(request)
                 result = self._store.execute(request)
         except KvError as error:
             return error
         if client_id:
             self._sessions.record(client_id, sequence, command.index, encode_result(result))
         return result
+
+    def _refuse_if_out_of_space(self, request: WriteRequest) -> None:
+        """NoSpace if a NOSPACE alarm is raised and `request` adds data (space_alarms)."""
+        if self._space_alarms.alarms and adds_data(request):
+            raise NoSpace(self._space_alarms.members())
 
     def _apply_lease(self, request: LeaseRequest, index: int) -> WriteResponse:
         """Apply one lease command, then move this node's timer for the lease."""
@@ -558,6 +593,7 @@ _MEMBER_RECORD = msgspec.msgpack.Decoder(MemberRecord)
 _MVCC_META = msgspec.msgpack.Decoder(MvccMeta)
 _SESSIONS_META = msgspec.msgpack.Decoder(SessionsMeta)
 _HASH_CHECK_RECORD = msgspec.msgpack.Decoder(HashCheckRecord)
+_NOSPACE_ALARMS_RECORD = msgspec.msgpack.Decoder(NoSpaceAlarmsRecord)
 _U64_BYTES = 8
 
 
@@ -601,6 +637,8 @@ def _item_problem(key: bytes, value: bytes) -> str | None:
             _SESSIONS_META.decode(value)
         elif key == HASH_CHECK_KEY:
             _HASH_CHECK_RECORD.decode(value)
+        elif key == NOSPACE_ALARMS_KEY:
+            _NOSPACE_ALARMS_RECORD.decode(value)
         elif key.startswith(MEMBER_PREFIX) and len(key) == len(MEMBER_PREFIX) + _U64_BYTES:
             _MEMBER_RECORD.decode(value)
         else:

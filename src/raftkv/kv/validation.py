@@ -24,6 +24,7 @@ from raftkv.kv.commands import (
     ClearCorruptAlarm,
     Compact,
     DeleteRange,
+    DisarmNoSpaceAlarm,
     HashCheck,
     HashReport,
     KvCommand,
@@ -34,6 +35,7 @@ from raftkv.kv.commands import (
     LeaseRevoke,
     PublishMember,
     Put,
+    RaiseNoSpaceAlarm,
     Range,
     RequestOp,
     Txn,
@@ -44,6 +46,7 @@ from raftkv.kv.commands import (
 from raftkv.kv.errors import DuplicateKey, EmptyKey, InvalidRequest, LimitExceeded
 from raftkv.kv.hash_checks import check_hash_request
 from raftkv.kv.settings import KvSettings
+from raftkv.kv.space_alarms import check_space_alarm_request
 
 MAX_INTEGER = (1 << 63) - 1
 # A member's published client URL (scheme, host, port: far below this).
@@ -101,6 +104,8 @@ def check_request(request: WriteRequest | Range, settings: KvSettings) -> None:
                 _check_integer("renewed_index", lease.renewed_index)
         case HashCheck() | HashReport() | ClearCorruptAlarm():
             check_hash_request(request)
+        case RaiseNoSpaceAlarm() | DisarmNoSpaceAlarm():
+            check_space_alarm_request(request)
         case _:
             assert_never(request)
 

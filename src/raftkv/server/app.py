@@ -6,7 +6,8 @@ middlewares below.
   derived from it); the bodies and answers: `raftkv.api`.
 - The handlers, by area: `kv_api` (keys, ranges, txns, compaction), `lease_api`,
   `watch_api`, `node_api` (health, readiness, status, the API document), `cluster_api`
-  (members, membership and leadership changes), `backup_api` (`GET /v1/snapshot`), and
+  (members, membership and leadership changes), `alarm_api` (alarms and their disarm),
+  `backup_api` (`GET /v1/snapshot`), and
   `raftkv.server.metrics` (`GET /metrics`).
 - The errors and their codes: `raftkv.server.errors`.
 - The middlewares, outermost first: the metrics (they see the status the errors middleware
@@ -37,6 +38,7 @@ from raftkv.etcd.gateway import gateway_routes
 from raftkv.etcd.servicers import EtcdServicers
 from raftkv.kv.service import KvService
 from raftkv.raft.core.errors import ConfigInvalid
+from raftkv.server.alarm_api import AlarmHandlers
 from raftkv.server.backup_api import BackupHandlers
 from raftkv.server.cluster_api import ClusterHandlers
 from raftkv.server.errors import HTTP_ERROR_CODES, error_answer
@@ -130,6 +132,7 @@ class Handlers:
     kv: KvHandlers
     node: NodeHandlers
     cluster: ClusterHandlers
+    alarms: AlarmHandlers
     leases: LeaseHandlers
     watches: WatchHandlers
     backups: BackupHandlers
@@ -248,6 +251,8 @@ _SERVED_WHEN_CORRUPT = frozenset(
         "/v1/members/{id}",
         "/v1/members/{id}/promote",
         "/v1/leader/transfer",
+        "/v1/alarms",
+        "/v1/alarms/disarm",
     }
 )
 
@@ -300,6 +305,7 @@ def create_app(
         kv=KvHandlers(service, timeout, max_body_bytes),
         node=NodeHandlers(service, settings.ready_max_apply_lag),
         cluster=ClusterHandlers(service, timeout, max_body_bytes),
+        alarms=AlarmHandlers(service, timeout, max_body_bytes),
         leases=LeaseHandlers(service, timeout, max_body_bytes),
         watches=WatchHandlers(
             service,

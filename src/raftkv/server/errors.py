@@ -40,6 +40,10 @@ Every refusal is `{"error": {"code", "message"}}` (`raftkv.api.errors`):
   `timeout`). A write answered 503 never left the node;
 - 505 `http_version_not_supported`: a request line of another version than HTTP/1.0 or
   1.1;
+- 507 `no_space`: a write that adds data (a put, a txn with a put, a lease grant) while a
+  NOSPACE alarm is raised (a member's storage over its quota or its disk nearly full:
+  `raftkv.kv.space_alarms`): nothing applied; deletes, compactions and reads still work.
+  Free space, then disarm (`POST /v1/alarms/disarm`);
 - 500 `internal` for anything unexpected (logged).
 
 `ERROR_STATUS` is every code the server answers with, and its status (a test checks it
@@ -60,6 +64,7 @@ from raftkv.kv.errors import (
     LeaseExists,
     LeaseNotFound,
     LimitExceeded,
+    NoSpace,
     SessionExpired,
     StaleSequence,
 )
@@ -115,6 +120,9 @@ ERROR_CODES: dict[int, str] = {
     504: "timeout or outcome_unknown: a write's outcome is unknown (retry with the same "
     "client_id and sequence); a read read nothing",
     505: "http_version_not_supported: the request line is not HTTP/1.0 or HTTP/1.1",
+    507: "no_space: a NOSPACE alarm is raised (a member's storage is over its quota or its "
+    "disk nearly full): writes that add data are refused, nothing applied; free space "
+    "(delete, compact), then POST /v1/alarms/disarm",
 }
 
 # Every error code the server answers with, and its status.
@@ -161,6 +169,7 @@ ERROR_STATUS: dict[str, int] = {
     ),
     **dict.fromkeys(("timeout", "outcome_unknown"), 504),
     "http_version_not_supported": 505,
+    "no_space": 507,
 }
 
 # Statuses aiohttp itself answers (no such route, no such method, a body over the limit).
@@ -192,6 +201,8 @@ def _kv_error_status(error: KvError) -> int:
             return 409
         case LeaseNotFound():
             return 404
+        case NoSpace():
+            return 507
         case FutureRevision():
             return 400
         case _:

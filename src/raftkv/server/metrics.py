@@ -112,6 +112,14 @@ Hash checks (`raftkv.kv.hash_checks`: members compare hashes of their state)
 - `raftkv_hash_check_duration_seconds`: how long this node's last hash took (on a worker
   thread; 0 before the first).
 
+Space (`raftkv.kv.space_alarms`: a member out of space makes the cluster read-only)
+- `raftkv_nospace_alarm{member,reason}`: 1 for each member a NOSPACE alarm names
+  (`quota` or `disk_free`); no sample when there is none. The same on every member; while
+  there is one, writes that add data are refused (507 no_space). Alert on any sample.
+- `raftkv_storage_bytes`, `raftkv_disk_free_bytes`: this node's storage and its disk's
+  free space, as last measured (every second); `raftkv_storage_quota_bytes`: its quota.
+  Alert well before storage reaches the quota.
+
 Transport (when the node's transport is a TcpTransport or GrpcTransport; absent otherwise)
 - `raftkv_peer_send_queue_messages{peer}`: messages queued to each peer (at most
   PeerTransportSettings.max_queue_messages; one staying long means a slow or dead peer).
@@ -176,7 +184,7 @@ from prometheus_client.core import (
 )
 
 from raftkv.etcd.servicers import EtcdServicers
-from raftkv.kv import CorruptChecker, KvStateMachine, LeaseKeeper
+from raftkv.kv import CorruptChecker, KvStateMachine, LeaseKeeper, SpaceMonitor
 from raftkv.raft.core.types import StateRole
 from raftkv.raft.driver.errors import Stopped
 from raftkv.raft.driver.node import Node
@@ -257,8 +265,9 @@ class ClientPortCounters(Protocol):
 class Metrics:
     """The metrics of `node` (serving `machine`) and of the HTTP API in front of it; see the
     module docstring for the list and for how to wire `middleware` and `handler`. The
-    server sets `watches`, `lease_keeper`, `corrupt_checker` and `client_port` once it has
-    them, and runs `loop_lag` and `gc_pauses` while it serves (aiohttp cleanup contexts)."""
+    server sets `watches`, `lease_keeper`, `corrupt_checker`, `space_monitor` and
+    `client_port` once it has them, and runs `loop_lag` and `gc_pauses` while it serves
+    (aiohttp cleanup contexts)."""
 
     def __init__(self, node: Node, machine: KvStateMachine) -> None:
         self.node = node
@@ -266,6 +275,7 @@ class Metrics:
         self.watches: WatchCounters | None = None
         self.lease_keeper: LeaseKeeper | None = None
         self.corrupt_checker: CorruptChecker | None = None
+        self.space_monitor: SpaceMonitor | None = None
         self.client_port: ClientPortCounters | None = None
         self.etcd: EtcdServicers | None = None
         self.registry = CollectorRegistry()
@@ -382,6 +392,7 @@ class _NodeCollector:
         yield from _mvcc(self._metrics.machine)
         yield from _leases_and_watches(self._metrics)
         yield from _hash_checks(self._metrics)
+        yield from _space(self._metrics)
         if isinstance(node.transport, PeerTransport):
             yield from _transport(node.transport)
         yield from etcd_families(self._metrics.etcd)
@@ -656,6 +667,33 @@ def _hash_checks(metrics: Metrics) -> Iterator[Metric]:
     )
     mismatches.add_metric([], machine.corrupt_alarms_raised)
     yield mismatches
+
+
+def _space(metrics: Metrics) -> Iterator[Metric]:
+    alarms = GaugeMetricFamily(
+        "raftkv_nospace_alarm",
+        "1 for each member a NOSPACE alarm names: the cluster refuses writes that add data.",
+        labels=["member", "reason"],
+    )
+    for alarm in metrics.machine.nospace_alarms():
+        alarms.add_metric([str(alarm.member_id), alarm.reason], 1)
+    yield alarms
+    monitor = metrics.space_monitor
+    storage = GaugeMetricFamily(
+        "raftkv_storage_bytes", "Bytes of this node's storage (<data_dir>/db), last measured."
+    )
+    free = GaugeMetricFamily(
+        "raftkv_disk_free_bytes", "Free bytes of the disk holding the storage, last measured."
+    )
+    quota = GaugeMetricFamily("raftkv_storage_quota_bytes", "quota_backend_bytes (0: no quota).")
+    if monitor is not None:
+        quota.add_metric([], monitor.settings.quota_bytes)
+        if monitor.last_usage is not None:
+            storage.add_metric([], monitor.last_usage.storage_bytes)
+            free.add_metric([], monitor.last_usage.free_bytes)
+    yield storage
+    yield free
+    yield quota
 
 
 def _transport(transport: PeerTransport) -> Iterator[Metric]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from raftkv.api.cluster import AlarmAnswer, HealthAnswer, ReadyAnswer, StatusAnswer
+from raftkv.api.cluster import HealthAnswer, ReadyAnswer, StatusAnswer
 from raftkv.kv.layout import CorruptAlarm
 from raftkv.kv.service import KvService
 from raftkv.raft.core.types import NodeId
+from raftkv.server.alarm_api import alarm_answers
 from raftkv.server.http_common import bool_query, json_answer
 from raftkv.server.openapi import openapi_document_bytes
 
@@ -90,10 +91,7 @@ class NodeHandlers:
                 pending_reads=status.pending_reads,
                 hash=digest,
                 data_hash=data_digest,
-                alarms=[
-                    AlarmAnswer("CORRUPT", alarm.member_id, alarm.check_index, alarm.reason)
-                    for alarm in service.corrupt_alarms()
-                ],
+                alarms=alarm_answers(service),
                 removed=status.removed,
             )
         )

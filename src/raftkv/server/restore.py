@@ -156,7 +156,7 @@ def _build(
             )
             # Hash checks and CORRUPT alarms name members of the old cluster, not these
             # ones. Every founder drops them alike, and the snapshot it starts from says so.
-            machine.forget_hash_checks()
+            machine.forget_checks_and_alarms()
             start_membership_in_pieces(
                 storage,
                 founders,

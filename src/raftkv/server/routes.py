@@ -7,7 +7,8 @@ without being documented, nor documented without being served
 - the method and the path (aiohttp's template: `{key:[\\s\\S]*}` lets a key hold '/');
 - the handler, as "<area>.<method>" of the app's handlers (`raftkv.server.app.Handlers`):
   `kv` (`kv_api`), `node` (`node_api`), `cluster` (`cluster_api`), `leases` (`lease_api`),
-  `watches` (`watch_api`), `backups` (`backup_api`), `metrics` (`raftkv.server.metrics`);
+  `watches` (`watch_api`), `alarms` (`alarm_api`), `backups` (`backup_api`), `metrics`
+  (`raftkv.server.metrics`);
 - what it takes (path and query parameters, the JSON body's struct) and what it answers, by
   status (the 200 struct and the error codes of `raftkv.server.errors`).
 """
@@ -23,7 +24,9 @@ import msgspec
 
 from raftkv.api.cluster import (
     AddMemberBody,
+    AlarmsAnswer,
     ClusterAnswer,
+    DisarmBody,
     HealthAnswer,
     ReadyAnswer,
     StatusAnswer,
@@ -159,7 +162,7 @@ ROUTES: tuple[Route, ...] = (
         "/v1/kv/{key:[\\s\\S]*}",
         "kv.put",
         "Put a key (any member; forwarded through Raft)",
-        answers(PutAnswer, 404, 406, 408, 409, 413, 504),
+        answers(PutAnswer, 404, 406, 408, 409, 413, 504, 507),
         (KEY, ENCODING),
         PutBody,
     ),
@@ -222,7 +225,7 @@ ROUTES: tuple[Route, ...] = (
         "kv.txn",
         "A transaction: compares, then the success or failure ops. One without put or "
         "delete ops is a read (never in the log; consistency applies)",
-        answers(TxnAnswer, 404, 406, 408, 409, 410, 413, 504),
+        answers(TxnAnswer, 404, 406, 408, 409, 410, 413, 504, 507),
         (
             ENCODING,
             Parameter(
@@ -290,11 +293,28 @@ ROUTES: tuple[Route, ...] = (
         body=TransferBody,
     ),
     Route(
+        "GET",
+        "/v1/alarms",
+        "alarms.alarms",
+        "The cluster's alarms: CORRUPT (a member's state diverged) and NOSPACE (a member "
+        "is out of space: writes that add data are refused)",
+        answers(AlarmsAnswer, 504),
+    ),
+    Route(
+        "POST",
+        "/v1/alarms/disarm",
+        "alarms.disarm",
+        "End the NOSPACE alarm of a member (member 0 or absent: of every member); a member "
+        "still out of space raises it again within a second",
+        answers(AlarmsAnswer, 408, 413, 504),
+        body=DisarmBody,
+    ),
+    Route(
         "POST",
         "/v1/lease",
         "leases.grant",
         "Grant a lease of ttl seconds (id chosen by the server if 0)",
-        answers(LeaseGrantAnswer, 408, 409, 413, 504),
+        answers(LeaseGrantAnswer, 408, 409, 413, 504, 507),
         body=LeaseGrantBody,
     ),
     Route(
@@ -414,7 +434,7 @@ ROUTES: tuple[Route, ...] = (
         "/set",
         "kv.set",
         "The seed's put: {key, value}",
-        answers(PutAnswer, 406, 408, 413, 504),
+        answers(PutAnswer, 406, 408, 413, 504, 507),
         (ENCODING,),
         SetBody,
     ),

@@ -19,6 +19,9 @@ Start-up, in order:
    revisions of history;
 6. hash checks (`CorruptChecker`): answer every check, start one once caught up and, while
    leader, every `corrupt_check_interval_s`; a CORRUPT member refuses client requests.
+7. space (`SpaceMonitor`): every second, measure this node's storage and disk; over
+   `quota_backend_bytes` or under `min_free_disk_bytes` free, raise its NOSPACE alarm,
+   and the cluster refuses writes that add data until an operator disarms it.
 
 A start that fails raises one typed error whose message says what and what to do:
 SettingsInvalid (a setting, or a file one names), StartFailed (a port, the data dir, the
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -64,6 +68,7 @@ from raftkv.kv import (
 )
 from raftkv.kv.lease_keeper import LeaseKeeperSettings
 from raftkv.kv.service import ReadLimits
+from raftkv.kv.space_monitor import SpaceMonitor, SpaceSettings, measure_directory
 from raftkv.raft import NodeBuilder, NodeId, NodeSettings, RaftError
 from raftkv.raft.clock import SystemClock
 from raftkv.raft.driver.errors import NodeFailed
@@ -194,6 +199,7 @@ class Server:
         self._compactor: AutoCompactor | None = None
         self._lease_keeper: LeaseKeeper | None = None
         self._corrupt_checker: CorruptChecker | None = None
+        self._space_monitor: SpaceMonitor | None = None
         # Whether the node started (a refused start must not log "node N stopped").
         self._node_started = False
 
@@ -375,6 +381,19 @@ class Server:
         )
         self._corrupt_checker.start()
         app[METRICS].corrupt_checker = self._corrupt_checker
+        storage_path = self.service.storage_path()
+        if storage_path is not None:
+            self._space_monitor = SpaceMonitor(
+                node,
+                machine,
+                functools.partial(measure_directory, storage_path),
+                SpaceSettings(
+                    quota_bytes=settings.quota_backend_bytes,
+                    min_free_bytes=settings.min_free_disk_bytes,
+                ),
+            )
+            self._space_monitor.start()
+            app[METRICS].space_monitor = self._space_monitor
         logger.info(
             "node %d serving clients at %s, peers at %s, data in %s",
             settings.id,
@@ -449,6 +468,8 @@ class Server:
             await self._lease_keeper.stop()
         if self._corrupt_checker is not None:
             await self._corrupt_checker.stop()
+        if self._space_monitor is not None:
+            await self._space_monitor.stop()
         if self.service is not None:
             # Ends every watch stream ("stopping"), so the handlers below can finish.
             self.service.watch_hub.close()

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from raftkv.kv.space_monitor import DEFAULT_MIN_FREE_BYTES, DEFAULT_QUOTA_BYTES
 from raftkv.raft.builder import PEER_TRANSPORT_KINDS, PeerTransportKind
 
 ENV_PREFIX = "RAFTKV_"
@@ -404,6 +405,20 @@ class ServerSettings:
         "Run a hash check once this node has caught up after starting, so a member damaged "
         "while it was down is found at once (etcd's initial corruption check).",
     )
+    quota_backend_bytes: int = _setting(
+        DEFAULT_QUOTA_BYTES,
+        _parse_int,
+        "The most bytes this node's storage (<data_dir>/db: data, Raft log, write-ahead "
+        "log) may hold before it raises a NOSPACE alarm, which makes the cluster refuse "
+        "writes that add data until an operator frees space and disarms it (etcd's "
+        "--quota-backend-bytes; 0: no quota, where etcd's 0 means its default).",
+    )
+    min_free_disk_bytes: int = _setting(
+        DEFAULT_MIN_FREE_BYTES,
+        _parse_int,
+        "The least free space the data dir's disk may have before this node raises a "
+        "NOSPACE alarm, so the cluster goes read-only before a disk fills (0: not checked).",
+    )
     max_snapshot_bytes: int = _setting(
         1 << 30, _parse_int, "Largest snapshot this node sends or accepts from a peer (bytes)."
     )
@@ -492,6 +507,8 @@ class ServerSettings:
                 raise _invalid(name, f"must be >= 1, got {getattr(self, name)}")
         for name in (
             "snapshot_cache_bytes",
+            "quota_backend_bytes",
+            "min_free_disk_bytes",
             "snapshot_keep_entries",
             "snapshot_every_bytes",
             "auto_compaction_retention",
