@@ -191,6 +191,18 @@ class KvProcessCluster:
         self.http.close()
 
 
+def cli(cluster: KvProcessCluster, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """`raftkv ARGUMENTS --endpoints <every running node>`, its output captured."""
+    endpoints = ",".join(cluster.url(node) for node in cluster.running())
+    return subprocess.run(
+        [sys.executable, "-m", "raftkv", *arguments, "--endpoints", endpoints],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 @contextmanager
 def running_cluster(
     root: Path, nodes: int = 3, *, etcd_grpc: bool = False

@@ -8,24 +8,11 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
-from kv_processes import KvProcessCluster, wait_until
+from kv_processes import KvProcessCluster, cli, wait_until
 
 from raftkv.client import Client, ClientSettings, OutcomeUnknown
-
-
-def cli(cluster: KvProcessCluster, *arguments: str) -> subprocess.CompletedProcess[str]:
-    endpoints = ",".join(cluster.url(node) for node in cluster.running())
-    return subprocess.run(
-        [sys.executable, "-m", "raftkv", *arguments, "--endpoints", endpoints],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def voters(cluster: KvProcessCluster) -> set[int]:

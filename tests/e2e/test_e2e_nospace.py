@@ -7,11 +7,9 @@ with a larger quota and disarming makes the cluster writable again, with nothing
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
-from kv_processes import KvProcessCluster, wait_until
+from kv_processes import KvProcessCluster, cli, wait_until
 
 from raftkv.testing.etcd_tools import Etcdctl
 
@@ -19,17 +17,6 @@ QUOTA_BYTES = 1 << 20
 VALUE = "v" * (64 * 1024)
 # Enough writes to pass the quota several times over (each is a log entry and a record).
 MAX_WRITES = 200
-
-
-def cli(cluster: KvProcessCluster, *arguments: str) -> subprocess.CompletedProcess[str]:
-    endpoints = ",".join(cluster.url(node) for node in cluster.running())
-    return subprocess.run(
-        [sys.executable, "-m", "raftkv", *arguments, "--endpoints", endpoints],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def nospace_alarms(cluster: KvProcessCluster, node: int) -> list[dict[str, object]]:
