@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 from kv_helpers import started, stop
 
-from raftkv.kv import KvService, NoSpace, SpaceMonitor, SpaceSettings
+from raftkv.kv import (
+    KvCommand,
+    KvService,
+    NoSpace,
+    RaiseNoSpaceAlarm,
+    SpaceMonitor,
+    SpaceSettings,
+    encode_command,
+)
 from raftkv.kv.layout import NoSpaceAlarm
 from raftkv.kv.space_monitor import SpaceUsage, measure_directory, measure_inline
 from raftkv.testing.local_cluster import run_scenario
@@ -115,6 +123,28 @@ def test_a_disk_short_of_free_space_raises_the_alarm_with_that_reason(tmp_path: 
             assert isinstance(alarm, NoSpaceAlarm)
             assert (alarm.member_id, alarm.reason) == (int(leader.id), "disk_free")
             assert running[0].last_usage is not None
+        finally:
+            for monitor in running:
+                await monitor.stop()
+            await stop(cluster, services)
+
+    run_scenario(scenario)
+
+
+def test_the_leader_ends_the_alarm_of_a_member_that_left(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        cluster, services = await started(tmp_path)
+        _, running = monitors(services)
+        try:
+            leader = cluster.leader()
+            assert leader is not None
+            service = services[int(leader.id)]
+            # An alarm raised by member 7, no longer (or never) in the cluster.
+            command = encode_command(KvCommand(RaiseNoSpaceAlarm(7, "quota")))
+            await cluster.complete(service.node.propose(command))
+            assert [alarm.member_id for alarm in service.nospace_alarms()] == [7]
+            await cluster.run_until(lambda: service.nospace_alarms() == [])
+            await cluster.complete(service.put(b"k", b"v"))
         finally:
             for monitor in running:
                 await monitor.stop()

@@ -17,7 +17,8 @@ cluster is gone. A quota stops that earlier and on purpose:
 4. an operator frees space, then disarms (`DisarmNoSpaceAlarm`); a member still out of
    space raises its alarm again at its monitor's next round. Nothing disarms by itself
    (as in etcd): a cluster flapping between writable and read-only near its quota would
-   be worse than one that stays read-only until someone looks.
+   be worse than one that stays read-only until someone looks. The one exception: the
+   leader's monitor ends the alarm of a member that left the cluster.
 
 Why at apply time and not only before proposing: the refusal must be the same on every
 member, so it depends only on replicated state (the alarms), never on one member's own

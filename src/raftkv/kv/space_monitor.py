@@ -9,9 +9,12 @@ Runs on every member, one round every `interval_s` (the node's clock):
    `min_free_bytes` ("disk_free"), and no NOSPACE alarm names this member, propose
    `RaiseNoSpaceAlarm` (retried at later rounds until it applies);
 3. log each change of this member's standing once: WARNING when it runs short, INFO when
-   it is back under its limits while an alarm is still raised (an operator may disarm).
+   it is back under its limits while an alarm is still raised (an operator may disarm);
+4. while leading: propose `DisarmNoSpaceAlarm` for each alarm naming a member that left
+   the cluster (replacing a member whose disk filled is one way out).
 
-The monitor never disarms: that is an operator's call (see space_alarms). Nothing here
+The monitor never disarms the alarm of a member still in the cluster: that is an
+operator's call (see space_alarms). Nothing here
 changes state except through the log; the measurement is this member's own and is never
 replicated (the alarm is).
 """
@@ -28,7 +31,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from raftkv.kv.commands import (
+    DisarmNoSpaceAlarm,
     KvCommand,
+    NoSpaceAlarmRequest,
     NoSpaceAlarmResponse,
     RaiseNoSpaceAlarm,
     encode_command,
@@ -197,11 +202,25 @@ class SpaceMonitor:
             self._shortage = shortage
         if shortage is not None and not raised:
             await self._propose(RaiseNoSpaceAlarm(me, shortage))
+        if self.node.is_leader:
+            await self._disarm_departed()
 
-    async def _propose(self, request: RaiseNoSpaceAlarm) -> None:
+    async def _disarm_departed(self) -> None:
+        """The leader's duty: end the alarm of each member that left the cluster (replacing
+        a member whose disk is full is a way out, and its alarm must not outlive it)."""
+        status = self.node.status()
+        members = {int(member) for member in (*status.voters, *status.learners)}
+        for alarm in self.machine.nospace_alarms():
+            if alarm.member_id not in members:
+                logger.info("member %d left the cluster: ending its NOSPACE alarm", alarm.member_id)
+                await self._propose(DisarmNoSpaceAlarm(alarm.member_id))
+
+    async def _propose(self, request: NoSpaceAlarmRequest) -> None:
         command = encode_command(KvCommand(request))
         result = await self.node.propose(command, timeout=self.settings.proposal_timeout_s)
         if isinstance(result, KvError):
             raise result
         if not isinstance(result, NoSpaceAlarmResponse):
-            raise InvariantViolation(f"RaiseNoSpaceAlarm answered with {type(result).__name__}")
+            raise InvariantViolation(
+                f"{type(request).__name__} answered with {type(result).__name__}"
+            )
