@@ -33,6 +33,7 @@ from raftkv.testing.local_cluster import run_scenario
 
 # Bounds on waits for what the server does by itself (never a timing the test relies on).
 WAIT_S = 10.0
+JSON = {"Content-Type": "application/json"}
 
 
 async def eventually(condition: Callable[[], bool], what: str) -> None:
@@ -89,7 +90,7 @@ def test_a_compressed_body_is_refused_with_415_and_never_inflated(
                 ("zstd", b"whatever"),
             ):
                 status, answer = await api.call(
-                    "POST", "/v1/txn", data=body, headers={"Content-Encoding": encoding}
+                    "POST", "/v1/txn", data=body, headers={"Content-Encoding": encoding, **JSON}
                 )
                 assert status == 415
                 assert answer["error"]["code"] == "unsupported_content_encoding"
@@ -99,7 +100,7 @@ def test_a_compressed_body_is_refused_with_415_and_never_inflated(
             assert status == 404  # nothing applied
             # "identity" is no compression.
             status, _ = await api.call(
-                "POST", "/v1/txn", data=txn, headers={"Content-Encoding": "identity"}
+                "POST", "/v1/txn", data=txn, headers={"Content-Encoding": "identity", **JSON}
             )
             assert status == 200
 

@@ -1,0 +1,300 @@
+"""No open doors for browsers (issue 17): what keeps a web page from using a node's HTTP API.
+
+A page on any site can make the browser send "simple" requests to any address, the
+developer's `localhost:8080` included: a POST whose body is text/plain or a form, a GET, a
+body-less POST or DELETE... without asking the server first, and DNS rebinding makes the
+page's own name resolve to 127.0.0.1 so the browser even lets it read the answers. Three
+guards close those doors, before any handler runs (nothing is read or written):
+
+- **Content type** (`content_type_guard`): a request with a body must say
+  `Content-Type: application/json` (a `charset` of UTF-8 allowed), or it is answered 415
+  `unsupported_media_type`. A browser sends that type cross-origin only after a CORS
+  preflight, which the origin guard answers; a body-less request is not affected.
+- **Host** (`host_guard`, etcd's `--host-whitelist`): the Host header (its port
+  stripped) must be in `BrowserGuards.hosts` ("*": any), or 421 `host_not_allowed`. A
+  DNS-rebinding page sends its own name as Host (`evil.example:8080`), which a node
+  serving on loopback does not accept (`allowed_hosts` derives that default). A request
+  without a Host header (HTTP/1.0) is not a browser's and passes.
+- **Origin** (`origin_guard`, etcd's `--cors`): a request whose `Origin` header is
+  neither the node's own origin (same-origin: `scheme://Host`, trusted because the Host
+  guard ran first) nor in `BrowserGuards.origins` ("*": any, even "null") is answered 403
+  `origin_not_allowed`. A preflight (`OPTIONS` with `Access-Control-Request-Method`) from
+  an allowed origin is answered 204 with what the API takes; every answer to an allowed
+  cross-origin request carries `Access-Control-Allow-Origin` (`cors_headers`, on
+  `on_response_prepare`, so streamed answers such as watches get it too). Requests
+  without an Origin header (curl, raftkv's client, etcd's clients) are not affected.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler, Middleware
+
+from raftkv.server.http_common import error_response
+
+__all__ = [
+    "ANY",
+    "LOOPBACK_HOSTS",
+    "BrowserGuards",
+    "allowed_hosts",
+    "content_type_guard",
+    "cors_headers",
+    "host_guard",
+    "is_loopback_host",
+    "normalize_origin",
+    "origin_guard",
+    "parse_host_pattern",
+]
+
+# The allow-list entry that allows anything.
+ANY = "*"
+# What a node serving on loopback accepts as Host by default: the names only a process on
+# the same machine can reach it by (a page's DNS name cannot be one of them).
+LOOPBACK_HOSTS = ("localhost", "127.0.0.0/8", "::1")
+# What a preflight answers: the methods and request headers the API takes, and how long a
+# browser may remember that (seconds; browsers cap it at 2 h or less).
+_CORS_METHODS = "GET, HEAD, PUT, POST, DELETE"
+_CORS_HEADERS = "Content-Type, Authorization"
+_CORS_MAX_AGE_S = 600
+# Where the origin guard leaves an allowed cross-origin request's Origin for cors_headers.
+_CROSS_ORIGIN = web.RequestKey("cross_origin", str)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_JSON_CHARSETS = frozenset({"utf-8", "utf8"})
+
+
+@dataclass(frozen=True, slots=True)
+class BrowserGuards:
+    """The Host and Origin allow-lists (see the module docstring). The library's default
+    accepts any Host (a node serving on loopback gets the loopback names instead:
+    `allowed_hosts`) and no cross-origin request.
+
+    Invariant: entries are normalized (`parse_host_pattern`, `normalize_origin`), so
+    matching is comparing."""
+
+    # Host names, IP addresses and IP networks ("10.0.0.0/8"), lower-case; "*": any.
+    hosts: tuple[str, ...] = (ANY,)
+    # Origins as scheme://host[:port] (the port only when not the scheme's default); "*": any.
+    origins: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for host in self.hosts:
+            if host != ANY and parse_host_pattern(host) != host:
+                raise ValueError(f"host {host!r} is not normalized: use parse_host_pattern")
+        for origin in self.origins:
+            if origin != ANY and normalize_origin(origin) != origin:
+                raise ValueError(f"origin {origin!r} is not normalized: use normalize_origin")
+
+
+# -- parsing and matching --------------------------------------------------------------------
+
+
+def parse_host_pattern(text: str) -> str:
+    """An allow-list entry, normalized: "*", a host name (lower-case, no trailing dot), an
+    IP address or an IP network (compressed). ValueError if it is none of them."""
+    entry = text.strip().lower().rstrip(".")
+    if entry == ANY:
+        return ANY
+    if entry.startswith("[") and entry.endswith("]"):
+        entry = entry[1:-1]
+    if "/" in entry:
+        return str(ipaddress.ip_network(entry, strict=False))
+    try:
+        return str(ipaddress.ip_address(entry))
+    except ValueError:
+        pass
+    labels = entry.split(".")
+    if not entry or len(entry) > 253 or not all(_is_label(label) for label in labels):
+        raise ValueError(f"{text!r} is not a host name, IP address or IP network")
+    return entry
+
+
+def _is_label(label: str) -> bool:
+    return (
+        0 < len(label) <= 63
+        and label.isascii()
+        and label.replace("-", "").replace("_", "").isalnum()
+        and not label.startswith("-")
+    )
+
+
+def normalize_origin(text: str) -> str:
+    """An origin as browsers send it, normalized: `scheme://host[:port]`, lower-case, the
+    scheme's default port left out; "*" stays. ValueError if it is not one (a path, a
+    query, a scheme other than http or https)."""
+    entry = text.strip()
+    if entry == ANY:
+        return ANY
+    parts = urlsplit(entry)
+    if parts.scheme.lower() not in _DEFAULT_PORTS or not parts.hostname:
+        raise ValueError(f"{text!r} is not an origin: expected http(s)://host[:port]")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise ValueError(
+            f"{text!r} is not an origin: no path, query or user, only scheme://host:port"
+        )
+    scheme = parts.scheme.lower()
+    port = parts.port  # ValueError for a bad one
+    host = parts.hostname.lower()
+    shown = f"[{host}]" if ":" in host else host
+    if port is None or port == _DEFAULT_PORTS[scheme]:
+        return f"{scheme}://{shown}"
+    return f"{scheme}://{shown}:{port}"
+
+
+def _host_name(header: str) -> str:
+    """The host of a Host header, its port stripped: "[::1]:8080" -> "::1",
+    "Example.COM.:80" -> "example.com"."""
+    value = header.strip().lower()
+    if value.startswith("["):
+        return value[1 : value.find("]")] if "]" in value else value
+    return value.rpartition(":")[0] if value.count(":") == 1 else value
+
+
+def _host_allowed(host: str, allowed: Iterable[str]) -> bool:
+    """Whether `host` (a Host header's, port stripped) matches an entry of `allowed`
+    (normalized entries: an IP address matches in its compressed form)."""
+    name = host.rstrip(".")
+    try:
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(name)
+    except ValueError:
+        address = None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    for entry in allowed:
+        if entry in (ANY, name):
+            return True
+        if address is not None and (
+            str(address) == entry or ("/" in entry and address in ipaddress.ip_network(entry))
+        ):
+            return True
+    return False
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether a listening host is loopback: "localhost", 127.0.0.0/8 or ::1. A wildcard
+    ("0.0.0.0", "::") or another name is not (it may be reached from elsewhere)."""
+    name = host.strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def allowed_hosts(given: Iterable[str], listen_host: str, advertised_host: str) -> tuple[str, ...]:
+    """The Host allow-list a node uses: the one `given` (normalized), or by default, when it
+    listens on loopback, the loopback names and the host of its advertised client URL;
+    when it listens elsewhere, any (as etcd)."""
+    hosts = tuple(dict.fromkeys(parse_host_pattern(host) for host in given))
+    if hosts:
+        return hosts
+    if not is_loopback_host(listen_host):
+        return (ANY,)
+    defaults = [*LOOPBACK_HOSTS]
+    if advertised_host:
+        defaults.append(parse_host_pattern(advertised_host))
+    return tuple(dict.fromkeys(defaults))
+
+
+# -- the guards ------------------------------------------------------------------------------
+
+
+@web.middleware
+async def content_type_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse (415) a body that does not say it is JSON (see the module docstring)."""
+    if request.body_exists:
+        # aiohttp's parsed type: lower-case, application/octet-stream when none is given.
+        media_type = request.content_type
+        charset = (request.charset or "utf-8").lower()
+        if media_type != "application/json" or charset not in _JSON_CHARSETS:
+            given = request.headers.get(hdrs.CONTENT_TYPE, "none")
+            return error_response(
+                415,
+                "unsupported_media_type",
+                f"Content-Type {given[:64]!r} is not accepted: a request body is JSON, "
+                "sent with Content-Type: application/json",
+            )
+    return await handler(request)
+
+
+def host_guard(hosts: tuple[str, ...]) -> Middleware:
+    """Refuse (421) a request whose Host is not in `hosts` (see the module docstring)."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        header = request.headers.get(hdrs.HOST)
+        if ANY in hosts or header is None or _host_allowed(_host_name(header), hosts):
+            return await handler(request)
+        return error_response(
+            421,
+            "host_not_allowed",
+            f"Host {header[:64]!r} is not one this node answers to: add it to the setting "
+            "host_whitelist (or reach the node by one of its names)",
+        )
+
+    return guard
+
+
+def origin_guard(origins: tuple[str, ...]) -> Middleware:
+    """Refuse (403) a request from an origin not allowed, answer the preflights of those
+    allowed (see the module docstring). Runs after `host_guard`."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        header = request.headers.get(hdrs.ORIGIN)
+        if header is None:
+            return await handler(request)
+        origin = _origin_or_none(header)
+        if origin is not None and origin == _own_origin(request):
+            return await handler(request)  # same-origin: no CORS headers needed
+        if ANY not in origins and (origin is None or origin not in origins):
+            return error_response(
+                403,
+                "origin_not_allowed",
+                f"Origin {header[:64]!r} may not use this node's API: add it to the setting "
+                "cors to let pages from it in",
+            )
+        request[_CROSS_ORIGIN] = header
+        if (
+            request.method == hdrs.METH_OPTIONS
+            and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers
+        ):
+            preflight = web.Response(status=204)
+            preflight.headers[hdrs.ACCESS_CONTROL_ALLOW_METHODS] = _CORS_METHODS
+            preflight.headers[hdrs.ACCESS_CONTROL_ALLOW_HEADERS] = _CORS_HEADERS
+            preflight.headers[hdrs.ACCESS_CONTROL_MAX_AGE] = str(_CORS_MAX_AGE_S)
+            return preflight
+        return await handler(request)
+
+    return guard
+
+
+async def cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """An `on_response_prepare` signal: an answer to an allowed cross-origin request says
+    so (errors and streams included, as they are all prepared through here)."""
+    origin = request.get(_CROSS_ORIGIN)
+    if origin is not None:
+        response.headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = origin
+        response.headers.add(hdrs.VARY, hdrs.ORIGIN)
+
+
+def _origin_or_none(header: str) -> str | None:
+    """The normalized origin of an Origin header, or None ("null": a sandboxed or file:
+    page, or something unreadable: never allowed)."""
+    try:
+        return normalize_origin(header)
+    except ValueError:
+        return None
+
+
+def _own_origin(request: web.Request) -> str | None:
+    """The origin a page served by this node at the request's Host would have."""
+    host = request.headers.get(hdrs.HOST)
+    if host is None:
+        return None
+    return _origin_or_none(f"{request.scheme}://{host}")
