@@ -17,13 +17,8 @@ import pytest
 from server_helpers import Served, error_code, served
 
 from raftkv.server import HttpSettings
-from raftkv.server.browser_guards import (
-    ANY,
-    BrowserGuards,
-    allowed_hosts,
-    normalize_origin,
-    parse_host_pattern,
-)
+from raftkv.server.browser_guards import BrowserGuards
+from raftkv.server.browser_policy import ANY, allowed_hosts, normalize_origin, parse_host_pattern
 from raftkv.testing.local_cluster import run_scenario
 
 WAIT_S = 10.0

@@ -13,7 +13,8 @@ guards close those doors, before any handler runs (nothing is read or written):
 - **Host** (`host_guard`, etcd's `--host-whitelist`): the Host header (its port
   stripped) must be in `BrowserGuards.hosts` ("*": any), or 421 `host_not_allowed`. A
   DNS-rebinding page sends its own name as Host (`evil.example:8080`), which a node
-  serving on loopback does not accept (`allowed_hosts` derives that default). A request
+  serving on loopback does not accept (`raftkv.server.browser_policy` derives that
+  default, and parses and matches the entries). A request
   without a Host header (HTTP/1.0) is not a browser's and passes.
 - **Origin** (`origin_guard`, etcd's `--cors`): a request whose `Origin` header is
   neither the node's own origin (same-origin: `scheme://Host`, trusted because the Host
@@ -27,35 +28,22 @@ guards close those doors, before any handler runs (nothing is read or written):
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
+from raftkv.server.browser_policy import (
+    ANY,
+    host_allowed,
+    host_of_header,
+    normalize_origin,
+    parse_host_pattern,
+)
 from raftkv.server.http_common import error_response
 
-__all__ = [
-    "ANY",
-    "LOOPBACK_HOSTS",
-    "BrowserGuards",
-    "allowed_hosts",
-    "content_type_guard",
-    "cors_headers",
-    "host_guard",
-    "is_loopback_host",
-    "normalize_origin",
-    "origin_guard",
-    "parse_host_pattern",
-]
+__all__ = ["BrowserGuards", "content_type_guard", "cors_headers", "host_guard", "origin_guard"]
 
-# The allow-list entry that allows anything.
-ANY = "*"
-# What a node serving on loopback accepts as Host by default: the names only a process on
-# the same machine can reach it by (a page's DNS name cannot be one of them).
-LOOPBACK_HOSTS = ("localhost", "127.0.0.0/8", "::1")
 # What a preflight answers: the methods and request headers the API takes, and how long a
 # browser may remember that (seconds; browsers cap it at 2 h or less).
 _CORS_METHODS = "GET, HEAD, PUT, POST, DELETE"
@@ -63,15 +51,14 @@ _CORS_HEADERS = "Content-Type, Authorization"
 _CORS_MAX_AGE_S = 600
 # Where the origin guard leaves an allowed cross-origin request's Origin for cors_headers.
 _CROSS_ORIGIN = web.RequestKey("cross_origin", str)
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 _JSON_CHARSETS = frozenset({"utf-8", "utf8"})
 
 
 @dataclass(frozen=True, slots=True)
 class BrowserGuards:
     """The Host and Origin allow-lists (see the module docstring). The library's default
-    accepts any Host (a node serving on loopback gets the loopback names instead:
-    `allowed_hosts`) and no cross-origin request.
+    accepts any Host (`raftkv serve` on loopback gets the loopback names instead:
+    `browser_policy.allowed_hosts`) and no cross-origin request.
 
     Invariant: entries are normalized (`parse_host_pattern`, `normalize_origin`), so
     matching is comparing."""
@@ -88,117 +75,6 @@ class BrowserGuards:
         for origin in self.origins:
             if origin != ANY and normalize_origin(origin) != origin:
                 raise ValueError(f"origin {origin!r} is not normalized: use normalize_origin")
-
-
-# -- parsing and matching --------------------------------------------------------------------
-
-
-def parse_host_pattern(text: str) -> str:
-    """An allow-list entry, normalized: "*", a host name (lower-case, no trailing dot), an
-    IP address or an IP network (compressed). ValueError if it is none of them."""
-    entry = text.strip().lower().rstrip(".")
-    if entry == ANY:
-        return ANY
-    if entry.startswith("[") and entry.endswith("]"):
-        entry = entry[1:-1]
-    if "/" in entry:
-        return str(ipaddress.ip_network(entry, strict=False))
-    try:
-        return str(ipaddress.ip_address(entry))
-    except ValueError:
-        pass
-    labels = entry.split(".")
-    if not entry or len(entry) > 253 or not all(_is_label(label) for label in labels):
-        raise ValueError(f"{text!r} is not a host name, IP address or IP network")
-    return entry
-
-
-def _is_label(label: str) -> bool:
-    return (
-        0 < len(label) <= 63
-        and label.isascii()
-        and label.replace("-", "").replace("_", "").isalnum()
-        and not label.startswith("-")
-    )
-
-
-def normalize_origin(text: str) -> str:
-    """An origin as browsers send it, normalized: `scheme://host[:port]`, lower-case, the
-    scheme's default port left out; "*" stays. ValueError if it is not one (a path, a
-    query, a scheme other than http or https)."""
-    entry = text.strip()
-    if entry == ANY:
-        return ANY
-    parts = urlsplit(entry)
-    if parts.scheme.lower() not in _DEFAULT_PORTS or not parts.hostname:
-        raise ValueError(f"{text!r} is not an origin: expected http(s)://host[:port]")
-    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
-        raise ValueError(
-            f"{text!r} is not an origin: no path, query or user, only scheme://host:port"
-        )
-    scheme = parts.scheme.lower()
-    port = parts.port  # ValueError for a bad one
-    host = parts.hostname.lower()
-    shown = f"[{host}]" if ":" in host else host
-    if port is None or port == _DEFAULT_PORTS[scheme]:
-        return f"{scheme}://{shown}"
-    return f"{scheme}://{shown}:{port}"
-
-
-def _host_name(header: str) -> str:
-    """The host of a Host header, its port stripped: "[::1]:8080" -> "::1",
-    "Example.COM.:80" -> "example.com"."""
-    value = header.strip().lower()
-    if value.startswith("["):
-        return value[1 : value.find("]")] if "]" in value else value
-    return value.rpartition(":")[0] if value.count(":") == 1 else value
-
-
-def _host_allowed(host: str, allowed: Iterable[str]) -> bool:
-    """Whether `host` (a Host header's, port stripped) matches an entry of `allowed`
-    (normalized entries: an IP address matches in its compressed form)."""
-    name = host.rstrip(".")
-    try:
-        address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(name)
-    except ValueError:
-        address = None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    for entry in allowed:
-        if entry in (ANY, name):
-            return True
-        if address is not None and (
-            str(address) == entry or ("/" in entry and address in ipaddress.ip_network(entry))
-        ):
-            return True
-    return False
-
-
-def is_loopback_host(host: str) -> bool:
-    """Whether a listening host is loopback: "localhost", 127.0.0.0/8 or ::1. A wildcard
-    ("0.0.0.0", "::") or another name is not (it may be reached from elsewhere)."""
-    name = host.strip("[]").lower()
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-def allowed_hosts(given: Iterable[str], listen_host: str, advertised_host: str) -> tuple[str, ...]:
-    """The Host allow-list a node uses: the one `given` (normalized), or by default, when it
-    listens on loopback, the loopback names and the host of its advertised client URL;
-    when it listens elsewhere, any (as etcd)."""
-    hosts = tuple(dict.fromkeys(parse_host_pattern(host) for host in given))
-    if hosts:
-        return hosts
-    if not is_loopback_host(listen_host):
-        return (ANY,)
-    defaults = [*LOOPBACK_HOSTS]
-    if advertised_host:
-        defaults.append(parse_host_pattern(advertised_host))
-    return tuple(dict.fromkeys(defaults))
 
 
 # -- the guards ------------------------------------------------------------------------------
@@ -228,7 +104,7 @@ def host_guard(hosts: tuple[str, ...]) -> Middleware:
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         header = request.headers.get(hdrs.HOST)
-        if ANY in hosts or header is None or _host_allowed(_host_name(header), hosts):
+        if ANY in hosts or header is None or host_allowed(host_of_header(header), hosts):
             return await handler(request)
         return error_response(
             421,
