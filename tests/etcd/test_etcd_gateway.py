@@ -170,4 +170,15 @@ def test_a_body_not_sent_as_json_is_refused_415_and_nothing_is_written() -> None
             assert status == 200
             assert "kvs" not in found
 
+            # No Content-Type at all (etcd3gw's txn: requests' data=): JSON, as etcd reads it.
+            async def untyped() -> int:
+                async with client.post(
+                    "/v3/kv/put", data=put.encode(), skip_auto_headers=["Content-Type"]
+                ) as response:
+                    return response.status
+
+            assert await api.cluster.complete(untyped()) == 200
+            status, found = await post(api, client, "/v3/kv/range", {"key": b64("foo")})
+            assert found["count"] == "1"
+
     run_scenario(scenario)

@@ -98,7 +98,13 @@ def test_a_body_not_sent_as_json_is_refused_415_on_every_write_route(content_typ
             assert await keys(api) == []
             assert (await api.call("GET", "/v1/leases"))[1]["leases"] == []
             assert [m["id"] for m in (await api.call("GET", "/v1/cluster"))[1]["members"]] == [1]
-            # A body without any Content-Type is refused as well.
+            # A body without any Content-Type is refused as well (on /v1; etcd's gateway
+            # takes it, as etcd does: tests/etcd/test_etcd_gateway.py), and octet-stream.
+            status, answer = await api.call(
+                "PUT", "/v1/kv/k", data=b'{"value": "v"}', skip_auto_headers=["Content-Type"]
+            )
+            assert (status, error_code(answer)) == (415, "unsupported_media_type")
+            assert "'none'" in answer["error"]["message"]
             status, answer = await api.call("PUT", "/v1/kv/k", data=b'{"value": "v"}')
             assert (status, error_code(answer)) == (415, "unsupported_media_type")
             assert await keys(api) == []
