@@ -291,11 +291,13 @@ class EtcdAnswer(msgspec.Struct):
 
 
 T = TypeVar("T")
+# What a JSON body is sent with (raftkv's HTTP API refuses a body of another type: 415).
+_JSON = {"Content-Type": "application/json"}
 
 
 def get_json(client: httpx.Client, method: str, url: str, body: object, kind: type[T]) -> T:
     content = None if body is None else msgspec.json.encode(body)
-    answer = client.request(method, url, content=content)
+    answer = client.request(method, url, content=content, headers=_JSON if content else None)
     answer.raise_for_status()
     return msgspec.json.decode(answer.content, type=kind)
 
@@ -422,7 +424,9 @@ class Etcd(Cluster):
 
     def put(self, url: str, key: str, value: str) -> None:
         body = {"key": b64(key), "value": b64(value)}
-        self.http.post(f"{url}/v3/kv/put", content=msgspec.json.encode(body)).raise_for_status()
+        self.http.post(
+            f"{url}/v3/kv/put", content=msgspec.json.encode(body), headers=_JSON
+        ).raise_for_status()
 
     def revision(self, url: str) -> int:
         probe = {"key": b64("bench/rev-probe")}
@@ -470,7 +474,9 @@ class Raftkv(Cluster):
 
     def put(self, url: str, key: str, value: str) -> None:
         body = {"value": value}
-        self.http.put(f"{url}/v1/kv/{key}", content=msgspec.json.encode(body)).raise_for_status()
+        self.http.put(
+            f"{url}/v1/kv/{key}", content=msgspec.json.encode(body), headers=_JSON
+        ).raise_for_status()
 
     def revision(self, url: str) -> int:
         return get_json(self.http, "GET", f"{url}/v1/status", None, StatusAnswer).revision

@@ -42,7 +42,7 @@ async def watcher(port: int, reads: bool, received: list[int]) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     if not reads:
         writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    writer.write(b"GET /v1/watch?key=k&prev_kv=true HTTP/1.1\r\nHost: raftkv\r\n\r\n")
+    writer.write(b"GET /v1/watch?key=k&prev_kv=true HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     await writer.drain()
     try:
         if not reads:

@@ -56,6 +56,7 @@ from docs_helpers import (
 SEPARATORS = {"|", "||", "&&", ";", "&"}
 REDIRECTIONS = {">", ">>", "<", "2>", "2>&1"}
 ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+JSON_TYPE = "Content-Type: application/json"
 
 
 def logical_lines(text: str) -> Iterator[tuple[int, str]]:
@@ -178,12 +179,16 @@ class ShellChecker:
     def curl(self, arguments: list[str]) -> None:
         method = ""
         body: str | None = None
+        headers: list[str] = []
         url = ""
         index = 0
         while index < len(arguments):
             argument = arguments[index]
             index += 1
-            if argument == "-X":
+            if argument in ("-H", "--header"):
+                headers.append(arguments[index].lower().replace(" ", ""))
+                index += 1
+            elif argument == "-X":
                 method = arguments[index]
                 index += 1
             elif argument.startswith("-X"):
@@ -196,6 +201,10 @@ class ShellChecker:
             else:
                 url = argument
         method = method or ("POST" if body is not None else "GET")
+        # The server refuses a body without its JSON type (415): curl's -d alone says form.
+        assert body is None or "content-type:application/json" in headers, (
+            "a curl with a body must send -H 'Content-Type: application/json'"
+        )
         parts = urlsplit(url if "://" in url else f"http://{url}")
         check_route(
             self.http, method, parts.path, dict(parse_qsl(parts.query, keep_blank_values=True))
@@ -497,13 +506,18 @@ def test_the_checks_catch_drift(shell: ShellChecker, inline: InlineChecker) -> N
     assert refused(lambda: shell.check(["make", "no-such-target"]))
     assert refused(lambda: shell.check(["curl", "-X", "PATCH", "localhost:8080/v1/kv/a"]))
     assert refused(lambda: shell.check(["curl", "localhost:8080/v1/kv?no_such_parameter=1"]))
+    assert refused(lambda: shell.check(["curl", "-XPUT", "localhost:8080/v1/kv/a", "-d", "{}"]))
     assert refused(
-        lambda: shell.check(["curl", "-XPUT", "localhost:8080/v1/kv/a", "-d", '{"valu": "x"}'])
+        lambda: shell.check(
+            ["curl", "-XPUT", "localhost:8080/v1/kv/a", "-H", JSON_TYPE, "-d", '{"valu": "x"}']
+        )
     )
     assert refused(lambda: shell.check(["python", "-m", "raftkv.testing.sim", "--no-such-flag"]))
     assert refused(lambda: shell.check(["raftkv", "serve", "--auto-promot"]))  # abbreviated
     bad_compare = '{"compares": [{"key": "a", "target": "versio", "op": "=", "value": 0}]}'
-    assert refused(lambda: shell.check(["curl", "localhost:8080/v1/txn", "-d", bad_compare]))
+    assert refused(
+        lambda: shell.check(["curl", "localhost:8080/v1/txn", "-H", JSON_TYPE, "-d", bad_compare])
+    )
     assert refused(lambda: shell.check(["frobnicate"]))
     assert refused(
         lambda: check_link(ROOT / "README.md", "docs/operations.md" + "#no-such-heading")

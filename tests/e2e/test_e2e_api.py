@@ -186,7 +186,40 @@ def test_metrics_are_served_in_prometheus_format(cluster: KvProcessCluster) -> N
 
 
 BAD_INPUTS: list[tuple[str, str, str, dict[str, Any], int, str]] = [
-    ("malformed JSON", "PUT", "/v1/kv/bad", {"content": b"{not json"}, 400, "invalid_json"),
+    (
+        "malformed JSON",
+        "PUT",
+        "/v1/kv/bad",
+        {"content": b"{not json", "headers": {"Content-Type": "application/json"}},
+        400,
+        "invalid_json",
+    ),
+    # What a web page can send (docs/http-api.md#browsers-no-open-doors), refused by the
+    # defaults of a node listening on 127.0.0.1.
+    (
+        "a form body",
+        "PUT",
+        "/v1/kv/bad",
+        {"content": b'{"value": "v"}', "headers": {"Content-Type": "text/plain"}},
+        415,
+        "unsupported_media_type",
+    ),
+    (
+        "a DNS-rebinding Host",
+        "PUT",
+        "/v1/kv/bad",
+        {"json": {"value": "v"}, "headers": {"Host": "evil.example:8080"}},
+        421,
+        "host_not_allowed",
+    ),
+    (
+        "a cross-origin page",
+        "POST",
+        "/v1/compact",
+        {"json": {"revision": 1}, "headers": {"Origin": "http://evil.example"}},
+        403,
+        "origin_not_allowed",
+    ),
     ("wrong type", "PUT", "/v1/kv/bad", {"json": {"value": 1}}, 400, "invalid_request"),
     (
         "unknown field",
@@ -217,7 +250,10 @@ BAD_INPUTS: list[tuple[str, str, str, dict[str, Any], int, str]] = [
         "oversize body",
         "PUT",
         "/v1/kv/bad",
-        {"content": b'{"value":"' + b"v" * (3 << 20) + b'"}'},
+        {
+            "content": b'{"value":"' + b"v" * (3 << 20) + b'"}',
+            "headers": {"Content-Type": "application/json"},
+        },
         413,
         "body_too_large",
     ),

@@ -140,7 +140,7 @@ def test_slow_and_idle_connections_by_the_thousand(cluster: KvProcessCluster) ->
             held.append(connection)
             if index % 3 == 0:
                 with contextlib.suppress(OSError):
-                    connection.sendall(b"GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                    connection.sendall(b"GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
         open_files = len(os.listdir(f"/proc/{pid}/fd"))
         assert open_files < 2000, f"node 1 holds {open_files} descriptors during the flood"
         assert cluster.processes[1].poll() is None
@@ -165,7 +165,8 @@ def test_watchers_that_never_read_cost_bounded_memory(cluster: KvProcessCluster)
             connection = socket.create_connection(("127.0.0.1", cluster.client_ports[node]))
             connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             connection.sendall(
-                b"GET /v1/watch?key=fan/&prefix=true&prev_kv=true HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"GET /v1/watch?key=fan/&prefix=true&prev_kv=true HTTP/1.1\r\n"
+                b"Host: 127.0.0.1\r\n\r\n"
             )
             sockets.append(connection)
         value = "x" * (512 * 1024)
@@ -200,10 +201,11 @@ def test_garbage_and_absurd_requests(cluster: KvProcessCluster) -> None:
         bytes(rng.randrange(256) for _ in range(rng.randrange(1, 4096))) for _ in range(30 * SCALE)
     ]
     payloads += [
-        b"GET / HTTP/1.1\r\nHost: x\r\nX-Huge: " + b"a" * (256 * 1024) + b"\r\n\r\n",
-        b"POST /v1/txn HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n{",
-        b"PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffff\r\n",
-        b"GET /v1/kv/" + b"%ff" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Huge: " + b"a" * (256 * 1024) + b"\r\n\r\n",
+        b"POST /v1/txn HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 99999999999\r\n\r\n{",
+        b"PUT /v1/kv/k HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"ffffffff\r\n",
+        b"GET /v1/kv/" + b"%ff" * 5000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
         b"\r\n" * 10000,
     ]
     for payload in payloads:

@@ -282,7 +282,7 @@ def test_a_flood_of_slow_connections(cluster: KvProcessCluster) -> None:
                 sockets.append(connection)
                 # Never ended; refused at the cap, it was closed as soon as accepted.
                 with contextlib.suppress(OSError):
-                    connection.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+                    connection.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
                 if number % 100 == 0:  # writes go on (on a connection made before)
                     answer = writer.put(f"{url}/v1/kv/during-flood", json={"value": "1"})
                     assert answer.status_code == 200

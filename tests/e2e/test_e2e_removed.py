@@ -74,7 +74,7 @@ class RawWatch:
         self.lines: list[dict[str, Any]] = []
         self.closed = False
         self._socket = socket.create_connection(("127.0.0.1", port))
-        self._socket.sendall(f"GET /v1/watch?{query} HTTP/1.1\r\nHost: raftkv\r\n\r\n".encode())
+        self._socket.sendall(f"GET /v1/watch?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
         threading.Thread(target=self._read, name="raw-watch", daemon=True).start()
 
     def _read(self) -> None:

@@ -211,7 +211,7 @@ def test_a_watcher_that_stops_reading_is_canceled_too_slow(tmp_path: Path) -> No
         leader = cluster.wait_for_leader()
         with socket.create_connection(("127.0.0.1", cluster.client_ports[leader])) as stuck:
             stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            stuck.sendall(b"GET /v1/watch?key=big/&prefix=true HTTP/1.1\r\nHost: raftkv\r\n\r\n")
+            stuck.sendall(b"GET /v1/watch?key=big/&prefix=true HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             value = "x" * 50_000
             with SyncClient(cluster.endpoints()) as client:
                 for number in range(2000):

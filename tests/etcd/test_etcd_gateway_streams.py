@@ -28,6 +28,9 @@ from raftkv.server.backup import read_backup
 from raftkv.server.backup_api import BackupHandlers
 from raftkv.testing.local_cluster import address_of, run_scenario
 
+# What every client of the API sends with a body (a body without it is refused 415).
+JSON = {"Content-Type": "application/json"}
+
 
 def b64(data: str | bytes) -> str:
     return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
@@ -45,7 +48,7 @@ class Gateway:
         """POST `body` (JSON, or a str as it is); the response once its status line is in."""
         data = body if isinstance(body, str) else json.dumps(body)
         response: ClientResponse = await self.api.cluster.complete(
-            self.client.post(path, data=data, headers=headers)
+            self.client.post(path, data=data, headers={**JSON, **(headers or {})})
         )
         return response
 
@@ -277,7 +280,7 @@ def test_a_body_that_is_not_the_request_message_is_refused_before_the_stream() -
                 ("/v3/maintenance/snapshot", "{} {}"),
                 ("/v3/maintenance/snapshot", b"\xff".decode("latin-1")),
             ):
-                async with gw.client.post(path, data=body) as response:
+                async with gw.client.post(path, data=body, headers=JSON) as response:
                     assert response.status == 400, (path, body)
                     answer = await response.json()
                 assert answer["code"] == 3

@@ -16,6 +16,9 @@ from raftkv.raft.core.types import NodeId
 from raftkv.server import HttpSettings
 from raftkv.testing.local_cluster import address_of, run_scenario
 
+# What every client of the API sends with a body (a body without it is refused 415).
+JSON = {"Content-Type": "application/json"}
+
 T = TypeVar("T")
 
 Json = Any
@@ -361,8 +364,22 @@ def test_a_retried_delete_with_the_same_client_id_and_sequence_applies_once() ->
 # -- bad input: a 4xx with {"error": {"code", "message"}} and nothing written ------------------
 
 BAD_REQUESTS: list[tuple[str, str, str, dict[str, Any], int, str]] = [
-    ("malformed json", "PUT", "/v1/kv/k", {"data": b"{not json"}, 400, "invalid_json"),
-    ("truncated json", "POST", "/v1/txn", {"data": b'{"compares": ['}, 400, "invalid_json"),
+    (
+        "malformed json",
+        "PUT",
+        "/v1/kv/k",
+        {"data": b"{not json", "headers": JSON},
+        400,
+        "invalid_json",
+    ),
+    (
+        "truncated json",
+        "POST",
+        "/v1/txn",
+        {"data": b'{"compares": [', "headers": JSON},
+        400,
+        "invalid_json",
+    ),
     ("wrong type", "PUT", "/v1/kv/k", {"json": {"value": 5}}, 400, "invalid_request"),
     (
         "unknown field",

@@ -21,6 +21,8 @@ from raftkv.server.logs import BadRequestLines
 from raftkv.testing.local_cluster import run_scenario
 
 WAIT_S = 10.0
+# What every client of the API sends with a body (a body without it is refused 415).
+JSON = {"Content-Type": "application/json"}
 
 
 def run(scenario: Callable[[], Awaitable[None]]) -> None:
@@ -65,7 +67,7 @@ def test_invalid_utf8_inside_a_json_string_is_a_400_on_every_body_route() -> Non
                 ("POST", "/v1/txn", b'{"success": [{"op": "put", "key": "\xff", "value": ""}]}'),
                 ("POST", "/v1/members", b'{"id": 2, "peer_url": "\xed\xa0\x80"}'),
             ):
-                status, answer = await api.call(method, path, data=body)
+                status, answer = await api.call(method, path, data=body, headers=JSON)
                 assert (status, error_code(answer)) == (400, "invalid_json"), (path, answer)
                 assert "not UTF-8" in answer["error"]["message"]
                 assert "encoding=base64" in answer["error"]["message"]
@@ -81,14 +83,14 @@ def test_a_lone_surrogate_escape_is_named_not_called_truncated() -> None:
                 (b'{"key": "a\\ud800", "value": "b"}', "\\ud800"),
                 (b'{"key": "a", "value": "\\udc00b"}', "\\udc00"),
             ):
-                status, answer = await api.call("POST", "/set", data=body)
+                status, answer = await api.call("POST", "/set", data=body, headers=JSON)
                 assert (status, error_code(answer)) == (400, "invalid_json")
                 message = answer["error"]["message"]
                 assert "truncated" not in message
                 assert f"{escape} at byte" in message and "surrogate" in message
             # A whole pair is one character.
             status, _ = await api.call(
-                "POST", "/set", data=b'{"key": "\\ud83d\\ude00", "value": ""}'
+                "POST", "/set", data=b'{"key": "\\ud83d\\ude00", "value": ""}', headers=JSON
             )
             assert status == 200
 
@@ -101,7 +103,7 @@ def test_a_name_given_twice_in_one_json_object_is_refused() -> None:
     async def scenario() -> None:
         async with served() as api:
             status, answer = await api.call(
-                "POST", "/set", data=b'{"key": "a", "key": "b", "value": "1"}'
+                "POST", "/set", data=b'{"key": "a", "key": "b", "value": "1"}', headers=JSON
             )
             assert (status, error_code(answer)) == (400, "invalid_json")
             assert "'key' appears twice" in answer["error"]["message"]
@@ -110,11 +112,13 @@ def test_a_name_given_twice_in_one_json_object_is_refused() -> None:
             text = json.dumps({"success": ops})
             text = text.replace('"op": "put", "key": "k7"', '"op": "put", "op": "put", "key": "k7"')
             assert len(text) > 64 << 10
-            status, answer = await api.call("POST", "/v1/txn", data=text.encode())
+            status, answer = await api.call("POST", "/v1/txn", data=text.encode(), headers=JSON)
             assert (status, error_code(answer)) == (400, "invalid_json")
             assert "'op' appears twice" in answer["error"]["message"]
             assert await keys(api) == []  # nothing applied
-            status, _ = await api.call("POST", "/v1/txn", data=json.dumps({"success": ops}))
+            status, _ = await api.call(
+                "POST", "/v1/txn", data=json.dumps({"success": ops}), headers=JSON
+            )
             assert status == 200
 
     run(scenario)

@@ -92,7 +92,13 @@ def test_lease_refusals_are_clear_errors_and_change_nothing() -> None:
             for method, path, body, status, code in cases:
                 got_status, got = await api.call(node, method, path, json=body)
                 assert (got_status, error_of(got)) == (status, code), (method, path, body)
-            status, body = await api.call(node, "POST", "/v1/lease", data=b"{not json")
+            status, body = await api.call(
+                node,
+                "POST",
+                "/v1/lease",
+                data=b"{not json",
+                headers={"Content-Type": "application/json"},
+            )
             assert status == 400 and error_of(body) == "invalid_json"
             assert api.services[node].machine.current_revision() == revision
             status, body = await api.call(node, "GET", "/v1/leases")

@@ -9,6 +9,7 @@ requests that need Raft run inside `cluster.complete`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import logging
 import resource
@@ -23,6 +24,9 @@ from server_helpers import served
 from raftkv.kv import ReadLimits
 from raftkv.server import HttpSettings
 from raftkv.server.listener import (
+    MAX_FIELD_BYTES,
+    MAX_HEADERS,
+    MAX_LINE_BYTES,
     RESERVED_FILE_DESCRIPTORS,
     AcceptErrorLog,
     ClientPortSettings,
@@ -33,6 +37,7 @@ from raftkv.testing.local_cluster import run_scenario
 
 # Bounds on waits for what the server does by itself (never a timing the test relies on).
 WAIT_S = 10.0
+JSON = {"Content-Type": "application/json"}
 
 
 async def eventually(condition: Callable[[], bool], what: str) -> None:
@@ -89,7 +94,7 @@ def test_a_compressed_body_is_refused_with_415_and_never_inflated(
                 ("zstd", b"whatever"),
             ):
                 status, answer = await api.call(
-                    "POST", "/v1/txn", data=body, headers={"Content-Encoding": encoding}
+                    "POST", "/v1/txn", data=body, headers={"Content-Encoding": encoding, **JSON}
                 )
                 assert status == 415
                 assert answer["error"]["code"] == "unsupported_content_encoding"
@@ -99,7 +104,7 @@ def test_a_compressed_body_is_refused_with_415_and_never_inflated(
             assert status == 404  # nothing applied
             # "identity" is no compression.
             status, _ = await api.call(
-                "POST", "/v1/txn", data=txn, headers={"Content-Encoding": "identity"}
+                "POST", "/v1/txn", data=txn, headers={"Content-Encoding": "identity", **JSON}
             )
             assert status == 200
 
@@ -142,6 +147,68 @@ def test_a_connection_whose_headers_trickle_in_is_closed_at_the_keepalive_timeou
                 assert (await reader.readline()).startswith(b"HTTP/1.1 200")
             assert await closed_by_server(reader)
             writer.close()
+
+    run(scenario)
+
+
+def test_headers_sent_a_byte_at_a_time_do_not_keep_the_connection_open() -> None:
+    """Slowloris that keeps talking: a byte every 50 ms never lets the head complete, and
+    bytes received do not push the keep-alive timer back (only answers do), so the
+    connection is closed about keepalive_timeout_s after it was made."""
+
+    async def scenario() -> None:
+        timeout_s = 0.3
+        async with served(port=ClientPortSettings(keepalive_timeout_s=timeout_s)) as api:
+            reader, writer = await asyncio.open_connection("127.0.0.1", api.port.port)
+            head = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 10_000
+            loop = asyncio.get_running_loop()
+            opened = loop.time()
+
+            sent = 0
+
+            async def trickle() -> None:
+                nonlocal sent
+                with contextlib.suppress(ConnectionError):
+                    for byte in head:  # the client's pace, not a wait for the server
+                        writer.write(bytes([byte]))
+                        await writer.drain()
+                        sent += 1
+                        await asyncio.sleep(0.05)
+
+            trickling = asyncio.create_task(trickle())
+            assert await closed_by_server(reader)
+            closed_after = loop.time() - opened
+            trickling.cancel()
+            writer.close()
+            # Closed while bytes were still coming (far from the whole head), within a
+            # few timeouts of the connection's start (the bound allows a loaded machine).
+            assert sent < len(head)
+            assert closed_after < 20 * timeout_s, closed_after
+
+    run(scenario)
+
+
+def test_the_request_head_limits_are_the_pinned_ones() -> None:
+    """MAX_HEADERS fields and a MAX_FIELD_BYTES field pass; one more of either is a 400."""
+
+    async def status_of(api: Any, fields: list[bytes]) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", api.port.port)
+        writer.write(b"GET /health HTTP/1.1\r\n" + b"".join(f + b"\r\n" for f in fields) + b"\r\n")
+        async with asyncio.timeout(WAIT_S):
+            status_line = await reader.readline()
+        writer.close()
+        return status_line.split()[1]
+
+    async def scenario() -> None:
+        async with served() as api:
+            host = b"Host: x"
+            extra = [b"X-%d: y" % number for number in range(MAX_HEADERS)]
+            assert await status_of(api, [host, *extra[: MAX_HEADERS - 1]]) == b"200"
+            assert await status_of(api, [host, *extra]) == b"400"
+            token = b"Authorization: " + b"a" * MAX_FIELD_BYTES
+            assert await status_of(api, [host, token]) == b"200"
+            assert await status_of(api, [host, token + b"a"]) == b"400"
+            assert MAX_LINE_BYTES == MAX_FIELD_BYTES == 8190
 
     run(scenario)
 

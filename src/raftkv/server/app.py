@@ -12,8 +12,10 @@ middlewares below.
 - The errors and their codes: `raftkv.server.errors`.
 - The middlewares, outermost first: the metrics (they see the status the errors middleware
   answers with), the errors (an exception becomes its JSON error answer), the protocol
-  guard (HTTP/1.0 and 1.1 only; percent-escapes in URLs must be UTF-8), the encoding
-  guard (a compressed body is refused before anything reads it), the CORRUPT guard (a
+  guard (HTTP/1.0 and 1.1 only; percent-escapes in URLs must be UTF-8), the Host and
+  Origin guards (`raftkv.server.browser_guards`: what keeps web pages out), the encoding
+  guard (a compressed body is refused before anything reads it), the content type guard
+  (a body must be JSON: `raftkv.server.browser_guards`), the CORRUPT guard (a
   member a hash check found diverged serves no data), the removal guard
   (`raftkv.server.removal`).
 
@@ -27,7 +29,7 @@ import logging
 import operator
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
 from aiohttp import hdrs, web
@@ -40,6 +42,13 @@ from raftkv.kv.service import KvService
 from raftkv.raft.core.errors import ConfigInvalid
 from raftkv.server.alarm_api import AlarmHandlers
 from raftkv.server.backup_api import BackupHandlers
+from raftkv.server.browser_guards import (
+    BrowserGuards,
+    content_type_guard,
+    cors_headers,
+    host_guard,
+    origin_guard,
+)
 from raftkv.server.cluster_api import ClusterHandlers
 from raftkv.server.errors import HTTP_ERROR_CODES, error_answer
 from raftkv.server.http_common import BODY_TIMEOUT, REQUESTED_VERSION, ApiError, error_response
@@ -84,6 +93,9 @@ class HttpSettings:
     # so its state may be stale) is ended with `no_leader`, for the client to resume on
     # another member (etcd's require-leader watches). 0: never.
     watch_no_leader_timeout_s: float = 3.0
+    # The Host and Origin allow-lists (raftkv.server.browser_guards): by default any Host
+    # and no cross-origin browser request.
+    browsers: BrowserGuards = field(default_factory=BrowserGuards)
 
     def __post_init__(self) -> None:
         size = self.max_body_bytes
@@ -291,11 +303,15 @@ def create_app(
             metrics.middleware,
             _errors_middleware,
             _protocol_middleware,
+            host_guard(settings.browsers.hosts),
+            origin_guard(settings.browsers.origins),
             _encoding_middleware,
+            content_type_guard,
             _corrupt_guard(service),
         ],
         client_max_size=settings.max_body_bytes,
     )
+    app.on_response_prepare.append(cors_headers)
     app.cleanup_ctx.append(metrics.loop_lag)
     app.cleanup_ctx.append(metrics.gc_pauses)
     app[METRICS] = metrics

@@ -23,7 +23,11 @@ Every refusal is `{"error": {"code", "message"}}` (`raftkv.api.errors`):
   value or txn over a `KvSettings` limit), `command_too_large` (over the node's
   `max_command_bytes`), `scan_too_large` (ranges scanning more than `ReadLimits`
   allows);
+- 403 `origin_not_allowed`: a web page's request (its `Origin`) from an origin the `cors`
+  setting does not list (`raftkv.server.browser_guards`);
 - 415 `unsupported_content_encoding`: a compressed body (never inflated);
+  `unsupported_media_type`: a body not sent as `Content-Type: application/json`;
+- 421 `host_not_allowed`: a `Host` the `host_whitelist` setting does not list;
 - 503 `not_leader`, `proposal_dropped`, `overloaded`, `stopped`, `busy` (another membership
   change under way), `unavailable` (the leader could not be reached), `too_many_watches`,
   `removed` (this member was removed from the cluster: `raftkv.server.removal`):
@@ -95,6 +99,8 @@ ERROR_CODES: dict[int, str] = {
     400: "Bad request: invalid_json, invalid_request, invalid_base64, empty_key, "
     "duplicate_key, future_revision, body_incomplete, invalid_body, invalid_member_change, "
     "malformed_request",
+    403: "origin_not_allowed: the request's Origin (a web page's) is neither this node's own "
+    "nor in the server's cors setting",
     404: "not_found: no such key; lease_not_found: no such lease (never granted, revoked "
     "or expired); unknown_route: no such path",
     405: "method_not_allowed: the route does not take this method (Allow lists those it takes)",
@@ -111,7 +117,10 @@ ERROR_CODES: dict[int, str] = {
     "request's ranges would scan more entries than the server's max_scan_entries; for a "
     "txn that writes, max_txn_scan_entries): nothing applied",
     415: "unsupported_content_encoding: the body is compressed (Content-Encoding); the "
-    "server never inflates a body: send it uncompressed",
+    "server never inflates a body: send it uncompressed; unsupported_media_type: the body "
+    "is not sent as Content-Type: application/json",
+    421: "host_not_allowed: the request's Host is not in the server's host_whitelist (a "
+    "DNS-rebinding page's name)",
     500: "internal: an unexpected error (logged by the server)",
     503: "not_leader, proposal_dropped, overloaded, stopped, busy (another membership "
     "change is under way), unavailable, too_many_watches or removed (the member was removed "
@@ -142,6 +151,7 @@ ERROR_STATUS: dict[str, int] = {
         ),
         400,
     ),
+    "origin_not_allowed": 403,
     **dict.fromkeys(("not_found", "lease_not_found", "unknown_route"), 404),
     "method_not_allowed": 405,
     "not_utf8": 406,
@@ -151,7 +161,8 @@ ERROR_STATUS: dict[str, int] = {
     **dict.fromkeys(
         ("body_too_large", "limit_exceeded", "command_too_large", "scan_too_large"), 413
     ),
-    "unsupported_content_encoding": 415,
+    **dict.fromkeys(("unsupported_content_encoding", "unsupported_media_type"), 415),
+    "host_not_allowed": 421,
     "internal": 500,
     **dict.fromkeys(
         (

@@ -15,6 +15,10 @@ after 85 MB of accept-error tracebacks in 40 s. So:
   request bodies are never inflated (`auto_decompress=False`: a `Content-Encoding` is
   refused by the API before its body is read); an unread body is drained for at most
   `_LINGER_S` after the answer. Reading a body is bounded by the API (`decode_body`).
+- The request head: a line or header field over 8 KiB (`MAX_LINE_BYTES`,
+  `MAX_FIELD_BYTES`) or more than `MAX_HEADERS` fields is refused by aiohttp's parser.
+  A client that sends its head a byte at a time gains nothing: the keep-alive timer is not
+  pushed back by bytes received, only by answers.
 - `JsonErrorsRequestHandler`: a request aiohttp's parser refuses (a line over 8 KiB, too
   many headers, no method, no Host) is answered with the API's JSON error (400
   `malformed_request`), not aiohttp's text/plain with Python reprs; aiohttp logs it, which
@@ -51,6 +55,9 @@ from raftkv.server.http_common import REQUESTED_VERSION, error_response
 from raftkv.server.settings import SettingsInvalid
 
 __all__ = [
+    "MAX_FIELD_BYTES",
+    "MAX_HEADERS",
+    "MAX_LINE_BYTES",
     "RESERVED_FILE_DESCRIPTORS",
     "AcceptErrorLog",
     "ClientPort",
@@ -70,6 +77,14 @@ RESERVED_FILE_DESCRIPTORS = 1024
 # closed (aiohttp's lingering time; its default is 10 s). Lets a client still sending see
 # the answer rather than a reset, without letting it hold the connection.
 _LINGER_S = 2.0
+# The request head's limits, aiohttp's defaults pinned here so that an upgrade cannot move
+# them: a request line or one header field at most this many bytes, at most this many
+# header fields (so a head holds at most ~1 MiB while it is parsed). A longer line or
+# field, or more fields, is answered 400 `malformed_request`. The longest line the API
+# needs is a GET of a 4 KiB key, base64 (5.4 KiB); larger things go in a JSON body.
+MAX_LINE_BYTES = 8190
+MAX_FIELD_BYTES = 8190
+MAX_HEADERS = 128
 # What asyncio's accept loop reports, in its exception handler context, when it runs out
 # of descriptors or memory.
 _ACCEPT_ERROR_MESSAGE = "socket.accept() out of system resource"
@@ -312,6 +327,9 @@ class ClientPort:
         self._handler_options: dict[str, Any] = {
             "access_log": None,
             "keepalive_timeout": settings.keepalive_timeout_s,
+            "max_line_size": MAX_LINE_BYTES,
+            "max_field_size": MAX_FIELD_BYTES,
+            "max_headers": MAX_HEADERS,
             "lingering_time": _LINGER_S,
             "auto_decompress": False,
         }

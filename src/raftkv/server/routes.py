@@ -111,10 +111,10 @@ def error(status: int) -> Response:
 
 def answers(answer: Struct, *errors: int) -> dict[int, Response]:
     """A JSON route's answers: 200 with `answer`, or one of `errors`, or one of the errors
-    every route can meet (a bad query value, a compressed body, an unexpected error, a
-    stopped node)."""
+    every route can meet (a bad query value, a web page's origin or a Host not allowed, a
+    compressed or non-JSON body, an unexpected error, a stopped node)."""
     responses = {200: Response("OK", answer)}
-    for status in sorted({400, 415, 500, 503, *errors}):
+    for status in sorted({400, 403, 415, 421, 500, 503, *errors}):
         responses[status] = error(status)
     return responses
 

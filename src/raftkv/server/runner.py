@@ -46,6 +46,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import msgspec
@@ -77,6 +78,8 @@ from raftkv.raft.storage.rocks import StorageOpenError
 from raftkv.raft.transport.settings import RECONNECT_BACKOFF_INITIAL_SECONDS
 from raftkv.server.app import BACKUPS, METRICS, HttpSettings, create_app
 from raftkv.server.backup_api import BackupHandlers
+from raftkv.server.browser_guards import BrowserGuards
+from raftkv.server.browser_policy import allowed_hosts
 from raftkv.server.compactor import AutoCompactor
 from raftkv.server.identity import (
     DATABASE_DIR,
@@ -315,6 +318,12 @@ class Server:
             ),
         )
         try:
+            host, port = split_address(settings.listen_client)
+            advertised = urlsplit(settings.advertise_client_url).hostname or ""
+            browsers = BrowserGuards(
+                hosts=allowed_hosts(settings.host_whitelist, host, advertised),
+                origins=settings.cors,
+            )
             app = create_app(
                 self.service,
                 HttpSettings(
@@ -325,11 +334,11 @@ class Server:
                     watch_send_timeout_s=settings.watch_send_timeout_s,
                     watch_progress_interval_s=settings.watch_progress_interval_s,
                     watch_no_leader_timeout_s=settings.watch_no_leader_timeout_s,
+                    browsers=browsers,
                 ),
                 self._etcd,
             )
             self._backups = app[BACKUPS]
-            host, port = split_address(settings.listen_client)
             client_port = ClientPort(
                 app,
                 host,

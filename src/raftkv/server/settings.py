@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 
 from raftkv.kv.space_monitor import DEFAULT_MIN_FREE_BYTES, DEFAULT_QUOTA_BYTES
 from raftkv.raft.builder import PEER_TRANSPORT_KINDS, PeerTransportKind
+from raftkv.server.browser_policy import parse_cors, parse_host_whitelist
 
 ENV_PREFIX = "RAFTKV_"
 CONFIG_ENV = "RAFTKV_CONFIG"
@@ -330,6 +331,20 @@ class ServerSettings:
         10.0,
         _parse_float,
         "A request body must arrive whole within this long (else 408 body_timeout).",
+    )
+    # -- what keeps web pages out of the HTTP API (raftkv.server.browser_guards).
+    host_whitelist: tuple[str, ...] = _setting(
+        (),
+        parse_host_whitelist,
+        "Host names, IPs and networks the HTTP API answers to (comma-separated; *: any); "
+        "others get 421 (DNS rebinding). Empty: on loopback, localhost, 127.0.0.0/8, ::1 and "
+        "advertise_client_url's host; elsewhere any.",
+    )
+    cors: tuple[str, ...] = _setting(
+        (),
+        parse_cors,
+        "Origins (scheme://host:port, comma-separated; *: any) whose web pages may use the "
+        "HTTP API; other cross-origin requests get 403. Empty: none (same-origin only).",
     )
     max_response_bytes: int = _setting(
         4 << 20,
@@ -781,5 +796,7 @@ def _toml_value(value: object) -> str:
         return repr(value)
     if isinstance(value, dict):
         return '"' + format_cluster(value) + '"'
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     text = str(value).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{text}"'
