@@ -423,16 +423,14 @@ class ServerSettings:
     quota_backend_bytes: int = _setting(
         DEFAULT_QUOTA_BYTES,
         _parse_int,
-        "The most bytes this node's storage (<data_dir>/db: data, Raft log, write-ahead "
-        "log) may hold before it raises a NOSPACE alarm, which makes the cluster refuse "
-        "writes that add data until an operator frees space and disarms it (etcd's "
-        "--quota-backend-bytes; 0: no quota, where etcd's 0 means its default).",
+        "Most bytes of <data_dir>/db before this node raises a NOSPACE alarm: the cluster "
+        "refuses writes that add data until it is disarmed (etcd's --quota-backend-bytes; "
+        "0: no quota).",
     )
     min_free_disk_bytes: int = _setting(
         DEFAULT_MIN_FREE_BYTES,
         _parse_int,
-        "The least free space the data dir's disk may have before this node raises a "
-        "NOSPACE alarm, so the cluster goes read-only before a disk fills (0: not checked).",
+        "Least free bytes on the data dir's disk before it raises one (0: not checked).",
     )
     max_snapshot_bytes: int = _setting(
         1 << 30, _parse_int, "Largest snapshot this node sends or accepts from a peer (bytes)."
