@@ -20,7 +20,7 @@ async def _status(api_call: object) -> grpc.aio.AioRpcError:
 async def _advance(cluster: LocalCluster, seconds: float) -> None:
     """Let `seconds` of simulated time pass."""
     until = cluster.clock.now() + seconds
-    await cluster.run_until(lambda: cluster.clock.now() >= until)
+    await cluster.run_until(lambda: cluster.clock.now() >= until, max_seconds=seconds + 1)
 
 
 def test_grant_with_a_chosen_id_then_time_to_live_lists_the_attached_keys() -> None:
@@ -172,22 +172,25 @@ def test_keep_alive_keeps_a_lease_past_its_ttl() -> None:
     async def scenario() -> None:
         async with etcd_cluster() as api:
             node = api.leader()
-            await api.call(node, "Lease", "LeaseGrant", rpc_pb2.LeaseGrantRequest(TTL=3, ID=8))
+            await api.call(node, "Lease", "LeaseGrant", rpc_pb2.LeaseGrantRequest(TTL=30, ID=8))
 
-            # The leases' countdowns run on the cluster's manual clock.
+            # The leases' countdowns run on the cluster's manual clock, which also moves
+            # while a call crosses the real gRPC socket (LocalCluster.complete advances it
+            # every few loop turns): on a loaded machine a round trip can take seconds of
+            # simulated time, so the margins here are tens of seconds, not one.
             stream = api.stubs(node).Lease.LeaseKeepAlive()
             for _ in range(4):
                 await api.cluster.complete(stream.write(rpc_pb2.LeaseKeepAliveRequest(ID=8)))
                 answer = await api.cluster.complete(stream.read())
-                assert answer.TTL == 3
-                # A second of simulated time between renewals: 4 s in all, past the TTL.
-                await _advance(api.cluster, 1.0)
+                assert answer.TTL == 30
+                # 10 s of simulated time between renewals: 40 s in all, past the TTL.
+                await _advance(api.cluster, 10.0)
             alive = await api.call(
                 node, "Lease", "LeaseTimeToLive", rpc_pb2.LeaseTimeToLiveRequest(ID=8)
             )
             assert alive.TTL > 0
             # Without renewals it runs out.
-            await _advance(api.cluster, 3.0)
+            await _advance(api.cluster, 35.0)
             gone = await api.call(
                 node, "Lease", "LeaseTimeToLive", rpc_pb2.LeaseTimeToLiveRequest(ID=8)
             )
