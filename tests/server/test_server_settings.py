@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from raftkv.server.identity import IDENTITY_FILE, check_identity
+from raftkv.server.setting_values import parse_cluster
 from raftkv.server.settings import (
     ServerSettings,
     SettingsInvalid,
     environment_warnings,
     load_settings,
-    parse_cluster,
     render_settings,
 )
 

@@ -39,11 +39,11 @@ from pathlib import Path
 
 import msgspec
 
+from raftkv.server.setting_values import split_address
 from raftkv.server.settings import (
     DEFAULT_CLUSTER_ID,
     ServerSettings,
     SettingsInvalid,
-    split_address,
 )
 
 logger = logging.getLogger("raftkv.server")

@@ -18,7 +18,8 @@ import errno
 import socket
 import ssl
 
-from raftkv.server.settings import ServerSettings, SettingsInvalid, split_address
+from raftkv.server.setting_values import split_address
+from raftkv.server.settings import ServerSettings, SettingsInvalid
 
 __all__ = ["StartFailed", "check_before_start"]
 

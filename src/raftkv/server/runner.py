@@ -91,7 +91,8 @@ from raftkv.server.identity import (
 from raftkv.server.listener import ClientPort, ClientPortSettings, raise_open_files_limit
 from raftkv.server.logs import NodeContext
 from raftkv.server.preflight import StartFailed, check_before_start
-from raftkv.server.settings import ServerSettings, split_address
+from raftkv.server.setting_values import split_address
+from raftkv.server.settings import ServerSettings
 
 logger = logging.getLogger("raftkv.server")
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import ipaddress
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -35,8 +34,24 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from raftkv.kv.space_monitor import DEFAULT_MIN_FREE_BYTES, DEFAULT_QUOTA_BYTES
-from raftkv.raft.builder import PEER_TRANSPORT_KINDS, PeerTransportKind
+from raftkv.raft.builder import PeerTransportKind
 from raftkv.server.browser_policy import parse_cors, parse_host_whitelist
+from raftkv.server.setting_values import (
+    parse_address,
+    parse_bool,
+    parse_cluster,
+    parse_float,
+    parse_int,
+    parse_level,
+    parse_log_format,
+    parse_optional_address,
+    parse_optional_path,
+    parse_path,
+    parse_peer_transport,
+    parse_str,
+    port_of,
+    split_address,
+)
 
 ENV_PREFIX = "RAFTKV_"
 CONFIG_ENV = "RAFTKV_CONFIG"
@@ -46,7 +61,6 @@ _OTHER_ENV = frozenset(
     {CONFIG_ENV, "RAFTKV_ENDPOINTS", "RAFTKV_LOCK_KEY", "RAFTKV_LOCK_TOKEN", "RAFTKV_REWRITE"}
 )
 _NEAR_MISS_CUTOFF = 0.8  # difflib's similarity ratio: LISTEN_CLEINT, LOG_LEVLE, DATADIR
-LOG_LEVELS = ("debug", "info", "warning", "error")
 # Bounds of what can work. A tick is the unit of every Raft timeout; an election timeout
 # (tick_interval_ms x election_ticks) below the floor cannot outlast one round trip plus an
 # fsync, so elections would never settle; above the ceiling a lost leader is not replaced
@@ -77,129 +91,6 @@ def _invalid(name: str, problem: str, **others: str) -> SettingsInvalid:
     return SettingsInvalid(f"setting {name}: {problem}", blame)
 
 
-# -- value parsers (text from a flag or the environment; TOML gives typed values) ----------
-
-
-def parse_address(value: object) -> str:
-    """host:port with a port in 1..65535 (0 allowed: pick one); IPv6 hosts in brackets."""
-    text = _parse_str(value)
-    host, separator, port = text.rpartition(":")
-    if not separator or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"expected host:port, got {text!r}")
-    if host.startswith("["):
-        if not host.endswith("]"):
-            raise ValueError(f"unclosed [ in {text!r}")
-        ipaddress.IPv6Address(host[1:-1])
-    elif ":" in host:
-        raise ValueError(f"an IPv6 host needs brackets: [{host}]:{port}")
-    return text
-
-
-def _parse_optional_address(value: object) -> str:
-    """host:port as parse_address, or empty (the listener is off)."""
-    return "" if _parse_str(value) == "" else parse_address(value)
-
-
-def split_address(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
-def _port(address: str) -> int:
-    return split_address(address)[1]
-
-
-def parse_cluster(value: object) -> dict[int, str]:
-    """`1=127.0.0.1:7080,2=...` (or a TOML table {"1" = "..."}): peer address by node id."""
-    if isinstance(value, Mapping):
-        items = [(str(key), item) for key, item in value.items()]
-    elif isinstance(value, str):
-        items = [tuple(part.split("=", 1)) for part in value.split(",") if part.strip()]  # type: ignore[misc]
-    else:
-        raise ValueError(f"expected id=host:port,... got {type(value).__name__}")
-    cluster: dict[int, str] = {}
-    for item in items:
-        if len(item) != 2:
-            raise ValueError(f"expected id=host:port, got {'='.join(item)!r}")
-        node_id_text, address = (str(part).strip() for part in item)
-        if not node_id_text.isdigit() or int(node_id_text) < 1:
-            raise ValueError(f"node ids are positive integers, got {node_id_text!r}")
-        if int(node_id_text) in cluster:
-            raise ValueError(f"node {node_id_text} is listed twice")
-        cluster[int(node_id_text)] = parse_address(address)
-    return cluster
-
-
-def _parse_int(value: object) -> int:
-    if isinstance(value, bool):
-        raise ValueError("expected an integer, got a boolean")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    raise ValueError(f"expected an integer, got {value!r}")
-
-
-def _parse_float(value: object) -> float:
-    if isinstance(value, bool):
-        raise ValueError("expected a number, got a boolean")
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        return float(value)
-    raise ValueError(f"expected a number, got {value!r}")
-
-
-def _parse_bool(value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
-        return True
-    if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
-        return False
-    raise ValueError(f"expected true or false, got {value!r}")
-
-
-def _parse_str(value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"expected a string, got {value!r}")
-    return value
-
-
-def _parse_optional_path(value: object) -> Path | None:
-    text = _parse_str(value)
-    return Path(text) if text else None
-
-
-def _parse_path(value: object) -> Path:
-    text = _parse_str(value)
-    if not text:
-        raise ValueError("expected a path, got an empty string")
-    return Path(text)
-
-
-def _parse_level(value: object) -> str:
-    text = _parse_str(value).lower()
-    if text not in LOG_LEVELS:
-        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
-    return text
-
-
-def _parse_peer_transport(value: object) -> PeerTransportKind:
-    text = _parse_str(value).lower()
-    for kind in PEER_TRANSPORT_KINDS:
-        if text == kind:
-            return kind
-    raise ValueError(f"expected {' or '.join(PEER_TRANSPORT_KINDS)}, got {value!r}")
-
-
-def _parse_log_format(value: object) -> str:
-    text = _parse_str(value).lower()
-    if text not in ("text", "json"):
-        raise ValueError(f"expected text or json, got {value!r}")
-    return text
-
-
 def _setting(
     default: Any, parse: Callable[[object], Any], doc: str, *, factory: bool = False
 ) -> Any:
@@ -215,8 +106,8 @@ DEFAULT_CLUSTER_ID = 1
 
 @dataclass(frozen=True)
 class ServerSettings:
-    id: int = _setting(1, _parse_int, "This node's id (a positive integer, unique in the cluster).")
-    data_dir: Path = _setting(Path("data"), _parse_path, "Where this node keeps its data.")
+    id: int = _setting(1, parse_int, "This node's id (a positive integer, unique in the cluster).")
+    data_dir: Path = _setting(Path("data"), parse_path, "Where this node keeps its data.")
     listen_client: str = _setting(
         "127.0.0.1:8080", parse_address, "host:port the HTTP API listens on."
     )
@@ -225,19 +116,19 @@ class ServerSettings:
     )
     listen_client_grpc: str = _setting(
         "",
-        _parse_optional_address,
+        parse_optional_address,
         "host:port etcd's v3 gRPC API listens on, for etcdctl and etcd's client libraries "
         "(empty: not served; raftkv dev serves it on 2379 and up). See docs/etcd.md.",
     )
     peer_transport: PeerTransportKind = _setting(
         "tcp",
-        _parse_peer_transport,
+        parse_peer_transport,
         "How members talk: tcp (length-prefixed frames on TCP, the fastest) or grpc. Every "
         "member of a cluster must use the same.",
     )
     advertise_client_url: str = _setting(
         "",
-        _parse_str,
+        parse_str,
         "The URL other members and clients use for this node's HTTP API "
         "(default: http://<listen_client>).",
     )
@@ -250,72 +141,72 @@ class ServerSettings:
     )
     join: str = _setting(
         "",
-        _parse_str,
+        parse_str,
         "Join a running cluster through any member's client URL (comma-"
         "separated list to try several) when the data dir is new, instead of founding one. "
         "The node is added as a learner (raftkv member promote makes it a voter).",
     )
     auto_promote: bool = _setting(
-        False, _parse_bool, "With join: become a voter automatically once caught up."
+        False, parse_bool, "With join: become a voter automatically once caught up."
     )
     join_timeout_s: float = _setting(
-        300.0, _parse_float, "With join: how long joining (and catching up) may take."
+        300.0, parse_float, "With join: how long joining (and catching up) may take."
     )
     cluster_id: int = _setting(
         DEFAULT_CLUSTER_ID,
-        _parse_int,
+        parse_int,
         "Shared by every member; peers with another cluster id are refused. Not given: 1 for a "
         "new data dir, the data dir's own for an existing one (a restored cluster's is new).",
     )
-    log_level: str = _setting("info", _parse_level, "debug, info, warning or error.")
+    log_level: str = _setting("info", parse_level, "debug, info, warning or error.")
     log_format: str = _setting(
-        "text", _parse_log_format, "text (one line per event) or json (one object per line)."
+        "text", parse_log_format, "text (one line per event) or json (one object per line)."
     )
-    tick_interval_ms: int = _setting(100, _parse_int, "Raft tick length in milliseconds.")
-    election_ticks: int = _setting(10, _parse_int, "Ticks without a leader before an election.")
-    heartbeat_ticks: int = _setting(1, _parse_int, "Ticks between leader heartbeats.")
+    tick_interval_ms: int = _setting(100, parse_int, "Raft tick length in milliseconds.")
+    election_ticks: int = _setting(10, parse_int, "Ticks without a leader before an election.")
+    heartbeat_ticks: int = _setting(1, parse_int, "Ticks between leader heartbeats.")
     snapshot_every_entries: int = _setting(
         100_000,
-        _parse_int,
+        parse_int,
         "Take a snapshot after this many applied entries (etcd's snapshot-count default).",
     )
     snapshot_keep_entries: int = _setting(
-        5_000, _parse_int, "Log entries kept behind a snapshot for slow followers."
+        5_000, parse_int, "Log entries kept behind a snapshot for slow followers."
     )
     snapshot_every_bytes: int = _setting(
         64 << 20,
-        _parse_int,
+        parse_int,
         "Also take a snapshot once the entries applied since the last one hold this many "
         "bytes (0: by count only).",
     )
     request_timeout_s: float = _setting(
-        10.0, _parse_float, "How long a request waits for its outcome (then 504 timeout)."
+        10.0, parse_float, "How long a request waits for its outcome (then 504 timeout)."
     )
     shutdown_timeout_s: float = _setting(
-        10.0, _parse_float, "On SIGTERM, how long in-flight requests may take to finish."
+        10.0, parse_float, "On SIGTERM, how long in-flight requests may take to finish."
     )
     auto_compaction_retention: int = _setting(
         100_000,
-        _parse_int,
+        parse_int,
         "Keep this many revisions of history; the leader compacts older ones (0: never).",
     )
     auto_compaction_interval_s: float = _setting(
-        10.0, _parse_float, "How often the leader checks whether to compact."
+        10.0, parse_float, "How often the leader checks whether to compact."
     )
-    max_body_bytes: int = _setting(2 << 20, _parse_int, "Largest HTTP request body.")
+    max_body_bytes: int = _setting(2 << 20, parse_int, "Largest HTTP request body.")
     etcd_max_request_bytes: int = _setting(
         1536 * 1024,
-        _parse_int,
+        parse_int,
         "Largest request on the etcd gRPC port (etcd's --max-request-bytes, 1.5 MiB).",
     )
     max_concurrent_backups: int = _setting(
-        1, _parse_int, "Backups (GET /v1/snapshot) made at once; more are refused (503 busy)."
+        1, parse_int, "Backups (GET /v1/snapshot) made at once; more are refused (503 busy)."
     )
     # -- the client port's limits: no request, connection or client may stall the node (its
     # event loop also runs Raft: a stall past the election timeout costs an election).
     max_client_connections: int = _setting(
         1000,
-        _parse_int,
+        parse_int,
         "Client (HTTP) connections open at once; more are closed as soon as accepted "
         "(raftkv_limit_hits_total). The open-files limit must leave room beyond it for "
         "RocksDB and peers: the server raises its soft limit to the hard one and refuses to "
@@ -323,13 +214,13 @@ class ServerSettings:
     )
     http_keepalive_timeout_s: float = _setting(
         10.0,
-        _parse_float,
+        parse_float,
         "A client connection idle this long, or whose next request's headers are not all in "
         "by then (slowloris), is closed. Clients reconnect; longer keeps idle ones longer.",
     )
     http_body_timeout_s: float = _setting(
         10.0,
-        _parse_float,
+        parse_float,
         "A request body must arrive whole within this long (else 408 body_timeout).",
     )
     # -- what keeps web pages out of the HTTP API (raftkv.server.browser_guards).
@@ -348,66 +239,66 @@ class ServerSettings:
     )
     max_response_bytes: int = _setting(
         4 << 20,
-        _parse_int,
+        parse_int,
         "Key-values one read answers, in bytes (keys and values, plus 80 each); past it a "
         "range answers what fits with more: true, as with limit (the first always fits).",
     )
     max_scan_entries: int = _setting(
         2_000_000,
-        _parse_int,
+        parse_int,
         "MVCC entries one read may scan (a range or a read-only txn's ranges, count "
         "included; ~2 µs each, off the event loop); more: 413 scan_too_large.",
     )
     max_txn_scan_entries: int = _setting(
         10_000,
-        _parse_int,
+        parse_int,
         "The same for the ranges of a txn that writes, which every member reads on its event "
         "loop when it applies (checked before proposing).",
     )
     read_threads: int = _setting(
         2,
-        _parse_int,
+        parse_int,
         "Threads reading long scans (ranges, read-only txns, the state hash) off the event "
         "loop; at most this many run at once.",
     )
-    max_key_bytes: int = _setting(4096, _parse_int, "Largest key (same on every member).")
-    max_value_bytes: int = _setting(1 << 20, _parse_int, "Largest value (same on every member).")
+    max_key_bytes: int = _setting(4096, parse_int, "Largest key (same on every member).")
+    max_value_bytes: int = _setting(1 << 20, parse_int, "Largest value (same on every member).")
     max_txn_ops: int = _setting(
-        128, _parse_int, "Most compares / ops per txn branch (same on every member)."
+        128, parse_int, "Most compares / ops per txn branch (same on every member)."
     )
     max_exactly_once_clients: int = _setting(
         10_000,
-        _parse_int,
+        parse_int,
         "Client sessions remembered for exactly-once writes (same on every member).",
     )
     max_leases: int = _setting(
-        100_000, _parse_int, "Live leases at most; more grants are refused (same on every member)."
+        100_000, parse_int, "Live leases at most; more grants are refused (same on every member)."
     )
     min_lease_ttl_s: int = _setting(
         2,
-        _parse_int,
+        parse_int,
         "A lease granted with a shorter TTL gets this one (same on every member); keep it "
         "above a few election timeouts.",
     )
     lease_check_interval_s: float = _setting(
-        0.25, _parse_float, "How often the leader looks for expired leases."
+        0.25, parse_float, "How often the leader looks for expired leases."
     )
     lease_checkpoint_interval_s: float = _setting(
         5.0,
-        _parse_float,
+        parse_float,
         "How often the leader records remaining lease TTLs in the log: the most extra life a "
         "lease can get from a restart of the node that then leads.",
     )
-    max_watches: int = _setting(10_000, _parse_int, "Watches one node serves at once.")
+    max_watches: int = _setting(10_000, parse_int, "Watches one node serves at once.")
     watch_no_leader_timeout_s: float = _setting(
         3.0,
-        _parse_float,
+        parse_float,
         "End watches (no_leader) on a member that has had no leader this long, so clients "
         "resume on another member (0: never).",
     )
     corrupt_check_interval_s: float = _setting(
         300.0,
-        _parse_float,
+        parse_float,
         "How often the leader has every member hash its state at the same log index and "
         "compare (a member whose hash differs from the majority's raises a CORRUPT alarm "
         "and stops serving clients; 0: never, members still answer checks others start). "
@@ -416,65 +307,65 @@ class ServerSettings:
     )
     corrupt_check_at_start: bool = _setting(
         True,
-        _parse_bool,
+        parse_bool,
         "Run a hash check once this node has caught up after starting, so a member damaged "
         "while it was down is found at once (etcd's initial corruption check).",
     )
     quota_backend_bytes: int = _setting(
         DEFAULT_QUOTA_BYTES,
-        _parse_int,
+        parse_int,
         "Most bytes of <data_dir>/db before this node raises a NOSPACE alarm: the cluster "
         "refuses writes that add data until it is disarmed (etcd's --quota-backend-bytes; "
         "0: no quota).",
     )
     min_free_disk_bytes: int = _setting(
         DEFAULT_MIN_FREE_BYTES,
-        _parse_int,
+        parse_int,
         "Least free bytes on the data dir's disk before it raises one (0: not checked).",
     )
     max_snapshot_bytes: int = _setting(
-        1 << 30, _parse_int, "Largest snapshot this node sends or accepts from a peer (bytes)."
+        1 << 30, parse_int, "Largest snapshot this node sends or accepts from a peer (bytes)."
     )
     snapshot_cache_bytes: int = _setting(
         64 << 20,
-        _parse_int,
+        parse_int,
         "Snapshot chunks kept from transfers, so a retried one sends only what is missing "
         "(bytes; 0: none).",
     )
     max_snapshot_chunks_in_flight: int = _setting(
-        8, _parse_int, "Snapshot chunks sent ahead of the receiver's acknowledgements."
+        8, parse_int, "Snapshot chunks sent ahead of the receiver's acknowledgements."
     )
     watch_send_timeout_s: float = _setting(
         10.0,
-        _parse_float,
+        parse_float,
         "A watch whose client does not read for this long is ended with too_slow.",
     )
     watch_progress_interval_s: float = _setting(
-        10.0, _parse_float, "Default interval of watch progress notifications (bookmarks)."
+        10.0, parse_float, "Default interval of watch progress notifications (bookmarks)."
     )
     watch_max_buffered_bytes: int = _setting(
         16 << 20,
-        _parse_int,
+        parse_int,
         "Bytes of events (keys, values, prev_kv) one watch holds until its client has taken "
         "them: a message is cut to fit (a larger revision goes alone). Larger: faster "
         "catch-up; smaller: less memory per slow client.",
     )
     watch_max_total_buffered_bytes: int = _setting(
         256 << 20,
-        _parse_int,
+        parse_int,
         "The same summed over this node's watches; past it the watch holding the most is "
         "ended too_slow (its client resumes). The ceiling of watch fan-out memory (the "
         "process holds about twice this); below watchers x message size it ends healthy "
         "watchers during bursts.",
     )
     peer_ca_file: Path | None = _setting(
-        None, _parse_optional_path, "CA certificate for mutual TLS between peers."
+        None, parse_optional_path, "CA certificate for mutual TLS between peers."
     )
     peer_cert_file: Path | None = _setting(
-        None, _parse_optional_path, "This node's certificate for mutual TLS between peers."
+        None, parse_optional_path, "This node's certificate for mutual TLS between peers."
     )
     peer_key_file: Path | None = _setting(
-        None, _parse_optional_path, "This node's private key for mutual TLS between peers."
+        None, parse_optional_path, "This node's private key for mutual TLS between peers."
     )
 
     def __post_init__(self) -> None:
@@ -483,7 +374,7 @@ class ServerSettings:
             listeners["listen_client_grpc"] = self.listen_client_grpc
         owners: dict[str, str] = {}
         for name, address in listeners.items():
-            if address in owners and _port(address) != 0:  # port 0: each picks its own
+            if address in owners and port_of(address) != 0:  # port 0: each picks its own
                 raise _invalid(name, f"{address} is also {owners[address]}: give each its own port")
             owners[address] = name
         for name in ("id", "cluster_id"):
