@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from raftkv.testing.certificates import TlsFiles
 from raftkv.testing.processes import free_port, wait_until
 
 # Short ticks: elections in ~0.5 s keep failover tests quick.
@@ -35,10 +36,20 @@ class KvProcessCluster:
         *,
         etcd_grpc: bool = False,
         arguments: Sequence[str] = (),
+        tls: TlsFiles | None = None,
     ) -> None:
         self.root = root
         # More `raftkv serve` flags, for every node.
         self.arguments = list(arguments)
+        # TLS on every node's client port (one certificate for all, valid for 127.0.0.1):
+        # the nodes serve https and ask clients for a certificate from the same CA.
+        self.tls = tls
+        if tls is not None:
+            self.arguments += [
+                "--cert-file", str(tls.cert_file),
+                "--key-file", str(tls.key_file),
+                "--client-ca-file", str(tls.ca_file),
+            ]  # fmt: skip
         root.mkdir(parents=True, exist_ok=True)
         self.ids = list(range(1, nodes + 1))
         self.client_ports = {node: free_port() for node in self.ids}
@@ -47,10 +58,15 @@ class KvProcessCluster:
         self.etcd_grpc = etcd_grpc
         self.grpc_ports = {node: free_port() for node in self.ids} if etcd_grpc else {}
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
-        self.http = httpx.Client(timeout=10.0)
+        self.http = (
+            httpx.Client(timeout=10.0)
+            if tls is None
+            else httpx.Client(timeout=10.0, verify=tls.client_context())
+        )
 
     def url(self, node: int) -> str:
-        return f"http://127.0.0.1:{self.client_ports[node]}"
+        scheme = "http" if self.tls is None else "https"
+        return f"{scheme}://127.0.0.1:{self.client_ports[node]}"
 
     def endpoints(self) -> list[str]:
         return [self.url(node) for node in self.ids]
@@ -194,6 +210,13 @@ class KvProcessCluster:
 def cli(cluster: KvProcessCluster, *arguments: str) -> subprocess.CompletedProcess[str]:
     """`raftkv ARGUMENTS --endpoints <every running node>`, its output captured."""
     endpoints = ",".join(cluster.url(node) for node in cluster.running())
+    tls = cluster.tls
+    if tls is not None:
+        arguments = (
+            *arguments,
+            *("--cacert", str(tls.ca_file), "--cert", str(tls.cert_file)),
+            *("--key", str(tls.key_file)),
+        )
     return subprocess.run(
         [sys.executable, "-m", "raftkv", *arguments, "--endpoints", endpoints],
         capture_output=True,

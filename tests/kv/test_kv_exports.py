@@ -11,7 +11,6 @@ def test_kv_all_is_pinned() -> None:
         [
             "ClearCorruptAlarm",
             "DisarmNoSpaceAlarm",
-            "NoSpace",
             "NoSpaceAlarmResponse",
             "RaiseNoSpaceAlarm",
             "SpaceMonitor",

@@ -16,7 +16,6 @@ from raftkv.kv import (
     LeaseGrant,
     LeaseKeepAlive,
     LeaseRevoke,
-    NoSpace,
     NoSpaceAlarmResponse,
     Put,
     PutResponse,
@@ -26,7 +25,7 @@ from raftkv.kv import (
     TxnCompare,
 )
 from raftkv.kv.commands import WriteRequest
-from raftkv.kv.errors import InvalidRequest, LimitExceeded
+from raftkv.kv.errors import InvalidRequest, LimitExceeded, NoSpace
 from raftkv.kv.hash_checks import is_cluster_record
 from raftkv.kv.layout import NOSPACE_ALARMS_KEY, NoSpaceAlarm
 from raftkv.kv.space_alarms import MAX_ALARMS, adds_data

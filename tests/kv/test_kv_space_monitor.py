@@ -13,12 +13,12 @@ from kv_helpers import started, stop
 from raftkv.kv import (
     KvCommand,
     KvService,
-    NoSpace,
     RaiseNoSpaceAlarm,
     SpaceMonitor,
     SpaceSettings,
     encode_command,
 )
+from raftkv.kv.errors import NoSpace
 from raftkv.kv.layout import NoSpaceAlarm
 from raftkv.kv.space_monitor import SpaceUsage, measure_directory, measure_inline
 from raftkv.testing.local_cluster import run_scenario

@@ -10,8 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from transport_helpers import CertificateAuthority
-
+from raftkv.testing.certificates import CertificateAuthority
 from raftkv.testing.processes import free_port
 
 CHILD = """

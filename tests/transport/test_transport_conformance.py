@@ -10,11 +10,10 @@ import pytest
 from cryptography import x509
 from transport_helpers import (
     PEER_FACTORIES,
-    CertificateAuthority,
     GrpcFactory,
     InProcessFactory,
-    TlsFiles,
     heartbeat,
+    peer_settings,
     run,
 )
 
@@ -22,6 +21,7 @@ from raftkv.raft.core.types import Message, NodeId
 from raftkv.raft.transport.base import Transport, TransportHandler
 from raftkv.raft.transport.inprocess import InProcessTransport
 from raftkv.testing import RecordingHandler, check_transport
+from raftkv.testing.certificates import CertificateAuthority, TlsFiles
 from raftkv.testing.conformance.transport import wait_until
 
 
@@ -96,7 +96,7 @@ def test_peer_transport_conforms(factory_class: type[GrpcFactory]) -> None:
 def test_peer_transport_with_mutual_tls_conforms(
     factory_class: type[GrpcFactory], peer_tls: TlsFiles
 ) -> None:
-    run(check_transport(factory_class(peer_tls.settings())))
+    run(check_transport(factory_class(peer_settings(peer_tls))))
 
 
 def test_a_client_certificate_from_another_ca_is_refused(
@@ -112,8 +112,8 @@ def test_a_client_certificate_from_another_ca_is_refused(
     )
 
     async def scenario() -> None:
-        members = factory_class(peer_tls.settings())
-        strangers = factory_class(stranger_tls.settings())
+        members = factory_class(peer_settings(peer_tls))
+        strangers = factory_class(peer_settings(stranger_tls))
         try:
             server_handler, stranger_handler, member_handler = (
                 RecordingHandler(),
@@ -158,8 +158,8 @@ def test_a_server_certificate_from_another_ca_is_refused(
     )
 
     async def scenario() -> None:
-        members = factory_class(peer_tls.settings())
-        impostors = factory_class(impostor_tls.settings())
+        members = factory_class(peer_settings(peer_tls))
+        impostors = factory_class(peer_settings(impostor_tls))
         try:
             impostor_handler, member_handler = RecordingHandler(), RecordingHandler()
             impostor = await impostors.started(impostor_handler)
@@ -184,12 +184,12 @@ def test_a_server_named_otherwise_is_reached_only_with_server_name_override(
 ) -> None:
     # The certificate names "raftkv-node-1" only, not the 127.0.0.1 the client dials.
     named = authority.issue("named", names=[x509.DNSName("raftkv-node-1")])
-    client_settings = named.settings()
+    client_settings = peer_settings(named)
     if override:
         client_settings = replace(client_settings, server_name_override="raftkv-node-1")
 
     async def scenario() -> None:
-        servers, clients = factory_class(named.settings()), factory_class(client_settings)
+        servers, clients = factory_class(peer_settings(named)), factory_class(client_settings)
         try:
             server_handler, client_handler = RecordingHandler(), RecordingHandler()
             server = await servers.started(server_handler)

@@ -7,6 +7,9 @@ output flags every client verb shares, and the client settings they make.
                         on stdout, for scripts
   --base64              keys and values in base64 in the output (binary data in JSON)
   --timeout SECONDS     give up on the call after this long (default 10)
+  --cacert, --cert, --key FILE
+                        TLS: the cluster's CA, and this client's certificate and key
+                        (default $RAFTKV_CACERT, $RAFTKV_CERT, $RAFTKV_KEY)
 
 and the verbs that take keys (put, get, del, range, txn, watch):
 
@@ -30,6 +33,8 @@ __all__ = [
     "DEFAULT_ENDPOINT",
     "DEFAULT_TIMEOUT_S",
     "ENDPOINTS_VARIABLE",
+    "TLS_FLAGS",
+    "add_tls_flags",
     "argument_bytes",
     "client_settings_of",
     "common_flags",
@@ -80,6 +85,13 @@ def argument_bytes(text: str) -> bytes:
 
 # -- the flags every client verb takes -------------------------------------------------------
 
+# The TLS flags (as etcdctl's), their environment variables, and what each names.
+TLS_FLAGS = (
+    ("--cacert", "RAFTKV_CACERT", "the CA that signed the cluster's certificates"),
+    ("--cert", "RAFTKV_CERT", "this client's certificate, for a cluster that asks for one"),
+    ("--key", "RAFTKV_KEY", "the private key of --cert"),
+)
+
 
 def common_flags() -> argparse.ArgumentParser:
     """A parent parser (`parents=[common_flags()]`) with the connection and output flags."""
@@ -107,7 +119,26 @@ def common_flags() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"give up on the call after this long, retries included ({DEFAULT_TIMEOUT_S:g})",
     )
+    add_tls_flags(common)
     return common
+
+
+def add_tls_flags(parser: argparse.ArgumentParser) -> None:
+    """--cacert, --cert and --key, kept as tls_cacert, tls_cert, tls_key (not "key": a
+    verb's KEY argument)."""
+    group = parser.add_argument_group("TLS (https:// endpoints)")
+    for flag, variable, what in TLS_FLAGS:
+        group.add_argument(
+            flag,
+            dest=_tls_destination(flag),
+            default=None,
+            metavar="FILE",
+            help=f"{what} (default ${variable})",
+        )
+
+
+def _tls_destination(flag: str) -> str:
+    return "tls_" + flag.removeprefix("--")
 
 
 def key_input_flags() -> argparse.ArgumentParser:
@@ -155,6 +186,17 @@ def endpoints_hint(arguments: argparse.Namespace) -> str:
 
 
 def client_settings_of(arguments: argparse.Namespace) -> ClientSettings:
-    """--timeout bounds each request and the whole call, retries included."""
+    """--timeout bounds each request and the whole call, retries included; the TLS files
+    come from --cacert/--cert/--key, else $RAFTKV_CACERT/$RAFTKV_CERT/$RAFTKV_KEY."""
     timeout: float = arguments.timeout
-    return ClientSettings(request_timeout_s=timeout, deadline_s=timeout)
+    ca_file, cert_file, key_file = (
+        getattr(arguments, _tls_destination(flag), None) or os.environ.get(variable, "")
+        for flag, variable, _ in TLS_FLAGS
+    )
+    return ClientSettings(
+        request_timeout_s=timeout,
+        deadline_s=timeout,
+        ca_file=ca_file,
+        cert_file=cert_file,
+        key_file=key_file,
+    )

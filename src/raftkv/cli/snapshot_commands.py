@@ -38,7 +38,7 @@ from raftkv.cli import (
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
 )
-from raftkv.cli.arguments import endpoints_of
+from raftkv.cli.arguments import add_tls_flags, client_settings_of, endpoints_of
 from raftkv.cli.errors import fail
 
 _CHUNK_BYTES = 1 << 20
@@ -68,6 +68,7 @@ def add_commands(subparsers: Any) -> None:
         help="members to try (default $RAFTKV_ENDPOINTS, else http://127.0.0.1:8080)",
     )
     save.add_argument("--timeout", type=float, default=300.0, help="seconds (default 300)")
+    add_tls_flags(save)
     save.set_defaults(handler=_save)
     restore = verbs.add_parser(
         "restore",
@@ -129,13 +130,19 @@ def _download_and_keep(
 ) -> int:
     import httpx  # noqa: PLC0415
 
+    from raftkv.client.tls import verify_of  # noqa: PLC0415
     from raftkv.server.backup import BackupInvalid, open_backup  # noqa: PLC0415
 
+    try:
+        # The TLS flags as every client verb reads them (--cacert, $RAFTKV_CACERT, ...).
+        verify = verify_of(client_settings_of(arguments))
+    except ValueError as error:
+        return fail(EXIT_USAGE, "usage", str(error))
     failures = []
     for endpoint in _candidates(endpoints):
         try:
             with httpx.stream(
-                "GET", f"{endpoint}/v1/snapshot", timeout=arguments.timeout
+                "GET", f"{endpoint}/v1/snapshot", timeout=arguments.timeout, verify=verify
             ) as response:
                 if response.status_code != 200:
                     response.read()

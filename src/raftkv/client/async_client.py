@@ -38,6 +38,7 @@ from raftkv.client.results import (
 from raftkv.client.routing import Router, leaders_view, next_to_ask
 from raftkv.client.sessions import AsyncSessions
 from raftkv.client.settings import ClientSettings
+from raftkv.client.tls import verify_of
 from raftkv.client.txn import Compare, Data, Op, to_bytes
 from raftkv.client.watching import WatchOptions, WatchStream
 
@@ -77,7 +78,9 @@ class Client:
         self._clock = clock if clock is not None else time.monotonic
         # No proxies from the environment: a client talks to the cluster's nodes directly
         # (pass a transport to go through one). Redirects are not followed: the API has none.
-        self._http = httpx.AsyncClient(transport=transport, trust_env=False)
+        self._http = httpx.AsyncClient(
+            transport=transport, trust_env=False, verify=verify_of(self.settings)
+        )
 
     @property
     def endpoints(self) -> tuple[str, ...]:

@@ -42,8 +42,16 @@ class ClientSettings:
     # leave and outlives the endpoints it was given (etcd's auto-sync). 0: only when the
     # leader's URL is unknown.
     member_refresh_s: float = 10.0
+    # TLS (raftkv.client.tls), for https:// endpoints: the CA that signed the cluster's
+    # certificates ("": the system's CAs), and this client's certificate and key for a
+    # cluster that asks for one (its client_ca_file).
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
 
     def __post_init__(self) -> None:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("ClientSettings.cert_file and key_file: give both or neither")
         refresh = self.member_refresh_s
         if isinstance(refresh, bool) or not isinstance(refresh, (int, float)) or refresh < 0:
             raise ValueError(f"ClientSettings.member_refresh_s must be >= 0, got {refresh!r}")

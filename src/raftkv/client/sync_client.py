@@ -40,6 +40,7 @@ from raftkv.client.routing import Router, leaders_view, next_to_ask
 from raftkv.client.sessions import ThreadSessions
 from raftkv.client.settings import ClientSettings
 from raftkv.client.sync_watch import SyncWatcher
+from raftkv.client.tls import verify_of
 from raftkv.client.txn import Compare, Data, Op, to_bytes
 from raftkv.client.watching import WatchOptions, WatchStream
 
@@ -79,7 +80,9 @@ class SyncClient:
         self._clock = clock if clock is not None else time.monotonic
         # No proxies from the environment: a client talks to the cluster's nodes directly
         # (pass a transport to go through one). Redirects are not followed: the API has none.
-        self._http = httpx.Client(transport=transport, trust_env=False)
+        self._http = httpx.Client(
+            transport=transport, trust_env=False, verify=verify_of(self.settings)
+        )
 
     @property
     def endpoints(self) -> tuple[str, ...]:

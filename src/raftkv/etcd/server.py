@@ -17,6 +17,7 @@ may ping no more often than every 5 s (a flood of pings closes its connection).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import grpc
 import grpc.aio
@@ -27,12 +28,48 @@ from raftkv.etcd.servicers import EtcdServicers
 logger = logging.getLogger("raftkv.etcd")
 
 
+# The client port's TLS files as PEM (certificate, key, client CA or None), asked at every
+# handshake: the same tuple until the files are reloaded, then a new one.
+TlsPem = Callable[[], tuple[bytes, bytes, bytes | None]]
+
+
+def reloading_credentials(pem_of: TlsPem) -> grpc.ServerCredentials:
+    """gRPC server credentials that serve what `pem_of()` answers now: gRPC asks the
+    fetcher at every handshake, and it answers a new configuration only once the tuple
+    changed (None keeps the current one). Client certificates are required when there is
+    a client CA."""
+    served = pem_of()
+
+    def fetch() -> grpc.ServerCertificateConfiguration | None:
+        nonlocal served
+        pem = pem_of()
+        if pem is served:
+            return None
+        served = pem
+        return _configuration(pem)
+
+    return grpc.dynamic_ssl_server_credentials(
+        _configuration(served),
+        # grpc's stubs say the fetcher returns a configuration; grpc takes None too ("keep
+        # the current one"), as its documentation says.
+        fetch,  # type: ignore[arg-type]
+        require_client_authentication=served[2] is not None,
+    )
+
+
+def _configuration(pem: tuple[bytes, bytes, bytes | None]) -> grpc.ServerCertificateConfiguration:
+    certificate, key, ca = pem
+    return grpc.ssl_server_certificate_configuration([(key, certificate)], ca)
+
+
 class EtcdGrpcPort:
     """Serves etcd's API at `address` (host:port) once `start()`ed; `close()` stops it."""
 
-    def __init__(self, servicers: EtcdServicers, address: str) -> None:
+    def __init__(self, servicers: EtcdServicers, address: str, tls: TlsPem | None = None) -> None:
         self.servicers = servicers
         self.address = address
+        # TLS: the client port's files (raftkv.server.client_tls); None: plaintext.
+        self.tls = tls
         self.settings = servicers.settings
         self.port = 0
         self._server: grpc.aio.Server | None = None
@@ -66,7 +103,10 @@ class EtcdGrpcPort:
         for register, servicer in registrations:
             register(servicer, server)  # type: ignore[no-untyped-call]
         try:
-            self.port = server.add_insecure_port(self.address)
+            if self.tls is None:
+                self.port = server.add_insecure_port(self.address)
+            else:
+                self.port = server.add_secure_port(self.address, reloading_credentials(self.tls))
         except RuntimeError as error:
             raise OSError(f"cannot listen on {self.address}: {error}") from error
         await server.start()

@@ -13,11 +13,11 @@
   compare hashes of their state at the same log index and raise CORRUPT alarms;
 - NOSPACE alarms (`RaiseNoSpaceAlarm`, `DisarmNoSpaceAlarm`, raised by each member's
   `SpaceMonitor`): a member out of space makes the cluster refuse writes that add data
-  (`NoSpace`) until an operator disarms it.
+  (`raftkv.kv.errors.NoSpace`) until an operator disarms it.
 
 One owner per public name: the HTTP client (`raftkv.client`) owns the user-facing names
 `KeyValue`, `PutResult` ..., `Compare`, `WatchBatch` and the refusals `Compacted`,
-`InvalidRequest`, `LeaseExists`, `LeaseNotFound`, `LimitExceeded`, `SessionExpired`,
+`InvalidRequest`, `LeaseExists`, `LeaseNotFound`, `LimitExceeded`, `NoSpace`, `SessionExpired`,
 `StaleSequence`. This package's own classes are named apart (`MvccKeyValue`,
 `PutResponse`, `TxnCompare`, `EventBatch`), and its refusals of those names are not
 exported here: catch `KvError` (its `code` says which), or import them from
@@ -78,7 +78,6 @@ from raftkv.kv.errors import (
     EmptyKey,
     FutureRevision,
     KvError,
-    NoSpace,
     ScanTooLarge,
 )
 from raftkv.kv.events import Event
@@ -138,7 +137,6 @@ __all__ = [
     "LeaseRevokeResponse",
     "MvccKeyValue",
     "MvccStore",
-    "NoSpace",
     "NoSpaceAlarmResponse",
     "PublishMember",
     "PublishMemberResponse",

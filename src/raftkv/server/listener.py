@@ -39,6 +39,7 @@ import asyncio
 import logging
 import re
 import resource
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -318,11 +319,20 @@ class ClientPort:
     connections, in-flight requests getting up to shutdown_timeout_s)."""
 
     def __init__(
-        self, app: web.Application, host: str, port: int, settings: ClientPortSettings
+        self,
+        app: web.Application,
+        host: str,
+        port: int,
+        settings: ClientPortSettings,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.settings = settings
         self._host = host
         self._port = port
+        # With TLS (raftkv.server.client_tls): every connection's handshake, bounded by the
+        # keep-alive timeout like a slow head.
+        self._ssl_context = ssl_context
         # The options of each connection's request handler.
         self._handler_options: dict[str, Any] = {
             "access_log": None,
@@ -375,7 +385,14 @@ class ClientPort:
         self.accept_errors_log.install()
         try:
             self._server = await loop.create_server(
-                self.gate, self._host, self._port, reuse_address=True
+                self.gate,
+                self._host,
+                self._port,
+                reuse_address=True,
+                ssl=self._ssl_context,
+                ssl_handshake_timeout=(
+                    self.settings.keepalive_timeout_s if self._ssl_context else None
+                ),
             )
         except BaseException:
             await self.close()

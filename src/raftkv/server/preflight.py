@@ -1,10 +1,11 @@
 """What `raftkv serve` checks before it creates or opens anything, so that a node that
 cannot start leaves no data dir behind and says why in one line naming the setting:
 
-- the peer TLS files (`peer_ca_file`, `peer_cert_file`, `peer_key_file`) can be read, hold
-  PEM certificates, and the certificate matches the key, which is not encrypted (gRPC
-  itself reports a bad file only as "Failed to bind", after the data dir exists):
-  `SettingsInvalid`;
+- the peer TLS files (`peer_ca_file`, `peer_cert_file`, `peer_key_file`) and the client
+  port's (`cert_file`, `key_file`, `client_ca_file`) can be read, hold PEM certificates,
+  and each certificate matches its key, which is not encrypted (gRPC itself reports a bad
+  file only as "Failed to bind", after the data dir exists): `SettingsInvalid`, checked
+  as raftkv.server.client_tls loads them;
 - `listen_client`, `listen_peer` and `listen_client_grpc` resolve and can be bound now (a
   port another process holds, a host this machine does not have): `StartFailed`.
 
@@ -16,8 +17,8 @@ from __future__ import annotations
 
 import errno
 import socket
-import ssl
 
+from raftkv.server.client_tls import TlsFiles, TlsFilesInvalid, check_files, tls_files_of
 from raftkv.server.setting_values import split_address
 from raftkv.server.settings import ServerSettings, SettingsInvalid
 
@@ -32,10 +33,18 @@ class StartFailed(Exception):
 
 def check_before_start(settings: ServerSettings) -> None:
     check_peer_tls(settings)
+    check_client_tls(settings)
     check_can_listen("listen_client", settings.listen_client)
     check_can_listen("listen_peer", settings.listen_peer)
     if settings.listen_client_grpc:
         check_can_listen("listen_client_grpc", settings.listen_client_grpc)
+
+
+def check_client_tls(settings: ServerSettings) -> None:
+    """SettingsInvalid naming the setting if a client port TLS file cannot be used."""
+    files = tls_files_of(settings)
+    if files is not None:
+        _check_tls(files, {"cert_and_key": "settings cert_file and key_file"})
 
 
 def check_peer_tls(settings: ServerSettings) -> None:
@@ -43,33 +52,26 @@ def check_peer_tls(settings: ServerSettings) -> None:
     if settings.peer_ca_file is None or settings.peer_cert_file is None:
         return
     assert settings.peer_key_file is not None  # all three or none (ServerSettings)
-    for name in ("peer_ca_file", "peer_cert_file", "peer_key_file"):
-        path = getattr(settings, name)
-        try:
-            path.read_bytes()
-        except OSError as error:
-            raise SettingsInvalid(
-                f"setting {name}: cannot read {path}: {error.strerror or error}"
-            ) from error
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    files = TlsFiles(settings.peer_cert_file, settings.peer_key_file, settings.peer_ca_file)
+    _check_tls(
+        files,
+        {
+            "cert_file": "setting peer_cert_file",
+            "key_file": "setting peer_key_file",
+            "client_ca_file": "setting peer_ca_file",
+            "cert_and_key": "settings peer_cert_file and peer_key_file",
+        },
+    )
+
+
+def _check_tls(files: TlsFiles, names: dict[str, str]) -> None:
+    """SettingsInvalid if `files` do not make a TLS server context (the files gRPC and the
+    TCP transport load alike), named by `names` (part -> setting; else "setting <part>")."""
     try:
-        context.load_verify_locations(cafile=settings.peer_ca_file)
-    except (ssl.SSLError, ValueError) as error:
-        raise SettingsInvalid(
-            f"setting peer_ca_file: {settings.peer_ca_file} holds no PEM CA certificate "
-            f"({_reason(error)})"
-        ) from error
-    try:
-        # No password: gRPC cannot use an encrypted key, and OpenSSL must not prompt.
-        context.load_cert_chain(
-            settings.peer_cert_file, settings.peer_key_file, password=lambda: b""
-        )
-    except ssl.SSLError as error:
-        raise SettingsInvalid(
-            f"settings peer_cert_file and peer_key_file: {settings.peer_cert_file} and "
-            f"{settings.peer_key_file} are not a PEM certificate and its own unencrypted "
-            f"private key ({_reason(error)})"
-        ) from error
+        check_files(files)
+    except TlsFilesInvalid as error:
+        name = names.get(error.part, f"setting {error.part}")
+        raise SettingsInvalid(f"{name}: {error}") from error
 
 
 def check_can_listen(name: str, address: str) -> None:
@@ -105,9 +107,3 @@ def check_can_listen(name: str, address: str) -> None:
                 raise StartFailed(
                     f"setting {name}: cannot listen on {address}: {error.strerror or error}{advice}"
                 ) from error
-
-
-def _reason(error: Exception) -> str:
-    if isinstance(error, ssl.SSLError) and error.reason:
-        return str(error.reason).lower().replace("_", " ")
-    return str(error)

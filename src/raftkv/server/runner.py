@@ -12,7 +12,8 @@ Start-up, in order:
    given by `initial_cluster`; an existing one restarts from its own state;
 3. serve the HTTP API on `listen_client` (raftkv.server.listener: connection cap,
    timeouts, bodies never inflated), and etcd's v3 gRPC API on `listen_client_grpc` when
-   set (raftkv.etcd);
+   set (raftkv.etcd); with `cert_file`, both over TLS (raftkv.server.client_tls: reloaded
+   on SIGHUP and when the files change);
 4. publish this node's client URL through the log (`KvService.publish_member`), retried in
    the background until a leader accepts it, so `/v1/cluster` lists it on every member;
 5. auto-compaction (`AutoCompactor`): while leader, keep `auto_compaction_retention`
@@ -43,6 +44,7 @@ import logging
 import os
 import random
 import signal
+import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -80,6 +82,7 @@ from raftkv.server.app import BACKUPS, METRICS, HttpSettings, create_app
 from raftkv.server.backup_api import BackupHandlers
 from raftkv.server.browser_guards import BrowserGuards
 from raftkv.server.browser_policy import allowed_hosts
+from raftkv.server.client_tls import ClientTls, tls_files_of
 from raftkv.server.compactor import AutoCompactor
 from raftkv.server.identity import (
     DATABASE_DIR,
@@ -106,12 +109,15 @@ class JoinFailed(Exception):
     """`raftkv serve --join` could not reach the cluster or was refused."""
 
 
-async def peer_addresses(client_urls: list[str], *, timeout: float) -> list[str]:
+async def peer_addresses(
+    client_urls: list[str], *, timeout: float, tls: ssl.SSLContext | None = None
+) -> list[str]:
     """The peer addresses of the members of the cluster at any of `client_urls`
-    (`GET /v1/cluster`), for joining it."""
+    (`GET /v1/cluster`), for joining it; `tls` for https:// URLs (join_tls_context)."""
     errors = []
     client_timeout = aiohttp.ClientTimeout(total=timeout)
-    async with aiohttp.ClientSession(timeout=client_timeout) as session:
+    connector = aiohttp.TCPConnector(ssl=tls if tls is not None else True)
+    async with aiohttp.ClientSession(timeout=client_timeout, connector=connector) as session:
         for url in client_urls:
             try:
                 async with session.get(f"{url}/v1/cluster") as response:
@@ -128,6 +134,20 @@ async def peer_addresses(client_urls: list[str], *, timeout: float) -> list[str]
                 return addresses
             errors.append(f"{url}: no member lists a peer address")
     raise JoinFailed("no cluster answered at " + "; ".join(errors))
+
+
+def join_tls_context(settings: ServerSettings) -> ssl.SSLContext | None:
+    """How a joining node asks an https:// member for the cluster: it trusts
+    `client_ca_file` (the CA of the cluster's client port) or else `peer_ca_file` (one CA
+    for both, as `raftkv certs` makes), and shows its own `cert_file` when it has one (a
+    port with client_ca_file asks for it). None: the system's CAs, no certificate."""
+    trusted = settings.client_ca_file or settings.peer_ca_file
+    if trusted is None and settings.cert_file is None:
+        return None
+    context = ssl.create_default_context(cafile=trusted)
+    if settings.cert_file is not None and settings.key_file is not None:
+        context.load_cert_chain(settings.cert_file, settings.key_file)
+    return context
 
 
 def _build(builder: NodeBuilder, settings: ServerSettings) -> Node:
@@ -204,12 +224,18 @@ class Server:
         self._lease_keeper: LeaseKeeper | None = None
         self._corrupt_checker: CorruptChecker | None = None
         self._space_monitor: SpaceMonitor | None = None
+        # TLS on the client port (cert_file), reloadable; its file watcher.
+        self.tls: ClientTls | None = None
+        self._tls_watcher: asyncio.Task[None] | None = None
         # Whether the node started (a refused start must not log "node N stopped").
         self._node_started = False
 
     async def start(self) -> None:
         settings = self.settings
         check_before_start(settings)
+        files = tls_files_of(settings)
+        if files is not None:
+            self.tls = ClientTls(files)  # the files were checked just above
         before, now = raise_open_files_limit(settings.max_client_connections)
         logger.info(
             "open files limit %d%s; at most %d client connections",
@@ -349,6 +375,7 @@ class Server:
                     keepalive_timeout_s=settings.http_keepalive_timeout_s,
                     shutdown_timeout_s=settings.shutdown_timeout_s,
                 ),
+                ssl_context=None if self.tls is None else self.tls.listening_context,
             )
             app[METRICS].client_port = client_port
             try:
@@ -364,6 +391,8 @@ class Server:
         except BaseException:
             await self.stop()
             raise
+        if self.tls is not None:
+            self._tls_watcher = asyncio.create_task(self.tls.watch(), name="raftkv-tls-watch")
         self._publisher = asyncio.create_task(self._publish(), name="raftkv-publish-member")
         if settings.auto_compaction_retention:
             self._compactor = AutoCompactor(
@@ -412,11 +441,19 @@ class Server:
             settings.data_dir,
         )
 
+    def reload_tls(self) -> None:
+        """SIGHUP: reload the client port's TLS files (without TLS: say so)."""
+        if self.tls is None:
+            logger.info("SIGHUP: no TLS on the client port (cert_file): nothing to reload")
+            return
+        self.tls.reload()
+
     async def _serve_etcd_api(self) -> None:
         """etcd's v3 gRPC API on listen_client_grpc (raftkv.etcd)."""
         assert self._etcd is not None
         settings = self.settings
-        etcd_port = EtcdGrpcPort(self._etcd, settings.listen_client_grpc)
+        tls = None if self.tls is None else self.tls.pem
+        etcd_port = EtcdGrpcPort(self._etcd, settings.listen_client_grpc, tls)
         try:
             await etcd_port.start()
         except OSError as error:
@@ -435,7 +472,9 @@ class Server:
         before it asks to be promoted: a voter must never be able to come back without
         its state under the same id (`raftkv.server.identity`)."""
         settings = self.settings
-        seeds = await peer_addresses(settings.join_urls, timeout=10.0)
+        seeds = await peer_addresses(
+            settings.join_urls, timeout=10.0, tls=join_tls_context(settings)
+        )
         logger.info("joining the cluster through %s", ", ".join(seeds))
         deadline = asyncio.get_running_loop().time() + settings.join_timeout_s
         try:
@@ -480,6 +519,10 @@ class Server:
             await self._corrupt_checker.stop()
         if self._space_monitor is not None:
             await self._space_monitor.stop()
+        if self._tls_watcher is not None:
+            self._tls_watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tls_watcher
         if self.service is not None:
             # Ends every watch stream ("stopping"), so the handlers below can finish.
             self.service.watch_hub.close()
@@ -532,6 +575,8 @@ async def run_server(
     for number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(number, on_signal, number)
     server = Server(settings, log_context)
+    # SIGHUP: read the client port's TLS files again (renewed certificates).
+    loop.add_signal_handler(signal.SIGHUP, server.reload_tls)
     watcher = asyncio.create_task(_watch_stdin(stop_requested)) if stop_on_stdin_eof else None
     exit_code = 0
     try:
@@ -555,7 +600,7 @@ async def run_server(
         if watcher is not None:
             watcher.cancel()
         await server.stop()
-        for number in (signal.SIGTERM, signal.SIGINT):
+        for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(number)
     return exit_code
 

@@ -130,7 +130,7 @@ class ServerSettings:
         "",
         parse_str,
         "The URL other members and clients use for this node's HTTP API "
-        "(default: http://<listen_client>).",
+        "(default: http://<listen_client>, https:// with cert_file).",
     )
     initial_cluster: dict[int, str] = _setting(
         dict,
@@ -358,6 +358,20 @@ class ServerSettings:
         "process holds about twice this); below watchers x message size it ends healthy "
         "watchers during bursts.",
     )
+    cert_file: Path | None = _setting(
+        None,
+        parse_optional_path,
+        "This node's certificate (PEM) for TLS on the client port: with key_file, the HTTP "
+        "API and etcd's gRPC API serve https only (reloaded on SIGHUP or when it changes).",
+    )
+    key_file: Path | None = _setting(
+        None, parse_optional_path, "The private key of cert_file (PEM, unencrypted)."
+    )
+    client_ca_file: Path | None = _setting(
+        None,
+        parse_optional_path,
+        "With cert_file: clients must present a certificate signed by this CA (mutual TLS).",
+    )
     peer_ca_file: Path | None = _setting(
         None, parse_optional_path, "CA certificate for mutual TLS between peers."
     )
@@ -449,6 +463,10 @@ class ServerSettings:
         for url in self.join_urls:
             if not url.startswith(("http://", "https://")):
                 raise _invalid("join", f"{url!r} is not an http:// URL")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise SettingsInvalid("settings cert_file and key_file: give both or neither")
+        if self.client_ca_file is not None and self.cert_file is None:
+            raise _invalid("client_ca_file", "needs cert_file and key_file (TLS on the port)")
         tls = [self.peer_ca_file, self.peer_cert_file, self.peer_key_file]
         if any(tls) and not all(tls):
             raise SettingsInvalid(
@@ -516,7 +534,12 @@ class ServerSettings:
         host, port = split_address(self.listen_client)
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
-        return f"http://{_bracket(host)}:{port}"
+        return f"{self.client_scheme}://{_bracket(host)}:{port}"
+
+    @property
+    def client_scheme(self) -> str:
+        """https with TLS on the client port (cert_file), else http."""
+        return "https" if self.cert_file is not None else "http"
 
     @property
     def etcd_url(self) -> str:
@@ -528,7 +551,7 @@ class ServerSettings:
         host, port = split_address(self.listen_client_grpc)
         if host in ("0.0.0.0", "::", ""):
             host = urlsplit(self.client_url).hostname or "127.0.0.1"
-        return f"http://{_bracket(host)}:{port}"
+        return f"{self.client_scheme}://{_bracket(host)}:{port}"
 
     @property
     def join_urls(self) -> list[str]:

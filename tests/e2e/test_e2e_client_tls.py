@@ -1,0 +1,128 @@
+"""TLS on the client port of a 3-process cluster with client certificates required
+(`cert_file`, `key_file`, `client_ca_file`): the HTTP API and etcd's gRPC API serve only
+TLS; raftkv's CLI and etcdctl work with the cluster's CA and a client certificate, and are
+refused without one or with a stranger's; members publish https URLs; a node joins through
+an https member; renewed certificates are served after SIGHUP, without a restart."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+from kv_processes import KvProcessCluster, cli, wait_until
+
+from raftkv.testing.certificates import CertificateAuthority
+from raftkv.testing.etcd_tools import Etcdctl
+
+
+def test_a_cluster_serving_tls_with_client_certificates(tmp_path: Path) -> None:
+    authority = CertificateAuthority(tmp_path, "cluster")
+    node_files = authority.issue("node")
+    client_files = authority.issue("client")
+    stranger_files = CertificateAuthority(tmp_path, "stranger").issue("client")
+    cluster = KvProcessCluster(tmp_path / "cluster", etcd_grpc=True, tls=node_files)
+    try:
+        cluster.start_all()
+        leader = cluster.wait_for_leader()
+        wait_until(
+            lambda: all(
+                member["client_url"].startswith("https://")
+                for member in cluster.request(leader, "GET", "/v1/cluster")[1]["members"]
+            ),
+            10,
+            "https client URLs",
+        )
+
+        # raftkv's CLI with the cluster's CA and a client certificate.
+        tls_flags = ["--cacert", str(client_files.ca_file), "--cert", str(client_files.cert_file)]
+        tls_flags += ["--key", str(client_files.key_file)]
+        endpoints = ",".join(cluster.url(node) for node in cluster.ids)
+        put = cli(cluster, "put", "greeting", "hello")
+        assert put.returncode == 0, put.stderr
+        got = cli(cluster, "get", "greeting", "--output", "json")
+        assert got.returncode == 0 and "hello" in got.stdout, got.stderr
+
+        # Without a client certificate, or with a stranger's, or without the CA: refused,
+        # one line, no traceback.
+        for name, flags in (
+            ("no client certificate", ["--cacert", str(client_files.ca_file)]),
+            (
+                "a stranger's certificate",
+                [
+                    "--cacert",
+                    str(client_files.ca_file),
+                    "--cert",
+                    str(stranger_files.cert_file),
+                    "--key",
+                    str(stranger_files.key_file),
+                ],
+            ),
+            ("no CA", ["--cert", str(client_files.cert_file), "--key", str(client_files.key_file)]),
+        ):
+            refused = subprocess_cli(endpoints, ["get", "greeting", "--timeout", "3", *flags])
+            assert refused.returncode == 4, (name, refused.stdout, refused.stderr)
+            assert len(refused.stderr.strip().splitlines()) == 1, (name, refused.stderr)
+            assert "Traceback" not in refused.stderr
+        unknown = subprocess_cli(endpoints, ["get", "greeting", "--cacert", str(tmp_path / "no")])
+        assert unknown.returncode == 2 and "cannot read" in unknown.stderr, unknown.stderr
+
+        # etcdctl, over TLS, with the same files.
+        etcdctl = Etcdctl(cluster.grpc_endpoints())
+        secure = [
+            f"--cacert={client_files.ca_file}",
+            f"--cert={client_files.cert_file}",
+            f"--key={client_files.key_file}",
+        ]
+        etcdctl.run(*secure, "put", "etcd-key", "etcd-value").check()
+        read = etcdctl.run(*secure, "get", "etcd-key", "--print-value-only").check()
+        assert read.stdout.strip() == "etcd-value"
+        assert etcdctl.run(*secure[:1], "get", "etcd-key").returncode != 0
+
+        # A node joins through an https member (it trusts client_ca_file).
+        joining = cluster.add_node()
+        cluster.start(
+            joining, command=cluster.join_command(joining, cluster.url(leader), auto_promote=True)
+        )
+        wait_until(
+            lambda: len(cluster.request(leader, "GET", "/v1/cluster")[1]["members"]) == 4,
+            30,
+            "the fourth member",
+        )
+
+        # Renewed certificates: another CA signs the node's new certificate; after SIGHUP
+        # node 1 serves it (a client trusting only the new CA gets through).
+        renewed_authority = CertificateAuthority(tmp_path, "renewed")
+        renewed = renewed_authority.issue("node")
+        node_files.cert_file.write_bytes(renewed.cert_file.read_bytes())
+        node_files.key_file.write_bytes(renewed.key_file.read_bytes())
+        cluster.processes[1].send_signal(signal.SIGHUP)
+        trusting_renewed = httpx.Client(
+            verify=client_files.client_context(trusting=renewed.ca_file), timeout=5.0
+        )
+        with trusting_renewed:
+
+            def serves_renewed() -> bool:
+                try:
+                    return trusting_renewed.get(f"{cluster.url(1)}/health").status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            wait_until(serves_renewed, 15, "node 1 to serve the renewed certificate")
+        assert "client TLS reloaded" in cluster.log(1)
+        for node in cluster.ids:
+            assert "Traceback" not in cluster.log(node)
+    finally:
+        cluster.stop()
+
+
+def subprocess_cli(endpoints: str, arguments: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "raftkv", *arguments, "--endpoints", endpoints],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
