@@ -14,7 +14,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -35,10 +35,13 @@ class KvProcessCluster:
         *,
         etcd_grpc: bool = False,
         arguments: Sequence[str] = (),
+        node_arguments: Callable[[int], Sequence[str]] = lambda node: (),
     ) -> None:
         self.root = root
-        # More `raftkv serve` flags, for every node.
+        # More `raftkv serve` flags, for every node; and for each node its own (its
+        # certificate, say).
         self.arguments = list(arguments)
+        self.node_arguments = node_arguments
         root.mkdir(parents=True, exist_ok=True)
         self.ids = list(range(1, nodes + 1))
         self.client_ports = {node: free_port() for node in self.ids}
@@ -89,6 +92,7 @@ class KvProcessCluster:
             "3",
             *(["--listen-client-grpc", self.grpc_endpoint(node)] if self.etcd_grpc else []),
             *self.arguments,
+            *self.node_arguments(node),
         ]
 
     def add_node(self) -> int:
