@@ -5,6 +5,10 @@ Node i (1-based) listens for clients on `base_port + i - 1` and for peers on
 `<data_dir>/<i>`. Each child's log lines are printed prefixed with its id. Ctrl-C or SIGTERM
 stops every child gracefully (SIGTERM to each, then SIGKILL after a deadline) and returns.
 
+With `tls`, peers speak mutual TLS with certificates from a throwaway CA kept in
+`<data_dir>/certs` (`raftkv.server.certificates`): made on the first run, reused by the next
+ones while they are valid for these nodes, made again when not.
+
 Each child runs in its own session, so a terminal's Ctrl-C reaches only this supervisor
 (which then stops the children once, in order) and not the children directly; and each child
 watches its stdin, a pipe from this supervisor: if the supervisor dies without stopping them
@@ -21,6 +25,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from raftkv.server.certificates import CertificateError, ClusterDirectory, ensure_cluster
 from raftkv.server.settings import format_cluster
 
 # How long children get to stop after SIGTERM before SIGKILL.
@@ -39,6 +44,12 @@ class DevCluster:
     data_dir: Path = Path("data/dev")
     host: str = "127.0.0.1"
     log_level: str = "info"
+    # Peers use mutual TLS with the certificates in `certificates` (data_dir/certs).
+    tls: bool = False
+
+    @property
+    def certificates(self) -> ClusterDirectory:
+        return ClusterDirectory(self.data_dir / "certs")
 
     def client_address(self, node: int) -> str:
         return f"{self.host}:{self.base_port + node - 1}"
@@ -74,6 +85,17 @@ class DevCluster:
             "--log-level",
             self.log_level,
             "--stop-on-stdin-eof",
+            *self.tls_flags(node),
+        ]
+
+    def tls_flags(self, node: int) -> list[str]:
+        if not self.tls:
+            return []
+        files = self.certificates.node(node)
+        return [
+            *("--peer-ca-file", str(self.certificates.ca_file)),
+            *("--peer-cert-file", str(files.cert_file)),
+            *("--peer-key-file", str(files.key_file)),
         ]
 
     def endpoints(self) -> list[str]:
@@ -100,7 +122,20 @@ async def _relay(node: int, stream: asyncio.StreamReader | None, started: asynci
         print(f"[node {node}] {text}", file=sys.stderr, flush=True)
 
 
+def prepare_certificates(cluster: DevCluster) -> bool:
+    """The certificates `cluster.tls` needs, in place (made or reused); False, after one
+    line saying why, if they cannot be."""
+    try:
+        ensure_cluster(cluster.certificates.path, range(1, cluster.nodes + 1))
+    except CertificateError as error:
+        print(f"raftkv dev: {error}", file=sys.stderr, flush=True)
+        return False
+    return True
+
+
 async def run_dev(cluster: DevCluster) -> int:
+    if cluster.tls and not prepare_certificates(cluster):
+        return 1
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for number in (signal.SIGTERM, signal.SIGINT):
@@ -133,15 +168,23 @@ async def run_dev(cluster: DevCluster) -> int:
                 flush=True,
             )
             return 1
-        ready = {"cluster": "ready", "endpoints": cluster.endpoints()}
+        ready: dict[str, object] = {"cluster": "ready", "endpoints": cluster.endpoints()}
         etcd_endpoints = ",".join(cluster.etcd_endpoints())
         if etcd_endpoints:
             ready["etcd_endpoints"] = cluster.etcd_endpoints()
+        if cluster.tls:
+            ready["ca_file"] = str(cluster.certificates.ca_file)
         print(json.dumps(ready), flush=True)
         etcd_line = f"; etcd API (etcdctl --endpoints={etcd_endpoints})" if etcd_endpoints else ""
+        tls_line = (
+            f"; peers use mutual TLS (CA {cluster.certificates.ca_file}, each node's "
+            f"certificate and key beside it: see raftkv certs create --help)"
+            if cluster.tls
+            else ""
+        )
         print(
             f"raftkv dev: {cluster.nodes} nodes; endpoints {','.join(cluster.endpoints())}"
-            f"{etcd_line}; data in {cluster.data_dir}. Ctrl-C stops them.",
+            f"{etcd_line}{tls_line}; data in {cluster.data_dir}. Ctrl-C stops them.",
             file=sys.stderr,
             flush=True,
         )
