@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from raftkv.server.certificates import (
@@ -223,6 +225,15 @@ def test_add_node_refuses_a_ca_it_cannot_use(tmp_path: Path) -> None:
     other = create_cluster(tmp_path / "other", [1])
     layout.ca_key_file.write_bytes(other.ca_key_file.read_bytes())
     with pytest.raises(CertificateError, match=r"ca-key\.pem is not the key of .*ca\.pem"):
+        add_node(layout.path, 4)
+    layout.ca_key_file.write_bytes(
+        ed25519.Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    with pytest.raises(CertificateError, match=r"ca-key\.pem is not an ECDSA key"):
         add_node(layout.path, 4)
     layout.ca_file.write_bytes(layout.node(1).cert_file.read_bytes())
     with pytest.raises(CertificateError, match=r"ca\.pem is not a CA certificate"):

@@ -284,9 +284,10 @@ class ClusterDirectory:
                 "(create one with raftkv certs create)"
             ) from None
         except (ValueError, TypeError) as error:
+            reason = " ".join(str(error).split())
             raise CertificateError(
-                f"the CA in {self.path} is not a PEM certificate and an "
-                f"unencrypted PEM key: {error}"
+                f"the CA in {self.path} is not a PEM certificate and an unencrypted PEM key: "
+                f"{reason}"
             ) from None
         try:
             constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
@@ -294,9 +295,12 @@ class ClusterDirectory:
             constraints = None
         if constraints is None or not constraints.value.ca:
             raise CertificateError(f"{self.ca_file} is not a CA certificate")
-        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != (
-            certificate.public_key()
-        ):
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise CertificateError(
+                f"{self.ca_key_file} is not an ECDSA key: raftkv certs issues from the CAs "
+                "it creates"
+            )
+        if key.public_key() != certificate.public_key():
             raise CertificateError(f"{self.ca_key_file} is not the key of {self.ca_file}")
         return Authority(certificate, key)
 
