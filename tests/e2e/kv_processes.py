@@ -14,7 +14,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -37,9 +37,11 @@ class KvProcessCluster:
         etcd_grpc: bool = False,
         arguments: Sequence[str] = (),
         tls: TlsFiles | None = None,
+        node_arguments: Callable[[int], Sequence[str]] = lambda node: (),
     ) -> None:
         self.root = root
-        # More `raftkv serve` flags, for every node.
+        # More `raftkv serve` flags, for every node; and for each node its own (its
+        # certificate, say).
         self.arguments = list(arguments)
         # TLS on every node's client port (one certificate for all, valid for 127.0.0.1):
         # the nodes serve https and ask clients for a certificate from the same CA.
@@ -50,6 +52,7 @@ class KvProcessCluster:
                 "--key-file", str(tls.key_file),
                 "--client-ca-file", str(tls.ca_file),
             ]  # fmt: skip
+        self.node_arguments = node_arguments
         root.mkdir(parents=True, exist_ok=True)
         self.ids = list(range(1, nodes + 1))
         self.client_ports = {node: free_port() for node in self.ids}
@@ -105,6 +108,7 @@ class KvProcessCluster:
             "3",
             *(["--listen-client-grpc", self.grpc_endpoint(node)] if self.etcd_grpc else []),
             *self.arguments,
+            *self.node_arguments(node),
         ]
 
     def add_node(self) -> int:

@@ -70,6 +70,12 @@ def add_commands(subparsers: Any) -> None:
     )
     dev.add_argument("--data-dir", default="data/dev", help="node i keeps data in DIR/i")
     dev.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    dev.add_argument(
+        "--tls",
+        action="store_true",
+        help="peers use mutual TLS, with a throwaway CA and certificates in DATA_DIR/certs "
+        "(made once, then reused)",
+    )
     dev.set_defaults(handler=_dev)
 
     recover = subparsers.add_parser(
@@ -211,6 +217,7 @@ def _dev(arguments: argparse.Namespace) -> int:
         etcd_base_port=etcd_base,
         data_dir=Path(arguments.data_dir),
         log_level=arguments.log_level,
+        tls=arguments.tls,
     )
     return asyncio.run(run_dev(cluster))
 

@@ -5,6 +5,11 @@ Node i (1-based) listens for clients on `base_port + i - 1` and for peers on
 `<data_dir>/<i>`. Each child's log lines are printed prefixed with its id. Ctrl-C or SIGTERM
 stops every child gracefully (SIGTERM to each, then SIGKILL after a deadline) and returns.
 
+With `tls`, peers speak mutual TLS and the client ports (HTTP, etcd's gRPC) serve TLS, with
+certificates from a throwaway CA kept in `<data_dir>/certs` (`raftkv.server.certificates`):
+made on the first run, reused by the next ones while they are valid for these nodes, made
+again when not. Clients trust `<data_dir>/certs/ca.pem`; none is asked for a certificate.
+
 Each child runs in its own session, so a terminal's Ctrl-C reaches only this supervisor
 (which then stops the children once, in order) and not the children directly; and each child
 watches its stdin, a pipe from this supervisor: if the supervisor dies without stopping them
@@ -17,10 +22,12 @@ import asyncio
 import contextlib
 import json
 import signal
+import ssl
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from raftkv.server.certificates import CertificateError, ClusterDirectory, ensure_cluster
 from raftkv.server.settings import format_cluster
 
 # How long children get to stop after SIGTERM before SIGKILL.
@@ -39,6 +46,12 @@ class DevCluster:
     data_dir: Path = Path("data/dev")
     host: str = "127.0.0.1"
     log_level: str = "info"
+    # Peers use mutual TLS with the certificates in `certificates` (data_dir/certs).
+    tls: bool = False
+
+    @property
+    def certificates(self) -> ClusterDirectory:
+        return ClusterDirectory(self.data_dir / "certs")
 
     def client_address(self, node: int) -> str:
         return f"{self.host}:{self.base_port + node - 1}"
@@ -74,10 +87,30 @@ class DevCluster:
             "--log-level",
             self.log_level,
             "--stop-on-stdin-eof",
+            *self.tls_flags(node),
+        ]
+
+    def tls_flags(self, node: int) -> list[str]:
+        if not self.tls:
+            return []
+        files = self.certificates.node(node)
+        return [
+            *("--peer-ca-file", str(self.certificates.ca_file)),
+            *("--peer-cert-file", str(files.cert_file)),
+            *("--peer-key-file", str(files.key_file)),
+            # The same certificate serves clients (server and client use, valid for
+            # 127.0.0.1 and localhost); no client certificate is asked for.
+            *("--cert-file", str(files.cert_file)),
+            *("--key-file", str(files.key_file)),
         ]
 
     def endpoints(self) -> list[str]:
-        return [f"http://{self.client_address(node)}" for node in range(1, self.nodes + 1)]
+        scheme = "https" if self.tls else "http"
+        return [f"{scheme}://{self.client_address(node)}" for node in range(1, self.nodes + 1)]
+
+    def ca_file(self) -> Path | None:
+        """The CA clients trust (with `tls`), else None."""
+        return self.certificates.ca_file if self.tls else None
 
     def etcd_endpoints(self) -> list[str]:
         """etcd's gRPC endpoints (empty when not served), for etcdctl --endpoints."""
@@ -100,7 +133,20 @@ async def _relay(node: int, stream: asyncio.StreamReader | None, started: asynci
         print(f"[node {node}] {text}", file=sys.stderr, flush=True)
 
 
+def prepare_certificates(cluster: DevCluster) -> bool:
+    """The certificates `cluster.tls` needs, in place (made or reused); False, after one
+    line saying why, if they cannot be."""
+    try:
+        ensure_cluster(cluster.certificates.path, range(1, cluster.nodes + 1))
+    except CertificateError as error:
+        print(f"raftkv dev: {error}", file=sys.stderr, flush=True)
+        return False
+    return True
+
+
 async def run_dev(cluster: DevCluster) -> int:
+    if cluster.tls and not prepare_certificates(cluster):
+        return 1
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for number in (signal.SIGTERM, signal.SIGINT):
@@ -123,7 +169,7 @@ async def run_dev(cluster: DevCluster) -> int:
             relays.append(asyncio.create_task(_relay(node, process.stderr, started[node])))
         if not await _wait_started(children, started, stop):
             return 1
-        removed = await removed_nodes(cluster.endpoints())
+        removed = await removed_nodes(cluster.endpoints(), ca_file=cluster.ca_file())
         if removed:
             print(
                 f"raftkv dev: node(s) {', '.join(map(str, removed))} of the old cluster in "
@@ -133,15 +179,26 @@ async def run_dev(cluster: DevCluster) -> int:
                 flush=True,
             )
             return 1
-        ready = {"cluster": "ready", "endpoints": cluster.endpoints()}
+        ready: dict[str, object] = {"cluster": "ready", "endpoints": cluster.endpoints()}
         etcd_endpoints = ",".join(cluster.etcd_endpoints())
         if etcd_endpoints:
             ready["etcd_endpoints"] = cluster.etcd_endpoints()
+        if cluster.tls:
+            ready["ca_file"] = str(cluster.certificates.ca_file)
         print(json.dumps(ready), flush=True)
         etcd_line = f"; etcd API (etcdctl --endpoints={etcd_endpoints})" if etcd_endpoints else ""
+        ca = cluster.certificates.ca_file
+        tls_line = (
+            f"; peers use mutual TLS and clients TLS (CA {ca}, each node's certificate and "
+            f"key beside it: see raftkv certs create --help): raftkv --cacert {ca} ..., "
+            f"curl --cacert {ca} {cluster.endpoints()[0]}/v1/cluster"
+            + (f", etcdctl --cacert {ca} --endpoints=..." if etcd_endpoints else "")
+            if cluster.tls
+            else ""
+        )
         print(
             f"raftkv dev: {cluster.nodes} nodes; endpoints {','.join(cluster.endpoints())}"
-            f"{etcd_line}; data in {cluster.data_dir}. Ctrl-C stops them.",
+            f"{etcd_line}{tls_line}; data in {cluster.data_dir}. Ctrl-C stops them.",
             file=sys.stderr,
             flush=True,
         )
@@ -174,7 +231,11 @@ async def run_dev(cluster: DevCluster) -> int:
 
 
 async def removed_nodes(
-    endpoints: list[str], timeout_s: float = 15.0, interval_s: float = 0.1
+    endpoints: list[str],
+    timeout_s: float = 15.0,
+    interval_s: float = 0.1,
+    *,
+    ca_file: Path | None = None,
 ) -> list[int]:
     """The nodes (1-based, in endpoint order) whose `/v1/status` says they were removed
     from the cluster: a data dir left by an earlier run in which they were.
@@ -191,7 +252,10 @@ async def removed_nodes(
     removed: set[int] = set()
     settled: set[int] = set()
     client_timeout = aiohttp.ClientTimeout(total=min(timeout_s, 5.0))
-    async with aiohttp.ClientSession(timeout=client_timeout) as session:
+    # https endpoints (`raftkv dev --tls`): the dev cluster's own CA.
+    tls = ssl.create_default_context(cafile=ca_file) if ca_file is not None else True
+    connector = aiohttp.TCPConnector(ssl=tls)
+    async with aiohttp.ClientSession(timeout=client_timeout, connector=connector) as session:
         while True:
             for node, endpoint in enumerate(endpoints, start=1):
                 if node in removed or node in settled:
