@@ -29,6 +29,7 @@ from raftkv.raft.driver.settings import NodeSettings
 from raftkv.raft.snapshot_chunks import encode_container
 from raftkv.raft.storage.base import RaftStorage
 from raftkv.raft.storage.memory import MemoryStorage
+from raftkv.raft.transport.base import MemberAction, MemberRequest
 from raftkv.raft.transport.inprocess import InProcessNetwork
 from raftkv.testing.local_cluster import LocalCluster, address_of, run_scenario
 from raftkv.testing.state_machines import DictStateMachine, encode_set
@@ -265,3 +266,45 @@ def test_a_stored_term_past_the_largest_stops_the_start_naming_the_recovery() ->
             await node.start()
 
     asyncio.run(scenario())
+
+
+def test_a_requester_that_is_not_a_member_may_only_join_as_itself() -> None:
+    """Member requests name who asked when a certificate says so (peer_identity): a node
+    that is not a member may ask what the members are, and to be added or promoted as
+    itself, never to change another node or move leadership."""
+
+    async def scenario() -> None:
+        cluster = LocalCluster(3, state_machine=memory_dict)
+        await cluster.start()
+        try:
+            leader = await cluster.wait_for_leader()
+            follower = next(node for node in cluster.running() if node is not leader)
+            for action, target in (
+                (MemberAction.REMOVE, follower.id),
+                (MemberAction.ADD_LEARNER, NodeId(8)),
+                (MemberAction.PROMOTE, follower.id),
+                (MemberAction.TRANSFER_LEADER, follower.id),
+            ):
+                request = MemberRequest(action, target, "127.0.0.1:1", requester=STRANGER)
+                answer = await cluster.complete(leader.handle_member_request(request))
+                assert (answer.ok, answer.error) == (False, "invalid"), action
+                assert f"node {STRANGER} is not a member" in answer.message
+            assert len(leader.status().voters) == 3
+            members = MemberRequest(MemberAction.MEMBERS, STRANGER, requester=STRANGER)
+            assert (await cluster.complete(leader.handle_member_request(members))).ok
+            # A member (forwarding an operator's change, say) may ask anything.
+            transfer = MemberRequest(
+                MemberAction.TRANSFER_LEADER, follower.id, requester=follower.id
+            )
+            assert (await cluster.complete(leader.handle_member_request(transfer))).ok
+            # The stranger asking to join as itself gets past the check: it is added.
+            join = MemberRequest(
+                MemberAction.ADD_LEARNER, STRANGER, address_of(STRANGER), requester=STRANGER
+            )
+            new_leader = await cluster.wait_for_leader()
+            assert (await cluster.complete(new_leader.handle_member_request(join))).ok
+            assert STRANGER in new_leader.status().learners
+        finally:
+            await cluster.stop()
+
+    run_scenario(scenario)

@@ -121,8 +121,22 @@ PEER_LOGGERS: dict[type[GrpcTransport | TcpTransport], str] = {
 }
 
 
+# The common names of the suite's shared certificates, accepted for any node id (etcd's
+# --peer-cert-allowed-cn): one certificate serves every node of a factory.
+SHARED_COMMON_NAMES = ("peer", "named")
+
+
 def peer_settings(
-    files: TlsFiles, base: PeerTransportSettings = TEST_SETTINGS
+    files: TlsFiles,
+    base: PeerTransportSettings = TEST_SETTINGS,
+    *,
+    allowed_common_names: tuple[str, ...] = SHARED_COMMON_NAMES,
 ) -> PeerTransportSettings:
     """`base` with mutual TLS from `files`."""
-    return replace(base, ca_file=files.ca_file, cert_file=files.cert_file, key_file=files.key_file)
+    return replace(
+        base,
+        ca_file=files.ca_file,
+        cert_file=files.cert_file,
+        key_file=files.key_file,
+        allowed_common_names=allowed_common_names,
+    )

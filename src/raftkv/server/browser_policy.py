@@ -18,6 +18,8 @@ import ipaddress
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
+from raftkv.server.setting_values import parse_list
+
 __all__ = [
     "ANY",
     "LOOPBACK_HOSTS",
@@ -151,17 +153,9 @@ def allowed_hosts(given: Iterable[str], listen_host: str, advertised_host: str) 
 # TOML array of strings); ValueError says what is wrong with which entry.
 
 
-def _entries(value: object) -> list[str]:
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
-        return [item.strip() for item in value if item.strip()]
-    raise ValueError(f"expected a comma-separated string or a list of strings, got {value!r}")
-
-
 def parse_host_whitelist(value: object) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(parse_host_pattern(entry) for entry in _entries(value)))
+    return tuple(dict.fromkeys(parse_host_pattern(entry) for entry in parse_list(value)))
 
 
 def parse_cors(value: object) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(normalize_origin(entry) for entry in _entries(value)))
+    return tuple(dict.fromkeys(normalize_origin(entry) for entry in parse_list(value)))

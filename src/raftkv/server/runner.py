@@ -270,6 +270,7 @@ class Server:
                 "ca_file": settings.peer_ca_file,
                 "cert_file": settings.peer_cert_file,
                 "key_file": settings.peer_key_file,
+                "allowed_common_names": settings.peer_cert_allowed_cn,
             }
         # One clock for the node, lease countdowns and watch progress intervals.
         clock = SystemClock()

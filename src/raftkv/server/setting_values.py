@@ -131,3 +131,22 @@ def parse_log_format(value: object) -> str:
     if text not in ("text", "json"):
         raise ValueError(f"expected text or json, got {value!r}")
     return text
+
+
+def parse_list(value: object) -> list[str]:
+    """A comma-separated string (a flag, the environment) or a TOML list of strings; empty
+    entries dropped."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+        return [item.strip() for item in value if item.strip()]
+    raise ValueError(f"expected a comma-separated string or a list of strings, got {value!r}")
+
+
+def parse_common_names(value: object) -> tuple[str, ...]:
+    """Certificate common names (each 1..64 characters, as X.509 bounds them)."""
+    names = parse_list(value)
+    for name in names:
+        if len(name) > 64:
+            raise ValueError(f"a common name is at most 64 characters, got {name[:64]!r}...")
+    return tuple(dict.fromkeys(names))

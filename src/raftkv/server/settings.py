@@ -40,6 +40,7 @@ from raftkv.server.setting_values import (
     parse_address,
     parse_bool,
     parse_cluster,
+    parse_common_names,
     parse_float,
     parse_int,
     parse_level,
@@ -371,6 +372,13 @@ class ServerSettings:
         None,
         parse_optional_path,
         "With cert_file: clients must present a certificate signed by this CA (mutual TLS).",
+    )
+    peer_cert_allowed_cn: tuple[str, ...] = _setting(
+        (),
+        parse_common_names,
+        "Peer certificate common names accepted for any node (etcd's "
+        "--peer-cert-allowed-cn, comma-separated); any other peer certificate must be "
+        "node-<id> (as raftkv certs issues) and speaks only for that node.",
     )
     peer_ca_file: Path | None = _setting(
         None, parse_optional_path, "CA certificate for mutual TLS between peers."

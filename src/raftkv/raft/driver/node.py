@@ -525,9 +525,34 @@ class Node:
         """A peer asks us (as leader) to change the membership, or what we know of it."""
         if self._stopping or self._rawnode is None:
             return MemberResponse(ok=False, error="stopped", message="node is stopping")
+        refusal = self._outsider_refusal(request)
+        if refusal is not None:
+            return refusal
         if request.action is MemberAction.TRANSFER_LEADER:
             return await self._transfers.answer(request)
         return await self._membership.handle_request(request)
+
+    def _outsider_refusal(self, request: MemberRequest) -> MemberResponse | None:
+        """A requester its certificate names (raftkv.raft.transport.peer_identity) that is
+        not a member may only ask what the members are, or to join and be promoted as
+        itself: never to add, promote or remove another node, nor to move leadership."""
+        requester = request.requester
+        if requester is None or request.action is MemberAction.MEMBERS:
+            return None
+        status = self.status()
+        if requester in status.voters or requester in status.learners:
+            return None
+        joining_itself = request.node_id == requester and request.action in (
+            MemberAction.ADD_LEARNER,
+            MemberAction.PROMOTE,
+        )
+        if joining_itself:
+            return None
+        return MemberResponse(
+            ok=False,
+            error="invalid",
+            message=f"node {requester} is not a member: it may only join as itself",
+        )
 
     async def local_snapshot_data(self) -> bytes | None:
         """LocalSnapshots: the state machine's state as of now, encoded as its snapshots

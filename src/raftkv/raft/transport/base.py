@@ -42,6 +42,10 @@ class MemberRequest:
     node_id: NodeId
     # The peer address of `node_id` (for ADD_LEARNER); "" otherwise.
     address: str = ""
+    # The node that asked, as its TLS certificate names it (set by the receiving transport,
+    # never read from the wire; None: not known — no TLS, or a certificate allowed for any
+    # node). A requester that is not a member may only join as itself.
+    requester: NodeId | None = None
 
 
 @dataclass(frozen=True, slots=True)

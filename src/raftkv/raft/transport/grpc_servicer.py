@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import Final, NoReturn, TypeVar
 
 import grpc
@@ -47,6 +48,7 @@ from raftkv.raft.transport.grpc_service import (
     SNAPSHOT_TRANSFER_METHOD_NAME,
 )
 from raftkv.raft.transport.log_limiter import LogLimiter, suppressed_note
+from raftkv.raft.transport.peer_identity import PeerIdentity, UnknownPeer
 from raftkv.raft.transport.settings import (
     PeerTransportSettings,
     PeerTransportStats,
@@ -182,9 +184,20 @@ class RaftServicer:
 
         return tracked
 
+    async def _identity(self, context: _Context, method: str) -> PeerIdentity:
+        """Who the calling peer's certificate says it is (peer_identity); a certificate
+        that names no node ends the call."""
+        try:
+            return PeerIdentity.of_grpc_auth(
+                context.auth_context(), self.settings.allowed_common_names
+            )
+        except UnknownPeer as error:
+            await self._reject(context, method, grpc.StatusCode.PERMISSION_DENIED, error)
+
     async def _serve_send(
         self, frames: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
     ) -> bytes:
+        identity = await self._identity(context, SEND_METHOD_NAME)
         received = 0
         async for frame in frames:
             try:
@@ -196,6 +209,12 @@ class RaftServicer:
             except MalformedMessage as error:
                 await self._reject(
                     context, SEND_METHOD_NAME, grpc.StatusCode.INVALID_ARGUMENT, error
+                )
+            try:
+                identity.check_sender(from_node, "a frame")
+            except UnknownPeer as error:
+                await self._reject(
+                    context, SEND_METHOD_NAME, grpc.StatusCode.PERMISSION_DENIED, error
                 )
             if messages and self._handler is not None:
                 self.stats.frames_received += 1
@@ -211,6 +230,7 @@ class RaftServicer:
         """One SnapshotTransfer stream, read and answered through `context` (`uploads`
         stays unused: gRPC allows one of the two)."""
         method = SNAPSHOT_TRANSFER_METHOD_NAME
+        identity = await self._identity(context, method)
         busy = self._snapshots.busy()
         if busy is not None:
             await self._reject(context, method, grpc.StatusCode.RESOURCE_EXHAUSTED, busy)
@@ -230,6 +250,10 @@ class RaftServicer:
                 grpc.StatusCode.DEADLINE_EXCEEDED,
                 "the snapshot transfer stalled or outlasted snapshot_timeout_seconds",
             )
+        try:
+            identity.check_sender(message.sender, "a snapshot")
+        except UnknownPeer as error:
+            await self._reject(context, method, grpc.StatusCode.PERMISSION_DENIED, error)
         if self._handler is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "transport stopped")
         delivered = self._snapshots.deliver(self._handler, message, incoming)
@@ -249,10 +273,12 @@ class RaftServicer:
     async def _serve_member(
         self, data: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
     ) -> bytes:
+        identity = await self._identity(context, MEMBER_METHOD_NAME)
         try:
             request = decode_member_request(data, self.settings.cluster_id)
         except MalformedMessage as error:
             await self._reject(context, MEMBER_METHOD_NAME, grpc.StatusCode.INVALID_ARGUMENT, error)
+        request = replace(request, requester=identity.node)
         if self._handler is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "transport stopped")
         response = await self._handler.handle_member_request(request)

@@ -99,6 +99,11 @@ class PeerTransportSettings:
     key_file: Path | None = None
     # The name to expect in the server's certificate instead of the dialled host (tests).
     server_name_override: str | None = None
+    # With TLS: certificate common names accepted for any node id (etcd's
+    # --peer-cert-allowed-cn: one certificate shared by every node). Any other certificate
+    # must name its node (CN node-<id>), and binds its connection to that node
+    # (raftkv.raft.transport.peer_identity).
+    allowed_common_names: tuple[str, ...] = ()
     # How long `stop` lets in-flight RPCs finish before cancelling them.
     shutdown_grace_seconds: float = 0.2
 

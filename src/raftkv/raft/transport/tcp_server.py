@@ -2,10 +2,12 @@
 (tcp_framing.py): message streams, snapshot transfers, member requests.
 
 Nothing a peer sends can raise outside this module: a wrong greeting, a frame over the
-limit, undecodable bytes, unknown enum codes, malformed messages, another cluster's id or
-a sender that is not the frame's `from_node` are logged (one rate-limited line with the
-peer's address) and end the connection, with a REFUSED reply saying why on the
-connections that have replies; nothing from a rejected frame reaches the handler. A peer
+limit, undecodable bytes, unknown enum codes, malformed messages, another cluster's id, a
+sender that is not the frame's `from_node`, or (with TLS) a certificate that names no node
+or another node than the frames claim (raftkv.raft.transport.peer_identity) are logged
+(one rate-limited line with the peer's address) and end the connection, with a REFUSED
+reply saying why on the connections that have replies; nothing from a rejected frame
+reaches the handler. A peer
 that connects and says nothing is dropped after connect_timeout_seconds, a snapshot or
 member request that stalls after request_timeout_seconds, and at most
 _MAX_CONNECTIONS connections are served at once (more are closed at once). A snapshot is
@@ -23,6 +25,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Final
 
 from raftkv.raft.core.errors import MalformedMessage
@@ -34,6 +37,7 @@ from raftkv.raft.transport.base import (
 )
 from raftkv.raft.transport.codec import decode_frame, decode_member_request, encode_member_response
 from raftkv.raft.transport.log_limiter import LogLimiter, suppressed_note
+from raftkv.raft.transport.peer_identity import PeerIdentity, UnknownPeer
 from raftkv.raft.transport.settings import PeerTransportSettings, PeerTransportStats, split_address
 from raftkv.raft.transport.snapshot_streams import SnapshotReceiver
 from raftkv.raft.transport.snapshot_transfer import SnapshotTooLarge
@@ -149,6 +153,9 @@ class TcpServer:
         self._serving.add(task)
         purpose: Purpose | None = None
         try:
+            identity = PeerIdentity.of_certificate(
+                writer.get_extra_info("peercert"), self.settings.allowed_common_names
+            )
             self._connections.tune(writer)
             async with asyncio.timeout(self.settings.connect_timeout_seconds):
                 purpose = await read_greeting(reader)
@@ -156,12 +163,12 @@ class TcpServer:
                 # The greeting sent back: the dialler counts itself connected only then
                 # (see tcp_framing).
                 writer.write(greeting(purpose))
-                await self._serve_messages(reader)
+                await self._serve_messages(reader, identity)
             elif purpose is Purpose.SNAPSHOT:
-                await self._serve_snapshot(reader, writer)
+                await self._serve_snapshot(reader, writer, identity)
             else:
-                await self._serve_member(reader, writer)
-        except (MalformedMessage, SnapshotTooLarge, _Refused) as error:
+                await self._serve_member(reader, writer, identity)
+        except (MalformedMessage, SnapshotTooLarge, _Refused, UnknownPeer) as error:
             await self._refuse(writer, remote, purpose, str(error))
         except TimeoutError:
             await self._refuse(writer, remote, purpose, "stalled (no frame in time)")
@@ -176,7 +183,7 @@ class TcpServer:
             self._serving.discard(task)
             writer.close()
 
-    async def _serve_messages(self, reader: asyncio.StreamReader) -> None:
+    async def _serve_messages(self, reader: asyncio.StreamReader, identity: PeerIdentity) -> None:
         settings, stats = self.settings, self.stats
         while True:
             data = await read_frame(reader, settings.max_receive_message_bytes)
@@ -185,6 +192,7 @@ class TcpServer:
             # its log, snapshots, the operator, or a member it asked), so that no frame
             # can choose where this node connects.
             from_node, _, messages = decode_frame(data, settings.cluster_id)
+            identity.check_sender(from_node, "a frame")
             handler = self._handler
             if handler is None:
                 return
@@ -195,7 +203,7 @@ class TcpServer:
             self._heard_from(from_node)
 
     async def _serve_snapshot(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, identity: PeerIdentity
     ) -> None:
         busy = self._snapshots.busy()
         if busy is not None:
@@ -203,6 +211,7 @@ class TcpServer:
         message, incoming = await self._snapshots.receive(
             _ReceiveStream(reader, writer, self.settings), self._handler
         )
+        identity.check_sender(message.sender, "a snapshot")
         handler = self._handler
         if handler is None:
             raise _Refused("the node is stopping")
@@ -211,11 +220,13 @@ class TcpServer:
         await writer.drain()
 
     async def _serve_member(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, identity: PeerIdentity
     ) -> None:
         async with asyncio.timeout(self.settings.request_timeout_seconds):
             data = await read_frame(reader, _MAX_MEMBER_REQUEST_BYTES)
-        request = decode_member_request(data, self.settings.cluster_id)
+        request = replace(
+            decode_member_request(data, self.settings.cluster_id), requester=identity.node
+        )
         handler = self._handler
         if handler is None:
             raise _Refused("the node is stopping")
