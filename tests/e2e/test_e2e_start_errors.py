@@ -270,3 +270,16 @@ def test_recover_on_a_running_node_says_to_stop_it_first(tmp_path: Path) -> None
     line = refusal(answer, EXIT_START_FAILED, "raftkv recover")
     assert "in use by a running node: stop the node first" in line
     assert "Resource temporarily unavailable" not in line
+
+
+def test_a_plaintext_peer_port_open_to_the_network_is_refused_unless_chosen(
+    tmp_path: Path,
+) -> None:
+    """Anyone who reaches a plaintext peer port could append entries or change the
+    membership: off loopback it needs peer TLS or allow_insecure_peers, and nothing is
+    created without it."""
+    peer = f"0.0.0.0:{free_port()}"
+    line = refusal(serve(tmp_path, "--listen-peer", peer), EXIT_USAGE, "raftkv serve")
+    assert f"setting listen_peer: {peer} is reachable from the network" in line
+    assert "raftkv certs create" in line and "allow_insecure_peers" in line
+    assert not (tmp_path / "data").exists()

@@ -13,6 +13,7 @@ from raftkv.server.identity import (
     Identity,
     StateLost,
     check_identity,
+    derived_cluster_id,
     mark_raft_state,
     read_identity,
 )
@@ -23,7 +24,10 @@ def test_a_new_data_dir_has_no_raft_state_until_marked(tmp_path: Path) -> None:
     settings = ServerSettings(data_dir=tmp_path / "node", id=1)
     identity = check_identity(settings)
     assert identity == Identity(
-        1, cluster_id=1, has_raft_state=False, peer_address="127.0.0.1:7080"
+        1,
+        cluster_id=derived_cluster_id("raftkv-cluster", {1: "127.0.0.1:7080"}),
+        has_raft_state=False,
+        peer_address="127.0.0.1:7080",
     )
     marked = mark_raft_state(settings.data_dir, identity)
     assert marked.has_raft_state
@@ -77,3 +81,38 @@ def test_no_cluster_id_given_keeps_the_data_dirs_own(tmp_path: Path) -> None:
     --cluster-id, as a new cluster's are, they keep it."""
     check_identity(ServerSettings(data_dir=tmp_path / "node", id=1, cluster_id=77))
     assert check_identity(ServerSettings(data_dir=tmp_path / "node", id=1)).cluster_id == 77
+
+
+def test_a_new_clusters_id_is_derived_from_its_token_and_founders(tmp_path: Path) -> None:
+    """Every founder of a cluster derives the same id; another set of founders or another
+    token gives another, so members of different clusters refuse each other."""
+    founders = {1: "10.0.0.1:7080", 2: "10.0.0.2:7080", 3: "10.0.0.3:7080"}
+    ids = {
+        check_identity(
+            ServerSettings(
+                data_dir=tmp_path / str(node),
+                id=node,
+                initial_cluster=founders,
+                listen_peer=founders[node].replace("10.0.0." + str(node), "0.0.0.0"),
+            )
+        ).cluster_id
+        for node in founders
+    }
+    assert ids == {derived_cluster_id("raftkv-cluster", founders)}
+    assert 1 <= ids.pop() < 2**63
+    others = {
+        derived_cluster_id("raftkv-cluster", {**founders, 3: "10.0.0.4:7080"}),
+        derived_cluster_id("another-token", founders),
+        derived_cluster_id("raftkv-cluster", {1: "10.0.0.1:7080"}),
+    }
+    assert derived_cluster_id("raftkv-cluster", founders) not in others and len(others) == 3
+    # Given explicitly, the id is the one given.
+    given = ServerSettings(data_dir=tmp_path / "given", cluster_id=42)
+    assert check_identity(given).cluster_id == 42
+
+
+def test_a_joining_node_without_the_clusters_id_is_refused_before_writing(tmp_path: Path) -> None:
+    settings = ServerSettings(data_dir=tmp_path / "node", id=4, join="http://127.0.0.1:8080")
+    with pytest.raises(SettingsInvalid, match="a joining node needs the cluster's id"):
+        check_identity(settings)
+    assert not (tmp_path / "node" / IDENTITY_FILE).exists()

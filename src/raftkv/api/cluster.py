@@ -118,6 +118,9 @@ class StatusAnswer(msgspec.Struct, frozen=True, omit_defaults=True):
     data_hash: str = ""
     # The cluster's alarms, by member (left out when there is none).
     alarms: list[AlarmAnswer] = msgspec.field(default_factory=list)
+    # What this member exposes to the network unprotected (a client port off loopback
+    # without TLS or client certificates), one line each (left out when there is none).
+    warnings: list[str] = msgspec.field(default_factory=list)
     # This member was removed from the cluster: it answers only status, health, cluster
     # and metrics (left out while false).
     removed: bool = False
@@ -155,6 +158,9 @@ class ClusterAnswer(msgspec.Struct, frozen=True):
     term: int
     commit_index: int
     members: list[MemberAnswer]
+    # The cluster's id (peers with another are refused; a node joining takes it). 0: the
+    # answering node does not say (an older raftkv).
+    cluster_id: int = 0
 
 
 class TransferAnswer(msgspec.Struct, frozen=True):

@@ -225,6 +225,14 @@ class Output:
         for member_alarms in alarms.values():
             for alarm in member_alarms:
                 print(describe_alarm(alarm))
+        warned: dict[str, None] = {}
+        for row in rows:
+            if not isinstance(row, ClientError):
+                warned |= dict.fromkeys(
+                    f"WARNING: member {row.id}: {line}" for line in row.warnings
+                )
+        for line in warned:
+            print(line)
 
     def alarms(self, alarms: Sequence[Alarm]) -> None:
         """The cluster's alarms: a table and one line each on what to do (or JSON)."""
@@ -370,6 +378,7 @@ def _status_json(endpoint: str, row: Status | ClientError) -> Json:
         "revision": row.revision,
         "compacted_revision": row.compacted_revision,
         "alarms": [alarm_json(alarm) for alarm in row.alarms],
+        "warnings": list(row.warnings),
     }
 
 

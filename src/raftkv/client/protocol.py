@@ -506,6 +506,7 @@ def status(hash: bool = False) -> Request[Status]:
             removed=answer.removed,
             hash=answer.hash,
             data_hash=answer.data_hash,
+            warnings=tuple(answer.warnings),
         )
         return Decoded(result, answer.leader, removed=answer.removed)
 

@@ -128,6 +128,9 @@ class Status:
     # history, leases, the revision), leaving out what each cluster writes for itself:
     # equal on a cluster restored from a backup and on the source at the backup.
     data_hash: str = ""
+    # What the node exposes to the network unprotected (its client port off loopback
+    # without TLS or client certificates), one line each.
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -93,6 +93,10 @@ class HttpSettings:
     # so its state may be stale) is ended with `no_leader`, for the client to resume on
     # another member (etcd's require-leader watches). 0: never.
     watch_no_leader_timeout_s: float = 3.0
+    # The cluster's id, answered in /v1/cluster (0: not said; tests).
+    cluster_id: int = 0
+    # What the node exposes unprotected (raftkv.server.exposure), listed by /v1/status.
+    security_warnings: tuple[str, ...] = ()
     # The Host and Origin allow-lists (raftkv.server.browser_guards): by default any Host
     # and no cross-origin browser request.
     browsers: BrowserGuards = field(default_factory=BrowserGuards)
@@ -319,8 +323,8 @@ def create_app(
     timeout, max_body_bytes = settings.request_timeout_s, settings.max_body_bytes
     handlers = Handlers(
         kv=KvHandlers(service, timeout, max_body_bytes),
-        node=NodeHandlers(service, settings.ready_max_apply_lag),
-        cluster=ClusterHandlers(service, timeout, max_body_bytes),
+        node=NodeHandlers(service, settings.ready_max_apply_lag, settings.security_warnings),
+        cluster=ClusterHandlers(service, timeout, max_body_bytes, settings.cluster_id),
         alarms=AlarmHandlers(service, timeout, max_body_bytes),
         leases=LeaseHandlers(service, timeout, max_body_bytes),
         watches=WatchHandlers(

@@ -31,7 +31,7 @@ BodyT = TypeVar("BodyT", AddMemberBody, TransferBody)
 _MAX_PEER_URL = 255
 
 
-def cluster_answer(service: KvService) -> ClusterAnswer:
+def cluster_answer(service: KvService, cluster_id: int = 0) -> ClusterAnswer:
     """The members as `service`'s node knows them; match indexes only if it leads."""
     status = service.status()
     client_urls = service.member_client_urls()
@@ -84,6 +84,7 @@ def cluster_answer(service: KvService) -> ClusterAnswer:
             )
         )
     return ClusterAnswer(
+        cluster_id=cluster_id,
         id=int(status.id),
         leader=int(status.leader_id),
         term=status.term,
@@ -99,8 +100,12 @@ def _member_id(text: str) -> NodeId:
 
 
 class ClusterHandlers:
-    def __init__(self, service: KvService, timeout: float, max_body_bytes: int) -> None:
+    def __init__(
+        self, service: KvService, timeout: float, max_body_bytes: int, cluster_id: int = 0
+    ) -> None:
         self.service = service
+        # Answered in /v1/cluster, for a node joining to learn (0: not known here).
+        self.cluster_id = cluster_id
         # How long a change waits to be made.
         self.timeout = timeout
         self.max_body_bytes = max_body_bytes
@@ -109,7 +114,7 @@ class ClusterHandlers:
         return await decode_body(request, kind, self.max_body_bytes)
 
     async def cluster(self, request: web.Request) -> web.Response:
-        return json_answer(cluster_answer(self.service))
+        return json_answer(cluster_answer(self.service, self.cluster_id))
 
     async def add_member(self, request: web.Request) -> web.Response:
         body = await self._body(request, AddMemberBody)
@@ -121,17 +126,17 @@ class ClusterHandlers:
                 400, "invalid_request", f"peer_url must have 1..{_MAX_PEER_URL} characters"
             )
         await self.service.add_learner(member, body.peer_url, timeout=self.timeout)
-        return json_answer(cluster_answer(self.service))
+        return json_answer(cluster_answer(self.service, self.cluster_id))
 
     async def promote_member(self, request: web.Request) -> web.Response:
         member = _member_id(request.match_info["id"])
         await self.service.promote(member, timeout=self.timeout)
-        return json_answer(cluster_answer(self.service))
+        return json_answer(cluster_answer(self.service, self.cluster_id))
 
     async def remove_member(self, request: web.Request) -> web.Response:
         member = _member_id(request.match_info["id"])
         await self.service.remove_member(member, timeout=self.timeout)
-        return json_answer(cluster_answer(self.service))
+        return json_answer(cluster_answer(self.service, self.cluster_id))
 
     async def transfer_leadership(self, request: web.Request) -> web.Response:
         body = await self._body(request, TransferBody)

@@ -33,15 +33,17 @@ process was killed, the machine lost power): it holds part of a backup, and is r
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import msgspec
 
 from raftkv.server.setting_values import split_address
 from raftkv.server.settings import (
-    DEFAULT_CLUSTER_ID,
+    NO_CLUSTER_ID,
     ServerSettings,
     SettingsInvalid,
 )
@@ -49,6 +51,8 @@ from raftkv.server.settings import (
 logger = logging.getLogger("raftkv.server")
 
 IDENTITY_FILE = "member.json"
+# Derived cluster ids are below 2**63 (signed 64-bit everywhere they travel).
+MAX_CLUSTER_ID = (1 << 63) - 1
 DATABASE_DIR = "db"
 
 
@@ -110,13 +114,14 @@ def check_identity(settings: ServerSettings) -> Identity:
     if found.restoring:
         raise restore_unfinished(data_dir)
     if found.node_id != settings.id:
+        given = "" if settings.cluster_id == NO_CLUSTER_ID else f" of cluster {settings.cluster_id}"
         raise SettingsInvalid(
             f"data dir {data_dir} belongs to node {found.node_id} of cluster "
-            f"{found.cluster_id}, not node {settings.id} of cluster {settings.cluster_id}"
+            f"{found.cluster_id}, not node {settings.id}{given}"
         )
-    if found.cluster_id != settings.cluster_id and settings.cluster_id == DEFAULT_CLUSTER_ID:
-        # No cluster id given: the data dir's holds (a cluster restored from a backup has a
-        # new one), as etcd ignores its initial-cluster settings once a member has data.
+    if settings.cluster_id == NO_CLUSTER_ID:
+        # No cluster id given: the data dir's holds (whatever the founders and token say
+        # now), as etcd ignores its initial-cluster settings once a member has data.
         logger.info("node %d: cluster id %d, from %s", settings.id, found.cluster_id, IDENTITY_FILE)
     elif found.cluster_id != settings.cluster_id:
         raise SettingsInvalid(
@@ -141,12 +146,33 @@ def check_identity(settings: ServerSettings) -> Identity:
 
 
 def new_identity(settings: ServerSettings) -> Identity:
-    """The identity of a new data dir for `settings` (not written)."""
+    """The identity of a new data dir for `settings` (not written): the cluster id given,
+    else the one its founders derive (`derived_cluster_id`). A node joining a cluster is
+    given the cluster's own id before this (the runner asks the cluster)."""
+    cluster_id = settings.cluster_id
+    if cluster_id == NO_CLUSTER_ID:
+        if settings.join_urls:
+            raise SettingsInvalid(
+                "setting cluster_id: a joining node needs the cluster's id (asked of the "
+                "cluster at join, or given with --cluster-id)"
+            )
+        cluster_id = derived_cluster_id(settings.initial_cluster_token, settings.founders)
     return Identity(
         node_id=settings.id,
-        cluster_id=settings.cluster_id,
+        cluster_id=cluster_id,
         peer_address=settings.founders.get(settings.id, settings.listen_peer),
     )
+
+
+def derived_cluster_id(token: str, founders: Mapping[int, str]) -> int:
+    """A new cluster's id (etcd derives its own so): a hash of the token and of the
+    founding members (id and peer address, in id order), in 1..2**63-1. Every founder of a
+    cluster computes the same; clusters with other founders or another token, another one
+    (unless 63 bits collide), so their members refuse each other's messages: a node
+    started by mistake with another cluster's addresses cannot disturb it."""
+    members = ",".join(f"{node}={founders[node]}" for node in sorted(founders))
+    digest = hashlib.sha256(f"raftkv cluster\n{token}\n{members}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % MAX_CLUSTER_ID + 1
 
 
 def restore_unfinished(data_dir: Path) -> SettingsInvalid:

@@ -26,10 +26,17 @@ def corrupt_reason(me: NodeId, alarm: CorruptAlarm) -> str:
 
 
 class NodeHandlers:
-    def __init__(self, service: KvService, ready_max_apply_lag: int) -> None:
+    def __init__(
+        self,
+        service: KvService,
+        ready_max_apply_lag: int,
+        security_warnings: tuple[str, ...] = (),
+    ) -> None:
         self.service = service
         # /ready answers 503 while more committed entries than this wait to be applied.
         self.ready_max_apply_lag = ready_max_apply_lag
+        # What the node's settings expose unprotected (raftkv.server.exposure).
+        self.security_warnings = security_warnings
 
     async def health(self, request: web.Request) -> web.Response:
         """Liveness: the process answers, and its node has not failed. A node that hit an
@@ -92,6 +99,7 @@ class NodeHandlers:
                 hash=digest,
                 data_hash=data_digest,
                 alarms=alarm_answers(service),
+                warnings=list(self.security_warnings),
                 removed=status.removed,
             )
         )

@@ -1,6 +1,8 @@
 """What `raftkv serve` checks before it creates or opens anything, so that a node that
 cannot start leaves no data dir behind and says why in one line naming the setting:
 
+- a peer port reachable from the network without peer TLS, unless allow_insecure_peers
+  (raftkv.server.exposure): `SettingsInvalid`;
 - the peer TLS files (`peer_ca_file`, `peer_cert_file`, `peer_key_file`) and the client
   port's (`cert_file`, `key_file`, `client_ca_file`) can be read, hold PEM certificates,
   and each certificate matches its key, which is not encrypted (gRPC itself reports a bad
@@ -19,6 +21,7 @@ import errno
 import socket
 
 from raftkv.server.client_tls import TlsFiles, TlsFilesInvalid, check_files, tls_files_of
+from raftkv.server.exposure import peer_refusal
 from raftkv.server.setting_values import split_address
 from raftkv.server.settings import ServerSettings, SettingsInvalid
 
@@ -32,6 +35,9 @@ class StartFailed(Exception):
 
 
 def check_before_start(settings: ServerSettings) -> None:
+    refusal = peer_refusal(settings)
+    if refusal is not None:
+        raise SettingsInvalid(refusal)
     check_peer_tls(settings)
     check_client_tls(settings)
     check_can_listen("listen_client", settings.listen_client)

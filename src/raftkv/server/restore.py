@@ -25,7 +25,6 @@ records the same one in its `member.json`. `raftkv serve` is then started with i
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -43,11 +42,16 @@ from raftkv.raft.storage.memory import MemoryAppData
 from raftkv.raft.storage.rocks import RocksStorage
 from raftkv.server.backup import MAGIC, BackupHeader, BackupInvalid, open_backup
 from raftkv.server.backup_store import read_manifest, write_assembled
-from raftkv.server.identity import DATABASE_DIR, new_identity, write_identity
+from raftkv.server.identity import (
+    DATABASE_DIR,
+    MAX_CLUSTER_ID,
+    derived_cluster_id,
+    new_identity,
+    write_identity,
+)
 from raftkv.server.runner import kv_settings
 from raftkv.server.settings import ServerSettings, SettingsInvalid
 
-_MAX_CLUSTER_ID = 2**63 - 1
 # About how many bytes of keys and values a restore writes per RocksDB write batch: the
 # bound on what it holds of the state at once (see the module docstring). Larger batches
 # write a little faster and hold more.
@@ -97,10 +101,8 @@ def new_cluster_id(checksum: bytes, founders: Mapping[int, str], previous: int) 
     """The restored cluster's id, in [1, 2**63 - 1]: the same for every founder restored
     from the backup whose SHA-256 is `checksum` with the same founders; never `previous`
     (the id in the settings, often the source's)."""
-    members = ",".join(f"{peer}={address}" for peer, address in sorted(founders.items()))
-    seed = hashlib.sha256(b"raftkv restored cluster\0" + checksum + members.encode()).digest()
-    cluster_id = int.from_bytes(seed[:8], "big") % _MAX_CLUSTER_ID + 1
-    return cluster_id if cluster_id != previous else cluster_id % _MAX_CLUSTER_ID + 1
+    cluster_id = derived_cluster_id(f"restored from {checksum.hex()}", founders)
+    return cluster_id if cluster_id != previous else cluster_id % MAX_CLUSTER_ID + 1
 
 
 def _checksum_of(path: Path) -> bytes:

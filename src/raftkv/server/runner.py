@@ -47,6 +47,7 @@ import signal
 import ssl
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -84,18 +85,20 @@ from raftkv.server.browser_guards import BrowserGuards
 from raftkv.server.browser_policy import allowed_hosts
 from raftkv.server.client_tls import ClientTls, tls_files_of
 from raftkv.server.compactor import AutoCompactor
+from raftkv.server.exposure import client_warnings
 from raftkv.server.identity import (
     DATABASE_DIR,
     Identity,
     check_identity,
     mark_raft_state,
+    read_identity,
     state_lost,
 )
 from raftkv.server.listener import ClientPort, ClientPortSettings, raise_open_files_limit
 from raftkv.server.logs import NodeContext
 from raftkv.server.preflight import StartFailed, check_before_start
 from raftkv.server.setting_values import split_address
-from raftkv.server.settings import ServerSettings
+from raftkv.server.settings import NO_CLUSTER_ID, ServerSettings
 
 logger = logging.getLogger("raftkv.server")
 
@@ -109,11 +112,11 @@ class JoinFailed(Exception):
     """`raftkv serve --join` could not reach the cluster or was refused."""
 
 
-async def peer_addresses(
+async def cluster_at(
     client_urls: list[str], *, timeout: float, tls: ssl.SSLContext | None = None
-) -> list[str]:
-    """The peer addresses of the members of the cluster at any of `client_urls`
-    (`GET /v1/cluster`), for joining it; `tls` for https:// URLs (join_tls_context)."""
+) -> ClusterAnswer:
+    """The cluster at any of `client_urls` (`GET /v1/cluster`), for joining it: its id and
+    its members' peer addresses; `tls` for https:// URLs (join_tls_context)."""
     errors = []
     client_timeout = aiohttp.ClientTimeout(total=timeout)
     connector = aiohttp.TCPConnector(ssl=tls if tls is not None else True)
@@ -129,9 +132,8 @@ async def peer_addresses(
             except (aiohttp.ClientError, TimeoutError, msgspec.DecodeError) as error:
                 errors.append(f"{url}: {error or type(error).__name__}")
                 continue
-            addresses = [member.peer_url for member in answer.members if member.peer_url]
-            if addresses:
-                return addresses
+            if any(member.peer_url for member in answer.members):
+                return answer
             errors.append(f"{url}: no member lists a peer address")
     raise JoinFailed("no cluster answered at " + "; ".join(errors))
 
@@ -233,6 +235,12 @@ class Server:
     async def start(self) -> None:
         settings = self.settings
         check_before_start(settings)
+        if (
+            settings.join_urls
+            and settings.cluster_id == NO_CLUSTER_ID
+            and read_identity(settings.data_dir) is None
+        ):
+            settings = self.settings = await self._with_joined_cluster_id(settings)
         files = tls_files_of(settings)
         if files is not None:
             self.tls = ClientTls(files)  # the files were checked just above
@@ -345,6 +353,12 @@ class Server:
                 ),
             ),
         )
+        warnings = client_warnings(settings)
+        for warning in warnings:
+            # Stated once at start; /v1/status lists them for as long as the node runs.
+            logger.log(
+                logging.INFO if settings.allow_insecure_clients else logging.WARNING, warning
+            )
         try:
             host, port = split_address(settings.listen_client)
             advertised = urlsplit(settings.advertise_client_url).hostname or ""
@@ -362,6 +376,8 @@ class Server:
                     watch_send_timeout_s=settings.watch_send_timeout_s,
                     watch_progress_interval_s=settings.watch_progress_interval_s,
                     watch_no_leader_timeout_s=settings.watch_no_leader_timeout_s,
+                    cluster_id=identity.cluster_id,
+                    security_warnings=tuple(warnings),
                     browsers=browsers,
                 ),
                 self._etcd,
@@ -442,6 +458,18 @@ class Server:
             settings.data_dir,
         )
 
+    async def _with_joined_cluster_id(self, settings: ServerSettings) -> ServerSettings:
+        """`settings` with the id of the cluster at `join` (asked of it): a new data dir
+        joining a cluster takes its id, which its founders derived."""
+        cluster = await cluster_at(settings.join_urls, timeout=10.0, tls=join_tls_context(settings))
+        if cluster.cluster_id == NO_CLUSTER_ID:
+            raise JoinFailed(
+                f"the cluster at {settings.join} does not say its id (an older raftkv): "
+                "give it with --cluster-id (raftkv status on a member shows it)"
+            )
+        logger.info("joining cluster %d", cluster.cluster_id)
+        return replace(settings, cluster_id=cluster.cluster_id)
+
     def reload_tls(self) -> None:
         """SIGHUP: reload the client port's TLS files (without TLS: say so)."""
         if self.tls is None:
@@ -473,9 +501,8 @@ class Server:
         before it asks to be promoted: a voter must never be able to come back without
         its state under the same id (`raftkv.server.identity`)."""
         settings = self.settings
-        seeds = await peer_addresses(
-            settings.join_urls, timeout=10.0, tls=join_tls_context(settings)
-        )
+        cluster = await cluster_at(settings.join_urls, timeout=10.0, tls=join_tls_context(settings))
+        seeds = [member.peer_url for member in cluster.members if member.peer_url]
         logger.info("joining the cluster through %s", ", ".join(seeds))
         deadline = asyncio.get_running_loop().time() + settings.join_timeout_s
         try:

@@ -102,7 +102,7 @@ def _setting(
 
 
 # The cluster id of a new data dir when none is given (an existing one keeps its own).
-DEFAULT_CLUSTER_ID = 1
+NO_CLUSTER_ID = 0
 
 
 @dataclass(frozen=True)
@@ -154,10 +154,17 @@ class ServerSettings:
         300.0, parse_float, "With join: how long joining (and catching up) may take."
     )
     cluster_id: int = _setting(
-        DEFAULT_CLUSTER_ID,
+        NO_CLUSTER_ID,
         parse_int,
-        "Shared by every member; peers with another cluster id are refused. Not given: 1 for a "
-        "new data dir, the data dir's own for an existing one (a restored cluster's is new).",
+        "Shared by every member; peers with another cluster id are refused. Not given: a new "
+        "cluster's founders derive it from initial_cluster_token and initial_cluster, a node "
+        "joining asks the cluster, an existing data dir keeps its own.",
+    )
+    initial_cluster_token: str = _setting(
+        "raftkv-cluster",
+        parse_str,
+        "With initial_cluster, what a new cluster's id is derived from (etcd's "
+        "--initial-cluster-token): give clusters on the same addresses tokens of their own.",
     )
     log_level: str = _setting("info", parse_level, "debug, info, warning or error.")
     log_format: str = _setting(
@@ -373,6 +380,18 @@ class ServerSettings:
         parse_optional_path,
         "With cert_file: clients must present a certificate signed by this CA (mutual TLS).",
     )
+    allow_insecure_peers: bool = _setting(
+        False,
+        parse_bool,
+        "Serve peers without TLS on a non-loopback listen_peer: anyone who reaches it could "
+        "append entries or change the membership. Only on a network you trust.",
+    )
+    allow_insecure_clients: bool = _setting(
+        False,
+        parse_bool,
+        "A non-loopback client port without TLS or client certificates is logged as an INFO "
+        "line, not a WARNING (the choice is in the config; /v1/status still lists it).",
+    )
     peer_cert_allowed_cn: tuple[str, ...] = _setting(
         (),
         parse_common_names,
@@ -399,11 +418,15 @@ class ServerSettings:
             if address in owners and port_of(address) != 0:  # port 0: each picks its own
                 raise _invalid(name, f"{address} is also {owners[address]}: give each its own port")
             owners[address] = name
-        for name in ("id", "cluster_id"):
-            if not 1 <= getattr(self, name) < 2**64:
-                raise _invalid(
-                    name, f"must be a positive integer below 2**64, got {getattr(self, name)}"
-                )
+        if not 1 <= self.id < 2**64:
+            raise _invalid("id", f"must be a positive integer below 2**64, got {self.id}")
+        if not 0 <= self.cluster_id < 2**64:
+            raise _invalid(
+                "cluster_id",
+                f"must be a positive integer below 2**64 (0: not given), got {self.cluster_id}",
+            )
+        if not 0 < len(self.initial_cluster_token.encode()) <= 256:
+            raise _invalid("initial_cluster_token", "must be 1..256 bytes")
         for name in (
             "tick_interval_ms",
             "election_ticks",

@@ -44,11 +44,12 @@ from raftkv.testing.chaos.workload import Claim, Kind, Record, Workload, Workloa
 FAULTS = ("kill", "pause", "partition", "disk", "membership", "transfer")
 
 # Settings every node runs with: history kept whole (the checks read it from revision 1),
-# short requests (so a request to a paused node ends as unknown rather than blocking), and
-# no free-space reserve: the disk fault fills a node's disk to test the crash path (a node
-# that fails its write exits, and no answer is misreported); with the reserve, the node
-# would raise a NOSPACE alarm first and the rest of the run would be read-only (that path
-# has its own tests: tests/kv/test_kv_space_monitor.py, tests/e2e/test_e2e_nospace.py).
+# short requests (so a request to a paused node ends as unknown rather than blocking),
+# plaintext on the lab's private network, and no free-space reserve: the disk fault fills
+# a node's disk to test the crash path (a node that fails its write exits, and no answer
+# is misreported); with the reserve, the node would raise a NOSPACE alarm first and the
+# rest of the run would be read-only (that path has its own tests:
+# tests/kv/test_kv_space_monitor.py, tests/e2e/test_e2e_nospace.py).
 NODE_SETTINGS = [
     "--auto-compaction-retention",
     "0",
@@ -58,6 +59,12 @@ NODE_SETTINGS = [
     "5",
     "--min-free-disk-bytes",
     "0",
+    # The lab's bridge is a private network of network namespaces: plaintext peers there
+    # are the operator's stated choice (raftkv.server.exposure).
+    "--allow-insecure-peers",
+    "true",
+    "--allow-insecure-clients",
+    "true",
 ]
 
 

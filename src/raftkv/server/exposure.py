@@ -1,0 +1,68 @@
+"""What a node's settings expose to the network unprotected, said before it starts.
+
+- The peer port: anyone who reaches a plaintext peer listener can append entries to a
+  follower, force elections, and add, promote or remove members. On a loopback address
+  only this machine can; on any other (a wildcard included) the node refuses to start
+  without peer TLS unless `allow_insecure_peers` says the network is trusted
+  (`peer_refusal`).
+- The client port: a listener off loopback without TLS carries every key in clear text,
+  and without client certificates (`client_ca_file`) anyone who reaches it may read and
+  write every key, take a backup, compact history and change the membership (raftkv has no
+  users yet). The node starts, but says so (`client_warnings`): a WARNING line at start,
+  and `/v1/status` and `raftkv status` list them; `allow_insecure_clients` turns the
+  line into INFO (the choice is in the config), the status still lists them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from raftkv.server.setting_values import split_address
+from raftkv.server.settings import ServerSettings
+
+__all__ = ["client_warnings", "is_loopback", "peer_refusal"]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a listen address's host) is reachable from this machine only:
+    localhost, 127.0.0.0/8, ::1. A wildcard (0.0.0.0, ::, "") or a name is not."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def peer_refusal(settings: ServerSettings) -> str | None:
+    """Why the node must not start (its peer port open and unauthenticated), or None."""
+    host, _ = split_address(settings.listen_peer)
+    if is_loopback(host) or settings.peer_ca_file is not None or settings.allow_insecure_peers:
+        return None
+    return (
+        f"setting listen_peer: {settings.listen_peer} is reachable from the network and peers "
+        "are not authenticated: anyone who reaches it could append entries, force elections "
+        "or change the membership. Give peer_ca_file, peer_cert_file and peer_key_file "
+        "(raftkv certs create makes them), or set allow_insecure_peers on a network you trust"
+    )
+
+
+def client_warnings(settings: ServerSettings) -> list[str]:
+    """What the client ports (HTTP, etcd's gRPC) expose off loopback, one line each."""
+    warnings = []
+    for name in ("listen_client", "listen_client_grpc"):
+        address = getattr(settings, name)
+        if not address or is_loopback(split_address(address)[0]):
+            continue
+        if settings.cert_file is None:
+            warnings.append(
+                f"{name} {address} is reachable from the network without TLS: keys, values "
+                "and requests travel in clear text (give cert_file and key_file)"
+            )
+        if settings.client_ca_file is None:
+            warnings.append(
+                f"{name} {address} is reachable from the network without client certificates: "
+                "anyone who reaches it can read and write every key, take backups and change "
+                "the membership (give client_ca_file)"
+            )
+    return warnings
