@@ -260,3 +260,13 @@ def test_a_database_without_identity_is_refused(tmp_path: Path) -> None:
     (tmp_path / "node" / "db").mkdir(parents=True)
     with pytest.raises(SettingsInvalid, match=r"holds a database but no member\.json"):
         check_identity(ServerSettings(data_dir=tmp_path / "node"))
+
+
+def test_the_metrics_port_is_a_port_of_its_own() -> None:
+    assert ServerSettings(listen_metrics="127.0.0.1:9100").listen_metrics == "127.0.0.1:9100"
+    with pytest.raises(
+        SettingsInvalid, match=r"listen_metrics: 127\.0\.0\.1:8080 is also listen_client"
+    ):
+        ServerSettings(listen_metrics="127.0.0.1:8080")
+    with pytest.raises(SettingsInvalid, match="setting listen_metrics"):
+        load_settings({"listen_metrics": "nowhere"})

@@ -97,6 +97,9 @@ class HttpSettings:
     cluster_id: int = 0
     # What the node exposes unprotected (raftkv.server.exposure), listed by /v1/status.
     security_warnings: tuple[str, ...] = ()
+    # Where /metrics is served when not here ("": here, on the client port; else its own
+    # port, `listen_metrics`, and the client port answers 404 naming it).
+    metrics_elsewhere: str = ""
     # The Host and Origin allow-lists (raftkv.server.browser_guards): by default any Host
     # and no cross-origin browser request.
     browsers: BrowserGuards = field(default_factory=BrowserGuards)
@@ -288,6 +291,24 @@ def _corrupt_guard(service: KvService) -> Middleware:
     return guard
 
 
+def _metrics_elsewhere(address: str) -> Handler:
+    """/metrics on the client port when the node serves it on `listen_metrics` instead."""
+
+    async def refuse(request: web.Request) -> web.StreamResponse:
+        raise ApiError(
+            404, "unknown_route", f"/metrics is served on its own port, listen_metrics {address}"
+        )
+
+    return refuse
+
+
+def create_metrics_app(metrics: Metrics) -> web.Application:
+    """The app of the metrics port (`listen_metrics`): GET /metrics only."""
+    app = web.Application()
+    app.router.add_route("GET", "/metrics", metrics.handler)
+    return app
+
+
 # -- the application -------------------------------------------------------------------------
 
 
@@ -341,8 +362,11 @@ def create_app(
     metrics.watches = handlers.watches
     guard_removal(app, service)
     for route in ROUTES:
+        handler = handlers.of(route.handler)
+        if route.path == "/metrics" and settings.metrics_elsewhere:
+            handler = _metrics_elsewhere(settings.metrics_elsewhere)
         # add_route, not add_get: a GET route does not answer HEAD.
-        app.router.add_route(route.method, route.path, handlers.of(route.handler))
+        app.router.add_route(route.method, route.path, handler)
     if etcd is not None:
         metrics.etcd = etcd
         for method, path, handler in gateway_routes(etcd):

@@ -8,8 +8,9 @@ cannot start leaves no data dir behind and says why in one line naming the setti
   and each certificate matches its key, which is not encrypted (gRPC itself reports a bad
   file only as "Failed to bind", after the data dir exists): `SettingsInvalid`, checked
   as raftkv.server.client_tls loads them;
-- `listen_client`, `listen_peer` and `listen_client_grpc` resolve and can be bound now (a
-  port another process holds, a host this machine does not have): `StartFailed`.
+- `listen_client`, `listen_peer`, `listen_client_grpc` and `listen_metrics` resolve and
+  can be bound now (a port another process holds, a host this machine does not have):
+  `StartFailed`.
 
 Ports are probed, not held: a process that takes one between this check and the real bind
 still fails the start, later, with the same kind of line.
@@ -44,6 +45,8 @@ def check_before_start(settings: ServerSettings) -> None:
     check_can_listen("listen_peer", settings.listen_peer)
     if settings.listen_client_grpc:
         check_can_listen("listen_client_grpc", settings.listen_client_grpc)
+    if settings.listen_metrics:
+        check_can_listen("listen_metrics", settings.listen_metrics)
 
 
 def check_client_tls(settings: ServerSettings) -> None:

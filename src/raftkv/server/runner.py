@@ -79,7 +79,7 @@ from raftkv.raft.driver.errors import NodeFailed
 from raftkv.raft.driver.node import Node
 from raftkv.raft.storage.rocks import StorageOpenError
 from raftkv.raft.transport.settings import RECONNECT_BACKOFF_INITIAL_SECONDS
-from raftkv.server.app import BACKUPS, METRICS, HttpSettings, create_app
+from raftkv.server.app import BACKUPS, METRICS, HttpSettings, create_app, create_metrics_app
 from raftkv.server.backup_api import BackupHandlers
 from raftkv.server.browser_guards import BrowserGuards
 from raftkv.server.browser_policy import allowed_hosts
@@ -96,6 +96,7 @@ from raftkv.server.identity import (
 )
 from raftkv.server.listener import ClientPort, ClientPortSettings, raise_open_files_limit
 from raftkv.server.logs import NodeContext
+from raftkv.server.metrics import Metrics
 from raftkv.server.preflight import StartFailed, check_before_start
 from raftkv.server.setting_values import split_address
 from raftkv.server.settings import NO_CLUSTER_ID, ServerSettings
@@ -104,6 +105,8 @@ logger = logging.getLogger("raftkv.server")
 
 # `raftkv serve`'s exit code after its node failed (a write failed, a corrupt record, ...).
 EXIT_NODE_FAILED = 1
+# Connections the metrics port (listen_metrics) serves at once: scrapers, not clients.
+_METRICS_CONNECTIONS = 64
 # How often publishing this node's client URL is retried while no leader accepts it.
 _PUBLISH_RETRY_S = (0.2, 5.0)
 
@@ -218,6 +221,7 @@ class Server:
         self.node: Node | None = None
         self.service: KvService | None = None
         self._client_port: ClientPort | None = None
+        self._metrics_port: ClientPort | None = None
         self._etcd: EtcdServicers | None = None
         self._backups: BackupHandlers | None = None
         self._etcd_port: EtcdGrpcPort | None = None
@@ -378,6 +382,7 @@ class Server:
                     watch_no_leader_timeout_s=settings.watch_no_leader_timeout_s,
                     cluster_id=identity.cluster_id,
                     security_warnings=tuple(warnings),
+                    metrics_elsewhere=settings.listen_metrics,
                     browsers=browsers,
                 ),
                 self._etcd,
@@ -403,6 +408,8 @@ class Server:
                     f"{error.strerror or error}"
                 ) from error
             self._client_port = client_port
+            if settings.listen_metrics:
+                await self._serve_metrics(app[METRICS])
             if settings.listen_client_grpc:
                 await self._serve_etcd_api()
         except BaseException:
@@ -469,6 +476,31 @@ class Server:
             )
         logger.info("joining cluster %d", cluster.cluster_id)
         return replace(settings, cluster_id=cluster.cluster_id)
+
+    async def _serve_metrics(self, metrics: Metrics) -> None:
+        """GET /metrics on listen_metrics, a port of its own (etcd's --listen-metrics-urls):
+        plain HTTP, the client port's limits, few connections (scrapers)."""
+        settings = self.settings
+        host, port = split_address(settings.listen_metrics)
+        metrics_port = ClientPort(
+            create_metrics_app(metrics),
+            host,
+            port,
+            ClientPortSettings(
+                max_connections=_METRICS_CONNECTIONS,
+                keepalive_timeout_s=settings.http_keepalive_timeout_s,
+                shutdown_timeout_s=settings.shutdown_timeout_s,
+            ),
+        )
+        try:
+            await metrics_port.start()
+        except OSError as error:
+            raise StartFailed(
+                f"setting listen_metrics: cannot listen on {settings.listen_metrics}: "
+                f"{error.strerror or error}"
+            ) from error
+        self._metrics_port = metrics_port
+        logger.info("metrics at http://%s/metrics", settings.listen_metrics)
 
     def reload_tls(self) -> None:
         """SIGHUP: reload the client port's TLS files (without TLS: say so)."""
@@ -568,6 +600,9 @@ class Server:
             # Closes the listening socket, then waits up to shutdown_timeout for handlers.
             await self._client_port.close()
             self._client_port = None
+        if self._metrics_port is not None:
+            await self._metrics_port.close()
+            self._metrics_port = None
         if self.service is not None:
             self.service.close()
         if self.node is not None:

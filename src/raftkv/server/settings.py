@@ -121,6 +121,12 @@ class ServerSettings:
         "host:port etcd's v3 gRPC API listens on, for etcdctl and etcd's client libraries "
         "(empty: not served; raftkv dev serves it on 2379 and up). See docs/etcd.md.",
     )
+    listen_metrics: str = _setting(
+        "",
+        parse_optional_address,
+        "host:port serving GET /metrics on a port of its own (etcd's --listen-metrics-urls); "
+        "the client port then no longer serves it. Empty: /metrics on the client port.",
+    )
     peer_transport: PeerTransportKind = _setting(
         "tcp",
         parse_peer_transport,
@@ -413,6 +419,8 @@ class ServerSettings:
         listeners = {"listen_client": self.listen_client, "listen_peer": self.listen_peer}
         if self.listen_client_grpc:
             listeners["listen_client_grpc"] = self.listen_client_grpc
+        if self.listen_metrics:
+            listeners["listen_metrics"] = self.listen_metrics
         owners: dict[str, str] = {}
         for name, address in listeners.items():
             if address in owners and port_of(address) != 0:  # port 0: each picks its own
