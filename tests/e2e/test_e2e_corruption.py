@@ -51,7 +51,10 @@ def forge_append(cluster: KvProcessCluster, victim: int, leader: int, key: str) 
         ),
         commit=last + 1,
     )
-    batch = encode_batch(1, [message]).SerializeToString()
+    # The frame carries the cluster's id (derived when it was founded): a frame of another
+    # cluster is refused before anything in it is looked at.
+    cluster_id = cluster.request(leader, "GET", "/v1/cluster")[1]["cluster_id"]
+    batch = encode_batch(cluster_id, [message]).SerializeToString()
     address = ("127.0.0.1", cluster.peer_ports[victim])
     with socket.create_connection(address, timeout=10) as connection:
         connection.sendall(greeting(Purpose.MESSAGES))
