@@ -124,4 +124,35 @@ def test_scans_between_many_staged_writes_do_not_sort_the_batch_again() -> None:
         key = b"k%08d" % ((index * 7919) % 20_000)
         assert list(staged.scan(key, key + b"\x00")) == []
         staged.put(key, b"v")
-    assert staged._sorted_keys == sorted(staged._pending)
+    assert [key for space in staged._spaces for key in staged._sorted_keys[space]] == sorted(
+        staged._pending
+    )
+
+
+def test_writes_interleaving_key_spaces_stay_sorted_per_space_and_in_order() -> None:
+    """A delete of n keys writes an index key, then a history key, per key: each space in
+    key order, the spaces interleaved. Each space keeps its own sorted list, so each write
+    lands at the end of its list (a single list would move the other space's keys every
+    time: half a second for 48,000 keys), and scans see every space's keys in order."""
+    app = MemoryAppData()
+    app.commit(AppBatch(puts=[(b"h-committed", b"c"), (b"k-committed", b"c")]), 1, 1)
+    staged = StagedWrites(app)
+    for index in range(20_000):
+        staged.put(b"k%08d" % index, b"index")
+        staged.put(b"h%08d" % index, b"history")
+    staged.put(b"", b"the empty key")
+    staged.put(b"a%08d" % 3, b"out of order")
+    staged.put(b"a%08d" % 1, b"out of order")
+    keys = [key for space in staged._spaces for key in staged._sorted_keys[space]]
+    assert keys == sorted(staged._pending)
+    scanned = [key for key, _ in staged.scan(b"", b"\xff")]
+    assert scanned == sorted([*staged._pending, b"h-committed", b"k-committed"])
+    assert [key for key, _ in staged.scan(b"h00000010", b"h00000013")] == [
+        b"h00000010",
+        b"h00000011",
+        b"h00000012",
+    ]
+    savepoint = staged.savepoint()
+    staged.put(b"z-late", b"v")
+    staged.rollback(savepoint)
+    assert [key for key, _ in staged.scan(b"z", b"\xff")] == []
