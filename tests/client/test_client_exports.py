@@ -18,6 +18,7 @@ def test_client_all_is_pinned() -> None:
             "ClientSettings",
             "Cluster",
             "CompactResult",
+            "Defragmented",
             "Compacted",
             "Compare",
             "DeleteOp",

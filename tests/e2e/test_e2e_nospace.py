@@ -6,6 +6,7 @@ with a larger quota and disarming makes the cluster writable again, with nothing
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
@@ -98,6 +99,20 @@ def test_a_cluster_over_its_quota_goes_read_only_until_space_is_given_and_disarm
             leader, "GET", "/v1/kv?prefix=true&key=fill-&count_only=true"
         )
         assert (status, answer["count"]) == (200, len(written) - 1)
+
+        # Freeing space for good: delete, compact, defragment every member.
+        etcdctl.run("del", "--prefix", "fill-").check()
+        revision = cluster.request(leader, "GET", "/v1/status")[1]["revision"]
+        assert cli(cluster, "compact", str(revision)).returncode == 0
+        defrag = cli(cluster, "defrag", "--output", "json")
+        assert defrag.returncode == 0, defrag.stderr
+        rows = json.loads(defrag.stdout)
+        assert len(rows) == len(cluster.ids)
+        for row in rows:
+            assert row["storage_bytes_after"] < row["storage_bytes_before"], row
+        assert etcdctl.run("defrag").check().stdout.count("Finished defragmenting") == len(
+            cluster.ids
+        )
         for node in cluster.ids:
             assert "Traceback" not in cluster.log(node)
     finally:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from random import Random
 from typing import TypeVar
 
 import pytest
+from kv_helpers import started as started_on_rocks
+from kv_helpers import stop as stop_on_rocks
 
 from raftkv.kv import EmptyKey, KvService, KvStateMachine, Put, Range, Txn, TxnCompare
 from raftkv.kv.errors import Compacted, FutureRevision
@@ -165,5 +168,30 @@ def test_a_lease_granted_without_an_id_takes_it_from_the_services_rng() -> None:
             await cluster.complete(service.lease_revoke(result.id))
         assert granted[0] == granted[1] == Random(5).randint(1, (1 << 63) - 1)
         await cluster.stop()
+
+    run_scenario(scenario)
+
+
+def test_defragment_gives_back_the_space_of_deleted_and_compacted_keys(tmp_path: Path) -> None:
+    """KvService.defragment compacts the node's RocksDB files whole (on a worker thread):
+    after a delete of every key and a compaction of their history, the storage shrinks."""
+
+    async def scenario() -> None:
+        cluster, services = await started_on_rocks(tmp_path)
+        try:
+            leader = cluster.leader()
+            assert leader is not None
+            service = services[int(leader.id)]
+            value = b"v" * 4096
+            for index in range(0, 2000, 50):
+                txn = Txn(success=[Put(b"k%05d" % key, value) for key in range(index, index + 50)])
+                await cluster.complete(service.txn(txn))
+            await cluster.complete(service.delete_range(b"k", b"l"))
+            await cluster.complete(service.compact(service.current_revision()))
+            before, after = await cluster.complete(service.defragment())
+            assert after < before, (before, after)
+            assert before - after > 4_000_000  # most of the 8 MB of values
+        finally:
+            await stop_on_rocks(cluster, services)
 
     run_scenario(scenario)

@@ -14,6 +14,7 @@ __all__ = [
     "AlarmAnswer",
     "AlarmsAnswer",
     "ClusterAnswer",
+    "DefragmentAnswer",
     "DisarmBody",
     "HealthAnswer",
     "MemberAnswer",
@@ -74,6 +75,15 @@ class AlarmAnswer(msgspec.Struct, frozen=True):
     check_index: int
     # CORRUPT: "minority" or "no_majority"; NOSPACE: "quota" or "disk_free".
     reason: str
+
+
+class DefragmentAnswer(msgspec.Struct, frozen=True):
+    """`POST /v1/defragment`: this node's storage bytes before and after its files were
+    compacted whole (0 and 0: its storage is not on disk)."""
+
+    storage_bytes_before: int
+    storage_bytes_after: int
+    seconds: float
 
 
 class AlarmsAnswer(msgspec.Struct, frozen=True):

@@ -23,6 +23,7 @@ from raftkv.client.results import (
     Alarm,
     Cluster,
     CompactResult,
+    Defragmented,
     DeleteResult,
     KeyValue,
     LeaseGrantResult,
@@ -296,6 +297,12 @@ class Client:
     async def transfer_leadership(self, to: int = 0) -> int:
         """Hand leadership to voter `to` (0: the most caught-up); the new leader's id."""
         return await self._call(protocol.transfer_leadership(to))
+
+    async def defragment(self, endpoint: str) -> Defragmented:
+        """Compact the storage files of the node at `endpoint` whole (etcd's defragment):
+        the space of deleted and compacted data comes back now. One node per call, as
+        etcdctl defrag asks each endpoint."""
+        return await self._call(protocol.defragment(), endpoint)
 
     async def alarms(self) -> tuple[Alarm, ...]:
         """The cluster's alarms (linearizable): CORRUPT and NOSPACE, by member."""

@@ -28,6 +28,7 @@ from raftkv.api.cluster import (
     AlarmAnswer,
     AlarmsAnswer,
     ClusterAnswer,
+    DefragmentAnswer,
     DisarmBody,
     HealthAnswer,
     StatusAnswer,
@@ -67,6 +68,7 @@ from raftkv.client.results import (
     Alarm,
     Cluster,
     CompactResult,
+    Defragmented,
     DeleteResult,
     KeyValue,
     LeaseGrantResult,
@@ -599,6 +601,20 @@ def _alarms(answers: list[AlarmAnswer]) -> tuple[Alarm, ...]:
     return tuple(
         Alarm(alarm.alarm, alarm.member, alarm.check_index, alarm.reason) for alarm in answers
     )
+
+
+def defragment() -> Request[Defragmented]:
+    def decode(content: bytes, endpoint: str) -> Decoded[Defragmented]:
+        answer = _read(DefragmentAnswer, content)
+        result = Defragmented(
+            endpoint, answer.storage_bytes_before, answer.storage_bytes_after, answer.seconds
+        )
+        return Decoded(result, None)
+
+    # Idempotent (a second compaction finds less to do): retried like a session write.
+    return Request(
+        "POST", "/v1/defragment", (), None, Kind.WRITE, False, decode, "defragment",
+    )  # fmt: skip
 
 
 def alarms() -> Request[tuple[Alarm, ...]]:

@@ -103,6 +103,17 @@ class Alarm:
 
 
 @dataclass(frozen=True, slots=True)
+class Defragmented:
+    """One node's storage files compacted whole (`defragment`): its storage bytes before
+    and after (0 and 0: not on disk), and how long it took."""
+
+    endpoint: str
+    storage_bytes_before: int
+    storage_bytes_after: int
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
     """One node's `/v1/status`, and the endpoint that answered."""
 

@@ -24,6 +24,7 @@ from raftkv.client.results import (
     Alarm,
     Cluster,
     CompactResult,
+    Defragmented,
     DeleteResult,
     KeyValue,
     LeaseGrantResult,
@@ -282,6 +283,10 @@ class SyncClient:
     def remove_member(self, member_id: int) -> Cluster:
         """Remove member `member_id` (voter or learner; the leader too: it hands over)."""
         return self._call(protocol.remove_member(member_id))
+
+    def defragment(self, endpoint: str) -> Defragmented:
+        """Compact the storage files of the node at `endpoint` whole (etcd's defragment)."""
+        return self._call(protocol.defragment(), endpoint)
 
     def alarms(self) -> tuple[Alarm, ...]:
         """The cluster's alarms (linearizable): CORRUPT and NOSPACE, by member."""

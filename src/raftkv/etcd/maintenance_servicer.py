@@ -25,8 +25,9 @@ Defragment — over `KvService`.
   streamed as etcd streams its database; `remaining_bytes` counts down to 0.
 - MoveLeader: on the leader only, as in etcd ("etcdserver: not leader" elsewhere; etcdctl
   finds the leader itself); the target must be a voter.
-- Defragment: answers success and does nothing: RocksDB compacts its files in the
-  background, so there is nothing for the call to reclaim.
+- Defragment: compacts this member's RocksDB files whole (KvService.defragment, on a
+  worker thread; the member serves meanwhile): the space of deleted and compacted data is
+  given back now rather than when RocksDB's background compactions reach it.
 """
 
 from __future__ import annotations
@@ -240,4 +241,5 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
     async def Defragment(
         self, request: rpc_pb2.DefragmentRequest, call: Context
     ) -> rpc_pb2.DefragmentResponse:
+        await self.service.defragment()
         return rpc_pb2.DefragmentResponse(header=self.context.header())

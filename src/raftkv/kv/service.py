@@ -102,7 +102,7 @@ from raftkv.kv.watch import WatchHub
 from raftkv.raft.clock import Clock
 from raftkv.raft.core.errors import ConfigInvalid, InvariantViolation
 from raftkv.raft.core.types import NodeId
-from raftkv.raft.driver.errors import ProposalTimeout
+from raftkv.raft.driver.errors import Overloaded, ProposalTimeout
 from raftkv.raft.driver.node import Node
 from raftkv.raft.driver.status import NodeStatus
 
@@ -202,6 +202,8 @@ class KvService:
         # snapshots are pinned than there are threads to read them.
         self._read_slots = asyncio.Semaphore(self.read_limits.read_threads)
         self._readers: ThreadPoolExecutor | None = None
+        # A defragmentation is running (at most one per node).
+        self._defragmenting = False
 
     def close(self) -> None:
         """Stop the read threads (a scan under way ends with its view: see _read)."""
@@ -587,6 +589,26 @@ class KvService:
         call it off the event loop."""
         path = self.storage_path()
         return None if path is None else directory_bytes(path)
+
+    async def defragment(self) -> tuple[int, int]:
+        """Compact this node's storage files whole (etcd's defragmentation: RocksDB's
+        manual compaction, on a worker thread; the node serves meanwhile), so space freed by
+        deletes and compaction is given back now. Its storage bytes before and after (0, 0
+        when the storage is not on disk). One at a time per node: Overloaded while one
+        runs."""
+        compact = getattr(self.node.storage, "compact_files", None)
+        path = self.storage_path()
+        if compact is None or path is None:
+            return 0, 0
+        if self._defragmenting:
+            raise Overloaded("a defragmentation is already running on this node")
+        self._defragmenting = True
+        try:
+            before = await asyncio.to_thread(directory_bytes, path)
+            await asyncio.to_thread(compact)
+            return before, await asyncio.to_thread(directory_bytes, path)
+        finally:
+            self._defragmenting = False
 
     def storage_path(self) -> str | None:
         """The directory of this node's storage (None: not on disk)."""

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import time
+
 from aiohttp import web
 
-from raftkv.api.cluster import HealthAnswer, ReadyAnswer, StatusAnswer
+from raftkv.api.cluster import DefragmentAnswer, HealthAnswer, ReadyAnswer, StatusAnswer
 from raftkv.kv.layout import CorruptAlarm
 from raftkv.kv.service import KvService
 from raftkv.raft.core.types import NodeId
@@ -103,6 +105,13 @@ class NodeHandlers:
                 removed=status.removed,
             )
         )
+
+    async def defragment(self, request: web.Request) -> web.Response:
+        """This node's storage files compacted whole (KvService.defragment)."""
+        started = time.monotonic()
+        before, after = await self.service.defragment()
+        seconds = round(time.monotonic() - started, 3)
+        return json_answer(DefragmentAnswer(before, after, seconds))
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.Response(body=openapi_document_bytes(), content_type="application/json")

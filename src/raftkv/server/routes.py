@@ -26,6 +26,7 @@ from raftkv.api.cluster import (
     AddMemberBody,
     AlarmsAnswer,
     ClusterAnswer,
+    DefragmentAnswer,
     DisarmBody,
     HealthAnswer,
     ReadyAnswer,
@@ -291,6 +292,15 @@ ROUTES: tuple[Route, ...] = (
         "Hand leadership to a voter (asked of the leader; 503 elsewhere)",
         answers(TransferAnswer, 408, 413, 504),
         body=TransferBody,
+    ),
+    Route(
+        "POST",
+        "/v1/defragment",
+        "node.defragment",
+        "Compact this node's storage files whole (etcd's defragment), giving back the space "
+        "of deleted and compacted data now; the node serves meanwhile (503 overloaded while "
+        "one runs)",
+        answers(DefragmentAnswer),
     ),
     Route(
         "GET",

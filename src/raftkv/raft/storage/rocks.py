@@ -173,6 +173,10 @@ class RocksStorage:
     def path(self) -> str:
         return self._database.path
 
+    def compact_files(self) -> None:
+        """See RocksDatabase.compact_files (blocking: on a worker thread)."""
+        self._database.compact_files()
+
     # -- opening ---------------------------------------------------------------------------
 
     def _load_cache(self) -> _Cache:

@@ -200,6 +200,9 @@ class RocksDatabase:
         # held through fsyncs), so that making a view never waits for a write.
         self._views: weakref.WeakSet[ReadView] = weakref.WeakSet()
         self._views_lock = threading.Lock()
+        # Held by compact_files, and by close: a manual compaction never outlives the
+        # database it runs on.
+        self._maintenance_lock = threading.Lock()
         self._sync = WriteOptions()
         self._sync.sync = True
         self._no_sync = WriteOptions()
@@ -267,8 +270,19 @@ class RocksDatabase:
         with self._views_lock:
             self._views.add(view)
 
+    def compact_files(self) -> None:
+        """Compact every column family's files whole (RocksDB's manual compaction): the
+        space of deleted, overwritten and compacted-away data is given back now, not when
+        the background compactions reach it (etcd's defragmentation). Blocking, seconds
+        for a large database: call it on a worker thread. Writes and reads go on meanwhile
+        (RocksDB allows it); `close` waits for it to end."""
+        with self._maintenance_lock:
+            handles = self.handles()
+            for family in (handles.log, handles.state, handles.snapshot, handles.app):
+                family.compact_range(None, None)
+
     def close(self) -> None:
-        with self.write_lock:
+        with self._maintenance_lock, self.write_lock:
             with self._views_lock:
                 views = list(self._views)
             for view in views:
