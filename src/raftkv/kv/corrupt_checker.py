@@ -25,7 +25,6 @@ round. Nothing here changes state except through the log.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -47,6 +46,7 @@ from raftkv.kv.state_machine import KvStateMachine
 from raftkv.raft.core.errors import InvariantViolation, RaftError
 from raftkv.raft.driver.errors import Stopped
 from raftkv.raft.driver.node import Node
+from raftkv.raft.tasks import cancel_and_wait
 
 logger = logging.getLogger("raftkv.kv.corrupt_checker")
 
@@ -130,11 +130,8 @@ class CorruptChecker:
         self._task = asyncio.create_task(self._run(), name="raftkv-corrupt-checker")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         pending = self.machine.take_pending_hash()
         if pending is not None:
             pending.view.close()

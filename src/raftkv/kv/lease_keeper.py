@@ -18,7 +18,6 @@ which watchers see as deletes. Every node's clock is only compared with itself.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Coroutine
@@ -30,6 +29,7 @@ from raftkv.kv.errors import KvError
 from raftkv.kv.service import KvService
 from raftkv.kv.validation import MAX_CHECKPOINT_LEASES
 from raftkv.raft.core.errors import RaftError
+from raftkv.raft.tasks import cancel_and_wait
 
 logger = logging.getLogger("raftkv.kv.lease_keeper")
 
@@ -81,12 +81,7 @@ class LeaseKeeper:
         self._task = asyncio.create_task(self._run(), name="raftkv-lease-keeper")
 
     async def stop(self) -> None:
-        tasks = [task for task in (self._task, *self._tasks) if task is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._task, *self._tasks)
         self._task = None
 
     async def _run(self) -> None:

@@ -43,6 +43,7 @@ from raftkv.kv.state_machine import KvStateMachine
 from raftkv.raft.core.errors import InvariantViolation, RaftError
 from raftkv.raft.driver.errors import Stopped
 from raftkv.raft.driver.node import Node
+from raftkv.raft.tasks import cancel_and_wait
 
 logger = logging.getLogger("raftkv.kv.space_monitor")
 
@@ -165,11 +166,8 @@ class SpaceMonitor:
         self._task = asyncio.create_task(self._run(), name="raftkv-space-monitor")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

@@ -42,6 +42,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from raftkv.raft.transport.peer_identity import node_common_name
+
 __all__ = [
     "CA_COMMON_NAME",
     "DEFAULT_CA_DAYS",
@@ -121,7 +123,8 @@ class Authority:
         check_node_id(node)
         names = subject_alternative_names(hosts)
         usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-        return self._issue(f"node-{node}", usages, names, days, now)
+        # The name peers bind the connection to (raftkv.raft.transport.peer_identity).
+        return self._issue(node_common_name(node), usages, names, days, now)
 
     def issue_client(self, user: str, days: int, now: datetime.datetime) -> Issued:
         """A client certificate whose common name is `user` (clientAuth only)."""
@@ -399,7 +402,7 @@ def ensure_cluster(
     if not now < authority.certificate.not_valid_after_utc:
         return create_cluster(directory, nodes, force=True, now=now)
     for node in nodes:
-        if not usable(authority, layout.node(node), f"node-{node}", now):
+        if not usable(authority, layout.node(node), node_common_name(node), now):
             writes = _writes(layout.node(node), authority.issue_node(node, (), DEFAULT_DAYS, now))
             _write_all(directory, writes, force=True)
     return layout

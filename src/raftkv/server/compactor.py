@@ -10,11 +10,11 @@ watches at a revision older than the last `retention` ones then get `compacted`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from raftkv.kv import KvError, KvService
 from raftkv.raft import RaftError
+from raftkv.raft.tasks import cancel_and_wait
 
 logger = logging.getLogger("raftkv.server.compactor")
 
@@ -33,11 +33,8 @@ class AutoCompactor:
         self._task = asyncio.create_task(self._run(), name="raftkv-auto-compactor")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         clock = self.service.clock

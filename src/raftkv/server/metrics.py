@@ -166,7 +166,6 @@ HTTP
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Protocol
@@ -189,6 +188,7 @@ from raftkv.raft.core.types import StateRole
 from raftkv.raft.driver.errors import Stopped
 from raftkv.raft.driver.node import Node
 from raftkv.raft.driver.status import Histogram, NodeStatus
+from raftkv.raft.tasks import cancel_and_wait
 from raftkv.raft.transport.peer_transport import PeerTransport
 from raftkv.server.collector import GcPauses
 from raftkv.server.etcd_metrics import etcd_families
@@ -309,9 +309,7 @@ class Metrics:
         into `raftkv_event_loop_lag_seconds`."""
         task = asyncio.create_task(self._observe_loop_lag(), name="raftkv-loop-lag")
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
 
     async def gc_pauses(self, app: web.Application) -> AsyncIterator[None]:
         """An aiohttp cleanup context: while the app runs, every collection's pause goes

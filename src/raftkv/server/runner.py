@@ -37,7 +37,6 @@ hands leadership over first), flush and close RocksDB, and return 0.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import logging
@@ -78,6 +77,7 @@ from raftkv.raft.clock import SystemClock
 from raftkv.raft.driver.errors import NodeFailed
 from raftkv.raft.driver.node import Node
 from raftkv.raft.storage.rocks import StorageOpenError
+from raftkv.raft.tasks import cancel_and_wait
 from raftkv.raft.transport.settings import RECONNECT_BACKOFF_INITIAL_SECONDS
 from raftkv.server.app import BACKUPS, METRICS, HttpSettings, create_app, create_metrics_app
 from raftkv.server.backup_api import BackupHandlers
@@ -579,17 +579,11 @@ class Server:
             await self._corrupt_checker.stop()
         if self._space_monitor is not None:
             await self._space_monitor.stop()
-        if self._tls_watcher is not None:
-            self._tls_watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._tls_watcher
+        await cancel_and_wait(self._tls_watcher)
         if self.service is not None:
             # Ends every watch stream ("stopping"), so the handlers below can finish.
             self.service.watch_hub.close()
-        if self._publisher is not None:
-            self._publisher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._publisher
+        await cancel_and_wait(self._publisher)
         if self._etcd_port is not None:
             await self._etcd_port.close()
             self._etcd_port = None

@@ -89,6 +89,7 @@ from raftkv.raft.driver.ticker import Ticker
 from raftkv.raft.driver.transfer import LeadershipTransfers
 from raftkv.raft.driver.writer import Writer
 from raftkv.raft.storage.base import RaftStorage
+from raftkv.raft.tasks import cancel_and_wait
 from raftkv.raft.transport.base import (
     MemberAction,
     MemberRequest,
@@ -322,12 +323,9 @@ class Node:
             return
         self._stopping = True
         current = asyncio.current_task()
-        tasks = [task for task in (*self._tasks, *self._membership.tasks()) if task is not current]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(
+            *(task for task in (*self._tasks, *self._membership.tasks()) if task is not current)
+        )
         # A write already handed to the writer thread finishes; never abandon it halfway.
         if self._outstanding is not None and self._outstanding.write is not None:
             with contextlib.suppress(Exception):
