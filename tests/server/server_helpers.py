@@ -108,6 +108,15 @@ def error_code(body: Json) -> str:
 # -- the real client port ---------------------------------------------------------------
 
 
+# How long `Served.raw` waits for the server's whole answer before the test fails.
+RAW_WAIT_S = 10.0
+
+
+def status_of(status_line: bytes) -> int:
+    """The status code of an HTTP status line (b"HTTP/1.1 421 Misdirected Request": 421)."""
+    return int(status_line.split()[1])
+
+
 @dataclass
 class Served:
     cluster: LocalCluster
@@ -125,6 +134,28 @@ class Served:
                 return response.status, await response.json()
 
         return await self.cluster.complete(request())
+
+    async def raw(self, request: bytes) -> tuple[bytes, dict[str, str], Any]:
+        """Send `request` as it is and read until the server closes the connection (a
+        request with Connection: close, or one the server closes after answering): the
+        answer's status line, headers (lower-case names) and JSON body (None if empty)."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port.port)
+        try:
+            writer.write(request)
+            async with asyncio.timeout(RAW_WAIT_S):
+                answer = await reader.read()  # until the server closes
+        finally:
+            writer.close()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {name.lower(): value.strip() for name, value in (x.split(":", 1) for x in lines)}
+        return status_line.encode(), headers, json.loads(body) if body else None
+
+    async def keys(self) -> list[str]:
+        """Every key in the store."""
+        status, answer = await self.call("GET", "/v1/kv?prefix=true&key=")
+        assert status == 200
+        return [kv["key"] for kv in answer.get("kvs", [])]
 
     async def metric(self, name: str, **labels: str) -> float:
         async def scrape() -> str:

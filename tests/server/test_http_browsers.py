@@ -8,20 +8,18 @@ send is written as raw bytes on a socket."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from server_helpers import Served, error_code, served
+from server_helpers import error_code, served, status_of
 
 from raftkv.server import HttpSettings
 from raftkv.server.browser_guards import BrowserGuards
 from raftkv.server.browser_policy import ANY, allowed_hosts, normalize_origin, parse_host_pattern
 from raftkv.testing.local_cluster import run_scenario
 
-WAIT_S = 10.0
 JSON = {"Content-Type": "application/json"}
 
 
@@ -33,34 +31,12 @@ def guarded(hosts: tuple[str, ...] = (ANY,), origins: tuple[str, ...] = ()) -> H
     return HttpSettings(browsers=BrowserGuards(hosts=hosts, origins=origins))
 
 
-async def raw(api: Served, request: bytes) -> tuple[int, dict[str, str], Any]:
-    """Send `request` (with Connection: close) as it is: the answer's status, headers
-    (lower-case names) and JSON body."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", api.port.port)
-    try:
-        writer.write(request)
-        async with asyncio.timeout(WAIT_S):
-            answer = await reader.read()  # until the server closes
-    finally:
-        writer.close()
-    head, _, body = answer.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {name.lower(): value.strip() for name, value in (x.split(":", 1) for x in lines)}
-    return int(status_line.split()[1]), headers, json.loads(body) if body else None
-
-
 def put_with_host(host: str, key: str = "k") -> bytes:
     body = b'{"value": "v"}'
     return (
         f"PUT /v1/kv/{key} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode() + body
-
-
-async def keys(api: Served) -> list[str]:
-    status, answer = await api.call("GET", "/v1/kv?prefix=true&key=")
-    assert status == 200
-    return [kv["key"] for kv in answer.get("kvs", [])]
 
 
 # -- content type ----------------------------------------------------------------------------
@@ -95,7 +71,7 @@ def test_a_body_not_sent_as_json_is_refused_415_on_every_write_route(content_typ
                 assert (status, error_code(answer)) == (415, "unsupported_media_type"), path
                 assert "application/json" in answer["error"]["message"]
             # Nothing was written: no key, no lease, no member, nothing compacted.
-            assert await keys(api) == []
+            assert await api.keys() == []
             assert (await api.call("GET", "/v1/leases"))[1]["leases"] == []
             assert [m["id"] for m in (await api.call("GET", "/v1/cluster"))[1]["members"]] == [1]
             # A body without any Content-Type is refused as well (on /v1; etcd's gateway
@@ -107,7 +83,7 @@ def test_a_body_not_sent_as_json_is_refused_415_on_every_write_route(content_typ
             assert "'none'" in answer["error"]["message"]
             status, answer = await api.call("PUT", "/v1/kv/k", data=b'{"value": "v"}')
             assert (status, error_code(answer)) == (415, "unsupported_media_type")
-            assert await keys(api) == []
+            assert await api.keys() == []
 
     run(scenario)
 
@@ -138,7 +114,7 @@ def test_json_with_or_without_a_utf8_charset_is_accepted_and_bodyless_writes_una
             assert (await api.call("POST", "/v1/lease", json={"ttl": 60, "id": 5}))[0] == 200
             assert (await api.call("POST", "/v1/lease/5/keepalive"))[0] == 200
             assert (await api.call("DELETE", "/v1/kv/k"))[0] == 200
-            assert await keys(api) == []
+            assert await api.keys() == []
 
     run(scenario)
 
@@ -156,9 +132,9 @@ LOOPBACK = allowed_hosts((), "127.0.0.1", "")
 def test_a_node_on_loopback_answers_to_loopback_names_with_any_port(host: str) -> None:
     async def scenario() -> None:
         async with served(guarded(hosts=LOOPBACK)) as api:
-            status, _, _ = await raw(api, put_with_host(host))
-            assert status == 200
-            assert await keys(api) == ["k"]
+            status_line, _, _ = await api.raw(put_with_host(host))
+            assert status_of(status_line) == 200
+            assert await api.keys() == ["k"]
 
     run(scenario)
 
@@ -174,10 +150,10 @@ def test_a_host_not_allowed_is_refused_421_before_anything_is_written(host: str)
 
     async def scenario() -> None:
         async with served(guarded(hosts=LOOPBACK)) as api:
-            status, _, answer = await raw(api, put_with_host(host))
-            assert (status, error_code(answer)) == (421, "host_not_allowed")
+            status_line, _, answer = await api.raw(put_with_host(host))
+            assert (status_of(status_line), error_code(answer)) == (421, "host_not_allowed")
             assert "host_whitelist" in answer["error"]["message"]
-            assert await keys(api) == []
+            assert await api.keys() == []
 
     run(scenario)
 
@@ -188,12 +164,12 @@ def test_a_host_whitelist_takes_names_addresses_and_networks() -> None:
     async def scenario() -> None:
         async with served(guarded(hosts=hosts)) as api:
             for host in ("KV.example:8080", "10.1.2.3", "[2001:db8:0::1]:80"):
-                assert (await raw(api, put_with_host(host)))[0] == 200, host
+                assert status_of((await api.raw(put_with_host(host)))[0]) == 200, host
             for host in ("localhost", "127.0.0.1", "kv.example.org", "11.0.0.1"):
-                assert (await raw(api, put_with_host(host, key="no")))[0] == 421, host
+                assert status_of((await api.raw(put_with_host(host, key="no")))[0]) == 421, host
             read = b"GET /v1/kv/no HTTP/1.1\r\nHost: kv.example\r\nConnection: close\r\n\r\n"
-            status, _, answer = await raw(api, read)
-            assert (status, error_code(answer)) == (404, "not_found")
+            status_line, _, answer = await api.raw(read)
+            assert (status_of(status_line), error_code(answer)) == (404, "not_found")
 
     run(scenario)
 
@@ -237,7 +213,7 @@ def test_a_cross_origin_request_is_refused_403_and_nothing_is_written() -> None:
                     status, answer = await api.call(method, path, headers={"Origin": origin})
                     assert (status, error_code(answer)) == (403, "origin_not_allowed"), origin
                     assert "cors" in answer["error"]["message"]
-            assert await keys(api) == ["k"]
+            assert await api.keys() == ["k"]
 
     run(scenario)
 

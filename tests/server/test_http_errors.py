@@ -7,49 +7,24 @@ bytes on a socket."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from server_helpers import Served, error_code, served
+from server_helpers import error_code, served
 
 from raftkv.raft.driver.settings import NodeSettings
 from raftkv.server.logs import BadRequestLines
 from raftkv.testing.local_cluster import run_scenario
 
-WAIT_S = 10.0
 # What every client of the API sends with a body (a body without it is refused 415).
 JSON = {"Content-Type": "application/json"}
 
 
 def run(scenario: Callable[[], Awaitable[None]]) -> None:
     run_scenario(scenario, timeout_s=60)
-
-
-async def raw(api: Served, request: bytes) -> tuple[bytes, dict[str, str], Any]:
-    """Send `request` as it is; the answer's status line, headers and JSON body (the
-    server closes the connection after each of these answers)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", api.port.port)
-    try:
-        writer.write(request)
-        async with asyncio.timeout(WAIT_S):
-            answer = await reader.read()  # until the server closes
-    finally:
-        writer.close()
-    head, _, body = answer.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {name.lower(): value.strip() for name, value in (x.split(":", 1) for x in lines)}
-    return status_line.encode(), headers, json.loads(body)
-
-
-async def keys(api: Served) -> list[str]:
-    """Every key in the store."""
-    status, answer = await api.call("GET", "/v1/kv?prefix=true&key=")
-    assert status == 200
-    return [kv["key"] for kv in answer.get("kvs", [])]
 
 
 # -- bodies ----------------------------------------------------------------------------------
@@ -71,7 +46,7 @@ def test_invalid_utf8_inside_a_json_string_is_a_400_on_every_body_route() -> Non
                 assert (status, error_code(answer)) == (400, "invalid_json"), (path, answer)
                 assert "not UTF-8" in answer["error"]["message"]
                 assert "encoding=base64" in answer["error"]["message"]
-            assert await keys(api) == []
+            assert await api.keys() == []
 
     run(scenario)
 
@@ -115,7 +90,7 @@ def test_a_name_given_twice_in_one_json_object_is_refused() -> None:
             status, answer = await api.call("POST", "/v1/txn", data=text.encode(), headers=JSON)
             assert (status, error_code(answer)) == (400, "invalid_json")
             assert "'op' appears twice" in answer["error"]["message"]
-            assert await keys(api) == []  # nothing applied
+            assert await api.keys() == []  # nothing applied
             status, _ = await api.call(
                 "POST", "/v1/txn", data=json.dumps({"success": ops}), headers=JSON
             )
@@ -176,7 +151,7 @@ def test_a_percent_escape_that_is_not_utf8_is_refused_pointing_at_base64() -> No
             # UTF-8 escapes, and an escaped "%", are keys as before.
             assert (await api.call("PUT", "/v1/kv/%25FF", json={"value": "1"}))[0] == 200
             assert (await api.call("PUT", "/v1/kv/%E2%82%AC", json={"value": "2"}))[0] == 200
-            assert await keys(api) == ["%FF", "€"]
+            assert await api.keys() == ["%FF", "€"]
             # The binary key, as the message says.
             status, _ = await api.call(
                 "PUT", "/v1/kv/%2Fw%3D%3D?encoding=base64", json={"value": "Mw=="}
@@ -243,7 +218,7 @@ def test_requests_the_parser_refuses_get_the_json_error_answer() -> None:
     async def scenario() -> None:
         async with served() as api:
             for what, request in PARSER_REFUSALS.items():
-                status_line, headers, answer = await raw(api, request)
+                status_line, headers, answer = await api.raw(request)
                 assert status_line.split()[1] == b"400", what
                 assert headers["content-type"] == "application/json", what
                 assert error_code(answer) == "malformed_request", what
@@ -252,7 +227,7 @@ def test_requests_the_parser_refuses_get_the_json_error_answer() -> None:
                 assert len(message) < 200, what
             assert (
                 "longer than 8190 bytes"
-                in (await raw(api, PARSER_REFUSALS["long header"]))[2]["error"]["message"]
+                in (await api.raw(PARSER_REFUSALS["long header"]))[2]["error"]["message"]
             )
 
     run(scenario)
@@ -264,18 +239,18 @@ def test_http_versions_other_than_1_0_and_1_1_are_answered_505() -> None:
     async def scenario() -> None:
         async with served() as api:
             for version in (b"0.9", b"2.0"):
-                status_line, _, answer = await raw(
-                    api, b"GET /health HTTP/" + version + b"\r\nHost: x\r\n\r\n"
+                status_line, _, answer = await api.raw(
+                    b"GET /health HTTP/" + version + b"\r\nHost: x\r\n\r\n"
                 )
                 assert status_line.startswith(b"HTTP/1.1 505 "), status_line
                 assert error_code(answer) == "http_version_not_supported"
                 assert version.decode() in answer["error"]["message"]
             # One the parser does not know.
-            status_line, _, answer = await raw(api, b"GET /health HTTP/3.0\r\nHost: x\r\n\r\n")
+            status_line, _, answer = await api.raw(b"GET /health HTTP/3.0\r\nHost: x\r\n\r\n")
             assert status_line.split()[1] == b"505"
             assert error_code(answer) == "http_version_not_supported"
             assert "Invalid HTTP version" in answer["error"]["message"]
-            status_line, _, answer = await raw(api, b"GET /health HTTP/1.0\r\n\r\n")
+            status_line, _, answer = await api.raw(b"GET /health HTTP/1.0\r\n\r\n")
             assert status_line.startswith(b"HTTP/1.0 200") and answer == {"status": "ok"}
 
     run(scenario)
@@ -293,7 +268,7 @@ def test_malformed_requests_log_one_line_without_a_traceback(
         async with served() as api:
             for _ in range(3):
                 for request in PARSER_REFUSALS.values():
-                    await raw(api, request)
+                    await api.raw(request)
 
     try:
         with caplog.at_level(logging.DEBUG, logger="aiohttp.server"):
