@@ -12,7 +12,8 @@ from server_helpers import started
 
 from raftkv.api.cluster import StatusAnswer
 from raftkv.server.app import HttpSettings
-from raftkv.server.exposure import client_warnings, is_loopback, peer_refusal
+from raftkv.server.browser_policy import is_loopback_host
+from raftkv.server.exposure import client_warnings, peer_refusal
 from raftkv.server.preflight import check_before_start
 from raftkv.server.settings import ServerSettings, SettingsInvalid
 from raftkv.testing.local_cluster import run_scenario
@@ -23,9 +24,9 @@ TLS = {"cert_file": Path("node.pem"), "key_file": Path("node-key.pem")}
 
 def test_only_loopback_hosts_are_this_machines_alone() -> None:
     for host in ("127.0.0.1", "127.8.9.1", "::1", "localhost"):
-        assert is_loopback(host), host
+        assert is_loopback_host(host), host
     for host in ("0.0.0.0", "::", "", "10.0.0.1", "kv.internal", "192.168.1.2"):
-        assert not is_loopback(host), host
+        assert not is_loopback_host(host), host
 
 
 def test_a_plaintext_peer_port_off_loopback_is_refused_unless_chosen() -> None:

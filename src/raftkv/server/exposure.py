@@ -15,29 +15,17 @@
 
 from __future__ import annotations
 
-import ipaddress
-
+from raftkv.server.browser_policy import is_loopback_host
 from raftkv.server.setting_values import split_address
 from raftkv.server.settings import ServerSettings
 
-__all__ = ["client_warnings", "is_loopback", "peer_refusal"]
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` (a listen address's host) is reachable from this machine only:
-    localhost, 127.0.0.0/8, ::1. A wildcard (0.0.0.0, ::, "") or a name is not."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+__all__ = ["client_warnings", "peer_refusal"]
 
 
 def peer_refusal(settings: ServerSettings) -> str | None:
     """Why the node must not start (its peer port open and unauthenticated), or None."""
     host, _ = split_address(settings.listen_peer)
-    if is_loopback(host) or settings.peer_ca_file is not None or settings.allow_insecure_peers:
+    if is_loopback_host(host) or settings.peer_ca_file is not None or settings.allow_insecure_peers:
         return None
     return (
         f"setting listen_peer: {settings.listen_peer} is reachable from the network and peers "
@@ -52,7 +40,7 @@ def client_warnings(settings: ServerSettings) -> list[str]:
     warnings = []
     for name in ("listen_client", "listen_client_grpc"):
         address = getattr(settings, name)
-        if not address or is_loopback(split_address(address)[0]):
+        if not address or is_loopback_host(split_address(address)[0]):
             continue
         if settings.cert_file is None:
             warnings.append(
