@@ -211,11 +211,15 @@ class KvProcessCluster:
         self.http.close()
 
 
-def cli(cluster: KvProcessCluster, *arguments: str) -> subprocess.CompletedProcess[str]:
-    """`raftkv ARGUMENTS --endpoints <every running node>`, its output captured."""
+def cli(
+    cluster: KvProcessCluster, *arguments: str, cluster_tls: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """`raftkv ARGUMENTS --endpoints <every running node>`, its output captured; for a TLS
+    cluster with the cluster's CA and certificate, unless `cluster_tls` is False (the
+    arguments then say what to show, if anything)."""
     endpoints = ",".join(cluster.url(node) for node in cluster.running())
     tls = cluster.tls
-    if tls is not None:
+    if tls is not None and cluster_tls:
         arguments = (
             *arguments,
             *("--cacert", str(tls.ca_file), "--cert", str(tls.cert_file)),

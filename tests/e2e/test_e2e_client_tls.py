@@ -7,8 +7,6 @@ an https member; renewed certificates are served after SIGHUP, without a restart
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -39,10 +37,9 @@ def test_a_cluster_serving_tls_with_client_certificates(tmp_path: Path) -> None:
         # raftkv's CLI with the cluster's CA and a client certificate.
         tls_flags = ["--cacert", str(client_files.ca_file), "--cert", str(client_files.cert_file)]
         tls_flags += ["--key", str(client_files.key_file)]
-        endpoints = ",".join(cluster.url(node) for node in cluster.ids)
-        put = cli(cluster, "put", "greeting", "hello")
+        put = cli(cluster, "put", "greeting", "hello", *tls_flags, cluster_tls=False)
         assert put.returncode == 0, put.stderr
-        got = cli(cluster, "get", "greeting", "--output", "json")
+        got = cli(cluster, "get", "greeting", "--output", "json", *tls_flags, cluster_tls=False)
         assert got.returncode == 0 and "hello" in got.stdout, got.stderr
 
         # Without a client certificate, or with a stranger's, or without the CA: refused,
@@ -62,11 +59,13 @@ def test_a_cluster_serving_tls_with_client_certificates(tmp_path: Path) -> None:
             ),
             ("no CA", ["--cert", str(client_files.cert_file), "--key", str(client_files.key_file)]),
         ):
-            refused = subprocess_cli(endpoints, ["get", "greeting", "--timeout", "3", *flags])
+            refused = cli(cluster, "get", "greeting", "--timeout", "3", *flags, cluster_tls=False)
             assert refused.returncode == 4, (name, refused.stdout, refused.stderr)
             assert len(refused.stderr.strip().splitlines()) == 1, (name, refused.stderr)
             assert "Traceback" not in refused.stderr
-        unknown = subprocess_cli(endpoints, ["get", "greeting", "--cacert", str(tmp_path / "no")])
+        unknown = cli(
+            cluster, "get", "greeting", "--cacert", str(tmp_path / "no"), cluster_tls=False
+        )
         assert unknown.returncode == 2 and "cannot read" in unknown.stderr, unknown.stderr
 
         # etcdctl, over TLS, with the same files.
@@ -116,13 +115,3 @@ def test_a_cluster_serving_tls_with_client_certificates(tmp_path: Path) -> None:
             assert "Traceback" not in cluster.log(node)
     finally:
         cluster.stop()
-
-
-def subprocess_cli(endpoints: str, arguments: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "raftkv", *arguments, "--endpoints", endpoints],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
