@@ -5,6 +5,8 @@ whole cluster then refuses writes that add data, and only an operator's disarm e
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,7 @@ from raftkv.kv import (
 from raftkv.kv.errors import NoSpace
 from raftkv.kv.layout import NoSpaceAlarm
 from raftkv.kv.space_monitor import SpaceUsage, measure_directory, measure_inline
-from raftkv.testing.local_cluster import run_scenario
+from raftkv.testing.local_cluster import LocalCluster, run_scenario
 
 MiB = 1 << 20
 SETTINGS = SpaceSettings(quota_bytes=100 * MiB, min_free_bytes=10 * MiB, interval_s=1.0)
@@ -38,29 +40,39 @@ class Disk:
         return self.usage
 
 
-def monitors(services: dict[int, KvService]) -> tuple[dict[int, Disk], list[SpaceMonitor]]:
+@asynccontextmanager
+async def monitored(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[LocalCluster, dict[int, KvService], dict[int, Disk], list[SpaceMonitor]]]:
+    """A 3-node cluster (kv_helpers.started) with a SpaceMonitor per member, each measuring
+    a Disk of its own; everything stopped on the way out."""
+    cluster, services = await started(tmp_path)
     disks = {node: Disk() for node in services}
-    started_monitors = []
-    for node, service in services.items():
-        monitor = SpaceMonitor(
+    running = [
+        SpaceMonitor(
             service.node,
             service.machine,
             disks[node].measure,
             SETTINGS,
             run_blocking=measure_inline,
         )
+        for node, service in services.items()
+    ]
+    for monitor in running:
         monitor.start()
-        started_monitors.append(monitor)
-    return disks, started_monitors
+    try:
+        yield cluster, services, disks, running
+    finally:
+        for monitor in running:
+            await monitor.stop()
+        await stop(cluster, services)
 
 
 def test_a_follower_over_its_quota_makes_the_cluster_refuse_writes_until_disarmed(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def scenario() -> None:
-        cluster, services = await started(tmp_path)
-        disks, running = monitors(services)
-        try:
+        async with monitored(tmp_path) as (cluster, services, disks, _):
             leader = cluster.leader()
             assert leader is not None
             follower = next(node for node in services if node != leader.id)
@@ -94,10 +106,6 @@ def test_a_follower_over_its_quota_makes_the_cluster_refuse_writes_until_disarme
             await cluster.complete(cluster.clock.sleep(3 * SETTINGS.interval_s))
             assert at_leader.nospace_alarms() == []
             await cluster.complete(at_leader.put(b"new", b"2"))
-        finally:
-            for monitor in running:
-                await monitor.stop()
-            await stop(cluster, services)
 
     with caplog.at_level(logging.INFO, logger="raftkv.kv.space_monitor"):
         run_scenario(scenario)
@@ -111,9 +119,7 @@ def test_a_follower_over_its_quota_makes_the_cluster_refuse_writes_until_disarme
 
 def test_a_disk_short_of_free_space_raises_the_alarm_with_that_reason(tmp_path: Path) -> None:
     async def scenario() -> None:
-        cluster, services = await started(tmp_path)
-        disks, running = monitors(services)
-        try:
+        async with monitored(tmp_path) as (cluster, services, disks, running):
             leader = cluster.leader()
             assert leader is not None
             disks[int(leader.id)].usage = SpaceUsage(10 * MiB, 5 * MiB)
@@ -123,19 +129,13 @@ def test_a_disk_short_of_free_space_raises_the_alarm_with_that_reason(tmp_path: 
             assert isinstance(alarm, NoSpaceAlarm)
             assert (alarm.member_id, alarm.reason) == (int(leader.id), "disk_free")
             assert running[0].last_usage is not None
-        finally:
-            for monitor in running:
-                await monitor.stop()
-            await stop(cluster, services)
 
     run_scenario(scenario)
 
 
 def test_the_leader_ends_the_alarm_of_a_member_that_left(tmp_path: Path) -> None:
     async def scenario() -> None:
-        cluster, services = await started(tmp_path)
-        _, running = monitors(services)
-        try:
+        async with monitored(tmp_path) as (cluster, services, _, _):
             leader = cluster.leader()
             assert leader is not None
             service = services[int(leader.id)]
@@ -145,10 +145,6 @@ def test_the_leader_ends_the_alarm_of_a_member_that_left(tmp_path: Path) -> None
             assert [alarm.member_id for alarm in service.nospace_alarms()] == [7]
             await cluster.run_until(lambda: service.nospace_alarms() == [])
             await cluster.complete(service.put(b"k", b"v"))
-        finally:
-            for monitor in running:
-                await monitor.stop()
-            await stop(cluster, services)
 
     run_scenario(scenario)
 
