@@ -280,9 +280,9 @@ def check_hash_request(request: HashCheckRequest) -> None:
             if len(set(request.members)) != count:
                 raise InvalidRequest("a hash check names a member twice")
             for member in request.members:
-                _check_member_id(member)
+                check_member_id(member)
         case HashReport():
-            _check_member_id(request.member_id)
+            check_member_id(request.member_id)
             if not 1 <= request.check_index <= _MAX_MEMBER_ID:
                 raise InvalidRequest(f"check_index must be >= 1, got {request.check_index}")
             if len(request.hash) != HASH_BYTES:
@@ -290,11 +290,12 @@ def check_hash_request(request: HashCheckRequest) -> None:
                     f"a hash report carries {HASH_BYTES} bytes, got {len(request.hash)}"
                 )
         case ClearCorruptAlarm():
-            _check_member_id(request.member_id)
+            check_member_id(request.member_id)
         case _:
             assert_never(request)
 
 
-def _check_member_id(member_id: int) -> None:
+def check_member_id(member_id: int) -> None:
+    """InvalidRequest unless `member_id` is one a member can have (1..2**63-1)."""
     if not 1 <= member_id <= _MAX_MEMBER_ID:
         raise InvalidRequest(f"a member id is in 1..2**63-1, got {member_id}")

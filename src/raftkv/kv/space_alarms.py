@@ -45,7 +45,8 @@ from raftkv.kv.commands import (
     Txn,
     WriteRequest,
 )
-from raftkv.kv.errors import InvalidRequest, LimitExceeded
+from raftkv.kv.errors import LimitExceeded
+from raftkv.kv.hash_checks import check_member_id
 from raftkv.kv.layout import (
     NOSPACE_ALARMS_KEY,
     NoSpaceAlarm,
@@ -57,7 +58,6 @@ from raftkv.kv.staging import StagedWrites
 
 # Alarms the record may hold (one per member id).
 MAX_ALARMS = 256
-_MAX_MEMBER_ID = (1 << 63) - 1
 _RECORD_DECODER = msgspec.msgpack.Decoder(NoSpaceAlarmsRecord)
 
 
@@ -133,12 +133,9 @@ def check_space_alarm_request(request: NoSpaceAlarmRequest) -> None:
     """Raise an InvalidRequest naming the first rule `request` breaks."""
     match request:
         case RaiseNoSpaceAlarm():
-            if not 1 <= request.member_id <= _MAX_MEMBER_ID:
-                raise InvalidRequest(f"a member id is in 1..2**63-1, got {request.member_id}")
+            check_member_id(request.member_id)
         case DisarmNoSpaceAlarm():
-            if not 0 <= request.member_id <= _MAX_MEMBER_ID:
-                raise InvalidRequest(
-                    f"a member id is in 1..2**63-1 (0: every member), got {request.member_id}"
-                )
+            if request.member_id != 0:  # 0: every member's
+                check_member_id(request.member_id)
         case _:
             assert_never(request)
