@@ -128,7 +128,9 @@ class ClientTls:
         # Reloads that took / failed since start (metrics and tests).
         self.reloads = 0
         self.failed_reloads = 0
-        self.listening_context = server_context(files)
+        # The first context also listens: its SNI callback hands each handshake to the
+        # current one (itself until a reload).
+        self.listening_context = self.current
         self.listening_context.sni_callback = self._hand_over
 
     def _hand_over(self, connection: ssl.SSLObject, name: str | None, _: ssl.SSLContext) -> None:
