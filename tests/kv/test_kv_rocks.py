@@ -50,9 +50,9 @@ def test_a_restart_resumes_from_the_meta_records_and_the_leases(tmp_path: Path) 
     try:
         app = CountingAppData(storage.app_data())
         after = KvStateMachine(app)
-        # meta:mvcc, meta:sessions, meta:hash_check and meta:nospace_alarms, and one scan
-        # of the lease records (not of the data).
-        assert (app.scans, app.gets) == (1, 4)
+        # meta:mvcc, meta:sessions, meta:hash_check, meta:nospace_alarms and meta:auth,
+        # and one scan of the lease records (not of the data).
+        assert (app.scans, app.gets) == (1, 5)
         assert (
             after.state_hash(),
             after.current_revision(),

@@ -29,6 +29,7 @@ from typing import Literal, assert_never
 
 import msgspec
 
+from raftkv.kv.auth_commands import AuthRequest
 from raftkv.kv.errors import InvalidRequest
 
 # -- requests -------------------------------------------------------------------------------
@@ -248,12 +249,22 @@ WriteRequest = (
     | LeaseRequest
     | HashCheckRequest
     | NoSpaceAlarmRequest
+    | AuthRequest
 )
 
 
-class KvCommand(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class KvCommand(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """One entry of the Raft log. With a `client_id`, `sequence` (>= 1) numbers the
     client's writes: a retry of its last sequence returns the first result unapplied.
+
+    `auth_revision`: a client's request carries the auth revision (`raftkv.kv.auth_state`)
+    its permissions were checked at, by the node that proposed it; the apply refuses it
+    with `AuthRevisionChanged` if users, roles or permissions changed in between (the node
+    checks again against the newer state and proposes again: etcd's rule), so a member
+    that had not yet applied a revoked permission cannot let a write through. 0: the
+    node's own commands (lease expiry, hash checks, alarms), never checked.
+
+    Fields at their default are left out of the encoding.
 
     Named KvCommand, not Command: `raftkv.raft.Command` is the log entry that carries it.
     """
@@ -261,6 +272,7 @@ class KvCommand(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     request: WriteRequest
     client_id: str = ""
     sequence: int = 0
+    auth_revision: int = 0
 
 
 def compare_meets(compare: TxnCompare, actual: bytes | int) -> bool:
@@ -400,6 +412,16 @@ class NoSpaceAlarmResponse(
     members: list[int]
 
 
+class AuthChangeResponse(
+    msgspec.Struct, tag="auth_change_result", frozen=True, forbid_unknown_fields=True
+):
+    """For every auth request (`raftkv.kv.auth_commands`): the auth revision after it
+    (auth changes create no store revision)."""
+
+    header: ResponseHeader
+    auth_revision: int
+
+
 WriteResponse = (
     PutResponse
     | DeleteRangeResponse
@@ -412,6 +434,7 @@ WriteResponse = (
     | LeaseCheckpointResponse
     | HashCheckResponse
     | NoSpaceAlarmResponse
+    | AuthChangeResponse
 )
 
 

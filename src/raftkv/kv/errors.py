@@ -173,3 +173,91 @@ class NoSpace(KvError):
             "disarm`"
         )
         self.members = members
+
+
+class AuthError(KvError):
+    """A request about users, roles or credentials that is refused; it changed nothing."""
+
+    code = "auth_error"
+
+
+class AuthRequired(AuthError):
+    """Authentication is enabled and the request carries no credentials (no token, no
+    client certificate naming a user)."""
+
+    code = "auth_required"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "authentication is enabled: authenticate first (raftkv --user NAME, or "
+            "POST /v1/auth/authenticate and send Authorization: Bearer <token>)"
+        )
+
+
+class InvalidToken(AuthError):
+    """A token that is malformed, forged, expired, or void (its user was deleted or its
+    password changed, or auth was disabled and enabled again)."""
+
+    code = "invalid_token"
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"the auth token is {why}: authenticate again")
+        self.why = why
+
+
+class AuthFailed(AuthError):
+    """A wrong user name or password (which one is not said)."""
+
+    code = "auth_failed"
+
+    def __init__(self) -> None:
+        super().__init__("authentication failed: invalid user name or password")
+
+
+class PermissionDenied(AuthError):
+    """The user may not do this: `what` names the access and the key range or the admin
+    action."""
+
+    code = "permission_denied"
+
+    def __init__(self, user: str, what: str) -> None:
+        super().__init__(f"user {user!r} may not {what}")
+        self.user = user
+        self.what = what
+
+
+class AuthNotEnabled(AuthError):
+    """Authenticate while authentication is disabled."""
+
+    code = "auth_not_enabled"
+
+    def __init__(self) -> None:
+        super().__init__("authentication is not enabled: every request is allowed without it")
+
+
+class AuthConflict(AuthError):
+    """A change that contradicts the auth state: a user or role that exists already or
+    does not exist, a role granted twice, enabling auth without a root user."""
+
+    code = "auth_conflict"
+
+
+class AuthRevisionChanged(AuthError):
+    """Users, roles or permissions changed between the proposer's permission check and
+    the apply (`KvCommand.auth_revision`): nothing applied; the proposer checks again and
+    proposes again."""
+
+    code = "auth_revision_changed"
+
+    def __init__(self, checked: int, current: int) -> None:
+        super().__init__(
+            f"permissions were checked at auth revision {checked}, now {current}: retry"
+        )
+        self.checked = checked
+        self.current = current
+
+
+class AuthNotFound(AuthError):
+    """The user or role named does not exist."""
+
+    code = "auth_not_found"

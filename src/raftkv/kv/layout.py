@@ -17,6 +17,8 @@ not repeated in every record).
 | hash checks    | b"meta:hash_check"                    | HashCheckRecord: the last check, its    |
 |                |                                       | reports, the CORRUPT alarms             |
 | space alarms   | b"meta:nospace_alarms"                | NoSpaceAlarmsRecord: the NOSPACE alarms |
+| auth           | b"meta:auth"                          | AuthRecord: users, roles, whether auth  |
+|                |                                       | is on, its revision, the signing key    |
 | sessions       | b"s" client id (UTF-8)                | SessionRecord: sequence, index, result  |
 | session age    | b"a" log index, client id (UTF-8)     | empty                                   |
 | leases         | b"l" lease id                         | LeaseRecord: ttl, remaining_ms,         |
@@ -64,6 +66,7 @@ SESSIONS_META_KEY = b"meta:sessions"
 MEMBER_PREFIX = b"meta:member:"
 HASH_CHECK_KEY = b"meta:hash_check"
 NOSPACE_ALARMS_KEY = b"meta:nospace_alarms"
+AUTH_KEY = b"meta:auth"
 HISTORY_PREFIX = b"h"
 INDEX_PREFIX = b"k"
 REVISION_PREFIX = b"r"
@@ -150,6 +153,43 @@ class NoSpaceAlarm(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_
 class NoSpaceAlarmsRecord(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
     # By member id, increasing; at most one per member. Absent from the store when empty.
     alarms: list[NoSpaceAlarm]
+
+
+class PermissionRecord(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+    """A role's access to a key range (raftkv.kv.auth_commands.Permission's fields)."""
+
+    kind: Literal["read", "write", "readwrite"]
+    key: bytes
+    range_end: bytes
+
+
+class RoleRecord(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+    name: str
+    # By (key, range_end), increasing; at most one per range.
+    permissions: list[PermissionRecord]
+
+
+class UserRecord(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+    """A user: its password hash (raftkv.kv.passwords; "" none: a certificate names it),
+    its roles (sorted), and the auth revision that last set its password, which every token
+    issued to it carries (a token naming an older one is void)."""
+
+    name: str
+    password_hash: str
+    roles: list[str]
+    password_revision: int
+
+
+class AuthRecord(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+    """Users and roles (raftkv.kv.auth_state), each sorted by name. `revision` counts the
+    auth changes applied (absent record: revision 1, nothing else). `signing_key`: the
+    tokens' key while auth is enabled, b"" otherwise."""
+
+    enabled: bool
+    revision: int
+    signing_key: bytes
+    users: list[UserRecord]
+    roles: list[RoleRecord]
 
 
 class SessionsMeta(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):

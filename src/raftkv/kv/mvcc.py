@@ -43,6 +43,7 @@ from typing import Protocol, TypeVar, assert_never
 
 import msgspec
 
+from raftkv.kv.auth_commands import AuthRequest
 from raftkv.kv.commands import (
     Compact,
     CompactResponse,
@@ -219,7 +220,9 @@ class MvccStore:
             case PublishMember():
                 raise InvalidRequest("PublishMember is not an MVCC request (KvStateMachine)")
             case _:
-                if isinstance(request, LeaseRequest | HashCheckRequest | NoSpaceAlarmRequest):
+                if isinstance(
+                    request, LeaseRequest | HashCheckRequest | NoSpaceAlarmRequest | AuthRequest
+                ):
                     raise InvalidRequest(
                         f"{type(request).__name__} is not an MVCC request (KvStateMachine)"
                     )

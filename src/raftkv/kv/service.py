@@ -36,6 +36,14 @@ gets a random one (retried on the rare collision). `lease_status` and `leases` r
 node's view (linearizable by default: ReadIndex first), with the remaining TTL from its own
 countdown (`raftkv.kv.lease_timers`).
 
+Authorization (`raftkv.kv.authorization`): every call that reads, writes or administers
+acts for the task's caller (`raftkv.kv.callers.current_caller`): a write is checked before
+it is proposed and carries the auth revision of the check (refused at apply, then checked
+and proposed again, if users or roles changed meanwhile); a read is checked once its read
+point is reached, against state at least that recent. While auth is disabled nothing is
+refused. `change_auth` proposes the changes of users and roles (`raftkv.kv.auth_service`
+hashes passwords and answers logins).
+
 Errors: a `KvError` for a refused request (the same on every node, except ScanTooLarge: a
 limit of this node's), or the driver's own: NotLeader, ProposalDropped, ProposalTimeout
 (outcome unknown), ReadTimeout, Overloaded, Stopped; for membership changes
@@ -46,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -53,7 +62,11 @@ from typing import TypeVar
 
 import msgspec
 
+from raftkv.kv.auth_commands import AuthRequest
+from raftkv.kv.authorization import Authorizer
+from raftkv.kv.callers import INTERNAL, acting_as, current_caller
 from raftkv.kv.commands import (
+    AuthChangeResponse,
     Compact,
     CompactResponse,
     DeleteRange,
@@ -85,6 +98,7 @@ from raftkv.kv.commands import (
     is_read_only,
 )
 from raftkv.kv.errors import (
+    AuthRevisionChanged,
     Compacted,
     FutureRevision,
     InvalidRequest,
@@ -118,6 +132,7 @@ ResultT = TypeVar(
     LeaseRevokeResponse,
     LeaseCheckpointResponse,
     NoSpaceAlarmResponse,
+    AuthChangeResponse,
 )
 ReadT = TypeVar("ReadT")
 # Random lease ids drawn before giving up on collisions (each collision costs a log entry).
@@ -126,6 +141,14 @@ _MAX_LEASE_ID = (1 << 63) - 1
 # The most revisions one compaction log entry covers (see KvService.compact): a put-heavy
 # history compacts about 1,000 keys per entry, tens of milliseconds of each member's loop.
 COMPACT_STEP_REVISIONS = 1000
+# Proposals of one write refused because users or roles changed between its check and its
+# apply (AuthRevisionChanged), before the error is the answer: auth changes are rare, so a
+# second refusal in a row is rarer still.
+_AUTH_ATTEMPTS = 3
+
+
+def _wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +213,7 @@ class KvService:
         *,
         read_limits: ReadLimits | None = None,
         rng: random.Random | None = None,
+        wall_clock_ms: Callable[[], int] = _wall_clock_ms,
     ) -> None:
         if node.state_machine is not machine:
             raise ValueError("the KvStateMachine must be the one the node applies to")
@@ -204,6 +228,9 @@ class KvService:
         self._readers: ThreadPoolExecutor | None = None
         # A defragmentation is running (at most one per node).
         self._defragmenting = False
+        # What callers may do (the state machine's auth state, read at each check: a
+        # snapshot install replaces it). `wall_clock_ms`: tokens' expiry time.
+        self.authorizer = Authorizer(lambda: machine.auth, wall_clock_ms)
 
     def close(self) -> None:
         """Stop the read threads (a scan under way ends with its view: see _read)."""
@@ -256,6 +283,7 @@ class KvService:
         if is_read_only(request):
             if not serializable:
                 await self.node.read_index(timeout=timeout)
+            self.authorizer.check(current_caller(), request)
             budget = self.read_limits.read_budget()
             return await self._read(
                 lambda view: view.txn(request, budget), scans=_txn_scans(request)
@@ -264,6 +292,7 @@ class KvService:
             raise InvalidRequest(
                 "consistency=serializable is for reads; a txn that writes goes through the log"
             )
+        self.authorizer.check(current_caller(), request)
         if _txn_scans(request):
             limits = self.read_limits
             budget = ReadBudget(limits.max_txn_scan_entries, setting="max_txn_scan_entries")
@@ -278,6 +307,7 @@ class KvService:
         Each step is a compaction in its own right, so a failure part way leaves the
         history compacted up to the last step done. `timeout` bounds the whole."""
         check_request(Compact(revision=revision), self.settings)
+        self.authorizer.check(current_caller(), Compact(revision=revision))
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         if revision > self.current_revision():
             # Refused whole, before a first step: confirm against the cluster's revision.
@@ -315,7 +345,8 @@ class KvService:
         """Record, through the log, where clients reach member `member_id` (and its etcd
         gRPC API, when it serves one)."""
         request = PublishMember(member_id=member_id, client_url=client_url, etcd_url=etcd_url)
-        return await self._write(request, PublishMemberResponse, "", 0, timeout)
+        with acting_as(INTERNAL):
+            return await self._write(request, PublishMemberResponse, "", 0, timeout)
 
     async def lease_grant(
         self, ttl: int, lease_id: int = 0, *, timeout: float | None = None
@@ -342,6 +373,9 @@ class KvService:
     async def lease_revoke(
         self, lease_id: int, *, timeout: float | None = None
     ) -> LeaseRevokeResponse:
+        """End the lease and delete its keys; the caller needs write on every key
+        attached (as in etcd)."""
+        self.authorizer.check_keys_writable(current_caller(), self.machine.lease_keys(lease_id))
         return await self._write(LeaseRevoke(lease_id), LeaseRevokeResponse, "", 0, timeout)
 
     async def lease_expire(
@@ -349,12 +383,16 @@ class KvService:
     ) -> LeaseRevokeResponse:
         """The leader's expiry (see LeaseExpire): a no-op if renewed since `renewed_index`."""
         request = LeaseExpire(lease_id, renewed_index)
-        return await self._write(request, LeaseRevokeResponse, "", 0, timeout)
+        with acting_as(INTERNAL):
+            return await self._write(request, LeaseRevokeResponse, "", 0, timeout)
 
     async def lease_checkpoint(
         self, leases: list[LeaseRemaining], *, timeout: float | None = None
     ) -> LeaseCheckpointResponse:
-        return await self._write(LeaseCheckpoint(leases), LeaseCheckpointResponse, "", 0, timeout)
+        with acting_as(INTERNAL):
+            return await self._write(
+                LeaseCheckpoint(leases), LeaseCheckpointResponse, "", 0, timeout
+            )
 
     async def lease_status(
         self,
@@ -367,6 +405,7 @@ class KvService:
         """The lease as this node knows it; LeaseNotFound if it does not exist."""
         if not serializable:
             await self.node.read_index(timeout=timeout)
+        self.authorizer.user(current_caller())
         record = self.machine.lease(lease_id)
         remaining = self.machine.lease_timers.remaining_s(lease_id)
         if record is None or remaining is None:
@@ -380,6 +419,7 @@ class KvService:
         """Every lease (without keys), by id."""
         if not serializable:
             await self.node.read_index(timeout=timeout)
+        self.authorizer.user(current_caller())
         timers = self.machine.lease_timers
         found = []
         for lease_id in self.machine.lease_ids():
@@ -397,11 +437,21 @@ class KvService:
         sequence: int,
         timeout: float | None,
     ) -> ResultT:
-        command = KvCommand(request=request, client_id=client_id, sequence=sequence)
         check_request(request, self.settings)
-        check_session(command, self.settings)
-        # A refusal applied in the log comes back as the KvError raised by propose.
-        result = await self.node.propose(encode_command(command), timeout=timeout)
+        check_session(KvCommand(request, client_id, sequence), self.settings)
+        for attempt in range(_AUTH_ATTEMPTS):
+            stamp = self.authorizer.check(current_caller(), request)
+            command = KvCommand(request, client_id, sequence, auth_revision=stamp)
+            try:
+                # A refusal applied in the log comes back as the KvError raised by propose.
+                result = await self.node.propose(encode_command(command), timeout=timeout)
+            except AuthRevisionChanged:
+                # Users or roles changed since the check, which this node has now applied
+                # (the refusal applied after the change): check against them again.
+                if attempt == _AUTH_ATTEMPTS - 1:
+                    raise
+                continue
+            break
         if not isinstance(result, expected):
             raise InvariantViolation(
                 f"{type(request).__name__} answered with {type(result).__name__}"
@@ -435,6 +485,7 @@ class KvService:
     async def backup_snapshot(self, *, timeout: float | None = None) -> FrozenSnapshot:
         """The state at a linearizable point (it holds every write acknowledged before the
         call), frozen to be encoded later on any thread."""
+        self.authorizer.require_root(current_caller(), "take a backup")
         await self.node.read_index(timeout=timeout)
         return self.machine.frozen_snapshot()
 
@@ -444,6 +495,7 @@ class KvService:
         check_request(request, self.settings)
         if not serializable:
             await self.node.read_index(timeout=timeout)
+        self.authorizer.check(current_caller(), request)
         budget = self.read_limits.read_budget()
         return await self._read(lambda view: view.range(request, budget), scans=_scans(request))
 
@@ -454,12 +506,14 @@ class KvService:
 
     async def state_hash(self) -> str:
         """sha256 of this node's committed state (MvccStore.state_hash), read off the loop."""
+        self.authorizer.require_root(current_caller(), "hash the state")
         return await self._read(lambda view: view.state_hash(), scans=True)
 
     async def state_and_data_hashes(self) -> tuple[str, str]:
         """The state hash and the hash of the user's data only (keys, history, leases, the
         revision: not the members' client URLs, hash checks or client sessions), in one
         scan off the loop (MvccView.state_and_data_hashes)."""
+        self.authorizer.require_root(current_caller(), "hash the state")
         return await self._read(lambda view: view.state_and_data_hashes(), scans=True)
 
     # -- this member ----------------------------------------------------------------------
@@ -528,24 +582,37 @@ class KvService:
         request = DisarmNoSpaceAlarm(member_id)
         return await self._write(request, NoSpaceAlarmResponse, "", 0, timeout)
 
+    # -- users and roles ------------------------------------------------------------------
+
+    async def change_auth(
+        self, request: AuthRequest, *, timeout: float | None = None
+    ) -> AuthChangeResponse:
+        """Propose a change of users, roles or auth itself (root only while auth is
+        enabled, but a user's change of its own password); the auth revision after it."""
+        return await self._write(request, AuthChangeResponse, "", 0, timeout)
+
     # -- membership and leadership (through the node: one change at a time, via the leader)
 
     async def add_learner(
         self, member: NodeId, peer_url: str, *, timeout: float | None = None
     ) -> None:
+        self.authorizer.require_root(current_caller(), "add a member")
         await self.node.add_learner(member, peer_url, timeout=timeout)
 
     async def promote(self, member: NodeId, *, timeout: float | None = None) -> None:
         """Make learner `member` a voter; LearnerNotCaughtUp while its log lags."""
+        self.authorizer.require_root(current_caller(), "promote a member")
         await self.node.promote(member, timeout=timeout)
 
     async def remove_member(self, member: NodeId, *, timeout: float | None = None) -> None:
+        self.authorizer.require_root(current_caller(), "remove a member")
         await self.node.remove_member(member, timeout=timeout)
 
     async def transfer_leadership(
         self, target: NodeId | None, *, timeout: float | None = None
     ) -> NodeId:
         """Hand leadership to voter `target` (None: the most caught-up); the new leader."""
+        self.authorizer.require_root(current_caller(), "move the leadership")
         return await self.node.transfer_leadership(target, timeout=timeout)
 
     async def _read(self, evaluate: Callable[[MvccView], ReadT], *, scans: bool) -> ReadT:
@@ -596,6 +663,7 @@ class KvService:
         deletes and compaction is given back now. Its storage bytes before and after (0, 0
         when the storage is not on disk). One at a time per node: Overloaded while one
         runs."""
+        self.authorizer.require_root(current_caller(), "defragment")
         compact = getattr(self.node.storage, "compact_files", None)
         path = self.storage_path()
         if compact is None or path is None:
@@ -621,6 +689,7 @@ class KvService:
         FutureRevision, Compacted, or ScanTooLarge past max_scan_entries history entries
         (it scans every stored version). Not linearizable: the state this node has applied,
         as etcd's HashKV."""
+        self.authorizer.require_root(current_caller(), "hash the history")
         budget = ReadBudget(self.read_limits.max_scan_entries)
         return await self._read(lambda view: view.history_hash(revision, budget), scans=True)
 

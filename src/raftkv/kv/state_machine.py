@@ -29,6 +29,10 @@ NOSPACE alarms (`raftkv.kv.space_alarms`): raised and disarmed by commands; whil
 raised, every write that adds data is refused at apply time with `NoSpace`, alike on every
 member (`nospace_alarms`).
 
+Users, roles and permissions (`raftkv.kv.auth_state`, `auth`): changed by commands; a
+client's command stamped with the auth revision its permissions were checked at is refused
+with `AuthRevisionChanged` if that revision is no longer the current one.
+
 Reads (`range`, `current_revision`, `compacted_revision`, `read_view`) see committed state:
 the driver calls everything on its event loop, never during an `apply`. For a linearizable
 read the server reads after the node's `read_index`; `read_view` gives a snapshot a worker
@@ -44,7 +48,10 @@ from typing import assert_never
 import msgspec
 import zstandard
 
+from raftkv.kv.auth_commands import AuthRequest
+from raftkv.kv.auth_state import AuthState
 from raftkv.kv.commands import (
+    AuthChangeResponse,
     ClearCorruptAlarm,
     HashCheck,
     HashCheckRequest,
@@ -73,10 +80,17 @@ from raftkv.kv.commands import (
     decode_result,
     encode_result,
 )
-from raftkv.kv.errors import KvError, NoSpace, SessionExpired, StaleSequence
+from raftkv.kv.errors import (
+    AuthRevisionChanged,
+    KvError,
+    NoSpace,
+    SessionExpired,
+    StaleSequence,
+)
 from raftkv.kv.events import EventReader
 from raftkv.kv.hash_checks import HashChecks, PendingHash
 from raftkv.kv.layout import (
+    AUTH_KEY,
     ESCAPE_TERMINATOR,
     FORMAT_VERSION,
     HASH_CHECK_KEY,
@@ -91,6 +105,7 @@ from raftkv.kv.layout import (
     SESSION_AGE_PREFIX,
     SESSION_PREFIX,
     SESSIONS_META_KEY,
+    AuthRecord,
     CorruptAlarm,
     HashCheckRecord,
     HistoryRecord,
@@ -222,6 +237,7 @@ class KvStateMachine:
         self._members = MemberDirectory(store.staged)
         self._hash_checks = HashChecks(store.staged)
         self._space_alarms = SpaceAlarms(store.staged)
+        self._auth = AuthState(store.staged)
         self.lease_timers.clear()
         for lease_id, record in store.leases.load():
             self.lease_timers.set(lease_id, record.remaining_ms, record.ttl, record.renewed_index)
@@ -381,6 +397,12 @@ class KvStateMachine:
         """The NOSPACE alarms, by member id (replicated: the same on every member)."""
         return list(self._space_alarms.alarms)
 
+    @property
+    def auth(self) -> AuthState:
+        """Users, roles and permissions as applied (replicated; read-only to callers:
+        every change is a command)."""
+        return self._auth
+
     def forget_checks_and_alarms(self) -> None:
         """Drop every hash check and alarm, CORRUPT and NOSPACE (HashChecks.forget,
         SpaceAlarms.forget), committed at the current applied index: for a backup restored
@@ -416,6 +438,9 @@ class KvStateMachine:
                 if last is None and sequence > 1:
                     raise SessionExpired(client_id, sequence)
             request = kv_command.request
+            stamp = kv_command.auth_revision
+            if stamp and stamp != self._auth.revision:
+                raise AuthRevisionChanged(stamp, self._auth.revision)
             if isinstance(request, PublishMember):
                 check_request(request, self.settings)
                 self._members.publish(request)
@@ -434,6 +459,12 @@ class KvStateMachine:
                 self._space_alarms.apply(request, command.index)
                 result = NoSpaceAlarmResponse(
                     ResponseHeader(self._store.current_revision()), self._space_alarms.members()
+                )
+            elif isinstance(request, AuthRequest):
+                check_request(request, self.settings)
+                self._auth.apply(request)
+                result = AuthChangeResponse(
+                    ResponseHeader(self._store.current_revision()), self._auth.revision
                 )
             else:
                 self._refuse_if_out_of_space(request)
@@ -594,6 +625,7 @@ _MVCC_META = msgspec.msgpack.Decoder(MvccMeta)
 _SESSIONS_META = msgspec.msgpack.Decoder(SessionsMeta)
 _HASH_CHECK_RECORD = msgspec.msgpack.Decoder(HashCheckRecord)
 _NOSPACE_ALARMS_RECORD = msgspec.msgpack.Decoder(NoSpaceAlarmsRecord)
+_AUTH_RECORD = msgspec.msgpack.Decoder(AuthRecord)
 _U64_BYTES = 8
 
 
@@ -639,6 +671,8 @@ def _item_problem(key: bytes, value: bytes) -> str | None:
             _HASH_CHECK_RECORD.decode(value)
         elif key == NOSPACE_ALARMS_KEY:
             _NOSPACE_ALARMS_RECORD.decode(value)
+        elif key == AUTH_KEY:
+            _AUTH_RECORD.decode(value)
         elif key.startswith(MEMBER_PREFIX) and len(key) == len(MEMBER_PREFIX) + _U64_BYTES:
             _MEMBER_RECORD.decode(value)
         else:

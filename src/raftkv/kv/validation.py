@@ -20,6 +20,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import assert_never
 
+from raftkv.kv.auth_commands import (
+    AuthDisable,
+    AuthEnable,
+    RoleAdd,
+    RoleDelete,
+    RoleGrantPermission,
+    RoleRevokePermission,
+    UserAdd,
+    UserChangePassword,
+    UserDelete,
+    UserGrantRole,
+    UserRevokeRole,
+)
+from raftkv.kv.auth_state import check_auth_request
 from raftkv.kv.commands import (
     ClearCorruptAlarm,
     Compact,
@@ -106,6 +120,20 @@ def check_request(request: WriteRequest | Range, settings: KvSettings) -> None:
             check_hash_request(request)
         case RaiseNoSpaceAlarm() | DisarmNoSpaceAlarm():
             check_space_alarm_request(request)
+        case (
+            AuthEnable()
+            | AuthDisable()
+            | UserAdd()
+            | UserDelete()
+            | UserChangePassword()
+            | UserGrantRole()
+            | UserRevokeRole()
+            | RoleAdd()
+            | RoleDelete()
+            | RoleGrantPermission()
+            | RoleRevokePermission()
+        ):
+            check_auth_request(request)
         case _:
             assert_never(request)
 

@@ -13,6 +13,7 @@ import asyncio
 import logging
 
 from raftkv.kv import KvError, KvService
+from raftkv.kv.callers import INTERNAL, acting_as
 from raftkv.raft import RaftError
 from raftkv.raft.tasks import cancel_and_wait
 
@@ -53,7 +54,8 @@ class AutoCompactor:
         if target <= service.compacted_revision():
             return 0
         try:
-            await self.service.compact(target, timeout=self.interval_s)
+            with acting_as(INTERNAL):
+                await self.service.compact(target, timeout=self.interval_s)
         except (KvError, RaftError, TimeoutError) as error:
             logger.info("auto-compaction to revision %d did not apply: %s", target, error)
             return 0
