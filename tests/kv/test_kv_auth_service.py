@@ -14,7 +14,7 @@ from kv_helpers import started, stop
 
 from raftkv.kv import KvCommand, KvService, Put, Range, Txn, TxnCompare, encode_command
 from raftkv.kv.auth_commands import Permission
-from raftkv.kv.auth_service import AuthService, AuthSettings, TooManyFailedLogins
+from raftkv.kv.auth_service import AuthService, AuthSettings
 from raftkv.kv.auth_state import ROOT
 from raftkv.kv.callers import ANONYMOUS, INTERNAL, Caller, acting_as
 from raftkv.kv.errors import (
@@ -24,6 +24,7 @@ from raftkv.kv.errors import (
     AuthRevisionChanged,
     InvalidToken,
     PermissionDenied,
+    TooManyFailedLogins,
 )
 from raftkv.kv.passwords import CHEAP_COST
 from raftkv.testing.local_cluster import LocalCluster, run_scenario

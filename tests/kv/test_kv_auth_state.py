@@ -21,7 +21,7 @@ from raftkv.kv.auth_commands import (
     UserGrantRole,
     UserRevokeRole,
 )
-from raftkv.kv.auth_service import FailedLogins, TooManyFailedLogins
+from raftkv.kv.auth_service import FailedLogins
 from raftkv.kv.auth_state import MAX_NAME_BYTES, ROOT
 from raftkv.kv.auth_tokens import MAX_TOKEN_BYTES, TokenClaims, issue_token, read_token
 from raftkv.kv.commands import AuthChangeResponse, PutResponse, WriteRequest
@@ -33,6 +33,7 @@ from raftkv.kv.errors import (
     InvalidToken,
     KvError,
     LimitExceeded,
+    TooManyFailedLogins,
 )
 from raftkv.kv.passwords import (
     CHEAP_COST,

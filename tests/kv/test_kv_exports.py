@@ -88,5 +88,5 @@ def test_every_kv_error_has_its_own_code() -> None:
         for value in vars(raftkv.kv.errors).values()
         if isinstance(value, type) and issubclass(value, raftkv.kv.KvError)
     ]
-    assert len(errors) == 22
+    assert len(errors) == 23
     assert len({error.code for error in errors}) == len(errors)

@@ -61,11 +61,13 @@ def codes_in_source() -> dict[str, set[int | None]]:
         if (
             isinstance(kind, type)
             and issubclass(kind, kv_errors.KvError)
-            and kind is not kv_errors.KvError  # the base: its subclasses are the codes
+            # The bases: their subclasses are the codes.
+            and kind not in (kv_errors.KvError, kv_errors.AuthError)
         ):
             error = kind.__new__(kind)
             Exception.__init__(error, "refused")
             error.compact_revision = 1  # type: ignore[attr-defined] # read for Compacted
+            error.retry_after_s = 1.0  # type: ignore[attr-defined] # for TooManyFailedLogins
             answer = error_answer(error)
             assert answer is not None
             found.setdefault(kind.code, set()).add(answer.status)

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from raftkv.etcd.call_stats import CallStats
 from raftkv.etcd.calls import Context, deadline
 from raftkv.etcd.proto import rpc_pb2
+from raftkv.kv.auth_service import AuthService
 from raftkv.kv.service import KvService
 from raftkv.raft.core.types import NodeId
 
@@ -35,8 +36,12 @@ class EtcdContext:
         *,
         request_timeout_s: float = 5.0,
         backup: BackupSource | None = None,
+        auth: AuthService | None = None,
     ) -> None:
         self.service = service
+        # Logins, users and roles: shared with the HTTP API's /v1/auth and /v3/auth, so a
+        # failed-login limit counts both doors.
+        self.auth = auth if auth is not None else AuthService(service)
         # What Maintenance.Snapshot streams (None: it is refused as UNIMPLEMENTED).
         self.backup = backup
         self.cluster_id = cluster_id

@@ -53,6 +53,7 @@ from raftkv.etcd.watch_translation import (
     fragments,
     spec_of,
 )
+from raftkv.kv.errors import AuthError
 from raftkv.kv.watch import EventBatch, TooManyWatches, Watch, WatchCanceled, WatchProgress
 from raftkv.raft.core.errors import ConfigInvalid
 
@@ -240,9 +241,13 @@ class WatchStream:
             )
             return
         try:
-            watch = self._hub.open(spec, request.start_revision)
+            watch = self.context.service.open_watch(spec, request.start_revision)
         except TooManyWatches as error:
             await self._refuse(f"raftkv: {error}")
+            return
+        except AuthError:
+            # etcd creates and cancels such a watch with this reason.
+            await self._refuse("etcdserver: permission denied")
             return
         watch_id = request.watch_id or self._pick_id()
         watching = _Watching(

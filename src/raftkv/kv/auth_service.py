@@ -46,7 +46,7 @@ from raftkv.kv.auth_state import SIGNING_KEY_BYTES, AuthState, check_auth_reques
 from raftkv.kv.auth_tokens import TokenClaims, issue_token
 from raftkv.kv.callers import current_caller
 from raftkv.kv.commands import AuthChangeResponse
-from raftkv.kv.errors import AuthError, AuthFailed, AuthNotEnabled, AuthNotFound
+from raftkv.kv.errors import AuthFailed, AuthNotEnabled, AuthNotFound, TooManyFailedLogins
 from raftkv.kv.layout import RoleRecord, UserRecord
 from raftkv.kv.passwords import PasswordCost, check_password, hash_password, verify_password
 from raftkv.kv.service import KvService
@@ -79,19 +79,6 @@ class AuthSettings:
             raise ConfigInvalid(
                 f"AuthSettings.failed_login_refill_s must be a positive number, got {refill!r}"
             )
-
-
-class TooManyFailedLogins(AuthError):
-    """A source failed to log in too often: refused before its password is checked."""
-
-    code = "too_many_auth_failures"
-
-    def __init__(self, source: str, retry_after_s: float) -> None:
-        super().__init__(
-            f"too many failed logins from {source}: retry in {math.ceil(retry_after_s)} s"
-        )
-        self.source = source
-        self.retry_after_s = retry_after_s
 
 
 @dataclass(slots=True)

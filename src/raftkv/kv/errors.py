@@ -9,6 +9,7 @@ replica refuses the same command alike. Each class has a stable `code` for the H
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 
@@ -261,3 +262,16 @@ class AuthNotFound(AuthError):
     """The user or role named does not exist."""
 
     code = "auth_not_found"
+
+
+class TooManyFailedLogins(AuthError):
+    """A source failed to log in too often: refused before its password is checked."""
+
+    code = "too_many_auth_failures"
+
+    def __init__(self, source: str, retry_after_s: float) -> None:
+        super().__init__(
+            f"too many failed logins from {source}: retry in {math.ceil(retry_after_s)} s"
+        )
+        self.source = source
+        self.retry_after_s = retry_after_s

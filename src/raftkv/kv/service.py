@@ -112,7 +112,7 @@ from raftkv.kv.settings import KvSettings
 from raftkv.kv.space_monitor import directory_bytes
 from raftkv.kv.state_machine import FrozenSnapshot, KvStateMachine
 from raftkv.kv.validation import check_request, check_session
-from raftkv.kv.watch import WatchHub
+from raftkv.kv.watch import Watch, WatchHub, WatchSpec
 from raftkv.raft.clock import Clock
 from raftkv.raft.core.errors import ConfigInvalid, InvariantViolation
 from raftkv.raft.core.types import NodeId
@@ -471,6 +471,13 @@ class KvService:
     def watch_hub(self) -> WatchHub:
         """Where watches are opened (and all of them ended, when the node stops)."""
         return self.machine.watch_hub
+
+    def open_watch(self, spec: WatchSpec, start_revision: int) -> Watch:
+        """A watch of the hub (WatchHub.open) for the task's caller, who needs read on the
+        watched range (PermissionDenied, AuthRequired), checked once at the start as
+        etcd does."""
+        self.authorizer.check_read(current_caller(), spec.key, spec.range_end)
+        return self.machine.watch_hub.open(spec, start_revision)
 
     def member_client_urls(self) -> dict[int, str]:
         """Where each member serves clients, as published through the log."""

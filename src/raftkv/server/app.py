@@ -4,7 +4,8 @@ middlewares below.
 
 - The routes, what each takes and answers: `raftkv.server.routes` (and `GET /openapi.json`,
   derived from it); the bodies and answers: `raftkv.api`.
-- The handlers, by area: `kv_api` (keys, ranges, txns, compaction), `lease_api`,
+- The handlers, by area: `kv_api` (keys, ranges, txns, compaction), `auth_api` (logins,
+  users and roles), `lease_api`,
   `watch_api`, `node_api` (health, readiness, status, the API document), `cluster_api`
   (members, membership and leadership changes), `alarm_api` (alarms and their disarm),
   `backup_api` (`GET /v1/snapshot`), and
@@ -15,7 +16,8 @@ middlewares below.
   guard (HTTP/1.0 and 1.1 only; percent-escapes in URLs must be UTF-8), the Host and
   Origin guards (`raftkv.server.browser_guards`: what keeps web pages out), the encoding
   guard (a compressed body is refused before anything reads it), the content type guard
-  (a body must be JSON: `raftkv.server.browser_guards`), the CORRUPT guard (a
+  (a body must be JSON: `raftkv.server.browser_guards`), the auth guard (who the request
+  acts for, and 401 without credentials: `raftkv.server.auth_guard`), the CORRUPT guard (a
   member a hash check found diverged serves no data), the removal guard
   (`raftkv.server.removal`).
 
@@ -38,9 +40,12 @@ from aiohttp.typedefs import Handler, Middleware
 
 from raftkv.etcd.gateway import gateway_routes
 from raftkv.etcd.servicers import EtcdServicers
+from raftkv.kv.auth_service import AuthService, AuthSettings
 from raftkv.kv.service import KvService
 from raftkv.raft.core.errors import ConfigInvalid
 from raftkv.server.alarm_api import AlarmHandlers
+from raftkv.server.auth_api import AuthHandlers
+from raftkv.server.auth_guard import auth_guard
 from raftkv.server.backup_api import BackupHandlers
 from raftkv.server.browser_guards import (
     BrowserGuards,
@@ -103,6 +108,8 @@ class HttpSettings:
     # The Host and Origin allow-lists (raftkv.server.browser_guards): by default any Host
     # and no cross-origin browser request.
     browsers: BrowserGuards = field(default_factory=BrowserGuards)
+    # Logins: token lifetime, failed-login limits, password hashing (raftkv.kv.auth_service).
+    auth: AuthSettings = field(default_factory=AuthSettings)
 
     def __post_init__(self) -> None:
         size = self.max_body_bytes
@@ -152,6 +159,7 @@ class Handlers:
     node: NodeHandlers
     cluster: ClusterHandlers
     alarms: AlarmHandlers
+    auth: AuthHandlers
     leases: LeaseHandlers
     watches: WatchHandlers
     backups: BackupHandlers
@@ -318,6 +326,7 @@ def create_app(
     """The aiohttp application serving `service`'s node (see the module docstring), and
     with `etcd`, etcd's JSON gateway under /v3/ (raftkv.etcd.gateway)."""
     settings = settings if settings is not None else HttpSettings()
+    auth = etcd.context.auth if etcd is not None else AuthService(service, settings.auth)
     # The metrics read the node's and the state machine's counters themselves (read-only):
     # the one way around the service, which serves every request.
     metrics = Metrics(service.node, service.machine)
@@ -332,6 +341,7 @@ def create_app(
             origin_guard(settings.browsers.origins),
             _encoding_middleware,
             content_type_guard,
+            auth_guard(service.authorizer),
             _corrupt_guard(service),
         ],
         client_max_size=settings.max_body_bytes,
@@ -347,6 +357,7 @@ def create_app(
         node=NodeHandlers(service, settings.ready_max_apply_lag, settings.security_warnings),
         cluster=ClusterHandlers(service, timeout, max_body_bytes, settings.cluster_id),
         alarms=AlarmHandlers(service, timeout, max_body_bytes),
+        auth=AuthHandlers(auth, timeout, max_body_bytes),
         leases=LeaseHandlers(service, timeout, max_body_bytes),
         watches=WatchHandlers(
             service,

@@ -23,6 +23,18 @@ Every refusal is `{"error": {"code", "message"}}` (`raftkv.api.errors`):
   value or txn over a `KvSettings` limit), `command_too_large` (over the node's
   `max_command_bytes`), `scan_too_large` (ranges scanning more than `ReadLimits`
   allows);
+- 401 `auth_required` (auth is enabled and the request has no credentials),
+  `invalid_token` (malformed, forged, expired, or void: its user's password changed or the
+  user was deleted), `auth_failed` (a wrong user name or password);
+- 403 `permission_denied`: the user may not do this (the message names the access and the
+  key range, or that it needs the role root);
+- 429 `too_many_auth_failures`: too many failed logins from this address; the answer's
+  `Retry-After` says when to try again;
+- 400 `auth_not_enabled` (a login while auth is disabled); 404 `auth_not_found` (no such
+  user or role); 409 `auth_conflict` (a user or role that exists already, a role held
+  already, enabling auth without a root user);
+- 503 `auth_revision_changed`: users or roles kept changing while a write was checked
+  (retry);
 - 403 `origin_not_allowed`: a web page's request (its `Origin`) from an origin the `cors`
   setting does not list (`raftkv.server.browser_guards`);
 - 415 `unsupported_content_encoding`: a compressed body (never inflated);
@@ -59,18 +71,29 @@ status, as `/openapi.json` shows it.
 
 from __future__ import annotations
 
-from aiohttp import web
+import math
+
+from aiohttp import hdrs, web
 
 from raftkv.kv.errors import (
+    AuthConflict,
+    AuthFailed,
+    AuthNotEnabled,
+    AuthNotFound,
+    AuthRequired,
+    AuthRevisionChanged,
     Compacted,
     FutureRevision,
+    InvalidToken,
     KvError,
     LeaseExists,
     LeaseNotFound,
     LimitExceeded,
     NoSpace,
+    PermissionDenied,
     SessionExpired,
     StaleSequence,
+    TooManyFailedLogins,
 )
 from raftkv.raft.core.errors import (
     ConfChangeInvalid,
@@ -98,11 +121,15 @@ __all__ = ["ERROR_CODES", "ERROR_STATUS", "HTTP_ERROR_CODES", "error_answer"]
 ERROR_CODES: dict[int, str] = {
     400: "Bad request: invalid_json, invalid_request, invalid_base64, empty_key, "
     "duplicate_key, future_revision, body_incomplete, invalid_body, invalid_member_change, "
-    "malformed_request",
+    "malformed_request, auth_not_enabled",
+    401: "auth_required: auth is enabled and the request carries no credentials; "
+    "invalid_token: the token is malformed, forged, expired or void; auth_failed: wrong user "
+    "name or password",
     403: "origin_not_allowed: the request's Origin (a web page's) is neither this node's own "
-    "nor in the server's cors setting",
+    "nor in the server's cors setting; permission_denied: the user may not do this",
+    429: "too_many_auth_failures: too many failed logins from this address (Retry-After)",
     404: "not_found: no such key; lease_not_found: no such lease (never granted, revoked "
-    "or expired); unknown_route: no such path",
+    "or expired); unknown_route: no such path; auth_not_found: no such user or role",
     405: "method_not_allowed: the route does not take this method (Allow lists those it takes)",
     406: "not_utf8: the stored key or value is not UTF-8; ask with encoding=base64",
     408: "body_timeout: the request body did not arrive whole within the server's "
@@ -110,7 +137,8 @@ ERROR_CODES: dict[int, str] = {
     409: "stale_sequence: a late duplicate of an exactly-once write; session_expired: the "
     "store no longer holds the write's session (not applied; start a new one); "
     "not_caught_up: the learner lags too far to be promoted; lease_exists: a grant asked for "
-    "the id of a live lease",
+    "the id of a live lease; auth_conflict: the user or role exists already (or not), or "
+    "auth enable without a root user",
     410: "compacted: the revision asked for is older than the compacted revision (the "
     "error carries compact_revision and oldest_revision)",
     413: "body_too_large, limit_exceeded, command_too_large, or scan_too_large (the "
@@ -125,7 +153,8 @@ ERROR_CODES: dict[int, str] = {
     503: "not_leader, proposal_dropped, overloaded, stopped, busy (another membership "
     "change is under way), unavailable, too_many_watches or removed (the member was removed "
     "from the cluster): nothing applied; retry (elsewhere); corrupt: a hash check found this "
-    "member's state diverged (see /v1/status alarms): nothing applied; use another member",
+    "member's state diverged (see /v1/status alarms): nothing applied; use another member; "
+    "auth_revision_changed: users or roles kept changing while the write was checked: retry",
     504: "timeout or outcome_unknown: a write's outcome is unknown (retry with the same "
     "client_id and sequence); a read read nothing",
     505: "http_version_not_supported: the request line is not HTTP/1.0 or HTTP/1.1",
@@ -148,21 +177,27 @@ ERROR_STATUS: dict[str, int] = {
             "invalid_body",
             "invalid_member_change",
             "malformed_request",
+            "auth_not_enabled",
         ),
         400,
     ),
-    "origin_not_allowed": 403,
-    **dict.fromkeys(("not_found", "lease_not_found", "unknown_route"), 404),
+    **dict.fromkeys(("auth_required", "invalid_token", "auth_failed"), 401),
+    **dict.fromkeys(("origin_not_allowed", "permission_denied"), 403),
+    **dict.fromkeys(("not_found", "lease_not_found", "unknown_route", "auth_not_found"), 404),
     "method_not_allowed": 405,
     "not_utf8": 406,
     "body_timeout": 408,
-    **dict.fromkeys(("stale_sequence", "session_expired", "not_caught_up", "lease_exists"), 409),
+    **dict.fromkeys(
+        ("stale_sequence", "session_expired", "not_caught_up", "lease_exists", "auth_conflict"),
+        409,
+    ),
     "compacted": 410,
     **dict.fromkeys(
         ("body_too_large", "limit_exceeded", "command_too_large", "scan_too_large"), 413
     ),
     **dict.fromkeys(("unsupported_content_encoding", "unsupported_media_type"), 415),
     "host_not_allowed": 421,
+    "too_many_auth_failures": 429,
     "internal": 500,
     **dict.fromkeys(
         (
@@ -175,6 +210,7 @@ ERROR_STATUS: dict[str, int] = {
             "too_many_watches",
             "removed",
             "corrupt",
+            "auth_revision_changed",
         ),
         503,
     ),
@@ -214,7 +250,17 @@ def _kv_error_status(error: KvError) -> int:
             return 404
         case NoSpace():
             return 507
-        case FutureRevision():
+        case AuthRequired() | InvalidToken() | AuthFailed():
+            return 401
+        case PermissionDenied():
+            return 403
+        case AuthNotFound():
+            return 404
+        case AuthConflict():
+            return 409
+        case AuthRevisionChanged():
+            return 503
+        case FutureRevision() | AuthNotEnabled():
             return 400
         case _:
             return 400
@@ -233,8 +279,15 @@ def error_answer(error: Exception) -> web.Response | None:
                 compact_revision=error.compact_revision,
                 oldest_revision=error.compact_revision + 1,
             )
+        case TooManyFailedLogins():
+            response = error_response(429, error.code, str(error))
+            response.headers[hdrs.RETRY_AFTER] = str(max(1, math.ceil(error.retry_after_s)))
+            return response
         case KvError():
-            return error_response(_kv_error_status(error), error.code, str(error))
+            response = error_response(_kv_error_status(error), error.code, str(error))
+            if response.status == 401:
+                response.headers[hdrs.WWW_AUTHENTICATE] = 'Bearer realm="raftkv"'
+            return response
         case NotLeader():
             return error_response(503, "not_leader", str(error))
         case ProposalDropped():

@@ -7,8 +7,8 @@ without being documented, nor documented without being served
 - the method and the path (aiohttp's template: `{key:[\\s\\S]*}` lets a key hold '/');
 - the handler, as "<area>.<method>" of the app's handlers (`raftkv.server.app.Handlers`):
   `kv` (`kv_api`), `node` (`node_api`), `cluster` (`cluster_api`), `leases` (`lease_api`),
-  `watches` (`watch_api`), `alarms` (`alarm_api`), `backups` (`backup_api`), `metrics`
-  (`raftkv.server.metrics`);
+  `watches` (`watch_api`), `alarms` (`alarm_api`), `backups` (`backup_api`), `auth`
+  (`auth_api`), `metrics` (`raftkv.server.metrics`);
 - what it takes (path and query parameters, the JSON body's struct) and what it answers, by
   status (the 200 struct and the error codes of `raftkv.server.errors`).
 """
@@ -22,6 +22,20 @@ from typing import Any, Literal
 
 import msgspec
 
+from raftkv.api.auth import (
+    AuthenticateAnswer,
+    AuthenticateBody,
+    AuthStatusAnswer,
+    GrantRoleBody,
+    PasswordBody,
+    PermissionBody,
+    RoleAnswer,
+    RoleBody,
+    RolesAnswer,
+    UserAnswer,
+    UserBody,
+    UsersAnswer,
+)
 from raftkv.api.cluster import (
     AddMemberBody,
     AlarmsAnswer,
@@ -112,10 +126,11 @@ def error(status: int) -> Response:
 
 def answers(answer: Struct, *errors: int) -> dict[int, Response]:
     """A JSON route's answers: 200 with `answer`, or one of `errors`, or one of the errors
-    every route can meet (a bad query value, a web page's origin or a Host not allowed, a
-    compressed or non-JSON body, an unexpected error, a stopped node)."""
+    every route can meet (a bad query value, missing or invalid credentials, a permission
+    denied or a web page's origin or a Host not allowed, a compressed or non-JSON body, an
+    unexpected error, a stopped node)."""
     responses = {200: Response("OK", answer)}
-    for status in sorted({400, 403, 415, 421, 500, 503, *errors}):
+    for status in sorted({400, 401, 403, 415, 421, 500, 503, *errors}):
         responses[status] = error(status)
     return responses
 
@@ -153,6 +168,8 @@ RANGE_END = Parameter(
 )
 PREFIX = Parameter("prefix", _BOOLEAN, "Every key starting with key (all if empty).")
 KEY_READ = (KEY, ENCODING, CONSISTENCY, REVISION)
+USER = Parameter("name", _STRING, "The user's name.", location="path")
+ROLE = Parameter("name", _STRING, "The role's name.", location="path")
 
 
 # -- the routes ------------------------------------------------------------------------------
@@ -394,6 +411,143 @@ ROUTES: tuple[Route, ...] = (
                 {"type": "number", "minimum": 0.05, "maximum": 3600},
                 "Seconds between progress messages (default: the server's).",
             ),
+            ENCODING,
+        ),
+    ),
+    Route(
+        "POST",
+        "/v1/auth/authenticate",
+        "auth.authenticate",
+        "Log in: a token for Authorization: Bearer, valid on every member for ttl_s (429 "
+        "after too many failures from one address)",
+        answers(AuthenticateAnswer, 408, 413, 429, 504),
+        body=AuthenticateBody,
+    ),
+    Route(
+        "GET",
+        "/v1/auth/status",
+        "auth.status",
+        "Whether auth is enabled, and the auth revision",
+        answers(AuthStatusAnswer),
+    ),
+    Route(
+        "POST",
+        "/v1/auth/enable",
+        "auth.enable",
+        "Enable auth (409 unless user root exists with the role root)",
+        answers(AuthStatusAnswer, 409, 504),
+    ),
+    Route(
+        "POST",
+        "/v1/auth/disable",
+        "auth.disable",
+        "Disable auth (root): every request is allowed again and every token ends",
+        answers(AuthStatusAnswer, 504),
+    ),
+    Route("GET", "/v1/auth/users", "auth.users", "Every user (root)", answers(UsersAnswer, 504)),
+    Route(
+        "POST",
+        "/v1/auth/users",
+        "auth.add_user",
+        "Add a user (root), with a password or none (a client certificate names it)",
+        answers(UserAnswer, 408, 409, 413, 504),
+        body=UserBody,
+    ),
+    Route(
+        "GET",
+        "/v1/auth/users/{name}",
+        "auth.user",
+        "A user and its roles (root, or the user itself)",
+        answers(UserAnswer, 404, 504),
+        (USER,),
+    ),
+    Route(
+        "DELETE",
+        "/v1/auth/users/{name}",
+        "auth.delete_user",
+        "Delete a user (root); its tokens end",
+        answers(AuthStatusAnswer, 404, 409, 504),
+        (USER,),
+    ),
+    Route(
+        "PUT",
+        "/v1/auth/users/{name}/password",
+        "auth.change_password",
+        "Change a user's password (root, or the user itself); its tokens end",
+        answers(AuthStatusAnswer, 404, 408, 413, 504),
+        (USER,),
+        PasswordBody,
+    ),
+    Route(
+        "POST",
+        "/v1/auth/users/{name}/roles",
+        "auth.grant_role",
+        "Grant a user a role (root)",
+        answers(UserAnswer, 404, 408, 409, 413, 504),
+        (USER,),
+        GrantRoleBody,
+    ),
+    Route(
+        "DELETE",
+        "/v1/auth/users/{name}/roles/{role}",
+        "auth.revoke_role",
+        "Take a role from a user (root)",
+        answers(UserAnswer, 404, 409, 504),
+        (USER, Parameter("role", _STRING, "The role's name.", location="path")),
+    ),
+    Route(
+        "GET",
+        "/v1/auth/roles",
+        "auth.roles",
+        "Every role and its permissions (root)",
+        answers(RolesAnswer, 406, 504),
+        (ENCODING,),
+    ),
+    Route(
+        "POST",
+        "/v1/auth/roles",
+        "auth.add_role",
+        "Add a role (root)",
+        answers(RoleAnswer, 408, 409, 413, 504),
+        body=RoleBody,
+    ),
+    Route(
+        "GET",
+        "/v1/auth/roles/{name}",
+        "auth.role",
+        "A role and its permissions (root)",
+        answers(RoleAnswer, 404, 406, 504),
+        (ROLE, ENCODING),
+    ),
+    Route(
+        "DELETE",
+        "/v1/auth/roles/{name}",
+        "auth.delete_role",
+        "Delete a role (root); its users lose it",
+        answers(AuthStatusAnswer, 404, 409, 504),
+        (ROLE,),
+    ),
+    Route(
+        "POST",
+        "/v1/auth/roles/{name}/permissions",
+        "auth.grant_permission",
+        "Give a role read, write or readwrite on a key, a prefix or a range (root); one on "
+        "the same range is replaced",
+        answers(RoleAnswer, 404, 406, 408, 409, 413, 504),
+        (ROLE, ENCODING),
+        PermissionBody,
+    ),
+    Route(
+        "DELETE",
+        "/v1/auth/roles/{name}/permissions",
+        "auth.revoke_permission",
+        "Take from a role its permission on exactly this range (root)",
+        answers(RoleAnswer, 404, 406, 409, 504),
+        (
+            ROLE,
+            Parameter("key", _STRING, "The permission's key."),
+            RANGE_END,
+            PREFIX,
             ENCODING,
         ),
     ),

@@ -69,6 +69,7 @@ from raftkv.kv import (
     LeaseKeeper,
     WatchSettings,
 )
+from raftkv.kv.auth_service import AuthService, AuthSettings
 from raftkv.kv.lease_keeper import LeaseKeeperSettings
 from raftkv.kv.service import ReadLimits
 from raftkv.kv.space_monitor import SpaceMonitor, SpaceSettings, measure_directory
@@ -341,12 +342,16 @@ class Server:
             assert self._backups is not None
             return await self._backups.backup_file(timeout)
 
+        auth_settings = AuthSettings(
+            token_ttl_s=settings.auth_token_ttl_s, max_failed_logins=settings.max_failed_logins
+        )
         self._etcd = EtcdServicers.of(
             EtcdContext(
                 service,
                 identity.cluster_id,
                 request_timeout_s=settings.request_timeout_s,
                 backup=backup,
+                auth=AuthService(service, auth_settings),
             ),
             EtcdSettings(
                 max_request_bytes=settings.etcd_max_request_bytes,
@@ -384,6 +389,7 @@ class Server:
                     security_warnings=tuple(warnings),
                     metrics_elsewhere=settings.listen_metrics,
                     browsers=browsers,
+                    auth=auth_settings,
                 ),
                 self._etcd,
             )

@@ -216,6 +216,18 @@ class ServerSettings:
     max_concurrent_backups: int = _setting(
         1, parse_int, "Backups (GET /v1/snapshot) made at once; more are refused (503 busy)."
     )
+    auth_token_ttl_s: int = _setting(
+        300,
+        parse_int,
+        "Seconds an auth token is valid (etcd's default, 5 minutes); clients holding a "
+        "password log in again when theirs expires.",
+    )
+    max_failed_logins: int = _setting(
+        5,
+        parse_int,
+        "Failed logins an address may make in a row; then one more per 10 s (429 "
+        "too_many_auth_failures).",
+    )
     # -- the client port's limits: no request, connection or client may stall the node (its
     # event loop also runs Raft: a stall past the election timeout costs an election).
     max_client_connections: int = _setting(
@@ -443,6 +455,8 @@ class ServerSettings:
             "max_body_bytes",
             "etcd_max_request_bytes",
             "max_concurrent_backups",
+            "auth_token_ttl_s",
+            "max_failed_logins",
             "max_key_bytes",
             "max_value_bytes",
             "max_txn_ops",

@@ -125,7 +125,7 @@ class WatchHandlers:
         if hub.closed:
             raise ApiError(503, "stopped", "the node is stopping; watch through another member")
         try:
-            watch = hub.open(spec, start_revision)
+            watch = self.service.open_watch(spec, start_revision)
         except TooManyWatches as error:
             raise ApiError(503, TooManyWatches.code, str(error)) from error
         try:

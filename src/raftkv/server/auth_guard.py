@@ -1,0 +1,98 @@
+"""Who each HTTP request acts for, and the routes open without credentials.
+
+The middleware names the request's caller (`raftkv.kv.callers`) from its credentials, in
+this order:
+1. `Authorization: Bearer <token>` (or the bare token, as etcd's JSON gateway clients send
+   it): the token's user; a malformed, forged, expired or void token is a 401
+   `invalid_token` (on a public route it is ignored);
+2. a verified client certificate (the client port requires them with `client_ca_file`)
+   whose common name is a user's name: that user (as etcd does);
+3. else no one (`ANONYMOUS`).
+Then, while auth is enabled, a request for a route outside `PUBLIC_ROUTES` without a caller
+is a 401 `auth_required` before its handler runs, and `/metrics` on the client port needs
+the role root (Prometheus scrapes the separate `listen_metrics` port, which is open). What
+each caller may do beyond that is `KvService`'s check (`raftkv.kv.authorization`).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler, Middleware
+
+from raftkv.kv.authorization import Authorizer
+from raftkv.kv.callers import ANONYMOUS, Caller, acting_as
+from raftkv.kv.errors import InvalidToken
+
+__all__ = ["PUBLIC_ROUTES", "auth_guard", "request_caller"]
+
+# Routes any client may call while auth is enabled (by route template): liveness and
+# readiness probes, the API document, where the members are (clients and joining nodes
+# find the cluster through it; etcd's MemberList needs no auth either), this node's status
+# (etcd's Maintenance.Status), logging in and the auth status.
+PUBLIC_ROUTES: Final = frozenset(
+    {
+        "/health",
+        "/ready",
+        "/openapi.json",
+        "/v1/cluster",
+        "/v1/status",
+        "/v1/auth/authenticate",
+        "/v1/auth/status",
+        "/v3/auth/authenticate",
+        "/v3/auth/status",
+        "/v3/cluster/member/list",
+        "/v3/maintenance/status",
+    }
+)
+_BEARER: Final = "bearer "
+
+
+def _common_name(request: web.Request) -> str | None:
+    """The common name of the client certificate the TLS handshake verified, if any."""
+    transport = request.transport
+    certificate = transport.get_extra_info("peercert") if transport is not None else None
+    if not certificate:
+        return None
+    for relative_name in certificate.get("subject", ()):
+        for attribute, value in relative_name:
+            if attribute == "commonName":
+                return str(value)
+    return None
+
+
+def request_caller(request: web.Request, authorizer: Authorizer) -> Caller:
+    """The caller the request's credentials name (see the module docstring)."""
+    header = request.headers.get(hdrs.AUTHORIZATION, "").strip()
+    if header:
+        token = header[len(_BEARER) :] if header[: len(_BEARER)].lower() == _BEARER else header
+        return authorizer.caller_for_token(token.strip())
+    common_name = _common_name(request)
+    if common_name is not None:
+        return authorizer.caller_for_certificate(common_name)
+    return ANONYMOUS
+
+
+def auth_guard(authorizer: Authorizer) -> Middleware:
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.match_info.http_exception is not None:  # no such route: 404, 405
+            return await handler(request)
+        resource = request.match_info.route.resource
+        template = resource.canonical if resource is not None else ""
+        public = template in PUBLIC_ROUTES
+        try:
+            caller = request_caller(request, authorizer)
+        except InvalidToken:
+            if not public:
+                raise
+            caller = ANONYMOUS
+        if not public:
+            authorizer.user(caller)  # AuthRequired without credentials
+        if template == "/metrics":
+            authorizer.require_root(caller, "read the metrics on the client port")
+        with acting_as(caller):
+            return await handler(request)
+
+    return guard
