@@ -13,6 +13,12 @@ def test_client_all_is_pinned() -> None:
     assert sorted(raftkv.client.__all__) == sorted(
         [
             "Alarm",
+            "User",
+            "Unauthenticated",
+            "Role",
+            "PermissionDenied",
+            "Permission",
+            "AuthStatus",
             "Client",
             "ClientError",
             "ClientSettings",

@@ -30,6 +30,11 @@ the client knows of the cluster) and, for writes, a session lane (`sessions`).
   outcome unknown: a write is retried only with the same exactly-once session, and
   `compact`, which has none, fails with OutcomeUnknown instead. A 4xx is final.
 
+Credentials: with `ClientSettings(user=..., password=...)` the client logs in when a
+cluster with auth enabled asks (`credentials`), and again when its token runs out;
+`Unauthenticated` (401) and `PermissionDenied` (403) are the refusals auth adds. Users and
+roles are managed with `add_user`, `grant_role`, `grant_permission`, `auth_enable` ...
+
 Guarantees
 ----------
 - put, delete and txn apply at most once, however often they are retried, and a call that
@@ -83,16 +88,19 @@ from raftkv.client.errors import (
     NotCaughtUp,
     NotUtf8,
     OutcomeUnknown,
+    PermissionDenied,
     Refused,
     ServerError,
     SessionExpired,
     StaleSequence,
+    Unauthenticated,
     Unavailable,
 )
 from raftkv.client.leases import KeptLease, SyncKeptLease
 from raftkv.client.recipes import Election, Lock, LockLost, SyncElection, SyncLock
 from raftkv.client.results import (
     Alarm,
+    AuthStatus,
     Cluster,
     CompactResult,
     Defragmented,
@@ -104,10 +112,13 @@ from raftkv.client.results import (
     LeaseRevokeResult,
     LeaseStatus,
     Member,
+    Permission,
     PutResult,
     RangeResult,
+    Role,
     Status,
     TxnResult,
+    User,
     WatchBatch,
     WatchEvent,
 )
@@ -118,6 +129,7 @@ from raftkv.client.txn import Compare, DeleteOp, Op, PutOp, RangeOp
 
 __all__ = [
     "Alarm",
+    "AuthStatus",
     "Client",
     "ClientError",
     "ClientSettings",
@@ -148,11 +160,14 @@ __all__ = [
     "NotUtf8",
     "Op",
     "OutcomeUnknown",
+    "Permission",
+    "PermissionDenied",
     "PutOp",
     "PutResult",
     "RangeOp",
     "RangeResult",
     "Refused",
+    "Role",
     "ServerError",
     "SessionExpired",
     "StaleSequence",
@@ -163,7 +178,9 @@ __all__ = [
     "SyncLock",
     "SyncWatcher",
     "TxnResult",
+    "Unauthenticated",
     "Unavailable",
+    "User",
     "WatchBatch",
     "WatchEvent",
     "Watcher",

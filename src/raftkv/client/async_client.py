@@ -13,14 +13,17 @@ from typing import TypeVar
 
 import httpx
 
-from raftkv.client import protocol
+from raftkv.api.auth import PermissionKind
+from raftkv.client import auth_requests, protocol
 from raftkv.client.async_watch import Watcher
 from raftkv.client.call import Call, Done, Wait
+from raftkv.client.credentials import credentials_of
 from raftkv.client.errors import ClientError, SessionExpired
 from raftkv.client.leases import KeptLease, check_ttl, random_lease_id
 from raftkv.client.protocol import Session
 from raftkv.client.results import (
     Alarm,
+    AuthStatus,
     Cluster,
     CompactResult,
     Defragmented,
@@ -33,8 +36,10 @@ from raftkv.client.results import (
     LeaseStatus,
     PutResult,
     RangeResult,
+    Role,
     Status,
     TxnResult,
+    User,
 )
 from raftkv.client.routing import Router, leaders_view, next_to_ask
 from raftkv.client.sessions import AsyncSessions
@@ -80,7 +85,10 @@ class Client:
         # No proxies from the environment: a client talks to the cluster's nodes directly
         # (pass a transport to go through one). Redirects are not followed: the API has none.
         self._http = httpx.AsyncClient(
-            transport=transport, trust_env=False, verify=verify_of(self.settings)
+            transport=transport,
+            trust_env=False,
+            verify=verify_of(self.settings),
+            auth=credentials_of(self.settings),
         )
 
     @property
@@ -312,6 +320,87 @@ class Client:
         """End the NOSPACE alarm of `member_id` (0: of every member); the alarms left. A
         member still out of space raises its alarm again within a second."""
         return await self._call(protocol.disarm_alarms(member_id))
+
+    # -- users and roles (raftkv.client.auth_requests) -------------------------------------
+
+    async def auth_status(self) -> AuthStatus:
+        """Whether the cluster has auth enabled, and its auth revision."""
+        return await self._call(auth_requests.auth_status())
+
+    async def auth_enable(self) -> AuthStatus:
+        """Enable auth (needs user root holding the role root)."""
+        return await self._call(auth_requests.auth_enable())
+
+    async def auth_disable(self) -> AuthStatus:
+        """Disable auth (root): every request is allowed again."""
+        return await self._call(auth_requests.auth_disable())
+
+    async def users(self) -> tuple[User, ...]:
+        """Every user, by name (root)."""
+        return await self._call(auth_requests.users())
+
+    async def user(self, name: str) -> User:
+        """A user and its roles (root, or the user itself)."""
+        return await self._call(auth_requests.user(name))
+
+    async def add_user(self, name: str, password: str | None) -> User:
+        """Add a user (root); `password` None: one only a client certificate names."""
+        return await self._call(auth_requests.add_user(name, password))
+
+    async def delete_user(self, name: str) -> AuthStatus:
+        """Delete a user (root); its tokens end."""
+        return await self._call(auth_requests.delete_user(name))
+
+    async def change_password(self, name: str, password: str) -> AuthStatus:
+        """Set a user's password (root, or the user itself); its tokens end."""
+        return await self._call(auth_requests.change_password(name, password))
+
+    async def grant_role(self, name: str, role: str) -> User:
+        """Grant user `name` a role (root)."""
+        return await self._call(auth_requests.grant_role(name, role))
+
+    async def revoke_role(self, name: str, role: str) -> User:
+        """Take a role from user `name` (root)."""
+        return await self._call(auth_requests.revoke_role(name, role))
+
+    async def roles(self) -> tuple[Role, ...]:
+        """Every role with its permissions, by name (root)."""
+        return await self._call(auth_requests.roles())
+
+    async def role(self, name: str) -> Role:
+        """A role and its permissions (root)."""
+        return await self._call(auth_requests.role(name))
+
+    async def add_role(self, name: str) -> Role:
+        """Add a role (root)."""
+        return await self._call(auth_requests.add_role(name))
+
+    async def delete_role(self, name: str) -> AuthStatus:
+        """Delete a role (root); its users lose it."""
+        return await self._call(auth_requests.delete_role(name))
+
+    async def grant_permission(
+        self,
+        role: str,
+        kind: PermissionKind,
+        key: Data,
+        range_end: Data = b"",
+        *,
+        prefix: bool = False,
+    ) -> Role:
+        """Give `role` `kind` ("read", "write", "readwrite") on `key`, [key, range_end), or
+        every key starting with `key` (`prefix`) (root)."""
+        return await self._call(
+            auth_requests.grant_permission(role, kind, key, range_end, prefix=prefix)
+        )
+
+    async def revoke_permission(
+        self, role: str, key: Data, range_end: Data = b"", *, prefix: bool = False
+    ) -> Role:
+        """Take from `role` its permission on exactly that range (root)."""
+        return await self._call(
+            auth_requests.revoke_permission(role, key, range_end, prefix=prefix)
+        )
 
     async def health(self, endpoint: str | None = None) -> bool:
         """Whether `endpoint` (one attempt), or any endpoint, answers `/health` with "ok"."""

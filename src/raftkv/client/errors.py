@@ -11,7 +11,10 @@
     │   ├── NotCaughtUp     409 not_caught_up
     │   ├── LeaseExists     409 lease_exists
     │   ├── Compacted       410 compacted (with compact_revision and oldest_revision)
-    │   └── LimitExceeded   413 limit_exceeded, body_too_large, command_too_large
+    │   ├── LimitExceeded   413 limit_exceeded, body_too_large, command_too_large
+    │   ├── Unauthenticated 401 auth_required, invalid_token, auth_failed; 429
+    │   │                   too_many_auth_failures
+    │   └── PermissionDenied 403 permission_denied (and origin_not_allowed)
     ├── Unavailable         no endpoint answered, or every answer was a 503 (or a timed-out
     │                       read; a 503 `corrupt` is a member whose state diverged): nothing
     │                       was applied; worth trying again later
@@ -37,9 +40,11 @@ __all__ = [
     "NoSpace",
     "NotUtf8",
     "OutcomeUnknown",
+    "PermissionDenied",
     "Refused",
     "ServerError",
     "StaleSequence",
+    "Unauthenticated",
     "Unavailable",
     "refusal",
 ]
@@ -122,6 +127,18 @@ class NoSpace(Refused):
     an operator frees space and disarms the alarm (`disarm_alarms`)."""
 
 
+class Unauthenticated(Refused):
+    """401: the cluster has auth enabled and the client gave no credentials
+    (`auth_required`: set `ClientSettings.user` and `password`), a wrong user name or
+    password (`auth_failed`), or a token it no longer takes (`invalid_token`); 429
+    `too_many_auth_failures`: too many failed logins from this address, wait."""
+
+
+class PermissionDenied(Refused):
+    """403 `permission_denied`: the user may not do this (the message names the access and
+    the key range, or the role root it needs)."""
+
+
 class Unavailable(ClientError):
     """No attempt succeeded and none may have applied anything: every endpoint was
     unreachable or answered 503 (no leader, dropped, overloaded, stopped), or a read timed
@@ -147,7 +164,10 @@ _REFUSALS: dict[int, type[Refused]] = {
     406: NotUtf8,
     409: StaleSequence,
     410: Compacted,
+    401: Unauthenticated,
+    403: PermissionDenied,
     413: LimitExceeded,
+    429: Unauthenticated,
     507: NoSpace,
 }
 

@@ -188,7 +188,7 @@ _encoder = msgspec.json.Encoder()
 _decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
 
 
-def _read(kind: type[T], content: bytes) -> T:
+def read_answer(kind: type[T], content: bytes) -> T:
     decoder = _decoders.get(kind)
     if decoder is None:
         decoder = _decoders[kind] = msgspec.json.Decoder(kind)
@@ -268,7 +268,7 @@ def _op_result(answer: OpAnswer) -> PutResult | RangeResult | DeleteResult:
 def error_of(content: bytes) -> ErrorDetail | None:
     """The error of an error answer (code, message, ...), or None if it is not one."""
     try:
-        answer = _read(ErrorAnswer, content)
+        answer = read_answer(ErrorAnswer, content)
     except BadAnswer:
         return None
     return answer.error
@@ -289,7 +289,7 @@ def put(
     )
 
     def decode(content: bytes, endpoint: str) -> Decoded[PutResult]:
-        answer = _read(PutAnswer, content)
+        answer = read_answer(PutAnswer, content)
         return Decoded(_put_result(answer), answer.header.leader)
 
     return Request(
@@ -306,7 +306,7 @@ def put(
 
 def get(key: bytes, revision: int, serializable: bool) -> Request[KeyValue | None]:
     def decode(content: bytes, endpoint: str) -> Decoded[KeyValue | None]:
-        answer = _read(GetAnswer, content)
+        answer = read_answer(GetAnswer, content)
         return Decoded(_kv(answer.kv), answer.header.leader)
 
     return Request(
@@ -334,7 +334,7 @@ def range_(
     serializable: bool,
 ) -> Request[RangeResult]:
     def decode(content: bytes, endpoint: str) -> Decoded[RangeResult]:
-        answer = _read(RangeAnswer, content)
+        answer = read_answer(RangeAnswer, content)
         return Decoded(_range_result(answer), answer.header.leader)
 
     params = _params(
@@ -433,7 +433,7 @@ def txn(
     session: Session | None,
 ) -> Request[TxnResult]:
     def decode(content: bytes, endpoint: str) -> Decoded[TxnResult]:
-        answer = _read(TxnAnswer, content)
+        answer = read_answer(TxnAnswer, content)
         result = TxnResult(
             revision=answer.header.revision,
             leader=answer.header.leader,
@@ -453,7 +453,7 @@ def delete(key: bytes, prefix: bool, prev_kv: bool, session: Session) -> Request
     again in between. The answer is the same as the route's."""
 
     def decode(content: bytes, endpoint: str) -> Decoded[DeleteResult]:
-        answer = _read(TxnAnswer, content)
+        answer = read_answer(TxnAnswer, content)
         match answer.responses:
             case [DeleteOpAnswer() as deleted]:
                 header = answer.header
@@ -474,7 +474,7 @@ def delete(key: bytes, prefix: bool, prev_kv: bool, session: Session) -> Request
 
 def compact(revision: int) -> Request[CompactResult]:
     def decode(content: bytes, endpoint: str) -> Decoded[CompactResult]:
-        answer = _read(CompactAnswer, content)
+        answer = read_answer(CompactAnswer, content)
         return Decoded(
             CompactResult(answer.header.revision, answer.header.leader), answer.header.leader
         )
@@ -493,7 +493,7 @@ def compact(revision: int) -> Request[CompactResult]:
 
 def status(hash: bool = False) -> Request[Status]:
     def decode(content: bytes, endpoint: str) -> Decoded[Status]:
-        answer = _read(StatusAnswer, content)
+        answer = read_answer(StatusAnswer, content)
         result = Status(
             endpoint=endpoint,
             id=answer.id,
@@ -517,7 +517,7 @@ def status(hash: bool = False) -> Request[Status]:
 
 
 def _decode_cluster(content: bytes, endpoint: str) -> Decoded[Cluster]:
-    answer = _read(ClusterAnswer, content)
+    answer = read_answer(ClusterAnswer, content)
     members = tuple(
         Member(
             m.id,
@@ -582,7 +582,7 @@ def remove_member(member_id: int) -> Request[Cluster]:
 
 def transfer_leadership(to: int) -> Request[int]:
     def decode(content: bytes, endpoint: str) -> Decoded[int]:
-        leader = _read(TransferAnswer, content).leader
+        leader = read_answer(TransferAnswer, content).leader
         return Decoded(leader, leader)
 
     body = _encoder.encode(TransferBody(to=to))
@@ -593,7 +593,7 @@ def transfer_leadership(to: int) -> Request[int]:
 
 
 def _decode_alarms(content: bytes, endpoint: str) -> Decoded[tuple[Alarm, ...]]:
-    answer = _read(AlarmsAnswer, content)
+    answer = read_answer(AlarmsAnswer, content)
     return Decoded(_alarms(answer.alarms), None)
 
 
@@ -605,7 +605,7 @@ def _alarms(answers: list[AlarmAnswer]) -> tuple[Alarm, ...]:
 
 def defragment() -> Request[Defragmented]:
     def decode(content: bytes, endpoint: str) -> Decoded[Defragmented]:
-        answer = _read(DefragmentAnswer, content)
+        answer = read_answer(DefragmentAnswer, content)
         result = Defragmented(
             endpoint, answer.storage_bytes_before, answer.storage_bytes_after, answer.seconds
         )
@@ -632,7 +632,7 @@ def disarm_alarms(member_id: int) -> Request[tuple[Alarm, ...]]:
 
 def health() -> Request[bool]:
     def decode(content: bytes, endpoint: str) -> Decoded[bool]:
-        return Decoded(_read(HealthAnswer, content).status == "ok", None)
+        return Decoded(read_answer(HealthAnswer, content).status == "ok", None)
 
     return Request("GET", "/health", (), None, Kind.READ, False, decode, "health")
 
@@ -647,7 +647,7 @@ def health() -> Request[bool]:
 
 def lease_grant(ttl: int, lease_id: int) -> Request[LeaseGrantResult]:
     def decode(content: bytes, endpoint: str) -> Decoded[LeaseGrantResult]:
-        answer = _read(LeaseGrantAnswer, content)
+        answer = read_answer(LeaseGrantAnswer, content)
         header = answer.header
         return Decoded(LeaseGrantResult(answer.id, answer.ttl, header.revision, header.leader),
                        header.leader)  # fmt: skip
@@ -669,7 +669,7 @@ def lease_grant(ttl: int, lease_id: int) -> Request[LeaseGrantResult]:
 
 def lease_keep_alive(lease_id: int) -> Request[LeaseKeepAliveResult]:
     def decode(content: bytes, endpoint: str) -> Decoded[LeaseKeepAliveResult]:
-        answer = _read(LeaseKeepAliveAnswer, content)
+        answer = read_answer(LeaseKeepAliveAnswer, content)
         header = answer.header
         result = LeaseKeepAliveResult(answer.id, answer.ttl, header.revision, header.leader)
         return Decoded(result, header.leader)
@@ -682,7 +682,7 @@ def lease_keep_alive(lease_id: int) -> Request[LeaseKeepAliveResult]:
 
 def lease_revoke(lease_id: int) -> Request[LeaseRevokeResult]:
     def decode(content: bytes, endpoint: str) -> Decoded[LeaseRevokeResult]:
-        header = _read(LeaseRevokeAnswer, content).header
+        header = read_answer(LeaseRevokeAnswer, content).header
         return Decoded(LeaseRevokeResult(header.revision, header.leader), header.leader)
 
     return Request(
@@ -694,7 +694,7 @@ def lease_revoke(lease_id: int) -> Request[LeaseRevokeResult]:
 
 def lease_info(lease_id: int, keys: bool, serializable: bool) -> Request[LeaseInfo]:
     def decode(content: bytes, endpoint: str) -> Decoded[LeaseInfo]:
-        answer = _read(LeaseAnswer, content)
+        answer = read_answer(LeaseAnswer, content)
         header = answer.header
         result = LeaseInfo(
             id=answer.id,
@@ -715,7 +715,7 @@ def lease_info(lease_id: int, keys: bool, serializable: bool) -> Request[LeaseIn
 
 def leases(serializable: bool) -> Request[tuple[LeaseStatus, ...]]:
     def decode(content: bytes, endpoint: str) -> Decoded[tuple[LeaseStatus, ...]]:
-        answer = _read(LeasesAnswer, content)
+        answer = read_answer(LeasesAnswer, content)
         found = tuple(LeaseStatus(item.id, item.ttl, item.granted_ttl) for item in answer.leases)
         return Decoded(found, answer.header.leader)
 

@@ -249,3 +249,37 @@ class WatchBatch:
 
     revision: int
     events: tuple[WatchEvent, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AuthStatus:
+    """Whether the cluster has auth enabled, and its auth revision (every change of users,
+    roles or auth raises it)."""
+
+    enabled: bool
+    auth_revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A user and its roles; `has_password` False: only a client certificate names it."""
+
+    name: str
+    roles: tuple[str, ...]
+    has_password: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Permission:
+    """`kind` ("read", "write", "readwrite") on `key` alone (`range_end` b""), the keys
+    [key, range_end), or every key from `key` on (range_end b"\\0")."""
+
+    kind: str
+    key: bytes
+    range_end: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    name: str
+    permissions: tuple[Permission, ...]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["ClientSettings"]
 
@@ -48,8 +48,15 @@ class ClientSettings:
     ca_file: str = ""
     cert_file: str = ""
     key_file: str = ""
+    # A user and its password, for a cluster with auth enabled (raftkv.client.credentials:
+    # the client logs in when the server asks, and again when its token runs out). ""
+    # user: none (a client certificate may still name the user).
+    user: str = ""
+    password: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
+        if self.password and not self.user:
+            raise ValueError("ClientSettings.password: give the user too")
         if bool(self.cert_file) != bool(self.key_file):
             raise ValueError("ClientSettings.cert_file and key_file: give both or neither")
         refresh = self.member_refresh_s

@@ -15,13 +15,16 @@ from typing import TypeVar
 
 import httpx
 
-from raftkv.client import protocol
+from raftkv.api.auth import PermissionKind
+from raftkv.client import auth_requests, protocol
 from raftkv.client.call import Call, Done, Wait
+from raftkv.client.credentials import credentials_of
 from raftkv.client.errors import ClientError, SessionExpired
 from raftkv.client.leases import SyncKeptLease, check_ttl, random_lease_id
 from raftkv.client.protocol import Session
 from raftkv.client.results import (
     Alarm,
+    AuthStatus,
     Cluster,
     CompactResult,
     Defragmented,
@@ -34,8 +37,10 @@ from raftkv.client.results import (
     LeaseStatus,
     PutResult,
     RangeResult,
+    Role,
     Status,
     TxnResult,
+    User,
 )
 from raftkv.client.routing import Router, leaders_view, next_to_ask
 from raftkv.client.sessions import ThreadSessions
@@ -82,7 +87,10 @@ class SyncClient:
         # No proxies from the environment: a client talks to the cluster's nodes directly
         # (pass a transport to go through one). Redirects are not followed: the API has none.
         self._http = httpx.Client(
-            transport=transport, trust_env=False, verify=verify_of(self.settings)
+            transport=transport,
+            trust_env=False,
+            verify=verify_of(self.settings),
+            auth=credentials_of(self.settings),
         )
 
     @property
@@ -299,6 +307,84 @@ class SyncClient:
     def transfer_leadership(self, to: int = 0) -> int:
         """Hand leadership to voter `to` (0: the most caught-up); the new leader's id."""
         return self._call(protocol.transfer_leadership(to))
+
+    # -- users and roles (raftkv.client.auth_requests) -------------------------------------
+
+    def auth_status(self) -> AuthStatus:
+        """Whether the cluster has auth enabled, and its auth revision."""
+        return self._call(auth_requests.auth_status())
+
+    def auth_enable(self) -> AuthStatus:
+        """Enable auth (needs user root holding the role root)."""
+        return self._call(auth_requests.auth_enable())
+
+    def auth_disable(self) -> AuthStatus:
+        """Disable auth (root): every request is allowed again."""
+        return self._call(auth_requests.auth_disable())
+
+    def users(self) -> tuple[User, ...]:
+        """Every user, by name (root)."""
+        return self._call(auth_requests.users())
+
+    def user(self, name: str) -> User:
+        """A user and its roles (root, or the user itself)."""
+        return self._call(auth_requests.user(name))
+
+    def add_user(self, name: str, password: str | None) -> User:
+        """Add a user (root); `password` None: one only a client certificate names."""
+        return self._call(auth_requests.add_user(name, password))
+
+    def delete_user(self, name: str) -> AuthStatus:
+        """Delete a user (root); its tokens end."""
+        return self._call(auth_requests.delete_user(name))
+
+    def change_password(self, name: str, password: str) -> AuthStatus:
+        """Set a user's password (root, or the user itself); its tokens end."""
+        return self._call(auth_requests.change_password(name, password))
+
+    def grant_role(self, name: str, role: str) -> User:
+        """Grant user `name` a role (root)."""
+        return self._call(auth_requests.grant_role(name, role))
+
+    def revoke_role(self, name: str, role: str) -> User:
+        """Take a role from user `name` (root)."""
+        return self._call(auth_requests.revoke_role(name, role))
+
+    def roles(self) -> tuple[Role, ...]:
+        """Every role with its permissions, by name (root)."""
+        return self._call(auth_requests.roles())
+
+    def role(self, name: str) -> Role:
+        """A role and its permissions (root)."""
+        return self._call(auth_requests.role(name))
+
+    def add_role(self, name: str) -> Role:
+        """Add a role (root)."""
+        return self._call(auth_requests.add_role(name))
+
+    def delete_role(self, name: str) -> AuthStatus:
+        """Delete a role (root); its users lose it."""
+        return self._call(auth_requests.delete_role(name))
+
+    def grant_permission(
+        self,
+        role: str,
+        kind: PermissionKind,
+        key: Data,
+        range_end: Data = b"",
+        *,
+        prefix: bool = False,
+    ) -> Role:
+        """Give `role` `kind` ("read", "write", "readwrite") on `key`, [key, range_end), or
+        every key starting with `key` (`prefix`) (root)."""
+        request = auth_requests.grant_permission(role, kind, key, range_end, prefix=prefix)
+        return self._call(request)
+
+    def revoke_permission(
+        self, role: str, key: Data, range_end: Data = b"", *, prefix: bool = False
+    ) -> Role:
+        """Take from `role` its permission on exactly that range (root)."""
+        return self._call(auth_requests.revoke_permission(role, key, range_end, prefix=prefix))
 
     def health(self, endpoint: str | None = None) -> bool:
         """Whether `endpoint` (one attempt), or any endpoint, answers `/health` with "ok"."""
