@@ -4,7 +4,8 @@ Server verbs (`serve`, `dev`) live in `raftkv.cli.server_commands`; client verbs
 `get`, `del`, `range`, `txn`, `status`, `members`) in `raftkv.cli.kv_commands`, `lease`
 and `watch` in `raftkv.cli.lease_watch_commands`, `lock` in `raftkv.cli.lock_commands`,
 `snapshot` in `raftkv.cli.snapshot_commands`, `compact` and `endpoint health|hashkv` in
-`raftkv.cli.maintenance_commands`, `certs` (TLS certificates) in
+`raftkv.cli.maintenance_commands`, `auth`, `user` and `role` in `raftkv.cli.auth_commands`,
+`certs` (TLS certificates) in
 `raftkv.cli.certs_commands`. Each module adds its subcommands with
 `add_commands(subparsers)`; a subcommand's `handler(arguments)` returns the process exit
 code. The client verbs share their plumbing: `arguments` (argument types, the common
@@ -47,6 +48,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from raftkv.cli import (  # noqa: PLC0415
         arguments,
+        auth_commands,
         certs_commands,
         kv_commands,
         lease_watch_commands,
@@ -66,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     lease_watch_commands.add_commands(subparsers, [arguments.common_flags()])
     lock_commands.add_commands(subparsers, [arguments.common_flags()])
     maintenance_commands.add_commands(subparsers, [arguments.common_flags()])
+    auth_commands.add_commands(subparsers, [arguments.common_flags()])
     snapshot_commands.add_commands(subparsers)
     certs_commands.add_commands(subparsers)
     return parser

@@ -10,6 +10,10 @@ output flags every client verb shares, and the client settings they make.
   --cacert, --cert, --key FILE
                         TLS: the cluster's CA, and this client's certificate and key
                         (default $RAFTKV_CACERT, $RAFTKV_CERT, $RAFTKV_KEY)
+  --user NAME[:PASSWORD], --password PASSWORD
+                        for a cluster with auth enabled (default $RAFTKV_USER,
+                        $RAFTKV_PASSWORD); a user without a password is asked for it on
+                        the terminal (never echoed)
 
 and the verbs that take keys (put, get, del, range, txn, watch):
 
@@ -24,7 +28,9 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import getpass
 import os
+import sys
 
 from raftkv.cli.errors import UsageError
 from raftkv.client import ClientSettings
@@ -34,6 +40,7 @@ __all__ = [
     "DEFAULT_TIMEOUT_S",
     "ENDPOINTS_VARIABLE",
     "TLS_FLAGS",
+    "add_credential_flags",
     "add_tls_flags",
     "argument_bytes",
     "client_settings_of",
@@ -45,9 +52,12 @@ __all__ = [
     "non_negative",
     "positive",
     "positive_seconds",
+    "user_and_password",
 ]
 
 ENDPOINTS_VARIABLE = "RAFTKV_ENDPOINTS"
+USER_VARIABLE = "RAFTKV_USER"
+PASSWORD_VARIABLE = "RAFTKV_PASSWORD"
 DEFAULT_ENDPOINT = "http://127.0.0.1:8080"
 DEFAULT_TIMEOUT_S = 10.0
 
@@ -120,6 +130,7 @@ def common_flags() -> argparse.ArgumentParser:
         help=f"give up on the call after this long, retries included ({DEFAULT_TIMEOUT_S:g})",
     )
     add_tls_flags(common)
+    add_credential_flags(common)
     return common
 
 
@@ -135,6 +146,24 @@ def add_tls_flags(parser: argparse.ArgumentParser) -> None:
             metavar="FILE",
             help=f"{what} (default ${variable})",
         )
+
+
+def add_credential_flags(parser: argparse.ArgumentParser) -> None:
+    """--user and --password (`user_and_password` reads them)."""
+    credentials = parser.add_argument_group("auth (a cluster with auth enabled)")
+    credentials.add_argument(
+        "--user",
+        default=None,
+        metavar="NAME[:PASSWORD]",
+        help=f"log in as this user (default ${USER_VARIABLE}); without a password, it is "
+        "asked for on the terminal",
+    )
+    credentials.add_argument(
+        "--password",
+        default=None,
+        metavar="PASSWORD",
+        help=f"the user's password (default ${PASSWORD_VARIABLE}; safer than the command line)",
+    )
 
 
 def _tls_destination(flag: str) -> str:
@@ -185,18 +214,45 @@ def endpoints_hint(arguments: argparse.Namespace) -> str:
     )
 
 
+def user_and_password(arguments: argparse.Namespace) -> tuple[str, str]:
+    """The user and password: --user NAME[:PASSWORD] and --password, else $RAFTKV_USER and
+    $RAFTKV_PASSWORD; a user without a password is asked for it on the terminal.
+    ("", "") without a user. UsageError if a password is needed and cannot be asked."""
+    given: str = getattr(arguments, "user", None) or os.environ.get(USER_VARIABLE, "")
+    if not given:
+        return "", ""
+    user, colon, password = given.partition(":")
+    if not colon:
+        password = getattr(arguments, "password", None) or os.environ.get(PASSWORD_VARIABLE, "")
+    if not user:
+        raise UsageError("usage", "--user needs a name: --user NAME[:PASSWORD]")
+    if not password:
+        if not sys.stdin.isatty():
+            raise UsageError(
+                "usage",
+                f"no password for user {user!r}: give --user {user}:PASSWORD, --password, "
+                f"or ${PASSWORD_VARIABLE} (stdin is not a terminal to ask on)",
+            )
+        password = getpass.getpass(f"password of {user}: ")
+    return user, password
+
+
 def client_settings_of(arguments: argparse.Namespace) -> ClientSettings:
     """--timeout bounds each request and the whole call, retries included; the TLS files
-    come from --cacert/--cert/--key, else $RAFTKV_CACERT/$RAFTKV_CERT/$RAFTKV_KEY."""
+    come from --cacert/--cert/--key, else $RAFTKV_CACERT/$RAFTKV_CERT/$RAFTKV_KEY; the
+    credentials from `user_and_password`."""
     timeout: float = arguments.timeout
     ca_file, cert_file, key_file = (
         getattr(arguments, _tls_destination(flag), None) or os.environ.get(variable, "")
         for flag, variable, _ in TLS_FLAGS
     )
+    user, password = user_and_password(arguments)
     return ClientSettings(
         request_timeout_s=timeout,
         deadline_s=timeout,
         ca_file=ca_file,
         cert_file=cert_file,
         key_file=key_file,
+        user=user,
+        password=password,
     )

@@ -22,7 +22,7 @@ import sys
 
 from raftkv.cli import EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_USAGE
 from raftkv.cli.arguments import client_settings_of, endpoints_of, positive
-from raftkv.cli.errors import fail
+from raftkv.cli.errors import UsageError, fail
 from raftkv.client import Client, ClientError, Lock, Refused
 
 __all__ = ["add_commands"]
@@ -70,6 +70,8 @@ def _lock(arguments: argparse.Namespace) -> int:
         return fail(EXIT_USAGE, "usage", "a lock needs a name")
     try:
         client = Client(endpoints_of(arguments), client_settings_of(arguments))
+    except UsageError as error:
+        return fail(EXIT_USAGE, error.code, error.message)
     except ValueError as error:
         return fail(EXIT_USAGE, "usage", str(error))
     try:

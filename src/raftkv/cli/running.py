@@ -37,6 +37,8 @@ def run_verb(verb: Verb) -> Callable[[argparse.Namespace], int]:
         output = Output(as_json=arguments.output == "json", in_base64=arguments.base64)
         try:
             client = SyncClient(endpoints_of(arguments), client_settings_of(arguments))
+        except UsageError as error:
+            return fail(EXIT_USAGE, error.code, error.message)
         except ValueError as error:
             return fail(EXIT_USAGE, "usage", str(error))
         with client:

@@ -38,8 +38,13 @@ from raftkv.cli import (
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
 )
-from raftkv.cli.arguments import add_tls_flags, client_settings_of, endpoints_of
-from raftkv.cli.errors import fail
+from raftkv.cli.arguments import (
+    add_credential_flags,
+    add_tls_flags,
+    client_settings_of,
+    endpoints_of,
+)
+from raftkv.cli.errors import UsageError, fail
 
 _CHUNK_BYTES = 1 << 20
 
@@ -69,6 +74,7 @@ def add_commands(subparsers: Any) -> None:
     )
     save.add_argument("--timeout", type=float, default=300.0, help="seconds (default 300)")
     add_tls_flags(save)
+    add_credential_flags(save)
     save.set_defaults(handler=_save)
     restore = verbs.add_parser(
         "restore",
@@ -130,19 +136,29 @@ def _download_and_keep(
 ) -> int:
     import httpx  # noqa: PLC0415
 
+    from raftkv.client.credentials import credentials_of  # noqa: PLC0415
     from raftkv.client.tls import verify_of  # noqa: PLC0415
     from raftkv.server.backup import BackupInvalid, open_backup  # noqa: PLC0415
 
     try:
-        # The TLS flags as every client verb reads them (--cacert, $RAFTKV_CACERT, ...).
-        verify = verify_of(client_settings_of(arguments))
+        # The TLS flags and credentials as every client verb reads them (--cacert,
+        # $RAFTKV_CACERT, --user, ...); a backup needs the role root once auth is enabled.
+        settings = client_settings_of(arguments)
+        verify = verify_of(settings)
+    except UsageError as error:
+        return fail(EXIT_USAGE, error.code, error.message)
     except ValueError as error:
         return fail(EXIT_USAGE, "usage", str(error))
+    login = credentials_of(settings)
     failures = []
     for endpoint in _candidates(endpoints):
         try:
             with httpx.stream(
-                "GET", f"{endpoint}/v1/snapshot", timeout=arguments.timeout, verify=verify
+                "GET",
+                f"{endpoint}/v1/snapshot",
+                timeout=arguments.timeout,
+                verify=verify,
+                auth=login,
             ) as response:
                 if response.status_code != 200:
                     response.read()
