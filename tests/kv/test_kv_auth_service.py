@@ -30,7 +30,7 @@ from raftkv.kv.passwords import CHEAP_COST
 from raftkv.testing.local_cluster import LocalCluster, run_scenario
 
 T = TypeVar("T")
-SETTINGS = AuthSettings(password_cost=CHEAP_COST, max_failed_logins=3)
+SETTINGS = AuthSettings(password_cost=CHEAP_COST, max_failed_logins=3, hash_on_loop=True)
 ROOT_CALLER = Caller(ROOT)
 ALICE = Caller("alice")
 

@@ -35,6 +35,7 @@ from raftkv.raft.storage.base import RaftStorage
 from raftkv.server import HttpSettings, create_app
 from raftkv.server.app import METRICS
 from raftkv.server.listener import ClientPort, ClientPortSettings
+from raftkv.testing.http_cluster import TEST_AUTH
 from raftkv.testing.local_cluster import LocalCluster
 
 Json = Any
@@ -83,7 +84,7 @@ async def started(
             machine = node.state_machine
             assert isinstance(machine, KvStateMachine)
             services[node_id] = KvService(node, machine, kv_settings)
-            app = create_app(services[node_id], settings or HttpSettings())
+            app = create_app(services[node_id], settings or HttpSettings(auth=TEST_AUTH))
             client: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1", port=0))
             await client.start_server()
             clients[node_id] = client
@@ -184,7 +185,7 @@ async def served(
     machine = only.state_machine
     assert isinstance(machine, KvStateMachine)
     service = KvService(only, machine, read_limits=limits)
-    app = create_app(service, http or HttpSettings())
+    app = create_app(service, http or HttpSettings(auth=TEST_AUTH))
     client_port = ClientPort(app, "127.0.0.1", 0, port or ClientPortSettings())
     app[METRICS].client_port = client_port
     await client_port.start()
@@ -274,7 +275,7 @@ async def started_with_leases(
             kv = node.state_machine
             assert isinstance(kv, KvStateMachine)
             services[node_id] = KvService(node, kv)
-            app = create_app(services[node_id], settings or HttpSettings())
+            app = create_app(services[node_id], settings or HttpSettings(auth=TEST_AUTH))
             client: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1", port=0))
             await client.start_server()
             clients[node_id] = client

@@ -20,7 +20,9 @@ from raftkv.server.auth_guard import PUBLIC_ROUTES
 from raftkv.server.routes import ROUTES
 from raftkv.testing.local_cluster import run_scenario
 
-SETTINGS = HttpSettings(auth=AuthSettings(password_cost=CHEAP_COST, max_failed_logins=2))
+SETTINGS = HttpSettings(
+    auth=AuthSettings(password_cost=CHEAP_COST, max_failed_logins=2, hash_on_loop=True)
+)
 JSON = {"Content-Type": "application/json"}
 # A value for each path parameter of the route table.
 PATH_VALUES = {"key": "app/x", "id": "2", "name": "alice", "role": "reader"}

@@ -56,6 +56,7 @@ from raftkv.server.browser_guards import (
 )
 from raftkv.server.cluster_api import ClusterHandlers
 from raftkv.server.errors import HTTP_ERROR_CODES, error_answer
+from raftkv.server.exposure import ClientWarning
 from raftkv.server.http_common import BODY_TIMEOUT, REQUESTED_VERSION, ApiError, error_response
 from raftkv.server.kv_api import KvHandlers
 from raftkv.server.lease_api import LeaseHandlers
@@ -101,7 +102,7 @@ class HttpSettings:
     # The cluster's id, answered in /v1/cluster (0: not said; tests).
     cluster_id: int = 0
     # What the node exposes unprotected (raftkv.server.exposure), listed by /v1/status.
-    security_warnings: tuple[str, ...] = ()
+    security_warnings: tuple[ClientWarning, ...] = ()
     # Where /metrics is served when not here ("": here, on the client port; else its own
     # port, `listen_metrics`, and the client port answers 404 naming it).
     metrics_elsewhere: str = ""

@@ -5,21 +5,33 @@
   only this machine can; on any other (a wildcard included) the node refuses to start
   without peer TLS unless `allow_insecure_peers` says the network is trusted
   (`peer_refusal`).
-- The client port: a listener off loopback without TLS carries every key in clear text,
-  and without client certificates (`client_ca_file`) anyone who reaches it may read and
-  write every key, take a backup, compact history and change the membership (raftkv has no
-  users yet). The node starts, but says so (`client_warnings`): a WARNING line at start,
-  and `/v1/status` and `raftkv status` list them; `allow_insecure_clients` turns the
-  line into INFO (the choice is in the config), the status still lists them.
+- The client port: a listener off loopback without TLS carries every key (and every auth
+  token) in clear text, and without client certificates (`client_ca_file`), while auth is
+  disabled, anyone who reaches it may read and write every key, take a backup, compact
+  history and change the membership. The node starts, but says so (`client_warnings`): a
+  WARNING line at start, and `/v1/status` and `raftkv status` list them (the second only
+  while auth is disabled: enabling it ends the warning); `allow_insecure_clients` turns
+  the line into INFO (the choice is in the config), the status still lists them.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from raftkv.server.browser_policy import is_loopback_host
 from raftkv.server.setting_values import split_address
 from raftkv.server.settings import ServerSettings
 
-__all__ = ["client_warnings", "peer_refusal"]
+__all__ = ["ClientWarning", "client_warnings", "peer_refusal"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientWarning:
+    """One thing a client port exposes; `while_auth_disabled`: only while auth is off
+    (users and permissions close that door)."""
+
+    text: str
+    while_auth_disabled: bool = False
 
 
 def peer_refusal(settings: ServerSettings) -> str | None:
@@ -35,7 +47,7 @@ def peer_refusal(settings: ServerSettings) -> str | None:
     )
 
 
-def client_warnings(settings: ServerSettings) -> list[str]:
+def client_warnings(settings: ServerSettings) -> list[ClientWarning]:
     """What the client ports (HTTP, etcd's gRPC) expose off loopback, one line each."""
     warnings = []
     for name in ("listen_client", "listen_client_grpc"):
@@ -44,13 +56,20 @@ def client_warnings(settings: ServerSettings) -> list[str]:
             continue
         if settings.cert_file is None:
             warnings.append(
-                f"{name} {address} is reachable from the network without TLS: keys, values "
-                "and requests travel in clear text (give cert_file and key_file)"
+                ClientWarning(
+                    f"{name} {address} is reachable from the network without TLS: keys, "
+                    "values, requests and auth tokens travel in clear text (give cert_file "
+                    "and key_file)"
+                )
             )
         if settings.client_ca_file is None:
             warnings.append(
-                f"{name} {address} is reachable from the network without client certificates: "
-                "anyone who reaches it can read and write every key, take backups and change "
-                "the membership (give client_ca_file)"
+                ClientWarning(
+                    f"{name} {address} is reachable from the network without client "
+                    "certificates and with auth disabled: anyone who reaches it can read and "
+                    "write every key, take backups and change the membership (enable auth: "
+                    "raftkv auth enable; or give client_ca_file)",
+                    while_auth_disabled=True,
+                )
             )
     return warnings

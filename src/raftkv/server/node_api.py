@@ -12,6 +12,7 @@ from raftkv.kv.layout import CorruptAlarm
 from raftkv.kv.service import KvService
 from raftkv.raft.core.types import NodeId
 from raftkv.server.alarm_api import alarm_answers
+from raftkv.server.exposure import ClientWarning
 from raftkv.server.http_common import bool_query, json_answer
 from raftkv.server.openapi import openapi_document_bytes
 
@@ -32,7 +33,7 @@ class NodeHandlers:
         self,
         service: KvService,
         ready_max_apply_lag: int,
-        security_warnings: tuple[str, ...] = (),
+        security_warnings: tuple[ClientWarning, ...] = (),
     ) -> None:
         self.service = service
         # /ready answers 503 while more committed entries than this wait to be applied.
@@ -101,7 +102,11 @@ class NodeHandlers:
                 hash=digest,
                 data_hash=data_digest,
                 alarms=alarm_answers(service),
-                warnings=list(self.security_warnings),
+                warnings=[
+                    warning.text
+                    for warning in self.security_warnings
+                    if not (warning.while_auth_disabled and service.authorizer.enabled)
+                ],
                 removed=status.removed,
             )
         )

@@ -364,9 +364,12 @@ class Server:
         )
         warnings = client_warnings(settings)
         for warning in warnings:
-            # Stated once at start; /v1/status lists them for as long as the node runs.
+            if warning.while_auth_disabled and service.authorizer.enabled:
+                continue
+            # Stated once at start; /v1/status lists them for as long as they hold.
             logger.log(
-                logging.INFO if settings.allow_insecure_clients else logging.WARNING, warning
+                logging.INFO if settings.allow_insecure_clients else logging.WARNING,
+                warning.text,
             )
         try:
             host, port = split_address(settings.listen_client)

@@ -31,10 +31,16 @@ from aiohttp.test_utils import TestServer
 
 from raftkv.client import Client, ClientSettings
 from raftkv.kv import KvService, KvSettings, KvStateMachine, ReadLimits
+from raftkv.kv.auth_service import AuthSettings
+from raftkv.kv.passwords import CHEAP_COST
 from raftkv.raft.storage.base import RaftStorage
 from raftkv.server import HttpSettings, create_app
 from raftkv.testing.local_cluster import LocalCluster
 from raftkv.testing.processes import free_port
+
+# Auth for clusters on a manual clock: the cheapest password hash, computed on the loop, so
+# a login is not a thread racing simulated time.
+TEST_AUTH = AuthSettings(password_cost=CHEAP_COST, hash_on_loop=True)
 
 __all__ = ["HttpCluster", "closed_port_url", "http_cluster"]
 
@@ -131,7 +137,11 @@ async def http_cluster(
             machine = node.state_machine
             assert isinstance(machine, KvStateMachine)
             service = KvService(node, machine, kv_settings, read_limits=read_limits)
-            server = TestServer(create_app(service, settings), host="127.0.0.1", port=0)
+            server = TestServer(
+                create_app(service, settings or HttpSettings(auth=TEST_AUTH)),
+                host="127.0.0.1",
+                port=0,
+            )
             await server.start_server()
             api.servers.append(server)
             api.services[int(node_id)] = service
