@@ -1,8 +1,9 @@
 """TLS on the client port of a 3-process cluster with client certificates required
 (`cert_file`, `key_file`, `client_ca_file`): the HTTP API and etcd's gRPC API serve only
 TLS; raftkv's CLI and etcdctl work with the cluster's CA and a client certificate, and are
-refused without one or with a stranger's; members publish https URLs; a node joins through
-an https member; renewed certificates are served after SIGHUP, without a restart."""
+refused without one or with a stranger's; with auth enabled, a certificate's common name
+stands for the user of that name; members publish https URLs; a node joins through an https
+member; renewed certificates are served after SIGHUP, without a restart."""
 
 from __future__ import annotations
 
@@ -79,6 +80,32 @@ def test_a_cluster_serving_tls_with_client_certificates(tmp_path: Path) -> None:
         read = etcdctl.run(*secure, "get", "etcd-key", "--print-value-only").check()
         assert read.stdout.strip() == "etcd-value"
         assert etcdctl.run(*secure[:1], "get", "etcd-key").returncode != 0
+
+        # With auth enabled, a client certificate's common name stands for the user of that
+        # name (as in etcd): "client" is a user without a password; the node's certificate
+        # (CN "node", the CLI's default here) names no user.
+        for arguments in (
+            ("user", "add", "root:root-password"),
+            ("user", "grant-role", "root", "root"),
+            ("user", "add", "client", "--no-password"),
+            ("role", "add", "greeter"),
+            ("role", "grant-permission", "greeter", "read", "greeting"),
+            ("user", "grant-role", "client", "greeter"),
+            ("auth", "enable"),
+        ):
+            done = cli(cluster, *arguments)
+            assert done.returncode == 0, (arguments, done.stderr)
+        as_client = cli(cluster, "get", "greeting", *tls_flags, cluster_tls=False)
+        assert as_client.returncode == 0 and "hello" in as_client.stdout, as_client.stderr
+        denied = cli(cluster, "put", "greeting", "bye", *tls_flags, cluster_tls=False)
+        assert denied.returncode == 3 and "permission_denied" in denied.stderr, denied.stderr
+        anonymous = cli(cluster, "get", "greeting")
+        assert anonymous.returncode == 3 and "auth_required" in anonymous.stderr
+        # A password login wins over the certificate's name.
+        as_root = cli(cluster, "put", "greeting", "hello", "--user", "root:root-password")
+        assert as_root.returncode == 0, as_root.stderr
+        disabled = cli(cluster, "auth", "disable", "--user", "root:root-password")
+        assert disabled.returncode == 0, disabled.stderr
 
         # A node joins through an https member (it trusts client_ca_file).
         joining = cluster.add_node()
