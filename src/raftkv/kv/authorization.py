@@ -25,19 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import assert_never
 
-from raftkv.kv.auth_commands import (
-    AuthDisable,
-    AuthEnable,
-    RoleAdd,
-    RoleDelete,
-    RoleGrantPermission,
-    RoleRevokePermission,
-    UserAdd,
-    UserChangePassword,
-    UserDelete,
-    UserGrantRole,
-    UserRevokeRole,
-)
+from raftkv.kv.auth_commands import AuthRequest, UserChangePassword
 from raftkv.kv.auth_state import Access, AuthState
 from raftkv.kv.auth_tokens import read_token
 from raftkv.kv.callers import ANONYMOUS, Caller
@@ -145,6 +133,11 @@ class Authorizer:
         refused for auth)."""
         if caller.internal:
             return 0
+        if isinstance(request, UserChangePassword) and self._is_self(caller, request.name):
+            return self._auth().revision
+        if isinstance(request, AuthRequest):
+            self.require_root(caller, f"change users or roles ({type(request).__name__})")
+            return self._auth().revision
         match request:
             case Range() | Put() | DeleteRange():
                 self._check_op(caller, request)
@@ -155,24 +148,8 @@ class Authorizer:
                     self._check_op(caller, op)
             case LeaseGrant() | LeaseKeepAlive():
                 self.user(caller)
-            case UserChangePassword() if self._is_self(caller, request.name):
-                pass
             case Compact():
                 self.require_root(caller, "compact the history")
-            case (
-                AuthEnable()
-                | AuthDisable()
-                | UserAdd()
-                | UserDelete()
-                | UserChangePassword()
-                | UserGrantRole()
-                | UserRevokeRole()
-                | RoleAdd()
-                | RoleDelete()
-                | RoleGrantPermission()
-                | RoleRevokePermission()
-            ):
-                self.require_root(caller, f"change users or roles ({type(request).__name__})")
             case LeaseRevoke() | LeaseExpire() | LeaseCheckpoint():
                 # A revoke's keys are checked by the service, which knows them; expiry and
                 # checkpoints are the node's own.

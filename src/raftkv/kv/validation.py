@@ -20,19 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import assert_never
 
-from raftkv.kv.auth_commands import (
-    AuthDisable,
-    AuthEnable,
-    RoleAdd,
-    RoleDelete,
-    RoleGrantPermission,
-    RoleRevokePermission,
-    UserAdd,
-    UserChangePassword,
-    UserDelete,
-    UserGrantRole,
-    UserRevokeRole,
-)
+from raftkv.kv.auth_commands import AuthRequest
 from raftkv.kv.auth_state import check_auth_request
 from raftkv.kv.commands import (
     ClearCorruptAlarm,
@@ -71,6 +59,9 @@ MAX_CHECKPOINT_LEASES = 1000
 
 def check_request(request: WriteRequest | Range, settings: KvSettings) -> None:
     """Raise an InvalidRequest subclass naming the first rule `request` breaks."""
+    if isinstance(request, AuthRequest):
+        check_auth_request(request)
+        return
     match request:
         case Range():
             _check_range(request, settings, "range")
@@ -120,20 +111,6 @@ def check_request(request: WriteRequest | Range, settings: KvSettings) -> None:
             check_hash_request(request)
         case RaiseNoSpaceAlarm() | DisarmNoSpaceAlarm():
             check_space_alarm_request(request)
-        case (
-            AuthEnable()
-            | AuthDisable()
-            | UserAdd()
-            | UserDelete()
-            | UserChangePassword()
-            | UserGrantRole()
-            | UserRevokeRole()
-            | RoleAdd()
-            | RoleDelete()
-            | RoleGrantPermission()
-            | RoleRevokePermission()
-        ):
-            check_auth_request(request)
         case _:
             assert_never(request)
 
