@@ -24,6 +24,7 @@ from raftkv.kv.errors import (
     AuthRevisionChanged,
     InvalidToken,
     PermissionDenied,
+    SessionExpired,
     TooManyFailedLogins,
 )
 from raftkv.kv.passwords import CHEAP_COST
@@ -197,6 +198,10 @@ def test_a_lease_revoke_needs_write_on_every_key_attached(tmp_path: Path) -> Non
             await members.run(ROOT_CALLER, kv.put(b"other/x", b"1", lease=lease))
             with pytest.raises(PermissionDenied, match="other/x"):
                 await members.run(ALICE, kv.lease_revoke(lease))
+            # Listing the keys attached shows names alice may not read: refused too.
+            with pytest.raises(PermissionDenied, match="other/x"):
+                await members.run(ALICE, kv.lease_status(lease, keys=True))
+            await members.run(ALICE, kv.lease_status(lease))
             await members.run(ROOT_CALLER, kv.delete_range(b"other/x"))
             await members.run(ALICE, kv.put(b"app/alice/k", b"1", lease=lease))
             await members.run(ALICE, kv.lease_revoke(lease))
@@ -270,6 +275,34 @@ def test_a_member_behind_a_revoked_permission_cannot_let_a_write_through(
                 await members.cluster.complete(kv.node.propose(encode_command(stale)))
             with pytest.raises(PermissionDenied):
                 await members.run(ALICE, kv.put(b"app/alice/x", b"1"))
+
+    run_scenario(scenario)
+
+
+def test_each_user_has_exactly_once_sessions_of_its_own(tmp_path: Path) -> None:
+    """A user naming another's client id gets a session of its own: never the other's
+    stored result (its previous value, say), nor a stale_sequence that spoils it."""
+
+    async def scenario() -> None:
+        async with secured(tmp_path) as members:
+            kv = members.kv
+            await members.run(ROOT_CALLER, kv.put(b"app/x", b"secret", client_id="c", sequence=1))
+            first = await members.run(
+                ROOT_CALLER, kv.put(b"app/x", b"next", prev_kv=True, client_id="c", sequence=2)
+            )
+            assert first.prev_kv is not None and first.prev_kv.value == b"secret"
+            # Alice replays root's client id and sequence: a first write of her own session
+            # (sequence 2 of a session she never had), not root's stored answer.
+            with pytest.raises(SessionExpired):
+                await members.run(
+                    ALICE, kv.put(b"app/alice/k", b"v", prev_kv=True, client_id="c", sequence=2)
+                )
+            mine = await members.run(ALICE, kv.put(b"app/alice/k", b"v", client_id="c", sequence=1))
+            assert mine.prev_kv is None
+            again = await members.run(
+                ROOT_CALLER, kv.put(b"app/x", b"next", prev_kv=True, client_id="c", sequence=2)
+            )
+            assert again == first  # root's session is untouched
 
     run_scenario(scenario)
 

@@ -17,7 +17,8 @@ is allowed, as in etcd):
 - watches need read on the watched range;
 - compaction, membership, leadership, alarms, defragmentation, backups, hashes, metrics and
   every user and role change need the role root; a user may read its own record and change
-  its own password.
+  its own password;
+- exactly-once sessions are the user's own (`session_of`).
 """
 
 from __future__ import annotations
@@ -177,6 +178,16 @@ class Authorizer:
         """Whether the caller is user `name` (who may read its record and change its own
         password)."""
         return caller.user == name and self._auth().user(name) is not None
+
+    def session_of(self, caller: Caller, client_id: str) -> str:
+        """The exactly-once session a write of `client_id` uses: while auth is enabled,
+        the user's own ("<user>/<client_id>": names hold no '/'), so that no user can read
+        another's stored results (a retry's answer) by naming its client id, nor spoil
+        its sessions. The whole must fit max_client_id_bytes."""
+        user = self.user(caller)
+        if not client_id or user is None:
+            return client_id
+        return f"{user}/{client_id}"
 
     def check_user_read(self, caller: Caller, name: str) -> None:
         """Root, or user `name` itself, may read that user's record."""

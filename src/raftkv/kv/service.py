@@ -402,15 +402,19 @@ class KvService:
         serializable: bool = False,
         timeout: float | None = None,
     ) -> LeaseStatus:
-        """The lease as this node knows it; LeaseNotFound if it does not exist."""
+        """The lease as this node knows it; LeaseNotFound if it does not exist. With
+        `keys`, the caller needs read on every key attached (their names are data)."""
         if not serializable:
             await self.node.read_index(timeout=timeout)
-        self.authorizer.user(current_caller())
+        caller = current_caller()
+        self.authorizer.user(caller)
         record = self.machine.lease(lease_id)
         remaining = self.machine.lease_timers.remaining_s(lease_id)
         if record is None or remaining is None:
             raise LeaseNotFound(lease_id)
         attached = self.machine.lease_keys(lease_id) if keys else []
+        for key in attached:
+            self.authorizer.check_read(caller, key, b"")
         return LeaseStatus(lease_id, remaining, record.ttl, attached)
 
     async def leases(
@@ -440,8 +444,11 @@ class KvService:
         check_request(request, self.settings)
         check_session(KvCommand(request, client_id, sequence), self.settings)
         for attempt in range(_AUTH_ATTEMPTS):
-            stamp = self.authorizer.check(current_caller(), request)
-            command = KvCommand(request, client_id, sequence, auth_revision=stamp)
+            caller = current_caller()
+            stamp = self.authorizer.check(caller, request)
+            session = self.authorizer.session_of(caller, client_id)
+            command = KvCommand(request, session, sequence, auth_revision=stamp)
+            check_session(command, self.settings)
             try:
                 # A refusal applied in the log comes back as the KvError raised by propose.
                 result = await self.node.propose(encode_command(command), timeout=timeout)
