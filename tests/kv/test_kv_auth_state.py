@@ -24,7 +24,13 @@ from raftkv.kv.auth_commands import (
 from raftkv.kv.auth_service import FailedLogins
 from raftkv.kv.auth_state import MAX_NAME_BYTES, ROOT
 from raftkv.kv.auth_tokens import MAX_TOKEN_BYTES, TokenClaims, issue_token, read_token
-from raftkv.kv.commands import AuthChangeResponse, PutResponse, WriteRequest
+from raftkv.kv.commands import (
+    AuthChangeResponse,
+    PublishMember,
+    PublishMemberResponse,
+    PutResponse,
+    WriteRequest,
+)
 from raftkv.kv.errors import (
     AuthConflict,
     AuthNotFound,
@@ -55,8 +61,12 @@ class Machine:
         self.machine = KvStateMachine(MemoryAppData())
         self.index = 0
 
-    def apply(self, request: WriteRequest, auth_revision: int = 0) -> object:
+    def apply(self, request: WriteRequest, auth_revision: int | None = None) -> object:
+        """Apply `request` stamped `auth_revision` (None: as checked against the current
+        auth state)."""
         self.index += 1
+        if auth_revision is None:
+            auth_revision = self.machine.auth.stamp
         data = encode_command(KvCommand(request, auth_revision=auth_revision))
         [result] = self.machine.apply([Command(self.index, 1, data)], self.index, 1)
         return result
@@ -191,8 +201,20 @@ def test_a_write_checked_at_an_older_auth_revision_is_refused_and_not_applied() 
     assert machine.machine.current_revision() == revision
     current = machine.machine.auth.revision
     assert isinstance(machine.apply(Put(b"key", b"value"), auth_revision=current), PutResponse)
-    # The node's own commands carry no revision and are never refused for it.
-    assert isinstance(machine.apply(Put(b"key", b"again")), PutResponse)
+    # Unstamped: checked by a member that had applied no auth change yet, refused now that
+    # auth is in use; the node's own bookkeeping is never stamped and passes.
+    assert isinstance(machine.apply(Put(b"key", b"again"), auth_revision=0), AuthRevisionChanged)
+    published = machine.apply(PublishMember(1, "http://a:1"), auth_revision=0)
+    assert isinstance(published, PublishMemberResponse)
+
+
+def test_while_auth_was_never_used_commands_are_unstamped_and_encode_as_before() -> None:
+    machine = Machine()
+    assert machine.machine.auth.stamp == 0
+    assert b"auth_revision" not in encode_command(KvCommand(Put(b"k", b"v")))
+    assert isinstance(machine.apply(Put(b"k", b"v")), PutResponse)
+    machine.ok(RoleAdd("r"))
+    assert machine.machine.auth.stamp == machine.machine.auth.revision == 2
 
 
 def test_the_auth_state_survives_a_snapshot_and_a_restart_of_the_store() -> None:

@@ -134,6 +134,13 @@ class AuthState:
         return self.record.revision
 
     @property
+    def stamp(self) -> int:
+        """What a command checked against this state carries (`KvCommand.auth_revision`):
+        the revision, or 0 while auth was never used (no record: commands then encode
+        exactly as before auth existed, so members of an older version decode them)."""
+        return 0 if self.record is _INITIAL else self.record.revision
+
+    @property
     def signing_key(self) -> bytes:
         return self.record.signing_key
 

@@ -130,15 +130,16 @@ class Authorizer:
 
     def check(self, caller: Caller, request: WriteRequest | Range) -> int:
         """Raise AuthRequired or PermissionDenied unless the caller may make `request`;
-        else the auth revision checked at (0 for the node itself: its commands are never
-        refused for auth)."""
+        else the stamp of the auth state checked against (`AuthState.stamp`), for the
+        command to carry. The node itself may do anything, but its commands are stamped
+        too: the apply then knows they were made against current permissions."""
         if caller.internal:
-            return 0
+            return self._auth().stamp
         if isinstance(request, UserChangePassword) and self._is_self(caller, request.name):
-            return self._auth().revision
+            return self._auth().stamp
         if isinstance(request, AuthRequest):
             self.require_root(caller, f"change users or roles ({type(request).__name__})")
-            return self._auth().revision
+            return self._auth().stamp
         match request:
             case Range() | Put() | DeleteRange():
                 self._check_op(caller, request)
@@ -157,7 +158,7 @@ class Authorizer:
                 self.user(caller)
             case _:
                 self.require_root(caller, f"propose {type(request).__name__}")
-        return self._auth().revision
+        return self._auth().stamp
 
     def _check_op(self, caller: Caller, op: RequestOp) -> None:
         match op:

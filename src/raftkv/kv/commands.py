@@ -257,12 +257,13 @@ class KvCommand(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_de
     """One entry of the Raft log. With a `client_id`, `sequence` (>= 1) numbers the
     client's writes: a retry of its last sequence returns the first result unapplied.
 
-    `auth_revision`: a client's request carries the auth revision (`raftkv.kv.auth_state`)
-    its permissions were checked at, by the node that proposed it; the apply refuses it
-    with `AuthRevisionChanged` if users, roles or permissions changed in between (the node
-    checks again against the newer state and proposes again: etcd's rule), so a member
-    that had not yet applied a revoked permission cannot let a write through. 0: the
-    node's own commands (lease expiry, hash checks, alarms), never checked.
+    `auth_revision`: the stamp (`raftkv.kv.auth_state.AuthState.stamp`: the auth
+    revision) of the users, roles and permissions the proposing node checked the request
+    against; the apply refuses it with `AuthRevisionChanged` if they changed in between
+    (the node checks again against the newer state and proposes again: etcd's rule), so
+    a member that had not yet applied a revoked permission cannot let a write through. 0
+    while auth was never used (so the command encodes as before auth existed), and on
+    what the node's components propose directly (hash checks, alarms).
 
     Fields at their default are left out of the encoding.
 

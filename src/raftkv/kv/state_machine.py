@@ -53,10 +53,12 @@ from raftkv.kv.auth_state import AuthState
 from raftkv.kv.commands import (
     AuthChangeResponse,
     ClearCorruptAlarm,
+    DisarmNoSpaceAlarm,
     HashCheck,
     HashCheckRequest,
     HashCheckResponse,
     HashReport,
+    KvCommand,
     LeaseCheckpoint,
     LeaseCheckpointResponse,
     LeaseExpire,
@@ -71,6 +73,7 @@ from raftkv.kv.commands import (
     NoSpaceAlarmResponse,
     PublishMember,
     PublishMemberResponse,
+    RaiseNoSpaceAlarm,
     Range,
     RangeResponse,
     ResponseHeader,
@@ -438,9 +441,7 @@ class KvStateMachine:
                 if last is None and sequence > 1:
                     raise SessionExpired(client_id, sequence)
             request = kv_command.request
-            stamp = kv_command.auth_revision
-            if stamp and stamp != self._auth.revision:
-                raise AuthRevisionChanged(stamp, self._auth.revision)
+            self._refuse_if_auth_moved(kv_command)
             if isinstance(request, PublishMember):
                 check_request(request, self.settings)
                 self._members.publish(request)
@@ -474,6 +475,16 @@ class KvStateMachine:
         if client_id:
             self._sessions.record(client_id, sequence, command.index, encode_result(result))
         return result
+
+    def _refuse_if_auth_moved(self, command: KvCommand) -> None:
+        """AuthRevisionChanged unless `command` was checked against the auth state in force
+        (its stamp is the current one). Unstamped (0) commands pass only while auth was
+        never used, or when they are the node's own bookkeeping, which its components
+        propose directly: a client's command stamped 0 was checked by a member that had
+        applied no auth change yet, and auth is in use now."""
+        stamp, expected = command.auth_revision, self._auth.stamp
+        if stamp != expected and (stamp != 0 or not isinstance(command.request, _NODE_OWN)):
+            raise AuthRevisionChanged(stamp, expected)
 
     def _refuse_if_out_of_space(self, request: WriteRequest) -> None:
         """NoSpace if a NOSPACE alarm is raised and `request` adds data (space_alarms)."""
@@ -624,6 +635,17 @@ _MEMBER_RECORD = msgspec.msgpack.Decoder(MemberRecord)
 _MVCC_META = msgspec.msgpack.Decoder(MvccMeta)
 _SESSIONS_META = msgspec.msgpack.Decoder(SessionsMeta)
 _HASH_CHECK_RECORD = msgspec.msgpack.Decoder(HashCheckRecord)
+# What the node's own components propose without a stamp (KvStateMachine._refuse_if_auth_moved).
+_NODE_OWN = (
+    PublishMember,
+    LeaseExpire,
+    LeaseCheckpoint,
+    HashCheck,
+    HashReport,
+    ClearCorruptAlarm,
+    RaiseNoSpaceAlarm,
+    DisarmNoSpaceAlarm,
+)
 _NOSPACE_ALARMS_RECORD = msgspec.msgpack.Decoder(NoSpaceAlarmsRecord)
 _AUTH_RECORD = msgspec.msgpack.Decoder(AuthRecord)
 _U64_BYTES = 8
