@@ -8,6 +8,7 @@ nor holds it longer than the timeout.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Mapping
 
 import aiohttp
@@ -35,6 +36,10 @@ async def _ask(
                 if response.status != 200:
                     return ConsoleMember(member, url, False, f"HTTP {response.status}")
         return ConsoleMember(member, url, True, node=_DECODER.decode(body))
+    except aiohttp.ClientConnectorError as error:
+        reason = error.os_error
+        cause = os.strerror(reason.errno) if reason.errno else str(reason)
+        return ConsoleMember(member, url, False, f"cannot connect: {cause}")
     except TimeoutError:
         return ConsoleMember(member, url, False, f"no answer within {timeout_s:g} s")
     except aiohttp.ClientError as error:

@@ -19,6 +19,24 @@ class ApiFailure extends Error {
   }
 }
 
+// Lease and member ids are 64-bit: beyond 2^53 a JavaScript number would round them. Such
+// integers are read as strings of digits (with the parser's source text where it has it,
+// else by quoting them before parsing), and sent as BigInt, written out as digits.
+const PARSER_HAS_SOURCE = (() => {
+  let found = false;
+  JSON.parse("1", (key, value, context) => { found = Boolean(context && "source" in context); return value; });
+  return found;
+})();
+function parseJson(text) {
+  if (!PARSER_HAS_SOURCE) text = text.replace(/([:,[]\s*)(-?\d{16,})(?=\s*[,\]}])/g, '$1"$2"');
+  return JSON.parse(text, (key, value, context) =>
+    typeof value === "number" && !Number.isSafeInteger(value) && context && /^-?\d+$/.test(context.source) ? context.source : value);
+}
+function toJson(body) {
+  return JSON.stringify(body, (key, value) => (typeof value === "bigint" ? `__integer__${value}` : value))
+    .replace(/"__integer__(-?\d+)"/g, "$1");
+}
+
 async function api(method, path, { query, body, signal, stream } = {}) {
   const url = new URL(path, window.location.origin);
   for (const [name, value] of Object.entries(query || {})) {
@@ -29,13 +47,13 @@ async function api(method, path, { query, body, signal, stream } = {}) {
   const init = { method, headers, signal, cache: "no-store", credentials: "same-origin" };
   if (body !== undefined) {
     headers["Content-Type"] = "application/json";
-    init.body = JSON.stringify(body);
+    init.body = toJson(body);
   }
   const response = await fetch(url, init);
   if (stream && response.ok) return response;
   const text = await response.text();
   let data = null;
-  try { data = text ? JSON.parse(text) : null; } catch (_) { data = null; }
+  try { data = text ? parseJson(text) : null; } catch (_) { data = null; }
   if (!response.ok) {
     const error = data && data.error ? data.error : {};
     throw new ApiFailure(response.status, error.code, error.message || text.slice(0, 200));
@@ -210,7 +228,7 @@ const SVG = "http://www.w3.org/2000/svg";
 const CHARTS = [
   { id: "writes", title: "Writes/s", lines: ["writes_per_s"], unit: "/s" },
   { id: "reads", title: "Reads/s", lines: ["reads_per_s"], unit: "/s" },
-  { id: "latency", title: "Request latency p50 / p99", lines: ["latency_p50_ms", "latency_p99_ms"], unit: " ms" },
+  { id: "latency", title: "Latency p50 (solid) / p99 (dashed)", lines: ["latency_p50_ms", "latency_p99_ms"], unit: " ms" },
   { id: "commit", title: "Commit index", lines: ["commit_index"], unit: "" },
   { id: "fsync", title: "fsync p99", lines: ["fsync_p99_ms"], unit: " ms" },
   { id: "lag", title: "Event-loop lag (max)", lines: ["loop_lag_max_ms"], unit: " ms" },
@@ -311,14 +329,17 @@ async function refreshEvents() {
 
 // -- keys -----------------------------------------------------------------------------------
 
+// pages: where each earlier page started and how many keys came before it.
 const keys = { prefix: new Uint8Array(), pages: [], current: null, limit: 50, selected: null };
 
-async function loadKeyPage(start) {
+async function loadKeyPage(start, offset) {
   const rangeEnd = keys.prefix.length ? prefixEnd(keys.prefix) : new Uint8Array([0]);
+  // The empty key is no key: the whole key space starts at "\0".
+  const from = start.length ? start : new Uint8Array([0]);
   const answer = await api("GET", "/v1/kv", {
-    query: { key: bytesToBase64(start), range_end: bytesToBase64(rangeEnd), limit: keys.limit, encoding: "base64" },
+    query: { key: bytesToBase64(from), range_end: bytesToBase64(rangeEnd), limit: keys.limit, encoding: "base64" },
   });
-  keys.current = { start, answer };
+  keys.current = { start, offset, answer };
   const rows = answer.kvs.map((kv) => {
     const keyBytes = base64ToBytes(kv.key);
     const key = display(keyBytes);
@@ -336,8 +357,10 @@ async function loadKeyPage(start) {
     return tr;
   });
   replaceRows($("key-table").tBodies[0], rows);
-  const first = keys.pages.length * keys.limit + (answer.kvs.length ? 1 : 0);
-  $("key-count").textContent = `${answer.count} keys in the range${answer.kvs.length ? `; showing ${first}–${first + answer.kvs.length - 1 + (first ? 0 : 1)}` : ""}`;
+  const shown = answer.kvs.length ? `; showing ${offset + 1}–${offset + answer.kvs.length}` : "";
+  const counted = answer.count === 1 ? "1 key" : `${answer.count} keys`;
+  const where = keys.prefix.length ? "under this prefix" : "in the store";
+  $("key-count").textContent = `${counted} ${where}${shown}`;
   $("key-next").disabled = !answer.more;
   $("key-previous").disabled = keys.pages.length === 0;
 }
@@ -347,7 +370,7 @@ async function searchKeys(event) {
   keys.prefix = encoder.encode($("key-prefix").value);
   keys.limit = Number($("key-limit").value);
   keys.pages = [];
-  try { await loadKeyPage(keys.prefix); } catch (error) { $("key-count").textContent = describe(error); }
+  try { await loadKeyPage(keys.prefix, 0); } catch (error) { $("key-count").textContent = describe(error); }
 }
 
 async function nextKeys() {
@@ -356,12 +379,14 @@ async function nextKeys() {
   const last = base64ToBytes(kvs[kvs.length - 1].key);
   const after = new Uint8Array(last.length + 1);
   after.set(last);
-  keys.pages.push(keys.current.start);
-  await loadKeyPage(after);
+  const current = keys.current;
+  keys.pages.push(current);
+  await loadKeyPage(after, current.offset + kvs.length);
 }
 async function previousKeys() {
   if (!keys.pages.length) return;
-  await loadKeyPage(keys.pages.pop());
+  const page = keys.pages.pop();
+  await loadKeyPage(page.start, page.offset);
 }
 
 // The most of a value shown on the page; the whole of it can be downloaded.
@@ -427,7 +452,7 @@ async function deleteSelected() {
     showResult(`Deleted ${display(selected.key, 100).text}`);
     $("key-detail").hidden = true;
     keys.selected = null;
-    if (keys.current) await loadKeyPage(keys.current.start);
+    if (keys.current) await loadKeyPage(keys.current.start, keys.current.offset);
   } catch (error) { showResult(describe(error), true); }
 }
 
@@ -439,11 +464,11 @@ async function putKey(event) {
   if (!key) return;
   if (!window.confirm(`Put ${key.length > 100 ? key.slice(0, 100) + "…" : key} = ${value.length} characters?`)) return;
   const body = { value: textToBase64(value) };
-  if (leaseText) body.lease = Number(leaseText);
+  if (leaseText) body.lease = BigInt(leaseText);
   try {
     const answer = await api("PUT", keyPath(encoder.encode(key)), { query: { encoding: "base64" }, body });
     showResult(`Put ${key} at revision ${answer.header.revision}`);
-    if (keys.current) await loadKeyPage(keys.current.start);
+    if (keys.current) await loadKeyPage(keys.current.start, keys.current.offset);
   } catch (error) { showResult(describe(error), true); }
 }
 
@@ -492,7 +517,7 @@ async function startWatch(event) {
         buffered += decoder.decode(value, { stream: true });
         let newline;
         while ((newline = buffered.indexOf("\n")) >= 0) {
-          const message = JSON.parse(buffered.slice(0, newline));
+          const message = parseJson(buffered.slice(0, newline));
           buffered = buffered.slice(newline + 1);
           if (message.type === "created") $("watch-state").textContent = `watching from revision ${message.start_revision || message.revision + 1}`;
           if (message.type === "events") for (const change of message.events) addWatchRow(change);
@@ -578,7 +603,7 @@ async function act(question, method, path, body, done) {
 function wireActions() {
   $("transfer-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    const to = Number($("transfer-to").value);
+    const to = BigInt($("transfer-to").value);
     act(`Transfer leadership to ${to ? `member ${to}` : "the most caught-up voter"}?`, "POST", "/v1/leader/transfer", { to }, (answer) => `Member ${answer.leader} leads now`);
   });
   $("member-promote").addEventListener("click", () => {
