@@ -462,7 +462,14 @@ ROUTES: tuple[Route, ...] = (
             200: Response("The file", _STRING, "application/octet-stream"),
             **{status: error(status) for status in (404, 500)},
         },
-        (Parameter("asset", _STRING, "The file's name.", location="path"),),
+        (
+            Parameter(
+                "asset",
+                {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
+                "The file's name (404 for a name that is not one of the page's files).",
+                location="path",
+            ),
+        ),
     ),
     Route(
         "GET",
