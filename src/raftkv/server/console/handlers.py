@@ -30,6 +30,7 @@ from raftkv.kv.service import KvService
 from raftkv.raft.core.errors import ConfigInvalid
 from raftkv.raft.driver.errors import Stopped
 from raftkv.raft.tasks import cancel_and_wait
+from raftkv.server.cluster_api import cluster_answer
 from raftkv.server.console.assets import PAGE, Asset, asset
 from raftkv.server.console.events import EventRing
 from raftkv.server.console.history import History
@@ -221,12 +222,8 @@ class ConsoleHandlers:
         if session is None:
             raise ApiError(503, "stopped", "the console is not running")
         service = self.service
-        status = service.status()
-        published = service.member_client_urls()
-        configuration = {*status.voters, *status.learners} - (
-            {status.id} if status.removed else set()
-        )
-        urls = {int(member): published.get(int(member), "") for member in configuration}
+        # The members as /v1/cluster lists them (a removed node is not one of them).
+        urls = {member.id: member.client_url for member in cluster_answer(service).members}
         timeout = self.settings.member_timeout_s
         members = await gather_members(
             session, urls, int(service.member_id), self.node_answer(), timeout

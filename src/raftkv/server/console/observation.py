@@ -52,14 +52,11 @@ class Observation:
     loop_lag: Buckets = ()
 
 
-def _label(value: str) -> float:
-    return float("inf") if value == "+Inf" else float(value)
-
-
-def _add_buckets(into: dict[float, float], samples: Iterable[tuple[str, float]]) -> None:
-    for bound, count in samples:
-        bound_value = _label(bound)
-        into[bound_value] = into.get(bound_value, 0.0) + count
+def _add_bucket(into: dict[float, float], bound: str, count: float) -> None:
+    """Add `count` to the bucket of `bound` (an `le` label: "0.005", "+Inf"), summing the
+    buckets of every label set of a family."""
+    value = float("inf") if bound == "+Inf" else float(bound)
+    into[value] = into.get(value, 0.0) + count
 
 
 def observation_of(
@@ -79,15 +76,15 @@ def observation_of(
             labels = sample.labels
             if name == "raftkv_http_request_duration_seconds":
                 if sample.name.endswith("_bucket") and labels["route"] not in _STREAMS:
-                    _add_buckets(requests, [(labels["le"], sample.value)])
+                    _add_bucket(requests, labels["le"], sample.value)
                 elif sample.name.endswith("_count") and (
                     (labels["method"], labels["route"]) in _READS
                 ):
                     reads += sample.value
             elif name == "raftkv_fsync_duration_seconds" and sample.name.endswith("_bucket"):
-                _add_buckets(fsyncs, [(labels["le"], sample.value)])
+                _add_bucket(fsyncs, labels["le"], sample.value)
             elif name == "raftkv_event_loop_lag_seconds" and sample.name.endswith("_bucket"):
-                _add_buckets(loop_lag, [(labels["le"], sample.value)])
+                _add_bucket(loop_lag, labels["le"], sample.value)
             elif name == "raftkv_snapshots":
                 counters[f"snapshots_{labels['operation']}"] = sample.value
             elif name == "raftkv_transport_snapshots":

@@ -87,13 +87,13 @@ function hex(bytes, limit) {
   const shown = bytes.subarray(0, limit === undefined ? bytes.length : limit);
   return Array.from(shown, (b) => b.toString(16).padStart(2, "0")).join(" ");
 }
-// How a key or value shows in one line: its text, or hex when it is not UTF-8 text.
+// How a key or value shows in one line: its text (cut at `limit` characters), or, when it
+// is not UTF-8 text, its first bytes in hex.
 function display(bytes, limit = 200) {
-  const text = utf8OrNull(bytes.subarray(0, Math.min(bytes.length, limit * 4)));
-  if (text !== null && (bytes.length <= limit * 4 || utf8OrNull(bytes) !== null)) {
-    return { text: text.length > limit ? text.slice(0, limit) + "…" : text, binary: false };
-  }
-  return { text: "0x " + hex(bytes, Math.min(limit / 3, bytes.length)) + (bytes.length > limit / 3 ? " …" : ""), binary: true };
+  const text = utf8OrNull(bytes);
+  if (text !== null) return { text: text.length > limit ? text.slice(0, limit) + "…" : text, binary: false };
+  const shown = Math.floor(limit / 3);
+  return { text: "0x " + hex(bytes, shown) + (bytes.length > shown ? " …" : ""), binary: true };
 }
 // The range end covering every key starting with `prefix` (etcd's prefix end).
 function prefixEnd(prefix) {
@@ -544,22 +544,33 @@ function stopWatch() {
 
 // -- leases ---------------------------------------------------------------------------------
 
-const leases = { fetchedAt: 0, list: [], shown: new Map() };
+// The rows are rebuilt only when the leases change, so that a focused button stays
+// focused; the countdown and the keys shown are updated in place.
+const leases = { fetchedAt: 0, list: [], shown: new Map(), rows: new Map(), ids: "" };
+
+function leaseRow(lease) {
+  const show = el("button", { text: "Show keys", attrs: { type: "button" } });
+  show.addEventListener("click", () => showLeaseKeys(lease.id));
+  const revoke = el("button", { text: "Revoke…", cls: "danger", attrs: { type: "button" } });
+  revoke.addEventListener("click", () => revokeLease(lease.id));
+  return el("tr", {}, [cell(String(lease.id)), cell("", "num"), cell(`${lease.granted_ttl} s`, "num"), cell("", "mono"), el("td", {}, [show, document.createTextNode(" "), revoke])]);
+}
 
 function renderLeases() {
+  const ids = leases.list.map((lease) => String(lease.id)).join(",");
+  if (ids !== leases.ids) {
+    leases.ids = ids;
+    leases.rows = new Map(leases.list.map((lease) => [lease.id, leaseRow(lease)]));
+    const rows = [...leases.rows.values()];
+    replaceRows($("lease-table").tBodies[0], rows.length ? rows : [el("tr", {}, [el("td", { text: "no leases", attrs: { colspan: "5" } })])]);
+  }
   const elapsed = (Date.now() - leases.fetchedAt) / 1000;
-  const rows = leases.list.map((lease) => {
-    const left = Math.max(0, Math.round(lease.ttl - elapsed));
-    const keysCell = el("td", { cls: "mono" });
+  for (const lease of leases.list) {
+    const row = leases.rows.get(lease.id);
+    row.cells[1].textContent = `${Math.max(0, Math.round(lease.ttl - elapsed))} s`;
     const shown = leases.shown.get(lease.id);
-    if (shown) keysCell.textContent = shown.length ? shown.join(", ") : "no keys";
-    const show = el("button", { text: "Show keys", attrs: { type: "button" } });
-    show.addEventListener("click", () => showLeaseKeys(lease.id));
-    const revoke = el("button", { text: "Revoke…", cls: "danger", attrs: { type: "button" } });
-    revoke.addEventListener("click", () => revokeLease(lease.id));
-    return el("tr", {}, [cell(String(lease.id)), cell(`${left} s`, "num"), cell(`${lease.granted_ttl} s`, "num"), keysCell, el("td", {}, [show, document.createTextNode(" "), revoke])]);
-  });
-  replaceRows($("lease-table").tBodies[0], rows.length ? rows : [el("tr", {}, [el("td", { text: "no leases", attrs: { colspan: "5" } })])]);
+    if (shown) row.cells[3].textContent = shown.length ? shown.join(", ") : "no keys";
+  }
 }
 
 async function refreshLeases() {
