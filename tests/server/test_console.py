@@ -18,13 +18,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from tests.server.server_helpers import started
 
 from raftkv.api.cluster import StatusAnswer
-from raftkv.api.console import ConsoleNodeAnswer
+from raftkv.api.console import ConsoleMember, ConsoleNodeAnswer
 from raftkv.raft.core.errors import ConfigInvalid
 from raftkv.server.console import ConsoleSettings
 from raftkv.server.console.assets import asset, assets
 from raftkv.server.console.events import EventRing
 from raftkv.server.console.history import History, bucket_quantile
-from raftkv.server.console.members import NODE_PATH, gather_members
+from raftkv.server.console.members import NODE_PATH, SharedGathering, gather_members
 from raftkv.server.console.observation import Observation, observation_of
 from raftkv.testing.local_cluster import run_scenario
 
@@ -354,5 +354,48 @@ def test_gathering_shows_members_that_are_down_as_unreachable() -> None:
         assert by_id[5].error == "it has not published a client URL"
         assert by_id[6].error == "no answer within 0.5 s"
         assert by_id[3].error == "cannot connect: Connection refused"
+
+    run_scenario(scenario)
+
+
+def test_concurrent_pages_share_one_gathering_until_it_is_stale() -> None:
+    async def scenario() -> None:
+        now = [100.0]
+        release = asyncio.Event()
+        one, two, three = ([ConsoleMember(member, "http://a", True)] for member in (1, 2, 3))
+        answers = [one, two, three]
+        failing = [False]
+
+        async def gather() -> list[ConsoleMember]:
+            await release.wait()
+            if failing[0]:
+                raise RuntimeError("no")
+            return answers.pop(0)
+
+        shared = SharedGathering(gather, lambda: now[0], fresh_s=0.5)
+        first = asyncio.ensure_future(shared.members())
+        second = asyncio.ensure_future(shared.members())
+        # A page that goes away does not end the gathering for the others.
+        gone = asyncio.ensure_future(shared.members())
+        await asyncio.sleep(0)
+        gone.cancel()
+        release.set()
+        assert await first == await second == one
+        assert shared.started == 1
+        now[0] += 0.4  # still fresh
+        assert await shared.members() == one
+        assert shared.started == 1
+        now[0] += 0.2  # stale: gathered again
+        assert await shared.members() == two
+        assert shared.started == 2
+        # A failed gathering is not served again.
+        now[0] += 1
+        failing[0] = True
+        with pytest.raises(RuntimeError):
+            await shared.members()
+        failing[0] = False
+        assert await shared.members() == three
+        assert shared.started == 4
+        await shared.close()
 
     run_scenario(scenario)

@@ -21,6 +21,7 @@ import aiohttp
 from aiohttp import hdrs, web
 
 from raftkv.api.console import (
+    ConsoleMember,
     ConsoleMembersAnswer,
     ConsoleNodeAnswer,
     EventsAnswer,
@@ -34,7 +35,7 @@ from raftkv.server.cluster_api import cluster_answer
 from raftkv.server.console.assets import PAGE, Asset, asset
 from raftkv.server.console.events import EventRing
 from raftkv.server.console.history import History
-from raftkv.server.console.members import gather_members
+from raftkv.server.console.members import SharedGathering, gather_members
 from raftkv.server.console.observation import observation_of
 from raftkv.server.http_common import ApiError, int_query, json_answer
 from raftkv.server.metrics import Metrics
@@ -131,6 +132,10 @@ class ConsoleHandlers:
         self.events = EventRing(settings.max_events)
         self.history = History(settings.history_points, settings.interval_s)
         self._session: aiohttp.ClientSession | None = None
+        # Half an interval: pages refreshing every interval each get a new gathering.
+        self._gathering = SharedGathering(
+            self._gather, time.monotonic, fresh_s=settings.interval_s / 2
+        )
 
     # -- observing --------------------------------------------------------------------------
 
@@ -157,6 +162,7 @@ class ConsoleHandlers:
             yield
         finally:
             await cancel_and_wait(task)
+            await self._gathering.close()
             await self._session.close()
             self._session = None
 
@@ -217,17 +223,27 @@ class ConsoleHandlers:
     async def node(self, request: web.Request) -> web.Response:
         return json_answer(self.node_answer())
 
-    async def members(self, request: web.Request) -> web.Response:
+    async def _gather(self) -> list[ConsoleMember]:
         session = self._session
         if session is None:
             raise ApiError(503, "stopped", "the console is not running")
         service = self.service
         # The members as /v1/cluster lists them (a removed node is not one of them).
         urls = {member.id: member.client_url for member in cluster_answer(service).members}
-        timeout = self.settings.member_timeout_s
-        members = await gather_members(
-            session, urls, int(service.member_id), self.node_answer(), timeout
+        return await gather_members(
+            session,
+            urls,
+            int(service.member_id),
+            self.node_answer(),
+            self.settings.member_timeout_s,
         )
+
+    async def members(self, request: web.Request) -> web.Response:
+        members = await self._gathering.members()
         return json_answer(
-            ConsoleMembersAnswer(member=int(service.member_id), timeout_s=timeout, members=members)
+            ConsoleMembersAnswer(
+                member=int(self.service.member_id),
+                timeout_s=self.settings.member_timeout_s,
+                members=members,
+            )
         )
