@@ -484,6 +484,45 @@ def test_the_page_shows_the_new_leader_after_the_leader_is_killed(
         assert severe_console_messages(page) == []
 
 
+def test_the_page_says_when_there_is_no_leader(
+    cluster: KvProcessCluster, page: WebDriver, tmp_path: Path
+) -> None:
+    """With one member of three left, no leader can be elected: the page stays up and says
+    so (the member serving it answers for itself)."""
+    with screenshot_on_failure(page, tmp_path):
+        serving = served_by(page)
+        for node in cluster.running():
+            if node != serving:
+                cluster.kill(node)
+
+        def no_leader_shown(driver: WebDriver) -> bool:
+            rows = member_rows(driver)
+            down = [member for member in rows if member != str(serving)]
+            return "No leader" in driver.find_element(By.ID, "banners").text and all(
+                rows[member][1] == "unreachable" for member in down
+            )
+
+        wait(page, no_leader_shown, "that there is no leader", NEW_LEADER_WITHIN_S)
+        assert "no leader" in page.find_element(By.ID, "served-by").text
+
+
+def test_dark_mode_follows_the_system(page: WebDriver, tmp_path: Path) -> None:
+    def background() -> str:
+        color: str = page.execute_script("return getComputedStyle(document.body).backgroundColor")
+        return color
+
+    with screenshot_on_failure(page, tmp_path):
+        light = background()
+        page.execute_cdp_cmd(
+            "Emulation.setEmulatedMedia",
+            {"features": [{"name": "prefers-color-scheme", "value": "dark"}]},
+        )
+        try:
+            assert background() != light
+        finally:
+            page.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+
+
 def test_phone_width_layout_has_no_horizontal_page_scroll(page: WebDriver, tmp_path: Path) -> None:
     with screenshot_on_failure(page, tmp_path):
         # A phone's screen, as Chrome's device emulation makes it (a window cannot be made
