@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 SIM_SEEDS ?= 0:10000
 TEST_SIM_SEEDS ?= 0:300
 
-.PHONY: run test lint sim sim-driver sim-kv fuzz fuzz-peer mutate fmt clean venv proto bench bench-vs-etcd bench-etcdctl-perf chaos trace-hashes
+.PHONY: run test browser lint sim sim-driver sim-kv fuzz fuzz-peer mutate fmt clean venv proto bench bench-vs-etcd bench-etcdctl-perf chaos trace-hashes
 
 venv: $(STAMP)
 
@@ -23,9 +23,23 @@ run: $(STAMP)
 	$(BIN)/raftkv dev
 
 ## test: the whole test suite (unit, interaction scripts, paper tests, bounded simulator sweep) and lint
-test: $(STAMP)
+test: $(STAMP) browser
 	RAFTKV_TEST_SIM_SEEDS=$(TEST_SIM_SEEDS) $(BIN)/python -m pytest -q
 	$(MAKE) --no-print-directory lint
+
+## browser: Debian's chromium and chromium-driver for the console's browser tests, installed
+## when missing if we are root with apt-get; otherwise those tests skip, saying why
+BROWSER_PACKAGES := chromium chromium-driver
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing $(BROWSER_PACKAGES) (apt-get) for the console's browser tests"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q --no-install-recommends $(BROWSER_PACKAGES) >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null && \
+		  apt-get install -y -q --no-install-recommends $(BROWSER_PACKAGES) >/dev/null; } || \
+		echo "could not install $(BROWSER_PACKAGES): the console's browser tests will skip"; \
+	else echo "no chromium, and not root with apt-get to install it: the console's browser tests will skip"; fi
 
 ## lint: ruff (lint + format check) on everything, mypy --strict on the package, examples, benchmarks
 lint: $(STAMP)

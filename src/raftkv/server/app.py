@@ -8,7 +8,8 @@ middlewares below.
   users and roles), `lease_api`,
   `watch_api`, `node_api` (health, readiness, status, the API document), `cluster_api`
   (members, membership and leadership changes), `alarm_api` (alarms and their disarm),
-  `backup_api` (`GET /v1/snapshot`), and
+  `backup_api` (`GET /v1/snapshot`), `raftkv.server.console` (the web console at `/ui`
+  and what it reads: events, metrics history, every member's state), and
   `raftkv.server.metrics` (`GET /metrics`).
 - The errors and their codes: `raftkv.server.errors`.
 - The middlewares, outermost first: the metrics (they see the status the errors middleware
@@ -55,6 +56,7 @@ from raftkv.server.browser_guards import (
     origin_guard,
 )
 from raftkv.server.cluster_api import ClusterHandlers
+from raftkv.server.console import ConsoleHandlers, ConsoleSettings
 from raftkv.server.errors import HTTP_ERROR_CODES, error_answer
 from raftkv.server.exposure import ClientWarning
 from raftkv.server.http_common import BODY_TIMEOUT, REQUESTED_VERSION, ApiError, error_response
@@ -111,6 +113,8 @@ class HttpSettings:
     browsers: BrowserGuards = field(default_factory=BrowserGuards)
     # Logins: token lifetime, failed-login limits, password hashing (raftkv.kv.auth_service).
     auth: AuthSettings = field(default_factory=AuthSettings)
+    # The web console (/ui): its sampling, history and events (raftkv.server.console).
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
 
     def __post_init__(self) -> None:
         size = self.max_body_bytes
@@ -165,6 +169,7 @@ class Handlers:
     watches: WatchHandlers
     backups: BackupHandlers
     metrics: Metrics
+    console: ConsoleHandlers
 
     def of(self, handler: str) -> Handler:
         found: Handler = operator.attrgetter(handler)(self)
@@ -281,6 +286,13 @@ _SERVED_WHEN_CORRUPT = frozenset(
         "/v1/leader/transfer",
         "/v1/alarms",
         "/v1/alarms/disarm",
+        # The console shows the member's state and the cluster's (raftkv.server.console).
+        "/ui",
+        "/ui/{asset}",
+        "/v1/events",
+        "/v1/console/history",
+        "/v1/console/node",
+        "/v1/console/members",
     }
 )
 
@@ -368,7 +380,9 @@ def create_app(
         ),
         backups=BackupHandlers(service, timeout, settings.max_concurrent_backups),
         metrics=metrics,
+        console=ConsoleHandlers(service, metrics, settings.console, settings.security_warnings),
     )
+    app.cleanup_ctx.append(handlers.console.recording)
     app[WATCHES] = handlers.watches
     app[BACKUPS] = handlers.backups
     metrics.watches = handlers.watches

@@ -16,7 +16,7 @@ from raftkv.server.exposure import ClientWarning
 from raftkv.server.http_common import bool_query, json_answer
 from raftkv.server.openapi import openapi_document_bytes
 
-__all__ = ["NodeHandlers", "corrupt_reason"]
+__all__ = ["NodeHandlers", "corrupt_reason", "status_answer"]
 
 
 def corrupt_reason(me: NodeId, alarm: CorruptAlarm) -> str:
@@ -25,6 +25,41 @@ def corrupt_reason(me: NodeId, alarm: CorruptAlarm) -> str:
         f"member {me} is CORRUPT: the hash check at log index {alarm.check_index} "
         f"found its state different ({alarm.reason}); it serves no client "
         "requests: use another member"
+    )
+
+
+def status_answer(
+    service: KvService,
+    security_warnings: tuple[ClientWarning, ...] = (),
+    digest: str = "",
+    data_digest: str = "",
+) -> StatusAnswer:
+    """`GET /v1/status`'s answer: the node's state now (with the hashes given, if any), and
+    what it exposes (a warning that holds only while auth is disabled, only then)."""
+    status = service.status()
+    return StatusAnswer(
+        id=int(status.id),
+        leader=int(status.leader_id),
+        term=status.term,
+        role=status.role.name.lower(),
+        commit_index=status.commit_index,
+        applied_index=status.applied_index,
+        revision=service.current_revision(),
+        compacted_revision=service.compacted_revision(),
+        first_index=status.first_index,
+        last_index=status.last_index,
+        snapshot_index=status.snapshot_index,
+        pending_proposals=status.pending_proposals,
+        pending_reads=status.pending_reads,
+        hash=digest,
+        data_hash=data_digest,
+        alarms=alarm_answers(service),
+        warnings=[
+            warning.text
+            for warning in security_warnings
+            if not (warning.while_auth_disabled and service.authorizer.enabled)
+        ],
+        removed=status.removed,
     )
 
 
@@ -82,34 +117,7 @@ class NodeHandlers:
         digest, data_digest = "", ""
         if bool_query(request, "hash"):
             digest, data_digest = await self.service.state_and_data_hashes()
-        service = self.service
-        status = service.status()
-        return json_answer(
-            StatusAnswer(
-                id=int(status.id),
-                leader=int(status.leader_id),
-                term=status.term,
-                role=status.role.name.lower(),
-                commit_index=status.commit_index,
-                applied_index=status.applied_index,
-                revision=service.current_revision(),
-                compacted_revision=service.compacted_revision(),
-                first_index=status.first_index,
-                last_index=status.last_index,
-                snapshot_index=status.snapshot_index,
-                pending_proposals=status.pending_proposals,
-                pending_reads=status.pending_reads,
-                hash=digest,
-                data_hash=data_digest,
-                alarms=alarm_answers(service),
-                warnings=[
-                    warning.text
-                    for warning in self.security_warnings
-                    if not (warning.while_auth_disabled and service.authorizer.enabled)
-                ],
-                removed=status.removed,
-            )
-        )
+        return json_answer(status_answer(self.service, self.security_warnings, digest, data_digest))
 
     async def defragment(self, request: web.Request) -> web.Response:
         """This node's storage files compacted whole (KvService.defragment)."""

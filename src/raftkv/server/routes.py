@@ -8,7 +8,7 @@ without being documented, nor documented without being served
 - the handler, as "<area>.<method>" of the app's handlers (`raftkv.server.app.Handlers`):
   `kv` (`kv_api`), `node` (`node_api`), `cluster` (`cluster_api`), `leases` (`lease_api`),
   `watches` (`watch_api`), `alarms` (`alarm_api`), `backups` (`backup_api`), `auth`
-  (`auth_api`), `metrics` (`raftkv.server.metrics`);
+  (`auth_api`), `metrics` (`raftkv.server.metrics`), `console` (`raftkv.server.console`);
 - what it takes (path and query parameters, the JSON body's struct) and what it answers, by
   status (the 200 struct and the error codes of `raftkv.server.errors`).
 """
@@ -47,6 +47,12 @@ from raftkv.api.cluster import (
     StatusAnswer,
     TransferAnswer,
     TransferBody,
+)
+from raftkv.api.console import (
+    ConsoleMembersAnswer,
+    ConsoleNodeAnswer,
+    EventsAnswer,
+    HistoryAnswer,
 )
 from raftkv.api.errors import ErrorAnswer
 from raftkv.api.kv import (
@@ -592,6 +598,71 @@ ROUTES: tuple[Route, ...] = (
         "node.openapi",
         "This document",
         {200: Response("OpenAPI 3.1", {"type": "object"})},
+    ),
+    # The web console (raftkv.server.console; docs/console.md).
+    Route(
+        "GET",
+        "/ui",
+        "console.page",
+        "The web console: the cluster at a glance, keys, watches, leases, actions",
+        {200: Response("The page", _STRING, "text/html"), 500: error(500)},
+    ),
+    Route(
+        "GET",
+        "/ui/{asset:[A-Za-z0-9][A-Za-z0-9._-]*}",
+        "console.asset",
+        "A file of the web console's page (script, style sheet, icon)",
+        {
+            200: Response("The file", _STRING, "application/octet-stream"),
+            **{status: error(status) for status in (404, 500)},
+        },
+        (
+            Parameter(
+                "asset",
+                {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
+                "The file's name (404 for a name that is not one of the page's files).",
+                location="path",
+            ),
+        ),
+    ),
+    Route(
+        "GET",
+        "/v1/events",
+        "console.list_events",
+        "This node's recent cluster events: leader changes, elections, membership changes, "
+        "snapshots, compactions, lease expiries (a bounded ring)",
+        answers(EventsAnswer),
+        (Parameter("after", _COUNT, "Only the events with a seq above this one."),),
+    ),
+    Route(
+        "GET",
+        "/v1/console/history",
+        "console.list_history",
+        "This node's metrics over the last minutes, one point per interval (writes/s, "
+        "reads/s, latency, commit index, fsync latency, event-loop lag)",
+        answers(HistoryAnswer),
+        (
+            Parameter(
+                "after",
+                {"type": "number", "minimum": 0},
+                "Only the points later than this time (Unix seconds).",
+            ),
+        ),
+    ),
+    Route(
+        "GET",
+        "/v1/console/node",
+        "console.node",
+        "This node's status, health and version",
+        answers(ConsoleNodeAnswer),
+    ),
+    Route(
+        "GET",
+        "/v1/console/members",
+        "console.members",
+        "Every member's status, health and version, each asked at its client URL by this "
+        "node (a member that does not answer shows as unreachable)",
+        answers(ConsoleMembersAnswer),
     ),
     Route(
         "POST",

@@ -86,6 +86,7 @@ from raftkv.server.browser_guards import BrowserGuards
 from raftkv.server.browser_policy import allowed_hosts
 from raftkv.server.client_tls import ClientTls, tls_files_of
 from raftkv.server.compactor import AutoCompactor
+from raftkv.server.console import ConsoleSettings
 from raftkv.server.exposure import client_warnings
 from raftkv.server.identity import (
     DATABASE_DIR,
@@ -393,6 +394,9 @@ class Server:
                     metrics_elsewhere=settings.listen_metrics,
                     browsers=browsers,
                     auth=auth_settings,
+                    # The console asks the other members at their client URLs as a
+                    # joining node does: trusting the cluster's CA, showing our certificate.
+                    console=ConsoleSettings(member_tls=join_tls_context(settings)),
                 ),
                 self._etcd,
             )
