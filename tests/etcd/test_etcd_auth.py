@@ -1,10 +1,11 @@
 """etcd's Auth service and token credentials on the etcd gRPC port, on a 3-node LocalCluster:
 every Auth method, the token in the call's metadata acting as its user (unary calls and
 streams), and etcd's exact statuses for each refusal (clients branch on them; etcdctl
-prints them)."""
+prints them), and the JSON gateway's /v3/auth routes."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import grpc
 import grpc.aio
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from etcd_helpers import AUTH_SETTINGS, EtcdApi, etcd_cluster
 from etcd_watch_helpers import WatchClient
 
@@ -19,6 +21,7 @@ from raftkv.etcd.auth_servicer import source_of
 from raftkv.etcd.credentials import common_name_of, token_of
 from raftkv.etcd.proto import auth_pb2, rpc_pb2
 from raftkv.kv.auth_service import AuthSettings
+from raftkv.server import HttpSettings, create_app
 from raftkv.testing.local_cluster import run_scenario
 
 Code = grpc.StatusCode
@@ -470,3 +473,90 @@ def test_failed_logins_count_against_the_peers_host_not_its_port() -> None:
     assert source_of("ipv6:[::1]:51000") == "::1"
     assert source_of("unix:/tmp/socket") == "unix:/tmp/socket"
     assert source_of("") == "unknown"
+
+
+# -- the JSON gateway ----------------------------------------------------------------------
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def test_the_gateways_auth_routes_in_etcds_json_mapping() -> None:
+    async def scenario() -> None:
+        async with etcd_cluster() as api:
+            leader = api.leader()
+            app = create_app(api.services[leader], HttpSettings(), api.servicers[leader])
+            client: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1", port=0))
+            await client.start_server()
+
+            async def post(path: str, body: Any, token: str | None = None) -> tuple[int, Any]:
+                headers = {"Content-Type": "application/json"}
+                if token is not None:
+                    headers["Authorization"] = token  # the bare token, as etcd's clients
+                async with client.post(path, headers=headers, json=body) as response:
+                    return response.status, await response.json()
+
+            async def ok(path: str, body: Any, token: str | None = None) -> Any:
+                status, answer = await api.cluster.complete(post(path, body, token))
+                assert status == 200, answer
+                return answer
+
+            async def refused(path: str, body: Any, token: str | None = None) -> tuple[int, Any]:
+                answer: tuple[int, Any] = await api.cluster.complete(post(path, body, token))
+                return answer
+
+            try:
+                answer = await ok("/v3/auth/user/add", {"name": "root", "password": "rootpw"})
+                assert answer["header"]["member_id"] == str(leader)
+                await ok("/v3/auth/user/grant", {"user": "root", "role": "root"})
+                await ok("/v3/auth/role/add", {"name": "reader"})
+                prefix = {"permType": "READ", "key": b64("app/"), "range_end": b64("app0")}
+                await ok("/v3/auth/role/grant", {"name": "reader", "perm": prefix})
+                await ok("/v3/auth/user/add", {"name": "alice", "password": "alicepw"})
+                await ok("/v3/auth/user/grant", {"user": "alice", "role": "reader"})
+                await ok("/v3/auth/enable", {})
+                status = await ok("/v3/auth/status", {})
+                assert (status["enabled"], status["authRevision"]) == (True, "8")
+                root = (await ok("/v3/auth/authenticate", {"name": "root", "password": "rootpw"}))[
+                    "token"
+                ]
+                alice = (
+                    await ok("/v3/auth/authenticate", {"name": "alice", "password": "alicepw"})
+                )["token"]
+                # READ is permType's default: left out, as etcd's gateway leaves it out.
+                role = await ok("/v3/auth/role/get", {"role": "reader"}, root)
+                assert role["perm"] == [{"key": b64("app/"), "range_end": b64("app0")}]
+                assert (await ok("/v3/auth/user/list", {}, root))["users"] == ["alice", "root"]
+                assert (await ok("/v3/auth/role/list", {}, root))["roles"] == ["reader", "root"]
+                user = await ok("/v3/auth/user/get", {"name": "alice"}, alice)
+                assert user["roles"] == ["reader"]
+                await ok("/v3/kv/range", {"key": b64("app/x")}, alice)
+                denied = "etcdserver: permission denied"
+                assert await refused("/v3/kv/put", {"key": b64("app/x")}, alice) == (
+                    403,
+                    {"error": denied, "code": 7, "message": denied},
+                )
+                assert await refused("/v3/auth/user/list", {}, alice) == (
+                    403,
+                    {"error": denied, "code": 7, "message": denied},
+                )
+                failed = "etcdserver: authentication failed, invalid user ID or password"
+                assert await refused(
+                    "/v3/auth/authenticate", {"name": "alice", "password": "wrong"}
+                ) == (400, {"error": failed, "code": 3, "message": failed})
+                await ok(
+                    "/v3/auth/role/revoke",
+                    {"role": "reader", "key": b64("app/"), "range_end": b64("app0")},
+                    root,
+                )
+                await ok("/v3/auth/user/revoke", {"name": "alice", "role": "reader"}, root)
+                await ok("/v3/auth/user/changepw", {"name": "alice", "password": "pw2"}, root)
+                await ok("/v3/auth/role/delete", {"role": "reader"}, root)
+                await ok("/v3/auth/user/delete", {"name": "alice"}, root)
+                await ok("/v3/auth/disable", {}, root)
+                assert (await ok("/v3/auth/status", {})).get("enabled") is None  # false: left out
+            finally:
+                await client.close()
+
+    run_scenario(scenario)
