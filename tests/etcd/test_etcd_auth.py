@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -19,9 +20,11 @@ from etcd_watch_helpers import WatchClient
 
 from raftkv.etcd.auth_servicer import source_of
 from raftkv.etcd.credentials import common_name_of, token_of
-from raftkv.etcd.proto import auth_pb2, rpc_pb2
+from raftkv.etcd.proto import auth_pb2, rpc_pb2, rpc_pb2_grpc
+from raftkv.etcd.server import EtcdGrpcPort
 from raftkv.kv.auth_service import AuthSettings
 from raftkv.server import HttpSettings, create_app
+from raftkv.testing.certificates import CertificateAuthority
 from raftkv.testing.local_cluster import run_scenario
 
 Code = grpc.StatusCode
@@ -325,6 +328,58 @@ def test_streams_run_as_the_caller_named_when_they_open() -> None:
             await anonymous.create(key=b"app/", range_end=b"app0")
             assert (await anonymous.receive()).cancel_reason == "etcdserver: permission denied"
             anonymous.call.cancel()
+
+    run_scenario(scenario)
+
+
+def test_a_verified_client_certificate_names_its_common_names_user(tmp_path: Path) -> None:
+    authority = CertificateAuthority(tmp_path, "etcd")
+    server = authority.issue("server")
+    pem = tuple(path.read_bytes() for path in (server.cert_file, server.key_file, server.ca_file))
+
+    def channel_for(port: int, common_name: str) -> grpc.aio.Channel:
+        client = authority.issue(common_name)
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=client.ca_file.read_bytes(),
+            private_key=client.key_file.read_bytes(),
+            certificate_chain=client.cert_file.read_bytes(),
+        )
+        return grpc.aio.secure_channel(f"127.0.0.1:{port}", credentials)
+
+    async def scenario() -> None:
+        async with secured() as api:
+            port = EtcdGrpcPort(api.api.servicers[api.node], "127.0.0.1:0", tls=lambda: pem)
+            await port.start()
+            channels = {name: channel_for(port.port, name) for name in ("alice", "stranger")}
+            try:
+
+                async def call(name: str, method: str, request: Any, metadata: Any = None) -> Any:
+                    stub = rpc_pb2_grpc.KVStub(channels[name])  # type: ignore[no-untyped-call]
+                    return await api.api.cluster.complete(
+                        getattr(stub, method)(request, metadata=metadata)
+                    )
+
+                async def refused(name: str, method: str, request: Any) -> tuple[Code, str]:
+                    with pytest.raises(grpc.aio.AioRpcError) as refusal:
+                        await call(name, method, request)
+                    return refusal.value.code(), str(refusal.value.details())
+
+                await call("alice", "Put", put(b"app/alice/cert"))
+                assert await refused("alice", "Put", put(b"app/other")) == (
+                    Code.PERMISSION_DENIED,
+                    "etcdserver: permission denied",
+                )
+                # A certificate naming no user is no one.
+                assert await refused("stranger", "Put", put(b"app/alice/cert")) == (
+                    Code.INVALID_ARGUMENT,
+                    "etcdserver: user name is empty",
+                )
+                # A token wins over the certificate.
+                await call("stranger", "Put", put(b"secret/x"), (("token", api.root),))
+            finally:
+                for channel in channels.values():
+                    await channel.close()
+                await port.close()
 
     run_scenario(scenario)
 
