@@ -13,8 +13,8 @@ As etcd answers:
 - permissions are etcd's authpb.Permission: READ, WRITE or READWRITE on (key, range_end)
   by the range convention raftkv's permissions share.
 Differences: a password hashed by the client (`hashedPassword`, which etcd's own clients
-never send) is refused, and an empty password too (raftkv's rule); AuthUserGetResponse
-and AuthRoleGetResponse carry no header revision of their own but the store's.
+never send) is refused, and an empty password too (raftkv's rule); the role root is built
+in (docs/etcd.md).
 """
 
 from __future__ import annotations
