@@ -2,8 +2,9 @@
 serving etcd's gRPC API, each command compared with a real single-member etcd 3.5
 (tests/e2e/etcd_differential.py): etcdctl's usual setup (user root with role root, a role
 with prefix permissions, a user holding it), `auth enable`, then `--user NAME:PASSWORD`
-commands allowed and refused with etcd's own error lines, root's administration, `auth
-status` and `auth disable`. One flow, in order: auth is the cluster's state.
+commands allowed and refused with etcd's own error lines, root's administration (and
+`snapshot save`, root's only), `auth status` and `auth disable`. One flow, in order: auth
+is the cluster's state.
 """
 
 from __future__ import annotations
