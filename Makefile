@@ -98,7 +98,7 @@ trace-hashes: $(STAMP)
 
 ## proto: regenerate the protobuf and gRPC modules from the peer protocol (raft.proto) and
 ## etcd's API (src/raftkv/etcd/proto); tests check the checked-in files match what this produces
-PROTOS := src/raftkv/raft/transport/raft.proto src/raftkv/etcd/proto/kv.proto src/raftkv/etcd/proto/rpc.proto
+PROTOS := src/raftkv/raft/transport/raft.proto src/raftkv/etcd/proto/auth.proto src/raftkv/etcd/proto/kv.proto src/raftkv/etcd/proto/rpc.proto
 proto: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I src --python_out=src --pyi_out=src \
 		--grpc_python_out=src $(PROTOS)

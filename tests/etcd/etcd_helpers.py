@@ -6,6 +6,8 @@ simulated time until the answer has arrived.
 - `etcd_cluster()` / `EtcdApi`: `api.call(node, "KV", "Range", request)` answers the
   response message, or raises `grpc.aio.AioRpcError` (its `.code()` and `.details()` are
   what an etcd client sees).
+- `api.call(..., metadata=(("token", token),))` calls as the token's user (the metadata
+  etcd's clients send).
 - `api.stubs(node)`: the stubs themselves, for streaming calls; drive them with
   `api.cluster.complete(...)`. `api.servicers[node]`: the servicers behind both doors (the
   JSON gateway's tests serve them over HTTP).
@@ -26,11 +28,15 @@ from raftkv.etcd.server import EtcdGrpcPort
 from raftkv.etcd.servicers import EtcdServicers
 from raftkv.etcd.settings import EtcdSettings
 from raftkv.kv import KvService, KvSettings, KvStateMachine
+from raftkv.kv.auth_service import AuthService, AuthSettings
+from raftkv.kv.passwords import CHEAP_COST
 from raftkv.kv.watch import WatchSettings
 from raftkv.raft.storage.base import RaftStorage
 from raftkv.testing.local_cluster import LocalCluster
 
 CLUSTER_ID = 7
+# Logins in tests: cheap password hashes (the real cost is ~70 ms and 32 MiB each).
+AUTH_SETTINGS = AuthSettings(password_cost=CHEAP_COST)
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,7 @@ class Stubs:
     Lease: Any
     Cluster: Any
     Maintenance: Any
+    Auth: Any
 
 
 @dataclass
@@ -58,12 +65,15 @@ class EtcdApi:
             Lease=rpc_pb2_grpc.LeaseStub(channel),  # type: ignore[no-untyped-call]
             Cluster=rpc_pb2_grpc.ClusterStub(channel),  # type: ignore[no-untyped-call]
             Maintenance=rpc_pb2_grpc.MaintenanceStub(channel),  # type: ignore[no-untyped-call]
+            Auth=rpc_pb2_grpc.AuthStub(channel),  # type: ignore[no-untyped-call]
         )
 
-    async def call(self, node: int, service: str, method: str, request: Any) -> Any:
+    async def call(
+        self, node: int, service: str, method: str, request: Any, metadata: Any = None
+    ) -> Any:
         """A unary call to `node`, completed under simulated time."""
         stub = getattr(self.stubs(node), service)
-        return await self.cluster.complete(getattr(stub, method)(request))
+        return await self.cluster.complete(getattr(stub, method)(request, metadata=metadata))
 
     def leader(self) -> int:
         leader = self.cluster.leader()
@@ -80,9 +90,11 @@ async def etcd_cluster(
     kv_settings: KvSettings | None = None,
     settings: EtcdSettings | None = None,
     watch_settings: WatchSettings | None = None,
+    auth_settings: AuthSettings = AUTH_SETTINGS,
 ) -> AsyncIterator[EtcdApi]:
     """The state machines take `kv_settings` and `watch_settings`, and run their watch
-    hubs on the cluster's manual clock (progress intervals, send timeouts)."""
+    hubs on the cluster's manual clock (progress intervals, send timeouts); each node's
+    AuthService takes `auth_settings`."""
     cluster: LocalCluster
 
     def machine(storage: RaftStorage) -> KvStateMachine:
@@ -103,7 +115,8 @@ async def etcd_cluster(
             assert isinstance(machine, KvStateMachine)
             service = KvService(node, machine, kv_settings)
             services[node_id] = service
-            servicers[node_id] = EtcdServicers.of(EtcdContext(service, CLUSTER_ID), settings)
+            context = EtcdContext(service, CLUSTER_ID, auth=AuthService(service, auth_settings))
+            servicers[node_id] = EtcdServicers.of(context, settings)
             port = EtcdGrpcPort(servicers[node_id], "127.0.0.1:0")
             await port.start()
             ports[node_id] = port

@@ -13,17 +13,32 @@ from __future__ import annotations
 import grpc
 
 from raftkv.kv.errors import (
+    AuthFailed,
+    AuthNotEnabled,
+    AuthRequired,
+    AuthRevisionChanged,
     Compacted,
     DuplicateKey,
     EmptyKey,
     FutureRevision,
     InvalidRequest,
+    InvalidToken,
     KvError,
     LeaseExists,
     LeaseNotFound,
     LimitExceeded,
     NoSpace,
+    PermissionDenied,
+    PermissionNotGranted,
+    ProtectedAuthChange,
+    RoleExists,
+    RoleNotFound,
+    RoleNotGranted,
+    RootNotReady,
     ScanTooLarge,
+    TooManyFailedLogins,
+    UserExists,
+    UserNotFound,
 )
 from raftkv.kv.watch import TooManyWatches
 from raftkv.raft.core.errors import (
@@ -76,6 +91,30 @@ TIMEOUT = (Code.UNAVAILABLE, "etcdserver: request timed out")
 UNHEALTHY = (Code.UNAVAILABLE, "etcdserver: unhealthy cluster")
 CORRUPT = (Code.DATA_LOSS, "etcdserver: corrupt cluster")
 NOT_CAPABLE = (Code.UNAVAILABLE, "etcdserver: not capable")
+# Auth (etcd's auth store errors). etcd answers a request without credentials while auth is
+# enabled with "user name is empty": the name its token would have carried.
+USER_EMPTY = (Code.INVALID_ARGUMENT, "etcdserver: user name is empty")
+ROOT_USER_NOT_EXIST = (Code.FAILED_PRECONDITION, "etcdserver: root user does not exist")
+ROOT_ROLE_NOT_EXIST = (Code.FAILED_PRECONDITION, "etcdserver: root user does not have root role")
+USER_ALREADY_EXIST = (Code.FAILED_PRECONDITION, "etcdserver: user name already exists")
+USER_NOT_FOUND = (Code.FAILED_PRECONDITION, "etcdserver: user name not found")
+ROLE_ALREADY_EXIST = (Code.FAILED_PRECONDITION, "etcdserver: role name already exists")
+ROLE_NOT_FOUND = (Code.FAILED_PRECONDITION, "etcdserver: role name not found")
+AUTH_FAILED = (
+    Code.INVALID_ARGUMENT,
+    "etcdserver: authentication failed, invalid user ID or password",
+)
+PERMISSION_NOT_GIVEN = (Code.INVALID_ARGUMENT, "etcdserver: permission not given")
+PERMISSION_DENIED = (Code.PERMISSION_DENIED, "etcdserver: permission denied")
+ROLE_NOT_GRANTED = (Code.FAILED_PRECONDITION, "etcdserver: role is not granted to the user")
+PERMISSION_NOT_GRANTED = (
+    Code.FAILED_PRECONDITION,
+    "etcdserver: permission is not granted to the role",
+)
+AUTH_NOT_ENABLED = (Code.FAILED_PRECONDITION, "etcdserver: authentication is not enabled")
+INVALID_AUTH_TOKEN = (Code.UNAUTHENTICATED, "etcdserver: invalid auth token")
+INVALID_AUTH_MGMT = (Code.INVALID_ARGUMENT, "etcdserver: invalid auth management")
+AUTH_OLD_REVISION = (Code.INVALID_ARGUMENT, "etcdserver: revision of auth store is old")
 
 
 class EtcdError(Exception):
@@ -118,6 +157,37 @@ def status_of(error: BaseException) -> tuple[grpc.StatusCode, str] | None:
             return LEASE_EXISTS
         case NoSpace():
             return NO_SPACE
+        case AuthRequired():
+            return USER_EMPTY
+        case InvalidToken():
+            return INVALID_AUTH_TOKEN
+        case AuthFailed():
+            return AUTH_FAILED
+        case PermissionDenied():
+            return PERMISSION_DENIED
+        case AuthNotEnabled():
+            return AUTH_NOT_ENABLED
+        case AuthRevisionChanged():
+            return AUTH_OLD_REVISION
+        case RootNotReady():
+            return ROOT_ROLE_NOT_EXIST if error.root_user_exists else ROOT_USER_NOT_EXIST
+        case UserExists():
+            return USER_ALREADY_EXIST
+        case RoleExists():
+            return ROLE_ALREADY_EXIST
+        case ProtectedAuthChange():
+            return INVALID_AUTH_MGMT
+        case UserNotFound():
+            return USER_NOT_FOUND
+        case RoleNotFound():
+            return ROLE_NOT_FOUND
+        case RoleNotGranted():
+            return ROLE_NOT_GRANTED
+        case PermissionNotGranted():
+            return PERMISSION_NOT_GRANTED
+        case TooManyFailedLogins():
+            # etcd has no limit on failed logins; the message says when to try again.
+            return Code.RESOURCE_EXHAUSTED, f"raftkv: {error}"
         case InvalidRequest():
             return Code.INVALID_ARGUMENT, f"etcdserver: {error}"
         case KvError():

@@ -8,7 +8,7 @@ route calls the same servicer method the gRPC port does, so the two cannot diffe
 refusal answers etcd's gateway error body `{"error", "code", "message"}` (code: the gRPC
 status number) with the HTTP status grpc-gateway gives that code.
 
-Served here: the unary methods of KV, Lease, Cluster and Maintenance, and the streams
+Served here: the unary methods of KV, Lease, Cluster, Maintenance and Auth, and the streams
 (`/v3/watch`, `/v3/lease/keepalive`, `/v3/maintenance/snapshot`) as newline-delimited
 `{"result": ...}` lines (raftkv.etcd.gateway_streams).
 """
@@ -35,11 +35,20 @@ from raftkv.etcd.servicers import EtcdServicers
 
 class _GatewayCall:
     """What a servicer's unary method uses of its gRPC context: no deadline (the service
-    applies the server's request timeout), and `abort`, which ends the HTTP request with
-    the status instead."""
+    applies the server's request timeout), the client's address as gRPC names a peer, and
+    `abort`, which ends the HTTP request with the status instead. (The caller is named by
+    the HTTP port's auth guard, not from this stand-in.)"""
 
-    def __init__(self) -> None:
+    def __init__(self, remote: str | None) -> None:
         self._code = grpc.StatusCode.OK
+        self._remote = remote
+
+    def peer(self) -> str:
+        if self._remote is None:
+            return "unknown"
+        if ":" in self._remote:
+            return f"ipv6:[{self._remote}]:0"
+        return f"ipv4:{self._remote}:0"
 
     def time_remaining(self) -> float | None:
         return None
@@ -137,6 +146,37 @@ ROUTES: Final = (
         "MoveLeader",
         rpc_pb2.MoveLeaderRequest,
     ),
+    GatewayRoute("/v3/auth/enable", "auth", "AuthEnable", rpc_pb2.AuthEnableRequest),
+    GatewayRoute("/v3/auth/disable", "auth", "AuthDisable", rpc_pb2.AuthDisableRequest),
+    GatewayRoute("/v3/auth/status", "auth", "AuthStatus", rpc_pb2.AuthStatusRequest),
+    GatewayRoute("/v3/auth/authenticate", "auth", "Authenticate", rpc_pb2.AuthenticateRequest),
+    GatewayRoute("/v3/auth/user/add", "auth", "UserAdd", rpc_pb2.AuthUserAddRequest),
+    GatewayRoute("/v3/auth/user/get", "auth", "UserGet", rpc_pb2.AuthUserGetRequest),
+    GatewayRoute("/v3/auth/user/list", "auth", "UserList", rpc_pb2.AuthUserListRequest),
+    GatewayRoute("/v3/auth/user/delete", "auth", "UserDelete", rpc_pb2.AuthUserDeleteRequest),
+    GatewayRoute(
+        "/v3/auth/user/changepw",
+        "auth",
+        "UserChangePassword",
+        rpc_pb2.AuthUserChangePasswordRequest,
+    ),
+    GatewayRoute("/v3/auth/user/grant", "auth", "UserGrantRole", rpc_pb2.AuthUserGrantRoleRequest),
+    GatewayRoute(
+        "/v3/auth/user/revoke", "auth", "UserRevokeRole", rpc_pb2.AuthUserRevokeRoleRequest
+    ),
+    GatewayRoute("/v3/auth/role/add", "auth", "RoleAdd", rpc_pb2.AuthRoleAddRequest),
+    GatewayRoute("/v3/auth/role/get", "auth", "RoleGet", rpc_pb2.AuthRoleGetRequest),
+    GatewayRoute("/v3/auth/role/list", "auth", "RoleList", rpc_pb2.AuthRoleListRequest),
+    GatewayRoute("/v3/auth/role/delete", "auth", "RoleDelete", rpc_pb2.AuthRoleDeleteRequest),
+    GatewayRoute(
+        "/v3/auth/role/grant", "auth", "RoleGrantPermission", rpc_pb2.AuthRoleGrantPermissionRequest
+    ),
+    GatewayRoute(
+        "/v3/auth/role/revoke",
+        "auth",
+        "RoleRevokePermission",
+        rpc_pb2.AuthRoleRevokePermissionRequest,
+    ),
 )
 
 
@@ -189,7 +229,7 @@ def _handler(method: Method, request_type: type[Message]) -> Handler:
                 grpc.StatusCode.INVALID_ARGUMENT, f"invalid JSON for {name}: {reason}"
             )
         try:
-            answer = await method(message, cast(Context, _GatewayCall()))
+            answer = await method(message, cast(Context, _GatewayCall(request.remote)))
         except Aborted as refused:
             return error_response(refused.code, refused.message)
         except NotImplementedError:

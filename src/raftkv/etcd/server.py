@@ -4,7 +4,8 @@ etcdctl and etcd's client libraries work against raftkv unchanged.
 The servicers (`EtcdServicers`, shared with the JSON gateway on the HTTP port) translate;
 they hold no state of the store's: every call goes to the node's `KvService` (through
 `EtcdContext`), the same one the HTTP API calls. One port serves the KV, Watch, Lease,
-Cluster and Maintenance services. The port does not own the servicers: whoever made them
+Cluster, Maintenance and Auth services, each call as the caller its credentials name
+(`raftkv.etcd.credentials`). The port does not own the servicers: whoever made them
 closes their context after closing the port.
 
 Limits, as etcd's own server sets them: a request over `max_request_bytes` (etcd's 1.5 MiB
@@ -22,6 +23,7 @@ from collections.abc import Callable
 import grpc
 import grpc.aio
 
+from raftkv.etcd.credentials import CallerInterceptor
 from raftkv.etcd.proto import rpc_pb2_grpc
 from raftkv.etcd.servicers import EtcdServicers
 
@@ -76,7 +78,7 @@ class EtcdGrpcPort:
 
     async def start(self) -> None:
         """Listen; OSError if the address cannot be bound (gRPC says only that it failed)."""
-        settings = self.settings
+        settings, servicers = self.settings, self.servicers
         server = grpc.aio.server(
             options=[
                 (
@@ -90,8 +92,11 @@ class EtcdGrpcPort:
                 ("grpc.so_reuseport", 0),
             ],
             maximum_concurrent_rpcs=settings.max_concurrent_calls,
+            # Every call runs as the caller its token or certificate names.
+            interceptors=[
+                CallerInterceptor(servicers.context.service.authorizer, servicers.context.stats)
+            ],
         )
-        servicers = self.servicers
         # The generated registration functions are untyped (grpc_tools writes no stubs).
         registrations = (
             (rpc_pb2_grpc.add_KVServicer_to_server, servicers.kv),
@@ -99,6 +104,7 @@ class EtcdGrpcPort:
             (rpc_pb2_grpc.add_LeaseServicer_to_server, servicers.lease),
             (rpc_pb2_grpc.add_ClusterServicer_to_server, servicers.cluster),
             (rpc_pb2_grpc.add_MaintenanceServicer_to_server, servicers.maintenance),
+            (rpc_pb2_grpc.add_AuthServicer_to_server, servicers.auth),
         )
         for register, servicer in registrations:
             register(servicer, server)  # type: ignore[no-untyped-call]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from raftkv.etcd.auth_servicer import AuthServicer
 from raftkv.etcd.cluster_servicer import ClusterServicer
 from raftkv.etcd.context import EtcdContext
 from raftkv.etcd.kv_servicer import KvServicer
@@ -23,6 +24,7 @@ class EtcdServicers:
     lease: LeaseServicer
     cluster: ClusterServicer
     maintenance: MaintenanceServicer
+    auth: AuthServicer
 
     @classmethod
     def of(cls, context: EtcdContext, settings: EtcdSettings | None = None) -> EtcdServicers:
@@ -35,4 +37,5 @@ class EtcdServicers:
             lease=LeaseServicer(context),
             cluster=ClusterServicer(context),
             maintenance=MaintenanceServicer(context),
+            auth=AuthServicer(context),
         )

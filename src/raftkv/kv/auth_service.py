@@ -47,7 +47,13 @@ from raftkv.kv.auth_state import SIGNING_KEY_BYTES, AuthState, check_auth_reques
 from raftkv.kv.auth_tokens import TokenClaims, issue_token
 from raftkv.kv.callers import current_caller
 from raftkv.kv.commands import AuthChangeResponse
-from raftkv.kv.errors import AuthFailed, AuthNotEnabled, AuthNotFound, TooManyFailedLogins
+from raftkv.kv.errors import (
+    AuthFailed,
+    AuthNotEnabled,
+    RoleNotFound,
+    TooManyFailedLogins,
+    UserNotFound,
+)
 from raftkv.kv.layout import RoleRecord, UserRecord
 from raftkv.kv.passwords import PasswordCost, check_password, hash_password, verify_password
 from raftkv.kv.service import KvService
@@ -225,7 +231,7 @@ class AuthService:
         check_auth_request(UserChangePassword(name, ""))
         self.kv.authorizer.check(current_caller(), UserChangePassword(name, ""))
         if self._auth.user(name) is None:
-            raise AuthNotFound(f"user {name!r} does not exist")
+            raise UserNotFound(f"user {name!r} does not exist")
         return await self._change(UserChangePassword(name, await self._hash(password)), timeout)
 
     async def delete_user(self, name: str, *, timeout: float | None = None) -> AuthChangeResponse:
@@ -276,7 +282,7 @@ class AuthService:
         self.kv.authorizer.check_user_read(current_caller(), name)
         user = self._auth.user(name)
         if user is None:
-            raise AuthNotFound(f"user {name!r} does not exist")
+            raise UserNotFound(f"user {name!r} does not exist")
         return user
 
     async def roles(self, *, timeout: float | None = None) -> list[RoleRecord]:
@@ -290,5 +296,5 @@ class AuthService:
         self.kv.authorizer.require_root(current_caller(), f"read role {name!r}")
         role = self._auth.role(name)
         if role is None:
-            raise AuthNotFound(f"role {name!r} does not exist")
+            raise RoleNotFound(f"role {name!r} does not exist")
         return role

@@ -47,7 +47,19 @@ from raftkv.kv.auth_commands import (
     UserGrantRole,
     UserRevokeRole,
 )
-from raftkv.kv.errors import AuthConflict, AuthNotFound, InvalidRequest, LimitExceeded
+from raftkv.kv.errors import (
+    InvalidRequest,
+    LimitExceeded,
+    PermissionNotGranted,
+    ProtectedAuthChange,
+    RoleAlreadyGranted,
+    RoleExists,
+    RoleNotFound,
+    RoleNotGranted,
+    RootNotReady,
+    UserExists,
+    UserNotFound,
+)
 from raftkv.kv.layout import (
     AUTH_KEY,
     AuthRecord,
@@ -196,8 +208,8 @@ class AuthState:
     # -- changes ----------------------------------------------------------------------------
 
     def apply(self, request: AuthRequest) -> None:
-        """Apply one change (validated by `check_auth_request`); AuthConflict or
-        AuthNotFound (nothing changed) if the state refuses it."""
+        """Apply one change (validated by `check_auth_request`); an AuthConflict or
+        AuthNotFound subclass (nothing changed) if the state refuses it."""
         users, roles = dict(self._users), dict(self._roles)
         enabled, signing_key = self.record.enabled, self.record.signing_key
         match request:
@@ -205,9 +217,10 @@ class AuthState:
                 if enabled:
                     return
                 if not self.is_root(ROOT):
-                    raise AuthConflict(
+                    raise RootNotReady(
                         "auth enable needs a user root holding the role root: "
-                        "`raftkv user add root` then `raftkv user grant-role root root`"
+                        "`raftkv user add root` then `raftkv user grant-role root root`",
+                        root_user_exists=ROOT in users,
                     )
                 enabled, signing_key = True, request.signing_key
             case AuthDisable():
@@ -216,7 +229,7 @@ class AuthState:
                 enabled, signing_key = False, b""
             case UserAdd():
                 if request.name in users:
-                    raise AuthConflict(f"user {request.name!r} exists already")
+                    raise UserExists(f"user {request.name!r} exists already")
                 if len(users) >= MAX_USERS:
                     raise LimitExceeded("users", len(users) + 1, "MAX_USERS", MAX_USERS)
                 users[request.name] = UserRecord(
@@ -225,7 +238,7 @@ class AuthState:
             case UserDelete():
                 self._existing_user(request.name)
                 if enabled and request.name == ROOT:
-                    raise AuthConflict("user root cannot be deleted while auth is enabled")
+                    raise ProtectedAuthChange("user root cannot be deleted while auth is enabled")
                 del users[request.name]
             case UserChangePassword():
                 user = self._existing_user(request.name)
@@ -235,9 +248,11 @@ class AuthState:
             case UserGrantRole():
                 user = self._existing_user(request.name)
                 if request.role != ROOT and request.role not in roles:
-                    raise AuthNotFound(f"role {request.role!r} does not exist")
+                    raise RoleNotFound(f"role {request.role!r} does not exist")
                 if request.role in user.roles:
-                    raise AuthConflict(f"user {user.name!r} holds role {request.role!r} already")
+                    raise RoleAlreadyGranted(
+                        f"user {user.name!r} holds role {request.role!r} already"
+                    )
                 if len(user.roles) >= MAX_ROLES_PER_USER:
                     raise LimitExceeded(
                         "roles of a user",
@@ -251,15 +266,17 @@ class AuthState:
             case UserRevokeRole():
                 user = self._existing_user(request.name)
                 if request.role not in user.roles:
-                    raise AuthNotFound(f"user {user.name!r} does not hold role {request.role!r}")
+                    raise RoleNotGranted(f"user {user.name!r} does not hold role {request.role!r}")
                 if enabled and user.name == ROOT and request.role == ROOT:
-                    raise AuthConflict("user root cannot lose the role root while auth is enabled")
+                    raise ProtectedAuthChange(
+                        "user root cannot lose the role root while auth is enabled"
+                    )
                 users[user.name] = msgspec.structs.replace(
                     user, roles=[role for role in user.roles if role != request.role]
                 )
             case RoleAdd():
                 if request.name == ROOT or request.name in roles:
-                    raise AuthConflict(f"role {request.name!r} exists already")
+                    raise RoleExists(f"role {request.name!r} exists already")
                 if len(roles) >= MAX_ROLES:
                     raise LimitExceeded("roles", len(roles) + 1, "MAX_ROLES", MAX_ROLES)
                 roles[request.name] = RoleRecord(request.name, [])
@@ -297,7 +314,7 @@ class AuthState:
                     if (held.key, held.range_end) != (request.key, request.range_end)
                 ]
                 if len(kept) == len(role.permissions):
-                    raise AuthNotFound(
+                    raise PermissionNotGranted(
                         f"role {role.name!r} has no permission on that range "
                         f"({request.key[:64]!r}, {request.range_end[:64]!r})"
                     )
@@ -317,15 +334,15 @@ class AuthState:
     def _existing_user(self, name: str) -> UserRecord:
         user = self._users.get(name)
         if user is None:
-            raise AuthNotFound(f"user {name!r} does not exist")
+            raise UserNotFound(f"user {name!r} does not exist")
         return user
 
     def _editable_role(self, name: str) -> RoleRecord:
         if name == ROOT:
-            raise AuthConflict("role root is built in: it holds every permission already")
+            raise ProtectedAuthChange("role root is built in: it holds every permission already")
         role = self._roles.get(name)
         if role is None:
-            raise AuthNotFound(f"role {name!r} does not exist")
+            raise RoleNotFound(f"role {name!r} does not exist")
         return role
 
     def _write(self, record: AuthRecord) -> None:

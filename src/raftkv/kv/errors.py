@@ -243,6 +243,32 @@ class AuthConflict(AuthError):
     code = "auth_conflict"
 
 
+class UserExists(AuthConflict):
+    """A user of that name exists already."""
+
+
+class RoleExists(AuthConflict):
+    """A role of that name exists already (root among them: it is built in)."""
+
+
+class RoleAlreadyGranted(AuthConflict):
+    """The user holds that role already."""
+
+
+class RootNotReady(AuthConflict):
+    """Enabling auth without a user root (`root_user_exists` False) or with one that does
+    not hold the role root."""
+
+    def __init__(self, message: str, *, root_user_exists: bool) -> None:
+        super().__init__(message)
+        self.root_user_exists = root_user_exists
+
+
+class ProtectedAuthChange(AuthConflict):
+    """A change the rules of root forbid: deleting user root or taking the role root from
+    it while auth is enabled, deleting or editing the built-in role root."""
+
+
 class AuthRevisionChanged(AuthError):
     """Users, roles or permissions changed between the proposer's permission check and
     the apply (`KvCommand.auth_revision`): nothing applied; the proposer checks again and
@@ -262,6 +288,22 @@ class AuthNotFound(AuthError):
     """The user or role named does not exist."""
 
     code = "auth_not_found"
+
+
+class UserNotFound(AuthNotFound):
+    """No user of that name."""
+
+
+class RoleNotFound(AuthNotFound):
+    """No role of that name."""
+
+
+class RoleNotGranted(AuthNotFound):
+    """A revoke of a role the user does not hold."""
+
+
+class PermissionNotGranted(AuthNotFound):
+    """A revoke of a permission the role does not hold on exactly that range."""
 
 
 class TooManyFailedLogins(AuthError):
