@@ -599,11 +599,17 @@ def test_the_gateways_auth_routes_in_etcds_json_mapping() -> None:
                 user = await ok("/v3/auth/user/get", {"name": "alice"}, alice)
                 assert user["roles"] == ["reader"]
                 await ok("/v3/kv/range", {"key": b64("app/x")}, alice)
-                # Without credentials, or with a bad token: the HTTP port's guard refuses
-                # first, with raftkv's body (docs/etcd.md, differences).
-                for token, code in ((None, "auth_required"), ("forged", "invalid_token")):
-                    status_code, body = await refused("/v3/kv/range", {"key": b64("a")}, token)
-                    assert (status_code, body["error"]["code"]) == (401, code)
+                # Without credentials, or with a bad token: etcd's refusals, in the
+                # gateway's body.
+                empty, invalid = "etcdserver: user name is empty", "etcdserver: invalid auth token"
+                for token, status, code, message in (
+                    (None, 400, 3, empty),
+                    ("forged", 401, 16, invalid),
+                ):
+                    assert await refused("/v3/kv/range", {"key": b64("a")}, token) == (
+                        status,
+                        {"error": message, "code": code, "message": message},
+                    )
                 denied = "etcdserver: permission denied"
                 assert await refused("/v3/kv/put", {"key": b64("app/x")}, alice) == (
                     403,

@@ -15,7 +15,7 @@ import msgspec
 import pytest
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-from tests.server.server_helpers import started
+from server_helpers import started
 
 from raftkv.api.cluster import StatusAnswer
 from raftkv.api.console import ConsoleMember, ConsoleNodeAnswer

@@ -25,7 +25,7 @@ SETTINGS = HttpSettings(
 )
 JSON = {"Content-Type": "application/json"}
 # A value for each path parameter of the route table.
-PATH_VALUES = {"key": "app/x", "id": "2", "name": "alice", "role": "reader"}
+PATH_VALUES = {"key": "app/x", "id": "2", "name": "alice", "role": "reader", "asset": "console.js"}
 
 
 async def call(

@@ -9,9 +9,10 @@ this order:
    whose common name is a user's name: that user (as etcd does);
 3. else no one (`ANONYMOUS`).
 Then, while auth is enabled, a request for a route outside `PUBLIC_ROUTES` without a caller
-is a 401 `auth_required` before its handler runs, and `/metrics` on the client port needs
-the role root (Prometheus scrapes the separate `listen_metrics` port, which is open). What
-each caller may do beyond that is `KvService`'s check (`raftkv.kv.authorization`).
+is a 401 `auth_required` before its handler runs (on etcd's gateway, `/v3/...`, etcd's own
+refusal in the gateway's body), and `/metrics` on the client port needs the role root
+(Prometheus scrapes the separate `listen_metrics` port, which is open). What each caller
+may do beyond that is `KvService`'s check (`raftkv.kv.authorization`).
 """
 
 from __future__ import annotations
@@ -21,16 +22,20 @@ from typing import Final
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
+from raftkv.etcd.errors import status_of
+from raftkv.etcd.gateway_errors import error_response as gateway_error
 from raftkv.kv.authorization import Authorizer
 from raftkv.kv.callers import ANONYMOUS, Caller, acting_as
-from raftkv.kv.errors import InvalidToken
+from raftkv.kv.errors import AuthError, InvalidToken
 
 __all__ = ["PUBLIC_ROUTES", "auth_guard", "request_caller"]
 
 # Routes any client may call while auth is enabled (by route template): liveness and
 # readiness probes, the API document, where the members are (clients and joining nodes
 # find the cluster through it; etcd's MemberList needs no auth either), this node's status
-# (etcd's Maintenance.Status), logging in and the auth status.
+# (etcd's Maintenance.Status) and the console's view of every member's (the same facts;
+# members gather it from each other without credentials), the console's page and files
+# (its login form must load), logging in and the auth status.
 PUBLIC_ROUTES: Final = frozenset(
     {
         "/health",
@@ -38,6 +43,10 @@ PUBLIC_ROUTES: Final = frozenset(
         "/openapi.json",
         "/v1/cluster",
         "/v1/status",
+        "/v1/console/node",
+        "/v1/console/members",
+        "/ui",
+        "/ui/{asset}",
         "/v1/auth/authenticate",
         "/v1/auth/status",
         "/v3/auth/authenticate",
@@ -83,15 +92,24 @@ def auth_guard(authorizer: Authorizer) -> Middleware:
         template = resource.canonical if resource is not None else ""
         public = template in PUBLIC_ROUTES
         try:
-            caller = request_caller(request, authorizer)
-        except InvalidToken:
+            try:
+                caller = request_caller(request, authorizer)
+            except InvalidToken:
+                if not public:
+                    raise
+                caller = ANONYMOUS
             if not public:
-                raise
-            caller = ANONYMOUS
-        if not public:
-            authorizer.user(caller)  # AuthRequired without credentials
-        if template == "/metrics":
-            authorizer.require_root(caller, "read the metrics on the client port")
+                authorizer.user(caller)  # AuthRequired without credentials
+            if template == "/metrics":
+                authorizer.require_root(caller, "read the metrics on the client port")
+        except AuthError as error:
+            if template.startswith("/v3/"):
+                # etcd's JSON gateway says it as etcd does ("user name is empty", "invalid
+                # auth token"), in its own body.
+                translated = status_of(error)
+                assert translated is not None  # every AuthError has etcd's status
+                return gateway_error(*translated)
+            raise
         with acting_as(caller):
             return await handler(request)
 

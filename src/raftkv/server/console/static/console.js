@@ -8,8 +8,12 @@
 
 // -- requests -------------------------------------------------------------------------------
 
-// Set by a future login form (issue "Safe off loopback"): sent as a bearer token.
-let authToken = null;
+// With auth enabled (docs/security.md), the token of the user signed in on this tab (kept in
+// sessionStorage, so a reload keeps it and closing the tab forgets it; never in a URL), sent
+// as a bearer token. The first request refused for want of credentials shows the sign-in form.
+let authToken = sessionStorage.getItem("raftkv-token");
+let authUser = sessionStorage.getItem("raftkv-user");
+const ASKS_FOR_LOGIN = new Set(["auth_required", "invalid_token"]);
 
 class ApiFailure extends Error {
   constructor(status, code, message) {
@@ -56,9 +60,52 @@ async function api(method, path, { query, body, signal, stream } = {}) {
   try { data = text ? parseJson(text) : null; } catch (_) { data = null; }
   if (!response.ok) {
     const error = data && data.error ? data.error : {};
+    if (response.status === 401 && ASKS_FOR_LOGIN.has(error.code)) askForLogin(error.message);
     throw new ApiFailure(response.status, error.code, error.message || text.slice(0, 200));
   }
   return data;
+}
+
+// -- signing in -----------------------------------------------------------------------------
+
+function askForLogin(reason) {
+  if (authToken) forgetLogin();
+  $("login-reason").textContent = reason || "";
+  if ($("login").hidden) {
+    $("login").hidden = false;
+    $("login-name").focus();
+  }
+}
+function forgetLogin() {
+  authToken = null;
+  authUser = null;
+  sessionStorage.removeItem("raftkv-token");
+  sessionStorage.removeItem("raftkv-user");
+  showUser();
+}
+function showUser() {
+  $("signed-in").hidden = !authUser;
+  $("signed-in-user").textContent = authUser || "";
+}
+async function logIn(event) {
+  event.preventDefault();
+  const name = $("login-name").value;
+  $("login-error").textContent = "";
+  try {
+    const answer = await api("POST", "/v1/auth/authenticate", { body: { name, password: $("login-password").value } });
+    authToken = answer.token;
+    authUser = name;
+    sessionStorage.setItem("raftkv-token", authToken);
+    sessionStorage.setItem("raftkv-user", authUser);
+    $("login-password").value = "";
+    $("login").hidden = true;
+    showUser();
+    searchKeys();
+  } catch (error) { $("login-error").textContent = describe(error); }
+}
+function logOut() {
+  forgetLogin();
+  askForLogin("signed out");
 }
 
 // -- bytes ----------------------------------------------------------------------------------
@@ -630,8 +677,16 @@ function wireActions() {
     const revision = Number($("compact-revision").value);
     act(`Discard the history before revision ${revision}? Reads and watches of older revisions will fail.`, "POST", "/v1/compact", { revision }, () => `History compacted to revision ${revision}`);
   });
-  $("backup").addEventListener("click", (event) => {
-    if (!window.confirm("Take a backup of the whole store now and download it?")) event.preventDefault();
+  $("backup").addEventListener("click", async (event) => {
+    // Fetched rather than followed, so that the request carries the token.
+    event.preventDefault();
+    if (!window.confirm("Take a backup of the whole store now and download it?")) return;
+    showResult("taking a backup…");
+    try {
+      const response = await api("GET", "/v1/snapshot", { stream: true });
+      download(await response.blob(), "raftkv-backup.snap");
+      showResult("backup downloaded");
+    } catch (error) { showResult(describe(error), true); }
   });
 }
 
@@ -650,6 +705,9 @@ function every(seconds, task) {
 
 function start() {
   buildCharts();
+  showUser();
+  $("login-form").addEventListener("submit", logIn);
+  $("sign-out").addEventListener("click", logOut);
   $("key-search").addEventListener("submit", searchKeys);
   $("key-next").addEventListener("click", () => nextKeys().catch((error) => showResult(describe(error), true)));
   $("key-previous").addEventListener("click", () => previousKeys().catch((error) => showResult(describe(error), true)));

@@ -1,0 +1,129 @@
+"""The web console with auth enabled, in a real browser against 3 processes: the page asks
+to sign in, a user sees what its roles permit (and is told "permission denied" for the
+rest), signing out forgets the token, and root's backup download carries root's token."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from console_browser import (
+    SHOWN_WITHIN_S,
+    By,
+    WebDriver,
+    browser_fixture,  # noqa: F401 - the fixture "browser"
+    key_cells,
+    members_shown,
+    screenshot_on_failure,
+    search,
+    wait,
+)
+from kv_processes import KvProcessCluster, cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KvProcessCluster]:
+    """Users root and alice (read and write on app/), a key in app/ and one in other/,
+    auth enabled."""
+    cluster = KvProcessCluster(tmp_path_factory.mktemp("console-auth"))
+    try:
+        cluster.start_all()
+        for arguments in (
+            ("put", "app/greeting", "hello"),
+            ("put", "other/secret", "hidden"),
+            ("user", "add", "root:root-password"),
+            ("user", "grant-role", "root", "root"),
+            ("role", "add", "app"),
+            ("role", "grant-permission", "app", "readwrite", "app/", "--prefix"),
+            ("user", "add", "alice:alice-password"),
+            ("user", "grant-role", "alice", "app"),
+            ("auth", "enable"),
+        ):
+            done = cli(cluster, *arguments)
+            assert done.returncode == 0, (arguments, done.stderr)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def sign_in(driver: WebDriver, name: str, password: str) -> None:
+    wait(
+        driver,
+        lambda driver: driver.find_element(By.ID, "login").is_displayed(),
+        "the sign-in form",
+        SHOWN_WITHIN_S,
+    )
+    driver.find_element(By.ID, "login-name").send_keys(name)
+    driver.find_element(By.ID, "login-password").send_keys(password)
+    driver.find_element(By.CSS_SELECTOR, "#login-form button[type=submit]").click()
+    wait(
+        driver,
+        lambda driver: driver.find_element(By.ID, "signed-in-user").text == name,
+        f"{name} signed in",
+        SHOWN_WITHIN_S,
+    )
+
+
+def test_a_user_signs_in_and_sees_what_its_roles_permit(
+    cluster: KvProcessCluster, browser: WebDriver, tmp_path: Path
+) -> None:
+    leader = cluster.wait_for_leader()
+    browser.get(f"{cluster.url(leader)}/ui")
+    with screenshot_on_failure(browser, tmp_path):
+        # The members need no sign-in (as /v1/status); the keys do.
+        members_shown(browser, 3, leader)
+        wrong = browser.find_element(By.ID, "login-password")
+        wait(browser, lambda driver: wrong.is_displayed(), "the sign-in form", SHOWN_WITHIN_S)
+        browser.find_element(By.ID, "login-name").send_keys("alice")
+        wrong.send_keys("wrong")
+        browser.find_element(By.CSS_SELECTOR, "#login-form button[type=submit]").click()
+        wait(
+            browser,
+            lambda driver: "auth_failed" in driver.find_element(By.ID, "login-error").text,
+            "the refused sign-in",
+            SHOWN_WITHIN_S,
+        )
+        browser.find_element(By.ID, "login-name").clear()
+        browser.find_element(By.ID, "login-password").clear()
+        sign_in(browser, "alice", "alice-password")
+        assert not browser.find_element(By.ID, "login").is_displayed()
+        search(browser, "app/")
+        wait(
+            browser,
+            lambda driver: any("app/greeting" in " ".join(row) for row in key_cells(driver)),
+            "alice's key",
+            SHOWN_WITHIN_S,
+        )
+        search(browser, "other/")
+        wait(
+            browser,
+            lambda driver: "permission_denied" in driver.find_element(By.ID, "key-count").text,
+            "that alice may not read other/",
+            SHOWN_WITHIN_S,
+        )
+        assert not any("hidden" in " ".join(row) for row in key_cells(browser))
+        # Signing out forgets the token: the form is back, and a reload keeps it so.
+        browser.find_element(By.ID, "sign-out").click()
+        assert browser.find_element(By.ID, "login").is_displayed()
+        browser.refresh()
+        search(browser, "app/")
+        sign_in(browser, "root", "root-password")
+        search(browser, "other/")
+        wait(
+            browser,
+            lambda driver: any("other/secret" in " ".join(row) for row in key_cells(driver)),
+            "root's view of other/",
+            SHOWN_WITHIN_S,
+        )
+        # The backup is fetched with root's token, not followed as a bare link.
+        browser.execute_script("window.confirm = () => true")
+        browser.find_element(By.ID, "backup").click()
+        wait(
+            browser,
+            lambda driver: "backup downloaded" in driver.find_element(By.ID, "action-result").text,
+            "the backup downloaded",
+            SHOWN_WITHIN_S,
+        )
