@@ -1,7 +1,7 @@
 """The README's commands, run in the order a newcomer types them (issue 14): `make run`,
-the Quick start's curl and CLI lines, then growing the cluster, removing member 1 and
-taking a backup. Each must succeed as written; a documented answer (`# {...}` under a curl
-line) must have the shape shown.
+the Quick start's curl and CLI lines, then growing the cluster, removing member 1, taking
+a backup, and enabling auth with a user who may write one prefix. Each must succeed as
+written; a documented answer (`# {...}` under a curl line) must have the shape shown.
 
 What is changed is what `operator_helpers` changes (the ports, the `raftkv` executable,
 the working directory), and `make run` becomes the `raftkv dev` it runs. The test waits
@@ -49,6 +49,16 @@ def test_the_readme_runs_in_order(tmp_path: Path) -> None:
         members = {member["id"] for member in operator.get(8081, "/v1/cluster")["members"]}
         assert members == {2, 3, 4}
         assert (tmp_path / "backup.raftkv").stat().st_size > 0
+
+        # Users and roles, then auth on: alice writes app/ and nothing else.
+        securing = server_blocks[2]
+        assert securing[-1].line.startswith("raftkv put app/greeting hi --user alice")
+        for step in securing:
+            operator.run(step)
+        refused = operator.run(
+            Step("raftkv put other/x 1 --user alice:alice-password"), exit_codes=(3,)
+        )
+        assert "permission_denied" in refused.stderr
 
         # Ctrl-C, then `make run` again on the same data (issue 14 item 2): node 1 was
         # removed, so the Quick start's commands on 8080 could never work; dev says so and

@@ -361,7 +361,10 @@ def check_name(what: str, name: str) -> None:
     if size == 0:
         raise InvalidRequest(f"{what} name is empty")
     if size > MAX_NAME_BYTES:
-        raise LimitExceeded(f"{what} name length", size, "MAX_NAME_BYTES", MAX_NAME_BYTES)
+        # A name's form, as its characters (400, not a limit's 413: it is often a path's).
+        raise InvalidRequest(
+            f"{what} name length is {size}, beyond MAX_NAME_BYTES={MAX_NAME_BYTES}"
+        )
     if any(not character.isprintable() for character in name):
         raise InvalidRequest(f"{what} name {name[:64]!r} holds a control character")
     if "/" in name:

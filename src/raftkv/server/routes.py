@@ -174,8 +174,10 @@ RANGE_END = Parameter(
 )
 PREFIX = Parameter("prefix", _BOOLEAN, "Every key starting with key (all if empty).")
 KEY_READ = (KEY, ENCODING, CONSISTENCY, REVISION)
-USER = Parameter("name", _STRING, "The user's name.", location="path")
-ROLE = Parameter("name", _STRING, "The role's name.", location="path")
+# A user's or role's name (raftkv.kv.auth_state.check_name: 1..128 bytes, no '/').
+_NAME: Schema = {"type": "string", "minLength": 1, "maxLength": 128}
+USER = Parameter("name", _NAME, "The user's name.", location="path")
+ROLE = Parameter("name", _NAME, "The role's name.", location="path")
 
 
 # -- the routes ------------------------------------------------------------------------------
@@ -499,7 +501,7 @@ ROUTES: tuple[Route, ...] = (
         "auth.revoke_role",
         "Take a role from a user (root)",
         answers(UserAnswer, 404, 409, 504),
-        (USER, Parameter("role", _STRING, "The role's name.", location="path")),
+        (USER, Parameter("role", _NAME, "The role's name.", location="path")),
     ),
     Route(
         "GET",
