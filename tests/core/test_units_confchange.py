@@ -155,6 +155,22 @@ def test_simple_remove_learner() -> None:
     assert set(result.progress) == {NodeId(1)}
 
 
+def test_an_update_leaves_the_configuration_and_needs_a_member() -> None:
+    start = membership((1, 2), learners=(3,))
+    for member in (1, 3):
+        result = confchange.simple(start, (change(ConfChangeType.UPDATE_NODE, member),), FACTORY)
+        assert conf_state_of(result) == conf_state_of(start)
+        check_invariants(result)
+    with pytest.raises(ConfChangeInvalid, match="4 is not a member"):
+        confchange.simple(start, (change(ConfChangeType.UPDATE_NODE, 4),), FACTORY)
+
+
+def test_an_update_keeps_its_code_in_the_stored_encoding() -> None:
+    update = ConfChange((change(ConfChangeType.UPDATE_NODE, 7),), context=b"ctx")
+    assert update.encode()[4] == 3  # the codes before it keep theirs
+    assert ConfChange.decode(update.encode()) == update
+
+
 def test_simple_promote_learner_keeps_its_progress() -> None:
     result = confchange.simple(membership((1,), learners=(2,)), (change(ADD, 2),), FACTORY)
     assert conf_state_of(result) == ConfState(voters=ids(1, 2))

@@ -667,6 +667,37 @@ def test_adding_an_existing_member_again_is_idempotent_unless_the_address_differ
     run_scenario(scenario)
 
 
+def test_a_member_update_gives_every_member_its_new_address() -> None:
+    """`update_member` through a follower: every member then knows the new address (the
+    configuration unchanged); a retry changes nothing; a non-member, an empty address or
+    another member's address is refused."""
+
+    async def scenario() -> None:
+        cluster = LocalCluster(3, state_machine=memory_dict)
+        await cluster.start()
+        leader = await cluster.wait_for_leader()
+        follower = next(node for node in cluster.running() if node.id != leader.id)
+        moved = next(NodeId(node) for node in (1, 2, 3) if node not in (leader.id, follower.id))
+        before = leader.status()
+        conf_state = await cluster.complete(follower.update_member(moved, "moved:7"))
+        assert (conf_state.voters, conf_state.learners) == (before.voters, before.learners)
+        await cluster.run_until(
+            lambda: all(node._membership.peers()[moved] == "moved:7" for node in cluster.running())
+        )
+        again = await cluster.complete(leader.update_member(moved, "moved:7"))
+        assert again == conf_state
+        for target, address, refusal in (
+            (NodeId(9), "x:1", "not a member"),
+            (moved, "", "needs its new address"),
+            (moved, address_of(leader.id), f"address of member {leader.id}"),
+        ):
+            with pytest.raises(MembershipError, match=refusal):
+                await cluster.complete(leader.update_member(target, address))
+        await cluster.stop()
+
+    run_scenario(scenario)
+
+
 def test_a_command_over_the_limit_is_refused_before_anything_happens() -> None:
     from raftkv.raft.core.errors import InvalidArgument
 

@@ -199,7 +199,7 @@ def test_member_promote_makes_a_caught_up_learner_a_voter() -> None:
     run_scenario(scenario)
 
 
-def test_member_update_answers_an_unchanged_url_and_refuses_a_new_one() -> None:
+def test_member_update_moves_a_member_to_a_new_peer_url() -> None:
     async def scenario() -> None:
         async with etcd_cluster() as api:
             node = api.leader()
@@ -217,14 +217,20 @@ def test_member_update_answers_an_unchanged_url_and_refuses_a_new_one() -> None:
                 rpc_pb2.MemberUpdateRequest(ID=4, peerURLs=["http://10.0.0.1:2380"]),
             )
             assert 4 in [m.ID for m in same.members]
-            moved = await _refused(
-                api,
-                stub.MemberUpdate(
-                    rpc_pb2.MemberUpdateRequest(ID=4, peerURLs=["http://10.0.0.2:2380"])
-                ),
+            moved = await api.call(
+                node,
+                "Cluster",
+                "MemberUpdate",
+                rpc_pb2.MemberUpdateRequest(ID=4, peerURLs=["http://10.0.0.2:2380"]),
             )
-            assert moved.code() == grpc.StatusCode.UNIMPLEMENTED
-            assert "cannot be changed" in moved.details()
+            (four,) = [m for m in moved.members if m.ID == 4]
+            assert list(four.peerURLs) == ["http://10.0.0.2:2380"]
+            # Another member's URL: etcd's refusal.
+            another = next(m for m in moved.members if m.ID != 4).peerURLs[0]
+            taken = await _refused(
+                api, stub.MemberUpdate(rpc_pb2.MemberUpdateRequest(ID=4, peerURLs=[another]))
+            )
+            assert taken.code() == grpc.StatusCode.FAILED_PRECONDITION
             unknown = await _refused(
                 api,
                 stub.MemberUpdate(rpc_pb2.MemberUpdateRequest(ID=42, peerURLs=["http://a:1"])),

@@ -23,6 +23,7 @@ __all__ = [
     "StatusAnswer",
     "TransferAnswer",
     "TransferBody",
+    "UpdateMemberBody",
 ]
 
 
@@ -31,6 +32,13 @@ class AddMemberBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     learner (it receives the log but does not vote until promoted)."""
 
     id: MemberId
+    peer_url: str
+
+
+class UpdateMemberBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`PUT /v1/members/{id}`: member `id` is reached by peers at `peer_url` (host:port)
+    from now on (etcd's member update); start it listening there."""
+
     peer_url: str
 
 

@@ -127,6 +127,10 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     add.add_argument("peer_url", metavar="PEER_URL", help="host:port its peers reach it at")
     member_verb("promote", "promote a caught-up learner to voter (exit 3 if it lags)", _promote)
     member_verb("remove", "remove a member (the leader hands over first)", _remove)
+    update = member_verb(
+        "update", "change a member's peer address (then start it listening there)", _update
+    )
+    update.add_argument("peer_url", metavar="PEER_URL", help="host:port its peers reach it at")
 
     transfer = verb("transfer-leader", "hand leadership to another voter", _transfer)
     transfer.add_argument(
@@ -242,6 +246,12 @@ def _promote(client: SyncClient, arguments: argparse.Namespace, output: Output) 
 
 def _remove(client: SyncClient, arguments: argparse.Namespace, output: Output) -> int:
     output.members(_as_the_leader_sees_it(client, client.remove_member(arguments.id)))
+    return EXIT_OK
+
+
+def _update(client: SyncClient, arguments: argparse.Namespace, output: Output) -> int:
+    answer = client.update_member(arguments.id, arguments.peer_url)
+    output.members(_as_the_leader_sees_it(client, answer))
     return EXIT_OK
 
 

@@ -302,6 +302,11 @@ class Client:
         """Remove member `member_id` (voter or learner; the leader too: it hands over)."""
         return await self._call(protocol.remove_member(member_id))
 
+    async def update_member(self, member_id: int, peer_url: str) -> Cluster:
+        """Every member reaches `member_id` at `peer_url` (host:port) from now on; start
+        it listening there (etcd's member update)."""
+        return await self._call(protocol.update_member(member_id, peer_url))
+
     async def transfer_leadership(self, to: int = 0) -> int:
         """Hand leadership to voter `to` (0: the most caught-up); the new leader's id."""
         return await self._call(protocol.transfer_leadership(to))

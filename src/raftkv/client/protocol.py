@@ -34,6 +34,7 @@ from raftkv.api.cluster import (
     StatusAnswer,
     TransferAnswer,
     TransferBody,
+    UpdateMemberBody,
 )
 from raftkv.api.errors import ErrorAnswer, ErrorDetail
 from raftkv.api.keys import KeyValueAnswer
@@ -563,6 +564,15 @@ def add_member(member_id: int, peer_url: str) -> Request[Cluster]:
     return Request(
         "POST", "/v1/members", (), body, Kind.WRITE, True, _decode_cluster,
         f"add member {member_id} at {peer_url!r}",
+    )  # fmt: skip
+
+
+def update_member(member_id: int, peer_url: str) -> Request[Cluster]:
+    # Idempotent (a repeat finds the address set): retried like a session write.
+    body = _encoder.encode(UpdateMemberBody(peer_url=peer_url))
+    return Request(
+        "PUT", f"/v1/members/{member_id}", (), body, Kind.WRITE, True, _decode_cluster,
+        f"update member {member_id} to {peer_url!r}",
     )  # fmt: skip
 
 

@@ -292,6 +292,11 @@ class SyncClient:
         """Remove member `member_id` (voter or learner; the leader too: it hands over)."""
         return self._call(protocol.remove_member(member_id))
 
+    def update_member(self, member_id: int, peer_url: str) -> Cluster:
+        """Every member reaches `member_id` at `peer_url` (host:port) from now on; start
+        it listening there (etcd's member update)."""
+        return self._call(protocol.update_member(member_id, peer_url))
+
     def defragment(self, endpoint: str) -> Defragmented:
         """Compact the storage files of the node at `endpoint` whole (etcd's defragment)."""
         return self._call(protocol.defragment(), endpoint)

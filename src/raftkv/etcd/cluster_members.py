@@ -31,11 +31,6 @@ ONE_PEER_URL = (
     grpc.StatusCode.INVALID_ARGUMENT,
     "etcdserver: given member URLs are invalid: a raftkv member has exactly one peer URL",
 )
-PEER_URL_FIXED = (
-    grpc.StatusCode.UNIMPLEMENTED,
-    "raftkv: a member's peer URL cannot be changed; remove the member and add a new one "
-    "(under a new id) at the new URL",
-)
 
 # The longest peer address raftkv accepts (the HTTP API's limit too).
 MAX_PEER_ADDRESS: Final = 255

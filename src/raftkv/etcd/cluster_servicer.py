@@ -14,8 +14,6 @@ Where raftkv differs (docs/etcd.md):
   `isLearner=false` adds a learner too, and the answer says so (isLearner true); it becomes
   a voter by `member promote` once caught up, or by itself when started with
   `--join ... --auto-promote`.
-- MemberUpdate cannot change a peer URL (raftkv's members keep the address they were added
-  with): it answers the members when the URL is the member's own, and refuses otherwise.
 """
 
 from __future__ import annotations
@@ -26,7 +24,6 @@ from raftkv.etcd.calls import Context, translated
 from raftkv.etcd.cluster_members import (
     MEMBER_EXISTS,
     PEER_URL_EXISTS,
-    PEER_URL_FIXED,
     members_of,
     peer_address,
     peer_url_of,
@@ -130,6 +127,7 @@ class ClusterServicer(rpc_pb2_grpc.ClusterServicer):
     ) -> rpc_pb2.MemberUpdateResponse:
         member, status = await self._existing(request.ID, call)
         address = peer_address(list(request.peerURLs))
-        if status.peers.get(member) != address:
-            raise EtcdError(PEER_URL_FIXED)
+        if any(peer != member and taken == address for peer, taken in status.peers.items()):
+            raise EtcdError(PEER_URL_EXISTS)
+        await self.service.update_member(member, address, timeout=self.context.timeout(call))
         return rpc_pb2.MemberUpdateResponse(header=self.context.header(), members=self._members())

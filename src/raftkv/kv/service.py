@@ -622,6 +622,13 @@ class KvService:
         self.authorizer.require_root(current_caller(), "remove a member")
         await self.node.remove_member(member, timeout=timeout)
 
+    async def update_member(
+        self, member: NodeId, peer_url: str, *, timeout: float | None = None
+    ) -> None:
+        """Reach `member` at `peer_url` (host:port) from now on (Node.update_member)."""
+        self.authorizer.require_root(current_caller(), "change a member's peer address")
+        await self.node.update_member(member, peer_url, timeout=timeout)
+
     async def transfer_leadership(
         self, target: NodeId | None, *, timeout: float | None = None
     ) -> NodeId:

@@ -20,6 +20,7 @@ from raftkv.api.cluster import (
     MemberRole,
     TransferAnswer,
     TransferBody,
+    UpdateMemberBody,
 )
 from raftkv.kv.service import KvService
 from raftkv.raft.core.types import NodeId
@@ -27,7 +28,7 @@ from raftkv.server.http_common import ApiError, decode_body, json_answer
 
 __all__ = ["ClusterHandlers", "cluster_answer"]
 
-BodyT = TypeVar("BodyT", AddMemberBody, TransferBody)
+BodyT = TypeVar("BodyT", AddMemberBody, TransferBody, UpdateMemberBody)
 _MAX_PEER_URL = 255
 
 
@@ -99,6 +100,14 @@ def _member_id(text: str) -> NodeId:
     return NodeId(int(text))
 
 
+def _peer_url(peer_url: str) -> str:
+    """`peer_url` if it is one: the transport decides what an address looks like
+    (host:port); here only that there is one, of a sane size."""
+    if not 0 < len(peer_url) <= _MAX_PEER_URL:
+        raise ApiError(400, "invalid_request", f"peer_url must have 1..{_MAX_PEER_URL} characters")
+    return peer_url
+
+
 class ClusterHandlers:
     def __init__(
         self, service: KvService, timeout: float, max_body_bytes: int, cluster_id: int = 0
@@ -119,13 +128,13 @@ class ClusterHandlers:
     async def add_member(self, request: web.Request) -> web.Response:
         body = await self._body(request, AddMemberBody)
         member = _member_id(str(body.id))
-        # The transport decides what an address looks like (host:port for gRPC); here only
-        # that there is one, of a sane size.
-        if not 0 < len(body.peer_url) <= _MAX_PEER_URL:
-            raise ApiError(
-                400, "invalid_request", f"peer_url must have 1..{_MAX_PEER_URL} characters"
-            )
-        await self.service.add_learner(member, body.peer_url, timeout=self.timeout)
+        await self.service.add_learner(member, _peer_url(body.peer_url), timeout=self.timeout)
+        return json_answer(cluster_answer(self.service, self.cluster_id))
+
+    async def update_member(self, request: web.Request) -> web.Response:
+        member = _member_id(request.match_info["id"])
+        body = await self._body(request, UpdateMemberBody)
+        await self.service.update_member(member, _peer_url(body.peer_url), timeout=self.timeout)
         return json_answer(cluster_answer(self.service, self.cluster_id))
 
     async def promote_member(self, request: web.Request) -> web.Response:

@@ -47,6 +47,7 @@ from raftkv.api.cluster import (
     StatusAnswer,
     TransferAnswer,
     TransferBody,
+    UpdateMemberBody,
 )
 from raftkv.api.console import (
     ConsoleMembersAnswer,
@@ -301,6 +302,16 @@ ROUTES: tuple[Route, ...] = (
         "Promote a caught-up learner to voter (409 not_caught_up if it lags)",
         answers(ClusterAnswer, 409, 504),
         (MEMBER,),
+    ),
+    Route(
+        "PUT",
+        "/v1/members/{id}",
+        "cluster.update_member",
+        "Change a member's peer address (every member reaches it there from now on; start "
+        "it listening there)",
+        answers(ClusterAnswer, 408, 413, 504),
+        (MEMBER,),
+        UpdateMemberBody,
     ),
     Route(
         "DELETE",

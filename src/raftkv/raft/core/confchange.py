@@ -214,6 +214,10 @@ def _apply_changes(
                 learners_next.discard(node_id)
                 if node_id not in outgoing:
                     progress.pop(node_id, None)
+            case ConfChangeType.UPDATE_NODE:
+                # The configuration stays; only a member may be updated.
+                if node_id not in progress:
+                    raise ConfChangeInvalid(f"{node_id} is not a member: nothing to update")
     if not incoming:
         raise ConfChangeInvalid("removed all voters")
     return Membership(

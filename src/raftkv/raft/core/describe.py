@@ -29,6 +29,7 @@ _CHANGE_PREFIX = {
     ConfChangeType.ADD_NODE: "v",
     ConfChangeType.ADD_LEARNER_NODE: "l",
     ConfChangeType.REMOVE_NODE: "r",
+    ConfChangeType.UPDATE_NODE: "u",
 }
 
 

@@ -239,6 +239,9 @@ class ConfChangeType(enum.Enum):
     ADD_NODE = "add"  # add a voter (or promote a learner)
     ADD_LEARNER_NODE = "add_learner"  # add a learner (or demote a voter)
     REMOVE_NODE = "remove"
+    # Change nothing of the configuration: the entry carries a member's new address in its
+    # context, for the application (etcd's ConfChangeUpdateNode).
+    UPDATE_NODE = "update"
 
 
 class ConfChangeTransition(enum.Enum):
@@ -292,7 +295,13 @@ class ConfChange:
         ConfChangeTransition.JOINT_IMPLICIT,
         ConfChangeTransition.JOINT_EXPLICIT,
     )
-    _TYPES = (ConfChangeType.ADD_NODE, ConfChangeType.ADD_LEARNER_NODE, ConfChangeType.REMOVE_NODE)
+    # By code: append only (a stored entry's code must keep its meaning).
+    _TYPES = (
+        ConfChangeType.ADD_NODE,
+        ConfChangeType.ADD_LEARNER_NODE,
+        ConfChangeType.REMOVE_NODE,
+        ConfChangeType.UPDATE_NODE,
+    )
 
     def encode(self) -> bytes:
         parts = [

@@ -69,6 +69,10 @@ logger = logging.getLogger("raftkv.node")
 _MAX_SIMULATED_BUILD_TURNS = 1024
 
 
+# The changes that add a member (which then needs a snapshot to catch up from).
+_ADDS = (ConfChangeType.ADD_NODE, ConfChangeType.ADD_LEARNER_NODE)
+
+
 class Applier:
     def __init__(
         self,
@@ -230,7 +234,7 @@ class Applier:
                 self._requests.complete(request, error)
             return
         removed_here = self._membership.apply_change(change, conf_state, peers)
-        if any(single.type is not ConfChangeType.REMOVE_NODE for single in change.changes):
+        if any(single.type in _ADDS for single in change.changes):
             # A new member catches up from a snapshot, and refuses one whose membership
             # does not include it (the core's defence, as etcd's). The latest snapshot
             # predates this change, so take a fresh one.

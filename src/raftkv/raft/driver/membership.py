@@ -159,9 +159,11 @@ class Membership:
         self._peers.update(voters)
 
     def recover(self, peers: Mapping[NodeId, str], removed: frozenset[NodeId]) -> None:
-        """At start, what the stored snapshot says; the operator's addresses stay."""
-        for peer, address in peers.items():
-            self._peers.setdefault(peer, address)
+        """At start, what the stored snapshot says, over the operator's addresses: a
+        member's address may have changed since the cluster was founded (an update in
+        the log), and the founders' list is only for a new data dir (as etcd's
+        --initial-cluster). The log after the snapshot then applies its own changes."""
+        self._peers.update(peers)
         self._removed |= removed
         # Removed before the snapshot was taken: a restart still knows it.
         self._this_node_removed = self._node_id in self._removed
@@ -514,6 +516,24 @@ class Membership:
                 raise MembershipError("invalid", f"node {node_id} is not a learner")
             self._check_promotable(node_id)
             change_type = ConfChangeType.ADD_NODE
+        elif request.action is MemberAction.UPDATE:
+            if node_id not in conf_state.voters | conf_state.learners:
+                raise MembershipError("invalid", f"node {node_id} is not a member")
+            if not request.address:
+                raise MembershipError("invalid", "updating a member needs its new address")
+            if self._peers.get(node_id) == request.address:
+                return conf_state  # a retried request, or nothing to change
+            taken = [
+                peer
+                for peer, address in self._peers.items()
+                if address == request.address and peer != node_id
+            ]
+            if taken:
+                raise MembershipError(
+                    "invalid", f"{request.address} is the address of member {taken[0]}"
+                )
+            peers[node_id] = request.address
+            change_type = ConfChangeType.UPDATE_NODE
         else:
             if node_id not in conf_state.voters | conf_state.learners:
                 raise MembershipError("invalid", f"node {node_id} is not a member")

@@ -416,6 +416,16 @@ class Node:
         """Remove `node_id` (voter or learner; the leader included)."""
         return await self._membership.change(MemberRequest(MemberAction.REMOVE, node_id), timeout)
 
+    async def update_member(
+        self, node_id: NodeId, address: str, *, timeout: float | None = None
+    ) -> ConfState:
+        """Reach member `node_id` at `address` from now on, on every member (a change
+        through the log that leaves the configuration as it is; etcd's MemberUpdate). The
+        member itself must then listen there: start it with that peer address."""
+        return await self._membership.change(
+            MemberRequest(MemberAction.UPDATE, node_id, address), timeout
+        )
+
     def on_leader_change(self, observer: LeaderObserver) -> Callable[[], None]:
         """Call `observer(leader_id, term)` whenever the known leader changes (NO_NODE
         while there is none). Returns a function that unsubscribes."""

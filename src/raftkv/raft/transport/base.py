@@ -34,6 +34,8 @@ class MemberAction(enum.Enum):
     # most caught-up voter) and answers with the new leader's id, so any member forwards
     # a transfer the way it forwards a change.
     TRANSFER_LEADER = "transfer_leader"
+    # Member `node_id` is reached at `address` from now on (etcd's MemberUpdate).
+    UPDATE = "update"
 
 
 @dataclass(frozen=True, slots=True)

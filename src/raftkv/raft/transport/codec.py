@@ -87,6 +87,7 @@ _WIRE_MEMBER_ACTION: dict[MemberAction, wire.MemberAction] = {
     MemberAction.REMOVE: wire.MEMBER_ACTION_REMOVE,
     MemberAction.MEMBERS: wire.MEMBER_ACTION_MEMBERS,
     MemberAction.TRANSFER_LEADER: wire.MEMBER_ACTION_TRANSFER_LEADER,
+    MemberAction.UPDATE: wire.MEMBER_ACTION_UPDATE,
 }
 _CORE_MEMBER_ACTION: dict[int, MemberAction] = {
     code: action for action, code in _WIRE_MEMBER_ACTION.items()

@@ -44,6 +44,7 @@ class MemberAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MEMBER_ACTION_REMOVE: _ClassVar[MemberAction]
     MEMBER_ACTION_MEMBERS: _ClassVar[MemberAction]
     MEMBER_ACTION_TRANSFER_LEADER: _ClassVar[MemberAction]
+    MEMBER_ACTION_UPDATE: _ClassVar[MemberAction]
 MESSAGE_TYPE_UNSPECIFIED: MessageType
 MSG_PROPOSE: MessageType
 MSG_APPEND: MessageType
@@ -70,6 +71,7 @@ MEMBER_ACTION_PROMOTE: MemberAction
 MEMBER_ACTION_REMOVE: MemberAction
 MEMBER_ACTION_MEMBERS: MemberAction
 MEMBER_ACTION_TRANSFER_LEADER: MemberAction
+MEMBER_ACTION_UPDATE: MemberAction
 
 class Entry(_message.Message):
     __slots__ = ("term", "index", "kind", "data")

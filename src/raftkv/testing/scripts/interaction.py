@@ -216,6 +216,7 @@ _CONF_CHANGE_TYPES = {
     "v": ConfChangeType.ADD_NODE,
     "l": ConfChangeType.ADD_LEARNER_NODE,
     "r": ConfChangeType.REMOVE_NODE,
+    "u": ConfChangeType.UPDATE_NODE,
 }
 _ADD_NODES_KEYS = frozenset(
     [
