@@ -226,9 +226,17 @@ def test_member_update_moves_a_member_to_a_new_peer_url() -> None:
             (four,) = [m for m in moved.members if m.ID == 4]
             assert list(four.peerURLs) == ["http://10.0.0.2:2380"]
             # Another member's URL: etcd's refusal.
-            another = next(m for m in moved.members if m.ID != 4).peerURLs[0]
+            await api.call(
+                node,
+                "Cluster",
+                "MemberAdd",
+                rpc_pb2.MemberAddRequest(peerURLs=["http://10.0.0.5:2380"]),
+            )
             taken = await _refused(
-                api, stub.MemberUpdate(rpc_pb2.MemberUpdateRequest(ID=4, peerURLs=[another]))
+                api,
+                stub.MemberUpdate(
+                    rpc_pb2.MemberUpdateRequest(ID=4, peerURLs=["http://10.0.0.5:2380"])
+                ),
             )
             assert taken.code() == grpc.StatusCode.FAILED_PRECONDITION
             unknown = await _refused(
