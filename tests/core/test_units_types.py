@@ -44,6 +44,7 @@ TYPE_CODES = {
     ConfChangeType.ADD_NODE: 0,
     ConfChangeType.ADD_LEARNER_NODE: 1,
     ConfChangeType.REMOVE_NODE: 2,
+    ConfChangeType.UPDATE_NODE: 3,
 }
 
 singles = st.builds(
@@ -102,7 +103,7 @@ def test_empty_conf_change_encoding() -> None:
         (header(count=1), "truncated changes"),
         (header(count=1) + single(0, 7)[:-1], "truncated changes"),
         (header(count=2) + single(0, 7), "truncated changes"),
-        (header(count=1) + single(3, 7), "unknown change type"),
+        (header(count=1) + single(4, 7), "unknown change type"),
         (header(count=1) + single(255, 7), "unknown change type"),
         (header(count=1) + single(0, 0), "node id 0"),
         (header(count=2) + single(0, 5) + single(2, 0), "node id 0"),

@@ -61,7 +61,8 @@ def test_the_server_keeps_to_its_openapi_document(
         for operation in every
         if not operation.path.startswith(("/v1/members", "/v1/leader", "/v1/watch"))
     ]
-    assert len(every) - len(operations) == 5  # add, promote, remove, transfer, watch
+    # add, promote, update, remove, transfer, watch
+    assert len(every) - len(operations) == 6
     for operation in operations:
         inputs = len(operation.query) + len(operation.path_parameters) + len(operation.body)
         if mode is GenerationMode.NEGATIVE and not inputs:

@@ -25,7 +25,8 @@ from raftkv.raft.core.types import (
     SoftState,
 )
 
-_CHANGE_PREFIX = {
+# How a change's type is written ("v2": add voter 2); the interaction scripts read it back.
+CHANGE_PREFIXES = {
     ConfChangeType.ADD_NODE: "v",
     ConfChangeType.ADD_LEARNER_NODE: "l",
     ConfChangeType.REMOVE_NODE: "r",
@@ -45,7 +46,7 @@ def describe_data(data: bytes) -> str:
 
 
 def describe_conf_change(change: ConfChange) -> str:
-    parts = [f"{_CHANGE_PREFIX[item.type]}{item.node_id}" for item in change.changes]
+    parts = [f"{CHANGE_PREFIXES[item.type]}{item.node_id}" for item in change.changes]
     if change.transition is not ConfChangeTransition.AUTO:
         parts.insert(0, change.transition.value)
     return " ".join(parts) if parts else "leave-joint"

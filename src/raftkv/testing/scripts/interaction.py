@@ -72,7 +72,6 @@ from raftkv.raft.core import (
     ConfChange,
     ConfChangeSingle,
     ConfChangeTransition,
-    ConfChangeType,
     Config,
     ConfState,
     Entry,
@@ -90,6 +89,7 @@ from raftkv.raft.core import (
     StateRole,
 )
 from raftkv.raft.core.describe import (
+    CHANGE_PREFIXES,
     describe_conf_change,
     describe_conf_state,
     describe_data,
@@ -212,12 +212,7 @@ def _parse_group(text: str, case: TestCase) -> frozenset[NodeId]:
     return frozenset(NodeId(case.parse_int(member, "group member")) for member in members)
 
 
-_CONF_CHANGE_TYPES = {
-    "v": ConfChangeType.ADD_NODE,
-    "l": ConfChangeType.ADD_LEARNER_NODE,
-    "r": ConfChangeType.REMOVE_NODE,
-    "u": ConfChangeType.UPDATE_NODE,
-}
+_CONF_CHANGE_TYPES = {prefix: kind for kind, prefix in CHANGE_PREFIXES.items()}
 _ADD_NODES_KEYS = frozenset(
     [
         "voters",
