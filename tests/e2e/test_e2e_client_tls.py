@@ -84,17 +84,16 @@ def test_a_cluster_serving_tls_with_client_certificates(tmp_path: Path) -> None:
         # With auth enabled, a client certificate's common name stands for the user of that
         # name (as in etcd): "client" is a user without a password; the node's certificate
         # (CN "node", the CLI's default here) names no user.
-        for arguments in (
-            ("user", "add", "root:root-password"),
-            ("user", "grant-role", "root", "root"),
-            ("user", "add", "client", "--no-password"),
-            ("role", "add", "greeter"),
-            ("role", "grant-permission", "greeter", "read", "greeting"),
-            ("user", "grant-role", "client", "greeter"),
-            ("auth", "enable"),
+        for method, path, body in (
+            ("POST", "/v1/auth/users", {"name": "root", "password": "root-password"}),
+            ("POST", "/v1/auth/users/root/roles", {"role": "root"}),
+            ("POST", "/v1/auth/users", {"name": "client", "no_password": True}),
+            ("POST", "/v1/auth/roles", {"name": "greeter"}),
+            ("POST", "/v1/auth/roles/greeter/permissions", {"kind": "read", "key": "greeting"}),
+            ("POST", "/v1/auth/users/client/roles", {"role": "greeter"}),
+            ("POST", "/v1/auth/enable", None),
         ):
-            done = cli(cluster, *arguments)
-            assert done.returncode == 0, (arguments, done.stderr)
+            assert cluster.request(leader, method, path, json=body)[0] == 200, path
         as_client = cli(cluster, "get", "greeting", *tls_flags, cluster_tls=False)
         assert as_client.returncode == 0 and "hello" in as_client.stdout, as_client.stderr
         denied = cli(cluster, "put", "greeting", "bye", *tls_flags, cluster_tls=False)

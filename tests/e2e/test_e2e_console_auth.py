@@ -19,7 +19,7 @@ from console_browser import (
     search,
     wait,
 )
-from kv_processes import KvProcessCluster, cli
+from kv_processes import KvProcessCluster
 
 pytestmark = pytest.mark.slow
 
@@ -31,19 +31,23 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KvProcessClust
     cluster = KvProcessCluster(tmp_path_factory.mktemp("console-auth"))
     try:
         cluster.start_all()
-        for arguments in (
-            ("put", "app/greeting", "hello"),
-            ("put", "other/secret", "hidden"),
-            ("user", "add", "root:root-password"),
-            ("user", "grant-role", "root", "root"),
-            ("role", "add", "app"),
-            ("role", "grant-permission", "app", "readwrite", "app/", "--prefix"),
-            ("user", "add", "alice:alice-password"),
-            ("user", "grant-role", "alice", "app"),
-            ("auth", "enable"),
+        leader = cluster.wait_for_leader()
+        for method, path, body in (
+            ("PUT", "/v1/kv/app/greeting", {"value": "hello"}),
+            ("PUT", "/v1/kv/other/secret", {"value": "hidden"}),
+            ("POST", "/v1/auth/users", {"name": "root", "password": "root-password"}),
+            ("POST", "/v1/auth/users/root/roles", {"role": "root"}),
+            ("POST", "/v1/auth/roles", {"name": "app"}),
+            (
+                "POST",
+                "/v1/auth/roles/app/permissions",
+                {"kind": "readwrite", "key": "app/", "prefix": True},
+            ),
+            ("POST", "/v1/auth/users", {"name": "alice", "password": "alice-password"}),
+            ("POST", "/v1/auth/users/alice/roles", {"role": "app"}),
+            ("POST", "/v1/auth/enable", None),
         ):
-            done = cli(cluster, *arguments)
-            assert done.returncode == 0, (arguments, done.stderr)
+            assert cluster.request(leader, method, path, json=body)[0] == 200, path
         yield cluster
     finally:
         cluster.stop()
