@@ -10,7 +10,6 @@ change draws a new salt, which voids tokens again: harmless)."""
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable
 from typing import TypeVar
 from urllib.parse import quote
@@ -30,7 +29,7 @@ from raftkv.api.auth import (
     UserBody,
     UsersAnswer,
 )
-from raftkv.client.protocol import Decoded, Kind, Request, read_answer
+from raftkv.client.protocol import Decoded, Kind, Request, from_base64, read_answer, to_base64
 from raftkv.client.results import AuthStatus, Permission, Role, User
 from raftkv.client.txn import Data, to_bytes
 
@@ -66,8 +65,8 @@ def _role_of(answer: RoleAnswer) -> Role:
         tuple(
             Permission(
                 permission.kind,
-                base64.b64decode(permission.key),
-                base64.b64decode(permission.range_end),
+                from_base64(permission.key, "permission key"),
+                from_base64(permission.range_end, "permission range_end"),
             )
             for permission in answer.permissions
         ),
@@ -168,8 +167,8 @@ def grant_permission(
         raise ValueError(f"permission kind must be read, write or readwrite, got {kind!r}")
     body = PermissionBody(
         kind,
-        _b64(to_bytes(key, "key")),
-        _b64(to_bytes(range_end, "range_end")),
+        to_base64(to_bytes(key, "key")),
+        to_base64(to_bytes(range_end, "range_end")),
         prefix=prefix,
     )
     path = f"/v1/auth/roles/{_segment(name)}/permissions"
@@ -181,15 +180,11 @@ def revoke_permission(
 ) -> Request[Role]:
     params = (
         _BASE64,
-        ("key", _b64(to_bytes(key, "key"))),
-        ("range_end", _b64(to_bytes(range_end, "range_end"))),
+        ("key", to_base64(to_bytes(key, "key"))),
+        ("range_end", to_base64(to_bytes(range_end, "range_end"))),
         ("prefix", "true" if prefix else "false"),
     )
     path = f"/v1/auth/roles/{_segment(name)}/permissions"
     return _write(
         "DELETE", path, None, _role, f"revoke a permission of role {name!r}", params=params
     )
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")

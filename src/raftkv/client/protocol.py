@@ -153,12 +153,13 @@ class Request(Generic[T]):
 # -- encoding --------------------------------------------------------------------------------
 
 
-def _b64(data: bytes) -> str:
+def to_base64(data: bytes) -> str:
+    """Bytes as they travel (every key, value and range end: `encoding=base64`)."""
     return base64.b64encode(data).decode("ascii")
 
 
 def _key_path(key: bytes) -> str:
-    return "/v1/kv/" + quote(_b64(key), safe="")
+    return "/v1/kv/" + quote(to_base64(key), safe="")
 
 
 def describe_key(key: bytes) -> str:
@@ -200,7 +201,8 @@ def read_answer(kind: type[T], content: bytes) -> T:
     return answer
 
 
-def _unb64(text: str, what: str) -> bytes:
+def from_base64(text: str, what: str) -> bytes:
+    """A base64 field of an answer; BadAnswer naming `what` if it is not base64."""
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as error:
@@ -209,8 +211,8 @@ def _unb64(text: str, what: str) -> bytes:
 
 def _kv(answer: KeyValueAnswer) -> KeyValue:
     return KeyValue(
-        key=_unb64(answer.key, "key"),
-        value=_unb64(answer.value, "value"),
+        key=from_base64(answer.key, "key"),
+        value=from_base64(answer.value, "value"),
         create_revision=answer.create_revision,
         mod_revision=answer.mod_revision,
         version=answer.version,
@@ -227,7 +229,9 @@ def range_params(
     key: bytes, range_end: bytes, *, prefix: bool, start: int
 ) -> tuple[tuple[str, str], ...]:
     """The query of a watch of [key, range_end) (or the prefix) from revision `start`."""
-    return _params(key=_b64(key), range_end=_b64(range_end), prefix=prefix, start_revision=start)
+    return _params(
+        key=to_base64(key), range_end=to_base64(range_end), prefix=prefix, start_revision=start
+    )
 
 
 def _put_result(answer: PutAnswer | PutOpAnswer) -> PutResult:
@@ -282,7 +286,7 @@ def put(
     key: bytes, value: bytes, lease: int, prev_kv: bool, session: Session
 ) -> Request[PutResult]:
     body = PutBody(
-        value=_b64(value),
+        value=to_base64(value),
         lease=lease,
         prev_kv=prev_kv,
         client_id=session.client_id,
@@ -339,8 +343,8 @@ def range_(
         return Decoded(_range_result(answer), answer.header.leader)
 
     params = _params(
-        key=_b64(key),
-        range_end=_b64(range_end),
+        key=to_base64(key),
+        range_end=to_base64(range_end),
         prefix=prefix,
         limit=limit,
         revision=revision,
@@ -363,11 +367,11 @@ def range_(
 def _compare_body(compare: Compare) -> CompareBody:
     operand = compare.operand
     return CompareBody(
-        key=_b64(compare.key),
+        key=to_base64(compare.key),
         target=compare.target,
         op=compare.op,
-        value=_b64(operand) if isinstance(operand, bytes) else operand,
-        range_end=_b64(compare.range_end),
+        value=to_base64(operand) if isinstance(operand, bytes) else operand,
+        range_end=to_base64(compare.range_end),
         prefix=compare.prefix,
     )
 
@@ -375,11 +379,11 @@ def _compare_body(compare: Compare) -> CompareBody:
 def _op_body(op: Op) -> OpBody:
     match op:
         case PutOp():
-            return PutOpBody(_b64(op.key), _b64(op.value), op.lease, op.prev_kv)
+            return PutOpBody(to_base64(op.key), to_base64(op.value), op.lease, op.prev_kv)
         case RangeOp():
             return RangeOpBody(
-                key=_b64(op.key),
-                range_end=_b64(op.range_end),
+                key=to_base64(op.key),
+                range_end=to_base64(op.range_end),
                 prefix=op.prefix,
                 limit=op.limit,
                 revision=op.revision,
@@ -387,7 +391,7 @@ def _op_body(op: Op) -> OpBody:
                 count_only=op.count_only,
             )
         case DeleteOp():
-            return DeleteOpBody(_b64(op.key), _b64(op.range_end), op.prefix, op.prev_kv)
+            return DeleteOpBody(to_base64(op.key), to_base64(op.range_end), op.prefix, op.prev_kv)
         case _:
             assert_never(op)
 
@@ -710,7 +714,7 @@ def lease_info(lease_id: int, keys: bool, serializable: bool) -> Request[LeaseIn
             id=answer.id,
             ttl=answer.ttl,
             granted_ttl=answer.granted_ttl,
-            keys=tuple(_unb64(key, "key") for key in answer.keys),
+            keys=tuple(from_base64(key, "key") for key in answer.keys),
             revision=header.revision,
             leader=header.leader,
         )
