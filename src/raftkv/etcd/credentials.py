@@ -30,6 +30,7 @@ import grpc.aio
 from raftkv.etcd.call_stats import CallStats
 from raftkv.etcd.calls import Context
 from raftkv.etcd.errors import INVALID_AUTH_TOKEN
+from raftkv.kv.auth_tokens import bearer_token
 from raftkv.kv.authorization import Authorizer
 from raftkv.kv.callers import ANONYMOUS, Caller, acting_as
 from raftkv.kv.errors import InvalidToken
@@ -47,7 +48,6 @@ PUBLIC_METHODS: Final = frozenset(
 )
 # The metadata keys a token comes in, the first found winning.
 TOKEN_KEYS: Final = ("token", "authorization")
-_BEARER: Final = "bearer "
 
 
 def token_of(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
@@ -56,10 +56,7 @@ def token_of(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
     for key in TOKEN_KEYS:
         value = found.get(key)
         if value:
-            text = (value.decode() if isinstance(value, bytes) else value).strip()
-            if text[: len(_BEARER)].lower() == _BEARER:
-                text = text[len(_BEARER) :].strip()
-            return text
+            return bearer_token(value.decode() if isinstance(value, bytes) else value)
     return None
 
 

@@ -33,6 +33,7 @@ from raftkv.kv.errors import InvalidToken
 # A longer Authorization value is refused before anything decodes it.
 MAX_TOKEN_BYTES: Final = 1024
 _PREFIX: Final = "rk1."
+_BEARER: Final = "bearer "
 
 
 class TokenClaims(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
@@ -54,6 +55,15 @@ def _unb64(text: str) -> bytes:
 
 def _sign(key: bytes, signed: str) -> bytes:
     return hmac.new(key, signed.encode(), hashlib.sha256).digest()
+
+
+def bearer_token(credential: str) -> str:
+    """The token in an `Authorization` value or a gRPC metadata value: "Bearer <token>"
+    (any case), or the bare token, as etcd's clients send it."""
+    text = credential.strip()
+    if text[: len(_BEARER)].lower() == _BEARER:
+        return text[len(_BEARER) :].strip()
+    return text
 
 
 def issue_token(key: bytes, claims: TokenClaims) -> str:

@@ -24,6 +24,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from raftkv.etcd.errors import status_of
 from raftkv.etcd.gateway_errors import error_response as gateway_error
+from raftkv.kv.auth_tokens import bearer_token
 from raftkv.kv.authorization import Authorizer
 from raftkv.kv.callers import ANONYMOUS, Caller, acting_as
 from raftkv.kv.errors import AuthError, InvalidToken
@@ -55,7 +56,6 @@ PUBLIC_ROUTES: Final = frozenset(
         "/v3/maintenance/status",
     }
 )
-_BEARER: Final = "bearer "
 
 
 def _common_name(request: web.Request) -> str | None:
@@ -75,8 +75,7 @@ def request_caller(request: web.Request, authorizer: Authorizer) -> Caller:
     """The caller the request's credentials name (see the module docstring)."""
     header = request.headers.get(hdrs.AUTHORIZATION, "").strip()
     if header:
-        token = header[len(_BEARER) :] if header[: len(_BEARER)].lower() == _BEARER else header
-        return authorizer.caller_for_token(token.strip())
+        return authorizer.caller_for_token(bearer_token(header))
     common_name = _common_name(request)
     if common_name is not None:
         return authorizer.caller_for_certificate(common_name)
