@@ -195,7 +195,7 @@ class AuthService:
     # -- changes ----------------------------------------------------------------------------
 
     async def _change(self, request: AuthRequest, timeout: float | None) -> AuthChangeResponse:
-        check_auth_request(request)
+        # Validated by KvService (check_request) before it is checked and proposed.
         return await self.kv.change_auth(request, timeout=timeout)
 
     async def _hash(self, password: str) -> str:
