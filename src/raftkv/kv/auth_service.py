@@ -151,8 +151,7 @@ class AuthService:
         self._hashing = asyncio.Semaphore(self.settings.max_concurrent_hashes)
         # What an unknown user's password is checked against (made at the first login).
         self._dummy_hash: str | None = None
-        # Logins answered and refused since start (for metrics).
-        self.logins = 0
+        # Logins refused since start (not exported as a metric yet).
         self.failed_login_count = 0
 
     @property
@@ -185,7 +184,6 @@ class AuthService:
             self.failed_logins.failed(source, clock.now())
             raise AuthFailed()
         self.failed_logins.succeeded(source)
-        self.logins += 1
         ttl_s = self.settings.token_ttl_s
         claims = TokenClaims(
             user.name, user.password_revision, self.kv.authorizer.now_ms() + ttl_s * 1000

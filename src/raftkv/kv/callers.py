@@ -26,11 +26,6 @@ class Caller:
     user: str | None
     internal: bool = False
 
-    def describe(self) -> str:
-        if self.internal:
-            return "the node itself"
-        return "an unauthenticated client" if self.user is None else f"user {self.user!r}"
-
 
 ANONYMOUS = Caller(None)
 INTERNAL = Caller(None, internal=True)
