@@ -82,6 +82,12 @@ def test_a_name_given_twice_in_one_json_object_is_refused() -> None:
             )
             assert (status, error_code(answer)) == (400, "invalid_json")
             assert "'key' appears twice" in answer["error"]["message"]
+            # The same name written with an escape is the same name.
+            status, answer = await api.call(
+                "POST", "/set", data=b'{"key": "a", "\\u006bey": "b", "value": "1"}', headers=JSON
+            )
+            assert (status, error_code(answer)) == (400, "invalid_json")
+            assert "'key' appears twice" in answer["error"]["message"]
             # Nested, in a body large enough to be checked off the loop.
             ops = [{"op": "put", "key": f"k{i}", "value": "v" * 1000} for i in range(100)]
             text = json.dumps({"success": ops})

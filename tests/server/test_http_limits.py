@@ -23,6 +23,7 @@ from server_helpers import served
 
 from raftkv.kv import ReadLimits
 from raftkv.server import HttpSettings
+from raftkv.server.event_loops import loop_factory
 from raftkv.server.listener import (
     MAX_FIELD_BYTES,
     MAX_HEADERS,
@@ -32,6 +33,7 @@ from raftkv.server.listener import (
     ClientPortSettings,
     raise_open_files_limit,
 )
+from raftkv.server.setting_values import EVENT_LOOP_KINDS
 from raftkv.server.settings import SettingsInvalid
 from raftkv.testing.local_cluster import run_scenario
 
@@ -213,7 +215,13 @@ def test_the_request_head_limits_are_the_pinned_ones() -> None:
     run(scenario)
 
 
-def test_connections_beyond_max_client_connections_are_closed_at_once_and_counted() -> None:
+@pytest.mark.parametrize("event_loop", EVENT_LOOP_KINDS)
+def test_connections_beyond_max_client_connections_are_closed_at_once_and_counted(
+    event_loop: str,
+) -> None:
+    """On either event loop `raftkv serve` can run (uvloop's transports are not
+    asyncio.Transport subclasses: refusing one used to fail an assert, with a traceback)."""
+
     async def scenario() -> None:
         async with served(port=ClientPortSettings(max_connections=2)) as api:
             gate = api.port.gate
@@ -234,7 +242,12 @@ def test_connections_beyond_max_client_connections_are_closed_at_once_and_counte
             assert await api.metric("raftkv_limit_hits_total", limit="max_client_connections") == 1
             assert await api.metric("raftkv_http_connections") == gate.open
 
-    run(scenario)
+    async def bounded() -> None:
+        async with asyncio.timeout(60):
+            await scenario()
+
+    with asyncio.Runner(loop_factory=loop_factory(event_loop)) as runner:
+        runner.run(bounded())
 
 
 def test_failed_accepts_are_logged_one_line_per_interval_with_a_count(

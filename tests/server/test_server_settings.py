@@ -27,6 +27,7 @@ def test_defaults_run_one_node_on_8080_with_data_in_data() -> None:
     assert settings.founders == {1: "127.0.0.1:7080"}
     assert settings.client_url == "http://127.0.0.1:8080"
     assert settings.peer_transport == "tcp"
+    assert settings.event_loop == "asyncio"
 
 
 def test_precedence_is_flag_then_environment_then_file_then_default(tmp_path: Path) -> None:
@@ -178,6 +179,11 @@ def test_the_initial_cluster_reads_as_text_or_a_toml_table(tmp_path: Path) -> No
             "(from environment variable RAFTKV_PEER_TRANSPORT): expected tcp or grpc, got 'http'",
         ),
         (
+            {"event_loop": "trio"},
+            {},
+            "event_loop (from flag --event-loop): expected asyncio or uvloop, got 'trio'",
+        ),
+        (
             {"http_body_timeout_s": "0"},
             {},
             "http_body_timeout_s (from flag --http-body-timeout-s): must be a positive number",
@@ -200,6 +206,23 @@ def test_a_bad_setting_is_refused_naming_it(
 def test_the_peer_transport_is_tcp_or_grpc_in_any_case() -> None:
     assert load_settings({"peer_transport": "GRPC"}, environ={}).peer_transport == "grpc"
     assert load_settings({}, environ={"RAFTKV_PEER_TRANSPORT": "tcp"}).peer_transport == "tcp"
+
+
+def test_the_event_loop_is_asyncio_or_uvloop_and_each_makes_its_loop() -> None:
+    import asyncio
+
+    import uvloop
+
+    from raftkv.server.event_loops import loop_factory
+
+    assert load_settings({}, environ={"RAFTKV_EVENT_LOOP": "UVloop"}).event_loop == "uvloop"
+    for kind, expected in (("uvloop", uvloop.Loop), ("asyncio", asyncio.AbstractEventLoop)):
+        loop = loop_factory(load_settings({"event_loop": kind}, environ={}).event_loop)()
+        try:
+            assert isinstance(loop, expected)
+            assert loop.run_until_complete(asyncio.sleep(0, result=kind)) == kind
+        finally:
+            loop.close()
 
 
 def test_bad_config_files_are_refused(tmp_path: Path) -> None:

@@ -148,6 +148,7 @@ def _serve(arguments: argparse.Namespace) -> int:
     from raftkv.raft.transport.base import TransportError  # noqa: PLC0415
     from raftkv.raft.transport.settings import TransportSettingsInvalid  # noqa: PLC0415
     from raftkv.server.collector import tune_collector  # noqa: PLC0415
+    from raftkv.server.event_loops import loop_factory  # noqa: PLC0415
     from raftkv.server.identity import StateLost  # noqa: PLC0415
     from raftkv.server.logs import configure_logging  # noqa: PLC0415
     from raftkv.server.native_stderr import NativeStderr  # noqa: PLC0415
@@ -161,14 +162,15 @@ def _serve(arguments: argparse.Namespace) -> int:
     )
     tune_collector()  # everything is imported: freeze it (see raftkv.server.collector)
     try:
-        return asyncio.run(
-            run_server(
-                settings,
-                on_started=lambda _: print(started_line(settings), flush=True),
-                stop_on_stdin_eof=arguments.stop_on_stdin_eof,
-                log_context=log_context,
+        with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
+            return runner.run(
+                run_server(
+                    settings,
+                    on_started=lambda _: print(started_line(settings), flush=True),
+                    stop_on_stdin_eof=arguments.stop_on_stdin_eof,
+                    log_context=log_context,
+                )
             )
-        )
     except (SettingsInvalid, TransportSettingsInvalid) as error:
         print(f"raftkv serve: {error}", file=sys.stderr)
         return EXIT_USAGE

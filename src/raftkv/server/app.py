@@ -207,6 +207,8 @@ def _not_utf8_escape(text: str) -> str | None:
     """The first run of percent-escapes in `text` (a raw path or query string) that is not
     UTF-8, or None. yarl leaves such a run as it is (in a path) or makes it U+FFFD (in a
     query), so `/v1/kv/%FF` would name the key "%FF", the same as `/v1/kv/%25FF`."""
+    if "%" not in text:
+        return None
     for escapes in _PERCENT_ESCAPES.findall(text):
         try:
             unquote_to_bytes(escapes).decode("utf-8")

@@ -54,6 +54,8 @@ _CORS_MAX_AGE_S = 600
 # Where the origin guard leaves an allowed cross-origin request's Origin for cors_headers.
 _CROSS_ORIGIN = web.RequestKey("cross_origin", str)
 _JSON_CHARSETS = frozenset({"utf-8", "utf8"})
+# Host headers whose verdict the Host guard remembers (forgotten all at once past this).
+_MAX_REMEMBERED_HOSTS = 256
 # etcd's JSON gateway, where a body without any Content-Type is read as JSON, as etcd's
 # gateway does: etcd3gw sends its txns so (requests' data=). A browser sends no type only
 # from fetch with an untyped Blob, which carries an Origin the origin guard checks first.
@@ -109,10 +111,23 @@ async def content_type_guard(request: web.Request, handler: Handler) -> web.Stre
 def host_guard(hosts: tuple[str, ...]) -> Middleware:
     """Refuse (421) a request whose Host is not in `hosts` (see the module docstring)."""
 
+    # The verdict per Host header seen: matching parses IP addresses, and clients send
+    # the same few Host values again and again. Bounded: Host is the client's to choose.
+    verdicts: dict[str, bool] = {}
+    any_host = ANY in hosts
+
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         header = request.headers.get(hdrs.HOST)
-        if ANY in hosts or header is None or host_allowed(host_of_header(header), hosts):
+        if any_host or header is None:
+            return await handler(request)
+        allowed = verdicts.get(header)
+        if allowed is None:
+            allowed = host_allowed(host_of_header(header), hosts)
+            if len(verdicts) >= _MAX_REMEMBERED_HOSTS:
+                verdicts.clear()
+            verdicts[header] = allowed
+        if allowed:
             return await handler(request)
         return error_response(
             421,

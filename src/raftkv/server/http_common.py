@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import re
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -18,6 +17,7 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from raftkv.api.keys import KeyValueAnswer, prefix_end
 from raftkv.kv.commands import MvccKeyValue
+from raftkv.server.json_names import DuplicateNames
 
 __all__ = [
     "BODY_TIMEOUT",
@@ -154,7 +154,8 @@ def json_answer(payload: object, status: int = 200) -> web.Response:
 
 
 StructT = TypeVar("StructT", bound=msgspec.Struct)
-_json_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+# Per body type: its decoder and its duplicate-name check.
+_body_readers: dict[type[Any], tuple[msgspec.json.Decoder[Any], DuplicateNames]] = {}
 # How long a body may take to arrive (HttpSettings.body_timeout_s), set on the app.
 BODY_TIMEOUT = web.AppKey("body_timeout_s", float)
 _DEFAULT_BODY_TIMEOUT_S = 10.0
@@ -173,8 +174,11 @@ async def decode_body(request: web.Request, kind: type[StructT], limit: int) -> 
         )
     timeout = request.app.get(BODY_TIMEOUT, _DEFAULT_BODY_TIMEOUT_S)
     try:
-        async with asyncio.timeout(timeout):
+        if request.content.is_eof():  # the whole body is in: nothing to wait for
             data = await request.read()
+        else:
+            async with asyncio.timeout(timeout):
+                data = await request.read()
     except TimeoutError as error:
         raise ApiError(
             408, "body_timeout", f"the body did not arrive within body_timeout_s={timeout:g}"
@@ -188,9 +192,10 @@ async def decode_body(request: web.Request, kind: type[StructT], limit: int) -> 
     except RequestPayloadError as error:
         # A body aiohttp cannot read: a broken chunked encoding, a length that lies.
         raise ApiError(400, "invalid_body", f"the body cannot be read: {error}") from error
-    decoder = _json_decoders.get(kind)
-    if decoder is None:
-        decoder = _json_decoders[kind] = msgspec.json.Decoder(kind)
+    reader = _body_readers.get(kind)
+    if reader is None:
+        reader = _body_readers[kind] = (msgspec.json.Decoder(kind), DuplicateNames(kind))
+    decoder, names = reader
     try:
         body: StructT = decoder.decode(data)
     except msgspec.ValidationError as error:
@@ -204,10 +209,12 @@ async def decode_body(request: web.Request, kind: type[StructT], limit: int) -> 
             f"a JSON string in the body holds byte 0x{error.object[error.start]:02x}, which is "
             "not UTF-8: send binary keys and values base64-encoded, with encoding=base64",
         ) from error
-    if len(data) <= _LARGE_BODY_BYTES:
-        duplicate = _duplicate_name(data)
+    if names.surely_unique(data):
+        duplicate = None
+    elif len(data) <= _LARGE_BODY_BYTES:
+        duplicate = names.find(data)
     else:  # checked off the loop, which also runs Raft
-        duplicate = await asyncio.get_running_loop().run_in_executor(None, _duplicate_name, data)
+        duplicate = await asyncio.get_running_loop().run_in_executor(None, names.find, data)
     if duplicate is not None:
         raise ApiError(
             400,
@@ -239,34 +246,6 @@ def _json_error(data: bytes, error: msgspec.DecodeError) -> str:
         f"JSON is malformed: {escape} at byte {lone.start()} is half a UTF-16 surrogate pair, "
         "which is not Unicode text; send binary keys and values with encoding=base64"
     )
-
-
-class _DuplicateName(Exception):
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.name = name
-
-
-def _unique_names(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    found = dict(pairs)
-    if len(found) != len(pairs):
-        seen: set[str] = set()
-        for name, _ in pairs:
-            if name in seen:
-                raise _DuplicateName(name)
-            seen.add(name)
-    return found
-
-
-def _duplicate_name(data: bytes) -> str | None:
-    """A name that appears twice in one object of `data` (JSON that msgspec decoded: it
-    keeps the last, silently), or None. RFC 8259 leaves duplicates to the parser; the API
-    refuses them rather than guess which one the client meant."""
-    try:
-        json.loads(data, object_pairs_hook=_unique_names)
-    except _DuplicateName as duplicate:
-        return duplicate.name
-    return None
 
 
 def key_value_answer(kv: MvccKeyValue, codec: Codec) -> KeyValueAnswer:

@@ -43,7 +43,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
@@ -136,8 +136,8 @@ class _Gated(asyncio.Protocol):
         gate = self._gate
         if gate.open >= gate.max_connections:
             gate.refused += 1
-            assert isinstance(transport, asyncio.Transport)  # a TCP server's
-            transport.abort()
+            # A TCP server's transport (uvloop's is not an asyncio.Transport subclass).
+            cast("asyncio.Transport", transport).abort()
             return
         gate.open += 1
         self._inner = gate.serve()
@@ -389,6 +389,11 @@ class ClientPort:
                 self._host,
                 self._port,
                 reuse_address=True,
+                # Room for a burst of up to max_connections clients connecting at once
+                # (asyncio's default is 100): a connection the kernel's accept queue cannot
+                # hold has its SYN dropped, and the client waits a second or more to retry.
+                # The kernel caps it at net.core.somaxconn.
+                backlog=self.settings.max_connections,
                 ssl=self._ssl_context,
                 ssl_handshake_timeout=(
                     self.settings.keepalive_timeout_s if self._ssl_context else None

@@ -126,6 +126,17 @@ def parse_peer_transport(value: object) -> PeerTransportKind:
     raise ValueError(f"expected {' or '.join(PEER_TRANSPORT_KINDS)}, got {value!r}")
 
 
+# The event loops `raftkv serve` can run on (raftkv.server.event_loops).
+EVENT_LOOP_KINDS = ("asyncio", "uvloop")
+
+
+def parse_event_loop(value: object) -> str:
+    text = parse_str(value).lower()
+    if text not in EVENT_LOOP_KINDS:
+        raise ValueError(f"expected {' or '.join(EVENT_LOOP_KINDS)}, got {value!r}")
+    return text
+
+
 def parse_log_format(value: object) -> str:
     text = parse_str(value).lower()
     if text not in ("text", "json"):

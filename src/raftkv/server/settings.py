@@ -41,6 +41,7 @@ from raftkv.server.setting_values import (
     parse_bool,
     parse_cluster,
     parse_common_names,
+    parse_event_loop,
     parse_float,
     parse_int,
     parse_level,
@@ -132,6 +133,13 @@ class ServerSettings:
         parse_peer_transport,
         "How members talk: tcp (length-prefixed frames on TCP, the fastest) or grpc. Every "
         "member of a cluster must use the same.",
+    )
+    event_loop: str = _setting(
+        "asyncio",
+        parse_event_loop,
+        "The event loop the node runs on: asyncio (the standard library's) or uvloop "
+        "(libuv's: less CPU per request, but a long latency tail with hundreds of clients "
+        "connecting at once; docs/performance.md).",
     )
     advertise_client_url: str = _setting(
         "",
