@@ -354,7 +354,7 @@ def test_a_watch_from_a_compacted_revision_fails_with_the_oldest_revision() -> N
             with pytest.raises(Compacted) as caught:
                 await api.run(take(aiter(watcher), 1))
             assert caught.value.compact_revision == current
-            assert caught.value.oldest_revision == current
+            assert caught.value.oldest_revision == current + 1
             with pytest.raises(ValueError):
                 client.watch("")
 

@@ -191,7 +191,7 @@ def test_whole_revisions_progress_and_compacted_on_real_processes(tmp_path: Path
             except Compacted as error:
                 assert (error.compact_revision, error.oldest_revision) == (
                     second.revision,
-                    second.revision,
+                    second.revision + 1,
                 )
 
 

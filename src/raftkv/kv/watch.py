@@ -11,15 +11,18 @@ Theory of operation (etcd's watch guarantees, docs/architecture.md#watches):
 - Guarantees that follow: events come in revision order; each revision once (the watch's
   next revision only moves forward, past what it handed out); all events of a revision
   together (a batch always ends on a revision boundary); no gaps within retained history
-  (every revision from start to current is read); resumable from any revision from the
-  compacted one on. Of the compacted revision itself the store keeps only the puts (the
-  deletes' tombstones are compacted away): a watch from there gets those, as at etcd,
-  so one that reaches it only after the compaction misses the deletes made at it.
+  (every revision from start to current is read); resumable from any revision above the
+  compacted one. Of the compacted revision itself the store keeps only the puts (the
+  deletes' tombstones are compacted away): a watch whose spec says
+  `from_compaction_revision` (etcd's API: etcd's rule) may start there and gets those,
+  so one that reaches it only after the compaction misses the deletes made at it; any
+  other watch (raftkv's own API) is ended as compacted there, and misses nothing.
 - A watch whose next revision has been compacted away ends with `WatchCanceled("compacted")`
-  carrying the compacted revision and the oldest one still available
-  (`MvccStore.oldest_watch_revision`: the same, but on a store compacted by an older
-  raftkv); a watch that would otherwise fall behind forever (its reader does not keep up)
-  therefore ends this way rather than drop events.
+  carrying the compacted revision and the oldest one it can start from (the one after it,
+  or with `from_compaction_revision` `MvccStore.oldest_watch_revision`: the compacted
+  revision itself, but on a store compacted by an older raftkv); a watch that would
+  otherwise fall behind forever (its reader does not keep up) therefore ends this way
+  rather than drop events.
   The HTTP layer also ends a watch whose writes block longer than a bound ("too_slow").
 - Byte budgets. What a watch has handed out and its consumer has not yet written (the
   last batch, until the next `next()` or `written()`) is *buffered*: the bytes of its
@@ -104,6 +107,10 @@ class WatchSpec:
     prev_kv: bool = False
     no_put: bool = False
     no_delete: bool = False
+    # etcd's rule (its API sets it): a watch may start at the compaction revision itself
+    # and gets the puts compaction kept there, not the deletes made at it. Without it (raftkv's
+    # own API) a watch starts after the compaction revision: nothing is ever skipped.
+    from_compaction_revision: bool = False
 
     def matches(self, event: Event) -> bool:
         if event.type == "put" and self.no_put:
@@ -439,10 +446,12 @@ class Watch:
         """A WatchCanceled("compacted") if the next revision (at first, the start one)
         is below the oldest revision a watch can read."""
         hub = self.hub
-        oldest = hub.oldest_watch_revision()
+        compacted = hub.compacted_revision()
+        oldest = (
+            hub.oldest_watch_revision() if self.spec.from_compaction_revision else compacted + 1
+        )
         if self.next_revision >= oldest:
             return None
-        compacted = hub.compacted_revision()
         return WatchCanceled(
             self.watermark,
             "compacted",
