@@ -619,28 +619,6 @@ class Deviation:
     explains: Callable[[AnyOp, Outcome, Outcome], bool]
 
 
-def _watch_compacted_one_later(op: AnyOp, etcd: Outcome, raftkv: Outcome) -> bool:
-    """A watch from a compacted revision is canceled with compact_revision one more than
-    etcd's (the oldest revision raftkv can watch from); all else equal."""
-    if not isinstance(op, WatchOp) or etcd.watch is None or raftkv.watch is None:
-        return False
-    if len(etcd.watch) != len(raftkv.watch) or not etcd.watch:
-        return False
-    etcd_last, raftkv_last = etcd.watch[-1], raftkv.watch[-1]
-    if not (isinstance(etcd_last, rpc_pb2.WatchResponse) and etcd_last.canceled):
-        return False
-    if not isinstance(raftkv_last, rpc_pb2.WatchResponse):
-        return False
-    shifted = rpc_pb2.WatchResponse()
-    shifted.CopyFrom(etcd_last)
-    shifted.compact_revision += 1
-    return (
-        etcd.watch[:-1] == raftkv.watch[:-1]
-        and shifted == raftkv_last
-        and etcd.error == raftkv.error
-    )
-
-
 _SORT_VALUE: dict[int, Callable[[Message], object]] = {
     Sort.VERSION: lambda kv: kv.version,  # type: ignore[attr-defined]
     Sort.CREATE: lambda kv: kv.create_revision,  # type: ignore[attr-defined]
@@ -701,38 +679,7 @@ def _tie_order(op: AnyOp, etcd: Outcome, raftkv: Outcome) -> bool:
     return aligned == etcd.response
 
 
-def _watch_from_the_compaction_revision(op: AnyOp, etcd: Outcome, raftkv: Outcome) -> bool:
-    """A watch from the compaction revision itself, which etcd serves (from the events at
-    that revision on), is canceled by raftkv as compacted, with compact_revision the
-    revision after it."""
-    if not isinstance(op, WatchOp) or etcd.watch is None or raftkv.watch is None:
-        return False
-    start = op.request.start_revision
-    canceled = rpc_pb2.WatchResponse(
-        header=rpc_pb2.ResponseHeader(), canceled=True, compact_revision=start + 1
-    )
-    return (
-        etcd.error is None
-        and raftkv.error is None
-        and len(raftkv.watch) == 2
-        and etcd.watch[:1] == raftkv.watch[:1]
-        and raftkv.watch[1] == canceled
-        and not any(isinstance(seen, rpc_pb2.WatchResponse) for seen in etcd.watch[1:])
-        and all(event.kv.mod_revision >= start for event in etcd.watch[1:])  # type: ignore[attr-defined]
-    )
-
-
-DEVIATIONS: Final = (
-    Deviation(
-        "a watch from the compaction revision itself is canceled as compacted",
-        _watch_from_the_compaction_revision,
-    ),
-    Deviation("ties of a sort by a non-key target come in key order", _tie_order),
-    Deviation(
-        "a compacted watch's compact_revision is the compaction revision + 1",
-        _watch_compacted_one_later,
-    ),
-)
+DEVIATIONS: Final = (Deviation("ties of a sort by a non-key target come in key order", _tie_order),)
 
 
 @dataclass

@@ -178,8 +178,14 @@ def test_watch_from_a_compacted_revision_is_created_then_canceled() -> None:
             assert created["result"]["created"] is True
             canceled = await gw.line(response)
             assert canceled["result"]["canceled"] is True
-            # The oldest revision raftkv can watch from (docs/etcd.md).
-            assert canceled["result"]["compact_revision"] == str(revision + 1)
+            # The compaction revision, the oldest one a watch can start from, as etcd's.
+            assert canceled["result"]["compact_revision"] == str(revision)
+            response.close()
+            body = {"create_request": {"key": b64("k"), "start_revision": str(revision)}}
+            response = await gw.open("/v3/watch", body)
+            assert (await gw.line(response))["result"]["created"] is True
+            (event,) = (await gw.line(response))["result"]["events"]
+            assert (event["kv"]["value"], event["kv"]["mod_revision"]) == (b64("3"), str(revision))
             response.close()
 
     run_scenario(scenario)

@@ -160,16 +160,19 @@ def test_compacted_start_is_created_then_canceled_with_compact_revision() -> Non
             assert (created.watch_id, created.created, created.canceled) == (7, True, False)
             canceled = await client.receive()
             assert (canceled.watch_id, canceled.canceled) == (7, True)
-            # The oldest revision raftkv can watch from (docs/etcd.md).
-            assert canceled.compact_revision == compact_at + 1
+            # The compaction revision, the oldest one a watch can start from, as etcd's.
+            assert canceled.compact_revision == compact_at
             assert canceled.cancel_reason == ""
             assert canceled.header.revision == 0  # etcd's compaction notice has none
             assert watched(api, leader) == 0
-            # Resuming where it says works.
+            # Resuming where it says works: the put at the compaction revision, then on.
             await client.create(key=b"c", start_revision=canceled.compact_revision, watch_id=7)
             assert (await client.receive()).created
-            (event,) = await client.events(1)
-            assert event.kv.value == b"3"
+            events = await client.events(2)
+            assert [(event.kv.value, event.kv.mod_revision) for event in events] == [
+                (b"2", compact_at),
+                (b"3", compact_at + 1),
+            ]
             client.call.cancel()
 
     run_scenario(scenario)

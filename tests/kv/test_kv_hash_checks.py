@@ -34,9 +34,11 @@ from raftkv.kv.layout import (
     SESSIONS_META_KEY,
     CorruptAlarm,
     member_key,
+    revision_key,
     session_age_key,
     session_key,
 )
+from raftkv.raft.storage.base import AppBatch
 from raftkv.raft.storage.memory import MemoryAppData
 from raftkv.raft.storage.rocks import RocksStorage
 
@@ -85,6 +87,35 @@ def test_the_data_hash_leaves_out_what_each_cluster_writes_for_itself() -> None:
     moved = sorted([*user, (member_key(1), b"http://restored:9080")])
     assert hash_state_and_data(moved)[1] == data
     assert hash_state_and_data(moved)[0] != state
+
+
+def test_the_hashes_leave_out_the_revision_log_at_or_below_the_compacted_revision() -> None:
+    """This build's compaction at C keeps C's revision log entry (for watches from C); an
+    older raftkv's dropped it, and one that installed a snapshot of this one's leaves that
+    entry below its own later compactions. Members of both versions hash alike."""
+    newer, older = machine(), machine()
+    commands = [log_command(index, Put(b"k", b"%d" % index)) for index in range(1, 6)]
+    for kv in (newer, older):
+        kv.apply(commands, 5, 1)  # revisions 2..6
+        kv.apply([log_command(6, Compact(4))], 6, 1)
+    kept = revision_key(4)
+    assert newer.app.get(kept) is not None
+    older.app.commit(AppBatch(deletes=[kept]), 6, 1)  # as an older raftkv leaves it
+    assert newer.state_hash() == older.state_hash()
+    assert hash_state_and_data(newer.app.scan()) == hash_state_and_data(older.app.scan())
+    # A stale entry below C is left out too; the log above C is hashed.
+    stale = sorted([*newer.app.scan(), (revision_key(2), b"\x90")])
+    assert hash_state(stale) == hash_state(newer.app.scan())
+    changed = [(key, b"\x90" if key == revision_key(5) else value) for key, value in stale]
+    assert hash_state(changed) != hash_state(newer.app.scan())
+
+
+def test_a_damaged_mvcc_meta_record_changes_the_state_hash_rather_than_failing_it() -> None:
+    kv = machine()
+    kv.apply([log_command(1, Put(b"k", b"v")), log_command(2, Compact(2))], 2, 1)
+    items = list(kv.app.scan())
+    damaged = [(key, b"\xc1" if key == MVCC_META_KEY else value) for key, value in items]
+    assert hash_state(damaged) != hash_state(items)
 
 
 def test_state_hash_is_the_hash_members_compare() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from raftkv.kv import (
@@ -27,6 +28,7 @@ from raftkv.kv import (
 )
 from raftkv.kv.errors import Compacted, LimitExceeded
 from raftkv.kv.settings import KvSettings
+from raftkv.raft.storage.base import AppBatch
 from raftkv.raft.storage.memory import MemoryAppData
 
 
@@ -46,6 +48,14 @@ def keys(result: RangeResponse) -> list[bytes]:
 
 def history_entries(store: MvccStore) -> int:
     return sum(1 for _ in store.staged.scan(b"h", b"i"))
+
+
+def revision_log(store: MvccStore) -> dict[int, list[bytes]]:
+    """The revision log: the keys changed at each revision it holds."""
+    return {
+        int.from_bytes(stored[1:], "big"): msgspec.msgpack.decode(data)
+        for stored, data in store.staged.scan(b"r", b"s")
+    }
 
 
 # -- put ------------------------------------------------------------------------------------
@@ -370,20 +380,75 @@ def test_compact_keeps_what_reads_at_or_after_it_need(store: MvccStore) -> None:
     with pytest.raises(Compacted) as refused:
         store.range(Range(b"k", revision=4))
     assert (refused.value.revision, refused.value.compact_revision) == (4, 5)
-    # The revision log before the compaction is gone too.
-    assert [key for key, _ in store.staged.scan(b"r", b"s")] == [b"r" + (6).to_bytes(8, "big")]
+    # The revision log before the compaction is gone too; at it, the puts it kept (none).
+    assert revision_log(store) == {5: [], 6: [b"k"]}
 
 
 def test_a_second_compaction_drops_what_the_first_kept(store: MvccStore) -> None:
     store.put(Put(b"k", b"v1"))  # 2
     store.put(Put(b"still", b"s"))  # 3
     store.compact(Compact(3))
+    assert revision_log(store) == {3: [b"still"]}
     store.put(Put(b"k", b"v2"))  # 4
     store.delete_range(DeleteRange(b"still"))  # 5
     store.compact(Compact(5))
     assert history_entries(store) == 1
     assert keys(store.range(Range(b"\0", b"\0", revision=5))) == [b"k"]
     assert get(store, b"k") == MvccKeyValue(b"k", b"v2", 2, 4, 2)
+    assert revision_log(store) == {5: []}
+
+
+def test_compaction_keeps_the_puts_at_its_revision_for_watches_from_it(store: MvccStore) -> None:
+    """etcd serves a watch from its compaction revision C with the puts at C (the keys
+    whose newest version at or below C is at C) and not the deletes at C, whose
+    tombstones compaction drops: the revision log keeps C's entry, trimmed to the puts."""
+    store.put(Put(b"b", b"1"))  # 2
+    store.put(Put(b"d", b"1"))  # 3
+    store.txn(
+        Txn(success=[Put(b"c", b"2"), DeleteRange(b"b"), Put(b"a", b"2"), DeleteRange(b"d")])
+    )  # 4
+    store.put(Put(b"e", b"1"))  # 5
+    assert store.oldest_watch_revision() == 1
+    store.compact(Compact(4))
+    assert revision_log(store) == {4: [b"c", b"a"], 5: [b"e"]}  # in the order made
+    assert store.oldest_watch_revision() == 4
+    store.compact(Compact(5))
+    assert revision_log(store) == {5: [b"e"]}
+    assert store.oldest_watch_revision() == 5
+
+
+def test_compacting_an_untouched_store_keeps_an_empty_entry(store: MvccStore) -> None:
+    """Revision 1 changed nothing, yet a watch from it is served: the entry says so."""
+    store.compact(Compact(1))
+    assert (revision_log(store), store.oldest_watch_revision()) == ({1: []}, 1)
+
+
+def compacted(compact_at: int) -> MemoryAppData:
+    """A committed store: k written at revisions 2 and 3, then compacted at `compact_at`."""
+    app = MemoryAppData()
+    store = MvccStore(app)
+    store.put(Put(b"k", b"v"))  # 2
+    store.put(Put(b"k", b"w"))  # 3
+    store.compact(Compact(compact_at))
+    store.commit(1, 1)
+    return app
+
+
+def test_the_oldest_watch_revision_survives_a_reopen() -> None:
+    assert MvccStore(compacted(2)).oldest_watch_revision() == 2
+
+
+def test_a_store_compacted_by_an_older_raftkv_watches_from_after_its_compaction() -> None:
+    """An older raftkv's compaction at C dropped C's revision log entry too: the store
+    opens as before, reads at C work, and a watch can start at C + 1 only."""
+    app = compacted(3)
+    app.commit(AppBatch(deletes=[b"r" + (3).to_bytes(8, "big")]), 2, 1)  # as it was left
+    reopened = MvccStore(app)
+    assert (reopened.compacted_revision(), reopened.oldest_watch_revision()) == (3, 4)
+    assert get(reopened, b"k", revision=3) == MvccKeyValue(b"k", b"w", 2, 3, 2)
+    reopened.put(Put(b"k", b"x"))  # 4
+    reopened.compact(Compact(4))  # this build's compaction keeps its entry again
+    assert (revision_log(reopened), reopened.oldest_watch_revision()) == ({4: [b"k"]}, 4)
 
 
 # -- staging and commit ---------------------------------------------------------------------

@@ -1,16 +1,17 @@
 """Watches over a KvStateMachine (MemoryAppData, ManualClock): order, filters, prev_kv,
-resuming, compaction, progress, limits, the shared cache, snapshot restores, and a
-property check against random workloads."""
+resuming, progress, limits, the shared cache, snapshot restores, and a property check
+against random workloads (compaction: test_kv_watch_compaction.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import weakref
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
-from kv_helpers import log_command, random_workload
+from kv_helpers import random_workload
+from watch_helpers import EVERYTHING, Store, delete, drain, events_of, put, run, settle
 
 from raftkv.kv import (
     Compact,
@@ -18,7 +19,6 @@ from raftkv.kv import (
     Event,
     EventBatch,
     KvError,
-    KvStateMachine,
     LeaseGrant,
     LeaseRevoke,
     MvccKeyValue,
@@ -32,83 +32,10 @@ from raftkv.kv import (
     WatchProgress,
     WatchSettings,
     WatchSpec,
-    WriteRequest,
     decode_command,
 )
 from raftkv.kv.events import EventReader, RevisionEvents
 from raftkv.kv.watch import event_bytes
-from raftkv.raft.clock import ManualClock
-from raftkv.raft.driver.state_machine import Command
-from raftkv.raft.storage.memory import MemoryAppData
-from raftkv.testing.local_cluster import run_scenario
-
-EVERYTHING = WatchSpec(b"\0", b"\0")
-
-
-class Store:
-    """A KvStateMachine on a ManualClock, fed one log entry at a time."""
-
-    def __init__(self, watch_settings: WatchSettings | None = None) -> None:
-        self.clock = ManualClock()
-        self.machine = KvStateMachine(
-            MemoryAppData(), clock=self.clock, watch_settings=watch_settings
-        )
-        self.hub = self.machine.watch_hub
-        self.index = 0
-
-    def apply(self, *requests: WriteRequest) -> int:
-        """Apply each request as one entry, all in one apply call; the revision after."""
-        commands = [
-            log_command(self.index + offset, request)
-            for offset, request in enumerate(requests, start=1)
-        ]
-        self.index += len(commands)
-        for result in self.machine.apply(commands, self.index, 1):
-            assert not isinstance(result, KvError), result
-        return self.machine.current_revision()
-
-    def apply_data(self, data: bytes) -> None:
-        self.index += 1
-        self.machine.apply([Command(self.index, 1, data)], self.index, 1)
-
-    def watch(self, spec: WatchSpec = EVERYTHING, start: int = 1) -> Watch:
-        return self.hub.open(spec, start)
-
-
-def run(scenario: Callable[[], Awaitable[None]]) -> None:
-    run_scenario(scenario, timeout_s=30.0)
-
-
-async def settle() -> None:
-    for _ in range(10):
-        await asyncio.sleep(0)
-
-
-async def drain(watch: Watch) -> list[EventBatch]:
-    """Every batch available now, without waiting for more (a progress interval of 0
-    returns a WatchProgress once the watch is caught up)."""
-    batches: list[EventBatch] = []
-    while True:
-        outcome = await watch.next(progress_interval=0)
-        if isinstance(outcome, WatchProgress):
-            if outcome.revision >= watch.hub.current_revision():
-                return batches
-            continue
-        assert isinstance(outcome, EventBatch), outcome
-        batches.append(outcome)
-
-
-def events_of(batches: list[EventBatch]) -> list[Event]:
-    return [event for batch in batches for event in batch.events]
-
-
-def put(key: bytes, value: bytes, revision: int, create: int, version: int = 1) -> Event:
-    return Event("put", MvccKeyValue(key, value, create, revision, version))
-
-
-def delete(key: bytes, revision: int) -> Event:
-    return Event("delete", MvccKeyValue(key, b"", 0, revision, 0, 0))
-
 
 # -- order and grouping ---------------------------------------------------------------------
 
@@ -233,38 +160,6 @@ def test_prev_kv_is_the_key_just_before_each_event() -> None:
     run(scenario)
 
 
-def test_prev_kv_after_compaction_is_the_newest_kept_version() -> None:
-    async def scenario() -> None:
-        store = Store()
-        store.apply(Put(b"k", b"1"), Put(b"k", b"2"), Put(b"k", b"3"))  # revisions 2, 3, 4
-        store.apply(Put(b"gone", b"x"), DeleteRange(b"gone"))  # revisions 5, 6
-        store.apply(Compact(4))
-        store.apply(Put(b"k", b"4"), Put(b"gone", b"again"))  # revisions 7, 8
-        with pytest.raises(KvError):
-            store.machine.range(Range(b"k", revision=2))  # v1 is compacted away
-        watch = store.watch(WatchSpec(b"\0", b"\0", prev_kv=True), start=5)
-        assert watch.check_start() is None
-        events = events_of(await drain(watch))
-        assert [(event.kv.key, event.kv.mod_revision) for event in events] == [
-            (b"gone", 5),
-            (b"gone", 6),
-            (b"k", 7),
-            (b"gone", 8),
-        ]
-        assert [event.prev_kv for event in events] == [
-            None,
-            MvccKeyValue(b"gone", b"x", 5, 5, 1),
-            MvccKeyValue(b"k", b"3", 2, 4, 3),  # kept as the newest entry at or below 4
-            None,  # just before 8 the key was deleted (the tombstone at 6)
-        ]
-        # Compact past the delete: the tombstone goes, and prev_kv is still None.
-        store.apply(Compact(7))
-        again = events_of(await drain(store.watch(WatchSpec(b"gone", prev_kv=True), start=8)))
-        assert [(event.kv.value, event.prev_kv) for event in again] == [(b"again", None)]
-
-    run(scenario)
-
-
 # -- where a watch starts -------------------------------------------------------------------
 
 
@@ -293,51 +188,6 @@ def test_a_start_beyond_the_current_revision_waits_until_it_is_applied() -> None
         assert not waiting.done()
         store.apply(Put(b"k", b"3"))  # revision 4
         assert await waiting == EventBatch(4, [put(b"k", b"3", 4, 2, version=3)])
-
-    run(scenario)
-
-
-def test_a_start_at_or_below_the_compacted_revision_is_refused() -> None:
-    store = Store()
-    store.apply(*(Put(b"k", b"%d" % number) for number in range(1, 6)))  # revisions 2..6
-    store.apply(Compact(4))
-    for start in (1, 3, 4):
-        canceled = store.watch(start=start).check_start()
-        assert canceled is not None
-        assert (canceled.code, canceled.compact_revision, canceled.oldest_revision) == (
-            "compacted",
-            4,
-            5,
-        )
-        assert canceled.revision == start - 1
-    assert store.watch(start=5).check_start() is None
-    assert store.watch(start=0).check_start() is None
-
-
-def test_a_watch_that_falls_behind_a_compaction_is_canceled() -> None:
-    async def scenario() -> None:
-        store = Store(WatchSettings(max_events_per_message=1))
-        store.apply(*(Put(b"k%d" % number, b"v") for number in range(5)))  # revisions 2..6
-        watch = store.watch()
-        first = await watch.next()
-        assert isinstance(first, EventBatch) and first.revision == 2
-        store.apply(Compact(5))
-        canceled = await watch.next()
-        assert isinstance(canceled, WatchCanceled)
-        assert (canceled.code, canceled.revision) == ("compacted", 2)
-        assert (canceled.compact_revision, canceled.oldest_revision) == (5, 6)
-
-    run(scenario)
-
-
-def test_a_watch_ahead_of_a_compaction_carries_on() -> None:
-    async def scenario() -> None:
-        store = Store()
-        store.apply(Put(b"a", b"1"), Put(b"a", b"2"))
-        watch = store.watch()
-        await drain(watch)
-        store.apply(Compact(3), Put(b"a", b"3"))
-        assert await watch.next() == EventBatch(4, [put(b"a", b"3", 4, 2, version=3)])
 
     run(scenario)
 
@@ -460,8 +310,9 @@ def test_a_small_cache_gives_the_same_events_as_reading_the_history() -> None:
             plain_reader := CountingReader(machine.app),
             machine.current_revision,
             machine.compacted_revision,
-            WatchSettings(cache_bytes=1, max_events_per_message=4),  # keeps nothing
-            store.clock,
+            machine.oldest_watch_revision,
+            settings=WatchSettings(cache_bytes=1, max_events_per_message=4),  # keeps nothing
+            clock=store.clock,
         )
         commands = [
             data for data in random_workload(seed=21, count=160) if not _is_compaction(data)

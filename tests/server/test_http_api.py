@@ -218,6 +218,10 @@ def test_compact_then_reading_a_compacted_revision_is_410_gone() -> None:
             assert status == 200 and body["header"]["revision"] == 3
             status, body = await api.call(1, "GET", "/v1/kv/k?revision=2")
             assert status == 410 and error_code(body) == "compacted"
+            # The compaction revision itself is still read (a watch starts after it).
+            assert (body["error"]["compact_revision"], body["error"]["oldest_revision"]) == (3, 3)
+            status, body = await api.call(1, "GET", "/v1/kv/k?revision=3")
+            assert status == 200 and body["kv"]["value"] == "2"
             status, body = await api.call(1, "POST", "/v1/compact", json={"revision": 2})
             assert status == 410 and error_code(body) == "compacted"
 

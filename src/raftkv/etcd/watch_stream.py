@@ -19,8 +19,10 @@ Theory of operation:
   and nothing piles up meanwhile.
 - How watches end, as etcd's clients expect it: canceled by the client (a "canceled"
   answer); start revision compacted ("created", then "canceled" with compact_revision:
-  the oldest revision raftkv can watch from); ended by the node's byte budget (the watch
-  holding the most when all of them together hold too much: "canceled" with a reason);
+  the oldest revision the member can watch from, as etcd's: the compaction revision, or
+  the one after it on a store compacted by a raftkv that kept no events of it); ended by
+  the node's byte budget (the watch holding the most when all of them together hold too
+  much: "canceled" with a reason);
   the node stopping or removed (the stream ends UNAVAILABLE, so clients resume elsewhere);
   no leader for `no_leader_timeout_s` on a stream whose client requires one (etcd's
   "hasleader" metadata, set by etcdctl): the stream ends with etcd's "no leader".
@@ -371,13 +373,13 @@ class WatchStream:
         if canceled.code in ("stopping", "removed"):
             message = STOPPED[1] if canceled.code == "stopping" else canceled.message
             raise _StreamEnded((grpc.StatusCode.UNAVAILABLE, message))
-        if canceled.compact_revision is not None:
+        if canceled.oldest_revision is not None:
             # etcd's header here has revision 0 (its compaction notice carries none).
             response = rpc_pb2.WatchResponse(
                 header=self.context.header(0),
                 watch_id=watching.id,
                 canceled=True,
-                compact_revision=canceled.compact_revision + 1,
+                compact_revision=canceled.oldest_revision,
             )
         else:
             response = rpc_pb2.WatchResponse(

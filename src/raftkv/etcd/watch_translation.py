@@ -45,6 +45,7 @@ def spec_of(request: rpc_pb2.WatchCreateRequest) -> WatchSpec | None:
         prev_kv=request.prev_kv,
         no_put=_Create.NOPUT in filters,
         no_delete=_Create.NODELETE in filters,
+        from_compaction_revision=True,
     )
 
 

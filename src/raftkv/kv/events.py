@@ -3,7 +3,9 @@
 The store already keeps what a watch needs: the revision log (b"r" revision -> the keys
 changed at it) and each key's history entry at that revision. So the events of any
 revision above the compacted one can be rebuilt at any time, and a watch can start from, or
-resume at, any retained revision without the apply path doing any work for it.
+resume at, any retained revision without the apply path doing any work for it. Of the
+compacted revision itself the log keeps the puts only (layout.py): their events, as etcd
+gives a watch from its compaction revision.
 
 `EventReader` reads committed data (`AppData`, not the staged writes of an apply in
 progress): watches read between two `apply` calls, on the event loop.
@@ -61,7 +63,8 @@ class EventReader:
 
     def revisions(self, start: int, end: int) -> Iterator[RevisionEvents]:
         """The events of each revision in [start, end], in order. The caller makes sure
-        `start` is above the compacted revision and `end` at most the current one."""
+        `start` is at least the oldest watchable revision (MvccStore.oldest_watch_revision)
+        and `end` at most the current one."""
         for stored, data in self.app.scan(revision_key(start), revision_key(end + 1)):
             revision = decode_integer(stored[1:])
             keys: list[bytes] = decode_record(_KEYS_DECODER, stored, data)

@@ -30,8 +30,14 @@ every member, so history is dropped at the same point everywhere, however long a
 was down; and a snapshot carries the whole space byte for byte, so a member that restored
 one holds exactly what the sender held at that index, history included. Hence the whole
 space is hashed, history too (as etcd's HashKV hashes down to the compacted revision),
-except this module's own record (`hash_state`): it is the checks' bookkeeping, not the data
-they protect, and a backup restored into a new cluster drops it, yet hashes like its source.
+except (`hash_state`):
+- this module's own record: it is the checks' bookkeeping, not the data they protect, and
+  a backup restored into a new cluster drops it, yet hashes like its source;
+- the revision log at or below the compacted revision: the entry this version's compaction
+  keeps for watches from the compacted revision (layout.py) is one a raftkv before it
+  dropped, or left below a later compaction, so members of both versions would differ by
+  it during a rolling upgrade. Left out, they hash alike; what it costs is that a damaged
+  kept entry goes unnoticed (at worst a watch from the compacted revision fails).
 
 An alarm stays until the member it names leaves the cluster (the leader's checker then
 proposes `ClearCorruptAlarm`) or the state is restored from a backup into a new cluster
@@ -44,9 +50,10 @@ reports (one per member) and at most one alarm per member id named by a check.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, assert_never
 
@@ -57,12 +64,16 @@ from raftkv.kv.errors import InvalidRequest, LimitExceeded
 from raftkv.kv.layout import (
     HASH_CHECK_KEY,
     MEMBER_PREFIX,
+    MVCC_META_KEY,
     NOSPACE_ALARMS_KEY,
+    REVISION_PREFIX,
     SESSION_AGE_PREFIX,
     SESSION_PREFIX,
     SESSIONS_META_KEY,
     CorruptAlarm,
     HashCheckRecord,
+    MvccMeta,
+    decode_integer,
     decode_record,
     encode_record,
 )
@@ -81,6 +92,9 @@ _SLICE_BYTES = 1 << 16
 
 _NO_CHECKS = HashCheckRecord(check_index=0, members=[], reports=[], majority=b"", alarms=[])
 _RECORD_DECODER = msgspec.msgpack.Decoder(HashCheckRecord)
+_META_DECODER = msgspec.msgpack.Decoder(MvccMeta)
+# `_compared` learns the compacted revision before it meets the revision log.
+assert MVCC_META_KEY < REVISION_PREFIX
 
 Reason = Literal["minority", "no_majority"]
 
@@ -120,8 +134,26 @@ def hash_items(items: Iterable[tuple[bytes, bytes]]) -> bytes:
 
 def hash_state(items: Iterable[tuple[bytes, bytes]]) -> bytes:
     """`hash_items` over a store's items (its whole AppData space, in key order) but this
-    module's record: what members compare."""
-    return hash_items(item for item in items if item[0] != HASH_CHECK_KEY)
+    module's record and the revision log at or below the compacted revision (see the
+    module docstring): what members compare."""
+    return hash_items(_compared(items))
+
+
+def _compared(items: Iterable[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
+    """`items` (in key order) less what `hash_state` leaves out."""
+    compacted = 0
+    for item in items:
+        key = item[0]
+        if key == HASH_CHECK_KEY:
+            continue
+        if key == MVCC_META_KEY:
+            # A damaged record is hashed as it is, with the whole revision log: the member
+            # differs from the others, which is what the checks are for (not a crash here).
+            with contextlib.suppress(msgspec.DecodeError):
+                compacted = _META_DECODER.decode(item[1]).compacted_revision
+        elif key[:1] == REVISION_PREFIX and decode_integer(key[1:]) <= compacted:
+            continue
+        yield item
 
 
 def is_cluster_record(key: bytes) -> bool:
@@ -137,13 +169,12 @@ def is_cluster_record(key: bytes) -> bool:
 
 def hash_state_and_data(items: Iterable[tuple[bytes, bytes]]) -> tuple[bytes, bytes]:
     """In one pass over a store's items: `hash_state`, and the hash of the user's data only
-    (keys, their history, leases, the MVCC revision: every item but `is_cluster_record`'s).
+    (keys, their history, leases, the MVCC revision: what `hash_state` hashes but
+    `is_cluster_record`'s).
     The state hash is what members compare; the data hash is what a backup restored into a
     new cluster keeps once its members serve and publish their own client URLs."""
     state, data = _ItemHasher(), _ItemHasher()
-    for key, value in items:
-        if key == HASH_CHECK_KEY:
-            continue
+    for key, value in _compared(items):
         state.update(key, value)
         if not is_cluster_record(key):
             data.update(key, value)

@@ -8,7 +8,8 @@ version and lease — and, first, R and C. Under the layout's invariants the ent
 below C are exactly what compaction keeps (each key's newest entry at or below C, unless a
 tombstone), so this is etcd's choice too (mvcc/hash.go: every revision <= R in the key
 bucket, less what a compaction under way is about to drop): the hash covers every version
-a read at a revision in [C, R] can see.
+a read at a revision in [C, R] can see. It reads no revision log, so the entry of C that
+compaction keeps for watches from C (and raftkv versions before it dropped) changes nothing.
 
 Why it holds still and agrees:
 - equal on members that applied the same entries: the history is replicated state (writes

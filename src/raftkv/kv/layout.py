@@ -31,8 +31,15 @@ Invariants:
   mod_revision;
 - a history entry's revision is its mod_revision; each key changes at most once per
   revision, so (key, revision) is unique;
-- the revision log holds an entry for every revision above the compacted revision that
-  changed something, and none at or below it;
+- the revision log holds an entry for every revision above the compacted revision C that
+  changed something, and one at C itself, written by the compaction: the keys whose entry
+  at C it kept (the puts at C, in the order they were made; empty if C only deleted), what
+  a watch from C reads, as etcd serves a watch from its compaction revision. The next
+  compaction drops it. A store last compacted by a raftkv before this entry was kept has
+  none at C: a watch there starts above C (`MvccStore.oldest_watch_revision`). Nothing is
+  read below C; an older raftkv that installed a snapshot of this one's leaves the entry it
+  got there (it drops its own from C + 1 on), which is why the hashes members compare leave
+  out the revision log at or below C (`hash_checks`);
 - after compaction at C, a key keeps its history above C plus its newest entry at or below
   C unless that entry is a tombstone;
 - a live key with lease L != 0 in its index record has a lease-keys entry under L, and
@@ -59,6 +66,8 @@ import msgspec
 from raftkv.raft.storage.base import StorageCorrupt
 
 # The version of this layout, in MvccMeta; a newer one is refused rather than misread.
+# Keeping the compacted revision's log entry did not change it: every key and record is
+# as before, so raftkv versions on either side of that change read each other's stores.
 FORMAT_VERSION = 1
 
 MVCC_META_KEY = b"meta:mvcc"

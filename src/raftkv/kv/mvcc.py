@@ -12,7 +12,10 @@ Theory of operation (etcd's mvcc package, docs/architecture.md#revisions-and-his
 - Reads see the current revision or any past revision >= the compacted revision; the
   response header carries the current revision.
 - `compact(C)` forgets what only reads below C could see: for each key, the history older
-  than its newest entry at or below C, and that entry too if it is a tombstone.
+  than its newest entry at or below C, and that entry too if it is a tombstone. Watches can
+  still start at C, as at etcd: they get the puts at C (the deletes' tombstones are gone)
+  and everything after, read from the revision log entry of C that compaction keeps, trimmed
+  to those puts (`oldest_watch_revision`; layout.py).
 
 Where things live (`layout.py` documents the key space and its invariants): the history and
 a latest index of live keys are in `AppData`, not in Python objects, so memory does not grow
@@ -23,10 +26,10 @@ nothing and left the revision alone. Same requests, same order: byte-identical `
 
 Costs: a current read of k keys scans k index entries and reads k values; `count` and
 `more` need the whole range scanned (as etcd does). A read at a past revision scans every
-history entry of the range. `compact` reads the revision log since the previous compaction
-and the history of each key changed in it; a delete reads every key it deletes. A
-`ReadBudget` bounds what one request scans and answers; a retention policy keeps
-compactions small.
+history entry of the range. `compact` reads the revision log from the previous compaction
+revision on and the history of each key changed since; a delete reads every key it
+deletes. A `ReadBudget` bounds what one request scans and answers; a retention policy
+keeps compactions small.
 
 Reads outside the log (ranges, txns without writes, the state hash) go through an
 `MvccView`: the committed store at one revision, which a worker thread can read over a
@@ -154,6 +157,12 @@ class MvccStore:
         # Invariant: _compacted <= _revision; both include staged, uncommitted requests.
         self._revision = meta.revision
         self._compacted = meta.compacted_revision
+        # The oldest revision a watch can start from: _compacted if the revision log holds
+        # its entry (kept by this build's compaction), _compacted + 1 if not (never
+        # compacted, or last compacted by a raftkv that did not keep it). See layout.py.
+        self._watch_start = self._compacted
+        if self._compacted == 0 or app.get(revision_key(self._compacted)) is None:
+            self._watch_start = self._compacted + 1
         # What MVCC_META_KEY holds (the initial values while it is absent).
         self._stored_meta = meta
         # Leases live in the same staged batch: a put attaches its key to its lease, and a
@@ -167,6 +176,13 @@ class MvccStore:
 
     def compacted_revision(self) -> int:
         return self._compacted
+
+    def oldest_watch_revision(self) -> int:
+        """The oldest revision a watch can start from: the compacted revision, whose puts
+        compaction keeps in the revision log for watches from it (as etcd serves them); on
+        a store last compacted by a raftkv that did not keep them, the revision after it.
+        1 before any compaction."""
+        return self._watch_start
 
     def range(self, request: Range) -> RangeResponse:
         """Keys in the request's range at its revision (0: current). Raises InvalidRequest,
@@ -278,17 +294,25 @@ class MvccStore:
         if revision <= self._compacted:
             raise Compacted(revision, self._compacted)
         with self._all_or_nothing():
-            # Only keys changed since the last compaction can have history to drop.
+            # Only keys changed since the last compaction can have history to drop. Its
+            # revision's log entry (if it kept one) goes too: history starts at `revision`.
             changed: set[bytes] = set()
+            kept_entry = revision_key(revision)
+            at_revision: list[bytes] = []
             for stored, data in self.staged.scan(
-                revision_key(self._compacted + 1), revision_key(revision + 1)
+                revision_key(self._compacted), revision_key(revision + 1)
             ):
                 keys: list[bytes] = decode_record(_KEYS_DECODER, stored, data)
                 changed.update(keys)
                 self.staged.delete(stored)
-            for key in sorted(changed):
-                self._compact_key(escape(key), revision)
-            self._compacted = revision
+                if stored == kept_entry:
+                    at_revision = keys
+            dropped = {key for key in sorted(changed) if not self._compact_key(key, revision)}
+            # What a watch from `revision` reads: its puts, whose entries every key keeps
+            # (its newest at or below `revision`); its deletes' tombstones are gone.
+            kept = [key for key in at_revision if key not in dropped]
+            self.staged.put(kept_entry, encode_record(kept))
+            self._compacted = self._watch_start = revision
         return CompactResponse(ResponseHeader(self._revision))
 
     def revoke_lease(self, lease_id: int) -> LeaseRevokeResponse:
@@ -317,13 +341,14 @@ class MvccStore:
     @contextmanager
     def _all_or_nothing(self) -> Iterator[None]:
         savepoint = self.staged.savepoint()
-        revision, compacted = self._revision, self._compacted
+        revision, compacted, watch_start = self._revision, self._compacted, self._watch_start
         leases = len(self.leases)
         try:
             yield
         except BaseException:
             self.staged.rollback(savepoint)
             self._revision, self._compacted = revision, compacted
+            self._watch_start = watch_start
             self.leases.restore_count(leases)
             raise
 
@@ -390,7 +415,10 @@ class MvccStore:
             ResponseHeader(self._visible_revision(writes)), len(found), prev_kvs
         )
 
-    def _compact_key(self, escaped: bytes, revision: int) -> None:
+    def _compact_key(self, key: bytes, revision: int) -> bool:
+        """Drop `key`'s history older than its newest entry at or below `revision`, and
+        that entry too if it is a tombstone; whether the key kept it (a put)."""
+        escaped = escape(key)
         entries = list(
             self.staged.scan(history_key(escaped, 0), history_key(escaped, revision + 1))
         )
@@ -399,6 +427,8 @@ class MvccStore:
             self.staged.delete(stored)
         if decode_record(_HISTORY_DECODER, newest_key, newest_data).tombstone:
             self.staged.delete(newest_key)
+            return False
+        return True
 
 
 class ReadSource(Protocol):

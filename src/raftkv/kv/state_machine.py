@@ -33,10 +33,11 @@ Users, roles and permissions (`raftkv.kv.auth_state`, `auth`): changed by comman
 client's command stamped with the auth revision its permissions were checked at is refused
 with `AuthRevisionChanged` if that revision is no longer the current one.
 
-Reads (`range`, `current_revision`, `compacted_revision`, `read_view`) see committed state:
-the driver calls everything on its event loop, never during an `apply`. For a linearizable
-read the server reads after the node's `read_index`; `read_view` gives a snapshot a worker
-thread can read while applies go on (KvService reads long scans that way).
+Reads (`range`, `current_revision`, `compacted_revision`, `oldest_watch_revision`,
+`read_view`) see committed state: the driver calls everything on its event loop, never
+during an `apply`. For a linearizable read the server reads after the node's `read_index`;
+`read_view` gives a snapshot a worker thread can read while applies go on (KvService reads
+long scans that way).
 """
 
 from __future__ import annotations
@@ -225,8 +226,9 @@ class KvStateMachine:
             EventReader(app),
             self.current_revision,
             self.compacted_revision,
-            watch_settings,
-            self.clock,
+            self.oldest_watch_revision,
+            settings=watch_settings,
+            clock=self.clock,
         )
 
     def _open(self) -> None:
@@ -365,6 +367,10 @@ class KvStateMachine:
 
     def compacted_revision(self) -> int:
         return self._store.compacted_revision()
+
+    def oldest_watch_revision(self) -> int:
+        """See MvccStore.oldest_watch_revision."""
+        return self._store.oldest_watch_revision()
 
     def member_client_urls(self) -> dict[int, str]:
         """Every published member client URL by member id (see MemberDirectory)."""

@@ -12,10 +12,17 @@ Theory of operation (etcd's watch guarantees, docs/architecture.md#watches):
   next revision only moves forward, past what it handed out); all events of a revision
   together (a batch always ends on a revision boundary); no gaps within retained history
   (every revision from start to current is read); resumable from any revision above the
-  compacted one.
+  compacted one. Of the compacted revision itself the store keeps only the puts (the
+  deletes' tombstones are compacted away): a watch whose spec says
+  `from_compaction_revision` (etcd's API: etcd's rule) may start there and gets those,
+  so one that reaches it only after the compaction misses the deletes made at it; any
+  other watch (raftkv's own API) is ended as compacted there, and misses nothing.
 - A watch whose next revision has been compacted away ends with `WatchCanceled("compacted")`
-  carrying the oldest revision still available; a watch that would otherwise fall behind
-  forever (its reader does not keep up) therefore ends this way rather than drop events.
+  carrying the compacted revision and the oldest one it can start from (the one after it,
+  or with `from_compaction_revision` `MvccStore.oldest_watch_revision`: the compacted
+  revision itself, but on a store compacted by an older raftkv); a watch that would
+  otherwise fall behind forever (its reader does not keep up) therefore ends this way
+  rather than drop events.
   The HTTP layer also ends a watch whose writes block longer than a bound ("too_slow").
 - Byte budgets. What a watch has handed out and its consumer has not yet written (the
   last batch, until the next `next()` or `written()`) is *buffered*: the bytes of its
@@ -100,6 +107,10 @@ class WatchSpec:
     prev_kv: bool = False
     no_put: bool = False
     no_delete: bool = False
+    # etcd's rule (its API sets it): a watch may start at the compaction revision itself
+    # and gets the puts compaction kept there, not the deletes made at it. Without it (raftkv's
+    # own API) a watch starts after the compaction revision: nothing is ever skipped.
+    from_compaction_revision: bool = False
 
     def matches(self, event: Event) -> bool:
         if event.type == "put" and self.no_put:
@@ -127,14 +138,14 @@ class WatchProgress:
 
 @dataclass(frozen=True, slots=True)
 class WatchCanceled:
+    """The watch is over; `revision` is its watermark. "compacted" carries the compacted
+    revision and the oldest revision a watch can start from (see the module docstring)."""
+
     revision: int
     code: str
     message: str
     compact_revision: int | None = None
-
-    @property
-    def oldest_revision(self) -> int | None:
-        return None if self.compact_revision is None else self.compact_revision + 1
+    oldest_revision: int | None = None
 
 
 WatchOutcome = EventBatch | WatchProgress | WatchCanceled
@@ -165,12 +176,15 @@ class WatchHub:
         reader: EventReader,
         current_revision: Callable[[], int],
         compacted_revision: Callable[[], int],
+        oldest_watch_revision: Callable[[], int],
+        *,
         settings: WatchSettings | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.reader = reader
         self.current_revision = current_revision
         self.compacted_revision = compacted_revision
+        self.oldest_watch_revision = oldest_watch_revision
         self.settings = settings if settings is not None else WatchSettings()
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.closed = False
@@ -193,8 +207,9 @@ class WatchHub:
         self._holders: list[tuple[int, int, weakref.ref[Watch]]] = []
         self._changed: asyncio.Future[None] | None = None
         # Invariant: the cache holds consecutive revisions, oldest first, all of them
-        # applied; `_previous` holds previous values looked up for events of cached
-        # revisions only; `_cache_bytes` is the sum of the sizes of both.
+        # applied, none of them compacted once `read` has run (see there); `_previous`
+        # holds previous values looked up for events of cached revisions only;
+        # `_cache_bytes` is the sum of the sizes of both.
         self._cache: deque[RevisionEvents] = deque()
         self._previous: dict[int, dict[bytes, MvccKeyValue | None]] = {}
         self._cache_bytes = 0
@@ -274,6 +289,11 @@ class WatchHub:
         result: list[RevisionEvents] = []
         gathered = 0
         revision = start
+        # Compacted revisions leave the cache: the one compacted at, the oldest a watch can
+        # read, is read back as the store keeps it (its puts, not the events cached before).
+        compacted = self.compacted_revision()
+        while self._cache and self._cache[0].revision <= compacted:
+            self._drop_oldest()
         if self._cache and self._cache[0].revision <= revision <= self._cache[-1].revision:
             offset = revision - self._cache[0].revision
             for index in range(offset, len(self._cache)):
@@ -324,10 +344,13 @@ class WatchHub:
         while self._cache and (
             len(self._cache) > settings.cache_revisions or self._cache_bytes > settings.cache_bytes
         ):
-            oldest = self._cache.popleft()
-            self._cache_bytes -= oldest.size()
-            for key, found in self._previous.pop(oldest.revision, {}).items():
-                self._cache_bytes -= _previous_bytes(key, found)
+            self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        oldest = self._cache.popleft()
+        self._cache_bytes -= oldest.size()
+        for key, found in self._previous.pop(oldest.revision, {}).items():
+            self._cache_bytes -= _previous_bytes(key, found)
 
     def _forget_cache(self) -> None:
         self._cache.clear()
@@ -420,11 +443,23 @@ class Watch:
         return self.next_revision - 1
 
     def check_start(self) -> WatchCanceled | None:
-        """A WatchCanceled("compacted") if the start revision is already compacted."""
-        compacted = self.hub.compacted_revision()
-        if self.next_revision <= compacted:
-            return _compacted(self.watermark, self.next_revision, compacted)
-        return None
+        """A WatchCanceled("compacted") if the next revision (at first, the start one)
+        is below the oldest revision a watch can read."""
+        hub = self.hub
+        compacted = hub.compacted_revision()
+        oldest = (
+            hub.oldest_watch_revision() if self.spec.from_compaction_revision else compacted + 1
+        )
+        if self.next_revision >= oldest:
+            return None
+        return WatchCanceled(
+            self.watermark,
+            "compacted",
+            f"revision {self.next_revision} is compacted (compacted at revision {compacted}); "
+            f"watch from revision {oldest} or later, after reading the current state",
+            compact_revision=compacted,
+            oldest_revision=oldest,
+        )
 
     def ended(self) -> asyncio.Future[WatchCanceled]:
         """Done (with the cancel `next()` will return) once the watch is ended from outside
@@ -452,9 +487,9 @@ class Watch:
                 return self._canceled
             current = hub.current_revision()
             if self.next_revision <= current:
-                compacted = hub.compacted_revision()
-                if self.next_revision <= compacted:
-                    return _compacted(self.watermark, self.next_revision, compacted)
+                refused = self.check_start()
+                if refused is not None:
+                    return refused
                 batch = hub.read(self.next_revision, current, hub.settings.max_events_per_message)
                 # Empty only when no revision up to `current` changed anything: revision 1
                 # of a fresh store (the first write makes revision 2).
@@ -534,13 +569,3 @@ class Watch:
             else:
                 events.append(event)
         return events
-
-
-def _compacted(watermark: int, wanted: int, compacted: int) -> WatchCanceled:
-    return WatchCanceled(
-        watermark,
-        "compacted",
-        f"revision {wanted} is compacted (history starts after revision {compacted}); "
-        f"watch from revision {compacted + 1} or later, after reading the current state",
-        compact_revision=compacted,
-    )

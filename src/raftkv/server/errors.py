@@ -16,9 +16,9 @@ Every refusal is `{"error": {"code", "message"}}` (`raftkv.api.errors`):
   `not_caught_up` (a learner too far behind to promote), `lease_exists` (a grant naming a
   live lease's id);
 - 408 `body_timeout`: the body did not arrive within `HttpSettings.body_timeout_s`;
-- 410 `compacted`: the revision asked for is older than the compacted revision (the history
+- 410 `compacted`: the revision asked for is older than the oldest one kept (the history
   is gone for good, which is what 410 Gone says; a future revision is a 400); the error
-  also carries `compact_revision` and `oldest_revision`;
+  also carries `compact_revision` and `oldest_revision` (see raftkv.api.errors);
 - 413 `body_too_large` (over `HttpSettings.max_body_bytes`), `limit_exceeded` (a key,
   value or txn over a `KvSettings` limit), `command_too_large` (over the node's
   `max_command_bytes`), `scan_too_large` (ranges scanning more than `ReadLimits`
@@ -139,7 +139,7 @@ ERROR_CODES: dict[int, str] = {
     "not_caught_up: the learner lags too far to be promoted; lease_exists: a grant asked for "
     "the id of a live lease; auth_conflict: the user or role exists already (or not), or "
     "auth enable without a root user",
-    410: "compacted: the revision asked for is older than the compacted revision (the "
+    410: "compacted: the revision asked for is older than the oldest one kept (the "
     "error carries compact_revision and oldest_revision)",
     413: "body_too_large, limit_exceeded, command_too_large, or scan_too_large (the "
     "request's ranges would scan more entries than the server's max_scan_entries; for a "
@@ -277,7 +277,7 @@ def error_answer(error: Exception) -> web.Response | None:
                 error.code,
                 str(error),
                 compact_revision=error.compact_revision,
-                oldest_revision=error.compact_revision + 1,
+                oldest_revision=error.compact_revision,
             )
         case TooManyFailedLogins():
             response = error_response(429, error.code, str(error))

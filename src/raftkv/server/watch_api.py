@@ -132,12 +132,13 @@ class WatchHandlers:
             refused = watch.check_start()
             if refused is not None:
                 assert refused.compact_revision is not None
+                assert refused.oldest_revision is not None
                 raise ApiError(
                     410,
                     "compacted",
                     refused.message,
                     compact_revision=refused.compact_revision,
-                    oldest_revision=refused.compact_revision + 1,
+                    oldest_revision=refused.oldest_revision,
                 )
             response = web.StreamResponse(
                 headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-cache"}
