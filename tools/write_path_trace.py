@@ -264,7 +264,12 @@ def put_sequentially(port: int, puts: int) -> list[list[int]]:
     times = []
     for number in range(puts):
         sent = time.perf_counter_ns()
-        connection.request("PUT", f"/v1/kv/trace/{number}", body=body)
+        connection.request(
+            "PUT",
+            f"/v1/kv/trace/{number}",
+            body=body,
+            headers={"Content-Type": "application/json"},
+        )
         answer = connection.getresponse()
         answer.read()
         if answer.status != 200:
