@@ -20,6 +20,10 @@ import os
 import sys
 from pathlib import Path
 
+# vs_etcd sits beside this script: on the path however it is run (python, runpy).
+if "vs_etcd" not in sys.modules:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 from vs_etcd import (
     OPS,
     BenchError,

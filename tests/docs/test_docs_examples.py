@@ -26,7 +26,6 @@ import json
 import re
 import runpy
 import shlex
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,13 +154,7 @@ class ShellChecker:
             script = ROOT / arguments[0]
             assert script.is_file(), f"no script {arguments[0]}"
             run = functools.partial(runpy.run_path, str(script), run_name="__main__")
-            # As `python script.py` does: the script's folder first on the path, so that it
-            # imports its neighbours (benchmarks/leader_cpu.py imports vs_etcd).
-            sys.path.insert(0, str(script.parent))
-            try:
-                parse_program(run, [str(script), *arguments[1:]])
-            finally:
-                sys.path.remove(str(script.parent))
+            parse_program(run, [str(script), *arguments[1:]])
 
     def pytest(self, arguments: list[str]) -> None:
         for argument in arguments:

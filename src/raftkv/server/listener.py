@@ -37,8 +37,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import resource
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -389,16 +391,12 @@ class ClientPort:
                 self._host,
                 self._port,
                 reuse_address=True,
-                # Room for a burst of up to max_connections clients connecting at once
-                # (asyncio's default is 100): a connection the kernel's accept queue cannot
-                # hold has its SYN dropped, and the client waits a second or more to retry.
-                # The kernel caps it at net.core.somaxconn.
-                backlog=self.settings.max_connections,
                 ssl=self._ssl_context,
                 ssl_handshake_timeout=(
                     self.settings.keepalive_timeout_s if self._ssl_context else None
                 ),
             )
+            _lengthen_accept_queue(self._server, self.settings.max_connections)
         except BaseException:
             await self.close()
             raise
@@ -410,6 +408,21 @@ class ClientPort:
         await self.runner.cleanup()
         if self.accept_errors_log is not None:
             self.accept_errors_log.uninstall()
+
+
+def _lengthen_accept_queue(server: asyncio.Server, length: int) -> None:
+    """Let the kernel hold up to `length` connections not accepted yet (capped by
+    net.core.somaxconn): a burst of clients connecting at once waits there instead of
+    having its SYNs dropped, each such client then waiting a second or more to retry.
+
+    asyncio listens with its `backlog` argument (100), which is also how many connections
+    it accepts per wake-up: passed a larger one, it would accept a whole burst at once, and
+    every connection over max_client_connections holds a descriptor until it is refused.
+    So the queue is lengthened after asyncio's own listen(), on the listening sockets
+    themselves (a duplicate descriptor names the same socket)."""
+    for listening in server.sockets:
+        with socket.socket(fileno=os.dup(listening.fileno())) as same:
+            same.listen(length)
 
 
 def raise_open_files_limit(max_client_connections: int) -> tuple[int, int]:
