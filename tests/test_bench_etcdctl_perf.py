@@ -3,28 +3,13 @@ table. Nothing here starts etcd, raftkv or etcdctl."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while decorating
-    spec.loader.exec_module(module)
-    return module
-
+from bench_helpers import load_benchmark
 
 # The script imports vs_etcd, its neighbour: loaded first, it is found in sys.modules.
-_load("vs_etcd")
-perf = _load("etcdctl_perf")
+load_benchmark("vs_etcd")
+perf = load_benchmark("etcdctl_perf")
 
 PASSED = """\
  59 / 60   98.33% 60 / 60  100.00% 1m0s

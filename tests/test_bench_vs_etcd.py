@@ -3,26 +3,11 @@ and the ratio table. Nothing here starts etcd, raftkv or wrk."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "vs_etcd.py"
+from bench_helpers import load_benchmark
 
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("vs_etcd", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["vs_etcd"] = module  # dataclasses look their module up while decorating
-    spec.loader.exec_module(module)
-    return module
-
-
-vs_etcd = _load()
+vs_etcd = load_benchmark("vs_etcd")
 
 WRK_OUTPUT = """\
 Running 2s test @ http://127.0.0.1:24080

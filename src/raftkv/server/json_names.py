@@ -76,9 +76,9 @@ def _closed(info: msgspec.inspect.Type, names: set[str], seen: set[type[Any]]) -
         return _closed(info.type, names, seen)
     if isinstance(info, msgspec.inspect.UnionType):
         return all(_closed(member, names, seen) for member in info.types)
-    if isinstance(info, (msgspec.inspect.ListType, msgspec.inspect.SetType)):
-        return _closed(info.item_type, names, seen)
-    if isinstance(info, msgspec.inspect.VarTupleType):
+    if isinstance(
+        info, (msgspec.inspect.ListType, msgspec.inspect.SetType, msgspec.inspect.VarTupleType)
+    ):
         return _closed(info.item_type, names, seen)
     if isinstance(info, msgspec.inspect.TupleType):
         return all(_closed(item, names, seen) for item in info.item_types)
