@@ -75,13 +75,15 @@ async def start_cluster(kind: str, directory: Path) -> list[Node]:
     nodes = []
     for node_id in ids:
         transport: Transport
-        peer_settings = PeerTransportSettings(cluster_id=1, listen_address=addresses[node_id])
-        if kind == "grpc":
-            transport = GrpcTransport(peer_settings)
-        elif kind == "tcp":
-            transport = TcpTransport(peer_settings)
-        else:
+        if kind == "inprocess":
             transport = network.transport(addresses[node_id])
+        else:
+            # Only a network transport has a listen address to check.
+            peer_settings = PeerTransportSettings(cluster_id=1, listen_address=addresses[node_id])
+            if kind == "grpc":
+                transport = GrpcTransport(peer_settings)
+            else:
+                transport = TcpTransport(peer_settings)
         node = Node(
             node_id=node_id,
             storage=RocksStorage(directory / f"node-{node_id}"),

@@ -125,13 +125,22 @@ def loaded_store(keys: int, value_bytes: int) -> MvccStore:
 def test_the_scan_budget_counts_every_entry_a_request_reads_and_refuses_past_it() -> None:
     store = loaded_store(100, 1)
     view = store.view(threaded=False)
+    # The count reads the rest of the range and the keys outside it in turns, until one
+    # of them ends (key_count). Every key is in this range, so it reads the key it answers
+    # and one more before it finds no key outside: 2 entries.
     prefix = Range(b"k/", b"k0", limit=1)
-    # count needs every key read, answered or not: 100 entries fit a budget of 100.
-    result = view.range(prefix, ReadBudget(max_scan_entries=100))
+    result = view.range(prefix, ReadBudget(max_scan_entries=2))
     assert (len(result.kvs), result.count, result.more) == (1, 100, True)
     with pytest.raises(ScanTooLarge) as refused:
-        view.range(prefix, ReadBudget(max_scan_entries=99))
-    assert refused.value.code == "scan_too_large" and "max_scan_entries=99" in str(refused.value)
+        view.range(prefix, ReadBudget(max_scan_entries=1))
+    assert refused.value.code == "scan_too_large" and "max_scan_entries=1" in str(refused.value)
+    # Half of them: the answered key, then 49 more in the range and 49 outside it, before
+    # the range ends.
+    half = Range(b"k/", b"k/0050", limit=1)
+    result = view.range(half, ReadBudget(max_scan_entries=99))
+    assert (len(result.kvs), result.count, result.more) == (1, 50, True)
+    with pytest.raises(ScanTooLarge):
+        view.range(half, ReadBudget(max_scan_entries=98))
     # The budget is the request's: two ranges of 60 entries each do not fit 100.
     halves = [Range(b"k/", b"k/0060", count_only=True), Range(b"k/0040", b"k0", count_only=True)]
     with pytest.raises(ScanTooLarge):

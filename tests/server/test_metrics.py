@@ -117,6 +117,7 @@ def test_a_scrape_shows_raft_mvcc_and_http_metrics_after_writes_and_reads() -> N
             too_long = {"value": "x" * (MAX_VALUE_BYTES + 1)}
             assert await api.call(follower, "PUT", "/v1/kv/long", json=too_long) == 413
 
+            assert api.metrics[follower].machine.wait_for_live_key_count(10)
             on_follower = await api.scrape(follower)
             node = api.cluster.nodes[follower]
             status = node.status()
@@ -136,6 +137,7 @@ def test_a_scrape_shows_raft_mvcc_and_http_metrics_after_writes_and_reads() -> N
             machine = api.metrics[follower].machine
             assert on_follower.value("raftkv_mvcc_revision") == machine.current_revision() == 6
             assert on_follower.value("raftkv_mvcc_compacted_revision") == 0
+            assert on_follower.value("raftkv_mvcc_keys") == 5
             # By route template, never by raw path.
             assert on_follower.value(HTTP_COUNT, route=KV_ROUTE, method="PUT", status="200") == 5
             assert on_follower.value(HTTP_COUNT, route=KV_ROUTE, method="PUT", status="413") == 2

@@ -24,12 +24,14 @@ with the data set; opening a store reads one meta record. Writes are staged in a
 with the applied index. Every write request is all-or-nothing: one that raises has staged
 nothing and left the revision alone. Same requests, same order: byte-identical `AppData`.
 
-Costs: a current read of k keys scans k index entries and reads k values; `count` and
-`more` need the whole range scanned (as etcd does). A read at a past revision scans every
-history entry of the range. `compact` reads the revision log from the previous compaction
-revision on and the history of each key changed since; a delete reads every key it
-deletes. A `ReadBudget` bounds what one request scans and answers; a retention policy
-keeps compactions small.
+Costs: a current read of k keys scans k index entries and reads k values; its `count`
+scans the rest of the range and the keys outside it in turns, up to twice the smaller of
+the two (`key_count`: the store knows how many keys are live once it has counted them, in
+the background, after it opens; until then it scans the rest of the range). A read at a
+past revision scans every history entry of the range. `compact` reads the revision log
+from the previous compaction revision on and the history of each key changed since; a
+delete reads every key it deletes. A `ReadBudget` bounds what one request scans and
+answers; a retention policy keeps compactions small.
 
 Reads outside the log (ranges, txns without writes, the state hash) go through an
 `MvccView`: the committed store at one revision, which a worker thread can read over a
@@ -39,6 +41,8 @@ scan never holds the event loop.
 
 from __future__ import annotations
 
+import itertools
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -82,6 +86,7 @@ from raftkv.kv.errors import (
 )
 from raftkv.kv.hash_checks import hash_state, hash_state_and_data
 from raftkv.kv.history_hash import HistoryHash, hash_history
+from raftkv.kv.key_count import LiveKeyCount
 from raftkv.kv.layout import (
     FORMAT_VERSION,
     HISTORY_PREFIX,
@@ -106,6 +111,8 @@ from raftkv.kv.staging import StagedWrites
 from raftkv.kv.validation import check_request
 from raftkv.raft.core.errors import InvariantViolation
 from raftkv.raft.storage.base import AppData, StorageCorrupt, SupportsReadView
+
+logger = logging.getLogger(__name__)
 
 _META_DECODER = msgspec.msgpack.Decoder(MvccMeta)
 _HISTORY_DECODER = msgspec.msgpack.Decoder(HistoryRecord)
@@ -168,6 +175,9 @@ class MvccStore:
         # Leases live in the same staged batch: a put attaches its key to its lease, and a
         # revoke deletes the lease's keys in one revision.
         self.leases = LeaseTable(self.staged, self.settings)
+        # The number of keys in the latest index (key_count); every write below that adds
+        # or removes an index entry tells it.
+        self.live_keys = LiveKeyCount(app)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -188,7 +198,9 @@ class MvccStore:
         """Keys in the request's range at its revision (0: current). Raises InvalidRequest,
         FutureRevision or Compacted."""
         check_request(request, self.settings)
-        return self._reads.range(request, self._revision, self._compacted, ReadBudget())
+        return self._reads.range(
+            request, self._revision, self._compacted, ReadBudget(), self.live_keys.total()
+        )
 
     def state_hash(self) -> str:
         """sha256 (hex) over every committed item of the app space in key order, each as
@@ -215,10 +227,22 @@ class MvccStore:
                 self._compacted,
                 self.settings,
                 threaded=True,
+                live_keys=self.live_keys.total(),
             )
         return MvccView(
-            app, _nothing, self._revision, self._compacted, self.settings, threaded=False
+            app,
+            _nothing,
+            self._revision,
+            self._compacted,
+            self.settings,
+            threaded=False,
+            live_keys=self.live_keys.total(),
         )
+
+    def close(self) -> None:
+        """Stop the background work this store started (the count of its live keys): for
+        an owner that replaces or drops the store. Idempotent."""
+        self.live_keys.close()
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -274,7 +298,11 @@ class MvccStore:
                 match op:
                     case Range():
                         current = self._visible_revision(writes)
-                        responses.append(self._reads.range(op, current, self._compacted, budget))
+                        responses.append(
+                            self._reads.range(
+                                op, current, self._compacted, budget, self.live_keys.total()
+                            )
+                        )
                     case Put():
                         responses.append(self._put(writes, op))
                     case DeleteRange():
@@ -323,6 +351,7 @@ class MvccStore:
             for escaped in self.leases.remove(lease_id):
                 self.staged.put(history_key(escaped, writes.revision), _TOMBSTONE)
                 self.staged.delete(index_key(escaped))
+                self.live_keys.deleted(1)
                 writes.changed.append(unescape(escaped))
             revision = self._end(writes)
         return LeaseRevokeResponse(ResponseHeader(revision), True, len(writes.changed))
@@ -342,7 +371,7 @@ class MvccStore:
     def _all_or_nothing(self) -> Iterator[None]:
         savepoint = self.staged.savepoint()
         revision, compacted, watch_start = self._revision, self._compacted, self._watch_start
-        leases = len(self.leases)
+        leases, live_keys_change = len(self.leases), self.live_keys.change
         try:
             yield
         except BaseException:
@@ -350,6 +379,7 @@ class MvccStore:
             self._revision, self._compacted = revision, compacted
             self._watch_start = watch_start
             self.leases.restore_count(leases)
+            self.live_keys.change = live_keys_change
             raise
 
     def _begin(self) -> _Writes:
@@ -373,6 +403,7 @@ class MvccStore:
         prev_kv = None
         if previous is None:
             create_revision, version = writes.revision, 1
+            self.live_keys.created()
         else:
             # check_request refuses a txn branch writing a key twice.
             assert previous.mod_revision < writes.revision, "key written twice in a revision"
@@ -411,6 +442,7 @@ class MvccStore:
             if item.record.lease:
                 self.leases.detach(item.record.lease, item.escaped_key)
             writes.changed.append(item.key)
+        self.live_keys.deleted(len(found))
         return DeleteRangeResponse(
             ResponseHeader(self._visible_revision(writes)), len(found), prev_kvs
         )
@@ -503,10 +535,16 @@ class _Reader:
         self.source = source
 
     def range(
-        self, request: Range, current: int, compacted: int, budget: ReadBudget
+        self,
+        request: Range,
+        current: int,
+        compacted: int,
+        budget: ReadBudget,
+        live_keys: int | None,
     ) -> RangeResponse:
         """`request` read at its revision, where `current` is the newest revision it may
-        see and `compacted` the store's compacted revision."""
+        see, `compacted` the store's compacted revision and `live_keys` the number of live
+        keys at `current` (None: not known; then `count` scans the rest of the range)."""
         revision = request.revision or current
         if revision > current:
             raise FutureRevision(revision, current)
@@ -532,9 +570,46 @@ class _Reader:
                 kvs.append(kv)
                 if len(kvs) == wanted:
                     break
-        count = len(kvs) + left_out + sum(1 for _ in rest)
+        read = len(kvs) + left_out
+        if revision == current and live_keys is not None and request.range_end:
+            count = self._count_current(request, rest, read, live_keys, budget)
+        else:
+            count = read + sum(1 for _ in rest)
         more = not request.count_only and len(kvs) < count
         return RangeResponse(ResponseHeader(current), kvs, count, more)
+
+    def _count_current(
+        self, request: Range, rest: Iterator[object], read: int, live_keys: int, budget: ReadBudget
+    ) -> int:
+        """The live keys in the request's range at the current revision, `read` of them
+        read already and `rest` the others: `rest` and the keys outside the range are
+        scanned in turns until one of them ends (key_count), as the range holds `live_keys`
+        less the keys outside it."""
+        start, end = _stored_bounds(INDEX_PREFIX, request.key, request.range_end)
+        below = self.source.scan(INDEX_PREFIX, start)
+        above = self.source.scan(end, prefix_successor(INDEX_PREFIX))
+        outside = budget.scanning(itertools.chain(below, above))
+        inside, beyond = read, 0
+        while True:
+            if next(rest, None) is None:
+                return inside
+            inside += 1
+            if next(outside, None) is None:
+                break
+            beyond += 1
+        count = live_keys - beyond
+        if count < inside:
+            # The total is wrong (a bug in key_count's bookkeeping): never answer a count
+            # below what was read; count the rest of the range instead.
+            logger.error(
+                "live key count %d less %d keys outside a range is below the %d keys read "
+                "in it; counting the range by scanning",
+                live_keys,
+                beyond,
+                inside,
+            )
+            return inside + sum(1 for _ in rest)
+        return count
 
     def holds(self, compare: TxnCompare, budget: ReadBudget) -> bool:
         """Whether `compare` holds at the source's current revision: for every key live
@@ -660,6 +735,7 @@ class MvccView:
         settings: KvSettings,
         *,
         threaded: bool,
+        live_keys: int | None = None,
     ) -> None:
         self._source = source
         self._reads = _Reader(source)
@@ -668,11 +744,15 @@ class MvccView:
         self.compacted_revision = compacted_revision
         self.settings = settings
         self.threaded = threaded
+        # The live keys at `revision` (key_count), None if the store had not counted them.
+        self.live_keys = live_keys
 
     def range(self, request: Range, budget: ReadBudget) -> RangeResponse:
         """As MvccStore.range, at the view's revision, within `budget`."""
         check_request(request, self.settings)
-        return self._reads.range(request, self.revision, self.compacted_revision, budget)
+        return self._reads.range(
+            request, self.revision, self.compacted_revision, budget, self.live_keys
+        )
 
     def txn(self, request: Txn, budget: ReadBudget) -> TxnResponse:
         """A txn without writes, answered as MvccStore.txn would at the view's revision
@@ -684,7 +764,11 @@ class MvccView:
         responses: list[ResponseOp] = []
         for op in request.success if succeeded else request.failure:
             assert isinstance(op, Range)  # is_read_only
-            responses.append(self._reads.range(op, self.revision, self.compacted_revision, budget))
+            responses.append(
+                self._reads.range(
+                    op, self.revision, self.compacted_revision, budget, self.live_keys
+                )
+            )
         return TxnResponse(ResponseHeader(self.revision), succeeded, responses)
 
     def scan_txn_ranges(self, request: Txn, budget: ReadBudget) -> None:
@@ -699,7 +783,9 @@ class MvccView:
         for op in (*request.success, *request.failure):
             if isinstance(op, Range):
                 try:
-                    self._reads.range(op, self.revision, self.compacted_revision, budget)
+                    self._reads.range(
+                        op, self.revision, self.compacted_revision, budget, self.live_keys
+                    )
                 except (Compacted, FutureRevision):
                     continue
 

@@ -300,6 +300,7 @@ class KvStateMachine:
         items = [item for run in _snapshot_runs(data) for item in run]
         if any(items[position][0] >= items[position + 1][0] for position in range(len(items) - 1)):
             raise SnapshotInvalid("KV snapshot items are not in strictly increasing key order")
+        self._store.close()  # its background count reads the state being replaced
         self.app.replace_all(iter(items), index, term)
         self._open()
         self.watch_hub.reset()
@@ -323,6 +324,7 @@ class KvStateMachine:
         (raftkv.server.restore). `progress(items written)` follows each batch."""
         if self.app.applied() != (0, 0) or next(self.app.scan(), None) is not None:
             raise ValueError("restore_in_batches writes into an empty space only")
+        self._store.close()  # its background count reads the state being replaced
         batch, size, written = AppBatch(), 0, 0
         for key, value in _valid_items(data):
             batch.put(key, value)
@@ -361,6 +363,16 @@ class KvStateMachine:
         """The committed state as it is now, for reads served outside the log (see
         MvccStore.view); never during an `apply`."""
         return self._store.view(threaded=threaded)
+
+    def live_keys(self) -> int | None:
+        """The number of live keys, None until the store has counted them after it opened
+        (raftkv.kv.key_count)."""
+        return self._store.live_keys.total()
+
+    def wait_for_live_key_count(self, timeout: float) -> bool:
+        """Whether the store's count of its live keys is done within `timeout` seconds
+        (blocking: for tests and benchmarks, which need the counted cost of a range)."""
+        return self._store.live_keys.wait(timeout)
 
     def current_revision(self) -> int:
         return self._store.current_revision()

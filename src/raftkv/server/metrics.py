@@ -87,6 +87,8 @@ Limits (STYLE: every limit is visible in metrics)
 MVCC (gauges)
 - `raftkv_mvcc_revision`: the store's current revision.
 - `raftkv_mvcc_compacted_revision`: the revision history is compacted to (0 if never).
+- `raftkv_mvcc_keys`: live keys; absent until the store has counted them after it started
+  (raftkv.kv.key_count: until then a range's `count` scans the rest of its range).
 
 Leases and watches
 - `raftkv_leases`: live leases; `raftkv_lease_expired_total`: leases this node expired
@@ -595,6 +597,9 @@ def _mvcc(machine: KvStateMachine) -> Iterator[Metric]:
         "The revision history is compacted to (0 if never).",
         machine.compacted_revision(),
     )
+    live_keys = machine.live_keys()
+    if live_keys is not None:
+        yield _gauge("raftkv_mvcc_keys", "Live keys.", live_keys)
 
 
 def _leases_and_watches(metrics: Metrics) -> Iterator[Metric]:

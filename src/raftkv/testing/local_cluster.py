@@ -29,6 +29,8 @@ T = TypeVar("T")
 # Event-loop turns allowed per clock step: enough for a message to be delivered, stepped,
 # persisted (inline) and answered several times over.
 _TURNS_PER_STEP = 8
+# Real time given to worker threads at each step of a wait past half its budget (run_until).
+_REAL_SECONDS_PER_LATE_STEP = 0.001
 
 
 def run_scenario(scenario: Callable[[], Awaitable[T]], *, timeout_s: float = 60.0) -> T:
@@ -138,6 +140,12 @@ class LocalCluster:
         while not condition():
             if waited >= max_seconds:
                 raise ConditionNotMet(f"condition not met within {max_seconds}s simulated")
+            if waited >= max_seconds / 2:
+                # Worker threads (a node's read threads, its store's key count) do not run
+                # on simulated time, and the loop's turns seldom let them have the GIL:
+                # a condition waiting on one could see the whole budget pass in a few
+                # milliseconds. Past half of it, each step lets them run for a moment.
+                await asyncio.sleep(_REAL_SECONDS_PER_LATE_STEP)
             self.clock.advance(step)
             waited += step
             await self.settle()

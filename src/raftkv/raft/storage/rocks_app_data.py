@@ -121,6 +121,8 @@ class RocksReadView:
     def _scan(self, start: bytes, end: bytes | None, owner: int) -> Iterator[tuple[bytes, bytes]]:
         iterator = self._iterator(self._scanner)
         iterator.seek(start)
+        # The seek moved the iterator under any scan already under way: they seek back.
+        self._scan_owner = owner
         while True:
             if self._scanner is None:
                 self._iterator(None)  # closed meanwhile: raises
