@@ -9,6 +9,10 @@ All three nodes run in this one process and event loop, each with its own RocksD
 writes) in a temporary directory: the numbers include the followers' work on the same core.
 
     .venv/bin/python benchmarks/raft_throughput.py [--seconds 5] [--transports inprocess,tcp,grpc]
+        [--batch-proposals]
+
+With `--batch-proposals` the nodes batch the proposals that arrive together into one log
+entry (NodeSettings.batch_proposals), and "entries/fsync" counts entries, not proposals.
 """
 
 from __future__ import annotations
@@ -64,14 +68,16 @@ class NullMachine:
         self.applied = index
 
 
-async def start_cluster(kind: str, directory: Path) -> list[Node]:
+async def start_cluster(kind: str, directory: Path, batching: bool) -> list[Node]:
     ids = [NodeId(1), NodeId(2), NodeId(3)]
     if kind in ("tcp", "grpc"):
         addresses = {node_id: f"127.0.0.1:{free_port()}" for node_id in ids}
     else:
         addresses = {node_id: f"node-{node_id}" for node_id in ids}
     network = InProcessNetwork()
-    settings = NodeSettings(tick_interval_s=0.05, snapshot_every_entries=50_000)
+    settings = NodeSettings(
+        tick_interval_s=0.05, snapshot_every_entries=50_000, batch_proposals=batching
+    )
     nodes = []
     for node_id in ids:
         transport: Transport
@@ -101,14 +107,14 @@ async def start_cluster(kind: str, directory: Path) -> list[Node]:
     return nodes
 
 
-async def measure(leader: Node, proposers: int, seconds: float) -> dict[str, float]:
+async def measure(leader: Node, proposers: int, seconds: float, batching: bool) -> dict[str, float]:
     latencies: list[float] = []
     deadline = time.perf_counter() + seconds
 
     async def proposer() -> None:
         while time.perf_counter() < deadline:
             started = time.perf_counter()
-            await leader.propose(PAYLOAD)
+            await leader.propose(PAYLOAD, batchable=batching)
             latencies.append(time.perf_counter() - started)
 
     fsyncs_before = leader.stats.fsyncs
@@ -128,20 +134,21 @@ async def measure(leader: Node, proposers: int, seconds: float) -> dict[str, flo
     }
 
 
-async def run(kind: str, concurrencies: list[int], seconds: float) -> None:
+async def run(kind: str, concurrencies: list[int], seconds: float, batching: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="raftkv-bench-") as directory:
-        nodes = await start_cluster(kind, Path(directory))
+        nodes = await start_cluster(kind, Path(directory), batching)
         try:
             leader = next(node for node in nodes if node.is_leader)
-            await measure(leader, 16, min(seconds, 1.0))  # warm up
-            print(f"\n{kind}: 3 nodes, RocksDB with fsync, {len(PAYLOAD)}-byte proposals")
+            await measure(leader, 16, min(seconds, 1.0), batching)  # warm up
+            batched = ", batched" if batching else ""
+            print(f"\n{kind}: 3 nodes, RocksDB with fsync, {len(PAYLOAD)}-byte proposals{batched}")
             print(
                 f"{'proposers':>9} {'proposals/s':>12} {'p50 ms':>8} {'p99 ms':>8} "
                 f"{'fsyncs/s':>9} {'entries/fsync':>13} {'vs 1':>6}"
             )
             base = 0.0
             for proposers in concurrencies:
-                result = await measure(leader, proposers, seconds)
+                result = await measure(leader, proposers, seconds, batching)
                 base = base or result["proposals_per_s"]
                 print(
                     f"{proposers:>9} {result['proposals_per_s']:>12.0f} "
@@ -159,12 +166,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--transports", default="inprocess,tcp,grpc")
     parser.add_argument("--concurrency", default="1,16,64,256")
+    parser.add_argument(
+        "--batch-proposals", action="store_true", help="batch proposals into shared entries"
+    )
     arguments = parser.parse_args()
     # Peers report each other unreachable while the clusters shut down; not news here.
     logging.basicConfig(level=logging.ERROR)
     concurrencies = [int(value) for value in arguments.concurrency.split(",")]
     for kind in arguments.transports.split(","):
-        asyncio.run(run(kind, concurrencies, arguments.seconds))
+        asyncio.run(run(kind, concurrencies, arguments.seconds, arguments.batch_proposals))
 
 
 if __name__ == "__main__":

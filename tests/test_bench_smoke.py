@@ -30,6 +30,10 @@ def test_raft_throughput_runs_on_each_transport() -> None:
         "raft_throughput", "--seconds", "0.2", "--transports", "inprocess,tcp", "--concurrency", "4"
     )
     assert "inprocess: 3 nodes" in printed and "tcp: 3 nodes" in printed
+    printed = run_benchmark(
+        "raft_throughput", "--seconds", "0.2", "--transports", "inprocess", "--batch-proposals"
+    )
+    assert "100-byte proposals, batched" in printed
 
 
 def test_kv_scale_loads_restarts_and_reads() -> None:

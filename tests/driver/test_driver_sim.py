@@ -37,6 +37,14 @@ def test_driver_sim_seed(seed: int) -> None:
     assert result.acknowledged > 0, "the workload made no progress"
 
 
+def test_driver_sim_with_batched_proposals() -> None:
+    """The same checks with the nodes batching proposals (batch_proposals), over 30 seeds."""
+    results = [run_seed(seed, batching=True) for seed in range(30)]
+    failed = [result.describe_failure() for result in results if not result.ok]
+    assert not failed, "\n".join(failed)
+    assert sum(result.batched for result in results) > 0, "no proposal shared an entry"
+
+
 def test_same_seed_same_trace() -> None:
     assert run_seed(7).trace_hash == run_seed(7).trace_hash
     assert run_seed(7).trace_hash != run_seed(8).trace_hash

@@ -28,6 +28,7 @@ from raftkv.kv import (
     encode_command,
 )
 from raftkv.raft.core.types import NodeId
+from raftkv.raft.driver.settings import NodeSettings
 from raftkv.raft.driver.state_machine import Command
 from raftkv.raft.storage.base import AppBatch, AppData, RaftStorage
 from raftkv.raft.storage.rocks import RocksStorage
@@ -175,12 +176,12 @@ def kv_machine(storage: RaftStorage) -> KvStateMachine:
 
 
 async def started(
-    tmp_path: Path, limits: ReadLimits | None = None
+    tmp_path: Path, limits: ReadLimits | None = None, settings: NodeSettings | None = None
 ) -> tuple[LocalCluster, dict[int, KvService]]:
     def storage(node_id: NodeId) -> RaftStorage:
         return RocksStorage(tmp_path / f"node-{node_id}")
 
-    cluster = LocalCluster(3, state_machine=kv_machine, storage=storage)
+    cluster = LocalCluster(3, state_machine=kv_machine, storage=storage, settings=settings)
     await cluster.start()
     await cluster.wait_for_leader()
     services: dict[int, KvService] = {}

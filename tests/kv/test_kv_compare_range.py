@@ -29,7 +29,7 @@ from raftkv.kv import (
     encode_command,
 )
 from raftkv.kv.errors import InvalidRequest, LimitExceeded
-from raftkv.kv.mvcc import ReadBudget
+from raftkv.kv.read_budget import ReadBudget
 from raftkv.raft.storage.memory import MemoryAppData
 from raftkv.testing.local_cluster import run_scenario
 

@@ -13,7 +13,8 @@ from raftkv.kv import Compact, DeleteRange, KvStateMachine, Put, ScanTooLarge
 from raftkv.kv.errors import Compacted, FutureRevision
 from raftkv.kv.history_hash import HistoryHash
 from raftkv.kv.layout import HISTORY_PREFIX, prefix_successor
-from raftkv.kv.mvcc import MvccStore, ReadBudget
+from raftkv.kv.mvcc import MvccStore
+from raftkv.kv.read_budget import ReadBudget
 from raftkv.raft.storage.memory import MemoryAppData
 from raftkv.raft.storage.rocks import RocksStorage
 

@@ -14,7 +14,8 @@ from raftkv.kv import KvStateMachine
 from raftkv.kv.commands import Put, Range, Txn
 from raftkv.kv.errors import LeaseNotFound
 from raftkv.kv.layout import INDEX_PREFIX, prefix_successor
-from raftkv.kv.mvcc import MvccStore, ReadBudget
+from raftkv.kv.mvcc import MvccStore
+from raftkv.kv.read_budget import ReadBudget
 from raftkv.raft.storage.base import AppData
 from raftkv.raft.storage.memory import MemoryAppData
 from raftkv.raft.storage.rocks import RocksStorage

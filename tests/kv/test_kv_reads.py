@@ -12,7 +12,8 @@ from kv_helpers import apply_in_batches, random_workload
 
 from raftkv.kv import DeleteRange, KvStateMachine, Put, Range, ScanTooLarge, Txn, TxnCompare
 from raftkv.kv.commands import RangeResponse, is_read_only
-from raftkv.kv.mvcc import KV_OVERHEAD_BYTES, MvccStore, MvccView, ReadBudget
+from raftkv.kv.mvcc import MvccStore, MvccView
+from raftkv.kv.read_budget import KV_OVERHEAD_BYTES, ReadBudget
 from raftkv.raft.storage.base import StorageClosed
 from raftkv.raft.storage.memory import MemoryAppData
 from raftkv.raft.storage.rocks import RocksStorage

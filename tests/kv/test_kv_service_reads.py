@@ -21,7 +21,8 @@ from raftkv.kv import (
     TxnCompare,
 )
 from raftkv.kv.errors import InvalidRequest
-from raftkv.kv.mvcc import MvccView, ReadBudget
+from raftkv.kv.mvcc import MvccView
+from raftkv.kv.read_budget import ReadBudget
 from raftkv.testing.local_cluster import run_scenario
 
 

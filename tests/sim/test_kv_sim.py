@@ -30,6 +30,14 @@ def test_kv_sim_seed(seed: int) -> None:
     assert result.acknowledged > 0
 
 
+def test_kv_sim_with_batched_writes() -> None:
+    """The same checks with the nodes batching writes (batch_proposals), over 20 seeds."""
+    results = [run_seed(seed, batching=True) for seed in range(20)]
+    failed = [result.describe_failure() for result in results if not result.ok]
+    assert not failed, "\n".join(failed)
+    assert sum(result.batched for result in results) > 0, "no write shared an entry"
+
+
 def test_a_checkpoint_read_before_a_keep_alive_does_not_shorten_it() -> None:
     """Found by the KV simulation (seed 16): the leader read a lease's timer (0.3 s left)
     and proposed a checkpoint; a keep-alive applied first; the checkpoint then cut the

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from raftkv.raft.storage.base import AppBatch
+import pytest
+
+from raftkv.raft.storage.base import AppBatch, StorageClosed
 from raftkv.raft.storage.rocks import RocksStorage
 
 
@@ -38,5 +40,29 @@ def test_scans_stepped_in_turns_each_yield_their_own_range(tmp_path: Path) -> No
         assert rest["third"] == keys[5:10]
         assert rest["second"] == keys[10:]
         view.close()
+    finally:
+        storage.close()
+
+
+def test_a_count_counts_the_keys_of_its_range_and_a_scan_under_way_goes_on(
+    tmp_path: Path,
+) -> None:
+    storage = RocksStorage(tmp_path / "db")
+    try:
+        app = storage.app_data()
+        batch = AppBatch()
+        for number in range(100):
+            batch.put(b"k%03d" % number, b"v")
+        app.commit(batch, 1, 1)
+        view = app.read_view()
+        scan = view.scan(b"k000", b"k010")
+        first = next(scan)
+        assert view.count(b"k", b"l") == 100
+        assert view.count(b"k050", b"k060") == 10
+        assert view.count(b"x", b"y") == 0
+        assert [first, *scan] == [(b"k%03d" % number, b"v") for number in range(10)]
+        view.close()
+        with pytest.raises(StorageClosed):
+            view.count(b"k", b"l")
     finally:
         storage.close()

@@ -42,11 +42,10 @@ scan never holds the event loop.
 from __future__ import annotations
 
 import itertools
-import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar, assert_never
+from typing import Protocol, assert_never
 
 import msgspec
 
@@ -82,11 +81,10 @@ from raftkv.kv.errors import (
     FutureRevision,
     InvalidRequest,
     LeaseNotFound,
-    ScanTooLarge,
 )
 from raftkv.kv.hash_checks import hash_state, hash_state_and_data
 from raftkv.kv.history_hash import HistoryHash, hash_history
-from raftkv.kv.key_count import LiveKeyCount
+from raftkv.kv.key_count import LiveKeyCount, count_from_total
 from raftkv.kv.layout import (
     FORMAT_VERSION,
     HISTORY_PREFIX,
@@ -106,13 +104,12 @@ from raftkv.kv.layout import (
     unescape,
 )
 from raftkv.kv.leases import LeaseTable
+from raftkv.kv.read_budget import ReadBudget
 from raftkv.kv.settings import KvSettings
 from raftkv.kv.staging import StagedWrites
 from raftkv.kv.validation import check_request
 from raftkv.raft.core.errors import InvariantViolation
 from raftkv.raft.storage.base import AppData, StorageCorrupt, SupportsReadView
-
-logger = logging.getLogger(__name__)
 
 _META_DECODER = msgspec.msgpack.Decoder(MvccMeta)
 _HISTORY_DECODER = msgspec.msgpack.Decoder(HistoryRecord)
@@ -122,7 +119,6 @@ _TOMBSTONE = encode_record(
     HistoryRecord(value=b"", create_revision=0, version=0, lease=0, tombstone=True)
 )
 _INITIAL_META = MvccMeta(format_version=FORMAT_VERSION, revision=1, compacted_revision=0)
-_ItemT = TypeVar("_ItemT")
 
 
 @dataclass(slots=True)
@@ -473,60 +469,6 @@ class ReadSource(Protocol):
     def scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]: ...
 
 
-# What a key-value costs in an answer besides its key and value: its revisions, version
-# and lease, and the JSON around them (ReadBudget).
-KV_OVERHEAD_BYTES = 80
-
-
-@dataclass(slots=True)
-class ReadBudget:
-    """What one request's reads may still do (STYLE: a limit on everything). Unbounded by
-    default: a txn applied through the log must answer alike on every member.
-
-    - `max_scan_entries`: MVCC entries its ranges may scan in all (one per key in the range
-      at the current revision, counted or answered; one per stored version at a past
-      revision); one more raises ScanTooLarge naming `setting`.
-    - `max_response_bytes`: the key-values answered, each costing its key and value plus
-      KV_OVERHEAD_BYTES. The first key-value is always answered (a value at the limit can
-      still be read); once one does not fit, every range after it in the request answers
-      none, with `more` set and `count` still exact.
-    """
-
-    max_scan_entries: int | None = None
-    max_response_bytes: int | None = None
-    setting: str = "max_scan_entries"
-    scanned: int = 0
-    response_bytes: int = 0
-    answered: int = 0
-    # Set once a key-value did not fit: nothing more is answered.
-    full: bool = False
-
-    def scanning(self, items: Iterator[_ItemT]) -> Iterator[_ItemT]:
-        """`items`, each counted against max_scan_entries as it is read."""
-        if self.max_scan_entries is None:
-            return items
-        return self._counted(items, self.max_scan_entries)
-
-    def _counted(self, items: Iterator[_ItemT], limit: int) -> Iterator[_ItemT]:
-        for item in items:
-            self.scanned += 1
-            if self.scanned > limit:
-                raise ScanTooLarge(self.setting, limit)
-            yield item
-
-    def take(self, kv: MvccKeyValue) -> bool:
-        """Whether `kv` fits in the answer (then it is counted in)."""
-        size = len(kv.key) + len(kv.value) + KV_OVERHEAD_BYTES
-        limit = self.max_response_bytes
-        over = limit is not None and self.answered > 0 and self.response_bytes + size > limit
-        if self.full or over:
-            self.full = True
-            return False
-        self.response_bytes += size
-        self.answered += 1
-        return True
-
-
 class _Reader:
     """The read half of the store, over one source: lookups of the latest index and of the
     history, ranges at a revision, compares."""
@@ -572,44 +514,16 @@ class _Reader:
                     break
         read = len(kvs) + left_out
         if revision == current and live_keys is not None and request.range_end:
-            count = self._count_current(request, rest, read, live_keys, budget)
+            start, end = _stored_bounds(INDEX_PREFIX, request.key, request.range_end)
+            outside = itertools.chain(
+                self.source.scan(INDEX_PREFIX, start),
+                self.source.scan(end, prefix_successor(INDEX_PREFIX)),
+            )
+            count = count_from_total(rest, outside, read, live_keys, budget)
         else:
             count = read + sum(1 for _ in rest)
         more = not request.count_only and len(kvs) < count
         return RangeResponse(ResponseHeader(current), kvs, count, more)
-
-    def _count_current(
-        self, request: Range, rest: Iterator[object], read: int, live_keys: int, budget: ReadBudget
-    ) -> int:
-        """The live keys in the request's range at the current revision, `read` of them
-        read already and `rest` the others: `rest` and the keys outside the range are
-        scanned in turns until one of them ends (key_count), as the range holds `live_keys`
-        less the keys outside it."""
-        start, end = _stored_bounds(INDEX_PREFIX, request.key, request.range_end)
-        below = self.source.scan(INDEX_PREFIX, start)
-        above = self.source.scan(end, prefix_successor(INDEX_PREFIX))
-        outside = budget.scanning(itertools.chain(below, above))
-        inside, beyond = read, 0
-        while True:
-            if next(rest, None) is None:
-                return inside
-            inside += 1
-            if next(outside, None) is None:
-                break
-            beyond += 1
-        count = live_keys - beyond
-        if count < inside:
-            # The total is wrong (a bug in key_count's bookkeeping): never answer a count
-            # below what was read; count the rest of the range instead.
-            logger.error(
-                "live key count %d less %d keys outside a range is below the %d keys read "
-                "in it; counting the range by scanning",
-                live_keys,
-                beyond,
-                inside,
-            )
-            return inside + sum(1 for _ in rest)
-        return count
 
     def holds(self, compare: TxnCompare, budget: ReadBudget) -> bool:
         """Whether `compare` holds at the source's current revision: for every key live

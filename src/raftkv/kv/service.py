@@ -107,7 +107,8 @@ from raftkv.kv.errors import (
 )
 from raftkv.kv.history_hash import HistoryHash
 from raftkv.kv.layout import CorruptAlarm, NoSpaceAlarm
-from raftkv.kv.mvcc import MvccView, ReadBudget
+from raftkv.kv.mvcc import MvccView
+from raftkv.kv.read_budget import ReadBudget
 from raftkv.kv.settings import KvSettings
 from raftkv.kv.space_monitor import directory_bytes
 from raftkv.kv.state_machine import FrozenSnapshot, KvStateMachine
@@ -145,6 +146,10 @@ COMPACT_STEP_REVISIONS = 1000
 # apply (AuthRevisionChanged), before the error is the answer: auth changes are rare, so a
 # second refusal in a row is rarer still.
 _AUTH_ATTEMPTS = 3
+# The writes that may share a log entry with others (NodeSettings.batch_proposals): their
+# effect never depends on their log index. Lease commands (renewals are stamped with it),
+# hash checks (which commit the state at it) and the node's own bookkeeping get their own.
+_BATCHABLE = (Put, DeleteRange, Txn)
 
 
 def _wall_clock_ms() -> int:
@@ -451,7 +456,11 @@ class KvService:
             check_session(command, self.settings)
             try:
                 # A refusal applied in the log comes back as the KvError raised by propose.
-                result = await self.node.propose(encode_command(command), timeout=timeout)
+                result = await self.node.propose(
+                    encode_command(command),
+                    timeout=timeout,
+                    batchable=isinstance(request, _BATCHABLE),
+                )
             except AuthRevisionChanged:
                 # Users or roles changed since the check, which this node has now applied
                 # (the refusal applied after the change): check against them again.

@@ -45,6 +45,8 @@ Raft counters and histograms (since the node started)
   whose outcome is unknown: refused (no leader, leadership moving), overwritten by a new
   leader, timed out, covered by a snapshot, node stopping or removed. Overloaded refusals
   never became proposals: see `raftkv_limit_hits_total`.
+- `raftkv_proposals_batched_total`: proposals that went into the log entry of the one
+  before them (`batch_proposals`): the entries batching saved.
 - `raftkv_fsyncs_total`, `raftkv_entries_persisted_total`: durable writes (one per Ready
   that must be durable) and log entries written.
 - `raftkv_commands_applied_total`: commands applied to the state machine.
@@ -501,6 +503,11 @@ def _raft_stats(node: Node) -> Iterator[Metric]:
             "Proposals made on this node that will never apply or whose outcome is unknown.",
             stats.proposals_failed,
         ),
+        (
+            "raftkv_proposals_batched",
+            "Proposals that shared the log entry of the one before them.",
+            stats.proposals_batched,
+        ),
         ("raftkv_fsyncs", "Durable (fsynced) writes of the Raft log.", stats.fsyncs),
         ("raftkv_entries_persisted", "Log entries written.", stats.entries_persisted),
         (
@@ -589,15 +596,11 @@ def _client_port(port: ClientPortCounters | None) -> Iterator[Metric]:
 
 
 def _mvcc(machine: KvStateMachine) -> Iterator[Metric]:
+    compacted, live_keys = machine.compacted_revision(), machine.live_keys()
     yield _gauge(
         "raftkv_mvcc_revision", "The store's current revision.", machine.current_revision()
     )
-    yield _gauge(
-        "raftkv_mvcc_compacted_revision",
-        "The revision history is compacted to (0 if never).",
-        machine.compacted_revision(),
-    )
-    live_keys = machine.live_keys()
+    yield _gauge("raftkv_mvcc_compacted_revision", "History compacted to (0: never).", compacted)
     if live_keys is not None:
         yield _gauge("raftkv_mvcc_keys", "Live keys.", live_keys)
 

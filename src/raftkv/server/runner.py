@@ -211,6 +211,7 @@ def node_settings(settings: ServerSettings) -> NodeSettings:
         snapshot_keep_entries=settings.snapshot_keep_entries,
         snapshot_every_bytes=settings.snapshot_every_bytes,
         proposal_timeout_s=settings.request_timeout_s,
+        batch_proposals=settings.batch_proposals,
     )
 
 

@@ -201,6 +201,13 @@ class ServerSettings:
         "Also take a snapshot once the entries applied since the last one hold this many "
         "bytes (0: by count only).",
     )
+    batch_proposals: bool = _setting(
+        False,
+        parse_bool,
+        "Writes proposed together share one log entry, appended, fsynced and applied as one "
+        "by every member. Turn it on only once every member runs a raftkv that reads such "
+        "entries (this version or later): an older member skips them and diverges.",
+    )
     request_timeout_s: float = _setting(
         10.0, parse_float, "How long a request waits for its outcome (then 504 timeout)."
     )

@@ -78,8 +78,10 @@ class DictStateMachine:
         self.data: dict[str, str] = {}
         self._applied = 0
         self._applied_term = 0
-        # Every command index applied, in order: tests check nothing is applied twice.
-        self.applied_commands: list[int] = []
+        # Every command applied, in order, as (its index, its place among the commands of
+        # that index): a batch entry's commands share its index (Command), and all come in
+        # one `apply` call. Tests check nothing is applied twice.
+        self.applied_commands: list[tuple[int, int]] = []
 
     def applied_index(self) -> int:
         return self._applied
@@ -88,8 +90,11 @@ class DictStateMachine:
         self, commands: Sequence[Command], applied_index: int, applied_term: int
     ) -> list[object]:
         results: list[object] = []
+        place, previous = 0, -1
         for command in commands:
-            self.applied_commands.append(command.index)
+            place = place + 1 if command.index == previous else 0
+            previous = command.index
+            self.applied_commands.append((command.index, place))
             try:
                 operation = _decode(command.data)
                 value = _evaluate(self.data.get(operation.key), operation)

@@ -42,7 +42,7 @@ from raftkv.raft.driver.envelope import (
     EnvelopeError,
     RequestId,
     decode_conf_change_context,
-    decode_proposal,
+    decode_proposals,
     decode_snapshot_envelope,
     encode_snapshot,
 )
@@ -187,20 +187,22 @@ class Applier:
             if entry.index <= already_applied:
                 continue
             if not entry.data:
-                requests.fail_overwritten(entry.index, None)
+                requests.fail_overwritten(entry.index, ())
                 continue
             try:
-                request, command = decode_proposal(entry.data)
+                proposals = decode_proposals(entry.data)
             except EnvelopeError as error:
                 # Forwarded proposals are checked on arrival, so only a peer of another
                 # version could have put this here. Every node skips it alike (an error
                 # here would stop every node, on every restart, for good).
                 logger.error("node %d skips log entry %d: %s", self._node_id, entry.index, error)
-                requests.fail_overwritten(entry.index, None)
+                requests.fail_overwritten(entry.index, ())
                 continue
-            requests.fail_overwritten(entry.index, request)
-            commands.append(Command(entry.index, entry.term, command))
-            owners.append(request)
+            requests.fail_overwritten(entry.index, tuple(request for request, _ in proposals))
+            # A batch's commands share its index and term, in order (envelope).
+            for request, command in proposals:
+                commands.append(Command(entry.index, entry.term, command))
+                owners.append(request)
         last = entries[-1]
         if last.index <= already_applied:
             return
@@ -223,9 +225,9 @@ class Applier:
         except (ValueError, EnvelopeError) as error:
             # As for a command: skipped alike everywhere rather than fatal everywhere.
             logger.error("node %d skips membership entry %d: %s", self._node_id, entry.index, error)
-            self._requests.fail_overwritten(entry.index, None)
+            self._requests.fail_overwritten(entry.index, ())
             return
-        self._requests.fail_overwritten(entry.index, request)
+        self._requests.fail_overwritten(entry.index, () if request is None else (request,))
         try:
             conf_state = rawnode.apply_conf_change(change)
         except ConfChangeInvalid as error:

@@ -1,8 +1,15 @@
 """What the driver wraps around the application's bytes in the log and in snapshots.
 
-- A proposal entry: a fixed 25-byte header (format version, origin node id, the origin's
+- A proposal entry: a fixed 25-byte header (format version 1, origin node id, the origin's
   incarnation, a sequence number) and the command. The header lets the node that accepted
   the proposal recognise it when it applies it, wherever it was proposed from.
+- A batch entry (format version 2, NodeSettings.batch_proposals): several proposals of one
+  node in one entry, so that followers append, fsync and apply them as one: a 5-byte
+  header (version, count) and per command a 28-byte header (origin, incarnation, sequence,
+  length) and its bytes. Its commands apply in order, in one `apply` call, each with its
+  own request id and result; they share the entry's index and term. A raftkv older than
+  this format skips such an entry (the error below), so a cluster turns batching on only
+  once every member reads it.
 - A membership change's context: the request id and the peer addresses it introduces, so
   every node learns how to reach a new member from the log itself.
 - A snapshot: the peer addresses known at that point and the state machine's bytes.
@@ -25,8 +32,18 @@ import msgspec
 from raftkv.raft.core.types import ConfChange, Entry, EntryKind, NodeId
 
 PROPOSAL_VERSION = 1
+BATCH_VERSION = 2
 _HEADER = struct.Struct(">BQQQ")
 HEADER_SIZE = _HEADER.size
+_BATCH_HEADER = struct.Struct(">BI")
+_BATCH_ITEM = struct.Struct(">QQQI")
+# A batch entry's size: BATCH_HEADER_BYTES, then BATCH_ITEM_HEADER_BYTES and the bytes of
+# each command.
+BATCH_HEADER_BYTES = _BATCH_HEADER.size
+BATCH_ITEM_HEADER_BYTES = _BATCH_ITEM.size
+# The most commands one batch entry carries (Requests makes them; a peer's entry with more
+# is refused on arrival, like any malformed one).
+MAX_BATCH_COMMANDS = 4096
 
 
 class EnvelopeError(ValueError):
@@ -57,6 +74,52 @@ def decode_proposal(data: bytes) -> tuple[RequestId, bytes]:
     if version != PROPOSAL_VERSION:
         raise EnvelopeError(f"proposal format version {version} is unknown")
     return RequestId(NodeId(origin), incarnation, sequence), data[HEADER_SIZE:]
+
+
+def encode_batch(proposals: Sequence[tuple[RequestId, bytes]]) -> bytes:
+    """One entry carrying `proposals` (2 to MAX_BATCH_COMMANDS), applied in this order."""
+    if not 2 <= len(proposals) <= MAX_BATCH_COMMANDS:
+        raise ValueError(
+            f"a batch carries 2 to {MAX_BATCH_COMMANDS} commands, not {len(proposals)}"
+        )
+    parts = [_BATCH_HEADER.pack(BATCH_VERSION, len(proposals))]
+    for request, command in proposals:
+        parts.append(
+            _BATCH_ITEM.pack(request.origin, request.incarnation, request.sequence, len(command))
+        )
+        parts.append(command)
+    return b"".join(parts)
+
+
+def decode_proposals(data: bytes) -> list[tuple[RequestId, bytes]]:
+    """The proposals an entry carries, in order: one (version 1) or a batch (version 2).
+    EnvelopeError if it is neither, or a batch is malformed (a count of 0 or 1 or over
+    MAX_BATCH_COMMANDS, a length past the end, bytes after the last command)."""
+    if data[:1] != bytes([BATCH_VERSION]):
+        return [decode_proposal(data)]
+    if len(data) < _BATCH_HEADER.size:
+        raise EnvelopeError(f"batch of {len(data)} bytes is shorter than its header")
+    _, count = _BATCH_HEADER.unpack_from(data)
+    if not 2 <= count <= MAX_BATCH_COMMANDS:
+        raise EnvelopeError(f"batch of {count} commands (2 to {MAX_BATCH_COMMANDS})")
+    proposals: list[tuple[RequestId, bytes]] = []
+    position = _BATCH_HEADER.size
+    view = memoryview(data)
+    for number in range(count):
+        if len(data) - position < _BATCH_ITEM.size:
+            raise EnvelopeError(f"batch command {number} is cut short in its header")
+        origin, incarnation, sequence, length = _BATCH_ITEM.unpack_from(data, position)
+        position += _BATCH_ITEM.size
+        if len(data) - position < length:
+            raise EnvelopeError(
+                f"batch command {number} of {length} bytes runs past the entry's end"
+            )
+        command = bytes(view[position : position + length])
+        position += length
+        proposals.append((RequestId(NodeId(origin), incarnation, sequence), command))
+    if position != len(data):
+        raise EnvelopeError(f"batch has {len(data) - position} bytes after its last command")
+    return proposals
 
 
 class _ConfChangeContext(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
@@ -182,4 +245,4 @@ def check_forwarded_entries(entries: Sequence[Entry]) -> None:
                 raise EnvelopeError(f"forwarded membership change: {error}") from error
             decode_conf_change_context(change.context)
         else:
-            decode_proposal(entry.data)
+            decode_proposals(entry.data)

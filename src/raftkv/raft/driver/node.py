@@ -354,18 +354,25 @@ class Node:
 
     # -- requests --------------------------------------------------------------------------
 
-    async def propose(self, command: bytes, *, timeout: float | None = None) -> object:
+    async def propose(
+        self, command: bytes, *, timeout: float | None = None, batchable: bool = False
+    ) -> object:
         """Replicate `command`; return the state machine's result once it is applied on
         this node. Raises NotLeader (forwarding off), ProposalDropped, Overloaded, Stopped or
         CommandTooLarge (over max_command_bytes): nothing was applied; or OutcomeUnknown
-        (ProposalTimeout at the deadline): it may have been applied."""
+        (ProposalTimeout at the deadline): it may have been applied.
+
+        `batchable`: with NodeSettings.batch_proposals, the command may share a log entry
+        with other batchable commands proposed at the same time; it then applies with the
+        others, in order, at the same index (Command.index). Leave it off for a command
+        whose effect depends on its index being its own."""
         self._check_running()
         if len(command) > self.settings.max_command_bytes:
             raise CommandTooLarge(
                 f"command of {len(command)} bytes exceeds max_command_bytes "
                 f"({self.settings.max_command_bytes})"
             )
-        return await self._requests.propose(command, timeout)
+        return await self._requests.propose(command, timeout, batchable=batchable)
 
     async def read_index(self, *, timeout: float | None = None) -> int:
         """A linearizable read point: returns an index such that this node's state machine

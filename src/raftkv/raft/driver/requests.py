@@ -22,6 +22,9 @@ Invariants:
   `retry_ticks`; the reads queued meanwhile wait for its answer and go together next.
 - Request ids and read contexts are unique per node incarnation (one sequence for both).
 - Only the loop steps requests into the core and ends them; callers register and wait.
+- With NodeSettings.batch_proposals, consecutive batchable commands drained together go
+  into one batch entry (envelope.encode_batch), at most MAX_BATCH_COMMANDS and
+  max_command_bytes of commands each; the entry's index then owns every request in it.
 """
 
 from __future__ import annotations
@@ -44,7 +47,14 @@ from raftkv.raft.core.types import (
     ReadState,
     StateRole,
 )
-from raftkv.raft.driver.envelope import RequestId, encode_proposal
+from raftkv.raft.driver.envelope import (
+    BATCH_HEADER_BYTES,
+    BATCH_ITEM_HEADER_BYTES,
+    MAX_BATCH_COMMANDS,
+    RequestId,
+    encode_batch,
+    encode_proposal,
+)
 from raftkv.raft.driver.errors import (
     OutcomeUnknown,
     Overloaded,
@@ -80,9 +90,11 @@ class _Queued:
     """A proposal waiting to be stepped into the core."""
 
     request: RequestId
-    data: bytes
-    # ConfChange proposals carry the change instead of data.
+    command: bytes
+    # ConfChange proposals carry the change instead of a command.
     change: ConfChange | None = None
+    # Whether the command may share a batch entry (Node.propose).
+    batchable: bool = False
 
 
 class Requests:
@@ -107,8 +119,8 @@ class Requests:
         # The last number given to a request id or a read context.
         self._sequence = 0
         self._proposals: dict[RequestId, _Proposal] = {}
-        # Log index -> the proposal this node appended there as leader.
-        self._appended_at: dict[int, RequestId] = {}
+        # Log index -> the proposals this node appended there as leader (one, or a batch).
+        self._appended_at: dict[int, tuple[RequestId, ...]] = {}
         self._queued: collections.deque[_Queued] = collections.deque()
         # Proposals the core refused for want of a leader; retried until their deadline.
         self._parked: list[_Queued] = []
@@ -151,12 +163,14 @@ class Requests:
 
     # -- callers -------------------------------------------------------------------------
 
-    async def propose(self, command: bytes, timeout: float | None) -> object:
+    async def propose(
+        self, command: bytes, timeout: float | None, *, batchable: bool = False
+    ) -> object:
         """Queue `command` and wait for the state machine's result (the caller checked
         the node runs and the command's size)."""
         request = self.next_request()
         future = self._register(request, timeout)
-        self._queued.append(_Queued(request, encode_proposal(request, command)))
+        self._queued.append(_Queued(request, command, batchable=batchable))
         self._wake()
         try:
             return await future
@@ -245,7 +259,7 @@ class Requests:
                 continue
             batch.append(item)
             self._batch_entries += 1
-            self._batch_bytes += len(item.data)
+            self._batch_bytes += len(item.command)
         self._propose_now(rawnode, batch)
 
     def _propose_now(self, rawnode: RawNode, items: list[_Queued]) -> None:
@@ -253,10 +267,11 @@ class Requests:
             return
         try:
             change = items[0].change
+            entries = [items] if change is not None else self._entries_of(items)
             if change is not None:
                 rawnode.propose_conf_change(change)
             else:
-                rawnode.propose_many([item.data for item in items])
+                rawnode.propose_many([_entry_data(entry) for entry in entries])
         except (NotLeader, ConfChangeInvalid) as error:
             self._fail_items(items, error)
             return
@@ -272,9 +287,38 @@ class Requests:
             if proposal is not None:
                 proposal.sent = True
         if rawnode.soft_state().role is StateRole.LEADER:
-            first = rawnode.last_index() - len(items) + 1
-            for offset, item in enumerate(items):
-                self._appended_at[first + offset] = item.request
+            first = rawnode.last_index() - len(entries) + 1
+            for offset, entry in enumerate(entries):
+                self._appended_at[first + offset] = tuple(item.request for item in entry)
+
+    def _entries_of(self, items: list[_Queued]) -> list[list[_Queued]]:
+        """`items` (commands, in order) grouped into log entries: each alone, or with
+        batch_proposals the batchable ones that follow each other together, up to
+        MAX_BATCH_COMMANDS and max_command_bytes of batch per entry."""
+        if not self._settings.batch_proposals:
+            return [[item] for item in items]
+        limit = self._settings.max_command_bytes
+        entries: list[list[_Queued]] = []
+        batch: list[_Queued] = []
+        size = BATCH_HEADER_BYTES  # of `batch` as one entry
+        for item in items:
+            if not item.batchable:
+                if batch:
+                    entries.append(batch)
+                    batch, size = [], BATCH_HEADER_BYTES
+                entries.append([item])
+                continue
+            item_size = BATCH_ITEM_HEADER_BYTES + len(item.command)
+            if batch and (len(batch) >= MAX_BATCH_COMMANDS or size + item_size > limit):
+                entries.append(batch)
+                batch, size = [], BATCH_HEADER_BYTES
+            batch.append(item)
+            size += item_size
+        if batch:
+            entries.append(batch)
+        if len(entries) < len(items):
+            self._stats.proposals_batched += len(items) - len(entries)
+        return entries
 
     def drain_reads(self, rawnode: RawNode) -> None:
         """Ask for one read index covering every read queued since the last ask: one
@@ -366,27 +410,30 @@ class Requests:
         else:
             proposal.future.set_result(outcome)
 
-    def fail_overwritten(self, index: int, request: RequestId | None) -> None:
-        """The entry at `index` applies, carrying `request` (None: none of ours). If this
-        node appended another proposal there as leader, a new leader has overwritten it:
-        it will never apply, so fail it now instead of at its deadline."""
-        owner = self._appended_at.pop(index, None)
-        if owner is None or owner == request:
+    def fail_overwritten(self, index: int, requests: tuple[RequestId, ...]) -> None:
+        """The entry at `index` applies, carrying `requests` (none: a no-op, or not a
+        proposal). If this node appended other proposals there as leader, a new leader has
+        overwritten them: they will never apply, so fail them now instead of at their
+        deadline."""
+        owners = self._appended_at.pop(index, None)
+        if owners is None or owners == requests:
             return
-        self._fail(
-            self._proposals.get(owner),
-            ProposalDropped(f"entry {index} was replaced by a new leader's entry"),
-        )
+        for owner in owners:
+            self._fail(
+                self._proposals.get(owner),
+                ProposalDropped(f"entry {index} was replaced by a new leader's entry"),
+            )
 
     def fail_covered_by_snapshot(self, snapshot_index: int) -> None:
         """A snapshot up to `snapshot_index` is installed: the entries this node appended
         as leader at or below it are never applied here one by one, and whether they
         committed is unknown to us now."""
         for index in [index for index in self._appended_at if index <= snapshot_index]:
-            self._fail(
-                self._proposals.get(self._appended_at.pop(index)),
-                OutcomeUnknown(f"entry {index} is covered by a snapshot: it may have applied"),
-            )
+            for owner in self._appended_at.pop(index):
+                self._fail(
+                    self._proposals.get(owner),
+                    OutcomeUnknown(f"entry {index} is covered by a snapshot: it may have applied"),
+                )
 
     def end_unfinished(self, reason: Stopped) -> None:
         """End every pending request because of `reason` (stopping, failed, removed): a
@@ -432,3 +479,9 @@ class Requests:
     def _waiting_for_index(self, context: bytes) -> bool:
         read = self._reads.get(context)
         return read is not None and read.index == 0 and not read.future.done()
+
+
+def _entry_data(entry: list[_Queued]) -> bytes:
+    if len(entry) == 1:
+        return encode_proposal(entry[0].request, entry[0].command)
+    return encode_batch([(item.request, item.command) for item in entry])

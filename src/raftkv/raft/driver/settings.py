@@ -29,6 +29,11 @@ class NodeSettings:
     # (one fsync). A batch stops growing at either limit; the rest waits for the next.
     max_batch_entries: int = 4096
     max_batch_bytes: int = 8 << 20
+    # Batchable commands (Node.propose) drained together share one log entry (a batch:
+    # envelope.encode_batch), so that every member appends, fsyncs and applies them as
+    # one. Off by default: a raftkv before this format skips batch entries, so a cluster
+    # turns it on only once every member runs a version that reads them.
+    batch_proposals: bool = False
     # Bounded queues: messages from peers beyond this are dropped (Raft retransmits);
     # requests beyond max_pending_requests fail with Overloaded.
     max_inbox_messages: int = 20_000

@@ -12,7 +12,9 @@ from typing import Protocol, runtime_checkable
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    """One committed command, with the log position it was committed at."""
+    """One committed command, with the log position it was committed at. Commands proposed
+    `batchable` (Node.propose, NodeSettings.batch_proposals) may share one entry: they
+    come consecutively, in the same `apply` call, with the same index and term."""
 
     index: int
     term: int

@@ -125,6 +125,9 @@ class NodeStats:
     # A proposal whose caller gave up (cancelled) counts in neither.
     proposals_committed: int = 0
     proposals_failed: int = 0
+    # Proposals that shared a log entry with the one before them (batch_proposals): the
+    # entries they saved.
+    proposals_batched: int = 0
     # The size of the latest snapshot created or installed (its data, in bytes).
     last_snapshot_bytes: int = 0
     # From submitting a Ready's write to the loop finding it durable: the storage write

@@ -150,9 +150,15 @@ class AppReadView(Protocol):
         or another scan, between two steps of a scan is allowed."""
         ...
 
+    def count(self, start: bytes, end: bytes) -> int:
+        """The number of keys with start <= key < end, their values unread. A scan under
+        way may go on after it."""
+        ...
+
     def close(self) -> None:
         """Release the view. Idempotent, callable from any thread: a get or scan under way
-        in another thread raises StorageClosed at its next item."""
+        in another thread raises StorageClosed at its next item (a count, within a few
+        thousand keys)."""
         ...
 
 

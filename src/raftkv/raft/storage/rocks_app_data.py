@@ -75,6 +75,10 @@ class CheckpointView:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
+# How many keys a count steps between two looks at whether its view was closed.
+_CLOSED_CHECK_STEPS = 4096
+
+
 class RocksReadView:
     """An AppReadView over RocksDB iterators. A RocksDB iterator reads the database as it
     was when the iterator was made (an implicit snapshot), however long it is kept and
@@ -107,6 +111,20 @@ class RocksReadView:
         self._iterator(self._scanner)  # fail now, not at the first next()
         self._scan_owner += 1
         return self._scan(start, end, self._scan_owner)
+
+    def count(self, start: bytes, end: bytes) -> int:
+        """AppReadView.count: steps the scan iterator over the keys, never reading a value
+        (a scan under way seeks back, as after another scan)."""
+        iterator = self._iterator(self._scanner)
+        self._scan_owner += 1
+        iterator.seek(start)
+        count = 0
+        while iterator.valid() and iterator.key() < end:
+            count += 1
+            if count % _CLOSED_CHECK_STEPS == 0 and self._scanner is None:
+                self._iterator(None)  # closed meanwhile: raises
+            iterator.next()
+        return count
 
     def close(self) -> None:
         self._scanner = self._getter = None

@@ -42,11 +42,16 @@ def main(argv: list[str] | None = None) -> int:
     runtime.add_argument(
         "--duration", type=float, default=None, help="simulated seconds of faults (20; kv 15)"
     )
+    runtime.add_argument(
+        "--batching", action="store_true", help="nodes batch proposals (batch_proposals)"
+    )
     arguments = parser.parse_args(argv)
     if arguments.simulator == "core" and (arguments.nodes, arguments.duration) != (None, None):
         parser.error("--nodes and --duration are for the driver and kv simulators")
     if arguments.simulator != "core" and (arguments.swarm or arguments.trace):
         parser.error("--swarm and --trace are for the core simulator")
+    if arguments.simulator == "core" and arguments.batching:
+        parser.error("--batching is for the driver and kv simulators")
     if arguments.seed is not None:
         return _one_seed(arguments)
     return _sweep(arguments)
@@ -66,6 +71,7 @@ def _runner(arguments: argparse.Namespace) -> Callable[[int], SeedOutcome]:
         simulation.run_seed,
         nodes=driver.NODES if arguments.nodes is None else arguments.nodes,
         duration_s=simulation.DURATION_S if arguments.duration is None else arguments.duration,
+        batching=arguments.batching,
     )
 
 

@@ -10,7 +10,7 @@ partitions, drops and delays messages and nodes crash and restart. Then the faul
 the run checks:
 - the client history is linearizable (`raftkv.testing.linearizability`);
 - every node converges to the same state;
-- no state machine instance applied an index twice.
+- no state machine instance applied a command twice.
 
 Storage is a LossyMemoryStorage: a crash forgets every write that was not fsynced.
 
@@ -57,8 +57,12 @@ class DriverSimResult:
     simulator: str
     nodes: int
     duration_s: float
+    # Whether the nodes batched proposals (NodeSettings.batch_proposals).
+    batching: bool = False
     operations: int = 0
     acknowledged: int = 0
+    # Proposals that shared a log entry, on the nodes running at the end (with batching).
+    batched: int = 0
     failures: list[str] = field(default_factory=list)
     trace_hash: str = ""
 
@@ -68,7 +72,8 @@ class DriverSimResult:
 
     @property
     def stats(self) -> tuple[tuple[str, int], ...]:
-        return (("client ops acknowledged", self.acknowledged), ("client ops", self.operations))
+        counts = (("client ops acknowledged", self.acknowledged), ("client ops", self.operations))
+        return (*counts, ("proposals batched", self.batched)) if self.batching else counts
 
     def line(self) -> str:
         verdict = "ok" if self.ok else "FAILED"
@@ -81,6 +86,7 @@ class DriverSimResult:
         return (
             f"python -m raftkv.testing.sim {self.simulator} --seed {self.seed} "
             f"--nodes {self.nodes} --duration {self.duration_s:g}"
+            + (" --batching" if self.batching else "")
         )
 
     def describe_failure(self) -> str:
@@ -100,7 +106,7 @@ class DriverRun:
     # Names the simulation in its results (and the command that reproduces a seed).
     simulator = "driver"
 
-    def __init__(self, seed: int, nodes: int, duration_s: float) -> None:
+    def __init__(self, seed: int, nodes: int, duration_s: float, *, batching: bool) -> None:
         self.seed = seed
         self.rng = Random(seed)
         self.membership_enabled = self.rng.random() < 0.5
@@ -113,6 +119,7 @@ class DriverRun:
             pre_vote=self.rng.random() < 0.8,
             # Every node reads the same ManualClock: zero drift, the lease's assumption.
             lease_reads=self.rng.random() < 0.3,
+            batch_proposals=batching,
         )
         self.cluster = LocalCluster(
             nodes,
@@ -130,7 +137,7 @@ class DriverRun:
         self._next_id = nodes + 1
         self._membership: asyncio.Future[object] | None = None
         self.events: list[str] = []
-        self.result = DriverSimResult(seed, self.simulator, nodes, duration_s)
+        self.result = DriverSimResult(seed, self.simulator, nodes, duration_s, batching)
         self._value = 0
 
     def make_state_machine(self, storage: RaftStorage) -> StateMachine:
@@ -172,7 +179,7 @@ class DriverRun:
                 self._value += 1
                 value = f"{number}-{self._value}"
                 try:
-                    await node.propose(encode_set(key, value))
+                    await node.propose(encode_set(key, value), batchable=True)
                 except ProposalDropped:
                     continue  # definitely not applied
                 except RaftError:
@@ -339,10 +346,13 @@ class DriverRun:
         return state_machine
 
     def check(self) -> None:
+        self.result.batched = sum(
+            node.stats.proposals_batched for node in self.cluster.nodes.values()
+        )
         for node in self.cluster.nodes.values():
             indices = self._machine(node).applied_commands
             if len(indices) != len(set(indices)):
-                self.result.failures.append(f"node {node.id} applied an index twice")
+                self.result.failures.append(f"node {node.id} applied a command twice")
             if indices != sorted(indices):
                 self.result.failures.append(f"node {node.id} applied out of order")
         outcome = lin.check_history(self.history)
@@ -377,21 +387,26 @@ def _status_line(node: Node) -> str:
     )
 
 
-def run_seed(seed: int, *, nodes: int = NODES, duration_s: float = DURATION_S) -> DriverSimResult:
-    """One reproducible run; never raises for a violation (see `result.failures`)."""
-    return play(DriverRun, seed, nodes, duration_s)
+def run_seed(
+    seed: int, *, nodes: int = NODES, duration_s: float = DURATION_S, batching: bool = False
+) -> DriverSimResult:
+    """One reproducible run; never raises for a violation (see `result.failures`).
+    `batching`: the nodes batch the clients' proposals (NodeSettings.batch_proposals)."""
+    return play(DriverRun, seed, nodes, duration_s, batching=batching)
 
 
-def play(run: type[DriverRun], seed: int, nodes: int, duration_s: float) -> DriverSimResult:
+def play(
+    run: type[DriverRun], seed: int, nodes: int, duration_s: float, *, batching: bool = False
+) -> DriverSimResult:
     """A `run` of `seed` to its result, in an event loop of its own; a crash of the run
     itself is a failure of the seed."""
 
     async def bounded() -> DriverSimResult:
-        return await run(seed, nodes, duration_s).run()
+        return await run(seed, nodes, duration_s, batching=batching).run()
 
     try:
         return asyncio.run(bounded())
     except Exception as error:
-        result = DriverSimResult(seed, run.simulator, nodes, duration_s)
+        result = DriverSimResult(seed, run.simulator, nodes, duration_s, batching)
         result.failures.append(f"run raised {type(error).__name__}: {error!r}")
         return result

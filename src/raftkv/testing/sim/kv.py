@@ -70,8 +70,8 @@ class KvRun(DriverRun):
 
     simulator = "kv"
 
-    def __init__(self, seed: int, nodes: int, duration_s: float) -> None:
-        super().__init__(seed, nodes, duration_s)
+    def __init__(self, seed: int, nodes: int, duration_s: float, *, batching: bool) -> None:
+        super().__init__(seed, nodes, duration_s, batching=batching)
         self.leases: dict[int, _Lease] = {}
         # Send times of revokes that may have applied (acknowledged, in flight, or outcome
         # unknown), by lease id: a removal after one of them may be that revoke, whatever
@@ -353,6 +353,9 @@ class KvRun(DriverRun):
         return len(revisions) == 1 and len({machine.state_hash() for machine in machines}) == 1
 
     def check(self) -> None:
+        self.result.batched = sum(
+            node.stats.proposals_batched for node in self.cluster.nodes.values()
+        )
         members = self.members()
         if not members:
             self.result.failures.append("no members at the end")
@@ -391,6 +394,9 @@ class KvRun(DriverRun):
         self.result.trace_hash = self.trace_hash(*self.requests, reference.state_hash())
 
 
-def run_seed(seed: int, *, nodes: int = NODES, duration_s: float = DURATION_S) -> DriverSimResult:
-    """One reproducible run; never raises for a violation (see `result.failures`)."""
-    return play(KvRun, seed, nodes, duration_s)
+def run_seed(
+    seed: int, *, nodes: int = NODES, duration_s: float = DURATION_S, batching: bool = False
+) -> DriverSimResult:
+    """One reproducible run; never raises for a violation (see `result.failures`).
+    `batching`: the nodes batch the clients' writes (NodeSettings.batch_proposals)."""
+    return play(KvRun, seed, nodes, duration_s, batching=batching)
