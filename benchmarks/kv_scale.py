@@ -6,8 +6,11 @@
    thread vs the old inline encode).
 2. Stop it, then start `python -m raftkv serve` on that data dir and time how long until a
    linearizable GET answers (restart-to-serving: no full scan at start).
-3. Serve `--reads` random linearizable GETs and a few writes, then read the server's RSS
+3. Wait until the node has counted its live keys (in the background: raftkv.kv.key_count),
+   serve `--reads` random linearizable GETs, time `limit=10` ranges (their exact count
+   included), make a few writes, count every key, then read the server's RSS
    (/proc/<pid>/status VmRSS): the key index and history live in RocksDB, not in Python.
+4. Stop it with SIGTERM and time how long it takes.
 
 Targets (issue 4): RSS under 300 MB and serving within 5 s of the restart; issue 15's at 10
 million keys (`--keys 10000000 --no-snapshot-costs`): RSS under 400 MB, serving within
@@ -105,7 +108,7 @@ def wait_for_key_count(http: httpx.Client, url: str, started: float) -> None:
         if time.perf_counter() - started > 600:
             raise SystemExit("the node did not count its live keys within 600 s")
         time.sleep(0.1)
-    print(f"live keys counted {time.perf_counter() - started:.1f} s after the restart")
+    print(f"live keys counted {time.perf_counter() - started:.1f} s after the restart began")
 
 
 def report_limited_ranges(http: httpx.Client, url: str, keys: int) -> None:
@@ -195,6 +198,7 @@ def main() -> None:
                 serving = time.perf_counter() - started
                 print(f"restart to first linearizable GET: {serving:.2f} s (target < 5 s)")
                 print(f"RSS after start: {rss_mb(server.pid):.0f} MB")
+                wait_for_key_count(http, url, started)
                 rng = random.Random(1)
                 began = time.perf_counter()
                 for _ in range(arguments.reads):
@@ -204,7 +208,6 @@ def main() -> None:
                 for index in range(1000):
                     http.put(f"{url}/v1/kv/extra/{index}", json={"value": "x" * 100})
                 print(f"{arguments.reads:,} random GETs at {rate:,.0f}/s (one connection)")
-                wait_for_key_count(http, url, started)
                 report_limited_ranges(http, url, arguments.keys)
                 count = http.get(f"{url}/v1/kv?key=key/&prefix=true&count_only=true").json()
                 assert count["count"] == arguments.keys, count
@@ -213,8 +216,14 @@ def main() -> None:
                     "(target < 300 MB)"
                 )
         finally:
+            stopping = time.perf_counter()
             server.send_signal(signal.SIGTERM)
-            server.wait(timeout=60)
+            try:
+                server.wait(timeout=600)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                raise SystemExit("the server did not stop within 600 s of SIGTERM") from None
+            print(f"stopped {time.perf_counter() - stopping:.1f} s after SIGTERM")
 
 
 if __name__ == "__main__":

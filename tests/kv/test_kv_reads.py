@@ -135,13 +135,13 @@ def test_the_scan_budget_counts_every_entry_a_request_reads_and_refuses_past_it(
     with pytest.raises(ScanTooLarge) as refused:
         view.range(prefix, ReadBudget(max_scan_entries=1))
     assert refused.value.code == "scan_too_large" and "max_scan_entries=1" in str(refused.value)
-    # Half of them: the answered key, then 49 more in the range and 49 outside it, before
-    # the range ends.
+    # Half of them: the answered key, then turns of 1, 2, 4, 8, 16 keys in the range and
+    # as many outside it, then the range's last 18 keys: 81 entries.
     half = Range(b"k/", b"k/0050", limit=1)
-    result = view.range(half, ReadBudget(max_scan_entries=99))
+    result = view.range(half, ReadBudget(max_scan_entries=81))
     assert (len(result.kvs), result.count, result.more) == (1, 50, True)
     with pytest.raises(ScanTooLarge):
-        view.range(half, ReadBudget(max_scan_entries=98))
+        view.range(half, ReadBudget(max_scan_entries=80))
     # The budget is the request's: two ranges of 60 entries each do not fit 100.
     halves = [Range(b"k/", b"k/0060", count_only=True), Range(b"k/0040", b"k0", count_only=True)]
     with pytest.raises(ScanTooLarge):

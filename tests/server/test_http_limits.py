@@ -351,7 +351,8 @@ def test_reads_answer_max_response_bytes_with_more_and_refuse_scans_past_the_lim
             assert (status, answer["error"]["code"]) == (400, "invalid_request")
             # A count scans the rest of its range and the keys outside it in turns (the
             # store knows how many keys are live): half of the keys in the range, half
-            # outside, so 17 entries each (3 read for the answer, then 7 and 7).
+            # outside, so 17 entries each (3 read for the answer, then 7 of the range's in
+            # turns with 7 outside).
             half = {"op": "range", "key": "k/", "range_end": "k/10"}
             status, answer = await api.call("POST", "/v1/txn", json={"success": [half]})
             assert status == 200 and answer["responses"][0]["count"] == 10

@@ -25,8 +25,8 @@ with the applied index. Every write request is all-or-nothing: one that raises h
 nothing and left the revision alone. Same requests, same order: byte-identical `AppData`.
 
 Costs: a current read of k keys scans k index entries and reads k values; its `count`
-scans the rest of the range and the keys outside it in turns, up to twice the smaller of
-the two (`key_count`: the store knows how many keys are live once it has counted them, in
+scans the rest of the range and the keys outside it in turns, up to three times the
+smaller of the two (`key_count`: the store knows how many keys are live once it has counted them, in
 the background, after it opens; until then it scans the rest of the range). A read at a
 past revision scans every history entry of the range. `compact` reads the revision log
 from the previous compaction revision on and the history of each key changed since; a
