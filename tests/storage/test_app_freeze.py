@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from raftkv.raft.storage.base import AppBatch, RaftStorage
+from raftkv.raft.storage.base import AppBatch, RaftStorage, StorageClosed
 from raftkv.raft.storage.memory import MemoryStorage
 from raftkv.raft.storage.rocks import RocksStorage
 
@@ -58,3 +58,27 @@ def test_a_checkpoint_is_deleted_on_close_and_stale_ones_on_open(tmp_path: Path)
     reopened = RocksStorage(tmp_path / "db")
     assert not checkpoints.exists()
     reopened.close()
+
+
+def test_a_checkpoint_scan_stops_soon_after_close(tmp_path: Path) -> None:
+    """Closed while a scan reads it (a stopping node's hash check of a large store), the
+    scan ends at its next page with StorageClosed instead of reading on to the end."""
+    storage = RocksStorage(tmp_path / "db")
+    try:
+        batch = AppBatch()
+        for number in range(10_000):
+            batch.put(b"k%05d" % number, b"v")
+        storage.app_data().commit(batch, 1, 1)
+        view = storage.app_data().freeze()
+        scan = view.scan()
+        assert next(scan) == (b"k00000", b"v")
+        view.close()
+        read = 0
+        with pytest.raises(StorageClosed):
+            for _ in scan:
+                read += 1
+        assert read < 2_048
+        with pytest.raises(StorageClosed):
+            next(iter(view.scan()))
+    finally:
+        storage.close()

@@ -57,21 +57,31 @@ _checkpoint_numbers = itertools.count(1)
 
 class CheckpointView:
     """A FrozenAppData over a RocksDB checkpoint: opened (as its own database, read as an
-    application keyspace) on the first scan, in whatever thread calls it; deleted by
-    `close`."""
+    application keyspace) on the first scan, in whatever thread calls it; closed and
+    deleted by `close`, from any thread: a scan under way then stops at its next page
+    (StorageClosed) instead of reading the whole checkpoint to the end (a hash check of a
+    large store would otherwise hold a stopping node for minutes)."""
 
     def __init__(self, path: Path, applied: tuple[int, int]) -> None:
         self.path = path
         self.applied = applied
+        self._closed = False
+        self._database: RocksDatabase | None = None
 
     def scan(self) -> Iterator[tuple[bytes, bytes]]:
+        if self._closed:
+            raise StorageClosed(f"the checkpoint at {self.path} is closed")
         database = RocksDatabase(os.path.realpath(self.path), create=False)
+        self._database = database
         try:
             yield from RocksAppData(database, self.applied).scan()
         finally:
             database.close()
 
     def close(self) -> None:
+        self._closed = True
+        if self._database is not None:
+            self._database.close()
         shutil.rmtree(self.path, ignore_errors=True)
 
 
