@@ -154,6 +154,7 @@ def _serve(arguments: argparse.Namespace) -> int:
     from raftkv.server.native_stderr import NativeStderr  # noqa: PLC0415
     from raftkv.server.preflight import StartFailed  # noqa: PLC0415
     from raftkv.server.runner import JoinFailed, run_server, started_line  # noqa: PLC0415
+    from raftkv.server.switch_interval import shorten_switch_interval  # noqa: PLC0415
 
     # gRPC's C core writes to descriptor 2 in its own format: logged in ours instead.
     native = NativeStderr()
@@ -161,6 +162,7 @@ def _serve(arguments: argparse.Namespace) -> int:
         settings.log_level, settings.log_format, settings.id, native=native
     )
     tune_collector()  # everything is imported: freeze it (see raftkv.server.collector)
+    shorten_switch_interval()  # the loop waits less for the GIL (raftkv.server.switch_interval)
     try:
         with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
             return runner.run(
