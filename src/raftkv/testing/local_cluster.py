@@ -29,8 +29,9 @@ T = TypeVar("T")
 # Event-loop turns allowed per clock step: enough for a message to be delivered, stepped,
 # persisted (inline) and answered several times over.
 _TURNS_PER_STEP = 8
-# Real time given to worker threads at each step of a wait past half its budget (run_until).
-_REAL_SECONDS_PER_LATE_STEP = 0.001
+# Steps past a wait's budget that give worker threads real time (run_until), and how much.
+_GRACE_STEPS = 200
+_REAL_SECONDS_PER_GRACE_STEP = 0.001
 
 
 def run_scenario(scenario: Callable[[], Awaitable[T]], *, timeout_s: float = 60.0) -> T:
@@ -133,19 +134,23 @@ class LocalCluster:
 
     async def run_until(self, condition: Callable[[], bool], *, max_seconds: float = 30.0) -> None:
         """Advance simulated time until `condition()` holds; raise ConditionNotMet after
-        `max_seconds` of simulated time."""
+        `max_seconds` of simulated time (and _GRACE_STEPS more steps given to worker
+        threads)."""
         step = self.settings.tick_interval_s / 2
         waited = 0.0
+        grace = _GRACE_STEPS
         await self.settle()
         while not condition():
             if waited >= max_seconds:
-                raise ConditionNotMet(f"condition not met within {max_seconds}s simulated")
-            if waited >= max_seconds / 2:
                 # Worker threads (a node's read threads, its store's key count) do not run
-                # on simulated time, and the loop's turns seldom let them have the GIL:
-                # a condition waiting on one could see the whole budget pass in a few
-                # milliseconds. Past half of it, each step lets them run for a moment.
-                await asyncio.sleep(_REAL_SECONDS_PER_LATE_STEP)
+                # on simulated time, and the loop's turns seldom let them have the GIL: a
+                # condition waiting on one could see the whole budget pass in a few
+                # milliseconds. So before giving up, a few more steps each let them run
+                # for a moment of real time (a condition met in time never pays for it).
+                if grace == 0:
+                    raise ConditionNotMet(f"condition not met within {max_seconds}s simulated")
+                grace -= 1
+                await asyncio.sleep(_REAL_SECONDS_PER_GRACE_STEP)
             self.clock.advance(step)
             waited += step
             await self.settle()
