@@ -9,7 +9,8 @@ from pathlib import Path
 
 from kv_helpers import started, stop
 
-from raftkv.kv import KvStateMachine, Put, Range, Txn
+from raftkv.kv import Put, Range, Txn
+from raftkv.kv.commands import RangeResponse
 from raftkv.raft.driver.settings import NodeSettings
 from raftkv.testing.local_cluster import run_scenario
 
@@ -40,16 +41,16 @@ def test_writes_sharing_entries_each_get_a_revision_and_a_retry_gets_its_first_a
         assert service.machine.current_revision() == 31
         txn = Txn([], [Put(b"t", b"1"), Range(b"k00", b"k99", count_only=True)])
         written = await cluster.complete(service.txn(txn))
-        assert written.responses[1].count == 30  # type: ignore[union-attr]
+        counted = written.responses[1]
+        assert isinstance(counted, RangeResponse) and counted.count == 30
         deleted = await cluster.complete(service.delete_range(b"k00", b"k10"))
         assert deleted.deleted == 10
         # Every member applied the same: the same state hash.
 
         def same() -> bool:
-            machines = [node.state_machine for node in cluster.nodes.values()]
-            assert all(isinstance(machine, KvStateMachine) for machine in machines)
-            hashes = {machine.state_hash() for machine in machines}  # type: ignore[union-attr]
-            return len(hashes) == 1 and machines[0].current_revision() == 33  # type: ignore[union-attr]
+            machines = [each.machine for each in services.values()]
+            hashes = {machine.state_hash() for machine in machines}
+            return len(hashes) == 1 and machines[0].current_revision() == 33
 
         await cluster.run_until(same)
         await stop(cluster, services)

@@ -43,8 +43,9 @@ _QUIET_SECONDS = 1.0
 
 class LiveKeyCount:
     """The store's count of live keys (see the module docstring). Its owner, MvccStore,
-    calls `created`/`deleted` for every index entry its writes add or remove, `restore`
-    when it rolls a request back, and `close` when it is done with the store."""
+    calls `created`/`deleted` for every index entry its writes add or remove, sets
+    `change` back when it rolls a request back, and calls `close` when it is done with the
+    store."""
 
     def __init__(self, app: AppData) -> None:
         # Keys created minus keys deleted since the store opened (staged writes included).
@@ -58,7 +59,8 @@ class LiveKeyCount:
             self._view = app.read_view()
             threading.Thread(target=self._count, name="raftkv-key-count", daemon=True).start()
         else:
-            self._counted = _count_index(app.scan(INDEX_PREFIX, prefix_successor(INDEX_PREFIX)))
+            index = app.scan(INDEX_PREFIX, prefix_successor(INDEX_PREFIX))
+            self._counted = sum(1 for _ in index)
             self._done.set()
 
     def total(self) -> int | None:
@@ -102,13 +104,6 @@ class LiveKeyCount:
         finally:
             self.close()
             self._done.set()
-
-
-def _count_index(items: Iterable[object]) -> int:
-    count = 0
-    for _ in items:
-        count += 1
-    return count
 
 
 def count_from_total(

@@ -26,12 +26,12 @@ nothing and left the revision alone. Same requests, same order: byte-identical `
 
 Costs: a current read of k keys scans k index entries and reads k values; its `count`
 scans the rest of the range and the keys outside it in turns, up to three times the
-smaller of the two (`key_count`: the store knows how many keys are live once it has counted them, in
-the background, after it opens; until then it scans the rest of the range). A read at a
-past revision scans every history entry of the range. `compact` reads the revision log
-from the previous compaction revision on and the history of each key changed since; a
-delete reads every key it deletes. A `ReadBudget` bounds what one request scans and
-answers; a retention policy keeps compactions small.
+smaller of the two (`key_count`: the store knows how many keys are live once it has
+counted them, in the background, after it opens; until then it scans the rest of the
+range). A read at a past revision scans every history entry of the range. `compact` reads
+the revision log from the previous compaction revision on and the history of each key
+changed since; a delete reads every key it deletes. A `ReadBudget` bounds what one request
+scans and answers; a retention policy keeps compactions small.
 
 Reads outside the log (ranges, txns without writes, the state hash) go through an
 `MvccView`: the committed store at one revision, which a worker thread can read over a

@@ -265,9 +265,9 @@ class Requests:
     def _propose_now(self, rawnode: RawNode, items: list[_Queued]) -> None:
         if not items:
             return
+        change = items[0].change
+        entries = [items] if change is not None else self._entries_of(items)
         try:
-            change = items[0].change
-            entries = [items] if change is not None else self._entries_of(items)
             if change is not None:
                 rawnode.propose_conf_change(change)
             else:
@@ -286,6 +286,8 @@ class Requests:
             proposal = self._proposals.get(item.request)
             if proposal is not None:
                 proposal.sent = True
+        # Counted once the core took them: parked proposals are grouped again on retry.
+        self._stats.proposals_batched += len(items) - len(entries)
         if rawnode.soft_state().role is StateRole.LEADER:
             first = rawnode.last_index() - len(entries) + 1
             for offset, entry in enumerate(entries):
@@ -316,8 +318,6 @@ class Requests:
             size += item_size
         if batch:
             entries.append(batch)
-        if len(entries) < len(items):
-            self._stats.proposals_batched += len(items) - len(entries)
         return entries
 
     def drain_reads(self, rawnode: RawNode) -> None:

@@ -345,10 +345,14 @@ class DriverRun:
         assert isinstance(state_machine, DictStateMachine)
         return state_machine
 
-    def check(self) -> None:
+    def count_batched(self) -> None:
+        """Record the proposals that shared an entry, on the nodes running now."""
         self.result.batched = sum(
             node.stats.proposals_batched for node in self.cluster.nodes.values()
         )
+
+    def check(self) -> None:
+        self.count_batched()
         for node in self.cluster.nodes.values():
             indices = self._machine(node).applied_commands
             if len(indices) != len(set(indices)):

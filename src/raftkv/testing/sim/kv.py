@@ -353,9 +353,7 @@ class KvRun(DriverRun):
         return len(revisions) == 1 and len({machine.state_hash() for machine in machines}) == 1
 
     def check(self) -> None:
-        self.result.batched = sum(
-            node.stats.proposals_batched for node in self.cluster.nodes.values()
-        )
+        self.count_batched()
         members = self.members()
         if not members:
             self.result.failures.append("no members at the end")
