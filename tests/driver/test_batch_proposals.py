@@ -19,6 +19,7 @@ from raftkv.raft.driver.envelope import (
     decode_proposals,
     encode_batch,
     encode_proposal,
+    is_declaration,
 )
 from raftkv.raft.driver.node import Node
 from raftkv.raft.driver.settings import NodeSettings
@@ -44,10 +45,17 @@ def durable_dict(storage: RaftStorage) -> DurableDictStateMachine:
 
 
 async def started(settings: NodeSettings = BATCHING) -> tuple[LocalCluster, Node]:
-    """A 3-node cluster of DictStateMachines with `settings`, and its leader."""
+    """A 3-node cluster of DictStateMachines with `settings`, and its leader, once every
+    member has declared it reads batch entries (log_formats.py)."""
     cluster = LocalCluster(3, state_machine=memory_dict, settings=settings)
     await cluster.start()
-    return cluster, await cluster.wait_for_leader()
+    leader = await cluster.wait_for_leader()
+    await all_batching(cluster)
+    return cluster, leader
+
+
+async def all_batching(cluster: LocalCluster) -> None:
+    await cluster.run_until(lambda: all(node.batching for node in cluster.nodes.values()))
 
 
 async def leader_besides(cluster: LocalCluster, old_leader: Node) -> Node:
@@ -117,7 +125,7 @@ def entries_of(cluster: LocalCluster, node_id: NodeId) -> list[list[tuple[Reques
     return [
         decode_proposals(entry.data)
         for entry in entries
-        if entry.kind is EntryKind.NORMAL and entry.data
+        if entry.kind is EntryKind.NORMAL and entry.data and not is_declaration(entry.data)
     ]
 
 
@@ -228,16 +236,13 @@ def test_a_batch_whose_apply_a_crash_lost_applies_whole_and_once_from_the_log() 
         )
         await cluster.start()
         leader = await cluster.wait_for_leader()
+        await all_batching(cluster)
         increments = [leader.propose(encode_incr("n"), batchable=True) for _ in range(20)]
         assert await cluster.complete(asyncio.gather(*increments)) == [
             str(value) for value in range(1, 21)
         ]
         assert leader.stats.proposals_batched > 0
-        for node_id in list(cluster.nodes):
-            await cluster.crash(node_id)
-        for node_id in list(cluster.nodes):
-            await cluster.restart(node_id)
-        leader = await cluster.wait_for_leader()
+        leader = await cluster.crash_all_and_restart()
         assert await cluster.complete(leader.propose(encode_incr("n"))) == "21"
 
         def replayed() -> bool:

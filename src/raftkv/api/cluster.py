@@ -142,6 +142,9 @@ class StatusAnswer(msgspec.Struct, frozen=True, omit_defaults=True):
     # This member was removed from the cluster: it answers only status, health, cluster
     # and metrics (left out while false).
     removed: bool = False
+    # Writes proposed together share log entries here (`batch_proposals`, and every member
+    # declared it reads them; left out while false).
+    batching: bool = False
 
 
 MemberRole = Literal["leader", "voter", "learner"]

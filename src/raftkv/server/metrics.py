@@ -32,6 +32,8 @@ Raft state (gauges; absent before the node has started; after it stopped, its la
 - `raftkv_log_first_index`, `raftkv_log_last_index`, `raftkv_snapshot_index`: the log held
   in storage (first index after the snapshot, last index) and the latest snapshot's index.
 - `raftkv_voters`, `raftkv_learners`: members of each kind in the current configuration.
+- `raftkv_batching`: 1 while this node writes batch entries (`batch_proposals` on, and every
+  member has declared it reads them: docs/operations.md#upgrades).
 - `raftkv_peer_match_index{peer}`: on the leader only, the highest index known replicated
   on each member (itself included); the leader's last index minus it is the member's lag.
 - `raftkv_proposals_pending`, `raftkv_reads_pending`: requests on this node waiting for
@@ -445,6 +447,11 @@ _STATUS_GAUGES: tuple[tuple[str, str, Callable[[NodeStatus], int]], ...] = (
     ),
     ("raftkv_voters", "Voters in the configuration.", lambda status: len(status.voters)),
     ("raftkv_learners", "Learners in the configuration.", lambda status: len(status.learners)),
+    (
+        "raftkv_batching",
+        "1 while writes proposed together share log entries here (batch_proposals).",
+        lambda status: int(status.batching),
+    ),
     (
         "raftkv_proposals_pending",
         "Proposals on this node waiting for their outcome.",

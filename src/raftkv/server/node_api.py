@@ -60,6 +60,7 @@ def status_answer(
             if not (warning.while_auth_disabled and service.authorizer.enabled)
         ],
         removed=status.removed,
+        batching=status.batching,
     )
 
 

@@ -202,11 +202,11 @@ class ServerSettings:
         "bytes (0: by count only).",
     )
     batch_proposals: bool = _setting(
-        False,
+        True,
         parse_bool,
         "Writes proposed together share one log entry, appended, fsynced and applied as one "
-        "by every member. Turn it on only once every member runs a raftkv that reads such "
-        "entries (this version or later): an older member skips them and diverges.",
+        "by every member: once every member has declared it reads such entries (an older "
+        "raftkv never does, so a cluster with one does not batch). false: never batch.",
     )
     request_timeout_s: float = _setting(
         10.0, parse_float, "How long a request waits for its outcome (then 504 timeout)."

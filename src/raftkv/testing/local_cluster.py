@@ -122,6 +122,14 @@ class LocalCluster:
         await node.start()
         return node
 
+    async def crash_all_and_restart(self) -> Node:
+        """Crash every node (see crash), restart them all; the leader they then agree on."""
+        for node_id in list(self.nodes):
+            await self.crash(node_id)
+        for node_id in list(self.nodes):
+            await self.restart(node_id)
+        return await self.wait_for_leader()
+
     async def stop(self) -> None:
         for node in self.nodes.values():
             await node.stop(transfer_leadership=False)

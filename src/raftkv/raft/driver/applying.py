@@ -4,7 +4,8 @@ membership changes), installing snapshots from the leader, taking snapshots of o
 The node's loop calls it once per Ready, always after the Ready's write is durable; while
 the node runs, nothing else changes the state machine (apply, restore). Invariants:
 - an entry at or below the state machine's `applied_index()` is not applied again, but its
-  membership change is (the core restarts from the snapshot and must see it);
+  membership change or format declaration is (the core, and LogFormats, restart from the
+  snapshot and must see it);
 - an entry that cannot be decoded is skipped alike by every node, never fatal (a fatal
   error here would stop every node, on every restart, for good);
 - the snapshot index only moves forward;
@@ -42,10 +43,13 @@ from raftkv.raft.driver.envelope import (
     EnvelopeError,
     RequestId,
     decode_conf_change_context,
+    decode_declaration,
     decode_proposals,
     decode_snapshot_envelope,
     encode_snapshot,
+    is_declaration,
 )
+from raftkv.raft.driver.log_formats import LogFormats
 from raftkv.raft.driver.membership import Membership
 from raftkv.raft.driver.requests import Requests
 from raftkv.raft.driver.settings import NodeSettings
@@ -86,6 +90,7 @@ class Applier:
         writer: Writer,
         requests: Requests,
         membership: Membership,
+        formats: LogFormats,
         wake: Callable[[], None],
     ) -> None:
         """`wake` tells the node's loop there is work for it (a snapshot built)."""
@@ -98,6 +103,7 @@ class Applier:
         self._writer = writer
         self._requests = requests
         self._membership = membership
+        self._formats = formats
         self._wake = wake
         # The index of the latest snapshot stored, ours or the leader's.
         self._snapshot_index = 0
@@ -122,12 +128,13 @@ class Applier:
         it, and the membership to what it says. Raises EnvelopeError or SnapshotInvalid
         when it cannot be used."""
         applied = self._state_machine.applied_index()
-        peers, removed, app = decode_snapshot_envelope(snapshot.data)
-        if applied < snapshot.metadata.index:
-            metadata = snapshot.metadata
-            self._state_machine.restore(app, metadata.index, metadata.term)
-        self._membership.recover(peers, removed)
-        self._snapshot_index = snapshot.metadata.index
+        envelope = decode_snapshot_envelope(snapshot.data)
+        metadata = snapshot.metadata
+        if applied < metadata.index:
+            self._state_machine.restore(envelope.app, metadata.index, metadata.term)
+        self._membership.recover(envelope.peers, envelope.removed)
+        self._formats.recover(envelope.formats, metadata.conf_state, metadata.index)
+        self._snapshot_index = metadata.index
 
     def check_snapshot(self, message: Message) -> None:
         """Refuse (MalformedMessage) a snapshot whose data this node could not install (an
@@ -138,7 +145,7 @@ class Applier:
         if snapshot is None:
             return
         try:
-            _, _, app = decode_snapshot_envelope(snapshot.data)
+            app = decode_snapshot_envelope(snapshot.data).app
             machine = self._state_machine
             if isinstance(machine, ValidatesSnapshots):
                 machine.validate_snapshot(app)
@@ -154,12 +161,13 @@ class Applier:
         self._requests.fail_covered_by_snapshot(snapshot.metadata.index)
         started = time.perf_counter()
         try:
-            peers, removed, app = decode_snapshot_envelope(snapshot.data)
+            envelope = decode_snapshot_envelope(snapshot.data)
         except EnvelopeError as error:
             raise EnvelopeError(f"snapshot at index {snapshot.metadata.index}: {error}") from error
-        self._membership.learn_from_snapshot(peers, removed)
+        self._membership.learn_from_snapshot(envelope.peers, envelope.removed)
         metadata = snapshot.metadata
-        self._state_machine.restore(app, metadata.index, metadata.term)
+        self._state_machine.restore(envelope.app, metadata.index, metadata.term)
+        self._formats.learn_from_snapshot(envelope.formats, metadata.conf_state, metadata.index)
         self._snapshot_index = max(self._snapshot_index, metadata.index)
         self._log_bytes_since_snapshot = 0
         self._membership.sync_transport_peers(metadata.conf_state)
@@ -184,6 +192,9 @@ class Applier:
             if entry.kind is EntryKind.CONF_CHANGE:
                 self._apply_conf_change(rawnode, entry)
                 continue
+            if is_declaration(entry.data):
+                self._apply_declaration(entry, replayed=entry.index <= already_applied)
+                continue
             if entry.index <= already_applied:
                 continue
             if not entry.data:
@@ -204,6 +215,7 @@ class Applier:
                 commands.append(Command(entry.index, entry.term, command))
                 owners.append(request)
         last = entries[-1]
+        self._formats.entries_applied(last.index)
         if last.index <= already_applied:
             return
         started = time.perf_counter()
@@ -236,6 +248,7 @@ class Applier:
                 self._requests.complete(request, error)
             return
         removed_here = self._membership.apply_change(change, conf_state, peers)
+        self._formats.apply_conf_state(conf_state)
         if any(single.type in _ADDS for single in change.changes):
             # A new member catches up from a snapshot, and refuses one whose membership
             # does not include it (the core's defence, as etcd's). The latest snapshot
@@ -245,6 +258,19 @@ class Applier:
             self._requests.complete(request, conf_state)
         if removed_here:
             self._membership.learn_removed("its removal applied here")
+
+    def _apply_declaration(self, entry: Entry, *, replayed: bool) -> None:
+        try:
+            declaration = decode_declaration(entry.data)
+        except EnvelopeError as error:
+            # As for a command: skipped alike everywhere rather than fatal everywhere.
+            logger.error("node %d skips log entry %d: %s", self._node_id, entry.index, error)
+            self._requests.fail_overwritten(entry.index, ())
+            return
+        self._formats.apply(entry.index, declaration, replayed=replayed)
+        if not replayed:
+            self._requests.fail_overwritten(entry.index, (declaration.request,))
+            self._requests.complete(declaration.request, None)
 
     # -- snapshots of our own --------------------------------------------------------------
 
@@ -277,14 +303,20 @@ class Applier:
             produce = machine.snapshot_later()
             peers = self._membership.peers()
             removed = self._membership.removed_ids()
+            formats = self._formats.declared()
             task = asyncio.ensure_future(
-                self._build_snapshot(applied, conf_state, peers, produce, removed=removed)
+                self._build_snapshot(
+                    applied, conf_state, peers, produce, removed=removed, formats=formats
+                )
             )
             task.add_done_callback(lambda _: self._wake())
             self._snapshot_write = task
             return
         data = encode_snapshot(
-            self._membership.peers(), machine.snapshot(), self._membership.removed_ids()
+            self._membership.peers(),
+            machine.snapshot(),
+            self._membership.removed_ids(),
+            self._formats.declared(),
         )
         self._snapshot_write = self._writer.submit(
             self._storage.create_snapshot, applied, conf_state, data
@@ -298,6 +330,7 @@ class Applier:
         produce: Callable[[], bytes],
         *,
         removed: frozenset[NodeId],
+        formats: dict[NodeId, tuple[int, int]],
     ) -> tuple[Snapshot, float]:
         if not self._writer.threaded:
             # A deterministic simulation (persisting inline): a worker thread would finish
@@ -308,11 +341,11 @@ class Applier:
             # the build, and nothing advances a ManualClock then.
             for _ in range(int(_MAX_SIMULATED_BUILD_TURNS ** self._rng.random())):
                 await asyncio.sleep(0)
-            data = encode_snapshot(peers, produce(), removed)
+            data = encode_snapshot(peers, produce(), removed, formats)
         else:
             loop = asyncio.get_running_loop()
             data = await loop.run_in_executor(
-                None, lambda: encode_snapshot(peers, produce(), removed)
+                None, lambda: encode_snapshot(peers, produce(), removed, formats)
             )
         return await self._writer.submit(self._storage.create_snapshot, applied, conf_state, data)
 

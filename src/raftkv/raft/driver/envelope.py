@@ -9,10 +9,15 @@
   length) and its bytes. Its commands apply in order, in one `apply` call, each with its
   own request id and result; they share the entry's index and term. A raftkv older than
   this format skips such an entry (the error below), so a cluster turns batching on only
-  once every member reads it.
+  once every member reads it (log_formats.py).
+- A format declaration (format version 3): a member says which entry formats it reads
+  (log_formats.py): the proposal header, then the newest format it reads, the index it had
+  applied and the members whose declarations it knew then. Applied by the driver, never
+  passed to the state machine.
 - A membership change's context: the request id and the peer addresses it introduces, so
   every node learns how to reach a new member from the log itself.
-- A snapshot: the peer addresses known at that point and the state machine's bytes.
+- A snapshot: the peer addresses, removed ids and format declarations known at that point,
+  and the state machine's bytes.
 
 Entries and snapshots are read back on every node and after restarts, so decoding is
 strict: an unknown version or a malformed envelope is an error, never a guess. A snapshot
@@ -23,7 +28,7 @@ a node never stores one it cannot read back.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -33,6 +38,7 @@ from raftkv.raft.core.types import ConfChange, Entry, EntryKind, NodeId
 
 PROPOSAL_VERSION = 1
 BATCH_VERSION = 2
+DECLARATION_VERSION = 3
 _HEADER = struct.Struct(">BQQQ")
 HEADER_SIZE = _HEADER.size
 _BATCH_HEADER = struct.Struct(">BI")
@@ -44,6 +50,10 @@ BATCH_ITEM_HEADER_BYTES = _BATCH_ITEM.size
 # The most commands one batch entry carries (Requests makes them; a peer's entry with more
 # is refused on arrival, like any malformed one).
 MAX_BATCH_COMMANDS = 4096
+_DECLARATION = struct.Struct(">BQH")
+_KNOWN_ID = struct.Struct(">Q")
+# The most member ids a declaration names (a cluster has a handful of members).
+MAX_DECLARED_MEMBERS = 1024
 
 
 class EnvelopeError(ValueError):
@@ -122,6 +132,49 @@ def decode_proposals(data: bytes) -> list[tuple[RequestId, bytes]]:
     return proposals
 
 
+@dataclass(frozen=True, slots=True)
+class Declaration:
+    """A member's format declaration (log_formats.py): `request.origin` reads entry formats
+    up to `reads`; it had applied `applied` and knew the declarations of `known` then."""
+
+    request: RequestId
+    reads: int
+    applied: int
+    known: frozenset[NodeId]
+
+
+def is_declaration(data: bytes) -> bool:
+    return data[:1] == bytes([DECLARATION_VERSION])
+
+
+def encode_declaration(declaration: Declaration) -> bytes:
+    if len(declaration.known) > MAX_DECLARED_MEMBERS:
+        raise ValueError(f"a declaration names at most {MAX_DECLARED_MEMBERS} members")
+    request = declaration.request
+    parts = [
+        _HEADER.pack(DECLARATION_VERSION, request.origin, request.incarnation, request.sequence),
+        _DECLARATION.pack(declaration.reads, declaration.applied, len(declaration.known)),
+    ]
+    parts.extend(_KNOWN_ID.pack(member) for member in sorted(declaration.known))
+    return b"".join(parts)
+
+
+def decode_declaration(data: bytes) -> Declaration:
+    """EnvelopeError unless `data` is exactly one well-formed declaration."""
+    fixed = HEADER_SIZE + _DECLARATION.size
+    if len(data) < fixed or not is_declaration(data):
+        raise EnvelopeError(f"format declaration of {len(data)} bytes is malformed")
+    _, origin, incarnation, sequence = _HEADER.unpack_from(data)
+    reads, applied, count = _DECLARATION.unpack_from(data, HEADER_SIZE)
+    if count > MAX_DECLARED_MEMBERS or len(data) != fixed + count * _KNOWN_ID.size:
+        raise EnvelopeError(f"format declaration naming {count} members is malformed")
+    known = frozenset(
+        NodeId(_KNOWN_ID.unpack_from(data, fixed + number * _KNOWN_ID.size)[0])
+        for number in range(count)
+    )
+    return Declaration(RequestId(NodeId(origin), incarnation, sequence), reads, applied, known)
+
+
 class _ConfChangeContext(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     version: int
     request: tuple[int, int, int] | None
@@ -154,8 +207,37 @@ class _SnapshotEnvelopeV2(
     app: bytes
 
 
+_FormatField = Annotated[int, msgspec.Meta(ge=0, le=255)]
+_IndexField = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class _SnapshotEnvelopeV3(
+    msgspec.Struct, array_like=True, forbid_unknown_fields=True, tag=3, tag_field="version"
+):
+    peers: dict[_NodeIdField, str]
+    removed: list[_NodeIdField]
+    # The members' format declarations (log_formats.py): id → (format read, index declared
+    # at). Written only when there are any, so a cluster none of whose members declared
+    # (an older raftkv) keeps reading its snapshots.
+    formats: dict[_NodeIdField, tuple[_FormatField, _IndexField]]
+    app: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotEnvelope:
+    """What a snapshot's data holds besides the application's bytes, and those."""
+
+    peers: dict[NodeId, str]
+    removed: frozenset[NodeId]
+    # Member id → (the newest entry format it reads, the index of its declaration).
+    formats: dict[NodeId, tuple[int, int]]
+    app: bytes
+
+
 _CONTEXT_DECODER = msgspec.msgpack.Decoder(_ConfChangeContext)
-_SNAPSHOT_DECODER = msgspec.msgpack.Decoder(_SnapshotEnvelopeV1 | _SnapshotEnvelopeV2)
+_SNAPSHOT_DECODER = msgspec.msgpack.Decoder(
+    _SnapshotEnvelopeV1 | _SnapshotEnvelopeV2 | _SnapshotEnvelopeV3
+)
 _ENCODER = msgspec.msgpack.Encoder()
 
 
@@ -184,8 +266,22 @@ def decode_conf_change_context(data: bytes) -> tuple[RequestId | None, dict[Node
     return request, {NodeId(peer): address for peer, address in context.peers.items()}
 
 
-def encode_snapshot(peers: dict[NodeId, str], app: bytes, removed: Iterable[NodeId] = ()) -> bytes:
-    envelope = _SnapshotEnvelopeV2(peers=dict(peers.items()), removed=sorted(removed), app=app)
+def encode_snapshot(
+    peers: dict[NodeId, str],
+    app: bytes,
+    removed: Iterable[NodeId] = (),
+    formats: Mapping[NodeId, tuple[int, int]] | None = None,
+) -> bytes:
+    envelope: _SnapshotEnvelopeV2 | _SnapshotEnvelopeV3
+    if formats:
+        envelope = _SnapshotEnvelopeV3(
+            peers=dict(peers.items()),
+            removed=sorted(removed),
+            formats=dict(formats.items()),
+            app=app,
+        )
+    else:
+        envelope = _SnapshotEnvelopeV2(peers=dict(peers.items()), removed=sorted(removed), app=app)
     return _ENCODER.encode(envelope)
 
 
@@ -214,29 +310,36 @@ def _bin_header(length: int) -> bytes:
 
 def decode_snapshot(data: bytes) -> tuple[dict[NodeId, str], bytes]:
     """The peers and the application's bytes of a snapshot's data."""
-    peers, _, app = decode_snapshot_envelope(data)
-    return peers, app
+    envelope = decode_snapshot_envelope(data)
+    return envelope.peers, envelope.app
 
 
-def decode_snapshot_envelope(data: bytes) -> tuple[dict[NodeId, str], frozenset[NodeId], bytes]:
-    """The peers, the removed ids and the application's bytes of a snapshot's data."""
+def decode_snapshot_envelope(data: bytes) -> SnapshotEnvelope:
+    """The peers, removed ids, format declarations and application's bytes of a
+    snapshot's data."""
     try:
         envelope = _SNAPSHOT_DECODER.decode(data)
     except msgspec.DecodeError as error:
-        # msgspec names an unknown tag ("Invalid value 3 - at `$[0]`").
+        # msgspec names an unknown tag ("Invalid value 4 - at `$[0]`").
         raise EnvelopeError(f"snapshot envelope is malformed: {error}") from error
     peers = {NodeId(peer): address for peer, address in envelope.peers.items()}
     removed = (
-        frozenset(NodeId(peer) for peer in envelope.removed)
-        if isinstance(envelope, _SnapshotEnvelopeV2)
-        else frozenset()
+        frozenset()
+        if isinstance(envelope, _SnapshotEnvelopeV1)
+        else frozenset(NodeId(peer) for peer in envelope.removed)
     )
-    return peers, removed, envelope.app
+    formats = (
+        {NodeId(peer): (reads, index) for peer, (reads, index) in envelope.formats.items()}
+        if isinstance(envelope, _SnapshotEnvelopeV3)
+        else {}
+    )
+    return SnapshotEnvelope(peers, removed, formats, envelope.app)
 
 
 def check_forwarded_entries(entries: Sequence[Entry]) -> None:
     """Raise EnvelopeError unless every entry a peer forwards for the log is one this
-    version can apply: a command envelope or a membership change with a valid context."""
+    version can apply: a command envelope, a format declaration or a membership change
+    with a valid context."""
     for entry in entries:
         if entry.kind is EntryKind.CONF_CHANGE:
             try:
@@ -244,5 +347,7 @@ def check_forwarded_entries(entries: Sequence[Entry]) -> None:
             except ValueError as error:
                 raise EnvelopeError(f"forwarded membership change: {error}") from error
             decode_conf_change_context(change.context)
+        elif is_declaration(entry.data):
+            decode_declaration(entry.data)
         else:
             decode_proposals(entry.data)

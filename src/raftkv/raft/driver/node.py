@@ -21,6 +21,7 @@ The state the loop drives has owners of its own, each given what it needs when b
 - `Requests` (requests.py): proposal and read futures, from the call to their outcome;
 - `Applier` (applying.py): the state machine — committed entries, snapshots in and out;
 - `Membership` (membership.py): peer addresses, removed ids, joins and changes;
+- `LogFormats` (log_formats.py): the entry formats the members read (batch entries);
 - `Leadership` (leadership.py): the leader this node knows, and waiting for one;
 - `Ticker` (ticker.py): the clock turned into core ticks;
 - `LeadershipTransfers` (transfer.py): handing leadership over, here or through the leader;
@@ -80,6 +81,7 @@ from raftkv.raft.driver.errors import (
     Stopped,
 )
 from raftkv.raft.driver.leadership import LeaderObserver, Leadership, best_transferee
+from raftkv.raft.driver.log_formats import LogFormats
 from raftkv.raft.driver.membership import Membership
 from raftkv.raft.driver.requests import Requests
 from raftkv.raft.driver.settings import NodeSettings
@@ -172,6 +174,10 @@ class Node:
             clock=self.clock,
             stats=self.stats,
             wake=self._wake.set,
+            may_batch=lambda: self.batching,
+        )
+        self._formats = LogFormats(
+            node_id=node_id, settings=self.settings, clock=self.clock, requests=self._requests
         )
         self._leadership = Leadership(
             clock=self.clock, settings=self.settings, stats=self.stats, stopping=self._is_stopping
@@ -206,6 +212,7 @@ class Node:
             writer=self._writer,
             requests=self._requests,
             membership=self._membership,
+            formats=self._formats,
             wake=self._wake.set,
         )
 
@@ -280,6 +287,7 @@ class Node:
             loop.create_task(self._run(), name=f"raftkv-node-{self.id}"),
             loop.create_task(self._ticker.run(), name=f"raftkv-ticker-{self.id}"),
         ]
+        self._formats.start(replay_until=self.storage.initial_state()[0].commit)
 
     def _check_stored_term(self) -> None:
         term = self.storage.initial_state()[0].term
@@ -324,7 +332,11 @@ class Node:
         self._stopping = True
         current = asyncio.current_task()
         await cancel_and_wait(
-            *(task for task in (*self._tasks, *self._membership.tasks()) if task is not current)
+            *(
+                task
+                for task in (*self._tasks, *self._membership.tasks(), *self._formats.tasks())
+                if task is not current
+            )
         )
         # A write already handed to the writer thread finishes; never abandon it halfway.
         if self._outstanding is not None and self._outstanding.write is not None:
@@ -484,6 +496,7 @@ class Node:
             pending_reads=self._requests.pending_reads,
             removed=self.removed,
             stopped=self._stopping,
+            batching=self.batching,
         )
 
     @property
@@ -509,6 +522,12 @@ class Node:
     @property
     def is_leader(self) -> bool:
         return self._leadership.is_leader
+
+    @property
+    def batching(self) -> bool:
+        """Whether this node writes batch entries now: NodeSettings.batch_proposals, and
+        every member has declared it reads them (log_formats.py)."""
+        return self._formats.batching_allowed()
 
     # -- TransportHandler ------------------------------------------------------------------
 

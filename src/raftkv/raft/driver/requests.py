@@ -22,9 +22,10 @@ Invariants:
   `retry_ticks`; the reads queued meanwhile wait for its answer and go together next.
 - Request ids and read contexts are unique per node incarnation (one sequence for both).
 - Only the loop steps requests into the core and ends them; callers register and wait.
-- With NodeSettings.batch_proposals, consecutive batchable commands drained together go
-  into one batch entry (envelope.encode_batch), at most MAX_BATCH_COMMANDS and
-  max_command_bytes of commands each; the entry's index then owns every request in it.
+- While batching is allowed (`may_batch`: log_formats.py), consecutive batchable commands
+  drained together go into one batch entry (envelope.encode_batch), at most
+  MAX_BATCH_COMMANDS and max_command_bytes of commands each; the entry's index then owns
+  every request in it.
 """
 
 from __future__ import annotations
@@ -51,8 +52,10 @@ from raftkv.raft.driver.envelope import (
     BATCH_HEADER_BYTES,
     BATCH_ITEM_HEADER_BYTES,
     MAX_BATCH_COMMANDS,
+    Declaration,
     RequestId,
     encode_batch,
+    encode_declaration,
     encode_proposal,
 )
 from raftkv.raft.driver.errors import (
@@ -95,6 +98,8 @@ class _Queued:
     change: ConfChange | None = None
     # Whether the command may share a batch entry (Node.propose).
     batchable: bool = False
+    # `command` is already an entry's data (a format declaration), not a command to wrap.
+    encoded: bool = False
 
 
 class Requests:
@@ -107,10 +112,13 @@ class Requests:
         clock: Clock,
         stats: NodeStats,
         wake: Callable[[], None],
+        may_batch: Callable[[], bool],
     ) -> None:
         """`incarnation` tells this run's request ids from a previous run's; `wake`
-        tells the node's loop there is work for it."""
+        tells the node's loop there is work for it; `may_batch`, whether batch entries
+        may be written now."""
         self._node_id = node_id
+        self._may_batch = may_batch
         self._incarnation = incarnation
         self._settings = settings
         self._clock = clock
@@ -174,6 +182,18 @@ class Requests:
         self._wake()
         try:
             return await future
+        finally:
+            self._proposals.pop(request, None)
+
+    async def propose_declaration(self, make: Callable[[RequestId], Declaration]) -> None:
+        """Queue this node's format declaration (log_formats.py), made for its request
+        id, and wait until it is applied here."""
+        request = self.next_request()
+        future = self._register(request, None)
+        self._queued.append(_Queued(request, encode_declaration(make(request)), encoded=True))
+        self._wake()
+        try:
+            await future
         finally:
             self._proposals.pop(request, None)
 
@@ -295,9 +315,9 @@ class Requests:
 
     def _entries_of(self, items: list[_Queued]) -> list[list[_Queued]]:
         """`items` (commands, in order) grouped into log entries: each alone, or with
-        batch_proposals the batchable ones that follow each other together, up to
+        batching allowed the batchable ones that follow each other together, up to
         MAX_BATCH_COMMANDS and max_command_bytes of batch per entry."""
-        if not self._settings.batch_proposals:
+        if not self._may_batch():
             return [[item] for item in items]
         limit = self._settings.max_command_bytes
         entries: list[list[_Queued]] = []
@@ -482,6 +502,8 @@ class Requests:
 
 
 def _entry_data(entry: list[_Queued]) -> bytes:
+    if entry[0].encoded:
+        return entry[0].command
     if len(entry) == 1:
         return encode_proposal(entry[0].request, entry[0].command)
     return encode_batch([(item.request, item.command) for item in entry])

@@ -31,9 +31,9 @@ class NodeSettings:
     max_batch_bytes: int = 8 << 20
     # Batchable commands (Node.propose) drained together share one log entry (a batch:
     # envelope.encode_batch), so that every member appends, fsyncs and applies them as
-    # one. Off by default: a raftkv before this format skips batch entries, so a cluster
-    # turns it on only once every member runs a version that reads them.
-    batch_proposals: bool = False
+    # one; only while every member has declared it reads batch entries (a raftkv before
+    # this format skips them: log_formats.py). False: never batch.
+    batch_proposals: bool = True
     # Bounded queues: messages from peers beyond this are dropped (Raft retransmits);
     # requests beyond max_pending_requests fail with Overloaded.
     max_inbox_messages: int = 20_000

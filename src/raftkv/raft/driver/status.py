@@ -55,6 +55,8 @@ class NodeStatus:
     # This node was removed from the cluster by a membership change.
     removed: bool = False
     stopped: bool = False
+    # This node writes batch entries now (Node.batching).
+    batching: bool = False
 
 
 # Bucket upper bounds. Latencies: 100µs (a fast fsync) to 10s (a stalled disk).
