@@ -560,6 +560,39 @@ def test_graceful_stop_of_the_leader_hands_over_leadership() -> None:
     run_scenario(scenario)
 
 
+def test_a_stopping_leader_stops_waiting_for_a_successor_that_cannot_come() -> None:
+    """Its hand-over is bounded by stop_transfer_timeout_s (3 s), but a whole cluster
+    stopped at once, or a transferee already gone, must not cost all of it."""
+
+    async def scenario() -> None:
+        cluster = LocalCluster(3, state_machine=memory_dict)
+        await cluster.start()
+        leader = await cluster.wait_for_leader()
+        await cluster.complete(leader.propose(encode_set("a", "1")))
+        others = [node for node in cluster.nodes.values() if node is not leader]
+        election_timeout = cluster.settings.election_timeout_s
+        assert cluster.settings.stop_transfer_timeout_s > 2 * election_timeout
+        # Every member stopping at once: the successor stops mid-campaign.
+        started = cluster.clock.now()
+        await cluster.complete(asyncio.gather(*(node.stop() for node in cluster.nodes.values())))
+        assert cluster.clock.now() - started <= 1.5 * election_timeout
+        assert others  # the followers went at once
+        # The transferee already gone: the core gives the transfer up.
+        cluster = LocalCluster(3, state_machine=memory_dict)
+        await cluster.start()
+        leader = await cluster.wait_for_leader()
+        await cluster.complete(leader.propose(encode_set("a", "1")))
+        for node in cluster.nodes.values():
+            if node is not leader:
+                await cluster.complete(node.stop(transfer_leadership=False))
+        started = cluster.clock.now()
+        await cluster.complete(leader.stop())
+        assert cluster.clock.now() - started <= 1.5 * election_timeout
+        await cluster.stop()
+
+    run_scenario(scenario)
+
+
 def test_pending_requests_end_on_stop() -> None:
     async def scenario() -> None:
         cluster = LocalCluster(3, state_machine=memory_dict)

@@ -136,6 +136,16 @@ class KvProcessCluster:
         environ: dict[str, str] | None = None,
         command: list[str] | None = None,
     ) -> None:
+        self.launch(node, environ, command)
+        self.wait_started(node)
+
+    def launch(
+        self,
+        node: int,
+        environ: dict[str, str] | None = None,
+        command: list[str] | None = None,
+    ) -> None:
+        """Start `node`'s process, not waiting for it to serve (wait_started)."""
         out = (self.root / f"node-{node}.out").open("wb")
         err = (self.root / f"node-{node}.err").open("ab")
         self.processes[node] = subprocess.Popen(
@@ -148,6 +158,7 @@ class KvProcessCluster:
         out.close()
         err.close()
 
+    def wait_started(self, node: int) -> None:
         def started() -> bool:
             process = self.processes[node]
             if process.poll() is not None:
@@ -157,8 +168,12 @@ class KvProcessCluster:
         wait_until(started, 60, f"node {node} to start")
 
     def start_all(self) -> None:
+        # All at once: each process spends most of a second importing and opening its
+        # store, which the others can do meanwhile.
         for node in self.ids:
-            self.start(node)
+            self.launch(node)
+        for node in self.ids:
+            self.wait_started(node)
         self.wait_for_leader()
 
     def status(self, node: int) -> dict[str, Any] | None:

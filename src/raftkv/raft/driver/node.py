@@ -201,6 +201,7 @@ class Node:
             wake=self._wake,
             leadership=self._leadership,
             membership=self._membership,
+            clock=self.clock,
         )
         self._applier = Applier(
             node_id=node_id,
@@ -785,4 +786,4 @@ class Node:
         match = self._rawnode.match_index(target)
         if match is None or match < self._rawnode.committed_index():
             return  # nobody is caught up; a transfer would leave the cluster leaderless
-        await self.transfer_leadership(target, timeout=self.settings.stop_transfer_timeout_s)
+        await self._transfers.hand_over(target, self.settings.stop_transfer_timeout_s)

@@ -11,6 +11,10 @@ and the leader's refusals come back as the errors the leader raises itself:
 - ProposalDropped when nothing was done (no other voter, the leader is stopping);
 - MembershipError "not_sent" / "unreachable" from the transport (see Membership.ask_leader).
 
+A stopping leader hands over with `hand_over`, which also stops waiting once waiting cannot
+help: the core gave the transfer up, or the campaign it started found no leader within an
+election timeout (the transferee is stopping too, as when a whole cluster is stopped).
+
 Invariant: a node only ever asks its own core to transfer while it leads; a forwarded
 request never travels further than the leader (a leader that lost leadership meanwhile
 answers not_leader, and the requester's caller decides whether to retry).
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from raftkv.raft.clock import Clock
 from raftkv.raft.core.errors import InvalidArgument, NotLeader, ProposalDropped
 from raftkv.raft.core.rawnode import RawNode
 from raftkv.raft.core.types import NO_NODE, NodeId, StateRole
@@ -43,6 +48,7 @@ class LeadershipTransfers:
         wake: asyncio.Event,
         leadership: Leadership,
         membership: Membership,
+        clock: Clock,
     ) -> None:
         self._node_id = node_id
         self._settings = settings
@@ -51,6 +57,7 @@ class LeadershipTransfers:
         self._wake = wake
         self._leadership = leadership
         self._membership = membership
+        self._clock = clock
 
     async def transfer(self, to: NodeId | None, wait: float) -> NodeId:
         """Hand leadership to `to` (None: the most caught-up other voter), here or through
@@ -70,6 +77,32 @@ class LeadershipTransfers:
                 raise TimeoutError(response.message)
             case _:  # "busy", "stopped": nothing was done
                 raise ProposalDropped(response.message)
+
+    async def hand_over(self, to: NodeId, wait: float) -> None:
+        """Stopping as leader: hand leadership to `to` and wait, at most `wait` seconds,
+        until another member leads; or, sooner, until waiting is pointless: we still lead
+        and the core gave the transfer up (`to` did not take over within an election
+        timeout), or we stepped down and no leader came within an election timeout of it.
+        TimeoutError after `wait`."""
+        rawnode = self._core()
+        rawnode.transfer_leader(to)
+        self._wake.set()
+        leadership = self._leadership
+        own = self._node_id
+        clock = self._clock
+        election_timeout = self._settings.election_timeout_s
+        stepped_down_at: list[float] = []
+
+        def over() -> bool:
+            if leadership.leader_id not in (NO_NODE, own):
+                return True
+            if rawnode.soft_state().role is StateRole.LEADER:
+                return rawnode.lead_transferee() == NO_NODE
+            if not stepped_down_at:
+                stepped_down_at.append(clock.now())
+            return clock.now() - stepped_down_at[0] >= election_timeout
+
+        await leadership.wait_for(over, wait)
 
     async def answer(self, request: MemberRequest) -> MemberResponse:
         """A member forwards a transfer to us: make it if we lead, say why not otherwise."""
