@@ -154,7 +154,8 @@ def test_proposals_parked_without_a_leader_do_not_pile_up() -> None:
             await cluster.run_until(lambda batch=batch: all(task.done() for task in batch))
             for task in batch:
                 task.exception()
-        assert len(follower._requests._parked) <= 100
+        # (Plus the driver's own format declaration, which waits for a leader too.)
+        assert len(follower._requests._parked) <= 100 + 1
         await cluster.stop()
 
     run_scenario(scenario)

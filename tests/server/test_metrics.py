@@ -193,6 +193,8 @@ def test_overloaded_failed_and_snapshot_counts() -> None:
         cluster = LocalCluster(3, state_machine=kv_machine, settings=settings)
         await cluster.start()
         leader = await cluster.wait_for_leader()
+        # The members' format declarations (log_formats.py) are in the log first.
+        await cluster.run_until(lambda: all(node.batching for node in cluster.nodes.values()))
         follower = next(node for node in cluster.nodes.values() if node is not leader)
         services: dict[int, KvService] = {}
         metrics: dict[int, Metrics] = {}
@@ -213,7 +215,10 @@ def test_overloaded_failed_and_snapshot_counts() -> None:
                 await cluster.complete(services[follower.id].put(b"c", b"3", timeout=1.0))
             for number in range(10):
                 await cluster.complete(services[leader.id].put(f"k{number}".encode(), b"v"))
-            await cluster.run_until(lambda: leader.stats.snapshots_created >= 1)
+            # Until the leader's log no longer holds the entry the follower needs next.
+            await cluster.run_until(
+                lambda: leader.status().first_index > follower.status().applied_index + 1
+            )
             # Back in touch, the follower catches up from the leader's snapshot (the log
             # before it is compacted away).
             cluster.network.heal()

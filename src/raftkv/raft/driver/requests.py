@@ -77,6 +77,9 @@ class _Proposal:
     deadline: float
     # Set once the core took the proposal (see the module's invariants).
     sent: bool = False
+    # The driver's own (a format declaration): not a caller's proposal, so neither counted
+    # in the stats nor against max_pending_requests.
+    internal: bool = False
 
 
 @dataclass(slots=True)
@@ -151,10 +154,13 @@ class Requests:
         # at most max_batch_entries / max_batch_bytes go into one Ready).
         self._batch_entries = 0
         self._batch_bytes = 0
+        # Internal proposals in `_proposals` (at most one: LogFormats declares one at a time).
+        self._internal_pending = 0
 
     @property
     def pending_proposals(self) -> int:
-        return len(self._proposals)
+        """Callers' proposals waiting for their outcome (the driver's own left out)."""
+        return len(self._proposals) - self._internal_pending
 
     @property
     def pending_reads(self) -> int:
@@ -189,12 +195,14 @@ class Requests:
         """Queue this node's format declaration (log_formats.py), made for its request
         id, and wait until it is applied here."""
         request = self.next_request()
-        future = self._register(request, None)
+        future = self._register(request, None, internal=True)
         self._queued.append(_Queued(request, encode_declaration(make(request)), encoded=True))
+        self._internal_pending += 1
         self._wake()
         try:
             await future
         finally:
+            self._internal_pending -= 1
             self._proposals.pop(request, None)
 
     async def propose_conf_change(
@@ -230,13 +238,16 @@ class Requests:
         finally:
             self._reads.pop(context, None)
 
-    def _register(self, request: RequestId, timeout: float | None) -> asyncio.Future[Any]:
-        if len(self._proposals) >= self._settings.max_pending_requests:
+    def _register(
+        self, request: RequestId, timeout: float | None, *, internal: bool = False
+    ) -> asyncio.Future[Any]:
+        pending = self.pending_proposals
+        if not internal and pending >= self._settings.max_pending_requests:
             self._stats.overloaded += 1
-            raise Overloaded(f"{len(self._proposals)} proposals pending")
+            raise Overloaded(f"{pending} proposals pending")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         wait = timeout if timeout is not None else self._settings.proposal_timeout_s
-        self._proposals[request] = _Proposal(future, self._clock.now() + wait)
+        self._proposals[request] = _Proposal(future, self._clock.now() + wait, internal=internal)
         return future
 
     # -- the loop: into the core ---------------------------------------------------------
@@ -424,7 +435,8 @@ class Requests:
         proposal = self._proposals.get(request)
         if proposal is None or proposal.future.done():
             return
-        self._stats.proposals_committed += 1
+        if not proposal.internal:
+            self._stats.proposals_committed += 1
         if isinstance(outcome, BaseException):
             proposal.future.set_exception(outcome)
         else:
@@ -490,7 +502,8 @@ class Requests:
         """End a proposal that will never apply, or whose outcome is unknown."""
         if proposal is not None and not proposal.future.done():
             proposal.future.set_exception(error)
-            self._stats.proposals_failed += 1
+            if not proposal.internal:
+                self._stats.proposals_failed += 1
 
     def _is_pending(self, request: RequestId) -> bool:
         proposal = self._proposals.get(request)
