@@ -268,8 +268,14 @@ def test_maybe_update(
         # Probe: fresh, decrement by one (hint at or above the rejected index).
         (PROBE, 0, 10, 9, 9, True, 9),
         (PROBE, 0, 2, 1, 1, True, 1),
-        # Probe: never below 1.
-        (PROBE, 0, 1, 0, 0, True, 1),
+        # Probe: never below 1 (etcd answers True, to probe again at once; nothing
+        # changed, so here that waits for the next heartbeat, as below).
+        (PROBE, 0, 1, 0, 0, False, 1),
+        # Probe: a follower refusing the entry at its own acknowledged match (it lost
+        # entries it acknowledged) would be refused again at once, forever: no resend
+        # now (not in etcd).
+        (PROBE, 5, 6, 5, 5, False, 6),
+        (PROBE, 5, 6, 5, 0, False, 6),
         # Probe: jump to the follower's hint + 1 ...
         (PROBE, 0, 10, 9, 2, True, 3),
         (PROBE, 0, 10, 9, 0, True, 1),

@@ -168,7 +168,14 @@ class Progress:
         # PROBE (or SNAPSHOT): only the answer to the probe at next - 1 counts.
         if self.next - 1 != rejected:
             return False
-        self.next = max(min(rejected, match_hint + 1), self.match + 1)
+        next_index = max(min(rejected, match_hint + 1), self.match + 1)
+        if next_index == self.next:
+            # It refused the entry at its own acknowledged match: it lost entries it had
+            # acknowledged (a disk that lied about an fsync; a correct follower never
+            # does). Probing again at once would be refused again, forever, as fast as
+            # the two can exchange messages: wait for the next heartbeat's answer instead.
+            return False
+        self.next = next_index
         self.flow_paused = False
         return True
 
