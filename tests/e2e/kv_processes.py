@@ -167,11 +167,11 @@ class KvProcessCluster:
 
         wait_until(started, 60, f"node {node} to start")
 
-    def start_all(self) -> None:
+    def start_all(self, environ: dict[str, str] | None = None) -> None:
         # All at once: each process spends most of a second importing and opening its
         # store, which the others can do meanwhile.
         for node in self.ids:
-            self.launch(node)
+            self.launch(node, environ)
         for node in self.ids:
             self.wait_started(node)
         self.wait_for_leader()

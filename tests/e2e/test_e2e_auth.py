@@ -39,8 +39,7 @@ def refused(cluster: KvProcessCluster, code: str, *arguments: str) -> None:
 def test_users_roles_and_permissions_on_three_processes(tmp_path: Path) -> None:
     cluster = KvProcessCluster(tmp_path / "source")
     try:
-        for node in cluster.ids:
-            cluster.start(node, environ=SETTINGS)
+        cluster.start_all(environ=SETTINGS)
         leader = cluster.wait_for_leader()
         # Set up over HTTP (each CLI start costs most of a second; the CLI's auth verbs
         # have their own tests in tests/cli), then enable auth with the CLI.
@@ -129,8 +128,7 @@ def test_users_roles_and_permissions_on_three_processes(tmp_path: Path) -> None:
         # A restart of every member keeps auth as it was, tokens included.
         for node in cluster.ids:
             cluster.kill(node, signal.SIGTERM)
-        for node in cluster.ids:
-            cluster.start(node, environ=SETTINGS)
+        cluster.start_all(environ=SETTINGS)
         leader = cluster.wait_for_leader()
         status, body = cluster.request(
             leader, "GET", "/v1/kv/app/x", headers={"Authorization": f"Bearer {token}"}

@@ -87,9 +87,8 @@ def test_backup_restore_round_trip(tmp_path: Path) -> None:
     assert not (tmp_path / "x").exists()
 
     try:
-        for node in target.ids:
-            # No --cluster-id: each data dir keeps the new id restore gave it.
-            target.start(node)
+        # No --cluster-id: each data dir keeps the new id restore gave it.
+        target.start_all()
         leader = target.wait_for_leader()
 
         def published() -> bool:

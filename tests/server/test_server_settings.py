@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from raftkv.kv import space_monitor
 from raftkv.server.identity import IDENTITY_FILE, check_identity
 from raftkv.server.setting_values import parse_cluster
 from raftkv.server.settings import (
+    DEFAULT_MIN_FREE_BYTES,
+    DEFAULT_QUOTA_BYTES,
     ServerSettings,
     SettingsInvalid,
     environment_warnings,
@@ -293,3 +296,10 @@ def test_the_metrics_port_is_a_port_of_its_own() -> None:
         ServerSettings(listen_metrics="127.0.0.1:8080")
     with pytest.raises(SettingsInvalid, match="setting listen_metrics"):
         load_settings({"listen_metrics": "nowhere"})
+
+
+def test_the_space_defaults_are_the_space_monitors() -> None:
+    """raftkv.server.settings keeps its own copy (importing raftkv.kv would load the store
+    into every CLI run)."""
+    assert DEFAULT_QUOTA_BYTES == space_monitor.DEFAULT_QUOTA_BYTES
+    assert DEFAULT_MIN_FREE_BYTES == space_monitor.DEFAULT_MIN_FREE_BYTES

@@ -7,8 +7,12 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from raftkv.raft.builder import PEER_TRANSPORT_KINDS, PeerTransportKind
+if TYPE_CHECKING:
+    # Not at run time: importing raftkv.raft loads the whole library, and the CLI's client
+    # verbs import these settings (raftkv.server's docstring).
+    from raftkv.raft.builder import PeerTransportKind
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -119,6 +123,8 @@ def parse_level(value: object) -> str:
 
 
 def parse_peer_transport(value: object) -> PeerTransportKind:
+    from raftkv.raft.builder import PEER_TRANSPORT_KINDS  # noqa: PLC0415 (see above)
+
     text = parse_str(value).lower()
     for kind in PEER_TRANSPORT_KINDS:
         if text == kind:

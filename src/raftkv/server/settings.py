@@ -30,11 +30,9 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from raftkv.kv.space_monitor import DEFAULT_MIN_FREE_BYTES, DEFAULT_QUOTA_BYTES
-from raftkv.raft.builder import PeerTransportKind
 from raftkv.server.browser_policy import parse_cors, parse_host_whitelist
 from raftkv.server.setting_values import (
     parse_address,
@@ -54,6 +52,15 @@ from raftkv.server.setting_values import (
     port_of,
     split_address,
 )
+
+if TYPE_CHECKING:
+    from raftkv.raft.builder import PeerTransportKind
+
+# raftkv.kv.space_monitor's defaults, not imported from it: importing raftkv.kv loads the
+# whole store, and the CLI's client verbs import this module (raftkv.server's docstring).
+# tests/server/test_settings.py checks they agree.
+DEFAULT_QUOTA_BYTES = 2 << 30
+DEFAULT_MIN_FREE_BYTES = 64 << 20
 
 ENV_PREFIX = "RAFTKV_"
 CONFIG_ENV = "RAFTKV_CONFIG"
