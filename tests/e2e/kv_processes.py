@@ -251,11 +251,11 @@ def cli(
 
 @contextmanager
 def running_cluster(
-    root: Path, nodes: int = 3, *, etcd_grpc: bool = False
+    root: Path, nodes: int = 3, *, etcd_grpc: bool = False, environ: dict[str, str] | None = None
 ) -> Iterator[KvProcessCluster]:
     cluster = KvProcessCluster(root, nodes, etcd_grpc=etcd_grpc)
     try:
-        cluster.start_all()
+        cluster.start_all(environ)
         yield cluster
     finally:
         cluster.stop()

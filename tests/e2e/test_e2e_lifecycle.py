@@ -49,9 +49,17 @@ def test_json_logs_and_a_clean_exit_on_sigterm(tmp_path: Path) -> None:
 def test_sigterm_waits_for_in_flight_requests_and_a_second_signal_exits_at_once(
     tmp_path: Path,
 ) -> None:
-    with running_cluster(tmp_path) as cluster:
+    # The start-up hash check is a proposal of the node's own: off, so that once the
+    # client URL is published, the one pending on the follower below is the test's write.
+    with running_cluster(tmp_path, environ={"RAFTKV_CORRUPT_CHECK_AT_START": "false"}) as cluster:
         leader = cluster.wait_for_leader()
         follower = next(node for node in cluster.ids if node != leader)
+
+        def quiet() -> bool:
+            status = cluster.status(follower)
+            return status is not None and status.get("pending_proposals", 0) == 0
+
+        wait_until(quiet, 10, "the follower's own proposals to end")
         for node in cluster.ids:
             if node != follower:
                 cluster.kill(node)

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kv_processes import running_cluster
+from kv_processes import running_cluster, wait_until
 
 
 def recover(*arguments: str) -> subprocess.CompletedProcess[str]:
@@ -30,6 +30,16 @@ def test_force_new_cluster_keeps_the_data_and_serves_alone(tmp_path: Path) -> No
             status, _ = cluster.request(leader, "PUT", f"/v1/kv/dr/{index}", json={"value": "v"})
             assert status == 200
         survivor = next(node for node in cluster.ids if node != leader)
+        # Recovery keeps what the survivor knew committed: a follower learns the last
+        # write's commit from the leader's next message, which a kill could beat.
+        committed = cluster.status(leader)
+        assert committed is not None
+
+        def knows_it_committed() -> bool:
+            status = cluster.status(survivor)
+            return status is not None and status["commit_index"] >= committed["commit_index"]
+
+        wait_until(knows_it_committed, 10, "the survivor to learn the last write committed")
         for node in cluster.ids:
             cluster.kill(node)
         # The other members are gone for good.
