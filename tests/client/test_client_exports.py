@@ -102,10 +102,13 @@ def test_txn_builder_all_is_pinned() -> None:
 
 
 def test_importing_the_client_does_not_load_the_server() -> None:
+    """Nor does building the `raftkv` command's parser (every verb's flags, the server's
+    settings included): each client verb's run pays only for the HTTP client."""
     code = (
-        "import sys, raftkv.client, raftkv.cli.kv_commands; "
+        "import sys, raftkv.client, raftkv.cli, raftkv.cli.kv_commands; "
+        "raftkv.cli.build_parser(); "
         "print(sorted(m for m in ('aiohttp', 'grpc', 'rocksdict', 'raftkv.server.app', "
-        "'raftkv.kv') if m in sys.modules))"
+        "'raftkv.kv', 'raftkv.raft') if m in sys.modules))"
     )
     output = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True

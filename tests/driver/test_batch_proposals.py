@@ -50,12 +50,8 @@ async def started(settings: NodeSettings = BATCHING) -> tuple[LocalCluster, Node
     cluster = LocalCluster(3, state_machine=memory_dict, settings=settings)
     await cluster.start()
     leader = await cluster.wait_for_leader()
-    await all_batching(cluster)
+    await cluster.wait_for_batching()
     return cluster, leader
-
-
-async def all_batching(cluster: LocalCluster) -> None:
-    await cluster.run_until(lambda: all(node.batching for node in cluster.nodes.values()))
 
 
 async def leader_besides(cluster: LocalCluster, old_leader: Node) -> Node:
@@ -236,7 +232,7 @@ def test_a_batch_whose_apply_a_crash_lost_applies_whole_and_once_from_the_log() 
         )
         await cluster.start()
         leader = await cluster.wait_for_leader()
-        await all_batching(cluster)
+        await cluster.wait_for_batching()
         increments = [leader.propose(encode_incr("n"), batchable=True) for _ in range(20)]
         assert await cluster.complete(asyncio.gather(*increments)) == [
             str(value) for value in range(1, 21)

@@ -148,7 +148,7 @@ def test_a_snapshot_adds_its_declarations_and_keeps_later_ones_of_ours() -> None
 def test_a_member_whose_view_missed_our_declaration_is_told_again() -> None:
     async def scenario() -> None:
         formats, requests = formats_and_requests(ONE)
-        formats.recover({}, VOTERS, 1)
+        formats.learn_from_snapshot({}, VOTERS, 1)
         formats.start(replay_until=1)
         await asyncio.sleep(0)
         # Ours is incomplete at start (nobody declared): we declare.
@@ -182,7 +182,7 @@ def test_a_member_whose_view_missed_our_declaration_is_told_again() -> None:
 def test_a_start_whose_view_is_complete_does_not_declare() -> None:
     async def scenario() -> None:
         formats = formats_of(ONE)
-        formats.recover({ONE: (2, 2), TWO: (2, 3), THREE: (2, 4)}, VOTERS, 10)
+        formats.learn_from_snapshot({ONE: (2, 2), TWO: (2, 3), THREE: (2, 4)}, VOTERS, 10)
         formats.start(replay_until=12)
         formats.entries_applied(12)
         await asyncio.sleep(0)
@@ -208,10 +208,6 @@ def declarations_in(cluster: LocalCluster, node_id: NodeId) -> list[tuple[int, D
     ]
 
 
-def all_batching(cluster: LocalCluster) -> bool:
-    return all(node.batching for node in cluster.nodes.values())
-
-
 async def increments(cluster: LocalCluster, leader: Node, count: int) -> None:
     proposals = [leader.propose(encode_incr("n"), batchable=True) for _ in range(count)]
     await cluster.complete(asyncio.gather(*proposals))
@@ -222,14 +218,14 @@ def test_every_member_declares_once_then_every_node_batches_also_after_restarts(
         cluster = LocalCluster(3, state_machine=memory_dict)
         await cluster.start()
         leader = await cluster.wait_for_leader()
-        await cluster.run_until(lambda: all_batching(cluster))
+        await cluster.wait_for_batching()
         declared = declarations_in(cluster, leader.id)
         assert sorted(item.request.origin for _, item in declared) == [ONE, TWO, THREE]
         await increments(cluster, leader, 30)
         assert leader.stats.proposals_batched > 0
         # A restart replays the declarations from the log: none is made again.
         leader = await cluster.crash_all_and_restart()
-        await cluster.run_until(lambda: all_batching(cluster))
+        await cluster.wait_for_batching()
         await increments(cluster, leader, 5)
         assert len(declarations_in(cluster, leader.id)) == 3
         await cluster.stop()
@@ -243,7 +239,7 @@ def test_snapshots_carry_the_declarations_through_compaction_and_restarts() -> N
         cluster = LocalCluster(3, state_machine=memory_dict, settings=settings)
         await cluster.start()
         leader = await cluster.wait_for_leader()
-        await cluster.run_until(lambda: all_batching(cluster))
+        await cluster.wait_for_batching()
         for _ in range(8):
             await cluster.complete(leader.propose(encode_incr("n")))
         await cluster.run_until(
@@ -255,7 +251,7 @@ def test_snapshots_carry_the_declarations_through_compaction_and_restarts() -> N
         stored = decode_snapshot_envelope(cluster.storages[leader.id].snapshot().data)
         assert sorted(stored.formats) == [ONE, TWO, THREE]
         await cluster.crash_all_and_restart()
-        await cluster.run_until(lambda: all_batching(cluster))
+        await cluster.wait_for_batching()
         assert all(not declarations_in(cluster, node_id) for node_id in cluster.nodes)
         await cluster.stop()
 
@@ -294,7 +290,7 @@ def test_an_older_member_keeps_every_node_from_batching_until_it_is_upgraded(
         # Upgraded: restarted as this raftkv, it declares, and the cluster batches.
         await cluster.crash(THREE)
         await cluster.restart(THREE)
-        await cluster.run_until(lambda: all_batching(cluster))
+        await cluster.wait_for_batching()
         leader = await cluster.wait_for_leader()
         await increments(cluster, leader, 30)
         assert leader.stats.proposals_batched > 0
@@ -308,10 +304,10 @@ def test_a_new_member_declares_and_the_cluster_batches_again() -> None:
         cluster = LocalCluster(3, state_machine=memory_dict)
         await cluster.start()
         leader = await cluster.wait_for_leader()
-        await cluster.run_until(lambda: all_batching(cluster))
+        await cluster.wait_for_batching()
         joiner = await cluster.add_joiner(FOUR)
         await cluster.complete(leader.add_learner(FOUR, address_of(FOUR)))
-        await cluster.run_until(lambda: all_batching(cluster))
+        await cluster.wait_for_batching()
         assert joiner.batching
         assert FOUR in {item.request.origin for _, item in declarations_in(cluster, leader.id)}
         await cluster.stop()

@@ -270,7 +270,7 @@ def test_the_leaders_snapshot_landing_during_our_own_does_not_stop_the_node() ->
         await cluster.start()
         leader = await cluster.wait_for_leader()
         # The members' format declarations (log_formats.py) are in the log first.
-        await cluster.run_until(lambda: all(node.batching for node in cluster.nodes.values()))
+        await cluster.wait_for_batching()
         follower = next(node for node in cluster.nodes.values() if node is not leader)
         writer = HeldWriter()
         follower._writer._executor = writer

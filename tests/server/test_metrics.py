@@ -194,7 +194,7 @@ def test_overloaded_failed_and_snapshot_counts() -> None:
         await cluster.start()
         leader = await cluster.wait_for_leader()
         # The members' format declarations (log_formats.py) are in the log first.
-        await cluster.run_until(lambda: all(node.batching for node in cluster.nodes.values()))
+        await cluster.wait_for_batching()
         follower = next(node for node in cluster.nodes.values() if node is not leader)
         services: dict[int, KvService] = {}
         metrics: dict[int, Metrics] = {}

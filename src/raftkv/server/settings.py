@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
 # raftkv.kv.space_monitor's defaults, not imported from it: importing raftkv.kv loads the
 # whole store, and the CLI's client verbs import this module (raftkv.server's docstring).
-# tests/server/test_settings.py checks they agree.
+# tests/server/test_server_settings.py checks they agree.
 DEFAULT_QUOTA_BYTES = 2 << 30
 DEFAULT_MIN_FREE_BYTES = 64 << 20
 

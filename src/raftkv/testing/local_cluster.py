@@ -122,6 +122,11 @@ class LocalCluster:
         await node.start()
         return node
 
+    async def wait_for_batching(self) -> None:
+        """Until every node writes batch entries: the members' format declarations
+        (raftkv.raft.driver.log_formats) have applied everywhere."""
+        await self.run_until(lambda: all(node.batching for node in self.nodes.values()))
+
     async def crash_all_and_restart(self) -> Node:
         """Crash every node (see crash), restart them all; the leader they then agree on."""
         for node_id in list(self.nodes):

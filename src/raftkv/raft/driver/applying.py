@@ -133,7 +133,7 @@ class Applier:
         if applied < metadata.index:
             self._state_machine.restore(envelope.app, metadata.index, metadata.term)
         self._membership.recover(envelope.peers, envelope.removed)
-        self._formats.recover(envelope.formats, metadata.conf_state, metadata.index)
+        self._formats.learn_from_snapshot(envelope.formats, metadata.conf_state, metadata.index)
         self._snapshot_index = metadata.index
 
     def check_snapshot(self, message: Message) -> None:

@@ -98,18 +98,12 @@ class LogFormats:
 
     # -- the log, applied --------------------------------------------------------------------
 
-    def recover(
-        self, declared: Mapping[NodeId, tuple[int, int]], conf_state: ConfState, index: int
-    ) -> None:
-        """At start, what the stored snapshot at `index` says."""
-        self.learn_from_snapshot(declared, conf_state, index)
-
     def learn_from_snapshot(
         self, declared: Mapping[NodeId, tuple[int, int]], conf_state: ConfState, index: int
     ) -> None:
-        """A snapshot at `index` is installed. Its declarations are merged with ours, the
-        later of two for the same member kept: a snapshot taken by an older raftkv has
-        none, and what we knew is still true."""
+        """A snapshot at `index` is installed (or found in storage at start). Its
+        declarations are merged with ours, the later of two for the same member kept: a
+        snapshot taken by an older raftkv has none, and what we knew is still true."""
         for member, (reads, declared_at) in declared.items():
             if declared_at >= self._declared.get(member, _UNDECLARED)[1]:
                 self._declared[member] = (reads, declared_at)
@@ -149,8 +143,11 @@ class LogFormats:
         self._maybe_declare()
 
     def _update(self) -> None:
-        self._all_read_batches = bool(self._members) and all(
-            self._declared.get(member, _UNDECLARED)[0] >= BATCH_VERSION for member in self._members
+        self._all_read_batches = bool(self._members) and self._every_member_reads(BATCH_VERSION)
+
+    def _every_member_reads(self, version: int) -> bool:
+        return all(
+            self._declared.get(member, _UNDECLARED)[0] >= version for member in self._members
         )
 
     # -- our own declaration ---------------------------------------------------------------
@@ -162,18 +159,13 @@ class LogFormats:
         self._replay_until = replay_until
         self._maybe_declare()
 
-    def _view_complete(self) -> bool:
-        return all(
-            self._declared.get(member, _UNDECLARED)[0] >= THIS_VERSION_READS
-            for member in self._members
-        )
-
     def _maybe_declare(self) -> None:
         if not self._running or self._declaring is not None or self._node_id not in self._members:
             return
         if self._starting and self._applied_through >= self._replay_until:
             self._starting = False
-            self._asked = self._asked or not self._view_complete()
+            # The view is complete once every member declared what this version reads.
+            self._asked = self._asked or not self._every_member_reads(THIS_VERSION_READS)
         if self._asked:
             self._declaring = asyncio.get_running_loop().create_task(
                 self._declare(), name=f"raftkv-declare-{self._node_id}"
