@@ -3,6 +3,7 @@ port to listen on, and a bounded wait on a condition (polled, never a bare sleep
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import time
@@ -15,7 +16,31 @@ __all__ = ["free_port", "wait_until"]
 # (32768 and up on Linux), where outgoing connections take their local ports. A port taken
 # from that range could be claimed by a client connection between this probe and the
 # server's bind.
-_SERVER_PORTS = range(20000, 32768)
+_ALL_SERVER_PORTS = range(20000, 32768)
+
+
+def _worker_ports(all_ports: range, worker: str | None, worker_count: str | None) -> range:
+    """This process's share of `all_ports`: under pytest-xdist (`make test`'s workers, named
+    gw0, gw1, ... in PYTEST_XDIST_WORKER) each worker draws from its own slice, so two
+    workers never probe the same port in the moment before its server binds it."""
+    if not worker or not worker_count or not worker.startswith("gw"):
+        return all_ports
+    try:
+        index, count = int(worker[2:]), int(worker_count)
+    except ValueError:
+        return all_ports
+    if not 0 <= index < count <= len(all_ports) // 64:
+        return all_ports
+    size = len(all_ports) // count
+    start = all_ports.start + index * size
+    return range(start, start + size)
+
+
+_SERVER_PORTS = _worker_ports(
+    _ALL_SERVER_PORTS,
+    os.environ.get("PYTEST_XDIST_WORKER"),
+    os.environ.get("PYTEST_XDIST_WORKER_COUNT"),
+)
 _choice = random.SystemRandom()
 # Ports this process handed out already: a cluster asks for several at once, before any
 # server binds them, so the probe alone could give the same one twice.
