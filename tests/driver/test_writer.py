@@ -1,5 +1,5 @@
-"""The node's `Writer`: writes in submission order, and a cheap write (no fsync) run on the
-loop only when nothing is ahead of it. The thread is stood in for by an executor that
+"""The node's `Writer`: writes in submission order, and a write run inline (on the
+loop) only when nothing is ahead of it. The thread is stood in for by an executor that
 runs what it is given when the test says so: no sleeps, no timing."""
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def test_a_cheap_write_with_the_writer_idle_runs_at_once_on_the_callers_thread()
     async def scenario() -> None:
         writer, executor, wakes = manual_writer()
         threads: list[threading.Thread] = []
-        future = writer.submit_cheap(lambda: threads.append(threading.current_thread()) or 7)
+        future = writer.submit_inline(lambda: threads.append(threading.current_thread()) or 7)
         assert future.done()
         assert future.result()[0] == 7
         assert threads == [threading.current_thread()]
@@ -68,7 +68,7 @@ def test_a_cheap_write_behind_a_write_under_way_waits_its_turn() -> None:
         order: list[str] = []
         first = writer.submit(lambda: order.append("entries"))
         assert not writer.idle
-        second = writer.submit_cheap(lambda: order.append("commit"))
+        second = writer.submit_inline(lambda: order.append("commit"))
         assert not first.done() and not second.done()
         assert order == []
         executor.run_next()
@@ -112,7 +112,7 @@ def test_a_failed_write_is_its_futures_exception_inline_or_on_the_thread() -> No
 
     async def scenario() -> None:
         writer, executor, _ = manual_writer()
-        inline = writer.submit_cheap(fail)
+        inline = writer.submit_inline(fail)
         with pytest.raises(OSError, match="disk gone"):
             inline.result()
         threaded = writer.submit(fail)
@@ -130,7 +130,7 @@ def test_a_real_writer_thread_keeps_submission_order() -> None:
         writer = Writer(threaded=True, name="test-writer", wake=lambda: None)
         order: list[int] = []
         futures = [writer.submit(order.append, number) for number in range(50)]
-        cheap = writer.submit_cheap(order.append, 50)
+        cheap = writer.submit_inline(order.append, 50)
         await asyncio.gather(*futures, cheap)
         writer.shutdown()
         assert order == list(range(51))

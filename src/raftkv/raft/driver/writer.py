@@ -7,8 +7,8 @@ Invariants:
 - with a thread (`NodeSettings.persist_in_thread`) the write runs off the event loop and
   its end wakes the loop; without one (deterministic simulations) it runs inline, at
   submission, and the returned future is already done;
-- `submit_cheap` runs a write that needs no fsync inline, on the loop, only when no write
-  is under way: nothing is ahead of it, so the order above still holds;
+- `submit_inline` runs a write on the loop, at once, only when no write is under way:
+  nothing is ahead of it, so the order above still holds;
 - a write's failure is its future's exception: the loop that awaits it decides (a failed
   write is fatal to the node).
 """
@@ -84,14 +84,13 @@ class Writer:
         self._executor.submit(run)
         return future
 
-    def submit_cheap(
+    def submit_inline(
         self, function: Callable[..., T], *arguments: Any, **keywords: Any
     ) -> asyncio.Future[tuple[T, float]]:
-        """As `submit`, for a write that needs no fsync (a Ready that only moves the
-        commit index: a memtable insert and a page-cache append). With no write under way
-        it runs at once on the caller's thread, which keeps the order and saves the thread
-        round trip that would otherwise sit between an acknowledgement and the apply of
-        what it commits (docs/performance.md)."""
+        """As `submit`, but with no write under way it runs at once on the caller's thread
+        (the loop), which keeps the order and saves the thread round trip: the node uses it
+        where that round trip is on the path of a write and the thread overlaps nothing
+        with the loop (Node._start_ready, docs/performance.md)."""
         if self._executor is None or self._under_way:
             return self.submit(function, *arguments, **keywords)
         future: asyncio.Future[tuple[T, float]] = asyncio.get_running_loop().create_future()
