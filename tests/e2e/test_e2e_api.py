@@ -329,15 +329,24 @@ def test_bad_input_is_refused_with_a_json_error_and_writes_nothing(
 def test_garbage_on_the_client_port_is_refused_and_the_node_keeps_serving(
     cluster: KvProcessCluster,
 ) -> None:
-    for garbage in (b"\x00\x01\x02garbage\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n", b"\xff" * 70000):
+    # Each garbage, and the refusal it gets when the answer is written before the server
+    # reads our end of the stream (which then closes without one: either may come first).
+    refusals = [
+        (b"\x00\x01\x02garbage\r\n\r\n", b"400"),
+        (b"GET / HTTP/9.9\r\n\r\n", b"505"),
+        (b"\xff" * 70000, b"400"),
+    ]
+    for garbage, status in refusals:
         with socket.create_connection(("127.0.0.1", cluster.client_ports[3]), timeout=5) as raw:
             raw.sendall(garbage)
             raw.shutdown(socket.SHUT_WR)
             answer = b""
             while chunk := raw.recv(65536):
                 answer += chunk
-            # Nothing, or a 4xx (aiohttp answers HTTP/1.0 when it cannot read a version).
-            assert answer == b"" or answer[:12] in (b"HTTP/1.1 400", b"HTTP/1.0 400"), answer[:80]
+            # aiohttp answers HTTP/1.0 when it cannot read a version.
+            assert answer == b"" or answer[:12] in (b"HTTP/1.1 " + status, b"HTTP/1.0 " + status), (
+                answer[:80]
+            )
     assert cluster.request(3, "GET", "/health")[0] == 200
     assert cluster.processes[3].poll() is None
 
