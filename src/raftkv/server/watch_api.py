@@ -229,8 +229,14 @@ class WatchHandlers:
         watermark written in full), give the client `_LAST_WORDS_S` to take it, and close
         the connection; one whose client has not taken everything by then is dropped with
         what it holds (a close would keep that until the client reads: forever, for a
-        client that is gone)."""
+        client that is gone). A client that has not taken what it was already sent is
+        dropped at once: the line would only queue behind that, and so would the memory,
+        which the byte budget no longer counts (its cancels come in bursts)."""
         self._count_canceled(interrupted.code)
+        transport = request.transport
+        if transport is not None and transport.get_write_buffer_size():
+            transport.abort()
+            return
         answer = WatchCanceledAnswer(
             revision=written, error=ErrorDetail(code=interrupted.code, message=interrupted.message)
         )
