@@ -28,7 +28,7 @@ from raftkv.kv import (
 )
 from raftkv.kv.errors import Compacted, LimitExceeded
 from raftkv.kv.settings import KvSettings
-from raftkv.raft.storage.base import AppBatch
+from raftkv.raft.storage.base import AppBatch, StorageClosed
 from raftkv.raft.storage.memory import MemoryAppData
 
 
@@ -487,3 +487,32 @@ def test_requests_are_checked_against_the_settings() -> None:
     with pytest.raises(LimitExceeded):
         store.range(Range(b"key45"))
     assert store.current_revision() == 1
+
+
+class FullDiskAppData(MemoryAppData):
+    """An AppData whose disk fills up: commits fail once `full` is set."""
+
+    full = False
+
+    def commit(self, batch: AppBatch, applied_index: int, applied_term: int) -> None:
+        if self.full:
+            raise OSError(28, "No space left on device")
+        super().commit(batch, applied_index, applied_term)
+
+
+def test_after_a_failed_commit_no_read_sees_the_state_that_was_not_stored() -> None:
+    """Found by the chaos run: a leader whose disk filled up failed its apply, and a GET
+    served before the node had stopped took a view of the half-applied store: a 500 and
+    a traceback (InvariantViolation). Its reads now get the stopped node's answer."""
+    app = FullDiskAppData()
+    store = MvccStore(app)
+    store.execute(Put(b"a", b"1"))
+    store.commit(1, 1)
+    app.full = True
+    store.execute(Put(b"a", b"2"))
+    with pytest.raises(OSError, match="No space left"):
+        store.commit(2, 1)
+    for threaded in (False, True):
+        with pytest.raises(StorageClosed, match=r"could not write: .*No space left"):
+            store.view(threaded=threaded)
+    assert app.applied()[0] == 1

@@ -109,7 +109,7 @@ from raftkv.kv.settings import KvSettings
 from raftkv.kv.staging import StagedWrites
 from raftkv.kv.validation import check_request
 from raftkv.raft.core.errors import InvariantViolation
-from raftkv.raft.storage.base import AppData, StorageCorrupt, SupportsReadView
+from raftkv.raft.storage.base import AppData, StorageClosed, StorageCorrupt, SupportsReadView
 
 _META_DECODER = msgspec.msgpack.Decoder(MvccMeta)
 _HISTORY_DECODER = msgspec.msgpack.Decoder(HistoryRecord)
@@ -168,6 +168,10 @@ class MvccStore:
             self._watch_start = self._compacted + 1
         # What MVCC_META_KEY holds (the initial values while it is absent).
         self._stored_meta = meta
+        # Set when a commit failed (a full disk): what is staged and counted in memory is
+        # then ahead of what is stored, for good. The node fails on that error; until it
+        # has stopped, no read may see that state (view() refuses).
+        self._commit_failed: BaseException | None = None
         # Leases live in the same staged batch: a put attaches its key to its lease, and a
         # revoke deletes the lease's keys in one revision.
         self.leases = LeaseTable(self.staged, self.settings)
@@ -210,7 +214,10 @@ class MvccStore:
         """The committed store as it is now (see MvccView), for reads served outside the
         log. With `threaded`, a snapshot a worker thread can read, if the AppData can make
         one (SupportsReadView); otherwise, and without `threaded`, the live data. Only
-        between two applies: nothing may be staged."""
+        between two applies: nothing may be staged. StorageClosed once a commit failed (the
+        node is failing; its reads get the stopped node's answer)."""
+        if self._commit_failed is not None:
+            raise StorageClosed(f"the store could not write: {self._commit_failed}")
         if self.staged.savepoint() != 0:
             raise InvariantViolation("an MVCC view taken while writes are staged (inside apply)")
         app = self.staged.app
@@ -358,7 +365,11 @@ class MvccStore:
         meta = MvccMeta(FORMAT_VERSION, self._revision, self._compacted)
         if meta != self._stored_meta:
             self.staged.put(MVCC_META_KEY, encode_record(meta))
-        self.staged.commit(applied_index, applied_term)
+        try:
+            self.staged.commit(applied_index, applied_term)
+        except BaseException as error:
+            self._commit_failed = error
+            raise
         self._stored_meta = meta
 
     # -- internals ------------------------------------------------------------------------
