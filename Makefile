@@ -32,7 +32,8 @@ run: $(STAMP) bytecode
 
 ## test: the whole test suite (unit, interaction scripts, paper tests, bounded simulator sweep) and lint,
 ## on TEST_WORKERS pytest workers (pytest-xdist); the tests that run clusters of real processes
-## (tests/e2e) share one worker, so one such cluster runs at a time (tests/conftest.py)
+## (tests/e2e, tests/integration) share one worker, so one such cluster runs at a time
+## (tests/conftest.py)
 TEST_WORKERS ?= 2
 test: $(STAMP) browser bytecode
 	RAFTKV_TEST_SIM_SEEDS=$(TEST_SIM_SEEDS) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup

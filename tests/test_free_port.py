@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from raftkv.testing.processes import _worker_ports, free_port
+from raftkv.testing.processes import _worker_ports, free_port, server_ports
 
 
 def test_free_ports_are_distinct_and_below_the_ephemeral_range() -> None:
     ports = [free_port() for _ in range(300)]
     assert len(set(ports)) == len(ports)
     assert all(20000 <= port < 32768 for port in ports)
+    assert all(port in server_ports() for port in ports)
 
 
 def test_each_xdist_worker_draws_from_its_own_slice() -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from raftkv.testing.certificates import TlsFiles
 from raftkv.testing.processes import free_port, wait_until
@@ -203,6 +204,16 @@ class KvProcessCluster:
 
         wait_until(agreed, timeout, "a leader every running node knows")
         return found[0]
+
+    def metrics(self, node: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        """`node`'s /metrics samples: (name, labels) -> value."""
+        response = self.http.get(f"{self.url(node)}/metrics", timeout=5.0)
+        assert response.status_code == 200
+        return {
+            (sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(response.text)
+            for sample in family.samples
+        }
 
     def request(self, node: int, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
         response = self.http.request(method, f"{self.url(node)}{path}", **kwargs)

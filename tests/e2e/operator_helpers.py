@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 from raftkv.testing.etcd_tools import etcd_binary
-from raftkv.testing.processes import free_port, wait_until
+from raftkv.testing.processes import free_port, server_ports, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 # How long one command may take (a backup, a join).
@@ -77,10 +77,11 @@ def sh_blocks(document: Path, section: str) -> list[list[Step]]:
 
 
 def free_port_range(count: int) -> int:
-    """The first of `count` consecutive ports below 32768 that were free a moment ago."""
+    """The first of `count` consecutive ports, all in this worker's range (`server_ports`),
+    that were free a moment ago."""
     for _ in range(100):
         base = free_port()
-        if base + count > 32768:
+        if base + count > server_ports().stop:
             continue
         try:
             for port in range(base + 1, base + count):

@@ -155,13 +155,6 @@ def test_slow_and_idle_connections_by_the_thousand(cluster: KvProcessCluster) ->
     assert_whole(cluster)
 
 
-def metric_values(cluster: KvProcessCluster, node: int) -> dict[str, float]:
-    """`node`'s /metrics samples, by name with labels."""
-    text = cluster.http.get(f"{cluster.url(node)}/metrics", timeout=5.0).text
-    samples = (line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
-    return {name: float(value) for name, value in samples}
-
-
 def test_watchers_that_never_read_cost_bounded_memory(cluster: KvProcessCluster) -> None:
     node = 2
     pid = cluster.processes[node].pid
@@ -195,9 +188,10 @@ def test_watchers_that_never_read_cost_bounded_memory(cluster: KvProcessCluster)
         grown = _rss_bytes(pid) - before
         # The budget acted: the watches holding the most were ended, and what the rest hold
         # is within it (the node's own count of the bytes its watches hold).
-        metrics = metric_values(cluster, node)
-        assert metrics['raftkv_limit_hits_total{limit="watch_max_total_buffered_bytes"}'] >= 1
-        assert 0 < metrics["raftkv_watch_buffered_bytes"] <= WATCH_BUDGET_BYTES
+        metrics = cluster.metrics(node)
+        limit = frozenset({("limit", "watch_max_total_buffered_bytes")})
+        assert metrics[("raftkv_limit_hits_total", limit)] >= 1
+        assert 0 < metrics[("raftkv_watch_buffered_bytes", frozenset())] <= WATCH_BUDGET_BYTES
         # And the process: what the watchers hold is capped by the budget; encoding a
         # message costs about as much again while it is being written. (A watch the budget
         # ends lets go of what its client did not take at once: waiting for its last words,

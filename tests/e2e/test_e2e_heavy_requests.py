@@ -28,12 +28,10 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from kv_processes import KvProcessCluster, wait_until
-from prometheus_client.parser import text_string_to_metric_families
 
 from raftkv.kv import KvStateMachine
 from raftkv.kv.commands import KvCommand, Put, Txn, encode_command
@@ -152,18 +150,9 @@ class Prober:
         self._client.close()
 
 
-def samples(cluster: KvProcessCluster, node: int) -> dict[tuple[str, frozenset[Any]], float]:
-    text = cluster.http.get(f"{cluster.url(node)}/metrics").text
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
 def late_loop_turns(cluster: KvProcessCluster, node: int) -> float:
     """How many times the node's loop ran later than LAG_BOUND_S, since it started."""
-    found = samples(cluster, node)
+    found = cluster.metrics(node)
     name = "raftkv_event_loop_lag_seconds_bucket"
     return (
         found[(name, frozenset({("le", "+Inf")}))] - found[(name, frozenset({("le", LAG_BOUND_S)}))]
@@ -295,13 +284,13 @@ def test_a_flood_of_slow_connections(cluster: KvProcessCluster) -> None:
     writer.close()
     # Room kept for RocksDB and peers: the flood never took more than the cap.
     assert descriptors[0] < OPEN_FILES - 1000, descriptors
-    found = samples(cluster, leader)
+    found = cluster.metrics(leader)
     refused = found[("raftkv_limit_hits_total", frozenset({("limit", "max_client_connections")}))]
     # Most were refused (slow ones closed at the keep-alive timeout made room for others).
     assert refused > FLOOD // 2
     # The slow connections still open are closed at the keep-alive timeout (2 s).
     wait_until(
-        lambda: samples(cluster, leader)[("raftkv_http_connections", frozenset())] <= 2,
+        lambda: cluster.metrics(leader)[("raftkv_http_connections", frozenset())] <= 2,
         30,
         "the slow connections to be closed",
     )

@@ -15,7 +15,6 @@ from pathlib import Path
 from random import Random
 
 from kv_processes import KvProcessCluster, wait_until
-from prometheus_client.parser import text_string_to_metric_families
 
 SETTINGS = {
     "RAFTKV_SNAPSHOT_EVERY_ENTRIES": "20",
@@ -33,22 +32,10 @@ SENT = (
 )
 
 
-def metrics(
-    cluster: KvProcessCluster, node: int
-) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    response = cluster.http.get(f"{cluster.url(node)}/metrics")
-    assert response.status_code == 200
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
-
-
 def sender_totals(cluster: KvProcessCluster) -> dict[str, float]:
     totals = dict.fromkeys(SENT, 0.0)
     for node in cluster.running():
-        scraped = metrics(cluster, node)
+        scraped = cluster.metrics(node)
         for name in SENT:
             totals[name] += scraped[(name, frozenset())]
     return totals
@@ -105,7 +92,7 @@ def test_a_follower_that_needs_a_snapshot_gets_only_what_changed(tmp_path: Path)
                 status is not None
                 and current is not None
                 and status["revision"] == current["revision"]
-                and metrics(cluster, lagging)[
+                and cluster.metrics(lagging)[
                     ("raftkv_snapshots_total", frozenset({("operation", "install")}))
                 ]
                 >= 1
@@ -126,7 +113,7 @@ def test_a_follower_that_needs_a_snapshot_gets_only_what_changed(tmp_path: Path)
         assert chunks_reused > 0 and saved > 0
         assert sent < full, (sent, full)
         assert ratio < 0.5, ratio
-        on_follower = metrics(cluster, lagging)
+        on_follower = cluster.metrics(lagging)
         local = ("raftkv_snapshot_incoming_chunks_total", frozenset({("source", "local")}))
         assert on_follower[local] == chunks_reused
 

@@ -196,11 +196,8 @@ def test_whole_revisions_progress_and_compacted_on_real_processes(tmp_path: Path
 
 
 def too_slow_count(cluster: KvProcessCluster, node: int) -> float:
-    metrics = cluster.http.get(f"{cluster.url(node)}/metrics", timeout=5.0).text
-    for line in metrics.splitlines():
-        if line.startswith('raftkv_watch_canceled_total{reason="too_slow"}'):
-            return float(line.split()[-1])
-    return 0.0
+    too_slow = ("raftkv_watch_canceled_total", frozenset({("reason", "too_slow")}))
+    return cluster.metrics(node).get(too_slow, 0.0)
 
 
 def test_a_watcher_that_stops_reading_is_canceled_too_slow(tmp_path: Path) -> None:

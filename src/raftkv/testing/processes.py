@@ -9,7 +9,7 @@ import socket
 import time
 from collections.abc import Callable
 
-__all__ = ["free_port", "wait_until"]
+__all__ = ["free_port", "server_ports", "wait_until"]
 
 
 # Ports handed out for test and benchmark servers: below the kernel's ephemeral range
@@ -45,6 +45,11 @@ _choice = random.SystemRandom()
 # Ports this process handed out already: a cluster asks for several at once, before any
 # server binds them, so the probe alone could give the same one twice.
 _handed_out: set[int] = set()
+
+
+def server_ports() -> range:
+    """The ports `free_port` draws from in this process (its worker's slice)."""
+    return _SERVER_PORTS
 
 
 def free_port() -> int:
