@@ -131,3 +131,48 @@ def test_a_user_signs_in_and_sees_what_its_roles_permit(
             "the backup downloaded",
             SHOWN_WITHIN_S,
         )
+
+
+# Holds the answer to one request sent without a token until the test releases it: the
+# page's refreshes do this by themselves when the server is slow (a run of `make test` once
+# lost a sign-in to it).
+HOLD_ONE_UNSIGNED_REQUEST = """
+const realFetch = window.fetch;
+let release;
+const gate = new Promise((resolve) => { release = resolve; });
+window.fetch = async (...args) => {
+  const response = await realFetch(...args);
+  await gate;
+  return response;
+};
+window.staleCode = null;
+window.staleSettled = false;
+api("GET", "/v1/kv/app/greeting")
+  .catch((error) => { window.staleCode = error.code; })
+  .finally(() => { window.staleSettled = true; });
+window.fetch = realFetch;
+window.releaseStale = release;
+"""
+
+
+def test_a_refusal_sent_before_signing_in_does_not_sign_the_user_out(
+    cluster: KvProcessCluster, browser: WebDriver, tmp_path: Path
+) -> None:
+    leader = cluster.wait_for_leader()
+    browser.get(f"{cluster.url(leader)}/ui")
+    with screenshot_on_failure(browser, tmp_path):
+        if browser.find_element(By.ID, "sign-out").is_displayed():
+            browser.find_element(By.ID, "sign-out").click()
+        browser.execute_script(HOLD_ONE_UNSIGNED_REQUEST)
+        sign_in(browser, "alice", "alice-password")
+        browser.execute_script("window.releaseStale()")
+        wait(
+            browser,
+            lambda driver: driver.execute_script("return window.staleSettled") is True,
+            "the held answer",
+            SHOWN_WITHIN_S,
+        )
+        assert browser.execute_script("return window.staleCode") == "auth_required"
+        assert browser.find_element(By.ID, "signed-in-user").text == "alice"
+        assert not browser.find_element(By.ID, "login").is_displayed()
+        assert browser.execute_script("return sessionStorage.getItem('raftkv-user')") == "alice"

@@ -47,7 +47,8 @@ async function api(method, path, { query, body, signal, stream } = {}) {
     if (value !== undefined && value !== null) url.searchParams.set(name, String(value));
   }
   const headers = { Accept: "application/json" };
-  if (authToken) headers.Authorization = `Bearer ${authToken}`;
+  const sentToken = authToken;
+  if (sentToken) headers.Authorization = `Bearer ${sentToken}`;
   const init = { method, headers, signal, cache: "no-store", credentials: "same-origin" };
   if (body !== undefined) {
     headers["Content-Type"] = "application/json";
@@ -60,7 +61,7 @@ async function api(method, path, { query, body, signal, stream } = {}) {
   try { data = text ? parseJson(text) : null; } catch (_) { data = null; }
   if (!response.ok) {
     const error = data && data.error ? data.error : {};
-    if (response.status === 401 && ASKS_FOR_LOGIN.has(error.code)) askForLogin(error.message);
+    if (response.status === 401 && ASKS_FOR_LOGIN.has(error.code)) refused(sentToken, error.message);
     throw new ApiFailure(response.status, error.code, error.message || text.slice(0, 200));
   }
   return data;
@@ -68,8 +69,15 @@ async function api(method, path, { query, body, signal, stream } = {}) {
 
 // -- signing in -----------------------------------------------------------------------------
 
-function askForLogin(reason) {
+// A refusal speaks only for the token its request was sent with. A request sent before
+// signing in (the page refreshes every second) may be answered after it: that answer must
+// neither sign out the user who has just signed in nor bring the form back.
+function refused(sentToken, reason) {
+  if (sentToken !== authToken) return;
   if (authToken) forgetLogin();
+  askForLogin(reason);
+}
+function askForLogin(reason) {
   $("login-reason").textContent = reason || "";
   if ($("login").hidden) {
     $("login").hidden = false;
