@@ -110,9 +110,6 @@ class _Outstanding:
     write: asyncio.Future[tuple[None, float]] | None
     # time.perf_counter() when the write was submitted (for stats.append_seconds).
     submitted_at: float
-    # The Ready's messages wait until its committed entries are applied (its write ran
-    # inline: see _start_ready).
-    send_after_apply: bool = False
 
 
 class Node:
@@ -703,11 +700,12 @@ class Node:
         # A write with nothing to fsync (the commit index moved: the usual second Ready of
         # a write on the leader, and of a heartbeat on a follower) runs on the loop when
         # the writer thread is idle, so what it commits applies in this turn. Its messages
-        # (the new commit index for the followers) then go after the apply: sent first,
-        # the sender tasks would run before the answers to the writes it commits.
+        # (the new commit index for the followers) go first, before the apply: the
+        # followers then apply an entry while the leader does, so a long apply stalls
+        # every loop at once, which costs no election (ticker), where a leader applying
+        # alone went silent for as long and its followers elected another.
         cheap = must_write and not ready.must_sync and ready.snapshot is None
-        send_after_apply = cheap and self._writer.threaded and self._writer.idle
-        if ready.messages and not send_after_apply:
+        if ready.messages:
             self.transport.send(ready.messages)
         write: asyncio.Future[tuple[None, float]] | None = None
         submitted_at = 0.0
@@ -730,7 +728,7 @@ class Node:
                 self.stats.fsyncs += 1
                 self.stats.entries_per_fsync.observe(len(ready.entries))
             self.stats.entries_persisted += len(ready.entries)
-        self._outstanding = _Outstanding(ready, write, submitted_at, send_after_apply)
+        self._outstanding = _Outstanding(ready, write, submitted_at)
 
     def _finish_ready(self, rawnode: RawNode, outstanding: _Outstanding) -> None:
         ready = outstanding.ready
@@ -741,7 +739,7 @@ class Node:
             if ready.must_sync:
                 self.stats.fsync_seconds.observe(write_seconds)
         self._outstanding = None
-        if ready.persisted_messages and not outstanding.send_after_apply:
+        if ready.persisted_messages:
             self.transport.send(ready.persisted_messages)
         if ready.snapshot is not None:
             self._applier.install_snapshot(ready.snapshot)
@@ -750,8 +748,6 @@ class Node:
         self._requests.record_read_states(ready.read_states)
         rawnode.advance(ready)
         self._requests.answer_reads(rawnode.applied_index())
-        if outstanding.send_after_apply and (ready.messages or ready.persisted_messages):
-            self.transport.send(ready.messages + ready.persisted_messages)
         self._applier.maybe_snapshot(rawnode)
 
     # -- helpers ---------------------------------------------------------------------------
