@@ -179,13 +179,7 @@ async def run_dev(cluster: DevCluster) -> int:
                 flush=True,
             )
             return 1
-        ready: dict[str, object] = {"cluster": "ready", "endpoints": cluster.endpoints()}
         etcd_endpoints = ",".join(cluster.etcd_endpoints())
-        if etcd_endpoints:
-            ready["etcd_endpoints"] = cluster.etcd_endpoints()
-        if cluster.tls:
-            ready["ca_file"] = str(cluster.certificates.ca_file)
-        print(json.dumps(ready), flush=True)
         etcd_line = f"; etcd API (etcdctl --endpoints={etcd_endpoints})" if etcd_endpoints else ""
         ca = cluster.certificates.ca_file
         tls_line = (
@@ -202,6 +196,14 @@ async def run_dev(cluster: DevCluster) -> int:
             file=sys.stderr,
             flush=True,
         )
+        # The ready line comes last: whoever waits for it has the line above too (a test
+        # that read the line above as soon as it saw "ready" once found it not written yet).
+        ready: dict[str, object] = {"cluster": "ready", "endpoints": cluster.endpoints()}
+        if etcd_endpoints:
+            ready["etcd_endpoints"] = cluster.etcd_endpoints()
+        if cluster.tls:
+            ready["ca_file"] = str(cluster.certificates.ca_file)
+        print(json.dumps(ready), flush=True)
         exits = {asyncio.create_task(process.wait()): node for node, process in children.items()}
         stop_task = asyncio.create_task(stop.wait())
         try:
