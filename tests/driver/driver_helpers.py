@@ -5,6 +5,12 @@ from __future__ import annotations
 from raftkv.raft.core.types import NodeId
 from raftkv.raft.storage.base import RaftStorage
 from raftkv.raft.storage.memory import MemoryStorage
+from raftkv.testing.state_machines import DictStateMachine
+
+
+def memory_dict(_: RaftStorage) -> DictStateMachine:
+    """A LocalCluster `state_machine` factory: a fresh DictStateMachine per node."""
+    return DictStateMachine()
 
 
 class FailingStorage(MemoryStorage):

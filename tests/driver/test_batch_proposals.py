@@ -9,6 +9,7 @@ import re
 import struct
 
 import pytest
+from driver_helpers import memory_dict
 
 from raftkv.raft.core.errors import ProposalDropped
 from raftkv.raft.core.types import EntryKind, NodeId
@@ -34,10 +35,6 @@ from raftkv.testing.state_machines import (
 )
 
 BATCHING = NodeSettings(batch_proposals=True)
-
-
-def memory_dict(_: RaftStorage) -> DictStateMachine:
-    return DictStateMachine()
 
 
 def durable_dict(storage: RaftStorage) -> DurableDictStateMachine:

@@ -11,16 +11,13 @@ import concurrent.futures
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from driver_helpers import memory_dict
+
 from raftkv.raft.core.types import Entry, HardState, Message, MessageType, Snapshot
 from raftkv.raft.driver.envelope import RequestId
 from raftkv.raft.driver.settings import NodeSettings
-from raftkv.raft.storage.base import RaftStorage
 from raftkv.testing.local_cluster import LocalCluster, run_scenario
-from raftkv.testing.state_machines import DictStateMachine, encode_set
-
-
-def memory_dict(_: RaftStorage) -> DictStateMachine:
-    return DictStateMachine()
+from raftkv.testing.state_machines import encode_set
 
 
 class ImmediateExecutor(concurrent.futures.Executor):

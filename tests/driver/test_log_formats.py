@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from driver_helpers import memory_dict
 
 from raftkv.raft.clock import ManualClock
 from raftkv.raft.core.types import ConfState, Entry, EntryKind, NodeId
@@ -26,9 +27,8 @@ from raftkv.raft.driver.node import Node
 from raftkv.raft.driver.requests import Requests
 from raftkv.raft.driver.settings import NodeSettings
 from raftkv.raft.driver.status import NodeStats
-from raftkv.raft.storage.base import RaftStorage
 from raftkv.testing.local_cluster import LocalCluster, address_of, run_scenario
-from raftkv.testing.state_machines import DictStateMachine, encode_incr
+from raftkv.testing.state_machines import encode_incr
 
 ONE, TWO, THREE, FOUR = NodeId(1), NodeId(2), NodeId(3), NodeId(4)
 VOTERS = ConfState(voters=frozenset({ONE, TWO, THREE}))
@@ -192,10 +192,6 @@ def test_a_start_whose_view_is_complete_does_not_declare() -> None:
 
 
 # -- a cluster ------------------------------------------------------------------------------------
-
-
-def memory_dict(_: RaftStorage) -> DictStateMachine:
-    return DictStateMachine()
 
 
 def declarations_in(cluster: LocalCluster, node_id: NodeId) -> list[tuple[int, Declaration]]:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import pytest
-from driver_helpers import FailingStorages
+from driver_helpers import FailingStorages, memory_dict
 
 from raftkv.raft.core.errors import InvalidArgument, NotLeader, ProposalDropped
 from raftkv.raft.core.types import NO_NODE, Message, MessageType, NodeId, StateRole
@@ -34,10 +34,6 @@ from raftkv.testing.state_machines import (
 )
 
 T = TypeVar("T")
-
-
-def memory_dict(_: RaftStorage) -> DictStateMachine:
-    return DictStateMachine()
 
 
 def durable_dict(storage: RaftStorage) -> DurableDictStateMachine:

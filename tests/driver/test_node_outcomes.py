@@ -12,22 +12,17 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
-from driver_helpers import FailingStorages
+from driver_helpers import FailingStorages, memory_dict
 
 from raftkv.raft.core.types import Message, MessageType
 from raftkv.raft.driver.errors import OutcomeUnknown, Stopped
 from raftkv.raft.driver.node import Node
 from raftkv.raft.driver.settings import NodeSettings
-from raftkv.raft.storage.base import RaftStorage
 from raftkv.testing.local_cluster import LocalCluster, address_of, run_scenario
 from raftkv.testing.state_machines import DictStateMachine, encode_set
 
 # Long enough that no request of these tests ends by its deadline.
 SETTINGS = NodeSettings(proposal_timeout_s=120.0)
-
-
-def memory_dict(_: RaftStorage) -> DictStateMachine:
-    return DictStateMachine()
 
 
 def data_of(node: Node) -> dict[str, str]:

@@ -5,16 +5,12 @@ from a snapshot taken after the removal still knows it."""
 from __future__ import annotations
 
 import pytest
+from driver_helpers import memory_dict
 
 from raftkv.raft.driver.errors import Removed
 from raftkv.raft.driver.settings import NodeSettings
-from raftkv.raft.storage.base import RaftStorage
 from raftkv.testing.local_cluster import LocalCluster, run_scenario
-from raftkv.testing.state_machines import DictStateMachine, encode_set
-
-
-def memory_dict(_: RaftStorage) -> DictStateMachine:
-    return DictStateMachine()
+from raftkv.testing.state_machines import encode_set
 
 
 def test_removal_observers_run_once_when_the_removal_applies() -> None:

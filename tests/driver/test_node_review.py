@@ -8,6 +8,7 @@ import concurrent.futures
 from typing import Any, TypeVar
 
 import pytest
+from driver_helpers import memory_dict
 
 from raftkv.raft.core.types import Entry, Message, MessageType, NodeId
 from raftkv.raft.driver.envelope import (
@@ -18,15 +19,10 @@ from raftkv.raft.driver.envelope import (
 )
 from raftkv.raft.driver.errors import Removed
 from raftkv.raft.driver.settings import NodeSettings
-from raftkv.raft.storage.base import RaftStorage
 from raftkv.testing.local_cluster import LocalCluster, address_of, run_scenario
 from raftkv.testing.state_machines import DictStateMachine, encode_set
 
 T = TypeVar("T")
-
-
-def memory_dict(_: RaftStorage) -> DictStateMachine:
-    return DictStateMachine()
 
 
 def test_a_stalled_leader_counts_the_ticks_it_missed_so_its_lease_expires() -> None:

@@ -10,6 +10,7 @@ import asyncio
 import msgspec
 import pytest
 import zstandard
+from driver_helpers import memory_dict
 
 from raftkv.kv import KvCommand, KvStateMachine, Put, Range
 from raftkv.kv.commands import encode_command
@@ -35,10 +36,6 @@ from raftkv.testing.local_cluster import LocalCluster, address_of, run_scenario
 from raftkv.testing.state_machines import DictStateMachine, encode_set
 
 STRANGER = NodeId(99)
-
-
-def memory_dict(_: RaftStorage) -> DictStateMachine:
-    return DictStateMachine()
 
 
 def data_of(node: Node) -> dict[str, str]:

@@ -4,15 +4,12 @@ lease to expire (raftkv.raft.driver.ticker)."""
 
 from __future__ import annotations
 
+from driver_helpers import memory_dict
+
 from raftkv.raft.driver.node import Node
 from raftkv.raft.driver.settings import NodeSettings
-from raftkv.raft.storage.base import RaftStorage
 from raftkv.testing.local_cluster import LocalCluster, run_scenario
-from raftkv.testing.state_machines import DictStateMachine, encode_set
-
-
-def memory_dict(_: RaftStorage) -> DictStateMachine:
-    return DictStateMachine()
+from raftkv.testing.state_machines import encode_set
 
 
 async def stalled_cluster(settings: NodeSettings) -> tuple[LocalCluster, Node, list[int]]:
