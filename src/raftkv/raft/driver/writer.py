@@ -91,7 +91,7 @@ class Writer:
         (the loop), which keeps the order and saves the thread round trip: the node uses it
         where that round trip is on the path of a write and the thread overlaps nothing
         with the loop (Node._start_ready, docs/performance.md)."""
-        if self._executor is None or self._under_way:
+        if self._executor is None or not self.idle:
             return self.submit(function, *arguments, **keywords)
         future: asyncio.Future[tuple[T, float]] = asyncio.get_running_loop().create_future()
         _run_into(future, function, arguments, keywords)
