@@ -31,6 +31,8 @@ from vs_etcd import BenchError, Raftkv, choose_ports
 PREFIX = "big-delete/"
 TXN_OPS = 128  # raftkv's default max_txn_ops
 VALUE = "v" * 64
+# How long a request that applies a big entry may take (the cluster's client has 5 s).
+APPLY_TIMEOUT_S = 120.0
 
 
 def load(http: httpx.Client, leader: str, keys: int) -> None:
@@ -39,7 +41,9 @@ def load(http: httpx.Client, leader: str, keys: int) -> None:
             {"op": "put", "key": f"{PREFIX}{key:08d}", "value": VALUE}
             for key in range(first, min(first + TXN_OPS, keys))
         ]
-        answer = http.post(f"{leader}/v1/txn", json={"compares": [], "success": success})
+        answer = http.post(
+            f"{leader}/v1/txn", json={"compares": [], "success": success}, timeout=APPLY_TIMEOUT_S
+        )
         if answer.status_code != 200:
             raise BenchError(f"loading the keys: {answer.status_code} {answer.text[:200]}")
 
@@ -60,13 +64,15 @@ def terms_and_leaders(http: httpx.Client, cluster: Raftkv) -> set[tuple[int, int
 def once(work_dir: Path, keys: int, watch_seconds: float) -> str:
     _, client_ports = choose_ports()
     cluster = Raftkv(work_dir, client_ports)
-    http = httpx.Client(timeout=120.0)
+    http = cluster.http
     try:
         leader = cluster.start()
         load(http, leader, keys)
         before = terms_and_leaders(http, cluster)
         started = time.monotonic()
-        answer = http.delete(f"{leader}/v1/kv/{PREFIX}", params={"prefix": "true"})
+        answer = http.delete(
+            f"{leader}/v1/kv/{PREFIX}", params={"prefix": "true"}, timeout=APPLY_TIMEOUT_S
+        )
         took = time.monotonic() - started
         deleted = answer.json().get("deleted") if answer.status_code == 200 else answer.text
         after: set[tuple[int, int]] = set()
@@ -80,8 +86,8 @@ def once(work_dir: Path, keys: int, watch_seconds: float) -> str:
             f"{sorted(before)}, after {sorted(after)}; leader changed: {changed}"
         )
     finally:
-        http.close()
         cluster.stop()
+        http.close()
 
 
 def main() -> int:
