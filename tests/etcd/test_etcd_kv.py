@@ -454,23 +454,43 @@ def test_garbage_on_the_port_closes_that_connection_and_nothing_else() -> None:
     run_scenario(scenario)
 
 
+async def _hold_watch_streams(api: EtcdApi, node: int, count: int) -> list[Any]:
+    """`count` watch streams open on `node`'s connection, each holding a call."""
+    streams = [api.stubs(node).Watch.Watch() for _ in range(count)]
+    for stream in streams:
+        create = rpc_pb2.WatchCreateRequest(key=b"w")
+        await api.cluster.complete(stream.write(rpc_pb2.WatchRequest(create_request=create)))
+        assert (await api.cluster.complete(stream.read())).created
+    return streams
+
+
 def test_calls_beyond_the_ports_limit_are_refused_at_once() -> None:
     async def scenario() -> None:
-        async with etcd_cluster(settings=EtcdSettings(max_concurrent_calls=2)) as api:
+        # One accept pipeline: the port's whole limit is its own.
+        settings = EtcdSettings(max_concurrent_calls=2, accept_pipelines=1)
+        async with etcd_cluster(settings=settings) as api:
             leader = api.leader()
             # Two watch streams hold both slots (each opened by its first message).
-            streams = [api.stubs(leader).Watch.Watch() for _ in range(2)]
-            for stream in streams:
-                create = rpc_pb2.WatchCreateRequest(key=b"w")
-                await api.cluster.complete(
-                    stream.write(rpc_pb2.WatchRequest(create_request=create))
-                )
-                assert (await api.cluster.complete(stream.read())).created
+            streams = await _hold_watch_streams(api, leader, 2)
             code, message = await _refused(_range(api, b"w"))
             assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, message
             streams[0].cancel()
             await api.cluster.run_until(lambda: api.servicers[leader].watch.streams == 1)
             assert (await _range(api, b"w")).count == 0
             streams[1].cancel()
+
+    run_scenario(scenario)
+
+
+def test_each_accept_pipeline_holds_its_share_of_the_ports_call_limit() -> None:
+    async def scenario() -> None:
+        # 4 calls on the port, 2 pipelines: one connection (one pipeline) may open 2.
+        settings = EtcdSettings(max_concurrent_calls=4, accept_pipelines=2)
+        async with etcd_cluster(settings=settings) as api:
+            streams = await _hold_watch_streams(api, api.leader(), 2)
+            code, message = await _refused(_range(api, b"w"))
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, message
+            for stream in streams:
+                stream.cancel()
 
     run_scenario(scenario)
