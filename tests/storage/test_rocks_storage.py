@@ -77,6 +77,44 @@ def test_reopening_recovers_exactly_what_was_persisted(tmp_path: Path) -> None:
     storage.close()
 
 
+def test_a_synced_persist_fsyncs_after_its_write_outside_the_write_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fsync (rocksdict's flush_wal, which releases the GIL) must not hold the write
+    # lock, or the event loop's commits of applied data would wait for the disk; and it
+    # must come after the batch and before the watermark claims the state durable.
+    storage = RocksStorage(tmp_path / "db")
+    database = storage.database
+    events: list[str] = []
+    real_sync = database.sync_log
+
+    def sync_log() -> None:
+        assert not database.write_lock.locked(), "fsync under the write lock"
+        # The batch has landed: its entries are readable before the sync ends.
+        assert storage.last_index() == 3
+        events.append("sync")
+        real_sync()
+
+    real_after_sync = storage._watermark.after_sync
+
+    def after_sync(hard_state: HardState) -> None:
+        events.append("watermark")
+        real_after_sync(hard_state)
+
+    monkeypatch.setattr(database, "sync_log", sync_log)
+    monkeypatch.setattr(storage._watermark, "after_sync", after_sync)
+    storage.persist(HardState(1, NodeId(1), 0), make_entries(1, 1, 1, 1), None, sync=True)
+    assert events == ["sync", "watermark"]
+    events.clear()
+    storage.persist(None, make_entries(4, 1), None, sync=False)
+    assert events == []
+    storage.close()
+    reopened = RocksStorage(tmp_path / "db", create=False)
+    assert reopened.last_index() == 4
+    assert reopened.initial_state()[0] == HardState(1, NodeId(1), 0)
+    reopened.close()
+
+
 def test_a_truncated_suffix_leaves_no_stale_entries_on_disk(tmp_path: Path) -> None:
     storage = RocksStorage(tmp_path / "db")
     storage.persist(None, make_entries(1, *[1] * 10), None, sync=True)

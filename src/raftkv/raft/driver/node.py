@@ -711,10 +711,11 @@ class Node:
         submitted_at = 0.0
         if must_write:
             submitted_at = time.perf_counter()
-            # A follower writes on the loop too: rocksdict holds the GIL through a write's
-            # fsync, so the thread only adds two hand-offs before its ack. A leader keeps
-            # the thread (what its loop takes in meanwhile joins the next Ready); a
-            # snapshot's write, long, always goes there (docs/performance.md).
+            # A follower writes on the loop too: its ack waits for the fsync either way,
+            # and the thread adds two hand-offs before it (measured slower even with the
+            # GIL released during the fsync). A leader keeps the thread (what its loop
+            # takes in meanwhile joins the next Ready); a snapshot's write, long, always
+            # goes there (docs/performance.md).
             inline = cheap or (ready.snapshot is None and not self._leadership.is_leader)
             submit = self._writer.submit_inline if inline else self._writer.submit
             write = submit(

@@ -173,6 +173,11 @@ class RocksStorage:
     def path(self) -> str:
         return self._database.path
 
+    @property
+    def database(self) -> RocksDatabase:
+        """The open database under this storage, shared with its AppData."""
+        return self._database
+
     def compact_files(self) -> None:
         """See RocksDatabase.compact_files (blocking: on a worker thread)."""
         self._database.compact_files()
@@ -428,7 +433,7 @@ class RocksStorage:
                 batch.put(VOTE_KEY, encode_hard_state(hard_state), handles.state_handle)
             if batch.is_empty():
                 return
-            self._database.write(batch, sync=sync)
+            self._database.write(batch, sync=False)
             if snapshot is not None:
                 self._entry_cache.clear()
             self._entry_cache.put(written)
@@ -440,8 +445,15 @@ class RocksStorage:
                 last_index,
                 last_term,
             )
-            if sync:
-                self._watermark.after_sync(self._cache.hard_state)
+            written_state = self._cache.hard_state
+        if not sync:
+            return
+        # The fsync outside the write lock (and the GIL: sync_log), so that the event
+        # loop's commits of applied data and its reads go on meanwhile. Persists run one at
+        # a time (the driver's Writer), so the state recorded is the one just synced.
+        self._database.sync_log()
+        with self._database.write_lock:
+            self._watermark.after_sync(written_state)
 
     def create_snapshot(self, index: int, conf_state: ConfState, data: bytes) -> Snapshot:
         """RaftStorage.create_snapshot. Synced: snapshots are rare, and a node's recovery
