@@ -101,6 +101,11 @@ class CallerInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, authorizer: Authorizer, stats: CallStats) -> None:
         self.authorizer = authorizer
         self.stats = stats
+        # Method -> its handler as wrapped, made at its first call: the handler gRPC
+        # resolves for a method is the same at every call, and wrapping it anew (closures,
+        # a handler object, an inspection) cost every call. Bounded by the port's methods:
+        # an unknown one has no handler and is never kept.
+        self._wrapped_handlers: dict[str, tuple[Handler[Any, Any], Handler[Any, Any]]] = {}
 
     async def intercept_service(
         self,
@@ -112,7 +117,13 @@ class CallerInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:  # an unknown method: gRPC answers UNIMPLEMENTED
             return None
-        return self._wrapped(handler, handler_call_details.method)
+        method = handler_call_details.method
+        known = self._wrapped_handlers.get(method)
+        if known is not None and known[0] is handler:
+            return cast("Handler[RequestT, ResponseT]", known[1])
+        wrapped = self._wrapped(handler, method)
+        self._wrapped_handlers[method] = (handler, wrapped)
+        return wrapped
 
     def _wrapped(
         self, handler: Handler[RequestT, ResponseT], method: str
