@@ -13,7 +13,7 @@ import pytest
 from etcd_helpers import etcd_cluster
 
 from raftkv.etcd.proto import rpc_pb2, rpc_pb2_grpc
-from raftkv.etcd.server import EtcdGrpcPort
+from raftkv.etcd.server import HOT_METHODS, EtcdGrpcPort
 from raftkv.etcd.settings import MAX_ACCEPT_PIPELINES, EtcdSettings
 from raftkv.raft.core.errors import ConfigInvalid
 from raftkv.testing.local_cluster import run_scenario
@@ -114,3 +114,27 @@ def test_a_closed_port_releases_every_pipeline() -> None:
 def test_absurd_pipeline_counts_are_refused(fields: dict[str, int], message: str) -> None:
     with pytest.raises(ConfigInvalid, match=message):
         EtcdSettings(**fields)  # type: ignore[arg-type]
+
+
+def test_the_hot_methods_are_methods_of_etcds_services() -> None:
+    # A misspelt name would silently leave a hot method on the generic path.
+    methods = {
+        f"/{service.full_name}/{method.name}"
+        for service in rpc_pb2.DESCRIPTOR.services_by_name.values()
+        for method in service.methods
+    }
+    assert HOT_METHODS.issubset(methods)
+    assert len(methods) > 3 * len(HOT_METHODS)  # the rest: the generic handler's
+
+
+def test_hot_and_other_methods_alike_are_answered() -> None:
+    async def scenario() -> None:
+        async with etcd_cluster() as api:
+            leader = api.leader()
+            await api.call(leader, "KV", "Put", rpc_pb2.PutRequest(key=b"k", value=b"v"))
+            status = await api.call(leader, "Maintenance", "Status", rpc_pb2.StatusRequest())
+            assert status.leader == leader
+            members = await api.call(leader, "Cluster", "MemberList", rpc_pb2.MemberListRequest())
+            assert len(members.members) == 3
+
+    run_scenario(scenario)
