@@ -198,9 +198,12 @@ BAD_INPUTS: list[tuple[str, str, str, dict[str, Any], int, str]] = [
     # defaults of a node listening on 127.0.0.1.
     (
         "a form body",
-        "PUT",
-        "/v1/kv/bad",
-        {"content": b'{"value": "v"}', "headers": {"Content-Type": "text/plain"}},
+        "POST",
+        "/v1/txn",
+        {
+            "content": b'{"success": [{"op": "put", "key": "bad", "value": "v"}]}',
+            "headers": {"Content-Type": "text/plain"},
+        },
         415,
         "unsupported_media_type",
     ),

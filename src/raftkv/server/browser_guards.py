@@ -6,12 +6,16 @@ body-less POST or DELETE... without asking the server first, and DNS rebinding m
 page's own name resolve to 127.0.0.1 so the browser even lets it read the answers. Three
 guards close those doors, before any handler runs (nothing is read or written):
 
-- **Content type** (`content_type_guard`): a request with a body must say
+- **Content type** (`content_type_guard`): a POST with a body must say
   `Content-Type: application/json` (a `charset` of UTF-8 allowed), or it is answered 415
-  `unsupported_media_type`. A browser sends that type cross-origin only after a CORS
-  preflight, which the origin guard answers; a body-less request is not affected. On
-  etcd's gateway (`/v3/`) a body with no Content-Type at all is taken, as etcd takes it
-  (etcd3gw's txns have none); a type other than JSON is refused there too.
+  `unsupported_media_type`. POST is the one method with a body a browser sends
+  cross-origin without a CORS preflight (with a form or text/plain body); JSON it sends
+  only after one, which the origin guard answers. Any other method (PUT, DELETE) is always
+  preflighted cross-origin, so its body is read as JSON whatever type it says: `curl -X
+  PUT -d '{"value": "v"}'` (a form type, curl's default) works. A body-less request is
+  not affected. On etcd's gateway (`/v3/`) a body with no Content-Type at all is taken,
+  as etcd takes it (etcd3gw's txns have none); a type other than JSON is refused there
+  too.
 - **Host** (`host_guard`, etcd's `--host-whitelist`): the Host header (its port
   stripped) must be in `BrowserGuards.hosts` ("*": any), or 421 `host_not_allowed`. A
   DNS-rebinding page sends its own name as Host (`evil.example:8080`), which a node
@@ -90,8 +94,8 @@ class BrowserGuards:
 
 @web.middleware
 async def content_type_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse (415) a body that does not say it is JSON (see the module docstring)."""
-    if request.body_exists:
+    """Refuse (415) a POST body that does not say it is JSON (see the module docstring)."""
+    if request.body_exists and request.method == hdrs.METH_POST:
         if hdrs.CONTENT_TYPE not in request.headers and request.path.startswith(_GATEWAY):
             return await handler(request)
         # aiohttp's parsed type: lower-case, application/octet-stream when none is given.

@@ -38,7 +38,7 @@ Every refusal is `{"error": {"code", "message"}}` (`raftkv.api.errors`):
 - 403 `origin_not_allowed`: a web page's request (its `Origin`) from an origin the `cors`
   setting does not list (`raftkv.server.browser_guards`);
 - 415 `unsupported_content_encoding`: a compressed body (never inflated);
-  `unsupported_media_type`: a body not sent as `Content-Type: application/json`;
+  `unsupported_media_type`: a POST body not sent as `Content-Type: application/json`;
 - 421 `host_not_allowed`: a `Host` the `host_whitelist` setting does not list;
 - 503 `not_leader`, `proposal_dropped`, `overloaded`, `stopped`, `busy` (another membership
   change under way), `unavailable` (the leader could not be reached), `too_many_watches`,
@@ -145,8 +145,8 @@ ERROR_CODES: dict[int, str] = {
     "request's ranges would scan more entries than the server's max_scan_entries; for a "
     "txn that writes, max_txn_scan_entries): nothing applied",
     415: "unsupported_content_encoding: the body is compressed (Content-Encoding); the "
-    "server never inflates a body: send it uncompressed; unsupported_media_type: the body "
-    "is not sent as Content-Type: application/json",
+    "server never inflates a body: send it uncompressed; unsupported_media_type: a POST's "
+    "body is not sent as Content-Type: application/json",
     421: "host_not_allowed: the request's Host is not in the server's host_whitelist (a "
     "DNS-rebinding page's name)",
     500: "internal: an unexpected error (logged by the server)",

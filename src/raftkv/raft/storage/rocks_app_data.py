@@ -273,9 +273,10 @@ class RocksAppData:
 
     def read_view(self) -> RocksReadView:
         """SupportsReadView.read_view: a view over two RocksDB iterators made now (one
-        for scans, one for point reads). Without the write lock (a writer holds it through
-        its fsync): a RocksDB write batch is seen whole or not at all, and the app space's
-        batches are committed by the thread that takes views, between two of them."""
+        for scans, one for point reads). Without the write lock (a snapshot's writer holds
+        it through its fsync): a RocksDB write batch is seen whole or not at all, and the
+        app space's batches are committed by the thread that takes views, between two of
+        them."""
         handles = self._database.handles()
         view = RocksReadView(self._database, handles.app.iter(), handles.app.iter())
         self._database.add_view(view)

@@ -194,10 +194,11 @@ class RocksDatabase:
     def __init__(self, path: str, *, create: bool) -> None:
         self.path = path
         # Serialises every write and `close`, and a reader's retry (rocks.py's docstring).
+        # A Raft log persist releases it for its fsync; a snapshot's write holds it through.
         self.write_lock = threading.Lock()
         # Read views not closed yet: `close` closes them, so none keeps the database open.
         # Guarded by their own lock, never held while waiting on I/O (unlike write_lock,
-        # held through fsyncs), so that making a view never waits for a write.
+        # held through a snapshot's fsync), so that making a view never waits for a write.
         self._views: weakref.WeakSet[ReadView] = weakref.WeakSet()
         self._views_lock = threading.Lock()
         # Held by compact_files, and by close: a manual compaction never outlives the
