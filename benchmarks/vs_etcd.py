@@ -31,7 +31,6 @@ import csv
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,6 +46,7 @@ import httpx
 import msgspec
 
 from raftkv.api.cluster import ClusterAnswer, StatusAnswer
+from raftkv.testing.processes import port_free
 
 HERE = Path(__file__).resolve().parent
 OPS = ("put", "range", "range_serializable")
@@ -208,16 +208,6 @@ def find_tool(given: str | None, name: str, how: str) -> str:
         where = f"{given} is not an executable" if given is not None else f"no {name} on PATH"
         raise MissingTool(f"{where}: {how}")
     return path
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def wait_for(condition: Callable[[], bool], what: str, processes: Sequence[Started]) -> None:

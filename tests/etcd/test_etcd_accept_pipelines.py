@@ -17,7 +17,7 @@ from raftkv.etcd.server import HOT_METHODS, EtcdGrpcPort
 from raftkv.etcd.settings import MAX_ACCEPT_PIPELINES, EtcdSettings
 from raftkv.raft.core.errors import ConfigInvalid
 from raftkv.testing.local_cluster import run_scenario
-from raftkv.testing.processes import free_port
+from raftkv.testing.processes import free_port, port_free
 
 
 def _listener(port: int, *, reuse_port: bool) -> socket.socket:
@@ -28,17 +28,6 @@ def _listener(port: int, *, reuse_port: bool) -> socket.socket:
     listener.bind(("127.0.0.1", port))
     listener.listen()
     return listener
-
-
-def _bindable(port: int) -> bool:
-    """Whether a socket without SO_REUSEPORT may bind the port: nothing listens there."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def _channel(port: int) -> grpc.aio.Channel:
@@ -93,12 +82,12 @@ def test_a_closed_port_releases_every_pipeline() -> None:
             etcd_port = EtcdGrpcPort(servicers, f"127.0.0.1:{port}")
             await etcd_port.start()
             assert etcd_port.port == port
-            assert not _bindable(port)
+            assert not port_free(port)
             # A second port on the same address is refused while the first listens.
             with pytest.raises(OSError):
                 await EtcdGrpcPort(servicers, f"127.0.0.1:{port}").start()
             await etcd_port.close()
-            assert _bindable(port)
+            assert port_free(port)
 
     run_scenario(scenario)
 

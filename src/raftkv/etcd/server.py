@@ -27,15 +27,13 @@ takes an equal share of `max_concurrent_calls`.
 Invariant: no other socket listens on the port when the pipelines bind to it. SO_REUSEPORT
 would let a second process of the same user (a raftkv started twice) share the port
 silently, so a probe socket without SO_REUSEPORT binds the address first and fails on
-any listener already there (`_refuse_a_listened_port`).
+any listener already there (`raftkv.raft.listening.probe_listen`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
-import socket
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -45,6 +43,7 @@ import grpc.aio
 from raftkv.etcd.credentials import CallerInterceptor
 from raftkv.etcd.proto import rpc_pb2_grpc
 from raftkv.etcd.servicers import EtcdServicers
+from raftkv.raft.listening import probe_listen
 
 logger = logging.getLogger("raftkv.etcd")
 
@@ -101,7 +100,8 @@ class EtcdGrpcPort:
         pipelines = self.settings.accept_pipelines
         host, _, port = self.address.rpartition(":")
         if pipelines > 1 and port != "0":
-            _refuse_a_listened_port(host, int(port))
+            # gRPC binds an IPv6 wildcard for both families: so does the probe.
+            probe_listen(host.strip("[]"), int(port), v6_only=False)
         try:
             # The first binds the address (port 0: the kernel picks one); the rest share it.
             # Each starts once bound, so that close() releases every port bound so far.
@@ -205,19 +205,3 @@ class _HotMethodsRegistrar:
         }
         if hot:
             self._server.add_registered_method_handlers(service, hot)
-
-
-def _refuse_a_listened_port(host: str, port: int) -> None:
-    """OSError(EADDRINUSE) if any socket listens on host:port: a probe binds it without
-    SO_REUSEPORT (with SO_REUSEADDR, as gRPC binds, so closed connections do not count)."""
-    for family, kind, protocol, _, address in socket.getaddrinfo(
-        host.strip("[]") or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    ):
-        with socket.socket(family, kind, protocol) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(address)
-            except OSError as error:
-                if error.errno == errno.EADDRINUSE:
-                    raise OSError(errno.EADDRINUSE, "address already in use") from None
-                raise

@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import socket
 
+from raftkv.raft.listening import probe_listen
 from raftkv.server.client_tls import TlsFiles, TlsFilesInvalid, check_files, tls_files_of
 from raftkv.server.exposure import peer_refusal
 from raftkv.server.setting_values import split_address
@@ -87,32 +88,23 @@ def check_can_listen(name: str, address: str) -> None:
     """StartFailed naming setting `name` if `address` does not resolve or cannot be bound."""
     host, port = split_address(address)
     try:
-        found = socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
+        if port == 0:  # any free port will do: only the host must resolve
+            socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        else:
+            # As the real listeners (asyncio's) bind: IPv6 only on an IPv6 address.
+            probe_listen(host, port, v6_only=True)
     except socket.gaierror as error:
         raise StartFailed(
             f"setting {name}: cannot resolve the host {host!r} of {address} "
             f"({error.strerror}): give an IP address or a name this machine resolves"
         ) from error
-    if port == 0:
-        return  # any free port will do
-    for family, kind, protocol, _, socket_address in found:
-        with socket.socket(family, kind, protocol) as probe:
-            # As the real listeners do: a port left in TIME_WAIT is free, one that another
-            # socket listens on is not.
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            try:
-                probe.bind(socket_address)
-            except OSError as error:
-                advice = (
-                    ": another process listens there (another raftkv serve?); stop it or "
-                    "choose another port"
-                    if error.errno == errno.EADDRINUSE
-                    else ""
-                )
-                raise StartFailed(
-                    f"setting {name}: cannot listen on {address}: {error.strerror or error}{advice}"
-                ) from error
+    except OSError as error:
+        advice = (
+            ": another process listens there (another raftkv serve?); stop it or "
+            "choose another port"
+            if error.errno == errno.EADDRINUSE
+            else ""
+        )
+        raise StartFailed(
+            f"setting {name}: cannot listen on {address}: {error.strerror or error}{advice}"
+        ) from error

@@ -9,7 +9,9 @@ import socket
 import time
 from collections.abc import Callable
 
-__all__ = ["free_port", "server_ports", "wait_until"]
+from raftkv.raft.listening import probe_listen
+
+__all__ = ["free_port", "port_free", "server_ports", "wait_until"]
 
 
 # Ports handed out for test and benchmark servers: below the kernel's ephemeral range
@@ -50,6 +52,16 @@ _handed_out: set[int] = set()
 def server_ports() -> range:
     """The ports `free_port` draws from in this process (its worker's slice)."""
     return _SERVER_PORTS
+
+
+def port_free(port: int) -> bool:
+    """Whether a listener may bind the port on 127.0.0.1 now: no socket listens there
+    (whatever its options; a port left in TIME_WAIT is free)."""
+    try:
+        probe_listen("127.0.0.1", port, v6_only=False)
+    except OSError:
+        return False
+    return True
 
 
 def free_port() -> int:
