@@ -102,11 +102,18 @@ class EtcdGrpcPort:
         if pipelines > 1 and port != "0":
             # gRPC binds an IPv6 wildcard for both families: so does the probe.
             probe_listen(host.strip("[]"), int(port), v6_only=False)
+        # Every call of every pipeline runs as the caller its token or certificate names
+        # (one interceptor for the port: each method's handler is wrapped once).
+        servicers = self.servicers
+        interceptor = CallerInterceptor(
+            servicers.context.service.authorizer, servicers.context.stats
+        )
         try:
             # The first binds the address (port 0: the kernel picks one); the rest share it.
             # Each starts once bound, so that close() releases every port bound so far.
             for pipeline in range(pipelines):
-                server = self._server_at(self.address if pipeline == 0 else f"{host}:{self.port}")
+                address = self.address if pipeline == 0 else f"{host}:{self.port}"
+                server = self._server_at(address, interceptor)
                 self._servers.append(server)
                 await server.start()
         except BaseException:
@@ -114,7 +121,7 @@ class EtcdGrpcPort:
             raise
         logger.info("etcd v3 API (gRPC) at %s", self.address)
 
-    def _server_at(self, address: str) -> grpc.aio.Server:
+    def _server_at(self, address: str, interceptor: CallerInterceptor) -> grpc.aio.Server:
         """One accept pipeline bound to `address`, not started; sets self.port."""
         settings, servicers = self.settings, self.servicers
         pipelines = settings.accept_pipelines
@@ -132,10 +139,7 @@ class EtcdGrpcPort:
             ],
             # The port's limit, split evenly (settings: pipelines <= max_concurrent_calls).
             maximum_concurrent_rpcs=settings.max_concurrent_calls // pipelines,
-            # Every call runs as the caller its token or certificate names.
-            interceptors=[
-                CallerInterceptor(servicers.context.service.authorizer, servicers.context.stats)
-            ],
+            interceptors=[interceptor],
         )
         # The generated registration functions are untyped (grpc_tools writes no stubs).
         registrations = (
