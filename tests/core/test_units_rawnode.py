@@ -7,12 +7,12 @@ messages, Ready availability) is compared before and after.
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+import msgspec
 import pytest
 
 from raftkv.raft.core import (
@@ -921,10 +921,10 @@ def test_a_heartbeat_commit_beyond_the_log_is_answered_but_not_believed() -> Non
         heartbeat(2, term=2, commit=2**64 - 1),
         heartbeat(2, term=2**64 - 1),
         heartbeat(2, term=MAX_TERM + 1),
-        dataclasses.replace(heartbeat(2, term=2), index=MAX_INDEX + 1),
+        msgspec.structs.replace(heartbeat(2, term=2), index=MAX_INDEX + 1),
         heartbeat(2, term=0),
         heartbeat(0, term=2),
-        dataclasses.replace(heartbeat(2, term=2), to=NodeId(3)),
+        msgspec.structs.replace(heartbeat(2, term=2), to=NodeId(3)),
     ],
     ids=[
         "commit 2**64-1",
@@ -993,15 +993,15 @@ def test_timeout_now_is_obeyed_only_from_the_leader_followed_in_this_term() -> N
     """Issue 12 A4: one forged MsgTimeoutNow moved leadership at once."""
     driver = follower_of(2, term=2)
     timeout_now = Message(type=MessageType.TIMEOUT_NOW, to=NodeId(1), term=2)
-    driver.node.step(dataclasses.replace(timeout_now, sender=NodeId(3)))
+    driver.node.step(msgspec.structs.replace(timeout_now, sender=NodeId(3)))
     assert (driver.raft.role, driver.raft.term, driver.raft.leader_id) == (FOLLOWER, 2, 2)
     # From a newer term it cannot be our leader's: a leader sends TimeoutNow only to a
     # follower that acknowledged its log in its term.
-    driver.node.step(dataclasses.replace(timeout_now, sender=NodeId(2), term=3))
+    driver.node.step(msgspec.structs.replace(timeout_now, sender=NodeId(2), term=3))
     assert (driver.raft.role, driver.raft.term) == (FOLLOWER, 3)
     driver.drain()
     driver.node.step(heartbeat(2, term=3))
-    driver.node.step(dataclasses.replace(timeout_now, sender=NodeId(2), term=3))
+    driver.node.step(msgspec.structs.replace(timeout_now, sender=NodeId(2), term=3))
     assert (driver.raft.role, driver.raft.term) == (CANDIDATE, 4)
 
 

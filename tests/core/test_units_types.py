@@ -10,6 +10,7 @@ import random
 import struct
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -283,24 +284,29 @@ def test_config_random_source() -> None:
     )
 
 
-def test_message_fields_are_the_ones_raft_send_copies() -> None:
-    """raft._send rebuilds a Message field by field (faster than dataclasses.replace); a
-    new field must be added there too, or it would be silently dropped."""
-    import dataclasses
+def test_values_are_immutable_hashable_and_compare_by_fields() -> None:
+    """The core's values are msgspec Structs (built in C, see types.py): they must keep
+    what frozen dataclasses promised, since the core shares them between its log, its
+    messages and the caller's Ready."""
+    from raftkv.raft.core.types import Message, Snapshot, SnapshotMetadata
 
-    from raftkv.raft.core.types import Message
-
-    assert [field.name for field in dataclasses.fields(Message)] == [
-        "type",
-        "to",
-        "sender",
-        "term",
-        "log_term",
-        "index",
-        "entries",
-        "commit",
-        "snapshot",
-        "reject",
-        "reject_hint",
-        "context",
+    message = Message(
+        MessageType.APPEND,
+        to=NodeId(2),
+        entries=(Entry(1, 1, data=b"x"),),
+        snapshot=Snapshot(SnapshotMetadata(3, 1, ConfState(voters=frozenset({NodeId(1)})))),
+    )
+    values: list[Any] = [
+        message,
+        message.entries[0],
+        HardState(1, NodeId(1), 1),
+        ConfChange((ConfChangeSingle(ConfChangeType.ADD_NODE, NodeId(2)),)),
+        EMPTY_SNAPSHOT,
     ]
+    for value in values:
+        with pytest.raises(AttributeError):
+            setattr(value, type(value).__struct_fields__[0], None)
+        assert hash(value) == hash(msgspec.structs.replace(value))
+        assert value == msgspec.structs.replace(value)
+    assert msgspec.structs.replace(message, term=2) != message
+    assert msgspec.structs.replace(message, term=2).entries is message.entries

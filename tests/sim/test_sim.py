@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 
+import msgspec
 import pytest
 
 from raftkv.raft.core import log as log_module
@@ -179,7 +180,7 @@ def test_vote_sent_before_it_is_durable_is_caught(monkeypatch: pytest.MonkeyPatc
 
     def send(self: raft_module.Raft, message: Message) -> None:
         if message.type is MessageType.VOTE_RESPONSE and message.to != self.id:
-            self.messages.append(dataclasses.replace(message, sender=self.id))
+            self.messages.append(msgspec.structs.replace(message, sender=self.id))
             return
         original(self, message)
 
@@ -194,7 +195,7 @@ def test_append_acknowledged_before_it_is_durable_is_caught(
 
     def send(self: raft_module.Raft, message: Message) -> None:
         if message.type is MessageType.APPEND_RESPONSE and message.to != self.id:
-            message = dataclasses.replace(message, sender=self.id, term=self.term)
+            message = msgspec.structs.replace(message, sender=self.id, term=self.term)
             self.messages.append(message)
             return
         original(self, message)

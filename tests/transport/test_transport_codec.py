@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -158,7 +159,7 @@ def through_the_wire(message: Message) -> Message:
 
 def test_the_strategy_covers_every_message_field() -> None:
     # A field added to Message must be added to the schema, the codec and peer_messages.
-    assert [field.name for field in dataclasses.fields(Message)] == [
+    assert list(Message.__struct_fields__) == [
         "type", "to", "sender", "term", "log_term", "index", "entries", "commit", "snapshot",
         "reject", "reject_hint", "context",
     ]  # fmt: skip
@@ -423,16 +424,16 @@ ONE_TWO = ConfState(voters=frozenset({NodeId(1), NodeId(2)}))
 @pytest.mark.parametrize(
     ("message", "reason"),
     [
-        (dataclasses.replace(heartbeat_message(), term=MAX_TERM + 1), "out of range"),
-        (dataclasses.replace(heartbeat_message(), term=U64), "out of range"),
-        (dataclasses.replace(heartbeat_message(), log_term=MAX_TERM + 1), "out of range"),
-        (dataclasses.replace(heartbeat_message(), index=MAX_INDEX + 1), "out of range"),
-        (dataclasses.replace(heartbeat_message(), commit=U64), "out of range"),
-        (dataclasses.replace(heartbeat_message(), reject_hint=U64), "out of range"),
-        (dataclasses.replace(heartbeat_message(), sender=NodeId(0)), "invalid node ids"),
-        (dataclasses.replace(heartbeat_message(), to=NodeId(0)), "invalid node ids"),
-        (dataclasses.replace(heartbeat_message(), to=NodeId(1)), "invalid node ids"),
-        (dataclasses.replace(heartbeat_message(), term=0), "MsgHeartbeat with term 0"),
+        (msgspec.structs.replace(heartbeat_message(), term=MAX_TERM + 1), "out of range"),
+        (msgspec.structs.replace(heartbeat_message(), term=U64), "out of range"),
+        (msgspec.structs.replace(heartbeat_message(), log_term=MAX_TERM + 1), "out of range"),
+        (msgspec.structs.replace(heartbeat_message(), index=MAX_INDEX + 1), "out of range"),
+        (msgspec.structs.replace(heartbeat_message(), commit=U64), "out of range"),
+        (msgspec.structs.replace(heartbeat_message(), reject_hint=U64), "out of range"),
+        (msgspec.structs.replace(heartbeat_message(), sender=NodeId(0)), "invalid node ids"),
+        (msgspec.structs.replace(heartbeat_message(), to=NodeId(0)), "invalid node ids"),
+        (msgspec.structs.replace(heartbeat_message(), to=NodeId(1)), "invalid node ids"),
+        (msgspec.structs.replace(heartbeat_message(), term=0), "MsgHeartbeat with term 0"),
         (
             Message(
                 MessageType.PROPOSE,

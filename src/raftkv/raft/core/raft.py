@@ -30,7 +30,8 @@ from __future__ import annotations
 import contextlib
 import enum
 from collections.abc import Callable
-from dataclasses import replace
+
+import msgspec
 
 from raftkv.raft.core import confchange
 from raftkv.raft.core.config import NO_LIMIT, Config
@@ -445,7 +446,7 @@ class Raft:
                     raise ProposalDropped("no leader")
                 if self.config.disable_proposal_forwarding:
                     raise NotLeader(self.leader_id)
-                self._send(replace(message, to=self.leader_id))
+                self._send(msgspec.structs.replace(message, to=self.leader_id))
             case MessageType.APPEND | MessageType.HEARTBEAT | MessageType.SNAPSHOT:
                 if self.leader_id not in (NO_NODE, message.sender):
                     # A second leader in one term cannot exist (§5.2, Election Safety):
@@ -462,7 +463,7 @@ class Raft:
             case MessageType.TRANSFER_LEADER:
                 if self.leader_id == NO_NODE:
                     raise ProposalDropped("no leader to transfer leadership from")
-                self._send(replace(message, to=self.leader_id))
+                self._send(msgspec.structs.replace(message, to=self.leader_id))
             case MessageType.TIMEOUT_NOW:
                 # The leader asks us to take over now; skip PreVote and the lease check.
                 # Only the leader we follow in this term may ask: it sends TimeoutNow only
@@ -474,7 +475,7 @@ class Raft:
             case MessageType.READ_INDEX:
                 if self.leader_id == NO_NODE:
                     raise ProposalDropped("no leader to serve a read index")
-                self._send(replace(message, to=self.leader_id))
+                self._send(msgspec.structs.replace(message, to=self.leader_id))
             case MessageType.READ_INDEX_RESPONSE:
                 self.reads.step_follower_response(message)
             case _:
@@ -1022,22 +1023,7 @@ class Raft:
             # Forwarded proposals and reads keep term 0: they are local to the leader.
             term = self.term
         if sender != message.sender or term != message.term:
-            # Built directly rather than with dataclasses.replace: this runs for every
-            # message and replace() is several times slower.
-            message = Message(
-                type=message.type,
-                to=message.to,
-                sender=sender,
-                term=term,
-                log_term=message.log_term,
-                index=message.index,
-                entries=message.entries,
-                commit=message.commit,
-                snapshot=message.snapshot,
-                reject=message.reject,
-                reject_hint=message.reject_hint,
-                context=message.context,
-            )
+            message = msgspec.structs.replace(message, sender=sender, term=term)
         if message.type in _AFTER_APPEND_TYPES:
             self.messages_after_append.append(message)
         else:
@@ -1049,5 +1035,5 @@ class Raft:
 def _normalized(conf_state: ConfState) -> ConfState:
     # auto_leave is meaningless outside a joint configuration.
     if not conf_state.voters_outgoing and conf_state.auto_leave:
-        return replace(conf_state, auto_leave=False)
+        return msgspec.structs.replace(conf_state, auto_leave=False)
     return conf_state

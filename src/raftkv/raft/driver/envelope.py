@@ -60,8 +60,7 @@ class EnvelopeError(ValueError):
     """Bytes in the log or a snapshot are not a valid envelope of a known version."""
 
 
-@dataclass(frozen=True, slots=True)
-class RequestId:
+class RequestId(msgspec.Struct, frozen=True, gc=False):
     """Unique across the cluster's life: a node id, a random 64-bit incarnation drawn at
     each start, and a counter."""
 

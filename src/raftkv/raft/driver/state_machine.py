@@ -6,15 +6,16 @@ The driver calls every method on the event loop thread, in log order, never conc
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+import msgspec
 
-@dataclass(frozen=True, slots=True)
-class Command:
+
+class Command(msgspec.Struct, frozen=True, gc=False):
     """One committed command, with the log position it was committed at. Commands proposed
     `batchable` (Node.propose, NodeSettings.batch_proposals) may share one entry: they
-    come consecutively, in the same `apply` call, with the same index and term."""
+    come consecutively, in the same `apply` call, with the same index and term. A frozen
+    msgspec Struct, as the core's values (raftkv.raft.core.types says why)."""
 
     index: int
     term: int

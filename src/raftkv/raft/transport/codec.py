@@ -1,9 +1,9 @@
-"""Core dataclasses <-> protobuf (`raft.proto`), both directions, with validation.
+"""Core values <-> protobuf (`raft.proto`), both directions, with validation.
 
 Rules:
 - This module, the snapshot modules (`snapshot_*.py`) and the network transports'
   (`grpc_*.py`, `tcp_*.py`, `raw_*.py`) are the only users of the generated `raft_pb2`;
-  everything outside `raftkv.raft.transport` sees core dataclasses only.
+  everything outside `raftkv.raft.transport` sees core values only.
 - Decoding never trusts the peer. Every enum code is mapped through an explicit table (an
   unknown code is `MalformedMessage`, never a crash or a silent default), and every decoded
   message passes `check_peer_message`, so the core's own assertions only ever fire for our
@@ -242,8 +242,8 @@ def decode_message(message: wire.Message) -> Message:
         )
     except KeyError as error:
         raise MalformedMessage(f"unknown entry kind code {error.args[0]}") from None
-    # Positional, in Message's field order (pinned by a test): a quarter faster than
-    # keywords for a frozen dataclass, on the hottest line of replication.
+    # Positional, in Message's field order (pinned by a test), on the hottest line of
+    # replication.
     decoded = Message(
         message_type,
         NodeId(message.to),

@@ -41,9 +41,10 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Final
 
+import msgspec
 import zstandard
 from google.protobuf.message import DecodeError
 
@@ -352,7 +353,9 @@ class IncomingSnapshot:
             raise MalformedMessage("snapshot data fails its SHA-256")
         snapshot = offer.message.snapshot
         assert snapshot is not None  # _read_offer checked it
-        return replace(offer.message, snapshot=replace(snapshot, data=data))
+        return msgspec.structs.replace(
+            offer.message, snapshot=msgspec.structs.replace(snapshot, data=data)
+        )
 
 
 def _kind(reply: wire.SnapshotReply) -> str:
