@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 
 from raftkv.raft.core import confchange
+from raftkv.raft.core.coalesce import coalesce
 from raftkv.raft.core.config import Config
 from raftkv.raft.core.errors import (
     ConfChangeInvalid,
@@ -319,8 +320,8 @@ class RawNode:
             entries=entries,
             snapshot=snapshot,
             committed_entries=tuple(raft.log.next_committed_entries()),
-            messages=tuple(raft.messages),
-            persisted_messages=tuple(persisted),
+            messages=tuple(coalesce(raft.messages)),
+            persisted_messages=tuple(coalesce(persisted)),
             must_sync=must_sync,
         )
         raft.messages = []
