@@ -41,15 +41,21 @@ def test_nothing_to_drop_returns_the_same_sequence() -> None:
     assert coalesce(messages) is messages
 
 
-def test_an_empty_append_goes_when_an_append_with_entries_follows_it() -> None:
-    # The commit broadcast, then new entries: one message, with the newer commit.
-    messages = [append(TWO, 5, 5), append(THREE, 5, 5), append(TWO, 5, 4, 6), heartbeat(THREE)]
+def test_an_empty_append_goes_when_another_append_follows_it() -> None:
+    # The commit broadcast, then new entries: one message.
+    messages = [append(TWO, 5, 5), append(THREE, 5, 5), append(TWO, 5, 5, 6), heartbeat(THREE)]
     assert coalesce(messages) == [append(THREE, 5, 5), append(TWO, 5, 5, 6), heartbeat(THREE)]
 
 
-def test_an_empty_append_after_the_entries_lends_them_its_commit() -> None:
+def test_an_empty_append_continuing_the_entries_before_it_lends_them_its_commit() -> None:
     messages = [append(TWO, 4, 3, 5, 6), append(TWO, 6, 6)]
     assert coalesce(messages) == [append(TWO, 4, 6, 5, 6)]
+
+
+def test_a_probe_after_entries_is_kept() -> None:
+    # Entries at 9-10, then (a rejection came back) a probe at 5: it must reach the peer.
+    messages = [append(TWO, 8, 3, 9, 10), append(TWO, 5, 3)]
+    assert coalesce(messages) is messages
 
 
 def test_appends_with_entries_are_all_kept_and_the_last_carries_the_commit() -> None:

@@ -9,12 +9,16 @@ acknowledgement per APPEND stepped in a Ready.
 
 Rules (applied to one Ready's messages, before the caller sees them):
 - Only messages of one term to one peer are compared; everything else passes unchanged.
-- APPENDs: an empty one is dropped when another APPEND to the same peer is in the batch,
-  and the last APPEND with entries carries the highest commit index of them all. (Several
-  empty ones and none with entries: only the last is kept.) Each APPEND is consistent
-  with the leader's log at its `index`, and a follower caps a received commit at the
-  last entry it knows it shares with the leader, so a higher commit on a later message
-  tells it nothing false.
+- APPENDs: an empty one is dropped when a later APPEND to the same peer is in the batch
+  (sent later, it reflects the leader's newer view of that peer, and commit indexes only
+  grow), or when it continues the APPEND with entries just before it (its `index` and
+  `log_term` are that APPEND's last entry: the commit broadcast after new entries).
+  The last APPEND kept carries the highest commit index of them all. An APPEND with
+  entries is never dropped, nor an empty one that probes elsewhere with nothing after it
+  (a probe after a rejection). A follower caps a received commit at the last entry it
+  knows it shares with the leader, so a higher commit on a kept message tells it nothing
+  false; and a follower that rejects the APPEND an empty one continued would have
+  rejected that one too (Log Matching).
 - APPEND_RESPONSEs that accept (no `reject`): when none of the batch's responses to that
   peer rejects, only the one with the highest `index` is kept, at the place of the last:
   the leader's `maybe_update` keeps the highest match it hears anyway.
@@ -78,21 +82,28 @@ def coalesce(messages: Sequence[Message]) -> Sequence[Message]:
 def _coalesce_appends(
     messages: Sequence[Message], positions: list[int], replaced: dict[int, Message | None]
 ) -> None:
+    last = positions[-1]
+    for number, position in enumerate(positions):
+        message = messages[position]
+        if message.entries:
+            continue
+        superseded = position != last
+        if superseded or (number > 0 and _continues(messages[positions[number - 1]], message)):
+            replaced[position] = None
+    # Never empty: the last APPEND is dropped only for the one with entries before it.
+    kept = [position for position in positions if position not in replaced]
     commit = max(messages[position].commit for position in positions)
-    with_entries = [position for position in positions if messages[position].entries]
-    if not with_entries:
-        for position in positions[:-1]:
-            replaced[position] = None
-        last = messages[positions[-1]]
-        if last.commit < commit:
-            replaced[positions[-1]] = msgspec.structs.replace(last, commit=commit)
-        return
-    for position in positions:
-        if not messages[position].entries:
-            replaced[position] = None
-    carrier = messages[with_entries[-1]]
+    carrier = messages[kept[-1]]
     if carrier.commit < commit:
-        replaced[with_entries[-1]] = msgspec.structs.replace(carrier, commit=commit)
+        replaced[kept[-1]] = msgspec.structs.replace(carrier, commit=commit)
+
+
+def _continues(previous: Message, empty: Message) -> bool:
+    """Whether `empty` checks exactly the last entry `previous` carries."""
+    if not previous.entries:
+        return False
+    last = previous.entries[-1]
+    return empty.index == last.index and empty.log_term == last.term
 
 
 def _coalesce_acks(
