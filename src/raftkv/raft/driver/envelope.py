@@ -43,6 +43,7 @@ _HEADER = struct.Struct(">BQQQ")
 HEADER_SIZE = _HEADER.size
 _BATCH_HEADER = struct.Struct(">BI")
 _BATCH_ITEM = struct.Struct(">QQQI")
+_BATCH_PREFIX = bytes([BATCH_VERSION])
 # A batch entry's size: BATCH_HEADER_BYTES, then BATCH_ITEM_HEADER_BYTES and the bytes of
 # each command.
 BATCH_HEADER_BYTES = _BATCH_HEADER.size
@@ -104,28 +105,31 @@ def decode_proposals(data: bytes) -> list[tuple[RequestId, bytes]]:
     """The proposals an entry carries, in order: one (version 1) or a batch (version 2).
     EnvelopeError if it is neither, or a batch is malformed (a count of 0 or 1 or over
     MAX_BATCH_COMMANDS, a length past the end, bytes after the last command)."""
-    if data[:1] != bytes([BATCH_VERSION]):
+    if data[:1] != _BATCH_PREFIX:
         return [decode_proposal(data)]
-    if len(data) < _BATCH_HEADER.size:
-        raise EnvelopeError(f"batch of {len(data)} bytes is shorter than its header")
+    size = len(data)
+    if size < _BATCH_HEADER.size:
+        raise EnvelopeError(f"batch of {size} bytes is shorter than its header")
     _, count = _BATCH_HEADER.unpack_from(data)
     if not 2 <= count <= MAX_BATCH_COMMANDS:
         raise EnvelopeError(f"batch of {count} commands (2 to {MAX_BATCH_COMMANDS})")
     proposals: list[tuple[RequestId, bytes]] = []
+    append, unpack_item, item_size = proposals.append, _BATCH_ITEM.unpack_from, _BATCH_ITEM.size
     position = _BATCH_HEADER.size
-    view = memoryview(data)
+    # Once per entry on every member: locals and plain slices (one copy) keep it short.
     for number in range(count):
-        if len(data) - position < _BATCH_ITEM.size:
+        if size - position < item_size:
             raise EnvelopeError(f"batch command {number} is cut short in its header")
-        origin, incarnation, sequence, length = _BATCH_ITEM.unpack_from(data, position)
-        position += _BATCH_ITEM.size
-        if len(data) - position < length:
+        origin, incarnation, sequence, length = unpack_item(data, position)
+        position += item_size
+        end = position + length
+        if end > size:
             raise EnvelopeError(
                 f"batch command {number} of {length} bytes runs past the entry's end"
             )
-        command = bytes(view[position : position + length])
-        position += length
-        proposals.append((RequestId(NodeId(origin), incarnation, sequence), command))
+        # NodeId is a NewType: at run time the int itself.
+        append((RequestId(origin, incarnation, sequence), data[position:end]))
+        position = end
     if position != len(data):
         raise EnvelopeError(f"batch has {len(data) - position} bytes after its last command")
     return proposals
