@@ -494,3 +494,36 @@ def test_each_accept_pipeline_holds_its_share_of_the_ports_call_limit() -> None:
                 stream.cancel()
 
     run_scenario(scenario)
+
+
+def test_a_compaction_waits_as_long_as_the_clients_deadline_each_step_its_own_timeout() -> None:
+    """etcdctl check perf compacts every key it wrote with a 30 s deadline: raftkv must not
+    cut that at one request's timeout (it answered "request timed out" once), only each
+    step of it."""
+
+    async def scenario() -> None:
+        async with etcd_cluster() as api:
+            leader = api.leader()
+            await _put(api, b"a", b"1")
+            await _put(api, b"a", b"2")
+            service = api.services[leader]
+            compact = service.compact
+            seen: list[dict[str, Any]] = []
+
+            async def recording(revision: int, **bounds: Any) -> Any:
+                seen.append(bounds)
+                return await compact(revision, **bounds)
+
+            service.compact = recording  # type: ignore[method-assign]
+            request = rpc_pb2.CompactionRequest(revision=2)
+            stub = api.stubs(leader).KV
+            await api.cluster.complete(stub.Compact(request, timeout=30.0))
+            step = api.servicers[leader].context.request_timeout_s
+            assert seen[0]["step_timeout"] == step
+            assert step < seen[0]["timeout"] <= 31.0  # the client's, as gRPC carries it
+            # Without a deadline only the steps are bounded, as etcd bounds none.
+            await _put(api, b"a", b"3")
+            await api.cluster.complete(stub.Compact(rpc_pb2.CompactionRequest(revision=3)))
+            assert seen[1] == {"timeout": None, "step_timeout": step}
+
+    run_scenario(scenario)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from random import Random
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from kv_helpers import started as started_on_rocks
@@ -129,6 +129,39 @@ def test_a_large_compaction_goes_through_the_log_in_steps() -> None:
             await cluster.run_until(lambda node=node: node.compacted_revision() == revision)
         with pytest.raises(Compacted):
             await cluster.complete(service.compact(revision - 5))
+        await cluster.stop()
+
+    run_scenario(scenario)
+
+
+def test_a_compaction_bounds_each_step_and_the_whole_apart() -> None:
+    """etcd's clients give a compaction their own deadline (etcdctl's check perf: 30 s for
+    every key it wrote); raftkv bounds each step by its request timeout, and the whole only
+    by that deadline, so a long compaction is not cut at one request's timeout."""
+
+    async def scenario() -> None:
+        cluster, services = await started()
+        service = services[1]
+        for index in range(2 * COMPACT_STEP_REVISIONS + 500):
+            await cluster.complete(service.put(b"k%d" % index, b"v"))
+        limits: list[float | None] = []
+        write = service._write
+
+        async def recording(*arguments: Any) -> Any:
+            limits.append(arguments[-1])
+            return await write(*arguments)
+
+        service._write = recording  # type: ignore[method-assign]
+        revision = service.current_revision()
+        await cluster.complete(service.compact(revision - 1000, step_timeout=2.0))
+        assert limits == [2.0, 2.0]  # no whole: each step alone is bounded
+        limits.clear()
+        await cluster.complete(service.compact(revision, timeout=60.0, step_timeout=2.0))
+        assert limits == [2.0]  # the whole leaves more than a step
+        await cluster.complete(service.put(b"more", b"v"))
+        limits.clear()
+        await cluster.complete(service.compact(revision + 1, timeout=1.5, step_timeout=2.0))
+        assert len(limits) == 1 and limits[0] is not None and limits[0] <= 1.5
         await cluster.stop()
 
     run_scenario(scenario)

@@ -305,30 +305,44 @@ class KvService:
         result = await self._write(request, TxnResponse, client_id, sequence, timeout)
         return _cut_to(result, self.read_limits.read_budget())
 
-    async def compact(self, revision: int, *, timeout: float | None = None) -> CompactResponse:
+    async def compact(
+        self,
+        revision: int,
+        *,
+        timeout: float | None = None,
+        step_timeout: float | None = None,
+    ) -> CompactResponse:
         """Compact up to `revision`, in steps of at most COMPACT_STEP_REVISIONS revisions,
         each its own log entry: a step is applied on every member's event loop, and one
         compaction of 100,000 keys at once would hold every loop for seconds (an election).
         Each step is a compaction in its own right, so a failure part way leaves the
-        history compacted up to the last step done. `timeout` bounds the whole."""
+        history compacted up to the last step done. `timeout` bounds the whole (None: only
+        the steps are bounded, and there are at most revision / COMPACT_STEP_REVISIONS of
+        them); `step_timeout` bounds each step, and the first check of `revision`."""
         check_request(Compact(revision=revision), self.settings)
         self.authorizer.check(current_caller(), Compact(revision=revision))
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
-        if revision > self.current_revision():
-            # Refused whole, before a first step: confirm against the cluster's revision.
-            await self.node.read_index(timeout=timeout)
-            if revision > self.current_revision():
-                raise FutureRevision(revision, self.current_revision())
-        done = self.compacted_revision()
-        while True:
-            step = min(revision, max(done, 0) + COMPACT_STEP_REVISIONS)
+
+        def bound() -> float | None:
+            """What the next proposal or read may take: the rest of the whole, or a step."""
             remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
             if remaining is not None and remaining <= 0:
                 raise ProposalTimeout(f"compacted up to {done} of {revision}; retry")
+            if step_timeout is None:
+                return remaining
+            return step_timeout if remaining is None else min(remaining, step_timeout)
+
+        done = self.compacted_revision()
+        if revision > self.current_revision():
+            # Refused whole, before a first step: confirm against the cluster's revision.
+            await self.node.read_index(timeout=bound())
+            if revision > self.current_revision():
+                raise FutureRevision(revision, self.current_revision())
+        while True:
+            step = min(revision, max(done, 0) + COMPACT_STEP_REVISIONS)
+            limit = bound()
             try:
-                result = await self._write(
-                    Compact(revision=step), CompactResponse, "", 0, remaining
-                )
+                result = await self._write(Compact(revision=step), CompactResponse, "", 0, limit)
             except Compacted as error:
                 # Compacted further meanwhile (by another request, or this node lagged).
                 if step == revision or error.compact_revision >= revision:
