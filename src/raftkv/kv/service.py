@@ -322,6 +322,7 @@ class KvService:
         check_request(Compact(revision=revision), self.settings)
         self.authorizer.check(current_caller(), Compact(revision=revision))
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        done = self.compacted_revision()
 
         def bound() -> float | None:
             """What the next proposal or read may take: the rest of the whole, or a step."""
@@ -332,7 +333,6 @@ class KvService:
                 return remaining
             return step_timeout if remaining is None else min(remaining, step_timeout)
 
-        done = self.compacted_revision()
         if revision > self.current_revision():
             # Refused whole, before a first step: confirm against the cluster's revision.
             await self.node.read_index(timeout=bound())

@@ -130,8 +130,8 @@ def decode_proposals(data: bytes) -> list[tuple[RequestId, bytes]]:
         # NodeId is a NewType: at run time the int itself.
         append((RequestId(origin, incarnation, sequence), data[position:end]))
         position = end
-    if position != len(data):
-        raise EnvelopeError(f"batch has {len(data) - position} bytes after its last command")
+    if position != size:
+        raise EnvelopeError(f"batch has {size - position} bytes after its last command")
     return proposals
 
 
