@@ -133,10 +133,13 @@ def test_writes_interleaving_key_spaces_stay_sorted_per_space_and_in_order() -> 
     """A delete of n keys writes an index key, then a history key, per key: each space in
     key order, the spaces interleaved. Each space keeps its own sorted list, so each write
     lands at the end of its list (a single list would move the other space's keys every
-    time: half a second for 48,000 keys), and scans see every space's keys in order."""
+    time: half a second for 48,000 keys), and scans see every space's keys in order. (The
+    lists are kept from a batch's first scan on, as a compaction scans before it writes.)"""
     app = MemoryAppData()
     app.commit(AppBatch(puts=[(b"h-committed", b"c"), (b"k-committed", b"c")]), 1, 1)
     staged = StagedWrites(app)
+    staged.put(b"m-first", b"v")
+    assert [key for key, _ in staged.scan(b"m", b"n")] == [b"m-first"]
     for index in range(20_000):
         staged.put(b"k%08d" % index, b"index")
         staged.put(b"h%08d" % index, b"history")
@@ -156,3 +159,29 @@ def test_writes_interleaving_key_spaces_stay_sorted_per_space_and_in_order() -> 
     staged.put(b"z-late", b"v")
     staged.rollback(savepoint)
     assert [key for key, _ in staged.scan(b"z", b"\xff")] == []
+
+
+def test_a_batch_that_never_scans_keeps_no_order_and_its_first_scan_sees_every_write() -> None:
+    """Most batches (puts) never scan, so staging keeps no sorted lists until a scan asks
+    for them; that scan, and every later one, sees the staged writes in key order over the
+    committed data, rolled-back writes gone, before and after it."""
+    app = MemoryAppData()
+    app.commit(AppBatch(puts=[(b"b", b"committed"), (b"d", b"committed")]), 1, 1)
+    staged = StagedWrites(app)
+    for key in (b"e", b"a", b"c"):
+        staged.put(key, b"staged")
+    savepoint = staged.savepoint()
+    staged.put(b"f", b"rolled back")
+    staged.delete(b"b")
+    staged.rollback(savepoint)
+    assert staged._sorted_keys is None
+    assert [key for key, _ in staged.scan(b"", b"z")] == [b"a", b"b", b"c", b"d", b"e"]
+    savepoint = staged.savepoint()
+    staged.put(b"0", b"staged after the scan")
+    staged.delete(b"d")
+    assert [key for key, _ in staged.scan(b"", b"z")] == [b"0", b"a", b"b", b"c", b"e"]
+    staged.rollback(savepoint)
+    assert [key for key, _ in staged.scan(b"", b"z")] == [b"a", b"b", b"c", b"d", b"e"]
+    staged.commit(2, 1)
+    assert staged._sorted_keys is None
+    assert [key for key, _ in app.scan(b"", b"z")] == [b"a", b"b", b"c", b"d", b"e"]

@@ -10,12 +10,15 @@ since `savepoint()`, so a request that fails halfway leaves nothing behind.
 
 Invariants: `_pending` maps each staged key to its final value in this batch (None: deleted);
 `_undo` holds, per staged write in order, the key and what `_pending` held for it before
-(`_UNSTAGED`: nothing); `_sorted_keys` holds the staged keys sorted, one list per key space
-(a key's first byte: raftkv.kv.layout's spaces), and `_spaces` those spaces in order, so
-that the lists concatenated in that order are `sorted(_pending)`. They are kept so as each
-key is staged (a binary search and a list insert) rather than sorted again for each scan: a
-request that scans after each write (a compaction of n keys: a scan, then deletes, per key)
-would otherwise sort the whole batch n times, seconds of a blocked loop for 10,000 keys.
+(`_UNSTAGED`: nothing). Once a scan has run in this batch, `_sorted_keys` holds the staged
+keys sorted, one list per key space (a key's first byte: raftkv.kv.layout's spaces), and
+`_spaces` those spaces in order, so that the lists concatenated in that order are
+`sorted(_pending)`; before the first scan `_sorted_keys` is None and nothing is kept (most
+batches, puts, never scan, and keeping the order cost each staged key a search). From the
+first scan on they are kept as each key is staged (a binary search and a list insert)
+rather than sorted again for each scan: a request that scans after each write (a
+compaction of n keys: a scan, then deletes, per key) would otherwise sort the whole batch n
+times, seconds of a blocked loop for 10,000 keys.
 One list per space because a request writes each space in key order but interleaves the
 spaces (a delete of n keys: an index key, then a history key, per key): in one list every
 insert would move the other space's keys, O(n) each, and a delete of 48,000 keys spent half
@@ -44,7 +47,7 @@ class StagedWrites:
         self.app = app
         self._pending: dict[bytes, bytes | None] = {}
         self._undo: list[tuple[bytes, bytes | _Unstaged | None]] = []
-        self._sorted_keys: dict[int, list[bytes]] = {}
+        self._sorted_keys: dict[int, list[bytes]] | None = None
         self._spaces: list[int] = []
 
     def get(self, key: bytes) -> bytes | None:
@@ -58,10 +61,16 @@ class StagedWrites:
         if not self._pending:
             return self.app.scan(start, end)
         pending = self._pending
+        sorted_keys = self._sorted_keys
+        if sorted_keys is None:
+            sorted_keys = self._sorted_keys = {}
+            for key in sorted(pending):
+                sorted_keys.setdefault(_space(key), []).append(key)
+            self._spaces = sorted(sorted_keys)
         staged = [
             (key, pending[key])
             for space in self._spaces
-            for keys in (self._sorted_keys[space],)
+            for keys in (sorted_keys[space],)
             for key in keys[bisect_left(keys, start) : bisect_left(keys, end)]
         ]
         return _merge(self.app.scan(start, end), staged)
@@ -81,8 +90,9 @@ class StagedWrites:
             key, previous = self._undo.pop()
             if previous is _UNSTAGED:
                 del self._pending[key]
-                keys = self._sorted_keys[_space(key)]
-                del keys[bisect_left(keys, key)]
+                if self._sorted_keys is not None:
+                    keys = self._sorted_keys[_space(key)]
+                    del keys[bisect_left(keys, key)]
             else:
                 self._pending[key] = previous
 
@@ -97,17 +107,18 @@ class StagedWrites:
         self.app.commit(batch, applied_index, applied_term)
         self._pending.clear()
         self._undo.clear()
-        self._sorted_keys = {}
+        self._sorted_keys = None
         self._spaces = []
 
     def _stage(self, key: bytes, value: bytes | None) -> None:
         previous = self._pending.get(key, _UNSTAGED)
         self._undo.append((key, previous))
-        if previous is _UNSTAGED:
+        sorted_keys = self._sorted_keys
+        if previous is _UNSTAGED and sorted_keys is not None:
             space = _space(key)
-            keys = self._sorted_keys.get(space)
+            keys = sorted_keys.get(space)
             if keys is None:
-                keys = self._sorted_keys[space] = []
+                keys = sorted_keys[space] = []
                 insort(self._spaces, space)
             if not keys or keys[-1] < key:
                 keys.append(key)  # the common case: each space written in key order

@@ -54,6 +54,8 @@ from raftkv.kv.auth_state import AuthState
 from raftkv.kv.commands import (
     AuthChangeResponse,
     ClearCorruptAlarm,
+    Compact,
+    DeleteRange,
     DisarmNoSpaceAlarm,
     HashCheck,
     HashCheckRequest,
@@ -74,10 +76,12 @@ from raftkv.kv.commands import (
     NoSpaceAlarmResponse,
     PublishMember,
     PublishMemberResponse,
+    Put,
     RaiseNoSpaceAlarm,
     Range,
     RangeResponse,
     ResponseHeader,
+    Txn,
     WriteRequest,
     WriteResponse,
     decode_command,
@@ -460,12 +464,13 @@ class KvStateMachine:
                     raise SessionExpired(client_id, sequence)
             request = kv_command.request
             self._refuse_if_auth_moved(kv_command)
-            if isinstance(request, PublishMember):
+            if isinstance(request, (Put, DeleteRange, Txn, Compact)):  # MvccStore's own
+                self._refuse_if_out_of_space(request)
+                result: WriteResponse = self._store.execute(request)
+            elif isinstance(request, PublishMember):
                 check_request(request, self.settings)
                 self._members.publish(request)
-                result: WriteResponse = PublishMemberResponse(
-                    ResponseHeader(self._store.current_revision())
-                )
+                result = PublishMemberResponse(ResponseHeader(self._store.current_revision()))
             elif isinstance(request, LeaseRequest):
                 check_request(request, self.settings)
                 self._refuse_if_out_of_space(request)
@@ -486,8 +491,7 @@ class KvStateMachine:
                     ResponseHeader(self._store.current_revision()), self._auth.revision
                 )
             else:
-                self._refuse_if_out_of_space(request)
-                result = self._store.execute(request)
+                assert_never(request)
         except KvError as error:
             return error
         if client_id:
