@@ -332,9 +332,10 @@ class Cluster:
         for port in self.client_ports + self.peer_ports + self.other_ports:
             if not port_free(port):
                 raise BenchError(f"port {port} is taken: stop what holds it and run again")
-        for member in range(3):
+        members = len(self.client_ports)
+        for member in range(members):
             self.processes.append(self.start_member(member))
-        wait_for(self.serving, f"{self.name}'s 3 members to serve", self.processes)
+        wait_for(self.serving, f"{self.name}'s {members} members to serve", self.processes)
         leader = ""
 
         def found() -> bool:
@@ -359,7 +360,10 @@ class Cluster:
         raise NotImplementedError
 
     def serving(self) -> bool:
-        return all(reachable(self.http, self.url(member) + self.ready_path) for member in range(3))
+        return all(
+            reachable(self.http, self.url(member) + self.ready_path)
+            for member in range(len(self.client_ports))
+        )
 
     def leader_url(self) -> str:
         raise NotImplementedError
@@ -460,7 +464,7 @@ class Raftkv(Cluster):
 
     def leader_url(self) -> str:
         cluster = get_json(self.http, "GET", f"{self.url(0)}/v1/cluster", None, ClusterAnswer)
-        return self.url(cluster.leader - 1) if 1 <= cluster.leader <= 3 else ""
+        return self.url(cluster.leader - 1) if 1 <= cluster.leader <= len(self.client_ports) else ""
 
     def put(self, url: str, key: str, value: str) -> None:
         body = {"value": value}

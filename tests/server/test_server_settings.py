@@ -196,6 +196,17 @@ def test_the_initial_cluster_reads_as_text_or_a_toml_table(tmp_path: Path) -> No
             {},
             "http_keepalive_timeout_s (from flag --http-keepalive-timeout-s): must be a positive",
         ),
+        ({"http_workers": "-1"}, {}, "http_workers (from flag --http-workers): must be >= 0"),
+        (
+            {},
+            {"RAFTKV_HTTP_WORKERS": "17"},
+            "http_workers (from environment variable RAFTKV_HTTP_WORKERS): must be 0-16",
+        ),
+        (
+            {"http_workers": "1", "cert_file": "c.pem", "key_file": "k.pem"},
+            {},
+            "http_workers (from flag --http-workers): must be 0-16, and 0 with cert_file (TLS)",
+        ),
     ],
 )
 def test_a_bad_setting_is_refused_naming_it(

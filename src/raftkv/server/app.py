@@ -13,14 +13,14 @@ middlewares below.
   `raftkv.server.metrics` (`GET /metrics`).
 - The errors and their codes: `raftkv.server.errors`.
 - The middlewares, outermost first: the metrics (they see the status the errors middleware
-  answers with), the errors (an exception becomes its JSON error answer), the protocol
-  guard (HTTP/1.0 and 1.1 only; percent-escapes in URLs must be UTF-8), the Host and
-  Origin guards (`raftkv.server.browser_guards`: what keeps web pages out), the encoding
-  guard (a compressed body is refused before anything reads it), the content type guard
-  (a body must be JSON: `raftkv.server.browser_guards`), the auth guard (who the request
-  acts for, and 401 without credentials: `raftkv.server.auth_guard`), the CORRUPT guard (a
-  member a hash check found diverged serves no data), the removal guard
-  (`raftkv.server.removal`).
+  answers with), the errors (an exception becomes its JSON error answer), the request
+  guards (`request_guards`, in order: the protocol, HTTP/1.0 and 1.1 only and
+  percent-escapes in URLs UTF-8; the Host and Origin guards of
+  `raftkv.server.browser_guards`, what keeps web pages out; the encoding, a compressed body
+  refused before anything reads it; the content type, a body must be JSON), the auth
+  guard (who the request acts for, and 401 without credentials:
+  `raftkv.server.auth_guard`), the CORRUPT guard (a member a hash check found diverged
+  serves no data), the removal guard (`raftkv.server.removal`).
 
 The handlers reach the store through the `KvService` only (its docstring names the metrics
 as the one reader around it).
@@ -50,10 +50,10 @@ from raftkv.server.auth_guard import auth_guard
 from raftkv.server.backup_api import BackupHandlers
 from raftkv.server.browser_guards import (
     BrowserGuards,
-    content_type_guard,
+    HostCheck,
+    OriginCheck,
+    content_type_refusal,
     cors_headers,
-    host_guard,
-    origin_guard,
 )
 from raftkv.server.cluster_api import ClusterHandlers
 from raftkv.server.console import ConsoleHandlers, ConsoleSettings
@@ -68,7 +68,16 @@ from raftkv.server.removal import guard_removal
 from raftkv.server.routes import ROUTES
 from raftkv.server.watch_api import WatchHandlers
 
-__all__ = ["BACKUPS", "METRICS", "WATCHES", "Handlers", "HttpSettings", "create_app"]
+__all__ = [
+    "BACKUPS",
+    "METRICS",
+    "WATCHES",
+    "Handlers",
+    "HttpSettings",
+    "create_app",
+    "errors_middleware",
+    "request_guards",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -179,13 +188,10 @@ class Handlers:
 # -- middlewares -----------------------------------------------------------------------------
 
 
-@web.middleware
-async def _encoding_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Refuse a compressed request body (415) before anything reads it: the API never
-    needs one, and inflating one is where a small "gzip bomb" costs seconds of CPU. (The
-    server does not inflate bodies itself: raftkv.server.listener.)"""
+def _encoding_refusal(request: web.Request) -> web.Response | None:
+    """415 for a compressed request body, before anything reads it: the API never needs
+    one, and inflating one is where a small "gzip bomb" costs seconds of CPU. (The server
+    does not inflate bodies itself: raftkv.server.listener.)"""
     encoding = request.headers.get(hdrs.CONTENT_ENCODING, "identity").strip()
     if encoding.lower() != "identity":
         response = error_response(
@@ -195,7 +201,7 @@ async def _encoding_middleware(
         )
         response.force_close()
         return response
-    return await handler(request)
+    return None
 
 
 # A run of percent-escapes: the bytes of one or more characters. A raw path or query is
@@ -217,11 +223,8 @@ def _not_utf8_escape(text: str) -> str | None:
     return None
 
 
-@web.middleware
-async def _protocol_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Refuse what HTTP/1.1 and the API's URLs cannot carry: another HTTP version (505), a
+def _protocol_refusal(request: web.Request) -> web.Response | None:
+    """What HTTP/1.1 and the API's URLs cannot carry: another HTTP version (505), a
     percent-escape in the path or query that is not UTF-8 (400: a binary key goes in
     base64, with encoding=base64)."""
     version = request.get(REQUESTED_VERSION, request.version)
@@ -237,17 +240,41 @@ async def _protocol_middleware(
     for part, text in (("path", url.raw_path), ("query", url.raw_query_string)):
         escape = _not_utf8_escape(text)
         if escape is not None:
-            raise ApiError(
+            return error_response(
                 400,
                 "invalid_request",
                 f"the {part}'s percent-escapes {escape[:48]} are not UTF-8: send a binary key "
                 "or value base64-encoded, with encoding=base64",
             )
-    return await handler(request)
+    return None
+
+
+def request_guards(browsers: BrowserGuards) -> Middleware:
+    """The checks every request passes before any handler runs, in order (the first
+    refusal is the answer): the protocol, the Host and Origin guards, the encoding and the
+    content type (raftkv.server.browser_guards). One middleware, not one each: a layer
+    costs every request a coroutine (~2.5 µs)."""
+    checks: tuple[Callable[[web.Request], web.Response | None], ...] = (
+        _protocol_refusal,
+        HostCheck(browsers.hosts),
+        OriginCheck(browsers.origins),
+        _encoding_refusal,
+        content_type_refusal,
+    )
+
+    @web.middleware
+    async def guards(request: web.Request, handler: Handler) -> web.StreamResponse:
+        for check in checks:
+            refusal = check(request)
+            if refusal is not None:
+                return refusal
+        return await handler(request)
+
+    return guards
 
 
 @web.middleware
-async def _errors_middleware(
+async def errors_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     try:
@@ -350,12 +377,8 @@ def create_app(
     app = web.Application(
         middlewares=[
             metrics.middleware,
-            _errors_middleware,
-            _protocol_middleware,
-            host_guard(settings.browsers.hosts),
-            origin_guard(settings.browsers.origins),
-            _encoding_middleware,
-            content_type_guard,
+            errors_middleware,
+            request_guards(settings.browsers),
             auth_guard(service.authorizer),
             _corrupt_guard(service),
         ],

@@ -6,7 +6,7 @@ body-less POST or DELETE... without asking the server first, and DNS rebinding m
 page's own name resolve to 127.0.0.1 so the browser even lets it read the answers. Three
 guards close those doors, before any handler runs (nothing is read or written):
 
-- **Content type** (`content_type_guard`): a POST with a body must say
+- **Content type** (`content_type_refusal`): a POST with a body must say
   `Content-Type: application/json` (a `charset` of UTF-8 allowed), or it is answered 415
   `unsupported_media_type`. POST is the one method with a body a browser sends
   cross-origin without a CORS preflight (with a form or text/plain body); JSON it sends
@@ -16,13 +16,13 @@ guards close those doors, before any handler runs (nothing is read or written):
   not affected. On etcd's gateway (`/v3/`) a body with no Content-Type at all is taken,
   as etcd takes it (etcd3gw's txns have none); a type other than JSON is refused there
   too.
-- **Host** (`host_guard`, etcd's `--host-whitelist`): the Host header (its port
+- **Host** (`HostCheck`, etcd's `--host-whitelist`): the Host header (its port
   stripped) must be in `BrowserGuards.hosts` ("*": any), or 421 `host_not_allowed`. A
   DNS-rebinding page sends its own name as Host (`evil.example:8080`), which a node
   serving on loopback does not accept (`raftkv.server.browser_policy` derives that
   default, and parses and matches the entries). A request without a Host header
   (HTTP/1.0) is not a browser's and passes.
-- **Origin** (`origin_guard`, etcd's `--cors`): a request whose `Origin` header is
+- **Origin** (`OriginCheck`, etcd's `--cors`): a request whose `Origin` header is
   neither the node's own origin (same-origin: `scheme://Host`, trusted because the Host
   guard ran first) nor in `BrowserGuards.origins` ("*": any, even "null") is answered 403
   `origin_not_allowed`. A preflight (`OPTIONS` with `Access-Control-Request-Method`) from
@@ -37,7 +37,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aiohttp import hdrs, web
-from aiohttp.typedefs import Handler, Middleware
 
 from raftkv.server.browser_policy import (
     ANY,
@@ -48,7 +47,7 @@ from raftkv.server.browser_policy import (
 )
 from raftkv.server.http_common import error_response
 
-__all__ = ["BrowserGuards", "content_type_guard", "cors_headers", "host_guard", "origin_guard"]
+__all__ = ["BrowserGuards", "HostCheck", "OriginCheck", "content_type_refusal", "cors_headers"]
 
 # What a preflight answers: the methods and request headers the API takes, and how long a
 # browser may remember that (seconds; browsers cap it at 2 h or less).
@@ -90,14 +89,15 @@ class BrowserGuards:
 
 
 # -- the guards ------------------------------------------------------------------------------
+# Each is a check of a request before any handler runs: the answer refusing it, or None
+# (raftkv.server.app runs them in one middleware, `request_guards`).
 
 
-@web.middleware
-async def content_type_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse (415) a POST body that does not say it is JSON (see the module docstring)."""
+def content_type_refusal(request: web.Request) -> web.Response | None:
+    """415 for a POST body that does not say it is JSON (see the module docstring)."""
     if request.body_exists and request.method == hdrs.METH_POST:
         if hdrs.CONTENT_TYPE not in request.headers and request.path.startswith(_GATEWAY):
-            return await handler(request)
+            return None
         # aiohttp's parsed type: lower-case, application/octet-stream when none is given.
         media_type = request.content_type
         charset = (request.charset or "utf-8").lower()
@@ -109,30 +109,31 @@ async def content_type_guard(request: web.Request, handler: Handler) -> web.Stre
                 f"Content-Type {given[:64]!r} is not accepted: a request body is JSON, "
                 "sent with Content-Type: application/json",
             )
-    return await handler(request)
+    return None
 
 
-def host_guard(hosts: tuple[str, ...]) -> Middleware:
-    """Refuse (421) a request whose Host is not in `hosts` (see the module docstring)."""
+class HostCheck:
+    """421 for a request whose Host is not in `hosts` (see the module docstring)."""
 
-    # The verdict per Host header seen: matching parses IP addresses, and clients send
-    # the same few Host values again and again. Bounded: Host is the client's to choose.
-    verdicts: dict[str, bool] = {}
-    any_host = ANY in hosts
+    def __init__(self, hosts: tuple[str, ...]) -> None:
+        self.hosts = hosts
+        self._any = ANY in hosts
+        # The verdict per Host header seen: matching parses IP addresses, and clients send
+        # the same few Host values again and again. Bounded: Host is the client's to choose.
+        self._verdicts: dict[str, bool] = {}
 
-    @web.middleware
-    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    def __call__(self, request: web.Request) -> web.Response | None:
         header = request.headers.get(hdrs.HOST)
-        if any_host or header is None:
-            return await handler(request)
-        allowed = verdicts.get(header)
+        if self._any or header is None:
+            return None
+        allowed = self._verdicts.get(header)
         if allowed is None:
-            allowed = host_allowed(host_of_header(header), hosts)
-            if len(verdicts) >= _MAX_REMEMBERED_HOSTS:
-                verdicts.clear()
-            verdicts[header] = allowed
+            allowed = host_allowed(host_of_header(header), self.hosts)
+            if len(self._verdicts) >= _MAX_REMEMBERED_HOSTS:
+                self._verdicts.clear()
+            self._verdicts[header] = allowed
         if allowed:
-            return await handler(request)
+            return None
         return error_response(
             421,
             "host_not_allowed",
@@ -140,22 +141,22 @@ def host_guard(hosts: tuple[str, ...]) -> Middleware:
             "host_whitelist (or reach the node by one of its names)",
         )
 
-    return guard
 
+class OriginCheck:
+    """403 for a request from an origin not allowed; the answer to the preflights of those
+    allowed (see the module docstring). Runs after `HostCheck`."""
 
-def origin_guard(origins: tuple[str, ...]) -> Middleware:
-    """Refuse (403) a request from an origin not allowed, answer the preflights of those
-    allowed (see the module docstring). Runs after `host_guard`."""
+    def __init__(self, origins: tuple[str, ...]) -> None:
+        self.origins = origins
 
-    @web.middleware
-    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    def __call__(self, request: web.Request) -> web.Response | None:
         header = request.headers.get(hdrs.ORIGIN)
         if header is None:
-            return await handler(request)
+            return None
         origin = _origin_or_none(header)
         if origin is not None and origin == _own_origin(request):
-            return await handler(request)  # same-origin: no CORS headers needed
-        if ANY not in origins and (origin is None or origin not in origins):
+            return None  # same-origin: no CORS headers needed
+        if ANY not in self.origins and (origin is None or origin not in self.origins):
             return error_response(
                 403,
                 "origin_not_allowed",
@@ -172,9 +173,7 @@ def origin_guard(origins: tuple[str, ...]) -> Middleware:
             preflight.headers[hdrs.ACCESS_CONTROL_ALLOW_HEADERS] = _CORS_HEADERS
             preflight.headers[hdrs.ACCESS_CONTROL_MAX_AGE] = str(_CORS_MAX_AGE_S)
             return preflight
-        return await handler(request)
-
-    return guard
+        return None
 
 
 async def cors_headers(request: web.Request, response: web.StreamResponse) -> None:

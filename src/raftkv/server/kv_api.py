@@ -61,6 +61,7 @@ from raftkv.kv.commands import (
     TxnResponse,
 )
 from raftkv.kv.service import KvService
+from raftkv.server.fronts.remote_service import RemoteKvService
 from raftkv.server.http_common import (
     ApiError,
     Codec,
@@ -150,7 +151,12 @@ async def _respond(build: Callable[[], object], kvs: int) -> web.Response:
 
 
 class KvHandlers:
-    def __init__(self, service: KvService, timeout: float, max_body_bytes: int) -> None:
+    """The KV routes' handlers, over the node's `KvService` or, in a front process, the
+    `RemoteKvService` that sends each call to it (raftkv.server.fronts)."""
+
+    def __init__(
+        self, service: KvService | RemoteKvService, timeout: float, max_body_bytes: int
+    ) -> None:
         self.service = service
         # How long a write waits for its outcome, a read for its read point.
         self.timeout = timeout

@@ -328,10 +328,16 @@ class ClientPort:
         settings: ClientPortSettings,
         *,
         ssl_context: ssl.SSLContext | None = None,
+        sock: socket.socket | None = None,
+        unix_path: str | None = None,
     ) -> None:
         self.settings = settings
         self._host = host
         self._port = port
+        # Instead of host:port: a listening socket made elsewhere (a front process's,
+        # inherited), or a Unix socket path (a member's private port for its fronts).
+        self._sock = sock
+        self._unix_path = unix_path
         # With TLS (raftkv.server.client_tls): every connection's handshake, bounded by the
         # keep-alive timeout like a slow head.
         self._ssl_context = ssl_context
@@ -367,7 +373,7 @@ class ClientPort:
     @property
     def port(self) -> int:
         """The port listened on (the one chosen, when started with port 0)."""
-        if self._server is None or not self._server.sockets:
+        if self._server is None or not self._server.sockets or self._unix_path is not None:
             return self._port
         return int(self._server.sockets[0].getsockname()[1])
 
@@ -386,16 +392,21 @@ class ClientPort:
         self.accept_errors_log = AcceptErrorLog(loop, self.settings.accept_error_interval_s)
         self.accept_errors_log.install()
         try:
-            self._server = await loop.create_server(
-                self.gate,
-                self._host,
-                self._port,
-                reuse_address=True,
-                ssl=self._ssl_context,
-                ssl_handshake_timeout=(
-                    self.settings.keepalive_timeout_s if self._ssl_context else None
-                ),
-            )
+            if self._unix_path is not None:
+                self._server = await loop.create_unix_server(self.gate, self._unix_path)
+            elif self._sock is not None:
+                self._server = await loop.create_server(self.gate, sock=self._sock)
+            else:
+                self._server = await loop.create_server(
+                    self.gate,
+                    self._host,
+                    self._port,
+                    reuse_address=True,
+                    ssl=self._ssl_context,
+                    ssl_handshake_timeout=(
+                        self.settings.keepalive_timeout_s if self._ssl_context else None
+                    ),
+                )
             _lengthen_accept_queue(self._server, self.settings.max_connections)
         except BaseException:
             await self.close()

@@ -356,25 +356,35 @@ class Metrics:
         status = response.status if response is not None else 500
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else UNMATCHED_ROUTE
-        method = request.method if request.method in hdrs.METH_ALL else "other"
+        body = response.body if isinstance(response, web.Response) else None
+        self.observe_answer(
+            route, request.method, status, elapsed, body if isinstance(body, bytes) else None
+        )
+
+    def observe_answer(
+        self, route: str, method: str, status: int, elapsed_s: float, body: bytes | None
+    ) -> None:
+        """Count one answer to a request for `route` (a route template), given its body
+        when it may be an API error (its code names a limit hit); also for the requests a
+        front process served (raftkv.server.fronts.gateway)."""
+        method = method if method in hdrs.METH_ALL else "other"
         key = (route, method, status)
         child = self._http_children.get(key)
         if child is None:
             child = self._http_children[key] = self._http_duration.labels(
                 route, method, str(status)
             )
-        child.observe(elapsed)
+        child.observe(elapsed_s)
         if status == 413:
             # No API error code: aiohttp's own 413, a body over client_max_size.
-            limit = _LIMIT_OF_ERROR_CODE.get(_error_code(response) or "body_too_large")
+            limit = _LIMIT_OF_ERROR_CODE.get(_error_code(body) or "body_too_large")
             if limit is not None:
                 self.http_limit_hits[limit] += 1
 
 
-def _error_code(response: web.StreamResponse | None) -> str:
-    """The `error.code` of an API error answer; "" if `response` is not one."""
-    body = response.body if isinstance(response, web.Response) else None
-    if not isinstance(body, bytes):
+def _error_code(body: bytes | None) -> str:
+    """The `error.code` of an API error answer's body; "" if it is not one."""
+    if body is None:
         return ""
     try:
         return _ERROR_BODY_DECODER.decode(body).error.code

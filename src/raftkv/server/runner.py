@@ -52,6 +52,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import msgspec
+from aiohttp import web
 
 from raftkv.api.cluster import ClusterAnswer
 from raftkv.etcd.context import EtcdContext
@@ -88,6 +89,9 @@ from raftkv.server.client_tls import ClientTls, tls_files_of
 from raftkv.server.compactor import AutoCompactor
 from raftkv.server.console import ConsoleSettings
 from raftkv.server.exposure import client_warnings
+from raftkv.server.fronts.gateway import FrontGateway
+from raftkv.server.fronts.protocol import max_frame_bytes
+from raftkv.server.fronts.supervisor import FrontedClientPort, FrontSettings, FrontsFailed
 from raftkv.server.identity import (
     DATABASE_DIR,
     Identity,
@@ -223,7 +227,7 @@ class Server:
         self.log_context = log_context
         self.node: Node | None = None
         self.service: KvService | None = None
-        self._client_port: ClientPort | None = None
+        self._client_port: ClientPort | FrontedClientPort | None = None
         self._metrics_port: ClientPort | None = None
         self._etcd: EtcdServicers | None = None
         self._backups: BackupHandlers | None = None
@@ -402,20 +406,27 @@ class Server:
                 self._etcd,
             )
             self._backups = app[BACKUPS]
-            client_port = ClientPort(
-                app,
-                host,
-                port,
-                ClientPortSettings(
-                    max_connections=settings.max_client_connections,
-                    keepalive_timeout_s=settings.http_keepalive_timeout_s,
-                    shutdown_timeout_s=settings.shutdown_timeout_s,
-                ),
-                ssl_context=None if self.tls is None else self.tls.listening_context,
+            port_settings = ClientPortSettings(
+                max_connections=settings.max_client_connections,
+                keepalive_timeout_s=settings.http_keepalive_timeout_s,
+                shutdown_timeout_s=settings.shutdown_timeout_s,
             )
+            client_port: ClientPort | FrontedClientPort
+            if settings.http_workers:
+                client_port = self._fronted_port(app, host, port, port_settings, browsers)
+            else:
+                client_port = ClientPort(
+                    app,
+                    host,
+                    port,
+                    port_settings,
+                    ssl_context=None if self.tls is None else self.tls.listening_context,
+                )
             app[METRICS].client_port = client_port
             try:
                 await client_port.start()  # closes itself if it fails
+            except FrontsFailed as error:
+                raise StartFailed(f"setting http_workers: {error}") from error
             except OSError as error:
                 raise StartFailed(
                     f"setting listen_client: cannot listen on {settings.listen_client}: "
@@ -477,6 +488,42 @@ class Server:
             settings.client_url,
             settings.listen_peer,
             settings.data_dir,
+        )
+
+    def _fronted_port(
+        self,
+        app: web.Application,
+        host: str,
+        port: int,
+        port_settings: ClientPortSettings,
+        browsers: BrowserGuards,
+    ) -> FrontedClientPort:
+        """The client port served by `http_workers` front processes (raftkv.server.fronts)."""
+        settings, service = self.settings, self.service
+        assert service is not None  # made before the client port
+        gateway = FrontGateway(
+            service,
+            app[METRICS],
+            request_timeout_s=settings.request_timeout_s,
+            max_frame_bytes=max_frame_bytes(settings.max_body_bytes),
+            max_calls_in_flight=settings.max_client_connections,
+        )
+        fronts = FrontSettings(
+            count=settings.http_workers,
+            max_body_bytes=settings.max_body_bytes,
+            body_timeout_s=settings.http_body_timeout_s,
+            request_timeout_s=settings.request_timeout_s,
+            hosts=browsers.hosts,
+            origins=browsers.origins,
+        )
+        return FrontedClientPort(
+            app,
+            gateway,
+            host,
+            port,
+            settings=port_settings,
+            fronts=fronts,
+            data_dir=settings.data_dir,
         )
 
     async def _with_joined_cluster_id(self, settings: ServerSettings) -> ServerSettings:

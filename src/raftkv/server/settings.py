@@ -260,6 +260,13 @@ class ServerSettings:
         "RocksDB and peers: the server raises its soft limit to the hard one and refuses to "
         "start if that is below this + 1024.",
     )
+    http_workers: int = _setting(
+        0,
+        parse_int,
+        "Front processes serving the client port beside the node's own (0: none). They parse "
+        "and answer the KV routes off the node's event loop and forward the rest to it "
+        "(docs/operations.md#front-processes). Up to 16; not with cert_file yet.",
+    )
     http_keepalive_timeout_s: float = _setting(
         10.0,
         parse_float,
@@ -505,6 +512,7 @@ class ServerSettings:
             "snapshot_keep_entries",
             "snapshot_every_bytes",
             "auto_compaction_retention",
+            "http_workers",
         ):
             if getattr(self, name) < 0:
                 raise _invalid(name, f"must be >= 0, got {getattr(self, name)}")
@@ -542,6 +550,8 @@ class ServerSettings:
             raise SettingsInvalid("settings cert_file and key_file: give both or neither")
         if self.client_ca_file is not None and self.cert_file is None:
             raise _invalid("client_ca_file", "needs cert_file and key_file (TLS on the port)")
+        if self.http_workers > 16 or (self.http_workers and self.cert_file is not None):
+            raise _invalid("http_workers", "must be 0-16, and 0 with cert_file (TLS)")
         tls = [self.peer_ca_file, self.peer_cert_file, self.peer_key_file]
         if any(tls) and not all(tls):
             raise SettingsInvalid(
