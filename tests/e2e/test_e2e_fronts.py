@@ -42,8 +42,10 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _requests_count(cluster: KvProcessCluster, node: int, route: str, method: str) -> float:
-    labels = {"route": route, "method": method, "status": "200"}
+def _requests_count(
+    cluster: KvProcessCluster, node: int, route: str, method: str, status: str = "200"
+) -> float:
+    labels = {"route": route, "method": method, "status": status}
     return sum(
         value
         for (name, sample_labels), value in cluster.metrics(node).items()
@@ -126,9 +128,19 @@ def test_a_front_serves_the_kv_routes_as_the_member_does_and_forwards_the_rest(
         assert lines[0]["type"] == "created"
         assert lines[1]["type"] == "events"
 
-        # The member counted what its front served, under the route's template.
+        # The member counted what its front served, under the route's template, and
+        # what the front refused itself on a forwarded route too.
         assert _requests_count(cluster, leader, "/v1/kv/{key}", "PUT") >= put_before + 2
         assert _requests_count(cluster, follower, "/v1/status", "GET") >= 1
+        refused = cluster.http.get(
+            f"{cluster.url(follower)}/v1/status", headers={"Host": "evil.example"}
+        )
+        assert refused.status_code == 421
+        wait_until(
+            lambda: _requests_count(cluster, follower, "/v1/status", "GET", status="421") == 1,
+            BOUND_S,
+            "the refusal counted under /v1/status",
+        )
     finally:
         cluster.stop()
 
