@@ -29,6 +29,8 @@ from raftkv.server.fronts.protocol import (
     FrontError,
     FrontMessage,
     FrontObservation,
+    FrontState,
+    MemberMessage,
     frame,
     max_frame_bytes,
     read_frame,
@@ -78,18 +80,20 @@ def test_calls_answers_and_observations_round_trip_through_frames() -> None:
         call_id=8, leader=0, error=FrontError(503, [("Content-Type", "application/json")], b"{}")
     )
     encoder = msgspec.msgpack.Encoder()
-    stream = b"".join(frame(encoder.encode(item)) for item in (call, observation))
+    counters = FrontCounters(3, 1, 0)
+    stream = b"".join(frame(encoder.encode(item)) for item in (call, observation, counters))
     decoded = [
         msgspec.msgpack.decode(payload, type=FrontMessage)
         for payload in asyncio.run(_frames(stream))
     ]
-    assert decoded == [call, observation]
-    stream = b"".join(frame(encoder.encode(item)) for item in (answer, refusal))
+    assert decoded == [call, observation, counters]
+    state = FrontState(auth_enabled=True)
+    stream = b"".join(frame(encoder.encode(item)) for item in (answer, state, refusal))
     decoded_answers = [
-        msgspec.msgpack.decode(payload, type=FrontAnswer)
+        msgspec.msgpack.decode(payload, type=MemberMessage)
         for payload in asyncio.run(_frames(stream))
     ]
-    assert decoded_answers == [answer, refusal]
+    assert decoded_answers == [answer, state, refusal]
 
 
 @pytest.mark.parametrize(

@@ -214,6 +214,21 @@ class MemberProxy:
             ) from None
 
 
+def _local_with_credentials(
+    handler: Handler, proxy: MemberProxy, channel: MemberChannel
+) -> Handler:
+    """`handler`, but while auth is enabled a request without credentials is forwarded:
+    the member's app refuses it (401) before reading its body, where the front would read
+    it first (and answer 400 to a malformed one)."""
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        if channel.auth_enabled and hdrs.AUTHORIZATION not in request.headers:
+            return await proxy.forward(request)
+        return await handler(request)
+
+    return serve
+
+
 def create_front_app(
     channel: MemberChannel, proxy: MemberProxy, config: FrontConfig
 ) -> web.Application:
@@ -234,7 +249,9 @@ def create_front_app(
         area, _, name = route.handler.partition(".")
         # The other routes are forwarded under their own templates, so a request the
         # front refuses itself is counted under its route, as the node's app counts it.
-        handler = operator.attrgetter(name)(handlers) if area == "kv" else proxy.forward
+        handler: Handler = proxy.forward
+        if area == "kv":
+            handler = _local_with_credentials(operator.attrgetter(name)(handlers), proxy, channel)
         app.router.add_route(route.method, route.path, handler)
     app.router.add_route("*", "/{tail:.*}", proxy.forward)  # etcd's gateway, unknown routes
     return app

@@ -39,6 +39,7 @@ from raftkv.server.fronts.protocol import (
     FrontError,
     FrontMessage,
     FrontObservation,
+    FrontState,
     KvResult,
     read_message,
 )
@@ -97,6 +98,8 @@ class FrontGateway:
                     continue
                 if isinstance(message, FrontCounters):
                     self.connections.update(writer, message)
+                    state = FrontState(auth_enabled=self.service.authorizer.enabled)
+                    sender.send(_ENCODER.encode(state))
                     continue
                 await room.acquire()
                 task = asyncio.create_task(self._answer(message, sender))

@@ -2,7 +2,7 @@
 socket: length-prefixed MessagePack frames, one `FrontCall` per KV request a front serves,
 one `FrontAnswer` per call, in any order (answers name their call), and a
 `FrontObservation` for each request the front answered itself and `FrontCounters` each
-second, for the member's metrics.
+second, for the member's metrics, which the member answers with its `FrontState`.
 
 Frame: a 4-byte big-endian length, then that many bytes of MessagePack. A frame longer than
 the reader's limit, or one that does not decode as what the reader expects, ends the
@@ -47,8 +47,10 @@ __all__ = [
     "FrontError",
     "FrontMessage",
     "FrontObservation",
+    "FrontState",
     "KvRequest",
     "KvResult",
+    "MemberMessage",
     "frame",
     "max_frame_bytes",
     "read_frame",
@@ -123,7 +125,9 @@ class FrontError(msgspec.Struct, frozen=True, forbid_unknown_fields=True, array_
     body: bytes
 
 
-class FrontAnswer(msgspec.Struct, frozen=True, forbid_unknown_fields=True, array_like=True):
+class FrontAnswer(
+    msgspec.Struct, tag="answer", frozen=True, forbid_unknown_fields=True, array_like=True
+):
     """A call's outcome: its result, or its error; and the leader the member knew then
     (every answer's header names it)."""
 
@@ -131,6 +135,20 @@ class FrontAnswer(msgspec.Struct, frozen=True, forbid_unknown_fields=True, array
     leader: int
     result: KvResult | None = None
     error: FrontError | None = None
+
+
+class FrontState(
+    msgspec.Struct, tag="state", frozen=True, forbid_unknown_fields=True, array_like=True
+):
+    """What a front must know of its member's state, sent in reply to each of the front's
+    `FrontCounters` (each second): whether auth is enabled. While it is, a front forwards
+    a KV request without credentials to the member's app, which refuses it (401) before
+    reading its body, as it refuses any such request."""
+
+    auth_enabled: bool
+
+
+MemberMessage = FrontAnswer | FrontState
 
 
 class FrameInvalid(Exception):

@@ -47,8 +47,10 @@ from raftkv.server.fronts.protocol import (
     FrontCounters,
     FrontError,
     FrontObservation,
+    FrontState,
     KvRequest,
     KvResult,
+    MemberMessage,
     read_message,
 )
 from raftkv.server.http_common import ApiError
@@ -65,7 +67,7 @@ logger = logging.getLogger(__name__)
 
 _ResultT = TypeVar("_ResultT", bound=KvResult)
 _ENCODER = msgspec.msgpack.Encoder()
-_DECODER = msgspec.msgpack.Decoder(FrontAnswer)
+_DECODER = msgspec.msgpack.Decoder(MemberMessage)
 # How much longer than the request timeout a call waits for the member's answer, and how
 # often overdue calls are looked for.
 _ANSWER_MARGIN_S = 5.0
@@ -109,6 +111,8 @@ class MemberChannel:
         self.max_frame_bytes = max_frame_bytes
         self.on_lost = on_lost
         self.leader = 0
+        # Whether auth is enabled on the member, as its last FrontState said.
+        self.auth_enabled = False
         self.closed = asyncio.Event()
         self._call_ids = itertools.count(1)
         # Call id -> (its answer, when to give up on it: a loop time).
@@ -173,6 +177,9 @@ class MemberChannel:
                 answer = await read_message(reader, self.max_frame_bytes, _DECODER)
                 if answer is None:
                     break
+                if isinstance(answer, FrontState):
+                    self.auth_enabled = answer.auth_enabled
+                    continue
                 self.leader = answer.leader
                 waiting = self._waiting.get(answer.call_id)
                 if waiting is not None and not waiting[0].done():
