@@ -174,6 +174,8 @@ class FrontedClientPort:
 
     async def close(self) -> None:
         self._closing = True
+        for task in self._supervisors:  # none starts a front any more
+            await cancel_and_wait(task)
         for process in self._processes.values():
             if process.stdin is not None:
                 process.stdin.close()
@@ -184,8 +186,6 @@ class FrontedClientPort:
             if process.returncode is None:
                 process.kill()
                 await process.wait()
-        for task in self._supervisors:
-            await cancel_and_wait(task)
         if self._listening is not None:
             self._listening.close()
         if self._member_port is not None:
@@ -251,12 +251,16 @@ def _private_directory(data_dir: Path) -> Path:
 
 
 def _listen(host: str, port: int, backlog: int) -> socket.socket:
-    """The client address's listening socket, as asyncio would make it (SO_REUSEADDR)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    """The client address's listening socket (SO_REUSEADDR, as asyncio makes one). A name
+    is bound at its first address only (asyncio binds each: "localhost" to 127.0.0.1 and
+    ::1)."""
+    family, _, _, _, address = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
     listening = socket.socket(family, socket.SOCK_STREAM)
     try:
         listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listening.bind((host, port))
+        listening.bind(address)
         listening.listen(backlog)
         listening.set_inheritable(True)
     except BaseException:
