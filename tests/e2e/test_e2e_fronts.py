@@ -303,3 +303,24 @@ def test_a_node_whose_fronts_cannot_start_says_so_and_exits(tmp_path: Path) -> N
         assert "starting another" not in cluster.log(1)
     finally:
         cluster.stop()
+
+
+def test_an_answer_larger_than_any_request_goes_through_a_front(tmp_path: Path) -> None:
+    """A delete with prev_kv answers every value it deleted: here 6 values of ~1 MB, more
+    than a request's frame may carry. It reaches the client whole, and the front serves on."""
+    cluster = KvProcessCluster(tmp_path, nodes=1, arguments=FRONTS)
+    try:
+        cluster.start_all()
+        value = "v" * 1_000_000
+        for index in range(6):
+            status, _ = cluster.request(1, "PUT", f"/v1/kv/big/{index}", json={"value": value})
+            assert status == 200
+        status, answer = cluster.request(
+            1, "DELETE", "/v1/kv/big/?prefix=true&prev_kv=true", timeout=BOUND_S
+        )
+        assert status == 200, answer
+        assert answer["deleted"] == 6
+        assert [kv["value"] for kv in answer["prev_kvs"]] == [value] * 6
+        assert cluster.request(1, "PUT", "/v1/kv/after", json={"value": "1"})[0] == 200
+    finally:
+        cluster.stop()

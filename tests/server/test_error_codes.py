@@ -39,8 +39,9 @@ def _code_of(node: ast.expr, module: object) -> str | None:
 def codes_in_source() -> dict[str, set[int | None]]:
     """code -> the statuses it is answered with (None: a status not written as a number)."""
     found: dict[str, set[int | None]] = {}
-    for path in sorted(SERVER.glob("*.py")):
-        module = importlib.import_module(f"raftkv.server.{path.stem}")
+    for path in sorted(SERVER.rglob("*.py")):
+        dotted = ".".join(path.relative_to(SERVER).with_suffix("").parts)
+        module = importlib.import_module(f"raftkv.server.{dotted}")
         for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, ast.Call) or len(node.args) < 2:
                 continue

@@ -143,7 +143,8 @@ ERROR_CODES: dict[int, str] = {
     "error carries compact_revision and oldest_revision)",
     413: "body_too_large, limit_exceeded, command_too_large, or scan_too_large (the "
     "request's ranges would scan more entries than the server's max_scan_entries; for a "
-    "txn that writes, max_txn_scan_entries): nothing applied",
+    "txn that writes, max_txn_scan_entries): nothing applied; answer_too_large: an answer "
+    "over what a front process carries (http_workers)",
     415: "unsupported_content_encoding: the body is compressed (Content-Encoding); the "
     "server never inflates a body: send it uncompressed; unsupported_media_type: a POST's "
     "body is not sent as Content-Type: application/json",
@@ -154,7 +155,8 @@ ERROR_CODES: dict[int, str] = {
     "change is under way), unavailable, too_many_watches or removed (the member was removed "
     "from the cluster): nothing applied; retry (elsewhere); corrupt: a hash check found this "
     "member's state diverged (see /v1/status alarms): nothing applied; use another member; "
-    "auth_revision_changed: users or roles kept changing while the write was checked: retry",
+    "auth_revision_changed: users or roles kept changing while the write was checked: retry; "
+    "member_unavailable: a front process lost its node: retry (a write may have applied)",
     504: "timeout or outcome_unknown: a write's outcome is unknown (retry with the same "
     "client_id and sequence); a read read nothing",
     505: "http_version_not_supported: the request line is not HTTP/1.0 or HTTP/1.1",
@@ -193,7 +195,14 @@ ERROR_STATUS: dict[str, int] = {
     ),
     "compacted": 410,
     **dict.fromkeys(
-        ("body_too_large", "limit_exceeded", "command_too_large", "scan_too_large"), 413
+        (
+            "body_too_large",
+            "limit_exceeded",
+            "command_too_large",
+            "scan_too_large",
+            "answer_too_large",
+        ),
+        413,
     ),
     **dict.fromkeys(("unsupported_content_encoding", "unsupported_media_type"), 415),
     "host_not_allowed": 421,
@@ -211,6 +220,7 @@ ERROR_STATUS: dict[str, int] = {
             "removed",
             "corrupt",
             "auth_revision_changed",
+            "member_unavailable",
         ),
         503,
     ),

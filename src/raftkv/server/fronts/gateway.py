@@ -31,6 +31,7 @@ from raftkv.kv.service import KvService
 from raftkv.raft.tasks import cancel_and_wait
 from raftkv.server.errors import error_answer
 from raftkv.server.fronts.protocol import (
+    MAX_ANSWER_BYTES,
     FrameInvalid,
     FrameSender,
     FrontAnswer,
@@ -149,11 +150,16 @@ class FrontGateway:
             encoded = _ENCODER.encode(answer)
         except (TypeError, ValueError) as error:  # a bug: still answer, never leave it waiting
             logger.exception("cannot encode the answer to a front's call", exc_info=error)
-            internal = error_response(500, "internal", f"internal error: {type(error).__name__}")
-            failure = FrontError(
-                500, [], internal.body if isinstance(internal.body, bytes) else b""
+            refusal = error_response(500, "internal", f"internal error: {type(error).__name__}")
+            encoded = _refusal(call, answer.leader, refusal)
+        if len(encoded) > MAX_ANSWER_BYTES:
+            refusal = error_response(
+                413,
+                "answer_too_large",
+                f"the answer ({len(encoded)} bytes) is over the {MAX_ANSWER_BYTES} bytes a "
+                "front process carries: narrow the request (or ask with http_workers 0)",
             )
-            encoded = _ENCODER.encode(FrontAnswer(call.call_id, answer.leader, None, failure))
+            encoded = _refusal(call, answer.leader, refusal)
         sender.send(encoded)
 
     async def _run(self, call: FrontCall) -> KvResult:
@@ -225,6 +231,13 @@ class FrontGateway:
             observation.elapsed_s,
             body,
         )
+
+
+def _refusal(call: FrontCall, leader: int, response: web.Response) -> bytes:
+    """The encoded answer to `call` refusing it with `response` (an API error answer)."""
+    body = response.body if isinstance(response.body, bytes) else b""
+    failure = FrontError(response.status, [(hdrs.CONTENT_TYPE, "application/json")], body)
+    return _ENCODER.encode(FrontAnswer(call.call_id, leader, None, failure))
 
 
 def _known(route: str) -> str:

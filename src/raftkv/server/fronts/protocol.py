@@ -39,6 +39,7 @@ from raftkv.kv.commands import (
 
 __all__ = [
     "FRAME_HEADER",
+    "MAX_ANSWER_BYTES",
     "FrameInvalid",
     "FrameSender",
     "FrontAnswer",
@@ -157,10 +158,18 @@ class FrameInvalid(Exception):
 
 
 def max_frame_bytes(max_body_bytes: int) -> int:
-    """The largest frame either side accepts: a call carries at most a request body's
-    worth of keys and values (decoded from JSON, so no larger), an answer at most a
-    response's (`max_response_bytes`-bounded results are far below this), plus framing."""
+    """The largest call, observation or counters frame the node accepts: a call carries at
+    most a request body's worth of keys and values (decoded from JSON, so no larger), plus
+    framing."""
     return 2 * max_body_bytes + (1 << 20)
+
+
+# The largest answer a front accepts, and the node sends. An answer is not bounded by the
+# request: a delete with prev_kv answers every value it deleted, as the node's own app
+# would (one of 6 values of 1 MB is over a request's limit). The node refuses to send a
+# larger one (413 `answer_too_large`); a front that reads a larger length ends the
+# connection, as for any broken frame.
+MAX_ANSWER_BYTES: Final = 256 << 20
 
 
 def frame(payload: bytes) -> bytes:

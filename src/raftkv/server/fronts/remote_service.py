@@ -40,6 +40,7 @@ from raftkv.kv.commands import (
 from raftkv.raft.core.types import NodeId
 from raftkv.raft.tasks import cancel_and_wait
 from raftkv.server.fronts.protocol import (
+    MAX_ANSWER_BYTES,
     FrameInvalid,
     FrameSender,
     FrontAnswer,
@@ -174,7 +175,7 @@ class MemberChannel:
         reason = "the node closed the connection"
         try:
             while True:
-                answer = await read_message(reader, self.max_frame_bytes, _DECODER)
+                answer = await read_message(reader, MAX_ANSWER_BYTES, _DECODER)
                 if answer is None:
                     break
                 if isinstance(answer, FrontState):
@@ -298,8 +299,9 @@ class RemoteKvService:
             raise MemberRefusal(answer.error)
         if not isinstance(answer.result, kind):
             raise ApiError(
-                502,
-                "bad_member_answer",
-                f"the node answered a {type(answer.result).__name__} to a {kind.__name__} call",
+                500,
+                "internal",
+                f"internal error: the node answered a {type(answer.result).__name__} to a "
+                f"{kind.__name__} call",
             )
         return answer.result
