@@ -19,6 +19,7 @@ from raftkv.kv.commands import (
     Txn,
     TxnCompare,
 )
+from raftkv.raft.transport.tcp_framing import frame
 from raftkv.server.fronts.gateway import FrontConnections
 from raftkv.server.fronts.protocol import (
     FRAME_HEADER,
@@ -31,7 +32,6 @@ from raftkv.server.fronts.protocol import (
     FrontObservation,
     FrontState,
     MemberMessage,
-    frame,
     max_frame_bytes,
     read_frame,
 )

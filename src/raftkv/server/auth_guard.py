@@ -29,7 +29,7 @@ from raftkv.kv.authorization import Authorizer
 from raftkv.kv.callers import ANONYMOUS, Caller, acting_as, current_caller
 from raftkv.kv.errors import AuthError, InvalidToken
 
-__all__ = ["PUBLIC_ROUTES", "auth_guard", "request_caller"]
+__all__ = ["PUBLIC_ROUTES", "auth_guard", "request_caller", "token_caller"]
 
 # Routes any client may call while auth is enabled (by route template): liveness and
 # readiness probes, the API document, where the members are (clients and joining nodes
@@ -71,11 +71,18 @@ def _common_name(request: web.Request) -> str | None:
     return None
 
 
+def token_caller(authorization: str, authorizer: Authorizer) -> Caller | None:
+    """The caller an Authorization header's token names; None without one (InvalidToken
+    for a token that names no one)."""
+    header = authorization.strip()
+    return authorizer.caller_for_token(bearer_token(header)) if header else None
+
+
 def request_caller(request: web.Request, authorizer: Authorizer) -> Caller:
     """The caller the request's credentials name (see the module docstring)."""
-    header = request.headers.get(hdrs.AUTHORIZATION, "").strip()
-    if header:
-        return authorizer.caller_for_token(bearer_token(header))
+    caller = token_caller(request.headers.get(hdrs.AUTHORIZATION, ""), authorizer)
+    if caller is not None:
+        return caller
     common_name = _common_name(request)
     if common_name is not None:
         return authorizer.caller_for_certificate(common_name)

@@ -197,7 +197,7 @@ from raftkv.server.etcd_metrics import etcd_families
 from raftkv.server.histograms import bound_text
 from raftkv.server.raft_metrics import gauge, raft_families
 
-__all__ = ["Metrics"]
+__all__ = ["UNMATCHED_ROUTE", "Metrics", "error_code_of"]
 
 # Buckets of the HTTP latency histogram: a local serializable read (~100µs) to a write
 # that waits for a slow quorum or times out (seconds).
@@ -357,16 +357,15 @@ class Metrics:
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else UNMATCHED_ROUTE
         body = response.body if isinstance(response, web.Response) else None
-        self.observe_answer(
-            route, request.method, status, elapsed, body if isinstance(body, bytes) else None
-        )
+        code = error_code_of(body if isinstance(body, bytes) else None) if status == 413 else ""
+        self.observe_answer(route, request.method, status, elapsed, code)
 
     def observe_answer(
-        self, route: str, method: str, status: int, elapsed_s: float, body: bytes | None
+        self, route: str, method: str, status: int, elapsed_s: float, error_code: str = ""
     ) -> None:
-        """Count one answer to a request for `route` (a route template), given its body
-        when it may be an API error (its code names a limit hit); also for the requests a
-        front process served (raftkv.server.fronts.gateway)."""
+        """Count one answer to a request for `route` (a route template); `error_code` is
+        its API error code ("" if none or not known), which for a 413 names the limit hit.
+        Also for the requests a front process served (raftkv.server.fronts.gateway)."""
         method = method if method in hdrs.METH_ALL else "other"
         key = (route, method, status)
         child = self._http_children.get(key)
@@ -377,12 +376,12 @@ class Metrics:
         child.observe(elapsed_s)
         if status == 413:
             # No API error code: aiohttp's own 413, a body over client_max_size.
-            limit = _LIMIT_OF_ERROR_CODE.get(_error_code(body) or "body_too_large")
+            limit = _LIMIT_OF_ERROR_CODE.get(error_code or "body_too_large")
             if limit is not None:
                 self.http_limit_hits[limit] += 1
 
 
-def _error_code(body: bytes | None) -> str:
+def error_code_of(body: bytes | None) -> str:
     """The `error.code` of an API error answer's body; "" if it is not one."""
     if body is None:
         return ""

@@ -24,7 +24,7 @@ from aiohttp import web
 from raftkv.kv.service import KvService
 from raftkv.server.http_common import error_response
 
-__all__ = ["STILL_ANSWERED", "guard_removal"]
+__all__ = ["STILL_ANSWERED", "guard_removal", "removed_message"]
 
 # The routes a removed member still answers (exact paths).
 STILL_ANSWERED = frozenset(
@@ -34,13 +34,18 @@ STILL_ANSWERED = frozenset(
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def removed_message(member_id: int) -> str:
+    """What a removed member answers (503 `removed`) to a request for data."""
+    return (
+        f"node {member_id} was removed from the cluster and serves no data any more: "
+        "use another member"
+    )
+
+
 def guard_removal(app: web.Application, service: KvService) -> None:
     """Make `app` (serving `service`, not started yet) refuse requests and end its watches
     once its member is removed from the cluster (see the module docstring)."""
-    message = (
-        f"node {service.member_id} was removed from the cluster and serves no data any more: "
-        "use another member"
-    )
+    message = removed_message(service.member_id)
 
     @web.middleware
     async def refuse_when_removed(request: web.Request, handler: Handler) -> web.StreamResponse:

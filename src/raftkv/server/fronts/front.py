@@ -47,7 +47,7 @@ from raftkv.server.fronts.remote_service import (
 from raftkv.server.http_common import BODY_TIMEOUT, ApiError
 from raftkv.server.kv_api import KvHandlers
 from raftkv.server.listener import ClientPort, ClientPortSettings
-from raftkv.server.metrics import UNMATCHED_ROUTE
+from raftkv.server.metrics import UNMATCHED_ROUTE, error_code_of
 from raftkv.server.routes import ROUTES
 
 __all__ = ["PEER_HEADER", "FrontConfig", "MemberProxy", "create_front_app", "main"]
@@ -90,24 +90,11 @@ class FrontConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     shutdown_timeout_s: float
 
 
-class _ErrorBody(msgspec.Struct):
-    class _Error(msgspec.Struct):
-        code: str = ""
-
-    error: _Error
-
-
-_ERROR_BODY = msgspec.json.Decoder(_ErrorBody)
-
-
 def _error_code(response: web.StreamResponse) -> str:
     body = response.body if isinstance(response, web.Response) else None
     if not isinstance(body, bytes) or response.status < 400:
         return ""
-    try:
-        return _ERROR_BODY.decode(body).error.code
-    except msgspec.DecodeError:
-        return ""
+    return error_code_of(body)
 
 
 def _count(channel: MemberChannel) -> Middleware:

@@ -10,8 +10,8 @@ when the front began it.
 
 Limits: frames up to `max_frame_bytes`; at most `max_calls_in_flight` calls per front
 connection run at once (a front takes no more requests than its connection cap, so this
-only stops a broken one); a frame that is not a call or an observation ends the
-connection, with one log line.
+only stops a broken one); a frame that is not a front's message (a call, an observation,
+its counters) ends the connection, with one log line.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from contextlib import suppress
 import msgspec
 from aiohttp import hdrs, web
 
-from raftkv.kv.auth_tokens import bearer_token
 from raftkv.kv.callers import ANONYMOUS, Caller, acting_as, current_caller
 from raftkv.kv.commands import Compact, DeleteRange, Put, Range, Txn
 from raftkv.kv.service import KvService
 from raftkv.raft.tasks import cancel_and_wait
+from raftkv.server.auth_guard import token_caller
 from raftkv.server.errors import error_answer
 from raftkv.server.fronts.protocol import (
     MAX_ANSWER_BYTES,
@@ -44,9 +44,10 @@ from raftkv.server.fronts.protocol import (
     KvResult,
     read_message,
 )
-from raftkv.server.http_common import error_response
-from raftkv.server.metrics import UNMATCHED_ROUTE, Metrics
+from raftkv.server.http_common import ApiError, error_response
+from raftkv.server.metrics import UNMATCHED_ROUTE, Metrics, error_code_of
 from raftkv.server.node_api import corrupt_reason
+from raftkv.server.removal import removed_message
 from raftkv.server.routes import ROUTES
 
 __all__ = ["FrontConnections", "FrontGateway"]
@@ -78,10 +79,6 @@ class FrontGateway:
         self.connections = FrontConnections()
         # Fronts connected now (one connection each).
         self.fronts_connected = 0
-        self._removed_message = (
-            f"node {service.member_id} was removed from the cluster and serves no data any "
-            "more: use another member"
-        )
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Serve one front's connection until it ends (an asyncio stream server's callback)."""
@@ -127,23 +124,14 @@ class FrontGateway:
             result = await self._run(call)
             status = 200
         except Exception as error:
-            response = _error_response(error, call)
-            status = response.status
-            failure = FrontError(
-                status,
-                [
-                    (str(name), value)
-                    for name, value in response.headers.items()
-                    if name != hdrs.CONTENT_LENGTH
-                ],
-                response.body if isinstance(response.body, bytes) else b"",
-            )
+            failure = _failure(_error_response(error, call))
+            status = failure.status
         self.metrics.observe_answer(
             _known(call.route),
             call.http_method,
             status,
             max(0.0, time.monotonic() - call.started),
-            failure.body if failure is not None else None,
+            error_code_of(failure.body) if failure is not None else "",
         )
         answer = FrontAnswer(call.call_id, int(self.service.leader_id), result, failure)
         try:
@@ -167,9 +155,9 @@ class FrontGateway:
         caller = self._caller(call)
         alarm = service.corrupt_alarm()
         if alarm is not None:
-            raise _Refused(503, "corrupt", corrupt_reason(service.member_id, alarm))
+            raise ApiError(503, "corrupt", corrupt_reason(service.member_id, alarm))
         if service.removed:
-            raise _Refused(503, "removed", self._removed_message)
+            raise ApiError(503, "removed", removed_message(service.member_id))
         if caller == current_caller():  # anonymous, while auth is disabled
             return await self._execute(call)
         with acting_as(caller):
@@ -179,8 +167,7 @@ class FrontGateway:
         """The auth guard's verdict for a route that is not public (raftkv.server.auth_guard):
         the token's user, or no one; AuthRequired without one while auth is enabled."""
         authorizer = self.service.authorizer
-        header = call.authorization.strip()
-        caller = authorizer.caller_for_token(bearer_token(header)) if header else ANONYMOUS
+        caller = token_caller(call.authorization, authorizer) or ANONYMOUS
         authorizer.user(caller)
         return caller
 
@@ -221,23 +208,29 @@ class FrontGateway:
                 return await service.compact(request.revision, timeout=timeout)
 
     def _observe_refusal(self, observation: FrontObservation) -> None:
-        body = None
-        if observation.error_code:
-            body = msgspec.json.encode({"error": {"code": observation.error_code}})
         self.metrics.observe_answer(
             _known(observation.route),
             observation.http_method,
             observation.status,
             observation.elapsed_s,
-            body,
+            observation.error_code,
         )
+
+
+def _failure(response: web.Response) -> FrontError:
+    """`response` (an API error answer) as a call's error."""
+    headers = [
+        (str(name), value)
+        for name, value in response.headers.items()
+        if name != hdrs.CONTENT_LENGTH
+    ]
+    body = response.body if isinstance(response.body, bytes) else b""
+    return FrontError(response.status, headers, body)
 
 
 def _refusal(call: FrontCall, leader: int, response: web.Response) -> bytes:
     """The encoded answer to `call` refusing it with `response` (an API error answer)."""
-    body = response.body if isinstance(response.body, bytes) else b""
-    failure = FrontError(response.status, [(hdrs.CONTENT_TYPE, "application/json")], body)
-    return _ENCODER.encode(FrontAnswer(call.call_id, leader, None, failure))
+    return _ENCODER.encode(FrontAnswer(call.call_id, leader, None, _failure(response)))
 
 
 def _known(route: str) -> str:
@@ -270,18 +263,8 @@ class FrontConnections:
         self._last.pop(front, None)
 
 
-class _Refused(Exception):
-    """A guard's refusal, answered as the app's guard answers it."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
 def _error_response(error: Exception, call: FrontCall) -> web.Response:
-    if isinstance(error, _Refused):
-        return error_response(error.status, error.code, error.message)
-    response = error_answer(error)
+    response = error_answer(error)  # a guard's refusal (ApiError) included
     if response is not None:
         return response
     logger.exception(

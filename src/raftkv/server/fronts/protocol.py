@@ -4,10 +4,12 @@ one `FrontAnswer` per call, in any order (answers name their call), and a
 `FrontObservation` for each request the front answered itself and `FrontCounters` each
 second, for the member's metrics, which the member answers with its `FrontState`.
 
-Frame: a 4-byte big-endian length, then that many bytes of MessagePack. A frame longer than
+Frame: a 4-byte big-endian length, then that many bytes of MessagePack (the peer
+transport's framing, `raftkv.raft.transport.tcp_framing.frame`; read here by `read_frame`,
+which tells a clean end of the stream from a cut frame). A frame longer than
 the reader's limit, or one that does not decode as what the reader expects, ends the
-connection (`FrameInvalid`): the socket is the member's own (mode 0600, in its data
-directory), so such a frame is a bug or a foreign process, and nothing in the stream after
+connection (`FrameInvalid`): the socket is the member's own (in a directory of mode
+0700), so such a frame is a bug or a foreign process, and nothing in the stream after
 it can be trusted.
 
 The values are raftkv's own: the KV requests and results are `raftkv.kv.commands`'
@@ -52,7 +54,6 @@ __all__ = [
     "KvRequest",
     "KvResult",
     "MemberMessage",
-    "frame",
     "max_frame_bytes",
     "read_frame",
     "read_message",
@@ -170,10 +171,6 @@ def max_frame_bytes(max_body_bytes: int) -> int:
 # larger one (413 `answer_too_large`); a front that reads a larger length ends the
 # connection, as for any broken frame.
 MAX_ANSWER_BYTES: Final = 256 << 20
-
-
-def frame(payload: bytes) -> bytes:
-    return FRAME_HEADER.pack(len(payload)) + payload
 
 
 async def read_frame(reader: asyncio.StreamReader, limit: int) -> bytes | None:
